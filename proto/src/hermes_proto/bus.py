@@ -1,0 +1,337 @@
+"""The bus runtime: connecting to NATS, declaring streams, appending events, running consumers.
+
+Every service uses these pieces instead of talking to nats-py directly, so that
+deduplication (``Nats-Msg-Id``), trace propagation (``traceparent``), dead-lettering
+and metrics behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from hermes_proto import subjects as subj
+from hermes_proto.base import Command, Event
+from hermes_proto.codec import DecodeError, encode
+from hermes_proto.deadletter import DeadLetter
+from hermes_proto.ids import utcnow
+from hermes_proto.settings import BusSettings
+from hermes_proto.telemetry import (
+    DEAD_LETTERS,
+    EVENTS_PUBLISHED,
+    HANDLER_SECONDS,
+    MESSAGES_CONSUMED,
+    REDELIVERIES,
+    extract_context,
+    inject_headers,
+)
+
+log = structlog.get_logger("hermes.bus")
+T = TypeVar("T")
+
+MSG_ID = "Nats-Msg-Id"
+
+
+async def connect(settings: BusSettings, name: str, connect_timeout_s: float = 60.0) -> NATS:
+    """Connect with unlimited reconnects; the first connection is retried with exponential backoff
+    for up to ``connect_timeout_s`` seconds (NATS may start after the service). Raises the last
+    connection error when that time runs out."""
+
+    async def _disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def _reconnected() -> None:
+        log.info("nats_reconnected")
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc))
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(connect_timeout_s),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        retry=retry_if_exception_type((OSError, nats.errors.NoServersError, asyncio.TimeoutError)),
+        reraise=True,
+    ):
+        with attempt:
+            return await nats.connect(
+                settings.nats_url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                connect_timeout=2,
+                disconnected_cb=_disconnected,
+                reconnected_cb=_reconnected,
+                error_cb=_error,
+            )
+    raise RuntimeError("unreachable")
+
+
+def stream_configs(settings: BusSettings) -> list[StreamConfig]:
+    """The four Hermes streams. Events are kept (limits retention, file storage, dedup window);
+    commands and execution requests are work queues; dead letters are kept for operators."""
+    common = dict(storage=StorageType.FILE, num_replicas=settings.stream_replicas,
+                  duplicate_window=settings.dedup_window_s)
+    return [
+        StreamConfig(name=subj.EVENTS_STREAM, subjects=[subj.EVENTS_ALL],
+                     retention=RetentionPolicy.LIMITS, **common),
+        StreamConfig(name=subj.COMMANDS_STREAM, subjects=[subj.COMMANDS_ALL],
+                     retention=RetentionPolicy.WORK_QUEUE, **common),
+        StreamConfig(name=subj.EXEC_STREAM, subjects=[subj.EXEC_ALL],
+                     retention=RetentionPolicy.WORK_QUEUE, **common),
+        StreamConfig(name=subj.DLQ_STREAM, subjects=[subj.DLQ_ALL],
+                     retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, **common),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: BusSettings) -> None:
+    """Create the streams, or update them to the current configuration. Idempotent."""
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+def _headers(msg_id: str) -> dict[str, str]:
+    return inject_headers({MSG_ID: msg_id})
+
+
+class EventStore:
+    """Appends events to ``HERMES_EVENTS`` (and commands to ``HERMES_COMMANDS``).
+
+    Publishes are pipelined (sent in order, acks awaited together), so a batch of N events
+    costs one round trip rather than N. Raises ``nats.js.errors.APIError`` or a timeout when
+    JetStream does not acknowledge; nothing is reported appended unless it was acked.
+    """
+
+    def __init__(self, js: JetStreamContext, service: str) -> None:
+        self._js = js
+        self._service = service
+
+    async def append(self, events: Sequence[Event]) -> list[int]:
+        """Append ``events`` in order; returns their stream sequences (a duplicate returns the
+        sequence of the original)."""
+        futures = []
+        for event in events:
+            futures.append(await self._js.publish_async(
+                subj.event_subject(event), encode(event), headers=_headers(event.event_id)))
+        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+        for event in events:
+            EVENTS_PUBLISHED.labels(self._service, event.type_name()).inc()
+        return [ack.seq for ack in acks]
+
+    async def send(self, command: Command) -> int:
+        """Publish one command; returns its stream sequence."""
+        ack = await self._js.publish(subj.command_subject(command), encode(command),
+                                     headers=_headers(command.command_id))
+        return ack.seq
+
+    async def request_execution(self, subject: str, payload: bytes, msg_id: str) -> int:
+        ack = await self._js.publish(subject, payload, headers=_headers(msg_id))
+        return ack.seq
+
+
+@dataclass
+class Delivery(Generic[T]):
+    """One decoded message and its JetStream metadata, as handed to a handler."""
+
+    message: T
+    msg: Msg
+    stream_sequence: int
+    deliveries: int
+    subject: str
+
+    async def in_progress(self) -> None:
+        """Tell JetStream the message is still being worked on (resets its ack wait)."""
+        await self.msg.in_progress()
+
+
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
+
+
+@dataclass
+class ConsumerSpec:
+    """A durable pull consumer. ``ack_wait_s`` and ``backoff_s`` are seconds; after ``max_deliver``
+    deliveries a failing message is dead-lettered. ``ordered`` stops a batch at the first failure
+    so a projection never applies events out of order: an ordered consumer retries a failing message
+    in place (with ``backoff_s``) instead of nak-ing it, then dead-letters it after ``max_deliver`` tries."""
+
+    stream: str
+    durable: str
+    filter_subjects: list[str]
+    decode: Callable[[bytes], Any]
+    handler: Handler
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    backoff_s: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])
+    batch: int = 64
+    fetch_expires_s: float = 2.0
+    ordered: bool = False
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    max_ack_pending: int = 1000
+
+
+class ConsumerRunner:
+    """Runs one :class:`ConsumerSpec` until :meth:`stop`: fetch with an expiry (so it recovers after a
+    server restart), decode, handle, ack. Undecodable messages and those past ``max_deliver`` go to the
+    dead-letter stream and are acked; a handler error naks with backoff. Never raises out of the loop."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, spec: ConsumerSpec, service: str) -> None:
+        self.nc = nc
+        self.js = js
+        self.spec = spec
+        self.service = service
+        self._stopping = asyncio.Event()
+        self._tracer = trace.get_tracer(f"hermes.{service}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _consumer_config(self) -> ConsumerConfig:
+        spec = self.spec
+        return ConsumerConfig(
+            name=spec.durable,
+            durable_name=spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=spec.deliver_policy,
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver + 1,  # one spare delivery so we can dead-letter it ourselves
+            filter_subjects=spec.filter_subjects if len(spec.filter_subjects) > 1 else None,
+            filter_subject=spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
+            max_ack_pending=spec.max_ack_pending,
+        )
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        await self.js.add_consumer(self.spec.stream, config=self._consumer_config())
+        return await self.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+
+    async def run(self) -> None:
+        sub = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self.subscribe()
+                msgs = await sub.fetch(self.spec.batch, timeout=self.spec.fetch_expires_s)
+            except nats.errors.TimeoutError:
+                continue
+            except Exception as exc:  # connection loss, server restart, consumer gone
+                log.warning("fetch_failed", consumer=self.spec.durable, error=repr(exc))
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            await self._process_batch(msgs)
+
+    async def _process_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await self._process(msg)
+
+    async def _process(self, msg: Msg) -> None:
+        spec = self.spec
+        meta = msg.metadata
+        deliveries = meta.num_delivered
+        if deliveries > 1:
+            REDELIVERIES.labels(self.service, spec.durable).inc()
+        try:
+            decoded = spec.decode(msg.data)
+        except DecodeError as exc:
+            await self.dead_letter(msg, exc.reason, exc.detail)
+            return
+        if deliveries > spec.max_deliver:
+            await self.dead_letter(msg, "max_deliveries", f"delivered {deliveries} times")
+            return
+        delivery = Delivery(decoded, msg, meta.sequence.stream, deliveries, msg.subject)
+        attempt = deliveries
+        while True:
+            error = await self._handle(delivery)
+            if error is None:
+                await _quietly(msg.ack())
+                return
+            if attempt >= spec.max_deliver:
+                await self.dead_letter(msg, "handler_error", repr(error))
+                return
+            delay = self._backoff(attempt)
+            if not spec.ordered:
+                await _quietly(msg.nak(delay=delay))
+                return
+            attempt += 1
+            await _quietly(msg.in_progress())
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        backoff = self.spec.backoff_s or [1.0]
+        return backoff[min(attempt - 1, len(backoff) - 1)]
+
+    async def _handle(self, delivery: Delivery[Any]) -> Exception | None:
+        """Run the handler inside a consumer span linked to the producer's trace; returns its error."""
+        spec, msg = self.spec, delivery.msg
+        started = time.perf_counter()
+        try:
+            with self._tracer.start_as_current_span(
+                f"consume {spec.durable}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+            ):
+                await spec.handler(delivery)
+        except Exception as exc:
+            MESSAGES_CONSUMED.labels(self.service, spec.durable, "error").inc()
+            log.exception("handler_failed", consumer=spec.durable, subject=msg.subject,
+                          seq=delivery.stream_sequence, deliveries=delivery.deliveries, error=repr(exc))
+            return exc
+        finally:
+            HANDLER_SECONDS.labels(self.service, spec.durable).observe(time.perf_counter() - started)
+        MESSAGES_CONSUMED.labels(self.service, spec.durable, "ok").inc()
+        return None
+
+    async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
+        """Move ``msg`` to ``hermes.dlq.<durable>`` with the reason, then ack it (never redelivered)."""
+        meta = msg.metadata
+        record = DeadLetter(
+            consumer=self.spec.durable,
+            stream=meta.stream,
+            subject=msg.subject,
+            stream_sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            headers={k: str(v) for k, v in (msg.headers or {}).items()},
+            payload=msg.data.decode("utf-8", errors="replace"),
+            payload_b64=base64.b64encode(msg.data).decode(),
+            reason=reason,
+            detail=detail[:2000],
+            dead_lettered_at=utcnow(),
+        )
+        dlq_id = f"dlq-{meta.stream}-{meta.sequence.stream}-{self.spec.durable}"
+        await self.js.publish(subj.dlq_subject(self.spec.durable), encode(record), headers={MSG_ID: dlq_id})
+        DEAD_LETTERS.labels(self.service, self.spec.durable, reason).inc()
+        log.warning("dead_lettered", consumer=self.spec.durable, subject=msg.subject,
+                    seq=meta.sequence.stream, reason=reason, detail=detail[:300])
+        await _quietly(msg.ack())
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # an ack lost with the connection is redelivered; the consumer is idempotent
+        log.warning("ack_failed", error=repr(exc))

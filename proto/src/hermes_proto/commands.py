@@ -1,0 +1,35 @@
+"""Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>``).
+
+``SubmitIdea`` and ``AnswerQuestions`` are public: any producer may publish them.
+"""
+
+from __future__ import annotations
+
+from hermes_proto.base import Command
+from hermes_proto.events import Answer
+
+
+class SubmitIdea(Command, frozen=True, kw_only=True):
+    """Open a thread for ``idea``. ``thread_id`` is chosen by the producer so it can watch the thread
+    at once; ``max_questions`` None means the configured default."""
+
+    thread_id: str
+    idea: str
+    channel: str = "api"
+    user_id: str = "local"
+    origin: dict[str, str] = {}
+    max_questions: int | None = None
+
+
+class AnswerQuestions(Command, frozen=True, kw_only=True):
+    thread_id: str
+    answers: list[Answer]
+
+
+class CloseAnswerWindow(Command, frozen=True, kw_only=True):
+    """Internal: the answer timeout of ``thread_id`` elapsed; complete on draft 1 if still unanswered."""
+
+    thread_id: str
+
+
+ALL_COMMANDS = (SubmitIdea, AnswerQuestions, CloseAnswerWindow)

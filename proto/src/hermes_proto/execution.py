@@ -1,0 +1,42 @@
+"""Execution requests (stream ``HERMES_EXEC``, subject ``hermes.exec.<backend>``) and token deltas.
+
+The edge is a dumb pipe: it needs nothing but an :class:`ExecutionRequested`.
+Token deltas go over core NATS (``hermes.tokens.<thread_id>.<job_id>``), not the log:
+they are a live view, the full text arrives in ``ExecutionCompleted``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from hermes_proto import SCHEMA_VERSION
+from hermes_proto.base import ChatMessage
+
+
+class ExecutionRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="execution_requested"):
+    """Run ``messages`` on ``model`` of ``backend``. ``timeout_s`` bounds the whole model call (seconds);
+    ``max_tokens`` bounds the output (tokens)."""
+
+    request_id: str
+    thread_id: str
+    job_id: str
+    backend: str
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int = 256
+    temperature: float = 0.7
+    timeout_s: float = 300.0
+    correlation_id: str
+    requested_at: datetime
+    schema_version: int = SCHEMA_VERSION
+
+
+class TokenDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """A piece of streamed output; ``seq`` counts from 0 per job; ``done`` marks the last delta."""
+
+    job_id: str
+    seq: int
+    text: str
+    done: bool = False

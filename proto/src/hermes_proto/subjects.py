@@ -1,0 +1,50 @@
+"""Stream names and subject builders (lowercase, dotted)."""
+
+from __future__ import annotations
+
+from hermes_proto.base import Command, Event
+
+EVENTS_STREAM = "HERMES_EVENTS"
+COMMANDS_STREAM = "HERMES_COMMANDS"
+EXEC_STREAM = "HERMES_EXEC"
+DLQ_STREAM = "HERMES_DLQ"
+
+EVENTS_ALL = "hermes.evt.>"
+COMMANDS_ALL = "hermes.cmd.>"
+EXEC_ALL = "hermes.exec.>"
+DLQ_ALL = "hermes.dlq.>"
+
+
+def event_subject(event: Event) -> str:
+    """``hermes.evt.<aggregate_type>.<aggregate_id>.<event_type>``."""
+    return f"hermes.evt.{event.aggregate_type}.{event.aggregate_id}.{event.type_name()}"
+
+
+def event_type_filter(event_type: type[Event], aggregate_type: str = "thread") -> str:
+    """A filter matching every event of one type, e.g. ``hermes.evt.thread.*.draft_presented``."""
+    return f"hermes.evt.{aggregate_type}.*.{event_type.type_name()}"
+
+
+def thread_events(thread_id: str) -> str:
+    return f"hermes.evt.thread.{thread_id}.>"
+
+
+def command_subject(command: Command | type[Command]) -> str:
+    return f"hermes.cmd.{command.type_name()}"
+
+
+def exec_subject(backend: str) -> str:
+    return f"hermes.exec.{backend}"
+
+
+def token_subject(thread_id: str, job_id: str) -> str:
+    return f"hermes.tokens.{thread_id}.{job_id}"
+
+
+def dlq_subject(consumer: str) -> str:
+    return f"hermes.dlq.{consumer}"
+
+
+QUERY_THREAD = "hermes.query.thread"
+QUERY_JOB = "hermes.query.job"
+QUERY_HEALTH = "hermes.query.health"

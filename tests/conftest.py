@@ -1,0 +1,86 @@
+"""Shared fixtures: a real nats-server with JetStream per test (free port, temp store dir)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port
+
+
+@dataclass
+class NatsServer:
+    """A running nats-server subprocess; ``restart()`` keeps the same port and store dir."""
+
+    port: int
+    store_dir: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(nats_server_args(self.port, self.store_dir),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        self.stop(sig)
+        self.start()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(port=free_port(), store_dir=tmp_path / "jetstream")
+    server.start()
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def bus_env(nats_server: NatsServer, tmp_path: Path) -> dict[str, str]:
+    """Environment for a service process pointed at the test NATS server and a temp Hermes home."""
+    env = dict(os.environ)
+    env.update({"NATS_URL": nats_server.url, "HERMES_HOME": str(tmp_path / "home"), "LOG_LEVEL": "INFO"})
+    return env
+
+
+@pytest.fixture
+async def js_client(nats_server: NatsServer) -> AsyncIterator[tuple]:
+    """A connected (nc, js) pair with the Hermes streams declared."""
+    from hermes_proto.bus import connect, ensure_streams
+    from hermes_proto.settings import BusSettings
+
+    settings = BusSettings(nats_url=nats_server.url)
+    nc = await connect(settings, "test")
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    yield nc, js
+    await nc.close()
+
+
+async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05):
+    """Poll an (async or sync) predicate until it returns a truthy value; returns it or raises TimeoutError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
