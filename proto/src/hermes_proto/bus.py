@@ -45,6 +45,7 @@ from hermes_proto.telemetry import (
     HANDLER_SECONDS,
     MESSAGES_CONSUMED,
     REDELIVERIES,
+    clear_ids,
     extract_context,
     inject_headers,
 )
@@ -88,6 +89,17 @@ async def connect(settings: BusSettings, name: str, connect_timeout_s: float = 6
                 error_cb=_error,
             )
     raise RuntimeError("unreachable")
+
+
+async def close(nc: NATS) -> None:
+    """Flush what is buffered and close. (``drain()`` waits up to 30 s on open pull subscriptions.)"""
+    if nc.is_closed:
+        return
+    try:
+        await nc.flush(timeout=2)
+    except Exception as exc:
+        log.warning("flush_on_close_failed", error=repr(exc))
+    await nc.close()
 
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
@@ -237,7 +249,7 @@ class ConsumerRunner:
                 if sub is None:
                     sub = await self.subscribe()
                 msgs = await sub.fetch(self.spec.batch, timeout=self.spec.fetch_expires_s)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except Exception as exc:  # connection loss, server restart, consumer gone
                 log.warning("fetch_failed", consumer=self.spec.durable, error=repr(exc))
@@ -303,31 +315,36 @@ class ConsumerRunner:
             return exc
         finally:
             HANDLER_SECONDS.labels(self.service, spec.durable).observe(time.perf_counter() - started)
+            clear_ids("thread_id", "job_id", "correlation_id")
         MESSAGES_CONSUMED.labels(self.service, spec.durable, "ok").inc()
         return None
 
     async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         """Move ``msg`` to ``hermes.dlq.<durable>`` with the reason, then ack it (never redelivered)."""
         meta = msg.metadata
-        record = DeadLetter(
-            consumer=self.spec.durable,
-            stream=meta.stream,
-            subject=msg.subject,
-            stream_sequence=meta.sequence.stream,
-            deliveries=meta.num_delivered,
-            headers={k: str(v) for k, v in (msg.headers or {}).items()},
-            payload=msg.data.decode("utf-8", errors="replace"),
-            payload_b64=base64.b64encode(msg.data).decode(),
-            reason=reason,
-            detail=detail[:2000],
-            dead_lettered_at=utcnow(),
-        )
-        dlq_id = f"dlq-{meta.stream}-{meta.sequence.stream}-{self.spec.durable}"
-        await self.js.publish(subj.dlq_subject(self.spec.durable), encode(record), headers={MSG_ID: dlq_id})
-        DEAD_LETTERS.labels(self.service, self.spec.durable, reason).inc()
-        log.warning("dead_lettered", consumer=self.spec.durable, subject=msg.subject,
-                    seq=meta.sequence.stream, reason=reason, detail=detail[:300])
+        await publish_dead_letter(self.js, self.service, self.spec.durable, stream=meta.stream,
+                                  subject=msg.subject, sequence=meta.sequence.stream,
+                                  deliveries=meta.num_delivered, headers=msg.headers or {},
+                                  data=msg.data, reason=reason, detail=detail)
         await _quietly(msg.ack())
+
+
+async def publish_dead_letter(js: JetStreamContext, service: str, consumer: str, *, stream: str, subject: str,
+                              sequence: int, deliveries: int, headers: dict[str, str], data: bytes,
+                              reason: str, detail: str) -> None:
+    """Append a :class:`DeadLetter` for one message to ``hermes.dlq.<consumer>`` (deduplicated per stream
+    sequence and consumer), count it, and log it. Raises on a JetStream error."""
+    record = DeadLetter(
+        consumer=consumer, stream=stream, subject=subject, stream_sequence=sequence, deliveries=deliveries,
+        headers={k: str(v) for k, v in headers.items()}, payload=data.decode("utf-8", errors="replace"),
+        payload_b64=base64.b64encode(data).decode(), reason=reason, detail=detail[:2000],
+        dead_lettered_at=utcnow(),
+    )
+    await js.publish(subj.dlq_subject(consumer), encode(record),
+                     headers={MSG_ID: f"dlq-{stream}-{sequence}-{consumer}"})
+    DEAD_LETTERS.labels(service, consumer, reason).inc()
+    log.warning("dead_lettered", consumer=consumer, subject=subject, seq=sequence, reason=reason,
+                detail=detail[:300])
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
@@ -335,3 +352,67 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         await awaitable
     except Exception as exc:  # an ack lost with the connection is redelivered; the consumer is idempotent
         log.warning("ack_failed", error=repr(exc))
+
+
+class LogFollower:
+    """Follows a stream from a stored position with an ephemeral pull consumer (no acks): the
+    position of a projection is the one in its own database, not the server's. ``handler`` gets
+    batches of ``(stream_sequence, subject, data)`` in stream order; on any connection error the
+    consumer is re-created from the last handled sequence, so it survives a server restart."""
+
+    def __init__(self, js: JetStreamContext, stream: str, filter_subject: str,
+                 handler: Callable[[list[tuple[int, str, bytes]]], Awaitable[None]],
+                 start_after: int, batch: int = 1000, fetch_expires_s: float = 1.0) -> None:
+        self.js = js
+        self.stream = stream
+        self.filter_subject = filter_subject
+        self.handler = handler
+        self.position = start_after
+        self.batch = batch
+        self.fetch_expires_s = fetch_expires_s
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.position + 1,
+            filter_subject=self.filter_subject,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        return await self.js.pull_subscribe(self.filter_subject, stream=self.stream, config=config)
+
+    async def run(self) -> None:
+        sub = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe()
+                msgs = await sub.fetch(self.batch, timeout=self.fetch_expires_s)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("follow_failed", stream=self.stream, error=repr(exc))
+                if sub is not None:
+                    await _quietly(sub.unsubscribe())
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            batch = [(m.metadata.sequence.stream, m.subject, m.data) for m in msgs
+                     if m.metadata.sequence.stream > self.position]
+            if not batch:
+                continue
+            try:
+                await self.handler(batch)
+            except Exception as exc:
+                # The projection's transaction rolled back: rebuild the consumer from the stored position.
+                log.exception("follow_handler_failed", stream=self.stream, error=repr(exc))
+                await _quietly(sub.unsubscribe())
+                sub = None
+                await asyncio.sleep(1.0)
+                continue
+            self.position = batch[-1][0]

@@ -1,0 +1,94 @@
+"""Router handlers: pick a backend for each queued job and hand it to that backend's work queue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+
+from hermes_proto import subjects
+from hermes_proto.bus import Delivery, EventStore
+from hermes_proto.codec import encode
+from hermes_proto.events import BackendSelected, ExecutionFailed, JobQueued
+from hermes_proto.execution import ExecutionRequested
+from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.telemetry import bind_ids
+
+from hermes_router import domain
+from hermes_router.config import BackendConfig, RouterSettings
+
+log = structlog.get_logger("hermes.router")
+
+SELECTIONS = Counter("hermes_router_selections_total", "Backends chosen", ["backend", "criteria"])
+NO_BACKEND = Counter("hermes_router_no_backend_total", "Jobs with no eligible backend")
+HEALTHY = Gauge("hermes_router_backend_healthy", "1 healthy, 0 unhealthy, -1 unknown", ["backend"])
+
+HEARTBEAT_SUBJECT = "hermes.heartbeat.*"
+
+
+class Router:
+    def __init__(self, js: JetStreamContext, settings: RouterSettings, registry: dict[str, BackendConfig]) -> None:
+        self.js = js
+        self.settings = settings
+        self.registry = registry
+        self.store = EventStore(js, "router")
+        self._heartbeats: dict[str, tuple[float, dict]] = {}
+        for name in registry:
+            HEALTHY.labels(name).set(-1)
+
+    def health(self) -> dict[str, domain.Health]:
+        """Health per backend from heartbeats: stale (older than the configured seconds) counts as unhealthy."""
+        now = time.monotonic()
+        result = {}
+        for name, (seen, beat) in self._heartbeats.items():
+            fresh = now - seen <= self.settings.hermes_heartbeat_stale_seconds
+            state = "healthy" if fresh and beat.get("healthy", False) else "unhealthy"
+            result[name] = domain.Health(state=state, in_flight=int(beat.get("in_flight", 0)))
+            HEALTHY.labels(name).set(1 if state == "healthy" else 0)
+        return result
+
+    async def on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = json.loads(msg.data)
+            name = str(beat["backend"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("bad_heartbeat", subject=msg.subject)
+            return
+        self._heartbeats[name] = (time.monotonic(), beat)
+
+    async def on_job(self, delivery: Delivery[JobQueued]) -> None:
+        job = delivery.message
+        if not isinstance(job, JobQueued):
+            return
+        bind_ids(thread_id=job.aggregate_id, job_id=job.job_id, correlation_id=job.correlation_id)
+        criteria = self.settings.hermes_default_selection_criteria
+        selection = domain.select(self.registry, self.health(), criteria, self.settings.hermes_primary_backend)
+        now = utcnow()
+        common = dict(aggregate_id=job.aggregate_id, occurred_at=now, correlation_id=job.correlation_id,
+                      causation_id=job.event_id)
+        if selection.chosen is None:
+            NO_BACKEND.inc()
+            await self.store.append([ExecutionFailed(
+                event_id=derived_id(job.event_id, "no_backend"), **common, job_id=job.job_id, backend="none",
+                model="none", error_code="no_backend", message=selection.reason, retryable=False)])
+            log.warning("no_backend", candidates=[c.backend for c in selection.candidates])
+            return
+        chosen = selection.chosen
+        await self.store.append([BackendSelected(
+            event_id=derived_id(job.event_id, "backend_selected"), **common, job_id=job.job_id,
+            backend=chosen.backend, model=chosen.model, reason=selection.reason, criteria=criteria,
+            candidates=selection.candidates)])
+        backend = self.registry[chosen.backend]
+        request = ExecutionRequested(
+            request_id=derived_id(job.event_id, "execution_requested"), thread_id=job.aggregate_id,
+            job_id=job.job_id, backend=chosen.backend, model=chosen.model, messages=job.messages,
+            max_tokens=job.max_tokens, temperature=job.temperature, timeout_s=backend.timeout,
+            correlation_id=job.correlation_id, requested_at=now)
+        await self.store.request_execution(subjects.exec_subject(chosen.backend), encode(request),
+                                           request.request_id)
+        SELECTIONS.labels(chosen.backend, criteria).inc()
+        log.info("backend_selected", backend=chosen.backend, model=chosen.model, reason=selection.reason)

@@ -1,0 +1,73 @@
+"""Composition of the orchestrator process: connections, read models, consumers, queries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from hermes_proto import subjects
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, close, LogFollower, connect, ensure_streams
+from hermes_proto.codec import decode_command, decode_event
+from hermes_proto.events import DraftPresented, ExecutionCompleted, ExecutionFailed, QuestionsProposed
+from hermes_proto.service import stop_on_signals
+from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
+
+from hermes_orchestrator import domain
+from hermes_orchestrator.config import OrchestratorSettings
+from hermes_orchestrator.handlers import Orchestrator, QueryResponder
+from hermes_orchestrator.projection import Projection
+from hermes_orchestrator.readmodel import make_engine
+
+log = structlog.get_logger("hermes.orchestrator")
+
+REACTION_EVENTS = (ExecutionCompleted, ExecutionFailed, DraftPresented, QuestionsProposed)
+
+
+async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM)."""
+    configure_logging("orchestrator", settings.log_level, settings.log_file)
+    configure_tracing("orchestrator")
+    start_metrics_server(settings.metrics_port)
+    stop = stop or stop_on_signals()
+
+    nc = await connect(settings, "orchestrator")
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    engine = make_engine(settings.db_url())
+    projection = Projection(engine, js)
+    limits = domain.Limits(max_questions=settings.hermes_max_questions,
+                           answer_timeout_s=settings.hermes_answer_timeout_seconds,
+                           max_tokens=settings.hermes_draft_max_tokens,
+                           temperature=settings.hermes_draft_temperature)
+    orchestrator = Orchestrator(nc, js, engine, projection, limits)
+
+    follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
+                           start_after=projection.position)
+    reactor = ConsumerRunner(nc, js, ConsumerSpec(
+        stream=subjects.EVENTS_STREAM, durable="orchestrator-reactor",
+        filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
+        decode=decode_event, handler=orchestrator.on_event, ordered=True), "orchestrator")
+    commands = ConsumerRunner(nc, js, ConsumerSpec(
+        stream=subjects.COMMANDS_STREAM, durable="orchestrator-commands",
+        filter_subjects=[subjects.COMMANDS_ALL], decode=decode_command,
+        handler=orchestrator.on_command, ordered=True), "orchestrator")
+
+    tasks = [asyncio.create_task(follower.run(), name="projection")]
+    start_seq = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+    await projection.wait_for(start_seq, timeout_s=3600)
+    log.info("read_models_caught_up", position=projection.position)
+    await orchestrator.arm_pending_timers()
+    await QueryResponder(nc, engine, projection).subscribe()
+    tasks += [asyncio.create_task(reactor.run(), name="reactor"),
+              asyncio.create_task(commands.run(), name="commands")]
+    log.info("orchestrator_started", nats=settings.nats_url)
+
+    await stop.wait()
+    log.info("orchestrator_stopping")
+    for runner in (follower, reactor, commands):
+        runner.stop()
+    orchestrator.cancel_timers()
+    await asyncio.wait(tasks, timeout=5)
+    await close(nc)
+    engine.dispose()

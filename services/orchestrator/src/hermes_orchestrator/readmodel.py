@@ -1,0 +1,350 @@
+"""SQLite read models (sqlmodel) and the projection that builds them from the log.
+
+Tables: ``threads``, ``jobs``, ``questions``, ``backend_selections`` and
+``projection_position`` (the last applied ``HERMES_EVENTS`` sequence, written in the
+same transaction as the rows). Every value comes from an event, timestamps included,
+so replaying the log into an empty database yields identical rows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import singledispatch
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from hermes_proto import events as ev
+from hermes_proto.base import Event
+from hermes_proto.queries import JobView, QuestionView, ThreadView
+
+from hermes_orchestrator import domain
+
+PROJECTION = "orchestrator"
+
+
+class ThreadRow(SQLModel, table=True):
+    __tablename__ = "threads"
+
+    thread_id: str = Field(primary_key=True)
+    idea: str
+    channel: str
+    user_id: str
+    origin_json: str = "{}"
+    status: str
+    correlation_id: str
+    max_questions: int
+    answer_timeout_s: float
+    idea_type: str | None = None
+    clarity: float | None = None
+    draft1: str | None = None
+    draft2: str | None = None
+    final_draft_number: int | None = None
+    completion_reason: str | None = None
+    answer_deadline: datetime | None = None
+    created_at: datetime = Field(index=True)
+    updated_at: datetime
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "jobs"
+
+    job_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    kind: str
+    status: str = Field(index=True)
+    priority: int
+    messages_json: str
+    max_tokens: int
+    backend: str | None = None
+    model: str | None = None
+    selection_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float | None = None
+    first_token_ms: float | None = None
+    text: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    queued_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class QuestionRow(SQLModel, table=True):
+    __tablename__ = "questions"
+
+    question_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    position: int
+    template_id: str
+    category: str
+    text: str
+    suggestions_json: str = "[]"
+    expected_value: float = 0.0
+    answer: str | None = None
+    answered_at: datetime | None = None
+
+
+class BackendSelectionRow(SQLModel, table=True):
+    __tablename__ = "backend_selections"
+
+    event_id: str = Field(primary_key=True)
+    job_id: str = Field(index=True)
+    thread_id: str
+    backend: str
+    model: str
+    criteria: str
+    reason: str
+    candidates_json: str
+    selected_at: datetime
+
+
+class ProjectionPosition(SQLModel, table=True):
+    __tablename__ = "projection_position"
+
+    name: str = Field(primary_key=True)
+    last_sequence: int = 0
+
+
+READ_MODEL_TABLES = (ThreadRow, JobRow, QuestionRow, BackendSelectionRow)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the tables created; SQLite runs in WAL mode."""
+    engine = create_engine(url, connect_args={"check_same_thread": False} if url.startswith("sqlite") else {})
+    if url.startswith("sqlite"):
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def load_position(session: Session) -> int:
+    row = session.get(ProjectionPosition, PROJECTION)
+    return row.last_sequence if row else 0
+
+
+def save_position(session: Session, sequence: int) -> None:
+    row = session.get(ProjectionPosition, PROJECTION) or ProjectionPosition(name=PROJECTION)
+    row.last_sequence = sequence
+    session.add(row)
+
+
+def _naive(ts: datetime) -> datetime:
+    """All our timestamps are UTC; they are stored timezone-aware."""
+    return ts.astimezone(UTC)
+
+
+def _touch(session: Session, event: Event) -> ThreadRow | None:
+    thread = session.get(ThreadRow, event.aggregate_id)
+    if thread is not None:
+        thread.updated_at = _naive(event.occurred_at)
+        session.add(thread)
+    return thread
+
+
+@singledispatch
+def apply(event: Event, session: Session) -> None:
+    """Apply one event to the rows (events this projection does not use are ignored)."""
+
+
+@apply.register
+def _(e: ev.ThreadOpened, session: Session) -> None:
+    if session.get(ThreadRow, e.aggregate_id) is not None:
+        return
+    session.add(ThreadRow(thread_id=e.aggregate_id, idea=e.idea, channel=e.channel, user_id=e.user_id,
+                          origin_json=json.dumps(e.origin, sort_keys=True), status=domain.DRAFTING,
+                          correlation_id=e.correlation_id, max_questions=e.max_questions,
+                          answer_timeout_s=e.answer_timeout_s, created_at=_naive(e.occurred_at),
+                          updated_at=_naive(e.occurred_at)))
+
+
+@apply.register
+def _(e: ev.JobQueued, session: Session) -> None:
+    if session.get(JobRow, e.job_id) is not None:
+        return
+    _touch(session, e)
+    session.add(JobRow(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, status="queued",
+                       priority=e.priority, max_tokens=e.max_tokens, queued_at=_naive(e.occurred_at),
+                       messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages])))
+
+
+@apply.register
+def _(e: ev.BackendSelected, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None:
+        job.backend, job.model, job.selection_reason = e.backend, e.model, e.reason
+        if job.status == "queued":
+            job.status = "dispatched"
+        session.add(job)
+    if session.get(BackendSelectionRow, e.event_id) is None:
+        session.add(BackendSelectionRow(
+            event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, backend=e.backend, model=e.model,
+            criteria=e.criteria, reason=e.reason, selected_at=_naive(e.occurred_at),
+            candidates_json=json.dumps([{"backend": c.backend, "model": c.model, "score": c.score,
+                                         "rejected": c.rejected} for c in e.candidates])))
+
+
+@apply.register
+def _(e: ev.ExecutionStarted, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status in ("queued", "dispatched"):
+        job.status, job.started_at = "running", _naive(e.occurred_at)
+        job.backend, job.model = e.backend, e.model
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.ExecutionCompleted, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status not in ("completed", "failed"):
+        job.status, job.text, job.finished_at = "completed", e.text, _naive(e.occurred_at)
+        job.backend, job.model = e.backend, e.model
+        job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
+        job.latency_ms, job.first_token_ms = e.latency_ms, e.first_token_ms
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.ExecutionFailed, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status not in ("completed", "failed"):
+        job.status, job.finished_at = "failed", _naive(e.occurred_at)
+        job.error_code, job.error_message = e.error_code, e.message
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.JobFailed, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None:
+        job.status = "failed"
+        job.error_code, job.error_message = e.error_code, e.message
+        job.finished_at = job.finished_at or _naive(e.occurred_at)
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.DraftPresented, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is None:
+        return
+    if e.draft_number == 1:
+        thread.draft1 = e.text
+        if thread.status == domain.DRAFTING:
+            thread.status = domain.AWAITING_ANSWERS
+            thread.answer_deadline = _naive(e.occurred_at) + timedelta(seconds=thread.answer_timeout_s)
+    else:
+        thread.draft2 = e.text
+
+
+@apply.register
+def _(e: ev.QuestionsProposed, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is None:
+        return
+    thread.idea_type, thread.clarity = e.idea_type, e.clarity
+    for position, q in enumerate(e.questions):
+        if session.get(QuestionRow, q.question_id) is None:
+            session.add(QuestionRow(question_id=q.question_id, thread_id=e.aggregate_id, position=position,
+                                    template_id=q.template_id, category=q.category, text=q.text,
+                                    suggestions_json=json.dumps(q.suggestions), expected_value=q.expected_value))
+
+
+@apply.register
+def _(e: ev.AnswersRecorded, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is None:
+        return
+    if thread.status == domain.AWAITING_ANSWERS:
+        thread.status = domain.REFINING
+        thread.answer_deadline = None
+    for a in e.answers:
+        question = session.get(QuestionRow, a.question_id)
+        if question is not None:
+            question.answer, question.answered_at = a.text, _naive(e.occurred_at)
+            session.add(question)
+
+
+@apply.register
+def _(e: ev.ThreadCompleted, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is not None and thread.status not in domain.FINAL:
+        thread.status = domain.COMPLETED
+        thread.final_draft_number, thread.completion_reason = e.final_draft_number, e.reason
+        thread.answer_deadline = None
+
+
+@apply.register
+def _(e: ev.ThreadFailed, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is not None and thread.status not in domain.FINAL:
+        thread.status = domain.FAILED
+        thread.completion_reason = f"{e.error_code}: {e.message}"
+        thread.answer_deadline = None
+
+
+# ---- reads -------------------------------------------------------------------------------------
+
+
+def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
+    """The decision state of one thread, or None when the thread is unknown."""
+    thread = session.get(ThreadRow, thread_id)
+    if thread is None:
+        return None
+    jobs = session.exec(select(JobRow).where(JobRow.thread_id == thread_id)).all()
+    questions = session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id)
+                             .order_by(QuestionRow.position)).all()
+    return domain.ThreadState(
+        thread_id=thread.thread_id, idea=thread.idea, status=thread.status, correlation_id=thread.correlation_id,
+        max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
+        jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status) for j in jobs},
+        questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
+    )
+
+
+def job_view(job: JobRow) -> JobView:
+    return JobView(job_id=job.job_id, thread_id=job.thread_id, kind=job.kind, status=job.status,
+                   backend=job.backend, model=job.model, selection_reason=job.selection_reason,
+                   prompt_tokens=job.prompt_tokens, completion_tokens=job.completion_tokens,
+                   latency_ms=job.latency_ms, first_token_ms=job.first_token_ms, text=job.text,
+                   error_code=job.error_code, error_message=job.error_message,
+                   queued_at=job.queued_at, finished_at=job.finished_at)
+
+
+def thread_view(session: Session, thread_id: str) -> ThreadView | None:
+    thread = session.get(ThreadRow, thread_id)
+    if thread is None:
+        return None
+    jobs = session.exec(select(JobRow).where(JobRow.thread_id == thread_id).order_by(JobRow.queued_at)).all()
+    questions = session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id)
+                             .order_by(QuestionRow.position)).all()
+    return ThreadView(
+        thread_id=thread.thread_id, idea=thread.idea, channel=thread.channel, user_id=thread.user_id,
+        origin=json.loads(thread.origin_json), status=thread.status, idea_type=thread.idea_type,
+        clarity=thread.clarity, draft1=thread.draft1, draft2=thread.draft2,
+        final_draft_number=thread.final_draft_number, completion_reason=thread.completion_reason,
+        answer_deadline=thread.answer_deadline, created_at=thread.created_at, updated_at=thread.updated_at,
+        questions=[QuestionView(question_id=q.question_id, category=q.category, text=q.text,
+                                suggestions=json.loads(q.suggestions_json), answer=q.answer) for q in questions],
+        jobs=[job_view(j) for j in jobs],
+    )
+
+
+def recent_threads(session: Session, limit: int) -> list[ThreadView]:
+    ids = session.exec(select(ThreadRow.thread_id).order_by(ThreadRow.created_at.desc()).limit(limit)).all()
+    return [v for v in (thread_view(session, i) for i in ids) if v is not None]
+
+
+def awaiting_deadlines(session: Session) -> list[tuple[str, datetime]]:
+    """Threads waiting for answers, with their deadlines (naive UTC)."""
+    rows = session.exec(select(ThreadRow.thread_id, ThreadRow.answer_deadline)
+                        .where(ThreadRow.status == domain.AWAITING_ANSWERS)).all()
+    return [(tid, deadline) for tid, deadline in rows if deadline is not None]
