@@ -12,6 +12,7 @@ on the user's machines; default true for ``talos``), ``QUALITY`` and ``SPEED`` (
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr, field_validator
 
@@ -59,16 +60,21 @@ class BackendConfig(BaseModel):
 
     @property
     def base_url(self) -> str:
-        """``http(s)://host:port`` (no trailing slash); the host may already carry a scheme."""
-        host = self.host.rstrip("/")
+        """Where the model server listens, without a trailing slash.
+
+        A bare host gets ``http://`` and ``port`` (default 11434 for ollama, 8080 for openai). A host with
+        a scheme keeps its scheme and path and gets ``port`` only when one is set explicitly and the host
+        names none, so ``https://openrouter.ai/api`` stays on port 443."""
+        host = self.host.strip().rstrip("/")
         if "://" not in host:
-            host = f"http://{host}"
-        port = self.port if self.port is not None else DEFAULT_PORTS[self.type]
-        scheme, rest = host.split("://", 1)
-        if ":" in rest.split("/", 1)[0]:
-            return host
-        head, _, path = rest.partition("/")
-        return f"{scheme}://{head}:{port}" + (f"/{path}" if path else "")
+            if ":" in host and not host.startswith("["):  # a bare IPv6 address
+                host = f"[{host}]"
+            return f"http://{host}:{self.port or DEFAULT_PORTS[self.type]}"
+        parts = urlsplit(host)
+        netloc = parts.netloc
+        if self.port is not None and parts.port is None:
+            netloc = f"{netloc}:{self.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
 
 
 def load_backend(name: str, environ: dict[str, str] | None = None) -> BackendConfig:

@@ -24,7 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import Counter, Histogram, start_http_server
 
-_SECRET_KEYS = re.compile(r"(key|token|secret|password|authorization)", re.IGNORECASE)
+# Log keys that hold secrets: "key", "api_key", "bot_token", "password"... but not "max_tokens" or "first_token_ms".
+_SECRET_KEYS = re.compile(r"(?:^|_)(?:key|token|secret|password|authorization|credentials?)$", re.IGNORECASE)
 
 EVENTS_PUBLISHED = Counter(
     "hermes_events_published_total", "Events appended to the log", ["service", "type"]
@@ -48,7 +49,7 @@ HANDLER_SECONDS = Histogram(
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key in list(event_dict):
-        if _SECRET_KEYS.search(key) and key not in ("tokens", "prompt_tokens", "completion_tokens"):
+        if _SECRET_KEYS.search(key):
             event_dict[key] = "***"
     return event_dict
 

@@ -1,0 +1,22 @@
+"""I/O adapters of the edge: one per model-server wire format."""
+
+from __future__ import annotations
+
+import httpx
+from hermes_proto.backends import BackendConfig
+
+from hermes_edge.adapters.http_chat import HttpChatAdapter, TextSink
+from hermes_edge.adapters.ollama import OllamaAdapter
+from hermes_edge.adapters.openai_compat import OpenAICompatAdapter
+
+ADAPTERS: dict[str, type[HttpChatAdapter]] = {"openai": OpenAICompatAdapter, "ollama": OllamaAdapter}
+
+
+def build_adapter(backend: BackendConfig, client: httpx.AsyncClient) -> HttpChatAdapter:
+    """The adapter for ``backend.type`` talking to :attr:`~hermes_proto.backends.BackendConfig.base_url` through
+    ``client``; raises ``KeyError`` for an unknown type (``load_backend`` already rejects those)."""
+    key = backend.key.get_secret_value() if backend.key else None
+    return ADAPTERS[backend.type](client, backend.base_url, key)
+
+
+__all__ = ["ADAPTERS", "HttpChatAdapter", "OllamaAdapter", "OpenAICompatAdapter", "TextSink", "build_adapter"]

@@ -1,0 +1,241 @@
+"""The edge's pure logic: what a model call is, what it returns, how it fails, and the events it causes.
+
+Nothing here does I/O. Times are milliseconds, token counts are model tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+import msgspec
+from hermes_proto.base import ChatMessage
+from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
+from hermes_proto.execution import ExecutionRequested
+from hermes_proto.ids import derived_id
+
+
+class ErrorCode(StrEnum):
+    """``error_code`` of :class:`ExecutionFailed`; the router and orchestrator decide about retries."""
+
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"
+    AUTH_FAILED = "auth_failed"
+    BAD_REQUEST = "bad_request"
+    MALFORMED_RESPONSE = "malformed_response"
+    STREAM_CUT = "stream_cut"
+
+
+class ModelCallFailed(Exception):
+    """A model call that produced no result. ``code`` is an :class:`ErrorCode`; ``retryable`` is False
+    when retrying the same request cannot help (401/403, other 4xx); ``retry_after_s`` is the provider's
+    Retry-After (seconds) on 429; ``latency_ms`` is the time from request to failure."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = True,
+                 retry_after_s: float | None = None, latency_ms: float = 0.0) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.latency_ms = latency_ms
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One chat completion to run: ``max_tokens`` bounds the output (tokens), ``timeout_s`` the whole
+    call (seconds, connect to last byte)."""
+
+    model: str
+    messages: Sequence[ChatMessage]
+    max_tokens: int
+    temperature: float
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The assembled result of a streamed call. ``latency_ms``: request sent to last byte;
+    ``first_token_ms``: request sent to first non-empty text chunk (None when no text came);
+    ``usage_estimated``: True when the provider reported no usage and the counts come from
+    :func:`estimate_prompt_tokens` / :func:`estimate_tokens`."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    first_token_ms: float | None
+    finish_reason: str | None
+    usage_estimated: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The answer of a cheap health probe: ``models`` are the names the server lists."""
+
+    healthy: bool
+    models: list[str]
+    detail: str = ""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """Published every few seconds on core NATS ``hermes.heartbeat.<backend>`` (JSON).
+
+    ``models``: configured models (default first) or, when none are configured, those the server lists;
+    ``in_flight``: model calls running in this edge process; ``healthy``: the last probe succeeded;
+    ``edge_id`` tells apart several edge processes serving one backend."""
+
+    backend: str
+    models: list[str]
+    in_flight: int
+    healthy: bool
+    sent_at: datetime
+    edge_id: str = ""
+
+
+def heartbeat_subject(backend: str) -> str:
+    """``hermes.heartbeat.<backend>``."""
+    return f"hermes.heartbeat.{backend}"
+
+
+# A common rule of thumb for English text with BPE tokenizers (OpenAI's and Llama's): ~4 characters per token.
+CHARS_PER_TOKEN = 4
+# Chat templates wrap every message in role markers; OpenAI documents ~3-4 tokens per message plus 3 to
+# prime the reply.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REPLY = 3
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimated token count of ``text``: ``ceil(len(text) / 4)``, 0 for empty text.
+
+    Used only when the provider reports no usage; real counts always win."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
+    """Estimated prompt tokens of a chat: per message ``estimate_tokens(content) + 4`` (role markers),
+    plus 3 to prime the reply. Used only when the provider reports no prompt token count."""
+    return sum(estimate_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None when absent
+    or unparseable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def error_for_status(status: int, provider_message: str, retry_after_s: float | None = None,
+                     latency_ms: float = 0.0) -> ModelCallFailed:
+    """Map an HTTP error status to a :class:`ModelCallFailed`: 429 → rate_limited (Retry-After in the
+    message), 401/403 → auth_failed, 408 → timeout, other 4xx → bad_request (both not retryable),
+    5xx → http_5xx."""
+    detail = provider_message or f"HTTP {status}"
+    if status == 429:
+        wait = f"; retry after {retry_after_s:g} s" if retry_after_s is not None else ""
+        return ModelCallFailed(ErrorCode.RATE_LIMITED, f"rate limited (HTTP 429){wait}: {detail}",
+                               retry_after_s=retry_after_s, latency_ms=latency_ms)
+    if status in (401, 403):
+        return ModelCallFailed(ErrorCode.AUTH_FAILED, f"HTTP {status}: {detail}", retryable=False,
+                               latency_ms=latency_ms)
+    if status == 408:
+        return ModelCallFailed(ErrorCode.TIMEOUT, f"HTTP 408: {detail}", latency_ms=latency_ms)
+    if 400 <= status < 500:
+        return ModelCallFailed(ErrorCode.BAD_REQUEST, f"HTTP {status}: {detail}", retryable=False,
+                               latency_ms=latency_ms)
+    if status >= 500:
+        return ModelCallFailed(ErrorCode.HTTP_5XX, f"HTTP {status}: {detail}", latency_ms=latency_ms)
+    return ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"unexpected HTTP {status}: {detail}",
+                           latency_ms=latency_ms)
+
+
+def model_call(request: ExecutionRequested, default_model: str | None, timeout_cap_s: float) -> ModelCall:
+    """The call for ``request``: its model, or the backend's default model when the request names none;
+    the timeout is the smaller of the request's and the backend's (seconds)."""
+    return ModelCall(
+        model=request.model or default_model or "",
+        messages=request.messages,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        timeout_s=min(request.timeout_s, timeout_cap_s),
+    )
+
+
+def outcome_event_id(request_id: str) -> str:
+    """The id of the one terminal event (completed or failed) of a request. Completed and failed share it
+    on purpose: if a redelivered request ends differently the second outcome is dropped by JetStream
+    deduplication, so a request never has two outcomes in the log."""
+    return derived_id(request_id, "execution_outcome")
+
+
+def started_event(request: ExecutionRequested, backend: str, model: str, attempt: int,
+                  now: datetime) -> ExecutionStarted:
+    """``ExecutionStarted`` for ``request``; id derived from the request id (idempotent)."""
+    return ExecutionStarted(
+        event_id=derived_id(request.request_id, "execution_started"),
+        aggregate_id=request.thread_id,
+        occurred_at=now,
+        correlation_id=request.correlation_id,
+        causation_id=request.request_id,
+        job_id=request.job_id,
+        backend=backend,
+        model=model,
+        attempt=attempt,
+    )
+
+
+def completed_event(request: ExecutionRequested, backend: str, model: str, reply: ModelReply,
+                    now: datetime) -> ExecutionCompleted:
+    """``ExecutionCompleted`` carrying the reply's text, tokens and timings (ms)."""
+    return ExecutionCompleted(
+        event_id=outcome_event_id(request.request_id),
+        aggregate_id=request.thread_id,
+        occurred_at=now,
+        correlation_id=request.correlation_id,
+        causation_id=request.request_id,
+        job_id=request.job_id,
+        backend=backend,
+        model=model,
+        text=reply.text,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        latency_ms=round(reply.latency_ms, 3),
+        first_token_ms=None if reply.first_token_ms is None else round(reply.first_token_ms, 3),
+        finish_reason=reply.finish_reason,
+    )
+
+
+def failed_event(request: ExecutionRequested, backend: str, model: str, error: ModelCallFailed,
+                 now: datetime) -> ExecutionFailed:
+    """``ExecutionFailed`` with the error's code, message, retryable flag and latency (ms)."""
+    return ExecutionFailed(
+        event_id=outcome_event_id(request.request_id),
+        aggregate_id=request.thread_id,
+        occurred_at=now,
+        correlation_id=request.correlation_id,
+        causation_id=request.request_id,
+        job_id=request.job_id,
+        backend=backend,
+        model=model,
+        error_code=str(error.code),
+        message=error.message[:2000],
+        retryable=error.retryable,
+        latency_ms=round(error.latency_ms, 3),
+    )

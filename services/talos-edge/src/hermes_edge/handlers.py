@@ -1,0 +1,170 @@
+"""Handling one ``ExecutionRequested``: started event, streamed model call with token deltas, outcome event.
+
+The edge never retries a model call: every model failure becomes an ``ExecutionFailed`` and the message
+is acked; the router and orchestrator decide what happens next. Only a failure to append to the log
+raises (the runner then naks and JetStream redelivers; derived event ids make that idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+from hermes_proto.base import Event
+from hermes_proto.bus import Delivery
+from hermes_proto.codec import encode
+from hermes_proto.execution import ExecutionRequested, TokenDelta
+from hermes_proto.ids import utcnow
+from hermes_proto.subjects import token_subject
+from hermes_proto.telemetry import bind_ids, clear_ids
+from nats.aio.client import Client as NATS
+
+from hermes_edge import domain
+from hermes_edge.adapters.http_chat import TextSink
+from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, ModelReply
+from hermes_edge.metrics import FIRST_TOKEN_SECONDS, IN_FLIGHT, REQUEST_SECONDS, REQUESTS, TOKENS, USAGE_ESTIMATED
+
+log = structlog.get_logger("hermes.edge")
+
+
+class ChatModel(Protocol):
+    """The port the handler needs from an adapter (see :class:`hermes_edge.adapters.HttpChatAdapter`)."""
+
+    async def stream_chat(self, call: ModelCall, on_text: TextSink) -> ModelReply: ...
+
+
+class EventAppender(Protocol):
+    async def append(self, events: list[Event]) -> list[int]: ...
+
+
+class TokenStream:
+    """Publishes one job's ``TokenDelta``s on core NATS ``hermes.tokens.<thread>.<job>``: ``seq`` from 0,
+    then a final empty delta with ``done=True``. Best effort: a live view must never fail the job, so
+    publish errors are logged once and otherwise ignored. No flush per token."""
+
+    def __init__(self, nc: NATS, thread_id: str, job_id: str) -> None:
+        self._nc = nc
+        self._subject = token_subject(thread_id, job_id)
+        self._job_id = job_id
+        self._seq = 0
+        self._warned = False
+
+    async def send(self, text: str) -> None:
+        await self._publish(TokenDelta(job_id=self._job_id, seq=self._seq, text=text))
+
+    async def finish(self) -> None:
+        await self._publish(TokenDelta(job_id=self._job_id, seq=self._seq, text="", done=True))
+
+    async def _publish(self, delta: TokenDelta) -> None:
+        try:
+            await self._nc.publish(self._subject, encode(delta))
+        except Exception as exc:
+            if not self._warned:
+                log.warning("token_publish_failed", subject=self._subject, error=repr(exc))
+                self._warned = True
+        self._seq += 1
+
+
+class ExecutionHandler:
+    """The ``ConsumerSpec`` handler of ``hermes.exec.<backend>``.
+
+    ``default_model`` is used when a request names no model; ``timeout_cap_s`` caps each request's
+    ``timeout_s`` (seconds); ``keepalive_s`` is how often ``in_progress()`` is sent while the model runs
+    (seconds, keep it well under the consumer's ack wait). ``in_flight`` counts running calls."""
+
+    def __init__(self, *, backend: str, model: ChatModel, store: EventAppender, nc: NATS,
+                 default_model: str | None, timeout_cap_s: float, keepalive_s: float = 10.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.backend = backend
+        self._model = model
+        self._store = store
+        self._nc = nc
+        self._default_model = default_model
+        self._timeout_cap_s = timeout_cap_s
+        self._keepalive_s = keepalive_s
+        self._clock = clock
+        self.in_flight = 0
+
+    async def __call__(self, delivery: Delivery[ExecutionRequested]) -> None:
+        request = delivery.message
+        bind_ids(thread_id=request.thread_id, job_id=request.job_id, correlation_id=request.correlation_id)
+        try:
+            await self._execute(request, delivery)
+        finally:
+            clear_ids("thread_id", "job_id", "correlation_id")
+
+    async def _execute(self, request: ExecutionRequested, delivery: Delivery[ExecutionRequested]) -> None:
+        call = domain.model_call(request, self._default_model, self._timeout_cap_s)
+        if request.backend != self.backend:
+            log.warning("backend_mismatch", requested=request.backend, serving=self.backend)
+        await self._store.append([domain.started_event(request, self.backend, call.model,
+                                                       delivery.deliveries, self._clock())])
+        log.info("execution_started", model=call.model, attempt=delivery.deliveries,
+                 request_id=request.request_id, output_limit=call.max_tokens)
+        tokens = TokenStream(self._nc, request.thread_id, request.job_id)
+        outcome = await self._run_model(call, tokens, delivery)
+        await tokens.finish()
+        if isinstance(outcome, ModelReply):
+            event: Event = domain.completed_event(request, self.backend, call.model, outcome, self._clock())
+        else:
+            event = domain.failed_event(request, self.backend, call.model, outcome, self._clock())
+        await self._store.append([event])
+        self._observe(call.model, outcome)
+
+    async def _run_model(self, call: ModelCall, tokens: TokenStream,
+                         delivery: Delivery[ExecutionRequested]) -> ModelReply | ModelCallFailed:
+        if not call.model:
+            return ModelCallFailed(ErrorCode.BAD_REQUEST, "the request names no model and the backend has no "
+                                   "default (set BACKEND_<NAME>_MODELS)", retryable=False)
+        self.in_flight += 1
+        IN_FLIGHT.labels(self.backend).inc()
+        keepalive = asyncio.create_task(self._keep_alive(delivery))
+        try:
+            return await self._model.stream_chat(call, tokens.send)
+        except ModelCallFailed as exc:
+            return exc
+        except asyncio.CancelledError:
+            # Shutting down mid-call: hand the request back at once rather than after the ack wait.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(delivery.msg.nak()), timeout=1.0)
+            raise
+        finally:
+            keepalive.cancel()
+            self.in_flight -= 1
+            IN_FLIGHT.labels(self.backend).dec()
+
+    async def _keep_alive(self, delivery: Delivery[ExecutionRequested]) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            try:
+                await delivery.in_progress()
+            except Exception as exc:  # a lost connection: the message may be redelivered; ids are derived
+                log.warning("in_progress_failed", error=repr(exc))
+
+    def _observe(self, model: str, outcome: ModelReply | ModelCallFailed) -> None:
+        labels = (self.backend, model)
+        if isinstance(outcome, ModelCallFailed):
+            REQUESTS.labels(*labels, str(outcome.code)).inc()
+            REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
+            log.warning("execution_failed", model=model, error_code=str(outcome.code),
+                        retryable=outcome.retryable, message=outcome.message[:300],
+                        latency_ms=round(outcome.latency_ms, 1))
+            return
+        REQUESTS.labels(*labels, "completed").inc()
+        REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
+        if outcome.first_token_ms is not None:
+            FIRST_TOKEN_SECONDS.labels(*labels).observe(outcome.first_token_ms / 1000)
+        TOKENS.labels(*labels, "prompt").inc(outcome.prompt_tokens)
+        TOKENS.labels(*labels, "completion").inc(outcome.completion_tokens)
+        if outcome.usage_estimated:
+            USAGE_ESTIMATED.labels(*labels).inc()
+        log.info("execution_completed", model=model, prompt_tokens=outcome.prompt_tokens,
+                 completion_tokens=outcome.completion_tokens, usage_estimated=outcome.usage_estimated,
+                 latency_ms=round(outcome.latency_ms, 1),
+                 # 'token' in a log key is redacted by hermes_proto.telemetry unless it is a count
+                 ttft_ms=None if outcome.first_token_ms is None else round(outcome.first_token_ms, 1),
+                 finish_reason=outcome.finish_reason)

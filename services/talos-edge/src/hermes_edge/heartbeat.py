@@ -1,0 +1,69 @@
+"""The edge's liveness signal: a probe of the model server and a heartbeat on core NATS every few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+from hermes_proto.codec import encode
+from hermes_proto.ids import utcnow
+from nats.aio.client import Client as NATS
+
+from hermes_edge.domain import Heartbeat, ProbeResult, heartbeat_subject
+from hermes_edge.metrics import BACKEND_HEALTHY
+
+log = structlog.get_logger("hermes.edge")
+
+
+class Probe(Protocol):
+    async def probe(self, timeout_s: float = 3.0) -> ProbeResult: ...
+
+
+class HeartbeatPublisher:
+    """Every ``interval_s`` seconds probes the model server (``probe_timeout_s`` seconds at most) and
+    publishes a :class:`Heartbeat` on ``hermes.heartbeat.<backend>``. ``models`` are the configured models;
+    when none are configured, those the server lists are reported. Never raises out of :meth:`run`: an
+    unreachable model server only makes ``healthy`` false."""
+
+    def __init__(self, *, nc: NATS, backend: str, models: list[str], probe: Probe,
+                 in_flight: Callable[[], int], interval_s: float = 5.0, probe_timeout_s: float = 3.0,
+                 edge_id: str = "") -> None:
+        self._nc = nc
+        self.backend = backend
+        self._models = models
+        self._probe = probe
+        self._in_flight = in_flight
+        self._interval_s = interval_s
+        self._probe_timeout_s = probe_timeout_s
+        self._edge_id = edge_id
+        self.healthy: bool | None = None
+
+    async def beat(self) -> Heartbeat:
+        """Probe once and publish one heartbeat; returns it. Raises only if publishing fails."""
+        result = await self._probe.probe(self._probe_timeout_s)
+        if result.healthy != self.healthy:
+            if result.healthy:
+                log.info("backend_healthy", backend=self.backend, listed_models=result.models[:20])
+            else:
+                log.warning("backend_unhealthy", backend=self.backend, detail=result.detail)
+        self.healthy = result.healthy
+        BACKEND_HEALTHY.labels(self.backend).set(1 if result.healthy else 0)
+        heartbeat = Heartbeat(backend=self.backend, models=list(self._models or result.models),
+                              in_flight=self._in_flight(), healthy=result.healthy, sent_at=utcnow(),
+                              edge_id=self._edge_id)
+        await self._nc.publish(heartbeat_subject(self.backend), encode(heartbeat))
+        return heartbeat
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat until ``stop`` is set (first beat at once)."""
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except Exception as exc:
+                log.warning("heartbeat_failed", backend=self.backend, error=repr(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+            except TimeoutError:
+                pass

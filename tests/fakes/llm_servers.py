@@ -1,0 +1,485 @@
+"""Loopback fakes of LLM servers that speak the real wire formats over a real socket on 127.0.0.1.
+
+* :class:`FakeOpenAIServer`: an OpenAI-compatible server (``POST /v1/chat/completions`` streaming SSE
+  ``chat.completion.chunk``s, usage chunk when ``stream_options.include_usage``, ``data: [DONE]``; or one
+  ``chat.completion`` object; ``GET /v1/models``).
+* :class:`FakeOllamaServer`: Ollama's native API (``POST /api/chat`` streaming NDJSON with a final
+  ``done: true`` line carrying ``prompt_eval_count``/``eval_count``, or one object with ``stream: false``;
+  ``GET /api/tags``).
+
+Both reply with :attr:`FakeLLMServer.reply` (text split into word-sized "tokens", truncated to the request's
+max tokens with ``finish_reason`` ``length``), check the Bearer key when ``api_key`` is set, reject unknown
+models like the real servers (``strict_models``), record every request in :attr:`FakeLLMServer.requests`,
+and inject faults with :meth:`FakeLLMServer.set_fault` (optionally only for the next N chat requests).
+
+Usage::
+
+    async with FakeOpenAIServer(reply=Reply(text="Hello there", prompt_tokens=9)) as server:
+        server.base_url            # http://127.0.0.1:<free port>
+        server.set_fault(Fault.RATE_LIMITED, retry_after="7", times=1)
+        ...
+        server.chat_requests()[0].body["messages"]
+
+Run one standalone (e.g. for a manual or end-to-end run)::
+
+    python tests/fakes/llm_servers.py openai --port 8080 --text "Hello" --models m1,m2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+
+
+class Fault(StrEnum):
+    """Injectable failures of a chat request."""
+
+    SLOW_FIRST_BYTE = "slow_first_byte"  # sleep ``delay_s`` before the response headers, then answer normally
+    SERVER_ERROR = "server_error"  # HTTP 500 with a provider error body
+    RATE_LIMITED = "rate_limited"  # HTTP 429 with ``Retry-After: <retry_after>``
+    UNAUTHORIZED = "unauthorized"  # HTTP 401
+    FORBIDDEN = "forbidden"  # HTTP 403
+    BAD_REQUEST = "bad_request"  # HTTP 400 with ``message`` as the provider's error message
+    MALFORMED_JSON = "malformed_json"  # 200, then a body (or stream chunk after ``cut_after`` chunks) that is not JSON
+    STREAM_CUT = "stream_cut"  # 200, ``cut_after`` chunks, then the connection is dropped mid-body
+    ERROR_IN_STREAM = "error_in_stream"  # 200, ``cut_after`` chunks, then an error object inside the stream
+    EARLY_END = "early_end"  # 200, ``cut_after`` chunks, then a clean end without the final message/[DONE]
+
+
+@dataclass
+class FaultPlan:
+    """A fault and its parameters; ``times`` None means every chat request, else only the next N."""
+
+    kind: Fault
+    times: int | None = None
+    delay_s: float = 2.0
+    retry_after: str = "7"
+    message: str = ""
+    cut_after: int = 2
+    used: int = 0
+
+    def applies(self) -> bool:
+        return self.times is None or self.used < self.times
+
+
+@dataclass
+class Reply:
+    """What the fake model answers. ``completion_tokens`` None reports the number of chunks streamed;
+    ``report_usage`` False omits every token count (OpenAI usage chunk / Ollama counts); ``chunk_delay_s``
+    paces the stream (seconds between chunks); ``chunks`` overrides the word split of ``text``."""
+
+    text: str = "Plant tomatoes, basil and lettuce in deep pots facing south."
+    prompt_tokens: int = 21
+    completion_tokens: int | None = None
+    report_usage: bool = True
+    chunk_delay_s: float = 0.0
+    finish_reason: str = "stop"
+    chunks: list[str] | None = None
+
+    def split(self) -> list[str]:
+        """The reply as streamed chunks: ``"a b c"`` → ``["a", " b", " c"]``."""
+        if self.chunks is not None:
+            return list(self.chunks)
+        return re.findall(r"\s*\S+\s*$|\s*\S+", self.text) or ([self.text] if self.text else [])
+
+
+@dataclass
+class RecordedRequest:
+    """One request as received: ``headers`` with lower-case names; ``body`` is the parsed JSON or None."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class FakeLLMServer:
+    """Base of the fakes: an aiohttp app on ``host``:``port`` (0 = a free port), started with
+    :meth:`start` or ``async with``. Attributes may be changed while it runs: ``reply``, ``models``,
+    ``api_key``, ``healthy`` (False → every endpoint answers 503), ``strict_models`` (unknown model → 404
+    like the real servers), ``supports_streaming`` (False → answers one JSON object even when asked to
+    stream, as some servers do)."""
+
+    chat_path = ""
+    models_path = ""
+
+    def __init__(self, *, reply: Reply | None = None, models: list[str] | tuple[str, ...] = ("fake-model",),
+                 api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 strict_models: bool = True) -> None:
+        self.reply = reply or Reply()
+        self.models = list(models)
+        self.api_key = api_key
+        self.healthy = True
+        self.strict_models = strict_models
+        self.supports_streaming = True
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self.fault: FaultPlan | None = None
+        self._runner: web.AppRunner | None = None
+
+    # lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> FakeLLMServer:
+        app = web.Application()
+        app.router.add_post(self.chat_path, self._chat)
+        app.router.add_get(self.models_path, self._models)
+        self._add_routes(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeLLMServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # control -----------------------------------------------------------------------------------------
+
+    def set_fault(self, kind: Fault | str, *, times: int | None = None, delay_s: float = 2.0,
+                  retry_after: str = "7", message: str = "", cut_after: int = 2) -> FaultPlan:
+        """Inject ``kind`` into chat requests (all of them, or the next ``times``); returns the plan."""
+        self.fault = FaultPlan(Fault(kind), times, delay_s, retry_after, message, cut_after)
+        return self.fault
+
+    def clear_fault(self) -> None:
+        self.fault = None
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        """The recorded chat requests (not the model-list probes), oldest first."""
+        return [r for r in self.requests if r.path == self.chat_path]
+
+    # wire format hooks (subclasses) ------------------------------------------------------------------
+
+    def _add_routes(self, app: web.Application) -> None:
+        pass
+
+    def _error_body(self, message: str, status: int) -> Any:
+        raise NotImplementedError
+
+    def _model_list(self) -> Any:
+        raise NotImplementedError
+
+    def _wants_stream(self, body: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def _max_tokens(self, body: dict[str, Any]) -> int | None:
+        raise NotImplementedError
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
+                      plan: FaultPlan | None) -> web.StreamResponse:
+        raise NotImplementedError
+
+    def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
+        raise NotImplementedError
+
+    def _not_found_message(self, model: str) -> str:
+        return f"model '{model}' not found"
+
+    # handlers ----------------------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = RecordedRequest(request.method, request.path,
+                                   {k.lower(): v for k, v in request.headers.items()}, body, raw)
+        self.requests.append(recorded)
+        return recorded
+
+    def _json_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        return web.json_response(self._error_body(message, status), status=status, headers=headers)
+
+    def _gate(self, request: web.Request) -> web.Response | None:
+        if not self.healthy:
+            return self._json_error(503, "service unavailable")
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._json_error(401, "Incorrect API key provided")
+        return None
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        return self._gate(request) or web.json_response(self._model_list())
+
+    def _take_fault(self) -> FaultPlan | None:
+        plan = self.fault
+        if plan is None or not plan.applies():
+            return None
+        plan.used += 1
+        return plan
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        recorded = await self._record(request)
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        body = recorded.body
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in body["messages"]):
+            return self._json_error(400, "'messages' must be a list of {role, content}")
+        model = body.get("model")
+        if self.strict_models and model not in self.models:
+            return self._json_error(404, self._not_found_message(str(model)))
+        plan = self._take_fault()
+        if plan is not None:
+            early = await self._early_fault(plan)
+            if early is not None:
+                return early
+        chunks = self.reply.split()
+        limit = self._max_tokens(body)
+        finish = self.reply.finish_reason
+        if limit is not None and 0 <= limit < len(chunks):
+            chunks, finish = chunks[:limit], "length"
+        if self._wants_stream(body) and self.supports_streaming:
+            return await self._stream(request, body, chunks, finish, plan)
+        if plan is not None and plan.kind == Fault.MALFORMED_JSON:
+            return web.Response(body=b'{"id": "x", "choices": [{"message": ', content_type="application/json")
+        if plan is not None and plan.kind == Fault.STREAM_CUT:
+            return await self._cut_body(request, json.dumps(self._completion(
+                body, "".join(chunks), finish, self._completion_tokens(chunks))).encode())
+        return web.json_response(self._completion(body, "".join(chunks), finish, self._completion_tokens(chunks)))
+
+    async def _early_fault(self, plan: FaultPlan) -> web.Response | None:
+        """Faults that replace the whole response; None for those that happen inside the body."""
+        if plan.kind == Fault.SLOW_FIRST_BYTE:
+            await asyncio.sleep(plan.delay_s)
+            return None
+        if plan.kind == Fault.SERVER_ERROR:
+            return self._json_error(500, plan.message or "internal server error")
+        if plan.kind == Fault.RATE_LIMITED:
+            return self._json_error(429, plan.message or "Rate limit reached for requests",
+                                    headers={"Retry-After": plan.retry_after})
+        if plan.kind == Fault.UNAUTHORIZED:
+            return self._json_error(401, plan.message or "Incorrect API key provided")
+        if plan.kind == Fault.FORBIDDEN:
+            return self._json_error(403, plan.message or "You are not allowed to use this model")
+        if plan.kind == Fault.BAD_REQUEST:
+            return self._json_error(400, plan.message or "This model's maximum context length is 8192 tokens")
+        return None
+
+    async def _cut_body(self, request: web.Request, full: bytes) -> web.StreamResponse:
+        """Announce ``full`` by Content-Length, send half of it, drop the connection."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(full)
+        await response.prepare(request)
+        await response.write(full[: len(full) // 2])
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    def _completion_tokens(self, chunks: list[str]) -> int:
+        return self.reply.completion_tokens if self.reply.completion_tokens is not None else len(chunks)
+
+    async def _write_chunks(self, request: web.Request, response: web.StreamResponse, payloads: list[bytes],
+                            plan: FaultPlan | None, cut_at: int, bad_payload: bytes,
+                            error_payload: bytes) -> web.StreamResponse:
+        """Write the stream; an in-body fault of ``plan`` replaces payload ``cut_at`` and what follows."""
+        cut_at = min(cut_at, len(payloads) - 1)  # a short reply still gets its fault
+        for index, payload in enumerate(payloads):
+            if plan is not None and index == cut_at:
+                if plan.kind == Fault.STREAM_CUT:
+                    assert request.transport is not None
+                    request.transport.abort()  # no terminating chunk: the client sees a broken body
+                    return response
+                if plan.kind == Fault.EARLY_END:
+                    await response.write_eof()
+                    return response
+                if plan.kind in (Fault.MALFORMED_JSON, Fault.ERROR_IN_STREAM):
+                    await response.write(bad_payload if plan.kind == Fault.MALFORMED_JSON else error_payload)
+                    await response.write_eof()
+                    return response
+            if index and self.reply.chunk_delay_s:
+                await asyncio.sleep(self.reply.chunk_delay_s)
+            await response.write(payload)
+        await response.write_eof()
+        return response
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class FakeOpenAIServer(FakeLLMServer):
+    """OpenAI-compatible chat completions (as served by OpenAI, OpenRouter, vLLM and llama.cpp)."""
+
+    chat_path = "/v1/chat/completions"
+    models_path = "/v1/models"
+
+    def _error_body(self, message: str, status: int) -> Any:
+        kind = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}.get(status,
+                                                                                              "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+    def _not_found_message(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    def _model_list(self) -> Any:
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                                           for m in self.models]}
+
+    def _wants_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def _max_tokens(self, body: dict[str, Any]) -> int | None:
+        value = body.get("max_completion_tokens", body.get("max_tokens"))
+        return value if isinstance(value, int) else None
+
+    def _envelope(self, body: dict[str, Any], cid: str, obj: str) -> dict[str, Any]:
+        return {"id": cid, "object": obj, "created": int(time.time()), "model": body.get("model"),
+                "system_fingerprint": "fp_fake"}
+
+    def _usage(self, completion_tokens: int) -> dict[str, int]:
+        return {"prompt_tokens": self.reply.prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": self.reply.prompt_tokens + completion_tokens}
+
+    def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
+        payload = self._envelope(body, f"chatcmpl-{uuid.uuid4().hex[:12]}", "chat.completion")
+        payload["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text},
+                               "logprobs": None, "finish_reason": finish}]
+        if self.reply.report_usage:
+            payload["usage"] = self._usage(completion_tokens)
+        return payload
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
+                      plan: FaultPlan | None) -> web.StreamResponse:
+        cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            payload = self._envelope(body, cid, "chat.completion.chunk") | {"choices": choices} | extra
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        def choice(delta: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+
+        payloads = [event(choice({"role": "assistant", "content": ""}))]
+        payloads += [event(choice({"content": c})) for c in chunks]
+        payloads.append(event(choice({}, finish)))
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        if include_usage and self.reply.report_usage:
+            payloads.append(event([], usage=self._usage(self._completion_tokens(chunks))))
+        payloads.append(b"data: [DONE]\n\n")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        bad = b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"content": "oops"\n\n'
+        message = (plan.message if plan else "") or "upstream provider overloaded"
+        error = f"data: {json.dumps({'error': {'message': message, 'code': 502}})}\n\n".encode()
+        cut_at = (plan.cut_after if plan else 0) + 1  # the role chunk comes first
+        return await self._write_chunks(request, response, payloads, plan, cut_at, bad, error)
+
+
+class FakeOllamaServer(FakeLLMServer):
+    """Ollama's native chat API (``/api/chat``, ``/api/tags``; ``GET /`` answers "Ollama is running")."""
+
+    chat_path = "/api/chat"
+    models_path = "/api/tags"
+
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._root)
+
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    def _error_body(self, message: str, status: int) -> Any:
+        return {"error": message}
+
+    def _not_found_message(self, model: str) -> str:
+        return f'model "{model}" not found, try pulling it first'
+
+    def _model_list(self) -> Any:
+        return {"models": [{"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 1000,
+                            "digest": uuid.uuid5(uuid.NAMESPACE_DNS, m).hex,
+                            "details": {"format": "gguf", "family": "llama", "parameter_size": "3B",
+                                        "quantization_level": "Q4_K_M"}} for m in self.models]}
+
+    def _wants_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream", True) is not False  # Ollama streams unless told not to
+
+    def _max_tokens(self, body: dict[str, Any]) -> int | None:
+        value = (body.get("options") or {}).get("num_predict")
+        return value if isinstance(value, int) and value >= 0 else None
+
+    def _final(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> dict[str, Any]:
+        final: dict[str, Any] = {"model": body.get("model"), "created_at": _now_iso(),
+                                 "message": {"role": "assistant", "content": text},
+                                 "done_reason": finish, "done": True, "total_duration": 1_500_000_000,
+                                 "load_duration": 10_000_000, "prompt_eval_duration": 200_000_000,
+                                 "eval_duration": 1_200_000_000}
+        if self.reply.report_usage:
+            final["prompt_eval_count"] = self.reply.prompt_tokens
+            final["eval_count"] = completion_tokens
+        return final
+
+    def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
+        return self._final(body, text, finish, completion_tokens)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
+                      plan: FaultPlan | None) -> web.StreamResponse:
+        def line(obj: dict[str, Any]) -> bytes:
+            return (json.dumps(obj) + "\n").encode()
+
+        payloads = [line({"model": body.get("model"), "created_at": _now_iso(),
+                          "message": {"role": "assistant", "content": c}, "done": False}) for c in chunks]
+        payloads.append(line(self._final(body, "", finish, self._completion_tokens(chunks))))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        bad = b'{"model": "' + str(body.get("model")).encode() + b'", "message": {"content": "oo\n'
+        message = (plan.message if plan else "") or "an error was encountered while running the model: unexpected EOF"
+        cut_at = plan.cut_after if plan else 0
+        return await self._write_chunks(request, response, payloads, plan, cut_at, bad, line({"error": message}))
+
+
+SERVERS: dict[str, type[FakeLLMServer]] = {"openai": FakeOpenAIServer, "ollama": FakeOllamaServer}
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    server = SERVERS[args.kind](reply=Reply(text=args.text), models=args.models.split(","),
+                                api_key=args.key, port=args.port, strict_models=not args.any_model)
+    await server.start()
+    print(f"fake {args.kind} server on {server.base_url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=sorted(SERVERS))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--text", default=Reply.text)
+    parser.add_argument("--models", default="fake-model")
+    parser.add_argument("--key", default=None)
+    parser.add_argument("--any-model", action="store_true", help="accept any model name")
+    asyncio.run(_serve_forever(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
