@@ -1,0 +1,1246 @@
+"""Static checks of the deployment files: Dockerfiles, Compose, Prometheus, Grafana, Kubernetes, talos.
+
+No Docker engine, cluster or kustomize binary is needed: compose.yaml is validated against the Compose
+Specification's JSON schema (``../shared/schemas/compose-spec.json``), the kustomize overlays are rendered
+by a small loader below (the subset of kustomize the overlays use) and every manifest is validated with
+``kubernetes-validate`` against the Kubernetes API schema of ``K8S_VERSION``.
+
+Test dependencies: ``pyyaml``, ``jsonschema``, ``kubernetes-validate`` (see the dev dependency group).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import plistlib
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+COMPOSE_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+PROMETHEUS_DIR = COMPOSE_DIR / "prometheus"
+DASHBOARDS_DIR = DEPLOY / "grafana" / "dashboards"
+GRAFANA_PROVISIONING = COMPOSE_DIR / "grafana" / "provisioning"
+K8S_DIR = DEPLOY / "k8s"
+OVERLAYS = ("single-node", "cluster")
+TALOS_DIR = DEPLOY / "talos"
+
+#: Kubernetes API version the manifests are validated against (kubernetes-validate ships its schemas).
+K8S_VERSION = "1.34"
+
+
+class Svc:
+    """One deployable Hermes service: its folder, distribution, console script and metrics port."""
+
+    def __init__(self, folder: str, dist: str, module: str, port: int, health: str = "/metrics") -> None:
+        self.folder, self.dist, self.module, self.port, self.health = folder, dist, module, port, health
+        self.script = dist
+        self.dockerfile = ROOT / "services" / folder / "Dockerfile"
+
+    def __repr__(self) -> str:
+        return self.folder
+
+
+SERVICES = [
+    Svc("gateway", "hermes-gateway", "hermes_gateway", 5000, "/api/system/health"),
+    Svc("orchestrator", "hermes-orchestrator", "hermes_orchestrator", 9101),
+    Svc("learner", "hermes-learner", "hermes_learner", 9102),
+    Svc("backend-router", "hermes-backend-router", "hermes_router", 9103),
+    Svc("talos-edge", "hermes-talos-edge", "hermes_edge", 9104),
+    Svc("notifier", "hermes-notifier", "hermes_notifier", 9105),
+]
+SERVICE_IDS = [s.folder for s in SERVICES]
+HERMES_DISTS = {s.dist for s in SERVICES}
+
+#: The metric names dashboards may query (the services' stable metrics).
+ALLOWED_METRICS = frozenset({
+    "hermes_events_published_total",
+    "hermes_messages_consumed_total",
+    "hermes_dead_letters_total",
+    "hermes_handler_duration_seconds_bucket",
+    "hermes_gateway_http_requests_total",
+    "hermes_gateway_http_request_duration_seconds_bucket",
+    "hermes_edge_requests_total",
+    "hermes_edge_request_duration_seconds_bucket",
+    "hermes_edge_time_to_first_token_seconds_bucket",
+    "hermes_edge_tokens_total",
+    "hermes_learner_questions_proposed_total",
+    "hermes_notifier_messages_sent_total",
+})
+#: Alert rules may also use Prometheus's own target health.
+ALLOWED_ALERT_METRICS = ALLOWED_METRICS | {"up"}
+
+#: Secrets: never in compose `environment`, only in git-ignored env files / k8s Secrets.
+SECRET_VARS = ("HERMES_API_TOKENS", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "BACKEND_REMOTE_API_KEY",
+               "DATABASE_URL", "GF_SECURITY_ADMIN_PASSWORD")
+
+#: Every setting the services read (docs/architecture.md and the deployment brief); example.env names each.
+DOCUMENTED_VARS = (
+    "NATS_URL", "HERMES_HOME", "LOG_LEVEL", "METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "DATABASE_URL",
+    "STREAM_REPLICAS", "HERMES_WEB_HOST", "HERMES_WEB_PORT", "HERMES_MAX_INPUT_LENGTH", "HERMES_API_TOKENS",
+    "HERMES_MAX_QUESTIONS", "HERMES_ANSWER_TIMEOUT_SECONDS", "HERMES_LEARNING_ENABLED",
+    "HERMES_BACKENDS_ENABLED", "HERMES_PRIMARY_BACKEND", "HERMES_FALLBACK_BACKEND",
+    "HERMES_DEFAULT_SELECTION_CRITERIA", "HERMES_DAILY_BUDGET_CENTS", "HERMES_MAX_COST_PER_JOB_CENTS",
+    "HERMES_EDGE_BACKEND", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "TELEGRAM_API_BASE_URL", "HERMES_WEB_BASE_URL",
+    *(f"BACKEND_REMOTE_API_{k}" for k in ("ENABLED", "TYPE", "HOST", "PORT", "KEY", "MODELS", "TIMEOUT",
+                                          "RATE_LIMIT", "HEALTH_CHECK_INTERVAL")),
+    *(f"BACKEND_TALOS_{k}" for k in ("ENABLED", "TYPE", "HOST", "PORT", "MODELS", "TIMEOUT", "RATE_LIMIT",
+                                     "HEALTH_CHECK_INTERVAL")),
+)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def load_yaml_all(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+# =====================================================================================================
+# Dockerfiles
+# =====================================================================================================
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs: comments dropped, continuation lines joined."""
+    logical: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, f"{path}: dangling line continuation"
+    out = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    assert starts, "no FROM"
+    return instructions[starts[-1]:]
+
+
+def global_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """ARG defaults declared before the first FROM (usable in FROM lines)."""
+    args = {}
+    for word, rest in instructions:
+        if word == "FROM":
+            break
+        if word == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            args[key.strip()] = value.strip()
+    return args
+
+
+def expand_args(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def workspace_members() -> list[str]:
+    """Workspace member folders (relative paths), from the root pyproject's globs."""
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members: list[str] = []
+    for pattern in root["tool"]["uv"]["workspace"]["members"]:
+        members += sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob(f"{pattern}/pyproject.toml"))
+    return members
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_dockerfile_is_multistage_on_slim_python_311(svc: Svc) -> None:
+    ins = dockerfile_instructions(svc.dockerfile)
+    args = global_args(ins)
+    froms = [expand_args(rest, args).split()[0] for word, rest in ins if word == "FROM"]
+    python_froms = [f for f in froms if f.startswith("python:")]
+    assert len(froms) >= 2 and len(python_froms) >= 2, f"multi-stage build on python images expected: {froms}"
+    for image in python_froms:
+        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", image), f"slim Python 3.11 base expected: {image}"
+    assert froms[-1].startswith("python:"), f"the runtime stage must be the slim Python image: {froms[-1]}"
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_dockerfile_runs_as_non_root_user(svc: Svc) -> None:
+    stage = final_stage(dockerfile_instructions(svc.dockerfile))
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users, f"{svc.dockerfile}: the final stage sets no USER (would run as root)"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}, f"{svc.dockerfile}: USER {users[-1]} is root"
+    words = [word for word, _ in stage]
+    assert words.index("USER") < words.index("ENTRYPOINT"), "USER must come before ENTRYPOINT"
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_dockerfile_healthcheck_expose_entrypoint(svc: Svc) -> None:
+    stage = final_stage(dockerfile_instructions(svc.dockerfile))
+    checks = [rest for word, rest in stage if word == "HEALTHCHECK"]
+    assert checks, f"{svc.dockerfile}: no HEALTHCHECK"
+    check = checks[-1]
+    assert not check.upper().startswith("NONE") and " CMD " in f" {check} ", check
+    assert f"{svc.port}" in check and svc.health in check, \
+        f"{svc.dockerfile}: HEALTHCHECK should GET {svc.health} on port {svc.port}: {check}"
+    exposed = {p.split("/")[0] for word, rest in stage if word == "EXPOSE" for p in rest.split()}
+    assert str(svc.port) in exposed, f"{svc.dockerfile}: EXPOSE {svc.port} missing ({exposed})"
+    entry = [rest for word, rest in stage if word == "ENTRYPOINT"]
+    assert entry, f"{svc.dockerfile}: no ENTRYPOINT"
+    assert json.loads(entry[-1]) == [svc.script], f"ENTRYPOINT should be the exec form [\"{svc.script}\"]"
+    scripts = tomllib.loads((ROOT / "services" / svc.folder / "pyproject.toml").read_text())["project"]["scripts"]
+    assert svc.script in scripts, f"{svc.script} is not a console script of {svc.dist}"
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_dockerfile_installs_only_its_own_package(svc: Svc) -> None:
+    ins = dockerfile_instructions(svc.dockerfile)
+    dist = tomllib.loads((ROOT / "services" / svc.folder / "pyproject.toml").read_text())["project"]["name"]
+    assert dist == svc.dist
+    installs = [rest for word, rest in ins if word == "RUN" and re.search(r"\buv\s+(sync|export|pip)\b|\bpip\s", rest)]
+    assert installs, f"{svc.dockerfile}: no uv/pip install step"
+    for command in installs:
+        assert "--all-packages" not in command, command
+        for uv_cmd in re.findall(r"\buv\s+(?:sync|export)\b[^&;|]*", command):
+            packages = re.findall(r"--package[= ](\S+)", uv_cmd)
+            assert packages == [dist], f"`{uv_cmd}` must select exactly --package {dist}"
+            assert "--frozen" in uv_cmd or "--locked" in uv_cmd, f"`{uv_cmd}` must install from uv.lock"
+            assert "--no-dev" in uv_cmd, f"`{uv_cmd}` must leave the dev group out"
+        assert not re.search(r"\bpip\s+install\s+(-e\s+)?\.(\s|$)", command), "no install of the workspace root"
+    # What enters the build: the lock, the workspace shape (pyprojects) and the two packages' sources.
+    members = workspace_members()
+    allowed = {"uv.lock", "pyproject.toml", "proto", f"services/{svc.folder}"} | {f"{m}/pyproject.toml" for m in members}
+    copied: set[str] = set()
+    for word, rest in ins:
+        if word in {"COPY", "ADD"} and "--from=" not in rest:
+            sources = [s for s in rest.split()[:-1] if not s.startswith("--")]
+            for source in sources:
+                norm = source.rstrip("/") or "."
+                assert norm in allowed, f"{svc.dockerfile}: COPY {source} brings in more than its own package"
+                copied.add(norm)
+    missing = {f"{m}/pyproject.toml" for m in members} - copied
+    assert not missing, f"{svc.dockerfile}: uv needs every workspace member's pyproject.toml; missing {missing}"
+    assert {"uv.lock", "proto", f"services/{svc.folder}"} <= copied
+
+
+def locked_closure(dist: str) -> set[str]:
+    """The distributions `uv sync --frozen --no-dev --package dist` installs, per uv.lock."""
+    uv = shutil.which("uv")
+    assert uv, "uv is required (the workspace is managed with uv)"
+    out = subprocess.run([uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header",
+                          "--no-annotate", "--package", dist], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-e ") or line.startswith("./"):
+            folder = line.removeprefix("-e ").strip()
+            names.add(tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]["name"])
+        else:
+            names.add(re.split(r"[=<>!~;\s\[]", line, maxsplit=1)[0].lower())
+    return names
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_locked_closure_holds_no_other_service(svc: Svc) -> None:
+    closure = locked_closure(svc.dist)
+    assert svc.dist in closure and "hermes-proto" in closure, closure
+    others = (HERMES_DISTS | {"hermes-cli"}) - {svc.dist}
+    assert not closure & others, f"{svc.dist} image would carry {closure & others}"
+    if svc.folder == "talos-edge":
+        heavy = closure & {"fastapi", "starlette", "uvicorn", "sqlmodel", "sqlalchemy"}
+        assert not heavy, f"the edge must not need FastAPI/SQLModel, but pulls {heavy}"
+
+
+def dockerignore_matches(patterns: list[str], path: str) -> bool:
+    """Docker's .dockerignore semantics (last match wins, `!` re-includes, a match on a parent excludes)."""
+    def to_regex(pattern: str) -> re.Pattern[str]:
+        out = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                out += "[^/]"
+                i += 1
+            else:
+                out += re.escape(pattern[i])
+                i += 1
+        return re.compile(out + r"(?:/.*)?")
+
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        if to_regex(pattern.strip("/")).fullmatch(path):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_sources_and_drops_secrets() -> None:
+    path = ROOT / ".dockerignore"
+    assert path.is_file(), "a root .dockerignore is required (the build context is the repository root)"
+    patterns = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for needed in ["uv.lock", "pyproject.toml", "proto/pyproject.toml", "proto/src/hermes_proto/bus.py",
+                   "cli/pyproject.toml", *(f"services/{s.folder}/pyproject.toml" for s in SERVICES),
+                   *(f"services/{s.folder}/src/{s.module}/__init__.py" for s in SERVICES)]:
+        assert not dockerignore_matches(patterns, needed), f".dockerignore excludes {needed}, which the build needs"
+    for unwanted in [".git/config", ".venv/bin/python", "deploy/compose/.env", "deploy/compose/secrets/notifier.env",
+                     "services/gateway/.env", "services/gateway/local.env", "proto/prod.env", "proto/src/hermes_proto/__pycache__/bus.cpython-311.pyc", "tests/test_x.py"]:
+        assert dockerignore_matches(patterns, unwanted), f".dockerignore lets {unwanted} into the build context"
+
+
+# =====================================================================================================
+# Compose
+# =====================================================================================================
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE_FILE)
+
+
+def compose_services_of(compose: dict[str, Any], svc: Svc) -> dict[str, dict[str, Any]]:
+    """Compose services built from ``svc``'s Dockerfile (the edge has one per backend)."""
+    found = {}
+    for name, spec in compose["services"].items():
+        build = spec.get("build")
+        if isinstance(build, dict) and (COMPOSE_DIR / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+                                        ).resolve() == svc.dockerfile:
+            found[name] = spec
+    return found
+
+
+def env_default(value: Any) -> str:
+    """``${VAR:-default}`` -> default; plain values unchanged."""
+    text = str(value)
+    m = re.fullmatch(r"\$\{\w+(?::?-([^}]*))?\}", text)
+    return (m.group(1) or "") if m else text
+
+
+def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+    if not COMPOSE_SCHEMA.is_file():
+        pytest.skip(f"Compose Specification schema not found at {COMPOSE_SCHEMA} (shared/ is not beside the "
+                    "project on this machine); the other compose checks still run")
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:20])
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_compose_builds_every_service_with_healthcheck_restart_and_nats_dependency(compose: dict[str, Any],
+                                                                                  svc: Svc) -> None:
+    found = compose_services_of(compose, svc)
+    assert found, f"no compose service is built from {svc.dockerfile.relative_to(ROOT)}"
+    for name, spec in found.items():
+        assert (COMPOSE_DIR / spec["build"]["context"]).resolve() == ROOT, f"{name}: build context must be the repo root"
+        assert spec.get("restart") in {"always", "unless-stopped", "on-failure"}, f"{name}: restart policy"
+        check = spec.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name}: healthcheck"
+        test_cmd = " ".join(check["test"]) if isinstance(check["test"], list) else check["test"]
+        env = spec.get("environment", {})
+        port = int(env_default(env.get("HERMES_WEB_PORT" if svc.folder == "gateway" else "METRICS_PORT", 0)))
+        assert port == svc.port, f"{name}: serves metrics on {svc.port}, environment says {port}"
+        assert f"127.0.0.1:{port}{svc.health}" in test_cmd, f"{name}: healthcheck should GET {svc.health} on {port}"
+        deps = spec.get("depends_on", {})
+        assert isinstance(deps, dict) and deps.get("nats", {}).get("condition") == "service_healthy", \
+            f"{name}: depends_on nats with condition service_healthy"
+        assert env.get("NATS_URL") == "nats://nats:4222", f"{name}: NATS_URL"
+        assert env.get("HERMES_HOME"), f"{name}: HERMES_HOME"
+
+
+def test_compose_state_volumes_and_dependency_conditions(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("orchestrator", "learner"):
+        mounts = services[name].get("volumes", [])
+        home = services[name]["environment"]["HERMES_HOME"]
+        named = [m for m in mounts if isinstance(m, str) and m.split(":")[1] == home and m.split(":")[0] in compose["volumes"]]
+        assert named, f"{name}: its SQLite read model needs a named volume at HERMES_HOME ({home})"
+    for name, spec in services.items():
+        for dep, cond in (spec.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            assert cond.get("condition") in {"service_healthy", "service_completed_successfully"}, \
+                f"{name} -> {dep}: wait for health (or completion), not just start"
+            if cond["condition"] == "service_healthy":
+                assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy, but it has no healthcheck"
+            dep_profiles = set(services[dep].get("profiles", []))
+            own_profiles = set(spec.get("profiles", []))
+            assert not dep_profiles or (own_profiles and own_profiles <= dep_profiles), \
+                f"{name} depends on {dep}, which only runs with profiles {dep_profiles}"
+
+
+def test_compose_nats_jetstream_on_a_named_volume(compose: dict[str, Any]) -> None:
+    nats = compose["services"]["nats"]
+    assert nats["image"].startswith("nats:"), "official nats image"
+    assert "-js" in nats["command"], "JetStream on (-js)"
+    conf_mount = [m for m in nats["volumes"] if m.startswith("./nats.conf:")]
+    assert conf_mount, "nats.conf mounted"
+    conf_target = conf_mount[0].split(":")[1]
+    assert conf_target in nats["command"], "the mounted nats.conf is the one passed with -c"
+    conf = (COMPOSE_DIR / "nats.conf").read_text()
+    store = re.search(r"^\s*store_dir:\s*(\S+)", conf, re.M)
+    assert store, "nats.conf sets jetstream store_dir"
+    data_mounts = {m.split(":")[1]: m.split(":")[0] for m in nats["volumes"]}
+    holder = [target for target in data_mounts if store.group(1).startswith(target.rstrip("/") + "/")]
+    assert holder and data_mounts[holder[0]] in compose["volumes"], "the JetStream store must be on a named volume"
+    active = [ln.split("#")[0] for ln in conf.splitlines()]
+    assert any(re.fullmatch(r"\s*sync_interval:\s*always\s*", ln) for ln in active), \
+        "JetStream must fsync before acknowledging (sync_interval: always)"
+    assert "Jepsen" in conf and "power" in conf, "nats.conf explains sync_interval: always (Jepsen, power loss)"
+
+
+def test_compose_profiles_for_local_model_and_remote_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    edges = compose_services_of(compose, SERVICES[4])
+    by_backend = {spec["environment"]["HERMES_EDGE_BACKEND"]: (name, spec) for name, spec in edges.items()}
+    assert set(by_backend) >= {"talos", "remote_api"}
+    talos_name, talos = by_backend["talos"]
+    assert "local-model" in talos.get("profiles", [])
+    assert "local-model" in services["ollama"].get("profiles", [])
+    assert env_default(talos["environment"]["BACKEND_TALOS_HOST"]) == "ollama", "the local edge points at ollama"
+    assert env_default(talos["environment"]["BACKEND_TALOS_TYPE"]) == "ollama"
+    assert talos["depends_on"]["ollama"]["condition"] == "service_healthy"
+    remote_name, remote = by_backend["remote_api"]
+    assert "remote-only" in remote.get("profiles", [])
+    assert env_default(remote["environment"]["BACKEND_REMOTE_API_TYPE"]) == "openai"
+    router = next(iter(compose_services_of(compose, SERVICES[3]).values()))
+    for backend in ("TALOS", "REMOTE_API"):
+        assert f"BACKEND_{backend}_TYPE" in router["environment"], f"the router reads BACKEND_{backend}_*"
+    assert "BACKEND_REMOTE_API_KEY" not in router["environment"]
+
+
+def git_ignored(path: Path) -> bool:
+    result = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, capture_output=True)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 0
+
+
+def test_compose_secrets_only_through_git_ignored_env_files(compose: dict[str, Any]) -> None:
+    env_files = []
+    for name, spec in compose["services"].items():
+        for key in (spec.get("environment") or {}):
+            assert key not in SECRET_VARS, f"{name}: secret {key} must come from an env_file, not compose.yaml"
+            if re.search(r"(TOKEN|PASSWORD|SECRET|_KEY)$", key):
+                pytest.fail(f"{name}: {key} looks like a secret; pass it with an env_file")
+        for entry in spec.get("env_file", []) if isinstance(spec.get("env_file"), list) else [spec.get("env_file")]:
+            if entry is None:
+                continue
+            path = entry["path"] if isinstance(entry, dict) else entry
+            env_files.append((name, COMPOSE_DIR / path))
+    assert env_files, "secrets are expected through env_file entries"
+    for name, path in env_files:
+        assert path.name != "example.env", f"{name}: example.env is documentation, not a secrets file"
+        assert git_ignored(path), f"{name}: env_file {path.relative_to(ROOT)} is not git-ignored"
+    assert not git_ignored(COMPOSE_DIR / "example.env"), "example.env must be committed"
+
+
+def test_example_env_lists_every_variable() -> None:
+    example = (COMPOSE_DIR / "example.env").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
+    interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+    missing = (interpolated | set(SECRET_VARS)) - listed
+    assert not missing, f"example.env lacks {sorted(missing)}"
+    unmentioned = [v for v in DOCUMENTED_VARS if not re.search(rf"\b{v}\b", example)]
+    assert not unmentioned, f"example.env does not mention {unmentioned}"
+    for var in listed:
+        line = re.search(rf"^#?\s*{var}=(.*)$", example, re.M).group(1)
+        if var in SECRET_VARS:
+            assert line.strip() in {""}, f"example.env must not hold a value for secret {var}"
+
+
+# =====================================================================================================
+# Prometheus
+# =====================================================================================================
+
+@pytest.fixture(scope="module")
+def prometheus() -> dict[str, Any]:
+    return load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+
+
+def scrape_targets(prometheus: dict[str, Any]) -> dict[str, str]:
+    """``host:port`` -> metrics path."""
+    targets = {}
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                targets[target] = job.get("metrics_path", "/metrics")
+    return targets
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_prometheus_scrapes_every_service(prometheus: dict[str, Any], compose: dict[str, Any], svc: Svc) -> None:
+    targets = scrape_targets(prometheus)
+    for name in compose_services_of(compose, svc):
+        target = f"{name}:{svc.port}"
+        assert target in targets, f"prometheus.yml does not scrape {target}"
+        assert targets[target] == "/metrics"
+    for target in targets:
+        host = target.split(":")[0]
+        assert host in compose["services"] or host == "localhost", f"scrape target {target} is not a compose service"
+
+
+def test_prometheus_rule_files_exist(prometheus: dict[str, Any], compose: dict[str, Any]) -> None:
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in compose["services"]["prometheus"]["volumes"]}
+    assert prometheus.get("rule_files"), "alert rules are loaded"
+    for rule_file in prometheus["rule_files"]:
+        source = next((COMPOSE_DIR / src / Path(rule_file).relative_to(target)
+                       for target, src in mounts.items() if rule_file.startswith(target + "/")), None)
+        assert source is not None and source.is_file(), f"rule file {rule_file} is not mounted from the repository"
+
+
+def test_alert_rules_are_complete_and_use_known_metrics() -> None:
+    rules = [r for g in load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules}
+    assert any("TalosDown" in n for n in names) and any("DeadLetter" in n for n in names), names
+    for rule in rules:
+        assert rule.get("expr") and rule.get("labels", {}).get("severity") in {"critical", "warning", "info"}, rule
+        assert rule.get("annotations", {}).get("summary"), rule["alert"]
+        check_balanced(rule["expr"])
+        unknown = promql_metric_names(rule["expr"]) - ALLOWED_ALERT_METRICS
+        assert not unknown, f"{rule['alert']} queries unknown metrics {unknown}"
+
+
+# =====================================================================================================
+# PromQL: metric names out of an expression
+# =====================================================================================================
+
+_PROMQL_TOKEN = re.compile(r"""
+    (?P<str>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
+  | (?P<var>\$\{[^}]*\}|\$\w+|\[\[\w+\]\])
+  | (?P<num>(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[a-zA-Z]*)
+  | (?P<id>[a-zA-Z_:][a-zA-Z0-9_:]*)
+  | (?P<ws>\s+)
+  | (?P<op>.)
+""", re.X | re.S)
+_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_KEYWORDS = _GROUPING | {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
+_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
+                 "topk", "quantile", "limitk", "limit_ratio"}
+
+
+def check_balanced(expr: str) -> None:
+    depth: list[str] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for m in _PROMQL_TOKEN.finditer(expr):
+        if m.lastgroup == "op":
+            ch = m.group()
+            if ch in "([{":
+                depth.append(ch)
+            elif ch in pairs:
+                assert depth and depth.pop() == pairs[ch], f"unbalanced {ch!r} in {expr!r}"
+    assert not depth, f"unclosed {depth} in {expr!r}"
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects: identifiers that are not functions, aggregations, keywords,
+    label names (inside ``{}`` or grouping lists), durations, numbers or Grafana variables."""
+    tokens = [(m.lastgroup, m.group()) for m in _PROMQL_TOKEN.finditer(expr) if m.lastgroup != "ws"]
+    names: set[str] = set()
+    stack: list[str] = []  # open brackets; "label-list" for by(...)/on(...) lists
+    for i, (kind, text) in enumerate(tokens):
+        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        prev = tokens[i - 1][1] if i else ""
+        inside = stack[-1] if stack else ""
+        if kind == "op":
+            if text == "(":
+                stack.append("label-list" if prev in _GROUPING else "(")
+            elif text in "[{":
+                stack.append(text)
+            elif text in ")]}":
+                assert stack, f"unbalanced {text!r} in {expr!r}"
+                stack.pop()
+            continue
+        if inside in {"{", "[", "label-list"}:
+            if kind == "str" and inside == "{" and len(tokens) > i - 2 >= 0 and tokens[i - 2][1] == "__name__":
+                names.add(text.strip("\"'`"))
+            continue
+        if kind != "id" or nxt == "(" or text in _KEYWORDS or text in _AGGREGATIONS:
+            continue
+        names.add(text)
+    assert not stack, f"unclosed {stack} in {expr!r}"
+    return names
+
+
+def grafana_query_exprs(query: Any) -> list[str]:
+    """PromQL inside a Grafana variable query (label_values(...), query_result(...) or raw)."""
+    text = query.get("query", "") if isinstance(query, dict) else str(query or "")
+    text = text.strip()
+    if not text:
+        return []
+    m = re.fullmatch(r"label_values\((.*)\)", text, re.S)
+    if m:
+        inner = m.group(1)
+        depth, split_at = 0, -1
+        for i, ch in enumerate(inner):
+            depth += ch in "({["
+            depth -= ch in ")}]"
+            if ch == "," and depth == 0:
+                split_at = i
+        return [inner[:split_at]] if split_at >= 0 else []
+    m = re.fullmatch(r"query_result\((.*)\)", text, re.S)
+    if m:
+        return [m.group(1)]
+    if re.fullmatch(r"(label_names|metrics)\(.*\)", text, re.S):
+        return []
+    return [text]
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ('sum by (type) (rate(hermes_events_published_total{type="ThreadOpened", service=~"a|b"}[$__rate_interval]))',
+     {"hermes_events_published_total"}),
+    ('histogram_quantile(0.95, sum by (le, backend) (rate(hermes_edge_request_duration_seconds_bucket[5m])))',
+     {"hermes_edge_request_duration_seconds_bucket"}),
+    ('sum(increase(a_total[1h])) * $cost / 1e6 / ${budget} unless on (x) group_left(y) b_total offset 5m > bool 0',
+     {"a_total", "b_total"}),
+    ('up{job="hermes-x"} == 0 or sum without (instance) ({__name__="weird_metric"})', {"up", "weird_metric"}),
+    ('topk(5, sum by (backend, model) (increase(hermes_edge_tokens_total[$__range])))', {"hermes_edge_tokens_total"}),
+])
+def test_promql_metric_name_extraction(expr: str, expected: set[str]) -> None:
+    assert promql_metric_names(expr) == expected
+
+
+def test_promql_unknown_metric_is_caught() -> None:
+    names = promql_metric_names('sum(rate(hermes_events_published_total[5m])) / sum(rate(hermes_made_up_total[5m]))')
+    assert names - ALLOWED_METRICS == {"hermes_made_up_total"}
+    with pytest.raises(AssertionError):
+        check_balanced("sum(rate(x[5m])")
+
+
+EVENT_TYPE_LABEL = re.compile(r'\btype=~?\\?"([^"\\]+)\\?"')
+
+
+def event_type_labels(text: str) -> set[str]:
+    """Every value a PromQL ``type=``/``type=~`` matcher names (``a|b`` alternatives split)."""
+    return {name for match in EVENT_TYPE_LABEL.findall(text) for name in match.split("|")}
+
+
+def test_event_type_label_extraction() -> None:
+    assert event_type_labels('x{type="thread_opened"} / y{service="g", type=~"job_failed|ThreadFailed"}') == {
+        "thread_opened", "job_failed", "ThreadFailed"}
+    assert event_type_labels(json.dumps({"expr": 'x{type="draft_presented"}'})) == {"draft_presented"}
+
+
+@pytest.mark.parametrize("path", sorted([*DASHBOARDS_DIR.glob("*.json"), ROOT / "deploy/compose/prometheus/alerts.yml"]),
+                         ids=lambda p: p.name)
+def test_event_type_labels_name_real_events(path: Path) -> None:
+    """``hermes_events_published_total{type}`` carries the wire tag (``thread_opened``), never the class name."""
+    from hermes_proto.events import ALL_EVENTS
+
+    known = {event.type_name() for event in ALL_EVENTS}
+    unknown = event_type_labels(path.read_text()) - known
+    assert not unknown, f"{path.name}: type label(s) {sorted(unknown)} match no event; known: {sorted(known)}"
+
+
+# =====================================================================================================
+# Grafana
+# =====================================================================================================
+
+def dashboards() -> list[tuple[Path, dict[str, Any]]]:
+    return [(p, json.loads(p.read_text())) for p in sorted(DASHBOARDS_DIR.glob("*.json"))]
+
+
+def all_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for panel in panels:
+        out.append(panel)
+        out += all_panels(panel.get("panels", []))
+    return out
+
+
+def provisioned_datasource_uid() -> str:
+    sources = load_yaml(GRAFANA_PROVISIONING / "datasources" / "prometheus.yml")["datasources"]
+    prom = [s for s in sources if s["type"] == "prometheus"]
+    assert len(prom) == 1 and prom[0].get("uid")
+    return prom[0]["uid"]
+
+
+def test_dashboards_parse_and_cover_every_topic() -> None:
+    found = dashboards()
+    titles = " ".join(d["title"].lower() for _, d in found)
+    for topic in ("overview", "backends", "budget", "learning", "bus"):
+        assert topic in titles, f"no {topic} dashboard in {DASHBOARDS_DIR.relative_to(ROOT)}"
+    uids = [d["uid"] for _, d in found]
+    assert len(uids) == len(set(uids)), f"dashboard uids must be unique: {uids}"
+
+
+@pytest.mark.parametrize("path", sorted(DASHBOARDS_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_dashboard_queries_reference_only_allowed_metrics(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    ds_uid = provisioned_datasource_uid()
+    panels = [p for p in all_panels(dashboard["panels"]) if p.get("type") != "row"]
+    assert panels, f"{path.name}: no panels"
+    ids = [p["id"] for p in all_panels(dashboard["panels"])]
+    assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+    exprs: list[tuple[str, str]] = []
+    for panel in panels:
+        assert panel.get("gridPos"), f"{path.name}/{panel.get('title')}: no gridPos"
+        targets = panel.get("targets") or []
+        assert targets, f"{path.name}/{panel.get('title')}: no query"
+        for target in targets:
+            assert target.get("expr"), f"{path.name}/{panel['title']}: empty query"
+            ds = target.get("datasource") or panel.get("datasource")
+            assert ds and ds.get("uid") == ds_uid, f"{path.name}/{panel['title']}: datasource must be {ds_uid}"
+            exprs.append((panel["title"], target["expr"]))
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            for source in (variable.get("query"), variable.get("definition")):
+                exprs += [(f"${variable['name']}", e) for e in grafana_query_exprs(source)]
+    for title, expr in exprs:
+        names = promql_metric_names(expr)
+        assert names, f"{path.name}/{title}: no metric in {expr!r}"
+        unknown = names - ALLOWED_METRICS
+        assert not unknown, f"{path.name}/{title}: unknown metric(s) {sorted(unknown)} in {expr!r}"
+        used_vars = set(re.findall(r"\$(\w+)", expr)) - {"__rate_interval", "__range", "__interval"}
+        declared = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+        assert used_vars <= declared, f"{path.name}/{title}: undeclared variable(s) {used_vars - declared}"
+
+
+def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {(COMPOSE_DIR / m.split(":")[0]).resolve(): m.split(":")[1] for m in grafana["volumes"]
+              if m.startswith(".")}
+    assert mounts.get(DASHBOARDS_DIR.resolve()), "deploy/grafana/dashboards is mounted into grafana"
+    assert mounts.get(GRAFANA_PROVISIONING.resolve()) == "/etc/grafana/provisioning"
+    providers = load_yaml(GRAFANA_PROVISIONING / "dashboards" / "hermes.yml")["providers"]
+    assert any(p["options"]["path"] == mounts[DASHBOARDS_DIR.resolve()] for p in providers), \
+        "the dashboard provider reads the mounted dashboards folder"
+    url = load_yaml(GRAFANA_PROVISIONING / "datasources" / "prometheus.yml")["datasources"][0]["url"]
+    host = re.match(r"https?://([^:/]+)", url).group(1)
+    assert host in compose["services"], f"datasource url {url} is not a compose service"
+
+
+# =====================================================================================================
+# Kubernetes: a kustomize subset, rendered without the kustomize binary
+# =====================================================================================================
+
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
+#: Strategic-merge keys of the lists the loader merges item by item; any other list is replaced whole,
+#: as strategic merge does for lists without a merge key (args, command, routes, metrics...).
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
+                  "CustomResourceDefinition", "PriorityClass"}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+class KustomizeError(Exception):
+    pass
+
+
+def strategic_merge(base: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if key.startswith("$"):
+            raise KustomizeError(f"patch directive {key} not supported")
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            strategic_merge(base[key], value)
+        elif isinstance(value, list) and key in MERGE_KEYS and isinstance(base.get(key), list):
+            merge_key = MERGE_KEYS[key]
+            for item in value:
+                match = [b for b in base[key] if b.get(merge_key) == item.get(merge_key)]
+                if match:
+                    strategic_merge(match[0], item)
+                else:
+                    base[key].append(copy.deepcopy(item))
+        elif isinstance(value, list) and key == "ports":
+            raise KustomizeError("patching `ports` is not supported by this loader (merge keys differ by kind)")
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if doc["kind"] in WORKLOADS:
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+def render_kustomization(folder: Path) -> list[dict[str, Any]]:
+    """Render ``folder/kustomization.yaml``: resources (files or kustomization folders), strategic-merge
+    patches by path, replicas, images and namespace. Anything else raises, so a field the loader would
+    ignore (but kustomize would apply) cannot slip through."""
+    k = load_yaml(folder / "kustomization.yaml")
+    unknown = set(k) - KUSTOMIZATION_FIELDS
+    if unknown:
+        raise KustomizeError(f"{folder}: unsupported kustomization fields {sorted(unknown)}")
+    docs: list[dict[str, Any]] = []
+    for resource in k.get("resources", []):
+        path = (folder / resource).resolve()
+        docs += render_kustomization(path) if path.is_dir() else load_yaml_all(path)
+    for patch in k.get("patches", []):
+        if set(patch) != {"path"}:
+            raise KustomizeError(f"{folder}: only `patches: - path: <strategic merge file>` is supported")
+        patch_docs = load_yaml_all(folder / patch["path"])
+        if len(patch_docs) != 1:
+            raise KustomizeError(f"{patch['path']}: one patch per file")
+        p = patch_docs[0]
+        # kustomize matches a patch on kind, name and namespace ("" meaning "default"): a patch of a
+        # resource whose base set `namespace:` must name that namespace too.
+        targets = [d for d in docs if d["kind"] == p["kind"] and d["metadata"]["name"] == p["metadata"]["name"]
+                   and d["apiVersion"] == p["apiVersion"]
+                   and (d["kind"] in CLUSTER_SCOPED or (d["metadata"].get("namespace") or "default")
+                        == (p["metadata"].get("namespace") or "default"))]
+        if len(targets) != 1:
+            raise KustomizeError(f"{patch['path']}: {len(targets)} targets for {p['kind']}/{p['metadata']['name']}")
+        strategic_merge(targets[0], {key: v for key, v in p.items() if key not in {"apiVersion", "kind"}})
+    for replica in k.get("replicas", []):
+        targets = [d for d in docs if d["kind"] in {"Deployment", "StatefulSet", "ReplicaSet"}
+                   and d["metadata"]["name"] == replica["name"]]
+        if not targets:
+            raise KustomizeError(f"{folder}: replicas for unknown workload {replica['name']}")
+        for d in targets:
+            d["spec"]["replicas"] = int(replica["count"])
+    for image in k.get("images", []):
+        hits = 0
+        for d in docs:
+            spec = pod_spec(d)
+            for container in (spec or {}).get("containers", []) + (spec or {}).get("initContainers", []):
+                name = re.split(r"[@]", container["image"])[0]
+                name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+                if name == image["name"]:
+                    new = image.get("newName", name)
+                    if image.get("digest"):
+                        new += "@" + image["digest"]
+                    elif image.get("newTag"):
+                        new += ":" + str(image["newTag"])
+                    else:
+                        new = container["image"].replace(name, image.get("newName", name), 1)
+                    container["image"] = new
+                    hits += 1
+        if not hits:
+            raise KustomizeError(f"{folder}: images entry {image['name']} matches no container")
+    if "namespace" in k:
+        for d in docs:
+            if d["kind"] not in CLUSTER_SCOPED:
+                d["metadata"]["namespace"] = k["namespace"]
+    return docs
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render_kustomization(K8S_DIR / "overlays" / request.param)
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(hits) == 1, f"{kind}/{name}: {len(hits)} found"
+    return hits[0]
+
+
+def hermes_workload(docs: list[dict[str, Any]], svc: Svc, backend: str | None = None) -> list[dict[str, Any]]:
+    """Deployments running ``svc``'s image (an edge has one per backend)."""
+    out = []
+    for d in docs:
+        if d["kind"] == "Deployment":
+            image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+            if re.search(rf"(^|/){svc.dist}(:|@|$)", image):
+                out.append(d)
+    return out
+
+
+def test_kustomize_loader_rejects_what_it_cannot_render(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
+    with pytest.raises(KustomizeError):
+        render_kustomization(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(f"resources: [{K8S_DIR / 'base'}]\nimages: [{{name: nope, newTag: x}}]\n")
+    with pytest.raises(KustomizeError):
+        render_kustomization(tmp_path)
+
+
+def test_kubernetes_validation_can_fail() -> None:
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"replicas": "three", "selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "imagee": "x"}]}}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_overlay_manifests_validate_against_the_kubernetes_schema(rendered) -> None:
+    overlay, docs = rendered
+    assert docs, f"{overlay}: nothing rendered"
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(keys) == len(set(keys)), f"{overlay}: duplicate resources"
+    problems = []
+    for d in docs:
+        try:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{d['kind']}/{d['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
+            problems.append(f"{d['kind']}/{d['metadata']['name']}: {exc.message}")
+    assert not problems, f"{overlay}:\n" + "\n".join(problems)
+    assert all(d["metadata"].get("namespace") == "hermes" for d in docs if d["kind"] not in CLUSTER_SCOPED)
+
+
+def container_port_names(container: dict[str, Any]) -> dict[str, int]:
+    return {p.get("name", str(p["containerPort"])): p["containerPort"] for p in container.get("ports", [])}
+
+
+def probe_port(container: dict[str, Any], probe: dict[str, Any]) -> int:
+    port = probe["httpGet"]["port"]
+    ports = container_port_names(container)
+    if isinstance(port, str):
+        assert port in ports, f"{container['name']}: probe port {port} is not a declared port"
+        return ports[port]
+    assert port in ports.values(), f"{container['name']}: probe port {port} is not a declared port"
+    return port
+
+
+def test_workloads_have_probes_resources_and_run_as_non_root(rendered) -> None:
+    overlay, docs = rendered
+    workloads = [d for d in docs if d["kind"] in WORKLOADS]
+    assert workloads
+    for d in workloads:
+        spec = pod_spec(d)
+        where = f"{overlay}: {d['kind']}/{d['metadata']['name']}"
+        assert spec.get("securityContext", {}).get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+        assert spec["securityContext"].get("runAsUser", 0) != 0, f"{where}: runAsUser 0"
+        for c in spec["containers"]:
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), f"{where}/{c['name']}: {kind}"
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert probe in c and "httpGet" in c[probe], f"{where}/{c['name']}: {probe} over HTTP"
+                probe_port(c, c[probe])
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False and "ALL" in sc.get("capabilities", {}).get("drop", []), \
+                f"{where}/{c['name']}: drop privileges"
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
+def test_service_probes_hit_real_endpoints(rendered, svc: Svc) -> None:
+    overlay, docs = rendered
+    deployments = hermes_workload(docs, svc)
+    assert deployments, f"{overlay}: no Deployment runs {svc.dist}"
+    for d in deployments:
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        port_var = "HERMES_WEB_PORT" if svc.folder == "gateway" else "METRICS_PORT"
+        assert env.get(port_var) == str(svc.port), f"{d['metadata']['name']}: {port_var}"
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert probe_port(c, c[probe]) == svc.port
+            assert c[probe]["httpGet"]["path"] in {"/metrics", svc.health}
+        assert c["readinessProbe"]["httpGet"]["path"] == svc.health
+        annotations = d["spec"]["template"]["metadata"].get("annotations", {})
+        assert annotations.get("prometheus.io/port") == str(svc.port), f"{d['metadata']['name']}: scrape annotation"
+
+
+def test_orchestrator_and_learner_keep_sqlite_on_a_volume(rendered) -> None:
+    overlay, docs = rendered
+    config = find(docs, "ConfigMap", "hermes-config")["data"]
+    for svc in (SERVICES[1], SERVICES[2]):
+        (d,) = hermes_workload(docs, svc)
+        assert d["spec"]["replicas"] == 1, f"{overlay}: {svc} must run one replica"
+        assert d["spec"]["strategy"]["type"] == "Recreate", f"{overlay}: {svc} needs the Recreate strategy"
+        spec = d["spec"]["template"]["spec"]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        home = config["HERMES_HOME"]
+        assert mounts.get(home) in claims, f"{overlay}: {svc} HERMES_HOME ({home}) is not on a PVC"
+        find(docs, "PersistentVolumeClaim", claims[mounts[home]])
+
+
+def test_hpas_for_gateway_and_edges(rendered) -> None:
+    overlay, docs = rendered
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    for d in hpas.values():
+        find(docs, d["spec"]["scaleTargetRef"]["kind"], d["spec"]["scaleTargetRef"]["name"])
+        assert 1 <= d["spec"].get("minReplicas", 1) <= d["spec"]["maxReplicas"]
+    edges = hermes_workload(docs, SERVICES[4])
+    backends = {e["value"] for d in edges for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                if e["name"] == "HERMES_EDGE_BACKEND"}
+    assert backends == {"talos", "remote_api"}, f"{overlay}: one edge Deployment per backend, found {backends}"
+    for svc in (SERVICES[0], SERVICES[4]):
+        for d in hermes_workload(docs, svc):
+            assert d["metadata"]["name"] in hpas, f"{overlay}: no HPA for {d['metadata']['name']}"
+    for svc in (SERVICES[1], SERVICES[2]):
+        for d in hermes_workload(docs, svc):
+            assert d["metadata"]["name"] not in hpas, f"{overlay}: {svc} cannot scale out"
+
+
+def test_references_resolve(rendered) -> None:
+    overlay, docs = rendered
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for d in docs:
+        spec = pod_spec(d)
+        if spec is None:
+            continue
+        for c in spec["containers"]:
+            for src in c.get("envFrom", []):
+                for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    if key in src and not src[key].get("optional"):
+                        assert (kind, src[key]["name"]) in names, f"{overlay}: {kind} {src[key]['name']} missing"
+            for env in c.get("env", []):
+                for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                    ref = env.get("valueFrom", {}).get(key)
+                    if ref and not ref.get("optional"):
+                        assert (kind, ref["name"]) in names, f"{overlay}: {kind} {ref['name']} missing"
+                        data = next(x for x in docs if x["kind"] == kind and x["metadata"]["name"] == ref["name"])
+                        assert ref["key"] in {**data.get("data", {}), **data.get("stringData", {})}
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                assert ("ConfigMap", v["configMap"]["name"]) in names
+            if "persistentVolumeClaim" in v:
+                assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in names
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in WORKLOADS]
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        selector = svc["spec"]["selector"]
+        assert any(selector.items() <= labels.items() for labels in pods), f"Service {svc['metadata']['name']} selects nothing"
+    for ing in (d for d in docs if d["kind"] == "Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert ("Service", path["backend"]["service"]["name"]) in names
+
+
+def test_secrets_are_templates_without_values(rendered) -> None:
+    overlay, docs = rendered
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    assert secrets
+    for s in secrets:
+        values = {**s.get("data", {}), **s.get("stringData", {})}
+        filled = [k for k, v in values.items() if v not in ("", None)]
+        assert not filled, f"{overlay}: Secret {s['metadata']['name']} carries values for {filled}"
+
+
+def nats_conf(docs: list[dict[str, Any]]) -> str:
+    return find(docs, "ConfigMap", "hermes-nats-config")["data"]["nats.conf"]
+
+
+def test_nats_statefulset_and_stream_replicas(rendered) -> None:
+    overlay, docs = rendered
+    sts = find(docs, "StatefulSet", "hermes-nats")
+    replicas = sts["spec"]["replicas"]
+    assert replicas == {"single-node": 1, "cluster": 3}[overlay], f"{overlay}: NATS replicas {replicas}"
+    headless = find(docs, "Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"].get("publishNotReadyAddresses") is True
+    assert sts["spec"]["volumeClaimTemplates"], "JetStream store on PVCs"
+    mounts = {m["mountPath"]: m["name"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    conf = nats_conf(docs)
+    store = re.search(r"store_dir:\s*(\S+)", conf).group(1)
+    holder = [p for p in mounts if store.startswith(p.rstrip("/") + "/")]
+    assert holder and mounts[holder[0]] in {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.M), f"{overlay}: sync_interval: always"
+    routes = re.findall(r"nats://([\w.-]+):6222", conf)
+    expected = [f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}" for i in range(replicas)]
+    if replicas > 1:
+        assert sorted(routes) == expected, f"{overlay}: routes {routes} != {expected}"
+        assert re.search(r"^\s*cluster\s*\{", conf, re.M)
+    else:
+        assert not routes and not re.search(r"^\s*cluster\s*\{", conf, re.M), "one node: no cluster block"
+    stream_replicas = int(find(docs, "ConfigMap", "hermes-config")["data"]["STREAM_REPLICAS"])
+    assert stream_replicas == replicas, f"{overlay}: STREAM_REPLICAS {stream_replicas} with {replicas} NATS nodes"
+
+
+# --- NetworkPolicy evaluation ----------------------------------------------------------------------
+
+def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+class Endpoint:
+    def __init__(self, name: str, ns: str | None = None, labels: dict[str, str] | None = None, ip: str | None = None):
+        self.name, self.ns, self.labels, self.ip = name, ns, labels or {}, ip
+
+    @property
+    def ns_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.ns} if self.ns else {}
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def peer_matches(peer: dict[str, Any], ep: Endpoint, policy_ns: str) -> bool:
+    if "ipBlock" in peer:
+        if ep.ip is None:
+            return False
+        addr = ipaddress.ip_address(ep.ip)
+        block = peer["ipBlock"]
+        return addr in ipaddress.ip_network(block["cidr"]) and not any(
+            addr in ipaddress.ip_network(x) for x in block.get("except", []))
+    if ep.ns is None:
+        return False
+    if "namespaceSelector" in peer:
+        if not label_selector_matches(peer["namespaceSelector"], ep.ns_labels):
+            return False
+    elif ep.ns != policy_ns:
+        return False
+    return "podSelector" not in peer or label_selector_matches(peer["podSelector"], ep.labels)
+
+
+def port_matches(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True
+    return any(p.get("protocol", "TCP") == protocol and ("port" not in p or p["port"] <= port <= p.get("endPort", p["port"]))
+               for p in ports)
+
+
+def direction_allows(policies: list[dict[str, Any]], subject: Endpoint, other: Endpoint, port: int, protocol: str,
+                     direction: str) -> bool:
+    rule_key, peer_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    selecting = [p for p in policies if p["metadata"]["namespace"] == subject.ns
+                 and direction in p["spec"].get("policyTypes", ["Ingress"])
+                 and label_selector_matches(p["spec"]["podSelector"], subject.labels)]
+    if not selecting:
+        return True  # not isolated in this direction
+    for policy in selecting:
+        for rule in policy["spec"].get(rule_key, []):
+            peers = rule.get(peer_key)
+            if (not peers or any(peer_matches(peer, other, policy["metadata"]["namespace"]) for peer in peers)) \
+                    and port_matches(rule.get("ports"), port, protocol):
+                return True
+    return False
+
+
+def egress_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    return src.ns != "hermes" or direction_allows(policies, src, dst, port, protocol, "Egress")
+
+
+def ingress_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    return dst.ns != "hermes" or direction_allows(policies, dst, src, port, protocol, "Ingress")
+
+
+def flow_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    return egress_allowed(policies, src, dst, port, protocol) and ingress_allowed(policies, src, dst, port, protocol)
+
+
+def test_network_policy_evaluator_can_deny() -> None:
+    deny = [{"metadata": {"namespace": "hermes"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}]
+    a, b = Endpoint("a", "hermes", {"x": "1"}), Endpoint("b", "hermes", {"y": "1"})
+    assert flow_allowed([], a, b, 4222)
+    assert not flow_allowed(deny, a, b, 4222)
+
+
+def test_network_policies_allow_only_what_must_talk(rendered) -> None:
+    overlay, docs = rendered
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert any(p["spec"]["podSelector"] == {} and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in policies), "default deny"
+    pods = {d["metadata"]["name"]: Endpoint(d["metadata"]["name"], "hermes", d["spec"]["template"]["metadata"]["labels"])
+            for d in docs if d["kind"] in WORKLOADS}
+    nats = pods["hermes-nats"]
+    hermes = {name: ep for name, ep in pods.items() if name != "hermes-nats"}
+    prometheus = Endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+    ingress = Endpoint("traefik", "kube-system", {"app.kubernetes.io/name": "traefik"})
+    dns = Endpoint("coredns", "kube-system", {"k8s-app": "kube-dns"})
+    stranger = Endpoint("stranger", "default", {"app": "whatever"})
+    internet = Endpoint("internet", ip="203.0.113.10")
+    lan = Endpoint("lan-host", ip="192.168.1.20")
+
+    def metrics_port(ep: Endpoint) -> int:
+        d = next(x for x in docs if x["kind"] in WORKLOADS and x["metadata"]["name"] == ep.name)
+        return int(d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
+
+    must = [(ep, nats, 4222) for ep in hermes.values()]
+    must += [(nats, nats, 6222), (ingress, pods["hermes-gateway"], 5000)]
+    must += [(prometheus, ep, metrics_port(ep)) for ep in pods.values()]
+    must += [(ep, dns, 53) for ep in pods.values()]
+    must += [(pods["hermes-edge-remote-api"], internet, 443), (pods["hermes-notifier"], internet, 443),
+             (pods["hermes-edge-talos"], lan, 11434)]
+    for src, dst, port in must:
+        assert flow_allowed(policies, src, dst, port), f"{overlay}: {src} -> {dst}:{port} is blocked"
+    must_not = [(stranger, nats, 4222), (stranger, pods["hermes-gateway"], 5000),
+                (pods["hermes-notifier"], pods["hermes-gateway"], 5000),
+                (pods["hermes-gateway"], pods["hermes-orchestrator"], 9101),
+                (pods["hermes-edge-talos"], nats, 6222), (stranger, pods["hermes-orchestrator"], 9101),
+                (pods["hermes-gateway"], internet, 443), (pods["hermes-orchestrator"], internet, 443),
+                (pods["hermes-edge-remote-api"], lan, 443), (ingress, pods["hermes-orchestrator"], 9101),
+                (pods["hermes-gateway"], stranger, 8080), (pods["hermes-orchestrator"], lan, 5432),
+                (pods["hermes-edge-talos"], internet, 443), (pods["hermes-learner"], dns, 8080)]
+    for src, dst, port in must_not:
+        # Denied on each side the namespace controls: egress of the source and ingress of the target.
+        if src.ns == "hermes":
+            assert not egress_allowed(policies, src, dst, port), f"{overlay}: egress {src} -> {dst}:{port} is open"
+        if dst.ns == "hermes":
+            assert not ingress_allowed(policies, src, dst, port), f"{overlay}: ingress {src} -> {dst}:{port} is open"
+
+
+# =====================================================================================================
+# talos-edge without Docker, and the docs that go with it
+# =====================================================================================================
+
+def test_launchd_plist_runs_the_edge() -> None:
+    plists = sorted(TALOS_DIR.glob("*.plist"))
+    assert plists, "deploy/talos needs a launchd plist"
+    for path in plists:
+        plist = plistlib.loads(path.read_bytes())
+        assert plist["Label"] and plist["ProgramArguments"][0].endswith("/hermes-talos-edge"), path.name
+        env = plist["EnvironmentVariables"]
+        assert env["HERMES_EDGE_BACKEND"] == "talos" and env["NATS_URL"].startswith(("nats://", "tls://"))
+        assert env["BACKEND_TALOS_TYPE"] in {"ollama", "openai"}
+        assert plist.get("RunAtLoad") is True and plist.get("KeepAlive"), "start at boot and restart"
+        assert plist.get("UserName", "") != "root"
+
+
+def systemd_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+            continue
+        key, _, value = line.partition("=")
+        assert current and _, f"{path.name}: bad line {line!r}"
+        sections[current].append((key.strip(), value.strip()))
+    return sections
+
+
+def test_systemd_unit_runs_the_edge() -> None:
+    units = sorted(TALOS_DIR.glob("*.service"))
+    assert units, "deploy/talos needs a systemd unit"
+    for path in units:
+        unit = systemd_unit(path)
+        service = dict(unit["Service"])
+        assert service["ExecStart"].split()[0].endswith("/hermes-talos-edge"), path.name
+        assert service.get("User") not in (None, "root"), "run as a dedicated user"
+        assert service.get("Restart") in {"always", "on-failure"}
+        assert service.get("EnvironmentFile"), "settings and secrets from an environment file"
+        assert "WantedBy" in dict(unit["Install"])
+
+
+def test_deployment_docs_cover_outside_edges_and_wheels() -> None:
+    k8s_readme = (K8S_DIR / "README.md").read_text()
+    for topic in ("leaf", "Tailscale", "7422", "hermes-talos-edge"):
+        assert topic in k8s_readme, f"deploy/k8s/README.md should explain {topic}"
+    talos_readme = (TALOS_DIR / "README.md").read_text()
+    assert "uv build --package hermes-talos-edge" in talos_readme and "pip install" in talos_readme
