@@ -1,1 +1,1 @@
-"""Hermes service."""
+"""Hermes learner: clarifying-question templates, idea classification, clarity, measured answer rates."""

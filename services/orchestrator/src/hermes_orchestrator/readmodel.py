@@ -12,11 +12,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from functools import singledispatch
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from hermes_proto import events as ev
+from hermes_proto import sqlstore
 from hermes_proto.base import Event
 from hermes_proto.queries import JobView, QuestionView, ThreadView
 
@@ -113,28 +113,16 @@ READ_MODEL_TABLES = (ThreadRow, JobRow, QuestionRow, BackendSelectionRow)
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created; SQLite runs in WAL mode."""
-    engine = create_engine(url, connect_args={"check_same_thread": False} if url.startswith("sqlite") else {})
-    if url.startswith("sqlite"):
-        @sa_event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-    SQLModel.metadata.create_all(engine)
-    return engine
+    """An engine for ``url`` with the tables created (SQLite in WAL mode, see :mod:`hermes_proto.sqlstore`)."""
+    return sqlstore.make_engine(url, SQLModel.metadata)
 
 
 def load_position(session: Session) -> int:
-    row = session.get(ProjectionPosition, PROJECTION)
-    return row.last_sequence if row else 0
+    return sqlstore.load_position(session, ProjectionPosition, PROJECTION)
 
 
 def save_position(session: Session, sequence: int) -> None:
-    row = session.get(ProjectionPosition, PROJECTION) or ProjectionPosition(name=PROJECTION)
-    row.last_sequence = sequence
-    session.add(row)
+    sqlstore.save_position(session, ProjectionPosition, PROJECTION, sequence)
 
 
 def _naive(ts: datetime) -> datetime:
@@ -248,10 +236,12 @@ def _(e: ev.DraftPresented, session: Session) -> None:
 @apply.register
 def _(e: ev.QuestionsProposed, session: Session) -> None:
     thread = _touch(session, e)
-    if thread is None:
+    # The first proposal of a thread wins and is capped at its max_questions: a second producer (or a
+    # replayed learner) can neither add questions nor exceed the thread's limit.
+    if thread is None or thread.idea_type is not None:
         return
     thread.idea_type, thread.clarity = e.idea_type, e.clarity
-    for position, q in enumerate(e.questions):
+    for position, q in enumerate(e.questions[:thread.max_questions]):
         if session.get(QuestionRow, q.question_id) is None:
             session.add(QuestionRow(question_id=q.question_id, thread_id=e.aggregate_id, position=position,
                                     template_id=q.template_id, category=q.category, text=q.text,

@@ -1,0 +1,33 @@
+"""Learner settings (environment variables; see README's configuration table)."""
+
+from __future__ import annotations
+
+from hermes_proto.settings import BusSettings
+
+
+class LearnerSettings(BusSettings):
+    """Settings of the learner process (each field's variable is its name in upper case).
+
+    - ``hermes_max_questions``: ceiling of questions per thread (seed ``max_questions_per_conversation``
+      = 5); a thread's own ``ThreadOpened.max_questions`` may lower it, never raise it.
+    - ``hermes_learning_enabled``: when false, questions are still proposed but ranked on the seeded
+      priors alone; the measured statistics are still projected from the log (a read model must stay a
+      pure function of the log, so replay does not depend on this flag) but are not used.
+    - ``hermes_clarity_stop``: no questions once an idea's clarity (0..1) reaches this (seed rule 0.9).
+    - ``hermes_pattern_threshold``: minimum keyword score for an idea type (see
+      :func:`hermes_learner.domain.classify`); below it the idea is ``general``.
+    - ``database_url``: SQLAlchemy URL of the read models (default SQLite ``$HERMES_HOME/learner.db``).
+    """
+
+    metrics_port: int = 9102
+    hermes_max_questions: int = 5
+    hermes_learning_enabled: bool = True
+    hermes_clarity_stop: float = 0.9
+    hermes_pattern_threshold: float = 1.0
+    database_url: str | None = None
+
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.hermes_home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.hermes_home / 'learner.db'}"

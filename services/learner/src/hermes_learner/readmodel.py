@@ -1,0 +1,227 @@
+"""The learner's SQLite read models (sqlmodel) and the projection that builds them from the log.
+
+Tables:
+
+- ``question_templates``: the seeded templates (upserted from :data:`~hermes_learner.templates.SEED_TEMPLATES`
+  at start-up, not from the log);
+- ``template_stats``: per template, ``times_asked`` / ``times_answered`` over FINISHED threads: when a
+  thread completes or fails, each question it was asked counts once as asked, and once as answered if an
+  ``AnswersRecorded`` answered it (counting at the end keeps threads still awaiting answers from looking
+  unanswered); ``updated_at`` is the time of the event that last changed the row;
+- ``threads``: what a decision needs about a thread (idea, its question cap, whether questions were
+  proposed already, whether it is closed);
+- ``proposed_questions``: each asked question and when it was answered (maps answers to templates);
+- ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
+
+Every projected value comes from an event (timestamps included), so replaying the log into an empty
+database rebuilds identical rows. Each ``apply`` is idempotent on its own as well.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import singledispatch
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, Session, SQLModel, select
+
+from hermes_proto import events as ev
+from hermes_proto import sqlstore
+from hermes_proto.base import Event
+from hermes_proto.projection import RawMessage, Rejected, decode_batch
+
+from hermes_learner.domain import QuestionTemplate, TemplateStats
+
+PROJECTION = "learner"
+
+
+class LearnerTable(SQLModel, registry=registry()):
+    """Base of the learner's tables: their own metadata, so they never clash with another service's
+    tables of the same name (``threads``) when both are imported in one process."""
+
+
+class QuestionTemplateRow(LearnerTable, table=True):
+    __tablename__ = "question_templates"
+
+    template_id: str = Field(primary_key=True)
+    category: str = Field(index=True)
+    text: str
+    suggestions_json: str = "[]"
+    idea_types_json: str = "[]"
+    triggers_json: str = "[]"
+    prior_improvement: float
+    time_cost_s: float
+
+
+class TemplateStatsRow(LearnerTable, table=True):
+    __tablename__ = "template_stats"
+
+    template_id: str = Field(primary_key=True)
+    times_asked: int = 0
+    times_answered: int = 0
+    updated_at: datetime
+
+
+class LearnerThreadRow(LearnerTable, table=True):
+    __tablename__ = "threads"
+
+    thread_id: str = Field(primary_key=True)
+    idea: str
+    max_questions: int
+    correlation_id: str
+    opened_at: datetime
+    idea_type: str | None = None
+    clarity: float | None = None
+    questions_event_id: str | None = None
+    proposed_at: datetime | None = None
+    closed: bool = False
+    closed_at: datetime | None = None
+
+
+class ProposedQuestionRow(LearnerTable, table=True):
+    __tablename__ = "proposed_questions"
+
+    question_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    position: int
+    template_id: str = Field(index=True)
+    category: str
+    answered_at: datetime | None = None
+
+
+class ProjectionPosition(LearnerTable, table=True):
+    __tablename__ = "projection_position"
+
+    name: str = Field(primary_key=True)
+    last_sequence: int = 0
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the tables created (SQLite in WAL mode, see :mod:`hermes_proto.sqlstore`)."""
+    return sqlstore.make_engine(url, LearnerTable.metadata)
+
+
+def load_position(session: Session) -> int:
+    return sqlstore.load_position(session, ProjectionPosition, PROJECTION)
+
+
+def save_position(session: Session, sequence: int) -> None:
+    sqlstore.save_position(session, ProjectionPosition, PROJECTION, sequence)
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+# ---- templates ---------------------------------------------------------------------------------
+
+
+def seed_templates(session: Session, seeds: tuple[QuestionTemplate, ...]) -> None:
+    """Insert or overwrite each seed's row (idempotent); rows of other template ids are kept."""
+    for t in seeds:
+        row = session.get(QuestionTemplateRow, t.template_id) or QuestionTemplateRow(
+            template_id=t.template_id, category=t.category, text=t.text, prior_improvement=0.0, time_cost_s=1.0)
+        row.category, row.text = t.category, t.text
+        row.suggestions_json = json.dumps(list(t.suggestions))
+        row.idea_types_json = json.dumps(list(t.idea_types))
+        row.triggers_json = json.dumps(list(t.triggers))
+        row.prior_improvement, row.time_cost_s = t.prior_improvement, t.time_cost_s
+        session.add(row)
+    session.commit()
+
+
+def load_templates(session: Session) -> list[QuestionTemplate]:
+    """Every template, ordered by id (the decision must not depend on storage order)."""
+    rows = session.exec(select(QuestionTemplateRow).order_by(QuestionTemplateRow.template_id)).all()
+    return [QuestionTemplate(template_id=r.template_id, category=r.category, text=r.text,
+                             suggestions=tuple(json.loads(r.suggestions_json)),
+                             idea_types=tuple(json.loads(r.idea_types_json)),
+                             triggers=tuple(json.loads(r.triggers_json)),
+                             prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s) for r in rows]
+
+
+def load_stats(session: Session) -> dict[str, TemplateStats]:
+    return {r.template_id: TemplateStats(r.times_asked, r.times_answered)
+            for r in session.exec(select(TemplateStatsRow)).all()}
+
+
+def load_thread(session: Session, thread_id: str) -> LearnerThreadRow | None:
+    return session.get(LearnerThreadRow, thread_id)
+
+
+# ---- projection --------------------------------------------------------------------------------
+
+
+def apply_batch(engine: Engine, batch: list[RawMessage]) -> list[Rejected]:
+    """Apply a batch of the log and save its last sequence as the position, in one transaction;
+    returns the undecodable events (skipped). See :class:`hermes_proto.projection.Projection`."""
+    decoded, rejected = decode_batch(batch)
+    with Session(engine) as session:
+        for _, event in decoded:
+            apply(event, session)
+            session.flush()
+        save_position(session, batch[-1][0])
+        session.commit()
+    return rejected
+
+
+def _count(session: Session, template_id: str, answered: bool, at: datetime) -> None:
+    row = session.get(TemplateStatsRow, template_id) or TemplateStatsRow(template_id=template_id, updated_at=at)
+    row.times_asked += 1
+    row.times_answered += int(answered)
+    row.updated_at = at
+    session.add(row)
+    session.flush()  # two questions of one thread may share a template row
+
+
+@singledispatch
+def apply(event: Event, session: Session) -> None:
+    """Apply one event to the rows (events this projection does not use are ignored)."""
+
+
+@apply.register
+def _(e: ev.ThreadOpened, session: Session) -> None:
+    if session.get(LearnerThreadRow, e.aggregate_id) is None:
+        session.add(LearnerThreadRow(thread_id=e.aggregate_id, idea=e.idea, max_questions=e.max_questions,
+                                     correlation_id=e.correlation_id, opened_at=_utc(e.occurred_at)))
+
+
+@apply.register
+def _(e: ev.QuestionsProposed, session: Session) -> None:
+    thread = session.get(LearnerThreadRow, e.aggregate_id)
+    if thread is not None and thread.questions_event_id is None:
+        thread.questions_event_id, thread.proposed_at = e.event_id, _utc(e.occurred_at)
+        thread.idea_type, thread.clarity = e.idea_type, e.clarity
+        session.add(thread)
+    for position, q in enumerate(e.questions):
+        if session.get(ProposedQuestionRow, q.question_id) is None:
+            session.add(ProposedQuestionRow(question_id=q.question_id, thread_id=e.aggregate_id,
+                                            position=position, template_id=q.template_id, category=q.category))
+
+
+@apply.register
+def _(e: ev.AnswersRecorded, session: Session) -> None:
+    for a in e.answers:
+        question = session.get(ProposedQuestionRow, a.question_id)
+        if question is not None and question.answered_at is None and a.text.strip():
+            question.answered_at = _utc(e.occurred_at)
+            session.add(question)
+
+
+def _close(e: Event, session: Session) -> None:
+    """The thread is over: count its questions into ``template_stats`` (once; a repeated close is a no-op)."""
+    thread = session.get(LearnerThreadRow, e.aggregate_id)
+    if thread is None or thread.closed:
+        return
+    thread.closed, thread.closed_at = True, _utc(e.occurred_at)
+    session.add(thread)
+    asked = session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == e.aggregate_id)
+                         .order_by(ProposedQuestionRow.position)).all()
+    for q in asked:
+        _count(session, q.template_id, q.answered_at is not None, _utc(e.occurred_at))
+
+
+apply.register(ev.ThreadCompleted, _close)
+apply.register(ev.ThreadFailed, _close)

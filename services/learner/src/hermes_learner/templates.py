@@ -1,0 +1,82 @@
+"""The seeded clarifying-question templates (upserted into ``question_templates`` at start-up).
+
+Five categories (``hermes_proto.events.QUESTION_CATEGORIES``): intent, constraint, success, context,
+scope. ``idea_types`` empty means "any type". ``prior_improvement`` (0..1) is the expected improvement of
+the next draft when the question is answered, and ``time_cost_s`` the seconds a user needs to answer it;
+both are Hermes's own starting guesses (no external source): short multiple-choice questions cost ~10 s,
+open questions 20-30 s. Measured answer rates refine the estimate (see :mod:`hermes_learner.domain`).
+A ``template_id`` is stable forever: statistics and question ids are keyed by it.
+"""
+
+from __future__ import annotations
+
+from hermes_learner.domain import QuestionTemplate as T
+
+SEED_TEMPLATES: tuple[T, ...] = (
+    # ---- intent: what the user actually wants out of it ----------------------------------------
+    T("intent-main-result", "intent", "What result do you want from {topic}?",
+      ("A step-by-step plan", "A short overview", "Something ready to use", "Options to choose from"),
+      (), (r"\b(help|something|stuff|things?|some ?how|maybe|idea)\b",), 0.7, 20),
+    T("intent-motivation", "intent", "Why does this matter to you right now: what problem should it solve?",
+      ("Save time", "Learn something", "Earn money", "Just for fun"),
+      (), (r"\b(want|wish|should|need)\b",), 0.45, 30),
+    T("intent-options", "intent", "Which options are you choosing between?",
+      ("Two specific options", "Several options", "I don't know the options yet"),
+      ("decision",), (r"\b(vs\.?|versus|or|choose|pick|which)\b",), 0.75, 20),
+    T("intent-code-task", "intent", "Is this new code, a change to existing code, or a bug to fix?",
+      ("New project", "Change existing code", "Fix a bug", "Explain or review code"),
+      ("coding",), (r"\b(fix|bug|error|refactor|build|implement)\b",), 0.7, 10),
+    # ---- constraint: the limits the answer must respect ------------------------------------------
+    T("constraint-budget", "constraint", "What budget do you have for {topic}?",
+      ("No money at all", "A small budget", "A moderate budget", "Flexible"),
+      ("planning", "decision", "creative", "general"),
+      (r"\b(buy|cost|price|cheap|afford|garden|trip|travel|wedding|party|renovat\w*|equipment)\b",), 0.55, 15),
+    T("constraint-time", "constraint", "By when do you need it, and how much time can you spend on it?",
+      ("Today", "This week", "This month", "No deadline"),
+      (), (r"\b(soon|quick(ly)?|fast|schedule|plan\w*|routine)\b",), 0.55, 15),
+    T("constraint-tech-stack", "constraint", "Which language, framework or platform must it use?",
+      ("Python", "JavaScript / TypeScript", "No preference"),
+      ("coding",), (r"\b(app|website|script|api|bot|program|service)\b",), 0.8, 15),
+    T("constraint-must-avoid", "constraint", "Is there anything it must include, or must avoid?",
+      ("Nothing special", "Keep it simple", "No paid tools"),
+      (), (), 0.4, 25),
+    # ---- success: how the user will judge the result --------------------------------------------
+    T("success-done-well", "success", "How will you know {topic} turned out well?",
+      ("It works end to end", "Someone else approves it", "I learned the skill", "It stayed within budget"),
+      (), (), 0.6, 25),
+    T("success-target", "success", "Is there a number you want to reach (words, users, kilograms, hours...)?",
+      ("Yes, a specific number", "Roughly", "No target"),
+      ("planning", "learning", "coding", "writing", "research"),
+      (r"\b(grow|increase|improve|reduce|lose|gain|faster|more|better)\b",), 0.5, 20),
+    T("success-format", "success", "What form should the result take?",
+      ("Bullet list", "Short essay", "Table", "Email or message"),
+      ("writing", "research", "learning", "general"), (r"\b(summar\w*|explain|overview|report)\b",), 0.55, 10),
+    # ---- context: who and what surrounds the idea -----------------------------------------------
+    T("context-audience", "context", "Who is it for?",
+      ("Just me", "My team or colleagues", "Customers or the public", "Children"),
+      ("writing", "creative", "coding", "planning", "general"),
+      (r"\b(write|post|email|speech|presentation|story|website|app|newsletter)\b",), 0.65, 10),
+    T("context-experience", "context", "How much do you already know about this?",
+      ("Complete beginner", "Some experience", "Experienced"),
+      ("learning", "coding", "research", "planning"), (r"\b(learn\w*|start\w*|beginner|how to|teach)\b",),
+      0.6, 10),
+    T("context-situation", "context", "What is your starting point for {topic}?",
+      ("Starting from scratch", "Partly done", "Redoing something that exists"),
+      (), (), 0.5, 30),
+    T("context-place", "context", "Where will this happen (place, climate, space available)?",
+      ("Indoors", "Outdoors", "A small space", "It varies"),
+      ("planning", "creative"), (r"\b(garden|balcony|trip|travel|move|event|house|home|room|kitchen)\b",),
+      0.55, 15),
+    # ---- scope: how big and how deep -----------------------------------------------------------
+    T("scope-size", "scope", "How big should this be: a quick first version or a complete solution?",
+      ("Quick first version", "Something in between", "Complete and detailed"),
+      (), (r"\b(app|system|business|platform|everything|complete|full|whole)\b",), 0.55, 10),
+    T("scope-focus", "scope", "Which part of {topic} matters most to start with?",
+      (), (), (), 0.45, 20),
+    T("scope-length", "scope", "How long should it be?",
+      ("A paragraph", "About one page", "Several pages"),
+      ("writing", "creative"), (r"\b(write|essay|article|post|story|poem|letter|speech)\b",), 0.6, 10),
+    T("scope-depth", "scope", "How deep should it go: an overview or an in-depth analysis?",
+      ("A quick overview", "Moderate detail", "In depth"),
+      ("research", "learning", "decision"), (r"\b(research|compare|analy[sz]\w*|understand)\b",), 0.55, 10),
+)
