@@ -191,7 +191,10 @@ class ConsumerSpec:
     """A durable pull consumer. ``ack_wait_s`` and ``backoff_s`` are seconds; after ``max_deliver``
     deliveries a failing message is dead-lettered. ``ordered`` stops a batch at the first failure
     so a projection never applies events out of order: an ordered consumer retries a failing message
-    in place (with ``backoff_s``) instead of nak-ing it, then dead-letters it after ``max_deliver`` tries."""
+    in place (with ``backoff_s``) instead of nak-ing it, then dead-letters it after ``max_deliver`` tries.
+    ``lane`` (subject -> key), when set, handles a fetched batch one lane per key, lanes concurrently: the
+    messages of one key (e.g. one thread, :func:`hermes_proto.subjects.aggregate_id_of`) stay in order
+    while a slow one does not hold the others."""
 
     stream: str
     durable: str
@@ -206,6 +209,7 @@ class ConsumerSpec:
     ordered: bool = False
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     max_ack_pending: int = 1000
+    lane: Callable[[str], str] | None = None
 
 
 class ConsumerRunner:
@@ -259,8 +263,22 @@ class ConsumerRunner:
             await self._process_batch(msgs)
 
     async def _process_batch(self, msgs: list[Msg]) -> None:
+        if self.spec.lane is None:
+            await self._process_lane(msgs)
+            return
+        lanes: dict[str, list[Msg]] = {}
         for msg in msgs:
-            await self._process(msg)
+            lanes.setdefault(self.spec.lane(msg.subject), []).append(msg)
+        await asyncio.gather(*(self._process_lane(lane) for lane in lanes.values()))
+
+    async def _process_lane(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                await self._process(msg)
+            except Exception as exc:
+                # Only a failed dead-letter write gets here (the handler's errors are caught): the message
+                # stays unacked, JetStream redelivers it after ack_wait, and the loop goes on.
+                log.error("message_not_settled", consumer=self.spec.durable, error=repr(exc))
 
     async def _process(self, msg: Msg) -> None:
         spec = self.spec

@@ -48,3 +48,10 @@ def dlq_subject(consumer: str) -> str:
 QUERY_THREAD = "hermes.query.thread"
 QUERY_JOB = "hermes.query.job"
 QUERY_HEALTH = "hermes.query.health"
+
+
+def aggregate_id_of(subject: str) -> str:
+    """The aggregate id of an event subject ``hermes.evt.<aggregate>.<id>.<type>``; any other subject is
+    returned whole (so it forms a group of its own)."""
+    tokens = subject.split(".")
+    return tokens[3] if len(tokens) == 5 and tokens[1] == "evt" else subject

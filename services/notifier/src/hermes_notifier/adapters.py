@@ -1,0 +1,211 @@
+"""The notifier's I/O: the Telegram Bot API (through python-telegram-bot) and one thread's story in the log."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from telegram import Bot
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+
+from hermes_proto import subjects
+from hermes_proto.base import Event
+from hermes_proto.codec import DecodeError, decode_event
+from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
+
+from hermes_notifier.domain import CHANNEL, ThreadContext
+from hermes_notifier.metrics import SEND_RETRIES
+
+log = structlog.get_logger("hermes.notifier")
+tracer = trace.get_tracer("hermes.notifier")
+E = TypeVar("E", bound=Event)
+
+OnWait = Callable[[], Awaitable[None]]
+CONNECTION_POOL_SIZE = 8  # concurrent sends (one per thread in a fetched batch); PTB's default is 1
+
+
+class SendFailed(Exception):
+    """A message was not delivered. ``reason``: flood_wait, bad_request, forbidden, unauthorized,
+    chat_migrated, timeout, network, telegram_error; ``detail``: the Bot API's description, token removed."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries per message; a flood wait (429 ``retry_after``, seconds) is honoured when at most
+    ``max_retry_after_s``; network errors and 5xx wait ``backoff_s``, doubled per try, capped at
+    ``max_retry_after_s``."""
+
+    attempts: int = 4
+    max_retry_after_s: float = 30.0
+    backoff_s: float = 1.0
+
+
+def retry_after_s(exc: RetryAfter) -> float:
+    """The flood wait of a 429 in seconds (PTB 22 gives an int or a timedelta depending on PTB_TIMEDELTA)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short machine-readable name for a Telegram error (see :class:`SendFailed`)."""
+    for kind, reason in ((RetryAfter, "flood_wait"), (BadRequest, "bad_request"), (TimedOut, "timeout"),
+                         (NetworkError, "network"), (Forbidden, "forbidden"), (InvalidToken, "unauthorized"),
+                         (ChatMigrated, "chat_migrated")):
+        if isinstance(exc, kind):
+            return reason
+    return "telegram_error"
+
+
+class TelegramSender:
+    """Sends plain-text messages as one bot. ``base_url``: the Bot API server root (None: PTB's default server);
+    ``timeout_s``: connect, read, write and pool timeout of one call (seconds)."""
+
+    def __init__(self, token: str, base_url: str | None, policy: RetryPolicy, timeout_s: float) -> None:
+        self._token = token
+        self._policy = policy
+        self._request = HTTPXRequest(connection_pool_size=CONNECTION_POOL_SIZE, connect_timeout=timeout_s,
+                                     read_timeout=timeout_s, write_timeout=timeout_s, pool_timeout=timeout_s)
+        # PTB appends the token to base_url: methods live at <root>/bot<token>/<method>.
+        options = {"base_url": f"{base_url.rstrip('/')}/bot"} if base_url else {}
+        self._bot = Bot(token, request=self._request, **options)
+        self._backoff = wait_exponential(multiplier=policy.backoff_s, max=policy.max_retry_after_s)
+
+    async def start(self) -> None:
+        """Open the HTTP connection pool. (Not ``Bot.initialize``: its ``getMe`` would fail the start when
+        Telegram is unreachable, and its error text carries the token.)"""
+        await self._request.initialize()
+
+    async def close(self) -> None:
+        await self._request.shutdown()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the bot token replaced by ``***``."""
+        return text.replace(self._token, "***")
+
+    async def send(self, chat_id: str, text: str, on_wait: OnWait | None = None) -> int:
+        """Send ``text`` (at most 4096 UTF-16 units, no parse mode) to ``chat_id``; returns Telegram's
+        ``message_id``. Retries per :class:`RetryPolicy`, awaiting ``on_wait`` before each wait (e.g. to extend
+        an ack deadline). Raises :class:`SendFailed` when the message is not delivered."""
+        retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._wait,
+                                 retry=retry_if_exception(self._retryable), reraise=True,
+                                 before_sleep=partial(self._before_sleep, on_wait=on_wait))
+        with tracer.start_as_current_span("telegram sendMessage", kind=SpanKind.CLIENT) as span:
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        message = await self._bot.send_message(chat_id=chat_id, text=text)
+            except TelegramError as exc:
+                span.set_attribute("error.type", failure_reason(exc))
+                raise SendFailed(failure_reason(exc), self._detail(exc)) from None
+            span.set_attribute("telegram.attempts", retrying.statistics.get("attempt_number", 1))
+        return message.message_id
+
+    def _detail(self, exc: TelegramError) -> str:
+        if isinstance(exc, RetryAfter):
+            return f"{exc} (longest wait honoured: {self._policy.max_retry_after_s:g} s)"
+        return self.scrub(str(exc))
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, RetryAfter):
+            return retry_after_s(exc) <= self._policy.max_retry_after_s
+        # BadRequest is a NetworkError subclass in PTB, but retrying cannot fix it.
+        return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryAfter):
+            return retry_after_s(exc)
+        return self._backoff(state)
+
+    async def _before_sleep(self, state: RetryCallState, on_wait: OnWait | None) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = failure_reason(exc) if exc else "unknown"
+        SEND_RETRIES.labels(CHANNEL, reason).inc()
+        log.warning("telegram_retry", reason=reason, attempt=state.attempt_number, wait_s=state.upcoming_sleep,
+                    error=self.scrub(str(exc)))
+        if on_wait is not None:
+            try:
+                await on_wait()
+            except Exception as err:  # a lost in_progress only risks a redelivery, which is idempotent
+                log.warning("in_progress_failed", error=repr(err))
+
+
+def thread_subject(thread_id: str, event_type: type[Event]) -> str:
+    """``hermes.evt.thread.<thread_id>.<event_type>``: one thread's events of one type."""
+    return f"hermes.evt.{event_type.aggregate_type}.{thread_id}.{event_type.type_name()}"
+
+
+class ThreadLog:
+    """Reads one thread's events from ``HERMES_EVENTS`` by subject (JetStream message get, no consumer).
+    JetStream errors other than "not found" propagate (the message is retried)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def context(self, thread_id: str) -> ThreadContext:
+        """The idea and origin of the thread's ``thread_opened`` and its last presented draft."""
+        opened = await self.last(thread_id, ThreadOpened)
+        draft = await self.last(thread_id, DraftPresented)
+        return ThreadContext(idea=opened.idea if opened else None, origin=opened.origin if opened else {},
+                             draft_text=draft.text if draft else None,
+                             draft_number=draft.draft_number if draft else None)
+
+    async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
+        """Whether a ``notification_sent`` with ``event_id`` is in the thread's log (a few per thread, read
+        one by one with ``next_by_subj``)."""
+        subject, seq = thread_subject(thread_id, NotificationSent), 1
+        while True:
+            try:
+                raw = await self._js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return False
+            if _event_id(raw.data) == event_id:
+                return True
+            seq = (raw.seq or seq) + 1
+
+    async def last(self, thread_id: str, event_type: type[E]) -> E | None:
+        """The thread's latest event of ``event_type``, or None (none, or undecodable)."""
+        try:
+            raw = await self._js.get_last_msg(subjects.EVENTS_STREAM, thread_subject(thread_id, event_type))
+            event = decode_event(raw.data or b"")
+        except NotFoundError:
+            return None
+        except DecodeError as exc:  # someone else's bad write must not stop the notification
+            log.warning("thread_log_undecodable", type=event_type.type_name(), reason=exc.reason)
+            return None
+        return event if isinstance(event, event_type) else None
+
+
+def _event_id(data: bytes | None) -> str | None:
+    try:
+        return decode_event(data or b"").event_id
+    except DecodeError:
+        return None

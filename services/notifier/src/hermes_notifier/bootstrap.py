@@ -1,0 +1,83 @@
+"""Composition of the notifier process: NATS, the Telegram sender, the ``notifier-events`` consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import structlog
+from telegram.warnings import PTBDeprecationWarning
+
+from hermes_proto import subjects
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, close, connect, ensure_streams
+from hermes_proto.codec import decode_event
+from hermes_proto.service import stop_on_signals
+from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
+
+from hermes_notifier.adapters import RetryPolicy, TelegramSender, ThreadLog
+from hermes_notifier.config import NotifierSettings
+from hermes_notifier.domain import NOTIFY_EVENTS
+from hermes_notifier.handlers import Notifier, Wording
+
+SERVICE = "notifier"
+DURABLE = "notifier-events"
+BATCH = 8  # small: messages of one thread wait for each other, and a flood wait can last seconds
+log = structlog.get_logger("hermes.notifier")
+
+
+def ack_wait_s(settings: NotifierSettings) -> float:
+    """Seconds JetStream waits for an ack: the longest flood wait plus one call's connect, write, read and pool
+    timeouts, plus slack. The handler signals progress before every part and every wait, so this bounds the
+    time between two signals, not a whole notification."""
+    return settings.telegram_max_retry_after_s + 4 * settings.telegram_timeout_s + 10.0
+
+
+def build_sender(settings: NotifierSettings) -> TelegramSender | None:
+    token = settings.bot_token()
+    if token is None:
+        return None
+    policy = RetryPolicy(attempts=max(1, settings.telegram_send_attempts),
+                         max_retry_after_s=settings.telegram_max_retry_after_s,
+                         backoff_s=settings.telegram_retry_backoff_s)
+    return TelegramSender(token, settings.telegram_api_base_url, policy, settings.telegram_timeout_s)
+
+
+async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM)."""
+    configure_logging(SERVICE, settings.log_level, settings.log_file)
+    configure_tracing(SERVICE)
+    # PTB 22 warns on every flood wait about a future type of ``retry_after``; adapters read both types.
+    warnings.filterwarnings("ignore", category=PTBDeprecationWarning, message=".*retry_after.*")
+    start_metrics_server(settings.metrics_port)
+    stop = stop or stop_on_signals()
+
+    sender = build_sender(settings)
+    if sender is None:
+        log.warning("notifications_off", reason="TELEGRAM_BOT_TOKEN is not set; events are acknowledged unsent")
+    else:
+        await sender.start()
+        log.info("telegram_ready", api_base_url=settings.telegram_api_base_url or "python-telegram-bot default",
+                 default_chat_set=settings.telegram_chat_id is not None)
+
+    nc = await connect(settings, SERVICE)
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    notifier = Notifier(sender, ThreadLog(js), EventStore(js, SERVICE),
+                        Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
+                        settings.telegram_chat_id, settings.notifier_max_event_age_s)
+    # One lane per thread: a thread's messages stay in log order, one chat's flood wait holds no other thread.
+    consumer = ConsumerRunner(nc, js, ConsumerSpec(
+        stream=subjects.EVENTS_STREAM, durable=DURABLE,
+        filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS],
+        decode=decode_event, handler=notifier.on_event, ack_wait_s=ack_wait_s(settings), batch=BATCH,
+        lane=subjects.aggregate_id_of), SERVICE)
+    task = asyncio.create_task(consumer.run(), name="notifier-events")
+    log.info("notifier_started", nats=settings.nats_url, consumer=DURABLE)
+
+    await stop.wait()
+    log.info("notifier_stopping")
+    consumer.stop()
+    await asyncio.wait([task], timeout=5)
+    if sender is not None:
+        await sender.close()
+    await close(nc)
