@@ -320,6 +320,24 @@ async def test_heartbeats_report_health_even_when_the_model_server_starts_later(
     await wait_until(lambda: edge.heartbeats[-1]["healthy"] is False, timeout_s=5)
 
 
+async def test_a_busy_one_at_a_time_server_stays_healthy_during_a_long_call(
+        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    """Like llama.cpp's server, the fake answers the model list only after the running generation, which
+    lasts longer than the probe timeout (0.5 s here); the backend must not be reported down meanwhile."""
+    fake_openai.serial = True
+    fake_openai.reply = Reply(chunks=["busy "] * 10, chunk_delay_s=0.3)
+    edge = await start_edge(fake_openai, HERMES_EDGE_PROBE_TIMEOUT_S="0.5")
+    await wait_until(lambda: edge.heartbeats[-1]["healthy"] is True, timeout_s=10)
+    request = await edge.request()
+    await wait_until(lambda: edge.heartbeats[-1]["in_flight"] == 1, timeout_s=10)
+    during = len(edge.heartbeats)
+    _, completed = await outcome_of(edge.js, request)
+    assert isinstance(completed, ExecutionCompleted) and completed.text == "busy " * 10
+    busy_beats = [b for b in edge.heartbeats[during - 1:] if b["in_flight"] == 1]
+    assert len(busy_beats) >= 3
+    assert all(b["healthy"] for b in busy_beats), busy_beats
+
+
 async def test_a_long_call_is_kept_in_progress_instead_of_redelivered(
         start_edge, fake_openai: FakeOpenAIServer) -> None:
     """Ack wait 1.5 s, a 4 s call, and a second idle consumer that would pick up any redelivery."""

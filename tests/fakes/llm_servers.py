@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -110,7 +111,8 @@ class FakeLLMServer:
     :meth:`start` or ``async with``. Attributes may be changed while it runs: ``reply``, ``models``,
     ``api_key``, ``healthy`` (False → every endpoint answers 503), ``strict_models`` (unknown model → 404
     like the real servers), ``supports_streaming`` (False → answers one JSON object even when asked to
-    stream, as some servers do)."""
+    stream, as some servers do), ``serial`` (True → one request at a time, the model list included, like
+    llama-cpp-python's server: a listing waits until the running generation ends)."""
 
     chat_path = ""
     models_path = ""
@@ -124,6 +126,8 @@ class FakeLLMServer:
         self.healthy = True
         self.strict_models = strict_models
         self.supports_streaming = True
+        self.serial = False
+        self._one_at_a_time = asyncio.Lock()
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
@@ -226,7 +230,11 @@ class FakeLLMServer:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
-        return self._gate(request) or web.json_response(self._model_list())
+        async with self._turn():
+            return self._gate(request) or web.json_response(self._model_list())
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._one_at_a_time if self.serial else contextlib.nullcontext()
 
     def _take_fault(self) -> FaultPlan | None:
         plan = self.fault
@@ -236,6 +244,10 @@ class FakeLLMServer:
         return plan
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        async with self._turn():
+            return await self._serve_chat(request)
+
+    async def _serve_chat(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
         refused = self._gate(request)
         if refused is not None:

@@ -39,16 +39,26 @@ class HeartbeatPublisher:
         self._probe_timeout_s = probe_timeout_s
         self._edge_id = edge_id
         self.healthy: bool | None = None
+        self._listed: list[str] = []
 
     async def beat(self) -> Heartbeat:
-        """Probe once and publish one heartbeat; returns it. Raises only if publishing fails."""
-        result = await self._probe.probe(self._probe_timeout_s)
+        """Probe once and publish one heartbeat; returns it. Raises only if publishing fails.
+
+        While a call is in flight on a backend already known healthy, the probe is skipped and the backend
+        stays healthy: a server that runs one generation at a time (llama.cpp's, Ollama with one slot) holds
+        the probe behind it, and a timed-out probe would mark a busy backend down. A call that fails says
+        so by itself, and the next idle beat probes again."""
+        if self.healthy and self._in_flight() > 0:
+            result = ProbeResult(healthy=True, models=self._listed, detail="busy: probe skipped")
+        else:
+            result = await self._probe.probe(self._probe_timeout_s)
         if result.healthy != self.healthy:
             if result.healthy:
                 log.info("backend_healthy", backend=self.backend, listed_models=result.models[:20])
             else:
                 log.warning("backend_unhealthy", backend=self.backend, detail=result.detail)
         self.healthy = result.healthy
+        self._listed = result.models
         BACKEND_HEALTHY.labels(self.backend).set(1 if result.healthy else 0)
         heartbeat = Heartbeat(backend=self.backend, models=list(self._models or result.models),
                               in_flight=self._in_flight(), healthy=result.healthy, sent_at=utcnow(),
