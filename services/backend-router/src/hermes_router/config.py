@@ -11,7 +11,10 @@ from hermes_proto.settings import BusSettings
 
 
 class RouterSettings(BusSettings):
-    """``hermes_default_selection_criteria``: quality_first, speed_first or cost_first."""
+    """``hermes_default_selection_criteria``: quality_first, speed_first or cost_first;
+    ``hermes_heartbeat_stale_seconds``: a backend whose last heartbeat is older counts as unhealthy;
+    ``hermes_no_backend_wait_seconds``: how long a job waits for an eligible backend (counted from when it
+    was queued, so a router restart does not reset it) before it fails with ``no_backend``."""
 
     metrics_port: int = 9103
     hermes_backends_enabled: str = "talos"
@@ -19,6 +22,7 @@ class RouterSettings(BusSettings):
     hermes_fallback_backend: str | None = None
     hermes_default_selection_criteria: str = "quality_first"
     hermes_heartbeat_stale_seconds: float = 15.0
+    hermes_no_backend_wait_seconds: float = 300.0
 
     def backend_names(self) -> list[str]:
         return [n.strip().lower() for n in self.hermes_backends_enabled.split(",") if n.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -24,10 +25,12 @@ from hermes_router.config import BackendConfig, RouterSettings
 log = structlog.get_logger("hermes.router")
 
 SELECTIONS = Counter("hermes_router_selections_total", "Backends chosen", ["backend", "criteria"])
-NO_BACKEND = Counter("hermes_router_no_backend_total", "Jobs with no eligible backend")
+NO_BACKEND = Counter("hermes_router_no_backend_total", "Jobs failed because no backend became eligible in time")
+WAITING = Gauge("hermes_router_jobs_waiting_for_backend", "Jobs waiting for an eligible backend")
 HEALTHY = Gauge("hermes_router_backend_healthy", "1 healthy, 0 unhealthy, -1 unknown", ["backend"])
 
 HEARTBEAT_SUBJECT = "hermes.heartbeat.*"
+RECHECK_S = 2.0  # while waiting: re-select at least this often (heartbeats also wake the wait)
 
 
 class Router:
@@ -37,6 +40,7 @@ class Router:
         self.registry = registry
         self.store = EventStore(js, "router")
         self._heartbeats: dict[str, tuple[float, dict]] = {}
+        self._beat = asyncio.Event()
         for name in registry:
             HEALTHY.labels(name).set(-1)
 
@@ -59,6 +63,32 @@ class Router:
             log.warning("bad_heartbeat", subject=msg.subject)
             return
         self._heartbeats[name] = (time.monotonic(), beat)
+        self._beat.set()
+
+    async def _select_waiting(self, delivery: Delivery[JobQueued], criteria: str) -> domain.Selection:
+        """Select a backend; while none is eligible (e.g. the model server is still starting or is down),
+        wait for one, keeping the message in progress, until ``hermes_no_backend_wait_seconds`` after the
+        job was queued. Jobs behind this one wait too: none of them could be routed either."""
+        job = delivery.message
+        deadline = job.occurred_at.timestamp() + self.settings.hermes_no_backend_wait_seconds
+        selection = domain.select(self.registry, self.health(), criteria, self.settings.hermes_primary_backend)
+        if selection.chosen is not None or time.time() >= deadline:
+            return selection
+        log.info("waiting_for_backend", wait_s=round(deadline - time.time(), 1), reason=selection.reason)
+        WAITING.inc()
+        try:
+            while selection.chosen is None and time.time() < deadline:
+                await delivery.in_progress()
+                self._beat.clear()
+                try:
+                    await asyncio.wait_for(self._beat.wait(), timeout=min(RECHECK_S, deadline - time.time()))
+                except TimeoutError:
+                    pass
+                selection = domain.select(self.registry, self.health(), criteria,
+                                          self.settings.hermes_primary_backend)
+        finally:
+            WAITING.dec()
+        return selection
 
     async def on_job(self, delivery: Delivery[JobQueued]) -> None:
         job = delivery.message
@@ -66,7 +96,7 @@ class Router:
             return
         bind_ids(thread_id=job.aggregate_id, job_id=job.job_id, correlation_id=job.correlation_id)
         criteria = self.settings.hermes_default_selection_criteria
-        selection = domain.select(self.registry, self.health(), criteria, self.settings.hermes_primary_backend)
+        selection = await self._select_waiting(delivery, criteria)
         now = utcnow()
         common = dict(aggregate_id=job.aggregate_id, occurred_at=now, correlation_id=job.correlation_id,
                       causation_id=job.event_id)

@@ -1,0 +1,110 @@
+"""The backend-router as a real process on a real NATS JetStream server: a job waits while no backend is
+eligible (e.g. the local model is still loading) and is routed as soon as one is; past its wait it fails
+with ``no_backend``. The test plays the edge's part on the bus: heartbeats on core NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from conftest import wait_until
+from procs import ServiceProcess
+
+from hermes_edge.domain import Heartbeat, heartbeat_subject
+from hermes_proto import subjects
+from hermes_proto.base import ChatMessage
+from hermes_proto.bus import EventStore
+from hermes_proto.codec import decode_event, decode_execution_request, encode
+from hermes_proto.events import JobQueued
+from hermes_proto.ids import new_id, utcnow
+
+
+class Beats:
+    """Publishes a heartbeat for ``talos`` every 0.3 s with the current ``healthy`` value."""
+
+    def __init__(self, nc) -> None:
+        self.nc = nc
+        self.healthy = False
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            beat = Heartbeat(backend="talos", models=["smollm2"], in_flight=0, healthy=self.healthy,
+                             sent_at=utcnow())
+            await self.nc.publish(heartbeat_subject("talos"), encode(beat))
+            await asyncio.sleep(0.3)
+
+    def __enter__(self) -> Beats:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def queue_job(js) -> JobQueued:
+    thread_id = new_id()
+    job = JobQueued(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id=new_id(),
+                    job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content="hi")])
+    await EventStore(js, "test").append([job])
+    return job
+
+
+async def thread_event_types(js, thread_id: str) -> list[str]:
+    sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True)
+    types = []
+    with contextlib.suppress(Exception):
+        while True:
+            msg = await sub.next_msg(timeout=0.5)
+            types.append(decode_event(msg.data).type_name())
+    await sub.unsubscribe()
+    return types
+
+
+async def start_router(bus_env, tmp_path, wait_s: str) -> ServiceProcess:
+    env = dict(bus_env, METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2", HERMES_NO_BACKEND_WAIT_SECONDS=wait_s)
+    router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
+    await wait_until(lambda: "router_started" in router.log_text(), timeout_s=20)
+    return router
+
+
+async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js_client, bus_env, tmp_path):
+    nc, js = js_client
+    router = await start_router(bus_env, tmp_path, "60")
+    try:
+        with Beats(nc) as beats:
+            await asyncio.sleep(1.0)  # the router has seen the backend unhealthy by now
+            job = await queue_job(js)
+            await asyncio.sleep(3.0)
+            assert await thread_event_types(js, job.aggregate_id) == ["job_queued"]
+            assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
+
+            beats.healthy = True
+            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge",
+                                          stream=subjects.EXEC_STREAM)
+            msgs = await sub.fetch(1, timeout=10)
+            request = decode_execution_request(msgs[0].data)
+            assert request.job_id == job.job_id and request.backend == "talos"
+            assert "backend_selected" in await thread_event_types(js, job.aggregate_id)
+    finally:
+        router.stop()
+
+
+async def test_a_job_fails_with_no_backend_once_its_wait_is_over(js_client, bus_env, tmp_path):
+    nc, js = js_client
+    router = await start_router(bus_env, tmp_path, "1.5")
+    try:
+        with Beats(nc):
+            await asyncio.sleep(1.0)
+            job = await queue_job(js)
+
+            async def failed() -> bool:
+                return "execution_failed" in await thread_event_types(js, job.aggregate_id)
+
+            await wait_until(failed, timeout_s=15)
+        types = await thread_event_types(js, job.aggregate_id)
+        assert types == ["job_queued", "execution_failed"]
+        assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
+    finally:
+        router.stop()
