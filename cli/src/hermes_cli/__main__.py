@@ -1,0 +1,314 @@
+"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer`` and ``status`` talk to the
+gateway (``--url``, else ``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
+
+Exit codes: 0 done; 1 the gateway answered an error, the thread failed, or waiting timed out;
+2 bad usage; 3 the gateway could not be reached.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TextIO
+
+import typer
+
+from hermes_cli.client import GatewayClient, GatewayError, GatewayUnreachable, SseEvent, default_url
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+app = typer.Typer(name="hermes", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads.")
+
+URL_HELP = "Gateway base URL (else $HERMES_URL, else http://127.0.0.1:$HERMES_WEB_PORT, port 5000 by default)."
+UrlOption = Annotated[str | None, typer.Option("--url", help=URL_HELP)]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")]
+
+
+def _fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"  {hint}", err=True)
+    return typer.Exit(code)
+
+
+def _gateway_failure(exc: GatewayError | GatewayUnreachable) -> typer.Exit:
+    if isinstance(exc, GatewayUnreachable):
+        return _fail(f"cannot reach the Hermes gateway at {exc.url} ({type(exc.error).__name__}).",
+                     "Is Hermes running? Start it with `hermes up`, or point --url / HERMES_URL at it.",
+                     EXIT_UNREACHABLE)
+    return _fail(f"{exc.message} [{exc.code}, HTTP {exc.status}]", exc.user_action)
+
+
+class WaitTimeout(Exception):
+    pass
+
+
+@dataclass
+class ThreadFollower:
+    """Turns one thread's Server-Sent Events into terminal output: the tokens of draft ``draft`` as they
+    stream (the final text replaces them if any was missed), then what happened. Pure presentation."""
+
+    draft: int
+    out: TextIO = sys.stdout
+    kinds: dict[str, str] = field(default_factory=dict)
+    printed: dict[str, str] = field(default_factory=dict)
+    next_seq: dict[str, int] = field(default_factory=dict)
+    gaps: set[str] = field(default_factory=set)
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    questions: list[dict[str, Any]] | None = None
+    draft_done: bool = False
+    headed: bool = False
+    completed: str | None = None
+    failed: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return f"draft{self.draft}"
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def _heading(self) -> None:
+        if not self.headed:
+            self.headed = True
+            self._write(f"\nDraft {self.draft}:\n")
+
+    def _token(self, token: dict[str, Any]) -> None:
+        job_id = token["job_id"]
+        if job_id in self.gaps or token["seq"] != self.next_seq.get(job_id, 0):
+            self.gaps.add(job_id)  # a token was missed: wait for the final text instead
+            return
+        self._heading()
+        self.next_seq[job_id] = token["seq"] + 1
+        self.printed[job_id] = self.printed.get(job_id, "") + token["text"]
+        self._write(token["text"])
+
+    def _draft_presented(self, event: dict[str, Any]) -> None:
+        self._heading()
+        shown, final = self.printed.get(event["job_id"], ""), event["text"]
+        self._write(final[len(shown):] if final.startswith(shown) else f"\n[final text]\n{final}")
+        stats = {"backend": event["backend"], "model": event["model"], **self.stats.get(event["job_id"], {})}
+        parts = [f"{stats['backend']} · {stats['model']}"]
+        if stats.get("tokens"):
+            parts.append(f"{stats['tokens']} tokens")
+        if stats.get("latency_ms"):
+            parts.append(f"{stats['latency_ms'] / 1000:.1f} s")
+        self._write(f"\n  ({', '.join(parts)})\n")
+        self.draft_done = True
+
+    def handle(self, sse: SseEvent) -> None:
+        """Apply one event; sets ``questions``, ``completed`` or ``failed`` when the thread gets there."""
+        if sse.event == "comment":
+            return
+        data = sse.json()
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if sse.event == "job_queued":
+            self.kinds[job_id] = data["kind"]
+            for token in self.pending.pop(job_id, []) if data["kind"] == self.kind else []:
+                self._token(token)
+        elif sse.event == "token":
+            if job_id not in self.kinds:
+                self.pending.setdefault(job_id, []).append(data)
+            elif self.kinds[job_id] == self.kind:
+                self._token(data)
+        elif sse.event == "execution_completed":
+            self.stats[job_id] = {"tokens": data["prompt_tokens"] + data["completion_tokens"],
+                                  "latency_ms": data["latency_ms"]}
+        elif sse.event == "execution_failed" and data.get("retryable"):
+            # A final failure is reported once, by the job_failed that follows it.
+            typer.echo(f"warning: backend {data['backend']} failed: {data['message']} (will retry)", err=True)
+        elif sse.event == "draft_presented" and data["draft_number"] == self.draft:
+            self._draft_presented(data)
+        elif sse.event == "questions_proposed":
+            self.questions = data["questions"]
+        elif sse.event == "job_failed":
+            typer.echo(f"warning: job {job_id} failed: {data['message']}", err=True)
+        elif sse.event == "thread_completed":
+            self.completed = data["reason"]
+        elif sse.event == "thread_failed":
+            self.failed = f"{data['message']} [{data['error_code']}]"
+
+    def follow(self, events: Iterator[SseEvent], timeout_s: float, until_questions: bool) -> None:
+        """Consume ``events`` until the thread ends (or, with ``until_questions``, until draft 1 and a
+        non-empty set of questions are in). Raises :class:`WaitTimeout` after ``timeout_s`` seconds."""
+        deadline = time.monotonic() + timeout_s
+        for sse in events:
+            self.handle(sse)
+            if self.completed or self.failed:
+                return
+            if until_questions and self.draft_done and self.questions:
+                return
+            if time.monotonic() > deadline:
+                raise WaitTimeout()
+        if not (self.completed or self.failed):
+            raise WaitTimeout()
+
+
+def _print_questions(thread_id: str, questions: list[dict[str, Any]]) -> None:
+    typer.echo("\nQuestions (answer any of them; \"\" skips one):")
+    for number, question in enumerate(questions, 1):
+        typer.echo(f"  {number}. [{question['category']}] {question['text']}  (id: {question['question_id']})")
+        if question.get("suggestions"):
+            typer.echo(f"     suggestions: {' | '.join(question['suggestions'])}")
+    placeholders = " ".join(f'"answer {n}"' for n in range(1, len(questions) + 1))
+    typer.echo(f"\nAnswer with:\n  hermes answer {thread_id} {placeholders}")
+
+
+def _follow(events: Iterator[SseEvent], thread_id: str, follower: ThreadFollower, timeout_s: float,
+            until_questions: bool) -> None:
+    try:
+        follower.follow(events, timeout_s, until_questions)
+    except WaitTimeout:
+        raise _fail(f"stopped waiting after {timeout_s:g} s; the thread goes on.",
+                    f"Check it with `hermes status {thread_id}`.") from None
+    if follower.failed:
+        raise _fail(f"thread {thread_id} failed: {follower.failed}")
+
+
+@app.command()
+def submit(
+    idea: Annotated[str, typer.Argument(help="Your idea, in a few words or many.")],
+    max_questions: Annotated[int | None, typer.Option("--max-questions", min=0, max=10,
+                                                      help="Ask at most this many questions.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the thread id and return at once.")] = False,
+    url: UrlOption = None,
+    timeout: TimeoutOption = 600.0,
+) -> None:
+    """Submit an idea, stream draft 1 as it is written, then print the clarifying questions."""
+    with GatewayClient(url or default_url()) as client:
+        try:
+            thread_id = client.submit(idea, max_questions)["thread_id"]
+            typer.echo(f"Thread {thread_id}")
+            if no_wait:
+                typer.echo(f"Follow it with: hermes status {thread_id}")
+                return
+            with client.watch(thread_id) as events:
+                follower = ThreadFollower(draft=1)
+                _follow(events, thread_id, follower, timeout, until_questions=True)
+        except (GatewayError, GatewayUnreachable) as exc:
+            raise _gateway_failure(exc) from None
+    if follower.completed:
+        typer.echo(f"\nThread completed ({follower.completed.replace('_', ' ')}).")
+    elif follower.questions:
+        _print_questions(thread_id, follower.questions)
+
+
+def _parse_pairs(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        question_id, sep, text = item.partition("=")
+        if not sep or not question_id:
+            raise _fail(f"--question wants ID=TEXT, got {item!r}.", code=EXIT_USAGE)
+        pairs.append((question_id.strip(), text))
+    return pairs
+
+
+@app.command()
+def answer(
+    thread_id: Annotated[str, typer.Argument(help="The thread to answer.")],
+    answers: Annotated[list[str] | None, typer.Argument(help="Answers in question order (\"\" skips one).")] = None,
+    question: Annotated[list[str] | None, typer.Option("--question", "-q", help="Answer by id: ID=TEXT "
+                                                       "(repeatable).")] = None,
+    url: UrlOption = None,
+    timeout: TimeoutOption = 600.0,
+) -> None:
+    """Answer the thread's questions, then stream draft 2 until the thread completes."""
+    positional, by_id = answers or [], _parse_pairs(question or [])
+    with GatewayClient(url or default_url()) as client:
+        try:
+            pairs: list[tuple[str, str]] = []
+            if positional:
+                questions = client.status(thread_id)["questions"]
+                if len(positional) > len(questions):
+                    raise _fail(f"{len(positional)} answers for {len(questions)} questions.",
+                                f"See them with `hermes status {thread_id}`.", EXIT_USAGE)
+                pairs = [(q["question_id"], text) for q, text in zip(questions, positional, strict=False)]
+            answered = {qid for qid, _ in by_id}
+            pairs = [(qid, text) for qid, text in pairs if qid not in answered and text.strip()] + by_id
+            if not any(text.strip() for _, text in pairs):
+                raise _fail("nothing to answer: every answer is empty.", code=EXIT_USAGE)
+            with client.watch(thread_id) as events:  # subscribed before the answers go out: no token is missed
+                client.answer(thread_id, pairs)
+                typer.echo(f"Answers sent for thread {thread_id}.")
+                follower = ThreadFollower(draft=2)
+                _follow(events, thread_id, follower, timeout, until_questions=False)
+        except (GatewayError, GatewayUnreachable) as exc:
+            raise _gateway_failure(exc) from None
+    typer.echo(f"\nThread completed ({(follower.completed or '').replace('_', ' ')}).")
+
+
+def _print_status(view: dict[str, Any]) -> None:
+    reason = f" ({view['completion_reason'].replace('_', ' ')})" if view.get("completion_reason") else ""
+    typer.echo(f"Thread {view['thread_id']}: {view['status'].replace('_', ' ')}{reason}")
+    typer.echo(f"Idea:   {view['idea']}")
+    if view.get("idea_type"):
+        clarity = f", clarity {view['clarity']:.2f}" if view.get("clarity") is not None else ""
+        typer.echo(f"Type:   {view['idea_type']}{clarity}")
+    typer.echo(f"Since:  {view['created_at']}  (updated {view['updated_at']})")
+    if view.get("answer_deadline") and view["status"] == "awaiting_answers":
+        typer.echo(f"Answer by: {view['answer_deadline']}")
+    if view.get("jobs"):
+        typer.echo("\nJobs:")
+        for job in view["jobs"]:
+            where = f"{job['backend']} · {job['model']}" if job.get("backend") else "-"
+            tokens = job.get("prompt_tokens", 0) + job.get("completion_tokens", 0)
+            took = f"{job['latency_ms'] / 1000:.1f} s" if job.get("latency_ms") is not None else "-"
+            error = f"  {job['error_code']}: {job['error_message']}" if job.get("error_code") else ""
+            typer.echo(f"  {job['kind']:<7} {job['status']:<10} {where:<28} {tokens:>6} tokens {took:>8}{error}")
+    if view.get("questions"):
+        typer.echo("\nQuestions:")
+        for number, q in enumerate(view["questions"], 1):
+            answered = f"\n     → {q['answer']}" if q.get("answer") else ""
+            typer.echo(f"  {number}. [{q['category']}] {q['text']}  (id: {q['question_id']}){answered}")
+    for number in (1, 2):
+        if view.get(f"draft{number}"):
+            typer.echo(f"\nDraft {number}:\n{view[f'draft{number}']}")
+
+
+@app.command()
+def status(
+    thread_id: Annotated[str, typer.Argument(help="The thread to show.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw thread view as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Show a thread: status, jobs (backend, model, tokens, time), questions and drafts."""
+    with GatewayClient(url or default_url()) as client:
+        try:
+            view = client.status(thread_id)
+        except (GatewayError, GatewayUnreachable) as exc:
+            raise _gateway_failure(exc) from None
+    if as_json:
+        typer.echo(json.dumps(view, indent=2, ensure_ascii=False))
+    else:
+        _print_status(view)
+
+
+@app.command()
+def up() -> None:
+    """Start Hermes on this machine: NATS, every service and a local model; prints the web UI address."""
+    try:
+        local_stack = importlib.import_module("hermes_cli.up")  # written separately; imported only when used
+    except ModuleNotFoundError as exc:
+        if exc.name != "hermes_cli.up":
+            raise
+        raise _fail("`hermes up` is not available in this installation.") from None
+    code = local_stack.run()
+    raise typer.Exit(code if isinstance(code, int) else 0)
+
+
+def main() -> None:
+    """Console script ``hermes``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""A small synchronous client of the Hermes gateway's HTTP API (used by ``hermes submit/answer/status``).
+
+Every call unwraps the gateway's envelope: the ``data`` of a success, or :class:`GatewayError` with the
+error's ``code``, ``message`` and ``user_action``. A gateway that cannot be reached raises
+:class:`GatewayUnreachable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_WEB_PORT = "5000"
+
+
+def default_url() -> str:
+    """``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``."""
+    return os.environ.get("HERMES_URL") or f"http://127.0.0.1:{os.environ.get('HERMES_WEB_PORT') or DEFAULT_WEB_PORT}"
+
+
+class GatewayError(Exception):
+    """The gateway answered with its error envelope (or something that is not an envelope).
+    ``status`` is the HTTP status; ``code`` the machine-readable error code."""
+
+    def __init__(self, status: int, code: str, message: str, user_action: str | None = None,
+                 details: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.user_action = user_action
+        self.details = details
+
+
+class GatewayUnreachable(Exception):
+    """No HTTP answer from the gateway at ``url`` (not running, wrong port, connection lost, timeout)."""
+
+    def __init__(self, url: str, error: Exception) -> None:
+        super().__init__(f"cannot reach the Hermes gateway at {url}: {error}")
+        self.url = url
+        self.error = error
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One Server-Sent Event. ``event`` is the event type (``token``, ``draft_presented``...), or ``comment``
+    for a keep-alive; ``id`` the log sequence (None for tokens and comments); ``data`` the raw text."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
+    """Server-Sent Events from the lines of a ``text/event-stream`` body (line endings already removed)."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    comment = False
+    for line in lines:
+        if line == "":
+            if data:
+                yield SseEvent(fields.get("event", "message"), "\n".join(data), fields.get("id"))
+            elif comment:
+                yield SseEvent("comment", "")
+            fields, data, comment = {}, [], False
+            continue
+        if line.startswith(":"):
+            comment = True
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+class GatewayClient:
+    """The gateway at ``base_url``; ``timeout_s`` bounds each plain request (seconds)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 15.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, exc) from exc
+        return unwrap(response)
+
+    def submit(self, idea: str, max_questions: int | None = None, channel: str = "cli") -> dict[str, Any]:
+        """``POST /api/submit``; returns ``{"thread_id", "status_url", "events_url", "command_id"}``."""
+        body: dict[str, Any] = {"idea": idea, "channel": channel}
+        if max_questions is not None:
+            body["max_questions"] = max_questions
+        return self._call("POST", "/api/submit", json=body)
+
+    def answer(self, thread_id: str, answers: list[tuple[str, str]]) -> dict[str, Any]:
+        """``POST /api/threads/<id>/continue`` with ``(question_id, text)`` pairs."""
+        body = {"answers": [{"question_id": qid, "text": text} for qid, text in answers]}
+        return self._call("POST", f"/api/threads/{thread_id}/continue", json=body)
+
+    def status(self, thread_id: str) -> dict[str, Any]:
+        """``GET /api/threads/<id>/status``: the thread view (status, drafts, questions, jobs)."""
+        return self._call("GET", f"/api/threads/{thread_id}/status")
+
+    @contextmanager
+    def watch(self, thread_id: str, last_event_id: int | None = None) -> Iterator[Iterator[SseEvent]]:
+        """Open ``GET /api/threads/<id>/events``; yields the event iterator once the gateway has subscribed
+        (so nothing published afterwards is missed). The iterator ends when the thread ends (or at once,
+        on 204: nothing after ``last_event_id``). Raises :class:`GatewayError` / :class:`GatewayUnreachable`."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        timeout = httpx.Timeout(10.0, read=60.0)  # the gateway pings every 10 s
+        try:
+            with self._http.stream("GET", f"/api/threads/{thread_id}/events", headers=headers,
+                                   timeout=timeout) as response:
+                if response.status_code == 204:
+                    yield iter(())
+                    return
+                if response.status_code != 200:
+                    response.read()
+                    unwrap(response)
+                yield parse_sse(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, exc) from exc
+
+
+def unwrap(response: httpx.Response) -> Any:
+    """The ``data`` of a success envelope; raises :class:`GatewayError` for an error envelope or a body
+    that is not an envelope."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise GatewayError(response.status_code, "bad_response",
+                           f"HTTP {response.status_code} without a JSON envelope: {response.text[:200]!r}") from None
+    if isinstance(body, dict) and body.get("status") == "success":
+        return body.get("data")
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        raise GatewayError(response.status_code, "bad_response", f"HTTP {response.status_code}: unexpected body")
+    raise GatewayError(response.status_code, str(error.get("code", "unknown")), str(error.get("message", "")),
+                       error.get("user_action"), error.get("details"))

@@ -1,0 +1,252 @@
+"""The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models, reading
+stream states, and following one thread live (log events + token deltas).
+
+Failures of the bus surface as :class:`BusUnavailable` (answered 503) or :class:`BadReply` (502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from hermes_gateway.observability import COMMANDS_PUBLISHED
+from hermes_proto import subjects as subj
+from hermes_proto.base import Command
+from hermes_proto.bus import EventStore
+from hermes_proto.codec import DecodeError, decode_event, encode
+from hermes_proto.execution import TokenDelta
+from hermes_proto.queries import (
+    QUERY_THREADS,
+    JobQuery,
+    JobReply,
+    JobView,
+    ThreadListQuery,
+    ThreadListReply,
+    ThreadQuery,
+    ThreadReply,
+    ThreadView,
+)
+
+log = structlog.get_logger("hermes.gateway")
+R = TypeVar("R")
+
+BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
+HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM)
+TERMINAL_EVENTS = ("thread_completed", "thread_failed")
+
+
+class BusUnavailable(Exception):
+    """NATS, JetStream or the orchestrator did not answer (in time). ``what`` names the missing party."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what}: {error!r}")
+        self.what = what
+        self.error = error
+
+
+class BadReply(Exception):
+    """The orchestrator answered a query with something that is not the contract's reply type."""
+
+
+@dataclass
+class Bus:
+    """The open NATS connection, its JetStream context and the event store, created by the lifespan."""
+
+    nc: NATS
+    js: JetStreamContext
+    store: EventStore
+
+
+class CommandPublisher:
+    """Publishes commands to ``HERMES_COMMANDS`` (``Nats-Msg-Id`` = command id, ``traceparent`` from the
+    current span) and counts them in ``hermes_gateway_commands_published_total{type}``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._store = bus.store
+
+    async def send(self, command: Command) -> int:
+        """Publish ``command``; returns its stream sequence. Raises :class:`BusUnavailable` when JetStream
+        does not acknowledge it."""
+        try:
+            seq = await self._store.send(command)
+        except BUS_ERRORS as exc:
+            raise BusUnavailable("JetStream", exc) from exc
+        COMMANDS_PUBLISHED.labels(command.type_name()).inc()
+        return seq
+
+
+class ReadModel:
+    """The orchestrator's read models over NATS request/reply (``hermes.query.*``, msgspec JSON).
+    Every call waits at most ``timeout_s`` seconds, then raises :class:`BusUnavailable`."""
+
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._nc = bus.nc
+        self._timeout_s = timeout_s
+
+    async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float | None) -> R:
+        try:
+            msg = await self._nc.request(subject, encode(query), timeout=timeout_s or self._timeout_s)
+        except BUS_ERRORS as exc:
+            raise BusUnavailable("The orchestrator", exc) from exc
+        try:
+            return msgspec.json.decode(msg.data, type=reply_type)
+        except msgspec.DecodeError as exc:
+            raise BadReply(f"{subject}: {exc}") from exc
+
+    async def thread(self, thread_id: str, min_sequence: int = 0, timeout_s: float | None = None) -> ThreadView | None:
+        """The thread, or None when the orchestrator does not know it. ``min_sequence``: read-your-writes,
+        the orchestrator first waits (bounded) until it has applied that ``HERMES_EVENTS`` sequence."""
+        reply = await self._ask(subj.QUERY_THREAD, ThreadQuery(thread_id=thread_id, min_sequence=min_sequence),
+                                ThreadReply, timeout_s)
+        return reply.thread if reply.found else None
+
+    async def job(self, thread_id: str, job_id: str) -> JobView | None:
+        """One job of a thread, or None when unknown."""
+        reply = await self._ask(subj.QUERY_JOB, JobQuery(thread_id=thread_id, job_id=job_id), JobReply, None)
+        return reply.job if reply.found else None
+
+    async def threads(self, limit: int) -> list[ThreadView]:
+        """The most recent threads, newest first, at most ``limit``."""
+        reply = await self._ask(QUERY_THREADS, ThreadListQuery(limit=limit), ThreadListReply, None)
+        return reply.threads
+
+    async def ping(self, timeout_s: float) -> float:
+        """Round-trip a thread query for a random id; returns the latency in ms. ``found=false`` is a fine
+        answer: it proves the orchestrator is answering. Raises :class:`BusUnavailable` / :class:`BadReply`."""
+        started = time.perf_counter()
+        await self._ask(subj.QUERY_THREAD, ThreadQuery(thread_id=f"health-{time.time_ns()}"), ThreadReply, timeout_s)
+        return (time.perf_counter() - started) * 1000
+
+
+async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:
+    """``{stream: {"messages", "last_seq", "consumers"}}`` for each Hermes stream, or ``{"error": ...}``
+    for a stream JetStream cannot describe."""
+    states: dict[str, dict[str, Any]] = {}
+    for name in HERMES_STREAMS:
+        try:
+            info = await js.stream_info(name)
+            states[name] = {"messages": info.state.messages, "last_seq": info.state.last_seq,
+                            "consumers": info.state.consumer_count}
+        except BUS_ERRORS as exc:
+            states[name] = {"error": repr(exc)}
+    return states
+
+
+async def terminal_sequence(js: JetStreamContext, thread_id: str) -> int | None:
+    """The ``HERMES_EVENTS`` sequence of the thread's first ``thread_completed``/``thread_failed`` event,
+    or None while it is still running. Raises :class:`BusUnavailable`."""
+    found: list[int] = []
+    for event_type in TERMINAL_EVENTS:
+        try:
+            msg = await js.get_last_msg(subj.EVENTS_STREAM, f"hermes.evt.thread.{thread_id}.{event_type}")
+        except NotFoundError:
+            continue
+        except BUS_ERRORS as exc:
+            raise BusUnavailable("JetStream", exc) from exc
+        if msg.seq is not None:
+            found.append(msg.seq)
+    return min(found) if found else None
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One Server-Sent Event: ``event`` is the event type (or ``token``), ``data`` its JSON text, ``id``
+    the ``HERMES_EVENTS`` sequence for log events (None for tokens), ``terminal`` for the thread's last."""
+
+    event: str
+    data: str
+    id: str | None = None
+    terminal: bool = False
+
+
+class ThreadFeed:
+    """The live view of one thread: every event of ``hermes.evt.thread.<id>.>`` after ``start_after``
+    (a JetStream ordered consumer: ephemeral, in-memory, deliver all or from a sequence) merged with the
+    token deltas of ``hermes.tokens.<id>.*`` (core NATS, live only). Call :meth:`open` before the
+    response starts (so bus errors are still answerable), iterate :meth:`items`, always :meth:`close`."""
+
+    def __init__(self, bus: Bus, thread_id: str, start_after: int = 0) -> None:
+        self._bus = bus
+        self.thread_id = thread_id
+        self.start_after = start_after
+        self._queue: asyncio.Queue[tuple[str, Msg | None]] = asyncio.Queue()
+        self._subs: list[Any] = []
+
+    async def open(self) -> None:
+        """Subscribe to tokens first, then to the log, so no token of a job whose events we see is lost
+        between the two. Raises :class:`BusUnavailable`."""
+        if self.start_after > 0:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_after + 1)
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        config.inactive_threshold = 5.0
+        try:
+            self._subs.append(await self._bus.nc.subscribe(f"hermes.tokens.{self.thread_id}.*", cb=self._on_token))
+            self._subs.append(await self._bus.js.subscribe(
+                subj.thread_events(self.thread_id), stream=subj.EVENTS_STREAM, cb=self._on_event,
+                ordered_consumer=True, config=config))
+        except BUS_ERRORS as exc:
+            await self.close()
+            raise BusUnavailable("JetStream", exc) from exc
+
+    async def _on_token(self, msg: Msg) -> None:
+        self._queue.put_nowait(("token", msg))
+
+    async def _on_event(self, msg: Msg) -> None:
+        self._queue.put_nowait(("event", msg))
+
+    def stop(self) -> None:
+        """End :meth:`items` after what is already queued (e.g. the server is shutting down)."""
+        self._queue.put_nowait(("stop", None))
+
+    def _to_item(self, kind: str, msg: Msg) -> FeedItem | None:
+        if kind == "token":
+            try:
+                delta = msgspec.json.decode(msg.data, type=TokenDelta)
+            except msgspec.DecodeError as exc:
+                log.warning("bad_token_delta", subject=msg.subject, error=str(exc))
+                return None
+            return FeedItem("token", encode(delta).decode())
+        try:
+            event = decode_event(msg.data)
+        except DecodeError as exc:
+            log.warning("undecodable_event_skipped", subject=msg.subject, reason=exc.reason)
+            return None
+        event_type = event.type_name()
+        return FeedItem(event_type, msg.data.decode(), id=str(msg.metadata.sequence.stream),
+                        terminal=event_type in TERMINAL_EVENTS)
+
+    async def items(self) -> AsyncIterator[FeedItem]:
+        """Feed items in arrival order (log events in stream order), ending after the terminal event
+        or at :meth:`stop`."""
+        while True:
+            kind, msg = await self._queue.get()
+            if msg is None:
+                return
+            item = self._to_item(kind, msg)
+            if item is None:
+                continue
+            yield item
+            if item.terminal:
+                return
+
+    async def close(self) -> None:
+        """Unsubscribe both subscriptions (idempotent; errors of a lost connection are ignored)."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection may already be gone; the server drops the interest
+                log.debug("unsubscribe_failed", error=repr(exc))

@@ -1,0 +1,51 @@
+"""Composition: the FastAPI app with its bus connection, routes, error envelopes and observability."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from hermes_gateway.adapters import Bus, CommandPublisher, ReadModel
+from hermes_gateway.config import GatewaySettings
+from hermes_gateway.envelope import install_error_handlers
+from hermes_gateway.observability import RequestObservability
+from hermes_gateway.routes import events, ideas, metrics, system, threads, ui
+from hermes_gateway.routes.ui import STATIC_DIR
+from hermes_proto.bus import EventStore, connect, ensure_streams
+
+log = structlog.get_logger("hermes.gateway")
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """The gateway app. Its lifespan connects to NATS (unlimited reconnects; the first connection retried
+    for up to a minute), declares the Hermes streams, and closes the connection on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings, "hermes-gateway")
+        js = nc.jetstream()
+        await ensure_streams(js, settings)
+        bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"))
+        app.state.bus = bus
+        app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
+        app.state.commands = CommandPublisher(bus)
+        log.info("gateway_ready", nats_url=settings.nats_url,
+                 url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/")
+        try:
+            yield
+        finally:
+            await nc.close()
+            log.info("gateway_stopped")
+
+    app = FastAPI(title="Hermes gateway", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestObservability)
+    for module in (ideas, threads, events, system, metrics, ui):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

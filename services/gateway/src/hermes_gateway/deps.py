@@ -1,0 +1,45 @@
+"""``Annotated`` dependency aliases that keep route signatures short (FastAPI full-stack template style)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hermes_gateway.adapters import Bus, CommandPublisher, ReadModel
+from hermes_gateway.config import GatewaySettings
+from hermes_gateway.domain import check_id
+
+
+def _settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+def _bus(request: Request) -> Bus:
+    return request.app.state.bus
+
+
+def _read_model(request: Request) -> ReadModel:
+    return request.app.state.read_model
+
+
+def _commands(request: Request) -> CommandPublisher:
+    return request.app.state.commands
+
+
+def _thread_id(thread_id: str, request: Request) -> str:
+    request.state.thread_id = check_id(thread_id, "thread_id")
+    return thread_id
+
+
+def _job_id(job_id: str) -> str:
+    return check_id(job_id, "job_id")
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
+BusDep = Annotated[Bus, Depends(_bus)]
+ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
+CommandsDep = Annotated[CommandPublisher, Depends(_commands)]
+ThreadId = Annotated[str, Depends(_thread_id)]
+"""The ``{thread_id}`` path parameter, checked to be a safe id (else 400 ``invalid_id``)."""
+JobId = Annotated[str, Depends(_job_id)]

@@ -1,0 +1,87 @@
+"""Pure input rules of the gateway: what an idea and a set of answers must look like to be published.
+
+No I/O and no HTTP here: a broken rule raises :class:`Rejected` with a machine-readable ``code``;
+:mod:`hermes_gateway.envelope` maps codes to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from hermes_proto.events import Answer
+from hermes_proto.queries import ThreadView
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""Ids end up inside NATS subjects, so dots and wildcards (``*``, ``>``) are never accepted."""
+
+
+class Rejected(ValueError):
+    """Input that breaks a rule. ``code``: empty_idea, idea_too_long, answer_too_long, no_answers,
+    duplicate_question, not_awaiting_answers, unknown_question, invalid_id."""
+
+    def __init__(self, code: str, message: str, *, details: object = None, user_action: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.user_action = user_action
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a safe id (1-128 of ``[A-Za-z0-9_-]``); raises ``Rejected(invalid_id)``."""
+    if not ID_PATTERN.match(value):
+        raise Rejected("invalid_id", f"{what} must be 1-128 letters, digits, '-' or '_'",
+                       details={"field": what})
+    return value
+
+
+def clean_idea(idea: str, max_length: int) -> str:
+    """The idea without surrounding whitespace. Raises ``Rejected(empty_idea)`` when nothing is left and
+    ``Rejected(idea_too_long)`` when it is longer than ``max_length`` characters."""
+    text = idea.strip()
+    if not text:
+        raise Rejected("empty_idea", "The idea is empty.", user_action="Describe your idea in a few words.")
+    if len(text) > max_length:
+        raise Rejected("idea_too_long", f"The idea is {len(text)} characters long; the limit is {max_length}.",
+                       details={"length": len(text), "max_length": max_length},
+                       user_action="Shorten the idea.")
+    return text
+
+
+def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length: int) -> list[Answer]:
+    """Answers as ``(question_id, text)`` pairs (or a ``{question_id: text}`` map), stripped, empty ones
+    dropped, in the given order. Raises ``Rejected``: ``duplicate_question`` when an id repeats,
+    ``answer_too_long`` past ``max_length`` characters, ``no_answers`` when none is left."""
+    pairs = list(raw.items()) if isinstance(raw, Mapping) else list(raw)
+    seen: set[str] = set()
+    answers: list[Answer] = []
+    for question_id, text in pairs:
+        if question_id in seen:
+            raise Rejected("duplicate_question", f"Question {question_id} is answered twice.",
+                           details={"question_id": question_id})
+        seen.add(question_id)
+        text = text.strip()
+        if len(text) > max_length:
+            raise Rejected("answer_too_long", f"The answer to {question_id} is longer than {max_length} characters.",
+                           details={"question_id": question_id, "length": len(text), "max_length": max_length},
+                           user_action="Shorten the answer.")
+        if text:
+            answers.append(Answer(question_id=question_id, text=text))
+    if not answers:
+        raise Rejected("no_answers", "Every answer is empty.", user_action="Answer at least one question.")
+    return answers
+
+
+def check_answerable(thread: ThreadView, answers: Sequence[Answer]) -> None:
+    """The thread must be ``awaiting_answers`` (``Rejected(not_awaiting_answers)``) and every answer must
+    name one of its questions (``Rejected(unknown_question)``)."""
+    if thread.status != "awaiting_answers":
+        raise Rejected("not_awaiting_answers", f"Thread {thread.thread_id} is {thread.status}, not awaiting answers.",
+                       details={"thread_id": thread.thread_id, "status": thread.status},
+                       user_action="Wait for the questions, or submit a new idea.")
+    known = {q.question_id for q in thread.questions}
+    unknown = [a.question_id for a in answers if a.question_id not in known]
+    if unknown:
+        raise Rejected("unknown_question", "The thread has no question with id " + ", ".join(unknown) + ".",
+                       details={"unknown": unknown, "known": sorted(known)})

@@ -1,0 +1,165 @@
+"""The JSON envelopes of every API response, and the handlers that put every error into one.
+
+Success: ``{"status": "success", "data": ..., "meta": {...}}``.
+Error: ``{"status": "error", "error": {"code", "message", "details", "retry_after", "user_action"},
+"meta": {...}}``. ``meta`` holds ``timestamp`` (ISO-8601 UTC), ``request_id`` and
+``processing_time_ms`` (milliseconds since the request arrived).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hermes_gateway.adapters import BadReply, BusUnavailable
+from hermes_gateway.domain import Rejected
+from hermes_proto.ids import new_id, utcnow
+
+log = structlog.get_logger("hermes.gateway")
+
+REJECTED_STATUS = {
+    "empty_idea": 400,
+    "idea_too_long": 413,
+    "answer_too_long": 413,
+    "no_answers": 400,
+    "duplicate_question": 400,
+    "unknown_question": 400,
+    "invalid_id": 400,
+    "not_awaiting_answers": 409,
+}
+
+
+class ApiError(Exception):
+    """An error answered as the error envelope with HTTP ``status_code``; ``retry_after`` is seconds
+    (also sent as the ``Retry-After`` header)."""
+
+    def __init__(self, status_code: int, code: str, message: str, *, details: Any = None,
+                 retry_after: int | None = None, user_action: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+        self.user_action = user_action
+
+    @classmethod
+    def from_rejected(cls, rejected: Rejected) -> ApiError:
+        return cls(REJECTED_STATUS.get(rejected.code, 400), rejected.code, rejected.message,
+                   details=rejected.details, user_action=rejected.user_action)
+
+
+def meta(request: Request) -> dict[str, Any]:
+    """``timestamp``, ``request_id`` and ``processing_time_ms`` of ``request`` (set by the request middleware)."""
+    started = getattr(request.state, "started", None)
+    elapsed_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    return {
+        "timestamp": utcnow().isoformat(),
+        "request_id": getattr(request.state, "request_id", None) or new_id(),
+        "processing_time_ms": round(elapsed_ms, 3),
+    }
+
+
+def success(request: Request, data: Any, status_code: int = 200) -> JSONResponse:
+    """The success envelope; ``data`` may hold msgspec structs and datetimes (converted to JSON builtins)."""
+    body = {"status": "success", "data": msgspec.to_builtins(data), "meta": meta(request)}
+    return JSONResponse(body, status_code=status_code)
+
+
+def failure(request: Request, error: ApiError) -> JSONResponse:
+    """The error envelope for ``error``."""
+    body = {
+        "status": "error",
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "details": msgspec.to_builtins(error.details),
+            "retry_after": error.retry_after,
+            "user_action": error.user_action,
+        },
+        "meta": meta(request),
+    }
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    request.state.error_code = error.code
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "type": e.get("type"), "message": e.get("msg")} for e in exc.errors()]
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return failure(request, exc)
+
+
+async def _on_rejected(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Rejected)
+    return failure(request, ApiError.from_rejected(exc))
+
+
+async def _on_bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BusUnavailable)
+    log.warning("bus_unavailable", what=exc.what, error=repr(exc.error))
+    return failure(request, ApiError(503, "bus_unavailable", f"{exc.what} is not answering right now.",
+                                     details={"error": repr(exc.error)}, retry_after=2,
+                                     user_action="Try again in a few seconds; check that Hermes is running "
+                                                 "(`hermes up`) and GET /api/system/health."))
+
+
+async def _on_bad_reply(request: Request, exc: Exception) -> JSONResponse:
+    log.error("bad_query_reply", error=str(exc))
+    return failure(request, ApiError(502, "bad_reply", "The orchestrator answered with an unexpected reply.",
+                                     details={"error": str(exc)}))
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    if any(d["type"] == "json_invalid" for d in details):
+        return failure(request, ApiError(400, "invalid_json", "The request body is not valid JSON.",
+                                         details=details, user_action="Send a JSON object."))
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PUT", "PATCH") and "json" not in content_type \
+            and any(d["loc"] == ["body"] for d in details):
+        return failure(request, ApiError(415, "unsupported_media_type", "The request body must be JSON.",
+                                         details={"content_type": content_type or None},
+                                         user_action="Send the header Content-Type: application/json."))
+    return failure(request, ApiError(422, "validation_failed", "The request does not match the expected shape.",
+                                     details=details))
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: ("not_found", "No such route."), 405: ("method_not_allowed", "Method not allowed here.")}
+    code, message = codes.get(exc.status_code, (f"http_{exc.status_code}", str(exc.detail)))
+    response = failure(request, ApiError(exc.status_code, code, message, details={"path": request.url.path}))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
+    return failure(request, ApiError(500, "internal_error", "Something went wrong inside the gateway.",
+                                     user_action="Try again; if it persists, look at the gateway log "
+                                                 "for this request_id."))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error (ours, FastAPI's validation, Starlette's 404/405, anything unexpected) into the
+    error envelope."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(Rejected, _on_rejected)
+    app.add_exception_handler(BusUnavailable, _on_bus_unavailable)
+    app.add_exception_handler(BadReply, _on_bad_reply)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,105 @@
+"""Per-request observability: request id, one JSON log line, Prometheus series and an OpenTelemetry
+SERVER span for every HTTP request.
+
+A plain ASGI middleware (not ``BaseHTTPMiddleware``) so streaming responses (SSE) pass through untouched
+and the span stays current while the route runs (``EventStore.send`` injects its ``traceparent``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hermes_gateway.domain import ID_PATTERN
+from hermes_proto.ids import new_id
+from hermes_proto.telemetry import extract_context
+
+log = structlog.get_logger("hermes.gateway")
+tracer = trace.get_tracer("hermes.gateway")
+
+HTTP_REQUESTS = Counter(
+    "hermes_gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "hermes_gateway_http_request_duration_seconds",
+    "Time from request to the end of the response (SSE: the whole stream)",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+COMMANDS_PUBLISHED = Counter(
+    "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
+)
+SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
+
+UNMATCHED_ROUTE = "unmatched"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (``/api/threads/{thread_id}/status``), never the raw path, so
+    label cardinality stays bounded."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED_ROUTE
+
+
+class RequestObservability:
+    """ASGI middleware: assigns ``request_id`` (the caller's ``X-Request-ID`` when it is a safe id),
+    echoes it in the response, records ``hermes_gateway_http_*`` and logs one ``http_request`` line with
+    method, route, path, status, duration_ms, request_id and ``thread_id`` when known."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        supplied = headers.get(REQUEST_ID_HEADER)
+        request_id = supplied if supplied and ID_PATTERN.match(supplied) else new_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state.update(request_id=request_id, started=started)
+        status = 500
+        method = scope["method"]
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        with tracer.start_as_current_span(
+            f"{method} {scope['path']}", kind=SpanKind.SERVER, context=extract_context(headers),
+            attributes={"http.request.method": method, "url.path": scope["path"], "hermes.request_id": request_id},
+        ) as span:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                status = 500
+                span.record_exception(exc)
+                raise
+            finally:
+                route = _route_template(scope)
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                elapsed = time.perf_counter() - started
+                HTTP_REQUESTS.labels(route, method, str(status)).inc()
+                HTTP_SECONDS.labels(route, method).observe(elapsed)
+                path_params = scope.get("path_params") or {}
+                known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
+                         "job_id": path_params.get("job_id"), "error_code": state.get("error_code")}
+                log.info("http_request", method=method, route=route, path=scope["path"], status=status,
+                         duration_ms=round(elapsed * 1000, 3), **{k: v for k, v in known.items() if v})
+                structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,70 @@
+"""``GET /api/threads/{thread_id}/events``: the thread live, as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+
+from hermes_gateway.adapters import ThreadFeed, terminal_sequence
+from hermes_gateway.deps import BusDep, ThreadId
+from hermes_gateway.observability import SSE_CLIENTS
+
+router = APIRouter(prefix="/api/threads", tags=["events"])
+
+RETRY_MS = 2000
+PING_S = 10
+SHUTDOWN_GRACE_S = 2.0
+
+
+@router.get("/{thread_id}/events", response_model=None)
+async def thread_events(thread_id: ThreadId, bus: BusDep,
+                        last_event_id: Annotated[int | None, Header(ge=0)] = None) -> Response:
+    """Everything already in the log for the thread, then live events, as ``event: <event type>`` with the
+    event JSON as data and the ``HERMES_EVENTS`` sequence as ``id``; token deltas as ``event: token``
+    ``{"job_id", "seq", "text", "done"}`` (no id). ``Last-Event-ID`` resumes after that sequence. The stream
+    ends after ``thread_completed`` or ``thread_failed``; resuming past that answers 204 so a browser's
+    EventSource stops reconnecting. The thread need not exist yet (watch right after submitting).
+    Errors: 400 ``invalid_id``, 503 ``bus_unavailable``."""
+    start_after = last_event_id or 0
+    if start_after:
+        finished_at = await terminal_sequence(bus.js, thread_id)
+        if finished_at is not None and finished_at <= start_after:
+            return Response(status_code=204)
+    feed = ThreadFeed(bus, thread_id, start_after)
+    await feed.open()
+    SSE_CLIENTS.inc()
+    closed = False
+
+    async def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            SSE_CLIENTS.dec()
+            await feed.close()
+
+    shutdown = anyio.Event()
+
+    async def stop_on_shutdown() -> None:
+        await shutdown.wait()
+        feed.stop()
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        watcher = asyncio.create_task(stop_on_shutdown())
+        try:
+            yield ServerSentEvent(comment=f"thread {thread_id}", retry=RETRY_MS)
+            async for item in feed.items():
+                yield ServerSentEvent(item.data, event=item.event, id=item.id)
+        finally:
+            watcher.cancel()
+            with anyio.CancelScope(shield=True):  # the client left: still unsubscribe
+                await close()
+
+    # On server shutdown the stream ends cleanly; the browser reconnects later with Last-Event-ID.
+    return EventSourceResponse(events(), ping=PING_S, background=BackgroundTask(close), shutdown_event=shutdown,
+                               shutdown_grace_period=SHUTDOWN_GRACE_S)

@@ -1,0 +1,49 @@
+"""``POST /api/submit``: a new idea becomes a ``SubmitIdea`` command and a thread id to watch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from hermes_gateway.deps import CommandsDep, SettingsDep
+from hermes_gateway.domain import clean_idea
+from hermes_gateway.envelope import success
+from hermes_proto.commands import SubmitIdea
+from hermes_proto.ids import new_id, utcnow
+
+router = APIRouter(prefix="/api", tags=["ideas"])
+
+
+class SubmitRequest(BaseModel):
+    """``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters); ``channel``: web, cli, api...;
+    ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default)."""
+
+    idea: StrictStr
+    channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    user_id: str = Field(default="local", min_length=1, max_length=128)
+    max_questions: StrictInt | None = Field(default=None, ge=0, le=10)
+
+
+def thread_links(thread_id: str) -> dict[str, str]:
+    """Where to watch a thread: ``status_url`` (JSON) and ``events_url`` (SSE), relative to the gateway."""
+    return {"thread_id": thread_id, "status_url": f"/api/threads/{thread_id}/status",
+            "events_url": f"/api/threads/{thread_id}/events"}
+
+
+@router.post("/submit", status_code=202)
+async def submit_idea(body: SubmitRequest, request: Request, settings: SettingsDep,
+                      commands: CommandsDep) -> JSONResponse:
+    """Publish one ``SubmitIdea`` (command id new, correlation id = the request id) for a new thread id.
+
+    202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea``,
+    413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 503 ``bus_unavailable``;
+    nothing is published on any of them."""
+    idea = clean_idea(body.idea, settings.hermes_max_input_length)
+    thread_id = new_id()
+    request.state.thread_id = thread_id
+    command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
+                         thread_id=thread_id, idea=idea, channel=body.channel, user_id=body.user_id,
+                         max_questions=body.max_questions)
+    await commands.send(command)
+    return success(request, {**thread_links(thread_id), "command_id": command.command_id}, status_code=202)

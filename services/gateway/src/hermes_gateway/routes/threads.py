@@ -1,0 +1,88 @@
+"""Threads: list, status, answers (``/continue``) and job results, read from the orchestrator's read
+models over ``hermes.query.*``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictStr
+
+from hermes_gateway.deps import CommandsDep, JobId, ReadModelDep, SettingsDep, ThreadId
+from hermes_gateway.domain import check_answerable, clean_answers
+from hermes_gateway.envelope import ApiError, success
+from hermes_gateway.routes.ideas import thread_links
+from hermes_proto.commands import AnswerQuestions
+from hermes_proto.ids import new_id, utcnow
+from hermes_proto.queries import ThreadView
+
+router = APIRouter(prefix="/api/threads", tags=["threads"])
+
+
+class AnswerIn(BaseModel):
+    question_id: StrictStr = Field(min_length=1, max_length=128)
+    text: StrictStr
+
+
+class ContinueRequest(BaseModel):
+    """``answers``: ``[{"question_id", "text"}, ...]`` or ``{"<question_id>": "text", ...}``; empty texts
+    are dropped (an unanswered question)."""
+
+    answers: list[AnswerIn] | dict[StrictStr, StrictStr]
+
+
+def _thread_not_found(thread_id: str) -> ApiError:
+    return ApiError(404, "thread_not_found", f"No thread {thread_id}.", details={"thread_id": thread_id},
+                    user_action="Check the id; a thread just submitted appears within a second.")
+
+
+async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequence: int = 0) -> ThreadView:
+    thread = await read_model.thread(thread_id, min_sequence)
+    if thread is None:
+        raise _thread_not_found(thread_id)
+    return thread
+
+
+@router.get("")
+async def list_threads(request: Request, read_model: ReadModelDep,
+                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
+    """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``."""
+    threads = await read_model.threads(limit)
+    return success(request, {"threads": threads, "count": len(threads)})
+
+
+@router.get("/{thread_id}/status")
+async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep,
+                        min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+    """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
+    e.g. the last SSE id seen. Errors: 404 ``thread_not_found``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
+    return success(request, await _existing_thread(read_model, thread_id, min_sequence))
+
+
+@router.post("/{thread_id}/continue", status_code=202)
+async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: Request, settings: SettingsDep,
+                          read_model: ReadModelDep, commands: CommandsDep) -> JSONResponse:
+    """Publish ``AnswerQuestions`` for a thread that is ``awaiting_answers``.
+
+    202 ``{"thread_id", "answered", "status_url", "events_url"}``. Errors: 400 ``no_answers``,
+    ``duplicate_question``, ``unknown_question``; 413 ``answer_too_long``; 404 ``thread_not_found``;
+    409 ``not_awaiting_answers``; 503 ``bus_unavailable``. Nothing is published on any of them."""
+    raw = body.answers if isinstance(body.answers, dict) else [(a.question_id, a.text) for a in body.answers]
+    answers = clean_answers(raw, settings.hermes_max_input_length)
+    check_answerable(await _existing_thread(read_model, thread_id), answers)
+    await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
+                                        correlation_id=request.state.request_id, thread_id=thread_id,
+                                        answers=answers))
+    return success(request, {**thread_links(thread_id), "answered": [a.question_id for a in answers]},
+                   status_code=202)
+
+
+@router.get("/{thread_id}/jobs/{job_id}/result")
+async def job_result(thread_id: ThreadId, job_id: JobId, request: Request, read_model: ReadModelDep) -> JSONResponse:
+    """One job's ``JobView`` (status, backend, model, tokens, latency ms, text). Errors: 404 ``job_not_found``."""
+    job = await read_model.job(thread_id, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
+                       details={"thread_id": thread_id, "job_id": job_id})
+    return success(request, job)

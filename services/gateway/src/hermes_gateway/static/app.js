@@ -1,0 +1,391 @@
+// Hermes web UI: submit an idea, watch the thread live over SSE, answer the questions, read draft 2.
+// Everything shown comes from the thread's events (GET /api/threads/<id>/events); no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const DRAFT_OF_KIND = { draft1: 1, draft2: 2 };
+const STATUS_LABEL = {
+  drafting: "drafting", awaiting_answers: "awaiting answers", refining: "refining",
+  completed: "completed", failed: "failed",
+};
+
+let thread = null; // the thread on screen: { id, source, jobs: Map, finalDrafts: Set, lastSeq }
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(error, status) {
+    super(error.message || `HTTP ${status}`);
+    this.code = error.code;
+    this.userAction = error.user_action;
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+  });
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON: handled below */ }
+  if (!body || body.status !== "success") {
+    throw new ApiError(body && body.error ? body.error : { code: "http_error" }, response.status);
+  }
+  return body.data;
+}
+
+function describe(error) {
+  return error.userAction ? `${error.message} ${error.userAction}` : error.message;
+}
+
+function show(element, text) {
+  element.textContent = text || "";
+  element.hidden = !text;
+}
+
+// ---------------------------------------------------------------- submitting
+
+$("idea-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  show($("form-error"), "");
+  const idea = $("idea").value;
+  if (!idea.trim()) { show($("form-error"), "Describe your idea in a few words."); return; }
+  const maxQuestions = parseInt($("max-questions").value, 10);
+  $("submit").disabled = true;
+  try {
+    const data = await api("/api/submit", {
+      method: "POST",
+      body: JSON.stringify({ idea, channel: "web", max_questions: Number.isNaN(maxQuestions) ? null : maxQuestions }),
+    });
+    location.hash = `thread=${data.thread_id}`; // hashchange opens it
+  } catch (error) {
+    show($("form-error"), describe(error));
+  } finally {
+    $("submit").disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------- one thread, live
+
+function openThread(threadId) {
+  if (thread && thread.source) thread.source.close();
+  thread = { id: threadId, source: null, jobs: new Map(), finalDrafts: new Set(), lastSeq: 0 };
+  $("thread").hidden = false;
+  $("thread-id").textContent = threadId;
+  $("thread-idea").textContent = "…";
+  show($("thread-error"), "");
+  show($("answers-error"), "");
+  $("draft1").replaceChildren(muted("waiting for the first words…"));
+  $("draft1-meta").textContent = "";
+  $("draft2").textContent = "";
+  $("draft2-meta").textContent = "";
+  $("draft2-box").hidden = true;
+  $("questions").replaceChildren();
+  $("questions-form").hidden = true;
+  $("answer-deadline").textContent = "";
+  renderJobs();
+  setStatus("drafting");
+
+  const source = new EventSource(`/api/threads/${encodeURIComponent(threadId)}/events`);
+  thread.source = source;
+  const current = thread;
+  for (const [type, handler] of Object.entries(HANDLERS)) {
+    source.addEventListener(type, (message) => {
+      if (thread !== current) return;
+      if (message.lastEventId) thread.lastSeq = Number(message.lastEventId);
+      let data;
+      try { data = JSON.parse(message.data); } catch { return; }
+      handler(data);
+    });
+  }
+  source.onopen = () => { $("connection").textContent = ""; };
+  source.onerror = () => {
+    // EventSource reconnects by itself and resumes after the last id it saw (Last-Event-ID).
+    if (thread === current && !isFinished()) $("connection").textContent = "· reconnecting…";
+  };
+}
+
+function isFinished() {
+  return ["completed", "failed"].includes($("thread-status").dataset.status);
+}
+
+function finish() {
+  if (thread && thread.source) thread.source.close();
+  $("connection").textContent = "";
+  for (const input of $("questions-form").querySelectorAll("input, button")) input.disabled = true;
+  loadRecent();
+}
+
+function setStatus(status, detail) {
+  const badge = $("thread-status");
+  badge.dataset.status = status;
+  badge.textContent = (STATUS_LABEL[status] || status) + (detail ? ` · ${detail.replaceAll("_", " ")}` : "");
+}
+
+function job(jobId) {
+  if (!thread.jobs.has(jobId)) thread.jobs.set(jobId, { id: jobId, kind: null, status: "queued", text: "", nextSeq: 0 });
+  return thread.jobs.get(jobId);
+}
+
+function draftNumberOf(j) {
+  return DRAFT_OF_KIND[j.kind] || null;
+}
+
+function showDraft(number, text, { streaming = false } = {}) {
+  const box = $(`draft${number}`);
+  box.textContent = text;
+  box.classList.toggle("streaming", streaming);
+  if (number === 2) $("draft2-box").hidden = false;
+}
+
+function showJobMeta(j) {
+  const number = draftNumberOf(j);
+  if (!number) return;
+  const parts = [];
+  if (j.backend) parts.push(`${j.backend} · ${j.model}`);
+  if (j.tokens) parts.push(`${j.tokens} tokens`);
+  if (j.latencyMs != null) parts.push(seconds(j.latencyMs));
+  $(`draft${number}-meta`).textContent = parts.join(" · ");
+}
+
+const HANDLERS = {
+  thread_opened(e) {
+    $("thread-idea").textContent = e.idea;
+    setStatus("drafting");
+  },
+  job_queued(e) {
+    const j = job(e.job_id);
+    j.kind = e.kind;
+    if (e.kind === "draft2") setStatus("refining");
+    if (j.text && draftNumberOf(j)) showDraft(draftNumberOf(j), j.text, { streaming: true });
+    renderJobs();
+  },
+  backend_selected(e) {
+    Object.assign(job(e.job_id), { backend: e.backend, model: e.model, reason: e.reason, status: "dispatched" });
+    renderJobs();
+  },
+  execution_started(e) {
+    Object.assign(job(e.job_id), { backend: e.backend, model: e.model, status: "running" });
+    renderJobs();
+  },
+  token(e) {
+    const j = job(e.job_id);
+    if (e.seq < j.nextSeq) return; // already shown
+    j.text += e.text;
+    j.nextSeq = e.seq + 1;
+    const number = draftNumberOf(j);
+    if (number && !thread.finalDrafts.has(number)) showDraft(number, j.text, { streaming: !e.done });
+  },
+  execution_completed(e) {
+    Object.assign(job(e.job_id), {
+      backend: e.backend, model: e.model, status: "completed",
+      tokens: e.prompt_tokens + e.completion_tokens, latencyMs: e.latency_ms,
+    });
+    renderJobs();
+  },
+  execution_failed(e) {
+    Object.assign(job(e.job_id), { status: e.retryable ? "retrying" : "failed", error: e.message });
+    renderJobs();
+  },
+  draft_presented(e) {
+    const j = job(e.job_id);
+    thread.finalDrafts.add(e.draft_number);
+    showDraft(e.draft_number, e.text);
+    if (!j.backend) Object.assign(j, { backend: e.backend, model: e.model });
+    if (!j.tokens && (e.prompt_tokens || e.completion_tokens)) j.tokens = e.prompt_tokens + e.completion_tokens;
+    if (j.latencyMs == null && e.latency_ms) j.latencyMs = e.latency_ms;
+    showJobMeta(j);
+    renderJobs();
+  },
+  questions_proposed(e) {
+    renderQuestions(e.questions);
+    if (e.questions.length) {
+      setStatus("awaiting_answers");
+      loadDeadline();
+    }
+  },
+  answers_recorded(e) {
+    for (const answer of e.answers) {
+      const input = document.querySelector(`input[data-question-id="${CSS.escape(answer.question_id)}"]`);
+      if (input) input.value = answer.text;
+    }
+    for (const input of $("questions-form").querySelectorAll("input, button")) input.disabled = true;
+    $("answer-deadline").textContent = "answers sent";
+    setStatus("refining");
+  },
+  thread_completed(e) {
+    setStatus("completed", e.reason);
+    if (e.reason === "answer_timeout") $("answer-deadline").textContent = "no answers in time: draft 1 is final";
+    finish();
+  },
+  job_failed(e) {
+    Object.assign(job(e.job_id), { status: "failed", error: e.message });
+    renderJobs();
+    show($("thread-error"), `A job failed: ${e.message}`);
+  },
+  thread_failed(e) {
+    setStatus("failed", e.error_code);
+    show($("thread-error"), e.message);
+    finish();
+  },
+};
+
+async function loadDeadline() {
+  // The answer deadline lives in the read model; wait until it has applied what we have seen.
+  const id = thread.id;
+  try {
+    const view = await api(`/api/threads/${encodeURIComponent(id)}/status?min_sequence=${thread.lastSeq}`);
+    if (thread.id === id && view.answer_deadline && view.status === "awaiting_answers") {
+      $("answer-deadline").textContent = `answer by ${new Date(view.answer_deadline).toLocaleTimeString()}`;
+    }
+  } catch { /* optional detail */ }
+}
+
+// ---------------------------------------------------------------- questions and answers
+
+function renderQuestions(questions) {
+  const list = $("questions");
+  list.replaceChildren();
+  for (const q of questions) {
+    const item = document.createElement("li");
+    item.className = "question";
+    const head = document.createElement("div");
+    head.className = "question-head";
+    head.append(chip(q.category, `category category-${q.category}`), text("span", q.text, "question-text"));
+    const input = document.createElement("input");
+    input.type = "text";
+    input.dataset.questionId = q.question_id;
+    input.placeholder = "your answer (optional)";
+    input.maxLength = 10000;
+    item.append(head);
+    if (q.suggestions && q.suggestions.length) {
+      const suggestions = document.createElement("div");
+      suggestions.className = "suggestions";
+      for (const s of q.suggestions) {
+        const button = chip(s, "suggestion", "button");
+        button.type = "button";
+        button.addEventListener("click", () => { input.value = s; input.focus(); });
+        suggestions.append(button);
+      }
+      item.append(suggestions);
+    }
+    item.append(input);
+    list.append(item);
+  }
+  $("questions-form").hidden = questions.length === 0;
+  $("refine").disabled = false;
+}
+
+$("questions-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  show($("answers-error"), "");
+  const answers = [...$("questions").querySelectorAll("input[data-question-id]")]
+    .map((input) => ({ question_id: input.dataset.questionId, text: input.value.trim() }))
+    .filter((a) => a.text);
+  if (!answers.length) { show($("answers-error"), "Answer at least one question."); return; }
+  $("refine").disabled = true;
+  try {
+    await api(`/api/threads/${encodeURIComponent(thread.id)}/continue`, {
+      method: "POST", body: JSON.stringify({ answers }),
+    });
+    $("answer-deadline").textContent = "answers sent";
+  } catch (error) {
+    show($("answers-error"), describe(error));
+    $("refine").disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------- jobs table, recent threads, health
+
+function renderJobs() {
+  const jobs = [...thread.jobs.values()].filter((j) => j.kind);
+  const rows = jobs.map((j) => {
+    const row = document.createElement("tr");
+    row.append(
+      text("td", j.kind),
+      text("td", j.backend || "–"),
+      text("td", j.model || "–"),
+      text("td", j.tokens != null ? String(j.tokens) : "–"),
+      text("td", j.latencyMs != null ? seconds(j.latencyMs) : "–"),
+      text("td", j.status + (j.error ? `: ${j.error}` : ""), `job-${j.status}`),
+    );
+    if (j.reason) row.title = `why this backend: ${j.reason}`;
+    return row;
+  });
+  if (!rows.length) {
+    const empty = text("td", "none yet", "muted");
+    empty.colSpan = 6;
+    rows.push(document.createElement("tr"));
+    rows[0].append(empty);
+  }
+  $("jobs").replaceChildren(...rows);
+  jobs.forEach(showJobMeta);
+}
+
+async function loadRecent() {
+  const list = $("recent");
+  try {
+    const data = await api("/api/threads?limit=20");
+    list.replaceChildren(...data.threads.map((t) => {
+      const link = document.createElement("a");
+      link.href = `#thread=${t.thread_id}`;
+      link.append(text("span", t.idea, "recent-idea"), text("span", STATUS_LABEL[t.status] || t.status, "recent-status"));
+      const item = document.createElement("li");
+      item.append(link);
+      return item;
+    }));
+    if (!data.threads.length) list.replaceChildren(text("li", "none yet", "muted"));
+  } catch (error) {
+    list.replaceChildren(text("li", `unavailable (${error.code})`, "muted"));
+  }
+}
+
+async function loadHealth() {
+  const pill = $("health");
+  try {
+    const response = await fetch("/api/system/health");
+    const body = await response.json();
+    const report = body.status === "success" ? body.data : body.error.details;
+    pill.textContent = report && report.status === "ok" ? "all systems ok" : "degraded";
+    pill.className = `pill ${report && report.status === "ok" ? "ok" : "bad"}`;
+    pill.title = body.status === "success" ? "NATS, streams and orchestrator answering" : body.error.message;
+  } catch {
+    pill.textContent = "gateway unreachable";
+    pill.className = "pill bad";
+  }
+}
+
+// ---------------------------------------------------------------- small DOM helpers
+
+function text(tag, value, className) {
+  const element = document.createElement(tag);
+  element.textContent = value;
+  if (className) element.className = className;
+  return element;
+}
+
+function chip(value, className, tag = "span") {
+  return text(tag, value, `chip ${className}`);
+}
+
+function muted(value) {
+  return text("span", value, "muted");
+}
+
+function seconds(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+// ---------------------------------------------------------------- routing: #thread=<id>
+
+function route() {
+  const match = location.hash.match(/^#thread=([A-Za-z0-9_-]+)$/);
+  if (match && (!thread || thread.id !== match[1])) openThread(match[1]);
+}
+
+window.addEventListener("hashchange", route);
+route();
+loadRecent();
+loadHealth();
+setInterval(loadHealth, 15000);
