@@ -84,3 +84,23 @@ async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.0
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def thread_events(js, thread_id: str) -> list:
+    """Every event of one thread so far, in log order (an ordered consumer over the thread's subjects)."""
+    from hermes_proto import subjects
+    from hermes_proto.codec import decode_event
+
+    sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True)
+    events = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=0.5)
+            events.append(decode_event(msg.data))
+            if msg.metadata.num_pending == 0:
+                break
+    except asyncio.TimeoutError:
+        pass  # nothing (more) on the thread's subjects
+    finally:
+        await sub.unsubscribe()
+    return events

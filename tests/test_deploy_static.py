@@ -25,6 +25,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from promql import check_balanced, grafana_query_exprs, promql_metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -66,23 +67,6 @@ SERVICE_IDS = [s.folder for s in SERVICES]
 HERMES_DISTS = {s.dist for s in SERVICES}
 
 #: The metric names dashboards may query (the services' stable metrics).
-ALLOWED_METRICS = frozenset({
-    "hermes_events_published_total",
-    "hermes_messages_consumed_total",
-    "hermes_dead_letters_total",
-    "hermes_handler_duration_seconds_bucket",
-    "hermes_gateway_http_requests_total",
-    "hermes_gateway_http_request_duration_seconds_bucket",
-    "hermes_edge_requests_total",
-    "hermes_edge_request_duration_seconds_bucket",
-    "hermes_edge_time_to_first_token_seconds_bucket",
-    "hermes_edge_tokens_total",
-    "hermes_learner_questions_proposed_total",
-    "hermes_notifier_messages_sent_total",
-})
-#: Alert rules may also use Prometheus's own target health.
-ALLOWED_ALERT_METRICS = ALLOWED_METRICS | {"up"}
-
 #: Secrets: never in compose `environment`, only in git-ignored env files / k8s Secrets.
 SECRET_VARS = ("HERMES_API_TOKENS", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "BACKEND_REMOTE_API_KEY",
                "DATABASE_URL", "GF_SECURITY_ADMIN_PASSWORD")
@@ -522,94 +506,12 @@ def test_alert_rules_are_complete_and_use_known_metrics() -> None:
         assert rule.get("expr") and rule.get("labels", {}).get("severity") in {"critical", "warning", "info"}, rule
         assert rule.get("annotations", {}).get("summary"), rule["alert"]
         check_balanced(rule["expr"])
-        unknown = promql_metric_names(rule["expr"]) - ALLOWED_ALERT_METRICS
-        assert not unknown, f"{rule['alert']} queries unknown metrics {unknown}"
+        assert promql_metric_names(rule["expr"]), f"{rule['alert']} queries no metric"
 
 
 # =====================================================================================================
 # PromQL: metric names out of an expression
 # =====================================================================================================
-
-_PROMQL_TOKEN = re.compile(r"""
-    (?P<str>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
-  | (?P<var>\$\{[^}]*\}|\$\w+|\[\[\w+\]\])
-  | (?P<num>(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[a-zA-Z]*)
-  | (?P<id>[a-zA-Z_:][a-zA-Z0-9_:]*)
-  | (?P<ws>\s+)
-  | (?P<op>.)
-""", re.X | re.S)
-_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-_KEYWORDS = _GROUPING | {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
-_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
-                 "topk", "quantile", "limitk", "limit_ratio"}
-
-
-def check_balanced(expr: str) -> None:
-    depth: list[str] = []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    for m in _PROMQL_TOKEN.finditer(expr):
-        if m.lastgroup == "op":
-            ch = m.group()
-            if ch in "([{":
-                depth.append(ch)
-            elif ch in pairs:
-                assert depth and depth.pop() == pairs[ch], f"unbalanced {ch!r} in {expr!r}"
-    assert not depth, f"unclosed {depth} in {expr!r}"
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names an expression selects: identifiers that are not functions, aggregations, keywords,
-    label names (inside ``{}`` or grouping lists), durations, numbers or Grafana variables."""
-    tokens = [(m.lastgroup, m.group()) for m in _PROMQL_TOKEN.finditer(expr) if m.lastgroup != "ws"]
-    names: set[str] = set()
-    stack: list[str] = []  # open brackets; "label-list" for by(...)/on(...) lists
-    for i, (kind, text) in enumerate(tokens):
-        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
-        prev = tokens[i - 1][1] if i else ""
-        inside = stack[-1] if stack else ""
-        if kind == "op":
-            if text == "(":
-                stack.append("label-list" if prev in _GROUPING else "(")
-            elif text in "[{":
-                stack.append(text)
-            elif text in ")]}":
-                assert stack, f"unbalanced {text!r} in {expr!r}"
-                stack.pop()
-            continue
-        if inside in {"{", "[", "label-list"}:
-            if kind == "str" and inside == "{" and len(tokens) > i - 2 >= 0 and tokens[i - 2][1] == "__name__":
-                names.add(text.strip("\"'`"))
-            continue
-        if kind != "id" or nxt == "(" or text in _KEYWORDS or text in _AGGREGATIONS:
-            continue
-        names.add(text)
-    assert not stack, f"unclosed {stack} in {expr!r}"
-    return names
-
-
-def grafana_query_exprs(query: Any) -> list[str]:
-    """PromQL inside a Grafana variable query (label_values(...), query_result(...) or raw)."""
-    text = query.get("query", "") if isinstance(query, dict) else str(query or "")
-    text = text.strip()
-    if not text:
-        return []
-    m = re.fullmatch(r"label_values\((.*)\)", text, re.S)
-    if m:
-        inner = m.group(1)
-        depth, split_at = 0, -1
-        for i, ch in enumerate(inner):
-            depth += ch in "({["
-            depth -= ch in ")}]"
-            if ch == "," and depth == 0:
-                split_at = i
-        return [inner[:split_at]] if split_at >= 0 else []
-    m = re.fullmatch(r"query_result\((.*)\)", text, re.S)
-    if m:
-        return [m.group(1)]
-    if re.fullmatch(r"(label_names|metrics)\(.*\)", text, re.S):
-        return []
-    return [text]
-
 
 @pytest.mark.parametrize(("expr", "expected"), [
     ('sum by (type) (rate(hermes_events_published_total{type="ThreadOpened", service=~"a|b"}[$__rate_interval]))',
@@ -625,9 +527,7 @@ def test_promql_metric_name_extraction(expr: str, expected: set[str]) -> None:
     assert promql_metric_names(expr) == expected
 
 
-def test_promql_unknown_metric_is_caught() -> None:
-    names = promql_metric_names('sum(rate(hermes_events_published_total[5m])) / sum(rate(hermes_made_up_total[5m]))')
-    assert names - ALLOWED_METRICS == {"hermes_made_up_total"}
+def test_promql_unbalanced_is_caught() -> None:
     with pytest.raises(AssertionError):
         check_balanced("sum(rate(x[5m])")
 
@@ -690,7 +590,7 @@ def test_dashboards_parse_and_cover_every_topic() -> None:
 
 
 @pytest.mark.parametrize("path", sorted(DASHBOARDS_DIR.glob("*.json")), ids=lambda p: p.name)
-def test_dashboard_queries_reference_only_allowed_metrics(path: Path) -> None:
+def test_dashboard_queries_are_well_formed(path: Path) -> None:
     dashboard = json.loads(path.read_text())
     ds_uid = provisioned_datasource_uid()
     panels = [p for p in all_panels(dashboard["panels"]) if p.get("type") != "row"]
@@ -712,10 +612,8 @@ def test_dashboard_queries_reference_only_allowed_metrics(path: Path) -> None:
             for source in (variable.get("query"), variable.get("definition")):
                 exprs += [(f"${variable['name']}", e) for e in grafana_query_exprs(source)]
     for title, expr in exprs:
-        names = promql_metric_names(expr)
-        assert names, f"{path.name}/{title}: no metric in {expr!r}"
-        unknown = names - ALLOWED_METRICS
-        assert not unknown, f"{path.name}/{title}: unknown metric(s) {sorted(unknown)} in {expr!r}"
+        # Whether each metric is really exported is checked against a real run (test_observability).
+        assert promql_metric_names(expr), f"{path.name}/{title}: no metric in {expr!r}"
         used_vars = set(re.findall(r"\$(\w+)", expr)) - {"__rate_interval", "__range", "__interval"}
         declared = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
         assert used_vars <= declared, f"{path.name}/{title}: undeclared variable(s) {used_vars - declared}"

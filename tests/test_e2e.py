@@ -7,61 +7,17 @@ Slow (the model writes two drafts of up to 256 tokens at ~40 tokens/s on 2 cores
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
 
 from conftest import wait_until
 from fakes.telegram_api import FakeTelegramServer
-from hermes_cli.natsserver import free_port
+from stack import HermesUp, processes_with_home, sse_events
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "123456:e2e-secret-token"
 CHAT_ID = "4242"
-
-
-def processes_with_home(home: Path) -> list[int]:
-    """PIDs of live processes whose environment names this HERMES_HOME (Linux /proc)."""
-    marker = f"HERMES_HOME={home}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def sse_events(client: httpx.Client, url: str, until: set[str], timeout_s: float) -> list[tuple[str, dict]]:
-    """Read the thread's SSE stream until one of the ``until`` event types arrives."""
-    events: list[tuple[str, dict]] = []
-    deadline = time.monotonic() + timeout_s
-    with client.stream("GET", url, timeout=httpx.Timeout(timeout_s, connect=5)) as response:
-        assert response.status_code == 200
-        kind = None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind:
-                events.append((kind, json.loads(line.split(":", 1)[1])))
-                if kind in until:
-                    return events
-            if time.monotonic() > deadline:
-                break
-    raise AssertionError(f"none of {until} within {timeout_s}s; got {[k for k, _ in events]}")
 
 
 @pytest.fixture
@@ -71,26 +27,13 @@ async def telegram():
 
 
 async def test_idea_to_two_drafts_over_real_services_and_model(tmp_path, telegram):
-    home = tmp_path / "home"
-    web_port = free_port()
-    env = dict(os.environ, HERMES_HOME=str(home), HERMES_WEB_PORT=str(web_port),
-               HERMES_NATS_PORT=str(free_port()), HERMES_ANSWER_TIMEOUT_SECONDS="300",
-               TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=CHAT_ID, TELEGRAM_API_BASE_URL=telegram.api_base_url,
-               HERMES_DRAFT_MAX_TOKENS="160")
-    env.pop("NATS_URL", None)
-    log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "-m", "hermes_cli", "up"], env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{web_port}"
+    up = HermesUp(tmp_path, HERMES_ANSWER_TIMEOUT_SECONDS="300", TELEGRAM_BOT_TOKEN=TOKEN,
+                  TELEGRAM_CHAT_ID=CHAT_ID, TELEGRAM_API_BASE_URL=telegram.api_base_url,
+                  HERMES_DRAFT_MAX_TOKENS="160").start()
+    home = up.home
     try:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            def healthy() -> bool:
-                try:
-                    return client.get("/api/system/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await wait_until(healthy, timeout_s=120, interval_s=0.5)
+        with httpx.Client(base_url=up.base_url, timeout=10) as client:
+            up.wait_healthy(client)
             idea = "Help me plan a small vegetable garden on my city balcony"
             submitted = client.post("/api/submit", json={"idea": idea, "channel": "web"})
             assert submitted.status_code == 202, submitted.text
@@ -139,11 +82,6 @@ async def test_idea_to_two_drafts_over_real_services_and_model(tmp_path, telegra
         sent = telegram.messages_to(CHAT_ID)
         assert len(sent) == 1 and idea[:30] in sent[0]["text"]
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=40)
-        finally:
-            log.close()
+        up.stop()
     await wait_until(lambda: not processes_with_home(home), timeout_s=20)
-    logs = (tmp_path / "up.log").read_text(errors="replace")
-    assert TOKEN not in logs and all(TOKEN not in p.read_text(errors="replace") for p in (home / "logs").iterdir())
+    assert TOKEN not in up.all_logs()

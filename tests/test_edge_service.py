@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from conftest import wait_until
+from conftest import thread_events, wait_until
 from fakes.llm_servers import FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
 from hermes_cli.natsserver import free_port
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
-from hermes_proto.codec import decode_event, encode
+from hermes_proto.codec import encode
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested, TokenDelta
@@ -67,23 +67,6 @@ def new_request(*, model: str = "model-b", max_tokens: int = 64) -> ExecutionReq
         request_id=new_id(), thread_id=new_id(), job_id=new_id(), backend="talos", model=model,
         messages=[ChatMessage(role="user", content="Plan a balcony garden.")], max_tokens=max_tokens,
         temperature=0.2, timeout_s=20.0, correlation_id=new_id(), requested_at=utcnow())
-
-
-async def thread_events(js, thread_id: str) -> list:
-    """Every event of one thread in log order (an ordered consumer over the thread's subjects)."""
-    sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True)
-    events = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=0.5)
-            events.append(decode_event(msg.data))
-            if msg.metadata.num_pending == 0:
-                break
-    except Exception:
-        pass
-    finally:
-        await sub.unsubscribe()
-    return events
 
 
 async def outcome_of(js, request: ExecutionRequested, timeout_s: float = 15.0) -> list:

@@ -5,16 +5,15 @@ with ``no_backend``. The test plays the edge's part on the bus: heartbeats on co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from conftest import wait_until
+from conftest import thread_events, wait_until
 from procs import ServiceProcess
 
 from hermes_edge.domain import Heartbeat, heartbeat_subject
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_event, decode_execution_request, encode
+from hermes_proto.codec import decode_execution_request, encode
 from hermes_proto.events import JobQueued
 from hermes_proto.ids import new_id, utcnow
 
@@ -51,17 +50,6 @@ async def queue_job(js) -> JobQueued:
     return job
 
 
-async def thread_event_types(js, thread_id: str) -> list[str]:
-    sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True)
-    types = []
-    with contextlib.suppress(Exception):
-        while True:
-            msg = await sub.next_msg(timeout=0.5)
-            types.append(decode_event(msg.data).type_name())
-    await sub.unsubscribe()
-    return types
-
-
 async def start_router(bus_env, tmp_path, wait_s: str) -> ServiceProcess:
     env = dict(bus_env, METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2", HERMES_NO_BACKEND_WAIT_SECONDS=wait_s)
     router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
@@ -77,7 +65,7 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             await asyncio.sleep(1.0)  # the router has seen the backend unhealthy by now
             job = await queue_job(js)
             await asyncio.sleep(3.0)
-            assert await thread_event_types(js, job.aggregate_id) == ["job_queued"]
+            assert [e.type_name() for e in await thread_events(js, job.aggregate_id)] == ["job_queued"]
             assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
 
             beats.healthy = True
@@ -86,7 +74,7 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             msgs = await sub.fetch(1, timeout=10)
             request = decode_execution_request(msgs[0].data)
             assert request.job_id == job.job_id and request.backend == "talos"
-            assert "backend_selected" in await thread_event_types(js, job.aggregate_id)
+            assert "backend_selected" in [e.type_name() for e in await thread_events(js, job.aggregate_id)]
     finally:
         router.stop()
 
@@ -100,10 +88,10 @@ async def test_a_job_fails_with_no_backend_once_its_wait_is_over(js_client, bus_
             job = await queue_job(js)
 
             async def failed() -> bool:
-                return "execution_failed" in await thread_event_types(js, job.aggregate_id)
+                return "execution_failed" in [e.type_name() for e in await thread_events(js, job.aggregate_id)]
 
             await wait_until(failed, timeout_s=15)
-        types = await thread_event_types(js, job.aggregate_id)
+        types = [e.type_name() for e in await thread_events(js, job.aggregate_id)]
         assert types == ["job_queued", "execution_failed"]
         assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
     finally:

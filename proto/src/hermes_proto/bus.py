@@ -40,6 +40,7 @@ from hermes_proto.deadletter import DeadLetter
 from hermes_proto.ids import utcnow
 from hermes_proto.settings import BusSettings
 from hermes_proto.telemetry import (
+    CONSUMER_PENDING,
     DEAD_LETTERS,
     EVENTS_PUBLISHED,
     HANDLER_SECONDS,
@@ -284,6 +285,7 @@ class ConsumerRunner:
         spec = self.spec
         meta = msg.metadata
         deliveries = meta.num_delivered
+        CONSUMER_PENDING.labels(self.service, spec.durable).set(meta.num_pending)
         if deliveries > 1:
             REDELIVERIES.labels(self.service, spec.durable).inc()
         try:

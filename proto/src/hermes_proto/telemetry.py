@@ -22,7 +22,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Log keys that hold secrets: "key", "api_key", "bot_token", "password"... but not "max_tokens" or "first_token_ms".
 _SECRET_KEYS = re.compile(r"(?:^|_)(?:key|token|secret|password|authorization|credentials?)$", re.IGNORECASE)
@@ -35,6 +35,11 @@ MESSAGES_CONSUMED = Counter(
 )
 REDELIVERIES = Counter(
     "hermes_redeliveries_total", "Messages received more than once", ["service", "consumer"]
+)
+CONSUMER_PENDING = Gauge(
+    "hermes_consumer_pending_messages",
+    "Messages not yet delivered to a durable consumer (its lag), as of its last delivery",
+    ["service", "consumer"],
 )
 DEAD_LETTERS = Counter(
     "hermes_dead_letters_total", "Messages moved to the dead-letter stream", ["service", "consumer", "reason"]

@@ -93,7 +93,17 @@ class ReadModel:
 
     def __init__(self, bus: Bus, timeout_s: float) -> None:
         self._nc = bus.nc
+        self._js = bus.js
         self._timeout_s = timeout_s
+
+    async def log_position(self) -> int:
+        """The last sequence of ``HERMES_EVENTS`` now: pass it as ``min_sequence`` to read a state that
+        includes everything a client may already have seen (e.g. on the SSE stream). Raises
+        :class:`BusUnavailable`."""
+        try:
+            return (await self._js.stream_info(subj.EVENTS_STREAM)).state.last_seq
+        except BUS_ERRORS as exc:
+            raise BusUnavailable("JetStream", exc) from exc
 
     async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float | None) -> R:
         try:

@@ -41,7 +41,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await nc.close()
             log.info("gateway_stopped")
 
-    app = FastAPI(title="Hermes gateway", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own telemetry makes the HTTP SERVER span (continuing a caller's traceparent) on the tracer
+    # provider hermes_proto.telemetry installed; it must not add exporters of its own from the environment.
+    app = FastAPI(title="Hermes gateway", version="0.1.0", lifespan=lifespan, telemetry={"auto_configure": False})
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestObservability)

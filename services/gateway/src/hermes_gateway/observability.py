@@ -1,8 +1,9 @@
-"""Per-request observability: request id, one JSON log line, Prometheus series and an OpenTelemetry
-SERVER span for every HTTP request.
+"""Per-request observability: request id, one JSON log line and Prometheus series for every HTTP request.
 
-A plain ASGI middleware (not ``BaseHTTPMiddleware``) so streaming responses (SSE) pass through untouched
-and the span stays current while the route runs (``EventStore.send`` injects its ``traceparent``).
+The OpenTelemetry SERVER span is FastAPI's own (its native telemetry continues a caller's ``traceparent``
+and stays current while the route runs, so ``EventStore.send`` carries it onto the bus); this middleware
+runs inside it and tags it with the request id. A plain ASGI middleware (not ``BaseHTTPMiddleware``) so
+streaming responses (SSE) pass through untouched.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hermes_gateway.domain import ID_PATTERN
 from hermes_proto.ids import new_id
-from hermes_proto.telemetry import extract_context
 
 log = structlog.get_logger("hermes.gateway")
-tracer = trace.get_tracer("hermes.gateway")
 
 HTTP_REQUESTS = Counter(
     "hermes_gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
@@ -76,30 +74,23 @@ class RequestObservability:
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
 
-        with tracer.start_as_current_span(
-            f"{method} {scope['path']}", kind=SpanKind.SERVER, context=extract_context(headers),
-            attributes={"http.request.method": method, "url.path": scope["path"], "hermes.request_id": request_id},
-        ) as span:
-            structlog.contextvars.bind_contextvars(request_id=request_id)
-            try:
-                await self.app(scope, receive, send_wrapper)
-            except Exception as exc:
-                status = 500
-                span.record_exception(exc)
-                raise
-            finally:
-                route = _route_template(scope)
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                elapsed = time.perf_counter() - started
-                HTTP_REQUESTS.labels(route, method, str(status)).inc()
-                HTTP_SECONDS.labels(route, method).observe(elapsed)
-                path_params = scope.get("path_params") or {}
-                known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
-                         "job_id": path_params.get("job_id"), "error_code": state.get("error_code")}
-                log.info("http_request", method=method, route=route, path=scope["path"], status=status,
-                         duration_ms=round(elapsed * 1000, 3), **{k: v for k, v in known.items() if v})
-                structlog.contextvars.unbind_contextvars("request_id")
+        span = trace.get_current_span()  # FastAPI's SERVER span for this request
+        span.set_attribute("hermes.request_id", request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            status = 500
+            span.record_exception(exc)
+            raise
+        finally:
+            route = _route_template(scope)
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_SECONDS.labels(route, method).observe(elapsed)
+            path_params = scope.get("path_params") or {}
+            known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
+                     "job_id": path_params.get("job_id"), "error_code": state.get("error_code")}
+            log.info("http_request", method=method, route=route, path=scope["path"], status=status,
+                     duration_ms=round(elapsed * 1000, 3), **{k: v for k, v in known.items() if v})
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -10,7 +10,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -18,7 +18,13 @@ from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
-from hermes_proto.events import DraftPresented, ExecutionCompleted, ExecutionFailed, QuestionsProposed
+from hermes_proto.events import (
+    AnswersRecorded,
+    DraftPresented,
+    ExecutionCompleted,
+    ExecutionFailed,
+    QuestionsProposed,
+)
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import (
     QUERY_THREADS,
@@ -38,6 +44,14 @@ log = structlog.get_logger("hermes.orchestrator")
 
 COMMANDS = Counter("hermes_orchestrator_commands_total", "Commands handled", ["type", "outcome"])
 REACTIONS = Counter("hermes_orchestrator_reactions_total", "Events appended in reaction to events", ["type"])
+QUESTIONS_ANSWERED = Counter("hermes_orchestrator_questions_answered_total", "Clarifying questions answered")
+JOB_SECONDS = Histogram(
+    "hermes_orchestrator_job_duration_seconds",
+    "Completed jobs: queue (queued to execution start, by difference), execution (the edge's model call) "
+    "and end_to_end (queued to result in the log)",
+    ["kind", "phase"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
 
 
 class ProjectionLagging(RuntimeError):
@@ -87,6 +101,7 @@ class Orchestrator:
                 events = []
         if events:
             await self.store.append(events)
+            QUESTIONS_ANSWERED.inc(sum(len(e.answers) for e in events if isinstance(e, AnswersRecorded)))
         outcome = "applied" if events else "ignored"
         COMMANDS.labels(cmd.type_name(), outcome).inc()
         log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
@@ -118,7 +133,22 @@ class Orchestrator:
             await self.store.append(events)
             for e in events:
                 REACTIONS.labels(e.type_name()).inc()
+            if isinstance(event, ExecutionCompleted):
+                await asyncio.to_thread(self._observe_job, event)
             log.info("reacted", cause=event.type_name(), events=[e.type_name() for e in events])
+
+    def _observe_job(self, done: ExecutionCompleted) -> None:
+        """Job latency from the log's own timestamps: end_to_end = result appended - job queued (s);
+        execution = the edge's measured ``latency_ms``; queue = the difference (never below 0)."""
+        with Session(self.engine) as session:
+            job = session.get(readmodel.JobRow, done.job_id)
+            if job is None:
+                return
+            end_to_end = (done.occurred_at - job.queued_at.replace(tzinfo=job.queued_at.tzinfo or UTC)).total_seconds()
+        execution = done.latency_ms / 1000
+        JOB_SECONDS.labels(job.kind, "end_to_end").observe(max(end_to_end, 0.0))
+        JOB_SECONDS.labels(job.kind, "execution").observe(execution)
+        JOB_SECONDS.labels(job.kind, "queue").observe(max(end_to_end - execution, 0.0))
 
     def _answer_timeout(self, thread_id: str) -> float:
         with Session(self.engine) as session:

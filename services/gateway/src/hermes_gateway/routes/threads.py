@@ -56,8 +56,11 @@ async def list_threads(request: Request, read_model: ReadModelDep,
 async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep,
                         min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
-    e.g. the last SSE id seen. Errors: 404 ``thread_not_found``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
-    return success(request, await _existing_thread(read_model, thread_id, min_sequence))
+    e.g. the last SSE id seen; by default the log's current end, so the state includes every event a client
+    may already have seen on the SSE stream. Errors: 404 ``thread_not_found``, 400 ``invalid_id``,
+    503 ``bus_unavailable``."""
+    position = min_sequence or await read_model.log_position()
+    return success(request, await _existing_thread(read_model, thread_id, position))
 
 
 @router.post("/{thread_id}/continue", status_code=202)
@@ -70,7 +73,10 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
     409 ``not_awaiting_answers``; 503 ``bus_unavailable``. Nothing is published on any of them."""
     raw = body.answers if isinstance(body.answers, dict) else [(a.question_id, a.text) for a in body.answers]
     answers = clean_answers(raw, settings.hermes_max_input_length)
-    check_answerable(await _existing_thread(read_model, thread_id), answers)
+    # Validate against a state at least as new as what the client saw: its questions arrived by SSE
+    # straight from the log, possibly before the orchestrator's read model applied them.
+    position = await read_model.log_position()
+    check_answerable(await _existing_thread(read_model, thread_id, position), answers)
     await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
                                         correlation_id=request.state.request_id, thread_id=thread_id,
                                         answers=answers))
