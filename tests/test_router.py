@@ -9,12 +9,12 @@ import asyncio
 from conftest import thread_events, wait_until
 from procs import ServiceProcess
 
-from hermes_edge.domain import Heartbeat, heartbeat_subject
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_execution_request, encode
 from hermes_proto.events import JobQueued
+from hermes_proto.execution import Heartbeat
 from hermes_proto.ids import new_id, utcnow
 
 
@@ -30,7 +30,7 @@ class Beats:
         while True:
             beat = Heartbeat(backend="talos", models=["smollm2"], in_flight=0, healthy=self.healthy,
                              sent_at=utcnow())
-            await self.nc.publish(heartbeat_subject("talos"), encode(beat))
+            await self.nc.publish(subjects.heartbeat_subject("talos"), encode(beat))
             await asyncio.sleep(0.3)
 
     def __enter__(self) -> Beats:
@@ -68,6 +68,9 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             assert [e.type_name() for e in await thread_events(js, job.aggregate_id)] == ["job_queued"]
             assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
 
+            # A malformed heartbeat is counted and ignored; it neither crashes the router nor marks anything.
+            await nc.publish(subjects.heartbeat_subject("talos"), b'{"backend": "talos", "healthy": "yes"}')
+            await nc.publish(subjects.heartbeat_subject("talos"), b"\xff not json")
             beats.healthy = True
             sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge",
                                           stream=subjects.EXEC_STREAM)
@@ -75,6 +78,7 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             request = decode_execution_request(msgs[0].data)
             assert request.job_id == job.job_id and request.backend == "talos"
             assert "backend_selected" in [e.type_name() for e in await thread_events(js, job.aggregate_id)]
+            assert router.alive() and "bad_heartbeat" in router.log_text()
     finally:
         router.stop()
 

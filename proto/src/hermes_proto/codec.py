@@ -13,7 +13,7 @@ import msgspec
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import ALL_COMMANDS
 from hermes_proto.events import ALL_EVENTS
-from hermes_proto.execution import ExecutionRequested
+from hermes_proto.execution import ExecutionRequested, Heartbeat
 
 _encoder = msgspec.json.Encoder()
 
@@ -23,6 +23,7 @@ CommandUnion = Union[ALL_COMMANDS]  # type: ignore[valid-type]
 _event_decoder = msgspec.json.Decoder(EventUnion)
 _command_decoder = msgspec.json.Decoder(CommandUnion)
 _exec_decoder = msgspec.json.Decoder(ExecutionRequested)
+_heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 
 
 class DecodeError(ValueError):
@@ -62,3 +63,8 @@ def decode_command(data: bytes) -> Command:
 def decode_execution_request(data: bytes) -> ExecutionRequested:
     """Decode one execution request; raises :class:`DecodeError`."""
     return _decode(_exec_decoder, data)
+
+
+def decode_heartbeat(data: bytes) -> Heartbeat:
+    """Decode one edge heartbeat; raises :class:`DecodeError`."""
+    return _decode(_heartbeat_decoder, data)

@@ -1,6 +1,7 @@
 """Execution requests (stream ``HERMES_EXEC``, subject ``hermes.exec.<backend>``) and token deltas.
 
-The edge is a dumb pipe: it needs nothing but an :class:`ExecutionRequested`.
+The edge is a dumb pipe: it needs nothing but an :class:`ExecutionRequested`. Each edge process says it is
+alive with a :class:`Heartbeat` on core NATS (``hermes.heartbeat.<backend>``) every few seconds.
 Token deltas go over core NATS (``hermes.tokens.<thread_id>.<job_id>``), not the log:
 they are a live view, the full text arrives in ``ExecutionCompleted``.
 """
@@ -40,3 +41,19 @@ class TokenDelta(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     text: str
     done: bool = False
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """An edge's liveness signal, published every few seconds on core NATS ``hermes.heartbeat.<backend>`` (JSON).
+
+    ``models``: configured models (default first) or, when none are configured, those the server lists;
+    ``in_flight``: model calls running in this edge process; ``healthy``: the model server answered its
+    last probe (or is busy serving a call); ``edge_id`` tells apart several edge processes serving one
+    backend."""
+
+    backend: str
+    models: list[str]
+    in_flight: int
+    healthy: bool
+    sent_at: datetime
+    edge_id: str = ""

@@ -37,6 +37,13 @@ def exec_subject(backend: str) -> str:
     return f"hermes.exec.{backend}"
 
 
+def heartbeat_subject(backend: str) -> str:
+    return f"hermes.heartbeat.{backend}"
+
+
+HEARTBEATS_ALL = "hermes.heartbeat.*"
+
+
 def token_subject(thread_id: str, job_id: str) -> str:
     return f"hermes.tokens.{thread_id}.{job_id}"
 

@@ -14,7 +14,7 @@ from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_router.config import RouterSettings, load_registry
-from hermes_router.handlers import HEARTBEAT_SUBJECT, Router
+from hermes_router.handlers import Router
 
 log = structlog.get_logger("hermes.router")
 
@@ -29,7 +29,7 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
     await ensure_streams(js, settings)
     registry = load_registry(settings)
     router = Router(js, settings, registry)
-    await nc.subscribe(HEARTBEAT_SUBJECT, cb=router.on_heartbeat)
+    await nc.subscribe(subjects.HEARTBEATS_ALL, cb=router.on_heartbeat)
     jobs = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable="router-jobs",
         filter_subjects=[subjects.event_type_filter(JobQueued)], decode=decode_event,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import structlog
@@ -13,9 +12,9 @@ from prometheus_client import Counter, Gauge
 
 from hermes_proto import subjects
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.codec import encode
+from hermes_proto.codec import DecodeError, decode_heartbeat, encode
 from hermes_proto.events import BackendSelected, ExecutionFailed, JobQueued
-from hermes_proto.execution import ExecutionRequested
+from hermes_proto.execution import ExecutionRequested, Heartbeat
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.telemetry import bind_ids
 
@@ -29,7 +28,7 @@ NO_BACKEND = Counter("hermes_router_no_backend_total", "Jobs failed because no b
 WAITING = Gauge("hermes_router_jobs_waiting_for_backend", "Jobs waiting for an eligible backend")
 HEALTHY = Gauge("hermes_router_backend_healthy", "1 healthy, 0 unhealthy, -1 unknown", ["backend"])
 
-HEARTBEAT_SUBJECT = "hermes.heartbeat.*"
+BAD_HEARTBEATS = Counter("hermes_router_bad_heartbeats_total", "Heartbeats that did not decode", ["reason"])
 RECHECK_S = 2.0  # while waiting: re-select at least this often (heartbeats also wake the wait)
 
 
@@ -39,7 +38,7 @@ class Router:
         self.settings = settings
         self.registry = registry
         self.store = EventStore(js, "router")
-        self._heartbeats: dict[str, tuple[float, dict]] = {}
+        self._heartbeats: dict[str, tuple[float, Heartbeat]] = {}
         self._beat = asyncio.Event()
         for name in registry:
             HEALTHY.labels(name).set(-1)
@@ -50,19 +49,19 @@ class Router:
         result = {}
         for name, (seen, beat) in self._heartbeats.items():
             fresh = now - seen <= self.settings.hermes_heartbeat_stale_seconds
-            state = "healthy" if fresh and beat.get("healthy", False) else "unhealthy"
-            result[name] = domain.Health(state=state, in_flight=int(beat.get("in_flight", 0)))
+            state = "healthy" if fresh and beat.healthy else "unhealthy"
+            result[name] = domain.Health(state=state, in_flight=beat.in_flight)
             HEALTHY.labels(name).set(1 if state == "healthy" else 0)
         return result
 
     async def on_heartbeat(self, msg: Msg) -> None:
         try:
-            beat = json.loads(msg.data)
-            name = str(beat["backend"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("bad_heartbeat", subject=msg.subject)
+            beat = decode_heartbeat(msg.data)
+        except DecodeError as exc:
+            BAD_HEARTBEATS.labels(exc.reason).inc()
+            log.warning("bad_heartbeat", subject=msg.subject, reason=exc.reason, detail=exc.detail[:200])
             return
-        self._heartbeats[name] = (time.monotonic(), beat)
+        self._heartbeats[beat.backend] = (time.monotonic(), beat)
         self._beat.set()
 
     async def _select_waiting(self, delivery: Delivery[JobQueued], criteria: str) -> domain.Selection:

@@ -12,7 +12,6 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-import msgspec
 from hermes_proto.base import ChatMessage
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested
@@ -82,26 +81,6 @@ class ProbeResult:
     healthy: bool
     models: list[str]
     detail: str = ""
-
-
-class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
-    """Published every few seconds on core NATS ``hermes.heartbeat.<backend>`` (JSON).
-
-    ``models``: configured models (default first) or, when none are configured, those the server lists;
-    ``in_flight``: model calls running in this edge process; ``healthy``: the last probe succeeded;
-    ``edge_id`` tells apart several edge processes serving one backend."""
-
-    backend: str
-    models: list[str]
-    in_flight: int
-    healthy: bool
-    sent_at: datetime
-    edge_id: str = ""
-
-
-def heartbeat_subject(backend: str) -> str:
-    """``hermes.heartbeat.<backend>``."""
-    return f"hermes.heartbeat.{backend}"
 
 
 # A common rule of thumb for English text with BPE tokenizers (OpenAI's and Llama's): ~4 characters per token.

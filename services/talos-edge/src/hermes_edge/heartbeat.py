@@ -8,10 +8,12 @@ from typing import Protocol
 
 import structlog
 from hermes_proto.codec import encode
+from hermes_proto.execution import Heartbeat
 from hermes_proto.ids import utcnow
+from hermes_proto.subjects import heartbeat_subject
 from nats.aio.client import Client as NATS
 
-from hermes_edge.domain import Heartbeat, ProbeResult, heartbeat_subject
+from hermes_edge.domain import ProbeResult
 from hermes_edge.metrics import BACKEND_HEALTHY
 
 log = structlog.get_logger("hermes.edge")
