@@ -35,3 +35,36 @@ def test_questions_are_capped_and_only_the_first_proposal_counts(tmp_path):
         session.commit()
         rows = session.exec(select(readmodel.QuestionRow).order_by(readmodel.QuestionRow.position)).all()
     assert [r.question_id for r in rows] == ["first-0", "first-1", "first-2"]
+
+
+def test_a_read_model_of_another_schema_is_dropped_for_replay(tmp_path):
+    """An older version's tables (here: one column fewer) are dropped with their position, so the
+    projection replays the log into the current schema; a same-schema restart keeps everything."""
+    import sqlite3
+
+    db = tmp_path / "orchestrator.db"
+    engine = readmodel.make_engine(f"sqlite:///{db}")
+    with Session(engine) as session:
+        readmodel.apply(ThreadOpened(event_id="e1", aggregate_id="th-1", occurred_at=NOW, correlation_id="c",
+                                     idea="a garden"), session)
+        readmodel.save_position(session, 7)
+        session.commit()
+    engine.dispose()
+
+    engine = readmodel.make_engine(f"sqlite:///{db}")  # same code: kept
+    with Session(engine) as session:
+        assert readmodel.load_position(session) == 7
+        assert session.get(readmodel.ThreadRow, "th-1") is not None
+    engine.dispose()
+
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE threads DROP COLUMN clarity")  # as an older version made it
+    con.execute("UPDATE read_model_schema SET fingerprint = 'older'")
+    con.commit()
+    con.close()
+    engine = readmodel.make_engine(f"sqlite:///{db}")
+    with Session(engine) as session:
+        assert readmodel.load_position(session) == 0
+        assert session.get(readmodel.ThreadRow, "th-1") is None
+        columns = {row[1] for row in session.connection().exec_driver_sql("PRAGMA table_info(threads)")}
+    assert "clarity" in columns

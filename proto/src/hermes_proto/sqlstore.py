@@ -5,12 +5,19 @@ such as the talos-edge, never import this module.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 
-from sqlalchemy import MetaData
+import structlog
+from sqlalchemy import Column, MetaData, String, Table, inspect, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
+
+log = structlog.get_logger("hermes.sqlstore")
+
+_SCHEMA_META = MetaData()
+_SCHEMA_TABLE = Table("read_model_schema", _SCHEMA_META, Column("fingerprint", String, primary_key=True))
 
 
 class PositionRow(Protocol):
@@ -35,8 +42,32 @@ def make_engine(url: str, metadata: MetaData) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
-    metadata.create_all(engine)
+    _ensure_schema(engine, metadata)
     return engine
+
+
+def schema_fingerprint(metadata: MetaData) -> str:
+    """SHA-256 (hex) of every table's columns: name, type, nullability, primary key."""
+    parts = sorted(f"{table.name}.{col.name}:{col.type}:{col.nullable}:{col.primary_key}"
+                   for table in metadata.tables.values() for col in table.columns)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _ensure_schema(engine: Engine, metadata: MetaData) -> None:
+    """Create the tables; when they were made by another version of the code (their fingerprint differs,
+    or tables exist without one), drop and recreate them. Read models are a pure function of the log, so
+    the projection, whose position is dropped with them, rebuilds them by replay: that is the migration."""
+    fingerprint = schema_fingerprint(metadata)
+    _SCHEMA_META.create_all(engine)
+    with engine.begin() as conn:
+        stored = conn.execute(select(_SCHEMA_TABLE.c.fingerprint)).scalar()
+        existing = set(inspect(conn).get_table_names()) & set(metadata.tables)
+        if stored != fingerprint and (stored is not None or existing):
+            log.warning("read_model_schema_changed", tables=sorted(existing), action="drop_and_replay")
+            metadata.drop_all(conn)
+        metadata.create_all(conn)
+        conn.execute(_SCHEMA_TABLE.delete())
+        conn.execute(_SCHEMA_TABLE.insert().values(fingerprint=fingerprint))
 
 
 def load_position(session: Session, table: type[PositionRow], name: str) -> int:
