@@ -8,6 +8,7 @@ of ``test_gateway_api``.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from test_gateway_api import (  # noqa: F401
     awaiting_thread,
     command_tap,
     commands_published,
+    completed_thread,
     drafting_thread,
     gateway,
     http,
@@ -49,8 +51,10 @@ class Cli:
     readers: list = field(default_factory=list)
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")()  # a character may span two reads
         while chunk := await stream.read(256):
-            setattr(self, name, getattr(self, name) + chunk.decode())
+            setattr(self, name, getattr(self, name) + decoder.decode(chunk))
+        setattr(self, name, getattr(self, name) + decoder.decode(b"", final=True))
 
     async def wait(self, timeout_s: float = 30) -> int:
         """The exit code; a CLI still running after ``timeout_s`` seconds is killed (and the wait fails)."""
@@ -258,3 +262,19 @@ async def test_errors_are_clear_messages_with_non_zero_exits(stack: Stack, http,
         assert "Traceback" not in err
     assert await commands_published(js) == before
     assert commands.seen == []
+
+
+async def test_rate_records_the_rating_and_status_shows_it(stack: Stack, http, js_client) -> None:
+    done = await completed_thread(stack, http)
+    code, out, err = await run_hermes("rate", done, "4", "-m", "useful start", url=stack.url)
+    assert code == 0, err
+    assert f"Rated thread {done}: 4/5." in out
+    seq, rated = await stack.peers.last(done, "thread_rated")
+    assert (rated.rating, rated.comment) == (4, "useful start")
+    await settled_status(stack, http, done, seq)
+    code, out, err = await run_hermes("status", done, url=stack.url)
+    assert code == 0, err
+    assert "Rated:  4/5 — useful start" in out
+
+    bad_code, _, bad_err = await run_hermes("rate", done, "9", url=stack.url)
+    assert bad_code == 2 and "less than or equal to 5" in bad_err  # a usage error, before any request

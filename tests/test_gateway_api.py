@@ -13,6 +13,7 @@ SSE plumbing, lifecycle) run without it.
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import signal
 import threading
@@ -802,6 +803,36 @@ async def test_answers_publish_answer_questions_without_the_empty_ones(stack: St
         assert {q["question_id"]: q["answer"] for q in view["questions"]}[question.question_id] == text
 
 
+async def test_rating_a_completed_thread_is_recorded_and_bad_ratings_publish_nothing(stack: Stack, http,
+                                                                                     js_client) -> None:
+    nc, js = js_client
+    done = await completed_thread(stack, http)
+    drafting, _ = await drafting_thread(stack, http, "summarise my notes")
+    commands = await command_tap(nc)
+    before = await commands_published(js)
+    bad = [(done, {"json": {"rating": 0}}, 422, "validation_failed"),
+           (done, {"json": {"rating": 6}}, 422, "validation_failed"),
+           (done, {"json": {"rating": "5"}}, 422, "validation_failed"),
+           (done, {"json": {"rating": 4.5}}, 422, "validation_failed"),
+           (done, {"json": {}}, 422, "validation_failed"),
+           (drafting, {"json": {"rating": 4}}, 409, "not_completed"),
+           (new_id(), {"json": {"rating": 4}}, 404, "thread_not_found")]
+    for thread_id, kwargs, status, code in bad:
+        assert_error(await http.post(f"{stack.url}/api/threads/{thread_id}/rate", **kwargs), status, code)
+    assert await commands_published(js) == before and commands.seen == []
+
+    response = await http.post(f"{stack.url}/api/threads/{done}/rate", json={"rating": 2})
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["rating"] == 2
+    await stack.peers.last(done, "thread_rated")
+    response = await http.post(f"{stack.url}/api/threads/{done}/rate", json={"rating": 5, "comment": " spot on "})
+    assert response.status_code == 202, response.text
+    seq, rated = await stack.peers.last(done, "thread_rated", lambda e: e.rating == 5)
+    assert (rated.draft_number, rated.comment) == (1, "spot on")
+    view = await settled_status(stack, http, done, seq)
+    assert (view["rating"], view["rating_comment"]) == (5, "spot on")
+
+
 # --------------------------------------------------------------------------- SSE
 
 
@@ -1000,8 +1031,12 @@ async def test_web_ui_is_served_and_talks_to_the_api(gateway: Gateway, http) -> 
     script = await http.get(f"{gateway.url}/static/app.js")
     assert script.status_code == 200
     for reference in ("/api/submit", "/continue", "/events", "/status", "EventSource", "draft_presented",
-                      "questions_proposed", "backend_selected", "execution_completed", "#thread="):
+                      "questions_proposed", "backend_selected", "execution_completed", "#thread=", "/rate"):
         assert reference in script.text, reference
+    # Every element the script looks up by id exists on the page.
+    looked_up = set(re.findall(r'\$\("([\w-]+)"\)', script.text))
+    on_page = set(re.findall(r'id="([\w-]+)"', page.text))
+    assert looked_up and looked_up <= on_page, sorted(looked_up - on_page)
     style = await http.get(f"{gateway.url}/static/style.css")
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
 

@@ -31,6 +31,7 @@ from hermes_proto.events import (
     QuestionsProposed,
     ThreadCompleted,
     ThreadOpened,
+    ThreadRated,
 )
 from hermes_proto.ids import derived_id, new_id, utcnow
 from procs import ServiceProcess
@@ -137,6 +138,19 @@ def test_seed_templates_cover_every_category():
     assert all(0 < t.prior_improvement <= 1 and t.time_cost_s > 0 for t in SEED_TEMPLATES)
 
 
+def test_ratings_move_the_improvement_estimate_and_the_ranking():
+    a = domain.QuestionTemplate("a", "scope", "A?", prior_improvement=0.6, time_cost_s=10)
+    b = domain.QuestionTemplate("b", "scope", "B?", prior_improvement=0.6, time_cost_s=10)
+    assert domain.improvement(a, None) == 0.6
+    loved = domain.TemplateStats(times_asked=4, times_answered=2, rated_threads=4, rating_sum=20)
+    disliked = domain.TemplateStats(times_asked=4, times_answered=2, rated_threads=4, rating_sum=4)
+    assert domain.improvement(b, loved) == pytest.approx((4 * 1.0 + 4 * 0.6) / 8)
+    assert domain.improvement(a, disliked) == pytest.approx((0 + 4 * 0.6) / 8)
+    assert loved.mean_rating() == 5 and domain.TemplateStats().mean_rating() is None
+    # Equal answer rates: the template of well-rated threads is asked first.
+    assert [q.template_id for q in choose("x", 1, {"a": disliked, "b": loved}, templates=(a, b)).questions] == ["b"]
+
+
 # ---- read model on a real SQLite file -----------------------------------------------------------
 
 
@@ -176,6 +190,33 @@ def test_template_stats_are_learned_when_a_thread_finishes(tmp_path):
     readmodel.apply_batch(engine, [(seq + 10, s, d) for seq, s, d in batch])
     assert {r[0]: r[1:3] for r in _rows(db, "template_stats")} == stats
     engine.dispose()
+
+
+def test_thread_ratings_are_credited_to_the_templates_asked_once_per_thread(tmp_path):
+    db = tmp_path / "learner.db"
+    engine = readmodel.make_engine(f"sqlite:///{db}")
+    qs = [Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
+          for i, t in enumerate(("scope-size", "scope-size", "scope-focus"))]
+    log = [ThreadOpened(**_env("t1", "opened"), idea="x"),
+           QuestionsProposed(**_env("t1", "proposed"), questions=qs, idea_type="general", clarity=0.1),
+           ThreadCompleted(**_env("t1", "completed"), final_draft_number=1, reason="answer_timeout"),
+           ThreadRated(**_env("t1", "rated"), rating=2, draft_number=1),
+           ThreadRated(**_env("t1", "rated-again"), rating=5, draft_number=1, comment="better than I thought")]
+    batch = [(seq, f"hermes.evt.thread.t1.{e.type_name()}", encode(e)) for seq, e in enumerate(log, 1)]
+    readmodel.apply_batch(engine, batch[:4])
+    ratings = {r.template_id: (r.rated_threads, r.rating_sum) for r in _stats_rows(engine)}
+    assert ratings == {"scope-size": (1, 2), "scope-focus": (1, 2)}
+    readmodel.apply_batch(engine, batch[4:])  # a re-rating replaces the first one
+    ratings = {r.template_id: (r.rated_threads, r.rating_sum) for r in _stats_rows(engine)}
+    assert ratings == {"scope-size": (1, 5), "scope-focus": (1, 5)}
+    engine.dispose()
+
+
+def _stats_rows(engine) -> list:
+    from sqlmodel import Session, select
+
+    with Session(engine) as session:
+        return list(session.exec(select(readmodel.TemplateStatsRow)).all())
 
 
 # ---- the service over the real bus -------------------------------------------------------------

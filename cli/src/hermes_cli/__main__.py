@@ -254,6 +254,9 @@ def _print_status(view: dict[str, Any]) -> None:
         clarity = f", clarity {view['clarity']:.2f}" if view.get("clarity") is not None else ""
         typer.echo(f"Type:   {view['idea_type']}{clarity}")
     typer.echo(f"Since:  {view['created_at']}  (updated {view['updated_at']})")
+    if view.get("rating"):
+        comment = f" — {view['rating_comment']}" if view.get("rating_comment") else ""
+        typer.echo(f"Rated:  {view['rating']}/5{comment}")
     if view.get("answer_deadline") and view["status"] == "awaiting_answers":
         typer.echo(f"Answer by: {view['answer_deadline']}")
     if view.get("jobs"):
@@ -290,6 +293,22 @@ def status(
         typer.echo(json.dumps(view, indent=2, ensure_ascii=False))
     else:
         _print_status(view)
+
+
+@app.command()
+def rate(
+    thread_id: Annotated[str, typer.Argument(help="The completed thread to rate.")],
+    rating: Annotated[int, typer.Argument(min=1, max=5, help="1 (useless) to 5 (just right).")],
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Why, in a few words.")] = "",
+    url: UrlOption = None,
+) -> None:
+    """Rate a completed thread's final draft; Hermes learns which questions lead to good results."""
+    with GatewayClient(url or default_url()) as client:
+        try:
+            client.rate(thread_id, rating, comment)
+        except (GatewayError, GatewayUnreachable) as exc:
+            raise _gateway_failure(exc) from None
+    typer.echo(f"Rated thread {thread_id}: {rating}/5.")
 
 
 @app.command()

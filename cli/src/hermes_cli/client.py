@@ -119,6 +119,10 @@ class GatewayClient:
         body = {"answers": [{"question_id": qid, "text": text} for qid, text in answers]}
         return self._call("POST", f"/api/threads/{thread_id}/continue", json=body)
 
+    def rate(self, thread_id: str, rating: int, comment: str = "") -> dict[str, Any]:
+        """``POST /api/threads/<id>/rate``: ``rating`` 1-5 of the final draft of a completed thread."""
+        return self._call("POST", f"/api/threads/{thread_id}/rate", json={"rating": rating, "comment": comment})
+
     def status(self, thread_id: str) -> dict[str, Any]:
         """``GET /api/threads/<id>/status``: the thread view (status, drafts, questions, jobs)."""
         return self._call("GET", f"/api/threads/{thread_id}/status")

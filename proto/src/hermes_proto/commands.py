@@ -1,9 +1,13 @@
 """Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>``).
 
-``SubmitIdea`` and ``AnswerQuestions`` are public: any producer may publish them.
+``SubmitIdea``, ``AnswerQuestions`` and ``RateThread`` are public: any producer may publish them.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
 
 from hermes_proto.base import Command
 from hermes_proto.events import Answer
@@ -26,10 +30,18 @@ class AnswerQuestions(Command, frozen=True, kw_only=True):
     answers: list[Answer]
 
 
+class RateThread(Command, frozen=True, kw_only=True):
+    """Rate a completed thread's final draft from 1 to 5 (public). ``comment`` is free text."""
+
+    thread_id: str
+    rating: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    comment: str = ""
+
+
 class CloseAnswerWindow(Command, frozen=True, kw_only=True):
     """Internal: the answer timeout of ``thread_id`` elapsed; complete on draft 1 if still unanswered."""
 
     thread_id: str
 
 
-ALL_COMMANDS = (SubmitIdea, AnswerQuestions, CloseAnswerWindow)
+ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow)

@@ -7,7 +7,7 @@ Token counts are model tokens; latencies are milliseconds.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -145,6 +145,15 @@ class ThreadCompleted(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class ThreadRated(Event, frozen=True, kw_only=True):
+    """The user rated the thread's final draft (``draft_number``): ``rating`` 1 (useless) to 5 (just right),
+    the design brief's 1-5 scale. A later rating of the same thread replaces the earlier one."""
+
+    rating: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    draft_number: int
+    comment: str = ""
+
+
 class JobFailed(Event, frozen=True, kw_only=True):
     job_id: str
     error_code: str
@@ -194,6 +203,7 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
     QuestionsProposed,
     AnswersRecorded,
     ThreadCompleted,
+    ThreadRated,
     JobFailed,
     ThreadFailed,
     NotificationSent,

@@ -57,6 +57,9 @@ class ThreadView(msgspec.Struct, kw_only=True):
     draft2: str | None = None
     final_draft_number: int | None = None
     completion_reason: str | None = None
+    rating: int | None = None
+    """The user's 1-5 rating of the final draft, once rated."""
+    rating_comment: str | None = None
     answer_deadline: datetime | None = None
     created_at: datetime
     updated_at: datetime

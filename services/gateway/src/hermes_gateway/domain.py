@@ -18,7 +18,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 class Rejected(ValueError):
     """Input that breaks a rule. ``code``: empty_idea, idea_too_long, answer_too_long, no_answers,
-    duplicate_question, not_awaiting_answers, unknown_question, invalid_id."""
+    duplicate_question, not_awaiting_answers, unknown_question, invalid_id, not_completed."""
 
     def __init__(self, code: str, message: str, *, details: object = None, user_action: str | None = None) -> None:
         super().__init__(message)
@@ -85,3 +85,11 @@ def check_answerable(thread: ThreadView, answers: Sequence[Answer]) -> None:
     if unknown:
         raise Rejected("unknown_question", "The thread has no question with id " + ", ".join(unknown) + ".",
                        details={"unknown": unknown, "known": sorted(known)})
+
+
+def check_ratable(thread: ThreadView) -> None:
+    """Only a completed thread has a final draft to rate (``Rejected(not_completed)``)."""
+    if thread.status != "completed":
+        raise Rejected("not_completed", f"Thread {thread.thread_id} is {thread.status}; only a completed thread "
+                       "can be rated.", details={"thread_id": thread.thread_id, "status": thread.status},
+                       user_action="Rate it once its final draft is presented.")

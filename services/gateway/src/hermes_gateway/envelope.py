@@ -33,6 +33,7 @@ REJECTED_STATUS = {
     "unknown_question": 400,
     "invalid_id": 400,
     "not_awaiting_answers": 409,
+    "not_completed": 409,
 }
 
 

@@ -3,8 +3,8 @@
 Pure and deterministic, no I/O: the same idea, draft, templates and statistics always give the same
 questions with the same ids. What the idea says (type, clarity, open issues) comes from
 :mod:`hermes_learner.ideas`. The constants are heuristics of Hermes's own (no external source), meant to
-be tuned against measured answer rates; the only borrowed formula is the Beta-Binomial posterior mean in
-:func:`answer_rate`.
+be tuned against measured answer rates and ratings; the only borrowed formula is the Beta-Binomial posterior
+mean in :func:`answer_rate` (and its pseudo-count form in :func:`improvement`).
 """
 
 from __future__ import annotations
@@ -44,11 +44,17 @@ class QuestionTemplate:
 
 @dataclass(frozen=True)
 class TemplateStats:
-    """Measured use of one template over finished threads (counts): how often it was asked, and how
-    often the user answered it (see :mod:`hermes_learner.readmodel`)."""
+    """Measured use of one template over finished threads (counts): how often it was asked, how often the
+    user answered it, and the ratings (1-5) of the threads it was asked in (see :mod:`hermes_learner.readmodel`)."""
 
     times_asked: int = 0
     times_answered: int = 0
+    rated_threads: int = 0
+    rating_sum: int = 0
+
+    def mean_rating(self) -> float | None:
+        """Mean 1-5 rating of the threads this template was asked in (None before any rating)."""
+        return self.rating_sum / self.rated_threads if self.rated_threads else None
 
 
 @dataclass(frozen=True)
@@ -100,18 +106,28 @@ def answer_rate(stats: TemplateStats | None) -> float:
     return (answered + PRIOR_STRENGTH * PRIOR_ANSWER_RATE) / (asked + PRIOR_STRENGTH)
 
 
+def improvement(template: QuestionTemplate, stats: TemplateStats | None) -> float:
+    """Estimated improvement in [0, 1] from asking ``template``: the seeded ``prior_improvement`` shrunk toward
+    the measured ratings of the threads it was asked in, (Σ (rating − 1) / 4 + k·prior) / (rated + k) with
+    k = :data:`PRIOR_STRENGTH`, the same pseudo-count shrinkage as :func:`answer_rate` (a 1-5 rating mapped
+    to [0, 1]). Unrated templates keep their prior."""
+    rated = stats.rated_threads if stats else 0
+    normalized_sum = (stats.rating_sum - rated) / 4.0 if stats else 0.0
+    return (normalized_sum + PRIOR_STRENGTH * template.prior_improvement) / (rated + PRIOR_STRENGTH)
+
+
 def expected_value(template: QuestionTemplate, idea: str, clarity_: float, issues: Sequence[str],
                    stats: TemplateStats | None) -> float:
     """Expected improvement per minute of the user's time:
 
-    ``prior_improvement × answer_rate × (1 − clarity) × category × trigger / (time_cost_s / 60)``
+    ``improvement × answer_rate × (1 − clarity) × category × trigger / (time_cost_s / 60)``
 
-    where ``(1 − clarity)`` is the room left for improvement, ``category`` is :data:`ISSUE_BOOST` when
+    where ``improvement`` is :func:`improvement` (prior shrunk toward measured ratings), ``(1 − clarity)`` is the room left for improvement, ``category`` is :data:`ISSUE_BOOST` when
     the template's category is an open quality issue and :data:`NO_ISSUE_FACTOR` otherwise, and
     ``trigger`` is :data:`TRIGGER_BOOST` when one of its trigger patterns matches the idea."""
     category = ISSUE_BOOST if template.category in issues else NO_ISSUE_FACTOR
     trigger = TRIGGER_BOOST if any(re.search(p, idea, re.IGNORECASE) for p in template.triggers) else 1.0
-    value = (template.prior_improvement * answer_rate(stats) * (1.0 - clarity_) * category * trigger
+    value = (improvement(template, stats) * answer_rate(stats) * (1.0 - clarity_) * category * trigger
              / (max(template.time_cost_s, 1.0) / 60.0))
     return round(value, 4)
 

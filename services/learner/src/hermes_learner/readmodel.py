@@ -61,6 +61,8 @@ class TemplateStatsRow(LearnerTable, table=True):
     template_id: str = Field(primary_key=True)
     times_asked: int = 0
     times_answered: int = 0
+    rated_threads: int = 0
+    rating_sum: int = 0
     updated_at: datetime
 
 
@@ -78,6 +80,7 @@ class LearnerThreadRow(LearnerTable, table=True):
     proposed_at: datetime | None = None
     closed: bool = False
     closed_at: datetime | None = None
+    rating: int | None = None
 
 
 class ProposedQuestionRow(LearnerTable, table=True):
@@ -143,7 +146,7 @@ def load_templates(session: Session) -> list[QuestionTemplate]:
 
 
 def load_stats(session: Session) -> dict[str, TemplateStats]:
-    return {r.template_id: TemplateStats(r.times_asked, r.times_answered)
+    return {r.template_id: TemplateStats(r.times_asked, r.times_answered, r.rated_threads, r.rating_sum)
             for r in session.exec(select(TemplateStatsRow)).all()}
 
 
@@ -225,3 +228,22 @@ def _close(e: Event, session: Session) -> None:
 
 apply.register(ev.ThreadCompleted, _close)
 apply.register(ev.ThreadFailed, _close)
+
+
+@apply.register
+def _(e: ev.ThreadRated, session: Session) -> None:
+    """Credit the thread's 1-5 rating to every template asked in it; a re-rating replaces the earlier one
+    (the difference is applied), so each thread counts once per template."""
+    thread = session.get(LearnerThreadRow, e.aggregate_id)
+    if thread is None:
+        return
+    previous, thread.rating = thread.rating, e.rating
+    session.add(thread)
+    asked = session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == e.aggregate_id)).all()
+    for template_id in sorted({q.template_id for q in asked}):
+        row = session.get(TemplateStatsRow, template_id) or TemplateStatsRow(template_id=template_id,
+                                                                            updated_at=_utc(e.occurred_at))
+        row.rated_threads += int(previous is None)
+        row.rating_sum += e.rating - (previous or 0)
+        row.updated_at = _utc(e.occurred_at)
+        session.add(row)

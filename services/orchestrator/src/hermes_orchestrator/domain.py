@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hermes_proto.base import ChatMessage, Event
-from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
+from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, RateThread, SubmitIdea
 from hermes_proto.events import (
     Answer,
     AnswersRecorded,
@@ -26,6 +26,7 @@ from hermes_proto.events import (
     ThreadCompleted,
     ThreadFailed,
     ThreadOpened,
+    ThreadRated,
 )
 from hermes_proto.ids import derived_id
 
@@ -68,6 +69,7 @@ class ThreadState:
     max_questions: int
     draft1: str | None = None
     draft2: str | None = None
+    final_draft_number: int | None = None
     jobs: dict[str, JobState] = field(default_factory=dict)
     questions: list[QuestionState] = field(default_factory=list)
 
@@ -143,6 +145,15 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
                   messages=draft2_messages(state.idea, state.draft1, answered),
                   max_tokens=limits.max_tokens, temperature=limits.temperature),
     ]
+
+
+def decide_rate(state: ThreadState | None, cmd: RateThread, now: datetime) -> list[Event]:
+    """Record the user's 1-5 rating of a completed thread's final draft; ignored for an unknown or unfinished
+    thread (the gateway answers 404/409 before publishing)."""
+    if state is None or state.status != COMPLETED:
+        return []
+    return [ThreadRated(**_envelope(cmd.command_id, "thread_rated", state.thread_id, state.correlation_id, now),
+                        rating=cmd.rating, draft_number=state.final_draft_number or 1, comment=cmd.comment.strip())]
 
 
 def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: datetime) -> list[Event]:

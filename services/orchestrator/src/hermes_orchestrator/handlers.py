@@ -17,7 +17,7 @@ from sqlmodel import Session
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
+from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, RateThread, SubmitIdea
 from hermes_proto.events import (
     AnswersRecorded,
     DraftPresented,
@@ -95,6 +95,8 @@ class Orchestrator:
                 events = domain.decide_submit(state, cmd, self.limits, now)
             case AnswerQuestions():
                 events = domain.decide_answers(state, cmd, self.limits, now)
+            case RateThread():
+                events = domain.decide_rate(state, cmd, now)
             case CloseAnswerWindow():
                 events = domain.decide_close_window(state, cmd, now)
             case _:

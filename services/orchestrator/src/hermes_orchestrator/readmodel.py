@@ -43,6 +43,8 @@ class ThreadRow(SQLModel, table=True):
     draft2: str | None = None
     final_draft_number: int | None = None
     completion_reason: str | None = None
+    rating: int | None = None
+    rating_comment: str | None = None
     answer_deadline: datetime | None = None
     created_at: datetime = Field(index=True)
     updated_at: datetime
@@ -249,6 +251,13 @@ def _(e: ev.QuestionsProposed, session: Session) -> None:
 
 
 @apply.register
+def _(e: ev.ThreadRated, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is not None:
+        thread.rating, thread.rating_comment = e.rating, e.comment or None
+
+
+@apply.register
 def _(e: ev.AnswersRecorded, session: Session) -> None:
     thread = _touch(session, e)
     if thread is None:
@@ -295,6 +304,7 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
     return domain.ThreadState(
         thread_id=thread.thread_id, idea=thread.idea, status=thread.status, correlation_id=thread.correlation_id,
         max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
+        final_draft_number=thread.final_draft_number,
         jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
     )
@@ -321,6 +331,7 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
         origin=json.loads(thread.origin_json), status=thread.status, idea_type=thread.idea_type,
         clarity=thread.clarity, draft1=thread.draft1, draft2=thread.draft2,
         final_draft_number=thread.final_draft_number, completion_reason=thread.completion_reason,
+        rating=thread.rating, rating_comment=thread.rating_comment,
         answer_deadline=thread.answer_deadline, created_at=thread.created_at, updated_at=thread.updated_at,
         questions=[QuestionView(question_id=q.question_id, category=q.category, text=q.text,
                                 suggestions=json.loads(q.suggestions_json), answer=q.answer) for q in questions],

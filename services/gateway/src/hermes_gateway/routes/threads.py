@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
 from hermes_gateway.deps import CommandsDep, JobId, ReadModelDep, SettingsDep, ThreadId
-from hermes_gateway.domain import check_answerable, clean_answers
+from hermes_gateway.domain import check_answerable, check_ratable, clean_answers
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
-from hermes_proto.commands import AnswerQuestions
+from hermes_proto.commands import AnswerQuestions, RateThread
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadView
 
@@ -30,6 +30,13 @@ class ContinueRequest(BaseModel):
     are dropped (an unanswered question)."""
 
     answers: list[AnswerIn] | dict[StrictStr, StrictStr]
+
+
+class RateRequest(BaseModel):
+    """``rating``: 1 (useless) to 5 (just right); ``comment``: optional free text (characters, at most 2000)."""
+
+    rating: int = Field(ge=1, le=5, strict=True)
+    comment: StrictStr = Field(default="", max_length=2000)
 
 
 def _thread_not_found(thread_id: str) -> ApiError:
@@ -82,6 +89,21 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
                                         answers=answers))
     return success(request, {**thread_links(thread_id), "answered": [a.question_id for a in answers]},
                    status_code=202)
+
+
+@router.post("/{thread_id}/rate", status_code=202)
+async def rate_thread(thread_id: ThreadId, body: RateRequest, request: Request, read_model: ReadModelDep,
+                      commands: CommandsDep) -> JSONResponse:
+    """Publish ``RateThread`` for a completed thread; a later rating replaces an earlier one.
+
+    202 ``{"thread_id", "rating", "status_url", "events_url"}``. Errors: 422 ``validation_failed`` (rating
+    not an integer 1-5), 404 ``thread_not_found``, 409 ``not_completed``, 503 ``bus_unavailable``. Nothing is published
+    on any of them."""
+    position = await read_model.log_position()
+    check_ratable(await _existing_thread(read_model, thread_id, position))
+    await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
+                                   thread_id=thread_id, rating=body.rating, comment=body.comment))
+    return success(request, {**thread_links(thread_id), "rating": body.rating}, status_code=202)
 
 
 @router.get("/{thread_id}/jobs/{job_id}/result")

@@ -66,6 +66,22 @@ $("idea-form").addEventListener("submit", async (e) => {
   }
 });
 
+// ---------------------------------------------------------------- rating (teaches the learner)
+
+for (const button of $("rate-box").querySelectorAll("button[data-rating]")) {
+  button.addEventListener("click", async () => {
+    const rating = Number(button.dataset.rating);
+    try {
+      await api(`/api/threads/${encodeURIComponent(thread.id)}/rate`, {
+        method: "POST", body: JSON.stringify({ rating }),
+      });
+      $("rate-note").textContent = `rated ${rating}/5, thank you`;
+    } catch (error) {
+      $("rate-note").textContent = describe(error);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- one thread, live
 
 function openThread(threadId) {
@@ -84,6 +100,8 @@ function openThread(threadId) {
   $("questions").replaceChildren();
   $("questions-form").hidden = true;
   $("answer-deadline").textContent = "";
+  $("rate-box").hidden = true;
+  $("rate-note").textContent = "";
   renderJobs();
   setStatus("drafting");
 
@@ -113,6 +131,7 @@ function isFinished() {
 function finish() {
   if (thread && thread.source) thread.source.close();
   $("connection").textContent = "";
+  $("rate-box").hidden = $("thread-status").dataset.status !== "completed";
   for (const input of $("questions-form").querySelectorAll("input, button")) input.disabled = true;
   loadRecent();
 }
