@@ -38,6 +38,11 @@ class Rejected(NamedTuple):
     error: DecodeError
 
 
+class ProjectionLagging(RuntimeError):
+    """The read model did not reach the wanted sequence in time; a consumer handler raising it gets its
+    message redelivered (with backoff) instead of deciding on stale rows."""
+
+
 ApplyBatch = Callable[[list[RawMessage]], list[Rejected]]
 """Applies a non-empty batch (stream order) and saves ``batch[-1][0]`` as the position, atomically;
 returns the events it skipped as undecodable. Raising rolls the whole batch back."""
@@ -102,3 +107,15 @@ class Projection:
             except TimeoutError:
                 return False
         return True
+
+    async def require(self, sequence: int, timeout_s: float = 10.0) -> None:
+        """Return once ``position >= sequence``; raises :class:`ProjectionLagging` after ``timeout_s`` seconds."""
+        if not await self.wait_for(sequence, timeout_s):
+            raise ProjectionLagging(f"{self.service} read model behind sequence {sequence}")
+
+    async def catch_up(self, at_least: int = 0, timeout_s: float = 10.0) -> None:
+        """Return once the read model has applied the whole log as it is now (``HERMES_EVENTS``' last
+        sequence, or ``at_least`` if higher): a decision then sees every event already appended, including
+        its own earlier output. Raises :class:`ProjectionLagging` after ``timeout_s`` seconds."""
+        last = (await self.js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+        await self.require(max(at_least, last), timeout_s)

@@ -18,7 +18,6 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from hermes_proto import subjects
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.events import DraftPresented, QuestionsProposed
@@ -41,10 +40,6 @@ DRAFTS_SKIPPED = Counter("hermes_learner_drafts_skipped_total",
                          "Drafts 1 the learner did not decide on", ["reason"])
 
 
-class ProjectionLagging(RuntimeError):
-    """The read model did not catch up in time; the message is retried."""
-
-
 @dataclass(frozen=True)
 class ThreadSnapshot:
     """What one decision reads from the read model."""
@@ -63,7 +58,6 @@ class Learner:
 
     def __init__(self, js: JetStreamContext, engine: Engine, projection: Projection, policy: domain.Policy,
                  max_questions: int) -> None:
-        self.js = js
         self.engine = engine
         self.projection = projection
         self.policy = policy
@@ -84,7 +78,9 @@ class Learner:
         if not isinstance(draft, DraftPresented) or draft.draft_number != 1:
             return
         bind_ids(thread_id=draft.aggregate_id, correlation_id=draft.correlation_id)
-        await self._caught_up(delivery.stream_sequence)
+        # The whole log as it is now, not only up to the draft: a redelivered draft (or a replayed consumer)
+        # then sees the QuestionsProposed already appended after it, even outside JetStream's dedup window.
+        await self.projection.catch_up(at_least=delivery.stream_sequence)
         snapshot = await asyncio.to_thread(self._snapshot, draft.aggregate_id)
         skip = self._skip_reason(snapshot)
         if skip is not None:
@@ -101,15 +97,6 @@ class Learner:
         self._observe(decision, cap)
         log.info("questions_proposed", idea_type=decision.idea_type, clarity=decision.clarity,
                  questions=[q.template_id for q in decision.questions], reason=decision.reason)
-
-    async def _caught_up(self, sequence: int) -> None:
-        """Wait until the read model has applied the whole log as it is now, not only up to the draft: a
-        redelivered draft (or a replayed consumer) then sees the ``QuestionsProposed`` already appended
-        after it, even outside JetStream's dedup window. Raises :class:`ProjectionLagging` after 10 s."""
-        last = (await self.js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
-        target = max(sequence, last)
-        if not await self.projection.wait_for(target):
-            raise ProjectionLagging(f"read model behind sequence {target}")
 
     @staticmethod
     def _skip_reason(snapshot: ThreadSnapshot | None) -> str | None:

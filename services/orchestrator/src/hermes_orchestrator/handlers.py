@@ -54,10 +54,6 @@ JOB_SECONDS = Histogram(
 )
 
 
-class ProjectionLagging(RuntimeError):
-    """The read model did not catch up in time; the message is retried."""
-
-
 class Orchestrator:
     """The process manager of threads: decides on commands and reacts to events using the read model,
     appends the resulting events, and arms answer-window timers."""
@@ -65,7 +61,6 @@ class Orchestrator:
     def __init__(self, nc: NATS, js: JetStreamContext, engine: Engine, projection: Projection,
                  limits: domain.Limits) -> None:
         self.nc = nc
-        self.js = js
         self.engine = engine
         self.projection = projection
         self.limits = limits
@@ -76,18 +71,13 @@ class Orchestrator:
         with Session(self.engine) as session:
             return readmodel.load_state(session, thread_id)
 
-    async def _caught_up(self) -> None:
-        info = await self.js.stream_info(subjects.EVENTS_STREAM)
-        if not await self.projection.wait_for(info.state.last_seq):
-            raise ProjectionLagging(f"read model behind sequence {info.state.last_seq}")
-
     # ---- commands ----------------------------------------------------------------------------
 
     async def on_command(self, delivery: Delivery[Command]) -> None:
         cmd = delivery.message
         thread_id = getattr(cmd, "thread_id", None)
         bind_ids(thread_id=thread_id, correlation_id=cmd.correlation_id)
-        await self._caught_up()
+        await self.projection.catch_up()
         state = await asyncio.to_thread(self._state, thread_id) if thread_id else None
         now = utcnow()
         match cmd:
@@ -114,8 +104,7 @@ class Orchestrator:
         event = delivery.message
         bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
                  job_id=getattr(event, "job_id", None))
-        if not await self.projection.wait_for(delivery.stream_sequence):
-            raise ProjectionLagging(f"read model behind sequence {delivery.stream_sequence}")
+        await self.projection.require(delivery.stream_sequence)
         state = await asyncio.to_thread(self._state, event.aggregate_id)
         now = utcnow()
         match event:
