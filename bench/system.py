@@ -27,7 +27,7 @@ STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_
 
 
 class FakeLLMProcess:
-    """``tests/fakes/llm_servers.py openai`` on a free loopback port: streams its fixed ~10-word reply as
+    """``python -m fakes.llm_servers openai`` (from ``tests/``) on a free loopback port: streams its fixed ~10-word reply as
     ``chat.completion.chunk`` SSE with no delay between chunks (zero model latency)."""
 
     def __init__(self, log_path: Path) -> None:
@@ -42,8 +42,8 @@ class FakeLLMProcess:
     def start(self) -> FakeLLMProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "tests" / "fakes" / "llm_servers.py"), "openai",
-                 "--port", str(self.port), "--models", MODEL], stdout=log, stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "fakes.llm_servers", "openai", "--port", str(self.port), "--models", MODEL],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
         wait_for_port(self.port, timeout_s=30)
         return self
 

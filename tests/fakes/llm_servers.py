@@ -22,7 +22,7 @@ Usage::
 
 Run one standalone (e.g. for a manual or end-to-end run)::
 
-    python tests/fakes/llm_servers.py openai --port 8080 --text "Hello" --models m1,m2
+    PYTHONPATH=tests python -m fakes.llm_servers openai --port 8080 --text "Hello" --models m1,m2
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+
+from fakes.loopback import LoopbackServer
 
 
 class Fault(StrEnum):
@@ -106,8 +108,8 @@ class RecordedRequest:
     received_at: float = field(default_factory=time.monotonic)
 
 
-class FakeLLMServer:
-    """Base of the fakes: an aiohttp app on ``host``:``port`` (0 = a free port), started with
+class FakeLLMServer(LoopbackServer):
+    """Base of the fakes: a :class:`LoopbackServer` on ``host``:``port`` (0 = a free port), started with
     :meth:`start` or ``async with``. Attributes may be changed while it runs: ``reply``, ``models``,
     ``api_key``, ``healthy`` (False → every endpoint answers 503), ``strict_models`` (unknown model → 404
     like the real servers), ``supports_streaming`` (False → answers one JSON object even when asked to
@@ -128,40 +130,20 @@ class FakeLLMServer:
         self.supports_streaming = True
         self.serial = False
         self._one_at_a_time = asyncio.Lock()
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.requests: list[RecordedRequest] = []
         self.fault: FaultPlan | None = None
-        self._runner: web.AppRunner | None = None
 
     # lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> FakeLLMServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(self.chat_path, self._chat)
         app.router.add_get(self.models_path, self._models)
         self._add_routes(app)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeLLMServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     # control -----------------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from fakes.loopback import LoopbackServer
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:
@@ -34,31 +36,18 @@ class ReceivedSpan:
     kind: int
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host)
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
-        self._runner: web.AppRunner | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
-    async def __aenter__(self) -> OtlpReceiver:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _traces(self, request: web.Request) -> web.Response:
         if request.content_type != "application/x-protobuf":

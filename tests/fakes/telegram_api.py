@@ -25,7 +25,7 @@ Usage::
 
 Run one standalone (e.g. for a manual run of the notifier)::
 
-    python tests/fakes/telegram_api.py --token 123:abc --port 8081
+    PYTHONPATH=tests python -m fakes.telegram_api --token 123:abc --port 8081
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from fakes.loopback import LoopbackServer
 
 TEXT_LIMIT = 4096  # Bot API sendMessage/editMessageText: "1-4096 characters after entities parsing"
 MAX_POLL_TIMEOUT_S = 50  # long polls are capped server-side; keeps a forgotten client from hanging a test
@@ -137,7 +139,7 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-class FakeTelegramServer:
+class FakeTelegramServer(LoopbackServer):
     """The fake Bot API on ``host``:``port`` (0 = a free port) for the bot with ``token`` (``<bot id>:<secret>``).
 
     State that tests read: :attr:`calls` (every request), :meth:`messages_to` (messages the bot sent to a chat,
@@ -146,9 +148,8 @@ class FakeTelegramServer:
 
     def __init__(self, token: str = "123456:TEST-token", *, host: str = "127.0.0.1", port: int = 0,
                  username: str = "hermes_test_bot") -> None:
+        super().__init__(host, port)
         self.token = token
-        self.host = host
-        self.port = port
         bot_id = token.split(":", 1)[0]
         self.bot_user = {"id": int(bot_id) if bot_id.isdigit() else 1, "is_bot": True, "first_name": "Hermes",
                          "username": username, "can_join_groups": True, "can_read_all_group_messages": False,
@@ -164,7 +165,6 @@ class FakeTelegramServer:
         self._open_callbacks: set[str] = set()
         self._changed = asyncio.Event()  # set (and replaced) whenever a poller should look again
         self._poll_generation = 0
-        self._runner: web.AppRunner | None = None
         self._methods: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]]] = {
             name.lower(): (name, handler) for name, handler in (
                 ("getMe", self._get_me), ("sendMessage", self._send_message),
@@ -174,30 +174,13 @@ class FakeTelegramServer:
 
     # lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> FakeTelegramServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeTelegramServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def api_base_url(self) -> str:
         """The server root: methods live at ``{api_base_url}/bot{token}/{method}``."""
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     # control and inspection --------------------------------------------------------------------------
 
