@@ -29,6 +29,12 @@ def thread_events(thread_id: str) -> str:
     return f"hermes.evt.thread.{thread_id}.>"
 
 
+def thread_event(thread_id: str, event_type: type[Event] | str) -> str:
+    """``hermes.evt.thread.<thread_id>.<event_type>``: one thread's events of one type (a class or its tag)."""
+    name = event_type if isinstance(event_type, str) else event_type.type_name()
+    return f"hermes.evt.thread.{thread_id}.{name}"
+
+
 def command_subject(command: Command | type[Command]) -> str:
     return f"hermes.cmd.{command.type_name()}"
 
@@ -46,6 +52,11 @@ HEARTBEATS_ALL = "hermes.heartbeat.*"
 
 def token_subject(thread_id: str, job_id: str) -> str:
     return f"hermes.tokens.{thread_id}.{job_id}"
+
+
+def thread_tokens(thread_id: str) -> str:
+    """Every job's token deltas of one thread."""
+    return token_subject(thread_id, "*")
 
 
 def dlq_subject(consumer: str) -> str:

@@ -160,7 +160,7 @@ async def terminal_sequence(js: JetStreamContext, thread_id: str) -> int | None:
     found: list[int] = []
     for event_type in TERMINAL_EVENTS:
         try:
-            msg = await js.get_last_msg(subj.EVENTS_STREAM, f"hermes.evt.thread.{thread_id}.{event_type}")
+            msg = await js.get_last_msg(subj.EVENTS_STREAM, subj.thread_event(thread_id, event_type))
         except NotFoundError:
             continue
         except BUS_ERRORS as exc:
@@ -203,7 +203,7 @@ class ThreadFeed:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         config.inactive_threshold = 5.0
         try:
-            self._subs.append(await self._bus.nc.subscribe(f"hermes.tokens.{self.thread_id}.*", cb=self._on_token))
+            self._subs.append(await self._bus.nc.subscribe(subj.thread_tokens(self.thread_id), cb=self._on_token))
             self._subs.append(await self._bus.js.subscribe(
                 subj.thread_events(self.thread_id), stream=subj.EVENTS_STREAM, cb=self._on_event,
                 ordered_consumer=True, config=config))

@@ -158,11 +158,6 @@ class TelegramSender:
                 log.warning("in_progress_failed", error=repr(err))
 
 
-def thread_subject(thread_id: str, event_type: type[Event]) -> str:
-    """``hermes.evt.thread.<thread_id>.<event_type>``: one thread's events of one type."""
-    return f"hermes.evt.{event_type.aggregate_type}.{thread_id}.{event_type.type_name()}"
-
-
 class ThreadLog:
     """Reads one thread's events from ``HERMES_EVENTS`` by subject (JetStream message get, no consumer).
     JetStream errors other than "not found" propagate (the message is retried)."""
@@ -181,7 +176,7 @@ class ThreadLog:
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log (a few per thread, read
         one by one with ``next_by_subj``)."""
-        subject, seq = thread_subject(thread_id, NotificationSent), 1
+        subject, seq = subjects.thread_event(thread_id, NotificationSent), 1
         while True:
             try:
                 raw = await self._js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subject, next=True)
@@ -194,7 +189,7 @@ class ThreadLog:
     async def last(self, thread_id: str, event_type: type[E]) -> E | None:
         """The thread's latest event of ``event_type``, or None (none, or undecodable)."""
         try:
-            raw = await self._js.get_last_msg(subjects.EVENTS_STREAM, thread_subject(thread_id, event_type))
+            raw = await self._js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, event_type))
             event = decode_event(raw.data or b"")
         except NotFoundError:
             return None
