@@ -1,8 +1,8 @@
 """The edge's model-server adapters against loopback fakes speaking the real wire formats.
 
-Each adapter (OpenAI-compatible SSE, Ollama NDJSON) must assemble the streamed text in order, report the
-provider's token usage (or a flagged estimate when there is none), measure first token and latency, and
-map every failure of the wire to the right ``error_code`` and ``retryable`` flag.
+Each adapter (OpenAI-compatible SSE, Ollama NDJSON, Anthropic Messages SSE) must assemble the streamed text
+in order, report the provider's token usage (or a flagged estimate when there is none), measure first token
+and latency, and map every failure of the wire to the right ``error_code`` and ``retryable`` flag.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from fakes.llm_servers import FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
+from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
 from hermes_cli.natsserver import free_port
-from hermes_edge.adapters import HttpChatAdapter, OllamaAdapter, OpenAICompatAdapter, build_adapter
+from hermes_edge.adapters import AnthropicAdapter, HttpChatAdapter, OllamaAdapter, OpenAICompatAdapter, build_adapter
+from hermes_edge.adapters.anthropic import stream_error
 from hermes_edge.config import EdgeSettings, load_backend_settings
 from hermes_edge.domain import (
     ErrorCode,
     ModelCall,
     ModelCallFailed,
     error_for_status,
-    estimate_prompt_tokens,
-    estimate_tokens,
     parse_retry_after,
 )
 from hermes_proto.backends import BackendConfig
 from hermes_proto.base import ChatMessage
+from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
 
 KEY = "sk-test-5ecret"
 TEXT = "Grow cherry tomatoes and basil in deep pots; water every morning."
@@ -45,7 +45,10 @@ class Pair:
     adapter: HttpChatAdapter
 
 
-KINDS = {"openai": (FakeOpenAIServer, OpenAICompatAdapter), "ollama": (FakeOllamaServer, OllamaAdapter)}
+KINDS = {"openai": (FakeOpenAIServer, OpenAICompatAdapter), "ollama": (FakeOllamaServer, OllamaAdapter),
+         "anthropic": (FakeAnthropicServer, AnthropicAdapter)}
+PATHS = {"openai": ("/v1/chat/completions", "/v1/models"), "ollama": ("/api/chat", "/api/tags"),
+         "anthropic": ("/v1/messages", "/v1/models")}
 
 
 @pytest.fixture
@@ -107,17 +110,24 @@ async def test_request_speaks_the_servers_wire_format(pair: Pair) -> None:
 
     [sent] = pair.server.chat_requests()
     assert sent.method == "POST"
-    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.path == PATHS[pair.kind][0]
     body = sent.body
     assert body["model"] == "big-model"
-    assert body["messages"] == [{"role": m.role, "content": m.content} for m in MESSAGES]
     assert body["stream"] is True
+    if pair.kind == "anthropic":
+        assert sent.headers["x-api-key"] == KEY and "authorization" not in sent.headers
+        assert sent.headers["anthropic-version"] == "2023-06-01"
+        assert sent.headers["content-type"] == "application/json"
+        assert body["system"] == MESSAGES[0].content
+        assert body["messages"] == [{"role": "user", "content": MESSAGES[1].content}]
+        assert (body["max_tokens"], body["temperature"]) == (99, 0.3)
+        return
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert body["messages"] == [{"role": m.role, "content": m.content} for m in MESSAGES]
     if pair.kind == "openai":
-        assert sent.path == "/v1/chat/completions"
         assert body["stream_options"] == {"include_usage": True}
         assert (body["max_tokens"], body["temperature"]) == (99, 0.3)
     else:
-        assert sent.path == "/api/chat"
         assert body["options"] == {"num_predict": 99, "temperature": 0.3}
 
 
@@ -273,7 +283,7 @@ async def test_probe_lists_the_servers_models(pair: Pair) -> None:
 
     assert result.healthy is True
     assert result.models == ["small-model", "big-model"]
-    assert pair.server.requests[-1].path == ("/v1/models" if pair.kind == "openai" else "/api/tags")
+    assert pair.server.requests[-1].path == PATHS[pair.kind][1]
 
 
 async def test_probe_of_an_unhealthy_server(pair: Pair) -> None:
@@ -297,8 +307,10 @@ async def test_probe_of_a_stopped_server_does_not_raise(pair: Pair) -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 async def test_fake_non_streaming_completion_shape(kind: str, client: httpx.AsyncClient) -> None:
     async with KINDS[kind][0](reply=Reply(text="Hi there you", prompt_tokens=5)) as server:
-        body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": False}
-        response = await client.post(server.base_url + server.chat_path, json=body)
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": False,
+                "max_tokens": 50}
+        response = await client.post(server.base_url + server.chat_path, json=body,
+                                     headers={"anthropic-version": "2023-06-01"})
 
     assert response.status_code == 200
     payload = response.json()
@@ -306,9 +318,119 @@ async def test_fake_non_streaming_completion_shape(kind: str, client: httpx.Asyn
         assert payload["object"] == "chat.completion"
         assert payload["choices"][0]["message"] == {"role": "assistant", "content": "Hi there you"}
         assert payload["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    elif kind == "anthropic":
+        assert payload["type"] == "message" and payload["stop_reason"] == "end_turn"
+        assert payload["content"] == [{"type": "text", "text": "Hi there you"}]
+        assert payload["usage"] == {"input_tokens": 5, "output_tokens": 3}
     else:
         assert payload["done"] is True and payload["message"]["content"] == "Hi there you"
         assert (payload["prompt_eval_count"], payload["eval_count"]) == (5, 3)
+
+
+# --- Anthropic's Messages API: what the shared tests above do not cover ---------------------------------
+
+
+@pytest.fixture
+async def anthropic(client: httpx.AsyncClient) -> AsyncIterator[Pair]:
+    server = FakeAnthropicServer(reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
+                                 models=["claude-small", "claude-big"], api_key=KEY)
+    await server.start()
+    yield Pair("anthropic", server, AnthropicAdapter(client, server.base_url, KEY))
+    await server.stop()
+
+
+async def test_anthropic_joins_system_messages_and_caps_the_temperature(anthropic: Pair) -> None:
+    messages = [ChatMessage(role="system", content="You are a gardener."),
+                ChatMessage(role="user", content="Balcony, south facing."),
+                ChatMessage(role="assistant", content="Tomatoes?"),
+                ChatMessage(role="system", content="Answer in one line."),
+                ChatMessage(role="user", content="Yes.")]
+    # 1.5 is valid for OpenAI (0-2); the fake, like Anthropic, refuses anything above 1.
+    the_call = ModelCall(model="claude-big", messages=messages, max_tokens=40, temperature=1.5, timeout_s=10)
+    reply = await anthropic.adapter.stream_chat(the_call, Collector())
+
+    [sent] = anthropic.server.chat_requests()
+    assert sent.body["system"] == "You are a gardener.\n\nAnswer in one line."
+    assert sent.body["messages"] == [{"role": m.role, "content": m.content} for m in messages
+                                     if m.role != "system"]
+    assert sent.body["temperature"] == 1.0
+    assert reply.text == TEXT and (reply.prompt_tokens, reply.completion_tokens) == (31, 17)
+
+
+async def test_anthropic_without_system_messages_sends_no_system(anthropic: Pair) -> None:
+    the_call = ModelCall(model="claude-small", messages=MESSAGES[1:], max_tokens=40, temperature=0.0,
+                         timeout_s=10)
+    await anthropic.adapter.stream_chat(the_call, Collector())
+
+    [sent] = anthropic.server.chat_requests()
+    assert "system" not in sent.body
+    assert sent.body["temperature"] == 0.0
+
+
+async def test_anthropic_wrong_key_keeps_the_providers_message(anthropic: Pair, client: httpx.AsyncClient) -> None:
+    adapter = AnthropicAdapter(client, anthropic.server.base_url, "sk-ant-wrong")
+    with pytest.raises(ModelCallFailed) as caught:
+        await adapter.stream_chat(call(model="claude-small"), Collector())
+
+    error = caught.value
+    assert (error.code, error.retryable) == (ErrorCode.AUTH_FAILED, False)
+    assert "HTTP 401" in error.message and "invalid x-api-key" in error.message
+    assert "sk-ant-wrong" not in error.message
+    result = await adapter.probe(timeout_s=2)
+    assert result.healthy is False and "401" in result.detail
+
+
+@pytest.mark.parametrize(("status", "code", "retryable"), [
+    (500, ErrorCode.HTTP_5XX, True), (529, ErrorCode.HTTP_5XX, True), (400, ErrorCode.BAD_REQUEST, False),
+])
+async def test_anthropic_error_statuses(anthropic: Pair, status: int, code: ErrorCode, retryable: bool) -> None:
+    anthropic.server.set_fault(Fault.SERVER_ERROR, status=status, message=f"provider says {status}")
+    error, sink = await failure(anthropic, call(model="claude-small"))
+
+    assert (error.code, error.retryable) == (code, retryable)
+    assert f"HTTP {status}: provider says {status}" in error.message
+    assert sink.chunks == []
+
+
+async def test_anthropic_rate_limit_and_overloaded_event(anthropic: Pair) -> None:
+    anthropic.server.set_fault(Fault.RATE_LIMITED, retry_after="12", times=1)
+    limited, _ = await failure(anthropic, call(model="claude-small"))
+    anthropic.server.set_fault(Fault.ERROR_IN_STREAM, cut_after=2, message="Overloaded", times=1)
+    overloaded, sink = await failure(anthropic, call(model="claude-small"))
+
+    assert (limited.code, limited.retryable, limited.retry_after_s) == (ErrorCode.RATE_LIMITED, True, 12)
+    assert (overloaded.code, overloaded.retryable) == (ErrorCode.HTTP_5XX, True)
+    assert "overloaded_error: Overloaded" in overloaded.message
+    assert sink.chunks == Reply(text=TEXT).split()[:2]
+
+
+@pytest.mark.parametrize(("kind", "code", "retryable"), [
+    ("overloaded_error", ErrorCode.HTTP_5XX, True), ("api_error", ErrorCode.HTTP_5XX, True),
+    ("rate_limit_error", ErrorCode.RATE_LIMITED, True), ("invalid_request_error", ErrorCode.BAD_REQUEST, False),
+    ("authentication_error", ErrorCode.AUTH_FAILED, False), ("brand_new_error", ErrorCode.HTTP_5XX, True),
+])
+def test_anthropic_error_event_types(kind: str, code: ErrorCode, retryable: bool) -> None:
+    error = stream_error({"type": "error", "error": {"type": kind, "message": "details here"}})
+    assert (error.code, error.retryable) == (code, retryable)
+    assert f"{kind}: details here" in error.message
+
+
+async def test_fake_anthropic_refuses_what_the_real_api_refuses(client: httpx.AsyncClient) -> None:
+    async with FakeAnthropicServer(api_key=KEY) as server:
+        url = server.base_url + server.chat_path
+        ok = {"model": "fake-model", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+        no_version = await client.post(url, json=ok, headers={"x-api-key": KEY})
+        no_key = await client.post(url, json=ok, headers={"anthropic-version": "2023-06-01"})
+        no_max = await client.post(url, json={k: v for k, v in ok.items() if k != "max_tokens"}, headers=headers)
+        system_role = await client.post(url, json=ok | {"messages": [{"role": "system", "content": "x"}]},
+                                        headers=headers)
+        fine = await client.post(url, json=ok, headers=headers)
+
+    assert [r.status_code for r in (no_version, no_key, no_max, system_role, fine)] == [400, 401, 400, 400, 200]
+    assert no_key.json()["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
+    assert no_key.json()["type"] == "error"
+    assert "system" in system_role.json()["error"]["message"]
 
 
 # --- pure helpers and configuration -------------------------------------------------------------------
@@ -347,6 +469,7 @@ def test_token_estimate() -> None:
     ("https://openrouter.ai/api", None, "openai", "https://openrouter.ai/api"),
     ("https://openrouter.ai/api/", 8443, "openai", "https://openrouter.ai:8443/api"),
     ("http://mac-mini.local:11500", 9999, "ollama", "http://mac-mini.local:11500"),
+    ("https://llm-gateway.example/anthropic", None, "anthropic", "https://llm-gateway.example/anthropic"),
     ("::1", None, "ollama", "http://[::1]:11434"),
 ])
 def test_base_url(host: str, port: int | None, kind: str, url: str) -> None:
@@ -372,6 +495,12 @@ def test_backend_settings_from_prefixed_environment(monkeypatch: pytest.MonkeyPa
     assert KEY not in repr(backend)
     adapter = build_adapter(backend, httpx.AsyncClient())
     assert isinstance(adapter, OpenAICompatAdapter) and adapter.base_url == "http://vllm.lan:8001"
+
+
+def test_anthropic_backend_builds_the_anthropic_adapter() -> None:
+    backend = BackendConfig(name="claude", type="anthropic", host="https://llm-gateway.example", key=KEY)
+    adapter = build_adapter(backend, httpx.AsyncClient())
+    assert isinstance(adapter, AnthropicAdapter) and adapter.base_url == "https://llm-gateway.example"
 
 
 def test_bad_backend_name_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 The test plays the router: it publishes ``ExecutionRequested`` on ``hermes.exec.talos`` (with
 ``Nats-Msg-Id`` and a ``traceparent``) and reads what the edge put in ``HERMES_EVENTS``, on the token
-subject, on the heartbeat subject and in ``HERMES_DLQ``.
+subject, on the heartbeat subject and in ``HERMES_DLQ``, and asks for fresh heartbeats on the probe subject.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import httpx
 import msgspec
 import pytest
 from conftest import thread_events, wait_until
-from fakes.llm_servers import FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
+from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
 from hermes_cli.natsserver import free_port
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
-from hermes_proto.codec import encode
+from hermes_proto.codec import decode_heartbeat, encode
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
-from hermes_proto.execution import ExecutionRequested, TokenDelta
+from hermes_proto.execution import ExecutionRequested, Heartbeat, TokenDelta
 from hermes_proto.ids import derived_id, new_id, utcnow
 from procs import ServiceProcess
 
@@ -112,14 +112,17 @@ async def start_edge(js_client, bus_env: dict[str, str], tmp_path: Path) -> Asyn
             "HERMES_EDGE_HEARTBEAT_S": "0.5",
         })
         env.update(extra)
-        proc = ServiceProcess(f"edge-{len(started)}", "hermes_edge", env, tmp_path / "logs").start()
-        started.append((proc, server))
-        edge = Edge(proc, server, nc, js, metrics_port)
+        heartbeats: list[dict] = []
 
         async def on_heartbeat(msg) -> None:
-            edge.heartbeats.append(json.loads(msg.data))
+            heartbeats.append(json.loads(msg.data))
 
+        # Subscribed before the edge starts: with a long heartbeat period the first beat is the only one.
         await nc.subscribe("hermes.heartbeat.talos", cb=on_heartbeat)
+        await nc.flush()
+        proc = ServiceProcess(f"edge-{len(started)}", "hermes_edge", env, tmp_path / "logs").start()
+        started.append((proc, server))
+        edge = Edge(proc, server, nc, js, metrics_port, heartbeats)
         await wait_until(lambda: edge.heartbeats or not proc.alive(), timeout_s=20)
         assert proc.alive(), proc.log_text()
         return edge
@@ -214,6 +217,8 @@ async def test_provider_failures_become_execution_failed(start_edge, fake_openai
         assert (failed.error_code, failed.retryable) == (code, retryable), failed.message
         assert failed.causation_id == request.request_id and failed.job_id == request.job_id
         assert failed.latency_ms > 0
+        # The router cools the backend down for the provider's Retry-After; no other failure carries one.
+        assert failed.retry_after_s == (7.0 if fault == Fault.RATE_LIMITED else None)
         if fault == Fault.RATE_LIMITED:
             assert "7 s" in failed.message
         if fault == Fault.BAD_REQUEST:
@@ -314,11 +319,53 @@ async def test_a_busy_one_at_a_time_server_stays_healthy_during_a_long_call(
     request = await edge.request()
     await wait_until(lambda: edge.heartbeats[-1]["in_flight"] == 1, timeout_s=10)
     during = len(edge.heartbeats)
+    # The router's probe is answered without probing too: behind the generation a real probe would time out
+    # (0.5 s) and answer unhealthy.
+    busy_probe = await probe(edge, timeout_s=1.0)
     _, completed = await outcome_of(edge.js, request)
     assert isinstance(completed, ExecutionCompleted) and completed.text == "busy " * 10
     busy_beats = [b for b in edge.heartbeats[during - 1:] if b["in_flight"] == 1]
     assert len(busy_beats) >= 3
     assert all(b["healthy"] for b in busy_beats), busy_beats
+    assert busy_probe.healthy is True and busy_probe.in_flight == 1
+
+
+async def probe(edge: Edge, timeout_s: float = 5.0) -> Heartbeat:
+    """Ask the backend's edges for a fresh heartbeat, as the router does."""
+    reply = await edge.nc.request(subjects.probe_subject("talos"), b"", timeout=timeout_s)
+    return decode_heartbeat(reply.data)
+
+
+async def test_probe_requests_get_a_fresh_heartbeat(start_edge) -> None:
+    """Heartbeats every 60 s here: only a probe made for the request can see the server go away and come
+    back. No models are configured, so the reply lists the server's; the backend is Anthropic's API."""
+    server = await FakeAnthropicServer(reply=Reply(text=TEXT, prompt_tokens=12, completion_tokens=9),
+                                       models=["claude-small", "claude-big"], api_key=KEY).start()
+    edge = await start_edge(server, kind="anthropic", BACKEND_TALOS_MODELS="", HERMES_EDGE_HEARTBEAT_S="60")
+    listings = len(server.requests)
+
+    healthy = await probe(edge)
+    assert (healthy.backend, healthy.healthy, healthy.in_flight) == ("talos", True, 0)
+    assert healthy.models == ["claude-small", "claude-big"]
+    assert healthy.edge_id == edge.heartbeats[0]["edge_id"] != ""
+    assert len(server.requests) == listings + 1 and server.requests[-1].path == "/v1/models"
+    assert server.requests[-1].headers["x-api-key"] == KEY
+
+    request = await edge.request(model="claude-big")
+    _, completed = await outcome_of(edge.js, request)
+    assert isinstance(completed, ExecutionCompleted), completed
+    assert (completed.text, completed.prompt_tokens, completed.completion_tokens) == (TEXT, 12, 9)
+
+    await server.stop()
+    down = await probe(edge)
+    assert (down.healthy, down.models) == (False, [])
+
+    await server.start()  # the same port
+    assert (await probe(edge)).healthy is True
+    assert len(edge.heartbeats) == 1  # every answer above came from a probe, not from a periodic beat
+    text = await edge.metrics()
+    assert metric_value(text, "hermes_edge_probe_requests_total", backend="talos", healthy="true") == 2
+    assert metric_value(text, "hermes_edge_probe_requests_total", backend="talos", healthy="false") == 1
 
 
 async def test_a_long_call_is_kept_in_progress_instead_of_redelivered(

@@ -44,6 +44,7 @@ from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import (
     BackendSelected,
     DraftPresented,
+    ExecutionAbandoned,
     ExecutionCompleted,
     ExecutionFailed,
     JobQueued,
@@ -260,16 +261,18 @@ class Peers:
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_ms=latency_ms))
 
     async def fail(self, job: JobQueued, error_code: str, message: str) -> int:
-        """The edge's final ``ExecutionFailed`` (not retryable) for ``job``."""
-        return await self._append(ExecutionFailed(**self._outcome(job), job_id=job.job_id, backend="talos",
-                                                  model="smollm2", error_code=error_code, message=message,
-                                                  retryable=False))
+        """The edge's ``ExecutionFailed`` (not retryable) for ``job``, then the router's ``ExecutionAbandoned``."""
+        await self._append(ExecutionFailed(**self._outcome(job), job_id=job.job_id, backend="talos",
+                                           model="smollm2", error_code=error_code, message=message,
+                                           retryable=False))
+        return await self._append(ExecutionAbandoned(**self._caused_by(job, "execution_abandoned"),
+                                                     job_id=job.job_id, error_code=error_code, message=message,
+                                                     attempts=1))
 
     async def no_backend(self, job: JobQueued) -> int:
-        """The router's ``ExecutionFailed`` when no backend can take ``job``."""
-        return await self._append(ExecutionFailed(**self._caused_by(job, "no_backend"), job_id=job.job_id,
-                                                  backend="none", model="none", error_code="no_backend",
-                                                  message="no backend is up", retryable=False))
+        """The router's ``ExecutionAbandoned`` when no backend can take ``job``."""
+        return await self._append(ExecutionAbandoned(**self._caused_by(job, "no_backend"), job_id=job.job_id,
+                                                     error_code="no_backend", message="no backend is up"))
 
     async def propose(self, draft: DraftPresented,
                       specs: list[tuple] = QUESTION_SPECS) -> tuple[int, QuestionsProposed]:
@@ -576,6 +579,7 @@ async def test_submit_defaults_and_the_length_limit_is_inclusive(gateway: Gatewa
     assert response.status_code == 202, response.text
     [(command, _)] = await read_commands(js)
     assert (command.channel, command.user_id, command.max_questions) == ("api", "local", None)
+    assert (command.project, command.private, command.priority) == ("default", False, 5)
     assert len(command.idea) == MAX_INPUT
     assert response.json()["meta"]["request_id"] == command.correlation_id
 
@@ -595,6 +599,13 @@ BAD_SUBMISSIONS = [
     ({"json": {"idea": "ok", "max_questions": 11}}, 422, "validation_failed"),
     ({"json": {"idea": "ok", "max_questions": -1}}, 422, "validation_failed"),
     ({"json": {"idea": "ok", "channel": "not a channel"}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "priority": 11}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "priority": 0}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "priority": "5"}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "private": "yes"}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "project": ""}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "project": "my project"}}, 422, "validation_failed"),
+    ({"json": {"idea": "ok", "project": "p" * 65}}, 422, "validation_failed"),
     ({"content": b"idea=plan", "headers": {"content-type": "application/x-www-form-urlencoded"}},
      415, "unsupported_media_type"),
 ]
@@ -630,6 +641,21 @@ async def test_max_input_length_is_configurable(bus_env, tmp_path, http, js_clie
         assert await commands_published(js) == 1
     finally:
         gw.process.stop()
+
+
+async def test_project_private_and_priority_reach_the_thread_and_its_jobs(stack: Stack, http, js_client) -> None:
+    _, js = js_client
+    fields = {"project": "Garden_2", "private": True, "priority": 10}
+    thread_id, job = await drafting_thread(stack, http, **fields)
+    opened_seq, opened = await stack.peers.last(thread_id, "thread_opened")
+    assert (opened.project, opened.private, opened.priority) == ("Garden_2", True, 10)
+    assert (job.project, job.private, job.priority) == ("Garden_2", True, 10)
+    view = await settled_status(stack, http, thread_id, opened_seq)
+    assert {key: view[key] for key in fields} == fields
+    plain_id, plain_job = await drafting_thread(stack, http, "no options")
+    assert (plain_job.project, plain_job.private, plain_job.priority) == ("default", False, 5)
+    assert_error(await http.post(f"{stack.url}/api/submit", json={"idea": "ok", "priority": 11}),
+                 422, "validation_failed")
 
 
 # --------------------------------------------------------------------------- threads

@@ -1,6 +1,7 @@
 """The notifier as a real process on a real JetStream server, talking to a loopback Telegram Bot API.
 
-The test plays the orchestrator on the wire (publishing the thread events it publishes) and reads what the
+The test plays the orchestrator and the backend-router on the wire (publishing the thread and budget events
+they publish) and reads what the
 notifier did from three places: the chats of the fake Bot API, the log (``notification_sent`` /
 ``notification_failed``, dead letters) and the Prometheus endpoint.
 """
@@ -22,7 +23,14 @@ from hermes_cli.natsserver import free_port
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, encode
-from hermes_proto.events import DraftPresented, JobFailed, ThreadCompleted, ThreadFailed, ThreadOpened
+from hermes_proto.events import (
+    BudgetThresholdReached,
+    DraftPresented,
+    JobFailed,
+    ThreadCompleted,
+    ThreadFailed,
+    ThreadOpened,
+)
 from hermes_proto.ids import derived_id, new_id, utcnow
 from procs import ServiceProcess
 
@@ -86,6 +94,14 @@ def job_failed(thread_id: str, job_id: str = "job-1", cause: str | None = None) 
 def thread_failed(thread_id: str, cause: str | None = None) -> ThreadFailed:
     return ThreadFailed(**envelope(thread_id), causation_id=cause, error_code="timeout",
                         message="draft 1 failed: the model took too long")
+
+
+def budget_reached(scope: str, name: str, spent: float, budget: float, threshold: float) -> BudgetThresholdReached:
+    day = utcnow().date().isoformat()
+    aggregate = f"{scope}-{name}-{day}"
+    return BudgetThresholdReached(event_id=new_id(), aggregate_id=aggregate, occurred_at=utcnow(),
+                                  correlation_id=aggregate, scope=scope, name=name, period=day,
+                                  spent_cents=spent, budget_cents=budget, threshold=threshold)
 
 
 async def processed(js, seq: int) -> bool:
@@ -282,3 +298,64 @@ async def test_without_token_notifications_are_off(js_client, telegram, notifier
     assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", reason="off",
                   kind="thread_completed") == 2
     assert proc.stop() == 0  # SIGTERM: a clean shutdown
+
+
+async def test_budget_alerts_reach_the_operator_chat_once(js_client, telegram, notifier):
+    _, js = js_client
+    _, metrics_port = notifier()
+    daily = budget_reached("daily", "all", spent=0.0114, budget=0.03, threshold=0.3)
+    alpha = budget_reached("project", "alpha", spent=123.4, budget=150, threshold=0.8)
+    beta = budget_reached("project", "beta", spent=2, budget=2.5, threshold=0.8)
+    # A thread from Telegram in the same batch: its chat is not where budget alerts go.
+    tg = new_id()
+    seq = await publish(js, opened(tg, origin={"telegram_chat_id": "4242"}), daily, alpha, completed(tg))
+
+    calls = telegram.calls_to("sendMessage")
+    assert len(calls) == 3 and len(texts(telegram, "4242")) == 1
+    budget_texts = texts(telegram, DEFAULT_CHAT)
+    assert sorted(budget_texts) == sorted([
+        f"Budget alert: daily spend 0.0114¢ reached 30% of the 0.03¢ budget ({daily.period})",
+        f"Budget alert: project alpha spend 123¢ ($1.23) reached 80% of the 150¢ ($1.50) budget ({alpha.period})",
+    ])
+    [sent] = await thread_log(js, daily.aggregate_id, "notification_sent")
+    assert sent.event_id == derived_id(daily.event_id, "notification_sent") and sent.cause_event_id == daily.event_id
+    assert (sent.aggregate_id, sent.kind, sent.recipient, sent.correlation_id) == (
+        daily.aggregate_id, "budget_threshold", DEFAULT_CHAT, daily.correlation_id)
+    daily_message = next(m for m in telegram.messages_to(DEFAULT_CHAT) if "daily spend" in m["text"])
+    assert sent.external_id == str(daily_message["message_id"])
+
+    # The router appending the same event again: JetStream drops it (same event id), nothing is delivered.
+    [again] = await EventStore(js, "test").append([daily])
+    assert again < seq
+    # A redelivery past the dedup window: "already sent?" finds the record under the budget's aggregate id.
+    ack = await js.publish(subjects.event_subject(daily), encode(daily), headers={"Nats-Msg-Id": new_id()})
+    await wait_until(lambda: processed(js, ack.seq), timeout_s=20)
+    assert len(telegram.calls_to("sendMessage")) == 3
+    assert len(await thread_log(js, daily.aggregate_id, "notification_sent")) == 1
+    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold",
+                  reason="already_sent") == 1
+    assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram",
+                  kind="budget_threshold") == 2
+
+    # A send that fails is recorded like the others, under the budget's aggregate id.
+    telegram.fail_next(1, status=403, method="sendMessage")
+    await publish(js, beta)
+    [failed] = await thread_log(js, beta.aggregate_id, "notification_failed")
+    assert (failed.kind, failed.recipient, failed.cause_event_id) == ("budget_threshold", DEFAULT_CHAT, beta.event_id)
+    assert failed.message.startswith("forbidden: ")
+    assert len(texts(telegram, DEFAULT_CHAT)) == 2
+
+
+async def test_budget_alerts_can_be_switched_off(js_client, telegram, notifier):
+    _, js = js_client
+    _, metrics_port = notifier(HERMES_NOTIFY_BUDGET_ALERTS="false")
+    daily = budget_reached("daily", "all", spent=0.03, budget=0.03, threshold=0.8)
+    thread = new_id()
+    # Waits (bounded) until the notifier has acknowledged all three: the alert was handled, not just pending.
+    await publish(js, daily, opened(thread), completed(thread))
+
+    [only] = texts(telegram, DEFAULT_CHAT)
+    assert "Hermes finished your idea" in only and len(telegram.calls_to("sendMessage")) == 1
+    assert await thread_log(js, daily.aggregate_id) == []
+    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold",
+                  reason="disabled") == 1

@@ -176,9 +176,10 @@ async def test_failed_draft1_fails_thread_and_bad_command_is_dead_lettered(js_cl
     thread_id = await submit(store, "summarise my notes")
     watch = await ThreadWatcher.start(js, thread_id)
     req = await next_exec(js)
+    # A failure retrying cannot fix (401): the router gives up at once, the orchestrator fails the thread.
     await store.append([ExecutionFailed(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
                                         correlation_id="c", job_id=req.job_id, backend="talos", model="m",
-                                        error_code="connection_error", message="refused")])
+                                        error_code="auth_failed", message="invalid api key", retryable=False)])
     await wait_until(lambda: _query_status(nc, thread_id, "failed"))
     await wait_until(lambda: watch.of("thread_failed"))
     assert watch.types.count("job_failed") == 1 and watch.types.count("thread_failed") == 1

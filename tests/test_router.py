@@ -1,6 +1,6 @@
 """The backend-router as a real process on a real NATS JetStream server: a job waits while no backend is
-eligible (e.g. the local model is still loading) and is routed as soon as one is; past its wait it fails
-with ``no_backend``. The test plays the edge's part on the bus: heartbeats on core NATS."""
+eligible (e.g. the local model is still loading) and is routed as soon as one is; past its wait it is
+abandoned with ``no_backend``. The test plays the edge's part on the bus: heartbeats on core NATS."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ async def queue_job(js) -> JobQueued:
 
 
 async def start_router(bus_env, tmp_path, wait_s: str) -> ServiceProcess:
-    env = dict(bus_env, METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2", HERMES_NO_BACKEND_WAIT_SECONDS=wait_s)
+    env = dict(bus_env, METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2", HERMES_NO_BACKEND_WAIT_SECONDS=wait_s,
+               HERMES_UNHEALTHY_THRESHOLD="2")
     router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
     await wait_until(lambda: "router_started" in router.log_text(), timeout_s=20)
     return router
@@ -65,7 +66,9 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             await asyncio.sleep(1.0)  # the router has seen the backend unhealthy by now
             job = await queue_job(js)
             await asyncio.sleep(3.0)
-            assert [e.type_name() for e in await thread_events(js, job.aggregate_id)] == ["job_queued"]
+            events = await thread_events(js, job.aggregate_id)
+            assert [e.type_name() for e in events] == ["job_queued", "job_deferred"]
+            assert events[1].reason == "no_backend"
             assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
 
             # A malformed heartbeat is counted and ignored; it neither crashes the router nor marks anything.
@@ -91,12 +94,14 @@ async def test_a_job_fails_with_no_backend_once_its_wait_is_over(js_client, bus_
             await asyncio.sleep(1.0)
             job = await queue_job(js)
 
-            async def failed() -> bool:
-                return "execution_failed" in [e.type_name() for e in await thread_events(js, job.aggregate_id)]
+            async def abandoned() -> bool:
+                return "execution_abandoned" in [e.type_name() for e in await thread_events(js, job.aggregate_id)]
 
-            await wait_until(failed, timeout_s=15)
-        types = [e.type_name() for e in await thread_events(js, job.aggregate_id)]
-        assert types == ["job_queued", "execution_failed"]
+            await wait_until(abandoned, timeout_s=15)
+        events = await thread_events(js, job.aggregate_id)
+        assert [e.type_name() for e in events] == ["job_queued", "job_deferred", "execution_abandoned"]
+        assert events[1].reason == "no_backend" and "talos: unhealthy" in events[1].detail
+        assert events[2].error_code == "no_backend"
         assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
     finally:
         router.stop()

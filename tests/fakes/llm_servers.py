@@ -6,9 +6,12 @@
 * :class:`FakeOllamaServer`: Ollama's native API (``POST /api/chat`` streaming NDJSON with a final
   ``done: true`` line carrying ``prompt_eval_count``/``eval_count``, or one object with ``stream: false``;
   ``GET /api/tags``).
+* :class:`FakeAnthropicServer`: Anthropic's Messages API (``POST /v1/messages`` streaming SSE
+  ``message_start`` … ``message_stop`` events, or one ``message`` object without ``stream: true``;
+  ``GET /v1/models``; ``x-api-key`` and ``anthropic-version`` headers; Anthropic's error bodies).
 
-Both reply with :attr:`FakeLLMServer.reply` (text split into word-sized "tokens", truncated to the request's
-max tokens with ``finish_reason`` ``length``), check the Bearer key when ``api_key`` is set, reject unknown
+All reply with :attr:`FakeLLMServer.reply` (text split into word-sized "tokens", truncated to the request's
+max tokens with ``finish_reason`` ``length``), check the API key when ``api_key`` is set, reject unknown
 models like the real servers (``strict_models``), record every request in :attr:`FakeLLMServer.requests`,
 and inject faults with :meth:`FakeLLMServer.set_fault` (optionally only for the next N chat requests).
 
@@ -23,6 +26,7 @@ Usage::
 Run one standalone (e.g. for a manual or end-to-end run)::
 
     PYTHONPATH=tests python -m fakes.llm_servers openai --port 8080 --text "Hello" --models m1,m2
+    PYTHONPATH=tests python -m fakes.llm_servers anthropic --port 8081 --key sk-ant-test --models claude-x
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class Fault(StrEnum):
     """Injectable failures of a chat request."""
 
     SLOW_FIRST_BYTE = "slow_first_byte"  # sleep ``delay_s`` before the response headers, then answer normally
-    SERVER_ERROR = "server_error"  # HTTP 500 with a provider error body
+    SERVER_ERROR = "server_error"  # HTTP ``status`` (default 500; 529 is Anthropic's overloaded) with an error body
     RATE_LIMITED = "rate_limited"  # HTTP 429 with ``Retry-After: <retry_after>``
     UNAUTHORIZED = "unauthorized"  # HTTP 401
     FORBIDDEN = "forbidden"  # HTTP 403
@@ -69,6 +73,7 @@ class FaultPlan:
     retry_after: str = "7"
     message: str = ""
     cut_after: int = 2
+    status: int = 500
     used: int = 0
 
     def applies(self) -> bool:
@@ -148,9 +153,9 @@ class FakeLLMServer(LoopbackServer):
     # control -----------------------------------------------------------------------------------------
 
     def set_fault(self, kind: Fault | str, *, times: int | None = None, delay_s: float = 2.0,
-                  retry_after: str = "7", message: str = "", cut_after: int = 2) -> FaultPlan:
+                  retry_after: str = "7", message: str = "", cut_after: int = 2, status: int = 500) -> FaultPlan:
         """Inject ``kind`` into chat requests (all of them, or the next ``times``); returns the plan."""
-        self.fault = FaultPlan(Fault(kind), times, delay_s, retry_after, message, cut_after)
+        self.fault = FaultPlan(Fault(kind), times, delay_s, retry_after, message, cut_after, status)
         return self.fault
 
     def clear_fault(self) -> None:
@@ -164,6 +169,19 @@ class FakeLLMServer(LoopbackServer):
 
     def _add_routes(self, app: web.Application) -> None:
         pass
+
+    bad_key_message = "Incorrect API key provided"
+
+    def _key_ok(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def _invalid_body(self, body: Any) -> str | None:
+        """Why the chat request body is refused (HTTP 400), or None."""
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in body["messages"]):
+            return "'messages' must be a list of {role, content}"
+        return None
 
     def _error_body(self, message: str, status: int) -> Any:
         raise NotImplementedError
@@ -206,8 +224,8 @@ class FakeLLMServer(LoopbackServer):
     def _gate(self, request: web.Request) -> web.Response | None:
         if not self.healthy:
             return self._json_error(503, "service unavailable")
-        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._json_error(401, "Incorrect API key provided")
+        if self.api_key and not self._key_ok(request):
+            return self._json_error(401, self.bad_key_message)
         return None
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -235,10 +253,9 @@ class FakeLLMServer(LoopbackServer):
         if refused is not None:
             return refused
         body = recorded.body
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in body["messages"]):
-            return self._json_error(400, "'messages' must be a list of {role, content}")
+        invalid = self._invalid_body(body)
+        if invalid is not None:
+            return self._json_error(400, invalid)
         model = body.get("model")
         if self.strict_models and model not in self.models:
             return self._json_error(404, self._not_found_message(str(model)))
@@ -267,12 +284,12 @@ class FakeLLMServer(LoopbackServer):
             await asyncio.sleep(plan.delay_s)
             return None
         if plan.kind == Fault.SERVER_ERROR:
-            return self._json_error(500, plan.message or "internal server error")
+            return self._json_error(plan.status, plan.message or "internal server error")
         if plan.kind == Fault.RATE_LIMITED:
             return self._json_error(429, plan.message or "Rate limit reached for requests",
                                     headers={"Retry-After": plan.retry_after})
         if plan.kind == Fault.UNAUTHORIZED:
-            return self._json_error(401, plan.message or "Incorrect API key provided")
+            return self._json_error(401, plan.message or self.bad_key_message)
         if plan.kind == Fault.FORBIDDEN:
             return self._json_error(403, plan.message or "You are not allowed to use this model")
         if plan.kind == Fault.BAD_REQUEST:
@@ -450,7 +467,108 @@ class FakeOllamaServer(FakeLLMServer):
         return await self._write_chunks(request, response, payloads, plan, cut_at, bad, line({"error": message}))
 
 
-SERVERS: dict[str, type[FakeLLMServer]] = {"openai": FakeOpenAIServer, "ollama": FakeOllamaServer}
+class FakeAnthropicServer(FakeLLMServer):
+    """Anthropic's Messages API. Like the real one it wants ``anthropic-version`` on every request (400
+    without), ``max_tokens`` in every chat, only ``user``/``assistant`` messages (the system prompt is the
+    top-level ``system``) and a temperature in [0, 1]; the key goes in ``x-api-key``. Stop reasons are
+    Anthropic's: the reply's ``stop``/``length`` are sent as ``end_turn``/``max_tokens``."""
+
+    chat_path = "/v1/messages"
+    models_path = "/v1/models"
+    bad_key_message = "invalid x-api-key"
+    ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                   529: "overloaded_error"}
+
+    def _key_ok(self, request: web.Request) -> bool:
+        return request.headers.get("x-api-key") == self.api_key
+
+    def _gate(self, request: web.Request) -> web.Response | None:
+        refused = super()._gate(request)
+        if refused is None and not request.headers.get("anthropic-version"):
+            return self._json_error(400, "anthropic-version: header is required")
+        return refused
+
+    def _invalid_body(self, body: Any) -> str | None:
+        invalid = super()._invalid_body(body)
+        if invalid is not None:
+            return invalid
+        if not isinstance(body.get("max_tokens"), int):
+            return "max_tokens: Field required"
+        for message in body["messages"]:
+            if message["role"] not in ("user", "assistant"):
+                return (f'messages: Unexpected role "{message["role"]}". The Messages API accepts a top-level '
+                        '`system` parameter, not "system" as an input message role.')
+        if "system" in body and not isinstance(body["system"], str | list):
+            return "system: Input should be a valid string"
+        temperature = body.get("temperature", 1.0)
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 1:
+            return "temperature: Input should be less than or equal to 1"
+        return None
+
+    def _error_body(self, message: str, status: int) -> Any:
+        kind = self.ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message},
+                "request_id": f"req_{uuid.uuid4().hex[:24]}"}
+
+    def _not_found_message(self, model: str) -> str:
+        return f"model: {model}"
+
+    def _model_list(self) -> Any:
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                for m in self.models]
+        return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+
+    def _wants_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def _max_tokens(self, body: dict[str, Any]) -> int | None:
+        return body["max_tokens"]
+
+    @staticmethod
+    def _stop_reason(finish: str) -> str:
+        return {"stop": "end_turn", "length": "max_tokens"}.get(finish, finish)
+
+    def _message(self, body: dict[str, Any], content: list[dict[str, Any]], stop_reason: str | None,
+                 output_tokens: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+                                   "content": content, "model": body.get("model"), "stop_reason": stop_reason,
+                                   "stop_sequence": None}
+        if self.reply.report_usage:
+            message["usage"] = {"input_tokens": self.reply.prompt_tokens, "output_tokens": output_tokens}
+        return message
+
+    def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
+        return self._message(body, [{"type": "text", "text": text}], self._stop_reason(finish), completion_tokens)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
+                      plan: FaultPlan | None) -> web.StreamResponse:
+        def event(kind: str, **fields: Any) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind} | fields)}\n\n".encode()
+
+        final: dict[str, Any] = {}
+        if self.reply.report_usage:
+            final["usage"] = {"output_tokens": self._completion_tokens(chunks)}
+        payloads = [event("message_start", message=self._message(body, [], None, 1)),
+                    event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                    event("ping")]
+        payloads += [event("content_block_delta", index=0, delta={"type": "text_delta", "text": c}) for c in chunks]
+        payloads += [event("content_block_stop", index=0),
+                     event("message_delta", delta={"stop_reason": self._stop_reason(finish), "stop_sequence": None},
+                           **final),
+                     event("message_stop")]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        bad = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "oo\n\n'
+        message = (plan.message if plan else "") or "Overloaded"
+        error = event("error", error={"type": "overloaded_error", "message": message})
+        cut_at = (plan.cut_after if plan else 0) + 3  # message_start, content_block_start and a ping come first
+        return await self._write_chunks(request, response, payloads, plan, cut_at, bad, error)
+
+
+SERVERS: dict[str, type[FakeLLMServer]] = {"openai": FakeOpenAIServer, "ollama": FakeOllamaServer,
+                                           "anthropic": FakeAnthropicServer}
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:

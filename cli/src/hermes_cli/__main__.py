@@ -1,5 +1,5 @@
-"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer`` and ``status`` talk to the
-gateway (``--url``, else ``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
+"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer``, ``status``, ``rate`` and
+``backends`` talk to the gateway (``--url``, else ``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
 
 Exit codes: 0 done; 1 the gateway answered an error, the thread failed, or waiting timed out;
 2 bad usage; 3 the gateway could not be reached.
@@ -179,6 +179,11 @@ def submit(
     idea: Annotated[str, typer.Argument(help="Your idea, in a few words or many.")],
     max_questions: Annotated[int | None, typer.Option("--max-questions", min=0, max=10,
                                                       help="Ask at most this many questions.")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Budget scope (letters, digits, - or _; "
+                                                "default: default).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Keep every model call on local backends.")] = False,
+    priority: Annotated[int | None, typer.Option("--priority", min=1, max=10,
+                                                 help="1 (lowest) to 10; default 5.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the thread id and return at once.")] = False,
     url: UrlOption = None,
     timeout: TimeoutOption = 600.0,
@@ -186,7 +191,8 @@ def submit(
     """Submit an idea, stream draft 1 as it is written, then print the clarifying questions."""
     with GatewayClient(url or default_url()) as client:
         try:
-            thread_id = client.submit(idea, max_questions)["thread_id"]
+            thread_id = client.submit(idea, max_questions, project=project, private=private or None,
+                                      priority=priority)["thread_id"]
             typer.echo(f"Thread {thread_id}")
             if no_wait:
                 typer.echo(f"Follow it with: hermes status {thread_id}")
@@ -309,6 +315,117 @@ def rate(
         except (GatewayError, GatewayUnreachable) as exc:
             raise _gateway_failure(exc) from None
     typer.echo(f"Rated thread {thread_id}: {rating}/5.")
+
+
+backends_app = typer.Typer(no_args_is_help=False, help="The model backends: health, load and spend; enable, "
+                           "disable, compare.")
+app.add_typer(backends_app, name="backends")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def _print_backends(listing: dict[str, Any]) -> None:
+    rows = [["NAME", "TYPE", "HEALTH", "ENABLED", "IN-FLIGHT", "SUCCESS", "SPEND TODAY"]]
+    for b in listing["backends"]:
+        in_flight = f"{b['in_flight']}/{b['max_concurrent']}" if b.get("max_concurrent") else str(b["in_flight"])
+        success = f"{b['success_rate']:.0%} of {b['requests']}" if b.get("requests") else "-"
+        rows.append([b["name"], b["type"], b["health"], "yes" if b["enabled"] else "no", in_flight, success,
+                     f"{b['spend_today_cents']:.2f}¢"])
+    typer.echo(_table(rows))
+    budget = listing["budget"]
+    limit = budget.get("daily_budget_cents")
+    of = f" of {limit:.2f}¢" if limit is not None else " (no daily budget)"
+    typer.echo(f"\nSpent today ({budget['day']}): {budget['spent_today_cents']:.2f}¢{of}; "
+               f"queued jobs: {listing.get('queued_jobs', 0)}")
+
+
+def _with_client(url: str | None, call: Any) -> Any:
+    with GatewayClient(url or default_url()) as client:
+        try:
+            return call(client)
+        except (GatewayError, GatewayUnreachable) as exc:
+            raise _gateway_failure(exc) from None
+
+
+@backends_app.callback(invoke_without_command=True)
+def backends(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw listing as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Show every backend: type, health, enabled, in-flight jobs, success rate, spend today (cents)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    listing = _with_client(url, lambda client: client.backends())
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+    else:
+        _print_backends(listing)
+
+
+def _toggle(name: str, enabled: bool, reason: str, url: str | None) -> None:
+    listing = _with_client(url, lambda client: client.set_backend_enabled(name, enabled, reason))
+    state = next((b for b in listing["backends"] if b["name"] == name.lower()), None)
+    health = f" (health: {state['health']})" if state else ""
+    typer.echo(f"Backend {name} {'enabled' if enabled else 'disabled'}{health}.")
+
+
+@backends_app.command("enable")
+def enable_backend(
+    name: Annotated[str, typer.Argument(help="The backend to enable.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    url: UrlOption = None,
+) -> None:
+    """Let the router send new jobs to a backend again."""
+    _toggle(name, True, reason, url)
+
+
+@backends_app.command("disable")
+def disable_backend(
+    name: Annotated[str, typer.Argument(help="The backend to disable.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    url: UrlOption = None,
+) -> None:
+    """Stop sending new jobs to a backend (running ones finish)."""
+    _toggle(name, False, reason, url)
+
+
+def _print_comparison(reply: dict[str, Any]) -> None:
+    for result in reply["results"]:
+        where = f"{result['backend']} · {result['model']}"
+        if result.get("error_code"):
+            typer.echo(f"\n{where}: failed [{result['error_code']}] {result.get('error') or ''}".rstrip())
+            continue
+        took = f"{result['latency_ms'] / 1000:.1f} s" if result.get("latency_ms") is not None else "-"
+        typer.echo(f"\n{where} ({took}, {result['prompt_tokens']} + {result['completion_tokens']} tokens, "
+                   f"{result['cost_cents']:.4f}¢)")
+        typer.echo(result.get("text") or "")
+
+
+@backends_app.command("compare")
+def compare_backends(
+    prompt: Annotated[str, typer.Argument(help="The prompt to run on each backend.")],
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="A backend to compare "
+                                                      "(repeatable; default: every enabled one).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=4096, help="Output tokens at most.")] = 256,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, max=600, help="Seconds for the whole "
+                                           "comparison.")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw results as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Run one prompt on several backends and show their answers side by side (text, time, tokens, cost).
+    Exits 1 when no backend answered."""
+    reply = _with_client(url, lambda client: client.compare(prompt, backend or [], max_tokens, timeout))
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2, ensure_ascii=False))
+    else:
+        _print_comparison(reply)
+    if not any(r.get("text") is not None and not r.get("error_code") for r in reply["results"]):
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""A small synchronous client of the Hermes gateway's HTTP API (used by ``hermes submit/answer/status``).
+"""A small synchronous client of the Hermes gateway's HTTP API (used by ``hermes submit/answer/status/backends``).
 
 Every call unwraps the gateway's envelope: the ``data`` of a success, or :class:`GatewayError` with the
 error's ``code``, ``message`` and ``user_action``. A gateway that cannot be reached raises
@@ -89,6 +89,7 @@ class GatewayClient:
 
     def __init__(self, base_url: str, timeout_s: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
 
     def close(self) -> None:
@@ -107,11 +108,14 @@ class GatewayClient:
             raise GatewayUnreachable(self.base_url, exc) from exc
         return unwrap(response)
 
-    def submit(self, idea: str, max_questions: int | None = None, channel: str = "cli") -> dict[str, Any]:
-        """``POST /api/submit``; returns ``{"thread_id", "status_url", "events_url", "command_id"}``."""
+    def submit(self, idea: str, max_questions: int | None = None, channel: str = "cli", *,
+               project: str | None = None, private: bool | None = None,
+               priority: int | None = None) -> dict[str, Any]:
+        """``POST /api/submit``; returns ``{"thread_id", "status_url", "events_url", "command_id"}``. Options
+        left None take the gateway's defaults (project ``default``, not private, priority 5)."""
         body: dict[str, Any] = {"idea": idea, "channel": channel}
-        if max_questions is not None:
-            body["max_questions"] = max_questions
+        optional = {"max_questions": max_questions, "project": project, "private": private, "priority": priority}
+        body.update({key: value for key, value in optional.items() if value is not None})
         return self._call("POST", "/api/submit", json=body)
 
     def answer(self, thread_id: str, answers: list[tuple[str, str]]) -> dict[str, Any]:
@@ -126,6 +130,22 @@ class GatewayClient:
     def status(self, thread_id: str) -> dict[str, Any]:
         """``GET /api/threads/<id>/status``: the thread view (status, drafts, questions, jobs)."""
         return self._call("GET", f"/api/threads/{thread_id}/status")
+
+    def backends(self) -> dict[str, Any]:
+        """``GET /api/backends``: ``{"backends": [...], "budget": {...}, "queued_jobs"}``."""
+        return self._call("GET", "/api/backends")
+
+    def set_backend_enabled(self, name: str, enabled: bool, reason: str = "") -> dict[str, Any]:
+        """``POST /api/backends/<name>/enable`` or ``/disable``; returns the updated list."""
+        action = "enable" if enabled else "disable"
+        return self._call("POST", f"/api/backends/{name}/{action}", json={"reason": reason})
+
+    def compare(self, prompt: str, backends: list[str], max_tokens: int, timeout_s: float) -> dict[str, Any]:
+        """``POST /api/backends/compare``: ``{"comparison_id", "results": [...]}``. The HTTP call waits up to
+        ``timeout_s`` plus the usual request timeout, as the gateway answers only after the comparison."""
+        body = {"prompt": prompt, "backends": backends, "max_tokens": max_tokens, "timeout_s": timeout_s}
+        return self._call("POST", "/api/backends/compare", json=body,
+                          timeout=httpx.Timeout(self._timeout_s, read=timeout_s + self._timeout_s))
 
     @contextmanager
     def watch(self, thread_id: str, last_event_id: int | None = None) -> Iterator[Iterator[SseEvent]]:

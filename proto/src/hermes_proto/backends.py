@@ -1,22 +1,38 @@
 """Backend configuration shared by the router (registry) and the edge (its one backend).
 
 A backend named ``<name>`` is configured by ``BACKEND_<NAME>_*`` environment variables:
-``ENABLED``, ``TYPE`` (``openai``: any OpenAI-compatible server; ``ollama``: Ollama's native API),
+``ENABLED``, ``TYPE`` (``openai``: any OpenAI-compatible server; ``ollama``: Ollama's native API;
+``anthropic``: Anthropic's Messages API),
 ``HOST`` (may carry a scheme, e.g. ``https://openrouter.ai/api``), ``PORT``, ``KEY`` (secret),
 ``MODELS`` (comma-separated, first is the default), ``TIMEOUT`` (seconds per call),
 ``RATE_LIMIT`` (requests per minute), ``HEALTH_CHECK_INTERVAL`` (seconds), ``LOCAL`` (keeps data
 on the user's machines; default true for ``talos``), ``QUALITY`` and ``SPEED`` (priors in [0, 1]),
-``COST_PER_MTOK_CENTS`` (price per million tokens, cents; 0 = free).
+``COST_PER_MTOK_CENTS`` (price per million tokens, cents; 0 = free; ``PRICE_IN_CENTS_PER_MTOK`` and
+``PRICE_OUT_CENTS_PER_MTOK`` set input and output prices apart), ``MAX_CONCURRENT`` (jobs at once; default 1
+for a local backend, the seed's ``talos.max_concurrent_jobs``, unlimited otherwise), ``CAPABILITIES``
+(comma-separated, e.g. ``code,reasoning,vision``).
+
+The same fields may come from a TOML file (``HERMES_BACKENDS_FILE``), one table per backend::
+
+    [backends.remote_api]
+    type = "openai"
+    host = "https://models.example/api"
+    models = ["model-a", "model-b"]
+    price_in_cents_per_mtok = 15
+
+Environment variables override the file, field by field.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-DEFAULT_PORTS = {"ollama": 11434, "openai": 8080}
+DEFAULT_PORTS = {"ollama": 11434, "openai": 8080, "anthropic": 8080}
 
 
 class BackendConfig(BaseModel):
@@ -31,16 +47,37 @@ class BackendConfig(BaseModel):
     rate_limit: int | None = None
     health_check_interval: float = 30.0
     local: bool | None = None
-    quality: float = 0.5
-    speed: float = 0.5
-    cost_per_mtok_cents: float = 0.0
+    quality: float = Field(0.5, ge=0, le=1)
+    speed: float = Field(0.5, ge=0, le=1)
+    cost_per_mtok_cents: float = Field(0.0, ge=0)
+    price_in_cents_per_mtok: float | None = Field(None, ge=0)
+    price_out_cents_per_mtok: float | None = Field(None, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    capabilities: list[str] = []
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "capabilities", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @property
+    def price_in(self) -> float:
+        """Input price, cents per million tokens."""
+        return self.cost_per_mtok_cents if self.price_in_cents_per_mtok is None else self.price_in_cents_per_mtok
+
+    @property
+    def price_out(self) -> float:
+        """Output price, cents per million tokens."""
+        return self.cost_per_mtok_cents if self.price_out_cents_per_mtok is None else self.price_out_cents_per_mtok
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """Jobs this backend may run at once: ``max_concurrent``, else 1 for a local backend, else None."""
+        if self.max_concurrent is not None:
+            return self.max_concurrent
+        return 1 if self.is_local else None
 
     @field_validator("type")
     @classmethod
@@ -77,10 +114,23 @@ class BackendConfig(BaseModel):
         return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
 
 
-def load_backend(name: str, environ: dict[str, str] | None = None) -> BackendConfig:
-    """Read ``BACKEND_<NAME>_*`` from ``environ`` (default: the process environment).
-    Raises ``pydantic.ValidationError`` on a bad value."""
+def read_backends_file(path: Path | str | None) -> dict[str, dict[str, object]]:
+    """The ``[backends.<name>]`` tables of a TOML file by lower-case name ({} when ``path`` is None).
+    Raises ``OSError`` when the file cannot be read and ``tomllib.TOMLDecodeError`` when it is not TOML."""
+    if not path:
+        return {}
+    with open(path, "rb") as fh:
+        tables = tomllib.load(fh).get("backends", {})
+    return {name.lower(): dict(fields) for name, fields in tables.items() if isinstance(fields, dict)}
+
+
+def load_backend(name: str, environ: dict[str, str] | None = None,
+                 file_fields: dict[str, object] | None = None) -> BackendConfig:
+    """Read ``BACKEND_<NAME>_*`` from ``environ`` (default: the process environment) over ``file_fields``
+    (one table of :func:`read_backends_file`). Raises ``pydantic.ValidationError`` on a bad value."""
     env = os.environ if environ is None else environ
     prefix = f"BACKEND_{name.upper()}_"
-    raw = {k[len(prefix):].lower(): v for k, v in env.items() if k.upper().startswith(prefix) and v != ""}
+    raw: dict[str, object] = dict(file_fields or {})
+    raw.update({k[len(prefix):].lower(): v for k, v in env.items() if k.upper().startswith(prefix) and v != ""})
+    raw.pop("name", None)
     return BackendConfig(name=name.lower(), **raw)

@@ -12,7 +12,7 @@ import base64
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import nats
 import structlog
@@ -374,14 +374,26 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         log.warning("ack_failed", error=repr(exc))
 
 
+class RawMessage(NamedTuple):
+    """One stored event as handed out by :class:`hermes_proto.bus.LogFollower`: ``(sequence, subject, data,
+    headers)``; ``headers`` are the NATS headers (e.g. ``traceparent``), None when the message had none.
+    Plain ``(sequence, subject, data)`` tuples are accepted wherever a batch is read."""
+
+    sequence: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None = None
+
+
 class LogFollower:
     """Follows a stream from a stored position with an ephemeral pull consumer (no acks): the
     position of a projection is the one in its own database, not the server's. ``handler`` gets
-    batches of ``(stream_sequence, subject, data)`` in stream order; on any connection error the
-    consumer is re-created from the last handled sequence, so it survives a server restart."""
+    batches of :class:`RawMessage` ``(stream_sequence, subject, data, headers)`` in stream order; on any
+    connection error the consumer is re-created from the last handled sequence, so it survives a server
+    restart."""
 
     def __init__(self, js: JetStreamContext, stream: str, filter_subject: str,
-                 handler: Callable[[list[tuple[int, str, bytes]]], Awaitable[None]],
+                 handler: Callable[[list[RawMessage]], Awaitable[None]],
                  start_after: int, batch: int = 1000, fetch_expires_s: float = 1.0) -> None:
         self.js = js
         self.stream = stream
@@ -422,7 +434,7 @@ class LogFollower:
                 sub = None
                 await asyncio.sleep(0.5)
                 continue
-            batch = [(m.metadata.sequence.stream, m.subject, m.data) for m in msgs
+            batch = [RawMessage(m.metadata.sequence.stream, m.subject, m.data, m.headers) for m in msgs
                      if m.metadata.sequence.stream > self.position]
             if not batch:
                 continue

@@ -15,7 +15,8 @@ from hermes_proto.events import Answer
 
 class SubmitIdea(Command, frozen=True, kw_only=True):
     """Open a thread for ``idea``. ``thread_id`` is chosen by the producer so it can watch the thread
-    at once; ``max_questions`` None means the configured default."""
+    at once; ``max_questions`` None means the configured default. ``project`` is the budget scope,
+    ``private`` keeps every model call on local backends, ``priority`` 1-10 (10 first)."""
 
     thread_id: str
     idea: str
@@ -23,6 +24,9 @@ class SubmitIdea(Command, frozen=True, kw_only=True):
     user_id: str = "local"
     origin: dict[str, str] = {}
     max_questions: int | None = None
+    project: str = "default"
+    private: bool = False
+    priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
 
 
 class AnswerQuestions(Command, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ from hermes_proto.base import ChatMessage, Event
 
 QUESTION_CATEGORIES = ("intent", "constraint", "success", "context", "scope")
 JOB_KINDS = ("draft1", "draft2")
+JOB_TYPES = ("code", "analysis", "content", "research", "reasoning", "general")
 
 
 class Question(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +41,7 @@ class BackendCandidate(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     score: float
     rejected: str | None = None
+    estimated_cost_cents: float = 0.0
 
 
 class ThreadOpened(Event, frozen=True, kw_only=True):
@@ -52,10 +54,20 @@ class ThreadOpened(Event, frozen=True, kw_only=True):
     origin: dict[str, str] = {}
     max_questions: int = 5
     answer_timeout_s: float = 600.0
+    project: str = "default"
+    private: bool = False
+    priority: int = 5
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
-    """A model call is wanted. ``kind``: draft1 or draft2; ``max_tokens`` bounds the output (tokens)."""
+    """A model call is wanted. ``kind``: draft1, draft2 or chat; ``max_tokens`` bounds the output (tokens);
+    ``priority`` 1 (lowest) to 10 dispatches first when backends are saturated.
+
+    Routing needs (the backend-router reads them): ``job_type`` one of :data:`JOB_TYPES` (None: the router
+    analyses the messages); ``private`` keeps the job on local backends; ``project`` is the budget scope;
+    ``backend``/``model`` ask for one backend or model (None: the router chooses); ``requires`` lists
+    capabilities the backend must declare (e.g. ``vision``); ``criteria`` overrides the default selection
+    criteria (quality_first, speed_first, cost_first)."""
 
     job_id: str
     kind: str
@@ -63,10 +75,22 @@ class JobQueued(Event, frozen=True, kw_only=True):
     max_tokens: int = 256
     temperature: float = 0.7
     priority: int = 5
+    job_type: str | None = None
+    private: bool = False
+    project: str = "default"
+    backend: str | None = None
+    model: str | None = None
+    requires: list[str] = []
+    criteria: str | None = None
 
 
 class BackendSelected(Event, frozen=True, kw_only=True):
-    """The router chose ``backend``/``model`` for ``job_id``; ``candidates`` lists every one considered."""
+    """The router chose ``backend``/``model`` for attempt ``attempt`` of ``job_id``; ``candidates`` lists every
+    backend considered with its score and why it lost. ``strategy`` says what decided among the eligible:
+    score, requested, job_type_route, round_robin, least_loaded, weighted or compare. The prices (cents per
+    million tokens) are those in force at selection: :class:`CostRecorded` multiplies the measured tokens by
+    them, so a replay computes the same cost whatever the price table says later.
+    ``failover_from`` names the backend of the failed previous attempt."""
 
     job_id: str
     backend: str
@@ -74,6 +98,15 @@ class BackendSelected(Event, frozen=True, kw_only=True):
     reason: str
     criteria: str = "quality_first"
     candidates: list[BackendCandidate] = []
+    attempt: int = 1
+    strategy: str = "score"
+    job_type: str = "general"
+    project: str = "default"
+    private: bool = False
+    estimated_cost_cents: float = 0.0
+    price_in_cents_per_mtok: float = 0.0
+    price_out_cents_per_mtok: float = 0.0
+    failover_from: str | None = None
 
 
 class ExecutionStarted(Event, frozen=True, kw_only=True):
@@ -108,6 +141,41 @@ class ExecutionFailed(Event, frozen=True, kw_only=True):
     message: str
     retryable: bool = True
     latency_ms: float = 0.0
+    retry_after_s: float | None = None
+    """The provider's ``Retry-After`` on a 429 (seconds): the router cools the backend down that long."""
+
+
+class JobDeferred(Event, frozen=True, kw_only=True):
+    """The router cannot dispatch ``job_id`` yet; it waits. ``reason``: no_backend (none healthy and
+    enabled), saturated (concurrency or rate limit), over_budget, cooling_down."""
+
+    job_id: str
+    reason: str
+    detail: str = ""
+
+
+class CostRecorded(Event, frozen=True, kw_only=True):
+    """What a finished execution cost: ``cost_cents`` = (prompt_tokens × price in + completion_tokens ×
+    price out) / 1,000,000, with the prices (cents per million tokens) of its :class:`BackendSelected`."""
+
+    job_id: str
+    backend: str
+    model: str
+    project: str = "default"
+    prompt_tokens: int
+    completion_tokens: int
+    cost_cents: float
+
+
+class ExecutionAbandoned(Event, frozen=True, kw_only=True):
+    """The router gave up on ``job_id`` after ``attempts`` executions: the last failure was not retryable,
+    failover attempts ran out, or no backend became eligible in time. ``error_code`` as in
+    :class:`ExecutionFailed`, plus no_backend and over_budget."""
+
+    job_id: str
+    error_code: str
+    message: str
+    attempts: int = 0
 
 
 class DraftPresented(Event, frozen=True, kw_only=True):
@@ -192,6 +260,48 @@ class BackendEvent(Event, frozen=True, kw_only=True):
     aggregate_type: ClassVar[str] = "backend"
 
 
+class BackendMarkedUnhealthy(BackendEvent, frozen=True, kw_only=True):
+    """``consecutive_failures`` health signals in a row failed (``HERMES_UNHEALTHY_THRESHOLD``): the router
+    skips the backend until :class:`BackendRecovered`. ``reason``: the last failure."""
+
+    consecutive_failures: int
+    reason: str
+
+
+class BackendRecovered(BackendEvent, frozen=True, kw_only=True):
+    """A probe or heartbeat of an unhealthy backend succeeded: it is eligible again."""
+
+    detail: str = ""
+
+
+class BackendEnabled(BackendEvent, frozen=True, kw_only=True):
+    """An operator enabled the backend at runtime (overrides ``BACKEND_<NAME>_ENABLED``)."""
+
+    by: str = "api"
+
+
+class BackendDisabled(BackendEvent, frozen=True, kw_only=True):
+    """An operator disabled the backend at runtime: no new job is sent to it."""
+
+    by: str = "api"
+    reason: str = ""
+
+
+class BudgetThresholdReached(Event, frozen=True, kw_only=True):
+    """Spend in ``period`` reached ``threshold`` (fraction) of a budget. ``scope``: daily or project
+    (``name`` is the project); ``aggregate_id`` is ``<scope>-<name>-<period>``, so each budget alerts once per
+    period. Amounts in cents."""
+
+    aggregate_type: ClassVar[str] = "budget"
+
+    scope: str
+    name: str
+    period: str
+    spent_cents: float
+    budget_cents: float
+    threshold: float
+
+
 THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadOpened,
     JobQueued,
@@ -208,6 +318,11 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadFailed,
     NotificationSent,
     NotificationFailed,
+    JobDeferred,
+    CostRecorded,
+    ExecutionAbandoned,
 )
 
-ALL_EVENTS: tuple[type[Event], ...] = THREAD_EVENTS
+BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
+
+ALL_EVENTS: tuple[type[Event], ...] = THREAD_EVENTS + BACKEND_EVENTS + (BudgetThresholdReached,)

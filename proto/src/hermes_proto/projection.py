@@ -20,14 +20,10 @@ from prometheus_client import Counter, Gauge
 
 from hermes_proto import subjects
 from hermes_proto.base import Event
-from hermes_proto.bus import publish_dead_letter
+from hermes_proto.bus import RawMessage, publish_dead_letter
 from hermes_proto.codec import DecodeError, decode_event
 
 log = structlog.get_logger("hermes.projection")
-
-RawMessage = tuple[int, str, bytes]
-"""``(stream_sequence, subject, payload)`` as handed out by :class:`hermes_proto.bus.LogFollower`."""
-
 
 class Rejected(NamedTuple):
     """An event of a batch that could not be decoded; it is skipped and dead-lettered."""
@@ -52,7 +48,8 @@ def decode_batch(batch: list[RawMessage]) -> tuple[list[tuple[int, Event]], list
     """Split a raw batch into decoded ``(sequence, event)`` pairs and :class:`Rejected` ones."""
     decoded: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
-    for seq, subject, data in batch:
+    for raw in batch:
+        seq, subject, data = raw[0], raw[1], raw[2]
         try:
             decoded.append((seq, decode_event(data)))
         except DecodeError as exc:

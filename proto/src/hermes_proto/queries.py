@@ -22,7 +22,9 @@ class QuestionView(msgspec.Struct, kw_only=True):
 
 
 class JobView(msgspec.Struct, kw_only=True):
-    """``status``: queued, dispatched, running, completed, failed."""
+    """``status``: queued, dispatched, running, retrying (an attempt failed; the router may fail over),
+    completed, failed. ``waiting_reason``: why the router holds a queued job (no_backend, saturated,
+    over_budget, cooling_down); ``cost_cents``: recorded cost."""
 
     job_id: str
     thread_id: str
@@ -38,6 +40,9 @@ class JobView(msgspec.Struct, kw_only=True):
     text: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    waiting_reason: str | None = None
+    attempts: int = 0
+    cost_cents: float = 0.0
     queued_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -60,6 +65,9 @@ class ThreadView(msgspec.Struct, kw_only=True):
     rating: int | None = None
     """The user's 1-5 rating of the final draft, once rated."""
     rating_comment: str | None = None
+    project: str = "default"
+    private: bool = False
+    priority: int = 5
     answer_deadline: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -97,3 +105,134 @@ class ThreadListReply(msgspec.Struct, kw_only=True):
 
 
 QUERY_THREADS = "hermes.query.threads"
+
+
+# ---- backends (answered by the backend-router) ---------------------------------------------------------
+# Request ``hermes.query.backends`` with :class:`BackendsQuery` → :class:`BackendsReply`.
+# Request ``hermes.query.selections`` with :class:`SelectionsQuery` → :class:`SelectionsReply`.
+# Request ``hermes.control.backend`` with :class:`SetBackendEnabled` → :class:`BackendsReply` (or
+# :class:`ErrorReply`). Request ``hermes.control.compare`` with :class:`CompareRequest` → :class:`CompareReply`
+# (or :class:`ErrorReply`).
+
+
+class ErrorReply(msgspec.Struct, kw_only=True):
+    """A request the answering service refused: ``code`` is machine-readable (unknown_backend, over_budget,
+    bad_request), ``message`` says why."""
+
+    error: bool = True
+    code: str
+    message: str
+
+
+class BackendView(msgspec.Struct, kw_only=True):
+    """One backend as the router sees it. ``health``: healthy, unhealthy or unknown (no signal yet);
+    ``scores``: the selection score per criteria in [0, 1] from the configured priors and the measured
+    success rate, latency and ratings; ``in_flight``: jobs dispatched and not finished; ``spend_today_cents``:
+    recorded cost since 00:00 UTC; ``latency_p50_ms``: mean latency of completed calls (ms)."""
+
+    name: str
+    type: str
+    enabled: bool
+    health: str
+    local: bool
+    models: list[str]
+    scores: dict[str, float]
+    in_flight: int
+    max_concurrent: int | None = None
+    rate_limit_per_minute: int | None = None
+    requests: int = 0
+    failures: int = 0
+    success_rate: float = 1.0
+    mean_latency_ms: float | None = None
+    mean_rating: float | None = None
+    spend_today_cents: float = 0.0
+    price_in_cents_per_mtok: float = 0.0
+    price_out_cents_per_mtok: float = 0.0
+    cooling_down_until: datetime | None = None
+    unhealthy_reason: str | None = None
+
+
+class BudgetView(msgspec.Struct, kw_only=True):
+    """Spend against budgets (cents); None means no budget is set."""
+
+    day: str
+    spent_today_cents: float
+    daily_budget_cents: float | None = None
+    max_cost_per_job_cents: float | None = None
+    min_remote_budget_cents: float | None = None
+    projects: dict[str, float] = {}
+    project_budgets_cents: dict[str, float] = {}
+
+
+class BackendsQuery(msgspec.Struct, kw_only=True):
+    pass
+
+
+class BackendsReply(msgspec.Struct, kw_only=True):
+    backends: list[BackendView]
+    budget: BudgetView
+    queued_jobs: int = 0
+
+
+class SelectionView(msgspec.Struct, kw_only=True):
+    """One :class:`hermes_proto.events.BackendSelected` decision, with every candidate and why it lost."""
+
+    job_id: str
+    thread_id: str
+    attempt: int
+    backend: str
+    model: str
+    strategy: str
+    criteria: str
+    reason: str
+    job_type: str
+    estimated_cost_cents: float
+    selected_at: datetime
+    candidates: list[dict[str, object]] = []
+    failover_from: str | None = None
+
+
+class SelectionsQuery(msgspec.Struct, kw_only=True):
+    job_id: str | None = None
+    limit: int = 50
+
+
+class SelectionsReply(msgspec.Struct, kw_only=True):
+    selections: list[SelectionView]
+
+
+class SetBackendEnabled(msgspec.Struct, kw_only=True):
+    backend: str
+    enabled: bool
+    reason: str = ""
+
+
+class CompareRequest(msgspec.Struct, kw_only=True):
+    """Run ``prompt`` once on each of ``backends`` (all enabled ones when empty); ``max_tokens`` bounds each
+    output (tokens), ``timeout_s`` the whole comparison (seconds). Budgets apply."""
+
+    prompt: str
+    backends: list[str] = []
+    max_tokens: int = 256
+    timeout_s: float = 120.0
+
+
+class CompareResult(msgspec.Struct, kw_only=True):
+    """One backend's answer: ``latency_ms`` request to last byte; ``cost_cents`` from its price table entry;
+    ``error_code``/``error`` when it failed or was refused."""
+
+    backend: str
+    model: str
+    text: str | None = None
+    latency_ms: float | None = None
+    first_token_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cents: float = 0.0
+    error_code: str | None = None
+    error: str | None = None
+
+
+class CompareReply(msgspec.Struct, kw_only=True):
+    comparison_id: str
+    results: list[CompareResult]

@@ -20,9 +20,10 @@ def event_subject(event: Event) -> str:
     return f"hermes.evt.{event.aggregate_type}.{event.aggregate_id}.{event.type_name()}"
 
 
-def event_type_filter(event_type: type[Event], aggregate_type: str = "thread") -> str:
-    """A filter matching every event of one type, e.g. ``hermes.evt.thread.*.draft_presented``."""
-    return f"hermes.evt.{aggregate_type}.*.{event_type.type_name()}"
+def event_type_filter(event_type: type[Event], aggregate_type: str | None = None) -> str:
+    """A filter matching every event of one type, e.g. ``hermes.evt.thread.*.draft_presented``
+    (the aggregate type defaults to the event's own)."""
+    return f"hermes.evt.{aggregate_type or event_type.aggregate_type}.*.{event_type.type_name()}"
 
 
 def thread_events(thread_id: str) -> str:
@@ -50,6 +51,11 @@ def heartbeat_subject(backend: str) -> str:
 HEARTBEATS_ALL = "hermes.heartbeat.*"
 
 
+def probe_subject(backend: str) -> str:
+    """Core NATS request/reply: the router asks a backend's edges for a fresh :class:`Heartbeat`."""
+    return f"hermes.probe.{backend}"
+
+
 def token_subject(thread_id: str, job_id: str) -> str:
     return f"hermes.tokens.{thread_id}.{job_id}"
 
@@ -66,6 +72,10 @@ def dlq_subject(consumer: str) -> str:
 QUERY_THREAD = "hermes.query.thread"
 QUERY_JOB = "hermes.query.job"
 QUERY_HEALTH = "hermes.query.health"
+QUERY_BACKENDS = "hermes.query.backends"
+QUERY_SELECTIONS = "hermes.query.selections"
+CONTROL_BACKEND = "hermes.control.backend"
+CONTROL_COMPARE = "hermes.control.compare"
 
 
 def aggregate_id_of(subject: str) -> str:

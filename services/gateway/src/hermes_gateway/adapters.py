@@ -1,7 +1,8 @@
-"""The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models, reading
-stream states, and following one thread live (log events + token deltas).
+"""The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models and the
+backend-router, reading stream states, and following one thread live (log events + token deltas).
 
-Failures of the bus surface as :class:`BusUnavailable` (answered 503) or :class:`BadReply` (502).
+Failures of the bus surface as :class:`BusUnavailable` (answered 503) or :class:`BadReply` (502); a
+service that answers with the contract's ``ErrorReply`` raises :class:`Refused`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ from hermes_proto.codec import DecodeError, decode_event, encode
 from hermes_proto.execution import TokenDelta
 from hermes_proto.queries import (
     QUERY_THREADS,
+    BackendsQuery,
+    BackendsReply,
+    CompareReply,
+    CompareRequest,
+    ErrorReply,
     JobQuery,
     JobReply,
     JobView,
+    SelectionsQuery,
+    SelectionsReply,
+    SetBackendEnabled,
     ThreadListQuery,
     ThreadListReply,
     ThreadQuery,
@@ -57,7 +66,46 @@ class BusUnavailable(Exception):
 
 
 class BadReply(Exception):
-    """The orchestrator answered a query with something that is not the contract's reply type."""
+    """A service answered a query with something that is not the contract's reply type. ``what`` names it."""
+
+    def __init__(self, message: str, what: str = "The orchestrator") -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class Refused(Exception):
+    """A service answered with the contract's :class:`hermes_proto.queries.ErrorReply`: ``code`` is its
+    machine-readable reason (unknown_backend, bad_request, over_budget, internal), ``what`` names the service."""
+
+    def __init__(self, what: str, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.what = what
+        self.code = code
+        self.message = message
+
+
+class _ErrorFlag(msgspec.Struct):
+    """Just the ``error`` field of any reply: ``true`` only on an :class:`ErrorReply`."""
+
+    error: bool = False
+
+
+async def ask(nc: NATS, what: str, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float) -> R:
+    """Request ``subject`` with ``query`` (msgspec JSON) and decode the answer as ``reply_type``, waiting at
+    most ``timeout_s`` seconds. ``what`` names the answering service in errors. Raises :class:`BusUnavailable`
+    (no responder, timeout, connection lost), :class:`Refused` (an ``ErrorReply``) or :class:`BadReply`
+    (anything else outside the contract)."""
+    try:
+        msg = await nc.request(subject, encode(query), timeout=timeout_s)
+    except BUS_ERRORS as exc:
+        raise BusUnavailable(what, exc) from exc
+    try:
+        if msgspec.json.decode(msg.data, type=_ErrorFlag).error:
+            refusal = msgspec.json.decode(msg.data, type=ErrorReply)
+            raise Refused(what, refusal.code, refusal.message)
+        return msgspec.json.decode(msg.data, type=reply_type)
+    except msgspec.DecodeError as exc:
+        raise BadReply(f"{subject}: {exc}", what) from exc
 
 
 @dataclass
@@ -106,14 +154,7 @@ class ReadModel:
             raise BusUnavailable("JetStream", exc) from exc
 
     async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float | None) -> R:
-        try:
-            msg = await self._nc.request(subject, encode(query), timeout=timeout_s or self._timeout_s)
-        except BUS_ERRORS as exc:
-            raise BusUnavailable("The orchestrator", exc) from exc
-        try:
-            return msgspec.json.decode(msg.data, type=reply_type)
-        except msgspec.DecodeError as exc:
-            raise BadReply(f"{subject}: {exc}") from exc
+        return await ask(self._nc, "The orchestrator", subject, query, reply_type, timeout_s or self._timeout_s)
 
     async def thread(self, thread_id: str, min_sequence: int = 0, timeout_s: float | None = None) -> ThreadView | None:
         """The thread, or None when the orchestrator does not know it. ``min_sequence``: read-your-writes,
@@ -138,6 +179,45 @@ class ReadModel:
         started = time.perf_counter()
         await self._ask(subj.QUERY_THREAD, ThreadQuery(thread_id=f"health-{time.time_ns()}"), ThreadReply, timeout_s)
         return (time.perf_counter() - started) * 1000
+
+
+class BackendsClient:
+    """The backend-router's request/reply surface (``hermes.query.backends``, ``hermes.query.selections``,
+    ``hermes.control.backend``, ``hermes.control.compare``; msgspec JSON). Reads and toggles wait at most
+    ``timeout_s`` seconds; a comparison waits its own ``timeout_s`` plus :attr:`COMPARE_MARGIN_S`. Every call
+    raises :class:`BusUnavailable` when the router does not answer, :class:`Refused` on its ``ErrorReply``
+    (e.g. ``unknown_backend``) and :class:`BadReply` on anything else."""
+
+    WHAT = "The backend-router"
+    COMPARE_MARGIN_S = 5.0
+    """Seconds on top of a comparison's own timeout: the router collects results for ``timeout_s``, and
+    selecting, appending the selections and replying come on top of that."""
+
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._nc = bus.nc
+        self._timeout_s = timeout_s
+
+    async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float | None = None) -> R:
+        return await ask(self._nc, self.WHAT, subject, query, reply_type, timeout_s or self._timeout_s)
+
+    async def backends(self) -> BackendsReply:
+        """Every registered backend (health, scores, in-flight jobs, spend today) and the budgets."""
+        return await self._ask(subj.QUERY_BACKENDS, BackendsQuery(), BackendsReply)
+
+    async def selections(self, job_id: str | None, limit: int) -> SelectionsReply:
+        """The router's selection decisions: all attempts of ``job_id`` in order, or the latest ``limit``."""
+        return await self._ask(subj.QUERY_SELECTIONS, SelectionsQuery(job_id=job_id, limit=limit), SelectionsReply)
+
+    async def set_enabled(self, backend: str, enabled: bool, reason: str = "") -> BackendsReply:
+        """Enable or disable ``backend`` at runtime (the router appends ``BackendEnabled``/``BackendDisabled``);
+        returns the updated list. :class:`Refused` ``unknown_backend`` for a name the router does not know."""
+        return await self._ask(subj.CONTROL_BACKEND, SetBackendEnabled(backend=backend, enabled=enabled,
+                                                                       reason=reason), BackendsReply)
+
+    async def compare(self, request: CompareRequest) -> CompareReply:
+        """Run one prompt on several backends, side by side. :class:`Refused` ``unknown_backend`` or
+        ``bad_request``."""
+        return await self._ask(subj.CONTROL_COMPARE, request, CompareReply, request.timeout_s + self.COMPARE_MARGIN_S)
 
 
 async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:

@@ -9,11 +9,11 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from hermes_gateway.adapters import Bus, CommandPublisher, ReadModel
+from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, ReadModel
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import install_error_handlers
 from hermes_gateway.observability import RequestObservability
-from hermes_gateway.routes import events, ideas, metrics, system, threads, ui
+from hermes_gateway.routes import backends, events, ideas, metrics, system, threads, ui
 from hermes_gateway.routes.ui import STATIC_DIR
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
@@ -33,6 +33,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.bus = bus
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.commands = CommandPublisher(bus)
+        app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         log.info("gateway_ready", nats_url=settings.nats_url,
                  url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/")
         try:
@@ -47,7 +48,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestObservability)
-    for module in (ideas, threads, events, system, metrics, ui):
+    for module in (ideas, threads, events, backends, system, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

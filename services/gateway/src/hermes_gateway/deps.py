@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hermes_gateway.adapters import Bus, CommandPublisher, ReadModel
+from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, ReadModel
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.domain import check_id
 
@@ -27,6 +27,10 @@ def _commands(request: Request) -> CommandPublisher:
     return request.app.state.commands
 
 
+def _backends(request: Request) -> BackendsClient:
+    return request.app.state.backends
+
+
 def _thread_id(thread_id: str, request: Request) -> str:
     request.state.thread_id = check_id(thread_id, "thread_id")
     return thread_id
@@ -36,10 +40,17 @@ def _job_id(job_id: str) -> str:
     return check_id(job_id, "job_id")
 
 
+def _backend_name(name: str) -> str:
+    return check_id(name, "backend")
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 BusDep = Annotated[Bus, Depends(_bus)]
 ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
 CommandsDep = Annotated[CommandPublisher, Depends(_commands)]
+BackendsDep = Annotated[BackendsClient, Depends(_backends)]
 ThreadId = Annotated[str, Depends(_thread_id)]
 """The ``{thread_id}`` path parameter, checked to be a safe id (else 400 ``invalid_id``)."""
 JobId = Annotated[str, Depends(_job_id)]
+BackendName = Annotated[str, Depends(_backend_name)]
+"""The ``{name}`` path parameter of a backend, checked to be a safe id (else 400 ``invalid_id``)."""

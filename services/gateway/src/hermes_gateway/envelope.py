@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hermes_gateway.adapters import BadReply, BusUnavailable
+from hermes_gateway.adapters import BadReply, BusUnavailable, Refused
 from hermes_gateway.domain import Rejected
 from hermes_proto.ids import new_id, utcnow
 
@@ -35,6 +35,13 @@ REJECTED_STATUS = {
     "not_awaiting_answers": 409,
     "not_completed": 409,
 }
+
+REFUSED_STATUS = {
+    "unknown_backend": 404,
+    "bad_request": 400,
+    "over_budget": 409,
+}
+"""HTTP status of each :class:`~hermes_gateway.adapters.Refused` code; any other code (``internal``) is 502."""
 
 
 class ApiError(Exception):
@@ -72,6 +79,35 @@ def success(request: Request, data: Any, status_code: int = 200) -> JSONResponse
     """The success envelope; ``data`` may hold msgspec structs and datetimes (converted to JSON builtins)."""
     body = {"status": "success", "data": msgspec.to_builtins(data), "meta": meta(request)}
     return JSONResponse(body, status_code=status_code)
+
+
+def _any_value(type_: type) -> dict[str, Any]:
+    """JSON Schema for a contract field typed ``object`` (any JSON value); other unknown types stay errors."""
+    if type_ is object:
+        return {"description": "any JSON value"}
+    raise NotImplementedError
+
+
+def success_schema(data_type: type, description: str = "Success.") -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry: the success envelope whose ``data`` is ``data_type`` (a msgspec struct
+    of the contract). Its JSON Schema is inlined, because msgspec's ``#/$defs/...`` references would
+    resolve against the OpenAPI document rather than the schema."""
+    schema = msgspec.json.schema(data_type, schema_hook=_any_value)
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    envelope = {"type": "object", "required": ["status", "data", "meta"],
+                "properties": {"status": {"const": "success"}, "data": inline(schema), "meta": {"type": "object"}}}
+    return {"description": description, "content": {"application/json": {"schema": envelope}}}
 
 
 def failure(request: Request, error: ApiError) -> JSONResponse:
@@ -116,9 +152,18 @@ async def _on_bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_bad_reply(request: Request, exc: Exception) -> JSONResponse:
-    log.error("bad_query_reply", error=str(exc))
-    return failure(request, ApiError(502, "bad_reply", "The orchestrator answered with an unexpected reply.",
+    assert isinstance(exc, BadReply)
+    log.error("bad_query_reply", what=exc.what, error=str(exc))
+    return failure(request, ApiError(502, "bad_reply", f"{exc.what} answered with an unexpected reply.",
                                      details={"error": str(exc)}))
+
+
+async def _on_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    status = REFUSED_STATUS.get(exc.code, 502)
+    if status == 502:
+        log.error("query_refused", what=exc.what, code=exc.code, message=exc.message)
+    return failure(request, ApiError(status, exc.code, exc.message, details={"from": exc.what}))
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -161,6 +206,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Rejected, _on_rejected)
     app.add_exception_handler(BusUnavailable, _on_bus_unavailable)
     app.add_exception_handler(BadReply, _on_bad_reply)
+    app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -57,15 +57,19 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     else:
         await sender.start()
         log.info("telegram_ready", api_base_url=settings.telegram_api_base_url or "python-telegram-bot default",
-                 default_chat_set=settings.telegram_chat_id is not None)
+                 default_chat_set=settings.telegram_chat_id is not None,
+                 budget_alerts=settings.hermes_notify_budget_alerts)
 
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
     notifier = Notifier(sender, ThreadLog(js), EventStore(js, SERVICE),
                         Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
-                        settings.telegram_chat_id, settings.notifier_max_event_age_s)
-    # One lane per thread: a thread's messages stay in log order, one chat's flood wait holds no other thread.
+                        settings.telegram_chat_id, settings.notifier_max_event_age_s,
+                        budget_alerts=settings.hermes_notify_budget_alerts)
+    # One lane per aggregate (thread or budget): a thread's messages stay in log order, one chat's flood wait
+    # holds no other thread. A budget alert is consumed even when switched off, so the switch never changes
+    # the durable's filters (a skip is counted instead).
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable=DURABLE,
         filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS],

@@ -18,7 +18,8 @@ class NotifierSettings(BusSettings):
     network error or 5xx, doubled on each further try and capped at ``telegram_max_retry_after_s``;
     ``telegram_timeout_s``: connect/read/write timeout of one call; ``notifier_max_event_age_s``: events older
     than this (seconds, by ``occurred_at``) are acknowledged without a message, so a first start on an old log
-    does not replay its history into the chat (0 = no limit)."""
+    does not replay its history into the chat (0 = no limit); ``hermes_notify_budget_alerts``: whether a
+    ``budget_threshold_reached`` is announced to ``telegram_chat_id`` (false: acknowledged without a message)."""
 
     metrics_port: int = 9105
     telegram_bot_token: SecretStr | None = None
@@ -31,6 +32,7 @@ class NotifierSettings(BusSettings):
     telegram_retry_backoff_s: float = 1.0
     telegram_timeout_s: float = 10.0
     notifier_max_event_age_s: float = 86400.0
+    hermes_notify_budget_alerts: bool = True
 
     @field_validator("telegram_bot_token", "telegram_chat_id", "telegram_api_base_url", mode="before")
     @classmethod

@@ -7,20 +7,31 @@ the message to be sent, 1-4096 characters after entities parsing").
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hermes_proto.base import Event
-from hermes_proto.events import JobFailed, NotificationFailed, NotificationSent, ThreadCompleted, ThreadFailed
+from hermes_proto.events import (
+    BudgetThresholdReached,
+    JobFailed,
+    NotificationFailed,
+    NotificationSent,
+    ThreadCompleted,
+    ThreadFailed,
+)
 from hermes_proto.ids import derived_id
 
 CHANNEL = "telegram"
 TELEGRAM_TEXT_LIMIT = 4096
 IDEA_EXCERPT_CHARS = 80
 ERROR_MESSAGE_CHARS = 500
-NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFailed)
+NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFailed, BudgetThresholdReached)
+BUDGET_KIND = "budget_threshold"
+CENTS_SIGNIFICANT_DIGITS = 3  # enough to tell 0.0114¢ from 0.0115¢ without printing float noise
+CENTS_MAX_DECIMALS = 6  # the router rounds spend to 6 decimals (micro-cents)
 
 REASONS = {
     "answered": "built on your answers",
@@ -43,10 +54,22 @@ class ThreadContext:
 
 @dataclass(frozen=True)
 class Notification:
-    """One message to send: ``kind`` is the cause's event type (``thread_completed``...)."""
+    """One message to send: ``kind`` as :func:`kind_of` (``thread_completed``, ``budget_threshold``...)."""
 
     kind: str
     text: str
+
+
+def kind_of(event: Event) -> str:
+    """The notification kind of ``event`` (the ``kind`` of its record and metric label): its event type, except
+    ``budget_threshold`` for a :class:`BudgetThresholdReached`."""
+    return BUDGET_KIND if isinstance(event, BudgetThresholdReached) else event.type_name()
+
+
+def about_thread(event: Event) -> bool:
+    """Whether ``event`` belongs to a thread (it has an idea, an origin chat and a web page); a budget alert
+    does not: it goes to the operator's default chat."""
+    return event.aggregate_type == "thread"
 
 
 def choose_recipient(origin: Mapping[str, str], default_chat: str | None) -> str | None:
@@ -73,6 +96,8 @@ def thread_link(web_base_url: str, thread_id: str) -> str:
 
 def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_chars: int) -> Notification | None:
     """The message about ``event``, or None for an event type the notifier does not announce."""
+    if isinstance(event, BudgetThresholdReached):
+        return Notification(BUDGET_KIND, budget_text(event))
     idea = excerpt(context.idea, IDEA_EXCERPT_CHARS) if context.idea else f"thread {event.aggregate_id}"
     link = f"Open the thread: {thread_link(web_base_url, event.aggregate_id)}"
     match event:
@@ -91,6 +116,33 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
                      f"Error {event.error_code}: {_error(event.message)}", link]
             return Notification(event.type_name(), "\n".join(lines))
     return None
+
+
+def budget_text(event: BudgetThresholdReached) -> str:
+    """One line, e.g. "Budget alert: daily spend 0.0114¢ reached 30% of the 0.03¢ budget (2026-11-23)"."""
+    spend = {"daily": "daily spend", "project": f"project {event.name} spend"}.get(
+        event.scope, f"{event.scope} {event.name} spend")
+    return (f"Budget alert: {spend} {format_cents(event.spent_cents)} reached {format_fraction(event.threshold)} "
+            f"of the {format_cents(event.budget_cents)} budget ({event.period})")
+
+
+def format_cents(cents: float) -> str:
+    """An amount in cents to read: 3 significant digits (never fewer than the integer part, at most 6
+    decimals), thousands separated, trailing zeros dropped, plus dollars from 100 cents on:
+    0.0114 -> "0.0114¢", 12.345 -> "12.3¢", 150 -> "150¢ ($1.50)", 123456.7 -> "123,457¢ ($1,234.57)"."""
+    if not math.isfinite(cents) or cents == 0:
+        return f"{cents:g}¢"
+    magnitude = math.floor(math.log10(abs(cents)))
+    decimals = min(max(0, CENTS_SIGNIFICANT_DIGITS - 1 - magnitude), CENTS_MAX_DECIMALS)
+    text = f"{cents:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text}¢ (${cents / 100:,.2f})" if abs(round(cents, decimals)) >= 100 else f"{text}¢"
+
+
+def format_fraction(fraction: float) -> str:
+    """A fraction as a percentage to one decimal, trailing zeros dropped: 0.3 -> "30%", 0.125 -> "12.5%"."""
+    return f"{round(fraction * 100, 1):g}%"
 
 
 def _error(message: str) -> str:
@@ -178,7 +230,9 @@ def sent_id(cause_event_id: str) -> str:
 def notification_sent(cause: Event, kind: str, recipient: str, message_ids: Sequence[int],
                       now: datetime) -> NotificationSent:
     """The record of a delivered notification; ``external_id`` lists the Telegram message ids, comma-separated
-    (one per part of a split text)."""
+    (one per part of a split text). Its ``aggregate_id`` is the cause's, also for a budget alert: the record is
+    a thread event, so it lands on ``hermes.evt.thread.<budget aggregate id>.notification_sent``, where
+    "already sent?" looks for it."""
     return NotificationSent(
         event_id=sent_id(cause.event_id), aggregate_id=cause.aggregate_id, occurred_at=now,
         correlation_id=cause.correlation_id, causation_id=cause.event_id, cause_event_id=cause.event_id,

@@ -1,5 +1,6 @@
-"""The notifier's message handler: an announced event in, one Telegram message (or a few parts) out, and the
-outcome recorded in the log as ``notification_sent`` / ``notification_failed``."""
+"""The notifier's message handler: an announced event (a thread's end or failure, a budget threshold) in, one
+Telegram message (or a few parts) out, and the outcome recorded in the log as ``notification_sent`` /
+``notification_failed``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import structlog
 
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.events import JobFailed, ThreadFailed
+from hermes_proto.events import BudgetThresholdReached, JobFailed, ThreadFailed
 from hermes_proto.ids import utcnow
 from hermes_proto.telemetry import bind_ids
 
@@ -32,28 +33,35 @@ class Wording:
 
 
 class Notifier:
-    """Handles ``thread_completed``, ``job_failed`` and ``thread_failed``. ``sender`` None means notifications
-    are off: events are acknowledged untouched. A redelivered event sends nothing twice: a recorded
+    """Handles ``thread_completed``, ``job_failed``, ``thread_failed`` and ``budget_threshold_reached``.
+    ``sender`` None means notifications are off: events are acknowledged untouched; ``budget_alerts`` False
+    acknowledges budget events without a message (reason ``disabled``). A thread's message goes to its Telegram
+    chat or ``default_chat``; a budget alert always to ``default_chat`` (the operator's). A redelivered event
+    sends nothing twice: a recorded
     ``notification_sent`` (derived id) skips it, and parts already sent by this process are not sent again.
     A ``thread_failed`` caused by the same failure as an announced ``job_failed`` is not announced again.
     A send that fails after retries is recorded and acknowledged (never blocks the consumer); only a log
     error (reading context, appending the outcome) raises, so the message is retried."""
 
     def __init__(self, sender: TelegramSender | None, thread_log: ThreadLog, store: EventStore, wording: Wording,
-                 default_chat: str | None, max_event_age_s: float) -> None:
+                 default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True) -> None:
         self.sender = sender
         self.thread_log = thread_log
         self.store = store
         self.wording = wording
         self.default_chat = default_chat
         self.max_event_age_s = max_event_age_s
+        self.budget_alerts = budget_alerts
         self._sent_parts: OrderedDict[str, list[int]] = OrderedDict()
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
-        bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
-                 job_id=getattr(event, "job_id", None))
-        kind = event.type_name()
+        if domain.about_thread(event):
+            bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
+                     job_id=getattr(event, "job_id", None))
+        else:
+            bind_ids(aggregate_id=event.aggregate_id, correlation_id=event.correlation_id)
+        kind = domain.kind_of(event)
         if self.sender is None:
             NOTIFICATIONS_SKIPPED.labels(kind, "off").inc()
             return
@@ -61,8 +69,7 @@ class Notifier:
         if skip is not None:
             self._skipped(kind, skip)
             return
-        context = (await self.thread_log.context(event.aggregate_id) if domain.addressable(event.aggregate_id)
-                   else domain.ThreadContext())
+        context = await self._context(event)
         notification = domain.compose(event, context, self.wording.web_base_url, self.wording.draft_max_chars)
         recipient = domain.choose_recipient(context.origin, self.default_chat)
         if notification is None or recipient is None:
@@ -72,13 +79,21 @@ class Notifier:
         await self.store.append([outcome])
         self._sent_parts.pop(event.event_id, None)
 
+    async def _context(self, event: Event) -> domain.ThreadContext:
+        if domain.about_thread(event) and domain.addressable(event.aggregate_id):
+            return await self.thread_log.context(event.aggregate_id)
+        return domain.ThreadContext()  # a budget alert: no idea, no origin chat
+
     async def _skip_reason(self, event: Event) -> str | None:
         if not isinstance(event, domain.NOTIFY_EVENTS):
             return "not_announced"
+        if isinstance(event, BudgetThresholdReached) and not self.budget_alerts:
+            return "disabled"
         if domain.is_stale(event, utcnow(), self.max_event_age_s):
             return "stale"
         if not domain.addressable(event.aggregate_id):
             return None
+        # Records about any cause live under the cause's aggregate id as a thread event (see notification_sent).
         if await self.thread_log.notification_recorded(event.aggregate_id, domain.sent_id(event.event_id)):
             return "already_sent"
         if isinstance(event, ThreadFailed) and await self._covered(event):

@@ -6,7 +6,8 @@ from prometheus_client import Counter
 
 MESSAGES_SENT = Counter(
     "hermes_notifier_messages_sent_total",
-    "Messages delivered (a text split at the provider's length limit counts once per part)",
+    "Messages delivered (a text split at the provider's length limit counts once per part); kind: "
+    "thread_completed, job_failed, thread_failed, budget_threshold",
     ["channel", "kind"],
 )
 MESSAGES_FAILED = Counter(
@@ -20,6 +21,7 @@ SEND_RETRIES = Counter(
 )
 NOTIFICATIONS_SKIPPED = Counter(
     "hermes_notifier_notifications_skipped_total",
-    "Events acknowledged without a message; reason: off, already_sent, covered, stale, no_recipient, not_announced",
+    "Events acknowledged without a message; reason: off, disabled, already_sent, covered, stale, no_recipient, "
+    "not_announced",
     ["kind", "reason"],
 )

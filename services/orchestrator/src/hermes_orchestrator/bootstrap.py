@@ -9,7 +9,7 @@ import structlog
 from hermes_proto import subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, close, LogFollower, connect, ensure_streams
 from hermes_proto.codec import decode_command, decode_event
-from hermes_proto.events import DraftPresented, ExecutionCompleted, ExecutionFailed, QuestionsProposed
+from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, QuestionsProposed
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
@@ -21,7 +21,7 @@ from hermes_orchestrator.readmodel import make_engine
 
 log = structlog.get_logger("hermes.orchestrator")
 
-REACTION_EVENTS = (ExecutionCompleted, ExecutionFailed, DraftPresented, QuestionsProposed)
+REACTION_EVENTS = (ExecutionCompleted, ExecutionAbandoned, DraftPresented, QuestionsProposed)
 
 
 async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None) -> None:

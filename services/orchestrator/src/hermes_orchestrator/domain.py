@@ -19,7 +19,7 @@ from hermes_proto.events import (
     AnswersRecorded,
     DraftPresented,
     ExecutionCompleted,
-    ExecutionFailed,
+    ExecutionAbandoned,
     JobFailed,
     JobQueued,
     QuestionsProposed,
@@ -70,6 +70,9 @@ class ThreadState:
     draft1: str | None = None
     draft2: str | None = None
     final_draft_number: int | None = None
+    project: str = "default"
+    private: bool = False
+    priority: int = 5
     jobs: dict[str, JobState] = field(default_factory=dict)
     questions: list[QuestionState] = field(default_factory=list)
 
@@ -118,11 +121,13 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
     return [
         ThreadOpened(**_envelope(cmd.command_id, "thread_opened", cmd.thread_id, corr, now),
                      idea=cmd.idea, channel=cmd.channel, user_id=cmd.user_id, origin=dict(cmd.origin),
-                     max_questions=max_q, answer_timeout_s=limits.answer_timeout_s),
+                     max_questions=max_q, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
+                     private=cmd.private, priority=cmd.priority),
         JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
                   messages=draft1_messages(cmd.idea), max_tokens=limits.max_tokens,
-                  temperature=limits.temperature),
+                  temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
+                  project=cmd.project),
     ]
 
 
@@ -143,7 +148,8 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
         JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
                   messages=draft2_messages(state.idea, state.draft1, answered),
-                  max_tokens=limits.max_tokens, temperature=limits.temperature),
+                  max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
+                  private=state.private, project=state.project),
     ]
 
 
@@ -188,8 +194,9 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
     return events
 
 
-def react_execution_failed(state: ThreadState | None, ev: ExecutionFailed, now: datetime) -> list[Event]:
-    """A job failed: record it; a failed draft 1 fails the thread, a failed draft 2 completes it on draft 1."""
+def react_execution_abandoned(state: ThreadState | None, ev: ExecutionAbandoned, now: datetime) -> list[Event]:
+    """The router gave up on a job (retries and failover exhausted, or no backend): record it; a failed
+    draft 1 fails the thread, a failed draft 2 completes it on draft 1."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
     job = state.jobs[ev.job_id]

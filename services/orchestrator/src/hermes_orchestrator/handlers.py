@@ -22,7 +22,7 @@ from hermes_proto.events import (
     AnswersRecorded,
     DraftPresented,
     ExecutionCompleted,
-    ExecutionFailed,
+    ExecutionAbandoned,
     QuestionsProposed,
 )
 from hermes_proto.ids import derived_id, utcnow
@@ -110,8 +110,8 @@ class Orchestrator:
         match event:
             case ExecutionCompleted():
                 events = domain.react_execution_completed(state, event, now)
-            case ExecutionFailed():
-                events = domain.react_execution_failed(state, event, now)
+            case ExecutionAbandoned():
+                events = domain.react_execution_abandoned(state, event, now)
             case QuestionsProposed():
                 events = domain.react_questions_proposed(state, event, now)
             case DraftPresented(draft_number=1) if state is not None and state.status == domain.AWAITING_ANSWERS:

@@ -45,6 +45,9 @@ class ThreadRow(SQLModel, table=True):
     completion_reason: str | None = None
     rating: int | None = None
     rating_comment: str | None = None
+    project: str = "default"
+    private: bool = False
+    priority: int = 5
     answer_deadline: datetime | None = None
     created_at: datetime = Field(index=True)
     updated_at: datetime
@@ -70,6 +73,9 @@ class JobRow(SQLModel, table=True):
     text: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    waiting_reason: str | None = None
+    attempts: int = 0
+    cost_cents: float = 0.0
     queued_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -152,7 +158,8 @@ def _(e: ev.ThreadOpened, session: Session) -> None:
     session.add(ThreadRow(thread_id=e.aggregate_id, idea=e.idea, channel=e.channel, user_id=e.user_id,
                           origin_json=json.dumps(e.origin, sort_keys=True), status=domain.DRAFTING,
                           correlation_id=e.correlation_id, max_questions=e.max_questions,
-                          answer_timeout_s=e.answer_timeout_s, created_at=_naive(e.occurred_at),
+                          answer_timeout_s=e.answer_timeout_s, project=e.project, private=e.private,
+                          priority=e.priority, created_at=_naive(e.occurred_at),
                           updated_at=_naive(e.occurred_at)))
 
 
@@ -171,8 +178,9 @@ def _(e: ev.BackendSelected, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
     if job is not None:
         job.backend, job.model, job.selection_reason = e.backend, e.model, e.reason
-        if job.status == "queued":
-            job.status = "dispatched"
+        job.attempts = max(job.attempts, e.attempt)
+        if job.status in ("queued", "retrying"):
+            job.status, job.waiting_reason = "dispatched", None
         session.add(job)
     if session.get(BackendSelectionRow, e.event_id) is None:
         session.add(BackendSelectionRow(
@@ -204,10 +212,36 @@ def _(e: ev.ExecutionCompleted, session: Session) -> None:
 
 @apply.register
 def _(e: ev.ExecutionFailed, session: Session) -> None:
+    """One attempt failed; the router decides whether another follows (ExecutionAbandoned ends the job)."""
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status not in ("completed", "failed"):
+        job.status = "retrying"
+        job.error_code, job.error_message = e.error_code, e.message
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.ExecutionAbandoned, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
     if job is not None and job.status not in ("completed", "failed"):
         job.status, job.finished_at = "failed", _naive(e.occurred_at)
         job.error_code, job.error_message = e.error_code, e.message
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.JobDeferred, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status in ("queued", "retrying"):
+        job.waiting_reason = e.reason
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.CostRecorded, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None:
+        job.cost_cents = e.cost_cents
         session.add(job)
 
 
@@ -304,7 +338,8 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
     return domain.ThreadState(
         thread_id=thread.thread_id, idea=thread.idea, status=thread.status, correlation_id=thread.correlation_id,
         max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
-        final_draft_number=thread.final_draft_number,
+        final_draft_number=thread.final_draft_number, project=thread.project, private=thread.private,
+        priority=thread.priority,
         jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
     )
@@ -316,6 +351,7 @@ def job_view(job: JobRow) -> JobView:
                    prompt_tokens=job.prompt_tokens, completion_tokens=job.completion_tokens,
                    latency_ms=job.latency_ms, first_token_ms=job.first_token_ms, text=job.text,
                    error_code=job.error_code, error_message=job.error_message,
+                   waiting_reason=job.waiting_reason, attempts=job.attempts, cost_cents=job.cost_cents,
                    queued_at=job.queued_at, finished_at=job.finished_at)
 
 
@@ -331,7 +367,8 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
         origin=json.loads(thread.origin_json), status=thread.status, idea_type=thread.idea_type,
         clarity=thread.clarity, draft1=thread.draft1, draft2=thread.draft2,
         final_draft_number=thread.final_draft_number, completion_reason=thread.completion_reason,
-        rating=thread.rating, rating_comment=thread.rating_comment,
+        rating=thread.rating, rating_comment=thread.rating_comment, project=thread.project,
+        private=thread.private, priority=thread.priority,
         answer_deadline=thread.answer_deadline, created_at=thread.created_at, updated_at=thread.updated_at,
         questions=[QuestionView(question_id=q.question_id, category=q.category, text=q.text,
                                 suggestions=json.loads(q.suggestions_json), answer=q.answer) for q in questions],

@@ -1,4 +1,5 @@
-"""Composition of the edge: NATS, streams, one HTTP client, the adapter, N consumers and the heartbeat."""
+"""Composition of the edge: NATS, streams, one HTTP client, the adapter, N consumers, the heartbeat and the
+replies to the router's probe requests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, connect, 
 from hermes_proto.codec import decode_execution_request
 from hermes_proto.ids import new_id
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from hermes_edge.adapters import HttpChatAdapter, build_adapter
@@ -26,7 +28,8 @@ log = structlog.get_logger("hermes.edge")
 
 
 def durable_name(backend: str) -> str:
-    """``edge-<backend>``: every edge process of one backend shares this durable (work is split)."""
+    """``edge-<backend>``: every edge process of one backend shares this durable (work is split) and this
+    queue group of probe replies (one edge answers each probe)."""
     return f"edge-{backend}"
 
 
@@ -62,6 +65,7 @@ class Edge:
     runners: list[EdgeConsumer]
     heartbeat: HeartbeatPublisher
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    probes: Subscription | None = None
 
 
 async def ensure_streams_retrying(js: JetStreamContext, settings: EdgeSettings, attempts: int = 20) -> None:
@@ -110,18 +114,23 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
 
 
 async def run_edge(edge: Edge, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set, then shut down: stop fetching, let running calls finish for up to
+    """Serve (consume requests, beat, answer probe requests) until ``stop`` is set, then shut down: stop
+    answering probes, stop fetching, let running calls finish for up to
     ``HERMES_EDGE_SHUTDOWN_GRACE_S`` seconds (a call cut short is nak-ed and redelivered), drain NATS,
     close the HTTP client."""
     log.info("edge_started", backend=edge.settings.hermes_edge_backend, type=edge.backend.type,
              url=loggable_url(edge.adapter.base_url), models=edge.backend.models,
              concurrency=len(edge.runners), durable=edge.runners[0].spec.durable)
+    edge.probes = await edge.heartbeat.subscribe_probes(durable_name(edge.settings.hermes_edge_backend))
     runner_tasks = [asyncio.create_task(r.run(), name=f"consumer-{i}") for i, r in enumerate(edge.runners)]
     heartbeat_task = asyncio.create_task(edge.heartbeat.run(edge.stopping), name="heartbeat")
     await stop.wait()
     log.info("edge_stopping", in_flight=edge.handler.in_flight)
     edge.stopping.set()
     heartbeat_task.cancel()  # a probe in progress has nothing worth waiting for
+    if edge.probes is not None:
+        with contextlib.suppress(Exception):
+            await edge.probes.unsubscribe()  # another edge of the group answers from now on
     for runner in edge.runners:
         runner.stop()
     # Idle runners finish their current fetch (<= 2 s); busy ones get the grace period for their call.

@@ -8,10 +8,11 @@ same way.
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from hermes_proto.backends import DEFAULT_PORTS, BackendConfig, load_backend
+from hermes_proto.backends import DEFAULT_PORTS, BackendConfig, load_backend, read_backends_file
 from hermes_proto.settings import BusSettings
 from pydantic import field_validator
 
@@ -49,8 +50,11 @@ class EdgeSettings(BusSettings):
 
 
 def load_backend_settings(name: str) -> BackendConfig:
-    """Read ``BACKEND_<NAME>_*`` from the environment; raises ``pydantic.ValidationError``."""
-    return load_backend(name)
+    """Read the backend's table of ``HERMES_BACKENDS_FILE`` (when set) under ``BACKEND_<NAME>_*`` from the
+    environment, as the router does; raises ``pydantic.ValidationError``, or ``OSError`` /
+    ``tomllib.TOMLDecodeError`` for an unreadable file."""
+    tables = read_backends_file(os.environ.get("HERMES_BACKENDS_FILE") or None)
+    return load_backend(name, file_fields=tables.get(name.lower()))
 
 
 def loggable_url(url: str) -> str:

@@ -5,7 +5,6 @@ Nothing here does I/O. Times are milliseconds, token counts are model tokens.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +62,7 @@ class ModelReply:
     """The assembled result of a streamed call. ``latency_ms``: request sent to last byte;
     ``first_token_ms``: request sent to first non-empty text chunk (None when no text came);
     ``usage_estimated``: True when the provider reported no usage and the counts come from
-    :func:`estimate_prompt_tokens` / :func:`estimate_tokens`."""
+    :func:`hermes_proto.costs.estimate_prompt_tokens` / :func:`hermes_proto.costs.estimate_tokens`."""
 
     text: str
     prompt_tokens: int
@@ -81,27 +80,6 @@ class ProbeResult:
     healthy: bool
     models: list[str]
     detail: str = ""
-
-
-# A common rule of thumb for English text with BPE tokenizers (OpenAI's and Llama's): ~4 characters per token.
-CHARS_PER_TOKEN = 4
-# Chat templates wrap every message in role markers; OpenAI documents ~3-4 tokens per message plus 3 to
-# prime the reply.
-TOKENS_PER_MESSAGE = 4
-TOKENS_PER_REPLY = 3
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated token count of ``text``: ``ceil(len(text) / 4)``, 0 for empty text.
-
-    Used only when the provider reports no usage; real counts always win."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
-    """Estimated prompt tokens of a chat: per message ``estimate_tokens(content) + 4`` (role markers),
-    plus 3 to prime the reply. Used only when the provider reports no prompt token count."""
-    return sum(estimate_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -203,7 +181,8 @@ def completed_event(request: ExecutionRequested, backend: str, model: str, reply
 
 def failed_event(request: ExecutionRequested, backend: str, model: str, error: ModelCallFailed,
                  now: datetime) -> ExecutionFailed:
-    """``ExecutionFailed`` with the error's code, message, retryable flag and latency (ms)."""
+    """``ExecutionFailed`` with the error's code, message, retryable flag, latency (ms) and the provider's
+    Retry-After (seconds, None when it sent none)."""
     return ExecutionFailed(
         event_id=outcome_event_id(request.request_id),
         aggregate_id=request.thread_id,
@@ -217,4 +196,5 @@ def failed_event(request: ExecutionRequested, backend: str, model: str, error: M
         message=error.message[:2000],
         retryable=error.retryable,
         latency_ms=round(error.latency_ms, 3),
+        retry_after_s=error.retry_after_s,
     )

@@ -151,7 +151,8 @@ class ExecutionHandler:
             REQUESTS.labels(*labels, str(outcome.code)).inc()
             REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
             log.warning("execution_failed", model=model, error_code=str(outcome.code),
-                        retryable=outcome.retryable, message=outcome.message[:300],
+                        retryable=outcome.retryable, retry_after_s=outcome.retry_after_s,
+                        message=outcome.message[:300],
                         latency_ms=round(outcome.latency_ms, 1))
             return
         REQUESTS.labels(*labels, "completed").inc()

@@ -1,4 +1,5 @@
-"""The edge's liveness signal: a probe of the model server and a heartbeat on core NATS every few seconds."""
+"""The edge's liveness signal: a probe of the model server, published as a heartbeat on core NATS every few
+seconds and given as the reply to the router's probe requests."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import structlog
 from hermes_proto.codec import encode
 from hermes_proto.execution import Heartbeat
 from hermes_proto.ids import utcnow
-from hermes_proto.subjects import heartbeat_subject
+from hermes_proto.subjects import heartbeat_subject, probe_subject
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from hermes_edge.domain import ProbeResult
-from hermes_edge.metrics import BACKEND_HEALTHY
+from hermes_edge.metrics import BACKEND_HEALTHY, PROBE_REQUESTS
 
 log = structlog.get_logger("hermes.edge")
 
@@ -24,10 +27,11 @@ class Probe(Protocol):
 
 
 class HeartbeatPublisher:
-    """Every ``interval_s`` seconds probes the model server (``probe_timeout_s`` seconds at most) and
-    publishes a :class:`Heartbeat` on ``hermes.heartbeat.<backend>``. ``models`` are the configured models;
-    when none are configured, those the server lists are reported. Never raises out of :meth:`run`: an
-    unreachable model server only makes ``healthy`` false."""
+    """Builds :class:`Heartbeat`s from probes of the model server (``probe_timeout_s`` seconds at most):
+    publishes one on ``hermes.heartbeat.<backend>`` every ``interval_s`` seconds (:meth:`run`) and answers
+    each request on ``hermes.probe.<backend>`` with a fresh one (:meth:`subscribe_probes`). ``models`` are
+    the configured models; when none are configured, those the server lists are reported. An unreachable
+    model server only makes ``healthy`` false; nothing here raises out of :meth:`run` or a probe reply."""
 
     def __init__(self, *, nc: NATS, backend: str, models: list[str], probe: Probe,
                  in_flight: Callable[[], int], interval_s: float = 5.0, probe_timeout_s: float = 3.0,
@@ -43,17 +47,27 @@ class HeartbeatPublisher:
         self.healthy: bool | None = None
         self._listed: list[str] = []
 
-    async def beat(self) -> Heartbeat:
-        """Probe once and publish one heartbeat; returns it. Raises only if publishing fails.
+    async def current(self) -> Heartbeat:
+        """Probe once and return the heartbeat saying what was found; records the health (log on change,
+        ``hermes_edge_backend_healthy``). Never raises: a probe that raises counts as unhealthy.
 
         While a call is in flight on a backend already known healthy, the probe is skipped and the backend
         stays healthy: a server that runs one generation at a time (llama.cpp's, Ollama with one slot) holds
         the probe behind it, and a timed-out probe would mark a busy backend down. A call that fails says
-        so by itself, and the next idle beat probes again."""
+        so by itself, and the next idle probe looks again."""
         if self.healthy and self._in_flight() > 0:
             result = ProbeResult(healthy=True, models=self._listed, detail="busy: probe skipped")
         else:
-            result = await self._probe.probe(self._probe_timeout_s)
+            try:
+                result = await self._probe.probe(self._probe_timeout_s)
+            except Exception as exc:  # the adapters' probes do not raise; a future one might
+                result = ProbeResult(healthy=False, models=[], detail=f"probe raised {exc!r}")
+        self._record(result)
+        return Heartbeat(backend=self.backend, models=list(self._models or result.models),
+                         in_flight=self._in_flight(), healthy=result.healthy, sent_at=utcnow(),
+                         edge_id=self._edge_id)
+
+    def _record(self, result: ProbeResult) -> None:
         if result.healthy != self.healthy:
             if result.healthy:
                 log.info("backend_healthy", backend=self.backend, listed_models=result.models[:20])
@@ -62,9 +76,10 @@ class HeartbeatPublisher:
         self.healthy = result.healthy
         self._listed = result.models
         BACKEND_HEALTHY.labels(self.backend).set(1 if result.healthy else 0)
-        heartbeat = Heartbeat(backend=self.backend, models=list(self._models or result.models),
-                              in_flight=self._in_flight(), healthy=result.healthy, sent_at=utcnow(),
-                              edge_id=self._edge_id)
+
+    async def beat(self) -> Heartbeat:
+        """Probe once and publish one heartbeat; returns it. Raises only if publishing fails."""
+        heartbeat = await self.current()
         await self._nc.publish(heartbeat_subject(self.backend), encode(heartbeat))
         return heartbeat
 
@@ -79,3 +94,21 @@ class HeartbeatPublisher:
                 await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
             except TimeoutError:
                 pass
+
+    async def subscribe_probes(self, queue: str) -> Subscription:
+        """Answer core NATS requests on ``hermes.probe.<backend>`` in queue group ``queue`` (one edge of
+        the group answers each request) with a fresh heartbeat (JSON). A reply takes up to the probe
+        timeout. Raises only if subscribing fails."""
+        return await self._nc.subscribe(probe_subject(self.backend), queue=queue, cb=self.answer_probe)
+
+    async def answer_probe(self, msg: Msg) -> None:
+        """Reply to one probe request; never raises (a failed reply is logged, the router times out).
+        A message without a reply subject asks nothing and is ignored."""
+        if not msg.reply:
+            return
+        try:
+            heartbeat = await self.current()
+            PROBE_REQUESTS.labels(self.backend, str(heartbeat.healthy).lower()).inc()
+            await msg.respond(encode(heartbeat))
+        except Exception as exc:
+            log.warning("probe_reply_failed", backend=self.backend, error=repr(exc))

@@ -35,3 +35,8 @@ USAGE_ESTIMATED = Counter(
 )
 IN_FLIGHT = Gauge("hermes_edge_in_flight", "Model calls running now", ["backend"])
 BACKEND_HEALTHY = Gauge("hermes_edge_backend_healthy", "1 when the last health probe succeeded", ["backend"])
+PROBE_REQUESTS = Counter(
+    "hermes_edge_probe_requests_total",
+    "Probe requests (hermes.probe.<backend>) answered with a fresh heartbeat; healthy is true or false",
+    ["backend", "healthy"],
+)

@@ -1,1 +1,1 @@
-"""One route module per resource: ideas, threads, thread events (SSE), system, metrics, the web UI."""
+"""One route module per resource: ideas, threads, thread events (SSE), backends, system, metrics, the web UI."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
@@ -17,12 +17,17 @@ router = APIRouter(prefix="/api", tags=["ideas"])
 
 class SubmitRequest(BaseModel):
     """``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters); ``channel``: web, cli, api...;
-    ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default)."""
+    ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default); ``project``: the
+    budget scope (1-64 letters, digits, '-' or '_'); ``private``: every model call stays on local backends;
+    ``priority``: 1 (lowest) to 10, dispatched first when backends are busy."""
 
     idea: StrictStr
     channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     user_id: str = Field(default="local", min_length=1, max_length=128)
     max_questions: StrictInt | None = Field(default=None, ge=0, le=10)
+    project: StrictStr = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    private: StrictBool = False
+    priority: StrictInt = Field(default=5, ge=1, le=10)
 
 
 def thread_links(thread_id: str) -> dict[str, str]:
@@ -44,6 +49,7 @@ async def submit_idea(body: SubmitRequest, request: Request, settings: SettingsD
     request.state.thread_id = thread_id
     command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                          thread_id=thread_id, idea=idea, channel=body.channel, user_id=body.user_id,
-                         max_questions=body.max_questions)
+                         max_questions=body.max_questions, project=body.project, private=body.private,
+                         priority=body.priority)
     await commands.send(command)
     return success(request, {**thread_links(thread_id), "command_id": command.command_id}, status_code=202)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import httpx
 from hermes_proto.backends import BackendConfig
 
+from hermes_edge.adapters.anthropic import AnthropicAdapter
 from hermes_edge.adapters.http_chat import HttpChatAdapter, TextSink
 from hermes_edge.adapters.ollama import OllamaAdapter
 from hermes_edge.adapters.openai_compat import OpenAICompatAdapter
 
-ADAPTERS: dict[str, type[HttpChatAdapter]] = {"openai": OpenAICompatAdapter, "ollama": OllamaAdapter}
+ADAPTERS: dict[str, type[HttpChatAdapter]] = {
+    "openai": OpenAICompatAdapter, "ollama": OllamaAdapter, "anthropic": AnthropicAdapter,
+}
 
 
 def build_adapter(backend: BackendConfig, client: httpx.AsyncClient) -> HttpChatAdapter:
@@ -19,4 +22,5 @@ def build_adapter(backend: BackendConfig, client: httpx.AsyncClient) -> HttpChat
     return ADAPTERS[backend.type](client, backend.base_url, key)
 
 
-__all__ = ["ADAPTERS", "HttpChatAdapter", "OllamaAdapter", "OpenAICompatAdapter", "TextSink", "build_adapter"]
+__all__ = ["ADAPTERS", "AnthropicAdapter", "HttpChatAdapter", "OllamaAdapter", "OpenAICompatAdapter", "TextSink",
+           "build_adapter"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
+from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
 from hermes_proto.ids import utcnow
 from opentelemetry import trace
 from opentelemetry.propagate import inject
@@ -27,8 +28,6 @@ from hermes_edge.domain import (
     ModelReply,
     ProbeResult,
     error_for_status,
-    estimate_prompt_tokens,
-    estimate_tokens,
     parse_retry_after,
 )
 
@@ -107,6 +106,21 @@ def loads_or_malformed(data: str, what: str) -> Any:
         return json.loads(data)
     except ValueError as exc:
         raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"invalid JSON in {what}: {exc}: {data[:200]!r}") from None
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each Server-Sent Event of ``response``, in order (multi-line data joined by newlines,
+    per the WHATWG EventSource spec). Comments, ``event:``/``id:``/``retry:`` fields and blank keep-alives are
+    skipped; a last event not closed by a blank line is still yielded."""
+    data_lines: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data_lines.append(line[5:].removeprefix(" "))
+        elif not line.strip() and data_lines:
+            yield "\n".join(data_lines)
+            data_lines = []
+    if data_lines:
+        yield "\n".join(data_lines)
 
 
 def in_stream_error(payload: dict[str, Any]) -> ModelCallFailed:

@@ -6,11 +6,18 @@ Streams Server-Sent Events: ``data: {chat.completion.chunk}`` lines, usage in a 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import httpx
 
-from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, in_stream_error, loads_or_malformed
+from hermes_edge.adapters.http_chat import (
+    HttpChatAdapter,
+    StreamState,
+    in_stream_error,
+    loads_or_malformed,
+    sse_data,
+)
 from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed
 
 DONE = "[DONE]"
@@ -45,18 +52,10 @@ class OpenAICompatAdapter(HttpChatAdapter):
             await self._apply_completion(loads_or_malformed(body, "completion"), state)
             state.finished = True
             return
-        data_lines: list[str] = []
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                data_lines.append(line[5:].removeprefix(" "))
-                continue
-            if line.strip() or not data_lines:
-                continue  # comments (": keep-alive"), event:/id:/retry: fields, blank keep-alives
-            if await self._apply_event("\n".join(data_lines), state):
-                return
-            data_lines = []
-        if data_lines:
-            await self._apply_event("\n".join(data_lines), state)
+        async with contextlib.aclosing(sse_data(response)) as events:
+            async for data in events:
+                if await self._apply_event(data, state):
+                    return
 
     async def _apply_event(self, data: str, state: StreamState) -> bool:
         """Apply one SSE ``data`` payload; True at ``[DONE]``."""

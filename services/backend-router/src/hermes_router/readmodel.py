@@ -1,0 +1,404 @@
+"""The router's SQLite read models, projected from the log (``$HERMES_HOME/router.db``).
+
+Tables: ``router_jobs`` (every job the router must place, its attempts, failures and cost), ``backend_stats``
+(calls, successes, latency, ratings, tokens, cost per backend), ``backend_state`` (health, runtime
+enable/disable, 429 cool-down), ``spend`` (cents per UTC day, project and backend), ``selections`` (every
+``BackendSelected`` with its candidates), ``thread_drafts``/``thread_ratings`` (which backend wrote the draft a
+user rated), ``budget_alerts`` and ``projection_position``. Every value comes from an event, timestamps
+included, so a replay into an empty database yields identical rows, and identical scores and spend.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import singledispatch
+
+import msgspec
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, Session, SQLModel
+
+from hermes_proto import events as ev
+from hermes_proto import sqlstore
+from hermes_proto.base import Event
+
+PROJECTION = "router"
+# Job statuses. failed: the last attempt failed and the router has not decided yet (retry or abandon).
+QUEUED, DISPATCHED, RUNNING, FAILED, DONE, ABANDONED = "queued", "dispatched", "running", "failed", "done", "abandoned"
+OPEN = (QUEUED, DISPATCHED, RUNNING, FAILED)
+
+
+class RouterTable(SQLModel, registry=registry()):
+    """Base of the router's tables: their own metadata, so they never clash with another service's."""
+
+
+class RouterJobRow(RouterTable, table=True):
+    __tablename__ = "router_jobs"
+
+    job_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    kind: str
+    priority: int = 5
+    job_type: str | None = None
+    private: bool = False
+    project: str = "default"
+    requested_backend: str | None = None
+    requested_model: str | None = None
+    requires_json: str = "[]"
+    trace_headers_json: str = "{}"
+    """The W3C trace context (``traceparent``, ``tracestate``) of the ``JobQueued`` message, so the router's
+    dispatch continues the job's trace."""
+    criteria: str | None = None
+    messages_json: str = "[]"
+    max_tokens: int = 256
+    temperature: float = 0.7
+    correlation_id: str = ""
+    cause_event_id: str = ""
+    queued_seq: int = 0
+    queued_at: datetime
+    status: str = Field(default=QUEUED, index=True)
+    attempts: int = 0
+    backend: str | None = None
+    model: str | None = None
+    selected_at: datetime | None = None
+    selection_event_id: str | None = None
+    failed_backends_json: str = "[]"
+    last_error_code: str | None = None
+    last_error_message: str | None = None
+    last_retryable: bool = True
+    last_failed_at: datetime | None = None
+    retry_after_s: float | None = None
+    estimated_cost_cents: float = 0.0
+    price_in: float = 0.0
+    price_out: float = 0.0
+    deferred_reason: str | None = None
+    completion_event_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_recorded: bool = False
+    cost_cents: float = 0.0
+    finished_at: datetime | None = None
+
+
+class BackendStatRow(RouterTable, table=True):
+    __tablename__ = "backend_stats"
+
+    backend: str = Field(primary_key=True)
+    calls: int = 0
+    successes: int = 0
+    failures: int = 0
+    latency_ms_sum: float = 0.0
+    latency_n: int = 0
+    rating_sum: float = 0.0
+    rating_n: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cents: float = 0.0
+
+
+class BackendStateRow(RouterTable, table=True):
+    __tablename__ = "backend_state"
+
+    backend: str = Field(primary_key=True)
+    health: str = "unknown"
+    unhealthy_reason: str | None = None
+    enabled: bool | None = None  # None: as configured
+    cooling_until: datetime | None = None
+    changed_at: datetime | None = None
+
+
+class SpendRow(RouterTable, table=True):
+    __tablename__ = "spend"
+
+    day: str = Field(primary_key=True)
+    project: str = Field(primary_key=True)
+    backend: str = Field(primary_key=True)
+    cents: float = 0.0
+    jobs: int = 0
+
+
+class SelectionRow(RouterTable, table=True):
+    __tablename__ = "selections"
+
+    event_id: str = Field(primary_key=True)
+    job_id: str = Field(index=True)
+    thread_id: str
+    attempt: int
+    backend: str
+    model: str
+    strategy: str
+    criteria: str
+    reason: str
+    job_type: str
+    estimated_cost_cents: float
+    candidates_json: str
+    failover_from: str | None = None
+    selected_at: datetime = Field(index=True)
+
+
+class ThreadDraftRow(RouterTable, table=True):
+    __tablename__ = "thread_drafts"
+
+    thread_id: str = Field(primary_key=True)
+    draft_number: int = Field(primary_key=True)
+    backend: str
+
+
+class ThreadRatingRow(RouterTable, table=True):
+    __tablename__ = "thread_ratings"
+
+    thread_id: str = Field(primary_key=True)
+    backend: str
+    rating: int
+
+
+class BudgetAlertRow(RouterTable, table=True):
+    __tablename__ = "budget_alerts"
+
+    aggregate_id: str = Field(primary_key=True)
+    spent_cents: float
+    budget_cents: float
+    reached_at: datetime
+
+
+class ProjectionPosition(RouterTable, table=True):
+    __tablename__ = "projection_position"
+
+    name: str = Field(primary_key=True)
+    last_sequence: int = 0
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the tables created (SQLite in WAL mode, see :mod:`hermes_proto.sqlstore`)."""
+    return sqlstore.make_engine(url, RouterTable.metadata)
+
+
+def load_position(session: Session) -> int:
+    return sqlstore.load_position(session, ProjectionPosition, PROJECTION)
+
+
+def save_position(session: Session, sequence: int) -> None:
+    sqlstore.save_position(session, ProjectionPosition, PROJECTION, sequence)
+
+
+def utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    """A stored timestamp as UTC-aware (SQLite hands them back naive; they were written in UTC)."""
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def day_of(ts: datetime) -> str:
+    """The UTC day (``YYYY-MM-DD``) budgets count in."""
+    return utc(ts).date().isoformat()
+
+
+def _stats(session: Session, backend: str) -> BackendStatRow:
+    return session.get(BackendStatRow, backend) or BackendStatRow(backend=backend)
+
+
+def _state(session: Session, backend: str) -> BackendStateRow:
+    return session.get(BackendStateRow, backend) or BackendStateRow(backend=backend)
+
+
+@singledispatch
+def apply(event: Event, session: Session, sequence: int = 0) -> None:
+    """Apply one event (``sequence``: its stream sequence) to the rows; other events are ignored."""
+
+
+@apply.register
+def _(e: ev.JobQueued, session: Session, sequence: int = 0) -> None:
+    if session.get(RouterJobRow, e.job_id) is not None:
+        return
+    session.add(RouterJobRow(
+        job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, priority=e.priority, job_type=e.job_type,
+        private=e.private, project=e.project, requested_backend=e.backend, requested_model=e.model,
+        requires_json=json.dumps(e.requires), criteria=e.criteria,
+        messages_json=msgspec.json.encode(e.messages).decode(), max_tokens=e.max_tokens,
+        temperature=e.temperature, correlation_id=e.correlation_id, cause_event_id=e.event_id,
+        queued_seq=sequence, queued_at=utc(e.occurred_at)))
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def remember_trace(session: Session, job_id: str, headers: dict[str, str] | None) -> None:
+    """Keep the W3C trace context of a job's ``JobQueued`` message (the first one seen) on its row."""
+    context = {k: v for k, v in (headers or {}).items() if k in TRACE_HEADERS}
+    row = session.get(RouterJobRow, job_id)
+    if context and row is not None and row.trace_headers_json == "{}":
+        row.trace_headers_json = json.dumps(context)
+
+
+@apply.register
+def _(e: ev.BackendSelected, session: Session, sequence: int = 0) -> None:
+    if session.get(SelectionRow, e.event_id) is not None:
+        return
+    session.add(SelectionRow(
+        event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, attempt=e.attempt, backend=e.backend,
+        model=e.model, strategy=e.strategy, criteria=e.criteria, reason=e.reason, job_type=e.job_type,
+        estimated_cost_cents=e.estimated_cost_cents, failover_from=e.failover_from,
+        candidates_json=msgspec.json.encode(e.candidates).decode(), selected_at=utc(e.occurred_at)))
+    job = session.get(RouterJobRow, e.job_id)
+    if job is None:  # a job the router did not queue (e.g. a backend comparison): track it from here
+        job = RouterJobRow(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.strategy, project=e.project,
+                           private=e.private, correlation_id=e.correlation_id, cause_event_id=e.event_id,
+                           queued_seq=sequence, queued_at=utc(e.occurred_at))
+    if job.status in (DONE, ABANDONED) or e.attempt < job.attempts:
+        return
+    job.status, job.attempts, job.backend, job.model = DISPATCHED, e.attempt, e.backend, e.model
+    job.selected_at, job.selection_event_id = utc(e.occurred_at), e.event_id
+    job.estimated_cost_cents, job.price_in, job.price_out = (e.estimated_cost_cents, e.price_in_cents_per_mtok,
+                                                             e.price_out_cents_per_mtok)
+    job.job_type, job.deferred_reason = e.job_type, None
+    session.add(job)
+
+
+@apply.register
+def _(e: ev.ExecutionStarted, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is not None and job.status == DISPATCHED and job.backend == e.backend:
+        job.status = RUNNING
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.ExecutionCompleted, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is None or job.status not in (DISPATCHED, RUNNING):
+        return
+    job.status, job.finished_at, job.completion_event_id = DONE, utc(e.occurred_at), e.event_id
+    job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
+    session.add(job)
+    stats = _stats(session, e.backend)
+    stats.calls += 1
+    stats.successes += 1
+    stats.latency_ms_sum += e.latency_ms
+    stats.latency_n += 1
+    stats.prompt_tokens += e.prompt_tokens
+    stats.completion_tokens += e.completion_tokens
+    session.add(stats)
+
+
+@apply.register
+def _(e: ev.ExecutionFailed, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is None or job.status not in (DISPATCHED, RUNNING):
+        return
+    failed = json.loads(job.failed_backends_json)
+    if e.backend not in failed:
+        failed.append(e.backend)
+    job.status, job.failed_backends_json = FAILED, json.dumps(failed)
+    job.last_error_code, job.last_error_message, job.last_retryable = e.error_code, e.message, e.retryable
+    job.last_failed_at, job.retry_after_s = utc(e.occurred_at), e.retry_after_s
+    session.add(job)
+    stats = _stats(session, e.backend)
+    stats.calls += 1
+    stats.failures += 1
+    session.add(stats)
+    if e.retry_after_s:
+        state = _state(session, e.backend)
+        state.cooling_until = utc(e.occurred_at) + timedelta(seconds=e.retry_after_s)
+        session.add(state)
+
+
+@apply.register
+def _(e: ev.ExecutionAbandoned, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is not None and job.status in OPEN:
+        job.status, job.finished_at = ABANDONED, utc(e.occurred_at)
+        job.last_error_code, job.last_error_message = e.error_code, e.message
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.JobDeferred, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is not None and job.status in OPEN:
+        job.deferred_reason = e.reason
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.CostRecorded, session: Session, sequence: int = 0) -> None:
+    job = session.get(RouterJobRow, e.job_id)
+    if job is not None:
+        if job.cost_recorded:
+            return
+        job.cost_recorded, job.cost_cents = True, e.cost_cents
+        session.add(job)
+    key = (day_of(e.occurred_at), e.project, e.backend)
+    spend = session.get(SpendRow, key) or SpendRow(day=key[0], project=key[1], backend=key[2])
+    spend.cents += e.cost_cents
+    spend.jobs += 1
+    session.add(spend)
+    stats = _stats(session, e.backend)
+    stats.cost_cents += e.cost_cents
+    session.add(stats)
+
+
+@apply.register
+def _(e: ev.DraftPresented, session: Session, sequence: int = 0) -> None:
+    if session.get(ThreadDraftRow, (e.aggregate_id, e.draft_number)) is None:
+        session.add(ThreadDraftRow(thread_id=e.aggregate_id, draft_number=e.draft_number, backend=e.backend))
+
+
+@apply.register
+def _(e: ev.ThreadRated, session: Session, sequence: int = 0) -> None:
+    draft = session.get(ThreadDraftRow, (e.aggregate_id, e.draft_number))
+    if draft is None:
+        return
+    previous = session.get(ThreadRatingRow, e.aggregate_id)
+    if previous is not None:
+        old = _stats(session, previous.backend)
+        old.rating_sum -= previous.rating
+        old.rating_n -= 1
+        session.add(old)
+        session.flush()
+    stats = _stats(session, draft.backend)
+    stats.rating_sum += e.rating
+    stats.rating_n += 1
+    session.add(stats)
+    row = previous or ThreadRatingRow(thread_id=e.aggregate_id, backend=draft.backend, rating=e.rating)
+    row.backend, row.rating = draft.backend, e.rating
+    session.add(row)
+
+
+@apply.register
+def _(e: ev.BackendMarkedUnhealthy, session: Session, sequence: int = 0) -> None:
+    state = _state(session, e.aggregate_id)
+    state.health, state.unhealthy_reason, state.changed_at = "unhealthy", e.reason, utc(e.occurred_at)
+    session.add(state)
+
+
+@apply.register
+def _(e: ev.BackendRecovered, session: Session, sequence: int = 0) -> None:
+    state = _state(session, e.aggregate_id)
+    state.health, state.unhealthy_reason, state.changed_at = "healthy", None, utc(e.occurred_at)
+    session.add(state)
+
+
+@apply.register
+def _(e: ev.BackendEnabled, session: Session, sequence: int = 0) -> None:
+    state = _state(session, e.aggregate_id)
+    state.enabled, state.changed_at = True, utc(e.occurred_at)
+    session.add(state)
+
+
+@apply.register
+def _(e: ev.BackendDisabled, session: Session, sequence: int = 0) -> None:
+    state = _state(session, e.aggregate_id)
+    state.enabled, state.changed_at = False, utc(e.occurred_at)
+    session.add(state)
+
+
+@apply.register
+def _(e: ev.BudgetThresholdReached, session: Session, sequence: int = 0) -> None:
+    if session.get(BudgetAlertRow, e.aggregate_id) is None:
+        session.add(BudgetAlertRow(aggregate_id=e.aggregate_id, spent_cents=e.spent_cents,
+                                   budget_cents=e.budget_cents, reached_at=utc(e.occurred_at)))

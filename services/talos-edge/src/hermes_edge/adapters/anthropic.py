@@ -1,0 +1,142 @@
+"""Anthropic's Messages API: ``POST /v1/messages`` streaming Server-Sent Events.
+
+The stream is ``message_start`` (``message.usage.input_tokens``), per content block ``content_block_start``,
+``content_block_delta`` (``delta.type`` ``text_delta`` carries ``text``) and ``content_block_stop``, then
+``message_delta`` (``delta.stop_reason``, ``usage.output_tokens``: the total so far) and ``message_stop``;
+``ping`` may come anywhere and an ``error`` event (``{"type": "error", "error": {"type", "message"}}``) may
+replace the rest after the 200. Unknown event types are skipped, as Anthropic's streaming docs ask. Stop
+reasons are reported in the OpenAI words the other adapters use (``end_turn`` → ``stop``, ``max_tokens`` →
+``length``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar
+
+import httpx
+
+from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, loads_or_malformed, sse_data
+from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, error_for_status
+
+API_VERSION = "2023-06-01"
+# Anthropic's API reference: temperature ranges from 0 to 1 (OpenAI's from 0 to 2).
+MAX_TEMPERATURE = 1.0
+# The HTTP status of each error ``type`` in Anthropic's "Errors" reference, so an error event inside a 200
+# stream maps like the same error before it.
+ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+                "overloaded_error": 529}
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+class AnthropicAdapter(HttpChatAdapter):
+    """``POST {base}/v1/messages`` with ``stream: true``; probe ``GET {base}/v1/models``. The API key is sent
+    as ``x-api-key`` with ``anthropic-version: 2023-06-01``. System messages are joined (blank line between)
+    into the top-level ``system``; the temperature is capped at 1."""
+
+    backend_type: ClassVar[str] = "anthropic"
+    chat_path: ClassVar[str] = "/v1/messages"
+    probe_path: ClassVar[str] = "/v1/models?limit=1000"  # the largest page: the whole list at once
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream, application/json", "anthropic-version": API_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return headers
+
+    def request_body(self, call: ModelCall) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in call.messages if m.role == "system")
+        body: dict[str, Any] = {
+            "model": call.model,
+            "max_tokens": call.max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in call.messages if m.role != "system"],
+            "temperature": min(call.temperature, MAX_TEMPERATURE),
+            "stream": True,
+        }
+        if system:
+            body["system"] = system
+        return body
+
+    def listed_models(self, payload: Any) -> list[str]:
+        """``{"data": [{"id": ..., "type": "model"}, ...], "has_more": ...}`` → ids."""
+        return [str(item["id"]) for item in payload["data"]]
+
+    async def read_stream(self, response: httpx.Response, state: StreamState) -> None:
+        if "application/json" in response.headers.get("content-type", ""):
+            # The server ignored ``stream: true`` and sent one message object.
+            body = (await response.aread()).decode("utf-8", errors="replace")
+            await self._apply_message(self._event(body, "message"), state)
+            state.finished = True
+            return
+        async with contextlib.aclosing(sse_data(response)) as events:
+            async for data in events:
+                if await self._apply_event(self._event(data, "stream event"), state):
+                    return
+
+    @staticmethod
+    def _event(data: str, what: str) -> dict[str, Any]:
+        event = loads_or_malformed(data, what)
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"{what} without a 'type': {data[:200]!r}")
+        if event["type"] == "error":
+            raise stream_error(event)
+        return event
+
+    async def _apply_event(self, event: dict[str, Any], state: StreamState) -> bool:
+        """Apply one stream event; True at ``message_stop``."""
+        kind = event["type"]
+        if kind == "message_start":
+            self._apply_usage(_field(event, "message").get("usage"), state)
+        elif kind == "content_block_delta":
+            delta = _field(event, "delta")
+            if delta.get("type") == "text_delta":
+                await state.add_text(str(delta.get("text") or ""))
+        elif kind == "message_delta":
+            self._apply_stop(_field(event, "delta").get("stop_reason"), state)
+            self._apply_usage(event.get("usage"), state)
+        elif kind == "message_stop":
+            state.finished = True
+            return True
+        return False
+
+    async def _apply_message(self, message: dict[str, Any], state: StreamState) -> None:
+        content = message.get("content")
+        if not isinstance(content, list):
+            raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"not a message: {str(message)[:200]}")
+        await state.add_text("".join(str(b.get("text") or "") for b in content
+                                     if isinstance(b, dict) and b.get("type") == "text"))
+        self._apply_stop(message.get("stop_reason"), state)
+        self._apply_usage(message.get("usage"), state)
+
+    @staticmethod
+    def _apply_stop(reason: Any, state: StreamState) -> None:
+        if isinstance(reason, str):
+            state.finish_reason = STOP_REASONS.get(reason, reason)
+
+    @staticmethod
+    def _apply_usage(usage: Any, state: StreamState) -> None:
+        """Prompt tokens are ``input_tokens`` plus the prompt-cache counts (Anthropic reports the tokens read
+        from or written to its cache apart from ``input_tokens``); ``output_tokens`` is a running total."""
+        if not isinstance(usage, dict):
+            return
+        if isinstance(usage.get("input_tokens"), int):
+            cached = (usage.get(k) for k in ("cache_creation_input_tokens", "cache_read_input_tokens"))
+            state.prompt_tokens = usage["input_tokens"] + sum(n for n in cached if isinstance(n, int))
+        if isinstance(usage.get("output_tokens"), int):
+            state.completion_tokens = usage["output_tokens"]
+
+
+def _field(event: dict[str, Any], name: str) -> dict[str, Any]:
+    value = event.get(name)
+    if not isinstance(value, dict):
+        raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"{event['type']} without an object '{name}'")
+    return value
+
+
+def stream_error(event: dict[str, Any]) -> ModelCallFailed:
+    """An ``error`` event (or an error body after a 200): mapped as the HTTP status of its ``error.type``
+    (``overloaded_error`` → 529 → http_5xx, retryable); an unknown type counts as a server error."""
+    error = event.get("error") if isinstance(event.get("error"), dict) else {}
+    kind = str(error.get("type") or "unknown_error")
+    return error_for_status(ERROR_STATUS.get(kind, 500), f"error in stream: {kind}: {error.get('message') or ''}")
