@@ -4,7 +4,9 @@ and draft 2; then
 
 - the submit request is ONE trace whose spans come from gateway, orchestrator, backend-router, talos-edge
   and learner (W3C ``traceparent`` carried in NATS headers across every hop);
-- every service's ``/metrics`` has its key series with non-zero values;
+- every service's ``/metrics`` has its key series with non-zero values, and the backend-router's per-backend
+  and budget series agree with the edge's own count of the same calls (calls, tokens, cost = tokens × the
+  configured talos prices);
 - no log line of any service contains the configured API key or bot token.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,6 +33,9 @@ TOKEN = "987654:observability-secret-token"
 CHAT_ID = "777"
 TRACED_SERVICES = {"hermes-gateway", "hermes-orchestrator", "hermes-backend-router", "hermes-talos-edge",
                    "hermes-learner"}
+# talos is priced for this run (cents per million tokens) so that recorded cost and the budget gauges move;
+# the daily budget is far above what one thread can cost, so it never defers a job.
+PRICE_IN, PRICE_OUT, DAILY_BUDGET = 300_000, 900_000, 100_000
 
 
 def run_one_thread(up: HermesUp) -> str:
@@ -98,7 +104,12 @@ KEY_SERIES = {  # service -> [(metric, labels)] that one answered thread must mo
                      ("hermes_orchestrator_job_duration_seconds_count", {"kind": "draft2", "phase": "queue"}),
                      ("hermes_orchestrator_questions_answered_total", {})],
     "backend-router": [("hermes_router_selections_total", {"backend": "talos"}),
-                       ("hermes_events_published_total", {"service": "router", "type": "backend_selected"})],
+                       ("hermes_events_published_total", {"service": "router", "type": "backend_selected"}),
+                       ("hermes_backend_requests_total", {"backend": "talos", "outcome": "completed"}),
+                       ("hermes_backend_tokens_total", {"backend": "talos", "kind": "completion"}),
+                       ("hermes_backend_cost_cents_total", {"backend": "talos"}),
+                       ("hermes_budget_spent_today_cents", {}),
+                       ("hermes_router_dispatch_seconds_count", {})],
     "talos-edge": [("hermes_edge_requests_total", {"backend": "talos", "outcome": "completed"}),
                    ("hermes_edge_tokens_total", {"kind": "completion"}),
                    ("hermes_edge_time_to_first_token_seconds_count", {"backend": "talos"})],
@@ -106,6 +117,39 @@ KEY_SERIES = {  # service -> [(metric, labels)] that one answered thread must mo
                 ("hermes_learner_ideas_classified_total", {})],
     "notifier": [("hermes_notifier_messages_sent_total", {"channel": "telegram"})],
 }
+
+
+def router_mismatches(router: str, edge: str, same_day: bool) -> list[tuple[str, dict[str, str], float, float]]:
+    """``(metric, labels, router value, expected)`` for each router series that disagrees with the talos edge's
+    count of the same calls; empty when all agree. Every call of this run completes on talos at its first
+    attempt, so calls = selections = first dispatches, and cost = (prompt × PRICE_IN + completion × PRICE_OUT)
+    / 1e6 cents (``hermes_proto.costs.cost_cents``, rounded per call to 1e-6 cent). ``same_day``: False when
+    00:00 UTC fell inside the run (spent today restarts from 0 then, so it is not compared)."""
+    calls = total(edge, "hermes_edge_requests_total", backend="talos", outcome="completed")
+    prompt = total(edge, "hermes_edge_tokens_total", backend="talos", kind="prompt")
+    completion = total(edge, "hermes_edge_tokens_total", backend="talos", kind="completion")
+    cost = (prompt * PRICE_IN + completion * PRICE_OUT) / 1e6
+    expected = [
+        ("hermes_backend_requests_total", {"backend": "talos", "outcome": "completed"}, calls),
+        ("hermes_router_selections_total", {"backend": "talos"}, calls),
+        ("hermes_router_dispatch_seconds_count", {}, calls),
+        ("hermes_backend_latency_seconds_count", {"backend": "talos"}, calls),
+        ("hermes_backend_tokens_total", {"backend": "talos", "kind": "prompt"}, prompt),
+        ("hermes_backend_tokens_total", {"backend": "talos", "kind": "completion"}, completion),
+        ("hermes_backend_cost_cents_total", {"backend": "talos"}, cost),
+        ("hermes_budget_daily_cents", {}, DAILY_BUDGET),
+        ("hermes_backend_health", {"backend": "talos"}, 1),
+        ("hermes_backend_enabled", {"backend": "talos"}, 1),
+        ("hermes_backend_in_flight", {"backend": "talos"}, 0),
+        ("hermes_router_queued_jobs", {}, 0),
+        ("hermes_router_abandoned_total", {}, 0),
+        ("hermes_backend_failures_total", {}, 0),
+    ]
+    if same_day:
+        expected.append(("hermes_budget_spent_today_cents", {}, cost))
+    tolerance = 1e-6 * (calls + 1)
+    return [(name, labels, got, want) for name, labels, want in expected
+            if abs((got := total(router, name, **labels)) - want) > tolerance]
 
 
 def submit_trace(spans) -> set[str]:
@@ -119,9 +163,13 @@ async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path
     reply = Reply(chunks=["Start ", "with ", "pots ", "and ", "herbs."])
     async with OtlpReceiver() as otlp, FakeTelegramServer(token=TOKEN) as telegram, \
             FakeOpenAIServer(reply=reply, models=["fake-model"], api_key=KEY) as model:
+        day = datetime.now(UTC).date()
         up = HermesUp(tmp_path, HERMES_LOCAL_MODEL="false", BACKEND_TALOS_TYPE="openai",
                       BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(model.port),
                       BACKEND_TALOS_MODELS="fake-model", BACKEND_TALOS_KEY=KEY,
+                      BACKEND_TALOS_PRICE_IN_CENTS_PER_MTOK=str(PRICE_IN),
+                      BACKEND_TALOS_PRICE_OUT_CENTS_PER_MTOK=str(PRICE_OUT),
+                      HERMES_DAILY_BUDGET_CENTS=str(DAILY_BUDGET),
                       TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=CHAT_ID,
                       TELEGRAM_API_BASE_URL=telegram.api_base_url,
                       OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200").start()
@@ -134,8 +182,25 @@ async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path
             server_spans = [s for s in otlp.spans if s.service == "hermes-gateway" and s.name == "POST /api/submit"]
             assert server_spans[0].parent_span_id == ""  # the trace starts at the HTTP request
 
+            async def router_agrees() -> bool:
+                # The router counts a call when it consumes ExecutionCompleted, and records its cost (and
+                # refreshes spent today) in the dispatch rounds after that: it may trail the edge briefly.
+                texts = await asyncio.to_thread(scrape, up)
+                return not router_mismatches(texts["backend-router"], texts["talos-edge"], True)
+
+            try:
+                await wait_until(router_agrees, timeout_s=30, interval_s=0.5)
+            except TimeoutError:
+                pass  # the assertion below names the series that disagree
+
             metrics = await asyncio.to_thread(scrape, up)
             assert set(KEY_SERIES) <= set(metrics)
+            calls = total(metrics["talos-edge"], "hermes_edge_requests_total", backend="talos", outcome="completed")
+            assert calls >= 2  # draft 1 and draft 2 at least
+            assert total(metrics["talos-edge"], "hermes_edge_tokens_total", kind="prompt") > 0
+            same_day = datetime.now(UTC).date() == day
+            mismatches = router_mismatches(metrics["backend-router"], metrics["talos-edge"], same_day)
+            assert not mismatches, mismatches
             missing = [(svc, name, labels) for svc, series in KEY_SERIES.items() for name, labels in series
                        if total(metrics[svc], name, **labels) <= 0]
             assert not missing, missing
