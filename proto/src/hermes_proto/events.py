@@ -170,7 +170,7 @@ class CostRecorded(Event, frozen=True, kw_only=True):
 class ExecutionAbandoned(Event, frozen=True, kw_only=True):
     """The router gave up on ``job_id`` after ``attempts`` executions: the last failure was not retryable,
     failover attempts ran out, or no backend became eligible in time. ``error_code`` as in
-    :class:`ExecutionFailed`, plus no_backend and over_budget."""
+    :class:`ExecutionFailed`, plus no_backend, no_capable_backend and over_budget."""
 
     job_id: str
     error_code: str

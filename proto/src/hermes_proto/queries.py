@@ -125,10 +125,11 @@ class ErrorReply(msgspec.Struct, kw_only=True):
 
 
 class BackendView(msgspec.Struct, kw_only=True):
-    """One backend as the router sees it. ``health``: healthy, unhealthy or unknown (no signal yet);
+    """One backend as the router sees it. ``health``: healthy, degraded (failing, below the threshold),
+    unhealthy or unknown (no signal yet);
     ``scores``: the selection score per criteria in [0, 1] from the configured priors and the measured
     success rate, latency and ratings; ``in_flight``: jobs dispatched and not finished; ``spend_today_cents``:
-    recorded cost since 00:00 UTC; ``latency_p50_ms``: mean latency of completed calls (ms)."""
+    recorded cost since 00:00 UTC; ``mean_latency_ms``: mean latency of completed calls (ms)."""
 
     name: str
     type: str

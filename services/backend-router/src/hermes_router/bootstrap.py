@@ -66,7 +66,10 @@ class RouterProjection(proj.Projection):
         await super().handle_batch(batch)
         live, self.live = self.live, []
         for listener in self.listeners:
-            await listener(live)
+            try:
+                await listener(live)
+            except Exception as exc:  # the batch is committed: raising would make the follower re-apply it
+                log.exception("listener_failed", error=repr(exc))
 
 
 def observe(events: list) -> None:

@@ -61,7 +61,8 @@ class RouterSettings(BusSettings):
     Load balancing: ``hermes_load_balancing_enabled``, ``hermes_load_balancing_strategy`` (round_robin,
     least_loaded, weighted), ``hermes_backend_weights`` (``talos=3,remote_api=1``).
     Waiting: ``hermes_no_backend_wait_seconds``: how long a job may wait for an eligible backend (counted from
-    when it was queued) before it is abandoned."""
+    when it was queued, or from its failed attempt for a failover) before it is abandoned; a job waiting only
+    because backends are saturated (concurrency or rate limit) waits its turn without a deadline."""
 
     metrics_port: int = 9103
     database_url: str | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import msgspec
@@ -172,12 +172,13 @@ class BackendState:
 
 @dataclass(frozen=True)
 class Budget:
-    """Spend and limits in cents. ``reserved_cents``: estimates of dispatched jobs whose cost is not recorded
-    yet; limits None mean none."""
+    """Spend and limits in cents. ``reserved`` / ``project_reserved``: estimates of dispatched jobs whose cost
+    is not recorded yet (in all / per project); limits None mean none."""
 
     spent_today: float = 0.0
     reserved: float = 0.0
     project_spent: dict[str, float] = field(default_factory=dict)
+    project_reserved: dict[str, float] = field(default_factory=dict)
     daily: float | None = None
     projects: dict[str, float] = field(default_factory=dict)
     max_per_job: float | None = None
@@ -196,9 +197,17 @@ class Budget:
             if not local and self.min_remote is not None and remaining < self.min_remote:
                 return f"over_budget: daily remaining {max(remaining, 0):.4f}c < minimum remote budget {self.min_remote:g}c"
         limit = self.projects.get(project)
-        if limit is not None and estimate > limit - self.project_spent.get(project, 0.0):
-            return f"over_budget: project {project} budget {limit:g}c"
+        if limit is not None:
+            remaining = limit - self.project_spent.get(project, 0.0) - self.project_reserved.get(project, 0.0)
+            if estimate > remaining:
+                return f"over_budget: estimate {estimate:.4f}c > project {project} remaining {max(remaining, 0):.4f}c"
         return None
+
+    def reserve(self, project: str, cents: float) -> Budget:
+        """This budget with ``cents`` more reserved (all and for ``project``): a job just dispatched."""
+        per_project = dict(self.project_reserved)
+        per_project[project] = per_project.get(project, 0.0) + cents
+        return replace(self, reserved=self.reserved + cents, project_reserved=per_project)
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ class Policy:
 @dataclass(frozen=True)
 class Selection:
     """``chosen`` (with ``model`` and ``estimated_cost_cents``) or None with ``wait_reason`` (no_backend,
-    saturated, over_budget, cooling_down) and ``permanent`` True when no registered backend could ever take
+    no_capable_backend, saturated, over_budget, cooling_down) and ``permanent`` True when no registered backend could ever take
     the job (so waiting is pointless)."""
 
     chosen: BackendCandidate | None

@@ -82,6 +82,7 @@ class Snapshot:
     in_flight: dict[str, int]
     reserved: float
     alerted: set[str] = field(default_factory=set)
+    project_reserved: dict[str, float] = field(default_factory=dict)
 
 
 def read_snapshot(engine: Engine, now: datetime) -> Snapshot:
@@ -92,12 +93,15 @@ def read_snapshot(engine: Engine, now: datetime) -> Snapshot:
                            .order_by(col(RouterJobRow.priority).desc(), col(RouterJobRow.queued_seq))))
         uncosted = list(s.exec(select(RouterJobRow).where(RouterJobRow.status == readmodel.DONE,
                                                           col(RouterJobRow.cost_recorded).is_(False))))
-        active = list(s.exec(select(RouterJobRow.backend, RouterJobRow.estimated_cost_cents)
+        active = list(s.exec(select(RouterJobRow.backend, RouterJobRow.estimated_cost_cents, RouterJobRow.project)
                              .where(col(RouterJobRow.status).in_((readmodel.DISPATCHED, readmodel.RUNNING)))))
         in_flight: dict[str, int] = {}
-        for backend, _ in active:
+        project_reserved: dict[str, float] = {}
+        for backend, cost, project in [*active, *((j.backend, j.estimated_cost_cents, j.project) for j in uncosted)]:
+            project_reserved[project] = project_reserved.get(project, 0.0) + cost
+        for backend, _, _ in active:
             in_flight[backend] = in_flight.get(backend, 0) + 1
-        reserved = sum(cost for _, cost in active) + sum(j.estimated_cost_cents for j in uncosted)
+        reserved = sum(project_reserved.values())
         spend = list(s.exec(select(readmodel.SpendRow.project, func.sum(readmodel.SpendRow.cents))
                             .where(readmodel.SpendRow.day == day).group_by(readmodel.SpendRow.project)))
         states = {r.backend: r for r in s.exec(select(readmodel.BackendStateRow))}
@@ -105,7 +109,7 @@ def read_snapshot(engine: Engine, now: datetime) -> Snapshot:
         alerted = set(s.exec(select(readmodel.BudgetAlertRow.aggregate_id)))
     project_spent = {p: float(c or 0) for p, c in spend}
     return Snapshot(day, jobs, uncosted, states, stats, sum(project_spent.values()), project_spent, in_flight,
-                    reserved, alerted)
+                    reserved, alerted, project_reserved)
 
 
 def stats_of(row: readmodel.BackendStatRow | None) -> domain.Stats:
@@ -168,7 +172,7 @@ class Router:
     def budget(self, snap: Snapshot) -> domain.Budget:
         s = self.settings
         return domain.Budget(spent_today=snap.spent_today, reserved=snap.reserved,
-                             project_spent=snap.project_spent, daily=s.hermes_daily_budget_cents,
+                             project_spent=snap.project_spent, project_reserved=snap.project_reserved, daily=s.hermes_daily_budget_cents,
                              projects=s.project_budgets(), max_per_job=s.hermes_max_cost_per_job_cents,
                              min_remote=s.hermes_min_remote_budget_cents)
 
@@ -185,7 +189,10 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Run rounds until ``stop``: at once when woken (a new job, a finished call, a health change),
         else every ``IDLE_ROUND_S`` seconds. Never raises."""
-        await self.republish_dispatched()
+        try:
+            await self.republish_dispatched()
+        except Exception as exc:  # rounds must run regardless; a lost request is re-sent at the next start
+            log.exception("republish_failed", error=repr(exc))
         while not stop.is_set():
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=IDLE_ROUND_S)
@@ -256,6 +263,9 @@ class Router:
                                      col(RouterJobRow.kind) != "compare"))
                 return list(rows)
         for job, sel in await asyncio.to_thread(read):
+            if sel.backend not in self.registry:  # removed from the configuration since: its round abandons it
+                log.warning("execution_not_republished", job_id=job.job_id, backend=sel.backend)
+                continue
             selected = BackendSelected(event_id=sel.event_id, aggregate_id=job.thread_id,
                                        occurred_at=sel.selected_at, correlation_id=job.correlation_id,
                                        job_id=job.job_id, backend=sel.backend, model=sel.model, reason=sel.reason,
@@ -377,7 +387,7 @@ class _Round:
         self.output(job).requests.append((subjects.exec_subject(chosen.backend), request))
         state = self.states[chosen.backend]
         self.states[chosen.backend] = replace(state, in_flight=state.in_flight + 1)
-        self.budget = replace(self.budget, reserved=self.budget.reserved + chosen.estimated_cost_cents)
+        self.budget = self.budget.reserve(needs.project, chosen.estimated_cost_cents)
         item = self.router._rates.get(chosen.backend)
         if item is not None:
             self.router._limiter.hit(item, chosen.backend)
@@ -393,8 +403,11 @@ class _Round:
                  reason=selection.reason)
 
     def _wait(self, job: RouterJobRow, selection: domain.Selection) -> None:
-        deadline = readmodel.aware(job.queued_at) + timedelta(seconds=self.router.settings.hermes_no_backend_wait_seconds)
-        if selection.permanent or self.now >= deadline:
+        # A saturated backend frees up by itself: such a job waits its turn in priority order, however long.
+        # Other waits are bounded, counted from the queueing or, for a failover, from the failed attempt.
+        waiting_since = job.last_failed_at if job.status == readmodel.FAILED and job.last_failed_at else job.queued_at
+        deadline = readmodel.aware(waiting_since) + timedelta(seconds=self.router.settings.hermes_no_backend_wait_seconds)
+        if selection.permanent or (self.now >= deadline and selection.wait_reason != "saturated"):
             code = selection.wait_reason if selection.wait_reason in ("over_budget", "no_capable_backend") \
                 else "no_backend"
             self._abandon(job, code, selection.reason)

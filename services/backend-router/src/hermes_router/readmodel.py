@@ -183,7 +183,9 @@ def save_position(session: Session, sequence: int) -> None:
 
 
 def utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC)
+    """``ts`` in UTC; a naive timestamp is taken as UTC (never as the host's zone: replays must not depend on
+    where they run)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def aware(ts: datetime | None) -> datetime | None:
