@@ -89,9 +89,15 @@ async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.0
 async def thread_events(js, thread_id: str) -> list:
     """Every event of one thread so far, in log order (an ordered consumer over the thread's subjects)."""
     from hermes_proto import subjects
+
+    return await stored_events(js, subjects.thread_events(thread_id))
+
+
+async def stored_events(js, subject: str) -> list:
+    """Every event stored so far on ``subject`` (wildcards allowed), decoded, in log order."""
     from hermes_proto.codec import decode_event
 
-    sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True)
+    sub = await js.subscribe(subject, ordered_consumer=True)
     events = []
     try:
         while True:
@@ -100,7 +106,7 @@ async def thread_events(js, thread_id: str) -> list:
             if msg.metadata.num_pending == 0:
                 break
     except asyncio.TimeoutError:
-        pass  # nothing (more) on the thread's subjects
+        pass  # nothing (more) on the subject
     finally:
         await sub.unsubscribe()
     return events

@@ -12,7 +12,6 @@ rebuilt read model gives the same scores and spend.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import thread_events, wait_until
+from conftest import stored_events, thread_events, wait_until
 from fakes.llm_servers import Fault, FakeAnthropicServer, FakeOpenAIServer, Reply
 from procs import ServiceProcess
 
@@ -204,8 +203,8 @@ async def test_paid_backend_cost_is_recorded_exactly_and_a_budget_keeps_jobs_off
     view = await cluster.backends()
     assert view.budget.spent_today_cents == pytest.approx(cost.cost_cents)
     # 0.3 × 0.03 c = 0.009 c reached by the first call: one alert event for today's daily budget.
-    alerts = await _events(cluster.js, "hermes.evt.budget.>")
-    assert [(a["scope"], a["budget_cents"]) for a in alerts] == [("daily", 0.03)]
+    alerts = await stored_events(cluster.js, "hermes.evt.budget.>")
+    assert [(a.scope, a.budget_cents) for a in alerts] == [("daily", 0.03)]
 
 
 async def test_a_private_job_never_leaves_the_local_backend(cluster: Cluster) -> None:
@@ -236,7 +235,7 @@ async def test_an_unhealthy_backend_is_skipped_then_recovers(cluster: Cluster) -
     await cluster.wait_health("talos", "healthy")
     events = await cluster.outcome(await cluster.job())
     assert [s.backend for s in of(events, "backend_selected")] == ["talos"]
-    marks = [e["type"] for e in await _events(cluster.js, "hermes.evt.backend.talos.>")]
+    marks = [e.type_name() for e in await stored_events(cluster.js, "hermes.evt.backend.talos.>")]
     assert marks == ["backend_marked_unhealthy", "backend_recovered"]
 
 
@@ -305,20 +304,6 @@ def _rows(db: Path) -> dict[str, list]:
     with sqlite3.connect(db) as conn:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
                 for t in ("backend_stats", "spend", "selections", "router_jobs", "thread_drafts")}
-
-
-async def _events(js, subject: str) -> list[dict]:
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    found = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=1.0)
-            found.append(json.loads(msg.data))
-    except Exception:
-        pass
-    finally:
-        await sub.unsubscribe()
-    return found
 
 
 async def test_failover_reaches_an_anthropic_backend(cluster: Cluster) -> None:

@@ -190,9 +190,7 @@ def utc(ts: datetime) -> datetime:
 
 def aware(ts: datetime | None) -> datetime | None:
     """A stored timestamp as UTC-aware (SQLite hands them back naive; they were written in UTC)."""
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+    return None if ts is None else utc(ts)
 
 
 def day_of(ts: datetime) -> str:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints
 
 from hermes_gateway.deps import BackendName, BackendsDep
-from hermes_gateway.domain import check_id
+from hermes_gateway.domain import ID_PATTERN, check_id
 from hermes_gateway.envelope import success, success_schema
 from hermes_proto.queries import BackendsReply, CompareReply, CompareRequest, SelectionsReply
 
@@ -29,7 +29,7 @@ UNKNOWN_BACKEND: dict[int | str, dict[str, Any]] = {
     400: {"description": "``invalid_id``: the name is not 1-128 letters, digits, '-' or '_'."},
 }
 
-BackendField = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+BackendField = Annotated[StrictStr, StringConstraints(pattern=ID_PATTERN.pattern)]
 
 
 class ToggleRequest(BaseModel):
