@@ -10,7 +10,10 @@ from typing import Annotated
 import msgspec
 
 from hermes_proto.base import Command
-from hermes_proto.events import Answer
+from hermes_proto.events import Answer, WorkflowError, WorkflowStep, step_order
+
+MAX_WORKFLOW_STEPS = 100
+"""Hard cap on steps per workflow in the contract; ``HERMES_WORKFLOW_MAX_STEPS`` sets the working limit."""
 
 
 class SubmitIdea(Command, frozen=True, kw_only=True):
@@ -27,6 +30,40 @@ class SubmitIdea(Command, frozen=True, kw_only=True):
     project: str = "default"
     private: bool = False
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+
+
+class SubmitWorkflow(Command, frozen=True, kw_only=True):
+    """Open a workflow thread: ``steps`` form a DAG (each runs once all its ``depends_on`` completed, with
+    their results as context). Decoding fails (``validation_failed``, dead-lettered) when step ids repeat, a
+    dependency is unknown, the dependencies form a cycle, or there are more than :data:`MAX_WORKFLOW_STEPS`.
+    ``timeout_s`` bounds the whole workflow (seconds; None: ``HERMES_WORKFLOW_TIMEOUT_MINUTES``)."""
+
+    thread_id: str
+    title: str = ""
+    steps: Annotated[list[WorkflowStep], msgspec.Meta(max_length=MAX_WORKFLOW_STEPS)]
+    channel: str = "api"
+    user_id: str = "local"
+    origin: dict[str, str] = {}
+    project: str = "default"
+    private: bool = False
+    priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            step_order(self.steps)
+        except WorkflowError as exc:  # msgspec reports it as a ValidationError while decoding
+            raise ValueError(str(exc)) from None
+
+
+class CancelJob(Command, frozen=True, kw_only=True):
+    """Stop ``job_id`` of ``thread_id`` (public): a queued job is never dispatched, a running model call is
+    stopped at its edge. ``reason``: ``user``, or ``timeout`` when the orchestrator's job timer sends it."""
+
+    thread_id: str
+    job_id: str
+    reason: str = "user"
 
 
 class AnswerQuestions(Command, frozen=True, kw_only=True):
@@ -48,4 +85,4 @@ class CloseAnswerWindow(Command, frozen=True, kw_only=True):
     thread_id: str
 
 
-ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow)
+ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob)

@@ -57,6 +57,75 @@ class ThreadOpened(Event, frozen=True, kw_only=True):
     project: str = "default"
     private: bool = False
     priority: int = 5
+    kind: str = "idea"
+    """``idea`` (draft 1, questions, draft 2) or ``workflow`` (the steps of a :class:`WorkflowPlanned`)."""
+
+
+class WorkflowStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a workflow: a model call on ``prompt`` that starts only when every step named in
+    ``depends_on`` completed; their results are given to it as context. ``step_id`` matches
+    ``[A-Za-z0-9_-]{1,64}``. ``priority`` 1-10, ``max_retries`` (attempts after the first), ``timeout_s``
+    (seconds from queued to result) and ``max_tokens`` default to the workflow's or the service's."""
+
+    step_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    prompt: Annotated[str, msgspec.Meta(min_length=1)]
+    depends_on: list[str] = []
+    priority: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+
+
+class WorkflowError(ValueError):
+    """A workflow's steps do not form a DAG: ``code`` is ``duplicate_step``, ``unknown_dependency``,
+    ``dependency_cycle`` or ``no_steps``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def step_order(steps: list[WorkflowStep]) -> list[str]:
+    """The step ids in a dependency order (Kahn's algorithm; ties keep submission order). Raises
+    :class:`WorkflowError` when ids repeat, a dependency names no step, or the dependencies form a cycle
+    (the detail names the steps on it)."""
+    if not steps:
+        raise WorkflowError("no_steps", "a workflow needs at least one step")
+    ids = [s.step_id for s in steps]
+    seen: set[str] = set()
+    for step_id in ids:
+        if step_id in seen:
+            raise WorkflowError("duplicate_step", f"step id {step_id!r} appears twice")
+        seen.add(step_id)
+    for step in steps:
+        for dep in step.depends_on:
+            if dep not in seen:
+                raise WorkflowError("unknown_dependency", f"step {step.step_id!r} depends on unknown step {dep!r}")
+    waiting = {s.step_id: set(s.depends_on) for s in steps}
+    order: list[str] = []
+    while True:
+        ready = [i for i in ids if i in waiting and not waiting[i]]
+        if not ready:
+            break
+        for step_id in ready:
+            del waiting[step_id]
+            order.append(step_id)
+        for deps in waiting.values():
+            deps.difference_update(ready)
+    if waiting:
+        raise WorkflowError("dependency_cycle", "steps in or behind a cycle: " + ", ".join(sorted(waiting)))
+    return order
+
+
+class WorkflowPlanned(Event, frozen=True, kw_only=True):
+    """A workflow thread's steps (a DAG, already checked by :func:`step_order`); ``timeout_s`` bounds the whole
+    workflow (seconds from opening). Each step becomes a job (id ``derived_id(thread_id, "step", step_id)``)
+    queued when its dependencies completed."""
+
+    title: str = ""
+    steps: list[WorkflowStep]
+    timeout_s: float | None = None
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
@@ -82,6 +151,31 @@ class JobQueued(Event, frozen=True, kw_only=True):
     model: str | None = None
     requires: list[str] = []
     criteria: str | None = None
+    max_retries: int | None = None
+    """Attempts after the first, with exponential backoff and jitter (None: the router's default)."""
+    timeout_s: float | None = None
+    """Seconds from queued to result; past it the orchestrator cancels the job (reason ``timeout``)."""
+    step_id: str | None = None
+    depends_on: list[str] = []
+    """Job ids this job waited for (workflow steps); it is queued only once they all completed."""
+
+
+class JobCancelled(Event, frozen=True, kw_only=True):
+    """``job_id`` stops: no backend is chosen for it any more and a running model call is stopped at its edge.
+    ``reason``: ``user`` (the cancel API), ``timeout`` (its ``timeout_s`` elapsed), ``workflow_timeout``."""
+
+    job_id: str
+    reason: str
+    message: str = ""
+
+
+class JobSkipped(Event, frozen=True, kw_only=True):
+    """A workflow step never runs because a step it depends on failed, was cancelled or was skipped;
+    ``reason`` names that step and what happened to it."""
+
+    job_id: str
+    step_id: str
+    reason: str
 
 
 class BackendSelected(Event, frozen=True, kw_only=True):
@@ -207,7 +301,8 @@ class AnswersRecorded(Event, frozen=True, kw_only=True):
 
 
 class ThreadCompleted(Event, frozen=True, kw_only=True):
-    """The thread is finished. ``reason``: answered, answer_timeout, no_questions."""
+    """The thread is finished. ``reason``: answered, answer_timeout, no_questions, draft2_failed,
+    draft2_cancelled, workflow_completed (``final_draft_number`` 0: a workflow has step results, no drafts)."""
 
     final_draft_number: int
     reason: str
@@ -223,6 +318,9 @@ class ThreadRated(Event, frozen=True, kw_only=True):
 
 
 class JobFailed(Event, frozen=True, kw_only=True):
+    """``job_id`` ended without a result: ``error_code`` as in :class:`ExecutionAbandoned`, or ``cancelled`` /
+    ``timeout`` after a :class:`JobCancelled`."""
+
     job_id: str
     error_code: str
     message: str
@@ -302,6 +400,18 @@ class BudgetThresholdReached(Event, frozen=True, kw_only=True):
     threshold: float
 
 
+class QueueFull(Event, frozen=True, kw_only=True):
+    """The gateway refused a submission: ``queued`` open jobs reached ``limit`` (``HERMES_MAX_QUEUED_JOBS``).
+    ``aggregate_id`` is ``queue``; one event per minute at most (its id is derived from the minute), the
+    notifier applies the alert cooldown. ``retry_after_s`` is what the refused caller was told (seconds)."""
+
+    aggregate_type: ClassVar[str] = "system"
+
+    queued: int
+    limit: int
+    retry_after_s: float
+
+
 THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadOpened,
     JobQueued,
@@ -321,8 +431,11 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
     JobDeferred,
     CostRecorded,
     ExecutionAbandoned,
+    WorkflowPlanned,
+    JobCancelled,
+    JobSkipped,
 )
 
 BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
 
-ALL_EVENTS: tuple[type[Event], ...] = THREAD_EVENTS + BACKEND_EVENTS + (BudgetThresholdReached,)
+ALL_EVENTS: tuple[type[Event], ...] = THREAD_EVENTS + BACKEND_EVENTS + (BudgetThresholdReached, QueueFull)

@@ -57,3 +57,13 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     healthy: bool
     sent_at: datetime
     edge_id: str = ""
+
+
+class CancelExecution(msgspec.Struct, frozen=True, kw_only=True):
+    """Stop the model call of ``job_id`` (core NATS ``hermes.cancel.<backend>``, every edge of the backend gets
+    it): the edge that runs it cancels the call and appends ``ExecutionFailed(error_code="cancelled",
+    retryable=False)``; an edge that gets the request later drops it. ``reason`` as in ``JobCancelled``."""
+
+    job_id: str
+    thread_id: str
+    reason: str

@@ -3,6 +3,7 @@
 Request ``hermes.query.thread`` with :class:`ThreadQuery` → :class:`ThreadReply`.
 Request ``hermes.query.job`` with :class:`JobQuery` → :class:`JobReply`.
 Request ``hermes.query.threads`` with :class:`ThreadListQuery` → :class:`ThreadListReply`.
+Request ``hermes.query.queue`` (empty body) → :class:`QueueReply`.
 Times are ISO-8601 UTC; latencies ms; tokens are model tokens.
 """
 
@@ -237,3 +238,13 @@ class CompareResult(msgspec.Struct, kw_only=True):
 class CompareReply(msgspec.Struct, kw_only=True):
     comparison_id: str
     results: list[CompareResult]
+
+
+class QueueReply(msgspec.Struct, kw_only=True):
+    """The open jobs (queued, dispatched, running or retrying) by status and by priority (1-10, as strings),
+    and ``waiting_steps``: workflow steps planned but waiting for their dependencies (not yet queued)."""
+
+    open_jobs: int
+    by_status: dict[str, int] = {}
+    by_priority: dict[str, int] = {}
+    waiting_steps: int = 0

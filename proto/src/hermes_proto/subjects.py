@@ -56,6 +56,12 @@ def probe_subject(backend: str) -> str:
     return f"hermes.probe.{backend}"
 
 
+def cancel_subject(backend: str) -> str:
+    """Core NATS: the router tells every edge of ``backend`` to stop a job's model call
+    (:class:`hermes_proto.execution.CancelExecution`)."""
+    return f"hermes.cancel.{backend}"
+
+
 def token_subject(thread_id: str, job_id: str) -> str:
     return f"hermes.tokens.{thread_id}.{job_id}"
 
@@ -72,6 +78,7 @@ def dlq_subject(consumer: str) -> str:
 QUERY_THREAD = "hermes.query.thread"
 QUERY_JOB = "hermes.query.job"
 QUERY_HEALTH = "hermes.query.health"
+QUERY_QUEUE = "hermes.query.queue"
 QUERY_BACKENDS = "hermes.query.backends"
 QUERY_SELECTIONS = "hermes.query.selections"
 CONTROL_BACKEND = "hermes.control.backend"
