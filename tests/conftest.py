@@ -97,16 +97,24 @@ async def stored_events(js, subject: str) -> list:
     """Every event stored so far on ``subject`` (wildcards allowed), decoded, in log order."""
     from hermes_proto.codec import decode_event
 
+    return [decode_event(m.data) for m in await stored_messages(js, subject)]
+
+
+async def stored_messages(js, subject: str) -> list:
+    """Every message stored so far on ``subject`` (wildcards allowed), undecoded, in stream order, as
+    :class:`hermes_proto.bus.RawMessage` ``(sequence, subject, data, headers)``, as a projection reads them."""
+    from hermes_proto.bus import RawMessage
+
     sub = await js.subscribe(subject, ordered_consumer=True)
-    events = []
+    messages = []
     try:
         while True:
             msg = await sub.next_msg(timeout=0.5)
-            events.append(decode_event(msg.data))
+            messages.append(RawMessage(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers))
             if msg.metadata.num_pending == 0:
                 break
     except asyncio.TimeoutError:
         pass  # nothing (more) on the subject
     finally:
         await sub.unsubscribe()
-    return events
+    return messages

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -45,3 +46,35 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_size(self) -> int:
+        """Bytes in the log so far: pass it to :meth:`logged_since` to look at a restart's lines only."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def logged_since(self, offset: int, text: str) -> bool:
+        """Whether ``text`` appears in the log after byte ``offset``."""
+        if not self.log_path.exists():
+            return False
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return text.encode() in log.read()
+
+
+MODULES = {"orchestrator": "hermes_orchestrator", "router": "hermes_router", "learner": "hermes_learner",
+           "edge": "hermes_edge", "gateway": "hermes_gateway"}
+"""Service name (as the tests call it) → the module ``python -m`` runs."""
+
+READY_MARKERS = {"orchestrator": "orchestrator_started", "router": "router_started", "learner": "learner_started",
+                 "edge": "edge_started", "gateway": "gateway_ready"}
+"""The log event each service writes once it serves (read models caught up, consumers running)."""
+
+
+def model_env(port: int, model: str = "fake") -> dict[str, str]:
+    """``BACKEND_TALOS_*``: the ``talos`` backend is the OpenAI-compatible loopback server on ``port``."""
+    return {"BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1", "BACKEND_TALOS_PORT": str(port),
+            "BACKEND_TALOS_MODELS": model}
+
+
+def service_processes(env: dict[str, str], log_dir: Path, names: Iterable[str]) -> dict[str, ServiceProcess]:
+    """One (not yet started) :class:`ServiceProcess` per name of :data:`MODULES`, all with ``env``."""
+    return {name: ServiceProcess(name, MODULES[name], env, log_dir) for name in names}

@@ -11,7 +11,7 @@ from collections import Counter
 
 from conftest import thread_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from procs import ServiceProcess
+from procs import ServiceProcess, model_env, service_processes
 
 from hermes_proto.bus import EventStore
 from hermes_proto.commands import SubmitIdea
@@ -22,12 +22,9 @@ IDEAS = ["plan a vegetable garden on my balcony", "write a speech for my sister'
 
 
 def services(bus_env: dict[str, str], model: FakeOpenAIServer, logs) -> dict[str, ServiceProcess]:
-    env = dict(bus_env, METRICS_PORT="0", HERMES_ANSWER_TIMEOUT_SECONDS="600", BACKEND_TALOS_TYPE="openai",
-               BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(model.port), BACKEND_TALOS_MODELS="fake",
-               HERMES_EDGE_ACK_WAIT_S="3", HERMES_EDGE_HEARTBEAT_S="0.5")
-    return {name: ServiceProcess(name, module, env, logs) for name, module in (
-        ("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"), ("learner", "hermes_learner"),
-        ("edge", "hermes_edge"))}
+    env = dict(bus_env, METRICS_PORT="0", HERMES_ANSWER_TIMEOUT_SECONDS="600", HERMES_EDGE_ACK_WAIT_S="3",
+               HERMES_EDGE_HEARTBEAT_S="0.5", **model_env(model.port))
+    return service_processes(env, logs, ("orchestrator", "router", "learner", "edge"))
 
 
 async def types_of(js, thread_id: str) -> Counter:

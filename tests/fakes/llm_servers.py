@@ -101,6 +101,9 @@ class Reply:
         return re.findall(r"\s*\S+\s*$|\s*\S+", self.text) or ([self.text] if self.text else [])
 
 
+RECORDED = web.RequestKey("recorded", object)
+
+
 @dataclass
 class RecordedRequest:
     """One request as received: ``headers`` with lower-case names; ``body`` is the parsed JSON or None."""
@@ -138,6 +141,8 @@ class FakeLLMServer(LoopbackServer):
         super().__init__(host, port)
         self.requests: list[RecordedRequest] = []
         self.fault: FaultPlan | None = None
+        self.aborted: list[RecordedRequest] = []
+        """Streamed chat calls the client hung up on before the last chunk (e.g. a cancelled job)."""
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class FakeLLMServer(LoopbackServer):
 
     async def _serve_chat(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)
+        request[RECORDED] = recorded
         refused = self._gate(request)
         if refused is not None:
             return refused
@@ -327,9 +333,13 @@ class FakeLLMServer(LoopbackServer):
                     await response.write(bad_payload if plan.kind == Fault.MALFORMED_JSON else error_payload)
                     await response.write_eof()
                     return response
-            if index and self.reply.chunk_delay_s:
-                await asyncio.sleep(self.reply.chunk_delay_s)
-            await response.write(payload)
+            try:
+                if index and self.reply.chunk_delay_s:
+                    await asyncio.sleep(self.reply.chunk_delay_s)
+                await response.write(payload)
+            except (ConnectionError, asyncio.CancelledError):  # the client hung up mid-stream
+                self.aborted.append(request[RECORDED])
+                raise
         await response.write_eof()
         return response
 

@@ -1,5 +1,6 @@
-"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer``, ``status``, ``rate`` and
-``backends`` talk to the gateway (``--url``, else ``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
+"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer``, ``status``, ``rate``,
+``backends`` and ``dead-letters`` talk to the gateway (``--url``, else ``$HERMES_URL``, else
+``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
 
 Exit codes: 0 done; 1 the gateway answered an error, the thread failed, or waiting timed out;
 2 bad usage; 3 the gateway could not be reached.
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
@@ -426,6 +428,73 @@ def compare_backends(
         _print_comparison(reply)
     if not any(r.get("text") is not None and not r.get("error_code") for r in reply["results"]):
         raise typer.Exit(EXIT_ERROR)
+
+
+dead_letters_app = typer.Typer(no_args_is_help=False, help="Messages the services could not process: list them, "
+                               "replay one after fixing the cause.")
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
+def _print_dead_letters(page: dict[str, Any]) -> None:
+    if not page["dead_letters"]:
+        typer.echo("No dead letters.")
+        return
+    rows = [["SEQ", "CONSUMER", "REASON", "SUBJECT", "WHEN", "REPLAYED"]]
+    for d in page["dead_letters"]:
+        replayed = "-" if not d["replayable"] else (d["replayed_at"] or "no")
+        rows.append([str(d["dlq_sequence"]), d["consumer"], d["reason"], f"{d['subject']} #{d['stream_sequence']}",
+                     d["dead_lettered_at"], replayed])
+    typer.echo(_table(rows))
+    if page.get("next_before") is not None:
+        typer.echo(f"\nOlder ones: --before {page['next_before']}")
+
+
+@dead_letters_app.callback(invoke_without_command=True)
+def dead_letters(
+    ctx: typer.Context,
+    consumer: Annotated[str | None, typer.Option("--consumer", help="Only this consumer's (e.g. "
+                                                 "orchestrator-commands).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason (invalid_json, "
+                                               "validation_failed, max_deliveries, handler_error).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,
+    before: Annotated[int | None, typer.Option("--before", min=1, help="Only older than this sequence.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw listing as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """List dead letters, newest first: sequence (the id to replay), consumer, reason, where it was, when."""
+    if ctx.invoked_subcommand is not None:
+        return
+    page = _with_client(url, lambda client: client.dead_letters(consumer, reason, limit, before))
+    if as_json:
+        typer.echo(json.dumps(page, indent=2, ensure_ascii=False))
+    else:
+        _print_dead_letters(page)
+
+
+def _corrected_payload(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        payload = json.loads(Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"--payload is not readable JSON: {exc}", code=EXIT_USAGE) from None
+    if not isinstance(payload, dict):
+        raise _fail("--payload must be a JSON object.", code=EXIT_USAGE)
+    return payload
+
+
+@dead_letters_app.command("replay")
+def replay_dead_letter(
+    seq: Annotated[int, typer.Argument(min=1, help="The dead letter's sequence (first column of the list).")],
+    payload: Annotated[str | None, typer.Option("--payload", help="A corrected message to publish instead: JSON "
+                                                "text, or @FILE.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Publish a dead letter again on its original subject (commands and execution requests only)."""
+    corrected = _corrected_payload(payload)
+    marker = _with_client(url, lambda client: client.replay_dead_letter(seq, corrected))
+    what = "corrected payload" if marker["corrected"] else "original payload"
+    typer.echo(f"Replayed dead letter {seq} ({what}) to {marker['subject']} as #{marker['stream_sequence']}.")
 
 
 @app.command()

@@ -147,6 +147,19 @@ class GatewayClient:
         return self._call("POST", "/api/backends/compare", json=body,
                           timeout=httpx.Timeout(self._timeout_s, read=timeout_s + self._timeout_s))
 
+    def dead_letters(self, consumer: str | None = None, reason: str | None = None, limit: int = 50,
+                     before: int | None = None) -> dict[str, Any]:
+        """``GET /api/system/dead-letters``: ``{"dead_letters": [...], "next_before"}``, newest first."""
+        params = {"consumer": consumer, "reason": reason, "limit": limit, "before": before}
+        return self._call("GET", "/api/system/dead-letters",
+                          params={key: value for key, value in params.items() if value is not None})
+
+    def replay_dead_letter(self, dlq_sequence: int, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``POST /api/system/dead-letters/<seq>/replay`` (with ``payload``, a corrected message, when given);
+        returns the replay marker ``{"dlq_sequence", "subject", "stream_sequence", "corrected", ...}``."""
+        body = {"payload": payload} if payload is not None else None
+        return self._call("POST", f"/api/system/dead-letters/{dlq_sequence}/replay", json=body)
+
     @contextmanager
     def watch(self, thread_id: str, last_event_id: int | None = None) -> Iterator[Iterator[SseEvent]]:
         """Open ``GET /api/threads/<id>/events``; yields the event iterator once the gateway has subscribed

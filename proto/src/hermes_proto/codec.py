@@ -1,17 +1,34 @@
 """JSON encoding of every Hermes message, and decoding against the tagged unions.
 
-Decoding never raises anything but :class:`DecodeError`; callers dead-letter on it.
-Unknown fields are ignored (forward compatibility); an unknown ``type`` tag is an error.
+Decoding never raises anything but :class:`DecodeError`; callers dead-letter on it. An unknown ``type`` tag is
+an error (``validation_failed``); unknown fields are ignored (forward compatibility).
+
+Schema versions. Every event and command carries ``schema_version``; a type's current version is the default of
+that field (1 for every type but :class:`~hermes_proto.commands.SubmitIdea`, now 2). The rule:
+
+* An additive change (a new field with a default) keeps the version: an older consumer ignores the new field, a
+  newer one reads the default from an older payload.
+* Any other change (a field moved, renamed, retyped, or its meaning changed) bumps that type's version and
+  registers in :data:`UPCASTERS` a function turning a payload of version *v* (a JSON object as a dict) into
+  version *v + 1*. A payload of an older version runs the chain up to the current version and is then decoded;
+  every older version must stay decodable, so an upcaster is never removed.
+* A payload without ``schema_version`` counts as current; one newer than known is decoded as the current version
+  (its unknown fields ignored).
+
+Current-version payloads take the fast path, one typed msgspec decode; only a payload whose decoded
+``schema_version`` is older than its type's (or one that fails validation and says it is older) is decoded a
+second time as a dict for upcasting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Union
 
 import msgspec
 
 from hermes_proto.base import Command, Event
-from hermes_proto.commands import ALL_COMMANDS
+from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
 from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
 
@@ -20,20 +37,90 @@ _encoder = msgspec.json.Encoder()
 EventUnion = Union[ALL_EVENTS]  # type: ignore[valid-type]
 CommandUnion = Union[ALL_COMMANDS]  # type: ignore[valid-type]
 
-_event_decoder = msgspec.json.Decoder(EventUnion)
-_command_decoder = msgspec.json.Decoder(CommandUnion)
-_exec_decoder = msgspec.json.Decoder(ExecutionRequested)
-_heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns one payload of version *v* into version *v + 1* (``schema_version`` is set by the caller)."""
 
 
 class DecodeError(ValueError):
-    """The payload is not valid JSON, has an unknown ``type``, or fails validation. ``reason`` is a
-    short machine-readable code: ``invalid_json``, ``validation_failed``."""
+    """The payload is not valid JSON, has an unknown ``type``, or fails validation (also after upcasting).
+    ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed``."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def _submit_idea_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """SubmitIdea 1 -> 2: ``callback_url`` and ``source_app`` move out of ``origin`` into fields of their own
+    (a field the payload already sets wins)."""
+    origin = payload.get("origin")
+    if not isinstance(origin, dict):
+        return payload  # not an object: validation reports it
+    rest = dict(origin)
+    moved = {key: rest.pop(key) for key in ("callback_url", "source_app") if key in rest}
+    upcast = {**payload, "origin": rest}
+    for key, value in moved.items():
+        if upcast.get(key) is None:
+            upcast[key] = value
+    return upcast
+
+
+UPCASTERS: dict[type[Event] | type[Command], dict[int, Upcaster]] = {
+    SubmitIdea: {1: _submit_idea_v1},
+}
+"""Per message type, the upcaster from each older version to the next."""
+
+
+def current_version(message_type: type[Event] | type[Command]) -> int:
+    """The schema version ``message_type`` is encoded with (its ``schema_version`` default)."""
+    return next(f.default for f in msgspec.structs.fields(message_type) if f.name == "schema_version")
+
+
+class _Family:
+    """The decoder of one tagged union and, per tag, the type, its current version and its upcasters."""
+
+    def __init__(self, types: tuple[type, ...]) -> None:
+        self.decoder = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
+        self.current = {t: current_version(t) for t in types}
+        self.by_tag = {t.type_name(): t for t in types}
+        for message_type, version in self.current.items():
+            missing = [v for v in range(1, version) if v not in UPCASTERS.get(message_type, {})]
+            if missing:  # a bump without its upcaster would make stored messages undecodable
+                raise RuntimeError(f"{message_type.__name__} has no upcaster from schema version(s) {missing}")
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            message = self.decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            return self._upcast(data, str(exc))
+        except msgspec.DecodeError as exc:
+            raise DecodeError("invalid_json", str(exc)) from None
+        if message.schema_version < self.current[type(message)]:
+            return self._upcast(data, None)
+        return message
+
+    def _upcast(self, data: bytes, error: str | None) -> Any:
+        """Decode ``data`` through the upcaster chain of its type; ``error``: why the typed decode failed (raised
+        again when the payload is not of an older version)."""
+        raw = msgspec.json.decode(data)  # valid JSON: the typed decode got past parsing
+        tag = raw.get("type") if isinstance(raw, dict) else None
+        message_type = self.by_tag.get(tag) if isinstance(tag, str) else None
+        version = raw.get("schema_version") if message_type is not None else None
+        if message_type is None or type(version) is not int or not 1 <= version < self.current[message_type]:
+            raise DecodeError("validation_failed", error or f"unknown schema_version {version!r}")
+        for step in range(version, self.current[message_type]):
+            raw = {**UPCASTERS[message_type][step](raw), "schema_version": step + 1}
+        try:
+            return self.decoder.decode(_encoder.encode(raw))
+        except msgspec.ValidationError as exc:
+            raise DecodeError("validation_failed", f"{exc} (upcast from schema version {version})") from None
+
+
+_events = _Family(ALL_EVENTS)
+_commands = _Family(ALL_COMMANDS)
+_exec_decoder = msgspec.json.Decoder(ExecutionRequested)
+_heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 
 
 def encode(message: Any) -> bytes:
@@ -51,13 +138,13 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes) -> Any:
 
 
 def decode_event(data: bytes) -> Event:
-    """Decode one event; raises :class:`DecodeError`."""
-    return _decode(_event_decoder, data)
+    """Decode one event (upcast from an older schema version); raises :class:`DecodeError`."""
+    return _events.decode(data)
 
 
 def decode_command(data: bytes) -> Command:
-    """Decode one command; raises :class:`DecodeError`."""
-    return _decode(_command_decoder, data)
+    """Decode one command (upcast from an older schema version); raises :class:`DecodeError`."""
+    return _commands.decode(data)
 
 
 def decode_execution_request(data: bytes) -> ExecutionRequested:

@@ -15,12 +15,24 @@ from hermes_proto.events import Answer, WorkflowError, WorkflowStep, step_order
 MAX_WORKFLOW_STEPS = 100
 """Hard cap on steps per workflow in the contract; ``HERMES_WORKFLOW_MAX_STEPS`` sets the working limit."""
 
+CALLBACK_URL_MAX_LENGTH = 2048
+SOURCE_APP_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+CallbackUrl = Annotated[str, msgspec.Meta(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$", max_length=CALLBACK_URL_MAX_LENGTH)]
+"""An http(s) URL without whitespace; the gateway checks more (host, port, no credentials) before publishing."""
+SourceApp = Annotated[str, msgspec.Meta(pattern=SOURCE_APP_PATTERN)]
+
 
 class SubmitIdea(Command, frozen=True, kw_only=True):
     """Open a thread for ``idea``. ``thread_id`` is chosen by the producer so it can watch the thread
     at once; ``max_questions`` None means the configured default. ``project`` is the budget scope,
-    ``private`` keeps every model call on local backends, ``priority`` 1-10 (10 first)."""
+    ``private`` keeps every model call on local backends, ``priority`` 1-10 (10 first). ``callback_url``
+    (http or https, at most 2048 characters): the notifier POSTs the result there when the thread completes or
+    fails; ``source_app`` names the producer (1-64 of ``[A-Za-z0-9_.-]``) and is echoed in that callback.
 
+    Schema version 2. Version 1 carried ``callback_url`` and ``source_app`` in ``origin``; decoding a version-1
+    payload moves them out (:mod:`hermes_proto.codec`)."""
+
+    schema_version: int = 2
     thread_id: str
     idea: str
     channel: str = "api"
@@ -30,6 +42,8 @@ class SubmitIdea(Command, frozen=True, kw_only=True):
     project: str = "default"
     private: bool = False
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    callback_url: CallbackUrl | None = None
+    source_app: SourceApp | None = None
 
 
 class SubmitWorkflow(Command, frozen=True, kw_only=True):
@@ -85,4 +99,10 @@ class CloseAnswerWindow(Command, frozen=True, kw_only=True):
     thread_id: str
 
 
-ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob)
+class ExpireWorkflow(Command, frozen=True, kw_only=True):
+    """Internal: the workflow ``thread_id`` ran past its ``timeout_s``; stop what still runs and fail it."""
+
+    thread_id: str
+
+
+ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob, ExpireWorkflow)

@@ -25,3 +25,19 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     detail: str
     dead_lettered_at: datetime
+
+
+class DeadLetterReplayed(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator re-published the dead letter at ``HERMES_DLQ`` sequence ``dlq_sequence`` (stream
+    ``HERMES_DLQ``, subject ``hermes.dlq.replayed.<dlq_sequence>``).
+
+    ``stream``/``subject`` say where it went (the original ones) and ``stream_sequence`` where it landed;
+    ``corrected`` is true when the operator replaced the payload; ``replayed_at`` is UTC."""
+
+    dlq_sequence: int
+    consumer: str
+    stream: str
+    subject: str
+    stream_sequence: int
+    corrected: bool
+    replayed_at: datetime

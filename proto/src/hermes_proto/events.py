@@ -46,7 +46,9 @@ class BackendCandidate(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadOpened(Event, frozen=True, kw_only=True):
     """A user submitted an idea. ``channel``: web, cli, api, telegram, external.
-    ``origin`` holds reply addresses (e.g. ``{"telegram_chat_id": "42"}``)."""
+    ``origin`` holds reply addresses (e.g. ``{"telegram_chat_id": "42"}``); ``callback_url`` and
+    ``source_app`` are an external producer's, copied from :class:`~hermes_proto.commands.SubmitIdea` (the
+    notifier POSTs the result to ``callback_url`` when the thread completes or fails)."""
 
     idea: str
     channel: str = "api"
@@ -59,6 +61,8 @@ class ThreadOpened(Event, frozen=True, kw_only=True):
     priority: int = 5
     kind: str = "idea"
     """``idea`` (draft 1, questions, draft 2) or ``workflow`` (the steps of a :class:`WorkflowPlanned`)."""
+    callback_url: str | None = None
+    source_app: str | None = None
 
 
 class WorkflowStep(msgspec.Struct, frozen=True, kw_only=True):

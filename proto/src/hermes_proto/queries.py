@@ -24,7 +24,7 @@ class QuestionView(msgspec.Struct, kw_only=True):
 
 class JobView(msgspec.Struct, kw_only=True):
     """``status``: queued, dispatched, running, retrying (an attempt failed; the router may fail over),
-    completed, failed. ``waiting_reason``: why the router holds a queued job (no_backend, saturated,
+    completed, failed, cancelled. ``waiting_reason``: why the router holds a queued job (no_backend, saturated,
     over_budget, cooling_down); ``cost_cents``: recorded cost."""
 
     job_id: str
@@ -46,6 +46,22 @@ class JobView(msgspec.Struct, kw_only=True):
     cost_cents: float = 0.0
     queued_at: datetime | None = None
     finished_at: datetime | None = None
+    step_id: str | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    deadline: datetime | None = None
+    """When the job's timeout cancels it (``queued_at`` + ``timeout_s``), if it has one."""
+
+
+class StepView(msgspec.Struct, kw_only=True):
+    """A workflow step: ``status`` waiting (for its dependencies), queued, dispatched, running, retrying,
+    completed, failed, cancelled or skipped (``reason`` says why)."""
+
+    step_id: str
+    job_id: str
+    status: str
+    depends_on: list[str] = []
+    reason: str | None = None
 
 
 class ThreadView(msgspec.Struct, kw_only=True):
@@ -74,6 +90,10 @@ class ThreadView(msgspec.Struct, kw_only=True):
     updated_at: datetime
     questions: list[QuestionView] = []
     jobs: list[JobView] = []
+    kind: str = "idea"
+    """``idea`` or ``workflow`` (then ``steps`` lists its steps in submission order)."""
+    workflow_deadline: datetime | None = None
+    steps: list[StepView] = []
 
 
 class ThreadQuery(msgspec.Struct, kw_only=True):

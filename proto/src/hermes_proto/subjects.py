@@ -75,6 +75,17 @@ def dlq_subject(consumer: str) -> str:
     return f"hermes.dlq.{consumer}"
 
 
+DLQ_RECORDS = "hermes.dlq.*"
+"""Every :class:`~hermes_proto.deadletter.DeadLetter` record (three tokens; a durable name has no dots)."""
+DLQ_REPLAYED_ALL = "hermes.dlq.replayed.*"
+"""Every :class:`~hermes_proto.deadletter.DeadLetterReplayed` marker (four tokens: never a record)."""
+
+
+def dlq_replayed_subject(dlq_sequence: int) -> str:
+    """``hermes.dlq.replayed.<dlq_sequence>``: the marker of one replayed dead letter."""
+    return f"hermes.dlq.replayed.{dlq_sequence}"
+
+
 QUERY_THREAD = "hermes.query.thread"
 QUERY_JOB = "hermes.query.job"
 QUERY_HEALTH = "hermes.query.health"

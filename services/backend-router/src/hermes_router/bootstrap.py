@@ -114,7 +114,7 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
 
     health = HealthMonitor(nc, store, registry, settings.hermes_unhealthy_threshold,
                            settings.hermes_probe_timeout_seconds, load_marks(engine), wake)
-    router = Router(js, settings, registry, engine, projection, health)
+    router = Router(nc, settings, registry, engine, projection, health)
 
     async def on_live(events: list) -> None:
         observe(events)
@@ -123,6 +123,7 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
                 await health.signal(e.backend, False, f"call failed: {e.error_code}")
             elif isinstance(e, ExecutionCompleted):
                 await health.signal(e.backend, True, "call completed")
+        await router.stop_cancelled(events)
         router.wake.set()
 
     projection.listeners.append(on_live)

@@ -55,14 +55,18 @@ class RouterSettings(BusSettings):
     least this much of the daily budget remains), ``hermes_budget_alert_threshold`` (fraction, alert once per
     budget and period), ``hermes_price_table`` (TOML ``[models."<model>"]`` with ``input_cents_per_mtok`` and
     ``output_cents_per_mtok``; re-read when it changes).
-    Failover: ``hermes_max_failover_attempts`` further attempts after the first, ``hermes_failover_delay_seconds``
-    before each (a 429's Retry-After wins when longer), ``hermes_failover_strategy`` next_best (skip backends
-    that already failed this job) or any_available.
+    Failover and retries: ``hermes_max_failover_attempts`` further attempts after the first (seed
+    ``max_retry_attempts``; a job's own ``max_retries`` wins), exponential backoff with jitter between them
+    starting at ``hermes_failover_delay_seconds`` (seed ``retry_interval``) and capped at
+    ``hermes_retry_max_delay_seconds`` (a 429's Retry-After wins when longer), ``hermes_failover_strategy``
+    next_best (skip backends that already failed this job) or any_available.
     Load balancing: ``hermes_load_balancing_enabled``, ``hermes_load_balancing_strategy`` (round_robin,
     least_loaded, weighted), ``hermes_backend_weights`` (``talos=3,remote_api=1``).
     Waiting: ``hermes_no_backend_wait_seconds``: how long a job may wait for an eligible backend (counted from
-    when it was queued, or from its failed attempt for a failover) before it is abandoned; a job waiting only
-    because backends are saturated (concurrency or rate limit) waits its turn without a deadline."""
+    when it was queued, or from its failed attempt for a failover) before it is abandoned; unset (the default),
+    a job waits for a backend to come back until its own timeout (``HERMES_JOB_TIMEOUT_SECONDS``, the
+    orchestrator cancels it); a job waiting only because backends are saturated (concurrency or rate limit)
+    waits its turn without a deadline."""
 
     metrics_port: int = 9103
     database_url: str | None = None
@@ -93,7 +97,8 @@ class RouterSettings(BusSettings):
     hermes_load_balancing_enabled: bool = False
     hermes_load_balancing_strategy: str = "round_robin"
     hermes_backend_weights: str = ""
-    hermes_no_backend_wait_seconds: float = 300.0
+    hermes_no_backend_wait_seconds: float | None = Field(None, ge=0)
+    hermes_retry_max_delay_seconds: float = Field(60.0, ge=0)
 
     @field_validator("hermes_default_selection_criteria")
     @classmethod

@@ -15,6 +15,8 @@ where each attribute starts from configuration and moves with measurement:
 
 from __future__ import annotations
 
+import random
+
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -408,16 +410,26 @@ class FailoverDecision:
     reason: str = ""
 
 
+def backoff_delay(job_id: str, attempts: int, base_s: float, cap_s: float) -> float:
+    """Seconds to wait before the next attempt after ``attempts`` executions failed: exponential backoff
+    ``min(cap_s, base_s × 2^(attempts-1))`` with "equal jitter" (half of it fixed, half uniformly random), the
+    scheme of M. Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015. The random part is
+    seeded by ``(job_id, attempts)``: spread across jobs, yet the same after a router restart or a replay."""
+    ceiling = min(cap_s, base_s * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + random.Random(f"{job_id}:{attempts}").uniform(0, ceiling / 2)
+
+
 def decide_failover(*, retryable: bool, attempts: int, max_failover_attempts: int, failed_at_epoch_s: float,
                     delay_s: float, retry_after_s: float | None, failed_backends: Iterable[str],
                     strategy: str) -> FailoverDecision:
-    """Retry a retryable failure while attempts remain (``1 + max_failover_attempts`` executions in all),
-    after ``max(delay_s, retry_after_s)``; next_best excludes every backend that already failed the job,
-    any_available excludes none (a cooling-down backend is still skipped by :func:`rejection`)."""
+    """Retry a retryable failure while attempts remain (``1 + max_failover_attempts`` executions in all: the
+    job's ``max_retries`` or ``HERMES_MAX_FAILOVER_ATTEMPTS``), after ``max(delay_s, retry_after_s)`` (``delay_s``
+    from :func:`backoff_delay`); next_best excludes every backend that already failed the job, any_available
+    excludes none (a cooling-down backend is still skipped by :func:`rejection`)."""
     if not retryable:
         return FailoverDecision(False, reason="not retryable")
     if attempts >= 1 + max_failover_attempts:
-        return FailoverDecision(False, reason=f"{attempts} attempts made (HERMES_MAX_FAILOVER_ATTEMPTS)")
+        return FailoverDecision(False, reason=f"{attempts} attempts made, {max_failover_attempts} retries allowed")
     wait = max(delay_s, retry_after_s or 0.0)
     excluded = frozenset(failed_backends) if strategy == "next_best" else frozenset()
     return FailoverDecision(True, failed_at_epoch_s + wait, excluded)

@@ -20,7 +20,7 @@ import structlog
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 from opentelemetry.trace import SpanKind
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -37,9 +37,10 @@ from hermes_proto.events import (
     BudgetThresholdReached,
     CostRecorded,
     ExecutionAbandoned,
+    JobCancelled,
     JobDeferred,
 )
-from hermes_proto.execution import ExecutionRequested
+from hermes_proto.execution import CancelExecution, ExecutionRequested
 from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import extract_context, tracer
@@ -121,9 +122,10 @@ def stats_of(row: readmodel.BackendStatRow | None) -> domain.Stats:
 class Router:
     """One router process. ``health`` supplies live health; ``projection`` the read-your-writes wait."""
 
-    def __init__(self, js: JetStreamContext, settings: RouterSettings, registry: dict[str, BackendConfig],
+    def __init__(self, nc: NATS, settings: RouterSettings, registry: dict[str, BackendConfig],
                  engine: Engine, projection: Projection, health: HealthMonitor) -> None:
-        self.js = js
+        self.nc = nc
+        js = self.js = nc.jetstream()
         self.settings = settings
         self.registry = registry
         self.engine = engine
@@ -251,6 +253,27 @@ class Router:
             temperature=job.temperature, timeout_s=self.registry[selection.backend].timeout,
             correlation_id=job.correlation_id, requested_at=selection.occurred_at)
 
+    async def stop_cancelled(self, events: list[Event]) -> None:
+        """For each live ``JobCancelled`` of a job that was dispatched, tell its backend's edges (core NATS
+        ``hermes.cancel.<backend>``) to stop the model call. Best effort: an edge that misses it finishes the
+        call and the orchestrator ignores the result."""
+        cancelled = [e for e in events if isinstance(e, JobCancelled)]
+        if not cancelled:
+            return
+
+        def backends() -> dict[str, str | None]:
+            with Session(self.engine) as s:
+                return {e.job_id: (row.backend if (row := s.get(RouterJobRow, e.job_id)) else None) for e in cancelled}
+        running_on = await asyncio.to_thread(backends)
+        for e in cancelled:
+            backend = running_on.get(e.job_id)
+            if backend is None:
+                continue
+            await self.nc.publish(subjects.cancel_subject(backend), encode(CancelExecution(
+                job_id=e.job_id, thread_id=e.aggregate_id, reason=e.reason)))
+            log.info("execution_cancel_sent", job_id=e.job_id, thread_id=e.aggregate_id, backend=backend,
+                     reason=e.reason)
+
     async def republish_dispatched(self) -> None:
         """At start: re-publish the request of every job dispatched but not started (a router killed between
         appending ``BackendSelected`` and publishing). Same message id: JetStream drops it if it arrived."""
@@ -349,11 +372,13 @@ class _Round:
             if job.kind == "compare":
                 self._abandon(job, job.last_error_code or "failed", job.last_error_message or "")
                 return
+            retries = s.hermes_max_failover_attempts if job.max_retries is None else job.max_retries
             decision = domain.decide_failover(
-                retryable=job.last_retryable, attempts=job.attempts,
-                max_failover_attempts=s.hermes_max_failover_attempts,
+                retryable=job.last_retryable, attempts=job.attempts, max_failover_attempts=retries,
                 failed_at_epoch_s=readmodel.aware(job.last_failed_at).timestamp() if job.last_failed_at else 0.0,
-                delay_s=s.hermes_failover_delay_seconds, retry_after_s=job.retry_after_s,
+                delay_s=domain.backoff_delay(job.job_id, job.attempts, s.hermes_failover_delay_seconds,
+                                             s.hermes_retry_max_delay_seconds),
+                retry_after_s=job.retry_after_s,
                 failed_backends=json.loads(job.failed_backends_json), strategy=s.hermes_failover_strategy)
             if not decision.retry:
                 self._abandon(job, job.last_error_code or "failed",
@@ -405,9 +430,11 @@ class _Round:
     def _wait(self, job: RouterJobRow, selection: domain.Selection) -> None:
         # A saturated backend frees up by itself: such a job waits its turn in priority order, however long.
         # Other waits are bounded, counted from the queueing or, for a failover, from the failed attempt.
+        # Without HERMES_NO_BACKEND_WAIT_SECONDS a job waits until its own timeout (the orchestrator cancels it).
+        wait_s = self.router.settings.hermes_no_backend_wait_seconds
         waiting_since = job.last_failed_at if job.status == readmodel.FAILED and job.last_failed_at else job.queued_at
-        deadline = readmodel.aware(waiting_since) + timedelta(seconds=self.router.settings.hermes_no_backend_wait_seconds)
-        if selection.permanent or (self.now >= deadline and selection.wait_reason != "saturated"):
+        expired = wait_s is not None and self.now >= readmodel.aware(waiting_since) + timedelta(seconds=wait_s)
+        if selection.permanent or (expired and selection.wait_reason != "saturated"):
             code = selection.wait_reason if selection.wait_reason in ("over_budget", "no_capable_backend") \
                 else "no_backend"
             self._abandon(job, code, selection.reason)

@@ -26,6 +26,7 @@ from hermes_proto.base import Event
 PROJECTION = "router"
 # Job statuses. failed: the last attempt failed and the router has not decided yet (retry or abandon).
 QUEUED, DISPATCHED, RUNNING, FAILED, DONE, ABANDONED = "queued", "dispatched", "running", "failed", "done", "abandoned"
+CANCELLED = "cancelled"
 OPEN = (QUEUED, DISPATCHED, RUNNING, FAILED)
 
 
@@ -53,6 +54,7 @@ class RouterJobRow(RouterTable, table=True):
     messages_json: str = "[]"
     max_tokens: int = 256
     temperature: float = 0.7
+    max_retries: int | None = None
     correlation_id: str = ""
     cause_event_id: str = ""
     queued_seq: int = 0
@@ -220,8 +222,8 @@ def _(e: ev.JobQueued, session: Session, sequence: int = 0) -> None:
         private=e.private, project=e.project, requested_backend=e.backend, requested_model=e.model,
         requires_json=json.dumps(e.requires), criteria=e.criteria,
         messages_json=msgspec.json.encode(e.messages).decode(), max_tokens=e.max_tokens,
-        temperature=e.temperature, correlation_id=e.correlation_id, cause_event_id=e.event_id,
-        queued_seq=sequence, queued_at=utc(e.occurred_at)))
+        temperature=e.temperature, max_retries=e.max_retries, correlation_id=e.correlation_id,
+        cause_event_id=e.event_id, queued_seq=sequence, queued_at=utc(e.occurred_at)))
 
 
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -313,6 +315,17 @@ def _(e: ev.ExecutionAbandoned, session: Session, sequence: int = 0) -> None:
     if job is not None and job.status in OPEN:
         job.status, job.finished_at = ABANDONED, utc(e.occurred_at)
         job.last_error_code, job.last_error_message = e.error_code, e.message
+        session.add(job)
+
+
+@apply.register
+def _(e: ev.JobCancelled, session: Session, sequence: int = 0) -> None:
+    """A cancelled job is never placed again; the backend of its last attempt (if any) stays on the row so the
+    router can tell that backend's edges to stop the call."""
+    job = session.get(RouterJobRow, e.job_id)
+    if job is not None and job.status in OPEN:
+        job.status, job.finished_at = CANCELLED, utc(e.occurred_at)
+        job.last_error_code, job.last_error_message = "cancelled", e.reason
         session.add(job)
 
 

@@ -38,6 +38,7 @@ from hermes_proto.queries import (
     JobQuery,
     JobReply,
     JobView,
+    QueueReply,
     SelectionsQuery,
     SelectionsReply,
     SetBackendEnabled,
@@ -52,6 +53,9 @@ log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
 
 BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
+UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What msgspec raises on bytes it cannot decode: besides its own errors, UnicodeDecodeError for invalid UTF-8
+inside a string and RecursionError for nesting past its depth limit (both found by tests/test_fuzz_decode.py)."""
 HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM)
 TERMINAL_EVENTS = ("thread_completed", "thread_failed")
 
@@ -104,8 +108,12 @@ async def ask(nc: NATS, what: str, subject: str, query: msgspec.Struct, reply_ty
             refusal = msgspec.json.decode(msg.data, type=ErrorReply)
             raise Refused(what, refusal.code, refusal.message)
         return msgspec.json.decode(msg.data, type=reply_type)
-    except msgspec.DecodeError as exc:
+    except UNDECODABLE as exc:
         raise BadReply(f"{subject}: {exc}", what) from exc
+
+
+class _Empty(msgspec.Struct):
+    """An empty query body."""
 
 
 @dataclass
@@ -172,6 +180,11 @@ class ReadModel:
         """The most recent threads, newest first, at most ``limit``."""
         reply = await self._ask(QUERY_THREADS, ThreadListQuery(limit=limit), ThreadListReply, None)
         return reply.threads
+
+    async def queue(self, timeout_s: float | None = None) -> QueueReply:
+        """The orchestrator's open jobs by status and priority, and waiting workflow steps. Raises
+        :class:`BusUnavailable` / :class:`BadReply`."""
+        return await self._ask(subj.QUERY_QUEUE, _Empty(), QueueReply, timeout_s)
 
     async def ping(self, timeout_s: float) -> float:
         """Round-trip a thread query for a random id; returns the latency in ms. ``found=false`` is a fine
@@ -305,7 +318,7 @@ class ThreadFeed:
         if kind == "token":
             try:
                 delta = msgspec.json.decode(msg.data, type=TokenDelta)
-            except msgspec.DecodeError as exc:
+            except UNDECODABLE as exc:
                 log.warning("bad_token_delta", subject=msg.subject, error=str(exc))
                 return None
             return FeedItem("token", encode(delta).decode())
@@ -315,7 +328,8 @@ class ThreadFeed:
             log.warning("undecodable_event_skipped", subject=msg.subject, reason=exc.reason)
             return None
         event_type = event.type_name()
-        return FeedItem(event_type, msg.data.decode(), id=str(msg.metadata.sequence.stream),
+        # Decoding skips unknown fields without checking their UTF-8: keep them, replacing invalid bytes.
+        return FeedItem(event_type, msg.data.decode(errors="replace"), id=str(msg.metadata.sequence.stream),
                         terminal=event_type in TERMINAL_EVENTS)
 
     async def items(self) -> AsyncIterator[FeedItem]:

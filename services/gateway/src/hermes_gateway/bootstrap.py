@@ -13,7 +13,18 @@ from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, ReadM
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import install_error_handlers
 from hermes_gateway.observability import RequestObservability
-from hermes_gateway.routes import backends, events, ideas, metrics, system, threads, ui
+from hermes_gateway.routes import (
+    backends,
+    deadletters,
+    events,
+    external,
+    ideas,
+    metrics,
+    system,
+    threads,
+    ui,
+    workflows,
+)
 from hermes_gateway.routes.ui import STATIC_DIR
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
@@ -48,7 +59,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestObservability)
-    for module in (ideas, threads, events, backends, system, metrics, ui):
+    for module in (ideas, external, workflows, threads, events, backends, system, deadletters, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
+from hermes_proto.commands import CALLBACK_URL_MAX_LENGTH, SOURCE_APP_PATTERN
 from hermes_proto.events import Answer
 from hermes_proto.queries import ThreadView
 
@@ -18,7 +20,8 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 class Rejected(ValueError):
     """Input that breaks a rule. ``code``: empty_idea, idea_too_long, answer_too_long, no_answers,
-    duplicate_question, not_awaiting_answers, unknown_question, invalid_id, not_completed."""
+    duplicate_question, not_awaiting_answers, unknown_question, invalid_id, not_completed,
+    invalid_callback_url, invalid_source_app."""
 
     def __init__(self, code: str, message: str, *, details: object = None, user_action: str | None = None) -> None:
         super().__init__(message)
@@ -93,3 +96,44 @@ def check_ratable(thread: ThreadView) -> None:
         raise Rejected("not_completed", f"Thread {thread.thread_id} is {thread.status}; only a completed thread "
                        "can be rated.", details={"thread_id": thread.thread_id, "status": thread.status},
                        user_action="Rate it once its final draft is presented.")
+
+
+def check_callback_url(url: str) -> str:
+    """``url`` without surrounding whitespace, if it is an absolute http or https URL with a host, a valid port,
+    no credentials (``user:password@``, which would be stored in the log), no whitespace or control characters
+    and at most 2048 characters; else ``Rejected(invalid_callback_url)``."""
+    text = url.strip()
+    problem = _callback_url_problem(text)
+    if problem is not None:
+        raise Rejected("invalid_callback_url", f"callback_url {problem}.", details={"field": "callback_url"},
+                       user_action="Send an absolute http:// or https:// URL that accepts a JSON POST.")
+    return text
+
+
+def _callback_url_problem(text: str) -> str | None:
+    if not text:
+        return "is empty"
+    if len(text) > CALLBACK_URL_MAX_LENGTH:
+        return f"is longer than {CALLBACK_URL_MAX_LENGTH} characters"
+    if any(char.isspace() or not char.isprintable() for char in text):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must use http or https"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@)"
+    return None
+
+
+def check_source_app(name: str) -> str:
+    """``name`` if it is a short token (1-64 of ``[A-Za-z0-9_.-]``); else ``Rejected(invalid_source_app)``."""
+    if not re.fullmatch(SOURCE_APP_PATTERN, name):
+        raise Rejected("invalid_source_app", "source_app must be 1-64 letters, digits, '.', '-' or '_'.",
+                       details={"field": "source_app"})
+    return name

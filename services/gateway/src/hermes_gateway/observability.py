@@ -34,6 +34,10 @@ COMMANDS_PUBLISHED = Counter(
     "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
 )
 SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
+DEAD_LETTERS_REPLAYED = Counter(
+    "hermes_dead_letters_replayed_total", "Dead letters an operator replayed (deduplicated repeats not counted)",
+    ["consumer"],
+)
 
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"

@@ -1,7 +1,9 @@
-"""The notifier's I/O: the Telegram Bot API (through python-telegram-bot) and one thread's story in the log."""
+"""The notifier's I/O: the Telegram Bot API (through python-telegram-bot), HTTP callbacks to external
+producers (httpx) and one thread's story in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from functools import partial
 from collections.abc import Awaitable, Callable
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+import httpx
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -34,7 +37,7 @@ from hermes_proto.base import Event
 from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
 
-from hermes_notifier.domain import CHANNEL, ThreadContext
+from hermes_notifier.domain import CHANNEL, WEBHOOK, ThreadContext
 from hermes_notifier.metrics import SEND_RETRIES
 
 log = structlog.get_logger("hermes.notifier")
@@ -151,11 +154,110 @@ class TelegramSender:
         SEND_RETRIES.labels(CHANNEL, reason).inc()
         log.warning("telegram_retry", reason=reason, attempt=state.attempt_number, wait_s=state.upcoming_sleep,
                     error=self.scrub(str(exc)))
-        if on_wait is not None:
+        await _signal_progress(on_wait)
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """``attempts`` POSTs at most; between them ``backoff_s`` seconds, doubled per try and capped at
+    ``max_backoff_s``; each attempt (connect, send, status line) gives up after ``timeout_s`` seconds."""
+
+    attempts: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    timeout_s: float = 10.0
+
+
+class CallbackStatus(Exception):
+    """The callback answered with a status other than 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the callback answered HTTP {status}")
+        self.status = status
+
+
+def callback_failure_reason(exc: BaseException) -> str:
+    """A short name for a failed callback attempt: ``http_<status>``, ``timeout``, ``network`` or
+    ``invalid_url``."""
+    if isinstance(exc, CallbackStatus):
+        return f"http_{exc.status}"
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return "invalid_url"
+    return "network"
+
+
+def _retryable_callback(exc: BaseException) -> bool:
+    # 408/429/5xx and transport trouble may pass on a later try; another 4xx or a bad URL will not.
+    if isinstance(exc, CallbackStatus):
+        return exc.status in (408, 429) or exc.status >= 500
+    return callback_failure_reason(exc) in ("timeout", "network")
+
+
+class CallbackSender:
+    """POSTs JSON results to external producers' callback URLs (one httpx connection pool, redirects not
+    followed, the response body never read). Retries per :class:`CallbackPolicy`."""
+
+    def __init__(self, policy: CallbackPolicy) -> None:
+        self._policy = policy
+        self._client = httpx.AsyncClient(follow_redirects=False, timeout=policy.timeout_s,
+                                         headers={"User-Agent": "hermes-notifier"})
+        self._backoff = wait_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def post(self, url: str, body: bytes, idempotency_key: str, on_wait: OnWait | None = None) -> int:
+        """POST ``body`` (JSON) to ``url`` with the header ``Idempotency-Key``; returns the 2xx status. Awaits
+        ``on_wait`` before each wait between attempts. Raises :class:`SendFailed` (reason as
+        :func:`callback_failure_reason`) when no attempt got a 2xx; its detail never holds the URL."""
+        retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._backoff,
+                                 retry=retry_if_exception(_retryable_callback), reraise=True,
+                                 before_sleep=partial(self._before_sleep, on_wait=on_wait))
+        with tracer.start_as_current_span("callback POST", kind=SpanKind.CLIENT) as span:
             try:
-                await on_wait()
-            except Exception as err:  # a lost in_progress only risks a redelivery, which is idempotent
-                log.warning("in_progress_failed", error=repr(err))
+                async for attempt in retrying:
+                    with attempt:
+                        status = await self._attempt(url, body, idempotency_key)
+            except (CallbackStatus, httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+                reason = callback_failure_reason(exc)
+                span.set_attribute("error.type", reason)
+                raise SendFailed(reason, _callback_detail(exc, url, self._policy.timeout_s)) from None
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("callback.attempts", retrying.statistics.get("attempt_number", 1))
+        return status
+
+    async def _attempt(self, url: str, body: bytes, idempotency_key: str) -> int:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+        async with asyncio.timeout(self._policy.timeout_s):  # the whole attempt, not each socket operation
+            async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                status = response.status_code
+        if not 200 <= status < 300:
+            raise CallbackStatus(status)
+        return status
+
+    async def _before_sleep(self, state: RetryCallState, on_wait: OnWait | None) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = callback_failure_reason(exc) if exc else "unknown"
+        SEND_RETRIES.labels(WEBHOOK, reason).inc()
+        log.warning("callback_retry", reason=reason, attempt=state.attempt_number, wait_s=state.upcoming_sleep)
+        await _signal_progress(on_wait)
+
+
+def _callback_detail(exc: BaseException, url: str, timeout_s: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    text = str(exc) or type(exc).__name__
+    return text.replace(url, "<callback_url>")  # the URL may carry a token in its query
+
+
+async def _signal_progress(on_wait: OnWait | None) -> None:
+    if on_wait is not None:
+        try:
+            await on_wait()
+        except Exception as err:  # a lost in_progress only risks a redelivery, which is idempotent
+            log.warning("in_progress_failed", error=repr(err))
 
 
 class ThreadLog:
@@ -171,7 +273,9 @@ class ThreadLog:
         draft = await self.last(thread_id, DraftPresented)
         return ThreadContext(idea=opened.idea if opened else None, origin=opened.origin if opened else {},
                              draft_text=draft.text if draft else None,
-                             draft_number=draft.draft_number if draft else None)
+                             draft_number=draft.draft_number if draft else None,
+                             callback_url=opened.callback_url if opened else None,
+                             source_app=opened.source_app if opened else None)
 
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log (a few per thread, read

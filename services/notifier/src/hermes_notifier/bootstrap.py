@@ -1,4 +1,5 @@
-"""Composition of the notifier process: NATS, the Telegram sender, the ``notifier-events`` consumer."""
+"""Composition of the notifier process: NATS, the Telegram sender, the callback sender, the ``notifier-events``
+consumer."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from hermes_proto.codec import decode_event
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
-from hermes_notifier.adapters import RetryPolicy, TelegramSender, ThreadLog
+from hermes_notifier.adapters import CallbackPolicy, CallbackSender, RetryPolicy, TelegramSender, ThreadLog
 from hermes_notifier.config import NotifierSettings
-from hermes_notifier.domain import NOTIFY_EVENTS
+from hermes_notifier.domain import NOTIFY_EVENTS, AlertPolicy
 from hermes_notifier.handlers import Notifier, Wording
 
 SERVICE = "notifier"
@@ -26,10 +27,13 @@ log = structlog.get_logger("hermes.notifier")
 
 
 def ack_wait_s(settings: NotifierSettings) -> float:
-    """Seconds JetStream waits for an ack: the longest flood wait plus one call's connect, write, read and pool
-    timeouts, plus slack. The handler signals progress before every part and every wait, so this bounds the
-    time between two signals, not a whole notification."""
-    return settings.telegram_max_retry_after_s + 4 * settings.telegram_timeout_s + 10.0
+    """Seconds JetStream waits for an ack: the longest gap between two progress signals, plus slack. The
+    handler signals progress before every Telegram part, every callback and every wait between retries, so a
+    gap is at most one wait plus one call: for Telegram the longest flood wait plus one call's connect, write,
+    read and pool timeouts; for a callback the longest backoff plus one attempt."""
+    telegram = settings.telegram_max_retry_after_s + 4 * settings.telegram_timeout_s
+    callback = settings.hermes_callback_max_backoff_s + settings.hermes_callback_timeout_s
+    return max(telegram, callback) + 10.0
 
 
 def build_sender(settings: NotifierSettings) -> TelegramSender | None:
@@ -40,6 +44,17 @@ def build_sender(settings: NotifierSettings) -> TelegramSender | None:
                          max_retry_after_s=settings.telegram_max_retry_after_s,
                          backoff_s=settings.telegram_retry_backoff_s)
     return TelegramSender(token, settings.telegram_api_base_url, policy, settings.telegram_timeout_s)
+
+
+def build_callbacks(settings: NotifierSettings) -> CallbackSender:
+    return CallbackSender(CallbackPolicy(
+        attempts=settings.hermes_callback_attempts, backoff_s=settings.hermes_callback_backoff_s,
+        max_backoff_s=settings.hermes_callback_max_backoff_s, timeout_s=settings.hermes_callback_timeout_s))
+
+
+def alert_policy(settings: NotifierSettings) -> AlertPolicy:
+    return AlertPolicy(enabled=settings.alert_types(), cooldown_s=settings.hermes_alert_cooldown_minutes * 60.0,
+                       local_backend=settings.hermes_local_backend)
 
 
 async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> None:
@@ -53,12 +68,16 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
 
     sender = build_sender(settings)
     if sender is None:
-        log.warning("notifications_off", reason="TELEGRAM_BOT_TOKEN is not set; events are acknowledged unsent")
+        log.warning("notifications_off",
+                    reason="TELEGRAM_BOT_TOKEN is not set; no Telegram messages (callbacks still go out)")
     else:
         await sender.start()
         log.info("telegram_ready", api_base_url=settings.telegram_api_base_url or "python-telegram-bot default",
                  default_chat_set=settings.telegram_chat_id is not None,
-                 budget_alerts=settings.hermes_notify_budget_alerts)
+                 budget_alerts=settings.hermes_notify_budget_alerts,
+                 alert_types=sorted(settings.alert_types()),
+                 alert_cooldown_minutes=settings.hermes_alert_cooldown_minutes)
+    callbacks = build_callbacks(settings)
 
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
@@ -66,10 +85,11 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     notifier = Notifier(sender, ThreadLog(js), EventStore(js, SERVICE),
                         Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
                         settings.telegram_chat_id, settings.notifier_max_event_age_s,
-                        budget_alerts=settings.hermes_notify_budget_alerts)
-    # One lane per aggregate (thread or budget): a thread's messages stay in log order, one chat's flood wait
-    # holds no other thread. A budget alert is consumed even when switched off, so the switch never changes
-    # the durable's filters (a skip is counted instead).
+                        budget_alerts=settings.hermes_notify_budget_alerts, callbacks=callbacks,
+                        alerts=alert_policy(settings))
+    # One lane per aggregate (thread, budget, backend, queue): a thread's messages stay in log order, one chat's
+    # flood wait or one slow callback holds no other thread. Alerts are consumed even when switched off, so the
+    # switches never change the durable's filters (a skip is counted instead).
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable=DURABLE,
         filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS],
@@ -84,4 +104,5 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     await asyncio.wait([task], timeout=5)
     if sender is not None:
         await sender.close()
+    await callbacks.close()
     await close(nc)

@@ -12,24 +12,35 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 from hermes_proto.base import Event
 from hermes_proto.events import (
+    BackendMarkedUnhealthy,
     BudgetThresholdReached,
     JobFailed,
     NotificationFailed,
     NotificationSent,
+    QueueFull,
     ThreadCompleted,
     ThreadFailed,
 )
 from hermes_proto.ids import derived_id
 
 CHANNEL = "telegram"
+WEBHOOK = "webhook"
+"""The channel of a result POSTed to an external producer's ``callback_url``."""
 TELEGRAM_TEXT_LIMIT = 4096
 IDEA_EXCERPT_CHARS = 80
 ERROR_MESSAGE_CHARS = 500
-NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFailed, BudgetThresholdReached)
+ALERT_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, QueueFull)
+CALLBACK_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, ThreadFailed)
+NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFailed, BudgetThresholdReached,
+                                          *ALERT_EVENTS)
 BUDGET_KIND = "budget_threshold"
+TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL = "talos_down", "backend_down", "queue_full"
+ALERT_KINDS = (TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL)
 CENTS_SIGNIFICANT_DIGITS = 3  # enough to tell 0.0114¢ from 0.0115¢ without printing float noise
 CENTS_MAX_DECIMALS = 6  # the router rounds spend to 6 decimals (micro-cents)
 
@@ -43,13 +54,15 @@ REASONS = {
 
 @dataclass(frozen=True)
 class ThreadContext:
-    """What the log tells about a thread: the ``idea`` and ``origin`` of its ``thread_opened`` event (None /
-    empty when absent) and the text and number of its last presented draft."""
+    """What the log tells about a thread: the ``idea``, ``origin``, ``callback_url`` and ``source_app`` of its
+    ``thread_opened`` event (None / empty when absent) and the text and number of its last presented draft."""
 
     idea: str | None = None
     origin: Mapping[str, str] = field(default_factory=dict)
     draft_text: str | None = None
     draft_number: int | None = None
+    callback_url: str | None = None
+    source_app: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,10 +73,52 @@ class Notification:
     text: str
 
 
-def kind_of(event: Event) -> str:
+@dataclass(frozen=True)
+class AlertPolicy:
+    """Which operator alerts are sent (``enabled``: kinds of :data:`ALERT_KINDS`), the quiet time after one is
+    sent (``cooldown_s``, seconds, per kind and aggregate: per backend for ``backend_down``) and the name of the
+    local backend whose ``backend_marked_unhealthy`` is a ``talos_down``."""
+
+    enabled: frozenset[str] = frozenset(ALERT_KINDS)
+    cooldown_s: float = 15 * 60.0
+    local_backend: str = "talos"
+
+
+def kind_of(event: Event, local_backend: str = AlertPolicy.local_backend) -> str:
     """The notification kind of ``event`` (the ``kind`` of its record and metric label): its event type, except
-    ``budget_threshold`` for a :class:`BudgetThresholdReached`."""
-    return BUDGET_KIND if isinstance(event, BudgetThresholdReached) else event.type_name()
+    ``budget_threshold`` for a :class:`BudgetThresholdReached`, ``talos_down`` / ``backend_down`` for a
+    :class:`BackendMarkedUnhealthy` of ``local_backend`` / another backend, ``queue_full`` for a
+    :class:`QueueFull`."""
+    if isinstance(event, BudgetThresholdReached):
+        return BUDGET_KIND
+    if isinstance(event, BackendMarkedUnhealthy):
+        return TALOS_DOWN if event.aggregate_id == local_backend else BACKEND_DOWN
+    if isinstance(event, QueueFull):
+        return QUEUE_FULL
+    return event.type_name()
+
+
+def alert_text(event: Event) -> str | None:
+    """The operator's message about a backend going down or the queue filling up (None for other events)."""
+    match event:
+        case BackendMarkedUnhealthy():
+            return (f"Hermes alert: backend {event.aggregate_id} is down ({event.consecutive_failures} health checks "
+                    f"failed in a row; last: {excerpt(event.reason, ERROR_MESSAGE_CHARS)}). New jobs go to other "
+                    "backends or wait until it recovers.")
+        case QueueFull():
+            return (f"Hermes alert: the job queue is full ({event.queued} of {event.limit} open jobs). New "
+                    f"submissions are refused; callers are told to retry in {event.retry_after_s:g} s.")
+    return None
+
+
+def in_cooldown(last_sent: NotificationSent | None, kind: str, now: datetime, cooldown_s: float) -> bool:
+    """Whether ``last_sent`` (the latest record under the alert's aggregate, None: none) is an alert of ``kind``
+    sent less than ``cooldown_s`` seconds before ``now``. It comes from the log, so the cooldown outlives a
+    restart."""
+    if last_sent is None or last_sent.kind != kind or cooldown_s <= 0:
+        return False
+    sent_at = last_sent.occurred_at if last_sent.occurred_at.tzinfo else last_sent.occurred_at.replace(tzinfo=UTC)
+    return (now - sent_at).total_seconds() < cooldown_s
 
 
 def about_thread(event: Event) -> bool:
@@ -95,7 +150,8 @@ def thread_link(web_base_url: str, thread_id: str) -> str:
 
 
 def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_chars: int) -> Notification | None:
-    """The message about ``event``, or None for an event type the notifier does not announce."""
+    """The message about ``event``, or None for an event type the notifier does not announce (an alert's kind
+    depends on the configuration: see :func:`alert_text`)."""
     if isinstance(event, BudgetThresholdReached):
         return Notification(BUDGET_KIND, budget_text(event))
     idea = excerpt(context.idea, IDEA_EXCERPT_CHARS) if context.idea else f"thread {event.aggregate_id}"
@@ -222,26 +278,73 @@ def covers(job_failed: JobFailed, thread_failed: ThreadFailed) -> bool:
     return job_failed.causation_id is not None and job_failed.causation_id == thread_failed.causation_id
 
 
-def sent_id(cause_event_id: str) -> str:
-    """The event id of the :class:`NotificationSent` about one cause (deterministic, see ``derived_id``)."""
-    return derived_id(cause_event_id, "notification_sent")
+def _outcome_id(cause_event_id: str, outcome: str, channel: str) -> str:
+    # Telegram's ids predate the other channels and stay as they were, so old records still match.
+    return derived_id(cause_event_id, outcome) if channel == CHANNEL else derived_id(cause_event_id, outcome, channel)
+
+
+def sent_id(cause_event_id: str, channel: str = CHANNEL) -> str:
+    """The event id of the :class:`NotificationSent` about one cause on one channel (deterministic, see
+    ``derived_id``)."""
+    return _outcome_id(cause_event_id, "notification_sent", channel)
 
 
 def notification_sent(cause: Event, kind: str, recipient: str, message_ids: Sequence[int],
-                      now: datetime) -> NotificationSent:
+                      now: datetime, channel: str = CHANNEL) -> NotificationSent:
     """The record of a delivered notification; ``external_id`` lists the Telegram message ids, comma-separated
-    (one per part of a split text). Its ``aggregate_id`` is the cause's, also for a budget alert: the record is
-    a thread event, so it lands on ``hermes.evt.thread.<budget aggregate id>.notification_sent``, where
-    "already sent?" looks for it."""
+    (one per part of a split text; None for a callback). Its ``aggregate_id`` is the cause's, also for a budget
+    or operator alert: the record is a thread event, so it lands on
+    ``hermes.evt.thread.<cause's aggregate id>.notification_sent`` (e.g. ``...thread.queue...`` for a
+    ``queue_full``), where "already sent?" and the alert cooldown look for it."""
     return NotificationSent(
-        event_id=sent_id(cause.event_id), aggregate_id=cause.aggregate_id, occurred_at=now,
+        event_id=sent_id(cause.event_id, channel), aggregate_id=cause.aggregate_id, occurred_at=now,
         correlation_id=cause.correlation_id, causation_id=cause.event_id, cause_event_id=cause.event_id,
-        kind=kind, channel=CHANNEL, recipient=recipient, external_id=",".join(map(str, message_ids)) or None)
+        kind=kind, channel=channel, recipient=recipient, external_id=",".join(map(str, message_ids)) or None)
 
 
-def notification_failed(cause: Event, kind: str, recipient: str, message: str, now: datetime) -> NotificationFailed:
+def notification_failed(cause: Event, kind: str, recipient: str, message: str, now: datetime,
+                        channel: str = CHANNEL) -> NotificationFailed:
     """The record of a notification given up after retries; ``message`` says why (no secrets in it)."""
     return NotificationFailed(
-        event_id=derived_id(cause.event_id, "notification_failed"), aggregate_id=cause.aggregate_id,
+        event_id=_outcome_id(cause.event_id, "notification_failed", channel), aggregate_id=cause.aggregate_id,
         occurred_at=now, correlation_id=cause.correlation_id, causation_id=cause.event_id,
-        cause_event_id=cause.event_id, kind=kind, channel=CHANNEL, recipient=recipient, message=message[:2000])
+        cause_event_id=cause.event_id, kind=kind, channel=channel, recipient=recipient, message=message[:2000])
+
+
+# ---- callbacks to external producers ------------------------------------------------------------------
+
+
+def callback_recipient(url: str) -> str:
+    """What a callback record names as its recipient: the URL's host (and port) and path, without scheme,
+    credentials, query or fragment (where a producer would put a token), e.g. ``example.org:8443/hooks/hermes``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "invalid-url"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}{port}{parts.path}"
+
+
+def callback_body(event: ThreadCompleted | ThreadFailed, context: ThreadContext, web_base_url: str) -> dict[str, Any]:
+    """The JSON object POSTed to the producer: ``thread_id``, ``status`` (``completed`` or ``failed``),
+    ``source_app``, ``event_id`` (the final event's id: the same on every retry, a key to drop repeats),
+    ``occurred_at`` (ISO-8601 UTC), ``final_draft_number`` and ``final_draft`` (its text; None when the thread
+    failed or the draft is not in the log), ``reason`` (why it completed: answered, answer_timeout,
+    no_questions, ...), ``error`` (``{"code", "message"}`` when it failed, else None) and ``thread_url``."""
+    completed = isinstance(event, ThreadCompleted)
+    number = event.final_draft_number if completed else None
+    draft = context.draft_text if completed and context.draft_number == number else None
+    return {
+        "thread_id": event.aggregate_id,
+        "status": "completed" if completed else "failed",
+        "source_app": context.source_app,
+        "event_id": event.event_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "final_draft_number": number,
+        "final_draft": draft,
+        "reason": event.reason if completed else None,
+        "error": None if completed else {"code": event.error_code, "message": event.message},
+        "thread_url": thread_link(web_base_url, event.aggregate_id),
+    }

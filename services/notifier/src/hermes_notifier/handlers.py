@@ -1,9 +1,10 @@
-"""The notifier's message handler: an announced event (a thread's end or failure, a budget threshold) in, one
-Telegram message (or a few parts) out, and the outcome recorded in the log as ``notification_sent`` /
-``notification_failed``."""
+"""The notifier's message handler: an announced event (a thread's end or failure, a budget threshold, a backend
+down, a full queue) in, one Telegram message (or a few parts) and, for a thread with a callback URL, one HTTP
+POST out; each outcome recorded in the log as ``notification_sent`` / ``notification_failed``."""
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -11,12 +12,12 @@ import structlog
 
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.events import BudgetThresholdReached, JobFailed, ThreadFailed
+from hermes_proto.events import BudgetThresholdReached, JobFailed, NotificationSent, ThreadCompleted, ThreadFailed
 from hermes_proto.ids import utcnow
 from hermes_proto.telemetry import bind_ids
 
 from hermes_notifier import domain
-from hermes_notifier.adapters import SendFailed, TelegramSender, ThreadLog
+from hermes_notifier.adapters import CallbackSender, SendFailed, TelegramSender, ThreadLog
 from hermes_notifier.metrics import MESSAGES_FAILED, MESSAGES_SENT, NOTIFICATIONS_SKIPPED
 
 log = structlog.get_logger("hermes.notifier")
@@ -33,18 +34,28 @@ class Wording:
 
 
 class Notifier:
-    """Handles ``thread_completed``, ``job_failed``, ``thread_failed`` and ``budget_threshold_reached``.
-    ``sender`` None means notifications are off: events are acknowledged untouched; ``budget_alerts`` False
-    acknowledges budget events without a message (reason ``disabled``). A thread's message goes to its Telegram
-    chat or ``default_chat``; a budget alert always to ``default_chat`` (the operator's). A redelivered event
-    sends nothing twice: a recorded
-    ``notification_sent`` (derived id) skips it, and parts already sent by this process are not sent again.
-    A ``thread_failed`` caused by the same failure as an announced ``job_failed`` is not announced again.
-    A send that fails after retries is recorded and acknowledged (never blocks the consumer); only a log
-    error (reading context, appending the outcome) raises, so the message is retried."""
+    """Handles ``thread_completed``, ``job_failed``, ``thread_failed``, ``budget_threshold_reached``,
+    ``backend_marked_unhealthy`` and ``queue_full``.
+
+    Telegram: ``sender`` None means it is off (events are acknowledged without a message); ``budget_alerts``
+    False acknowledges budget events without a message (reason ``disabled``), as ``alerts.enabled`` does for
+    the operator alerts (``talos_down``, ``backend_down``, ``queue_full``). A thread's message goes to its
+    Telegram chat or ``default_chat``; budget and operator alerts always to ``default_chat``. An operator alert
+    is dropped (reason ``cooldown``) while the latest ``notification_sent`` under its aggregate id is one of the
+    same kind younger than ``alerts.cooldown_s``: the log, not memory, holds the cooldown.
+
+    Callbacks: when the ``thread_opened`` of a completed or failed thread has a ``callback_url``, ``callbacks``
+    POSTs the result there (channel ``webhook``), whether Telegram is on or not.
+
+    A redelivered event sends nothing twice: a recorded ``notification_sent`` (derived id, one per channel)
+    skips it, and parts already sent by this process are not sent again. A ``thread_failed`` caused by the same
+    failure as an announced ``job_failed`` is not announced again on Telegram. A send that fails after retries
+    is recorded and acknowledged (never blocks the consumer); only a log error (reading context, appending the
+    outcome) raises, so the message is retried."""
 
     def __init__(self, sender: TelegramSender | None, thread_log: ThreadLog, store: EventStore, wording: Wording,
-                 default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True) -> None:
+                 default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True,
+                 callbacks: CallbackSender | None = None, alerts: domain.AlertPolicy = domain.AlertPolicy()) -> None:
         self.sender = sender
         self.thread_log = thread_log
         self.store = store
@@ -52,6 +63,8 @@ class Notifier:
         self.default_chat = default_chat
         self.max_event_age_s = max_event_age_s
         self.budget_alerts = budget_alerts
+        self.callbacks = callbacks
+        self.alerts = alerts
         self._sent_parts: OrderedDict[str, list[int]] = OrderedDict()
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
@@ -61,23 +74,96 @@ class Notifier:
                      job_id=getattr(event, "job_id", None))
         else:
             bind_ids(aggregate_id=event.aggregate_id, correlation_id=event.correlation_id)
-        kind = domain.kind_of(event)
+        context = None
         if self.sender is None:
-            NOTIFICATIONS_SKIPPED.labels(kind, "off").inc()
-            return
+            self._skipped(domain.kind_of(event, self.alerts.local_backend), "off", quiet=True)
+        elif isinstance(event, domain.ALERT_EVENTS):
+            await self._alert(self.sender, event, delivery)
+        else:
+            context = await self._telegram(self.sender, event, delivery)
+        if self.callbacks is not None and isinstance(event, domain.CALLBACK_EVENTS):
+            await self._callback(self.callbacks, event, delivery, context)
+
+    async def _telegram(self, sender: TelegramSender, event: Event,
+                        delivery: Delivery[Event]) -> domain.ThreadContext | None:
+        """Announce ``event`` on Telegram; returns the thread context when it was read (None if skipped)."""
+        kind = domain.kind_of(event)
         skip = await self._skip_reason(event)
         if skip is not None:
             self._skipped(kind, skip)
-            return
+            return None
         context = await self._context(event)
         notification = domain.compose(event, context, self.wording.web_base_url, self.wording.draft_max_chars)
         recipient = domain.choose_recipient(context.origin, self.default_chat)
         if notification is None or recipient is None:
             self._skipped(kind, "not_announced" if notification is None else "no_recipient")
-            return
-        outcome = await self._deliver(self.sender, event, notification, recipient, delivery)
+            return context
+        await self._send_and_record(sender, event, notification, recipient, delivery)
+        return context
+
+    async def _send_and_record(self, sender: TelegramSender, event: Event, notification: domain.Notification,
+                               recipient: str, delivery: Delivery[Event]) -> None:
+        outcome = await self._deliver(sender, event, notification, recipient, delivery)
         await self.store.append([outcome])
         self._sent_parts.pop(event.event_id, None)
+
+    async def _alert(self, sender: TelegramSender, event: Event, delivery: Delivery[Event]) -> None:
+        """Send an operator alert to ``default_chat`` unless switched off, stale, already sent or cooling down."""
+        kind = domain.kind_of(event, self.alerts.local_backend)
+        skip = await self._alert_skip_reason(event, kind)
+        if skip is not None:
+            self._skipped(kind, skip)
+            return
+        text = domain.alert_text(event)
+        if text is None or self.default_chat is None:
+            self._skipped(kind, "not_announced" if text is None else "no_recipient")
+            return
+        await self._send_and_record(sender, event, domain.Notification(kind, text), self.default_chat, delivery)
+
+    async def _alert_skip_reason(self, event: Event, kind: str) -> str | None:
+        if kind not in self.alerts.enabled:
+            return "disabled"
+        if domain.is_stale(event, utcnow(), self.max_event_age_s):
+            return "stale"
+        if not domain.addressable(event.aggregate_id):
+            return None
+        # The latest record under the alert's aggregate: this very alert (a redelivery) or the one to cool from.
+        last = await self.thread_log.last(event.aggregate_id, NotificationSent)
+        if last is not None and last.cause_event_id == event.event_id:
+            return "already_sent"
+        if domain.in_cooldown(last, kind, utcnow(), self.alerts.cooldown_s):
+            return "cooldown"
+        return None
+
+    async def _callback(self, callbacks: CallbackSender, event: ThreadCompleted | ThreadFailed,
+                        delivery: Delivery[Event], context: domain.ThreadContext | None) -> None:
+        """POST the thread's result to its ``callback_url`` (if it has one) and record the outcome."""
+        if not domain.addressable(event.aggregate_id):
+            return
+        context = context or await self.thread_log.context(event.aggregate_id)
+        if context.callback_url is None:
+            return
+        kind, channel = event.type_name(), domain.WEBHOOK
+        if domain.is_stale(event, utcnow(), self.max_event_age_s):
+            self._skipped(kind, "stale", channel)
+            return
+        if await self.thread_log.notification_recorded(event.aggregate_id, domain.sent_id(event.event_id, channel)):
+            self._skipped(kind, "already_sent", channel)
+            return
+        recipient = domain.callback_recipient(context.callback_url)
+        body = json.dumps(domain.callback_body(event, context, self.wording.web_base_url)).encode()
+        await delivery.in_progress()
+        try:
+            status = await callbacks.post(context.callback_url, body, event.event_id, on_wait=delivery.in_progress)
+        except SendFailed as exc:
+            MESSAGES_FAILED.labels(channel, kind, exc.reason).inc()
+            log.warning("callback_failed", kind=kind, recipient=recipient, reason=exc.reason, error=exc.detail)
+            outcome: Event = domain.notification_failed(event, kind, recipient, str(exc), utcnow(), channel)
+        else:
+            MESSAGES_SENT.labels(channel, kind).inc()
+            log.info("callback_sent", kind=kind, recipient=recipient, status=status)
+            outcome = domain.notification_sent(event, kind, recipient, [], utcnow(), channel)
+        await self.store.append([outcome])
 
     async def _context(self, event: Event) -> domain.ThreadContext:
         if domain.about_thread(event) and domain.addressable(event.aggregate_id):
@@ -107,9 +193,10 @@ class Notifier:
             return False
         return await self.thread_log.notification_recorded(event.aggregate_id, domain.sent_id(job_failed.event_id))
 
-    def _skipped(self, kind: str, reason: str) -> None:
-        NOTIFICATIONS_SKIPPED.labels(kind, reason).inc()
-        log.info("notification_skipped", kind=kind, reason=reason)
+    def _skipped(self, kind: str, reason: str, channel: str = domain.CHANNEL, quiet: bool = False) -> None:
+        NOTIFICATIONS_SKIPPED.labels(channel, kind, reason).inc()
+        if not quiet:
+            log.info("notification_skipped", kind=kind, reason=reason, channel=channel)
 
     async def _deliver(self, sender: TelegramSender, event: Event, notification: domain.Notification,
                        recipient: str, delivery: Delivery[Event]) -> Event:

@@ -6,8 +6,9 @@ from prometheus_client import Counter
 
 MESSAGES_SENT = Counter(
     "hermes_notifier_messages_sent_total",
-    "Messages delivered (a text split at the provider's length limit counts once per part); kind: "
-    "thread_completed, job_failed, thread_failed, budget_threshold",
+    "Messages delivered (a text split at the provider's length limit counts once per part); channel: telegram, "
+    "webhook; kind: thread_completed, job_failed, thread_failed, budget_threshold, talos_down, backend_down, "
+    "queue_full",
     ["channel", "kind"],
 )
 MESSAGES_FAILED = Counter(
@@ -16,12 +17,12 @@ MESSAGES_FAILED = Counter(
     ["channel", "kind", "reason"],
 )
 SEND_RETRIES = Counter(
-    "hermes_notifier_send_retries_total", "Provider calls retried (flood_wait, network, timeout)",
+    "hermes_notifier_send_retries_total", "Provider calls retried (flood_wait, network, timeout, http_<status>)",
     ["channel", "reason"],
 )
 NOTIFICATIONS_SKIPPED = Counter(
     "hermes_notifier_notifications_skipped_total",
     "Events acknowledged without a message; reason: off, disabled, already_sent, covered, stale, no_recipient, "
-    "not_announced",
-    ["kind", "reason"],
+    "not_announced, cooldown",
+    ["channel", "kind", "reason"],
 )

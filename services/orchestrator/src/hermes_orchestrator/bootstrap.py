@@ -39,7 +39,10 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     limits = domain.Limits(max_questions=settings.hermes_max_questions,
                            answer_timeout_s=settings.hermes_answer_timeout_seconds,
                            max_tokens=settings.hermes_draft_max_tokens,
-                           temperature=settings.hermes_draft_temperature)
+                           temperature=settings.hermes_draft_temperature,
+                           job_timeout_s=settings.hermes_job_timeout_seconds or None,
+                           workflow_max_steps=settings.hermes_workflow_max_steps,
+                           workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None)
     orchestrator = Orchestrator(nc, js, engine, projection, limits)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
@@ -60,7 +63,8 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     await orchestrator.arm_pending_timers()
     await QueryResponder(nc, engine, projection).subscribe()
     tasks += [asyncio.create_task(reactor.run(), name="reactor"),
-              asyncio.create_task(commands.run(), name="commands")]
+              asyncio.create_task(commands.run(), name="commands"),
+              asyncio.create_task(orchestrator.publish_queue_depth(stop), name="queue-depth")]
     log.info("orchestrator_started", nats=settings.nats_url)
 
     await stop.wait()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from hermes_proto.commands import MAX_WORKFLOW_STEPS
 from hermes_proto.settings import BusSettings
 
 
@@ -9,7 +12,10 @@ class OrchestratorSettings(BusSettings):
     """``hermes_max_questions``: default cap of clarifying questions per thread (seed:
     ``max_questions_per_conversation`` = 5); ``hermes_answer_timeout_seconds``: how long a thread waits
     for answers after draft 1 before completing on it; ``hermes_draft_max_tokens``: output bound of each
-    draft (tokens); ``database_url``: SQLAlchemy URL of the read models (default SQLite in HERMES_HOME)."""
+    draft (tokens); ``database_url``: SQLAlchemy URL of the read models (default SQLite in HERMES_HOME).
+    Job queue: ``hermes_job_timeout_seconds`` (seed ``job_timeout_seconds``): a job not finished this long after
+    it was queued is cancelled and fails with ``timeout`` (0: no timeout); ``hermes_workflow_max_steps`` and
+    ``hermes_workflow_timeout_minutes`` (seed ``hermes.workflow.max_steps`` / ``timeout_minutes``; 0: none)."""
 
     metrics_port: int = 9101
     hermes_max_questions: int = 5
@@ -17,6 +23,9 @@ class OrchestratorSettings(BusSettings):
     hermes_draft_max_tokens: int = 256
     hermes_draft_temperature: float = 0.7
     database_url: str | None = None
+    hermes_job_timeout_seconds: float = Field(3600.0, ge=0)
+    hermes_workflow_max_steps: int = Field(10, ge=1, le=MAX_WORKFLOW_STEPS)
+    hermes_workflow_timeout_minutes: float = Field(60.0, ge=0)
 
     def db_url(self) -> str:
         if self.database_url:

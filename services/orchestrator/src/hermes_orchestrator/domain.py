@@ -13,20 +13,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hermes_proto.base import ChatMessage, Event
-from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, RateThread, SubmitIdea
+from hermes_proto.commands import (
+    AnswerQuestions,
+    CancelJob,
+    CloseAnswerWindow,
+    ExpireWorkflow,
+    RateThread,
+    SubmitIdea,
+    SubmitWorkflow,
+)
 from hermes_proto.events import (
     Answer,
     AnswersRecorded,
     DraftPresented,
-    ExecutionCompleted,
     ExecutionAbandoned,
+    ExecutionCompleted,
+    JobCancelled,
     JobFailed,
     JobQueued,
+    JobSkipped,
     QuestionsProposed,
     ThreadCompleted,
     ThreadFailed,
     ThreadOpened,
     ThreadRated,
+    WorkflowPlanned,
+    WorkflowStep,
 )
 from hermes_proto.ids import derived_id
 
@@ -43,12 +55,33 @@ COMPLETED = "completed"
 FAILED = "failed"
 FINAL = (COMPLETED, FAILED)
 
+# Job statuses. A job is open until it completed, failed or was cancelled.
+OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
+# Workflow step statuses: waiting (for its dependencies), then its job's status, or skipped.
+STEP_FINAL = ("completed", "failed", "cancelled", "skipped")
+
+WORKFLOW_SYSTEM_PROMPT = (
+    "You are Hermes, a practical assistant carrying out one step of a larger piece of work. Use the results "
+    "of the earlier steps you are given; answer this step concretely and concisely."
+)
+
 
 @dataclass
 class JobState:
     job_id: str
     kind: str
     status: str
+    step_id: str | None = None
+    text: str | None = None
+
+
+@dataclass
+class StepState:
+    """One workflow step: its definition (defaults resolved when planned) and its status."""
+
+    step: WorkflowStep
+    job_id: str
+    status: str = "waiting"
 
 
 @dataclass
@@ -75,16 +108,26 @@ class ThreadState:
     priority: int = 5
     jobs: dict[str, JobState] = field(default_factory=dict)
     questions: list[QuestionState] = field(default_factory=list)
+    kind: str = "idea"
+    steps: dict[str, StepState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """``max_questions`` (count), ``answer_timeout_s`` (seconds), ``max_tokens`` (tokens per draft)."""
+    """``max_questions`` (count), ``answer_timeout_s`` (seconds), ``max_tokens`` (tokens per draft or step),
+    ``job_timeout_s`` (seconds from queued to result, None: none; seed ``job_timeout_seconds``),
+    ``max_retries`` (attempts after the first, None: the router's default; seed ``max_retry_attempts``),
+    ``workflow_max_steps`` and ``workflow_timeout_s`` (seed ``hermes.workflow.max_steps`` /
+    ``timeout_minutes``)."""
 
     max_questions: int = 5
     answer_timeout_s: float = 600.0
     max_tokens: int = 256
     temperature: float = 0.7
+    job_timeout_s: float | None = None
+    max_retries: int | None = None
+    workflow_max_steps: int = 10
+    workflow_timeout_s: float | None = None
 
 
 def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now: datetime) -> dict:
@@ -122,12 +165,13 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
         ThreadOpened(**_envelope(cmd.command_id, "thread_opened", cmd.thread_id, corr, now),
                      idea=cmd.idea, channel=cmd.channel, user_id=cmd.user_id, origin=dict(cmd.origin),
                      max_questions=max_q, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
-                     private=cmd.private, priority=cmd.priority),
+                     private=cmd.private, priority=cmd.priority, callback_url=cmd.callback_url,
+                     source_app=cmd.source_app),
         JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
                   messages=draft1_messages(cmd.idea), max_tokens=limits.max_tokens,
                   temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
-                  project=cmd.project),
+                  project=cmd.project, timeout_s=limits.job_timeout_s, max_retries=limits.max_retries),
     ]
 
 
@@ -149,7 +193,8 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
                   job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
                   messages=draft2_messages(state.idea, state.draft1, answered),
                   max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
-                  private=state.private, project=state.project),
+                  private=state.private, project=state.project, timeout_s=limits.job_timeout_s,
+                  max_retries=limits.max_retries),
     ]
 
 
@@ -172,10 +217,15 @@ def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: 
 
 
 def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted, now: datetime) -> list[Event]:
-    """Present the draft a finished job produced; draft 2 also completes the thread."""
+    """Present the draft a finished job produced; draft 2 also completes the thread. In a workflow, queue the
+    steps the completed one was the last dependency of. A result for a cancelled job is ignored."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
     job = state.jobs[ev.job_id]
+    if job.status != "completed":
+        return []
+    if state.kind == "workflow":
+        return react_step_completed(state, ev, now)
     number = 2 if job.kind == "draft2" else 1
     if (number == 1 and state.draft1 is not None) or (number == 2 and state.draft2 is not None):
         return []
@@ -196,19 +246,184 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
 
 def react_execution_abandoned(state: ThreadState | None, ev: ExecutionAbandoned, now: datetime) -> list[Event]:
     """The router gave up on a job (retries and failover exhausted, or no backend): record it; a failed
-    draft 1 fails the thread, a failed draft 2 completes it on draft 1."""
+    draft 1 fails the thread, a failed draft 2 completes it on draft 1, a failed workflow step skips its
+    dependents."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
-    job = state.jobs[ev.job_id]
+    if state.jobs[ev.job_id].status == "cancelled":  # the read model already shows this abandonment as failed
+        return []
     corr = state.correlation_id
     events: list[Event] = [JobFailed(**_envelope(ev.event_id, "job_failed", state.thread_id, corr, now),
                                      job_id=ev.job_id, error_code=ev.error_code, message=ev.message)]
+    return events + _job_ended(state, ev.job_id, ev.event_id, "failed", ev.error_code, ev.message, now)
+
+
+def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, error_code: str, message: str,
+               now: datetime) -> list[Event]:
+    """What a job ending without a result (``outcome`` failed or cancelled) means for its thread."""
+    job, corr = state.jobs[job_id], state.correlation_id
+    env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
+    if state.kind == "workflow":
+        return _step_ended(state, job.step_id or "", cause_id, outcome, error_code, message, now)
     if job.kind == "draft1":
-        events.append(ThreadFailed(**_envelope(ev.event_id, "thread_failed", state.thread_id, corr, now),
-                                   error_code=ev.error_code, message=f"draft 1 failed: {ev.message}"))
-    else:
-        events.append(ThreadCompleted(**_envelope(ev.event_id, "thread_completed", state.thread_id, corr, now),
-                                      final_draft_number=1, reason="draft2_failed"))
+        return [ThreadFailed(**env("thread_failed"), error_code=error_code, message=f"draft 1 {outcome}: {message}")]
+    reason = "draft2_cancelled" if outcome == "cancelled" else "draft2_failed"
+    return [ThreadCompleted(**env("thread_completed"), final_draft_number=1, reason=reason)]
+
+
+def decide_cancel(state: ThreadState | None, cmd: CancelJob, now: datetime) -> list[Event]:
+    """Stop an open job: ``JobCancelled`` (the router stops dispatching it and tells its edge to stop the model
+    call), plus ``JobFailed(timeout)`` when its timeout sent the command; the thread then moves on as after a
+    failure. A job that already ended, or an unknown one, yields nothing."""
+    if state is None or state.status in FINAL or cmd.job_id not in state.jobs:
+        return []
+    if state.jobs[cmd.job_id].status not in OPEN_JOB_STATUSES:
+        return []
+    env = lambda name: _envelope(cmd.command_id, name, state.thread_id, state.correlation_id, now)  # noqa: E731
+    timed_out = cmd.reason == "timeout"
+    message = "the job ran past its timeout" if timed_out else f"cancelled ({cmd.reason})"
+    events: list[Event] = [JobCancelled(**env("job_cancelled"), job_id=cmd.job_id, reason=cmd.reason,
+                                        message=message)]
+    if timed_out:
+        events.append(JobFailed(**env("job_failed"), job_id=cmd.job_id, error_code="timeout", message=message))
+    outcome = "failed" if timed_out else "cancelled"
+    return events + _job_ended(state, cmd.job_id, cmd.command_id, outcome, "timeout" if timed_out else "cancelled",
+                               message, now)
+
+
+# ---- workflows ----------------------------------------------------------------------------------
+
+
+def step_job_id(thread_id: str, step_id: str) -> str:
+    """The job id of a workflow step: derived from the thread and step, so it is known before it is queued."""
+    return derived_id(thread_id, "step", step_id)
+
+
+def step_messages(step: WorkflowStep, results: list[tuple[str, str]]) -> list[ChatMessage]:
+    """The prompt of a step: the results of the steps it depends on (``(step_id, text)`` in order), then the
+    step itself."""
+    earlier = "".join(f"### Result of step {sid}\n{text}\n\n" for sid, text in results)
+    user = f"{earlier}### This step\n{step.prompt}" if earlier else step.prompt
+    return [ChatMessage(role="system", content=WORKFLOW_SYSTEM_PROMPT), ChatMessage(role="user", content=user)]
+
+
+def _resolved(step: WorkflowStep, cmd: SubmitWorkflow, limits: Limits) -> WorkflowStep:
+    """The step with every default filled in, so a replay never depends on today's configuration."""
+    return WorkflowStep(
+        step_id=step.step_id, prompt=step.prompt, depends_on=list(step.depends_on),
+        priority=step.priority or cmd.priority,
+        max_retries=next((v for v in (step.max_retries, cmd.max_retries, limits.max_retries) if v is not None), None),
+        timeout_s=step.timeout_s or limits.job_timeout_s, max_tokens=step.max_tokens or limits.max_tokens)
+
+
+def _queue_step(thread_id: str, corr: str, cause_id: str, step: WorkflowStep, results: list[tuple[str, str]],
+                project: str, private: bool, now: datetime) -> JobQueued:
+    job_id = step_job_id(thread_id, step.step_id)
+    return JobQueued(event_id=derived_id(job_id, "job_queued"), aggregate_id=thread_id, occurred_at=now,
+                     correlation_id=corr, causation_id=cause_id, job_id=job_id, kind="step",
+                     messages=step_messages(step, results), max_tokens=step.max_tokens or 256,
+                     priority=step.priority or 5, private=private, project=project, timeout_s=step.timeout_s,
+                     max_retries=step.max_retries, step_id=step.step_id,
+                     depends_on=[step_job_id(thread_id, d) for d in step.depends_on])
+
+
+def decide_submit_workflow(state: ThreadState | None, cmd: SubmitWorkflow, limits: Limits,
+                           now: datetime) -> list[Event]:
+    """Open a workflow thread, plan its steps (defaults resolved) and queue those without dependencies. More
+    than ``workflow_max_steps`` steps: the thread is opened and failed with ``too_many_steps`` so the producer
+    sees why. A thread that exists already yields nothing. (The DAG itself was checked when decoding.)"""
+    if state is not None:
+        return []
+    corr = cmd.correlation_id or cmd.command_id
+    env = lambda name: _envelope(cmd.command_id, name, cmd.thread_id, corr, now)  # noqa: E731
+    opened = ThreadOpened(**env("thread_opened"), idea=cmd.title or cmd.steps[0].prompt, channel=cmd.channel,
+                          user_id=cmd.user_id, origin=dict(cmd.origin), max_questions=0,
+                          answer_timeout_s=limits.answer_timeout_s, project=cmd.project, private=cmd.private,
+                          priority=cmd.priority, kind="workflow")
+    if len(cmd.steps) > limits.workflow_max_steps:
+        return [opened, ThreadFailed(**env("thread_failed"), error_code="too_many_steps",
+                                     message=f"{len(cmd.steps)} steps; at most {limits.workflow_max_steps} "
+                                             "(HERMES_WORKFLOW_MAX_STEPS)")]
+    steps = [_resolved(s, cmd, limits) for s in cmd.steps]
+    planned = WorkflowPlanned(**env("workflow_planned"), title=cmd.title, steps=steps,
+                              timeout_s=cmd.timeout_s or limits.workflow_timeout_s)
+    roots = [_queue_step(cmd.thread_id, corr, cmd.command_id, s, [], cmd.project, cmd.private, now)
+             for s in steps if not s.depends_on]
+    return [opened, planned, *roots]
+
+
+def react_step_completed(state: ThreadState, ev: ExecutionCompleted, now: datetime) -> list[Event]:
+    """A step completed: queue every waiting step whose dependencies have now all completed (with their
+    results), and complete the workflow when every step has ended."""
+    statuses = {sid: st.status for sid, st in state.steps.items()}
+    done_step = state.jobs[ev.job_id].step_id
+    if done_step in statuses:
+        statuses[done_step] = "completed"
+    texts = {st.step.step_id: (state.jobs[st.job_id].text if st.job_id in state.jobs else None)
+             for st in state.steps.values()}
+    texts[done_step or ""] = ev.text
+    events: list[Event] = []
+    for sid, st in state.steps.items():
+        if statuses[sid] != "waiting" or not all(statuses.get(d) == "completed" for d in st.step.depends_on):
+            continue
+        results = [(d, texts.get(d) or "") for d in st.step.depends_on]
+        events.append(_queue_step(state.thread_id, state.correlation_id, ev.event_id, st.step, results,
+                                  state.project, state.private, now))
+        statuses[sid] = "queued"
+    return events + _workflow_outcome(state, statuses, ev.event_id, now)
+
+
+def _step_ended(state: ThreadState, step_id: str, cause_id: str, outcome: str, error_code: str, message: str,
+                now: datetime) -> list[Event]:
+    """A step failed or was cancelled: every step depending on it, directly or not, is skipped with the reason."""
+    statuses = {sid: st.status for sid, st in state.steps.items()}
+    statuses[step_id] = outcome
+    events: list[Event] = []
+    changed = True
+    while changed:
+        changed = False
+        for sid, st in state.steps.items():
+            if statuses[sid] != "waiting":
+                continue
+            blocker = next((d for d in st.step.depends_on
+                            if statuses.get(d) in STEP_FINAL and statuses[d] != "completed"), None)
+            if blocker is None:
+                continue
+            statuses[sid], changed = "skipped", True
+            env = _envelope(cause_id, f"job_skipped:{sid}", state.thread_id, state.correlation_id, now)
+            events.append(JobSkipped(**env, job_id=st.job_id, step_id=sid,
+                                     reason=f"step {blocker} {statuses[blocker]}"))
+    return events + _workflow_outcome(state, statuses, cause_id, now, f"step {step_id} {outcome}: {message}")
+
+
+def _workflow_outcome(state: ThreadState, statuses: dict[str, str], cause_id: str, now: datetime,
+                      failure: str | None = None) -> list[Event]:
+    """Once every step has ended: completed when all completed, else failed (``workflow_failed``)."""
+    if not statuses or any(s not in STEP_FINAL for s in statuses.values()):
+        return []
+    env = _envelope(cause_id, "workflow_ended", state.thread_id, state.correlation_id, now)
+    if all(s == "completed" for s in statuses.values()):
+        return [ThreadCompleted(**env, final_draft_number=0, reason="workflow_completed")]
+    ended = sorted(f"{sid} {s}" for sid, s in statuses.items() if s != "completed")
+    return [ThreadFailed(**env, error_code="workflow_failed", message=failure or "; ".join(ended))]
+
+
+def decide_expire_workflow(state: ThreadState | None, cmd: ExpireWorkflow, now: datetime) -> list[Event]:
+    """The workflow's time is up: cancel its open jobs (their edges stop), skip the steps still waiting and
+    fail the thread with ``workflow_timeout``."""
+    if state is None or state.kind != "workflow" or state.status in FINAL:
+        return []
+    env = lambda name: _envelope(cmd.command_id, name, state.thread_id, state.correlation_id, now)  # noqa: E731
+    events: list[Event] = []
+    for sid, st in state.steps.items():
+        if st.status in OPEN_JOB_STATUSES:
+            events.append(JobCancelled(**env(f"job_cancelled:{sid}"), job_id=st.job_id, reason="workflow_timeout",
+                                       message="the workflow ran past its timeout"))
+        elif st.status == "waiting":
+            events.append(JobSkipped(**env(f"job_skipped:{sid}"), job_id=st.job_id, step_id=sid,
+                                     reason="the workflow ran past its timeout"))
+    events.append(ThreadFailed(**env("thread_failed"), error_code="workflow_timeout",
+                               message="the workflow ran past its timeout"))
     return events
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -10,20 +11,31 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, RateThread, SubmitIdea
+from hermes_proto.commands import (
+    AnswerQuestions,
+    CancelJob,
+    CloseAnswerWindow,
+    ExpireWorkflow,
+    RateThread,
+    SubmitIdea,
+    SubmitWorkflow,
+)
 from hermes_proto.events import (
     AnswersRecorded,
     DraftPresented,
-    ExecutionCompleted,
     ExecutionAbandoned,
+    ExecutionCompleted,
+    JobCancelled,
+    JobQueued,
     QuestionsProposed,
+    WorkflowPlanned,
 )
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import (
@@ -52,6 +64,10 @@ JOB_SECONDS = Histogram(
     ["kind", "phase"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
+QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, running, retrying) by priority, "
+                    "from the read model", ["priority"])
+QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
+JOBS_CANCELLED = Counter("hermes_orchestrator_jobs_cancelled_total", "Jobs cancelled, by reason", ["reason"])
 
 
 class Orchestrator:
@@ -66,6 +82,7 @@ class Orchestrator:
         self.limits = limits
         self.store = EventStore(js, "orchestrator")
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        """Armed timers by key (``answer:<thread>``, ``job:<job>``, ``workflow:<thread>``)."""
 
     def _state(self, thread_id: str) -> domain.ThreadState | None:
         with Session(self.engine) as session:
@@ -89,11 +106,21 @@ class Orchestrator:
                 events = domain.decide_rate(state, cmd, now)
             case CloseAnswerWindow():
                 events = domain.decide_close_window(state, cmd, now)
+            case SubmitWorkflow():
+                events = domain.decide_submit_workflow(state, cmd, self.limits, now)
+            case CancelJob():
+                events = domain.decide_cancel(state, cmd, now)
+            case ExpireWorkflow():
+                events = domain.decide_expire_workflow(state, cmd, now)
             case _:
                 events = []
         if events:
             await self.store.append(events)
+            self._arm_deadlines(events)
             QUESTIONS_ANSWERED.inc(sum(len(e.answers) for e in events if isinstance(e, AnswersRecorded)))
+            for e in events:
+                if isinstance(e, JobCancelled):
+                    JOBS_CANCELLED.labels(e.reason).inc()
         outcome = "applied" if events else "ignored"
         COMMANDS.labels(cmd.type_name(), outcome).inc()
         log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
@@ -122,6 +149,7 @@ class Orchestrator:
                 events = []
         if events:
             await self.store.append(events)
+            self._arm_deadlines(events)
             for e in events:
                 REACTIONS.labels(e.type_name()).inc()
             if isinstance(event, ExecutionCompleted):
@@ -146,39 +174,97 @@ class Orchestrator:
             row = session.get(readmodel.ThreadRow, thread_id)
             return row.answer_timeout_s if row else self.limits.answer_timeout_s
 
-    # ---- answer windows ----------------------------------------------------------------------
+    # ---- timers: answer windows, job timeouts, workflow timeouts ----------------------------------
 
-    def arm_timer(self, thread_id: str, deadline_epoch_s: float, correlation_id: str | None) -> None:
-        """Send ``CloseAnswerWindow`` for ``thread_id`` at ``deadline_epoch_s`` (Unix seconds)."""
-        if thread_id in self._timers:
+    def _schedule(self, key: str, deadline_epoch_s: float, command: Callable[[], Command | None]) -> None:
+        """At ``deadline_epoch_s`` (Unix seconds) send the command ``command()`` builds (None: nothing to do).
+        A key already armed is left as it is; a send that fails is retried a second later."""
+        if key in self._timers:
             return
         delay = max(0.0, deadline_epoch_s - datetime.now(UTC).timestamp())
         loop = asyncio.get_running_loop()
-        self._timers[thread_id] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._close_window(thread_id, correlation_id)))
+        self._timers[key] = loop.call_later(delay, lambda: asyncio.ensure_future(self._fire(key, command)))
 
-    async def _close_window(self, thread_id: str, correlation_id: str | None) -> None:
-        self._timers.pop(thread_id, None)
-        cmd = CloseAnswerWindow(command_id=derived_id(thread_id, "close_answer_window"), issued_at=utcnow(),
-                                thread_id=thread_id, correlation_id=correlation_id)
+    async def _fire(self, key: str, command: Callable[[], Command | None]) -> None:
+        self._timers.pop(key, None)
         try:
-            await self.store.send(cmd)
-        except Exception as exc:  # retried: the window stays open until the command is accepted
-            log.warning("close_window_failed", thread_id=thread_id, error=repr(exc))
-            self.arm_timer(thread_id, datetime.now(UTC).timestamp() + 1.0, correlation_id)
+            cmd = await asyncio.to_thread(command)
+            if cmd is not None:
+                await self.store.send(cmd)
+        except Exception as exc:  # retried: the deadline stays armed until the command is accepted
+            log.warning("timer_command_failed", key=key, error=repr(exc))
+            self._schedule(key, datetime.now(UTC).timestamp() + 1.0, command)
+
+    def arm_timer(self, thread_id: str, deadline_epoch_s: float, correlation_id: str | None) -> None:
+        """Send ``CloseAnswerWindow`` for ``thread_id`` at ``deadline_epoch_s`` (Unix seconds)."""
+        self._schedule(f"answer:{thread_id}", deadline_epoch_s, lambda: CloseAnswerWindow(
+            command_id=derived_id(thread_id, "close_answer_window"), issued_at=utcnow(), thread_id=thread_id,
+            correlation_id=correlation_id))
+
+    def arm_job_timeout(self, thread_id: str, job_id: str, deadline_epoch_s: float) -> None:
+        """Send ``CancelJob(reason="timeout")`` for ``job_id`` at its deadline, if it is still open then."""
+        def command() -> Command | None:
+            with Session(self.engine) as session:
+                if not readmodel.job_is_open(session, job_id):
+                    return None
+            return CancelJob(command_id=derived_id(job_id, "timeout"), issued_at=utcnow(), thread_id=thread_id,
+                             job_id=job_id, reason="timeout")
+        self._schedule(f"job:{job_id}", deadline_epoch_s, command)
+
+    def arm_workflow_timeout(self, thread_id: str, deadline_epoch_s: float) -> None:
+        self._schedule(f"workflow:{thread_id}", deadline_epoch_s, lambda: ExpireWorkflow(
+            command_id=derived_id(thread_id, "expire_workflow"), issued_at=utcnow(), thread_id=thread_id))
+
+    def _arm_deadlines(self, events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, JobQueued) and e.timeout_s:
+                self.arm_job_timeout(e.aggregate_id, e.job_id, e.occurred_at.timestamp() + e.timeout_s)
+            elif isinstance(e, WorkflowPlanned) and e.timeout_s:
+                self.arm_workflow_timeout(e.aggregate_id, e.occurred_at.timestamp() + e.timeout_s)
 
     async def arm_pending_timers(self) -> None:
-        """After start-up catch-up: re-arm the windows of every thread still awaiting answers."""
-        with Session(self.engine) as session:
-            pending = readmodel.awaiting_deadlines(session)
-        for thread_id, deadline in pending:
-            self.arm_timer(thread_id, (deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)).timestamp(), None)
-        log.info("answer_timers_armed", count=len(pending))
+        """After start-up catch-up: re-arm the answer windows of threads awaiting answers, the timeouts of open
+        jobs and those of unfinished workflows."""
+        def read():  # noqa: ANN202
+            with Session(self.engine) as session:
+                return (readmodel.awaiting_deadlines(session), readmodel.open_job_deadlines(session),
+                        readmodel.workflow_deadlines(session))
+        answers, jobs, workflows = await asyncio.to_thread(read)
+        for thread_id, deadline in answers:
+            self.arm_timer(thread_id, _epoch(deadline), None)
+        for thread_id, job_id, deadline in jobs:
+            self.arm_job_timeout(thread_id, job_id, _epoch(deadline))
+        for thread_id, deadline in workflows:
+            self.arm_workflow_timeout(thread_id, _epoch(deadline))
+        log.info("timers_armed", answer_windows=len(answers), job_timeouts=len(jobs), workflows=len(workflows))
 
     def cancel_timers(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+
+    async def publish_queue_depth(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
+        """Every ``interval_s`` seconds, set ``hermes_queue_depth{priority}`` from the read model."""
+        while not stop.is_set():
+            try:
+                depth = await asyncio.to_thread(self._queue_depth)
+                for priority in range(1, 11):
+                    QUEUE_DEPTH.labels(str(priority)).set(depth.by_priority.get(str(priority), 0))
+                QUEUE_WAITING_STEPS.set(depth.waiting_steps)
+            except Exception as exc:  # a metric must never stop the service
+                log.warning("queue_depth_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    def _queue_depth(self):  # noqa: ANN202
+        with Session(self.engine) as session:
+            return readmodel.queue_depth(session)
+
+
+def _epoch(ts: datetime) -> float:
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 class QueryResponder:
@@ -194,6 +280,7 @@ class QueryResponder:
         await self.nc.subscribe(subjects.QUERY_JOB, queue="orchestrator", cb=self._job)
         await self.nc.subscribe(QUERY_THREADS, queue="orchestrator", cb=self._threads)
         await self.nc.subscribe(subjects.QUERY_HEALTH, queue="orchestrator", cb=self._health)
+        await self.nc.subscribe(subjects.QUERY_QUEUE, queue="orchestrator", cb=self._queue)
 
     def _read(self, fn, *args):  # noqa: ANN001, ANN202
         with Session(self.engine) as session:
@@ -236,6 +323,10 @@ class QueryResponder:
             return
         views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)))
         await self._respond(msg, ThreadListReply(threads=views))
+
+    async def _queue(self, msg: Msg) -> None:
+        reply = await asyncio.to_thread(self._read, readmodel.queue_depth)
+        await self._respond(msg, reply)
 
     async def _health(self, msg: Msg) -> None:
         await self._respond(msg, {"service": "orchestrator", "status": "ok", "position": self.projection.position})

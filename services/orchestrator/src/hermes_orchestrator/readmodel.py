@@ -1,6 +1,6 @@
 """SQLite read models (sqlmodel) and the projection that builds them from the log.
 
-Tables: ``threads``, ``jobs``, ``questions``, ``backend_selections`` and
+Tables: ``threads``, ``jobs``, ``workflow_steps``, ``questions``, ``backend_selections`` and
 ``projection_position`` (the last applied ``HERMES_EVENTS`` sequence, written in the
 same transaction as the rows). Every value comes from an event, timestamps included,
 so replaying the log into an empty database yields identical rows.
@@ -9,16 +9,18 @@ so replaying the log into an empty database yields identical rows.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from functools import singledispatch
 
+import msgspec
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
-from hermes_proto.queries import JobView, QuestionView, ThreadView
+from hermes_proto.queries import JobView, QueueReply, QuestionView, StepView, ThreadView
 
 from hermes_orchestrator import domain
 
@@ -49,6 +51,8 @@ class ThreadRow(SQLModel, table=True):
     private: bool = False
     priority: int = 5
     answer_deadline: datetime | None = None
+    kind: str = "idea"
+    workflow_deadline: datetime | None = None
     created_at: datetime = Field(index=True)
     updated_at: datetime
 
@@ -76,9 +80,27 @@ class JobRow(SQLModel, table=True):
     waiting_reason: str | None = None
     attempts: int = 0
     cost_cents: float = 0.0
+    step_id: str | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    deadline: datetime | None = Field(default=None, index=True)
     queued_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class StepRow(SQLModel, table=True):
+    """One planned workflow step. ``status``: waiting, then its job's status, or skipped (``reason`` why)."""
+
+    __tablename__ = "workflow_steps"
+
+    job_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    step_id: str
+    position: int
+    step_json: str
+    status: str = "waiting"
+    reason: str | None = None
 
 
 class QuestionRow(SQLModel, table=True):
@@ -117,7 +139,8 @@ class ProjectionPosition(SQLModel, table=True):
     last_sequence: int = 0
 
 
-READ_MODEL_TABLES = (ThreadRow, JobRow, QuestionRow, BackendSelectionRow)
+READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow)
+CLOSED_JOB_STATUSES = ("completed", "failed", "cancelled")
 
 
 def make_engine(url: str) -> Engine:
@@ -159,8 +182,29 @@ def _(e: ev.ThreadOpened, session: Session) -> None:
                           origin_json=json.dumps(e.origin, sort_keys=True), status=domain.DRAFTING,
                           correlation_id=e.correlation_id, max_questions=e.max_questions,
                           answer_timeout_s=e.answer_timeout_s, project=e.project, private=e.private,
-                          priority=e.priority, created_at=_naive(e.occurred_at),
+                          priority=e.priority, kind=e.kind, created_at=_naive(e.occurred_at),
                           updated_at=_naive(e.occurred_at)))
+
+
+@apply.register
+def _(e: ev.WorkflowPlanned, session: Session) -> None:
+    thread = _touch(session, e)
+    if thread is None:
+        return
+    if e.timeout_s:
+        thread.workflow_deadline = _naive(e.occurred_at) + timedelta(seconds=e.timeout_s)
+    for position, step in enumerate(e.steps):
+        job_id = domain.step_job_id(e.aggregate_id, step.step_id)
+        if session.get(StepRow, job_id) is None:
+            session.add(StepRow(job_id=job_id, thread_id=e.aggregate_id, step_id=step.step_id, position=position,
+                                step_json=msgspec.json.encode(step).decode()))
+
+
+def _step_status(session: Session, job_id: str, status: str, reason: str | None = None) -> None:
+    step = session.get(StepRow, job_id)
+    if step is not None and step.status not in domain.STEP_FINAL:
+        step.status, step.reason = status, reason
+        session.add(step)
 
 
 @apply.register
@@ -168,9 +212,13 @@ def _(e: ev.JobQueued, session: Session) -> None:
     if session.get(JobRow, e.job_id) is not None:
         return
     _touch(session, e)
+    queued_at = _naive(e.occurred_at)
     session.add(JobRow(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, status="queued",
-                       priority=e.priority, max_tokens=e.max_tokens, queued_at=_naive(e.occurred_at),
-                       messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages])))
+                       priority=e.priority, max_tokens=e.max_tokens, queued_at=queued_at,
+                       messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages]),
+                       step_id=e.step_id, max_retries=e.max_retries, timeout_s=e.timeout_s,
+                       deadline=queued_at + timedelta(seconds=e.timeout_s) if e.timeout_s else None))
+    _step_status(session, e.job_id, "queued")
 
 
 @apply.register
@@ -181,6 +229,7 @@ def _(e: ev.BackendSelected, session: Session) -> None:
         job.attempts = max(job.attempts, e.attempt)
         if job.status in ("queued", "retrying"):
             job.status, job.waiting_reason = "dispatched", None
+            _step_status(session, job.job_id, job.status)
         session.add(job)
     if session.get(BackendSelectionRow, e.event_id) is None:
         session.add(BackendSelectionRow(
@@ -197,24 +246,26 @@ def _(e: ev.ExecutionStarted, session: Session) -> None:
         job.status, job.started_at = "running", _naive(e.occurred_at)
         job.backend, job.model = e.backend, e.model
         session.add(job)
+        _step_status(session, job.job_id, job.status)
 
 
 @apply.register
 def _(e: ev.ExecutionCompleted, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
-    if job is not None and job.status not in ("completed", "failed"):
+    if job is not None and job.status not in CLOSED_JOB_STATUSES:
         job.status, job.text, job.finished_at = "completed", e.text, _naive(e.occurred_at)
         job.backend, job.model = e.backend, e.model
         job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
         job.latency_ms, job.first_token_ms = e.latency_ms, e.first_token_ms
         session.add(job)
+        _step_status(session, job.job_id, "completed")
 
 
 @apply.register
 def _(e: ev.ExecutionFailed, session: Session) -> None:
     """One attempt failed; the router decides whether another follows (ExecutionAbandoned ends the job)."""
     job = session.get(JobRow, e.job_id)
-    if job is not None and job.status not in ("completed", "failed"):
+    if job is not None and job.status not in CLOSED_JOB_STATUSES:
         job.status = "retrying"
         job.error_code, job.error_message = e.error_code, e.message
         session.add(job)
@@ -223,10 +274,11 @@ def _(e: ev.ExecutionFailed, session: Session) -> None:
 @apply.register
 def _(e: ev.ExecutionAbandoned, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
-    if job is not None and job.status not in ("completed", "failed"):
+    if job is not None and job.status not in CLOSED_JOB_STATUSES:
         job.status, job.finished_at = "failed", _naive(e.occurred_at)
         job.error_code, job.error_message = e.error_code, e.message
         session.add(job)
+        _step_status(session, job.job_id, "failed")
 
 
 @apply.register
@@ -253,6 +305,25 @@ def _(e: ev.JobFailed, session: Session) -> None:
         job.error_code, job.error_message = e.error_code, e.message
         job.finished_at = job.finished_at or _naive(e.occurred_at)
         session.add(job)
+    step = session.get(StepRow, e.job_id)
+    if step is not None:  # a timed-out step was cancelled first: it ends as failed
+        step.status = "failed"
+        session.add(step)
+
+
+@apply.register
+def _(e: ev.JobCancelled, session: Session) -> None:
+    job = session.get(JobRow, e.job_id)
+    if job is not None and job.status not in CLOSED_JOB_STATUSES:
+        job.status, job.finished_at = "cancelled", _naive(e.occurred_at)
+        job.error_code, job.error_message, job.waiting_reason = e.reason, e.message, None
+        session.add(job)
+        _step_status(session, e.job_id, "cancelled", e.reason)
+
+
+@apply.register
+def _(e: ev.JobSkipped, session: Session) -> None:
+    _step_status(session, e.job_id, "skipped", e.reason)
 
 
 @apply.register
@@ -339,10 +410,16 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
         thread_id=thread.thread_id, idea=thread.idea, status=thread.status, correlation_id=thread.correlation_id,
         max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
         final_draft_number=thread.final_draft_number, project=thread.project, private=thread.private,
-        priority=thread.priority,
-        jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status) for j in jobs},
+        priority=thread.priority, kind=thread.kind,
+        jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status, j.step_id, j.text) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
+        steps={st.step_id: domain.StepState(msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id,
+                                            st.status) for st in _steps(session, thread_id)},
     )
+
+
+def _steps(session: Session, thread_id: str) -> list[StepRow]:
+    return list(session.exec(select(StepRow).where(StepRow.thread_id == thread_id).order_by(StepRow.position)).all())
 
 
 def job_view(job: JobRow) -> JobView:
@@ -352,7 +429,8 @@ def job_view(job: JobRow) -> JobView:
                    latency_ms=job.latency_ms, first_token_ms=job.first_token_ms, text=job.text,
                    error_code=job.error_code, error_message=job.error_message,
                    waiting_reason=job.waiting_reason, attempts=job.attempts, cost_cents=job.cost_cents,
-                   queued_at=job.queued_at, finished_at=job.finished_at)
+                   queued_at=job.queued_at, finished_at=job.finished_at, step_id=job.step_id,
+                   max_retries=job.max_retries, timeout_s=job.timeout_s, deadline=job.deadline)
 
 
 def thread_view(session: Session, thread_id: str) -> ThreadView | None:
@@ -372,7 +450,10 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
         answer_deadline=thread.answer_deadline, created_at=thread.created_at, updated_at=thread.updated_at,
         questions=[QuestionView(question_id=q.question_id, category=q.category, text=q.text,
                                 suggestions=json.loads(q.suggestions_json), answer=q.answer) for q in questions],
-        jobs=[job_view(j) for j in jobs],
+        jobs=[job_view(j) for j in jobs], kind=thread.kind, workflow_deadline=thread.workflow_deadline,
+        steps=[StepView(step_id=st.step_id, job_id=st.job_id, status=st.status, reason=st.reason,
+                        depends_on=msgspec.json.decode(st.step_json, type=ev.WorkflowStep).depends_on)
+               for st in _steps(session, thread_id)],
     )
 
 
@@ -386,3 +467,34 @@ def awaiting_deadlines(session: Session) -> list[tuple[str, datetime]]:
     rows = session.exec(select(ThreadRow.thread_id, ThreadRow.answer_deadline)
                         .where(ThreadRow.status == domain.AWAITING_ANSWERS)).all()
     return [(tid, deadline) for tid, deadline in rows if deadline is not None]
+
+
+def open_job_deadlines(session: Session) -> list[tuple[str, str, datetime]]:
+    """``(thread_id, job_id, deadline)`` of every open job with a timeout (naive or aware UTC)."""
+    rows = session.exec(select(JobRow.thread_id, JobRow.job_id, JobRow.deadline)
+                        .where(col(JobRow.status).in_(domain.OPEN_JOB_STATUSES))
+                        .where(col(JobRow.deadline).is_not(None))).all()
+    return [(tid, jid, deadline) for tid, jid, deadline in rows]
+
+
+def workflow_deadlines(session: Session) -> list[tuple[str, datetime]]:
+    """``(thread_id, deadline)`` of every unfinished workflow with a timeout."""
+    rows = session.exec(select(ThreadRow.thread_id, ThreadRow.workflow_deadline)
+                        .where(col(ThreadRow.status).not_in(domain.FINAL))
+                        .where(col(ThreadRow.workflow_deadline).is_not(None))).all()
+    return [(tid, deadline) for tid, deadline in rows]
+
+
+def job_is_open(session: Session, job_id: str) -> bool:
+    job = session.get(JobRow, job_id)
+    return job is not None and job.status in domain.OPEN_JOB_STATUSES
+
+
+def queue_depth(session: Session) -> QueueReply:
+    """The open jobs by status and priority, and the workflow steps waiting for their dependencies."""
+    rows = session.exec(select(JobRow.status, JobRow.priority)
+                        .where(col(JobRow.status).in_(domain.OPEN_JOB_STATUSES))).all()
+    waiting = session.exec(select(StepRow.job_id).where(StepRow.status == "waiting")).all()
+    return QueueReply(open_jobs=len(rows), by_status=dict(Counter(status for status, _ in rows)),
+                      by_priority={str(p): n for p, n in sorted(Counter(p for _, p in rows).items())},
+                      waiting_steps=len(waiting))

@@ -122,6 +122,8 @@ async def run_edge(edge: Edge, stop: asyncio.Event) -> None:
              url=loggable_url(edge.adapter.base_url), models=edge.backend.models,
              concurrency=len(edge.runners), durable=edge.runners[0].spec.durable)
     edge.probes = await edge.heartbeat.subscribe_probes(durable_name(edge.settings.hermes_edge_backend))
+    # Every edge of the backend (no queue group) hears each cancellation; the one running the job stops it.
+    await edge.nc.subscribe(subj.cancel_subject(edge.settings.hermes_edge_backend), cb=edge.handler.on_cancel)
     runner_tasks = [asyncio.create_task(r.run(), name=f"consumer-{i}") for i, r in enumerate(edge.runners)]
     heartbeat_task = asyncio.create_task(edge.heartbeat.run(edge.stopping), name="heartbeat")
     await stop.wait()

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     MALFORMED_RESPONSE = "malformed_response"
     STREAM_CUT = "stream_cut"
+    CANCELLED = "cancelled"
 
 
 class ModelCallFailed(Exception):

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+import msgspec
 import structlog
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery
 from hermes_proto.codec import encode
-from hermes_proto.execution import ExecutionRequested, TokenDelta
+from hermes_proto.execution import CancelExecution, ExecutionRequested, TokenDelta
 from hermes_proto.ids import utcnow
 from hermes_proto.subjects import token_subject
 from hermes_proto.telemetry import bind_ids, clear_ids
@@ -26,7 +29,15 @@ from nats.aio.client import Client as NATS
 from hermes_edge import domain
 from hermes_edge.adapters.http_chat import TextSink
 from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, ModelReply
-from hermes_edge.metrics import FIRST_TOKEN_SECONDS, IN_FLIGHT, REQUEST_SECONDS, REQUESTS, TOKENS, USAGE_ESTIMATED
+from hermes_edge.metrics import (
+    CANCELLED,
+    FIRST_TOKEN_SECONDS,
+    IN_FLIGHT,
+    REQUEST_SECONDS,
+    REQUESTS,
+    TOKENS,
+    USAGE_ESTIMATED,
+)
 
 log = structlog.get_logger("hermes.edge")
 
@@ -88,6 +99,27 @@ class ExecutionHandler:
         self._keepalive_s = keepalive_s
         self._clock = clock
         self.in_flight = 0
+        self._calls: dict[str, asyncio.Task] = {}
+        """Running model calls by job id (what a cancellation stops)."""
+        self._cancelled: OrderedDict[str, str] = OrderedDict()
+        """Recently cancelled job ids (the last :data:`REMEMBERED_CANCELLATIONS`) and why: a request for one
+        that arrives later is dropped without calling the model."""
+
+    REMEMBERED_CANCELLATIONS = 10_000
+
+    def cancel(self, order: CancelExecution) -> bool:
+        """Stop ``order.job_id``'s model call if this edge runs it (the HTTP request is closed, so the model
+        server stops generating) and remember the job so a later delivery of it is dropped. Returns whether a
+        running call was stopped."""
+        self._cancelled[order.job_id] = order.reason
+        self._cancelled.move_to_end(order.job_id)
+        while len(self._cancelled) > self.REMEMBERED_CANCELLATIONS:
+            self._cancelled.popitem(last=False)
+        call = self._calls.get(order.job_id)
+        if call is None or call.done():
+            return False
+        call.cancel()
+        return True
 
     async def __call__(self, delivery: Delivery[ExecutionRequested]) -> None:
         request = delivery.message
@@ -101,6 +133,13 @@ class ExecutionHandler:
         call = domain.model_call(request, self._default_model, self._timeout_cap_s)
         if request.backend != self.backend:
             log.warning("backend_mismatch", requested=request.backend, serving=self.backend)
+        if request.job_id in self._cancelled:  # cancelled before it got here: never call the model
+            dropped = ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[request.job_id]}) "
+                                      "before the call started", retryable=False)
+            await self._store.append([domain.failed_event(request, self.backend, call.model, dropped, self._clock())])
+            CANCELLED.labels(self.backend, "before_start").inc()
+            log.info("execution_dropped_cancelled", request_id=request.request_id)
+            return
         await self._store.append([domain.started_event(request, self.backend, call.model,
                                                        delivery.deliveries, self._clock())])
         log.info("execution_started", model=call.model, attempt=delivery.deliveries,
@@ -123,19 +162,42 @@ class ExecutionHandler:
         self.in_flight += 1
         IN_FLIGHT.labels(self.backend).inc()
         keepalive = asyncio.create_task(self._keep_alive(delivery))
+        job_id = delivery.message.job_id
+        running = self._calls[job_id] = asyncio.create_task(self._model.stream_chat(call, tokens.send))
+        started = time.perf_counter()
         try:
-            return await self._model.stream_chat(call, tokens.send)
+            return await running
         except ModelCallFailed as exc:
             return exc
         except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if running.cancelled() and job_id in self._cancelled and not (current and current.cancelling()):
+                CANCELLED.labels(self.backend, "running").inc()
+                log.info("execution_cancelled", reason=self._cancelled[job_id])
+                return ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[job_id]}); the "
+                                       "model call was stopped", retryable=False,
+                                       latency_ms=(time.perf_counter() - started) * 1000)
             # Shutting down mid-call: hand the request back at once rather than after the ack wait.
+            running.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(delivery.msg.nak()), timeout=1.0)
             raise
         finally:
+            self._calls.pop(job_id, None)
             keepalive.cancel()
             self.in_flight -= 1
             IN_FLIGHT.labels(self.backend).dec()
+
+    async def on_cancel(self, msg) -> None:  # noqa: ANN001 - a nats-py core message
+        """Core NATS ``hermes.cancel.<backend>`` callback; an undecodable order is logged and dropped."""
+        try:
+            order = msgspec.json.decode(msg.data, type=CancelExecution)
+        except msgspec.MsgspecError as exc:
+            log.warning("cancel_order_invalid", error=str(exc))
+            return
+        stopped = self.cancel(order)
+        log.info("cancel_order", job_id=order.job_id, thread_id=order.thread_id, reason=order.reason,
+                 stopped_running_call=stopped)
 
     async def _keep_alive(self, delivery: Delivery[ExecutionRequested]) -> None:
         while True:

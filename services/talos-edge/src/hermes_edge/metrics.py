@@ -40,3 +40,9 @@ PROBE_REQUESTS = Counter(
     "Probe requests (hermes.probe.<backend>) answered with a fresh heartbeat; healthy is true or false",
     ["backend", "healthy"],
 )
+CANCELLED = Counter(
+    "hermes_edge_cancelled_total",
+    "Model calls stopped by a cancellation: stage 'running' (the call was cut short) or 'before_start' "
+    "(the request arrived after its job was cancelled and was dropped)",
+    ["backend", "stage"],
+)

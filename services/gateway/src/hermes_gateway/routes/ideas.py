@@ -6,6 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
+from hermes_gateway.adapters import CommandPublisher
+from hermes_gateway.admission import admit
+from hermes_gateway.config import GatewaySettings
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import success
@@ -15,19 +18,24 @@ from hermes_proto.ids import new_id, utcnow
 router = APIRouter(prefix="/api", tags=["ideas"])
 
 
-class SubmitRequest(BaseModel):
-    """``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters); ``channel``: web, cli, api...;
+class IdeaFields(BaseModel):
+    """What every submission carries. ``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters);
     ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default); ``project``: the
     budget scope (1-64 letters, digits, '-' or '_'); ``private``: every model call stays on local backends;
     ``priority``: 1 (lowest) to 10, dispatched first when backends are busy."""
 
     idea: StrictStr
-    channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    user_id: str = Field(default="local", min_length=1, max_length=128)
     max_questions: StrictInt | None = Field(default=None, ge=0, le=10)
     project: StrictStr = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     private: StrictBool = False
     priority: StrictInt = Field(default=5, ge=1, le=10)
+
+
+class SubmitRequest(IdeaFields):
+    """:class:`IdeaFields` plus ``channel`` (web, cli, api...) and ``user_id``."""
+
+    channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    user_id: str = Field(default="local", min_length=1, max_length=128)
 
 
 def thread_links(thread_id: str) -> dict[str, str]:
@@ -42,14 +50,22 @@ async def submit_idea(body: SubmitRequest, request: Request, settings: SettingsD
     """Publish one ``SubmitIdea`` (command id new, correlation id = the request id) for a new thread id.
 
     202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea``,
-    413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 503 ``bus_unavailable``;
-    nothing is published on any of them."""
+    413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 429 ``queue_full`` (with
+    ``Retry-After``), 503 ``bus_unavailable``; nothing is published on any of them."""
+    return await publish_idea(request, settings, commands, body, channel=body.channel, user_id=body.user_id)
+
+
+async def publish_idea(request: Request, settings: GatewaySettings, commands: CommandPublisher, body: IdeaFields,
+                       **fields: str | None) -> JSONResponse:
+    """Check ``body.idea`` (``Rejected`` ``empty_idea`` / ``idea_too_long``), publish one ``SubmitIdea`` for a
+    new thread id with ``body``'s fields plus ``fields`` (e.g. ``channel``, ``callback_url``) and answer 202
+    ``{"thread_id", "status_url", "events_url", "command_id"}``. Shared by every submit route."""
     idea = clean_idea(body.idea, settings.hermes_max_input_length)
+    await admit(request)
     thread_id = new_id()
     request.state.thread_id = thread_id
     command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
-                         thread_id=thread_id, idea=idea, channel=body.channel, user_id=body.user_id,
-                         max_questions=body.max_questions, project=body.project, private=body.private,
-                         priority=body.priority)
+                         thread_id=thread_id, idea=idea, max_questions=body.max_questions, project=body.project,
+                         private=body.private, priority=body.priority, **fields)
     await commands.send(command)
     return success(request, {**thread_links(thread_id), "command_id": command.command_id}, status_code=202)

@@ -13,7 +13,7 @@ from hermes_gateway.deps import CommandsDep, JobId, ReadModelDep, SettingsDep, T
 from hermes_gateway.domain import check_answerable, check_ratable, clean_answers
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
-from hermes_proto.commands import AnswerQuestions, RateThread
+from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadView
 
@@ -114,3 +114,28 @@ async def job_result(thread_id: ThreadId, job_id: JobId, request: Request, read_
         raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
                        details={"thread_id": thread_id, "job_id": job_id})
     return success(request, job)
+
+
+OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
+
+
+@router.post("/{thread_id}/jobs/{job_id}/cancel", status_code=202)
+async def cancel_job(thread_id: ThreadId, job_id: JobId, request: Request, read_model: ReadModelDep,
+                     commands: CommandsDep) -> JSONResponse:
+    """Publish ``CancelJob`` for an open job: a queued job is never dispatched, a running model call is stopped
+    at its edge; the thread then moves on as after a failed job (a cancelled draft 1 fails the thread, a
+    workflow skips the steps depending on it).
+
+    202 ``{"thread_id", "job_id", "status_url", "events_url"}``. Errors: 404 ``job_not_found``, 409
+    ``job_not_cancellable`` (it already completed, failed or was cancelled; ``details.status``), 503
+    ``bus_unavailable``."""
+    job = await read_model.job(thread_id, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
+                       details={"thread_id": thread_id, "job_id": job_id})
+    if job.status not in OPEN_JOB_STATUSES:
+        raise ApiError(409, "job_not_cancellable", f"Job {job_id} is {job.status}; only an open job can be "
+                       "cancelled.", details={"job_id": job_id, "status": job.status})
+    await commands.send(CancelJob(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
+                                  thread_id=thread_id, job_id=job_id))
+    return success(request, {**thread_links(thread_id), "job_id": job_id}, status_code=202)
