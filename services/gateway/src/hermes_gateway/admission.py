@@ -27,6 +27,7 @@ QUEUE_QUERY_TIMEOUT_S = 0.5
 
 REFUSED = Counter("hermes_gateway_submissions_refused_total", "Submissions refused by admission control",
                   ["reason"])
+REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
 
 
 async def admit(request: Request, new_jobs: int = 1) -> None:

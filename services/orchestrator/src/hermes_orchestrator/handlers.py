@@ -68,6 +68,8 @@ QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, runnin
                     "from the read model", ["priority"])
 QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
 JOBS_CANCELLED = Counter("hermes_orchestrator_jobs_cancelled_total", "Jobs cancelled, by reason", ["reason"])
+for _reason in ("user", "timeout", "workflow_timeout"):  # exported at 0 from the start
+    JOBS_CANCELLED.labels(_reason)
 
 
 class Orchestrator:
