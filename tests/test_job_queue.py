@@ -9,6 +9,8 @@ client hung up on."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,3 +301,30 @@ async def test_jobs_wait_while_talos_is_down_then_run_in_priority_order(stack: S
 
 async def _marked_unhealthy(js) -> bool:
     return bool(await stored_events(js, "hermes.evt.backend.talos.backend_marked_unhealthy"))
+
+
+async def _hermes(stack: Stack, *args: str, stdin: str = "") -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hermes_cli", *args, "--url", str(stack.http.base_url).rstrip("/"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=30)
+    return proc.returncode, out.decode()
+
+
+async def test_the_cli_submits_a_workflow_shows_its_steps_and_cancels_it(slow_stack: Stack) -> None:
+    stack = slow_stack
+    spec = {"title": "two steps", "steps": [{"step_id": "draft", "prompt": "draft a poem"},
+                                            {"step_id": "polish", "prompt": "polish it", "depends_on": ["draft"]}]}
+    code, out = await _hermes(stack, "workflow", "-", stdin=json.dumps(spec))
+    assert code == 0, out
+    thread_id = out.split("Workflow thread ", 1)[1].split(":", 1)[0]
+    assert "steps draft, polish" in out
+    await wait_until(lambda: _first(stack, thread_id, "execution_started"), timeout_s=30)
+    code, out = await _hermes(stack, "cancel", thread_id)
+    assert code == 0 and f"Cancelling job {step_job_id(thread_id, 'draft')}" in out, out
+    await stack.final(thread_id, timeout_s=20)
+    code, out = await _hermes(stack, "status", thread_id)
+    assert code == 0, out
+    assert "Step draft [cancelled: user]" in out and "Step polish (after draft) [skipped: step draft cancelled]" in out
+    code, out = await _hermes(stack, "cancel", thread_id)
+    assert code != 0 and "no open job" in out

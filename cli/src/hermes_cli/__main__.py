@@ -283,6 +283,13 @@ def _print_status(view: dict[str, Any]) -> None:
     for number in (1, 2):
         if view.get(f"draft{number}"):
             typer.echo(f"\nDraft {number}:\n{view[f'draft{number}']}")
+    results = {j["job_id"]: j.get("text") for j in view.get("jobs", [])}
+    for step in view.get("steps", []):
+        after = f" (after {', '.join(step['depends_on'])})" if step["depends_on"] else ""
+        why = f": {step['reason']}" if step.get("reason") else ""
+        typer.echo(f"\nStep {step['step_id']}{after} [{step['status']}{why}]")
+        if results.get(step["job_id"]):
+            typer.echo(results[step["job_id"]])
 
 
 @app.command()
@@ -317,6 +324,44 @@ def rate(
         except (GatewayError, GatewayUnreachable) as exc:
             raise _gateway_failure(exc) from None
     typer.echo(f"Rated thread {thread_id}: {rating}/5.")
+
+
+@app.command()
+def cancel(
+    thread_id: Annotated[str, typer.Argument(help="The thread of the job.")],
+    job_id: Annotated[str | None, typer.Argument(help="The job to stop (default: the thread's open jobs).")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Stop a job: a queued one never runs, a running model call is stopped at its edge."""
+    def run(client: GatewayClient) -> list[str]:
+        jobs = [job_id] if job_id else [j["job_id"] for j in client.status(thread_id)["jobs"]
+                                        if j["status"] in ("queued", "dispatched", "running", "retrying")]
+        for job in jobs:
+            client.cancel(thread_id, job)
+        return jobs
+    cancelled = _with_client(url, run)
+    if not cancelled:
+        raise _fail(f"Thread {thread_id} has no open job to cancel.")
+    typer.echo("\n".join(f"Cancelling job {job} of thread {thread_id}." for job in cancelled))
+
+
+@app.command()
+def workflow(
+    spec: Annotated[Path, typer.Argument(help='A JSON file: {"steps": [{"step_id", "prompt", "depends_on": '
+                                         '[...]}], "title"}; - reads standard input.', allow_dash=True)],
+    url: UrlOption = None,
+) -> None:
+    """Submit a workflow: each step runs once the steps it depends on completed, with their results."""
+    try:
+        text = sys.stdin.read() if str(spec) == "-" else spec.read_text(encoding="utf-8")
+        body = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{spec} is not readable JSON: {exc}", code=EXIT_USAGE) from None
+    if not isinstance(body, dict):
+        raise _fail("A workflow is a JSON object with a \"steps\" list.", code=EXIT_USAGE)
+    reply = _with_client(url, lambda client: client.workflow(body))
+    typer.echo(f"Workflow thread {reply['thread_id']}: steps {', '.join(reply['steps'])}.\n"
+               f"Follow it with: hermes status {reply['thread_id']}")
 
 
 backends_app = typer.Typer(no_args_is_help=False, help="The model backends: health, load and spend; enable, "

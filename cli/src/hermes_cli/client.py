@@ -127,6 +127,15 @@ class GatewayClient:
         """``POST /api/threads/<id>/rate``: ``rating`` 1-5 of the final draft of a completed thread."""
         return self._call("POST", f"/api/threads/{thread_id}/rate", json={"rating": rating, "comment": comment})
 
+    def cancel(self, thread_id: str, job_id: str) -> dict[str, Any]:
+        """``POST /api/threads/<id>/jobs/<job_id>/cancel``: stop an open job (409 ``job_not_cancellable``)."""
+        return self._call("POST", f"/api/threads/{thread_id}/jobs/{job_id}/cancel")
+
+    def workflow(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/workflows`` with ``spec`` (``{"steps": [...], "title", ...}``); returns ``{"thread_id",
+        "status_url", "events_url", "command_id", "steps"}`` (step ids in a dependency order)."""
+        return self._call("POST", "/api/workflows", json=spec)
+
     def status(self, thread_id: str) -> dict[str, Any]:
         """``GET /api/threads/<id>/status``: the thread view (status, drafts, questions, jobs)."""
         return self._call("GET", f"/api/threads/{thread_id}/status")
