@@ -123,6 +123,7 @@ class Orchestrator:
             for e in events:
                 if isinstance(e, JobCancelled):
                     JOBS_CANCELLED.labels(e.reason).inc()
+                    self._disarm(f"job:{e.job_id}")
         outcome = "applied" if events else "ignored"
         COMMANDS.labels(cmd.type_name(), outcome).inc()
         log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
@@ -134,6 +135,8 @@ class Orchestrator:
         bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
                  job_id=getattr(event, "job_id", None))
         await self.projection.require(delivery.stream_sequence)
+        if isinstance(event, (ExecutionCompleted, ExecutionAbandoned)):
+            self._disarm(f"job:{event.job_id}")  # the job ended: its timeout has nothing left to do
         state = await asyncio.to_thread(self._state, event.aggregate_id)
         now = utcnow()
         match event:
@@ -196,6 +199,11 @@ class Orchestrator:
         except Exception as exc:  # retried: the deadline stays armed until the command is accepted
             log.warning("timer_command_failed", key=key, error=repr(exc))
             self._schedule(key, datetime.now(UTC).timestamp() + 1.0, command)
+
+    def _disarm(self, key: str) -> None:
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def arm_timer(self, thread_id: str, deadline_epoch_s: float, correlation_id: str | None) -> None:
         """Send ``CloseAnswerWindow`` for ``thread_id`` at ``deadline_epoch_s`` (Unix seconds)."""
