@@ -41,6 +41,11 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns one payload of version *v* into version *v + 1* (``schema_version`` is set by the caller)."""
 
 
+UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What msgspec raises on bytes it cannot decode: its own errors, and UnicodeDecodeError (invalid UTF-8 inside a
+string) or RecursionError (nesting past its depth limit)."""
+
+
 class DecodeError(ValueError):
     """The payload is not valid JSON, has an unknown ``type``, or fails validation (also after upcasting).
     ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed``."""
@@ -94,7 +99,7 @@ class _Family:
             message = self.decoder.decode(data)
         except msgspec.ValidationError as exc:
             return self._upcast(data, str(exc))
-        except msgspec.DecodeError as exc:
+        except UNDECODABLE as exc:
             raise DecodeError("invalid_json", str(exc)) from None
         if message.schema_version < self.current[type(message)]:
             return self._upcast(data, None)
@@ -103,7 +108,10 @@ class _Family:
     def _upcast(self, data: bytes, error: str | None) -> Any:
         """Decode ``data`` through the upcaster chain of its type; ``error``: why the typed decode failed (raised
         again when the payload is not of an older version)."""
-        raw = msgspec.json.decode(data)  # valid JSON: the typed decode got past parsing
+        try:  # the typed decode may have stopped at a type error before the JSON breaks
+            raw = msgspec.json.decode(data)
+        except UNDECODABLE as exc:
+            raise DecodeError("invalid_json", str(exc)) from None
         tag = raw.get("type") if isinstance(raw, dict) else None
         message_type = self.by_tag.get(tag) if isinstance(tag, str) else None
         version = raw.get("schema_version") if message_type is not None else None
@@ -133,7 +141,7 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes) -> Any:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError("validation_failed", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except UNDECODABLE as exc:
         raise DecodeError("invalid_json", str(exc)) from None
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
-from hermes_proto.codec import DecodeError, decode_event, encode
+from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
 from hermes_proto.costs import cost_cents
 from hermes_proto.events import BackendDisabled, BackendEnabled, BackendSelected, ExecutionCompleted, ExecutionFailed
 from hermes_proto.execution import ExecutionRequested
@@ -55,7 +55,7 @@ class QueryResponder:
         async def handle(msg: Msg) -> None:
             try:
                 reply = await cb(msg)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            except UNDECODABLE as exc:
                 reply = ErrorReply(code="bad_request", message=str(exc))
             except Exception as exc:
                 log.exception("query_failed", subject=msg.subject, error=repr(exc))

@@ -26,7 +26,7 @@ from hermes_gateway.observability import COMMANDS_PUBLISHED
 from hermes_proto import subjects as subj
 from hermes_proto.base import Command
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import DecodeError, decode_event, encode
+from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
 from hermes_proto.execution import TokenDelta
 from hermes_proto.queries import (
     QUERY_THREADS,
@@ -53,9 +53,6 @@ log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
 
 BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
-UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-"""What msgspec raises on bytes it cannot decode: besides its own errors, UnicodeDecodeError for invalid UTF-8
-inside a string and RecursionError for nesting past its depth limit (both found by tests/test_fuzz_decode.py)."""
 HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM)
 TERMINAL_EVENTS = ("thread_completed", "thread_failed")
 

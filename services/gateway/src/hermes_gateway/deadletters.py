@@ -32,7 +32,7 @@ from hermes_gateway.envelope import ApiError
 from hermes_gateway.observability import DEAD_LETTERS_REPLAYED
 from hermes_proto import subjects as subj
 from hermes_proto.bus import MSG_ID
-from hermes_proto.codec import DecodeError, decode_command, decode_execution_request, encode
+from hermes_proto.codec import UNDECODABLE, DecodeError, decode_command, decode_execution_request, encode
 from hermes_proto.deadletter import DeadLetter, DeadLetterReplayed
 from hermes_proto.ids import new_id, utcnow
 
@@ -115,7 +115,7 @@ def replay_headers(original: dict[str, str], dlq_sequence: int) -> dict[str, str
 def _decode_record(msg: Msg) -> DeadLetter | None:
     try:
         return msgspec.json.decode(msg.data, type=DeadLetter)
-    except msgspec.DecodeError as exc:  # someone else's message on hermes.dlq.*: not ours to list
+    except UNDECODABLE as exc:  # someone else's message on hermes.dlq.*: not ours to list
         log.warning("unreadable_dead_letter", seq=msg.metadata.sequence.stream, error=str(exc))
         return None
 
@@ -209,7 +209,7 @@ class DeadLetterArchive:
         for msg in await self._read(subj.DLQ_REPLAYED_ALL, after + 1, None):
             try:
                 marker = msgspec.json.decode(msg.data, type=DeadLetterReplayed)
-            except msgspec.DecodeError:
+            except UNDECODABLE:
                 continue
             markers.setdefault(marker.dlq_sequence, marker)
         return markers
@@ -227,7 +227,7 @@ class DeadLetterArchive:
         if raw is not None and raw.subject and len(raw.subject.split(".")) == 3:
             try:
                 record = msgspec.json.decode(raw.data or b"", type=DeadLetter)
-            except msgspec.DecodeError:
+            except UNDECODABLE:
                 pass
         if record is None:
             raise ApiError(404, "dead_letter_not_found", f"No dead letter has sequence {dlq_sequence}.",

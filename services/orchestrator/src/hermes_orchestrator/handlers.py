@@ -18,6 +18,7 @@ from sqlmodel import Session
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
+from hermes_proto.codec import UNDECODABLE
 from hermes_proto.commands import (
     AnswerQuestions,
     CancelJob,
@@ -303,7 +304,7 @@ class QueryResponder:
     async def _thread(self, msg: Msg) -> None:
         try:
             query = msgspec.json.decode(msg.data, type=ThreadQuery)
-        except msgspec.MsgspecError as exc:
+        except UNDECODABLE as exc:
             await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
             return
         if query.min_sequence:
@@ -314,7 +315,7 @@ class QueryResponder:
     async def _job(self, msg: Msg) -> None:
         try:
             query = msgspec.json.decode(msg.data, type=JobQuery)
-        except msgspec.MsgspecError as exc:
+        except UNDECODABLE as exc:
             await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
             return
 
@@ -328,7 +329,7 @@ class QueryResponder:
     async def _threads(self, msg: Msg) -> None:
         try:
             query = msgspec.json.decode(msg.data or b"{}", type=ThreadListQuery)
-        except msgspec.MsgspecError as exc:
+        except UNDECODABLE as exc:
             await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
             return
         views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)))
