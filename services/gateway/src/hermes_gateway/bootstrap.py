@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, ReadModel
 from hermes_gateway.config import GatewaySettings
-from hermes_gateway.envelope import install_error_handlers
+from hermes_gateway.envelope import document_error_envelope, install_error_handlers
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
     backends,
@@ -62,4 +62,5 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for module in (ideas, external, workflows, threads, events, backends, system, deadletters, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    document_error_envelope(app)
     return app

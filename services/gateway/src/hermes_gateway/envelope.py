@@ -110,6 +110,38 @@ def success_schema(data_type: type, description: str = "Success.") -> dict[str, 
     return {"description": description, "content": {"application/json": {"schema": envelope}}}
 
 
+ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["status", "error", "meta"],
+    "properties": {
+        "status": {"const": "error"},
+        "error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "details": {},
+            "retry_after": {"type": ["integer", "null"]}, "user_action": {"type": ["string", "null"]}}},
+        "meta": {"type": "object"}},
+}
+
+
+def document_error_envelope(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the gateway really answers on a validation failure: FastAPI
+    documents its own ``{"detail": [...]}`` for 422, but every error here is the error envelope (code
+    ``validation_failed``, the failures in ``details``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                response = operation.get("responses", {}).get("422")
+                if response is not None:
+                    response["description"] = "Validation failed: the error envelope, code validation_failed."
+                    response["content"] = {"application/json": {"schema": ERROR_ENVELOPE_SCHEMA}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def failure(request: Request, error: ApiError) -> JSONResponse:
     """The error envelope for ``error``."""
     body = {
