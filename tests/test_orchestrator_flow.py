@@ -7,17 +7,18 @@ the real ones.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from conftest import wait_until
+from conftest import thread_events, wait_until
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, decode_execution_request
-from hermes_proto.commands import AnswerQuestions, SubmitIdea
+from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
 from hermes_proto.events import Answer, ExecutionCompleted, ExecutionFailed, Question, QuestionsProposed
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadQuery, ThreadReply
@@ -208,3 +209,41 @@ async def _query_status(nc, thread_id: str, status: str) -> bool:
     except Exception:
         return False
     return reply.found and reply.thread.status == status
+
+
+async def test_a_window_closing_as_no_questions_arrive_ends_the_thread_once(js_client, services):
+    """The commands consumer and the reactor run concurrently: ``CloseAnswerWindow`` and an empty
+    ``QuestionsProposed`` arriving together would each read "awaiting answers" and complete the thread, twice
+    (different causes, so different event ids). Decisions of one thread are serialised."""
+    nc, js = js_client
+    store = EventStore(js, "test")
+    threads = [await submit(store, f"idea number {i}") for i in range(12)]
+    for _ in threads:
+        req = await next_exec(js)
+        await complete(store, req, "a first draft")
+    await wait_until(lambda: _all_awaiting(nc, threads), timeout_s=30)
+
+    async def both(thread_id: str) -> None:
+        questions = QuestionsProposed(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
+                                      correlation_id="c", questions=[], idea_type="general", clarity=0.95)
+        close = CloseAnswerWindow(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id)
+        await asyncio.gather(store.append([questions]), store.send(close))
+
+    await asyncio.gather(*(both(t) for t in threads))
+    await wait_until(lambda: _all_status(nc, threads, "completed"), timeout_s=30)
+    await asyncio.sleep(1.0)  # room for a second, wrong completion
+    for thread_id in threads:
+        ends = [e for e in await thread_events(js, thread_id) if e.type_name() == "thread_completed"]
+        assert len(ends) == 1, f"{thread_id} completed {len(ends)} times"
+
+
+async def _all_awaiting(nc, threads: list[str]) -> bool:
+    return await _all_status(nc, threads, "awaiting_answers")
+
+
+async def _all_status(nc, threads: list[str], status: str) -> bool:
+    for thread_id in threads:
+        reply = await query(nc, thread_id)
+        if not reply.found or reply.thread.status != status:
+            return False
+    return True

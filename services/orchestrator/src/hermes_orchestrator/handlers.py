@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -85,6 +86,7 @@ class Orchestrator:
         self.limits = limits
         self.store = EventStore(js, "orchestrator")
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         """Armed timers by key (``answer:<thread>``, ``job:<job>``, ``workflow:<thread>``)."""
 
     def _state(self, thread_id: str) -> domain.ThreadState | None:
@@ -97,7 +99,38 @@ class Orchestrator:
         cmd = delivery.message
         thread_id = getattr(cmd, "thread_id", None)
         bind_ids(thread_id=thread_id, correlation_id=cmd.correlation_id)
-        await self.projection.catch_up()
+        async with self._decision(thread_id or ""):
+            await self.projection.catch_up()
+            events = await self._decide_command(cmd, thread_id)
+            if events:
+                await self._append(events)
+        if events:
+            QUESTIONS_ANSWERED.inc(sum(len(e.answers) for e in events if isinstance(e, AnswersRecorded)))
+            for e in events:
+                if isinstance(e, JobCancelled):
+                    JOBS_CANCELLED.labels(e.reason).inc()
+                    self._disarm(f"job:{e.job_id}")
+        outcome = "applied" if events else "ignored"
+        COMMANDS.labels(cmd.type_name(), outcome).inc()
+        log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
+
+    def _decision(self, thread_id: str) -> asyncio.Lock:
+        """One decision at a time per thread: the commands consumer and the reactor run concurrently, and two
+        decisions reading the same state (e.g. an answer window closing as the questions arrive) would both
+        end the thread. Held until the decision's events are in the read model."""
+        lock = self._locks.get(thread_id)
+        if lock is None:
+            lock = self._locks[thread_id] = asyncio.Lock()
+        return lock
+
+    async def _append(self, events: list[Event]) -> None:
+        """Append, arm the deadlines the events carry, and wait until the read model holds them (so the next
+        decision on the thread sees them)."""
+        sequences = await self.store.append(events)
+        self._arm_deadlines(events)
+        await self.projection.require(max(sequences))
+
+    async def _decide_command(self, cmd: Command, thread_id: str | None) -> list[Event]:
         state = await asyncio.to_thread(self._state, thread_id) if thread_id else None
         now = utcnow()
         match cmd:
@@ -117,17 +150,7 @@ class Orchestrator:
                 events = domain.decide_expire_workflow(state, cmd, now)
             case _:
                 events = []
-        if events:
-            await self.store.append(events)
-            self._arm_deadlines(events)
-            QUESTIONS_ANSWERED.inc(sum(len(e.answers) for e in events if isinstance(e, AnswersRecorded)))
-            for e in events:
-                if isinstance(e, JobCancelled):
-                    JOBS_CANCELLED.labels(e.reason).inc()
-                    self._disarm(f"job:{e.job_id}")
-        outcome = "applied" if events else "ignored"
-        COMMANDS.labels(cmd.type_name(), outcome).inc()
-        log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
+        return events
 
     # ---- reactions ---------------------------------------------------------------------------
 
@@ -135,9 +158,21 @@ class Orchestrator:
         event = delivery.message
         bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
                  job_id=getattr(event, "job_id", None))
-        await self.projection.require(delivery.stream_sequence)
         if isinstance(event, (ExecutionCompleted, ExecutionAbandoned)):
             self._disarm(f"job:{event.job_id}")  # the job ended: its timeout has nothing left to do
+        async with self._decision(event.aggregate_id):
+            await self.projection.require(delivery.stream_sequence)
+            events = await self._react(event)
+            if events:
+                await self._append(events)
+        if events:
+            for e in events:
+                REACTIONS.labels(e.type_name()).inc()
+            if isinstance(event, ExecutionCompleted):
+                await asyncio.to_thread(self._observe_job, event)
+            log.info("reacted", cause=event.type_name(), events=[e.type_name() for e in events])
+
+    async def _react(self, event: Event) -> list[Event]:
         state = await asyncio.to_thread(self._state, event.aggregate_id)
         now = utcnow()
         match event:
@@ -153,14 +188,7 @@ class Orchestrator:
                 events = []
             case _:
                 events = []
-        if events:
-            await self.store.append(events)
-            self._arm_deadlines(events)
-            for e in events:
-                REACTIONS.labels(e.type_name()).inc()
-            if isinstance(event, ExecutionCompleted):
-                await asyncio.to_thread(self._observe_job, event)
-            log.info("reacted", cause=event.type_name(), events=[e.type_name() for e in events])
+        return events
 
     def _observe_job(self, done: ExecutionCompleted) -> None:
         """Job latency from the log's own timestamps: end_to_end = result appended - job queued (s);

@@ -218,7 +218,8 @@ def _(e: ev.JobQueued, session: Session) -> None:
                        messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages]),
                        step_id=e.step_id, max_retries=e.max_retries, timeout_s=e.timeout_s,
                        deadline=queued_at + timedelta(seconds=e.timeout_s) if e.timeout_s else None))
-    _step_status(session, e.job_id, "queued")
+    if e.step_id:
+        _step_status(session, e.job_id, "queued")
 
 
 @apply.register
@@ -229,7 +230,8 @@ def _(e: ev.BackendSelected, session: Session) -> None:
         job.attempts = max(job.attempts, e.attempt)
         if job.status in ("queued", "retrying"):
             job.status, job.waiting_reason = "dispatched", None
-            _step_status(session, job.job_id, job.status)
+            if job.step_id:
+                _step_status(session, job.job_id, job.status)
         session.add(job)
     if session.get(BackendSelectionRow, e.event_id) is None:
         session.add(BackendSelectionRow(
@@ -246,7 +248,8 @@ def _(e: ev.ExecutionStarted, session: Session) -> None:
         job.status, job.started_at = "running", _naive(e.occurred_at)
         job.backend, job.model = e.backend, e.model
         session.add(job)
-        _step_status(session, job.job_id, job.status)
+        if job.step_id:
+            _step_status(session, job.job_id, job.status)
 
 
 @apply.register
@@ -258,7 +261,8 @@ def _(e: ev.ExecutionCompleted, session: Session) -> None:
         job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
         job.latency_ms, job.first_token_ms = e.latency_ms, e.first_token_ms
         session.add(job)
-        _step_status(session, job.job_id, "completed")
+        if job.step_id:
+            _step_status(session, job.job_id, "completed")
 
 
 @apply.register
@@ -278,7 +282,8 @@ def _(e: ev.ExecutionAbandoned, session: Session) -> None:
         job.status, job.finished_at = "failed", _naive(e.occurred_at)
         job.error_code, job.error_message = e.error_code, e.message
         session.add(job)
-        _step_status(session, job.job_id, "failed")
+        if job.step_id:
+            _step_status(session, job.job_id, "failed")
 
 
 @apply.register
@@ -305,7 +310,7 @@ def _(e: ev.JobFailed, session: Session) -> None:
         job.error_code, job.error_message = e.error_code, e.message
         job.finished_at = job.finished_at or _naive(e.occurred_at)
         session.add(job)
-    step = session.get(StepRow, e.job_id)
+    step = session.get(StepRow, e.job_id) if job is not None and job.step_id else None
     if step is not None:  # a timed-out step was cancelled first: it ends as failed
         step.status = "failed"
         session.add(step)
@@ -318,7 +323,8 @@ def _(e: ev.JobCancelled, session: Session) -> None:
         job.status, job.finished_at = "cancelled", _naive(e.occurred_at)
         job.error_code, job.error_message, job.waiting_reason = e.reason, e.message, None
         session.add(job)
-        _step_status(session, e.job_id, "cancelled", e.reason)
+        if job.step_id:
+            _step_status(session, e.job_id, "cancelled", e.reason)
 
 
 @apply.register
