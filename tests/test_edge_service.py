@@ -397,3 +397,34 @@ async def test_sigterm_lets_the_running_call_finish(start_edge, fake_openai: Fak
     assert isinstance(completed, ExecutionCompleted) and completed.text == "one two three four five"
     info = await edge.js.stream_info(subjects.EXEC_STREAM)
     assert info.state.messages == 0
+
+
+async def test_a_request_delivered_too_often_is_recorded_as_failed_not_left_hanging(
+        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    """Edges that died during a call five times (here: a stand-in that takes the request and hands it back)
+    leave a request at its last delivery: the edge dead-letters it AND appends ``ExecutionFailed`` so the router
+    retries or abandons the job instead of waiting for an outcome that never comes."""
+    edge = await start_edge(fake_openai)
+    await asyncio.to_thread(edge.proc.stop)
+    request = new_request()
+    await edge.publish(request)
+    crashed = await edge.js.pull_subscribe_bind(durable="edge-talos", stream=subjects.EXEC_STREAM)
+    for _ in range(5):
+        [msg] = await crashed.fetch(1, timeout=10)
+        await msg.nak()
+    await crashed.unsubscribe()
+    edge.proc.start()
+
+    events = await outcome_of(edge.js, request)
+    assert [e.type_name() for e in events] == ["execution_failed"]
+    assert events[0].error_code == "max_deliveries" and events[0].retryable
+    assert "dead-lettered (max_deliveries: delivered 6 times)" in events[0].message
+    letters = await wait_until(lambda: _dlq_records(edge.js), timeout_s=10)
+    assert [(r.reason, r.deliveries) for r in letters] == [("max_deliveries", 6)]
+    assert fake_openai.chat_requests() == []  # the model was never called for it
+
+
+async def _dlq_records(js) -> list[DeadLetter] | None:
+    info = await js.stream_info(subjects.DLQ_STREAM)
+    return [msgspec.json.decode((await js.get_msg(subjects.DLQ_STREAM, seq)).data, type=DeadLetter)
+            for seq in range(1, info.state.messages + 1)] or None

@@ -211,6 +211,10 @@ class ConsumerSpec:
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     max_ack_pending: int = 1000
     lane: Callable[[str], str] | None = None
+    on_give_up: Callable[[Any, str, str], Awaitable[None]] | None = None
+    """Called with ``(message, reason, detail)`` before a decodable message is dead-lettered (``max_deliveries``
+    or ``handler_error``), so its owner can record the outcome (e.g. the edge appends ``ExecutionFailed``, else
+    the job would wait for a result that never comes). Its errors are logged; the dead letter still follows."""
 
 
 class ConsumerRunner:
@@ -294,7 +298,7 @@ class ConsumerRunner:
             await self.dead_letter(msg, exc.reason, exc.detail)
             return
         if deliveries > spec.max_deliver:
-            await self.dead_letter(msg, "max_deliveries", f"delivered {deliveries} times")
+            await self._give_up(msg, decoded, "max_deliveries", f"delivered {deliveries} times")
             return
         delivery = Delivery(decoded, msg, meta.sequence.stream, deliveries, msg.subject)
         attempt = deliveries
@@ -304,7 +308,7 @@ class ConsumerRunner:
                 await _quietly(msg.ack())
                 return
             if attempt >= spec.max_deliver:
-                await self.dead_letter(msg, "handler_error", repr(error))
+                await self._give_up(msg, decoded, "handler_error", repr(error))
                 return
             delay = self._backoff(attempt)
             if not spec.ordered:
@@ -313,6 +317,14 @@ class ConsumerRunner:
             attempt += 1
             await _quietly(msg.in_progress())
             await asyncio.sleep(delay)
+
+    async def _give_up(self, msg: Msg, decoded: Any, reason: str, detail: str) -> None:
+        if self.spec.on_give_up is not None:
+            try:
+                await self.spec.on_give_up(decoded, reason, detail)
+            except Exception as exc:
+                log.error("give_up_hook_failed", consumer=self.spec.durable, reason=reason, error=repr(exc))
+        await self.dead_letter(msg, reason, detail)
 
     def _backoff(self, attempt: int) -> float:
         backoff = self.spec.backoff_s or [1.0]

@@ -103,6 +103,7 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
         handler=handler,
         ack_wait_s=settings.hermes_edge_ack_wait_s,
         batch=1,  # a fetched message waits for nobody: its ack wait starts at delivery
+        on_give_up=handler.give_up,
     )
     runners = [EdgeConsumer(nc, js, spec, SERVICE) for _ in range(settings.hermes_edge_concurrency)]
     heartbeat = HeartbeatPublisher(

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     MALFORMED_RESPONSE = "malformed_response"
     STREAM_CUT = "stream_cut"
     CANCELLED = "cancelled"
+    GAVE_UP = "max_deliveries"
 
 
 class ModelCallFailed(Exception):

@@ -188,6 +188,16 @@ class ExecutionHandler:
             self.in_flight -= 1
             IN_FLIGHT.labels(self.backend).dec()
 
+    async def give_up(self, request: ExecutionRequested, reason: str, detail: str) -> None:
+        """The runner dead-letters ``request`` (delivered too often without an outcome: edges killed during the
+        call, or the outcome could not be appended): record ``ExecutionFailed(error_code="max_deliveries")``,
+        retryable, so the router retries or abandons the job instead of waiting for it forever."""
+        failure = ModelCallFailed(ErrorCode.GAVE_UP, f"the request was dead-lettered ({reason}: {detail})",
+                                  retryable=True)
+        model = request.model or self._default_model or ""
+        await self._store.append([domain.failed_event(request, self.backend, model, failure, self._clock())])
+        log.warning("execution_given_up", job_id=request.job_id, thread_id=request.thread_id, reason=reason)
+
     async def on_cancel(self, msg) -> None:  # noqa: ANN001 - a nats-py core message
         """Core NATS ``hermes.cancel.<backend>`` callback; an undecodable order is logged and dropped."""
         try:
