@@ -264,6 +264,8 @@ async def test_a_full_queue_refuses_with_429_and_records_queue_full(js_client, b
         assert error["code"] == "queue_full" and error["details"] == {"queued": 2, "limit": 2, "retry_after": 7}
         two_steps = await stack.http.post("/api/workflows", json={"steps": [{"step_id": "a", "prompt": "x"}]})
         assert two_steps.status_code == 429
+        refused = (await stack.http.get("/metrics")).text
+        assert 'hermes_gateway_submissions_refused_total{reason="queue_full"} 2.0' in refused
         full = await stored_events(stack.js, "hermes.evt.system.queue.queue_full")
         assert len(full) == 1 and (full[0].queued, full[0].limit, full[0].retry_after_s) == (2, 2, 7.0)
         # Room again once a job ends (here: cancelled).

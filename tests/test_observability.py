@@ -205,6 +205,14 @@ async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path
                        if total(metrics[svc], name, **labels) <= 0]
             assert not missing, missing
             assert any(n == "hermes_consumer_pending_messages" for n, _, _ in samples(metrics["orchestrator"]))
+            def queue_depth() -> list[tuple[str, float]]:
+                return [(labels["priority"], value) for n, labels, value
+                        in samples(scrape(up)["orchestrator"]) if n == "hermes_queue_depth"]
+            # Every priority is exported, from the read model (refreshed every 2 s); the thread is done, so no
+            # job is left open.
+            depth = await wait_until(lambda: asyncio.to_thread(
+                lambda: (d := queue_depth()) and sum(v for _, v in d) == 0 and d), timeout_s=10)
+            assert sorted(int(p) for p, _ in depth) == list(range(1, 11))
 
             # Every metric a dashboard or alert rule queries is one the services really export.
             exported = exported_names(list(metrics.values())) | {"up"}
