@@ -10,10 +10,10 @@ Properties (Hypothesis, derandomized, no example database):
   :class:`~hermes_proto.bus.ConsumerRunner` dead-letters on that error only, so any other exception leaves a
   message unsettled (redelivered, never dead-lettered) and :func:`~hermes_proto.projection.decode_batch`
   would stop a projection.
-* The real orchestrator's ``hermes.query.*`` responders answer what does not decode with
-  ``{"error": "bad_query", "detail"}``, and the real backend-router's query/control responders with
-  ``ErrorReply(code="bad_request")``; both keep answering. Garbage heartbeats are counted by the router
-  (``hermes_router_bad_heartbeats_total``) and never make a backend healthy.
+* The real orchestrator's ``hermes.query.*`` responders and the real backend-router's query/control
+  responders answer what does not decode with ``ErrorReply(code="bad_request")``; both keep answering.
+  Garbage heartbeats are counted by the router (``hermes_router_bad_heartbeats_total``) and never make a
+  backend healthy.
 * The gateway's reply decoding (``hermes_gateway.adapters.ask``) raises only ``BadReply`` / ``Refused`` on a
   bad reply, and its live thread feed skips undecodable events and token deltas.
 * On the bus: garbage on ``hermes.cmd.*`` becomes ``DeadLetter`` records on ``HERMES_DLQ`` with the right
@@ -398,15 +398,15 @@ def check_orchestrator_reply(bus: BusThread, subject: str, data: bytes, timeout_
     if query is not None:
         msgspec.json.decode(reply, type=reply_type)
         return
-    error = json.loads(reply)
-    assert set(error) == {"error", "detail"} and error["error"] == "bad_query", (subject, data[:300], error)
-    assert isinstance(error["detail"], str) and error["detail"], error
+    error = decodes(reply, ErrorReply)  # the contract every responder answers a bad request with
+    assert error is not None and error.error and error.code == "bad_request", (subject, data[:300], reply[:300])
+    assert error.message, reply[:300]
 
 
 @FUZZ
 @given(subject=st.sampled_from(sorted(ORCHESTRATOR_QUERIES)),
        data=garbage([ThreadQuery, JobQuery, ThreadListQuery]))
-def test_orchestrator_queries_answer_garbage_with_bad_query(responders: Responders, subject: str,
+def test_orchestrator_queries_answer_garbage_with_bad_request(responders: Responders, subject: str,
                                                             data: bytes) -> None:
     # A valid read-your-writes sequence past the log's end is waited for (2 s): right, but slow to fuzz.
     query = decodes(data, ThreadQuery) if subject == subjects.QUERY_THREAD else None
@@ -450,7 +450,7 @@ def test_router_queries_and_controls_answer_garbage_with_bad_request(responders:
 
 
 def test_hostile_json_gets_the_documented_error_reply_from_every_responder(responders: Responders) -> None:
-    """:func:`hostile_payloads` get ``bad_query`` from the orchestrator and ``bad_request`` from the router,
+    """:func:`hostile_payloads` get ``ErrorReply(code="bad_request")`` from the orchestrator and the router,
     not silence (the requester's timeout) or ``internal``."""
     failures = []
     for subject, (query_type, _) in {**ORCHESTRATOR_QUERIES, **ROUTER_QUERIES}.items():

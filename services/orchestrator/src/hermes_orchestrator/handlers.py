@@ -42,6 +42,7 @@ from hermes_proto.events import (
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import (
     QUERY_THREADS,
+    ErrorReply,
     JobQuery,
     JobReply,
     ThreadListQuery,
@@ -333,7 +334,7 @@ class QueryResponder:
         try:
             query = msgspec.json.decode(msg.data, type=ThreadQuery)
         except UNDECODABLE as exc:
-            await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
+            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
         if query.min_sequence:
             await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
@@ -344,7 +345,7 @@ class QueryResponder:
         try:
             query = msgspec.json.decode(msg.data, type=JobQuery)
         except UNDECODABLE as exc:
-            await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
+            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
 
         def read(session: Session):  # noqa: ANN202
@@ -358,7 +359,7 @@ class QueryResponder:
         try:
             query = msgspec.json.decode(msg.data or b"{}", type=ThreadListQuery)
         except UNDECODABLE as exc:
-            await self._respond(msg, {"error": "bad_query", "detail": str(exc)})
+            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
         views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)))
         await self._respond(msg, ThreadListReply(threads=views))
