@@ -339,3 +339,21 @@ async def test_dead_events_of_the_log_are_listed_but_not_replayed(stack: Stack, 
                                         subjects.dlq_replayed_subject(marker["dlq_sequence"]))).seq
     assert_error(await replay(stack.gateway, http, marker_seq), 404, "dead_letter_not_found")
     assert len((await listing(stack.gateway, http))["dead_letters"]) == 2  # markers are never listed
+
+
+async def test_an_execution_request_the_edge_gave_up_on_is_not_replayed(gateway: Gateway, http, js_client) -> None:
+    """The edge records ``ExecutionFailed(max_deliveries)`` before dead-lettering such a request, and the router
+    retries or abandons the job: replaying the old request would run the job twice. An undecodable one may be
+    replayed (corrected)."""
+    _, js = js_client
+    for seq, reason in ((7, "max_deliveries"), (8, "handler_error"), (9, "invalid_json")):
+        await publish_dead_letter(js, "test", "edge-talos", stream=subjects.EXEC_STREAM,
+                                  subject=subjects.exec_subject("talos"), sequence=seq, deliveries=6, headers={},
+                                  data=b'{"type": "execution_requested"}', reason=reason, detail="test")
+    records = {r["reason"]: r for r in await listed(gateway, http, 3)}
+    assert records["max_deliveries"]["replayable"] is False and records["handler_error"]["replayable"] is False
+    assert records["invalid_json"]["replayable"] is True
+    exec_before = await last_seq(js, subjects.EXEC_STREAM)
+    body = assert_error(await replay(gateway, http, records["max_deliveries"]["dlq_sequence"]), 409, "not_replayable")
+    assert "ExecutionFailed" in body["error"]["message"]
+    assert await last_seq(js, subjects.EXEC_STREAM) == exec_before

@@ -92,8 +92,9 @@ def read_snapshot(engine: Engine, now: datetime) -> Snapshot:
         jobs = list(s.exec(select(RouterJobRow)
                            .where(col(RouterJobRow.status).in_((readmodel.QUEUED, readmodel.FAILED)))
                            .order_by(col(RouterJobRow.priority).desc(), col(RouterJobRow.queued_seq))))
-        uncosted = list(s.exec(select(RouterJobRow).where(RouterJobRow.status == readmodel.DONE,
-                                                          col(RouterJobRow.cost_recorded).is_(False))))
+        uncosted = list(s.exec(select(RouterJobRow).where(
+            col(RouterJobRow.status).in_((readmodel.DONE, readmodel.CANCELLED)),
+            col(RouterJobRow.completion_event_id).is_not(None), col(RouterJobRow.cost_recorded).is_(False))))
         active = list(s.exec(select(RouterJobRow.backend, RouterJobRow.estimated_cost_cents, RouterJobRow.project)
                              .where(col(RouterJobRow.status).in_((readmodel.DISPATCHED, readmodel.RUNNING)))))
         in_flight: dict[str, int] = {}
@@ -254,25 +255,29 @@ class Router:
             correlation_id=job.correlation_id, requested_at=selection.occurred_at)
 
     async def stop_cancelled(self, events: list[Event]) -> None:
-        """For each live ``JobCancelled`` of a job that was dispatched, tell its backend's edges (core NATS
-        ``hermes.cancel.<backend>``) to stop the model call. Best effort: an edge that misses it finishes the
-        call and the orchestrator ignores the result."""
-        cancelled = [e for e in events if isinstance(e, JobCancelled)]
-        if not cancelled:
+        """For each live ``JobCancelled`` of a job that was dispatched, and each ``BackendSelected`` of a job
+        cancelled meanwhile (a round that read it before), tell its backend's edges (core NATS
+        ``hermes.cancel.<backend>``) to stop the model call or drop the request. Best effort: an edge that misses
+        it finishes the call; the orchestrator ignores the result and the router still records its cost."""
+        candidates = [e for e in events if isinstance(e, JobCancelled | BackendSelected)]
+        if not candidates:
             return
 
         def backends() -> dict[str, str | None]:
             with Session(self.engine) as s:
-                return {e.job_id: (row.backend if (row := s.get(RouterJobRow, e.job_id)) else None) for e in cancelled}
+                rows = {e.job_id: s.get(RouterJobRow, e.job_id) for e in candidates}
+                return {job_id: row.backend for job_id, row in rows.items()
+                        if row is not None and row.status == readmodel.CANCELLED}
         running_on = await asyncio.to_thread(backends)
-        for e in cancelled:
+        for e in candidates:
             backend = running_on.get(e.job_id)
-            if backend is None:
+            if backend is None or (isinstance(e, BackendSelected) and e.backend != backend):
                 continue
+            reason = e.reason if isinstance(e, JobCancelled) else "cancelled"
             await self.nc.publish(subjects.cancel_subject(backend), encode(CancelExecution(
-                job_id=e.job_id, thread_id=e.aggregate_id, reason=e.reason)))
+                job_id=e.job_id, thread_id=e.aggregate_id, reason=reason)))
             log.info("execution_cancel_sent", job_id=e.job_id, thread_id=e.aggregate_id, backend=backend,
-                     reason=e.reason)
+                     reason=reason)
 
     async def republish_dispatched(self) -> None:
         """At start: re-publish the request of every job dispatched but not started (a router killed between

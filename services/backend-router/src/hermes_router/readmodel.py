@@ -253,7 +253,10 @@ def _(e: ev.BackendSelected, session: Session, sequence: int = 0) -> None:
                            queued_seq=sequence, queued_at=utc(e.occurred_at))
     if job.status in (DONE, ABANDONED) or e.attempt < job.attempts:
         return
-    job.status, job.attempts, job.backend, job.model = DISPATCHED, e.attempt, e.backend, e.model
+    # A round that read the job before its cancellation may still place it: the job stays cancelled, but the
+    # row learns where the request went, so the router can tell that backend's edges to drop it.
+    job.status = CANCELLED if job.status == CANCELLED else DISPATCHED
+    job.attempts, job.backend, job.model = e.attempt, e.backend, e.model
     job.selected_at, job.selection_event_id = utc(e.occurred_at), e.event_id
     job.estimated_cost_cents, job.price_in, job.price_out = (e.estimated_cost_cents, e.price_in_cents_per_mtok,
                                                              e.price_out_cents_per_mtok)
@@ -272,9 +275,13 @@ def _(e: ev.ExecutionStarted, session: Session, sequence: int = 0) -> None:
 @apply.register
 def _(e: ev.ExecutionCompleted, session: Session, sequence: int = 0) -> None:
     job = session.get(RouterJobRow, e.job_id)
-    if job is None or job.status not in (DISPATCHED, RUNNING):
+    cancelled_but_ran = job is not None and job.status == CANCELLED and job.backend == e.backend \
+        and job.completion_event_id is None
+    if job is None or (job.status not in (DISPATCHED, RUNNING) and not cancelled_but_ran):
         return
-    job.status, job.finished_at, job.completion_event_id = DONE, utc(e.occurred_at), e.event_id
+    # A call its edge did not stop in time still cost money: its tokens are recorded (and costed) either way.
+    job.status = CANCELLED if cancelled_but_ran else DONE
+    job.finished_at, job.completion_event_id = utc(e.occurred_at), e.event_id
     job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
     session.add(job)
     stats = _stats(session, e.backend)

@@ -10,7 +10,9 @@ What can be replayed: only records whose original stream is a work queue, ``HERM
 ``HERMES_EXEC``. Their original message left the stream when it was dead-lettered, so re-publishing it
 delivers it once more. A record of ``HERMES_EVENTS`` (a projection's undecodable event, a reactor's failure)
 is refused with ``not_replayable``: the event is still in the log, and re-publishing it would append a
-second copy that every projection applies again; fix the consumer and let it re-read the log instead.
+second copy that every projection applies again; fix the consumer and let it re-read the log instead. An
+execution request dead-lettered for ``max_deliveries`` / ``handler_error`` is refused too: the edge recorded
+``ExecutionFailed`` for it and the router already retried or abandoned the job.
 """
 
 from __future__ import annotations
@@ -81,9 +83,18 @@ REPLAY_DECODERS: dict[str, Callable[[bytes], Any]] = {
 """The work-queue streams whose dead letters can be replayed, with the decoder their consumers use."""
 
 
+SETTLED_REASONS = ("max_deliveries", "handler_error")
+"""Reasons for which the edge already recorded the outcome (``ExecutionFailed(max_deliveries)``, see
+``ConsumerSpec.on_give_up``): the router has retried or abandoned that job, so running the old request again
+would execute it twice."""
+
+
 def replay_decoder(record: DeadLetter) -> Callable[[bytes], Any] | None:
     """The decoder a replayed payload of ``record`` must pass, or None when ``record`` cannot be replayed
-    (its stream is not a work queue; see the module docstring)."""
+    (its stream is not a work queue, or it is an execution request whose outcome is already in the log; see
+    the module docstring)."""
+    if record.stream == subj.EXEC_STREAM and record.reason in SETTLED_REASONS:
+        return None
     return REPLAY_DECODERS.get(record.stream)
 
 
@@ -254,8 +265,10 @@ class DeadLetterArchive:
         record = await self.record(dlq_sequence)
         decode = replay_decoder(record)
         if decode is None:
-            raise ApiError(409, "not_replayable", f"A dead letter of {record.stream} cannot be replayed: the event "
-                           "is still in the log, and publishing it again would append a second copy.",
+            why = ("its outcome (ExecutionFailed) is in the log and the job was retried or abandoned"
+                   if record.stream == subj.EXEC_STREAM else
+                   "the event is still in the log, and publishing it again would append a second copy")
+            raise ApiError(409, "not_replayable", f"A dead letter of {record.stream} cannot be replayed: {why}.",
                            details={"stream": record.stream, "replayable_streams": sorted(REPLAY_DECODERS)},
                            user_action=f"Fix the consumer {record.consumer}; it reads the log again from its "
                                        "position.")

@@ -73,6 +73,9 @@ class JobState:
     status: str
     step_id: str | None = None
     text: str | None = None
+    closed_by: str | None = None
+    """The id of the event that ended the job (completed, abandoned, cancelled): a reaction to a later,
+    stale outcome of the same job sees another id and does nothing."""
 
 
 @dataclass
@@ -218,11 +221,12 @@ def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: 
 
 def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted, now: datetime) -> list[Event]:
     """Present the draft a finished job produced; draft 2 also completes the thread. In a workflow, queue the
-    steps the completed one was the last dependency of. A result for a cancelled job is ignored."""
+    steps the completed one was the last dependency of. A result for a job already ended otherwise (cancelled,
+    timed out) is ignored."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
     job = state.jobs[ev.job_id]
-    if job.status != "completed":
+    if job.closed_by != ev.event_id:  # a result for a job already ended (cancelled, or another attempt's)
         return []
     if state.kind == "workflow":
         return react_step_completed(state, ev, now)
@@ -250,7 +254,7 @@ def react_execution_abandoned(state: ThreadState | None, ev: ExecutionAbandoned,
     dependents."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
-    if state.jobs[ev.job_id].status == "cancelled":  # the read model already shows this abandonment as failed
+    if state.jobs[ev.job_id].closed_by != ev.event_id:  # the job ended otherwise first (e.g. timed out)
         return []
     corr = state.correlation_id
     events: list[Event] = [JobFailed(**_envelope(ev.event_id, "job_failed", state.thread_id, corr, now),
@@ -274,12 +278,15 @@ def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, err
 def decide_cancel(state: ThreadState | None, cmd: CancelJob, now: datetime) -> list[Event]:
     """Stop an open job: ``JobCancelled`` (the router stops dispatching it and tells its edge to stop the model
     call), plus ``JobFailed(timeout)`` when its timeout sent the command; the thread then moves on as after a
-    failure. A job that already ended, or an unknown one, yields nothing."""
+    failure. A job that already ended, or an unknown one, yields nothing, except when this very command ended it
+    and the thread is still open (only part of its events were stored before a crash): then the whole decision
+    is made again, with the same ids, and JetStream drops what was stored."""
     if state is None or state.status in FINAL or cmd.job_id not in state.jobs:
         return []
-    if state.jobs[cmd.job_id].status not in OPEN_JOB_STATUSES:
-        return []
     env = lambda name: _envelope(cmd.command_id, name, state.thread_id, state.correlation_id, now)  # noqa: E731
+    job = state.jobs[cmd.job_id]
+    if job.status not in OPEN_JOB_STATUSES and job.closed_by != env("job_cancelled")["event_id"]:
+        return []
     timed_out = cmd.reason == "timeout"
     message = "the job ran past its timeout" if timed_out else f"cancelled ({cmd.reason})"
     events: list[Event] = [JobCancelled(**env("job_cancelled"), job_id=cmd.job_id, reason=cmd.reason,

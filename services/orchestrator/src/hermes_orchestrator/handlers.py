@@ -37,6 +37,8 @@ from hermes_proto.events import (
     JobCancelled,
     JobQueued,
     QuestionsProposed,
+    ThreadCompleted,
+    ThreadFailed,
     WorkflowPlanned,
 )
 from hermes_proto.ids import derived_id, utcnow
@@ -71,7 +73,8 @@ QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, runnin
                     "from the read model", ["priority"])
 QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
 JOBS_CANCELLED = Counter("hermes_orchestrator_jobs_cancelled_total", "Jobs cancelled, by reason", ["reason"])
-for _reason in ("user", "timeout", "workflow_timeout"):  # exported at 0 from the start
+CANCEL_REASONS = ("user", "timeout", "workflow_timeout")  # CancelJob.reason is free text: others count as "other"
+for _reason in CANCEL_REASONS:  # exported at 0 from the start
     JOBS_CANCELLED.labels(_reason)
 
 
@@ -109,7 +112,7 @@ class Orchestrator:
             QUESTIONS_ANSWERED.inc(sum(len(e.answers) for e in events if isinstance(e, AnswersRecorded)))
             for e in events:
                 if isinstance(e, JobCancelled):
-                    JOBS_CANCELLED.labels(e.reason).inc()
+                    JOBS_CANCELLED.labels(e.reason if e.reason in CANCEL_REASONS else "other").inc()
                     self._disarm(f"job:{e.job_id}")
         outcome = "applied" if events else "ignored"
         COMMANDS.labels(cmd.type_name(), outcome).inc()
@@ -129,6 +132,10 @@ class Orchestrator:
         decision on the thread sees them)."""
         sequences = await self.store.append(events)
         self._arm_deadlines(events)
+        for e in events:
+            if isinstance(e, ThreadCompleted | ThreadFailed):  # nothing left for its windows to close
+                self._disarm(f"answer:{e.aggregate_id}")
+                self._disarm(f"workflow:{e.aggregate_id}")
         await self.projection.require(max(sequences))
 
     async def _decide_command(self, cmd: Command, thread_id: str | None) -> list[Event]:

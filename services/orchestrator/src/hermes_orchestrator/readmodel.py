@@ -84,6 +84,8 @@ class JobRow(SQLModel, table=True):
     max_retries: int | None = None
     timeout_s: float | None = None
     deadline: datetime | None = Field(default=None, index=True)
+    closed_by: str | None = None
+    """The id of the event that ended the job: ExecutionCompleted, ExecutionAbandoned or JobCancelled."""
     queued_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -256,7 +258,7 @@ def _(e: ev.ExecutionStarted, session: Session) -> None:
 def _(e: ev.ExecutionCompleted, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
     if job is not None and job.status not in CLOSED_JOB_STATUSES:
-        job.status, job.text, job.finished_at = "completed", e.text, _naive(e.occurred_at)
+        job.status, job.text, job.finished_at, job.closed_by = "completed", e.text, _naive(e.occurred_at), e.event_id
         job.backend, job.model = e.backend, e.model
         job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
         job.latency_ms, job.first_token_ms = e.latency_ms, e.first_token_ms
@@ -279,7 +281,7 @@ def _(e: ev.ExecutionFailed, session: Session) -> None:
 def _(e: ev.ExecutionAbandoned, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
     if job is not None and job.status not in CLOSED_JOB_STATUSES:
-        job.status, job.finished_at = "failed", _naive(e.occurred_at)
+        job.status, job.finished_at, job.closed_by = "failed", _naive(e.occurred_at), e.event_id
         job.error_code, job.error_message = e.error_code, e.message
         session.add(job)
         if job.step_id:
@@ -309,6 +311,7 @@ def _(e: ev.JobFailed, session: Session) -> None:
         job.status = "failed"
         job.error_code, job.error_message = e.error_code, e.message
         job.finished_at = job.finished_at or _naive(e.occurred_at)
+        job.closed_by = job.closed_by or e.event_id
         session.add(job)
     step = session.get(StepRow, e.job_id) if job is not None and job.step_id else None
     if step is not None:  # a timed-out step was cancelled first: it ends as failed
@@ -320,7 +323,7 @@ def _(e: ev.JobFailed, session: Session) -> None:
 def _(e: ev.JobCancelled, session: Session) -> None:
     job = session.get(JobRow, e.job_id)
     if job is not None and job.status not in CLOSED_JOB_STATUSES:
-        job.status, job.finished_at = "cancelled", _naive(e.occurred_at)
+        job.status, job.finished_at, job.closed_by = "cancelled", _naive(e.occurred_at), e.event_id
         job.error_code, job.error_message, job.waiting_reason = e.reason, e.message, None
         session.add(job)
         if job.step_id:
@@ -417,7 +420,7 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
         max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
         final_draft_number=thread.final_draft_number, project=thread.project, private=thread.private,
         priority=thread.priority, kind=thread.kind,
-        jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status, j.step_id, j.text) for j in jobs},
+        jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status, j.step_id, j.text, j.closed_by) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
         steps={st.step_id: domain.StepState(msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id,
                                             st.status) for st in _steps(session, thread_id)},

@@ -19,7 +19,7 @@ import msgspec
 import structlog
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery
-from hermes_proto.codec import encode
+from hermes_proto.codec import UNDECODABLE, encode
 from hermes_proto.execution import CancelExecution, ExecutionRequested, TokenDelta
 from hermes_proto.ids import utcnow
 from hermes_proto.subjects import token_subject
@@ -165,6 +165,8 @@ class ExecutionHandler:
         job_id = delivery.message.job_id
         running = self._calls[job_id] = asyncio.create_task(self._model.stream_chat(call, tokens.send))
         started = time.perf_counter()
+        if job_id in self._cancelled:  # cancelled while ExecutionStarted was being appended
+            running.cancel()
         try:
             return await running
         except ModelCallFailed as exc:
@@ -202,7 +204,7 @@ class ExecutionHandler:
         """Core NATS ``hermes.cancel.<backend>`` callback; an undecodable order is logged and dropped."""
         try:
             order = msgspec.json.decode(msg.data, type=CancelExecution)
-        except msgspec.MsgspecError as exc:
+        except UNDECODABLE as exc:
             log.warning("cancel_order_invalid", error=str(exc))
             return
         stopped = self.cancel(order)
