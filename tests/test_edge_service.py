@@ -428,3 +428,25 @@ async def _dlq_records(js) -> list[DeadLetter] | None:
     info = await js.stream_info(subjects.DLQ_STREAM)
     return [msgspec.json.decode((await js.get_msg(subjects.DLQ_STREAM, seq)).data, type=DeadLetter)
             for seq in range(1, info.state.messages + 1)] or None
+
+
+async def test_a_redelivery_whose_outcome_is_already_logged_does_not_call_the_model_again(
+        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    """An edge (or NATS) killed after the outcome was appended but before the ack: the request comes back. The
+    log already holds its outcome, so the edge acks it without calling (and billing) the model again."""
+    edge = await start_edge(fake_openai)
+    request = await edge.request()
+    first = await outcome_of(edge.js, request)
+    assert len(fake_openai.chat_requests()) == 1
+    await asyncio.to_thread(edge.proc.stop)
+    await edge.publish(request, msg_id="lost-ack")  # the same request, as a redelivery would bring it back
+    crashed = await edge.js.pull_subscribe_bind(durable="edge-talos", stream=subjects.EXEC_STREAM)
+    [msg] = await crashed.fetch(1, timeout=10)
+    await msg.nak()  # its first delivery died with an edge
+    await crashed.unsubscribe()
+    edge.proc.start()
+    await wait_until(lambda: "execution_already_recorded" in edge.proc.log_text(), timeout_s=20)
+    assert len(fake_openai.chat_requests()) == 1
+    assert [e.event_id for e in await thread_events(edge.js, request.thread_id)] == [e.event_id for e in first]
+    info = await edge.js.consumer_info(subjects.EXEC_STREAM, "edge-talos")
+    assert info.num_pending == 0 and info.num_ack_pending == 0

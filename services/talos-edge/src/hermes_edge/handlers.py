@@ -22,7 +22,7 @@ from hermes_proto.bus import Delivery
 from hermes_proto.codec import UNDECODABLE, encode
 from hermes_proto.execution import CancelExecution, ExecutionRequested, TokenDelta
 from hermes_proto.ids import utcnow
-from hermes_proto.subjects import token_subject
+from hermes_proto.subjects import EVENTS_STREAM, thread_event, token_subject
 from hermes_proto.telemetry import bind_ids, clear_ids
 from nats.aio.client import Client as NATS
 
@@ -33,6 +33,7 @@ from hermes_edge.metrics import (
     CANCELLED,
     FIRST_TOKEN_SECONDS,
     IN_FLIGHT,
+    REDELIVERED_DONE,
     REQUEST_SECONDS,
     REQUESTS,
     TOKENS,
@@ -40,6 +41,10 @@ from hermes_edge.metrics import (
 )
 
 log = structlog.get_logger("hermes.edge")
+
+
+class _EventId(msgspec.Struct):
+    event_id: str
 
 
 class ChatModel(Protocol):
@@ -133,6 +138,12 @@ class ExecutionHandler:
         call = domain.model_call(request, self._default_model, self._timeout_cap_s)
         if request.backend != self.backend:
             log.warning("backend_mismatch", requested=request.backend, serving=self.backend)
+        if delivery.deliveries > 1 and await self._outcome_recorded(request):
+            # An earlier delivery ran and recorded its outcome, but its ack was lost (edge or NATS killed just
+            # after): calling the model again would only be billed twice.
+            REDELIVERED_DONE.labels(self.backend).inc()
+            log.info("execution_already_recorded", request_id=request.request_id, attempt=delivery.deliveries)
+            return
         if request.job_id in self._cancelled:  # cancelled before it got here: never call the model
             dropped = ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[request.job_id]}) "
                                       "before the call started", retryable=False)
@@ -189,6 +200,20 @@ class ExecutionHandler:
             keepalive.cancel()
             self.in_flight -= 1
             IN_FLIGHT.labels(self.backend).dec()
+
+    async def _outcome_recorded(self, request: ExecutionRequested) -> bool:
+        """Whether the log already holds this request's outcome (its derived id), judged from the thread's last
+        ``ExecutionCompleted`` / ``ExecutionFailed``; a lookup error counts as no (the call then runs)."""
+        js = self._nc.jetstream()
+        wanted = domain.outcome_event_id(request.request_id)
+        for kind in ("execution_completed", "execution_failed"):
+            try:
+                msg = await js.get_last_msg(EVENTS_STREAM, thread_event(request.thread_id, kind))
+                if msgspec.json.decode(msg.data, type=_EventId).event_id == wanted:
+                    return True
+            except Exception:  # not found, or NATS busy: run the call rather than drop it
+                continue
+        return False
 
     async def give_up(self, request: ExecutionRequested, reason: str, detail: str) -> None:
         """The runner dead-letters ``request`` (delivered too often without an outcome: edges killed during the

@@ -46,3 +46,8 @@ CANCELLED = Counter(
     "(the request arrived after its job was cancelled and was dropped)",
     ["backend", "stage"],
 )
+REDELIVERED_DONE = Counter(
+    "hermes_edge_redelivered_already_done_total",
+    "Redelivered requests whose outcome was already in the log (an ack lost to a crash): acked without a call",
+    ["backend"],
+)
