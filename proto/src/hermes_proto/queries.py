@@ -22,6 +22,10 @@ class QuestionView(msgspec.Struct, kw_only=True):
     answer: str | None = None
 
 
+OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
+"""The :class:`JobView` statuses of a job that has not ended (it may still be cancelled)."""
+
+
 class JobView(msgspec.Struct, kw_only=True):
     """``status``: queued, dispatched, running, retrying (an attempt failed; the router may fail over),
     completed, failed, cancelled. ``waiting_reason``: why the router holds a queued job (no_backend, saturated,

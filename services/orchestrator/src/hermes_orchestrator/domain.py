@@ -41,6 +41,7 @@ from hermes_proto.events import (
     WorkflowStep,
 )
 from hermes_proto.ids import derived_id
+from hermes_proto.queries import OPEN_JOB_STATUSES
 
 SYSTEM_PROMPT = (
     "You are Hermes, a practical assistant. Turn the user's idea into a concrete, useful draft: "
@@ -55,8 +56,6 @@ COMPLETED = "completed"
 FAILED = "failed"
 FINAL = (COMPLETED, FAILED)
 
-# Job statuses. A job is open until it completed, failed or was cancelled.
-OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
 # Workflow step statuses: waiting (for its dependencies), then its job's status, or skipped.
 STEP_FINAL = ("completed", "failed", "cancelled", "skipped")
 
@@ -119,7 +118,6 @@ class ThreadState:
 class Limits:
     """``max_questions`` (count), ``answer_timeout_s`` (seconds), ``max_tokens`` (tokens per draft or step),
     ``job_timeout_s`` (seconds from queued to result, None: none; seed ``job_timeout_seconds``),
-    ``max_retries`` (attempts after the first, None: the router's default; seed ``max_retry_attempts``),
     ``workflow_max_steps`` and ``workflow_timeout_s`` (seed ``hermes.workflow.max_steps`` /
     ``timeout_minutes``)."""
 
@@ -128,7 +126,6 @@ class Limits:
     max_tokens: int = 256
     temperature: float = 0.7
     job_timeout_s: float | None = None
-    max_retries: int | None = None
     workflow_max_steps: int = 10
     workflow_timeout_s: float | None = None
 
@@ -174,7 +171,7 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
                   job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
                   messages=draft1_messages(cmd.idea), max_tokens=limits.max_tokens,
                   temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
-                  project=cmd.project, timeout_s=limits.job_timeout_s, max_retries=limits.max_retries),
+                  project=cmd.project, timeout_s=limits.job_timeout_s),
     ]
 
 
@@ -196,8 +193,7 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
                   job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
                   messages=draft2_messages(state.idea, state.draft1, answered),
                   max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
-                  private=state.private, project=state.project, timeout_s=limits.job_timeout_s,
-                  max_retries=limits.max_retries),
+                  private=state.private, project=state.project, timeout_s=limits.job_timeout_s),
     ]
 
 
@@ -315,11 +311,12 @@ def step_messages(step: WorkflowStep, results: list[tuple[str, str]]) -> list[Ch
 
 
 def _resolved(step: WorkflowStep, cmd: SubmitWorkflow, limits: Limits) -> WorkflowStep:
-    """The step with every default filled in, so a replay never depends on today's configuration."""
+    """The step with every default filled in, so a replay never depends on today's configuration. Retries:
+    the step's, else the workflow's, else None (the router's ``HERMES_MAX_FAILOVER_ATTEMPTS``)."""
     return WorkflowStep(
         step_id=step.step_id, prompt=step.prompt, depends_on=list(step.depends_on),
         priority=step.priority or cmd.priority,
-        max_retries=next((v for v in (step.max_retries, cmd.max_retries, limits.max_retries) if v is not None), None),
+        max_retries=step.max_retries if step.max_retries is not None else cmd.max_retries,
         timeout_s=step.timeout_s or limits.job_timeout_s, max_tokens=step.max_tokens or limits.max_tokens)
 
 

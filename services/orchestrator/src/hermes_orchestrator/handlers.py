@@ -90,8 +90,9 @@ class Orchestrator:
         self.limits = limits
         self.store = EventStore(js, "orchestrator")
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         """Armed timers by key (``answer:<thread>``, ``job:<job>``, ``workflow:<thread>``)."""
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        """One decision lock per thread being decided on (see :meth:`_decision`)."""
 
     def _state(self, thread_id: str) -> domain.ThreadState | None:
         with Session(self.engine) as session:

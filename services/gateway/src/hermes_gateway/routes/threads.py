@@ -15,7 +15,7 @@ from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import ThreadView
+from hermes_proto.queries import OPEN_JOB_STATUSES, ThreadView
 
 router = APIRouter(prefix="/api/threads", tags=["threads"])
 
@@ -114,9 +114,6 @@ async def job_result(thread_id: ThreadId, job_id: JobId, request: Request, read_
         raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
                        details={"thread_id": thread_id, "job_id": job_id})
     return success(request, job)
-
-
-OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
 
 
 @router.post("/{thread_id}/jobs/{job_id}/cancel", status_code=202)
