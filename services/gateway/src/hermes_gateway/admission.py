@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import structlog
 from fastapi import Request
-from prometheus_client import Counter
 
 from hermes_gateway.adapters import BUS_ERRORS, BadReply, BusUnavailable, ReadModel
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import ApiError
+from hermes_gateway.observability import SUBMISSIONS_REFUSED
 from hermes_proto.events import QueueFull
 from hermes_proto.ids import derived_id, utcnow
 
 log = structlog.get_logger("hermes.gateway")
 
 QUEUE_QUERY_TIMEOUT_S = 0.5
-
-REFUSED = Counter("hermes_gateway_submissions_refused_total", "Submissions refused by admission control",
-                  ["reason"])
-REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
 
 
 async def admit(request: Request, new_jobs: int = 1) -> None:
@@ -47,7 +43,7 @@ async def admit(request: Request, new_jobs: int = 1) -> None:
     if queued + new_jobs <= limit:
         return
     retry_after = settings.hermes_queue_full_retry_after_seconds
-    REFUSED.labels("queue_full").inc()
+    SUBMISSIONS_REFUSED.labels("queue_full").inc()
     now = utcnow()
     minute = now.strftime("%Y-%m-%dT%H:%M")
     event = QueueFull(event_id=derived_id("queue_full", minute), aggregate_id="queue", occurred_at=now,

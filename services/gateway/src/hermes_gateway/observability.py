@@ -34,6 +34,9 @@ COMMANDS_PUBLISHED = Counter(
     "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
 )
 SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
+SUBMISSIONS_REFUSED = Counter("hermes_gateway_submissions_refused_total",
+                              "Submissions refused by admission control", ["reason"])
+SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
 DEAD_LETTERS_REPLAYED = Counter(
     "hermes_dead_letters_replayed_total", "Dead letters an operator replayed (deduplicated repeats not counted)",
     ["consumer"],

@@ -18,24 +18,33 @@ from hermes_proto.ids import new_id, utcnow
 router = APIRouter(prefix="/api", tags=["ideas"])
 
 
-class IdeaFields(BaseModel):
-    """What every submission carries. ``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters);
-    ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default); ``project``: the
-    budget scope (1-64 letters, digits, '-' or '_'); ``private``: every model call stays on local backends;
-    ``priority``: 1 (lowest) to 10, dispatched first when backends are busy."""
+class RoutingFields(BaseModel):
+    """What every submission (idea or workflow) carries for routing: ``project``: the budget scope (1-64
+    letters, digits, '-' or '_'); ``private``: every model call stays on local backends; ``priority``: 1
+    (lowest) to 10, dispatched first when backends are busy."""
 
-    idea: StrictStr
-    max_questions: StrictInt | None = Field(default=None, ge=0, le=10)
     project: StrictStr = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     private: StrictBool = False
     priority: StrictInt = Field(default=5, ge=1, le=10)
 
 
-class SubmitRequest(IdeaFields):
-    """:class:`IdeaFields` plus ``channel`` (web, cli, api...) and ``user_id``."""
+class ChannelFields(BaseModel):
+    """Who submits: ``channel`` (web, cli, api...) and ``user_id``."""
 
     channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     user_id: str = Field(default="local", min_length=1, max_length=128)
+
+
+class IdeaFields(RoutingFields):
+    """:class:`RoutingFields` plus ``idea``: free text (limit ``HERMES_MAX_INPUT_LENGTH`` characters) and
+    ``max_questions``: 0-10 clarifying questions at most (None: the orchestrator's default)."""
+
+    idea: StrictStr
+    max_questions: StrictInt | None = Field(default=None, ge=0, le=10)
+
+
+class SubmitRequest(IdeaFields, ChannelFields):
+    """:class:`IdeaFields` plus :class:`ChannelFields`."""
 
 
 def thread_links(thread_id: str) -> dict[str, str]:

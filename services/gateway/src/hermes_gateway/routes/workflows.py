@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from hermes_gateway.admission import admit
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import ApiError, success
-from hermes_gateway.routes.ideas import thread_links
+from hermes_gateway.routes.ideas import ChannelFields, RoutingFields, thread_links
 from hermes_proto.commands import SubmitWorkflow
 from hermes_proto.events import WorkflowError, WorkflowStep, step_order
 from hermes_proto.ids import new_id, utcnow
@@ -32,20 +32,15 @@ class StepIn(BaseModel):
     max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
 
 
-class WorkflowRequest(BaseModel):
-    """``steps`` (at least one, at most ``HERMES_WORKFLOW_MAX_STEPS``), ``title``; ``project``, ``private``,
-    ``priority`` as for ideas; ``max_retries`` for every step without its own; ``timeout_s`` for the whole
-    workflow (seconds; None: ``HERMES_WORKFLOW_TIMEOUT_MINUTES``)."""
+class WorkflowRequest(RoutingFields, ChannelFields):
+    """``steps`` (at least one, at most ``HERMES_WORKFLOW_MAX_STEPS``), ``title``; ``max_retries`` for every
+    step without its own; ``timeout_s`` for the whole workflow (seconds; None:
+    ``HERMES_WORKFLOW_TIMEOUT_MINUTES``); the routing and channel fields as for ideas."""
 
     steps: list[StepIn] = Field(min_length=1)
     title: StrictStr = Field(default="", max_length=200)
-    project: StrictStr = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    private: StrictBool = False
-    priority: StrictInt = Field(default=5, ge=1, le=10)
     max_retries: StrictInt | None = Field(default=None, ge=0, le=20)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
-    channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    user_id: str = Field(default="local", min_length=1, max_length=128)
 
 
 @router.post("/workflows", status_code=202)
