@@ -145,9 +145,9 @@ class ExecutionHandler:
             log.info("execution_already_recorded", request_id=request.request_id, attempt=delivery.deliveries)
             return
         if request.job_id in self._cancelled:  # cancelled before it got here: never call the model
-            dropped = ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[request.job_id]}) "
-                                      "before the call started", retryable=False)
-            await self._store.append([domain.failed_event(request, self.backend, call.model, dropped, self._clock())])
+            await self._record_failure(request, ModelCallFailed(
+                ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[request.job_id]}) before the call started",
+                retryable=False))
             CANCELLED.labels(self.backend, "before_start").inc()
             log.info("execution_dropped_cancelled", request_id=request.request_id)
             return
@@ -201,6 +201,11 @@ class ExecutionHandler:
             self.in_flight -= 1
             IN_FLIGHT.labels(self.backend).dec()
 
+    async def _record_failure(self, request: ExecutionRequested, failure: ModelCallFailed) -> None:
+        """Append ``ExecutionFailed`` for a request that gets no model call (cancelled first, or given up)."""
+        model = domain.model_call(request, self._default_model, self._timeout_cap_s).model
+        await self._store.append([domain.failed_event(request, self.backend, model, failure, self._clock())])
+
     async def _outcome_recorded(self, request: ExecutionRequested) -> bool:
         """Whether the log already holds this request's outcome (its derived id), judged from the thread's last
         ``ExecutionCompleted`` / ``ExecutionFailed``; a lookup error counts as no (the call then runs)."""
@@ -219,10 +224,8 @@ class ExecutionHandler:
         """The runner dead-letters ``request`` (delivered too often without an outcome: edges killed during the
         call, or the outcome could not be appended): record ``ExecutionFailed(error_code="max_deliveries")``,
         retryable, so the router retries or abandons the job instead of waiting for it forever."""
-        failure = ModelCallFailed(ErrorCode.GAVE_UP, f"the request was dead-lettered ({reason}: {detail})",
-                                  retryable=True)
-        model = request.model or self._default_model or ""
-        await self._store.append([domain.failed_event(request, self.backend, model, failure, self._clock())])
+        await self._record_failure(request, ModelCallFailed(
+            ErrorCode.GAVE_UP, f"the request was dead-lettered ({reason}: {detail})", retryable=True))
         log.warning("execution_given_up", job_id=request.job_id, thread_id=request.thread_id, reason=reason)
 
     async def on_cancel(self, msg) -> None:  # noqa: ANN001 - a nats-py core message
