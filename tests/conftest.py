@@ -100,6 +100,16 @@ async def stored_events(js, subject: str) -> list:
     return [decode_event(m.data) for m in await stored_messages(js, subject)]
 
 
+async def stored_dead_letters(js) -> list:
+    """Every :class:`~hermes_proto.deadletter.DeadLetter` record in ``HERMES_DLQ`` so far (replay markers left
+    out), oldest first."""
+    import msgspec
+
+    from hermes_proto.deadletter import DeadLetter
+
+    return [msgspec.json.decode(m.data, type=DeadLetter) for m in await stored_messages(js, "hermes.dlq.*")]
+
+
 async def stored_messages(js, subject: str) -> list:
     """Every message stored so far on ``subject`` (wildcards allowed), undecoded, in stream order, as
     :class:`hermes_proto.bus.RawMessage` ``(sequence, subject, data, headers)``, as a projection reads them."""

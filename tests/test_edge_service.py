@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from conftest import thread_events, wait_until
+from conftest import stored_dead_letters, thread_events, wait_until
 from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
 from hermes_cli.natsserver import free_port
 from hermes_proto import subjects
@@ -419,15 +419,10 @@ async def test_a_request_delivered_too_often_is_recorded_as_failed_not_left_hang
     assert [e.type_name() for e in events] == ["execution_failed"]
     assert events[0].error_code == "max_deliveries" and events[0].retryable
     assert "dead-lettered (max_deliveries: delivered 6 times)" in events[0].message
-    letters = await wait_until(lambda: _dlq_records(edge.js), timeout_s=10)
+    letters = await wait_until(lambda: stored_dead_letters(edge.js), timeout_s=10)
     assert [(r.reason, r.deliveries) for r in letters] == [("max_deliveries", 6)]
     assert fake_openai.chat_requests() == []  # the model was never called for it
 
-
-async def _dlq_records(js) -> list[DeadLetter] | None:
-    info = await js.stream_info(subjects.DLQ_STREAM)
-    return [msgspec.json.decode((await js.get_msg(subjects.DLQ_STREAM, seq)).data, type=DeadLetter)
-            for seq in range(1, info.state.messages + 1)] or None
 
 
 async def test_a_redelivery_whose_outcome_is_already_logged_does_not_call_the_model_again(

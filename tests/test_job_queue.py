@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 
-from conftest import stored_events, thread_events, wait_until
+from conftest import stored_dead_letters, stored_events, thread_events, wait_until
 from fakes.llm_servers import Fault, FakeOpenAIServer, Reply
 from hermes_cli.natsserver import free_port
 from hermes_orchestrator.domain import step_job_id
@@ -151,19 +151,9 @@ async def test_a_cycle_is_refused_over_http_and_dead_lettered_on_the_bus(stack: 
     body = {"type": "submit_workflow", "command_id": new_id(), "issued_at": "2026-11-23T10:00:00Z",
             "thread_id": new_id(), "steps": cyclic}
     await stack.js.publish("hermes.cmd.submit_workflow", msgspec.json.encode(body))
-    letters = await wait_until(lambda: _dead_letters(stack.js), timeout_s=20)
-    assert letters[0]["reason"] == "validation_failed" and "dependency_cycle" in letters[0]["detail"]
-    assert letters[0]["subject"] == "hermes.cmd.submit_workflow"
-
-
-async def _dead_letters(js) -> list[dict]:
-    sub = await js.pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM)
-    try:
-        return [msgspec.json.decode(m.data) for m in await sub.fetch(10, timeout=1)]
-    except Exception:
-        return []
-    finally:
-        await sub.unsubscribe()
+    letters = await wait_until(lambda: stored_dead_letters(stack.js), timeout_s=20)
+    assert letters[0].reason == "validation_failed" and "dependency_cycle" in letters[0].detail
+    assert letters[0].subject == "hermes.cmd.submit_workflow"
 
 
 async def test_a_failed_step_skips_its_dependents_and_independent_steps_still_run(stack: Stack) -> None:
