@@ -5,7 +5,7 @@ numbers, wrong nesting, truncated or corrupted bytes).
 Properties (Hypothesis, derandomized, no example database):
 
 * ``hermes_proto.codec.decode_event`` / ``decode_command`` / ``decode_execution_request`` /
-  ``decode_heartbeat`` return a value of their type, which re-encodes to the same message, or raise
+  ``decode_heartbeat`` / ``decode_telegram_update`` / ``decode_dead_letter`` return a value of their type, which re-encodes to the same message, or raise
   :class:`~hermes_proto.codec.DecodeError` (``invalid_json`` or ``validation_failed``), never anything else:
   :class:`~hermes_proto.bus.ConsumerRunner` dead-letters on that error only, so any other exception leaves a
   message unsettled (redelivered, never dead-lettered) and :func:`~hermes_proto.projection.decode_batch`
@@ -53,14 +53,17 @@ from hermes_proto.codec import (
     DecodeError,
     decode_command,
     decode_event,
+    decode_dead_letter,
     decode_execution_request,
     decode_heartbeat,
+    decode_telegram_update,
     encode,
 )
 from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ALL_EVENTS, JobDeferred, ThreadCompleted
 from hermes_proto.execution import ExecutionRequested, Heartbeat, TokenDelta
+from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.projection import decode_batch
 from hermes_proto.queries import (
@@ -89,7 +92,7 @@ DEEP = 100_000  # nesting depth far past any recursion limit
 
 DECODERS: list[tuple[Callable[[bytes], Any], type]] = [
     (decode_event, Event), (decode_command, Command), (decode_execution_request, ExecutionRequested),
-    (decode_heartbeat, Heartbeat)]
+    (decode_heartbeat, Heartbeat), (decode_telegram_update, TelegramUpdate), (decode_dead_letter, DeadLetter)]
 MESSAGE_TYPES: list[type[msgspec.Struct]] = [*ALL_EVENTS, *ALL_COMMANDS, ExecutionRequested, Heartbeat]
 
 

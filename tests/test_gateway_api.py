@@ -980,7 +980,7 @@ async def test_health_is_ok_with_the_orchestrator_and_degraded_without(gateway: 
         data = body["data"]
         assert data["status"] == "ok"
         assert data["orchestrator"]["answering"] is True and data["orchestrator"]["latency_ms"] >= 0
-        assert set(data["streams"]) == {"HERMES_EVENTS", "HERMES_COMMANDS", "HERMES_EXEC", "HERMES_DLQ"}
+        assert set(data["streams"]) == {"HERMES_EVENTS", "HERMES_COMMANDS", "HERMES_EXEC", "HERMES_DLQ", "HERMES_INBOX"}
         events = (await js.stream_info(subjects.EVENTS_STREAM)).state
         assert data["streams"]["HERMES_EVENTS"] == {"messages": 2, "last_seq": 2, "consumers": events.consumer_count}
         assert events.consumer_count >= 1  # the orchestrator follows the log

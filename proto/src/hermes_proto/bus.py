@@ -104,8 +104,9 @@ async def close(nc: NATS) -> None:
 
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
-    """The four Hermes streams. Events are kept (limits retention, file storage, dedup window);
-    commands and execution requests are work queues; dead letters are kept for operators."""
+    """The five Hermes streams. Events are kept (limits retention, file storage, dedup window);
+    commands, execution requests and inbound channel updates are work queues; dead letters are kept for
+    operators."""
     common = dict(storage=StorageType.FILE, num_replicas=settings.stream_replicas,
                   duplicate_window=settings.dedup_window_s)
     return [
@@ -117,6 +118,8 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
                      retention=RetentionPolicy.WORK_QUEUE, **common),
         StreamConfig(name=subj.DLQ_STREAM, subjects=[subj.DLQ_ALL],
                      retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, **common),
+        StreamConfig(name=subj.INBOX_STREAM, subjects=[subj.INBOX_ALL],
+                     retention=RetentionPolicy.WORK_QUEUE, **common),
     ]
 
 

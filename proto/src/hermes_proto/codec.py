@@ -30,7 +30,9 @@ import msgspec
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
 from hermes_proto.events import ALL_EVENTS
+from hermes_proto.deadletter import DeadLetter
 from hermes_proto.execution import ExecutionRequested, Heartbeat
+from hermes_proto.inbox import TelegramUpdate
 
 _encoder = msgspec.json.Encoder()
 
@@ -129,6 +131,8 @@ _events = _Family(ALL_EVENTS)
 _commands = _Family(ALL_COMMANDS)
 _exec_decoder = msgspec.json.Decoder(ExecutionRequested)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
+_dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
+_telegram_update_decoder = msgspec.json.Decoder(TelegramUpdate)
 
 
 def encode(message: Any) -> bytes:
@@ -143,6 +147,16 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes) -> Any:
         raise DecodeError("validation_failed", str(exc)) from None
     except UNDECODABLE as exc:
         raise DecodeError("invalid_json", str(exc)) from None
+
+
+def decode_dead_letter(data: bytes) -> DeadLetter:
+    """One ``HERMES_DLQ`` record; raises :class:`DecodeError`."""
+    return _decode(_dead_letter_decoder, data)
+
+
+def decode_telegram_update(data: bytes) -> TelegramUpdate:
+    """One Telegram ``Update`` (:mod:`hermes_proto.inbox`); raises :class:`DecodeError`."""
+    return _decode(_telegram_update_decoder, data)
 
 
 def decode_event(data: bytes) -> Event:

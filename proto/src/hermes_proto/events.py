@@ -304,6 +304,17 @@ class AnswersRecorded(Event, frozen=True, kw_only=True):
     answers: list[Answer]
 
 
+class AnswerCollected(Event, frozen=True, kw_only=True):
+    """A channel that takes answers one question at a time (Telegram: a button press or a reply to the
+    question's message) noted the user's answer to ``question_id`` (a later one for the same question replaces
+    it). The notifier sends the collected answers to the orchestrator in one ``AnswerQuestions`` once every
+    question has one, or when the user says they are done; the orchestrator does not read this event."""
+
+    question_id: str
+    text: str
+    channel: str
+
+
 class ThreadCompleted(Event, frozen=True, kw_only=True):
     """The thread is finished. ``reason``: answered, answer_timeout, no_questions, draft2_failed,
     draft2_cancelled, workflow_completed (``final_draft_number`` 0: a workflow has step results, no drafts)."""
@@ -426,6 +437,7 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
     DraftPresented,
     QuestionsProposed,
     AnswersRecorded,
+    AnswerCollected,
     ThreadCompleted,
     ThreadRated,
     JobFailed,

@@ -10,6 +10,7 @@ Times are ISO-8601 UTC; latencies ms; tokens are model tokens.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -121,8 +122,15 @@ class JobReply(msgspec.Struct, kw_only=True):
     job: JobView | None = None
 
 
+ORIGIN_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
 class ThreadListQuery(msgspec.Struct, kw_only=True):
+    """The newest ``limit`` threads; with ``origin``, only those whose origin holds every one of its pairs
+    (e.g. ``{"telegram_chat_id": "42"}``: one chat's threads). Keys match :data:`ORIGIN_KEY_PATTERN`."""
+
     limit: int = 50
+    origin: dict[Annotated[str, msgspec.Meta(pattern=ORIGIN_KEY_PATTERN)], str] = {}
 
 
 class ThreadListReply(msgspec.Struct, kw_only=True):

@@ -8,11 +8,13 @@ EVENTS_STREAM = "HERMES_EVENTS"
 COMMANDS_STREAM = "HERMES_COMMANDS"
 EXEC_STREAM = "HERMES_EXEC"
 DLQ_STREAM = "HERMES_DLQ"
+INBOX_STREAM = "HERMES_INBOX"
 
 EVENTS_ALL = "hermes.evt.>"
 COMMANDS_ALL = "hermes.cmd.>"
 EXEC_ALL = "hermes.exec.>"
 DLQ_ALL = "hermes.dlq.>"
+INBOX_ALL = "hermes.inbox.>"
 
 
 def event_subject(event: Event) -> str:
@@ -84,6 +86,15 @@ DLQ_REPLAYED_ALL = "hermes.dlq.replayed.*"
 def dlq_replayed_subject(dlq_sequence: int) -> str:
     """``hermes.dlq.replayed.<dlq_sequence>``: the marker of one replayed dead letter."""
     return f"hermes.dlq.replayed.{dlq_sequence}"
+
+
+TELEGRAM_INBOX_ALL = "hermes.inbox.telegram.*"
+"""Every inbound Telegram update (:mod:`hermes_proto.inbox`)."""
+
+
+def telegram_inbox(chat_id: int | str) -> str:
+    """``hermes.inbox.telegram.<chat_id>``: one chat's updates (chat ids are integers, negative for groups)."""
+    return f"hermes.inbox.telegram.{int(chat_id)}"
 
 
 QUERY_THREAD = "hermes.query.thread"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -28,13 +27,13 @@ from hermes_proto.base import Command
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
 from hermes_proto.execution import TokenDelta
+from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Empty, Refused, ask  # noqa: F401 (re-exported)
 from hermes_proto.queries import (
     QUERY_THREADS,
     BackendsQuery,
     BackendsReply,
     CompareReply,
     CompareRequest,
-    ErrorReply,
     JobQuery,
     JobReply,
     JobView,
@@ -52,65 +51,8 @@ from hermes_proto.queries import (
 log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
 
-BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
-HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM)
+HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM, subj.INBOX_STREAM)
 TERMINAL_EVENTS = ("thread_completed", "thread_failed")
-
-
-class BusUnavailable(Exception):
-    """NATS, JetStream or the orchestrator did not answer (in time). ``what`` names the missing party."""
-
-    def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what}: {error!r}")
-        self.what = what
-        self.error = error
-
-
-class BadReply(Exception):
-    """A service answered a query with something that is not the contract's reply type. ``what`` names it."""
-
-    def __init__(self, message: str, what: str = "The orchestrator") -> None:
-        super().__init__(message)
-        self.what = what
-
-
-class Refused(Exception):
-    """A service answered with the contract's :class:`hermes_proto.queries.ErrorReply`: ``code`` is its
-    machine-readable reason (unknown_backend, bad_request, over_budget, internal), ``what`` names the service."""
-
-    def __init__(self, what: str, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.what = what
-        self.code = code
-        self.message = message
-
-
-class _ErrorFlag(msgspec.Struct):
-    """Just the ``error`` field of any reply: ``true`` only on an :class:`ErrorReply`."""
-
-    error: bool = False
-
-
-async def ask(nc: NATS, what: str, subject: str, query: msgspec.Struct, reply_type: type[R], timeout_s: float) -> R:
-    """Request ``subject`` with ``query`` (msgspec JSON) and decode the answer as ``reply_type``, waiting at
-    most ``timeout_s`` seconds. ``what`` names the answering service in errors. Raises :class:`BusUnavailable`
-    (no responder, timeout, connection lost), :class:`Refused` (an ``ErrorReply``) or :class:`BadReply`
-    (anything else outside the contract)."""
-    try:
-        msg = await nc.request(subject, encode(query), timeout=timeout_s)
-    except BUS_ERRORS as exc:
-        raise BusUnavailable(what, exc) from exc
-    try:
-        if msgspec.json.decode(msg.data, type=_ErrorFlag).error:
-            refusal = msgspec.json.decode(msg.data, type=ErrorReply)
-            raise Refused(what, refusal.code, refusal.message)
-        return msgspec.json.decode(msg.data, type=reply_type)
-    except UNDECODABLE as exc:
-        raise BadReply(f"{subject}: {exc}", what) from exc
-
-
-class _Empty(msgspec.Struct):
-    """An empty query body."""
 
 
 @dataclass
@@ -181,7 +123,7 @@ class ReadModel:
     async def queue(self, timeout_s: float | None = None) -> QueueReply:
         """The orchestrator's open jobs by status and priority, and waiting workflow steps. Raises
         :class:`BusUnavailable` / :class:`BadReply`."""
-        return await self._ask(subj.QUERY_QUEUE, _Empty(), QueueReply, timeout_s)
+        return await self._ask(subj.QUERY_QUEUE, Empty(), QueueReply, timeout_s)
 
     async def ping(self, timeout_s: float) -> float:
         """Round-trip a thread query for a random id; returns the latency in ms. ``found=false`` is a fine

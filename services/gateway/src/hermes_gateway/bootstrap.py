@@ -21,6 +21,7 @@ from hermes_gateway.routes import (
     ideas,
     metrics,
     system,
+    telegram,
     threads,
     ui,
     workflows,
@@ -59,7 +60,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestObservability)
-    for module in (ideas, external, workflows, threads, events, backends, system, deadletters, metrics, ui):
+    for module in (ideas, external, workflows, threads, events, backends, system, deadletters, telegram, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_error_envelope(app)

@@ -41,6 +41,15 @@ DEAD_LETTERS_REPLAYED = Counter(
     "hermes_dead_letters_replayed_total", "Dead letters an operator replayed (deduplicated repeats not counted)",
     ["consumer"],
 )
+TELEGRAM_WEBHOOK_OUTCOMES = ("published", "ignored", "unauthorized", "bad_update")
+TELEGRAM_WEBHOOK_UPDATES = Counter(
+    "hermes_telegram_webhook_updates_total",
+    "Telegram webhook requests by outcome: published (stored on HERMES_INBOX, repeats included), ignored (no "
+    "chat), unauthorized (wrong or missing secret token), bad_update (not an Update, or over the size cap)",
+    ["outcome"],
+)
+for _outcome in TELEGRAM_WEBHOOK_OUTCOMES:  # exported at 0 from the start, so increase() sees the first one
+    TELEGRAM_WEBHOOK_UPDATES.labels(_outcome)
 
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"

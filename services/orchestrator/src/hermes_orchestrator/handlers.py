@@ -369,7 +369,8 @@ class QueryResponder:
         except UNDECODABLE as exc:
             await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
-        views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)))
+        views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)),
+                                        query.origin)
         await self._respond(msg, ThreadListReply(threads=views))
 
     async def _queue(self, msg: Msg) -> None:

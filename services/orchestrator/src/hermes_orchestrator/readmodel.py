@@ -15,7 +15,7 @@ from functools import singledispatch
 
 import msgspec
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from hermes_proto import events as ev
 from hermes_proto import sqlstore
@@ -466,8 +466,13 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
     )
 
 
-def recent_threads(session: Session, limit: int) -> list[ThreadView]:
-    ids = session.exec(select(ThreadRow.thread_id).order_by(ThreadRow.created_at.desc()).limit(limit)).all()
+def recent_threads(session: Session, limit: int, origin: dict[str, str] | None = None) -> list[ThreadView]:
+    """The newest ``limit`` threads, newest first; with ``origin``, only those whose origin holds each of its
+    pairs (keys are checked against ``ORIGIN_KEY_PATTERN`` by the query's decoder: they go into a JSON path)."""
+    statement = select(ThreadRow.thread_id)
+    for key, value in (origin or {}).items():
+        statement = statement.where(func.json_extract(ThreadRow.origin_json, f"$.{key}") == value)
+    ids = session.exec(statement.order_by(ThreadRow.created_at.desc()).limit(limit)).all()
     return [v for v in (thread_view(session, i) for i in ids) if v is not None]
 
 
