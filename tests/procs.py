@@ -61,11 +61,11 @@ class ServiceProcess:
 
 
 MODULES = {"orchestrator": "hermes_orchestrator", "router": "hermes_router", "learner": "hermes_learner",
-           "edge": "hermes_edge", "gateway": "hermes_gateway"}
+           "edge": "hermes_edge", "gateway": "hermes_gateway", "notifier": "hermes_notifier"}
 """Service name (as the tests call it) → the module ``python -m`` runs."""
 
 READY_MARKERS = {"orchestrator": "orchestrator_started", "router": "router_started", "learner": "learner_started",
-                 "edge": "edge_started", "gateway": "gateway_ready"}
+                 "edge": "edge_started", "gateway": "gateway_ready", "notifier": "notifier_started"}
 """The log event each service writes once it serves (read models caught up, consumers running)."""
 
 

@@ -311,7 +311,7 @@ async def test_bad_input_is_refused_and_a_result_is_called_back_after_retries(st
         "thread_id": thread_id, "status": "completed", "source_app": "crm", "event_id": done.event_id,
         "occurred_at": calls[-1].body["occurred_at"], "final_draft_number": 1,
         "final_draft": "Dear supplier, the delivery is late; please ship by Friday.", "reason": "no_questions",
-        "error": None, "thread_url": f"http://hermes.test/?thread={thread_id}"}
+        "error": None, "thread_url": f"http://hermes.test/#thread={thread_id}"}
 
     assert sent.event_id == derived_id(done.event_id, "notification_sent", "webhook")
     assert (sent.channel, sent.kind, sent.cause_event_id, sent.correlation_id) == (

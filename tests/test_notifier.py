@@ -162,7 +162,7 @@ async def test_completed_threads_reach_their_chat_once(js_client, telegram, noti
 
     [to_default] = texts(telegram, DEFAULT_CHAT)
     assert "Plan a vegetable garden on my sunny balcony" in to_default
-    assert "Draft one: pots, soil, sun." in to_default and f"http://hermes.test/?thread={web}" in to_default
+    assert "Draft one: pots, soil, sun." in to_default and f"http://hermes.test/#thread={web}" in to_default
     [to_origin] = texts(telegram, "4242")
     assert "haiku about autumn leaves" in to_origin and "haiku" not in to_default
 
@@ -250,7 +250,9 @@ async def test_flood_wait_is_honoured_without_holding_other_threads(js_client, t
 
 async def test_send_failures_are_recorded_and_bad_input_is_dead_lettered(js_client, telegram, notifier):
     _, js = js_client
-    proc, metrics_port = notifier(TELEGRAM_MAX_RETRY_AFTER_S="5")
+    # Its dead letters would raise a dead_letters alert in the same chat (tests/test_notifier_alerts.py).
+    proc, metrics_port = notifier(TELEGRAM_MAX_RETRY_AFTER_S="5",
+                                  HERMES_NOTIFY_ALERT_TYPES="thread_finished,job_failure")
     blocked, flooded, flaky, later = new_id(), new_id(), new_id(), new_id()
 
     telegram.fail_next(1, status=403, method="sendMessage")

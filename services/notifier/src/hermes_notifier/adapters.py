@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import warnings
 from functools import partial
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -29,7 +29,7 @@ from telegram.error import (
     TimedOut,
 )
 from telegram.request import HTTPXRequest
-from telegram.warnings import PTBDeprecationWarning
+from telegram.warnings import PTBDeprecationWarning, PTBUserWarning
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from hermes_proto import subjects
@@ -37,12 +37,14 @@ from hermes_proto.base import Event
 from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
 
+from hermes_notifier.chat import Keyboard
 from hermes_notifier.domain import CHANNEL, WEBHOOK, ThreadContext
 from hermes_notifier.metrics import SEND_RETRIES
 
 log = structlog.get_logger("hermes.notifier")
 tracer = trace.get_tracer("hermes.notifier")
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 
 OnWait = Callable[[], Awaitable[None]]
 CONNECTION_POOL_SIZE = 8  # concurrent sends (one per thread in a fetched batch); PTB's default is 1
@@ -96,40 +98,81 @@ class TelegramSender:
         self._policy = policy
         self._request = HTTPXRequest(connection_pool_size=CONNECTION_POOL_SIZE, connect_timeout=timeout_s,
                                      read_timeout=timeout_s, write_timeout=timeout_s, pool_timeout=timeout_s)
+        # getUpdates long polls on a connection of its own (PTB routes that one method to this request).
+        self._updates_request = HTTPXRequest(connection_pool_size=1, connect_timeout=timeout_s,
+                                             read_timeout=timeout_s, write_timeout=timeout_s, pool_timeout=timeout_s)
         # PTB appends the token to base_url: methods live at <root>/bot<token>/<method>.
         options = {"base_url": f"{base_url.rstrip('/')}/bot"} if base_url else {}
-        self._bot = Bot(token, request=self._request, **options)
+        self._bot = Bot(token, request=self._request, get_updates_request=self._updates_request, **options)
         self._backoff = wait_exponential(multiplier=policy.backoff_s, max=policy.max_retry_after_s)
 
     async def start(self) -> None:
-        """Open the HTTP connection pool. (Not ``Bot.initialize``: its ``getMe`` would fail the start when
+        """Open the HTTP connection pools. (Not ``Bot.initialize``: its ``getMe`` would fail the start when
         Telegram is unreachable, and its error text carries the token.)"""
         await self._request.initialize()
+        await self._updates_request.initialize()
 
     async def close(self) -> None:
         await self._request.shutdown()
+        await self._updates_request.shutdown()
 
     def scrub(self, text: str) -> str:
         """``text`` with the bot token replaced by ``***``."""
         return text.replace(self._token, "***")
 
-    async def send(self, chat_id: str, text: str, on_wait: OnWait | None = None) -> int:
-        """Send ``text`` (at most 4096 UTF-16 units, no parse mode) to ``chat_id``; returns Telegram's
-        ``message_id``. Retries per :class:`RetryPolicy`, awaiting ``on_wait`` before each wait (e.g. to extend
-        an ack deadline). Raises :class:`SendFailed` when the message is not delivered."""
+    async def send(self, chat_id: str, text: str, on_wait: OnWait | None = None, *, parse_mode: str | None = None,
+                   keyboard: Keyboard | None = None) -> int:
+        """Send ``text`` (at most 4096 UTF-16 units after entity parsing) to ``chat_id`` in ``parse_mode`` (None:
+        plain), with inline ``keyboard`` buttons if given; returns Telegram's ``message_id``. Retries per
+        :class:`RetryPolicy`, awaiting ``on_wait`` before each wait (e.g. to extend an ack deadline). Raises
+        :class:`SendFailed` when the message is not delivered."""
+        message = await self._call("sendMessage", lambda: self._bot.send_message(
+            chat_id=chat_id, text=text, parse_mode=parse_mode, reply_markup=_markup(keyboard)), on_wait)
+        return message.message_id
+
+    async def edit(self, chat_id: str, message_id: int, text: str, *, parse_mode: str | None = None,
+                   keyboard: Keyboard | None = None, on_wait: OnWait | None = None) -> None:
+        """Replace the text (and buttons: none unless ``keyboard``) of message ``message_id`` in ``chat_id``.
+        An edit to the same content is not an error. Raises :class:`SendFailed`."""
+        try:
+            await self._call("editMessageText", lambda: self._bot.edit_message_text(
+                text=text, chat_id=chat_id, message_id=message_id, parse_mode=parse_mode,
+                reply_markup=_markup(keyboard)), on_wait)
+        except SendFailed as exc:
+            if not (exc.reason == "bad_request" and "not modified" in exc.detail):
+                raise
+
+    async def answer_button(self, query_id: str, text: str) -> None:
+        """Acknowledge a button press with a short notice (at most 200 characters); a press older than
+        Telegram keeps it answerable is not worth a retry. Raises :class:`SendFailed`."""
+        await self._call("answerCallbackQuery",
+                         lambda: self._bot.answer_callback_query(callback_query_id=query_id, text=text[:200]), None)
+
+    async def api(self, method: str, timeout_s: float | None = None, **params: Any) -> Any:
+        """Call Bot API ``method`` once (no retry) and return its raw JSON ``result`` (e.g. ``getUpdates``: a
+        list of Update objects as dicts). ``timeout_s`` is the read timeout (a long poll needs more than the
+        default). Raises :class:`SendFailed`."""
+        try:
+            with warnings.catch_warnings():  # PTB suggests its typed methods; the raw JSON is what is wanted here
+                warnings.simplefilter("ignore", PTBUserWarning)
+                return await self._bot.do_api_request(method, api_kwargs=params, read_timeout=timeout_s)
+        except TelegramError as exc:
+            raise SendFailed(failure_reason(exc), self._detail(exc)) from None
+
+    async def _call(self, method: str, make_call: Callable[[], Awaitable[T]], on_wait: OnWait | None) -> T:
         retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._wait,
                                  retry=retry_if_exception(self._retryable), reraise=True,
                                  before_sleep=partial(self._before_sleep, on_wait=on_wait))
-        with tracer.start_as_current_span("telegram sendMessage", kind=SpanKind.CLIENT) as span:
+        with tracer.start_as_current_span(f"telegram {method}", kind=SpanKind.CLIENT) as span:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        message = await self._bot.send_message(chat_id=chat_id, text=text)
+                        result = await make_call()
             except TelegramError as exc:
                 span.set_attribute("error.type", failure_reason(exc))
                 raise SendFailed(failure_reason(exc), self._detail(exc)) from None
             span.set_attribute("telegram.attempts", retrying.statistics.get("attempt_number", 1))
-        return message.message_id
+        return result
 
     def _detail(self, exc: TelegramError) -> str:
         if isinstance(exc, RetryAfter):
@@ -155,6 +198,13 @@ class TelegramSender:
         log.warning("telegram_retry", reason=reason, attempt=state.attempt_number, wait_s=state.upcoming_sleep,
                     error=self.scrub(str(exc)))
         await _signal_progress(on_wait)
+
+
+def _markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
+    if not keyboard:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in row]
+                                 for row in keyboard])
 
 
 @dataclass(frozen=True)
@@ -278,16 +328,40 @@ class ThreadLog:
                              source_app=opened.source_app if opened else None)
 
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
-        """Whether a ``notification_sent`` with ``event_id`` is in the thread's log (a few per thread, read
-        one by one with ``next_by_subj``)."""
-        subject, seq = subjects.thread_event(thread_id, NotificationSent), 1
+        """Whether a ``notification_sent`` with ``event_id`` is in the thread's log."""
+        async for data in self._stored(thread_id, NotificationSent):
+            if _event_id(data) == event_id:
+                return True
+        return False
+
+    async def all(self, thread_id: str, event_type: type[E]) -> list[E]:
+        """The thread's events of ``event_type`` in log order (meant for the few per thread, e.g. its answers or
+        notification records); undecodable ones are logged and left out."""
+        found: list[E] = []
+        async for data in self._stored(thread_id, event_type):
+            try:
+                event = decode_event(data)
+            except DecodeError as exc:
+                log.warning("thread_log_undecodable", type=event_type.type_name(), reason=exc.reason)
+                continue
+            if isinstance(event, event_type):
+                found.append(event)
+        return found
+
+    async def notifications(self, thread_id: str) -> list[NotificationSent]:
+        """The thread's (or alert aggregate's) ``notification_sent`` records in log order."""
+        return await self.all(thread_id, NotificationSent)
+
+    async def _stored(self, thread_id: str, event_type: type[Event]) -> AsyncIterator[bytes]:
+        """The payloads stored on the thread's subject of ``event_type``, oldest first (one JetStream message
+        get with ``next_by_subj`` each: no consumer)."""
+        subject, seq = subjects.thread_event(thread_id, event_type), 1
         while True:
             try:
                 raw = await self._js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subject, next=True)
             except NotFoundError:
-                return False
-            if _event_id(raw.data) == event_id:
-                return True
+                return
+            yield raw.data or b""
             seq = (raw.seq or seq) + 1
 
     async def last(self, thread_id: str, event_type: type[E]) -> E | None:
@@ -308,3 +382,19 @@ def _event_id(data: bytes | None) -> str | None:
         return decode_event(data or b"").event_id
     except DecodeError:
         return None
+
+
+class DeadLetterArchive:
+    """Reads ``HERMES_DLQ``'s size: stream info filtered on the records' subjects (one per consumer), so replay
+    markers are not counted."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def count(self) -> int | None:
+        """Dead-letter records stored (None when the stream is missing). JetStream errors propagate."""
+        try:
+            info = await self._js.stream_info(subjects.DLQ_STREAM, subjects_filter=subjects.DLQ_RECORDS)
+        except NotFoundError:
+            return None
+        return sum((info.state.subjects or {}).values())

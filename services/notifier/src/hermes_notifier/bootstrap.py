@@ -1,5 +1,5 @@
 """Composition of the notifier process: NATS, the Telegram sender, the callback sender, the ``notifier-events``
-consumer."""
+consumer and the ``notifier-dead-letters`` consumer."""
 
 from __future__ import annotations
 
@@ -7,18 +7,28 @@ import asyncio
 import warnings
 
 import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from telegram.warnings import PTBDeprecationWarning
 
 from hermes_proto import subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, close, connect, ensure_streams
-from hermes_proto.codec import decode_event
+from hermes_proto.codec import decode_dead_letter, decode_event
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
-from hermes_notifier.adapters import CallbackPolicy, CallbackSender, RetryPolicy, TelegramSender, ThreadLog
+from hermes_notifier.adapters import (
+    CallbackPolicy,
+    CallbackSender,
+    DeadLetterArchive,
+    RetryPolicy,
+    TelegramSender,
+    ThreadLog,
+)
 from hermes_notifier.config import NotifierSettings
-from hermes_notifier.domain import NOTIFY_EVENTS, AlertPolicy
+from hermes_notifier.domain import DEAD_LETTER_CONSUMER, NOTIFY_EVENTS, AlertPolicy
 from hermes_notifier.handlers import Notifier, Wording
+from hermes_notifier.inbound import CONVERSATION_EVENTS, open_channel
 
 SERVICE = "notifier"
 DURABLE = "notifier-events"
@@ -54,7 +64,18 @@ def build_callbacks(settings: NotifierSettings) -> CallbackSender:
 
 def alert_policy(settings: NotifierSettings) -> AlertPolicy:
     return AlertPolicy(enabled=settings.alert_types(), cooldown_s=settings.hermes_alert_cooldown_minutes * 60.0,
-                       local_backend=settings.hermes_local_backend)
+                       cooldowns_s=settings.alert_cooldowns_s(), local_backend=settings.hermes_local_backend)
+
+
+def dead_letter_consumer(nc: NATS, js: JetStreamContext, notifier: Notifier,
+                         settings: NotifierSettings) -> ConsumerRunner:
+    """The ``notifier-dead-letters`` durable on the dead-letter records (never the replay markers): one lane,
+    so each alert sees the record of the one before (the cooldown). A record it cannot decode is dead-lettered
+    under its own name, which :meth:`Notifier.on_dead_letter` skips."""
+    return ConsumerRunner(nc, js, ConsumerSpec(
+        stream=subjects.DLQ_STREAM, durable=DEAD_LETTER_CONSUMER, filter_subjects=[subjects.DLQ_RECORDS],
+        decode=decode_dead_letter, handler=notifier.on_dead_letter, ack_wait_s=ack_wait_s(settings),
+        batch=BATCH), SERVICE)
 
 
 async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> None:
@@ -76,32 +97,43 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
                  default_chat_set=settings.telegram_chat_id is not None,
                  budget_alerts=settings.hermes_notify_budget_alerts,
                  alert_types=sorted(settings.alert_types()),
-                 alert_cooldown_minutes=settings.hermes_alert_cooldown_minutes)
+                 alert_cooldown_minutes=settings.hermes_alert_cooldown_minutes,
+                 alert_cooldowns_s=settings.alert_cooldowns_s())
     callbacks = build_callbacks(settings)
 
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
-    notifier = Notifier(sender, ThreadLog(js), EventStore(js, SERVICE),
+    thread_log, store = ThreadLog(js), EventStore(js, SERVICE)
+    channel = None
+    if sender is not None and settings.telegram_updates != "off":
+        channel = await open_channel(settings, nc, js, sender, thread_log, store, SERVICE)
+    notifier = Notifier(sender, thread_log, store,
                         Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
                         settings.telegram_chat_id, settings.notifier_max_event_age_s,
                         budget_alerts=settings.hermes_notify_budget_alerts, callbacks=callbacks,
-                        alerts=alert_policy(settings))
+                        alerts=alert_policy(settings), conversation=channel.conversation if channel else None,
+                        dead_letters=DeadLetterArchive(js))
     # One lane per aggregate (thread, budget, backend, queue): a thread's messages stay in log order, one chat's
     # flood wait or one slow callback holds no other thread. Alerts are consumed even when switched off, so the
     # switches never change the durable's filters (a skip is counted instead).
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable=DURABLE,
-        filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS],
+        filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS],
         decode=decode_event, handler=notifier.on_event, ack_wait_s=ack_wait_s(settings), batch=BATCH,
         lane=subjects.aggregate_id_of), SERVICE)
     task = asyncio.create_task(consumer.run(), name="notifier-events")
-    log.info("notifier_started", nats=settings.nats_url, consumer=DURABLE)
+    dead_letters = dead_letter_consumer(nc, js, notifier, settings)
+    dead_letters_task = asyncio.create_task(dead_letters.run(), name=DEAD_LETTER_CONSUMER)
+    log.info("notifier_started", nats=settings.nats_url, consumer=DURABLE, dead_letters=DEAD_LETTER_CONSUMER)
 
     await stop.wait()
     log.info("notifier_stopping")
     consumer.stop()
-    await asyncio.wait([task], timeout=5)
+    dead_letters.stop()
+    await asyncio.wait([task, dead_letters_task], timeout=5)
+    if channel is not None:
+        await channel.close()
     if sender is not None:
         await sender.close()
     await callbacks.close()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+
 from hermes_proto.base import Event
+from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import (
     BackendMarkedUnhealthy,
     BudgetThresholdReached,
@@ -40,7 +42,26 @@ NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFail
                                           *ALERT_EVENTS)
 BUDGET_KIND = "budget_threshold"
 TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL = "talos_down", "backend_down", "queue_full"
-ALERT_KINDS = (TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL)
+JOB_FAILURE, BUDGET_THRESHOLD, DEAD_LETTERS, THREAD_FINISHED = (
+    "job_failure", "budget_threshold", "dead_letters", "thread_finished")
+ALERT_TYPES = (TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL, JOB_FAILURE, BUDGET_THRESHOLD, DEAD_LETTERS, THREAD_FINISHED)
+"""The alert types of ``HERMES_NOTIFY_ALERT_TYPES`` and ``HERMES_ALERT_COOLDOWNS``."""
+ALERT_TYPE_OF_KIND: Mapping[str, str] = {
+    ThreadCompleted.type_name(): THREAD_FINISHED, ThreadFailed.type_name(): THREAD_FINISHED,
+    JobFailed.type_name(): JOB_FAILURE, BUDGET_KIND: BUDGET_THRESHOLD, TALOS_DOWN: TALOS_DOWN,
+    BACKEND_DOWN: BACKEND_DOWN, QUEUE_FULL: QUEUE_FULL, DEAD_LETTERS: DEAD_LETTERS,
+}
+"""Notification kind (the ``kind`` of a record and metric label) -> alert type."""
+DEFAULT_COOLDOWNS_S: Mapping[str, float] = {THREAD_FINISHED: 0.0}
+"""Per-type cooldowns that differ from the general one unless configured: a thread finishes once, so its result
+is never held back."""
+DEAD_LETTER_CONSUMER = "notifier-dead-letters"
+"""The notifier's durable on the dead-letter records; its own dead letters raise no alert (no alert loop)."""
+DEAD_LETTER_AGGREGATE = "dead-letters"
+"""The aggregate id of dead-letter alerts: their records land on ``hermes.evt.thread.dead-letters.*``."""
+DEAD_LETTERS_PATH = "/api/system/dead-letters"
+BACKENDS_PATH = "/api/backends"
+DEAD_LETTER_DETAIL_CHARS = 300
 CENTS_SIGNIFICANT_DIGITS = 3  # enough to tell 0.0114¢ from 0.0115¢ without printing float noise
 CENTS_MAX_DECIMALS = 6  # the router rounds spend to 6 decimals (micro-cents)
 
@@ -75,13 +96,52 @@ class Notification:
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """Which operator alerts are sent (``enabled``: kinds of :data:`ALERT_KINDS`), the quiet time after one is
-    sent (``cooldown_s``, seconds, per kind and aggregate: per backend for ``backend_down``) and the name of the
-    local backend whose ``backend_marked_unhealthy`` is a ``talos_down``."""
+    """Which alerts are sent and how often.
 
-    enabled: frozenset[str] = frozenset(ALERT_KINDS)
+    ``enabled``: the alert types of :data:`ALERT_TYPES` switched on; ``cooldown_s``: the quiet time (seconds)
+    after an alert is sent, per alert type and aggregate (per backend for ``talos_down`` / ``backend_down``, per
+    thread for ``job_failure`` / ``thread_finished``, the ``queue``, one budget and period, ``dead-letters``);
+    ``cooldowns_s``: per-type overrides of it (seconds; :data:`DEFAULT_COOLDOWNS_S` unless configured);
+    ``local_backend``: the backend whose ``backend_marked_unhealthy`` is a ``talos_down``."""
+
+    enabled: frozenset[str] = frozenset(ALERT_TYPES)
     cooldown_s: float = 15 * 60.0
+    cooldowns_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_COOLDOWNS_S))
     local_backend: str = "talos"
+
+    def allows(self, kind: str) -> bool:
+        """Whether a notification of ``kind`` may be sent: its alert type is enabled (a kind that is no alert,
+        e.g. a question to a chat, always may)."""
+        kind_type = alert_type(kind)
+        return kind_type is None or kind_type in self.enabled
+
+    def cooldown_for(self, kind: str) -> float:
+        """The cooldown (seconds) of ``kind``'s alert type; 0 for a kind that is no alert."""
+        kind_type = alert_type(kind)
+        return 0.0 if kind_type is None else self.cooldowns_s.get(kind_type, self.cooldown_s)
+
+
+@dataclass(frozen=True)
+class AlertCause:
+    """A cause of an alert that is not an event (a dead-letter record), with what its notification records and
+    the age check read: ``event_id`` (derived, stable across redeliveries), ``aggregate_id``, ``correlation_id``
+    and ``occurred_at`` (UTC)."""
+
+    event_id: str
+    aggregate_id: str
+    correlation_id: str
+    occurred_at: datetime
+
+
+Cause = Event | AlertCause
+"""What a notification is about: an event, or a dead-letter record as an :class:`AlertCause`."""
+
+
+def alert_type(kind: str) -> str | None:
+    """The alert type of a notification ``kind`` (see :data:`ALERT_TYPE_OF_KIND`): ``thread_completed`` and
+    ``thread_failed`` -> ``thread_finished``, ``job_failed`` -> ``job_failure``, an operator or budget alert ->
+    itself; None for a kind that is no alert."""
+    return ALERT_TYPE_OF_KIND.get(kind)
 
 
 def kind_of(event: Event, local_backend: str = AlertPolicy.local_backend) -> str:
@@ -98,27 +158,65 @@ def kind_of(event: Event, local_backend: str = AlertPolicy.local_backend) -> str
     return event.type_name()
 
 
-def alert_text(event: Event) -> str | None:
-    """The operator's message about a backend going down or the queue filling up (None for other events)."""
+def alert_text(event: Event, web_base_url: str | None = None) -> str | None:
+    """The operator's message about a backend going down (with a link to the backends' page of the API when
+    ``web_base_url`` is given) or the queue filling up (None for other events)."""
     match event:
         case BackendMarkedUnhealthy():
-            return (f"Hermes alert: backend {event.aggregate_id} is down ({event.consecutive_failures} health checks "
-                    f"failed in a row; last: {excerpt(event.reason, ERROR_MESSAGE_CHARS)}). New jobs go to other "
-                    "backends or wait until it recovers.")
+            text = (f"Hermes alert: backend {event.aggregate_id} is down ({event.consecutive_failures} health "
+                    f"checks failed in a row; last: {excerpt(event.reason, ERROR_MESSAGE_CHARS)}). New jobs go to "
+                    "other backends or wait until it recovers.")
+            return f"{text}\nBackends: {web_base_url.rstrip('/')}{BACKENDS_PATH}" if web_base_url else text
         case QueueFull():
             return (f"Hermes alert: the job queue is full ({event.queued} of {event.limit} open jobs). New "
                     f"submissions are refused; callers are told to retry in {event.retry_after_s:g} s.")
     return None
 
 
-def in_cooldown(last_sent: NotificationSent | None, kind: str, now: datetime, cooldown_s: float) -> bool:
-    """Whether ``last_sent`` (the latest record under the alert's aggregate, None: none) is an alert of ``kind``
-    sent less than ``cooldown_s`` seconds before ``now``. It comes from the log, so the cooldown outlives a
-    restart."""
-    if last_sent is None or last_sent.kind != kind or cooldown_s <= 0:
+def is_alert_of(record: NotificationSent, kind_type: str) -> bool:
+    """Whether ``record`` is a Telegram alert of alert type ``kind_type`` (a callback record of the same kind
+    is not: it says nothing about what the chat saw)."""
+    return record.channel == CHANNEL and alert_type(record.kind) == kind_type
+
+
+def latest_alert(records: Iterable[NotificationSent], kind_type: str) -> NotificationSent | None:
+    """The last of ``records`` (in log order) that is a Telegram alert of alert type ``kind_type``, or None."""
+    latest = None
+    for record in records:
+        if is_alert_of(record, kind_type):
+            latest = record
+    return latest
+
+
+def in_cooldown(last_sent: NotificationSent | None, now: datetime, cooldown_s: float) -> bool:
+    """Whether ``last_sent`` (the latest alert of the same type under the same aggregate, None: none) was sent
+    less than ``cooldown_s`` seconds before ``now``. It comes from the log, so the cooldown outlives a restart."""
+    if last_sent is None or cooldown_s <= 0:
         return False
     sent_at = last_sent.occurred_at if last_sent.occurred_at.tzinfo else last_sent.occurred_at.replace(tzinfo=UTC)
     return (now - sent_at).total_seconds() < cooldown_s
+
+
+# ---- dead letters ---------------------------------------------------------------------------------------
+
+def dead_letter_cause(record: DeadLetter, dlq_sequence: int) -> AlertCause:
+    """The cause of the alert about the record at ``HERMES_DLQ`` sequence ``dlq_sequence``: a record has no
+    id of its own, so its id is derived from that sequence (``derived_id("dlq", seq)``: the same on every
+    redelivery); it happened when it was dead-lettered."""
+    cause_id = derived_id("dlq", str(dlq_sequence))
+    return AlertCause(event_id=cause_id, aggregate_id=DEAD_LETTER_AGGREGATE, correlation_id=cause_id,
+                      occurred_at=record.dead_lettered_at)
+
+
+def dead_letter_text(record: DeadLetter, stored: int | None, web_base_url: str) -> str:
+    """The operator's message about a dead letter; ``stored``: dead-letter records in ``HERMES_DLQ`` (None:
+    unknown, the count is left out)."""
+    detail = excerpt(record.detail, DEAD_LETTER_DETAIL_CHARS) if record.detail.strip() else "no details"
+    count = "" if stored is None else (
+        f"; {stored} dead letter{'' if stored == 1 else 's'} {'is' if stored == 1 else 'are'} stored")
+    return (f"Hermes alert: messages are being dead-lettered: consumer {record.consumer} could not process a "
+            f"{record.subject} message ({record.reason}: {detail}){count}. "
+            f"See {web_base_url.rstrip('/')}{DEAD_LETTERS_PATH}")
 
 
 def about_thread(event: Event) -> bool:
@@ -145,8 +243,8 @@ def excerpt(text: str, limit: int) -> str:
 
 
 def thread_link(web_base_url: str, thread_id: str) -> str:
-    """The web UI's address of one thread: ``<base>/?thread=<id>``."""
-    return f"{web_base_url.rstrip('/')}/?thread={thread_id}"
+    """The web UI's address of one thread: ``<base>/#thread=<id>``."""
+    return f"{web_base_url.rstrip('/')}/#thread={thread_id}"
 
 
 def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_chars: int) -> Notification | None:
@@ -265,7 +363,7 @@ def addressable(thread_id: str) -> bool:
     return _SUBJECT_TOKEN.fullmatch(thread_id) is not None
 
 
-def is_stale(event: Event, now: datetime, max_age_s: float) -> bool:
+def is_stale(event: Cause, now: datetime, max_age_s: float) -> bool:
     """Whether ``event`` happened more than ``max_age_s`` seconds before ``now`` (0 = never stale): a first
     start on an old log must not replay its history into the chat. A naive ``occurred_at`` counts as UTC."""
     occurred = event.occurred_at if event.occurred_at.tzinfo else event.occurred_at.replace(tzinfo=UTC)
@@ -289,20 +387,21 @@ def sent_id(cause_event_id: str, channel: str = CHANNEL) -> str:
     return _outcome_id(cause_event_id, "notification_sent", channel)
 
 
-def notification_sent(cause: Event, kind: str, recipient: str, message_ids: Sequence[int],
+def notification_sent(cause: Cause, kind: str, recipient: str, message_ids: Sequence[int],
                       now: datetime, channel: str = CHANNEL) -> NotificationSent:
     """The record of a delivered notification; ``external_id`` lists the Telegram message ids, comma-separated
     (one per part of a split text; None for a callback). Its ``aggregate_id`` is the cause's, also for a budget
     or operator alert: the record is a thread event, so it lands on
     ``hermes.evt.thread.<cause's aggregate id>.notification_sent`` (e.g. ``...thread.queue...`` for a
-    ``queue_full``), where "already sent?" and the alert cooldown look for it."""
+    ``queue_full``, ``...thread.dead-letters...`` for a dead letter), where "already sent?" and the alert
+    cooldown look for it."""
     return NotificationSent(
         event_id=sent_id(cause.event_id, channel), aggregate_id=cause.aggregate_id, occurred_at=now,
         correlation_id=cause.correlation_id, causation_id=cause.event_id, cause_event_id=cause.event_id,
         kind=kind, channel=channel, recipient=recipient, external_id=",".join(map(str, message_ids)) or None)
 
 
-def notification_failed(cause: Event, kind: str, recipient: str, message: str, now: datetime,
+def notification_failed(cause: Cause, kind: str, recipient: str, message: str, now: datetime,
                         channel: str = CHANNEL) -> NotificationFailed:
     """The record of a notification given up after retries; ``message`` says why (no secrets in it)."""
     return NotificationFailed(

@@ -1,23 +1,27 @@
-"""The notifier's message handler: an announced event (a thread's end or failure, a budget threshold, a backend
-down, a full queue) in, one Telegram message (or a few parts) and, for a thread with a callback URL, one HTTP
-POST out; each outcome recorded in the log as ``notification_sent`` / ``notification_failed``."""
+"""The notifier's message handlers: an announced event (a thread's end or failure, a budget threshold, a backend
+down, a full queue) or a dead-letter record in, one Telegram message (or a few parts) and, for a thread with a
+callback URL, one HTTP POST out; each outcome recorded in the log as ``notification_sent`` /
+``notification_failed``."""
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
+from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import BudgetThresholdReached, JobFailed, NotificationSent, ThreadCompleted, ThreadFailed
 from hermes_proto.ids import utcnow
 from hermes_proto.telemetry import bind_ids
 
-from hermes_notifier import domain
-from hermes_notifier.adapters import CallbackSender, SendFailed, TelegramSender, ThreadLog
+from hermes_notifier import chat, domain
+from hermes_notifier.adapters import CallbackSender, DeadLetterArchive, SendFailed, TelegramSender, ThreadLog
+from hermes_notifier.inbound import CONVERSATION_EVENTS, Conversation, origin_chat
 from hermes_notifier.metrics import MESSAGES_FAILED, MESSAGES_SENT, NOTIFICATIONS_SKIPPED
 
 log = structlog.get_logger("hermes.notifier")
@@ -35,14 +39,24 @@ class Wording:
 
 class Notifier:
     """Handles ``thread_completed``, ``job_failed``, ``thread_failed``, ``budget_threshold_reached``,
-    ``backend_marked_unhealthy`` and ``queue_full``.
+    ``backend_marked_unhealthy`` and ``queue_full`` (:meth:`on_event`) and dead-letter records
+    (:meth:`on_dead_letter`).
 
-    Telegram: ``sender`` None means it is off (events are acknowledged without a message); ``budget_alerts``
-    False acknowledges budget events without a message (reason ``disabled``), as ``alerts.enabled`` does for
-    the operator alerts (``talos_down``, ``backend_down``, ``queue_full``). A thread's message goes to its
-    Telegram chat or ``default_chat``; budget and operator alerts always to ``default_chat``. An operator alert
-    is dropped (reason ``cooldown``) while the latest ``notification_sent`` under its aggregate id is one of the
-    same kind younger than ``alerts.cooldown_s``: the log, not memory, holds the cooldown.
+    Telegram: ``sender`` None means it is off (messages are acknowledged without a message). Each message is
+    an alert of one type (:func:`domain.alert_type`: ``thread_finished``, ``job_failure``, ``budget_threshold``,
+    ``talos_down``, ``backend_down``, ``queue_full``, ``dead_letters``); a type not in ``alerts.enabled`` is
+    acknowledged without a message (reason ``disabled``), and so are budget events when ``budget_alerts`` is
+    False. A thread's message goes to its Telegram chat or ``default_chat``, with a link to the thread in the web
+    UI; budget, operator and dead-letter alerts always go to ``default_chat``. An alert is dropped (reason
+    ``cooldown``) while the latest Telegram ``notification_sent`` of the same alert type under its aggregate id
+    (the thread, the backend, ``queue``, the budget, ``dead-letters``) is younger than
+    ``alerts.cooldown_for(kind)``: the log, not memory, holds the cooldown, so it outlives a restart, and
+    records of other kinds under the same aggregate (e.g. a thread's questions) neither start nor end it.
+
+    Dead letters (:meth:`on_dead_letter`): a record of ``HERMES_DLQ`` becomes a ``dead_letters`` alert
+    (aggregate ``dead-letters``, cause id derived from its DLQ sequence) with the number of stored records
+    (read from ``dead_letters``; None: left out). A record of the notifier's own dead-letter consumer is skipped
+    (reason ``own``), so a record it cannot read never feeds an alert loop.
 
     Callbacks: when the ``thread_opened`` of a completed or failed thread has a ``callback_url``, ``callbacks``
     POSTs the result there (channel ``webhook``), whether Telegram is on or not.
@@ -55,7 +69,8 @@ class Notifier:
 
     def __init__(self, sender: TelegramSender | None, thread_log: ThreadLog, store: EventStore, wording: Wording,
                  default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True,
-                 callbacks: CallbackSender | None = None, alerts: domain.AlertPolicy = domain.AlertPolicy()) -> None:
+                 callbacks: CallbackSender | None = None, alerts: domain.AlertPolicy = domain.AlertPolicy(),
+                 conversation: Conversation | None = None, dead_letters: DeadLetterArchive | None = None) -> None:
         self.sender = sender
         self.thread_log = thread_log
         self.store = store
@@ -65,6 +80,8 @@ class Notifier:
         self.budget_alerts = budget_alerts
         self.callbacks = callbacks
         self.alerts = alerts
+        self.dead_letters = dead_letters
+        self.conversation = conversation
         self._sent_parts: OrderedDict[str, list[int]] = OrderedDict()
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
@@ -77,6 +94,9 @@ class Notifier:
         context = None
         if self.sender is None:
             self._skipped(domain.kind_of(event, self.alerts.local_backend), "off", quiet=True)
+        elif isinstance(event, CONVERSATION_EVENTS):
+            if self.conversation is not None:  # a Telegram thread's draft 1 and questions
+                await self.conversation.on_event(event, delivery)
         elif isinstance(event, domain.ALERT_EVENTS):
             await self._alert(self.sender, event, delivery)
         else:
@@ -98,12 +118,36 @@ class Notifier:
         if notification is None or recipient is None:
             self._skipped(kind, "not_announced" if notification is None else "no_recipient")
             return context
-        await self._send_and_record(sender, event, notification, recipient, delivery)
+        keyboard = None
+        if isinstance(event, ThreadCompleted) and origin_chat(dict(context.origin)) is not None:
+            keyboard = chat.rating_keyboard(event.aggregate_id)  # a Telegram thread is rated from the phone
+        await self._send_and_record(sender, event, notification, recipient, delivery, keyboard)
         return context
 
-    async def _send_and_record(self, sender: TelegramSender, event: Event, notification: domain.Notification,
-                               recipient: str, delivery: Delivery[Event]) -> None:
-        outcome = await self._deliver(sender, event, notification, recipient, delivery)
+    async def on_dead_letter(self, delivery: Delivery[DeadLetter]) -> None:
+        """Alert the operator that ``delivery``'s dead letter was stored, unless it is the notifier's own, or
+        Telegram is off, or the alert is switched off, stale, already sent or cooling down."""
+        record, kind = delivery.message, domain.DEAD_LETTERS
+        cause = domain.dead_letter_cause(record, delivery.stream_sequence)
+        bind_ids(aggregate_id=cause.aggregate_id, correlation_id=cause.correlation_id)
+        if record.consumer == domain.DEAD_LETTER_CONSUMER:
+            self._skipped(kind, "own")
+            return
+        if self.sender is None:
+            self._skipped(kind, "off", quiet=True)
+            return
+        skip = await self._alert_skip_reason(cause, kind)
+        if skip is not None:
+            self._skipped(kind, skip)
+            return
+        stored = await self.dead_letters.count() if self.dead_letters is not None else None
+        text = domain.dead_letter_text(record, stored, self.wording.web_base_url)
+        await self._to_operator(self.sender, cause, domain.Notification(kind, text), delivery)
+
+    async def _send_and_record(self, sender: TelegramSender, event: domain.Cause,
+                               notification: domain.Notification, recipient: str, delivery: Delivery[Any],
+                               keyboard: chat.Keyboard | None = None) -> None:
+        outcome = await self._deliver(sender, event, notification, recipient, delivery, keyboard)
         await self.store.append([outcome])
         self._sent_parts.pop(event.event_id, None)
 
@@ -114,26 +158,45 @@ class Notifier:
         if skip is not None:
             self._skipped(kind, skip)
             return
-        text = domain.alert_text(event)
-        if text is None or self.default_chat is None:
-            self._skipped(kind, "not_announced" if text is None else "no_recipient")
+        text = domain.alert_text(event, self.wording.web_base_url)
+        if text is None:
+            self._skipped(kind, "not_announced")
             return
-        await self._send_and_record(sender, event, domain.Notification(kind, text), self.default_chat, delivery)
+        await self._to_operator(sender, event, domain.Notification(kind, text), delivery)
 
-    async def _alert_skip_reason(self, event: Event, kind: str) -> str | None:
-        if kind not in self.alerts.enabled:
+    async def _to_operator(self, sender: TelegramSender, cause: domain.Cause, notification: domain.Notification,
+                           delivery: Delivery[Any]) -> None:
+        if self.default_chat is None:
+            self._skipped(notification.kind, "no_recipient")
+            return
+        await self._send_and_record(sender, cause, notification, self.default_chat, delivery)
+
+    async def _alert_skip_reason(self, cause: domain.Cause, kind: str) -> str | None:
+        if not self.alerts.allows(kind):
             return "disabled"
-        if domain.is_stale(event, utcnow(), self.max_event_age_s):
+        if domain.is_stale(cause, utcnow(), self.max_event_age_s):
             return "stale"
-        if not domain.addressable(event.aggregate_id):
+        if not domain.addressable(cause.aggregate_id):
             return None
-        # The latest record under the alert's aggregate: this very alert (a redelivery) or the one to cool from.
-        last = await self.thread_log.last(event.aggregate_id, NotificationSent)
-        if last is not None and last.cause_event_id == event.event_id:
+        # The latest alert of this type under the aggregate: this very one (a redelivery) or the one to cool from.
+        last = await self._latest_alert(cause.aggregate_id, kind)
+        if last is not None and last.cause_event_id == cause.event_id:
             return "already_sent"
-        if domain.in_cooldown(last, kind, utcnow(), self.alerts.cooldown_s):
+        if domain.in_cooldown(last, utcnow(), self.alerts.cooldown_for(kind)):
             return "cooldown"
         return None
+
+    async def _latest_alert(self, aggregate_id: str, kind: str) -> NotificationSent | None:
+        """The latest Telegram alert of ``kind``'s type under ``aggregate_id``. An operator aggregate holds
+        almost only its own alerts, so its latest record answers; only when that is of another type are the
+        aggregate's records read in order."""
+        kind_type = domain.alert_type(kind)
+        last = await self.thread_log.last(aggregate_id, NotificationSent)
+        if last is None or kind_type is None:
+            return None
+        if domain.is_alert_of(last, kind_type):
+            return last
+        return domain.latest_alert(await self.thread_log.notifications(aggregate_id), kind_type)
 
     async def _callback(self, callbacks: CallbackSender, event: ThreadCompleted | ThreadFailed,
                         delivery: Delivery[Event], context: domain.ThreadContext | None) -> None:
@@ -173,17 +236,24 @@ class Notifier:
     async def _skip_reason(self, event: Event) -> str | None:
         if not isinstance(event, domain.NOTIFY_EVENTS):
             return "not_announced"
-        if isinstance(event, BudgetThresholdReached) and not self.budget_alerts:
+        kind = domain.kind_of(event)
+        if not self.alerts.allows(kind) or (isinstance(event, BudgetThresholdReached) and not self.budget_alerts):
             return "disabled"
         if domain.is_stale(event, utcnow(), self.max_event_age_s):
             return "stale"
         if not domain.addressable(event.aggregate_id):
             return None
-        # Records about any cause live under the cause's aggregate id as a thread event (see notification_sent).
-        if await self.thread_log.notification_recorded(event.aggregate_id, domain.sent_id(event.event_id)):
+        # Records about any cause live under the cause's aggregate id as a thread event (see notification_sent):
+        # a few per thread or budget, read once for "already sent?" and for the cooldown.
+        records = await self.thread_log.notifications(event.aggregate_id)
+        if any(record.event_id == domain.sent_id(event.event_id) for record in records):
             return "already_sent"
         if isinstance(event, ThreadFailed) and await self._covered(event):
             return "covered"
+        kind_type = domain.alert_type(kind)
+        last = domain.latest_alert(records, kind_type) if kind_type else None
+        if domain.in_cooldown(last, utcnow(), self.alerts.cooldown_for(kind)):
+            return "cooldown"
         return None
 
     async def _covered(self, event: ThreadFailed) -> bool:
@@ -198,16 +268,20 @@ class Notifier:
         if not quiet:
             log.info("notification_skipped", kind=kind, reason=reason, channel=channel)
 
-    async def _deliver(self, sender: TelegramSender, event: Event, notification: domain.Notification,
-                       recipient: str, delivery: Delivery[Event]) -> Event:
-        """Send every part not sent yet; returns the outcome event to record."""
+    async def _deliver(self, sender: TelegramSender, event: domain.Cause, notification: domain.Notification,
+                       recipient: str, delivery: Delivery[Any], keyboard: chat.Keyboard | None = None) -> Event:
+        """Send every part not sent yet (MarkdownV2, the first line bold, ``keyboard`` under the last part);
+        returns the outcome event to record."""
         kind = notification.kind
         parts = domain.split_text(notification.text)
         sent = self._remember(event.event_id)
         try:
-            for part in parts[len(sent):]:
+            for index in range(len(sent), len(parts)):
                 await delivery.in_progress()
-                sent.append(await sender.send(recipient, part, on_wait=delivery.in_progress))
+                text = chat.render(parts[index], bold_first_line=index == 0)
+                buttons = keyboard if index == len(parts) - 1 else None
+                sent.append(await sender.send(recipient, text, delivery.in_progress, parse_mode=chat.PARSE_MODE,
+                                              keyboard=buttons))
                 MESSAGES_SENT.labels(domain.CHANNEL, kind).inc()
         except SendFailed as exc:
             self._sent_parts.pop(event.event_id, None)

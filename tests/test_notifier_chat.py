@@ -1,0 +1,156 @@
+"""The Telegram conversation's pure parts: what an inbound message or button asks for, and the texts sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from hermes_notifier import chat
+from hermes_proto.events import Question
+from hermes_proto.ids import derived_id
+from hermes_proto.queries import BackendsReply, BackendView, BudgetView, JobView, QuestionView, ThreadView
+
+THREAD = derived_id("telegram_thread", "42", "7")
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def questions(n: int = 3) -> list[Question]:
+    return [Question(question_id=f"q{i}", template_id="t", category=cat, text=f"What about {cat}?",
+                     suggestions=[f"{cat} answer {j}" for j in range(3)])
+            for i, cat in zip(range(n), ("intent", "constraint", "scope"))]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), [
+    ("Plan a balcony garden", "idea", "Plan a balcony garden"),
+    ("/idea   Plan a garden\nwith herbs", "idea", "Plan a garden\nwith herbs"),
+    ("/idea", "usage", None),
+    ("/status", "command", "status"),
+    ("/STATUS@hermes_test_bot abc", "command", "status"),
+    ("/threads", "command", "threads"),
+    ("/frobnicate", "usage", None),
+    ("   ", "ignore", None),
+])
+def test_messages_become_intents(text, kind, value):
+    intent = chat.parse_message(text, None, "hermes_test_bot")
+    assert intent.kind == kind
+    if kind == "idea":
+        assert intent.text == value
+    if kind == "command":
+        assert intent.name == value
+
+
+def test_a_command_for_another_bot_is_ignored():
+    assert chat.parse_message("/status@other_bot", None, "hermes_test_bot").kind == "ignore"
+    assert chat.parse_message("/status@Hermes_Test_Bot", None, "hermes_test_bot").kind == "command"
+
+
+@pytest.mark.parametrize(("text", "rating", "thread"), [("/rate 4", 4, None), ("/rate 5 abc", 5, "abc")])
+def test_rate_takes_one_to_five(text, rating, thread):
+    intent = chat.parse_message(text, None)
+    assert (intent.kind, intent.rating, intent.thread_id) == ("rate", rating, thread)
+
+
+@pytest.mark.parametrize("text", ["/rate", "/rate 0", "/rate 6", "/rate five"])
+def test_a_bad_rating_gets_usage(text):
+    assert chat.parse_message(text, None).kind == "usage"
+
+
+def test_a_reply_to_a_question_message_answers_that_question():
+    qs = questions()
+    text, _ = chat.question_message(THREAD, 1, qs)
+    intent = chat.parse_message("On a budget of 50 euros", text)
+    assert (intent.kind, intent.thread_id, intent.question, intent.text) == ("answer", THREAD, 1,
+                                                                             "On a budget of 50 euros")
+    # A reply to any other message is a new idea; a command in reply stays a command.
+    assert chat.parse_message("Another idea", "Draft 1\n\nsome text").kind == "idea"
+    assert chat.parse_message("/status", text).kind == "command"
+
+
+def test_question_buttons_round_trip_and_fit_telegrams_limit():
+    qs = questions()
+    for index in range(len(qs)):
+        _, keyboard = chat.question_message(THREAD, index, qs)
+        datas = [data for row in keyboard for _, data in row]
+        assert all(len(d.encode()) <= chat.CALLBACK_DATA_MAX_BYTES for d in datas)
+        answers = [chat.parse_button(d) for d in datas if d.startswith("a:")]
+        assert [(a.kind, a.thread_id, a.question, a.suggestion) for a in answers] == [
+            ("answer", THREAD, index, j) for j in range(3)]
+        has_done = any(chat.parse_button(d).kind == "done" for d in datas)
+        assert has_done == (index == len(qs) - 1)  # only the last question offers "done"
+    rating = [chat.parse_button(d) for _, d in chat.rating_keyboard(THREAD)[0]]
+    assert [(r.kind, r.rating) for r in rating] == [("rate", n) for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("data", [None, "", "x", "a:t:1", "a:t:x:1", "r:t:9", "r:t:0", "d", "zz:t"])
+def test_foreign_button_data_is_ignored(data):
+    assert chat.parse_button(data).kind == "ignore"
+
+
+def test_too_long_thread_ids_get_no_buttons_rather_than_invalid_ones():
+    long_id = "x" * 64
+    _, keyboard = chat.question_message(long_id, 0, questions(1))
+    assert keyboard == []
+    assert chat.rating_keyboard(long_id) == []
+    with pytest.raises(ValueError):
+        chat.answer_button(long_id, 0, 0)
+
+
+def test_render_escapes_every_reserved_character_and_bolds_the_first_line():
+    special = "Cost: 5*3 = 15 (approx.) - see [notes]_v2_ ~old~ `code` > quote #tag +1 |x| {a} 1.5! \\ end"
+    rendered = chat.render(f"Title_with.dots\n{special}")
+    head, body = rendered.split("\n", 1)
+    assert head.startswith("*") and head.endswith("*") and "\\_" in head and "\\." in head
+    for char in "_*[]()~`>#+-=|{}.!":
+        # every reserved character in the body is preceded by a backslash
+        positions = [i for i, c in enumerate(body) if c == char]
+        assert positions, char
+        assert all(body[i - 1] == "\\" for i in positions), (char, body)
+    assert chat.render("plain", bold_first_line=False) == "plain"
+
+
+def thread_view(**kw) -> ThreadView:
+    base = dict(thread_id=THREAD, idea="Plan a garden", channel="telegram", user_id="telegram:42",
+                origin={"telegram_chat_id": "42"}, status="awaiting_answers", created_at=NOW, updated_at=NOW,
+                draft1="Draft text", questions=[QuestionView(question_id="q0", category="scope", text="?"),
+                                                QuestionView(question_id="q1", category="scope", text="?",
+                                                             answer="yes")],
+                jobs=[JobView(job_id="j1", thread_id=THREAD, kind="draft1", status="completed", backend="talos",
+                              model="smollm2", prompt_tokens=10, completion_tokens=32, latency_ms=1500.0,
+                              cost_cents=0.0125)])
+    base.update(kw)
+    return ThreadView(**base)
+
+
+def test_status_text_shows_state_jobs_cost_and_link():
+    text = chat.status_text(thread_view(), "http://hermes.test")
+    assert f"Thread {THREAD}: awaiting answers" in text
+    assert "Questions: 1 of 2 answered" in text
+    assert "draft1: completed on talos/smollm2, 42 tokens, 0.0125¢, 1.5 s" in text
+    assert f"http://hermes.test/#thread={THREAD}" in text
+
+
+def test_open_jobs_and_thread_list():
+    running = thread_view(jobs=[JobView(job_id="j2", thread_id=THREAD, kind="draft2", status="running"),
+                                JobView(job_id="j1", thread_id=THREAD, kind="draft1", status="completed")])
+    assert chat.open_jobs(running) == ["j2"]
+    assert "No threads" in chat.threads_text([])
+    assert THREAD in chat.threads_text([running])
+
+
+def test_budget_and_backends_texts():
+    reply = BackendsReply(backends=[BackendView(name="talos", type="ollama", enabled=True, health="healthy",
+                                                local=True, models=["smollm2"], scores={}, in_flight=1,
+                                                spend_today_cents=0.5)],
+                          budget=BudgetView(day="2026-11-23", spent_today_cents=12.5, daily_budget_cents=100.0,
+                                            projects={"garden": 2.0}, project_budgets_cents={"garden": 10.0}),
+                          queued_jobs=3)
+    budget = chat.budget_text(reply)
+    assert "12.5¢ of 100¢ ($1.00)" in budget and "garden: 2¢ of 10¢" in budget
+    backends = chat.backends_text(reply)
+    assert "talos (ollama): healthy, smollm2, 1 running" in backends and "Queued jobs: 3" in backends
+
+
+def test_live_draft_keeps_the_head_of_a_long_draft():
+    text = chat.live_draft_text("word " * 2000, 100)
+    assert text.startswith("Draft 1 (writing…)") and text.endswith(" …") and len(text) < 140
