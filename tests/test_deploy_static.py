@@ -68,8 +68,8 @@ HERMES_DISTS = {s.dist for s in SERVICES}
 
 #: The metric names dashboards may query (the services' stable metrics).
 #: Secrets: never in compose `environment`, only in git-ignored env files / k8s Secrets.
-SECRET_VARS = ("HERMES_API_TOKENS", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "BACKEND_REMOTE_API_KEY",
-               "DATABASE_URL", "GF_SECURITY_ADMIN_PASSWORD")
+SECRET_VARS = ("HERMES_API_TOKENS", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "TELEGRAM_WEBHOOK_SECRET",
+               "BACKEND_REMOTE_API_KEY", "DATABASE_URL", "GF_SECURITY_ADMIN_PASSWORD")
 
 #: Every setting the services read (docs/architecture.md and the deployment brief); example.env names each.
 DOCUMENTED_VARS = (

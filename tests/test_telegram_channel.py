@@ -17,7 +17,7 @@ import pytest
 
 from conftest import stored_events, thread_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from fakes.telegram_api import FakeTelegramServer
+from fakes.telegram_api import FakeTelegramServer, parse_markdown_v2
 from hermes_proto import subjects
 from hermes_proto.events import NotificationSent, ThreadOpened
 from hermes_cli.natsserver import free_port
@@ -26,7 +26,8 @@ from procs import READY_MARKERS, ServiceProcess, model_env, service_processes
 TOKEN = "555111:channel-test-SECRET"
 CHAT_A, CHAT_B, STRANGER = 4101, 4202, 9909
 SPECIAL = "Budget_v2 *bold* [link](x) ~strike~ `code` > #tag +1 -1 =2 |pipe| {a} 3.5! back\\slash"
-WORDS = [f"word{i} " for i in range(24)]
+WORDS = [f"word{i} " for i in range(12)] + [SPECIAL + " "] + [f"word{i} " for i in range(12, 24)]
+"""Draft text as the model streams it: MarkdownV2's reserved characters must reach the chat as written."""
 
 
 @dataclass
@@ -94,7 +95,9 @@ async def test_an_idea_from_the_phone_streams_asks_and_refines(stack: Stack):
     telegram.push_text(CHAT_A, idea)
 
     ack = await stack.message(CHAT_A, lambda m: m["text"].startswith(("Got it", "Draft 1")))
-    assert idea in ack["text"] or ack["text"].startswith("Draft 1")  # the idea, special characters and all
+    first_text = next(c.params["text"] for c in telegram.calls_to("sendMessage") if c.status == 200)
+    assert first_text.startswith("*Got it") and idea not in first_text  # sent as escaped MarkdownV2 ...
+    assert idea in parse_markdown_v2(first_text)[0]  # ... which Telegram parses back to the idea as written
     # Draft 1 streams into that message: several edits, each showing more, then the whole draft with its origin.
     final = await stack.message(CHAT_A, lambda m: m["message_id"] == ack["message_id"]
                                 and m["text"].startswith("Draft 1\n"), timeout_s=60)

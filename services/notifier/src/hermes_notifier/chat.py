@@ -210,10 +210,12 @@ def help_text() -> str:
         "Send any message (or /idea <text>) and Hermes drafts it at once, asks a few questions, then refines.",
         "/status [thread] the latest thread (or one) in this chat",
         "/threads this chat's recent threads",
+        "/done [thread] send the answers given so far and build draft 2",
         "/rate <1-5> [thread] rate the latest finished thread",
         "/cancel [thread] stop what still runs",
         "/budget spend today against the budget",
         "/backends model backends and their health",
+        "/help this list",
     ])
 
 
