@@ -36,6 +36,7 @@ from procs import ServiceProcess
 
 TOKEN = "987654:notifier-test-SECRET-token"
 DEFAULT_CHAT = "777"
+ORIGIN_CHATS = ("4242", "1001", "1002")  # chats threads come from (allowed); others get nothing
 DURABLE = "notifier-events"
 IDEA = "Plan a vegetable garden on my sunny balcony with tomatoes, basil and a small lemon tree"
 
@@ -54,6 +55,7 @@ def notifier(bus_env, tmp_path, telegram):
     def start(**env: str) -> tuple[ServiceProcess, int]:
         metrics_port = free_port()
         full = dict(bus_env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=DEFAULT_CHAT,
+                    TELEGRAM_ALLOWED_CHAT_IDS=",".join((DEFAULT_CHAT, *ORIGIN_CHATS)),
                     TELEGRAM_API_BASE_URL=telegram.api_base_url, TELEGRAM_RETRY_BACKOFF_S="0.2",
                     HERMES_WEB_BASE_URL="http://hermes.test", METRICS_PORT=str(metrics_port))
         full.update(env)
@@ -185,6 +187,15 @@ async def test_completed_threads_reach_their_chat_once(js_client, telegram, noti
     assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram",
                   kind="thread_completed") == 2
     assert TOKEN not in proc.log_text()
+
+    # A thread whose origin names a chat outside the allow-list (any producer may write one): no message at all.
+    stranger = new_id()
+    last = await publish(js, opened(stranger, idea="Spam this chat", channel="telegram",
+                                    origin={"telegram_chat_id": "31337"}), completed(stranger))
+    await wait_until(lambda: processed(js, last), timeout_s=20)
+    assert not texts(telegram, "31337") and len(texts(telegram, DEFAULT_CHAT)) == 1
+    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="thread_completed",
+                  reason="not_allowed") == 1
 
 
 async def test_failures_long_draft_and_stale_event(js_client, telegram, notifier):

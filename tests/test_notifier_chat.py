@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hermes_notifier import chat
+from hermes_notifier.domain import utf16_len
 from hermes_proto.events import Question
 from hermes_proto.ids import derived_id
 from hermes_proto.queries import BackendsReply, BackendView, BudgetView, JobView, QuestionView, ThreadView
@@ -154,3 +155,6 @@ def test_budget_and_backends_texts():
 def test_live_draft_keeps_the_head_of_a_long_draft():
     text = chat.live_draft_text("word " * 2000, 100)
     assert text.startswith("Draft 1 (writing…)") and text.endswith(" …") and len(text) < 140
+    # Telegram counts UTF-16 units: a draft of emoji (two units each) is cut by units, not characters.
+    emoji = chat.live_draft_text("😀" * 3000, 100)
+    assert utf16_len(emoji) <= 100 + utf16_len("Draft 1 (writing…)\n\n …")

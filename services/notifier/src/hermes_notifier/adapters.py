@@ -52,12 +52,14 @@ CONNECTION_POOL_SIZE = 8  # concurrent sends (one per thread in a fetched batch)
 
 class SendFailed(Exception):
     """A message was not delivered. ``reason``: flood_wait, bad_request, forbidden, unauthorized,
-    chat_migrated, timeout, network, telegram_error; ``detail``: the Bot API's description, token removed."""
+    chat_migrated, timeout, network, telegram_error; ``detail``: the Bot API's description, token removed;
+    ``retry_after_s``: a flood wait's ``retry_after`` (seconds), else None."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,8 @@ class TelegramSender:
                 raise
 
     async def answer_button(self, query_id: str, text: str) -> None:
-        """Acknowledge a button press with a short notice (at most 200 characters); a press older than
-        Telegram keeps it answerable is not worth a retry. Raises :class:`SendFailed`."""
+        """Acknowledge a button press with a short notice (at most 200 characters), retried like a message.
+        Raises :class:`SendFailed`."""
         await self._call("answerCallbackQuery",
                          lambda: self._bot.answer_callback_query(callback_query_id=query_id, text=text[:200]), None)
 
@@ -157,7 +159,11 @@ class TelegramSender:
                 warnings.simplefilter("ignore", PTBUserWarning)
                 return await self._bot.do_api_request(method, api_kwargs=params, read_timeout=timeout_s)
         except TelegramError as exc:
-            raise SendFailed(failure_reason(exc), self._detail(exc)) from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: TelegramError) -> SendFailed:
+        wait = retry_after_s(exc) if isinstance(exc, RetryAfter) else None
+        return SendFailed(failure_reason(exc), self._detail(exc), wait)
 
     async def _call(self, method: str, make_call: Callable[[], Awaitable[T]], on_wait: OnWait | None) -> T:
         retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._wait,
@@ -170,7 +176,7 @@ class TelegramSender:
                         result = await make_call()
             except TelegramError as exc:
                 span.set_attribute("error.type", failure_reason(exc))
-                raise SendFailed(failure_reason(exc), self._detail(exc)) from None
+                raise self._failed(exc) from None
             span.set_attribute("telegram.attempts", retrying.statistics.get("attempt_number", 1))
         return result
 

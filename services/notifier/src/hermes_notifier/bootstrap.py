@@ -107,13 +107,13 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     thread_log, store = ThreadLog(js), EventStore(js, SERVICE)
     channel = None
     if sender is not None and settings.telegram_updates != "off":
-        channel = await open_channel(settings, nc, js, sender, thread_log, store, SERVICE)
+        channel = await open_channel(settings, nc, js, sender, thread_log, store, SERVICE, ack_wait_s(settings))
     notifier = Notifier(sender, thread_log, store,
                         Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
                         settings.telegram_chat_id, settings.notifier_max_event_age_s,
                         budget_alerts=settings.hermes_notify_budget_alerts, callbacks=callbacks,
                         alerts=alert_policy(settings), conversation=channel.conversation if channel else None,
-                        dead_letters=DeadLetterArchive(js))
+                        dead_letters=DeadLetterArchive(js), allowed_chats=settings.allowed_chats())
     # One lane per aggregate (thread, budget, backend, queue): a thread's messages stay in log order, one chat's
     # flood wait or one slow callback holds no other thread. Alerts are consumed even when switched off, so the
     # switches never change the durable's filters (a skip is counted instead).

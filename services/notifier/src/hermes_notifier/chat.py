@@ -22,7 +22,7 @@ from telegram.helpers import escape_markdown
 from hermes_proto.events import Question
 from hermes_proto.queries import OPEN_JOB_STATUSES, BackendsReply, ThreadView
 
-from hermes_notifier.domain import excerpt, format_cents, thread_link
+from hermes_notifier.domain import excerpt, format_cents, split_text, thread_link, utf16_len
 
 PARSE_MODE = "MarkdownV2"
 CALLBACK_DATA_MAX_BYTES = 64  # Bot API InlineKeyboardButton.callback_data: 1-64 bytes
@@ -132,12 +132,9 @@ def _fitting(data: str) -> str:
 
 
 def buttons_fit(thread_id: str) -> bool:
-    """Whether the thread's buttons fit Telegram's ``callback_data`` limit (ids made by Hermes always do)."""
-    return len(answer_button_probe(thread_id).encode()) <= CALLBACK_DATA_MAX_BYTES
-
-
-def answer_button_probe(thread_id: str) -> str:
-    return f"a:{thread_id}:99:99"
+    """Whether the thread's buttons fit Telegram's ``callback_data`` limit (ids made by Hermes always do): the
+    longest, an answer button with two-digit indexes, is measured."""
+    return len(f"a:{thread_id}:99:99".encode()) <= CALLBACK_DATA_MAX_BYTES
 
 
 # ---- rendering ------------------------------------------------------------------------------------------
@@ -186,10 +183,11 @@ def idea_received_text(idea: str) -> str:
 
 
 def live_draft_text(partial: str, limit: int) -> str:
-    """Draft 1 while it streams: the text so far, its head kept when it outgrows ``limit`` characters."""
+    """Draft 1 while it streams: the text so far, its head kept (cut at a boundary) when it outgrows ``limit``
+    UTF-16 units, the unit Telegram counts in."""
     body = partial.strip() or "…"
-    if len(body) > limit:
-        body = body[:limit].rstrip() + " …"
+    if utf16_len(body) > limit:
+        body = split_text(body, limit)[0].rstrip() + " …"
     return "\n".join(["Draft 1 (writing…)", "", body])
 
 

@@ -70,7 +70,8 @@ class Notifier:
     def __init__(self, sender: TelegramSender | None, thread_log: ThreadLog, store: EventStore, wording: Wording,
                  default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True,
                  callbacks: CallbackSender | None = None, alerts: domain.AlertPolicy = domain.AlertPolicy(),
-                 conversation: Conversation | None = None, dead_letters: DeadLetterArchive | None = None) -> None:
+                 conversation: Conversation | None = None, dead_letters: DeadLetterArchive | None = None,
+                 allowed_chats: frozenset[str] | None = None) -> None:
         self.sender = sender
         self.thread_log = thread_log
         self.store = store
@@ -82,6 +83,7 @@ class Notifier:
         self.alerts = alerts
         self.dead_letters = dead_letters
         self.conversation = conversation
+        self.allowed_chats = allowed_chats
         self._sent_parts: OrderedDict[str, list[int]] = OrderedDict()
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
@@ -118,8 +120,12 @@ class Notifier:
         if notification is None or recipient is None:
             self._skipped(kind, "not_announced" if notification is None else "no_recipient")
             return context
+        from_chat = origin_chat(dict(context.origin))
+        if from_chat is not None and self.allowed_chats is not None and from_chat not in self.allowed_chats:
+            self._skipped(kind, "not_allowed")  # any producer may name a chat in a thread's origin
+            return context
         keyboard = None
-        if isinstance(event, ThreadCompleted) and origin_chat(dict(context.origin)) is not None:
+        if isinstance(event, ThreadCompleted) and from_chat is not None:
             keyboard = chat.rating_keyboard(event.aggregate_id)  # a Telegram thread is rated from the phone
         await self._send_and_record(sender, event, notification, recipient, delivery, keyboard)
         return context
@@ -238,7 +244,9 @@ class Notifier:
             return "not_announced"
         kind = domain.kind_of(event)
         if not self.alerts.allows(kind) or (isinstance(event, BudgetThresholdReached) and not self.budget_alerts):
-            return "disabled"
+            # The end of a thread that came from Telegram is the conversation's last message, not an alert.
+            if not (domain.alert_type(kind) == "thread_finished" and await self._from_telegram(event)):
+                return "disabled"
         if domain.is_stale(event, utcnow(), self.max_event_age_s):
             return "stale"
         if not domain.addressable(event.aggregate_id):
@@ -255,6 +263,11 @@ class Notifier:
         if domain.in_cooldown(last, utcnow(), self.alerts.cooldown_for(kind)):
             return "cooldown"
         return None
+
+    async def _from_telegram(self, event: Event) -> bool:
+        if not domain.addressable(event.aggregate_id):
+            return False
+        return origin_chat(dict((await self.thread_log.context(event.aggregate_id)).origin)) is not None
 
     async def _covered(self, event: ThreadFailed) -> bool:
         """Whether the job failure behind ``event`` was already announced (one handled earlier: same lane)."""

@@ -33,14 +33,17 @@ from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, Submit
 from hermes_proto.events import (
     Answer,
     AnswerCollected,
+    AnswersRecorded,
     DraftPresented,
     NotificationFailed,
     NotificationSent,
     Question,
     QuestionsProposed,
+    ThreadCompleted,
+    ThreadFailed,
 )
 from hermes_proto.ids import derived_id, utcnow
-from hermes_proto.codec import decode_telegram_update
+from hermes_proto.codec import DecodeError, decode_telegram_update
 from hermes_proto.inbox import TelegramUpdate, TgMessage, telegram_msg_id
 from hermes_proto.queries import (
     QUERY_THREADS,
@@ -66,6 +69,8 @@ log = structlog.get_logger("hermes.notifier")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
 QUERY_TIMEOUT_S = 5.0
+"""Seconds to wait for the orchestrator or router to answer a chat's query (they answer from SQLite in a few
+ms; the margin covers a busy machine) before the chat is told to try again."""
 IDEA_RECEIVED, DRAFT_SHOWN, QUESTIONS_SHOWN = "idea_received", "draft_presented", "questions_proposed"
 TELEGRAM_ORIGIN = "telegram_chat_id"
 CONVERSATION_EVENTS = (DraftPresented, QuestionsProposed)
@@ -74,8 +79,9 @@ consumer (in the thread's lane, so in log order with its completion)."""
 
 
 def chat_aggregate(chat_id: int | str) -> str:
-    """The aggregate id under which replies that belong to no thread are recorded, e.g. ``telegram-chat-42``."""
-    return f"telegram-chat{'' if str(chat_id).startswith('-') else '-'}{chat_id}"
+    """The aggregate id under which replies that belong to no thread are recorded, e.g. ``telegram-chat-42``
+    (``telegram-chat--100123`` for a group: the sign stays, so no two chats share one)."""
+    return f"telegram-chat-{chat_id}"  # a group's -100123 gives telegram-chat--100123: a valid subject token
 
 
 def origin_chat(origin: dict[str, str] | None) -> str | None:
@@ -103,12 +109,19 @@ class Poller:
                                  before_sleep=lambda state: log.warning(
                                      "poll_failed", error=str(state.outcome.exception()),
                                      wait_s=state.upcoming_sleep))
-        await self._sender.api("deleteWebhook")  # getUpdates answers 409 while a webhook is set
-        while not self._stopping.is_set():
-            async for attempt in retrying:
+        try:
+            async for attempt in retrying.copy():
                 with attempt:
-                    await self._poll_once()
-            retrying = retrying.copy()  # a fresh backoff after a good poll
+                    await self._sender.api("deleteWebhook")  # getUpdates answers 409 while a webhook is set
+            while not self._stopping.is_set():
+                async for attempt in retrying.copy():  # a fresh backoff after each good poll
+                    with attempt:
+                        await self._poll_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # not a Telegram or bus error: a bug; say so rather than stop polling quietly
+            log.exception("poller_stopped")
+            raise
 
     async def _poll_once(self) -> None:
         try:
@@ -121,25 +134,24 @@ class Poller:
             UPDATES_POLLED.labels("empty").inc()
             return
         await self._store(updates)
-        self._offset = max(int(u["update_id"]) for u in updates) + 1  # confirmed by the next poll
+        self._offset = max(int(u.get("update_id", 0)) for u in updates) + 1  # confirmed by the next poll
         UPDATES_POLLED.labels("updates").inc(len(updates))
 
     async def _store(self, updates: Sequence[dict]) -> None:
         futures = []
         for update in updates:
-            chat_id = _chat_of(update)
+            data = json.dumps(update).encode()
+            try:
+                decoded = decode_telegram_update(data)
+            except DecodeError as exc:  # not an Update as documented: kept out of the inbox, and logged
+                log.warning("update_undecodable", reason=exc.reason, detail=exc.detail[:200])
+                continue
+            chat_id = decoded.chat_id()
             if chat_id is None:
                 continue  # an update kind Hermes does not read (allowed_updates should keep them out)
-            futures.append(await self._js.publish_async(
-                subjects.telegram_inbox(chat_id), json.dumps(update).encode(),
-                headers={"Nats-Msg-Id": telegram_msg_id(int(update["update_id"]))}))
+            futures.append(await self._js.publish_async(subjects.telegram_inbox(chat_id), data,
+                                                        headers={"Nats-Msg-Id": telegram_msg_id(decoded.update_id)}))
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-
-
-def _chat_of(update: dict) -> int | None:
-    message = update.get("message") or (update.get("callback_query") or {}).get("message") or {}
-    chat_id = (message.get("chat") or {}).get("id")
-    return chat_id if isinstance(chat_id, int) else None
 
 
 @dataclass(frozen=True)
@@ -163,12 +175,16 @@ class Replies:
 
     async def say(self, chat_id: str, text: str, *, cause_id: str, aggregate_id: str, kind: str,
                   delivery: Delivery, keyboard: Keyboard | None = None, correlation_id: str | None = None,
-                  edit_message_id: int | None = None) -> list[int]:
+                  edit_message_id: int | None = None, check_always: bool = True) -> list[int]:
         """Send ``text`` (split at 4096, MarkdownV2, first line bold; ``keyboard`` on the last part) to
-        ``chat_id`` — or, with ``edit_message_id``, put its first part into that message — and record it.
-        Returns the message ids (empty when it was already sent or failed: a failure is recorded, not raised)."""
+        ``chat_id`` — or, with ``edit_message_id``, put its first part into that message (a new message when it
+        can no longer be edited) — and record it. Returns the message ids (empty when it was already sent or
+        failed: a failure is recorded, not raised). The record is looked for first, unless ``check_always`` is
+        false and this is a first delivery (for a chat's command replies: its records grow with every command,
+        and only a redelivery can find one)."""
         sent_id = domain.sent_id(cause_id)
-        if delivery.deliveries > 1 and await self.thread_log.notification_recorded(aggregate_id, sent_id):
+        if ((check_always or delivery.deliveries > 1)
+                and await self.thread_log.notification_recorded(aggregate_id, sent_id)):
             return []
         parts = domain.split_text(text)
         ids: list[int] = []
@@ -177,9 +193,8 @@ class Replies:
                 await delivery.in_progress()
                 rendered = chat.render(part, bold_first_line=index == 0)
                 buttons = keyboard if index == len(parts) - 1 else None
-                if index == 0 and edit_message_id is not None:
-                    await self.sender.edit(chat_id, edit_message_id, rendered, parse_mode=chat.PARSE_MODE,
-                                           keyboard=buttons, on_wait=delivery.in_progress)
+                if index == 0 and edit_message_id is not None and await self._edited(
+                        chat_id, edit_message_id, rendered, buttons, delivery):
                     ids.append(edit_message_id)
                 else:
                     ids.append(await self.sender.send(chat_id, rendered, delivery.in_progress,
@@ -192,6 +207,21 @@ class Replies:
             return []
         await self.store.append([_sent(cause_id, aggregate_id, kind, chat_id, ids, correlation_id)])
         return ids
+
+
+    async def _edited(self, chat_id: str, message_id: int, rendered: str, buttons: Keyboard | None,
+                      delivery: Delivery) -> bool:
+        """Put ``rendered`` into message ``message_id``; False when Telegram refuses the edit (the message was
+        deleted or is too old), so the caller sends a new one."""
+        try:
+            await self.sender.edit(chat_id, message_id, rendered, parse_mode=chat.PARSE_MODE, keyboard=buttons,
+                                   on_wait=delivery.in_progress)
+        except SendFailed as exc:
+            if exc.reason != "bad_request":
+                raise
+            log.info("edit_refused_sending_new", reason=exc.detail)
+            return False
+        return True
 
 
 def _sent(cause_id: str, aggregate_id: str, kind: str, chat_id: str, ids: Sequence[int],
@@ -262,7 +292,9 @@ class Inbox:
 
     async def chat_threads(self, chat_key: str, limit: int) -> list[ThreadView]:
         query = ThreadListQuery(limit=limit, origin={TELEGRAM_ORIGIN: chat_key})
-        return (await ask(self.nc, "The orchestrator", QUERY_THREADS, query, ThreadListReply, QUERY_TIMEOUT_S)).threads
+        reply = await ask(self.nc, "The orchestrator", QUERY_THREADS, query, ThreadListReply, QUERY_TIMEOUT_S)
+        # Filtered here too: an orchestrator that predates the filter would answer with every chat's threads.
+        return [t for t in reply.threads if origin_chat(t.origin) == chat_key]
 
     async def backends(self) -> BackendsReply:
         return await ask(self.nc, "The backend-router", subjects.QUERY_BACKENDS, BackendsQuery(), BackendsReply,
@@ -326,7 +358,7 @@ class Turn:
         return await self.inbox.replies.say(
             self.chat, text, cause_id=derived_id(self.cause, suffix), kind=kind, delivery=self.delivery,
             aggregate_id=thread_id or chat_aggregate(self.chat), keyboard=keyboard,
-            edit_message_id=edit_message_id, correlation_id=thread_id)
+            edit_message_id=edit_message_id, correlation_id=thread_id, check_always=thread_id is not None)
 
     # ---- ideas -------------------------------------------------------------------------------------------
 
@@ -361,7 +393,7 @@ class Turn:
 
     async def answer(self, intent: Intent) -> None:
         thread_id, index = intent.thread_id or "", intent.question or 0
-        if not await self.own_thread(thread_id):
+        if not await self.own_thread(thread_id) or not await self._awaiting_answers(thread_id):
             return
         proposed = await self.inbox.thread_log.last(thread_id, QuestionsProposed)
         questions = proposed.questions if proposed else []
@@ -371,6 +403,7 @@ class Turn:
         question = questions[index]
         if intent.suggestion is not None:
             if not 0 <= intent.suggestion < len(question.suggestions):
+                await self.say("That suggestion is not offered any more.", kind="usage", thread_id=thread_id)
                 return
             text = question.suggestions[intent.suggestion]
         else:
@@ -396,12 +429,22 @@ class Turn:
         except SendFailed as exc:  # the answer is recorded; the message only shows it
             log.info("answered_edit_failed", reason=exc.reason)
 
+    async def _awaiting_answers(self, thread_id: str) -> bool:
+        """Whether the thread still takes answers (none sent yet, not finished); says so when not."""
+        log_ = self.inbox.thread_log
+        if (await log_.last(thread_id, AnswersRecorded) is None and await log_.last(thread_id, ThreadCompleted) is None
+                and await log_.last(thread_id, ThreadFailed) is None):
+            return True
+        await self.say("Answers for this thread are closed\n\nIts answers were already sent or it has finished; "
+                       "send a new idea to start again.", kind="usage", thread_id=thread_id, suffix="closed")
+        return False
+
     async def _collected(self, thread_id: str) -> dict[str, str]:
         """The latest collected answer per question id."""
         return {a.question_id: a.text for a in await self.inbox.thread_log.all(thread_id, AnswerCollected)}
 
     async def done(self, thread_id: str) -> None:
-        if not await self.own_thread(thread_id):
+        if not await self.own_thread(thread_id) or not await self._awaiting_answers(thread_id):
             return
         collected = await self._collected(thread_id)
         if not collected:
@@ -471,12 +514,15 @@ class Turn:
         await self.say(f"Stopping {len(jobs)} job(s)\n\n{domain.excerpt(thread.idea, 120)}", kind="cancelled",
                        thread_id=thread.thread_id)
 
-    async def _thread_or_latest(self, thread_id: str | None, wanted) -> ThreadView | None:  # noqa: ANN001
-        """The named thread when it is this chat's, else the chat's newest thread for which ``wanted`` holds."""
+    async def _thread_or_latest(self, thread_id: str | None,
+                                wanted: Callable[[ThreadView], bool]) -> ThreadView | None:
+        """The named thread when it is this chat's, else the chat's newest thread; None unless ``wanted`` holds
+        for it."""
         if thread_id is not None:
             if not await self.own_thread(thread_id):
                 return None
-            return await self.inbox.ask_thread(thread_id)
+            thread = await self.inbox.ask_thread(thread_id)
+            return thread if thread is not None and wanted(thread) else None
         return next((t for t in await self.inbox.chat_threads(self.chat, chat.THREADS_LISTED) if wanted(t)), None)
 
 
@@ -484,17 +530,22 @@ class Conversation:
     """The messages of a Telegram thread's middle: draft 1 (into the "drafting…" message, where it streamed)
     and the questions, one message each with buttons. Other threads are left to the plain notifications."""
 
-    def __init__(self, replies: Replies, live: LiveDrafts | None) -> None:
+    def __init__(self, replies: Replies, live: LiveDrafts | None, allowed_chats: frozenset[str],
+                 max_event_age_s: float) -> None:
         self.replies = replies
         self.thread_log = replies.thread_log
         self.live = live
+        self.allowed_chats = allowed_chats
+        self.max_event_age_s = max_event_age_s
 
     async def on_event(self, event: DraftPresented | QuestionsProposed, delivery: Delivery) -> None:
-        if not domain.addressable(event.aggregate_id):
+        """Show the event in the thread's origin chat; nothing for a thread from elsewhere, a chat outside the
+        allow-list (any producer may name a chat in ``origin``) or an event older than ``max_event_age_s``."""
+        if not domain.addressable(event.aggregate_id) or domain.is_stale(event, utcnow(), self.max_event_age_s):
             return
         context = await self.thread_log.context(event.aggregate_id)
         chat_id = origin_chat(dict(context.origin))
-        if chat_id is None:
+        if chat_id is None or chat_id not in self.allowed_chats:
             return
         if isinstance(event, DraftPresented):
             await self._draft(event, chat_id, delivery)
@@ -524,6 +575,11 @@ class Conversation:
 
 
 INBOX_DURABLE = "notifier-inbox"
+INBOX_BATCH = 4  # a fetched batch is finished before the next fetch: small, so one slow chat holds few others
+INBOX_MAX_DELIVER = 10
+INBOX_BACKOFF_S = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
+"""Retries of an update whose handling failed (NATS or JetStream away): about 5 minutes before it is
+dead-lettered, so a short outage does not lose a user's message."""
 
 
 @dataclass
@@ -545,7 +601,7 @@ class Channel:
 
 
 async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContext, sender: TelegramSender,
-                       thread_log: ThreadLog, store: EventStore, service: str) -> Channel:
+                       thread_log: ThreadLog, store: EventStore, service: str, ack_wait_s: float) -> Channel:
     """Start Telegram as a channel per ``settings`` (:class:`~hermes_notifier.config.NotifierSettings`):
     ``telegram_updates`` ``polling`` starts the :class:`Poller`, ``webhook`` registers the webhook with Telegram
     (retried in the background until it succeeds), ``off`` takes no updates; the inbox consumer runs in every
@@ -556,8 +612,8 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
     inbox = Inbox(replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username), live)
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.INBOX_STREAM, durable=INBOX_DURABLE, filter_subjects=[subjects.TELEGRAM_INBOX_ALL],
-        decode=decode_telegram_update, handler=inbox.on_update, batch=16, ack_wait_s=120.0,
-        lane=lambda subject: subject), service)
+        decode=decode_telegram_update, handler=inbox.on_update, batch=INBOX_BATCH, ack_wait_s=ack_wait_s,
+        max_deliver=INBOX_MAX_DELIVER, backoff_s=INBOX_BACKOFF_S, lane=lambda subject: subject), service)
     tasks = [asyncio.create_task(consumer.run(), name=INBOX_DURABLE)]
     stoppers = [consumer.stop]
     if settings.telegram_updates == "polling":
@@ -568,7 +624,8 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
         tasks.append(asyncio.create_task(_register_webhook(sender, settings), name="telegram-webhook"))
     log.info("telegram_channel_open", updates=settings.telegram_updates, allowed_chats=len(settings.allowed_chats()),
              bot_username=username)
-    return Channel(Conversation(replies, live), tasks, stoppers, live)
+    conversation = Conversation(replies, live, settings.allowed_chats(), settings.notifier_max_event_age_s)
+    return Channel(conversation, tasks, stoppers, live)
 
 
 async def _bot_username(sender: TelegramSender) -> str | None:

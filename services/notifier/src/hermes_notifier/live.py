@@ -1,9 +1,11 @@
 """Draft 1 streamed into one Telegram message: the edge's token deltas (core NATS, ``hermes.tokens.<thread>.*``)
 edit the "drafting…" message in place while the model writes.
 
-Edits are throttled to one per ``interval_s`` per message (Telegram allows about one message per second in a
-chat; an edit counts as one) and skipped when the text did not change. A streaming edit is tried once: a flood
-wait or a network error only means the next tick shows more. The final draft is written by the events consumer
+Edits are throttled to one per ``interval_s`` per chat, however many drafts stream there (Telegram allows
+about one message per second in a chat, an edit counts as one; "My bot is hitting limits",
+https://core.telegram.org/bots/faq), and skipped when the text did not change. A streaming edit is tried once:
+a network error only means the next tick shows more, and a flood wait pauses that chat's streaming edits for
+its ``retry_after``. The final draft is written by the events consumer
 (:class:`hermes_notifier.inbound.Conversation`), which first calls :meth:`LiveDrafts.finish`, so no streaming
 edit lands after it. The stream lives in memory only: after a restart draft 1 simply arrives whole.
 """
@@ -30,8 +32,12 @@ from hermes_notifier.metrics import STREAM_EDITS
 
 log = structlog.get_logger("hermes.notifier")
 
-LIVE_TEXT_CHARS = 3500  # head of the draft shown while it streams; the whole draft comes with the final edit
-MAX_STREAM_S = 900.0  # a stream nobody finishes (its draft never presented) stops by itself
+LIVE_TEXT_UNITS = 3500
+"""UTF-16 units of the draft's head shown while it streams (room for the header within Telegram's 4096); the whole
+draft comes with the final edit."""
+MAX_STREAM_S = 900.0
+"""A stream nobody finishes (its draft never presented) stops by itself after this long (seconds): longer than
+a draft takes on the slowest backend Hermes was run on (SmolLM2 on 2 cores: ~6 s for 256 tokens)."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class LiveDrafts:
         self._sender = sender
         self._interval_s = interval_s
         self._streams: dict[str, _Stream] = {}
+        self._next_edit_at: dict[str, float] = {}  # per chat, monotonic seconds
 
     def streaming(self, thread_id: str) -> bool:
         return thread_id in self._streams
@@ -117,13 +124,17 @@ class LiveDrafts:
 
     async def _edit(self, stream: _Stream) -> None:
         partial = "".join(stream.text)
-        if not partial.strip() or partial == stream.shown:
+        now = time.monotonic()
+        if not partial.strip() or partial == stream.shown or now < self._next_edit_at.get(stream.chat_id, 0.0):
             return
-        text = chat.render(chat.live_draft_text(partial, LIVE_TEXT_CHARS))
+        self._next_edit_at[stream.chat_id] = now + self._interval_s
+        text = chat.render(chat.live_draft_text(partial, LIVE_TEXT_UNITS))
         try:
             await self._sender.api("editMessageText", chat_id=stream.chat_id, message_id=stream.message_id,
                                    text=text, parse_mode=chat.PARSE_MODE)
         except SendFailed as exc:
+            if exc.retry_after_s:
+                self._next_edit_at[stream.chat_id] = time.monotonic() + exc.retry_after_s
             STREAM_EDITS.labels(exc.reason).inc()
             log.info("stream_edit_skipped", reason=exc.reason, error=exc.detail)
             return
