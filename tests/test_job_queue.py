@@ -185,6 +185,13 @@ async def test_cancel_stops_the_running_model_call_at_the_edge(slow_stack: Stack
     assert failed.latency_ms < 5000  # stopped well before the ~6 s the full answer takes
     await wait_until(lambda: len(stack.model.aborted) == 1, timeout_s=10)  # the model server saw the hang-up
     assert of(await stack.events(thread_id), "execution_completed") == []
+
+    async def job_status() -> str | None:
+        reply = await stack.http.get(f"/api/threads/{thread_id}/status")
+        jobs = reply.json()["data"]["jobs"] if reply.status_code == 200 else []
+        return next((j["status"] for j in jobs if j["job_id"] == started.job_id and j["status"] == "cancelled"), None)
+
+    await wait_until(job_status, timeout_s=10)  # the read model has caught up with the cancellation
     again = await stack.http.post(f"/api/threads/{thread_id}/jobs/{started.job_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_cancellable"
     missing = await stack.http.post(f"/api/threads/{thread_id}/jobs/{new_id()}/cancel")

@@ -46,7 +46,7 @@ class _Stream:
     message_id: int
     job_id: str | None = None
     text: list[str] = field(default_factory=list)
-    shown: str = ""
+    shown: str = ""  # the message text last written (MarkdownV2)
     done: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subscription: Subscription | None = None
@@ -125,10 +125,14 @@ class LiveDrafts:
     async def _edit(self, stream: _Stream) -> None:
         partial = "".join(stream.text)
         now = time.monotonic()
-        if not partial.strip() or partial == stream.shown or now < self._next_edit_at.get(stream.chat_id, 0.0):
+        if not partial.strip() or now < self._next_edit_at.get(stream.chat_id, 0.0):
+            return
+        # Compared as shown, not as streamed: past LIVE_TEXT_UNITS new tokens leave the shown head unchanged, and
+        # Telegram refuses an edit to the same text ("message is not modified").
+        text = chat.render(chat.live_draft_text(partial, LIVE_TEXT_UNITS))
+        if text == stream.shown:
             return
         self._next_edit_at[stream.chat_id] = now + self._interval_s
-        text = chat.render(chat.live_draft_text(partial, LIVE_TEXT_UNITS))
         try:
             await self._sender.api("editMessageText", chat_id=stream.chat_id, message_id=stream.message_id,
                                    text=text, parse_mode=chat.PARSE_MODE)
@@ -138,7 +142,7 @@ class LiveDrafts:
             STREAM_EDITS.labels(exc.reason).inc()
             log.info("stream_edit_skipped", reason=exc.reason, error=exc.detail)
             return
-        stream.shown = partial
+        stream.shown = text
         STREAM_EDITS.labels("edited").inc()
 
 
