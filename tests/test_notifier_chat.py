@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hermes_notifier import chat
-from hermes_notifier.domain import utf16_len
+from hermes_notifier.domain import split_text, utf16_len
 from hermes_proto.events import Question
 from hermes_proto.ids import derived_id
 from hermes_proto.queries import BackendsReply, BackendView, BudgetView, JobView, QuestionView, ThreadView
@@ -158,3 +158,15 @@ def test_live_draft_keeps_the_head_of_a_long_draft():
     # Telegram counts UTF-16 units: a draft of emoji (two units each) is cut by units, not characters.
     emoji = chat.live_draft_text("😀" * 3000, 100)
     assert utf16_len(emoji) <= 100 + utf16_len("Draft 1 (writing…)\n\n …")
+
+
+def test_a_heading_does_not_become_a_part_of_its_own():
+    """A long text whose only blank line is under its heading is cut at a line or word boundary near the
+    limit, not right after the heading."""
+    draft = chat.draft_text(1, "\n".join(f"line {i} " + "x" * 60 for i in range(100)), "talos", "fake", 10, 1000,
+                            False)
+    parts = split_text(draft)
+    assert [utf16_len(p) <= 4096 for p in parts] == [True] * len(parts)
+    assert utf16_len(parts[0]) > 2048 and parts[0].startswith("Draft 1\n\nline 0 ")
+    words = split_text("Intro.\n\n" + " ".join(["word"] * 1500))
+    assert utf16_len(words[0]) > 2048 and "".join(words).replace(" ", "") == "Intro.\n\n" + "word" * 1500

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the stack fixture is imported from test_telegram_channel and requested by name)
 """Telegram channel edge cases, through the real bus: a draft too long for one message, ``/done`` with only some
 answers, flood control while draft 1 streams, malformed updates from ``getUpdates``, stale button data.
 
@@ -14,7 +15,7 @@ from conftest import stored_dead_letters, thread_events, wait_until
 from fakes.llm_servers import Reply
 from fakes.telegram_api import TEXT_LIMIT, ApiCall, parse_markdown_v2
 from hermes_proto import subjects
-from test_telegram_channel import CHAT_A, SPECIAL, Stack, buttons, reply_to, stack  # noqa: F401 (a fixture)
+from test_telegram_channel import CHAT_A, SPECIAL, Stack, _at_least, buttons, reply_to, stack  # noqa: F401 (fixture)
 
 FLOOD_WAIT_S = 2
 CLOCK_SLACK_S = 0.05
@@ -72,7 +73,7 @@ async def test_a_draft_longer_than_one_message_arrives_whole_in_order(stack: Sta
     the whitespace at each cut is dropped; cuts fall on paragraph, then line, then word boundaries)."""
     telegram = stack.telegram
     draft = long_draft()
-    stack.model.reply = Reply(chunks=chopped(draft, 100), chunk_delay_s=0.01)  # 130 chunks: under max_tokens
+    stack.model.reply = Reply(chunks=chopped(draft, 100), chunk_delay_s=0.01)  # 125 chunks: under max_tokens
     telegram.push_text(CHAT_A, "Write me a long balcony garden handbook")
     ack = await stack.message(CHAT_A, lambda m: m["text"].startswith(("Got it", "Draft 1")))
     thread_id = await new_thread(stack, CHAT_A)
@@ -136,11 +137,6 @@ def _shown(stack: Stack, thread_id: str, count: int) -> list[dict] | None:
     """The question messages of ``thread_id``, once all ``count`` were sent."""
     shown = [m for m in stack.telegram.messages_to(CHAT_A) if f"· thread {thread_id}" in m["text"]]
     return shown if len(shown) >= count else None
-
-
-async def _at_least(awaitable, n: int):
-    found = await awaitable
-    return found if len(found) >= n else None
 
 
 async def test_flood_control_pauses_streaming_and_the_final_edit_waits_it_out(stack: Stack):

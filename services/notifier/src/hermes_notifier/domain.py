@@ -330,11 +330,13 @@ def _fitting_prefix(text: str, limit: int) -> int:
 
 def _cut_point(text: str, limit: int) -> tuple[int, int]:
     """Where to end the first part and where the next one starts: the last paragraph break that fits, else
-    the last line break, else the last space, else a hard cut at the limit."""
+    the last line break, else the last space, else a hard cut at the limit. A break in the first half of the
+    part does not count (a heading's blank line would leave a part of one line), except a space: any word
+    boundary beats cutting a word."""
     end = _fitting_prefix(text, limit)
     for separator in ("\n\n", "\n", " "):
         at = text.rfind(separator, 0, end + len(separator))  # may start right at the limit
-        if at > 0:
+        if at > 0 and (at >= end // 2 or separator == " "):
             return at, at + len(separator)
     return end, end
 
