@@ -427,6 +427,54 @@ class QueueFull(Event, frozen=True, kw_only=True):
     retry_after_s: float
 
 
+TEMPLATE_STATUSES = ("active", "draft")
+"""``active`` templates may be asked; ``draft`` ones wait for a person to validate them (set them active)."""
+
+
+class TemplateEvent(Event, frozen=True, kw_only=True):
+    """Base of events about one clarifying-question template; ``aggregate_id`` is the ``template_id``."""
+
+    aggregate_type: ClassVar[str] = "template"
+
+
+class TemplateDefinition(TemplateEvent, frozen=True, kw_only=True):
+    """Base of the events that define a template. ``category`` is one of :data:`QUESTION_CATEGORIES`; ``text``
+    may hold a ``{topic}`` slot; ``suggestions`` are short answers offered as buttons; ``idea_types`` the idea
+    types it applies to (empty: all); ``triggers`` case-insensitive regular expressions that make it more
+    relevant when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the next
+    draft when answered (before any measurement); ``time_cost_s`` the seconds a user needs to answer it;
+    ``status`` one of :data:`TEMPLATE_STATUSES`."""
+
+    category: str
+    text: str
+    suggestions: list[str] = []
+    idea_types: list[str] = []
+    triggers: list[str] = []
+    prior_improvement: float = 0.5
+    time_cost_s: float = 20.0
+    status: str = "active"
+
+
+class TemplateAdded(TemplateDefinition, frozen=True, kw_only=True):
+    """A template was added (through the API: ``source`` ``user``)."""
+
+    source: str = "user"
+
+
+class TemplateEdited(TemplateDefinition, frozen=True, kw_only=True):
+    """A template's definition was replaced (a seeded template edited this way is no longer overwritten by the
+    seeds at start-up). Its measured statistics are kept."""
+
+
+class TemplateDeactivated(TemplateEvent, frozen=True, kw_only=True):
+    """A template is no longer asked (its statistics are kept, and an edit setting it active brings it back)."""
+
+    reason: str = ""
+
+
+TEMPLATE_EVENTS: tuple[type[Event], ...] = (TemplateAdded, TemplateEdited, TemplateDeactivated)
+
+
 THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadOpened,
     JobQueued,
@@ -454,4 +502,5 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
 
 BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
 
-ALL_EVENTS: tuple[type[Event], ...] = THREAD_EVENTS + BACKEND_EVENTS + (BudgetThresholdReached, QueueFull)
+ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS
+                                       + (BudgetThresholdReached, QueueFull))

@@ -280,3 +280,78 @@ class QueueReply(msgspec.Struct, kw_only=True):
     by_status: dict[str, int] = {}
     by_priority: dict[str, int] = {}
     waiting_steps: int = 0
+
+
+# ---- question templates (answered by the learner) -------------------------------------------------------
+# Request ``hermes.query.templates`` with :class:`TemplatesQuery` → :class:`TemplatesReply`.
+# Request ``hermes.control.template`` with :class:`SaveTemplate` or :class:`DeactivateTemplate` →
+# :class:`TemplatesReply` holding the changed template (or :class:`ErrorReply`: ``bad_request``,
+# ``unknown_template``, ``template_exists``).
+
+TEMPLATE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class TemplateView(msgspec.Struct, kw_only=True):
+    """A template and its measured effectiveness (from the threads it was asked in, counted when they end).
+
+    ``times_asked``/``times_answered``: askings and answers; ``answer_rate``: answered / asked (None before
+    any asking); ``mean_rating``: mean 1-5 rating of the rated threads it was asked in; ``mean_answer_time_s``:
+    mean seconds from the question to its answer (the measured time cost); ``mean_clarity_gain``: mean change
+    of the idea's clarity (0..1 scale) when its answer is added to the idea; ``trend``: ``improving``,
+    ``stable``, ``declining`` (answer rate of its last askings against the ones before) or ``new`` (too few
+    askings to tell); ``expected_improvement``: the improvement estimate the ranking uses now."""
+
+    template_id: str
+    category: str
+    text: str
+    suggestions: list[str] = []
+    idea_types: list[str] = []
+    triggers: list[str] = []
+    prior_improvement: float
+    time_cost_s: float
+    status: str
+    active: bool
+    source: str
+    times_asked: int = 0
+    times_answered: int = 0
+    answer_rate: float | None = None
+    rated_threads: int = 0
+    mean_rating: float | None = None
+    mean_answer_time_s: float | None = None
+    mean_clarity_gain: float | None = None
+    trend: str = "new"
+    expected_improvement: float
+
+
+class TemplatesQuery(msgspec.Struct, kw_only=True):
+    """``include_inactive``: also deactivated templates."""
+
+    include_inactive: bool = False
+
+
+class TemplatesReply(msgspec.Struct, kw_only=True):
+    templates: list[TemplateView]
+
+
+class SaveTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="save"):
+    """Add a template (``create``: ``template_exists`` if the id is taken) or replace one's definition
+    (``create`` false: ``unknown_template`` if it does not exist). Fields as
+    :class:`hermes_proto.events.TemplateAdded`; checked by the learner (``bad_request``)."""
+
+    template_id: Annotated[str, msgspec.Meta(pattern=TEMPLATE_ID_PATTERN)]
+    create: bool
+    category: str
+    text: Annotated[str, msgspec.Meta(min_length=5, max_length=500)]
+    suggestions: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=60)]],
+                           msgspec.Meta(max_length=8)] = []
+    idea_types: list[str] = []
+    triggers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
+                        msgspec.Meta(max_length=10)] = []
+    prior_improvement: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
+    time_cost_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 20.0
+    status: str = "active"
+
+
+class DeactivateTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="deactivate"):
+    template_id: Annotated[str, msgspec.Meta(pattern=TEMPLATE_ID_PATTERN)]
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""

@@ -104,6 +104,8 @@ QUERY_QUEUE = "hermes.query.queue"
 QUERY_BACKENDS = "hermes.query.backends"
 QUERY_SELECTIONS = "hermes.query.selections"
 CONTROL_BACKEND = "hermes.control.backend"
+QUERY_TEMPLATES = "hermes.query.templates"
+CONTROL_TEMPLATE = "hermes.control.template"
 CONTROL_COMPARE = "hermes.control.compare"
 
 

@@ -11,7 +11,7 @@ import structlog
 from sqlmodel import Session
 
 from hermes_proto import subjects
-from hermes_proto.bus import ConsumerRunner, ConsumerSpec, LogFollower, close, connect, ensure_streams
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
 from hermes_proto.events import DraftPresented
 from hermes_proto.projection import Projection
@@ -20,6 +20,7 @@ from hermes_proto.telemetry import configure_logging, configure_tracing, start_m
 
 from hermes_learner import domain, readmodel
 from hermes_learner.config import LearnerSettings
+from hermes_learner.desk import TemplateDesk
 from hermes_learner.handlers import Learner
 from hermes_learner.templates import SEED_TEMPLATES
 
@@ -73,6 +74,7 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     if await _first(projection.wait_for(start_seq, timeout_s=3600), stop.wait()):
         log.info("read_models_caught_up", position=projection.position, templates=len(SEED_TEMPLATES))
         tasks.append(asyncio.create_task(reactor.run(), name="reactor"))
+        await TemplateDesk(nc, EventStore(js, SERVICE), engine, projection).subscribe()
         log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled)
         await stop.wait()
     log.info("learner_stopping")

@@ -9,6 +9,7 @@ mean in :func:`answer_rate` (and its pseudo-count form in :func:`improvement`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,10 +52,25 @@ class TemplateStats:
     times_answered: int = 0
     rated_threads: int = 0
     rating_sum: int = 0
+    answer_time_sum_s: float = 0.0
+    """Seconds from the questions to their answers, summed over the answered askings."""
+    clarity_gain_sum: float = 0.0
+    """Clarity gained by adding each answer to the idea (:func:`clarity_gain`), summed over the answered askings."""
 
     def mean_rating(self) -> float | None:
         """Mean 1-5 rating of the threads this template was asked in (None before any rating)."""
         return self.rating_sum / self.rated_threads if self.rated_threads else None
+
+    def answer_rate(self) -> float | None:
+        """Measured answered / asked (None before any asking); the ranking uses the smoothed :func:`answer_rate`."""
+        return min(self.times_answered, self.times_asked) / self.times_asked if self.times_asked else None
+
+    def mean_answer_time_s(self) -> float | None:
+        """Mean seconds a user took to answer it: its measured time cost (None before any answer)."""
+        return self.answer_time_sum_s / self.times_answered if self.times_answered else None
+
+    def mean_clarity_gain(self) -> float | None:
+        return self.clarity_gain_sum / self.times_answered if self.times_answered else None
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,8 @@ class Policy:
     min_value: float = 0.3
     per_category: int = 2
     use_stats: bool = True
+    exploration: float = 0.5
+    """Weight of :func:`exploration_bonus` (0: pure exploitation); ignored without ``use_stats``."""
 
 
 class Decision(NamedTuple):
@@ -132,6 +150,42 @@ def expected_value(template: QuestionTemplate, idea: str, clarity_: float, issue
     return round(value, 4)
 
 
+def exploration_bonus(times_asked: int, total_asked: int, weight: float) -> float:
+    """The factor ``1 + weight·√(ln(1 + N) / (1 + n))`` a template's value is multiplied by, where ``n`` is how
+    often it was asked and ``N`` how often any template was: the UCB1 optimism bonus (Auer, Cesa-Bianchi and
+    Fischer, "Finite-time Analysis of the Multiarmed Bandit Problem", Machine Learning 47, 2002) in
+    multiplicative form, so a new template is tried before the measured ones crowd it out and the bonus fades as
+    it is asked. Deterministic: the same history always gives the same choice."""
+    return 1.0 + weight * math.sqrt(math.log(1 + max(total_asked, 0)) / (1 + max(times_asked, 0)))
+
+
+TREND_WINDOW = 10
+"""Askings per window of :func:`trend` (the last ten against the ten before; a heuristic of Hermes's own)."""
+TREND_MARGIN = 0.15
+"""Answer-rate difference between the windows that counts as a change rather than noise."""
+
+
+def trend(answered: Sequence[bool], window: int = TREND_WINDOW, margin: float = TREND_MARGIN) -> str:
+    """``improving``, ``declining`` or ``stable``: the answer rate of a template's last ``window`` askings
+    (``answered``: oldest first, one flag per asking) against the ``window`` before them, differing by more
+    than ``margin``; ``new`` with fewer than ``2·window`` askings."""
+    if len(answered) < 2 * window:
+        return "new"
+    recent = sum(answered[-window:]) / window
+    before = sum(answered[-2 * window:-window]) / window
+    if recent - before > margin:
+        return "improving"
+    if before - recent > margin:
+        return "declining"
+    return "stable"
+
+
+def clarity_gain(idea: str, answer: str) -> float:
+    """How much clearer the idea reads with ``answer`` added: ``clarity(idea + answer) − clarity(idea)``
+    (:func:`hermes_learner.ideas.clarity`, no draft), in [−1, 1], rounded to 4 decimals."""
+    return round(clarity(f"{idea}\n{answer}") - clarity(idea), 4)
+
+
 def topic(idea: str) -> str:
     """The idea's gist for a ``{topic}`` slot: lead-in phrases ("help me", "can you") dropped, at most
     8 words, in quotes; ``this`` for an empty idea."""
@@ -181,8 +235,16 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
         return Decision([], idea_type, clarity_,
                         f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough")
     issues = quality_issues(idea)
-    scored = [(expected_value(t, idea, clarity_, issues, stats.get(t.template_id) if policy.use_stats else None), t)
-              for t in templates
+    total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
+
+    def value(t: QuestionTemplate) -> float:
+        if not policy.use_stats:
+            return expected_value(t, idea, clarity_, issues, None)
+        measured = stats.get(t.template_id)
+        bonus = exploration_bonus(measured.times_asked if measured else 0, total_asked, policy.exploration)
+        return round(expected_value(t, idea, clarity_, issues, measured) * bonus, 4)
+
+    scored = [(value(t), t) for t in templates
               if t.category in QUESTION_CATEGORIES and (not t.idea_types or idea_type in t.idea_types)]
     chosen = _pick(scored, max_questions, policy)
     if not chosen:

@@ -25,13 +25,15 @@ from functools import singledispatch
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
 from hermes_proto.projection import RawMessage, Rejected, decode_batch
+from hermes_proto.queries import TemplateView
 
+from hermes_learner import domain
 from hermes_learner.domain import QuestionTemplate, TemplateStats
 
 PROJECTION = "learner"
@@ -53,6 +55,11 @@ class QuestionTemplateRow(LearnerTable, table=True):
     triggers_json: str = "[]"
     prior_improvement: float
     time_cost_s: float
+    status: str = "active"
+    active: bool = True
+    source: str = "seed"
+    edited: bool = False
+    """Changed through the API (``TemplateEdited``/``TemplateDeactivated``): the seeds no longer overwrite it."""
 
 
 class TemplateStatsRow(LearnerTable, table=True):
@@ -63,6 +70,8 @@ class TemplateStatsRow(LearnerTable, table=True):
     times_answered: int = 0
     rated_threads: int = 0
     rating_sum: int = 0
+    answer_time_sum_s: float = 0.0
+    clarity_gain_sum: float = 0.0
     updated_at: datetime
 
 
@@ -92,6 +101,10 @@ class ProposedQuestionRow(LearnerTable, table=True):
     template_id: str = Field(index=True)
     category: str
     answered_at: datetime | None = None
+    answer_time_s: float | None = None
+    clarity_gain: float | None = None
+    closed_at: datetime | None = Field(default=None, index=True)
+    """When the thread ended and this asking was counted (the order :func:`answered_history` reads)."""
 
 
 class ProjectionPosition(LearnerTable, table=True):
@@ -122,32 +135,95 @@ def _utc(ts: datetime) -> datetime:
 
 
 def seed_templates(session: Session, seeds: tuple[QuestionTemplate, ...]) -> None:
-    """Insert or overwrite each seed's row (idempotent); rows of other template ids are kept."""
+    """Insert or overwrite each seed's row (idempotent), except a seed changed through the API (``edited``:
+    the log's edit wins); rows of other template ids are kept."""
     for t in seeds:
-        row = session.get(QuestionTemplateRow, t.template_id) or QuestionTemplateRow(
-            template_id=t.template_id, category=t.category, text=t.text, prior_improvement=0.0, time_cost_s=1.0)
-        row.category, row.text = t.category, t.text
-        row.suggestions_json = json.dumps(list(t.suggestions))
-        row.idea_types_json = json.dumps(list(t.idea_types))
-        row.triggers_json = json.dumps(list(t.triggers))
-        row.prior_improvement, row.time_cost_s = t.prior_improvement, t.time_cost_s
+        row = session.get(QuestionTemplateRow, t.template_id)
+        if row is not None and row.edited:
+            continue
+        row = row or QuestionTemplateRow(template_id=t.template_id, category=t.category, text=t.text,
+                                         prior_improvement=0.0, time_cost_s=1.0, source="seed")
+        _define(row, t.category, t.text, list(t.suggestions), list(t.idea_types), list(t.triggers),
+                t.prior_improvement, t.time_cost_s)
         session.add(row)
     session.commit()
 
 
-def load_templates(session: Session) -> list[QuestionTemplate]:
-    """Every template, ordered by id (the decision must not depend on storage order)."""
-    rows = session.exec(select(QuestionTemplateRow).order_by(QuestionTemplateRow.template_id)).all()
-    return [QuestionTemplate(template_id=r.template_id, category=r.category, text=r.text,
-                             suggestions=tuple(json.loads(r.suggestions_json)),
-                             idea_types=tuple(json.loads(r.idea_types_json)),
-                             triggers=tuple(json.loads(r.triggers_json)),
-                             prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s) for r in rows]
+def _define(row: QuestionTemplateRow, category: str, text: str, suggestions: list[str], idea_types: list[str],
+            triggers: list[str], prior_improvement: float, time_cost_s: float) -> None:
+    row.category, row.text = category, text
+    row.suggestions_json = json.dumps(suggestions)
+    row.idea_types_json = json.dumps(idea_types)
+    row.triggers_json = json.dumps(triggers)
+    row.prior_improvement, row.time_cost_s = prior_improvement, time_cost_s
+
+
+def load_templates(session: Session, askable_only: bool = True) -> list[QuestionTemplate]:
+    """The templates that may be asked (active, not drafts; all with ``askable_only`` false), ordered by id
+    (the decision must not depend on storage order)."""
+    statement = select(QuestionTemplateRow).order_by(QuestionTemplateRow.template_id)
+    if askable_only:
+        statement = statement.where(QuestionTemplateRow.active).where(QuestionTemplateRow.status == "active")
+    return [_template(r) for r in session.exec(statement).all()]
+
+
+def _template(r: QuestionTemplateRow) -> QuestionTemplate:
+    return QuestionTemplate(template_id=r.template_id, category=r.category, text=r.text,
+                            suggestions=tuple(json.loads(r.suggestions_json)),
+                            idea_types=tuple(json.loads(r.idea_types_json)),
+                            triggers=tuple(json.loads(r.triggers_json)),
+                            prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s)
 
 
 def load_stats(session: Session) -> dict[str, TemplateStats]:
-    return {r.template_id: TemplateStats(r.times_asked, r.times_answered, r.rated_threads, r.rating_sum)
+    return {r.template_id: TemplateStats(r.times_asked, r.times_answered, r.rated_threads, r.rating_sum,
+                                         r.answer_time_sum_s, r.clarity_gain_sum)
             for r in session.exec(select(TemplateStatsRow)).all()}
+
+
+def answered_history(session: Session) -> dict[str, list[bool]]:
+    """Per template, whether each counted asking was answered, oldest first (for :func:`domain.trend`)."""
+    rows = session.exec(select(ProposedQuestionRow.template_id, ProposedQuestionRow.answered_at)
+                        .where(col(ProposedQuestionRow.closed_at).is_not(None))
+                        .order_by(ProposedQuestionRow.closed_at, ProposedQuestionRow.position)).all()
+    history: dict[str, list[bool]] = {}
+    for template_id, answered_at in rows:
+        history.setdefault(template_id, []).append(answered_at is not None)
+    return history
+
+
+def template_views(session: Session, include_inactive: bool) -> list[TemplateView]:
+    """Every template (active only unless ``include_inactive``) with its measured effectiveness."""
+    statement = select(QuestionTemplateRow).order_by(QuestionTemplateRow.template_id)
+    if not include_inactive:
+        statement = statement.where(QuestionTemplateRow.active)
+    stats, history = load_stats(session), answered_history(session)
+    return [_view(row, stats.get(row.template_id, TemplateStats()), history.get(row.template_id, []))
+            for row in session.exec(statement).all()]
+
+
+def template_view(session: Session, template_id: str) -> TemplateView | None:
+    row = session.get(QuestionTemplateRow, template_id)
+    if row is None:
+        return None
+    return _view(row, load_stats(session).get(template_id, TemplateStats()),
+                 answered_history(session).get(template_id, []))
+
+
+def _view(row: QuestionTemplateRow, stats: TemplateStats, answered: list[bool]) -> TemplateView:
+    rate = stats.answer_rate()
+    mean_rating, time_s, gain = stats.mean_rating(), stats.mean_answer_time_s(), stats.mean_clarity_gain()
+    return TemplateView(
+        template_id=row.template_id, category=row.category, text=row.text,
+        suggestions=json.loads(row.suggestions_json), idea_types=json.loads(row.idea_types_json),
+        triggers=json.loads(row.triggers_json), prior_improvement=row.prior_improvement,
+        time_cost_s=row.time_cost_s, status=row.status, active=row.active, source=row.source,
+        times_asked=stats.times_asked, times_answered=stats.times_answered,
+        answer_rate=round(rate, 4) if rate is not None else None, rated_threads=stats.rated_threads,
+        mean_rating=round(mean_rating, 4) if mean_rating is not None else None,
+        mean_answer_time_s=round(time_s, 3) if time_s is not None else None,
+        mean_clarity_gain=round(gain, 4) if gain is not None else None,
+        trend=domain.trend(answered), expected_improvement=round(domain.improvement(_template(row), stats), 4))
 
 
 def load_thread(session: Session, thread_id: str) -> LearnerThreadRow | None:
@@ -170,10 +246,16 @@ def apply_batch(engine: Engine, batch: list[RawMessage]) -> list[Rejected]:
     return rejected
 
 
-def _count(session: Session, template_id: str, answered: bool, at: datetime) -> None:
+def _count(session: Session, question: ProposedQuestionRow, at: datetime) -> None:
+    template_id, answered = question.template_id, question.answered_at is not None
     row = session.get(TemplateStatsRow, template_id) or TemplateStatsRow(template_id=template_id, updated_at=at)
     row.times_asked += 1
     row.times_answered += int(answered)
+    if answered:
+        row.answer_time_sum_s += question.answer_time_s or 0.0
+        row.clarity_gain_sum += question.clarity_gain or 0.0
+    question.closed_at = at
+    session.add(question)
     row.updated_at = at
     session.add(row)
     session.flush()  # two questions of one thread may share a template row
@@ -206,11 +288,45 @@ def _(e: ev.QuestionsProposed, session: Session) -> None:
 
 @apply.register
 def _(e: ev.AnswersRecorded, session: Session) -> None:
+    thread = session.get(LearnerThreadRow, e.aggregate_id)
     for a in e.answers:
         question = session.get(ProposedQuestionRow, a.question_id)
         if question is not None and question.answered_at is None and a.text.strip():
             question.answered_at = _utc(e.occurred_at)
+            if thread is not None and thread.proposed_at is not None:
+                question.answer_time_s = max(0.0, (question.answered_at - _utc(thread.proposed_at)).total_seconds())
+                question.clarity_gain = domain.clarity_gain(thread.idea, a.text)
             session.add(question)
+
+
+@apply.register
+def _(e: ev.TemplateAdded, session: Session) -> None:
+    if session.get(QuestionTemplateRow, e.aggregate_id) is not None:
+        return  # an id is added once; the control responder refuses a taken one
+    row = QuestionTemplateRow(template_id=e.aggregate_id, category=e.category, text=e.text, prior_improvement=0.0,
+                              time_cost_s=1.0, status=e.status, source=e.source, edited=True)
+    _define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
+            e.prior_improvement, e.time_cost_s)
+    session.add(row)
+
+
+@apply.register
+def _(e: ev.TemplateEdited, session: Session) -> None:
+    row = session.get(QuestionTemplateRow, e.aggregate_id)
+    if row is None:
+        return
+    _define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
+            e.prior_improvement, e.time_cost_s)
+    row.status, row.active, row.edited = e.status, True, True
+    session.add(row)
+
+
+@apply.register
+def _(e: ev.TemplateDeactivated, session: Session) -> None:
+    row = session.get(QuestionTemplateRow, e.aggregate_id)
+    if row is not None:
+        row.active, row.edited = False, True
+        session.add(row)
 
 
 def _close(e: Event, session: Session) -> None:
@@ -223,7 +339,7 @@ def _close(e: Event, session: Session) -> None:
     asked = session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == e.aggregate_id)
                          .order_by(ProposedQuestionRow.position)).all()
     for q in asked:
-        _count(session, q.template_id, q.answered_at is not None, _utc(e.occurred_at))
+        _count(session, q, _utc(e.occurred_at))
 
 
 apply.register(ev.ThreadCompleted, _close)

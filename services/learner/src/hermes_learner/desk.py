@@ -1,0 +1,152 @@
+"""The learner's request/reply surface for question templates: ``hermes.query.templates`` (every template with
+its measured effectiveness) and ``hermes.control.template`` (add, edit, deactivate).
+
+A change is appended to the log as ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` and
+answered once the learner's own projection applied it, so the reply (and every later question choice) shows it.
+Requests that do not decode or fail a check get an :class:`~hermes_proto.queries.ErrorReply` (``bad_request``,
+``unknown_template``, ``template_exists``); nothing is appended for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from prometheus_client import Counter
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from hermes_proto import subjects
+from hermes_proto.base import Event
+from hermes_proto.bus import EventStore
+from hermes_proto.codec import UNDECODABLE
+from hermes_proto.events import (
+    QUESTION_CATEGORIES,
+    TEMPLATE_STATUSES,
+    TemplateAdded,
+    TemplateDeactivated,
+    TemplateEdited,
+)
+from hermes_proto.ids import new_id, utcnow
+from hermes_proto.projection import Projection
+from hermes_proto.queries import DeactivateTemplate, ErrorReply, SaveTemplate, TemplatesQuery, TemplatesReply
+
+from hermes_learner import readmodel
+from hermes_learner.ideas import IDEA_TYPES
+
+log = structlog.get_logger("hermes.learner")
+
+TEMPLATE_CHANGES = Counter("hermes_learner_template_changes_total",
+                           "Template changes through hermes.control.template; outcome: added, edited, deactivated, "
+                           "or the refusal code", ["outcome"])
+APPLY_TIMEOUT_S = 5.0
+"""Seconds to wait for the projection to apply an appended change before answering (it applies within ms)."""
+
+_control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
+
+
+def problems(request: SaveTemplate) -> str | None:
+    """Why ``request`` cannot be saved (None: it can): a category, idea type or status outside the known ones,
+    a trigger that is not a valid regular expression, a ``{...}`` slot other than ``{topic}``."""
+    if request.category not in QUESTION_CATEGORIES:
+        return f"category must be one of {', '.join(QUESTION_CATEGORIES)}"
+    unknown = sorted(set(request.idea_types) - set(IDEA_TYPES))
+    if unknown:
+        return f"unknown idea type(s) {', '.join(unknown)}; known: {', '.join(IDEA_TYPES)}"
+    if request.status not in TEMPLATE_STATUSES:
+        return f"status must be one of {', '.join(TEMPLATE_STATUSES)}"
+    for trigger in request.triggers:
+        try:
+            re.compile(trigger)
+        except re.error as exc:
+            return f"trigger {trigger!r} is not a regular expression: {exc}"
+    slots = set(re.findall(r"\{([^}]*)\}", request.text)) - {"topic"}
+    if slots:
+        return f"the text may only hold the {{topic}} slot, not {', '.join(sorted(slots))}"
+    return None
+
+
+class TemplateDesk:
+    """Answers template queries and changes for one learner (``projection`` is its read model's follower)."""
+
+    def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection) -> None:
+        self.nc = nc
+        self.store = store
+        self.engine = engine
+        self.projection = projection
+
+    async def subscribe(self) -> None:
+        await self.nc.subscribe(subjects.QUERY_TEMPLATES, cb=self.on_query)
+        await self.nc.subscribe(subjects.CONTROL_TEMPLATE, cb=self.on_control)
+
+    async def on_query(self, msg: Msg) -> None:
+        try:
+            query = msgspec.json.decode(msg.data or b"{}", type=TemplatesQuery)
+        except UNDECODABLE + (msgspec.ValidationError,) as exc:
+            await _respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+            return
+        views = await asyncio.to_thread(self._read, readmodel.template_views, query.include_inactive)
+        await _respond(msg, TemplatesReply(templates=views))
+
+    async def on_control(self, msg: Msg) -> None:
+        try:
+            request = _control.decode(msg.data or b"")
+        except UNDECODABLE + (msgspec.ValidationError,) as exc:
+            await self._refuse(msg, "bad_request", str(exc))
+            return
+        current = await asyncio.to_thread(self._read, readmodel.template_view, request.template_id)
+        if isinstance(request, DeactivateTemplate):
+            if current is None:
+                await self._refuse(msg, "unknown_template", f"no template {request.template_id}")
+                return
+            event: Event = TemplateDeactivated(**_envelope(request.template_id), reason=request.reason)
+            outcome = "deactivated"
+        else:
+            refusal = self._refusal(request, current is not None)
+            if refusal is not None:
+                await self._refuse(msg, *refusal)
+                return
+            fields = msgspec.structs.asdict(request)
+            for key in ("template_id", "create"):
+                fields.pop(key)
+            event = (TemplateAdded(**_envelope(request.template_id), **fields) if request.create
+                     else TemplateEdited(**_envelope(request.template_id), **fields))
+            outcome = "added" if request.create else "edited"
+        [sequence] = await self.store.append([event])
+        if not await self.projection.wait_for(sequence, timeout_s=APPLY_TIMEOUT_S):
+            log.warning("template_change_not_applied_yet", template_id=request.template_id, sequence=sequence)
+        view = await asyncio.to_thread(self._read, readmodel.template_view, request.template_id)
+        TEMPLATE_CHANGES.labels(outcome).inc()
+        log.info("template_changed", template_id=request.template_id, outcome=outcome)
+        await _respond(msg, TemplatesReply(templates=[view] if view is not None else []))
+
+    @staticmethod
+    def _refusal(request: SaveTemplate, exists: bool) -> tuple[str, str] | None:
+        if request.create and exists:
+            return "template_exists", f"template {request.template_id} exists; edit it instead"
+        if not request.create and not exists:
+            return "unknown_template", f"no template {request.template_id}"
+        problem = problems(request)
+        return ("bad_request", problem) if problem else None
+
+    async def _refuse(self, msg: Msg, code: str, message: str) -> None:
+        TEMPLATE_CHANGES.labels(code).inc()
+        await _respond(msg, ErrorReply(code=code, message=message))
+
+    def _read(self, fn, *args):  # noqa: ANN001, ANN202
+        with Session(self.engine) as session:
+            return fn(session, *args)
+
+
+def _envelope(template_id: str) -> dict:
+    event_id = new_id()  # an operator's change: each request is a new fact
+    return dict(event_id=event_id, aggregate_id=template_id, occurred_at=utcnow(), correlation_id=event_id)
+
+
+async def _respond(msg: Msg, reply: object) -> None:
+    if msg.reply:
+        await msg.respond(msgspec.json.encode(reply))

@@ -1,0 +1,224 @@
+"""Question templates as data the user controls and the learner measures: effectiveness statistics (answer
+rate, time to answer, clarity gain, ratings, trend), exploration of new templates, and templates added, edited
+and deactivated over ``hermes.control.template`` — as pure functions, on a real SQLite read model, and through
+the learner as a real process on a real JetStream server."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from conftest import stored_events, wait_until
+from hermes_learner import domain, readmodel
+from hermes_learner.desk import problems
+from hermes_learner.templates import SEED_TEMPLATES
+from hermes_proto import subjects
+from hermes_proto.bus import EventStore
+from hermes_proto.codec import encode
+from hermes_proto.events import (
+    Answer,
+    AnswersRecorded,
+    Question,
+    QuestionsProposed,
+    TemplateAdded,
+    TemplateDeactivated,
+    TemplateEdited,
+    ThreadCompleted,
+    ThreadOpened,
+)
+from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
+from test_learner import choose, learner, open_and_present  # noqa: F401 (the fixture)
+
+T = domain.QuestionTemplate
+
+
+# ---- pure ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("answered", "expected"), [
+    ([True] * 19, "new"),
+    ([False] * 10 + [True] * 10, "improving"),
+    ([True] * 10 + [False] * 10, "declining"),
+    ([True, False] * 10, "stable"),
+    ([False] * 30 + [True] * 5 + [False] * 5 + [True] * 8 + [False] * 2, "improving"),
+])
+def test_trend_compares_the_last_askings_with_the_ones_before(answered, expected):
+    assert domain.trend(answered) == expected
+
+
+def test_exploration_bonus_favours_the_rarely_asked_and_fades():
+    assert domain.exploration_bonus(0, 0, 0.5) == 1.0  # nothing asked yet: no reason to prefer anyone
+    bonuses = [domain.exploration_bonus(n, 200, 0.5) for n in (0, 1, 5, 50, 200)]
+    assert bonuses == sorted(bonuses, reverse=True) and bonuses[0] > 2 > bonuses[-1] > 1
+    assert domain.exploration_bonus(0, 200, 0.0) == 1.0
+
+
+def test_a_new_template_gets_tried_before_a_measured_one_of_equal_prior():
+    measured = T("a-measured", "scope", "How big is {topic}?", prior_improvement=0.6, time_cost_s=15)
+    new = T("b-new", "scope", "What is in and out of {topic}?", prior_improvement=0.6, time_cost_s=15)
+    stats = {"a-measured": domain.TemplateStats(times_asked=40, times_answered=20)}
+    explored = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1)
+    assert [q.template_id for q in explored.questions] == ["b-new"]
+    exploited = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1,
+                       exploration=0.0)
+    assert [q.template_id for q in exploited.questions] == ["a-measured"]  # equal value: the smaller id
+    off = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1, use_stats=False)
+    assert [q.template_id for q in off.questions] == ["a-measured"]  # learning off: priors only, no bonus
+
+
+def test_clarity_gain_rewards_answers_that_pin_the_idea_down():
+    assert domain.clarity_gain("plan a garden", "for 4 people, budget 50 euros, by May, on my balcony") > 0.1
+    assert domain.clarity_gain("plan a garden", "ok") <= 0.05
+
+
+def save(**fields) -> SaveTemplate:
+    return SaveTemplate(**{"template_id": "scope-rooms", "create": True, "category": "scope",
+                           "text": "Which rooms of {topic} count?", **fields})
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({}, None),
+    ({"category": "mood"}, "category must be one of"),
+    ({"idea_types": ["planning", "cooking"]}, "unknown idea type(s) cooking"),
+    ({"status": "maybe"}, "status must be one of"),
+    ({"triggers": ["(unclosed"]}, "is not a regular expression"),
+    ({"text": "Which {room} of {topic}?"}, "only hold the {topic} slot"),
+])
+def test_a_template_is_checked_before_it_is_saved(fields, problem):
+    found = problems(save(**fields))
+    assert (found is None) if problem is None else (problem in found)
+
+
+# ---- read model --------------------------------------------------------------------------------------
+
+
+def _env(aggregate: str, name: str, at=None) -> dict:
+    return dict(event_id=derived_id(aggregate, name), aggregate_id=aggregate, occurred_at=at or utcnow(),
+                correlation_id="corr")
+
+
+def _batch(events, first: int = 1):
+    return [(seq, f"hermes.evt.{e.aggregate_type}.{e.aggregate_id}.{e.type_name()}", encode(e))
+            for seq, e in enumerate(events, first)]
+
+
+def test_effectiveness_is_measured_from_the_log(tmp_path):
+    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
+    with readmodel.Session(engine) as session:
+        readmodel.seed_templates(session, SEED_TEMPLATES)
+    start = utcnow()
+    events = []
+    for n in range(4):  # four threads ask scope-size; the first three answer it, 30 s after asking
+        thread = f"t{n}"
+        q = Question(question_id=f"{thread}-q", template_id="scope-size", category="scope", text="?")
+        events += [ThreadOpened(**_env(thread, "opened", start), idea="plan a garden"),
+                   QuestionsProposed(**_env(thread, "proposed", start), questions=[q], idea_type="planning",
+                                     clarity=0.2)]
+        if n < 3:
+            events.append(AnswersRecorded(**_env(thread, "answered", start + timedelta(seconds=30)),
+                                          answers=[Answer(question_id=q.question_id,
+                                                          text="for 4 people, budget 50 euros, by May")]))
+        events.append(ThreadCompleted(**_env(thread, "done", start + timedelta(seconds=40 + n)),
+                                      final_draft_number=2, reason="answered"))
+    assert readmodel.apply_batch(engine, _batch(events)) == []
+    with readmodel.Session(engine) as session:
+        view = readmodel.template_view(session, "scope-size")
+    assert (view.times_asked, view.times_answered, view.answer_rate) == (4, 3, 0.75)
+    assert view.mean_answer_time_s == 30.0
+    assert view.mean_clarity_gain == domain.clarity_gain("plan a garden", "for 4 people, budget 50 euros, by May")
+    assert view.trend == "new" and view.source == "seed" and view.active
+    engine.dispose()
+
+
+def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
+    db = tmp_path / "learner.db"
+    engine = readmodel.make_engine(f"sqlite:///{db}")
+    with readmodel.Session(engine) as session:
+        readmodel.seed_templates(session, SEED_TEMPLATES)
+    events = [
+        TemplateAdded(**_env("scope-rooms", "added"), category="scope", text="Which rooms?", status="draft"),
+        TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large, roughly?",
+                       prior_improvement=0.7, time_cost_s=12),
+        TemplateDeactivated(**_env("scope-focus", "off"), reason="never helps"),
+    ]
+    readmodel.apply_batch(engine, _batch(events))
+    with readmodel.Session(engine) as session:
+        readmodel.seed_templates(session, SEED_TEMPLATES)  # a restart: the seeds must not undo the edit
+        askable = {t.template_id: t for t in readmodel.load_templates(session)}
+        views = {v.template_id: v for v in readmodel.template_views(session, include_inactive=True)}
+        listed = {v.template_id for v in readmodel.template_views(session, include_inactive=False)}
+    assert askable["scope-size"].text == "How large, roughly?" and askable["scope-size"].time_cost_s == 12
+    assert "scope-rooms" not in askable and views["scope-rooms"].status == "draft"  # a draft is not asked
+    assert "scope-focus" not in askable and not views["scope-focus"].active and "scope-focus" not in listed
+    assert views["scope-rooms"].source == "user" and views["scope-rooms"].expected_improvement == 0.5
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM question_templates").fetchone()[0] == len(SEED_TEMPLATES) + 1
+    con.close()
+    engine.dispose()
+
+
+# ---- the learner as a process --------------------------------------------------------------------------
+
+
+async def control(nc, request) -> dict:
+    reply = await nc.request(subjects.CONTROL_TEMPLATE, msgspec.json.encode(request), timeout=10)
+    return msgspec.json.decode(reply.data)
+
+
+async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_client, learner):
+    nc, js = js_client
+    store = EventStore(js, "test")
+    await wait_until(lambda: learner.proc.logged_since(0, "learner_started"), timeout_s=30)
+    added = await control(nc, save(template_id="scope-rooms", text="Which rooms of {topic} are involved?",
+                                   triggers=[r"\bflat\b|\bhouse\b"], prior_improvement=0.8, time_cost_s=10,
+                                   suggestions=["all of them", "just the kitchen"]))
+    [view] = msgspec.convert(added, TemplatesReply).templates
+    assert (view.template_id, view.source, view.times_asked, view.trend) == ("scope-rooms", "user", 0, "new")
+    assert (await control(nc, save(template_id="scope-rooms")))["code"] == "template_exists"
+    assert (await control(nc, save(template_id="other", category="mood")))["code"] == "bad_request"
+
+    # The new template is asked where its trigger matches (a bonus for being new helps it in).
+    _, draft = await open_and_present(store, "help me repaint my flat")
+    proposal = await wait_until(lambda: _proposal(js, draft.aggregate_id), timeout_s=20)
+    assert "scope-rooms" in [q.template_id for q in proposal.questions]
+    question = next(q for q in proposal.questions if q.template_id == "scope-rooms")
+    assert question.text == "Which rooms of “repaint my flat” are involved?"
+    assert question.suggestions == ["all of them", "just the kitchen"]
+    answered = AnswersRecorded(**_env(draft.aggregate_id, "answers"),
+                               answers=[Answer(question_id=question.question_id, text="just the kitchen")])
+    await store.append([answered, ThreadCompleted(**_env(draft.aggregate_id, "completed"), final_draft_number=2,
+                                                  reason="answered")])
+
+    async def measured():
+        reply = await nc.request(subjects.QUERY_TEMPLATES, msgspec.json.encode(TemplatesQuery()), timeout=5)
+        views = {v.template_id: v for v in msgspec.json.decode(reply.data, type=TemplatesReply).templates}
+        return views if views["scope-rooms"].times_answered == 1 else None
+    views = await wait_until(measured, timeout_s=20)
+    assert views["scope-rooms"].answer_rate == 1.0 and views["scope-rooms"].mean_answer_time_s >= 0
+
+    # Deactivated: never asked again, still listed on request.
+    off = await control(nc, {"op": "deactivate", "template_id": "scope-rooms", "reason": "too narrow"})
+    assert msgspec.convert(off, TemplatesReply).templates[0].active is False
+    _, draft2 = await open_and_present(store, "help me repaint my flat")
+    proposal2 = await wait_until(lambda: _proposal(js, draft2.aggregate_id), timeout_s=20)
+    assert "scope-rooms" not in [q.template_id for q in proposal2.questions]
+    changes = await stored_events(js, "hermes.evt.template.scope-rooms.>")
+    assert [e.type_name() for e in changes] == ["template_added", "template_deactivated"]
+
+    # The read model is the log's: a rebuild from an empty database gives the same templates and statistics.
+    before = learner.dump()
+    learner.stop()
+    learner.db.unlink()
+    learner.start()
+    await wait_until(lambda: learner.proc.logged_since(0, "learner_started"), timeout_s=30)
+    assert learner.dump()["question_templates"] == before["question_templates"]
+    assert learner.dump()["template_stats"] == before["template_stats"]
+
+
+async def _proposal(js, thread_id: str) -> QuestionsProposed | None:
+    found = await stored_events(js, subjects.thread_event(thread_id, QuestionsProposed))
+    return found[0] if found else None
