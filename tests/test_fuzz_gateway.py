@@ -126,7 +126,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                HERMES_WEB_PORT=str(web_port))
     logs = tmp / "logs"
     peers = [ServiceProcess(name, module, env, logs) for name, module in (
-        ("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"), ("edge", "hermes_edge"))]
+        ("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"), ("edge", "hermes_edge"),
+        ("learner", "hermes_learner"))]
     gateway = ServiceProcess("gateway", "hermes_gateway", env, logs)
 
     def stop_all() -> None:

@@ -288,7 +288,8 @@ class QueueReply(msgspec.Struct, kw_only=True):
 # :class:`TemplatesReply` holding the changed template (or :class:`ErrorReply`: ``bad_request``,
 # ``unknown_template``, ``template_exists``).
 
-TEMPLATE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+TEMPLATE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""One subject token (no dots), so a template's events can be read by subject."""
 
 
 class TemplateView(msgspec.Struct, kw_only=True):

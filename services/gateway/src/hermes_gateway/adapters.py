@@ -1,5 +1,5 @@
-"""The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models and the
-backend-router, reading stream states, and following one thread live (log events + token deltas).
+"""The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models, the
+backend-router and the learner, reading stream states, and following one thread live (log events + token deltas).
 
 Failures of the bus surface as :class:`BusUnavailable` (answered 503) or :class:`BadReply` (502); a
 service that answers with the contract's ``ErrorReply`` raises :class:`Refused`.
@@ -34,13 +34,18 @@ from hermes_proto.queries import (
     BackendsReply,
     CompareReply,
     CompareRequest,
+    DeactivateTemplate,
     JobQuery,
     JobReply,
     JobView,
     QueueReply,
+    SaveTemplate,
     SelectionsQuery,
     SelectionsReply,
     SetBackendEnabled,
+    TemplatesQuery,
+    TemplatesReply,
+    TemplateView,
     ThreadListQuery,
     ThreadListReply,
     ThreadQuery,
@@ -170,6 +175,50 @@ class BackendsClient:
         """Run one prompt on several backends, side by side. :class:`Refused` ``unknown_backend`` or
         ``bad_request``."""
         return await self._ask(subj.CONTROL_COMPARE, request, CompareReply, request.timeout_s + self.COMPARE_MARGIN_S)
+
+
+class LearnerClient:
+    """The learner's request/reply surface for question templates (``hermes.query.templates``,
+    ``hermes.control.template``; msgspec JSON). Every call waits at most ``timeout_s`` seconds and raises
+    :class:`BusUnavailable` when the learner does not answer, :class:`Refused` on its ``ErrorReply``
+    (``bad_request``, ``unknown_template``, ``template_exists``) and :class:`BadReply` on anything else."""
+
+    WHAT = "The learner"
+
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._nc = bus.nc
+        self._timeout_s = timeout_s
+
+    async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R]) -> R:
+        return await ask(self._nc, self.WHAT, subject, query, reply_type, self._timeout_s)
+
+    async def templates(self, include_inactive: bool = False) -> TemplatesReply:
+        """Every template with its measured effectiveness (deactivated ones only with ``include_inactive``)."""
+        return await self._ask(subj.QUERY_TEMPLATES, TemplatesQuery(include_inactive=include_inactive),
+                               TemplatesReply)
+
+    async def template(self, template_id: str) -> TemplateView | None:
+        """One template, active or not, or None when the learner has no template of that id."""
+        reply = await self.templates(include_inactive=True)
+        return next((t for t in reply.templates if t.template_id == template_id), None)
+
+    async def save(self, command: SaveTemplate) -> TemplateView:
+        """Add (``create``) or replace a template; returns it as the learner now has it (the learner answers
+        after its read model applied ``TemplateAdded``/``TemplateEdited``). :class:`Refused`
+        ``template_exists``, ``unknown_template`` or ``bad_request``."""
+        return self._changed(await self._ask(subj.CONTROL_TEMPLATE, command, TemplatesReply))
+
+    async def deactivate(self, command: DeactivateTemplate) -> TemplateView:
+        """Stop asking a template (``TemplateDeactivated``); returns it, now inactive. :class:`Refused`
+        ``unknown_template``."""
+        return self._changed(await self._ask(subj.CONTROL_TEMPLATE, command, TemplatesReply))
+
+    def _changed(self, reply: TemplatesReply) -> TemplateView:
+        # The contract: a control reply holds exactly the template it changed.
+        if len(reply.templates) != 1:
+            raise BadReply(f"{subj.CONTROL_TEMPLATE}: {len(reply.templates)} templates in the reply, expected 1",
+                           self.WHAT)
+        return reply.templates[0]
 
 
 async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:

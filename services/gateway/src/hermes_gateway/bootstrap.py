@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, ReadModel
+from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
 from hermes_gateway.observability import RequestObservability
@@ -19,6 +19,7 @@ from hermes_gateway.routes import (
     events,
     external,
     ideas,
+    learn,
     metrics,
     system,
     telegram,
@@ -46,6 +47,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.commands = CommandPublisher(bus)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
+        app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
         log.info("gateway_ready", nats_url=settings.nats_url,
                  url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/")
         try:
@@ -60,7 +62,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestObservability)
-    for module in (ideas, external, workflows, threads, events, backends, system, deadletters, telegram, metrics, ui):
+    for module in (ideas, external, workflows, threads, events, backends, learn, system, deadletters, telegram,
+                   metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_error_envelope(app)

@@ -40,6 +40,8 @@ REFUSED_STATUS = {
     "unknown_backend": 404,
     "bad_request": 400,
     "over_budget": 409,
+    "unknown_template": 404,
+    "template_exists": 409,
 }
 """HTTP status of each :class:`~hermes_gateway.adapters.Refused` code; any other code (``internal``) is 502."""
 

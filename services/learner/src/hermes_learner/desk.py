@@ -43,8 +43,9 @@ log = structlog.get_logger("hermes.learner")
 TEMPLATE_CHANGES = Counter("hermes_learner_template_changes_total",
                            "Template changes through hermes.control.template; outcome: added, edited, deactivated, "
                            "or the refusal code", ["outcome"])
-APPLY_TIMEOUT_S = 5.0
-"""Seconds to wait for the projection to apply an appended change before answering (it applies within ms)."""
+APPLY_TIMEOUT_S = 2.0
+"""Seconds to wait for the projection to apply an appended change before answering (it applies within ms; less
+than the gateway's default query timeout of 3 s, so a slow apply still gets an answer)."""
 
 _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 
@@ -52,6 +53,8 @@ _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 def problems(request: SaveTemplate) -> str | None:
     """Why ``request`` cannot be saved (None: it can): a category, idea type or status outside the known ones,
     a trigger that is not a valid regular expression, a ``{...}`` slot other than ``{topic}``."""
+    if request.template_id != request.template_id.strip():  # "$" in the id pattern lets a final newline by
+        return "the template id must not end in whitespace"
     if request.category not in QUESTION_CATEGORIES:
         return f"category must be one of {', '.join(QUESTION_CATEGORIES)}"
     unknown = sorted(set(request.idea_types) - set(IDEA_TYPES))
