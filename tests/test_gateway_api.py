@@ -628,6 +628,10 @@ async def test_bad_submissions_get_their_error_and_publish_nothing(gateway: Gate
 
     assert_error(await http.get(f"{gateway.url}/api/no-such-route"), 404, "not_found")
     assert_error(await http.delete(f"{gateway.url}/api/submit"), 405, "method_not_allowed")
+    # JSON may escape a lone surrogate, which no UTF-8 message can carry: a 400, not a 500.
+    assert_error(await http.post(f"{gateway.url}/api/submit", content=b'{"idea": "plan \\ud800 a garden"}',
+                                 headers={"Content-Type": "application/json"}), 400, "invalid_text")
+    assert (await http.get(f"{gateway.url}/api/system/health")).status_code in (200, 503)  # still serving
     assert await commands_published(js) == 0
 
 

@@ -226,6 +226,12 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _on_unencodable(request: Request, exc: Exception) -> JSONResponse:
+    # JSON allows an escaped lone UTF-16 surrogate ("\\ud800"); it cannot become UTF-8, so no message can carry it.
+    return failure(request, ApiError(400, "invalid_text", "The request holds text that is not valid Unicode "
+                                     "(a lone UTF-16 surrogate).", user_action="Send valid UTF-8 text."))
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
     return failure(request, ApiError(500, "internal_error", "Something went wrong inside the gateway.",
@@ -243,4 +249,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(UnicodeEncodeError, _on_unencodable)
     app.add_exception_handler(Exception, _on_unexpected)
