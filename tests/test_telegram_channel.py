@@ -298,3 +298,22 @@ async def test_webhook_mode_end_to_end(js_client, bus_env, tmp_path: Path):
             assert {status for _, status in telegram.webhook_deliveries} == {200}
         finally:
             await asyncio.gather(*(asyncio.to_thread(p.stop) for p in procs.values()))
+
+
+async def test_ideas_from_telegram_obey_the_queue_cap(stack: Stack):
+    """With HERMES_MAX_QUEUED_JOBS=1 and one job running, a second idea from the phone is refused with a
+    message (and the minute's QueueFull for the alert), as the gateway refuses with 429."""
+    notifier = stack.procs["notifier"]
+    notifier.stop()
+    notifier.env = dict(notifier.env, HERMES_MAX_QUEUED_JOBS="1", HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS="7")
+    await stack.start("notifier")
+    telegram = stack.telegram
+    telegram.push_text(CHAT_A, "First idea: a reading list on bees")
+    first = await wait_until(lambda: _first(stack.threads_of(CHAT_A)), timeout_s=20)
+    await wait_until(lambda: _of(stack.js, first, "execution_started"), timeout_s=20)
+    telegram.push_text(CHAT_A, "Second idea: a reading list on rivers")
+    busy = await stack.message(CHAT_A, lambda m: m["text"].startswith("Hermes is busy"))
+    assert "limit 1" in busy["text"] and "again in 7 s" in busy["text"]
+    assert await stack.threads_of(CHAT_A) == [first]
+    queue_full = await stored_events(stack.js, "hermes.evt.system.queue.queue_full")
+    assert queue_full and queue_full[-1].limit == 1

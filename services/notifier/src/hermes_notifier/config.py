@@ -48,7 +48,9 @@ class NotifierSettings(BusSettings):
     ``off``; ``telegram_allowed_chat_ids``: comma list of chat ids whose messages Hermes takes (unset: only
     ``telegram_chat_id``); other chats get one polite refusal, ever. ``telegram_poll_timeout_s``: the long
     poll's length (seconds); ``telegram_stream_interval_s``: the least time between two edits of a streaming
-    draft (seconds; Telegram allows about one message per second per chat)."""
+    draft (seconds; Telegram allows about one message per second per chat). ``hermes_max_queued_jobs`` /
+    ``hermes_queue_full_retry_after_seconds``: the queue cap ideas from Telegram obey, as the gateway's do
+    (:mod:`hermes_proto.admission`)."""
 
     metrics_port: int = 9105
     telegram_bot_token: SecretStr | None = None
@@ -70,6 +72,8 @@ class NotifierSettings(BusSettings):
     hermes_callback_backoff_s: float = Field(default=1.0, ge=0)
     hermes_callback_max_backoff_s: float = Field(default=30.0, ge=0)
     hermes_callback_timeout_s: float = Field(default=10.0, gt=0)
+    hermes_max_queued_jobs: int | None = Field(default=1000, ge=0)
+    hermes_queue_full_retry_after_seconds: int = Field(default=30, ge=1)
     telegram_updates: Literal["polling", "webhook", "off"] = "polling"
     telegram_webhook_url: str | None = Field(default=None, pattern=r"^https://\S+$")
     telegram_webhook_secret: SecretStr | None = None

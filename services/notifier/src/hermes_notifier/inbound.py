@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hermes_proto import subjects
+from hermes_proto.admission import QueueCap, check_queue
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, SubmitIdea
 from hermes_proto.events import (
@@ -157,11 +158,13 @@ class Poller:
 @dataclass(frozen=True)
 class InboxSettings:
     """``allowed_chats``: chat ids (as strings) whose messages Hermes takes; ``web_base_url`` for links;
-    ``bot_username``: this bot's name, to ignore commands addressed to another bot (None: unknown)."""
+    ``bot_username``: this bot's name, to ignore commands addressed to another bot (None: unknown);
+    ``queue_cap``: the queue cap a new idea must fit under."""
 
     allowed_chats: frozenset[str]
     web_base_url: str
     bot_username: str | None = None
+    queue_cap: QueueCap = QueueCap(None)
 
 
 class Replies:
@@ -367,6 +370,11 @@ class Turn:
         message = self.update.message
         thread_id = derived_id("telegram_thread", self.chat, str(message.message_id))
         bind_ids(thread_id=thread_id)
+        refusal = await check_queue(self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, thread_id)
+        if refusal is not None:
+            await self.say(f"Hermes is busy\n\nThe job queue is full ({refusal.queued} open jobs, limit "
+                           f"{refusal.limit}). Send the idea again in {refusal.retry_after_s} s.", kind="queue_full")
+            return
         ids = await self.inbox.replies.say(
             self.chat, chat.idea_received_text(idea), cause_id=self.cause, aggregate_id=thread_id,
             kind=IDEA_RECEIVED, delivery=self.delivery, correlation_id=thread_id)
@@ -609,7 +617,9 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
     live = LiveDrafts(nc, sender, settings.telegram_stream_interval_s)
     replies = Replies(sender, thread_log, store)
     username = await _bot_username(sender)
-    inbox = Inbox(replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username), live)
+    cap = QueueCap(settings.hermes_max_queued_jobs, settings.hermes_queue_full_retry_after_seconds)
+    inbox = Inbox(replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username, cap),
+                  live)
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.INBOX_STREAM, durable=INBOX_DURABLE, filter_subjects=[subjects.TELEGRAM_INBOX_ALL],
         decode=decode_telegram_update, handler=inbox.on_update, batch=INBOX_BATCH, ack_wait_s=ack_wait_s,
