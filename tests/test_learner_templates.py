@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -212,7 +213,8 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     # The read model is the log's: a rebuild from an empty database gives the same templates and statistics.
     before = learner.dump()
     learner.stop()
-    learner.db.unlink()
+    for suffix in ("", "-wal", "-shm"):  # the whole database, its write-ahead log included
+        Path(f"{learner.db}{suffix}").unlink(missing_ok=True)
     learner.start()
     await wait_until(lambda: learner.proc.logged_since(0, "learner_started"), timeout_s=30)
     assert learner.dump()["question_templates"] == before["question_templates"]
@@ -222,3 +224,59 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
 async def _proposal(js, thread_id: str) -> QuestionsProposed | None:
     found = await stored_events(js, subjects.thread_event(thread_id, QuestionsProposed))
     return found[0] if found else None
+
+
+def test_exploration_never_makes_a_question_worth_asking():
+    """The bonus ranks among questions worth the user's time; one below ``min_value`` stays unasked however
+    long the history grows."""
+    weak = T("a-weak", "scope", "Anything else about {topic}?", prior_improvement=0.04, time_cost_s=15)
+    stats = {"other": domain.TemplateStats(times_asked=10_000, times_answered=5_000)}
+    for exploration in (0.0, 0.5, 5.0):
+        decision = choose("plan a garden", cap=3, stats=stats, templates=[weak], exploration=exploration)
+        assert decision.questions == [], exploration
+    strong = T("b-strong", "scope", "How big is {topic}?", prior_improvement=0.9, time_cost_s=15)
+    [question] = choose("plan a garden", cap=3, stats=stats, templates=[weak, strong]).questions
+    # The stored value is the question's worth, without the bonus.
+    assert question.expected_value == domain.expected_value(strong, "plan a garden",
+                                                            domain.clarity("plan a garden"),
+                                                            domain.quality_issues("plan a garden"), None)
+
+
+def test_a_rebuild_gives_the_same_templates_and_trends(tmp_path):
+    """Deactivating a seed keeps it following the code's seeds, so a rebuild (seeds first, then the log) ends
+    with the same rows; trends are read in an order that ties in time cannot change."""
+    at = utcnow()
+    events = [TemplateDeactivated(**_env("scope-focus", "off"))]
+    for n in range(24):  # 24 threads closing at the same instant: the trend's order must not depend on storage
+        thread, q = f"t{n:02d}", Question(question_id=f"t{n:02d}-q", template_id="scope-size", category="scope",
+                                           text="?")
+        events += [ThreadOpened(**_env(thread, "opened", at), idea="plan a garden"),
+                   QuestionsProposed(**_env(thread, "proposed", at), questions=[q], idea_type="planning", clarity=0.2)]
+        if n >= 12:
+            events.append(AnswersRecorded(**_env(thread, "answered", at), answers=[Answer(question_id=q.question_id,
+                                                                                             text="small")]))
+        events.append(ThreadCompleted(**_env(thread, "done", at), final_draft_number=2, reason="answered"))
+    batch = _batch(events)
+    newer_seeds = tuple(t if t.template_id != "scope-focus" else T(
+        t.template_id, t.category, "Which single part of {topic} matters most?", t.suggestions, t.idea_types,
+        t.triggers, t.prior_improvement, t.time_cost_s) for t in SEED_TEMPLATES)
+
+    def build(name: str, chunks: int, seeds_before, seeds_after) -> list:
+        engine = readmodel.make_engine(f"sqlite:///{tmp_path / name}")
+        with readmodel.Session(engine) as session:
+            readmodel.seed_templates(session, seeds_before)
+        size = -(-len(batch) // chunks)
+        for start in range(0, len(batch), size):
+            readmodel.apply_batch(engine, batch[start:start + size])
+        with readmodel.Session(engine) as session:
+            readmodel.seed_templates(session, seeds_after)  # the next start-up, with the code's seeds then
+            views = readmodel.template_views(session, include_inactive=True)
+        engine.dispose()
+        return views
+
+    running = build("running.db", 7, SEED_TEMPLATES, newer_seeds)  # built over time, then a new version starts
+    rebuilt = build("rebuilt.db", 1, newer_seeds, newer_seeds)  # that version rebuilding from the log at once
+    assert running == rebuilt
+    views = {v.template_id: v for v in rebuilt}
+    assert views["scope-focus"].text.startswith("Which single part") and not views["scope-focus"].active
+    assert views["scope-size"].trend == "improving" and views["scope-size"].answer_rate == 0.5

@@ -52,7 +52,7 @@ def _backend_name(name: str) -> str:
 
 def _template_id(template_id: str) -> str:
     if not re.fullmatch(TEMPLATE_ID_PATTERN, template_id):
-        raise Rejected("invalid_id", "template_id must be 1-64 lowercase letters, digits, '_', '.' or '-', "
+        raise Rejected("invalid_id", "template_id must be 1-64 lowercase letters, digits, '_' or '-', "
                        "starting with a letter or digit", details={"field": "template_id"})
     return template_id
 

@@ -47,6 +47,7 @@ APPLY_TIMEOUT_S = 2.0
 """Seconds to wait for the projection to apply an appended change before answering (it applies within ms; less
 than the gateway's default query timeout of 3 s, so a slow apply still gets an answer)."""
 
+QUEUE_GROUP = "learner"
 _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 
 
@@ -83,8 +84,9 @@ class TemplateDesk:
         self.projection = projection
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_TEMPLATES, cb=self.on_query)
-        await self.nc.subscribe(subjects.CONTROL_TEMPLATE, cb=self.on_control)
+        # One learner answers each request, however many run (a change must be appended once).
+        await self.nc.subscribe(subjects.QUERY_TEMPLATES, queue=QUEUE_GROUP, cb=self.on_query)
+        await self.nc.subscribe(subjects.CONTROL_TEMPLATE, queue=QUEUE_GROUP, cb=self.on_control)
 
     async def on_query(self, msg: Msg) -> None:
         try:

@@ -3,8 +3,9 @@
 Pure and deterministic, no I/O: the same idea, draft, templates and statistics always give the same
 questions with the same ids. What the idea says (type, clarity, open issues) comes from
 :mod:`hermes_learner.ideas`. The constants are heuristics of Hermes's own (no external source), meant to
-be tuned against measured answer rates and ratings; the only borrowed formula is the Beta-Binomial posterior
-mean in :func:`answer_rate` (and its pseudo-count form in :func:`improvement`).
+be tuned against measured answer rates and ratings; the borrowed formulas are the Beta-Binomial posterior
+mean in :func:`answer_rate` (and its pseudo-count form in :func:`improvement`) and the UCB1 bonus of
+:func:`exploration_bonus`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class TemplateStats:
         return self.answer_time_sum_s / self.times_answered if self.times_answered else None
 
     def mean_clarity_gain(self) -> float | None:
+        """Mean :func:`clarity_gain` of its answers (clarity is on a 0..1 scale; None before any answer)."""
         return self.clarity_gain_sum / self.times_answered if self.times_answered else None
 
 
@@ -196,22 +198,25 @@ def topic(idea: str) -> str:
     return f"“{gist}”"
 
 
-def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Policy) -> list[tuple[float, QuestionTemplate]]:
-    """Greedy selection: repeatedly take the best value after the same-category discount, while it is
-    at least ``min_value``; ties go to the smaller template id."""
+def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Policy,
+          bonus: Mapping[str, float] | None = None) -> list[tuple[float, QuestionTemplate]]:
+    """Greedy selection: repeatedly take the best value after the same-category discount (ranked with its
+    exploration ``bonus`` factor, by template id), while that value WITHOUT the bonus is at least ``min_value``
+    (exploration picks among questions worth asking, it never makes one worth asking); ties go to the smaller
+    template id. The values returned carry no bonus."""
     chosen: list[tuple[float, QuestionTemplate]] = []
     per_category: dict[str, int] = {}
-    remaining = list(scored)
+    remaining = [s for s in scored if s[0] >= policy.min_value]  # the discount only lowers a value
     while remaining and len(chosen) < limit:
         def effective(item: tuple[float, QuestionTemplate]) -> float:
             return item[0] * SAME_CATEGORY_DISCOUNT ** per_category.get(item[1].category, 0)
 
-        open_ = [s for s in remaining if per_category.get(s[1].category, 0) < policy.per_category]
+        open_ = [s for s in remaining if per_category.get(s[1].category, 0) < policy.per_category
+                 and effective(s) >= policy.min_value]
         if not open_:
             break
-        best = min(open_, key=lambda s: (-effective(s), s[1].template_id))
-        if effective(best) < policy.min_value:
-            break
+        best = min(open_, key=lambda s: (-effective(s) * (bonus or {}).get(s[1].template_id, 1.0),
+                                         s[1].template_id))
         remaining.remove(best)
         chosen.append((round(effective(best), 4), best[1]))
         per_category[best[1].category] = per_category.get(best[1].category, 0) + 1
@@ -237,16 +242,13 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
     issues = quality_issues(idea)
     total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
 
-    def value(t: QuestionTemplate) -> float:
-        if not policy.use_stats:
-            return expected_value(t, idea, clarity_, issues, None)
-        measured = stats.get(t.template_id)
-        bonus = exploration_bonus(measured.times_asked if measured else 0, total_asked, policy.exploration)
-        return round(expected_value(t, idea, clarity_, issues, measured) * bonus, 4)
-
-    scored = [(value(t), t) for t in templates
-              if t.category in QUESTION_CATEGORIES and (not t.idea_types or idea_type in t.idea_types)]
-    chosen = _pick(scored, max_questions, policy)
+    candidates = [t for t in templates
+                  if t.category in QUESTION_CATEGORIES and (not t.idea_types or idea_type in t.idea_types)]
+    measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
+    scored = [(expected_value(t, idea, clarity_, issues, measured[t.template_id]), t) for t in candidates]
+    bonus = {t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
+             for t in candidates if (m := measured[t.template_id]) is not None or policy.use_stats}
+    chosen = _pick(scored, max_questions, policy, bonus if policy.use_stats else None)
     if not chosen:
         return Decision([], idea_type, clarity_,
                         f"no question is worth the user's time (best value below {policy.min_value})")

@@ -185,7 +185,8 @@ def answered_history(session: Session) -> dict[str, list[bool]]:
     """Per template, whether each counted asking was answered, oldest first (for :func:`domain.trend`)."""
     rows = session.exec(select(ProposedQuestionRow.template_id, ProposedQuestionRow.answered_at)
                         .where(col(ProposedQuestionRow.closed_at).is_not(None))
-                        .order_by(ProposedQuestionRow.closed_at, ProposedQuestionRow.position)).all()
+                        .order_by(ProposedQuestionRow.closed_at, ProposedQuestionRow.thread_id,
+                                  ProposedQuestionRow.position)).all()  # unique: the same order after a rebuild
     history: dict[str, list[bool]] = {}
     for template_id, answered_at in rows:
         history.setdefault(template_id, []).append(answered_at is not None)
@@ -291,7 +292,8 @@ def _(e: ev.AnswersRecorded, session: Session) -> None:
     thread = session.get(LearnerThreadRow, e.aggregate_id)
     for a in e.answers:
         question = session.get(ProposedQuestionRow, a.question_id)
-        if question is not None and question.answered_at is None and a.text.strip():
+        # An answer after the thread closed (never sent by the orchestrator) would count in the trend only.
+        if question is not None and question.answered_at is None and question.closed_at is None and a.text.strip():
             question.answered_at = _utc(e.occurred_at)
             if thread is not None and thread.proposed_at is not None:
                 question.answer_time_s = max(0.0, (question.answered_at - _utc(thread.proposed_at)).total_seconds())
@@ -301,10 +303,14 @@ def _(e: ev.AnswersRecorded, session: Session) -> None:
 
 @apply.register
 def _(e: ev.TemplateAdded, session: Session) -> None:
-    if session.get(QuestionTemplateRow, e.aggregate_id) is not None:
+    row = session.get(QuestionTemplateRow, e.aggregate_id)
+    if row is not None and (row.source != "seed" or row.edited):
         return  # an id is added once; the control responder refuses a taken one
-    row = QuestionTemplateRow(template_id=e.aggregate_id, category=e.category, text=e.text, prior_improvement=0.0,
-                              time_cost_s=1.0, status=e.status, source=e.source, edited=True)
+    # A seed of the same id (one a later version of the code brought) gives way to the user's template, so a
+    # rebuild, where the seeds come first, ends with the same row.
+    row = row or QuestionTemplateRow(template_id=e.aggregate_id, category=e.category, text=e.text,
+                                     prior_improvement=0.0, time_cost_s=1.0)
+    row.status, row.source, row.edited = e.status, e.source, True
     _define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
             e.prior_improvement, e.time_cost_s)
     session.add(row)
@@ -325,7 +331,7 @@ def _(e: ev.TemplateEdited, session: Session) -> None:
 def _(e: ev.TemplateDeactivated, session: Session) -> None:
     row = session.get(QuestionTemplateRow, e.aggregate_id)
     if row is not None:
-        row.active, row.edited = False, True
+        row.active = False  # only that: the seeds never touch ``active``, so a seed's text still follows the code
         session.add(row)
 
 

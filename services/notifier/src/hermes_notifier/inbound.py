@@ -370,7 +370,10 @@ class Turn:
         message = self.update.message
         thread_id = derived_id("telegram_thread", self.chat, str(message.message_id))
         bind_ids(thread_id=thread_id)
-        refusal = await check_queue(self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, thread_id)
+        accepted_before = self.delivery.deliveries > 1 and await self.inbox.thread_log.notification_recorded(
+            thread_id, domain.sent_id(self.cause))  # a redelivery: its own job must not count against it
+        refusal = None if accepted_before else await check_queue(
+            self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, thread_id)
         if refusal is not None:
             await self.say(f"Hermes is busy\n\nThe job queue is full ({refusal.queued} open jobs, limit "
                            f"{refusal.limit}). Send the idea again in {refusal.retry_after_s} s.", kind="queue_full")

@@ -72,7 +72,7 @@ class TemplateDefinition(BaseModel):
 
 
 class NewTemplate(TemplateDefinition):
-    """A new template: ``template_id`` (1-64 of lowercase letters, digits, '_', '.', '-', starting with a letter
+    """A new template: ``template_id`` (1-64 of lowercase letters, digits, '_', '-', starting with a letter
     or digit; stable forever) and its :class:`TemplateDefinition`."""
 
     template_id: Annotated[StrictStr, StringConstraints(pattern=TEMPLATE_ID_PATTERN)]
