@@ -3,14 +3,17 @@
 Tables:
 
 - ``question_templates``: the seeded templates (upserted from :data:`~hermes_learner.templates.SEED_TEMPLATES`
-  at start-up, not from the log);
+  at start-up) and the log's ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` (an added or
+  edited template is ``edited``: the seeds leave it alone; deactivation only clears ``active``);
 - ``template_stats``: per template, ``times_asked`` / ``times_answered`` over FINISHED threads: when a
   thread completes or fails, each question it was asked counts once as asked, and once as answered if an
   ``AnswersRecorded`` answered it (counting at the end keeps threads still awaiting answers from looking
-  unanswered); ``updated_at`` is the time of the event that last changed the row;
+  unanswered), plus the answered askings' seconds to answer and clarity gains (sums); ``rated_threads`` /
+  ``rating_sum`` from ``ThreadRated``; ``updated_at`` is the time of the event that last changed the row;
 - ``threads``: what a decision needs about a thread (idea, its question cap, whether questions were
   proposed already, whether it is closed);
-- ``proposed_questions``: each asked question and when it was answered (maps answers to templates);
+- ``proposed_questions``: each asked question, when it was answered, its seconds to answer and clarity gain,
+  and when its thread closed (maps answers to templates; the closed ones in order give a template's trend);
 - ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
 
 Every projected value comes from an event (timestamps included), so replaying the log into an empty
