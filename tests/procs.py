@@ -78,3 +78,18 @@ def model_env(port: int, model: str = "fake") -> dict[str, str]:
 def service_processes(env: dict[str, str], log_dir: Path, names: Iterable[str]) -> dict[str, ServiceProcess]:
     """One (not yet started) :class:`ServiceProcess` per name of :data:`MODULES`, all with ``env``."""
     return {name: ServiceProcess(name, MODULES[name], env, log_dir) for name in names}
+
+
+async def start_ready(proc: ServiceProcess, timeout_s: float = 60.0) -> None:
+    """Start ``proc`` (named as in :data:`MODULES`) and wait until it logs its :data:`READY_MARKERS` entry anew,
+    failing at once if it dies first."""
+    from conftest import wait_until
+
+    offset = proc.log_size()
+    proc.start()
+
+    def ready() -> bool:
+        assert proc.alive(), proc.log_text()[-3000:]
+        return proc.logged_since(offset, READY_MARKERS[proc.name])
+
+    await wait_until(ready, timeout_s=timeout_s, interval_s=0.1)

@@ -27,7 +27,7 @@ from hermes_proto import subjects
 from hermes_proto.ids import new_id
 from hermes_proto.queries import QueueReply
 from hermes_router.domain import backoff_delay
-from procs import READY_MARKERS, ServiceProcess, model_env, service_processes
+from procs import ServiceProcess, model_env, service_processes, start_ready
 
 FAILOVER_DELAY_S = 0.2
 SLOW = Reply(chunks=[f"word{i} " for i in range(30)], chunk_delay_s=0.2)  # ~6 s per call
@@ -42,10 +42,7 @@ class Stack:
     http: httpx.AsyncClient
 
     async def start(self, name: str) -> None:
-        proc = self.procs[name]
-        offset = proc.log_size()
-        proc.start()
-        await wait_until(lambda: proc.logged_since(offset, READY_MARKERS[name]), timeout_s=60)
+        await start_ready(self.procs[name])
 
     async def events(self, thread_id: str) -> list:
         return await thread_events(self.js, thread_id)

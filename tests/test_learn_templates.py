@@ -13,14 +13,14 @@ import httpx
 import msgspec
 import pytest
 
-from conftest import stored_events, wait_until
+from conftest import stored_events
 from hermes_cli.natsserver import free_port
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
 from hermes_proto.codec import encode
 from hermes_proto.events import TemplateAdded, TemplateDeactivated, TemplateEdited
 from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
-from procs import READY_MARKERS, ServiceProcess, service_processes
+from procs import ServiceProcess, service_processes, start_ready
 
 SEEDS = {t.template_id: t for t in SEED_TEMPLATES}
 NEW = {"template_id": "scope-pets", "category": "scope", "text": "Do you have pets that {topic} must suit?",
@@ -39,26 +39,14 @@ class Stack:
         return f"{self.url}/api/learn/templates"
 
 
-async def ready(process: ServiceProcess, since: int = 0) -> None:
-    """Until ``process`` logged its ready marker after byte ``since`` of its log (failing if it died)."""
-
-    def logged() -> bool:
-        assert process.alive(), process.log_text()[-3000:]
-        return process.logged_since(since, READY_MARKERS[process.name])
-
-    await wait_until(logged, timeout_s=30, interval_s=0.1)
-
-
 @pytest.fixture
 async def stack(bus_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Stack]:
     port = free_port()
     env = dict(bus_env, HERMES_WEB_HOST="127.0.0.1", HERMES_WEB_PORT=str(port), METRICS_PORT="0")
     procs = service_processes(env, tmp_path / "logs", ("learner", "gateway"))
-    for process in procs.values():
-        process.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        await asyncio.gather(*(ready(p) for p in procs.values()))  # gateway_ready: it serves HTTP
+        await asyncio.gather(*(start_ready(p) for p in procs.values()))  # gateway_ready: it serves HTTP
         yield Stack(procs["learner"], procs["gateway"], url)
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in procs.values()))
@@ -294,9 +282,7 @@ async def test_the_list_survives_a_learner_restart_and_edited_seeds_stay_edited(
     assert down["retry_after"] and "learner" in down["message"].lower()
     error_of(await http.post(stack.templates_url, json=dict(NEW, template_id="while-down")), 503, "bus_unavailable")
 
-    since = stack.learner.log_size()
-    stack.learner.start()
-    await ready(stack.learner, since)
+    await start_ready(stack.learner)
     after = await listed(stack, http, include_inactive=True)
     assert after == before and after[seed_id]["text"] == "What do you want, really?"
     assert "while-down" not in after and after == await learner_answer(nc, include_inactive=True)

@@ -21,7 +21,7 @@ from fakes.telegram_api import FakeTelegramServer, parse_markdown_v2
 from hermes_proto import subjects
 from hermes_proto.events import NotificationSent, ThreadOpened
 from hermes_cli.natsserver import free_port
-from procs import READY_MARKERS, ServiceProcess, model_env, service_processes
+from procs import ServiceProcess, model_env, service_processes, start_ready
 
 TOKEN = "555111:channel-test-SECRET"
 CHAT_A, CHAT_B, STRANGER = 4101, 4202, 9909
@@ -38,10 +38,7 @@ class Stack:
     telegram: FakeTelegramServer
 
     async def start(self, name: str) -> None:
-        proc = self.procs[name]
-        offset = proc.log_size()
-        proc.start()
-        await wait_until(lambda: proc.logged_since(offset, READY_MARKERS[name]), timeout_s=60)
+        await start_ready(self.procs[name])
 
     def texts(self, chat: int) -> list[str]:
         return [m["text"] for m in self.telegram.messages_to(chat)]

@@ -123,8 +123,8 @@ class AlertPolicy:
 
 @dataclass(frozen=True)
 class AlertCause:
-    """A cause of an alert that is not an event (a dead-letter record), with what its notification records and
-    the age check read: ``event_id`` (derived, stable across redeliveries), ``aggregate_id``, ``correlation_id``
+    """A cause of a notification that is not an event (a dead-letter record, a Telegram update or button press),
+    with what its notification records and the age check read: ``event_id`` (derived, stable across redeliveries), ``aggregate_id``, ``correlation_id``
     and ``occurred_at`` (UTC)."""
 
     event_id: str

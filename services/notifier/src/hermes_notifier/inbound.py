@@ -36,7 +36,6 @@ from hermes_proto.events import (
     AnswerCollected,
     AnswersRecorded,
     DraftPresented,
-    NotificationFailed,
     NotificationSent,
     Question,
     QuestionsProposed,
@@ -185,9 +184,10 @@ class Replies:
         failed: a failure is recorded, not raised). The record is looked for first, unless ``check_always`` is
         false and this is a first delivery (for a chat's command replies: its records grow with every command,
         and only a redelivery can find one)."""
-        sent_id = domain.sent_id(cause_id)
+        cause = domain.AlertCause(event_id=cause_id, aggregate_id=aggregate_id,
+                                  correlation_id=correlation_id or cause_id, occurred_at=utcnow())
         if ((check_always or delivery.deliveries > 1)
-                and await self.thread_log.notification_recorded(aggregate_id, sent_id)):
+                and await self.thread_log.notification_recorded(aggregate_id, domain.sent_id(cause_id))):
             return []
         parts = domain.split_text(text)
         ids: list[int] = []
@@ -206,9 +206,9 @@ class Replies:
         except SendFailed as exc:
             MESSAGES_FAILED.labels(domain.CHANNEL, kind, exc.reason).inc()
             log.warning("reply_failed", kind=kind, recipient=chat_id, reason=exc.reason, error=exc.detail)
-            await self.store.append([_failed(cause_id, aggregate_id, kind, chat_id, str(exc), correlation_id)])
+            await self.store.append([domain.notification_failed(cause, kind, chat_id, str(exc), utcnow())])
             return []
-        await self.store.append([_sent(cause_id, aggregate_id, kind, chat_id, ids, correlation_id)])
+        await self.store.append([domain.notification_sent(cause, kind, chat_id, ids, utcnow())])
         return ids
 
 
@@ -225,22 +225,6 @@ class Replies:
             log.info("edit_refused_sending_new", reason=exc.detail)
             return False
         return True
-
-
-def _sent(cause_id: str, aggregate_id: str, kind: str, chat_id: str, ids: Sequence[int],
-          correlation_id: str | None) -> NotificationSent:
-    return NotificationSent(event_id=domain.sent_id(cause_id), aggregate_id=aggregate_id, occurred_at=utcnow(),
-                            correlation_id=correlation_id or cause_id, causation_id=cause_id,
-                            cause_event_id=cause_id, kind=kind, channel=domain.CHANNEL, recipient=chat_id,
-                            external_id=",".join(map(str, ids)) or None)
-
-
-def _failed(cause_id: str, aggregate_id: str, kind: str, chat_id: str, message: str,
-            correlation_id: str | None) -> NotificationFailed:
-    return NotificationFailed(
-        event_id=derived_id(cause_id, "notification_failed"), aggregate_id=aggregate_id, occurred_at=utcnow(),
-        correlation_id=correlation_id or cause_id, causation_id=cause_id, cause_event_id=cause_id, kind=kind,
-        channel=domain.CHANNEL, recipient=chat_id, message=message[:2000])
 
 
 class Inbox:

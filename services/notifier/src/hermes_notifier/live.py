@@ -64,9 +64,6 @@ class LiveDrafts:
         self._streams: dict[str, _Stream] = {}
         self._next_edit_at: dict[str, float] = {}  # per chat, monotonic seconds
 
-    def streaming(self, thread_id: str) -> bool:
-        return thread_id in self._streams
-
     async def start(self, thread_id: str, chat_id: str, message_id: int) -> None:
         """Follow ``thread_id``'s first job's tokens into message ``message_id`` of ``chat_id``. Subscribe before
         the idea is submitted, so no early token is missed."""
