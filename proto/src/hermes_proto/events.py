@@ -7,11 +7,13 @@ Token counts are model tokens; latencies are milliseconds.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, ClassVar
 
 import msgspec
 
 from hermes_proto.base import ChatMessage, Event
+from hermes_proto.ids import derived_id
 
 QUESTION_CATEGORIES = ("intent", "constraint", "success", "context", "scope")
 JOB_KINDS = ("draft1", "draft2")
@@ -32,6 +34,26 @@ class Question(msgspec.Struct, frozen=True, kw_only=True):
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
     question_id: str
     text: str
+
+
+PREFERENCE_CATEGORIES = ("depth", "style", "constraint")
+"""What the learner learns about a user: ``depth`` (key ``depth``: overview, detailed, comprehensive), ``style``
+(key ``style``: formal, casual, technical) and recurring ``constraint`` s (keys budget, location, deadline,
+audience; the value is the user's own words)."""
+PREFERENCE_SOURCES = ("explicit", "observed", "inferred")
+"""Where a preference's evidence came from: the user said so (a correction or an edit), an answer to a question
+showed it, or a rating of a draft that applied it."""
+
+
+class Assumption(msgspec.Struct, frozen=True, kw_only=True):
+    """A learned preference used in place of asking: ``preference_id`` (see :class:`PreferenceLearned`),
+    ``category``/``key``/``value`` as there, ``confidence`` in [0, 1] when it was used."""
+
+    preference_id: str
+    category: str
+    key: str
+    value: str
+    confidence: float
 
 
 class BackendCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +85,9 @@ class ThreadOpened(Event, frozen=True, kw_only=True):
     """``idea`` (draft 1, questions, draft 2) or ``workflow`` (the steps of a :class:`WorkflowPlanned`)."""
     callback_url: str | None = None
     source_app: str | None = None
+    assumptions: list[Assumption] = []
+    """The learned preferences of ``user_id`` applied to the draft-1 prompt (confident enough, not expired, and
+    learning enabled); empty otherwise."""
 
 
 class WorkflowStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -298,6 +323,9 @@ class QuestionsProposed(Event, frozen=True, kw_only=True):
     idea_type: str
     clarity: float
     reason: str = ""
+    assumptions: list[Assumption] = []
+    """What was not asked because a learned preference already answers it (shown to the user, who can correct
+    it through ``POST /api/learn/feedback``)."""
 
 
 class AnswersRecorded(Event, frozen=True, kw_only=True):
@@ -474,6 +502,58 @@ class TemplateDeactivated(TemplateEvent, frozen=True, kw_only=True):
 
 TEMPLATE_EVENTS: tuple[type[Event], ...] = (TemplateAdded, TemplateEdited, TemplateDeactivated)
 
+PREFERENCE_EVIDENCE = ("answer", "rating", "correction", "edit")
+"""What changed a preference: an answer to a question, a rating of a thread that applied it, a correction (``POST
+/api/learn/feedback``), an edit (``PATCH /api/learn/preferences/{id}``)."""
+
+
+class PreferenceEvent(Event, frozen=True, kw_only=True):
+    """Base of events about one learned preference of one user. ``aggregate_id`` is the ``preference_id``,
+    ``derived_id("preference", user_id, category, key)`` (:func:`preference_id`)."""
+
+    aggregate_type: ClassVar[str] = "preference"
+
+    user_id: str
+    category: str
+    key: str
+
+
+class PreferenceLearned(PreferenceEvent, frozen=True, kw_only=True):
+    """The learner's whole belief about one preference after new ``evidence`` (one of
+    :data:`PREFERENCE_EVIDENCE`, from ``source`` in :data:`PREFERENCE_SOURCES`; ``thread_id`` the thread it came
+    from, if any). ``votes``: evidence weight per value seen; ``value`` the best-supported one; ``confidence``
+    and ``stability`` in [0, 1] (see ``hermes_learner.preferences``); ``observations`` pieces of evidence,
+    ``corrections`` the explicit corrections among them; ``expires_at``: not applied after this time (UTC).
+    Carrying the result, not only the evidence, lets every service project it without the learner's rules."""
+
+    value: str
+    votes: dict[str, float]
+    doubt: float = 0.0
+    """Evidence weight against every value (low ratings of drafts that applied it)."""
+    confidence: float
+    stability: float
+    observations: int
+    corrections: int = 0
+    source: str
+    evidence: str
+    thread_id: str | None = None
+    expires_at: datetime | None = None
+
+
+class PreferenceForgotten(PreferenceEvent, frozen=True, kw_only=True):
+    """The user deleted the preference (``DELETE /api/learn/preferences/{id}``): it is no longer applied and its
+    evidence is dropped; later evidence starts afresh."""
+
+    reason: str = ""
+
+
+PREFERENCE_EVENTS: tuple[type[Event], ...] = (PreferenceLearned, PreferenceForgotten)
+
+
+def preference_id(user_id: str, category: str, key: str) -> str:
+    """The stable id (32 hex characters, one subject token) of ``user_id``'s preference ``category``/``key``."""
+    return derived_id("preference", user_id, category, key)
+
 
 THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadOpened,
@@ -502,5 +582,5 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
 
 BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
 
-ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS
+ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS + PREFERENCE_EVENTS
                                        + (BudgetThresholdReached, QueueFull))

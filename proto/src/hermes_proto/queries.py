@@ -14,6 +14,8 @@ from typing import Annotated
 
 import msgspec
 
+from hermes_proto.events import Assumption
+
 
 class QuestionView(msgspec.Struct, kw_only=True):
     question_id: str
@@ -99,6 +101,9 @@ class ThreadView(msgspec.Struct, kw_only=True):
     """``idea`` or ``workflow`` (then ``steps`` lists its steps in submission order)."""
     workflow_deadline: datetime | None = None
     steps: list[StepView] = []
+    assumptions: list[Assumption] = []
+    """Learned preferences applied to its draft 1 (so not asked about); correct one through
+    ``POST /api/learn/feedback``."""
 
 
 class ThreadQuery(msgspec.Struct, kw_only=True):
@@ -355,4 +360,79 @@ class SaveTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="save"):
 
 class DeactivateTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="deactivate"):
     template_id: Annotated[str, msgspec.Meta(pattern=TEMPLATE_ID_PATTERN)]
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+# ---- learned preferences (answered by the learner) -------------------------------------------------------
+# Request ``hermes.query.preferences`` with :class:`PreferencesQuery` → :class:`PreferencesReply`.
+# Request ``hermes.control.preference`` with :class:`SetPreference`, :class:`CorrectPreference` or
+# :class:`ForgetPreference` → :class:`PreferencesReply` holding the changed preference (none after a forget), or
+# :class:`ErrorReply` (``bad_request``, ``unknown_preference``).
+
+USER_ID_PATTERN = r"^[A-Za-z0-9_:@.+-]{1,128}$"
+PREFERENCE_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+PREFERENCE_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class PreferenceView(msgspec.Struct, kw_only=True):
+    """A learned preference: ``category`` depth, style or constraint, ``key`` (``depth``, ``style``, or a constraint
+    such as budget), ``value``; ``confidence``/``stability`` in [0, 1]; ``observations`` pieces of evidence,
+    ``corrections`` explicit corrections among them; ``usage`` drafts 1 it was applied to; ``source`` explicit,
+    observed or inferred and ``evidence`` (answer, rating, correction, edit) of the last change; ``votes`` evidence
+    weight per value seen; ``expires_at`` not applied after (UTC); ``applied``: confident enough and unexpired, so
+    it is applied to the next draft 1 and answers its questions."""
+
+    preference_id: str
+    user_id: str
+    category: str
+    key: str
+    value: str
+    confidence: float
+    stability: float
+    observations: int
+    corrections: int = 0
+    usage: int = 0
+    source: str
+    evidence: str
+    votes: dict[str, float] = {}
+    expires_at: datetime | None = None
+    updated_at: datetime
+    applied: bool
+
+
+class PreferencesQuery(msgspec.Struct, kw_only=True):
+    """``user_id``: that user's preferences only (None: every user's)."""
+
+    user_id: str | None = None
+
+
+class PreferencesReply(msgspec.Struct, kw_only=True):
+    preferences: list[PreferenceView]
+    confidence_threshold: float = 0.75
+    """The confidence from which a preference is applied (``HERMES_CONFIDENCE_THRESHOLD``)."""
+
+
+class SetPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="set"):
+    """The user states a preference (an edit: its value becomes ``value`` with confidence 0.9, whatever was learned).
+    ``category`` one of depth, style, constraint; ``key`` is ``depth``/``style`` for those."""
+
+    user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)] = "local"
+    category: str
+    key: Annotated[str, msgspec.Meta(pattern=PREFERENCE_KEY_PATTERN)]
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+
+
+class CorrectPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="correct"):
+    """Feedback: the user corrects (or confirms) a preference to ``value``; weighed against what was learned (see
+    ``hermes_learner.preferences.learn``). ``thread_id``: the thread the feedback is about, if any."""
+
+    user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)] = "local"
+    category: str
+    key: Annotated[str, msgspec.Meta(pattern=PREFERENCE_KEY_PATTERN)]
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    thread_id: str | None = None
+
+
+class ForgetPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="forget"):
+    preference_id: Annotated[str, msgspec.Meta(pattern=PREFERENCE_ID_PATTERN)]
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""

@@ -106,6 +106,8 @@ QUERY_SELECTIONS = "hermes.query.selections"
 CONTROL_BACKEND = "hermes.control.backend"
 QUERY_TEMPLATES = "hermes.query.templates"
 CONTROL_TEMPLATE = "hermes.control.template"
+QUERY_PREFERENCES = "hermes.query.preferences"
+CONTROL_PREFERENCE = "hermes.control.preference"
 CONTROL_COMPARE = "hermes.control.compare"
 
 

@@ -34,15 +34,21 @@ from hermes_proto.queries import (
     BackendsReply,
     CompareReply,
     CompareRequest,
+    CorrectPreference,
     DeactivateTemplate,
+    ForgetPreference,
     JobQuery,
     JobReply,
     JobView,
+    PreferencesQuery,
+    PreferencesReply,
+    PreferenceView,
     QueueReply,
     SaveTemplate,
     SelectionsQuery,
     SelectionsReply,
     SetBackendEnabled,
+    SetPreference,
     TemplatesQuery,
     TemplatesReply,
     TemplateView,
@@ -212,6 +218,20 @@ class LearnerClient:
         """Stop asking a template (``TemplateDeactivated``); returns it, now inactive. :class:`Refused`
         ``unknown_template``."""
         return self._changed(await self._ask(subj.CONTROL_TEMPLATE, command, TemplatesReply))
+
+    async def preferences(self, user_id: str | None = None) -> PreferencesReply:
+        """Learned preferences (of ``user_id``, or of every user) with the confidence threshold in use."""
+        return await self._ask(subj.QUERY_PREFERENCES, PreferencesQuery(user_id=user_id), PreferencesReply)
+
+    async def preference(self, preference_id: str) -> PreferenceView | None:
+        """One preference, or None when the learner has none of that id."""
+        reply = await self.preferences()
+        return next((p for p in reply.preferences if p.preference_id == preference_id), None)
+
+    async def change_preference(self, command: SetPreference | CorrectPreference | ForgetPreference) -> PreferencesReply:
+        """Set, correct or forget a preference; the reply holds it as the learner now has it (nothing after a
+        forget). :class:`Refused` ``bad_request`` or ``unknown_preference``."""
+        return await self._ask(subj.CONTROL_PREFERENCE, command, PreferencesReply)
 
     def _changed(self, reply: TemplatesReply) -> TemplateView:
         # The contract: a control reply holds exactly the template it changed.

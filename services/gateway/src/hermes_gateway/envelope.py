@@ -41,6 +41,7 @@ REFUSED_STATUS = {
     "bad_request": 400,
     "over_budget": 409,
     "unknown_template": 404,
+    "unknown_preference": 404,
     "template_exists": 409,
 }
 """HTTP status of each :class:`~hermes_gateway.adapters.Refused` code; any other code (``internal``) is 502."""

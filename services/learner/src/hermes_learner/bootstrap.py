@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -13,15 +14,15 @@ from sqlmodel import Session
 from hermes_proto import subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
-from hermes_proto.events import DraftPresented
+from hermes_proto.events import AnswersRecorded, DraftPresented, ThreadRated
 from hermes_proto.projection import Projection
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_learner import domain, readmodel
 from hermes_learner.config import LearnerSettings
-from hermes_learner.desk import TemplateDesk
-from hermes_learner.handlers import Learner
+from hermes_learner.desk import PreferenceDesk, TemplateDesk
+from hermes_learner.handlers import Learner, PreferencePolicy
 from hermes_learner.templates import SEED_TEMPLATES
 
 log = structlog.get_logger("hermes.learner")
@@ -61,12 +62,16 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
         readmodel.seed_templates(session, SEED_TEMPLATES)
         position = readmodel.load_position(session)
     projection = Projection(js, SERVICE, partial(readmodel.apply_batch, engine), position)
-    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions)
+    prefs = PreferencePolicy(enabled=settings.hermes_learning_enabled,
+                             threshold=settings.hermes_confidence_threshold,
+                             ttl=timedelta(days=settings.hermes_preference_ttl_days))
+    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions, prefs)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.EVENTS_STREAM, durable=REACTOR, filter_subjects=[subjects.event_type_filter(DraftPresented)],
+        stream=subjects.EVENTS_STREAM, durable=REACTOR,
+        filter_subjects=[subjects.event_type_filter(t) for t in (DraftPresented, AnswersRecorded, ThreadRated)],
         decode=decode_event, handler=learner.on_event, ordered=True), SERVICE)
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
@@ -75,6 +80,7 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
         log.info("read_models_caught_up", position=projection.position, templates=len(SEED_TEMPLATES))
         tasks.append(asyncio.create_task(reactor.run(), name="reactor"))
         await TemplateDesk(nc, EventStore(js, SERVICE), engine, projection).subscribe()
+        await PreferenceDesk(nc, EventStore(js, SERVICE), engine, projection, prefs).subscribe()
         log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled)
         await stop.wait()
     log.info("learner_stopping")

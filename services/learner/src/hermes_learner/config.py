@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from hermes_proto.settings import BusSettings
 
 
@@ -16,6 +18,9 @@ class LearnerSettings(BusSettings):
     - ``hermes_clarity_stop``: no questions once an idea's clarity (0..1) reaches this (seed rule 0.9).
     - ``hermes_pattern_threshold``: minimum keyword score for an idea type (see
       :func:`hermes_learner.domain.classify`); below it the idea is ``general``.
+    - ``hermes_confidence_threshold``: a learned preference is applied (to draft-1 prompts, in place of the
+      questions it answers) from this confidence (0..1; seed ``hermes.learning.confidence_threshold``).
+    - ``hermes_preference_ttl_days``: a preference not confirmed for this many days expires (is no longer applied).
     - ``database_url``: SQLAlchemy URL of the read models (default SQLite ``$HERMES_HOME/learner.db``).
     """
 
@@ -24,6 +29,8 @@ class LearnerSettings(BusSettings):
     hermes_learning_enabled: bool = True
     hermes_clarity_stop: float = 0.9
     hermes_pattern_threshold: float = 1.0
+    hermes_confidence_threshold: float = Field(0.75, ge=0.0, le=1.0)
+    hermes_preference_ttl_days: float = Field(180.0, gt=0.0)
     database_url: str | None = None
 
     def db_url(self) -> str:

@@ -1,5 +1,6 @@
-"""The learner's request/reply surface for question templates: ``hermes.query.templates`` (every template with
-its measured effectiveness) and ``hermes.control.template`` (add, edit, deactivate).
+"""The learner's request/reply surface. Question templates: ``hermes.query.templates`` (every template with
+its measured effectiveness) and ``hermes.control.template`` (add, edit, deactivate). Learned preferences:
+``hermes.query.preferences`` and ``hermes.control.preference`` (set, correct, forget; :class:`PreferenceDesk`).
 
 A change is appended to the log as ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` and
 answered once the learner's own projection applied it, so the reply (and every later question choice) shows it.
@@ -25,17 +26,32 @@ from hermes_proto.base import Event
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import UNDECODABLE
 from hermes_proto.events import (
+    PREFERENCE_CATEGORIES,
     QUESTION_CATEGORIES,
     TEMPLATE_STATUSES,
     TemplateAdded,
     TemplateDeactivated,
     TemplateEdited,
+    PreferenceForgotten,
+    preference_id,
 )
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.projection import Projection
-from hermes_proto.queries import DeactivateTemplate, ErrorReply, SaveTemplate, TemplatesQuery, TemplatesReply
+from hermes_proto.queries import (
+    CorrectPreference,
+    DeactivateTemplate,
+    ErrorReply,
+    ForgetPreference,
+    PreferencesQuery,
+    PreferencesReply,
+    SaveTemplate,
+    SetPreference,
+    TemplatesQuery,
+    TemplatesReply,
+)
 
-from hermes_learner import readmodel
+from hermes_learner import preferences, readmodel
+from hermes_learner.handlers import PreferencePolicy, learned_event
 from hermes_learner.ideas import IDEA_TYPES
 
 log = structlog.get_logger("hermes.learner")
@@ -74,14 +90,28 @@ def problems(request: SaveTemplate) -> str | None:
     return None
 
 
-class TemplateDesk:
-    """Answers template queries and changes for one learner (``projection`` is its read model's follower)."""
+class Desk:
+    """What both desks share: the connection, the learner's store, its read model (``engine``) and the projection
+    that follows the log into it; :meth:`_append` appends one change and waits (bounded) until it is applied."""
 
     def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection) -> None:
         self.nc = nc
         self.store = store
         self.engine = engine
         self.projection = projection
+
+    def _read(self, fn, *args):  # noqa: ANN001, ANN202
+        with Session(self.engine) as session:
+            return fn(session, *args)
+
+    async def _append(self, event: Event) -> None:
+        [sequence] = await self.store.append([event])
+        if not await self.projection.wait_for(sequence, timeout_s=APPLY_TIMEOUT_S):
+            log.warning("change_not_applied_yet", aggregate_id=event.aggregate_id, sequence=sequence)
+
+
+class TemplateDesk(Desk):
+    """Answers template queries and changes for one learner (``projection`` is its read model's follower)."""
 
     async def subscribe(self) -> None:
         # One learner answers each request, however many run (a change must be appended once).
@@ -121,9 +151,7 @@ class TemplateDesk:
             event = (TemplateAdded(**_envelope(request.template_id), **fields) if request.create
                      else TemplateEdited(**_envelope(request.template_id), **fields))
             outcome = "added" if request.create else "edited"
-        [sequence] = await self.store.append([event])
-        if not await self.projection.wait_for(sequence, timeout_s=APPLY_TIMEOUT_S):
-            log.warning("template_change_not_applied_yet", template_id=request.template_id, sequence=sequence)
+        await self._append(event)
         view = await asyncio.to_thread(self._read, readmodel.template_view, request.template_id)
         TEMPLATE_CHANGES.labels(outcome).inc()
         log.info("template_changed", template_id=request.template_id, outcome=outcome)
@@ -142,10 +170,6 @@ class TemplateDesk:
         TEMPLATE_CHANGES.labels(code).inc()
         await _respond(msg, ErrorReply(code=code, message=message))
 
-    def _read(self, fn, *args):  # noqa: ANN001, ANN202
-        with Session(self.engine) as session:
-            return fn(session, *args)
-
 
 def _envelope(template_id: str) -> dict:
     event_id = new_id()  # an operator's change: each request is a new fact
@@ -155,3 +179,90 @@ def _envelope(template_id: str) -> dict:
 async def _respond(msg: Msg, reply: object) -> None:
     if msg.reply:
         await msg.respond(msgspec.json.encode(reply))
+
+
+PREFERENCE_CHANGES = Counter("hermes_learner_preference_changes_total",
+                             "Preference changes through hermes.control.preference; outcome: set, corrected, "
+                             "forgotten, or the refusal code", ["outcome"])
+_preference_control = msgspec.json.Decoder(SetPreference | CorrectPreference | ForgetPreference)
+
+
+def preference_problem(category: str, key: str) -> str | None:
+    """Why ``category``/``key`` names no preference (None: it does): the category must be one of
+    ``PREFERENCE_CATEGORIES`` and the key of depth and style is the category itself."""
+    if category not in PREFERENCE_CATEGORIES:
+        return f"category must be one of {', '.join(PREFERENCE_CATEGORIES)}"
+    if category in ("depth", "style") and key != category:
+        return f"the key of a {category} preference is {category!r}"
+    if category == "constraint" and key in ("depth", "style"):
+        return f"{key!r} is a category of its own, not a constraint"
+    return None
+
+
+class PreferenceDesk(Desk):
+    """Answers preference queries and changes (``policy``: the learner's threshold and expiry). A set or a correction
+    is appended as ``PreferenceLearned`` (evidence ``edit`` / ``correction``, source explicit), a forget as
+    ``PreferenceForgotten``; the reply comes once the projection applied it."""
+
+    def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection,
+                 policy: PreferencePolicy) -> None:
+        super().__init__(nc, store, engine, projection)
+        self.policy = policy
+
+    async def subscribe(self) -> None:
+        await self.nc.subscribe(subjects.QUERY_PREFERENCES, queue=QUEUE_GROUP, cb=self.on_query)
+        await self.nc.subscribe(subjects.CONTROL_PREFERENCE, queue=QUEUE_GROUP, cb=self.on_control)
+
+    def _views(self, user_id: str | None) -> PreferencesReply:
+        views = self._read(readmodel.preference_views, user_id, self.policy.threshold, utcnow())
+        return PreferencesReply(preferences=views, confidence_threshold=self.policy.threshold)
+
+    def _view(self, pid: str) -> PreferencesReply:
+        view = self._read(readmodel.preference_view, pid, self.policy.threshold, utcnow())
+        return PreferencesReply(preferences=[view] if view else [], confidence_threshold=self.policy.threshold)
+
+    async def on_query(self, msg: Msg) -> None:
+        try:
+            query = msgspec.json.decode(msg.data or b"{}", type=PreferencesQuery)
+        except UNDECODABLE + (msgspec.ValidationError,) as exc:
+            await _respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+            return
+        await _respond(msg, await asyncio.to_thread(self._views, query.user_id))
+
+    async def on_control(self, msg: Msg) -> None:
+        try:
+            request = _preference_control.decode(msg.data or b"")
+        except UNDECODABLE + (msgspec.ValidationError,) as exc:
+            await self._refuse(msg, "bad_request", str(exc))
+            return
+        if isinstance(request, ForgetPreference):
+            pid = request.preference_id
+            current = await asyncio.to_thread(self._read, readmodel.load_preference, pid)
+            if current is None:
+                await self._refuse(msg, "unknown_preference", f"no preference {pid}")
+                return
+            event: Event = PreferenceForgotten(**_envelope(pid), user_id=current.user_id, category=current.category,
+                                               key=current.key, reason=request.reason)
+            outcome = "forgotten"
+        else:
+            problem = preference_problem(request.category, request.key)
+            if problem is not None:
+                await self._refuse(msg, "bad_request", problem)
+                return
+            pid = preference_id(request.user_id, request.category, request.key)
+            current = await asyncio.to_thread(self._read, readmodel.load_preference, pid)
+            pref = current or preferences.Preference(request.user_id, request.category, request.key)
+            evidence = "edit" if isinstance(request, SetPreference) else "correction"
+            value = request.value.strip() if request.category == "constraint" else request.value.strip().lower()
+            learned = preferences.learn(pref, evidence, value, utcnow(), self.policy.ttl)
+            event = learned_event(learned, evidence,
+                                  thread_id=request.thread_id if isinstance(request, CorrectPreference) else None)
+            outcome = "set" if evidence == "edit" else "corrected"
+        await self._append(event)
+        PREFERENCE_CHANGES.labels(outcome).inc()
+        log.info("preference_changed", preference_id=pid, outcome=outcome)
+        await _respond(msg, await asyncio.to_thread(self._view, pid))
+
+    async def _refuse(self, msg: Msg, code: str, message: str) -> None:
+        PREFERENCE_CHANGES.labels(code).inc()
+        await _respond(msg, ErrorReply(code=code, message=message))

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hermes_proto.events import QUESTION_CATEGORIES, Question
+from hermes_proto.events import QUESTION_CATEGORIES, Assumption, Question
 from hermes_proto.ids import derived_id
 
 from hermes_learner.ideas import classify, clarity, quality_issues
@@ -98,6 +98,8 @@ class Decision(NamedTuple):
     idea_type: str
     clarity: float
     reason: str
+    assumptions: list[Assumption] = []
+    """Learned preferences used instead of the questions of the categories they answer."""
 
 
 # ---- ranking -----------------------------------------------------------------------------------
@@ -224,14 +226,19 @@ def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Poli
 
 
 def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats: Mapping[str, TemplateStats],
-           max_questions: int, *, draft_event_id: str, policy: Policy = Policy()) -> Decision:
+           max_questions: int, *, draft_event_id: str, policy: Policy = Policy(),
+           known: Mapping[str, Sequence[Assumption]] | None = None) -> Decision:
     """Which clarifying questions to ask after draft 1 (at most ``max_questions``, best first).
 
     Candidates are the templates of a known category that apply to the idea's type, ranked by
     :func:`expected_value` (``stats`` by template id; ignored when ``policy.use_stats`` is false), at
     most ``policy.per_category`` per category, none below ``policy.min_value``. No questions when
     ``max_questions <= 0`` or the clarity reaches ``policy.clarity_stop``. Question ids are
-    ``derived_id(draft_event_id, template_id)``, so deciding again yields the same ids."""
+    ``derived_id(draft_event_id, template_id)``, so deciding again yields the same ids.
+
+    ``known``: question category → the learned preferences that already answer it
+    (:func:`hermes_learner.preferences.known_categories`); no question of those categories is asked, and the
+    preferences are returned as the decision's ``assumptions`` (when there are questions to decide at all)."""
     idea_type = classify(idea, policy.pattern_threshold)
     clarity_ = clarity(idea, draft1)
     if max_questions <= 0:
@@ -240,23 +247,28 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
         return Decision([], idea_type, clarity_,
                         f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough")
     issues = quality_issues(idea)
+    known = known or {}
+    assumed = [a for category in QUESTION_CATEGORIES for a in known.get(category, ())]
     total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
 
     candidates = [t for t in templates
-                  if t.category in QUESTION_CATEGORIES and (not t.idea_types or idea_type in t.idea_types)]
+                  if t.category in QUESTION_CATEGORIES and t.category not in known
+                  and (not t.idea_types or idea_type in t.idea_types)]
     measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
     scored = [(expected_value(t, idea, clarity_, issues, measured[t.template_id]), t) for t in candidates]
     bonus = {t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
              for t in candidates if (m := measured[t.template_id]) is not None or policy.use_stats}
     chosen = _pick(scored, max_questions, policy, bonus if policy.use_stats else None)
+    assuming = f"; assumed from learned preferences: {', '.join(sorted(known))}" if known else ""
     if not chosen:
         return Decision([], idea_type, clarity_,
-                        f"no question is worth the user's time (best value below {policy.min_value})")
+                        f"no question is worth the user's time (best value below {policy.min_value}){assuming}",
+                        assumed)
     gist = topic(idea)
     questions = [Question(question_id=derived_id(draft_event_id, t.template_id), template_id=t.template_id,
                           category=t.category, text=t.text.replace("{topic}", gist),
                           suggestions=list(t.suggestions), expected_value=value)
                  for value, t in chosen]
     reason = (f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
-              f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}")
-    return Decision(questions, idea_type, clarity_, reason)
+              f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}")
+    return Decision(questions, idea_type, clarity_, reason, assumed)

@@ -10,7 +10,9 @@ thread_closed); the projection adds ``hermes_learner_events_applied_total`` and
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from nats.js import JetStreamContext
@@ -20,12 +22,19 @@ from sqlmodel import Session
 
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
-from hermes_proto.events import DraftPresented, QuestionsProposed
-from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.events import (
+    AnswersRecorded,
+    DraftPresented,
+    PreferenceLearned,
+    QuestionsProposed,
+    ThreadRated,
+    preference_id,
+)
+from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import bind_ids
 
-from hermes_learner import domain, readmodel
+from hermes_learner import domain, preferences, readmodel
 
 log = structlog.get_logger("hermes.learner")
 
@@ -40,6 +49,13 @@ DRAFTS_SKIPPED = Counter("hermes_learner_drafts_skipped_total",
                          "Drafts 1 the learner did not decide on", ["reason"])
 
 
+PREFERENCES_LEARNED = Counter("hermes_learner_preferences_learned_total",
+                              "PreferenceLearned events appended; evidence: answer, rating, correction, edit",
+                              ["evidence"])
+QUESTIONS_ASSUMED = Counter("hermes_learner_questions_assumed_total",
+                            "Question categories not asked because learned preferences answer them", ["category"])
+
+
 @dataclass(frozen=True)
 class ThreadSnapshot:
     """What one decision reads from the read model."""
@@ -50,6 +66,17 @@ class ThreadSnapshot:
     closed: bool
     templates: list[domain.QuestionTemplate]
     stats: dict[str, domain.TemplateStats]
+    preferences: list[preferences.Preference]
+
+
+@dataclass(frozen=True)
+class PreferencePolicy:
+    """``enabled``: learn and use preferences at all (``HERMES_LEARNING_ENABLED``); ``threshold``: confidence from
+    which one is used (``HERMES_CONFIDENCE_THRESHOLD``); ``ttl``: how long evidence keeps one valid."""
+
+    enabled: bool = True
+    threshold: float = 0.75
+    ttl: timedelta = timedelta(days=180)
 
 
 class Learner:
@@ -57,10 +84,11 @@ class Learner:
     thread's own ``max_questions`` may lower it."""
 
     def __init__(self, js: JetStreamContext, engine: Engine, projection: Projection, policy: domain.Policy,
-                 max_questions: int) -> None:
+                 max_questions: int, prefs: PreferencePolicy = PreferencePolicy()) -> None:
         self.engine = engine
         self.projection = projection
         self.policy = policy
+        self.prefs = prefs
         self.max_questions = max_questions
         self.store = EventStore(js, "learner")
 
@@ -71,16 +99,58 @@ class Learner:
                 return None
             return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
                                   already_proposed=thread.questions_event_id is not None, closed=thread.closed,
-                                  templates=readmodel.load_templates(session), stats=readmodel.load_stats(session))
+                                  templates=readmodel.load_templates(session), stats=readmodel.load_stats(session),
+                                  preferences=readmodel.load_preferences(session, thread.user_id))
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
-        draft = delivery.message
-        if not isinstance(draft, DraftPresented) or draft.draft_number != 1:
-            return
+        event = delivery.message
+        if isinstance(event, DraftPresented) and event.draft_number == 1:
+            await self.on_draft1(event, delivery.stream_sequence)
+        elif isinstance(event, AnswersRecorded | ThreadRated) and self.prefs.enabled:
+            bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id)
+            await self.projection.catch_up(at_least=delivery.stream_sequence)
+            learned = await asyncio.to_thread(self._evidence, event)
+            if learned:
+                await self.store.append(learned)
+                for e in learned:
+                    PREFERENCES_LEARNED.labels(e.evidence).inc()
+                log.info("preferences_learned", evidence=learned[0].evidence,
+                         preferences=[f"{e.category}/{e.key}={e.value} ({e.confidence:.2f})" for e in learned])
+
+    def _evidence(self, event: AnswersRecorded | ThreadRated) -> list[PreferenceLearned]:
+        """The ``PreferenceLearned`` events one answers or rating event gives (none for a cause already learned
+        from, an unknown thread, or nothing to learn). Event ids derive from the cause and the preference."""
+        now = event.occurred_at
+        with Session(self.engine) as session:
+            thread = readmodel.load_thread(session, event.aggregate_id)
+            if thread is None or readmodel.seen_cause(session, event.event_id):
+                return []
+            held = {p.preference_id: p for p in readmodel.load_preferences(session, thread.user_id)}
+            changes: list[tuple[str, preferences.Preference]] = []
+            if isinstance(event, AnswersRecorded):
+                # Each preference a thread's answers show counts once, however many of its answers show it.
+                shown = dict.fromkeys(o for answer in event.answers for o in preferences.observe(answer.text))
+                for o in shown:
+                        pid = preference_id(thread.user_id, o.category, o.key)
+                        pref = held.get(pid) or preferences.Preference(thread.user_id, o.category, o.key)
+                        held[pid] = preferences.learn(pref, "answer", o.value, now, self.prefs.ttl)
+                        changes.append(("answer", held[pid]))
+            else:
+                for applied in json.loads(thread.assumptions_json):
+                    pref = held.get(applied["preference_id"])
+                    if pref is not None and pref.value == applied["value"]:
+                        held[pref.preference_id] = preferences.learn(pref, "rating", None, now, self.prefs.ttl,
+                                                                     rating=event.rating)
+                        changes.append(("rating", held[pref.preference_id]))
+        last = {p.preference_id: (evidence, p) for evidence, p in changes}  # one event per preference and cause
+        return [learned_event(p, evidence, cause=event, thread_id=event.aggregate_id)
+                for evidence, p in last.values()]
+
+    async def on_draft1(self, draft: DraftPresented, sequence: int) -> None:
         bind_ids(thread_id=draft.aggregate_id, correlation_id=draft.correlation_id)
         # The whole log as it is now, not only up to the draft: a redelivered draft (or a replayed consumer)
         # then sees the QuestionsProposed already appended after it, even outside JetStream's dedup window.
-        await self.projection.catch_up(at_least=delivery.stream_sequence)
+        await self.projection.catch_up(at_least=sequence)
         snapshot = await asyncio.to_thread(self._snapshot, draft.aggregate_id)
         skip = self._skip_reason(snapshot)
         if skip is not None:
@@ -91,8 +161,11 @@ class Learner:
             return
         assert snapshot is not None  # _skip_reason rules None out
         cap = min(snapshot.max_questions, self.max_questions)
+        known = ({category: preferences.assumptions(prefs) for category, prefs in preferences.known_categories(
+                     snapshot.preferences, self.prefs.threshold, draft.occurred_at).items()}
+                 if self.prefs.enabled else {})
         decision = domain.choose(snapshot.idea, draft.text, snapshot.templates, snapshot.stats, cap,
-                                 draft_event_id=draft.event_id, policy=self.policy)
+                                 draft_event_id=draft.event_id, policy=self.policy, known=known)
         await self.store.append([self._proposed(draft, decision)])
         self._observe(decision, cap)
         log.info("questions_proposed", idea_type=decision.idea_type, clarity=decision.clarity,
@@ -119,14 +192,32 @@ class Learner:
                                  aggregate_id=draft.aggregate_id, occurred_at=utcnow(),
                                  correlation_id=draft.correlation_id, causation_id=draft.event_id,
                                  questions=decision.questions, idea_type=decision.idea_type,
-                                 clarity=decision.clarity, reason=decision.reason)
+                                 clarity=decision.clarity, reason=decision.reason,
+                                 assumptions=decision.assumptions)
 
     def _observe(self, decision: domain.Decision, cap: int) -> None:
         CLARITY.observe(decision.clarity)
         IDEAS_CLASSIFIED.labels(decision.idea_type).inc()
         for q in decision.questions:
             QUESTIONS_PROPOSED.labels(q.category).inc()
+        for category in sorted({a.category for a in decision.assumptions}):
+            QUESTIONS_ASSUMED.labels(category).inc()
         if not decision.questions:
             reason = ("max_questions_zero" if cap <= 0 else
                       "clarity_stop" if decision.clarity >= self.policy.clarity_stop else "no_candidates")
             NO_QUESTIONS.labels(reason).inc()
+
+
+def learned_event(pref: preferences.Preference, evidence: str, *, cause: Event | None = None,
+                  thread_id: str | None = None) -> PreferenceLearned:
+    """``pref`` as a :class:`PreferenceLearned`. With a ``cause`` (an answers or rating event) the id derives from
+    it and the preference, so a redelivered cause appends the same event; without one (a user's request) it is
+    new, and the event is its own cause."""
+    event_id = derived_id(cause.event_id, "preference_learned", pref.preference_id) if cause else new_id()
+    return PreferenceLearned(
+        event_id=event_id, aggregate_id=pref.preference_id, occurred_at=utcnow(),
+        correlation_id=cause.correlation_id if cause else event_id, causation_id=cause.event_id if cause else None,
+        user_id=pref.user_id, category=pref.category, key=pref.key, value=pref.value, votes=dict(pref.votes),
+        doubt=pref.doubt, confidence=pref.confidence(), stability=pref.stability(), observations=pref.observations,
+        corrections=pref.corrections, source=preferences.SOURCES[evidence], evidence=evidence, thread_id=thread_id,
+        expires_at=pref.expires_at)

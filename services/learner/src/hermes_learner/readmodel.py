@@ -14,6 +14,9 @@ Tables:
   proposed already, whether it is closed);
 - ``proposed_questions``: each asked question, when it was answered, its seconds to answer and clarity gain,
   and when its thread closed (maps answers to templates; the closed ones in order give a template's trend);
+- ``user_preferences``: each user's learned preferences as their last ``PreferenceLearned`` left them (deleted by
+  ``PreferenceForgotten``), with ``usage`` = the threads whose draft 1 applied them (``ThreadOpened.assumptions``);
+- ``preference_evidence``: which causes (answers, ratings, requests) already changed which preference;
 - ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
 
 Every projected value comes from an event (timestamps included), so replaying the log into an empty
@@ -34,9 +37,9 @@ from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
 from hermes_proto.projection import RawMessage, Rejected, decode_batch
-from hermes_proto.queries import TemplateView
+from hermes_proto.queries import PreferenceView, TemplateView
 
-from hermes_learner import domain
+from hermes_learner import domain, preferences
 from hermes_learner.domain import QuestionTemplate, TemplateStats
 
 PROJECTION = "learner"
@@ -93,6 +96,9 @@ class LearnerThreadRow(LearnerTable, table=True):
     closed: bool = False
     closed_at: datetime | None = None
     rating: int | None = None
+    user_id: str = "local"
+    assumptions_json: str = "[]"
+    """The preferences its draft 1 applied: ``[{"preference_id", "value"}]``."""
 
 
 class ProposedQuestionRow(LearnerTable, table=True):
@@ -108,6 +114,41 @@ class ProposedQuestionRow(LearnerTable, table=True):
     clarity_gain: float | None = None
     closed_at: datetime | None = Field(default=None, index=True)
     """When the thread ended and this asking was counted (the order :func:`answered_history` reads)."""
+
+
+class PreferenceRow(LearnerTable, table=True):
+    """One user's learned preference, as the last ``PreferenceLearned`` left it (deleted by ``PreferenceForgotten``);
+    ``usage`` counts the threads whose draft 1 applied it (``ThreadOpened.assumptions``)."""
+
+    __tablename__ = "user_preferences"
+
+    preference_id: str = Field(primary_key=True)
+    user_id: str = Field(index=True)
+    category: str
+    key: str
+    value: str
+    votes_json: str = "{}"
+    doubt: float = 0.0
+    confidence: float
+    stability: float
+    observations: int
+    corrections: int = 0
+    source: str
+    evidence: str
+    thread_id: str | None = None
+    expires_at: datetime | None = None
+    updated_at: datetime
+    usage: int = 0
+
+
+class PreferenceEvidenceRow(LearnerTable, table=True):
+    """Which cause (an answers, rating or request event id) already changed which preference: a redelivered cause
+    changes nothing twice, even after its preference was forgotten."""
+
+    __tablename__ = "preference_evidence"
+
+    cause_id: str = Field(primary_key=True)
+    preference_id: str = Field(primary_key=True)
 
 
 class ProjectionPosition(LearnerTable, table=True):
@@ -131,7 +172,8 @@ def save_position(session: Session, sequence: int) -> None:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC)
+    """``ts`` in UTC; a naive value (as SQLite gives back what it stored) is taken as UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 # ---- templates ---------------------------------------------------------------------------------
@@ -234,6 +276,57 @@ def load_thread(session: Session, thread_id: str) -> LearnerThreadRow | None:
     return session.get(LearnerThreadRow, thread_id)
 
 
+# ---- preferences -------------------------------------------------------------------------------
+
+
+def _preference(row: PreferenceRow) -> preferences.Preference:
+    return preferences.Preference(user_id=row.user_id, category=row.category, key=row.key, value=row.value,
+                                  votes=json.loads(row.votes_json), doubt=row.doubt, observations=row.observations,
+                                  corrections=row.corrections,
+                                  expires_at=_utc(row.expires_at) if row.expires_at is not None else None)
+
+
+def load_preferences(session: Session, user_id: str) -> list[preferences.Preference]:
+    """``user_id``'s preferences (expired ones too), ordered by category and key."""
+    rows = session.exec(select(PreferenceRow).where(PreferenceRow.user_id == user_id)
+                        .order_by(PreferenceRow.category, PreferenceRow.key)).all()
+    return [_preference(r) for r in rows]
+
+
+def load_preference(session: Session, preference_id: str) -> preferences.Preference | None:
+    row = session.get(PreferenceRow, preference_id)
+    return _preference(row) if row is not None else None
+
+
+def seen_cause(session: Session, cause_id: str) -> bool:
+    """Whether ``cause_id`` already changed some preference (its evidence was learned)."""
+    return session.exec(select(PreferenceEvidenceRow).where(PreferenceEvidenceRow.cause_id == cause_id)).first() \
+        is not None
+
+
+def preference_views(session: Session, user_id: str | None, threshold: float, now: datetime) -> list[PreferenceView]:
+    """Every preference (of ``user_id``, or of every user), ordered by user, category, key."""
+    statement = select(PreferenceRow).order_by(PreferenceRow.user_id, PreferenceRow.category, PreferenceRow.key)
+    if user_id is not None:
+        statement = statement.where(PreferenceRow.user_id == user_id)
+    return [_preference_view(r, threshold, now) for r in session.exec(statement).all()]
+
+
+def preference_view(session: Session, preference_id: str, threshold: float, now: datetime) -> PreferenceView | None:
+    row = session.get(PreferenceRow, preference_id)
+    return _preference_view(row, threshold, now) if row is not None else None
+
+
+def _preference_view(row: PreferenceRow, threshold: float, now: datetime) -> PreferenceView:
+    expires = _utc(row.expires_at) if row.expires_at is not None else None
+    return PreferenceView(preference_id=row.preference_id, user_id=row.user_id, category=row.category, key=row.key,
+                          value=row.value, confidence=row.confidence, stability=row.stability,
+                          observations=row.observations, corrections=row.corrections, usage=row.usage,
+                          source=row.source, evidence=row.evidence, votes=json.loads(row.votes_json),
+                          expires_at=expires, updated_at=_utc(row.updated_at),
+                          applied=_preference(row).usable(threshold, now))
+
+
 # ---- projection --------------------------------------------------------------------------------
 
 
@@ -272,9 +365,42 @@ def apply(event: Event, session: Session) -> None:
 
 @apply.register
 def _(e: ev.ThreadOpened, session: Session) -> None:
-    if session.get(LearnerThreadRow, e.aggregate_id) is None:
-        session.add(LearnerThreadRow(thread_id=e.aggregate_id, idea=e.idea, max_questions=e.max_questions,
-                                     correlation_id=e.correlation_id, opened_at=_utc(e.occurred_at)))
+    if session.get(LearnerThreadRow, e.aggregate_id) is not None:
+        return
+    applied = [{"preference_id": a.preference_id, "value": a.value} for a in e.assumptions]
+    session.add(LearnerThreadRow(thread_id=e.aggregate_id, idea=e.idea, max_questions=e.max_questions,
+                                 correlation_id=e.correlation_id, opened_at=_utc(e.occurred_at),
+                                 user_id=e.user_id, assumptions_json=json.dumps(applied)))
+    for a in e.assumptions:
+        row = session.get(PreferenceRow, a.preference_id)
+        if row is not None:
+            row.usage += 1
+            session.add(row)
+
+
+@apply.register
+def _(e: ev.PreferenceLearned, session: Session) -> None:
+    row = session.get(PreferenceRow, e.aggregate_id) or PreferenceRow(
+        preference_id=e.aggregate_id, user_id=e.user_id, category=e.category, key=e.key, value=e.value,
+        confidence=e.confidence, stability=e.stability, observations=e.observations, source=e.source,
+        evidence=e.evidence, updated_at=_utc(e.occurred_at))
+    row.value, row.votes_json, row.doubt = e.value, json.dumps(e.votes, sort_keys=True), e.doubt
+    row.confidence, row.stability = e.confidence, e.stability
+    row.observations, row.corrections = e.observations, e.corrections
+    row.source, row.evidence, row.thread_id = e.source, e.evidence, e.thread_id
+    row.expires_at = _utc(e.expires_at) if e.expires_at is not None else None
+    row.updated_at = _utc(e.occurred_at)
+    session.add(row)
+    cause = e.causation_id or e.event_id
+    if session.get(PreferenceEvidenceRow, (cause, e.aggregate_id)) is None:
+        session.add(PreferenceEvidenceRow(cause_id=cause, preference_id=e.aggregate_id))
+
+
+@apply.register
+def _(e: ev.PreferenceForgotten, session: Session) -> None:
+    row = session.get(PreferenceRow, e.aggregate_id)
+    if row is not None:
+        session.delete(row)
 
 
 @apply.register

@@ -42,7 +42,9 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
                            temperature=settings.hermes_draft_temperature,
                            job_timeout_s=settings.hermes_job_timeout_seconds or None,
                            workflow_max_steps=settings.hermes_workflow_max_steps,
-                           workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None)
+                           workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
+                           preference_threshold=(settings.hermes_confidence_threshold
+                                                 if settings.hermes_learning_enabled else None))
     orchestrator = Orchestrator(nc, js, engine, projection, limits)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,

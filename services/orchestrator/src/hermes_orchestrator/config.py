@@ -15,7 +15,10 @@ class OrchestratorSettings(BusSettings):
     draft (tokens); ``database_url``: SQLAlchemy URL of the read models (default SQLite in HERMES_HOME).
     Job queue: ``hermes_job_timeout_seconds`` (seed ``job_timeout_seconds``): a job not finished this long after
     it was queued is cancelled and fails with ``timeout`` (0: no timeout); ``hermes_workflow_max_steps`` and
-    ``hermes_workflow_timeout_minutes`` (seed ``hermes.workflow.max_steps`` / ``timeout_minutes``; 0: none)."""
+    ``hermes_workflow_timeout_minutes`` (seed ``hermes.workflow.max_steps`` / ``timeout_minutes``; 0: none).
+    Learning: the user's learned preferences with confidence >= ``hermes_confidence_threshold`` (seed
+    ``hermes.learning.confidence_threshold``) are applied to every draft-1 prompt, unless
+    ``hermes_learning_enabled`` is false."""
 
     metrics_port: int = 9101
     hermes_max_questions: int = 5
@@ -26,6 +29,8 @@ class OrchestratorSettings(BusSettings):
     hermes_job_timeout_seconds: float = Field(3600.0, ge=0)
     hermes_workflow_max_steps: int = Field(10, ge=1, le=MAX_WORKFLOW_STEPS)
     hermes_workflow_timeout_minutes: float = Field(60.0, ge=0)
+    hermes_learning_enabled: bool = True
+    hermes_confidence_threshold: float = Field(0.75, ge=0.0, le=1.0)
 
     def db_url(self) -> str:
         if self.database_url:

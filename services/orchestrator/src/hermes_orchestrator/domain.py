@@ -9,6 +9,7 @@ dedup window. Nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from hermes_proto.commands import (
 )
 from hermes_proto.events import (
     Answer,
+    Assumption,
     AnswersRecorded,
     DraftPresented,
     ExecutionAbandoned,
@@ -128,6 +130,8 @@ class Limits:
     job_timeout_s: float | None = None
     workflow_max_steps: int = 10
     workflow_timeout_s: float | None = None
+    preference_threshold: float | None = 0.75
+    """Learned preferences of at least this confidence are applied to draft 1 (None: learning disabled)."""
 
 
 def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now: datetime) -> dict:
@@ -135,8 +139,23 @@ def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now
                 correlation_id=correlation_id, causation_id=cause_id)
 
 
-def draft1_messages(idea: str) -> list[ChatMessage]:
-    return [ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=idea)]
+PREFERENCES_INTRO = ("What you know about this user from earlier conversations (follow it unless the idea says "
+                     "otherwise):")
+
+
+def draft1_messages(idea: str, assumptions: Sequence[Assumption] = ()) -> list[ChatMessage]:
+    """The draft-1 prompt: the system prompt (with the user's learned preferences, one line each, when any apply)
+    and the idea."""
+    system = SYSTEM_PROMPT
+    if assumptions:
+        system += "\n\n" + PREFERENCES_INTRO + "\n" + "\n".join(preference_line(a) for a in assumptions)
+    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=idea)]
+
+
+def preference_line(a: Assumption) -> str:
+    """One learned preference as a prompt line: ``- Depth: detailed``, ``- Style: casual``, ``- Budget: <the
+    user's words>``."""
+    return f"- {(a.category if a.category in ('depth', 'style') else a.key).capitalize()}: {a.value}"
 
 
 def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]]) -> list[ChatMessage]:
@@ -154,9 +173,11 @@ def job_id_for(cause_id: str, kind: str) -> str:
     return derived_id(cause_id, "job", kind)
 
 
-def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, now: datetime) -> list[Event]:
-    """Open the thread and queue draft 1 at once ("always keep moving"). A thread that exists already
-    (a redelivered command) yields nothing."""
+def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, now: datetime,
+                  assumptions: Sequence[Assumption] = ()) -> list[Event]:
+    """Open the thread and queue draft 1 at once ("always keep moving"), its prompt applying ``assumptions``
+    (the user's learned preferences; recorded on ``ThreadOpened``). A thread that exists already (a redelivered
+    command) yields nothing."""
     if state is not None:
         return []
     corr = cmd.correlation_id or cmd.command_id
@@ -166,10 +187,10 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
                      idea=cmd.idea, channel=cmd.channel, user_id=cmd.user_id, origin=dict(cmd.origin),
                      max_questions=max_q, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
                      private=cmd.private, priority=cmd.priority, callback_url=cmd.callback_url,
-                     source_app=cmd.source_app),
+                     source_app=cmd.source_app, assumptions=list(assumptions)),
         JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
-                  messages=draft1_messages(cmd.idea), max_tokens=limits.max_tokens,
+                  messages=draft1_messages(cmd.idea, assumptions), max_tokens=limits.max_tokens,
                   temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
                   project=cmd.project, timeout_s=limits.job_timeout_s),
     ]

@@ -31,6 +31,7 @@ from hermes_proto.commands import (
 )
 from hermes_proto.events import (
     AnswersRecorded,
+    Assumption,
     DraftPresented,
     ExecutionAbandoned,
     ExecutionCompleted,
@@ -98,6 +99,11 @@ class Orchestrator:
         with Session(self.engine) as session:
             return readmodel.load_state(session, thread_id)
 
+    def _preferences(self, user_id: str, now: datetime) -> list[Assumption]:
+        assert self.limits.preference_threshold is not None
+        with Session(self.engine) as session:
+            return readmodel.usable_preferences(session, user_id, self.limits.preference_threshold, now)
+
     # ---- commands ----------------------------------------------------------------------------
 
     async def on_command(self, delivery: Delivery[Command]) -> None:
@@ -144,7 +150,9 @@ class Orchestrator:
         now = utcnow()
         match cmd:
             case SubmitIdea():
-                events = domain.decide_submit(state, cmd, self.limits, now)
+                known = (await asyncio.to_thread(self._preferences, cmd.user_id, now)
+                         if state is None and self.limits.preference_threshold is not None else [])
+                events = domain.decide_submit(state, cmd, self.limits, now, known)
             case AnswerQuestions():
                 events = domain.decide_answers(state, cmd, self.limits, now)
             case RateThread():

@@ -55,6 +55,23 @@ class ThreadRow(SQLModel, table=True):
     workflow_deadline: datetime | None = None
     created_at: datetime = Field(index=True)
     updated_at: datetime
+    assumptions_json: str = "[]"
+    """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``, JSON)."""
+
+
+class PreferenceRow(SQLModel, table=True):
+    """A user's learned preference as its last ``PreferenceLearned`` left it (deleted by ``PreferenceForgotten``):
+    what a draft-1 prompt may apply."""
+
+    __tablename__ = "preferences"
+
+    preference_id: str = Field(primary_key=True)
+    user_id: str = Field(index=True)
+    category: str
+    key: str
+    value: str
+    confidence: float
+    expires_at: datetime | None = None
 
 
 class JobRow(SQLModel, table=True):
@@ -141,7 +158,7 @@ class ProjectionPosition(SQLModel, table=True):
     last_sequence: int = 0
 
 
-READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow)
+READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow)
 CLOSED_JOB_STATUSES = ("completed", "failed", "cancelled")
 
 
@@ -185,7 +202,41 @@ def _(e: ev.ThreadOpened, session: Session) -> None:
                           correlation_id=e.correlation_id, max_questions=e.max_questions,
                           answer_timeout_s=e.answer_timeout_s, project=e.project, private=e.private,
                           priority=e.priority, kind=e.kind, created_at=_naive(e.occurred_at),
-                          updated_at=_naive(e.occurred_at)))
+                          updated_at=_naive(e.occurred_at),
+                          assumptions_json=msgspec.json.encode(e.assumptions).decode()))
+
+
+@apply.register
+def _(e: ev.PreferenceLearned, session: Session) -> None:
+    row = session.get(PreferenceRow, e.aggregate_id) or PreferenceRow(
+        preference_id=e.aggregate_id, user_id=e.user_id, category=e.category, key=e.key, value=e.value,
+        confidence=e.confidence)
+    row.value, row.confidence = e.value, e.confidence
+    row.expires_at = _naive(e.expires_at) if e.expires_at is not None else None
+    session.add(row)
+
+
+@apply.register
+def _(e: ev.PreferenceForgotten, session: Session) -> None:
+    row = session.get(PreferenceRow, e.aggregate_id)
+    if row is not None:
+        session.delete(row)
+
+
+def usable_preferences(session: Session, user_id: str, threshold: float, now: datetime) -> list[ev.Assumption]:
+    """``user_id``'s preferences with ``confidence >= threshold`` that have not expired at ``now``, ordered by
+    category and key, as the assumptions a draft-1 prompt applies."""
+    rows = session.exec(select(PreferenceRow).where(PreferenceRow.user_id == user_id)
+                        .where(PreferenceRow.confidence >= threshold)
+                        .order_by(PreferenceRow.category, PreferenceRow.key)).all()
+    return [ev.Assumption(preference_id=r.preference_id, category=r.category, key=r.key, value=r.value,
+                          confidence=r.confidence)
+            for r in rows if r.expires_at is None or _aware(r.expires_at) > now]
+
+
+def _aware(ts: datetime) -> datetime:
+    """A stored timestamp back as UTC (SQLite gives it back naive)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 @apply.register
@@ -463,6 +514,7 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
         steps=[StepView(step_id=st.step_id, job_id=st.job_id, status=st.status, reason=st.reason,
                         depends_on=msgspec.json.decode(st.step_json, type=ev.WorkflowStep).depends_on)
                for st in _steps(session, thread_id)],
+        assumptions=msgspec.json.decode(thread.assumptions_json, type=list[ev.Assumption]),
     )
 
 

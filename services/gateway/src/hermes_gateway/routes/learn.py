@@ -1,19 +1,41 @@
-"""Question templates and their measured effectiveness: list, add, edit, deactivate. Every route asks the
-learner over NATS request/reply (``hermes.query.templates``, ``hermes.control.template``); the learner
-validates definitions, appends ``TemplateAdded``/``TemplateEdited``/``TemplateDeactivated`` and answers once
-its read model holds the change."""
+"""What the learner learned, under the user's control. Question templates and their measured effectiveness: list,
+add, edit, deactivate (``hermes.query.templates``, ``hermes.control.template``; the learner validates definitions,
+appends ``TemplateAdded``/``TemplateEdited``/``TemplateDeactivated`` and answers once its read model holds the
+change). Learned preferences: list, set, edit, delete, and feedback (ratings and corrections) over
+``hermes.query.preferences`` / ``hermes.control.preference``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
 
-from hermes_gateway.deps import LearnerDep, TemplateId
+from hermes_gateway.adapters import BadReply
+from hermes_gateway.deps import CommandsDep, LearnerDep, ReadModelDep, TemplateId
+from hermes_gateway.domain import check_id, check_ratable
 from hermes_gateway.envelope import ApiError, success, success_schema
-from hermes_proto.queries import TEMPLATE_ID_PATTERN, DeactivateTemplate, SaveTemplate, TemplatesReply, TemplateView
+from hermes_proto.commands import RateThread
+from hermes_proto.ids import new_id, utcnow
+from hermes_proto.queries import (
+    PREFERENCE_ID_PATTERN,
+    PREFERENCE_KEY_PATTERN,
+    TEMPLATE_ID_PATTERN,
+    USER_ID_PATTERN,
+    CorrectPreference,
+    DeactivateTemplate,
+    ForgetPreference,
+    PreferencesReply,
+    PreferenceView,
+    SaveTemplate,
+    SetPreference,
+    TemplatesReply,
+    TemplateView,
+)
 
 router = APIRouter(prefix="/api/learn", tags=["learn"])
 
@@ -170,3 +192,172 @@ async def deactivate_template(template_id: TemplateId, request: Request, learner
     ``unknown_template``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     why = body.reason if body is not None else (reason or "")
     return success(request, await learner.deactivate(DeactivateTemplate(template_id=template_id, reason=why)))
+
+
+# ---- learned preferences ----------------------------------------------------------------------------------
+
+PreferenceCategory = Literal["depth", "style", "constraint"]
+PreferenceKey = Annotated[StrictStr, StringConstraints(pattern=PREFERENCE_KEY_PATTERN)]
+PreferenceValue = Annotated[StrictStr, StringConstraints(min_length=1, max_length=120)]
+UserId = Annotated[StrictStr, StringConstraints(pattern=USER_ID_PATTERN)]
+PREFERENCES = success_schema(PreferencesReply, "The preferences, with the confidence threshold in use.")
+UNKNOWN_PREFERENCE: dict[int | str, dict[str, Any]] = {
+    404: {"description": "``unknown_preference``: the learner has no preference of that id."},
+    400: {"description": "``invalid_id``: the id is not 32 hexadecimal characters."},
+}
+
+
+def _preference_id(preference_id: str) -> str:
+    if not re.fullmatch(PREFERENCE_ID_PATTERN, preference_id):
+        raise ApiError(400, "invalid_id", "preference_id must be 32 lowercase hexadecimal characters.",
+                       details={"field": "preference_id"})
+    return preference_id
+
+
+class PreferenceIn(BaseModel):
+    """A preference to set: ``category`` depth, style or constraint; ``key`` ``depth``/``style`` for those, a
+    constraint's name otherwise (lowercase letters, digits, '_': budget, location, deadline, audience, ...);
+    ``value`` 1-120 characters (depth: overview, detailed, comprehensive; style: formal, casual, technical; a
+    constraint: your own words); ``user_id`` (default ``local``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: PreferenceCategory
+    key: PreferenceKey
+    value: PreferenceValue
+    user_id: UserId = "local"
+
+
+class PreferencePatch(BaseModel):
+    """``value``: the preference's new value (1-120 characters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: PreferenceValue
+
+
+class Correction(BaseModel):
+    """What the user says is right: ``category``/``key``/``value`` as :class:`PreferenceIn`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: PreferenceCategory
+    key: PreferenceKey
+    value: PreferenceValue
+
+
+class Feedback(BaseModel):
+    """Explicit feedback: ``thread_id`` (the thread it is about; needed for a ``rating``), ``rating`` 1-5 of that
+    thread's final draft, ``comment`` (at most 2000 characters, with the rating), ``corrections`` (at most 20) of
+    learned preferences, ``user_id`` (default: the thread's user, else ``local``). At least a rating or one
+    correction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
+    rating: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
+    comment: StrictStr = Field(default="", max_length=2000)
+    corrections: Annotated[list[Correction], Field(max_length=20)] = []
+    user_id: UserId | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Feedback:
+        if self.rating is None and not self.corrections:
+            raise ValueError("give a rating (with thread_id) or at least one correction")
+        if self.rating is not None and self.thread_id is None:
+            raise ValueError("a rating needs the thread_id it rates")
+        return self
+
+
+def _one(reply: PreferencesReply) -> PreferenceView:
+    if len(reply.preferences) != 1:
+        raise BadReply(f"{len(reply.preferences)} preferences in the control reply, expected 1", "The learner")
+    return reply.preferences[0]
+
+
+@router.get("/preferences", responses={200: PREFERENCES, **NOT_ANSWERING})
+async def list_preferences(request: Request, learner: LearnerDep,
+                           user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None) -> JSONResponse:
+    """What Hermes learned about its users (every user's, or ``user_id``'s): ``{"preferences": [{"preference_id",
+    "user_id", "category" (depth, style, constraint), "key", "value", "confidence" (0-1), "stability" (0-1: share
+    of the evidence that agrees), "observations", "corrections", "usage" (drafts 1 it was applied to), "source"
+    (explicit, observed, inferred), "evidence" (answer, rating, correction, edit: the last change), "votes"
+    (evidence weight per value seen), "expires_at", "updated_at", "applied" (used for the next draft 1 and in
+    place of its questions)}], "confidence_threshold"}``. Errors: 422 ``validation_failed``, 503
+    ``bus_unavailable``."""
+    return success(request, await learner.preferences(user_id))
+
+
+@router.post("/preferences", responses={200: success_schema(PreferenceView, "The preference as now held."),
+                                         **NOT_ANSWERING, 422: REFUSED_DEFINITION[422],
+                                         400: {"description": "``bad_request``: a depth or style preference whose "
+                                                              "key is not the category."}})
+async def set_preference(body: PreferenceIn, request: Request, learner: LearnerDep) -> JSONResponse:
+    """State a preference yourself (``PreferenceLearned``, evidence ``edit``: this value with confidence 0.9,
+    whatever was learned before; applied from the next draft 1). Errors: 400 ``bad_request``, 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
+    return success(request, _one(await learner.change_preference(SetPreference(**body.model_dump()))))
+
+
+@router.patch("/preferences/{preference_id}", responses={200: success_schema(PreferenceView, "The preference."),
+                                                          **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
+async def edit_preference(preference_id: str, body: PreferencePatch, request: Request,
+                          learner: LearnerDep) -> JSONResponse:
+    """Replace a learned preference's value (as ``POST /api/learn/preferences`` with its category and key).
+    Errors: 404 ``unknown_preference``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
+    current = await learner.preference(_preference_id(preference_id))
+    if current is None:
+        raise _unknown_preference(preference_id)
+    return success(request, _one(await learner.change_preference(SetPreference(
+        user_id=current.user_id, category=current.category, key=current.key, value=body.value))))
+
+
+@router.delete("/preferences/{preference_id}", responses={200: {"description": "``{\"preference_id\", "
+                                                                               "\"forgotten\": true}``"},
+                                                           **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
+async def forget_preference(preference_id: str, request: Request, learner: LearnerDep) -> JSONResponse:
+    """Delete a learned preference (``PreferenceForgotten``): no longer applied, its evidence dropped; later
+    answers start it afresh. 200 ``{"preference_id", "forgotten": true}``. Errors: 404 ``unknown_preference``, 400
+    ``invalid_id``, 503 ``bus_unavailable``."""
+    await learner.change_preference(ForgetPreference(preference_id=_preference_id(preference_id)))
+    return success(request, {"preference_id": preference_id, "forgotten": True})
+
+
+def _unknown_preference(preference_id: str) -> ApiError:
+    return ApiError(404, "unknown_preference", f"The learner has no preference {preference_id!r}.",
+                    details={"preference_id": preference_id},
+                    user_action="GET /api/learn/preferences lists them.")
+
+
+@router.post("/feedback", responses={200: {"description": "``{\"thread_id\", \"rated\", \"preferences\"}``"},
+                                     **NOT_ANSWERING, 404: {"description": "``thread_not_found``"},
+                                     409: {"description": "``not_completed``: only a completed thread is rated"},
+                                     422: REFUSED_DEFINITION[422]})
+async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, read_model: ReadModelDep,
+                        commands: CommandsDep) -> JSONResponse:
+    """Tell Hermes what it got right or wrong. A ``rating`` rates the thread's final draft (``RateThread``, as
+    ``POST /api/threads/{id}/rate``; the learner also credits it to the preferences that draft applied); each
+    correction is weighed against what was learned (``PreferenceLearned``, evidence ``correction``: it lowers the
+    confidence of a contradicted value and can flip it). The corrections are checked before the rating is sent.
+    200 ``{"thread_id", "rated", "preferences": [the corrected preferences as now held]}``. Errors: 404
+    ``thread_not_found``, 409 ``not_completed``, 400 ``bad_request``, 422 ``validation_failed``, 503
+    ``bus_unavailable``."""
+    thread = None
+    if body.thread_id is not None:
+        check_id(body.thread_id, "thread_id")
+        thread = await read_model.thread(body.thread_id, await read_model.log_position())
+        if thread is None:
+            raise ApiError(404, "thread_not_found", f"No thread {body.thread_id}.",
+                           details={"thread_id": body.thread_id})
+        if body.rating is not None:
+            check_ratable(thread)
+    user_id = body.user_id or (thread.user_id if thread is not None else "local")
+    changed = [_one(await learner.change_preference(CorrectPreference(
+        user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id)))
+        for c in body.corrections]
+    if body.rating is not None and thread is not None:
+        await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(),
+                                       correlation_id=request.state.request_id, thread_id=thread.thread_id,
+                                       rating=body.rating, comment=body.comment))
+    return success(request, {"thread_id": body.thread_id, "rated": body.rating is not None,
+                             "preferences": [msgspec.to_builtins(p) for p in changed]})

@@ -1,0 +1,213 @@
+"""What the learner learns about its user: preferences read from answers, confirmed or doubted by ratings, and
+corrected or set by the user; and which questions they make unnecessary.
+
+Pure and deterministic, no I/O. A preference is ``(category, key) → value`` (:data:`PREFERENCE_CATEGORIES`):
+``depth/depth`` (overview, detailed, comprehensive), ``style/style`` (formal, casual, technical) and recurring
+``constraint/<key>`` (budget, location, deadline, audience) whose value is the user's own words.
+
+Belief: each piece of evidence adds its weight to the votes of one value; the value held is the best-supported
+one, and ``confidence = votes[value] / (Σ votes + doubt + PRIOR_MASS)``: the posterior mean of that value under a
+Dirichlet prior with :data:`PRIOR_MASS` pseudo-observations on "something else" (the Dirichlet-multinomial update,
+Gelman et al., *Bayesian Data Analysis*, 3rd ed., §3.4). With the default weights, three consistent answers give
+0.75, the default ``confidence_threshold``. The weights are Hermes's own heuristics (no external source).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from hermes_proto.events import Assumption, preference_id
+
+PRIOR_MASS = 1.0
+"""Pseudo-observations on "some other value": one answer alone gives confidence 0.5."""
+WEIGHTS = {"answer": 1.0, "rating": 0.5, "correction": 3.0}
+"""Evidence weight by kind: an observed answer 1, a rating of a draft that applied the preference 0.5 (for it when
+rated 4-5, as doubt when rated 1-2), an explicit correction 3."""
+EDIT_WEIGHT = 9.0
+"""Votes of a value the user set by hand (the other votes are dropped): confidence 0.9."""
+CORRECTION_KEEP = 0.5
+"""A correction to another value halves the votes of the value it contradicts (so it lowers the confidence and,
+against a short history, flips the value)."""
+SOURCES = {"answer": "observed", "rating": "inferred", "correction": "explicit", "edit": "explicit"}
+
+# ---- reading answers ---------------------------------------------------------------------------
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+DEPTH_RULES = (("comprehensive", _rx(r"\b(comprehensive|exhaustive|everything|complete guide|all the details)\b")),
+               ("detailed", _rx(r"\b(detailed|in[- ]depth|step[- ]by[- ]step|thorough|in detail)\b")),
+               ("overview", _rx(r"\b(overview|brief|short|high[- ]level|summary|quick|just the gist)\b")))
+STYLE_RULES = (("formal", _rx(r"\b(formal|professional|businesslike)\b")),
+               ("casual", _rx(r"\b(casual|informal|friendly|relaxed|conversational)\b")),
+               ("technical", _rx(r"\b(technical|precise|with jargon|expert level)\b")))
+CONSTRAINT_RULES = (
+    ("budget", _rx(r"\b(budget|cost|costs|cheap|afford\w*|spend|euros?|dollars?|pounds?)\b|[$€£]\s*\d")),
+    ("deadline", _rx(r"\b(deadline|by (the end of |next )?(monday|tuesday|wednesday|thursday|friday|saturday|"
+                     r"sunday|january|february|march|april|may|june|july|august|september|october|november|"
+                     r"december|tomorrow|tonight|week|month|year|\d)|within \d+|before|until|due)\b")),
+    # Case-sensitive only for the place name after the preposition ("in Lisbon", not "in time").
+    ("location", re.compile(r"\b(?i:in|near|around|based in|live in|living in|located in)\s+[A-Z][\w-]+|"
+                            r"\b(?i:location|city|country|neighbou?rhood)\b")),
+    ("audience", _rx(r"\bfor (my|our|the|a)?\s*(team|kids|children|students|beginners|clients|customers|family|"
+                     r"boss|manager|colleagues|readers|audience|parents|friends)\b|\baudience\b")),
+)
+_CLAUSES = re.compile(r"[;\n]+|,\s*|\.\s+|\s+and\s+(?=[a-z]+ )", re.IGNORECASE)
+MAX_VALUE_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One preference an answer shows: ``category``/``key``/``value``."""
+
+    category: str
+    key: str
+    value: str
+
+
+def _value(clause: str) -> str:
+    """A constraint's value as stored: the clause's words, lowercase, at most :data:`MAX_VALUE_CHARS`."""
+    return " ".join(clause.split()).strip(" .!?").lower()[:MAX_VALUE_CHARS]
+
+
+def observe(answer: str) -> list[Observation]:
+    """The preferences one answer shows, at most one per (category, key): the first matching depth and style word
+    in the text, and each clause (split at ``;``, ``,``, sentence ends and "and") naming a constraint key
+    (:data:`CONSTRAINT_RULES`; the first key that matches a clause owns it), its value the clause itself. Case
+    matters only for a location's place name (``in Lisbon``)."""
+    found: dict[tuple[str, str], Observation] = {}
+    for category, rules in (("depth", DEPTH_RULES), ("style", STYLE_RULES)):
+        hits = [(m.start(), value) for value, rx in rules if (m := rx.search(answer))]
+        if hits:
+            found[(category, category)] = Observation(category, category, min(hits)[1])
+    for clause in _CLAUSES.split(answer):
+        if not clause or not clause.strip():
+            continue
+        for key, rx in CONSTRAINT_RULES:
+            if rx.search(clause):
+                found.setdefault(("constraint", key), Observation("constraint", key, _value(clause)))
+                break
+    return list(found.values())
+
+
+# ---- belief ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preference:
+    """One user's belief about ``category``/``key`` (what :class:`~hermes_proto.events.PreferenceLearned` carries).
+    ``votes``: evidence weight per value; ``doubt``: weight against any value."""
+
+    user_id: str
+    category: str
+    key: str
+    value: str = ""
+    votes: Mapping[str, float] = field(default_factory=dict)
+    doubt: float = 0.0
+    observations: int = 0
+    corrections: int = 0
+    expires_at: datetime | None = None
+
+    @property
+    def preference_id(self) -> str:
+        return preference_id(self.user_id, self.category, self.key)
+
+    def confidence(self) -> float:
+        """``votes[value] / (Σ votes + doubt + PRIOR_MASS)`` in [0, 1), 4 decimals (0 with no votes)."""
+        total = sum(self.votes.values())
+        if not self.value or total <= 0:
+            return 0.0
+        return round(self.votes.get(self.value, 0.0) / (total + self.doubt + PRIOR_MASS), 4)
+
+    def stability(self) -> float:
+        """The share of the votes that agree with the value held, in [0, 1], 4 decimals: 1 when all evidence
+        agreed, lower when the user's answers varied."""
+        total = sum(self.votes.values())
+        return round(self.votes.get(self.value, 0.0) / total, 4) if total > 0 else 0.0
+
+    def usable(self, threshold: float, now: datetime) -> bool:
+        """Confident enough (``confidence() >= threshold``) and not expired at ``now``."""
+        return self.confidence() >= threshold and (self.expires_at is None or now < self.expires_at)
+
+
+def _leader(votes: Mapping[str, float], current: str) -> str:
+    """The best-supported value; the current one keeps a tie, other ties go to the smaller value."""
+    best = max(votes.values())
+    if votes.get(current) == best:
+        return current
+    return min(v for v, w in votes.items() if w == best)
+
+
+def learn(pref: Preference, evidence: str, value: str | None, now: datetime, ttl: timedelta,
+          rating: int | None = None) -> Preference:
+    """``pref`` after one piece of ``evidence`` (``answer``, ``rating``, ``correction`` or ``edit``), valid until
+    ``now + ttl``.
+
+    - ``answer``: ``value`` gets :data:`WEIGHTS` ``["answer"]``;
+    - ``correction``: ``value`` gets ``WEIGHTS["correction"]``, a contradicted value keeps :data:`CORRECTION_KEEP`
+      of its votes, ``corrections`` + 1;
+    - ``edit``: the votes become ``{value: EDIT_WEIGHT}`` and the doubt is cleared;
+    - ``rating`` (1-5) of a thread that applied ``pref.value``: 4-5 add ``WEIGHTS["rating"]`` to it, 1-2 add
+      that much doubt, 3 changes nothing but the expiry.
+
+    Raises ValueError for an unknown ``evidence`` or a missing ``value``/``rating``."""
+    votes = dict(pref.votes)
+    doubt, corrections = pref.doubt, pref.corrections
+    if evidence in ("answer", "correction", "edit") and not value:
+        raise ValueError(f"{evidence} evidence needs a value")
+    if evidence == "answer":
+        votes[value] = votes.get(value, 0.0) + WEIGHTS["answer"]
+    elif evidence == "correction":
+        votes = {v: (w * CORRECTION_KEEP if v != value else w) for v, w in votes.items()}
+        votes[value] = votes.get(value, 0.0) + WEIGHTS["correction"]
+        corrections += 1
+    elif evidence == "edit":
+        votes, doubt = {value: EDIT_WEIGHT}, 0.0
+    elif evidence == "rating":
+        if rating is None or not 1 <= rating <= 5 or not pref.value:
+            raise ValueError("rating evidence needs a 1-5 rating of a held value")
+        if rating >= 4:
+            votes[pref.value] = votes.get(pref.value, 0.0) + WEIGHTS["rating"]
+        elif rating <= 2:
+            doubt += WEIGHTS["rating"]
+    else:
+        raise ValueError(f"unknown evidence {evidence!r}")
+    return replace(pref, value=_leader(votes, pref.value), votes=votes, doubt=round(doubt, 4),
+                   observations=pref.observations + 1, corrections=corrections, expires_at=now + ttl)
+
+
+# ---- using them --------------------------------------------------------------------------------
+
+ANSWERED_BY = {"scope": ("depth",), "context": ("style",), "constraint": ("constraint",)}
+"""Which preference categories answer a question category: a scope question asks for depth, a context question for
+the register to write in, a constraint question for the recurring constraints. Intent and success questions are
+about the idea itself and are always asked."""
+
+
+def applicable(prefs: Iterable[Preference], threshold: float, now: datetime) -> list[Preference]:
+    """The usable preferences (:meth:`Preference.usable`), ordered by category then key."""
+    return sorted((p for p in prefs if p.usable(threshold, now)), key=lambda p: (p.category, p.key))
+
+
+def assumptions(prefs: Sequence[Preference]) -> list[Assumption]:
+    """``prefs`` as :class:`~hermes_proto.events.Assumption` s (in the order given)."""
+    return [Assumption(preference_id=p.preference_id, category=p.category, key=p.key, value=p.value,
+                       confidence=p.confidence()) for p in prefs]
+
+
+def known_categories(prefs: Iterable[Preference], threshold: float, now: datetime) -> dict[str, list[Preference]]:
+    """Question category → the preferences that answer it, for the categories preferences answer fully: every
+    preference of each category in :data:`ANSWERED_BY` the user has (at least one) is usable. A user with an
+    unsure constraint is still asked about constraints."""
+    held = [p for p in prefs if p.votes and (p.expires_at is None or now < p.expires_at)]
+    known: dict[str, list[Preference]] = {}
+    for question_category, pref_categories in ANSWERED_BY.items():
+        mine = sorted((p for p in held if p.category in pref_categories), key=lambda p: (p.category, p.key))
+        if mine and all(p.usable(threshold, now) for p in mine):
+            known[question_category] = mine
+    return known
