@@ -122,7 +122,7 @@ def test_expired_or_unsure_preferences_answer_nothing():
     assert set(known) == {"scope", "constraint"}
     later = NOW + TTL + timedelta(seconds=1)
     assert preferences.known_categories([depth, budget], 0.75, later) == {}
-    assert preferences.applicable([depth, budget, unsure], 0.75, NOW) == [budget, depth]
+    assert [p for p in (depth, budget, unsure) if p.usable(0.75, NOW)] == [depth, budget]
 
 
 def test_known_categories_are_assumed_not_asked():

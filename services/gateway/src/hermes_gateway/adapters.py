@@ -228,17 +228,23 @@ class LearnerClient:
         reply = await self.preferences()
         return next((p for p in reply.preferences if p.preference_id == preference_id), None)
 
-    async def change_preference(self, command: SetPreference | CorrectPreference | ForgetPreference) -> PreferencesReply:
-        """Set, correct or forget a preference; the reply holds it as the learner now has it (nothing after a
-        forget). :class:`Refused` ``bad_request`` or ``unknown_preference``."""
-        return await self._ask(subj.CONTROL_PREFERENCE, command, PreferencesReply)
+    async def change_preference(self, command: SetPreference | CorrectPreference) -> PreferenceView:
+        """Set or correct a preference; returns it as the learner now has it. :class:`Refused` ``bad_request``."""
+        reply = await self._ask(subj.CONTROL_PREFERENCE, command, PreferencesReply)
+        return self._only(subj.CONTROL_PREFERENCE, reply.preferences)
+
+    async def forget_preference(self, command: ForgetPreference) -> None:
+        """Forget a preference. :class:`Refused` ``unknown_preference``."""
+        await self._ask(subj.CONTROL_PREFERENCE, command, PreferencesReply)
 
     def _changed(self, reply: TemplatesReply) -> TemplateView:
-        # The contract: a control reply holds exactly the template it changed.
-        if len(reply.templates) != 1:
-            raise BadReply(f"{subj.CONTROL_TEMPLATE}: {len(reply.templates)} templates in the reply, expected 1",
-                           self.WHAT)
-        return reply.templates[0]
+        return self._only(subj.CONTROL_TEMPLATE, reply.templates)
+
+    def _only(self, subject: str, items: list[R]) -> R:
+        # The contract: a control reply holds exactly the item it changed.
+        if len(items) != 1:
+            raise BadReply(f"{subject}: {len(items)} items in the reply, expected 1", self.WHAT)
+        return items[0]
 
 
 async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.domain import Rejected, check_id
-from hermes_proto.queries import TEMPLATE_ID_PATTERN
+from hermes_proto.queries import PREFERENCE_ID_PATTERN, TEMPLATE_ID_PATTERN
 
 
 def _settings(request: Request) -> GatewaySettings:
@@ -57,6 +57,13 @@ def _template_id(template_id: str) -> str:
     return template_id
 
 
+def _preference_id(preference_id: str) -> str:
+    if not re.fullmatch(PREFERENCE_ID_PATTERN, preference_id):
+        raise Rejected("invalid_id", "preference_id must be 32 lowercase hexadecimal characters.",
+                       details={"field": "preference_id"})
+    return preference_id
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 BusDep = Annotated[Bus, Depends(_bus)]
 ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
@@ -71,3 +78,5 @@ LearnerDep = Annotated[LearnerClient, Depends(_learner)]
 TemplateId = Annotated[str, Depends(_template_id)]
 """The ``{template_id}`` path parameter, checked against the contract's ``TEMPLATE_ID_PATTERN`` (else 400
 ``invalid_id``)."""
+PreferenceId = Annotated[str, Depends(_preference_id)]
+"""The ``{preference_id}`` path parameter, checked against ``PREFERENCE_ID_PATTERN`` (else 400 ``invalid_id``)."""

@@ -189,11 +189,6 @@ the register to write in, a constraint question for the recurring constraints. I
 about the idea itself and are always asked."""
 
 
-def applicable(prefs: Iterable[Preference], threshold: float, now: datetime) -> list[Preference]:
-    """The usable preferences (:meth:`Preference.usable`), ordered by category then key."""
-    return sorted((p for p in prefs if p.usable(threshold, now)), key=lambda p: (p.category, p.key))
-
-
 def assumptions(prefs: Sequence[Preference]) -> list[Assumption]:
     """``prefs`` as :class:`~hermes_proto.events.Assumption` s (in the order given)."""
     return [Assumption(preference_id=p.preference_id, category=p.category, key=p.key, value=p.value,

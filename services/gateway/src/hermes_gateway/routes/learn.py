@@ -6,7 +6,6 @@ change). Learned preferences: list, set, edit, delete, and feedback (ratings and
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,14 +14,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
 
-from hermes_gateway.adapters import BadReply
-from hermes_gateway.deps import CommandsDep, LearnerDep, ReadModelDep, TemplateId
+from hermes_gateway.deps import CommandsDep, LearnerDep, PreferenceId, ReadModelDep, TemplateId
 from hermes_gateway.domain import check_id, check_ratable
 from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_proto.commands import RateThread
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import (
-    PREFERENCE_ID_PATTERN,
     PREFERENCE_KEY_PATTERN,
     TEMPLATE_ID_PATTERN,
     USER_ID_PATTERN,
@@ -207,13 +204,6 @@ UNKNOWN_PREFERENCE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _preference_id(preference_id: str) -> str:
-    if not re.fullmatch(PREFERENCE_ID_PATTERN, preference_id):
-        raise ApiError(400, "invalid_id", "preference_id must be 32 lowercase hexadecimal characters.",
-                       details={"field": "preference_id"})
-    return preference_id
-
-
 class PreferenceIn(BaseModel):
     """A preference to set: ``category`` depth, style or constraint; ``key`` ``depth``/``style`` for those, a
     constraint's name otherwise (lowercase letters, digits, '_': budget, location, deadline, audience, ...);
@@ -269,12 +259,6 @@ class Feedback(BaseModel):
         return self
 
 
-def _one(reply: PreferencesReply) -> PreferenceView:
-    if len(reply.preferences) != 1:
-        raise BadReply(f"{len(reply.preferences)} preferences in the control reply, expected 1", "The learner")
-    return reply.preferences[0]
-
-
 @router.get("/preferences", responses={200: PREFERENCES, **NOT_ANSWERING})
 async def list_preferences(request: Request, learner: LearnerDep,
                            user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None) -> JSONResponse:
@@ -296,30 +280,30 @@ async def set_preference(body: PreferenceIn, request: Request, learner: LearnerD
     """State a preference yourself (``PreferenceLearned``, evidence ``edit``: this value with confidence 0.9,
     whatever was learned before; applied from the next draft 1). Errors: 400 ``bad_request``, 422
     ``validation_failed``, 503 ``bus_unavailable``."""
-    return success(request, _one(await learner.change_preference(SetPreference(**body.model_dump()))))
+    return success(request, await learner.change_preference(SetPreference(**body.model_dump())))
 
 
 @router.patch("/preferences/{preference_id}", responses={200: success_schema(PreferenceView, "The preference."),
                                                           **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
-async def edit_preference(preference_id: str, body: PreferencePatch, request: Request,
+async def edit_preference(preference_id: PreferenceId, body: PreferencePatch, request: Request,
                           learner: LearnerDep) -> JSONResponse:
     """Replace a learned preference's value (as ``POST /api/learn/preferences`` with its category and key).
     Errors: 404 ``unknown_preference``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
-    current = await learner.preference(_preference_id(preference_id))
+    current = await learner.preference(preference_id)
     if current is None:
         raise _unknown_preference(preference_id)
-    return success(request, _one(await learner.change_preference(SetPreference(
-        user_id=current.user_id, category=current.category, key=current.key, value=body.value))))
+    return success(request, await learner.change_preference(SetPreference(
+        user_id=current.user_id, category=current.category, key=current.key, value=body.value)))
 
 
 @router.delete("/preferences/{preference_id}", responses={200: {"description": "``{\"preference_id\", "
                                                                                "\"forgotten\": true}``"},
                                                            **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
-async def forget_preference(preference_id: str, request: Request, learner: LearnerDep) -> JSONResponse:
+async def forget_preference(preference_id: PreferenceId, request: Request, learner: LearnerDep) -> JSONResponse:
     """Delete a learned preference (``PreferenceForgotten``): no longer applied, its evidence dropped; later
     answers start it afresh. 200 ``{"preference_id", "forgotten": true}``. Errors: 404 ``unknown_preference``, 400
     ``invalid_id``, 503 ``bus_unavailable``."""
-    await learner.change_preference(ForgetPreference(preference_id=_preference_id(preference_id)))
+    await learner.forget_preference(ForgetPreference(preference_id=preference_id))
     return success(request, {"preference_id": preference_id, "forgotten": True})
 
 
@@ -352,8 +336,8 @@ async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, r
         if body.rating is not None:
             check_ratable(thread)
     user_id = body.user_id or (thread.user_id if thread is not None else "local")
-    changed = [_one(await learner.change_preference(CorrectPreference(
-        user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id)))
+    changed = [await learner.change_preference(CorrectPreference(
+        user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id))
         for c in body.corrections]
     if body.rating is not None and thread is not None:
         await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(),
