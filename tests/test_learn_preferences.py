@@ -62,7 +62,9 @@ class Stack:
             if response.status_code == 404:  # not projected yet (a thread appears within a second)
                 return None
             view = response.json()["data"]
-            return view if view["status"] in ("awaiting_answers", "completed") else None
+            # awaiting_answers is projected from draft 1, its questions a moment later (idea_type marks them)
+            return view if view["status"] == "completed" or (
+                view["status"] == "awaiting_answers" and view["idea_type"] is not None) else None
         asked = await wait_until(decided, timeout_s=30, interval_s=0.2)
         if asked["status"] == "awaiting_answers":
             answers = {q["question_id"]: ANSWERS.get(q["category"], "not sure") for q in asked["questions"]}
