@@ -12,7 +12,7 @@ complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,12 @@ PROFILE_CATEGORIES = set(ANSWERS)
 IDEAS = ["help me plan a trip", "help me plan a birthday party", "plan a garden", "help me plan a weekend away",
          "help me plan a move to a new flat", "help me plan a picnic", "help me plan a family dinner",
          "help me plan a hiking day"]
+
+
+def profile_answer(question: dict) -> str:
+    return ANSWERS.get(question["category"], "not sure")
+
+
 LEARNED = {("depth", "depth"): "detailed", ("style", "style"): "casual",
            ("constraint", "budget"): "budget under 500 euros", ("constraint", "location"): "in lisbon"}
 
@@ -51,10 +57,8 @@ class Stack:
     async def thread(self, thread_id: str) -> dict:
         return await self.call("GET", f"/api/threads/{thread_id}/status")
 
-    async def run_thread(self, idea: str) -> tuple[dict, str]:
-        """Submit ``idea``, answer its questions as the simulated user, wait for the end; returns (the thread when
-        its questions were proposed, the system prompt of its draft 1)."""
-        before = len(self.model.chat_requests())
+    async def asked(self, idea: str) -> dict:
+        """Submit ``idea`` and return the thread once its questions were proposed (or it completed without)."""
         thread_id = (await self.call("POST", "/api/submit", 202, json={"idea": idea}))["thread_id"]
 
         async def decided():
@@ -65,14 +69,24 @@ class Stack:
             # awaiting_answers is projected from draft 1, its questions a moment later (idea_type marks them)
             return view if view["status"] == "completed" or (
                 view["status"] == "awaiting_answers" and view["idea_type"] is not None) else None
-        asked = await wait_until(decided, timeout_s=30, interval_s=0.2)
-        if asked["status"] == "awaiting_answers":
-            answers = {q["question_id"]: ANSWERS.get(q["category"], "not sure") for q in asked["questions"]}
-            await self.call("POST", f"/api/threads/{thread_id}/continue", 202, json={"answers": answers})
+        return await wait_until(decided, timeout_s=30, interval_s=0.2)
 
+    async def completed(self, thread_id: str) -> dict:
         async def done():
-            return (await self.thread(thread_id))["status"] == "completed"
-        await wait_until(done, timeout_s=30, interval_s=0.2)
+            view = await self.thread(thread_id)
+            return view if view["status"] == "completed" else None
+        return await wait_until(done, timeout_s=30, interval_s=0.2)
+
+    async def run_thread(self, idea: str, answer: Callable[[dict], str] = profile_answer) -> tuple[dict, str]:
+        """Submit ``idea``, answer its questions as the simulated user (``answer``: a question's answer, "" leaves
+        it open), wait for the end; returns (the thread when its questions were proposed, the system prompt of its
+        draft 1)."""
+        before = len(self.model.chat_requests())
+        asked = await self.asked(idea)
+        if asked["status"] == "awaiting_answers":
+            answers = {q["question_id"]: answer(q) for q in asked["questions"]}
+            await self.call("POST", f"/api/threads/{asked['thread_id']}/continue", 202, json={"answers": answers})
+        await self.completed(asked["thread_id"])
         draft1 = self.model.chat_requests()[before]  # the first model call after the submit: draft 1
         return asked, draft1.body["messages"][0]["content"]
 

@@ -17,8 +17,8 @@ from hermes_learner.templates import SEED_TEMPLATES
 from hermes_orchestrator import domain as orchestrator
 from hermes_proto import subjects
 from hermes_proto.codec import encode
-from hermes_proto.commands import SubmitIdea
-from hermes_proto.events import Assumption, PreferenceForgotten, ThreadOpened, preference_id
+from hermes_proto.commands import AnswerQuestions, SubmitIdea
+from hermes_proto.events import Answer, Assumption, PreferenceForgotten, ThreadOpened, preference_id
 from hermes_proto.ids import new_id
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -150,6 +150,14 @@ def test_draft1_prompt_applies_the_assumptions_and_records_them():
     plain = orchestrator.decide_submit(None, cmd, orchestrator.Limits(), NOW)[1].messages[0].content
     assert plain == orchestrator.SYSTEM_PROMPT and not orchestrator.decide_submit(None, cmd, orchestrator.Limits(),
                                                                                    NOW)[0].assumptions
+    # Draft 2 keeps them: the refinement prompt repeats the preferences draft 1 applied, beside the answers.
+    state = orchestrator.ThreadState(thread_id=cmd.thread_id, idea=cmd.idea, status=orchestrator.AWAITING_ANSWERS,
+                                     correlation_id="c", max_questions=5, draft1="Draft one.",
+                                     questions=[orchestrator.QuestionState("q1", "Why now?")], assumptions=assumptions)
+    answer = AnswerQuestions(command_id=new_id(), issued_at=NOW, thread_id=cmd.thread_id,
+                             answers=[Answer(question_id="q1", text="a birthday")])
+    _, draft2 = orchestrator.decide_answers(state, answer, orchestrator.Limits(), NOW)
+    assert draft2.messages[0].content == system and "- Why now? a birthday" in draft2.messages[1].content
 
 
 def _env(aggregate: str, at: datetime) -> dict:

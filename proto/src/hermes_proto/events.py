@@ -32,28 +32,40 @@ class Question(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
+    """``text`` answers ``question_id``. ``assumed``: Hermes supplied it from what it learned (``POST
+    /api/threads/{id}/optimize``), not the user, so the learner never takes it as evidence about the user."""
+
     question_id: str
     text: str
+    assumed: bool = False
 
 
 PREFERENCE_CATEGORIES = ("depth", "style", "constraint")
 """What the learner learns about a user: ``depth`` (key ``depth``: overview, detailed, comprehensive), ``style``
 (key ``style``: formal, casual, technical) and recurring ``constraint`` s (keys budget, location, deadline,
-audience; the value is the user's own words)."""
+audience, language; the value is the user's own words)."""
 PREFERENCE_SOURCES = ("explicit", "observed", "inferred")
 """Where a preference's evidence came from: the user said so (a correction or an edit), an answer to a question
 showed it, or a rating of a draft that applied it."""
 
 
-class Assumption(msgspec.Struct, frozen=True, kw_only=True):
-    """A learned preference used in place of asking: ``preference_id`` (see :class:`PreferenceLearned`),
-    ``category``/``key``/``value`` as there, ``confidence`` in [0, 1] when it was used."""
+ASSUMPTION_SOURCES = ("preference", "pattern")
 
-    preference_id: str
+
+class Assumption(msgspec.Struct, frozen=True, kw_only=True):
+    """What Hermes learned, used in place of asking; ``confidence`` in [0, 1] when it was used. ``source``
+    (one of :data:`ASSUMPTION_SOURCES`): a learned ``preference`` (``preference_id``, see
+    :class:`PreferenceLearned`; ``category``/``key``/``value`` as there) or a ``recurring_answer`` learned
+    ``pattern`` (``pattern_id``, see :class:`PatternValidated`; ``category`` and ``key`` are the question category,
+    ``value`` the answer assumed)."""
+
+    preference_id: str | None = None
     category: str
     key: str
     value: str
     confidence: float
+    source: str = "preference"
+    pattern_id: str | None = None
 
 
 class BackendCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -324,8 +336,11 @@ class QuestionsProposed(Event, frozen=True, kw_only=True):
     clarity: float
     reason: str = ""
     assumptions: list[Assumption] = []
-    """What was not asked because a learned preference already answers it (shown to the user, who can correct
-    it through ``POST /api/learn/feedback``)."""
+    """What was not asked because a learned preference (or a ``recurring_answer`` pattern) already answers it
+    (shown to the user, who can correct a preference through ``POST /api/learn/feedback``)."""
+    skipped_categories: list[str] = []
+    """Question categories not asked because a ``skip_question`` pattern of the user says they are left
+    unanswered for ideas of ``idea_type`` (its id: :func:`pattern_id`)."""
 
 
 class AnswersRecorded(Event, frozen=True, kw_only=True):
@@ -555,6 +570,56 @@ def preference_id(user_id: str, category: str, key: str) -> str:
     return derived_id("preference", user_id, category, key)
 
 
+PATTERN_KINDS = ("skip_question", "recurring_answer")
+"""What a learned pattern says about one user, one idea type and one question category: ``skip_question`` (the user
+leaves questions of that category unanswered: do not ask them) or ``recurring_answer`` (the user answers them the
+same way: assume that answer)."""
+PATTERN_OUTCOMES = ("success", "failure", "seeded")
+"""What one closed thread did to a pattern: confirmed it, contradicted it, or (a first ``recurring_answer``) gave the
+value later answers are checked against, without testing anything yet."""
+
+
+class PatternEvent(Event, frozen=True, kw_only=True):
+    """Base of events about one learned pattern. ``aggregate_id`` is the ``pattern_id``,
+    ``derived_id("pattern", user_id, kind, idea_type, category)`` (:func:`pattern_id`)."""
+
+    aggregate_type: ClassVar[str] = "pattern"
+
+    user_id: str
+    kind: str
+    idea_type: str
+    category: str
+
+
+class PatternValidated(PatternEvent, frozen=True, kw_only=True):
+    """The learner's whole belief about one pattern after the closed thread ``thread_id`` (the event's cause is
+    that thread's ``ThreadCompleted``/``ThreadFailed``): ``kind`` one of :data:`PATTERN_KINDS` with its trigger
+    conditions ``idea_type`` and question ``category``; ``outcome`` (:data:`PATTERN_OUTCOMES`) what this thread did;
+    ``validation_count`` threads that tested it, ``success_count`` those that confirmed it; ``confidence`` in
+    [0, 1] = (success_count + 1) / (validation_count + 2) (see ``hermes_learner.patterns``); ``values`` how often
+    each (normalized) answer was given (``recurring_answer`` only); ``recommended_actions`` what to do, e.g.
+    ``skip_category:success`` or ``assume:constraint=keep it simple``; ``applied``: confident and tested enough at
+    that moment (``HERMES_PATTERN_VALIDATION_THRESHOLD``, ``HERMES_PATTERN_MIN_VALIDATIONS``) to be applied."""
+
+    outcome: str
+    validation_count: int
+    success_count: int
+    confidence: float
+    values: dict[str, int] = {}
+    recommended_actions: list[str] = []
+    thread_id: str
+    applied: bool = False
+
+
+PATTERN_EVENTS: tuple[type[Event], ...] = (PatternValidated,)
+
+
+def pattern_id(user_id: str, kind: str, idea_type: str, category: str) -> str:
+    """The stable id (32 hex characters, one subject token) of ``user_id``'s pattern ``kind`` for ideas of
+    ``idea_type`` and questions of ``category``."""
+    return derived_id("pattern", user_id, kind, idea_type, category)
+
+
 THREAD_EVENTS: tuple[type[Event], ...] = (
     ThreadOpened,
     JobQueued,
@@ -583,4 +648,4 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
 BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
 
 ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS + PREFERENCE_EVENTS
-                                       + (BudgetThresholdReached, QueueFull))
+                                       + PATTERN_EVENTS + (BudgetThresholdReached, QueueFull))

@@ -436,3 +436,86 @@ class CorrectPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="corre
 class ForgetPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="forget"):
     preference_id: Annotated[str, msgspec.Meta(pattern=PREFERENCE_ID_PATTERN)]
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+# ---- learned patterns and optimisations (answered by the learner) ---------------------------------------
+# Request ``hermes.query.patterns`` with :class:`PatternsQuery` → :class:`PatternsReply`.
+# Request ``hermes.query.optimizations`` with :class:`OptimizationsQuery` → :class:`OptimizationsReply`.
+
+
+class PatternView(msgspec.Struct, kw_only=True):
+    """A learned pattern (see :class:`hermes_proto.events.PatternValidated`): ``kind`` skip_question or
+    recurring_answer, triggered by ideas of ``idea_type`` and questions of ``category``; ``validation_count`` threads
+    that tested it, ``success_count`` those that confirmed it, ``confidence`` in [0, 1]; ``values`` how often each
+    answer was given and ``value`` the most frequent one (recurring_answer only); ``recommended_actions``;
+    ``outcome`` of the last thread that changed it (``thread_id``); ``applied``: confident and tested enough now to
+    be applied to the next decision."""
+
+    pattern_id: str
+    user_id: str
+    kind: str
+    idea_type: str
+    category: str
+    validation_count: int
+    success_count: int
+    confidence: float
+    values: dict[str, int] = {}
+    value: str | None = None
+    recommended_actions: list[str] = []
+    outcome: str
+    thread_id: str
+    updated_at: datetime
+    applied: bool
+
+
+class PatternsQuery(msgspec.Struct, kw_only=True):
+    """``user_id``: that user's patterns only (None: every user's); ``applied_only``: only those applied now."""
+
+    user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)] | None = None
+    applied_only: bool = False
+
+
+class PatternsReply(msgspec.Struct, kw_only=True):
+    patterns: list[PatternView]
+    validation_threshold: float = 0.8
+    """The confidence from which a pattern is applied (``HERMES_PATTERN_VALIDATION_THRESHOLD``)."""
+    min_validations: int = 3
+    """The validations a pattern needs before it is applied (``HERMES_PATTERN_MIN_VALIDATIONS``)."""
+
+
+OPTIMIZATION_KINDS = ("preference", "recurring_answer", "skip_question")
+
+
+class Optimization(msgspec.Struct, kw_only=True):
+    """One open question of a thread that what was learned settles: ``kind`` (:data:`OPTIMIZATION_KINDS`) says by
+    what, ``answer`` the answer to send (None for ``skip_question``: it may stay unanswered), ``source_id`` the
+    preference or pattern id (the first of ``source_ids`` when several preferences answer together),
+    ``confidence`` in [0, 1] (the lowest of them), ``reason`` a sentence for humans."""
+
+    kind: str
+    question_id: str
+    category: str
+    answer: str | None = None
+    source_id: str
+    source_ids: list[str] = []
+    confidence: float
+    reason: str
+
+
+class OptimizationsQuery(msgspec.Struct, kw_only=True):
+    """Which open questions of ``thread_id`` the learner can settle. ``min_sequence``: read-your-writes, the learner
+    first waits (bounded) until its read model applied that ``HERMES_EVENTS`` sequence."""
+
+    thread_id: str
+    min_sequence: int = 0
+
+
+class OptimizationsReply(msgspec.Struct, kw_only=True):
+    """``found``: the learner knows the thread's questions; ``learning_enabled`` false: nothing is ever applied
+    (``HERMES_LEARNING_ENABLED``); ``reason`` says why the list is empty, when it is."""
+
+    thread_id: str
+    found: bool
+    learning_enabled: bool = True
+    optimizations: list[Optimization] = []
+    reason: str = ""

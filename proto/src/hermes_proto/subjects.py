@@ -108,6 +108,8 @@ QUERY_TEMPLATES = "hermes.query.templates"
 CONTROL_TEMPLATE = "hermes.control.template"
 QUERY_PREFERENCES = "hermes.query.preferences"
 CONTROL_PREFERENCE = "hermes.control.preference"
+QUERY_PATTERNS = "hermes.query.patterns"
+QUERY_OPTIMIZATIONS = "hermes.query.optimizations"
 CONTROL_COMPARE = "hermes.control.compare"
 
 

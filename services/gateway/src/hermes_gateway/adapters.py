@@ -40,6 +40,10 @@ from hermes_proto.queries import (
     JobQuery,
     JobReply,
     JobView,
+    OptimizationsQuery,
+    OptimizationsReply,
+    PatternsQuery,
+    PatternsReply,
     PreferencesQuery,
     PreferencesReply,
     PreferenceView,
@@ -185,7 +189,8 @@ class BackendsClient:
 
 class LearnerClient:
     """The learner's request/reply surface for question templates (``hermes.query.templates``,
-    ``hermes.control.template``; msgspec JSON). Every call waits at most ``timeout_s`` seconds and raises
+    ``hermes.control.template``), preferences (``hermes.query.preferences``, ``hermes.control.preference``) and
+    learned patterns (``hermes.query.patterns``, ``hermes.query.optimizations``; msgspec JSON). Every call waits at most ``timeout_s`` seconds and raises
     :class:`BusUnavailable` when the learner does not answer, :class:`Refused` on its ``ErrorReply``
     (``bad_request``, ``unknown_template``, ``template_exists``) and :class:`BadReply` on anything else."""
 
@@ -236,6 +241,19 @@ class LearnerClient:
     async def forget_preference(self, command: ForgetPreference) -> None:
         """Forget a preference. :class:`Refused` ``unknown_preference``."""
         await self._ask(subj.CONTROL_PREFERENCE, command, PreferencesReply)
+
+    async def patterns(self, user_id: str | None = None, applied_only: bool = False) -> PatternsReply:
+        """Learned patterns (of ``user_id``, or of every user; only those applied now with ``applied_only``) with the
+        validation threshold and minimum validations in use."""
+        return await self._ask(subj.QUERY_PATTERNS, PatternsQuery(user_id=user_id, applied_only=applied_only),
+                               PatternsReply)
+
+    async def optimizations(self, thread_id: str, min_sequence: int = 0) -> OptimizationsReply:
+        """Which open questions of ``thread_id`` learned preferences and patterns settle (the learner first applies
+        the log up to ``min_sequence``); appends nothing."""
+        return await self._ask(subj.QUERY_OPTIMIZATIONS, OptimizationsQuery(thread_id=thread_id,
+                                                                            min_sequence=min_sequence),
+                               OptimizationsReply)
 
     def _changed(self, reply: TemplatesReply) -> TemplateView:
         return self._only(subj.CONTROL_TEMPLATE, reply.templates)

@@ -14,15 +14,15 @@ from sqlmodel import Session
 from hermes_proto import subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
-from hermes_proto.events import AnswersRecorded, DraftPresented, ThreadRated
+from hermes_proto.events import AnswersRecorded, DraftPresented, ThreadCompleted, ThreadFailed, ThreadRated
 from hermes_proto.projection import Projection
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_learner import domain, readmodel
 from hermes_learner.config import LearnerSettings
-from hermes_learner.desk import PreferenceDesk, TemplateDesk
-from hermes_learner.handlers import Learner, PreferencePolicy
+from hermes_learner.desk import PatternDesk, PreferenceDesk, TemplateDesk
+from hermes_learner.handlers import Learner, PatternPolicy, PreferencePolicy
 from hermes_learner.templates import SEED_TEMPLATES
 
 log = structlog.get_logger("hermes.learner")
@@ -65,13 +65,16 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     prefs = PreferencePolicy(enabled=settings.hermes_learning_enabled,
                              threshold=settings.hermes_confidence_threshold,
                              ttl=timedelta(days=settings.hermes_preference_ttl_days))
-    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions, prefs)
+    pattern_policy = PatternPolicy(threshold=settings.hermes_pattern_validation_threshold,
+                                   min_validations=settings.hermes_pattern_min_validations)
+    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions, prefs, pattern_policy)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable=REACTOR,
-        filter_subjects=[subjects.event_type_filter(t) for t in (DraftPresented, AnswersRecorded, ThreadRated)],
+        filter_subjects=[subjects.event_type_filter(t) for t in (DraftPresented, AnswersRecorded, ThreadRated,
+                                                                 ThreadCompleted, ThreadFailed)],
         decode=decode_event, handler=learner.on_event, ordered=True), SERVICE)
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
@@ -81,6 +84,7 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
         tasks.append(asyncio.create_task(reactor.run(), name="reactor"))
         await TemplateDesk(nc, EventStore(js, SERVICE), engine, projection).subscribe()
         await PreferenceDesk(nc, EventStore(js, SERVICE), engine, projection, prefs).subscribe()
+        await PatternDesk(nc, EventStore(js, SERVICE), engine, projection, prefs, pattern_policy).subscribe()
         log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled)
         await stop.wait()
     log.info("learner_stopping")

@@ -21,6 +21,9 @@ class LearnerSettings(BusSettings):
     - ``hermes_confidence_threshold``: a learned preference is applied (to draft-1 prompts, in place of the
       questions it answers) from this confidence (0..1; seed ``hermes.learning.confidence_threshold``).
     - ``hermes_preference_ttl_days``: a preference not confirmed for this many days expires (is no longer applied).
+    - ``hermes_pattern_validation_threshold``: a learned pattern (see :mod:`hermes_learner.patterns`) is applied
+      from this confidence (0..1; seed ``hermes.learning.pattern_validation_threshold``), and only
+    - ``hermes_pattern_min_validations``: once at least this many closed threads tested it.
     - ``database_url``: SQLAlchemy URL of the read models (default SQLite ``$HERMES_HOME/learner.db``).
     """
 
@@ -31,6 +34,8 @@ class LearnerSettings(BusSettings):
     hermes_pattern_threshold: float = 1.0
     hermes_confidence_threshold: float = Field(0.75, ge=0.0, le=1.0)
     hermes_preference_ttl_days: float = Field(180.0, gt=0.0)
+    hermes_pattern_validation_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    hermes_pattern_min_validations: int = Field(3, ge=0)
     database_url: str | None = None
 
     def db_url(self) -> str:

@@ -1,6 +1,8 @@
 """The learner's request/reply surface. Question templates: ``hermes.query.templates`` (every template with
 its measured effectiveness) and ``hermes.control.template`` (add, edit, deactivate). Learned preferences:
 ``hermes.query.preferences`` and ``hermes.control.preference`` (set, correct, forget; :class:`PreferenceDesk`).
+Learned patterns and what they settle: ``hermes.query.patterns`` and ``hermes.query.optimizations``
+(:class:`PatternDesk`, read only).
 
 A change is appended to the log as ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` and
 answered once the learner's own projection applied it, so the reply (and every later question choice) shows it.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -42,6 +45,10 @@ from hermes_proto.queries import (
     DeactivateTemplate,
     ErrorReply,
     ForgetPreference,
+    OptimizationsQuery,
+    OptimizationsReply,
+    PatternsQuery,
+    PatternsReply,
     PreferencesQuery,
     PreferencesReply,
     SaveTemplate,
@@ -50,11 +57,12 @@ from hermes_proto.queries import (
     TemplatesReply,
 )
 
-from hermes_learner import preferences, readmodel
-from hermes_learner.handlers import PreferencePolicy, learned_event
+from hermes_learner import patterns, preferences, readmodel
+from hermes_learner.handlers import PATTERNS_APPLIED, PatternPolicy, PreferencePolicy, learned_event
 from hermes_learner.ideas import IDEA_TYPES
 
 log = structlog.get_logger("hermes.learner")
+Q = TypeVar("Q")
 
 TEMPLATE_CHANGES = Counter("hermes_learner_template_changes_total",
                            "Template changes through hermes.control.template; outcome: added, edited, deactivated, "
@@ -119,10 +127,8 @@ class TemplateDesk(Desk):
         await self.nc.subscribe(subjects.CONTROL_TEMPLATE, queue=QUEUE_GROUP, cb=self.on_control)
 
     async def on_query(self, msg: Msg) -> None:
-        try:
-            query = msgspec.json.decode(msg.data or b"{}", type=TemplatesQuery)
-        except UNDECODABLE + (msgspec.ValidationError,) as exc:
-            await _respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        query = await _query(msg, TemplatesQuery)
+        if query is None:
             return
         views = await asyncio.to_thread(self._read, readmodel.template_views, query.include_inactive)
         await _respond(msg, TemplatesReply(templates=views))
@@ -181,6 +187,16 @@ async def _respond(msg: Msg, reply: object) -> None:
         await msg.respond(msgspec.json.encode(reply))
 
 
+async def _query(msg: Msg, query_type: type[Q]) -> Q | None:
+    """The query ``msg`` carries (an empty body: ``query_type``'s defaults), or None once it was answered with
+    ``bad_request`` because it does not decode."""
+    try:
+        return msgspec.json.decode(msg.data or b"{}", type=query_type)
+    except UNDECODABLE + (msgspec.ValidationError,) as exc:
+        await _respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        return None
+
+
 PREFERENCE_CHANGES = Counter("hermes_learner_preference_changes_total",
                              "Preference changes through hermes.control.preference; outcome: set, corrected, "
                              "forgotten, or the refusal code", ["outcome"])
@@ -222,10 +238,8 @@ class PreferenceDesk(Desk):
         return PreferencesReply(preferences=[view] if view else [], confidence_threshold=self.policy.threshold)
 
     async def on_query(self, msg: Msg) -> None:
-        try:
-            query = msgspec.json.decode(msg.data or b"{}", type=PreferencesQuery)
-        except UNDECODABLE + (msgspec.ValidationError,) as exc:
-            await _respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        query = await _query(msg, PreferencesQuery)
+        if query is None:
             return
         await _respond(msg, await asyncio.to_thread(self._views, query.user_id))
 
@@ -266,3 +280,67 @@ class PreferenceDesk(Desk):
     async def _refuse(self, msg: Msg, code: str, message: str) -> None:
         PREFERENCE_CHANGES.labels(code).inc()
         await _respond(msg, ErrorReply(code=code, message=message))
+
+
+OPTIMIZATIONS = Counter("hermes_learner_optimizations_total",
+                        "Open questions settled for POST /api/threads/{id}/optimize; kind: preference, "
+                        "recurring_answer, skip_question", ["kind"])
+
+
+class PatternDesk(Desk):
+    """Answers pattern queries (``hermes.query.patterns``) and, for a thread awaiting answers, which of its open
+    questions what was learned settles (``hermes.query.optimizations``: usable preferences first, then usable
+    recurring_answer patterns, then skip_question patterns). Appends nothing; with learning disabled
+    (``prefs.enabled`` false) nothing is ever settled."""
+
+    def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection,
+                 prefs: PreferencePolicy, policy: PatternPolicy) -> None:
+        super().__init__(nc, store, engine, projection)
+        self.prefs = prefs
+        self.policy = policy
+
+    async def subscribe(self) -> None:
+        await self.nc.subscribe(subjects.QUERY_PATTERNS, queue=QUEUE_GROUP, cb=self.on_query)
+        await self.nc.subscribe(subjects.QUERY_OPTIMIZATIONS, queue=QUEUE_GROUP, cb=self.on_optimize)
+
+    async def on_query(self, msg: Msg) -> None:
+        query = await _query(msg, PatternsQuery)
+        if query is None:
+            return
+        views = await asyncio.to_thread(self._read, readmodel.pattern_views, query.user_id, query.applied_only,
+                                        self.policy.threshold, self.policy.min_validations)
+        await _respond(msg, PatternsReply(patterns=views, validation_threshold=self.policy.threshold,
+                                          min_validations=self.policy.min_validations))
+
+    async def on_optimize(self, msg: Msg) -> None:
+        query = await _query(msg, OptimizationsQuery)
+        if query is None:
+            return
+        if not self.prefs.enabled:
+            await _respond(msg, OptimizationsReply(thread_id=query.thread_id, found=True, learning_enabled=False,
+                                                   reason="learning disabled"))
+            return
+        if not await self.projection.wait_for(query.min_sequence, timeout_s=APPLY_TIMEOUT_S):
+            log.warning("optimizing_on_a_lagging_read_model", thread_id=query.thread_id, wanted=query.min_sequence)
+        reply = await asyncio.to_thread(self._read, self._optimizations, query.thread_id)
+        for o in reply.optimizations:
+            OPTIMIZATIONS.labels(o.kind).inc()
+            if o.kind != "preference":
+                PATTERNS_APPLIED.labels(o.kind).inc()
+        log.info("optimizations_found", thread_id=query.thread_id,
+                 settled=[f"{o.question_id}:{o.kind}" for o in reply.optimizations], reason=reply.reason)
+        await _respond(msg, reply)
+
+    def _optimizations(self, session: Session, thread_id: str) -> OptimizationsReply:
+        thread = readmodel.load_thread(session, thread_id)
+        if thread is None or thread.idea_type is None:
+            return OptimizationsReply(thread_id=thread_id, found=False, reason="the learner has no questions of it")
+        open_ = readmodel.open_questions(session, thread_id)
+        known = preferences.known_categories(readmodel.load_preferences(session, thread.user_id),
+                                             self.prefs.threshold, utcnow())
+        settled = patterns.applicable(self.policy.usable(readmodel.load_patterns(session, thread.user_id)),
+                                      thread.idea_type, exclude=known)
+        found = patterns.optimizations(open_, known, settled)
+        reason = "" if found else ("no open question" if not open_ else
+                                   "nothing learned settles its open questions")
+        return OptimizationsReply(thread_id=thread_id, found=True, optimizations=found, reason=reason)

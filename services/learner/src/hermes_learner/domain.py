@@ -19,6 +19,7 @@ from typing import NamedTuple
 from hermes_proto.events import QUESTION_CATEGORIES, Assumption, Question
 from hermes_proto.ids import derived_id
 
+from hermes_learner import patterns as learned
 from hermes_learner.ideas import classify, clarity, quality_issues
 
 # ---- types -------------------------------------------------------------------------------------
@@ -99,7 +100,10 @@ class Decision(NamedTuple):
     clarity: float
     reason: str
     assumptions: list[Assumption] = []
-    """Learned preferences used instead of the questions of the categories they answer."""
+    """Learned preferences (and recurring_answer patterns) used instead of the questions of the categories they
+    answer."""
+    skipped: list[str] = []
+    """Question categories not asked because a skip_question pattern says the user leaves them unanswered."""
 
 
 # ---- ranking -----------------------------------------------------------------------------------
@@ -227,7 +231,8 @@ def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Poli
 
 def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats: Mapping[str, TemplateStats],
            max_questions: int, *, draft_event_id: str, policy: Policy = Policy(),
-           known: Mapping[str, Sequence[Assumption]] | None = None) -> Decision:
+           known: Mapping[str, Sequence[Assumption]] | None = None,
+           patterns: Sequence[learned.Pattern] = ()) -> Decision:
     """Which clarifying questions to ask after draft 1 (at most ``max_questions``, best first).
 
     Candidates are the templates of a known category that apply to the idea's type, ranked by
@@ -238,7 +243,12 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
 
     ``known``: question category → the learned preferences that already answer it
     (:func:`hermes_learner.preferences.known_categories`); no question of those categories is asked, and the
-    preferences are returned as the decision's ``assumptions`` (when there are questions to decide at all)."""
+    preferences are returned as the decision's ``assumptions`` (when there are questions to decide at all).
+
+    ``patterns``: the user's usable learned patterns (:meth:`~hermes_learner.patterns.Pattern.usable`); those of the
+    idea's type settle their categories (:func:`hermes_learner.patterns.applicable`; categories in ``known`` stay
+    the preferences'): a skip_question category is not asked (``skipped``), a recurring_answer one is assumed
+    (its :func:`~hermes_learner.patterns.assumption` after the preferences')."""
     idea_type = classify(idea, policy.pattern_threshold)
     clarity_ = clarity(idea, draft1)
     if max_questions <= 0:
@@ -248,22 +258,25 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
                         f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough")
     issues = quality_issues(idea)
     known = known or {}
-    assumed = [a for category in QUESTION_CATEGORIES for a in known.get(category, ())]
+    settled = learned.applicable(patterns, idea_type, exclude=known)
+    skipped = [c for c, p in settled.items() if p.kind == learned.SKIP]
+    assumed = ([a for category in QUESTION_CATEGORIES for a in known.get(category, ())]
+               + [learned.assumption(p) for p in settled.values() if p.kind == learned.RECURRING])
     total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
 
     candidates = [t for t in templates
-                  if t.category in QUESTION_CATEGORIES and t.category not in known
+                  if t.category in QUESTION_CATEGORIES and t.category not in known and t.category not in settled
                   and (not t.idea_types or idea_type in t.idea_types)]
     measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
     scored = [(expected_value(t, idea, clarity_, issues, measured[t.template_id]), t) for t in candidates]
     bonus = {t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
              for t in candidates if (m := measured[t.template_id]) is not None or policy.use_stats}
     chosen = _pick(scored, max_questions, policy, bonus if policy.use_stats else None)
-    assuming = f"; assumed from learned preferences: {', '.join(sorted(known))}" if known else ""
+    assuming = _settled_reason(known, settled)
     if not chosen:
         return Decision([], idea_type, clarity_,
                         f"no question is worth the user's time (best value below {policy.min_value}){assuming}",
-                        assumed)
+                        assumed, skipped)
     gist = topic(idea)
     questions = [Question(question_id=derived_id(draft_event_id, t.template_id), template_id=t.template_id,
                           category=t.category, text=t.text.replace("{topic}", gist),
@@ -271,4 +284,12 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
                  for value, t in chosen]
     reason = (f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
               f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}")
-    return Decision(questions, idea_type, clarity_, reason, assumed)
+    return Decision(questions, idea_type, clarity_, reason, assumed, skipped)
+
+
+def _settled_reason(known: Mapping[str, object], settled: Mapping[str, learned.Pattern]) -> str:
+    """The end of a decision's reason naming the categories settled by what was learned (empty: none)."""
+    parts = [f"; assumed from learned preferences: {', '.join(sorted(known))}"] if known else []
+    parts += [f"; {learned.describe(p)}, so {'that answer is assumed' if p.kind == learned.RECURRING else 'not asked'}"
+              for p in settled.values()]
+    return "".join(parts)

@@ -1,18 +1,24 @@
 """The learner's reactor: after draft 1 of a thread, decide its clarifying questions and append ONE
-``QuestionsProposed`` (possibly empty, which lets the orchestrator complete the thread on draft 1).
+``QuestionsProposed`` (possibly empty, which lets the orchestrator complete the thread on draft 1); from answers and
+ratings, learn preferences (``PreferenceLearned``); when a thread closes, validate the user's learned patterns
+(``PatternValidated``, one per pattern the thread tested).
 
 Metrics: ``hermes_learner_questions_proposed_total{category}``, ``hermes_learner_clarity`` (histogram, 0..1),
 ``hermes_learner_threads_without_questions_total{reason}``, ``hermes_learner_ideas_classified_total{idea_type}``,
 ``hermes_learner_drafts_skipped_total{reason}`` (unknown_thread, already_proposed, max_questions_zero,
-thread_closed); the projection adds ``hermes_learner_events_applied_total`` and
+thread_closed), ``hermes_learner_preferences_learned_total{evidence}``,
+``hermes_learner_questions_assumed_total{category}``, ``hermes_learner_patterns_validated_total{kind}`` and
+``hermes_learner_patterns_applied_total{kind}``; the projection adds ``hermes_learner_events_applied_total`` and
 ``hermes_learner_projection_position``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import structlog
 from nats.js import JetStreamContext
@@ -25,8 +31,11 @@ from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.events import (
     AnswersRecorded,
     DraftPresented,
+    PatternValidated,
     PreferenceLearned,
     QuestionsProposed,
+    ThreadCompleted,
+    ThreadFailed,
     ThreadRated,
     preference_id,
 )
@@ -34,9 +43,10 @@ from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import bind_ids
 
-from hermes_learner import domain, preferences, readmodel
+from hermes_learner import domain, patterns, preferences, readmodel
 
 log = structlog.get_logger("hermes.learner")
+E = TypeVar("E", bound=Event)
 
 QUESTIONS_PROPOSED = Counter("hermes_learner_questions_proposed_total", "Clarifying questions proposed",
                              ["category"])
@@ -54,6 +64,12 @@ PREFERENCES_LEARNED = Counter("hermes_learner_preferences_learned_total",
                               ["evidence"])
 QUESTIONS_ASSUMED = Counter("hermes_learner_questions_assumed_total",
                             "Question categories not asked because learned preferences answer them", ["category"])
+PATTERNS_VALIDATED = Counter("hermes_learner_patterns_validated_total",
+                             "PatternValidated events appended (one per pattern a closed thread tested or seeded)",
+                             ["kind"])
+PATTERNS_APPLIED = Counter("hermes_learner_patterns_applied_total",
+                           "Learned patterns applied: a question category skipped or assumed after draft 1, or an "
+                           "open question settled by POST /api/threads/{id}/optimize", ["kind"])
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,7 @@ class ThreadSnapshot:
     templates: list[domain.QuestionTemplate]
     stats: dict[str, domain.TemplateStats]
     preferences: list[preferences.Preference]
+    patterns: list[patterns.Pattern]
 
 
 @dataclass(frozen=True)
@@ -79,16 +96,36 @@ class PreferencePolicy:
     ttl: timedelta = timedelta(days=180)
 
 
+@dataclass(frozen=True)
+class PatternPolicy:
+    """When a learned pattern is applied (learning itself follows :attr:`PreferencePolicy.enabled`): from
+    ``threshold`` confidence (``HERMES_PATTERN_VALIDATION_THRESHOLD``) after at least ``min_validations`` validations
+    (``HERMES_PATTERN_MIN_VALIDATIONS``)."""
+
+    threshold: float = 0.8
+    min_validations: int = 3
+
+    def applies(self, pattern: patterns.Pattern) -> bool:
+        return pattern.usable(self.threshold, self.min_validations)
+
+    def usable(self, held: list[patterns.Pattern]) -> list[patterns.Pattern]:
+        """The patterns of ``held`` applied now, in the order given."""
+        return [p for p in held if self.applies(p)]
+
+
 class Learner:
-    """Reacts to ``DraftPresented`` (draft 1 only). ``max_questions`` is the service-wide ceiling; each
-    thread's own ``max_questions`` may lower it."""
+    """Reacts to ``DraftPresented`` (draft 1 only: the questions), and with learning enabled to ``AnswersRecorded``
+    and ``ThreadRated`` (preferences) and ``ThreadCompleted``/``ThreadFailed`` (patterns). ``max_questions`` is the
+    service-wide ceiling; each thread's own ``max_questions`` may lower it."""
 
     def __init__(self, js: JetStreamContext, engine: Engine, projection: Projection, policy: domain.Policy,
-                 max_questions: int, prefs: PreferencePolicy = PreferencePolicy()) -> None:
+                 max_questions: int, prefs: PreferencePolicy = PreferencePolicy(),
+                 pattern_policy: PatternPolicy = PatternPolicy()) -> None:
         self.engine = engine
         self.projection = projection
         self.policy = policy
         self.prefs = prefs
+        self.pattern_policy = pattern_policy
         self.max_questions = max_questions
         self.store = EventStore(js, "learner")
 
@@ -100,22 +137,52 @@ class Learner:
             return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
                                   already_proposed=thread.questions_event_id is not None, closed=thread.closed,
                                   templates=readmodel.load_templates(session), stats=readmodel.load_stats(session),
-                                  preferences=readmodel.load_preferences(session, thread.user_id))
+                                  preferences=readmodel.load_preferences(session, thread.user_id),
+                                  patterns=readmodel.load_patterns(session, thread.user_id))
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
         if isinstance(event, DraftPresented) and event.draft_number == 1:
             await self.on_draft1(event, delivery.stream_sequence)
         elif isinstance(event, AnswersRecorded | ThreadRated) and self.prefs.enabled:
-            bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id)
-            await self.projection.catch_up(at_least=delivery.stream_sequence)
-            learned = await asyncio.to_thread(self._evidence, event)
+            learned = await self._learn(delivery, self._evidence)
+            for e in learned:
+                PREFERENCES_LEARNED.labels(e.evidence).inc()
             if learned:
-                await self.store.append(learned)
-                for e in learned:
-                    PREFERENCES_LEARNED.labels(e.evidence).inc()
                 log.info("preferences_learned", evidence=learned[0].evidence,
                          preferences=[f"{e.category}/{e.key}={e.value} ({e.confidence:.2f})" for e in learned])
+        elif isinstance(event, ThreadCompleted | ThreadFailed) and self.prefs.enabled:
+            validated = await self._learn(delivery, self._validations)
+            for e in validated:
+                PATTERNS_VALIDATED.labels(e.kind).inc()
+            if validated:
+                log.info("patterns_validated", patterns=[
+                    f"{e.kind} {e.idea_type}/{e.category}: {e.outcome} {e.success_count}/{e.validation_count}"
+                    f"{' applied' if e.applied else ''}" for e in validated])
+
+    async def _learn(self, delivery: Delivery[Event], learn: Callable[[Any], list[E]]) -> list[E]:
+        """Append what ``learn`` (run off the event loop on the read model, caught up with the whole log so it sees
+        what earlier causes appended) makes of the delivered event; returns it."""
+        event = delivery.message
+        bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id)
+        await self.projection.catch_up(at_least=delivery.stream_sequence)
+        learned = await asyncio.to_thread(learn, event)
+        if learned:
+            await self.store.append(learned)
+        return learned
+
+    def _validations(self, event: ThreadCompleted | ThreadFailed) -> list[PatternValidated]:
+        """The ``PatternValidated`` events one closed thread gives (none for an unknown thread, one that asked
+        nothing, or one already observed). Event ids derive from the close and the pattern."""
+        with Session(self.engine) as session:
+            thread = readmodel.load_thread(session, event.aggregate_id)
+            if thread is None or thread.idea_type is None or readmodel.thread_observed(session, thread.thread_id):
+                return []
+            held = {p.pattern_id: p for p in readmodel.load_patterns(session, thread.user_id)}
+            changes = patterns.observe(thread.user_id, thread.idea_type,
+                                       readmodel.asked_questions(session, thread.thread_id), held)
+        return [validated_event(p, outcome, cause=event, applied=self.pattern_policy.applies(p))
+                for p, outcome in changes]
 
     def _evidence(self, event: AnswersRecorded | ThreadRated) -> list[PreferenceLearned]:
         """The ``PreferenceLearned`` events one answers or rating event gives (none for a cause already learned
@@ -128,8 +195,10 @@ class Learner:
             held = {p.preference_id: p for p in readmodel.load_preferences(session, thread.user_id)}
             changes: list[tuple[str, preferences.Preference]] = []
             if isinstance(event, AnswersRecorded):
-                # Each preference a thread's answers show counts once, however many of its answers show it.
-                shown = dict.fromkeys(o for answer in event.answers for o in preferences.observe(answer.text))
+                # Each preference a thread's answers show counts once, however many of its answers show it; an
+                # answer Hermes supplied itself (optimize) is no evidence about the user.
+                shown = dict.fromkeys(o for answer in event.answers if not answer.assumed
+                                      for o in preferences.observe(answer.text))
                 for o in shown:
                         pid = preference_id(thread.user_id, o.category, o.key)
                         pref = held.get(pid) or preferences.Preference(thread.user_id, o.category, o.key)
@@ -164,12 +233,14 @@ class Learner:
         known = ({category: preferences.assumptions(prefs) for category, prefs in preferences.known_categories(
                      snapshot.preferences, self.prefs.threshold, draft.occurred_at).items()}
                  if self.prefs.enabled else {})
+        usable = self.pattern_policy.usable(snapshot.patterns) if self.prefs.enabled else []
         decision = domain.choose(snapshot.idea, draft.text, snapshot.templates, snapshot.stats, cap,
-                                 draft_event_id=draft.event_id, policy=self.policy, known=known)
+                                 draft_event_id=draft.event_id, policy=self.policy, known=known, patterns=usable)
         await self.store.append([self._proposed(draft, decision)])
         self._observe(decision, cap)
         log.info("questions_proposed", idea_type=decision.idea_type, clarity=decision.clarity,
-                 questions=[q.template_id for q in decision.questions], reason=decision.reason)
+                 questions=[q.template_id for q in decision.questions], skipped=decision.skipped,
+                 reason=decision.reason)
 
     @staticmethod
     def _skip_reason(snapshot: ThreadSnapshot | None) -> str | None:
@@ -193,7 +264,7 @@ class Learner:
                                  correlation_id=draft.correlation_id, causation_id=draft.event_id,
                                  questions=decision.questions, idea_type=decision.idea_type,
                                  clarity=decision.clarity, reason=decision.reason,
-                                 assumptions=decision.assumptions)
+                                 assumptions=decision.assumptions, skipped_categories=decision.skipped)
 
     def _observe(self, decision: domain.Decision, cap: int) -> None:
         CLARITY.observe(decision.clarity)
@@ -202,6 +273,8 @@ class Learner:
             QUESTIONS_PROPOSED.labels(q.category).inc()
         for category in sorted({a.category for a in decision.assumptions}):
             QUESTIONS_ASSUMED.labels(category).inc()
+        PATTERNS_APPLIED.labels(patterns.SKIP).inc(len(decision.skipped))
+        PATTERNS_APPLIED.labels(patterns.RECURRING).inc(sum(a.source == "pattern" for a in decision.assumptions))
         if not decision.questions:
             reason = ("max_questions_zero" if cap <= 0 else
                       "clarity_stop" if decision.clarity >= self.policy.clarity_stop else "no_candidates")
@@ -221,3 +294,16 @@ def learned_event(pref: preferences.Preference, evidence: str, *, cause: Event |
         doubt=pref.doubt, confidence=pref.confidence(), stability=pref.stability(), observations=pref.observations,
         corrections=pref.corrections, source=preferences.SOURCES[evidence], evidence=evidence, thread_id=thread_id,
         expires_at=pref.expires_at)
+
+
+def validated_event(pattern: patterns.Pattern, outcome: str, *, cause: ThreadCompleted | ThreadFailed,
+                    applied: bool) -> PatternValidated:
+    """``pattern`` after the closed thread of ``cause`` as a :class:`PatternValidated`; the id derives from the close
+    and the pattern, so a redelivered close appends the same event."""
+    return PatternValidated(
+        event_id=derived_id(cause.event_id, "pattern_validated", pattern.pattern_id), aggregate_id=pattern.pattern_id,
+        occurred_at=utcnow(), correlation_id=cause.correlation_id, causation_id=cause.event_id,
+        user_id=pattern.user_id, kind=pattern.kind, idea_type=pattern.idea_type, category=pattern.category,
+        outcome=outcome, validation_count=pattern.validation_count, success_count=pattern.success_count,
+        confidence=pattern.confidence(), values=dict(pattern.values),
+        recommended_actions=pattern.recommended_actions(), thread_id=cause.aggregate_id, applied=applied)

@@ -3,7 +3,7 @@ corrected or set by the user; and which questions they make unnecessary.
 
 Pure and deterministic, no I/O. A preference is ``(category, key) → value`` (:data:`PREFERENCE_CATEGORIES`):
 ``depth/depth`` (overview, detailed, comprehensive), ``style/style`` (formal, casual, technical) and recurring
-``constraint/<key>`` (budget, location, deadline, audience) whose value is the user's own words.
+``constraint/<key>`` (budget, location, deadline, audience, language) whose value is the user's own words.
 
 Belief: each piece of evidence adds its weight to the votes of one value; the value held is the best-supported
 one, and ``confidence = votes[value] / (Σ votes + doubt + PRIOR_MASS)``: the posterior mean of that value under a
@@ -51,6 +51,10 @@ CONSTRAINT_RULES = (
     ("deadline", _rx(r"\b(deadline|by (the end of |next )?(monday|tuesday|wednesday|thursday|friday|saturday|"
                      r"sunday|january|february|march|april|may|june|july|august|september|october|november|"
                      r"december|tomorrow|tonight|week|month|year|\d)|within \d+|before|until|due)\b")),
+    # Before location: "written in German" is a language, not a place.
+    ("language", _rx(r"\b(?:written|spoken|translated|write it|answer) in\s+(?:plain\s+)?[a-z]+|\bin (?:plain )?"
+                     r"(?:english|portuguese|german|french|spanish|italian|dutch|polish|japanese|chinese)\b|"
+                     r"\blanguage\b")),
     # Case-sensitive only for the place name after the preposition ("in Lisbon", not "in time").
     ("location", re.compile(r"\b(?i:in|near|around|based in|live in|living in|located in)\s+[A-Z][\w-]+|"
                             r"\b(?i:location|city|country|neighbou?rhood)\b")),

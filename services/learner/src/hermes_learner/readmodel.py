@@ -12,11 +12,15 @@ Tables:
   ``rating_sum`` from ``ThreadRated``; ``updated_at`` is the time of the event that last changed the row;
 - ``threads``: what a decision needs about a thread (idea, its question cap, whether questions were
   proposed already, whether it is closed);
-- ``proposed_questions``: each asked question, when it was answered, its seconds to answer and clarity gain,
-  and when its thread closed (maps answers to templates; the closed ones in order give a template's trend);
+- ``proposed_questions``: each asked question, its answer and when it was given, its seconds to answer and clarity
+  gain, and when its thread closed (maps answers to templates; the closed ones in order give a template's trend).
+  An answer Hermes supplied itself (``Answer.assumed``) is kept with ``assumed`` set and no ``answered_at``: it is
+  no answer of the user's, and such an asking is left out of ``template_stats`` (it says nothing about the template);
 - ``user_preferences``: each user's learned preferences as their last ``PreferenceLearned`` left them (deleted by
   ``PreferenceForgotten``), with ``usage`` = the threads whose draft 1 applied them (``ThreadOpened.assumptions``);
 - ``preference_evidence``: which causes (answers, ratings, requests) already changed which preference;
+- ``learned_patterns``: each user's learned patterns as their last ``PatternValidated`` left them;
+- ``pattern_evidence``: which closed threads already changed which pattern;
 - ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
 
 Every projected value comes from an event (timestamps included), so replaying the log into an empty
@@ -37,9 +41,9 @@ from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
 from hermes_proto.projection import RawMessage, Rejected, decode_batch
-from hermes_proto.queries import PreferenceView, TemplateView
+from hermes_proto.queries import PatternView, PreferenceView, TemplateView
 
-from hermes_learner import domain, preferences
+from hermes_learner import domain, patterns, preferences
 from hermes_learner.domain import QuestionTemplate, TemplateStats
 
 PROJECTION = "learner"
@@ -112,6 +116,9 @@ class ProposedQuestionRow(LearnerTable, table=True):
     answered_at: datetime | None = None
     answer_time_s: float | None = None
     clarity_gain: float | None = None
+    answer: str | None = None
+    assumed: bool = False
+    """Hermes answered it from what it learned (``POST /api/threads/{id}/optimize``), not the user."""
     closed_at: datetime | None = Field(default=None, index=True)
     """When the thread ended and this asking was counted (the order :func:`answered_history` reads)."""
 
@@ -149,6 +156,35 @@ class PreferenceEvidenceRow(LearnerTable, table=True):
 
     cause_id: str = Field(primary_key=True)
     preference_id: str = Field(primary_key=True)
+
+
+class PatternRow(LearnerTable, table=True):
+    """One user's learned pattern, as the last ``PatternValidated`` left it."""
+
+    __tablename__ = "learned_patterns"
+
+    pattern_id: str = Field(primary_key=True)
+    user_id: str = Field(index=True)
+    kind: str
+    idea_type: str
+    category: str
+    validation_count: int
+    success_count: int
+    confidence: float
+    values_json: str = "{}"
+    recommended_actions_json: str = "[]"
+    outcome: str
+    thread_id: str
+    updated_at: datetime
+
+
+class PatternEvidenceRow(LearnerTable, table=True):
+    """Which closed thread already changed which pattern: a redelivered or repeated close changes nothing twice."""
+
+    __tablename__ = "pattern_evidence"
+
+    thread_id: str = Field(primary_key=True)
+    pattern_id: str = Field(primary_key=True)
 
 
 class ProjectionPosition(LearnerTable, table=True):
@@ -327,6 +363,69 @@ def _preference_view(row: PreferenceRow, threshold: float, now: datetime) -> Pre
                           applied=_preference(row).usable(threshold, now))
 
 
+# ---- patterns ----------------------------------------------------------------------------------
+
+
+def _pattern(row: PatternRow) -> patterns.Pattern:
+    return patterns.Pattern(user_id=row.user_id, kind=row.kind, idea_type=row.idea_type, category=row.category,
+                            validation_count=row.validation_count, success_count=row.success_count,
+                            values=json.loads(row.values_json))
+
+
+def load_patterns(session: Session, user_id: str) -> list[patterns.Pattern]:
+    """``user_id``'s learned patterns, ordered by idea type, category and kind."""
+    rows = session.exec(select(PatternRow).where(PatternRow.user_id == user_id)
+                        .order_by(PatternRow.idea_type, PatternRow.category, PatternRow.kind)).all()
+    return [_pattern(r) for r in rows]
+
+
+def pattern_views(session: Session, user_id: str | None, applied_only: bool, threshold: float,
+                  min_validations: int) -> list[PatternView]:
+    """Every pattern (of ``user_id``, or of every user; only the usable ones with ``applied_only``), ordered by user,
+    idea type, category, kind."""
+    statement = select(PatternRow).order_by(PatternRow.user_id, PatternRow.idea_type, PatternRow.category,
+                                            PatternRow.kind)
+    if user_id is not None:
+        statement = statement.where(PatternRow.user_id == user_id)
+    views = [_pattern_view(r, threshold, min_validations) for r in session.exec(statement).all()]
+    return [v for v in views if v.applied or not applied_only]
+
+
+def _pattern_view(row: PatternRow, threshold: float, min_validations: int) -> PatternView:
+    pattern = _pattern(row)
+    return PatternView(pattern_id=row.pattern_id, user_id=row.user_id, kind=row.kind, idea_type=row.idea_type,
+                       category=row.category, validation_count=row.validation_count,
+                       success_count=row.success_count, confidence=row.confidence, values=dict(pattern.values),
+                       value=pattern.value() if row.kind == patterns.RECURRING else None,
+                       recommended_actions=json.loads(row.recommended_actions_json), outcome=row.outcome,
+                       thread_id=row.thread_id, updated_at=_utc(row.updated_at),
+                       applied=pattern.usable(threshold, min_validations))
+
+
+def thread_observed(session: Session, thread_id: str) -> bool:
+    """Whether the closed thread ``thread_id`` already changed some pattern."""
+    return session.exec(select(PatternEvidenceRow).where(PatternEvidenceRow.thread_id == thread_id)).first() \
+        is not None
+
+
+def _questions(session: Session, thread_id: str) -> list[ProposedQuestionRow]:
+    return list(session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == thread_id)
+                             .order_by(ProposedQuestionRow.position)).all())
+
+
+def asked_questions(session: Session, thread_id: str) -> list[patterns.Asked]:
+    """The questions the thread asked, in the order proposed, with the user's answers (or Hermes's, ``assumed``)."""
+    return [patterns.Asked(category=q.category, answer=q.answer, assumed=q.assumed)
+            for q in _questions(session, thread_id)]
+
+
+def open_questions(session: Session, thread_id: str) -> list[tuple[str, str]]:
+    """``(question_id, category)`` of the thread's questions with no answer yet, in the order proposed (none once the
+    thread closed)."""
+    return [(q.question_id, q.category) for q in _questions(session, thread_id)
+            if q.answer is None and q.closed_at is None]
+
+
 # ---- projection --------------------------------------------------------------------------------
 
 
@@ -397,6 +496,21 @@ def _(e: ev.PreferenceLearned, session: Session) -> None:
 
 
 @apply.register
+def _(e: ev.PatternValidated, session: Session) -> None:
+    row = session.get(PatternRow, e.aggregate_id) or PatternRow(
+        pattern_id=e.aggregate_id, user_id=e.user_id, kind=e.kind, idea_type=e.idea_type, category=e.category,
+        validation_count=e.validation_count, success_count=e.success_count, confidence=e.confidence,
+        outcome=e.outcome, thread_id=e.thread_id, updated_at=_utc(e.occurred_at))
+    row.validation_count, row.success_count, row.confidence = e.validation_count, e.success_count, e.confidence
+    row.values_json = json.dumps(e.values, sort_keys=True)
+    row.recommended_actions_json = json.dumps(e.recommended_actions)
+    row.outcome, row.thread_id, row.updated_at = e.outcome, e.thread_id, _utc(e.occurred_at)
+    session.add(row)
+    if session.get(PatternEvidenceRow, (e.thread_id, e.aggregate_id)) is None:
+        session.add(PatternEvidenceRow(thread_id=e.thread_id, pattern_id=e.aggregate_id))
+
+
+@apply.register
 def _(e: ev.PreferenceForgotten, session: Session) -> None:
     row = session.get(PreferenceRow, e.aggregate_id)
     if row is not None:
@@ -422,12 +536,17 @@ def _(e: ev.AnswersRecorded, session: Session) -> None:
     for a in e.answers:
         question = session.get(ProposedQuestionRow, a.question_id)
         # An answer after the thread closed (never sent by the orchestrator) would count in the trend only.
-        if question is not None and question.answered_at is None and question.closed_at is None and a.text.strip():
+        if question is None or question.answer is not None or question.closed_at is not None or not a.text.strip():
+            continue
+        question.answer = a.text.strip()
+        if a.assumed:
+            question.assumed = True
+        else:
             question.answered_at = _utc(e.occurred_at)
             if thread is not None and thread.proposed_at is not None:
                 question.answer_time_s = max(0.0, (question.answered_at - _utc(thread.proposed_at)).total_seconds())
                 question.clarity_gain = domain.clarity_gain(thread.idea, a.text)
-            session.add(question)
+        session.add(question)
 
 
 @apply.register
@@ -471,10 +590,9 @@ def _close(e: Event, session: Session) -> None:
         return
     thread.closed, thread.closed_at = True, _utc(e.occurred_at)
     session.add(thread)
-    asked = session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == e.aggregate_id)
-                         .order_by(ProposedQuestionRow.position)).all()
-    for q in asked:
-        _count(session, q, _utc(e.occurred_at))
+    for q in _questions(session, e.aggregate_id):
+        if not q.assumed:
+            _count(session, q, _utc(e.occurred_at))
 
 
 apply.register(ev.ThreadCompleted, _close)
@@ -490,8 +608,7 @@ def _(e: ev.ThreadRated, session: Session) -> None:
         return
     previous, thread.rating = thread.rating, e.rating
     session.add(thread)
-    asked = session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == e.aggregate_id)).all()
-    for template_id in sorted({q.template_id for q in asked}):
+    for template_id in sorted({q.template_id for q in _questions(session, e.aggregate_id)}):
         row = session.get(TemplateStatsRow, template_id) or TemplateStatsRow(template_id=template_id,
                                                                             updated_at=_utc(e.occurred_at))
         row.rated_threads += int(previous is None)

@@ -114,6 +114,8 @@ class ThreadState:
     questions: list[QuestionState] = field(default_factory=list)
     kind: str = "idea"
     steps: dict[str, StepState] = field(default_factory=dict)
+    assumptions: list[Assumption] = field(default_factory=list)
+    """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``): draft 2 keeps them."""
 
 
 @dataclass(frozen=True)
@@ -146,10 +148,15 @@ PREFERENCES_INTRO = ("What you know about this user from earlier conversations (
 def draft1_messages(idea: str, assumptions: Sequence[Assumption] = ()) -> list[ChatMessage]:
     """The draft-1 prompt: the system prompt (with the user's learned preferences, one line each, when any apply)
     and the idea."""
-    system = SYSTEM_PROMPT
-    if assumptions:
-        system += "\n\n" + PREFERENCES_INTRO + "\n" + "\n".join(preference_line(a) for a in assumptions)
-    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=idea)]
+    return [ChatMessage(role="system", content=system_prompt(assumptions)), ChatMessage(role="user", content=idea)]
+
+
+def system_prompt(assumptions: Sequence[Assumption] = ()) -> str:
+    """:data:`SYSTEM_PROMPT`, followed by the learned preferences a thread applies (one :func:`preference_line`
+    each, after :data:`PREFERENCES_INTRO`) when there are any."""
+    if not assumptions:
+        return SYSTEM_PROMPT
+    return SYSTEM_PROMPT + "\n\n" + PREFERENCES_INTRO + "\n" + "\n".join(preference_line(a) for a in assumptions)
 
 
 def preference_line(a: Assumption) -> str:
@@ -158,15 +165,17 @@ def preference_line(a: Assumption) -> str:
     return f"- {(a.category if a.category in ('depth', 'style') else a.key).capitalize()}: {a.value}"
 
 
-def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]]) -> list[ChatMessage]:
-    """The refinement prompt: the idea, draft 1 and each (question, answer) pair."""
+def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]],
+                    assumptions: Sequence[Assumption] = ()) -> list[ChatMessage]:
+    """The refinement prompt: the system prompt with the preferences draft 1 applied, the idea, draft 1 and each
+    (question, answer) pair."""
     clarifications = "\n".join(f"- {q} {a}" for q, a in answered)
     user = (
         f"My idea: {idea}\n\nYour first draft:\n{draft1}\n\n"
         f"My clarifications:\n{clarifications}\n\n"
         "Write an improved second draft that follows every clarification."
     )
-    return [ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=user)]
+    return [ChatMessage(role="system", content=system_prompt(assumptions)), ChatMessage(role="user", content=user)]
 
 
 def job_id_for(cause_id: str, kind: str) -> str:
@@ -202,7 +211,7 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
     if state is None or state.status != AWAITING_ANSWERS or state.draft1 is None:
         return []
     known = {q.question_id: q for q in state.questions}
-    answers = [Answer(question_id=a.question_id, text=a.text.strip())
+    answers = [Answer(question_id=a.question_id, text=a.text.strip(), assumed=a.assumed)
                for a in cmd.answers if a.question_id in known and a.text.strip()]
     if not answers:
         return []
@@ -212,7 +221,7 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
         AnswersRecorded(**_envelope(cmd.command_id, "answers_recorded", state.thread_id, corr, now), answers=answers),
         JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
-                  messages=draft2_messages(state.idea, state.draft1, answered),
+                  messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions),
                   max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
                   private=state.private, project=state.project, timeout_s=limits.job_timeout_s),
     ]

@@ -471,6 +471,7 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
         max_questions=thread.max_questions, draft1=thread.draft1, draft2=thread.draft2,
         final_draft_number=thread.final_draft_number, project=thread.project, private=thread.private,
         priority=thread.priority, kind=thread.kind,
+        assumptions=msgspec.json.decode(thread.assumptions_json, type=list[ev.Assumption]),
         jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status, j.step_id, j.text, j.closed_by) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
         steps={st.step_id: domain.StepState(msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id,

@@ -2,7 +2,7 @@
 add, edit, deactivate (``hermes.query.templates``, ``hermes.control.template``; the learner validates definitions,
 appends ``TemplateAdded``/``TemplateEdited``/``TemplateDeactivated`` and answers once its read model holds the
 change). Learned preferences: list, set, edit, delete, and feedback (ratings and corrections) over
-``hermes.query.preferences`` / ``hermes.control.preference``."""
+``hermes.query.preferences`` / ``hermes.control.preference``. Learned patterns: list (``hermes.query.patterns``)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from hermes_proto.queries import (
     CorrectPreference,
     DeactivateTemplate,
     ForgetPreference,
+    PatternsReply,
     PreferencesReply,
     PreferenceView,
     SaveTemplate,
@@ -270,6 +271,23 @@ async def list_preferences(request: Request, learner: LearnerDep,
     place of its questions)}], "confidence_threshold"}``. Errors: 422 ``validation_failed``, 503
     ``bus_unavailable``."""
     return success(request, await learner.preferences(user_id))
+
+
+@router.get("/patterns", responses={200: success_schema(PatternsReply, "The patterns, with the thresholds in use."),
+                                    **NOT_ANSWERING})
+async def list_patterns(request: Request, learner: LearnerDep,
+                        user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
+                        applied_only: bool = False) -> JSONResponse:
+    """How Hermes learned its users answer (every user's, or ``user_id``'s; with ``applied_only=true`` only the
+    patterns applied now): ``{"patterns": [{"pattern_id", "user_id", "kind" (skip_question: questions of
+    ``category`` are left unanswered for ideas of ``idea_type``; recurring_answer: they get the same answer),
+    "idea_type", "category", "validation_count" (closed threads that tested it), "success_count" (those that
+    confirmed it), "confidence" (0-1: (success + 1) / (validations + 2)), "values" (answers seen, how often), "value"
+    (the most frequent), "recommended_actions" (e.g. ``skip_category:context``, ``assume:constraint=keep it
+    simple``), "outcome" (success, failure, seeded: what the last thread did), "thread_id" (that thread),
+    "updated_at", "applied" (used for the next decision and by ``POST /api/threads/{id}/optimize``)}],
+    "validation_threshold", "min_validations"}``. Errors: 422 ``validation_failed``, 503 ``bus_unavailable``."""
+    return success(request, await learner.patterns(user_id, applied_only))
 
 
 @router.post("/preferences", responses={200: success_schema(PreferenceView, "The preference as now held."),

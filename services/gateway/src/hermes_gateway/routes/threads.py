@@ -1,5 +1,6 @@
-"""Threads: list, status, answers (``/continue``) and job results, read from the orchestrator's read
-models over ``hermes.query.*``."""
+"""Threads: list, status, answers (``/continue``), learned optimisations (``/optimize``: answers the learner settles
+over ``hermes.query.optimizations``) and job results, read from the orchestrator's read models over
+``hermes.query.*``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
-from hermes_gateway.deps import CommandsDep, JobId, ReadModelDep, SettingsDep, ThreadId
+from hermes_gateway.deps import CommandsDep, JobId, LearnerDep, ReadModelDep, SettingsDep, ThreadId
 from hermes_gateway.domain import check_answerable, check_ratable, clean_answers
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
+from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import OPEN_JOB_STATUSES, ThreadView
 
@@ -89,6 +91,46 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
                                         answers=answers))
     return success(request, {**thread_links(thread_id), "answered": [a.question_id for a in answers]},
                    status_code=202)
+
+
+@router.post("/{thread_id}/optimize")
+async def optimize_thread(thread_id: ThreadId, request: Request, read_model: ReadModelDep, learner: LearnerDep,
+                          commands: CommandsDep) -> JSONResponse:
+    """Apply what Hermes learned to a thread that is ``awaiting_answers``: the learner says which open questions
+    the user's usable preferences (confidence >= ``HERMES_CONFIDENCE_THRESHOLD``, unexpired) and applied
+    ``recurring_answer`` patterns answer, and which applied ``skip_question`` patterns let stay open; the answers
+    are sent as ``AnswerQuestions`` (as ``/continue``; marked ``assumed``, so the learner never learns from them),
+    which moves the thread on to draft 2.
+
+    200 ``{"thread_id", "applied": [{"kind" (preference, recurring_answer, skip_question), "question_id",
+    "category", "answer" (null for skip_question), "source_id" (preference or pattern id), "source_ids",
+    "confidence" (0-1), "reason"}], "continued" (answers were sent), "reason", "status_url", "events_url"}``.
+    Nothing applicable (or learning disabled): ``applied`` empty, ``continued`` false, the thread keeps waiting.
+    Errors: 404 ``thread_not_found``, 409 ``not_awaiting_answers``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
+    position = await read_model.log_position()
+    thread = await _existing_thread(read_model, thread_id, position)
+    check_answerable(thread, [])
+    reply = await learner.optimizations(thread_id, position)
+    open_ids = {q.question_id for q in thread.questions if q.answer is None}
+    applied = [o for o in reply.optimizations if o.question_id in open_ids]
+    answers = [Answer(question_id=o.question_id, text=o.answer, assumed=True) for o in applied if o.answer]
+    if answers:
+        await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
+                                            correlation_id=request.state.request_id, thread_id=thread_id,
+                                            answers=answers))
+    return success(request, {**thread_links(thread_id), "applied": applied, "continued": bool(answers),
+                             "reason": _optimized(reply.learning_enabled, reply.reason, len(answers), len(applied))})
+
+
+def _optimized(learning_enabled: bool, learner_reason: str, answered: int, applied: int) -> str:
+    """The sentence of an optimize response."""
+    if not learning_enabled:
+        return "learning disabled"
+    if not applied:
+        return learner_reason or "nothing learned settles the open questions"
+    if not answered:
+        return "only questions the user leaves unanswered: the thread keeps waiting for answers"
+    return f"answered {answered} open question(s) from what was learned; the thread continues"
 
 
 @router.post("/{thread_id}/rate", status_code=202)
