@@ -1061,12 +1061,16 @@ async def test_web_ui_is_served_and_talks_to_the_api(gateway: Gateway, http) -> 
     script = await http.get(f"{gateway.url}/static/app.js")
     assert script.status_code == 200
     for reference in ("/api/submit", "/continue", "/events", "/status", "EventSource", "draft_presented",
-                      "questions_proposed", "backend_selected", "execution_completed", "#thread=", "/rate"):
+                      "questions_proposed", "backend_selected", "execution_completed", "#thread=", "/rate",
+                      "e.assumptions", "/api/learn/feedback", "corrections", "/api/learn/preferences?user_id=local",
+                      '"PATCH"', '"DELETE"', "#preferences"):
         assert reference in script.text, reference
     # Every element the script looks up by id exists on the page.
     looked_up = set(re.findall(r'\$\("([\w-]+)"\)', script.text))
     on_page = set(re.findall(r'id="([\w-]+)"', page.text))
     assert looked_up and looked_up <= on_page, sorted(looked_up - on_page)
+    assert 'href="#preferences"' in page.text and 'id="assumptions-box"' in page.text
+    assert ".innerHTML" not in script.text  # model and user text only ever goes in as textContent
     style = await http.get(f"{gateway.url}/static/style.css")
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
 

@@ -6,11 +6,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hermes_notifier import chat
+from fakes.telegram_api import parse_markdown_v2
+from hermes_notifier import chat, domain
 from hermes_notifier.domain import split_text, utf16_len
-from hermes_proto.events import Question
+from hermes_proto.events import Assumption, Question, ThreadCompleted, preference_id
 from hermes_proto.ids import derived_id
-from hermes_proto.queries import BackendsReply, BackendView, BudgetView, JobView, QuestionView, ThreadView
+from hermes_proto.queries import (
+    BackendsReply,
+    BackendView,
+    BudgetView,
+    JobView,
+    PreferenceView,
+    QuestionView,
+    ThreadView,
+)
 
 THREAD = derived_id("telegram_thread", "42", "7")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -170,3 +179,126 @@ def test_a_heading_does_not_become_a_part_of_its_own():
     assert utf16_len(parts[0]) > 2048 and parts[0].startswith("Draft 1\n\nline 0 ")
     words = split_text("Intro.\n\n" + " ".join(["word"] * 1500))
     assert utf16_len(words[0]) > 2048 and "".join(words).replace(" ", "") == "Intro.\n\n" + "word" * 1500
+
+
+# ---- learned preferences: what was assumed, and /correct -------------------------------------------------
+
+RESERVED = "_*[]()~`>#+-=|{}.!\\"
+"""MarkdownV2's reserved characters (and the backslash that escapes them)."""
+
+
+def assumption(key: str, value: str, confidence: float, category: str | None = None) -> Assumption:
+    category = category or (key if key in ("depth", "style") else "constraint")
+    return Assumption(preference_id=preference_id("telegram:42", category, key), category=category, key=key,
+                      value=value, confidence=confidence)
+
+
+def test_assumptions_read_as_one_line_with_how_to_correct_them():
+    text = domain.assumptions_text([assumption("depth", "detailed", 0.8),
+                                    assumption("budget", "under 500 euros", 0.9)])
+    assert text == ("I assumed: Depth: detailed (80%), Budget: under 500 euros (90%).\n"
+                    "Wrong? /correct <key> <value> (key: depth, budget)")
+    assert domain.assumptions_text([]) == ""
+    # A key /correct does not take, or a learned pattern's usual answer, is shown but not offered for correction.
+    other = domain.assumptions_text([assumption("dietary_needs", "vegan", 0.756), usual_answer("intent", "fun")])
+    assert other == "I assumed: Dietary needs: vegan (76%), Intent (your usual answer): fun (80%)."
+
+
+def test_every_reserved_character_of_a_value_arrives_as_written():
+    value = "5*3 = 15 (approx.) - [a]_b_ ~c~ `d` > #e +1 |f| {g} 1.5! \\ end"
+    plain = domain.assumptions_text([assumption("budget", value, 0.75)])
+    escaped = chat.render(plain, bold_first_line=False)
+    for char in RESERVED.rstrip("\\"):
+        positions = [i for i, c in enumerate(escaped) if c == char]
+        assert positions and all(escaped[i - 1] == "\\" for i in positions), (char, escaped)
+    assert "\\\\ end" in escaped  # the backslash itself is escaped
+    parsed, entities = parse_markdown_v2(chat.render(plain))  # what Telegram shows: as written, first line bold
+    assert parsed == plain and entities[0]["type"] == "bold"
+
+
+def test_many_long_assumptions_stay_within_telegrams_limits():
+    many = [assumption(f"key_{i}", "x" * 119 + "!", 0.9) for i in range(30)]
+    text = domain.assumptions_text(many)
+    assert text.count("(90%)") == domain.ASSUMPTIONS_SHOWN and "and 18 more." in text
+    assert all(utf16_len(part) <= domain.TELEGRAM_TEXT_LIMIT for part in split_text(text))
+
+
+def usual_answer(category: str, value: str) -> Assumption:
+    return Assumption(source="pattern", pattern_id=derived_id("pattern", category), category=category, key=category,
+                      value=value, confidence=0.8)
+
+
+def test_assumptions_are_merged_once_per_preference_or_pattern():
+    depth, budget = assumption("depth", "detailed", 0.8), assumption("budget", "cheap", 0.9)
+    later_depth = assumption("depth", "overview", 0.76)
+    intent, context = usual_answer("intent", "fun"), usual_answer("context", "at home")
+    assert domain.merged_assumptions([depth, intent], [later_depth, budget, context, intent]) == [
+        depth, intent, budget, context]
+
+
+def completed(reason: str) -> ThreadCompleted:
+    return ThreadCompleted(event_id="e1", aggregate_id=THREAD, occurred_at=NOW, correlation_id=THREAD,
+                           reason=reason, final_draft_number=1)
+
+
+def test_a_telegram_thread_finished_without_questions_says_what_it_assumed():
+    assumed = (assumption("style", "casual", 0.9),)
+    telegram = domain.ThreadContext(idea="Plan a garden", origin={"telegram_chat_id": "42"}, assumptions=assumed)
+    text = domain.compose(completed("no_questions"), telegram, "http://hermes.test", 0).text
+    assert "I assumed: Style: casual (90%)." in text and "/correct <key> <value> (key: style)" in text
+    # Asked threads showed them with their questions; a web thread's user corrects them in the web UI.
+    assert "I assumed" not in domain.compose(completed("answered"), telegram, "http://hermes.test", 0).text
+    web = domain.ThreadContext(idea="Plan a garden", origin={}, assumptions=assumed)
+    assert "I assumed" not in domain.compose(completed("no_questions"), web, "http://hermes.test", 0).text
+
+
+@pytest.mark.parametrize(("text", "key", "value"), [
+    ("/correct depth overview", "depth", "overview"),
+    ("/correct Depth DETAILED", "depth", "detailed"),
+    ("/correct@hermes_test_bot style technical", "style", "technical"),
+    ("/correct budget   Under 300 €\n(approx.)", "budget", "Under 300 € (approx.)"),
+    ("/correct audience my team", "audience", "my team"),
+    ("/correct language plain English", "language", "plain English"),
+    ("/correct location " + "é" * 120, "location", "é" * 120),
+])
+def test_correct_takes_a_key_and_a_value(text, key, value):
+    intent = chat.parse_message(text, None, "hermes_test_bot")
+    assert (intent.kind, intent.key, intent.text) == ("correct", key, value)
+    assert domain.CORRECTABLE_KEYS[key] == ("constraint" if key not in ("depth", "style") else key)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("/correct", "Send /correct <key> <value>"),
+    ("/correct    ", "Send /correct <key> <value>"),
+    ("/correct depth", "Say what depth should be"),
+    ("/correct colour red", "There is no preference called colour"),
+    ("/correct budget_2 cheap", "There is no preference called budget_2"),
+    ("/correct depth super deep", "Depth is one of overview, detailed, comprehensive"),
+    ("/correct style loud", "Style is one of formal, casual, technical"),
+    ("/correct budget " + "x" * 121, "at most 120 characters"),
+])
+def test_a_bad_correction_gets_a_clear_usage(text, says):
+    intent = chat.parse_message(text, None)
+    assert intent.kind == "usage" and says in intent.text, intent.text
+
+
+def test_help_lists_correct():
+    assert "/correct <key> <value>" in chat.help_text()
+
+
+def preference(value: str, confidence: float, applied: bool) -> PreferenceView:
+    return PreferenceView(preference_id=preference_id("telegram:42", "depth", "depth"), user_id="telegram:42",
+                          category="depth", key="depth", value=value, confidence=confidence, stability=0.5,
+                          observations=4, corrections=1, source="explicit", evidence="correction", updated_at=NOW,
+                          applied=applied)
+
+
+def test_the_outcome_of_a_correction_says_what_is_held_now():
+    flipped = chat.corrected_text(preference("overview", 0.65, False), "Overview", 0.75)
+    assert flipped.startswith("Corrected: Depth is now overview\n") and "65%, below the 75%" in flipped
+    assert "again to change it" not in flipped
+    held = chat.corrected_text(preference("detailed", 0.53, False), "overview", 0.75)
+    assert held.startswith("Noted: Depth stays detailed for now") and "Send the same correction again" in held
+    sure = chat.corrected_text(preference("overview", 0.81, True), "overview", 0.75)
+    assert "Confidence 81%: Hermes assumes it from your next idea." in sure
+    assert chat.correction_refused_text("category must be one of depth").endswith("category must be one of depth")

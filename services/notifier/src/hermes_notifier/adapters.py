@@ -324,14 +324,15 @@ class ThreadLog:
         self._js = js
 
     async def context(self, thread_id: str) -> ThreadContext:
-        """The idea and origin of the thread's ``thread_opened`` and its last presented draft."""
+        """The idea, origin and assumptions of the thread's ``thread_opened`` and its last presented draft."""
         opened = await self.last(thread_id, ThreadOpened)
         draft = await self.last(thread_id, DraftPresented)
         return ThreadContext(idea=opened.idea if opened else None, origin=opened.origin if opened else {},
                              draft_text=draft.text if draft else None,
                              draft_number=draft.draft_number if draft else None,
                              callback_url=opened.callback_url if opened else None,
-                             source_app=opened.source_app if opened else None)
+                             source_app=opened.source_app if opened else None,
+                             assumptions=tuple(opened.assumptions) if opened else ())
 
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log."""

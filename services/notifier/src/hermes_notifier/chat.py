@@ -9,6 +9,10 @@ Answers to questions: each question is its own message with buttons for the sugg
 naming the question and thread, so a reply to that message in the user's own words answers it
 (:func:`question_of_reply`). The last question also has a "done" button (``d:<thread_id>``); a completed thread's
 message has rating buttons (``r:<thread_id>:<1-5>``).
+
+Learned preferences: what a thread assumed instead of asking is shown with its questions
+(:func:`~hermes_notifier.domain.assumptions_text`), and ``/correct <key> <value>`` (:data:`CORRECTABLE_KEYS`)
+corrects one.
 """
 
 from __future__ import annotations
@@ -20,18 +24,33 @@ from dataclasses import dataclass
 from telegram.helpers import escape_markdown
 
 from hermes_proto.events import Question
-from hermes_proto.queries import OPEN_JOB_STATUSES, BackendsReply, ThreadView
+from hermes_proto.queries import OPEN_JOB_STATUSES, BackendsReply, PreferenceView, ThreadView
 
-from hermes_notifier.domain import excerpt, format_cents, split_text, thread_link, utf16_len
+from hermes_notifier.domain import (
+    CORRECTABLE_KEYS,
+    excerpt,
+    format_cents,
+    percent,
+    preference_label,
+    split_text,
+    thread_link,
+    utf16_len,
+)
 
 PARSE_MODE = "MarkdownV2"
 CALLBACK_DATA_MAX_BYTES = 64  # Bot API InlineKeyboardButton.callback_data: 1-64 bytes
 BUTTON_LABEL_CHARS = 40
 THREADS_LISTED = 10
-COMMANDS = ("idea", "status", "threads", "budget", "backends", "rate", "cancel", "done", "help", "start")
+COMMANDS = ("idea", "status", "threads", "budget", "backends", "rate", "correct", "cancel", "done", "help", "start")
 _THREAD_ID = r"[A-Za-z0-9_-]{1,64}"
 _FOOTER = re.compile(rf"Question (\d+) of (\d+) · thread ({_THREAD_ID})\s*$")
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@(\w+))?(?:\s+(.*))?$", re.DOTALL)
+PREFERENCE_VALUES = {"depth": ("overview", "detailed", "comprehensive"), "style": ("formal", "casual", "technical")}
+"""The values the learner knows for depth and style (see :data:`hermes_proto.events.PREFERENCE_CATEGORIES`); a
+constraint's value is the user's own words."""
+PREFERENCE_VALUE_MAX_CHARS = 120  # hermes_proto.queries.CorrectPreference.value
+CORRECT_USAGE = ("Send /correct <key> <value>, e.g. /correct depth overview or /correct budget under 300 euros. "
+                 f"Keys: {', '.join(CORRECTABLE_KEYS)}.")
 
 
 Keyboard = list[list[tuple[str, str]]]
@@ -43,7 +62,8 @@ class Intent:
     """What an update asks for. ``kind``: ``idea`` (``text`` is the idea), ``answer`` (``thread_id``,
     ``question`` index from 0, ``text``; ``suggestion`` set for a button), ``done`` (``thread_id``), ``rate``
     (``thread_id`` or None for the chat's latest, ``rating``), ``command`` (``name`` of :data:`COMMANDS`,
-    ``text`` its argument), ``usage`` (``text`` says what was wrong), ``ignore``."""
+    ``text`` its argument), ``correct`` (``key`` of :data:`CORRECTABLE_KEYS`, ``text`` the right value, lowercase
+    for depth and style), ``usage`` (``text`` says what was wrong), ``ignore``."""
 
     kind: str
     text: str = ""
@@ -52,6 +72,7 @@ class Intent:
     suggestion: int | None = None
     rating: int | None = None
     name: str | None = None
+    key: str | None = None
 
 
 IGNORE = Intent("ignore")
@@ -77,6 +98,8 @@ def parse_message(text: str | None, reply_to_text: str | None, bot_username: str
         return Intent("idea", text=argument) if argument else Intent("usage", text="Send /idea followed by your idea.")
     if name == "rate":
         return _rate(argument)
+    if name == "correct":
+        return _correct(argument)
     if name not in COMMANDS:
         return Intent("usage", text=f"I don't know /{name}.")
     return Intent("command", name=name, text=argument)
@@ -87,6 +110,28 @@ def _rate(argument: str) -> Intent:
     if not parts or not parts[0].isdigit() or not 1 <= int(parts[0]) <= 5:
         return Intent("usage", text="Send /rate followed by a number from 1 to 5.")
     return Intent("rate", rating=int(parts[0]), thread_id=parts[1] if len(parts) > 1 else None)
+
+
+def _correct(argument: str) -> Intent:
+    """``/correct <key> <value>``: a key of :data:`CORRECTABLE_KEYS` (any case), then the value (whitespace made
+    single spaces; 1-120 characters; depth and style only one of :data:`PREFERENCE_VALUES`)."""
+    parts = argument.split(maxsplit=1)
+    if not parts:
+        return Intent("usage", text=CORRECT_USAGE)
+    key = parts[0].lower()
+    if key not in CORRECTABLE_KEYS:
+        return Intent("usage", text=f"There is no preference called {excerpt(parts[0], 32)}. {CORRECT_USAGE}")
+    value = " ".join(parts[1].split()) if len(parts) > 1 else ""
+    if not value:
+        return Intent("usage", text=f"Say what {key} should be. {CORRECT_USAGE}")
+    if len(value) > PREFERENCE_VALUE_MAX_CHARS:
+        return Intent("usage", text=f"That {key} is too long: at most {PREFERENCE_VALUE_MAX_CHARS} characters.")
+    choices = PREFERENCE_VALUES.get(key)
+    if choices is not None:
+        value = value.lower()
+        if value not in choices:
+            return Intent("usage", text=f"{preference_label(key)} is one of {', '.join(choices)}.")
+    return Intent("correct", key=key, text=value)
 
 
 def parse_button(data: str | None) -> Intent:
@@ -210,11 +255,33 @@ def help_text() -> str:
         "/threads this chat's recent threads",
         "/done [thread] send the answers given so far and build draft 2",
         "/rate <1-5> [thread] rate the latest finished thread",
+        f"/correct <key> <value> fix what Hermes assumed from before (keys: {', '.join(CORRECTABLE_KEYS)})",
         "/cancel [thread] stop what still runs",
         "/budget spend today against the budget",
         "/backends model backends and their health",
         "/help this list",
     ])
+
+
+def corrected_text(view: PreferenceView, wanted: str, threshold: float) -> str:
+    """The outcome of ``/correct``: the value the learner now holds for the preference (``wanted``, or the old one
+    when its history still outweighs one correction) and its confidence against ``threshold`` (the confidence
+    from which Hermes assumes a preference instead of asking)."""
+    label = preference_label(view.key)
+    took = " ".join(view.value.split()).lower() == " ".join(wanted.split()).lower()
+    lines = [f"Corrected: {label} is now {view.value}" if took else f"Noted: {label} stays {view.value} for now", ""]
+    if view.applied:
+        lines.append(f"Confidence {percent(view.confidence)}: Hermes assumes it from your next idea.")
+    else:
+        lines.append(f"Confidence {percent(view.confidence)}, below the {percent(threshold)} Hermes needs to assume "
+                     "it, so it asks about it again.")
+    if not took:
+        lines.append("Send the same correction again to change it.")
+    return "\n".join(lines)
+
+
+def correction_refused_text(reason: str) -> str:
+    return f"Hermes could not take that correction\n\n{excerpt(reason, 300)}"
 
 
 REFUSAL_TEXT = ("Sorry, this Hermes is private and does not take messages from this chat. Its owner can add "

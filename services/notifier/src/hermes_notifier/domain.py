@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from hermes_proto.base import Event
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import (
+    Assumption,
     BackendMarkedUnhealthy,
     BudgetThresholdReached,
     JobFailed,
@@ -65,6 +66,14 @@ DEAD_LETTER_DETAIL_CHARS = 300
 CENTS_SIGNIFICANT_DIGITS = 3  # enough to tell 0.0114¢ from 0.0115¢ without printing float noise
 CENTS_MAX_DECIMALS = 6  # the router rounds spend to 6 decimals (micro-cents)
 
+CORRECTABLE_KEYS: Mapping[str, str] = {"depth": "depth", "style": "style", "budget": "constraint",
+                                       "location": "constraint", "deadline": "constraint", "audience": "constraint",
+                                       "language": "constraint"}
+"""The preference keys ``/correct`` takes -> their category, as the learner keeps them (see
+:data:`hermes_proto.events.PREFERENCE_CATEGORIES`): depth and style are categories of their own, the others the
+recurring constraints it reads from answers."""
+ASSUMPTIONS_SHOWN = 12  # a user has a handful; the cap only keeps a message short whatever the log holds
+
 REASONS = {
     "answered": "built on your answers",
     "answer_timeout": "no answers came in time, so Hermes went on without them",
@@ -84,6 +93,8 @@ class ThreadContext:
     draft_number: int | None = None
     callback_url: str | None = None
     source_app: str | None = None
+    assumptions: tuple[Assumption, ...] = ()
+    """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,9 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
             reason = REASONS.get(event.reason, event.reason)
             lines = [f"Hermes finished your idea: {idea}", "",
                      f"Final draft: {event.final_draft_number} ({reason})", link]
+            if event.reason == "no_questions" and context.assumptions and context.origin.get("telegram_chat_id"):
+                # Nothing was asked, so this is where a Telegram user learns what draft 1 assumed.
+                lines += ["", assumptions_text(context.assumptions)]
             draft = _draft_section(event, context, draft_max_chars)
             return Notification(event.type_name(), "\n".join(lines + draft))
         case JobFailed():
@@ -270,6 +284,54 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
                      f"Error {event.error_code}: {_error(event.message)}", link]
             return Notification(event.type_name(), "\n".join(lines))
     return None
+
+
+def preference_label(key: str) -> str:
+    """A preference key to read: ``depth`` -> "Depth", ``dietary_needs`` -> "Dietary needs"."""
+    return key.replace("_", " ").capitalize()
+
+
+def percent(fraction: float) -> str:
+    """A confidence in [0, 1] as a whole percentage: 0.8 -> "80%", 0.6667 -> "67%"."""
+    return f"{round(min(max(fraction, 0.0), 1.0) * 100)}%"
+
+
+def correctable(assumption: Assumption) -> bool:
+    """Whether ``/correct`` can correct ``assumption``: a learned preference of a key in :data:`CORRECTABLE_KEYS`
+    (not a learned pattern's recurring answer)."""
+    return assumption.source == "preference" and CORRECTABLE_KEYS.get(assumption.key) == assumption.category
+
+
+def assumption_label(assumption: Assumption) -> str:
+    """"Depth" for a preference; "Intent (your usual answer)" for a pattern (its key is the question category)."""
+    label = preference_label(assumption.key)
+    return label if assumption.source == "preference" else f"{label} (your usual answer)"
+
+
+def merged_assumptions(*groups: Iterable[Assumption]) -> list[Assumption]:
+    """The assumptions of ``groups`` in order, each once (the first one seen of a preference or pattern)."""
+    seen: dict[str, Assumption] = {}
+    for group in groups:
+        for a in group:
+            seen.setdefault(a.preference_id or a.pattern_id or f"{a.category}/{a.key}", a)
+    return list(seen.values())
+
+
+def assumptions_text(assumptions: Sequence[Assumption]) -> str:
+    """What Hermes assumed from learned preferences (and patterns) instead of asking, and how to correct it (plain
+    text, empty for none): "I assumed: Depth: detailed (80%), Budget: under 500 euros (90%)." and "Wrong? /correct
+    <key> <value> (key: depth, budget)" naming the correctable keys (:func:`correctable`), if any. At most
+    :data:`ASSUMPTIONS_SHOWN` are listed; a value is at most 120 characters (the contract's limit)."""
+    shown = list(assumptions)[:ASSUMPTIONS_SHOWN]
+    if not shown:
+        return ""
+    items = ", ".join(f"{assumption_label(a)}: {excerpt(a.value, 120)} ({percent(a.confidence)})" for a in shown)
+    more = f" and {len(assumptions) - len(shown)} more" if len(assumptions) > len(shown) else ""
+    lines = [f"I assumed: {items}{more}."]
+    keys = list(dict.fromkeys(a.key for a in shown if correctable(a)))
+    if keys:
+        lines.append(f"Wrong? /correct <key> <value> (key: {', '.join(keys)})")
+    return "\n".join(lines)
 
 
 def budget_text(event: BudgetThresholdReached) -> str:

@@ -6,7 +6,9 @@ the conversation of a thread that came from Telegram (draft 1 streamed in place,
 * :class:`Inbox` handles the ``notifier-inbox`` consumer (one lane per chat, in order): allow-list, then
   :func:`hermes_notifier.chat.parse_message` / ``parse_button`` and the command, query or reply that follows.
 * :class:`Conversation` handles a Telegram thread's ``draft_presented`` and ``questions_proposed`` from the
-  ``notifier-events`` consumer.
+  ``notifier-events`` consumer (with the questions, what the thread assumed from learned preferences).
+* ``/correct <key> <value>`` sends the learner the same ``CorrectPreference`` the gateway's feedback route sends,
+  for the user who sent it (``telegram:<user id>``, the user its ideas are submitted as).
 
 Isolation by construction: every message about a thread goes to the chat in its ``thread_opened`` origin (never
 to the chat an update came from), and every action on a thread (answer, rate, cancel, status) first checks that
@@ -35,6 +37,7 @@ from hermes_proto.events import (
     Answer,
     AnswerCollected,
     AnswersRecorded,
+    Assumption,
     DraftPresented,
     NotificationSent,
     Question,
@@ -49,6 +52,8 @@ from hermes_proto.queries import (
     QUERY_THREADS,
     BackendsQuery,
     BackendsReply,
+    CorrectPreference,
+    PreferencesReply,
     ThreadListQuery,
     ThreadListReply,
     ThreadQuery,
@@ -72,6 +77,7 @@ QUERY_TIMEOUT_S = 5.0
 """Seconds to wait for the orchestrator or router to answer a chat's query (they answer from SQLite in a few
 ms; the margin covers a busy machine) before the chat is told to try again."""
 IDEA_RECEIVED, DRAFT_SHOWN, QUESTIONS_SHOWN = "idea_received", "draft_presented", "questions_proposed"
+ASSUMPTIONS_SHOWN = "assumptions"
 TELEGRAM_ORIGIN = "telegram_chat_id"
 CONVERSATION_EVENTS = (DraftPresented, QuestionsProposed)
 """Events of a Telegram thread's conversation, handled by :class:`Conversation` on the ``notifier-events``
@@ -287,6 +293,17 @@ class Inbox:
         return await ask(self.nc, "The backend-router", subjects.QUERY_BACKENDS, BackendsQuery(), BackendsReply,
                          QUERY_TIMEOUT_S)
 
+    async def correct(self, command: CorrectPreference) -> PreferencesReply:
+        """Send ``command`` to the learner (``hermes.control.preference``); its reply holds the corrected
+        preference as now held. Raises :class:`Refused` (``bad_request``), :class:`BusUnavailable`,
+        :class:`BadReply` (also when the reply does not hold exactly one preference)."""
+        reply = await ask(self.nc, "The learner", subjects.CONTROL_PREFERENCE, command, PreferencesReply,
+                          QUERY_TIMEOUT_S)
+        if len(reply.preferences) != 1:
+            raise BadReply(f"{subjects.CONTROL_PREFERENCE}: {len(reply.preferences)} preferences in the reply, "
+                           "expected 1", "The learner")
+        return reply
+
 
 def _from_bot(message: TgMessage | None) -> bool:
     return message is not None and message.sender is not None and message.sender.is_bot
@@ -325,6 +342,8 @@ class Turn:
                 await self.done(intent.thread_id or "")
             case "rate":
                 await self.rate(intent)
+            case "correct":
+                await self.correct(intent)
             case "command":
                 await self.command(intent.name or "", intent.text)
             case "usage":
@@ -347,6 +366,13 @@ class Turn:
             aggregate_id=thread_id or chat_aggregate(self.chat), keyboard=keyboard,
             edit_message_id=edit_message_id, correlation_id=thread_id, check_always=thread_id is not None)
 
+    def user_id(self) -> str:
+        """The Hermes user of this update: ``telegram:<sender's user id>`` (the chat id when Telegram names no
+        sender), whose ideas, learned preferences and corrections belong together."""
+        message = self.update.message
+        sender = message.sender.id if message is not None and message.sender is not None else self.chat
+        return f"telegram:{sender}"
+
     # ---- ideas -------------------------------------------------------------------------------------------
 
     async def submit_idea(self, idea: str) -> None:
@@ -367,10 +393,9 @@ class Turn:
             kind=IDEA_RECEIVED, delivery=self.delivery, correlation_id=thread_id)
         if ids and self.inbox.live is not None:  # none: sent before this redelivery, or failed
             await self.inbox.live.start(thread_id, self.chat, ids[0])
-        sender = message.sender.id if message.sender is not None else self.chat
         await self.inbox.store.send(SubmitIdea(
             command_id=derived_id(self.cause, "submit_idea"), issued_at=utcnow(), correlation_id=thread_id,
-            thread_id=thread_id, idea=idea, channel="telegram", user_id=f"telegram:{sender}",
+            thread_id=thread_id, idea=idea, channel="telegram", user_id=self.user_id(),
             origin={TELEGRAM_ORIGIN: self.chat, "telegram_message_id": str(message.message_id)}))
         log.info("idea_submitted", thread_id=thread_id)
 
@@ -496,6 +521,25 @@ class Turn:
             case _:  # help, start
                 await self.say(chat.help_text(), kind="help")
 
+    async def correct(self, intent: Intent) -> None:
+        """Correct one of this user's learned preferences (``CorrectPreference``, weighed by the learner against
+        what it learned) and say what it now holds, or why the learner refused. The learner appends a new fact
+        per request, so a redelivered update whose reply is already recorded sends nothing again."""
+        if self.delivery.deliveries > 1 and await self.inbox.thread_log.notification_recorded(
+                chat_aggregate(self.chat), domain.sent_id(derived_id(self.cause, "reply"))):
+            return
+        key = intent.key or ""
+        command = CorrectPreference(user_id=self.user_id(), category=domain.CORRECTABLE_KEYS[key], key=key,
+                                    value=intent.text)
+        try:
+            reply = await self.inbox.correct(command)
+        except Refused as exc:
+            await self.say(chat.correction_refused_text(exc.message), kind="usage")
+            return
+        view = reply.preferences[0]
+        log.info("preference_corrected", preference_id=view.preference_id, confidence=view.confidence)
+        await self.say(chat.corrected_text(view, intent.text, reply.confidence_threshold), kind="corrected")
+
     async def cancel(self, thread_id: str | None) -> None:
         thread = await self._thread_or_latest(thread_id, lambda t: bool(chat.open_jobs(t)))
         jobs = chat.open_jobs(thread) if thread is not None else []
@@ -544,7 +588,8 @@ class Conversation:
             return
         if isinstance(event, DraftPresented):
             await self._draft(event, chat_id, delivery)
-        elif event.questions:
+        elif event.questions:  # without questions the completion message says what was assumed
+            await self._assumptions(event, context.assumptions, chat_id, delivery)
             await self._questions(event, chat_id, delivery)
 
     async def _draft(self, event: DraftPresented, chat_id: str, delivery: Delivery) -> None:
@@ -559,6 +604,16 @@ class Conversation:
         await self.replies.say(chat_id, text, cause_id=event.event_id, aggregate_id=event.aggregate_id,
                                kind=DRAFT_SHOWN, delivery=delivery, correlation_id=event.correlation_id,
                                edit_message_id=int(ack.external_id.split(",")[0]) if ack else None)
+
+    async def _assumptions(self, event: QuestionsProposed, applied: Sequence[Assumption], chat_id: str,
+                           delivery: Delivery) -> None:
+        """One message before the questions: what draft 1 applied (``applied``) and what was not asked because a
+        learned preference answers it, with how to correct them."""
+        text = domain.assumptions_text(domain.merged_assumptions(applied, event.assumptions))
+        if text:
+            await self.replies.say(chat_id, text, cause_id=derived_id(event.event_id, ASSUMPTIONS_SHOWN),
+                                   aggregate_id=event.aggregate_id, kind=ASSUMPTIONS_SHOWN, delivery=delivery,
+                                   correlation_id=event.correlation_id)
 
     async def _questions(self, event: QuestionsProposed, chat_id: str, delivery: Delivery) -> None:
         thread_id = event.aggregate_id

@@ -1,5 +1,6 @@
-// Hermes web UI: submit an idea, watch the thread live over SSE, answer the questions, read draft 2.
-// Everything shown comes from the thread's events (GET /api/threads/<id>/events); no build step.
+// Hermes web UI: submit an idea, watch the thread live over SSE, answer the questions, read draft 2; see and
+// correct what Hermes assumed from learned preferences, and edit or forget them (#preferences).
+// Everything shown about a thread comes from its events (GET /api/threads/<id>/events); no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -9,7 +10,12 @@ const STATUS_LABEL = {
   completed: "completed", failed: "failed",
 };
 
-let thread = null; // the thread on screen: { id, source, jobs: Map, finalDrafts: Set, lastSeq }
+const PREFERENCE_VALUES = { // the values the learner knows for these keys; a constraint's value is free text
+  depth: ["overview", "detailed", "comprehensive"], style: ["formal", "casual", "technical"],
+};
+const PREFERENCE_SOURCES = { explicit: "you said so", observed: "your answers", inferred: "your ratings" };
+
+let thread = null; // on screen: { id, userId, source, jobs: Map, finalDrafts: Set, assumptions: Map, lastSeq }
 
 // ---------------------------------------------------------------- API
 
@@ -86,7 +92,10 @@ for (const button of $("rate-box").querySelectorAll("button[data-rating]")) {
 
 function openThread(threadId) {
   if (thread && thread.source) thread.source.close();
-  thread = { id: threadId, source: null, jobs: new Map(), finalDrafts: new Set(), lastSeq: 0 };
+  thread = {
+    id: threadId, userId: "local", source: null, jobs: new Map(), finalDrafts: new Set(), assumptions: new Map(),
+    lastSeq: 0,
+  };
   $("thread").hidden = false;
   $("thread-id").textContent = threadId;
   $("thread-idea").textContent = "…";
@@ -102,6 +111,7 @@ function openThread(threadId) {
   $("answer-deadline").textContent = "";
   $("rate-box").hidden = true;
   $("rate-note").textContent = "";
+  clearAssumptions();
   renderJobs();
   setStatus("drafting");
 
@@ -171,6 +181,8 @@ function showJobMeta(j) {
 const HANDLERS = {
   thread_opened(e) {
     $("thread-idea").textContent = e.idea;
+    if (e.user_id) thread.userId = e.user_id;
+    addAssumptions(e.assumptions); // what draft 1 applied
     setStatus("drafting");
   },
   job_queued(e) {
@@ -218,6 +230,7 @@ const HANDLERS = {
     renderJobs();
   },
   questions_proposed(e) {
+    addAssumptions(e.assumptions); // what was not asked because a learned preference answers it
     renderQuestions(e.questions);
     if (e.questions.length) {
       setStatus("awaiting_answers");
@@ -315,6 +328,175 @@ $("questions-form").addEventListener("submit", async (e) => {
   }
 });
 
+// ---------------------------------------------------------------- assumptions (learned preferences) and corrections
+
+function addAssumptions(assumptions) {
+  // Appended, never re-rendered: a correction being typed into an earlier one stays.
+  for (const a of assumptions || []) {
+    const key = a.preference_id || a.pattern_id || `${a.category}/${a.key}`;
+    if (thread.assumptions.has(key)) continue;
+    thread.assumptions.set(key, a);
+    $("assumptions").append(assumptionItem(a));
+  }
+  $("assumptions-box").hidden = thread.assumptions.size === 0;
+}
+
+function clearAssumptions() {
+  $("assumptions").replaceChildren();
+  $("assumptions-box").hidden = true;
+}
+
+function assumptionItem(a) {
+  const item = document.createElement("li");
+  item.className = "assumption";
+  const head = document.createElement("div");
+  head.className = "assumption-head";
+  const fromPattern = (a.source || "preference") !== "preference";
+  const label = fromPattern ? `${preferenceLabel(a)} (your usual answer)` : preferenceLabel(a);
+  head.append(text("span", `${label}:`, "assumption-label"), text("span", a.value, "assumption-value"),
+              chip(`${percent(a.confidence)} sure`, "confidence"));
+  item.append(head);
+  if (fromPattern || !a.preference_id) return item; // only a learned preference is corrected through feedback
+  const toggle = text("button", "Correct", "secondary");
+  toggle.type = "button";
+  toggle.setAttribute("aria-expanded", "false");
+  toggle.setAttribute("aria-label", `Correct ${label}`);
+  head.append(toggle);
+  const note = statusNote();
+  const form = correctionForm(a, note);
+  form.hidden = true;
+  toggle.addEventListener("click", () => {
+    form.hidden = !form.hidden;
+    toggle.setAttribute("aria-expanded", String(!form.hidden));
+    if (!form.hidden) form.querySelector("input").focus();
+  });
+  item.append(form, note);
+  return item;
+}
+
+function correctionForm(a, note) {
+  const form = document.createElement("form");
+  form.className = "row correction";
+  const [input, values] = valueField(`correct-${a.preference_id}`, a.key, "");
+  input.placeholder = PREFERENCE_VALUES[a.key] ? PREFERENCE_VALUES[a.key].join(", ") : "the right value";
+  const label = text("label", `Right ${preferenceLabel(a).toLowerCase()}`, "inline");
+  label.htmlFor = input.id;
+  const send = text("button", "Send correction");
+  send.type = "submit";
+  form.append(label, input, values, send);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const value = input.value.trim();
+    if (!value) { setNote(note, "Type the right value first.", true); return; }
+    send.disabled = true;
+    setNote(note, "");
+    try {
+      const data = await api("/api/learn/feedback", {
+        method: "POST",
+        body: JSON.stringify({
+          thread_id: thread.id, user_id: thread.userId,
+          corrections: [{ category: a.category, key: a.key, value }],
+        }),
+      });
+      setNote(note, correctionOutcome(data.preferences[0], value));
+      form.hidden = true;
+    } catch (error) {
+      setNote(note, describe(error), true);
+    } finally {
+      send.disabled = false;
+    }
+  });
+  return form;
+}
+
+function correctionOutcome(pref, wanted) {
+  // The learner weighs a correction against what it learned: it can lower a value without replacing it yet.
+  const took = normalised(pref.value) === normalised(wanted);
+  const head = took ? `Corrected: ${preferenceLabel(pref)} is now "${pref.value}"`
+    : `Noted: ${preferenceLabel(pref)} stays "${pref.value}" for now`;
+  const tail = pref.applied ? `${percent(pref.confidence)} sure, so Hermes assumes it from your next idea.`
+    : `${percent(pref.confidence)} sure, too low to assume, so Hermes asks about it again.`;
+  return `${head}; ${tail}${took ? "" : " Correct it again to change it."}`;
+}
+
+// ---------------------------------------------------------------- preferences page (#preferences)
+
+async function loadPreferences() {
+  const body = $("preferences");
+  show($("preferences-error"), "");
+  try {
+    const data = await api("/api/learn/preferences?user_id=local");
+    $("preferences-threshold").textContent = percent(data.confidence_threshold);
+    body.replaceChildren(...data.preferences.map((p) => preferenceRow(p)));
+    if (!data.preferences.length) {
+      body.replaceChildren(emptyRow("Nothing learned yet: answer a few questions and Hermes picks up how you like "
+                                    + "things.", 5));
+    }
+  } catch (error) {
+    body.replaceChildren(emptyRow("unavailable", 5));
+    show($("preferences-error"), describe(error));
+  }
+}
+
+function preferenceRow(p, message = "") {
+  const row = document.createElement("tr");
+  const name = text("th", preferenceLabel(p));
+  name.scope = "row";
+
+  const form = document.createElement("form");
+  form.className = "row edit";
+  const [input, values] = valueField(`pref-${p.preference_id}`, p.key, p.value);
+  const label = text("label", `${preferenceLabel(p)} value`, "visually-hidden");
+  label.htmlFor = input.id;
+  const save = text("button", "Save", "secondary");
+  save.type = "submit";
+  const note = statusNote();
+  form.append(label, input, values, save);
+  const valueCell = document.createElement("td");
+  valueCell.append(form, note);
+  if (message) setNote(note, message);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const value = input.value.trim();
+    if (!value) { setNote(note, "Type a value, or forget the preference.", true); return; }
+    save.disabled = true;
+    try {
+      const updated = await api(`/api/learn/preferences/${encodeURIComponent(p.preference_id)}`, {
+        method: "PATCH", body: JSON.stringify({ value }),
+      });
+      const fresh = preferenceRow(updated, "Saved.");
+      row.replaceWith(fresh);
+      fresh.querySelector("input").focus();
+    } catch (error) {
+      setNote(note, describe(error), true);
+      save.disabled = false;
+    }
+  });
+
+  const forget = text("button", "Forget", "danger");
+  forget.type = "button";
+  forget.setAttribute("aria-label", `Forget ${preferenceLabel(p)}`);
+  forget.addEventListener("click", async () => {
+    if (!window.confirm(`Forget ${preferenceLabel(p)}: ${p.value}? Hermes stops assuming it.`)) return;
+    forget.disabled = true;
+    try {
+      await api(`/api/learn/preferences/${encodeURIComponent(p.preference_id)}`, { method: "DELETE" });
+      row.remove();
+      if (!$("preferences").children.length) loadPreferences();
+      else $("preferences-title").focus();
+    } catch (error) {
+      setNote(note, describe(error), true);
+      forget.disabled = false;
+    }
+  });
+  const actions = document.createElement("td");
+  actions.append(forget);
+
+  const confidence = text("td", percent(p.confidence) + (p.applied ? " · assumed" : ""));
+  row.append(name, valueCell, confidence, text("td", PREFERENCE_SOURCES[p.source] || p.source), actions);
+  return row;
+}
+
 // ---------------------------------------------------------------- jobs table, recent threads, health
 
 function renderJobs() {
@@ -392,13 +574,74 @@ function muted(value) {
   return text("span", value, "muted");
 }
 
+function emptyRow(value, columns) {
+  const cell = text("td", value, "muted");
+  cell.colSpan = columns;
+  const row = document.createElement("tr");
+  row.append(cell);
+  return row;
+}
+
+function valueField(id, key, value) {
+  // A preference's value (1-120 characters) as [input, its datalist]: depth and style offer the known values.
+  const input = document.createElement("input");
+  input.type = "text";
+  input.id = id;
+  input.maxLength = 120;
+  input.required = true;
+  input.value = value;
+  const list = document.createElement("datalist");
+  list.id = `${id}-values`;
+  for (const known of PREFERENCE_VALUES[key] || []) {
+    const option = document.createElement("option");
+    option.value = known;
+    list.append(option);
+  }
+  if (list.children.length) input.setAttribute("list", list.id);
+  return [input, list];
+}
+
+function statusNote() {
+  // Always in the page (empty until used), so screen readers announce what is written into it.
+  const note = text("p", "", "small note");
+  note.setAttribute("role", "status");
+  return note;
+}
+
+function setNote(note, value, isError = false) {
+  note.textContent = value;
+  note.classList.toggle("error", isError);
+}
+
+function preferenceLabel(p) {
+  const name = p.key.replaceAll("_", " ");
+  return name.charAt(0).toUpperCase() + name.slice(1);
+}
+
+function percent(fraction) {
+  return `${Math.round(Math.min(Math.max(Number(fraction) || 0, 0), 1) * 100)}%`;
+}
+
+function normalised(value) {
+  return value.split(/\s+/).filter(Boolean).join(" ").toLowerCase();
+}
+
 function seconds(ms) {
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
 
-// ---------------------------------------------------------------- routing: #thread=<id>
+// ---------------------------------------------------------------- routing: #thread=<id>, #preferences
 
 function route() {
+  const onPreferences = location.hash === "#preferences";
+  $("preferences-view").hidden = !onPreferences;
+  $("idea-form").hidden = onPreferences;
+  $("thread").hidden = onPreferences || !thread;
+  if (onPreferences) {
+    loadPreferences();
+    $("preferences-title").focus();
+    return;
+  }
   const match = location.hash.match(/^#thread=([A-Za-z0-9_-]+)$/);
   if (match && (!thread || thread.id !== match[1])) openThread(match[1]);
 }
