@@ -38,6 +38,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -131,6 +132,9 @@ class FakeLLMServer(LoopbackServer):
                  api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  strict_models: bool = True) -> None:
         self.reply = reply or Reply()
+        self.respond: Callable[[Any], str] | None = None
+        """When set, the text of each chat reply is ``respond(request body)`` (the rest of :attr:`reply` stays):
+        a model whose answer depends on its prompt."""
         self.models = list(models)
         self.api_key = api_key
         self.healthy = True
@@ -270,7 +274,7 @@ class FakeLLMServer(LoopbackServer):
             early = await self._early_fault(plan)
             if early is not None:
                 return early
-        chunks = self.reply.split()
+        chunks = (Reply(text=self.respond(body)) if self.respond else self.reply).split()
         limit = self._max_tokens(body)
         finish = self.reply.finish_reason
         if limit is not None and 0 <= limit < len(chunks):
