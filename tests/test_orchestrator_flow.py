@@ -33,6 +33,8 @@ class ThreadWatcher:
     def __init__(self) -> None:
         self.events: list = []
         self.sub = None
+        self.sequence = 0
+        """Stream sequence of the last event seen: a query with it as ``min_sequence`` reads your writes."""
 
     @classmethod
     async def start(cls, js, thread_id: str) -> "ThreadWatcher":
@@ -40,6 +42,7 @@ class ThreadWatcher:
 
         async def on_msg(msg) -> None:
             watcher.events.append(decode_event(msg.data))
+            watcher.sequence = msg.metadata.sequence.stream
 
         watcher.sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True, cb=on_msg)
         return watcher
@@ -67,8 +70,10 @@ async def complete(store: EventStore, req, text: str) -> None:
         prompt_tokens=11, completion_tokens=7, latency_ms=12.5)])
 
 
-async def query(nc, thread_id: str) -> ThreadReply:
-    reply = await nc.request(subjects.QUERY_THREAD, msgspec.json.encode(ThreadQuery(thread_id=thread_id)), timeout=5)
+async def query(nc, thread_id: str, min_sequence: int = 0) -> ThreadReply:
+    """The orchestrator's view of the thread, once its read model applied ``min_sequence`` (0: as it is now)."""
+    request = ThreadQuery(thread_id=thread_id, min_sequence=min_sequence)
+    reply = await nc.request(subjects.QUERY_THREAD, msgspec.json.encode(request), timeout=5)
     return msgspec.json.decode(reply.data, type=ThreadReply)
 
 
@@ -113,7 +118,7 @@ async def test_idea_to_draft2_and_rebuild(js_client, services, tmp_path):
 
     await complete(store, req, "Draft one: pots, soil, sun.")
     await wait_until(lambda: watch.of("draft_presented"))
-    reply = await query(nc, thread_id)
+    reply = await query(nc, thread_id, watch.sequence)
     assert reply.found and reply.thread.status == "awaiting_answers"
     assert reply.thread.draft1 == "Draft one: pots, soil, sun."
 
@@ -133,7 +138,7 @@ async def test_idea_to_draft2_and_rebuild(js_client, services, tmp_path):
     await complete(store, req2, "Draft two: a 2 m² plan.")
     await wait_until(lambda: watch.of("thread_completed"))
     assert len(watch.of("draft_presented")) == 2 and len(watch.of("thread_completed")) == 1
-    reply = await query(nc, thread_id)
+    reply = await query(nc, thread_id, watch.sequence)
     assert reply.thread.status == "completed" and reply.thread.final_draft_number == 2
     assert reply.thread.draft2 == "Draft two: a 2 m² plan."
     assert [q.answer for q in reply.thread.questions] == [None, "only 2 square metres"]
