@@ -191,6 +191,8 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
         return (await stack.preferences()).get(("style", "style"))
     style = await wait_until(relearned, timeout_s=15)
     assert (style["value"], style["observations"], style["confidence"]) == ("casual", 1, 0.5)
+    # Learning on: the closed threads' templates have their effectiveness recorded (the counterpart of the test below).
+    assert await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
 
 
 async def test_bad_preference_requests_get_clear_errors(stack: Stack) -> None:
@@ -215,9 +217,13 @@ async def test_bad_preference_requests_get_clear_errors(stack: Stack) -> None:
     assert (made["value"], made["applied"]) == ("Under 80 Euros", True)
 
 
-async def test_with_learning_disabled_nothing_is_learned_and_threads_still_complete(unlearning: Stack) -> None:
+async def test_with_learning_disabled_nothing_is_learned_and_threads_still_complete(unlearning: Stack,
+                                                                                    js_client) -> None:
+    _, js = js_client
     for idea in IDEAS[:4]:
         asked, prompt = await unlearning.run_thread(idea)
         assert categories(asked) & PROFILE_CATEGORIES and asked["assumptions"] == []
         assert "earlier conversations" not in prompt
     assert await unlearning.preferences() == {}
+    # No effectiveness records and no drafts, although the same answers recurred in every thread.
+    assert await stored_events(js, "hermes.evt.template.>") == []

@@ -13,14 +13,26 @@ import httpx
 import msgspec
 import pytest
 
-from conftest import stored_events
+from conftest import stored_events, wait_until
 from hermes_cli.natsserver import free_port
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
+from hermes_proto.bus import EventStore
 from hermes_proto.codec import encode
-from hermes_proto.events import TemplateAdded, TemplateDeactivated, TemplateEdited
+from hermes_proto.events import (
+    Answer,
+    AnswersRecorded,
+    QuestionsProposed,
+    TemplateAdded,
+    TemplateDeactivated,
+    TemplateEdited,
+    ThreadCompleted,
+    ThreadRated,
+)
+from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
 from procs import ServiceProcess, service_processes, start_ready
+from test_learner import open_and_present
 
 SEEDS = {t.template_id: t for t in SEED_TEMPLATES}
 NEW = {"template_id": "scope-pets", "category": "scope", "text": "Do you have pets that {topic} must suit?",
@@ -286,3 +298,93 @@ async def test_the_list_survives_a_learner_restart_and_edited_seeds_stay_edited(
     after = await listed(stack, http, include_inactive=True)
     assert after == before and after[seed_id]["text"] == "What do you want, really?"
     assert "while-down" not in after and after == await learner_answer(nc, include_inactive=True)
+
+
+# --------------------------------------------------------------------------- learned: drafts and effectiveness
+
+IDEA = "help me repaint my flat"
+TYPED = "Only recycled materials, please"
+EFFECTIVENESS = ("times_asked", "times_answered", "answer_rate", "rated_threads", "mean_rating", "mean_answer_time_s",
+                 "mean_clarity_gain", "trend", "expected_improvement")
+
+
+def _then(thread_id: str) -> dict:
+    return dict(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id=thread_id)
+
+
+async def _asked(js, idea: str = IDEA) -> QuestionsProposed:
+    """A new thread up to the learner's questions (appended as the orchestrator does)."""
+    thread_id, _ = await open_and_present(EventStore(js, "test"), idea)
+
+    async def proposed():
+        found = await stored_events(js, subjects.thread_event(thread_id, QuestionsProposed))
+        return found[0] if found else None
+    return await wait_until(proposed, timeout_s=20)
+
+
+async def _typed_and_closed(js, answer: str, rating: int | None = None) -> QuestionsProposed:
+    """A thread whose every question gets the same typed ``answer``, then closes (and is rated)."""
+    proposal = await _asked(js)
+    thread_id = proposal.aggregate_id
+    later = [AnswersRecorded(**_then(thread_id), answers=[Answer(question_id=q.question_id, text=answer)
+                                                          for q in proposal.questions]),
+             ThreadCompleted(**_then(thread_id), final_draft_number=2, reason="answered")]
+    if rating is not None:
+        later.append(ThreadRated(**_then(thread_id), rating=rating, draft_number=2))
+    await EventStore(js, "test").append(later)
+    return proposal
+
+
+async def test_recurring_typed_answers_become_a_draft_asked_only_once_activated(stack: Stack, http,
+                                                                                 js_client) -> None:
+    nc, js = js_client
+    threads = [await _typed_and_closed(js, TYPED, rating=4 if n == 2 else None) for n in range(3)]
+    in_all = set.intersection(*({q.category for q in t.questions} for t in threads))
+    expected = {f"learned-{category}-only-recycled-materials" for category in in_all}
+    assert expected
+
+    async def drafted():
+        found = await listed_with(stack, http, status="draft")
+        return found if set(found) == expected else None
+    drafts = await wait_until(drafted, timeout_s=20)
+    assert drafts == {k: v for k, v in (await listed(stack, http)).items() if v["status"] == "draft"}
+    assert not set(drafts) & set(await listed_with(stack, http, status="active"))
+    error_of(await http.get(stack.templates_url, params={"status": "maybe"}), 422, "validation_failed")
+    for template_id, view in drafts.items():
+        assert (view["status"], view["source"], view["active"], view["times_asked"]) == ("draft", "learned", True, 0)
+        assert view["text"] == "Does “only recycled materials” apply to {topic}?"
+        assert view["suggestions"] == [TYPED] and view["idea_types"] == [threads[0].idea_type]
+        [added] = await template_events(js, template_id)
+        assert isinstance(added, TemplateAdded) and added.phrase == "only recycled materials"
+        assert added.learned_from == sorted(t.aggregate_id for t in threads)
+        assert added.causation_id is not None
+
+    # Every template measured has its measurement in the log; the last one is what the learner answers now.
+    rated = {q.template_id for q in threads[2].questions}
+
+    async def rated_recorded():
+        found = await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
+        done = {e.aggregate_id for e in found if e.cause == "thread_rated" and e.thread_id == threads[2].aggregate_id}
+        return found if done == rated else None
+    updates = await wait_until(rated_recorded, timeout_s=20)
+    last = {e.aggregate_id: e for e in updates}
+    assert set(last) == {q.template_id for t in threads for q in t.questions}
+    views = await listed(stack, http, include_inactive=True)
+    for template_id, update in last.items():
+        assert {k: getattr(update, k) for k in EFFECTIVENESS} == {k: views[template_id][k] for k in EFFECTIVENESS}
+    assert all(last[t].rated_threads == 1 and last[t].mean_rating == 4.0 for t in rated)
+
+    # A draft is never asked; activated, it is.
+    before = await _asked(js)
+    assert not {q.template_id for q in before.questions} & set(drafts)
+    chosen = sorted(drafts)[0]
+    active = data_of(await http.patch(f"{stack.templates_url}/{chosen}", json={"status": "active"}))
+    assert (active["status"], active["source"], active["active"]) == ("active", "learned", True)
+    assert chosen in await listed_with(stack, http, status="active")
+    after = await _asked(js)
+    assert chosen in {q.template_id for q in after.questions}
+
+
+async def listed_with(stack: Stack, http: httpx.AsyncClient, status: str) -> dict[str, dict]:
+    data = data_of(await http.get(stack.templates_url, params={"status": status}))
+    return {t["template_id"]: t for t in data["templates"]}

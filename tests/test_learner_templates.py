@@ -32,9 +32,12 @@ from hermes_proto.events import (
 )
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
-from test_learner import choose, learner, open_and_present  # noqa: F401 (the fixture)
+from test_learner import _rows, choose, learner, open_and_present  # noqa: F401 (the fixture)
 
 T = domain.QuestionTemplate
+EFFECTIVENESS = ("times_asked", "times_answered", "answer_rate", "rated_threads", "mean_rating", "mean_answer_time_s",
+                 "mean_clarity_gain", "trend", "expected_improvement")
+"""What a ``TemplateEffectivenessUpdated`` records of a template, as named in its ``TemplateView``."""
 
 
 # ---- pure ------------------------------------------------------------------------------------------
@@ -200,6 +203,21 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
         return views if views["scope-rooms"].times_answered == 1 else None
     views = await wait_until(measured, timeout_s=20)
     assert views["scope-rooms"].answer_rate == 1.0 and views["scope-rooms"].mean_answer_time_s >= 0
+    # Each template the closed thread asked has its measurement recorded in the log, as the learner answers it.
+    asked = {q.template_id for q in proposal.questions}
+
+    async def recorded():
+        found = await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
+        return found if {e.aggregate_id for e in found} == asked else None
+    updates = await wait_until(recorded, timeout_s=20)
+    assert len(updates) == len(asked)
+    for update in updates:
+        assert (update.cause, update.thread_id, update.causation_id) == ("thread_closed", draft.aggregate_id,
+                                                                         derived_id(draft.aggregate_id, "completed"))
+        shown = msgspec.to_builtins(views[update.aggregate_id])
+        assert {k: shown[k] for k in EFFECTIVENESS} == {k: getattr(update, k) for k in EFFECTIVENESS}
+    assert (await stored_events(js, "hermes.evt.template.scope-rooms.template_effectiveness_updated"))[0] \
+        .times_answered == 1
 
     # Deactivated: never asked again, still listed on request.
     off = await control(nc, {"op": "deactivate", "template_id": "scope-rooms", "reason": "too narrow"})
@@ -208,10 +226,12 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     proposal2 = await wait_until(lambda: _proposal(js, draft2.aggregate_id), timeout_s=20)
     assert "scope-rooms" not in [q.template_id for q in proposal2.questions]
     changes = await stored_events(js, "hermes.evt.template.scope-rooms.>")
-    assert [e.type_name() for e in changes] == ["template_added", "template_deactivated"]
+    assert [e.type_name() for e in changes] == ["template_added", "template_effectiveness_updated",
+                                                "template_deactivated"]
 
     # The read model is the log's: a rebuild from an empty database gives the same templates and statistics.
     before = learner.dump()
+    causes = _rows(learner.db, "template_effectiveness_causes")
     learner.stop()
     for suffix in ("", "-wal", "-shm"):  # the whole database, its write-ahead log included
         Path(f"{learner.db}{suffix}").unlink(missing_ok=True)
@@ -219,6 +239,7 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     await wait_until(lambda: learner.proc.logged_since(0, "learner_started"), timeout_s=30)
     assert learner.dump()["question_templates"] == before["question_templates"]
     assert learner.dump()["template_stats"] == before["template_stats"]
+    assert _rows(learner.db, "template_effectiveness_causes") == causes and len(causes) == len(asked)
 
 
 async def _proposal(js, thread_id: str) -> QuestionsProposed | None:

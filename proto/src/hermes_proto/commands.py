@@ -1,6 +1,7 @@
 """Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>``).
 
-``SubmitIdea``, ``AnswerQuestions`` and ``RateThread`` are public: any producer may publish them.
+``SubmitIdea``, ``AnswerQuestions``, ``RateThread`` and ``RequestClassification`` are public: any producer may
+publish them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from hermes_proto.base import Command
+from hermes_proto.base import ChatMessage, Command
 from hermes_proto.events import Answer, WorkflowError, WorkflowStep, step_order
 
 MAX_WORKFLOW_STEPS = 100
@@ -99,10 +100,26 @@ class CloseAnswerWindow(Command, frozen=True, kw_only=True):
     thread_id: str
 
 
+class RequestClassification(Command, frozen=True, kw_only=True):
+    """Queue the model call that classifies the idea of ``thread_id`` after its draft 1 (public; the learner sends
+    it when ``HERMES_CLASSIFICATION_ENABLE_LLM`` is true). The orchestrator appends one ``JobQueued`` of kind
+    ``classify`` with this ``job_id`` (producer-chosen, so the producer recognises the result), ``messages``,
+    ``max_tokens`` (1-2000 tokens) and ``temperature``, routed as job type ``analysis``; nothing for an unknown or
+    closed thread, a workflow, or a job id the thread already has. The job presents no draft and never changes
+    the thread's status; its ``ExecutionCompleted`` (or ``JobFailed``) is the producer's to read."""
+
+    thread_id: str
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 200
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.0
+
+
 class ExpireWorkflow(Command, frozen=True, kw_only=True):
     """Internal: the workflow ``thread_id`` ran past its ``timeout_s``; stop what still runs and fail it."""
 
     thread_id: str
 
 
-ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob, ExpireWorkflow)
+ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob, ExpireWorkflow,
+                RequestClassification)

@@ -16,7 +16,9 @@ from hermes_proto.base import ChatMessage, Event
 from hermes_proto.ids import derived_id
 
 QUESTION_CATEGORIES = ("intent", "constraint", "success", "context", "scope")
-JOB_KINDS = ("draft1", "draft2")
+JOB_KINDS = ("draft1", "draft2", "classify")
+"""``classify``: the learner's classification of an idea after draft 1 (``RequestClassification``); it presents
+no draft and never changes its thread's status."""
 JOB_TYPES = ("code", "analysis", "content", "research", "reasoning", "general")
 
 
@@ -170,7 +172,7 @@ class WorkflowPlanned(Event, frozen=True, kw_only=True):
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
-    """A model call is wanted. ``kind``: draft1, draft2 or chat; ``max_tokens`` bounds the output (tokens);
+    """A model call is wanted. ``kind``: draft1, draft2, classify or chat; ``max_tokens`` bounds the output (tokens);
     ``priority`` 1 (lowest) to 10 dispatches first when backends are saturated.
 
     Routing needs (the backend-router reads them): ``job_type`` one of :data:`JOB_TYPES` (None: the router
@@ -498,10 +500,19 @@ class TemplateDefinition(TemplateEvent, frozen=True, kw_only=True):
     status: str = "active"
 
 
+TEMPLATE_SOURCES = ("seed", "user", "learned")
+"""Where a template came from: Hermes's code, a person (the API), or the learner's drafting from recurring free-text
+answers (``hermes_learner.drafting``; added with status ``draft``)."""
+
+
 class TemplateAdded(TemplateDefinition, frozen=True, kw_only=True):
-    """A template was added (through the API: ``source`` ``user``)."""
+    """A template was added: through the API (``source`` ``user``) or drafted by the learner (``source``
+    ``learned``, ``status`` ``draft``) from the free-text answers of the threads ``learned_from`` that share the
+    normalized ``phrase``."""
 
     source: str = "user"
+    phrase: str = ""
+    learned_from: list[str] = []
 
 
 class TemplateEdited(TemplateDefinition, frozen=True, kw_only=True):
@@ -515,7 +526,35 @@ class TemplateDeactivated(TemplateEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
-TEMPLATE_EVENTS: tuple[type[Event], ...] = (TemplateAdded, TemplateEdited, TemplateDeactivated)
+EFFECTIVENESS_CAUSES = ("thread_closed", "thread_rated")
+
+
+class TemplateEffectivenessUpdated(TemplateEvent, frozen=True, kw_only=True):
+    """The learner's whole measurement of one template after the thread ``thread_id`` closed or was rated (``cause``,
+    one of :data:`EFFECTIVENESS_CAUSES`; the event's cause is that ``ThreadCompleted``/``ThreadFailed``/
+    ``ThreadRated``): the numbers the question ranking uses from then on, as in
+    :class:`hermes_proto.queries.TemplateView`. ``times_asked``/``times_answered`` askings and answers over closed
+    threads; ``answer_rate`` answered / asked; ``rated_threads`` and ``mean_rating`` (1-5) of the threads it was asked
+    in; ``mean_answer_time_s`` seconds to answer; ``mean_clarity_gain`` clarity change (0..1 scale) its answers
+    bring; ``trend`` ``improving``/``stable``/``declining``/``new``; ``expected_improvement`` in [0, 1] the estimate
+    the ranking uses. Means are None before any measurement. A record for people and other services: the learner's
+    own statistics stay a projection of the thread events."""
+
+    cause: str
+    thread_id: str
+    times_asked: int
+    times_answered: int
+    answer_rate: float | None = None
+    rated_threads: int = 0
+    mean_rating: float | None = None
+    mean_answer_time_s: float | None = None
+    mean_clarity_gain: float | None = None
+    trend: str = "new"
+    expected_improvement: float
+
+
+TEMPLATE_EVENTS: tuple[type[Event], ...] = (TemplateAdded, TemplateEdited, TemplateDeactivated,
+                                            TemplateEffectivenessUpdated)
 
 PREFERENCE_EVIDENCE = ("answer", "rating", "correction", "edit")
 """What changed a preference: an answer to a question, a rating of a thread that applied it, a correction (``POST

@@ -14,7 +14,16 @@ from sqlmodel import Session
 from hermes_proto import subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
-from hermes_proto.events import AnswersRecorded, DraftPresented, ThreadCompleted, ThreadFailed, ThreadRated
+from hermes_proto.events import (
+    AnswersRecorded,
+    DraftPresented,
+    ExecutionAbandoned,
+    ExecutionCompleted,
+    JobFailed,
+    ThreadCompleted,
+    ThreadFailed,
+    ThreadRated,
+)
 from hermes_proto.projection import Projection
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
@@ -22,7 +31,7 @@ from hermes_proto.telemetry import configure_logging, configure_tracing, start_m
 from hermes_learner import domain, readmodel
 from hermes_learner.config import LearnerSettings
 from hermes_learner.desk import PatternDesk, PreferenceDesk, TemplateDesk
-from hermes_learner.handlers import Learner, PatternPolicy, PreferencePolicy
+from hermes_learner.handlers import ClassificationPolicy, Learner, PatternPolicy, PreferencePolicy
 from hermes_learner.templates import SEED_TEMPLATES
 
 log = structlog.get_logger("hermes.learner")
@@ -67,14 +76,20 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
                              ttl=timedelta(days=settings.hermes_preference_ttl_days))
     pattern_policy = PatternPolicy(threshold=settings.hermes_pattern_validation_threshold,
                                    min_validations=settings.hermes_pattern_min_validations)
-    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions, prefs, pattern_policy)
+    classification = ClassificationPolicy(enable_llm=settings.hermes_classification_enable_llm,
+                                          timeout_s=settings.hermes_classification_timeout_seconds)
+    learner = Learner(js, engine, projection, _policy(settings), settings.hermes_max_questions, prefs, pattern_policy,
+                      classification)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable=REACTOR,
+        # The job outcomes matter only with LLM classification on, but the filter stays the same either way so
+        # turning it on or off never has to change an existing durable consumer.
         filter_subjects=[subjects.event_type_filter(t) for t in (DraftPresented, AnswersRecorded, ThreadRated,
-                                                                 ThreadCompleted, ThreadFailed)],
+                                                                 ThreadCompleted, ThreadFailed, ExecutionCompleted,
+                                                                 ExecutionAbandoned, JobFailed)],
         decode=decode_event, handler=learner.on_event, ordered=True), SERVICE)
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
@@ -85,11 +100,14 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
         await TemplateDesk(nc, EventStore(js, SERVICE), engine, projection).subscribe()
         await PreferenceDesk(nc, EventStore(js, SERVICE), engine, projection, prefs).subscribe()
         await PatternDesk(nc, EventStore(js, SERVICE), engine, projection, prefs, pattern_policy).subscribe()
-        log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled)
+        log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled,
+                 llm_classification=classification.enable_llm)
         await stop.wait()
     log.info("learner_stopping")
     follower.stop()
     reactor.stop()
+    if learner.classifier is not None:
+        learner.classifier.cancel_timers()
     await asyncio.wait(tasks, timeout=5)
     await close(nc)
     engine.dispose()

@@ -24,6 +24,11 @@ class LearnerSettings(BusSettings):
     - ``hermes_pattern_validation_threshold``: a learned pattern (see :mod:`hermes_learner.patterns`) is applied
       from this confidence (0..1; seed ``hermes.learning.pattern_validation_threshold``), and only
     - ``hermes_pattern_min_validations``: once at least this many closed threads tested it.
+    - ``hermes_classification_enable_llm``: classify ideas after draft 1 with a model call (a ``classify`` job the
+      orchestrator queues and the router routes) instead of the pattern rules (seed
+      ``hermes.classification.enable_llm``, default false); the rules still decide when the job fails, its
+      answer does not parse, or
+    - ``hermes_classification_timeout_seconds``: no answer came within this many seconds of draft 1.
     - ``database_url``: SQLAlchemy URL of the read models (default SQLite ``$HERMES_HOME/learner.db``).
     """
 
@@ -36,6 +41,8 @@ class LearnerSettings(BusSettings):
     hermes_preference_ttl_days: float = Field(180.0, gt=0.0)
     hermes_pattern_validation_threshold: float = Field(0.8, ge=0.0, le=1.0)
     hermes_pattern_min_validations: int = Field(3, ge=0)
+    hermes_classification_enable_llm: bool = False
+    hermes_classification_timeout_seconds: float = Field(20.0, gt=0.0)
     database_url: str | None = None
 
     def db_url(self) -> str:

@@ -20,6 +20,7 @@ from hermes_proto.events import QUESTION_CATEGORIES, Assumption, Question
 from hermes_proto.ids import derived_id
 
 from hermes_learner import patterns as learned
+from hermes_learner.classification import Classification
 from hermes_learner.ideas import classify, clarity, quality_issues
 
 # ---- types -------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Poli
 def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats: Mapping[str, TemplateStats],
            max_questions: int, *, draft_event_id: str, policy: Policy = Policy(),
            known: Mapping[str, Sequence[Assumption]] | None = None,
-           patterns: Sequence[learned.Pattern] = ()) -> Decision:
+           patterns: Sequence[learned.Pattern] = (), classification: Classification | None = None) -> Decision:
     """Which clarifying questions to ask after draft 1 (at most ``max_questions``, best first).
 
     Candidates are the templates of a known category that apply to the idea's type, ranked by
@@ -248,15 +249,21 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
     ``patterns``: the user's usable learned patterns (:meth:`~hermes_learner.patterns.Pattern.usable`); those of the
     idea's type settle their categories (:func:`hermes_learner.patterns.applicable`; categories in ``known`` stay
     the preferences'): a skip_question category is not asked (``skipped``), a recurring_answer one is assumed
-    (its :func:`~hermes_learner.patterns.assumption` after the preferences')."""
-    idea_type = classify(idea, policy.pattern_threshold)
-    clarity_ = clarity(idea, draft1)
+    (its :func:`~hermes_learner.patterns.assumption` after the preferences').
+
+    ``classification``: a model's reading of the idea (:mod:`hermes_learner.classification`); its idea type,
+    clarity and issues replace the pattern rules' (:func:`classify`, :func:`clarity`, :func:`quality_issues`)."""
+    if classification is None:
+        idea_type = classify(idea, policy.pattern_threshold)
+        clarity_ = clarity(idea, draft1)
+    else:
+        idea_type, clarity_ = classification.idea_type, classification.clarity
     if max_questions <= 0:
         return Decision([], idea_type, clarity_, "the thread allows no questions (max_questions = 0)")
     if clarity_ >= policy.clarity_stop:
         return Decision([], idea_type, clarity_,
                         f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough")
-    issues = quality_issues(idea)
+    issues = quality_issues(idea) if classification is None else classification.issues
     known = known or {}
     settled = learned.applicable(patterns, idea_type, exclude=known)
     skipped = [c for c, p in settled.items() if p.kind == learned.SKIP]

@@ -1,14 +1,18 @@
 """The learner's reactor: after draft 1 of a thread, decide its clarifying questions and append ONE
 ``QuestionsProposed`` (possibly empty, which lets the orchestrator complete the thread on draft 1); from answers and
 ratings, learn preferences (``PreferenceLearned``); when a thread closes, validate the user's learned patterns
-(``PatternValidated``, one per pattern the thread tested).
+(``PatternValidated``, one per pattern the thread tested), record the effectiveness of each template it asked
+(``TemplateEffectivenessUpdated``, also after a rating) and draft templates from recurring free-text answers
+(``TemplateAdded`` with status ``draft``, :mod:`hermes_learner.drafting`).
 
 Metrics: ``hermes_learner_questions_proposed_total{category}``, ``hermes_learner_clarity`` (histogram, 0..1),
 ``hermes_learner_threads_without_questions_total{reason}``, ``hermes_learner_ideas_classified_total{idea_type}``,
 ``hermes_learner_drafts_skipped_total{reason}`` (unknown_thread, already_proposed, max_questions_zero,
-thread_closed), ``hermes_learner_preferences_learned_total{evidence}``,
+thread_closed), ``hermes_learner_classifications_total{method, outcome}`` (method llm or rules; outcome one of
+:data:`hermes_learner.classifier.OUTCOMES`), ``hermes_learner_preferences_learned_total{evidence}``,
 ``hermes_learner_questions_assumed_total{category}``, ``hermes_learner_patterns_validated_total{kind}`` and
-``hermes_learner_patterns_applied_total{kind}``; the projection adds ``hermes_learner_events_applied_total`` and
+``hermes_learner_patterns_applied_total{kind}``, ``hermes_learner_template_effectiveness_updates_total{cause}`` and
+``hermes_learner_template_drafts_total{category}``; the projection adds ``hermes_learner_events_applied_total`` and
 ``hermes_learner_projection_position``."""
 
 from __future__ import annotations
@@ -34,16 +38,22 @@ from hermes_proto.events import (
     PatternValidated,
     PreferenceLearned,
     QuestionsProposed,
+    TemplateAdded,
+    TemplateEffectivenessUpdated,
     ThreadCompleted,
     ThreadFailed,
     ThreadRated,
     preference_id,
 )
+from hermes_proto.events import ExecutionAbandoned, ExecutionCompleted, JobFailed
 from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.projection import Projection
+from hermes_proto.queries import TemplateView
 from hermes_proto.telemetry import bind_ids
 
-from hermes_learner import domain, patterns, preferences, readmodel
+from hermes_learner import classifier as llm
+from hermes_learner import domain, drafting, patterns, preferences, readmodel
+from hermes_learner.classification import Classification
 
 log = structlog.get_logger("hermes.learner")
 E = TypeVar("E", bound=Event)
@@ -57,6 +67,9 @@ NO_QUESTIONS = Counter("hermes_learner_threads_without_questions_total",
 IDEAS_CLASSIFIED = Counter("hermes_learner_ideas_classified_total", "Ideas classified after draft 1", ["idea_type"])
 DRAFTS_SKIPPED = Counter("hermes_learner_drafts_skipped_total",
                          "Drafts 1 the learner did not decide on", ["reason"])
+CLASSIFICATIONS = Counter("hermes_learner_classifications_total",
+                          "Ideas classified after draft 1: method llm or rules; outcome llm, disabled, invalid_output, "
+                          "job_failed, timeout, request_failed", ["method", "outcome"])
 
 
 PREFERENCES_LEARNED = Counter("hermes_learner_preferences_learned_total",
@@ -67,6 +80,12 @@ QUESTIONS_ASSUMED = Counter("hermes_learner_questions_assumed_total",
 PATTERNS_VALIDATED = Counter("hermes_learner_patterns_validated_total",
                              "PatternValidated events appended (one per pattern a closed thread tested or seeded)",
                              ["kind"])
+EFFECTIVENESS_UPDATES = Counter("hermes_learner_template_effectiveness_updates_total",
+                                "TemplateEffectivenessUpdated events appended; cause: thread_closed, thread_rated",
+                                ["cause"])
+TEMPLATE_DRAFTS = Counter("hermes_learner_template_drafts_total",
+                          "Templates drafted (status draft, source learned) from recurring free-text answers",
+                          ["category"])
 PATTERNS_APPLIED = Counter("hermes_learner_patterns_applied_total",
                            "Learned patterns applied: a question category skipped or assumed after draft 1, or an "
                            "open question settled by POST /api/threads/{id}/optimize", ["kind"])
@@ -113,14 +132,26 @@ class PatternPolicy:
         return [p for p in held if self.applies(p)]
 
 
+@dataclass(frozen=True)
+class ClassificationPolicy:
+    """``enable_llm``: classify ideas with a model call (``HERMES_CLASSIFICATION_ENABLE_LLM``) instead of the
+    pattern rules, which still decide after ``timeout_s`` seconds without an answer
+    (``HERMES_CLASSIFICATION_TIMEOUT_SECONDS``) or when the call fails or its answer does not parse."""
+
+    enable_llm: bool = False
+    timeout_s: float = 20.0
+
+
 class Learner:
     """Reacts to ``DraftPresented`` (draft 1 only: the questions), and with learning enabled to ``AnswersRecorded``
-    and ``ThreadRated`` (preferences) and ``ThreadCompleted``/``ThreadFailed`` (patterns). ``max_questions`` is the
-    service-wide ceiling; each thread's own ``max_questions`` may lower it."""
+    and ``ThreadRated`` (preferences) and ``ThreadCompleted``/``ThreadFailed`` (patterns), and to closes and ratings
+    again for template effectiveness and drafts. ``max_questions`` is the service-wide ceiling; each thread's own
+    ``max_questions`` may lower it."""
 
     def __init__(self, js: JetStreamContext, engine: Engine, projection: Projection, policy: domain.Policy,
                  max_questions: int, prefs: PreferencePolicy = PreferencePolicy(),
-                 pattern_policy: PatternPolicy = PatternPolicy()) -> None:
+                 pattern_policy: PatternPolicy = PatternPolicy(),
+                 classification: ClassificationPolicy = ClassificationPolicy()) -> None:
         self.engine = engine
         self.projection = projection
         self.policy = policy
@@ -128,6 +159,10 @@ class Learner:
         self.pattern_policy = pattern_policy
         self.max_questions = max_questions
         self.store = EventStore(js, "learner")
+        self.classifier = (llm.LlmClassifier(js, self.store, self._decide_later, classification.timeout_s)
+                           if classification.enable_llm else None)
+        self._deciding = asyncio.Lock()
+        """Held by a decision after draft 1, so a classification's outcome and its timeout never decide at once."""
 
     def _snapshot(self, thread_id: str) -> ThreadSnapshot | None:
         with Session(self.engine) as session:
@@ -144,6 +179,9 @@ class Learner:
         event = delivery.message
         if isinstance(event, DraftPresented) and event.draft_number == 1:
             await self.on_draft1(event, delivery.stream_sequence)
+        elif isinstance(event, ExecutionCompleted | ExecutionAbandoned | JobFailed) and self.classifier is not None:
+            bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id, job_id=event.job_id)
+            await self.classifier.on_outcome(event)
         elif isinstance(event, AnswersRecorded | ThreadRated) and self.prefs.enabled:
             learned = await self._learn(delivery, self._evidence)
             for e in learned:
@@ -159,6 +197,8 @@ class Learner:
                 log.info("patterns_validated", patterns=[
                     f"{e.kind} {e.idea_type}/{e.category}: {e.outcome} {e.success_count}/{e.validation_count}"
                     f"{' applied' if e.applied else ''}" for e in validated])
+        if isinstance(event, ThreadCompleted | ThreadFailed | ThreadRated) and self.prefs.enabled:
+            await self._measure(delivery)
 
     async def _learn(self, delivery: Delivery[Event], learn: Callable[[Any], list[E]]) -> list[E]:
         """Append what ``learn`` (run off the event loop on the read model, caught up with the whole log so it sees
@@ -170,6 +210,43 @@ class Learner:
         if learned:
             await self.store.append(learned)
         return learned
+
+    async def _measure(self, delivery: Delivery[Event]) -> None:
+        """A close or rating: record each measured template's effectiveness; a close may also draft templates."""
+        appended = await self._learn(delivery, self._measurements)
+        updated = [e for e in appended if isinstance(e, TemplateEffectivenessUpdated)]
+        drafted = [e for e in appended if isinstance(e, TemplateAdded)]
+        for e in updated:
+            EFFECTIVENESS_UPDATES.labels(e.cause).inc()
+        for e in drafted:
+            TEMPLATE_DRAFTS.labels(e.category).inc()
+        if updated:
+            log.info("template_effectiveness_updated", cause=updated[0].cause, templates=[
+                f"{e.aggregate_id}: {e.times_answered}/{e.times_asked} rating {e.mean_rating} {e.trend}"
+                for e in updated])
+        if drafted:
+            log.info("templates_drafted", templates=[f"{e.aggregate_id} ({e.phrase!r}, threads {e.learned_from})"
+                                                     for e in drafted])
+
+    def _measurements(self, event: ThreadCompleted | ThreadFailed | ThreadRated) -> list[Event]:
+        """The drafts a close calls for (:func:`hermes_learner.drafting.drafts` over the free-text answers of the
+        categories the thread answered in free text), then one ``TemplateEffectivenessUpdated`` per template the
+        cause measured; nothing for a cause (or a thread's close) already measured."""
+        closed = not isinstance(event, ThreadRated)
+        thread_id = event.aggregate_id
+        with Session(self.engine) as session:
+            seen = (readmodel.effectiveness_recorded(session, closed_thread=thread_id) if closed
+                    else readmodel.effectiveness_recorded(session, cause_id=event.event_id))
+            measured = [] if seen else readmodel.measured_templates(session, thread_id, include_assumed=not closed)
+            views = [v for t in measured if (v := readmodel.template_view(session, t)) is not None]
+            found: list[drafting.Draft] = []
+            mine = {a.category for a in readmodel.free_answers(session, thread_id=thread_id)} if closed else set()
+            if mine:  # only the categories this close can have made recurring
+                found = drafting.drafts(readmodel.free_answers(session, categories=mine),
+                                        readmodel.template_ids(session))
+        cause = "thread_closed" if closed else "thread_rated"
+        return ([drafted_event(d, cause=event) for d in found]
+                + [effectiveness_event(v, cause, event) for v in views])
 
     def _validations(self, event: ThreadCompleted | ThreadFailed) -> list[PatternValidated]:
         """The ``PatternValidated`` events one closed thread gives (none for an unknown thread, one that asked
@@ -221,23 +298,50 @@ class Learner:
         # then sees the QuestionsProposed already appended after it, even outside JetStream's dedup window.
         await self.projection.catch_up(at_least=sequence)
         snapshot = await asyncio.to_thread(self._snapshot, draft.aggregate_id)
+        if self._skipped(snapshot):
+            return
+        assert snapshot is not None  # _skipped rules None out
+        if self.classifier is not None:  # the classify job's outcome (or its timeout) decides
+            await self.classifier.request(draft, snapshot.idea)
+            return
+        await self._decide(draft, snapshot, None, llm.DISABLED)
+
+    async def _decide_later(self, draft: DraftPresented, classification: Classification | None,
+                            outcome: str) -> None:
+        """Decide on ``draft`` once its classification ended (``outcome``, see :mod:`hermes_learner.classifier`),
+        on the read model as it is now: whatever decided first (the outcome or the timeout) makes this a no-op."""
+        bind_ids(thread_id=draft.aggregate_id, correlation_id=draft.correlation_id)
+        async with self._deciding:
+            await self.projection.catch_up()
+            snapshot = await asyncio.to_thread(self._snapshot, draft.aggregate_id)
+            if not self._skipped(snapshot):
+                assert snapshot is not None
+                await self._decide(draft, snapshot, classification, outcome)
+
+    def _skipped(self, snapshot: ThreadSnapshot | None) -> bool:
         skip = self._skip_reason(snapshot)
         if skip is not None:
             DRAFTS_SKIPPED.labels(skip).inc()
             if skip == "max_questions_zero":
                 NO_QUESTIONS.labels(skip).inc()
             log.info("draft_skipped", reason=skip)
-            return
-        assert snapshot is not None  # _skip_reason rules None out
+        return skip is not None
+
+    async def _decide(self, draft: DraftPresented, snapshot: ThreadSnapshot, classification: Classification | None,
+                      outcome: str) -> None:
+        """Choose the questions (with the model's ``classification``, else by the rules) and append them."""
         cap = min(snapshot.max_questions, self.max_questions)
         known = ({category: preferences.assumptions(prefs) for category, prefs in preferences.known_categories(
                      snapshot.preferences, self.prefs.threshold, draft.occurred_at).items()}
                  if self.prefs.enabled else {})
         usable = self.pattern_policy.usable(snapshot.patterns) if self.prefs.enabled else []
         decision = domain.choose(snapshot.idea, draft.text, snapshot.templates, snapshot.stats, cap,
-                                 draft_event_id=draft.event_id, policy=self.policy, known=known, patterns=usable)
+                                 draft_event_id=draft.event_id, policy=self.policy, known=known, patterns=usable,
+                                 classification=classification)
+        decision = decision._replace(reason=decision.reason + llm.reason_suffix(outcome))
         await self.store.append([self._proposed(draft, decision)])
         self._observe(decision, cap)
+        CLASSIFICATIONS.labels("llm" if classification is not None else "rules", outcome).inc()
         log.info("questions_proposed", idea_type=decision.idea_type, clarity=decision.clarity,
                  questions=[q.template_id for q in decision.questions], skipped=decision.skipped,
                  reason=decision.reason)
@@ -307,3 +411,28 @@ def validated_event(pattern: patterns.Pattern, outcome: str, *, cause: ThreadCom
         outcome=outcome, validation_count=pattern.validation_count, success_count=pattern.success_count,
         confidence=pattern.confidence(), values=dict(pattern.values),
         recommended_actions=pattern.recommended_actions(), thread_id=cause.aggregate_id, applied=applied)
+
+
+def effectiveness_event(view: TemplateView, cause: str, event: Event) -> TemplateEffectivenessUpdated:
+    """``view``'s measurement (the numbers ``hermes.query.templates`` answers) as a
+    :class:`TemplateEffectivenessUpdated` caused by ``event`` (``cause``: thread_closed or thread_rated); the id
+    derives from the cause and the template, so a redelivered cause appends the same event."""
+    return TemplateEffectivenessUpdated(
+        event_id=derived_id(event.event_id, "template_effectiveness", view.template_id),
+        aggregate_id=view.template_id, occurred_at=utcnow(), correlation_id=event.correlation_id,
+        causation_id=event.event_id, cause=cause, thread_id=event.aggregate_id, times_asked=view.times_asked,
+        times_answered=view.times_answered, answer_rate=view.answer_rate, rated_threads=view.rated_threads,
+        mean_rating=view.mean_rating, mean_answer_time_s=view.mean_answer_time_s,
+        mean_clarity_gain=view.mean_clarity_gain, trend=view.trend, expected_improvement=view.expected_improvement)
+
+
+def drafted_event(draft: drafting.Draft, *, cause: Event) -> TemplateAdded:
+    """``draft`` as a :class:`TemplateAdded` (status ``draft``, source ``learned``). Its id derives from the
+    template id alone, so whichever close drafts it, and however often, it is one event."""
+    return TemplateAdded(
+        event_id=derived_id("template_drafted", draft.template_id), aggregate_id=draft.template_id,
+        occurred_at=utcnow(), correlation_id=cause.correlation_id, causation_id=cause.event_id,
+        category=draft.category, text=draft.text, suggestions=list(draft.suggestions),
+        idea_types=list(draft.idea_types), prior_improvement=drafting.DRAFT_PRIOR_IMPROVEMENT,
+        time_cost_s=drafting.DRAFT_TIME_COST_S, status="draft", source="learned", phrase=draft.phrase,
+        learned_from=list(draft.thread_ids))

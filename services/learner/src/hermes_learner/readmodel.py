@@ -21,6 +21,9 @@ Tables:
 - ``preference_evidence``: which causes (answers, ratings, requests) already changed which preference;
 - ``learned_patterns``: each user's learned patterns as their last ``PatternValidated`` left them;
 - ``pattern_evidence``: which closed threads already changed which pattern;
+- ``template_effectiveness_causes``: which cause (a close or rating event) already gave which template's
+  ``TemplateEffectivenessUpdated`` (so a redelivered or replayed cause appends nothing new); the measurements
+  themselves stay in ``template_stats``, projected from the thread events;
 - ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
 
 Every projected value comes from an event (timestamps included), so replaying the log into an empty
@@ -30,6 +33,7 @@ database rebuilds identical rows. Each ``apply`` is idempotent on its own as wel
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import singledispatch
 
@@ -43,7 +47,7 @@ from hermes_proto.base import Event
 from hermes_proto.projection import RawMessage, Rejected, decode_batch
 from hermes_proto.queries import PatternView, PreferenceView, TemplateView
 
-from hermes_learner import domain, patterns, preferences
+from hermes_learner import domain, drafting, patterns, preferences
 from hermes_learner.domain import QuestionTemplate, TemplateStats
 
 PROJECTION = "learner"
@@ -187,6 +191,18 @@ class PatternEvidenceRow(LearnerTable, table=True):
     pattern_id: str = Field(primary_key=True)
 
 
+class EffectivenessCauseRow(LearnerTable, table=True):
+    """Which cause already gave which template's ``TemplateEffectivenessUpdated`` (``cause``: thread_closed or
+    thread_rated, of the thread ``thread_id``)."""
+
+    __tablename__ = "template_effectiveness_causes"
+
+    cause_id: str = Field(primary_key=True)
+    template_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    cause: str
+
+
 class ProjectionPosition(LearnerTable, table=True):
     __tablename__ = "projection_position"
 
@@ -310,6 +326,51 @@ def _view(row: QuestionTemplateRow, stats: TemplateStats, answered: list[bool]) 
 
 def load_thread(session: Session, thread_id: str) -> LearnerThreadRow | None:
     return session.get(LearnerThreadRow, thread_id)
+
+
+def measured_templates(session: Session, thread_id: str, include_assumed: bool) -> list[str]:
+    """The ids of the templates asked in the thread, sorted: those its close counted (not answered by Hermes itself)
+    or, ``include_assumed``, every one its rating is credited to."""
+    return sorted({q.template_id for q in _questions(session, thread_id) if include_assumed or not q.assumed})
+
+
+def effectiveness_recorded(session: Session, *, cause_id: str | None = None, closed_thread: str | None = None) -> bool:
+    """Whether ``cause_id`` already gave some ``TemplateEffectivenessUpdated``, or the close of ``closed_thread``
+    did (a thread closes once: a repeated close measures nothing new)."""
+    statement = select(EffectivenessCauseRow)
+    if cause_id is not None:
+        statement = statement.where(EffectivenessCauseRow.cause_id == cause_id)
+    if closed_thread is not None:
+        statement = statement.where(EffectivenessCauseRow.thread_id == closed_thread,
+                                    EffectivenessCauseRow.cause == "thread_closed")
+    return session.exec(statement).first() is not None
+
+
+def template_ids(session: Session) -> set[str]:
+    """Every template id the learner has (active, draft or deactivated)."""
+    return set(session.exec(select(QuestionTemplateRow.template_id)).all())
+
+
+def free_answers(session: Session, *, thread_id: str | None = None,
+                 categories: Collection[str] | None = None) -> list[drafting.FreeAnswer]:
+    """The users' free-text answers (:func:`hermes_learner.drafting.is_free_text` against the template's current
+    suggestions) in closed threads (only ``thread_id``'s, or only to questions of ``categories``, when given), ordered
+    by thread and position."""
+    statement = (select(ProposedQuestionRow, LearnerThreadRow, QuestionTemplateRow)
+                 .join(LearnerThreadRow, col(LearnerThreadRow.thread_id) == ProposedQuestionRow.thread_id)
+                 .join(QuestionTemplateRow, col(QuestionTemplateRow.template_id) == ProposedQuestionRow.template_id)
+                 .where(col(ProposedQuestionRow.answered_at).is_not(None))
+                 .where(col(ProposedQuestionRow.closed_at).is_not(None))
+                 .order_by(ProposedQuestionRow.thread_id, ProposedQuestionRow.position))
+    if thread_id is not None:
+        statement = statement.where(ProposedQuestionRow.thread_id == thread_id)
+    if categories is not None:
+        statement = statement.where(col(ProposedQuestionRow.category).in_(sorted(categories)))
+    rows = session.exec(statement).all()
+    return [drafting.FreeAnswer(thread_id=q.thread_id, category=q.category, idea_type=t.idea_type or "general",
+                                text=q.answer)
+            for q, t, template in rows
+            if q.answer and not q.assumed and drafting.is_free_text(q.answer, json.loads(template.suggestions_json))]
 
 
 # ---- preferences -------------------------------------------------------------------------------
@@ -573,6 +634,14 @@ def _(e: ev.TemplateEdited, session: Session) -> None:
             e.prior_improvement, e.time_cost_s)
     row.status, row.active, row.edited = e.status, True, True
     session.add(row)
+
+
+@apply.register
+def _(e: ev.TemplateEffectivenessUpdated, session: Session) -> None:
+    cause = e.causation_id or e.event_id
+    if session.get(EffectivenessCauseRow, (cause, e.aggregate_id)) is None:
+        session.add(EffectivenessCauseRow(cause_id=cause, template_id=e.aggregate_id, thread_id=e.thread_id,
+                                          cause=e.cause))
 
 
 @apply.register

@@ -20,6 +20,7 @@ from hermes_proto.commands import (
     CloseAnswerWindow,
     ExpireWorkflow,
     RateThread,
+    RequestClassification,
     SubmitIdea,
     SubmitWorkflow,
 )
@@ -227,6 +228,23 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
     ]
 
 
+CLASSIFY = "classify"
+"""The job kind of an idea's classification: it presents no draft and never moves its thread."""
+
+
+def decide_classification(state: ThreadState | None, cmd: RequestClassification, limits: Limits,
+                          now: datetime) -> list[Event]:
+    """Queue the learner's classification call (``JobQueued`` kind ``classify``, job type ``analysis``, the thread's
+    priority, privacy and budget scope). Nothing for an unknown, closed or workflow thread, or a job id the thread
+    already has (a redelivered command)."""
+    if state is None or state.status in FINAL or state.kind == "workflow" or cmd.job_id in state.jobs:
+        return []
+    return [JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, state.correlation_id, now),
+                      job_id=cmd.job_id, kind=CLASSIFY, messages=list(cmd.messages), max_tokens=cmd.max_tokens,
+                      temperature=cmd.temperature, priority=state.priority, job_type="analysis",
+                      private=state.private, project=state.project, timeout_s=limits.job_timeout_s)]
+
+
 def decide_rate(state: ThreadState | None, cmd: RateThread, now: datetime) -> list[Event]:
     """Record the user's 1-5 rating of a completed thread's final draft; ignored for an unknown or unfinished
     thread (the gateway answers 404/409 before publishing)."""
@@ -248,11 +266,13 @@ def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: 
 def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted, now: datetime) -> list[Event]:
     """Present the draft a finished job produced; draft 2 also completes the thread. In a workflow, queue the
     steps the completed one was the last dependency of. A result for a job already ended otherwise (cancelled,
-    timed out) is ignored."""
+    timed out) is ignored, and so is a ``classify`` job's (the learner reads it)."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
     job = state.jobs[ev.job_id]
     if job.closed_by != ev.event_id:  # a result for a job already ended (cancelled, or another attempt's)
+        return []
+    if job.kind == CLASSIFY:  # the learner reads it
         return []
     if state.kind == "workflow":
         return react_step_completed(state, ev, now)
@@ -277,7 +297,7 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
 def react_execution_abandoned(state: ThreadState | None, ev: ExecutionAbandoned, now: datetime) -> list[Event]:
     """The router gave up on a job (retries and failover exhausted, or no backend): record it; a failed
     draft 1 fails the thread, a failed draft 2 completes it on draft 1, a failed workflow step skips its
-    dependents."""
+    dependents, a failed ``classify`` job changes nothing else."""
     if state is None or ev.job_id not in state.jobs or state.status in FINAL:
         return []
     if state.jobs[ev.job_id].closed_by != ev.event_id:  # the job ended otherwise first (e.g. timed out)
@@ -293,6 +313,8 @@ def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, err
     """What a job ending without a result (``outcome`` failed or cancelled) means for its thread."""
     job, corr = state.jobs[job_id], state.correlation_id
     env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
+    if job.kind == CLASSIFY:  # the learner falls back to its rules; the thread goes on
+        return []
     if state.kind == "workflow":
         return _step_ended(state, job.step_id or "", cause_id, outcome, error_code, message, now)
     if job.kind == "draft1":

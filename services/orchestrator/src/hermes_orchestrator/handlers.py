@@ -26,6 +26,7 @@ from hermes_proto.commands import (
     CloseAnswerWindow,
     ExpireWorkflow,
     RateThread,
+    RequestClassification,
     SubmitIdea,
     SubmitWorkflow,
 )
@@ -165,6 +166,8 @@ class Orchestrator:
                 events = domain.decide_cancel(state, cmd, now)
             case ExpireWorkflow():
                 events = domain.decide_expire_workflow(state, cmd, now)
+            case RequestClassification():
+                events = domain.decide_classification(state, cmd, self.limits, now)
             case _:
                 events = []
         return events

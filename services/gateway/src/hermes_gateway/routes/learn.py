@@ -136,16 +136,22 @@ def _unknown(template_id: str) -> ApiError:
 
 
 @router.get("/templates", responses={200: success_schema(TemplatesReply, "The templates."), **NOT_ANSWERING})
-async def list_templates(request: Request, learner: LearnerDep, include_inactive: bool = False) -> JSONResponse:
+async def list_templates(request: Request, learner: LearnerDep, include_inactive: bool = False,
+                         status: Literal["active", "draft"] | None = None) -> JSONResponse:
     """Every question template with its measured effectiveness (the learner's ``TemplatesReply``):
     ``{"templates": [{"template_id", "category", "text", "suggestions", "idea_types", "triggers",
     "prior_improvement" (0-1), "time_cost_s", "status" (active, draft), "active", "source" (``seed``; ``user``
-    when added through the API), "times_asked", "times_answered", "answer_rate" (0-1, null before any
-    asking), "rated_threads", "mean_rating" (1-5), "mean_answer_time_s", "mean_clarity_gain" (clarity 0-1
-    scale), "trend" (improving, stable, declining, new), "expected_improvement" (0-1, what the ranking uses
-    now)}]}``. Deactivated templates only with ``include_inactive=true``. Errors: 422 ``validation_failed``,
-    503 ``bus_unavailable``."""
-    return success(request, await learner.templates(include_inactive))
+    when added through the API; ``learned`` when the learner drafted it from recurring free-text answers: such a
+    template comes as a ``draft``, never asked until a ``PATCH`` sets ``"status": "active"``), "times_asked",
+    "times_answered", "answer_rate" (0-1, null before any asking), "rated_threads", "mean_rating" (1-5),
+    "mean_answer_time_s", "mean_clarity_gain" (clarity 0-1 scale), "trend" (improving, stable, declining, new),
+    "expected_improvement" (0-1, what the ranking uses now)}]}``. Deactivated templates only with
+    ``include_inactive=true``; only those of one status with ``status=active`` or ``status=draft``. Errors: 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
+    reply = await learner.templates(include_inactive)
+    if status is not None:
+        reply = TemplatesReply(templates=[t for t in reply.templates if t.status == status])
+    return success(request, reply)
 
 
 @router.post("/templates", status_code=201, responses={201: ONE, **NOT_ANSWERING, **REFUSED_DEFINITION,

@@ -1,0 +1,135 @@
+"""The learner's side of LLM classification (``HERMES_CLASSIFICATION_ENABLE_LLM``): ask the orchestrator for a
+``classify`` job after draft 1, read its outcome from the log, and hand the model's reading to the learner's
+decision, or why there is none so the rules decide: the job failed, its answer did not parse, or no answer came
+within the timeout. Whichever comes first decides; the decision's id derives from the draft, so there is one.
+
+The learner never calls a model: the orchestrator queues the job, the backend-router routes it, an edge runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext
+
+from hermes_proto import subjects
+from hermes_proto.bus import EventStore
+from hermes_proto.codec import DecodeError, decode_event
+from hermes_proto.commands import RequestClassification
+from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, JobFailed
+from hermes_proto.ids import derived_id, utcnow
+
+from hermes_learner.classification import MAX_TOKENS, Classification, classification_messages, parse_classification
+
+log = structlog.get_logger("hermes.learner")
+
+# How an idea was classified: by the model, or by the rules and why.
+LLM = "llm"
+DISABLED = "disabled"
+INVALID_OUTPUT = "invalid_output"
+JOB_FAILED = "job_failed"
+TIMEOUT = "timeout"
+REQUEST_FAILED = "request_failed"
+OUTCOMES = (LLM, DISABLED, INVALID_OUTPUT, JOB_FAILED, TIMEOUT, REQUEST_FAILED)
+
+Decide = Callable[[DraftPresented, Classification | None, str], Awaitable[None]]
+"""``decide(draft, classification, outcome)``: the learner's decision on ``draft`` (``classification`` None: by
+the rules, ``outcome`` says why)."""
+
+
+def classification_job_id(draft_event_id: str) -> str:
+    """The id of the classify job of the draft 1 ``draft_event_id``: derived, so the outcome is recognised."""
+    return derived_id(draft_event_id, "classify")
+
+
+def reason_suffix(outcome: str) -> str:
+    """What ``QuestionsProposed.reason`` adds about the classification (empty with LLM classification off)."""
+    if outcome == DISABLED:
+        return ""
+    if outcome == LLM:
+        return "; classified by llm"
+    why = {INVALID_OUTPUT: "llm output invalid", JOB_FAILED: "llm job failed", TIMEOUT: "llm timed out",
+           REQUEST_FAILED: "llm request failed"}[outcome]
+    return f"; classified by rules ({why})"
+
+
+class LlmClassifier:
+    """Requests classifications and reports their outcome to ``decide`` (once per draft from this process; the
+    learner's read-model check makes any later report a no-op). ``timeout_s``: seconds from the request."""
+
+    def __init__(self, js: JetStreamContext, store: EventStore, decide: Decide, timeout_s: float) -> None:
+        self.js = js
+        self.store = store
+        self.decide = decide
+        self.timeout_s = timeout_s
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    async def request(self, draft: DraftPresented, idea: str) -> None:
+        """Arm the timeout and send ``RequestClassification`` (command id derived from the draft, so a redelivered
+        draft queues nothing new). A send that fails lets the rules decide at once."""
+        self._arm(draft)
+        cmd = RequestClassification(command_id=derived_id(draft.event_id, "request_classification"),
+                                    issued_at=utcnow(), correlation_id=draft.correlation_id,
+                                    thread_id=draft.aggregate_id, job_id=classification_job_id(draft.event_id),
+                                    messages=classification_messages(idea, draft.text), max_tokens=MAX_TOKENS,
+                                    temperature=0.0)
+        try:
+            await self.store.send(cmd)
+        except Exception as exc:  # always keep moving: the rules decide now
+            log.warning("classification_request_failed", error=repr(exc))
+            self._disarm(draft.event_id)
+            await self.decide(draft, None, REQUEST_FAILED)
+            return
+        log.info("classification_requested", job_id=cmd.job_id, timeout_s=self.timeout_s)
+
+    async def on_outcome(self, event: ExecutionCompleted | ExecutionAbandoned | JobFailed) -> None:
+        """React to the end of a job: when it is the classify job of its thread's draft 1, decide with the parsed
+        answer (completed) or by the rules (failed, unparsable). Any other job is ignored."""
+        draft = await self._draft1(event.aggregate_id)
+        if draft is None or event.job_id != classification_job_id(draft.event_id):
+            return
+        self._disarm(draft.event_id)
+        if isinstance(event, ExecutionCompleted):
+            parsed = parse_classification(event.text)
+            if parsed is None:
+                log.info("classification_invalid", job_id=event.job_id, text=event.text[:200])
+            await self.decide(draft, parsed, LLM if parsed else INVALID_OUTPUT)
+        else:
+            await self.decide(draft, None, JOB_FAILED)
+
+    async def _draft1(self, thread_id: str) -> DraftPresented | None:
+        """The thread's draft 1 from the log (its last ``DraftPresented``; None when there is none or it is a
+        draft 2, by when the questions were long decided)."""
+        try:
+            raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, DraftPresented))
+            event = decode_event(raw.data)
+        except (nats.js.errors.NotFoundError, DecodeError):
+            return None
+        return event if isinstance(event, DraftPresented) and event.draft_number == 1 else None
+
+    def _arm(self, draft: DraftPresented) -> None:
+        if draft.event_id in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[draft.event_id] = loop.call_later(
+            self.timeout_s, lambda: asyncio.ensure_future(self._timed_out(draft)))
+
+    def _disarm(self, draft_event_id: str) -> None:
+        handle = self._timers.pop(draft_event_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _timed_out(self, draft: DraftPresented) -> None:
+        self._timers.pop(draft.event_id, None)
+        try:
+            await self.decide(draft, None, TIMEOUT)
+        except Exception as exc:  # a timer has no consumer to redeliver: the job's outcome may still decide
+            log.warning("classification_timeout_decision_failed", error=repr(exc))
+
+    def cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
