@@ -37,7 +37,8 @@ from test_learner import open_and_present
 SEEDS = {t.template_id: t for t in SEED_TEMPLATES}
 NEW = {"template_id": "scope-pets", "category": "scope", "text": "Do you have pets that {topic} must suit?",
        "suggestions": ["A dog", "A cat", "No pets"], "idea_types": ["planning"], "triggers": [r"\b(pets?|dog|cat)\b"],
-       "prior_improvement": 0.35, "time_cost_s": 12.5, "status": "active"}
+       "prior_improvement": 0.35, "time_cost_s": 12.5, "status": "active", "timing": "last",
+       "variations": {"formal": "Do you have pets that {topic} ought to suit?", "casual": "Any pets to think of?"}}
 
 
 @dataclass
@@ -121,6 +122,7 @@ async def test_the_list_shows_every_seeded_template_with_fresh_statistics(stack:
         seed = SEEDS[template_id]
         assert (view["category"], view["text"], view["triggers"]) == (seed.category, seed.text, list(seed.triggers))
         assert view["suggestions"] == list(seed.suggestions) and view["idea_types"] == list(seed.idea_types)
+        assert view["variations"] == seed.variations and view["timing"] == seed.timing
         assert view["source"] == "seed" and view["active"] is True and view["status"] == "active"
         assert (view["times_asked"], view["times_answered"], view["rated_threads"]) == (0, 0, 0)
         assert view["answer_rate"] is None and view["mean_rating"] is None and view["mean_answer_time_s"] is None
@@ -189,7 +191,8 @@ OUTSIDE_LIMITS = [
     {"text": "Why"}, {"text": "x" * 501}, {"text": 12345}, {"suggestions": ["ok"] * 9}, {"suggestions": [""]},
     {"suggestions": ["x" * 61]}, {"triggers": ["a"] * 11}, {"triggers": ["x" * 201]}, {"prior_improvement": 1.5},
     {"prior_improvement": -0.1}, {"time_cost_s": 0}, {"time_cost_s": 3601}, {"unknown_field": 1},
-    {"category": None},
+    {"category": None}, {"variations": {"loud": "Pets?!"}}, {"variations": {"casual": ""}},
+    {"variations": {"casual": "x" * 301}}, {"variations": ["Pets?"]}, {"timing": "middle"},
 ]
 
 
@@ -217,7 +220,7 @@ async def test_bodies_outside_the_contract_limits_never_reach_the_learner(stack:
     assert set(await listed(stack, http, include_inactive=True)) == set(SEEDS)
     # The limits are the contract's: the edges themselves are accepted.
     edges = dict(NEW, template_id="e" * 64, text="x" * 500, suggestions=["s" * 60] * 8, triggers=["t" * 200] * 10,
-                 prior_improvement=1.0, time_cost_s=3600)
+                 prior_improvement=1.0, time_cost_s=3600, variations={"technical": "v" * 300})
     assert data_of(await http.post(stack.templates_url, json=edges), 201)["template_id"] == "e" * 64
 
 
@@ -237,9 +240,15 @@ async def test_edit_changes_only_the_given_fields_and_keeps_the_rest(stack: Stac
     assert [type(e) for e in events] == [TemplateAdded, TemplateEdited]
     assert (events[1].text, events[1].status, events[1].suggestions) == (edited["text"], "draft", NEW["suggestions"])
 
+    restyled = data_of(await http.patch(url, json={"variations": {"technical": "Which species?"}, "timing": "first"}))
+    assert definition(restyled) == dict(definition(edited), variations={"technical": "Which species?"}, timing="first")
+    error_of(await http.patch(url, json={"timing": "soon"}), 422, "validation_failed")
+    edited = restyled
+    assert [type(e) for e in await template_events(js, NEW["template_id"])] == [TemplateAdded] + [TemplateEdited] * 2
+
     # An empty edit changes nothing and records nothing.
     assert data_of(await http.patch(url, json={})) == edited
-    assert len(await template_events(js, NEW["template_id"])) == 2
+    assert len(await template_events(js, NEW["template_id"])) == 3
     # The learner still checks the merged definition.
     error_of(await http.patch(url, json={"category": "mood"}), 400, "bad_request")
     error_of(await http.patch(url, json={"text": None}), 422, "validation_failed")

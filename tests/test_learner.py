@@ -23,6 +23,7 @@ from hermes_proto.codec import decode_event, decode_execution_request, encode
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import (
     QUESTION_CATEGORIES,
+    TEMPLATE_TIMINGS,
     Answer,
     AnswersRecorded,
     DraftPresented,
@@ -92,13 +93,20 @@ def test_questions_are_capped_typed_diverse_and_derived(idea, cap):
 
 def test_ranked_by_expected_value_improvement_per_time():
     decision = choose(VAGUE, 8)
-    values = [q.expected_value for q in decision.questions]
-    assert values == sorted(values, reverse=True) and values[-1] >= domain.Policy().min_value
+    # Shown by timing (first, any, last), best first inside each group.
+    timing = {t.template_id: TEMPLATE_TIMINGS.index(t.timing) for t in SEED_TEMPLATES}
+    ranks = [timing[q.template_id] for q in decision.questions]
+    assert ranks == sorted(ranks) and len(set(ranks)) > 1
+    by_value = sorted(decision.questions, key=lambda q: -q.expected_value)
+    assert [q.expected_value for q in decision.questions] == [
+        q.expected_value for q in sorted(by_value, key=lambda q: timing[q.template_id])]
+    values = [q.expected_value for q in by_value]
+    assert values[-1] >= domain.Policy().min_value
     idea_type, clarity = ideas.classify(VAGUE), ideas.clarity(VAGUE)
     issues = ideas.quality_issues(VAGUE)
     best = max((domain.expected_value(t, VAGUE, clarity, issues, None), t.template_id) for t in SEED_TEMPLATES
                if not t.idea_types or idea_type in t.idea_types)
-    assert (values[0], decision.questions[0].template_id) == best
+    assert (values[0], by_value[0].template_id) == best
     # Same category and improvement: the question that costs less of the user's time wins.
     quick = domain.QuestionTemplate("z-quick", "scope", "Short?", prior_improvement=0.6, time_cost_s=10)
     slow = domain.QuestionTemplate("a-slow", "scope", "Long?", prior_improvement=0.6, time_cost_s=40)
@@ -343,6 +351,10 @@ async def test_one_proposal_per_draft1_survives_redelivery_restart_and_rebuild(j
     await wait_until(lambda: os.path.exists(learner.db) and _rows(learner.db, "template_stats"))
     stats = {r[0]: r[1:3] for r in _rows(learner.db, "template_stats")}
     assert stats == {q.template_id: (1, int(q is first)) for q in proposal.questions}
+    # The reactor records each measured template (TemplateEffectivenessUpdated) after the projection counted it.
+    measured = len(proposal.questions)
+    await wait_until(lambda: learner.reached(measured, "hermes_learner_template_effectiveness_updates_total",
+                                             cause="thread_closed"))
     last_seq = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
     await wait_until(lambda: _rows(learner.db, "projection_position") == [("learner", last_seq)])
     learner.stop()

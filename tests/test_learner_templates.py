@@ -5,6 +5,7 @@ the learner as a real process on a real JetStream server."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -13,13 +14,15 @@ import msgspec
 import pytest
 
 from conftest import stored_events, wait_until
-from hermes_learner import domain, readmodel
+from hermes_learner import domain, preferences, readmodel
 from hermes_learner.desk import problems
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import encode
+from hermes_proto.codec import decode_event, encode
 from hermes_proto.events import (
+    STYLES,
+    TEMPLATE_TIMINGS,
     Answer,
     AnswersRecorded,
     Question,
@@ -91,10 +94,89 @@ def save(**fields) -> SaveTemplate:
     ({"status": "maybe"}, "status must be one of"),
     ({"triggers": ["(unclosed"]}, "is not a regular expression"),
     ({"text": "Which {room} of {topic}?"}, "only hold the {topic} slot"),
+    ({"variations": {"casual": "Which rooms?", "technical": "Which {room} count?"}}, "technical variation may only"),
+    ({"variations": {"loud": "WHICH ROOMS?"}}, "unknown style(s) loud"),  # msgspec refuses it on decode, too
+    ({"timing": "middle"}, "timing must be one of"),
+    ({"variations": {s: f"Which rooms ({s})?" for s in STYLES}, "timing": "last"}, None),
 ])
 def test_a_template_is_checked_before_it_is_saved(fields, problem):
     found = problems(save(**fields))
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_the_contract_refuses_an_unknown_style_or_timing():
+    ok = msgspec.json.encode(save(variations={"formal": "Which rooms, please?"}, timing="first"))
+    assert msgspec.json.decode(ok, type=SaveTemplate).variations == {"formal": "Which rooms, please?"}
+    for bad in ({"variations": {"loud": "WHICH ROOMS?"}}, {"variations": {"casual": ""}},
+                {"variations": {"casual": "x" * 301}}, {"timing": "middle"}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(msgspec.json.encode(save(**bad)), type=SaveTemplate)
+
+
+def test_every_seed_has_a_variation_per_style_and_a_timing():
+    for t in SEED_TEMPLATES:
+        assert set(t.variations) == set(STYLES) and t.timing in TEMPLATE_TIMINGS, t.template_id
+        assert all(0 < len(v) <= 300 and v.endswith("?") and v != t.text for v in t.variations.values())
+        assert len(set(t.variations.values())) == len(STYLES), t.template_id  # three different wordings
+        assert all(set(re.findall(r"\{([^}]*)\}", v)) <= {"topic"} for v in t.variations.values())
+        fields = {k: getattr(t, k) for k in ("category", "text", "prior_improvement", "time_cost_s", "timing")}
+        request = SaveTemplate(template_id=t.template_id, create=True, suggestions=list(t.suggestions),
+                               idea_types=list(t.idea_types), triggers=list(t.triggers),
+                               variations=dict(t.variations), **fields)
+        assert problems(request) is None, t.template_id
+    timings = {t.category: {s.timing for s in SEED_TEMPLATES if s.category == t.category} for t in SEED_TEMPLATES}
+    assert timings["intent"] == {"first"} and timings["success"] == {"last"}
+
+
+def _style(answers: int, *, value: str = "casual", expired: bool = False) -> preferences.Preference:
+    now, pref = utcnow(), preferences.Preference("local", "style", "style")
+    for _ in range(answers):
+        pref = preferences.learn(pref, "answer", value, now, timedelta(days=-1 if expired else 30))
+    return pref
+
+
+def test_the_user_s_usable_style_words_the_questions_and_nothing_else():
+    now, idea = utcnow(), "help me plan a vegetable garden on my balcony"
+    plain = choose(idea)
+    assert plain.questions and all(
+        q.text == next(t for t in SEED_TEMPLATES if t.template_id == q.template_id).text.replace(
+            "{topic}", domain.topic(idea)) for q in plain.questions)
+    for pref, usable in ((_style(3), True), (_style(1), False), (_style(3, expired=True), False)):
+        style = preferences.usable_style([pref], 0.75, now)
+        assert style == ("casual" if usable else None), pref
+        worded = domain.choose(idea, "", SEED_TEMPLATES, {}, 5, draft_event_id="draft-1", style=style)
+        assert [(q.question_id, q.template_id, q.expected_value) for q in worded.questions] == [
+            (q.question_id, q.template_id, q.expected_value) for q in plain.questions]  # same questions, same stats
+        seeds = {t.template_id: t for t in SEED_TEMPLATES}
+        expected = [(seeds[q.template_id].variations["casual"] if usable else seeds[q.template_id].text)
+                    .replace("{topic}", domain.topic(idea)) for q in worded.questions]
+        assert [q.text for q in worded.questions] == expected
+    technical = domain.choose(idea, "", SEED_TEMPLATES, {}, 5, draft_event_id="draft-1",
+                              style=preferences.usable_style([_style(3, value="technical")], 0.75, now))
+    assert [q.text for q in technical.questions] != [q.text for q in plain.questions]
+    # A template without a variation for that style keeps its text.
+    bare = T("scope-bare", "scope", "How much of {topic}?", prior_improvement=0.9, time_cost_s=10)
+    [q] = domain.choose("x", "", [bare], {}, 1, draft_event_id="d", style="formal").questions
+    assert q.text == "How much of “x”?"
+
+
+def test_questions_are_shown_by_timing_and_by_value_inside_each_timing():
+    templates = [T("a-last", "success", "Done when?", prior_improvement=0.9, time_cost_s=10, timing="last"),
+                 T("b-any", "scope", "How big?", prior_improvement=0.8, time_cost_s=10),
+                 T("c-any", "context", "For whom?", prior_improvement=0.5, time_cost_s=10, timing="any"),
+                 T("d-first", "intent", "What for?", prior_improvement=0.3, time_cost_s=10, timing="first"),
+                 T("e-first", "constraint", "Budget?", prior_improvement=0.6, time_cost_s=10, timing="first"),
+                 T("f-odd", "scope", "How long?", prior_improvement=0.7, time_cost_s=10, timing="whenever")]
+    decision = choose("plan a garden", cap=6, templates=templates, use_stats=False)
+    ids = [q.template_id for q in decision.questions]
+    assert ids[:2] == ["e-first", "d-first"] and ids[-1] == "a-last"  # the unknown timing counts as any
+    by_value = sorted(decision.questions, key=lambda q: -q.expected_value)
+    rank = {"first": 0, "last": 2}
+    assert decision.questions == sorted(by_value, key=lambda q: rank.get(q.template_id.split("-")[1], 1))
+    assert by_value[0].template_id == "a-last"  # the best one is still asked, only shown last
+    # The order never changes which questions are asked.
+    capped = choose("plan a garden", cap=2, templates=templates, use_stats=False)
+    assert [q.template_id for q in capped.questions] == ["b-any", "a-last"]
 
 
 # ---- read model --------------------------------------------------------------------------------------
@@ -162,6 +244,32 @@ def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM question_templates").fetchone()[0] == len(SEED_TEMPLATES) + 1
     con.close()
+    engine.dispose()
+
+
+def test_an_old_template_event_without_variations_or_timing_decodes(tmp_path):
+    new = TemplateAdded(**_env("scope-old", "added"), category="scope", text="Which rooms?", timing="last",
+                        variations={"casual": "Rooms?"})
+    old = msgspec.json.decode(encode(new))
+    del old["variations"], old["timing"]  # as written before the fields existed
+    decoded = decode_event(msgspec.json.encode(old))
+    assert isinstance(decoded, TemplateAdded) and (decoded.variations, decoded.timing) == ({}, "any")
+    assert decode_event(encode(new)) == new
+    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
+    edit = TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large?", timing="first",
+                          variations={"formal": "How large should it be, please?"})
+    with readmodel.Session(engine) as session:
+        readmodel.seed_templates(session, SEED_TEMPLATES)
+    assert readmodel.apply_batch(engine, _batch([decoded, edit])) == []
+    with readmodel.Session(engine) as session:
+        readmodel.seed_templates(session, SEED_TEMPLATES)  # a restart leaves the edit alone
+        views = {v.template_id: v for v in readmodel.template_views(session, include_inactive=True)}
+        askable = {t.template_id: t for t in readmodel.load_templates(session)}
+    assert (views["scope-old"].variations, views["scope-old"].timing) == ({}, "any")
+    assert (askable["scope-size"].variations, askable["scope-size"].timing) == (edit.variations, "first")
+    seed = next(t for t in SEED_TEMPLATES if t.template_id == "intent-main-result")
+    assert (views[seed.template_id].variations, views[seed.template_id].timing) == (seed.variations, "first")
+    assert askable[seed.template_id] == seed
     engine.dispose()
 
 

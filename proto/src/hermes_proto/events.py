@@ -474,6 +474,12 @@ class QueueFull(Event, frozen=True, kw_only=True):
 
 TEMPLATE_STATUSES = ("active", "draft")
 """``active`` templates may be asked; ``draft`` ones wait for a person to validate them (set them active)."""
+STYLES = ("formal", "casual", "technical")
+"""The values of a ``style`` preference (:data:`PREFERENCE_CATEGORIES`): the registers a template's ``variations``
+may be written in."""
+TEMPLATE_TIMINGS = ("first", "any", "last")
+"""Where a template's question goes among the questions asked together: a presentation order of Hermes's own (what
+is asked first frames the rest, e.g. the intent first and the success criteria last), not a measured figure."""
 
 
 class TemplateEvent(Event, frozen=True, kw_only=True):
@@ -488,7 +494,10 @@ class TemplateDefinition(TemplateEvent, frozen=True, kw_only=True):
     types it applies to (empty: all); ``triggers`` case-insensitive regular expressions that make it more
     relevant when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the next
     draft when answered (before any measurement); ``time_cost_s`` the seconds a user needs to answer it;
-    ``status`` one of :data:`TEMPLATE_STATUSES`."""
+    ``status`` one of :data:`TEMPLATE_STATUSES`; ``variations`` style (one of :data:`STYLES`) → the question text in
+    that register (may hold ``{topic}`` too), asked instead of ``text`` of a user with a usable style preference;
+    ``timing`` one of :data:`TEMPLATE_TIMINGS`. Events written before the last two existed decode with the defaults
+    (no variations, ``any``)."""
 
     category: str
     text: str
@@ -498,6 +507,8 @@ class TemplateDefinition(TemplateEvent, frozen=True, kw_only=True):
     prior_improvement: float = 0.5
     time_cost_s: float = 20.0
     status: str = "active"
+    variations: dict[str, str] = {}
+    timing: str = "any"
 
 
 TEMPLATE_SOURCES = ("seed", "user", "learned")

@@ -10,7 +10,7 @@ Times are ISO-8601 UTC; latencies ms; tokens are model tokens.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -318,6 +318,10 @@ class TemplateView(msgspec.Struct, kw_only=True):
     status: str
     active: bool
     source: str
+    variations: dict[str, str] = {}
+    """Style (formal, casual, technical) → the question text in that register."""
+    timing: str = "any"
+    """``first``, ``any`` or ``last``: where its question goes among those asked together (Hermes's own order)."""
     times_asked: int = 0
     times_answered: int = 0
     answer_rate: float | None = None
@@ -356,6 +360,11 @@ class SaveTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="save"):
     prior_improvement: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
     time_cost_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 20.0
     status: str = "active"
+    variations: dict[Literal["formal", "casual", "technical"],
+                     Annotated[str, msgspec.Meta(min_length=1, max_length=300)]] = {}
+    """Keys: :data:`hermes_proto.events.STYLES`; each text may hold ``{topic}``, like ``text``."""
+    timing: Literal["first", "any", "last"] = "any"
+    """One of :data:`hermes_proto.events.TEMPLATE_TIMINGS`."""
 
 
 class DeactivateTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="deactivate"):

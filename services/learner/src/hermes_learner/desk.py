@@ -31,7 +31,9 @@ from hermes_proto.codec import UNDECODABLE
 from hermes_proto.events import (
     PREFERENCE_CATEGORIES,
     QUESTION_CATEGORIES,
+    STYLES,
     TEMPLATE_STATUSES,
+    TEMPLATE_TIMINGS,
     TemplateAdded,
     TemplateDeactivated,
     TemplateEdited,
@@ -76,8 +78,9 @@ _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 
 
 def problems(request: SaveTemplate) -> str | None:
-    """Why ``request`` cannot be saved (None: it can): a category, idea type or status outside the known ones,
-    a trigger that is not a valid regular expression, a ``{...}`` slot other than ``{topic}``."""
+    """Why ``request`` cannot be saved (None: it can): a category, idea type, status, variation style or timing
+    outside the known ones, a trigger that is not a valid regular expression, a ``{...}`` slot other than
+    ``{topic}`` in the text or a variation."""
     if request.template_id != request.template_id.strip():  # "$" in the id pattern lets a final newline by
         return "the template id must not end in whitespace"
     if request.category not in QUESTION_CATEGORIES:
@@ -92,9 +95,16 @@ def problems(request: SaveTemplate) -> str | None:
             re.compile(trigger)
         except re.error as exc:
             return f"trigger {trigger!r} is not a regular expression: {exc}"
-    slots = set(re.findall(r"\{([^}]*)\}", request.text)) - {"topic"}
-    if slots:
-        return f"the text may only hold the {{topic}} slot, not {', '.join(sorted(slots))}"
+    unknown = sorted(set(request.variations) - set(STYLES))
+    if unknown:
+        return f"unknown style(s) {', '.join(unknown)} in variations; known: {', '.join(STYLES)}"
+    if request.timing not in TEMPLATE_TIMINGS:
+        return f"timing must be one of {', '.join(TEMPLATE_TIMINGS)}"
+    for style, text in [("text", request.text), *sorted(request.variations.items())]:
+        slots = set(re.findall(r"\{([^}]*)\}", text)) - {"topic"}
+        if slots:
+            where = "the text" if style == "text" else f"the {style} variation"
+            return f"{where} may only hold the {{topic}} slot, not {', '.join(sorted(slots))}"
     return None
 
 

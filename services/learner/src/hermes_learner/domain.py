@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from hermes_proto.events import QUESTION_CATEGORIES, Assumption, Question
+from hermes_proto.events import QUESTION_CATEGORIES, TEMPLATE_TIMINGS, Assumption, Question
 from hermes_proto.ids import derived_id
 
 from hermes_learner import patterns as learned
@@ -34,7 +34,9 @@ class QuestionTemplate:
     the idea's gist); ``suggestions`` are 0-4 short answers for the UI; ``idea_types`` the types it
     applies to (empty = all); ``triggers`` regular expressions (case-insensitive) that make it more
     relevant when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the
-    next draft when answered; ``time_cost_s`` the seconds a user needs to answer it (> 0)."""
+    next draft when answered; ``time_cost_s`` the seconds a user needs to answer it (> 0); ``variations`` style
+    (formal, casual, technical: ``hermes_proto.events.STYLES``) → the text in that register (may hold ``{topic}``);
+    ``timing`` one of ``TEMPLATE_TIMINGS`` (first, any, last), where its question goes among those asked together."""
 
     template_id: str
     category: str
@@ -44,6 +46,12 @@ class QuestionTemplate:
     triggers: tuple[str, ...] = ()
     prior_improvement: float = 0.5
     time_cost_s: float = 20.0
+    variations: Mapping[str, str] = field(default_factory=dict, hash=False)  # a dict: hash the rest
+    timing: str = "any"
+
+    def text_for(self, style: str | None) -> str:
+        """The question text for a user writing in ``style`` (its variation), else ``text``."""
+        return self.variations.get(style, self.text) if style else self.text
 
 
 @dataclass(frozen=True)
@@ -233,8 +241,9 @@ def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Poli
 def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats: Mapping[str, TemplateStats],
            max_questions: int, *, draft_event_id: str, policy: Policy = Policy(),
            known: Mapping[str, Sequence[Assumption]] | None = None,
-           patterns: Sequence[learned.Pattern] = (), classification: Classification | None = None) -> Decision:
-    """Which clarifying questions to ask after draft 1 (at most ``max_questions``, best first).
+           patterns: Sequence[learned.Pattern] = (), classification: Classification | None = None,
+           style: str | None = None) -> Decision:
+    """Which clarifying questions to ask after draft 1 (at most ``max_questions``), in :func:`by_timing` order.
 
     Candidates are the templates of a known category that apply to the idea's type, ranked by
     :func:`expected_value` (``stats`` by template id; ignored when ``policy.use_stats`` is false), at
@@ -252,7 +261,11 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
     (its :func:`~hermes_learner.patterns.assumption` after the preferences').
 
     ``classification``: a model's reading of the idea (:mod:`hermes_learner.classification`); its idea type,
-    clarity and issues replace the pattern rules' (:func:`classify`, :func:`clarity`, :func:`quality_issues`)."""
+    clarity and issues replace the pattern rules' (:func:`classify`, :func:`clarity`, :func:`quality_issues`).
+
+    ``style``: the value of the user's usable style preference (:func:`hermes_learner.preferences.usable_style`), or
+    None; a question's text is then its template's variation in that style (:meth:`QuestionTemplate.text_for`). Only
+    the wording changes: the template id, and so the statistics, stay the same."""
     if classification is None:
         idea_type = classify(idea, policy.pattern_threshold)
         clarity_ = clarity(idea, draft1)
@@ -286,12 +299,24 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
                         assumed, skipped)
     gist = topic(idea)
     questions = [Question(question_id=derived_id(draft_event_id, t.template_id), template_id=t.template_id,
-                          category=t.category, text=t.text.replace("{topic}", gist),
+                          category=t.category, text=t.text_for(style).replace("{topic}", gist),
                           suggestions=list(t.suggestions), expected_value=value)
-                 for value, t in chosen]
+                 for value, t in by_timing(chosen)]
     reason = (f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
               f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}")
     return Decision(questions, idea_type, clarity_, reason, assumed, skipped)
+
+
+def by_timing(chosen: Sequence[tuple[float, QuestionTemplate]]) -> list[tuple[float, QuestionTemplate]]:
+    """``chosen`` in presentation order: the ``first`` templates, then ``any``, then ``last`` (an unknown timing
+    counts as ``any``), each group in value order (the sort is stable). The timing is an order of Hermes's own
+    (frame the request before the details, ask how success is judged once the rest is known), not a measured
+    figure: it changes where a question is shown, never which questions are asked."""
+    def rank(item: tuple[float, QuestionTemplate]) -> int:
+        timing = item[1].timing if item[1].timing in TEMPLATE_TIMINGS else "any"
+        return TEMPLATE_TIMINGS.index(timing)
+
+    return sorted(chosen, key=rank)
 
 
 def _settled_reason(known: Mapping[str, object], settled: Mapping[str, learned.Pattern]) -> str:

@@ -335,9 +335,11 @@ class Learner:
                      snapshot.preferences, self.prefs.threshold, draft.occurred_at).items()}
                  if self.prefs.enabled else {})
         usable = self.pattern_policy.usable(snapshot.patterns) if self.prefs.enabled else []
+        style = (preferences.usable_style(snapshot.preferences, self.prefs.threshold, draft.occurred_at)
+                 if self.prefs.enabled else None)
         decision = domain.choose(snapshot.idea, draft.text, snapshot.templates, snapshot.stats, cap,
                                  draft_event_id=draft.event_id, policy=self.policy, known=known, patterns=usable,
-                                 classification=classification)
+                                 classification=classification, style=style)
         decision = decision._replace(reason=decision.reason + llm.reason_suffix(outcome))
         await self.store.append([self._proposed(draft, decision)])
         self._observe(decision, cap)

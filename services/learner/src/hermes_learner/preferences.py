@@ -210,3 +210,9 @@ def known_categories(prefs: Iterable[Preference], threshold: float, now: datetim
         if mine and all(p.usable(threshold, now) for p in mine):
             known[question_category] = mine
     return known
+
+
+def usable_style(prefs: Iterable[Preference], threshold: float, now: datetime) -> str | None:
+    """The value of the user's ``style`` preference when it is usable at ``now`` (:meth:`Preference.usable`), else
+    None: the register the questions are worded in (``hermes_learner.domain.choose``)."""
+    return next((p.value for p in prefs if p.category == "style" and p.usable(threshold, now)), None)

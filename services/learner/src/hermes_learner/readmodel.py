@@ -69,6 +69,9 @@ class QuestionTemplateRow(LearnerTable, table=True):
     triggers_json: str = "[]"
     prior_improvement: float
     time_cost_s: float
+    variations_json: str = "{}"
+    """Style → the question text in that register (a JSON object)."""
+    timing: str = "any"
     status: str = "active"
     active: bool = True
     source: str = "seed"
@@ -241,14 +244,16 @@ def seed_templates(session: Session, seeds: tuple[QuestionTemplate, ...]) -> Non
         row = row or QuestionTemplateRow(template_id=t.template_id, category=t.category, text=t.text,
                                          prior_improvement=0.0, time_cost_s=1.0, source="seed")
         _define(row, t.category, t.text, list(t.suggestions), list(t.idea_types), list(t.triggers),
-                t.prior_improvement, t.time_cost_s)
+                t.prior_improvement, t.time_cost_s, dict(t.variations), t.timing)
         session.add(row)
     session.commit()
 
 
 def _define(row: QuestionTemplateRow, category: str, text: str, suggestions: list[str], idea_types: list[str],
-            triggers: list[str], prior_improvement: float, time_cost_s: float) -> None:
+            triggers: list[str], prior_improvement: float, time_cost_s: float, variations: dict[str, str],
+            timing: str) -> None:
     row.category, row.text = category, text
+    row.variations_json, row.timing = json.dumps(variations, sort_keys=True), timing
     row.suggestions_json = json.dumps(suggestions)
     row.idea_types_json = json.dumps(idea_types)
     row.triggers_json = json.dumps(triggers)
@@ -269,7 +274,8 @@ def _template(r: QuestionTemplateRow) -> QuestionTemplate:
                             suggestions=tuple(json.loads(r.suggestions_json)),
                             idea_types=tuple(json.loads(r.idea_types_json)),
                             triggers=tuple(json.loads(r.triggers_json)),
-                            prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s)
+                            prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s,
+                            variations=json.loads(r.variations_json), timing=r.timing)
 
 
 def load_stats(session: Session) -> dict[str, TemplateStats]:
@@ -316,6 +322,7 @@ def _view(row: QuestionTemplateRow, stats: TemplateStats, answered: list[bool]) 
         suggestions=json.loads(row.suggestions_json), idea_types=json.loads(row.idea_types_json),
         triggers=json.loads(row.triggers_json), prior_improvement=row.prior_improvement,
         time_cost_s=row.time_cost_s, status=row.status, active=row.active, source=row.source,
+        variations=json.loads(row.variations_json), timing=row.timing,
         times_asked=stats.times_asked, times_answered=stats.times_answered,
         answer_rate=round(rate, 4) if rate is not None else None, rated_threads=stats.rated_threads,
         mean_rating=round(mean_rating, 4) if mean_rating is not None else None,
@@ -621,7 +628,7 @@ def _(e: ev.TemplateAdded, session: Session) -> None:
                                      prior_improvement=0.0, time_cost_s=1.0)
     row.status, row.source, row.edited = e.status, e.source, True
     _define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
-            e.prior_improvement, e.time_cost_s)
+            e.prior_improvement, e.time_cost_s, dict(e.variations), e.timing)
     session.add(row)
 
 
@@ -631,7 +638,7 @@ def _(e: ev.TemplateEdited, session: Session) -> None:
     if row is None:
         return
     _define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
-            e.prior_improvement, e.time_cost_s)
+            e.prior_improvement, e.time_cost_s, dict(e.variations), e.timing)
     row.status, row.active, row.edited = e.status, True, True
     session.add(row)
 

@@ -12,7 +12,7 @@ import msgspec
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, WithJsonSchema, model_validator
 
 from hermes_gateway.deps import CommandsDep, LearnerDep, PreferenceId, ReadModelDep, TemplateId
 from hermes_gateway.domain import check_id, check_ratable
@@ -49,6 +49,19 @@ Triggers = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, m
 PriorImprovement = Annotated[float, Field(ge=0.0, le=1.0)]
 TimeCost = Annotated[float, Field(gt=0.0, le=3600.0)]
 Status = StrictStr
+_CONTRACT = msgspec.json.schema(SaveTemplate)["$defs"]["SaveTemplate"]["properties"]
+
+
+def _contract_schema(name: str) -> WithJsonSchema:
+    """The contract's JSON Schema of field ``name``: pydantic words a Literal (and Literal dict keys) differently
+    from msgspec, and the documented body must be exactly ``SaveTemplate``'s."""
+    return WithJsonSchema({k: v for k, v in _CONTRACT[name].items() if k != "default"})
+
+
+Variations = Annotated[dict[Literal["formal", "casual", "technical"],
+                            Annotated[StrictStr, StringConstraints(min_length=1, max_length=300)]],
+                       _contract_schema("variations")]
+Timing = Annotated[Literal["first", "any", "last"], _contract_schema("timing")]
 
 NOT_ANSWERING: dict[int | str, dict[str, Any]] = {
     503: {"description": "``bus_unavailable``: the learner (or NATS) is not answering."},
@@ -77,7 +90,10 @@ class TemplateDefinition(BaseModel):
     ``triggers`` at most 10 case-insensitive regular expressions (1-200 characters) that make it more relevant
     when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the next draft when it
     is answered, before any measurement; ``time_cost_s`` seconds a user needs to answer it, in (0, 3600];
-    ``status`` ``active`` or ``draft`` (waiting for validation, never asked)."""
+    ``status`` ``active`` or ``draft`` (waiting for validation, never asked); ``variations`` style (formal, casual,
+    technical) → the text in that register (1-300 characters, may hold ``{topic}``), asked instead of ``text`` of
+    a user whose style preference is confident; ``timing`` ``first``, ``any`` or ``last``: where its question goes
+    among those asked together (an order of Hermes's own)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +105,8 @@ class TemplateDefinition(BaseModel):
     prior_improvement: PriorImprovement = 0.5
     time_cost_s: TimeCost = 20.0
     status: Status = "active"
+    variations: Variations = {}
+    timing: Timing = "any"
 
 
 class NewTemplate(TemplateDefinition):
@@ -112,6 +130,8 @@ class TemplatePatch(BaseModel):
     prior_improvement: PriorImprovement | None = None
     time_cost_s: TimeCost | None = None
     status: Status | None = None
+    variations: Variations | None = None
+    timing: Timing | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TemplatePatch:
@@ -142,7 +162,8 @@ async def list_templates(request: Request, learner: LearnerDep, include_inactive
     ``{"templates": [{"template_id", "category", "text", "suggestions", "idea_types", "triggers",
     "prior_improvement" (0-1), "time_cost_s", "status" (active, draft), "active", "source" (``seed``; ``user``
     when added through the API; ``learned`` when the learner drafted it from recurring free-text answers: such a
-    template comes as a ``draft``, never asked until a ``PATCH`` sets ``"status": "active"``), "times_asked",
+    template comes as a ``draft``, never asked until a ``PATCH`` sets ``"status": "active"``), "variations" (style →
+    text), "timing" (first, any, last), "times_asked",
     "times_answered", "answer_rate" (0-1, null before any asking), "rated_threads", "mean_rating" (1-5),
     "mean_answer_time_s", "mean_clarity_gain" (clarity 0-1 scale), "trend" (improving, stable, declining, new),
     "expected_improvement" (0-1, what the ranking uses now)}]}``. Deactivated templates only with
