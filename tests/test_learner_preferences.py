@@ -112,6 +112,17 @@ def _confident(category: str, key: str, value: str, times: int = 3, at: datetime
     return pref
 
 
+def test_only_what_draft_1_applied_is_assumed():
+    """A preference learned (or changed) after the thread opened is not in its draft 1: its question is asked."""
+    depth, budget = _confident("depth", "depth", "detailed"), _confident("constraint", "budget", "under 500 euros")
+    prefs = [depth, budget]
+    assert set(preferences.known_categories(prefs, 0.75, NOW)) == {"scope", "constraint"}
+    applied = {(depth.preference_id, "detailed")}
+    assert set(preferences.known_categories(prefs, 0.75, NOW, applied)) == {"scope"}
+    assert preferences.known_categories(prefs, 0.75, NOW, {(depth.preference_id, "overview")}) == {}
+    assert preferences.known_categories(prefs, 0.75, NOW, set()) == {}
+
+
 def test_expired_or_unsure_preferences_answer_nothing():
     depth = _confident("depth", "depth", "detailed")
     budget = _confident("constraint", "budget", "under 500 euros")

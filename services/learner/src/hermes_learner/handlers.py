@@ -103,6 +103,8 @@ class ThreadSnapshot:
     stats: dict[str, domain.TemplateStats]
     preferences: list[preferences.Preference]
     patterns: list[patterns.Pattern]
+    applied: frozenset[tuple[str, str]] = frozenset()
+    """(preference_id, value) of each preference the thread's draft 1 applied (``ThreadOpened.assumptions``)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ class Learner:
                                   already_proposed=thread.questions_event_id is not None, closed=thread.closed,
                                   templates=readmodel.load_templates(session), stats=readmodel.load_stats(session),
                                   preferences=readmodel.load_preferences(session, thread.user_id),
-                                  patterns=readmodel.load_patterns(session, thread.user_id))
+                                  patterns=readmodel.load_patterns(session, thread.user_id),
+                                  applied=frozenset((a["preference_id"], a["value"])
+                                                    for a in json.loads(thread.assumptions_json)))
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
@@ -332,7 +336,7 @@ class Learner:
         """Choose the questions (with the model's ``classification``, else by the rules) and append them."""
         cap = min(snapshot.max_questions, self.max_questions)
         known = ({category: preferences.assumptions(prefs) for category, prefs in preferences.known_categories(
-                     snapshot.preferences, self.prefs.threshold, draft.occurred_at).items()}
+                     snapshot.preferences, self.prefs.threshold, draft.occurred_at, snapshot.applied).items()}
                  if self.prefs.enabled else {})
         usable = self.pattern_policy.usable(snapshot.patterns) if self.prefs.enabled else []
         style = (preferences.usable_style(snapshot.preferences, self.prefs.threshold, draft.occurred_at)

@@ -15,7 +15,7 @@ Gelman et al., *Bayesian Data Analysis*, 3rd ed., §3.4). With the default weigh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -199,15 +199,20 @@ def assumptions(prefs: Sequence[Preference]) -> list[Assumption]:
                        confidence=p.confidence()) for p in prefs]
 
 
-def known_categories(prefs: Iterable[Preference], threshold: float, now: datetime) -> dict[str, list[Preference]]:
+def known_categories(prefs: Iterable[Preference], threshold: float, now: datetime,
+                     applied: Collection[tuple[str, str]] | None = None) -> dict[str, list[Preference]]:
     """Question category → the preferences that answer it, for the categories preferences answer fully: every
     preference of each category in :data:`ANSWERED_BY` the user has (at least one) is usable. A user with an
-    unsure constraint is still asked about constraints."""
+    unsure constraint is still asked about constraints. ``applied``: the (preference_id, value) pairs the thread's
+    draft 1 applied (``ThreadOpened.assumptions``); when given, a preference counts only with the value draft 1
+    applied, so a preference learned or changed after the thread opened is asked about rather than assumed
+    (otherwise neither the question nor the draft would carry it)."""
     held = [p for p in prefs if p.votes and (p.expires_at is None or now < p.expires_at)]
     known: dict[str, list[Preference]] = {}
     for question_category, pref_categories in ANSWERED_BY.items():
         mine = sorted((p for p in held if p.category in pref_categories), key=lambda p: (p.category, p.key))
-        if mine and all(p.usable(threshold, now) for p in mine):
+        if mine and all(p.usable(threshold, now) and (applied is None or (p.preference_id, p.value) in applied)
+                        for p in mine):
             known[question_category] = mine
     return known
 
