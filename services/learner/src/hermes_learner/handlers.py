@@ -281,10 +281,10 @@ class Learner:
                 shown = dict.fromkeys(o for answer in event.answers if not answer.assumed
                                       for o in preferences.observe(answer.text))
                 for o in shown:
-                        pid = preference_id(thread.user_id, o.category, o.key)
-                        pref = held.get(pid) or preferences.Preference(thread.user_id, o.category, o.key)
-                        held[pid] = preferences.learn(pref, "answer", o.value, now, self.prefs.ttl)
-                        changes.append(("answer", held[pid]))
+                    pid = preference_id(thread.user_id, o.category, o.key)
+                    pref = held.get(pid) or preferences.Preference(thread.user_id, o.category, o.key)
+                    held[pid] = preferences.learn(pref, "answer", o.value, now, self.prefs.ttl)
+                    changes.append(("answer", held[pid]))
             else:
                 for applied in json.loads(thread.assumptions_json):
                     pref = held.get(applied["preference_id"])
