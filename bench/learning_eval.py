@@ -9,7 +9,9 @@ concurrently, each one idea after the other, over HTTP as a client would: submit
 those that touch the profile (ignore the rest; a thread whose questions are all ignored completes on draft 1 at
 the answer timeout), wait for the final draft, rate it by the share of profile facts it honours.
 
-The same population then runs again with ``HERMES_LEARNING_ENABLED=false`` (the baseline).
+The same population then runs again with ``HERMES_LEARNING_ENABLED=false`` (the baseline). Both runs set
+``HERMES_MEMORY_TOKEN_BUDGET=0``: memory markers (earlier turns, answers included) would carry profile facts into
+draft 1 in both runs and blur what preference learning itself does.
 
 Per thread it records: questions asked, answers given, assumptions shown, profile facts in the draft-1 prompt
 (read from the ``job_queued`` event of draft 1, as the model received it), facts in the final draft, the rating.
@@ -92,7 +94,8 @@ class Run:
         env.update(NATS_URL=self.nats.url, HERMES_HOME=str(self.tmp / "home"), LOG_LEVEL="INFO", METRICS_PORT="0",
                    HERMES_WEB_HOST="127.0.0.1", HERMES_WEB_PORT=str(self.port),
                    HERMES_ANSWER_TIMEOUT_SECONDS=str(self.answer_timeout_s), HERMES_EDGE_HEARTBEAT_S="0.5",
-                   HERMES_LEARNING_ENABLED=str(self.mode == "learning").lower(), **model_env(self.model.port))
+                   HERMES_LEARNING_ENABLED=str(self.mode == "learning").lower(), HERMES_MEMORY_TOKEN_BUDGET="0",
+                   **model_env(self.model.port))
         self.procs = service_processes(env, self.tmp / "logs", SERVICES)
         await asyncio.gather(*(start_ready(p) for p in self.procs.values()))
         self.nc = await connect(BusSettings(nats_url=self.nats.url), "learning-eval")

@@ -1,6 +1,6 @@
 """Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>``).
 
-``SubmitIdea``, ``AnswerQuestions``, ``RateThread`` and ``RequestClassification`` are public: any producer may
+``SubmitIdea``, ``SubmitChat``, ``AnswerQuestions``, ``RateThread`` and ``RequestClassification`` are public: any producer may
 publish them.
 """
 
@@ -115,6 +115,33 @@ class RequestClassification(Command, frozen=True, kw_only=True):
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.0
 
 
+class SubmitChat(Command, frozen=True, kw_only=True):
+    """One chat turn (public): ``messages`` (the conversation as an OpenAI-style client sends it) go to a model
+    through the harness (SOUL.md, memory) as a ``JobQueued`` of kind ``chat`` with id ``job_id`` (producer-chosen,
+    so the producer can watch its tokens and result) on the session thread ``thread_id``, which the first turn
+    opens (kind ``chat``; it stays open: a persistent session). ``session_key`` is the producer's own session id
+    (1-200 characters; the same key continues the same session). ``model``/``backend``: what the caller asked for
+    (None: the router chooses); ``max_tokens`` (1-32768 tokens) and ``temperature`` None: the orchestrator's
+    defaults. ``channel``: api, perception, cli...; ``source_app`` names a perception producer. A job id the
+    session already has (a redelivery) queues nothing."""
+
+    thread_id: str
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    session_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
+    channel: str = "api"
+    user_id: str = "local"
+    origin: dict[str, str] = {}
+    model: str | None = None
+    backend: str | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    project: str = "default"
+    private: bool = False
+    priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    source_app: SourceApp | None = None
+
+
 class ExpireWorkflow(Command, frozen=True, kw_only=True):
     """Internal: the workflow ``thread_id`` ran past its ``timeout_s``; stop what still runs and fail it."""
 
@@ -122,4 +149,4 @@ class ExpireWorkflow(Command, frozen=True, kw_only=True):
 
 
 ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob, ExpireWorkflow,
-                RequestClassification)
+                RequestClassification, SubmitChat)

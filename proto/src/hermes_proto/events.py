@@ -172,8 +172,8 @@ class WorkflowPlanned(Event, frozen=True, kw_only=True):
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
-    """A model call is wanted. ``kind``: draft1, draft2, classify or chat; ``max_tokens`` bounds the output (tokens);
-    ``priority`` 1 (lowest) to 10 dispatches first when backends are saturated.
+    """A model call is wanted. ``kind``: draft1, draft2, step, classify, compare or chat; ``max_tokens`` bounds
+    the output (tokens); ``priority`` 1 (lowest) to 10 dispatches first when backends are saturated.
 
     Routing needs (the backend-router reads them): ``job_type`` one of :data:`JOB_TYPES` (None: the router
     analyses the messages); ``private`` keeps the job on local backends; ``project`` is the budget scope;
@@ -201,6 +201,8 @@ class JobQueued(Event, frozen=True, kw_only=True):
     step_id: str | None = None
     depends_on: list[str] = []
     """Job ids this job waited for (workflow steps); it is queued only once they all completed."""
+    memories: list[str] = []
+    """The memories its prompt was given: the job ids of the earlier turns injected as memory markers."""
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):
@@ -697,5 +699,18 @@ THREAD_EVENTS: tuple[type[Event], ...] = (
 
 BACKEND_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, BackendRecovered, BackendEnabled, BackendDisabled)
 
+
+class SettingChanged(Event, frozen=True, kw_only=True):
+    """A user changed an editable setting at runtime (``PATCH /api/config/{key}``; aggregate ``config``, id the
+    setting's key): ``value`` as text (None: back to the deployment's value), ``by`` the user. Only settings whose
+    registry entry is ``user_editable`` are ever changed (:mod:`hermes_proto.userconfig`); the last event per key
+    wins, so a replay restores them."""
+
+    aggregate_type: ClassVar[str] = "config"
+
+    key: str
+    value: str | None
+    by: str = "local"
+
 ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS + PREFERENCE_EVENTS
-                                       + PATTERN_EVENTS + (BudgetThresholdReached, QueueFull))
+                                       + PATTERN_EVENTS + (BudgetThresholdReached, QueueFull, SettingChanged))

@@ -58,6 +58,8 @@ class JobView(msgspec.Struct, kw_only=True):
     timeout_s: float | None = None
     deadline: datetime | None = None
     """When the job's timeout cancels it (``queued_at`` + ``timeout_s``), if it has one."""
+    memories: list[str] = []
+    """The job ids of the earlier turns its prompt was given as memory markers."""
 
 
 class StepView(msgspec.Struct, kw_only=True):
@@ -132,10 +134,12 @@ ORIGIN_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 class ThreadListQuery(msgspec.Struct, kw_only=True):
     """The newest ``limit`` threads; with ``origin``, only those whose origin holds every one of its pairs
-    (e.g. ``{"telegram_chat_id": "42"}``: one chat's threads). Keys match :data:`ORIGIN_KEY_PATTERN`."""
+    (e.g. ``{"telegram_chat_id": "42"}``: one chat's threads). Keys match :data:`ORIGIN_KEY_PATTERN`. With
+    ``user_id``, only that user's threads (None: every user's)."""
 
     limit: int = 50
     origin: dict[Annotated[str, msgspec.Meta(pattern=ORIGIN_KEY_PATTERN)], str] = {}
+    user_id: str | None = None
 
 
 class ThreadListReply(msgspec.Struct, kw_only=True):

@@ -111,6 +111,20 @@ CONTROL_PREFERENCE = "hermes.control.preference"
 QUERY_PATTERNS = "hermes.query.patterns"
 QUERY_OPTIMIZATIONS = "hermes.query.optimizations"
 CONTROL_COMPARE = "hermes.control.compare"
+QUERY_SESSIONS = "hermes.query.sessions"
+QUERY_SESSION = "hermes.query.session"
+QUERY_MEMORY = "hermes.query.memory"
+QUERY_EXPORT = "hermes.query.export"
+CONTROL_SOUL = "hermes.control.soul"
+QUERY_CONFIG = "hermes.query.config"
+CONTROL_CONFIG = "hermes.control.config"
+PERCEPTION_ALL = "hermes.perception.*"
+"""Perception events of external producers (core NATS request/reply): ``hermes.perception.<source>``."""
+
+
+def perception_subject(source: str) -> str:
+    """Where a producer named ``source`` publishes (or requests with) a perception event."""
+    return f"hermes.perception.{source}"
 
 
 def aggregate_id_of(subject: str) -> str:

@@ -18,6 +18,7 @@ from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.handlers import Orchestrator, QueryResponder
 from hermes_orchestrator.projection import Projection
 from hermes_orchestrator.readmodel import make_engine
+from hermes_orchestrator.soul import SoulFile
 
 log = structlog.get_logger("hermes.orchestrator")
 
@@ -44,8 +45,12 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
                            workflow_max_steps=settings.hermes_workflow_max_steps,
                            workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
                            preference_threshold=(settings.hermes_confidence_threshold
-                                                 if settings.hermes_learning_enabled else None))
-    orchestrator = Orchestrator(nc, js, engine, projection, limits)
+                                                 if settings.hermes_learning_enabled else None),
+                           memory_token_budget=settings.hermes_memory_token_budget,
+                           memory_max_items=settings.hermes_memory_max_items)
+    soul = SoulFile(settings.soul_path())
+    soul.ensure()
+    orchestrator = Orchestrator(nc, js, engine, projection, limits, soul)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
@@ -63,7 +68,9 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     await projection.wait_for(start_seq, timeout_s=3600)
     log.info("read_models_caught_up", position=projection.position)
     await orchestrator.arm_pending_timers()
-    await QueryResponder(nc, engine, projection).subscribe()
+    await QueryResponder(nc, engine, projection, soul).subscribe()
+    await nc.subscribe(subjects.QUERY_CONFIG, queue="orchestrator", cb=orchestrator.on_config)
+    await nc.subscribe(subjects.CONTROL_CONFIG, queue="orchestrator", cb=orchestrator.on_config)
     tasks += [asyncio.create_task(reactor.run(), name="reactor"),
               asyncio.create_task(commands.run(), name="commands"),
               asyncio.create_task(orchestrator.publish_queue_depth(stop), name="queue-depth")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from hermes_proto.commands import MAX_WORKFLOW_STEPS
@@ -18,7 +20,10 @@ class OrchestratorSettings(BusSettings):
     ``hermes_workflow_timeout_minutes`` (seed ``hermes.workflow.max_steps`` / ``timeout_minutes``; 0: none).
     Learning: the user's learned preferences with confidence >= ``hermes_confidence_threshold`` (seed
     ``hermes.learning.confidence_threshold``) are applied to every draft-1 prompt, unless
-    ``hermes_learning_enabled`` is false."""
+    ``hermes_learning_enabled`` is false.
+    Harness: ``hermes_soul_file`` (default ``$HERMES_HOME/SOUL.md``) is the system prompt of every turn;
+    ``hermes_memory_token_budget`` (estimated tokens, 0: no memories) and ``hermes_memory_max_items`` bound the
+    earlier turns a new prompt is given as memory markers."""
 
     metrics_port: int = 9101
     hermes_max_questions: int = 5
@@ -31,6 +36,12 @@ class OrchestratorSettings(BusSettings):
     hermes_workflow_timeout_minutes: float = Field(60.0, ge=0)
     hermes_learning_enabled: bool = True
     hermes_confidence_threshold: float = Field(0.75, ge=0.0, le=1.0)
+    hermes_soul_file: Path | None = None
+    hermes_memory_token_budget: int = Field(300, ge=0)
+    hermes_memory_max_items: int = Field(3, ge=0, le=20)
+
+    def soul_path(self) -> Path:
+        return self.hermes_soul_file or self.hermes_home / "SOUL.md"
 
     def db_url(self) -> str:
         if self.database_url:

@@ -10,7 +10,7 @@ dedup window. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from hermes_proto.base import ChatMessage, Event
@@ -21,6 +21,7 @@ from hermes_proto.commands import (
     ExpireWorkflow,
     RateThread,
     RequestClassification,
+    SubmitChat,
     SubmitIdea,
     SubmitWorkflow,
 )
@@ -51,13 +52,18 @@ SYSTEM_PROMPT = (
     "a short plan or answer with clear steps. Be specific and concise."
 )
 
-# Thread statuses, in the order a thread normally moves through them.
+# Thread statuses, in the order a thread normally moves through them (a chat session stays ACTIVE).
 DRAFTING = "drafting"
 AWAITING_ANSWERS = "awaiting_answers"
 REFINING = "refining"
 COMPLETED = "completed"
 FAILED = "failed"
 FINAL = (COMPLETED, FAILED)
+ACTIVE = "active"
+
+CHAT = "chat"
+"""The thread kind of a chat session and the job kind of each of its turns: a turn's result presents no draft and
+never ends its session."""
 
 # Workflow step statuses: waiting (for its dependencies), then its job's status, or skipped.
 STEP_FINAL = ("completed", "failed", "cancelled", "skipped")
@@ -135,6 +141,35 @@ class Limits:
     workflow_timeout_s: float | None = None
     preference_threshold: float | None = 0.75
     """Learned preferences of at least this confidence are applied to draft 1 (None: learning disabled)."""
+    memory_token_budget: int = 300
+    """Estimated tokens of memory markers a new prompt may be given (0: none)."""
+    memory_max_items: int = 3
+
+
+LIMIT_OF_SETTING = {
+    "hermes.learning.max_questions_per_conversation": "max_questions",
+    "hermes.answer_timeout_seconds": "answer_timeout_s",
+    "hermes.draft.max_tokens": "max_tokens",
+    "hermes.draft.temperature": "temperature",
+    "hermes.memory.token_budget": "memory_token_budget",
+    "hermes.memory.max_items": "memory_max_items",
+}
+"""The :class:`Limits` field each editable setting of :data:`hermes_proto.userconfig.USER_SETTINGS` sets."""
+
+
+def with_user_settings(base: Limits, values: dict[str, str]) -> Limits:
+    """``base`` (the deployment's limits) with the users' values applied; a value that no longer parses (its
+    bounds changed) is ignored, so a stored setting can never stop a decision."""
+    from hermes_proto.userconfig import BY_KEY
+
+    changes: dict[str, float | int] = {}
+    for key, text in values.items():
+        if key in LIMIT_OF_SETTING and key in BY_KEY:
+            try:
+                changes[LIMIT_OF_SETTING[key]] = BY_KEY[key].parse(text)
+            except ValueError:
+                continue
+    return replace(base, **changes) if changes else base
 
 
 def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now: datetime) -> dict:
@@ -142,22 +177,63 @@ def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now
                 correlation_id=correlation_id, causation_id=cause_id)
 
 
+@dataclass(frozen=True)
+class Memory:
+    """An earlier turn of the same user given to a new prompt: ``job_id`` (recorded on ``JobQueued.memories``),
+    ``day`` (ISO date it was asked), ``prompt`` (its last user message) and ``reply``."""
+
+    job_id: str
+    day: str
+    prompt: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class Harness:
+    """What every turn's system prompt is made of, whatever the channel: ``soul`` (the text of SOUL.md) and
+    ``memories`` (earlier turns relevant to this one, already cut to the memory token budget)."""
+
+    soul: str = ""
+    memories: tuple[Memory, ...] = ()
+
+    def prompt(self) -> str:
+        """The soul (:data:`SYSTEM_PROMPT` when blank), then one memory marker per memory after
+        :data:`MEMORY_INTRO`."""
+        soul = self.soul.strip() or SYSTEM_PROMPT
+        if not self.memories:
+            return soul
+        return soul + "\n\n" + MEMORY_INTRO + "\n" + "\n".join(memory_marker(m) for m in self.memories)
+
+
+MEMORY_INTRO = "Relevant memories from past turns with this user (use them only where they help):"
+
+
+def memory_marker(m: Memory) -> str:
+    """``[memory <job id> · <day>] User: <prompt> → Hermes: <reply>`` on one line (newlines folded)."""
+    fold = lambda text: " ".join(text.split())  # noqa: E731
+    return f"[memory {m.job_id} · {m.day}] User: {fold(m.prompt)} → Hermes: {fold(m.reply)}"
+
+
 PREFERENCES_INTRO = ("What you know about this user from earlier conversations (follow it unless the idea says "
                      "otherwise):")
 
 
-def draft1_messages(idea: str, assumptions: Sequence[Assumption] = ()) -> list[ChatMessage]:
-    """The draft-1 prompt: the system prompt (with the user's learned preferences, one line each, when any apply)
-    and the idea."""
-    return [ChatMessage(role="system", content=system_prompt(assumptions)), ChatMessage(role="user", content=idea)]
+def draft1_messages(idea: str, assumptions: Sequence[Assumption] = (),
+                    harness: Harness = Harness()) -> list[ChatMessage]:
+    """The draft-1 prompt: the system prompt (the harness's soul and memories, then the user's learned
+    preferences, one line each, when any apply) and the idea."""
+    return [ChatMessage(role="system", content=system_prompt(assumptions, harness)),
+            ChatMessage(role="user", content=idea)]
 
 
-def system_prompt(assumptions: Sequence[Assumption] = ()) -> str:
-    """:data:`SYSTEM_PROMPT`, followed by the learned preferences a thread applies (one :func:`preference_line`
-    each, after :data:`PREFERENCES_INTRO`) when there are any."""
+def system_prompt(assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> str:
+    """The harness's prompt (:data:`SYSTEM_PROMPT` with no SOUL.md and no memories), followed by the learned
+    preferences a thread applies (one :func:`preference_line` each, after :data:`PREFERENCES_INTRO`) when there
+    are any."""
+    head = harness.prompt()
     if not assumptions:
-        return SYSTEM_PROMPT
-    return SYSTEM_PROMPT + "\n\n" + PREFERENCES_INTRO + "\n" + "\n".join(preference_line(a) for a in assumptions)
+        return head
+    return head + "\n\n" + PREFERENCES_INTRO + "\n" + "\n".join(preference_line(a) for a in assumptions)
 
 
 def preference_line(a: Assumption) -> str:
@@ -167,16 +243,17 @@ def preference_line(a: Assumption) -> str:
 
 
 def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]],
-                    assumptions: Sequence[Assumption] = ()) -> list[ChatMessage]:
-    """The refinement prompt: the system prompt with the preferences draft 1 applied, the idea, draft 1 and each
-    (question, answer) pair."""
+                    assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> list[ChatMessage]:
+    """The refinement prompt: the system prompt (the harness's soul; draft 1 holds what memories gave) with the
+    preferences draft 1 applied, the idea, draft 1 and each (question, answer) pair."""
     clarifications = "\n".join(f"- {q} {a}" for q, a in answered)
     user = (
         f"My idea: {idea}\n\nYour first draft:\n{draft1}\n\n"
         f"My clarifications:\n{clarifications}\n\n"
         "Write an improved second draft that follows every clarification."
     )
-    return [ChatMessage(role="system", content=system_prompt(assumptions)), ChatMessage(role="user", content=user)]
+    return [ChatMessage(role="system", content=system_prompt(assumptions, harness)),
+            ChatMessage(role="user", content=user)]
 
 
 def job_id_for(cause_id: str, kind: str) -> str:
@@ -184,10 +261,11 @@ def job_id_for(cause_id: str, kind: str) -> str:
 
 
 def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, now: datetime,
-                  assumptions: Sequence[Assumption] = ()) -> list[Event]:
-    """Open the thread and queue draft 1 at once ("always keep moving"), its prompt applying ``assumptions``
-    (the user's learned preferences; recorded on ``ThreadOpened``). A thread that exists already (a redelivered
-    command) yields nothing."""
+                  assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> list[Event]:
+    """Open the thread and queue draft 1 at once ("always keep moving"), its prompt made by ``harness`` (SOUL.md
+    and memories, recorded on ``JobQueued.memories``) and applying ``assumptions`` (the user's learned
+    preferences; recorded on ``ThreadOpened``). A thread that exists already (a redelivered command) yields
+    nothing."""
     if state is not None:
         return []
     corr = cmd.correlation_id or cmd.command_id
@@ -200,15 +278,56 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
                      source_app=cmd.source_app, assumptions=list(assumptions)),
         JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
-                  messages=draft1_messages(cmd.idea, assumptions), max_tokens=limits.max_tokens,
+                  messages=draft1_messages(cmd.idea, assumptions, harness), max_tokens=limits.max_tokens,
                   temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
-                  project=cmd.project, timeout_s=limits.job_timeout_s),
+                  project=cmd.project, timeout_s=limits.job_timeout_s,
+                  memories=[m.job_id for m in harness.memories]),
     ]
 
 
-def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limits, now: datetime) -> list[Event]:
-    """Record the answers to known questions and queue draft 2. Ignored unless the thread awaits answers
-    and at least one non-empty answer matches one of its questions."""
+def chat_messages(messages: Sequence[ChatMessage], harness: Harness) -> list[ChatMessage]:
+    """A chat turn's prompt: one system message (the harness's prompt, then the caller's own system messages)
+    and the caller's other messages in their order."""
+    own = [m.content for m in messages if m.role == "system"]
+    system = "\n\n".join([harness.prompt(), *own])
+    return [ChatMessage(role="system", content=system), *(m for m in messages if m.role != "system")]
+
+
+def chat_title(messages: Sequence[ChatMessage]) -> str:
+    """A session's title: its first turn's last user message (else its last message), at most 200 characters."""
+    users = [m.content for m in messages if m.role == "user"] or [messages[-1].content]
+    return " ".join(users[-1].split())[:200]
+
+
+def decide_chat(state: ThreadState | None, cmd: SubmitChat, limits: Limits, now: datetime,
+                harness: Harness = Harness()) -> list[Event]:
+    """One chat turn: open the session (a ``chat`` thread, ``origin.session_key``) on its first turn, then queue
+    the turn's job (kind ``chat``, the caller's backend/model/max_tokens/temperature, else the defaults) with the
+    harness's prompt. Nothing for a job id the session already has (a redelivery) or a thread of another kind."""
+    if state is not None and (state.kind != CHAT or cmd.job_id in state.jobs):
+        return []
+    corr = state.correlation_id if state is not None else (cmd.correlation_id or cmd.command_id)
+    env = lambda name: _envelope(cmd.command_id, name, cmd.thread_id, corr, now)  # noqa: E731
+    events: list[Event] = []
+    if state is None:
+        events.append(ThreadOpened(**env("thread_opened"), idea=chat_title(cmd.messages), channel=cmd.channel,
+                                   user_id=cmd.user_id, origin={**cmd.origin, "session_key": cmd.session_key},
+                                   max_questions=0, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
+                                   private=cmd.private, priority=cmd.priority, kind=CHAT, source_app=cmd.source_app))
+    events.append(JobQueued(**env("job_queued"), job_id=cmd.job_id, kind=CHAT,
+                            messages=chat_messages(cmd.messages, harness),
+                            max_tokens=cmd.max_tokens or limits.max_tokens,
+                            temperature=limits.temperature if cmd.temperature is None else cmd.temperature,
+                            priority=cmd.priority, private=cmd.private, project=cmd.project, backend=cmd.backend,
+                            model=cmd.model, timeout_s=limits.job_timeout_s,
+                            memories=[m.job_id for m in harness.memories]))
+    return events
+
+
+def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limits, now: datetime,
+                   harness: Harness = Harness()) -> list[Event]:
+    """Record the answers to known questions and queue draft 2 (its system prompt from ``harness``: SOUL.md).
+    Ignored unless the thread awaits answers and at least one non-empty answer matches one of its questions."""
     if state is None or state.status != AWAITING_ANSWERS or state.draft1 is None:
         return []
     known = {q.question_id: q for q in state.questions}
@@ -222,7 +341,7 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
         AnswersRecorded(**_envelope(cmd.command_id, "answers_recorded", state.thread_id, corr, now), answers=answers),
         JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
                   job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
-                  messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions),
+                  messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions, harness),
                   max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
                   private=state.private, project=state.project, timeout_s=limits.job_timeout_s),
     ]
@@ -272,7 +391,7 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
     job = state.jobs[ev.job_id]
     if job.closed_by != ev.event_id:  # a result for a job already ended (cancelled, or another attempt's)
         return []
-    if job.kind == CLASSIFY:  # the learner reads it
+    if job.kind in (CLASSIFY, CHAT):  # the learner reads a classification; a chat reply is its caller's
         return []
     if state.kind == "workflow":
         return react_step_completed(state, ev, now)
@@ -313,7 +432,7 @@ def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, err
     """What a job ending without a result (``outcome`` failed or cancelled) means for its thread."""
     job, corr = state.jobs[job_id], state.correlation_id
     env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
-    if job.kind == CLASSIFY:  # the learner falls back to its rules; the thread goes on
+    if job.kind in (CLASSIFY, CHAT):  # the learner falls back to its rules; a session goes on
         return []
     if state.kind == "workflow":
         return _step_ended(state, job.step_id or "", cause_id, outcome, error_code, message, now)

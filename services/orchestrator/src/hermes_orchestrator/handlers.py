@@ -27,6 +27,7 @@ from hermes_proto.commands import (
     ExpireWorkflow,
     RateThread,
     RequestClassification,
+    SubmitChat,
     SubmitIdea,
     SubmitWorkflow,
 )
@@ -39,11 +40,12 @@ from hermes_proto.events import (
     JobCancelled,
     JobQueued,
     QuestionsProposed,
+    SettingChanged,
     ThreadCompleted,
     ThreadFailed,
     WorkflowPlanned,
 )
-from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.queries import (
     QUERY_THREADS,
     ErrorReply,
@@ -54,10 +56,24 @@ from hermes_proto.queries import (
     ThreadQuery,
     ThreadReply,
 )
+from hermes_proto.sessions import (
+    ExportQuery,
+    MemoryQuery,
+    MemoryReply,
+    SessionQuery,
+    SessionReply,
+    SessionsQuery,
+    SessionsReply,
+    SoulReply,
+    SoulRequest,
+)
 from hermes_proto.telemetry import bind_ids
+from hermes_proto.userconfig import BY_KEY as USER_SETTINGS_BY_KEY
+from hermes_proto.userconfig import USER_SETTINGS, ChangeSetting, ConfigReply, SettingView
 
-from hermes_orchestrator import domain, readmodel
+from hermes_orchestrator import domain, readmodel, sessions
 from hermes_orchestrator.projection import Projection
+from hermes_orchestrator.soul import SoulFile
 
 log = structlog.get_logger("hermes.orchestrator")
 
@@ -75,6 +91,11 @@ QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, runnin
                     "from the read model", ["priority"])
 QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
 JOBS_CANCELLED = Counter("hermes_orchestrator_jobs_cancelled_total", "Jobs cancelled, by reason", ["reason"])
+SETTINGS_CHANGED = Counter("hermes_orchestrator_settings_changed_total", "Editable settings changed by users",
+                           ["key"])
+CHAT_TURNS = Counter("hermes_orchestrator_chat_turns_total", "Chat turns queued (SubmitChat), by channel", ["channel"])
+MEMORIES_RECALLED = Histogram("hermes_orchestrator_memories_recalled", "Memories given to one new prompt",
+                              buckets=(0, 1, 2, 3, 5, 10, 20))
 CANCEL_REASONS = ("user", "timeout", "workflow_timeout")  # CancelJob.reason is free text: others count as "other"
 for _reason in CANCEL_REASONS:  # exported at 0 from the start
     JOBS_CANCELLED.labels(_reason)
@@ -85,16 +106,61 @@ class Orchestrator:
     appends the resulting events, and arms answer-window timers."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, engine: Engine, projection: Projection,
-                 limits: domain.Limits) -> None:
+                 limits: domain.Limits, soul: SoulFile | None = None) -> None:
         self.nc = nc
+        self.soul = soul
         self.engine = engine
         self.projection = projection
-        self.limits = limits
+        self.base_limits = limits
         self.store = EventStore(js, "orchestrator")
         self._timers: dict[str, asyncio.TimerHandle] = {}
         """Armed timers by key (``answer:<thread>``, ``job:<job>``, ``workflow:<thread>``)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         """One decision lock per thread being decided on (see :meth:`_decision`)."""
+
+    @property
+    def limits(self) -> domain.Limits:
+        """The deployment's limits with the users' editable settings (``SettingChanged``) applied."""
+        with Session(self.engine) as session:
+            return domain.with_user_settings(self.base_limits, readmodel.user_settings(session))
+
+    def settings_view(self) -> list[SettingView]:
+        """Every editable setting with its value in force and the deployment's."""
+        with Session(self.engine) as session:
+            values = readmodel.user_settings(session)
+        limits = domain.with_user_settings(self.base_limits, values)
+        return [SettingView(key=s.key, env=s.env, value=getattr(limits, domain.LIMIT_OF_SETTING[s.key]),
+                            default=getattr(self.base_limits, domain.LIMIT_OF_SETTING[s.key]), unit=s.unit,
+                            description=s.description, minimum=s.minimum, maximum=s.maximum,
+                            changed=s.key in values, service=s.service)
+                for s in USER_SETTINGS]
+
+    async def on_config(self, msg: Msg) -> None:
+        """``hermes.query.config`` (empty body: every editable setting) and ``hermes.control.config``
+        (:class:`ChangeSetting`: append ``SettingChanged``, answer once projected)."""
+        try:
+            if msg.subject == subjects.CONTROL_CONFIG:
+                change = msgspec.json.decode(msg.data, type=ChangeSetting)
+                spec = USER_SETTINGS_BY_KEY.get(change.key)
+                if spec is None:
+                    reply: object = ErrorReply(code="unknown_setting", message=f"No editable setting {change.key!r}.")
+                else:
+                    value = None if change.value is None else str(spec.parse(change.value))
+                    event = SettingChanged(event_id=new_id(), aggregate_id=change.key, occurred_at=utcnow(),
+                                           correlation_id=new_id(), key=change.key, value=value, by=change.by)
+                    await self._append([event])
+                    SETTINGS_CHANGED.labels(change.key).inc()
+                    log.info("setting_changed", key=change.key, value=value, by=change.by)
+                    views = await asyncio.to_thread(self.settings_view)
+                    reply = ConfigReply(settings=[v for v in views if v.key == change.key])
+            else:
+                reply = ConfigReply(settings=await asyncio.to_thread(self.settings_view))
+        except UNDECODABLE as exc:
+            reply = ErrorReply(code="bad_request", message=str(exc))
+        except ValueError as exc:
+            reply = ErrorReply(code="bad_request", message=str(exc))
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
 
     def _state(self, thread_id: str) -> domain.ThreadState | None:
         with Session(self.engine) as session:
@@ -104,6 +170,15 @@ class Orchestrator:
         assert self.limits.preference_threshold is not None
         with Session(self.engine) as session:
             return readmodel.usable_preferences(session, user_id, self.limits.preference_threshold, now)
+
+    def _harness(self, user_id: str, about: str, thread_id: str) -> domain.Harness:
+        """SOUL.md and the memories of ``user_id`` relevant to ``about`` (outside ``thread_id``) within the budget."""
+        soul = self.soul.read() if self.soul is not None else ""
+        with Session(self.engine) as session:
+            memories = sessions.recall(session, user_id, about, thread_id, self.limits.memory_token_budget,
+                                       self.limits.memory_max_items)
+        MEMORIES_RECALLED.observe(len(memories))
+        return domain.Harness(soul=soul, memories=memories)
 
     # ---- commands ----------------------------------------------------------------------------
 
@@ -153,9 +228,20 @@ class Orchestrator:
             case SubmitIdea():
                 known = (await asyncio.to_thread(self._preferences, cmd.user_id, now)
                          if state is None and self.limits.preference_threshold is not None else [])
-                events = domain.decide_submit(state, cmd, self.limits, now, known)
+                harness = (await asyncio.to_thread(self._harness, cmd.user_id, cmd.idea, cmd.thread_id)
+                           if state is None else domain.Harness())
+                events = domain.decide_submit(state, cmd, self.limits, now, known, harness)
+            case SubmitChat():
+                fresh = state is None or cmd.job_id not in state.jobs
+                about = next((m.content for m in reversed(cmd.messages) if m.role == "user"), cmd.messages[-1].content)
+                harness = (await asyncio.to_thread(self._harness, cmd.user_id, about, cmd.thread_id)
+                           if fresh else domain.Harness())
+                events = domain.decide_chat(state, cmd, self.limits, now, harness)
+                if events:
+                    CHAT_TURNS.labels(cmd.channel).inc()
             case AnswerQuestions():
-                events = domain.decide_answers(state, cmd, self.limits, now)
+                soul = self.soul.read() if self.soul is not None and state is not None else ""
+                events = domain.decide_answers(state, cmd, self.limits, now, domain.Harness(soul=soul))
             case RateThread():
                 events = domain.decide_rate(state, cmd, now)
             case CloseAnswerWindow():
@@ -329,10 +415,11 @@ def _epoch(ts: datetime) -> float:
 class QueryResponder:
     """Answers ``hermes.query.*`` request/reply from the read models (msgspec JSON)."""
 
-    def __init__(self, nc: NATS, engine: Engine, projection: Projection) -> None:
+    def __init__(self, nc: NATS, engine: Engine, projection: Projection, soul: SoulFile | None = None) -> None:
         self.nc = nc
         self.engine = engine
         self.projection = projection
+        self.soul = soul
 
     async def subscribe(self) -> None:
         await self.nc.subscribe(subjects.QUERY_THREAD, queue="orchestrator", cb=self._thread)
@@ -340,6 +427,12 @@ class QueryResponder:
         await self.nc.subscribe(QUERY_THREADS, queue="orchestrator", cb=self._threads)
         await self.nc.subscribe(subjects.QUERY_HEALTH, queue="orchestrator", cb=self._health)
         await self.nc.subscribe(subjects.QUERY_QUEUE, queue="orchestrator", cb=self._queue)
+        await self.nc.subscribe(subjects.QUERY_SESSIONS, queue="orchestrator", cb=self._sessions)
+        await self.nc.subscribe(subjects.QUERY_SESSION, queue="orchestrator", cb=self._session)
+        await self.nc.subscribe(subjects.QUERY_MEMORY, queue="orchestrator", cb=self._memory)
+        await self.nc.subscribe(subjects.QUERY_EXPORT, queue="orchestrator", cb=self._export)
+        if self.soul is not None:
+            await self.nc.subscribe(subjects.CONTROL_SOUL, queue="orchestrator", cb=self._soul)
 
     def _read(self, fn, *args):  # noqa: ANN001, ANN202
         with Session(self.engine) as session:
@@ -381,8 +474,57 @@ class QueryResponder:
             await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
         views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)),
-                                        query.origin)
+                                        query.origin, query.user_id)
         await self._respond(msg, ThreadListReply(threads=views))
+
+    async def _decode(self, msg: Msg, query_type: type):  # noqa: ANN202
+        """The query, or None after answering ``bad_request``."""
+        try:
+            return msgspec.json.decode(msg.data or b"{}", type=query_type)
+        except UNDECODABLE as exc:
+            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+            return None
+
+    async def _sessions(self, msg: Msg) -> None:
+        if (query := await self._decode(msg, SessionsQuery)) is None:
+            return
+        views = await asyncio.to_thread(self._read, sessions.recent_sessions, query.user_id, query.channel,
+                                        query.limit)
+        await self._respond(msg, SessionsReply(sessions=views))
+
+    async def _session(self, msg: Msg) -> None:
+        if (query := await self._decode(msg, SessionQuery)) is None:
+            return
+        if query.min_sequence:
+            await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
+        view = await asyncio.to_thread(self._read, sessions.session_view, query.session_id)
+        await self._respond(msg, SessionReply(found=view is not None, session=view))
+
+    async def _memory(self, msg: Msg) -> None:
+        if (query := await self._decode(msg, MemoryQuery)) is None:
+            return
+        if query.min_sequence:
+            await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
+        hits = await asyncio.to_thread(self._read, sessions.search_memory, query.q, query.user_id, query.limit)
+        await self._respond(msg, MemoryReply(hits=hits))
+
+    async def _export(self, msg: Msg) -> None:
+        if (query := await self._decode(msg, ExportQuery)) is None:
+            return
+        try:
+            page = await asyncio.to_thread(self._read, sessions.export_page, query)
+        except ValueError as exc:
+            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+            return
+        await self._respond(msg, page)
+
+    async def _soul(self, msg: Msg) -> None:
+        if (request := await self._decode(msg, SoulRequest)) is None:
+            return
+        assert self.soul is not None
+        text = (await asyncio.to_thread(self.soul.write, request.text) if request.text is not None
+                else await asyncio.to_thread(self.soul.read))
+        await self._respond(msg, SoulReply(text=text, path=str(self.soul.path)))
 
     async def _queue(self, msg: Msg) -> None:
         reply = await asyncio.to_thread(self._read, readmodel.queue_depth)

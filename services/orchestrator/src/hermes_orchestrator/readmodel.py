@@ -1,6 +1,7 @@
 """SQLite read models (sqlmodel) and the projection that builds them from the log.
 
-Tables: ``threads``, ``jobs``, ``workflow_steps``, ``questions``, ``backend_selections`` and
+Tables: ``threads``, ``jobs``, ``workflow_steps``, ``questions``, ``backend_selections``, ``preferences``,
+``memory_entries`` (every completed turn, indexed for full-text search by the SQLite FTS5 table ``memory_fts``) and
 ``projection_position`` (the last applied ``HERMES_EVENTS`` sequence, written in the
 same transaction as the rows). Every value comes from an event, timestamps included,
 so replaying the log into an empty database yields identical rows.
@@ -21,6 +22,7 @@ from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
 from hermes_proto.queries import JobView, QueueReply, QuestionView, StepView, ThreadView
+from hermes_proto.sessions import TURN_KINDS
 
 from hermes_orchestrator import domain
 
@@ -103,6 +105,8 @@ class JobRow(SQLModel, table=True):
     deadline: datetime | None = Field(default=None, index=True)
     closed_by: str | None = None
     """The id of the event that ended the job: ExecutionCompleted, ExecutionAbandoned or JobCancelled."""
+    memories_json: str = "[]"
+    """``JobQueued.memories``: the job ids of the earlier turns its prompt was given."""
     queued_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -151,6 +155,33 @@ class BackendSelectionRow(SQLModel, table=True):
     selected_at: datetime
 
 
+class MemoryRow(SQLModel, table=True):
+    """One completed turn (a job of a :data:`hermes_proto.sessions.TURN_KINDS` kind) as memory: its last user
+    message and the reply. ``memory_fts`` indexes ``prompt`` and ``reply`` (external content, kept in step by
+    triggers, so a row and its index entry are written in the same transaction)."""
+
+    __tablename__ = "memory_entries"
+
+    job_id: str = Field(primary_key=True)
+    thread_id: str = Field(index=True)
+    user_id: str = Field(index=True)
+    channel: str
+    prompt: str
+    reply: str
+    created_at: datetime
+
+
+class SettingRow(SQLModel, table=True):
+    """A user's value of an editable setting (the last ``SettingChanged`` of its key; deleted when set back)."""
+
+    __tablename__ = "user_settings"
+
+    key: str = Field(primary_key=True)
+    value: str
+    changed_by: str
+    changed_at: datetime
+
+
 class ProjectionPosition(SQLModel, table=True):
     __tablename__ = "projection_position"
 
@@ -158,13 +189,34 @@ class ProjectionPosition(SQLModel, table=True):
     last_sequence: int = 0
 
 
-READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow)
+READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow, MemoryRow,
+                     SettingRow)
 CLOSED_JOB_STATUSES = ("completed", "failed", "cancelled")
 
 
+MEMORY_FTS_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(prompt, reply, content='memory_entries', "
+    "content_rowid='rowid', tokenize='porter unicode61')",
+    "CREATE TRIGGER IF NOT EXISTS memory_fts_insert AFTER INSERT ON memory_entries BEGIN "
+    "INSERT INTO memory_fts(rowid, prompt, reply) VALUES (new.rowid, new.prompt, new.reply); END",
+    "CREATE TRIGGER IF NOT EXISTS memory_fts_delete AFTER DELETE ON memory_entries BEGIN "
+    "INSERT INTO memory_fts(memory_fts, rowid, prompt, reply) VALUES ('delete', old.rowid, old.prompt, old.reply); "
+    "END",
+    "INSERT INTO memory_fts(memory_fts) VALUES ('rebuild')",
+)
+"""SQLite FTS5 over ``memory_entries`` (Porter stemming). Rebuilt from the table at every start, so an index left
+behind by a dropped schema never disagrees with the rows."""
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created (SQLite in WAL mode, see :mod:`hermes_proto.sqlstore`)."""
-    return sqlstore.make_engine(url, SQLModel.metadata)
+    """An engine for ``url`` with the tables created (SQLite in WAL mode, see :mod:`hermes_proto.sqlstore`) and,
+    on SQLite, the FTS5 memory index. Memory search needs SQLite: on another database it finds nothing."""
+    engine = sqlstore.make_engine(url, SQLModel.metadata)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            for statement in MEMORY_FTS_DDL:
+                conn.exec_driver_sql(statement)
+    return engine
 
 
 def load_position(session: Session) -> int:
@@ -198,12 +250,30 @@ def _(e: ev.ThreadOpened, session: Session) -> None:
     if session.get(ThreadRow, e.aggregate_id) is not None:
         return
     session.add(ThreadRow(thread_id=e.aggregate_id, idea=e.idea, channel=e.channel, user_id=e.user_id,
-                          origin_json=json.dumps(e.origin, sort_keys=True), status=domain.DRAFTING,
+                          origin_json=json.dumps(e.origin, sort_keys=True),
+                          status=domain.ACTIVE if e.kind == domain.CHAT else domain.DRAFTING,
                           correlation_id=e.correlation_id, max_questions=e.max_questions,
                           answer_timeout_s=e.answer_timeout_s, project=e.project, private=e.private,
                           priority=e.priority, kind=e.kind, created_at=_naive(e.occurred_at),
                           updated_at=_naive(e.occurred_at),
                           assumptions_json=msgspec.json.encode(e.assumptions).decode()))
+
+
+@apply.register
+def _(e: ev.SettingChanged, session: Session) -> None:
+    row = session.get(SettingRow, e.key)
+    if e.value is None:
+        if row is not None:
+            session.delete(row)
+        return
+    row = row or SettingRow(key=e.key, value=e.value, changed_by=e.by, changed_at=_naive(e.occurred_at))
+    row.value, row.changed_by, row.changed_at = e.value, e.by, _naive(e.occurred_at)
+    session.add(row)
+
+
+def user_settings(session: Session) -> dict[str, str]:
+    """``{key: value}`` of every setting a user changed."""
+    return {r.key: r.value for r in session.exec(select(SettingRow)).all()}
 
 
 @apply.register
@@ -270,6 +340,7 @@ def _(e: ev.JobQueued, session: Session) -> None:
                        priority=e.priority, max_tokens=e.max_tokens, queued_at=queued_at,
                        messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages]),
                        step_id=e.step_id, max_retries=e.max_retries, timeout_s=e.timeout_s,
+                       memories_json=json.dumps(e.memories),
                        deadline=queued_at + timedelta(seconds=e.timeout_s) if e.timeout_s else None))
     if e.step_id:
         _step_status(session, e.job_id, "queued")
@@ -316,6 +387,17 @@ def _(e: ev.ExecutionCompleted, session: Session) -> None:
         session.add(job)
         if job.step_id:
             _step_status(session, job.job_id, "completed")
+        _remember(session, job, e)
+
+
+def _remember(session: Session, job: JobRow, e: ev.ExecutionCompleted) -> None:
+    """A completed turn becomes a memory: its last user message and the reply, under its thread's user."""
+    thread = session.get(ThreadRow, job.thread_id)
+    if job.kind not in TURN_KINDS or thread is None or session.get(MemoryRow, job.job_id) is not None:
+        return
+    users = [m["content"] for m in json.loads(job.messages_json) if m["role"] == "user"]
+    session.add(MemoryRow(job_id=job.job_id, thread_id=job.thread_id, user_id=thread.user_id, channel=thread.channel,
+                          prompt=users[-1] if users else "", reply=e.text, created_at=_naive(e.occurred_at)))
 
 
 @apply.register
@@ -491,7 +573,8 @@ def job_view(job: JobRow) -> JobView:
                    error_code=job.error_code, error_message=job.error_message,
                    waiting_reason=job.waiting_reason, attempts=job.attempts, cost_cents=job.cost_cents,
                    queued_at=job.queued_at, finished_at=job.finished_at, step_id=job.step_id,
-                   max_retries=job.max_retries, timeout_s=job.timeout_s, deadline=job.deadline)
+                   max_retries=job.max_retries, timeout_s=job.timeout_s, deadline=job.deadline,
+                   memories=json.loads(job.memories_json))
 
 
 def thread_view(session: Session, thread_id: str) -> ThreadView | None:
@@ -519,10 +602,14 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
     )
 
 
-def recent_threads(session: Session, limit: int, origin: dict[str, str] | None = None) -> list[ThreadView]:
+def recent_threads(session: Session, limit: int, origin: dict[str, str] | None = None,
+                   user_id: str | None = None) -> list[ThreadView]:
     """The newest ``limit`` threads, newest first; with ``origin``, only those whose origin holds each of its
-    pairs (keys are checked against ``ORIGIN_KEY_PATTERN`` by the query's decoder: they go into a JSON path)."""
+    pairs (keys are checked against ``ORIGIN_KEY_PATTERN`` by the query's decoder: they go into a JSON path);
+    with ``user_id``, only that user's."""
     statement = select(ThreadRow.thread_id)
+    if user_id is not None:
+        statement = statement.where(ThreadRow.user_id == user_id)
     for key, value in (origin or {}).items():
         statement = statement.where(func.json_extract(ThreadRow.origin_json, f"$.{key}") == value)
     ids = session.exec(statement.order_by(ThreadRow.created_at.desc()).limit(limit)).all()
