@@ -1,9 +1,17 @@
-"""The ``hermes`` command line: ``up`` runs Hermes locally; ``submit``, ``answer``, ``status``, ``rate``,
-``backends`` and ``dead-letters`` talk to the gateway (``--url``, else ``$HERMES_URL``, else
-``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``).
+"""The ``hermes`` command line: ``up`` runs Hermes locally; every other command talks to the gateway over HTTP.
 
-Exit codes: 0 done; 1 the gateway answered an error, the thread failed, or waiting timed out;
-2 bad usage; 3 the gateway could not be reached.
+Threads: ``submit`` (streams draft 1 live, then prints the questions), ``answer`` (streams draft 2), ``status``,
+``list``, ``rate``, ``cancel``, ``workflow``. Sessions and memory: ``sessions``, ``session``, ``search``,
+``soul``, ``export sft|dpo`` (training data as JSONL). Operations: ``backends`` (``enable``, ``disable``,
+``compare``), ``dead-letters`` (``replay``).
+
+The gateway and its token come from :mod:`hermes_cli.config`: ``--url`` / ``--token``, else ``$HERMES_URL`` /
+``$HERMES_TOKEN``, else ``url`` / ``token`` in ``$HERMES_HOME/cli.toml`` (``~/.hermes/cli.toml``), else
+``http://127.0.0.1:${HERMES_WEB_PORT:-5000}`` without a token. The token is sent as ``Authorization: Bearer``
+and never printed.
+
+Exit codes: 0 done; 1 the gateway answered an error (401: no or a wrong token), the thread failed, or waiting
+timed out; 2 bad usage (including an unreadable ``cli.toml``); 3 the gateway could not be reached.
 """
 
 from __future__ import annotations
@@ -14,22 +22,31 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, BinaryIO, TextIO
 
 import typer
 
-from hermes_cli.client import GatewayClient, GatewayError, GatewayUnreachable, SseEvent, default_url
+from hermes_cli.client import GatewayClient, GatewayError, GatewayUnreachable, SseEvent
+from hermes_cli.config import ConfigError, default_url, load_settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 app = typer.Typer(name="hermes", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
-                  help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads.")
+                  help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads; "
+                       "browse sessions, search memory, export training data. The gateway and token come from "
+                       "--url/--token, HERMES_URL/HERMES_TOKEN, or url/token in $HERMES_HOME/cli.toml.")
 
-URL_HELP = "Gateway base URL (else $HERMES_URL, else http://127.0.0.1:$HERMES_WEB_PORT, port 5000 by default)."
+URL_HELP = ("Gateway base URL (else $HERMES_URL, else url in $HERMES_HOME/cli.toml, else "
+            "http://127.0.0.1:$HERMES_WEB_PORT, port 5000 by default).")
+TOKEN_HELP = ("API token, sent as Authorization: Bearer (else $HERMES_TOKEN, else token in $HERMES_HOME/cli.toml; "
+              "prefer those: options show up in the process list).")
+TOKEN_HINT = "Set HERMES_TOKEN or token in $HERMES_HOME/cli.toml (or pass --token) to a token the gateway accepts."
 UrlOption = Annotated[str | None, typer.Option("--url", help=URL_HELP)]
+TokenOption = Annotated[str | None, typer.Option("--token", help=TOKEN_HELP, show_default=False)]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")]
 
 
@@ -40,11 +57,22 @@ def _fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> type
     return typer.Exit(code)
 
 
+def _client(url: str | None, token: str | None) -> GatewayClient:
+    """A client of the configured gateway (see :mod:`hermes_cli.config`); exits 2 on a broken config."""
+    try:
+        settings = load_settings(url, token)
+    except ConfigError as exc:
+        raise _fail(str(exc), code=EXIT_USAGE) from None
+    return GatewayClient(settings.url or default_url(), token=settings.bearer())
+
+
 def _gateway_failure(exc: GatewayError | GatewayUnreachable) -> typer.Exit:
     if isinstance(exc, GatewayUnreachable):
         return _fail(f"cannot reach the Hermes gateway at {exc.url} ({type(exc.error).__name__}).",
                      "Is Hermes running? Start it with `hermes up`, or point --url / HERMES_URL at it.",
                      EXIT_UNREACHABLE)
+    if exc.status == 401:
+        return _fail(f"{exc.message} [{exc.code}, HTTP 401]", TOKEN_HINT)
     return _fail(f"{exc.message} [{exc.code}, HTTP {exc.status}]", exc.user_action)
 
 
@@ -188,10 +216,11 @@ def submit(
                                                  help="1 (lowest) to 10; default 5.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the thread id and return at once.")] = False,
     url: UrlOption = None,
+    token: TokenOption = None,
     timeout: TimeoutOption = 600.0,
 ) -> None:
     """Submit an idea, stream draft 1 as it is written, then print the clarifying questions."""
-    with GatewayClient(url or default_url()) as client:
+    with _client(url, token) as client:
         try:
             thread_id = client.submit(idea, max_questions, project=project, private=private or None,
                                       priority=priority)["thread_id"]
@@ -227,11 +256,12 @@ def answer(
     question: Annotated[list[str] | None, typer.Option("--question", "-q", help="Answer by id: ID=TEXT "
                                                        "(repeatable).")] = None,
     url: UrlOption = None,
+    token: TokenOption = None,
     timeout: TimeoutOption = 600.0,
 ) -> None:
     """Answer the thread's questions, then stream draft 2 until the thread completes."""
     positional, by_id = answers or [], _parse_pairs(question or [])
-    with GatewayClient(url or default_url()) as client:
+    with _client(url, token) as client:
         try:
             pairs: list[tuple[str, str]] = []
             if positional:
@@ -297,9 +327,10 @@ def status(
     thread_id: Annotated[str, typer.Argument(help="The thread to show.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw thread view as JSON.")] = False,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show a thread: status, jobs (backend, model, tokens, time), questions and drafts."""
-    with GatewayClient(url or default_url()) as client:
+    with _client(url, token) as client:
         try:
             view = client.status(thread_id)
         except (GatewayError, GatewayUnreachable) as exc:
@@ -310,15 +341,61 @@ def status(
         _print_status(view)
 
 
+THREAD_STATUSES = ("drafting", "awaiting_answers", "refining", "completed", "failed")
+LIST_PAGE_MAX = 200  # the gateway's largest /api/threads page
+
+
+def _when(stamp: str | None) -> str:
+    """An ISO timestamp (UTC) shortened to minutes: ``2026-05-09 07:35``."""
+    return stamp[:16].replace("T", " ") if stamp else "-"
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def _print_threads(threads: list[dict[str, Any]]) -> None:
+    if not threads:
+        typer.echo("No threads.")
+        return
+    rows = [["ID", "STATUS", "CREATED (UTC)", "IDEA"]]
+    rows += [[t["thread_id"], t["status"], _when(t["created_at"]), _clip(t["idea"], 60)] for t in threads]
+    typer.echo(_table(rows))
+
+
+@app.command("list")
+def list_threads(
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only threads in this status: "
+                                                      f"{', '.join(THREAD_STATUSES)}.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=LIST_PAGE_MAX, help="At most this many.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw threads as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List the most recent threads, newest first: id, status, created, idea. --status filters the newest 200
+    (the gateway filters by nothing but count)."""
+    if status_filter is not None and status_filter not in THREAD_STATUSES:
+        raise _fail(f"--status must be one of {', '.join(THREAD_STATUSES)}; got {status_filter!r}.",
+                    code=EXIT_USAGE)
+    page = _with_client(url, token, lambda client: client.threads(LIST_PAGE_MAX if status_filter else limit))
+    threads = [t for t in page["threads"] if status_filter in (None, t["status"])][:limit]
+    if as_json:
+        typer.echo(json.dumps(threads, indent=2, ensure_ascii=False))
+    else:
+        _print_threads(threads)
+
+
 @app.command()
 def rate(
     thread_id: Annotated[str, typer.Argument(help="The completed thread to rate.")],
     rating: Annotated[int, typer.Argument(min=1, max=5, help="1 (useless) to 5 (just right).")],
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why, in a few words.")] = "",
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Rate a completed thread's final draft; Hermes learns which questions lead to good results."""
-    with GatewayClient(url or default_url()) as client:
+    with _client(url, token) as client:
         try:
             client.rate(thread_id, rating, comment)
         except (GatewayError, GatewayUnreachable) as exc:
@@ -331,6 +408,7 @@ def cancel(
     thread_id: Annotated[str, typer.Argument(help="The thread of the job.")],
     job_id: Annotated[str | None, typer.Argument(help="The job to stop (default: the thread's open jobs).")] = None,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Stop a job: a queued one never runs, a running model call is stopped at its edge."""
     def run(client: GatewayClient) -> list[str]:
@@ -339,7 +417,7 @@ def cancel(
         for job in jobs:
             client.cancel(thread_id, job)
         return jobs
-    cancelled = _with_client(url, run)
+    cancelled = _with_client(url, token, run)
     if not cancelled:
         raise _fail(f"Thread {thread_id} has no open job to cancel.")
     typer.echo("\n".join(f"Cancelling job {job} of thread {thread_id}." for job in cancelled))
@@ -350,6 +428,7 @@ def workflow(
     spec: Annotated[Path, typer.Argument(help='A JSON file: {"steps": [{"step_id", "prompt", "depends_on": '
                                          '[...]}], "title"}; - reads standard input.', allow_dash=True)],
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Submit a workflow: each step runs once the steps it depends on completed, with their results."""
     try:
@@ -359,9 +438,195 @@ def workflow(
         raise _fail(f"{spec} is not readable JSON: {exc}", code=EXIT_USAGE) from None
     if not isinstance(body, dict):
         raise _fail("A workflow is a JSON object with a \"steps\" list.", code=EXIT_USAGE)
-    reply = _with_client(url, lambda client: client.workflow(body))
+    reply = _with_client(url, token, lambda client: client.workflow(body))
     typer.echo(f"Workflow thread {reply['thread_id']}: steps {', '.join(reply['steps'])}.\n"
                f"Follow it with: hermes status {reply['thread_id']}")
+
+
+def _print_hits(query: str, hits: list[dict[str, Any]]) -> None:
+    if not hits:
+        typer.echo(f"Nothing in memory matches {query!r}.")
+        return
+    for hit in hits:
+        typer.echo(f"session {hit['session_id']} · {hit['channel']} · {_when(hit['created_at'])} UTC "
+                   f"· score {hit['score']:.2f}")
+        typer.echo(f"  {' '.join(hit['snippet'].split())}\n")
+    typer.echo("Open one with: hermes session SESSION_ID")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for in earlier turns (any of them matches).")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="At most this many hits.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw hits as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Search memory: every channel's completed turns, best match first; prints session, channel, date (UTC)
+    and a snippet with the matching words in […]."""
+    hits = _with_client(url, token, lambda client: client.search(query, limit))["hits"]
+    if as_json:
+        typer.echo(json.dumps(hits, indent=2, ensure_ascii=False))
+    else:
+        _print_hits(query, hits)
+
+
+def _print_sessions(sessions: list[dict[str, Any]]) -> None:
+    if not sessions:
+        typer.echo("No sessions.")
+        return
+    rows = [["ID", "KIND", "CHANNEL", "USER", "STATUS", "TURNS", "RATING", "UPDATED (UTC)", "TITLE"]]
+    rows += [[s["session_id"], s["kind"], s["channel"], s["user_id"], s["status"], str(s["turn_count"]),
+              f"{s['rating']}/5" if s.get("rating") else "-", _when(s["updated_at"]), _clip(s["title"], 40)]
+             for s in sessions]
+    typer.echo(_table(rows))
+
+
+@app.command()
+def sessions(
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel's (web, cli, api, telegram, "
+                                                "perception...).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw sessions as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List sessions (idea threads and chats of every channel), newest activity first."""
+    listing = _with_client(url, token, lambda client: client.sessions(channel, limit))["sessions"]
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+    else:
+        _print_sessions(listing)
+
+
+def _turn_stats(turn: dict[str, Any]) -> str:
+    where = f"{turn['backend']} · {turn['model']}" if turn.get("backend") else "no backend yet"
+    took = f"{turn['latency_ms']:.0f} ms" if turn.get("latency_ms") is not None else "- ms"
+    return (f"{where}, {turn['prompt_tokens']} + {turn['completion_tokens']} tokens, "
+            f"{turn['cost_cents']:.4f}¢, {took}")
+
+
+def _print_session(view: dict[str, Any]) -> None:
+    typer.echo(f"Session {view['session_id']}: {view['kind']} on {view['channel']}, {view['status']}")
+    typer.echo(f"Title:  {view['title']}")
+    typer.echo(f"User:   {view['user_id']}" + (f"  (key {view['session_key']})" if view.get("session_key") else ""))
+    typer.echo(f"Since:  {view['created_at']}  (updated {view['updated_at']})")
+    if view.get("rating"):
+        typer.echo(f"Rated:  {view['rating']}/5")
+    for number, turn in enumerate(view.get("turns", []), 1):
+        typer.echo(f"\nTurn {number} [{turn['kind']}, {turn['status']}] job {turn['job_id']} at "
+                   f"{_when(turn['queued_at'])} UTC")
+        typer.echo(f"  {_turn_stats(turn)}")
+        asked = next((m["content"] for m in reversed(turn["messages"]) if m["role"] == "user"), None)
+        if asked:
+            typer.echo(f"  > {_clip(asked, 200)}")
+        if turn.get("memories"):
+            typer.echo(f"  memories: {', '.join(turn['memories'])}")
+        typer.echo(turn["reply"] if turn.get("reply") is not None else "(no reply yet)")
+
+
+@app.command()
+def session(
+    session_id: Annotated[str, typer.Argument(help="The session (see `hermes sessions`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw session as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show a session's turns: backend, model, tokens, cost (cents), latency (ms), the question and the reply."""
+    view = _with_client(url, token, lambda client: client.session(session_id))
+    if as_json:
+        typer.echo(json.dumps(view, indent=2, ensure_ascii=False))
+    else:
+        _print_session(view)
+
+
+@app.command()
+def soul(
+    set_from: Annotated[str | None, typer.Option("--set", metavar="FILE|-", help="Replace SOUL.md with this file's "
+                                                 "text (- reads standard input).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print SOUL.md, the system prompt every channel's turns start with; --set replaces it."""
+    text = None
+    if set_from is not None:
+        try:
+            text = sys.stdin.read() if set_from == "-" else Path(set_from).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _fail(f"cannot read {set_from}: {exc}", code=EXIT_USAGE) from None
+        if not text.strip():
+            raise _fail("the new SOUL.md is empty.", code=EXIT_USAGE)
+    reply = _with_client(url, token, lambda client: client.soul(text))
+    if text is None:
+        typer.echo(reply["text"])
+    else:
+        typer.echo(f"SOUL.md updated ({reply['path']}); turns queued from now on start with it.")
+
+
+class ExportKind(str, Enum):
+    sft = "sft"
+    dpo = "dpo"
+
+
+class ExportFormat(str, Enum):
+    openai = "openai"
+    sharegpt = "sharegpt"
+
+
+def _stream_export(chunks: Iterator[bytes], sink: BinaryIO) -> int:
+    """Copy ``chunks`` to ``sink``; returns the number of JSONL records (lines) written."""
+    records, last = 0, b"\n"
+    for chunk in chunks:
+        if chunk:
+            sink.write(chunk)
+            records += chunk.count(b"\n")
+            last = chunk[-1:]
+    sink.flush()
+    return records + (last != b"\n")
+
+
+def _export_to(client: GatewayClient, kind: str, params: dict[str, Any], output: str) -> int:
+    with client.export(kind, params) as chunks:
+        if output == "-":
+            return _stream_export(chunks, sys.stdout.buffer)
+        target = Path(output)
+        partial = target.with_name(target.name + ".part")  # the file appears only once complete
+        try:
+            with partial.open("wb") as sink:
+                records = _stream_export(chunks, sink)
+            partial.replace(target)
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc}", code=EXIT_ERROR) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return records
+
+
+@app.command()
+def export(
+    kind: Annotated[ExportKind, typer.Argument(help="sft: one record per completed turn; dpo: preference pairs "
+                                               "{prompt, chosen, rejected} from rated threads.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="SFT record format: openai ({messages}) or sharegpt "
+                                              "({conversations}); dpo ignores it.")] = ExportFormat.openai,
+    since: Annotated[str | None, typer.Option("--since", metavar="YYYY-MM-DD",
+                                              help="Only turns from this day on (UTC, inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="YYYY-MM-DD",
+                                              help="Only turns up to this day (UTC, inclusive).")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel's turns.")] = None,
+    min_rating: Annotated[int | None, typer.Option("--min-rating", min=1, max=5,
+                                                   help="Only turns of threads rated at least this.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE",
+                                        help="Write the JSONL here (- or none: standard output).")] = "-",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Export training data as JSONL, streamed as the gateway sends it; prints the record count on stderr.
+    A bad filter (e.g. an impossible date) exits 1 with the gateway's error."""
+    params = {"format": fmt.value if kind is ExportKind.sft else None, "since": since, "until": until,
+              "channel": channel, "min_rating": min_rating}
+    records = _with_client(url, token, lambda client: _export_to(client, kind.value, params, output))
+    where = "standard output" if output == "-" else output
+    typer.echo(f"Wrote {records} {kind.value} record{'s' if records != 1 else ''} to {where}.", err=True)
 
 
 backends_app = typer.Typer(no_args_is_help=False, help="The model backends: health, load and spend; enable, "
@@ -390,8 +655,8 @@ def _print_backends(listing: dict[str, Any]) -> None:
                f"queued jobs: {listing.get('queued_jobs', 0)}")
 
 
-def _with_client(url: str | None, call: Any) -> Any:
-    with GatewayClient(url or default_url()) as client:
+def _with_client(url: str | None, token: str | None, call: Any) -> Any:
+    with _client(url, token) as client:
         try:
             return call(client)
         except (GatewayError, GatewayUnreachable) as exc:
@@ -403,11 +668,12 @@ def backends(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw listing as JSON.")] = False,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show every backend: type, health, enabled, in-flight jobs, success rate, spend today (cents)."""
     if ctx.invoked_subcommand is not None:
         return
-    listing = _with_client(url, lambda client: client.backends())
+    listing = _with_client(url, token, lambda client: client.backends())
     if as_json:
         typer.echo(json.dumps(listing, indent=2, ensure_ascii=False))
     else:
@@ -415,7 +681,7 @@ def backends(
 
 
 def _toggle(name: str, enabled: bool, reason: str, url: str | None) -> None:
-    listing = _with_client(url, lambda client: client.set_backend_enabled(name, enabled, reason))
+    listing = _with_client(url, token, lambda client: client.set_backend_enabled(name, enabled, reason))
     state = next((b for b in listing["backends"] if b["name"] == name.lower()), None)
     health = f" (health: {state['health']})" if state else ""
     typer.echo(f"Backend {name} {'enabled' if enabled else 'disabled'}{health}.")
@@ -426,9 +692,10 @@ def enable_backend(
     name: Annotated[str, typer.Argument(help="The backend to enable.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Let the router send new jobs to a backend again."""
-    _toggle(name, True, reason, url)
+    _toggle(name, True, reason, url, token)
 
 
 @backends_app.command("disable")
@@ -436,9 +703,10 @@ def disable_backend(
     name: Annotated[str, typer.Argument(help="The backend to disable.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Stop sending new jobs to a backend (running ones finish)."""
-    _toggle(name, False, reason, url)
+    _toggle(name, False, reason, url, token)
 
 
 def _print_comparison(reply: dict[str, Any]) -> None:
@@ -463,10 +731,11 @@ def compare_backends(
                                            "comparison.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw results as JSON.")] = False,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Run one prompt on several backends and show their answers side by side (text, time, tokens, cost).
     Exits 1 when no backend answered."""
-    reply = _with_client(url, lambda client: client.compare(prompt, backend or [], max_tokens, timeout))
+    reply = _with_client(url, token, lambda client: client.compare(prompt, backend or [], max_tokens, timeout))
     if as_json:
         typer.echo(json.dumps(reply, indent=2, ensure_ascii=False))
     else:
@@ -505,11 +774,12 @@ def dead_letters(
     before: Annotated[int | None, typer.Option("--before", min=1, help="Only older than this sequence.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw listing as JSON.")] = False,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """List dead letters, newest first: sequence (the id to replay), consumer, reason, where it was, when."""
     if ctx.invoked_subcommand is not None:
         return
-    page = _with_client(url, lambda client: client.dead_letters(consumer, reason, limit, before))
+    page = _with_client(url, token, lambda client: client.dead_letters(consumer, reason, limit, before))
     if as_json:
         typer.echo(json.dumps(page, indent=2, ensure_ascii=False))
     else:
@@ -534,10 +804,11 @@ def replay_dead_letter(
     payload: Annotated[str | None, typer.Option("--payload", help="A corrected message to publish instead: JSON "
                                                 "text, or @FILE.")] = None,
     url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Publish a dead letter again on its original subject (commands and execution requests only)."""
     corrected = _corrected_payload(payload)
-    marker = _with_client(url, lambda client: client.replay_dead_letter(seq, corrected))
+    marker = _with_client(url, token, lambda client: client.replay_dead_letter(seq, corrected))
     what = "corrected payload" if marker["corrected"] else "original payload"
     typer.echo(f"Replayed dead letter {seq} ({what}) to {marker['subject']} as #{marker['stream_sequence']}.")
 

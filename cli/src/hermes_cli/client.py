@@ -1,6 +1,6 @@
-"""A small synchronous client of the Hermes gateway's HTTP API (used by ``hermes submit/answer/status/backends``).
+"""A small synchronous client of the Hermes gateway's HTTP API (used by every ``hermes`` command but ``up``).
 
-Every call unwraps the gateway's envelope: the ``data`` of a success, or :class:`GatewayError` with the
+With a token every request carries ``Authorization: Bearer <token>``. Every call unwraps the gateway's envelope: the ``data`` of a success, or :class:`GatewayError` with the
 error's ``code``, ``message`` and ``user_action``. A gateway that cannot be reached raises
 :class:`GatewayUnreachable`.
 """
@@ -8,21 +8,12 @@ error's ``code``, ``message`` and ``user_action``. A gateway that cannot be reac
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
-DEFAULT_WEB_PORT = "5000"
-
-
-def default_url() -> str:
-    """``$HERMES_URL``, else ``http://127.0.0.1:${HERMES_WEB_PORT:-5000}``."""
-    return os.environ.get("HERMES_URL") or f"http://127.0.0.1:{os.environ.get('HERMES_WEB_PORT') or DEFAULT_WEB_PORT}"
-
 
 class GatewayError(Exception):
     """The gateway answered with its error envelope (or something that is not an envelope).
@@ -85,12 +76,14 @@ def parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
 
 
 class GatewayClient:
-    """The gateway at ``base_url``; ``timeout_s`` bounds each plain request (seconds)."""
+    """The gateway at ``base_url``; ``timeout_s`` bounds each plain request (seconds); ``token``: sent as
+    ``Authorization: Bearer <token>`` on every request when given (never logged or kept anywhere else)."""
 
-    def __init__(self, base_url: str, timeout_s: float = 15.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 15.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -168,6 +161,51 @@ class GatewayClient:
         returns the replay marker ``{"dlq_sequence", "subject", "stream_sequence", "corrected", ...}``."""
         body = {"payload": payload} if payload is not None else None
         return self._call("POST", f"/api/system/dead-letters/{dlq_sequence}/replay", json=body)
+
+    def threads(self, limit: int = 50) -> dict[str, Any]:
+        """``GET /api/threads``: ``{"threads": [ThreadView...], "count"}``, newest first (at most ``limit``, 1-200)."""
+        return self._call("GET", "/api/threads", params={"limit": limit})
+
+    def search(self, query: str, limit: int = 20) -> dict[str, Any]:
+        """``GET /api/memory/search``: ``{"hits": [{"job_id", "session_id", "channel", "user_id", "prompt",
+        "reply", "snippet", "score", "created_at"}]}``, best match first (``limit`` 1-100)."""
+        return self._call("GET", "/api/memory/search", params={"q": query, "limit": limit})
+
+    def sessions(self, channel: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """``GET /api/sessions``: ``{"sessions": [...]}`` without turns, newest activity first."""
+        params: dict[str, Any] = {"limit": limit}
+        if channel:
+            params["channel"] = channel
+        return self._call("GET", "/api/sessions", params=params)
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """``GET /api/sessions/<id>``: the session with its ``turns`` (404 ``not_found``)."""
+        return self._call("GET", f"/api/sessions/{session_id}")
+
+    def soul(self, text: str | None = None) -> dict[str, Any]:
+        """``GET /api/soul`` (or ``PUT`` with ``text``): ``{"text", "path"}`` of SOUL.md as in force."""
+        if text is None:
+            return self._call("GET", "/api/soul")
+        return self._call("PUT", "/api/soul", json={"text": text})
+
+    @contextmanager
+    def export(self, kind: str, params: dict[str, Any]) -> Iterator[Iterator[bytes]]:
+        """Open ``GET /api/export/<kind>`` (``sft`` or ``dpo``) with ``params`` (None values left out); yields the
+        JSONL body's chunks as they arrive, once the gateway answered 200 (so nothing is written on an error).
+        Raises :class:`GatewayError` (e.g. 400 ``bad_request`` for an impossible date) / :class:`GatewayUnreachable`,
+        also when the connection breaks mid-body."""
+        query = {key: value for key, value in params.items() if value is not None}
+        # The orchestrator pages the export; allow a slow page, but never wait forever.
+        timeout = httpx.Timeout(self._timeout_s, read=max(60.0, self._timeout_s))
+        try:
+            with self._http.stream("GET", f"/api/export/{kind}", params=query, timeout=timeout) as response:
+                if response.status_code != 200:
+                    response.read()
+                    unwrap(response)
+                    raise GatewayError(response.status_code, "bad_response", f"HTTP {response.status_code}")
+                yield response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, exc) from exc
 
     @contextmanager
     def watch(self, thread_id: str, last_event_id: int | None = None) -> Iterator[Iterator[SseEvent]]:

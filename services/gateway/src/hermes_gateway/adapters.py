@@ -63,6 +63,23 @@ from hermes_proto.queries import (
     ThreadView,
 )
 
+from hermes_proto.sessions import (
+    ExportQuery,
+    ExportReply,
+    MemoryHit,
+    MemoryQuery,
+    MemoryReply,
+    SessionQuery,
+    SessionReply,
+    SessionsQuery,
+    SessionsReply,
+    SessionView,
+    SoulReply,
+    SoulRequest,
+)
+
+from hermes_proto.userconfig import ChangeSetting, ConfigReply
+
 log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
 
@@ -263,6 +280,53 @@ class LearnerClient:
         if len(items) != 1:
             raise BadReply(f"{subject}: {len(items)} items in the reply, expected 1", self.WHAT)
         return items[0]
+
+
+class SessionsClient:
+    """Sessions, memory search, training exports, SOUL.md and the editable settings, as the orchestrator answers
+    them (``hermes.query.sessions``, ``hermes.query.session``, ``hermes.query.memory``, ``hermes.query.export``,
+    ``hermes.control.soul``, ``hermes.query.config``, ``hermes.control.config``; :mod:`hermes_proto.sessions`). Every call waits at most ``timeout_s`` seconds and raises
+    :class:`BusUnavailable`, :class:`Refused` (``bad_request``) or :class:`BadReply`."""
+
+    WHAT = "The orchestrator"
+
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._nc = bus.nc
+        self._timeout_s = timeout_s
+
+    async def _ask(self, subject: str, query: msgspec.Struct, reply_type: type[R]) -> R:
+        return await ask(self._nc, self.WHAT, subject, query, reply_type, self._timeout_s)
+
+    async def sessions(self, query: SessionsQuery) -> list[SessionView]:
+        """The most recently active sessions (without turns), newest first."""
+        return (await self._ask(subj.QUERY_SESSIONS, query, SessionsReply)).sessions
+
+    async def session(self, session_id: str, min_sequence: int = 0) -> SessionView | None:
+        """One session with its turns, or None when unknown (``min_sequence``: read-your-writes)."""
+        reply = await self._ask(subj.QUERY_SESSION, SessionQuery(session_id=session_id, min_sequence=min_sequence),
+                                SessionReply)
+        return reply.session if reply.found else None
+
+    async def memory(self, query: MemoryQuery) -> list[MemoryHit]:
+        """Captured turns matching ``query.q`` (SQLite FTS5, best first)."""
+        return (await self._ask(subj.QUERY_MEMORY, query, MemoryReply)).hits
+
+    async def export(self, query: ExportQuery) -> ExportReply:
+        """One page of a training export; :class:`Refused` ``bad_request`` on a bad date or cursor."""
+        return await self._ask(subj.QUERY_EXPORT, query, ExportReply)
+
+    async def config(self) -> ConfigReply:
+        """Every user-editable setting as in force (:mod:`hermes_proto.userconfig`)."""
+        return await self._ask(subj.QUERY_CONFIG, Empty(), ConfigReply)
+
+    async def change_setting(self, change: ChangeSetting) -> ConfigReply:
+        """Change one setting; the reply holds it as now in force. :class:`Refused` ``unknown_setting`` /
+        ``bad_request``."""
+        return await self._ask(subj.CONTROL_CONFIG, change, ConfigReply)
+
+    async def soul(self, text: str | None = None) -> SoulReply:
+        """SOUL.md as the orchestrator applies it; with ``text``, replace it first."""
+        return await self._ask(subj.CONTROL_SOUL, SoulRequest(text=text), SoulReply)
 
 
 async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:

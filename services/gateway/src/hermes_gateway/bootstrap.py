@@ -9,18 +9,26 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
+from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel, SessionsClient
+from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
+    auth,
     backends,
+    config,
     deadletters,
     events,
     external,
     ideas,
     learn,
+    export,
     metrics,
+    openai,
+    perception,
+    results,
+    sessions,
     system,
     telegram,
     threads,
@@ -48,6 +56,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.commands = CommandPublisher(bus)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
+        app.state.sessions = SessionsClient(bus, settings.hermes_query_timeout_seconds)
+        app.state.perception = await perception.subscribe(app)
         log.info("gateway_ready", nats_url=settings.nats_url,
                  url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/")
         try:
@@ -61,9 +71,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="Hermes gateway", version="0.1.0", lifespan=lifespan, telemetry={"auto_configure": False})
     app.state.settings = settings
     install_error_handlers(app)
+    install_auth(app, settings)  # added first: runs inside RequestObservability, so refusals are logged
     app.add_middleware(RequestObservability)
+    install_cors(app, settings)  # added last: outermost, so preflights skip auth and refusals carry CORS headers
     for module in (ideas, external, workflows, threads, events, backends, learn, system, deadletters, telegram,
-                   metrics, ui):
+                   metrics, ui, results, auth, openai, sessions, export, perception, config):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_error_envelope(app)

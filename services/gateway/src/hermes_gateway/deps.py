@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
+from hermes_gateway.auth import USER, Principal, auth_enabled, read_only, unauthorized, visible
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.domain import Rejected, check_id
+from hermes_gateway.envelope import ApiError
 from hermes_proto.queries import PREFERENCE_ID_PATTERN, TEMPLATE_ID_PATTERN
 
 
@@ -37,8 +39,41 @@ def _learner(request: Request) -> LearnerClient:
     return request.app.state.learner
 
 
-def _thread_id(thread_id: str, request: Request) -> str:
+def _principal(request: Request) -> Principal:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # an open path while auth is on: nobody presented credentials
+        raise unauthorized()
+    return principal
+
+
+def _writer(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if principal.mode != USER:
+        raise read_only()
+    return principal
+
+
+def thread_not_found(thread_id: str) -> ApiError:
+    """404 ``thread_not_found``: no such thread, or (auth on) another user's; the two answers are identical."""
+    return ApiError(404, "thread_not_found", f"No thread {thread_id}.", details={"thread_id": thread_id},
+                    user_action="Check the id; a thread just submitted appears within a second.")
+
+
+def job_not_found(thread_id: str, job_id: str) -> ApiError:
+    """404 ``job_not_found``: no such job in the thread, or (auth on) the thread is another user's."""
+    return ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
+                    details={"thread_id": thread_id, "job_id": job_id})
+
+
+async def _thread_id(thread_id: str, request: Request) -> str:
     request.state.thread_id = check_id(thread_id, "thread_id")
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None and auth_enabled(principal):
+        # Another user's thread answers exactly as an unknown one, on every route taking a {thread_id}.
+        read_model: ReadModel = request.app.state.read_model
+        thread = await read_model.thread(thread_id, await read_model.log_position())
+        if thread is not None and not visible(principal, thread.user_id):
+            job_id = request.path_params.get("job_id")
+            raise job_not_found(thread_id, job_id) if job_id else thread_not_found(thread_id)
     return thread_id
 
 
@@ -66,11 +101,17 @@ def _preference_id(preference_id: str) -> str:
 
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 BusDep = Annotated[Bus, Depends(_bus)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+"""Who the request acts for (``request.state.principal``; ``LOCAL`` while auth is off); 401 ``unauthorized`` on
+an open path without credentials."""
+WriterDep = Annotated[Principal, Depends(_writer)]
+""":data:`PrincipalDep` of mode ``user``; a guest gets 403 ``read_only``."""
 ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
 CommandsDep = Annotated[CommandPublisher, Depends(_commands)]
 BackendsDep = Annotated[BackendsClient, Depends(_backends)]
 ThreadId = Annotated[str, Depends(_thread_id)]
-"""The ``{thread_id}`` path parameter, checked to be a safe id (else 400 ``invalid_id``)."""
+"""The ``{thread_id}`` path parameter, checked to be a safe id (else 400 ``invalid_id``); while auth is on, a thread
+of another user answers 404 as an unknown one (``thread_not_found``; ``job_not_found`` on a job's route)."""
 JobId = Annotated[str, Depends(_job_id)]
 BackendName = Annotated[str, Depends(_backend_name)]
 """The ``{name}`` path parameter of a backend, checked to be a safe id (else 400 ``invalid_id``)."""

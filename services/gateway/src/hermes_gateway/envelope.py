@@ -43,6 +43,7 @@ REFUSED_STATUS = {
     "unknown_template": 404,
     "unknown_preference": 404,
     "template_exists": 409,
+    "unknown_setting": 404,
 }
 """HTTP status of each :class:`~hermes_gateway.adapters.Refused` code; any other code (``internal``) is 502."""
 
@@ -146,7 +147,7 @@ def document_error_envelope(app: FastAPI) -> None:
 
 
 def failure(request: Request, error: ApiError) -> JSONResponse:
-    """The error envelope for ``error``."""
+    """The error envelope for ``error``; a 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750, section 3)."""
     body = {
         "status": "error",
         "error": {
@@ -158,7 +159,9 @@ def failure(request: Request, error: ApiError) -> JSONResponse:
         },
         "meta": meta(request),
     }
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    if error.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     request.state.error_code = error.code
     return JSONResponse(body, status_code=error.status_code, headers=headers)
 
@@ -219,7 +222,8 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: ("not_found", "No such route."), 405: ("method_not_allowed", "Method not allowed here.")}
+    codes = {404: ("not_found", "No such route."), 405: ("method_not_allowed", "Method not allowed here."),
+             413: ("payload_too_large", "The request body is over HERMES_MAX_BODY_BYTES.")}
     code, message = codes.get(exc.status_code, (f"http_{exc.status_code}", str(exc.detail)))
     response = failure(request, ApiError(exc.status_code, code, message, details={"path": request.url.path}))
     for key, value in (exc.headers or {}).items():

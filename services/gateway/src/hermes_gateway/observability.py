@@ -51,6 +51,24 @@ TELEGRAM_WEBHOOK_UPDATES = Counter(
 for _outcome in TELEGRAM_WEBHOOK_OUTCOMES:  # exported at 0 from the start, so increase() sees the first one
     TELEGRAM_WEBHOOK_UPDATES.labels(_outcome)
 
+AUTH_FAILURE_REASONS = ("missing", "invalid", "expired_session", "read_only")
+AUTH_FAILURES = Counter(
+    "hermes_gateway_auth_failures_total",
+    "Requests refused by authentication: missing (no credentials), invalid (wrong token or tampered cookie), "
+    "expired_session (a session cookie past HERMES_SESSION_TTL_HOURS), read_only (a guest writing)",
+    ["reason"],
+)
+for _reason in AUTH_FAILURE_REASONS:  # exported at 0 from the start, so increase() sees the first one
+    AUTH_FAILURES.labels(_reason)
+RATE_LIMITED = Counter(
+    "hermes_gateway_rate_limited_total",
+    "Requests answered 429 rate_limited: token (HERMES_RATE_LIMIT per principal), auth_failure "
+    "(HERMES_AUTH_FAILURE_LIMIT per client address)",
+    ["scope"],
+)
+for _scope in ("token", "auth_failure"):
+    RATE_LIMITED.labels(_scope)
+
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -65,7 +83,7 @@ def _route_template(scope: Scope) -> str:
 class RequestObservability:
     """ASGI middleware: assigns ``request_id`` (the caller's ``X-Request-ID`` when it is a safe id),
     echoes it in the response, records ``hermes_gateway_http_*`` and logs one ``http_request`` line with
-    method, route, path, status, duration_ms, request_id and ``thread_id`` when known."""
+    method, route, path, status, duration_ms, request_id and ``thread_id`` / ``user_id`` when known."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -106,7 +124,8 @@ class RequestObservability:
             HTTP_SECONDS.labels(route, method).observe(elapsed)
             path_params = scope.get("path_params") or {}
             known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
-                     "job_id": path_params.get("job_id"), "error_code": state.get("error_code")}
+                     "job_id": path_params.get("job_id"), "error_code": state.get("error_code"),
+                     "user_id": getattr(state.get("principal"), "user_id", None)}
             log.info("http_request", method=method, route=route, path=scope["path"], status=status,
                      duration_ms=round(elapsed * 1000, 3), **{k: v for k, v in known.items() if v})
             structlog.contextvars.unbind_contextvars("request_id")

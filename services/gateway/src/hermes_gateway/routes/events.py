@@ -11,8 +11,9 @@ from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from hermes_gateway.adapters import ThreadFeed, terminal_sequence
-from hermes_gateway.deps import BusDep, ThreadId
+from hermes_gateway.adapters import ReadModel, ThreadFeed, terminal_sequence
+from hermes_gateway.auth import Principal, auth_enabled, visible
+from hermes_gateway.deps import BusDep, PrincipalDep, ReadModelDep, SettingsDep, ThreadId, thread_not_found
 from hermes_gateway.observability import SSE_CLIENTS
 
 router = APIRouter(prefix="/api/threads", tags=["events"])
@@ -20,17 +21,40 @@ router = APIRouter(prefix="/api/threads", tags=["events"])
 RETRY_MS = 2000
 PING_S = 10
 SHUTDOWN_GRACE_S = 2.0
+OWNER_POLL_S = 0.1
+
+
+async def _check_owner(read_model: ReadModel, principal: Principal, thread_id: str, wait_s: float) -> None:
+    """While auth is on, a thread is streamed only to its owner, so one just submitted is waited for (up to
+    ``wait_s`` seconds) until the orchestrator knows whose it is; never known, or another user's: 404
+    ``thread_not_found``."""
+    if not auth_enabled(principal):
+        return
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        thread = await read_model.thread(thread_id, await read_model.log_position())
+        if thread is not None:
+            if not visible(principal, thread.user_id):
+                raise thread_not_found(thread_id)
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            raise thread_not_found(thread_id)
+        await asyncio.sleep(OWNER_POLL_S)
 
 
 @router.get("/{thread_id}/events", response_model=None)
-async def thread_events(thread_id: ThreadId, bus: BusDep,
+async def thread_events(thread_id: ThreadId, bus: BusDep, read_model: ReadModelDep, settings: SettingsDep,
+                        principal: PrincipalDep,
                         last_event_id: Annotated[int | None, Header(ge=0)] = None) -> Response:
     """Everything already in the log for the thread, then live events, as ``event: <event type>`` with the
     event JSON as data and the ``HERMES_EVENTS`` sequence as ``id``; token deltas as ``event: token``
     ``{"job_id", "seq", "text", "done"}`` (no id). ``Last-Event-ID`` resumes after that sequence. The stream
     ends after ``thread_completed`` or ``thread_failed``; resuming past that answers 204 so a browser's
-    EventSource stops reconnecting. The thread need not exist yet (watch right after submitting).
-    Errors: 400 ``invalid_id``, 503 ``bus_unavailable``."""
+    EventSource stops reconnecting. The thread need not exist yet (watch right after submitting); while auth is
+    on it must be the principal's, waited for up to ``HERMES_QUERY_TIMEOUT_SECONDS`` to appear.
+    Errors: 400 ``invalid_id``, 404 ``thread_not_found`` (auth on: unknown or another user's), 503
+    ``bus_unavailable``."""
+    await _check_owner(read_model, principal, thread_id, settings.hermes_query_timeout_seconds)
     start_after = last_event_id or 0
     if start_after:
         finished_at = await terminal_sequence(bus.js, thread_id)

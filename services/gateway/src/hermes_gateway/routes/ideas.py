@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from hermes_gateway.adapters import CommandPublisher
 from hermes_gateway.admission import admit
+from hermes_gateway.auth import owner_id
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
@@ -29,7 +30,8 @@ class RoutingFields(BaseModel):
 
 
 class ChannelFields(BaseModel):
-    """Who submits: ``channel`` (web, cli, api...) and ``user_id``."""
+    """Who submits: ``channel`` (web, cli, api...) and ``user_id`` (while auth is on, always the token's user:
+    this field is then ignored)."""
 
     channel: str = Field(default="api", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     user_id: str = Field(default="local", min_length=1, max_length=128)
@@ -68,11 +70,13 @@ async def publish_idea(request: Request, settings: GatewaySettings, commands: Co
                        **fields: str | None) -> JSONResponse:
     """Check ``body.idea`` (``Rejected`` ``empty_idea`` / ``idea_too_long``), publish one ``SubmitIdea`` for a
     new thread id with ``body``'s fields plus ``fields`` (e.g. ``channel``, ``callback_url``) and answer 202
-    ``{"thread_id", "status_url", "events_url", "command_id"}``. Shared by every submit route."""
+    ``{"thread_id", "status_url", "events_url", "command_id"}``. Shared by every submit route. While auth is on
+    the thread belongs to the request's principal, whatever ``fields`` says."""
     idea = clean_idea(body.idea, settings.hermes_max_input_length)
     await admit(request)
     thread_id = new_id()
     request.state.thread_id = thread_id
+    fields = {**fields, "user_id": owner_id(request, fields.get("user_id") or "local")}
     command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                          thread_id=thread_id, idea=idea, max_questions=body.max_questions, project=body.project,
                          private=body.private, priority=body.priority, **fields)

@@ -14,7 +14,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, WithJsonSchema, model_validator
 
-from hermes_gateway.deps import CommandsDep, LearnerDep, PreferenceId, ReadModelDep, TemplateId
+from hermes_gateway.auth import Principal, auth_enabled, visible
+from hermes_gateway.deps import (
+    CommandsDep,
+    LearnerDep,
+    PreferenceId,
+    PrincipalDep,
+    ReadModelDep,
+    TemplateId,
+    thread_not_found,
+)
 from hermes_gateway.domain import check_id, check_ratable
 from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_proto.commands import RateThread
@@ -287,22 +296,28 @@ class Feedback(BaseModel):
         return self
 
 
+def _own(principal: Principal, user_id: str | None) -> str | None:
+    """The user whose learned data a request may list or change: the principal's while auth is on (whatever
+    was asked), else ``user_id``."""
+    return principal.user_id if auth_enabled(principal) else user_id
+
+
 @router.get("/preferences", responses={200: PREFERENCES, **NOT_ANSWERING})
-async def list_preferences(request: Request, learner: LearnerDep,
+async def list_preferences(request: Request, learner: LearnerDep, principal: PrincipalDep,
                            user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None) -> JSONResponse:
     """What Hermes learned about its users (every user's, or ``user_id``'s): ``{"preferences": [{"preference_id",
     "user_id", "category" (depth, style, constraint), "key", "value", "confidence" (0-1), "stability" (0-1: share
     of the evidence that agrees), "observations", "corrections", "usage" (drafts 1 it was applied to), "source"
     (explicit, observed, inferred), "evidence" (answer, rating, correction, edit: the last change), "votes"
     (evidence weight per value seen), "expires_at", "updated_at", "applied" (used for the next draft 1 and in
-    place of its questions)}], "confidence_threshold"}``. Errors: 422 ``validation_failed``, 503
-    ``bus_unavailable``."""
-    return success(request, await learner.preferences(user_id))
+    place of its questions)}], "confidence_threshold"}``. While auth is on, only the principal's. Errors: 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
+    return success(request, await learner.preferences(_own(principal, user_id)))
 
 
 @router.get("/patterns", responses={200: success_schema(PatternsReply, "The patterns, with the thresholds in use."),
                                     **NOT_ANSWERING})
-async def list_patterns(request: Request, learner: LearnerDep,
+async def list_patterns(request: Request, learner: LearnerDep, principal: PrincipalDep,
                         user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
                         applied_only: bool = False) -> JSONResponse:
     """How Hermes learned its users answer (every user's, or ``user_id``'s; with ``applied_only=true`` only the
@@ -313,29 +328,32 @@ async def list_patterns(request: Request, learner: LearnerDep,
     (the most frequent), "recommended_actions" (e.g. ``skip_category:context``, ``assume:constraint=keep it
     simple``), "outcome" (success, failure, seeded: what the last thread did), "thread_id" (that thread),
     "updated_at", "applied" (used for the next decision and by ``POST /api/threads/{id}/optimize``)}],
-    "validation_threshold", "min_validations"}``. Errors: 422 ``validation_failed``, 503 ``bus_unavailable``."""
-    return success(request, await learner.patterns(user_id, applied_only))
+    "validation_threshold", "min_validations"}``. While auth is on, only the principal's. Errors: 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
+    return success(request, await learner.patterns(_own(principal, user_id), applied_only))
 
 
 @router.post("/preferences", responses={200: success_schema(PreferenceView, "The preference as now held."),
                                          **NOT_ANSWERING, 422: REFUSED_DEFINITION[422],
                                          400: {"description": "``bad_request``: a depth or style preference whose "
                                                               "key is not the category."}})
-async def set_preference(body: PreferenceIn, request: Request, learner: LearnerDep) -> JSONResponse:
+async def set_preference(body: PreferenceIn, request: Request, learner: LearnerDep,
+                         principal: PrincipalDep) -> JSONResponse:
     """State a preference yourself (``PreferenceLearned``, evidence ``edit``: this value with confidence 0.9,
     whatever was learned before; applied from the next draft 1). Errors: 400 ``bad_request``, 422
-    ``validation_failed``, 503 ``bus_unavailable``."""
-    return success(request, await learner.change_preference(SetPreference(**body.model_dump())))
+    ``validation_failed``, 503 ``bus_unavailable``. While auth is on, ``user_id`` is the principal's."""
+    fields = {**body.model_dump(), "user_id": _own(principal, body.user_id)}
+    return success(request, await learner.change_preference(SetPreference(**fields)))
 
 
 @router.patch("/preferences/{preference_id}", responses={200: success_schema(PreferenceView, "The preference."),
                                                           **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
 async def edit_preference(preference_id: PreferenceId, body: PreferencePatch, request: Request,
-                          learner: LearnerDep) -> JSONResponse:
+                          learner: LearnerDep, principal: PrincipalDep) -> JSONResponse:
     """Replace a learned preference's value (as ``POST /api/learn/preferences`` with its category and key).
     Errors: 404 ``unknown_preference``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     current = await learner.preference(preference_id)
-    if current is None:
+    if current is None or not visible(principal, current.user_id):
         raise _unknown_preference(preference_id)
     return success(request, await learner.change_preference(SetPreference(
         user_id=current.user_id, category=current.category, key=current.key, value=body.value)))
@@ -344,10 +362,15 @@ async def edit_preference(preference_id: PreferenceId, body: PreferencePatch, re
 @router.delete("/preferences/{preference_id}", responses={200: {"description": "``{\"preference_id\", "
                                                                                "\"forgotten\": true}``"},
                                                            **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
-async def forget_preference(preference_id: PreferenceId, request: Request, learner: LearnerDep) -> JSONResponse:
+async def forget_preference(preference_id: PreferenceId, request: Request, learner: LearnerDep,
+                            principal: PrincipalDep) -> JSONResponse:
     """Delete a learned preference (``PreferenceForgotten``): no longer applied, its evidence dropped; later
     answers start it afresh. 200 ``{"preference_id", "forgotten": true}``. Errors: 404 ``unknown_preference``, 400
-    ``invalid_id``, 503 ``bus_unavailable``."""
+    ``invalid_id``, 503 ``bus_unavailable``. While auth is on, another user's preference answers as unknown."""
+    if auth_enabled(principal):
+        current = await learner.preference(preference_id)
+        if current is None or not visible(principal, current.user_id):
+            raise _unknown_preference(preference_id)
     await learner.forget_preference(ForgetPreference(preference_id=preference_id))
     return success(request, {"preference_id": preference_id, "forgotten": True})
 
@@ -363,7 +386,7 @@ def _unknown_preference(preference_id: str) -> ApiError:
                                      409: {"description": "``not_completed``: only a completed thread is rated"},
                                      422: REFUSED_DEFINITION[422]})
 async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, read_model: ReadModelDep,
-                        commands: CommandsDep) -> JSONResponse:
+                        commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Tell Hermes what it got right or wrong. A ``rating`` rates the thread's final draft (``RateThread``, as
     ``POST /api/threads/{id}/rate``; the learner also credits it to the preferences that draft applied); each
     correction is weighed against what was learned (``PreferenceLearned``, evidence ``correction``: it lowers the
@@ -375,12 +398,11 @@ async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, r
     if body.thread_id is not None:
         check_id(body.thread_id, "thread_id")
         thread = await read_model.thread(body.thread_id, await read_model.log_position())
-        if thread is None:
-            raise ApiError(404, "thread_not_found", f"No thread {body.thread_id}.",
-                           details={"thread_id": body.thread_id})
+        if thread is None or not visible(principal, thread.user_id):
+            raise thread_not_found(body.thread_id)
         if body.rating is not None:
             check_ratable(thread)
-    user_id = body.user_id or (thread.user_id if thread is not None else "local")
+    user_id = _own(principal, body.user_id) or (thread.user_id if thread is not None else "local")
     changed = [await learner.change_preference(CorrectPreference(
         user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id))
         for c in body.corrections]

@@ -1,4 +1,5 @@
-"""``GET /api/system/health``: is the bus up, what do the streams hold, is the orchestrator answering."""
+"""``GET /api/system/health``: is the bus up, what do the streams hold, is the orchestrator answering.
+``GET /api/system/queue``: the orchestrator's job queue depth."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from fastapi.responses import JSONResponse
 
 from hermes_gateway.adapters import BadReply, BusUnavailable, stream_states
 from hermes_gateway.deps import BusDep, ReadModelDep, SettingsDep
-from hermes_gateway.envelope import ApiError, success
+from hermes_gateway.envelope import ApiError, success, success_schema
+from hermes_proto.queries import QueueReply
 
 router = APIRouter(prefix="/api/system", tags=["system"])
 
@@ -36,3 +38,12 @@ async def health(request: Request, bus: BusDep, read_model: ReadModelDep, settin
     problems += [name for name, state in streams.items() if "error" in state]
     raise ApiError(503, "degraded", "Hermes is degraded: " + ", ".join(problems or ["streams"]) + " not answering.",
                    details=report, retry_after=5, user_action="Start the missing services (`hermes up`).")
+
+
+@router.get("/queue", responses={200: success_schema(QueueReply, "The open jobs."),
+                                 503: {"description": "``bus_unavailable``: the orchestrator is not answering."}})
+async def queue(request: Request, read_model: ReadModelDep) -> JSONResponse:
+    """The orchestrator's queue (``hermes.query.queue``, its ``QueueReply``): ``{"open_jobs", "by_status"
+    {queued, dispatched, running, retrying: count}, "by_priority" {"1".."10": count}, "waiting_steps"}``.
+    Errors: 503 ``bus_unavailable``, 502 ``bad_reply``."""
+    return success(request, await read_model.queue())

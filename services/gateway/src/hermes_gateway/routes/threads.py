@@ -10,14 +10,27 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
-from hermes_gateway.deps import CommandsDep, JobId, LearnerDep, ReadModelDep, SettingsDep, ThreadId
+from hermes_gateway.auth import Principal, auth_enabled, visible
+from hermes_gateway.deps import (
+    BusDep,
+    CommandsDep,
+    JobId,
+    LearnerDep,
+    PrincipalDep,
+    ReadModelDep,
+    SettingsDep,
+    ThreadId,
+    job_not_found,
+    thread_not_found,
+)
 from hermes_gateway.domain import check_answerable, check_ratable, clean_answers
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import OPEN_JOB_STATUSES, ThreadView
+from hermes_proto.queries import QUERY_THREADS, OPEN_JOB_STATUSES, ThreadListQuery, ThreadListReply, ThreadView
+from hermes_proto.rpc import ask
 
 router = APIRouter(prefix="/api/threads", tags=["threads"])
 
@@ -41,40 +54,43 @@ class RateRequest(BaseModel):
     comment: StrictStr = Field(default="", max_length=2000)
 
 
-def _thread_not_found(thread_id: str) -> ApiError:
-    return ApiError(404, "thread_not_found", f"No thread {thread_id}.", details={"thread_id": thread_id},
-                    user_action="Check the id; a thread just submitted appears within a second.")
-
-
-async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequence: int = 0) -> ThreadView:
+async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequence: int = 0,
+                           principal: Principal | None = None) -> ThreadView:
     thread = await read_model.thread(thread_id, min_sequence)
-    if thread is None:
-        raise _thread_not_found(thread_id)
+    if thread is None or (principal is not None and not visible(principal, thread.user_id)):
+        raise thread_not_found(thread_id)
     return thread
 
 
 @router.get("")
-async def list_threads(request: Request, read_model: ReadModelDep,
-                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
-    """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``."""
-    threads = await read_model.threads(limit)
+async def list_threads(request: Request, read_model: ReadModelDep, bus: BusDep, settings: SettingsDep,
+                       principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
+    """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``; while auth is on,
+    only the principal's own."""
+    if auth_enabled(principal):
+        reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS,
+                          ThreadListQuery(limit=limit, user_id=principal.user_id), ThreadListReply,
+                          settings.hermes_query_timeout_seconds)
+        threads = [t for t in reply.threads if t.user_id == principal.user_id]
+    else:
+        threads = await read_model.threads(limit)
     return success(request, {"threads": threads, "count": len(threads)})
 
 
 @router.get("/{thread_id}/status")
-async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep,
+async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep, principal: PrincipalDep,
                         min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
     e.g. the last SSE id seen; by default the log's current end, so the state includes every event a client
     may already have seen on the SSE stream. Errors: 404 ``thread_not_found``, 400 ``invalid_id``,
     503 ``bus_unavailable``."""
     position = min_sequence or await read_model.log_position()
-    return success(request, await _existing_thread(read_model, thread_id, position))
+    return success(request, await _existing_thread(read_model, thread_id, position, principal))
 
 
 @router.post("/{thread_id}/continue", status_code=202)
 async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: Request, settings: SettingsDep,
-                          read_model: ReadModelDep, commands: CommandsDep) -> JSONResponse:
+                          read_model: ReadModelDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Publish ``AnswerQuestions`` for a thread that is ``awaiting_answers``.
 
     202 ``{"thread_id", "answered", "status_url", "events_url"}``. Errors: 400 ``no_answers``,
@@ -85,7 +101,7 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
     # Validate against a state at least as new as what the client saw: its questions arrived by SSE
     # straight from the log, possibly before the orchestrator's read model applied them.
     position = await read_model.log_position()
-    check_answerable(await _existing_thread(read_model, thread_id, position), answers)
+    check_answerable(await _existing_thread(read_model, thread_id, position, principal), answers)
     await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
                                         correlation_id=request.state.request_id, thread_id=thread_id,
                                         answers=answers))
@@ -95,7 +111,7 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
 
 @router.post("/{thread_id}/optimize")
 async def optimize_thread(thread_id: ThreadId, request: Request, read_model: ReadModelDep, learner: LearnerDep,
-                          commands: CommandsDep) -> JSONResponse:
+                          commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Apply what Hermes learned to a thread that is ``awaiting_answers``: the learner says which open questions
     the user's usable preferences (confidence >= ``HERMES_CONFIDENCE_THRESHOLD``, unexpired) and applied
     ``recurring_answer`` patterns answer, and which applied ``skip_question`` patterns let stay open; the answers
@@ -108,7 +124,7 @@ async def optimize_thread(thread_id: ThreadId, request: Request, read_model: Rea
     Nothing applicable (or learning disabled): ``applied`` empty, ``continued`` false, the thread keeps waiting.
     Errors: 404 ``thread_not_found``, 409 ``not_awaiting_answers``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
     position = await read_model.log_position()
-    thread = await _existing_thread(read_model, thread_id, position)
+    thread = await _existing_thread(read_model, thread_id, position, principal)
     check_answerable(thread, [])
     reply = await learner.optimizations(thread_id, position)
     open_ids = {q.question_id for q in thread.questions if q.answer is None}
@@ -135,14 +151,14 @@ def _optimized(learning_enabled: bool, learner_reason: str, answered: int, appli
 
 @router.post("/{thread_id}/rate", status_code=202)
 async def rate_thread(thread_id: ThreadId, body: RateRequest, request: Request, read_model: ReadModelDep,
-                      commands: CommandsDep) -> JSONResponse:
+                      commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Publish ``RateThread`` for a completed thread; a later rating replaces an earlier one.
 
     202 ``{"thread_id", "rating", "status_url", "events_url"}``. Errors: 422 ``validation_failed`` (rating
     not an integer 1-5), 404 ``thread_not_found``, 409 ``not_completed``, 503 ``bus_unavailable``. Nothing is published
     on any of them."""
     position = await read_model.log_position()
-    check_ratable(await _existing_thread(read_model, thread_id, position))
+    check_ratable(await _existing_thread(read_model, thread_id, position, principal))
     await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                                    thread_id=thread_id, rating=body.rating, comment=body.comment))
     return success(request, {**thread_links(thread_id), "rating": body.rating}, status_code=202)
@@ -153,8 +169,7 @@ async def job_result(thread_id: ThreadId, job_id: JobId, request: Request, read_
     """One job's ``JobView`` (status, backend, model, tokens, latency ms, text). Errors: 404 ``job_not_found``."""
     job = await read_model.job(thread_id, job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
-                       details={"thread_id": thread_id, "job_id": job_id})
+        raise job_not_found(thread_id, job_id)
     return success(request, job)
 
 
@@ -170,8 +185,7 @@ async def cancel_job(thread_id: ThreadId, job_id: JobId, request: Request, read_
     ``bus_unavailable``."""
     job = await read_model.job(thread_id, job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
-                       details={"thread_id": thread_id, "job_id": job_id})
+        raise job_not_found(thread_id, job_id)
     if job.status not in OPEN_JOB_STATUSES:
         raise ApiError(409, "job_not_cancellable", f"Job {job_id} is {job.status}; only an open job can be "
                        "cancelled.", details={"job_id": job_id, "status": job.status})

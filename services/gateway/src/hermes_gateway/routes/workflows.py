@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from hermes_gateway.admission import admit
+from hermes_gateway.auth import owner_id
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import ApiError, success
@@ -69,7 +70,7 @@ async def submit_workflow(body: WorkflowRequest, request: Request, settings: Set
     request.state.thread_id = thread_id
     command = SubmitWorkflow(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                              thread_id=thread_id, title=body.title, steps=steps, channel=body.channel,
-                             user_id=body.user_id, project=body.project, private=body.private,
+                             user_id=owner_id(request, body.user_id), project=body.project, private=body.private,
                              priority=body.priority, max_retries=body.max_retries, timeout_s=body.timeout_s)
     await commands.send(command)
     return success(request, {**thread_links(thread_id), "command_id": command.command_id, "steps": order},

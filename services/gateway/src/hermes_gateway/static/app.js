@@ -1,6 +1,8 @@
-// Hermes web UI: submit an idea, watch the thread live over SSE, answer the questions, read draft 2; see and
-// correct what Hermes assumed from learned preferences, and edit or forget them (#preferences).
-// Everything shown about a thread comes from its events (GET /api/threads/<id>/events); no build step.
+// Hermes web UI: submit an idea, watch the thread live over SSE, answer the questions, read draft 2 beside
+// draft 1 with a word diff, rate it, download it (Markdown, JSON); see and correct what Hermes assumed from
+// learned preferences, and edit or forget them (#preferences); backends, queue and spend (#system); log in when
+// the gateway asks (401). Everything shown about a thread comes from its events (GET /api/threads/<id>/events);
+// no build step. The word diff is jsdiff (static/vendor/diff.min.js, version in its first line).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -15,7 +17,11 @@ const PREFERENCE_VALUES = { // the values the learner knows for these keys; a co
 };
 const PREFERENCE_SOURCES = { explicit: "you said so", observed: "your answers", inferred: "your ratings" };
 
+const RECONNECT_MS = 2000; // a closed stream (not one EventSource retries itself) is reopened after this
+
 let thread = null; // on screen: { id, userId, source, jobs: Map, finalDrafts: Set, assumptions: Map, lastSeq }
+let me = { user_id: "local", mode: "user", auth_enabled: false }; // GET /api/auth/me; 404: auth disabled
+let recentThreads = []; // the last GET /api/threads, filtered on screen by the search box
 
 // ---------------------------------------------------------------- API
 
@@ -33,6 +39,7 @@ async function api(path, options = {}) {
     ...options,
     headers: { "Content-Type": "application/json", Accept: "application/json" },
   });
+  if (response.status === 401) showLogin();
   let body = null;
   try { body = await response.json(); } catch { /* not JSON: handled below */ }
   if (!body || body.status !== "success") {
@@ -65,6 +72,7 @@ $("idea-form").addEventListener("submit", async (e) => {
       body: JSON.stringify({ idea, channel: "web", max_questions: Number.isNaN(maxQuestions) ? null : maxQuestions }),
     });
     location.hash = `thread=${data.thread_id}`; // hashchange opens it
+    loadRecent();
   } catch (error) {
     show($("form-error"), describe(error));
   } finally {
@@ -106,6 +114,11 @@ function openThread(threadId) {
   $("draft2").textContent = "";
   $("draft2-meta").textContent = "";
   $("draft2-box").hidden = true;
+  $("diff").replaceChildren();
+  $("diff-box").hidden = true;
+  const base = `/api/threads/${encodeURIComponent(threadId)}/result`;
+  $("download-md").href = `${base}?format=md`;
+  $("download-json").href = `${base}?format=json`;
   $("questions").replaceChildren();
   $("questions-form").hidden = true;
   $("answer-deadline").textContent = "";
@@ -115,23 +128,49 @@ function openThread(threadId) {
   renderJobs();
   setStatus("drafting");
 
-  const source = new EventSource(`/api/threads/${encodeURIComponent(threadId)}/events`);
-  thread.source = source;
-  const current = thread;
+  listen(thread);
+}
+
+function listen(current) {
+  // EventSource reconnects by itself after a dropped connection and sends Last-Event-ID, so the gateway resumes
+  // after the last log event seen. A stream the browser gave up on (CLOSED: e.g. an error status) is reopened
+  // from the start; either way an event whose id was already applied is skipped, and tokens are deduplicated
+  // per job by their seq, so no draft text is shown twice.
+  const source = new EventSource(`/api/threads/${encodeURIComponent(current.id)}/events`);
+  current.source = source;
   for (const [type, handler] of Object.entries(HANDLERS)) {
     source.addEventListener(type, (message) => {
       if (thread !== current) return;
-      if (message.lastEventId) thread.lastSeq = Number(message.lastEventId);
+      // A token has no id of its own: an EventSource keeps the last log event's id on it, so only log events
+      // are checked against (and move) the position.
+      if (type !== "token" && message.lastEventId) {
+        const seq = Number(message.lastEventId);
+        if (seq <= current.lastSeq) return; // replayed after a reconnect: already on screen
+        current.lastSeq = seq;
+      }
       let data;
       try { data = JSON.parse(message.data); } catch { return; }
       handler(data);
     });
   }
-  source.onopen = () => { $("connection").textContent = ""; };
+  source.onopen = () => { if (thread === current) setConnection("live"); };
   source.onerror = () => {
-    // EventSource reconnects by itself and resumes after the last id it saw (Last-Event-ID).
-    if (thread === current && !isFinished()) $("connection").textContent = "· reconnecting…";
+    if (thread !== current || isFinished()) return;
+    setConnection("reconnecting");
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(async () => {
+        if (thread !== current || isFinished() || current.source !== source) return;
+        if (await signedOut()) return;
+        listen(current);
+      }, RECONNECT_MS);
+    }
   };
+}
+
+function setConnection(state) {
+  const label = { live: "· live", reconnecting: "· reconnecting…", closed: "" }[state];
+  $("connection").textContent = label;
+  $("connection").dataset.state = state;
 }
 
 function isFinished() {
@@ -140,7 +179,8 @@ function isFinished() {
 
 function finish() {
   if (thread && thread.source) thread.source.close();
-  $("connection").textContent = "";
+  setConnection("closed");
+  loadJobCosts();
   $("rate-box").hidden = $("thread-status").dataset.status !== "completed";
   for (const input of $("questions-form").querySelectorAll("input, button")) input.disabled = true;
   loadRecent();
@@ -150,6 +190,7 @@ function setStatus(status, detail) {
   const badge = $("thread-status");
   badge.dataset.status = status;
   badge.textContent = (STATUS_LABEL[status] || status) + (detail ? ` · ${detail.replaceAll("_", " ")}` : "");
+  if (recentThreads.some((t) => t.thread_id === thread.id && t.status !== status)) renderRecent();
 }
 
 function job(jobId) {
@@ -174,6 +215,7 @@ function showJobMeta(j) {
   const parts = [];
   if (j.backend) parts.push(`${j.backend} · ${j.model}`);
   if (j.tokens) parts.push(`${j.tokens} tokens`);
+  if (j.costCents != null) parts.push(cents(j.costCents));
   if (j.latencyMs != null) parts.push(seconds(j.latencyMs));
   $(`draft${number}-meta`).textContent = parts.join(" · ");
 }
@@ -203,6 +245,8 @@ const HANDLERS = {
   token(e) {
     const j = job(e.job_id);
     if (e.seq < j.nextSeq) return; // already shown
+    // Tokens are live only: those sent while no stream was open are marked missing until the whole draft comes.
+    if (e.seq > j.nextSeq) j.text += /^\s/.test(e.text) ? "…" : "… ";
     j.text += e.text;
     j.nextSeq = e.seq + 1;
     const number = draftNumberOf(j);
@@ -213,6 +257,10 @@ const HANDLERS = {
       backend: e.backend, model: e.model, status: "completed",
       tokens: e.prompt_tokens + e.completion_tokens, latencyMs: e.latency_ms,
     });
+    renderJobs();
+  },
+  cost_recorded(e) {
+    job(e.job_id).costCents = e.cost_cents;
     renderJobs();
   },
   execution_failed(e) {
@@ -228,6 +276,7 @@ const HANDLERS = {
     if (j.latencyMs == null && e.latency_ms) j.latencyMs = e.latency_ms;
     showJobMeta(j);
     renderJobs();
+    renderDiff();
   },
   questions_proposed(e) {
     addAssumptions(e.assumptions); // what was not asked because a learned preference answers it
@@ -245,6 +294,9 @@ const HANDLERS = {
     for (const input of $("questions-form").querySelectorAll("input, button")) input.disabled = true;
     $("answer-deadline").textContent = "answers sent";
     setStatus("refining");
+  },
+  thread_rated(e) {
+    $("rate-note").textContent = `rated ${e.rating}/5`;
   },
   thread_completed(e) {
     setStatus("completed", e.reason);
@@ -267,11 +319,51 @@ async function loadDeadline() {
   // The answer deadline lives in the read model; wait until it has applied what we have seen.
   const id = thread.id;
   try {
-    const view = await api(`/api/threads/${encodeURIComponent(id)}/status?min_sequence=${thread.lastSeq}`);
+    const view = await threadView();
     if (thread.id === id && view.answer_deadline && view.status === "awaiting_answers") {
       $("answer-deadline").textContent = `answer by ${new Date(view.answer_deadline).toLocaleTimeString()}`;
     }
   } catch { /* optional detail */ }
+}
+
+function threadView() {
+  // The read model once it has applied what we have seen on the stream.
+  return api(`/api/threads/${encodeURIComponent(thread.id)}/status?min_sequence=${thread.lastSeq}`);
+}
+
+async function loadJobCosts(tries = 5) {
+  // Costs and tokens as recorded in the read model: the router records a job's cost after its result, so the
+  // last one may come after the thread's end (and the end of its stream): asked again a few times until then.
+  const current = thread;
+  try {
+    const view = await threadView();
+    if (thread !== current) return;
+    let missing = false;
+    for (const v of view.jobs) {
+      const j = job(v.job_id);
+      Object.assign(j, { kind: j.kind || v.kind, backend: j.backend || v.backend, model: j.model || v.model });
+      if (v.cost_cents || j.costCents == null) j.costCents = v.cost_cents;
+      if (!j.tokens && (v.prompt_tokens || v.completion_tokens)) j.tokens = v.prompt_tokens + v.completion_tokens;
+      if (j.latencyMs == null && v.latency_ms != null) j.latencyMs = v.latency_ms;
+      missing ||= v.status === "completed" && !j.costCents;
+    }
+    renderJobs();
+    if (missing && tries > 1) setTimeout(() => { if (thread === current) loadJobCosts(tries - 1); }, 1000);
+  } catch { /* optional detail */ }
+}
+
+// ---------------------------------------------------------------- draft 1 → draft 2, word by word
+
+function renderDiff() {
+  if (!thread.finalDrafts.has(1) || !thread.finalDrafts.has(2)) return;
+  const parts = window.Diff ? window.Diff.diffWords($("draft1").textContent, $("draft2").textContent) : [];
+  $("diff").replaceChildren(...parts.map((p) => {
+    if (p.added) return text("ins", p.value);
+    if (p.removed) return text("del", p.value);
+    return document.createTextNode(p.value);
+  }));
+  if (!window.Diff) $("diff").replaceChildren(muted("the diff library did not load"));
+  $("diff-box").hidden = false;
 }
 
 // ---------------------------------------------------------------- questions and answers
@@ -291,22 +383,48 @@ function renderQuestions(questions) {
     input.placeholder = "your answer (optional)";
     input.maxLength = 10000;
     item.append(head);
-    if (q.suggestions && q.suggestions.length) {
-      const suggestions = document.createElement("div");
-      suggestions.className = "suggestions";
-      for (const s of q.suggestions) {
-        const button = chip(s, "suggestion", "button");
-        button.type = "button";
-        button.addEventListener("click", () => { input.value = s; input.focus(); });
-        suggestions.append(button);
-      }
-      item.append(suggestions);
-    }
-    item.append(input);
+    const suggestions = document.createElement("div");
+    suggestions.className = "suggestions";
+    suggestions.dataset.category = q.category;
+    for (const s of q.suggestions || []) suggestions.append(fillChip(s, "suggestion", s, input));
+    item.append(suggestions, input);
     list.append(item);
   }
   $("questions-form").hidden = questions.length === 0;
   $("refine").disabled = false;
+  addAssumptionChips([...thread.assumptions.values()]);
+  loadPreferenceChips();
+}
+
+function fillChip(label, className, value, input) {
+  const button = chip(label, className, "button");
+  button.type = "button";
+  button.addEventListener("click", () => { input.value = value; input.focus(); });
+  return button;
+}
+
+function addAssumptionChips(assumptions) {
+  // "use assumption": what Hermes assumed for this thread, or learned about the user, fills the answer of a
+  // question of the same category in one click.
+  for (const box of $("questions").querySelectorAll(".suggestions")) {
+    const input = box.parentElement.querySelector("input[data-question-id]");
+    for (const a of assumptions) {
+      const value = String(a.value);
+      if (a.category !== box.dataset.category || [...box.children].some((c) => c.dataset.value === value)) continue;
+      const button = fillChip(`use assumption: ${value}`, "assumption-chip", value, input);
+      button.dataset.value = value;
+      button.title = `${preferenceLabel(a)}, ${percent(a.confidence)} sure`;
+      box.append(button);
+    }
+  }
+}
+
+async function loadPreferenceChips() {
+  const current = thread;
+  try {
+    const data = await api(`/api/learn/preferences?user_id=${encodeURIComponent(current.userId)}`);
+    if (thread === current) addAssumptionChips(data.preferences);
+  } catch { /* optional: the chips of this thread's own assumptions are there */ }
 }
 
 $("questions-form").addEventListener("submit", async (e) => {
@@ -339,6 +457,7 @@ function addAssumptions(assumptions) {
     $("assumptions").append(assumptionItem(a));
   }
   $("assumptions-box").hidden = thread.assumptions.size === 0;
+  addAssumptionChips(assumptions || []);
 }
 
 function clearAssumptions() {
@@ -357,7 +476,7 @@ function assumptionItem(a) {
               chip(`${percent(a.confidence)} sure`, "confidence"));
   item.append(head);
   if (fromPattern || !a.preference_id) return item; // only a learned preference is corrected through feedback
-  const toggle = text("button", "Correct", "secondary");
+  const toggle = text("button", "Correct", "secondary write");
   toggle.type = "button";
   toggle.setAttribute("aria-expanded", "false");
   toggle.setAttribute("aria-label", `Correct ${label}`);
@@ -448,7 +567,7 @@ function preferenceRow(p, message = "") {
   const [input, values] = valueField(`pref-${p.preference_id}`, p.key, p.value);
   const label = text("label", `${preferenceLabel(p)} value`, "visually-hidden");
   label.htmlFor = input.id;
-  const save = text("button", "Save", "secondary");
+  const save = text("button", "Save", "secondary write");
   save.type = "submit";
   const note = statusNote();
   form.append(label, input, values, save);
@@ -473,7 +592,7 @@ function preferenceRow(p, message = "") {
     }
   });
 
-  const forget = text("button", "Forget", "danger");
+  const forget = text("button", "Forget", "danger write");
   forget.type = "button";
   forget.setAttribute("aria-label", `Forget ${preferenceLabel(p)}`);
   forget.addEventListener("click", async () => {
@@ -497,6 +616,74 @@ function preferenceRow(p, message = "") {
   return row;
 }
 
+// ---------------------------------------------------------------- settings page (#settings)
+
+async function loadSettings() {
+  const body = $("settings");
+  show($("settings-error"), "");
+  try {
+    const data = await api("/api/config");
+    body.replaceChildren(...data.settings.map((s) => settingRow(s)));
+  } catch (error) {
+    body.replaceChildren(emptyRow("unavailable", 3));
+    show($("settings-error"), describe(error));
+  }
+}
+
+function settingRow(s, message = "") {
+  // One editable setting: its description, a number field within its bounds (Save; Reset when changed).
+  const row = document.createElement("tr");
+  row.dataset.key = s.key;
+  const name = text("th", s.description);
+  name.scope = "row";
+  name.append(text("div", `${s.key} · ${s.env}`, "muted small"));
+  const form = document.createElement("form");
+  form.className = "row edit";
+  const input = document.createElement("input");
+  input.type = "number";
+  input.id = `setting-${s.key.replaceAll(".", "-")}`;
+  input.min = s.minimum;
+  input.max = s.maximum;
+  input.step = Number.isInteger(s.default) && Number.isInteger(s.minimum) && !String(s.value).includes(".")
+    ? "1" : "any";
+  input.value = s.value;
+  input.required = true;
+  const label = text("label", `${s.key} value`, "visually-hidden");
+  label.htmlFor = input.id;
+  const save = text("button", "Save", "secondary write");
+  save.type = "submit";
+  const note = statusNote();
+  form.append(label, input, text("span", s.unit ? ` ${s.unit}` : "", "muted small"), save);
+  if (s.changed) {
+    const reset = text("button", "Reset", "secondary write");
+    reset.type = "button";
+    reset.addEventListener("click", () => changeSetting(row, s, null, note));
+    form.append(reset);
+  }
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    changeSetting(row, s, Number(input.value), note);
+  });
+  const valueCell = document.createElement("td");
+  valueCell.append(form, note);
+  if (message) setNote(note, message);
+  row.append(name, valueCell, text("td", `${s.default}${s.unit ? " " + s.unit : ""}`));
+  return row;
+}
+
+async function changeSetting(row, s, value, note) {
+  try {
+    const updated = await api(`/api/config/${encodeURIComponent(s.key)}`, {
+      method: "PATCH", body: JSON.stringify({ value }),
+    });
+    const fresh = settingRow(updated, value === null ? "Back to the deployment's value." : "Saved.");
+    row.replaceWith(fresh);
+    fresh.querySelector("input").focus();
+  } catch (error) {
+    setNote(note, describe(error), true);
+  }
+}
+
 // ---------------------------------------------------------------- jobs table, recent threads, health
 
 function renderJobs() {
@@ -508,6 +695,7 @@ function renderJobs() {
       text("td", j.backend || "–"),
       text("td", j.model || "–"),
       text("td", j.tokens != null ? String(j.tokens) : "–"),
+      text("td", j.costCents != null ? cents(j.costCents) : "–"),
       text("td", j.latencyMs != null ? seconds(j.latencyMs) : "–"),
       text("td", j.status + (j.error ? `: ${j.error}` : ""), `job-${j.status}`),
     );
@@ -516,7 +704,7 @@ function renderJobs() {
   });
   if (!rows.length) {
     const empty = text("td", "none yet", "muted");
-    empty.colSpan = 6;
+    empty.colSpan = 7;
     rows.push(document.createElement("tr"));
     rows[0].append(empty);
   }
@@ -525,21 +713,138 @@ function renderJobs() {
 }
 
 async function loadRecent() {
-  const list = $("recent");
   try {
-    const data = await api("/api/threads?limit=20");
-    list.replaceChildren(...data.threads.map((t) => {
-      const link = document.createElement("a");
-      link.href = `#thread=${t.thread_id}`;
-      link.append(text("span", t.idea, "recent-idea"), text("span", STATUS_LABEL[t.status] || t.status, "recent-status"));
-      const item = document.createElement("li");
-      item.append(link);
-      return item;
-    }));
-    if (!data.threads.length) list.replaceChildren(text("li", "none yet", "muted"));
+    recentThreads = (await api("/api/threads?limit=100")).threads;
+    renderRecent();
   } catch (error) {
-    list.replaceChildren(text("li", `unavailable (${error.code})`, "muted"));
+    $("recent").replaceChildren(text("li", `unavailable (${error.code})`, "muted"));
   }
+}
+
+function renderRecent() {
+  // Every word typed must appear in the idea or the status.
+  const words = normalised($("thread-search").value).split(" ").filter(Boolean);
+  // The open thread's status is the live one (its events), which the listed one may trail.
+  const live = thread && $("thread-status").dataset.status;
+  for (const t of recentThreads) if (live && t.thread_id === thread.id) t.status = live;
+  const shown = recentThreads.filter((t) => {
+    const haystack = normalised(`${t.idea} ${t.status} ${STATUS_LABEL[t.status] || ""}`);
+    return words.every((w) => haystack.includes(w));
+  });
+  $("recent").replaceChildren(...shown.map((t) => {
+    const link = document.createElement("a");
+    link.href = `#thread=${t.thread_id}`;
+    const badge = text("span", STATUS_LABEL[t.status] || t.status, "status recent-status");
+    badge.dataset.status = t.status;
+    link.append(text("span", t.idea, "recent-idea"), badge);
+    const item = document.createElement("li");
+    item.dataset.threadId = t.thread_id;
+    item.append(link);
+    return item;
+  }));
+  if (!shown.length) {
+    $("recent").replaceChildren(text("li", recentThreads.length ? "no thread matches" : "none yet", "muted"));
+  }
+}
+
+$("thread-search").addEventListener("input", renderRecent);
+
+// ---------------------------------------------------------------- system page (#system)
+
+async function loadSystem() {
+  show($("system-error"), "");
+  const [backends, queue] = await Promise.allSettled([api("/api/backends"), api("/api/system/queue")]);
+  const problems = [backends, queue].filter((r) => r.status === "rejected").map((r) => describe(r.reason));
+  show($("system-error"), problems.join(" "));
+  if (queue.status === "fulfilled") {
+    const q = queue.value;
+    $("queue-depth").textContent = String(q.open_jobs);
+    $("queue-detail").textContent = Object.entries(q.by_status).filter(([, n]) => n)
+      .map(([status, n]) => `${n} ${status}`).join(" · ") || "no open jobs";
+  }
+  if (backends.status === "fulfilled") {
+    const { budget } = backends.value;
+    $("spend-today").textContent = budget.daily_budget_cents != null
+      ? `${cents(budget.spent_today_cents)} of ${cents(budget.daily_budget_cents)}` : cents(budget.spent_today_cents);
+    $("spend-detail").textContent = budget.daily_budget_cents != null
+      ? `${percent(budget.spent_today_cents / budget.daily_budget_cents)} of the daily budget (${budget.day}, UTC)`
+      : `no daily budget set (${budget.day}, UTC)`;
+    $("spend-meter").hidden = budget.daily_budget_cents == null;
+    $("spend-meter").max = budget.daily_budget_cents || 1;
+    $("spend-meter").value = budget.spent_today_cents;
+    $("backends").replaceChildren(...backends.value.backends.map(backendRow));
+    if (!backends.value.backends.length) $("backends").replaceChildren(emptyRow("no backend registered", 8));
+  }
+  $("system-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+function backendRow(b) {
+  const row = document.createElement("tr");
+  row.dataset.backend = b.name;
+  const name = text("th", `${b.name} (${b.type}${b.local ? ", local" : ""})`);
+  name.scope = "row";
+  const health = text("span", b.enabled ? b.health : `${b.health}, disabled`, "status backend-health");
+  health.dataset.status = b.enabled ? b.health : "disabled";
+  if (b.unhealthy_reason) health.title = b.unhealthy_reason;
+  const healthCell = document.createElement("td");
+  healthCell.append(health);
+  row.append(
+    name, healthCell, text("td", b.models.join(", ") || "–"),
+    text("td", b.max_concurrent ? `${b.in_flight} / ${b.max_concurrent}` : String(b.in_flight)),
+    text("td", `${b.requests} (${b.failures} failed)`), text("td", percent(b.success_rate)),
+    text("td", b.mean_latency_ms != null ? seconds(b.mean_latency_ms) : "–"), text("td", cents(b.spend_today_cents)),
+  );
+  return row;
+}
+
+// ---------------------------------------------------------------- login (when the gateway asks for it)
+
+function showLogin() {
+  if (!$("login-view").hidden) return;
+  for (const id of ["idea-form", "thread", "system-view", "preferences-view"]) $(id).hidden = true;
+  $("login-view").hidden = false;
+  $("login-token").focus();
+}
+
+async function signedOut() {
+  // Whether the gateway wants a login now (an EventSource does not say why it failed).
+  try {
+    return (await fetch("/api/auth/me", { headers: { Accept: "application/json" } })).status === 401;
+  } catch {
+    return false;
+  }
+}
+
+$("login-view").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  show($("login-error"), "");
+  $("login-submit").disabled = true;
+  try {
+    await api("/api/auth/login", { method: "POST", body: JSON.stringify({ token: $("login-token").value }) });
+    location.reload();
+  } catch (error) {
+    show($("login-error"), error.status === 401 ? "That token is not valid." : describe(error));
+    $("login-view").hidden = false; // api() may have hidden nothing; keep the form up
+  } finally {
+    $("login-submit").disabled = false;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await api("/api/auth/logout", { method: "POST" }); } catch { /* signed out either way */ }
+  location.reload();
+});
+
+async function loadMe() {
+  // 404: the gateway has no auth (everyone is the local user); 401: api() shows the login form.
+  try {
+    me = await api("/api/auth/me");
+  } catch (error) {
+    if (error.status !== 404) return;
+  }
+  document.body.classList.toggle("guest", me.mode === "guest");
+  show($("user"), me.auth_enabled ? `${me.user_id}${me.mode === "guest" ? " (guest: read only)" : ""}` : "");
+  $("logout").hidden = !me.auth_enabled;
 }
 
 async function loadHealth() {
@@ -626,17 +931,42 @@ function normalised(value) {
   return value.split(/\s+/).filter(Boolean).join(" ").toLowerCase();
 }
 
+function cents(value) {
+  const n = Number(value) || 0;
+  return `${n >= 1 || n === 0 ? n.toFixed(2) : n.toPrecision(2)} ¢`;
+}
+
 function seconds(ms) {
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
 
-// ---------------------------------------------------------------- routing: #thread=<id>, #preferences
+// ---------------------------------------------------------------- routing: #thread=<id>, #preferences, #system, #settings
+
+let systemTimer = null;
 
 function route() {
+  if (!$("login-view").hidden) return;
   const onPreferences = location.hash === "#preferences";
+  const onSystem = location.hash === "#system";
+  const onSettings = location.hash === "#settings";
+  const away = onPreferences || onSystem || onSettings;
   $("preferences-view").hidden = !onPreferences;
-  $("idea-form").hidden = onPreferences;
-  $("thread").hidden = onPreferences || !thread;
+  $("system-view").hidden = !onSystem;
+  $("settings-view").hidden = !onSettings;
+  $("idea-form").hidden = away;
+  $("thread").hidden = away || !thread;
+  clearInterval(systemTimer);
+  if (onSystem) {
+    loadSystem();
+    systemTimer = setInterval(loadSystem, 5000);
+    $("system-title").focus();
+    return;
+  }
+  if (onSettings) {
+    loadSettings();
+    $("settings-title").focus();
+    return;
+  }
   if (onPreferences) {
     loadPreferences();
     $("preferences-title").focus();
@@ -647,7 +977,8 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+loadMe();
 route();
 loadRecent();
 loadHealth();
-setInterval(loadHealth, 15000);
+setInterval(() => { loadHealth(); loadRecent(); }, 15000);

@@ -1,0 +1,164 @@
+"""The model ``hermes`` of the OpenAI-compatible API: Hermes's own idea flow behind a chat completion.
+
+A message in a session with no thread waiting for answers is an idea: ``SubmitIdea`` (origin ``session_key``), and
+the reply is draft 1 followed by its clarifying questions, numbered. The next message of the same session answers
+them (``1. …`` lines answer the question of that number; text without numbers answers the first question):
+``AnswerQuestions``, and the reply is draft 2. Everything runs through the real bus like any submission.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from hermes_gateway.adapters import FeedItem, ThreadFeed
+from hermes_proto.base import ChatMessage
+from hermes_proto.commands import AnswerQuestions, SubmitIdea
+from hermes_proto.events import Answer
+from hermes_proto.ids import new_id, utcnow
+from hermes_proto.queries import QUERY_THREADS, ThreadListQuery, ThreadListReply, ThreadView
+from hermes_proto.rpc import BadReply, BusUnavailable, ask
+
+HERMES_MODEL = "hermes"
+QUESTIONS_INTRO = "To make this better, answer in your next message (one numbered line per question):"
+NUMBERED = re.compile(r"^\s*(\d{1,2})[.):-]\s*(.+?)\s*$")
+
+
+def parse_answers(text: str, questions: list[str]) -> list[tuple[int, str]]:
+    """``(question index, answer)`` pairs from a reply: numbered lines answer the question of their number (1-based;
+    numbers out of range are ignored); text without any numbered line answers the first question."""
+    numbered = [(int(m.group(1)) - 1, m.group(2)) for m in map(NUMBERED.match, text.splitlines()) if m]
+    if numbered:
+        return [(i, a) for i, a in numbered if 0 <= i < len(questions)]
+    return [(0, text.strip())] if questions and text.strip() else []
+
+
+def questions_text(questions: list[str]) -> str:
+    if not questions:
+        return ""
+    return "\n\n" + QUESTIONS_INTRO + "\n" + "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1))
+
+
+async def _waiting_thread(request: Request, key: str, user_id: str) -> ThreadView | None:
+    bus = request.app.state.bus
+    reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS, ThreadListQuery(limit=5, origin={"session_key": key}),
+                      ThreadListReply, request.app.state.settings.hermes_query_timeout_seconds)
+    return next((t for t in reply.threads if t.user_id == user_id and t.kind == "idea"
+                 and t.status == "awaiting_answers"), None)
+
+
+async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMessage], key: str, user_id: str,
+                          project: str):
+    """Run one turn of the ``hermes`` model and answer it in OpenAI's format (``stream``: as SSE chunks). The
+    response header ``X-Hermes-Session-Id`` names the idea thread."""
+    from hermes_gateway.routes.openai import OpenAIError, chunk  # one place for the wire format
+
+    state = request.app.state
+    text = next(m.content for m in reversed(messages) if m.role == "user")
+    try:
+        waiting = await _waiting_thread(request, key, user_id)
+        position = await state.read_model.log_position()
+    except (BusUnavailable, BadReply) as exc:
+        return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()
+    if waiting is not None:
+        thread_id = waiting.thread_id
+        pairs = parse_answers(text, [q.text for q in waiting.questions])
+        command = AnswerQuestions(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
+                                  answers=[Answer(question_id=waiting.questions[i].question_id, text=a)
+                                           for i, a in pairs])
+        until = {"thread_completed", "thread_failed"}
+    else:
+        thread_id = new_id()
+        command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=text, channel="api",
+                             user_id=user_id, origin={"session_key": key}, project=project)
+        until = {"questions_proposed", "thread_completed", "thread_failed"}
+    feed = ThreadFeed(state.bus, thread_id, start_after=position)
+    try:
+        await feed.open()
+        await state.commands.send(command)
+    except (BusUnavailable, BadReply) as exc:
+        await feed.close()
+        return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()
+    timeout_s = state.settings.hermes_chat_timeout_seconds
+    pieces = _flow(feed, until, timeout_s, request)
+    chunk_id = f"chatcmpl-{command.command_id}"
+    headers = {"X-Hermes-Session-Id": thread_id}
+    if stream:
+        return StreamingResponse(_sse(pieces, chunk_id, chunk), media_type="text/event-stream", headers=headers)
+    content, usage = "", {"prompt_tokens": 0, "completion_tokens": 0}
+    try:
+        async for piece in pieces:
+            if isinstance(piece, dict):
+                usage = piece
+            elif piece.startswith("\0"):
+                content = piece[1:]
+    except _Failed as exc:
+        return OpenAIError(502, exc.message, "api_error", exc.code).response()
+    except TimeoutError:
+        return OpenAIError(504, "No reply within HERMES_CHAT_TIMEOUT_SECONDS.", "api_error", "timeout").response()
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return JSONResponse({"id": chunk_id, "object": "chat.completion", "created": int(time.time()),
+                         "model": HERMES_MODEL, "system_fingerprint": "hermes:flow",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                      "logprobs": None, "finish_reason": "stop"}], "usage": usage}, headers=headers)
+
+
+class _Failed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+async def _flow(feed: ThreadFeed, until: set[str], timeout_s: float, request: Request) -> AsyncIterator[str | dict]:
+    """Streamed draft tokens (str), then ``"\\0" + the whole reply`` and the usage dict. Raises :class:`_Failed`."""
+    import asyncio
+
+    draft, usage = "", {"prompt_tokens": 0, "completion_tokens": 0}
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for item in feed.items():
+                data = json.loads(item.data)
+                if item.event == "token":
+                    yield data["text"]
+                elif item.event == "draft_presented":
+                    draft = data["text"]
+                    usage["prompt_tokens"] += data.get("prompt_tokens", 0)
+                    usage["completion_tokens"] += data.get("completion_tokens", 0)
+                elif item.event == "thread_failed":
+                    raise _Failed(data["error_code"], data["message"])
+                if item.event in until:
+                    questions: list[str] = []
+                    if item.event == "questions_proposed":
+                        view = await request.app.state.read_model.thread(feed.thread_id, min_sequence=int(item.id))
+                        questions = [q.text for q in view.questions] if view else []
+                    tail = questions_text(questions)
+                    if tail:
+                        yield "\0\0" + tail
+                    yield "\0" + draft + tail
+                    yield usage
+                    return
+    finally:
+        await feed.close()
+
+
+async def _sse(pieces: AsyncIterator[str | dict], chunk_id: str, chunk) -> AsyncIterator[str]:  # noqa: ANN001
+    yield chunk(chunk_id, HERMES_MODEL, {"role": "assistant", "content": ""})
+    try:
+        async for piece in pieces:
+            if isinstance(piece, dict):
+                piece["total_tokens"] = piece["prompt_tokens"] + piece["completion_tokens"]
+                yield chunk(chunk_id, HERMES_MODEL, {}, "stop", {"usage": piece})
+            elif piece.startswith("\0\0"):
+                yield chunk(chunk_id, HERMES_MODEL, {"content": piece[2:]})
+            elif not piece.startswith("\0"):
+                yield chunk(chunk_id, HERMES_MODEL, {"content": piece})
+    except _Failed as exc:
+        yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'api_error', 'code': exc.code}})}\n\n"
+    except TimeoutError:
+        yield f"data: {json.dumps({'error': {'message': 'timeout', 'type': 'api_error', 'code': 'timeout'}})}\n\n"
+    yield "data: [DONE]\n\n"
