@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from conftest import stored_events, wait_until
+from fakes.llm_servers import Reply
 from hermes_proto.events import JobQueued
 from procs import start_ready
 from test_learn_preferences import Stack, stack  # noqa: F401 (the same fixture)
@@ -193,3 +194,77 @@ async def test_editable_settings_apply_to_the_next_turn(stack: Stack) -> None:
     assert (await stack.call("PATCH", "/api/config/llm.api_key", 404, json={"value": "x"}))["code"] == "unknown_setting"
     back = await stack.call("PATCH", "/api/config/hermes.draft.max_tokens", json={"value": None})
     assert back["value"] == tokens["default"] and not back["changed"]
+
+
+async def test_a_live_view_opened_late_still_gets_every_token(stack: Stack) -> None:
+    """Token deltas travel on core NATS, which keeps nothing: the gateway keeps the running jobs' deltas, so a
+    thread's SSE stream opened after draft 1 began streaming still starts at the first token, each once."""
+    text = "one two three four five six seven eight nine ten"
+    stack.model.reply = Reply(text=text, chunk_delay_s=0.1)
+    nc = await nats.connect(stack.procs["gateway"].env["NATS_URL"])
+    heard: list[int] = []
+    try:
+        thread_id = (await stack.call("POST", "/api/submit", 202, json={"idea": "plan a late view"}))["thread_id"]
+        async def hear(msg) -> None:  # noqa: ANN001
+            heard.append(json.loads(msg.data)["seq"])
+        await nc.subscribe(f"hermes.tokens.{thread_id}.*", cb=hear)
+        await wait_until(lambda: len(heard) >= 3, timeout_s=20)  # the stream is well under way
+    finally:
+        await nc.close()
+    tokens, draft = [], None
+    async with stack.http.stream("GET", f"{stack.url}/api/threads/{thread_id}/events", timeout=30) as response:
+        kind = None
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind == "token":
+                tokens.append(json.loads(line[5:]))
+            elif line.startswith("data:") and kind == "draft_presented":
+                draft = json.loads(line[5:])
+                break
+    assert draft is not None and draft["text"] == text
+    mine = [t for t in tokens if t["job_id"] == draft["job_id"]]
+    assert [t["seq"] for t in mine] == list(range(len(mine))) and len(mine) >= len(text.split())
+    assert "".join(t["text"] for t in mine) == text
+
+
+TOKENS = "ann:user:ann-token-0123456789abcdef,bob:user:bob-token-0123456789abcdef,eve:guest:eve-token-0123456789ab"
+
+
+@pytest.fixture
+async def guarded(bus_env, tmp_path):
+    from test_learn_preferences import make_stack
+    async for s in make_stack(bus_env, tmp_path, HERMES_API_TOKENS=TOKENS):
+        yield s
+
+
+async def test_with_auth_sessions_belong_to_their_token(guarded: Stack) -> None:
+    """The same session id sent by two tokens makes two sessions; neither can read the other's, and the OpenAI
+    SDK sees OpenAI's errors for a wrong token and for a guest."""
+    def as_(token: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=guarded.url + "/v1", api_key=token, max_retries=0, timeout=30)
+
+    ask = {"model": "fake", "user": "shared-id", "messages": [{"role": "user", "content": "my secret garden plan"}]}
+    ann = await as_("ann-token-0123456789abcdef").chat.completions.with_raw_response.create(**ask)
+    bob = await as_("bob-token-0123456789abcdef").chat.completions.with_raw_response.create(**ask)
+    ann_session, bob_session = ann.headers["x-hermes-session-id"], bob.headers["x-hermes-session-id"]
+    assert ann_session != bob_session
+
+    def get(path: str, token: str, **params):  # noqa: ANN202
+        return guarded.http.get(guarded.url + path, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert (await get(f"/api/sessions/{ann_session}", "ann-token-0123456789abcdef")).status_code == 200
+    denied = await get(f"/api/sessions/{ann_session}", "bob-token-0123456789abcdef")
+    assert denied.status_code == 404 and "secret garden" not in denied.text
+    listed = (await get("/api/sessions", "bob-token-0123456789abcdef")).json()["data"]["sessions"]
+    assert [s["session_id"] for s in listed] == [bob_session]
+    hits = (await get("/api/memory/search", "bob-token-0123456789abcdef", q="secret garden")).json()["data"]["hits"]
+    assert {h["session_id"] for h in hits} == {bob_session}
+    assert (await get("/api/export/sft", "eve-token-0123456789ab")).status_code == 403  # guests never export
+
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        await as_("not-a-token").chat.completions.create(**ask)
+    assert wrong.value.code == "unauthorized" and wrong.value.body["type"] == "authentication_error"
+    with pytest.raises(openai.PermissionDeniedError) as guest:
+        await as_("eve-token-0123456789ab").chat.completions.create(**ask)
+    assert guest.value.code == "read_only"
+    assert [m.id for m in (await as_("eve-token-0123456789ab").models.list()).data][0] == "hermes"  # reads are fine

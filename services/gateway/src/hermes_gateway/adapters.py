@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from hermes_gateway.observability import COMMANDS_PUBLISHED
+from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects as subj
 from hermes_proto.base import Command
 from hermes_proto.bus import EventStore
@@ -94,6 +95,8 @@ class Bus:
     nc: NATS
     js: JetStreamContext
     store: EventStore
+    tokens: TokenBuffer | None = None
+    """Recent token deltas, replayed to a live view opened late (None: live tokens only)."""
 
 
 class CommandPublisher:
@@ -370,6 +373,14 @@ class FeedItem:
     terminal: bool = False
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """A kept token delta, shaped like the NATS message it came in."""
+
+    subject: str
+    data: bytes
+
+
 class ThreadFeed:
     """The live view of one thread: every event of ``hermes.evt.thread.<id>.>`` after ``start_after``
     (a JetStream ordered consumer: ephemeral, in-memory, deliver all or from a sequence) merged with the
@@ -380,12 +391,15 @@ class ThreadFeed:
         self._bus = bus
         self.thread_id = thread_id
         self.start_after = start_after
-        self._queue: asyncio.Queue[tuple[str, Msg | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._subs: list[Any] = []
+        self._replayed: set[tuple[str, bytes]] = set()
+        """Kept deltas replayed at :meth:`open` (a live copy of one is dropped)."""
 
     async def open(self) -> None:
-        """Subscribe to tokens first, then to the log, so no token of a job whose events we see is lost
-        between the two. Raises :class:`BusUnavailable`."""
+        """Subscribe to tokens first, then replay the thread's recent tokens (:class:`TokenBuffer`), then subscribe
+        to the log, so no token of a job whose events we see is lost between the two. Raises
+        :class:`BusUnavailable`."""
         if self.start_after > 0:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_after + 1)
         else:
@@ -393,6 +407,9 @@ class ThreadFeed:
         config.inactive_threshold = 5.0
         try:
             self._subs.append(await self._bus.nc.subscribe(subj.thread_tokens(self.thread_id), cb=self._on_token))
+            for subject, data in self._bus.tokens.snapshot(self.thread_id) if self._bus.tokens else []:
+                self._replayed.add((subject, data))
+                self._queue.put_nowait(("token", _Kept(subject, data)))
             self._subs.append(await self._bus.js.subscribe(
                 subj.thread_events(self.thread_id), stream=subj.EVENTS_STREAM, cb=self._on_event,
                 ordered_consumer=True, config=config))
@@ -416,6 +433,9 @@ class ThreadFeed:
                 delta = msgspec.json.decode(msg.data, type=TokenDelta)
             except UNDECODABLE as exc:
                 log.warning("bad_token_delta", subject=msg.subject, error=str(exc))
+                return None
+            if not isinstance(msg, _Kept) and (msg.subject, msg.data) in self._replayed:
+                self._replayed.discard((msg.subject, msg.data))  # replayed already, then heard live: given once
                 return None
             return FeedItem("token", encode(delta).decode())
         try:

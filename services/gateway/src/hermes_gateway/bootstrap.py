@@ -36,6 +36,7 @@ from hermes_gateway.routes import (
     workflows,
 )
 from hermes_gateway.routes.ui import STATIC_DIR
+from hermes_gateway.tokens import TokenBuffer
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
 log = structlog.get_logger("hermes.gateway")
@@ -50,7 +51,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         nc = await connect(settings, "hermes-gateway")
         js = nc.jetstream()
         await ensure_streams(js, settings)
-        bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"))
+        tokens = TokenBuffer()
+        await tokens.start(nc)
+        bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"), tokens=tokens)
         app.state.bus = bus
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.commands = CommandPublisher(bus)

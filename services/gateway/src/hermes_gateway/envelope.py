@@ -146,9 +146,17 @@ def document_error_envelope(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+OPENAI_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                      413: "invalid_request_error", 429: "rate_limit_error"}
+"""OpenAI's error ``type`` by HTTP status (its API reference, "Error codes"); 5xx are ``api_error``, other 4xx
+``invalid_request_error``."""
+
+
 def failure(request: Request, error: ApiError) -> JSONResponse:
-    """The error envelope for ``error``; a 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750, section 3)."""
-    body = {
+    """The error envelope for ``error`` — under ``/v1/`` (the OpenAI-compatible API) OpenAI's error object
+    ``{"error": {"message", "type", "param", "code"}}`` instead, so OpenAI clients read it; a 401 carries
+    ``WWW-Authenticate: Bearer`` (RFC 6750, section 3)."""
+    body: dict[str, Any] = {
         "status": "error",
         "error": {
             "code": error.code,
@@ -159,6 +167,10 @@ def failure(request: Request, error: ApiError) -> JSONResponse:
         },
         "meta": meta(request),
     }
+    if request.url.path.startswith("/v1/"):
+        kind = "api_error" if error.status_code >= 500 else OPENAI_ERROR_TYPES.get(error.status_code,
+                                                                                   "invalid_request_error")
+        body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
     if error.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"

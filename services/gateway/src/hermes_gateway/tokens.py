@@ -1,0 +1,75 @@
+"""The token deltas of running jobs, kept for a short while so a live view opened late still shows every token.
+
+Token deltas travel on core NATS (``hermes.tokens.<thread>.<job>``), which keeps nothing: a browser that opens a
+thread's stream a few hundred milliseconds after its draft started would miss the first tokens. The gateway listens
+to all of them from its start and keeps each job's deltas until :data:`KEEP_AFTER_DONE_S` after its last one (or
+:data:`IDLE_S` without any), at most :data:`MAX_TOKENS_PER_JOB` per job and :data:`MAX_JOBS` jobs (the least
+recently fed go first). :class:`~hermes_gateway.adapters.ThreadFeed` replays them before the live ones and drops
+a live delta identical to one it replayed, so the overlap between the two is given once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from hermes_proto import subjects
+
+log = structlog.get_logger("hermes.gateway")
+
+KEEP_AFTER_DONE_S = 60.0
+IDLE_S = 600.0
+MAX_TOKENS_PER_JOB = 8192
+MAX_JOBS = 2000
+
+
+@dataclass
+class _Job:
+    thread_id: str
+    deltas: list[bytes] = field(default_factory=list)
+    last_s: float = 0.0
+    done: bool = False
+
+
+class TokenBuffer:
+    """Recent token deltas by thread and job (raw JSON payloads, in arrival order)."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._sub = None
+
+    async def start(self, nc: NATS) -> None:
+        """Subscribe to every token delta (``hermes.tokens.>``)."""
+        self._sub = await nc.subscribe("hermes.tokens.>", cb=self._on_delta)
+
+    async def _on_delta(self, msg) -> None:  # noqa: ANN001 (a nats Msg)
+        parts = msg.subject.split(".")
+        if len(parts) != 4:
+            return
+        self.add(parts[2], parts[3], msg.data, done=b'"done":true' in msg.data)
+
+    def add(self, thread_id: str, job_id: str, data: bytes, done: bool = False, now_s: float | None = None) -> None:
+        """Keep one delta of ``job_id`` (``done``: its last)."""
+        now_s = time.monotonic() if now_s is None else now_s
+        job = self._jobs.pop(job_id, None) or _Job(thread_id)
+        self._jobs[job_id] = job  # most recently fed last
+        if len(job.deltas) < MAX_TOKENS_PER_JOB:
+            job.deltas.append(data)
+        job.last_s, job.done = now_s, job.done or done
+        self._evict(now_s)
+
+    def _evict(self, now_s: float) -> None:
+        while len(self._jobs) > MAX_JOBS:
+            self._jobs.popitem(last=False)
+        for job_id in [j for j, job in self._jobs.items()
+                       if now_s - job.last_s > (KEEP_AFTER_DONE_S if job.done else IDLE_S)]:
+            del self._jobs[job_id]
+
+    def snapshot(self, thread_id: str) -> list[tuple[str, bytes]]:
+        """``(subject, payload)`` of every kept delta of ``thread_id``'s jobs, each job's in order."""
+        return [(subjects.token_subject(thread_id, job_id), data)
+                for job_id, job in list(self._jobs.items()) if job.thread_id == thread_id for data in job.deltas]
