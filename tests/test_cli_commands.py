@@ -69,7 +69,7 @@ async def _chat_turn(stack: Stack, text: str) -> str:
         "model": "fake", "user": "cli-garden", "messages": [{"role": "user", "content": text}]})
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == REPLY
-    return response.headers["x-hermes-session-id"]
+    return response.headers["x-hermes-thread-id"]
 
 
 async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_path) -> None:

@@ -39,7 +39,8 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
         model="fake", user="sess-1", max_tokens=40,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "tomatoes on a balcony?"}])
     done = raw.parse()
-    session_id = raw.headers["x-hermes-session-id"]
+    session_id = raw.headers["x-hermes-thread-id"]
+    assert raw.headers["x-hermes-session-id"] == "sess-1"  # the key, to send back
     assert done.object == "chat.completion" and done.choices[0].message.content == REPLY
     assert done.choices[0].finish_reason == "stop" and done.usage.completion_tokens > 0
     assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
@@ -55,6 +56,7 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0  # include_usage's last chunk
+    assert all(c.usage is None for c in chunks[:-1]) and len({c.created for c in chunks}) == 1
 
     session = await stack.call("GET", f"/api/sessions/{session_id}")
     assert session["session_key"] == "sess-1" and session["channel"] == "api" and session["kind"] == "chat"
@@ -67,7 +69,11 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
 
     other = await api.chat.completions.with_raw_response.create(
         model="fake", messages=[{"role": "user", "content": "hello"}])
-    assert other.headers["x-hermes-session-id"] != session_id  # no session id: a session of its own
+    assert other.headers["x-hermes-thread-id"] != session_id  # no session id: a session of its own
+    again = await api.chat.completions.with_raw_response.create(  # ... whose new key continues it
+        model="fake", messages=[{"role": "user", "content": "hello again"}],
+        extra_headers={"X-Hermes-Session-Id": other.headers["x-hermes-session-id"]})
+    assert again.headers["x-hermes-thread-id"] == other.headers["x-hermes-thread-id"]
 
     with pytest.raises(openai.NotFoundError) as missing:
         await api.chat.completions.create(model="gpt-nothing", messages=[{"role": "user", "content": "hi"}])
@@ -79,7 +85,7 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
         garbage = await http.post(stack.url + "/v1/chat/completions", content=b"{not json")
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_json"
     chats = [e for e in await stored_events(js, "hermes.evt.thread.>") if isinstance(e, JobQueued) and e.kind == "chat"]
-    assert len(chats) == 3  # the refused requests queued nothing
+    assert len(chats) == 4  # the refused requests queued nothing
 
 
 async def test_soul_memory_perception_and_reproducible_exports(stack: Stack, js_client, tmp_path) -> None:
@@ -103,7 +109,7 @@ async def test_soul_memory_perception_and_reproducible_exports(stack: Stack, js_
         model="fake", user="garden-2", messages=[{"role": "user", "content": "what about watering tomatoes?"}])
     system = stack.model.chat_requests()[-1].body["messages"][0]["content"]
     assert f"[memory {remembered} · " in system and "my tomatoes have yellow leaves" in system
-    turn = (await stack.call("GET", f"/api/sessions/{raw.headers['x-hermes-session-id']}"))["turns"][0]
+    turn = (await stack.call("GET", f"/api/sessions/{raw.headers['x-hermes-thread-id']}"))["turns"][0]
     assert turn["memories"] == [remembered]
 
     # Perception: over HTTP and over NATS request/reply, one persistent session for the source.
@@ -167,6 +173,10 @@ async def test_the_hermes_model_runs_draft_questions_and_draft_2(stack: Stack) -
                                               messages=[{"role": "user", "content": "help me plan a garden"}])
     text = first.choices[0].message.content
     assert text.startswith(REPLY) and "1. " in text and "answer in your next message" in text
+    with pytest.raises(openai.BadRequestError) as unnumbered:
+        await api.chat.completions.create(model="hermes", user="idea-1",
+                                          messages=[{"role": "user", "content": "99. no such question"}])
+    assert unnumbered.value.code == "no_answers"  # refused at once, the thread still waits
     answered = await api.chat.completions.create(
         model="hermes", user="idea-1", messages=[{"role": "user", "content": "help me plan a garden"},
                                                   {"role": "assistant", "content": text},
@@ -247,7 +257,7 @@ async def test_with_auth_sessions_belong_to_their_token(guarded: Stack) -> None:
     ask = {"model": "fake", "user": "shared-id", "messages": [{"role": "user", "content": "my secret garden plan"}]}
     ann = await as_("ann-token-0123456789abcdef").chat.completions.with_raw_response.create(**ask)
     bob = await as_("bob-token-0123456789abcdef").chat.completions.with_raw_response.create(**ask)
-    ann_session, bob_session = ann.headers["x-hermes-session-id"], bob.headers["x-hermes-session-id"]
+    ann_session, bob_session = ann.headers["x-hermes-thread-id"], bob.headers["x-hermes-thread-id"]
     assert ann_session != bob_session
 
     def get(path: str, token: str, **params):  # noqa: ANN202

@@ -168,3 +168,34 @@ def test_an_idea_prompt_gets_the_soul_and_memories():
     harness = domain.Harness(soul="Soul.", memories=(domain.Memory("m1", "2026-11-01", "tomatoes?", "Pots."),))
     queued = domain.decide_submit(None, cmd, domain.Limits(), NOW, (), harness)[1]
     assert queued.messages[0].content.startswith("Soul.\n\n" + domain.MEMORY_INTRO) and queued.memories == ["m1"]
+
+
+def test_replies_fit_one_nats_message_and_private_turns_are_not_memories(tmp_path):
+    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    secret = ThreadOpened(event_id="o2", aggregate_id="t2", occurred_at=NOW, correlation_id="c", user_id="ann",
+                          idea="my private balcony diagnosis", private=True)
+    with Session(engine) as session:
+        for e in [*_history(), secret,
+                  JobQueued(event_id="q-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c", job_id="p1",
+                            kind="draft1", messages=[ChatMessage(role="user", content="my private balcony diagnosis")]),
+                  ExecutionCompleted(event_id="x-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c",
+                                     job_id="p1", backend="talos", model="m", text="private reply", prompt_tokens=1,
+                                     completion_tokens=1, latency_ms=1.0)]:
+            readmodel.apply(e, session)
+            session.flush()
+        session.commit()
+        assert [h.job_id for h in sessions.search_memory(session, "balcony", None, 10)] == ["t1-d1"]
+        assert "private reply" in [r["messages"][-1]["content"] for r in map(json.loads, sessions.export_page(
+            session, ExportQuery()).lines)]  # still captured and exported
+
+        view = sessions.session_view(session, "t1")
+        whole = len(__import__("msgspec").json.encode(view))
+        trimmed = sessions.fit(sessions.session_view(session, "t1"), whole - 1)
+        assert [t.job_id for t in trimmed.turns] == ["t1-d2"] and trimmed.turns_omitted == 1
+        last = sessions.session_view(session, "t1", last_turns=1)
+        assert [t.job_id for t in last.turns] == ["t1-d2"] and last.turns_omitted == 1
+
+        first = sessions.export_page(session, ExportQuery(), budget_bytes=10)  # one line at least, then a cursor
+        assert len(first.lines) == 1 and first.next_after is not None
+        rest = sessions.export_page(session, ExportQuery(after=first.next_after), budget_bytes=10)
+        assert len(rest.lines) == 1 and json.loads(rest.lines[0]) != json.loads(first.lines[0])

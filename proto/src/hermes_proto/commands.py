@@ -120,13 +120,14 @@ class SubmitChat(Command, frozen=True, kw_only=True):
     through the harness (SOUL.md, memory) as a ``JobQueued`` of kind ``chat`` with id ``job_id`` (producer-chosen,
     so the producer can watch its tokens and result) on the session thread ``thread_id``, which the first turn
     opens (kind ``chat``; it stays open: a persistent session). ``session_key`` is the producer's own session id
-    (1-200 characters; the same key continues the same session). ``model``/``backend``: what the caller asked for
+    (1-200 characters; the same key continues the same session); ``thread_id`` and ``job_id`` are 1-128 of
+    ``[A-Za-z0-9_-]`` (they become NATS subject tokens). ``model``/``backend``: what the caller asked for
     (None: the router chooses); ``max_tokens`` (1-32768 tokens) and ``temperature`` None: the orchestrator's
     defaults. ``channel``: api, perception, cli...; ``source_app`` names a perception producer. A job id the
     session already has (a redelivery) queues nothing."""
 
-    thread_id: str
-    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    thread_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+    job_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
     session_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
     channel: str = "api"

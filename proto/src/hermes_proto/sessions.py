@@ -49,8 +49,10 @@ class TurnView(msgspec.Struct, kw_only=True):
 
 
 class SessionView(msgspec.Struct, kw_only=True):
-    """``session_id`` is the thread id; ``session_key`` the producer's key of a chat session (None for an idea
-    thread); ``title`` the idea or the first user message; ``turns`` in queue order (empty in lists)."""
+    """``session_id`` is the thread id; ``session_key`` the producer's key (a chat session's, or the one an idea
+    thread of the ``hermes`` model was opened under; None for other idea threads); ``title`` the idea or the first
+    user message; ``turns`` in queue order (empty in lists); ``turns_omitted``: older turns left out of ``turns``
+    (asked for the last few only, or the whole would not fit one NATS message)."""
 
     session_id: str
     session_key: str | None = None
@@ -64,6 +66,7 @@ class SessionView(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     turns: list[TurnView] = []
+    turns_omitted: int = 0
 
 
 class SessionsQuery(msgspec.Struct, kw_only=True):
@@ -79,10 +82,12 @@ class SessionsReply(msgspec.Struct, kw_only=True):
 
 
 class SessionQuery(msgspec.Struct, kw_only=True):
-    """One session with its turns; ``min_sequence``: read-your-writes, as for threads."""
+    """One session with its turns (only the last ``last_turns`` when given); ``min_sequence``: read-your-writes, as
+    for threads."""
 
     session_id: str
     min_sequence: int = 0
+    last_turns: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
 
 class SessionReply(msgspec.Struct, kw_only=True):
@@ -107,8 +112,8 @@ class MemoryHit(msgspec.Struct, kw_only=True):
 
 class MemoryQuery(msgspec.Struct, kw_only=True):
     """Full-text search (SQLite FTS5) over every completed turn's last user message and reply. ``q``: words (1-500
-    characters; FTS5 syntax is not passed through: each word is matched as a term, any of them); ``user_id``:
-    only that user's turns."""
+    characters; FTS5 syntax is not passed through: each word of 3 or more characters that is not a stopword is matched
+    as a term, any of them); ``user_id``: only that user's turns."""
 
     q: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     user_id: str | None = None
@@ -127,7 +132,8 @@ ExportFormat = Literal["openai", "sharegpt", "dpo"]
 class ExportQuery(msgspec.Struct, kw_only=True):
     """One page of a training export, in turn order (queue time, then job id). ``format``: ``openai`` (OpenAI chat
     fine-tuning JSONL: ``{"messages": [...]}``), ``sharegpt`` (``{"conversations": [{"from", "value"}]}``) or
-    ``dpo`` (preference pairs ``{"prompt", "chosen", "rejected"}``). Filters: ``since``/``until`` (ISO dates,
+    ``dpo`` (preference pairs ``{"prompt", "chosen", "rejected"}``). A page holds at most ``limit`` records and
+    stops earlier (never before its first) when more would not fit one NATS message. Filters: ``since``/``until`` (ISO dates,
     inclusive, on the day a turn was queued, UTC), ``channel``, ``min_rating`` (only turns of threads rated at
     least this), ``user_id``. ``after``: the cursor of the previous page."""
 

@@ -304,10 +304,11 @@ class SessionsClient:
         """The most recently active sessions (without turns), newest first."""
         return (await self._ask(subj.QUERY_SESSIONS, query, SessionsReply)).sessions
 
-    async def session(self, session_id: str, min_sequence: int = 0) -> SessionView | None:
-        """One session with its turns, or None when unknown (``min_sequence``: read-your-writes)."""
-        reply = await self._ask(subj.QUERY_SESSION, SessionQuery(session_id=session_id, min_sequence=min_sequence),
-                                SessionReply)
+    async def session(self, session_id: str, min_sequence: int = 0, last_turns: int | None = None) -> SessionView | None:
+        """One session with its turns (the last ``last_turns`` only, when given), or None when unknown
+        (``min_sequence``: read-your-writes)."""
+        reply = await self._ask(subj.QUERY_SESSION, SessionQuery(session_id=session_id, min_sequence=min_sequence,
+                                                                 last_turns=last_turns), SessionReply)
         return reply.session if reply.found else None
 
     async def memory(self, query: MemoryQuery) -> list[MemoryHit]:

@@ -76,34 +76,46 @@ class ChatTurn:
         if self._feed is not None:
             await self._feed.close()
 
-    async def replies(self, timeout_s: float) -> AsyncIterator[str | TurnResult]:
-        """Text pieces as the model streams them, then the :class:`TurnResult`. Raises :class:`TurnFailed`, or
-        ``TimeoutError`` when no outcome arrives within ``timeout_s`` seconds."""
+    async def replies(self, timeout_s: float, streaming: bool = True) -> AsyncIterator[str | TurnResult]:
+        """Text pieces as the model streams them, then the :class:`TurnResult`. Raises :class:`TurnFailed` (also
+        ``retried_mid_stream`` when an attempt failed after streaming and the one that succeeded said something
+        else; only when ``streaming``: a caller that waits for the whole reply gets the result), or ``TimeoutError`` when
+        no outcome arrives within ``timeout_s`` seconds."""
         assert self._feed is not None
         job_id = self.command.job_id
         items = self._feed.items()
-        streamed = ""
+        streamed, last_seq, restarted = "", -1, False
         async with asyncio.timeout(timeout_s):
             async for item in items:
                 outcome = _outcome(item, job_id, self.command.thread_id)
-                if isinstance(outcome, str):
-                    streamed += outcome
-                    yield outcome
+                if isinstance(outcome, tuple):
+                    seq, text = outcome
+                    # A retry or failover streams the job again from seq 0: what was sent cannot be taken back,
+                    # so nothing more is streamed; the result below decides whether the reply still holds.
+                    restarted = restarted or seq <= last_seq
+                    last_seq = seq
+                    if not restarted and text:
+                        streamed += text
+                        yield text
                 elif isinstance(outcome, TurnResult):
+                    if streaming and not outcome.text.startswith(streamed):
+                        raise TurnFailed("retried_mid_stream", "the backend failed mid-stream and another attempt "
+                                         "answered differently; ask again")
                     # Token deltas travel on core NATS beside the log: any the result overtook come now.
-                    if outcome.text.startswith(streamed) and len(outcome.text) > len(streamed):
+                    if len(outcome.text) > len(streamed):
                         yield outcome.text[len(streamed):]
                     yield outcome
                     return
         raise TurnFailed("interrupted", "the gateway stopped following the turn")
 
 
-def _outcome(item: FeedItem, job_id: str, session_id: str) -> str | TurnResult | None:
+def _outcome(item: FeedItem, job_id: str, session_id: str) -> tuple[int, str] | TurnResult | None:
+    """A token delta of the turn's job as ``(seq, text)``, its result, or None; raises :class:`TurnFailed`."""
     data = json.loads(item.data)
     if data.get("job_id") != job_id:
         return None
     if item.event == "token":
-        return data["text"] or None
+        return data["seq"], data["text"]
     if item.event == "execution_completed":
         return TurnResult(session_id=session_id, job_id=job_id, text=data["text"], backend=data["backend"],
                           model=data["model"], prompt_tokens=data["prompt_tokens"],

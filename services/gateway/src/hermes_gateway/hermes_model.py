@@ -46,28 +46,38 @@ def questions_text(questions: list[str]) -> str:
 
 async def _waiting_thread(request: Request, key: str, user_id: str) -> ThreadView | None:
     bus = request.app.state.bus
-    reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS, ThreadListQuery(limit=5, origin={"session_key": key}),
+    reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS,
+                      ThreadListQuery(limit=5, origin={"session_key": key}, user_id=user_id),
                       ThreadListReply, request.app.state.settings.hermes_query_timeout_seconds)
     return next((t for t in reply.threads if t.user_id == user_id and t.kind == "idea"
                  and t.status == "awaiting_answers"), None)
 
 
 async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMessage], key: str, user_id: str,
-                          project: str):
+                          project: str, include_usage: bool = False):
     """Run one turn of the ``hermes`` model and answer it in OpenAI's format (``stream``: as SSE chunks). The
-    response header ``X-Hermes-Session-Id`` names the idea thread."""
-    from hermes_gateway.routes.openai import OpenAIError, chunk  # one place for the wire format
+    response headers ``X-Hermes-Session-Id`` (the key) and ``X-Hermes-Thread-Id`` (the idea thread) say where it
+    went. An idea obeys the same input length and queue cap as ``POST /api/submit``."""
+    from hermes_gateway.admission import admit
+    from hermes_gateway.envelope import ApiError
+    from hermes_gateway.routes.openai import OpenAIError  # one place for the wire format
 
     state = request.app.state
-    text = next(m.content for m in reversed(messages) if m.role == "user")
+    text = next(m.content for m in reversed(messages) if m.role == "user").strip()
     try:
         waiting = await _waiting_thread(request, key, user_id)
         position = await state.read_model.log_position()
     except (BusUnavailable, BadReply) as exc:
         return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()
+    if len(text) > state.settings.hermes_max_input_length:
+        return OpenAIError(400, f"The message is over {state.settings.hermes_max_input_length} characters "
+                                "(HERMES_MAX_INPUT_LENGTH).", code="input_too_long", param="messages").response()
     if waiting is not None:
         thread_id = waiting.thread_id
         pairs = parse_answers(text, [q.text for q in waiting.questions])
+        if not pairs:
+            return OpenAIError(400, f"No answer to any of the {len(waiting.questions)} questions: number each answer "
+                                    "like '1. …'.", code="no_answers", param="messages").response()
         command = AnswerQuestions(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
                                   answers=[Answer(question_id=waiting.questions[i].question_id, text=a)
                                            for i, a in pairs])
@@ -77,6 +87,10 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
         command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=text, channel="api",
                              user_id=user_id, origin={"session_key": key}, project=project)
         until = {"questions_proposed", "thread_completed", "thread_failed"}
+        try:
+            await admit(request)
+        except ApiError as exc:
+            return OpenAIError(429, exc.message, "rate_limit_error", exc.code).response()
     feed = ThreadFeed(state.bus, thread_id, start_after=position)
     try:
         await feed.open()
@@ -87,9 +101,10 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     timeout_s = state.settings.hermes_chat_timeout_seconds
     pieces = _flow(feed, until, timeout_s, request)
     chunk_id = f"chatcmpl-{command.command_id}"
-    headers = {"X-Hermes-Session-Id": thread_id}
+    headers = {"X-Hermes-Session-Id": key, "X-Hermes-Thread-Id": thread_id}
     if stream:
-        return StreamingResponse(_sse(pieces, chunk_id, chunk), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_sse(pieces, chunk_id, include_usage), media_type="text/event-stream",
+                                 headers=headers)
     content, usage = "", {"prompt_tokens": 0, "completion_tokens": 0}
     try:
         async for piece in pieces:
@@ -133,9 +148,11 @@ async def _flow(feed: ThreadFeed, until: set[str], timeout_s: float, request: Re
                     raise _Failed(data["error_code"], data["message"])
                 if item.event in until:
                     questions: list[str] = []
+                    view = await request.app.state.read_model.thread(feed.thread_id, min_sequence=int(item.id))
                     if item.event == "questions_proposed":
-                        view = await request.app.state.read_model.thread(feed.thread_id, min_sequence=int(item.id))
                         questions = [q.text for q in view.questions] if view else []
+                    elif view is not None and view.final_draft_number:  # e.g. draft 2 failed: draft 1 stands
+                        draft = (view.draft2 if view.final_draft_number == 2 else view.draft1) or draft
                     tail = questions_text(questions)
                     if tail:
                         yield "\0\0" + tail
@@ -146,17 +163,25 @@ async def _flow(feed: ThreadFeed, until: set[str], timeout_s: float, request: Re
         await feed.close()
 
 
-async def _sse(pieces: AsyncIterator[str | dict], chunk_id: str, chunk) -> AsyncIterator[str]:  # noqa: ANN001
-    yield chunk(chunk_id, HERMES_MODEL, {"role": "assistant", "content": ""})
+async def _sse(pieces: AsyncIterator[str | dict], chunk_id: str, include_usage: bool) -> AsyncIterator[str]:
+    """The same chunk stream as :func:`hermes_gateway.routes.openai._sse` (role, text pieces, finish, the usage
+    chunk with ``include_usage``, ``[DONE]``)."""
+    from hermes_gateway.routes.openai import chunk, usage_chunk
+
+    created = int(time.time())
+    extra = {"usage": None} if include_usage else None
+    yield chunk(chunk_id, HERMES_MODEL, {"role": "assistant", "content": ""}, None, extra, created)
     try:
         async for piece in pieces:
             if isinstance(piece, dict):
                 piece["total_tokens"] = piece["prompt_tokens"] + piece["completion_tokens"]
-                yield chunk(chunk_id, HERMES_MODEL, {}, "stop", {"usage": piece})
+                yield chunk(chunk_id, HERMES_MODEL, {}, "stop", extra, created)
+                if include_usage:
+                    yield usage_chunk(chunk_id, HERMES_MODEL, created, piece)
             elif piece.startswith("\0\0"):
-                yield chunk(chunk_id, HERMES_MODEL, {"content": piece[2:]})
+                yield chunk(chunk_id, HERMES_MODEL, {"content": piece[2:]}, None, extra, created)
             elif not piece.startswith("\0"):
-                yield chunk(chunk_id, HERMES_MODEL, {"content": piece})
+                yield chunk(chunk_id, HERMES_MODEL, {"content": piece}, None, extra, created)
     except _Failed as exc:
         yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'api_error', 'code': exc.code}})}\n\n"
     except TimeoutError:

@@ -41,6 +41,7 @@ class TokenBuffer:
     def __init__(self) -> None:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._sub = None
+        self._swept_s = float("-inf")
 
     async def start(self, nc: NATS) -> None:
         """Subscribe to every token delta (``hermes.tokens.>``)."""
@@ -65,6 +66,9 @@ class TokenBuffer:
     def _evict(self, now_s: float) -> None:
         while len(self._jobs) > MAX_JOBS:
             self._jobs.popitem(last=False)
+        if now_s - self._swept_s < 1.0:  # the expiry sweep walks every job: at most once a second
+            return
+        self._swept_s = now_s
         for job_id in [j for j, job in self._jobs.items()
                        if now_s - job.last_s > (KEEP_AFTER_DONE_S if job.done else IDLE_S)]:
             del self._jobs[job_id]

@@ -146,7 +146,8 @@ class Orchestrator:
                     reply: object = ErrorReply(code="unknown_setting", message=f"No editable setting {change.key!r}.")
                 else:
                     value = None if change.value is None else str(spec.parse(change.value))
-                    event = SettingChanged(event_id=new_id(), aggregate_id=change.key, occurred_at=utcnow(),
+                    event = SettingChanged(event_id=new_id(), aggregate_id=change.key.replace(".", "-"),
+                                           occurred_at=utcnow(),
                                            correlation_id=new_id(), key=change.key, value=value, by=change.by)
                     await self._append([event])
                     SETTINGS_CHANGED.labels(change.key).inc()
@@ -159,6 +160,9 @@ class Orchestrator:
             reply = ErrorReply(code="bad_request", message=str(exc))
         except ValueError as exc:
             reply = ErrorReply(code="bad_request", message=str(exc))
+        except Exception as exc:  # a bus or projection failure: say so rather than leave the asker waiting
+            log.warning("config_failed", error=repr(exc))
+            reply = ErrorReply(code="internal", message=f"The setting could not be changed: {exc!r}")
         if msg.reply:
             await msg.respond(msgspec.json.encode(reply))
 
@@ -439,8 +443,15 @@ class QueryResponder:
             return fn(session, *args)
 
     async def _respond(self, msg: Msg, reply: object) -> None:
-        if msg.reply:
-            await msg.respond(msgspec.json.encode(reply))
+        """Answer ``msg``; a reply over the server's max payload is answered ``too_large`` instead (so the asker
+        gets an error at once rather than waiting for its timeout)."""
+        if not msg.reply:
+            return
+        data = msgspec.json.encode(reply)
+        if len(data) > self.nc.max_payload:
+            data = msgspec.json.encode(ErrorReply(code="too_large", message=f"The answer is {len(data)} bytes, over "
+                                                  f"the NATS max payload ({self.nc.max_payload} bytes)."))
+        await msg.respond(data)
 
     async def _thread(self, msg: Msg) -> None:
         try:
@@ -497,8 +508,8 @@ class QueryResponder:
             return
         if query.min_sequence:
             await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
-        view = await asyncio.to_thread(self._read, sessions.session_view, query.session_id)
-        await self._respond(msg, SessionReply(found=view is not None, session=view))
+        view = await asyncio.to_thread(self._read, sessions.session_view, query.session_id, query.last_turns)
+        await self._respond(msg, SessionReply(found=view is not None, session=sessions.fit(view, self._budget())))
 
     async def _memory(self, msg: Msg) -> None:
         if (query := await self._decode(msg, MemoryQuery)) is None:
@@ -512,18 +523,26 @@ class QueryResponder:
         if (query := await self._decode(msg, ExportQuery)) is None:
             return
         try:
-            page = await asyncio.to_thread(self._read, sessions.export_page, query)
+            page = await asyncio.to_thread(self._read, sessions.export_page, query, self._budget())
         except ValueError as exc:
             await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return
         await self._respond(msg, page)
 
+    def _budget(self) -> int:
+        """Bytes a reply may take: half the server's max payload, leaving room for the envelope and headers."""
+        return self.nc.max_payload // 2
+
     async def _soul(self, msg: Msg) -> None:
         if (request := await self._decode(msg, SoulRequest)) is None:
             return
         assert self.soul is not None
-        text = (await asyncio.to_thread(self.soul.write, request.text) if request.text is not None
-                else await asyncio.to_thread(self.soul.read))
+        try:
+            text = (await asyncio.to_thread(self.soul.write, request.text) if request.text is not None
+                    else await asyncio.to_thread(self.soul.read))
+        except OSError as exc:
+            await self._respond(msg, ErrorReply(code="internal", message=f"SOUL.md: {exc.strerror or exc}"))
+            return
         await self._respond(msg, SoulReply(text=text, path=str(self.soul.path)))
 
     async def _queue(self, msg: Msg) -> None:

@@ -391,9 +391,10 @@ def _(e: ev.ExecutionCompleted, session: Session) -> None:
 
 
 def _remember(session: Session, job: JobRow, e: ev.ExecutionCompleted) -> None:
-    """A completed turn becomes a memory: its last user message and the reply, under its thread's user."""
+    """A completed turn becomes a memory: its last user message and the reply, under its thread's user. A private
+    thread's turns do not: a memory may be given to a later prompt that goes to a remote backend."""
     thread = session.get(ThreadRow, job.thread_id)
-    if job.kind not in TURN_KINDS or thread is None or session.get(MemoryRow, job.job_id) is not None:
+    if job.kind not in TURN_KINDS or thread is None or thread.private or session.get(MemoryRow, job.job_id) is not None:
         return
     users = [m["content"] for m in json.loads(job.messages_json) if m["role"] == "user"]
     session.add(MemoryRow(job_id=job.job_id, thread_id=job.thread_id, user_id=thread.user_id, channel=thread.channel,

@@ -136,12 +136,26 @@ def _session(thread: ThreadRow, turns: list[JobRow], with_turns: bool) -> Sessio
         turns=[turn_view(j, thread.rating if j.job_id == final else None) for j in turns] if with_turns else [])
 
 
-def session_view(session: Session, session_id: str) -> SessionView | None:
-    """One session with its turns in queue order, or None when there is no such thread."""
+def session_view(session: Session, session_id: str, last_turns: int | None = None) -> SessionView | None:
+    """One session with its turns in queue order (only the last ``last_turns`` when given), or None when there is
+    no such thread."""
     thread = session.get(ThreadRow, session_id)
     if thread is None:
         return None
-    return _session(thread, _turn_rows(session, [session_id]), True)
+    view = _session(thread, _turn_rows(session, [session_id]), True)
+    if last_turns is not None and len(view.turns) > last_turns:
+        view.turns_omitted = len(view.turns) - last_turns
+        view.turns = view.turns[-last_turns:]
+    return view
+
+
+def fit(view: SessionView | None, budget_bytes: int) -> SessionView | None:
+    """``view`` with its oldest turns left out (counted in ``turns_omitted``) until its JSON takes at most
+    ``budget_bytes`` (never fewer than its last turn)."""
+    while view is not None and len(view.turns) > 1 and len(msgspec.json.encode(view)) > budget_bytes:
+        drop = max(1, len(view.turns) // 4)
+        view.turns, view.turns_omitted = view.turns[drop:], view.turns_omitted + drop
+    return view
 
 
 def recent_sessions(session: Session, user_id: str | None, channel: str | None, limit: int) -> list[SessionView]:
@@ -181,13 +195,14 @@ def _cursor(job: JobRow) -> str:
 
 
 
-def export_page(session: Session, query: ExportQuery) -> ExportReply:
+def export_page(session: Session, query: ExportQuery, budget_bytes: int | None = None) -> ExportReply:
     """One page of ``query``'s export (see :class:`hermes_proto.sessions.ExportQuery`). A turn is exported when
     it completed with a reply and passes the filters; ``openai`` and ``sharegpt`` write its prompt as sent
     (SOUL and memory markers included) and the reply. ``dpo`` writes one pair per thread whose draft 2 replaced
     draft 1 after the user answered questions and whose final draft the user rated 4 or 5: the prompt of draft 1,
     draft 2 chosen, draft 1 rejected (the user's answers and rating say draft 2 is what the idea wanted). Raises
-    ``ValueError`` on a malformed date or cursor."""
+    ``ValueError`` on a malformed date or cursor. ``budget_bytes``: the page stops before its lines pass it (one line
+    at least), so a reply fits one NATS message."""
     since, until = _day(query.since, "since"), _day(query.until, "until")
     statement = (select(JobRow, ThreadRow).join(ThreadRow, col(ThreadRow.thread_id) == JobRow.thread_id)
                  .where(JobRow.status == "completed").where(col(JobRow.text).is_not(None)))
@@ -213,8 +228,16 @@ def export_page(session: Session, query: ExportQuery) -> ExportReply:
         statement = statement.where(or_(col(JobRow.queued_at) > after,
                                         and_(col(JobRow.queued_at) == after, col(JobRow.job_id) > job_id)))
     rows = session.exec(statement.order_by(JobRow.queued_at, JobRow.job_id).limit(query.limit + 1)).all()
-    lines = [json.dumps(r, ensure_ascii=False) for r in (_record(session, query.format, j, t)
-                                                          for j, t in rows[:query.limit]) if r is not None]
+    lines: list[str] = []
+    size = 0
+    for taken, (job, thread) in enumerate(rows[:query.limit]):
+        record = _record(session, query.format, job, thread)
+        line = json.dumps(record, ensure_ascii=False) if record is not None else None
+        if line is not None and lines and budget_bytes is not None and size + len(line.encode()) + 8 > budget_bytes:
+            return ExportReply(lines=lines, next_after=_cursor(rows[taken - 1][0]))
+        if line is not None:
+            lines.append(line)
+            size += len(line.encode()) + 8
     more = len(rows) > query.limit
     return ExportReply(lines=lines, next_after=_cursor(rows[query.limit - 1][0]) if more else None)
 

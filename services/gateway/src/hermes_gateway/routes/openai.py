@@ -7,9 +7,10 @@ within the budgets, an edge runs it, and the turn is captured in the session. Th
 own flow instead: draft 1 and its clarifying questions; the next message of the same session answers them and gets
 draft 2.
 
-Sessions: header ``X-Hermes-Session-Id`` (else the body's ``user``) names the session; the same id continues it
-(response header ``X-Hermes-Session-Id`` says which session a turn went to). Without either, each request is a
-new session. Errors use OpenAI's error object ``{"error": {"message", "type", "param", "code"}}``.
+Sessions: header ``X-Hermes-Session-Id`` (else the body's ``user``) names the session; the same id continues it.
+Without either, each request starts a new session. Every response carries ``X-Hermes-Session-Id`` (the key, to
+send back to continue: a new one when the caller named none) and ``X-Hermes-Thread-Id`` (the session's thread,
+as ``/api/sessions/{id}`` reads it). Errors use OpenAI's error object ``{"error": {"message", "type", "param", "code"}}``.
 Wire formats: OpenAI's API reference, "Chat Completions" (object ``chat.completion`` / ``chat.completion.chunk``,
 ``data: [DONE]`` ends a stream, ``stream_options.include_usage`` adds a last chunk with ``usage`` and no choices).
 """
@@ -39,6 +40,7 @@ log = structlog.get_logger("hermes.gateway")
 router = APIRouter(prefix="/v1", tags=["openai"], include_in_schema=False)
 
 SESSION_HEADER = "X-Hermes-Session-Id"
+THREAD_HEADER = "X-Hermes-Thread-Id"
 PROJECT_HEADER = "X-Hermes-Project"
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 """OpenAI roles Hermes passes on (``developer`` is the newer name of ``system``); ``tool``/``function`` are refused."""
@@ -183,7 +185,8 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
                               code="invalid_project")
         max_tokens = body.max_completion_tokens or body.max_tokens
         if body.model == HERMES_MODEL:
-            return await run_hermes_turn(request, body.stream, messages, key, principal.user_id, project)
+            return await run_hermes_turn(request, body.stream, messages, key, principal.user_id, project,
+                                         bool(body.stream_options and body.stream_options.include_usage))
         backend, model = await _routing(backends, body.model)
     except OpenAIError as exc:
         return exc.response()
@@ -193,7 +196,7 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
                          max_tokens=max_tokens, temperature=body.temperature, project=project,
                          origin={"session_named": "true" if named else "false"})
     turn = ChatTurn(bus, commands, read_model, command)
-    headers = {SESSION_HEADER: command.thread_id}
+    headers = {SESSION_HEADER: key, THREAD_HEADER: command.thread_id}
     try:
         await turn.__aenter__()
     except (BusUnavailable, BadReply) as exc:
@@ -204,7 +207,7 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
                                  media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
     try:
         result = None
-        async for piece in turn.replies(settings.hermes_chat_timeout_seconds):
+        async for piece in turn.replies(settings.hermes_chat_timeout_seconds, streaming=False):
             if isinstance(piece, TurnResult):
                 result = piece
     except TurnFailed as exc:
@@ -237,11 +240,19 @@ def _finish(reason: str) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "stop"
 
 
-def chunk(chunk_id: str, model: str, delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
-    """One SSE ``data:`` line of a ``chat.completion.chunk``."""
-    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+def chunk(chunk_id: str, model: str, delta: dict, finish: str | None = None, extra: dict | None = None,
+          created: int | None = None) -> str:
+    """One SSE ``data:`` line of a ``chat.completion.chunk`` (``created``: the stream's, the same on every chunk)."""
+    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created or int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **(extra or {})}
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def usage_chunk(chunk_id: str, model: str, created: int, counts: dict[str, int]) -> str:
+    """OpenAI's last chunk with ``stream_options.include_usage``: no choices, the whole stream's ``usage``."""
+    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+            "usage": counts}
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def error_event(exc: OpenAIError) -> str:
@@ -249,21 +260,21 @@ def error_event(exc: OpenAIError) -> str:
 
 
 async def _sse(turn: ChatTurn, timeout_s: float, model: str, include_usage: bool) -> AsyncIterator[str]:
-    """The stream: a first chunk with the role, one per text piece, a last one with ``finish_reason`` and
-    ``usage``, with ``include_usage`` OpenAI's extra usage-only chunk, then ``[DONE]``. A failure mid-stream is an
-    ``error`` event (OpenAI's streaming error shape) before ``[DONE]``."""
-    chunk_id = f"chatcmpl-{turn.command.job_id}"
+    """The stream as OpenAI sends it: a first chunk with the role, one per text piece, one with ``finish_reason``;
+    with ``stream_options.include_usage`` every chunk has ``"usage": null`` and a last one without choices carries
+    the usage; then ``[DONE]``. A failure mid-stream is an ``error`` event (OpenAI's streaming error shape) before
+    ``[DONE]``."""
+    chunk_id, created = f"chatcmpl-{turn.command.job_id}", int(time.time())
+    extra = {"usage": None} if include_usage else None
     try:
-        yield chunk(chunk_id, model, {"role": "assistant", "content": ""})
+        yield chunk(chunk_id, model, {"role": "assistant", "content": ""}, None, extra, created)
         async for piece in turn.replies(timeout_s):
             if isinstance(piece, str):
-                yield chunk(chunk_id, model, {"content": piece})
+                yield chunk(chunk_id, model, {"content": piece}, None, extra, created)
             else:
-                yield chunk(chunk_id, model, {}, _finish(piece.finish_reason), {"usage": usage(piece)})
+                yield chunk(chunk_id, model, {}, _finish(piece.finish_reason), extra, created)
                 if include_usage:
-                    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": model, "choices": [], "usage": usage(piece)}
-                    yield f"data: {json.dumps(body)}\n\n"
+                    yield usage_chunk(chunk_id, model, created, usage(piece))
     except TurnFailed as exc:
         yield error_event(OpenAIError(502, f"The model call failed: {exc.message}", "api_error", exc.code))
     except TimeoutError:

@@ -27,7 +27,7 @@ from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable
+from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Refused
 
 log = structlog.get_logger("hermes.gateway")
 router = APIRouter(prefix="/api/perception", tags=["perception"])
@@ -35,6 +35,8 @@ router = APIRouter(prefix="/api/perception", tags=["perception"])
 SOURCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EVENT_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 HISTORY_TURNS = 6
+MAX_CONCURRENT = 32
+"""Perception events from NATS handled at once; more wait their turn (each holds a live view of its session)."""
 MAX_EVENT_CHARS = 20_000
 INSTRUCTION = ("An event was perceived by {source}. Respond to it as Hermes: say briefly what it means and what, "
                "if anything, should be done.")
@@ -74,7 +76,7 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
                          channel="perception", user_id=user_id, source_app=source,
                          origin={"perception_source": source, "event_type": event["type"]})
     async with ChatTurn(state.bus, state.commands, state.read_model, command) as turn:
-        async for piece in turn.replies(state.settings.hermes_chat_timeout_seconds):
+        async for piece in turn.replies(state.settings.hermes_chat_timeout_seconds, streaming=False):
             if isinstance(piece, TurnResult):
                 return piece
     raise TurnFailed("interrupted", "no reply")
@@ -83,7 +85,8 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
 async def _history(app: FastAPI, thread_id: str) -> list[ChatMessage]:
     """The last :data:`HISTORY_TURNS` completed turns of the session as user/assistant pairs (their user message as
     sent, without the system prompt)."""
-    view = await app.state.sessions.session(thread_id, await app.state.read_model.log_position())
+    view = await app.state.sessions.session(thread_id, await app.state.read_model.log_position(),
+                                            last_turns=HISTORY_TURNS)
     if view is None:
         return []
     done = [t for t in view.turns if t.reply is not None][-HISTORY_TURNS:]
@@ -108,7 +111,7 @@ async def post_event(request: Request, principal: WriterDep) -> JSONResponse:
     ``event_too_large``, 502 with the job's error code when the model call failed, 504 ``timeout``."""
     try:
         event = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
     source = (event.get("source") if isinstance(event, dict) else None) or request.headers.get("X-Hermes-Source", "http")
     try:
@@ -133,23 +136,31 @@ async def subscribe(app: FastAPI):  # noqa: ANN201 (a nats subscription)
     concurrently; a bad one is answered with its error and logged, never stopping the subscription. Perception
     turns from NATS belong to ``HERMES_PERCEPTION_USER``."""
     tasks: set[asyncio.Task] = set()
+    running = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def handle(msg) -> None:  # noqa: ANN001
+        async with running:
+            await answer_one(msg)
+
+    async def answer_one(msg) -> None:  # noqa: ANN001
         source = msg.subject.rsplit(".", 1)[-1]
         try:
             event = check_event(json.loads(msg.data), source)
             result = await perceive(app, event, source, app.state.settings.hermes_perception_user)
             answer, outcome = {"status": "success", "data": _reply(result)}, "answered"
-        except (ValueError, UnicodeDecodeError) as exc:
-            answer, outcome = _error("invalid_event", f"Not a JSON event: {exc}"), "rejected"
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            answer, outcome = _error("invalid_event", f"Not a JSON event: {type(exc).__name__}"), "rejected"
         except PerceptionError as exc:
             answer, outcome = _error(exc.code, exc.message), "rejected"
         except TurnFailed as exc:
             answer, outcome = _error(exc.code, exc.message), "failed"
         except TimeoutError:
             answer, outcome = _error("timeout", "No reply within HERMES_CHAT_TIMEOUT_SECONDS."), "timeout"
-        except (BusUnavailable, BadReply, *BUS_ERRORS) as exc:
+        except (BusUnavailable, BadReply, Refused, *BUS_ERRORS) as exc:
             answer, outcome = _error("unavailable", str(exc)), "failed"
+        except Exception as exc:  # never leave the producer waiting, never stop the subscription
+            log.warning("perception_event_failed", source=source, error=repr(exc))
+            answer, outcome = _error("internal", f"{type(exc).__name__}"), "failed"
         PERCEPTION_EVENTS.labels("nats", outcome).inc()
         log.info("perception_event", source=source, outcome=outcome)
         if msg.reply:
