@@ -2,7 +2,7 @@
 services as processes) whose talos backend is a loopback OpenAI-compatible model server that streams a fixed
 draft 1 and, when its prompt holds draft 1, a fixed draft 2 (so the run is fast and deterministic).
 
-Auth is on (``HERMES_API_TOKENS``: a user and a guest), so the page first asks for a token. One user's way
+Auth is on (``HERMES_API_TOKENS``: an admin and a guest), so the page first asks for a token. One user's way
 through: log in → submit → draft 1 streams in live → answer the questions (one by a chip) → draft 2
 beside draft 1 with a word diff → rate → download Markdown and JSON → the thread list's search → the system
 page with the backend healthy. A guest sees no write control. The result download's errors over HTTP. Then a dropped connection: the browser goes offline while draft 1 streams and
@@ -46,7 +46,7 @@ DRAFT2 = ("Start with two terracotta pots of cherry tomatoes and a trough of bas
 PRICE_IN, PRICE_OUT = 200_000, 600_000  # cents per million tokens: a job costs a visible fraction of a cent
 DAILY_BUDGET = 500
 USER_TOKEN, GUEST_TOKEN = "ana-browser-token-0123456789", "gus-browser-token-9876543210"
-API_TOKENS = f"ana:user:{USER_TOKEN},gus:guest:{GUEST_TOKEN}"
+API_TOKENS = f"ana:admin:{USER_TOKEN},gus:guest:{GUEST_TOKEN}"
 TIMEOUT_MS = 30_000
 
 

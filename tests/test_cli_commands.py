@@ -48,7 +48,7 @@ async def hermes(env: dict[str, str], *args: str, stdin: bytes | None = None,
 
 @pytest.fixture
 async def authed(bus_env, tmp_path) -> AsyncIterator[Stack]:
-    async for stack in make_stack(bus_env, tmp_path, HERMES_API_TOKENS=f"ann:user:{TOKEN}"):
+    async for stack in make_stack(bus_env, tmp_path, HERMES_API_TOKENS=f"ann:admin:{TOKEN}"):
         stack.http.headers["Authorization"] = f"Bearer {TOKEN}"
         yield stack
 

@@ -19,7 +19,8 @@ from procs import service_processes, start_ready
 from test_gateway_api import start_gateway
 
 ALICE, BOB, GUEST = "alice-Tok3n-0123456789", "bob-Tok3n-9876543210", "guest-Tok3n-5555555555"
-TOKENS = f"alice:user:{ALICE}, bob:user:{BOB},viewer:guest:{GUEST}"
+ADMIN = "root-Tok3n-1212121212"
+TOKENS = f"alice:user:{ALICE}, bob:user:{BOB},viewer:guest:{GUEST},root:admin:{ADMIN}"
 IDEA = "plan a vegetable garden on my balcony (alice's secret plan)"
 ENVELOPE_KEYS = {"status", "error", "meta"}
 
@@ -148,6 +149,18 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert_unauthorized(await client.get("/api/auth/me"))
             assert_unauthorized(await get_with_cookie(url, "/api/auth/me", cookie))  # a copy kept from before
 
+            # Changes that act for every user need an admin token; a user may still read them.
+            for method, path, body in (("PUT", "/api/soul", {"text": "You are Alice's Hermes."}),
+                                       ("PATCH", "/api/config/hermes.draft.max_tokens", {"value": 64}),
+                                       ("GET", "/api/system/dead-letters", None),
+                                       ("POST", "/api/backends/talos/disable", None)):
+                refused = await client.request(method, path, json=body, headers=bearer(ALICE))
+                assert refused.status_code == 403 and error_code(refused) == "admin_only", (path, refused.text)
+            assert (await client.get("/api/soul", headers=bearer(ALICE))).status_code == 200
+            soul = await client.put("/api/soul", json={"text": "You are everyone's Hermes."}, headers=bearer(ADMIN))
+            assert soul.status_code == 200 and soul.json()["data"]["text"] == "You are everyone's Hermes."
+            assert (await client.get("/api/system/dead-letters", headers=bearer(ADMIN))).status_code == 200
+
             metrics = await client.get("/metrics")  # open by default
             assert metrics.status_code == 200
             for reason in ("missing", "invalid", "read_only"):
@@ -261,7 +274,7 @@ async def test_cors_health_and_metrics_protection(bus_env: dict[str, str], tmp_p
         guarded.process.stop()
 
 
-@pytest.mark.parametrize("raw", ["alice:admin:sekrit-value", "no-colons-sekrit-value", "al ice:user:sekrit-value",
+@pytest.mark.parametrize("raw", ["alice:owner:sekrit-value", "no-colons-sekrit-value", "al ice:user:sekrit-value",
                                  "alice:user:", "a:user:sekrit-value,b:guest:sekrit-value"])
 def test_bad_token_syntax_is_a_settings_error_that_hides_the_value(raw: str, monkeypatch) -> None:
     monkeypatch.setenv("HERMES_API_TOKENS", raw)

@@ -56,7 +56,7 @@ from hermes_gateway.observability import AUTH_FAILURES, RATE_LIMITED
 log = structlog.get_logger("hermes.gateway")
 
 SESSION_COOKIE = "hermes_session"
-USER, GUEST = "user", "guest"
+ADMIN, USER, GUEST = "admin", "user", "guest"
 AUTH_OFF_KEY = "auth-off"
 KEY_HEX_CHARS = 16
 """A principal key is the first 16 hex characters (64 bits) of the token's SHA-256: enough to tell tokens apart
@@ -74,7 +74,8 @@ SESSION_SALT = "hermes-session"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: ``user_id`` (owner of the threads it submits), ``mode`` (``user``: everything;
+    """Who a request acts for: ``user_id`` (owner of the threads it submits), ``mode`` (``admin``: everything;
+    ``user``: everything but changes that act for every user (SOUL.md, settings, backends, dead letters);
     ``guest``: read-only) and ``key`` (:func:`token_key` of its token; never the token itself)."""
 
     user_id: str
@@ -82,7 +83,7 @@ class Principal:
     key: str
 
 
-LOCAL = Principal(user_id="local", mode=USER, key=AUTH_OFF_KEY)
+LOCAL = Principal(user_id="local", mode=ADMIN, key=AUTH_OFF_KEY)
 """Every request's principal while auth is off."""
 
 
@@ -112,6 +113,13 @@ def unauthorized() -> ApiError:
     """401 ``unauthorized``: nothing about what was asked for, so nothing leaks."""
     return ApiError(401, "unauthorized", "Authentication required.",
                     user_action="Send Authorization: Bearer <token>, or log in through the web UI.")
+
+
+def admin_only() -> ApiError:
+    """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, backends, dead letters) needs a token
+    of mode ``admin``."""
+    return ApiError(403, "admin_only", "This changes Hermes for every user: it needs a token of mode admin.",
+                    user_action="Ask whoever runs Hermes, or use an admin token.")
 
 
 def read_only() -> ApiError:
@@ -235,7 +243,7 @@ class Guard:
             return None
         if self.rate_limit is not None and not self.limiter.hit(self.rate_limit, "token", principal.key):
             raise _too_many(self.limiter, self.rate_limit, "token", principal.key)
-        if principal.mode != USER and (method not in READ_METHODS or _under(path, GUEST_FORBIDDEN)):
+        if principal.mode == GUEST and (method not in READ_METHODS or _under(path, GUEST_FORBIDDEN)):
             AUTH_FAILURES.labels("read_only").inc()
             raise read_only()
         return principal

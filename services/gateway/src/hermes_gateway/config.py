@@ -29,7 +29,7 @@ class GatewaySettings(BusSettings):
     blank: ``POST /api/telegram/webhook`` is off and answers 404).
 
     Auth and limits (see :mod:`hermes_gateway.auth`): ``HERMES_API_TOKENS`` comma-separated
-    ``user_id:mode:token`` entries (mode ``user`` or ``guest``; unset or blank: auth off, every request is user
+    ``user_id:mode:token`` entries (mode ``admin``, ``user`` or ``guest``; unset or blank: auth off, every request is user
     ``local``); ``HERMES_PROTECT_HEALTH``: health and metrics need a valid token too; ``HERMES_METRICS_TOKEN``: a
     bearer token that reads ``/metrics`` only (setting it protects ``/metrics``); ``HERMES_SESSION_SECRET``: signs
     the web session cookie (unset: a random secret per process); ``HERMES_SESSION_TTL_HOURS`` (hours);
@@ -115,7 +115,7 @@ class GatewaySettings(BusSettings):
         return [origin.strip() for origin in self.hermes_cors_origins.split(",") if origin.strip()]
 
 
-MODES = ("user", "guest")
+MODES = ("admin", "user", "guest")
 API_USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_@.+-]{1,128}")
 """A token's user id: ``hermes_proto.queries.USER_ID_PATTERN`` without ':' (it separates the entry's fields)."""
 

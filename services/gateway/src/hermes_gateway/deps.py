@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
-from hermes_gateway.auth import USER, Principal, auth_enabled, read_only, unauthorized, visible
+from hermes_gateway.auth import ADMIN, GUEST, Principal, admin_only, auth_enabled, read_only, unauthorized, visible
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.domain import Rejected, check_id
 from hermes_gateway.envelope import ApiError
@@ -47,7 +47,7 @@ def _principal(request: Request) -> Principal:
 
 
 def _writer(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if principal.mode != USER:
+    if principal.mode == GUEST:
         raise read_only()
     return principal
 
@@ -62,6 +62,12 @@ def job_not_found(thread_id: str, job_id: str) -> ApiError:
     """404 ``job_not_found``: no such job in the thread, or (auth on) the thread is another user's."""
     return ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
                     details={"thread_id": thread_id, "job_id": job_id})
+
+
+def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if principal.mode != ADMIN:
+        raise admin_only()
+    return principal
 
 
 async def _thread_id(thread_id: str, request: Request) -> str:
@@ -105,7 +111,10 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 """Who the request acts for (``request.state.principal``; ``LOCAL`` while auth is off); 401 ``unauthorized`` on
 an open path without credentials."""
 WriterDep = Annotated[Principal, Depends(_writer)]
-""":data:`PrincipalDep` of mode ``user``; a guest gets 403 ``read_only``."""
+AdminDep = Annotated[Principal, Depends(_admin)]
+""":data:`PrincipalDep` of mode ``admin`` (everyone while auth is off): changes that act for every user; others get 403
+``admin_only``."""
+""":data:`PrincipalDep` of mode ``user`` or ``admin``; a guest gets 403 ``read_only``."""
 ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
 CommandsDep = Annotated[CommandPublisher, Depends(_commands)]
 BackendsDep = Annotated[BackendsClient, Depends(_backends)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints
 
-from hermes_gateway.deps import BackendName, BackendsDep
+from hermes_gateway.deps import AdminDep, BackendName, BackendsDep
 from hermes_gateway.domain import ID_PATTERN, check_id
 from hermes_gateway.envelope import success, success_schema
 from hermes_proto.queries import BackendsReply, CompareReply, CompareRequest, SelectionsReply
@@ -103,7 +103,7 @@ async def _toggle(request: Request, backends: BackendsDep, name: str, enabled: b
 
 
 @router.post("/{name}/enable", responses={200: LISTED, **NOT_ANSWERING, **UNKNOWN_BACKEND})
-async def enable_backend(name: BackendName, request: Request, backends: BackendsDep,
+async def enable_backend(name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep,
                          body: ToggleRequest | None = None) -> JSONResponse:
     """Let the router send new jobs to ``name`` again (overrides ``BACKEND_<NAME>_ENABLED``; survives a
     restart: the router records ``BackendEnabled``). Optional body ``{"reason"}``. 200: the updated list, as
@@ -112,7 +112,7 @@ async def enable_backend(name: BackendName, request: Request, backends: Backends
 
 
 @router.post("/{name}/disable", responses={200: LISTED, **NOT_ANSWERING, **UNKNOWN_BACKEND})
-async def disable_backend(name: BackendName, request: Request, backends: BackendsDep,
+async def disable_backend(name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep,
                           body: ToggleRequest | None = None) -> JSONResponse:
     """Stop sending new jobs to ``name`` (running ones finish; the router records ``BackendDisabled`` with the
     ``reason``). Optional body ``{"reason"}``. 200: the updated list, as ``GET /api/backends``. Errors:

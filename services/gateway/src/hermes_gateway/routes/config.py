@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, StrictFloat, StrictInt, StrictStr
 
-from hermes_gateway.deps import WriterDep
+from hermes_gateway.deps import AdminDep, WriterDep
 from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_gateway.routes.sessions import SessionsDep
 from hermes_proto.userconfig import BY_KEY, ChangeSetting, ConfigReply
@@ -32,9 +32,10 @@ async def get_config(request: Request, sessions: SessionsDep, principal: WriterD
 
 @router.patch("/{key}", responses={200: success_schema(ConfigReply, "The setting as now in force.")})
 async def change_setting(key: str, body: SettingIn, request: Request, sessions: SessionsDep,
-                         principal: WriterDep) -> JSONResponse:
+                         principal: AdminDep) -> JSONResponse:
     """Change one editable setting (``SettingChanged`` in the log; the orchestrator applies it to every decision
-    from now on). 404 ``unknown_setting``, 400 ``bad_request`` outside its bounds."""
+    from now on, for every user: admins only, else 403 ``admin_only``). 404 ``unknown_setting``, 400
+    ``bad_request`` outside its bounds."""
     if key not in BY_KEY:
         raise ApiError(404, "unknown_setting", f"No editable setting {key!r}.")
     value = None if body.value is None else str(body.value)

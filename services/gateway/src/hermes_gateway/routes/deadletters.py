@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hermes_gateway.deadletters import DeadLetterArchive, DeadLetterPage
-from hermes_gateway.deps import BusDep
+from hermes_gateway.deps import AdminDep, BusDep
 from hermes_gateway.domain import check_id
 from hermes_gateway.envelope import success, success_schema
 from hermes_proto.deadletter import DeadLetterReplayed
@@ -32,7 +32,7 @@ class ReplayBody(BaseModel):
 
 @router.get("", responses={200: success_schema(DeadLetterPage, "Dead letters, newest first."), **BUS_DOWN,
                            400: {"description": "``invalid_id``: bad ``consumer`` or ``reason``."}})
-async def list_dead_letters(request: Request, bus: BusDep, consumer: str | None = None, reason: str | None = None,
+async def list_dead_letters(request: Request, bus: BusDep, principal: AdminDep, consumer: str | None = None, reason: str | None = None,
                             before: Annotated[int | None, Query(ge=1, le=MAX_SEQUENCE)] = None,
                             limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
     """Dead letters newest first: ``{"dead_letters": [{"dlq_sequence" (the id to replay), "consumer", "stream",
@@ -54,7 +54,7 @@ async def list_dead_letters(request: Request, bus: BusDep, consumer: str | None 
     409: {"description": "``not_replayable`` (an event of HERMES_EVENTS) or ``already_replayed``."},
     422: {"description": "``invalid_payload``: the payload would be dead-lettered again; ``validation_failed``: "
                          "``payload`` is not a JSON object."}})
-async def replay_dead_letter(request: Request, bus: BusDep, dlq_seq: Annotated[int, Path(ge=1, le=MAX_SEQUENCE)],
+async def replay_dead_letter(request: Request, bus: BusDep, principal: AdminDep, dlq_seq: Annotated[int, Path(ge=1, le=MAX_SEQUENCE)],
                              body: ReplayBody | None = None) -> JSONResponse:
     """Publish dead letter ``dlq_seq`` again on its original subject, with its original headers except
     ``Nats-Msg-Id``, which becomes ``replay-<dlq_seq>`` (a second click inside JetStream's duplicate window

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, StrictStr
 
 from hermes_gateway.adapters import SessionsClient
 from hermes_gateway.auth import auth_enabled, visible
-from hermes_gateway.deps import PrincipalDep, ReadModelDep, WriterDep
+from hermes_gateway.deps import AdminDep, PrincipalDep, ReadModelDep, WriterDep
 from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_proto.sessions import MemoryQuery, MemoryReply, SessionsQuery, SessionsReply, SessionView, SoulReply
 
@@ -85,6 +85,7 @@ async def get_soul(request: Request, sessions: SessionsDep, principal: WriterDep
 
 
 @router.put("/soul", responses={200: success_schema(SoulReply, "SOUL.md as now in force.")})
-async def put_soul(body: SoulIn, request: Request, sessions: SessionsDep, principal: WriterDep) -> JSONResponse:
-    """Replace SOUL.md; every turn queued from now on starts with it. Returns it as now in force."""
+async def put_soul(body: SoulIn, request: Request, sessions: SessionsDep, principal: AdminDep) -> JSONResponse:
+    """Replace SOUL.md; every turn queued from now on, of every user, starts with it (admins only: 403
+    ``admin_only``). Returns it as now in force."""
     return success(request, _plain(await sessions.soul(body.text)))
