@@ -112,6 +112,7 @@ class Orchestrator:
         self.engine = engine
         self.projection = projection
         self.base_limits = limits
+        self._limits_at: tuple[int, domain.Limits] | None = None
         self.store = EventStore(js, "orchestrator")
         self._timers: dict[str, asyncio.TimerHandle] = {}
         """Armed timers by key (``answer:<thread>``, ``job:<job>``, ``workflow:<thread>``)."""
@@ -120,9 +121,14 @@ class Orchestrator:
 
     @property
     def limits(self) -> domain.Limits:
-        """The deployment's limits with the users' editable settings (``SettingChanged``) applied."""
-        with Session(self.engine) as session:
-            return domain.with_user_settings(self.base_limits, readmodel.user_settings(session))
+        """The deployment's limits with the users' editable settings (``SettingChanged``) applied; read again only
+        once the projection has moved on (a setting changes only by an event)."""
+        position = self.projection.position
+        if self._limits_at is None or self._limits_at[0] != position:
+            with Session(self.engine) as session:
+                self._limits_at = (position, domain.with_user_settings(self.base_limits,
+                                                                       readmodel.user_settings(session)))
+        return self._limits_at[1]
 
     def settings_view(self) -> list[SettingView]:
         """Every editable setting with its value in force and the deployment's."""
