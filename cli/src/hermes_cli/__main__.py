@@ -680,7 +680,7 @@ def backends(
         _print_backends(listing)
 
 
-def _toggle(name: str, enabled: bool, reason: str, url: str | None) -> None:
+def _toggle(name: str, enabled: bool, reason: str, url: str | None, token: str | None) -> None:
     listing = _with_client(url, token, lambda client: client.set_backend_enabled(name, enabled, reason))
     state = next((b for b in listing["backends"] if b["name"] == name.lower()), None)
     health = f" (health: {state['health']})" if state else ""

@@ -62,6 +62,8 @@ KEY_HEX_CHARS = 16
 """A principal key is the first 16 hex characters (64 bits) of the token's SHA-256: enough to tell tokens apart
 in rate-limit keys and logs; a long random token cannot be recovered from it."""
 
+OWN_BODY_LIMIT = frozenset({"/api/telegram/webhook"})
+"""Routes that bound their own bodies (the webhook answers Telegram's 413 ``update_too_large`` itself)."""
 OPEN_PATHS = frozenset({"/", "/api/auth/login", "/api/auth/logout", "/api/telegram/webhook"})
 OPEN_PREFIXES = ("/static/",)
 HEALTH_PATH = "/api/system/health"
@@ -222,7 +224,7 @@ class Guard:
         403 ``read_only``, 429 ``rate_limited`` or 413 ``payload_too_large``."""
         path, method = request.url.path, request.method
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
+        if path not in OWN_BODY_LIMIT and length.isdigit() and int(length) > self.max_body_bytes:
             raise payload_too_large(self.max_body_bytes)
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return None if self.enabled else LOCAL
@@ -319,7 +321,8 @@ class AuthAndLimits:
             return
         request.state.principal = principal
         with _bound_user(principal):
-            await self.app(scope, _counted(receive, self.guard.max_body_bytes), send)
+            limited = receive if request.url.path in OWN_BODY_LIMIT else _counted(receive, self.guard.max_body_bytes)
+            await self.app(scope, limited, send)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hermes_gateway.adapters import FeedItem, ThreadFeed
+from hermes_gateway.adapters import ThreadFeed
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import Answer
