@@ -150,9 +150,12 @@ class ReadModel:
         reply = await self._ask(subj.QUERY_JOB, JobQuery(thread_id=thread_id, job_id=job_id), JobReply, None)
         return reply.job if reply.found else None
 
-    async def threads(self, limit: int) -> list[ThreadView]:
-        """The most recent threads, newest first, at most ``limit``."""
-        reply = await self._ask(QUERY_THREADS, ThreadListQuery(limit=limit), ThreadListReply, None)
+    async def threads(self, limit: int, user_id: str | None = None,
+                      origin: dict[str, str] | None = None) -> list[ThreadView]:
+        """The most recent threads, newest first, at most ``limit``; only ``user_id``'s and those whose origin holds
+        every pair of ``origin`` when given."""
+        reply = await self._ask(QUERY_THREADS, ThreadListQuery(limit=limit, user_id=user_id, origin=origin or {}),
+                                ThreadListReply, None)
         return reply.threads
 
     async def queue(self, timeout_s: float | None = None) -> QueueReply:

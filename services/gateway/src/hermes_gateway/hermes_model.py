@@ -21,8 +21,8 @@ from hermes_proto.base import ChatMessage
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import QUERY_THREADS, ThreadListQuery, ThreadListReply, ThreadView
-from hermes_proto.rpc import BadReply, BusUnavailable, ask
+from hermes_proto.queries import ThreadView
+from hermes_proto.rpc import BadReply, BusUnavailable
 
 HERMES_MODEL = "hermes"
 QUESTIONS_INTRO = "To make this better, answer in your next message (one numbered line per question):"
@@ -45,11 +45,8 @@ def questions_text(questions: list[str]) -> str:
 
 
 async def _waiting_thread(request: Request, key: str, user_id: str) -> ThreadView | None:
-    bus = request.app.state.bus
-    reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS,
-                      ThreadListQuery(limit=5, origin={"session_key": key}, user_id=user_id),
-                      ThreadListReply, request.app.state.settings.hermes_query_timeout_seconds)
-    return next((t for t in reply.threads if t.user_id == user_id and t.kind == "idea"
+    threads = await request.app.state.read_model.threads(5, user_id=user_id, origin={"session_key": key})
+    return next((t for t in threads if t.user_id == user_id and t.kind == "idea"
                  and t.status == "awaiting_answers"), None)
 
 
@@ -60,7 +57,7 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     went. An idea obeys the same input length and queue cap as ``POST /api/submit``."""
     from hermes_gateway.admission import admit
     from hermes_gateway.envelope import ApiError
-    from hermes_gateway.routes.openai import OpenAIError  # one place for the wire format
+    from hermes_gateway.routes.openai import OpenAIError, completion_body  # one place for the wire format
 
     state = request.app.state
     text = next(m.content for m in reversed(messages) if m.role == "user").strip()
@@ -117,10 +114,8 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     except TimeoutError:
         return OpenAIError(504, "No reply within HERMES_CHAT_TIMEOUT_SECONDS.", "api_error", "timeout").response()
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return JSONResponse({"id": chunk_id, "object": "chat.completion", "created": int(time.time()),
-                         "model": HERMES_MODEL, "system_fingerprint": "hermes:flow",
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                      "logprobs": None, "finish_reason": "stop"}], "usage": usage}, headers=headers)
+    return JSONResponse(completion_body(chunk_id, HERMES_MODEL, "hermes:flow", content, "stop", usage),
+                        headers=headers)
 
 
 class _Failed(Exception):
@@ -166,7 +161,7 @@ async def _flow(feed: ThreadFeed, until: set[str], timeout_s: float, request: Re
 async def _sse(pieces: AsyncIterator[str | dict], chunk_id: str, include_usage: bool) -> AsyncIterator[str]:
     """The same chunk stream as :func:`hermes_gateway.routes.openai._sse` (role, text pieces, finish, the usage
     chunk with ``include_usage``, ``[DONE]``)."""
-    from hermes_gateway.routes.openai import chunk, usage_chunk
+    from hermes_gateway.routes.openai import OpenAIError, chunk, error_event, usage_chunk
 
     created = int(time.time())
     extra = {"usage": None} if include_usage else None
@@ -183,7 +178,7 @@ async def _sse(pieces: AsyncIterator[str | dict], chunk_id: str, include_usage: 
             elif not piece.startswith("\0"):
                 yield chunk(chunk_id, HERMES_MODEL, {"content": piece}, None, extra, created)
     except _Failed as exc:
-        yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'api_error', 'code': exc.code}})}\n\n"
+        yield error_event(OpenAIError(502, exc.message, "api_error", exc.code))
     except TimeoutError:
-        yield f"data: {json.dumps({'error': {'message': 'timeout', 'type': 'api_error', 'code': 'timeout'}})}\n\n"
+        yield error_event(OpenAIError(504, "No reply within HERMES_CHAT_TIMEOUT_SECONDS.", "api_error", "timeout"))
     yield "data: [DONE]\n\n"

@@ -460,10 +460,7 @@ class QueryResponder:
         await msg.respond(data)
 
     async def _thread(self, msg: Msg) -> None:
-        try:
-            query = msgspec.json.decode(msg.data, type=ThreadQuery)
-        except UNDECODABLE as exc:
-            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        if (query := await self._decode(msg, ThreadQuery)) is None:
             return
         if query.min_sequence:
             await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
@@ -471,10 +468,7 @@ class QueryResponder:
         await self._respond(msg, ThreadReply(found=view is not None, thread=view))
 
     async def _job(self, msg: Msg) -> None:
-        try:
-            query = msgspec.json.decode(msg.data, type=JobQuery)
-        except UNDECODABLE as exc:
-            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        if (query := await self._decode(msg, JobQuery)) is None:
             return
 
         def read(session: Session):  # noqa: ANN202
@@ -485,10 +479,7 @@ class QueryResponder:
         await self._respond(msg, JobReply(found=view is not None, job=view))
 
     async def _threads(self, msg: Msg) -> None:
-        try:
-            query = msgspec.json.decode(msg.data or b"{}", type=ThreadListQuery)
-        except UNDECODABLE as exc:
-            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
+        if (query := await self._decode(msg, ThreadListQuery)) is None:
             return
         views = await asyncio.to_thread(self._read, readmodel.recent_threads, max(1, min(query.limit, 500)),
                                         query.origin, query.user_id)

@@ -229,11 +229,17 @@ def usage(result: TurnResult) -> dict[str, int]:
 def completion(result: TurnResult, model: str) -> dict[str, Any]:
     """OpenAI's ``chat.completion`` object for a finished turn (``model``: as the caller named it; the backend
     that answered is in ``system_fingerprint``)."""
-    return {"id": f"chatcmpl-{result.job_id}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "system_fingerprint": f"hermes:{result.backend}:{result.model}",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "logprobs": None, "finish_reason": _finish(result.finish_reason)}],
-            "usage": usage(result)}
+    return completion_body(f"chatcmpl-{result.job_id}", model, f"hermes:{result.backend}:{result.model}",
+                           result.text, _finish(result.finish_reason), usage(result))
+
+
+def completion_body(completion_id: str, model: str, fingerprint: str, text: str, finish: str,
+                    counts: dict[str, int]) -> dict[str, Any]:
+    """OpenAI's ``chat.completion`` object: one choice with ``text``, ``counts`` as its ``usage`` (tokens)."""
+    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": finish}], "usage": counts}
 
 
 def _finish(reason: str) -> str:

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, StrictStr
 
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import (
-    BusDep,
     CommandsDep,
     JobId,
     LearnerDep,
@@ -29,8 +28,7 @@ from hermes_gateway.routes.ideas import thread_links
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import QUERY_THREADS, OPEN_JOB_STATUSES, ThreadListQuery, ThreadListReply, ThreadView
-from hermes_proto.rpc import ask
+from hermes_proto.queries import OPEN_JOB_STATUSES, ThreadView
 
 router = APIRouter(prefix="/api/threads", tags=["threads"])
 
@@ -63,15 +61,12 @@ async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequenc
 
 
 @router.get("")
-async def list_threads(request: Request, read_model: ReadModelDep, bus: BusDep, settings: SettingsDep,
-                       principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
+async def list_threads(request: Request, read_model: ReadModelDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
     """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``; while auth is on,
     only the principal's own."""
     if auth_enabled(principal):
-        reply = await ask(bus.nc, "The orchestrator", QUERY_THREADS,
-                          ThreadListQuery(limit=limit, user_id=principal.user_id), ThreadListReply,
-                          settings.hermes_query_timeout_seconds)
-        threads = [t for t in reply.threads if t.user_id == principal.user_id]
+        threads = [t for t in await read_model.threads(limit, user_id=principal.user_id)
+                   if t.user_id == principal.user_id]
     else:
         threads = await read_model.threads(limit)
     return success(request, {"threads": threads, "count": len(threads)})
