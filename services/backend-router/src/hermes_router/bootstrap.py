@@ -19,7 +19,7 @@ from hermes_proto.telemetry import configure_logging, configure_tracing, start_m
 
 from hermes_router import readmodel
 from hermes_router.config import RouterSettings, load_registry
-from hermes_router.handlers import Router
+from hermes_router.handlers import WAKE_EVENTS, Router
 from hermes_router.health import UNWELL_CODES, HealthMonitor
 from hermes_router.metrics import (
     BACKEND_COST,
@@ -124,7 +124,8 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
             elif isinstance(e, ExecutionCompleted):
                 await health.signal(e.backend, True, "call completed")
         await router.stop_cancelled(events)
-        router.wake.set()
+        if any(isinstance(e, WAKE_EVENTS) for e in events):
+            router.wake.set()
 
     projection.listeners.append(on_live)
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,

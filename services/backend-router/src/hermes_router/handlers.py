@@ -26,6 +26,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from hermes_proto import events as ev
 from hermes_proto import subjects
 from hermes_proto.backends import BackendConfig
 from hermes_proto.base import ChatMessage, Event
@@ -66,6 +67,11 @@ from hermes_router.readmodel import RouterJobRow
 log = structlog.get_logger("hermes.router")
 _messages = msgspec.json.Decoder(list[ChatMessage])
 IDLE_ROUND_S = 1.0  # deadlines, cool-downs and failover delays are checked at least this often
+# Events that can change what a round decides at once: a job to place, capacity freed, a failure to fail over,
+# a cancellation, a backend going up, down, on or off. The rest (the router's own outputs, a thread's progress,
+# ratings) wait for the next round; waking on every event made ~5 rounds per job (issue 9's profile).
+WAKE_EVENTS = (ev.JobQueued, ev.ExecutionCompleted, ev.ExecutionFailed, ev.JobCancelled, ev.BackendMarkedUnhealthy,
+               ev.BackendRecovered, ev.BackendEnabled, ev.BackendDisabled)
 
 
 @dataclass
@@ -147,6 +153,9 @@ class Router:
         self._rates = {n: RateLimitItemPerMinute(b.rate_limit) for n, b in registry.items() if b.rate_limit}
         self.wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # job id -> its analysis: a queued job's fields never change, and a saturated backend leaves the same
+        # jobs waiting round after round (classifying each again made a round O(queue × prompt size)).
+        self._needs: dict[str, domain.JobNeeds] = {}
         if settings.hermes_daily_budget_cents is not None:
             DAILY_BUDGET.set(settings.hermes_daily_budget_cents)
 
@@ -179,8 +188,15 @@ class Router:
                              projects=s.project_budgets(), max_per_job=s.hermes_max_cost_per_job_cents,
                              min_remote=s.hermes_min_remote_budget_cents)
 
+    def needs(self, job: RouterJobRow) -> domain.JobNeeds:
+        """The job's :class:`domain.JobNeeds`, analysed once per job and kept while it waits."""
+        cached = self._needs.get(job.job_id)
+        if cached is None:
+            cached = self._needs[job.job_id] = self.analyse(job)
+        return cached
+
     @staticmethod
-    def needs(job: RouterJobRow) -> domain.JobNeeds:
+    def analyse(job: RouterJobRow) -> domain.JobNeeds:
         return domain.analyse(job.job_id, job.kind, _messages.decode(job.messages_json), job_type=job.job_type,
                               private=job.private, project=job.project, priority=job.priority,
                               max_tokens=job.max_tokens, backend=job.requested_backend,
@@ -220,6 +236,8 @@ class Router:
             plan.budget_alerts()
             for job in snap.jobs:
                 plan.place(job)
+            waiting = {job.job_id for job in snap.jobs}
+            self._needs = {job_id: n for job_id, n in self._needs.items() if job_id in waiting}
             self._queue_gauge(snap)
             if plan.outputs:
                 # One publish per job, concurrently, each inside a span that continues the job's trace.
