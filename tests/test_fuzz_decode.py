@@ -51,6 +51,7 @@ from hermes_proto.base import Command, Event
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore, RawMessage
 from hermes_proto.codec import (
     DecodeError,
+    command_thread_id,
     decode_command,
     decode_event,
     decode_dead_letter,
@@ -284,6 +285,30 @@ def test_a_projection_batch_splits_into_decoded_and_rejected(batch: list[tuple[i
     assert sorted([s for s, _ in decoded] + [r.sequence for r in rejected]) == sorted(s for s, _ in batch)
     assert all(isinstance(e, Event) for _, e in decoded)
     assert all(isinstance(r.error, DecodeError) and r.error.reason in REASONS for r in rejected)
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=512), json_values.map(to_json), mutated(ALL_COMMANDS)))
+def test_a_command_lane_is_its_thread_or_empty_and_never_raises(data: bytes) -> None:
+    """``command_thread_id`` (the orchestrator's command lane key) never raises; for a command that decodes
+    it is that command's thread, so one thread's commands always share a lane (and stay in order)."""
+    try:
+        lane = command_thread_id(data)
+    except Exception as exc:
+        raise AssertionError(f"command_thread_id raised {exc!r} for {data[:300]!r}") from exc
+    assert isinstance(lane, str)
+    try:
+        command = decode_command(data)
+    except DecodeError:
+        return
+    assert lane == (getattr(command, "thread_id", None) or ""), (lane, command)
+
+
+def test_every_command_kind_has_its_thread_as_lane() -> None:
+    for command_type in ALL_COMMANDS:
+        payload = valid_payload(command_type)
+        expected = payload.get("thread_id", "")
+        assert command_thread_id(encode_dict(payload)) == expected, command_type
 
 
 def test_hostile_json_is_a_decode_error() -> None:

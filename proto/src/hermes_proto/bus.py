@@ -35,7 +35,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from hermes_proto import subjects as subj
 from hermes_proto.base import Command, Event
-from hermes_proto.codec import DecodeError, encode
+from hermes_proto.codec import DecodeError, command_thread_id, encode
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.ids import utcnow
 from hermes_proto.settings import BusSettings
@@ -190,15 +190,30 @@ class Delivery(Generic[T]):
 Handler = Callable[[Delivery[Any]], Awaitable[None]]
 
 
+def aggregate_lane(msg: Msg) -> str:
+    """Lane key of an event: its aggregate id (:func:`hermes_proto.subjects.aggregate_id_of`)."""
+    return subj.aggregate_id_of(msg.subject)
+
+
+def subject_lane(msg: Msg) -> str:
+    """Lane key of a message: its whole subject."""
+    return msg.subject
+
+
+def command_lane(msg: Msg) -> str:
+    """Lane key of a command: its thread (:func:`hermes_proto.codec.command_thread_id`)."""
+    return command_thread_id(msg.data)
+
+
 @dataclass
 class ConsumerSpec:
     """A durable pull consumer. ``ack_wait_s`` and ``backoff_s`` are seconds; after ``max_deliver``
     deliveries a failing message is dead-lettered. ``ordered`` stops a batch at the first failure
     so a projection never applies events out of order: an ordered consumer retries a failing message
     in place (with ``backoff_s``) instead of nak-ing it, then dead-letters it after ``max_deliver`` tries.
-    ``lane`` (subject -> key), when set, handles a fetched batch one lane per key, lanes concurrently: the
-    messages of one key (e.g. one thread, :func:`hermes_proto.subjects.aggregate_id_of`) stay in order
-    while a slow one does not hold the others."""
+    ``lane`` (message -> key), when set, handles a fetched batch one lane per key, lanes concurrently: the
+    messages of one key (e.g. one thread: :func:`aggregate_lane` for events, :func:`command_lane` for commands)
+    stay in order while a slow one does not hold the others."""
 
     stream: str
     durable: str
@@ -213,7 +228,7 @@ class ConsumerSpec:
     ordered: bool = False
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     max_ack_pending: int = 1000
-    lane: Callable[[str], str] | None = None
+    lane: Callable[[Msg], str] | None = None
     on_give_up: Callable[[Any, str, str], Awaitable[None]] | None = None
     """Called with ``(message, reason, detail)`` before a decodable message is dead-lettered (``max_deliveries``
     or ``handler_error``), so its owner can record the outcome (e.g. the edge appends ``ExecutionFailed``, else
@@ -276,7 +291,7 @@ class ConsumerRunner:
             return
         lanes: dict[str, list[Msg]] = {}
         for msg in msgs:
-            lanes.setdefault(self.spec.lane(msg.subject), []).append(msg)
+            lanes.setdefault(self.spec.lane(msg), []).append(msg)
         await asyncio.gather(*(self._process_lane(lane) for lane in lanes.values()))
 
     async def _process_lane(self, msgs: list[Msg]) -> None:

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from telegram.warnings import PTBDeprecationWarning
 
 from hermes_proto import subjects
-from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, close, connect, ensure_streams
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, aggregate_lane, close, connect, ensure_streams
 from hermes_proto.codec import decode_dead_letter, decode_event
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
@@ -121,7 +121,7 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
         stream=subjects.EVENTS_STREAM, durable=DURABLE,
         filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS],
         decode=decode_event, handler=notifier.on_event, ack_wait_s=ack_wait_s(settings), batch=BATCH,
-        lane=subjects.aggregate_id_of), SERVICE)
+        lane=aggregate_lane), SERVICE)
     task = asyncio.create_task(consumer.run(), name="notifier-events")
     dead_letters = dead_letter_consumer(nc, js, notifier, settings)
     dead_letters_task = asyncio.create_task(dead_letters.run(), name=DEAD_LETTER_CONSUMER)

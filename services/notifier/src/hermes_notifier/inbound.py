@@ -31,7 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hermes_proto import subjects
 from hermes_proto.admission import QueueCap, check_queue
-from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore, subject_lane
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, SubmitIdea
 from hermes_proto.events import (
     Answer,
@@ -665,7 +665,7 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
     consumer = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.INBOX_STREAM, durable=INBOX_DURABLE, filter_subjects=[subjects.TELEGRAM_INBOX_ALL],
         decode=decode_telegram_update, handler=inbox.on_update, batch=INBOX_BATCH, ack_wait_s=ack_wait_s,
-        max_deliver=INBOX_MAX_DELIVER, backoff_s=INBOX_BACKOFF_S, lane=lambda subject: subject), service)
+        max_deliver=INBOX_MAX_DELIVER, backoff_s=INBOX_BACKOFF_S, lane=subject_lane), service)
     tasks = [asyncio.create_task(consumer.run(), name=INBOX_DURABLE)]
     stoppers = [consumer.stop]
     if settings.telegram_updates == "polling":

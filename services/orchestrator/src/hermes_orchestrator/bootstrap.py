@@ -7,7 +7,8 @@ import asyncio
 import structlog
 
 from hermes_proto import subjects
-from hermes_proto.bus import ConsumerRunner, ConsumerSpec, close, LogFollower, connect, ensure_streams
+from hermes_proto.bus import (ConsumerRunner, ConsumerSpec, LogFollower, aggregate_lane, close, command_lane, connect,
+                              ensure_streams)
 from hermes_proto.codec import decode_command, decode_event
 from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, QuestionsProposed
 from hermes_proto.service import stop_on_signals
@@ -57,11 +58,11 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable="orchestrator-reactor",
         filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
-        decode=decode_event, handler=orchestrator.on_event, ordered=True), "orchestrator")
+        decode=decode_event, handler=orchestrator.on_event, ordered=True, lane=aggregate_lane), "orchestrator")
     commands = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.COMMANDS_STREAM, durable="orchestrator-commands",
         filter_subjects=[subjects.COMMANDS_ALL], decode=decode_command,
-        handler=orchestrator.on_command, ordered=True), "orchestrator")
+        handler=orchestrator.on_command, ordered=True, lane=command_lane), "orchestrator")
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
     start_seq = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq

@@ -122,12 +122,12 @@ class Orchestrator:
     @property
     def limits(self) -> domain.Limits:
         """The deployment's limits with the users' editable settings (``SettingChanged``) applied; read again only
-        once the projection has moved on (a setting changes only by an event)."""
-        position = self.projection.position
-        if self._limits_at is None or self._limits_at[0] != position:
+        after the projection applied a ``SettingChanged`` (a setting changes only by that event)."""
+        version = self.projection.settings_version
+        if self._limits_at is None or self._limits_at[0] != version:
             with Session(self.engine) as session:
-                self._limits_at = (position, domain.with_user_settings(self.base_limits,
-                                                                       readmodel.user_settings(session)))
+                self._limits_at = (version, domain.with_user_settings(self.base_limits,
+                                                                      readmodel.user_settings(session)))
         return self._limits_at[1]
 
     def settings_view(self) -> list[SettingView]:

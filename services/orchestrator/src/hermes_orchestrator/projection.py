@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from hermes_proto import projection
+from hermes_proto.events import SettingChanged
 
 from hermes_orchestrator import readmodel
 
@@ -20,6 +21,8 @@ class Projection(projection.Projection):
 
     def __init__(self, engine: Engine, js: JetStreamContext) -> None:
         self.engine = engine
+        self.settings_version = 0
+        """Bumped by every applied ``SettingChanged``: what caches of the user settings are keyed by."""
         with Session(engine) as session:
             position = readmodel.load_position(session)
         super().__init__(js, SERVICE, self._apply, position)
@@ -32,4 +35,6 @@ class Projection(projection.Projection):
                 session.flush()
             readmodel.save_position(session, batch[-1][0])
             session.commit()
+        if any(isinstance(event, SettingChanged) for _, event in decoded):
+            self.settings_version += 1
         return rejected
