@@ -5,6 +5,7 @@ Times are ``time.perf_counter`` differences in milliseconds, taken in this (clie
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -194,14 +195,18 @@ def _describe(exc: Exception) -> str:
 
 
 async def closed_loop(n: int, concurrency: int, job: Callable[[int], Awaitable[Any]],
-                      timeout_s: float) -> tuple[list[Any], float]:
-    """Run jobs 0..n-1 with ``concurrency`` workers, each starting its next job when the last ended.
+                      timeout_s: float, duration_s: float | None = None) -> tuple[list[Any], float]:
+    """Run jobs 0..n-1 with ``concurrency`` workers, each starting its next job when the last ended; with
+    ``duration_s``, instead keep starting jobs until that many seconds have passed (n is then ignored).
     Returns (results, or the exception text for a failed/timed-out job; wall seconds)."""
-    indices = iter(range(n))
+    indices = iter(range(n)) if duration_s is None else itertools.count()
     results: list[Any] = []
+    stop_at = time.perf_counter() + duration_s if duration_s is not None else float("inf")
 
     async def worker() -> None:
         for i in indices:
+            if time.perf_counter() >= stop_at:
+                return
             try:
                 results.append(await asyncio.wait_for(job(i), timeout_s))
             except Exception as exc:  # a failed job is a measured outcome, not a crash of the bench

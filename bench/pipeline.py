@@ -43,11 +43,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,10,50,100", help="comma-separated client counts")
     parser.add_argument("--jobs", type=int, default=200, help="jobs per concurrency level")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per level: keep submitting for this long instead of --jobs (sustained run)")
     parser.add_argument("--observe", choices=("sse", "poll"), default="sse",
                         help="how completion is observed (see README)")
     parser.add_argument("--poll-interval-ms", type=float, default=50.0)
     parser.add_argument("--edge-concurrency", type=int, default=None,
-                        help="HERMES_EDGE_CONCURRENCY for the edge (default: the service's own default)")
+                        help="HERMES_EDGE_CONCURRENCY for the edge and BACKEND_TALOS_MAX_CONCURRENT for the "
+                             "router (default: the services' own, 1)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured jobs before the first level")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per job before it counts as failed")
     parser.add_argument("--nats-tap", action="store_true", help="also count core NATS messages with a '>' "
@@ -70,7 +73,7 @@ async def run_level(args: argparse.Namespace, level: int, client: httpx.AsyncCli
         job = lambda i: poll_job(client, idea_text(level, i), args.poll_interval_ms / 1000)  # noqa: E731
     seq0, cpu0, tap0 = await counter.last_seqs(), probe.cpu_seconds(), tap.snapshot() if tap else {}
     probe.reset_peaks()
-    results, wall = await closed_loop(args.jobs, level, job, args.timeout)
+    results, wall = await closed_loop(args.jobs, level, job, args.timeout, args.duration)
     cpu1, peaks = probe.cpu_seconds(), dict(probe.peak_rss)
     await asyncio.sleep(0.5)  # let trailing events (thread_completed, learner) land before counting
     seq1, tap1 = await counter.last_seqs(), tap.snapshot() if tap else {}
@@ -84,7 +87,7 @@ async def run_level(args: argparse.Namespace, level: int, client: httpx.AsyncCli
         len(prompts), level, lambda i: direct_call(direct, llm_url, *prompts[i]), args.timeout)
     direct_ms = [r for r in direct_results if isinstance(r, float)]
 
-    row: dict[str, Any] = {"concurrency": level, "jobs": args.jobs, "ok": len(samples), "failed": len(errors),
+    row: dict[str, Any] = {"concurrency": level, "jobs": len(results), "ok": len(samples), "failed": len(errors),
                            "wall_s": round(wall, 2), "jobs_per_s": round(len(samples) / wall, 2),
                            "loadavg_1m": round(load_1m, 2)}
     row |= latency_fields(samples, direct_ms, direct_wall)
@@ -172,6 +175,8 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
         probe = ProcessProbe.of(up.home, {"fake-llm": llm.proc.pid, "bench-client": os.getpid()})
         print("processes measured:", {n: [p.pid for p in ps] for n, ps in probe.procs.items()}, flush=True)
         print("idle CPU ms/s:", await idle_cpu(probe), flush=True)
+        rest = {name: round(rss / 2**20, 1) for name, rss in probe.peak_rss.items()}
+        print("RSS MB at rest (after the warm-up, no job in flight):", rest, flush=True)
         tap = None
         if args.nats_tap:
             tap = CoreTap()
@@ -179,6 +184,7 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
         rows = []
         for level in levels:
             row = await run_level(args, level, client, direct, llm.base_url, probe, counter, tap)
+            row |= {f"rest_rss_mb_{name}": mb for name, mb in rest.items()}
             print(f"C={level}: {row['ok']} ok, {row['failed']} failed, {row['jobs_per_s']} jobs/s, overhead p50 "
                   f"{row['overhead_p50_ms']} ms p99 {row['overhead_p99_ms']} ms", flush=True)
             rows.append(row)
@@ -219,6 +225,9 @@ def main() -> None:
     rss_cols = [(k, k.removeprefix("peak_rss_mb_")) for k in rows[0] if k.startswith("peak_rss_mb_")]
     print("\nCPU ms per job (user+system, whole level incl. idle work)")
     print(table(rows, [("concurrency", "C"), *cpu_cols]))
+    rest_cols = [(k, k.removeprefix("rest_rss_mb_")) for k in rows[0] if k.startswith("rest_rss_mb_")]
+    print("\nRSS MB at rest (after the warm-up, before the first level)")
+    print(table(rows[:1], rest_cols))
     print("\nPeak RSS MB during the level (sampled every 0.2 s)")
     print(table(rows, [("concurrency", "C"), *rss_cols]))
     stage_cols = [(k, k.removeprefix("stage_").removesuffix("_p50_ms")) for k in rows[0] if k.startswith("stage_")]

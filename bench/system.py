@@ -62,7 +62,10 @@ def start_stack(tmp: Path, llm: FakeLLMProcess, edge_concurrency: int | None) ->
            "BACKEND_TALOS_PORT": str(llm.port), "BACKEND_TALOS_MODELS": MODEL, "HERMES_MAX_QUESTIONS": "0",
            "TELEGRAM_BOT_TOKEN": ""}
     if edge_concurrency:
+        # The edge's model calls at once and the router's limit for the backend go together: Talos is a local
+        # backend, whose limit defaults to 1 (hermes_proto.backends.BackendConfig.concurrency_limit).
         env["HERMES_EDGE_CONCURRENCY"] = str(edge_concurrency)
+        env["BACKEND_TALOS_MAX_CONCURRENT"] = str(edge_concurrency)
     return HermesUp(tmp, **env).start()
 
 
