@@ -236,7 +236,8 @@ class Stories:
         """Run ``queued`` and the orchestrator's reaction to its completion (``state`` as its read model
         shows it then: the job completed)."""
         events, done, t = self.run_job(queued, t, state.private)
-        state.jobs[queued.job_id].status, state.jobs[queued.job_id].text = "completed", done.text
+        job = state.jobs[queued.job_id]
+        job.status, job.text, job.closed_by = "completed", done.text, done.event_id  # as the projection records it
         t = self.later(t, 0.005, 0.1)
         return events + orch.react_execution_completed(state, done, t), t
 

@@ -20,6 +20,20 @@ _SCHEMA_META = MetaData()
 _SCHEMA_TABLE = Table("read_model_schema", _SCHEMA_META, Column("fingerprint", String, primary_key=True))
 
 
+def batch_session(engine: Engine) -> Session:
+    """A :class:`Session` for applying one batch of the log that keeps every row it loads or adds alive until it
+    closes. SQLAlchemy's identity map holds clean rows only weakly, so without this each ``session.get`` of a
+    row the batch already read (a thread touched by each of its events) was collected and selected again:
+    every one of 40,690 gets in a 20,000-event orchestrator replay went to SQLite (issue 9's cProfile, via
+    ``bench/replay.py --profile``). A batch is bounded (LogFollower fetches at most 1,000 events), so is this."""
+    session = Session(engine)
+    kept: list[Any] = []
+    session.info["kept_rows"] = kept
+    sa_event.listen(session, "loaded_as_persistent", lambda _s, instance: kept.append(instance))
+    sa_event.listen(session, "pending_to_persistent", lambda _s, instance: kept.append(instance))
+    return session
+
+
 class PositionRow(Protocol):
     """A table with one row per projection: ``name`` (primary key) and ``last_sequence`` (stream sequence)."""
 

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from hermes_proto import projection as proj
 from hermes_proto import subjects
+from hermes_proto.sqlstore import batch_session
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, JobQueued
 from hermes_proto.service import stop_on_signals
@@ -51,7 +52,7 @@ class RouterProjection(proj.Projection):
     def _apply(self, batch: list[proj.RawMessage]) -> list[proj.Rejected]:
         decoded, rejected = proj.decode_batch(batch)
         headers = {raw[0]: raw[3] for raw in batch if len(raw) > 3 and raw[3]}
-        with Session(self.engine) as session:
+        with batch_session(self.engine) as session:
             for seq, event in decoded:
                 readmodel.apply(event, session, seq)
                 session.flush()

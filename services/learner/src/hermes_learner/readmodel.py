@@ -501,7 +501,7 @@ def apply_batch(engine: Engine, batch: list[RawMessage]) -> list[Rejected]:
     """Apply a batch of the log and save its last sequence as the position, in one transaction;
     returns the undecodable events (skipped). See :class:`hermes_proto.projection.Projection`."""
     decoded, rejected = decode_batch(batch)
-    with Session(engine) as session:
+    with sqlstore.batch_session(engine) as session:
         for _, event in decoded:
             apply(event, session)
             session.flush()

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from hermes_proto import projection
+from hermes_proto.sqlstore import batch_session
 from hermes_proto.events import SettingChanged
 
 from hermes_orchestrator import readmodel
@@ -29,7 +30,7 @@ class Projection(projection.Projection):
 
     def _apply(self, batch: list[projection.RawMessage]) -> list[projection.Rejected]:
         decoded, rejected = projection.decode_batch(batch)
-        with Session(self.engine) as session:
+        with batch_session(self.engine) as session:
             for _, event in decoded:
                 readmodel.apply(event, session)
                 session.flush()
