@@ -558,7 +558,8 @@ def load_state(session: Session, thread_id: str) -> domain.ThreadState | None:
         jobs={j.job_id: domain.JobState(j.job_id, j.kind, j.status, j.step_id, j.text, j.closed_by) for j in jobs},
         questions=[domain.QuestionState(q.question_id, q.text, q.answer) for q in questions],
         steps={st.step_id: domain.StepState(msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id,
-                                            st.status) for st in _steps(session, thread_id)},
+                                            st.status) for st in (_steps(session, thread_id)
+                                                                  if thread.kind == "workflow" else ())},
     )
 
 
