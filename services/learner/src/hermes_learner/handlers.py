@@ -171,8 +171,13 @@ class Learner:
             thread = readmodel.load_thread(session, thread_id)
             if thread is None:
                 return None
+            already_proposed = thread.questions_event_id is not None
+            if already_proposed or thread.max_questions <= 0 or thread.closed:  # skipped (_skip_reason): no choice
+                return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
+                                      already_proposed=already_proposed, closed=thread.closed, templates=[],
+                                      stats={}, preferences=[], patterns=[])
             return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
-                                  already_proposed=thread.questions_event_id is not None, closed=thread.closed,
+                                  already_proposed=already_proposed, closed=thread.closed,
                                   templates=readmodel.load_templates(session), stats=readmodel.load_stats(session),
                                   preferences=readmodel.load_preferences(session, thread.user_id),
                                   patterns=readmodel.load_patterns(session, thread.user_id),
