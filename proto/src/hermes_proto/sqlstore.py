@@ -11,10 +11,12 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy import Column, MetaData, String, Table, inspect, select
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 log = structlog.get_logger("hermes.sqlstore")
+_UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 _SCHEMA_META = MetaData()
 _SCHEMA_TABLE = Table("read_model_schema", _SCHEMA_META, Column("fingerprint", String, primary_key=True))
@@ -32,6 +34,24 @@ def batch_session(engine: Engine) -> Session:
     sa_event.listen(session, "loaded_as_persistent", lambda _s, instance: kept.append(instance))
     sa_event.listen(session, "pending_to_persistent", lambda _s, instance: kept.append(instance))
     return session
+
+
+def insert_absent(session: Session, row: Any) -> None:
+    """Insert the table row ``row`` (a SQLModel instance) unless one with its primary key exists (the same event
+    applied again): one ``INSERT ... ON CONFLICT DO NOTHING`` run at once on the session's transaction (Core, so
+    nothing pending is flushed first), instead of a ``session.get`` that misses the identity map, flushes and
+    selects, then an ``add``. For rows a projection only inserts: the row is not tracked by the session, so
+    later code reads it back with a query. Other databases than SQLite and PostgreSQL take the get-then-add
+    path. Those existence checks were ~30 % of an orchestrator replay (py-spy, ``bench/replay.py``)."""
+    table = row.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect not in _UPSERT_INSERTS:
+        key = tuple(getattr(row, c.name) for c in table.primary_key.columns)
+        if session.get(type(row), key if len(key) > 1 else key[0]) is None:
+            session.add(row)
+        return
+    values = {c.name: getattr(row, c.name) for c in table.columns}
+    session.execute(_UPSERT_INSERTS[dialect](table).values(values).on_conflict_do_nothing())
 
 
 class PositionRow(Protocol):

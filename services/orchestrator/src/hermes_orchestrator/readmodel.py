@@ -357,12 +357,11 @@ def _(e: ev.BackendSelected, session: Session) -> None:
             if job.step_id:
                 _step_status(session, job.job_id, job.status)
         session.add(job)
-    if session.get(BackendSelectionRow, e.event_id) is None:
-        session.add(BackendSelectionRow(
-            event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, backend=e.backend, model=e.model,
-            criteria=e.criteria, reason=e.reason, selected_at=_naive(e.occurred_at),
-            candidates_json=json.dumps([{"backend": c.backend, "model": c.model, "score": c.score,
-                                         "rejected": c.rejected} for c in e.candidates])))
+    sqlstore.insert_absent(session, BackendSelectionRow(
+        event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, backend=e.backend, model=e.model,
+        criteria=e.criteria, reason=e.reason, selected_at=_naive(e.occurred_at),
+        candidates_json=json.dumps([{"backend": c.backend, "model": c.model, "score": c.score,
+                                     "rejected": c.rejected} for c in e.candidates])))
 
 
 @apply.register
@@ -394,10 +393,10 @@ def _remember(session: Session, job: JobRow, e: ev.ExecutionCompleted) -> None:
     """A completed turn becomes a memory: its last user message and the reply, under its thread's user. A private
     thread's turns do not: a memory may be given to a later prompt that goes to a remote backend."""
     thread = session.get(ThreadRow, job.thread_id)
-    if job.kind not in TURN_KINDS or thread is None or thread.private or session.get(MemoryRow, job.job_id) is not None:
+    if job.kind not in TURN_KINDS or thread is None or thread.private:
         return
     users = [m["content"] for m in json.loads(job.messages_json) if m["role"] == "user"]
-    session.add(MemoryRow(job_id=job.job_id, thread_id=job.thread_id, user_id=thread.user_id, channel=thread.channel,
+    sqlstore.insert_absent(session, MemoryRow(job_id=job.job_id, thread_id=job.thread_id, user_id=thread.user_id, channel=thread.channel,
                           prompt=users[-1] if users else "", reply=e.text, created_at=_naive(e.occurred_at)))
 
 
@@ -492,10 +491,10 @@ def _(e: ev.QuestionsProposed, session: Session) -> None:
         return
     thread.idea_type, thread.clarity = e.idea_type, e.clarity
     for position, q in enumerate(e.questions[:thread.max_questions]):
-        if session.get(QuestionRow, q.question_id) is None:
-            session.add(QuestionRow(question_id=q.question_id, thread_id=e.aggregate_id, position=position,
-                                    template_id=q.template_id, category=q.category, text=q.text,
-                                    suggestions_json=json.dumps(q.suggestions), expected_value=q.expected_value))
+        sqlstore.insert_absent(session, QuestionRow(
+            question_id=q.question_id, thread_id=e.aggregate_id, position=position, template_id=q.template_id,
+            category=q.category, text=q.text, suggestions_json=json.dumps(q.suggestions),
+            expected_value=q.expected_value))
 
 
 @apply.register
