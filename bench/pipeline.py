@@ -176,7 +176,6 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
         print("processes measured:", {n: [p.pid for p in ps] for n, ps in probe.procs.items()}, flush=True)
         print("idle CPU ms/s:", await idle_cpu(probe), flush=True)
         rest = {name: round(rss / 2**20, 1) for name, rss in probe.peak_rss.items()}
-        print("RSS MB at rest (after the warm-up, no job in flight):", rest, flush=True)
         tap = None
         if args.nats_tap:
             tap = CoreTap()
@@ -214,8 +213,9 @@ def main() -> None:
         if not args.keep_home:
             shutil.rmtree(tmp, ignore_errors=True)
     edge = args.edge_concurrency or "service default"
+    size = f"{args.duration:g} s" if args.duration is not None else f"N={args.jobs}"
     title = (f"Hermes pipeline overhead, zero-latency backend, 1 draft-1 job/thread "
-             f"(HERMES_MAX_QUESTIONS=0), observe={args.observe}, edge concurrency={edge}, N={args.jobs}/level, "
+             f"(HERMES_MAX_QUESTIONS=0), observe={args.observe}, edge concurrency={edge}, {size}/level, "
              f"{psutil.cpu_count()} CPUs")
     write_csv(rows, args.out / "pipeline.csv")
     plot_latency(rows, args.out / "latency.png", title)

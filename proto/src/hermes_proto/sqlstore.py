@@ -38,11 +38,11 @@ def batch_session(engine: Engine) -> Session:
 
 def insert_absent(session: Session, row: Any) -> None:
     """Insert the table row ``row`` (a SQLModel instance) unless one with its primary key exists (the same event
-    applied again): one ``INSERT ... ON CONFLICT DO NOTHING`` run at once on the session's transaction (Core, so
-    nothing pending is flushed first), instead of a ``session.get`` that misses the identity map, flushes and
-    selects, then an ``add``. For rows a projection only inserts: the row is not tracked by the session, so
-    later code reads it back with a query. Other databases than SQLite and PostgreSQL take the get-then-add
-    path. Those existence checks were ~30 % of an orchestrator replay (py-spy, ``bench/replay.py``)."""
+    applied again): one ``INSERT ... ON CONFLICT DO NOTHING`` run at once on the session's connection and
+    transaction, so nothing pending is flushed first; instead of a ``session.get`` that misses the identity
+    map, flushes and selects, then an ``add``. For rows a projection only inserts: the row is not tracked by
+    the session, so later code reads it back with a query. Other databases than SQLite and PostgreSQL take the
+    get-then-add path. Those existence checks were ~30 % of an orchestrator replay (py-spy, bench/replay.py)."""
     table = row.__table__
     dialect = session.get_bind().dialect.name
     if dialect not in _UPSERT_INSERTS:
@@ -51,7 +51,8 @@ def insert_absent(session: Session, row: Any) -> None:
             session.add(row)
         return
     values = {c.name: getattr(row, c.name) for c in table.columns}
-    session.execute(_UPSERT_INSERTS[dialect](table).values(values).on_conflict_do_nothing())
+    # On the session's connection, not Session.execute: that would flush what is pending first.
+    session.connection().execute(_UPSERT_INSERTS[dialect](table).values(values).on_conflict_do_nothing())
 
 
 class PositionRow(Protocol):
