@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 
 from hermes_proto import projection as proj
 from hermes_proto import subjects
-from hermes_proto.sqlstore import batch_session
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, JobQueued
 from hermes_proto.service import stop_on_signals
+from hermes_proto.sqlstore import batch_session
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_router import readmodel

@@ -8,8 +8,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from hermes_proto import projection
-from hermes_proto.sqlstore import batch_session
 from hermes_proto.events import SettingChanged
+from hermes_proto.sqlstore import batch_session
 
 from hermes_orchestrator import readmodel
 
