@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -171,18 +171,17 @@ class Learner:
             thread = readmodel.load_thread(session, thread_id)
             if thread is None:
                 return None
-            already_proposed = thread.questions_event_id is not None
-            if already_proposed or thread.max_questions <= 0 or thread.closed:  # skipped (_skip_reason): no choice
-                return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
-                                      already_proposed=already_proposed, closed=thread.closed, templates=[],
-                                      stats={}, preferences=[], patterns=[])
-            return ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
-                                  already_proposed=already_proposed, closed=thread.closed,
-                                  templates=readmodel.load_templates(session), stats=readmodel.load_stats(session),
-                                  preferences=readmodel.load_preferences(session, thread.user_id),
-                                  patterns=readmodel.load_patterns(session, thread.user_id),
-                                  applied=frozenset((a["preference_id"], a["value"])
-                                                    for a in json.loads(thread.assumptions_json)))
+            thread_only = ThreadSnapshot(idea=thread.idea, max_questions=thread.max_questions,
+                                         already_proposed=thread.questions_event_id is not None,
+                                         closed=thread.closed, templates=[], stats={}, preferences=[], patterns=[])
+            if self._skip_reason(thread_only) is not None:  # no choice to make: the rest is not read
+                return thread_only
+            return replace(thread_only, templates=readmodel.load_templates(session),
+                           stats=readmodel.load_stats(session),
+                           preferences=readmodel.load_preferences(session, thread.user_id),
+                           patterns=readmodel.load_patterns(session, thread.user_id),
+                           applied=frozenset((a["preference_id"], a["value"])
+                                             for a in json.loads(thread.assumptions_json)))
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message

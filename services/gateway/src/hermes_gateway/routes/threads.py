@@ -61,7 +61,8 @@ async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequenc
 
 
 @router.get("")
-async def list_threads(request: Request, read_model: ReadModelDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
+async def list_threads(request: Request, read_model: ReadModelDep, principal: PrincipalDep,
+                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
     """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``; while auth is on,
     only the principal's own."""
     if auth_enabled(principal):
