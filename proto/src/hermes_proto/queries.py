@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from hermes_proto import threads
 from hermes_proto.events import Assumption
 
 
@@ -25,7 +26,7 @@ class QuestionView(msgspec.Struct, kw_only=True):
     answer: str | None = None
 
 
-OPEN_JOB_STATUSES = ("queued", "dispatched", "running", "retrying")
+OPEN_JOB_STATUSES = threads.OPEN_JOB_STATUSES
 """The :class:`JobView` statuses of a job that has not ended (it may still be cancelled)."""
 
 
@@ -60,6 +61,11 @@ class JobView(msgspec.Struct, kw_only=True):
     """When the job's timeout cancels it (``queued_at`` + ``timeout_s``), if it has one."""
     memories: list[str] = []
     """The job ids of the earlier turns its prompt was given as memory markers."""
+    cancellable: bool = False
+    """Set from ``status`` (:func:`hermes_proto.threads.cancellable`), whatever was sent: the job has not ended."""
+
+    def __post_init__(self) -> None:
+        self.cancellable = threads.cancellable(self.status)
 
 
 class StepView(msgspec.Struct, kw_only=True):
@@ -74,7 +80,8 @@ class StepView(msgspec.Struct, kw_only=True):
 
 
 class ThreadView(msgspec.Struct, kw_only=True):
-    """``status``: drafting, awaiting_answers, refining, completed, failed."""
+    """``status``: a :data:`hermes_proto.threads.ThreadStatus` (drafting, awaiting_answers, refining, completed,
+    failed; ``active`` for a chat session)."""
 
     thread_id: str
     idea: str
@@ -106,6 +113,16 @@ class ThreadView(msgspec.Struct, kw_only=True):
     assumptions: list[Assumption] = []
     """Learned preferences applied to its draft 1 (so not asked about); correct one through
     ``POST /api/learn/feedback``."""
+    answerable: bool = False
+    """Answers are taken now. This and ``ratable`` / ``open`` are set from ``status`` by
+    :mod:`hermes_proto.threads`, whatever was sent, so no reader spells a status."""
+    ratable: bool = False
+    open: bool = True
+
+    def __post_init__(self) -> None:
+        self.answerable = threads.answerable(self.status)
+        self.ratable = threads.ratable(self.status)
+        self.open = threads.is_open(self.status)
 
 
 class ThreadQuery(msgspec.Struct, kw_only=True):

@@ -20,9 +20,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from hermes_proto import threads
 from hermes_proto.base import ChatMessage
 
-TURN_KINDS = ("draft1", "draft2", "step", "chat")
+TURN_KINDS = threads.TURN_KINDS
 """Job kinds that are turns of a conversation (``classify`` and ``compare`` jobs are Hermes's own calls)."""
 
 
