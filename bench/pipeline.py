@@ -28,8 +28,8 @@ import psutil
 
 from jobs import STAGES, JobSample, closed_loop, direct_call, poll_job, sse_job, thread_event_types
 from report import pct_fields, percentile, plot_latency, table, write_csv
-from system import (STREAMS, CoreTap, FakeLLMProcess, ProcessProbe, StreamCounter, processes_with_home,
-                    start_stack)
+from system import (STREAMS, CoreTap, FakeLLMProcess, ProcessProbe, StreamCounter, idle_cpu,
+                    processes_with_home, start_stack)
 
 SUMMARY = [("concurrency", "C"), ("ok", "ok"), ("failed", "fail"), ("jobs_per_s", "jobs/s"),
            ("overhead_p50_ms", "ovh p50"), ("overhead_p95_ms", "ovh p95"), ("overhead_p99_ms", "ovh p99"),
@@ -150,14 +150,6 @@ async def warm_up(args: argparse.Namespace, client: httpx.AsyncClient) -> None:
             await asyncio.sleep(1)
     kinds = await asyncio.wait_for(thread_event_types(client, sample.thread_id), 30)
     print(f"one thread's events ({len(kinds)}): {', '.join(kinds)}", flush=True)
-
-
-async def idle_cpu(probe: ProcessProbe, seconds: float = 3.0) -> dict[str, float]:
-    """CPU ms per second each process burns with no job in flight (heartbeats, polling)."""
-    before = probe.cpu_seconds()
-    await asyncio.sleep(seconds)
-    after = probe.cpu_seconds()
-    return {name: round((after[name] - before.get(name, 0.0)) * 1000 / seconds, 1) for name in after}
 
 
 async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMProcess) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ RSS probes of every process that carries the stack's HERMES_HOME, and JetStream 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -134,6 +135,15 @@ class ProcessProbe:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+
+async def idle_cpu(probe: ProcessProbe, seconds: float = 3.0) -> dict[str, float]:
+    """CPU ms per second each of the probe's named processes burns with no work in flight (heartbeats, polling)."""
+    before = probe.cpu_seconds()
+    await asyncio.sleep(seconds)
+    after = probe.cpu_seconds()
+    return {name: round((after[name] - before.get(name, 0.0)) * 1000 / seconds, 1) for name in after}
 
 
 class StreamCounter:
