@@ -77,3 +77,41 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     lines = ["  ".join(h.rjust(w) for (_, h), w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
+
+
+def plot_peers(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """bench/peers.py's chart, one colour per side against concurrency (log scale): requests/s (log scale);
+    overhead p50 (solid) and p99 (dashed) in ms against the direct call; CPU ms per request over the side's
+    processes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sides = list(dict.fromkeys(r["side"] for r in rows))
+    conc = sorted({r["concurrency"] for r in rows})
+    colours = dict(zip(sides, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    panels = ((axes[0], [("requests_per_s", "o-", "")], "requests/s"),
+              (axes[1], [("overhead_p50_ms", "o-", " p50"), ("overhead_p99_ms", "s--", " p99")], "overhead ms"),
+              (axes[2], [("cpu_ms_per_req", "o-", "")], "CPU ms per request"))
+    for ax, series, label in panels:
+        for side in sides:
+            mine = sorted((r for r in rows if r["side"] == side), key=lambda r: r["concurrency"])
+            for key, style, suffix in series:
+                values = [r.get(key, math.nan) for r in mine]
+                if not all(math.isnan(v) for v in values):
+                    ax.plot([r["concurrency"] for r in mine], values, style, color=colours[side],
+                            label=side + suffix)
+        ax.set_xscale("log")
+        ax.set_xticks(conc, [str(c) for c in conc])
+        ax.set_xlabel("concurrent clients (closed loop)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
