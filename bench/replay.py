@@ -82,11 +82,12 @@ RECOVERY = [("component", "component"), ("mode", "mode"), ("samples", "n"), ("p5
 
 @dataclass
 class Built:
-    """A projection built on a fresh engine: ``apply`` is its synchronous ``apply_batch`` (one transaction)."""
+    """A projection built on a fresh engine: ``apply`` decodes, folds and writes one batch at once (one
+    transaction), in the calling thread."""
 
     projection: Projection
     engine: Any
-    apply: Callable[[list[RawMessage]], list]
+    apply: Callable[[list[RawMessage]], None]
 
 
 def build_projection(component: str, url: str, js) -> Built:  # noqa: ANN001
@@ -94,17 +95,17 @@ def build_projection(component: str, url: str, js) -> Built:  # noqa: ANN001
     if component == "orchestrator":
         engine = orchestrator_rm.make_engine(url)
         projection = OrchestratorProjection(engine, js)
-        return Built(projection, engine, projection._apply)
+        return Built(projection, engine, projection.apply_now)
     if component == "learner":
         engine = learner_rm.make_engine(url)
         with Session(engine) as session:
             learner_rm.seed_templates(session, SEED_TEMPLATES)
             position = learner_rm.load_position(session)
-        apply = partial(learner_rm.apply_batch, engine)
-        return Built(Projection(js, "learner", apply, position), engine, apply)
+        projection = Projection(js, "learner", partial(learner_rm.apply_batch, engine), position)
+        return Built(projection, engine, projection.apply_now)
     engine = router_rm.make_engine(url)
     projection = RouterProjection(engine, js)
-    return Built(projection, engine, projection._apply)
+    return Built(projection, engine, projection.apply_now)
 
 
 async def last_sequence(js) -> int:  # noqa: ANN001

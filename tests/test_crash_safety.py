@@ -398,6 +398,9 @@ async def replay(service: str, db: Path, js, log: list[RawMessage], upto: int) -
     messages = [m for m in log if m.sequence <= upto]
     for start in range(0, len(messages), 500):
         await projection.handle_batch(messages[start:start + 500])
+    if messages:  # the writer stores what was folded; the rows are compared once it has
+        await projection.require(messages[-1].sequence, timeout_s=120)
+    await projection.stop()
 
 
 def differences(live: dict[str, list[tuple]], rebuilt: dict[str, list[tuple]]) -> dict[str, str]:

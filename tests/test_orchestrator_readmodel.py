@@ -28,11 +28,8 @@ def test_questions_are_capped_and_only_the_first_proposal_counts(tmp_path):
                            idea="a garden", max_questions=3),
               _proposed("e2", _questions("first", 7)),
               _proposed("e3", _questions("second", 2))]
+    readmodel.apply_events(readmodel.row_store(engine), events, 3)
     with Session(engine) as session:
-        for event in events:
-            readmodel.apply(event, session)
-            session.flush()
-        session.commit()
         rows = session.exec(select(readmodel.QuestionRow).order_by(readmodel.QuestionRow.position)).all()
     assert [r.question_id for r in rows] == ["first-0", "first-1", "first-2"]
 
@@ -44,16 +41,14 @@ def test_a_read_model_of_another_schema_is_dropped_for_replay(tmp_path):
 
     db = tmp_path / "orchestrator.db"
     engine = readmodel.make_engine(f"sqlite:///{db}")
-    with Session(engine) as session:
-        readmodel.apply(ThreadOpened(event_id="e1", aggregate_id="th-1", occurred_at=NOW, correlation_id="c",
-                                     idea="a garden"), session)
-        readmodel.save_position(session, 7)
-        session.commit()
+    readmodel.apply_events(readmodel.row_store(engine), [ThreadOpened(
+        event_id="e1", aggregate_id="th-1", occurred_at=NOW, correlation_id="c", idea="a garden")], 7)
     engine.dispose()
 
     engine = readmodel.make_engine(f"sqlite:///{db}")  # same code: kept
+    with readmodel.row_store(engine) as store:
+        assert readmodel.load_position(store) == 7
     with Session(engine) as session:
-        assert readmodel.load_position(session) == 7
         assert session.get(readmodel.ThreadRow, "th-1") is not None
     engine.dispose()
 
@@ -63,8 +58,9 @@ def test_a_read_model_of_another_schema_is_dropped_for_replay(tmp_path):
     con.commit()
     con.close()
     engine = readmodel.make_engine(f"sqlite:///{db}")
+    with readmodel.row_store(engine) as store:
+        assert readmodel.load_position(store) == 0
     with Session(engine) as session:
-        assert readmodel.load_position(session) == 0
         assert session.get(readmodel.ThreadRow, "th-1") is None
         columns = {row[1] for row in session.connection().exec_driver_sql("PRAGMA table_info(threads)")}
     assert "clarity" in columns

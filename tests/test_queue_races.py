@@ -5,11 +5,12 @@ the router's abandonment, and a cancel command redelivered after only part of it
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import reduce
 from pathlib import Path
 
 from sqlmodel import Session
 
-from hermes_orchestrator import domain
+from hermes_orchestrator import domain, snapshot
 from hermes_orchestrator import readmodel as orch
 from hermes_proto.base import ChatMessage, Event
 from hermes_proto.commands import CancelJob, SubmitIdea
@@ -40,11 +41,8 @@ def queued(thread_id: str, job_id: str) -> JobQueued:
 
 def apply_router(db: Path, events: list[Event]) -> router.RouterJobRow:
     engine = router.make_engine(f"sqlite:///{db}")
+    router.apply_events(router.row_store(engine), enumerate(events, start=1), len(events))
     with Session(engine) as session:
-        for seq, event in enumerate(events, start=1):
-            router.apply(event, session, seq)
-            session.flush()
-        session.commit()
         row = session.get(router.RouterJobRow, events[0].job_id)
         session.expunge(row)
     engine.dispose()
@@ -80,14 +78,12 @@ def test_a_cancelled_call_that_still_ran_is_costed_once(tmp_path: Path) -> None:
 
 def orchestrator_state(db: Path, events: list[Event], thread_id: str) -> domain.ThreadState:
     engine = orch.make_engine(f"sqlite:///{db}")
+    orch.apply_events(orch.row_store(engine), events)
     with Session(engine) as session:
-        for event in events:
-            orch.apply(event, session)
-            session.flush()
-        session.commit()
-        state = orch.load_state(session, thread_id)
+        state = snapshot.load_state(session, thread_id)
     engine.dispose()
     assert state is not None
+    assert state == reduce(domain.evolve, events, None)  # the fold and the rows agree
     return state
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from hermes_orchestrator import domain, readmodel, sessions
+from hermes_orchestrator import domain, readmodel, sessions, snapshot
 from hermes_orchestrator.soul import SoulFile
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat, SubmitIdea
@@ -31,12 +31,9 @@ def _chat(job_id: str, text: str, **kw) -> SubmitChat:
 
 
 def _state(events, engine) -> domain.ThreadState | None:
+    readmodel.apply_events(readmodel.row_store(engine), events)
     with Session(engine) as session:
-        for e in events:
-            readmodel.apply(e, session)
-            session.flush()
-        session.commit()
-        return readmodel.load_state(session, "s-1")
+        return snapshot.load_state(session, "s-1")
 
 
 def test_a_chat_session_opens_once_and_queues_one_job_per_turn(tmp_path):
@@ -74,11 +71,8 @@ def test_a_chat_session_opens_once_and_queues_one_job_per_turn(tmp_path):
 def test_memory_search_recall_budget_and_session_views(tmp_path):
     engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     events = _history()
+    readmodel.apply_events(readmodel.row_store(engine), events)
     with Session(engine) as session:
-        for e in events:
-            readmodel.apply(e, session)
-            session.flush()
-        session.commit()
         hits = sessions.search_memory(session, "what about my balcony?", None, 10)
         assert [h.job_id for h in hits] == ["t1-d1"] and "[balcony]" in hits[0].snippet
         assert {h.job_id for h in sessions.search_memory(session, "tomatoes", None, 10)} == {"t1-d1", "t1-d2"}
@@ -126,11 +120,8 @@ def _history() -> list:
 
 def test_exports_filter_page_and_pair_drafts(tmp_path):
     engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    readmodel.apply_events(readmodel.row_store(engine), _history())
     with Session(engine) as session:
-        for e in _history():
-            readmodel.apply(e, session)
-            session.flush()
-        session.commit()
         page = sessions.export_page(session, ExportQuery(format="openai", limit=1))
         assert len(page.lines) == 1 and page.next_after is not None
         first = json.loads(page.lines[0])
@@ -174,16 +165,14 @@ def test_replies_fit_one_nats_message_and_private_turns_are_not_memories(tmp_pat
     engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
     secret = ThreadOpened(event_id="o2", aggregate_id="t2", occurred_at=NOW, correlation_id="c", user_id="ann",
                           idea="my private balcony diagnosis", private=True)
+    readmodel.apply_events(readmodel.row_store(engine), [
+        *_history(), secret,
+        JobQueued(event_id="q-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c", job_id="p1",
+                  kind="draft1", messages=[ChatMessage(role="user", content="my private balcony diagnosis")]),
+        ExecutionCompleted(event_id="x-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c",
+                           job_id="p1", backend="talos", model="m", text="private reply", prompt_tokens=1,
+                           completion_tokens=1, latency_ms=1.0)])
     with Session(engine) as session:
-        for e in [*_history(), secret,
-                  JobQueued(event_id="q-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c", job_id="p1",
-                            kind="draft1", messages=[ChatMessage(role="user", content="my private balcony diagnosis")]),
-                  ExecutionCompleted(event_id="x-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c",
-                                     job_id="p1", backend="talos", model="m", text="private reply", prompt_tokens=1,
-                                     completion_tokens=1, latency_ms=1.0)]:
-            readmodel.apply(e, session)
-            session.flush()
-        session.commit()
         assert [h.job_id for h in sessions.search_memory(session, "balcony", None, 10)] == ["t1-d1"]
         assert "private reply" in [r["messages"][-1]["content"] for r in map(json.loads, sessions.export_page(
             session, ExportQuery()).lines)]  # still captured and exported

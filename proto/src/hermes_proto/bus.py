@@ -205,9 +205,16 @@ def command_lane(msg: Msg) -> str:
     return command_thread_id(msg.data)
 
 
+ACK_WAIT_S = 5.0
+"""Default ack wait (seconds): a message whose handler died (process killed) is delivered again this long after it
+was handed out. A live handler keeps its message with ``in_progress()`` every third of it, so a short wait never
+redelivers work that is still being done."""
+
+
 @dataclass
 class ConsumerSpec:
-    """A durable pull consumer. ``ack_wait_s`` and ``backoff_s`` are seconds; after ``max_deliver``
+    """A durable pull consumer. ``ack_wait_s`` and ``backoff_s`` are seconds (a handler still running after a third
+    of ``ack_wait_s`` keeps its message with ``in_progress()`` every third of it); after ``max_deliver``
     deliveries a failing message is dead-lettered. ``ordered`` stops a batch at the first failure
     so a projection never applies events out of order: an ordered consumer retries a failing message
     in place (with ``backoff_s``) instead of nak-ing it, then dead-letters it after ``max_deliver`` tries.
@@ -221,7 +228,7 @@ class ConsumerSpec:
     decode: Callable[[bytes], Any]
     handler: Handler
     max_deliver: int = 5
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = ACK_WAIT_S
     backoff_s: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0])
     batch: int = 64
     fetch_expires_s: float = 2.0
@@ -352,6 +359,7 @@ class ConsumerRunner:
         """Run the handler inside a consumer span linked to the producer's trace; returns its error."""
         spec, msg = self.spec, delivery.msg
         started = time.perf_counter()
+        keep = _KeepAlive(msg, spec.ack_wait_s / 3)
         try:
             with self._tracer.start_as_current_span(
                 f"consume {spec.durable}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER,
@@ -364,6 +372,7 @@ class ConsumerRunner:
                           seq=delivery.stream_sequence, deliveries=delivery.deliveries, error=repr(exc))
             return exc
         finally:
+            keep.stop()
             HANDLER_SECONDS.labels(self.service, spec.durable).observe(time.perf_counter() - started)
             clear_ids("thread_id", "job_id", "correlation_id")
         MESSAGES_CONSUMED.labels(self.service, spec.durable, "ok").inc()
@@ -395,6 +404,26 @@ async def publish_dead_letter(js: JetStreamContext, service: str, consumer: str,
     DEAD_LETTERS.labels(service, consumer, reason).inc()
     log.warning("dead_lettered", consumer=consumer, subject=subject, seq=sequence, reason=reason,
                 detail=detail[:300])
+
+
+class _KeepAlive:
+    """Sends ``in_progress()`` for ``msg`` every ``interval_s`` seconds from the first interval on, until stopped:
+    a timer, not a task, so a handler that ends quickly (nearly all) costs one scheduled callback."""
+
+    def __init__(self, msg: Msg, interval_s: float) -> None:
+        self._msg = msg
+        self._interval_s = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval_s, self._beat)
+
+    def _beat(self) -> None:
+        asyncio.ensure_future(_quietly(self._msg.in_progress()))
+        self._handle = self._loop.call_later(self._interval_s, self._beat)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -13,9 +13,8 @@ from sqlmodel import Session, select
 from hermes_proto import projection as proj
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
-from hermes_proto.events import ExecutionCompleted, ExecutionFailed, JobQueued
+from hermes_proto.events import ExecutionCompleted, ExecutionFailed
 from hermes_proto.service import stop_on_signals
-from hermes_proto.sqlstore import batch_session
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_router import readmodel
@@ -30,6 +29,7 @@ from hermes_router.metrics import (
     BACKEND_TOKENS,
 )
 from hermes_router.queries import QueryResponder
+from hermes_router.view import RouterView
 
 log = structlog.get_logger("hermes.router")
 SERVICE = "router"
@@ -42,33 +42,24 @@ class RouterProjection(proj.Projection):
 
     def __init__(self, engine: Engine, js: JetStreamContext) -> None:
         self.engine = engine
-        with Session(engine) as session:
-            position = readmodel.load_position(session)
+        self.rows = readmodel.row_store(engine)
+        with self.rows:
+            position = readmodel.load_position(self.rows)
+        self.view = RouterView.load(engine)
         self.start_position = position
-        self.live: list = []
         self.listeners: list = []
         super().__init__(js, SERVICE, self._apply, position)
 
-    def _apply(self, batch: list[proj.RawMessage]) -> list[proj.Rejected]:
-        decoded, rejected = proj.decode_batch(batch)
-        headers = {raw[0]: raw[3] for raw in batch if len(raw) > 3 and raw[3]}
-        with batch_session(self.engine) as session:
-            for seq, event in decoded:
-                readmodel.apply(event, session, seq)
-                session.flush()
-                if isinstance(event, JobQueued) and seq in headers:
-                    readmodel.remember_trace(session, event.job_id, headers[seq])
-            readmodel.save_position(session, batch[-1][0])
-            session.commit()
-        self.live = [e for seq, e in decoded if seq > self.start_position]
-        return rejected
+    def _apply(self, batch: list[proj.RawMessage], decoded: proj.Decoded) -> None:
+        traces = {raw[0]: raw[3] for raw in batch if len(raw) > 3 and raw[3]}
+        readmodel.apply_events(self.rows, decoded, batch[-1][0], traces)
 
-    async def handle_batch(self, batch: list[proj.RawMessage]) -> None:
-        await super().handle_batch(batch)
-        live, self.live = self.live, []
+    async def stored(self, batch: list[proj.RawMessage], decoded: proj.Decoded) -> None:
+        jobs = self.view.apply(self.rows.changes)
+        live = [e for seq, e in decoded if seq > self.start_position]
         for listener in self.listeners:
             try:
-                await listener(live)
+                await listener(live, jobs)
             except Exception as exc:  # the batch is committed: raising would make the follower re-apply it
                 log.exception("listener_failed", error=repr(exc))
 
@@ -105,7 +96,7 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
     js = nc.jetstream()
     await ensure_streams(js, settings)
     engine = readmodel.make_engine(settings.db_url())
-    projection = RouterProjection(engine, js)
+    projection = await asyncio.to_thread(RouterProjection, engine, js)
     store = EventStore(js, SERVICE)
     router: Router | None = None
 
@@ -115,16 +106,16 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
 
     health = HealthMonitor(nc, store, registry, settings.hermes_unhealthy_threshold,
                            settings.hermes_probe_timeout_seconds, load_marks(engine), wake)
-    router = Router(nc, settings, registry, engine, projection, health)
+    router = Router(nc, settings, registry, engine, projection, health, projection.view)
 
-    async def on_live(events: list) -> None:
+    async def on_live(events: list, jobs: dict) -> None:
         observe(events)
         for e in events:
             if isinstance(e, ExecutionFailed) and e.error_code in UNWELL_CODES:
                 await health.signal(e.backend, False, f"call failed: {e.error_code}")
             elif isinstance(e, ExecutionCompleted):
                 await health.signal(e.backend, True, "call completed")
-        await router.stop_cancelled(events)
+        await router.stop_cancelled(events, jobs)
         if any(isinstance(e, WAKE_EVENTS) for e in events):
             router.wake.set()
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 from datetime import datetime, timedelta
 
 import msgspec
@@ -22,7 +23,6 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from nats.aio.client import Client as NATS
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -63,6 +63,7 @@ from hermes_router.metrics import (
     SPENT_TODAY,
 )
 from hermes_router.readmodel import RouterJobRow
+from hermes_router.view import RouterView, Snapshot, read_snapshot  # noqa: F401 (read_snapshot re-exported)
 
 log = structlog.get_logger("hermes.router")
 _messages = msgspec.json.Decoder(list[ChatMessage])
@@ -72,52 +73,6 @@ IDLE_ROUND_S = 1.0  # deadlines, cool-downs and failover delays are checked at l
 # ratings) wait for the next round; waking on every event made ~5 rounds per job (issue 9's profile).
 WAKE_EVENTS = (ev.JobQueued, ev.ExecutionCompleted, ev.ExecutionFailed, ev.JobCancelled, ev.BackendMarkedUnhealthy,
                ev.BackendRecovered, ev.BackendEnabled, ev.BackendDisabled)
-
-
-@dataclass
-class Snapshot:
-    """What one round reads from the read model: open jobs (priority desc, then queue order), finished jobs
-    without a recorded cost, per-backend rows, today's spend, and dispatched work."""
-
-    day: str
-    jobs: list[RouterJobRow]
-    uncosted: list[RouterJobRow]
-    states: dict[str, readmodel.BackendStateRow]
-    stats: dict[str, readmodel.BackendStatRow]
-    spent_today: float
-    project_spent: dict[str, float]
-    in_flight: dict[str, int]
-    reserved: float
-    alerted: set[str] = field(default_factory=set)
-    project_reserved: dict[str, float] = field(default_factory=dict)
-
-
-def read_snapshot(engine: Engine, now: datetime) -> Snapshot:
-    day = readmodel.day_of(now)
-    with Session(engine) as s:
-        jobs = list(s.exec(select(RouterJobRow)
-                           .where(col(RouterJobRow.status).in_((readmodel.QUEUED, readmodel.FAILED)))
-                           .order_by(col(RouterJobRow.priority).desc(), col(RouterJobRow.queued_seq))))
-        uncosted = list(s.exec(select(RouterJobRow).where(
-            col(RouterJobRow.status).in_((readmodel.DONE, readmodel.CANCELLED)),
-            col(RouterJobRow.completion_event_id).is_not(None), col(RouterJobRow.cost_recorded).is_(False))))
-        active = list(s.exec(select(RouterJobRow.backend, RouterJobRow.estimated_cost_cents, RouterJobRow.project)
-                             .where(col(RouterJobRow.status).in_((readmodel.DISPATCHED, readmodel.RUNNING)))))
-        in_flight: dict[str, int] = {}
-        project_reserved: dict[str, float] = {}
-        for backend, cost, project in [*active, *((j.backend, j.estimated_cost_cents, j.project) for j in uncosted)]:
-            project_reserved[project] = project_reserved.get(project, 0.0) + cost
-        for backend, _, _ in active:
-            in_flight[backend] = in_flight.get(backend, 0) + 1
-        reserved = sum(project_reserved.values())
-        spend = list(s.exec(select(readmodel.SpendRow.project, func.sum(readmodel.SpendRow.cents))
-                            .where(readmodel.SpendRow.day == day).group_by(readmodel.SpendRow.project)))
-        states = {r.backend: r for r in s.exec(select(readmodel.BackendStateRow))}
-        stats = {r.backend: r for r in s.exec(select(readmodel.BackendStatRow))}
-        alerted = set(s.exec(select(readmodel.BudgetAlertRow.aggregate_id)))
-    project_spent = {p: float(c or 0) for p, c in spend}
-    return Snapshot(day, jobs, uncosted, states, stats, sum(project_spent.values()), project_spent, in_flight,
-                    reserved, alerted, project_reserved)
 
 
 def stats_of(row: readmodel.BackendStatRow | None) -> domain.Stats:
@@ -130,12 +85,14 @@ class Router:
     """One router process. ``health`` supplies live health; ``projection`` the read-your-writes wait."""
 
     def __init__(self, nc: NATS, settings: RouterSettings, registry: dict[str, BackendConfig],
-                 engine: Engine, projection: Projection, health: HealthMonitor) -> None:
+                 engine: Engine, projection: Projection, health: HealthMonitor, view: RouterView) -> None:
         self.nc = nc
         js = self.js = nc.jetstream()
         self.settings = settings
         self.registry = registry
         self.engine = engine
+        self.view = view
+        """The decision state in memory (rounds read it, never SQLite)."""
         self.projection = projection
         self.health = health
         self.store = EventStore(js, "router")
@@ -228,7 +185,7 @@ class Router:
         async with self._lock:
             started = time.perf_counter()
             now = utcnow()
-            snap = await asyncio.to_thread(read_snapshot, self.engine, now)
+            snap = self.view.snapshot(now)
             SPENT_TODAY.set(snap.spent_today)
             plan = _Round(self, snap, now)
             for job in snap.uncosted:
@@ -272,21 +229,17 @@ class Router:
             temperature=job.temperature, timeout_s=self.registry[selection.backend].timeout,
             correlation_id=job.correlation_id, requested_at=selection.occurred_at)
 
-    async def stop_cancelled(self, events: list[Event]) -> None:
+    async def stop_cancelled(self, events: list[Event], jobs: dict[str, Any]) -> None:
         """For each live ``JobCancelled`` of a job that was dispatched, and each ``BackendSelected`` of a job
         cancelled meanwhile (a round that read it before), tell its backend's edges (core NATS
         ``hermes.cancel.<backend>``) to stop the model call or drop the request. Best effort: an edge that misses
-        it finishes the call; the orchestrator ignores the result and the router still records its cost."""
+        it finishes the call; the orchestrator ignores the result and the router still records its cost. ``jobs``:
+        the job rows the same write changed, by id."""
         candidates = [e for e in events if isinstance(e, JobCancelled | BackendSelected)]
         if not candidates:
             return
-
-        def backends() -> dict[str, str | None]:
-            with Session(self.engine) as s:
-                rows = {e.job_id: s.get(RouterJobRow, e.job_id) for e in candidates}
-                return {job_id: row.backend for job_id, row in rows.items()
-                        if row is not None and row.status == readmodel.CANCELLED}
-        running_on = await asyncio.to_thread(backends)
+        running_on = {e.job_id: row.backend for e in candidates
+                      if (row := jobs.get(e.job_id)) is not None and row.status == readmodel.CANCELLED}
         for e in candidates:
             backend = running_on.get(e.job_id)
             if backend is None or (isinstance(e, BackendSelected) and e.backend != backend):

@@ -36,7 +36,7 @@ from hermes_proto.queries import (
 )
 
 from hermes_router import domain, readmodel
-from hermes_router.handlers import Router, read_snapshot
+from hermes_router.handlers import Router
 
 log = structlog.get_logger("hermes.router")
 
@@ -69,9 +69,9 @@ class QueryResponder:
     async def backends_reply(self) -> BackendsReply:
         router = self.router
         now = utcnow()
-        snap = await asyncio.to_thread(read_snapshot, router.engine, now)
+        snap = router.view.snapshot(now)
         states = router.backend_states(snap, now)
-        spend = await asyncio.to_thread(self._spend_by_backend, snap.day)
+        spend = self._spend_by_backend(snap.day)
         neutral = domain.JobNeeds(job_id="", kind="chat", job_type="general", private=False, project="default",
                                   priority=5, prompt_tokens=0, max_tokens=0)
         views = []
@@ -101,12 +101,12 @@ class QueryResponder:
         return BackendsReply(backends=views, budget=budget, queued_jobs=len(snap.jobs))
 
     def _spend_by_backend(self, day: str) -> dict[str, float]:
-        with Session(self.router.engine) as s:
-            rows = s.exec(select(readmodel.SpendRow).where(readmodel.SpendRow.day == day))
-            result: dict[str, float] = {}
-            for r in rows:
-                result[r.backend] = result.get(r.backend, 0.0) + r.cents
-            return result
+        """Cents spent on ``day`` (UTC, ``YYYY-MM-DD``) per backend, from the in-memory view."""
+        result: dict[str, float] = {}
+        for (spent_day, _, backend), cents in self.router.view.spend.items():
+            if spent_day == day:
+                result[backend] = result.get(backend, 0.0) + cents
+        return result
 
     async def _backends(self, msg: Msg) -> Any:
         return await self.backends_reply()
@@ -160,7 +160,7 @@ class QueryResponder:
                               message=f"unknown backends: {', '.join(unknown)}" if unknown else "empty prompt")
         comparison_id = new_id()
         now = utcnow()
-        snap = await asyncio.to_thread(read_snapshot, router.engine, now)
+        snap = router.view.snapshot(now)
         states = router.backend_states(snap, now)
         budget = router.budget(snap)
         names = [b.lower() for b in request.backends] or [n for n, s in states.items() if s.enabled]

@@ -11,17 +11,20 @@ included, so a replay into an empty database yields identical rows, and identica
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import singledispatch
 
 import msgspec
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from hermes_proto import events as ev
 from hermes_proto import sqlstore
 from hermes_proto.base import Event
+from hermes_proto import rowstore
+from hermes_proto.rowstore import RowStore, rows
 
 PROJECTION = "router"
 # Job statuses. failed: the last attempt failed and the router has not decided yet (retry or abandon).
@@ -176,12 +179,45 @@ def make_engine(url: str) -> Engine:
     return sqlstore.make_engine(url, RouterTable.metadata)
 
 
-def load_position(session: Session) -> int:
-    return sqlstore.load_position(session, ProjectionPosition, PROJECTION)
+Job = rows(RouterJobRow)
+Stat = rows(BackendStatRow)
+State = rows(BackendStateRow)
+Spend = rows(SpendRow)
+Selection = rows(SelectionRow)
+Draft = rows(ThreadDraftRow)
+Rating = rows(ThreadRatingRow)
+Alert = rows(BudgetAlertRow)
+Position = rows(ProjectionPosition)
+ROWS = (Job, Stat, State, Spend, Selection, Draft, Rating, Alert, Position)
+VIEW_ROWS = (Job, Stat, State, Spend, Alert)
+"""The tables the dispatcher's in-memory view follows (:attr:`hermes_proto.rowstore.RowStore.changes`)."""
 
 
-def save_position(session: Session, sequence: int) -> None:
-    sqlstore.save_position(session, ProjectionPosition, PROJECTION, sequence)
+def row_store(engine: Engine) -> RowStore:
+    """The store the projection writes through; changes to :data:`VIEW_ROWS` are reported after each commit."""
+    return RowStore(engine, ROWS, tracked=VIEW_ROWS)
+
+
+def load_position(store: RowStore) -> int:
+    """The last stream sequence applied (0: nothing yet); call inside a batch."""
+    return rowstore.load_position(store, Position, PROJECTION)
+
+
+def save_position(store: RowStore, sequence: int) -> None:
+    rowstore.save_position(store, Position, PROJECTION, sequence)
+
+
+def apply_events(store: RowStore, events: Iterable[tuple[int, Event]], position: int | None = None,
+                 traces: dict[int, dict[str, str]] | None = None) -> None:
+    """Apply ``(sequence, event)`` pairs in order, keep the trace context of each ``JobQueued`` whose sequence is in
+    ``traces``, and save ``position`` (when given): one batch, one transaction."""
+    with store:
+        for seq, event in events:
+            apply(event, store, seq)
+            if traces and isinstance(event, ev.JobQueued) and seq in traces:
+                remember_trace(store, event.job_id, traces[seq])
+        if position is not None:
+            save_position(store, position)
 
 
 def utc(ts: datetime) -> datetime:
@@ -200,24 +236,32 @@ def day_of(ts: datetime) -> str:
     return utc(ts).date().isoformat()
 
 
-def _stats(session: Session, backend: str) -> BackendStatRow:
-    return session.get(BackendStatRow, backend) or BackendStatRow(backend=backend)
+def _stats(store: RowStore, backend: str):  # noqa: ANN202
+    row = store.get(Stat, backend)
+    if row is None:
+        row = Stat(backend=backend)
+        store.add(row)
+    return row
 
 
-def _state(session: Session, backend: str) -> BackendStateRow:
-    return session.get(BackendStateRow, backend) or BackendStateRow(backend=backend)
+def _state(store: RowStore, backend: str):  # noqa: ANN202
+    row = store.get(State, backend)
+    if row is None:
+        row = State(backend=backend)
+        store.add(row)
+    return row
 
 
 @singledispatch
-def apply(event: Event, session: Session, sequence: int = 0) -> None:
+def apply(event: Event, store: RowStore, sequence: int = 0) -> None:
     """Apply one event (``sequence``: its stream sequence) to the rows; other events are ignored."""
 
 
 @apply.register
-def _(e: ev.JobQueued, session: Session, sequence: int = 0) -> None:
-    if session.get(RouterJobRow, e.job_id) is not None:
+def _(e: ev.JobQueued, store: RowStore, sequence: int = 0) -> None:
+    if store.get(Job, e.job_id) is not None:
         return
-    session.add(RouterJobRow(
+    store.add(Job(
         job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, priority=e.priority, job_type=e.job_type,
         private=e.private, project=e.project, requested_backend=e.backend, requested_model=e.model,
         requires_json=json.dumps(e.requires), criteria=e.criteria,
@@ -229,28 +273,29 @@ def _(e: ev.JobQueued, session: Session, sequence: int = 0) -> None:
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-def remember_trace(session: Session, job_id: str, headers: dict[str, str] | None) -> None:
+def remember_trace(store: RowStore, job_id: str, headers: dict[str, str] | None) -> None:
     """Keep the W3C trace context of a job's ``JobQueued`` message (the first one seen) on its row."""
     context = {k: v for k, v in (headers or {}).items() if k in TRACE_HEADERS}
-    row = session.get(RouterJobRow, job_id)
+    row = store.get(Job, job_id)
     if context and row is not None and row.trace_headers_json == "{}":
         row.trace_headers_json = json.dumps(context)
 
 
 @apply.register
-def _(e: ev.BackendSelected, session: Session, sequence: int = 0) -> None:
-    if session.get(SelectionRow, e.event_id) is not None:
+def _(e: ev.BackendSelected, store: RowStore, sequence: int = 0) -> None:
+    if store.get(Selection, e.event_id) is not None:
         return
-    session.add(SelectionRow(
+    store.add(Selection(
         event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, attempt=e.attempt, backend=e.backend,
         model=e.model, strategy=e.strategy, criteria=e.criteria, reason=e.reason, job_type=e.job_type,
         estimated_cost_cents=e.estimated_cost_cents, failover_from=e.failover_from,
         candidates_json=msgspec.json.encode(e.candidates).decode(), selected_at=utc(e.occurred_at)))
-    job = session.get(RouterJobRow, e.job_id)
+    job = store.get(Job, e.job_id)
     if job is None:  # a job the router did not queue (e.g. a backend comparison): track it from here
-        job = RouterJobRow(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.strategy, project=e.project,
-                           private=e.private, correlation_id=e.correlation_id, cause_event_id=e.event_id,
-                           queued_seq=sequence, queued_at=utc(e.occurred_at))
+        job = Job(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.strategy, project=e.project,
+                  private=e.private, correlation_id=e.correlation_id, cause_event_id=e.event_id,
+                  queued_seq=sequence, queued_at=utc(e.occurred_at))
+        store.add(job)
     if job.status in (DONE, ABANDONED) or e.attempt < job.attempts:
         return
     # A round that read the job before its cancellation may still place it: the job stays cancelled, but the
@@ -261,20 +306,18 @@ def _(e: ev.BackendSelected, session: Session, sequence: int = 0) -> None:
     job.estimated_cost_cents, job.price_in, job.price_out = (e.estimated_cost_cents, e.price_in_cents_per_mtok,
                                                              e.price_out_cents_per_mtok)
     job.job_type, job.deferred_reason = e.job_type, None
-    session.add(job)
 
 
 @apply.register
-def _(e: ev.ExecutionStarted, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.ExecutionStarted, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     if job is not None and job.status == DISPATCHED and job.backend == e.backend:
         job.status = RUNNING
-        session.add(job)
 
 
 @apply.register
-def _(e: ev.ExecutionCompleted, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.ExecutionCompleted, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     cancelled_but_ran = job is not None and job.status == CANCELLED and job.backend == e.backend \
         and job.completion_event_id is None
     if job is None or (job.status not in (DISPATCHED, RUNNING) and not cancelled_but_ran):
@@ -283,20 +326,18 @@ def _(e: ev.ExecutionCompleted, session: Session, sequence: int = 0) -> None:
     job.status = CANCELLED if cancelled_but_ran else DONE
     job.finished_at, job.completion_event_id = utc(e.occurred_at), e.event_id
     job.prompt_tokens, job.completion_tokens = e.prompt_tokens, e.completion_tokens
-    session.add(job)
-    stats = _stats(session, e.backend)
+    stats = _stats(store, e.backend)
     stats.calls += 1
     stats.successes += 1
     stats.latency_ms_sum += e.latency_ms
     stats.latency_n += 1
     stats.prompt_tokens += e.prompt_tokens
     stats.completion_tokens += e.completion_tokens
-    session.add(stats)
 
 
 @apply.register
-def _(e: ev.ExecutionFailed, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.ExecutionFailed, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     if job is None or job.status not in (DISPATCHED, RUNNING):
         return
     failed = json.loads(job.failed_backends_json)
@@ -305,120 +346,108 @@ def _(e: ev.ExecutionFailed, session: Session, sequence: int = 0) -> None:
     job.status, job.failed_backends_json = FAILED, json.dumps(failed)
     job.last_error_code, job.last_error_message, job.last_retryable = e.error_code, e.message, e.retryable
     job.last_failed_at, job.retry_after_s = utc(e.occurred_at), e.retry_after_s
-    session.add(job)
-    stats = _stats(session, e.backend)
+    stats = _stats(store, e.backend)
     stats.calls += 1
     stats.failures += 1
-    session.add(stats)
     if e.retry_after_s:
-        state = _state(session, e.backend)
+        state = _state(store, e.backend)
         state.cooling_until = utc(e.occurred_at) + timedelta(seconds=e.retry_after_s)
-        session.add(state)
 
 
 @apply.register
-def _(e: ev.ExecutionAbandoned, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.ExecutionAbandoned, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     if job is not None and job.status in OPEN:
         job.status, job.finished_at = ABANDONED, utc(e.occurred_at)
         job.last_error_code, job.last_error_message = e.error_code, e.message
-        session.add(job)
 
 
 @apply.register
-def _(e: ev.JobCancelled, session: Session, sequence: int = 0) -> None:
+def _(e: ev.JobCancelled, store: RowStore, sequence: int = 0) -> None:
     """A cancelled job is never placed again; the backend of its last attempt (if any) stays on the row so the
     router can tell that backend's edges to stop the call."""
-    job = session.get(RouterJobRow, e.job_id)
+    job = store.get(Job, e.job_id)
     if job is not None and job.status in OPEN:
         job.status, job.finished_at = CANCELLED, utc(e.occurred_at)
         job.last_error_code, job.last_error_message = "cancelled", e.reason
-        session.add(job)
 
 
 @apply.register
-def _(e: ev.JobDeferred, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.JobDeferred, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     if job is not None and job.status in OPEN:
         job.deferred_reason = e.reason
-        session.add(job)
 
 
 @apply.register
-def _(e: ev.CostRecorded, session: Session, sequence: int = 0) -> None:
-    job = session.get(RouterJobRow, e.job_id)
+def _(e: ev.CostRecorded, store: RowStore, sequence: int = 0) -> None:
+    job = store.get(Job, e.job_id)
     if job is not None:
         if job.cost_recorded:
             return
         job.cost_recorded, job.cost_cents = True, e.cost_cents
-        session.add(job)
     key = (day_of(e.occurred_at), e.project, e.backend)
-    spend = session.get(SpendRow, key) or SpendRow(day=key[0], project=key[1], backend=key[2])
+    spend = store.get(Spend, *key)
+    if spend is None:
+        spend = Spend(day=key[0], project=key[1], backend=key[2])
+        store.add(spend)
     spend.cents += e.cost_cents
     spend.jobs += 1
-    session.add(spend)
-    stats = _stats(session, e.backend)
+    stats = _stats(store, e.backend)
     stats.cost_cents += e.cost_cents
-    session.add(stats)
 
 
 @apply.register
-def _(e: ev.DraftPresented, session: Session, sequence: int = 0) -> None:
-    if session.get(ThreadDraftRow, (e.aggregate_id, e.draft_number)) is None:
-        session.add(ThreadDraftRow(thread_id=e.aggregate_id, draft_number=e.draft_number, backend=e.backend))
+def _(e: ev.DraftPresented, store: RowStore, sequence: int = 0) -> None:
+    if store.get(Draft, e.aggregate_id, e.draft_number) is None:
+        store.add(Draft(thread_id=e.aggregate_id, draft_number=e.draft_number, backend=e.backend))
 
 
 @apply.register
-def _(e: ev.ThreadRated, session: Session, sequence: int = 0) -> None:
-    draft = session.get(ThreadDraftRow, (e.aggregate_id, e.draft_number))
+def _(e: ev.ThreadRated, store: RowStore, sequence: int = 0) -> None:
+    draft = store.get(Draft, e.aggregate_id, e.draft_number)
     if draft is None:
         return
-    previous = session.get(ThreadRatingRow, e.aggregate_id)
+    previous = store.get(Rating, e.aggregate_id)
     if previous is not None:
-        old = _stats(session, previous.backend)
+        old = _stats(store, previous.backend)
         old.rating_sum -= previous.rating
         old.rating_n -= 1
-        session.add(old)
-        session.flush()
-    stats = _stats(session, draft.backend)
+    stats = _stats(store, draft.backend)
     stats.rating_sum += e.rating
     stats.rating_n += 1
-    session.add(stats)
-    row = previous or ThreadRatingRow(thread_id=e.aggregate_id, backend=draft.backend, rating=e.rating)
-    row.backend, row.rating = draft.backend, e.rating
-    session.add(row)
+    if previous is None:
+        store.add(Rating(thread_id=e.aggregate_id, backend=draft.backend, rating=e.rating))
+    else:
+        previous.backend, previous.rating = draft.backend, e.rating
 
 
 @apply.register
-def _(e: ev.BackendMarkedUnhealthy, session: Session, sequence: int = 0) -> None:
-    state = _state(session, e.aggregate_id)
+def _(e: ev.BackendMarkedUnhealthy, store: RowStore, sequence: int = 0) -> None:
+    state = _state(store, e.aggregate_id)
     state.health, state.unhealthy_reason, state.changed_at = "unhealthy", e.reason, utc(e.occurred_at)
-    session.add(state)
 
 
 @apply.register
-def _(e: ev.BackendRecovered, session: Session, sequence: int = 0) -> None:
-    state = _state(session, e.aggregate_id)
+def _(e: ev.BackendRecovered, store: RowStore, sequence: int = 0) -> None:
+    state = _state(store, e.aggregate_id)
     state.health, state.unhealthy_reason, state.changed_at = "healthy", None, utc(e.occurred_at)
-    session.add(state)
 
 
 @apply.register
-def _(e: ev.BackendEnabled, session: Session, sequence: int = 0) -> None:
-    state = _state(session, e.aggregate_id)
+def _(e: ev.BackendEnabled, store: RowStore, sequence: int = 0) -> None:
+    state = _state(store, e.aggregate_id)
     state.enabled, state.changed_at = True, utc(e.occurred_at)
-    session.add(state)
 
 
 @apply.register
-def _(e: ev.BackendDisabled, session: Session, sequence: int = 0) -> None:
-    state = _state(session, e.aggregate_id)
+def _(e: ev.BackendDisabled, store: RowStore, sequence: int = 0) -> None:
+    state = _state(store, e.aggregate_id)
     state.enabled, state.changed_at = False, utc(e.occurred_at)
-    session.add(state)
 
 
 @apply.register
-def _(e: ev.BudgetThresholdReached, session: Session, sequence: int = 0) -> None:
-    if session.get(BudgetAlertRow, e.aggregate_id) is None:
-        session.add(BudgetAlertRow(aggregate_id=e.aggregate_id, spent_cents=e.spent_cents,
-                                   budget_cents=e.budget_cents, reached_at=utc(e.occurred_at)))
+def _(e: ev.BudgetThresholdReached, store: RowStore, sequence: int = 0) -> None:
+    if store.get(Alert, e.aggregate_id) is None:
+        store.add(Alert(aggregate_id=e.aggregate_id, spent_cents=e.spent_cents, budget_cents=e.budget_cents,
+                        reached_at=utc(e.occurred_at)))

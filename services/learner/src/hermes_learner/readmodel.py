@@ -497,10 +497,14 @@ def open_questions(session: Session, thread_id: str) -> list[tuple[str, str]]:
 # ---- projection --------------------------------------------------------------------------------
 
 
-def apply_batch(engine: Engine, batch: list[RawMessage]) -> list[Rejected]:
-    """Apply a batch of the log and save its last sequence as the position, in one transaction;
-    returns the undecodable events (skipped). See :class:`hermes_proto.projection.Projection`."""
-    decoded, rejected = decode_batch(batch)
+def apply_batch(engine: Engine, batch: list[RawMessage],
+                decoded: list[tuple[int, Event]] | None = None) -> list[Rejected]:
+    """Apply a batch of the log (``decoded``: its decodable events, when the caller decoded it already) and save its
+    last sequence as the position, in one transaction; returns the undecodable events it skipped (none when given
+    ``decoded``). See :class:`hermes_proto.projection.Projection`."""
+    rejected: list[Rejected] = []
+    if decoded is None:
+        decoded, rejected = decode_batch(batch)
     with sqlstore.batch_session(engine) as session:
         for _, event in decoded:
             apply(event, session)

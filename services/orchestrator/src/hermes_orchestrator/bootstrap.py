@@ -1,29 +1,68 @@
-"""Composition of the orchestrator process: connections, read models, consumers, queries."""
+"""Composition of the orchestrator process: connections, read models and the fold, consumers, queries, timers."""
 
 from __future__ import annotations
 
 import asyncio
 
 import structlog
+from prometheus_client import Gauge
 
 from hermes_proto import subjects
-from hermes_proto.bus import (ConsumerRunner, ConsumerSpec, LogFollower, aggregate_lane, close, command_lane, connect,
-                              ensure_streams)
+from hermes_proto.bus import (ConsumerRunner, ConsumerSpec, EventStore, LogFollower, aggregate_lane, close,
+                              command_lane, connect, ensure_streams)
 from hermes_proto.codec import decode_command, decode_event
-from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, QuestionsProposed
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_orchestrator import domain
 from hermes_orchestrator.config import OrchestratorSettings
-from hermes_orchestrator.handlers import Orchestrator, QueryResponder
+from hermes_orchestrator.decisions import Decisions
+from hermes_orchestrator.fold import ThreadFold
+from hermes_orchestrator.handlers import EVENT_HANDLERS, Deps
 from hermes_orchestrator.projection import Projection
+from hermes_orchestrator.queries import QueryResponder
 from hermes_orchestrator.readmodel import make_engine
+from hermes_orchestrator.settings import UserLimits, on_config
 from hermes_orchestrator.soul import SoulFile
+from hermes_orchestrator.timers import Timers
 
 log = structlog.get_logger("hermes.orchestrator")
 
-REACTION_EVENTS = (ExecutionCompleted, ExecutionAbandoned, DraftPresented, QuestionsProposed)
+REACTION_EVENTS = tuple(EVENT_HANDLERS)
+QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, running, retrying) by priority",
+                    ["priority"])
+QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
+
+
+def limits_of(settings: OrchestratorSettings) -> domain.Limits:
+    """The deployment's limits from its settings (users' editable settings apply on top: :class:`UserLimits`)."""
+    return domain.Limits(max_questions=settings.hermes_max_questions,
+                         answer_timeout_s=settings.hermes_answer_timeout_seconds,
+                         max_tokens=settings.hermes_draft_max_tokens,
+                         temperature=settings.hermes_draft_temperature,
+                         job_timeout_s=settings.hermes_job_timeout_seconds or None,
+                         workflow_max_steps=settings.hermes_workflow_max_steps,
+                         workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
+                         preference_threshold=(settings.hermes_confidence_threshold
+                                               if settings.hermes_learning_enabled else None),
+                         memory_token_budget=settings.hermes_memory_token_budget,
+                         memory_max_items=settings.hermes_memory_max_items)
+
+
+async def publish_queue_depth(fold: ThreadFold, stop: asyncio.Event, interval_s: float = 2.0) -> None:
+    """Every ``interval_s`` seconds, set ``hermes_queue_depth{priority}`` and ``hermes_queue_waiting_steps``."""
+    while not stop.is_set():
+        try:
+            depth = fold.queue_depth()
+            for priority in range(1, 11):
+                QUEUE_DEPTH.labels(str(priority)).set(depth.by_priority.get(str(priority), 0))
+            QUEUE_WAITING_STEPS.set(depth.waiting_steps)
+        except Exception as exc:  # a metric must never stop the service
+            log.warning("queue_depth_failed", error=repr(exc))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass
 
 
 async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None) -> None:
@@ -37,51 +76,57 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     js = nc.jetstream()
     await ensure_streams(js, settings)
     engine = make_engine(settings.db_url())
-    projection = Projection(engine, js)
-    limits = domain.Limits(max_questions=settings.hermes_max_questions,
-                           answer_timeout_s=settings.hermes_answer_timeout_seconds,
-                           max_tokens=settings.hermes_draft_max_tokens,
-                           temperature=settings.hermes_draft_temperature,
-                           job_timeout_s=settings.hermes_job_timeout_seconds or None,
-                           workflow_max_steps=settings.hermes_workflow_max_steps,
-                           workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
-                           preference_threshold=(settings.hermes_confidence_threshold
-                                                 if settings.hermes_learning_enabled else None),
-                           memory_token_budget=settings.hermes_memory_token_budget,
-                           memory_max_items=settings.hermes_memory_max_items)
+    projection = await asyncio.to_thread(Projection, engine, js)
+    fold = projection.fold
     soul = SoulFile(settings.soul_path())
     soul.ensure()
-    orchestrator = Orchestrator(nc, js, engine, projection, limits, soul)
+    store = EventStore(js, "orchestrator")
+    limits = UserLimits(limits_of(settings), fold)
+    timers = Timers(store, fold)
+    decisions = Decisions(Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
+    # The reactor's filters come from the events it handles. The commands consumer takes all of hermes.cmd.>:
+    # every command is the orchestrator's (COMMAND_HANDLERS), and one of an unknown type is dead-lettered.
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.EVENTS_STREAM, durable="orchestrator-reactor",
         filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
-        decode=decode_event, handler=orchestrator.on_event, ordered=True, lane=aggregate_lane), "orchestrator")
+        decode=decode_event, handler=decisions.on_event, ordered=True, lane=aggregate_lane), "orchestrator")
     commands = ConsumerRunner(nc, js, ConsumerSpec(
         stream=subjects.COMMANDS_STREAM, durable="orchestrator-commands",
         filter_subjects=[subjects.COMMANDS_ALL], decode=decode_command,
-        handler=orchestrator.on_command, ordered=True, lane=command_lane), "orchestrator")
+        handler=decisions.on_command, ordered=True, lane=command_lane), "orchestrator")
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
-    start_seq = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
-    await projection.wait_for(start_seq, timeout_s=3600)
-    log.info("read_models_caught_up", position=projection.position)
-    await orchestrator.arm_pending_timers()
-    await QueryResponder(nc, engine, projection, soul).subscribe()
-    await nc.subscribe(subjects.QUERY_CONFIG, queue="orchestrator", cb=orchestrator.on_config)
-    await nc.subscribe(subjects.CONTROL_CONFIG, queue="orchestrator", cb=orchestrator.on_config)
+    start_seq = await projection.last_sequence()
+    await projection.require_folded(start_seq, timeout_s=3600)
+    log.info("state_caught_up", position=projection.folded, open_threads=len(fold.states))
+
+    async def rows_caught_up() -> None:  # the read model follows the fold; say when it holds the start's log
+        if await projection.wait_for(start_seq, timeout_s=3600):
+            log.info("read_models_caught_up", position=projection.position)
+
+    tasks.append(asyncio.create_task(rows_caught_up(), name="rows-caught-up"))
+    timers.arm_pending()
+    await QueryResponder(nc, engine, projection, fold, soul).subscribe()
+
+    async def config(msg) -> None:  # noqa: ANN001
+        await on_config(msg, limits, store, projection)
+
+    for subject in (subjects.QUERY_CONFIG, subjects.CONTROL_CONFIG):
+        await nc.subscribe(subject, queue="orchestrator", cb=config)
     tasks += [asyncio.create_task(reactor.run(), name="reactor"),
               asyncio.create_task(commands.run(), name="commands"),
-              asyncio.create_task(orchestrator.publish_queue_depth(stop), name="queue-depth")]
+              asyncio.create_task(publish_queue_depth(fold, stop), name="queue-depth")]
     log.info("orchestrator_started", nats=settings.nats_url)
 
     await stop.wait()
     log.info("orchestrator_stopping")
     for runner in (follower, reactor, commands):
         runner.stop()
-    orchestrator.cancel_timers()
+    timers.cancel_all()
     await asyncio.wait(tasks, timeout=5)
+    await projection.stop()
     await close(nc)
     engine.dispose()

@@ -10,7 +10,7 @@ dedup window. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from hermes_proto.base import ChatMessage, Event
@@ -45,84 +45,44 @@ from hermes_proto.events import (
     WorkflowStep,
 )
 from hermes_proto.ids import derived_id
-from hermes_proto.queries import OPEN_JOB_STATUSES
+from hermes_proto.threads import (  # noqa: F401 (the thread's rules, used here and re-exported for the tests)
+    ACTIVE,
+    AWAITING_ANSWERS,
+    CHAT,
+    CLASSIFY,
+    COMPLETED,
+    DRAFT1,
+    DRAFT2,
+    DRAFTING,
+    FAILED,
+    FINAL_STATUSES,
+    OPEN_JOB_STATUSES,
+    REFINING,
+    STEP,
+    STEP_FINAL,
+    WORKFLOW,
+)
+
+from hermes_orchestrator.state import (  # noqa: F401 (the state decisions take, re-exported)
+    JobState,
+    QuestionState,
+    StepState,
+    ThreadState,
+    evolve,
+    step_job_id,
+)
+
+FINAL = FINAL_STATUSES
 
 SYSTEM_PROMPT = (
     "You are Hermes, a practical assistant. Turn the user's idea into a concrete, useful draft: "
     "a short plan or answer with clear steps. Be specific and concise."
 )
 
-# Thread statuses, in the order a thread normally moves through them (a chat session stays ACTIVE).
-DRAFTING = "drafting"
-AWAITING_ANSWERS = "awaiting_answers"
-REFINING = "refining"
-COMPLETED = "completed"
-FAILED = "failed"
-FINAL = (COMPLETED, FAILED)
-ACTIVE = "active"
-
-CHAT = "chat"
-"""The thread kind of a chat session and the job kind of each of its turns: a turn's result presents no draft and
-never ends its session."""
-
-# Workflow step statuses: waiting (for its dependencies), then its job's status, or skipped.
-STEP_FINAL = ("completed", "failed", "cancelled", "skipped")
-
 WORKFLOW_SYSTEM_PROMPT = (
     "You are Hermes, a practical assistant carrying out one step of a larger piece of work. Use the results "
     "of the earlier steps you are given; answer this step concretely and concisely."
 )
-
-
-@dataclass
-class JobState:
-    job_id: str
-    kind: str
-    status: str
-    step_id: str | None = None
-    text: str | None = None
-    closed_by: str | None = None
-    """The id of the event that ended the job (completed, abandoned, cancelled): a reaction to a later,
-    stale outcome of the same job sees another id and does nothing."""
-
-
-@dataclass
-class StepState:
-    """One workflow step: its definition (defaults resolved when planned) and its status."""
-
-    step: WorkflowStep
-    job_id: str
-    status: str = "waiting"
-
-
-@dataclass
-class QuestionState:
-    question_id: str
-    text: str
-    answer: str | None = None
-
-
-@dataclass
-class ThreadState:
-    """What a decision needs to know about one thread (loaded from the read model)."""
-
-    thread_id: str
-    idea: str
-    status: str
-    correlation_id: str
-    max_questions: int
-    draft1: str | None = None
-    draft2: str | None = None
-    final_draft_number: int | None = None
-    project: str = "default"
-    private: bool = False
-    priority: int = 5
-    jobs: dict[str, JobState] = field(default_factory=dict)
-    questions: list[QuestionState] = field(default_factory=list)
-    kind: str = "idea"
-    steps: dict[str, StepState] = field(default_factory=dict)
-    assumptions: list[Assumption] = field(default_factory=list)
-    """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``): draft 2 keeps them."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +237,7 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
                      private=cmd.private, priority=cmd.priority, callback_url=cmd.callback_url,
                      source_app=cmd.source_app, assumptions=list(assumptions)),
         JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
-                  job_id=job_id_for(cmd.command_id, "draft1"), kind="draft1",
+                  job_id=job_id_for(cmd.command_id, DRAFT1), kind=DRAFT1,
                   messages=draft1_messages(cmd.idea, assumptions, harness), max_tokens=limits.max_tokens,
                   temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
                   project=cmd.project, timeout_s=limits.job_timeout_s,
@@ -340,15 +300,11 @@ def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limi
     return [
         AnswersRecorded(**_envelope(cmd.command_id, "answers_recorded", state.thread_id, corr, now), answers=answers),
         JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
-                  job_id=job_id_for(cmd.command_id, "draft2"), kind="draft2",
+                  job_id=job_id_for(cmd.command_id, DRAFT2), kind=DRAFT2,
                   messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions, harness),
                   max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
                   private=state.private, project=state.project, timeout_s=limits.job_timeout_s),
     ]
-
-
-CLASSIFY = "classify"
-"""The job kind of an idea's classification: it presents no draft and never moves its thread."""
 
 
 def decide_classification(state: ThreadState | None, cmd: RequestClassification, limits: Limits,
@@ -356,7 +312,7 @@ def decide_classification(state: ThreadState | None, cmd: RequestClassification,
     """Queue the learner's classification call (``JobQueued`` kind ``classify``, job type ``analysis``, the thread's
     priority, privacy and budget scope). Nothing for an unknown, closed or workflow thread, or a job id the thread
     already has (a redelivered command)."""
-    if state is None or state.status in FINAL or state.kind == "workflow" or cmd.job_id in state.jobs:
+    if state is None or state.status in FINAL or state.kind == WORKFLOW or cmd.job_id in state.jobs:
         return []
     return [JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, state.correlation_id, now),
                       job_id=cmd.job_id, kind=CLASSIFY, messages=list(cmd.messages), max_tokens=cmd.max_tokens,
@@ -393,9 +349,9 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
         return []
     if job.kind in (CLASSIFY, CHAT):  # the learner reads a classification; a chat reply is its caller's
         return []
-    if state.kind == "workflow":
+    if state.kind == WORKFLOW:
         return react_step_completed(state, ev, now)
-    number = 2 if job.kind == "draft2" else 1
+    number = 2 if job.kind == DRAFT2 else 1
     if (number == 1 and state.draft1 is not None) or (number == 2 and state.draft2 is not None):
         return []
     env = _envelope(ev.event_id, "draft_presented", state.thread_id, state.correlation_id, now)
@@ -434,9 +390,9 @@ def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, err
     env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
     if job.kind in (CLASSIFY, CHAT):  # the learner falls back to its rules; a session goes on
         return []
-    if state.kind == "workflow":
+    if state.kind == WORKFLOW:
         return _step_ended(state, job.step_id or "", cause_id, outcome, error_code, message, now)
-    if job.kind == "draft1":
+    if job.kind == DRAFT1:
         return [ThreadFailed(**env("thread_failed"), error_code=error_code, message=f"draft 1 {outcome}: {message}")]
     reason = "draft2_cancelled" if outcome == "cancelled" else "draft2_failed"
     return [ThreadCompleted(**env("thread_completed"), final_draft_number=1, reason=reason)]
@@ -468,11 +424,6 @@ def decide_cancel(state: ThreadState | None, cmd: CancelJob, now: datetime) -> l
 # ---- workflows ----------------------------------------------------------------------------------
 
 
-def step_job_id(thread_id: str, step_id: str) -> str:
-    """The job id of a workflow step: derived from the thread and step, so it is known before it is queued."""
-    return derived_id(thread_id, "step", step_id)
-
-
 def step_messages(step: WorkflowStep, results: list[tuple[str, str]]) -> list[ChatMessage]:
     """The prompt of a step: the results of the steps it depends on (``(step_id, text)`` in order), then the
     step itself."""
@@ -495,7 +446,7 @@ def _queue_step(thread_id: str, corr: str, cause_id: str, step: WorkflowStep, re
                 project: str, private: bool, now: datetime) -> JobQueued:
     job_id = step_job_id(thread_id, step.step_id)
     return JobQueued(event_id=derived_id(job_id, "job_queued"), aggregate_id=thread_id, occurred_at=now,
-                     correlation_id=corr, causation_id=cause_id, job_id=job_id, kind="step",
+                     correlation_id=corr, causation_id=cause_id, job_id=job_id, kind=STEP,
                      messages=step_messages(step, results), max_tokens=step.max_tokens or 256,
                      priority=step.priority or 5, private=private, project=project, timeout_s=step.timeout_s,
                      max_retries=step.max_retries, step_id=step.step_id,
@@ -514,7 +465,7 @@ def decide_submit_workflow(state: ThreadState | None, cmd: SubmitWorkflow, limit
     opened = ThreadOpened(**env("thread_opened"), idea=cmd.title or cmd.steps[0].prompt, channel=cmd.channel,
                           user_id=cmd.user_id, origin=dict(cmd.origin), max_questions=0,
                           answer_timeout_s=limits.answer_timeout_s, project=cmd.project, private=cmd.private,
-                          priority=cmd.priority, kind="workflow")
+                          priority=cmd.priority, kind=WORKFLOW)
     if len(cmd.steps) > limits.workflow_max_steps:
         return [opened, ThreadFailed(**env("thread_failed"), error_code="too_many_steps",
                                      message=f"{len(cmd.steps)} steps; at most {limits.workflow_max_steps} "
@@ -586,7 +537,7 @@ def _workflow_outcome(state: ThreadState, statuses: dict[str, str], cause_id: st
 def decide_expire_workflow(state: ThreadState | None, cmd: ExpireWorkflow, now: datetime) -> list[Event]:
     """The workflow's time is up: cancel its open jobs (their edges stop), skip the steps still waiting and
     fail the thread with ``workflow_timeout``."""
-    if state is None or state.kind != "workflow" or state.status in FINAL:
+    if state is None or state.kind != WORKFLOW or state.status in FINAL:
         return []
     env = lambda name: _envelope(cmd.command_id, name, state.thread_id, state.correlation_id, now)  # noqa: E731
     events: list[Event] = []

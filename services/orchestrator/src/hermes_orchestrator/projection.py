@@ -1,41 +1,41 @@
-"""The orchestrator's read-model projection: the shared :class:`hermes_proto.projection.Projection`
-(position, dead letters, read-your-writes) over this service's SQLite tables."""
+"""The orchestrator's projection: the shared :class:`hermes_proto.projection.Projection` (positions, the writer, dead
+letters, read-your-writes) folding each batch into the in-memory :class:`ThreadFold` and writing the read model's
+rows through a :class:`hermes_proto.rowstore.RowStore`."""
 
 from __future__ import annotations
 
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from hermes_proto import projection
-from hermes_proto.events import SettingChanged
-from hermes_proto.sqlstore import batch_session
+from hermes_proto.bus import RawMessage
 
 from hermes_orchestrator import readmodel
+from hermes_orchestrator.fold import ThreadFold
 
 SERVICE = "orchestrator"
 
 
 class Projection(projection.Projection):
-    """Applies each batch of the log to the read models in one transaction, position included.
-    Metrics: ``hermes_orchestrator_events_applied_total``, ``hermes_orchestrator_projection_position``."""
+    """Folds each batch of the log into ``fold`` (decisions read it), then writes the rows in one transaction,
+    position included. Metrics: ``hermes_orchestrator_events_applied_total``,
+    ``hermes_orchestrator_projection_position`` and the rest of :class:`hermes_proto.projection.Projection`'s."""
 
     def __init__(self, engine: Engine, js: JetStreamContext) -> None:
         self.engine = engine
-        self.settings_version = 0
-        """Bumped by every applied ``SettingChanged``: what caches of the user settings are keyed by."""
-        with Session(engine) as session:
-            position = readmodel.load_position(session)
-        super().__init__(js, SERVICE, self._apply, position)
+        self.rows = readmodel.row_store(engine)
+        with self.rows:
+            position = readmodel.load_position(self.rows)
+        self.fold = ThreadFold.load(engine)
+        super().__init__(js, SERVICE, self._apply, position, fold=self.fold.apply)
 
-    def _apply(self, batch: list[projection.RawMessage]) -> list[projection.Rejected]:
-        decoded, rejected = projection.decode_batch(batch)
-        with batch_session(self.engine) as session:
-            for _, event in decoded:
-                readmodel.apply(event, session)
-                session.flush()
-            readmodel.save_position(session, batch[-1][0])
-            session.commit()
-        if any(isinstance(event, SettingChanged) for _, event in decoded):
-            self.settings_version += 1
-        return rejected
+    @property
+    def settings_version(self) -> int:
+        """Bumped by every folded ``SettingChanged``: what caches of the user settings are keyed by."""
+        return self.fold.settings_version
+
+    def _apply(self, batch: list[RawMessage], decoded: projection.Decoded) -> None:
+        readmodel.apply_events(self.rows, (event for _, event in decoded), batch[-1][0])
+
+    async def stored(self, batch: list[RawMessage], decoded: projection.Decoded) -> None:
+        self.fold.stored(batch[-1][0])

@@ -28,7 +28,7 @@ from hermes_proto.sessions import (
 )
 
 from hermes_orchestrator import domain
-from hermes_orchestrator.readmodel import JobRow, ThreadRow
+from hermes_orchestrator.tables import JobRow, ThreadRow
 
 MEMORY_PROMPT_CHARS = 300
 MEMORY_REPLY_CHARS = 500

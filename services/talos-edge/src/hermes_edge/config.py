@@ -27,7 +27,7 @@ class EdgeSettings(BusSettings):
 
     hermes_edge_backend: str = "talos"
     hermes_edge_concurrency: int = 1
-    hermes_edge_ack_wait_s: float = 30.0
+    hermes_edge_ack_wait_s: float = 5.0
     hermes_edge_heartbeat_s: float = 5.0
     hermes_edge_probe_timeout_s: float = 3.0
     hermes_edge_shutdown_grace_s: float = 20.0

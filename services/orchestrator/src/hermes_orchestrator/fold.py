@@ -1,0 +1,146 @@
+"""The orchestrator's decision state in memory: every open thread's :class:`ThreadState` (folded with
+:func:`hermes_orchestrator.state.evolve` from each batch the log follower fetches, before the rows are written), the
+users' learned preferences and the editable settings. Decisions read only this, never SQLite.
+
+It starts from the read model's snapshot at the stored position (:mod:`hermes_orchestrator.snapshot`) and folds the log
+after it. An ended thread leaves memory once its final rows are stored; a decision that needs one (a rating) reads it
+back from the read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Iterator
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from hermes_proto import events as ev
+from hermes_proto import threads
+from hermes_proto.base import Event
+from hermes_proto.queries import QueueReply
+
+from hermes_orchestrator import snapshot
+from hermes_orchestrator.state import KnownPreference, ThreadState, evolve
+
+
+class ThreadFold:
+    """``states``: open threads (and ended ones whose rows are not stored yet) by id; ``closed``: ids of ended threads
+    whose final rows are stored. ``settings``: the users' editable settings (key → value, as ``SettingChanged`` left
+    them), ``settings_version`` bumped by each change. Not thread-safe: used on the event loop only."""
+
+    def __init__(self, engine: Engine, start: snapshot.Snapshot) -> None:
+        self.engine = engine
+        self.states: dict[str, ThreadState] = start.open
+        self.closed: set[str] = start.closed
+        self._closing: deque[tuple[int, str]] = deque()
+        self.settings: dict[str, str] = dict(start.settings)
+        self.settings_version = 0
+        self._preferences: dict[str, dict[str, KnownPreference]] = {}
+        for pref in start.preferences:
+            self._preferences.setdefault(pref.user_id, {})[pref.preference_id] = pref
+        self._preference_users = {p.preference_id: p.user_id for p in start.preferences}
+
+    @classmethod
+    def load(cls, engine: Engine) -> ThreadFold:
+        """The fold at the read model's stored position (blocking: a few queries)."""
+        with Session(engine) as session:
+            return cls(engine, snapshot.load(session))
+
+    # ---- folding -----------------------------------------------------------------------------------------------
+
+    def apply(self, decoded: list[tuple[int, Event]], last: int) -> None:
+        """Fold one batch ((sequence, event) in stream order; ``last``: the batch's last sequence)."""
+        for seq, event in decoded:
+            if event.aggregate_type == "thread":
+                self._thread_event(seq, event)
+            elif isinstance(event, ev.SettingChanged):
+                if event.value is None:
+                    self.settings.pop(event.key, None)
+                else:
+                    self.settings[event.key] = event.value
+                self.settings_version += 1
+            elif isinstance(event, ev.PreferenceLearned | ev.PreferenceForgotten):
+                self._preference_event(event)
+
+    def _thread_event(self, seq: int, event: Event) -> None:
+        thread_id = event.aggregate_id
+        state = self.states.get(thread_id)
+        if state is None:
+            if thread_id in self.closed or not isinstance(event, ev.ThreadOpened):
+                return
+            state = evolve(None, event)
+            if state is not None:
+                self.states[thread_id] = state
+            return
+        was_open = threads.is_open(state.status)
+        evolve(state, event)
+        if was_open and threads.is_final(state.status):
+            self._closing.append((seq, thread_id))
+
+    def _preference_event(self, event: ev.PreferenceLearned | ev.PreferenceForgotten) -> None:
+        pref_id = event.aggregate_id
+        if isinstance(event, ev.PreferenceForgotten):
+            user = self._preference_users.pop(pref_id, None)
+            if user is not None:
+                self._preferences.get(user, {}).pop(pref_id, None)
+            return
+        known = self._preferences.setdefault(event.user_id, {}).get(pref_id)
+        if known is None:
+            known = KnownPreference(pref_id, event.user_id, event.category, event.key, event.value, event.confidence)
+            self._preferences[event.user_id][pref_id] = known
+            self._preference_users[pref_id] = event.user_id
+        known.value, known.confidence, known.expires_at = event.value, event.confidence, event.expires_at
+
+    def stored(self, position: int) -> None:
+        """The rows hold everything up to ``position``: ended threads closed by then leave memory."""
+        while self._closing and self._closing[0][0] <= position:
+            _, thread_id = self._closing.popleft()
+            state = self.states.get(thread_id)
+            if state is not None and threads.is_final(state.status):
+                del self.states[thread_id]
+                self.closed.add(thread_id)
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+
+    async def state(self, thread_id: str) -> ThreadState | None:
+        """The decision state of ``thread_id`` (None: unknown). An ended thread no longer in memory is read back
+        from the read model (its rows hold its final state)."""
+        state = self.states.get(thread_id)
+        if state is not None or thread_id not in self.closed:
+            return state
+        return await asyncio.to_thread(self._load, thread_id)
+
+    def _load(self, thread_id: str) -> ThreadState | None:
+        with Session(self.engine) as session:
+            return snapshot.load_state(session, thread_id)
+
+    def usable_preferences(self, user_id: str, threshold: float, now: datetime) -> list[ev.Assumption]:
+        """``user_id``'s preferences with ``confidence >= threshold`` that have not expired at ``now``, ordered by
+        category and key: the assumptions a draft-1 prompt applies."""
+        held = sorted(self._preferences.get(user_id, {}).values(), key=lambda p: (p.category, p.key))
+        return [p.assumption() for p in held
+                if p.confidence >= threshold and (p.expires_at is None or p.expires_at > now)]
+
+    def open_jobs(self) -> Iterator[tuple[ThreadState, str, str, int]]:
+        """``(thread, job_id, status, priority)`` of every job that has not ended, in open threads."""
+        for state in self.states.values():
+            for job in state.jobs.values():
+                if threads.cancellable(job.status):
+                    yield state, job.job_id, job.status, job.priority
+
+    def queue_depth(self) -> QueueReply:
+        """The open jobs by status and priority, and the workflow steps waiting for their dependencies."""
+        jobs = [(status, priority) for _, _, status, priority in self.open_jobs()]
+        waiting = sum(1 for state in self.states.values() if threads.is_open(state.status)
+                      for step in state.steps.values() if step.status == "waiting")
+        return QueueReply(open_jobs=len(jobs), by_status=dict(Counter(status for status, _ in jobs)),
+                          by_priority={str(p): n for p, n in sorted(Counter(p for _, p in jobs).items())},
+                          waiting_steps=waiting)
+
+    def job_open(self, thread_id: str, job_id: str) -> bool:
+        state = self.states.get(thread_id)
+        job = state.jobs.get(job_id) if state is not None else None
+        return job is not None and threads.cancellable(job.status)
