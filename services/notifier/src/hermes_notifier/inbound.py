@@ -36,14 +36,11 @@ from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, Submit
 from hermes_proto.events import (
     Answer,
     AnswerCollected,
-    AnswersRecorded,
     Assumption,
     DraftPresented,
     NotificationSent,
     Question,
     QuestionsProposed,
-    ThreadCompleted,
-    ThreadFailed,
 )
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.codec import DecodeError, decode_telegram_update
@@ -452,8 +449,8 @@ class Turn:
     async def _awaiting_answers(self, thread_id: str) -> bool:
         """Whether the thread still takes answers (none sent yet, not finished); says so when not."""
         log_ = self.inbox.thread_log
-        if (await log_.last(thread_id, AnswersRecorded) is None and await log_.last(thread_id, ThreadCompleted) is None
-                and await log_.last(thread_id, ThreadFailed) is None):
+        closing = [e for kind in chat.ANSWERS_CLOSED_BY if (e := await log_.last(thread_id, kind)) is not None]
+        if chat.answers_open(closing):
             return True
         await self.say("Answers for this thread are closed\n\nIts answers were already sent or it has finished; "
                        "send a new idea to start again.", kind="usage", thread_id=thread_id, suffix="closed")
@@ -486,7 +483,7 @@ class Turn:
     # ---- commands ----------------------------------------------------------------------------------------
 
     async def rate(self, intent: Intent) -> None:
-        thread = await self._thread_or_latest(intent.thread_id, lambda t: t.status == "completed")
+        thread = await self._thread_or_latest(intent.thread_id, lambda t: t.ratable)
         if thread is None:
             await self.say("Nothing to rate yet\n\nA thread can be rated once it is finished.", kind="usage")
             return
@@ -513,7 +510,7 @@ class Turn:
             case "cancel":
                 await self.cancel(argument or None)
             case "done":
-                latest = await self._thread_or_latest(argument or None, lambda t: t.status == "awaiting_answers")
+                latest = await self._thread_or_latest(argument or None, lambda t: t.answerable)
                 if latest is None:
                     await self.say("No thread is waiting for answers.", kind="usage")
                 else:
