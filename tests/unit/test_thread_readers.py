@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hermes_cli.__main__ import validation_hint
+from hermes_cli.common import validation_hint
 from hermes_cli.client import GatewayError
 from hermes_gateway.domain import Rejected, check_answerable, check_ratable
 from hermes_notifier import chat
