@@ -93,7 +93,7 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     soul_file.write_text("You are Hermes, keeper of Ann's balcony.\n", encoding="utf-8")
     sft_file, bad_file = tmp_path / "sft.jsonl", tmp_path / "bad.jsonl"
     runs = await asyncio.gather(
-        hermes(env, "list"), hermes(env, "list", "--status", "failed"),
+        hermes(env, "list"), hermes(env, "list", "--status", "failed"), hermes(env, "list", "--status", "done"),
         hermes(env, "search", "yellow tomatoes"),
         hermes(env, "export", "sft", "-o", str(sft_file)),
         hermes(env, "export", "sft", "--format", "sharegpt", "--channel", "api"),
@@ -102,7 +102,7 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
         hermes(env, "soul"),
         hermes(cli_env(home, HERMES_URL=stack.url, HERMES_TOKEN=""), "list"),  # empty: the file's token
         hermes(cli_env(nowhere, HERMES_URL=stack.url), "list"))  # no cli.toml there: no token
-    (listing, failed, search, export, share, bad, sessions, session, soul, blank, anonymous) = runs
+    (listing, failed, unknown, search, export, share, bad, sessions, session, soul, blank, anonymous) = runs
 
     code, out, err = listing
     assert code == 0, err
@@ -110,6 +110,9 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     assert row.split()[1] == "completed" and "plan a balcony garden with tomatoes" in row
     assert out.splitlines()[0].split() == ["ID", "STATUS", "CREATED", "(UTC)", "IDEA"]
     assert failed[0] == 0 and failed[1].strip() == "No threads."
+    code, out, err = unknown  # the gateway knows the statuses and names them
+    assert code == 1 and out == "" and "[validation_failed, HTTP 422]" in err
+    assert "status: Input should be" in err and "'awaiting_answers'" in err
 
     code, out, err = search
     assert code == 0, err

@@ -710,6 +710,16 @@ async def test_status_job_and_thread_list_come_from_the_orchestrator(stack: Stac
     listing = await http.get(f"{stack.url}/api/threads")
     threads = {t["thread_id"]: t["status"] for t in listing.json()["data"]["threads"]}
     assert threads == {thread_id: "awaiting_answers", other: "completed"}
+    flags = {t["thread_id"]: (t["answerable"], t["ratable"], t["open"]) for t in listing.json()["data"]["threads"]}
+    assert flags == {thread_id: (True, False, True), other: (False, True, False)}
+
+    # ?status= filters the newest 200 (one query of 200, whatever the limit), then keeps at most limit.
+    waiting = await http.get(f"{stack.url}/api/threads", params={"status": "awaiting_answers", "limit": 5})
+    assert [t["thread_id"] for t in waiting.json()["data"]["threads"]] == [thread_id]
+    assert ThreadListQuery(limit=200) in queries.messages()
+    body = assert_error(await http.get(f"{stack.url}/api/threads", params={"status": "done"}), 422,
+                        "validation_failed")
+    assert "awaiting_answers" in body["error"]["details"][0]["message"]
 
 
 async def test_reads_answer_503_when_no_orchestrator_answers(gateway: Gateway, http) -> None:

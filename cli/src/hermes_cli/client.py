@@ -162,9 +162,14 @@ class GatewayClient:
         body = {"payload": payload} if payload is not None else None
         return self._call("POST", f"/api/system/dead-letters/{dlq_sequence}/replay", json=body)
 
-    def threads(self, limit: int = 50) -> dict[str, Any]:
-        """``GET /api/threads``: ``{"threads": [ThreadView...], "count"}``, newest first (at most ``limit``, 1-200)."""
-        return self._call("GET", "/api/threads", params={"limit": limit})
+    def threads(self, limit: int = 50, status: str | None = None) -> dict[str, Any]:
+        """``GET /api/threads``: ``{"threads": [ThreadView...], "count"}``, newest first (at most ``limit``, 1-200);
+        with ``status``, only those of the newest 200 in that status (an unknown one: ``GatewayError``, 422
+        ``validation_failed``, its ``details`` naming the statuses)."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        return self._call("GET", "/api/threads", params=params)
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """``GET /api/memory/search``: ``{"hits": [{"job_id", "session_id", "channel", "user_id", "prompt",

@@ -77,9 +77,10 @@ def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length
 
 
 def check_answerable(thread: ThreadView, answers: Sequence[Answer]) -> None:
-    """The thread must be ``awaiting_answers`` (``Rejected(not_awaiting_answers)``) and every answer must
-    name one of its questions (``Rejected(unknown_question)``)."""
-    if thread.status != "awaiting_answers":
+    """The thread must take answers now (its ``answerable``, :func:`hermes_proto.threads.answerable`; else
+    ``Rejected(not_awaiting_answers)``) and every answer must name one of its questions
+    (``Rejected(unknown_question)``)."""
+    if not thread.answerable:
         raise Rejected("not_awaiting_answers", f"Thread {thread.thread_id} is {thread.status}, not awaiting answers.",
                        details={"thread_id": thread.thread_id, "status": thread.status},
                        user_action="Wait for the questions, or submit a new idea.")
@@ -91,8 +92,9 @@ def check_answerable(thread: ThreadView, answers: Sequence[Answer]) -> None:
 
 
 def check_ratable(thread: ThreadView) -> None:
-    """Only a completed thread has a final draft to rate (``Rejected(not_completed)``)."""
-    if thread.status != "completed":
+    """Only a completed thread has a final draft to rate (its ``ratable``, :func:`hermes_proto.threads.ratable`;
+    else ``Rejected(not_completed)``)."""
+    if not thread.ratable:
         raise Rejected("not_completed", f"Thread {thread.thread_id} is {thread.status}; only a completed thread "
                        "can be rated.", details={"thread_id": thread.thread_id, "status": thread.status},
                        user_action="Rate it once its final draft is presented.")

@@ -23,6 +23,7 @@ from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadView
 from hermes_proto.rpc import BadReply, BusUnavailable
+from hermes_proto.threads import IDEA
 
 HERMES_MODEL = "hermes"
 QUESTIONS_INTRO = "To make this better, answer in your next message (one numbered line per question):"
@@ -46,8 +47,7 @@ def questions_text(questions: list[str]) -> str:
 
 async def _waiting_thread(request: Request, key: str, user_id: str) -> ThreadView | None:
     threads = await request.app.state.read_model.threads(5, user_id=user_id, origin={"session_key": key})
-    return next((t for t in threads if t.user_id == user_id and t.kind == "idea"
-                 and t.status == "awaiting_answers"), None)
+    return next((t for t in threads if t.user_id == user_id and t.kind == IDEA and t.answerable), None)
 
 
 async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMessage], key: str, user_id: str,

@@ -25,10 +25,11 @@ from hermes_notifier.adapters import (
     TelegramSender,
     ThreadLog,
 )
+from hermes_notifier.channel import open_channel
 from hermes_notifier.config import NotifierSettings
+from hermes_notifier.conversation import CONVERSATION_EVENTS
 from hermes_notifier.domain import DEAD_LETTER_CONSUMER, NOTIFY_EVENTS, AlertPolicy
 from hermes_notifier.handlers import Notifier, Wording
-from hermes_notifier.inbound import CONVERSATION_EVENTS, open_channel
 
 SERVICE = "notifier"
 DURABLE = "notifier-events"

@@ -18,13 +18,16 @@ corrects one.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 from telegram.helpers import escape_markdown
 
-from hermes_proto.events import Question
-from hermes_proto.queries import OPEN_JOB_STATUSES, BackendsReply, PreferenceView, ThreadView
+from hermes_proto.base import Event
+from hermes_proto.events import AnswersRecorded, Question, ThreadCompleted, ThreadFailed
+from hermes_proto.queries import BackendsReply, PreferenceView, ThreadView
+from hermes_proto.threads import AWAITING_ANSWERS, answerable, thread_status_after
 
 from hermes_notifier.domain import (
     CORRECTABLE_KEYS,
@@ -156,6 +159,18 @@ def question_of_reply(reply_to_text: str | None) -> tuple[str, int] | None:
     if match is None:
         return None
     return match.group(3), int(match.group(1)) - 1
+
+
+ANSWERS_CLOSED_BY: tuple[type[Event], ...] = (AnswersRecorded, ThreadCompleted, ThreadFailed)
+"""The events of a thread that may end its answer window (looked up in its log by :func:`answers_open`'s caller)."""
+
+
+def answers_open(closing: Iterable[Event]) -> bool:
+    """Whether a thread whose questions were shown still takes answers, given those of its events of
+    :data:`ANSWERS_CLOSED_BY` that are in the log: its status, folded over them from ``awaiting_answers`` (the
+    status in which questions are shown) by :func:`hermes_proto.threads.thread_status_after`, is still
+    :func:`~hermes_proto.threads.answerable`."""
+    return answerable(reduce(thread_status_after, closing, AWAITING_ANSWERS))
 
 
 def answer_button(thread_id: str, question: int, suggestion: int) -> str:
@@ -338,5 +353,5 @@ def backends_text(reply: BackendsReply) -> str:
 
 
 def open_jobs(thread: ThreadView) -> list[str]:
-    """Ids of the thread's jobs that have not ended (what /cancel stops)."""
-    return [job.job_id for job in thread.jobs if job.status in OPEN_JOB_STATUSES]
+    """Ids of the thread's jobs that have not ended (their ``cancellable``: what /cancel stops)."""
+    return [job.job_id for job in thread.jobs if job.cancellable]

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
+from hermes_proto import threads
 from hermes_proto.base import Event
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import (
@@ -501,7 +502,7 @@ def callback_body(event: ThreadCompleted | ThreadFailed, context: ThreadContext,
     draft = context.draft_text if completed and context.draft_number == number else None
     return {
         "thread_id": event.aggregate_id,
-        "status": "completed" if completed else "failed",
+        "status": threads.COMPLETED if completed else threads.FAILED,
         "source_app": context.source_app,
         "event_id": event.event_id,
         "occurred_at": event.occurred_at.isoformat(),

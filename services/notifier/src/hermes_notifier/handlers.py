@@ -21,8 +21,9 @@ from hermes_proto.telemetry import bind_ids
 
 from hermes_notifier import chat, domain
 from hermes_notifier.adapters import CallbackSender, DeadLetterArchive, SendFailed, TelegramSender, ThreadLog
-from hermes_notifier.inbound import CONVERSATION_EVENTS, Conversation, origin_chat
+from hermes_notifier.conversation import CONVERSATION_EVENTS, Conversation
 from hermes_notifier.metrics import MESSAGES_FAILED, MESSAGES_SENT, NOTIFICATIONS_SKIPPED
+from hermes_notifier.replies import origin_chat
 
 log = structlog.get_logger("hermes.notifier")
 

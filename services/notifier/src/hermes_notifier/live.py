@@ -6,7 +6,7 @@ about one message per second in a chat, an edit counts as one; "My bot is hittin
 https://core.telegram.org/bots/faq), and skipped when the text did not change. A streaming edit is tried once:
 a network error only means the next tick shows more, and a flood wait pauses that chat's streaming edits for
 its ``retry_after``. The final draft is written by the events consumer
-(:class:`hermes_notifier.inbound.Conversation`), which first calls :meth:`LiveDrafts.finish`, so no streaming
+(:class:`hermes_notifier.conversation.Conversation`), which first calls :meth:`LiveDrafts.finish`, so no streaming
 edit lands after it. The stream lives in memory only: after a restart draft 1 simply arrives whole.
 """
 

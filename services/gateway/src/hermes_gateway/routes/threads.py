@@ -28,7 +28,8 @@ from hermes_gateway.routes.ideas import thread_links
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import OPEN_JOB_STATUSES, ThreadView
+from hermes_proto.queries import ThreadView
+from hermes_proto.threads import ThreadStatus
 
 router = APIRouter(prefix="/api/threads", tags=["threads"])
 
@@ -60,16 +61,25 @@ async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequenc
     return thread
 
 
+LIST_MAX = 200
+"""The largest page of ``GET /api/threads``, and how many of the newest threads a ``status`` filter looks at."""
+
+
 @router.get("")
 async def list_threads(request: Request, read_model: ReadModelDep, principal: PrincipalDep,
-                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JSONResponse:
+                       limit: Annotated[int, Query(ge=1, le=LIST_MAX)] = 50,
+                       status: ThreadStatus | None = None) -> JSONResponse:
     """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``; while auth is on,
-    only the principal's own."""
+    only the principal's own. ``status`` (a :data:`hermes_proto.threads.ThreadStatus`): only threads in that
+    status among the newest 200 (the orchestrator's query filters by user and origin only). Errors: 422
+    ``validation_failed`` (``details`` names the valid statuses), 503 ``bus_unavailable``."""
+    fetch = LIST_MAX if status is not None else limit
     if auth_enabled(principal):
-        threads = [t for t in await read_model.threads(limit, user_id=principal.user_id)
+        threads = [t for t in await read_model.threads(fetch, user_id=principal.user_id)
                    if t.user_id == principal.user_id]
     else:
-        threads = await read_model.threads(limit)
+        threads = await read_model.threads(fetch)
+    threads = [t for t in threads if status in (None, t.status)][:limit]
     return success(request, {"threads": threads, "count": len(threads)})
 
 
@@ -182,7 +192,7 @@ async def cancel_job(thread_id: ThreadId, job_id: JobId, request: Request, read_
     job = await read_model.job(thread_id, job_id)
     if job is None:
         raise job_not_found(thread_id, job_id)
-    if job.status not in OPEN_JOB_STATUSES:
+    if not job.cancellable:
         raise ApiError(409, "job_not_cancellable", f"Job {job_id} is {job.status}; only an open job can be "
                        "cancelled.", details={"job_id": job_id, "status": job.status})
     await commands.send(CancelJob(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,

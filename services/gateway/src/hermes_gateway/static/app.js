@@ -320,7 +320,7 @@ async function loadDeadline() {
   const id = thread.id;
   try {
     const view = await threadView();
-    if (thread.id === id && view.answer_deadline && view.status === "awaiting_answers") {
+    if (thread.id === id && view.answer_deadline && view.answerable) {
       $("answer-deadline").textContent = `answer by ${new Date(view.answer_deadline).toLocaleTimeString()}`;
     }
   } catch { /* optional detail */ }
