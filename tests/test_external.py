@@ -234,7 +234,7 @@ async def refusals_publish_nothing(stack: Stack, js_client) -> None:
     async def record(msg) -> None:
         published.append(decode_command(msg.data))
 
-    tap = await nc.subscribe(subjects.command_subject(SubmitIdea), cb=record)
+    tap = await nc.subscribe(subjects.command_type_filter(SubmitIdea), cb=record)
     await nc.flush()
     good = dict(idea="Plan a garden", callback_url="https://crm.test/hook", source_app="crm")
     refusals = [

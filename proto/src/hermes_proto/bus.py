@@ -167,6 +167,12 @@ class EventStore:
                                      headers=_headers(command.command_id))
         return ack.seq
 
+    async def forward(self, command: Command, subject: str, msg_id: str) -> int:
+        """Publish ``command`` again on ``subject`` under ``msg_id`` (the original id is taken by its first copy in
+        the same stream); returns its stream sequence."""
+        ack = await self._js.publish(subject, encode(command), headers=_headers(msg_id))
+        return ack.seq
+
     async def request_execution(self, subject: str, payload: bytes, msg_id: str) -> int:
         ack = await self._js.publish(subject, payload, headers=_headers(msg_id))
         return ack.seq

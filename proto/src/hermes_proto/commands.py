@@ -1,4 +1,4 @@
-"""Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>``).
+"""Commands (stream ``HERMES_COMMANDS``, subjects ``hermes.cmd.<type>.<thread_id>``, or ``hermes.cmd.<type>``).
 
 ``SubmitIdea``, ``SubmitChat``, ``AnswerQuestions``, ``RateThread`` and ``RequestClassification`` are public: any producer may
 publish them.

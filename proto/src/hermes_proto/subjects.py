@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from hermes_proto.base import Command, Event
+
+_NOT_TOKEN = re.compile(r"[.*>\s]")
 
 EVENTS_STREAM = "HERMES_EVENTS"
 COMMANDS_STREAM = "HERMES_COMMANDS"
@@ -39,7 +43,28 @@ def thread_event(thread_id: str, event_type: type[Event] | str) -> str:
 
 
 def command_subject(command: Command | type[Command]) -> str:
+    """``hermes.cmd.<type>.<thread_id>`` for a command about a thread (the thread decides its partition:
+    :mod:`hermes_proto.partitions`); ``hermes.cmd.<type>`` for a command type, or a command without a thread (what
+    an external producer may also publish on: the orchestrator takes both)."""
+    thread_id = getattr(command, "thread_id", None) if isinstance(command, Command) else None
+    if isinstance(thread_id, str) and is_token(thread_id):
+        return f"hermes.cmd.{command.type_name()}.{thread_id}"
     return f"hermes.cmd.{command.type_name()}"
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` can be one subject token (1-256 characters, none of ``.``, ``*``, ``>`` or whitespace)."""
+    return 0 < len(text) <= 256 and not _NOT_TOKEN.search(text)
+
+
+def command_type_filter(command_type: type[Command]) -> str:
+    """Every command of one type published with its thread: ``hermes.cmd.<type>.>``."""
+    return f"hermes.cmd.{command_type.type_name()}.>"
+
+
+def command_type_of(subject: str) -> str:
+    """The command type a ``hermes.cmd.<type>[.<thread_id>[.<partition>]]`` subject names."""
+    return subject.split(".")[2] if subject.startswith("hermes.cmd.") else ""
 
 
 def exec_subject(backend: str) -> str:

@@ -14,6 +14,7 @@ from hermes_proto import projection as proj
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed
+from hermes_proto.partitions import Partition
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
@@ -106,7 +107,9 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
 
     health = HealthMonitor(nc, store, registry, settings.hermes_unhealthy_threshold,
                            settings.hermes_probe_timeout_seconds, load_marks(engine), wake)
-    router = Router(nc, settings, registry, engine, projection, health, projection.view)
+    partition = Partition.of(settings)
+    health.announce = partition.index == 0
+    router = Router(nc, settings, registry, engine, projection, health, projection.view, partition)
 
     async def on_live(events: list, jobs: dict) -> None:
         observe(events)

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from hermes_proto.backends import BackendConfig, load_backend, read_backends_file
 from hermes_proto.events import JOB_TYPES
+from hermes_proto.partitions import PartitionSettings
 from hermes_proto.settings import BusSettings
 
 log = structlog.get_logger("hermes.router")
@@ -40,7 +41,7 @@ def parse_mapping(text: str) -> dict[str, float]:
     return result
 
 
-class RouterSettings(BusSettings):
+class RouterSettings(BusSettings, PartitionSettings):
     """Routing policy (environment variables, the seed's names).
 
     Selection: ``hermes_default_selection_criteria`` (quality_first, speed_first, cost_first);

@@ -43,6 +43,7 @@ from hermes_proto.events import (
 )
 from hermes_proto.execution import CancelExecution, ExecutionRequested
 from hermes_proto.ids import derived_id, new_id, utcnow
+from hermes_proto.partitions import Partition
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import extract_context, tracer
 
@@ -85,12 +86,16 @@ class Router:
     """One router process. ``health`` supplies live health; ``projection`` the read-your-writes wait."""
 
     def __init__(self, nc: NATS, settings: RouterSettings, registry: dict[str, BackendConfig],
-                 engine: Engine, projection: Projection, health: HealthMonitor, view: RouterView) -> None:
+                 engine: Engine, projection: Projection, health: HealthMonitor, view: RouterView,
+                 partition: Partition = Partition()) -> None:
         self.nc = nc
         js = self.js = nc.jetstream()
         self.settings = settings
         self.registry = registry
         self.engine = engine
+        self.partition = partition
+        """The threads whose jobs this router places (all but with several partitions); every router folds every
+        job, so each sees the others' placements, in-flight calls and spend."""
         self.view = view
         """The decision state in memory (rounds read it, never SQLite)."""
         self.projection = projection
@@ -188,11 +193,15 @@ class Router:
             snap = self.view.snapshot(now)
             SPENT_TODAY.set(snap.spent_today)
             plan = _Round(self, snap, now)
+            owns = self.partition.owns
             for job in snap.uncosted:
-                plan.record_cost(job)
-            plan.budget_alerts()
+                if owns(job.thread_id):
+                    plan.record_cost(job)
+            if self.partition.index == 0:
+                plan.budget_alerts()
             for job in snap.jobs:
-                plan.place(job)
+                if owns(job.thread_id):
+                    plan.place(job)
             waiting = {job.job_id for job in snap.jobs}
             self._needs = {job_id: n for job_id, n in self._needs.items() if job_id in waiting}
             self._queue_gauge(snap)
@@ -239,7 +248,8 @@ class Router:
         if not candidates:
             return
         running_on = {e.job_id: row.backend for e in candidates
-                      if (row := jobs.get(e.job_id)) is not None and row.status == readmodel.CANCELLED}
+                      if (row := jobs.get(e.job_id)) is not None and row.status == readmodel.CANCELLED
+                      and self.partition.owns(row.thread_id)}
         for e in candidates:
             backend = running_on.get(e.job_id)
             if backend is None or (isinstance(e, BackendSelected) and e.backend != backend):
@@ -262,6 +272,8 @@ class Router:
                                      col(RouterJobRow.kind) != "compare"))
                 return list(rows)
         for job, sel in await asyncio.to_thread(read):
+            if not self.partition.owns(job.thread_id):
+                continue
             if sel.backend not in self.registry:  # removed from the configuration since: its round abandons it
                 log.warning("execution_not_republished", job_id=job.job_id, backend=sel.backend)
                 continue

@@ -94,8 +94,12 @@ class HealthMonitor:
     def _envelope(backend: str) -> dict:
         return dict(event_id=new_id(), aggregate_id=backend, occurred_at=utcnow(), correlation_id=new_id())
 
+    announce: bool = True
+    """Whether this router appends the marks and recoveries (one replica of a partitioned router does)."""
+
     async def _append(self, event) -> None:  # noqa: ANN001
-        await self.store.append([event])
+        if self.announce:
+            await self.store.append([event])
 
     async def on_heartbeat(self, msg: Msg) -> None:
         try:

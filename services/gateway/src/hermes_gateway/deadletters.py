@@ -108,9 +108,12 @@ def check_payload(record: DeadLetter, decode: Callable[[bytes], Any], payload: b
         raise ApiError(422, "invalid_payload", f"The payload would be dead-lettered again: {exc.reason}.",
                        details={"reason": exc.reason, "detail": exc.detail[:500]},
                        user_action='Send the corrected message as {"payload": {...}}.') from None
-    target = (subj.exec_subject(message.backend) if record.stream == subj.EXEC_STREAM
-              else subj.command_subject(message))
-    if target != record.subject:
+    if record.stream == subj.EXEC_STREAM:
+        target, fits = subj.exec_subject(message.backend), subj.exec_subject(message.backend) == record.subject
+    else:  # the command's type (the thread token, if any, is the producer's)
+        target = subj.command_subject(message)
+        fits = subj.command_type_of(target) == subj.command_type_of(record.subject)
+    if not fits:
         raise ApiError(422, "invalid_payload", f"The payload belongs on {target}, not on {record.subject}.",
                        details={"subject": record.subject, "payload_subject": target})
 

@@ -11,6 +11,7 @@ from hermes_proto import subjects
 from hermes_proto.bus import (ConsumerRunner, ConsumerSpec, EventStore, LogFollower, aggregate_lane, close,
                               command_lane, connect, ensure_streams)
 from hermes_proto.codec import decode_command, decode_event
+from hermes_proto.partitions import Partition
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
@@ -76,26 +77,29 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     js = nc.jetstream()
     await ensure_streams(js, settings)
     engine = make_engine(settings.db_url())
-    projection = await asyncio.to_thread(Projection, engine, js)
+    partition = Partition.of(settings)
+    projection = await asyncio.to_thread(Projection, engine, js, partition)
     fold = projection.fold
     soul = SoulFile(settings.soul_path())
     soul.ensure()
     store = EventStore(js, "orchestrator")
     limits = UserLimits(limits_of(settings), fold)
     timers = Timers(store, fold)
-    decisions = Decisions(Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection)
+    decisions = Decisions(Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection,
+                          partition)
 
     follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
                            start_after=projection.position)
-    # The reactor's filters come from the events it handles. The commands consumer takes all of hermes.cmd.>:
-    # every command is the orchestrator's (COMMAND_HANDLERS), and one of an unknown type is dead-lettered.
+    # The reactor's filters come from the events it handles. The commands consumer takes all of hermes.cmd.> (its
+    # partition's share of it): every command is the orchestrator's (COMMAND_HANDLERS), one of an unknown type is
+    # dead-lettered. Each partition has its own durables.
     reactor = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.EVENTS_STREAM, durable="orchestrator-reactor",
+        stream=subjects.EVENTS_STREAM, durable=partition.suffix("orchestrator-reactor"),
         filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
         decode=decode_event, handler=decisions.on_event, ordered=True, lane=aggregate_lane), "orchestrator")
     commands = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.COMMANDS_STREAM, durable="orchestrator-commands",
-        filter_subjects=[subjects.COMMANDS_ALL], decode=decode_command,
+        stream=subjects.COMMANDS_STREAM, durable=partition.suffix("orchestrator-commands"),
+        filter_subjects=partition.command_filters(), decode=decode_command,
         handler=decisions.on_command, ordered=True, lane=command_lane), "orchestrator")
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
@@ -119,7 +123,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     tasks += [asyncio.create_task(reactor.run(), name="reactor"),
               asyncio.create_task(commands.run(), name="commands"),
               asyncio.create_task(publish_queue_depth(fold, stop), name="queue-depth")]
-    log.info("orchestrator_started", nats=settings.nats_url)
+    log.info("orchestrator_started", nats=settings.nats_url, partition=partition.index, partitions=partition.count)
 
     await stop.wait()
     log.info("orchestrator_stopping")

@@ -7,10 +7,11 @@ from pathlib import Path
 from pydantic import Field
 
 from hermes_proto.commands import MAX_WORKFLOW_STEPS
+from hermes_proto.partitions import PartitionSettings
 from hermes_proto.settings import BusSettings
 
 
-class OrchestratorSettings(BusSettings):
+class OrchestratorSettings(BusSettings, PartitionSettings):
     """``hermes_max_questions``: default cap of clarifying questions per thread (seed:
     ``max_questions_per_conversation`` = 5); ``hermes_answer_timeout_seconds``: how long a thread waits
     for answers after draft 1 before completing on it; ``hermes_draft_max_tokens``: output bound of each
@@ -23,7 +24,9 @@ class OrchestratorSettings(BusSettings):
     ``hermes_learning_enabled`` is false.
     Harness: ``hermes_soul_file`` (default ``$HERMES_HOME/SOUL.md``) is the system prompt of every turn;
     ``hermes_memory_token_budget`` (estimated tokens, 0: no memories) and ``hermes_memory_max_items`` bound the
-    earlier turns a new prompt is given as memory markers."""
+    earlier turns a new prompt is given as memory markers.
+    Scale-out: ``HERMES_PARTITIONS`` / ``HERMES_PARTITION`` (:mod:`hermes_proto.partitions`): this replica decides
+    the threads of one partition."""
 
     metrics_port: int = 9101
     hermes_max_questions: int = 5

@@ -16,7 +16,9 @@ from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.events import AnswersRecorded, ExecutionAbandoned, ExecutionCompleted, JobCancelled
 from hermes_proto.ids import utcnow
+from hermes_proto.partitions import Partition
 from hermes_proto.projection import Projection
+from hermes_proto.subjects import command_subject
 from hermes_proto.telemetry import bind_ids
 
 from hermes_orchestrator.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, NEW_THREAD_COMMANDS, Deps
@@ -44,10 +46,12 @@ class Decisions:
     """``on_command`` / ``on_event``: the consumers' handlers. ``projection`` gives the fold's position
     (read-your-writes), ``store`` appends."""
 
-    def __init__(self, deps: Deps, store: EventStore, projection: Projection) -> None:
+    def __init__(self, deps: Deps, store: EventStore, projection: Projection,
+                 partition: Partition = Partition()) -> None:
         self.deps = deps
         self.store = store
         self.projection = projection
+        self.partition = partition
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
@@ -66,6 +70,8 @@ class Decisions:
         cmd = delivery.message
         thread_id = getattr(cmd, "thread_id", None) or ""
         bind_ids(thread_id=thread_id or None, correlation_id=cmd.correlation_id)
+        if not self.partition.single and not self.partition.owns(thread_id) and await self._forward(cmd, delivery):
+            return
         handler = COMMAND_HANDLERS.get(type(cmd))
         events: list[Event] = []
         async with self._lock(thread_id):
@@ -86,8 +92,25 @@ class Decisions:
         COMMANDS.labels(cmd.type_name(), outcome).inc()
         log.info("command_handled", type=cmd.type_name(), outcome=outcome, events=[e.type_name() for e in events])
 
+    async def _forward(self, cmd: Command, delivery: Delivery[Command]) -> bool:
+        """Another partition's command that came without its thread token (``hermes.cmd.<type>``, partition 0's): publish
+        it again on its thread's subject, which the server maps to the owning partition; True when forwarded. A
+        command whose thread id cannot be a subject token, or one the server already mapped here (a server whose
+        mapping disagrees with :func:`hermes_proto.partitions.partition_of`), is decided here (logged)."""
+        target = command_subject(cmd)
+        if delivery.subject.count(".") != 2 or target.count(".") != 3:
+            log.warning("command_not_partitioned", type=cmd.type_name(), subject=delivery.subject,
+                        partition=self.partition.index)
+            return False
+        await self.store.forward(cmd, target, f"fwd-{cmd.command_id}")
+        COMMANDS.labels(cmd.type_name(), "forwarded").inc()
+        log.info("command_forwarded", type=cmd.type_name(), subject=target)
+        return True
+
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
+        if not self.partition.owns(event.aggregate_id):  # another partition's thread: its replica reacts
+            return
         bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
                  job_id=getattr(event, "job_id", None))
         if isinstance(event, ExecutionCompleted | ExecutionAbandoned):
@@ -97,7 +120,8 @@ class Decisions:
             return
         async with self._lock(event.aggregate_id):
             await self.projection.require_folded(delivery.stream_sequence)
-            state = await self.deps.fold.state(event.aggregate_id)
+            # An ended thread no longer in memory reacts to nothing: it is not read back.
+            state = self.deps.fold.states.get(event.aggregate_id)
             events = await handler(event, state, self.deps, utcnow())
             if events:
                 await self._append(events)

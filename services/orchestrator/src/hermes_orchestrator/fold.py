@@ -20,6 +20,7 @@ from sqlmodel import Session
 from hermes_proto import events as ev
 from hermes_proto import threads
 from hermes_proto.base import Event
+from hermes_proto.partitions import Partition
 from hermes_proto.queries import QueueReply
 
 from hermes_orchestrator import snapshot
@@ -27,14 +28,15 @@ from hermes_orchestrator.state import KnownPreference, ThreadState, evolve
 
 
 class ThreadFold:
-    """``states``: open threads (and ended ones whose rows are not stored yet) by id; ``closed``: ids of ended threads
-    whose final rows are stored. ``settings``: the users' editable settings (key → value, as ``SettingChanged`` left
+    """``states``: open threads of ``partition`` (and ended ones whose rows are not stored yet) by id; ``closed``: ids
+    of its ended threads whose final rows are stored. ``settings``: the users' editable settings (key → value, as ``SettingChanged`` left
     them), ``settings_version`` bumped by each change. Not thread-safe: used on the event loop only."""
 
-    def __init__(self, engine: Engine, start: snapshot.Snapshot) -> None:
+    def __init__(self, engine: Engine, start: snapshot.Snapshot, partition: Partition = Partition()) -> None:
         self.engine = engine
-        self.states: dict[str, ThreadState] = start.open
-        self.closed: set[str] = start.closed
+        self.partition = partition
+        self.states: dict[str, ThreadState] = {t: s for t, s in start.open.items() if partition.owns(t)}
+        self.closed: set[str] = {t for t in start.closed if partition.owns(t)}
         self._closing: deque[tuple[int, str]] = deque()
         self.settings: dict[str, str] = dict(start.settings)
         self.settings_version = 0
@@ -44,10 +46,10 @@ class ThreadFold:
         self._preference_users = {p.preference_id: p.user_id for p in start.preferences}
 
     @classmethod
-    def load(cls, engine: Engine) -> ThreadFold:
-        """The fold at the read model's stored position (blocking: a few queries)."""
+    def load(cls, engine: Engine, partition: Partition = Partition()) -> ThreadFold:
+        """The fold of ``partition``'s threads at the read model's stored position (blocking: a few queries)."""
         with Session(engine) as session:
-            return cls(engine, snapshot.load(session))
+            return cls(engine, snapshot.load(session), partition)
 
     # ---- folding -----------------------------------------------------------------------------------------------
 
@@ -69,7 +71,7 @@ class ThreadFold:
         thread_id = event.aggregate_id
         state = self.states.get(thread_id)
         if state is None:
-            if thread_id in self.closed or not isinstance(event, ev.ThreadOpened):
+            if thread_id in self.closed or not isinstance(event, ev.ThreadOpened) or not self.partition.owns(thread_id):
                 return
             state = evolve(None, event)
             if state is not None:

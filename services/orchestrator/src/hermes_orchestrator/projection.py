@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from hermes_proto import projection
 from hermes_proto.bus import RawMessage
+from hermes_proto.partitions import Partition
 
 from hermes_orchestrator import readmodel
 from hermes_orchestrator.fold import ThreadFold
@@ -17,16 +18,16 @@ SERVICE = "orchestrator"
 
 
 class Projection(projection.Projection):
-    """Folds each batch of the log into ``fold`` (decisions read it), then writes the rows in one transaction,
-    position included. Metrics: ``hermes_orchestrator_events_applied_total``,
+    """Folds each batch of the log into ``fold`` (decisions read it; ``partition``'s threads only), then writes the
+    rows in one transaction, position included (every thread's: any replica answers any query). Metrics: ``hermes_orchestrator_events_applied_total``,
     ``hermes_orchestrator_projection_position`` and the rest of :class:`hermes_proto.projection.Projection`'s."""
 
-    def __init__(self, engine: Engine, js: JetStreamContext) -> None:
+    def __init__(self, engine: Engine, js: JetStreamContext, partition: Partition = Partition()) -> None:
         self.engine = engine
         self.rows = readmodel.row_store(engine)
         with self.rows:
             position = readmodel.load_position(self.rows)
-        self.fold = ThreadFold.load(engine)
+        self.fold = ThreadFold.load(engine, partition)
         super().__init__(js, SERVICE, self._apply, position, fold=self.fold.apply)
 
     @property

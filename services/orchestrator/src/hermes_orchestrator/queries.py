@@ -160,8 +160,12 @@ class QueryResponder:
         await self._respond(msg, SoulReply(text=text, path=str(self.soul.path)))
 
     async def _queue(self, msg: Msg) -> None:
-        await self._respond(msg, self.fold.queue_depth())
+        if self.fold.partition.single:
+            await self._respond(msg, self.fold.queue_depth())
+        else:  # the fold holds one partition's threads; the rows hold every thread's
+            await self._respond(msg, await asyncio.to_thread(self._read, views.queue_depth))
 
     async def _health(self, msg: Msg) -> None:
         await self._respond(msg, {"service": "orchestrator", "status": "ok", "position": self.projection.position,
-                                  "folded": self.projection.folded})
+                                  "folded": self.projection.folded, "partition": self.fold.partition.index,
+                                  "partitions": self.fold.partition.count})

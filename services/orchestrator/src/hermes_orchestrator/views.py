@@ -1,25 +1,36 @@
 """Reads of the orchestrator's read model for queries (every function takes an open ``sqlmodel.Session``; nothing
-here writes): a thread with its jobs, questions and steps, one job, the recent threads."""
+here writes): a thread with its jobs, questions and steps, one job, the recent threads. Rows are read with
+SQLAlchemy Core on the session's connection (no ORM objects: a view is built straight from the records)."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import msgspec
 from sqlmodel import Session, func, select
 
 from hermes_proto import events as ev
-from hermes_proto.queries import JobView, QuestionView, StepView, ThreadView
+from hermes_proto.queries import JobView, QueueReply, QuestionView, StepView, ThreadView
+from hermes_proto.threads import OPEN_JOB_STATUSES, WORKFLOW
 
 from hermes_orchestrator.tables import JobRow, QuestionRow, StepRow, ThreadRow
 
 
-def steps(session: Session, thread_id: str) -> list[StepRow]:
-    """A workflow's steps in submission order."""
-    return list(session.exec(select(StepRow).where(StepRow.thread_id == thread_id).order_by(StepRow.position)).all())
+_THREADS, _JOBS, _QUESTIONS, _STEPS = (model.__table__ for model in  # type: ignore[attr-defined]
+                                       (ThreadRow, JobRow, QuestionRow, StepRow))
 
 
-def job_view(job: JobRow) -> JobView:
+def _records(session: Session, statement):  # noqa: ANN001, ANN202
+    return session.connection().execute(statement).all()
+
+
+def steps(session: Session, thread_id: str) -> list:
+    """A workflow's steps in submission order (records with ``StepRow``'s columns)."""
+    return _records(session, select(_STEPS).where(_STEPS.c.thread_id == thread_id).order_by(_STEPS.c.position))
+
+
+def job_view(job) -> JobView:  # noqa: ANN001 (a JobRow or a record with its columns)
     return JobView(job_id=job.job_id, thread_id=job.thread_id, kind=job.kind, status=job.status,
                    backend=job.backend, model=job.model, selection_reason=job.selection_reason,
                    prompt_tokens=job.prompt_tokens, completion_tokens=job.completion_tokens,
@@ -33,17 +44,18 @@ def job_view(job: JobRow) -> JobView:
 
 def job(session: Session, thread_id: str, job_id: str) -> JobView | None:
     """One job of ``thread_id``, or None (unknown, or another thread's)."""
-    row = session.get(JobRow, job_id)
-    return job_view(row) if row is not None and row.thread_id == thread_id else None
+    rows = _records(session, select(_JOBS).where(_JOBS.c.job_id == job_id, _JOBS.c.thread_id == thread_id))
+    return job_view(rows[0]) if rows else None
 
 
 def thread_view(session: Session, thread_id: str) -> ThreadView | None:
-    thread = session.get(ThreadRow, thread_id)
-    if thread is None:
+    found = _records(session, select(_THREADS).where(_THREADS.c.thread_id == thread_id))
+    if not found:
         return None
-    jobs = session.exec(select(JobRow).where(JobRow.thread_id == thread_id).order_by(JobRow.queued_at)).all()
-    questions = session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id)
-                             .order_by(QuestionRow.position)).all()
+    thread = found[0]
+    jobs = _records(session, select(_JOBS).where(_JOBS.c.thread_id == thread_id).order_by(_JOBS.c.queued_at))
+    questions = _records(session, select(_QUESTIONS).where(_QUESTIONS.c.thread_id == thread_id)
+                         .order_by(_QUESTIONS.c.position))
     return ThreadView(
         thread_id=thread.thread_id, idea=thread.idea, channel=thread.channel, user_id=thread.user_id,
         origin=json.loads(thread.origin_json), status=thread.status, idea_type=thread.idea_type,
@@ -57,7 +69,7 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
         jobs=[job_view(j) for j in jobs], kind=thread.kind, workflow_deadline=thread.workflow_deadline,
         steps=[StepView(step_id=st.step_id, job_id=st.job_id, status=st.status, reason=st.reason,
                         depends_on=msgspec.json.decode(st.step_json, type=ev.WorkflowStep).depends_on)
-               for st in steps(session, thread_id)],
+               for st in (steps(session, thread_id) if thread.kind == WORKFLOW else ())],
         assumptions=msgspec.json.decode(thread.assumptions_json, type=list[ev.Assumption]),
     )
 
@@ -74,3 +86,14 @@ def recent_threads(session: Session, limit: int, origin: dict[str, str] | None =
         statement = statement.where(func.json_extract(ThreadRow.origin_json, f"$.{key}") == value)
     ids = session.exec(statement.order_by(ThreadRow.created_at.desc()).limit(limit)).all()
     return [v for v in (thread_view(session, i) for i in ids) if v is not None]
+
+
+def queue_depth(session: Session) -> QueueReply:
+    """Every thread's open jobs by status and priority, and the workflow steps waiting for their dependencies, from
+    the rows (what a replica answers when partitions split the in-memory state)."""
+    rows = _records(session, select(_JOBS.c.status, _JOBS.c.priority)
+                    .where(_JOBS.c.status.in_(OPEN_JOB_STATUSES)))
+    waiting = _records(session, select(func.count()).select_from(_STEPS).where(_STEPS.c.status == "waiting"))
+    return QueueReply(open_jobs=len(rows), by_status=dict(Counter(status for status, _ in rows)),
+                      by_priority={str(p): n for p, n in sorted(Counter(p for _, p in rows).items())},
+                      waiting_steps=waiting[0][0])
