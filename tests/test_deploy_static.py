@@ -849,18 +849,46 @@ def test_service_probes_hit_real_endpoints(rendered, svc: Svc) -> None:
 
 
 def test_orchestrator_and_learner_keep_sqlite_on_a_volume(rendered) -> None:
+    """One replica per Deployment (one SQLite writer), each on its own volume; the orchestrator may run as one
+    Deployment per partition."""
     overlay, docs = rendered
     config = find(docs, "ConfigMap", "hermes-config")["data"]
     for svc in (SERVICES[1], SERVICES[2]):
-        (d,) = hermes_workload(docs, svc)
-        assert d["spec"]["replicas"] == 1, f"{overlay}: {svc} must run one replica"
-        assert d["spec"]["strategy"]["type"] == "Recreate", f"{overlay}: {svc} needs the Recreate strategy"
-        spec = d["spec"]["template"]["spec"]
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
-        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
-        home = config["HERMES_HOME"]
-        assert mounts.get(home) in claims, f"{overlay}: {svc} HERMES_HOME ({home}) is not on a PVC"
-        find(docs, "PersistentVolumeClaim", claims[mounts[home]])
+        workloads = hermes_workload(docs, svc)
+        assert len(workloads) == 1 or svc is SERVICES[1], f"{overlay}: one {svc} Deployment"
+        used: set[str] = set()
+        for d in workloads:
+            assert d["spec"]["replicas"] == 1, f"{overlay}: {d['metadata']['name']} must run one replica"
+            assert d["spec"]["strategy"]["type"] == "Recreate", f"{overlay}: {svc} needs the Recreate strategy"
+            spec = d["spec"]["template"]["spec"]
+            claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+                      if "persistentVolumeClaim" in v}
+            mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+            home = config["HERMES_HOME"]
+            assert mounts.get(home) in claims, f"{overlay}: {svc} HERMES_HOME ({home}) is not on a PVC"
+            find(docs, "PersistentVolumeClaim", claims[mounts[home]])
+            assert claims[mounts[home]] not in used, f"{overlay}: two {svc} Deployments share a volume"
+            used.add(claims[mounts[home]])
+
+
+def partition_env(d: dict[str, Any]) -> tuple[int, int]:
+    env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    return int(env.get("HERMES_PARTITIONS", 1)), int(env.get("HERMES_PARTITION", 0))
+
+
+def test_partitions_cover_every_thread_once_and_nats_maps_them(rendered) -> None:
+    """Every orchestrator and router Deployment names the same partition count and its own partition, together all
+    of them, and NATS maps commands for that count (hermes_proto.partitions.server_config)."""
+    from hermes_proto.partitions import server_mappings
+
+    overlay, docs = rendered
+    nats_conf = find(docs, "ConfigMap", "hermes-nats-config")["data"]["nats.conf"]
+    for svc in (SERVICES[1], SERVICES[3]):
+        parts = sorted(partition_env(d) for d in hermes_workload(docs, svc))
+        count = parts[0][0]
+        assert parts == [(count, k) for k in range(count)], f"{overlay}: {svc} partitions {parts}"
+        for src, dst in server_mappings(count).items():
+            assert f'"{src}": "{dst}"' in nats_conf, f"{overlay}: NATS does not map commands for {count} partitions"
 
 
 def test_hpas_for_gateway_and_edges(rendered) -> None:
