@@ -7,6 +7,8 @@ its event listener) in front of a loopback OpenAI-compatible model server (``HER
   counted, and the rest keep serving. Exits and restarts are counted on the supervisor's ``/metrics``.
 - nats-server killed with SIGKILL comes back on the same store (a thread from before is still there) and a new
   submission completes.
+- The standard setup of a local Talos with a remote fallback, Talos down: ``hermes up`` runs an edge for each
+  enabled backend, so draft 1 is written by the fallback.
 - Each service's output is on the terminal, prefixed by its name, and in ``$HERMES_HOME/logs/<name>.log``; SIGINT
   leaves no process behind.
 """
@@ -24,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
+from hermes_cli.natsserver import free_port
 from stack import HermesUp, processes_with_home, sse_events
 
 pytestmark = pytest.mark.e2e
@@ -158,3 +161,24 @@ async def test_a_killed_nats_server_comes_back_on_its_store_and_work_goes_on(tmp
             assert logged[0][0] == "thread_opened" and logged[0][1]["idea"] == "before the crash"
         finally:
             await stopped_cleanly(up, signal.SIGTERM)  # as a service manager stops it
+
+
+async def test_talos_down_with_a_remote_fallback_draft_1_comes_from_the_fallback(tmp_path) -> None:
+    async with FakeOpenAIServer(reply=Reply(text="From the remote API."), models=["remote-model"],
+                                api_key="sk-remote-fallback") as remote:
+        up = HermesUp(tmp_path, HERMES_LOCAL_MODEL="false", HERMES_MAX_QUESTIONS="0", TELEGRAM_BOT_TOKEN="",
+                      HERMES_BACKENDS_ENABLED="talos,remote_api", HERMES_FALLBACK_BACKEND="remote_api",
+                      BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(free_port()),
+                      BACKEND_TALOS_MODELS="fake-model", BACKEND_REMOTE_API_TYPE="openai",
+                      BACKEND_REMOTE_API_HOST="127.0.0.1", BACKEND_REMOTE_API_PORT=str(remote.port),
+                      BACKEND_REMOTE_API_MODELS="remote-model", BACKEND_REMOTE_API_KEY="sk-remote-fallback").start()
+        try:
+            async with httpx.AsyncClient(base_url=up.base_url, timeout=10) as client:
+                await asyncio.to_thread(up.wait_healthy, httpx.Client(timeout=5), 180)
+                assert {"talos-edge", "remote_api-edge"} <= set(up.metrics_ports())
+                view = await completed(client, await submit(client, "plan a balcony garden"))
+            assert view["draft1"] == "From the remote API."
+            assert [j["backend"] for j in view["jobs"] if j["status"] == "completed"] == ["remote_api"]
+            assert {"hermes_edge:talos", "hermes_edge:remote_api"} <= set(up.pids())
+        finally:
+            await stopped_cleanly(up)
