@@ -75,7 +75,8 @@ def process_name(proc: psutil.Process) -> str:
     cmd = proc.cmdline()
     if "-m" in cmd and cmd.index("-m") + 1 < len(cmd):
         module = cmd[cmd.index("-m") + 1]
-        return {"hermes_cli": "up(honcho)"}.get(module, module.removeprefix("hermes_"))
+        supervisor = {"hermes_cli", "supervisor.supervisord", "hermes_cli.supervisor_events"}
+        return "up(supervisord)" if module in supervisor else module.removeprefix("hermes_")
     if cmd and Path(cmd[0]).name == "nats-server":
         return "nats-server"
     return Path(cmd[0]).name if cmd else proc.name()

@@ -98,6 +98,28 @@ class HermesUp:
         assert match, self.log_tail()
         return {name: int(port) for name, port in re.findall(r"([\w-]+) :(\d+)", match.group(1))}
 
+    def supervisor_metrics(self) -> str:
+        """The supervisor's ``/metrics`` (exits, restarts, give-ups of the supervised processes)."""
+        return httpx.get(f"http://127.0.0.1:{self.metrics_ports()['supervisor']}/metrics", timeout=5).text
+
+    def pids(self) -> dict[str, int]:
+        """Program → pid of the processes running now under this HERMES_HOME: ``nats`` and each ``-m`` module
+        (``hermes_orchestrator``, ``hermes_edge:<backend>``...)."""
+        found = {}
+        for pid in processes_with_home(self.home):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and Path(cmd[0].decode()).name == "nats-server":
+                found["nats"] = pid
+            elif b"-m" in cmd and cmd.index(b"-m") + 1 < len(cmd):
+                name = cmd[cmd.index(b"-m") + 1].decode()
+                backend = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"HERMES_EDGE_BACKEND=")]
+                found[f"{name}:{backend[0]}" if name == "hermes_edge" and backend else name] = pid
+        return found
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -112,13 +134,13 @@ class HermesUp:
             parts += [p.read_text(errors="replace") for p in sorted(logs.iterdir())]
         return "\n".join(parts)
 
-    def stop(self, timeout_s: float = 40) -> int | None:
-        """SIGINT (Ctrl-C) and wait; returns the exit code."""
+    def stop(self, timeout_s: float = 40, sig: int = signal.SIGINT) -> int | None:
+        """``sig`` (default SIGINT, as Ctrl-C) and wait; returns the exit code."""
         if self.proc is None:
             return None
         try:
             if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
+                self.proc.send_signal(sig)
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)

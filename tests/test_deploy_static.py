@@ -416,6 +416,11 @@ def test_compose_profiles_for_local_model_and_remote_only(compose: dict[str, Any
     router = next(iter(compose_services_of(compose, SERVICES[3]).values()))
     for backend in ("TALOS", "REMOTE_API"):
         assert f"BACKEND_{backend}_TYPE" in router["environment"], f"the router reads BACKEND_{backend}_*"
+    described = {k.removeprefix("BACKEND_").removesuffix("_TYPE").lower() for k in router["environment"]
+                 if k.startswith("BACKEND_") and k.endswith("_TYPE")}
+    assert described == set(by_backend), f"one edge per backend the router knows: {described} vs {set(by_backend)}"
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    assert "--profile local-model --profile remote-only" in header, "the compose file shows talos + remote fallback"
     assert "BACKEND_REMOTE_API_KEY" not in router["environment"]
 
 
@@ -898,9 +903,11 @@ def test_hpas_for_gateway_and_edges(rendered) -> None:
         find(docs, d["spec"]["scaleTargetRef"]["kind"], d["spec"]["scaleTargetRef"]["name"])
         assert 1 <= d["spec"].get("minReplicas", 1) <= d["spec"]["maxReplicas"]
     edges = hermes_workload(docs, SERVICES[4])
-    backends = {e["value"] for d in edges for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
-                if e["name"] == "HERMES_EDGE_BACKEND"}
-    assert backends == {"talos", "remote_api"}, f"{overlay}: one edge Deployment per backend, found {backends}"
+    backends = [e["value"] for d in edges for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                if e["name"] == "HERMES_EDGE_BACKEND"]
+    enabled = find(docs, "ConfigMap", "hermes-config")["data"]["HERMES_BACKENDS_ENABLED"].split(",")
+    assert sorted(backends) == sorted(enabled) == ["remote_api", "talos"], \
+        f"{overlay}: one edge Deployment per enabled backend {enabled}, found {backends}"
     for svc in (SERVICES[0], SERVICES[4]):
         for d in hermes_workload(docs, svc):
             assert d["metadata"]["name"] in hpas, f"{overlay}: no HPA for {d['metadata']['name']}"

@@ -16,6 +16,7 @@ import asyncio
 import re
 import json
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
@@ -728,6 +729,81 @@ async def test_reads_answer_503_when_no_orchestrator_answers(gateway: Gateway, h
     assert_error(await http.get(f"{gateway.url}/api/threads"), 503, "bus_unavailable")
     assert_error(await http.post(f"{gateway.url}/api/threads/t-1/continue", json={"answers": {"q": "a"}}),
                  503, "bus_unavailable")
+
+
+ALICE, BOB = "alice:user:tok-alice-0123", "bob:user:tok-bob-0123"
+
+
+async def test_a_submitted_thread_answers_as_accepted_until_the_orchestrator_shows_it(bus_env, tmp_path, http,
+                                                                                      js_client) -> None:
+    """A 202 means the command waits durably in JetStream. While no orchestrator answers (down, restarting) or
+    it does not know the thread yet, the gateway that accepted it answers it as ``accepted`` (200, not 503 or
+    404), takes no answers or ratings for it and shows it to its owner only; once the orchestrator opened it,
+    the orchestrator's view."""
+    nc, _ = js_client
+    gw = await start_gateway(bus_env, tmp_path / "logs", HERMES_API_TOKENS=f"{ALICE},{BOB}",
+                             HERMES_QUERY_TIMEOUT_SECONDS="1")
+    alice = {"Authorization": f"Bearer {ALICE.split(':', 2)[2]}"}
+    bob = {"Authorization": f"Bearer {BOB.split(':', 2)[2]}"}
+    orchestrator = None
+    try:
+        submitted = await http.post(f"{gw.url}/api/submit", headers=alice,
+                                    json={"idea": "plan a balcony garden", "project": "garden", "priority": 7})
+        assert submitted.status_code == 202, submitted.text
+        thread_id = submitted.json()["data"]["thread_id"]
+        status_url = f"{gw.url}/api/threads/{thread_id}/status"
+
+        response = await http.get(status_url, headers=alice)  # no orchestrator answers at all
+        assert response.status_code == 200, response.text
+        view = response.json()["data"]
+        assert (view["thread_id"], view["status"], view["idea"], view["user_id"]) == (
+            thread_id, "accepted", "plan a balcony garden", "alice")
+        assert (view["project"], view["priority"], view["kind"], view["jobs"]) == ("garden", 7, "idea", [])
+        assert (view["answerable"], view["ratable"], view["open"]) == (False, False, True)
+        assert_error(await http.get(status_url, headers=bob), 404, "thread_not_found")  # not bob's
+        assert_error(await http.get(f"{gw.url}/api/threads/{new_id()}/status", headers=alice), 503,
+                     "bus_unavailable")  # a thread this gateway never accepted: nothing to say for it
+        refused = assert_error(await http.post(f"{gw.url}/api/threads/{thread_id}/continue", headers=alice,
+                                               json={"answers": {"q": "a"}}), 409, "not_awaiting_answers")
+        assert refused["error"]["details"]["status"] == "accepted"
+        assert_error(await http.post(f"{gw.url}/api/threads/{thread_id}/rate", headers=alice, json={"rating": 4}),
+                     409, "not_completed")
+        cli = await asyncio.create_subprocess_exec(  # `hermes status` says the same
+            sys.executable, "-m", "hermes_cli", "status", thread_id, "--url", gw.url, "--token",
+            ALICE.split(":", 2)[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cli.communicate(), timeout=30)
+        assert cli.returncode == 0, err
+        assert out.decode().startswith(f"Thread {thread_id}: accepted\n"), out
+
+        async def not_yet(msg) -> None:  # an orchestrator that has not applied the command yet answers so
+            await msg.respond(b'{"found": false}')
+
+        sub = await nc.subscribe(subjects.QUERY_THREAD, cb=not_yet)
+        await nc.flush()
+        try:
+            response = await http.get(status_url, headers=alice)
+            assert response.status_code == 200 and response.json()["data"]["status"] == "accepted"
+        finally:
+            await sub.unsubscribe()
+        metrics = await gw.metrics(http)
+        views = {s.labels["reason"]: s.value for s in metrics["hermes_gateway_accepted_views"]
+                 if s.name.endswith("_total")}
+        assert views == {"unanswered": 4, "not_opened_yet": 1}, views  # status, continue, rate, `hermes status`
+        assert [s.value for s in metrics["hermes_gateway_accepted_threads"]] == [1]
+
+        orchestrator = await start_orchestrator(bus_env, nc, tmp_path / "logs")
+
+        async def opened() -> dict | None:
+            data = (await http.get(status_url, headers=alice)).json()["data"]
+            return data if data["status"] != "accepted" else None
+
+        view = await wait_until(opened, timeout_s=20, interval_s=0.2)
+        assert view["status"] == "drafting" and view["jobs"][0]["kind"] == "draft1"
+        assert [s.value for s in (await gw.metrics(http))["hermes_gateway_accepted_threads"]] == [0]
+    finally:
+        if orchestrator is not None:
+            await orchestrator.stop()
+        gw.process.stop()
 
 
 async def test_a_reply_outside_the_contract_is_a_502(gateway: Gateway, http, js_client) -> None:

@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from conftest import thread_events, wait_until
+from fakes.edge_beats import EdgeBeats
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from hermes_cli.natsserver import free_port
 from hermes_proto import subjects
@@ -102,6 +103,20 @@ async def talos_edge(bus_env: dict[str, str], tmp_path: Path,
     await asyncio.to_thread(edge.stop)  # not blocking the loop: the fake model server keeps answering
 
 
+@pytest.fixture
+async def talos_beats(js_client) -> AsyncIterator[EdgeBeats]:
+    """A live talos edge on the bus (heartbeats, probe replies) that runs nothing: dispatched jobs stay queued."""
+    async with EdgeBeats(js_client[0], ["talos"], models=["m1"]) as beats:
+        yield beats
+
+
+@pytest.fixture
+async def remote_beats(js_client) -> AsyncIterator[EdgeBeats]:
+    """A live remote edge on the bus that runs nothing."""
+    async with EdgeBeats(js_client[0], ["remote"], models=[]) as beats:
+        yield beats
+
+
 async def listing(stack: Stack, http: httpx.AsyncClient) -> dict:
     response = await http.get(f"{stack.url}/api/backends")
     assert response.status_code == 200, response.text
@@ -144,7 +159,7 @@ async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggl
         assert set(backend["scores"]) == CRITERIA
         assert all(0 <= s <= 1 for s in backend["scores"].values())
         assert (backend["enabled"], backend["in_flight"], backend["spend_today_cents"]) == (True, 0, 0.0)
-        assert backend["health"] in ("unknown", "degraded", "unhealthy")  # no edge answers for either
+        assert backend["health"] in ("unknown", "no_edge")  # no edge answers for either
     assert talos["scores"]["cost_first"] > remote["scores"]["cost_first"]  # free beats 100 cents per Mtok
     assert data["budget"]["day"] == datetime.now(UTC).date().isoformat()
     assert data["budget"]["spent_today_cents"] == 0 and data["queued_jobs"] == 0
@@ -178,8 +193,14 @@ async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggl
 # --------------------------------------------------------------------------- selections
 
 
-async def test_selections_show_every_candidate_and_why_it_lost(stack: Stack, http, js_client) -> None:
+async def test_selections_show_every_candidate_and_why_it_lost(stack: Stack, http, js_client,
+                                                               talos_beats: EdgeBeats) -> None:
     _, js = js_client
+
+    async def talos_healthy() -> bool:
+        return by_name(await listing(stack, http))["talos"]["health"] == "healthy"
+
+    await wait_until(talos_healthy, timeout_s=15)
     job = await queue_job(js, private=True)  # remote is not local: it must lose with that reason
 
     async def selected() -> BackendSelected | None:
@@ -236,14 +257,16 @@ BAD_COMPARES = [
 
 
 async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge: ServiceProcess,
-                                                       talos_model: FakeOpenAIServer, http, js_client) -> None:
+                                                       talos_model: FakeOpenAIServer, http, js_client,
+                                                       remote_beats: EdgeBeats) -> None:
     _, js = js_client
 
-    async def talos_healthy() -> bool:
+    async def healthy() -> bool:
         assert talos_edge.alive(), talos_edge.log_text()
-        return by_name(await listing(stack, http))["talos"]["health"] == "healthy"
+        backends = by_name(await listing(stack, http))
+        return backends["talos"]["health"] == backends["remote"]["health"] == "healthy"
 
-    await wait_until(talos_healthy, timeout_s=20)
+    await wait_until(healthy, timeout_s=20)
     started = time.monotonic()
     response = await http.post(f"{stack.url}/api/backends/compare",
                                json={"prompt": "  Say hello ", "backends": ["talos", "remote"], "max_tokens": 64,
@@ -258,7 +281,8 @@ async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge:
     assert talos["latency_ms"] > 0 and talos["cost_cents"] == 0.0
     [request] = talos_model.chat_requests()
     assert request.body["messages"][-1]["content"] == "Say hello" and request.body["max_tokens"] == 64
-    # Nothing serves remote: it waited out the comparison's 3 s (longer than the gateway's own query timeout).
+    # remote's edge is live but runs nothing: it waited out the comparison's 3 s (longer than the gateway's own
+    # query timeout).
     assert (remote["backend"], remote["text"], remote["error_code"]) == ("remote", None, "timeout")
     assert remote["error"] and took >= 3
 

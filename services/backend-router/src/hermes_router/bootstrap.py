@@ -106,7 +106,8 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
             router.wake.set()
 
     health = HealthMonitor(nc, store, registry, settings.hermes_unhealthy_threshold,
-                           settings.hermes_probe_timeout_seconds, load_marks(engine), wake)
+                           settings.hermes_probe_timeout_seconds, load_marks(engine), wake,
+                           edge_stale_s=settings.hermes_edge_stale_seconds)
     partition = Partition.of(settings)
     health.announce = partition.index == 0
     router = Router(nc, settings, registry, engine, projection, health, projection.view, partition)

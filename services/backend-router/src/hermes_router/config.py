@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 from pydantic import Field, field_validator
 
-from hermes_proto.backends import BackendConfig, load_backend, read_backends_file
+from hermes_proto.backends import BackendConfig, enabled_backend_names, load_backend, read_backends_file
 from hermes_proto.events import JOB_TYPES
 from hermes_proto.partitions import PartitionSettings
 from hermes_proto.settings import BusSettings
@@ -50,7 +50,10 @@ class RouterSettings(BusSettings, PartitionSettings):
     ``hermes_<type>_jobs_backend`` sends jobs of that type (code, analysis, content, research, reasoning,
     general) to one backend while it is eligible.
     Health: ``hermes_unhealthy_threshold`` consecutive failed signals (heartbeats, probes, connection-level
-    call failures) mark a backend unhealthy; ``hermes_probe_timeout_seconds`` bounds a probe.
+    call failures) mark a backend unhealthy; ``hermes_probe_timeout_seconds`` bounds a probe;
+    ``hermes_edge_stale_seconds``: a backend none of whose edges sent a heartbeat or probe reply for this long
+    (or whose probe nobody answers) is ``no_edge`` and not eligible (keep it above the edges'
+    ``HERMES_EDGE_HEARTBEAT_S``, 5 s by default).
     Budgets (cents; None = no limit): ``hermes_daily_budget_cents``, ``hermes_project_budgets`` (``a=500,b=200``),
     ``hermes_max_cost_per_job_cents``, ``hermes_min_remote_budget_cents`` (a paid backend is used only while at
     least this much of the daily budget remains), ``hermes_budget_alert_threshold`` (fraction, alert once per
@@ -86,6 +89,7 @@ class RouterSettings(BusSettings, PartitionSettings):
     hermes_general_jobs_backend: str | None = None
     hermes_unhealthy_threshold: int = Field(3, ge=1)
     hermes_probe_timeout_seconds: float = 5.0
+    hermes_edge_stale_seconds: float = Field(15.0, gt=0)
     hermes_daily_budget_cents: float | None = None
     hermes_project_budgets: str = ""
     hermes_max_cost_per_job_cents: float | None = None
@@ -116,6 +120,12 @@ class RouterSettings(BusSettings, PartitionSettings):
     def _failover(cls, value: str) -> str:
         return _one_of(value, FAILOVER, "HERMES_FAILOVER_STRATEGY")
 
+    @field_validator("hermes_backends_enabled")
+    @classmethod
+    def _backends(cls, value: str) -> str:
+        enabled_backend_names(value)
+        return value
+
     @field_validator("hermes_project_budgets", "hermes_backend_weights")
     @classmethod
     def _mapping(cls, value: str) -> str:
@@ -123,7 +133,7 @@ class RouterSettings(BusSettings, PartitionSettings):
         return value
 
     def backend_names(self) -> list[str]:
-        return [n.strip().lower() for n in self.hermes_backends_enabled.split(",") if n.strip()]
+        return enabled_backend_names(self.hermes_backends_enabled)
 
     def job_type_routes(self) -> dict[str, str]:
         """Job type → backend from ``HERMES_<TYPE>_JOBS_BACKEND``."""

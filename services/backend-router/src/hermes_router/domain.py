@@ -151,7 +151,7 @@ def attributes(backend: BackendConfig, stats: Stats, price_in: float, price_out:
 class BackendState:
     """Everything the selection needs to know about one backend now.
 
-    ``health``: healthy, unhealthy or unknown; ``enabled``: configuration overridden by runtime
+    ``health``: healthy, degraded, unhealthy, unknown or ``no_edge`` (no live edge serves it); ``enabled``: configuration overridden by runtime
     enable/disable; ``in_flight``: dispatched, unfinished jobs; ``rate_ok``: a request now stays within
     ``RATE_LIMIT`` per minute; ``cooling_until``: a 429's Retry-After; ``served_models``: the models its edges
     announce (empty: unknown)."""
@@ -242,6 +242,9 @@ class Selection:
 
 
 FAILED_EARLIER = "failed an earlier attempt of this job"
+NO_EDGE = "no_edge"
+"""The health of a backend no live edge process serves (``hermes_router.health``): work sent there would wait."""
+NO_EDGE_REASON = f"{NO_EDGE}: no live edge serves this backend (no heartbeat or probe reply)"
 # Rejections a later moment cannot lift (the job waits for nothing); everything else is transient.
 PERMANENT_PREFIXES = ("not the requested backend", "private job", "missing capability", "does not serve")
 WAIT_REASONS = (("over_budget", "over_budget"), ("at concurrency limit", "saturated"),
@@ -290,6 +293,8 @@ def rejection(state: BackendState, needs: JobNeeds, budget: Budget, now: datetim
         return f"does not serve model {needs.model}"
     if not state.enabled:
         return "disabled"
+    if state.health == NO_EDGE:
+        return NO_EDGE_REASON
     if state.health == "unhealthy":
         return "unhealthy"
     if cfg.name in excluded:

@@ -27,7 +27,10 @@ BACKEND_LATENCY = Histogram("hermes_backend_latency_seconds", "Execution latency
 BACKEND_TOKENS = Counter("hermes_backend_tokens_total", "Tokens per backend; kind prompt or completion",
                          ["backend", "kind"])
 BACKEND_COST = Counter("hermes_backend_cost_cents_total", "Recorded cost in cents", ["backend", "project"])
-BACKEND_HEALTH = Gauge("hermes_backend_health", "1 healthy or degraded (failing, below the threshold), 0 unhealthy, -1 unknown", ["backend"])
+BACKEND_HEALTH = Gauge("hermes_backend_health", "1 healthy or degraded (failing, below the threshold), 0 unhealthy "
+                       "or no_edge (no live edge serves it), -1 unknown", ["backend"])
+BACKEND_EDGE_LIVE = Gauge("hermes_backend_edge_live", "1 while an edge of the backend sent a heartbeat or probe reply "
+                          "within HERMES_EDGE_STALE_SECONDS, else 0", ["backend"])
 BACKEND_IN_FLIGHT = Gauge("hermes_backend_in_flight", "Jobs dispatched and not finished", ["backend"])
 BACKEND_ENABLED = Gauge("hermes_backend_enabled", "1 enabled, 0 disabled", ["backend"])
 SPENT_TODAY = Gauge("hermes_budget_spent_today_cents", "Recorded cost since 00:00 UTC, cents")

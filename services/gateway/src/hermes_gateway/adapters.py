@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from hermes_gateway.accepted import AcceptedThreads
 from hermes_gateway.observability import COMMANDS_PUBLISHED
 from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects as subj
@@ -101,10 +102,12 @@ class Bus:
 
 class CommandPublisher:
     """Publishes commands to ``HERMES_COMMANDS`` (``Nats-Msg-Id`` = command id, ``traceparent`` from the
-    current span) and counts them in ``hermes_gateway_commands_published_total{type}``."""
+    current span) and counts them in ``hermes_gateway_commands_published_total{type}``; a submission that
+    JetStream stored is remembered in ``accepted`` (when given) until the orchestrator shows its thread."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, accepted: AcceptedThreads | None = None) -> None:
         self._store = bus.store
+        self._accepted = accepted
 
     async def send(self, command: Command) -> int:
         """Publish ``command``; returns its stream sequence. Raises :class:`BusUnavailable` when JetStream
@@ -114,6 +117,8 @@ class CommandPublisher:
         except BUS_ERRORS as exc:
             raise BusUnavailable("JetStream", exc) from exc
         COMMANDS_PUBLISHED.labels(command.type_name()).inc()
+        if self._accepted is not None:
+            self._accepted.remember(command)
         return seq
 
 

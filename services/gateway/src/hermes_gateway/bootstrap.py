@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from hermes_gateway.accepted import AcceptedThreads
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel, SessionsClient
 from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
@@ -56,7 +57,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"), tokens=tokens)
         app.state.bus = bus
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
-        app.state.commands = CommandPublisher(bus)
+        app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads,
+                                             settings.hermes_accepted_ttl_seconds)
+        app.state.commands = CommandPublisher(bus, app.state.accepted)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
         app.state.sessions = SessionsClient(bus, settings.hermes_query_timeout_seconds)

@@ -23,7 +23,9 @@ class GatewaySettings(BusSettings):
     waits for the orchestrator's reply on ``hermes.query.*`` (seconds) before answering 503;
     ``HERMES_MAX_QUEUED_JOBS`` (seed ``hermes.web.max_queued_jobs``; 0 or unset: no cap): open jobs beyond which a
     submission gets 429 ``queue_full`` with ``Retry-After`` = ``HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS``;
-    ``HERMES_WORKFLOW_MAX_STEPS``: the most steps a workflow may have (the orchestrator's setting of the same
+    ``HERMES_ACCEPTED_MAX_THREADS`` / ``HERMES_ACCEPTED_TTL_SECONDS``: how many submissions this gateway remembers
+    (0: none) and for how long at most (seconds), so that their threads read as ``accepted`` until the orchestrator
+    shows them (:mod:`hermes_gateway.accepted`); ``HERMES_WORKFLOW_MAX_STEPS``: the most steps a workflow may have (the orchestrator's setting of the same
     name must agree); ``TELEGRAM_WEBHOOK_SECRET``: the ``secret_token`` given to Telegram's ``setWebhook``, which
     Telegram sends back in every webhook request (1-256 of ``[A-Za-z0-9_-]``, Telegram's own rule; unset or
     blank: ``POST /api/telegram/webhook`` is off and answers 404).
@@ -48,6 +50,8 @@ class GatewaySettings(BusSettings):
     hermes_max_queued_jobs: int | None = Field(default=1000, ge=0)
     hermes_queue_full_retry_after_seconds: int = Field(default=30, ge=1)
     hermes_workflow_max_steps: int = Field(default=10, ge=1, le=100)
+    hermes_accepted_max_threads: int = Field(default=1000, ge=0)
+    hermes_accepted_ttl_seconds: float = Field(default=900.0, gt=0)
     hermes_max_chat_chars: int = Field(default=100_000, ge=1)
     """The most characters a chat completion's messages may hold together (OpenAI-compatible API)."""
     hermes_chat_timeout_seconds: float = Field(default=600.0, gt=0)

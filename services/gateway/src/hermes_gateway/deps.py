@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hermes_gateway.accepted import AcceptedThreads, thread_or_accepted
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
 from hermes_gateway.auth import ADMIN, GUEST, Principal, admin_only, auth_enabled, read_only, unauthorized, visible
 from hermes_gateway.config import GatewaySettings
@@ -25,6 +26,10 @@ def _bus(request: Request) -> Bus:
 
 def _read_model(request: Request) -> ReadModel:
     return request.app.state.read_model
+
+
+def _accepted(request: Request) -> AcceptedThreads:
+    return request.app.state.accepted
 
 
 def _commands(request: Request) -> CommandPublisher:
@@ -75,8 +80,8 @@ async def _thread_id(thread_id: str, request: Request) -> str:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None and auth_enabled(principal):
         # Another user's thread answers exactly as an unknown one, on every route taking a {thread_id}.
-        read_model: ReadModel = request.app.state.read_model
-        thread = await read_model.thread(thread_id, await read_model.log_position())
+        thread = await thread_or_accepted(request.app.state.read_model, request.app.state.accepted, thread_id,
+                                          counted=False)
         if thread is not None and not visible(principal, thread.user_id):
             job_id = request.path_params.get("job_id")
             raise job_not_found(thread_id, job_id) if job_id else thread_not_found(thread_id)
@@ -117,6 +122,8 @@ AdminDep = Annotated[Principal, Depends(_admin)]
 """:data:`PrincipalDep` of mode ``user`` or ``admin``; a guest gets 403 ``read_only``."""
 ReadModelDep = Annotated[ReadModel, Depends(_read_model)]
 CommandsDep = Annotated[CommandPublisher, Depends(_commands)]
+AcceptedDep = Annotated[AcceptedThreads, Depends(_accepted)]
+"""The submissions this gateway accepted whose threads the orchestrator may not show yet (:mod:`hermes_gateway.accepted`)."""
 BackendsDep = Annotated[BackendsClient, Depends(_backends)]
 ThreadId = Annotated[str, Depends(_thread_id)]
 """The ``{thread_id}`` path parameter, checked to be a safe id (else 400 ``invalid_id``); while auth is on, a thread

@@ -34,6 +34,12 @@ COMMANDS_PUBLISHED = Counter(
     "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
 )
 SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
+ACCEPTED_THREADS = Gauge("hermes_gateway_accepted_threads",
+                         "Submissions this gateway remembers until the orchestrator shows their thread")
+ACCEPTED_VIEWS = Counter("hermes_gateway_accepted_views_total",
+                         "Threads answered as accepted from the gateway's memory; reason not_opened_yet (the "
+                         "orchestrator does not know the thread yet) or unanswered (the orchestrator did not answer)",
+                         ["reason"])
 SUBMISSIONS_REFUSED = Counter("hermes_gateway_submissions_refused_total",
                               "Submissions refused by admission control", ["reason"])
 SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal

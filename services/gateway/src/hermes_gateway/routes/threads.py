@@ -10,8 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
+from hermes_gateway.accepted import thread_or_accepted
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import (
+    AcceptedDep,
     CommandsDep,
     JobId,
     LearnerDep,
@@ -53,9 +55,12 @@ class RateRequest(BaseModel):
     comment: StrictStr = Field(default="", max_length=2000)
 
 
-async def _existing_thread(read_model: ReadModelDep, thread_id: str, min_sequence: int = 0,
-                           principal: Principal | None = None) -> ThreadView:
-    thread = await read_model.thread(thread_id, min_sequence)
+async def _existing_thread(read_model: ReadModelDep, accepted: AcceptedDep, thread_id: str,
+                           min_sequence: int | None = None, principal: Principal | None = None) -> ThreadView:
+    """The thread as the orchestrator shows it once it applied ``min_sequence`` (None: the log's end now), or as
+    ``accepted`` while only this gateway knows it (:mod:`hermes_gateway.accepted`); 404 ``thread_not_found`` when
+    neither (or another user's)."""
+    thread = await thread_or_accepted(read_model, accepted, thread_id, min_sequence)
     if thread is None or (principal is not None and not visible(principal, thread.user_id)):
         raise thread_not_found(thread_id)
     return thread
@@ -84,19 +89,22 @@ async def list_threads(request: Request, read_model: ReadModelDep, principal: Pr
 
 
 @router.get("/{thread_id}/status")
-async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep, principal: PrincipalDep,
-                        min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep, accepted: AcceptedDep,
+                        principal: PrincipalDep, min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
     e.g. the last SSE id seen; by default the log's current end, so the state includes every event a client
-    may already have seen on the SSE stream. Errors: 404 ``thread_not_found``, 400 ``invalid_id``,
-    503 ``bus_unavailable``."""
-    position = min_sequence or await read_model.log_position()
-    return success(request, await _existing_thread(read_model, thread_id, position, principal))
+    may already have seen on the SSE stream. A thread whose submission this gateway accepted (202) but that the
+    orchestrator does not show yet (its command waits, the orchestrator restarts or is busy) answers 200 with
+    status ``accepted``: its idea, channel, user and submission time, no jobs yet. Errors: 404
+    ``thread_not_found``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
+    view = await _existing_thread(read_model, accepted, thread_id, min_sequence or None, principal)
+    return success(request, view)
 
 
 @router.post("/{thread_id}/continue", status_code=202)
 async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: Request, settings: SettingsDep,
-                          read_model: ReadModelDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+                          read_model: ReadModelDep, accepted: AcceptedDep, commands: CommandsDep,
+                          principal: PrincipalDep) -> JSONResponse:
     """Publish ``AnswerQuestions`` for a thread that is ``awaiting_answers``.
 
     202 ``{"thread_id", "answered", "status_url", "events_url"}``. Errors: 400 ``no_answers``,
@@ -106,8 +114,7 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
     answers = clean_answers(raw, settings.hermes_max_input_length)
     # Validate against a state at least as new as what the client saw: its questions arrived by SSE
     # straight from the log, possibly before the orchestrator's read model applied them.
-    position = await read_model.log_position()
-    check_answerable(await _existing_thread(read_model, thread_id, position, principal), answers)
+    check_answerable(await _existing_thread(read_model, accepted, thread_id, None, principal), answers)
     await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
                                         correlation_id=request.state.request_id, thread_id=thread_id,
                                         answers=answers))
@@ -116,8 +123,8 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
 
 
 @router.post("/{thread_id}/optimize")
-async def optimize_thread(thread_id: ThreadId, request: Request, read_model: ReadModelDep, learner: LearnerDep,
-                          commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+async def optimize_thread(thread_id: ThreadId, request: Request, read_model: ReadModelDep, accepted: AcceptedDep,
+                          learner: LearnerDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Apply what Hermes learned to a thread that is ``awaiting_answers``: the learner says which open questions
     the user's usable preferences (confidence >= ``HERMES_CONFIDENCE_THRESHOLD``, unexpired) and applied
     ``recurring_answer`` patterns answer, and which applied ``skip_question`` patterns let stay open; the answers
@@ -130,7 +137,7 @@ async def optimize_thread(thread_id: ThreadId, request: Request, read_model: Rea
     Nothing applicable (or learning disabled): ``applied`` empty, ``continued`` false, the thread keeps waiting.
     Errors: 404 ``thread_not_found``, 409 ``not_awaiting_answers``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
     position = await read_model.log_position()
-    thread = await _existing_thread(read_model, thread_id, position, principal)
+    thread = await _existing_thread(read_model, accepted, thread_id, position, principal)
     check_answerable(thread, [])
     reply = await learner.optimizations(thread_id, position)
     open_ids = {q.question_id for q in thread.questions if q.answer is None}
@@ -157,14 +164,13 @@ def _optimized(learning_enabled: bool, learner_reason: str, answered: int, appli
 
 @router.post("/{thread_id}/rate", status_code=202)
 async def rate_thread(thread_id: ThreadId, body: RateRequest, request: Request, read_model: ReadModelDep,
-                      commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+                      accepted: AcceptedDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
     """Publish ``RateThread`` for a completed thread; a later rating replaces an earlier one.
 
     202 ``{"thread_id", "rating", "status_url", "events_url"}``. Errors: 422 ``validation_failed`` (rating
     not an integer 1-5), 404 ``thread_not_found``, 409 ``not_completed``, 503 ``bus_unavailable``. Nothing is published
     on any of them."""
-    position = await read_model.log_position()
-    check_ratable(await _existing_thread(read_model, thread_id, position, principal))
+    check_ratable(await _existing_thread(read_model, accepted, thread_id, None, principal))
     await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                                    thread_id=thread_id, rating=body.rating, comment=body.comment))
     return success(request, {**thread_links(thread_id), "rating": body.rating}, status_code=202)

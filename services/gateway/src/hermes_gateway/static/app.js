@@ -8,7 +8,7 @@
 const $ = (id) => document.getElementById(id);
 const DRAFT_OF_KIND = { draft1: 1, draft2: 2 };
 const STATUS_LABEL = {
-  drafting: "drafting", awaiting_answers: "awaiting answers", refining: "refining",
+  accepted: "accepted", drafting: "drafting", awaiting_answers: "awaiting answers", refining: "refining",
   completed: "completed", failed: "failed",
 };
 
