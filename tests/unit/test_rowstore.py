@@ -95,7 +95,7 @@ def test_batches_insert_update_and_delete_what_changed(engine) -> None:
     assert orm(engine, PairRow, "p", 1) is None
 
 
-def test_a_miss_reads_once_and_a_fresh_store_loads_from_the_file(engine) -> None:
+def test_a_fresh_store_loads_from_the_file_and_knows_which_keys_are_absent(engine) -> None:
     with RowStore(engine, [Item]) as store:
         store.add(Item(item_id="a", count=7, at=T0))
     fresh = RowStore(engine, [Item])
@@ -106,8 +106,22 @@ def test_a_miss_reads_once_and_a_fresh_store_loads_from_the_file(engine) -> None
         assert fresh.get(Item, "nope") is None and fresh.get(Item, "nope") is None
         assert fresh.insert_absent(Item(item_id="a")) is False
         assert fresh.insert_absent(Item(item_id="n", count=1)) is True
-    assert seen.count("SELECT") == 3  # "a", "nope" (once: absence is remembered) and "n"
+    assert seen.count("SELECT") == 2  # the table's keys once at the first batch, then "a"; absent keys cost nothing
     assert orm(engine, ItemRow, "n")["count"] == 1
+
+
+def test_past_the_key_index_limit_a_miss_reads_once(engine, monkeypatch) -> None:
+    from hermes_proto import rowstore
+
+    with RowStore(engine, [Item]) as store:
+        store.add(Item(item_id="a"))
+    monkeypatch.setattr(rowstore, "KEY_INDEX_MAX", 0)
+    fresh = RowStore(engine, [Item])
+    seen = statements(engine)
+    with fresh:
+        assert fresh.get(Item, "nope") is None and fresh.get(Item, "nope") is None
+        assert fresh.get(Item, "a") is not None
+    assert seen.count("SELECT") == 3  # the keys (too many: dropped), "nope" once (remembered), "a"
 
 
 def test_rollback_writes_nothing_and_forgets_the_cache(engine) -> None:

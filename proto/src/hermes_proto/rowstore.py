@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 _UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _ABSENT = object()
 """Cache entry of a key known not to exist."""
+KEY_INDEX_MAX = 1_000_000
+"""A table with more rows than this keeps no key index in memory (each key costs ~100 bytes): its misses query."""
 
 
 class Row:
@@ -112,9 +114,13 @@ class _Table:
         self.table = table
         self.capacity = capacity
         self.cache: OrderedDict[tuple, Any] = OrderedDict()
+        self.keys: set[tuple] | None = None
+        """Every key the table holds (None: not known, e.g. past :data:`KEY_INDEX_MAX`): a key not in it is absent
+        without a query, so new rows (the most common miss: every insert checks first) cost no ``SELECT``."""
         self.columns = cls.__columns__
         self.key = cls.__key__
         self.key_index = tuple(self.columns.index(k) for k in self.key)
+        self.select_keys = select(*(table.c[k] for k in self.key))
         key_where = [table.c[k] == bind(f"k_{k}") for k in self.key]
         self.select = select(*table.columns).where(*key_where)
         self.delete = delete(table).where(*key_where)
@@ -164,6 +170,7 @@ class RowStore:
         """After :meth:`commit`: ``(row class, key, copy of the row or None if deleted)`` for each changed row of
         a ``tracked`` table, in no particular order."""
         self._pending_changes: list[tuple[type[Row], tuple, Row | None]] = []
+        self._indexed = False
         self._conn: Connection | None = None
         self._touched: dict[int, tuple[_Table, Row]] = {}
         self._new: dict[int, tuple[_Table, Row]] = {}
@@ -172,11 +179,17 @@ class RowStore:
     # ---- a batch ---------------------------------------------------------------------------------------------------
 
     def begin(self) -> Connection:
-        """Open the batch's connection and transaction. Raises RuntimeError when a batch is already open."""
+        """Open the batch's connection and transaction (the first one also reads every table's keys). Raises
+        RuntimeError when a batch is already open."""
         if self._conn is not None:
             raise RuntimeError("a batch is already open")
         self._conn = self.engine.connect()
         self._conn.begin()
+        if not self._indexed:
+            for t in self._tables.values():
+                keys = {tuple(r) for r in self._conn.execute(t.select_keys.limit(KEY_INDEX_MAX + 1))}
+                t.keys = keys if len(keys) <= KEY_INDEX_MAX else None
+            self._indexed = True
         return self._conn
 
     @property
@@ -214,8 +227,10 @@ class RowStore:
         self._new.clear()
         self._deleted.clear()
         self._pending_changes.clear()
+        self._indexed = False
         for t in self._tables.values():
             t.cache.clear()
+            t.keys = None
 
     def __enter__(self) -> RowStore:
         self.begin()
@@ -234,6 +249,8 @@ class RowStore:
         written at the next :meth:`flush` / :meth:`commit`."""
         t = self._tables[cls]
         cached = t.cache.get(key, None)
+        if cached is None and t.keys is not None and key not in t.keys:
+            return None
         if cached is None:
             record = self.connection.execute(t.select, {f"k_{k}": v for k, v in zip(t.key, key, strict=True)}).first()
             cached = t.load(record) if record is not None else _ABSENT
@@ -256,6 +273,8 @@ class RowStore:
             return
         t.cache[key] = row
         self._new[id(row)] = (t, row)
+        if t.keys is not None:
+            t.keys.add(key)
         if cached is not None and cached is not _ABSENT:
             self._touched.pop(id(cached), None)
             self._new.pop(id(cached), None)
@@ -272,6 +291,8 @@ class RowStore:
         t = self._tables[type(row)]
         key = row.row_key()
         t.cache[key] = _ABSENT
+        if t.keys is not None:
+            t.keys.discard(key)
         self._touched.pop(id(row), None)
         if self._new.pop(id(row), None) is None or row._saved is not None:
             self._deleted.append((t, key))
