@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Index
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -107,6 +108,8 @@ class LearnerThreadRow(LearnerTable, table=True):
 
 class ProposedQuestionRow(LearnerTable, table=True):
     __tablename__ = "proposed_questions"
+    __table_args__ = (Index("ix_proposed_questions_trend", "template_id", "closed_at", "thread_id", "position",
+                            "question_id"),)  # a template's latest counted askings without a sort (the view's start)
 
     question_id: str = Field(primary_key=True)
     thread_id: str = Field(index=True)

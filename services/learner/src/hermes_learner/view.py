@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -61,14 +61,12 @@ class _Held:
 
 @dataclass
 class _History:
-    """A template's counted askings: how many, and the latest :data:`HISTORY` as ``(closed_at, thread_id,
-    position, question_id, answered)`` in the order :func:`hermes_learner.queries.answered_history` reads them."""
+    """A template's latest :data:`HISTORY` counted askings as ``(closed_at, thread_id, position, question_id,
+    answered)``, in the order :func:`hermes_learner.queries.answered_history` reads them."""
 
-    count: int = 0
     tail: list[tuple[datetime, str, int, str, bool]] = field(default_factory=list)
 
     def add(self, entry: tuple[datetime, str, int, str, bool]) -> None:
-        self.count += 1
         if len(self.tail) < HISTORY or entry > self.tail[0]:
             bisect.insort(self.tail, entry)
             del self.tail[:-HISTORY]
@@ -282,17 +280,17 @@ def _row(cls: type, record: Any) -> Any:
 
 
 def _load_history(session: Session) -> dict[str, _History]:
-    """Per template: how many askings were counted, and the latest :data:`HISTORY` of them."""
+    """Per template, its latest :data:`HISTORY` counted askings (an index walk each)."""
     t = Question.__table__
-    order = (t.c.closed_at.desc(), t.c.thread_id.desc(), t.c.position.desc(), t.c.question_id.desc())
-    ranked = select(t.c.template_id, t.c.closed_at, t.c.thread_id, t.c.position, t.c.question_id, t.c.answered_at,
-                    func.row_number().over(partition_by=t.c.template_id, order_by=order).label("rank"),
-                    func.count().over(partition_by=t.c.template_id).label("n")
-                    ).where(t.c.closed_at.is_not(None)).subquery()
+    latest = (select(t.c.closed_at, t.c.thread_id, t.c.position, t.c.question_id, t.c.answered_at)
+              .where(t.c.template_id == bindparam("template_id"), t.c.closed_at.is_not(None))
+              .order_by(t.c.closed_at.desc(), t.c.thread_id.desc(), t.c.position.desc(), t.c.question_id.desc())
+              .limit(HISTORY))
+    conn = session.connection()
     history: dict[str, _History] = {}
-    for r in session.connection().execute(select(ranked).where(ranked.c.rank <= HISTORY)):
-        h = history.setdefault(r.template_id, _History(count=r.n))
-        h.tail.append((convert.utc(r.closed_at), r.thread_id, r.position, r.question_id, r.answered_at is not None))
-    for h in history.values():
-        h.tail.sort()
+    for template_id in conn.execute(select(t.c.template_id).distinct()).scalars().all():
+        tail = sorted((convert.utc(r.closed_at), r.thread_id, r.position, r.question_id, r.answered_at is not None)
+                      for r in conn.execute(latest, {"template_id": template_id}))
+        if tail:
+            history[template_id] = _History(tail)
     return history
