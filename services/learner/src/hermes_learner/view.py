@@ -119,11 +119,10 @@ class LearnerView:
             closed = [_row(Thread, r) for r in s.connection().execute(recent)]
             view._hold(reversed(closed))
             held = list(view._threads)
-            for table, column in ((Question, "thread_id"), (PatternEvidence, "thread_id"),
-                                  (EffectivenessCause, "thread_id"), (PreferenceEvidence, "thread_id")):
+            for table in (Question, PatternEvidence, EffectivenessCause, PreferenceEvidence):  # what they hold
                 for start in range(0, len(held), 500):
                     view.apply((table, None, r)
-                               for r in _rows(s, table, table.__table__.c[column].in_(held[start:start + 500])))
+                               for r in _rows(s, table, table.__table__.c.thread_id.in_(held[start:start + 500])))
             view._history = _load_history(s)  # (replaces what the questions above counted)
         return view
 
