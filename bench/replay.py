@@ -37,7 +37,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +51,20 @@ from threadlog import Mix, build_log
 from procs import MODULES, ServiceProcess, model_env  # noqa: E402  (tests/ is on sys.path through system)
 
 from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port  # noqa: E402
-from hermes_learner import readmodel as learner_rm  # noqa: E402
+from hermes_learner.bootstrap import REACTION_EVENTS as LEARNER_REACTION_EVENTS  # noqa: E402
 from hermes_learner.bootstrap import REACTOR as LEARNER_REACTOR  # noqa: E402
-from hermes_learner.templates import SEED_TEMPLATES  # noqa: E402
+from hermes_learner.bootstrap import open_read_model as open_learner_read_model  # noqa: E402
 from hermes_orchestrator import readmodel as orchestrator_rm  # noqa: E402
 from hermes_orchestrator.bootstrap import REACTION_EVENTS  # noqa: E402
 from hermes_orchestrator.projection import Projection as OrchestratorProjection  # noqa: E402
 from hermes_proto import subjects as subj  # noqa: E402
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, RawMessage, ensure_streams  # noqa: E402
 from hermes_proto.codec import decode_event  # noqa: E402
-from hermes_proto.events import DraftPresented  # noqa: E402
 from hermes_proto.projection import Projection  # noqa: E402
 from hermes_proto.queries import ThreadQuery  # noqa: E402
 from hermes_proto.settings import BusSettings  # noqa: E402
 from hermes_router import readmodel as router_rm  # noqa: E402
 from hermes_router.bootstrap import RouterProjection  # noqa: E402
-from sqlmodel import Session  # noqa: E402
 
 COMPONENTS = ("orchestrator", "learner", "router")
 CAUGHT_UP = "read_models_caught_up"
@@ -97,12 +94,8 @@ def build_projection(component: str, url: str, js) -> Built:  # noqa: ANN001
         projection = OrchestratorProjection(engine, js)
         return Built(projection, engine, projection.apply_now)
     if component == "learner":
-        engine = learner_rm.make_engine(url)
-        with Session(engine) as session:
-            learner_rm.seed_templates(session, SEED_TEMPLATES)
-            position = learner_rm.load_position(session)
-        projection = Projection(js, "learner", partial(learner_rm.apply_batch, engine), position)
-        return Built(projection, engine, projection.apply_now)
+        projection = open_learner_read_model(url, js)
+        return Built(projection, projection.engine, projection.apply_now)
     engine = router_rm.make_engine(url)
     projection = RouterProjection(engine, js)
     return Built(projection, engine, projection.apply_now)
@@ -133,7 +126,7 @@ async def settle_reactors(nc, js) -> dict[str, int]:  # noqa: ANN001
     the whole log on them, as on a server where those services were running all along: a service restarted on an
     empty database then rebuilds its read models without also re-running ~40 % of the log through its reactor.
     Returns the messages acked per durable."""
-    specs = [(LEARNER_REACTOR, [subj.event_type_filter(DraftPresented)]),
+    specs = [(LEARNER_REACTOR, [subj.event_type_filter(t) for t in LEARNER_REACTION_EVENTS]),
              ("orchestrator-reactor", [subj.event_type_filter(t) for t in REACTION_EVENTS])]
     acked = {}
 

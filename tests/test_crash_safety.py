@@ -53,7 +53,6 @@ import sqlite3
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -62,10 +61,8 @@ from conftest import NatsServer, stored_messages, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from hermes_cli.natsserver import free_port
 from procs import READY_MARKERS, model_env, service_processes
-from sqlmodel import Session
 
-from hermes_learner import readmodel as learner_readmodel
-from hermes_learner.templates import SEED_TEMPLATES
+from hermes_learner.bootstrap import open_read_model as open_learner_read_model
 from hermes_orchestrator import readmodel as orchestrator_readmodel
 from hermes_orchestrator.projection import Projection as OrchestratorProjection
 from hermes_proto import subjects
@@ -387,10 +384,7 @@ def fresh_projection(service: str, db: Path, js) -> Projection:
         return OrchestratorProjection(orchestrator_readmodel.make_engine(url), js)
     if service == "router":
         return RouterProjection(router_readmodel.make_engine(url), js)
-    engine = learner_readmodel.make_engine(url)
-    with Session(engine) as session:  # the templates come from the code, as at every learner start
-        learner_readmodel.seed_templates(session, SEED_TEMPLATES)
-    return Projection(js, "learner", partial(learner_readmodel.apply_batch, engine), 0)
+    return open_learner_read_model(url, js)  # the templates come from the code, as at every learner start
 
 
 async def replay(service: str, db: Path, js, log: list[RawMessage], upto: int) -> None:

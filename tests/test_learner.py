@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import wait_until
 from fakes.edge_beats import EdgeBeats
 from hermes_cli.natsserver import free_port
-from hermes_learner import domain, ideas, readmodel
+from hermes_learner import domain, ideas, readmodel, tables
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
@@ -178,7 +178,7 @@ def _rows(db: Path, table: str) -> list[tuple]:
 
 def test_template_stats_are_learned_when_a_thread_finishes(tmp_path):
     db = tmp_path / "learner.db"
-    engine = readmodel.make_engine(f"sqlite:///{db}")
+    engine = tables.make_engine(f"sqlite:///{db}")
     qs = [Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
           for i, t in enumerate(("scope-size", "scope-focus"))]
     log = [ThreadOpened(**_env("t1", "opened"), idea="x"),
@@ -203,7 +203,7 @@ def test_template_stats_are_learned_when_a_thread_finishes(tmp_path):
 
 def test_thread_ratings_are_credited_to_the_templates_asked_once_per_thread(tmp_path):
     db = tmp_path / "learner.db"
-    engine = readmodel.make_engine(f"sqlite:///{db}")
+    engine = tables.make_engine(f"sqlite:///{db}")
     qs = [Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
           for i, t in enumerate(("scope-size", "scope-size", "scope-focus"))]
     log = [ThreadOpened(**_env("t1", "opened"), idea="x"),
@@ -225,7 +225,7 @@ def _stats_rows(engine) -> list:
     from sqlmodel import Session, select
 
     with Session(engine) as session:
-        return list(session.exec(select(readmodel.TemplateStatsRow)).all())
+        return list(session.exec(select(tables.TemplateStatsRow)).all())
 
 
 # ---- the service over the real bus -------------------------------------------------------------

@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from hermes_learner import drafting, readmodel
+from sqlmodel import Session
+
+from hermes_learner import drafting, queries, readmodel, seeding, tables
 from hermes_learner.desk import problems
-from hermes_learner.handlers import drafted_event, effectiveness_event
+from hermes_learner.learning import drafted_event, effectiveness_event
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto.codec import decode_event, encode
 from hermes_proto.events import (
@@ -120,19 +122,20 @@ def _thread(n: int, template_id: str, category: str, answer: str | None, rating:
 
 
 def test_free_answers_and_the_effectiveness_event_come_from_the_read_model(tmp_path):
-    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)
+    engine = tables.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)
     events = (_thread(1, "constraint-must-avoid", "constraint", "Keep it simple", rating=4)  # a suggestion
               + _thread(2, "constraint-must-avoid", "constraint", "no paid tools please", rating=2)
               + _thread(3, "scope-focus", "scope", "the watering first")  # scope-focus has no suggestions
               + _thread(4, "constraint-must-avoid", "constraint", None))
     readmodel.apply_batch(engine, _batch(events))
-    with readmodel.Session(engine) as session:
-        free = readmodel.free_answers(session)
-        view = readmodel.template_view(session, "constraint-must-avoid")
-        assert readmodel.measured_templates(session, "t2", include_assumed=False) == ["constraint-must-avoid"]
-        assert not readmodel.effectiveness_recorded(session, closed_thread="t2")
+    with Session(engine) as session:
+        free = queries.free_answers(session)
+        view = queries.template_view(session, "constraint-must-avoid")
+        measured = queries.thread_facts(session, "t2").measured_templates(include_assumed=False)
+        assert measured == ["constraint-must-avoid"]
+        assert not queries.thread_facts(session, "t2").effectiveness_recorded(closed=True)
     assert [(a.thread_id, a.category, a.text) for a in free] == [("t2", "constraint", "no paid tools please"),
                                                                  ("t3", "scope", "the watering first")]
     closed = next(e for e in events if isinstance(e, ThreadCompleted) and e.aggregate_id == "t4")
@@ -147,10 +150,10 @@ def test_free_answers_and_the_effectiveness_event_come_from_the_read_model(tmp_p
 
     # Applied, the event marks its cause as measured (a redelivery appends nothing new); the stats do not move.
     readmodel.apply_batch(engine, _batch([event, event], first=len(events) + 1))
-    with readmodel.Session(engine) as session:
-        assert readmodel.effectiveness_recorded(session, closed_thread="t4")
-        assert readmodel.effectiveness_recorded(session, cause_id=closed.event_id)
-        assert not readmodel.effectiveness_recorded(session, cause_id="other")
-        assert readmodel.template_view(session, "constraint-must-avoid") == view
+    with Session(engine) as session:
+        assert queries.thread_facts(session, "t4").effectiveness_recorded(closed=True)
+        assert queries.thread_facts(session, "t4").effectiveness_recorded(cause_id=closed.event_id)
+        assert not queries.thread_facts(session, "t4").effectiveness_recorded(cause_id="other")
+        assert queries.template_view(session, "constraint-must-avoid") == view
     assert isinstance(decode_event(encode(event)), TemplateEffectivenessUpdated)
     engine.dispose()

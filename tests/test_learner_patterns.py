@@ -12,8 +12,9 @@ import msgspec
 import pytest
 from sqlmodel import Session
 
-from hermes_learner import domain, patterns, preferences, readmodel
-from hermes_learner.handlers import Learner, PatternPolicy, validated_event
+from hermes_learner import domain, patterns, preferences, queries, readmodel, tables
+from hermes_learner.learning import pattern_validations, validated_event
+from hermes_learner.policies import PatternPolicy
 from hermes_learner.patterns import Asked, Pattern, answered, observe, real_answer, validate
 from hermes_learner.preferences import Preference, learn
 from hermes_learner.templates import SEED_TEMPLATES
@@ -191,16 +192,21 @@ def _thread(number: int, answers: dict[str, str], assumed: bool = False) -> list
 
 def _learn(engine, log: list, policy: PatternPolicy) -> list:
     """Apply each thread's events, then what the learner's reactor appends on its close (as the service does)."""
-    learner = Learner(None, engine, None, domain.Policy(), 5, pattern_policy=policy)
+    def validations(event: ThreadCompleted) -> list:
+        with Session(engine) as session:
+            facts = queries.thread_facts(session, event.aggregate_id)
+            held = queries.load_patterns(session, facts.user_id) if facts is not None else []
+        return pattern_validations(event, facts, held, policy)
+
     out = []
     for event in log:
         readmodel.apply_batch(engine, [(len(out) + 1, subjects.event_subject(event), encode(event))])
         out.append(event)
         if isinstance(event, ThreadCompleted):
-            for validated in learner._validations(event):
+            for validated in validations(event):
                 readmodel.apply_batch(engine, [(len(out) + 1, subjects.event_subject(validated), encode(validated))])
                 out.append(validated)
-            assert learner._validations(event) == []  # a redelivered close changes nothing twice
+            assert validations(event) == []  # a redelivered close changes nothing twice
     return out
 
 
@@ -213,7 +219,7 @@ def _rows(path) -> dict:
 def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
     log = [e for n in range(4) for e in _thread(n, {"constraint": "Keep it simple", "intent": f"option {n}"})]
     log += _thread(4, {"constraint": "keep it simple", "intent": "a plan"}, assumed=True)  # optimize's answers
-    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'live.db'}")
+    engine = tables.make_engine(f"sqlite:///{tmp_path / 'live.db'}")
     policy = PatternPolicy(threshold=0.8, min_validations=3)
     full = _learn(engine, log, policy)
     validated = [e for e in full if isinstance(e, PatternValidated)]
@@ -222,9 +228,9 @@ def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
     first = validated[0]
     assert first.event_id == derived_id(first.causation_id, "pattern_validated", first.aggregate_id)
     with Session(engine) as session:
-        views = {(v.kind, v.category): v for v in readmodel.pattern_views(session, "local", False, 0.8, 3)}
-        applied = readmodel.pattern_views(session, None, True, 0.8, 3)
-        loaded = readmodel.load_patterns(session, "local")
+        views = {(v.kind, v.category): v for v in queries.pattern_views(session, "local", False, 0.8, 3)}
+        applied = queries.pattern_views(session, None, True, 0.8, 3)
+        loaded = queries.load_patterns(session, "local")
     engine.dispose()
     skip, same = views[(SKIP, "context")], views[(RECURRING, "constraint")]
     assert (skip.validation_count, skip.success_count, skip.confidence, skip.applied) == (4, 4, 0.8333, True)
@@ -238,7 +244,7 @@ def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
     assert {p.pattern_id for p in loaded} == {v.pattern_id for v in views.values()}
 
     # Rebuilding from the log (the reactor's events included) gives the same rows.
-    replay = readmodel.make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
+    replay = tables.make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
     readmodel.apply_batch(replay, [(i, subjects.event_subject(e), encode(e)) for i, e in enumerate(full, 1)])
     replay.dispose()
     live_rows, replay_rows = _rows(tmp_path / "live.db"), _rows(tmp_path / "replay.db")

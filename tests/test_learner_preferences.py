@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
-from hermes_learner import domain, preferences, readmodel
-from hermes_learner.handlers import learned_event
+from hermes_learner import domain, preferences, queries, readmodel, tables
+from hermes_learner.learning import learned_event
 from hermes_learner.preferences import Preference, learn, observe
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_orchestrator import domain as orchestrator
@@ -190,7 +190,7 @@ def test_the_read_model_is_the_log_and_rebuilds_identically(tmp_path):
                                    category="style", key="style"))
 
     def build(path):
-        engine = readmodel.make_engine(f"sqlite:///{path}")
+        engine = tables.make_engine(f"sqlite:///{path}")
         readmodel.apply_batch(engine, [(i, subjects.event_subject(e), encode(e)) for i, e in enumerate(log, 1)])
         engine.dispose()
         with sqlite3.connect(path) as db:
@@ -201,9 +201,9 @@ def test_the_read_model_is_the_log_and_rebuilds_identically(tmp_path):
     assert first == second
     [row] = first["user_preferences"]  # the style preference was forgotten
     assert row[0] == preference_id("local", "depth", "depth") == depth.preference_id
-    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    engine = tables.make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     with Session(engine) as session:
-        [view] = readmodel.preference_views(session, "local", 0.75, NOW)
-        [loaded] = readmodel.load_preferences(session, "local")
+        [view] = queries.preference_views(session, "local", 0.75, NOW)
+        [loaded] = queries.load_preferences(session, "local")
     assert (view.value, view.confidence, view.usage, view.applied, view.observations) == ("detailed", 0.75, 1, True, 3)
     assert loaded == depth

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from sqlmodel import Session
 
 from conftest import stored_events, wait_until
-from hermes_learner import domain, preferences, readmodel
+from hermes_learner import domain, preferences, queries, readmodel, seeding, tables
 from hermes_learner.desk import problems
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
@@ -193,9 +194,9 @@ def _batch(events, first: int = 1):
 
 
 def test_effectiveness_is_measured_from_the_log(tmp_path):
-    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)
+    engine = tables.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)
     start = utcnow()
     events = []
     for n in range(4):  # four threads ask scope-size; the first three answer it, 30 s after asking
@@ -211,8 +212,8 @@ def test_effectiveness_is_measured_from_the_log(tmp_path):
         events.append(ThreadCompleted(**_env(thread, "done", start + timedelta(seconds=40 + n)),
                                       final_draft_number=2, reason="answered"))
     assert readmodel.apply_batch(engine, _batch(events)) == []
-    with readmodel.Session(engine) as session:
-        view = readmodel.template_view(session, "scope-size")
+    with Session(engine) as session:
+        view = queries.template_view(session, "scope-size")
     assert (view.times_asked, view.times_answered, view.answer_rate) == (4, 3, 0.75)
     assert view.mean_answer_time_s == 30.0
     assert view.mean_clarity_gain == domain.clarity_gain("plan a garden", "for 4 people, budget 50 euros, by May")
@@ -222,9 +223,9 @@ def test_effectiveness_is_measured_from_the_log(tmp_path):
 
 def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
     db = tmp_path / "learner.db"
-    engine = readmodel.make_engine(f"sqlite:///{db}")
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)
+    engine = tables.make_engine(f"sqlite:///{db}")
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)
     events = [
         TemplateAdded(**_env("scope-rooms", "added"), category="scope", text="Which rooms?", status="draft"),
         TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large, roughly?",
@@ -232,11 +233,11 @@ def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
         TemplateDeactivated(**_env("scope-focus", "off"), reason="never helps"),
     ]
     readmodel.apply_batch(engine, _batch(events))
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)  # a restart: the seeds must not undo the edit
-        askable = {t.template_id: t for t in readmodel.load_templates(session)}
-        views = {v.template_id: v for v in readmodel.template_views(session, include_inactive=True)}
-        listed = {v.template_id for v in readmodel.template_views(session, include_inactive=False)}
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)  # a restart: the seeds must not undo the edit
+        askable = {t.template_id: t for t in queries.load_templates(session)}
+        views = {v.template_id: v for v in queries.template_views(session, include_inactive=True)}
+        listed = {v.template_id for v in queries.template_views(session, include_inactive=False)}
     assert askable["scope-size"].text == "How large, roughly?" and askable["scope-size"].time_cost_s == 12
     assert "scope-rooms" not in askable and views["scope-rooms"].status == "draft"  # a draft is not asked
     assert "scope-focus" not in askable and not views["scope-focus"].active and "scope-focus" not in listed
@@ -255,16 +256,16 @@ def test_an_old_template_event_without_variations_or_timing_decodes(tmp_path):
     decoded = decode_event(msgspec.json.encode(old))
     assert isinstance(decoded, TemplateAdded) and (decoded.variations, decoded.timing) == ({}, "any")
     assert decode_event(encode(new)) == new
-    engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
+    engine = tables.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
     edit = TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large?", timing="first",
                           variations={"formal": "How large should it be, please?"})
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)
     assert readmodel.apply_batch(engine, _batch([decoded, edit])) == []
-    with readmodel.Session(engine) as session:
-        readmodel.seed_templates(session, SEED_TEMPLATES)  # a restart leaves the edit alone
-        views = {v.template_id: v for v in readmodel.template_views(session, include_inactive=True)}
-        askable = {t.template_id: t for t in readmodel.load_templates(session)}
+    with Session(engine) as session:
+        seeding.seed_templates(session, SEED_TEMPLATES)  # a restart leaves the edit alone
+        views = {v.template_id: v for v in queries.template_views(session, include_inactive=True)}
+        askable = {t.template_id: t for t in queries.load_templates(session)}
     assert (views["scope-old"].variations, views["scope-old"].timing) == ({}, "any")
     assert (askable["scope-size"].variations, askable["scope-size"].timing) == (edit.variations, "first")
     seed = next(t for t in SEED_TEMPLATES if t.template_id == "intent-main-result")
@@ -391,15 +392,15 @@ def test_a_rebuild_gives_the_same_templates_and_trends(tmp_path):
         t.triggers, t.prior_improvement, t.time_cost_s) for t in SEED_TEMPLATES)
 
     def build(name: str, chunks: int, seeds_before, seeds_after) -> list:
-        engine = readmodel.make_engine(f"sqlite:///{tmp_path / name}")
-        with readmodel.Session(engine) as session:
-            readmodel.seed_templates(session, seeds_before)
+        engine = tables.make_engine(f"sqlite:///{tmp_path / name}")
+        with Session(engine) as session:
+            seeding.seed_templates(session, seeds_before)
         size = -(-len(batch) // chunks)
         for start in range(0, len(batch), size):
             readmodel.apply_batch(engine, batch[start:start + size])
-        with readmodel.Session(engine) as session:
-            readmodel.seed_templates(session, seeds_after)  # the next start-up, with the code's seeds then
-            views = readmodel.template_views(session, include_inactive=True)
+        with Session(engine) as session:
+            seeding.seed_templates(session, seeds_after)  # the next start-up, with the code's seeds then
+            views = queries.template_views(session, include_inactive=True)
         engine.dispose()
         return views
 

@@ -8,7 +8,6 @@ The learner never calls a model: the orchestrator queues the job, the backend-ro
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import nats.js.errors
@@ -23,6 +22,7 @@ from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCom
 from hermes_proto.ids import derived_id, utcnow
 
 from hermes_learner.classification import MAX_TOKENS, Classification, classification_messages, parse_classification
+from hermes_learner.timers import Timers
 
 log = structlog.get_logger("hermes.learner")
 
@@ -58,14 +58,16 @@ def reason_suffix(outcome: str) -> str:
 
 class LlmClassifier:
     """Requests classifications and reports their outcome to ``decide`` (once per draft from this process; the
-    learner's read-model check makes any later report a no-op). ``timeout_s``: seconds from the request."""
+    learner's read-model check makes any later report a no-op). ``timeout_s``: seconds from the request, kept by
+    ``timers`` (one per draft, keyed by its event id)."""
 
-    def __init__(self, js: JetStreamContext, store: EventStore, decide: Decide, timeout_s: float) -> None:
+    def __init__(self, js: JetStreamContext, store: EventStore, decide: Decide, timeout_s: float,
+                 timers: Timers) -> None:
         self.js = js
         self.store = store
         self.decide = decide
         self.timeout_s = timeout_s
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.timers = timers
 
     async def request(self, draft: DraftPresented, idea: str) -> None:
         """Arm the timeout and send ``RequestClassification`` (command id derived from the draft, so a redelivered
@@ -111,25 +113,13 @@ class LlmClassifier:
         return event if isinstance(event, DraftPresented) and event.draft_number == 1 else None
 
     def _arm(self, draft: DraftPresented) -> None:
-        if draft.event_id in self._timers:
-            return
-        loop = asyncio.get_running_loop()
-        self._timers[draft.event_id] = loop.call_later(
-            self.timeout_s, lambda: asyncio.ensure_future(self._timed_out(draft)))
+        self.timers.schedule(draft.event_id, self.timeout_s, lambda: self._timed_out(draft))
 
     def _disarm(self, draft_event_id: str) -> None:
-        handle = self._timers.pop(draft_event_id, None)
-        if handle is not None:
-            handle.cancel()
+        self.timers.disarm(draft_event_id)
 
     async def _timed_out(self, draft: DraftPresented) -> None:
-        self._timers.pop(draft.event_id, None)
         try:
             await self.decide(draft, None, TIMEOUT)
         except Exception as exc:  # a timer has no consumer to redeliver: the job's outcome may still decide
             log.warning("classification_timeout_decision_failed", error=repr(exc))
-
-    def cancel_timers(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()

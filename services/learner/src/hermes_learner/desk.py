@@ -59,9 +59,11 @@ from hermes_proto.queries import (
     TemplatesReply,
 )
 
-from hermes_learner import patterns, preferences, readmodel
-from hermes_learner.handlers import PATTERNS_APPLIED, PatternPolicy, PreferencePolicy, learned_event
+from hermes_learner import patterns, preferences, queries
 from hermes_learner.ideas import IDEA_TYPES
+from hermes_learner.learning import learned_event
+from hermes_learner.metrics import PATTERNS_APPLIED
+from hermes_learner.policies import PatternPolicy, PreferencePolicy
 
 log = structlog.get_logger("hermes.learner")
 Q = TypeVar("Q")
@@ -140,7 +142,7 @@ class TemplateDesk(Desk):
         query = await _query(msg, TemplatesQuery)
         if query is None:
             return
-        views = await asyncio.to_thread(self._read, readmodel.template_views, query.include_inactive)
+        views = await asyncio.to_thread(self._read, queries.template_views, query.include_inactive)
         await _respond(msg, TemplatesReply(templates=views))
 
     async def on_control(self, msg: Msg) -> None:
@@ -149,7 +151,7 @@ class TemplateDesk(Desk):
         except UNDECODABLE + (msgspec.ValidationError,) as exc:
             await self._refuse(msg, "bad_request", str(exc))
             return
-        current = await asyncio.to_thread(self._read, readmodel.template_view, request.template_id)
+        current = await asyncio.to_thread(self._read, queries.template_view, request.template_id)
         if isinstance(request, DeactivateTemplate):
             if current is None:
                 await self._refuse(msg, "unknown_template", f"no template {request.template_id}")
@@ -168,7 +170,7 @@ class TemplateDesk(Desk):
                      else TemplateEdited(**_envelope(request.template_id), **fields))
             outcome = "added" if request.create else "edited"
         await self._append(event)
-        view = await asyncio.to_thread(self._read, readmodel.template_view, request.template_id)
+        view = await asyncio.to_thread(self._read, queries.template_view, request.template_id)
         TEMPLATE_CHANGES.labels(outcome).inc()
         log.info("template_changed", template_id=request.template_id, outcome=outcome)
         await _respond(msg, TemplatesReply(templates=[view] if view is not None else []))
@@ -240,11 +242,11 @@ class PreferenceDesk(Desk):
         await self.nc.subscribe(subjects.CONTROL_PREFERENCE, queue=QUEUE_GROUP, cb=self.on_control)
 
     def _views(self, user_id: str | None) -> PreferencesReply:
-        views = self._read(readmodel.preference_views, user_id, self.policy.threshold, utcnow())
+        views = self._read(queries.preference_views, user_id, self.policy.threshold, utcnow())
         return PreferencesReply(preferences=views, confidence_threshold=self.policy.threshold)
 
     def _view(self, pid: str) -> PreferencesReply:
-        view = self._read(readmodel.preference_view, pid, self.policy.threshold, utcnow())
+        view = self._read(queries.preference_view, pid, self.policy.threshold, utcnow())
         return PreferencesReply(preferences=[view] if view else [], confidence_threshold=self.policy.threshold)
 
     async def on_query(self, msg: Msg) -> None:
@@ -261,7 +263,7 @@ class PreferenceDesk(Desk):
             return
         if isinstance(request, ForgetPreference):
             pid = request.preference_id
-            current = await asyncio.to_thread(self._read, readmodel.load_preference, pid)
+            current = await asyncio.to_thread(self._read, queries.load_preference, pid)
             if current is None:
                 await self._refuse(msg, "unknown_preference", f"no preference {pid}")
                 return
@@ -274,7 +276,7 @@ class PreferenceDesk(Desk):
                 await self._refuse(msg, "bad_request", problem)
                 return
             pid = preference_id(request.user_id, request.category, request.key)
-            current = await asyncio.to_thread(self._read, readmodel.load_preference, pid)
+            current = await asyncio.to_thread(self._read, queries.load_preference, pid)
             pref = current or preferences.Preference(request.user_id, request.category, request.key)
             evidence = "edit" if isinstance(request, SetPreference) else "correction"
             value = request.value.strip() if request.category == "constraint" else request.value.strip().lower()
@@ -317,7 +319,7 @@ class PatternDesk(Desk):
         query = await _query(msg, PatternsQuery)
         if query is None:
             return
-        views = await asyncio.to_thread(self._read, readmodel.pattern_views, query.user_id, query.applied_only,
+        views = await asyncio.to_thread(self._read, queries.pattern_views, query.user_id, query.applied_only,
                                         self.policy.threshold, self.policy.min_validations)
         await _respond(msg, PatternsReply(patterns=views, validation_threshold=self.policy.threshold,
                                           min_validations=self.policy.min_validations))
@@ -342,13 +344,13 @@ class PatternDesk(Desk):
         await _respond(msg, reply)
 
     def _optimizations(self, session: Session, thread_id: str) -> OptimizationsReply:
-        thread = readmodel.load_thread(session, thread_id)
+        thread = queries.load_thread(session, thread_id)
         if thread is None or thread.idea_type is None:
             return OptimizationsReply(thread_id=thread_id, found=False, reason="the learner has no questions of it")
-        open_ = readmodel.open_questions(session, thread_id)
-        known = preferences.known_categories(readmodel.load_preferences(session, thread.user_id),
+        open_ = queries.open_questions(session, thread_id)
+        known = preferences.known_categories(queries.load_preferences(session, thread.user_id),
                                              self.prefs.threshold, utcnow())
-        settled = patterns.applicable(self.policy.usable(readmodel.load_patterns(session, thread.user_id)),
+        settled = patterns.applicable(self.policy.usable(queries.load_patterns(session, thread.user_id)),
                                       thread.idea_type, exclude=known)
         found = patterns.optimizations(open_, known, settled)
         reason = "" if found else ("no open question" if not open_ else
