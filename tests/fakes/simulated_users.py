@@ -1,5 +1,5 @@
 """Simulated users for measuring what Hermes learns (``bench/learning_eval.py``; checked by
-``tests/test_simulated_users.py``), and a faithful stand-in model.
+``tests/unit/test_simulated_users.py``), and a faithful stand-in model.
 
 A :class:`Profile` is a user's hidden, consistent way of wanting things: a depth (overview, detailed,
 comprehensive), a style (formal, casual, technical) and 3-5 recurring constraints (budget, location, deadline,

@@ -1,6 +1,6 @@
 """``hermes up``'s parts that need no running system: the plan (one edge per enabled backend), the supervisord
 configuration it writes, the terminal relay of the log files (across a rotation) and the event listener's tally.
-The whole, supervisord included, runs in tests/test_supervisor.py."""
+The whole, supervisord included, runs in tests/e2e/test_supervisor.py."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ REQUEST_TIMEOUT_S = 30.0
 """Seconds one request may take; a comparison on the loopback model answers in well under one."""
 ERROR_FIELDS = {"code", "message", "details", "retry_after", "user_action"}
 META_FIELDS = {"timestamp", "request_id", "processing_time_ms"}
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 # Not fuzzed: GET /api/threads/{thread_id}/events is a Server-Sent Events stream that stays open until the
 # thread ends (a fuzzed or still running thread never does), so a valid request never returns; its input

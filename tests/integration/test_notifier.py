@@ -261,7 +261,7 @@ async def test_flood_wait_is_honoured_without_holding_other_threads(js_client, t
 
 async def test_send_failures_are_recorded_and_bad_input_is_dead_lettered(js_client, telegram, notifier):
     _, js = js_client
-    # Its dead letters would raise a dead_letters alert in the same chat (tests/test_notifier_alerts.py).
+    # Its dead letters would raise a dead_letters alert in the same chat (tests/integration/test_notifier_alerts.py).
     proc, metrics_port = notifier(TELEGRAM_MAX_RETRY_AFTER_S="5",
                                   HERMES_NOTIFY_ALERT_TYPES="thread_finished,job_failure")
     blocked, flooded, flaky, later = new_id(), new_id(), new_id(), new_id()

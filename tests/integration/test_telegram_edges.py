@@ -2,7 +2,7 @@
 """Telegram channel edge cases, through the real bus: a draft too long for one message, ``/done`` with only some
 answers, flood control while draft 1 streams, malformed updates from ``getUpdates``, stale button data.
 
-Same stack as tests/test_telegram_channel.py (its ``stack`` fixture: orchestrator, learner, router, edge and
+Same stack as tests/integration/test_telegram_channel.py (its ``stack`` fixture: orchestrator, learner, router, edge and
 notifier as real processes, the loopback model server and the loopback Bot API the notifier long-polls). What a
 user would see is read from the fake's chats and calls (texts after MarkdownV2 parsing); what Hermes did from
 the log."""

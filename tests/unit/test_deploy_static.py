@@ -27,7 +27,7 @@ import pytest
 import yaml
 from promql import check_balanced, grafana_query_exprs, promql_metric_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"

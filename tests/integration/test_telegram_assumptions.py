@@ -1,7 +1,7 @@
 """Learned preferences in Telegram, through the real bus: a Telegram thread shows what it assumed instead of asking,
 and ``/correct <key> <value>`` corrects it at the learner.
 
-The stack of tests/test_telegram_channel.py (orchestrator, learner, router, edge and notifier as real processes, a
+The stack of tests/integration/test_telegram_channel.py (orchestrator, learner, router, edge and notifier as real processes, a
 loopback model and the loopback Bot API). The user's preferences are set the way ``POST /api/learn/preferences``
 sets them: a ``SetPreference`` request to the learner on ``hermes.control.preference`` (confidence 0.9 at once).
 """

@@ -34,7 +34,7 @@ from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionSt
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import new_id, utcnow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TALOS_DIR = REPO / "deploy" / "talos"
 PACKAGES = ("hermes-proto", "hermes-talos-edge")
 SCRIPT = "hermes-talos-edge"

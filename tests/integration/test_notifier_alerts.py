@@ -4,7 +4,7 @@ for its own cooldown (``HERMES_ALERT_COOLDOWN_MINUTES``, ``HERMES_ALERT_COOLDOWN
 notifier's own ``notification_sent`` records), not the process, remembers.
 
 The notifier runs as a real process on a real JetStream server against the loopback Telegram Bot API of
-tests/test_notifier.py (inbound updates off, so nothing polls it); the test publishes what the orchestrator
+tests/integration/test_notifier.py (inbound updates off, so nothing polls it); the test publishes what the orchestrator
 (thread events), the backend-router (``BackendMarkedUnhealthy``, ``BudgetThresholdReached``), the gateway
 (``QueueFull``) and any consumer giving up on a message (``DeadLetter`` records) publish.
 """

@@ -69,7 +69,7 @@ def scrape(up: HermesUp) -> dict[str, str]:
     return {name: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text for name, port in ports.items()}
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 ALERTS = ROOT / "deploy" / "compose" / "prometheus" / "alerts.yml"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
