@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -102,9 +103,14 @@ def clear_ids(*names: str) -> None:
 
 
 def configure_tracing(service: str) -> None:
-    """Install a tracer provider; spans are exported by OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"hermes-{service}"}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    """Install a tracer provider; spans are exported by OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+    Without an exporter nothing would read them, so spans are not recorded (sampler ``ParentBased(ALWAYS_OFF)``):
+    trace ids are still made and carried in ``traceparent`` and the logs, at the cost of a non-recording span. Set
+    the endpoint on every service or on none: a service with it keeps the unsampled decision of a caller without."""
+    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    provider = TracerProvider(resource=Resource.create({"service.name": f"hermes-{service}"}),
+                              sampler=ParentBased(ALWAYS_ON if exporting else ALWAYS_OFF))
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
