@@ -76,7 +76,7 @@ async def _thread_id(thread_id: str, request: Request) -> str:
     if principal is not None and auth_enabled(principal):
         # Another user's thread answers exactly as an unknown one, on every route taking a {thread_id}.
         read_model: ReadModel = request.app.state.read_model
-        thread = await read_model.thread(thread_id, await read_model.log_position())
+        thread = await read_model.thread(thread_id, read_model.seen_position())
         if thread is not None and not visible(principal, thread.user_id):
             job_id = request.path_params.get("job_id")
             raise job_not_found(thread_id, job_id) if job_id else thread_not_found(thread_id)

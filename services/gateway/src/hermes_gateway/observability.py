@@ -34,6 +34,13 @@ COMMANDS_PUBLISHED = Counter(
     "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
 )
 SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
+LIVE_VIEWS = Gauge("hermes_gateway_live_views",
+                   "Live views of a thread on the gateway's one event feed (SSE streams, chat turns being followed)")
+FEED_CATCH_UP_READS = Counter(
+    "hermes_gateway_feed_catch_up_reads_total",
+    "Direct gets of a thread's older events from HERMES_EVENTS, for live views starting before what the feed keeps",
+)
+FEED_KEPT_THREADS = Gauge("hermes_gateway_feed_kept_threads", "Threads whose recent events the event feed keeps")
 SUBMISSIONS_REFUSED = Counter("hermes_gateway_submissions_refused_total",
                               "Submissions refused by admission control", ["reason"])
 SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
