@@ -8,6 +8,7 @@ streaming responses (SSE) pass through untouched.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -78,6 +79,13 @@ for _scope in ("token", "auth_failure"):
 
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()  # ASGI header names arrive lower-cased
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter's and duration histogram's children of one (route, method, status): looked up once."""
+    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_SECONDS.labels(route, method)
 
 
 def _route_template(scope: Scope) -> str:
@@ -100,8 +108,7 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        supplied = headers.get(REQUEST_ID_HEADER)
+        supplied = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == _REQUEST_ID_KEY), None)
         request_id = supplied if supplied and ID_PATTERN.match(supplied) else new_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(request_id=request_id, started=started)
@@ -112,7 +119,7 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (_REQUEST_ID_KEY, request_id.encode())]
             await send(message)
 
         span = trace.get_current_span()  # FastAPI's SERVER span for this request
@@ -127,8 +134,9 @@ class RequestObservability:
         finally:
             route = _route_template(scope)
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_SECONDS.labels(route, method).observe(elapsed)
+            requests, seconds = _series(route, method, status)
+            requests.inc()
+            seconds.observe(elapsed)
             path_params = scope.get("path_params") or {}
             known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
                      "job_id": path_params.get("job_id"), "error_code": state.get("error_code"),
