@@ -131,11 +131,19 @@ async def test_a_view_from_before_the_gateway_started_reads_the_log_then_goes_li
 
 
 async def test_the_feed_outlives_a_nats_restart(gateway: Gateway, http, nats_server, js_client) -> None:
-    """nats-server restarts (the gateway's in-memory consumer is gone): the feed is recreated from where it was, so
-    events appended while it was away and after reach a view."""
+    """nats-server restarts (the gateway's in-memory consumer is gone): while it is down a live view answers 503
+    ``bus_unavailable``; then the feed is recreated from where it was, so events appended while it was away and after
+    reach a view."""
     nc, js = js_client
     thread_id = await submit(gateway, http, "survive a restart")
-    nats_server.restart()
+    nats_server.stop()
+
+    async def refused() -> bool:
+        response = await http.get(f"{gateway.url}/api/threads/{thread_id}/events")
+        return response.status_code == 503 and response.json()["error"]["code"] == "bus_unavailable"
+
+    await wait_until(refused, timeout_s=10)
+    nats_server.start()
     await wait_until(lambda: nc.is_connected, timeout_s=20)
     store = EventStore(js, "test")
     first = opened(thread_id)

@@ -62,7 +62,10 @@ class ThreadFeed:
 
     async def open(self) -> None:
         """Register on the token and event feeds (no I/O), then read from the stream the thread's events after
-        ``start_after`` that the feed no longer (or never) held. Raises :class:`BusUnavailable`."""
+        ``start_after`` that the feed no longer (or never) held. Raises :class:`BusUnavailable` while the gateway
+        is not connected to NATS (nothing would arrive) or when that read fails."""
+        if not self._bus.nc.is_connected:
+            raise BusUnavailable("NATS", ConnectionError("the gateway is not connected"))
         events, tokens = self._bus.events, self._bus.tokens
         live = self.start_after is None
         start_after = self.start_after = events.position if live else self.start_after
