@@ -44,8 +44,8 @@ TERMINAL_EVENTS = ("thread_completed", "thread_failed")
 KEEP_AFTER_DONE_S = 60.0
 IDLE_S = 600.0
 MAX_EVENTS_PER_THREAD = 512
-MAX_THREADS = 5000
-MAX_KEPT_BYTES = 8 << 20
+MAX_THREADS = 2000
+MAX_KEPT_BYTES = 4 << 20
 HEARTBEAT_S = 2.0
 """The ordered consumer's idle heartbeat: two missed ones (4 s, e.g. after nats-server restarted) recreate it."""
 
