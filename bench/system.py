@@ -174,10 +174,27 @@ class StreamCounter:
         return out
 
 
+JS_API_VERBS = {"CONSUMER.CREATE": "consumer_create", "CONSUMER.DELETE": "consumer_delete",
+                "CONSUMER.MSG": "pull_next", "STREAM.INFO": "stream_info", "STREAM.MSG": "msg_get",
+                "CONSUMER.INFO": "consumer_info", "DIRECT.GET": "direct_get"}
+"""``$JS.API`` requests counted by kind (``$JS.API.<two tokens>``); any other kind is ``js_api_other``."""
+
+
+def tap_key(subject: str) -> str:
+    """The tap's key for one message: the first two subject tokens, ``_INBOX`` for replies and deliveries to inboxes,
+    and ``js_api_<kind>`` (:data:`JS_API_VERBS`) for a JetStream API request, so consumers created per job show."""
+    parts = subject.split(".")
+    if parts[0] == "$JS" and len(parts) >= 4 and parts[1] == "API":
+        return "js_api_" + JS_API_VERBS.get(f"{parts[2]}.{parts[3]}", "other")
+    key = ".".join(parts[:2])
+    return "_INBOX" if key.startswith("_INBOX.") else key  # replies and JetStream deliveries
+
+
 class CoreTap:
-    """Optional: a ``>`` subscription counting every message nats-server routes to it, keyed by the first
-    two tokens of the subject the client sees (JetStream deliveries carry the stored message's subject;
-    request replies and pull-consumer deliveries addressed to an ``_INBOX`` are grouped as ``_INBOX``).
+    """Optional: a ``>`` subscription counting every message nats-server routes to it, keyed by :func:`tap_key`
+    (the first two tokens of the subject the client sees; JetStream deliveries carry the stored message's subject;
+    request replies and pull-consumer deliveries addressed to an ``_INBOX`` are grouped as ``_INBOX``; JetStream API
+    requests by kind, e.g. ``js_api_consumer_create``).
     It is itself load on nats-server and on this process (every token delta and every ack is delivered
     here too), so it is off by default."""
 
@@ -187,8 +204,7 @@ class CoreTap:
 
     async def start(self, nc) -> None:
         async def count(msg) -> None:
-            key = ".".join(msg.subject.split(".")[:2])
-            key = "_INBOX" if key.startswith("_INBOX.") else key  # replies and JetStream deliveries
+            key = tap_key(msg.subject)
             self.counts[key] = self.counts.get(key, 0) + 1
         self.sub = await nc.subscribe(">", cb=count, pending_msgs_limit=1_000_000,
                                       pending_bytes_limit=1 << 30)

@@ -45,7 +45,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from hermes_cli.natsserver import free_port
-from hermes_gateway.adapters import BadReply, Bus, Refused, ThreadFeed, ask
+from hermes_gateway.adapters import BadReply, Bus, Refused, ask
+from hermes_gateway.feed import EventFeed
+from hermes_gateway.live import ThreadFeed
+from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore, RawMessage
@@ -599,12 +602,15 @@ def decoded_or_none(decode: Callable[[bytes], T], data: bytes) -> T | None:
 
 
 async def test_the_live_feed_skips_what_does_not_decode(js_client) -> None:
-    """A thread's SSE feed (``ThreadFeed``) skips the token deltas and events on the thread's subjects that do
-    not decode, delivers those that do (an unknown field with invalid UTF-8 is ignored by decoding, so such a
-    message is delivered), and ends at the terminal event."""
+    """A thread's SSE feed (``ThreadFeed``, on the gateway's one event feed and token subscription) skips the token
+    deltas and events on the thread's subjects that do not decode, delivers those that do (an unknown field with
+    invalid UTF-8 is ignored by decoding, so such a message is delivered), and ends at the terminal event."""
     nc, js = js_client
     thread_id = new_id()
-    feed = ThreadFeed(Bus(nc=nc, js=js, store=EventStore(js, "test")), thread_id)
+    events, tokens = EventFeed(), TokenBuffer()
+    await events.start(js)
+    await tokens.start(nc)
+    feed = ThreadFeed(Bus(nc=nc, js=js, store=EventStore(js, "test"), events=events, tokens=tokens), thread_id)
     await feed.open()
     try:
         for data in TOKEN_GARBAGE:
@@ -623,6 +629,7 @@ async def test_the_live_feed_skips_what_does_not_decode(js_client) -> None:
         items = await asyncio.wait_for(collect(), timeout=15)
     finally:
         await feed.close()
+        await events.stop()
     tokens = [t for t in (decoded_or_none(lambda d: msgspec.json.decode(d, type=TokenDelta), d)
                           for d in TOKEN_GARBAGE) if t is not None]
     events = [e for e in (decoded_or_none(decode_event, d) for d in EVENT_GARBAGE) if e is not None]

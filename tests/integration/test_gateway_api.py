@@ -517,6 +517,10 @@ async def sse_clients(gw: Gateway, client: httpx.AsyncClient) -> float:
     return (await gw.metrics(client))["hermes_gateway_sse_clients"][0].value
 
 
+async def live_views(gw: Gateway, client: httpx.AsyncClient) -> float:
+    return (await gw.metrics(client))["hermes_gateway_live_views"][0].value
+
+
 async def _count_is(gateway: Gateway, client: httpx.AsyncClient, expected: int) -> bool:
     return await sse_clients(gateway, client) == expected
 
@@ -1025,23 +1029,27 @@ async def test_sse_resumes_after_last_event_id(stack: Stack, http, js_client) ->
     assert_error(await http.get(f"{stack.url}/api/threads/a.*/events"), 400, "invalid_id")
 
 
-async def test_sse_client_leaving_releases_its_subscriptions(gateway: Gateway, js_client) -> None:
+async def test_sse_client_leaving_releases_its_view(gateway: Gateway, js_client) -> None:
+    """Watchers share the gateway's one event consumer (none of their own); one that leaves is released."""
     _, js = js_client
     thread_id = new_id()
+
+    async def consumers() -> int:
+        return (await js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count
+
+    assert await consumers() == 1  # the gateway's event feed
     async with httpx.AsyncClient(timeout=20) as watcher:
-        sse, task = open_sse(watcher, f"{gateway.url}/api/threads/{thread_id}/events")
+        streams = [open_sse(watcher, f"{gateway.url}/api/threads/{t}/events") for t in (thread_id, thread_id, new_id())]
         async with httpx.AsyncClient() as probe:
-            await wait_until(lambda: _count_is(gateway, probe, 1))
-            info = await js.stream_info(subjects.EVENTS_STREAM)
-            assert info.state.consumer_count == 1  # the ordered consumer of this watcher
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await wait_until(lambda: _count_is(gateway, probe, 3))
+            assert await live_views(gateway, probe) == 3
+            assert await consumers() == 1
+            for _, task in streams:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in streams), return_exceptions=True)
             await wait_until(lambda: _count_is(gateway, probe, 0), timeout_s=10)
-
-    async def consumer_gone() -> bool:
-        return (await js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count == 0
-
-    await wait_until(consumer_gone, timeout_s=20)
+            assert await live_views(gateway, probe) == 0
+    assert await consumers() == 1
 
 
 # --------------------------------------------------------------------------- health, metrics, UI, lifecycle

@@ -1,5 +1,5 @@
 """The gateway's I/O over NATS: publishing commands, querying the orchestrator's read models, the
-backend-router and the learner, reading stream states, and following one thread live (log events + token deltas).
+backend-router and the learner, reading stream states. Following a thread live is :mod:`hermes_gateway.live`.
 
 Failures of the bus surface as :class:`BusUnavailable` (answered 503) or :class:`BadReply` (502); a
 service that answers with the contract's ``ErrorReply`` raises :class:`Refused`.
@@ -7,28 +7,22 @@ service that answers with the contract's ``ErrorReply`` raises :class:`Refused`.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from hermes_gateway.accepted import AcceptedThreads
+from hermes_gateway.feed import EventFeed
 from hermes_gateway.observability import COMMANDS_PUBLISHED
 from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects as subj
 from hermes_proto.base import Command
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
-from hermes_proto.execution import TokenDelta
 from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Empty, Refused, ask  # noqa: F401 (re-exported)
 from hermes_proto.queries import (
     QUERY_THREADS,
@@ -86,18 +80,21 @@ log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
 
 HERMES_STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM, subj.INBOX_STREAM)
-TERMINAL_EVENTS = ("thread_completed", "thread_failed")
 
 
 @dataclass
 class Bus:
-    """The open NATS connection, its JetStream context and the event store, created by the lifespan."""
+    """The open NATS connection, its JetStream context, the event store and the live feeds, created by the
+    lifespan."""
 
     nc: NATS
     js: JetStreamContext
     store: EventStore
+    events: EventFeed
+    """The one subscription to the threads' events, fanned out to the live views."""
     tokens: TokenBuffer | None = None
-    """Recent token deltas, replayed to a live view opened late (None: live tokens only)."""
+    """The one subscription to token deltas, fanned out to the live views, with the recent ones kept (None: no
+    token deltas in live views)."""
 
 
 class CommandPublisher:
@@ -129,11 +126,19 @@ class ReadModel:
     def __init__(self, bus: Bus, timeout_s: float) -> None:
         self._nc = bus.nc
         self._js = bus.js
+        self._events = bus.events
         self._timeout_s = timeout_s
 
+    def seen_position(self) -> int:
+        """The last ``HERMES_EVENTS`` sequence this gateway's event feed delivered (no I/O): pass it as
+        ``min_sequence`` to read a state that includes every event a client may have seen through this gateway (its
+        SSE streams and chat turns show nothing newer). Behind :meth:`log_position` by what is in flight to the feed;
+        with several gateways, an event one of them showed may still be in flight to another."""
+        return self._events.position
+
     async def log_position(self) -> int:
-        """The last sequence of ``HERMES_EVENTS`` now: pass it as ``min_sequence`` to read a state that
-        includes everything a client may already have seen (e.g. on the SSE stream). Raises
+        """The last sequence of ``HERMES_EVENTS`` now (one JetStream API request): pass it as ``min_sequence`` to
+        validate a change against a state that includes everything in the log, whichever gateway showed it. Raises
         :class:`BusUnavailable`."""
         try:
             return (await self._js.stream_info(subj.EVENTS_STREAM)).state.last_seq
@@ -353,129 +358,3 @@ async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:
         except BUS_ERRORS as exc:
             states[name] = {"error": repr(exc)}
     return states
-
-
-async def terminal_sequence(js: JetStreamContext, thread_id: str) -> int | None:
-    """The ``HERMES_EVENTS`` sequence of the thread's first ``thread_completed``/``thread_failed`` event,
-    or None while it is still running. Raises :class:`BusUnavailable`."""
-    found: list[int] = []
-    for event_type in TERMINAL_EVENTS:
-        try:
-            msg = await js.get_last_msg(subj.EVENTS_STREAM, subj.thread_event(thread_id, event_type))
-        except NotFoundError:
-            continue
-        except BUS_ERRORS as exc:
-            raise BusUnavailable("JetStream", exc) from exc
-        if msg.seq is not None:
-            found.append(msg.seq)
-    return min(found) if found else None
-
-
-@dataclass(frozen=True)
-class FeedItem:
-    """One Server-Sent Event: ``event`` is the event type (or ``token``), ``data`` its JSON text, ``id``
-    the ``HERMES_EVENTS`` sequence for log events (None for tokens), ``terminal`` for the thread's last."""
-
-    event: str
-    data: str
-    id: str | None = None
-    terminal: bool = False
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """A kept token delta, shaped like the NATS message it came in."""
-
-    subject: str
-    data: bytes
-
-
-class ThreadFeed:
-    """The live view of one thread: every event of ``hermes.evt.thread.<id>.>`` after ``start_after``
-    (a JetStream ordered consumer: ephemeral, in-memory, deliver all or from a sequence) merged with the
-    token deltas of ``hermes.tokens.<id>.*`` (core NATS, live only). Call :meth:`open` before the
-    response starts (so bus errors are still answerable), iterate :meth:`items`, always :meth:`close`."""
-
-    def __init__(self, bus: Bus, thread_id: str, start_after: int = 0) -> None:
-        self._bus = bus
-        self.thread_id = thread_id
-        self.start_after = start_after
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._subs: list[Any] = []
-        self._replayed: set[tuple[str, bytes]] = set()
-        """Kept deltas replayed at :meth:`open` (a live copy of one is dropped)."""
-
-    async def open(self) -> None:
-        """Subscribe to tokens first, then replay the thread's recent tokens (:class:`TokenBuffer`), then subscribe
-        to the log, so no token of a job whose events we see is lost between the two. Raises
-        :class:`BusUnavailable`."""
-        if self.start_after > 0:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_after + 1)
-        else:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        config.inactive_threshold = 5.0
-        try:
-            self._subs.append(await self._bus.nc.subscribe(subj.thread_tokens(self.thread_id), cb=self._on_token))
-            for subject, data in self._bus.tokens.snapshot(self.thread_id) if self._bus.tokens else []:
-                self._replayed.add((subject, data))
-                self._queue.put_nowait(("token", _Kept(subject, data)))
-            self._subs.append(await self._bus.js.subscribe(
-                subj.thread_events(self.thread_id), stream=subj.EVENTS_STREAM, cb=self._on_event,
-                ordered_consumer=True, config=config))
-        except BUS_ERRORS as exc:
-            await self.close()
-            raise BusUnavailable("JetStream", exc) from exc
-
-    async def _on_token(self, msg: Msg) -> None:
-        self._queue.put_nowait(("token", msg))
-
-    async def _on_event(self, msg: Msg) -> None:
-        self._queue.put_nowait(("event", msg))
-
-    def stop(self) -> None:
-        """End :meth:`items` after what is already queued (e.g. the server is shutting down)."""
-        self._queue.put_nowait(("stop", None))
-
-    def _to_item(self, kind: str, msg: Msg) -> FeedItem | None:
-        if kind == "token":
-            try:
-                delta = msgspec.json.decode(msg.data, type=TokenDelta)
-            except UNDECODABLE as exc:
-                log.warning("bad_token_delta", subject=msg.subject, error=str(exc))
-                return None
-            if not isinstance(msg, _Kept) and (msg.subject, msg.data) in self._replayed:
-                self._replayed.discard((msg.subject, msg.data))  # replayed already, then heard live: given once
-                return None
-            return FeedItem("token", encode(delta).decode())
-        try:
-            event = decode_event(msg.data)
-        except DecodeError as exc:
-            log.warning("undecodable_event_skipped", subject=msg.subject, reason=exc.reason)
-            return None
-        event_type = event.type_name()
-        # Decoding skips unknown fields without checking their UTF-8: keep them, replacing invalid bytes.
-        return FeedItem(event_type, msg.data.decode(errors="replace"), id=str(msg.metadata.sequence.stream),
-                        terminal=event_type in TERMINAL_EVENTS)
-
-    async def items(self) -> AsyncIterator[FeedItem]:
-        """Feed items in arrival order (log events in stream order), ending after the terminal event
-        or at :meth:`stop`."""
-        while True:
-            kind, msg = await self._queue.get()
-            if msg is None:
-                return
-            item = self._to_item(kind, msg)
-            if item is None:
-                continue
-            yield item
-            if item.terminal:
-                return
-
-    async def close(self) -> None:
-        """Unsubscribe both subscriptions (idempotent; errors of a lost connection are ignored)."""
-        subs, self._subs = self._subs, []
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # the connection may already be gone; the server drops the interest
-                log.debug("unsubscribe_failed", error=repr(exc))

@@ -222,7 +222,7 @@ class Guard:
     def admit(self, request: Request) -> Principal | None:
         """The request's principal (None on an open path). Raises :class:`ApiError` 401 ``unauthorized``,
         403 ``read_only``, 429 ``rate_limited`` or 413 ``payload_too_large``."""
-        path, method = request.url.path, request.method
+        path, method = request.scope["path"], request.method  # the decoded path, as request.url.path without escapes
         length = request.headers.get("content-length", "")
         if path not in OWN_BODY_LIMIT and length.isdigit() and int(length) > self.max_body_bytes:
             raise payload_too_large(self.max_body_bytes)
@@ -321,7 +321,7 @@ class AuthAndLimits:
             return
         request.state.principal = principal
         with _bound_user(principal):
-            limited = receive if request.url.path in OWN_BODY_LIMIT else _counted(receive, self.guard.max_body_bytes)
+            limited = receive if scope["path"] in OWN_BODY_LIMIT else _counted(receive, self.guard.max_body_bytes)
             await self.app(scope, limited, send)
 
 

@@ -14,6 +14,7 @@ from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, Learn
 from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
+from hermes_gateway.feed import EventFeed
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
     auth,
@@ -45,7 +46,8 @@ log = structlog.get_logger("hermes.gateway")
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     """The gateway app. Its lifespan connects to NATS (unlimited reconnects; the first connection retried
-    for up to a minute), declares the Hermes streams, and closes the connection on shutdown."""
+    for up to a minute), declares the Hermes streams, starts the live feeds (one subscription to token deltas,
+    one ordered consumer of the threads' events), and closes the connection on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +56,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await ensure_streams(js, settings)
         tokens = TokenBuffer()
         await tokens.start(nc)
-        bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"), tokens=tokens)
+        events = EventFeed()
+        await events.start(js)
+        bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"), events=events, tokens=tokens)
         app.state.bus = bus
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads,
@@ -69,6 +73,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             yield
         finally:
+            await events.stop()
             await nc.close()
             log.info("gateway_stopped")
 

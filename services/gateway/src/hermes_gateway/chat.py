@@ -13,7 +13,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from hermes_gateway.adapters import Bus, CommandPublisher, FeedItem, ReadModel, ThreadFeed
+from hermes_gateway.adapters import Bus, CommandPublisher
+from hermes_gateway.live import FeedItem, ThreadFeed
 from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import derived_id
 
@@ -52,18 +53,18 @@ class TurnFailed(Exception):
 class ChatTurn:
     """Run ``command`` and yield its reply: each streamed text piece (str), then one :class:`TurnResult`.
 
-    Use as ``async with ChatTurn(...) as turn: async for piece in turn.replies(timeout_s)``. Entering subscribes
-    to the session's events and tokens from the log's current end, then publishes the command, so nothing of the
-    turn is missed; raises :class:`~hermes_proto.rpc.BusUnavailable` when the bus does not answer."""
+    Use as ``async with ChatTurn(...) as turn: async for piece in turn.replies(timeout_s)``. Entering registers a
+    live view of the session on the gateway's feeds at their current position (no I/O), then publishes the
+    command, so nothing of the turn is missed; raises :class:`~hermes_proto.rpc.BusUnavailable` when the bus does
+    not answer."""
 
-    def __init__(self, bus: Bus, commands: CommandPublisher, read_model: ReadModel, command: SubmitChat) -> None:
-        self._bus, self._commands, self._read_model = bus, commands, read_model
+    def __init__(self, bus: Bus, commands: CommandPublisher, command: SubmitChat) -> None:
+        self._bus, self._commands = bus, commands
         self.command = command
         self._feed: ThreadFeed | None = None
 
     async def __aenter__(self) -> ChatTurn:
-        position = await self._read_model.log_position()
-        self._feed = ThreadFeed(self._bus, self.command.thread_id, start_after=position)
+        self._feed = ThreadFeed(self._bus, self.command.thread_id, start_after=None)
         await self._feed.open()
         try:
             await self._commands.send(self.command)

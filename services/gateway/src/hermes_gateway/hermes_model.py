@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hermes_gateway.adapters import ThreadFeed
+from hermes_gateway.live import ThreadFeed
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import Answer
@@ -63,7 +63,6 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     text = next(m.content for m in reversed(messages) if m.role == "user").strip()
     try:
         waiting = await _waiting_thread(request, key, user_id)
-        position = await state.read_model.log_position()
     except (BusUnavailable, BadReply) as exc:
         return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()
     if len(text) > state.settings.hermes_max_input_length:
@@ -88,7 +87,7 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
             await admit(request)
         except ApiError as exc:
             return OpenAIError(429, exc.message, "rate_limit_error", exc.code).response()
-    feed = ThreadFeed(state.bus, thread_id, start_after=position)
+    feed = ThreadFeed(state.bus, thread_id, start_after=None)  # from now: the command is not yet sent
     try:
         await feed.open()
         await state.commands.send(command)

@@ -8,6 +8,7 @@ streaming responses (SSE) pass through untouched.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -40,6 +41,13 @@ ACCEPTED_VIEWS = Counter("hermes_gateway_accepted_views_total",
                          "Threads answered as accepted from the gateway's memory; reason not_opened_yet (the "
                          "orchestrator does not know the thread yet) or unanswered (the orchestrator did not answer)",
                          ["reason"])
+LIVE_VIEWS = Gauge("hermes_gateway_live_views",
+                   "Live views of a thread on the gateway's one event feed (SSE streams, chat turns being followed)")
+FEED_CATCH_UP_READS = Counter(
+    "hermes_gateway_feed_catch_up_reads_total",
+    "Direct gets of a thread's older events from HERMES_EVENTS, for live views starting before what the feed keeps",
+)
+FEED_KEPT_THREADS = Gauge("hermes_gateway_feed_kept_threads", "Threads whose recent events the event feed keeps")
 SUBMISSIONS_REFUSED = Counter("hermes_gateway_submissions_refused_total",
                               "Submissions refused by admission control", ["reason"])
 SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
@@ -77,6 +85,13 @@ for _scope in ("token", "auth_failure"):
 
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()  # ASGI header names arrive lower-cased
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter's and duration histogram's children of one (route, method, status): looked up once."""
+    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_SECONDS.labels(route, method)
 
 
 def _route_template(scope: Scope) -> str:
@@ -99,8 +114,7 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        supplied = headers.get(REQUEST_ID_HEADER)
+        supplied = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == _REQUEST_ID_KEY), None)
         request_id = supplied if supplied and ID_PATTERN.match(supplied) else new_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(request_id=request_id, started=started)
@@ -111,7 +125,7 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (_REQUEST_ID_KEY, request_id.encode())]
             await send(message)
 
         span = trace.get_current_span()  # FastAPI's SERVER span for this request
@@ -126,8 +140,9 @@ class RequestObservability:
         finally:
             route = _route_template(scope)
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_SECONDS.labels(route, method).observe(elapsed)
+            requests, seconds = _series(route, method, status)
+            requests.inc()
+            seconds.observe(elapsed)
             path_params = scope.get("path_params") or {}
             known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
                      "job_id": path_params.get("job_id"), "error_code": state.get("error_code"),

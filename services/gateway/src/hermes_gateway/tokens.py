@@ -4,14 +4,18 @@ Token deltas travel on core NATS (``hermes.tokens.<thread>.<job>``), which keeps
 thread's stream a few hundred milliseconds after its draft started would miss the first tokens. The gateway listens
 to all of them from its start and keeps each job's deltas until :data:`KEEP_AFTER_DONE_S` after its last one (or
 :data:`IDLE_S` without any), at most :data:`MAX_TOKENS_PER_JOB` per job and :data:`MAX_JOBS` jobs (the least
-recently fed go first). :class:`~hermes_gateway.adapters.ThreadFeed` replays them before the live ones and drops
-a live delta identical to one it replayed, so the overlap between the two is given once.
+recently fed go first).
+
+The same subscription feeds the live views: :meth:`TokenBuffer.watch` registers a view for one thread's deltas and
+returns the kept ones in the same step (no await between them), so a view gets each delta once, kept or live, and
+no view needs a subscription of its own.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,6 +29,9 @@ KEEP_AFTER_DONE_S = 60.0
 IDLE_S = 600.0
 MAX_TOKENS_PER_JOB = 8192
 MAX_JOBS = 2000
+
+TokenWatcher = Callable[[str, bytes], None]
+"""Called (synchronously, in the event loop) with the subject and raw payload of each live delta of the thread."""
 
 
 @dataclass
@@ -42,6 +49,7 @@ class TokenBuffer:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._sub = None
         self._swept_s = float("-inf")
+        self._views: dict[str, list[TokenWatcher]] = {}
 
     async def start(self, nc: NATS) -> None:
         """Subscribe to every token delta (``hermes.tokens.>``)."""
@@ -52,6 +60,22 @@ class TokenBuffer:
         if len(parts) != 4:
             return
         self.add(parts[2], parts[3], msg.data, done=b'"done":true' in msg.data)
+        for watcher in self._views.get(parts[2], ()):
+            watcher(msg.subject, msg.data)
+
+    def watch(self, thread_id: str, watcher: TokenWatcher, replay: bool = True) -> list[tuple[str, bytes]]:
+        """Register ``watcher`` for ``thread_id``'s live deltas; returns the kept ones (:meth:`snapshot`; none unless
+        ``replay``). Always :meth:`unwatch`."""
+        self._views.setdefault(thread_id, []).append(watcher)
+        return self.snapshot(thread_id) if replay else []
+
+    def unwatch(self, thread_id: str, watcher: TokenWatcher) -> None:
+        """Stop handing ``thread_id``'s deltas to ``watcher`` (idempotent)."""
+        views = self._views.get(thread_id)
+        if views is not None and watcher in views:
+            views.remove(watcher)
+            if not views:
+                del self._views[thread_id]
 
     def add(self, thread_id: str, job_id: str, data: bytes, done: bool = False, now_s: float | None = None) -> None:
         """Keep one delta of ``job_id`` (``done``: its last)."""

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from hermes_gateway.adapters import ReadModel, ThreadFeed, terminal_sequence
+from hermes_gateway.adapters import ReadModel
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import BusDep, PrincipalDep, ReadModelDep, SettingsDep, ThreadId, thread_not_found
+from hermes_gateway.live import ThreadFeed, terminal_sequence
 from hermes_gateway.observability import SSE_CLIENTS
 
 router = APIRouter(prefix="/api/threads", tags=["events"])
@@ -32,7 +33,7 @@ async def _check_owner(read_model: ReadModel, principal: Principal, thread_id: s
         return
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
-        thread = await read_model.thread(thread_id, await read_model.log_position())
+        thread = await read_model.thread(thread_id, read_model.seen_position())
         if thread is not None:
             if not visible(principal, thread.user_id):
                 raise thread_not_found(thread_id)
@@ -78,12 +79,12 @@ async def thread_events(thread_id: ThreadId, bus: BusDep, read_model: ReadModelD
         await shutdown.wait()
         feed.stop()
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[ServerSentEvent | bytes]:
         watcher = asyncio.create_task(stop_on_shutdown())
         try:
             yield ServerSentEvent(comment=f"thread {thread_id}", retry=RETRY_MS)
-            async for item in feed.items():
-                yield ServerSentEvent(item.data, event=item.event, id=item.id)
+            async for batch in feed.batches():  # one write per burst, the same bytes as one event at a time
+                yield b"".join(ServerSentEvent(i.data, event=i.event, id=i.id).encode() for i in batch)
         finally:
             watcher.cancel()
             with anyio.CancelScope(shield=True):  # the client left: still unsubscribe

@@ -76,6 +76,7 @@ async def publish_idea(request: Request, settings: GatewaySettings, commands: Co
     await admit(request)
     thread_id = new_id()
     request.state.thread_id = thread_id
+    request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
     fields = {**fields, "user_id": owner_id(request, fields.get("user_id") or "local")}
     command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                          thread_id=thread_id, idea=idea, max_questions=body.max_questions, project=body.project,

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
-from hermes_gateway.deps import BackendsDep, BusDep, CommandsDep, ReadModelDep, SettingsDep, WriterDep, PrincipalDep
+from hermes_gateway.deps import BackendsDep, BusDep, CommandsDep, PrincipalDep, SettingsDep, WriterDep
 from hermes_gateway.hermes_model import HERMES_MODEL, run_hermes_turn
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat
@@ -172,7 +172,7 @@ async def _routing(backends: BackendsDep, model: str) -> tuple[str | None, str |
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep, commands: CommandsDep,
-                           read_model: ReadModelDep, backends: BackendsDep, principal: WriterDep):
+                           backends: BackendsDep, principal: WriterDep):
     """One chat completion (see the module docstring). 400 on a malformed request, 404 ``model_not_found``,
     502 when the turn's job failed (its error code in ``code``: no_backend, over_budget...), 503 when Hermes is
     not answering, 504 ``timeout`` after ``HERMES_CHAT_TIMEOUT_SECONDS``."""
@@ -195,7 +195,7 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
                          messages=messages, channel="api", user_id=principal.user_id, model=model, backend=backend,
                          max_tokens=max_tokens, temperature=body.temperature, project=project,
                          origin={"session_named": "true" if named else "false"})
-    turn = ChatTurn(bus, commands, read_model, command)
+    turn = ChatTurn(bus, commands, command)
     headers = {SESSION_HEADER: key, THREAD_HEADER: command.thread_id}
     try:
         await turn.__aenter__()

@@ -75,7 +75,7 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
                          session_key=key, messages=[*history, ChatMessage(role="user", content=user)],
                          channel="perception", user_id=user_id, source_app=source,
                          origin={"perception_source": source, "event_type": event["type"]})
-    async with ChatTurn(state.bus, state.commands, state.read_model, command) as turn:
+    async with ChatTurn(state.bus, state.commands, command) as turn:
         async for piece in turn.replies(state.settings.hermes_chat_timeout_seconds, streaming=False):
             if isinstance(piece, TurnResult):
                 return piece
@@ -85,7 +85,7 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
 async def _history(app: FastAPI, thread_id: str) -> list[ChatMessage]:
     """The last :data:`HISTORY_TURNS` completed turns of the session as user/assistant pairs (their user message as
     sent, without the system prompt)."""
-    view = await app.state.sessions.session(thread_id, await app.state.read_model.log_position(),
+    view = await app.state.sessions.session(thread_id, app.state.read_model.seen_position(),
                                             last_turns=HISTORY_TURNS)
     if view is None:
         return []

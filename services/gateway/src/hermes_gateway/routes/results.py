@@ -25,13 +25,13 @@ async def thread_result(thread_id: ThreadId, read_model: ReadModelDep, principal
     """The thread as an attachment (``Content-Disposition: attachment; filename="hermes-<thread_id>.<format>"``):
     ``md``: Markdown with the idea, the drafts, the questions and answers and a table of the jobs (backend,
     model, tokens, cost in cents, latency in ms); ``json``: the thread's ``ThreadView`` as in
-    ``GET /api/threads/{thread_id}/status``. The state includes every event in the log when asked. While auth
+    ``GET /api/threads/{thread_id}/status``. The state includes every event this gateway has shown. While auth
     is on, only the principal's own threads. Errors: 400 ``invalid_format``, 400 ``invalid_id``, 404
     ``thread_not_found`` (also another user's), 503 ``bus_unavailable``."""
     if format not in MEDIA_TYPES:
         raise ApiError(400, "invalid_format", f"No result format {format[:20]!r}.", details={"format": format[:20]},
                        user_action="Ask for format=md (Markdown) or format=json.")
-    thread = await read_model.thread(thread_id, await read_model.log_position())
+    thread = await read_model.thread(thread_id, read_model.seen_position())
     if thread is None or not visible(principal, thread.user_id):
         raise thread_not_found(thread_id)
     body = msgspec.json.format(msgspec.json.encode(thread)) if format == "json" else markdown(thread).encode()

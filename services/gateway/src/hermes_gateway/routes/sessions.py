@@ -23,7 +23,7 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 CHANNEL = r"^[a-z][a-z0-9_]{0,31}$"
 
 
-def _sessions(request: Request) -> SessionsClient:
+async def _sessions(request: Request) -> SessionsClient:
     return request.app.state.sessions
 
 
@@ -49,12 +49,12 @@ async def list_sessions(request: Request, sessions: SessionsDep, principal: Prin
 async def get_session(session_id: str, request: Request, sessions: SessionsDep, read_model: ReadModelDep,
                       principal: PrincipalDep) -> JSONResponse:
     """One session with every turn: the prompt as sent (SOUL and memory markers included), the reply, backend,
-    model, tokens, cost (cents), latency (ms), rating and the memories it was given; read after everything the log
-    held when asked (read-your-writes). 404 ``not_found``."""
+    model, tokens, cost (cents), latency (ms), rating and the memories it was given; read after every event this
+    gateway has shown (read-your-writes). 404 ``not_found``."""
     if not SESSION_ID.fullmatch(session_id):
         raise ApiError(400, "invalid_id", "session_id must be 1-128 letters, digits, '-' or '_'.",
                        details={"field": "session_id"})
-    view = await sessions.session(session_id, await read_model.log_position())
+    view = await sessions.session(session_id, read_model.seen_position())
     if view is None or not visible(principal, view.user_id):
         raise ApiError(404, "not_found", f"No session {session_id}.")
     return success(request, _plain(view))
@@ -68,7 +68,7 @@ async def search_memory(request: Request, sessions: SessionsDep, read_model: Rea
     while auth is on), each with its session, channel, prompt, reply and a snippet with the hits in ``[…]``."""
     user = principal.user_id if auth_enabled(principal) else None
     hits = await sessions.memory(MemoryQuery(q=q, user_id=user, limit=limit,
-                                             min_sequence=await read_model.log_position()))
+                                             min_sequence=read_model.seen_position()))
     return success(request, {"hits": _plain(hits)})
 
 

@@ -92,13 +92,14 @@ async def list_threads(request: Request, read_model: ReadModelDep, principal: Pr
 async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep, accepted: AcceptedDep,
                         principal: PrincipalDep, min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
-    e.g. the last SSE id seen; by default the log's current end, so the state includes every event a client
-    may already have seen on the SSE stream. A thread whose submission this gateway accepted (202) but that the
-    orchestrator does not show yet (its command waits, the orchestrator restarts or is busy) answers 200 with
-    status ``accepted``: its idea, channel, user and submission time, no jobs yet. Errors: 404
-    ``thread_not_found``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
-    view = await _existing_thread(read_model, accepted, thread_id, min_sequence or None, principal)
-    return success(request, view)
+    e.g. the last SSE id seen; by default the last event this gateway's feed delivered, so the state includes
+    every event a client may already have seen on this gateway's SSE streams (with several gateways, pass the
+    last SSE id). A thread whose submission this gateway accepted (202) but that the orchestrator does not show yet
+    (its command waits, the orchestrator restarts or is busy) answers 200 with status ``accepted``: its idea,
+    channel, user and submission time, no jobs yet. Errors: 404 ``thread_not_found``, 400 ``invalid_id``, 503
+    ``bus_unavailable``."""
+    position = min_sequence or read_model.seen_position()
+    return success(request, await _existing_thread(read_model, accepted, thread_id, position, principal))
 
 
 @router.post("/{thread_id}/continue", status_code=202)

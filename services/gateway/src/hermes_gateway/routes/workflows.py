@@ -68,6 +68,7 @@ async def submit_workflow(body: WorkflowRequest, request: Request, settings: Set
     await admit(request, new_jobs=len(steps))
     thread_id = new_id()
     request.state.thread_id = thread_id
+    request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
     command = SubmitWorkflow(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
                              thread_id=thread_id, title=body.title, steps=steps, channel=body.channel,
                              user_id=owner_id(request, body.user_id), project=body.project, private=body.private,
