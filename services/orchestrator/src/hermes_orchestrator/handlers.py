@@ -14,7 +14,6 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import (
@@ -68,8 +67,8 @@ async def harness(deps: Deps, user_id: str, about: str, thread_id: str) -> domai
         return domain.Harness(soul=soul)
 
     def recall() -> tuple[domain.Memory, ...]:
-        with Session(deps.engine) as session:
-            return sessions.recall(session, user_id, about, thread_id, limits.memory_token_budget,
+        with deps.engine.connect() as conn:
+            return sessions.recall(conn, user_id, about, thread_id, limits.memory_token_budget,
                                    limits.memory_max_items)
 
     memories = await asyncio.to_thread(recall)

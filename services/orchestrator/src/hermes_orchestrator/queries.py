@@ -70,6 +70,11 @@ class QueryResponder:
         with Session(self.engine) as session:
             return fn(session, *args)
 
+    def _read_core(self, fn, *args):  # noqa: ANN001, ANN202
+        """``fn`` on a Core connection (no ORM session: the views read records)."""
+        with self.engine.connect() as conn:
+            return fn(conn, *args)
+
     async def _respond(self, msg: Msg, reply: object) -> None:
         """Answer ``msg``; a reply over the server's max payload is answered ``too_large`` instead (so the asker
         gets an error at once rather than waiting for its timeout)."""
@@ -94,19 +99,19 @@ class QueryResponder:
             return
         if query.min_sequence:
             await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
-        view = await asyncio.to_thread(self._read, views.thread_view, query.thread_id)
+        view = await asyncio.to_thread(self._read_core, views.thread_view, query.thread_id)
         await self._respond(msg, ThreadReply(found=view is not None, thread=view))
 
     async def _job(self, msg: Msg) -> None:
         if (query := await self._decode(msg, JobQuery)) is None:
             return
-        view = await asyncio.to_thread(self._read, views.job, query.thread_id, query.job_id)
+        view = await asyncio.to_thread(self._read_core, views.job, query.thread_id, query.job_id)
         await self._respond(msg, JobReply(found=view is not None, job=view))
 
     async def _threads(self, msg: Msg) -> None:
         if (query := await self._decode(msg, ThreadListQuery)) is None:
             return
-        found = await asyncio.to_thread(self._read, views.recent_threads, max(1, min(query.limit, 500)),
+        found = await asyncio.to_thread(self._read_core, views.recent_threads, max(1, min(query.limit, 500)),
                                         query.origin, query.user_id)
         await self._respond(msg, ThreadListReply(threads=found))
 
@@ -163,7 +168,7 @@ class QueryResponder:
         if self.fold.partition.single:
             await self._respond(msg, self.fold.queue_depth())
         else:  # the fold holds one partition's threads; the rows hold every thread's
-            await self._respond(msg, await asyncio.to_thread(self._read, views.queue_depth))
+            await self._respond(msg, await asyncio.to_thread(self._read_core, views.queue_depth))
 
     async def _health(self, msg: Msg) -> None:
         await self._respond(msg, {"service": "orchestrator", "status": "ok", "position": self.projection.position,

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
 from sqlalchemy import and_, or_, text
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from hermes_proto.base import ChatMessage
@@ -72,18 +73,31 @@ def search_memory(session: Session, q: str, user_id: str | None, limit: int,
                       created_at=_datetime(r.created_at)) for r in rows]
 
 
-def recall(session: Session, user_id: str, about: str, exclude_thread: str, budget_tokens: int,
+_RECALL_SQL = (
+    "SELECT m.job_id, m.prompt, m.reply, m.created_at FROM memory_fts JOIN memory_entries AS m "
+    "ON m.rowid = memory_fts.rowid WHERE memory_fts MATCH ? AND m.user_id = ? AND m.thread_id != ? "
+    "ORDER BY bm25(memory_fts), m.created_at DESC, m.job_id LIMIT ?")
+""":func:`search_memory`'s ranking without its snippets and hit details: what a new prompt's recall needs."""
+
+
+def recall(source: Session | Connection, user_id: str, about: str, exclude_thread: str, budget_tokens: int,
            max_items: int) -> tuple[domain.Memory, ...]:
     """The memories a new prompt about ``about`` is given: ``user_id``'s best-matching earlier turns outside
-    ``exclude_thread``, in match order, as many as fit ``budget_tokens`` (estimated tokens of their markers,
-    :func:`hermes_proto.costs.estimate_tokens`) up to ``max_items``. Empty with a budget of 0."""
+    ``exclude_thread``, in match order (bm25, as :func:`search_memory` ranks), as many as fit ``budget_tokens``
+    (estimated tokens of their markers, :func:`hermes_proto.costs.estimate_tokens`) up to ``max_items``. Empty with a
+    budget of 0, no searchable word, or a database other than SQLite. ``source``: a session or a Core connection."""
     if budget_tokens <= 0 or max_items <= 0:
         return ()
+    conn = source.connection() if isinstance(source, Session) else source
+    expression = match_expression(about)
+    if expression is None or conn.dialect.name != "sqlite":
+        return ()
+    rows = conn.exec_driver_sql(_RECALL_SQL, (expression, user_id, exclude_thread, max_items * 3)).all()
     chosen: list[domain.Memory] = []
     spent = 0
-    for hit in search_memory(session, about, user_id, max_items * 3, exclude_thread):
-        memory = domain.Memory(job_id=hit.job_id, day=hit.created_at.date().isoformat(),
-                               prompt=_clip(hit.prompt, MEMORY_PROMPT_CHARS), reply=_clip(hit.reply, MEMORY_REPLY_CHARS))
+    for job_id, prompt, reply, created_at in rows:
+        memory = domain.Memory(job_id=job_id, day=_datetime(created_at).date().isoformat(),
+                               prompt=_clip(prompt, MEMORY_PROMPT_CHARS), reply=_clip(reply, MEMORY_REPLY_CHARS))
         cost = estimate_tokens(domain.memory_marker(memory))
         if spent + cost > budget_tokens:
             continue

@@ -1,5 +1,5 @@
-"""Reads of the orchestrator's read model for queries (every function takes an open ``sqlmodel.Session``; nothing
-here writes): a thread with its jobs, questions and steps, one job, the recent threads. Rows are read with
+"""Reads of the orchestrator's read model for queries (every function takes an open ``sqlmodel.Session`` or Core
+``Connection``; nothing here writes): a thread with its jobs, questions and steps, one job, the recent threads. Rows are read with
 SQLAlchemy Core on the session's connection (no ORM objects: a view is built straight from the records)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 import msgspec
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, func, select
 
 from hermes_proto import events as ev
@@ -21,8 +22,9 @@ _THREADS, _JOBS, _QUESTIONS, _STEPS = (model.__table__ for model in  # type: ign
                                        (ThreadRow, JobRow, QuestionRow, StepRow))
 
 
-def _records(session: Session, statement):  # noqa: ANN001, ANN202
-    return session.connection().execute(statement).all()
+def _records(source: Session | Connection, statement):  # noqa: ANN001, ANN202
+    conn = source.connection() if isinstance(source, Session) else source
+    return conn.execute(statement).all()
 
 
 def steps(session: Session, thread_id: str) -> list:
@@ -79,12 +81,12 @@ def recent_threads(session: Session, limit: int, origin: dict[str, str] | None =
     """The newest ``limit`` threads, newest first; with ``origin``, only those whose origin holds each of its
     pairs (keys are checked against ``ORIGIN_KEY_PATTERN`` by the query's decoder: they go into a JSON path);
     with ``user_id``, only that user's."""
-    statement = select(ThreadRow.thread_id)
+    statement = select(_THREADS.c.thread_id)
     if user_id is not None:
-        statement = statement.where(ThreadRow.user_id == user_id)
+        statement = statement.where(_THREADS.c.user_id == user_id)
     for key, value in (origin or {}).items():
-        statement = statement.where(func.json_extract(ThreadRow.origin_json, f"$.{key}") == value)
-    ids = session.exec(statement.order_by(ThreadRow.created_at.desc()).limit(limit)).all()
+        statement = statement.where(func.json_extract(_THREADS.c.origin_json, f"$.{key}") == value)
+    ids = [r[0] for r in _records(session, statement.order_by(_THREADS.c.created_at.desc()).limit(limit))]
     return [v for v in (thread_view(session, i) for i in ids) if v is not None]
 
 
