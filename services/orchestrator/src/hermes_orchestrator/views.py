@@ -9,6 +9,7 @@ from collections import Counter
 
 import msgspec
 from sqlalchemy.engine import Connection
+from sqlalchemy import bindparam
 from sqlmodel import Session, func, select
 
 from hermes_proto import events as ev
@@ -22,14 +23,23 @@ _THREADS, _JOBS, _QUESTIONS, _STEPS = (model.__table__ for model in  # type: ign
                                        (ThreadRow, JobRow, QuestionRow, StepRow))
 
 
-def _records(source: Session | Connection, statement):  # noqa: ANN001, ANN202
+# Built once (a view runs these for every query): parameters bound at execution.
+_THREAD = select(_THREADS).where(_THREADS.c.thread_id == bindparam("thread_id"))
+_THREAD_JOBS = select(_JOBS).where(_JOBS.c.thread_id == bindparam("thread_id")).order_by(_JOBS.c.queued_at)
+_THREAD_QUESTIONS = (select(_QUESTIONS).where(_QUESTIONS.c.thread_id == bindparam("thread_id"))
+                     .order_by(_QUESTIONS.c.position))
+_THREAD_STEPS = select(_STEPS).where(_STEPS.c.thread_id == bindparam("thread_id")).order_by(_STEPS.c.position)
+_JOB = select(_JOBS).where(_JOBS.c.job_id == bindparam("job_id"), _JOBS.c.thread_id == bindparam("thread_id"))
+
+
+def _records(source: Session | Connection, statement, params: dict | None = None):  # noqa: ANN001, ANN202
     conn = source.connection() if isinstance(source, Session) else source
-    return conn.execute(statement).all()
+    return conn.execute(statement, params).all() if params is not None else conn.execute(statement).all()
 
 
 def steps(session: Session, thread_id: str) -> list:
     """A workflow's steps in submission order (records with ``StepRow``'s columns)."""
-    return _records(session, select(_STEPS).where(_STEPS.c.thread_id == thread_id).order_by(_STEPS.c.position))
+    return _records(session, _THREAD_STEPS, {"thread_id": thread_id})
 
 
 def job_view(job) -> JobView:  # noqa: ANN001 (a JobRow or a record with its columns)
@@ -46,18 +56,18 @@ def job_view(job) -> JobView:  # noqa: ANN001 (a JobRow or a record with its col
 
 def job(session: Session, thread_id: str, job_id: str) -> JobView | None:
     """One job of ``thread_id``, or None (unknown, or another thread's)."""
-    rows = _records(session, select(_JOBS).where(_JOBS.c.job_id == job_id, _JOBS.c.thread_id == thread_id))
+    rows = _records(session, _JOB, {"job_id": job_id, "thread_id": thread_id})
     return job_view(rows[0]) if rows else None
 
 
 def thread_view(session: Session, thread_id: str) -> ThreadView | None:
-    found = _records(session, select(_THREADS).where(_THREADS.c.thread_id == thread_id))
+    key = {"thread_id": thread_id}
+    found = _records(session, _THREAD, key)
     if not found:
         return None
     thread = found[0]
-    jobs = _records(session, select(_JOBS).where(_JOBS.c.thread_id == thread_id).order_by(_JOBS.c.queued_at))
-    questions = _records(session, select(_QUESTIONS).where(_QUESTIONS.c.thread_id == thread_id)
-                         .order_by(_QUESTIONS.c.position))
+    jobs = _records(session, _THREAD_JOBS, key)
+    questions = _records(session, _THREAD_QUESTIONS, key)
     return ThreadView(
         thread_id=thread.thread_id, idea=thread.idea, channel=thread.channel, user_id=thread.user_id,
         origin=json.loads(thread.origin_json), status=thread.status, idea_type=thread.idea_type,
