@@ -451,11 +451,14 @@ class RawMessage(NamedTuple):
 
 
 class LogFollower:
-    """Follows a stream from a stored position with an ephemeral pull consumer (no acks): the
-    position of a projection is the one in its own database, not the server's. ``handler`` gets
-    batches of :class:`RawMessage` ``(stream_sequence, subject, data, headers)`` in stream order; on any
-    connection error the consumer is re-created from the last handled sequence, so it survives a server
-    restart."""
+    """Follows a stream from a stored position with an ephemeral ordered push consumer (no acks, flow control, idle
+    heartbeats): the position of a projection is the one in its own database, not the server's. ``handler`` gets
+    batches of :class:`RawMessage` ``(stream_sequence, subject, data, headers)`` in stream order: everything that
+    arrived while the previous batch was handled, at most ``batch``. Pushed delivery costs the client ~9 µs per
+    message where a pull ``fetch`` costs ~36 µs (facts.md). nats-py recreates the consumer after a server restart or
+    a gap, from the last sequence it delivered (:func:`resume_after`); a sequence at or below :attr:`position` is
+    dropped. A handler that raises gets the same batch again after a second (the projection applies nothing of a
+    failed batch); while ``batch`` messages wait unhandled, delivery pauses (the flow-control reply waits)."""
 
     def __init__(self, js: JetStreamContext, stream: str, filter_subject: str,
                  handler: Callable[[list[RawMessage]], Awaitable[None]],
@@ -466,50 +469,76 @@ class LogFollower:
         self.handler = handler
         self.position = start_after
         self.batch = batch
-        self.fetch_expires_s = fetch_expires_s
+        self.heartbeat_s = max(fetch_expires_s, 1.0)
         self._stopping = asyncio.Event()
+        self._pending: list[RawMessage] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._received = start_after
 
     def stop(self) -> None:
         self._stopping.set()
+        self._arrived.set()
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self.position + 1,
-            filter_subject=self.filter_subject,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        return await self.js.pull_subscribe(self.filter_subject, stream=self.stream, config=config)
+    async def _on_msg(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self._received:  # a recreated consumer repeating what was delivered
+            return
+        self._received = seq
+        self._pending.append(RawMessage(seq, msg.subject, msg.data, msg.headers))
+        self._arrived.set()
+        if len(self._pending) >= self.batch:  # hold this callback (and the flow-control reply) until drained
+            self._room.clear()
+            await self._room.wait()
+
+    async def _subscribe(self):  # noqa: ANN202
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1,
+                                mem_storage=True)
+        sub = await self.js.subscribe(self.filter_subject, stream=self.stream, cb=self._on_msg, ordered_consumer=True,
+                                      idle_heartbeat=self.heartbeat_s, config=config)
+        resume_after(sub, self.position)
+        return sub
 
     async def run(self) -> None:
         sub = None
-        while not self._stopping.is_set():
-            try:
+        try:
+            while not self._stopping.is_set():
                 if sub is None:
-                    sub = await self._subscribe()
-                msgs = await sub.fetch(self.batch, timeout=self.fetch_expires_s)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except Exception as exc:
-                log.warning("follow_failed", stream=self.stream, error=repr(exc))
-                if sub is not None:
-                    await _quietly(sub.unsubscribe())
-                sub = None
-                await asyncio.sleep(0.5)
-                continue
-            batch = [RawMessage(m.metadata.sequence.stream, m.subject, m.data, m.headers) for m in msgs
-                     if m.metadata.sequence.stream > self.position]
-            if not batch:
-                continue
+                    try:
+                        sub = await self._subscribe()
+                    except Exception as exc:  # not connected yet, or the stream is being created
+                        log.warning("follow_failed", stream=self.stream, error=repr(exc))
+                        await asyncio.sleep(0.5)
+                        continue
+                await self._arrived.wait()
+                self._arrived.clear()
+                while self._pending and not self._stopping.is_set():
+                    batch, self._pending = self._pending[:self.batch], self._pending[self.batch:]
+                    self._room.set()
+                    await self._handle(batch)
+        finally:
+            if sub is not None:
+                await _quietly(sub.unsubscribe())
+
+    async def _handle(self, batch: list[RawMessage]) -> None:
+        while not self._stopping.is_set():
             try:
                 await self.handler(batch)
             except Exception as exc:
-                # The projection's transaction rolled back: rebuild the consumer from the stored position.
                 log.exception("follow_handler_failed", stream=self.stream, error=repr(exc))
-                await _quietly(sub.unsubscribe())
-                sub = None
                 await asyncio.sleep(1.0)
                 continue
-            self.position = batch[-1][0]
+            self.position = batch[-1].sequence
+            return
+
+
+def resume_after(sub: object, position: int) -> None:
+    """nats-py (2.16) recreates an ordered consumer from its last delivered sequence + 1, which is 0 until the first
+    delivery: a reset before anything was delivered would replay the whole stream. Start its count at ``position``.
+    (A private attribute of the pinned nats-py: logged when it is gone; the consumer still drops repeats.)"""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    if not isinstance(getattr(jsi, "_sseq", None), int):
+        log.warning("ordered_consumer_resume_point_not_set", reason="nats-py internals changed")
+    elif jsi._sseq < position:
+        jsi._sseq = position

@@ -36,6 +36,7 @@ from nats.js.errors import NotFoundError
 
 from hermes_gateway.observability import FEED_CATCH_UP_READS, FEED_KEPT_THREADS, LIVE_VIEWS
 from hermes_proto import subjects as subj
+from hermes_proto.bus import resume_after
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -95,7 +96,7 @@ class EventFeed:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1)
         self._sub = await js.subscribe(THREAD_EVENTS, stream=subj.EVENTS_STREAM, cb=self._on_msg,
                                        ordered_consumer=True, idle_heartbeat=HEARTBEAT_S, config=config)
-        _resume_after(self._sub, self.position)
+        resume_after(self._sub, self.position)
         log.info("event_feed_started", position=self.position)
 
     async def stop(self) -> None:
@@ -209,13 +210,3 @@ class EventFeed:
             found.append(LogEvent(raw.seq, raw.subject or "", raw.data or b""))
             seq = raw.seq + 1
         return found
-
-
-def _resume_after(sub: object, position: int) -> None:
-    """nats-py (2.16) recreates an ordered consumer from its last delivered sequence + 1, which is 0 until the first
-    delivery: a reset before any thread event would replay the whole log. Start its count at ``position``."""
-    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
-    if not isinstance(getattr(jsi, "_sseq", None), int):
-        log.warning("event_feed_resume_point_not_set", reason="nats-py internals changed")
-    elif jsi._sseq < position:
-        jsi._sseq = position
