@@ -93,7 +93,6 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
     handler = ExecutionHandler(
         backend=name, model=adapter, store=EventStore(js, SERVICE), nc=nc,
         default_model=backend.models[0] if backend.models else None, timeout_cap_s=backend.timeout,
-        keepalive_s=max(0.2, settings.hermes_edge_ack_wait_s / 3),
     )
     spec = ConsumerSpec(
         stream=subj.EXEC_STREAM,
