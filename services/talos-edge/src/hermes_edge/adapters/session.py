@@ -2,7 +2,7 @@
 
 aiohttp rather than httpx because the edge is a streaming HTTP client above all, and aiohttp parses responses in
 C (llhttp) and keeps per-request work small: measured on the 2-core bench machine, a streamed chat call against
-the loopback OpenAI-compatible fake cost the client 0.4 ms of CPU with aiohttp and 2.0-2.6 ms with httpx
+the loopback OpenAI-compatible fake cost the client ~0.5 ms of CPU with aiohttp and 2.0-2.6 ms with httpx
 (services/talos-edge/README.md, "Performance").
 """
 
