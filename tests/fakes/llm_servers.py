@@ -107,7 +107,8 @@ RECORDED = web.RequestKey("recorded", object)
 
 @dataclass
 class RecordedRequest:
-    """One request as received: ``headers`` with lower-case names; ``body`` is the parsed JSON or None."""
+    """One request as received: ``headers`` with lower-case names; ``body`` is the parsed JSON or None;
+    ``peer`` is the client's ``host:port`` (the same for requests sent over one kept-alive connection)."""
 
     method: str
     path: str
@@ -115,6 +116,7 @@ class RecordedRequest:
     body: Any
     raw: bytes
     received_at: float = field(default_factory=time.monotonic)
+    peer: str = ""
 
 
 class FakeLLMServer(LoopbackServer):
@@ -222,8 +224,10 @@ class FakeLLMServer(LoopbackServer):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        peername = request.transport.get_extra_info("peername") if request.transport else None
         recorded = RecordedRequest(request.method, request.path,
-                                   {k.lower(): v for k, v in request.headers.items()}, body, raw)
+                                   {k.lower(): v for k, v in request.headers.items()}, body, raw,
+                                   peer=f"{peername[0]}:{peername[1]}" if peername else "")
         self.requests.append(recorded)
         return recorded
 

@@ -43,7 +43,7 @@ TEXT = "Water the basil in the morning; mint wants a pot of its own or it takes 
 # ORM, the local model runtime, and the services that use them.
 MUST_BE_ABSENT = ("fastapi", "sqlmodel", "sqlalchemy", "llama_cpp", "hermes_gateway", "hermes_orchestrator",
                   "hermes_learner", "hermes_backend_router", "hermes_notifier", "hermes_cli")
-MUST_BE_PRESENT = ("hermes_edge", "hermes_proto", "nats", "httpx", "msgspec", "structlog")
+MUST_BE_PRESENT = ("hermes_edge", "hermes_proto", "nats", "aiohttp", "msgspec", "structlog")
 
 
 def find_uv() -> str:

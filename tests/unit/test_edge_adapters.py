@@ -8,18 +8,29 @@ and latency, and map every failure of the wire to the right ``error_code`` and `
 from __future__ import annotations
 
 import math
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import aiohttp
 import httpx
 import pytest
 from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
 from hermes_cli.natsserver import free_port
-from hermes_edge.adapters import AnthropicAdapter, HttpChatAdapter, OllamaAdapter, OpenAICompatAdapter, build_adapter
+from hermes_edge.adapters import (
+    AnthropicAdapter,
+    HttpChatAdapter,
+    OllamaAdapter,
+    OpenAICompatAdapter,
+    build_adapter,
+    http_chat,
+    new_session,
+)
 from hermes_edge.adapters.anthropic import stream_error
+from hermes_edge.adapters.session import env_proxy
 from hermes_edge.config import EdgeSettings, load_backend_settings
 from hermes_edge.domain import (
     ErrorCode,
@@ -52,18 +63,26 @@ PATHS = {"openai": ("/v1/chat/completions", "/v1/models"), "ollama": ("/api/chat
 
 
 @pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The adapters' HTTP client, made as the edge makes it."""
+    async with new_session() as http:
+        yield http
+
+
+@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """A client of our own for the fakes' tests (a different library than the adapters')."""
     async with httpx.AsyncClient() as http:
         yield http
 
 
 @pytest.fixture(params=sorted(KINDS))
-async def pair(request: pytest.FixtureRequest, client: httpx.AsyncClient) -> AsyncIterator[Pair]:
+async def pair(request: pytest.FixtureRequest, session: aiohttp.ClientSession) -> AsyncIterator[Pair]:
     server_cls, adapter_cls = KINDS[request.param]
     server = server_cls(reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
                         models=["small-model", "big-model"], api_key=KEY)
     await server.start()
-    yield Pair(request.param, server, adapter_cls(client, server.base_url, KEY))
+    yield Pair(request.param, server, adapter_cls(session, server.base_url, KEY))
     await server.stop()
 
 
@@ -129,6 +148,17 @@ async def test_request_speaks_the_servers_wire_format(pair: Pair) -> None:
         assert (body["max_tokens"], body["temperature"]) == (99, 0.3)
     else:
         assert body["options"] == {"num_predict": 99, "temperature": 0.3}
+
+
+async def test_calls_and_probes_reuse_one_connection(pair: Pair) -> None:
+    for _ in range(3):
+        await pair.adapter.stream_chat(call(), Collector())
+    await pair.adapter.probe(timeout_s=2)
+
+    # Each streamed body is read to its end, so its connection goes back to the pool (a new connection per call
+    # costs both sides a handshake and more CPU than the call).
+    assert len(pair.server.requests) == 4
+    assert len({r.peer for r in pair.server.requests}) == 1
 
 
 async def test_first_token_and_latency_are_measured(pair: Pair) -> None:
@@ -231,8 +261,8 @@ async def test_unknown_model_is_a_bad_request(pair: Pair) -> None:
     assert "no-such-model" in error.message and "HTTP 404" in error.message
 
 
-async def test_wrong_key_is_auth_failed(pair: Pair, client: httpx.AsyncClient) -> None:
-    adapter = type(pair.adapter)(client, pair.server.base_url, "sk-wrong")
+async def test_wrong_key_is_auth_failed(pair: Pair, session: aiohttp.ClientSession) -> None:
+    adapter = type(pair.adapter)(session, pair.server.base_url, "sk-wrong")
     with pytest.raises(ModelCallFailed) as caught:
         await adapter.stream_chat(call(), Collector())
 
@@ -267,13 +297,76 @@ async def test_fault_for_the_next_n_requests_only(pair: Pair) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-async def test_refused_connection_is_connection_error(kind: str, client: httpx.AsyncClient) -> None:
-    adapter = KINDS[kind][1](client, f"http://127.0.0.1:{free_port()}")
+async def test_refused_connection_is_connection_error(kind: str, session: aiohttp.ClientSession) -> None:
+    adapter = KINDS[kind][1](session, f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ModelCallFailed) as caught:
         await adapter.stream_chat(call(), Collector())
 
     assert caught.value.code == ErrorCode.CONNECTION_ERROR and caught.value.retryable is True
 
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose listener never accepts and whose backlog is full: the kernel drops further SYNs,
+    so a connect to it hangs (neither refused nor answered)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        held: list[socket.socket] = []
+        try:
+            while True:
+                filler = socket.socket()
+                held.append(filler)
+                filler.settimeout(0.3)
+                try:
+                    filler.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    break
+            yield port
+        finally:
+            for filler in held:
+                filler.close()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_a_hanging_connect_is_a_connection_error_not_a_timeout(
+        kind: str, session: aiohttp.ClientSession, unanswered_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_chat, "CONNECT_TIMEOUT_S", 0.3)
+    adapter = KINDS[kind][1](session, f"http://127.0.0.1:{unanswered_port}")
+    started = time.perf_counter()
+    with pytest.raises(ModelCallFailed) as caught:
+        await adapter.stream_chat(call(timeout_s=5.0), Collector())
+
+    # Connecting is bounded apart from the call: a server that cannot be reached is not a slow model.
+    assert caught.value.code == ErrorCode.CONNECTION_ERROR and caught.value.retryable is True
+    assert "connect timed out" in caught.value.message
+    assert time.perf_counter() - started < 2.0
+
+
+def _clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+async def test_the_environments_proxy_carries_the_calls(monkeypatch: pytest.MonkeyPatch,
+                                                        session: aiohttp.ClientSession) -> None:
+    _clear_proxy_env(monkeypatch)
+    # The fake answers proxied requests too (absolute-form targets): standing in as the proxy, it proves the call
+    # went through the proxy, since the model host does not exist.
+    async with FakeOpenAIServer(reply=Reply(text=TEXT)) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
+        monkeypatch.setenv("NO_PROXY", "localhost,internal.lan")
+        adapter = OpenAICompatAdapter(session, "http://model-host.invalid:8080")
+        reply = await adapter.stream_chat(call(model="fake-model"), Collector())
+
+    assert reply.text == TEXT
+    assert proxy.chat_requests()[0].path == "/v1/chat/completions"
+    assert env_proxy("http://model-host.invalid:8080") == proxy.base_url
+    assert env_proxy("http://internal.lan:11434") is None  # NO_PROXY exempts it
+    assert env_proxy("https://openrouter.ai/api") is None  # HTTP_PROXY is for http:// only
+    _clear_proxy_env(monkeypatch)
+    assert env_proxy("http://model-host.invalid:8080") is None
 
 # --- health probe -------------------------------------------------------------------------------------
 
@@ -331,11 +424,11 @@ async def test_fake_non_streaming_completion_shape(kind: str, client: httpx.Asyn
 
 
 @pytest.fixture
-async def anthropic(client: httpx.AsyncClient) -> AsyncIterator[Pair]:
+async def anthropic(session: aiohttp.ClientSession) -> AsyncIterator[Pair]:
     server = FakeAnthropicServer(reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
                                  models=["claude-small", "claude-big"], api_key=KEY)
     await server.start()
-    yield Pair("anthropic", server, AnthropicAdapter(client, server.base_url, KEY))
+    yield Pair("anthropic", server, AnthropicAdapter(session, server.base_url, KEY))
     await server.stop()
 
 
@@ -367,8 +460,8 @@ async def test_anthropic_without_system_messages_sends_no_system(anthropic: Pair
     assert sent.body["temperature"] == 0.0
 
 
-async def test_anthropic_wrong_key_keeps_the_providers_message(anthropic: Pair, client: httpx.AsyncClient) -> None:
-    adapter = AnthropicAdapter(client, anthropic.server.base_url, "sk-ant-wrong")
+async def test_anthropic_wrong_key_keeps_the_providers_message(anthropic: Pair, session: aiohttp.ClientSession) -> None:
+    adapter = AnthropicAdapter(session, anthropic.server.base_url, "sk-ant-wrong")
     with pytest.raises(ModelCallFailed) as caught:
         await adapter.stream_chat(call(model="claude-small"), Collector())
 
@@ -476,7 +569,8 @@ def test_base_url(host: str, port: int | None, kind: str, url: str) -> None:
     assert BackendConfig(name="x", type=kind, host=host, port=port).base_url == url
 
 
-def test_backend_settings_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_settings_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch,
+                                                   session: aiohttp.ClientSession) -> None:
     monkeypatch.setenv("HERMES_EDGE_BACKEND", "Server_Models")
     monkeypatch.setenv("BACKEND_SERVER_MODELS_TYPE", "openai")
     monkeypatch.setenv("BACKEND_SERVER_MODELS_HOST", "vllm.lan")
@@ -493,13 +587,13 @@ def test_backend_settings_from_prefixed_environment(monkeypatch: pytest.MonkeyPa
     assert settings.metrics_port == 9104 and settings.hermes_edge_heartbeat_s == 5.0
     assert backend.models == ["qwen-7b", "llama-8b"] and backend.timeout == 42
     assert KEY not in repr(backend)
-    adapter = build_adapter(backend, httpx.AsyncClient())
+    adapter = build_adapter(backend, session)
     assert isinstance(adapter, OpenAICompatAdapter) and adapter.base_url == "http://vllm.lan:8001"
 
 
-def test_anthropic_backend_builds_the_anthropic_adapter() -> None:
+def test_anthropic_backend_builds_the_anthropic_adapter(session: aiohttp.ClientSession) -> None:
     backend = BackendConfig(name="claude", type="anthropic", host="https://llm-gateway.example", key=KEY)
-    adapter = build_adapter(backend, httpx.AsyncClient())
+    adapter = build_adapter(backend, session)
     assert isinstance(adapter, AnthropicAdapter) and adapter.base_url == "https://llm-gateway.example"
 
 

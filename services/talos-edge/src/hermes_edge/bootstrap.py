@@ -1,4 +1,4 @@
-"""Composition of the edge: NATS, streams, one HTTP client, the adapter, N consumers, the heartbeat and the
+"""Composition of the edge: NATS, streams, one HTTP client session, the adapter, N consumers, the heartbeat and the
 replies to the router's probe requests."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import structlog
 from hermes_proto import subjects as subj
 from hermes_proto.backends import BackendConfig
@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from hermes_edge.adapters import HttpChatAdapter, build_adapter
+from hermes_edge.adapters import HttpChatAdapter, build_adapter, new_session
 from hermes_edge.config import EdgeSettings, loggable_url
 from hermes_edge.handlers import ExecutionHandler
 from hermes_edge.heartbeat import HeartbeatPublisher
@@ -59,7 +59,7 @@ class Edge:
     backend: BackendConfig
     nc: NATS
     js: JetStreamContext
-    client: httpx.AsyncClient
+    session: aiohttp.ClientSession
     adapter: HttpChatAdapter
     handler: ExecutionHandler
     runners: list[EdgeConsumer]
@@ -88,12 +88,11 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
     nc = await connect(settings, f"{SERVICE}-{name}")
     js = nc.jetstream()
     await ensure_streams_retrying(js, settings)
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max(10, 2 * settings.hermes_edge_concurrency)))
-    adapter = build_adapter(backend, client)
+    session = new_session(max_connections=max(10, 2 * settings.hermes_edge_concurrency))
+    adapter = build_adapter(backend, session)
     handler = ExecutionHandler(
         backend=name, model=adapter, store=EventStore(js, SERVICE), nc=nc,
         default_model=backend.models[0] if backend.models else None, timeout_cap_s=backend.timeout,
-        keepalive_s=max(0.2, settings.hermes_edge_ack_wait_s / 3),
     )
     spec = ConsumerSpec(
         stream=subj.EXEC_STREAM,
@@ -111,14 +110,14 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
         in_flight=lambda: handler.in_flight, interval_s=settings.hermes_edge_heartbeat_s,
         probe_timeout_s=settings.hermes_edge_probe_timeout_s, edge_id=new_id()[:12],
     )
-    return Edge(settings, backend, nc, js, client, adapter, handler, runners, heartbeat)
+    return Edge(settings, backend, nc, js, session, adapter, handler, runners, heartbeat)
 
 
 async def run_edge(edge: Edge, stop: asyncio.Event) -> None:
     """Serve (consume requests, beat, answer probe requests) until ``stop`` is set, then shut down: stop
     answering probes, stop fetching, let running calls finish for up to
     ``HERMES_EDGE_SHUTDOWN_GRACE_S`` seconds (a call cut short is nak-ed and redelivered), drain NATS,
-    close the HTTP client."""
+    close the HTTP session."""
     log.info("edge_started", backend=edge.settings.hermes_edge_backend, type=edge.backend.type,
              url=loggable_url(edge.adapter.base_url), models=edge.backend.models,
              concurrency=len(edge.runners), durable=edge.runners[0].spec.durable)
@@ -145,5 +144,5 @@ async def run_edge(edge: Edge, stop: asyncio.Event) -> None:
         await runner.unsubscribe()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(edge.nc.drain(), timeout=5)
-    await edge.client.aclose()
+    await edge.session.close()
     log.info("edge_stopped")

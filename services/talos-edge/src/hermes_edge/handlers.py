@@ -89,21 +89,21 @@ class ExecutionHandler:
     """The ``ConsumerSpec`` handler of ``hermes.exec.<backend>``.
 
     ``default_model`` is used when a request names no model; ``timeout_cap_s`` caps each request's
-    ``timeout_s`` (seconds); ``keepalive_s`` is how often ``in_progress()`` is sent while the model runs
-    (seconds, keep it well under the consumer's ack wait). ``in_flight`` counts running calls."""
+    ``timeout_s`` (seconds). ``in_flight`` counts running calls. While a call runs, the consumer runner
+    (``hermes_proto.bus.ConsumerRunner``) sends ``in_progress()`` every third of the ack wait, as for every
+    handler, so a long call is not redelivered. One log line per request: its outcome."""
 
     def __init__(self, *, backend: str, model: ChatModel, store: EventAppender, nc: NATS,
-                 default_model: str | None, timeout_cap_s: float, keepalive_s: float = 10.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 default_model: str | None, timeout_cap_s: float, clock: Callable[[], datetime] = utcnow) -> None:
         self.backend = backend
         self._model = model
         self._store = store
         self._nc = nc
         self._default_model = default_model
         self._timeout_cap_s = timeout_cap_s
-        self._keepalive_s = keepalive_s
         self._clock = clock
         self.in_flight = 0
+        self._in_flight_gauge = IN_FLIGHT.labels(backend)
         self._calls: dict[str, asyncio.Task] = {}
         """Running model calls by job id (what a cancellation stops)."""
         self._cancelled: OrderedDict[str, str] = OrderedDict()
@@ -153,8 +153,6 @@ class ExecutionHandler:
             return
         await self._store.append([domain.started_event(request, self.backend, call.model,
                                                        delivery.deliveries, self._clock())])
-        log.info("execution_started", model=call.model, attempt=delivery.deliveries,
-                 request_id=request.request_id, output_limit=call.max_tokens)
         tokens = TokenStream(self._nc, request.thread_id, request.job_id)
         outcome = await self._run_model(call, tokens, delivery)
         await tokens.finish()
@@ -163,7 +161,7 @@ class ExecutionHandler:
         else:
             event = domain.failed_event(request, self.backend, call.model, outcome, self._clock())
         await self._store.append([event])
-        self._observe(call.model, outcome)
+        self._observe(call, outcome, request_id=request.request_id, attempt=delivery.deliveries)
 
     async def _run_model(self, call: ModelCall, tokens: TokenStream,
                          delivery: Delivery[ExecutionRequested]) -> ModelReply | ModelCallFailed:
@@ -171,8 +169,7 @@ class ExecutionHandler:
             return ModelCallFailed(ErrorCode.BAD_REQUEST, "the request names no model and the backend has no "
                                    "default (set BACKEND_<NAME>_MODELS)", retryable=False)
         self.in_flight += 1
-        IN_FLIGHT.labels(self.backend).inc()
-        keepalive = asyncio.create_task(self._keep_alive(delivery))
+        self._in_flight_gauge.inc()
         job_id = delivery.message.job_id
         running = self._calls[job_id] = asyncio.create_task(self._model.stream_chat(call, tokens.send))
         started = time.perf_counter()
@@ -186,7 +183,6 @@ class ExecutionHandler:
             current = asyncio.current_task()
             if running.cancelled() and job_id in self._cancelled and not (current and current.cancelling()):
                 CANCELLED.labels(self.backend, "running").inc()
-                log.info("execution_cancelled", reason=self._cancelled[job_id])
                 return ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[job_id]}); the "
                                        "model call was stopped", retryable=False,
                                        latency_ms=(time.perf_counter() - started) * 1000)
@@ -197,9 +193,8 @@ class ExecutionHandler:
             raise
         finally:
             self._calls.pop(job_id, None)
-            keepalive.cancel()
             self.in_flight -= 1
-            IN_FLIGHT.labels(self.backend).dec()
+            self._in_flight_gauge.dec()
 
     async def _record_failure(self, request: ExecutionRequested, failure: ModelCallFailed) -> None:
         """Append ``ExecutionFailed`` for a request that gets no model call (cancelled first, or given up)."""
@@ -239,20 +234,16 @@ class ExecutionHandler:
         log.info("cancel_order", job_id=order.job_id, thread_id=order.thread_id, reason=order.reason,
                  stopped_running_call=stopped)
 
-    async def _keep_alive(self, delivery: Delivery[ExecutionRequested]) -> None:
-        while True:
-            await asyncio.sleep(self._keepalive_s)
-            try:
-                await delivery.in_progress()
-            except Exception as exc:  # a lost connection: the message may be redelivered; ids are derived
-                log.warning("in_progress_failed", error=repr(exc))
-
-    def _observe(self, model: str, outcome: ModelReply | ModelCallFailed) -> None:
-        labels = (self.backend, model)
+    def _observe(self, call: ModelCall, outcome: ModelReply | ModelCallFailed, *, request_id: str,
+                 attempt: int) -> None:
+        """Metrics and the request's one log line (``execution_completed`` or ``execution_failed``; the thread,
+        job and correlation ids are bound by :meth:`__call__`)."""
+        labels = (self.backend, call.model)
+        ids = {"model": call.model, "request_id": request_id, "attempt": attempt, "output_limit": call.max_tokens}
         if isinstance(outcome, ModelCallFailed):
             REQUESTS.labels(*labels, str(outcome.code)).inc()
             REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
-            log.warning("execution_failed", model=model, error_code=str(outcome.code),
+            log.warning("execution_failed", **ids, error_code=str(outcome.code),
                         retryable=outcome.retryable, retry_after_s=outcome.retry_after_s,
                         message=outcome.message[:300],
                         latency_ms=round(outcome.latency_ms, 1))
@@ -265,7 +256,7 @@ class ExecutionHandler:
         TOKENS.labels(*labels, "completion").inc(outcome.completion_tokens)
         if outcome.usage_estimated:
             USAGE_ESTIMATED.labels(*labels).inc()
-        log.info("execution_completed", model=model, prompt_tokens=outcome.prompt_tokens,
+        log.info("execution_completed", **ids, prompt_tokens=outcome.prompt_tokens,
                  completion_tokens=outcome.completion_tokens, usage_estimated=outcome.usage_estimated,
                  latency_ms=round(outcome.latency_ms, 1),
                  # 'token' in a log key is redacted by hermes_proto.telemetry unless it is a count

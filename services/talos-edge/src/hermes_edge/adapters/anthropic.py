@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
-from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, loads_or_malformed, sse_data
+from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, loads_or_malformed
+from hermes_edge.adapters.streams import sse_data
 from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, error_for_status
 
 API_VERSION = "2023-06-01"
@@ -62,10 +63,10 @@ class AnthropicAdapter(HttpChatAdapter):
         """``{"data": [{"id": ..., "type": "model"}, ...], "has_more": ...}`` → ids."""
         return [str(item["id"]) for item in payload["data"]]
 
-    async def read_stream(self, response: httpx.Response, state: StreamState) -> None:
-        if "application/json" in response.headers.get("content-type", ""):
+    async def read_stream(self, response: aiohttp.ClientResponse, state: StreamState) -> None:
+        if "application/json" in response.headers.get("Content-Type", ""):
             # The server ignored ``stream: true`` and sent one message object.
-            body = (await response.aread()).decode("utf-8", errors="replace")
+            body = (await response.read()).decode("utf-8", errors="replace")
             await self._apply_message(self._event(body, "message"), state)
             state.finished = True
             return

@@ -1,26 +1,32 @@
-"""What every HTTP model-server adapter shares: one streamed POST, timing, error mapping, tracing.
+"""What every HTTP model-server adapter shares: one streamed POST (aiohttp), timing, error mapping, tracing.
 
 A concrete adapter says which path to call, what body to send, and how to read its stream format;
 everything that can go wrong on the wire is mapped here to a :class:`~hermes_edge.domain.ModelCallFailed`.
+What is the same for every call of a backend (its URLs, fixed headers, proxy) is prepared once, in the
+constructor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import msgspec
 from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
 from hermes_proto.ids import utcnow
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from yarl import URL
 
+from hermes_edge.adapters.session import env_proxy
 from hermes_edge.domain import (
     ErrorCode,
     ModelCall,
@@ -35,6 +41,9 @@ TextSink = Callable[[str], Awaitable[None]]
 """Receives each non-empty text chunk, in order, as soon as it is read."""
 
 CONNECT_TIMEOUT_S = 10.0
+DRAIN_S = 1.0
+"""After a reply's terminal marker, how long the rest of the body (normally only the end of the chunked body) may
+take to arrive so the connection goes back to the pool; a server still sending after that loses the connection."""
 _tracer = trace.get_tracer("hermes.edge")
 
 
@@ -108,21 +117,6 @@ def loads_or_malformed(data: str, what: str) -> Any:
         raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"invalid JSON in {what}: {exc}: {data[:200]!r}") from None
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data`` of each Server-Sent Event of ``response``, in order (multi-line data joined by newlines,
-    per the WHATWG EventSource spec). Comments, ``event:``/``id:``/``retry:`` fields and blank keep-alives are
-    skipped; a last event not closed by a blank line is still yielded."""
-    data_lines: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data_lines.append(line[5:].removeprefix(" "))
-        elif not line.strip() and data_lines:
-            yield "\n".join(data_lines)
-            data_lines = []
-    if data_lines:
-        yield "\n".join(data_lines)
-
-
 def in_stream_error(payload: dict[str, Any]) -> ModelCallFailed:
     """An error object sent inside a 200 stream (OpenRouter, Ollama): mapped by its numeric ``code`` when
     it has one (429, 4xx, 5xx), else treated as a server-side failure (http_5xx, retryable)."""
@@ -135,7 +129,8 @@ def in_stream_error(payload: dict[str, Any]) -> ModelCallFailed:
 
 
 class HttpChatAdapter:
-    """Streams one chat completion from an HTTP model server (one shared ``httpx.AsyncClient``).
+    """Streams one chat completion from an HTTP model server (one shared ``aiohttp.ClientSession``, see
+    :func:`~hermes_edge.adapters.session.new_session`).
 
     Subclasses set ``backend_type``, ``chat_path``, ``probe_path`` and implement :meth:`request_body`,
     :meth:`read_stream` and :meth:`listed_models`."""
@@ -144,20 +139,26 @@ class HttpChatAdapter:
     chat_path: ClassVar[str] = ""
     probe_path: ClassVar[str] = ""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None = None) -> None:
-        self._client = client
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str | None = None) -> None:
+        self._session = session
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         parts = urlsplit(self.base_url)
         self._server_address = parts.hostname or ""
         self._server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        # The same for every call of this backend: parsed, built and looked up once.
+        self._chat_url = _prepared_url(self.base_url + self.chat_path)
+        self._probe_url = _prepared_url(self.base_url + self.probe_path)
+        self._probe_headers = self._headers()
+        self._chat_headers = {**self._probe_headers, "Content-Type": "application/json"}
+        self._proxy = env_proxy(self.base_url)
 
     def request_body(self, call: ModelCall) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def read_stream(self, response: httpx.Response, state: StreamState) -> None:
-        """Read the whole body into ``state``; raise :class:`ModelCallFailed` on a bad body or a stream
-        that ends without its terminal marker (stream_cut)."""
+    async def read_stream(self, response: aiohttp.ClientResponse, state: StreamState) -> None:
+        """Read the body into ``state`` up to its terminal marker; raise :class:`ModelCallFailed` on a bad body
+        or a stream that ends without its terminal marker (stream_cut)."""
         raise NotImplementedError
 
     def listed_models(self, payload: Any) -> list[str]:
@@ -173,11 +174,12 @@ class HttpChatAdapter:
         """Run ``call`` with streaming, handing each text chunk to ``on_text`` in order; returns the
         assembled :class:`ModelReply` (tokens, ``latency_ms``, ``first_token_ms``).
 
-        Raises :class:`ModelCallFailed` with code timeout (``call.timeout_s`` elapsed or read timeout),
-        connection_error (refused, unreachable, closed before a response), http_5xx, rate_limited (429),
-        auth_failed (401/403), bad_request (other 4xx), malformed_response (unparseable body) or
-        stream_cut (body ended or broke before the terminal marker). Errors raised by ``on_text``
-        propagate unchanged. Never retries."""
+        Raises :class:`ModelCallFailed` with code timeout (``call.timeout_s`` elapsed while waiting for or
+        reading the response), connection_error (refused, unreachable, connect not done within
+        :data:`CONNECT_TIMEOUT_S`, closed before a response), http_5xx, rate_limited (429), auth_failed
+        (401/403), bad_request (other 4xx), malformed_response (unparseable body) or stream_cut (body ended or
+        broke before the terminal marker). Errors raised by ``on_text`` propagate unchanged. Never retries.
+        Cancelling the task closes the connection, so the server stops generating."""
         attributes = {
             "gen_ai.system": self.backend_type,
             "gen_ai.operation.name": "chat",
@@ -205,34 +207,34 @@ class HttpChatAdapter:
 
     async def _stream(self, call: ModelCall, on_text: TextSink, started: float) -> ModelReply:
         state = StreamState(started=started, on_text=on_text)
-        headers = self._headers()
+        headers = dict(self._chat_headers)
         inject(headers)  # W3C traceparent of the CLIENT span, for servers that trace
-        timeout = httpx.Timeout(call.timeout_s, connect=min(CONNECT_TIMEOUT_S, call.timeout_s))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_TIMEOUT_S, call.timeout_s))
         try:
-            async with asyncio.timeout(call.timeout_s):
-                async with self._client.stream("POST", self.base_url + self.chat_path,
-                                               json=self.request_body(call), headers=headers,
-                                               timeout=timeout) as response:
-                    if response.status_code >= 300:
-                        body = await response.aread()
+            async with asyncio.timeout(call.timeout_s) as deadline:
+                async with self._session.post(self._chat_url, data=msgspec.json.encode(self.request_body(call)),
+                                              headers=headers, timeout=timeout, proxy=self._proxy) as response:
+                    if response.status >= 300:
+                        body = await response.read()
                         raise error_for_status(
-                            response.status_code, provider_error_message(body),
-                            parse_retry_after(response.headers.get("retry-after"), utcnow()))
+                            response.status, provider_error_message(body),
+                            parse_retry_after(response.headers.get("Retry-After"), utcnow()))
                     state.receiving = True
                     await self.read_stream(response, state)
+                    if state.finished:
+                        deadline.reschedule(None)  # the reply is complete: what follows is not the call's time
+                        await _drain(response)
         except ModelCallFailed:
             raise
-        except httpx.ConnectTimeout as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
             raise ModelCallFailed(ErrorCode.CONNECTION_ERROR, f"connect timed out: {self.base_url}: {exc!r}") from None
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             where = "after the first byte" if state.receiving else "waiting for the response"
             raise ModelCallFailed(ErrorCode.TIMEOUT, f"no result within {call.timeout_s:g} s ({where})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            if state.receiving:
+        except aiohttp.ClientError as exc:
+            if state.receiving:  # the body broke: reset, closed mid-chunk, undecodable transfer
                 raise ModelCallFailed(ErrorCode.STREAM_CUT,
                                       f"stream broke after {len(state.parts)} chunks: {exc!r}") from None
-            raise ModelCallFailed(ErrorCode.CONNECTION_ERROR, f"{self.base_url}: {exc!r}") from None
-        except (httpx.TransportError, httpx.DecodingError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise ModelCallFailed(ErrorCode.CONNECTION_ERROR, f"{self.base_url}: {exc!r}") from None
         if not state.finished:
             raise ModelCallFailed(ErrorCode.STREAM_CUT,
@@ -243,14 +245,33 @@ class HttpChatAdapter:
         """A cheap health check (``GET probe_path``): healthy when the server answers 200 with JSON.
         Never raises; the reason of an unhealthy result is in ``detail``."""
         try:
-            response = await self._client.get(self.base_url + self.probe_path, headers=self._headers(),
-                                              timeout=timeout_s)
-        except httpx.HTTPError as exc:
+            async with self._session.get(self._probe_url, headers=self._probe_headers, proxy=self._proxy,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return ProbeResult(healthy=False, models=[], detail=repr(exc))
-        if response.status_code != 200:
-            return ProbeResult(healthy=False, models=[], detail=f"HTTP {response.status_code}")
+        if status != 200:
+            return ProbeResult(healthy=False, models=[], detail=f"HTTP {status}")
         try:
-            models = self.listed_models(response.json())
+            models = self.listed_models(json.loads(body))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return ProbeResult(healthy=False, models=[], detail=f"unreadable model list: {exc!r}")
         return ProbeResult(healthy=True, models=models)
+
+
+def _prepared_url(url: str) -> URL | str:
+    """``url`` parsed once; one yarl cannot parse stays a string, and each call to it fails as aiohttp's
+    ``InvalidURL`` (connection_error), as before any call was prepared."""
+    try:
+        return URL(url)
+    except (ValueError, TypeError):
+        return url
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows the terminal marker (at most :data:`DRAIN_S` seconds), so the connection is reused:
+    aiohttp closes a connection whose body was not read to its end."""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(DRAIN_S):
+            while await response.content.readany():
+                pass

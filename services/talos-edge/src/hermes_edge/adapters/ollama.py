@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, in_stream_error, loads_or_malformed
+from hermes_edge.adapters.streams import body_lines
 from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed
 
 
@@ -34,29 +36,34 @@ class OllamaAdapter(HttpChatAdapter):
         """``{"models": [{"name": ...}, ...]}`` → names."""
         return [str(item["name"]) for item in payload["models"]]
 
-    async def read_stream(self, response: httpx.Response, state: StreamState) -> None:
-        async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            chunk = loads_or_malformed(line, "stream line")
-            if not isinstance(chunk, dict):
-                raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"stream line is not an object: {line[:200]!r}")
-            if chunk.get("error"):
-                raise in_stream_error(chunk)
-            message = chunk.get("message")
-            if message is not None:
-                if not isinstance(message, dict):
-                    raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"'message' is not an object: {line[:200]!r}")
-                content = message.get("content")
-                if isinstance(content, str):
-                    await state.add_text(content)
-            elif "done" not in chunk:
-                raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"not a chat chunk: {line[:200]!r}")
-            if chunk.get("done") is True:
-                if isinstance(chunk.get("prompt_eval_count"), int):
-                    state.prompt_tokens = chunk["prompt_eval_count"]
-                if isinstance(chunk.get("eval_count"), int):
-                    state.completion_tokens = chunk["eval_count"]
-                state.finish_reason = chunk.get("done_reason") or "stop"
-                state.finished = True
-                return
+    async def read_stream(self, response: aiohttp.ClientResponse, state: StreamState) -> None:
+        async with contextlib.aclosing(body_lines(response)) as lines:
+            async for line in lines:
+                if line.strip() and await self._apply_line(line, state):
+                    return
+
+    async def _apply_line(self, line: str, state: StreamState) -> bool:
+        """Apply one NDJSON line; True at the ``done: true`` line."""
+        chunk = loads_or_malformed(line, "stream line")
+        if not isinstance(chunk, dict):
+            raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"stream line is not an object: {line[:200]!r}")
+        if chunk.get("error"):
+            raise in_stream_error(chunk)
+        message = chunk.get("message")
+        if message is not None:
+            if not isinstance(message, dict):
+                raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"'message' is not an object: {line[:200]!r}")
+            content = message.get("content")
+            if isinstance(content, str):
+                await state.add_text(content)
+        elif "done" not in chunk:
+            raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"not a chat chunk: {line[:200]!r}")
+        if chunk.get("done") is not True:
+            return False
+        if isinstance(chunk.get("prompt_eval_count"), int):
+            state.prompt_tokens = chunk["prompt_eval_count"]
+        if isinstance(chunk.get("eval_count"), int):
+            state.completion_tokens = chunk["eval_count"]
+        state.finish_reason = chunk.get("done_reason") or "stop"
+        state.finished = True
+        return True

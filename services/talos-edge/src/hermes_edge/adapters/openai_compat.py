@@ -9,15 +9,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from hermes_edge.adapters.http_chat import (
     HttpChatAdapter,
     StreamState,
     in_stream_error,
     loads_or_malformed,
-    sse_data,
 )
+from hermes_edge.adapters.streams import sse_data
 from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed
 
 DONE = "[DONE]"
@@ -45,10 +45,10 @@ class OpenAICompatAdapter(HttpChatAdapter):
         """``{"data": [{"id": ...}, ...]}`` → ids."""
         return [str(item["id"]) for item in payload["data"]]
 
-    async def read_stream(self, response: httpx.Response, state: StreamState) -> None:
-        if "application/json" in response.headers.get("content-type", ""):
+    async def read_stream(self, response: aiohttp.ClientResponse, state: StreamState) -> None:
+        if "application/json" in response.headers.get("Content-Type", ""):
             # The server ignored ``stream: true`` and sent one chat.completion object.
-            body = (await response.aread()).decode("utf-8", errors="replace")
+            body = (await response.read()).decode("utf-8", errors="replace")
             await self._apply_completion(loads_or_malformed(body, "completion"), state)
             state.finished = True
             return
