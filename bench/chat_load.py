@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-
 from system import MODEL
 
 
@@ -45,8 +44,11 @@ def new_session(pool: int, api_key: str) -> aiohttp.ClientSession:
     client-side total timeout (the closed loop bounds each call), and ``Authorization: Bearer <api_key>`` (the
     LiteLLM master key; Hermes with auth off and the fake backend ignore it)."""
     connector = aiohttp.TCPConnector(limit=pool, limit_per_host=pool, keepalive_timeout=2.0)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                 headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
 
 
 async def chat_call(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> ChatSample:

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-
 from system import MODEL
 
 
@@ -70,12 +69,15 @@ async def _submit(client: httpx.AsyncClient, idea: str) -> tuple[str, float, flo
 # Where a draft-1 job's time goes: consecutive points (event type, or the client's own clock) whose
 # differences name the stage. Event times are each event's ``occurred_at`` (set by the emitting service);
 # all processes share this machine's wall clock.
-STAGES = (("accepted", "thread_opened", "gw202_to_opened"), ("thread_opened", "job_queued", "orch_queue_job"),
-          ("job_queued", "backend_selected", "router_select"),
-          ("backend_selected", "execution_started", "exec_to_edge_start"),
-          ("execution_started", "execution_completed", "edge_run"),
-          ("execution_completed", "draft_presented", "orch_present"),
-          ("draft_presented", "sse_arrival", "log_to_client_sse"))
+STAGES = (
+    ("accepted", "thread_opened", "gw202_to_opened"),
+    ("thread_opened", "job_queued", "orch_queue_job"),
+    ("job_queued", "backend_selected", "router_select"),
+    ("backend_selected", "execution_started", "exec_to_edge_start"),
+    ("execution_started", "execution_completed", "edge_run"),
+    ("execution_completed", "draft_presented", "orch_present"),
+    ("draft_presented", "sse_arrival", "log_to_client_sse"),
+)
 
 
 def _stages(stamps: dict[str, float]) -> dict[str, float]:
@@ -160,8 +162,14 @@ async def poll_job(client: httpx.AsyncClient, idea: str, interval_s: float) -> J
             if thread.get("draft1"):
                 seen = _ms(accepted)
                 job = _draft1_job(thread)
-                return JobSample(ok=True, thread_id=thread_id, submit_ms=submit_ms, seen_ms=seen,
-                                 backend_ms=job["latency_ms"], first_token_ms=job.get("first_token_ms"))
+                return JobSample(
+                    ok=True,
+                    thread_id=thread_id,
+                    submit_ms=submit_ms,
+                    seen_ms=seen,
+                    backend_ms=job["latency_ms"],
+                    first_token_ms=job.get("first_token_ms"),
+                )
             if thread["status"] == "failed":
                 raise RuntimeError(f"thread failed: {thread}")
         elif response.status_code != 404:
@@ -169,12 +177,19 @@ async def poll_job(client: httpx.AsyncClient, idea: str, interval_s: float) -> J
         await asyncio.sleep(interval_s)
 
 
-async def direct_call(client: httpx.AsyncClient, base_url: str, messages: list[dict[str, Any]],
-                      max_tokens: int) -> float:
+async def direct_call(
+    client: httpx.AsyncClient, base_url: str, messages: list[dict[str, Any]], max_tokens: int
+) -> float:
     """The edge's request (streaming chat completion with usage) straight to the backend; ms to ``[DONE]``."""
     start = time.perf_counter()
-    body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "temperature": 0.7,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.7,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -194,8 +209,9 @@ def _describe(exc: Exception) -> str:
     return text[:300]
 
 
-async def closed_loop(n: int, concurrency: int, job: Callable[[int], Awaitable[Any]],
-                      timeout_s: float, duration_s: float | None = None) -> tuple[list[Any], float]:
+async def closed_loop(
+    n: int, concurrency: int, job: Callable[[int], Awaitable[Any]], timeout_s: float, duration_s: float | None = None
+) -> tuple[list[Any], float]:
     """Run jobs 0..n-1 with ``concurrency`` workers, each starting its next job when the last ended; with
     ``duration_s``, instead keep starting jobs until that many seconds have passed (n is then ignored).
     Returns (results, or the exception text for a failed/timed-out job; wall seconds)."""

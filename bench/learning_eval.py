@@ -38,20 +38,19 @@ from pathlib import Path
 from statistics import mean
 
 import httpx
-
-from report import table, write_csv
-from system import ROOT
-
 from conftest import NatsServer, stored_events, wait_until  # noqa: E402  (tests/ is on sys.path through system)
 from fakes.llm_servers import FakeOpenAIServer  # noqa: E402
 from fakes.simulated_users import Profile, faithful_reply, ideas_for, population  # noqa: E402
 from procs import model_env, service_processes, start_ready  # noqa: E402
+from report import table, write_csv
+from system import ROOT
 
-from hermes_cli.natsserver import free_port  # noqa: E402
 from hermes_proto import events as ev  # noqa: E402
 from hermes_proto.bus import connect  # noqa: E402
 from hermes_proto.settings import BusSettings  # noqa: E402
 from hermes_proto.subjects import thread_events  # noqa: E402
+
+from hermes_cli.natsserver import free_port  # noqa: E402
 
 SERVICES = ("orchestrator", "learner", "router", "edge", "gateway")
 
@@ -91,11 +90,19 @@ class Run:
         self.nats.start()
         await self.model.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BACKEND_", "HERMES_"))}
-        env.update(NATS_URL=self.nats.url, HERMES_HOME=str(self.tmp / "home"), LOG_LEVEL="INFO", METRICS_PORT="0",
-                   HERMES_WEB_HOST="127.0.0.1", HERMES_WEB_PORT=str(self.port),
-                   HERMES_ANSWER_TIMEOUT_SECONDS=str(self.answer_timeout_s), HERMES_EDGE_HEARTBEAT_S="0.5",
-                   HERMES_LEARNING_ENABLED=str(self.mode == "learning").lower(), HERMES_MEMORY_TOKEN_BUDGET="0",
-                   **model_env(self.model.port))
+        env.update(
+            NATS_URL=self.nats.url,
+            HERMES_HOME=str(self.tmp / "home"),
+            LOG_LEVEL="INFO",
+            METRICS_PORT="0",
+            HERMES_WEB_HOST="127.0.0.1",
+            HERMES_WEB_PORT=str(self.port),
+            HERMES_ANSWER_TIMEOUT_SECONDS=str(self.answer_timeout_s),
+            HERMES_EDGE_HEARTBEAT_S="0.5",
+            HERMES_LEARNING_ENABLED=str(self.mode == "learning").lower(),
+            HERMES_MEMORY_TOKEN_BUDGET="0",
+            **model_env(self.model.port),
+        )
         self.procs = service_processes(env, self.tmp / "logs", SERVICES)
         await asyncio.gather(*(start_ready(p) for p in self.procs.values()))
         self.nc = await connect(BusSettings(nats_url=self.nats.url), "learning-eval")
@@ -124,14 +131,20 @@ class Run:
         async def decided() -> dict | None:
             view = await self._view(thread_id)
             # awaiting_answers comes with draft 1, its questions a moment later (idea_type marks them)
-            ready = view and (view["status"] in ("completed", "failed") or
-                              (view["status"] == "awaiting_answers" and view["idea_type"] is not None))
+            ready = view and (
+                view["status"] in ("completed", "failed")
+                or (view["status"] == "awaiting_answers" and view["idea_type"] is not None)
+            )
             return view if ready else None
+
         asked = await wait_until(decided, timeout_s=60, interval_s=0.1)
         answers = {}
         if asked["status"] == "awaiting_answers":
-            answers = {q["question_id"]: a for q in asked["questions"]
-                       if (a := profile.answer(q["category"], q["text"])) is not None}
+            answers = {
+                q["question_id"]: a
+                for q in asked["questions"]
+                if (a := profile.answer(q["category"], q["text"])) is not None
+            }
         if answers:
             sent = await self.http.post(f"/api/threads/{thread_id}/continue", json={"answers": answers})
             if sent.status_code == 409:  # the answer timeout came first (a loaded machine): draft 1 is final
@@ -142,20 +155,35 @@ class Run:
         async def finished() -> dict | None:
             view = await self._view(thread_id)
             return view if view and view["status"] in ("completed", "failed") else None
+
         done = await wait_until(finished, timeout_s=self.answer_timeout_s + 60, interval_s=0.1)
         seconds = time.perf_counter() - started
         final = done["draft2"] if done["final_draft_number"] == 2 else (done["draft1"] or "")
         rating = profile.rating(final)
         if done["status"] == "completed":
             (await self.http.post(f"/api/threads/{thread_id}/rate", json={"rating": rating})).raise_for_status()
-        draft1 = next(e for e in await stored_events(self.js, thread_events(thread_id))
-                      if isinstance(e, ev.JobQueued) and e.kind == "draft1")
+        draft1 = next(
+            e
+            for e in await stored_events(self.js, thread_events(thread_id))
+            if isinstance(e, ev.JobQueued) and e.kind == "draft1"
+        )
         prompt = "\n".join(m.content for m in draft1.messages)
-        return Row(mode=self.mode, user_id=profile.user_id, thread_index=index, idea=idea,
-                   idea_type=asked.get("idea_type") or "", questions=len(asked["questions"]), answers=len(answers),
-                   assumptions=len(done["assumptions"]), facts=len(profile.facts()),
-                   facts_in_draft1_prompt=profile.honoured(prompt), facts_in_final_draft=profile.honoured(final),
-                   rating=rating, final_draft_number=done["final_draft_number"] or 0, seconds=round(seconds, 2))
+        return Row(
+            mode=self.mode,
+            user_id=profile.user_id,
+            thread_index=index,
+            idea=idea,
+            idea_type=asked.get("idea_type") or "",
+            questions=len(asked["questions"]),
+            answers=len(answers),
+            assumptions=len(done["assumptions"]),
+            facts=len(profile.facts()),
+            facts_in_draft1_prompt=profile.honoured(prompt),
+            facts_in_final_draft=profile.honoured(final),
+            rating=rating,
+            final_draft_number=done["final_draft_number"] or 0,
+            seconds=round(seconds, 2),
+        )
 
     async def user(self, profile: Profile, ideas: Sequence[str]) -> list[Row]:
         rows = []
@@ -164,8 +192,9 @@ class Run:
         return rows
 
 
-async def run_mode(mode: str, profiles: list[Profile], ideas: int, tmp: Path, answer_timeout_s: float,
-                   seed: int) -> list[Row]:
+async def run_mode(
+    mode: str, profiles: list[Profile], ideas: int, tmp: Path, answer_timeout_s: float, seed: int
+) -> list[Row]:
     async with Run(mode, tmp, answer_timeout_s) as run:
         per_user = await asyncio.gather(*(run.user(p, ideas_for(p, ideas, seed)) for p in profiles))
     return [row for rows in per_user for row in rows]
@@ -173,8 +202,12 @@ async def run_mode(mode: str, profiles: list[Profile], ideas: int, tmp: Path, an
 
 # ---- report --------------------------------------------------------------------------------------------------
 
-METRICS = (("questions", "questions asked"), ("answers", "answers given"),
-           ("draft1_share", "profile facts in the draft-1 prompt (share)"), ("rating", "rating (1-5)"))
+METRICS = (
+    ("questions", "questions asked"),
+    ("answers", "answers given"),
+    ("draft1_share", "profile facts in the draft-1 prompt (share)"),
+    ("rating", "rating (1-5)"),
+)
 
 
 def _value(row: Row, metric: str) -> float:
@@ -198,9 +231,14 @@ def summary(by_mode: dict[str, list[Row]]) -> list[dict]:
     out = []
     for mode, rows in by_mode.items():
         for first in (True, False):
-            out.append({"mode": mode, "threads": "first 10" if first else "last 10",
-                        **{m: round(window(rows, m, first), 3) for m, _ in METRICS},
-                        "seconds": round(window(rows, "seconds", first), 2)})
+            out.append(
+                {
+                    "mode": mode,
+                    "threads": "first 10" if first else "last 10",
+                    **{m: round(window(rows, m, first), 3) for m, _ in METRICS},
+                    "seconds": round(window(rows, "seconds", first), 2),
+                }
+            )
     return out
 
 
@@ -209,15 +247,27 @@ def claims(by_mode: dict[str, list[Row]]) -> list[tuple[str, bool]]:
     learn, base = by_mode.get("learning"), by_mode.get("baseline")
     if not learn:
         return []
-    checks = [("learning: fewer questions in the last ten threads than in the first ten",
-               window(learn, "questions", False) < window(learn, "questions", True)),
-              ("learning: more profile facts in draft 1 in the last ten than in the first ten",
-               window(learn, "draft1_share", False) > window(learn, "draft1_share", True))]
+    checks = [
+        (
+            "learning: fewer questions in the last ten threads than in the first ten",
+            window(learn, "questions", False) < window(learn, "questions", True),
+        ),
+        (
+            "learning: more profile facts in draft 1 in the last ten than in the first ten",
+            window(learn, "draft1_share", False) > window(learn, "draft1_share", True),
+        ),
+    ]
     if base:
-        checks += [("last ten: fewer questions with learning than the baseline",
-                    window(learn, "questions", False) < window(base, "questions", False)),
-                   ("last ten: more profile facts in draft 1 with learning than the baseline",
-                    window(learn, "draft1_share", False) > window(base, "draft1_share", False))]
+        checks += [
+            (
+                "last ten: fewer questions with learning than the baseline",
+                window(learn, "questions", False) < window(base, "questions", False),
+            ),
+            (
+                "last ten: more profile facts in draft 1 with learning than the baseline",
+                window(learn, "draft1_share", False) > window(base, "draft1_share", False),
+            ),
+        ]
     return checks
 
 
@@ -232,8 +282,7 @@ def plot(by_mode: dict[str, list[Row]], path: Path, title: str) -> None:
     for ax, (metric, label) in zip(axes.flat, METRICS, strict=True):
         for mode, rows in by_mode.items():
             values = curve(rows, metric)
-            ax.plot(range(1, len(values) + 1), values, "o-" if mode == "learning" else "s--", markersize=3,
-                    label=mode)
+            ax.plot(range(1, len(values) + 1), values, "o-" if mode == "learning" else "s--", markersize=3, label=mode)
         ax.set_title(label, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -252,8 +301,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ideas", type=int, default=30, help="ideas per user, one after the other (>= 20)")
     parser.add_argument("--seed", type=int, default=7, help="profiles and idea order")
     parser.add_argument("--modes", default="learning,baseline", help="comma-separated: learning, baseline")
-    parser.add_argument("--answer-timeout", type=float, default=4.0,
-                        help="HERMES_ANSWER_TIMEOUT_SECONDS: how long a thread with only ignored questions waits")
+    parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=4.0,
+        help="HERMES_ANSWER_TIMEOUT_SECONDS: how long a thread with only ignored questions waits",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, databases, store)")
     args = parser.parse_args()
@@ -278,13 +331,26 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     rows = [asdict(r) for mode_rows in by_mode.values() for r in mode_rows]
     write_csv(rows, args.out / "learning_eval.csv")
-    title = (f"{args.users} simulated users x {args.ideas} ideas each, seed {args.seed}; means over users per thread "
-             f"index; {' vs '.join(by_mode)}")
+    title = (
+        f"{args.users} simulated users x {args.ideas} ideas each, seed {args.seed}; means over users per thread "
+        f"index; {' vs '.join(by_mode)}"
+    )
     plot(by_mode, args.out / "learning_curves.png", title)
     print(f"\n{title}; total {time.monotonic() - started:.0f}s\n")
-    print(table(summary(by_mode), [("mode", "mode"), ("threads", "threads"), ("questions", "questions"),
-                                   ("answers", "answers"), ("draft1_share", "facts in draft-1 prompt"),
-                                   ("rating", "rating"), ("seconds", "s/thread")]))
+    print(
+        table(
+            summary(by_mode),
+            [
+                ("mode", "mode"),
+                ("threads", "threads"),
+                ("questions", "questions"),
+                ("answers", "answers"),
+                ("draft1_share", "facts in draft-1 prompt"),
+                ("rating", "rating"),
+                ("seconds", "s/thread"),
+            ],
+        )
+    )
     results = claims(by_mode)
     print()
     for text, holds in results:

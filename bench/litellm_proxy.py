@@ -37,8 +37,10 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         raise RuntimeError("uv is not on PATH: run `source scripts/bootstrap.sh` first")
     python = venv / "bin" / "python"
     if not python.exists():
-        subprocess.run([uv, "venv", "--quiet", "--python", f"{sys.version_info.major}.{sys.version_info.minor}",
-                        str(venv)], check=True)
+        subprocess.run(
+            [uv, "venv", "--quiet", "--python", f"{sys.version_info.major}.{sys.version_info.minor}", str(venv)],
+            check=True,
+        )
     subprocess.run([uv, "pip", "sync", "--quiet", "--python", str(python), str(REQUIREMENTS)], check=True)
     return venv / "bin" / "litellm"
 
@@ -67,15 +69,43 @@ class LiteLLMProxy:
         """Start and wait until ``/health/liveliness`` answers 200. Raises RuntimeError (with the log's tail) when
         the proxy exits or is not up within ``timeout_s``."""
         config = self.workdir / "litellm.yaml"
-        config.write_text(yaml.safe_dump({"model_list": [{"model_name": self.model, "litellm_params": {
-            "model": f"openai/{self.model}", "api_base": f"{self.backend_url}/v1", "api_key": "sk-unused"}}]}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {
+                            "model_name": self.model,
+                            "litellm_params": {
+                                "model": f"openai/{self.model}",
+                                "api_base": f"{self.backend_url}/v1",
+                                "api_key": "sk-unused",
+                            },
+                        }
+                    ]
+                }
+            )
+        )
         env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "HERMES_HOME", "VIRTUAL_ENV"}}
         env |= {"LITELLM_MASTER_KEY": self.master_key, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(self.executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
-                 "--num_workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-                start_new_session=True)
+                [
+                    str(self.executable),
+                    "--config",
+                    str(config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--num_workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=5) as client:
             while time.monotonic() < deadline:

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import psutil
-
 from chat_load import chat_call, new_session, request_body
 from jobs import closed_loop
 from litellm_proxy import DEFAULT_VENV, REQUIREMENTS, LiteLLMProxy, ensure_venv
@@ -37,11 +36,22 @@ from system import MODEL, ROOT, FakeLLMProcess, ProcessProbe, idle_cpu, processe
 
 SIDES = ("direct", "litellm", "hermes")
 BACKEND, CLIENT, LITELLM = "fake-llm", "bench-client", "litellm"
-SUMMARY = [("concurrency", "C"), ("side", "side"), ("ok", "ok"), ("errors", "err"), ("requests_per_s", "req/s"),
-           ("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"), ("overhead_p50_ms", "ovh p50"),
-           ("overhead_p99_ms", "ovh p99"), ("cpu_ms_per_req", "cpu ms/req"),
-           ("backend_cpu_ms_per_req", "backend cpu"), ("client_cpu_ms_per_req", "client cpu"),
-           ("peak_rss_mb", "peak MB"), ("loadavg_1m", "load1")]
+SUMMARY = [
+    ("concurrency", "C"),
+    ("side", "side"),
+    ("ok", "ok"),
+    ("errors", "err"),
+    ("requests_per_s", "req/s"),
+    ("latency_p50_ms", "p50"),
+    ("latency_p99_ms", "p99"),
+    ("overhead_p50_ms", "ovh p50"),
+    ("overhead_p99_ms", "ovh p99"),
+    ("cpu_ms_per_req", "cpu ms/req"),
+    ("backend_cpu_ms_per_req", "backend cpu"),
+    ("client_cpu_ms_per_req", "client cpu"),
+    ("peak_rss_mb", "peak MB"),
+    ("loadavg_1m", "load1"),
+]
 STREAM_SUMMARY = [("ttft_p50_ms", "ttft p50"), ("ttft_p99_ms", "ttft p99"), ("ttft_overhead_p50_ms", "ttft ovh p50")]
 
 
@@ -49,18 +59,33 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=500, help="measured requests per side and level")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds per side and level: keep sending for this long instead of --requests")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per side and level: keep sending for this long instead of --requests",
+    )
     parser.add_argument("--stream", action="store_true", help="stream: true (also times the first token)")
     parser.add_argument("--sides", default=",".join(SIDES), help="which sides, in the order run at each level")
-    parser.add_argument("--warmup", type=int, default=20,
-                        help="unmeasured requests per side before each level (at least C, so every connection "
-                             "of the pool is open)")
-    parser.add_argument("--edge-concurrency", type=int, default=16,
-                        help="HERMES_EDGE_CONCURRENCY and BACKEND_TALOS_MAX_CONCURRENT (the services' default, 1, "
-                             "would queue every call behind the previous one at the edge)")
-    parser.add_argument("--settle-max", type=float, default=30.0,
-                        help="seconds to wait at most, after a side's level, for its processes to go quiet")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="unmeasured requests per side before each level (at least C, so every connection of the pool is open)",
+    )
+    parser.add_argument(
+        "--edge-concurrency",
+        type=int,
+        default=16,
+        help="HERMES_EDGE_CONCURRENCY and BACKEND_TALOS_MAX_CONCURRENT (the services' default, 1, "
+        "would queue every call behind the previous one at the edge)",
+    )
+    parser.add_argument(
+        "--settle-max",
+        type=float,
+        default=30.0,
+        help="seconds to wait at most, after a side's level, for its processes to go quiet",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request before it is an error")
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -109,8 +134,16 @@ def error_fields(errors: list[str]) -> dict[str, Any]:
     return {"error_kinds": "; ".join(f"{k} x{n}" for k, n in kinds.most_common()), "first_error": errors[0]}
 
 
-async def run_side(args: argparse.Namespace, level: int, side: str, url: str, session, probe: ProcessProbe,
-                   groups: dict[str, list[str]], idle: dict[str, float]) -> dict[str, Any]:
+async def run_side(
+    args: argparse.Namespace,
+    level: int,
+    side: str,
+    url: str,
+    session,
+    probe: ProcessProbe,
+    groups: dict[str, list[str]],
+    idle: dict[str, float],
+) -> dict[str, Any]:
     """Warm-up, then ``args.requests`` (or ``args.duration`` s of) calls at ``level`` concurrent clients; CPU of
     the side's processes from the start of the measured calls until they are quiet again."""
     call = lambda i: chat_call(session, url, request_body(prompt(level, i), args.stream), args.stream)  # noqa: E731
@@ -127,9 +160,15 @@ async def run_side(args: argparse.Namespace, level: int, side: str, url: str, se
     samples = [r for r in results if not isinstance(r, str)]
     ok = max(len(samples), 1)
     per_req = lambda name, end: round((end[name] - cpu0[name]) * 1000 / ok, 2)  # noqa: E731
-    row: dict[str, Any] = {"concurrency": level, "side": side, "requests": len(results), "ok": len(samples),
-                           "errors": len(results) - len(samples), "wall_s": round(wall, 2),
-                           "requests_per_s": round(len(samples) / wall, 1)}
+    row: dict[str, Any] = {
+        "concurrency": level,
+        "side": side,
+        "requests": len(results),
+        "ok": len(samples),
+        "errors": len(results) - len(samples),
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(samples) / wall, 1),
+    }
     row |= pct_fields("latency", [s.latency_ms for s in samples])
     if args.stream:
         row |= pct_fields("ttft", [s.ttft_ms for s in samples], (50, 99))
@@ -157,8 +196,9 @@ def add_overheads(rows: list[dict[str, Any]]) -> None:
                 row[name] = round(row[key] - base, 2)
 
 
-async def measure(args: argparse.Namespace, levels: list[int], sides: list[str], up, proxy: LiteLLMProxy,
-                  llm: FakeLLMProcess) -> list[dict[str, Any]]:
+async def measure(
+    args: argparse.Namespace, levels: list[int], sides: list[str], up, proxy: LiteLLMProxy, llm: FakeLLMProcess
+) -> list[dict[str, Any]]:
     urls = {"direct": llm.base_url, "litellm": proxy.base_url, "hermes": up.base_url}
     pool = max(levels) + 10
     sessions = {side: new_session(pool, proxy.master_key) for side in sides}
@@ -176,11 +216,15 @@ async def measure(args: argparse.Namespace, levels: list[int], sides: list[str],
         for level in levels:
             level_rows = []
             for side in sides:
-                row = await run_side(args, level, side, f"{urls[side]}/v1/chat/completions", sessions[side],
-                                     probe, groups, idle)
-                print(f"C={level} {side}: {row['ok']} ok, {row['errors']} errors, {row['requests_per_s']} req/s, "
-                      f"p50 {row['latency_p50_ms']} ms, p99 {row['latency_p99_ms']} ms, "
-                      f"cpu {row['cpu_ms_per_req']} ms/req", flush=True)
+                row = await run_side(
+                    args, level, side, f"{urls[side]}/v1/chat/completions", sessions[side], probe, groups, idle
+                )
+                print(
+                    f"C={level} {side}: {row['ok']} ok, {row['errors']} errors, {row['requests_per_s']} req/s, "
+                    f"p50 {row['latency_p50_ms']} ms, p99 {row['latency_p99_ms']} ms, "
+                    f"cpu {row['cpu_ms_per_req']} ms/req",
+                    flush=True,
+                )
                 level_rows.append(row)
             add_overheads(level_rows)
             rows += level_rows
@@ -197,25 +241,33 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     if (1, "hermes") in at and (1, "litellm") in at:
         h, lite = at[1, "hermes"]["overhead_p50_ms"], at[1, "litellm"]["overhead_p50_ms"]
-        lines.append(f"overhead p50 at 1 client: Hermes {h:.1f} ms, LiteLLM {lite:.1f} ms -> "
-                     f"{'met' if h <= lite else 'not met'} (target: Hermes <= LiteLLM)")
+        lines.append(
+            f"overhead p50 at 1 client: Hermes {h:.1f} ms, LiteLLM {lite:.1f} ms -> "
+            f"{'met' if h <= lite else 'not met'} (target: Hermes <= LiteLLM)"
+        )
     if (50, "hermes") in at and (50, "litellm") in at:
         h, lite = at[50, "hermes"]["requests_per_s"], at[50, "litellm"]["requests_per_s"]
-        lines.append(f"requests/s at 50 clients: Hermes {h:.1f}, LiteLLM {lite:.1f} ({h / lite:.2f}x) -> "
-                     f"{'met' if h >= lite else 'not met'} (target: Hermes >= LiteLLM, aim 2x)")
+        lines.append(
+            f"requests/s at 50 clients: Hermes {h:.1f}, LiteLLM {lite:.1f} ({h / lite:.2f}x) -> "
+            f"{'met' if h >= lite else 'not met'} (target: Hermes >= LiteLLM, aim 2x)"
+        )
     return lines
 
 
 def litellm_version() -> str:
-    return next((line.split("==")[1] for line in REQUIREMENTS.read_text().splitlines()
-                 if line.startswith("litellm==")), "?")
+    return next(
+        (line.split("==")[1] for line in REQUIREMENTS.read_text().splitlines() if line.startswith("litellm==")), "?"
+    )
 
 
 def print_tables(rows: list[dict[str, Any]], stream: bool) -> None:
     print(table(rows, SUMMARY + (STREAM_SUMMARY if stream else [])))
     hermes = [r for r in rows if r["side"] == "hermes"]
-    cols = [(k, k.removeprefix("hermes_cpu_ms_per_req_")) for k in (hermes[0] if hermes else {})
-            if k.startswith("hermes_cpu_ms_per_req_")]
+    cols = [
+        (k, k.removeprefix("hermes_cpu_ms_per_req_"))
+        for k in (hermes[0] if hermes else {})
+        if k.startswith("hermes_cpu_ms_per_req_")
+    ]
     if cols:
         print("\nHermes CPU ms per request by process (user+system, measured calls until quiet)")
         print(table(hermes, [("concurrency", "C"), *cols]))
@@ -240,8 +292,9 @@ def main() -> None:
         up = start_stack(tmp, llm, args.edge_concurrency)
         with httpx.Client(timeout=10) as sync_client:
             up.wait_healthy(sync_client)
-        print(f"LiteLLM {litellm_version()} and Hermes up after {time.monotonic() - started:.1f}s; tmp {tmp}",
-              flush=True)
+        print(
+            f"LiteLLM {litellm_version()} and Hermes up after {time.monotonic() - started:.1f}s; tmp {tmp}", flush=True
+        )
         rows = asyncio.run(measure(args, levels, sides, up, proxy, llm))
         if any(r["side"] == "hermes" and r["errors"] for r in rows):
             lines = [line for line in up.all_logs().splitlines() if "error" in line.lower()]
@@ -256,14 +309,17 @@ def main() -> None:
         llm.stop()
         if not args.keep_home:
             shutil.rmtree(tmp, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     for row in rows:
         row |= {"hermes_commit": commit, "litellm_version": litellm_version(), "stream": args.stream}
     size = f"{args.duration:g} s" if args.duration is not None else f"N={args.requests}"
-    title = (f"/v1/chat/completions: Hermes {commit} vs LiteLLM {litellm_version()} (1 worker) vs direct, "
-             f"zero-latency backend, {'streaming' if args.stream else 'non-streaming'}, {size}/side/level, "
-             f"edge concurrency {args.edge_concurrency}, {psutil.cpu_count()} CPUs")
+    title = (
+        f"/v1/chat/completions: Hermes {commit} vs LiteLLM {litellm_version()} (1 worker) vs direct, "
+        f"zero-latency backend, {'streaming' if args.stream else 'non-streaming'}, {size}/side/level, "
+        f"edge concurrency {args.edge_concurrency}, {psutil.cpu_count()} CPUs"
+    )
     name = "peers-stream" if args.stream else "peers"
     write_csv(rows, args.out / f"{name}.csv")
     plot_peers(rows, args.out / f"{name}.png", title)

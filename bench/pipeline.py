@@ -25,36 +25,68 @@ from typing import Any
 
 import httpx
 import psutil
-
 from jobs import STAGES, JobSample, closed_loop, direct_call, poll_job, sse_job, thread_event_types
 from report import pct_fields, percentile, plot_latency, table, write_csv
-from system import (STREAMS, CoreTap, FakeLLMProcess, ProcessProbe, StreamCounter, idle_cpu,
-                    processes_with_home, start_stack)
+from system import (
+    STREAMS,
+    CoreTap,
+    FakeLLMProcess,
+    ProcessProbe,
+    StreamCounter,
+    idle_cpu,
+    processes_with_home,
+    start_stack,
+)
 
-SUMMARY = [("concurrency", "C"), ("ok", "ok"), ("failed", "fail"), ("jobs_per_s", "jobs/s"),
-           ("overhead_p50_ms", "ovh p50"), ("overhead_p95_ms", "ovh p95"), ("overhead_p99_ms", "ovh p99"),
-           ("rm_overhead_p50_ms", "rm p50"), ("rm_overhead_p99_ms", "rm p99"), ("backend_p50_ms", "backend p50"),
-           ("e2e_p50_ms", "e2e p50"), ("direct_p50_ms", "direct p50"), ("ratio_e2e_p50", "e2e/direct"),
-           ("direct_jobs_per_s", "direct/s"), ("ttft_delta_p50_ms", "ttft Δ p50"),
-           ("js_msgs_per_job", "js msg/job"), ("loadavg_1m", "load1")]
+SUMMARY = [
+    ("concurrency", "C"),
+    ("ok", "ok"),
+    ("failed", "fail"),
+    ("jobs_per_s", "jobs/s"),
+    ("overhead_p50_ms", "ovh p50"),
+    ("overhead_p95_ms", "ovh p95"),
+    ("overhead_p99_ms", "ovh p99"),
+    ("rm_overhead_p50_ms", "rm p50"),
+    ("rm_overhead_p99_ms", "rm p99"),
+    ("backend_p50_ms", "backend p50"),
+    ("e2e_p50_ms", "e2e p50"),
+    ("direct_p50_ms", "direct p50"),
+    ("ratio_e2e_p50", "e2e/direct"),
+    ("direct_jobs_per_s", "direct/s"),
+    ("ttft_delta_p50_ms", "ttft Δ p50"),
+    ("js_msgs_per_job", "js msg/job"),
+    ("loadavg_1m", "load1"),
+]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,10,50,100", help="comma-separated client counts")
     parser.add_argument("--jobs", type=int, default=200, help="jobs per concurrency level")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds per level: keep submitting for this long instead of --jobs (sustained run)")
-    parser.add_argument("--observe", choices=("sse", "poll"), default="sse",
-                        help="how completion is observed (see README)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per level: keep submitting for this long instead of --jobs (sustained run)",
+    )
+    parser.add_argument(
+        "--observe", choices=("sse", "poll"), default="sse", help="how completion is observed (see README)"
+    )
     parser.add_argument("--poll-interval-ms", type=float, default=50.0)
-    parser.add_argument("--edge-concurrency", type=int, default=None,
-                        help="HERMES_EDGE_CONCURRENCY for the edge and BACKEND_TALOS_MAX_CONCURRENT for the "
-                             "router (default: the services' own, 1)")
+    parser.add_argument(
+        "--edge-concurrency",
+        type=int,
+        default=None,
+        help="HERMES_EDGE_CONCURRENCY for the edge and BACKEND_TALOS_MAX_CONCURRENT for the "
+        "router (default: the services' own, 1)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured jobs before the first level")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per job before it counts as failed")
-    parser.add_argument("--nats-tap", action="store_true", help="also count core NATS messages with a '>' "
-                        "subscription (adds load; off by default)")
+    parser.add_argument(
+        "--nats-tap",
+        action="store_true",
+        help="also count core NATS messages with a '>' subscription (adds load; off by default)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--keep-home", action="store_true", help="keep the temp HERMES_HOME (logs, databases)")
     return parser.parse_args()
@@ -64,8 +96,16 @@ def idea_text(level: int, i: int) -> str:
     return f"Help me plan a small vegetable garden on my city balcony (bench run c{level} #{i})"
 
 
-async def run_level(args: argparse.Namespace, level: int, client: httpx.AsyncClient, direct: httpx.AsyncClient,
-                    llm_url: str, probe: ProcessProbe, counter: StreamCounter, tap: CoreTap | None) -> dict[str, Any]:
+async def run_level(
+    args: argparse.Namespace,
+    level: int,
+    client: httpx.AsyncClient,
+    direct: httpx.AsyncClient,
+    llm_url: str,
+    probe: ProcessProbe,
+    counter: StreamCounter,
+    tap: CoreTap | None,
+) -> dict[str, Any]:
     """One concurrency level: N jobs through the system, then the same prompts directly to the backend."""
     if args.observe == "sse":
         job = lambda i: sse_job(client, idea_text(level, i))  # noqa: E731
@@ -81,23 +121,33 @@ async def run_level(args: argparse.Namespace, level: int, client: httpx.AsyncCli
 
     samples = [r for r in results if isinstance(r, JobSample)]
     errors = [r for r in results if isinstance(r, str)]
-    prompts = [(s.messages or [{"role": "user", "content": idea_text(level, i)}], s.max_tokens)
-               for i, s in enumerate(samples)]
+    prompts = [
+        (s.messages or [{"role": "user", "content": idea_text(level, i)}], s.max_tokens) for i, s in enumerate(samples)
+    ]
     direct_results, direct_wall = await closed_loop(
-        len(prompts), level, lambda i: direct_call(direct, llm_url, *prompts[i]), args.timeout)
+        len(prompts), level, lambda i: direct_call(direct, llm_url, *prompts[i]), args.timeout
+    )
     direct_ms = [r for r in direct_results if isinstance(r, float)]
 
-    row: dict[str, Any] = {"concurrency": level, "jobs": len(results), "ok": len(samples), "failed": len(errors),
-                           "wall_s": round(wall, 2), "jobs_per_s": round(len(samples) / wall, 2),
-                           "loadavg_1m": round(load_1m, 2)}
+    row: dict[str, Any] = {
+        "concurrency": level,
+        "jobs": len(results),
+        "ok": len(samples),
+        "failed": len(errors),
+        "wall_s": round(wall, 2),
+        "jobs_per_s": round(len(samples) / wall, 2),
+        "loadavg_1m": round(load_1m, 2),
+    }
     row |= latency_fields(samples, direct_ms, direct_wall)
     row["ratio_throughput"] = round(row["direct_jobs_per_s"] / row["jobs_per_s"], 1) if samples else float("nan")
     n_ok = max(len(samples), 1)
-    row |= count_fields({name.removeprefix("HERMES_").lower(): seq1[name] - seq0[name] for name in STREAMS},
-                        "js", "msgs", n_ok)
+    row |= count_fields(
+        {name.removeprefix("HERMES_").lower(): seq1[name] - seq0[name] for name in STREAMS}, "js", "msgs", n_ok
+    )
     if tap:
-        row |= count_fields({k: tap1.get(k, 0) - tap0.get(k, 0) for k in sorted(set(tap1) | set(tap0))},
-                            "core", "total", n_ok)
+        row |= count_fields(
+            {k: tap1.get(k, 0) - tap0.get(k, 0) for k in sorted(set(tap1) | set(tap0))}, "core", "total", n_ok
+        )
     for name in sorted(cpu1):
         row[f"cpu_ms_per_job_{name}"] = round((cpu1[name] - cpu0.get(name, 0.0)) * 1000 / n_ok, 2)
     for name in sorted(peaks):
@@ -118,13 +168,15 @@ def latency_fields(samples: list[JobSample], direct_ms: list[float], direct_wall
     row |= pct_fields("direct", direct_ms, (50, 95, 99))
     row["direct_jobs_per_s"] = round(len(direct_ms) / direct_wall, 1) if direct_wall else 0.0
     row["ratio_e2e_p50"] = round(row["e2e_p50_ms"] / row["direct_p50_ms"], 1) if direct_ms else float("nan")
-    ttft = [s.token_seen_ms - s.first_token_ms for s in samples
-            if s.token_seen_ms is not None and s.first_token_ms is not None]
+    ttft = [
+        s.token_seen_ms - s.first_token_ms
+        for s in samples
+        if s.token_seen_ms is not None and s.first_token_ms is not None
+    ]
     row["ttft_samples"] = len(ttft)
     row["ttft_delta_p50_ms"] = round(percentile(ttft, 50), 2)
     for _, _, stage in STAGES:
-        row[f"stage_{stage}_p50_ms"] = round(percentile([s.stages[stage] for s in samples if stage in s.stages],
-                                                        50), 2)
+        row[f"stage_{stage}_p50_ms"] = round(percentile([s.stages[stage] for s in samples if stage in s.stages], 50), 2)
     return row
 
 
@@ -160,9 +212,11 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=2.0)
     timeout = httpx.Timeout(args.timeout, connect=10)
     nats_url = f"nats://127.0.0.1:{up.env['HERMES_NATS_PORT']}"
-    async with (httpx.AsyncClient(base_url=up.base_url, timeout=timeout, limits=limits) as client,
-                httpx.AsyncClient(timeout=timeout, limits=limits) as direct,
-                StreamCounter(nats_url) as counter):
+    async with (
+        httpx.AsyncClient(base_url=up.base_url, timeout=timeout, limits=limits) as client,
+        httpx.AsyncClient(timeout=timeout, limits=limits) as direct,
+        StreamCounter(nats_url) as counter,
+    ):
         await warm_up(args, client)
         probe = ProcessProbe.of(up.home, {"fake-llm": llm.proc.pid, "bench-client": os.getpid()})
         print("processes measured:", {n: [p.pid for p in ps] for n, ps in probe.procs.items()}, flush=True)
@@ -176,8 +230,11 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
         for level in levels:
             row = await run_level(args, level, client, direct, llm.base_url, probe, counter, tap)
             row |= {f"rest_rss_mb_{name}": mb for name, mb in rest.items()}
-            print(f"C={level}: {row['ok']} ok, {row['failed']} failed, {row['jobs_per_s']} jobs/s, overhead p50 "
-                  f"{row['overhead_p50_ms']} ms p99 {row['overhead_p99_ms']} ms", flush=True)
+            print(
+                f"C={level}: {row['ok']} ok, {row['failed']} failed, {row['jobs_per_s']} jobs/s, overhead p50 "
+                f"{row['overhead_p50_ms']} ms p99 {row['overhead_p99_ms']} ms",
+                flush=True,
+            )
             rows.append(row)
         probe.stop()
         return rows
@@ -206,9 +263,11 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     edge = args.edge_concurrency or "service default"
     size = f"{args.duration:g} s" if args.duration is not None else f"N={args.jobs}"
-    title = (f"Hermes pipeline overhead, zero-latency backend, 1 draft-1 job/thread "
-             f"(HERMES_MAX_QUESTIONS=0), observe={args.observe}, edge concurrency={edge}, {size}/level, "
-             f"{psutil.cpu_count()} CPUs")
+    title = (
+        f"Hermes pipeline overhead, zero-latency backend, 1 draft-1 job/thread "
+        f"(HERMES_MAX_QUESTIONS=0), observe={args.observe}, edge concurrency={edge}, {size}/level, "
+        f"{psutil.cpu_count()} CPUs"
+    )
     write_csv(rows, args.out / "pipeline.csv")
     plot_latency(rows, args.out / "latency.png", title)
     print(f"\n{title}\n{platform.platform()}; total run {time.monotonic() - started:.0f}s\n")

@@ -43,12 +43,17 @@ from typing import Any
 import msgspec
 import nats
 import psutil
-
+from procs import MODULES, ServiceProcess, model_env  # noqa: E402  (tests/ is on sys.path through system)
 from report import percentile, table, write_csv
 from system import ROOT
 from threadlog import Mix, build_log
 
-from procs import MODULES, ServiceProcess, model_env  # noqa: E402  (tests/ is on sys.path through system)
+from hermes_proto import subjects as subj  # noqa: E402
+from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, RawMessage, ensure_streams  # noqa: E402
+from hermes_proto.codec import decode_event  # noqa: E402
+from hermes_proto.projection import Projection  # noqa: E402
+from hermes_proto.queries import ThreadQuery  # noqa: E402
+from hermes_proto.settings import BusSettings  # noqa: E402
 
 from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port  # noqa: E402
 from hermes_learner.bootstrap import REACTION_EVENTS as LEARNER_REACTION_EVENTS  # noqa: E402
@@ -57,24 +62,33 @@ from hermes_learner.bootstrap import open_read_model as open_learner_read_model 
 from hermes_orchestrator import readmodel as orchestrator_rm  # noqa: E402
 from hermes_orchestrator.bootstrap import REACTION_EVENTS  # noqa: E402
 from hermes_orchestrator.projection import Projection as OrchestratorProjection  # noqa: E402
-from hermes_proto import subjects as subj  # noqa: E402
-from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, RawMessage, ensure_streams  # noqa: E402
-from hermes_proto.codec import decode_event  # noqa: E402
-from hermes_proto.projection import Projection  # noqa: E402
-from hermes_proto.queries import ThreadQuery  # noqa: E402
-from hermes_proto.settings import BusSettings  # noqa: E402
 from hermes_router import readmodel as router_rm  # noqa: E402
 from hermes_router.bootstrap import RouterProjection  # noqa: E402
 
 COMPONENTS = ("orchestrator", "learner", "router")
 CAUGHT_UP = "read_models_caught_up"
-SUMMARY = [("component", "component"), ("mode", "mode"), ("events", "events"), ("seconds", "s"),
-           ("events_per_s", "events/s"), ("net_events_per_s", "net events/s"),
-           ("first_half_events_per_s", "1st half/s"), ("second_half_events_per_s", "2nd half/s"),
-           ("cpu_s", "cpu s"), ("loadavg_1m", "load1")]
-RECOVERY = [("component", "component"), ("mode", "mode"), ("samples", "n"), ("p50_ms", "p50 ms"),
-            ("max_ms", "max ms"), ("min_ms", "min ms"), ("thread_query_p50_ms", "thread query p50 ms"),
-            ("loadavg_1m", "load1")]
+SUMMARY = [
+    ("component", "component"),
+    ("mode", "mode"),
+    ("events", "events"),
+    ("seconds", "s"),
+    ("events_per_s", "events/s"),
+    ("net_events_per_s", "net events/s"),
+    ("first_half_events_per_s", "1st half/s"),
+    ("second_half_events_per_s", "2nd half/s"),
+    ("cpu_s", "cpu s"),
+    ("loadavg_1m", "load1"),
+]
+RECOVERY = [
+    ("component", "component"),
+    ("mode", "mode"),
+    ("samples", "n"),
+    ("p50_ms", "p50 ms"),
+    ("max_ms", "max ms"),
+    ("min_ms", "min ms"),
+    ("thread_query_p50_ms", "thread query p50 ms"),
+    ("loadavg_1m", "load1"),
+]
 
 
 @dataclass
@@ -117,7 +131,7 @@ async def publish(js, events: list, batch: int) -> float:  # noqa: ANN001
     store = EventStore(js, "bench")
     start = time.perf_counter()
     for i in range(0, len(events), batch):
-        await store.append(events[i:i + batch])
+        await store.append(events[i : i + batch])
     return time.perf_counter() - start
 
 
@@ -126,17 +140,29 @@ async def settle_reactors(nc, js) -> dict[str, int]:  # noqa: ANN001
     the whole log on them, as on a server where those services were running all along: a service restarted on an
     empty database then rebuilds its read models without also re-running ~40 % of the log through its reactor.
     Returns the messages acked per durable."""
-    specs = [(LEARNER_REACTOR, [subj.event_type_filter(t) for t in LEARNER_REACTION_EVENTS]),
-             ("orchestrator-reactor", [subj.event_type_filter(t) for t in REACTION_EVENTS])]
+    specs = [
+        (LEARNER_REACTOR, [subj.event_type_filter(t) for t in LEARNER_REACTION_EVENTS]),
+        ("orchestrator-reactor", [subj.event_type_filter(t) for t in REACTION_EVENTS]),
+    ]
     acked = {}
 
     async def ignore(_delivery) -> None:  # noqa: ANN001
         return None
 
     for durable, filters in specs:
-        runner = ConsumerRunner(nc, js, ConsumerSpec(stream=subj.EVENTS_STREAM, durable=durable,
-                                                     filter_subjects=filters, decode=decode_event, handler=ignore,
-                                                     ordered=True), "bench")
+        runner = ConsumerRunner(
+            nc,
+            js,
+            ConsumerSpec(
+                stream=subj.EVENTS_STREAM,
+                durable=durable,
+                filter_subjects=filters,
+                decode=decode_event,
+                handler=ignore,
+                ordered=True,
+            ),
+            "bench",
+        )
         sub = await runner.subscribe()
         acked[durable] = 0
         while True:
@@ -145,7 +171,7 @@ async def settle_reactors(nc, js) -> dict[str, int]:  # noqa: ANN001
                 break
             try:
                 msgs = await sub.fetch(1000, timeout=2)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             for msg in msgs:
                 await msg.ack()
@@ -180,8 +206,9 @@ async def replay_in_process(component: str, js, tmp: Path, timeout_s: float) -> 
     last = await last_sequence(js)
     cpu0, start = time.process_time(), time.perf_counter()
     built = build_projection(component, f"sqlite:///{tmp / f'inproc-{component}.db'}", js)
-    follower = LogFollower(js, subj.EVENTS_STREAM, subj.EVENTS_ALL, built.projection.handle_batch,
-                           start_after=built.projection.position)
+    follower = LogFollower(
+        js, subj.EVENTS_STREAM, subj.EVENTS_ALL, built.projection.handle_batch, start_after=built.projection.position
+    )
     task = asyncio.create_task(follower.run())
     half = last // 2
     caught_up = await built.projection.wait_for(half, timeout_s)
@@ -194,8 +221,15 @@ async def replay_in_process(component: str, js, tmp: Path, timeout_s: float) -> 
     if not caught_up:
         raise RuntimeError(f"{component}: in-process replay stopped at {built.projection.position} of {last}")
     # The rate over each half of the log: does applying slow down as the tables grow?
-    return row(component, "in-process", last, seconds, cpu, first_half_events_per_s=round(at / halfway),
-               second_half_events_per_s=round((last - at) / (seconds - halfway)))
+    return row(
+        component,
+        "in-process",
+        last,
+        seconds,
+        cpu,
+        first_half_events_per_s=round(at / halfway),
+        second_half_events_per_s=round((last - at) / (seconds - halfway)),
+    )
 
 
 def replay_apply_only(component: str, batches: list[list[RawMessage]], tmp: Path) -> tuple[dict[str, Any], str]:
@@ -228,8 +262,11 @@ def service_env(component: str, nats_url: str, home: Path) -> dict[str, str]:
     """The service's environment: this one without Hermes/backend/Telegram settings, plus the bus, its own
     HERMES_HOME and no metrics port. The router gets a ``talos`` backend on a closed port (it never dispatches:
     every job in the log is finished)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BACKEND_", "HERMES_", "TELEGRAM_", "OTEL_")) and k not in ("NATS_URL", "DATABASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BACKEND_", "HERMES_", "TELEGRAM_", "OTEL_")) and k not in ("NATS_URL", "DATABASE_URL")
+    }
     env.update(NATS_URL=nats_url, HERMES_HOME=str(home), METRICS_PORT="0")
     if component == "router":
         env.update(model_env(free_port()), HERMES_BACKENDS_ENABLED="talos")
@@ -261,11 +298,13 @@ async def timed_start(process: ServiceProcess, timeout_s: float) -> tuple[float,
     return seconds, int(line["position"]), times.user + times.system
 
 
-async def replay_process(component: str, nats_url: str, tmp: Path, timeout_s: float,
-                         keep: bool) -> tuple[list[dict[str, Any]], ServiceProcess]:
+async def replay_process(
+    component: str, nats_url: str, tmp: Path, timeout_s: float, keep: bool
+) -> tuple[list[dict[str, Any]], ServiceProcess]:
     """The service from an empty database, then restarted on its caught-up one. Left running when ``keep``."""
-    process = ServiceProcess(component, MODULES[component], service_env(component, nats_url, tmp / f"home-{component}"),
-                             tmp / "logs")
+    process = ServiceProcess(
+        component, MODULES[component], service_env(component, nats_url, tmp / f"home-{component}"), tmp / "logs"
+    )
     seconds, position, cpu = await timed_start(process, timeout_s)
     rows = [row(component, "process", position, seconds, cpu)]
     process.stop()
@@ -278,8 +317,14 @@ async def replay_process(component: str, nats_url: str, tmp: Path, timeout_s: fl
     return rows, process
 
 
-async def recovery(process: ServiceProcess, nc, js, thread_id: str, repeats: int,  # noqa: ANN001
-                   timeout_s: float) -> dict[str, Any]:
+async def recovery(
+    process: ServiceProcess,
+    nc,
+    js,
+    thread_id: str,
+    repeats: int,  # noqa: ANN001
+    timeout_s: float,
+) -> dict[str, Any]:
     """SIGKILL the running orchestrator, restart it, and time (ms) until ``hermes.query.health`` reports its
     position at the log's end; then until a ``hermes.query.thread`` for ``thread_id`` is answered with it."""
     await until_healthy(nc, process, await last_sequence(js), timeout_s)  # serving before the first kill
@@ -295,11 +340,19 @@ async def recovery(process: ServiceProcess, nc, js, thread_id: str, repeats: int
         if not json.loads(reply.data).get("found"):
             raise RuntimeError(f"orchestrator does not know thread {thread_id} after the restart")
         thread_ms.append((time.perf_counter() - start) * 1000)
-    return {"component": "orchestrator", "mode": "recovery-sigkill", "events": last, "samples": repeats,
-            "p50_ms": round(percentile(health_ms, 50), 1), "max_ms": round(max(health_ms), 1),
-            "min_ms": round(min(health_ms), 1), "thread_query_p50_ms": round(percentile(thread_ms, 50), 1),
-            "samples_ms": " ".join(f"{v:.0f}" for v in health_ms), "seconds": round(percentile(health_ms, 50) / 1000, 3),
-            "loadavg_1m": load1()}
+    return {
+        "component": "orchestrator",
+        "mode": "recovery-sigkill",
+        "events": last,
+        "samples": repeats,
+        "p50_ms": round(percentile(health_ms, 50), 1),
+        "max_ms": round(max(health_ms), 1),
+        "min_ms": round(min(health_ms), 1),
+        "thread_query_p50_ms": round(percentile(thread_ms, 50), 1),
+        "samples_ms": " ".join(f"{v:.0f}" for v in health_ms),
+        "seconds": round(percentile(health_ms, 50) / 1000, 3),
+        "loadavg_1m": load1(),
+    }
 
 
 async def until_healthy(nc, process: ServiceProcess, last: int, timeout_s: float) -> None:  # noqa: ANN001
@@ -312,16 +365,24 @@ async def until_healthy(nc, process: ServiceProcess, last: int, timeout_s: float
             reply = await nc.request(subj.QUERY_HEALTH, b"", timeout=0.25)
             if json.loads(reply.data).get("position", -1) >= last:
                 return
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
             pass
         await asyncio.sleep(0.01)
     raise RuntimeError(f"orchestrator not at position {last} within {timeout_s}s")
 
 
 def row(component: str, mode: str, events: int, seconds: float, cpu: float, **extra: Any) -> dict[str, Any]:
-    return {"component": component, "mode": mode, "events": events, "seconds": round(seconds, 3),
-            "events_per_s": round(events / seconds) if events else 0, "net_events_per_s": "",
-            "cpu_s": round(cpu, 2), "loadavg_1m": load1(), **extra}
+    return {
+        "component": component,
+        "mode": mode,
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds) if events else 0,
+        "net_events_per_s": "",
+        "cpu_s": round(cpu, 2),
+        "loadavg_1m": load1(),
+        **extra,
+    }
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -333,12 +394,18 @@ async def measure(args: argparse.Namespace, tmp: Path, nats_url: str) -> tuple[l
     await ensure_streams(js, BusSettings(nats_url=nats_url))
     started = time.perf_counter()
     log = build_log(args.events, seed=args.seed, mix=Mix(workflow=args.workflow_share))
-    print(f"built {len(log.events)} events in {len(log.threads)} threads in {time.perf_counter() - started:.1f}s: "
-          f"{log.counts()}", flush=True)
+    print(
+        f"built {len(log.events)} events in {len(log.threads)} threads in {time.perf_counter() - started:.1f}s: "
+        f"{log.counts()}",
+        flush=True,
+    )
     seconds = await publish(js, log.events, args.publish_batch)
     last = await last_sequence(js)
-    print(f"appended {last} events in {seconds:.1f}s ({last / seconds:.0f}/s); stream "
-          f"{(await js.stream_info(subj.EVENTS_STREAM)).state.bytes / 2**20:.0f} MiB", flush=True)
+    print(
+        f"appended {last} events in {seconds:.1f}s ({last / seconds:.0f}/s); stream "
+        f"{(await js.stream_info(subj.EVENTS_STREAM)).state.bytes / 2**20:.0f} MiB",
+        flush=True,
+    )
     print(f"reactor durables acked: {await settle_reactors(nc, js)}", flush=True)
     rows: list[dict[str, Any]] = []
     profiles: list[str] = []
@@ -348,8 +415,9 @@ async def measure(args: argparse.Namespace, tmp: Path, nats_url: str) -> tuple[l
         rows.append(await replay_in_process(component, js, tmp, args.timeout))
         print(table([rows[-1]], SUMMARY), flush=True)
     for component in components if "process" in modes else []:
-        replayed, process = await replay_process(component, nats_url, tmp, args.timeout,
-                                                 keep=component == "orchestrator" and args.repeats > 0)
+        replayed, process = await replay_process(
+            component, nats_url, tmp, args.timeout, keep=component == "orchestrator" and args.repeats > 0
+        )
         rows += replayed
         print(table(replayed, SUMMARY), flush=True)
         if process.alive():
@@ -380,17 +448,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=100_000, help="at least this many events in the log")
     parser.add_argument("--repeats", type=int, default=5, help="orchestrator kill/restart cycles (0: none)")
     parser.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated read models to replay")
-    parser.add_argument("--modes", default="process",
-                        help="comma-separated replays: process (the real service), in-process (its projection and "
-                             "LogFollower in this process), or none")
+    parser.add_argument(
+        "--modes",
+        default="process",
+        help="comma-separated replays: process (the real service), in-process (its projection and "
+        "LogFollower in this process), or none",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated stories")
     parser.add_argument("--workflow-share", type=float, default=Mix().workflow, help="share of workflow threads")
     parser.add_argument("--publish-batch", type=int, default=2000, help="events per pipelined append")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per replay or restart")
-    parser.add_argument("--profile", action="store_true",
-                        help="also replay each read model from the log in memory (apply-only) and print a cProfile")
-    parser.add_argument("--profile-events", type=int, default=20_000,
-                        help="--profile: apply (timed, then under cProfile) the first this many events per read model")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also replay each read model from the log in memory (apply-only) and print a cProfile",
+    )
+    parser.add_argument(
+        "--profile-events",
+        type=int,
+        default=20_000,
+        help="--profile: apply (timed, then under cProfile) the first this many events per read model",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, databases, store)")
     return parser.parse_args()
@@ -399,12 +477,16 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hermes-bench-replay-"))
-    print(f"load average before start (1/5/15 min): {os.getloadavg()}; {psutil.cpu_count()} CPUs; "
-          f"{platform.platform()}; tmp {tmp}", flush=True)
+    print(
+        f"load average before start (1/5/15 min): {os.getloadavg()}; {psutil.cpu_count()} CPUs; "
+        f"{platform.platform()}; tmp {tmp}",
+        flush=True,
+    )
     started = time.monotonic()
     port = free_port()
-    server = subprocess.Popen(nats_server_args(port, tmp / "jetstream"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        nats_server_args(port, tmp / "jetstream"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port)
         rows, profiles = asyncio.run(measure(args, tmp, f"nats://127.0.0.1:{port}"))
@@ -414,8 +496,10 @@ def main() -> None:
         if not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     write_csv(rows, args.out / "replay.csv")
-    print(f"\nReplay from an empty database, {rows[0]['events']} events; total run {time.monotonic() - started:.0f}s; "
-          f"load average now {os.getloadavg()}\n")
+    print(
+        f"\nReplay from an empty database, {rows[0]['events']} events; total run {time.monotonic() - started:.0f}s; "
+        f"load average now {os.getloadavg()}\n"
+    )
     print(table([r for r in rows if not r["mode"].startswith("recovery")], SUMMARY))
     recovered = [r for r in rows if r["mode"].startswith("recovery")]
     if recovered:

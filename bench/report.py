@@ -67,6 +67,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A fixed-width text table of ``columns`` given as (row key, header)."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.3g}" if abs(value) < 10 else f"{value:.0f}"
@@ -92,17 +93,18 @@ def plot_peers(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     conc = sorted({r["concurrency"] for r in rows})
     colours = dict(zip(sides, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    panels = ((axes[0], [("requests_per_s", "o-", "")], "requests/s"),
-              (axes[1], [("overhead_p50_ms", "o-", " p50"), ("overhead_p99_ms", "s--", " p99")], "overhead ms"),
-              (axes[2], [("cpu_ms_per_req", "o-", "")], "CPU ms per request"))
+    panels = (
+        (axes[0], [("requests_per_s", "o-", "")], "requests/s"),
+        (axes[1], [("overhead_p50_ms", "o-", " p50"), ("overhead_p99_ms", "s--", " p99")], "overhead ms"),
+        (axes[2], [("cpu_ms_per_req", "o-", "")], "CPU ms per request"),
+    )
     for ax, series, label in panels:
         for side in sides:
             mine = sorted((r for r in rows if r["side"] == side), key=lambda r: r["concurrency"])
             for key, style, suffix in series:
                 values = [r.get(key, math.nan) for r in mine]
                 if not all(math.isnan(v) for v in values):
-                    ax.plot([r["concurrency"] for r in mine], values, style, color=colours[side],
-                            label=side + suffix)
+                    ax.plot([r["concurrency"] for r in mine], values, style, color=colours[side], label=side + suffix)
         ax.set_xscale("log")
         ax.set_xticks(conc, [str(c) for c in conc])
         ax.set_xlabel("concurrent clients (closed loop)")

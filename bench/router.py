@@ -32,14 +32,11 @@ from pathlib import Path
 import httpx
 import msgspec
 import nats
-
 from jobs import closed_loop, direct_call
+from procs import ServiceProcess  # noqa: E402  (tests/ is on sys.path through system)
 from report import pct_fields, table, write_csv
 from system import MODEL, ROOT, FakeLLMProcess
 
-from procs import ServiceProcess  # noqa: E402  (tests/ is on sys.path through system)
-
-from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port  # noqa: E402
 from hermes_proto import subjects as subj  # noqa: E402
 from hermes_proto.base import ChatMessage  # noqa: E402
 from hermes_proto.bus import EventStore, ensure_streams  # noqa: E402
@@ -48,13 +45,26 @@ from hermes_proto.execution import ExecutionRequested  # noqa: E402
 from hermes_proto.ids import new_id, utcnow  # noqa: E402
 from hermes_proto.settings import BusSettings  # noqa: E402
 
+from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port  # noqa: E402
+
 MAX_TOKENS = 64
-SUMMARY = [("concurrency", "C"), ("ok", "ok"), ("failed", "fail"), ("jobs_per_s", "jobs/s"),
-           ("dispatch_p50_ms", "dispatch p50"), ("dispatch_p99_ms", "dispatch p99"),
-           ("to_decision_p50_ms", "to decision p50"), ("decision_to_request_p50_ms", "decision→request p50"),
-           ("overhead_p50_ms", "ovh p50"), ("overhead_p99_ms", "ovh p99"),
-           ("e2e_p50_ms", "e2e p50"), ("e2e_p99_ms", "e2e p99"),
-           ("direct_p50_ms", "direct p50"), ("direct_p99_ms", "direct p99"), ("ratio_e2e_p50", "e2e/direct")]
+SUMMARY = [
+    ("concurrency", "C"),
+    ("ok", "ok"),
+    ("failed", "fail"),
+    ("jobs_per_s", "jobs/s"),
+    ("dispatch_p50_ms", "dispatch p50"),
+    ("dispatch_p99_ms", "dispatch p99"),
+    ("to_decision_p50_ms", "to decision p50"),
+    ("decision_to_request_p50_ms", "decision→request p50"),
+    ("overhead_p50_ms", "ovh p50"),
+    ("overhead_p99_ms", "ovh p99"),
+    ("e2e_p50_ms", "e2e p50"),
+    ("e2e_p99_ms", "e2e p99"),
+    ("direct_p50_ms", "direct p50"),
+    ("direct_p99_ms", "direct p99"),
+    ("ratio_e2e_p50", "e2e/direct"),
+]
 
 
 @dataclass
@@ -97,14 +107,24 @@ class Observer:
 
 
 def prompt(level: int, i: int) -> list[ChatMessage]:
-    return [ChatMessage(role="system", content="You are a concise planning assistant."),
-            ChatMessage(role="user", content=f"Job {level}-{i}: outline three steps to plan a balcony garden.")]
+    return [
+        ChatMessage(role="system", content="You are a concise planning assistant."),
+        ChatMessage(role="user", content=f"Job {level}-{i}: outline three steps to plan a balcony garden."),
+    ]
 
 
 async def routed_job(store: EventStore, observer: Observer, messages: list[ChatMessage]) -> dict[str, float]:
     """One job through the router and edge; ms figures as described in the module docstring."""
-    job = JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
-                    job_id=new_id(), kind="draft1", messages=messages, max_tokens=MAX_TOKENS)
+    job = JobQueued(
+        event_id=new_id(),
+        aggregate_id=new_id(),
+        occurred_at=utcnow(),
+        correlation_id=new_id(),
+        job_id=new_id(),
+        kind="draft1",
+        messages=messages,
+        max_tokens=MAX_TOKENS,
+    )
     waiter = observer.expect(job.job_id)
     try:
         await store.append([job])
@@ -116,18 +136,31 @@ async def routed_job(store: EventStore, observer: Observer, messages: list[ChatM
     e2e = (completed_at - start) * 1000
     # Stages by wall clock (one machine, one clock): queued event → the round's decision time (projection
     # and wake-up), decision → request seen here (snapshot read, scoring, append, publish).
-    return {"dispatch": (dispatched_at - start) * 1000, "e2e": e2e, "overhead": e2e - latency_ms,
-            "to_decision": (decided_wall - job.occurred_at.timestamp()) * 1000,
-            "decision_to_request": (seen_wall - decided_wall) * 1000}
+    return {
+        "dispatch": (dispatched_at - start) * 1000,
+        "e2e": e2e,
+        "overhead": e2e - latency_ms,
+        "to_decision": (decided_wall - job.occurred_at.timestamp()) * 1000,
+        "decision_to_request": (seen_wall - decided_wall) * 1000,
+    }
 
 
 def service_env(nats_url: str, home: Path, llm: FakeLLMProcess, max_concurrent: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "HERMES_", "TELEGRAM_"))}
-    env.update(NATS_URL=nats_url, HERMES_HOME=str(home), METRICS_PORT="0",
-               HERMES_BACKENDS_ENABLED="talos", HERMES_PRIMARY_BACKEND="talos", BACKEND_TALOS_TYPE="openai",
-               BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(llm.port), BACKEND_TALOS_MODELS=MODEL,
-               BACKEND_TALOS_MAX_CONCURRENT=str(max_concurrent), HERMES_EDGE_CONCURRENCY=str(max_concurrent),
-               HERMES_EDGE_BACKEND="talos")
+    env.update(
+        NATS_URL=nats_url,
+        HERMES_HOME=str(home),
+        METRICS_PORT="0",
+        HERMES_BACKENDS_ENABLED="talos",
+        HERMES_PRIMARY_BACKEND="talos",
+        BACKEND_TALOS_TYPE="openai",
+        BACKEND_TALOS_HOST="127.0.0.1",
+        BACKEND_TALOS_PORT=str(llm.port),
+        BACKEND_TALOS_MODELS=MODEL,
+        BACKEND_TALOS_MAX_CONCURRENT=str(max_concurrent),
+        HERMES_EDGE_CONCURRENCY=str(max_concurrent),
+        HERMES_EDGE_BACKEND="talos",
+    )
     return env
 
 
@@ -141,8 +174,9 @@ async def wait_ready(process: ServiceProcess, marker: str, timeout_s: float = 60
 
 async def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
     port = free_port()
-    nats_proc = subprocess.Popen(nats_server_args(port, tmp / "jetstream"), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+    nats_proc = subprocess.Popen(
+        nats_server_args(port, tmp / "jetstream"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     llm = FakeLLMProcess(tmp / "fake-llm.log").start()
     services: list[ServiceProcess] = []
     try:
@@ -152,8 +186,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
         js = nc.jetstream()
         await ensure_streams(js, BusSettings(nats_url=nats_url))
         env = service_env(nats_url, tmp, llm, args.max_concurrent)
-        services = [ServiceProcess("router", "hermes_router", env, tmp / "logs").start(),
-                    ServiceProcess("edge", "hermes_edge", env, tmp / "logs").start()]
+        services = [
+            ServiceProcess("router", "hermes_router", env, tmp / "logs").start(),
+            ServiceProcess("edge", "hermes_edge", env, tmp / "logs").start(),
+        ]
         await asyncio.gather(wait_ready(services[0], "router_started"), wait_ready(services[1], "edge_started"))
         observer = Observer()
         await observer.start(nc, "talos")
@@ -174,10 +210,18 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
         nats_proc.wait(timeout=10)
 
 
-async def measure(args: argparse.Namespace, level: int, concurrency: int, store: EventStore, observer: Observer,
-                  client: httpx.AsyncClient, llm: FakeLLMProcess) -> dict:
-    results, wall_s = await closed_loop(args.jobs, concurrency,
-                                        lambda i: routed_job(store, observer, prompt(level, i)), args.timeout)
+async def measure(
+    args: argparse.Namespace,
+    level: int,
+    concurrency: int,
+    store: EventStore,
+    observer: Observer,
+    client: httpx.AsyncClient,
+    llm: FakeLLMProcess,
+) -> dict:
+    results, wall_s = await closed_loop(
+        args.jobs, concurrency, lambda i: routed_job(store, observer, prompt(level, i)), args.timeout
+    )
     ok = [r for r in results if isinstance(r, dict)]
     failed = [r for r in results if not isinstance(r, dict)]
 
@@ -187,8 +231,14 @@ async def measure(args: argparse.Namespace, level: int, concurrency: int, store:
 
     direct_ms, _ = await closed_loop(args.jobs, concurrency, direct, args.timeout)
     direct_ok = [d for d in direct_ms if isinstance(d, float)]
-    row = {"concurrency": concurrency, "jobs": args.jobs, "ok": len(ok), "failed": len(failed),
-           "first_error": failed[0] if failed else "", "jobs_per_s": round(len(ok) / wall_s, 1)}
+    row = {
+        "concurrency": concurrency,
+        "jobs": args.jobs,
+        "ok": len(ok),
+        "failed": len(failed),
+        "first_error": failed[0] if failed else "",
+        "jobs_per_s": round(len(ok) / wall_s, 1),
+    }
     for key in ("dispatch", "overhead", "e2e", "to_decision", "decision_to_request"):
         row.update(pct_fields(key, [r[key] for r in ok]))
     row.update(pct_fields("direct", direct_ok))
@@ -200,9 +250,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated in-flight job counts")
     parser.add_argument("--jobs", type=int, default=300, help="jobs per concurrency level")
-    parser.add_argument("--max-concurrent", type=int, default=16,
-                        help="BACKEND_TALOS_MAX_CONCURRENT and HERMES_EDGE_CONCURRENCY (so the limit is not "
-                             "what is measured)")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=16,
+        help="BACKEND_TALOS_MAX_CONCURRENT and HERMES_EDGE_CONCURRENCY (so the limit is not what is measured)",
+    )
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per job")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")

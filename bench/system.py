@@ -20,8 +20,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from stack import HermesUp, processes_with_home  # noqa: E402  (tests/ is not a package)
 
-from hermes_cli.natsserver import free_port, wait_for_port  # noqa: E402
 from hermes_proto import subjects as subj  # noqa: E402
+
+from hermes_cli.natsserver import free_port, wait_for_port  # noqa: E402
 
 MODEL = "bench-model"
 STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM)
@@ -44,7 +45,10 @@ class FakeLLMProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fakes.llm_servers", "openai", "--port", str(self.port), "--models", MODEL],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+            )
         wait_for_port(self.port, timeout_s=30)
         return self
 
@@ -59,9 +63,15 @@ def start_stack(tmp: Path, llm: FakeLLMProcess, edge_concurrency: int | None) ->
     HERMES_MAX_QUESTIONS=0 (each thread is exactly one draft-1 job), Telegram off."""
     for name in [k for k in os.environ if k.startswith(("TELEGRAM_", "BACKEND_"))]:
         os.environ.pop(name)
-    env = {"HERMES_LOCAL_MODEL": "false", "BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1",
-           "BACKEND_TALOS_PORT": str(llm.port), "BACKEND_TALOS_MODELS": MODEL, "HERMES_MAX_QUESTIONS": "0",
-           "TELEGRAM_BOT_TOKEN": ""}
+    env = {
+        "HERMES_LOCAL_MODEL": "false",
+        "BACKEND_TALOS_TYPE": "openai",
+        "BACKEND_TALOS_HOST": "127.0.0.1",
+        "BACKEND_TALOS_PORT": str(llm.port),
+        "BACKEND_TALOS_MODELS": MODEL,
+        "HERMES_MAX_QUESTIONS": "0",
+        "TELEGRAM_BOT_TOKEN": "",
+    }
     if edge_concurrency:
         # The edge's model calls at once and the router's limit for the backend go together: Talos is a local
         # backend, whose limit defaults to 1 (hermes_proto.backends.BackendConfig.concurrency_limit).
@@ -138,7 +148,6 @@ class ProcessProbe:
         self._stop.set()
 
 
-
 async def idle_cpu(probe: ProcessProbe, seconds: float = 3.0) -> dict[str, float]:
     """CPU ms per second each of the probe's named processes burns with no work in flight (heartbeats, polling)."""
     before = probe.cpu_seconds()
@@ -174,9 +183,15 @@ class StreamCounter:
         return out
 
 
-JS_API_VERBS = {"CONSUMER.CREATE": "consumer_create", "CONSUMER.DELETE": "consumer_delete",
-                "CONSUMER.MSG": "pull_next", "STREAM.INFO": "stream_info", "STREAM.MSG": "msg_get",
-                "CONSUMER.INFO": "consumer_info", "DIRECT.GET": "direct_get"}
+JS_API_VERBS = {
+    "CONSUMER.CREATE": "consumer_create",
+    "CONSUMER.DELETE": "consumer_delete",
+    "CONSUMER.MSG": "pull_next",
+    "STREAM.INFO": "stream_info",
+    "STREAM.MSG": "msg_get",
+    "CONSUMER.INFO": "consumer_info",
+    "DIRECT.GET": "direct_get",
+}
 """``$JS.API`` requests counted by kind (``$JS.API.<two tokens>``); any other kind is ``js_api_other``."""
 
 
@@ -206,8 +221,8 @@ class CoreTap:
         async def count(msg) -> None:
             key = tap_key(msg.subject)
             self.counts[key] = self.counts.get(key, 0) + 1
-        self.sub = await nc.subscribe(">", cb=count, pending_msgs_limit=1_000_000,
-                                      pending_bytes_limit=1 << 30)
+
+        self.sub = await nc.subscribe(">", cb=count, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts)

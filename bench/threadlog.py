@@ -30,11 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-from hermes_edge.domain import ErrorCode, ModelCallFailed, ModelReply, completed_event, failed_event, started_event
-from hermes_learner import domain as learner
-from hermes_learner.templates import SEED_TEMPLATES
-from hermes_orchestrator import domain as orch
-from hermes_router.handlers import request_id_for, selected_id_for
 
 from hermes_proto.base import Event
 from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, RateThread, SubmitIdea, SubmitWorkflow
@@ -54,9 +49,22 @@ from hermes_proto.events import (
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import derived_id
 
+from hermes_edge.domain import ErrorCode, ModelCallFailed, ModelReply, completed_event, failed_event, started_event
+from hermes_learner import domain as learner
+from hermes_learner.templates import SEED_TEMPLATES
+from hermes_orchestrator import domain as orch
+from hermes_router.handlers import request_id_for, selected_id_for
+
 # The orchestrator's limits with its settings' defaults (OrchestratorSettings), as bootstrap.run builds them.
-LIMITS = orch.Limits(max_questions=5, answer_timeout_s=600.0, max_tokens=256, temperature=0.7, job_timeout_s=3600.0,
-                     workflow_max_steps=10, workflow_timeout_s=3600.0)
+LIMITS = orch.Limits(
+    max_questions=5,
+    answer_timeout_s=600.0,
+    max_tokens=256,
+    temperature=0.7,
+    job_timeout_s=3600.0,
+    workflow_max_steps=10,
+    workflow_timeout_s=3600.0,
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,11 @@ class Backend:
     local: bool
 
 
-BACKENDS = (Backend("talos", "llama3.1:8b", 0.0, 0.0, True),
-            Backend("server_models", "qwen2.5:32b", 0.0, 0.0, True),
-            Backend("remote_api", "anthropic/claude-3.5-haiku", 80.0, 400.0, False))
+BACKENDS = (
+    Backend("talos", "llama3.1:8b", 0.0, 0.0, True),
+    Backend("server_models", "qwen2.5:32b", 0.0, 0.0, True),
+    Backend("remote_api", "anthropic/claude-3.5-haiku", 80.0, 400.0, False),
+)
 
 
 @dataclass(frozen=True)
@@ -110,19 +120,82 @@ IDEAS = (
 )
 PLACES = ("Lisbon", "Kyoto", "Berlin", "city", "rooftop", "Oslo", "Porto", "Vienna")
 LANGS = ("Spanish", "Japanese", "Rust", "German", "statistics")
-WORDS = ("plan", "step", "first", "then", "water", "budget", "week", "choose", "simple", "start", "check", "list",
-         "soil", "daily", "light", "goal", "time", "cost", "option", "small", "compare", "schedule", "measure",
-         "review", "draft", "clear", "useful", "practical", "order", "space", "test", "repeat", "note", "keep")
-ANSWERS = ("A step-by-step plan", "A small budget", "This month", "Just for fun", "No preference",
-           "Around 50 euros", "Two hours a week", "Beginner", "For my family", "Keep it short")
+WORDS = (
+    "plan",
+    "step",
+    "first",
+    "then",
+    "water",
+    "budget",
+    "week",
+    "choose",
+    "simple",
+    "start",
+    "check",
+    "list",
+    "soil",
+    "daily",
+    "light",
+    "goal",
+    "time",
+    "cost",
+    "option",
+    "small",
+    "compare",
+    "schedule",
+    "measure",
+    "review",
+    "draft",
+    "clear",
+    "useful",
+    "practical",
+    "order",
+    "space",
+    "test",
+    "repeat",
+    "note",
+    "keep",
+)
+ANSWERS = (
+    "A step-by-step plan",
+    "A small budget",
+    "This month",
+    "Just for fun",
+    "No preference",
+    "Around 50 euros",
+    "Two hours a week",
+    "Beginner",
+    "For my family",
+    "Keep it short",
+)
 WORKFLOW_SHAPES = (  # (title, [(step_id, prompt, depends_on)])
-    ("Blog post", [("research", "Collect facts about {topic}", []), ("outline", "Outline a post", ["research"]),
-                   ("draft", "Write the post", ["outline"])]),
-    ("Market scan", [("sources", "List sources about {topic}", []), ("prices", "Summarise prices", ["sources"]),
-                     ("trends", "Summarise trends", ["sources"]), ("report", "Write a report", ["prices", "trends"])]),
-    ("Release notes", [("changes", "List the changes in {topic}", []), ("risks", "List the risks", []),
-                       ("notes", "Write release notes", ["changes", "risks"]), ("email", "Announce it", ["notes"]),
-                       ("faq", "Write an FAQ", ["notes"])]),
+    (
+        "Blog post",
+        [
+            ("research", "Collect facts about {topic}", []),
+            ("outline", "Outline a post", ["research"]),
+            ("draft", "Write the post", ["outline"]),
+        ],
+    ),
+    (
+        "Market scan",
+        [
+            ("sources", "List sources about {topic}", []),
+            ("prices", "Summarise prices", ["sources"]),
+            ("trends", "Summarise trends", ["sources"]),
+            ("report", "Write a report", ["prices", "trends"]),
+        ],
+    ),
+    (
+        "Release notes",
+        [
+            ("changes", "List the changes in {topic}", []),
+            ("risks", "List the risks", []),
+            ("notes", "Write release notes", ["changes", "risks"]),
+            ("email", "Announce it", ["notes"]),
+            ("faq", "Write an FAQ", ["notes"]),
+        ],
+    ),
 )
 
 
@@ -146,18 +219,18 @@ class Stories:
     def text(self, low: int, high: int) -> str:
         """Draft-like prose of ``low``-``high`` words (a 256-token draft is ~150-200 words)."""
         words = self.rng.choices(WORDS, k=self.rng.randint(low, high))
-        sentences = [" ".join(words[i:i + 12]).capitalize() + "." for i in range(0, len(words), 12)]
+        sentences = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, len(words), 12)]
         return " ".join(sentences)
 
     def idea(self) -> str:
         template = self.rng.choice(IDEAS)
-        return template.format(place=self.rng.choice(PLACES), lang=self.rng.choice(LANGS),
-                               n=self.rng.randint(2, 30))
+        return template.format(place=self.rng.choice(PLACES), lang=self.rng.choice(LANGS), n=self.rng.randint(2, 30))
 
     # ---- one job: router selection, edge execution, router cost ------------------------------------------
 
-    def run_job(self, queued: JobQueued, t: datetime, private: bool) -> tuple[list[Event], ExecutionCompleted,
-                                                                             datetime]:
+    def run_job(
+        self, queued: JobQueued, t: datetime, private: bool
+    ) -> tuple[list[Event], ExecutionCompleted, datetime]:
         """The router's BackendSelected, the edge's ExecutionStarted / (ExecutionFailed + failover) /
         ExecutionCompleted and the router's CostRecorded for ``queued``; returns (events, completion, time)."""
         events: list[Event] = []
@@ -170,60 +243,122 @@ class Stories:
             t = self.later(t, 0.002, 0.05)
             selected = self.selection(queued, backend, eligible, attempt, failed_on, t)
             request = ExecutionRequested(
-                request_id=request_id_for(queued.event_id, attempt), thread_id=queued.aggregate_id,
-                job_id=queued.job_id, backend=backend.name, model=backend.model, messages=queued.messages,
-                max_tokens=queued.max_tokens, temperature=queued.temperature, correlation_id=queued.correlation_id,
-                requested_at=t)
+                request_id=request_id_for(queued.event_id, attempt),
+                thread_id=queued.aggregate_id,
+                job_id=queued.job_id,
+                backend=backend.name,
+                model=backend.model,
+                messages=queued.messages,
+                max_tokens=queued.max_tokens,
+                temperature=queued.temperature,
+                correlation_id=queued.correlation_id,
+                requested_at=t,
+            )
             t = self.later(t, 0.003, 0.08)
             events += [selected, started_event(request, backend.name, backend.model, attempt, t)]
             if fails and attempt == 1:
                 t = self.later(t, 0.5, 5.0)
-                error = ModelCallFailed(ErrorCode.HTTP_5XX, "HTTP 503: upstream overloaded",
-                                        latency_ms=self.rng.uniform(300, 5000))
+                error = ModelCallFailed(
+                    ErrorCode.HTTP_5XX, "HTTP 503: upstream overloaded", latency_ms=self.rng.uniform(300, 5000)
+                )
                 events.append(failed_event(request, backend.name, backend.model, error, t))
                 attempt, failed_on = 2, backend.name
                 continue
             return self.completion(queued, request, backend, attempt, events, t)
 
-    def selection(self, queued: JobQueued, chosen: Backend, eligible: list[Backend], attempt: int,
-                  failed_on: str | None, t: datetime) -> BackendSelected:
+    def selection(
+        self,
+        queued: JobQueued,
+        chosen: Backend,
+        eligible: list[Backend],
+        attempt: int,
+        failed_on: str | None,
+        t: datetime,
+    ) -> BackendSelected:
         score = round(self.rng.uniform(0.55, 0.95), 4)
         prompt_tokens = estimate_prompt_tokens(queued.messages)
         estimate = cost_cents(prompt_tokens, queued.max_tokens, chosen.price_in, chosen.price_out)
-        candidates = [BackendCandidate(
-            backend=b.name, model=b.model, score=score if b is chosen else round(score - self.rng.uniform(0.01, 0.3), 4),
-            rejected=None if b is chosen else ("failed this job earlier" if b.name == failed_on else
-                                               "private job: not a local backend" if b not in eligible else
-                                               f"lower score than {chosen.name}"),
-            estimated_cost_cents=cost_cents(prompt_tokens, queued.max_tokens, b.price_in, b.price_out))
-            for b in BACKENDS]
+        candidates = [
+            BackendCandidate(
+                backend=b.name,
+                model=b.model,
+                score=score if b is chosen else round(score - self.rng.uniform(0.01, 0.3), 4),
+                rejected=None
+                if b is chosen
+                else (
+                    "failed this job earlier"
+                    if b.name == failed_on
+                    else "private job: not a local backend"
+                    if b not in eligible
+                    else f"lower score than {chosen.name}"
+                ),
+                estimated_cost_cents=cost_cents(prompt_tokens, queued.max_tokens, b.price_in, b.price_out),
+            )
+            for b in BACKENDS
+        ]
         job_type = "general" if queued.kind != "step" else "content"
         return BackendSelected(
-            event_id=selected_id_for(queued.event_id, attempt), aggregate_id=queued.aggregate_id, occurred_at=t,
-            correlation_id=queued.correlation_id, causation_id=queued.event_id, job_id=queued.job_id,
-            backend=chosen.name, model=chosen.model, criteria="quality_first", candidates=candidates,
-            reason=(f"score: {chosen.name} (quality_first score {score}, health healthy) among "
-                    f"{len(eligible) - (failed_on is not None)} eligible; job type {job_type}"),
-            attempt=attempt, strategy="score", job_type=job_type, project=queued.project, private=queued.private,
-            estimated_cost_cents=estimate, price_in_cents_per_mtok=chosen.price_in,
-            price_out_cents_per_mtok=chosen.price_out, failover_from=failed_on)
+            event_id=selected_id_for(queued.event_id, attempt),
+            aggregate_id=queued.aggregate_id,
+            occurred_at=t,
+            correlation_id=queued.correlation_id,
+            causation_id=queued.event_id,
+            job_id=queued.job_id,
+            backend=chosen.name,
+            model=chosen.model,
+            criteria="quality_first",
+            candidates=candidates,
+            reason=(
+                f"score: {chosen.name} (quality_first score {score}, health healthy) among "
+                f"{len(eligible) - (failed_on is not None)} eligible; job type {job_type}"
+            ),
+            attempt=attempt,
+            strategy="score",
+            job_type=job_type,
+            project=queued.project,
+            private=queued.private,
+            estimated_cost_cents=estimate,
+            price_in_cents_per_mtok=chosen.price_in,
+            price_out_cents_per_mtok=chosen.price_out,
+            failover_from=failed_on,
+        )
 
-    def completion(self, queued: JobQueued, request: ExecutionRequested, backend: Backend, attempt: int,
-                   events: list[Event], t: datetime) -> tuple[list[Event], ExecutionCompleted, datetime]:
+    def completion(
+        self,
+        queued: JobQueued,
+        request: ExecutionRequested,
+        backend: Backend,
+        attempt: int,
+        events: list[Event],
+        t: datetime,
+    ) -> tuple[list[Event], ExecutionCompleted, datetime]:
         latency_ms = self.rng.uniform(2000, 20000)
         text = self.text(90, 190)
-        reply = ModelReply(text=text, prompt_tokens=estimate_prompt_tokens(queued.messages),
-                           completion_tokens=estimate_tokens(text), latency_ms=latency_ms,
-                           first_token_ms=latency_ms * self.rng.uniform(0.05, 0.2), finish_reason="stop")
+        reply = ModelReply(
+            text=text,
+            prompt_tokens=estimate_prompt_tokens(queued.messages),
+            completion_tokens=estimate_tokens(text),
+            latency_ms=latency_ms,
+            first_token_ms=latency_ms * self.rng.uniform(0.05, 0.2),
+            finish_reason="stop",
+        )
         t += timedelta(milliseconds=latency_ms)
         done = completed_event(request, backend.name, backend.model, reply, t)
         t = self.later(t, 0.005, 0.2)
         cost = CostRecorded(
-            event_id=derived_id(queued.event_id, f"cost_recorded-{attempt}"), aggregate_id=queued.aggregate_id,
-            occurred_at=t, correlation_id=queued.correlation_id, causation_id=done.event_id, job_id=queued.job_id,
-            backend=backend.name, model=backend.model, project=queued.project, prompt_tokens=reply.prompt_tokens,
+            event_id=derived_id(queued.event_id, f"cost_recorded-{attempt}"),
+            aggregate_id=queued.aggregate_id,
+            occurred_at=t,
+            correlation_id=queued.correlation_id,
+            causation_id=done.event_id,
+            job_id=queued.job_id,
+            backend=backend.name,
+            model=backend.model,
+            project=queued.project,
+            prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
-            cost_cents=cost_cents(reply.prompt_tokens, reply.completion_tokens, backend.price_in, backend.price_out))
+            cost_cents=cost_cents(reply.prompt_tokens, reply.completion_tokens, backend.price_in, backend.price_out),
+        )
         return events + [done, cost], done, t
 
     # ---- stories ---------------------------------------------------------------------------------------
@@ -243,16 +378,30 @@ class Stories:
 
     def idea_thread(self, t: datetime) -> list[Event]:
         thread_id, private = self.new_id(), self.rng.random() < self.mix.private
-        submit = SubmitIdea(command_id=self.new_id(), issued_at=t, correlation_id=self.new_id(), thread_id=thread_id,
-                            idea=self.idea(), channel=self.rng.choice(("web", "api", "cli", "telegram")),
-                            project=self.rng.choice(("default", "home", "work")), private=private,
-                            priority=self.rng.choice((5, 5, 5, 3, 8)),
-                            max_questions=0 if self.rng.random() < self.mix.no_questions else None)
+        submit = SubmitIdea(
+            command_id=self.new_id(),
+            issued_at=t,
+            correlation_id=self.new_id(),
+            thread_id=thread_id,
+            idea=self.idea(),
+            channel=self.rng.choice(("web", "api", "cli", "telegram")),
+            project=self.rng.choice(("default", "home", "work")),
+            private=private,
+            priority=self.rng.choice((5, 5, 5, 3, 8)),
+            max_questions=0 if self.rng.random() < self.mix.no_questions else None,
+        )
         t = self.later(t, 0.005, 0.05)
         opened, queued = orch.decide_submit(None, submit, LIMITS, t)
-        state = orch.ThreadState(thread_id=thread_id, idea=opened.idea, status=orch.DRAFTING,
-                                 correlation_id=opened.correlation_id, max_questions=opened.max_questions,
-                                 project=opened.project, private=private, priority=opened.priority)
+        state = orch.ThreadState(
+            thread_id=thread_id,
+            idea=opened.idea,
+            status=orch.DRAFTING,
+            correlation_id=opened.correlation_id,
+            max_questions=opened.max_questions,
+            project=opened.project,
+            private=private,
+            priority=opened.priority,
+        )
         state.jobs[queued.job_id] = orch.JobState(queued.job_id, "draft1", "queued")
         story: list[Event] = [opened, queued]
         reaction, t = self.finish_job(state, queued, t)
@@ -276,26 +425,42 @@ class Stories:
 
     def questions(self, state: orch.ThreadState, draft: DraftPresented, t: datetime) -> QuestionsProposed:
         """The learner's reaction to draft 1 (``Learner._proposed`` with ``domain.choose``, no statistics yet)."""
-        decision = learner.choose(state.idea, draft.text, SEED_TEMPLATES, {}, min(state.max_questions, 5),
-                                  draft_event_id=draft.event_id)
-        return QuestionsProposed(event_id=derived_id(draft.event_id, "questions_proposed"), aggregate_id=state.thread_id,
-                                 occurred_at=t, correlation_id=draft.correlation_id, causation_id=draft.event_id,
-                                 questions=decision.questions, idea_type=decision.idea_type, clarity=decision.clarity,
-                                 reason=decision.reason)
+        decision = learner.choose(
+            state.idea, draft.text, SEED_TEMPLATES, {}, min(state.max_questions, 5), draft_event_id=draft.event_id
+        )
+        return QuestionsProposed(
+            event_id=derived_id(draft.event_id, "questions_proposed"),
+            aggregate_id=state.thread_id,
+            occurred_at=t,
+            correlation_id=draft.correlation_id,
+            causation_id=draft.event_id,
+            questions=decision.questions,
+            idea_type=decision.idea_type,
+            clarity=decision.clarity,
+            reason=decision.reason,
+        )
 
     def answers_or_timeout(self, state: orch.ThreadState, draft: DraftPresented, t: datetime) -> list[Event]:
         if self.rng.random() >= self.mix.answered:
             t = draft.occurred_at + timedelta(seconds=LIMITS.answer_timeout_s + self.rng.uniform(0, 0.5))
-            close = CloseAnswerWindow(command_id=derived_id(state.thread_id, "close_answer_window"), issued_at=t,
-                                      thread_id=state.thread_id, correlation_id=state.correlation_id)
+            close = CloseAnswerWindow(
+                command_id=derived_id(state.thread_id, "close_answer_window"),
+                issued_at=t,
+                thread_id=state.thread_id,
+                correlation_id=state.correlation_id,
+            )
             closing = orch.decide_close_window(state, close, t)
             state.status, state.final_draft_number = orch.COMPLETED, 1
             return closing
         t = self.later(t, 20, 300)
         picked = self.rng.sample(state.questions, self.rng.randint(1, len(state.questions)))
-        answer = AnswerQuestions(command_id=self.new_id(), issued_at=t, correlation_id=self.new_id(),
-                                 thread_id=state.thread_id,
-                                 answers=[Answer(question_id=q.question_id, text=self.rng.choice(ANSWERS)) for q in picked])
+        answer = AnswerQuestions(
+            command_id=self.new_id(),
+            issued_at=t,
+            correlation_id=self.new_id(),
+            thread_id=state.thread_id,
+            answers=[Answer(question_id=q.question_id, text=self.rng.choice(ANSWERS)) for q in picked],
+        )
         recorded, queued = orch.decide_answers(state, answer, LIMITS, t)
         state.status = orch.REFINING
         state.jobs[queued.job_id] = orch.JobState(queued.job_id, "draft2", "queued")
@@ -307,26 +472,46 @@ class Stories:
         if state.status != orch.COMPLETED or self.rng.random() >= self.mix.rated:
             return []
         t = self.later(t, 5, 600)
-        rate = RateThread(command_id=self.new_id(), issued_at=t, correlation_id=self.new_id(), thread_id=state.thread_id,
-                          rating=self.rng.choices((1, 2, 3, 4, 5), weights=(1, 1, 3, 5, 4))[0],
-                          comment=self.rng.choice(("", "", "great", "too long", "helpful, thanks")))
+        rate = RateThread(
+            command_id=self.new_id(),
+            issued_at=t,
+            correlation_id=self.new_id(),
+            thread_id=state.thread_id,
+            rating=self.rng.choices((1, 2, 3, 4, 5), weights=(1, 1, 3, 5, 4))[0],
+            comment=self.rng.choice(("", "", "great", "too long", "helpful, thanks")),
+        )
         return orch.decide_rate(state, rate, t)
 
     def workflow(self, t: datetime) -> list[Event]:
         """A workflow thread: planned, its steps run as their dependencies complete, then completed."""
         title, shape = self.rng.choice(WORKFLOW_SHAPES)
         topic = self.rng.choice(PLACES)
-        steps = [WorkflowStep(step_id=sid, prompt=prompt.format(topic=topic), depends_on=deps) for sid, prompt, deps in shape]
+        steps = [
+            WorkflowStep(step_id=sid, prompt=prompt.format(topic=topic), depends_on=deps) for sid, prompt, deps in shape
+        ]
         thread_id = self.new_id()
-        submit = SubmitWorkflow(command_id=self.new_id(), issued_at=t, correlation_id=self.new_id(), thread_id=thread_id,
-                                title=f"{title}: {topic}", steps=steps, project=self.rng.choice(("default", "work")))
+        submit = SubmitWorkflow(
+            command_id=self.new_id(),
+            issued_at=t,
+            correlation_id=self.new_id(),
+            thread_id=thread_id,
+            title=f"{title}: {topic}",
+            steps=steps,
+            project=self.rng.choice(("default", "work")),
+        )
         t = self.later(t, 0.005, 0.05)
         story = orch.decide_submit_workflow(None, submit, LIMITS, t)
         opened, planned = story[0], story[1]
-        state = orch.ThreadState(thread_id=thread_id, idea=opened.idea, status=orch.DRAFTING,
-                                 correlation_id=opened.correlation_id, max_questions=0, project=opened.project,
-                                 kind="workflow", steps={s.step_id: orch.StepState(s, orch.step_job_id(thread_id, s.step_id))
-                                                         for s in planned.steps})
+        state = orch.ThreadState(
+            thread_id=thread_id,
+            idea=opened.idea,
+            status=orch.DRAFTING,
+            correlation_id=opened.correlation_id,
+            max_questions=0,
+            project=opened.project,
+            kind="workflow",
+            steps={s.step_id: orch.StepState(s, orch.step_job_id(thread_id, s.step_id)) for s in planned.steps},
+        )
         waiting: list[JobQueued] = []
 
         def queue(events: list[Event]) -> None:  # as the read model shows a queued step

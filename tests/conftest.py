@@ -28,8 +28,9 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(nats_server_args(self.port, self.store_dir),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            nats_server_args(self.port, self.store_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for_port(self.port)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -123,7 +124,7 @@ async def stored_messages(js, subject: str) -> list:
             messages.append(RawMessage(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers))
             if msg.metadata.num_pending == 0:
                 break
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass  # nothing (more) on the subject
     finally:
         await sub.unsubscribe()

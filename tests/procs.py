@@ -23,8 +23,13 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -60,19 +65,35 @@ class ServiceProcess:
             return text.encode() in log.read()
 
 
-MODULES = {"orchestrator": "hermes_orchestrator", "router": "hermes_router", "learner": "hermes_learner",
-           "edge": "hermes_edge", "gateway": "hermes_gateway", "notifier": "hermes_notifier"}
+MODULES = {
+    "orchestrator": "hermes_orchestrator",
+    "router": "hermes_router",
+    "learner": "hermes_learner",
+    "edge": "hermes_edge",
+    "gateway": "hermes_gateway",
+    "notifier": "hermes_notifier",
+}
 """Service name (as the tests call it) → the module ``python -m`` runs."""
 
-READY_MARKERS = {"orchestrator": "orchestrator_started", "router": "router_started", "learner": "learner_started",
-                 "edge": "edge_started", "gateway": "gateway_ready", "notifier": "notifier_started"}
+READY_MARKERS = {
+    "orchestrator": "orchestrator_started",
+    "router": "router_started",
+    "learner": "learner_started",
+    "edge": "edge_started",
+    "gateway": "gateway_ready",
+    "notifier": "notifier_started",
+}
 """The log event each service writes once it serves (read models caught up, consumers running)."""
 
 
 def model_env(port: int, model: str = "fake") -> dict[str, str]:
     """``BACKEND_TALOS_*``: the ``talos`` backend is the OpenAI-compatible loopback server on ``port``."""
-    return {"BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1", "BACKEND_TALOS_PORT": str(port),
-            "BACKEND_TALOS_MODELS": model}
+    return {
+        "BACKEND_TALOS_TYPE": "openai",
+        "BACKEND_TALOS_HOST": "127.0.0.1",
+        "BACKEND_TALOS_PORT": str(port),
+        "BACKEND_TALOS_MODELS": model,
+    }
 
 
 def service_processes(env: dict[str, str], log_dir: Path, names: Iterable[str]) -> dict[str, ServiceProcess]:

@@ -8,18 +8,35 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_PROMQL_TOKEN = re.compile(r"""
+_PROMQL_TOKEN = re.compile(
+    r"""
     (?P<str>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
   | (?P<var>\$\{[^}]*\}|\$\w+|\[\[\w+\]\])
   | (?P<num>(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[a-zA-Z]*)
   | (?P<id>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<ws>\s+)
   | (?P<op>.)
-""", re.X | re.S)
+""",
+    re.X | re.S,
+)
 _GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 _KEYWORDS = _GROUPING | {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
-_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
-                 "topk", "quantile", "limitk", "limit_ratio"}
+_AGGREGATIONS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+}
 
 
 def check_balanced(expr: str) -> None:

@@ -62,8 +62,12 @@ class HermesUp:
         self.home = tmp_path / "home"
         self.log_path = tmp_path / "up.log"
         self.web_port = free_port()
-        self.env = dict(os.environ, HERMES_HOME=str(self.home), HERMES_WEB_PORT=str(self.web_port),
-                        HERMES_NATS_PORT=str(free_port()))
+        self.env = dict(
+            os.environ,
+            HERMES_HOME=str(self.home),
+            HERMES_WEB_PORT=str(self.web_port),
+            HERMES_NATS_PORT=str(free_port()),
+        )
         self.env.pop("NATS_URL", None)
         self.env.update(env)
         self.proc: subprocess.Popen | None = None
@@ -75,8 +79,13 @@ class HermesUp:
 
     def start(self) -> HermesUp:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "hermes_cli", "up"], env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hermes_cli", "up"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def wait_healthy(self, client: httpx.Client, timeout_s: float = 120) -> None:

@@ -23,26 +23,37 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-
 from conftest import wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from stack import HermesUp
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's Chromium is not installed at {CHROMIUM} "
-                       "(.ci/run installs it: apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"Debian's Chromium is not installed at {CHROMIUM} (.ci/run installs it: apt-get install chromium)",
+    ),
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
 IDEA = "Help me plan a small vegetable garden on my sunny city balcony"
-DRAFT1 = ("Start with three terracotta pots of cherry tomatoes, a trough of basil and a box of lettuce. "
-          "Water every morning and feed weekly.")
-DRAFT2 = ("Start with two terracotta pots of cherry tomatoes and a trough of basil, on the south rail. "
-          "Water every evening and feed every two weeks.")
+DRAFT1 = (
+    "Start with three terracotta pots of cherry tomatoes, a trough of basil and a box of lettuce. "
+    "Water every morning and feed weekly."
+)
+DRAFT2 = (
+    "Start with two terracotta pots of cherry tomatoes and a trough of basil, on the south rail. "
+    "Water every evening and feed every two weeks."
+)
 PRICE_IN, PRICE_OUT = 200_000, 600_000  # cents per million tokens: a job costs a visible fraction of a cent
 DAILY_BUDGET = 500
 USER_TOKEN, GUEST_TOKEN = "ana-browser-token-0123456789", "gus-browser-token-9876543210"
@@ -125,12 +136,19 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     tmp = tmp_path_factory.mktemp("browser")
     async with FakeOpenAIServer(reply=Reply(chunk_delay_s=0.06), models=["fake-model"]) as model:
         model.respond = reply_for
-        up = HermesUp(tmp, HERMES_LOCAL_MODEL="false", BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1",
-                      BACKEND_TALOS_PORT=str(model.port), BACKEND_TALOS_MODELS="fake-model",
-                      BACKEND_TALOS_PRICE_IN_CENTS_PER_MTOK=str(PRICE_IN),
-                      BACKEND_TALOS_PRICE_OUT_CENTS_PER_MTOK=str(PRICE_OUT),
-                      HERMES_DAILY_BUDGET_CENTS=str(DAILY_BUDGET), HERMES_ANSWER_TIMEOUT_SECONDS="300",
-                      HERMES_API_TOKENS=API_TOKENS).start()
+        up = HermesUp(
+            tmp,
+            HERMES_LOCAL_MODEL="false",
+            BACKEND_TALOS_TYPE="openai",
+            BACKEND_TALOS_HOST="127.0.0.1",
+            BACKEND_TALOS_PORT=str(model.port),
+            BACKEND_TALOS_MODELS="fake-model",
+            BACKEND_TALOS_PRICE_IN_CENTS_PER_MTOK=str(PRICE_IN),
+            BACKEND_TALOS_PRICE_OUT_CENTS_PER_MTOK=str(PRICE_OUT),
+            HERMES_DAILY_BUDGET_CENTS=str(DAILY_BUDGET),
+            HERMES_ANSWER_TIMEOUT_SECONDS="300",
+            HERMES_API_TOKENS=API_TOKENS,
+        ).start()
         try:
             # Blocking HTTP runs in a thread: the model server lives on this event loop.
             def wait_healthy() -> None:
@@ -181,8 +199,9 @@ def shots(tmp_path: Path):
 
 
 async def api(stack: Stack, path: str, token: str = USER_TOKEN) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=10,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.url, timeout=10, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         return await client.get(path)
 
 
@@ -265,8 +284,10 @@ async def test_submit_draft_answer_refine_rate_download_and_system_page(stack: S
     assert "three" in deleted and "morning" in deleted and "lettuce" in deleted, deleted
     assert "terracotta" not in inserted + deleted  # unchanged words are not marked
     box1, box2 = await page.locator("#draft1").bounding_box(), await page.locator("#draft2").bounding_box()
-    assert box1 and box2 and abs(box1["y"] - box2["y"]) < 5 and box2["x"] > box1["x"] + box1["width"] - 1, \
-        (box1, box2)  # side by side
+    assert box1 and box2 and abs(box1["y"] - box2["y"]) < 5 and box2["x"] > box1["x"] + box1["width"] - 1, (
+        box1,
+        box2,
+    )  # side by side
     await expect(page.locator("#thread-status")).to_have_attribute("data-status", "completed")
     await shots(page, "04-draft2-diff")
 
@@ -289,6 +310,7 @@ async def test_submit_draft_answer_refine_rate_download_and_system_page(stack: S
 
     async def rated() -> bool:
         return (await api(stack, f"/api/threads/{thread_id}/status")).json()["data"]["rating"] == 4
+
     await wait_until(rated, timeout_s=15)
     await shots(page, "05-rated")
 
@@ -307,8 +329,13 @@ async def test_submit_draft_answer_refine_rate_download_and_system_page(stack: S
     download = await info.value
     assert download.suggested_filename == f"hermes-{thread_id}.json"
     view = json.loads(Path(await download.path()).read_text())
-    assert (view["thread_id"], view["idea"], view["draft1"], view["draft2"], view["rating"]) == \
-        (thread_id, IDEA, DRAFT1, DRAFT2, 4)
+    assert (view["thread_id"], view["idea"], view["draft1"], view["draft2"], view["rating"]) == (
+        thread_id,
+        IDEA,
+        DRAFT1,
+        DRAFT2,
+        4,
+    )
     assert chip_value in {q["answer"] for q in view["questions"]}
     assert [j["kind"] for j in view["jobs"]] == ["draft1", "draft2"] and all(j["cost_cents"] > 0 for j in view["jobs"])
 
@@ -364,8 +391,9 @@ async def test_live_draft_survives_a_dropped_connection(stack: Stack, page, shot
             await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
             await shots(page, "07-reconnecting")
             proxy.resume()
-            await expect(page.locator("#thread-status")).to_have_attribute("data-status", "completed",
-                                                                          timeout=TIMEOUT_MS)
+            await expect(page.locator("#thread-status")).to_have_attribute(
+                "data-status", "completed", timeout=TIMEOUT_MS
+            )
             streams = [h for h in proxy.heads if f"/api/threads/{thread_id}/events".encode() in h.split(b"\r\n")[0]]
             resumed = [h for h in streams if re.search(rb"(?im)^last-event-id: *[1-9]\d*\r?$", h)]
             assert len(streams) >= 2 and resumed, [h.decode(errors="replace") for h in streams]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from conftest import wait_until
 from fakes.telegram_api import FakeTelegramServer
 from stack import HermesUp, processes_with_home, sse_events
@@ -27,9 +26,14 @@ async def telegram():
 
 
 async def test_idea_to_two_drafts_over_real_services_and_model(tmp_path, telegram):
-    up = HermesUp(tmp_path, HERMES_ANSWER_TIMEOUT_SECONDS="300", TELEGRAM_BOT_TOKEN=TOKEN,
-                  TELEGRAM_CHAT_ID=CHAT_ID, TELEGRAM_API_BASE_URL=telegram.api_base_url,
-                  HERMES_DRAFT_MAX_TOKENS="160").start()
+    up = HermesUp(
+        tmp_path,
+        HERMES_ANSWER_TIMEOUT_SECONDS="300",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_CHAT_ID=CHAT_ID,
+        TELEGRAM_API_BASE_URL=telegram.api_base_url,
+        HERMES_DRAFT_MAX_TOKENS="160",
+    ).start()
     home = up.home
     try:
         with httpx.Client(base_url=up.base_url, timeout=10) as client:
@@ -58,8 +62,10 @@ async def test_idea_to_two_drafts_over_real_services_and_model(tmp_path, telegra
             result = client.get(f"/api/threads/{thread_id}/jobs/{job1['job_id']}/result").json()["data"]
             assert result["text"] == draft1["text"] and result["model"]
 
-            answers = [{"question_id": questions[0]["question_id"], "text": "Tomatoes and basil only"},
-                       {"question_id": questions[-1]["question_id"], "text": "The balcony gets 4 hours of sun"}]
+            answers = [
+                {"question_id": questions[0]["question_id"], "text": "Tomatoes and basil only"},
+                {"question_id": questions[-1]["question_id"], "text": "The balcony gets 4 hours of sun"},
+            ]
             resp = client.post(f"/api/threads/{thread_id}/continue", json={"answers": answers})
             assert resp.status_code == 202, resp.text
 

@@ -19,20 +19,24 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import wait_until
-from promql import exprs_in, promql_metric_names
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from fakes.otlp import OtlpReceiver
 from fakes.telegram_api import FakeTelegramServer
+from prometheus_client.parser import text_string_to_metric_families
+from promql import exprs_in, promql_metric_names
 from stack import HermesUp, sse_events
 
 KEY = "sk-observability-secret-key-0123456789"
 TOKEN = "987654:observability-secret-token"
 CHAT_ID = "777"
-TRACED_SERVICES = {"hermes-gateway", "hermes-orchestrator", "hermes-backend-router", "hermes-talos-edge",
-                   "hermes-learner"}
+TRACED_SERVICES = {
+    "hermes-gateway",
+    "hermes-orchestrator",
+    "hermes-backend-router",
+    "hermes-talos-edge",
+    "hermes-learner",
+}
 # talos is priced for this run (cents per million tokens) so that recorded cost and the budget gauges move;
 # the daily budget is far above what one thread can cost, so it never defers a job.
 PRICE_IN, PRICE_OUT, DAILY_BUDGET = 300_000, 900_000, 100_000
@@ -47,8 +51,10 @@ def run_one_thread(up: HermesUp) -> str:
         thread_id = submitted.json()["data"]["thread_id"]
         events = sse_events(client, f"/api/threads/{thread_id}/events", {"questions_proposed"}, 60)
         question = next(d for k, d in events if k == "questions_proposed")["questions"][0]
-        answered = client.post(f"/api/threads/{thread_id}/continue",
-                               json={"answers": [{"question_id": question["question_id"], "text": "just me"}]})
+        answered = client.post(
+            f"/api/threads/{thread_id}/continue",
+            json={"answers": [{"question_id": question["question_id"], "text": "just me"}]},
+        )
         assert answered.status_code == 202, answered.text
         events = sse_events(client, f"/api/threads/{thread_id}/events", {"thread_completed"}, 60)
         assert next(d for k, d in events if k == "thread_completed")["reason"] == "answered"
@@ -72,8 +78,13 @@ def scrape(up: HermesUp) -> dict[str, str]:
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 ALERTS = ROOT / "deploy" / "compose" / "prometheus" / "alerts.yml"
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "gauge": ("",), "summary": ("", "_count", "_sum", "_created"), "info": ("_info",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
 
 
 def exported_names(texts: list[str]) -> set[str]:
@@ -95,26 +106,33 @@ def queried_names() -> dict[str, set[str]]:
 
 
 KEY_SERIES = {  # service -> [(metric, labels)] that one answered thread must move above zero
-    "gateway": [("hermes_gateway_http_requests_total", {"route": "/api/submit", "status": "202"}),
-                ("hermes_gateway_commands_published_total", {"type": "submit_idea"}),
-                ("hermes_gateway_http_request_duration_seconds_count", {"route": "/api/submit"})],
-    "orchestrator": [("hermes_events_published_total", {"service": "orchestrator", "type": "thread_opened"}),
-                     ("hermes_messages_consumed_total", {"service": "orchestrator"}),
-                     ("hermes_orchestrator_job_duration_seconds_count", {"kind": "draft1", "phase": "end_to_end"}),
-                     ("hermes_orchestrator_job_duration_seconds_count", {"kind": "draft2", "phase": "queue"}),
-                     ("hermes_orchestrator_questions_answered_total", {})],
-    "backend-router": [("hermes_router_selections_total", {"backend": "talos"}),
-                       ("hermes_events_published_total", {"service": "router", "type": "backend_selected"}),
-                       ("hermes_backend_requests_total", {"backend": "talos", "outcome": "completed"}),
-                       ("hermes_backend_tokens_total", {"backend": "talos", "kind": "completion"}),
-                       ("hermes_backend_cost_cents_total", {"backend": "talos"}),
-                       ("hermes_budget_spent_today_cents", {}),
-                       ("hermes_router_dispatch_seconds_count", {})],
-    "talos-edge": [("hermes_edge_requests_total", {"backend": "talos", "outcome": "completed"}),
-                   ("hermes_edge_tokens_total", {"kind": "completion"}),
-                   ("hermes_edge_time_to_first_token_seconds_count", {"backend": "talos"})],
-    "learner": [("hermes_learner_questions_proposed_total", {}),
-                ("hermes_learner_ideas_classified_total", {})],
+    "gateway": [
+        ("hermes_gateway_http_requests_total", {"route": "/api/submit", "status": "202"}),
+        ("hermes_gateway_commands_published_total", {"type": "submit_idea"}),
+        ("hermes_gateway_http_request_duration_seconds_count", {"route": "/api/submit"}),
+    ],
+    "orchestrator": [
+        ("hermes_events_published_total", {"service": "orchestrator", "type": "thread_opened"}),
+        ("hermes_messages_consumed_total", {"service": "orchestrator"}),
+        ("hermes_orchestrator_job_duration_seconds_count", {"kind": "draft1", "phase": "end_to_end"}),
+        ("hermes_orchestrator_job_duration_seconds_count", {"kind": "draft2", "phase": "queue"}),
+        ("hermes_orchestrator_questions_answered_total", {}),
+    ],
+    "backend-router": [
+        ("hermes_router_selections_total", {"backend": "talos"}),
+        ("hermes_events_published_total", {"service": "router", "type": "backend_selected"}),
+        ("hermes_backend_requests_total", {"backend": "talos", "outcome": "completed"}),
+        ("hermes_backend_tokens_total", {"backend": "talos", "kind": "completion"}),
+        ("hermes_backend_cost_cents_total", {"backend": "talos"}),
+        ("hermes_budget_spent_today_cents", {}),
+        ("hermes_router_dispatch_seconds_count", {}),
+    ],
+    "talos-edge": [
+        ("hermes_edge_requests_total", {"backend": "talos", "outcome": "completed"}),
+        ("hermes_edge_tokens_total", {"kind": "completion"}),
+        ("hermes_edge_time_to_first_token_seconds_count", {"backend": "talos"}),
+    ],
+    "learner": [("hermes_learner_questions_proposed_total", {}), ("hermes_learner_ideas_classified_total", {})],
     "notifier": [("hermes_notifier_messages_sent_total", {"channel": "telegram"})],
 }
 
@@ -148,8 +166,11 @@ def router_mismatches(router: str, edge: str, same_day: bool) -> list[tuple[str,
     if same_day:
         expected.append(("hermes_budget_spent_today_cents", {}, cost))
     tolerance = 1e-6 * (calls + 1)
-    return [(name, labels, got, want) for name, labels, want in expected
-            if abs((got := total(router, name, **labels)) - want) > tolerance]
+    return [
+        (name, labels, got, want)
+        for name, labels, want in expected
+        if abs((got := total(router, name, **labels)) - want) > tolerance
+    ]
 
 
 def submit_trace(spans) -> set[str]:
@@ -161,18 +182,29 @@ def submit_trace(spans) -> set[str]:
 
 async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path):
     reply = Reply(chunks=["Start ", "with ", "pots ", "and ", "herbs."])
-    async with OtlpReceiver() as otlp, FakeTelegramServer(token=TOKEN) as telegram, \
-            FakeOpenAIServer(reply=reply, models=["fake-model"], api_key=KEY) as model:
+    async with (
+        OtlpReceiver() as otlp,
+        FakeTelegramServer(token=TOKEN) as telegram,
+        FakeOpenAIServer(reply=reply, models=["fake-model"], api_key=KEY) as model,
+    ):
         day = datetime.now(UTC).date()
-        up = HermesUp(tmp_path, HERMES_LOCAL_MODEL="false", BACKEND_TALOS_TYPE="openai",
-                      BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(model.port),
-                      BACKEND_TALOS_MODELS="fake-model", BACKEND_TALOS_KEY=KEY,
-                      BACKEND_TALOS_PRICE_IN_CENTS_PER_MTOK=str(PRICE_IN),
-                      BACKEND_TALOS_PRICE_OUT_CENTS_PER_MTOK=str(PRICE_OUT),
-                      HERMES_DAILY_BUDGET_CENTS=str(DAILY_BUDGET),
-                      TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=CHAT_ID,
-                      TELEGRAM_API_BASE_URL=telegram.api_base_url,
-                      OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200").start()
+        up = HermesUp(
+            tmp_path,
+            HERMES_LOCAL_MODEL="false",
+            BACKEND_TALOS_TYPE="openai",
+            BACKEND_TALOS_HOST="127.0.0.1",
+            BACKEND_TALOS_PORT=str(model.port),
+            BACKEND_TALOS_MODELS="fake-model",
+            BACKEND_TALOS_KEY=KEY,
+            BACKEND_TALOS_PRICE_IN_CENTS_PER_MTOK=str(PRICE_IN),
+            BACKEND_TALOS_PRICE_OUT_CENTS_PER_MTOK=str(PRICE_OUT),
+            HERMES_DAILY_BUDGET_CENTS=str(DAILY_BUDGET),
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_CHAT_ID=CHAT_ID,
+            TELEGRAM_API_BASE_URL=telegram.api_base_url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="200",
+        ).start()
         try:
             # Blocking HTTP runs in a thread: the loopback servers live on this event loop.
             await asyncio.to_thread(run_one_thread, up)
@@ -201,17 +233,28 @@ async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path
             same_day = datetime.now(UTC).date() == day
             mismatches = router_mismatches(metrics["backend-router"], metrics["talos-edge"], same_day)
             assert not mismatches, mismatches
-            missing = [(svc, name, labels) for svc, series in KEY_SERIES.items() for name, labels in series
-                       if total(metrics[svc], name, **labels) <= 0]
+            missing = [
+                (svc, name, labels)
+                for svc, series in KEY_SERIES.items()
+                for name, labels in series
+                if total(metrics[svc], name, **labels) <= 0
+            ]
             assert not missing, missing
             assert any(n == "hermes_consumer_pending_messages" for n, _, _ in samples(metrics["orchestrator"]))
+
             def queue_depth() -> list[tuple[str, float]]:
-                return [(labels["priority"], value) for n, labels, value
-                        in samples(scrape(up)["orchestrator"]) if n == "hermes_queue_depth"]
+                return [
+                    (labels["priority"], value)
+                    for n, labels, value in samples(scrape(up)["orchestrator"])
+                    if n == "hermes_queue_depth"
+                ]
+
             # Every priority is exported, from the read model (refreshed every 2 s); the thread is done, so no
             # job is left open.
-            depth = await wait_until(lambda: asyncio.to_thread(
-                lambda: (d := queue_depth()) and sum(v for _, v in d) == 0 and d), timeout_s=10)
+            depth = await wait_until(
+                lambda: asyncio.to_thread(lambda: (d := queue_depth()) and sum(v for _, v in d) == 0 and d),
+                timeout_s=10,
+            )
             assert sorted(int(p) for p, _ in depth) == list(range(1, 11))
 
             # Every metric a dashboard or alert rule queries is one the services really export.

@@ -22,12 +22,12 @@ import signal
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from stack import HermesUp, processes_with_home, sse_events
+
+from hermes_cli.natsserver import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,25 @@ DRAFT = "Pots, soil and sun."
 
 def up_env(model: FakeOpenAIServer, **extra: str) -> dict[str, str]:
     """No local model: talos is the loopback server; no questions, so a thread completes on draft 1."""
-    return dict(HERMES_LOCAL_MODEL="false", BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1",
-                BACKEND_TALOS_PORT=str(model.port), BACKEND_TALOS_MODELS="fake-model", HERMES_MAX_QUESTIONS="0",
-                TELEGRAM_BOT_TOKEN="", **extra)
+    return dict(
+        HERMES_LOCAL_MODEL="false",
+        BACKEND_TALOS_TYPE="openai",
+        BACKEND_TALOS_HOST="127.0.0.1",
+        BACKEND_TALOS_PORT=str(model.port),
+        BACKEND_TALOS_MODELS="fake-model",
+        HERMES_MAX_QUESTIONS="0",
+        TELEGRAM_BOT_TOKEN="",
+        **extra,
+    )
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == name and labels.items() <= s.labels.items())
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
 
 
 async def supervisor_metric(up: HermesUp, name: str, **labels: str) -> float:
@@ -70,8 +81,9 @@ async def completed(client: httpx.AsyncClient, thread_id: str, timeout_s: float 
 
 async def new_pid(up: HermesUp, program: str, old: int | None, timeout_s: float = 60) -> int:
     """The pid of ``program`` once one other than ``old`` runs."""
-    return await wait_until(lambda: (pid := up.pids().get(program)) not in (None, old) and pid, timeout_s=timeout_s,
-                            interval_s=0.05)
+    return await wait_until(
+        lambda: (pid := up.pids().get(program)) not in (None, old) and pid, timeout_s=timeout_s, interval_s=0.05
+    )
 
 
 async def stopped_cleanly(up: HermesUp, sig: int = signal.SIGINT) -> None:
@@ -82,26 +94,39 @@ async def stopped_cleanly(up: HermesUp, sig: int = signal.SIGINT) -> None:
 async def test_a_killed_service_is_restarted_with_backoff_while_the_others_keep_running(tmp_path) -> None:
     async with FakeOpenAIServer(reply=Reply(text=DRAFT), models=["fake-model"]) as model:
         # The notifier cannot start (a bad setting): it is retried, then given up, and nothing else is touched.
-        up = HermesUp(tmp_path, **up_env(model, TELEGRAM_UPDATES="bogus", HERMES_UP_START_SECONDS="20",
-                                         HERMES_UP_START_RETRIES="2")).start()
+        up = HermesUp(
+            tmp_path,
+            **up_env(model, TELEGRAM_UPDATES="bogus", HERMES_UP_START_SECONDS="20", HERMES_UP_START_RETRIES="2"),
+        ).start()
         try:
             async with httpx.AsyncClient(base_url=up.base_url, timeout=10) as client:
                 await asyncio.to_thread(up.wait_healthy, httpx.Client(timeout=5), 180)
-                await wait_until(lambda: supervisor_metric(up, "hermes_supervisor_failed_total",
-                                                           service="notifier"), timeout_s=120, interval_s=1)
+                await wait_until(
+                    lambda: supervisor_metric(up, "hermes_supervisor_failed_total", service="notifier"),
+                    timeout_s=120,
+                    interval_s=1,
+                )
                 assert "service_failed" in up.log_text() and "hermes_notifier" not in up.pids()
-                assert await supervisor_metric(up, "hermes_supervisor_exits_total", service="notifier",
-                                               phase="starting") == 3  # the first start and 2 retries
+                assert (
+                    await supervisor_metric(up, "hermes_supervisor_exits_total", service="notifier", phase="starting")
+                    == 3
+                )  # the first start and 2 retries
 
                 # The orchestrator has been up its 20 s: killed, it is started again at once.
-                await wait_until(lambda: supervisor_metric(up, "hermes_supervisor_process_up",
-                                                           service="orchestrator"), timeout_s=60, interval_s=1)
+                await wait_until(
+                    lambda: supervisor_metric(up, "hermes_supervisor_process_up", service="orchestrator"),
+                    timeout_s=60,
+                    interval_s=1,
+                )
                 before = up.pids()
                 os.kill(before["hermes_orchestrator"], signal.SIGKILL)
                 thread_id = await submit(client, "plan a balcony garden")  # its command waits in JetStream
                 view = (await client.get(f"/api/threads/{thread_id}/status")).json()["data"]
-                assert (view["status"], view["idea"], view["answerable"]) == ("accepted", "plan a balcony garden",
-                                                                             False)
+                assert (view["status"], view["idea"], view["answerable"]) == (
+                    "accepted",
+                    "plan a balcony garden",
+                    False,
+                )
                 restarted = await new_pid(up, "hermes_orchestrator", before["hermes_orchestrator"])
                 # Killed again within its start window: a failed start, retried after a backoff of 1 s.
                 os.kill(restarted, signal.SIGKILL)
@@ -155,8 +180,9 @@ async def test_a_killed_nats_server_comes_back_on_its_store_and_work_goes_on(tmp
             cmdline = open(f"/proc/{after['nats']}/cmdline", "rb").read().split(b"\0")
             assert cmdline[cmdline.index(b"-sd") + 1].decode() == str(up.home / "nats")
             with httpx.Client(base_url=up.base_url, timeout=10) as sync_client:
-                replay = await asyncio.to_thread(sse_events, sync_client, f"/api/threads/{earlier}/events",
-                                                 {"thread_completed"}, 20)
+                replay = await asyncio.to_thread(
+                    sse_events, sync_client, f"/api/threads/{earlier}/events", {"thread_completed"}, 20
+                )
             logged = [(kind, data) for kind, data in replay if kind != "token"]  # recent token deltas come first
             assert logged[0][0] == "thread_opened" and logged[0][1]["idea"] == "before the crash"
         finally:
@@ -164,14 +190,26 @@ async def test_a_killed_nats_server_comes_back_on_its_store_and_work_goes_on(tmp
 
 
 async def test_talos_down_with_a_remote_fallback_draft_1_comes_from_the_fallback(tmp_path) -> None:
-    async with FakeOpenAIServer(reply=Reply(text="From the remote API."), models=["remote-model"],
-                                api_key="sk-remote-fallback") as remote:
-        up = HermesUp(tmp_path, HERMES_LOCAL_MODEL="false", HERMES_MAX_QUESTIONS="0", TELEGRAM_BOT_TOKEN="",
-                      HERMES_BACKENDS_ENABLED="talos,remote_api", HERMES_FALLBACK_BACKEND="remote_api",
-                      BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(free_port()),
-                      BACKEND_TALOS_MODELS="fake-model", BACKEND_REMOTE_API_TYPE="openai",
-                      BACKEND_REMOTE_API_HOST="127.0.0.1", BACKEND_REMOTE_API_PORT=str(remote.port),
-                      BACKEND_REMOTE_API_MODELS="remote-model", BACKEND_REMOTE_API_KEY="sk-remote-fallback").start()
+    async with FakeOpenAIServer(
+        reply=Reply(text="From the remote API."), models=["remote-model"], api_key="sk-remote-fallback"
+    ) as remote:
+        up = HermesUp(
+            tmp_path,
+            HERMES_LOCAL_MODEL="false",
+            HERMES_MAX_QUESTIONS="0",
+            TELEGRAM_BOT_TOKEN="",
+            HERMES_BACKENDS_ENABLED="talos,remote_api",
+            HERMES_FALLBACK_BACKEND="remote_api",
+            BACKEND_TALOS_TYPE="openai",
+            BACKEND_TALOS_HOST="127.0.0.1",
+            BACKEND_TALOS_PORT=str(free_port()),
+            BACKEND_TALOS_MODELS="fake-model",
+            BACKEND_REMOTE_API_TYPE="openai",
+            BACKEND_REMOTE_API_HOST="127.0.0.1",
+            BACKEND_REMOTE_API_PORT=str(remote.port),
+            BACKEND_REMOTE_API_MODELS="remote-model",
+            BACKEND_REMOTE_API_KEY="sk-remote-fallback",
+        ).start()
         try:
             async with httpx.AsyncClient(base_url=up.base_url, timeout=10) as client:
                 await asyncio.to_thread(up.wait_healthy, httpx.Client(timeout=5), 180)

@@ -20,8 +20,14 @@ from hermes_proto.ids import utcnow
 class EdgeBeats:
     """``async with EdgeBeats(nc, ["talos"]) as beats: ...``; set ``beats.healthy`` to change what is reported."""
 
-    def __init__(self, nc, backends: Sequence[str] = ("talos",), models: Sequence[str] = ("smollm2",),
-                 healthy: bool = True, interval_s: float = 0.3) -> None:
+    def __init__(
+        self,
+        nc,
+        backends: Sequence[str] = ("talos",),
+        models: Sequence[str] = ("smollm2",),
+        healthy: bool = True,
+        interval_s: float = 0.3,
+    ) -> None:
         self.nc = nc
         self.backends = list(backends)
         self.models = list(models)
@@ -31,8 +37,16 @@ class EdgeBeats:
         self._subs: list = []
 
     def beat(self, backend: str) -> bytes:
-        return encode(Heartbeat(backend=backend, models=self.models, in_flight=0, healthy=self.healthy,
-                                sent_at=utcnow(), edge_id="test-edge"))
+        return encode(
+            Heartbeat(
+                backend=backend,
+                models=self.models,
+                in_flight=0,
+                healthy=self.healthy,
+                sent_at=utcnow(),
+                edge_id="test-edge",
+            )
+        )
 
     async def _run(self) -> None:
         while True:
@@ -46,8 +60,9 @@ class EdgeBeats:
 
     async def __aenter__(self) -> EdgeBeats:
         for backend in self.backends:
-            self._subs.append(await self.nc.subscribe(subjects.probe_subject(backend), queue=f"edge-{backend}",
-                                                      cb=self._answer))
+            self._subs.append(
+                await self.nc.subscribe(subjects.probe_subject(backend), queue=f"edge-{backend}", cb=self._answer)
+            )
         await self.nc.flush()
         self._task = asyncio.create_task(self._run())
         return self

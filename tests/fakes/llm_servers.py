@@ -130,9 +130,16 @@ class FakeLLMServer(LoopbackServer):
     chat_path = ""
     models_path = ""
 
-    def __init__(self, *, reply: Reply | None = None, models: list[str] | tuple[str, ...] = ("fake-model",),
-                 api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 strict_models: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        reply: Reply | None = None,
+        models: list[str] | tuple[str, ...] = ("fake-model",),
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        strict_models: bool = True,
+    ) -> None:
         self.reply = reply or Reply()
         self.respond: Callable[[Any], str] | None = None
         """When set, the text of each chat reply is ``respond(request body)`` (the rest of :attr:`reply` stays):
@@ -163,8 +170,17 @@ class FakeLLMServer(LoopbackServer):
 
     # control -----------------------------------------------------------------------------------------
 
-    def set_fault(self, kind: Fault | str, *, times: int | None = None, delay_s: float = 2.0,
-                  retry_after: str = "7", message: str = "", cut_after: int = 2, status: int = 500) -> FaultPlan:
+    def set_fault(
+        self,
+        kind: Fault | str,
+        *,
+        times: int | None = None,
+        delay_s: float = 2.0,
+        retry_after: str = "7",
+        message: str = "",
+        cut_after: int = 2,
+        status: int = 500,
+    ) -> FaultPlan:
         """Inject ``kind`` into chat requests (all of them, or the next ``times``); returns the plan."""
         self.fault = FaultPlan(Fault(kind), times, delay_s, retry_after, message, cut_after, status)
         return self.fault
@@ -188,9 +204,14 @@ class FakeLLMServer(LoopbackServer):
 
     def _invalid_body(self, body: Any) -> str | None:
         """Why the chat request body is refused (HTTP 400), or None."""
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not all(
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("messages"), list)
+            or not all(
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in body["messages"]):
+                for m in body["messages"]
+            )
+        ):
             return "'messages' must be a list of {role, content}"
         return None
 
@@ -206,8 +227,9 @@ class FakeLLMServer(LoopbackServer):
     def _max_tokens(self, body: dict[str, Any]) -> int | None:
         raise NotImplementedError
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
-                      plan: FaultPlan | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str, plan: FaultPlan | None
+    ) -> web.StreamResponse:
         raise NotImplementedError
 
     def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
@@ -225,9 +247,14 @@ class FakeLLMServer(LoopbackServer):
         except ValueError:
             body = None
         peername = request.transport.get_extra_info("peername") if request.transport else None
-        recorded = RecordedRequest(request.method, request.path,
-                                   {k.lower(): v for k, v in request.headers.items()}, body, raw,
-                                   peer=f"{peername[0]}:{peername[1]}" if peername else "")
+        recorded = RecordedRequest(
+            request.method,
+            request.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            raw,
+            peer=f"{peername[0]}:{peername[1]}" if peername else "",
+        )
         self.requests.append(recorded)
         return recorded
 
@@ -288,8 +315,10 @@ class FakeLLMServer(LoopbackServer):
         if plan is not None and plan.kind == Fault.MALFORMED_JSON:
             return web.Response(body=b'{"id": "x", "choices": [{"message": ', content_type="application/json")
         if plan is not None and plan.kind == Fault.STREAM_CUT:
-            return await self._cut_body(request, json.dumps(self._completion(
-                body, "".join(chunks), finish, self._completion_tokens(chunks))).encode())
+            return await self._cut_body(
+                request,
+                json.dumps(self._completion(body, "".join(chunks), finish, self._completion_tokens(chunks))).encode(),
+            )
         return web.json_response(self._completion(body, "".join(chunks), finish, self._completion_tokens(chunks)))
 
     async def _early_fault(self, plan: FaultPlan) -> web.Response | None:
@@ -300,8 +329,9 @@ class FakeLLMServer(LoopbackServer):
         if plan.kind == Fault.SERVER_ERROR:
             return self._json_error(plan.status, plan.message or "internal server error")
         if plan.kind == Fault.RATE_LIMITED:
-            return self._json_error(429, plan.message or "Rate limit reached for requests",
-                                    headers={"Retry-After": plan.retry_after})
+            return self._json_error(
+                429, plan.message or "Rate limit reached for requests", headers={"Retry-After": plan.retry_after}
+            )
         if plan.kind == Fault.UNAUTHORIZED:
             return self._json_error(401, plan.message or self.bad_key_message)
         if plan.kind == Fault.FORBIDDEN:
@@ -323,9 +353,16 @@ class FakeLLMServer(LoopbackServer):
     def _completion_tokens(self, chunks: list[str]) -> int:
         return self.reply.completion_tokens if self.reply.completion_tokens is not None else len(chunks)
 
-    async def _write_chunks(self, request: web.Request, response: web.StreamResponse, payloads: list[bytes],
-                            plan: FaultPlan | None, cut_at: int, bad_payload: bytes,
-                            error_payload: bytes) -> web.StreamResponse:
+    async def _write_chunks(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        payloads: list[bytes],
+        plan: FaultPlan | None,
+        cut_at: int,
+        bad_payload: bytes,
+        error_payload: bytes,
+    ) -> web.StreamResponse:
         """Write the stream; an in-body fault of ``plan`` replaces payload ``cut_at`` and what follows."""
         cut_at = min(cut_at, len(payloads) - 1)  # a short reply still gets its fault
         for index, payload in enumerate(payloads):
@@ -363,16 +400,19 @@ class FakeOpenAIServer(FakeLLMServer):
     models_path = "/v1/models"
 
     def _error_body(self, message: str, status: int) -> Any:
-        kind = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}.get(status,
-                                                                                              "invalid_request_error")
+        kind = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}.get(
+            status, "invalid_request_error"
+        )
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
     def _not_found_message(self, model: str) -> str:
         return f"The model `{model}` does not exist or you do not have access to it."
 
     def _model_list(self) -> Any:
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
-                                           for m in self.models]}
+        return {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models],
+        }
 
     def _wants_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
@@ -382,23 +422,33 @@ class FakeOpenAIServer(FakeLLMServer):
         return value if isinstance(value, int) else None
 
     def _envelope(self, body: dict[str, Any], cid: str, obj: str) -> dict[str, Any]:
-        return {"id": cid, "object": obj, "created": int(time.time()), "model": body.get("model"),
-                "system_fingerprint": "fp_fake"}
+        return {
+            "id": cid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": "fp_fake",
+        }
 
     def _usage(self, completion_tokens: int) -> dict[str, int]:
-        return {"prompt_tokens": self.reply.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.reply.prompt_tokens + completion_tokens}
+        return {
+            "prompt_tokens": self.reply.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.reply.prompt_tokens + completion_tokens,
+        }
 
     def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
         payload = self._envelope(body, f"chatcmpl-{uuid.uuid4().hex[:12]}", "chat.completion")
-        payload["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text},
-                               "logprobs": None, "finish_reason": finish}]
+        payload["choices"] = [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+        ]
         if self.reply.report_usage:
             payload["usage"] = self._usage(completion_tokens)
         return payload
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
-                      plan: FaultPlan | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str, plan: FaultPlan | None
+    ) -> web.StreamResponse:
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -443,10 +493,24 @@ class FakeOllamaServer(FakeLLMServer):
         return f'model "{model}" not found, try pulling it first'
 
     def _model_list(self) -> Any:
-        return {"models": [{"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 1000,
-                            "digest": uuid.uuid5(uuid.NAMESPACE_DNS, m).hex,
-                            "details": {"format": "gguf", "family": "llama", "parameter_size": "3B",
-                                        "quantization_level": "Q4_K_M"}} for m in self.models]}
+        return {
+            "models": [
+                {
+                    "name": m,
+                    "model": m,
+                    "modified_at": "2025-01-01T00:00:00Z",
+                    "size": 1000,
+                    "digest": uuid.uuid5(uuid.NAMESPACE_DNS, m).hex,
+                    "details": {
+                        "format": "gguf",
+                        "family": "llama",
+                        "parameter_size": "3B",
+                        "quantization_level": "Q4_K_M",
+                    },
+                }
+                for m in self.models
+            ]
+        }
 
     def _wants_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream", True) is not False  # Ollama streams unless told not to
@@ -456,11 +520,17 @@ class FakeOllamaServer(FakeLLMServer):
         return value if isinstance(value, int) and value >= 0 else None
 
     def _final(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> dict[str, Any]:
-        final: dict[str, Any] = {"model": body.get("model"), "created_at": _now_iso(),
-                                 "message": {"role": "assistant", "content": text},
-                                 "done_reason": finish, "done": True, "total_duration": 1_500_000_000,
-                                 "load_duration": 10_000_000, "prompt_eval_duration": 200_000_000,
-                                 "eval_duration": 1_200_000_000}
+        final: dict[str, Any] = {
+            "model": body.get("model"),
+            "created_at": _now_iso(),
+            "message": {"role": "assistant", "content": text},
+            "done_reason": finish,
+            "done": True,
+            "total_duration": 1_500_000_000,
+            "load_duration": 10_000_000,
+            "prompt_eval_duration": 200_000_000,
+            "eval_duration": 1_200_000_000,
+        }
         if self.reply.report_usage:
             final["prompt_eval_count"] = self.reply.prompt_tokens
             final["eval_count"] = completion_tokens
@@ -469,13 +539,23 @@ class FakeOllamaServer(FakeLLMServer):
     def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
         return self._final(body, text, finish, completion_tokens)
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
-                      plan: FaultPlan | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str, plan: FaultPlan | None
+    ) -> web.StreamResponse:
         def line(obj: dict[str, Any]) -> bytes:
             return (json.dumps(obj) + "\n").encode()
 
-        payloads = [line({"model": body.get("model"), "created_at": _now_iso(),
-                          "message": {"role": "assistant", "content": c}, "done": False}) for c in chunks]
+        payloads = [
+            line(
+                {
+                    "model": body.get("model"),
+                    "created_at": _now_iso(),
+                    "message": {"role": "assistant", "content": c},
+                    "done": False,
+                }
+            )
+            for c in chunks
+        ]
         payloads.append(line(self._final(body, "", finish, self._completion_tokens(chunks))))
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -494,9 +574,16 @@ class FakeAnthropicServer(FakeLLMServer):
     chat_path = "/v1/messages"
     models_path = "/v1/models"
     bad_key_message = "invalid x-api-key"
-    ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                   529: "overloaded_error"}
+    ERROR_TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        529: "overloaded_error",
+    }
 
     def _key_ok(self, request: web.Request) -> bool:
         return request.headers.get("x-api-key") == self.api_key
@@ -515,8 +602,10 @@ class FakeAnthropicServer(FakeLLMServer):
             return "max_tokens: Field required"
         for message in body["messages"]:
             if message["role"] not in ("user", "assistant"):
-                return (f'messages: Unexpected role "{message["role"]}". The Messages API accepts a top-level '
-                        '`system` parameter, not "system" as an input message role.')
+                return (
+                    f'messages: Unexpected role "{message["role"]}". The Messages API accepts a top-level '
+                    '`system` parameter, not "system" as an input message role.'
+                )
         if "system" in body and not isinstance(body["system"], str | list):
             return "system: Input should be a valid string"
         temperature = body.get("temperature", 1.0)
@@ -526,17 +615,25 @@ class FakeAnthropicServer(FakeLLMServer):
 
     def _error_body(self, message: str, status: int) -> Any:
         kind = self.ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message},
-                "request_id": f"req_{uuid.uuid4().hex[:24]}"}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": f"req_{uuid.uuid4().hex[:24]}",
+        }
 
     def _not_found_message(self, model: str) -> str:
         return f"model: {model}"
 
     def _model_list(self) -> Any:
-        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-                for m in self.models]
-        return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in self.models
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
 
     def _wants_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
@@ -548,11 +645,18 @@ class FakeAnthropicServer(FakeLLMServer):
     def _stop_reason(finish: str) -> str:
         return {"stop": "end_turn", "length": "max_tokens"}.get(finish, finish)
 
-    def _message(self, body: dict[str, Any], content: list[dict[str, Any]], stop_reason: str | None,
-                 output_tokens: int) -> dict[str, Any]:
-        message: dict[str, Any] = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                                   "content": content, "model": body.get("model"), "stop_reason": stop_reason,
-                                   "stop_sequence": None}
+    def _message(
+        self, body: dict[str, Any], content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "content": content,
+            "model": body.get("model"),
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+        }
         if self.reply.report_usage:
             message["usage"] = {"input_tokens": self.reply.prompt_tokens, "output_tokens": output_tokens}
         return message
@@ -560,22 +664,26 @@ class FakeAnthropicServer(FakeLLMServer):
     def _completion(self, body: dict[str, Any], text: str, finish: str, completion_tokens: int) -> Any:
         return self._message(body, [{"type": "text", "text": text}], self._stop_reason(finish), completion_tokens)
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str,
-                      plan: FaultPlan | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chunks: list[str], finish: str, plan: FaultPlan | None
+    ) -> web.StreamResponse:
         def event(kind: str, **fields: Any) -> bytes:
             return f"event: {kind}\ndata: {json.dumps({'type': kind} | fields)}\n\n".encode()
 
         final: dict[str, Any] = {}
         if self.reply.report_usage:
             final["usage"] = {"output_tokens": self._completion_tokens(chunks)}
-        payloads = [event("message_start", message=self._message(body, [], None, 1)),
-                    event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-                    event("ping")]
+        payloads = [
+            event("message_start", message=self._message(body, [], None, 1)),
+            event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+            event("ping"),
+        ]
         payloads += [event("content_block_delta", index=0, delta={"type": "text_delta", "text": c}) for c in chunks]
-        payloads += [event("content_block_stop", index=0),
-                     event("message_delta", delta={"stop_reason": self._stop_reason(finish), "stop_sequence": None},
-                           **final),
-                     event("message_stop")]
+        payloads += [
+            event("content_block_stop", index=0),
+            event("message_delta", delta={"stop_reason": self._stop_reason(finish), "stop_sequence": None}, **final),
+            event("message_stop"),
+        ]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         bad = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "oo\n\n'
@@ -585,13 +693,21 @@ class FakeAnthropicServer(FakeLLMServer):
         return await self._write_chunks(request, response, payloads, plan, cut_at, bad, error)
 
 
-SERVERS: dict[str, type[FakeLLMServer]] = {"openai": FakeOpenAIServer, "ollama": FakeOllamaServer,
-                                           "anthropic": FakeAnthropicServer}
+SERVERS: dict[str, type[FakeLLMServer]] = {
+    "openai": FakeOpenAIServer,
+    "ollama": FakeOllamaServer,
+    "anthropic": FakeAnthropicServer,
+}
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
-    server = SERVERS[args.kind](reply=Reply(text=args.text), models=args.models.split(","),
-                                api_key=args.key, port=args.port, strict_models=not args.any_model)
+    server = SERVERS[args.kind](
+        reply=Reply(text=args.text),
+        models=args.models.split(","),
+        api_key=args.key,
+        port=args.port,
+        strict_models=not args.any_model,
+    )
     await server.start()
     print(f"fake {args.kind} server on {server.base_url}", flush=True)
     try:

@@ -66,9 +66,16 @@ class OtlpReceiver(LoopbackServer):
             service = attrs.get("service.name", "")
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    self.spans.append(ReceivedSpan(service=service, trace_id=span.trace_id.hex(),
-                                                   span_id=span.span_id.hex(),
-                                                   parent_span_id=span.parent_span_id.hex(),
-                                                   name=span.name, kind=span.kind))
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")
+                    self.spans.append(
+                        ReceivedSpan(
+                            service=service,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            name=span.name,
+                            kind=span.kind,
+                        )
+                    )
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )

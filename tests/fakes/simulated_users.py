@@ -19,39 +19,92 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-DEPTHS = {"overview": "just a short overview please", "detailed": "detailed, step by step please",
-          "comprehensive": "comprehensive, cover everything"}
+DEPTHS = {
+    "overview": "just a short overview please",
+    "detailed": "detailed, step by step please",
+    "comprehensive": "comprehensive, cover everything",
+}
 """Depth → how the user says it (the learner reads the depth word)."""
-STYLES = {"formal": "formal and professional please", "casual": "keep it casual",
-          "technical": "technical, I know the field"}
+STYLES = {
+    "formal": "formal and professional please",
+    "casual": "keep it casual",
+    "technical": "technical, I know the field",
+}
 CONSTRAINTS: dict[str, tuple[tuple[str, str], ...]] = {
     # key → (how the user says it, the marker a text must contain to honour it)
-    "budget": (("budget under 500 euros", "500 euros"), ("at most $200 to spend", "$200"),
-               ("spend no more than 80 pounds", "80 pounds"), ("a budget of 1500 dollars", "1500 dollars")),
-    "location": (("in Lisbon", "lisbon"), ("near Berlin", "berlin"), ("based in Toronto", "toronto"),
-                 ("in Osaka", "osaka")),
-    "deadline": (("by Friday", "friday"), ("by the end of March", "end of march"), ("within 2 weeks", "2 weeks"),
-                 ("by next month", "next month")),
-    "audience": (("for beginners", "beginners"), ("for my team", "my team"), ("for the kids", "the kids"),
-                 ("for our clients", "our clients")),
-    "language": (("written in Portuguese", "portuguese"), ("written in plain English", "plain english"),
-                 ("written in German", "german")),
+    "budget": (
+        ("budget under 500 euros", "500 euros"),
+        ("at most $200 to spend", "$200"),
+        ("spend no more than 80 pounds", "80 pounds"),
+        ("a budget of 1500 dollars", "1500 dollars"),
+    ),
+    "location": (
+        ("in Lisbon", "lisbon"),
+        ("near Berlin", "berlin"),
+        ("based in Toronto", "toronto"),
+        ("in Osaka", "osaka"),
+    ),
+    "deadline": (
+        ("by Friday", "friday"),
+        ("by the end of March", "end of march"),
+        ("within 2 weeks", "2 weeks"),
+        ("by next month", "next month"),
+    ),
+    "audience": (
+        ("for beginners", "beginners"),
+        ("for my team", "my team"),
+        ("for the kids", "the kids"),
+        ("for our clients", "our clients"),
+    ),
+    "language": (
+        ("written in Portuguese", "portuguese"),
+        ("written in plain English", "plain english"),
+        ("written in German", "german"),
+    ),
 }
 """Constraint key → the ways a user states it."""
 
 IDEAS = (
-    "help me plan a trip", "plan a birthday party", "plan a vegetable garden", "organise a weekend away",
-    "help me plan a move to a new flat", "plan a picnic", "plan a family dinner", "plan a hiking day",
-    "write a newsletter about our product", "write a short story for a contest", "write a speech for a wedding",
-    "prepare a presentation about solar power", "learn to play the guitar", "learn basic Spanish",
-    "start running three times a week", "build a website for a bakery", "write a script to rename photos",
-    "build a small app to track expenses", "compare two laptops to buy", "choose between renting and buying",
-    "research electric bikes", "understand how vaccines work", "plan a team offsite", "renovate the kitchen",
-    "set up a home office", "cook healthier meals", "organise a book club", "plan a charity bake sale",
-    "write a blog post about composting", "plan a camping trip", "teach my parents to use video calls",
-    "make a monthly household routine", "plan a surprise party", "write a cover letter", "declutter the garage",
-    "plan a city break", "learn to take better photos", "write a poem for an anniversary",
-    "plan a small wedding", "set up a podcast",
+    "help me plan a trip",
+    "plan a birthday party",
+    "plan a vegetable garden",
+    "organise a weekend away",
+    "help me plan a move to a new flat",
+    "plan a picnic",
+    "plan a family dinner",
+    "plan a hiking day",
+    "write a newsletter about our product",
+    "write a short story for a contest",
+    "write a speech for a wedding",
+    "prepare a presentation about solar power",
+    "learn to play the guitar",
+    "learn basic Spanish",
+    "start running three times a week",
+    "build a website for a bakery",
+    "write a script to rename photos",
+    "build a small app to track expenses",
+    "compare two laptops to buy",
+    "choose between renting and buying",
+    "research electric bikes",
+    "understand how vaccines work",
+    "plan a team offsite",
+    "renovate the kitchen",
+    "set up a home office",
+    "cook healthier meals",
+    "organise a book club",
+    "plan a charity bake sale",
+    "write a blog post about composting",
+    "plan a camping trip",
+    "teach my parents to use video calls",
+    "make a monthly household routine",
+    "plan a surprise party",
+    "write a cover letter",
+    "declutter the garage",
+    "plan a city break",
+    "learn to take better photos",
+    "write a poem for an anniversary",
+    "plan a small wedding",
+    "set up a podcast",
 )
 """Ideas the population draws from (none contains a profile marker)."""
 
@@ -107,8 +160,14 @@ def population(size: int, seed: int = 7) -> list[Profile]:
     profiles = []
     for i in range(size):
         keys = rng.sample(list(CONSTRAINTS), rng.choice((3, 4, 5)))
-        profiles.append(Profile(user_id=f"sim-{i:02d}", depth=depths[i % 3], style=styles[(i // 3 + i) % 3],
-                                constraints={k: rng.choice(CONSTRAINTS[k]) for k in sorted(keys)}))
+        profiles.append(
+            Profile(
+                user_id=f"sim-{i:02d}",
+                depth=depths[i % 3],
+                style=styles[(i // 3 + i) % 3],
+                constraints={k: rng.choice(CONSTRAINTS[k]) for k in sorted(keys)},
+            )
+        )
     return profiles
 
 

@@ -134,8 +134,7 @@ class FaultPlan:
     def error(self) -> ApiError:
         if self.status == 429:
             retry = self.retry_after if self.retry_after is not None else 1
-            return ApiError(429, self.description or f"Too Many Requests: retry after {retry}",
-                            {"retry_after": retry})
+            return ApiError(429, self.description or f"Too Many Requests: retry after {retry}", {"retry_after": retry})
         return ApiError(self.status, self.description)
 
 
@@ -169,13 +168,37 @@ def _utf16_len(text: str) -> int:
 MDV2_RESERVED = "_*[]()~`>#+-=|{}.!"
 """Characters that must be escaped with a preceding backslash outside ``code``/``pre`` (inside: only ` and \\)."""
 
-_MARKERS = (("```", "pre"), ("__", "underline"), ("||", "spoiler"), ("_", "italic"), ("*", "bold"),
-            ("~", "strikethrough"), ("`", "code"), ("[", "text_link"))
+_MARKERS = (
+    ("```", "pre"),
+    ("__", "underline"),
+    ("||", "spoiler"),
+    ("_", "italic"),
+    ("*", "bold"),
+    ("~", "strikethrough"),
+    ("`", "code"),
+    ("[", "text_link"),
+)
 """Opening markers, longest first where one is a prefix of another."""
-_CLOSERS = {"pre": "```", "underline": "__", "spoiler": "||", "italic": "_", "bold": "*", "strikethrough": "~",
-            "code": "`", "text_link": "]"}
-_ERROR_NAMES = {"pre": "Pre", "underline": "Underline", "spoiler": "Spoiler", "italic": "Italic", "bold": "Bold",
-                "strikethrough": "Strikethrough", "code": "Code", "text_link": "TextUrl"}
+_CLOSERS = {
+    "pre": "```",
+    "underline": "__",
+    "spoiler": "||",
+    "italic": "_",
+    "bold": "*",
+    "strikethrough": "~",
+    "code": "`",
+    "text_link": "]",
+}
+_ERROR_NAMES = {
+    "pre": "Pre",
+    "underline": "Underline",
+    "spoiler": "Spoiler",
+    "italic": "Italic",
+    "bold": "Bold",
+    "strikethrough": "Strikethrough",
+    "code": "Code",
+    "text_link": "TextUrl",
+}
 """The server's own (TDLib's) entity names, as its error messages spell them."""
 
 
@@ -223,8 +246,8 @@ def _open(text: str, i: int, utf16: int, parsed_len: int) -> tuple[_OpenEntity, 
             end += 1
         if end > j and end < len(text) and text[end] != "`":
             entity.language, j = text[j:end], end
-        if text[j:j + 1] in ("\n", "\r"):  # one line break after the marker is not content
-            j += 2 if text[j + 1:j + 2] in ("\n", "\r") and text[j + 1] != text[j] else 1
+        if text[j : j + 1] in ("\n", "\r"):  # one line break after the marker is not content
+            j += 2 if text[j + 1 : j + 2] in ("\n", "\r") and text[j + 1] != text[j] else 1
     return entity, j
 
 
@@ -288,7 +311,7 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
         open_entities.pop()
         found: dict[str, Any] = {"type": top.type, "offset": top.offset, "length": utf16 - top.offset}
         if top.type == "text_link":
-            url, i = _link_target(text, i, "".join(parsed[top.content_at:]))
+            url, i = _link_target(text, i, "".join(parsed[top.content_at :]))
             found["url"] = _link_url(url)
         else:
             i += len(_CLOSERS[top.type])
@@ -298,8 +321,9 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
             entities.append(found)
     if open_entities:
         top = open_entities[-1]
-        raise _parse_error(f"Can't find end of {top.error_name()} entity at byte offset "
-                           f"{_byte_offset(text, top.marker_at)}")
+        raise _parse_error(
+            f"Can't find end of {top.error_name()} entity at byte offset {_byte_offset(text, top.marker_at)}"
+        )
     entities.sort(key=lambda e: (e["offset"], -e["length"]))
     return "".join(parsed), entities
 
@@ -313,14 +337,26 @@ class FakeTelegramServer(LoopbackServer):
     :meth:`clear_faults`, :meth:`push_update` / :meth:`push_text` / :meth:`push_callback`,
     :attr:`webhook_delivery_url`."""
 
-    def __init__(self, token: str = "123456:TEST-token", *, host: str = "127.0.0.1", port: int = 0,
-                 username: str = "hermes_test_bot") -> None:
+    def __init__(
+        self,
+        token: str = "123456:TEST-token",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str = "hermes_test_bot",
+    ) -> None:
         super().__init__(host, port)
         self.token = token
         bot_id = token.split(":", 1)[0]
-        self.bot_user = {"id": int(bot_id) if bot_id.isdigit() else 1, "is_bot": True, "first_name": "Hermes",
-                         "username": username, "can_join_groups": True, "can_read_all_group_messages": False,
-                         "supports_inline_queries": False}
+        self.bot_user = {
+            "id": int(bot_id) if bot_id.isdigit() else 1,
+            "is_bot": True,
+            "first_name": "Hermes",
+            "username": username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
         self.calls: list[ApiCall] = []
         self.callback_answers: list[dict[str, Any]] = []
         self.webhook_url = ""
@@ -341,11 +377,18 @@ class FakeTelegramServer(LoopbackServer):
         self._changed = asyncio.Event()  # set (and replaced) whenever a poller should look again
         self._poll_generation = 0
         self._methods: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]]] = {
-            name.lower(): (name, handler) for name, handler in (
-                ("getMe", self._get_me), ("sendMessage", self._send_message),
-                ("editMessageText", self._edit_message_text), ("answerCallbackQuery", self._answer_callback),
-                ("getUpdates", self._get_updates), ("setWebhook", self._set_webhook),
-                ("deleteWebhook", self._delete_webhook), ("getWebhookInfo", self._webhook_info))}
+            name.lower(): (name, handler)
+            for name, handler in (
+                ("getMe", self._get_me),
+                ("sendMessage", self._send_message),
+                ("editMessageText", self._edit_message_text),
+                ("answerCallbackQuery", self._answer_callback),
+                ("getUpdates", self._get_updates),
+                ("setWebhook", self._set_webhook),
+                ("deleteWebhook", self._delete_webhook),
+                ("getWebhookInfo", self._webhook_info),
+            )
+        }
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -378,8 +421,15 @@ class FakeTelegramServer(LoopbackServer):
 
     # control and inspection --------------------------------------------------------------------------
 
-    def fail_next(self, n: int, status: int = 429, retry_after: int | None = 1, *, description: str | None = None,
-                  method: str | None = None) -> FaultPlan:
+    def fail_next(
+        self,
+        n: int,
+        status: int = 429,
+        retry_after: int | None = 1,
+        *,
+        description: str | None = None,
+        method: str | None = None,
+    ) -> FaultPlan:
         """Answer the next ``n`` calls (of ``method`` only, when given) with ``status``; queued after earlier
         plans. 429 answers ``"Too Many Requests: retry after <retry_after>"`` with ``parameters.retry_after``."""
         plan = FaultPlan(status, n, retry_after if status == 429 else None, description, method)
@@ -409,12 +459,18 @@ class FakeTelegramServer(LoopbackServer):
         self._kick_delivery()
         return update
 
-    def push_text(self, chat_id: int, text: str, *, user_id: int | None = None,
-                  first_name: str = "Tester") -> dict[str, Any]:
+    def push_text(
+        self, chat_id: int, text: str, *, user_id: int | None = None, first_name: str = "Tester"
+    ) -> dict[str, Any]:
         """An incoming private-chat text message from user ``user_id`` (default: the chat id)."""
         user = {"id": user_id or chat_id, "is_bot": False, "first_name": first_name}
-        message = {"message_id": self._take_message_id(str(chat_id)), "from": user, "date": int(time.time()),
-                   "chat": self._chat(str(chat_id)), "text": text}
+        message = {
+            "message_id": self._take_message_id(str(chat_id)),
+            "from": user,
+            "date": int(time.time()),
+            "chat": self._chat(str(chat_id)),
+            "text": text,
+        }
         if text.startswith("/"):
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         return self.push_update(message=message)
@@ -423,8 +479,12 @@ class FakeTelegramServer(LoopbackServer):
         """A press on an inline keyboard button of a message the bot sent to ``chat_id`` (default: its last)."""
         sent = self._chats.get(str(chat_id), [])
         message = next((m for m in sent if m["message_id"] == message_id), sent[-1] if sent else None)
-        query = {"id": str(self._next_update_id * 7919), "chat_instance": str(chat_id), "data": data,
-                 "from": {"id": int(chat_id), "is_bot": False, "first_name": "Tester"}}
+        query = {
+            "id": str(self._next_update_id * 7919),
+            "chat_instance": str(chat_id),
+            "data": data,
+            "from": {"id": int(chat_id), "is_bot": False, "first_name": "Tester"},
+        }
         if message is not None:
             query["message"] = message
         return self.push_update(callback_query=query)
@@ -434,8 +494,7 @@ class FakeTelegramServer(LoopbackServer):
     async def _dispatch(self, request: web.Request) -> web.Response:
         params = await self._params(request)
         token_ok = request.match_info["token"] == self.token
-        name, handler = self._methods.get(request.match_info["method"].lower(),
-                                          (request.match_info["method"], None))
+        name, handler = self._methods.get(request.match_info["method"].lower(), (request.match_info["method"], None))
         call = ApiCall(name, params, request.method, request.content_type, token_ok)
         self.calls.append(call)
         try:
@@ -482,8 +541,12 @@ class FakeTelegramServer(LoopbackServer):
 
     def _chat(self, chat_id: str) -> dict[str, Any]:
         if chat_id.startswith("@"):  # a public channel addressed by username
-            return {"id": -1000000000000 - zlib.crc32(chat_id.encode()), "type": "channel",
-                    "title": chat_id[1:], "username": chat_id[1:]}
+            return {
+                "id": -1000000000000 - zlib.crc32(chat_id.encode()),
+                "type": "channel",
+                "title": chat_id[1:],
+                "username": chat_id[1:],
+            }
         numeric = int(chat_id)
         if numeric > 0:
             return {"id": numeric, "type": "private", "first_name": "Tester"}
@@ -531,8 +594,13 @@ class FakeTelegramServer(LoopbackServer):
     def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat_id(params)
         text, entities = self._text(params)
-        message: dict[str, Any] = {"message_id": self._take_message_id(chat_id), "from": self.bot_user,
-                                   "chat": self._chat(chat_id), "date": int(time.time()), "text": text}
+        message: dict[str, Any] = {
+            "message_id": self._take_message_id(chat_id),
+            "from": self.bot_user,
+            "chat": self._chat(chat_id),
+            "date": int(time.time()),
+            "text": text,
+        }
         if entities:
             message["entities"] = entities
         markup = _json_field(params, "reply_markup")
@@ -555,8 +623,10 @@ class FakeTelegramServer(LoopbackServer):
         markup = _json_field(params, "reply_markup")
         same_markup = markup is None or markup == message.get("reply_markup")
         if message["text"] == text and message.get("entities", []) == entities and same_markup:
-            raise bad_request("message is not modified: specified new message content and reply markup are "
-                              "exactly the same as a current content and reply markup of the message")
+            raise bad_request(
+                "message is not modified: specified new message content and reply markup are "
+                "exactly the same as a current content and reply markup of the message"
+            )
         message.update(text=text, edit_date=int(time.time()))
         message.pop("entities", None)
         if entities:
@@ -575,8 +645,11 @@ class FakeTelegramServer(LoopbackServer):
 
     async def _get_updates(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.webhook_url:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
-                                "use deleteWebhook to delete the webhook first")
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         offset = _int(params, "offset", 0) or 0
         limit = min(max(_int(params, "limit", 100) or 100, 1), 100)
         timeout = min(max(_int(params, "timeout", 0) or 0, 0), MAX_POLL_TIMEOUT_S)
@@ -639,8 +712,11 @@ class FakeTelegramServer(LoopbackServer):
         return {"ok": True, "result": True, "description": description}
 
     def _webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        info: dict[str, Any] = {"url": self.webhook_url, "has_custom_certificate": False,
-                                "pending_update_count": len(self._updates)}
+        info: dict[str, Any] = {
+            "url": self.webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
         if self.webhook_allowed_updates:
             info["allowed_updates"] = list(self.webhook_allowed_updates)
         if self._webhook_last_error is not None:
@@ -704,8 +780,10 @@ class FakeTelegramServer(LoopbackServer):
             self._webhook_last_error = (int(time.time()), f"Connection failed: {exc!r}")
             return None
         if not 200 <= status < 300:
-            self._webhook_last_error = (int(time.time()),
-                                        f"Wrong response from the webhook: {status} {response.reason}")
+            self._webhook_last_error = (
+                int(time.time()),
+                f"Wrong response from the webhook: {status} {response.reason}",
+            )
         return status
 
 

@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-
 from conftest import wait_until
-from hermes_cli.natsserver import free_port
-from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from test_gateway_api import (  # noqa: F401
     Gateway,
     Stack,
@@ -37,6 +34,10 @@ from test_gateway_api import (  # noqa: F401
     settled_status,
     stack,
 )
+
+from hermes_proto.commands import AnswerQuestions, SubmitIdea
+
+from hermes_cli.natsserver import free_port
 
 HERMES = Path(sys.executable).parent / "hermes"
 
@@ -74,16 +75,20 @@ async def hermes(*args: str, url: str | None = None, env: dict[str, str] | None 
     if url:
         full_env["HERMES_URL"] = url
     full_env["PYTHONUNBUFFERED"] = "1"
-    proc = await asyncio.create_subprocess_exec(str(HERMES), *args, env=full_env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        str(HERMES), *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     cli = Cli(proc)
-    cli.readers = [asyncio.create_task(cli._pump(proc.stdout, "stdout")),
-                   asyncio.create_task(cli._pump(proc.stderr, "stderr"))]
+    cli.readers = [
+        asyncio.create_task(cli._pump(proc.stdout, "stdout")),
+        asyncio.create_task(cli._pump(proc.stderr, "stderr")),
+    ]
     return cli
 
 
-async def run_hermes(*args: str, url: str | None = None, env: dict[str, str] | None = None,
-                     timeout_s: float = 30) -> tuple[int, str, str]:
+async def run_hermes(
+    *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout_s: float = 30
+) -> tuple[int, str, str]:
     cli = await hermes(*args, url=url, env=env)
     code = await cli.wait(timeout_s)
     return code, cli.stdout, cli.stderr
@@ -97,8 +102,7 @@ async def test_submit_streams_draft_1_then_prints_the_questions(stack: Stack, ht
 
     [(command, _)] = await wait_until(lambda: commands.seen)
     assert isinstance(command, SubmitIdea)
-    assert (command.idea, command.channel, command.max_questions) == ("plan a vegetable garden on my balcony",
-                                                                      "cli", 2)
+    assert (command.idea, command.channel, command.max_questions) == ("plan a vegetable garden on my balcony", "cli", 2)
     thread_id = command.thread_id
     job = await peers.job(thread_id)  # the orchestrator opened the thread and queued draft 1
     await wait_until(lambda: _count_is(stack.gateway, http, 1))  # the CLI is watching the thread
@@ -107,8 +111,7 @@ async def test_submit_streams_draft_1_then_prints_the_questions(stack: Stack, ht
     # Printed token by token, before the draft is presented.
     await wait_until(lambda: "Grow cherry tomatoes in pots." in cli.stdout)
     assert cli.proc.returncode is None
-    await peers.complete(job, "Grow cherry tomatoes in pots.", prompt_tokens=20, completion_tokens=9,
-                         latency_ms=1500.0)
+    await peers.complete(job, "Grow cherry tomatoes in pots.", prompt_tokens=20, completion_tokens=9, latency_ms=1500.0)
     _, draft = await peers.draft(thread_id)
     _, proposed = await peers.propose(draft)
     assert await cli.wait() == 0, cli.stderr
@@ -162,8 +165,10 @@ async def test_answer_sends_answers_in_question_order_and_streams_draft_2(stack:
 
     [(command, _)] = await wait_until(lambda: commands.seen)
     assert isinstance(command, AnswerQuestions)
-    assert [(a.question_id, a.text) for a in command.answers] == [(intent.question_id, "vegetables"),
-                                                                  (scope.question_id, "two square metres")]
+    assert [(a.question_id, a.text) for a in command.answers] == [
+        (intent.question_id, "vegetables"),
+        (scope.question_id, "two square metres"),
+    ]
     job = await peers.job(thread_id, "draft2")  # the orchestrator recorded the answers and queued draft 2
     prompt = job.messages[-1].content
     assert "What is the garden for? vegetables" in prompt and "How big is the balcony? two square metres" in prompt
@@ -184,8 +189,9 @@ async def test_answer_by_question_id_and_failed_drafts(stack: Stack, http, js_cl
     peers = stack.peers
     thread_id, (intent, scope) = await awaiting_thread(stack, http)
     commands = await command_tap(nc)
-    cli = await hermes("answer", thread_id, "--question", f"{scope.question_id}=small", "-q",
-                       f"{intent.question_id}=", url=stack.url)
+    cli = await hermes(
+        "answer", thread_id, "--question", f"{scope.question_id}=small", "-q", f"{intent.question_id}=", url=stack.url
+    )
 
     [(command, _)] = await wait_until(lambda: commands.seen)
     assert [(a.question_id, a.text) for a in command.answers] == [(scope.question_id, "small")]
@@ -208,8 +214,9 @@ async def test_answer_by_question_id_and_failed_drafts(stack: Stack, http, js_cl
 async def test_status_pretty_and_json(stack: Stack, http, js_client) -> None:
     nc, _ = js_client
     thread_id, (intent, _) = await awaiting_thread(stack, http)
-    response = await http.post(f"{stack.url}/api/threads/{thread_id}/continue",
-                               json={"answers": {intent.question_id: "vegetables"}})
+    response = await http.post(
+        f"{stack.url}/api/threads/{thread_id}/continue", json={"answers": {intent.question_id: "vegetables"}}
+    )
     assert response.status_code == 202, response.text
     await stack.peers.job(thread_id, "draft2")
     seq, _ = await stack.peers.last(thread_id, "job_queued")
@@ -219,8 +226,10 @@ async def test_status_pretty_and_json(stack: Stack, http, js_client) -> None:
     # No --url and no HERMES_URL: http://127.0.0.1:$HERMES_WEB_PORT.
     port = stack.url.rsplit(":", 1)[1]
     (code, out, err), (json_code, json_out, json_err), (env_code, env_out, env_err) = await asyncio.gather(
-        run_hermes("status", thread_id, url=stack.url), run_hermes("status", thread_id, "--json", url=stack.url),
-        run_hermes("status", thread_id, env={"HERMES_WEB_PORT": port}))
+        run_hermes("status", thread_id, url=stack.url),
+        run_hermes("status", thread_id, "--json", url=stack.url),
+        run_hermes("status", thread_id, env={"HERMES_WEB_PORT": port}),
+    )
     assert code == 0, err
     assert f"Thread {thread_id}: refining" in out
     assert "Idea:   plan a balcony garden" in out
@@ -251,11 +260,14 @@ async def test_errors_are_clear_messages_with_non_zero_exits(stack: Stack, http,
         (("answer", drafting, "-q", "q-intent=  "), 2, "every answer is empty"),
     ]
     unreachable = f"http://127.0.0.1:{free_port()}"
-    cases += [(args, 3, f"cannot reach the Hermes gateway at {unreachable}")
-              for args in (("status", "t-1"), ("submit", "an idea"), ("answer", "t-1", "-q", "a=b"))]
+    cases += [
+        (args, 3, f"cannot reach the Hermes gateway at {unreachable}")
+        for args in (("status", "t-1"), ("submit", "an idea"), ("answer", "t-1", "-q", "a=b"))
+    ]
     # Independent runs, so run them side by side (each one is mostly interpreter start-up).
-    results = await asyncio.gather(*(run_hermes(*args, url=unreachable if code == 3 else stack.url)
-                                     for args, code, _ in cases))
+    results = await asyncio.gather(
+        *(run_hermes(*args, url=unreachable if code == 3 else stack.url) for args, code, _ in cases)
+    )
     for (args, code, message), (got, out, err) in zip(cases, results, strict=True):
         assert got == code, (args, out, err)
         assert message in err, (args, err)

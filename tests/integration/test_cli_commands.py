@@ -20,28 +20,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
-
 from conftest import wait_until
-from hermes_cli.natsserver import free_port
 from test_learn_preferences import Stack, make_stack
+
+from hermes_cli.natsserver import free_port
 
 TOKEN = "tok-ann-5f1c9e0b7d2a4c68"  # the gateway's only token (user ann)
 REPLY = "A first draft of the plan."  # what the loopback model answers (test_learn_preferences' stack)
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HERMES_URL", "HERMES_TOKEN", "HERMES_WEB_PORT", "HERMES_HOME")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HERMES_URL", "HERMES_TOKEN", "HERMES_WEB_PORT", "HERMES_HOME")
+    }
     return dict(env, HERMES_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
 
 
-async def hermes(env: dict[str, str], *args: str, stdin: bytes | None = None,
-                 timeout_s: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hermes_cli", *args, env=env,
-                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)
+async def hermes(
+    env: dict[str, str], *args: str, stdin: bytes | None = None, timeout_s: float = 30
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hermes_cli",
+        *args,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
     return proc.returncode, out.decode(), err.decode()
 
@@ -54,19 +62,23 @@ async def authed(bus_env, tmp_path) -> AsyncIterator[Stack]:
 
 
 async def _completed_thread(stack: Stack, idea: str) -> str:
-    thread_id = (await stack.call("POST", "/api/submit", 202, json={"idea": idea, "max_questions": 0,
-                                                                  "channel": "cli"}))["thread_id"]
+    thread_id = (
+        await stack.call("POST", "/api/submit", 202, json={"idea": idea, "max_questions": 0, "channel": "cli"})
+    )["thread_id"]
 
     async def done():
         response = await stack.http.get(f"{stack.url}/api/threads/{thread_id}/status")
         return response.status_code == 200 and response.json()["data"]["status"] == "completed"
+
     await wait_until(done, timeout_s=30, interval_s=0.2)
     return thread_id
 
 
 async def _chat_turn(stack: Stack, text: str) -> str:
-    response = await stack.http.post(f"{stack.url}/v1/chat/completions", json={
-        "model": "fake", "user": "cli-garden", "messages": [{"role": "user", "content": text}]})
+    response = await stack.http.post(
+        f"{stack.url}/v1/chat/completions",
+        json={"model": "fake", "user": "cli-garden", "messages": [{"role": "user", "content": text}]},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == REPLY
     return response.headers["x-hermes-thread-id"]
@@ -80,6 +92,7 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     async def listed():
         sessions = (await stack.call("GET", "/api/sessions", params={"channel": "api"}))["sessions"]
         return any(s["session_id"] == session_id and s["turn_count"] == 1 for s in sessions)
+
     await wait_until(listed, timeout_s=15, interval_s=0.2)
     http_export = await stack.http.get(f"{stack.url}/api/export/sft")
     assert http_export.status_code == 200, http_export.text
@@ -93,15 +106,19 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     soul_file.write_text("You are Hermes, keeper of Ann's balcony.\n", encoding="utf-8")
     sft_file, bad_file = tmp_path / "sft.jsonl", tmp_path / "bad.jsonl"
     runs = await asyncio.gather(
-        hermes(env, "list"), hermes(env, "list", "--status", "failed"), hermes(env, "list", "--status", "done"),
+        hermes(env, "list"),
+        hermes(env, "list", "--status", "failed"),
+        hermes(env, "list", "--status", "done"),
         hermes(env, "search", "yellow tomatoes"),
         hermes(env, "export", "sft", "-o", str(sft_file)),
         hermes(env, "export", "sft", "--format", "sharegpt", "--channel", "api"),
         hermes(env, "export", "sft", "--since", "2026-13-45", "-o", str(bad_file)),
-        hermes(env, "sessions", "--channel", "api"), hermes(env, "session", session_id),
+        hermes(env, "sessions", "--channel", "api"),
+        hermes(env, "session", session_id),
         hermes(env, "soul"),
         hermes(cli_env(home, HERMES_URL=stack.url, HERMES_TOKEN=""), "list"),  # empty: the file's token
-        hermes(cli_env(nowhere, HERMES_URL=stack.url), "list"))  # no cli.toml there: no token
+        hermes(cli_env(nowhere, HERMES_URL=stack.url), "list"),
+    )  # no cli.toml there: no token
     (listing, failed, unknown, search, export, share, bad, sessions, session, soul, blank, anonymous) = runs
 
     code, out, err = listing
@@ -149,8 +166,10 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     assert code == 0, err
     turn = (await stack.call("GET", f"/api/sessions/{session_id}"))["turns"][0]
     assert f"Session {session_id}: chat on api" in out
-    assert (f"talos · fake, {turn['prompt_tokens']} + {turn['completion_tokens']} tokens, "
-            f"{turn['cost_cents']:.4f}¢, {turn['latency_ms']:.0f} ms") in out
+    assert (
+        f"talos · fake, {turn['prompt_tokens']} + {turn['completion_tokens']} tokens, "
+        f"{turn['cost_cents']:.4f}¢, {turn['latency_ms']:.0f} ms"
+    ) in out
     assert "> my tomatoes have yellow leaves" in out and out.rstrip().endswith(REPLY)
 
     code, out, err = soul
@@ -172,7 +191,7 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     assert code == 0, err
     assert (await stack.call("GET", "/api/soul"))["text"] == "You are Hermes, from stdin."
 
-    for code, out, err in runs:
+    for _code, out, err in runs:
         assert TOKEN not in out and TOKEN not in err and "Traceback" not in err
 
 
@@ -187,9 +206,18 @@ class Recorder(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.seen.append((parse_qs(url.query).get("q", [url.path])[0], auth))
         data = {"hits": []} if url.path == "/api/memory/search" else {"threads": [], "count": 0}
-        status, body = (401, {"status": "error", "error": {"code": "unauthorized", "message": "Authentication "
-                                                           "required."}, "meta": {}}) \
-            if auth == "Bearer wrong-token-999" else (200, {"status": "success", "data": data, "meta": {}})
+        status, body = (
+            (
+                401,
+                {
+                    "status": "error",
+                    "error": {"code": "unauthorized", "message": "Authentication required."},
+                    "meta": {},
+                },
+            )
+            if auth == "Bearer wrong-token-999"
+            else (200, {"status": "success", "data": data, "meta": {}})
+        )
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -227,24 +255,26 @@ async def test_token_and_url_precedence_and_the_401_hint(recorder: str, tmp_path
     cases = {  # name: (env, extra args, the Authorization header expected)
         "file": (cli_env(home), (), "Bearer file-token-31337"),  # url and token from the file
         "env": (cli_env(home, HERMES_TOKEN="env-token-4242"), (), "Bearer env-token-4242"),
-        "option": (cli_env(home, HERMES_TOKEN="env-token-4242"), ("--token", "opt-token-777"),
-                   "Bearer opt-token-777"),
+        "option": (cli_env(home, HERMES_TOKEN="env-token-4242"), ("--token", "opt-token-777"), "Bearer opt-token-777"),
         "none": (cli_env(empty, HERMES_URL=recorder), (), None),  # no token anywhere: no header at all
         "url-option": (cli_env(home, HERMES_URL=dead), ("--url", recorder), "Bearer file-token-31337"),
     }
-    runs = await asyncio.gather(*(hermes(env, "search", name, *args) for name, (env, args, _) in cases.items()),
-                                hermes(cli_env(home, HERMES_URL=dead), "list"),  # HERMES_URL wins over the file
-                                hermes(cli_env(home, HERMES_TOKEN="wrong-token-999"), "search", "wrong"),
-                                hermes(cli_env(bad_home), "list"))
-    assert sorted(Recorder.seen, key=str) == sorted([(name, auth) for name, (_, _, auth) in cases.items()]
-                                                    + [("wrong", "Bearer wrong-token-999")], key=str)
+    runs = await asyncio.gather(
+        *(hermes(env, "search", name, *args) for name, (env, args, _) in cases.items()),
+        hermes(cli_env(home, HERMES_URL=dead), "list"),  # HERMES_URL wins over the file
+        hermes(cli_env(home, HERMES_TOKEN="wrong-token-999"), "search", "wrong"),
+        hermes(cli_env(bad_home), "list"),
+    )
+    assert sorted(Recorder.seen, key=str) == sorted(
+        [(name, auth) for name, (_, _, auth) in cases.items()] + [("wrong", "Bearer wrong-token-999")], key=str
+    )
     for name, (code, out, err) in zip(cases, runs, strict=False):
         assert code == 0, (name, err)
         assert out.strip() == f"Nothing in memory matches {name!r}."
-    for code, out, err in runs:
+    for _code, out, err in runs:
         assert not any(secret in out + err for secret in ("file-token", "env-token", "opt-token", "wrong-token"))
         assert "Traceback" not in err
-    unreachable, unauthorized, broken = runs[len(cases):]
+    unreachable, unauthorized, broken = runs[len(cases) :]
 
     code, _, err = unreachable
     assert code == 3 and f"cannot reach the Hermes gateway at {dead}" in err

@@ -59,18 +59,19 @@ import httpx
 import pytest
 from conftest import NatsServer, stored_messages, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port
 from procs import READY_MARKERS, model_env, service_processes
 
-from hermes_learner.bootstrap import open_read_model as open_learner_read_model
-from hermes_orchestrator import readmodel as orchestrator_readmodel
-from hermes_orchestrator.projection import Projection as OrchestratorProjection
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore, RawMessage
 from hermes_proto.codec import decode_event
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.projection import Projection
+
+from hermes_cli.natsserver import free_port
+from hermes_learner.bootstrap import open_read_model as open_learner_read_model
+from hermes_orchestrator import readmodel as orchestrator_readmodel
+from hermes_orchestrator.projection import Projection as OrchestratorProjection
 from hermes_router import readmodel as router_readmodel
 from hermes_router.bootstrap import RouterProjection
 
@@ -88,9 +89,16 @@ EDGE_CONCURRENCY = 8
 REPLY = Reply(chunks=["Start ", "small, ", "then ", "grow ", "it."], chunk_delay_s=0.12, prompt_tokens=30)
 TERMINAL = ("thread_completed", "thread_failed")
 DBS = ("orchestrator", "learner", "router")
-TOPICS = ("plan a vegetable garden on my balcony", "write a speech for my sister's wedding",
-          "organise a team offsite in spring", "learn to bake sourdough bread", "refactor a python module",
-          "analyse my monthly spending", "research electric bikes under 2000 euros", "start a small podcast")
+TOPICS = (
+    "plan a vegetable garden on my balcony",
+    "write a speech for my sister's wedding",
+    "organise a team offsite in spring",
+    "learn to bake sourdough bread",
+    "refactor a python module",
+    "analyse my monthly spending",
+    "research electric bikes under 2000 euros",
+    "start a small podcast",
+)
 
 
 @dataclass
@@ -181,8 +189,11 @@ class Cluster:
         proc = self.procs[name]
         offset = proc.log_size()
         proc.start()
-        await wait_until(lambda: proc.logged_since(offset, READY_MARKERS[name]) or not proc.alive(),
-                         timeout_s=timeout_s, interval_s=0.1)
+        await wait_until(
+            lambda: proc.logged_since(offset, READY_MARKERS[name]) or not proc.alive(),
+            timeout_s=timeout_s,
+            interval_s=0.1,
+        )
         assert proc.alive(), f"{name} did not come back:\n{proc.log_text()[-3000:]}"
 
     def kill(self, name: str) -> None:
@@ -225,8 +236,14 @@ async def submit_http(run: Run, http: httpx.AsyncClient, index: int, max_questio
 async def submit_nats(run: Run, store: EventStore, index: int, max_questions: int | None) -> None:
     """Publish one ``SubmitIdea`` until JetStream acks it; a retry repeats the same command id (deduplicated)."""
     idea = f"idea {index}: {TOPICS[index % len(TOPICS)]}"
-    command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=new_id(), idea=idea,
-                         channel="external", max_questions=max_questions)
+    command = SubmitIdea(
+        command_id=new_id(),
+        issued_at=utcnow(),
+        thread_id=new_id(),
+        idea=idea,
+        channel="external",
+        max_questions=max_questions,
+    )
     for tries in range(1, 1000):
         try:
             await asyncio.wait_for(store.send(command), timeout=5)
@@ -250,15 +267,19 @@ async def submit_all(run: Run, http: httpx.AsyncClient, store: EventStore, kills
         batch = []
         for index in range(wave * WAVE_SIZE, (wave + 1) * WAVE_SIZE):
             max_questions = 0 if index % 3 == 0 else None
-            batch.append(submit_http(run, http, index, max_questions) if index % 2 == 0
-                         else submit_nats(run, store, index, max_questions))
+            batch.append(
+                submit_http(run, http, index, max_questions)
+                if index % 2 == 0
+                else submit_nats(run, store, index, max_questions)
+            )
         await asyncio.gather(*batch)
         run.last_wave = time.monotonic()
         await asyncio.sleep(WAVE_GAP_S)
 
 
-async def kill_each_once(run: Run, cluster: Cluster, model: RecordingModel, rng: random.Random,
-                         done: asyncio.Event) -> None:
+async def kill_each_once(
+    run: Run, cluster: Cluster, model: RecordingModel, rng: random.Random, done: asyncio.Event
+) -> None:
     """Kill every target once, in a random order, each at a random moment, and bring it back before the next;
     then set ``done``."""
     for target in rng.sample(TARGETS, len(TARGETS)):
@@ -272,8 +293,11 @@ async def kill_each_once(run: Run, cluster: Cluster, model: RecordingModel, rng:
         kill.restarted_at = time.monotonic()
         await cluster.start(target)
         kill.back_after_s = round(time.monotonic() - kill.at, 1)
-        print(f"  SIGKILL {target:<12} at +{run.rel(kill.at):>5}s, {kill.calls_in_flight} model calls in flight, "
-              f"down {kill.down_s}s, serving again after {kill.back_after_s}s", flush=True)
+        print(
+            f"  SIGKILL {target:<12} at +{run.rel(kill.at):>5}s, {kill.calls_in_flight} model calls in flight, "
+            f"down {kill.down_s}s, serving again after {kill.back_after_s}s",
+            flush=True,
+        )
     done.set()
 
 
@@ -282,8 +306,9 @@ async def kill_each_once(run: Run, cluster: Cluster, model: RecordingModel, rng:
 
 async def thread_states(js) -> tuple[set[str], dict[str, list[str]]]:
     """(threads opened, thread id → its terminal event types) from the log as it is now."""
-    opened = {subjects.aggregate_id_of(m.subject)
-              for m in await stored_messages(js, "hermes.evt.thread.*.thread_opened")}
+    opened = {
+        subjects.aggregate_id_of(m.subject) for m in await stored_messages(js, "hermes.evt.thread.*.thread_opened")
+    }
     ended: dict[str, list[str]] = defaultdict(list)
     for kind in TERMINAL:
         for m in await stored_messages(js, f"hermes.evt.thread.*.{kind}"):
@@ -330,6 +355,7 @@ async def wait_quiescent(js, timeout_s: float) -> list[str]:
     """Until no durable consumer has a message pending or unacked: a killed consumer's unacked messages come
     back after their ack wait and must be handled too, so that a late duplicate shows up. Returns the names of
     the durables; AssertionError with their backlog on timeout."""
+
     async def idle() -> list[str] | None:
         backlog = await durable_backlog(js)
         return sorted(backlog) if all(b == (0, 0) for b in backlog.values()) else None
@@ -354,14 +380,24 @@ def table_rows(db: Path) -> dict[str, list[tuple]]:
     table), and its segment tables are left out of the comparison."""
     con = sqlite3.connect(db)
     try:
-        fts = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                         "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'")]
+        fts = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'"
+            )
+        ]
         for name in fts:
-            con.execute(f"INSERT INTO \"{name}\"(\"{name}\", rank) VALUES ('integrity-check', 1)")  # raises if they differ
+            con.execute(
+                f'INSERT INTO "{name}"("{name}", rank) VALUES (\'integrity-check\', 1)'
+            )  # raises if they differ
         shadows = {f"{name}{suffix}" for name in fts for suffix in FTS5_SHADOWS}
-        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name")
-                 if r[0] not in shadows and r[0] not in fts]
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+            if r[0] not in shadows and r[0] not in fts
+        ]
         return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in names}
     finally:
         con.close()
@@ -391,7 +427,7 @@ async def replay(service: str, db: Path, js, log: list[RawMessage], upto: int) -
     projection = fresh_projection(service, db, js)
     messages = [m for m in log if m.sequence <= upto]
     for start in range(0, len(messages), 500):
-        await projection.handle_batch(messages[start:start + 500])
+        await projection.handle_batch(messages[start : start + 500])
     if messages:  # the writer stores what was folded; the rows are compared once it has
         await projection.require(messages[-1].sequence, timeout_s=120)
     await projection.stop()
@@ -424,10 +460,18 @@ async def test_kill_9_of_every_service_and_nats_under_load(nats_server, bus_env,
     dbs = {name: Path(bus_env["HERMES_HOME"]) / f"{name}.db" for name in DBS}
     async with RecordingModel(reply=REPLY, models=["fake"]) as model:
         web_port = free_port()
-        env = dict(bus_env, METRICS_PORT="0", HERMES_WEB_PORT=str(web_port), HERMES_ANSWER_TIMEOUT_SECONDS="3",
-                   HERMES_EDGE_ACK_WAIT_S=str(ACK_WAIT_S), HERMES_EDGE_HEARTBEAT_S="0.5",
-                   HERMES_EDGE_CONCURRENCY=str(EDGE_CONCURRENCY), BACKEND_TALOS_MAX_CONCURRENT=str(EDGE_CONCURRENCY),
-                   BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1", **model_env(model.port))
+        env = dict(
+            bus_env,
+            METRICS_PORT="0",
+            HERMES_WEB_PORT=str(web_port),
+            HERMES_ANSWER_TIMEOUT_SECONDS="3",
+            HERMES_EDGE_ACK_WAIT_S=str(ACK_WAIT_S),
+            HERMES_EDGE_HEARTBEAT_S="0.5",
+            HERMES_EDGE_CONCURRENCY=str(EDGE_CONCURRENCY),
+            BACKEND_TALOS_MAX_CONCURRENT=str(EDGE_CONCURRENCY),
+            BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1",
+            **model_env(model.port),
+        )
         cluster = Cluster(nats_server, env, tmp_path / "logs")
         try:
             run = await load_and_kill(cluster, model, js, web_port, random.Random(seed), seed)
@@ -449,21 +493,24 @@ async def test_kill_9_of_every_service_and_nats_under_load(nats_server, bus_env,
         rebuilt = tmp_path / f"replayed-{name}.db"
         await replay(name, rebuilt, js, log, upto=position_of(db))
         live = table_rows(db)
-        print(f"{name}.db rows: {({t: len(r) for t, r in live.items()})}")
+        print(f"{name}.db rows: { ({t: len(r) for t, r in live.items()}) }")
         diff = differences(live, table_rows(rebuilt))
         assert not diff, f"{name}.db differs from a fresh replay of the log: {diff}"
 
 
-async def load_and_kill(cluster: Cluster, model: RecordingModel, js, web_port: int, rng: random.Random,
-                        seed: int) -> Run:
+async def load_and_kill(
+    cluster: Cluster, model: RecordingModel, js, web_port: int, rng: random.Random, seed: int
+) -> Run:
     """Start the services, submit every wave while killing each target once, then wait until every thread is
     final and every durable consumer idle. Returns what was observed."""
     await asyncio.gather(*(cluster.start(name) for name in SERVICES))
     run = Run(seed, time.monotonic())
     kills_done = asyncio.Event()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}", timeout=10) as http:
-        await asyncio.gather(submit_all(run, http, EventStore(js, "test"), kills_done),
-                             kill_each_once(run, cluster, model, rng, kills_done))
+        await asyncio.gather(
+            submit_all(run, http, EventStore(js, "test"), kills_done),
+            kill_each_once(run, cluster, model, rng, kills_done),
+        )
     run.all_back = run.kills[-1].at + run.kills[-1].back_after_s
     await wait_settled(run, js, timeout_s=180)
     run.settled = time.monotonic()
@@ -474,19 +521,26 @@ async def load_and_kill(cluster: Cluster, model: RecordingModel, js, web_port: i
 
 def report(run: Run, model: RecordingModel, events: list) -> None:
     kinds = Counter(e.type_name() for _, e in events)
-    reasons = Counter(getattr(e, "reason", None) or getattr(e, "error_code", None) for _, e in events
-                      if e.type_name() in TERMINAL)
+    reasons = Counter(
+        getattr(e, "reason", None) or getattr(e, "error_code", None) for _, e in events if e.type_name() in TERMINAL
+    )
     prompts = Counter(c.prompt for c in model.calls)
-    print(f"threads accepted: {len(run.accepted)} "
-          f"({sum(a.channel == 'http' for a in run.accepted)} over HTTP, "
-          f"{sum(a.channel == 'nats' for a in run.accepted)} over NATS); "
-          f"threads opened in the log: {kinds['thread_opened']}; failed submit tries: {dict(run.submit_failures)}")
-    print(f"last wave accepted at +{run.rel(run.last_wave)}s, last victim serving again at +{run.rel(run.all_back)}s; "
-          f"every thread final at +{run.rel(run.settled)}s ({run.settled - max(run.all_back, run.last_wave):.1f}s "
-          f"after both); durable consumers {run.durables} idle at +{run.rel(run.idle)}s")
-    print(f"final states: {dict(reasons)}; events in the log: {len(events)}; model calls: {len(model.calls)} "
-          f"({sum(c.finished for c in model.calls)} finished), prompts called more than once: "
-          f"{sum(n > 1 for n in prompts.values())}")
+    print(
+        f"threads accepted: {len(run.accepted)} "
+        f"({sum(a.channel == 'http' for a in run.accepted)} over HTTP, "
+        f"{sum(a.channel == 'nats' for a in run.accepted)} over NATS); "
+        f"threads opened in the log: {kinds['thread_opened']}; failed submit tries: {dict(run.submit_failures)}"
+    )
+    print(
+        f"last wave accepted at +{run.rel(run.last_wave)}s, last victim serving again at +{run.rel(run.all_back)}s; "
+        f"every thread final at +{run.rel(run.settled)}s ({run.settled - max(run.all_back, run.last_wave):.1f}s "
+        f"after both); durable consumers {run.durables} idle at +{run.rel(run.idle)}s"
+    )
+    print(
+        f"final states: {dict(reasons)}; events in the log: {len(events)}; model calls: {len(model.calls)} "
+        f"({sum(c.finished for c in model.calls)} finished), prompts called more than once: "
+        f"{sum(n > 1 for n in prompts.values())}"
+    )
 
 
 def check_log(run: Run, events: list) -> None:
@@ -509,12 +563,26 @@ def check_log(run: Run, events: list) -> None:
     assert not missing, f"accepted but not opened exactly once: {missing[:5]}"
     ideas = {e.aggregate_id: e.idea for _, e in events if e.type_name() == "thread_opened"}
     assert all(ideas[a.thread_id] == a.idea for a in run.accepted)
-    bad = {t: dict(c) for t, c in per_thread.items() if c["thread_opened"] != 1 or sum(c[k] for k in TERMINAL) != 1
-           or c["draft_presented_1"] > 1 or c["draft_presented_2"] > 1 or c["questions_proposed"] > 1}
-    assert not bad, (f"threads without exactly one opening and one end, or with a repeated draft or proposal: "
-                     f"{dict(list(bad.items())[:5])}")
-    bad_jobs = {j: dict(c) for j, c in per_job.items() if c["job_queued"] != 1 or c["execution_completed"] > 1
-                or (c["execution_completed"] == 0 and not (c["execution_abandoned"] or c["job_failed"]))}
+    bad = {
+        t: dict(c)
+        for t, c in per_thread.items()
+        if c["thread_opened"] != 1
+        or sum(c[k] for k in TERMINAL) != 1
+        or c["draft_presented_1"] > 1
+        or c["draft_presented_2"] > 1
+        or c["questions_proposed"] > 1
+    }
+    assert not bad, (
+        f"threads without exactly one opening and one end, or with a repeated draft or proposal: "
+        f"{dict(list(bad.items())[:5])}"
+    )
+    bad_jobs = {
+        j: dict(c)
+        for j, c in per_job.items()
+        if c["job_queued"] != 1
+        or c["execution_completed"] > 1
+        or (c["execution_completed"] == 0 and not (c["execution_abandoned"] or c["job_failed"]))
+    }
     assert not bad_jobs, f"jobs queued twice, completed twice or never ended: {dict(list(bad_jobs.items())[:5])}"
 
 
@@ -522,8 +590,9 @@ def check_model_calls(run: Run, model: RecordingModel, events: list) -> None:
     """Every completed job came from a finished model call, and every repeated call is explained by a crash."""
     prompt_of = {e.job_id: e.messages[-1].content for e in events if e.type_name() == "job_queued"}
     finished = {c.prompt for c in model.calls if c.finished}
-    unbacked = [j for j in (e.job_id for e in events if e.type_name() == "execution_completed")
-                if prompt_of[j] not in finished]
+    unbacked = [
+        j for j in (e.job_id for e in events if e.type_name() == "execution_completed") if prompt_of[j] not in finished
+    ]
     assert not unbacked, f"completed jobs without a finished model call: {unbacked[:5]}"
     assert {c.prompt for c in model.calls} <= set(prompt_of.values())
 
@@ -535,18 +604,22 @@ def check_model_calls(run: Run, model: RecordingModel, events: list) -> None:
     # kill also loses what the server had not yet written to disk (the test server keeps NATS's default
     # sync_interval; deploy/ sets "always"): deliveries and acks of the last moments, so a request may be delivered
     # twice as the consumers come back, within NATS_RECOVERY_S of the restart (seen: both copies 0.6 s after it).
-    crashes = [(k.at, k.restarted_at + (NATS_RECOVERY_S if k.target == "nats" else 0.0))
-               for k in run.kills if k.target in ("edge", "nats")]
+    crashes = [
+        (k.at, k.restarted_at + (NATS_RECOVERY_S if k.target == "nats" else 0.0))
+        for k in run.kills
+        if k.target in ("edge", "nats")
+    ]
     starts: dict[str, list[float]] = defaultdict(list)
     for call in model.calls:
         starts[call.prompt].append(call.started)
     unexplained = {}
     for prompt, times in starts.items():
         times.sort()
-        for before, after in zip(times, times[1:]):
+        for before, after in zip(times, times[1:], strict=False):
             if not any(before <= restarted and killed <= after for killed, restarted in crashes):
                 unexplained[prompt] = [run.rel(t) for t in times]
     assert not unexplained, (
         f"model calls repeated without an edge or NATS crash in between (call starts, s): "
         f"{dict(list(unexplained.items())[:5])}; crashes (killed, restarted): "
-        f"{[(run.rel(a), run.rel(b)) for a, b in crashes]}")
+        f"{[(run.rel(a), run.rel(b)) for a, b in crashes]}"
+    )

@@ -14,15 +14,8 @@ from typing import Any
 
 import httpx
 import msgspec
-from nats.js.errors import NotFoundError
-
 from conftest import thread_events, wait_until
-from hermes_proto import subjects
-from hermes_proto.bus import MSG_ID, publish_dead_letter
-from hermes_proto.commands import SubmitIdea
-from hermes_proto.deadletter import DeadLetterReplayed
-from hermes_proto.events import ThreadOpened
-from hermes_proto.ids import new_id, utcnow
+from nats.js.errors import NotFoundError
 from test_cli_client import run_hermes
 from test_gateway_api import (  # noqa: F401 (fixtures)
     Gateway,
@@ -36,14 +29,22 @@ from test_gateway_api import (  # noqa: F401 (fixtures)
     stack,
 )
 
+from hermes_proto import subjects
+from hermes_proto.bus import MSG_ID, publish_dead_letter
+from hermes_proto.commands import SubmitIdea
+from hermes_proto.deadletter import DeadLetterReplayed
+from hermes_proto.events import ThreadOpened
+from hermes_proto.ids import new_id, utcnow
+
 COMMANDS_CONSUMER = "orchestrator-commands"
 PROJECTION_CONSUMER = "orchestrator-projection"
 
 
 def submit_idea(thread_id: str, idea: str | None) -> dict[str, Any]:
     """A ``SubmitIdea`` as JSON builtins; ``idea`` None leaves the required field out."""
-    body = msgspec.to_builtins(SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
-                                          idea=idea or "x", channel="external"))
+    body = msgspec.to_builtins(
+        SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=idea or "x", channel="external")
+    )
     if idea is None:
         del body["idea"]
     return body
@@ -66,6 +67,7 @@ async def listing(gw: Gateway, client: httpx.AsyncClient, **params: Any) -> dict
 
 async def listed(gw: Gateway, client: httpx.AsyncClient, count: int, **params: Any) -> list[dict[str, Any]]:
     """The listing once it holds ``count`` records (the consumers dead-letter asynchronously)."""
+
     async def enough() -> list[dict[str, Any]] | None:
         records = (await listing(gw, client, **params))["dead_letters"]
         return records if len(records) >= count else None
@@ -82,8 +84,11 @@ async def replay(gw: Gateway, client: httpx.AsyncClient, dlq_seq: int, payload: 
 
 async def replays_counted(gw: Gateway, client: httpx.AsyncClient) -> dict[str, float]:
     families = await gw.metrics(client)
-    return {s.labels["consumer"]: s.value for s in families.get("hermes_dead_letters_replayed", [])
-            if s.name.endswith("_total")}
+    return {
+        s.labels["consumer"]: s.value
+        for s in families.get("hermes_dead_letters_replayed", [])
+        if s.name.endswith("_total")
+    }
 
 
 async def opened(js, thread_id: str) -> list[ThreadOpened]:
@@ -98,7 +103,8 @@ async def last_seq(js, stream: str) -> int:
 
 
 async def test_an_empty_dead_letter_stream_answers_at_once_and_bad_queries_get_their_code(
-        gateway: Gateway, http, js_client) -> None:
+    gateway: Gateway, http, js_client
+) -> None:
     started = time.perf_counter()
     data = await listing(gateway, http)
     assert time.perf_counter() - started < 1.5  # no fetch waiting for its expiry (2 s)
@@ -123,9 +129,19 @@ async def test_paging_and_filters_reach_past_many_records(gateway: Gateway, http
     _, js = js_client
 
     async def dead_letter(consumer: str, seq: int, reason: str) -> None:
-        await publish_dead_letter(js, "test", consumer, stream=subjects.COMMANDS_STREAM,
-                                  subject="hermes.cmd.submit_idea", sequence=seq, deliveries=1, headers={},
-                                  data=b"{" + str(seq).encode(), reason=reason, detail="test")
+        await publish_dead_letter(
+            js,
+            "test",
+            consumer,
+            stream=subjects.COMMANDS_STREAM,
+            subject="hermes.cmd.submit_idea",
+            sequence=seq,
+            deliveries=1,
+            headers={},
+            data=b"{" + str(seq).encode(),
+            reason=reason,
+            detail="test",
+        )
 
     for seq in (1, 2, 3):
         await dead_letter("rare", seq, "invalid_json" if seq != 2 else "validation_failed")
@@ -138,8 +154,10 @@ async def test_paging_and_filters_reach_past_many_records(gateway: Gateway, http
     older = await listing(gateway, http, consumer="rare", limit=2, before=rare["next_before"])
     assert [r["stream_sequence"] for r in older["dead_letters"]] == [1]
     assert older["next_before"] is None
-    assert [r["stream_sequence"] for r in (await listing(gateway, http, consumer="rare",
-                                                         reason="invalid_json"))["dead_letters"]] == [3, 1]
+    assert [
+        r["stream_sequence"]
+        for r in (await listing(gateway, http, consumer="rare", reason="invalid_json"))["dead_letters"]
+    ] == [3, 1]
     errors = (await listing(gateway, http, reason="handler_error"))["dead_letters"]
     assert [(r["consumer"], r["stream_sequence"]) for r in errors] == [("busy", 300), ("busy", 200), ("busy", 100)]
 
@@ -175,15 +193,25 @@ async def test_the_cli_lists_and_replays(gateway: Gateway, http, js_client, tmp_
     replayed one stays in HERMES_COMMANDS to be read back."""
     _, js = js_client
     broken = submit_idea("cli-thread", idea=None)
-    await publish_dead_letter(js, "test", COMMANDS_CONSUMER, stream=subjects.COMMANDS_STREAM,
-                              subject="hermes.cmd.submit_idea", sequence=41, deliveries=1,
-                              headers={MSG_ID: "original"}, data=json.dumps(broken).encode(),
-                              reason="validation_failed", detail="Object missing required field `idea`")
+    await publish_dead_letter(
+        js,
+        "test",
+        COMMANDS_CONSUMER,
+        stream=subjects.COMMANDS_STREAM,
+        subject="hermes.cmd.submit_idea",
+        sequence=41,
+        deliveries=1,
+        headers={MSG_ID: "original"},
+        data=json.dumps(broken).encode(),
+        reason="validation_failed",
+        detail="Object missing required field `idea`",
+    )
     [record] = (await listing(gateway, http))["dead_letters"]
     seq = str(record["dlq_sequence"])
 
-    code, out, err = await run_hermes("dead-letters", "--consumer", COMMANDS_CONSUMER, "--reason",
-                                      "validation_failed", url=gateway.url)
+    code, out, err = await run_hermes(
+        "dead-letters", "--consumer", COMMANDS_CONSUMER, "--reason", "validation_failed", url=gateway.url
+    )
     assert code == 0, err
     [row] = [line.split() for line in out.splitlines() if line.startswith(seq)]
     assert row[:4] == [seq, COMMANDS_CONSUMER, "validation_failed", "hermes.cmd.submit_idea"]
@@ -211,14 +239,16 @@ async def test_the_cli_lists_and_replays(gateway: Gateway, http, js_client, tmp_
 # --------------------------------------------------------------------------- with the real orchestrator
 
 
-async def test_malformed_commands_are_listed_and_a_corrected_one_opens_its_thread(stack: Stack, http,
-                                                                                   js_client) -> None:
+async def test_malformed_commands_are_listed_and_a_corrected_one_opens_its_thread(
+    stack: Stack, http, js_client
+) -> None:
     nc, js = js_client
     thread_id = f"dlq-{new_id()[:12]}"
     broken = submit_idea(thread_id, idea=None)
     bad_json_seq, _ = await publish_raw(js, "hermes.cmd.submit_idea", b'{"type": "submit_idea", "thread')
-    broken_seq, broken_msg_id = await publish_raw(js, "hermes.cmd.submit_idea", json.dumps(broken).encode(),
-                                                  **{"X-Producer": "fuzzer"})
+    broken_seq, broken_msg_id = await publish_raw(
+        js, "hermes.cmd.submit_idea", json.dumps(broken).encode(), **{"X-Producer": "fuzzer"}
+    )
 
     newest, oldest = await listed(stack.gateway, http, 2)
     assert (oldest["reason"], oldest["stream_sequence"]) == ("invalid_json", bad_json_seq)
@@ -239,8 +269,9 @@ async def test_malformed_commands_are_listed_and_a_corrected_one_opens_its_threa
     body = assert_error(await replay(stack.gateway, http, oldest["dlq_sequence"]), 422, "invalid_payload")
     assert body["error"]["details"]["reason"] == "invalid_json"
     assert_error(await replay(stack.gateway, http, newest["dlq_sequence"]), 422, "invalid_payload")
-    assert_error(await replay(stack.gateway, http, newest["dlq_sequence"], ["not", "an", "object"]),
-                 422, "validation_failed")
+    assert_error(
+        await replay(stack.gateway, http, newest["dlq_sequence"], ["not", "an", "object"]), 422, "validation_failed"
+    )
     assert_error(await replay(stack.gateway, http, newest["dlq_sequence"], "text"), 422, "validation_failed")
     elsewhere = {**broken, "type": "rate_thread", "rating": 3}
     assert_error(await replay(stack.gateway, http, newest["dlq_sequence"], elsewhere), 422, "invalid_payload")
@@ -257,8 +288,11 @@ async def test_malformed_commands_are_listed_and_a_corrected_one_opens_its_threa
     assert marker["stream_sequence"] == commands_before + 1
     [(command, headers)] = await wait_until(lambda: tap.seen)
     assert command == msgspec.json.decode(json.dumps(corrected), type=SubmitIdea)
-    assert headers == {MSG_ID: f"replay-{newest['dlq_sequence']}", "X-Producer": "fuzzer",
-                       "Nats-Expected-Stream": subjects.COMMANDS_STREAM}  # only into the original stream
+    assert headers == {
+        MSG_ID: f"replay-{newest['dlq_sequence']}",
+        "X-Producer": "fuzzer",
+        "Nats-Expected-Stream": subjects.COMMANDS_STREAM,
+    }  # only into the original stream
 
     [thread_opened] = await wait_until(lambda: opened(js, thread_id), timeout_s=20)
     assert thread_opened.idea == "plan a balcony garden"
@@ -284,8 +318,10 @@ async def test_a_double_click_replays_once(stack: Stack, http, js_client) -> Non
     commands_before = await last_seq(js, subjects.COMMANDS_STREAM)
 
     corrected = {**broken, "idea": "write a haiku"}
-    first, second = await asyncio.gather(replay(stack.gateway, http, record["dlq_sequence"], corrected),
-                                         replay(stack.gateway, http, record["dlq_sequence"], corrected))
+    first, second = await asyncio.gather(
+        replay(stack.gateway, http, record["dlq_sequence"], corrected),
+        replay(stack.gateway, http, record["dlq_sequence"], corrected),
+    )
     statuses = sorted([first.status_code, second.status_code])
     assert statuses in ([200, 200], [200, 409]), (first.text, second.text)
     await wait_until(lambda: opened(js, thread_id), timeout_s=20)
@@ -313,16 +349,22 @@ async def test_dead_events_of_the_log_are_listed_but_not_replayed(stack: Stack, 
     assert event_record["subject"] == "hermes.evt.thread.t1.mystery_happened"
     assert event_record["reason"] == "validation_failed" and event_record["replayable"] is False
 
-    assert [r["consumer"] for r in (await listing(stack.gateway, http, consumer=PROJECTION_CONSUMER))
-            ["dead_letters"]] == [PROJECTION_CONSUMER]
+    assert [
+        r["consumer"] for r in (await listing(stack.gateway, http, consumer=PROJECTION_CONSUMER))["dead_letters"]
+    ] == [PROJECTION_CONSUMER]
     commands = (await listing(stack.gateway, http, consumer=COMMANDS_CONSUMER, reason="invalid_json"))["dead_letters"]
     assert [r["stream_sequence"] for r in commands] == [command_seq]
-    assert (await listing(stack.gateway, http, consumer=COMMANDS_CONSUMER, reason="validation_failed")) \
-        == {"dead_letters": [], "next_before": None}
+    assert (await listing(stack.gateway, http, consumer=COMMANDS_CONSUMER, reason="validation_failed")) == {
+        "dead_letters": [],
+        "next_before": None,
+    }
 
     events_before = await last_seq(js, subjects.EVENTS_STREAM)
-    body = assert_error(await replay(stack.gateway, http, event_record["dlq_sequence"],
-                                     {"type": "thread_opened"}), 409, "not_replayable")
+    body = assert_error(
+        await replay(stack.gateway, http, event_record["dlq_sequence"], {"type": "thread_opened"}),
+        409,
+        "not_replayable",
+    )
     assert body["error"]["details"]["stream"] == subjects.EVENTS_STREAM
     assert await last_seq(js, subjects.EVENTS_STREAM) == events_before
     try:
@@ -335,8 +377,7 @@ async def test_dead_events_of_the_log_are_listed_but_not_replayed(stack: Stack, 
     command_record = commands[0]
     corrected = submit_idea(f"dlq-{new_id()[:12]}", idea="fixed")
     marker = (await replay(stack.gateway, http, command_record["dlq_sequence"], corrected)).json()["data"]
-    marker_seq = (await js.get_last_msg(subjects.DLQ_STREAM,
-                                        subjects.dlq_replayed_subject(marker["dlq_sequence"]))).seq
+    marker_seq = (await js.get_last_msg(subjects.DLQ_STREAM, subjects.dlq_replayed_subject(marker["dlq_sequence"]))).seq
     assert_error(await replay(stack.gateway, http, marker_seq), 404, "dead_letter_not_found")
     assert len((await listing(stack.gateway, http))["dead_letters"]) == 2  # markers are never listed
 
@@ -347,9 +388,19 @@ async def test_an_execution_request_the_edge_gave_up_on_is_not_replayed(gateway:
     replayed (corrected)."""
     _, js = js_client
     for seq, reason in ((7, "max_deliveries"), (8, "handler_error"), (9, "invalid_json")):
-        await publish_dead_letter(js, "test", "edge-talos", stream=subjects.EXEC_STREAM,
-                                  subject=subjects.exec_subject("talos"), sequence=seq, deliveries=6, headers={},
-                                  data=b'{"type": "execution_requested"}', reason=reason, detail="test")
+        await publish_dead_letter(
+            js,
+            "test",
+            "edge-talos",
+            stream=subjects.EXEC_STREAM,
+            subject=subjects.exec_subject("talos"),
+            sequence=seq,
+            deliveries=6,
+            headers={},
+            data=b'{"type": "execution_requested"}',
+            reason=reason,
+            detail="test",
+        )
     records = {r["reason"]: r for r in await listed(gateway, http, 3)}
     assert records["max_deliveries"]["replayable"] is False and records["handler_error"]["replayable"] is False
     assert records["invalid_json"]["replayable"] is True

@@ -17,13 +17,23 @@ from hermes_proto.bus import EventStore
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.ids import new_id, utcnow
 
-IDEAS = ["plan a vegetable garden on my balcony", "write a speech for my sister's wedding",
-         "organise a team offsite", "learn to bake sourdough bread"]
+IDEAS = [
+    "plan a vegetable garden on my balcony",
+    "write a speech for my sister's wedding",
+    "organise a team offsite",
+    "learn to bake sourdough bread",
+]
 
 
 def services(bus_env: dict[str, str], model: FakeOpenAIServer, logs) -> dict[str, ServiceProcess]:
-    env = dict(bus_env, METRICS_PORT="0", HERMES_ANSWER_TIMEOUT_SECONDS="600", HERMES_EDGE_ACK_WAIT_S="3",
-               HERMES_EDGE_HEARTBEAT_S="0.5", **model_env(model.port))
+    env = dict(
+        bus_env,
+        METRICS_PORT="0",
+        HERMES_ANSWER_TIMEOUT_SECONDS="600",
+        HERMES_EDGE_ACK_WAIT_S="3",
+        HERMES_EDGE_HEARTBEAT_S="0.5",
+        **model_env(model.port),
+    )
     return service_processes(env, logs, ("orchestrator", "router", "learner", "edge"))
 
 
@@ -31,8 +41,9 @@ async def types_of(js, thread_id: str) -> Counter:
     return Counter(e.type_name() for e in await thread_events(js, thread_id))
 
 
-async def test_kill_9_of_edge_orchestrator_and_nats_loses_and_doubles_nothing(nats_server, bus_env, js_client,
-                                                                              tmp_path):
+async def test_kill_9_of_edge_orchestrator_and_nats_loses_and_doubles_nothing(
+    nats_server, bus_env, js_client, tmp_path
+):
     nc, js = js_client
     reply = Reply(chunks=["Start ", "small ", "and ", "grow."] * 3, chunk_delay_s=0.15)  # ~1.8 s per call
     async with FakeOpenAIServer(reply=reply, models=["fake"]) as model:
@@ -43,8 +54,7 @@ async def test_kill_9_of_edge_orchestrator_and_nats_loses_and_doubles_nothing(na
             store = EventStore(js, "test")
             threads = [new_id() for _ in IDEAS]
             for thread_id, idea in zip(threads, IDEAS, strict=True):
-                await store.send(SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
-                                            idea=idea))
+                await store.send(SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=idea))
 
             # 1. The edge dies in the middle of a model call; its request is redelivered to the new one.
             await wait_until(lambda: len(model.chat_requests()) >= 1, timeout_s=30)

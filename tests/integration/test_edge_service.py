@@ -20,7 +20,8 @@ import msgspec
 import pytest
 from conftest import stored_dead_letters, thread_events, wait_until
 from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
-from hermes_cli.natsserver import free_port
+from procs import ServiceProcess
+
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.codec import decode_heartbeat, encode
@@ -28,7 +29,8 @@ from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested, Heartbeat, TokenDelta
 from hermes_proto.ids import derived_id, new_id, utcnow
-from procs import ServiceProcess
+
+from hermes_cli.natsserver import free_port
 
 KEY = "sk-edge-test-9f8e7d"
 TEXT = "Start with herbs: basil, chives and mint need little space and forgive mistakes."
@@ -54,8 +56,11 @@ class Edge:
         return request
 
     async def publish(self, request: ExecutionRequested, msg_id: str | None = None) -> None:
-        await self.js.publish(subjects.exec_subject("talos"), encode(request),
-                              headers={"Nats-Msg-Id": msg_id or request.request_id, "traceparent": TRACEPARENT})
+        await self.js.publish(
+            subjects.exec_subject("talos"),
+            encode(request),
+            headers={"Nats-Msg-Id": msg_id or request.request_id, "traceparent": TRACEPARENT},
+        )
 
     async def metrics(self) -> str:
         async with httpx.AsyncClient() as client:
@@ -64,16 +69,27 @@ class Edge:
 
 def new_request(*, model: str = "model-b", max_tokens: int = 64) -> ExecutionRequested:
     return ExecutionRequested(
-        request_id=new_id(), thread_id=new_id(), job_id=new_id(), backend="talos", model=model,
-        messages=[ChatMessage(role="user", content="Plan a balcony garden.")], max_tokens=max_tokens,
-        temperature=0.2, timeout_s=20.0, correlation_id=new_id(), requested_at=utcnow())
+        request_id=new_id(),
+        thread_id=new_id(),
+        job_id=new_id(),
+        backend="talos",
+        model=model,
+        messages=[ChatMessage(role="user", content="Plan a balcony garden.")],
+        max_tokens=max_tokens,
+        temperature=0.2,
+        timeout_s=20.0,
+        correlation_id=new_id(),
+        requested_at=utcnow(),
+    )
 
 
 async def outcome_of(js, request: ExecutionRequested, timeout_s: float = 15.0) -> list:
     """Wait until the request's thread has a terminal event; returns the thread's events."""
+
     async def finished():
         events = await thread_events(js, request.thread_id)
         return events if any(isinstance(e, ExecutionCompleted | ExecutionFailed) for e in events) else None
+
     return await wait_until(finished, timeout_s=timeout_s, interval_s=0.1)
 
 
@@ -105,12 +121,19 @@ async def start_edge(js_client, bus_env: dict[str, str], tmp_path: Path) -> Asyn
     async def start(server: FakeLLMServer, kind: str = "openai", port: int | None = None, **extra: str) -> Edge:
         metrics_port = free_port()
         env = dict(bus_env)
-        env.update({
-            "HERMES_EDGE_BACKEND": "talos", "BACKEND_TALOS_TYPE": kind, "BACKEND_TALOS_HOST": "127.0.0.1",
-            "BACKEND_TALOS_PORT": str(port or server.port), "BACKEND_TALOS_MODELS": "model-a,model-b",
-            "BACKEND_TALOS_TIMEOUT": "30", "BACKEND_TALOS_KEY": KEY, "METRICS_PORT": str(metrics_port),
-            "HERMES_EDGE_HEARTBEAT_S": "0.5",
-        })
+        env.update(
+            {
+                "HERMES_EDGE_BACKEND": "talos",
+                "BACKEND_TALOS_TYPE": kind,
+                "BACKEND_TALOS_HOST": "127.0.0.1",
+                "BACKEND_TALOS_PORT": str(port or server.port),
+                "BACKEND_TALOS_MODELS": "model-a,model-b",
+                "BACKEND_TALOS_TIMEOUT": "30",
+                "BACKEND_TALOS_KEY": KEY,
+                "METRICS_PORT": str(metrics_port),
+                "HERMES_EDGE_HEARTBEAT_S": "0.5",
+            }
+        )
         env.update(extra)
         heartbeats: list[dict] = []
 
@@ -135,8 +158,9 @@ async def start_edge(js_client, bus_env: dict[str, str], tmp_path: Path) -> Asyn
 
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer(reply=Reply(text=TEXT, prompt_tokens=23, completion_tokens=15),
-                              models=["model-a", "model-b"], api_key=KEY)
+    server = FakeOpenAIServer(
+        reply=Reply(text=TEXT, prompt_tokens=23, completion_tokens=15), models=["model-a", "model-b"], api_key=KEY
+    )
     yield await server.start()
     await server.stop()
 
@@ -144,8 +168,9 @@ async def fake_openai() -> AsyncIterator[FakeOpenAIServer]:
 @pytest.mark.parametrize("kind", ["openai", "ollama"])
 async def test_request_is_executed_streamed_and_recorded(start_edge, kind: str) -> None:
     server_cls = FakeOpenAIServer if kind == "openai" else FakeOllamaServer
-    server = await server_cls(reply=Reply(text=TEXT, prompt_tokens=23, completion_tokens=15),
-                              models=["model-a", "model-b"], api_key=KEY).start()
+    server = await server_cls(
+        reply=Reply(text=TEXT, prompt_tokens=23, completion_tokens=15), models=["model-a", "model-b"], api_key=KEY
+    ).start()
     edge = await start_edge(server, kind=kind)
     request = new_request()
     deltas = await collect_tokens(edge.nc, request)  # subscribe first: thread and job ids are ours to choose
@@ -236,18 +261,24 @@ async def test_provider_failures_become_execution_failed(start_edge, fake_openai
 
 
 async def test_undecodable_requests_are_dead_lettered_and_the_edge_keeps_working(
-        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    start_edge, fake_openai: FakeOpenAIServer
+) -> None:
     edge = await start_edge(fake_openai)
     await edge.js.publish(subjects.exec_subject("talos"), b"{not json", headers={"Nats-Msg-Id": "bad-1"})
-    await edge.js.publish(subjects.exec_subject("talos"), b'{"type": "execution_requested", "prompt": "hi"}',
-                          headers={"Nats-Msg-Id": "bad-2"})
+    await edge.js.publish(
+        subjects.exec_subject("talos"),
+        b'{"type": "execution_requested", "prompt": "hi"}',
+        headers={"Nats-Msg-Id": "bad-2"},
+    )
 
     async def dead_letters() -> list[DeadLetter] | None:
         info = await edge.js.stream_info(subjects.DLQ_STREAM)
         if info.state.messages < 2:
             return None
-        return [msgspec.json.decode((await edge.js.get_msg(subjects.DLQ_STREAM, seq)).data, type=DeadLetter)
-                for seq in (1, 2)]
+        return [
+            msgspec.json.decode((await edge.js.get_msg(subjects.DLQ_STREAM, seq)).data, type=DeadLetter)
+            for seq in (1, 2)
+        ]
 
     records = await wait_until(dead_letters, timeout_s=15)
     assert [r.reason for r in records] == ["invalid_json", "validation_failed"]
@@ -281,8 +312,9 @@ def metric_value_sync(edge: Edge, outcome: str) -> float | None:
 
 async def test_heartbeats_report_health_even_when_the_model_server_starts_later(start_edge) -> None:
     port = free_port()
-    server = FakeOllamaServer(reply=Reply(chunks=["slow"] * 12, chunk_delay_s=0.25),
-                              models=["model-a", "model-b"], port=port)
+    server = FakeOllamaServer(
+        reply=Reply(chunks=["slow"] * 12, chunk_delay_s=0.25), models=["model-a", "model-b"], port=port
+    )
     edge = await start_edge(server, kind="ollama", port=port)
 
     # Nothing listens yet: the edge stays up and says so.
@@ -309,7 +341,8 @@ async def test_heartbeats_report_health_even_when_the_model_server_starts_later(
 
 
 async def test_a_busy_one_at_a_time_server_stays_healthy_during_a_long_call(
-        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    start_edge, fake_openai: FakeOpenAIServer
+) -> None:
     """Like llama.cpp's server, the fake answers the model list only after the running generation, which
     lasts longer than the probe timeout (0.5 s here); the backend must not be reported down meanwhile."""
     fake_openai.serial = True
@@ -324,7 +357,7 @@ async def test_a_busy_one_at_a_time_server_stays_healthy_during_a_long_call(
     busy_probe = await probe(edge, timeout_s=1.0)
     _, completed = await outcome_of(edge.js, request)
     assert isinstance(completed, ExecutionCompleted) and completed.text == "busy " * 10
-    busy_beats = [b for b in edge.heartbeats[during - 1:] if b["in_flight"] == 1]
+    busy_beats = [b for b in edge.heartbeats[during - 1 :] if b["in_flight"] == 1]
     assert len(busy_beats) >= 3
     assert all(b["healthy"] for b in busy_beats), busy_beats
     assert busy_probe.healthy is True and busy_probe.in_flight == 1
@@ -339,8 +372,11 @@ async def probe(edge: Edge, timeout_s: float = 5.0) -> Heartbeat:
 async def test_probe_requests_get_a_fresh_heartbeat(start_edge) -> None:
     """Heartbeats every 60 s here: only a probe made for the request can see the server go away and come
     back. No models are configured, so the reply lists the server's; the backend is Anthropic's API."""
-    server = await FakeAnthropicServer(reply=Reply(text=TEXT, prompt_tokens=12, completion_tokens=9),
-                                       models=["claude-small", "claude-big"], api_key=KEY).start()
+    server = await FakeAnthropicServer(
+        reply=Reply(text=TEXT, prompt_tokens=12, completion_tokens=9),
+        models=["claude-small", "claude-big"],
+        api_key=KEY,
+    ).start()
     edge = await start_edge(server, kind="anthropic", BACKEND_TALOS_MODELS="", HERMES_EDGE_HEARTBEAT_S="60")
     listings = len(server.requests)
 
@@ -369,7 +405,8 @@ async def test_probe_requests_get_a_fresh_heartbeat(start_edge) -> None:
 
 
 async def test_a_long_call_is_kept_in_progress_instead_of_redelivered(
-        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    start_edge, fake_openai: FakeOpenAIServer
+) -> None:
     """Ack wait 1.5 s, a 4 s call, and a second idle consumer that would pick up any redelivery."""
     fake_openai.reply = Reply(chunks=["tick "] * 10, chunk_delay_s=0.4)
     edge = await start_edge(fake_openai, HERMES_EDGE_ACK_WAIT_S="1.5", HERMES_EDGE_CONCURRENCY="2")
@@ -400,7 +437,8 @@ async def test_sigterm_lets_the_running_call_finish(start_edge, fake_openai: Fak
 
 
 async def test_a_request_delivered_too_often_is_recorded_as_failed_not_left_hanging(
-        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    start_edge, fake_openai: FakeOpenAIServer
+) -> None:
     """Edges that died during a call five times (here: a stand-in that takes the request and hands it back)
     leave a request at its last delivery: the edge dead-letters it AND appends ``ExecutionFailed`` so the router
     retries or abandons the job instead of waiting for an outcome that never comes."""
@@ -424,9 +462,9 @@ async def test_a_request_delivered_too_often_is_recorded_as_failed_not_left_hang
     assert fake_openai.chat_requests() == []  # the model was never called for it
 
 
-
 async def test_a_redelivery_whose_outcome_is_already_logged_does_not_call_the_model_again(
-        start_edge, fake_openai: FakeOpenAIServer) -> None:
+    start_edge, fake_openai: FakeOpenAIServer
+) -> None:
     """An edge (or NATS) killed after the outcome was appended but before the ack: the request comes back. The
     log already holds its outcome, so the edge acks it without calling (and billing) the model again."""
     edge = await start_edge(fake_openai)

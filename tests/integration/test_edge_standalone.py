@@ -27,12 +27,14 @@ from pathlib import Path
 import pytest
 from conftest import thread_events, wait_until
 from fakes.llm_servers import FakeOllamaServer, Reply
-from hermes_cli.natsserver import free_port
+
 from hermes_proto.base import ChatMessage
 from hermes_proto.codec import encode
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import new_id, utcnow
+
+from hermes_cli.natsserver import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TALOS_DIR = REPO / "deploy" / "talos"
@@ -41,8 +43,18 @@ SCRIPT = "hermes-talos-edge"
 TEXT = "Water the basil in the morning; mint wants a pot of its own or it takes the whole box."
 # Present in the workspace environment, and none of the edge's business: a web framework, the read-model
 # ORM, the local model runtime, and the services that use them.
-MUST_BE_ABSENT = ("fastapi", "sqlmodel", "sqlalchemy", "llama_cpp", "hermes_gateway", "hermes_orchestrator",
-                  "hermes_learner", "hermes_backend_router", "hermes_notifier", "hermes_cli")
+MUST_BE_ABSENT = (
+    "fastapi",
+    "sqlmodel",
+    "sqlalchemy",
+    "llama_cpp",
+    "hermes_gateway",
+    "hermes_orchestrator",
+    "hermes_learner",
+    "hermes_backend_router",
+    "hermes_notifier",
+    "hermes_cli",
+)
 MUST_BE_PRESENT = ("hermes_edge", "hermes_proto", "nats", "aiohttp", "msgspec", "structlog")
 
 
@@ -56,8 +68,10 @@ def find_uv() -> str:
     candidate = base / ("uv.exe" if os.name == "nt" else "uv")
     if candidate.exists():
         return str(candidate)
-    pytest.fail("uv is needed to build the talos-edge wheels and was found neither on PATH nor in "
-                f"{base}; install the pinned one with scripts/bootstrap.sh")
+    pytest.fail(
+        "uv is needed to build the talos-edge wheels and was found neither on PATH nor in "
+        f"{base}; install the pinned one with scripts/bootstrap.sh"
+    )
 
 
 def run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 120) -> str:
@@ -100,8 +114,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     for package in PACKAGES:
         run([uv, "build", "--quiet", "--wheel", "--package", package, "--out-dir", str(out)], cwd=REPO)
     requirements = out / "talos-edge-requirements.txt"
-    run([uv, "export", "--quiet", "--frozen", "--no-dev", "--no-hashes", "--no-emit-workspace",
-         "--package", "hermes-talos-edge", "-o", str(requirements)], cwd=REPO)
+    run(
+        [
+            uv,
+            "export",
+            "--quiet",
+            "--frozen",
+            "--no-dev",
+            "--no-hashes",
+            "--no-emit-workspace",
+            "--package",
+            "hermes-talos-edge",
+            "-o",
+            str(requirements),
+        ],
+        cwd=REPO,
+    )
     wheels = sorted(out.glob("*.whl"))
     assert [w.name.split("-")[0] for w in wheels] == ["hermes_proto", "hermes_talos_edge"], wheels
     assert not re.search(r"^hermes", requirements.read_text(), re.M), "first-party code only from the wheels"
@@ -121,13 +149,17 @@ def probe(install: Install, code: str) -> dict:
 
 
 def test_venv_holds_the_edge_and_nothing_else_of_hermes(installed: Install) -> None:
-    found = probe(installed, (
-        "import importlib.util, importlib.metadata, json, sys\n"
-        f"names = {list(MUST_BE_ABSENT + MUST_BE_PRESENT)!r}\n"
-        "import hermes_edge\n"
-        "print(json.dumps({'importable': [n for n in names if importlib.util.find_spec(n)],\n"
-        "    'dists': sorted(d.metadata['Name'] for d in importlib.metadata.distributions()),\n"
-        "    'edge_file': hermes_edge.__file__, 'prefix': sys.prefix}))"))
+    found = probe(
+        installed,
+        (
+            "import importlib.util, importlib.metadata, json, sys\n"
+            f"names = {list(MUST_BE_ABSENT + MUST_BE_PRESENT)!r}\n"
+            "import hermes_edge\n"
+            "print(json.dumps({'importable': [n for n in names if importlib.util.find_spec(n)],\n"
+            "    'dists': sorted(d.metadata['Name'] for d in importlib.metadata.distributions()),\n"
+            "    'edge_file': hermes_edge.__file__, 'prefix': sys.prefix}))"
+        ),
+    )
     assert Path(found["prefix"]) == installed.venv
     assert Path(found["edge_file"]).is_relative_to(installed.venv), "hermes_edge must come from the wheel"
     assert set(MUST_BE_PRESENT) <= set(found["importable"]), found["importable"]
@@ -180,6 +212,7 @@ def test_launchd_and_systemd_start_the_console_script_the_wheel_installs(install
 
 # -- the installed console script on the real bus ---------------------------------------------------------
 
+
 def plist_environment() -> dict[str, str]:
     [plist] = sorted(TALOS_DIR.glob("*.plist"))
     return dict(plistlib.loads(plist.read_bytes())["EnvironmentVariables"])
@@ -208,10 +241,19 @@ def edge_env(installed: Install, ollama: FakeOllamaServer, bus_env: dict[str, st
     little else, as launchd gives a daemon: no inherited venv or PYTHONPATH."""
     env = plist_environment()
     assert env["BACKEND_TALOS_TYPE"] == "ollama", "the Mac Mini case is Ollama's native API"
-    env.update({"NATS_URL": bus_env["NATS_URL"], "HERMES_HOME": bus_env["HERMES_HOME"],
-                "BACKEND_TALOS_HOST": "127.0.0.1", "BACKEND_TALOS_PORT": str(ollama.port),
-                "METRICS_PORT": str(free_port()), "LOG_FILE": str(tmp_path / "log" / "talos-edge.log"),
-                "HERMES_EDGE_HEARTBEAT_S": "0.5", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    env.update(
+        {
+            "NATS_URL": bus_env["NATS_URL"],
+            "HERMES_HOME": bus_env["HERMES_HOME"],
+            "BACKEND_TALOS_HOST": "127.0.0.1",
+            "BACKEND_TALOS_PORT": str(ollama.port),
+            "METRICS_PORT": str(free_port()),
+            "LOG_FILE": str(tmp_path / "log" / "talos-edge.log"),
+            "HERMES_EDGE_HEARTBEAT_S": "0.5",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        }
+    )
     return env
 
 
@@ -219,8 +261,14 @@ def edge_env(installed: Install, ollama: FakeOllamaServer, bus_env: dict[str, st
 def running_edge(installed: Install, edge_env: dict, tmp_path: Path) -> Iterator[RunningEdge]:
     log = tmp_path / "talos-edge.out"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(installed.script)], env=edge_env, cwd=tmp_path, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(installed.script)],
+            env=edge_env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     edge = RunningEdge(proc, log)
     yield edge
     if proc.poll() is None:
@@ -233,7 +281,8 @@ def running_edge(installed: Install, edge_env: dict, tmp_path: Path) -> Iterator
 
 
 async def test_installed_console_script_executes_a_request_from_the_bus(
-        running_edge: RunningEdge, js_client, ollama: FakeOllamaServer) -> None:
+    running_edge: RunningEdge, js_client, ollama: FakeOllamaServer
+) -> None:
     nc, js = js_client
     heartbeats: list[dict] = []
 
@@ -246,9 +295,18 @@ async def test_installed_console_script_executes_a_request_from_the_bus(
 
     model = ollama.models[0]
     request = ExecutionRequested(
-        request_id=new_id(), thread_id=new_id(), job_id=new_id(), backend="talos", model=model,
-        messages=[ChatMessage(role="user", content="How do I keep herbs alive on a balcony?")], max_tokens=64,
-        temperature=0.2, timeout_s=20.0, correlation_id=new_id(), requested_at=utcnow())
+        request_id=new_id(),
+        thread_id=new_id(),
+        job_id=new_id(),
+        backend="talos",
+        model=model,
+        messages=[ChatMessage(role="user", content="How do I keep herbs alive on a balcony?")],
+        max_tokens=64,
+        temperature=0.2,
+        timeout_s=20.0,
+        correlation_id=new_id(),
+        requested_at=utcnow(),
+    )
     await js.publish("hermes.exec.talos", encode(request), headers={"Nats-Msg-Id": request.request_id})
 
     async def finished():

@@ -21,18 +21,18 @@ import httpx
 import msgspec
 import pytest
 from aiohttp import web
-from nats.js.errors import NotFoundError
-
 from conftest import wait_until
 from fakes.loopback import LoopbackServer
+from nats.js.errors import NotFoundError
+from procs import ServiceProcess
+from test_gateway_api import Gateway, start_gateway
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import DecodeError, decode_command, decode_event, encode
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.events import ExecutionAbandoned, ExecutionCompleted, JobQueued, ThreadCompleted, ThreadOpened
 from hermes_proto.ids import derived_id, new_id, utcnow
-from procs import ServiceProcess
-from test_gateway_api import Gateway, start_gateway
 
 NOTIFIER_DURABLE = "notifier-events"
 SECRET = "s3cr3t-callback-token"
@@ -75,8 +75,9 @@ class CallbackReceiver(LoopbackServer):
         queued = self._answers.get(request.path) or []
         status = queued.pop(0) if queued else 200
         body = json.loads(await request.read())
-        self.received.append(Received(request.path, request.query_string, dict(request.headers), body, status,
-                                       time.monotonic()))
+        self.received.append(
+            Received(request.path, request.query_string, dict(request.headers), body, status, time.monotonic())
+        )
         return web.json_response({"accepted": status < 300}, status=status)
 
 
@@ -95,6 +96,7 @@ class Stack:
 
     async def last(self, thread_id: str, event_type: type, timeout_s: float = 15.0):
         """The thread's latest event of ``event_type`` (waits for one)."""
+
         async def found():
             try:
                 raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, event_type))
@@ -109,8 +111,9 @@ class Stack:
         events, seq = [], 1
         while True:
             try:
-                raw = await self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=f"hermes.evt.thread.{thread_id}."
-                                            f"{event_type}", next=True)
+                raw = await self.js.get_msg(
+                    subjects.EVENTS_STREAM, seq=seq, subject=f"hermes.evt.thread.{thread_id}.{event_type}", next=True
+                )
             except NotFoundError:
                 return events
             events.append(decode_event(raw.data))
@@ -119,17 +122,35 @@ class Stack:
     async def complete_draft(self, thread_id: str, text: str) -> None:
         """talos-edge's ``ExecutionCompleted`` for the thread's draft-1 job."""
         job: JobQueued = await self.last(thread_id, JobQueued)
-        await EventStore(self.js, "test-edge").append([ExecutionCompleted(
-            **_caused_by(job, derived_id(derived_id(job.event_id, "execution_requested"), "execution_outcome")),
-            job_id=job.job_id, backend="talos", model="smollm2", text=text, prompt_tokens=12, completion_tokens=30,
-            latency_ms=800.0)])
+        await EventStore(self.js, "test-edge").append(
+            [
+                ExecutionCompleted(
+                    **_caused_by(job, derived_id(derived_id(job.event_id, "execution_requested"), "execution_outcome")),
+                    job_id=job.job_id,
+                    backend="talos",
+                    model="smollm2",
+                    text=text,
+                    prompt_tokens=12,
+                    completion_tokens=30,
+                    latency_ms=800.0,
+                )
+            ]
+        )
 
     async def abandon_draft(self, thread_id: str, message: str) -> None:
         """The backend-router's ``ExecutionAbandoned`` for the thread's draft-1 job."""
         job: JobQueued = await self.last(thread_id, JobQueued)
-        await EventStore(self.js, "test-router").append([ExecutionAbandoned(
-            **_caused_by(job, derived_id(job.event_id, "execution_abandoned")), job_id=job.job_id,
-            error_code="no_backend", message=message, attempts=1)])
+        await EventStore(self.js, "test-router").append(
+            [
+                ExecutionAbandoned(
+                    **_caused_by(job, derived_id(job.event_id, "execution_abandoned")),
+                    job_id=job.job_id,
+                    error_code="no_backend",
+                    message=message,
+                    attempts=1,
+                )
+            ]
+        )
 
     async def handled(self, seq: int) -> bool:
         info = await self.js.consumer_info(subjects.EVENTS_STREAM, NOTIFIER_DURABLE)
@@ -137,19 +158,33 @@ class Stack:
 
 
 def _caused_by(cause, event_id: str) -> dict:
-    return dict(event_id=event_id, aggregate_id=cause.aggregate_id, occurred_at=utcnow(),
-                correlation_id=cause.correlation_id, causation_id=cause.event_id)
+    return dict(
+        event_id=event_id,
+        aggregate_id=cause.aggregate_id,
+        occurred_at=utcnow(),
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+    )
 
 
 @pytest.fixture
 async def stack(bus_env: dict[str, str], js_client, tmp_path: Path) -> AsyncIterator[Stack]:
     _, js = js_client
     logs = tmp_path / "logs"
-    orchestrator = ServiceProcess("orchestrator", "hermes_orchestrator", {**bus_env, "METRICS_PORT": "0"},
-                                  logs).start()
-    notifier = ServiceProcess("notifier", "hermes_notifier", {
-        **bus_env, "METRICS_PORT": "0", "TELEGRAM_BOT_TOKEN": "", "HERMES_WEB_BASE_URL": "http://hermes.test",
-        "HERMES_CALLBACK_ATTEMPTS": str(ATTEMPTS), "HERMES_CALLBACK_BACKOFF_S": str(BACKOFF_S)}, logs).start()
+    orchestrator = ServiceProcess("orchestrator", "hermes_orchestrator", {**bus_env, "METRICS_PORT": "0"}, logs).start()
+    notifier = ServiceProcess(
+        "notifier",
+        "hermes_notifier",
+        {
+            **bus_env,
+            "METRICS_PORT": "0",
+            "TELEGRAM_BOT_TOKEN": "",
+            "HERMES_WEB_BASE_URL": "http://hermes.test",
+            "HERMES_CALLBACK_ATTEMPTS": str(ATTEMPTS),
+            "HERMES_CALLBACK_BACKOFF_S": str(BACKOFF_S),
+        },
+        logs,
+    ).start()
     receiver = await CallbackReceiver().start()
     gateway = None
     try:
@@ -185,16 +220,30 @@ async def external_submit(stack: Stack, **fields) -> httpx.Response:
 
 def v1_submit_idea(**origin: str) -> bytes:
     """A SubmitIdea as a version-1 producer wrote it: the callback address inside ``origin``."""
-    return json.dumps({
-        "type": "submit_idea", "command_id": new_id(), "issued_at": "2026-01-05T10:00:00Z", "schema_version": 1,
-        "correlation_id": None, "thread_id": new_id(), "idea": "summarise my meeting notes", "channel": "external",
-        "user_id": "local", "origin": origin, "max_questions": 0, "project": "default", "private": False,
-        "priority": 5}).encode()
+    return json.dumps(
+        {
+            "type": "submit_idea",
+            "command_id": new_id(),
+            "issued_at": "2026-01-05T10:00:00Z",
+            "schema_version": 1,
+            "correlation_id": None,
+            "thread_id": new_id(),
+            "idea": "summarise my meeting notes",
+            "channel": "external",
+            "user_id": "local",
+            "origin": origin,
+            "max_questions": 0,
+            "project": "default",
+            "private": False,
+            "priority": 5,
+        }
+    ).encode()
 
 
 def test_v1_submit_idea_is_upcast_and_unknowns_are_handled():
-    command = decode_command(v1_submit_idea(callback_url="https://crm.test/hooks/hermes?k=1", source_app="crm",
-                                            telegram_chat_id="42"))
+    command = decode_command(
+        v1_submit_idea(callback_url="https://crm.test/hooks/hermes?k=1", source_app="crm", telegram_chat_id="42")
+    )
     assert isinstance(command, SubmitIdea) and command.schema_version == 2
     assert (command.callback_url, command.source_app) == ("https://crm.test/hooks/hermes?k=1", "crm")
     assert command.origin == {"telegram_chat_id": "42"}  # moved out, the rest kept
@@ -207,14 +256,15 @@ def test_v1_submit_idea_is_upcast_and_unknowns_are_handled():
     assert again.callback_url == command.callback_url and again.origin == {"callback_url": "kept as an origin entry"}
 
     # An event with an extra field decodes too.
-    opened = ThreadOpened(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id="c",
-                          idea="x")
+    opened = ThreadOpened(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id="c", idea="x")
     assert decode_event(json.dumps({**json.loads(encode(opened)), "future_field": 1}).encode()) == opened
 
     # Unknown types, a v1 callback the contract rejects, an impossible version: DecodeError (dead-lettered).
-    for bad in (b'{"type": "submit_idea_v9", "command_id": "c"}',
-                v1_submit_idea(callback_url="ftp://crm.test/x"),
-                json.dumps({**current, "schema_version": 0, "thread_id": 5}).encode()):
+    for bad in (
+        b'{"type": "submit_idea_v9", "command_id": "c"}',
+        v1_submit_idea(callback_url="ftp://crm.test/x"),
+        json.dumps({**current, "schema_version": 0, "thread_id": 5}).encode(),
+    ):
         with pytest.raises(DecodeError) as caught:
             decode_command(bad)
         assert caught.value.reason == "validation_failed"
@@ -263,7 +313,8 @@ async def refusals_publish_nothing(stack: Stack, js_client) -> None:
     await wait_until(lambda: published, timeout_s=10)
     await tap.unsubscribe()
     assert [(c.thread_id, c.channel, c.callback_url, c.source_app) for c in published] == [
-        (accepted.json()["data"]["thread_id"], "external", "https://crm.test/hook", "crm")]
+        (accepted.json()["data"]["thread_id"], "external", "https://crm.test/hook", "crm")
+    ]
 
 
 async def publish_v1_submit(stack: Stack) -> str:
@@ -274,16 +325,25 @@ async def publish_v1_submit(stack: Stack) -> str:
     await stack.js.publish(subjects.command_subject(SubmitIdea), data, headers={"Nats-Msg-Id": raw["command_id"]})
     opened: ThreadOpened = await stack.last(raw["thread_id"], ThreadOpened)
     assert (opened.callback_url, opened.source_app, opened.origin) == (
-        stack.callback_url("/v1"), "legacy", {"telegram_chat_id": "42"})
+        stack.callback_url("/v1"),
+        "legacy",
+        {"telegram_chat_id": "42"},
+    )
     return raw["thread_id"]
 
 
 async def test_bad_input_is_refused_and_a_result_is_called_back_after_retries(stack: Stack, js_client):
     await refusals_publish_nothing(stack, js_client)
     stack.receiver.answer("/hooks/hermes", 500, 503)
-    response = await external_submit(stack, idea="  Draft a reply to the supplier about the late delivery  ",
-                                     callback_url=stack.callback_url("/hooks/hermes"), source_app="crm",
-                                     project="alpha", priority=7, max_questions=0)
+    response = await external_submit(
+        stack,
+        idea="  Draft a reply to the supplier about the late delivery  ",
+        callback_url=stack.callback_url("/hooks/hermes"),
+        source_app="crm",
+        project="alpha",
+        priority=7,
+        max_questions=0,
+    )
     assert response.status_code == 202, response.text
     envelope = response.json()
     assert envelope["status"] == "success" and envelope["meta"]["request_id"]
@@ -293,7 +353,12 @@ async def test_bad_input_is_refused_and_a_result_is_called_back_after_retries(st
 
     opened: ThreadOpened = await stack.last(thread_id, ThreadOpened)
     assert (opened.channel, opened.source_app, opened.project, opened.priority, opened.max_questions) == (
-        "external", "crm", "alpha", 7, 0)
+        "external",
+        "crm",
+        "alpha",
+        7,
+        0,
+    )
     assert opened.callback_url == stack.callback_url("/hooks/hermes") and opened.origin == {}
     assert opened.idea == "Draft a reply to the supplier about the late delivery"
 
@@ -303,19 +368,30 @@ async def test_bad_input_is_refused_and_a_result_is_called_back_after_retries(st
 
     calls = stack.receiver.to("/hooks/hermes")
     assert [c.status for c in calls] == [500, 503, 200]
-    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:])]
+    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:], strict=False)]
     assert gaps[0] >= BACKOFF_S * 0.9 and gaps[1] >= 2 * BACKOFF_S * 0.9  # exponential backoff
     assert all(c.body == calls[0].body for c in calls) and calls[-1].query == f"token={SECRET}"
     assert calls[-1].headers["Idempotency-Key"] == done.event_id
     assert calls[-1].body == {
-        "thread_id": thread_id, "status": "completed", "source_app": "crm", "event_id": done.event_id,
-        "occurred_at": calls[-1].body["occurred_at"], "final_draft_number": 1,
-        "final_draft": "Dear supplier, the delivery is late; please ship by Friday.", "reason": "no_questions",
-        "error": None, "thread_url": f"http://hermes.test/#thread={thread_id}"}
+        "thread_id": thread_id,
+        "status": "completed",
+        "source_app": "crm",
+        "event_id": done.event_id,
+        "occurred_at": calls[-1].body["occurred_at"],
+        "final_draft_number": 1,
+        "final_draft": "Dear supplier, the delivery is late; please ship by Friday.",
+        "reason": "no_questions",
+        "error": None,
+        "thread_url": f"http://hermes.test/#thread={thread_id}",
+    }
 
     assert sent.event_id == derived_id(done.event_id, "notification_sent", "webhook")
     assert (sent.channel, sent.kind, sent.cause_event_id, sent.correlation_id) == (
-        "webhook", "thread_completed", done.event_id, done.correlation_id)
+        "webhook",
+        "thread_completed",
+        done.event_id,
+        done.correlation_id,
+    )
     assert sent.recipient == f"127.0.0.1:{stack.receiver.port}/hooks/hermes"  # no token
 
     # The completion delivered again past JetStream's dedup window: the record stops a second POST.
@@ -330,12 +406,29 @@ async def test_failures_given_up_calls_and_a_v1_producer(stack: Stack):
     v1_thread = await publish_v1_submit(stack)
     stack.receiver.answer("/gone", 410)
     stack.receiver.answer("/down", *[502] * ATTEMPTS)
-    failing = (await external_submit(stack, idea="Translate my CV", callback_url=stack.callback_url("/failed"),
-                                     source_app="hr.portal", max_questions=0)).json()["data"]["thread_id"]
-    gone = (await external_submit(stack, idea="Plan a team offsite", callback_url=stack.callback_url("/gone"),
-                                  source_app="crm", max_questions=0)).json()["data"]["thread_id"]
-    down = (await external_submit(stack, idea="Name my bakery", callback_url=stack.callback_url("/down"),
-                                  source_app="crm", max_questions=0)).json()["data"]["thread_id"]
+    failing = (
+        await external_submit(
+            stack,
+            idea="Translate my CV",
+            callback_url=stack.callback_url("/failed"),
+            source_app="hr.portal",
+            max_questions=0,
+        )
+    ).json()["data"]["thread_id"]
+    gone = (
+        await external_submit(
+            stack,
+            idea="Plan a team offsite",
+            callback_url=stack.callback_url("/gone"),
+            source_app="crm",
+            max_questions=0,
+        )
+    ).json()["data"]["thread_id"]
+    down = (
+        await external_submit(
+            stack, idea="Name my bakery", callback_url=stack.callback_url("/down"), source_app="crm", max_questions=0
+        )
+    ).json()["data"]["thread_id"]
 
     await stack.abandon_draft(failing, "no backend is up")
     await stack.complete_draft(gone, "Offsite plan")

@@ -42,13 +42,9 @@ import pytest
 from conftest import NatsServer, wait_until
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from procs import ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from hermes_cli.natsserver import free_port
-from hermes_gateway.adapters import BadReply, Bus, Refused, ask
-from hermes_gateway.feed import EventFeed
-from hermes_gateway.live import ThreadFeed
-from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore, RawMessage
@@ -56,8 +52,8 @@ from hermes_proto.codec import (
     DecodeError,
     command_thread_id,
     decode_command,
-    decode_event,
     decode_dead_letter,
+    decode_event,
     decode_execution_request,
     decode_heartbeat,
     decode_telegram_update,
@@ -67,8 +63,8 @@ from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ALL_EVENTS, JobDeferred, ThreadCompleted
 from hermes_proto.execution import ExecutionRequested, Heartbeat, TokenDelta
-from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.ids import new_id, utcnow
+from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.projection import decode_batch
 from hermes_proto.queries import (
     QUERY_THREADS,
@@ -86,17 +82,33 @@ from hermes_proto.queries import (
     ThreadQuery,
     ThreadReply,
 )
-from procs import ServiceProcess
+
+from hermes_cli.natsserver import free_port
+from hermes_gateway.adapters import BadReply, Bus, Refused, ask
+from hermes_gateway.feed import EventFeed
+from hermes_gateway.live import ThreadFeed
+from hermes_gateway.tokens import TokenBuffer
 
 T = TypeVar("T")
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 REASONS = {"invalid_json", "validation_failed"}
 DEEP = 100_000  # nesting depth far past any recursion limit
 
 DECODERS: list[tuple[Callable[[bytes], Any], type]] = [
-    (decode_event, Event), (decode_command, Command), (decode_execution_request, ExecutionRequested),
-    (decode_heartbeat, Heartbeat), (decode_telegram_update, TelegramUpdate), (decode_dead_letter, DeadLetter)]
+    (decode_event, Event),
+    (decode_command, Command),
+    (decode_execution_request, ExecutionRequested),
+    (decode_heartbeat, Heartbeat),
+    (decode_telegram_update, TelegramUpdate),
+    (decode_dead_letter, DeadLetter),
+]
 MESSAGE_TYPES: list[type[msgspec.Struct]] = [*ALL_EVENTS, *ALL_COMMANDS, ExecutionRequested, Heartbeat]
 
 
@@ -125,8 +137,13 @@ def sample(t: mi.Type) -> Any:
         return None if any(isinstance(u, mi.NoneType) for u in t.types) else sample(t.types[0])
     if isinstance(t, mi.LiteralType):
         return t.values[0]
-    simple = {mi.BoolType: True, mi.NoneType: None, mi.DictType: {}, mi.AnyType: "any",
-              mi.DateTimeType: "2026-01-01T00:00:00Z"}
+    simple = {
+        mi.BoolType: True,
+        mi.NoneType: None,
+        mi.DictType: {},
+        mi.AnyType: "any",
+        mi.DateTimeType: "2026-01-01T00:00:00Z",
+    }
     return simple[type(t)]
 
 
@@ -148,10 +165,12 @@ ALL_TAGS = sorted({t.type_name() for t in (*ALL_EVENTS, *ALL_COMMANDS)} | {"exec
 # --------------------------------------------------------------------------- garbage
 
 HUGE = [2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, -(10**30), 2**200]
-scalars = (st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE) | st.floats()
-           | st.text(max_size=24))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+scalars = st.none() | st.booleans() | st.integers() | st.sampled_from(HUGE) | st.floats() | st.text(max_size=24)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def to_json(value: Any) -> bytes:
@@ -169,7 +188,7 @@ def corrupted(draw: st.DrawFn, data: bytes) -> bytes:
     if kind == "truncate":
         return data[:at]
     if kind == "replace":
-        return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
+        return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
     return data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
 
 
@@ -219,7 +238,7 @@ def hostile_payloads(message_type: type) -> dict[str, bytes]:
         "deep unknown field": valid[:-1] + b',"extra":' + nested + b"}",
         "invalid utf-8 in a field": valid.replace(b'"s1"', b'"s\xff1"', 1),
         "invalid utf-8 in an unknown field": valid[:-1] + b',"extra":"\xc3\x28"}',
-        "cut after a type error": retyped[:retyped.index(b"[42]") + 4],
+        "cut after a type error": retyped[: retyped.index(b"[42]") + 4],
     }
 
 
@@ -246,9 +265,15 @@ def check_decoder(decode: Callable[[bytes], Any], expected: type, data: bytes) -
 
 def test_every_valid_message_decodes_to_its_type() -> None:
     """The payloads the mutations start from are valid: each decodes to its own type with its own decoder."""
-    families = {decode: types for decode, types in (
-        (decode_event, ALL_EVENTS), (decode_command, ALL_COMMANDS),
-        (decode_execution_request, (ExecutionRequested,)), (decode_heartbeat, (Heartbeat,)))}
+    families = {
+        decode: types
+        for decode, types in (
+            (decode_event, ALL_EVENTS),
+            (decode_command, ALL_COMMANDS),
+            (decode_execution_request, (ExecutionRequested,)),
+            (decode_heartbeat, (Heartbeat,)),
+        )
+    }
     for decode, types in families.items():
         for message_type in types:
             value = decode(encode_dict(valid_payload(message_type)))
@@ -361,8 +386,12 @@ class Responders:
 
     def router_metric(self, name: str, **labels: str) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.router_metrics_port}/metrics", timeout=5).text
-        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
 
 OFFLINE = "offline"
@@ -375,13 +404,25 @@ def responders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Responders]
     tmp = tmp_path_factory.mktemp("fuzz-decode")
     server = NatsServer(port=free_port(), store_dir=tmp / "jetstream")
     server.start()
-    env = dict(os.environ, NATS_URL=server.url, HERMES_HOME=str(tmp / "home"), LOG_LEVEL="INFO",
-               METRICS_PORT="0", HERMES_ANSWER_TIMEOUT_SECONDS="600")
+    env = dict(
+        os.environ,
+        NATS_URL=server.url,
+        HERMES_HOME=str(tmp / "home"),
+        LOG_LEVEL="INFO",
+        METRICS_PORT="0",
+        HERMES_ANSWER_TIMEOUT_SECONDS="600",
+    )
     metrics_port = free_port()
-    router_env = dict(env, METRICS_PORT=str(metrics_port), HERMES_BACKENDS_ENABLED=OFFLINE,
-                      BACKEND_OFFLINE_TYPE="openai", BACKEND_OFFLINE_HOST="127.0.0.1",
-                      BACKEND_OFFLINE_PORT=str(free_port()), BACKEND_OFFLINE_ENABLED="false",
-                      BACKEND_OFFLINE_HEALTH_CHECK_INTERVAL="600")
+    router_env = dict(
+        env,
+        METRICS_PORT=str(metrics_port),
+        HERMES_BACKENDS_ENABLED=OFFLINE,
+        BACKEND_OFFLINE_TYPE="openai",
+        BACKEND_OFFLINE_HOST="127.0.0.1",
+        BACKEND_OFFLINE_PORT=str(free_port()),
+        BACKEND_OFFLINE_ENABLED="false",
+        BACKEND_OFFLINE_HEALTH_CHECK_INTERVAL="600",
+    )
     orchestrator = ServiceProcess("orchestrator", "hermes_orchestrator", env, tmp / "logs").start()
     router = ServiceProcess("router", "hermes_router", router_env, tmp / "logs").start()
     bus = BusThread(server.url)
@@ -415,8 +456,10 @@ def decodes(data: bytes, query_type: type) -> Any:
 
 
 ORCHESTRATOR_QUERIES: dict[str, tuple[type, type]] = {
-    subjects.QUERY_THREAD: (ThreadQuery, ThreadReply), subjects.QUERY_JOB: (JobQuery, JobReply),
-    QUERY_THREADS: (ThreadListQuery, ThreadListReply)}
+    subjects.QUERY_THREAD: (ThreadQuery, ThreadReply),
+    subjects.QUERY_JOB: (JobQuery, JobReply),
+    QUERY_THREADS: (ThreadListQuery, ThreadListReply),
+}
 
 
 def check_orchestrator_reply(bus: BusThread, subject: str, data: bytes, timeout_s: float = 10) -> None:
@@ -435,10 +478,10 @@ def check_orchestrator_reply(bus: BusThread, subject: str, data: bytes, timeout_
 
 
 @FUZZ
-@given(subject=st.sampled_from(sorted(ORCHESTRATOR_QUERIES)),
-       data=garbage([ThreadQuery, JobQuery, ThreadListQuery]))
-def test_orchestrator_queries_answer_garbage_with_bad_request(responders: Responders, subject: str,
-                                                            data: bytes) -> None:
+@given(subject=st.sampled_from(sorted(ORCHESTRATOR_QUERIES)), data=garbage([ThreadQuery, JobQuery, ThreadListQuery]))
+def test_orchestrator_queries_answer_garbage_with_bad_request(
+    responders: Responders, subject: str, data: bytes
+) -> None:
     # A valid read-your-writes sequence past the log's end is waited for (2 s): right, but slow to fuzz.
     query = decodes(data, ThreadQuery) if subject == subjects.QUERY_THREAD else None
     assume(query is None or query.min_sequence <= 0)
@@ -446,15 +489,18 @@ def test_orchestrator_queries_answer_garbage_with_bad_request(responders: Respon
 
 
 ROUTER_QUERIES: dict[str, tuple[type | None, type]] = {
-    subjects.QUERY_BACKENDS: (None, BackendsReply), subjects.QUERY_SELECTIONS: (SelectionsQuery, SelectionsReply),
-    subjects.CONTROL_BACKEND: (SetBackendEnabled, BackendsReply), subjects.CONTROL_COMPARE: (CompareRequest,
-                                                                                            CompareReply)}
+    subjects.QUERY_BACKENDS: (None, BackendsReply),
+    subjects.QUERY_SELECTIONS: (SelectionsQuery, SelectionsReply),
+    subjects.CONTROL_BACKEND: (SetBackendEnabled, BackendsReply),
+    subjects.CONTROL_COMPARE: (CompareRequest, CompareReply),
+}
 
 
 def check_router_reply(bus: BusThread, subject: str, data: bytes, timeout_s: float = 10) -> None:
     query_type, reply_type = ROUTER_QUERIES[subject]
-    query = decodes((data or b"{}") if subject == subjects.QUERY_SELECTIONS else data, query_type) \
-        if query_type else True
+    query = (
+        decodes((data or b"{}") if subject == subjects.QUERY_SELECTIONS else data, query_type) if query_type else True
+    )
     try:
         reply = bus.request(subject, data, timeout_s)
     except nats.errors.TimeoutError:
@@ -470,10 +516,12 @@ def check_router_reply(bus: BusThread, subject: str, data: bytes, timeout_s: flo
 
 
 @FUZZ
-@given(subject=st.sampled_from(sorted(ROUTER_QUERIES)),
-       data=garbage([SelectionsQuery, SetBackendEnabled, CompareRequest]))
-def test_router_queries_and_controls_answer_garbage_with_bad_request(responders: Responders, subject: str,
-                                                                     data: bytes) -> None:
+@given(
+    subject=st.sampled_from(sorted(ROUTER_QUERIES)), data=garbage([SelectionsQuery, SetBackendEnabled, CompareRequest])
+)
+def test_router_queries_and_controls_answer_garbage_with_bad_request(
+    responders: Responders, subject: str, data: bytes
+) -> None:
     # Enabling the one real backend would let a fuzzed comparison wait for a model that is not there.
     command = decodes(data, SetBackendEnabled) if subject == subjects.CONTROL_BACKEND else None
     assume(command is None or command.backend.lower() != OFFLINE)
@@ -503,10 +551,16 @@ def test_garbage_heartbeats_are_counted_and_never_make_a_backend_healthy(respond
     bus = responders.bus
     before = {r: responders.router_metric("hermes_router_bad_heartbeats_total", reason=r) for r in REASONS}
     beat = encode(Heartbeat(backend=OFFLINE, models=["m"], in_flight=0, healthy=True, sent_at=utcnow()))
-    bad = {"invalid_json": [b"", b"\xff", b"{", beat[:-1], beat.replace(b'"m"', b'"\xff"')],
-           "validation_failed": [b"null", b"[" * DEEP, beat.replace(b'"healthy":true', b'"healthy":"yes"'),
-                                 beat.replace(b'"in_flight":0', b'"in_flight":1e400'),
-                                 beat.replace(b'"models":["m"]', b'"models":"m"')]}
+    bad = {
+        "invalid_json": [b"", b"\xff", b"{", beat[:-1], beat.replace(b'"m"', b'"\xff"')],
+        "validation_failed": [
+            b"null",
+            b"[" * DEEP,
+            beat.replace(b'"healthy":true', b'"healthy":"yes"'),
+            beat.replace(b'"in_flight":0', b'"in_flight":1e400'),
+            beat.replace(b'"models":["m"]', b'"models":"m"'),
+        ],
+    }
 
     async def publish() -> None:
         for payloads in bad.values():
@@ -517,8 +571,10 @@ def test_garbage_heartbeats_are_counted_and_never_make_a_backend_healthy(respond
     bus.run(publish())
 
     def counted() -> bool:
-        return all(responders.router_metric("hermes_router_bad_heartbeats_total", reason=r) - before[r]
-                   >= len(bad[r]) for r in REASONS)
+        return all(
+            responders.router_metric("hermes_router_bad_heartbeats_total", reason=r) - before[r] >= len(bad[r])
+            for r in REASONS
+        )
 
     try:
         bus.run(wait_until(lambda: asyncio.to_thread(counted), timeout_s=8, interval_s=0.2), 20)
@@ -581,17 +637,37 @@ def test_the_gateway_reads_a_bad_reply_as_bad_reply(reply_bus: tuple[BusThread, 
 
 def test_the_gateway_reads_a_hostile_reply_as_bad_reply(reply_bus: tuple[BusThread, list[bytes]]) -> None:
     reply = encode(ThreadReply(found=False))
-    hostile = {**hostile_payloads(ThreadReply), "invalid utf-8 in an ErrorReply": b'{"error":true,"code":"\xff"}',
-               "invalid utf-8 in an unknown field (ignored)": reply[:-1] + b',"x":"\xff"}'}
+    hostile = {
+        **hostile_payloads(ThreadReply),
+        "invalid utf-8 in an ErrorReply": b'{"error":true,"code":"\xff"}',
+        "invalid utf-8 in an unknown field (ignored)": reply[:-1] + b',"x":"\xff"}',
+    }
     for data in hostile.values():
         check_ask(reply_bus, data)
 
 
-EVENT_GARBAGE = [b"", b"\xff", b"{", b"[]", b'{"type": 5', b'{"type": "launch_rockets", "event_id": "e"}',
-                 b'{"type": "job_deferred", "reason": 42}', b'{"type": "job_deferred", "reason": 42,',
-                 b'{"type": "job_deferred", "reason": "\xff"}', *hostile_payloads(JobDeferred).values()]
-TOKEN_GARBAGE = [b"", b"\xff", b"{", b"null", b'{"job_id": "j", "seq": "0", "text": "x"}', b'{"seq": 1,',
-                 b'{"job_id": "j", "seq": 0, "text": "\xff"}', *hostile_payloads(TokenDelta).values()]
+EVENT_GARBAGE = [
+    b"",
+    b"\xff",
+    b"{",
+    b"[]",
+    b'{"type": 5',
+    b'{"type": "launch_rockets", "event_id": "e"}',
+    b'{"type": "job_deferred", "reason": 42}',
+    b'{"type": "job_deferred", "reason": 42,',
+    b'{"type": "job_deferred", "reason": "\xff"}',
+    *hostile_payloads(JobDeferred).values(),
+]
+TOKEN_GARBAGE = [
+    b"",
+    b"\xff",
+    b"{",
+    b"null",
+    b'{"job_id": "j", "seq": "0", "text": "x"}',
+    b'{"seq": 1,',
+    b'{"job_id": "j", "seq": 0, "text": "\xff"}',
+    *hostile_payloads(TokenDelta).values(),
+]
 
 
 def decoded_or_none(decode: Callable[[bytes], T], data: bytes) -> T | None:
@@ -619,8 +695,14 @@ async def test_the_live_feed_skips_what_does_not_decode(js_client) -> None:
         await asyncio.sleep(0.3)  # the tokens are queued before the events below
         for data in EVENT_GARBAGE:
             await js.publish(subjects.thread_event(thread_id, "job_deferred"), data)
-        done = ThreadCompleted(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c",
-                               final_draft_number=1, reason="answered")
+        done = ThreadCompleted(
+            event_id=new_id(),
+            aggregate_id=thread_id,
+            occurred_at=utcnow(),
+            correlation_id="c",
+            final_draft_number=1,
+            reason="answered",
+        )
         await EventStore(js, "test").append([done])
 
         async def collect() -> list:
@@ -630,14 +712,18 @@ async def test_the_live_feed_skips_what_does_not_decode(js_client) -> None:
     finally:
         await feed.close()
         await events.stop()
-    tokens = [t for t in (decoded_or_none(lambda d: msgspec.json.decode(d, type=TokenDelta), d)
-                          for d in TOKEN_GARBAGE) if t is not None]
+    tokens = [
+        t
+        for t in (decoded_or_none(lambda d: msgspec.json.decode(d, type=TokenDelta), d) for d in TOKEN_GARBAGE)
+        if t is not None
+    ]
     events = [e for e in (decoded_or_none(decode_event, d) for d in EVENT_GARBAGE) if e is not None]
     assert len(tokens) < len(TOKEN_GARBAGE) and len(events) < len(EVENT_GARBAGE)
     assert [i.event for i in items] == ["token"] * len(tokens) + [e.type_name() for e in events] + [
-        "thread_completed"], items
-    assert [msgspec.json.decode(i.data, type=TokenDelta) for i in items[:len(tokens)]] == tokens
-    assert [decode_event(i.data.encode()) for i in items[len(tokens):]] == [*events, done]
+        "thread_completed"
+    ], items
+    assert [msgspec.json.decode(i.data, type=TokenDelta) for i in items[: len(tokens)]] == tokens
+    assert [decode_event(i.data.encode()) for i in items[len(tokens) :]] == [*events, done]
     assert [i.terminal for i in items] == [False] * (len(items) - 1) + [True]
 
 
@@ -645,8 +731,9 @@ async def test_the_live_feed_skips_what_does_not_decode(js_client) -> None:
 
 DURABLE = "fuzz-commands"
 COMMAND_SUBJECT = "hermes.cmd.submit_idea"
-_valid = encode(SubmitIdea(command_id="valid", issued_at=datetime(2026, 1, 1, tzinfo=UTC), thread_id="t",
-                           idea="a real idea"))
+_valid = encode(
+    SubmitIdea(command_id="valid", issued_at=datetime(2026, 1, 1, tzinfo=UTC), thread_id="t", idea="a real idea")
+)
 POISON: list[tuple[bytes, set[str]]] = [
     (b"\xff\xfe not json", {"invalid_json"}),
     (b"", {"invalid_json"}),
@@ -676,9 +763,17 @@ async def test_garbage_commands_are_dead_lettered_and_the_consumer_goes_on(js_cl
             raise RuntimeError("this idea always fails")
         handled.append((delivery.message, delivery.deliveries))
 
-    spec = ConsumerSpec(stream=subjects.COMMANDS_STREAM, durable=DURABLE, filter_subjects=[subjects.COMMANDS_ALL],
-                        decode=decode_command, handler=handler, max_deliver=2, backoff_s=[0.1], batch=16,
-                        fetch_expires_s=0.5)
+    spec = ConsumerSpec(
+        stream=subjects.COMMANDS_STREAM,
+        durable=DURABLE,
+        filter_subjects=[subjects.COMMANDS_ALL],
+        decode=decode_command,
+        handler=handler,
+        max_deliver=2,
+        backoff_s=[0.1],
+        batch=16,
+        fetch_expires_s=0.5,
+    )
     runner = ConsumerRunner(nc, js, spec, "fuzz")
     task = asyncio.create_task(runner.run())
     try:
@@ -737,7 +832,7 @@ async def dead_letters(js, at_least: int) -> list[DeadLetter] | None:
             records.append(msgspec.json.decode(msg.data, type=DeadLetter))
             if msg.metadata.num_pending == 0:
                 break
-    except (asyncio.TimeoutError, nats.errors.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         pass
     finally:
         await sub.unsubscribe()

@@ -41,11 +41,11 @@ import schemathesis
 from conftest import NatsServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from procs import ServiceProcess
 from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
 
 from hermes_cli.natsserver import free_port, wait_for_port
-from procs import ServiceProcess
 
 MAX_EXAMPLES = 25
 """Generated requests per operation and pass (valid, invalid, aimed at existing resources)."""
@@ -101,8 +101,11 @@ def _healthy(url: str) -> bool:
 
 def _talos_healthy(url: str) -> bool:
     response = _get(f"{url}/api/backends")
-    return response is not None and response.status_code == 200 and any(
-        b["name"] == "talos" and b["health"] == "healthy" for b in response.json()["data"]["backends"])
+    return (
+        response is not None
+        and response.status_code == 200
+        and any(b["name"] == "talos" and b["health"] == "healthy" for b in response.json()["data"]["backends"])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,19 +118,50 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server.start()
     model_port, web_port = free_port(), free_port()
     # A stand-in for the outside model server, speaking OpenAI's wire format on a real socket.
-    model = subprocess.Popen([sys.executable, "-m", "fakes.llm_servers", "openai", "--port", str(model_port),
-                              "--models", "fuzz-model", "--text", "a fuzzed reply"],
-                             env={**os.environ, "PYTHONPATH": str(TESTS_DIR)}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    env = dict(os.environ, NATS_URL=server.url, HERMES_HOME=str(tmp / "home"), LOG_LEVEL="INFO", METRICS_PORT="0",
-               HERMES_ANSWER_TIMEOUT_SECONDS="600", HERMES_BACKENDS_ENABLED="talos", BACKEND_TALOS_TYPE="openai",
-               BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(model_port), BACKEND_TALOS_MODELS="fuzz-model",
-               HERMES_EDGE_BACKEND="talos", HERMES_EDGE_HEARTBEAT_S="0.5", HERMES_WEB_HOST="127.0.0.1",
-               HERMES_WEB_PORT=str(web_port))
+    model = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fakes.llm_servers",
+            "openai",
+            "--port",
+            str(model_port),
+            "--models",
+            "fuzz-model",
+            "--text",
+            "a fuzzed reply",
+        ],
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = dict(
+        os.environ,
+        NATS_URL=server.url,
+        HERMES_HOME=str(tmp / "home"),
+        LOG_LEVEL="INFO",
+        METRICS_PORT="0",
+        HERMES_ANSWER_TIMEOUT_SECONDS="600",
+        HERMES_BACKENDS_ENABLED="talos",
+        BACKEND_TALOS_TYPE="openai",
+        BACKEND_TALOS_HOST="127.0.0.1",
+        BACKEND_TALOS_PORT=str(model_port),
+        BACKEND_TALOS_MODELS="fuzz-model",
+        HERMES_EDGE_BACKEND="talos",
+        HERMES_EDGE_HEARTBEAT_S="0.5",
+        HERMES_WEB_HOST="127.0.0.1",
+        HERMES_WEB_PORT=str(web_port),
+    )
     logs = tmp / "logs"
-    peers = [ServiceProcess(name, module, env, logs) for name, module in (
-        ("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"), ("edge", "hermes_edge"),
-        ("learner", "hermes_learner"))]
+    peers = [
+        ServiceProcess(name, module, env, logs)
+        for name, module in (
+            ("orchestrator", "hermes_orchestrator"),
+            ("router", "hermes_router"),
+            ("edge", "hermes_edge"),
+            ("learner", "hermes_learner"),
+        )
+    ]
     gateway = ServiceProcess("gateway", "hermes_gateway", env, logs)
 
     def stop_all() -> None:
@@ -220,16 +254,27 @@ def operations(url: str) -> list[schemathesis.APIOperation]:
     return [op for op in found if not NOT_FUZZED.search(op.path)]
 
 
-def fuzz(stack: Stack, operation: schemathesis.APIOperation, mode: GenerationMode,
-         path_parameters: dict[str, object] | None = None, query: dict[str, object] | None = None) -> None:
+def fuzz(
+    stack: Stack,
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    path_parameters: dict[str, object] | None = None,
+    query: dict[str, object] | None = None,
+) -> None:
     """Up to :data:`MAX_EXAMPLES` requests for ``operation`` from its ``mode`` strategy (with
     ``path_parameters`` and ``query`` parameters fixed, if given), each through :func:`check_answer`; a 2xx
     body must also match the documented response schema."""
     load_all_checks()
     conforms = schemathesis.checks.response_schema_conformance
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters, query=query))
     def run(case: schemathesis.Case) -> None:
         response = case.call(base_url=stack.url, timeout=REQUEST_TIMEOUT_S)
@@ -257,8 +302,13 @@ def can_be_invalid(operation: schemathesis.APIOperation) -> bool:
     return False
 
 
-def fuzz_all(stack: Stack, ops: list[schemathesis.APIOperation], modes: tuple[GenerationMode, ...],
-             path_values: dict[str, object] | None = None, query: dict[str, object] | None = None) -> list[str]:
+def fuzz_all(
+    stack: Stack,
+    ops: list[schemathesis.APIOperation],
+    modes: tuple[GenerationMode, ...],
+    path_values: dict[str, object] | None = None,
+    query: dict[str, object] | None = None,
+) -> list[str]:
     """:func:`fuzz` each of ``ops`` in each of ``modes``; returns the failures (each Hypothesis' smallest).
     ``path_values``: fixed values for the path parameters of those names; ``query``: fixed query parameters."""
     failures: list[str] = []
@@ -283,9 +333,14 @@ def fuzz_all(stack: Stack, ops: list[schemathesis.APIOperation], modes: tuple[Ge
 def test_fuzzed_requests_get_no_5xx_and_always_the_envelope(stack: Stack) -> None:
     ops = operations(stack.url)
     labels = {op.label for op in ops}
-    assert labels >= {"POST /api/submit", "GET /api/threads", "GET /api/threads/{thread_id}/status",
-                      "POST /api/threads/{thread_id}/continue", "POST /api/backends/compare",
-                      "GET /api/system/health"}, labels
+    assert labels >= {
+        "POST /api/submit",
+        "GET /api/threads",
+        "GET /api/threads/{thread_id}/status",
+        "POST /api/threads/{thread_id}/continue",
+        "POST /api/backends/compare",
+        "GET /api/system/health",
+    }, labels
     failures = fuzz_all(stack, ops, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
     assert not failures, "\n\n".join(failures)
     assert {label for label, _ in stack.seen} == labels, stack.seen
@@ -307,8 +362,9 @@ async def _publish_garbage_command(nats_url: str) -> None:
 def existing_resources(stack: Stack) -> dict[str, object]:
     """Path values that name things that exist: a thread with a job (submitted through the gateway), the talos
     backend, and a dead letter (a bad command the orchestrator dead-lettered)."""
-    submitted = httpx.post(f"{stack.url}/api/submit", json={"idea": "plan a vegetable garden on my balcony"},
-                           timeout=10)
+    submitted = httpx.post(
+        f"{stack.url}/api/submit", json={"idea": "plan a vegetable garden on my balcony"}, timeout=10
+    )
     assert submitted.status_code == 202, submitted.text
     thread_id = submitted.json()["data"]["thread_id"]
 
@@ -370,14 +426,20 @@ def test_malformed_http_gets_the_error_envelope(stack: Stack) -> None:
     envelope, never 5xx."""
     failures: list[str] = []
     with httpx.Client(base_url=stack.url, timeout=REQUEST_TIMEOUT_S) as client:
+
         def send(method: str, path: str, content: bytes | None = None, content_type: str | None = None) -> None:
             headers = {"content-type": content_type} if content_type else {}
             response = client.request(method, path, content=content, headers=headers)
             stack.seen[(f"{method} (malformed)", response.status_code)] += 1
             try:
                 assert 400 <= response.status_code < 500, response.status_code
-                check_answer(stack, f"{method} {path} {content[:60] if content else b''!r} ({content_type})",
-                             response.status_code, dict(response.headers), response.content)
+                check_answer(
+                    stack,
+                    f"{method} {path} {content[:60] if content else b''!r} ({content_type})",
+                    response.status_code,
+                    dict(response.headers),
+                    response.content,
+                )
             except AssertionError as exc:
                 failures.append(str(exc))
 
@@ -387,7 +449,12 @@ def test_malformed_http_gets_the_error_envelope(stack: Stack) -> None:
                 for _, content, content_type in MALFORMED_BODIES:
                     send("POST", concrete(op.path), content, content_type)
             send("DELETE", concrete(op.path))
-        for path in ("/api/nothing-here", "/api/threads/abc/nothing", "/api/" + "x" * 5000, "/api/%ff%fe",
-                     "/api/threads/..%2f..%2fetc/status"):
+        for path in (
+            "/api/nothing-here",
+            "/api/threads/abc/nothing",
+            "/api/" + "x" * 5000,
+            "/api/%ff%fe",
+            "/api/threads/..%2f..%2fetc/status",
+        ):
             send("GET", path)
     assert not failures, "\n\n".join(failures)

@@ -13,8 +13,8 @@ SSE plumbing, lifecycle) run without it.
 from __future__ import annotations
 
 import asyncio
-import re
 import json
+import re
 import signal
 import sys
 import threading
@@ -28,15 +28,13 @@ import httpx
 import msgspec
 import nats
 import pytest
+from conftest import wait_until
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from procs import ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_until
-from hermes_cli.natsserver import free_port
-from hermes_orchestrator import bootstrap as orchestrator_bootstrap
-from hermes_orchestrator.config import OrchestratorSettings
 from hermes_proto import subjects
 from hermes_proto.base import Event
 from hermes_proto.bus import EventStore
@@ -55,7 +53,10 @@ from hermes_proto.events import (
 from hermes_proto.execution import TokenDelta
 from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.queries import QUERY_THREADS, JobQuery, ThreadListQuery, ThreadQuery, ThreadReply
-from procs import ServiceProcess
+
+from hermes_cli.natsserver import free_port
+from hermes_orchestrator import bootstrap as orchestrator_bootstrap
+from hermes_orchestrator.config import OrchestratorSettings
 
 MAX_INPUT = 10_000  # HERMES_MAX_INPUT_LENGTH's default
 
@@ -130,9 +131,13 @@ class Orchestrator:
         """Start it and wait until it answers ``hermes.query.health`` (read models caught up). One stopped
         earlier without waiting is waited for first, so two never share this process's logging."""
         await asyncio.to_thread(cls.join_stopped)
-        settings = OrchestratorSettings(nats_url=nats_url, hermes_home=home, metrics_port=0,
-                                        log_file=log_dir / "orchestrator.log",
-                                        hermes_answer_timeout_seconds=600.0)
+        settings = OrchestratorSettings(
+            nats_url=nats_url,
+            hermes_home=home,
+            metrics_port=0,
+            log_file=log_dir / "orchestrator.log",
+            hermes_answer_timeout_seconds=600.0,
+        )
         started: Future = Future()
         outcome: Future = Future()
 
@@ -207,13 +212,14 @@ class Peers:
     def __post_init__(self) -> None:
         self.store = EventStore(self.js, "test-peers")
 
-    async def last(self, thread_id: str, event_type: str, where: Callable[[Event], bool] = lambda e: True,
-                   timeout_s: float = 10.0) -> tuple[int, Event]:
+    async def last(
+        self, thread_id: str, event_type: str, where: Callable[[Event], bool] = lambda e: True, timeout_s: float = 10.0
+    ) -> tuple[int, Event]:
         """``(stream sequence, event)`` of the thread's latest ``event_type`` once it satisfies ``where``."""
+
         async def found() -> tuple[int, Event] | None:
             try:
-                msg = await self.js.get_last_msg(subjects.EVENTS_STREAM,
-                                                 f"hermes.evt.thread.{thread_id}.{event_type}")
+                msg = await self.js.get_last_msg(subjects.EVENTS_STREAM, f"hermes.evt.thread.{thread_id}.{event_type}")
             except NotFoundError:
                 return None
             event = decode_event(msg.data)
@@ -231,8 +237,13 @@ class Peers:
     @staticmethod
     def _caused_by(cause: Event, name: str, cause_id: str | None = None) -> dict:
         cause_id = cause_id or cause.event_id
-        return dict(event_id=derived_id(cause_id, name), aggregate_id=cause.aggregate_id, occurred_at=utcnow(),
-                    correlation_id=cause.correlation_id, causation_id=cause_id)
+        return dict(
+            event_id=derived_id(cause_id, name),
+            aggregate_id=cause.aggregate_id,
+            occurred_at=utcnow(),
+            correlation_id=cause.correlation_id,
+            causation_id=cause_id,
+        )
 
     async def _append(self, event: Event) -> int:
         [seq] = await self.store.append([event])
@@ -240,8 +251,15 @@ class Peers:
 
     async def select(self, job: JobQueued, backend: str = "talos", model: str = "smollm2") -> int:
         """The router's ``BackendSelected`` for ``job``; returns its stream sequence."""
-        return await self._append(BackendSelected(**self._caused_by(job, "backend_selected"), job_id=job.job_id,
-                                                  backend=backend, model=model, reason="the only healthy backend"))
+        return await self._append(
+            BackendSelected(
+                **self._caused_by(job, "backend_selected"),
+                job_id=job.job_id,
+                backend=backend,
+                model=model,
+                reason="the only healthy backend",
+            )
+        )
 
     async def tokens(self, job: JobQueued, pieces: list[str], first_seq: int = 0) -> None:
         """The edge's token deltas of ``job`` (``seq`` from ``first_seq``; the last one ``done``)."""
@@ -254,36 +272,82 @@ class Peers:
         request_id = derived_id(job.event_id, "execution_requested")  # the router's ExecutionRequested
         return self._caused_by(job, "execution_outcome", cause_id=request_id)
 
-    async def complete(self, job: JobQueued, text: str, prompt_tokens: int = 20, completion_tokens: int = 9,
-                       latency_ms: float = 1500.0, backend: str = "talos", model: str = "smollm2") -> int:
+    async def complete(
+        self,
+        job: JobQueued,
+        text: str,
+        prompt_tokens: int = 20,
+        completion_tokens: int = 9,
+        latency_ms: float = 1500.0,
+        backend: str = "talos",
+        model: str = "smollm2",
+    ) -> int:
         """The edge's ``ExecutionCompleted`` for ``job``; returns its stream sequence."""
-        return await self._append(ExecutionCompleted(
-            **self._outcome(job), job_id=job.job_id, backend=backend, model=model, text=text,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_ms=latency_ms))
+        return await self._append(
+            ExecutionCompleted(
+                **self._outcome(job),
+                job_id=job.job_id,
+                backend=backend,
+                model=model,
+                text=text,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_ms=latency_ms,
+            )
+        )
 
     async def fail(self, job: JobQueued, error_code: str, message: str) -> int:
         """The edge's ``ExecutionFailed`` (not retryable) for ``job``, then the router's ``ExecutionAbandoned``."""
-        await self._append(ExecutionFailed(**self._outcome(job), job_id=job.job_id, backend="talos",
-                                           model="smollm2", error_code=error_code, message=message,
-                                           retryable=False))
-        return await self._append(ExecutionAbandoned(**self._caused_by(job, "execution_abandoned"),
-                                                     job_id=job.job_id, error_code=error_code, message=message,
-                                                     attempts=1))
+        await self._append(
+            ExecutionFailed(
+                **self._outcome(job),
+                job_id=job.job_id,
+                backend="talos",
+                model="smollm2",
+                error_code=error_code,
+                message=message,
+                retryable=False,
+            )
+        )
+        return await self._append(
+            ExecutionAbandoned(
+                **self._caused_by(job, "execution_abandoned"),
+                job_id=job.job_id,
+                error_code=error_code,
+                message=message,
+                attempts=1,
+            )
+        )
 
     async def no_backend(self, job: JobQueued) -> int:
         """The router's ``ExecutionAbandoned`` when no backend can take ``job``."""
-        return await self._append(ExecutionAbandoned(**self._caused_by(job, "no_backend"), job_id=job.job_id,
-                                                     error_code="no_backend", message="no backend is up"))
+        return await self._append(
+            ExecutionAbandoned(
+                **self._caused_by(job, "no_backend"),
+                job_id=job.job_id,
+                error_code="no_backend",
+                message="no backend is up",
+            )
+        )
 
-    async def propose(self, draft: DraftPresented,
-                      specs: list[tuple] = QUESTION_SPECS) -> tuple[int, QuestionsProposed]:
+    async def propose(
+        self, draft: DraftPresented, specs: list[tuple] = QUESTION_SPECS
+    ) -> tuple[int, QuestionsProposed]:
         """The learner's ``QuestionsProposed`` after ``draft`` (question id = ``derived_id(draft id, template
         id)``); ``specs`` empty proposes none."""
-        questions = [Question(question_id=derived_id(draft.event_id, template_id), template_id=template_id,
-                              category=category, text=text, suggestions=suggestions)
-                     for template_id, category, text, suggestions in specs]
-        proposed = QuestionsProposed(**self._caused_by(draft, "questions_proposed"), questions=questions,
-                                     idea_type="plan", clarity=0.4)
+        questions = [
+            Question(
+                question_id=derived_id(draft.event_id, template_id),
+                template_id=template_id,
+                category=category,
+                text=text,
+                suggestions=suggestions,
+            )
+            for template_id, category, text, suggestions in specs
+        ]
+        proposed = QuestionsProposed(
+            **self._caused_by(draft, "questions_proposed"), questions=questions, idea_type="plan", clarity=0.4
+        )
         return await self._append(proposed), proposed
 
 
@@ -331,9 +395,11 @@ async def command_tap(nc: NATS) -> Tap:
 
 
 async def query_tap(nc: NATS) -> Tap:
-    return await Tap.start(nc, "hermes.query.>",
-                           lambda subject, data: msgspec.json.decode(data, type=QUERY_TYPES[subject])
-                           if subject in QUERY_TYPES else data)
+    return await Tap.start(
+        nc,
+        "hermes.query.>",
+        lambda subject, data: msgspec.json.decode(data, type=QUERY_TYPES[subject]) if subject in QUERY_TYPES else data,
+    )
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -404,8 +470,9 @@ async def stack(bus_env: dict[str, str], js_client, tmp_path: Path) -> AsyncIter
 # --------------------------------------------------------------------------- helpers
 
 
-async def submit(stack_or_gw: Stack | Gateway, http: httpx.AsyncClient, idea: str = "plan a balcony garden",
-                 **fields) -> str:
+async def submit(
+    stack_or_gw: Stack | Gateway, http: httpx.AsyncClient, idea: str = "plan a balcony garden", **fields
+) -> str:
     """``POST /api/submit``; returns the new thread id."""
     response = await http.post(f"{stack_or_gw.url}/api/submit", json={"idea": idea, **fields})
     assert response.status_code == 202, response.text
@@ -419,15 +486,17 @@ async def settled_status(stack: Stack, http: httpx.AsyncClient, thread_id: str, 
     return response.json()["data"]
 
 
-async def drafting_thread(stack: Stack, http: httpx.AsyncClient, idea: str = "plan a balcony garden",
-                          **fields) -> tuple[str, JobQueued]:
+async def drafting_thread(
+    stack: Stack, http: httpx.AsyncClient, idea: str = "plan a balcony garden", **fields
+) -> tuple[str, JobQueued]:
     """A thread the orchestrator opened, with draft 1 queued and nobody working on it."""
     thread_id = await submit(stack, http, idea, **fields)
     return thread_id, await stack.peers.job(thread_id)
 
 
-async def awaiting_thread(stack: Stack, http: httpx.AsyncClient,
-                          idea: str = "plan a balcony garden") -> tuple[str, list[Question]]:
+async def awaiting_thread(
+    stack: Stack, http: httpx.AsyncClient, idea: str = "plan a balcony garden"
+) -> tuple[str, list[Question]]:
     """A thread with draft 1 presented ("Draft one.", 12 + 34 tokens in 120.5 ms on talos/smollm2) and the
     learner's two questions (QUESTION_SPECS), awaiting answers."""
     thread_id, job = await drafting_thread(stack, http, idea)
@@ -487,8 +556,7 @@ class SseStream:
 
 async def read_sse(client: httpx.AsyncClient, url: str, sse: SseStream, headers: dict | None = None) -> SseStream:
     try:
-        async with client.stream("GET", url, headers=headers or {},
-                                 timeout=httpx.Timeout(30, read=30)) as response:
+        async with client.stream("GET", url, headers=headers or {}, timeout=httpx.Timeout(30, read=30)) as response:
             sse.status = response.status_code
             sse.headers = dict(response.headers)
             current: dict = {}
@@ -543,11 +611,16 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 async def test_submit_publishes_exactly_one_submit_idea(gateway: Gateway, http, js_client) -> None:
     _, js = js_client
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    response = await http.post(f"{gateway.url}/api/submit",
-                               json={"idea": "  plan a vegetable garden on my balcony \n", "channel": "web",
-                                     "user_id": "ana", "max_questions": 3},
-                               headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
-                                        "X-Request-ID": "req-submit-1"})
+    response = await http.post(
+        f"{gateway.url}/api/submit",
+        json={
+            "idea": "  plan a vegetable garden on my balcony \n",
+            "channel": "web",
+            "user_id": "ana",
+            "max_questions": 3,
+        },
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "X-Request-ID": "req-submit-1"},
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] == "success"
@@ -570,8 +643,11 @@ async def test_submit_publishes_exactly_one_submit_idea(gateway: Gateway, http, 
     assert headers["traceparent"].split("-")[1] == trace_id
 
     def submit_lines() -> list[dict]:  # written once the response is sent: maybe just after we read it
-        return [r for r in gateway.log_records() if r.get("event") == "http_request"
-                and r.get("request_id") == "req-submit-1"]
+        return [
+            r
+            for r in gateway.log_records()
+            if r.get("event") == "http_request" and r.get("request_id") == "req-submit-1"
+        ]
 
     [line] = await wait_until(submit_lines)
     assert (line["thread_id"], line["status"], line["route"]) == (thread_id, 202, "/api/submit")
@@ -611,8 +687,11 @@ BAD_SUBMISSIONS = [
     ({"json": {"idea": "ok", "project": ""}}, 422, "validation_failed"),
     ({"json": {"idea": "ok", "project": "my project"}}, 422, "validation_failed"),
     ({"json": {"idea": "ok", "project": "p" * 65}}, 422, "validation_failed"),
-    ({"content": b"idea=plan", "headers": {"content-type": "application/x-www-form-urlencoded"}},
-     415, "unsupported_media_type"),
+    (
+        {"content": b"idea=plan", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+        415,
+        "unsupported_media_type",
+    ),
 ]
 
 
@@ -623,19 +702,28 @@ async def test_bad_submissions_get_their_error_and_publish_nothing(gateway: Gate
         assert_error(response, status, code)
     assert await commands_published(js) == 0
 
-    body = assert_error(await http.post(f"{gateway.url}/api/submit", json={"idea": "x" * (MAX_INPUT + 5)}),
-                        413, "idea_too_long")
+    body = assert_error(
+        await http.post(f"{gateway.url}/api/submit", json={"idea": "x" * (MAX_INPUT + 5)}), 413, "idea_too_long"
+    )
     assert body["error"]["details"] == {"length": MAX_INPUT + 5, "max_length": MAX_INPUT}
     assert body["error"]["user_action"]
-    details = assert_error(await http.post(f"{gateway.url}/api/submit", json={"idea": 42}),
-                           422, "validation_failed")["error"]["details"]
+    details = assert_error(await http.post(f"{gateway.url}/api/submit", json={"idea": 42}), 422, "validation_failed")[
+        "error"
+    ]["details"]
     assert details[0]["loc"] == ["body", "idea"]
 
     assert_error(await http.get(f"{gateway.url}/api/no-such-route"), 404, "not_found")
     assert_error(await http.delete(f"{gateway.url}/api/submit"), 405, "method_not_allowed")
     # JSON may escape a lone surrogate, which no UTF-8 message can carry: a 400, not a 500.
-    assert_error(await http.post(f"{gateway.url}/api/submit", content=b'{"idea": "plan \\ud800 a garden"}',
-                                 headers={"Content-Type": "application/json"}), 400, "invalid_text")
+    assert_error(
+        await http.post(
+            f"{gateway.url}/api/submit",
+            content=b'{"idea": "plan \\ud800 a garden"}',
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+        "invalid_text",
+    )
     assert (await http.get(f"{gateway.url}/api/system/health")).status_code in (200, 503)  # still serving
     assert await commands_published(js) == 0
 
@@ -663,8 +751,9 @@ async def test_project_private_and_priority_reach_the_thread_and_its_jobs(stack:
     assert {key: view[key] for key in fields} == fields
     plain_id, plain_job = await drafting_thread(stack, http, "no options")
     assert (plain_job.project, plain_job.private, plain_job.priority) == ("default", False, 5)
-    assert_error(await http.post(f"{stack.url}/api/submit", json={"idea": "ok", "priority": 11}),
-                 422, "validation_failed")
+    assert_error(
+        await http.post(f"{stack.url}/api/submit", json={"idea": "ok", "priority": 11}), 422, "validation_failed"
+    )
 
 
 # --------------------------------------------------------------------------- threads
@@ -684,27 +773,34 @@ async def test_status_job_and_thread_list_come_from_the_orchestrator(stack: Stac
     assert reply.found and view == json.loads(msgspec.json.encode(reply.thread))  # passed through as is
     assert (view["thread_id"], view["status"], view["draft1"]) == (thread_id, "awaiting_answers", "Draft one.")
     assert [(q["question_id"], q["category"], q["text"], q["suggestions"]) for q in view["questions"]] == [
-        (q.question_id, q.category, q.text, q.suggestions) for q in questions]
+        (q.question_id, q.category, q.text, q.suggestions) for q in questions
+    ]
     [job] = view["jobs"]
     assert (job["kind"], job["status"], job["backend"], job["model"]) == ("draft1", "completed", "talos", "smollm2")
     assert ThreadQuery(thread_id=thread_id, min_sequence=proposed_seq) in queries.messages()
 
     assert_error(await http.get(f"{stack.url}/api/threads/t-unknown/status"), 404, "thread_not_found")
     assert_error(await http.get(f"{stack.url}/api/threads/t.*/status"), 400, "invalid_id")
-    assert_error(await http.get(f"{stack.url}/api/threads/{thread_id}/status", params={"min_sequence": -1}),
-                 422, "validation_failed")
+    assert_error(
+        await http.get(f"{stack.url}/api/threads/{thread_id}/status", params={"min_sequence": -1}),
+        422,
+        "validation_failed",
+    )
 
     result = await http.get(f"{stack.url}/api/threads/{thread_id}/jobs/{job['job_id']}/result")
     assert result.status_code == 200, result.text
     data = result.json()["data"]
     assert (data["job_id"], data["thread_id"], data["status"]) == (job["job_id"], thread_id, "completed")
     assert (data["backend"], data["prompt_tokens"], data["completion_tokens"], data["latency_ms"]) == (
-        "talos", 12, 34, 120.5)
+        "talos",
+        12,
+        34,
+        120.5,
+    )
     assert data["text"] == "Draft one."
     assert_error(await http.get(f"{stack.url}/api/threads/{thread_id}/jobs/job-9/result"), 404, "job_not_found")
     # The job exists, but not in that thread.
-    assert_error(await http.get(f"{stack.url}/api/threads/t-unknown/jobs/{job['job_id']}/result"),
-                 404, "job_not_found")
+    assert_error(await http.get(f"{stack.url}/api/threads/t-unknown/jobs/{job['job_id']}/result"), 404, "job_not_found")
 
     other = await completed_thread(stack, http)
     listing = await http.get(f"{stack.url}/api/threads", params={"limit": 1})
@@ -722,8 +818,7 @@ async def test_status_job_and_thread_list_come_from_the_orchestrator(stack: Stac
     waiting = await http.get(f"{stack.url}/api/threads", params={"status": "awaiting_answers", "limit": 5})
     assert [t["thread_id"] for t in waiting.json()["data"]["threads"]] == [thread_id]
     assert ThreadListQuery(limit=200) in queries.messages()
-    body = assert_error(await http.get(f"{stack.url}/api/threads", params={"status": "done"}), 422,
-                        "validation_failed")
+    body = assert_error(await http.get(f"{stack.url}/api/threads", params={"status": "done"}), 422, "validation_failed")
     assert "awaiting_answers" in body["error"]["details"][0]["message"]
 
 
@@ -731,28 +826,34 @@ async def test_reads_answer_503_when_no_orchestrator_answers(gateway: Gateway, h
     body = assert_error(await http.get(f"{gateway.url}/api/threads/t-1/status"), 503, "bus_unavailable")
     assert body["error"]["retry_after"] > 0
     assert_error(await http.get(f"{gateway.url}/api/threads"), 503, "bus_unavailable")
-    assert_error(await http.post(f"{gateway.url}/api/threads/t-1/continue", json={"answers": {"q": "a"}}),
-                 503, "bus_unavailable")
+    assert_error(
+        await http.post(f"{gateway.url}/api/threads/t-1/continue", json={"answers": {"q": "a"}}), 503, "bus_unavailable"
+    )
 
 
 ALICE, BOB = "alice:user:tok-alice-0123", "bob:user:tok-bob-0123"
 
 
-async def test_a_submitted_thread_answers_as_accepted_until_the_orchestrator_shows_it(bus_env, tmp_path, http,
-                                                                                      js_client) -> None:
+async def test_a_submitted_thread_answers_as_accepted_until_the_orchestrator_shows_it(
+    bus_env, tmp_path, http, js_client
+) -> None:
     """A 202 means the command waits durably in JetStream. While no orchestrator answers (down, restarting) or
     it does not know the thread yet, the gateway that accepted it answers it as ``accepted`` (200, not 503 or
     404), takes no answers or ratings for it and shows it to its owner only; once the orchestrator opened it,
     the orchestrator's view."""
     nc, _ = js_client
-    gw = await start_gateway(bus_env, tmp_path / "logs", HERMES_API_TOKENS=f"{ALICE},{BOB}",
-                             HERMES_QUERY_TIMEOUT_SECONDS="1")
+    gw = await start_gateway(
+        bus_env, tmp_path / "logs", HERMES_API_TOKENS=f"{ALICE},{BOB}", HERMES_QUERY_TIMEOUT_SECONDS="1"
+    )
     alice = {"Authorization": f"Bearer {ALICE.split(':', 2)[2]}"}
     bob = {"Authorization": f"Bearer {BOB.split(':', 2)[2]}"}
     orchestrator = None
     try:
-        submitted = await http.post(f"{gw.url}/api/submit", headers=alice,
-                                    json={"idea": "plan a balcony garden", "project": "garden", "priority": 7})
+        submitted = await http.post(
+            f"{gw.url}/api/submit",
+            headers=alice,
+            json={"idea": "plan a balcony garden", "project": "garden", "priority": 7},
+        )
         assert submitted.status_code == 202, submitted.text
         thread_id = submitted.json()["data"]["thread_id"]
         status_url = f"{gw.url}/api/threads/{thread_id}/status"
@@ -761,20 +862,41 @@ async def test_a_submitted_thread_answers_as_accepted_until_the_orchestrator_sho
         assert response.status_code == 200, response.text
         view = response.json()["data"]
         assert (view["thread_id"], view["status"], view["idea"], view["user_id"]) == (
-            thread_id, "accepted", "plan a balcony garden", "alice")
+            thread_id,
+            "accepted",
+            "plan a balcony garden",
+            "alice",
+        )
         assert (view["project"], view["priority"], view["kind"], view["jobs"]) == ("garden", 7, "idea", [])
         assert (view["answerable"], view["ratable"], view["open"]) == (False, False, True)
         assert_error(await http.get(status_url, headers=bob), 404, "thread_not_found")  # not bob's
-        assert_error(await http.get(f"{gw.url}/api/threads/{new_id()}/status", headers=alice), 503,
-                     "bus_unavailable")  # a thread this gateway never accepted: nothing to say for it
-        refused = assert_error(await http.post(f"{gw.url}/api/threads/{thread_id}/continue", headers=alice,
-                                               json={"answers": {"q": "a"}}), 409, "not_awaiting_answers")
+        assert_error(
+            await http.get(f"{gw.url}/api/threads/{new_id()}/status", headers=alice), 503, "bus_unavailable"
+        )  # a thread this gateway never accepted: nothing to say for it
+        refused = assert_error(
+            await http.post(f"{gw.url}/api/threads/{thread_id}/continue", headers=alice, json={"answers": {"q": "a"}}),
+            409,
+            "not_awaiting_answers",
+        )
         assert refused["error"]["details"]["status"] == "accepted"
-        assert_error(await http.post(f"{gw.url}/api/threads/{thread_id}/rate", headers=alice, json={"rating": 4}),
-                     409, "not_completed")
+        assert_error(
+            await http.post(f"{gw.url}/api/threads/{thread_id}/rate", headers=alice, json={"rating": 4}),
+            409,
+            "not_completed",
+        )
         cli = await asyncio.create_subprocess_exec(  # `hermes status` says the same
-            sys.executable, "-m", "hermes_cli", "status", thread_id, "--url", gw.url, "--token",
-            ALICE.split(":", 2)[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "hermes_cli",
+            "status",
+            thread_id,
+            "--url",
+            gw.url,
+            "--token",
+            ALICE.split(":", 2)[2],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(cli.communicate(), timeout=30)
         assert cli.returncode == 0, err
         assert out.decode().startswith(f"Thread {thread_id}: accepted\n"), out
@@ -790,8 +912,9 @@ async def test_a_submitted_thread_answers_as_accepted_until_the_orchestrator_sho
         finally:
             await sub.unsubscribe()
         metrics = await gw.metrics(http)
-        views = {s.labels["reason"]: s.value for s in metrics["hermes_gateway_accepted_views"]
-                 if s.name.endswith("_total")}
+        views = {
+            s.labels["reason"]: s.value for s in metrics["hermes_gateway_accepted_views"] if s.name.endswith("_total")
+        }
         assert views == {"unanswered": 4, "not_opened_yet": 1}, views  # status, continue, rate, `hermes status`
         assert [s.value for s in metrics["hermes_gateway_accepted_threads"]] == [1]
 
@@ -858,14 +981,17 @@ def bad_answers(ask: str, drafting: str, done: str, missing: str, q: str) -> lis
         (ask, {"json": {"answers": {q: "food", "q-nope": "x"}}}, 400, "unknown_question"),
         (ask, {"json": {"answers": [{"question_id": q, "text": "  "}]}}, 400, "no_answers"),
         (ask, {"json": {"answers": []}}, 400, "no_answers"),
-        (ask, {"json": {"answers": [{"question_id": q, "text": "a"}, {"question_id": q, "text": "b"}]}}, 400,
-         "duplicate_question"),
+        (
+            ask,
+            {"json": {"answers": [{"question_id": q, "text": "a"}, {"question_id": q, "text": "b"}]}},
+            400,
+            "duplicate_question",
+        ),
         (ask, {"json": {"answers": {q: "z" * (MAX_INPUT + 1)}}}, 413, "answer_too_long"),
         (ask, {"json": {"answers": "vegetables"}}, 422, "validation_failed"),
         (ask, {"json": {"answers": [{"question_id": q, "text": 3}]}}, 422, "validation_failed"),
         (ask, {"json": {}}, 422, "validation_failed"),
-        (ask, {"content": b'{"answers": [', "headers": {"content-type": "application/json"}}, 400,
-         "invalid_json"),
+        (ask, {"content": b'{"answers": [', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
         ("t.>", {"json": {"answers": {q: "food"}}}, 400, "invalid_id"),
     ]
 
@@ -894,13 +1020,21 @@ async def test_answers_publish_answer_questions_without_the_empty_ones(stack: St
     listed, (intent, scope) = await awaiting_thread(stack, http)
     mapped, (intent2, scope2) = await awaiting_thread(stack, http, "grow herbs on a windowsill")
     commands = await command_tap(nc)
-    response = await http.post(f"{stack.url}/api/threads/{listed}/continue",
-                               json={"answers": [{"question_id": intent.question_id, "text": "  vegetables "},
-                                                 {"question_id": scope.question_id, "text": ""}]})
+    response = await http.post(
+        f"{stack.url}/api/threads/{listed}/continue",
+        json={
+            "answers": [
+                {"question_id": intent.question_id, "text": "  vegetables "},
+                {"question_id": scope.question_id, "text": ""},
+            ]
+        },
+    )
     assert response.status_code == 202, response.text
     assert response.json()["data"]["answered"] == [intent.question_id]
-    response = await http.post(f"{stack.url}/api/threads/{mapped}/continue",
-                               json={"answers": {scope2.question_id: "two square metres", intent2.question_id: ""}})
+    response = await http.post(
+        f"{stack.url}/api/threads/{mapped}/continue",
+        json={"answers": {scope2.question_id: "two square metres", intent2.question_id: ""}},
+    )
     assert response.status_code == 202, response.text
     assert response.json()["data"]["answered"] == [scope2.question_id]
 
@@ -923,20 +1057,23 @@ async def test_answers_publish_answer_questions_without_the_empty_ones(stack: St
         assert {q["question_id"]: q["answer"] for q in view["questions"]}[question.question_id] == text
 
 
-async def test_rating_a_completed_thread_is_recorded_and_bad_ratings_publish_nothing(stack: Stack, http,
-                                                                                     js_client) -> None:
+async def test_rating_a_completed_thread_is_recorded_and_bad_ratings_publish_nothing(
+    stack: Stack, http, js_client
+) -> None:
     nc, js = js_client
     done = await completed_thread(stack, http)
     drafting, _ = await drafting_thread(stack, http, "summarise my notes")
     commands = await command_tap(nc)
     before = await commands_published(js)
-    bad = [(done, {"json": {"rating": 0}}, 422, "validation_failed"),
-           (done, {"json": {"rating": 6}}, 422, "validation_failed"),
-           (done, {"json": {"rating": "5"}}, 422, "validation_failed"),
-           (done, {"json": {"rating": 4.5}}, 422, "validation_failed"),
-           (done, {"json": {}}, 422, "validation_failed"),
-           (drafting, {"json": {"rating": 4}}, 409, "not_completed"),
-           (new_id(), {"json": {"rating": 4}}, 404, "thread_not_found")]
+    bad = [
+        (done, {"json": {"rating": 0}}, 422, "validation_failed"),
+        (done, {"json": {"rating": 6}}, 422, "validation_failed"),
+        (done, {"json": {"rating": "5"}}, 422, "validation_failed"),
+        (done, {"json": {"rating": 4.5}}, 422, "validation_failed"),
+        (done, {"json": {}}, 422, "validation_failed"),
+        (drafting, {"json": {"rating": 4}}, 409, "not_completed"),
+        (new_id(), {"json": {"rating": 4}}, 404, "thread_not_found"),
+    ]
     for thread_id, kwargs, status, code in bad:
         assert_error(await http.post(f"{stack.url}/api/threads/{thread_id}/rate", **kwargs), status, code)
     assert await commands_published(js) == before and commands.seen == []
@@ -972,7 +1109,11 @@ async def test_sse_replays_the_log_then_streams_live_events_and_tokens(stack: St
     assert [int(e["id"]) for e in sse.events] == [opened_seq, queued_seq]
     opened = json.loads(sse.events[0]["data"])  # what the orchestrator made of the gateway's SubmitIdea
     assert (opened["idea"], opened["channel"], opened["user_id"], opened["max_questions"]) == (
-        "plan a balcony garden", "api", "local", 0)
+        "plan a balcony garden",
+        "api",
+        "local",
+        0,
+    )
     assert await sse_clients(stack.gateway, http) == 1
 
     await peers.tokens(job, ["Grow ", "tomatoes", "."])
@@ -980,17 +1121,29 @@ async def test_sse_replays_the_log_then_streams_live_events_and_tokens(stack: St
     selected = await peers.select(job)
     completed = await peers.complete(job, "Grow tomatoes.", prompt_tokens=10, completion_tokens=3, latency_ms=250.0)
     await asyncio.wait_for(task, timeout=15)  # the server closed the stream after thread_completed
-    assert sse.types() == ["thread_opened", "job_queued", "token", "token", "token", "backend_selected",
-                           "execution_completed", "draft_presented", "thread_completed"]
+    assert sse.types() == [
+        "thread_opened",
+        "job_queued",
+        "token",
+        "token",
+        "token",
+        "backend_selected",
+        "execution_completed",
+        "draft_presented",
+        "thread_completed",
+    ]
     tokens = [json.loads(e["data"]) for e in sse.events if e["event"] == "token"]
-    assert tokens == [{"job_id": job.job_id, "seq": 0, "text": "Grow ", "done": False},
-                      {"job_id": job.job_id, "seq": 1, "text": "tomatoes", "done": False},
-                      {"job_id": job.job_id, "seq": 2, "text": ".", "done": True}]
+    assert tokens == [
+        {"job_id": job.job_id, "seq": 0, "text": "Grow ", "done": False},
+        {"job_id": job.job_id, "seq": 1, "text": "tomatoes", "done": False},
+        {"job_id": job.job_id, "seq": 2, "text": ".", "done": True},
+    ]
     assert all("id" not in e for e in sse.events if e["event"] == "token")
     # Every log event is the one at that sequence: ours, then the orchestrator's draft 1 and completion.
     log = await thread_log(js, thread_id)
     assert [(int(e["id"]), e["event"]) for e in sse.events if e["event"] != "token"] == [
-        (seq, event.type_name()) for seq, event in log]
+        (seq, event.type_name()) for seq, event in log
+    ]
     assert [int(e["id"]) for e in sse.events[5:7]] == [selected, completed]
     assert [json.loads(e["data"])["aggregate_id"] for e in sse.events if e["event"] != "token"] == [thread_id] * 6
     assert json.loads(sse.events[-2]["data"])["text"] == "Grow tomatoes."
@@ -1007,8 +1160,7 @@ async def test_sse_resumes_after_last_event_id(stack: Stack, http, js_client) ->
     draft_seq, draft = await peers.draft(thread_id)
     story = [seq for seq, _ in await thread_log(js, thread_id)]
     assert len(story) == 4 and story[-1] == draft_seq  # opened, queued, execution completed, draft 1
-    sse, task = open_sse(http, f"{stack.url}/api/threads/{thread_id}/events",
-                         headers={"Last-Event-ID": str(story[0])})
+    sse, task = open_sse(http, f"{stack.url}/api/threads/{thread_id}/events", headers={"Last-Event-ID": str(story[0])})
     await wait_until(lambda: len(sse.events) >= 3)
     await asyncio.sleep(0.3)  # nothing older than Last-Event-ID may follow
     assert [int(e["id"]) for e in sse.events] == story[1:]
@@ -1024,8 +1176,11 @@ async def test_sse_resumes_after_last_event_id(stack: Stack, http, js_client) ->
     sse, task = open_sse(http, f"{stack.url}/api/threads/{thread_id}/events")
     await asyncio.wait_for(task, timeout=15)
     assert [int(e["id"]) for e in sse.events] == [*story, proposed, done]
-    assert_error(await http.get(f"{stack.url}/api/threads/{thread_id}/events",
-                                headers={"Last-Event-ID": "not-a-number"}), 422, "validation_failed")
+    assert_error(
+        await http.get(f"{stack.url}/api/threads/{thread_id}/events", headers={"Last-Event-ID": "not-a-number"}),
+        422,
+        "validation_failed",
+    )
     assert_error(await http.get(f"{stack.url}/api/threads/a.*/events"), 400, "invalid_id")
 
 
@@ -1055,8 +1210,9 @@ async def test_sse_client_leaving_releases_its_view(gateway: Gateway, js_client)
 # --------------------------------------------------------------------------- health, metrics, UI, lifecycle
 
 
-async def test_health_is_ok_with_the_orchestrator_and_degraded_without(gateway: Gateway, http, js_client,
-                                                                       bus_env, tmp_path) -> None:
+async def test_health_is_ok_with_the_orchestrator_and_degraded_without(
+    gateway: Gateway, http, js_client, bus_env, tmp_path
+) -> None:
     nc, js = js_client
     thread_id = await submit(gateway, http, "count me")  # waits in the command queue for now
     degraded = assert_error(await http.get(f"{gateway.url}/api/system/health"), 503, "degraded")
@@ -1095,8 +1251,9 @@ async def test_health_is_ok_with_the_orchestrator_and_degraded_without(gateway: 
 
 async def test_gateway_rides_out_a_nats_restart(gateway: Gateway, http, nats_server, js_client) -> None:
     nats_server.stop()
-    body = assert_error(await http.post(f"{gateway.url}/api/submit", json={"idea": "while NATS is down"}),
-                        503, "bus_unavailable")
+    body = assert_error(
+        await http.post(f"{gateway.url}/api/submit", json={"idea": "while NATS is down"}), 503, "bus_unavailable"
+    )
     assert body["error"]["retry_after"]
     nats_server.start()
 
@@ -1126,22 +1283,35 @@ async def test_metrics_expose_the_gateway_series(gateway: Gateway, http, js_clie
 
     async def stream_counted() -> dict | None:  # the client may see the end before the server counts it
         families = await gateway.metrics(http)
-        return families if any(s.labels.get("route") == "/api/threads/{thread_id}/events"
-                               for s in families["hermes_gateway_http_requests"]) else None
+        return (
+            families
+            if any(
+                s.labels.get("route") == "/api/threads/{thread_id}/events"
+                for s in families["hermes_gateway_http_requests"]
+            )
+            else None
+        )
 
     families = await wait_until(stream_counted)
-    requests = {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value
-                for s in families["hermes_gateway_http_requests"] if s.name.endswith("_total")}
+    requests = {
+        (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+        for s in families["hermes_gateway_http_requests"]
+        if s.name.endswith("_total")
+    }
     assert requests[("/api/submit", "POST", "202")] == 1
     assert requests[("/api/submit", "POST", "400")] == 1
     assert requests[("/api/threads/{thread_id}/status", "GET", "503")] == 2  # the template, not the raw paths
     assert requests[("/api/threads/{thread_id}/events", "GET", "200")] == 1
     assert not any("some-thread" in route for route, _, _ in requests)
-    durations = {(s.labels["route"], s.labels["method"]): s.value
-                 for s in families["hermes_gateway_http_request_duration_seconds"] if s.name.endswith("_count")}
+    durations = {
+        (s.labels["route"], s.labels["method"]): s.value
+        for s in families["hermes_gateway_http_request_duration_seconds"]
+        if s.name.endswith("_count")
+    }
     assert durations[("/api/submit", "POST")] == 2
-    published = {s.labels["type"]: s.value for s in families["hermes_gateway_commands_published"]
-                 if s.name.endswith("_total")}
+    published = {
+        s.labels["type"]: s.value for s in families["hermes_gateway_commands_published"] if s.name.endswith("_total")
+    }
     assert published == {"submit_idea": 1}
     assert families["hermes_gateway_sse_clients"][0].value == 0
 
@@ -1154,10 +1324,26 @@ async def test_web_ui_is_served_and_talks_to_the_api(gateway: Gateway, http) -> 
     assert '<link rel="stylesheet" href="/static/style.css"' in page.text
     script = await http.get(f"{gateway.url}/static/app.js")
     assert script.status_code == 200
-    for reference in ("/api/submit", "/continue", "/events", "/status", "EventSource", "draft_presented",
-                      "questions_proposed", "backend_selected", "execution_completed", "#thread=", "/rate",
-                      "e.assumptions", "/api/learn/feedback", "corrections", "/api/learn/preferences?user_id=local",
-                      '"PATCH"', '"DELETE"', "#preferences"):
+    for reference in (
+        "/api/submit",
+        "/continue",
+        "/events",
+        "/status",
+        "EventSource",
+        "draft_presented",
+        "questions_proposed",
+        "backend_selected",
+        "execution_completed",
+        "#thread=",
+        "/rate",
+        "e.assumptions",
+        "/api/learn/feedback",
+        "corrections",
+        "/api/learn/preferences?user_id=local",
+        '"PATCH"',
+        '"DELETE"',
+        "#preferences",
+    ):
         assert reference in script.text, reference
     # Every element the script looks up by id exists on the page.
     looked_up = set(re.findall(r'\$\("([\w-]+)"\)', script.text))

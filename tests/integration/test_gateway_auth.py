@@ -10,13 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import ValidationError
-
 from conftest import wait_until
-from hermes_gateway.config import GatewaySettings
-from hermes_proto import subjects
 from procs import service_processes, start_ready
+from pydantic import ValidationError
 from test_gateway_api import start_gateway
+
+from hermes_proto import subjects
+
+from hermes_gateway.config import GatewaySettings
 
 ALICE, BOB, GUEST = "alice-Tok3n-0123456789", "bob-Tok3n-9876543210", "guest-Tok3n-5555555555"
 ADMIN = "root-Tok3n-1212121212"
@@ -69,8 +70,9 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             # alice submits, claiming to be someone else: the thread is hers all the same.
-            submitted = await client.post("/api/submit", json={"idea": IDEA, "user_id": "mallory"},
-                                          headers=bearer(ALICE))
+            submitted = await client.post(
+                "/api/submit", json={"idea": IDEA, "user_id": "mallory"}, headers=bearer(ALICE)
+            )
             assert submitted.status_code == 202, submitted.text
             thread_id = submitted.json()["data"]["thread_id"]
 
@@ -84,9 +86,14 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert [t["thread_id"] for t in mine] == [thread_id]
 
             # No token, a wrong token, a non-Bearer scheme: 401 and nothing of the thread.
-            routes = [("GET", "/api/threads"), ("GET", f"/api/threads/{thread_id}/status"),
-                      ("GET", f"/api/threads/{thread_id}/events"), ("GET", "/api/auth/me"),
-                      ("POST", "/api/submit"), ("GET", "/api/learn/preferences")]
+            routes = [
+                ("GET", "/api/threads"),
+                ("GET", f"/api/threads/{thread_id}/status"),
+                ("GET", f"/api/threads/{thread_id}/events"),
+                ("GET", "/api/auth/me"),
+                ("POST", "/api/submit"),
+                ("GET", "/api/learn/preferences"),
+            ]
             for headers in ({}, bearer("not-a-token"), bearer(ALICE + "x"), {"Authorization": f"Basic {ALICE}"}):
                 for method, path in routes:
                     response = await client.request(method, path, headers=headers, json={"idea": "x"})
@@ -98,17 +105,21 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert foreign.status_code == unknown.status_code == 404
             assert error_code(foreign) == error_code(unknown) == "thread_not_found"
             assert IDEA not in foreign.text and "alice" not in foreign.text
-            for method, path in [("GET", f"/api/threads/{thread_id}/events"),
-                                 ("POST", f"/api/threads/{thread_id}/continue"),
-                                 ("POST", f"/api/threads/{thread_id}/rate")]:
-                response = await client.request(method, path, headers=bearer(BOB),
-                                                json={"answers": {"q": "a"}, "rating": 5})
+            for method, path in [
+                ("GET", f"/api/threads/{thread_id}/events"),
+                ("POST", f"/api/threads/{thread_id}/continue"),
+                ("POST", f"/api/threads/{thread_id}/rate"),
+            ]:
+                response = await client.request(
+                    method, path, headers=bearer(BOB), json={"answers": {"q": "a"}, "rating": 5}
+                )
                 assert response.status_code == 404 and error_code(response) == "thread_not_found", response.text
             job_id = thread["jobs"][0]["job_id"] if thread["jobs"] else "no-job"
             job = await client.get(f"/api/threads/{thread_id}/jobs/{job_id}/result", headers=bearer(BOB))
             assert job.status_code == 404 and error_code(job) == "job_not_found"
-            feedback = await client.post("/api/learn/feedback", headers=bearer(BOB),
-                                         json={"thread_id": thread_id, "rating": 4})
+            feedback = await client.post(
+                "/api/learn/feedback", headers=bearer(BOB), json={"thread_id": thread_id, "rating": 4}
+            )
             assert feedback.status_code == 404 and error_code(feedback) == "thread_not_found"
             listed = await client.get("/api/threads", headers=bearer(BOB))
             assert listed.status_code == 200 and listed.json()["data"]["threads"] == []
@@ -119,9 +130,14 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert (await client.get("/api/threads", headers=bearer(GUEST))).status_code == 200
             me = (await client.get("/api/auth/me", headers=bearer(GUEST))).json()["data"]
             assert me == {"user_id": "viewer", "mode": "guest", "auth_enabled": True}
-            for method, path in [("POST", "/api/submit"), ("POST", "/api/workflows"),
-                                 ("POST", f"/api/threads/{thread_id}/continue"), ("GET", "/api/export/all"),
-                                 ("GET", "/api/config"), ("POST", "/api/learn/preferences")]:
+            for method, path in [
+                ("POST", "/api/submit"),
+                ("POST", "/api/workflows"),
+                ("POST", f"/api/threads/{thread_id}/continue"),
+                ("GET", "/api/export/all"),
+                ("GET", "/api/config"),
+                ("POST", "/api/learn/preferences"),
+            ]:
                 response = await client.request(method, path, headers=bearer(GUEST), json={"idea": IDEA})
                 assert response.status_code == 403 and error_code(response) == "read_only", (path, response.text)
             assert await command_position(js) == before
@@ -150,10 +166,12 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert_unauthorized(await get_with_cookie(url, "/api/auth/me", cookie))  # a copy kept from before
 
             # Changes that act for every user need an admin token; a user may still read them.
-            for method, path, body in (("PUT", "/api/soul", {"text": "You are Alice's Hermes."}),
-                                       ("PATCH", "/api/config/hermes.draft.max_tokens", {"value": 64}),
-                                       ("GET", "/api/system/dead-letters", None),
-                                       ("POST", "/api/backends/talos/disable", None)):
+            for method, path, body in (
+                ("PUT", "/api/soul", {"text": "You are Alice's Hermes."}),
+                ("PATCH", "/api/config/hermes.draft.max_tokens", {"value": 64}),
+                ("GET", "/api/system/dead-letters", None),
+                ("POST", "/api/backends/talos/disable", None),
+            ):
                 refused = await client.request(method, path, json=body, headers=bearer(ALICE))
                 assert refused.status_code == 403 and error_code(refused) == "admin_only", (path, refused.text)
             assert (await client.get("/api/soul", headers=bearer(ALICE))).status_code == 200
@@ -165,8 +183,9 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
             assert metrics.status_code == 200
             for reason in ("missing", "invalid", "read_only"):
                 line = f'hermes_gateway_auth_failures_total{{reason="{reason}"}}'
-                assert any(row.startswith(line) and float(row.split()[-1]) > 0
-                           for row in metrics.text.splitlines()), reason
+                assert any(row.startswith(line) and float(row.split()[-1]) > 0 for row in metrics.text.splitlines()), (
+                    reason
+                )
         log = gateway.process.log_text()
         assert '"user_id": "alice"' in log or '"user_id":"alice"' in log
         for secret in (ALICE, BOB, GUEST, cookie):
@@ -177,8 +196,13 @@ async def test_tokens_guests_sessions_and_ownership(bus_env: dict[str, str], tmp
 
 
 async def test_rate_limits(bus_env: dict[str, str], tmp_path: Path) -> None:
-    gateway = await start_gateway(bus_env, tmp_path / "logs", HERMES_API_TOKENS=TOKENS, HERMES_RATE_LIMIT="5/minute",
-                                  HERMES_AUTH_FAILURE_LIMIT="3/minute")
+    gateway = await start_gateway(
+        bus_env,
+        tmp_path / "logs",
+        HERMES_API_TOKENS=TOKENS,
+        HERMES_RATE_LIMIT="5/minute",
+        HERMES_AUTH_FAILURE_LIMIT="3/minute",
+    )
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
             for _ in range(5):
@@ -221,8 +245,9 @@ async def test_body_size_limit(bus_env: dict[str, str], tmp_path: Path, js_clien
                     yield b"y" * 100
                 yield b'"}'
 
-            chunked = await client.post("/api/submit", content=chunks(),
-                                        headers={**bearer(ALICE), "Content-Type": "application/json"})
+            chunked = await client.post(
+                "/api/submit", content=chunks(), headers={**bearer(ALICE), "Content-Type": "application/json"}
+            )
             assert "content-length" not in chunked.request.headers
             assert chunked.status_code == 413 and error_code(chunked) == "payload_too_large", chunked.text
         assert await command_position(js) == before
@@ -233,23 +258,34 @@ async def test_body_size_limit(bus_env: dict[str, str], tmp_path: Path, js_clien
 async def test_cors_health_and_metrics_protection(bus_env: dict[str, str], tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     origin = "http://app.example"
-    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
 
     default = await start_gateway(bus_env, logs, HERMES_API_TOKENS=TOKENS, HERMES_QUERY_TIMEOUT_SECONDS="0.5")
     try:
         async with httpx.AsyncClient(base_url=default.url, timeout=10) as client:
-            for response in (await client.get("/api/auth/me", headers={**bearer(ALICE), "Origin": origin}),
-                             await client.options("/api/submit", headers=preflight)):
+            for response in (
+                await client.get("/api/auth/me", headers={**bearer(ALICE), "Origin": origin}),
+                await client.options("/api/submit", headers=preflight),
+            ):
                 assert not any(h.lower().startswith("access-control-") for h in response.headers), response.headers
             assert (await client.get("/api/system/health")).status_code != 401  # open (503 here: no orchestrator)
             assert (await client.get("/metrics")).status_code == 200
     finally:
         default.process.stop()
 
-    guarded = await start_gateway(bus_env, logs, HERMES_API_TOKENS=TOKENS,
-                                  HERMES_CORS_ORIGINS=f"{origin}, http://b.example", HERMES_PROTECT_HEALTH="true",
-                                  HERMES_METRICS_TOKEN="prometheus-scrape-token", HERMES_QUERY_TIMEOUT_SECONDS="0.5")
+    guarded = await start_gateway(
+        bus_env,
+        logs,
+        HERMES_API_TOKENS=TOKENS,
+        HERMES_CORS_ORIGINS=f"{origin}, http://b.example",
+        HERMES_PROTECT_HEALTH="true",
+        HERMES_METRICS_TOKEN="prometheus-scrape-token",
+        HERMES_QUERY_TIMEOUT_SECONDS="0.5",
+    )
     try:
         async with httpx.AsyncClient(base_url=guarded.url, timeout=10) as client:
             allowed = await client.get("/api/auth/me", headers={**bearer(ALICE), "Origin": origin})
@@ -274,8 +310,16 @@ async def test_cors_health_and_metrics_protection(bus_env: dict[str, str], tmp_p
         guarded.process.stop()
 
 
-@pytest.mark.parametrize("raw", ["alice:owner:sekrit-value", "no-colons-sekrit-value", "al ice:user:sekrit-value",
-                                 "alice:user:", "a:user:sekrit-value,b:guest:sekrit-value"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "alice:owner:sekrit-value",
+        "no-colons-sekrit-value",
+        "al ice:user:sekrit-value",
+        "alice:user:",
+        "a:user:sekrit-value,b:guest:sekrit-value",
+    ],
+)
 def test_bad_token_syntax_is_a_settings_error_that_hides_the_value(raw: str, monkeypatch) -> None:
     monkeypatch.setenv("HERMES_API_TOKENS", raw)
     with pytest.raises(ValidationError) as caught:

@@ -20,11 +20,13 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
 from conftest import thread_events, wait_until
 from fakes.edge_beats import EdgeBeats
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port
+from procs import ServiceProcess
+from test_cli_client import run_hermes
+from test_gateway_api import Gateway, assert_error, commands_published, http, read_commands, start_gateway  # noqa: F401
+
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.bus import EventStore
@@ -33,9 +35,8 @@ from hermes_proto.commands import SubmitIdea
 from hermes_proto.events import BackendDisabled, BackendSelected, JobQueued
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import BackendsQuery, BackendsReply
-from procs import ServiceProcess
-from test_cli_client import run_hermes
-from test_gateway_api import Gateway, assert_error, commands_published, http, read_commands, start_gateway  # noqa: F401
+
+from hermes_cli.natsserver import free_port
 
 CRITERIA = {"quality_first", "speed_first", "cost_first"}
 TALOS_TEXT = "Hello from talos, the local model."
@@ -53,9 +54,16 @@ class Stack:
 
 
 async def start_router(bus_env: dict[str, str], log_dir: Path) -> ServiceProcess:
-    env = dict(bus_env, HERMES_BACKENDS_ENABLED="talos,remote", BACKEND_TALOS_MODELS="m1",
-               BACKEND_REMOTE_TYPE="openai", BACKEND_REMOTE_HOST="127.0.0.1", BACKEND_REMOTE_PORT=str(free_port()),
-               BACKEND_REMOTE_COST_PER_MTOK_CENTS="100", METRICS_PORT="0")
+    env = dict(
+        bus_env,
+        HERMES_BACKENDS_ENABLED="talos,remote",
+        BACKEND_TALOS_MODELS="m1",
+        BACKEND_REMOTE_TYPE="openai",
+        BACKEND_REMOTE_HOST="127.0.0.1",
+        BACKEND_REMOTE_PORT=str(free_port()),
+        BACKEND_REMOTE_COST_PER_MTOK_CENTS="100",
+        METRICS_PORT="0",
+    )
     router = ServiceProcess("router", "hermes_router", env, log_dir).start()
 
     def started() -> bool:
@@ -70,8 +78,9 @@ async def start_router(bus_env: dict[str, str], log_dir: Path) -> ServiceProcess
 async def stack(bus_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Stack]:
     """The router and the gateway (started side by side), ready to answer."""
     log_dir = tmp_path / "logs"
-    gateway_starting = asyncio.create_task(start_gateway(bus_env, log_dir,
-                                                         HERMES_QUERY_TIMEOUT_SECONDS=QUERY_TIMEOUT_S))
+    gateway_starting = asyncio.create_task(
+        start_gateway(bus_env, log_dir, HERMES_QUERY_TIMEOUT_SECONDS=QUERY_TIMEOUT_S)
+    )
     try:
         router = await start_router(bus_env, log_dir)
     except BaseException:
@@ -92,12 +101,20 @@ async def talos_model() -> AsyncIterator[FakeOpenAIServer]:
 
 
 @pytest.fixture
-async def talos_edge(bus_env: dict[str, str], tmp_path: Path,
-                     talos_model: FakeOpenAIServer) -> AsyncIterator[ServiceProcess]:
+async def talos_edge(
+    bus_env: dict[str, str], tmp_path: Path, talos_model: FakeOpenAIServer
+) -> AsyncIterator[ServiceProcess]:
     """One real edge serving ``talos`` with the fake model server; half-second heartbeats."""
-    env = dict(bus_env, HERMES_EDGE_BACKEND="talos", BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1",
-               BACKEND_TALOS_PORT=str(talos_model.port), BACKEND_TALOS_MODELS="m1", METRICS_PORT="0",
-               HERMES_EDGE_HEARTBEAT_S="0.5")
+    env = dict(
+        bus_env,
+        HERMES_EDGE_BACKEND="talos",
+        BACKEND_TALOS_TYPE="openai",
+        BACKEND_TALOS_HOST="127.0.0.1",
+        BACKEND_TALOS_PORT=str(talos_model.port),
+        BACKEND_TALOS_MODELS="m1",
+        METRICS_PORT="0",
+        HERMES_EDGE_HEARTBEAT_S="0.5",
+    )
     edge = ServiceProcess("edge-talos", "hermes_edge", env, tmp_path / "logs").start()
     yield edge
     await asyncio.to_thread(edge.stop)  # not blocking the loop: the fake model server keeps answering
@@ -136,9 +153,16 @@ async def ask_router(nc) -> BackendsReply:
 
 async def queue_job(js, **fields) -> JobQueued:
     """A ``JobQueued`` as the orchestrator appends it, for a new thread."""
-    job = JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
-                    job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content="plan a garden")],
-                    **fields)
+    job = JobQueued(
+        event_id=new_id(),
+        aggregate_id=new_id(),
+        occurred_at=utcnow(),
+        correlation_id=new_id(),
+        job_id=new_id(),
+        kind="draft1",
+        messages=[ChatMessage(role="user", content="plan a garden")],
+        **fields,
+    )
     await EventStore(js, "test").append([job])
     return job
 
@@ -146,8 +170,9 @@ async def queue_job(js, **fields) -> JobQueued:
 # --------------------------------------------------------------------------- list, enable, disable
 
 
-async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggles(stack: Stack, http,
-                                                                                   js_client) -> None:
+async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggles(
+    stack: Stack, http, js_client
+) -> None:
     nc, js = js_client
     data = await listing(stack, http)
     backends = by_name(data)
@@ -170,8 +195,9 @@ async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggl
     assert response.status_code == 200, response.text
     assert {n: b["enabled"] for n, b in by_name(response.json()["data"]).items()} == {"talos": False, "remote": True}
     assert by_name(await listing(stack, http))["talos"]["enabled"] is False  # a second read sees it too
-    disabled = decode_event((await js.get_last_msg(subjects.EVENTS_STREAM,
-                                                   "hermes.evt.backend.talos.backend_disabled")).data)
+    disabled = decode_event(
+        (await js.get_last_msg(subjects.EVENTS_STREAM, "hermes.evt.backend.talos.backend_disabled")).data
+    )
     assert isinstance(disabled, BackendDisabled) and disabled.reason == "maintenance"
 
     response = await http.post(f"{stack.url}/api/backends/TALOS/enable")  # no body; names are case-insensitive
@@ -180,21 +206,24 @@ async def test_the_list_shows_both_backends_with_scores_budget_and_runtime_toggl
     assert by_name(await listing(stack, http))["talos"]["enabled"] is True
     assert [b.enabled for b in (await ask_router(nc)).backends] == [True, True]
 
-    body = assert_error(await http.post(f"{stack.url}/api/backends/nope/disable", json={"reason": "x"}),
-                        404, "unknown_backend")
+    body = assert_error(
+        await http.post(f"{stack.url}/api/backends/nope/disable", json={"reason": "x"}), 404, "unknown_backend"
+    )
     assert "talos" in body["error"]["message"] and "remote" in body["error"]["message"]
     assert_error(await http.post(f"{stack.url}/api/backends/nope/enable"), 404, "unknown_backend")
     assert_error(await http.post(f"{stack.url}/api/backends/a.b/enable"), 400, "invalid_id")
-    assert_error(await http.post(f"{stack.url}/api/backends/talos/disable", json={"reason": 5}),
-                 422, "validation_failed")
+    assert_error(
+        await http.post(f"{stack.url}/api/backends/talos/disable", json={"reason": 5}), 422, "validation_failed"
+    )
     assert by_name(await listing(stack, http))["talos"]["enabled"] is True  # none of those changed anything
 
 
 # --------------------------------------------------------------------------- selections
 
 
-async def test_selections_show_every_candidate_and_why_it_lost(stack: Stack, http, js_client,
-                                                               talos_beats: EdgeBeats) -> None:
+async def test_selections_show_every_candidate_and_why_it_lost(
+    stack: Stack, http, js_client, talos_beats: EdgeBeats
+) -> None:
     _, js = js_client
 
     async def talos_healthy() -> bool:
@@ -217,24 +246,26 @@ async def test_selections_show_every_candidate_and_why_it_lost(stack: Stack, htt
     [selection] = await wait_until(recorded)
     assert (selection["job_id"], selection["thread_id"], selection["attempt"]) == (job.job_id, job.aggregate_id, 1)
     assert selection["backend"] == event.backend == "talos"
-    assert (selection["model"], selection["reason"], selection["strategy"]) == (event.model, event.reason,
-                                                                                 event.strategy)
+    assert (selection["model"], selection["reason"], selection["strategy"]) == (
+        event.model,
+        event.reason,
+        event.strategy,
+    )
     candidates = {c["backend"]: c for c in selection["candidates"]}
     assert set(candidates) == {"talos", "remote"}
     assert candidates["talos"]["rejected"] is None
     assert candidates["remote"]["rejected"] == "private job: not a local backend"
     assert {c.backend: (c.score, c.rejected) for c in event.candidates} == {
-        name: (c["score"], c["rejected"]) for name, c in candidates.items()}
+        name: (c["score"], c["rejected"]) for name, c in candidates.items()
+    }
 
     latest = await http.get(f"{stack.url}/api/backends/selections", params={"limit": 1})
     assert [s["job_id"] for s in latest.json()["data"]["selections"]] == [job.job_id]
     none = await http.get(f"{stack.url}/api/backends/selections", params={"job_id": new_id()})
     assert none.json()["data"]["selections"] == []
     assert by_name(await listing(stack, http))["talos"]["in_flight"] == 1  # dispatched; no edge runs it
-    assert_error(await http.get(f"{stack.url}/api/backends/selections", params={"limit": 0}), 422,
-                 "validation_failed")
-    assert_error(await http.get(f"{stack.url}/api/backends/selections", params={"job_id": "a.>"}), 400,
-                 "invalid_id")
+    assert_error(await http.get(f"{stack.url}/api/backends/selections", params={"limit": 0}), 422, "validation_failed")
+    assert_error(await http.get(f"{stack.url}/api/backends/selections", params={"job_id": "a.>"}), 400, "invalid_id")
 
 
 # --------------------------------------------------------------------------- compare
@@ -256,9 +287,9 @@ BAD_COMPARES = [
 ]
 
 
-async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge: ServiceProcess,
-                                                       talos_model: FakeOpenAIServer, http, js_client,
-                                                       remote_beats: EdgeBeats) -> None:
+async def test_compare_runs_one_prompt_on_each_backend(
+    stack: Stack, talos_edge: ServiceProcess, talos_model: FakeOpenAIServer, http, js_client, remote_beats: EdgeBeats
+) -> None:
     _, js = js_client
 
     async def healthy() -> bool:
@@ -268,9 +299,10 @@ async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge:
 
     await wait_until(healthy, timeout_s=20)
     started = time.monotonic()
-    response = await http.post(f"{stack.url}/api/backends/compare",
-                               json={"prompt": "  Say hello ", "backends": ["talos", "remote"], "max_tokens": 64,
-                                     "timeout_s": 3})
+    response = await http.post(
+        f"{stack.url}/api/backends/compare",
+        json={"prompt": "  Say hello ", "backends": ["talos", "remote"], "max_tokens": 64, "timeout_s": 3},
+    )
     took = time.monotonic() - started
     assert response.status_code == 200, response.text
     reply = response.json()["data"]
@@ -289,15 +321,20 @@ async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge:
     exec_before = (await js.stream_info(subjects.EXEC_STREAM)).state.last_seq
     for body in BAD_COMPARES:
         assert_error(await http.post(f"{stack.url}/api/backends/compare", json=body), 422, "validation_failed")
-    body = assert_error(await http.post(f"{stack.url}/api/backends/compare",
-                                        json={"prompt": "hi", "backends": ["talos", "nope"], "timeout_s": 3}),
-                        404, "unknown_backend")
+    body = assert_error(
+        await http.post(
+            f"{stack.url}/api/backends/compare", json={"prompt": "hi", "backends": ["talos", "nope"], "timeout_s": 3}
+        ),
+        404,
+        "unknown_backend",
+    )
     assert "nope" in body["error"]["message"]
     assert (await js.stream_info(subjects.EXEC_STREAM)).state.last_seq == exec_before  # nothing was run
     assert len(talos_model.chat_requests()) == 1
 
-    code, out, err = await run_hermes("backends", "compare", "Say hello", "--backend", "talos", "--timeout", "10",
-                                      url=stack.url)
+    code, out, err = await run_hermes(
+        "backends", "compare", "Say hello", "--backend", "talos", "--timeout", "10", url=stack.url
+    )
     assert code == 0, err
     assert "talos · m1" in out and TALOS_TEXT in out
     assert len(talos_model.chat_requests()) == 2
@@ -308,8 +345,10 @@ async def test_compare_runs_one_prompt_on_each_backend(stack: Stack, talos_edge:
 
 async def test_the_cli_lists_and_toggles_backends(stack: Stack, http) -> None:
     (code, out, err), (json_code, json_out, _), (unknown_code, _, unknown_err) = await asyncio.gather(
-        run_hermes("backends", url=stack.url), run_hermes("backends", "--json", url=stack.url),
-        run_hermes("backends", "enable", "nope", url=stack.url))
+        run_hermes("backends", url=stack.url),
+        run_hermes("backends", "--json", url=stack.url),
+        run_hermes("backends", "enable", "nope", url=stack.url),
+    )
     assert code == 0, err
     header, *rows = [line for line in out.splitlines() if line.strip()][:3]
     assert header.split() == ["NAME", "TYPE", "HEALTH", "ENABLED", "IN-FLIGHT", "SUCCESS", "SPEND", "TODAY"]
@@ -319,7 +358,8 @@ async def test_the_cli_lists_and_toggles_backends(stack: Stack, http) -> None:
     raw = json.loads(json_out)
     assert set(raw) == {"backends", "budget", "queued_jobs"}
     assert {b["name"]: b["scores"] for b in raw["backends"]} == {
-        n: b["scores"] for n, b in by_name(await listing(stack, http)).items()}
+        n: b["scores"] for n, b in by_name(await listing(stack, http)).items()
+    }
     assert unknown_code == 1 and "unknown_backend" in unknown_err
 
     code, out, err = await run_hermes("backends", "disable", "remote", "--reason", "too dear", url=stack.url)
@@ -345,8 +385,11 @@ async def test_backend_routes_answer_503_without_a_router_and_are_described(bus_
         assert "backend-router" in body["error"]["message"] and body["error"]["retry_after"] > 0
         assert_error(await http.get(f"{gw.url}/api/backends/selections"), 503, "bus_unavailable")
         assert_error(await http.post(f"{gw.url}/api/backends/talos/disable"), 503, "bus_unavailable")
-        assert_error(await http.post(f"{gw.url}/api/backends/compare", json={"prompt": "hi", "timeout_s": 2}),
-                     503, "bus_unavailable")
+        assert_error(
+            await http.post(f"{gw.url}/api/backends/compare", json={"prompt": "hi", "timeout_s": 2}),
+            503,
+            "bus_unavailable",
+        )
 
         spec = (await http.get(f"{gw.url}/openapi.json")).json()
         paths = spec["paths"]
@@ -359,7 +402,8 @@ async def test_backend_routes_answer_503_without_a_router_and_are_described(bus_
         data = listed["properties"]["data"]
         assert set(data["properties"]) == {"backends", "budget", "queued_jobs"}
         assert {"health", "scores", "in_flight", "spend_today_cents"} <= set(
-            data["properties"]["backends"]["items"]["properties"])
+            data["properties"]["backends"]["items"]["properties"]
+        )
         compare = spec["components"]["schemas"]["CompareBody"]["properties"]
         assert (compare["prompt"]["minLength"], compare["prompt"]["maxLength"]) == (1, 20_000)
         assert (compare["max_tokens"]["minimum"], compare["max_tokens"]["maximum"]) == (1, 4096)
@@ -377,11 +421,21 @@ async def test_submit_from_the_cli_carries_project_private_and_priority(bus_env,
     gw = await start_gateway(bus_env, tmp_path / "logs")
     try:
         (code, out, err), (plain_code, _, _), (urgent_code, _, _), (bad_code, _, bad_err) = await asyncio.gather(
-            run_hermes("submit", "plan a garden", "--project", "garden-2", "--private", "--priority", "9",
-                       "--no-wait", url=gw.url),
+            run_hermes(
+                "submit",
+                "plan a garden",
+                "--project",
+                "garden-2",
+                "--private",
+                "--priority",
+                "9",
+                "--no-wait",
+                url=gw.url,
+            ),
             run_hermes("submit", "plain", "--no-wait", url=gw.url),
             run_hermes("submit", "too urgent", "--priority", "11", "--no-wait", url=gw.url),
-            run_hermes("submit", "bad project", "--project", "a b", "--no-wait", url=gw.url))
+            run_hermes("submit", "bad project", "--project", "a b", "--no-wait", url=gw.url),
+        )
         assert (code, plain_code, urgent_code) == (0, 0, 2), err
         assert bad_code == 1 and "validation_failed" in bad_err
         assert await commands_published(js) == 2  # no orchestrator: both wait in the command queue

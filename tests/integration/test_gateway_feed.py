@@ -13,12 +13,7 @@ import json
 from pathlib import Path
 
 import httpx
-
 from conftest import wait_until
-from hermes_proto import subjects
-from hermes_proto.bus import EventStore
-from hermes_proto.events import JobDeferred, ThreadCompleted, ThreadOpened
-from hermes_proto.ids import new_id, utcnow
 from test_gateway_api import (  # noqa: F401 (fixtures)
     Gateway,
     Stack,
@@ -32,20 +27,33 @@ from test_gateway_api import (  # noqa: F401 (fixtures)
     thread_log,
 )
 
+from hermes_proto import subjects
+from hermes_proto.bus import EventStore
+from hermes_proto.events import JobDeferred, ThreadCompleted, ThreadOpened
+from hermes_proto.ids import new_id, utcnow
+
 
 def opened(thread_id: str) -> ThreadOpened:
-    return ThreadOpened(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c",
-                        idea="watch me")
+    return ThreadOpened(
+        event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c", idea="watch me"
+    )
 
 
 def deferred(thread_id: str, reason: str) -> JobDeferred:
-    return JobDeferred(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c",
-                       job_id="j1", reason=reason)
+    return JobDeferred(
+        event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c", job_id="j1", reason=reason
+    )
 
 
 def completed(thread_id: str) -> ThreadCompleted:
-    return ThreadCompleted(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="c",
-                           final_draft_number=1, reason="no_questions")
+    return ThreadCompleted(
+        event_id=new_id(),
+        aggregate_id=thread_id,
+        occurred_at=utcnow(),
+        correlation_id="c",
+        final_draft_number=1,
+        reason="no_questions",
+    )
 
 
 async def js_api_tap(nc) -> dict[str, int]:  # noqa: ANN001 (a nats client)
@@ -93,8 +101,9 @@ async def test_live_views_create_no_consumer_and_ask_jetstream_nothing(gateway: 
     assert await metric(gateway, http, "hermes_gateway_feed_catch_up_reads") == 0
 
 
-async def test_a_view_from_before_the_gateway_started_reads_the_log_then_goes_live(bus_env, js_client, http,
-                                                                                   tmp_path: Path) -> None:
+async def test_a_view_from_before_the_gateway_started_reads_the_log_then_goes_live(
+    bus_env, js_client, http, tmp_path: Path
+) -> None:
     """Events appended before the gateway started are not in its feed: a view from the thread's start (or from a
     Last-Event-ID among them) reads them from the log, then takes the live ones, each exactly once, in log order."""
     _, js = js_client
@@ -108,8 +117,9 @@ async def test_a_view_from_before_the_gateway_started_reads_the_log_then_goes_li
         sse, task = open_sse(http, f"{gw.url}/api/threads/{thread_id}/events")
         await wait_until(lambda: len(sse.events) >= 3, timeout_s=10)
         old = [seq for seq, _ in await thread_log(js, thread_id)]
-        resumed, resumed_task = open_sse(http, f"{gw.url}/api/threads/{thread_id}/events",
-                                         headers={"Last-Event-ID": str(old[0])})
+        resumed, resumed_task = open_sse(
+            http, f"{gw.url}/api/threads/{thread_id}/events", headers={"Last-Event-ID": str(old[0])}
+        )
         await wait_until(lambda: len(resumed.events) >= 2, timeout_s=10)
         reads = await metric(gw, http, "hermes_gateway_feed_catch_up_reads")
         assert reads >= 3  # two events read (plus one past the last), and the same again from old[0]
@@ -122,7 +132,11 @@ async def test_a_view_from_before_the_gateway_started_reads_the_log_then_goes_li
         assert [int(e["id"]) for e in sse.events] == log
         assert [int(e["id"]) for e in resumed.events] == log[1:]
         assert [json.loads(e["data"]).get("reason") for e in sse.events[1:]] == [
-            "saturated", "cooling_down", "over_budget", "no_questions"]
+            "saturated",
+            "cooling_down",
+            "over_budget",
+            "no_questions",
+        ]
         # The live part came from the feed: no more reads of the log than for the old part.
         assert await metric(gw, http, "hermes_gateway_feed_catch_up_reads") == reads
         assert (await js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count == 1

@@ -18,16 +18,17 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
 from conftest import stored_dead_letters, stored_events, thread_events, wait_until
-from fakes.llm_servers import Fault, FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port
-from hermes_orchestrator.domain import step_job_id
+from fakes.llm_servers import FakeOpenAIServer, Fault, Reply
+from procs import ServiceProcess, model_env, service_processes, start_ready
+
 from hermes_proto import subjects
 from hermes_proto.ids import new_id
 from hermes_proto.queries import QueueReply
+
+from hermes_cli.natsserver import free_port
+from hermes_orchestrator.domain import step_job_id
 from hermes_router.domain import backoff_delay
-from procs import ServiceProcess, model_env, service_processes, start_ready
 
 FAILOVER_DELAY_S = 0.2
 SLOW = Reply(chunks=[f"word{i} " for i in range(30)], chunk_delay_s=0.2)  # ~6 s per call
@@ -52,9 +53,11 @@ class Stack:
 
     async def final(self, thread_id: str, timeout_s: float = 60) -> list:
         """The thread's events once it completed or failed."""
+
         async def ended():
             events = await self.events(thread_id)
             return events if any(e.type_name() in ("thread_completed", "thread_failed") for e in events) else None
+
         return await wait_until(ended, timeout_s=timeout_s, interval_s=0.2)
 
     async def submit(self, idea: str, **fields) -> str:
@@ -72,10 +75,19 @@ async def _stack(js_client, bus_env, tmp_path: Path, reply: Reply, **env: str) -
     nc, js = js_client
     model = await FakeOpenAIServer(reply=reply, models=["fake"]).start()
     port = free_port()
-    full_env = dict(bus_env, **model_env(model.port), METRICS_PORT="0", HERMES_WEB_PORT=str(port),
-                    HERMES_MAX_QUESTIONS="0", HERMES_FAILOVER_DELAY_SECONDS=str(FAILOVER_DELAY_S),
-                    HERMES_EDGE_ACK_WAIT_S="3", HERMES_EDGE_HEARTBEAT_S="0.5",
-                    BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1", HERMES_UNHEALTHY_THRESHOLD="2", **env)
+    full_env = dict(
+        bus_env,
+        **model_env(model.port),
+        METRICS_PORT="0",
+        HERMES_WEB_PORT=str(port),
+        HERMES_MAX_QUESTIONS="0",
+        HERMES_FAILOVER_DELAY_SECONDS=str(FAILOVER_DELAY_S),
+        HERMES_EDGE_ACK_WAIT_S="3",
+        HERMES_EDGE_HEARTBEAT_S="0.5",
+        BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1",
+        HERMES_UNHEALTHY_THRESHOLD="2",
+        **env,
+    )
     procs = service_processes(full_env, tmp_path / "logs", ("orchestrator", "router", "edge", "gateway"))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as http:
         stack = Stack(nc, js, procs, model, http)
@@ -103,10 +115,12 @@ def of(events: list, type_name: str) -> list:
     return [e for e in events if e.type_name() == type_name]
 
 
-DIAMOND = [{"step_id": "outline", "prompt": "Outline a talk on soil health", "priority": 9},
-           {"step_id": "intro", "prompt": "Write the introduction", "depends_on": ["outline"]},
-           {"step_id": "body", "prompt": "Write the main part", "depends_on": ["outline"]},
-           {"step_id": "close", "prompt": "Write the conclusion", "depends_on": ["intro", "body"]}]
+DIAMOND = [
+    {"step_id": "outline", "prompt": "Outline a talk on soil health", "priority": 9},
+    {"step_id": "intro", "prompt": "Write the introduction", "depends_on": ["outline"]},
+    {"step_id": "body", "prompt": "Write the main part", "depends_on": ["outline"]},
+    {"step_id": "close", "prompt": "Write the conclusion", "depends_on": ["intro", "body"]},
+]
 
 
 async def test_a_workflow_runs_each_step_after_its_dependencies_with_their_results(stack: Stack) -> None:
@@ -131,22 +145,33 @@ async def test_a_workflow_runs_each_step_after_its_dependencies_with_their_resul
 
 
 async def test_a_cycle_is_refused_over_http_and_dead_lettered_on_the_bus(stack: Stack) -> None:
-    cyclic = [{"step_id": "a", "prompt": "x", "depends_on": ["c"]}, {"step_id": "b", "prompt": "y", "depends_on": ["a"]},
-              {"step_id": "c", "prompt": "z", "depends_on": ["b"]}, {"step_id": "d", "prompt": "free"}]
+    cyclic = [
+        {"step_id": "a", "prompt": "x", "depends_on": ["c"]},
+        {"step_id": "b", "prompt": "y", "depends_on": ["a"]},
+        {"step_id": "c", "prompt": "z", "depends_on": ["b"]},
+        {"step_id": "d", "prompt": "free"},
+    ]
     reply = await stack.http.post("/api/workflows", json={"steps": cyclic})
     assert reply.status_code == 400
     error = reply.json()["error"]
     assert error["code"] == "dependency_cycle" and "a, b, c" in error["message"]
-    unknown = await stack.http.post("/api/workflows", json={"steps": [{"step_id": "a", "prompt": "x",
-                                                                       "depends_on": ["nope"]}]})
+    unknown = await stack.http.post(
+        "/api/workflows", json={"steps": [{"step_id": "a", "prompt": "x", "depends_on": ["nope"]}]}
+    )
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_dependency"
-    too_many = await stack.http.post("/api/workflows", json={"steps": [{"step_id": f"s{i}", "prompt": "x"}
-                                                                       for i in range(11)]})
+    too_many = await stack.http.post(
+        "/api/workflows", json={"steps": [{"step_id": f"s{i}", "prompt": "x"} for i in range(11)]}
+    )
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_steps"
     assert stack.model.chat_requests() == []
     # A producer publishing the same workflow on NATS gets a dead letter with the reason.
-    body = {"type": "submit_workflow", "command_id": new_id(), "issued_at": "2026-11-23T10:00:00Z",
-            "thread_id": new_id(), "steps": cyclic}
+    body = {
+        "type": "submit_workflow",
+        "command_id": new_id(),
+        "issued_at": "2026-11-23T10:00:00Z",
+        "thread_id": new_id(),
+        "steps": cyclic,
+    }
     await stack.js.publish("hermes.cmd.submit_workflow", msgspec.json.encode(body))
     letters = await wait_until(lambda: stored_dead_letters(stack.js), timeout_s=20)
     assert letters[0].reason == "validation_failed" and "dependency_cycle" in letters[0].detail
@@ -161,8 +186,7 @@ async def test_a_failed_step_skips_its_dependents_and_independent_steps_still_ru
     failed = of(events, "thread_failed")
     assert [f.error_code for f in failed] == ["workflow_failed"]
     skipped = {e.step_id: e.reason for e in of(events, "job_skipped")}
-    assert skipped == {"intro": "step outline failed", "body": "step outline failed",
-                       "close": "step intro skipped"}
+    assert skipped == {"intro": "step outline failed", "body": "step outline failed", "close": "step intro skipped"}
     assert [e.job_id for e in of(events, "execution_completed")] == [step_job_id(thread_id, "aside")]
     assert len(stack.model.chat_requests()) == 2  # outline (refused) and aside: the skipped never ran
 
@@ -202,8 +226,12 @@ async def _first(stack: Stack, thread_id: str, type_name: str):
 
 async def test_a_step_past_its_timeout_is_cancelled_and_fails(slow_stack: Stack) -> None:
     stack = slow_stack
-    thread_id = await stack.workflow([{"step_id": "long", "prompt": "write a novel", "timeout_s": 1.5},
-                                      {"step_id": "after", "prompt": "summarise it", "depends_on": ["long"]}])
+    thread_id = await stack.workflow(
+        [
+            {"step_id": "long", "prompt": "write a novel", "timeout_s": 1.5},
+            {"step_id": "after", "prompt": "summarise it", "depends_on": ["long"]},
+        ]
+    )
     events = await stack.final(thread_id, timeout_s=20)
     job_id = step_job_id(thread_id, "long")
     assert [(e.job_id, e.reason) for e in of(events, "job_cancelled")] == [(job_id, "timeout")]
@@ -246,8 +274,9 @@ def test_backoff_grows_exponentially_is_jittered_and_capped() -> None:
 
 
 async def test_a_full_queue_refuses_with_429_and_records_queue_full(js_client, bus_env, tmp_path) -> None:
-    async for stack in _stack(js_client, bus_env, tmp_path, SLOW, HERMES_MAX_QUEUED_JOBS="2",
-                              HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS="7"):
+    async for stack in _stack(
+        js_client, bus_env, tmp_path, SLOW, HERMES_MAX_QUEUED_JOBS="2", HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS="7"
+    ):
         first = await stack.submit("one")
         await stack.submit("two")
         await wait_until(lambda: _open_jobs(stack, 2), timeout_s=15)
@@ -277,8 +306,9 @@ async def _open_jobs(stack: Stack, n: int) -> bool:
 async def test_jobs_wait_while_talos_is_down_then_run_in_priority_order(stack: Stack) -> None:
     stack.procs["edge"].kill()
     await wait_until(lambda: _marked_unhealthy(stack.js), timeout_s=30)
-    threads = {priority: await stack.submit(f"idea of priority {priority}", priority=priority)
-               for priority in (2, 9, 5, 7)}
+    threads = {
+        priority: await stack.submit(f"idea of priority {priority}", priority=priority) for priority in (2, 9, 5, 7)
+    }
     await asyncio.sleep(3)  # down for a while: the jobs wait, none is abandoned
     for thread_id in threads.values():
         types = await stack.types(thread_id)
@@ -301,16 +331,29 @@ async def _marked_unhealthy(js) -> bool:
 
 async def _hermes(stack: Stack, *args: str, stdin: str = "") -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hermes_cli", *args, "--url", str(stack.http.base_url).rstrip("/"),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "hermes_cli",
+        *args,
+        "--url",
+        str(stack.http.base_url).rstrip("/"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=30)
     return proc.returncode, out.decode()
 
 
 async def test_the_cli_submits_a_workflow_shows_its_steps_and_cancels_it(slow_stack: Stack) -> None:
     stack = slow_stack
-    spec = {"title": "two steps", "steps": [{"step_id": "draft", "prompt": "draft a poem"},
-                                            {"step_id": "polish", "prompt": "polish it", "depends_on": ["draft"]}]}
+    spec = {
+        "title": "two steps",
+        "steps": [
+            {"step_id": "draft", "prompt": "draft a poem"},
+            {"step_id": "polish", "prompt": "polish it", "depends_on": ["draft"]},
+        ],
+    }
     code, out = await _hermes(stack, "workflow", "-", stdin=json.dumps(spec))
     assert code == 0, out
     thread_id = out.split("Workflow thread ", 1)[1].split(":", 1)[0]

@@ -15,14 +15,15 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-
 from conftest import stored_events, wait_until
 from fakes.llm_servers import Fault
-from hermes_learner import ideas
-from hermes_learner.classification import SYSTEM
+from test_learn_preferences import Stack, make_stack
+
 from hermes_proto import subjects
 from hermes_proto.events import DraftPresented, JobQueued, QuestionsProposed
-from test_learn_preferences import Stack, make_stack
+
+from hermes_learner import ideas
+from hermes_learner.classification import SYSTEM
 
 PLANNING_IDEA = "help me plan a vegetable garden on my balcony"
 OTHER_IDEA = "help me plan a weekend away"
@@ -39,22 +40,25 @@ def answering(classify_reply: str):
 
 @pytest.fixture
 async def llm_stack(bus_env, tmp_path) -> AsyncIterator[Stack]:
-    async for s in make_stack(bus_env, tmp_path, HERMES_CLASSIFICATION_ENABLE_LLM="true",
-                              HERMES_CLASSIFICATION_TIMEOUT_SECONDS="20"):
+    async for s in make_stack(
+        bus_env, tmp_path, HERMES_CLASSIFICATION_ENABLE_LLM="true", HERMES_CLASSIFICATION_TIMEOUT_SECONDS="20"
+    ):
         yield s
 
 
 async def proposed(js, thread_id: str) -> QuestionsProposed:
-    (event,) = [e for e in await stored_events(js, subjects.thread_events(thread_id))
-                if isinstance(e, QuestionsProposed)]
+    (event,) = [
+        e for e in await stored_events(js, subjects.thread_events(thread_id)) if isinstance(e, QuestionsProposed)
+    ]
     return event
 
 
 async def test_the_models_reading_decides_and_its_job_is_listed(llm_stack: Stack, js_client) -> None:
     _, js = js_client
     assert ideas.classify(PLANNING_IDEA) == "planning"  # what the rules would say
-    llm_stack.model.respond = answering(json.dumps({"idea_type": "research", "issues": ["scope", "context"],
-                                                    "clarity": 0.3}))
+    llm_stack.model.respond = answering(
+        json.dumps({"idea_type": "research", "issues": ["scope", "context"], "clarity": 0.3})
+    )
     asked = await llm_stack.asked(PLANNING_IDEA)
     thread_id = asked["thread_id"]
     assert asked["status"] == "awaiting_answers" and asked["idea_type"] == "research"
@@ -111,14 +115,17 @@ async def test_a_failed_or_late_classification_leaves_the_decision_to_the_rules(
     only after the learner's 2 s timeout: both times the rules decide, once, and the thread goes on."""
     _, js = js_client
     reply = json.dumps({"idea_type": "research", "issues": [], "clarity": 0.3})
-    async for stack in make_stack(bus_env, tmp_path, HERMES_CLASSIFICATION_ENABLE_LLM="true",
-                                  HERMES_CLASSIFICATION_TIMEOUT_SECONDS="2"):
+    async for stack in make_stack(
+        bus_env, tmp_path, HERMES_CLASSIFICATION_ENABLE_LLM="true", HERMES_CLASSIFICATION_TIMEOUT_SECONDS="2"
+    ):
+
         def then(fault: Fault, **how):
             def respond(body: dict) -> str:
                 if is_classify(body):
                     return reply
                 stack.model.set_fault(fault, times=1, **how)  # the next call is the classify one
                 return DRAFT
+
             return respond
 
         stack.model.respond = then(Fault.BAD_REQUEST, message="unsupported")
@@ -135,6 +142,7 @@ async def test_a_failed_or_late_classification_leaves_the_decision_to_the_rules(
         async def classify_done():
             view = await stack.thread(late["thread_id"])
             return view if {j["kind"]: j["status"] for j in view["jobs"]}.get("classify") == "completed" else None
+
         view = await wait_until(classify_done, timeout_s=15, interval_s=0.3)
         await asyncio.sleep(1)  # room for a (wrong) second decision on the late result
         assert view["status"] == "awaiting_answers" and view["idea_type"] == "planning"

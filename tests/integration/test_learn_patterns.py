@@ -12,8 +12,9 @@ thread waiting; 404/409; with learning disabled there are no patterns and optimi
 from __future__ import annotations
 
 from conftest import stored_events, thread_events, wait_until
-from hermes_proto.events import PatternValidated, PreferenceLearned, QuestionsProposed, pattern_id
 from test_learn_preferences import IDEAS, Stack, stack, unlearning  # noqa: F401 (the same fixtures)
+
+from hermes_proto.events import PatternValidated, PreferenceLearned, QuestionsProposed, pattern_id
 
 PROFILE = {"constraint": "keep it simple", "scope": "detailed, step by step please", "context": ""}
 """What the simulated user answers by category ("": leaves it open); other categories get a new answer each time."""
@@ -30,8 +31,9 @@ def categories(thread: dict) -> set[str]:
 
 
 async def patterns(stack: Stack, applied_only: bool = False) -> dict[str, dict]:
-    data = await stack.call("GET", "/api/learn/patterns", params={"user_id": "local",
-                                                                  "applied_only": str(applied_only).lower()})
+    data = await stack.call(
+        "GET", "/api/learn/patterns", params={"user_id": "local", "applied_only": str(applied_only).lower()}
+    )
     assert (data["validation_threshold"], data["min_validations"]) == (0.8, 3)
     return {p["pattern_id"]: p for p in data["patterns"]}
 
@@ -53,7 +55,8 @@ async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_threa
     def answering(question: dict) -> str:
         given.append(question["category"])
         return answer(question)
-    for threads in range(1, 7):
+
+    for threads in range(1, 7):  # noqa: B007 (the last count is checked after the loop)
         await stack.run_thread(next(ideas), answering)
         learned = await patterns(stack, applied_only=True)
         if {CONTEXT_SKIP, CONSTRAINT_SAME} <= set(learned):
@@ -69,15 +72,20 @@ async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_threa
     assert set(learned) < set(await patterns(stack))  # the other patterns did not hold (answers varied)
     history = [e for e in await stored_events(js, f"hermes.evt.pattern.{CONSTRAINT_SAME}.>")]
     assert [(e.outcome, e.validation_count, e.applied) for e in history] == [
-        ("seeded", 0, False), ("success", 1, False), ("success", 2, False), ("success", 3, True)]
+        ("seeded", 0, False),
+        ("success", 1, False),
+        ("success", 2, False),
+        ("success", 3, True),
+    ]
 
     # Applied: the next thread is not asked about context, and "keep it simple" is assumed for constraints.
     nxt, _ = await stack.run_thread(next(ideas), answer)
     assert not categories(nxt) & {"context", "constraint", "scope"}, nxt["questions"]
     [proposed] = [e for e in await thread_events(js, nxt["thread_id"]) if isinstance(e, QuestionsProposed)]
     assert proposed.skipped_categories == ["context"]
-    assert [(a.source, a.pattern_id, a.value) for a in proposed.assumptions if a.source == "pattern"] == \
-        [("pattern", CONSTRAINT_SAME, "keep it simple")]
+    assert [(a.source, a.pattern_id, a.value) for a in proposed.assumptions if a.source == "pattern"] == [
+        ("pattern", CONSTRAINT_SAME, "keep it simple")
+    ]
     assert "left context questions unanswered" in proposed.reason
 
     # Optimize the thread left waiting: depth from the preference, constraint from the pattern, context may stay open.
@@ -85,8 +93,11 @@ async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_threa
     data = await stack.call("POST", f"/api/threads/{held['thread_id']}/optimize")
     by_category = {q["question_id"]: q["category"] for q in held["questions"]}
     settled = {(o["category"], o["kind"], o["answer"]) for o in data["applied"]}
-    assert settled == {("scope", "preference", "detailed"), ("constraint", "recurring_answer", "keep it simple"),
-                       ("context", "skip_question", None)}, data
+    assert settled == {
+        ("scope", "preference", "detailed"),
+        ("constraint", "recurring_answer", "keep it simple"),
+        ("context", "skip_question", None),
+    }, data
     assert all(by_category[o["question_id"]] == o["category"] for o in data["applied"])
     assert [o["source_id"] for o in data["applied"] if o["kind"] == "recurring_answer"] == [CONSTRAINT_SAME]
     assert data["continued"] is True and data["thread_id"] == held["thread_id"]
@@ -103,8 +114,12 @@ async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_threa
     data = await stack.call("POST", f"/api/threads/{last['thread_id']}/optimize")
     assert (data["applied"], data["continued"]) == ([], False)
     assert (await stack.thread(last["thread_id"]))["status"] == "awaiting_answers"
-    await stack.call("POST", f"/api/threads/{last['thread_id']}/continue", 202,
-                     json={"answers": {q["question_id"]: answer(q) for q in last["questions"]}})
+    await stack.call(
+        "POST",
+        f"/api/threads/{last['thread_id']}/continue",
+        202,
+        json={"answers": {q["question_id"]: answer(q) for q in last["questions"]}},
+    )
     await stack.completed(last["thread_id"])
     await wait_until(lambda: learned_from(js, last["thread_id"]), timeout_s=15)
     # Hermes did not learn from its own answers: nothing from the optimized thread, counts unchanged.
@@ -119,8 +134,9 @@ async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_threa
     error = await stack.call("POST", f"/api/threads/{held['thread_id']}/optimize", 409)
     assert error["code"] == "not_awaiting_answers"
     assert (await stack.call("POST", "/api/threads/bad.id/optimize", 400))["code"] == "invalid_id"
-    assert (await stack.call("GET", "/api/learn/patterns", 422, params={"user_id": "no spaces"}))["code"] == \
-        "validation_failed"
+    assert (await stack.call("GET", "/api/learn/patterns", 422, params={"user_id": "no spaces"}))[
+        "code"
+    ] == "validation_failed"
 
 
 async def test_with_learning_disabled_nothing_is_learned_or_applied(unlearning: Stack, js_client) -> None:

@@ -18,28 +18,43 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import stored_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port
-from hermes_proto.events import preference_id
 from procs import ServiceProcess, model_env, service_processes, start_ready
 
-ANSWERS = {"scope": "detailed, step by step please", "context": "keep it casual",
-           "constraint": "budget under 500 euros; in Lisbon"}
+from hermes_proto.events import preference_id
+
+from hermes_cli.natsserver import free_port
+
+ANSWERS = {
+    "scope": "detailed, step by step please",
+    "context": "keep it casual",
+    "constraint": "budget under 500 euros; in Lisbon",
+}
 """The simulated user's answer by question category (its profile); other questions get "not sure"."""
 PROFILE_CATEGORIES = set(ANSWERS)
-IDEAS = ["help me plan a trip", "help me plan a birthday party", "plan a garden", "help me plan a weekend away",
-         "help me plan a move to a new flat", "help me plan a picnic", "help me plan a family dinner",
-         "help me plan a hiking day"]
+IDEAS = [
+    "help me plan a trip",
+    "help me plan a birthday party",
+    "plan a garden",
+    "help me plan a weekend away",
+    "help me plan a move to a new flat",
+    "help me plan a picnic",
+    "help me plan a family dinner",
+    "help me plan a hiking day",
+]
 
 
 def profile_answer(question: dict) -> str:
     return ANSWERS.get(question["category"], "not sure")
 
 
-LEARNED = {("depth", "depth"): "detailed", ("style", "style"): "casual",
-           ("constraint", "budget"): "budget under 500 euros", ("constraint", "location"): "in lisbon"}
+LEARNED = {
+    ("depth", "depth"): "detailed",
+    ("style", "style"): "casual",
+    ("constraint", "budget"): "budget under 500 euros",
+    ("constraint", "location"): "in lisbon",
+}
 
 
 @dataclass
@@ -67,14 +82,20 @@ class Stack:
                 return None
             view = response.json()["data"]
             # awaiting_answers is projected from draft 1, its questions a moment later (idea_type marks them)
-            return view if view["status"] == "completed" or (
-                view["status"] == "awaiting_answers" and view["idea_type"] is not None) else None
+            return (
+                view
+                if view["status"] == "completed"
+                or (view["status"] == "awaiting_answers" and view["idea_type"] is not None)
+                else None
+            )
+
         return await wait_until(decided, timeout_s=30, interval_s=0.2)
 
     async def completed(self, thread_id: str) -> dict:
         async def done():
             view = await self.thread(thread_id)
             return view if view["status"] == "completed" else None
+
         return await wait_until(done, timeout_s=30, interval_s=0.2)
 
     async def run_thread(self, idea: str, answer: Callable[[dict], str] = profile_answer) -> tuple[dict, str]:
@@ -99,8 +120,16 @@ class Stack:
 async def make_stack(bus_env: dict[str, str], tmp_path: Path, **extra: str) -> AsyncIterator[Stack]:
     model = await FakeOpenAIServer(reply=Reply(text="A first draft of the plan."), models=["fake"]).start()
     port = free_port()
-    env = dict(bus_env, **model_env(model.port), METRICS_PORT="0", HERMES_WEB_HOST="127.0.0.1",
-               HERMES_WEB_PORT=str(port), HERMES_ANSWER_TIMEOUT_SECONDS="300", HERMES_EDGE_HEARTBEAT_S="0.5", **extra)
+    env = dict(
+        bus_env,
+        **model_env(model.port),
+        METRICS_PORT="0",
+        HERMES_WEB_HOST="127.0.0.1",
+        HERMES_WEB_PORT=str(port),
+        HERMES_ANSWER_TIMEOUT_SECONDS="300",
+        HERMES_EDGE_HEARTBEAT_S="0.5",
+        **extra,
+    )
     procs = service_processes(env, tmp_path / "logs", ("orchestrator", "learner", "router", "edge", "gateway"))
     async with httpx.AsyncClient(timeout=20) as http:
         try:
@@ -141,8 +170,7 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     assert threads == 3  # three consistent answers: confidence 3 / (3 + 1) = 0.75
     prefs = await stack.preferences()
     assert {k: p["value"] for k, p in prefs.items()} == LEARNED
-    assert all(p["confidence"] == 0.75 and p["source"] == "observed" and p["observations"] == 3
-               for p in prefs.values())
+    assert all(p["confidence"] == 0.75 and p["source"] == "observed" and p["observations"] == 3 for p in prefs.values())
     learned = await stored_events(js, f"hermes.evt.preference.{prefs[('depth', 'depth')]['preference_id']}.>")
     assert [e.type_name() for e in learned] == ["preference_learned"] * 3
     assert [e.confidence for e in learned] == [0.5, 0.6667, 0.75]
@@ -162,13 +190,20 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     async def credited():
         prefs = await stack.preferences()
         return prefs if prefs[("depth", "depth")]["evidence"] == "rating" else None
+
     prefs = await wait_until(credited, timeout_s=15)
     assert prefs[("depth", "depth")]["confidence"] == round(3.5 / 4.5, 4)
     assert prefs[("depth", "depth")]["source"] == "inferred"
 
     # A correction lowers the depth preference below the threshold (and flips it): scope is asked again.
-    data = await stack.call("POST", "/api/learn/feedback", json={
-        "thread_id": fourth["thread_id"], "corrections": [{"category": "depth", "key": "depth", "value": "overview"}]})
+    data = await stack.call(
+        "POST",
+        "/api/learn/feedback",
+        json={
+            "thread_id": fourth["thread_id"],
+            "corrections": [{"category": "depth", "key": "depth", "value": "overview"}],
+        },
+    )
     [corrected] = data["preferences"]
     assert (corrected["value"], corrected["corrections"], corrected["applied"]) == ("overview", 1, False)
     assert corrected["confidence"] < 0.75
@@ -178,8 +213,12 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     # An edit applies at once; a delete forgets.
     depth_id = corrected["preference_id"]
     edited = await stack.call("PATCH", f"/api/learn/preferences/{depth_id}", json={"value": "comprehensive"})
-    assert (edited["value"], edited["confidence"], edited["source"], edited["applied"]) == \
-        ("comprehensive", 0.9, "explicit", True)
+    assert (edited["value"], edited["confidence"], edited["source"], edited["applied"]) == (
+        "comprehensive",
+        0.9,
+        "explicit",
+        True,
+    )
     style_id = preference_id("local", "style", "style")
     assert (await stack.call("DELETE", f"/api/learn/preferences/{style_id}"))["forgotten"] is True
     await stack.call("DELETE", f"/api/learn/preferences/{style_id}", 404)
@@ -189,6 +228,7 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
 
     async def relearned():  # the answer "keep it casual" starts the forgotten preference afresh
         return (await stack.preferences()).get(("style", "style"))
+
     style = await wait_until(relearned, timeout_s=15)
     assert (style["value"], style["observations"], style["confidence"]) == ("casual", 1, 0.5)
     # Learning on: the closed threads' templates have their effectiveness recorded (the counterpart of the test below).
@@ -200,11 +240,13 @@ async def test_bad_preference_requests_get_clear_errors(stack: Stack) -> None:
     assert error["code"] == "invalid_id"
     error = await stack.call("PATCH", f"/api/learn/preferences/{'0' * 32}", 404, json={"value": "x"})
     assert error["code"] == "unknown_preference"
-    error = await stack.call("POST", "/api/learn/preferences", 400,
-                             json={"category": "depth", "key": "tone", "value": "detailed"})
+    error = await stack.call(
+        "POST", "/api/learn/preferences", 400, json={"category": "depth", "key": "tone", "value": "detailed"}
+    )
     assert error["code"] == "bad_request"
-    error = await stack.call("POST", "/api/learn/preferences", 422,
-                             json={"category": "mood", "key": "mood", "value": "happy"})
+    error = await stack.call(
+        "POST", "/api/learn/preferences", 422, json={"category": "mood", "key": "mood", "value": "happy"}
+    )
     assert error["code"] == "validation_failed"
     assert (await stack.call("POST", "/api/learn/feedback", 422, json={}))["code"] == "validation_failed"
     error = await stack.call("POST", "/api/learn/feedback", 422, json={"rating": 4})
@@ -212,13 +254,15 @@ async def test_bad_preference_requests_get_clear_errors(stack: Stack) -> None:
     error = await stack.call("POST", "/api/learn/feedback", 404, json={"thread_id": "f" * 32, "rating": 4})
     assert error["code"] == "thread_not_found"
     assert await stack.preferences() == {}  # nothing was stored by any of them
-    made = await stack.call("POST", "/api/learn/preferences",
-                            json={"category": "constraint", "key": "budget", "value": "Under 80 Euros"})
+    made = await stack.call(
+        "POST", "/api/learn/preferences", json={"category": "constraint", "key": "budget", "value": "Under 80 Euros"}
+    )
     assert (made["value"], made["applied"]) == ("Under 80 Euros", True)
 
 
-async def test_with_learning_disabled_nothing_is_learned_and_threads_still_complete(unlearning: Stack,
-                                                                                    js_client) -> None:
+async def test_with_learning_disabled_nothing_is_learned_and_threads_still_complete(
+    unlearning: Stack, js_client
+) -> None:
     _, js = js_client
     for idea in IDEAS[:4]:
         asked, prompt = await unlearning.run_thread(idea)

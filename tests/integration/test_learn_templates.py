@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
 from conftest import stored_events, wait_until
-from hermes_cli.natsserver import free_port
-from hermes_learner.templates import SEED_TEMPLATES
+from procs import ServiceProcess, service_processes, start_ready
+from test_learner import open_and_present
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import encode
@@ -31,14 +31,24 @@ from hermes_proto.events import (
 )
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
-from procs import ServiceProcess, service_processes, start_ready
-from test_learner import open_and_present
+
+from hermes_cli.natsserver import free_port
+from hermes_learner.templates import SEED_TEMPLATES
 
 SEEDS = {t.template_id: t for t in SEED_TEMPLATES}
-NEW = {"template_id": "scope-pets", "category": "scope", "text": "Do you have pets that {topic} must suit?",
-       "suggestions": ["A dog", "A cat", "No pets"], "idea_types": ["planning"], "triggers": [r"\b(pets?|dog|cat)\b"],
-       "prior_improvement": 0.35, "time_cost_s": 12.5, "status": "active", "timing": "last",
-       "variations": {"formal": "Do you have pets that {topic} ought to suit?", "casual": "Any pets to think of?"}}
+NEW = {
+    "template_id": "scope-pets",
+    "category": "scope",
+    "text": "Do you have pets that {topic} must suit?",
+    "suggestions": ["A dog", "A cat", "No pets"],
+    "idea_types": ["planning"],
+    "triggers": [r"\b(pets?|dog|cat)\b"],
+    "prior_improvement": 0.35,
+    "time_cost_s": 12.5,
+    "status": "active",
+    "timing": "last",
+    "variations": {"formal": "Do you have pets that {topic} ought to suit?", "casual": "Any pets to think of?"},
+}
 
 
 @dataclass
@@ -97,8 +107,9 @@ async def listed(stack: Stack, http: httpx.AsyncClient, include_inactive: bool =
 
 async def learner_answer(nc, include_inactive: bool = False) -> dict[str, dict]:
     """What the learner itself answers on ``hermes.query.templates``, as JSON builtins."""
-    reply = await nc.request(subjects.QUERY_TEMPLATES, encode(TemplatesQuery(include_inactive=include_inactive)),
-                             timeout=5)
+    reply = await nc.request(
+        subjects.QUERY_TEMPLATES, encode(TemplatesQuery(include_inactive=include_inactive)), timeout=5
+    )
     templates = msgspec.json.decode(reply.data, type=TemplatesReply).templates
     return {t.template_id: msgspec.to_builtins(t) for t in templates}
 
@@ -149,7 +160,8 @@ async def test_the_routes_are_described_with_the_contract_limits(stack: Stack, h
     contract = msgspec.json.schema(SaveTemplate)["$defs"]["SaveTemplate"]["properties"]
     body = spec["components"]["schemas"]["NewTemplate"]["properties"]
     assert {name: {k: v for k, v in field.items() if k != "title"} for name, field in body.items()} == {
-        name: field for name, field in contract.items() if name not in ("op", "create")}
+        name: field for name, field in contract.items() if name not in ("op", "create")
+    }
 
 
 # --------------------------------------------------------------------------- add
@@ -169,30 +181,49 @@ async def test_an_added_template_is_listed_once_and_recorded(stack: Stack, http,
     assert isinstance(event, TemplateAdded) and event.source == "user" and event.aggregate_id == NEW["template_id"]
     assert {k: getattr(event, k) for k in definition(NEW)} == definition(NEW)
 
-    again = error_of(await http.post(stack.templates_url, json=dict(NEW, text="Another text, same id?")), 409,
-                     "template_exists")
+    again = error_of(
+        await http.post(stack.templates_url, json=dict(NEW, text="Another text, same id?")), 409, "template_exists"
+    )
     assert again["details"] == {"from": "The learner"}
-    seeded = error_of(await http.post(stack.templates_url, json=dict(NEW, template_id="intent-main-result")), 409,
-                      "template_exists")
+    seeded = error_of(
+        await http.post(stack.templates_url, json=dict(NEW, template_id="intent-main-result")), 409, "template_exists"
+    )
     assert seeded["message"]
     assert (await listed(stack, http))[NEW["template_id"]]["text"] == NEW["text"]
     assert len(await template_events(js, NEW["template_id"])) == 1
 
 
 LEARNER_REFUSES = [
-    {"category": "mood"},           # not one of the five categories
-    {"triggers": ["(unclosed"]},    # does not compile as a regular expression
-    {"status": "maybe"},            # not a template status
+    {"category": "mood"},  # not one of the five categories
+    {"triggers": ["(unclosed"]},  # does not compile as a regular expression
+    {"status": "maybe"},  # not a template status
     {"idea_types": ["gardening"]},  # not an idea type the learner classifies into
     {"text": "Which {colour} do you like?"},  # a slot other than {topic}
 ]
 OUTSIDE_LIMITS = [
-    {"template_id": "Has Spaces"}, {"template_id": "x" * 65}, {"template_id": "trailing\n"}, {"template_id": ""},
-    {"text": "Why"}, {"text": "x" * 501}, {"text": 12345}, {"suggestions": ["ok"] * 9}, {"suggestions": [""]},
-    {"suggestions": ["x" * 61]}, {"triggers": ["a"] * 11}, {"triggers": ["x" * 201]}, {"prior_improvement": 1.5},
-    {"prior_improvement": -0.1}, {"time_cost_s": 0}, {"time_cost_s": 3601}, {"unknown_field": 1},
-    {"category": None}, {"variations": {"loud": "Pets?!"}}, {"variations": {"casual": ""}},
-    {"variations": {"casual": "x" * 301}}, {"variations": ["Pets?"]}, {"timing": "middle"},
+    {"template_id": "Has Spaces"},
+    {"template_id": "x" * 65},
+    {"template_id": "trailing\n"},
+    {"template_id": ""},
+    {"text": "Why"},
+    {"text": "x" * 501},
+    {"text": 12345},
+    {"suggestions": ["ok"] * 9},
+    {"suggestions": [""]},
+    {"suggestions": ["x" * 61]},
+    {"triggers": ["a"] * 11},
+    {"triggers": ["x" * 201]},
+    {"prior_improvement": 1.5},
+    {"prior_improvement": -0.1},
+    {"time_cost_s": 0},
+    {"time_cost_s": 3601},
+    {"unknown_field": 1},
+    {"category": None},
+    {"variations": {"loud": "Pets?!"}},
+    {"variations": {"casual": ""}},
+    {"variations": {"casual": "x" * 301}},
+    {"variations": ["Pets?"]},
+    {"timing": "middle"},
 ]
 
 
@@ -219,8 +250,16 @@ async def test_bodies_outside_the_contract_limits_never_reach_the_learner(stack:
     assert await stored_events(js, "hermes.evt.template.>") == []
     assert set(await listed(stack, http, include_inactive=True)) == set(SEEDS)
     # The limits are the contract's: the edges themselves are accepted.
-    edges = dict(NEW, template_id="e" * 64, text="x" * 500, suggestions=["s" * 60] * 8, triggers=["t" * 200] * 10,
-                 prior_improvement=1.0, time_cost_s=3600, variations={"technical": "v" * 300})
+    edges = dict(
+        NEW,
+        template_id="e" * 64,
+        text="x" * 500,
+        suggestions=["s" * 60] * 8,
+        triggers=["t" * 200] * 10,
+        prior_improvement=1.0,
+        time_cost_s=3600,
+        variations={"technical": "v" * 300},
+    )
     assert data_of(await http.post(stack.templates_url, json=edges), 201)["template_id"] == "e" * 64
 
 
@@ -256,19 +295,22 @@ async def test_edit_changes_only_the_given_fields_and_keeps_the_rest(stack: Stac
     assert (await listed(stack, http, include_inactive=True))[NEW["template_id"]] == edited
 
 
-async def test_deactivated_templates_are_listed_only_on_request_and_unknown_ones_are_404(stack: Stack, http,
-                                                                                        js_client) -> None:
+async def test_deactivated_templates_are_listed_only_on_request_and_unknown_ones_are_404(
+    stack: Stack, http, js_client
+) -> None:
     nc, js = js_client
-    error_of(await http.patch(f"{stack.templates_url}/no-such-template", json={"text": "Hello there?"}), 404,
-             "unknown_template")
+    error_of(
+        await http.patch(f"{stack.templates_url}/no-such-template", json={"text": "Hello there?"}),
+        404,
+        "unknown_template",
+    )
     error_of(await http.delete(f"{stack.templates_url}/no-such-template"), 404, "unknown_template")
     error_of(await http.patch(f"{stack.templates_url}/Bad%20Id", json={"text": "Hello there?"}), 400, "invalid_id")
     error_of(await http.delete(f"{stack.templates_url}/UPPER"), 400, "invalid_id")
     assert await stored_events(js, "hermes.evt.template.>") == []
 
     target = "constraint-must-avoid"
-    gone = data_of(await http.request("DELETE", f"{stack.templates_url}/{target}",
-                                      json={"reason": "too generic"}))
+    gone = data_of(await http.request("DELETE", f"{stack.templates_url}/{target}", json={"reason": "too generic"}))
     assert gone["template_id"] == target and gone["active"] is False
     assert target not in await listed(stack, http) and len(await listed(stack, http)) == len(SEEDS) - 1
     everything = await listed(stack, http, include_inactive=True)
@@ -288,8 +330,7 @@ async def test_deactivated_templates_are_listed_only_on_request_and_unknown_ones
 # --------------------------------------------------------------------------- restart, learner down
 
 
-async def test_the_list_survives_a_learner_restart_and_edited_seeds_stay_edited(stack: Stack, http,
-                                                                               js_client) -> None:
+async def test_the_list_survives_a_learner_restart_and_edited_seeds_stay_edited(stack: Stack, http, js_client) -> None:
     nc, _ = js_client
     seed_id = "intent-main-result"
     data_of(await http.post(stack.templates_url, json=NEW), 201)
@@ -313,8 +354,17 @@ async def test_the_list_survives_a_learner_restart_and_edited_seeds_stay_edited(
 
 IDEA = "help me repaint my flat"
 TYPED = "Only recycled materials, please"
-EFFECTIVENESS = ("times_asked", "times_answered", "answer_rate", "rated_threads", "mean_rating", "mean_answer_time_s",
-                 "mean_clarity_gain", "trend", "expected_improvement")
+EFFECTIVENESS = (
+    "times_asked",
+    "times_answered",
+    "answer_rate",
+    "rated_threads",
+    "mean_rating",
+    "mean_answer_time_s",
+    "mean_clarity_gain",
+    "trend",
+    "expected_improvement",
+)
 
 
 def _then(thread_id: str) -> dict:
@@ -328,6 +378,7 @@ async def _asked(js, idea: str = IDEA) -> QuestionsProposed:
     async def proposed():
         found = await stored_events(js, subjects.thread_event(thread_id, QuestionsProposed))
         return found[0] if found else None
+
     return await wait_until(proposed, timeout_s=20)
 
 
@@ -335,17 +386,19 @@ async def _typed_and_closed(js, answer: str, rating: int | None = None) -> Quest
     """A thread whose every question gets the same typed ``answer``, then closes (and is rated)."""
     proposal = await _asked(js)
     thread_id = proposal.aggregate_id
-    later = [AnswersRecorded(**_then(thread_id), answers=[Answer(question_id=q.question_id, text=answer)
-                                                          for q in proposal.questions]),
-             ThreadCompleted(**_then(thread_id), final_draft_number=2, reason="answered")]
+    later = [
+        AnswersRecorded(
+            **_then(thread_id), answers=[Answer(question_id=q.question_id, text=answer) for q in proposal.questions]
+        ),
+        ThreadCompleted(**_then(thread_id), final_draft_number=2, reason="answered"),
+    ]
     if rating is not None:
         later.append(ThreadRated(**_then(thread_id), rating=rating, draft_number=2))
     await EventStore(js, "test").append(later)
     return proposal
 
 
-async def test_recurring_typed_answers_become_a_draft_asked_only_once_activated(stack: Stack, http,
-                                                                                 js_client) -> None:
+async def test_recurring_typed_answers_become_a_draft_asked_only_once_activated(stack: Stack, http, js_client) -> None:
     nc, js = js_client
     threads = [await _typed_and_closed(js, TYPED, rating=4 if n == 2 else None) for n in range(3)]
     in_all = set.intersection(*({q.category for q in t.questions} for t in threads))
@@ -355,6 +408,7 @@ async def test_recurring_typed_answers_become_a_draft_asked_only_once_activated(
     async def drafted():
         found = await listed_with(stack, http, status="draft")
         return found if set(found) == expected else None
+
     drafts = await wait_until(drafted, timeout_s=20)
     assert drafts == {k: v for k, v in (await listed(stack, http)).items() if v["status"] == "draft"}
     assert not set(drafts) & set(await listed_with(stack, http, status="active"))
@@ -375,6 +429,7 @@ async def test_recurring_typed_answers_become_a_draft_asked_only_once_activated(
         found = await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
         done = {e.aggregate_id for e in found if e.cause == "thread_rated" and e.thread_id == threads[2].aggregate_id}
         return found if done == rated else None
+
     updates = await wait_until(rated_recorded, timeout_s=20)
     last = {e.aggregate_id: e for e in updates}
     assert set(last) == {q.template_id for t in threads for q in t.questions}

@@ -11,13 +11,11 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import wait_until
 from fakes.edge_beats import EdgeBeats
-from hermes_cli.natsserver import free_port
-from hermes_learner import domain, ideas, readmodel, tables
-from hermes_learner.templates import SEED_TEMPLATES
+from procs import ServiceProcess
+from prometheus_client.parser import text_string_to_metric_families
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, decode_execution_request, encode
@@ -36,34 +34,43 @@ from hermes_proto.events import (
     ThreadRated,
 )
 from hermes_proto.ids import derived_id, new_id, utcnow
-from procs import ServiceProcess
+
+from hermes_cli.natsserver import free_port
+from hermes_learner import domain, ideas, readmodel, tables
+from hermes_learner.templates import SEED_TEMPLATES
 
 VAGUE = "help me plan a vegetable garden on my balcony"
-CLEAR = ("I want to learn Spanish in 6 months for my trip to Madrid in June, budget under $200, so that I can "
-         "order food; step-by-step plan, 3 hours per week, I'm a beginner with a family")
+CLEAR = (
+    "I want to learn Spanish in 6 months for my trip to Madrid in June, budget under $200, so that I can "
+    "order food; step-by-step plan, 3 hours per week, I'm a beginner with a family"
+)
 SEED_IDS = {t.template_id for t in SEED_TEMPLATES}
 TABLES = ("question_templates", "template_stats", "threads", "proposed_questions", "projection_position")
 
 
 def choose(idea: str, cap: int = 5, stats=None, templates=SEED_TEMPLATES, **policy) -> domain.Decision:
-    return domain.choose(idea, "", templates, stats or {}, cap, draft_event_id="draft-1",
-                         policy=domain.Policy(**policy))
+    return domain.choose(
+        idea, "", templates, stats or {}, cap, draft_event_id="draft-1", policy=domain.Policy(**policy)
+    )
 
 
 # ---- pure decisions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("idea", "idea_type"), [
-    (VAGUE, "planning"),
-    ("write a haiku about autumn", "creative"),
-    ("build a python script that renames my photos", "coding"),
-    ("write an email to my landlord about the heating", "writing"),
-    ("should I buy a Mac or a PC?", "decision"),
-    ("research the evidence on intermittent fasting", "research"),
-    ("teach me to study for my exam", "learning"),
-    ("hello", "general"),
-    ("", "general"),
-])
+@pytest.mark.parametrize(
+    ("idea", "idea_type"),
+    [
+        (VAGUE, "planning"),
+        ("write a haiku about autumn", "creative"),
+        ("build a python script that renames my photos", "coding"),
+        ("write an email to my landlord about the heating", "writing"),
+        ("should I buy a Mac or a PC?", "decision"),
+        ("research the evidence on intermittent fasting", "research"),
+        ("teach me to study for my exam", "learning"),
+        ("hello", "general"),
+        ("", "general"),
+    ],
+)
 def test_classify_by_pattern_rules(idea, idea_type):
     assert ideas.classify(idea) == idea_type
 
@@ -77,8 +84,9 @@ def test_clarity_is_bounded_and_grows_with_specifics():
     assert "constraint" not in ideas.quality_issues(VAGUE + " with a budget under $50")
 
 
-@pytest.mark.parametrize("idea", [VAGUE, "write a haiku about autumn", "fix the bug in my flask app", "x",
-                                  "should I buy a Mac or a PC?"])
+@pytest.mark.parametrize(
+    "idea", [VAGUE, "write a haiku about autumn", "fix the bug in my flask app", "x", "should I buy a Mac or a PC?"]
+)
 @pytest.mark.parametrize("cap", [0, 1, 3, 5, 8])
 def test_questions_are_capped_typed_diverse_and_derived(idea, cap):
     decision = choose(idea, cap)
@@ -100,13 +108,17 @@ def test_ranked_by_expected_value_improvement_per_time():
     assert ranks == sorted(ranks) and len(set(ranks)) > 1
     by_value = sorted(decision.questions, key=lambda q: -q.expected_value)
     assert [q.expected_value for q in decision.questions] == [
-        q.expected_value for q in sorted(by_value, key=lambda q: timing[q.template_id])]
+        q.expected_value for q in sorted(by_value, key=lambda q: timing[q.template_id])
+    ]
     values = [q.expected_value for q in by_value]
     assert values[-1] >= domain.Policy().min_value
     idea_type, clarity = ideas.classify(VAGUE), ideas.clarity(VAGUE)
     issues = ideas.quality_issues(VAGUE)
-    best = max((domain.expected_value(t, VAGUE, clarity, issues, None), t.template_id) for t in SEED_TEMPLATES
-               if not t.idea_types or idea_type in t.idea_types)
+    best = max(
+        (domain.expected_value(t, VAGUE, clarity, issues, None), t.template_id)
+        for t in SEED_TEMPLATES
+        if not t.idea_types or idea_type in t.idea_types
+    )
     assert (values[0], by_value[0].template_id) == best
     # Same category and improvement: the question that costs less of the user's time wins.
     quick = domain.QuestionTemplate("z-quick", "scope", "Short?", prior_improvement=0.6, time_cost_s=10)
@@ -164,8 +176,9 @@ def test_ratings_move_the_improvement_estimate_and_the_ranking():
 
 
 def _env(thread_id: str, name: str) -> dict:
-    return dict(event_id=derived_id(thread_id, name), aggregate_id=thread_id, occurred_at=utcnow(),
-                correlation_id="corr")
+    return dict(
+        event_id=derived_id(thread_id, name), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id="corr"
+    )
 
 
 def _rows(db: Path, table: str) -> list[tuple]:
@@ -179,12 +192,16 @@ def _rows(db: Path, table: str) -> list[tuple]:
 def test_template_stats_are_learned_when_a_thread_finishes(tmp_path):
     db = tmp_path / "learner.db"
     engine = tables.make_engine(f"sqlite:///{db}")
-    qs = [Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
-          for i, t in enumerate(("scope-size", "scope-focus"))]
-    log = [ThreadOpened(**_env("t1", "opened"), idea="x"),
-           QuestionsProposed(**_env("t1", "proposed"), questions=qs, idea_type="general", clarity=0.1),
-           AnswersRecorded(**_env("t1", "answered"), answers=[Answer(question_id="q0", text="small")]),
-           ThreadCompleted(**_env("t1", "completed"), final_draft_number=2, reason="answered")]
+    qs = [
+        Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
+        for i, t in enumerate(("scope-size", "scope-focus"))
+    ]
+    log = [
+        ThreadOpened(**_env("t1", "opened"), idea="x"),
+        QuestionsProposed(**_env("t1", "proposed"), questions=qs, idea_type="general", clarity=0.1),
+        AnswersRecorded(**_env("t1", "answered"), answers=[Answer(question_id="q0", text="small")]),
+        ThreadCompleted(**_env("t1", "completed"), final_draft_number=2, reason="answered"),
+    ]
     batch = [(seq, f"hermes.evt.thread.t1.{e.type_name()}", encode(e)) for seq, e in enumerate(log, 1)]
 
     assert readmodel.apply_batch(engine, batch[:3]) == []
@@ -204,13 +221,17 @@ def test_template_stats_are_learned_when_a_thread_finishes(tmp_path):
 def test_thread_ratings_are_credited_to_the_templates_asked_once_per_thread(tmp_path):
     db = tmp_path / "learner.db"
     engine = tables.make_engine(f"sqlite:///{db}")
-    qs = [Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
-          for i, t in enumerate(("scope-size", "scope-size", "scope-focus"))]
-    log = [ThreadOpened(**_env("t1", "opened"), idea="x"),
-           QuestionsProposed(**_env("t1", "proposed"), questions=qs, idea_type="general", clarity=0.1),
-           ThreadCompleted(**_env("t1", "completed"), final_draft_number=1, reason="answer_timeout"),
-           ThreadRated(**_env("t1", "rated"), rating=2, draft_number=1),
-           ThreadRated(**_env("t1", "rated-again"), rating=5, draft_number=1, comment="better than I thought")]
+    qs = [
+        Question(question_id=f"q{i}", template_id=t, category="scope", text="?")
+        for i, t in enumerate(("scope-size", "scope-size", "scope-focus"))
+    ]
+    log = [
+        ThreadOpened(**_env("t1", "opened"), idea="x"),
+        QuestionsProposed(**_env("t1", "proposed"), questions=qs, idea_type="general", clarity=0.1),
+        ThreadCompleted(**_env("t1", "completed"), final_draft_number=1, reason="answer_timeout"),
+        ThreadRated(**_env("t1", "rated"), rating=2, draft_number=1),
+        ThreadRated(**_env("t1", "rated-again"), rating=5, draft_number=1, comment="better than I thought"),
+    ]
     batch = [(seq, f"hermes.evt.thread.t1.{e.type_name()}", encode(e)) for seq, e in enumerate(log, 1)]
     readmodel.apply_batch(engine, batch[:4])
     ratings = {r.template_id: (r.rated_threads, r.rating_sum) for r in _stats_rows(engine)}
@@ -278,8 +299,12 @@ class Learner:
                 text = (await client.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2)).text
         except httpx.HTTPError:
             return 0.0
-        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                   if s.name == name and labels.items() <= s.labels.items())
+        return sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == name and labels.items() <= s.labels.items()
+        )
 
     async def reached(self, value: float, name: str, **labels: str) -> bool:
         return await self.metric(name, **labels) >= value
@@ -299,11 +324,25 @@ def learner(bus_env, tmp_path):
 async def open_and_present(store: EventStore, idea: str, max_questions: int = 5) -> tuple[str, DraftPresented]:
     """Append what the orchestrator appends up to draft 1 of a new thread; returns (thread id, draft)."""
     thread_id = new_id()
-    opened = ThreadOpened(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id=thread_id,
-                          idea=idea, max_questions=max_questions)
-    draft = DraftPresented(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
-                           correlation_id=thread_id, job_id=new_id(), draft_number=1, text="Draft one.",
-                           backend="talos", model="m")
+    opened = ThreadOpened(
+        event_id=new_id(),
+        aggregate_id=thread_id,
+        occurred_at=utcnow(),
+        correlation_id=thread_id,
+        idea=idea,
+        max_questions=max_questions,
+    )
+    draft = DraftPresented(
+        event_id=new_id(),
+        aggregate_id=thread_id,
+        occurred_at=utcnow(),
+        correlation_id=thread_id,
+        job_id=new_id(),
+        draft_number=1,
+        text="Draft one.",
+        backend="talos",
+        model="m",
+    )
     await store.append([opened, draft])
     return thread_id, draft
 
@@ -312,8 +351,7 @@ def check_proposal(proposal: QuestionsProposed, draft: DraftPresented, cap: int)
     assert proposal.event_id == derived_id(draft.event_id, "questions_proposed")
     assert proposal.causation_id == draft.event_id and proposal.correlation_id == draft.correlation_id
     assert 1 <= len(proposal.questions) <= cap
-    assert all(q.category in QUESTION_CATEGORIES and q.template_id in SEED_IDS and q.text
-               for q in proposal.questions)
+    assert all(q.category in QUESTION_CATEGORIES and q.template_id in SEED_IDS and q.text for q in proposal.questions)
     assert len({q.question_id for q in proposal.questions}) == len(proposal.questions)
 
 
@@ -330,8 +368,10 @@ async def test_one_proposal_per_draft1_survives_redelivery_restart_and_rebuild(j
     check_proposal(watch[capped].of("questions_proposed")[0], capped_draft, cap=2)
     empty = watch[clear].of("questions_proposed")[0]
     assert empty.questions == [] and empty.clarity >= 0.9  # lets the orchestrator complete on draft 1
-    assert await learner.metric("hermes_learner_questions_proposed_total") == \
-        len(watch[vague].of("questions_proposed")[0].questions) + 2
+    assert (
+        await learner.metric("hermes_learner_questions_proposed_total")
+        == len(watch[vague].of("questions_proposed")[0].questions) + 2
+    )
 
     # Redelivery: the same draft again (past the dedup window: another message id), and a second
     # draft 1 of the same thread. Neither yields another proposal.
@@ -344,18 +384,33 @@ async def test_one_proposal_per_draft1_survives_redelivery_restart_and_rebuild(j
     # The user answers one question; the thread completes: the learner measures its templates.
     proposal = watch[vague].of("questions_proposed")[0]
     first = proposal.questions[0]
-    await store.append([
-        AnswersRecorded(event_id=new_id(), aggregate_id=vague, occurred_at=utcnow(), correlation_id=vague,
-                        answers=[Answer(question_id=first.question_id, text="about 2 square metres")]),
-        ThreadCompleted(event_id=new_id(), aggregate_id=vague, occurred_at=utcnow(), correlation_id=vague,
-                        final_draft_number=2, reason="answered")])
+    await store.append(
+        [
+            AnswersRecorded(
+                event_id=new_id(),
+                aggregate_id=vague,
+                occurred_at=utcnow(),
+                correlation_id=vague,
+                answers=[Answer(question_id=first.question_id, text="about 2 square metres")],
+            ),
+            ThreadCompleted(
+                event_id=new_id(),
+                aggregate_id=vague,
+                occurred_at=utcnow(),
+                correlation_id=vague,
+                final_draft_number=2,
+                reason="answered",
+            ),
+        ]
+    )
     await wait_until(lambda: os.path.exists(learner.db) and _rows(learner.db, "template_stats"))
     stats = {r[0]: r[1:3] for r in _rows(learner.db, "template_stats")}
     assert stats == {q.template_id: (1, int(q is first)) for q in proposal.questions}
     # The reactor records each measured template (TemplateEffectivenessUpdated) after the projection counted it.
     measured = len(proposal.questions)
-    await wait_until(lambda: learner.reached(measured, "hermes_learner_template_effectiveness_updates_total",
-                                             cause="thread_closed"))
+    await wait_until(
+        lambda: learner.reached(measured, "hermes_learner_template_effectiveness_updates_total", cause="thread_closed")
+    )
     last_seq = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
     await wait_until(lambda: _rows(learner.db, "projection_position") == [("learner", last_seq)])
     learner.stop()
@@ -368,8 +423,10 @@ async def test_one_proposal_per_draft1_survives_redelivery_restart_and_rebuild(j
         Path(f"{learner.db}{suffix}").unlink(missing_ok=True)
     await js.delete_consumer(subjects.EVENTS_STREAM, "learner-reactor")
     learner.start()
-    await wait_until(lambda: learner.reached(5, "hermes_messages_consumed_total", consumer="learner-reactor",
-                                             outcome="ok"), timeout_s=20)
+    await wait_until(
+        lambda: learner.reached(5, "hermes_messages_consumed_total", consumer="learner-reactor", outcome="ok"),
+        timeout_s=20,
+    )
     assert await learner.metric("hermes_learner_drafts_skipped_total", reason="already_proposed") == 5
     assert await learner.metric("hermes_events_published_total", service="learner") == 0
     learner.stop()
@@ -392,8 +449,10 @@ async def test_garbage_on_the_events_stream_is_dead_lettered(js_client, learner)
     while len(letters) < 3:
         letters += [msgspec.json.decode(m.data) for m in await dlq.fetch(3 - len(letters), timeout=10)]
     assert sorted((d["consumer"], d["reason"]) for d in letters) == [
-        ("learner-projection", "invalid_json"), ("learner-projection", "validation_failed"),
-        ("learner-reactor", "invalid_json")]
+        ("learner-projection", "invalid_json"),
+        ("learner-projection", "validation_failed"),
+        ("learner-reactor", "invalid_json"),
+    ]
     assert learner.proc.alive()
 
 
@@ -407,21 +466,36 @@ async def talos_edge_beats(js_client):
 async def test_whole_chain_with_the_real_orchestrator(js_client, bus_env, tmp_path, learner, talos_edge_beats):
     nc, js = js_client
     env = dict(bus_env, HERMES_ANSWER_TIMEOUT_SECONDS="600", METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2")
-    procs = [ServiceProcess(n, m, env, tmp_path / "logs").start()
-             for n, m in (("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"))]
+    procs = [
+        ServiceProcess(n, m, env, tmp_path / "logs").start()
+        for n, m in (("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"))
+    ]
     try:
         store = EventStore(js, "test")
-        edge = await js.pull_subscribe(subjects.exec_subject("talos"), durable="test-edge",
-                                       stream=subjects.EXEC_STREAM)
+        edge = await js.pull_subscribe(subjects.exec_subject("talos"), durable="test-edge", stream=subjects.EXEC_STREAM)
 
         async def play_edge(text: str):
             msg = (await edge.fetch(1, timeout=15))[0]
             await msg.ack()
             req = decode_execution_request(msg.data)
-            await store.append([ExecutionCompleted(
-                event_id=new_id(), aggregate_id=req.thread_id, occurred_at=utcnow(), correlation_id=req.correlation_id,
-                causation_id=req.request_id, job_id=req.job_id, backend=req.backend, model=req.model, text=text,
-                prompt_tokens=5, completion_tokens=5, latency_ms=1.0)])
+            await store.append(
+                [
+                    ExecutionCompleted(
+                        event_id=new_id(),
+                        aggregate_id=req.thread_id,
+                        occurred_at=utcnow(),
+                        correlation_id=req.correlation_id,
+                        causation_id=req.request_id,
+                        job_id=req.job_id,
+                        backend=req.backend,
+                        model=req.model,
+                        text=text,
+                        prompt_tokens=5,
+                        completion_tokens=5,
+                        latency_ms=1.0,
+                    )
+                ]
+            )
             return req
 
         vague, clear = new_id(), new_id()
@@ -436,14 +510,21 @@ async def test_whole_chain_with_the_real_orchestrator(js_client, bus_env, tmp_pa
         # A vague one: the orchestrator takes the learner's questions; an answer leads to draft 2.
         await wait_until(lambda: watch[vague].of("questions_proposed"), timeout_s=20)
         question = watch[vague].of("questions_proposed")[0].questions[0]
-        await store.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(), thread_id=vague,
-                                         answers=[Answer(question_id=question.question_id, text="two pots")]))
+        await store.send(
+            AnswerQuestions(
+                command_id=new_id(),
+                issued_at=utcnow(),
+                thread_id=vague,
+                answers=[Answer(question_id=question.question_id, text="two pots")],
+            )
+        )
         req = await play_edge("Draft two.")
         assert "two pots" in req.messages[-1].content and question.text in req.messages[-1].content
         await wait_until(lambda: watch[vague].of("thread_completed"), timeout_s=20)
         assert watch[vague].of("thread_completed")[0].final_draft_number == 2
-        await wait_until(lambda: {r[0]: r[1:3] for r in _rows(learner.db, "template_stats")}
-                         .get(question.template_id) == (1, 1))
+        await wait_until(
+            lambda: {r[0]: r[1:3] for r in _rows(learner.db, "template_stats")}.get(question.template_id) == (1, 1)
+        )
     finally:
         for p in procs:
             p.stop()

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from sqlmodel import Session
-
 from conftest import stored_events, wait_until
-from hermes_learner import domain, preferences, queries, readmodel, seeding, tables
-from hermes_learner.desk import problems
-from hermes_learner.templates import SEED_TEMPLATES
+from sqlmodel import Session
+from test_learner import _rows, choose, learner, open_and_present  # noqa: F401 (the fixture)
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, encode
@@ -36,24 +34,39 @@ from hermes_proto.events import (
 )
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import SaveTemplate, TemplatesQuery, TemplatesReply
-from test_learner import _rows, choose, learner, open_and_present  # noqa: F401 (the fixture)
+
+from hermes_learner import domain, preferences, queries, readmodel, seeding, tables
+from hermes_learner.desk import problems
+from hermes_learner.templates import SEED_TEMPLATES
 
 T = domain.QuestionTemplate
-EFFECTIVENESS = ("times_asked", "times_answered", "answer_rate", "rated_threads", "mean_rating", "mean_answer_time_s",
-                 "mean_clarity_gain", "trend", "expected_improvement")
+EFFECTIVENESS = (
+    "times_asked",
+    "times_answered",
+    "answer_rate",
+    "rated_threads",
+    "mean_rating",
+    "mean_answer_time_s",
+    "mean_clarity_gain",
+    "trend",
+    "expected_improvement",
+)
 """What a ``TemplateEffectivenessUpdated`` records of a template, as named in its ``TemplateView``."""
 
 
 # ---- pure ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answered", "expected"), [
-    ([True] * 19, "new"),
-    ([False] * 10 + [True] * 10, "improving"),
-    ([True] * 10 + [False] * 10, "declining"),
-    ([True, False] * 10, "stable"),
-    ([False] * 30 + [True] * 5 + [False] * 5 + [True] * 8 + [False] * 2, "improving"),
-])
+@pytest.mark.parametrize(
+    ("answered", "expected"),
+    [
+        ([True] * 19, "new"),
+        ([False] * 10 + [True] * 10, "improving"),
+        ([True] * 10 + [False] * 10, "declining"),
+        ([True, False] * 10, "stable"),
+        ([False] * 30 + [True] * 5 + [False] * 5 + [True] * 8 + [False] * 2, "improving"),
+    ],
+)
 def test_trend_compares_the_last_askings_with_the_ones_before(answered, expected):
     assert domain.trend(answered) == expected
 
@@ -71,8 +84,7 @@ def test_a_new_template_gets_tried_before_a_measured_one_of_equal_prior():
     stats = {"a-measured": domain.TemplateStats(times_asked=40, times_answered=20)}
     explored = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1)
     assert [q.template_id for q in explored.questions] == ["b-new"]
-    exploited = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1,
-                       exploration=0.0)
+    exploited = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1, exploration=0.0)
     assert [q.template_id for q in exploited.questions] == ["a-measured"]  # equal value: the smaller id
     off = choose("plan a garden", cap=1, stats=stats, templates=[measured, new], per_category=1, use_stats=False)
     assert [q.template_id for q in off.questions] == ["a-measured"]  # learning off: priors only, no bonus
@@ -84,22 +96,35 @@ def test_clarity_gain_rewards_answers_that_pin_the_idea_down():
 
 
 def save(**fields) -> SaveTemplate:
-    return SaveTemplate(**{"template_id": "scope-rooms", "create": True, "category": "scope",
-                           "text": "Which rooms of {topic} count?", **fields})
+    return SaveTemplate(
+        **{
+            "template_id": "scope-rooms",
+            "create": True,
+            "category": "scope",
+            "text": "Which rooms of {topic} count?",
+            **fields,
+        }
+    )
 
 
-@pytest.mark.parametrize(("fields", "problem"), [
-    ({}, None),
-    ({"category": "mood"}, "category must be one of"),
-    ({"idea_types": ["planning", "cooking"]}, "unknown idea type(s) cooking"),
-    ({"status": "maybe"}, "status must be one of"),
-    ({"triggers": ["(unclosed"]}, "is not a regular expression"),
-    ({"text": "Which {room} of {topic}?"}, "only hold the {topic} slot"),
-    ({"variations": {"casual": "Which rooms?", "technical": "Which {room} count?"}}, "technical variation may only"),
-    ({"variations": {"loud": "WHICH ROOMS?"}}, "unknown style(s) loud"),  # msgspec refuses it on decode, too
-    ({"timing": "middle"}, "timing must be one of"),
-    ({"variations": {s: f"Which rooms ({s})?" for s in STYLES}, "timing": "last"}, None),
-])
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({}, None),
+        ({"category": "mood"}, "category must be one of"),
+        ({"idea_types": ["planning", "cooking"]}, "unknown idea type(s) cooking"),
+        ({"status": "maybe"}, "status must be one of"),
+        ({"triggers": ["(unclosed"]}, "is not a regular expression"),
+        ({"text": "Which {room} of {topic}?"}, "only hold the {topic} slot"),
+        (
+            {"variations": {"casual": "Which rooms?", "technical": "Which {room} count?"}},
+            "technical variation may only",
+        ),
+        ({"variations": {"loud": "WHICH ROOMS?"}}, "unknown style(s) loud"),  # msgspec refuses it on decode, too
+        ({"timing": "middle"}, "timing must be one of"),
+        ({"variations": {s: f"Which rooms ({s})?" for s in STYLES}, "timing": "last"}, None),
+    ],
+)
 def test_a_template_is_checked_before_it_is_saved(fields, problem):
     found = problems(save(**fields))
     assert (found is None) if problem is None else (problem in found)
@@ -108,8 +133,12 @@ def test_a_template_is_checked_before_it_is_saved(fields, problem):
 def test_the_contract_refuses_an_unknown_style_or_timing():
     ok = msgspec.json.encode(save(variations={"formal": "Which rooms, please?"}, timing="first"))
     assert msgspec.json.decode(ok, type=SaveTemplate).variations == {"formal": "Which rooms, please?"}
-    for bad in ({"variations": {"loud": "WHICH ROOMS?"}}, {"variations": {"casual": ""}},
-                {"variations": {"casual": "x" * 301}}, {"timing": "middle"}):
+    for bad in (
+        {"variations": {"loud": "WHICH ROOMS?"}},
+        {"variations": {"casual": ""}},
+        {"variations": {"casual": "x" * 301}},
+        {"timing": "middle"},
+    ):
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(msgspec.json.encode(save(**bad)), type=SaveTemplate)
 
@@ -121,9 +150,15 @@ def test_every_seed_has_a_variation_per_style_and_a_timing():
         assert len(set(t.variations.values())) == len(STYLES), t.template_id  # three different wordings
         assert all(set(re.findall(r"\{([^}]*)\}", v)) <= {"topic"} for v in t.variations.values())
         fields = {k: getattr(t, k) for k in ("category", "text", "prior_improvement", "time_cost_s", "timing")}
-        request = SaveTemplate(template_id=t.template_id, create=True, suggestions=list(t.suggestions),
-                               idea_types=list(t.idea_types), triggers=list(t.triggers),
-                               variations=dict(t.variations), **fields)
+        request = SaveTemplate(
+            template_id=t.template_id,
+            create=True,
+            suggestions=list(t.suggestions),
+            idea_types=list(t.idea_types),
+            triggers=list(t.triggers),
+            variations=dict(t.variations),
+            **fields,
+        )
         assert problems(request) is None, t.template_id
     timings = {t.category: {s.timing for s in SEED_TEMPLATES if s.category == t.category} for t in SEED_TEMPLATES}
     assert timings["intent"] == {"first"} and timings["success"] == {"last"}
@@ -140,20 +175,34 @@ def test_the_user_s_usable_style_words_the_questions_and_nothing_else():
     now, idea = utcnow(), "help me plan a vegetable garden on my balcony"
     plain = choose(idea)
     assert plain.questions and all(
-        q.text == next(t for t in SEED_TEMPLATES if t.template_id == q.template_id).text.replace(
-            "{topic}", domain.topic(idea)) for q in plain.questions)
+        q.text
+        == next(t for t in SEED_TEMPLATES if t.template_id == q.template_id).text.replace("{topic}", domain.topic(idea))
+        for q in plain.questions
+    )
     for pref, usable in ((_style(3), True), (_style(1), False), (_style(3, expired=True), False)):
         style = preferences.usable_style([pref], 0.75, now)
         assert style == ("casual" if usable else None), pref
         worded = domain.choose(idea, "", SEED_TEMPLATES, {}, 5, draft_event_id="draft-1", style=style)
         assert [(q.question_id, q.template_id, q.expected_value) for q in worded.questions] == [
-            (q.question_id, q.template_id, q.expected_value) for q in plain.questions]  # same questions, same stats
+            (q.question_id, q.template_id, q.expected_value) for q in plain.questions
+        ]  # same questions, same stats
         seeds = {t.template_id: t for t in SEED_TEMPLATES}
-        expected = [(seeds[q.template_id].variations["casual"] if usable else seeds[q.template_id].text)
-                    .replace("{topic}", domain.topic(idea)) for q in worded.questions]
+        expected = [
+            (seeds[q.template_id].variations["casual"] if usable else seeds[q.template_id].text).replace(
+                "{topic}", domain.topic(idea)
+            )
+            for q in worded.questions
+        ]
         assert [q.text for q in worded.questions] == expected
-    technical = domain.choose(idea, "", SEED_TEMPLATES, {}, 5, draft_event_id="draft-1",
-                              style=preferences.usable_style([_style(3, value="technical")], 0.75, now))
+    technical = domain.choose(
+        idea,
+        "",
+        SEED_TEMPLATES,
+        {},
+        5,
+        draft_event_id="draft-1",
+        style=preferences.usable_style([_style(3, value="technical")], 0.75, now),
+    )
     assert [q.text for q in technical.questions] != [q.text for q in plain.questions]
     # A template without a variation for that style keeps its text.
     bare = T("scope-bare", "scope", "How much of {topic}?", prior_improvement=0.9, time_cost_s=10)
@@ -162,12 +211,14 @@ def test_the_user_s_usable_style_words_the_questions_and_nothing_else():
 
 
 def test_questions_are_shown_by_timing_and_by_value_inside_each_timing():
-    templates = [T("a-last", "success", "Done when?", prior_improvement=0.9, time_cost_s=10, timing="last"),
-                 T("b-any", "scope", "How big?", prior_improvement=0.8, time_cost_s=10),
-                 T("c-any", "context", "For whom?", prior_improvement=0.5, time_cost_s=10, timing="any"),
-                 T("d-first", "intent", "What for?", prior_improvement=0.3, time_cost_s=10, timing="first"),
-                 T("e-first", "constraint", "Budget?", prior_improvement=0.6, time_cost_s=10, timing="first"),
-                 T("f-odd", "scope", "How long?", prior_improvement=0.7, time_cost_s=10, timing="whenever")]
+    templates = [
+        T("a-last", "success", "Done when?", prior_improvement=0.9, time_cost_s=10, timing="last"),
+        T("b-any", "scope", "How big?", prior_improvement=0.8, time_cost_s=10),
+        T("c-any", "context", "For whom?", prior_improvement=0.5, time_cost_s=10, timing="any"),
+        T("d-first", "intent", "What for?", prior_improvement=0.3, time_cost_s=10, timing="first"),
+        T("e-first", "constraint", "Budget?", prior_improvement=0.6, time_cost_s=10, timing="first"),
+        T("f-odd", "scope", "How long?", prior_improvement=0.7, time_cost_s=10, timing="whenever"),
+    ]
     decision = choose("plan a garden", cap=6, templates=templates, use_stats=False)
     ids = [q.template_id for q in decision.questions]
     assert ids[:2] == ["e-first", "d-first"] and ids[-1] == "a-last"  # the unknown timing counts as any
@@ -184,13 +235,16 @@ def test_questions_are_shown_by_timing_and_by_value_inside_each_timing():
 
 
 def _env(aggregate: str, name: str, at=None) -> dict:
-    return dict(event_id=derived_id(aggregate, name), aggregate_id=aggregate, occurred_at=at or utcnow(),
-                correlation_id="corr")
+    return dict(
+        event_id=derived_id(aggregate, name), aggregate_id=aggregate, occurred_at=at or utcnow(), correlation_id="corr"
+    )
 
 
 def _batch(events, first: int = 1):
-    return [(seq, f"hermes.evt.{e.aggregate_type}.{e.aggregate_id}.{e.type_name()}", encode(e))
-            for seq, e in enumerate(events, first)]
+    return [
+        (seq, f"hermes.evt.{e.aggregate_type}.{e.aggregate_id}.{e.type_name()}", encode(e))
+        for seq, e in enumerate(events, first)
+    ]
 
 
 def test_effectiveness_is_measured_from_the_log(tmp_path):
@@ -202,15 +256,22 @@ def test_effectiveness_is_measured_from_the_log(tmp_path):
     for n in range(4):  # four threads ask scope-size; the first three answer it, 30 s after asking
         thread = f"t{n}"
         q = Question(question_id=f"{thread}-q", template_id="scope-size", category="scope", text="?")
-        events += [ThreadOpened(**_env(thread, "opened", start), idea="plan a garden"),
-                   QuestionsProposed(**_env(thread, "proposed", start), questions=[q], idea_type="planning",
-                                     clarity=0.2)]
+        events += [
+            ThreadOpened(**_env(thread, "opened", start), idea="plan a garden"),
+            QuestionsProposed(**_env(thread, "proposed", start), questions=[q], idea_type="planning", clarity=0.2),
+        ]
         if n < 3:
-            events.append(AnswersRecorded(**_env(thread, "answered", start + timedelta(seconds=30)),
-                                          answers=[Answer(question_id=q.question_id,
-                                                          text="for 4 people, budget 50 euros, by May")]))
-        events.append(ThreadCompleted(**_env(thread, "done", start + timedelta(seconds=40 + n)),
-                                      final_draft_number=2, reason="answered"))
+            events.append(
+                AnswersRecorded(
+                    **_env(thread, "answered", start + timedelta(seconds=30)),
+                    answers=[Answer(question_id=q.question_id, text="for 4 people, budget 50 euros, by May")],
+                )
+            )
+        events.append(
+            ThreadCompleted(
+                **_env(thread, "done", start + timedelta(seconds=40 + n)), final_draft_number=2, reason="answered"
+            )
+        )
     assert readmodel.apply_batch(engine, _batch(events)) == []
     with Session(engine) as session:
         view = queries.template_view(session, "scope-size")
@@ -228,8 +289,13 @@ def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
         seeding.seed_templates(session, SEED_TEMPLATES)
     events = [
         TemplateAdded(**_env("scope-rooms", "added"), category="scope", text="Which rooms?", status="draft"),
-        TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large, roughly?",
-                       prior_improvement=0.7, time_cost_s=12),
+        TemplateEdited(
+            **_env("scope-size", "edited"),
+            category="scope",
+            text="How large, roughly?",
+            prior_improvement=0.7,
+            time_cost_s=12,
+        ),
         TemplateDeactivated(**_env("scope-focus", "off"), reason="never helps"),
     ]
     readmodel.apply_batch(engine, _batch(events))
@@ -249,16 +315,26 @@ def test_added_edited_and_deactivated_templates_and_the_seeds(tmp_path):
 
 
 def test_an_old_template_event_without_variations_or_timing_decodes(tmp_path):
-    new = TemplateAdded(**_env("scope-old", "added"), category="scope", text="Which rooms?", timing="last",
-                        variations={"casual": "Rooms?"})
+    new = TemplateAdded(
+        **_env("scope-old", "added"),
+        category="scope",
+        text="Which rooms?",
+        timing="last",
+        variations={"casual": "Rooms?"},
+    )
     old = msgspec.json.decode(encode(new))
     del old["variations"], old["timing"]  # as written before the fields existed
     decoded = decode_event(msgspec.json.encode(old))
     assert isinstance(decoded, TemplateAdded) and (decoded.variations, decoded.timing) == ({}, "any")
     assert decode_event(encode(new)) == new
     engine = tables.make_engine(f"sqlite:///{tmp_path / 'learner.db'}")
-    edit = TemplateEdited(**_env("scope-size", "edited"), category="scope", text="How large?", timing="first",
-                          variations={"formal": "How large should it be, please?"})
+    edit = TemplateEdited(
+        **_env("scope-size", "edited"),
+        category="scope",
+        text="How large?",
+        timing="first",
+        variations={"formal": "How large should it be, please?"},
+    )
     with Session(engine) as session:
         seeding.seed_templates(session, SEED_TEMPLATES)
     assert readmodel.apply_batch(engine, _batch([decoded, edit])) == []
@@ -286,9 +362,17 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     nc, js = js_client
     store = EventStore(js, "test")
     await wait_until(lambda: learner.proc.logged_since(0, "learner_started"), timeout_s=30)
-    added = await control(nc, save(template_id="scope-rooms", text="Which rooms of {topic} are involved?",
-                                   triggers=[r"\bflat\b|\bhouse\b"], prior_improvement=0.8, time_cost_s=10,
-                                   suggestions=["all of them", "just the kitchen"]))
+    added = await control(
+        nc,
+        save(
+            template_id="scope-rooms",
+            text="Which rooms of {topic} are involved?",
+            triggers=[r"\bflat\b|\bhouse\b"],
+            prior_improvement=0.8,
+            time_cost_s=10,
+            suggestions=["all of them", "just the kitchen"],
+        ),
+    )
     [view] = msgspec.convert(added, TemplatesReply).templates
     assert (view.template_id, view.source, view.times_asked, view.trend) == ("scope-rooms", "user", 0, "new")
     assert (await control(nc, save(template_id="scope-rooms")))["code"] == "template_exists"
@@ -301,15 +385,19 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     question = next(q for q in proposal.questions if q.template_id == "scope-rooms")
     assert question.text == "Which rooms of “repaint my flat” are involved?"
     assert question.suggestions == ["all of them", "just the kitchen"]
-    answered = AnswersRecorded(**_env(draft.aggregate_id, "answers"),
-                               answers=[Answer(question_id=question.question_id, text="just the kitchen")])
-    await store.append([answered, ThreadCompleted(**_env(draft.aggregate_id, "completed"), final_draft_number=2,
-                                                  reason="answered")])
+    answered = AnswersRecorded(
+        **_env(draft.aggregate_id, "answers"),
+        answers=[Answer(question_id=question.question_id, text="just the kitchen")],
+    )
+    await store.append(
+        [answered, ThreadCompleted(**_env(draft.aggregate_id, "completed"), final_draft_number=2, reason="answered")]
+    )
 
     async def measured():
         reply = await nc.request(subjects.QUERY_TEMPLATES, msgspec.json.encode(TemplatesQuery()), timeout=5)
         views = {v.template_id: v for v in msgspec.json.decode(reply.data, type=TemplatesReply).templates}
         return views if views["scope-rooms"].times_answered == 1 else None
+
     views = await wait_until(measured, timeout_s=20)
     assert views["scope-rooms"].answer_rate == 1.0 and views["scope-rooms"].mean_answer_time_s >= 0
     # Each template the closed thread asked has its measurement recorded in the log, as the learner answers it.
@@ -318,15 +406,20 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     async def recorded():
         found = await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
         return found if {e.aggregate_id for e in found} == asked else None
+
     updates = await wait_until(recorded, timeout_s=20)
     assert len(updates) == len(asked)
     for update in updates:
-        assert (update.cause, update.thread_id, update.causation_id) == ("thread_closed", draft.aggregate_id,
-                                                                         derived_id(draft.aggregate_id, "completed"))
+        assert (update.cause, update.thread_id, update.causation_id) == (
+            "thread_closed",
+            draft.aggregate_id,
+            derived_id(draft.aggregate_id, "completed"),
+        )
         shown = msgspec.to_builtins(views[update.aggregate_id])
         assert {k: shown[k] for k in EFFECTIVENESS} == {k: getattr(update, k) for k in EFFECTIVENESS}
-    assert (await stored_events(js, "hermes.evt.template.scope-rooms.template_effectiveness_updated"))[0] \
-        .times_answered == 1
+    assert (await stored_events(js, "hermes.evt.template.scope-rooms.template_effectiveness_updated"))[
+        0
+    ].times_answered == 1
 
     # Deactivated: never asked again, still listed on request.
     off = await control(nc, {"op": "deactivate", "template_id": "scope-rooms", "reason": "too narrow"})
@@ -335,8 +428,11 @@ async def test_templates_through_the_bus_are_asked_measured_and_rebuilt(js_clien
     proposal2 = await wait_until(lambda: _proposal(js, draft2.aggregate_id), timeout_s=20)
     assert "scope-rooms" not in [q.template_id for q in proposal2.questions]
     changes = await stored_events(js, "hermes.evt.template.scope-rooms.>")
-    assert [e.type_name() for e in changes] == ["template_added", "template_effectiveness_updated",
-                                                "template_deactivated"]
+    assert [e.type_name() for e in changes] == [
+        "template_added",
+        "template_effectiveness_updated",
+        "template_deactivated",
+    ]
 
     # The read model is the log's: a rebuild from an empty database gives the same templates and statistics.
     before = learner.dump()
@@ -367,9 +463,9 @@ def test_exploration_never_makes_a_question_worth_asking():
     strong = T("b-strong", "scope", "How big is {topic}?", prior_improvement=0.9, time_cost_s=15)
     [question] = choose("plan a garden", cap=3, stats=stats, templates=[weak, strong]).questions
     # The stored value is the question's worth, without the bonus.
-    assert question.expected_value == domain.expected_value(strong, "plan a garden",
-                                                            domain.clarity("plan a garden"),
-                                                            domain.quality_issues("plan a garden"), None)
+    assert question.expected_value == domain.expected_value(
+        strong, "plan a garden", domain.clarity("plan a garden"), domain.quality_issues("plan a garden"), None
+    )
 
 
 def test_a_rebuild_gives_the_same_templates_and_trends(tmp_path):
@@ -378,18 +474,37 @@ def test_a_rebuild_gives_the_same_templates_and_trends(tmp_path):
     at = utcnow()
     events = [TemplateDeactivated(**_env("scope-focus", "off"))]
     for n in range(24):  # 24 threads closing at the same instant: the trend's order must not depend on storage
-        thread, q = f"t{n:02d}", Question(question_id=f"t{n:02d}-q", template_id="scope-size", category="scope",
-                                           text="?")
-        events += [ThreadOpened(**_env(thread, "opened", at), idea="plan a garden"),
-                   QuestionsProposed(**_env(thread, "proposed", at), questions=[q], idea_type="planning", clarity=0.2)]
+        thread, q = (
+            f"t{n:02d}",
+            Question(question_id=f"t{n:02d}-q", template_id="scope-size", category="scope", text="?"),
+        )
+        events += [
+            ThreadOpened(**_env(thread, "opened", at), idea="plan a garden"),
+            QuestionsProposed(**_env(thread, "proposed", at), questions=[q], idea_type="planning", clarity=0.2),
+        ]
         if n >= 12:
-            events.append(AnswersRecorded(**_env(thread, "answered", at), answers=[Answer(question_id=q.question_id,
-                                                                                             text="small")]))
+            events.append(
+                AnswersRecorded(
+                    **_env(thread, "answered", at), answers=[Answer(question_id=q.question_id, text="small")]
+                )
+            )
         events.append(ThreadCompleted(**_env(thread, "done", at), final_draft_number=2, reason="answered"))
     batch = _batch(events)
-    newer_seeds = tuple(t if t.template_id != "scope-focus" else T(
-        t.template_id, t.category, "Which single part of {topic} matters most?", t.suggestions, t.idea_types,
-        t.triggers, t.prior_improvement, t.time_cost_s) for t in SEED_TEMPLATES)
+    newer_seeds = tuple(
+        t
+        if t.template_id != "scope-focus"
+        else T(
+            t.template_id,
+            t.category,
+            "Which single part of {topic} matters most?",
+            t.suggestions,
+            t.idea_types,
+            t.triggers,
+            t.prior_improvement,
+            t.time_cost_s,
+        )
+        for t in SEED_TEMPLATES
+    )
 
     def build(name: str, chunks: int, seeds_before, seeds_after) -> list:
         engine = tables.make_engine(f"sqlite:///{tmp_path / name}")
@@ -397,7 +512,7 @@ def test_a_rebuild_gives_the_same_templates_and_trends(tmp_path):
             seeding.seed_templates(session, seeds_before)
         size = -(-len(batch) // chunks)
         for start in range(0, len(batch), size):
-            readmodel.apply_batch(engine, batch[start:start + size])
+            readmodel.apply_batch(engine, batch[start : start + size])
         with Session(engine) as session:
             seeding.seed_templates(session, seeds_after)  # the next start-up, with the code's seeds then
             views = queries.template_views(session, include_inactive=True)

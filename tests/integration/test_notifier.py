@@ -14,12 +14,12 @@ from datetime import timedelta
 import httpx
 import msgspec
 import pytest
-from nats.js.errors import NotFoundError
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import wait_until
 from fakes.telegram_api import FakeTelegramServer
-from hermes_cli.natsserver import free_port
+from nats.js.errors import NotFoundError
+from procs import ServiceProcess
+from prometheus_client.parser import text_string_to_metric_families
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, encode
@@ -32,7 +32,8 @@ from hermes_proto.events import (
     ThreadOpened,
 )
 from hermes_proto.ids import derived_id, new_id, utcnow
-from procs import ServiceProcess
+
+from hermes_cli.natsserver import free_port
 
 TOKEN = "987654:notifier-test-SECRET-token"
 DEFAULT_CHAT = "777"
@@ -54,10 +55,16 @@ def notifier(bus_env, tmp_path, telegram):
 
     def start(**env: str) -> tuple[ServiceProcess, int]:
         metrics_port = free_port()
-        full = dict(bus_env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=DEFAULT_CHAT,
-                    TELEGRAM_ALLOWED_CHAT_IDS=",".join((DEFAULT_CHAT, *ORIGIN_CHATS)),
-                    TELEGRAM_API_BASE_URL=telegram.api_base_url, TELEGRAM_RETRY_BACKOFF_S="0.2",
-                    HERMES_WEB_BASE_URL="http://hermes.test", METRICS_PORT=str(metrics_port))
+        full = dict(
+            bus_env,
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_CHAT_ID=DEFAULT_CHAT,
+            TELEGRAM_ALLOWED_CHAT_IDS=",".join((DEFAULT_CHAT, *ORIGIN_CHATS)),
+            TELEGRAM_API_BASE_URL=telegram.api_base_url,
+            TELEGRAM_RETRY_BACKOFF_S="0.2",
+            HERMES_WEB_BASE_URL="http://hermes.test",
+            METRICS_PORT=str(metrics_port),
+        )
         full.update(env)
         proc = ServiceProcess(f"notifier{len(started)}", "hermes_notifier", full, tmp_path / "logs").start()
         started.append(proc)
@@ -70,9 +77,14 @@ def notifier(bus_env, tmp_path, telegram):
 
 # ---- wire helpers ----------------------------------------------------------------------------------
 
+
 def envelope(thread_id: str, ago_s: float = 0.0) -> dict:
-    return dict(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow() - timedelta(seconds=ago_s),
-                correlation_id=f"corr-{thread_id}")
+    return dict(
+        event_id=new_id(),
+        aggregate_id=thread_id,
+        occurred_at=utcnow() - timedelta(seconds=ago_s),
+        correlation_id=f"corr-{thread_id}",
+    )
 
 
 def opened(thread_id: str, idea: str = IDEA, **kw) -> ThreadOpened:
@@ -84,26 +96,45 @@ def completed(thread_id: str, final: int = 1, reason: str = "no_questions", ago_
 
 
 def draft(thread_id: str, number: int, text: str) -> DraftPresented:
-    return DraftPresented(**envelope(thread_id), job_id=f"job-{number}", draft_number=number, text=text,
-                          backend="talos", model="m")
+    return DraftPresented(
+        **envelope(thread_id), job_id=f"job-{number}", draft_number=number, text=text, backend="talos", model="m"
+    )
 
 
 def job_failed(thread_id: str, job_id: str = "job-1", cause: str | None = None) -> JobFailed:
-    return JobFailed(**envelope(thread_id), causation_id=cause, job_id=job_id, error_code="connection_error",
-                     message="connection refused by the model server")
+    return JobFailed(
+        **envelope(thread_id),
+        causation_id=cause,
+        job_id=job_id,
+        error_code="connection_error",
+        message="connection refused by the model server",
+    )
 
 
 def thread_failed(thread_id: str, cause: str | None = None) -> ThreadFailed:
-    return ThreadFailed(**envelope(thread_id), causation_id=cause, error_code="timeout",
-                        message="draft 1 failed: the model took too long")
+    return ThreadFailed(
+        **envelope(thread_id),
+        causation_id=cause,
+        error_code="timeout",
+        message="draft 1 failed: the model took too long",
+    )
 
 
 def budget_reached(scope: str, name: str, spent: float, budget: float, threshold: float) -> BudgetThresholdReached:
     day = utcnow().date().isoformat()
     aggregate = f"{scope}-{name}-{day}"
-    return BudgetThresholdReached(event_id=new_id(), aggregate_id=aggregate, occurred_at=utcnow(),
-                                  correlation_id=aggregate, scope=scope, name=name, period=day,
-                                  spent_cents=spent, budget_cents=budget, threshold=threshold)
+    return BudgetThresholdReached(
+        event_id=new_id(),
+        aggregate_id=aggregate,
+        occurred_at=utcnow(),
+        correlation_id=aggregate,
+        scope=scope,
+        name=name,
+        period=day,
+        spent_cents=spent,
+        budget_cents=budget,
+        threshold=threshold,
+    )
 
 
 async def processed(js, seq: int) -> bool:
@@ -127,8 +158,9 @@ async def thread_log(js, thread_id: str, type_name: str | None = None) -> list:
     events, seq = [], 1
     while True:
         try:
-            raw = await js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.thread_events(thread_id),
-                                   next=True)
+            raw = await js.get_msg(
+                subjects.EVENTS_STREAM, seq=seq, subject=subjects.thread_events(thread_id), next=True
+            )
         except NotFoundError:
             break
         events.append(decode_event(raw.data))
@@ -152,15 +184,20 @@ def texts(server: FakeTelegramServer, chat: str) -> list[str]:
 
 # ---- tests -----------------------------------------------------------------------------------------
 
+
 async def test_completed_threads_reach_their_chat_once(js_client, telegram, notifier):
     _, js = js_client
     proc, metrics_port = notifier()
     web, tg = new_id(), new_id()
     done = completed(web)
-    await publish(js, opened(web, channel="web"), draft(web, 1, "Draft one: pots, soil, sun."), done,
-                  opened(tg, idea="Write a haiku about autumn leaves", channel="telegram",
-                         origin={"telegram_chat_id": "4242"}),
-                  completed(tg))
+    await publish(
+        js,
+        opened(web, channel="web"),
+        draft(web, 1, "Draft one: pots, soil, sun."),
+        done,
+        opened(tg, idea="Write a haiku about autumn leaves", channel="telegram", origin={"telegram_chat_id": "4242"}),
+        completed(tg),
+    )
 
     [to_default] = texts(telegram, DEFAULT_CHAT)
     assert "Plan a vegetable garden on my sunny balcony" in to_default
@@ -172,7 +209,11 @@ async def test_completed_threads_reach_their_chat_once(js_client, telegram, noti
     message_id = telegram.messages_to(DEFAULT_CHAT)[0]["message_id"]
     assert sent.event_id == derived_id(done.event_id, "notification_sent") and sent.cause_event_id == done.event_id
     assert (sent.kind, sent.channel, sent.recipient, sent.external_id) == (
-        "thread_completed", "telegram", DEFAULT_CHAT, str(message_id))
+        "thread_completed",
+        "telegram",
+        DEFAULT_CHAT,
+        str(message_id),
+    )
     assert sent.correlation_id == done.correlation_id
     [sent_tg] = await thread_log(js, tg, "notification_sent")
     assert sent_tg.recipient == "4242"
@@ -182,20 +223,30 @@ async def test_completed_threads_reach_their_chat_once(js_client, telegram, noti
     await wait_until(lambda: processed(js, ack.seq), timeout_s=20)
     assert len(texts(telegram, DEFAULT_CHAT)) == 1 and len(telegram.calls_to("sendMessage")) == 2
     assert len(await thread_log(js, web, "notification_sent")) == 1
-    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="thread_completed",
-                  reason="already_sent") == 1
-    assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram",
-                  kind="thread_completed") == 2
+    assert (
+        metric(
+            metrics_port, "hermes_notifier_notifications_skipped_total", kind="thread_completed", reason="already_sent"
+        )
+        == 1
+    )
+    assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram", kind="thread_completed") == 2
     assert TOKEN not in proc.log_text()
 
     # A thread whose origin names a chat outside the allow-list (any producer may write one): no message at all.
     stranger = new_id()
-    last = await publish(js, opened(stranger, idea="Spam this chat", channel="telegram",
-                                    origin={"telegram_chat_id": "31337"}), completed(stranger))
+    last = await publish(
+        js,
+        opened(stranger, idea="Spam this chat", channel="telegram", origin={"telegram_chat_id": "31337"}),
+        completed(stranger),
+    )
     await wait_until(lambda: processed(js, last), timeout_s=20)
     assert not texts(telegram, "31337") and len(texts(telegram, DEFAULT_CHAT)) == 1
-    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="thread_completed",
-                  reason="not_allowed") == 1
+    assert (
+        metric(
+            metrics_port, "hermes_notifier_notifications_skipped_total", kind="thread_completed", reason="not_allowed"
+        )
+        == 1
+    )
 
 
 async def test_failures_long_draft_and_stale_event(js_client, telegram, notifier):
@@ -204,23 +255,33 @@ async def test_failures_long_draft_and_stale_event(js_client, telegram, notifier
     failing, failing_alone, long_one, old = new_id(), new_id(), new_id(), new_id()
     # One failure reported twice by the orchestrator (same cause): one message, about the job.
     cause = new_id()
-    await publish(js, opened(failing), job_failed(failing, job_id="job-42", cause=cause),
-                  thread_failed(failing, cause=cause))
+    await publish(
+        js, opened(failing), job_failed(failing, job_id="job-42", cause=cause), thread_failed(failing, cause=cause)
+    )
     [failure] = texts(telegram, DEFAULT_CHAT)
     assert "a job failed" in failure and "job-42" in failure and "connection_error" in failure
     assert IDEA[:40] in failure
     assert len(await thread_log(js, failing, "notification_sent")) == 1
     # A thread failure with no announced job failure behind it gets its own message.
-    await publish(js, opened(failing_alone, idea="translate my CV"), job_failed(failing_alone, cause=new_id()),
-                  thread_failed(failing_alone, cause=new_id()))
+    await publish(
+        js,
+        opened(failing_alone, idea="translate my CV"),
+        job_failed(failing_alone, cause=new_id()),
+        thread_failed(failing_alone, cause=new_id()),
+    )
     job_text, thread_text = texts(telegram, DEFAULT_CHAT)[1:]
     assert "a job failed" in job_text and "could not finish" in thread_text and "the model took too long" in thread_text
 
     paragraphs = [f"Step {i}: " + " ".join(f"word{i}x{j}" for j in range(60)) for i in range(12)]
     long_draft = "\n\n".join(paragraphs)
     assert len(long_draft) > 6000
-    await publish(js, opened(long_one), draft(long_one, 1, "first"), draft(long_one, 2, long_draft),
-                  completed(long_one, final=2, reason="answered"))
+    await publish(
+        js,
+        opened(long_one),
+        draft(long_one, 1, "first"),
+        draft(long_one, 2, long_draft),
+        completed(long_one, final=2, reason="answered"),
+    )
     parts = texts(telegram, DEFAULT_CHAT)[3:]
     assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
     assert parts[0].startswith("Hermes finished your idea") and "built on your answers" in parts[0]
@@ -238,10 +299,14 @@ async def test_failures_long_draft_and_stale_event(js_client, telegram, notifier
 async def test_flood_wait_is_honoured_without_holding_other_threads(js_client, telegram, notifier):
     _, js = js_client
     first, second = new_id(), new_id()
-    seqs = await EventStore(js, "test").append([
-        opened(first, idea="first idea", origin={"telegram_chat_id": "1001"}),
-        opened(second, idea="second idea", origin={"telegram_chat_id": "1002"}),
-        completed(first), completed(second)])
+    seqs = await EventStore(js, "test").append(
+        [
+            opened(first, idea="first idea", origin={"telegram_chat_id": "1001"}),
+            opened(second, idea="second idea", origin={"telegram_chat_id": "1002"}),
+            completed(first),
+            completed(second),
+        ]
+    )
     telegram.fail_next(1, status=429, retry_after=2, method="sendMessage")
     # Both completions are in the log before the notifier starts, so they arrive in one batch.
     notifier()
@@ -262,8 +327,9 @@ async def test_flood_wait_is_honoured_without_holding_other_threads(js_client, t
 async def test_send_failures_are_recorded_and_bad_input_is_dead_lettered(js_client, telegram, notifier):
     _, js = js_client
     # Its dead letters would raise a dead_letters alert in the same chat (tests/integration/test_notifier_alerts.py).
-    proc, metrics_port = notifier(TELEGRAM_MAX_RETRY_AFTER_S="5",
-                                  HERMES_NOTIFY_ALERT_TYPES="thread_finished,job_failure")
+    proc, metrics_port = notifier(
+        TELEGRAM_MAX_RETRY_AFTER_S="5", HERMES_NOTIFY_ALERT_TYPES="thread_finished,job_failure"
+    )
     blocked, flooded, flaky, later = new_id(), new_id(), new_id(), new_id()
 
     telegram.fail_next(1, status=403, method="sendMessage")
@@ -282,8 +348,16 @@ async def test_send_failures_are_recorded_and_bad_input_is_dead_lettered(js_clie
     assert [c.status for c in telegram.calls_to("sendMessage")][2:] == [502, 502, 200]
     assert len(texts(telegram, DEFAULT_CHAT)) == 1
     assert metric(metrics_port, "hermes_notifier_send_retries_total", channel="telegram", reason="network") == 2
-    assert metric(metrics_port, "hermes_notifier_messages_failed_total", channel="telegram",
-                  kind="thread_completed", reason="forbidden") == 1
+    assert (
+        metric(
+            metrics_port,
+            "hermes_notifier_messages_failed_total",
+            channel="telegram",
+            kind="thread_completed",
+            reason="forbidden",
+        )
+        == 1
+    )
 
     await js.publish(f"hermes.evt.thread.{later}.thread_completed", b"\xff not json")
     await js.publish(f"hermes.evt.thread.{later}.job_failed", b'{"type":"job_failed","aggregate_id":5}')
@@ -308,8 +382,9 @@ async def test_without_token_notifications_are_off(js_client, telegram, notifier
         assert not [e for e in await thread_log(js, thread_id) if e.type_name().startswith("notification")]
     lines = [json.loads(line) for line in proc.log_text().splitlines() if line.startswith("{")]
     assert [line["event"] for line in lines].count("notifications_off") == 1
-    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", reason="off",
-                  kind="thread_completed") == 2
+    assert (
+        metric(metrics_port, "hermes_notifier_notifications_skipped_total", reason="off", kind="thread_completed") == 2
+    )
     assert proc.stop() == 0  # SIGTERM: a clean shutdown
 
 
@@ -326,14 +401,20 @@ async def test_budget_alerts_reach_the_operator_chat_once(js_client, telegram, n
     calls = telegram.calls_to("sendMessage")
     assert len(calls) == 3 and len(texts(telegram, "4242")) == 1
     budget_texts = texts(telegram, DEFAULT_CHAT)
-    assert sorted(budget_texts) == sorted([
-        f"Budget alert: daily spend 0.0114¢ reached 30% of the 0.03¢ budget ({daily.period})",
-        f"Budget alert: project alpha spend 123¢ ($1.23) reached 80% of the 150¢ ($1.50) budget ({alpha.period})",
-    ])
+    assert sorted(budget_texts) == sorted(
+        [
+            f"Budget alert: daily spend 0.0114¢ reached 30% of the 0.03¢ budget ({daily.period})",
+            f"Budget alert: project alpha spend 123¢ ($1.23) reached 80% of the 150¢ ($1.50) budget ({alpha.period})",
+        ]
+    )
     [sent] = await thread_log(js, daily.aggregate_id, "notification_sent")
     assert sent.event_id == derived_id(daily.event_id, "notification_sent") and sent.cause_event_id == daily.event_id
     assert (sent.aggregate_id, sent.kind, sent.recipient, sent.correlation_id) == (
-        daily.aggregate_id, "budget_threshold", DEFAULT_CHAT, daily.correlation_id)
+        daily.aggregate_id,
+        "budget_threshold",
+        DEFAULT_CHAT,
+        daily.correlation_id,
+    )
     daily_message = next(m for m in telegram.messages_to(DEFAULT_CHAT) if "daily spend" in m["text"])
     assert sent.external_id == str(daily_message["message_id"])
 
@@ -345,10 +426,13 @@ async def test_budget_alerts_reach_the_operator_chat_once(js_client, telegram, n
     await wait_until(lambda: processed(js, ack.seq), timeout_s=20)
     assert len(telegram.calls_to("sendMessage")) == 3
     assert len(await thread_log(js, daily.aggregate_id, "notification_sent")) == 1
-    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold",
-                  reason="already_sent") == 1
-    assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram",
-                  kind="budget_threshold") == 2
+    assert (
+        metric(
+            metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold", reason="already_sent"
+        )
+        == 1
+    )
+    assert metric(metrics_port, "hermes_notifier_messages_sent_total", channel="telegram", kind="budget_threshold") == 2
 
     # A send that fails is recorded like the others, under the budget's aggregate id.
     telegram.fail_next(1, status=403, method="sendMessage")
@@ -370,5 +454,7 @@ async def test_budget_alerts_can_be_switched_off(js_client, telegram, notifier):
     [only] = texts(telegram, DEFAULT_CHAT)
     assert "Hermes finished your idea" in only and len(telegram.calls_to("sendMessage")) == 1
     assert await thread_log(js, daily.aggregate_id) == []
-    assert metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold",
-                  reason="disabled") == 1
+    assert (
+        metric(metrics_port, "hermes_notifier_notifications_skipped_total", kind="budget_threshold", reason="disabled")
+        == 1
+    )

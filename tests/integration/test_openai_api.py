@@ -14,19 +14,20 @@ import httpx
 import nats
 import openai
 import pytest
-
 from conftest import stored_events, wait_until
 from fakes.llm_servers import Reply
-from hermes_proto.events import JobQueued
 from procs import start_ready
 from test_learn_preferences import Stack, stack  # noqa: F401 (the same fixture)
+
+from hermes_proto.events import JobQueued
 
 REPLY = "A first draft of the plan."  # what the loopback model answers (test_learn_preferences' stack)
 
 
 def client(stack: Stack, **kw) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key="not-checked-while-auth-is-off", max_retries=0,
-                              timeout=30, **kw)
+    return openai.AsyncOpenAI(
+        base_url=stack.url + "/v1", api_key="not-checked-while-auth-is-off", max_retries=0, timeout=30, **kw
+    )
 
 
 async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js_client) -> None:
@@ -36,8 +37,11 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
     assert ids[0] == "hermes" and "fake" in ids  # the edge's model, once its backend is healthy
 
     raw = await api.chat.completions.with_raw_response.create(
-        model="fake", user="sess-1", max_tokens=40,
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "tomatoes on a balcony?"}])
+        model="fake",
+        user="sess-1",
+        max_tokens=40,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "tomatoes on a balcony?"}],
+    )
     done = raw.parse()
     session_id = raw.headers["x-hermes-thread-id"]
     assert raw.headers["x-hermes-session-id"] == "sess-1"  # the key, to send back
@@ -49,9 +53,16 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
     assert sent["messages"][0]["content"].endswith("Be brief.")  # SOUL first, the caller's system prompt after
 
-    chunks = [c async for c in await api.chat.completions.create(
-        model="fake", user="sess-1", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "and peppers?"}])]
+    chunks = [
+        c
+        async for c in await api.chat.completions.create(
+            model="fake",
+            user="sess-1",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "and peppers?"}],
+        )
+    ]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -68,11 +79,14 @@ async def test_models_completions_streaming_sessions_and_errors(stack: Stack, js
     assert [s["session_id"] for s in listed["sessions"]] == [session_id] and listed["sessions"][0]["turn_count"] == 2
 
     other = await api.chat.completions.with_raw_response.create(
-        model="fake", messages=[{"role": "user", "content": "hello"}])
+        model="fake", messages=[{"role": "user", "content": "hello"}]
+    )
     assert other.headers["x-hermes-thread-id"] != session_id  # no session id: a session of its own
     again = await api.chat.completions.with_raw_response.create(  # ... whose new key continues it
-        model="fake", messages=[{"role": "user", "content": "hello again"}],
-        extra_headers={"X-Hermes-Session-Id": other.headers["x-hermes-session-id"]})
+        model="fake",
+        messages=[{"role": "user", "content": "hello again"}],
+        extra_headers={"X-Hermes-Session-Id": other.headers["x-hermes-session-id"]},
+    )
     assert again.headers["x-hermes-thread-id"] == other.headers["x-hermes-thread-id"]
 
     with pytest.raises(openai.NotFoundError) as missing:
@@ -95,8 +109,9 @@ async def test_soul_memory_perception_and_reproducible_exports(stack: Stack, js_
     assert soul["path"].endswith("SOUL.md") and "Hermes" in soul["text"]
     await stack.call("PUT", "/api/soul", json={"text": "You are Hermes, keeper of Ann's garden."})
 
-    await api.chat.completions.create(model="fake", user="garden",
-                                      messages=[{"role": "user", "content": "my tomatoes have yellow leaves"}])
+    await api.chat.completions.create(
+        model="fake", user="garden", messages=[{"role": "user", "content": "my tomatoes have yellow leaves"}]
+    )
     first = stack.model.chat_requests()[-1].body["messages"][0]["content"]
     assert first.startswith("You are Hermes, keeper of Ann's garden.") and "[memory" not in first
 
@@ -106,15 +121,17 @@ async def test_soul_memory_perception_and_reproducible_exports(stack: Stack, js_
 
     # A new session about tomatoes is given the earlier turn as a memory marker, recorded on its job.
     raw = await api.chat.completions.with_raw_response.create(
-        model="fake", user="garden-2", messages=[{"role": "user", "content": "what about watering tomatoes?"}])
+        model="fake", user="garden-2", messages=[{"role": "user", "content": "what about watering tomatoes?"}]
+    )
     system = stack.model.chat_requests()[-1].body["messages"][0]["content"]
     assert f"[memory {remembered} · " in system and "my tomatoes have yellow leaves" in system
     turn = (await stack.call("GET", f"/api/sessions/{raw.headers['x-hermes-thread-id']}"))["turns"][0]
     assert turn["memories"] == [remembered]
 
     # Perception: over HTTP and over NATS request/reply, one persistent session for the source.
-    seen = await stack.call("POST", "/api/perception/events", json={"type": "archon_entering", "source": "nexus",
-                                                                    "room": "hall"})
+    seen = await stack.call(
+        "POST", "/api/perception/events", json={"type": "archon_entering", "source": "nexus", "room": "hall"}
+    )
     assert seen["reply"] == REPLY
     nc = await nats.connect(stack.procs["gateway"].env["NATS_URL"])
     try:
@@ -169,18 +186,25 @@ async def export(stack: Stack, kind: str, **params: str) -> str:
 
 async def test_the_hermes_model_runs_draft_questions_and_draft_2(stack: Stack) -> None:
     api = client(stack)
-    first = await api.chat.completions.create(model="hermes", user="idea-1",
-                                              messages=[{"role": "user", "content": "help me plan a garden"}])
+    first = await api.chat.completions.create(
+        model="hermes", user="idea-1", messages=[{"role": "user", "content": "help me plan a garden"}]
+    )
     text = first.choices[0].message.content
     assert text.startswith(REPLY) and "1. " in text and "answer in your next message" in text
     with pytest.raises(openai.BadRequestError) as unnumbered:
-        await api.chat.completions.create(model="hermes", user="idea-1",
-                                          messages=[{"role": "user", "content": "99. no such question"}])
+        await api.chat.completions.create(
+            model="hermes", user="idea-1", messages=[{"role": "user", "content": "99. no such question"}]
+        )
     assert unnumbered.value.code == "no_answers"  # refused at once, the thread still waits
     answered = await api.chat.completions.create(
-        model="hermes", user="idea-1", messages=[{"role": "user", "content": "help me plan a garden"},
-                                                  {"role": "assistant", "content": text},
-                                                  {"role": "user", "content": "1. vegetables for my family"}])
+        model="hermes",
+        user="idea-1",
+        messages=[
+            {"role": "user", "content": "help me plan a garden"},
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "1. vegetables for my family"},
+        ],
+    )
     assert answered.choices[0].message.content == REPLY
     draft2_prompt = stack.model.chat_requests()[-1].body["messages"][1]["content"]
     assert "vegetables for my family" in draft2_prompt  # the answer reached draft 2's prompt
@@ -215,8 +239,10 @@ async def test_a_live_view_opened_late_still_gets_every_token(stack: Stack) -> N
     heard: list[int] = []
     try:
         thread_id = (await stack.call("POST", "/api/submit", 202, json={"idea": "plan a late view"}))["thread_id"]
+
         async def hear(msg) -> None:  # noqa: ANN001
             heard.append(json.loads(msg.data)["seq"])
+
         await nc.subscribe(f"hermes.tokens.{thread_id}.*", cb=hear)
         await wait_until(lambda: len(heard) >= 3, timeout_s=20)  # the stream is well under way
     finally:
@@ -244,6 +270,7 @@ TOKENS = "ann:user:ann-token-0123456789abcdef,bob:user:bob-token-0123456789abcde
 @pytest.fixture
 async def guarded(bus_env, tmp_path):
     from test_learn_preferences import make_stack
+
     async for s in make_stack(bus_env, tmp_path, HERMES_API_TOKENS=TOKENS):
         yield s
 
@@ -251,6 +278,7 @@ async def guarded(bus_env, tmp_path):
 async def test_with_auth_sessions_belong_to_their_token(guarded: Stack) -> None:
     """The same session id sent by two tokens makes two sessions; neither can read the other's, and the OpenAI
     SDK sees OpenAI's errors for a wrong token and for a guest."""
+
     def as_(token: str) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=guarded.url + "/v1", api_key=token, max_retries=0, timeout=30)
 
@@ -262,6 +290,7 @@ async def test_with_auth_sessions_belong_to_their_token(guarded: Stack) -> None:
 
     def get(path: str, token: str, **params):  # noqa: ANN202
         return guarded.http.get(guarded.url + path, params=params, headers={"Authorization": f"Bearer {token}"})
+
     assert (await get(f"/api/sessions/{ann_session}", "ann-token-0123456789abcdef")).status_code == 200
     denied = await get(f"/api/sessions/{ann_session}", "bob-token-0123456789abcdef")
     assert denied.status_code == 404 and "secret garden" not in denied.text

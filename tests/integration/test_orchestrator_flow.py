@@ -13,9 +13,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from conftest import thread_events, wait_until
 from fakes.edge_beats import EdgeBeats
+from procs import ServiceProcess
+
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_event, decode_execution_request
@@ -23,7 +24,6 @@ from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
 from hermes_proto.events import Answer, ExecutionCompleted, ExecutionFailed, Question, QuestionsProposed
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadQuery, ThreadReply
-from procs import ServiceProcess
 
 TABLES = ("threads", "jobs", "questions", "backend_selections", "projection_position")
 
@@ -38,7 +38,7 @@ class ThreadWatcher:
         """Stream sequence of the last event seen: a query with it as ``min_sequence`` reads your writes."""
 
     @classmethod
-    async def start(cls, js, thread_id: str) -> "ThreadWatcher":
+    async def start(cls, js, thread_id: str) -> ThreadWatcher:
         watcher = cls()
 
         async def on_msg(msg) -> None:
@@ -65,10 +65,24 @@ async def next_exec(js, durable: str = "test-edge"):
 
 
 async def complete(store: EventStore, req, text: str) -> None:
-    await store.append([ExecutionCompleted(
-        event_id=new_id(), aggregate_id=req.thread_id, occurred_at=utcnow(), correlation_id=req.correlation_id,
-        causation_id=req.request_id, job_id=req.job_id, backend=req.backend, model=req.model, text=text,
-        prompt_tokens=11, completion_tokens=7, latency_ms=12.5)])
+    await store.append(
+        [
+            ExecutionCompleted(
+                event_id=new_id(),
+                aggregate_id=req.thread_id,
+                occurred_at=utcnow(),
+                correlation_id=req.correlation_id,
+                causation_id=req.request_id,
+                job_id=req.job_id,
+                backend=req.backend,
+                model=req.model,
+                text=text,
+                prompt_tokens=11,
+                completion_tokens=7,
+                latency_ms=12.5,
+            )
+        ]
+    )
 
 
 async def query(nc, thread_id: str, min_sequence: int = 0) -> ThreadReply:
@@ -130,15 +144,35 @@ async def test_idea_to_draft2_and_rebuild(js_client, services, tmp_path):
     assert reply.found and reply.thread.status == "awaiting_answers"
     assert reply.thread.draft1 == "Draft one: pots, soil, sun."
 
-    questions = [Question(question_id=f"q{i}", template_id=f"t{i}", category=c, text=f"What {c}?")
-                 for i, c in enumerate(("intent", "constraint"))]
-    await store.append([QuestionsProposed(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
-                                          correlation_id="c", questions=questions, idea_type="planning",
-                                          clarity=0.4)])
+    questions = [
+        Question(question_id=f"q{i}", template_id=f"t{i}", category=c, text=f"What {c}?")
+        for i, c in enumerate(("intent", "constraint"))
+    ]
+    await store.append(
+        [
+            QuestionsProposed(
+                event_id=new_id(),
+                aggregate_id=thread_id,
+                occurred_at=utcnow(),
+                correlation_id="c",
+                questions=questions,
+                idea_type="planning",
+                clarity=0.4,
+            )
+        ]
+    )
     await wait_until(lambda: _query_has_questions(nc, thread_id))
-    await store.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
-                                     answers=[Answer(question_id="q1", text="only 2 square metres"),
-                                              Answer(question_id="unknown", text="ignored")]))
+    await store.send(
+        AnswerQuestions(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            thread_id=thread_id,
+            answers=[
+                Answer(question_id="q1", text="only 2 square metres"),
+                Answer(question_id="unknown", text="ignored"),
+            ],
+        )
+    )
     req2 = await next_exec(js)
     assert req2.job_id != req.job_id
     prompt = req2.messages[-1].content
@@ -168,8 +202,10 @@ async def test_idea_to_draft2_and_rebuild(js_client, services, tmp_path):
 async def test_no_answers_completes_on_draft1_after_timeout(js_client, bus_env, tmp_path):
     nc, js = js_client
     env = dict(bus_env, HERMES_ANSWER_TIMEOUT_SECONDS="1.5", METRICS_PORT="0")
-    procs = [ServiceProcess(n, m, env, tmp_path / "logs").start()
-             for n, m in (("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"))]
+    procs = [
+        ServiceProcess(n, m, env, tmp_path / "logs").start()
+        for n, m in (("orchestrator", "hermes_orchestrator"), ("router", "hermes_router"))
+    ]
     try:
         store = EventStore(js, "test")
         thread_id = await submit(store, "write a haiku about autumn")
@@ -191,9 +227,22 @@ async def test_failed_draft1_fails_thread_and_bad_command_is_dead_lettered(js_cl
     watch = await ThreadWatcher.start(js, thread_id)
     req = await next_exec(js)
     # A failure retrying cannot fix (401): the router gives up at once, the orchestrator fails the thread.
-    await store.append([ExecutionFailed(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
-                                        correlation_id="c", job_id=req.job_id, backend="talos", model="m",
-                                        error_code="auth_failed", message="invalid api key", retryable=False)])
+    await store.append(
+        [
+            ExecutionFailed(
+                event_id=new_id(),
+                aggregate_id=thread_id,
+                occurred_at=utcnow(),
+                correlation_id="c",
+                job_id=req.job_id,
+                backend="talos",
+                model="m",
+                error_code="auth_failed",
+                message="invalid api key",
+                retryable=False,
+            )
+        ]
+    )
     await wait_until(lambda: _query_status(nc, thread_id, "failed"))
     await wait_until(lambda: watch.of("thread_failed"))
     assert watch.types.count("job_failed") == 1 and watch.types.count("thread_failed") == 1
@@ -237,8 +286,15 @@ async def test_a_window_closing_as_no_questions_arrive_ends_the_thread_once(js_c
     await wait_until(lambda: _all_awaiting(nc, threads), timeout_s=30)
 
     async def both(thread_id: str) -> None:
-        questions = QuestionsProposed(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(),
-                                      correlation_id="c", questions=[], idea_type="general", clarity=0.95)
+        questions = QuestionsProposed(
+            event_id=new_id(),
+            aggregate_id=thread_id,
+            occurred_at=utcnow(),
+            correlation_id="c",
+            questions=[],
+            idea_type="general",
+            clarity=0.95,
+        )
         close = CloseAnswerWindow(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id)
         await asyncio.gather(store.append([questions]), store.send(close))
 

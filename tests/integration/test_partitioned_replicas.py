@@ -16,17 +16,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from conftest import stored_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
-from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port
+from procs import ServiceProcess, model_env, start_ready
+
 from hermes_proto import partitions, subjects
 from hermes_proto.bus import EventStore, connect, ensure_streams
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.events import ThreadCompleted
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.settings import BusSettings
-from procs import ServiceProcess, model_env, start_ready
+
+from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port
 
 N = 2
 
@@ -37,8 +38,9 @@ def mapped_nats(tmp_path: Path) -> Iterator[str]:
     config = tmp_path / "nats.conf"
     config.write_text(partitions.server_config(N))
     port = free_port()
-    proc = subprocess.Popen(nats_server_args(port, tmp_path / "js", config=config), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        nats_server_args(port, tmp_path / "js", config=config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for_port(port)
     yield f"nats://127.0.0.1:{port}"
     proc.send_signal(signal.SIGKILL)
@@ -56,8 +58,9 @@ async def bus(mapped_nats: str) -> AsyncIterator[tuple]:
 
 
 def submit(thread_id: str) -> SubmitIdea:
-    return SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=f"plan {thread_id}",
-                      max_questions=0)
+    return SubmitIdea(
+        command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=f"plan {thread_id}", max_questions=0
+    )
 
 
 def logged(proc: ServiceProcess, event: str) -> set[str]:
@@ -77,13 +80,26 @@ async def test_each_thread_is_decided_by_one_partition_and_a_killed_one_loses_no
     procs: dict[str, ServiceProcess] = {}
     for p in range(N):
         for name, module in (("orchestrator", "hermes_orchestrator"), ("router", "hermes_router")):
-            env = {**os.environ, **model_env(model.port), "NATS_URL": mapped_nats,
-                   "HERMES_HOME": str(tmp_path / f"{name}-{p}"), "METRICS_PORT": "0", "HERMES_PARTITIONS": str(N),
-                   "HERMES_PARTITION": str(p), "BACKEND_TALOS_MAX_CONCURRENT": "4"}
+            env = {
+                **os.environ,
+                **model_env(model.port),
+                "NATS_URL": mapped_nats,
+                "HERMES_HOME": str(tmp_path / f"{name}-{p}"),
+                "METRICS_PORT": "0",
+                "HERMES_PARTITIONS": str(N),
+                "HERMES_PARTITION": str(p),
+                "BACKEND_TALOS_MAX_CONCURRENT": "4",
+            }
             procs[f"{name}-{p}"] = ServiceProcess(name, module, env, tmp_path / f"logs-{name}-{p}")
-    edge_env = {**os.environ, **model_env(model.port), "NATS_URL": mapped_nats,
-                "HERMES_HOME": str(tmp_path / "edge"), "METRICS_PORT": "0", "HERMES_EDGE_CONCURRENCY": "4",
-                "HERMES_EDGE_HEARTBEAT_S": "0.5"}
+    edge_env = {
+        **os.environ,
+        **model_env(model.port),
+        "NATS_URL": mapped_nats,
+        "HERMES_HOME": str(tmp_path / "edge"),
+        "METRICS_PORT": "0",
+        "HERMES_EDGE_CONCURRENCY": "4",
+        "HERMES_EDGE_HEARTBEAT_S": "0.5",
+    }
     procs["edge"] = ServiceProcess("edge", "hermes_edge", edge_env, tmp_path / "logs-edge")
     try:
         await asyncio.gather(*(start_ready(p) for p in procs.values()))
@@ -101,8 +117,9 @@ async def test_each_thread_is_decided_by_one_partition_and_a_killed_one_loses_no
             await store.send(submit(t))
         for t in first[10:]:  # as an external producer may: no thread token; partition 0 forwards it
             cmd = submit(t)
-            await js.publish(f"hermes.cmd.{cmd.type_name()}", msgspec.json.encode(cmd),
-                             headers={"Nats-Msg-Id": cmd.command_id})
+            await js.publish(
+                f"hermes.cmd.{cmd.type_name()}", msgspec.json.encode(cmd), headers={"Nats-Msg-Id": cmd.command_id}
+            )
         await wait_until(lambda: completed(first), timeout_s=60, interval_s=0.3)
 
         procs["orchestrator-1"].proc.send_signal(signal.SIGKILL)

@@ -21,15 +21,27 @@ from hermes_proto.ids import new_id, utcnow
 
 async def queue_job(js) -> JobQueued:
     thread_id = new_id()
-    job = JobQueued(event_id=new_id(), aggregate_id=thread_id, occurred_at=utcnow(), correlation_id=new_id(),
-                    job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content="hi")])
+    job = JobQueued(
+        event_id=new_id(),
+        aggregate_id=thread_id,
+        occurred_at=utcnow(),
+        correlation_id=new_id(),
+        job_id=new_id(),
+        kind="draft1",
+        messages=[ChatMessage(role="user", content="hi")],
+    )
     await EventStore(js, "test").append([job])
     return job
 
 
 async def start_router(bus_env, tmp_path, wait_s: str) -> ServiceProcess:
-    env = dict(bus_env, METRICS_PORT="0", BACKEND_TALOS_MODELS="smollm2", HERMES_NO_BACKEND_WAIT_SECONDS=wait_s,
-               HERMES_UNHEALTHY_THRESHOLD="2")
+    env = dict(
+        bus_env,
+        METRICS_PORT="0",
+        BACKEND_TALOS_MODELS="smollm2",
+        HERMES_NO_BACKEND_WAIT_SECONDS=wait_s,
+        HERMES_UNHEALTHY_THRESHOLD="2",
+    )
     router = ServiceProcess("router", "hermes_router", env, tmp_path / "logs").start()
     await wait_until(lambda: "router_started" in router.log_text(), timeout_s=20)
     return router
@@ -52,8 +64,7 @@ async def test_a_job_waits_for_an_unhealthy_backend_and_runs_when_it_recovers(js
             await nc.publish(subjects.heartbeat_subject("talos"), b'{"backend": "talos", "healthy": "yes"}')
             await nc.publish(subjects.heartbeat_subject("talos"), b"\xff not json")
             beats.healthy = True
-            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge",
-                                          stream=subjects.EXEC_STREAM)
+            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge", stream=subjects.EXEC_STREAM)
             msgs = await sub.fetch(1, timeout=10)
             request = decode_execution_request(msgs[0].data)
             assert request.job_id == job.job_id and request.backend == "talos"
@@ -98,8 +109,7 @@ async def test_a_job_waits_while_no_edge_serves_the_backend_and_runs_as_one_appe
         assert (await js.stream_info(subjects.EXEC_STREAM)).state.messages == 0
         appeared = asyncio.get_running_loop().time()
         async with EdgeBeats(nc):  # an edge starts: its first heartbeat wakes the dispatcher
-            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge",
-                                          stream=subjects.EXEC_STREAM)
+            sub = await js.pull_subscribe(subjects.exec_subject("talos"), durable="t-edge", stream=subjects.EXEC_STREAM)
             [msg] = await sub.fetch(1, timeout=10)
             assert decode_execution_request(msg.data).job_id == job.job_id
             assert asyncio.get_running_loop().time() - appeared < 4

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from conftest import stored_events, thread_events, wait_until
 from fakes.edge_beats import EdgeBeats
-from fakes.llm_servers import Fault, FakeAnthropicServer, FakeOpenAIServer, Reply
+from fakes.llm_servers import FakeAnthropicServer, FakeOpenAIServer, Fault, Reply
 from procs import ServiceProcess
 
 from hermes_proto import subjects
@@ -66,20 +66,30 @@ class Cluster:
         return self.edges[name]
 
     async def job(self, content: str = "hello there", **fields) -> JobQueued:
-        job = JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
-                        job_id=new_id(), kind="draft2", messages=[ChatMessage(role="user", content=content)],
-                        max_tokens=64, **fields)
+        job = JobQueued(
+            event_id=new_id(),
+            aggregate_id=new_id(),
+            occurred_at=utcnow(),
+            correlation_id=new_id(),
+            job_id=new_id(),
+            kind="draft2",
+            messages=[ChatMessage(role="user", content=content)],
+            max_tokens=64,
+            **fields,
+        )
         await EventStore(self.js, "test").append([job])
         return job
 
     async def outcome(self, job: JobQueued, timeout_s: float = 30) -> list:
         """The job's events once it completed or was abandoned (and its cost, if any, was recorded)."""
+
         async def done():
             events = await thread_events(self.js, job.aggregate_id)
             types = [e.type_name() for e in events]
             if "execution_abandoned" in types or "cost_recorded" in types:
                 return events
             return None
+
         return await wait_until(done, timeout_s=timeout_s, interval_s=0.2)
 
     async def backends(self) -> BackendsReply:
@@ -87,13 +97,14 @@ class Cluster:
         return msgspec.json.decode(reply.data, type=BackendsReply)
 
     async def set_enabled(self, name: str, enabled: bool) -> None:
-        await self.nc.request(subjects.CONTROL_BACKEND, msgspec.json.encode(SetBackendEnabled(backend=name,
-                                                                                              enabled=enabled)),
-                              timeout=10)
+        await self.nc.request(
+            subjects.CONTROL_BACKEND, msgspec.json.encode(SetBackendEnabled(backend=name, enabled=enabled)), timeout=10
+        )
 
     async def wait_health(self, name: str, state: str, timeout_s: float = 20) -> None:
         async def reached():
             return next(b for b in (await self.backends()).backends if b.name == name).health == state
+
         await wait_until(reached, timeout_s=timeout_s, interval_s=0.2)
 
 
@@ -106,20 +117,40 @@ async def cluster(js_client, bus_env, tmp_path) -> AsyncIterator[Cluster]:
     """talos (local, free, primary) and remote (paid, keyed), each a fake OpenAI-compatible server with its
     own edge; the router is started by the test with its own policy."""
     nc, js = js_client
-    talos = await FakeOpenAIServer(reply=Reply(text="talos says hi", prompt_tokens=USAGE[0],
-                                               completion_tokens=USAGE[1]), models=["small"]).start()
-    remote = await FakeOpenAIServer(reply=Reply(text="remote says hi", prompt_tokens=USAGE[0],
-                                                completion_tokens=USAGE[1]), models=["big"],
-                                    api_key=REMOTE_KEY).start()
-    env = dict(bus_env, METRICS_PORT="0", HERMES_BACKENDS_ENABLED="talos,remote", HERMES_PRIMARY_BACKEND="talos",
-               BACKEND_TALOS_TYPE="openai", BACKEND_TALOS_HOST="127.0.0.1", BACKEND_TALOS_PORT=str(talos.port),
-               BACKEND_TALOS_MODELS="small", BACKEND_TALOS_TIMEOUT="2", BACKEND_TALOS_QUALITY="1.0",
-               BACKEND_TALOS_SPEED="1.0", BACKEND_REMOTE_QUALITY="0.2", BACKEND_REMOTE_SPEED="0.2",
-               BACKEND_REMOTE_TYPE="openai", BACKEND_REMOTE_HOST="127.0.0.1", BACKEND_REMOTE_PORT=str(remote.port),
-               BACKEND_REMOTE_MODELS="big", BACKEND_REMOTE_KEY=REMOTE_KEY, BACKEND_REMOTE_TIMEOUT="10",
-               BACKEND_REMOTE_COST_PER_MTOK_CENTS=str(REMOTE_PRICE), BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1",
-               BACKEND_REMOTE_HEALTH_CHECK_INTERVAL="1", HERMES_FAILOVER_DELAY_SECONDS="0.2",
-               HERMES_UNHEALTHY_THRESHOLD="2")
+    talos = await FakeOpenAIServer(
+        reply=Reply(text="talos says hi", prompt_tokens=USAGE[0], completion_tokens=USAGE[1]), models=["small"]
+    ).start()
+    remote = await FakeOpenAIServer(
+        reply=Reply(text="remote says hi", prompt_tokens=USAGE[0], completion_tokens=USAGE[1]),
+        models=["big"],
+        api_key=REMOTE_KEY,
+    ).start()
+    env = dict(
+        bus_env,
+        METRICS_PORT="0",
+        HERMES_BACKENDS_ENABLED="talos,remote",
+        HERMES_PRIMARY_BACKEND="talos",
+        BACKEND_TALOS_TYPE="openai",
+        BACKEND_TALOS_HOST="127.0.0.1",
+        BACKEND_TALOS_PORT=str(talos.port),
+        BACKEND_TALOS_MODELS="small",
+        BACKEND_TALOS_TIMEOUT="2",
+        BACKEND_TALOS_QUALITY="1.0",
+        BACKEND_TALOS_SPEED="1.0",
+        BACKEND_REMOTE_QUALITY="0.2",
+        BACKEND_REMOTE_SPEED="0.2",
+        BACKEND_REMOTE_TYPE="openai",
+        BACKEND_REMOTE_HOST="127.0.0.1",
+        BACKEND_REMOTE_PORT=str(remote.port),
+        BACKEND_REMOTE_MODELS="big",
+        BACKEND_REMOTE_KEY=REMOTE_KEY,
+        BACKEND_REMOTE_TIMEOUT="10",
+        BACKEND_REMOTE_COST_PER_MTOK_CENTS=str(REMOTE_PRICE),
+        BACKEND_TALOS_HEALTH_CHECK_INTERVAL="1",
+        BACKEND_REMOTE_HEALTH_CHECK_INTERVAL="1",
+        HERMES_FAILOVER_DELAY_SECONDS="0.2",
+        HERMES_UNHEALTHY_THRESHOLD="2",
+    )
     c = Cluster(nc, js, env, tmp_path / "logs", {"talos": talos, "remote": remote})
     c.start_edge("talos")
     c.start_edge("remote")
@@ -193,6 +224,7 @@ async def test_paid_backend_cost_is_recorded_exactly_and_a_budget_keeps_jobs_off
     async def deferred():
         events = await thread_events(cluster.js, second.aggregate_id)
         return of(events, "job_deferred")
+
     [wait] = await wait_until(deferred, timeout_s=15)
     assert wait.reason == "over_budget", wait
     await asyncio.sleep(1.5)
@@ -248,9 +280,14 @@ async def test_a_backend_no_live_edge_serves_is_not_eligible(cluster: Cluster) -
     remote's candidate says ``no_edge``. Once an edge of remote runs it is chosen again; killed (-9), it is
     ineligible again once ``HERMES_EDGE_STALE_SECONDS`` passed without its heartbeats."""
     cluster.edges["remote"].stop()
-    await cluster.start_router(HERMES_PRIMARY_BACKEND="remote", BACKEND_TALOS_QUALITY="0.1",
-                               BACKEND_TALOS_SPEED="0.1", BACKEND_REMOTE_QUALITY="1.0", BACKEND_REMOTE_SPEED="1.0",
-                               HERMES_EDGE_STALE_SECONDS="2")
+    await cluster.start_router(
+        HERMES_PRIMARY_BACKEND="remote",
+        BACKEND_TALOS_QUALITY="0.1",
+        BACKEND_TALOS_SPEED="0.1",
+        BACKEND_REMOTE_QUALITY="1.0",
+        BACKEND_REMOTE_SPEED="1.0",
+        HERMES_EDGE_STALE_SECONDS="2",
+    )
     await cluster.wait_health("talos", "healthy")
     await cluster.wait_health("remote", "no_edge")
     events = await cluster.outcome(await cluster.job())
@@ -277,12 +314,15 @@ async def test_a_backend_no_live_edge_serves_is_not_eligible(cluster: Cluster) -
 async def test_a_new_backend_by_configuration_only(cluster: Cluster, tmp_path: Path) -> None:
     """``gpt5``: a third provider nobody's code knows, declared in a backends file plus one edge process;
     code jobs are routed to it by ``HERMES_CODE_JOBS_BACKEND``."""
-    gpt5 = await FakeOpenAIServer(reply=Reply(text="def solve(): ...", prompt_tokens=5, completion_tokens=7),
-                                  models=["gpt-5"], api_key="sk-5").start()
+    gpt5 = await FakeOpenAIServer(
+        reply=Reply(text="def solve(): ...", prompt_tokens=5, completion_tokens=7), models=["gpt-5"], api_key="sk-5"
+    ).start()
     try:
         backends_file = tmp_path / "backends.toml"
-        backends_file.write_text(f'[backends.gpt5]\ntype = "openai"\nhost = "http://127.0.0.1:{gpt5.port}"\n'
-                                 f'models = ["gpt-5"]\nkey = "sk-5"\ncost_per_mtok_cents = 50\n')
+        backends_file.write_text(
+            f'[backends.gpt5]\ntype = "openai"\nhost = "http://127.0.0.1:{gpt5.port}"\n'
+            f'models = ["gpt-5"]\nkey = "sk-5"\ncost_per_mtok_cents = 50\n'
+        )
         extra = dict(HERMES_BACKENDS_ENABLED="talos,remote,gpt5", HERMES_BACKENDS_FILE=str(backends_file))
         cluster.env.update(extra)
         cluster.start_edge("gpt5")
@@ -317,8 +357,9 @@ async def test_rebuilt_read_model_gives_the_same_scores_and_spend(cluster: Clust
     await _projected_whole_log(cluster.js, db)
     after = await cluster.backends()
     assert _rows(db) == rows_before
-    assert [(b.name, b.scores, b.requests, b.failures, b.spend_today_cents) for b in after.backends] == \
-        [(b.name, b.scores, b.requests, b.failures, b.spend_today_cents) for b in before.backends]
+    assert [(b.name, b.scores, b.requests, b.failures, b.spend_today_cents) for b in after.backends] == [
+        (b.name, b.scores, b.requests, b.failures, b.spend_today_cents) for b in before.backends
+    ]
     assert after.budget.spent_today_cents == before.budget.spent_today_cents > 0
     remote = next(b for b in after.backends if b.name == "remote")
     talos = next(b for b in after.backends if b.name == "talos")
@@ -327,28 +368,38 @@ async def test_rebuilt_read_model_gives_the_same_scores_and_spend(cluster: Clust
 
 async def _projected_whole_log(js, db: Path) -> None:
     """Wait until the router's read model has applied every event in the log (its stored position)."""
+
     async def caught_up() -> bool:
         last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
         with sqlite3.connect(db) as conn:
             row = conn.execute("SELECT last_sequence FROM projection_position").fetchone()
         return row is not None and row[0] >= last
+
     await wait_until(caught_up, timeout_s=20, interval_s=0.1)
 
 
 def _rows(db: Path) -> dict[str, list]:
     with sqlite3.connect(db) as conn:
-        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-                for t in ("backend_stats", "spend", "selections", "router_jobs", "thread_drafts")}
+        return {
+            t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+            for t in ("backend_stats", "spend", "selections", "router_jobs", "thread_drafts")
+        }
 
 
 async def test_failover_reaches_an_anthropic_backend(cluster: Cluster) -> None:
     """The second provider type: Anthropic's Messages API behind the same generic edge."""
-    claude = await FakeAnthropicServer(reply=Reply(text="claude says hi", prompt_tokens=9, completion_tokens=4),
-                                       models=["claude-x"], api_key="sk-ant").start()
+    claude = await FakeAnthropicServer(
+        reply=Reply(text="claude says hi", prompt_tokens=9, completion_tokens=4), models=["claude-x"], api_key="sk-ant"
+    ).start()
     try:
-        cluster.env.update(HERMES_BACKENDS_ENABLED="talos,remote,claude", BACKEND_CLAUDE_TYPE="anthropic",
-                           BACKEND_CLAUDE_HOST=f"http://127.0.0.1:{claude.port}", BACKEND_CLAUDE_MODELS="claude-x",
-                           BACKEND_CLAUDE_KEY="sk-ant", BACKEND_CLAUDE_COST_PER_MTOK_CENTS="100")
+        cluster.env.update(
+            HERMES_BACKENDS_ENABLED="talos,remote,claude",
+            BACKEND_CLAUDE_TYPE="anthropic",
+            BACKEND_CLAUDE_HOST=f"http://127.0.0.1:{claude.port}",
+            BACKEND_CLAUDE_MODELS="claude-x",
+            BACKEND_CLAUDE_KEY="sk-ant",
+            BACKEND_CLAUDE_COST_PER_MTOK_CENTS="100",
+        )
         cluster.start_edge("claude")
         await cluster.start_router()
         await cluster.set_enabled("remote", False)
@@ -367,9 +418,14 @@ async def test_weighted_balancing_follows_the_weights_over_1000_dispatches(js_cl
     stay in their work queues), so the count per execution subject is exactly what the router dispatched."""
     nc, js = js_client
     weights = {"a": 5, "b": 3, "c": 2}
-    env = dict(bus_env, METRICS_PORT="0", HERMES_BACKENDS_ENABLED="a,b,c", HERMES_LOAD_BALANCING_ENABLED="true",
-               HERMES_LOAD_BALANCING_STRATEGY="weighted",
-               HERMES_BACKEND_WEIGHTS=",".join(f"{k}={v}" for k, v in weights.items()))
+    env = dict(
+        bus_env,
+        METRICS_PORT="0",
+        HERMES_BACKENDS_ENABLED="a,b,c",
+        HERMES_LOAD_BALANCING_ENABLED="true",
+        HERMES_LOAD_BALANCING_STRATEGY="weighted",
+        HERMES_BACKEND_WEIGHTS=",".join(f"{k}={v}" for k, v in weights.items()),
+    )
     for name in weights:
         env[f"BACKEND_{name.upper()}_HEALTH_CHECK_INTERVAL"] = "600"
         env[f"BACKEND_{name.upper()}_MODELS"] = f"model-{name}"
@@ -397,11 +453,20 @@ async def _dispatch_1000(nc, js, router: ServiceProcess) -> dict[str, int]:
 
     await wait_until(all_healthy, timeout_s=15, interval_s=0.2)
     store = EventStore(js, "test")
-    jobs = [JobQueued(event_id=new_id(), aggregate_id=new_id(), occurred_at=utcnow(), correlation_id=new_id(),
-                      job_id=new_id(), kind="draft1", messages=[ChatMessage(role="user", content=f"job {i}")])
-            for i in range(1000)]
+    jobs = [
+        JobQueued(
+            event_id=new_id(),
+            aggregate_id=new_id(),
+            occurred_at=utcnow(),
+            correlation_id=new_id(),
+            job_id=new_id(),
+            kind="draft1",
+            messages=[ChatMessage(role="user", content=f"job {i}")],
+        )
+        for i in range(1000)
+    ]
     for start in range(0, len(jobs), 100):
-        await store.append(jobs[start:start + 100])
+        await store.append(jobs[start : start + 100])
 
     async def dispatched() -> dict[str, int] | None:
         info = await js.stream_info(subjects.EXEC_STREAM, subjects_filter=subjects.EXEC_ALL)

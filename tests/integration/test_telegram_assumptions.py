@@ -9,12 +9,14 @@ sets them: a ``SetPreference`` request to the learner on ``hermes.control.prefer
 from __future__ import annotations
 
 from conftest import stored_events, wait_until
-from hermes_notifier.domain import percent
+from test_telegram_channel import CHAT_A, STRANGER, Stack, _inbox_drained, _of, stack  # noqa: F401 (fixture)
+
 from hermes_proto import subjects
 from hermes_proto.events import PreferenceLearned
 from hermes_proto.queries import PreferencesQuery, PreferencesReply, PreferenceView, SetPreference
 from hermes_proto.rpc import ask
-from test_telegram_channel import CHAT_A, STRANGER, Stack, _inbox_drained, _of, stack  # noqa: F401 (fixture)
+
+from hermes_notifier.domain import percent
 
 USER = f"telegram:{CHAT_A}"
 """The Hermes user of CHAT_A's messages (the fake Bot API's sender is the chat's own id)."""
@@ -23,8 +25,14 @@ BUDGET = "under 500 € (approx.) - flexible! [not] *firm*"
 
 
 async def set_preference(nc, category: str, key: str, value: str) -> PreferenceView:
-    reply = await ask(nc, "The learner", subjects.CONTROL_PREFERENCE,
-                      SetPreference(user_id=USER, category=category, key=key, value=value), PreferencesReply, 10)
+    reply = await ask(
+        nc,
+        "The learner",
+        subjects.CONTROL_PREFERENCE,
+        SetPreference(user_id=USER, category=category, key=key, value=value),
+        PreferencesReply,
+        10,
+    )
     return reply.preferences[0]
 
 
@@ -48,8 +56,9 @@ async def test_a_telegram_thread_shows_its_assumptions_and_correct_changes_one(s
     [proposed] = await wait_until(lambda: _of(stack.js, thread_id, "questions_proposed"), timeout_s=30)
     assert {a.key for a in proposed.assumptions} == {"depth", "budget"}
     assert proposed.questions and not {q.category for q in proposed.questions} & {"scope", "constraint"}
-    questions = await wait_until(lambda: [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]]
-                                 or None, timeout_s=30)
+    questions = await wait_until(
+        lambda: [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]] or None, timeout_s=30
+    )
     assert assumed["message_id"] < questions[0]["message_id"]
 
     # /correct weighs the correction against the stated value: the learner holds less confidence in it.
@@ -58,13 +67,15 @@ async def test_a_telegram_thread_shows_its_assumptions_and_correct_changes_one(s
     [correction] = await wait_until(lambda: corrections_of(js, depth), timeout_s=15)
     assert correction.user_id == USER and correction.confidence < depth.confidence
     assert correction.votes.get("overview", 0) > 0
-    held = (await ask(nc, "The learner", subjects.QUERY_PREFERENCES, PreferencesQuery(user_id=USER),
-                      PreferencesReply, 10)).preferences
+    held = (
+        await ask(nc, "The learner", subjects.QUERY_PREFERENCES, PreferencesQuery(user_id=USER), PreferencesReply, 10)
+    ).preferences
     now = next(p for p in held if p.key == "depth")
     assert (now.value, now.confidence, now.corrections) == (correction.value, correction.confidence, 1)
     verb = "Corrected: Depth is now" if now.value == "overview" else "Noted: Depth stays"
-    assert replied["text"].startswith(f"{verb} {now.value}") and f"Confidence {percent(now.confidence)}" in \
-        replied["text"]
+    assert (
+        replied["text"].startswith(f"{verb} {now.value}") and f"Confidence {percent(now.confidence)}" in replied["text"]
+    )
 
     # Bad input gets a usage message; a chat that is not allowed corrects nothing.
     telegram.push_text(CHAT_A, "/correct mood sunny")

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import stored_events, thread_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from fakes.telegram_api import FakeTelegramServer, parse_markdown_v2
+from procs import ServiceProcess, model_env, service_processes, start_ready
+
 from hermes_proto import subjects
 from hermes_proto.events import NotificationSent, ThreadOpened
+
 from hermes_cli.natsserver import free_port
-from procs import ServiceProcess, model_env, service_processes, start_ready
 
 TOKEN = "555111:channel-test-SECRET"
 CHAT_A, CHAT_B, STRANGER = 4101, 4202, 9909
@@ -45,8 +46,10 @@ class Stack:
 
     async def message(self, chat: int, predicate, timeout_s: float = 30) -> dict:
         """The first message in ``chat`` (as edited so far) for which ``predicate(message)`` holds."""
+
         def found():
             return next((m for m in self.telegram.messages_to(chat) if predicate(m)), None)
+
         return await wait_until(found, timeout_s=timeout_s, interval_s=0.1)
 
     async def threads_of(self, chat: int) -> list[str]:
@@ -59,12 +62,22 @@ async def stack(js_client, bus_env, tmp_path: Path) -> AsyncIterator[Stack]:
     _, js = js_client
     model = await FakeOpenAIServer(reply=Reply(chunks=WORDS, chunk_delay_s=0.15), models=["fake"]).start()
     async with FakeTelegramServer(token=TOKEN) as telegram:
-        env = dict(bus_env, **model_env(model.port), METRICS_PORT="0", HERMES_MAX_QUESTIONS="2",
-                   HERMES_ANSWER_TIMEOUT_SECONDS="300", HERMES_EDGE_HEARTBEAT_S="0.5",
-                   TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID=str(CHAT_A),
-                   TELEGRAM_ALLOWED_CHAT_IDS=f"{CHAT_A},{CHAT_B}", TELEGRAM_API_BASE_URL=telegram.api_base_url,
-                   TELEGRAM_POLL_TIMEOUT_S="2", TELEGRAM_STREAM_INTERVAL_S="0.3", TELEGRAM_RETRY_BACKOFF_S="0.2",
-                   HERMES_WEB_BASE_URL="http://hermes.test")
+        env = dict(
+            bus_env,
+            **model_env(model.port),
+            METRICS_PORT="0",
+            HERMES_MAX_QUESTIONS="2",
+            HERMES_ANSWER_TIMEOUT_SECONDS="300",
+            HERMES_EDGE_HEARTBEAT_S="0.5",
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_CHAT_ID=str(CHAT_A),
+            TELEGRAM_ALLOWED_CHAT_IDS=f"{CHAT_A},{CHAT_B}",
+            TELEGRAM_API_BASE_URL=telegram.api_base_url,
+            TELEGRAM_POLL_TIMEOUT_S="2",
+            TELEGRAM_STREAM_INTERVAL_S="0.3",
+            TELEGRAM_RETRY_BACKOFF_S="0.2",
+            HERMES_WEB_BASE_URL="http://hermes.test",
+        )
         procs = service_processes(env, tmp_path / "logs", ("orchestrator", "learner", "router", "edge", "notifier"))
         stack = Stack(js, procs, model, telegram)
         try:
@@ -96,20 +109,31 @@ async def test_an_idea_from_the_phone_streams_asks_and_refines(stack: Stack):
     assert first_text.startswith("*Got it") and idea not in first_text  # sent as escaped MarkdownV2 ...
     assert idea in parse_markdown_v2(first_text)[0]  # ... which Telegram parses back to the idea as written
     # Draft 1 streams into that message: several edits, each showing more, then the whole draft with its origin.
-    final = await stack.message(CHAT_A, lambda m: m["message_id"] == ack["message_id"]
-                                and m["text"].startswith("Draft 1\n"), timeout_s=60)
-    edits = [c for c in telegram.calls_to("editMessageText")
-             if str(c.params.get("message_id")) == str(ack["message_id"]) and c.status == 200]
+    final = await stack.message(
+        CHAT_A, lambda m: m["message_id"] == ack["message_id"] and m["text"].startswith("Draft 1\n"), timeout_s=60
+    )
+    edits = [
+        c
+        for c in telegram.calls_to("editMessageText")
+        if str(c.params.get("message_id")) == str(ack["message_id"]) and c.status == 200
+    ]
     assert len(edits) >= 3, f"draft 1 should stream in place, got {len(edits)} edits"
     assert "".join(WORDS).strip() in final["text"] and "talos · fake" in final["text"]
 
     thread_id = (await stack.threads_of(CHAT_A))[0]
     # Questions arrive one message each, with suggestion buttons; the last has "done".
-    questions = await wait_until(lambda: [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]
-                                          and f"thread {thread_id}" in m["text"]] or None, timeout_s=30)
+    questions = await wait_until(
+        lambda: (
+            [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"] and f"thread {thread_id}" in m["text"]]
+            or None
+        ),
+        timeout_s=30,
+    )
     proposed = [e for e in await thread_events(stack.js, thread_id) if e.type_name() == "questions_proposed"][0]
-    await wait_until(lambda: len([m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]])
-                     == len(proposed.questions), timeout_s=15)
+    await wait_until(
+        lambda: len([m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]]) == len(proposed.questions),
+        timeout_s=15,
+    )
     questions = [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]]
     first = questions[0]
     answer_buttons = [data for _, data in buttons(first) if data.startswith("a:")]
@@ -180,10 +204,13 @@ async def test_commands_answer_in_the_chat(stack: Stack):
     await stack.message(CHAT_B, lambda m: m["text"].startswith("That thread is not one of this chat's"))
     telegram.push_callback(CHAT_B, f"r:{other}:1")
     telegram.push_callback(CHAT_B, f"a:{other}:0:0")
-    await wait_until(lambda: sum(m["text"].startswith("That thread is not") for m in telegram.messages_to(CHAT_B))
-                     == 3 or None, timeout_s=20)
-    assert not [e for e in await thread_events(stack.js, other)
-                if e.type_name() in ("thread_rated", "answer_collected")]
+    await wait_until(
+        lambda: sum(m["text"].startswith("That thread is not") for m in telegram.messages_to(CHAT_B)) == 3 or None,
+        timeout_s=20,
+    )
+    assert not [
+        e for e in await thread_events(stack.js, other) if e.type_name() in ("thread_rated", "answer_collected")
+    ]
     assert not any(thread_id in m["text"] for m in telegram.messages_to(CHAT_A))
 
 
@@ -215,13 +242,17 @@ async def test_two_chats_stay_apart_across_a_notifier_kill(stack: Stack):
     await asyncio.sleep(1)
     await stack.start("notifier")
 
-    threads = {chat: await wait_until(lambda c=chat: _at_least(stack.threads_of(c), 3), timeout_s=30)
-               for chat in (CHAT_A, CHAT_B)}
+    threads = {
+        chat: await wait_until(lambda c=chat: _at_least(stack.threads_of(c), 3), timeout_s=30)
+        for chat in (CHAT_A, CHAT_B)
+    }
     for chat, ids in threads.items():  # each thread gets to its questions (draft 1 shown, every question sent)
         for thread_id in ids:
             proposed = await wait_until(lambda t=thread_id: _of(stack.js, t, "questions_proposed"), timeout_s=120)
-            await wait_until(lambda t=thread_id, c=chat, n=len(proposed[0].questions): len(_questions_shown(
-                stack, c, t)) >= n, timeout_s=60)
+            await wait_until(
+                lambda t=thread_id, c=chat, n=len(proposed[0].questions): len(_questions_shown(stack, c, t)) >= n,
+                timeout_s=60,
+            )
     await asyncio.sleep(1)  # a repeated message would come now
     records = await stored_events(stack.js, subjects.event_type_filter(NotificationSent))
     sent = Counter()
@@ -276,10 +307,17 @@ async def test_webhook_mode_end_to_end(js_client, bus_env, tmp_path: Path):
     POSTs each update to the gateway's route, which stores it in HERMES_INBOX; the notifier answers in the chat."""
     secret = "webhook-secret_0123456789"
     async with FakeTelegramServer(token=TOKEN) as telegram:
-        env = dict(bus_env, METRICS_PORT="0", HERMES_WEB_PORT=str(free_port()), TELEGRAM_BOT_TOKEN=TOKEN,
-                   TELEGRAM_CHAT_ID=str(CHAT_A), TELEGRAM_API_BASE_URL=telegram.api_base_url,
-                   TELEGRAM_UPDATES="webhook", TELEGRAM_WEBHOOK_URL="https://hermes.example.test/api/telegram/webhook",
-                   TELEGRAM_WEBHOOK_SECRET=secret)
+        env = dict(
+            bus_env,
+            METRICS_PORT="0",
+            HERMES_WEB_PORT=str(free_port()),
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_CHAT_ID=str(CHAT_A),
+            TELEGRAM_API_BASE_URL=telegram.api_base_url,
+            TELEGRAM_UPDATES="webhook",
+            TELEGRAM_WEBHOOK_URL="https://hermes.example.test/api/telegram/webhook",
+            TELEGRAM_WEBHOOK_SECRET=secret,
+        )
         procs = service_processes(env, tmp_path / "logs", ("gateway", "notifier"))
         stack = Stack(js_client[1], procs, None, telegram)  # type: ignore[arg-type]
         try:

@@ -14,8 +14,9 @@ import re
 from conftest import stored_dead_letters, thread_events, wait_until
 from fakes.llm_servers import Reply
 from fakes.telegram_api import TEXT_LIMIT, ApiCall, parse_markdown_v2
-from hermes_proto import subjects
 from test_telegram_channel import CHAT_A, SPECIAL, Stack, _at_least, buttons, reply_to, stack  # noqa: F401 (fixture)
+
+from hermes_proto import subjects
 
 FLOOD_WAIT_S = 2
 CLOCK_SLACK_S = 0.05
@@ -40,7 +41,7 @@ def long_draft() -> str:
 
 def chopped(text: str, size: int) -> list[str]:
     """``text`` as the model streams it: pieces of ``size`` characters (never mind word boundaries)."""
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def plain(call: ApiCall) -> str:
@@ -64,6 +65,7 @@ async def new_thread(stack: Stack, chat: int) -> str:
     async def first():
         threads = await stack.threads_of(chat)
         return threads[0] if threads else None
+
     return await wait_until(first, timeout_s=20)
 
 
@@ -81,12 +83,13 @@ async def test_a_draft_longer_than_one_message_arrives_whole_in_order(stack: Sta
     async def draft_record():
         sent = [r for r in await events_of(stack, thread_id, "notification_sent") if r.kind == "draft_presented"]
         return sent[0] if sent else None
+
     record = await wait_until(draft_record, timeout_s=40)
     ids = [int(i) for i in record.external_id.split(",")]
     assert ids[0] == ack["message_id"] and len(ids) >= 4, ids
     in_chat = telegram.messages_to(CHAT_A)
-    assert [m["message_id"] for m in in_chat][:len(ids)] == ids, "the parts follow the ack at once, in order"
-    parts = [m["text"] for m in in_chat[:len(ids)]]
+    assert [m["message_id"] for m in in_chat][: len(ids)] == ids, "the parts follow the ack at once, in order"
+    parts = [m["text"] for m in in_chat[: len(ids)]]
     assert parts[0].startswith("Draft 1\n\n") and parts[0] != "Draft 1", "the ack shows the draft itself"
     assert all(utf16_len(p) <= TEXT_LIMIT for p in parts), [utf16_len(p) for p in parts]
 
@@ -97,8 +100,13 @@ async def test_a_draft_longer_than_one_message_arrives_whole_in_order(stack: Sta
     assert cuts is not None, "the parts, joined at whitespace, are the whole draft message"
     assert set(cuts.groups()) == {"\n\n", "\n", " "}, f"cuts at {cuts.groups()!r}"
     # Nothing Telegram refused on the way (an unescaped character, a part too long, a no-op edit while streaming).
-    refused = [(c.method, c.status) for c in telegram.calls if c.method in ("sendMessage", "editMessageText")
-               and str(c.params.get("chat_id")) == str(CHAT_A) and c.status != 200]
+    refused = [
+        (c.method, c.status)
+        for c in telegram.calls
+        if c.method in ("sendMessage", "editMessageText")
+        and str(c.params.get("chat_id")) == str(CHAT_A)
+        and c.status != 200
+    ]
     assert not refused, refused
 
 
@@ -106,8 +114,9 @@ async def test_done_with_one_answer_sends_it_and_closes_the_rest(stack: Stack):
     """``/done`` after answering one of several questions sends exactly that answer and draft 2 follows; a later
     reply to another question is told answers are closed and records nothing."""
     telegram = stack.telegram
-    stack.model.reply = Reply(text="Grow herbs in three pots by the window and water them twice a week.",
-                              chunk_delay_s=0.02)
+    stack.model.reply = Reply(
+        text="Grow herbs in three pots by the window and water them twice a week.", chunk_delay_s=0.02
+    )
     telegram.push_text(CHAT_A, "help me plan a vegetable garden on my balcony")
     thread_id = await new_thread(stack, CHAT_A)
     proposed = (await wait_until(lambda: events_of(stack, thread_id, "questions_proposed"), timeout_s=40))[0]
@@ -150,25 +159,33 @@ async def test_flood_control_pauses_streaming_and_the_final_edit_waits_it_out(st
     stack.model.reply = Reply(chunks=content + [""] * 4, chunk_delay_s=0.6)
     telegram.push_text(CHAT_A, "Plan a flood-proof garden")
     ack = await stack.message(CHAT_A, lambda m: m["text"].startswith("Got it"))
-    await wait_until(lambda: any(c.status == 200 and streaming(c) for c in edits_in(stack, CHAT_A)) or None,
-                     timeout_s=20, interval_s=0.02)
+    await wait_until(
+        lambda: any(c.status == 200 and streaming(c) for c in edits_in(stack, CHAT_A)) or None,
+        timeout_s=20,
+        interval_s=0.02,
+    )
     telegram.fail_next(2, status=429, retry_after=FLOOD_WAIT_S, method="editMessageText")
 
     full = "".join(content).strip()
-    await wait_until(lambda: any(c.status == 200 and streaming(c) and full in plain(c)
-                                 for c in edits_in(stack, CHAT_A)) or None, timeout_s=30, interval_s=0.02)
+    await wait_until(
+        lambda: any(c.status == 200 and streaming(c) and full in plain(c) for c in edits_in(stack, CHAT_A)) or None,
+        timeout_s=30,
+        interval_s=0.02,
+    )
     assert [c.status for c in edits_in(stack, CHAT_A) if streaming(c)].count(429) == 2
     telegram.fail_next(1, status=429, retry_after=FLOOD_WAIT_S, method="editMessageText")
-    final = await stack.message(CHAT_A, lambda m: m["message_id"] == ack["message_id"]
-                                and m["text"].startswith("Draft 1\n"), timeout_s=40)
+    final = await stack.message(
+        CHAT_A, lambda m: m["message_id"] == ack["message_id"] and m["text"].startswith("Draft 1\n"), timeout_s=40
+    )
     assert full in final["text"] and "talos · fake" in final["text"]
 
     edits = edits_in(stack, CHAT_A)
     assert all(str(c.params["message_id"]) == str(ack["message_id"]) for c in edits)
     streamed = [c for c in edits if streaming(c)]
     for flood in (c for c in streamed if c.status == 429):
-        during = [c for c in streamed if flood.received_at < c.received_at < flood.received_at + FLOOD_WAIT_S
-                  - CLOCK_SLACK_S]
+        during = [
+            c for c in streamed if flood.received_at < c.received_at < flood.received_at + FLOOD_WAIT_S - CLOCK_SLACK_S
+        ]
         assert not during, f"{len(during)} streaming edit(s) tried within the flood wait"
     last_flood = max(c.received_at for c in streamed if c.status == 429)
     assert any(c.status == 200 and c.received_at > last_flood for c in streamed), "streaming went on after"
@@ -176,8 +193,11 @@ async def test_flood_control_pauses_streaming_and_the_final_edit_waits_it_out(st
     assert [c.status for c in written] == [429, 200], "the final edit waited out its flood wait and succeeded"
     assert written[1].received_at - written[0].received_at >= FLOOD_WAIT_S - CLOCK_SLACK_S
     assert plain(written[1]) == final["text"]
-    sent = [r for r in await events_of(stack, (await stack.threads_of(CHAT_A))[0], "notification_sent")
-            if r.kind == "draft_presented"]
+    sent = [
+        r
+        for r in await events_of(stack, (await stack.threads_of(CHAT_A))[0], "notification_sent")
+        if r.kind == "draft_presented"
+    ]
     assert [r.external_id for r in sent] == [str(ack["message_id"])], "recorded once, in the ack message"
 
 
@@ -201,13 +221,16 @@ async def test_malformed_updates_do_not_stop_the_poller(stack: Stack):
     telegram.push_update(callback_query={"id": "77", "from": {"id": CHAT_A, "first_name": "T"}, "data": "d:x"})
     telegram.push_text(CHAT_A, "/status")
     # /threads and /status both answer "No threads in this chat yet" here.
-    await wait_until(lambda: sum(t.startswith("No threads in this chat yet") for t in stack.texts(CHAT_A)) == 2
-                     or None, timeout_s=20)
+    await wait_until(
+        lambda: sum(t.startswith("No threads in this chat yet") for t in stack.texts(CHAT_A)) == 2 or None, timeout_s=20
+    )
 
     # Confirmed: a later poll's offset is past them, and each was logged once (not polled again and again).
     last_bad = max(u["update_id"] for u in bad)
-    await wait_until(lambda: any(int(c.params.get("offset") or 0) > last_bad
-                                 for c in telegram.calls_to("getUpdates")) or None, timeout_s=20)
+    await wait_until(
+        lambda: any(int(c.params.get("offset") or 0) > last_bad for c in telegram.calls_to("getUpdates")) or None,
+        timeout_s=20,
+    )
     assert notifier.log_text().count('"update_undecodable"') == len(bad)
     assert notifier.alive()
     info = await stack.js.stream_info(subjects.INBOX_STREAM)

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nats.js.errors import NotFoundError
-from telegram import Bot
-
 from conftest import NatsServer, wait_until
 from fakes.telegram_api import FakeTelegramServer
-from hermes_gateway.config import GatewaySettings
+from nats.js.errors import NotFoundError
+from procs import ServiceProcess
+from telegram import Bot
+from test_gateway_api import Gateway, assert_error, start_gateway
+
 from hermes_proto import subjects
 from hermes_proto.bus import RawMessage
 from hermes_proto.inbox import telegram_msg_id
-from procs import ServiceProcess
-from test_gateway_api import Gateway, assert_error, start_gateway
+
+from hermes_gateway.config import GatewaySettings
 
 TOKEN = "909090:webhook-test"
 SECRET = "hermes-Webhook_secret-0123456789"
@@ -52,8 +53,9 @@ async def inbox(js) -> list[RawMessage]:
 async def outcomes(gateway: Gateway, http: httpx.AsyncClient) -> dict[str, float]:
     """``hermes_telegram_webhook_updates_total`` by ``outcome``."""
     families = await gateway.metrics(http)
-    return {s.labels["outcome"]: s.value for s in families["hermes_telegram_webhook_updates"]
-            if s.name.endswith("_total")}
+    return {
+        s.labels["outcome"]: s.value for s in families["hermes_telegram_webhook_updates"] if s.name.endswith("_total")
+    }
 
 
 @dataclass
@@ -84,8 +86,10 @@ async def stack(bus_env: dict[str, str], js_client, tmp_path: Path, http: httpx.
     _, js = js_client
     gateway = await start_gateway(bus_env, tmp_path / "logs", TELEGRAM_WEBHOOK_SECRET=SECRET)
     try:
-        async with FakeTelegramServer(token=TOKEN) as telegram, \
-                Bot(TOKEN, base_url=f"{telegram.api_base_url}/bot") as bot:
+        async with (
+            FakeTelegramServer(token=TOKEN) as telegram,
+            Bot(TOKEN, base_url=f"{telegram.api_base_url}/bot") as bot,
+        ):
             telegram.webhook_delivery_url = f"{gateway.url}{ROUTE}"  # the TLS proxy in front of the gateway
             yield Stack(gateway, telegram, bot, js, http)
     finally:
@@ -106,8 +110,11 @@ async def test_pushed_updates_land_on_the_inbox_once(stack: Stack) -> None:
     assert await stack.bot.set_webhook(PUBLIC_URL, secret_token=SECRET)
     pushed = [early, telegram.push_text(CHATS[1], "plan my balcony garden"), telegram.push_text(CHATS[0], "/status")]
     stored = await wait_until(lambda: _when_count(inbox(js), 3), timeout_s=15)
-    assert [m.subject for m in stored] == [f"hermes.inbox.telegram.{CHATS[0]}", f"hermes.inbox.telegram.{CHATS[1]}",
-                                           f"hermes.inbox.telegram.{CHATS[0]}"]
+    assert [m.subject for m in stored] == [
+        f"hermes.inbox.telegram.{CHATS[0]}",
+        f"hermes.inbox.telegram.{CHATS[1]}",
+        f"hermes.inbox.telegram.{CHATS[0]}",
+    ]
     assert [json.loads(m.data) for m in stored] == pushed
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [telegram_msg_id(u["update_id"]) for u in pushed]
     delivered = [(update_id, status) for update_id, status in telegram.webhook_deliveries if status == 200]
@@ -131,8 +138,16 @@ async def _when_count(messages, n: int) -> list[RawMessage] | None:
 
 
 async def test_requests_that_are_not_telegram_updates_store_nothing(stack: Stack) -> None:
-    update = {"update_id": 7001, "message": {"message_id": 1, "date": 0, "chat": {"id": CHATS[0], "type": "private"},
-                                             "from": {"id": CHATS[0], "first_name": "T"}, "text": "hi"}}
+    update = {
+        "update_id": 7001,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "chat": {"id": CHATS[0], "type": "private"},
+            "from": {"id": CHATS[0], "first_name": "T"},
+            "text": "hi",
+        },
+    }
     body = json.dumps(update)
     for secret in (None, "", "wrong", SECRET + "x", SECRET[:-1]):
         refused = assert_error(await stack.post(body, secret=secret), 401, "unauthorized")
@@ -155,12 +170,17 @@ async def test_requests_that_are_not_telegram_updates_store_nothing(stack: Stack
     assert (response.status_code, response.json()) == (200, {"ok": True})
     [stored] = await inbox(stack.js)
     assert (stored.subject, stored.data) == ("hermes.inbox.telegram.5551", raw)
-    assert await outcomes(stack.gateway, stack.http) == {"unauthorized": 5, "bad_update": 4, "ignored": 1,
-                                                         "published": 1}
+    assert await outcomes(stack.gateway, stack.http) == {
+        "unauthorized": 5,
+        "bad_update": 4,
+        "ignored": 1,
+        "published": 1,
+    }
 
 
-async def test_without_jetstream_the_update_is_refused_and_stored_once_when_resent(stack: Stack,
-                                                                                 nats_server: NatsServer) -> None:
+async def test_without_jetstream_the_update_is_refused_and_stored_once_when_resent(
+    stack: Stack, nats_server: NatsServer
+) -> None:
     direct = json.dumps({"update_id": 8001, "message": {"message_id": 1, "chat": {"id": CHATS[1]}, "text": "hi?"}})
     assert await stack.bot.set_webhook(PUBLIC_URL, secret_token=SECRET)
     nats_server.stop()
@@ -180,16 +200,24 @@ async def test_without_jetstream_the_update_is_refused_and_stored_once_when_rese
     assert [json.loads(m.data) for m in stored if m.subject == f"hermes.inbox.telegram.{CHATS[0]}"] == [pushed]
 
 
-async def test_the_route_is_off_without_a_secret(bus_env: dict[str, str], js_client, tmp_path: Path,
-                                                 http: httpx.AsyncClient) -> None:
+async def test_the_route_is_off_without_a_secret(
+    bus_env: dict[str, str], js_client, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
     _, js = js_client
     env = {k: v for k, v in bus_env.items() if k.upper() != "TELEGRAM_WEBHOOK_SECRET"}
     gateway = await start_gateway(env, tmp_path / "logs")
     try:
         for secret in (SECRET, None):
             headers = {HEADER: secret} if secret else {}
-            off = assert_error(await http.post(f"{gateway.url}{ROUTE}", json={"update_id": 1, "message": {
-                "message_id": 1, "chat": {"id": 1}}}, headers=headers), 404, "webhook_off")
+            off = assert_error(
+                await http.post(
+                    f"{gateway.url}{ROUTE}",
+                    json={"update_id": 1, "message": {"message_id": 1, "chat": {"id": 1}}},
+                    headers=headers,
+                ),
+                404,
+                "webhook_off",
+            )
             assert "TELEGRAM_WEBHOOK_SECRET" in off["error"]["user_action"]
     finally:
         gateway.process.stop()
@@ -198,8 +226,9 @@ async def test_the_route_is_off_without_a_secret(bus_env: dict[str, str], js_cli
 
 def test_a_secret_telegram_would_refuse_stops_the_gateway_at_start(bus_env: dict[str, str], tmp_path: Path) -> None:
     bad = "spaces and ! are not allowed"
-    process = ServiceProcess("gateway-bad", "hermes_gateway", {**bus_env, "TELEGRAM_WEBHOOK_SECRET": bad},
-                             tmp_path / "logs").start()
+    process = ServiceProcess(
+        "gateway-bad", "hermes_gateway", {**bus_env, "TELEGRAM_WEBHOOK_SECRET": bad}, tmp_path / "logs"
+    ).start()
     assert process.proc is not None
     assert process.proc.wait(timeout=30) != 0
     log = process.log_text()

@@ -33,7 +33,10 @@ def test_listing_helpers() -> None:
     assert when("2026-05-09T07:35:12.345+00:00") == "2026-05-09 07:35" and when(None) == "-"
     assert clip("a  b\n c", 10) == "a b c" and clip("abcdefgh", 5) == "abcd…" and len(clip("x" * 80, 60)) == 60
     assert table([["ID", "STATUS"], ["t-1", "completed"], ["t-22", ""]]).splitlines() == [
-        "ID    STATUS", "t-1   completed", "t-22"]
+        "ID    STATUS",
+        "t-1   completed",
+        "t-22",
+    ]
 
 
 def test_the_export_copy_counts_records_even_without_a_last_newline() -> None:
@@ -58,15 +61,17 @@ def test_a_corrected_payload_is_a_json_object_from_the_text_or_a_file(tmp_path) 
 def test_the_follower_streams_its_draft_s_tokens_and_holds_early_ones() -> None:
     out = io.StringIO()
     follower = ThreadFollower(draft=1, out=out)
-    events = [sse("token", job_id="j1", seq=0, text="Hel"),  # before its job_queued: held
-              sse("job_queued", job_id="j1", kind="draft1"),
-              sse("job_queued", job_id="c1", kind="classify"),
-              sse("token", job_id="c1", seq=0, text="IGNORED"),  # another job's tokens are not shown
-              sse("token", job_id="j1", seq=1, text="lo"),
-              SseEvent(event="comment", data=""),
-              sse("execution_completed", job_id="j1", prompt_tokens=3, completion_tokens=4, latency_ms=1500.0),
-              sse("draft_presented", job_id="j1", draft_number=1, text="Hello", backend="talos", model="m"),
-              sse("questions_proposed", questions=[{"question_id": "q1"}])]
+    events = [
+        sse("token", job_id="j1", seq=0, text="Hel"),  # before its job_queued: held
+        sse("job_queued", job_id="j1", kind="draft1"),
+        sse("job_queued", job_id="c1", kind="classify"),
+        sse("token", job_id="c1", seq=0, text="IGNORED"),  # another job's tokens are not shown
+        sse("token", job_id="j1", seq=1, text="lo"),
+        SseEvent(event="comment", data=""),
+        sse("execution_completed", job_id="j1", prompt_tokens=3, completion_tokens=4, latency_ms=1500.0),
+        sse("draft_presented", job_id="j1", draft_number=1, text="Hello", backend="talos", model="m"),
+        sse("questions_proposed", questions=[{"question_id": "q1"}]),
+    ]
     follower.follow(iter(events), timeout_s=30, until_questions=True)
     assert out.getvalue() == "\nDraft 1:\nHello\n  (talos · m, 7 tokens, 1.5 s)\n"
     assert follower.questions == [{"question_id": "q1"}] and not (follower.completed or follower.failed)
@@ -75,12 +80,19 @@ def test_the_follower_streams_its_draft_s_tokens_and_holds_early_ones() -> None:
 def test_the_follower_prints_the_final_text_after_a_missed_token_and_says_how_it_ended() -> None:
     out = io.StringIO()
     follower = ThreadFollower(draft=2, out=out)
-    follower.follow(iter([sse("job_queued", job_id="j2", kind="draft2"),
-                          sse("token", job_id="j2", seq=0, text="Draft"),
-                          sse("token", job_id="j2", seq=2, text="lost order"),  # seq 1 missed
-                          sse("draft_presented", job_id="j2", draft_number=2, text="Done right", backend="b",
-                              model="m"),
-                          sse("thread_completed", reason="answered")]), timeout_s=30, until_questions=False)
+    follower.follow(
+        iter(
+            [
+                sse("job_queued", job_id="j2", kind="draft2"),
+                sse("token", job_id="j2", seq=0, text="Draft"),
+                sse("token", job_id="j2", seq=2, text="lost order"),  # seq 1 missed
+                sse("draft_presented", job_id="j2", draft_number=2, text="Done right", backend="b", model="m"),
+                sse("thread_completed", reason="answered"),
+            ]
+        ),
+        timeout_s=30,
+        until_questions=False,
+    )
     assert out.getvalue() == "\nDraft 2:\nDraft\n[final text]\nDone right\n  (b · m)\n"
     assert follower.completed == "answered"
     failed = ThreadFollower(draft=1, out=io.StringIO())

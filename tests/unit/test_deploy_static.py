@@ -68,21 +68,51 @@ HERMES_DISTS = {s.dist for s in SERVICES}
 
 #: The metric names dashboards may query (the services' stable metrics).
 #: Secrets: never in compose `environment`, only in git-ignored env files / k8s Secrets.
-SECRET_VARS = ("HERMES_API_TOKENS", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "TELEGRAM_WEBHOOK_SECRET",
-               "BACKEND_REMOTE_API_KEY", "DATABASE_URL", "GF_SECURITY_ADMIN_PASSWORD")
+SECRET_VARS = (
+    "HERMES_API_TOKENS",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "BACKEND_REMOTE_API_KEY",
+    "DATABASE_URL",
+    "GF_SECURITY_ADMIN_PASSWORD",
+)
 
 #: Every setting the services read (docs/architecture.md and the deployment brief); example.env names each.
 DOCUMENTED_VARS = (
-    "NATS_URL", "HERMES_HOME", "LOG_LEVEL", "METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "DATABASE_URL",
-    "STREAM_REPLICAS", "HERMES_WEB_HOST", "HERMES_WEB_PORT", "HERMES_MAX_INPUT_LENGTH", "HERMES_API_TOKENS",
-    "HERMES_MAX_QUESTIONS", "HERMES_ANSWER_TIMEOUT_SECONDS", "HERMES_LEARNING_ENABLED",
-    "HERMES_BACKENDS_ENABLED", "HERMES_PRIMARY_BACKEND", "HERMES_FALLBACK_BACKEND",
-    "HERMES_DEFAULT_SELECTION_CRITERIA", "HERMES_DAILY_BUDGET_CENTS", "HERMES_MAX_COST_PER_JOB_CENTS",
-    "HERMES_EDGE_BACKEND", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "TELEGRAM_API_BASE_URL", "HERMES_WEB_BASE_URL",
-    *(f"BACKEND_REMOTE_API_{k}" for k in ("ENABLED", "TYPE", "HOST", "PORT", "KEY", "MODELS", "TIMEOUT",
-                                          "RATE_LIMIT", "HEALTH_CHECK_INTERVAL")),
-    *(f"BACKEND_TALOS_{k}" for k in ("ENABLED", "TYPE", "HOST", "PORT", "MODELS", "TIMEOUT", "RATE_LIMIT",
-                                     "HEALTH_CHECK_INTERVAL")),
+    "NATS_URL",
+    "HERMES_HOME",
+    "LOG_LEVEL",
+    "METRICS_PORT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "DATABASE_URL",
+    "STREAM_REPLICAS",
+    "HERMES_WEB_HOST",
+    "HERMES_WEB_PORT",
+    "HERMES_MAX_INPUT_LENGTH",
+    "HERMES_API_TOKENS",
+    "HERMES_MAX_QUESTIONS",
+    "HERMES_ANSWER_TIMEOUT_SECONDS",
+    "HERMES_LEARNING_ENABLED",
+    "HERMES_BACKENDS_ENABLED",
+    "HERMES_PRIMARY_BACKEND",
+    "HERMES_FALLBACK_BACKEND",
+    "HERMES_DEFAULT_SELECTION_CRITERIA",
+    "HERMES_DAILY_BUDGET_CENTS",
+    "HERMES_MAX_COST_PER_JOB_CENTS",
+    "HERMES_EDGE_BACKEND",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "TELEGRAM_API_BASE_URL",
+    "HERMES_WEB_BASE_URL",
+    *(
+        f"BACKEND_REMOTE_API_{k}"
+        for k in ("ENABLED", "TYPE", "HOST", "PORT", "KEY", "MODELS", "TIMEOUT", "RATE_LIMIT", "HEALTH_CHECK_INTERVAL")
+    ),
+    *(
+        f"BACKEND_TALOS_{k}"
+        for k in ("ENABLED", "TYPE", "HOST", "PORT", "MODELS", "TIMEOUT", "RATE_LIMIT", "HEALTH_CHECK_INTERVAL")
+    ),
 )
 
 
@@ -97,6 +127,7 @@ def load_yaml_all(path: Path) -> list[Any]:
 # =====================================================================================================
 # Dockerfiles
 # =====================================================================================================
+
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """``(INSTRUCTION, arguments)`` pairs: comments dropped, continuation lines joined."""
@@ -124,7 +155,7 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
     starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
     assert starts, "no FROM"
-    return instructions[starts[-1]:]
+    return instructions[starts[-1] :]
 
 
 def global_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
@@ -182,13 +213,14 @@ def test_dockerfile_healthcheck_expose_entrypoint(svc: Svc) -> None:
     assert checks, f"{svc.dockerfile}: no HEALTHCHECK"
     check = checks[-1]
     assert not check.upper().startswith("NONE") and " CMD " in f" {check} ", check
-    assert f"{svc.port}" in check and svc.health in check, \
+    assert f"{svc.port}" in check and svc.health in check, (
         f"{svc.dockerfile}: HEALTHCHECK should GET {svc.health} on port {svc.port}: {check}"
+    )
     exposed = {p.split("/")[0] for word, rest in stage if word == "EXPOSE" for p in rest.split()}
     assert str(svc.port) in exposed, f"{svc.dockerfile}: EXPOSE {svc.port} missing ({exposed})"
     entry = [rest for word, rest in stage if word == "ENTRYPOINT"]
     assert entry, f"{svc.dockerfile}: no ENTRYPOINT"
-    assert json.loads(entry[-1]) == [svc.script], f"ENTRYPOINT should be the exec form [\"{svc.script}\"]"
+    assert json.loads(entry[-1]) == [svc.script], f'ENTRYPOINT should be the exec form ["{svc.script}"]'
     scripts = tomllib.loads((ROOT / "services" / svc.folder / "pyproject.toml").read_text())["project"]["scripts"]
     assert svc.script in scripts, f"{svc.script} is not a console script of {svc.dist}"
 
@@ -210,7 +242,9 @@ def test_dockerfile_installs_only_its_own_package(svc: Svc) -> None:
         assert not re.search(r"\bpip\s+install\s+(-e\s+)?\.(\s|$)", command), "no install of the workspace root"
     # What enters the build: the lock, the workspace shape (pyprojects) and the two packages' sources.
     members = workspace_members()
-    allowed = {"uv.lock", "pyproject.toml", "proto", f"services/{svc.folder}"} | {f"{m}/pyproject.toml" for m in members}
+    allowed = {"uv.lock", "pyproject.toml", "proto", f"services/{svc.folder}"} | {
+        f"{m}/pyproject.toml" for m in members
+    }
     copied: set[str] = set()
     for word, rest in ins:
         if word in {"COPY", "ADD"} and "--from=" not in rest:
@@ -228,9 +262,13 @@ def locked_closure(dist: str) -> set[str]:
     """The distributions `uv sync --frozen --no-dev --package dist` installs, per uv.lock."""
     uv = shutil.which("uv")
     assert uv, "uv is required (the workspace is managed with uv)"
-    out = subprocess.run([uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header",
-                          "--no-annotate", "--package", dist], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header", "--no-annotate", "--package", dist],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     names = set()
     for line in out.splitlines():
         line = line.strip()
@@ -257,6 +295,7 @@ def test_locked_closure_holds_no_other_service(svc: Svc) -> None:
 
 def dockerignore_matches(patterns: list[str], path: str) -> bool:
     """Docker's .dockerignore semantics (last match wins, `!` re-includes, a match on a parent excludes)."""
+
     def to_regex(pattern: str) -> re.Pattern[str]:
         out = ""
         i = 0
@@ -291,18 +330,34 @@ def test_dockerignore_keeps_sources_and_drops_secrets() -> None:
     path = ROOT / ".dockerignore"
     assert path.is_file(), "a root .dockerignore is required (the build context is the repository root)"
     patterns = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    for needed in ["uv.lock", "pyproject.toml", "proto/pyproject.toml", "proto/src/hermes_proto/bus.py",
-                   "cli/pyproject.toml", *(f"services/{s.folder}/pyproject.toml" for s in SERVICES),
-                   *(f"services/{s.folder}/src/{s.module}/__init__.py" for s in SERVICES)]:
+    for needed in [
+        "uv.lock",
+        "pyproject.toml",
+        "proto/pyproject.toml",
+        "proto/src/hermes_proto/bus.py",
+        "cli/pyproject.toml",
+        *(f"services/{s.folder}/pyproject.toml" for s in SERVICES),
+        *(f"services/{s.folder}/src/{s.module}/__init__.py" for s in SERVICES),
+    ]:
         assert not dockerignore_matches(patterns, needed), f".dockerignore excludes {needed}, which the build needs"
-    for unwanted in [".git/config", ".venv/bin/python", "deploy/compose/.env", "deploy/compose/secrets/notifier.env",
-                     "services/gateway/.env", "services/gateway/local.env", "proto/prod.env", "proto/src/hermes_proto/__pycache__/bus.cpython-311.pyc", "tests/test_x.py"]:
+    for unwanted in [
+        ".git/config",
+        ".venv/bin/python",
+        "deploy/compose/.env",
+        "deploy/compose/secrets/notifier.env",
+        "services/gateway/.env",
+        "services/gateway/local.env",
+        "proto/prod.env",
+        "proto/src/hermes_proto/__pycache__/bus.cpython-311.pyc",
+        "tests/test_x.py",
+    ]:
         assert dockerignore_matches(patterns, unwanted), f".dockerignore lets {unwanted} into the build context"
 
 
 # =====================================================================================================
 # Compose
 # =====================================================================================================
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
@@ -314,8 +369,11 @@ def compose_services_of(compose: dict[str, Any], svc: Svc) -> dict[str, dict[str
     found = {}
     for name, spec in compose["services"].items():
         build = spec.get("build")
-        if isinstance(build, dict) and (COMPOSE_DIR / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
-                                        ).resolve() == svc.dockerfile:
+        if (
+            isinstance(build, dict)
+            and (COMPOSE_DIR / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
+            == svc.dockerfile
+        ):
             found[name] = spec
     return found
 
@@ -329,8 +387,10 @@ def env_default(value: Any) -> str:
 
 def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> None:
     if not COMPOSE_SCHEMA.is_file():
-        pytest.skip(f"Compose Specification schema not found at {COMPOSE_SCHEMA} (shared/ is not beside the "
-                    "project on this machine); the other compose checks still run")
+        pytest.skip(
+            f"Compose Specification schema not found at {COMPOSE_SCHEMA} (shared/ is not beside the "
+            "project on this machine); the other compose checks still run"
+        )
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
@@ -338,12 +398,15 @@ def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
-def test_compose_builds_every_service_with_healthcheck_restart_and_nats_dependency(compose: dict[str, Any],
-                                                                                  svc: Svc) -> None:
+def test_compose_builds_every_service_with_healthcheck_restart_and_nats_dependency(
+    compose: dict[str, Any], svc: Svc
+) -> None:
     found = compose_services_of(compose, svc)
     assert found, f"no compose service is built from {svc.dockerfile.relative_to(ROOT)}"
     for name, spec in found.items():
-        assert (COMPOSE_DIR / spec["build"]["context"]).resolve() == ROOT, f"{name}: build context must be the repo root"
+        assert (COMPOSE_DIR / spec["build"]["context"]).resolve() == ROOT, (
+            f"{name}: build context must be the repo root"
+        )
         assert spec.get("restart") in {"always", "unless-stopped", "on-failure"}, f"{name}: restart policy"
         check = spec.get("healthcheck") or {}
         assert check.get("test") and not check.get("disable"), f"{name}: healthcheck"
@@ -353,8 +416,9 @@ def test_compose_builds_every_service_with_healthcheck_restart_and_nats_dependen
         assert port == svc.port, f"{name}: serves metrics on {svc.port}, environment says {port}"
         assert f"127.0.0.1:{port}{svc.health}" in test_cmd, f"{name}: healthcheck should GET {svc.health} on {port}"
         deps = spec.get("depends_on", {})
-        assert isinstance(deps, dict) and deps.get("nats", {}).get("condition") == "service_healthy", \
+        assert isinstance(deps, dict) and deps.get("nats", {}).get("condition") == "service_healthy", (
             f"{name}: depends_on nats with condition service_healthy"
+        )
         assert env.get("NATS_URL") == "nats://nats:4222", f"{name}: NATS_URL"
         assert env.get("HERMES_HOME"), f"{name}: HERMES_HOME"
 
@@ -364,19 +428,27 @@ def test_compose_state_volumes_and_dependency_conditions(compose: dict[str, Any]
     for name in ("orchestrator", "learner"):
         mounts = services[name].get("volumes", [])
         home = services[name]["environment"]["HERMES_HOME"]
-        named = [m for m in mounts if isinstance(m, str) and m.split(":")[1] == home and m.split(":")[0] in compose["volumes"]]
+        named = [
+            m
+            for m in mounts
+            if isinstance(m, str) and m.split(":")[1] == home and m.split(":")[0] in compose["volumes"]
+        ]
         assert named, f"{name}: its SQLite read model needs a named volume at HERMES_HOME ({home})"
     for name, spec in services.items():
         for dep, cond in (spec.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown service {dep}"
-            assert cond.get("condition") in {"service_healthy", "service_completed_successfully"}, \
+            assert cond.get("condition") in {"service_healthy", "service_completed_successfully"}, (
                 f"{name} -> {dep}: wait for health (or completion), not just start"
+            )
             if cond["condition"] == "service_healthy":
-                assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy, but it has no healthcheck"
+                assert services[dep].get("healthcheck"), (
+                    f"{name} waits for {dep} to be healthy, but it has no healthcheck"
+                )
             dep_profiles = set(services[dep].get("profiles", []))
             own_profiles = set(spec.get("profiles", []))
-            assert not dep_profiles or (own_profiles and own_profiles <= dep_profiles), \
+            assert not dep_profiles or (own_profiles and own_profiles <= dep_profiles), (
                 f"{name} depends on {dep}, which only runs with profiles {dep_profiles}"
+            )
 
 
 def test_compose_nats_jetstream_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -394,8 +466,9 @@ def test_compose_nats_jetstream_on_a_named_volume(compose: dict[str, Any]) -> No
     holder = [target for target in data_mounts if store.group(1).startswith(target.rstrip("/") + "/")]
     assert holder and data_mounts[holder[0]] in compose["volumes"], "the JetStream store must be on a named volume"
     active = [ln.split("#")[0] for ln in conf.splitlines()]
-    assert any(re.fullmatch(r"\s*sync_interval:\s*always\s*", ln) for ln in active), \
+    assert any(re.fullmatch(r"\s*sync_interval:\s*always\s*", ln) for ln in active), (
         "JetStream must fsync before acknowledging (sync_interval: always)"
+    )
     assert "Jepsen" in conf and "power" in conf, "nats.conf explains sync_interval: always (Jepsen, power loss)"
 
 
@@ -416,8 +489,11 @@ def test_compose_profiles_for_local_model_and_remote_only(compose: dict[str, Any
     router = next(iter(compose_services_of(compose, SERVICES[3]).values()))
     for backend in ("TALOS", "REMOTE_API"):
         assert f"BACKEND_{backend}_TYPE" in router["environment"], f"the router reads BACKEND_{backend}_*"
-    described = {k.removeprefix("BACKEND_").removesuffix("_TYPE").lower() for k in router["environment"]
-                 if k.startswith("BACKEND_") and k.endswith("_TYPE")}
+    described = {
+        k.removeprefix("BACKEND_").removesuffix("_TYPE").lower()
+        for k in router["environment"]
+        if k.startswith("BACKEND_") and k.endswith("_TYPE")
+    }
     assert described == set(by_backend), f"one edge per backend the router knows: {described} vs {set(by_backend)}"
     header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
     assert "--profile local-model --profile remote-only" in header, "the compose file shows talos + remote fallback"
@@ -433,7 +509,7 @@ def git_ignored(path: Path) -> bool:
 def test_compose_secrets_only_through_git_ignored_env_files(compose: dict[str, Any]) -> None:
     env_files = []
     for name, spec in compose["services"].items():
-        for key in (spec.get("environment") or {}):
+        for key in spec.get("environment") or {}:
             assert key not in SECRET_VARS, f"{name}: secret {key} must come from an env_file, not compose.yaml"
             if re.search(r"(TOKEN|PASSWORD|SECRET|_KEY)$", key):
                 pytest.fail(f"{name}: {key} looks like a secret; pass it with an env_file")
@@ -467,6 +543,7 @@ def test_example_env_lists_every_variable() -> None:
 # Prometheus
 # =====================================================================================================
 
+
 @pytest.fixture(scope="module")
 def prometheus() -> dict[str, Any]:
     return load_yaml(PROMETHEUS_DIR / "prometheus.yml")
@@ -498,8 +575,14 @@ def test_prometheus_rule_files_exist(prometheus: dict[str, Any], compose: dict[s
     mounts = {m.split(":")[1]: m.split(":")[0] for m in compose["services"]["prometheus"]["volumes"]}
     assert prometheus.get("rule_files"), "alert rules are loaded"
     for rule_file in prometheus["rule_files"]:
-        source = next((COMPOSE_DIR / src / Path(rule_file).relative_to(target)
-                       for target, src in mounts.items() if rule_file.startswith(target + "/")), None)
+        source = next(
+            (
+                COMPOSE_DIR / src / Path(rule_file).relative_to(target)
+                for target, src in mounts.items()
+                if rule_file.startswith(target + "/")
+            ),
+            None,
+        )
         assert source is not None and source.is_file(), f"rule file {rule_file} is not mounted from the repository"
 
 
@@ -518,16 +601,29 @@ def test_alert_rules_are_complete_and_use_known_metrics() -> None:
 # PromQL: metric names out of an expression
 # =====================================================================================================
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    ('sum by (type) (rate(hermes_events_published_total{type="ThreadOpened", service=~"a|b"}[$__rate_interval]))',
-     {"hermes_events_published_total"}),
-    ('histogram_quantile(0.95, sum by (le, backend) (rate(hermes_edge_request_duration_seconds_bucket[5m])))',
-     {"hermes_edge_request_duration_seconds_bucket"}),
-    ('sum(increase(a_total[1h])) * $cost / 1e6 / ${budget} unless on (x) group_left(y) b_total offset 5m > bool 0',
-     {"a_total", "b_total"}),
-    ('up{job="hermes-x"} == 0 or sum without (instance) ({__name__="weird_metric"})', {"up", "weird_metric"}),
-    ('topk(5, sum by (backend, model) (increase(hermes_edge_tokens_total[$__range])))', {"hermes_edge_tokens_total"}),
-])
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        (
+            'sum by (type) (rate(hermes_events_published_total{type="ThreadOpened", service=~"a|b"}[$__rate_interval]))',
+            {"hermes_events_published_total"},
+        ),
+        (
+            "histogram_quantile(0.95, sum by (le, backend) (rate(hermes_edge_request_duration_seconds_bucket[5m])))",
+            {"hermes_edge_request_duration_seconds_bucket"},
+        ),
+        (
+            "sum(increase(a_total[1h])) * $cost / 1e6 / ${budget} unless on (x) group_left(y) b_total offset 5m > bool 0",
+            {"a_total", "b_total"},
+        ),
+        ('up{job="hermes-x"} == 0 or sum without (instance) ({__name__="weird_metric"})', {"up", "weird_metric"}),
+        (
+            "topk(5, sum by (backend, model) (increase(hermes_edge_tokens_total[$__range])))",
+            {"hermes_edge_tokens_total"},
+        ),
+    ],
+)
 def test_promql_metric_name_extraction(expr: str, expected: set[str]) -> None:
     assert promql_metric_names(expr) == expected
 
@@ -547,12 +643,18 @@ def event_type_labels(text: str) -> set[str]:
 
 def test_event_type_label_extraction() -> None:
     assert event_type_labels('x{type="thread_opened"} / y{service="g", type=~"job_failed|ThreadFailed"}') == {
-        "thread_opened", "job_failed", "ThreadFailed"}
+        "thread_opened",
+        "job_failed",
+        "ThreadFailed",
+    }
     assert event_type_labels(json.dumps({"expr": 'x{type="draft_presented"}'})) == {"draft_presented"}
 
 
-@pytest.mark.parametrize("path", sorted([*DASHBOARDS_DIR.glob("*.json"), ROOT / "deploy/compose/prometheus/alerts.yml"]),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted([*DASHBOARDS_DIR.glob("*.json"), ROOT / "deploy/compose/prometheus/alerts.yml"]),
+    ids=lambda p: p.name,
+)
 def test_event_type_labels_name_real_events(path: Path) -> None:
     """``hermes_events_published_total{type}`` carries the wire tag (``thread_opened``), never the class name."""
     from hermes_proto.events import ALL_EVENTS
@@ -565,6 +667,7 @@ def test_event_type_labels_name_real_events(path: Path) -> None:
 # =====================================================================================================
 # Grafana
 # =====================================================================================================
+
 
 def dashboards() -> list[tuple[Path, dict[str, Any]]]:
     return [(p, json.loads(p.read_text())) for p in sorted(DASHBOARDS_DIR.glob("*.json"))]
@@ -626,13 +729,15 @@ def test_dashboard_queries_are_well_formed(path: Path) -> None:
 
 def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
     grafana = compose["services"]["grafana"]
-    mounts = {(COMPOSE_DIR / m.split(":")[0]).resolve(): m.split(":")[1] for m in grafana["volumes"]
-              if m.startswith(".")}
+    mounts = {
+        (COMPOSE_DIR / m.split(":")[0]).resolve(): m.split(":")[1] for m in grafana["volumes"] if m.startswith(".")
+    }
     assert mounts.get(DASHBOARDS_DIR.resolve()), "deploy/grafana/dashboards is mounted into grafana"
     assert mounts.get(GRAFANA_PROVISIONING.resolve()) == "/etc/grafana/provisioning"
     providers = load_yaml(GRAFANA_PROVISIONING / "dashboards" / "hermes.yml")["providers"]
-    assert any(p["options"]["path"] == mounts[DASHBOARDS_DIR.resolve()] for p in providers), \
+    assert any(p["options"]["path"] == mounts[DASHBOARDS_DIR.resolve()] for p in providers), (
         "the dashboard provider reads the mounted dashboards folder"
+    )
     url = load_yaml(GRAFANA_PROVISIONING / "datasources" / "prometheus.yml")["datasources"][0]["url"]
     host = re.match(r"https?://([^:/]+)", url).group(1)
     assert host in compose["services"], f"datasource url {url} is not a compose service"
@@ -645,10 +750,23 @@ def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
 #: Strategic-merge keys of the lists the loader merges item by item; any other list is replaced whole,
 #: as strategic merge does for lists without a merge key (args, command, routes, metrics...).
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
-                  "CustomResourceDefinition", "PriorityClass"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "imagePullSecrets": "name",
+}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "PriorityClass",
+}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
@@ -705,16 +823,26 @@ def render_kustomization(folder: Path) -> list[dict[str, Any]]:
         p = patch_docs[0]
         # kustomize matches a patch on kind, name and namespace ("" meaning "default"): a patch of a
         # resource whose base set `namespace:` must name that namespace too.
-        targets = [d for d in docs if d["kind"] == p["kind"] and d["metadata"]["name"] == p["metadata"]["name"]
-                   and d["apiVersion"] == p["apiVersion"]
-                   and (d["kind"] in CLUSTER_SCOPED or (d["metadata"].get("namespace") or "default")
-                        == (p["metadata"].get("namespace") or "default"))]
+        targets = [
+            d
+            for d in docs
+            if d["kind"] == p["kind"]
+            and d["metadata"]["name"] == p["metadata"]["name"]
+            and d["apiVersion"] == p["apiVersion"]
+            and (
+                d["kind"] in CLUSTER_SCOPED
+                or (d["metadata"].get("namespace") or "default") == (p["metadata"].get("namespace") or "default")
+            )
+        ]
         if len(targets) != 1:
             raise KustomizeError(f"{patch['path']}: {len(targets)} targets for {p['kind']}/{p['metadata']['name']}")
         strategic_merge(targets[0], {key: v for key, v in p.items() if key not in {"apiVersion", "kind"}})
     for replica in k.get("replicas", []):
-        targets = [d for d in docs if d["kind"] in {"Deployment", "StatefulSet", "ReplicaSet"}
-                   and d["metadata"]["name"] == replica["name"]]
+        targets = [
+            d
+            for d in docs
+            if d["kind"] in {"Deployment", "StatefulSet", "ReplicaSet"} and d["metadata"]["name"] == replica["name"]
+        ]
         if not targets:
             raise KustomizeError(f"{folder}: replicas for unknown workload {replica['name']}")
         for d in targets:
@@ -771,15 +899,24 @@ def test_kustomize_loader_rejects_what_it_cannot_render(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
     with pytest.raises(KustomizeError):
         render_kustomization(tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(f"resources: [{K8S_DIR / 'base'}]\nimages: [{{name: nope, newTag: x}}]\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{K8S_DIR / 'base'}]\nimages: [{{name: nope, newTag: x}}]\n"
+    )
     with pytest.raises(KustomizeError):
         render_kustomization(tmp_path)
 
 
 def test_kubernetes_validation_can_fail() -> None:
-    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-           "spec": {"replicas": "three", "selector": {"matchLabels": {"a": "b"}},
-                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "imagee": "x"}]}}}}
+    bad = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "replicas": "three",
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "imagee": "x"}]}},
+        },
+    }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
@@ -831,8 +968,9 @@ def test_workloads_have_probes_resources_and_run_as_non_root(rendered) -> None:
                 assert probe in c and "httpGet" in c[probe], f"{where}/{c['name']}: {probe} over HTTP"
                 probe_port(c, c[probe])
             sc = c.get("securityContext", {})
-            assert sc.get("allowPrivilegeEscalation") is False and "ALL" in sc.get("capabilities", {}).get("drop", []), \
-                f"{where}/{c['name']}: drop privileges"
+            assert sc.get("allowPrivilegeEscalation") is False and "ALL" in sc.get("capabilities", {}).get(
+                "drop", []
+            ), f"{where}/{c['name']}: drop privileges"
 
 
 @pytest.mark.parametrize("svc", SERVICES, ids=SERVICE_IDS)
@@ -866,8 +1004,11 @@ def test_orchestrator_and_learner_keep_sqlite_on_a_volume(rendered) -> None:
             assert d["spec"]["replicas"] == 1, f"{overlay}: {d['metadata']['name']} must run one replica"
             assert d["spec"]["strategy"]["type"] == "Recreate", f"{overlay}: {svc} needs the Recreate strategy"
             spec = d["spec"]["template"]["spec"]
-            claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
-                      if "persistentVolumeClaim" in v}
+            claims = {
+                v["name"]: v["persistentVolumeClaim"]["claimName"]
+                for v in spec["volumes"]
+                if "persistentVolumeClaim" in v
+            }
             mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
             home = config["HERMES_HOME"]
             assert mounts.get(home) in claims, f"{overlay}: {svc} HERMES_HOME ({home}) is not on a PVC"
@@ -903,11 +1044,16 @@ def test_hpas_for_gateway_and_edges(rendered) -> None:
         find(docs, d["spec"]["scaleTargetRef"]["kind"], d["spec"]["scaleTargetRef"]["name"])
         assert 1 <= d["spec"].get("minReplicas", 1) <= d["spec"]["maxReplicas"]
     edges = hermes_workload(docs, SERVICES[4])
-    backends = [e["value"] for d in edges for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
-                if e["name"] == "HERMES_EDGE_BACKEND"]
+    backends = [
+        e["value"]
+        for d in edges
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "HERMES_EDGE_BACKEND"
+    ]
     enabled = find(docs, "ConfigMap", "hermes-config")["data"]["HERMES_BACKENDS_ENABLED"].split(",")
-    assert sorted(backends) == sorted(enabled) == ["remote_api", "talos"], \
+    assert sorted(backends) == sorted(enabled) == ["remote_api", "talos"], (
         f"{overlay}: one edge Deployment per enabled backend {enabled}, found {backends}"
+    )
     for svc in (SERVICES[0], SERVICES[4]):
         for d in hermes_workload(docs, svc):
             assert d["metadata"]["name"] in hpas, f"{overlay}: no HPA for {d['metadata']['name']}"
@@ -943,7 +1089,9 @@ def test_references_resolve(rendered) -> None:
     pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in WORKLOADS]
     for svc in (d for d in docs if d["kind"] == "Service"):
         selector = svc["spec"]["selector"]
-        assert any(selector.items() <= labels.items() for labels in pods), f"Service {svc['metadata']['name']} selects nothing"
+        assert any(selector.items() <= labels.items() for labels in pods), (
+            f"Service {svc['metadata']['name']} selects nothing"
+        )
     for ing in (d for d in docs if d["kind"] == "Ingress"):
         for rule in ing["spec"]["rules"]:
             for path in rule["http"]["paths"]:
@@ -991,6 +1139,7 @@ def test_nats_statefulset_and_stream_replicas(rendered) -> None:
 
 # --- NetworkPolicy evaluation ----------------------------------------------------------------------
 
+
 def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     if not selector.get("matchLabels", {}).items() <= labels.items():
         return False
@@ -1026,7 +1175,8 @@ def peer_matches(peer: dict[str, Any], ep: Endpoint, policy_ns: str) -> bool:
         addr = ipaddress.ip_address(ep.ip)
         block = peer["ipBlock"]
         return addr in ipaddress.ip_network(block["cidr"]) and not any(
-            addr in ipaddress.ip_network(x) for x in block.get("except", []))
+            addr in ipaddress.ip_network(x) for x in block.get("except", [])
+        )
     if ep.ns is None:
         return False
     if "namespaceSelector" in peer:
@@ -1040,36 +1190,50 @@ def peer_matches(peer: dict[str, Any], ep: Endpoint, policy_ns: str) -> bool:
 def port_matches(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
     if not ports:
         return True
-    return any(p.get("protocol", "TCP") == protocol and ("port" not in p or p["port"] <= port <= p.get("endPort", p["port"]))
-               for p in ports)
+    return any(
+        p.get("protocol", "TCP") == protocol and ("port" not in p or p["port"] <= port <= p.get("endPort", p["port"]))
+        for p in ports
+    )
 
 
-def direction_allows(policies: list[dict[str, Any]], subject: Endpoint, other: Endpoint, port: int, protocol: str,
-                     direction: str) -> bool:
+def direction_allows(
+    policies: list[dict[str, Any]], subject: Endpoint, other: Endpoint, port: int, protocol: str, direction: str
+) -> bool:
     rule_key, peer_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
-    selecting = [p for p in policies if p["metadata"]["namespace"] == subject.ns
-                 and direction in p["spec"].get("policyTypes", ["Ingress"])
-                 and label_selector_matches(p["spec"]["podSelector"], subject.labels)]
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == subject.ns
+        and direction in p["spec"].get("policyTypes", ["Ingress"])
+        and label_selector_matches(p["spec"]["podSelector"], subject.labels)
+    ]
     if not selecting:
         return True  # not isolated in this direction
     for policy in selecting:
         for rule in policy["spec"].get(rule_key, []):
             peers = rule.get(peer_key)
-            if (not peers or any(peer_matches(peer, other, policy["metadata"]["namespace"]) for peer in peers)) \
-                    and port_matches(rule.get("ports"), port, protocol):
+            if (
+                not peers or any(peer_matches(peer, other, policy["metadata"]["namespace"]) for peer in peers)
+            ) and port_matches(rule.get("ports"), port, protocol):
                 return True
     return False
 
 
-def egress_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+def egress_allowed(
+    policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
     return src.ns != "hermes" or direction_allows(policies, src, dst, port, protocol, "Egress")
 
 
-def ingress_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+def ingress_allowed(
+    policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
     return dst.ns != "hermes" or direction_allows(policies, dst, src, port, protocol, "Ingress")
 
 
-def flow_allowed(policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+def flow_allowed(
+    policies: list[dict[str, Any]], src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
     return egress_allowed(policies, src, dst, port, protocol) and ingress_allowed(policies, src, dst, port, protocol)
 
 
@@ -1083,10 +1247,18 @@ def test_network_policy_evaluator_can_deny() -> None:
 def test_network_policies_allow_only_what_must_talk(rendered) -> None:
     overlay, docs = rendered
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
-    assert any(p["spec"]["podSelector"] == {} and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
-               and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in policies), "default deny"
-    pods = {d["metadata"]["name"]: Endpoint(d["metadata"]["name"], "hermes", d["spec"]["template"]["metadata"]["labels"])
-            for d in docs if d["kind"] in WORKLOADS}
+    assert any(
+        p["spec"]["podSelector"] == {}
+        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in policies
+    ), "default deny"
+    pods = {
+        d["metadata"]["name"]: Endpoint(d["metadata"]["name"], "hermes", d["spec"]["template"]["metadata"]["labels"])
+        for d in docs
+        if d["kind"] in WORKLOADS
+    }
     nats = pods["hermes-nats"]
     hermes = {name: ep for name, ep in pods.items() if name != "hermes-nats"}
     prometheus = Endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
@@ -1104,18 +1276,29 @@ def test_network_policies_allow_only_what_must_talk(rendered) -> None:
     must += [(nats, nats, 6222), (ingress, pods["hermes-gateway"], 5000)]
     must += [(prometheus, ep, metrics_port(ep)) for ep in pods.values()]
     must += [(ep, dns, 53) for ep in pods.values()]
-    must += [(pods["hermes-edge-remote-api"], internet, 443), (pods["hermes-notifier"], internet, 443),
-             (pods["hermes-edge-talos"], lan, 11434)]
+    must += [
+        (pods["hermes-edge-remote-api"], internet, 443),
+        (pods["hermes-notifier"], internet, 443),
+        (pods["hermes-edge-talos"], lan, 11434),
+    ]
     for src, dst, port in must:
         assert flow_allowed(policies, src, dst, port), f"{overlay}: {src} -> {dst}:{port} is blocked"
-    must_not = [(stranger, nats, 4222), (stranger, pods["hermes-gateway"], 5000),
-                (pods["hermes-notifier"], pods["hermes-gateway"], 5000),
-                (pods["hermes-gateway"], pods["hermes-orchestrator"], 9101),
-                (pods["hermes-edge-talos"], nats, 6222), (stranger, pods["hermes-orchestrator"], 9101),
-                (pods["hermes-gateway"], internet, 443), (pods["hermes-orchestrator"], internet, 443),
-                (pods["hermes-edge-remote-api"], lan, 443), (ingress, pods["hermes-orchestrator"], 9101),
-                (pods["hermes-gateway"], stranger, 8080), (pods["hermes-orchestrator"], lan, 5432),
-                (pods["hermes-edge-talos"], internet, 443), (pods["hermes-learner"], dns, 8080)]
+    must_not = [
+        (stranger, nats, 4222),
+        (stranger, pods["hermes-gateway"], 5000),
+        (pods["hermes-notifier"], pods["hermes-gateway"], 5000),
+        (pods["hermes-gateway"], pods["hermes-orchestrator"], 9101),
+        (pods["hermes-edge-talos"], nats, 6222),
+        (stranger, pods["hermes-orchestrator"], 9101),
+        (pods["hermes-gateway"], internet, 443),
+        (pods["hermes-orchestrator"], internet, 443),
+        (pods["hermes-edge-remote-api"], lan, 443),
+        (ingress, pods["hermes-orchestrator"], 9101),
+        (pods["hermes-gateway"], stranger, 8080),
+        (pods["hermes-orchestrator"], lan, 5432),
+        (pods["hermes-edge-talos"], internet, 443),
+        (pods["hermes-learner"], dns, 8080),
+    ]
     for src, dst, port in must_not:
         # Denied on each side the namespace controls: egress of the source and ingress of the target.
         if src.ns == "hermes":
@@ -1127,6 +1310,7 @@ def test_network_policies_allow_only_what_must_talk(rendered) -> None:
 # =====================================================================================================
 # talos-edge without Docker, and the docs that go with it
 # =====================================================================================================
+
 
 def test_launchd_plist_runs_the_edge() -> None:
     plists = sorted(TALOS_DIR.glob("*.plist"))

@@ -19,6 +19,11 @@ import aiohttp
 import httpx
 import pytest
 from fakes.llm_servers import FakeAnthropicServer, FakeLLMServer, FakeOllamaServer, FakeOpenAIServer, Fault, Reply
+
+from hermes_proto.backends import BackendConfig
+from hermes_proto.base import ChatMessage
+from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
+
 from hermes_cli.natsserver import free_port
 from hermes_edge.adapters import (
     AnthropicAdapter,
@@ -39,14 +44,13 @@ from hermes_edge.domain import (
     error_for_status,
     parse_retry_after,
 )
-from hermes_proto.backends import BackendConfig
-from hermes_proto.base import ChatMessage
-from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
 
 KEY = "sk-test-5ecret"
 TEXT = "Grow cherry tomatoes and basil in deep pots; water every morning."
-MESSAGES = [ChatMessage(role="system", content="You are a helpful gardener."),
-            ChatMessage(role="user", content="Help me plan a vegetable garden on my balcony.")]
+MESSAGES = [
+    ChatMessage(role="system", content="You are a helpful gardener."),
+    ChatMessage(role="user", content="Help me plan a vegetable garden on my balcony."),
+]
 
 
 @dataclass
@@ -56,10 +60,16 @@ class Pair:
     adapter: HttpChatAdapter
 
 
-KINDS = {"openai": (FakeOpenAIServer, OpenAICompatAdapter), "ollama": (FakeOllamaServer, OllamaAdapter),
-         "anthropic": (FakeAnthropicServer, AnthropicAdapter)}
-PATHS = {"openai": ("/v1/chat/completions", "/v1/models"), "ollama": ("/api/chat", "/api/tags"),
-         "anthropic": ("/v1/messages", "/v1/models")}
+KINDS = {
+    "openai": (FakeOpenAIServer, OpenAICompatAdapter),
+    "ollama": (FakeOllamaServer, OllamaAdapter),
+    "anthropic": (FakeAnthropicServer, AnthropicAdapter),
+}
+PATHS = {
+    "openai": ("/v1/chat/completions", "/v1/models"),
+    "ollama": ("/api/chat", "/api/tags"),
+    "anthropic": ("/v1/messages", "/v1/models"),
+}
 
 
 @pytest.fixture
@@ -79,8 +89,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(params=sorted(KINDS))
 async def pair(request: pytest.FixtureRequest, session: aiohttp.ClientSession) -> AsyncIterator[Pair]:
     server_cls, adapter_cls = KINDS[request.param]
-    server = server_cls(reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
-                        models=["small-model", "big-model"], api_key=KEY)
+    server = server_cls(
+        reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17), models=["small-model", "big-model"], api_key=KEY
+    )
     await server.start()
     yield Pair(request.param, server, adapter_cls(session, server.base_url, KEY))
     await server.stop()
@@ -220,13 +231,16 @@ async def test_slow_stream_past_the_deadline_is_a_timeout(pair: Pair) -> None:
     assert 0 < len(sink.chunks) < 20
 
 
-@pytest.mark.parametrize(("fault", "code", "retryable"), [
-    (Fault.SERVER_ERROR, ErrorCode.HTTP_5XX, True),
-    (Fault.UNAUTHORIZED, ErrorCode.AUTH_FAILED, False),
-    (Fault.FORBIDDEN, ErrorCode.AUTH_FAILED, False),
-    (Fault.MALFORMED_JSON, ErrorCode.MALFORMED_RESPONSE, True),
-    (Fault.ERROR_IN_STREAM, ErrorCode.HTTP_5XX, True),
-])
+@pytest.mark.parametrize(
+    ("fault", "code", "retryable"),
+    [
+        (Fault.SERVER_ERROR, ErrorCode.HTTP_5XX, True),
+        (Fault.UNAUTHORIZED, ErrorCode.AUTH_FAILED, False),
+        (Fault.FORBIDDEN, ErrorCode.AUTH_FAILED, False),
+        (Fault.MALFORMED_JSON, ErrorCode.MALFORMED_RESPONSE, True),
+        (Fault.ERROR_IN_STREAM, ErrorCode.HTTP_5XX, True),
+    ],
+)
 async def test_faults_map_to_error_codes(pair: Pair, fault: Fault, code: ErrorCode, retryable: bool) -> None:
     pair.server.set_fault(fault)
     error, _ = await failure(pair)
@@ -305,7 +319,6 @@ async def test_refused_connection_is_connection_error(kind: str, session: aiohtt
     assert caught.value.code == ErrorCode.CONNECTION_ERROR and caught.value.retryable is True
 
 
-
 @pytest.fixture
 def unanswered_port() -> Iterator[int]:
     """A loopback port whose listener never accepts and whose backlog is full: the kernel drops further SYNs,
@@ -330,7 +343,8 @@ def unanswered_port() -> Iterator[int]:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 async def test_a_hanging_connect_is_a_connection_error_not_a_timeout(
-        kind: str, session: aiohttp.ClientSession, unanswered_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind: str, session: aiohttp.ClientSession, unanswered_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(http_chat, "CONNECT_TIMEOUT_S", 0.3)
     adapter = KINDS[kind][1](session, f"http://127.0.0.1:{unanswered_port}")
     started = time.perf_counter()
@@ -349,8 +363,9 @@ def _clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name.upper(), raising=False)
 
 
-async def test_the_environments_proxy_carries_the_calls(monkeypatch: pytest.MonkeyPatch,
-                                                        session: aiohttp.ClientSession) -> None:
+async def test_the_environments_proxy_carries_the_calls(
+    monkeypatch: pytest.MonkeyPatch, session: aiohttp.ClientSession
+) -> None:
     _clear_proxy_env(monkeypatch)
     # The fake answers proxied requests too (absolute-form targets): standing in as the proxy, it proves the call
     # went through the proxy, since the model host does not exist.
@@ -367,6 +382,7 @@ async def test_the_environments_proxy_carries_the_calls(monkeypatch: pytest.Monk
     assert env_proxy("https://openrouter.ai/api") is None  # HTTP_PROXY is for http:// only
     _clear_proxy_env(monkeypatch)
     assert env_proxy("http://model-host.invalid:8080") is None
+
 
 # --- health probe -------------------------------------------------------------------------------------
 
@@ -400,10 +416,15 @@ async def test_probe_of_a_stopped_server_does_not_raise(pair: Pair) -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 async def test_fake_non_streaming_completion_shape(kind: str, client: httpx.AsyncClient) -> None:
     async with KINDS[kind][0](reply=Reply(text="Hi there you", prompt_tokens=5)) as server:
-        body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": False,
-                "max_tokens": 50}
-        response = await client.post(server.base_url + server.chat_path, json=body,
-                                     headers={"anthropic-version": "2023-06-01"})
+        body = {
+            "model": "fake-model",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": False,
+            "max_tokens": 50,
+        }
+        response = await client.post(
+            server.base_url + server.chat_path, json=body, headers={"anthropic-version": "2023-06-01"}
+        )
 
     assert response.status_code == 200
     payload = response.json()
@@ -425,34 +446,37 @@ async def test_fake_non_streaming_completion_shape(kind: str, client: httpx.Asyn
 
 @pytest.fixture
 async def anthropic(session: aiohttp.ClientSession) -> AsyncIterator[Pair]:
-    server = FakeAnthropicServer(reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
-                                 models=["claude-small", "claude-big"], api_key=KEY)
+    server = FakeAnthropicServer(
+        reply=Reply(text=TEXT, prompt_tokens=31, completion_tokens=17),
+        models=["claude-small", "claude-big"],
+        api_key=KEY,
+    )
     await server.start()
     yield Pair("anthropic", server, AnthropicAdapter(session, server.base_url, KEY))
     await server.stop()
 
 
 async def test_anthropic_joins_system_messages_and_caps_the_temperature(anthropic: Pair) -> None:
-    messages = [ChatMessage(role="system", content="You are a gardener."),
-                ChatMessage(role="user", content="Balcony, south facing."),
-                ChatMessage(role="assistant", content="Tomatoes?"),
-                ChatMessage(role="system", content="Answer in one line."),
-                ChatMessage(role="user", content="Yes.")]
+    messages = [
+        ChatMessage(role="system", content="You are a gardener."),
+        ChatMessage(role="user", content="Balcony, south facing."),
+        ChatMessage(role="assistant", content="Tomatoes?"),
+        ChatMessage(role="system", content="Answer in one line."),
+        ChatMessage(role="user", content="Yes."),
+    ]
     # 1.5 is valid for OpenAI (0-2); the fake, like Anthropic, refuses anything above 1.
     the_call = ModelCall(model="claude-big", messages=messages, max_tokens=40, temperature=1.5, timeout_s=10)
     reply = await anthropic.adapter.stream_chat(the_call, Collector())
 
     [sent] = anthropic.server.chat_requests()
     assert sent.body["system"] == "You are a gardener.\n\nAnswer in one line."
-    assert sent.body["messages"] == [{"role": m.role, "content": m.content} for m in messages
-                                     if m.role != "system"]
+    assert sent.body["messages"] == [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
     assert sent.body["temperature"] == 1.0
     assert reply.text == TEXT and (reply.prompt_tokens, reply.completion_tokens) == (31, 17)
 
 
 async def test_anthropic_without_system_messages_sends_no_system(anthropic: Pair) -> None:
-    the_call = ModelCall(model="claude-small", messages=MESSAGES[1:], max_tokens=40, temperature=0.0,
-                         timeout_s=10)
+    the_call = ModelCall(model="claude-small", messages=MESSAGES[1:], max_tokens=40, temperature=0.0, timeout_s=10)
     await anthropic.adapter.stream_chat(the_call, Collector())
 
     [sent] = anthropic.server.chat_requests()
@@ -473,9 +497,14 @@ async def test_anthropic_wrong_key_keeps_the_providers_message(anthropic: Pair, 
     assert result.healthy is False and "401" in result.detail
 
 
-@pytest.mark.parametrize(("status", "code", "retryable"), [
-    (500, ErrorCode.HTTP_5XX, True), (529, ErrorCode.HTTP_5XX, True), (400, ErrorCode.BAD_REQUEST, False),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (500, ErrorCode.HTTP_5XX, True),
+        (529, ErrorCode.HTTP_5XX, True),
+        (400, ErrorCode.BAD_REQUEST, False),
+    ],
+)
 async def test_anthropic_error_statuses(anthropic: Pair, status: int, code: ErrorCode, retryable: bool) -> None:
     anthropic.server.set_fault(Fault.SERVER_ERROR, status=status, message=f"provider says {status}")
     error, sink = await failure(anthropic, call(model="claude-small"))
@@ -497,11 +526,17 @@ async def test_anthropic_rate_limit_and_overloaded_event(anthropic: Pair) -> Non
     assert sink.chunks == Reply(text=TEXT).split()[:2]
 
 
-@pytest.mark.parametrize(("kind", "code", "retryable"), [
-    ("overloaded_error", ErrorCode.HTTP_5XX, True), ("api_error", ErrorCode.HTTP_5XX, True),
-    ("rate_limit_error", ErrorCode.RATE_LIMITED, True), ("invalid_request_error", ErrorCode.BAD_REQUEST, False),
-    ("authentication_error", ErrorCode.AUTH_FAILED, False), ("brand_new_error", ErrorCode.HTTP_5XX, True),
-])
+@pytest.mark.parametrize(
+    ("kind", "code", "retryable"),
+    [
+        ("overloaded_error", ErrorCode.HTTP_5XX, True),
+        ("api_error", ErrorCode.HTTP_5XX, True),
+        ("rate_limit_error", ErrorCode.RATE_LIMITED, True),
+        ("invalid_request_error", ErrorCode.BAD_REQUEST, False),
+        ("authentication_error", ErrorCode.AUTH_FAILED, False),
+        ("brand_new_error", ErrorCode.HTTP_5XX, True),
+    ],
+)
 def test_anthropic_error_event_types(kind: str, code: ErrorCode, retryable: bool) -> None:
     error = stream_error({"type": "error", "error": {"type": kind, "message": "details here"}})
     assert (error.code, error.retryable) == (code, retryable)
@@ -516,8 +551,9 @@ async def test_fake_anthropic_refuses_what_the_real_api_refuses(client: httpx.As
         no_version = await client.post(url, json=ok, headers={"x-api-key": KEY})
         no_key = await client.post(url, json=ok, headers={"anthropic-version": "2023-06-01"})
         no_max = await client.post(url, json={k: v for k, v in ok.items() if k != "max_tokens"}, headers=headers)
-        system_role = await client.post(url, json=ok | {"messages": [{"role": "system", "content": "x"}]},
-                                        headers=headers)
+        system_role = await client.post(
+            url, json=ok | {"messages": [{"role": "system", "content": "x"}]}, headers=headers
+        )
         fine = await client.post(url, json=ok, headers=headers)
 
     assert [r.status_code for r in (no_version, no_key, no_max, system_role, fine)] == [400, 401, 400, 400, 200]
@@ -537,11 +573,20 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after(None, now) is None
 
 
-@pytest.mark.parametrize(("status", "code", "retryable"), [
-    (400, ErrorCode.BAD_REQUEST, False), (404, ErrorCode.BAD_REQUEST, False), (422, ErrorCode.BAD_REQUEST, False),
-    (401, ErrorCode.AUTH_FAILED, False), (403, ErrorCode.AUTH_FAILED, False), (408, ErrorCode.TIMEOUT, True),
-    (429, ErrorCode.RATE_LIMITED, True), (500, ErrorCode.HTTP_5XX, True), (503, ErrorCode.HTTP_5XX, True),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (400, ErrorCode.BAD_REQUEST, False),
+        (404, ErrorCode.BAD_REQUEST, False),
+        (422, ErrorCode.BAD_REQUEST, False),
+        (401, ErrorCode.AUTH_FAILED, False),
+        (403, ErrorCode.AUTH_FAILED, False),
+        (408, ErrorCode.TIMEOUT, True),
+        (429, ErrorCode.RATE_LIMITED, True),
+        (500, ErrorCode.HTTP_5XX, True),
+        (503, ErrorCode.HTTP_5XX, True),
+    ],
+)
 def test_status_mapping(status: int, code: ErrorCode, retryable: bool) -> None:
     error = error_for_status(status, "provider says no")
     assert (error.code, error.retryable) == (code, retryable)
@@ -555,22 +600,26 @@ def test_token_estimate() -> None:
     assert estimate_prompt_tokens([ChatMessage(role="user", content="abcdefgh")]) == 2 + 4 + 3
 
 
-@pytest.mark.parametrize(("host", "port", "kind", "url"), [
-    ("127.0.0.1", None, "ollama", "http://127.0.0.1:11434"),
-    ("127.0.0.1", None, "openai", "http://127.0.0.1:8080"),
-    ("gpu-box", 8000, "openai", "http://gpu-box:8000"),
-    ("https://openrouter.ai/api", None, "openai", "https://openrouter.ai/api"),
-    ("https://openrouter.ai/api/", 8443, "openai", "https://openrouter.ai:8443/api"),
-    ("http://mac-mini.local:11500", 9999, "ollama", "http://mac-mini.local:11500"),
-    ("https://llm-gateway.example/anthropic", None, "anthropic", "https://llm-gateway.example/anthropic"),
-    ("::1", None, "ollama", "http://[::1]:11434"),
-])
+@pytest.mark.parametrize(
+    ("host", "port", "kind", "url"),
+    [
+        ("127.0.0.1", None, "ollama", "http://127.0.0.1:11434"),
+        ("127.0.0.1", None, "openai", "http://127.0.0.1:8080"),
+        ("gpu-box", 8000, "openai", "http://gpu-box:8000"),
+        ("https://openrouter.ai/api", None, "openai", "https://openrouter.ai/api"),
+        ("https://openrouter.ai/api/", 8443, "openai", "https://openrouter.ai:8443/api"),
+        ("http://mac-mini.local:11500", 9999, "ollama", "http://mac-mini.local:11500"),
+        ("https://llm-gateway.example/anthropic", None, "anthropic", "https://llm-gateway.example/anthropic"),
+        ("::1", None, "ollama", "http://[::1]:11434"),
+    ],
+)
 def test_base_url(host: str, port: int | None, kind: str, url: str) -> None:
     assert BackendConfig(name="x", type=kind, host=host, port=port).base_url == url
 
 
-def test_backend_settings_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch,
-                                                   session: aiohttp.ClientSession) -> None:
+def test_backend_settings_from_prefixed_environment(
+    monkeypatch: pytest.MonkeyPatch, session: aiohttp.ClientSession
+) -> None:
     monkeypatch.setenv("HERMES_EDGE_BACKEND", "Server_Models")
     monkeypatch.setenv("BACKEND_SERVER_MODELS_TYPE", "openai")
     monkeypatch.setenv("BACKEND_SERVER_MODELS_HOST", "vllm.lan")

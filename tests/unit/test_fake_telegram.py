@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from aiohttp import web
+from conftest import wait_until
+from fakes.loopback import LoopbackServer
+from fakes.telegram_api import SECRET_TOKEN_HEADER, FakeTelegramServer, parse_markdown_v2
 from telegram import Bot, MessageEntity
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.helpers import escape_markdown
 
-from conftest import wait_until
-from fakes.loopback import LoopbackServer
-from fakes.telegram_api import SECRET_TOKEN_HEADER, FakeTelegramServer, parse_markdown_v2
 from hermes_cli.natsserver import free_port
 
 TOKEN = "424242:fake-TOKEN"
@@ -71,29 +71,41 @@ async def test_escaped_markdown_v2_is_stored_as_the_plain_text(telegram: FakeTel
 
 
 async def test_markdown_v2_entities_come_back_with_the_message(telegram: FakeTelegramServer, bot: Bot) -> None:
-    text = (f"*Draft {escape_markdown('1.2', version=2)}* _ready_ __now__ ~old~ ||x|| `a.b` "
-            f"[open](http://127.0.0.1:5000/t/1) ```python\nprint(1)```")
+    text = (
+        f"*Draft {escape_markdown('1.2', version=2)}* _ready_ __now__ ~old~ ||x|| `a.b` "
+        f"[open](http://127.0.0.1:5000/t/1) ```python\nprint(1)```"
+    )
     sent = await bot.send_message(CHAT, text, parse_mode=ParseMode.MARKDOWN_V2)
     assert sent.text == "Draft 1.2 ready now old x a.b open print(1)"
-    got = [(e.type, sent.text[e.offset:e.offset + e.length]) for e in sent.entities]
-    assert got == [(MessageEntity.BOLD, "Draft 1.2"), (MessageEntity.ITALIC, "ready"),
-                   (MessageEntity.UNDERLINE, "now"), (MessageEntity.STRIKETHROUGH, "old"),
-                   (MessageEntity.SPOILER, "x"), (MessageEntity.CODE, "a.b"), (MessageEntity.TEXT_LINK, "open"),
-                   (MessageEntity.PRE, "print(1)")]
+    got = [(e.type, sent.text[e.offset : e.offset + e.length]) for e in sent.entities]
+    assert got == [
+        (MessageEntity.BOLD, "Draft 1.2"),
+        (MessageEntity.ITALIC, "ready"),
+        (MessageEntity.UNDERLINE, "now"),
+        (MessageEntity.STRIKETHROUGH, "old"),
+        (MessageEntity.SPOILER, "x"),
+        (MessageEntity.CODE, "a.b"),
+        (MessageEntity.TEXT_LINK, "open"),
+        (MessageEntity.PRE, "print(1)"),
+    ]
     assert sent.entities[6].url == "http://127.0.0.1:5000/t/1"
     assert sent.entities[7].language == "python"
     assert telegram.messages_to(CHAT)[0]["entities"] == [e.to_dict() for e in sent.entities]
 
 
-@pytest.mark.parametrize(("text", "description"), [
-    ("Draft 1 is ready.", "Character '.' is reserved and must be escaped with the preceding '\\'"),
-    ("Done!", "Character '!' is reserved and must be escaped with the preceding '\\'"),
-    ("Hello *world", "Can't find end of Bold entity at byte offset 6"),
-    ("é ||secret", "Can't find end of Spoiler entity at byte offset 3"),
-    ("see [docs](http://x", "Can't find end of a URL at byte offset 11"),
-])
-async def test_bad_markdown_v2_is_refused_in_the_servers_words(telegram: FakeTelegramServer, api: Api, text: str,
-                                                               description: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "description"),
+    [
+        ("Draft 1 is ready.", "Character '.' is reserved and must be escaped with the preceding '\\'"),
+        ("Done!", "Character '!' is reserved and must be escaped with the preceding '\\'"),
+        ("Hello *world", "Can't find end of Bold entity at byte offset 6"),
+        ("é ||secret", "Can't find end of Spoiler entity at byte offset 3"),
+        ("see [docs](http://x", "Can't find end of a URL at byte offset 11"),
+    ],
+)
+async def test_bad_markdown_v2_is_refused_in_the_servers_words(
+    telegram: FakeTelegramServer, api: Api, text: str, description: str
+) -> None:
     status, body = await api("sendMessage", chat_id=CHAT, text=text, parse_mode="MarkdownV2")
     assert (status, body["ok"], body["error_code"]) == (400, False, 400)
     assert body["description"] == f"Bad Request: can't parse entities: {description}"
@@ -113,8 +125,10 @@ async def test_entity_offsets_count_utf16_code_units(api: Api) -> None:
     message = body["result"]
     assert message["text"] == "🌱 balcony 🍅 tomato"
     # Each emoji is one code point but two UTF-16 code units (a surrogate pair).
-    assert message["entities"] == [{"type": "bold", "offset": 3, "length": 7},
-                                   {"type": "italic", "offset": 14, "length": 6}]
+    assert message["entities"] == [
+        {"type": "bold", "offset": 3, "length": 7},
+        {"type": "italic", "offset": 14, "length": 6},
+    ]
     status, body = await api("sendMessage", chat_id=CHAT, text="🌱 *open", parse_mode="MarkdownV2")
     assert body["description"].endswith("Can't find end of Bold entity at byte offset 5")  # UTF-8 bytes
 
@@ -131,17 +145,22 @@ async def test_the_length_limit_counts_the_parsed_text(api: Api) -> None:
 
 
 def test_code_needs_only_backticks_and_backslashes_escaped() -> None:
-    assert parse_markdown_v2(r"`a.b_c*d \` \\ e` f\.") == ("a.b_c*d ` \\ e f.", [{"type": "code", "offset": 0,
-                                                                                    "length": 13}])
-    assert parse_markdown_v2("```\nx = [1] + (2)\n```") == ("x = [1] + (2)\n", [{"type": "pre", "offset": 0,
-                                                                                 "length": 14}])
+    assert parse_markdown_v2(r"`a.b_c*d \` \\ e` f\.") == (
+        "a.b_c*d ` \\ e f.",
+        [{"type": "code", "offset": 0, "length": 13}],
+    )
+    assert parse_markdown_v2("```\nx = [1] + (2)\n```") == (
+        "x = [1] + (2)\n",
+        [{"type": "pre", "offset": 0, "length": 14}],
+    )
 
 
 async def test_edit_message_text_parses_markdown_v2(telegram: FakeTelegramServer, api: Api) -> None:
     _, body = await api("sendMessage", chat_id=CHAT, text="Working\\.\\.\\.", parse_mode="MarkdownV2")
     message_id = body["result"]["message_id"]
-    status, body = await api("editMessageText", chat_id=CHAT, message_id=message_id, text="*Done*\\.",
-                             parse_mode="MarkdownV2")
+    status, body = await api(
+        "editMessageText", chat_id=CHAT, message_id=message_id, text="*Done*\\.", parse_mode="MarkdownV2"
+    )
     assert status == 200
     assert telegram.messages_to(CHAT)[0]["text"] == "Done."
     assert telegram.messages_to(CHAT)[0]["entities"] == [{"type": "bold", "offset": 0, "length": 4}]
@@ -149,8 +168,9 @@ async def test_edit_message_text_parses_markdown_v2(telegram: FakeTelegramServer
     assert status == 200 and "entities" not in telegram.messages_to(CHAT)[0]  # same text, entities gone
     status, body = await api("editMessageText", chat_id=CHAT, message_id=message_id, text="Done.")
     assert status == 400 and body["description"].startswith("Bad Request: message is not modified")
-    status, body = await api("editMessageText", chat_id=CHAT, message_id=message_id, text="Done.",
-                             parse_mode="MarkdownV2")
+    status, body = await api(
+        "editMessageText", chat_id=CHAT, message_id=message_id, text="Done.", parse_mode="MarkdownV2"
+    )
     assert status == 400 and "'.' is reserved" in body["description"]
 
 
@@ -186,10 +206,12 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
         yield server
 
 
-async def test_webhook_delivers_updates_in_order_with_the_secret(telegram: FakeTelegramServer, api: Api,
-                                                                 receiver: WebhookReceiver) -> None:
-    status, body = await api("setWebhook", url=WEBHOOK, secret_token="hook-Secret_1",
-                             allowed_updates=["message", "callback_query"])
+async def test_webhook_delivers_updates_in_order_with_the_secret(
+    telegram: FakeTelegramServer, api: Api, receiver: WebhookReceiver
+) -> None:
+    status, body = await api(
+        "setWebhook", url=WEBHOOK, secret_token="hook-Secret_1", allowed_updates=["message", "callback_query"]
+    )
     assert status == 200 and body["result"] is True
     pushed = [telegram.push_text(CHAT, "one"), telegram.push_text(CHAT + 1, "two"), telegram.push_text(CHAT, "three")]
     _, info = await api("getWebhookInfo")
@@ -211,24 +233,34 @@ async def test_webhook_delivers_updates_in_order_with_the_secret(telegram: FakeT
     await wait_until(lambda: receiver.delivered()[-1:] == [later["update_id"]])
 
 
-async def test_webhook_retries_a_failed_delivery_before_the_next_update(telegram: FakeTelegramServer, api: Api,
-                                                                        receiver: WebhookReceiver) -> None:
+async def test_webhook_retries_a_failed_delivery_before_the_next_update(
+    telegram: FakeTelegramServer, api: Api, receiver: WebhookReceiver
+) -> None:
     telegram.webhook_delivery_url = f"{receiver.url}/hook"
     await api("setWebhook", url=WEBHOOK)  # no secret token: no header
     receiver.statuses = [500, 503]
     first, second = telegram.push_text(CHAT, "first"), telegram.push_text(CHAT, "second")
     await wait_until(lambda: len(receiver.delivered()) == 2)
-    assert receiver.received == [(first["update_id"], None, 500), (first["update_id"], None, 503),
-                                 (first["update_id"], None, 200), (second["update_id"], None, 200)]
-    assert telegram.webhook_deliveries == [(first["update_id"], 500), (first["update_id"], 503),
-                                           (first["update_id"], 200), (second["update_id"], 200)]
+    assert receiver.received == [
+        (first["update_id"], None, 500),
+        (first["update_id"], None, 503),
+        (first["update_id"], None, 200),
+        (second["update_id"], None, 200),
+    ]
+    assert telegram.webhook_deliveries == [
+        (first["update_id"], 500),
+        (first["update_id"], 503),
+        (first["update_id"], 200),
+        (second["update_id"], 200),
+    ]
     _, info = await api("getWebhookInfo")
     assert info["result"]["pending_update_count"] == 0
     assert info["result"]["last_error_message"] == "Wrong response from the webhook: 503 Service Unavailable"
 
 
-async def test_webhook_retries_after_a_connection_error(telegram: FakeTelegramServer, api: Api,
-                                                        receiver: WebhookReceiver) -> None:
+async def test_webhook_retries_after_a_connection_error(
+    telegram: FakeTelegramServer, api: Api, receiver: WebhookReceiver
+) -> None:
     await api("setWebhook", url=WEBHOOK, secret_token="s")
     telegram.webhook_delivery_url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens there
     update = telegram.push_text(CHAT, "hello")

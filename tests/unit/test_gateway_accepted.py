@@ -6,18 +6,28 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fakes.clock import ManualClock
-from hermes_gateway.accepted import ACCEPTED, AcceptedThreads
+
 from hermes_proto import threads
 from hermes_proto.commands import AnswerQuestions, SubmitIdea, SubmitWorkflow
 from hermes_proto.events import WorkflowStep
 
+from hermes_gateway.accepted import ACCEPTED, AcceptedThreads
+
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
 
-
 def idea(thread_id: str, text: str = "plan a garden") -> SubmitIdea:
-    return SubmitIdea(command_id=f"c-{thread_id}", issued_at=NOW, thread_id=thread_id, idea=text, channel="cli",
-                      user_id="alice", project="garden", private=True, priority=8)
+    return SubmitIdea(
+        command_id=f"c-{thread_id}",
+        issued_at=NOW,
+        thread_id=thread_id,
+        idea=text,
+        channel="cli",
+        user_id="alice",
+        project="garden",
+        private=True,
+        priority=8,
+    )
 
 
 def test_an_accepted_view_says_what_was_submitted_and_allows_nothing_yet() -> None:
@@ -26,12 +36,24 @@ def test_an_accepted_view_says_what_was_submitted_and_allows_nothing_yet() -> No
     view = accepted.view("t1")
     assert view is not None and view.status == ACCEPTED and ACCEPTED not in threads.THREAD_STATUSES
     assert (view.idea, view.channel, view.user_id, view.project, view.private, view.priority, view.kind) == (
-        "plan a garden", "cli", "alice", "garden", True, 8, "idea")
+        "plan a garden",
+        "cli",
+        "alice",
+        "garden",
+        True,
+        8,
+        "idea",
+    )
     assert view.created_at == view.updated_at == NOW and view.jobs == [] and view.questions == []
     assert (view.answerable, view.ratable, view.open) == (False, False, True)
 
-    workflow = SubmitWorkflow(command_id="c-w", issued_at=NOW, thread_id="w1", title="",
-                              steps=[WorkflowStep(step_id="a", prompt="outline the talk")])
+    workflow = SubmitWorkflow(
+        command_id="c-w",
+        issued_at=NOW,
+        thread_id="w1",
+        title="",
+        steps=[WorkflowStep(step_id="a", prompt="outline the talk")],
+    )
     accepted.remember(workflow)
     assert (accepted.view("w1").kind, accepted.view("w1").idea) == ("workflow", "outline the talk")
     accepted.remember(AnswerQuestions(command_id="c-a", issued_at=NOW, thread_id="t9", answers=[]))

@@ -6,6 +6,19 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from hermes_proto.events import (
+    Answer,
+    AnswersRecorded,
+    DraftPresented,
+    ExecutionAbandoned,
+    ExecutionCompleted,
+    JobFailed,
+    ThreadCompleted,
+    ThreadFailed,
+    ThreadRated,
+    preference_id,
+)
+
 from hermes_learner import handlers, learning, preferences
 from hermes_learner.bootstrap import REACTION_EVENTS
 from hermes_learner.convert import ThreadFacts
@@ -13,18 +26,6 @@ from hermes_learner.patterns import Pattern
 from hermes_learner.policies import PatternPolicy, PreferencePolicy
 from hermes_learner.tables import Question as QuestionRow
 from hermes_learner.timers import Timers
-from hermes_proto.events import (
-    AnswersRecorded,
-    DraftPresented,
-    ExecutionAbandoned,
-    ExecutionCompleted,
-    JobFailed,
-    Answer,
-    ThreadCompleted,
-    ThreadFailed,
-    ThreadRated,
-    preference_id,
-)
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ENV = dict(aggregate_id="t", occurred_at=T0, correlation_id="t")
@@ -32,14 +33,30 @@ ENV = dict(aggregate_id="t", occurred_at=T0, correlation_id="t")
 
 def question(n: int, template_id: str, answer: str | None = None, assumed: bool = False) -> object:
     closed = T0 if not assumed else None
-    return QuestionRow(question_id=f"q{n}", thread_id="t", position=n, template_id=template_id, category="scope",
-                       answer=answer, assumed=assumed, answered_at=T0 if answer and not assumed else None,
-                       closed_at=closed)
+    return QuestionRow(
+        question_id=f"q{n}",
+        thread_id="t",
+        position=n,
+        template_id=template_id,
+        category="scope",
+        answer=answer,
+        assumed=assumed,
+        answered_at=T0 if answer and not assumed else None,
+        closed_at=closed,
+    )
 
 
 def facts(**changes: object) -> ThreadFacts:
-    base = dict(thread_id="t", user_id="ann", idea="plan a garden", max_questions=3, idea_type="planning",
-                proposed=False, closed=False, assumptions=())
+    base = dict(
+        thread_id="t",
+        user_id="ann",
+        idea="plan a garden",
+        max_questions=3,
+        idea_type="planning",
+        proposed=False,
+        closed=False,
+        assumptions=(),
+    )
     return ThreadFacts(**{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -52,8 +69,11 @@ def test_why_a_draft_is_not_decided_on() -> None:
 
 
 def test_what_a_close_and_a_rating_measure_once() -> None:
-    asked = (question(0, "scope-size", "small"), question(1, "scope-focus", "x", assumed=True),
-             question(2, "scope-size"))
+    asked = (
+        question(0, "scope-size", "small"),
+        question(1, "scope-focus", "x", assumed=True),
+        question(2, "scope-size"),
+    )
     close = ThreadCompleted(event_id="c", **ENV, final_draft_number=2, reason="answered")
     rating = ThreadRated(event_id="r", **ENV, rating=4, draft_number=2)
     one = facts(questions=asked, closed=True)
@@ -69,8 +89,12 @@ def test_what_a_close_and_a_rating_measure_once() -> None:
 
 
 def test_free_answers_of_a_thread_are_the_users_typed_ones() -> None:
-    asked = (question(0, "scope-size", "small"), question(1, "scope-size", "two rooms and the hall"),
-             question(2, "scope-focus", "the hall", assumed=True), question(3, "unknown-template", "the roof"))
+    asked = (
+        question(0, "scope-size", "small"),
+        question(1, "scope-size", "two rooms and the hall"),
+        question(2, "scope-focus", "the hall", assumed=True),
+        question(3, "unknown-template", "the roof"),
+    )
     found = facts(questions=asked, closed=True).free_answers({"scope-size": ["Small"], "scope-focus": []})
     assert [(a.thread_id, a.text, a.idea_type) for a in found] == [("t", "two rooms and the hall", "planning")]
 
@@ -87,8 +111,10 @@ def test_a_cause_is_learned_from_once() -> None:
     applied = facts(assumptions=((depth.preference_id, "brief"),))
     [credited] = learning.preference_evidence(rating, applied, [depth], policy)
     assert credited.aggregate_id == preference_id("ann", "depth", "depth") and credited.evidence == "rating"
-    assert learning.preference_evidence(rating, facts(assumptions=((depth.preference_id, "detailed"),)), [depth],
-                                        policy) == []
+    assert (
+        learning.preference_evidence(rating, facts(assumptions=((depth.preference_id, "detailed"),)), [depth], policy)
+        == []
+    )
 
 
 def test_a_close_validates_patterns_once() -> None:
@@ -105,8 +131,16 @@ def test_a_close_validates_patterns_once() -> None:
 
 def test_the_reactor_takes_the_same_events_as_before() -> None:
     """Its durable consumer's filters come from the handler map: changing them would change an existing consumer."""
-    assert REACTION_EVENTS == (DraftPresented, AnswersRecorded, ThreadRated, ThreadCompleted, ThreadFailed,
-                               ExecutionCompleted, ExecutionAbandoned, JobFailed)
+    assert REACTION_EVENTS == (
+        DraftPresented,
+        AnswersRecorded,
+        ThreadRated,
+        ThreadCompleted,
+        ThreadFailed,
+        ExecutionCompleted,
+        ExecutionAbandoned,
+        JobFailed,
+    )
     assert all(handlers.EVENT_HANDLERS[t] for t in REACTION_EVENTS)
 
 
@@ -121,6 +155,7 @@ def test_timers_fire_once_per_key_unless_disarmed() -> None:
                 fired.append(key)
                 if key == "b":
                     raise RuntimeError("logged, not raised")
+
             return go
 
         timers.schedule("a", 0.01, fire("a"))

@@ -12,12 +12,6 @@ import msgspec
 import pytest
 from sqlmodel import Session
 
-from hermes_learner import domain, patterns, preferences, queries, readmodel, tables
-from hermes_learner.learning import pattern_validations, validated_event
-from hermes_learner.policies import PatternPolicy
-from hermes_learner.patterns import Asked, Pattern, answered, observe, real_answer, validate
-from hermes_learner.preferences import Preference, learn
-from hermes_learner.templates import SEED_TEMPLATES
 from hermes_proto import subjects
 from hermes_proto.codec import decode_event, encode
 from hermes_proto.events import (
@@ -33,6 +27,13 @@ from hermes_proto.events import (
 )
 from hermes_proto.ids import derived_id, new_id
 
+from hermes_learner import domain, patterns, preferences, queries, readmodel, tables
+from hermes_learner.learning import pattern_validations
+from hermes_learner.patterns import Asked, Pattern, answered, observe, real_answer, validate
+from hermes_learner.policies import PatternPolicy
+from hermes_learner.preferences import Preference, learn
+from hermes_learner.templates import SEED_TEMPLATES
+
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 IDEA = "help me plan a trip"
 SKIP, RECURRING = "skip_question", "recurring_answer"
@@ -47,16 +48,35 @@ def test_confidence_is_the_rule_of_succession():
     assert steps == [0.5, 0.6667, 0.75, 0.8, 0.8333]  # (s + 1) / (n + 2)
     assert validate(p, success=False).confidence() == round(5 / 7, 4)
     assert p.recommended_actions() == ["skip_category:context"]
-    assert p.pattern_id == pattern_id("local", SKIP, "planning", "context") != \
-        pattern_id("local", SKIP, "coding", "context")
+    assert (
+        p.pattern_id
+        == pattern_id("local", SKIP, "planning", "context")
+        != pattern_id("local", SKIP, "coding", "context")
+    )
 
 
-@pytest.mark.parametrize(("text", "real"), [
-    (None, False), ("", False), ("   ", False), ("not sure", False), ("Not sure.", False), ("I'm not sure!", False),
-    ("no idea", False), ("I don't know", False), ("idk", False), ("n/a", False), ("skip", False), ("?", False),
-    ("whatever", False), ("keep it simple", True), ("I don't know the options yet", True), ("No target", True),
-    ("Nothing special", True),
-])
+@pytest.mark.parametrize(
+    ("text", "real"),
+    [
+        (None, False),
+        ("", False),
+        ("   ", False),
+        ("not sure", False),
+        ("Not sure.", False),
+        ("I'm not sure!", False),
+        ("no idea", False),
+        ("I don't know", False),
+        ("idk", False),
+        ("n/a", False),
+        ("skip", False),
+        ("?", False),
+        ("whatever", False),
+        ("keep it simple", True),
+        ("I don't know the options yet", True),
+        ("No target", True),
+        ("Nothing special", True),
+    ],
+)
 def test_what_counts_as_an_answer(text, real):
     assert real_answer(text) is real
 
@@ -70,21 +90,35 @@ def test_a_thread_that_leaves_a_category_unanswered_confirms_its_skip_pattern():
     skip, outcome = changes[(SKIP, "scope")]
     assert (skip.validation_count, skip.success_count, outcome) == (1, 0, "failure")
     seeded, outcome = changes[(RECURRING, "scope")]  # the first answer has nothing to be checked against
-    assert (seeded.validation_count, seeded.values, seeded.value(), outcome) == \
-        (0, {"quick first version": 1}, "quick first version", "seeded")
+    assert (seeded.validation_count, seeded.values, seeded.value(), outcome) == (
+        0,
+        {"quick first version": 1},
+        "quick first version",
+        "seeded",
+    )
 
 
 def test_recurring_answers_succeed_fail_and_the_value_flips():
     p = Pattern("local", RECURRING, "planning", "constraint")
     outcomes = []
-    for answer in ("keep it simple", "Keep it  simple.", "make it fancy", "make it fancy", "make it fancy",
-                   "make it fancy"):
+    for answer in (
+        "keep it simple",
+        "Keep it  simple.",
+        "make it fancy",
+        "make it fancy",
+        "make it fancy",
+        "make it fancy",
+    ):
         p, outcome = answered(p, [patterns.normalize(answer)])
         outcomes.append((outcome, p.value()))
-    assert outcomes == [("seeded", "keep it simple"), ("success", "keep it simple"), ("failure", "keep it simple"),
-                        ("failure", "keep it simple"),
-                        ("failure", "make it fancy"),  # the 2-2 tie predicted the smaller value; now 3-2
-                        ("success", "make it fancy")]  # predicted and confirmed (now 4-2)
+    assert outcomes == [
+        ("seeded", "keep it simple"),
+        ("success", "keep it simple"),
+        ("failure", "keep it simple"),
+        ("failure", "keep it simple"),
+        ("failure", "make it fancy"),  # the 2-2 tie predicted the smaller value; now 3-2
+        ("success", "make it fancy"),
+    ]  # predicted and confirmed (now 4-2)
     assert (p.validation_count, p.success_count, p.values) == (5, 2, {"keep it simple": 2, "make it fancy": 4})
     assert p.recommended_actions() == ["assume:constraint=make it fancy"]
     both, outcome = answered(p, ["make it fancy", "something else"])  # every answer of the thread must match
@@ -127,8 +161,14 @@ def test_a_decision_skips_and_assumes_what_patterns_settle():
     assert not asked & {"context", "constraint"} and "scope" in asked  # the coding pattern is not a planning one
     assert decision.skipped == ["context"]
     [assumed] = decision.assumptions
-    assert (assumed.source, assumed.pattern_id, assumed.preference_id, assumed.category, assumed.value,
-            assumed.confidence) == ("pattern", learned[1].pattern_id, None, "constraint", "keep it simple", 0.8)
+    assert (
+        assumed.source,
+        assumed.pattern_id,
+        assumed.preference_id,
+        assumed.category,
+        assumed.value,
+        assumed.confidence,
+    ) == ("pattern", learned[1].pattern_id, None, "constraint", "keep it simple", 0.8)
     assert "the user left context questions unanswered in 3 of 3 planning threads" in decision.reason
 
 
@@ -138,8 +178,9 @@ def test_a_preference_beats_a_pattern_of_the_same_category():
         depth = learn(depth, "answer", "detailed", NOW, timedelta(days=180))
     known = {c: preferences.assumptions(p) for c, p in preferences.known_categories([depth], 0.75, NOW).items()}
     learned = [_recurring("scope", "quick first version"), _skip("scope")]
-    decision = domain.choose(IDEA, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d", known=known,
-                             patterns=learned)
+    decision = domain.choose(
+        IDEA, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d", known=known, patterns=learned
+    )
     assert [(a.source, a.key, a.value) for a in decision.assumptions] == [("preference", "depth", "detailed")]
     assert decision.skipped == [] and "scope" not in {q.category for q in decision.questions}
     # Without the preference, the recurring answer beats the skip.
@@ -152,12 +193,19 @@ def test_optimize_settles_open_questions_preference_first():
     for _ in range(3):
         depth = learn(depth, "answer", "detailed", NOW, timedelta(days=180))
     known = preferences.known_categories([depth], 0.75, NOW)
-    settled = patterns.applicable([_recurring("scope", "short"), _recurring("constraint", "keep it simple"),
-                                   _skip("context")], "planning", exclude=known)
-    found = patterns.optimizations([("q1", "scope"), ("q2", "constraint"), ("q3", "context"), ("q4", "intent")],
-                                   known, settled)
+    settled = patterns.applicable(
+        [_recurring("scope", "short"), _recurring("constraint", "keep it simple"), _skip("context")],
+        "planning",
+        exclude=known,
+    )
+    found = patterns.optimizations(
+        [("q1", "scope"), ("q2", "constraint"), ("q3", "context"), ("q4", "intent")], known, settled
+    )
     assert [(o.kind, o.question_id, o.answer) for o in found] == [
-        ("preference", "q1", "detailed"), ("recurring_answer", "q2", "keep it simple"), ("skip_question", "q3", None)]
+        ("preference", "q1", "detailed"),
+        ("recurring_answer", "q2", "keep it simple"),
+        ("skip_question", "q3", None),
+    ]
     assert found[0].source_id == depth.preference_id and found[0].confidence == 0.75
     assert found[1].source_id == pattern_id("local", RECURRING, "planning", "constraint")
     assert "left context questions unanswered" in found[2].reason
@@ -177,21 +225,29 @@ def _env(aggregate: str, at: datetime, **extra) -> dict:
 def _thread(number: int, answers: dict[str, str], assumed: bool = False) -> list:
     """One closed thread of the simulated user: it asks context, constraint and intent; ``answers`` by category."""
     thread, at = f"thread-{number}", NOW + timedelta(minutes=10 * number)
-    questions = [Question(question_id=f"{thread}-{c}", template_id=t, category=c, text="?")
-                 for c, t in (("context", "context-audience"), ("constraint", "constraint-budget"),
-                              ("intent", "intent-main-result"))]
-    log = [ThreadOpened(**_env(thread, at), idea=IDEA),
-           QuestionsProposed(**_env(thread, at + timedelta(seconds=5)), questions=questions, idea_type="planning",
-                             clarity=0.2)]
+    questions = [
+        Question(question_id=f"{thread}-{c}", template_id=t, category=c, text="?")
+        for c, t in (
+            ("context", "context-audience"),
+            ("constraint", "constraint-budget"),
+            ("intent", "intent-main-result"),
+        )
+    ]
+    log = [
+        ThreadOpened(**_env(thread, at), idea=IDEA),
+        QuestionsProposed(
+            **_env(thread, at + timedelta(seconds=5)), questions=questions, idea_type="planning", clarity=0.2
+        ),
+    ]
     given = [Answer(question_id=f"{thread}-{c}", text=t, assumed=assumed) for c, t in answers.items()]
     if given:
         log.append(AnswersRecorded(**_env(thread, at + timedelta(seconds=30)), answers=given))
-    return log + [ThreadCompleted(**_env(thread, at + timedelta(seconds=60)), final_draft_number=2,
-                                  reason="answered")]
+    return log + [ThreadCompleted(**_env(thread, at + timedelta(seconds=60)), final_draft_number=2, reason="answered")]
 
 
 def _learn(engine, log: list, policy: PatternPolicy) -> list:
     """Apply each thread's events, then what the learner's reactor appends on its close (as the service does)."""
+
     def validations(event: ThreadCompleted) -> list:
         with Session(engine) as session:
             facts = queries.thread_facts(session, event.aggregate_id)
@@ -212,8 +268,10 @@ def _learn(engine, log: list, policy: PatternPolicy) -> list:
 
 def _rows(path) -> dict:
     with sqlite3.connect(path) as db:
-        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
-                for t in ("learned_patterns", "pattern_evidence", "proposed_questions", "template_stats")}
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("learned_patterns", "pattern_evidence", "proposed_questions", "template_stats")
+        }
 
 
 def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
@@ -234,8 +292,13 @@ def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
     engine.dispose()
     skip, same = views[(SKIP, "context")], views[(RECURRING, "constraint")]
     assert (skip.validation_count, skip.success_count, skip.confidence, skip.applied) == (4, 4, 0.8333, True)
-    assert (same.validation_count, same.success_count, same.values, same.value, same.applied) == \
-        (3, 3, {"keep it simple": 4}, "keep it simple", True)
+    assert (same.validation_count, same.success_count, same.values, same.value, same.applied) == (
+        3,
+        3,
+        {"keep it simple": 4},
+        "keep it simple",
+        True,
+    )
     assert same.recommended_actions == ["assume:constraint=keep it simple"]
     varied = views[(RECURRING, "intent")]
     assert (varied.validation_count, varied.success_count, varied.applied) == (3, 0, False)
@@ -256,8 +319,9 @@ def test_patterns_are_the_log_and_rebuild_identically(tmp_path):
 
 
 def test_old_assumptions_and_answers_still_decode():
-    old = msgspec.json.encode({"preference_id": "p1", "category": "depth", "key": "depth", "value": "detailed",
-                               "confidence": 0.8})
+    old = msgspec.json.encode(
+        {"preference_id": "p1", "category": "depth", "key": "depth", "value": "detailed", "confidence": 0.8}
+    )
     assumption = msgspec.json.decode(old, type=Assumption)
     assert (assumption.source, assumption.pattern_id, assumption.preference_id) == ("preference", None, "p1")
     assert msgspec.json.decode(b'{"question_id": "q", "text": "t"}', type=Answer).assumed is False

@@ -10,34 +10,44 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
-from hermes_learner import domain, preferences, queries, readmodel, tables
-from hermes_learner.learning import learned_event
-from hermes_learner.preferences import Preference, learn, observe
-from hermes_learner.templates import SEED_TEMPLATES
-from hermes_orchestrator import domain as orchestrator
 from hermes_proto import subjects
 from hermes_proto.codec import encode
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import Answer, Assumption, PreferenceForgotten, ThreadOpened, preference_id
 from hermes_proto.ids import new_id
 
+from hermes_learner import domain, preferences, queries, readmodel, tables
+from hermes_learner.learning import learned_event
+from hermes_learner.preferences import Preference, learn, observe
+from hermes_learner.templates import SEED_TEMPLATES
+from hermes_orchestrator import domain as orchestrator
+
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=180)
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("A detailed plan please, budget under 500 euros; in Lisbon, by March and for my team",
-     {("depth", "depth", "detailed"), ("constraint", "budget", "budget under 500 euros"),
-      ("constraint", "location", "in lisbon"), ("constraint", "deadline", "by march"),
-      ("constraint", "audience", "for my team")}),
-    ("keep it casual", {("style", "style", "casual")}),
-    ("Something short and formal", {("depth", "depth", "overview"), ("style", "style", "formal")}),
-    ("a comprehensive guide, technical", {("depth", "depth", "comprehensive"), ("style", "style", "technical")}),
-    ("I live in Porto", {("constraint", "location", "i live in porto")}),
-    ("in time for the party", set()),  # "in" + a lowercase word is no place
-    ("no idea", set()),
-    ("", set()),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            "A detailed plan please, budget under 500 euros; in Lisbon, by March and for my team",
+            {
+                ("depth", "depth", "detailed"),
+                ("constraint", "budget", "budget under 500 euros"),
+                ("constraint", "location", "in lisbon"),
+                ("constraint", "deadline", "by march"),
+                ("constraint", "audience", "for my team"),
+            },
+        ),
+        ("keep it casual", {("style", "style", "casual")}),
+        ("Something short and formal", {("depth", "depth", "overview"), ("style", "style", "formal")}),
+        ("a comprehensive guide, technical", {("depth", "depth", "comprehensive"), ("style", "style", "technical")}),
+        ("I live in Porto", {("constraint", "location", "i live in porto")}),
+        ("in time for the party", set()),  # "in" + a lowercase word is no place
+        ("no idea", set()),
+        ("", set()),
+    ],
+)
 def test_answers_show_depth_style_and_recurring_constraints(answer, expected):
     assert {(o.category, o.key, o.value) for o in observe(answer)} == expected
 
@@ -64,8 +74,9 @@ def test_mixed_answers_lower_confidence_and_stability():
 
 
 def test_a_correction_lowers_confidence_and_flips_a_short_history():
-    short = learn(learn(Preference("local", "depth", "depth"), "answer", "overview", NOW, TTL),
-                  "answer", "overview", NOW, TTL)
+    short = learn(
+        learn(Preference("local", "depth", "depth"), "answer", "overview", NOW, TTL), "answer", "overview", NOW, TTL
+    )
     assert short.confidence() == 0.6667
     corrected = learn(short, "correction", "detailed", NOW, TTL)
     # overview keeps half its 2 votes, detailed gets 3: {overview: 1, detailed: 3} -> 3 / 5
@@ -92,8 +103,9 @@ def test_an_edit_sets_the_value_whatever_was_learned():
 
 
 def test_ratings_confirm_or_doubt_the_applied_value():
-    pref = learn(learn(Preference("local", "depth", "depth"), "answer", "detailed", NOW, TTL),
-                 "answer", "detailed", NOW, TTL)
+    pref = learn(
+        learn(Preference("local", "depth", "depth"), "answer", "detailed", NOW, TTL), "answer", "detailed", NOW, TTL
+    )
     assert learn(pref, "rating", None, NOW, TTL, rating=5).confidence() == round(2.5 / 3.5, 4)
     assert learn(pref, "rating", None, NOW, TTL, rating=1).confidence() == round(2 / 3.5, 4)
     assert learn(pref, "rating", None, NOW, TTL, rating=3).confidence() == pref.confidence()
@@ -150,23 +162,37 @@ def test_known_categories_are_assumed_not_asked():
 
 
 def test_draft1_prompt_applies_the_assumptions_and_records_them():
-    assumptions = [Assumption(preference_id="p1", category="constraint", key="budget", value="under 500 euros",
-                              confidence=0.8),
-                   Assumption(preference_id="p2", category="depth", key="depth", value="detailed", confidence=0.75)]
+    assumptions = [
+        Assumption(preference_id="p1", category="constraint", key="budget", value="under 500 euros", confidence=0.8),
+        Assumption(preference_id="p2", category="depth", key="depth", value="detailed", confidence=0.75),
+    ]
     cmd = SubmitIdea(command_id=new_id(), issued_at=NOW, thread_id=new_id(), idea="plan a trip")
     opened, job = orchestrator.decide_submit(None, cmd, orchestrator.Limits(), NOW, assumptions)
     system = job.messages[0].content
     assert "- Budget: under 500 euros" in system and "- Depth: detailed" in system
     assert opened.assumptions == assumptions
     plain = orchestrator.decide_submit(None, cmd, orchestrator.Limits(), NOW)[1].messages[0].content
-    assert plain == orchestrator.SYSTEM_PROMPT and not orchestrator.decide_submit(None, cmd, orchestrator.Limits(),
-                                                                                   NOW)[0].assumptions
+    assert (
+        plain == orchestrator.SYSTEM_PROMPT
+        and not orchestrator.decide_submit(None, cmd, orchestrator.Limits(), NOW)[0].assumptions
+    )
     # Draft 2 keeps them: the refinement prompt repeats the preferences draft 1 applied, beside the answers.
-    state = orchestrator.ThreadState(thread_id=cmd.thread_id, idea=cmd.idea, status=orchestrator.AWAITING_ANSWERS,
-                                     correlation_id="c", max_questions=5, draft1="Draft one.",
-                                     questions=[orchestrator.QuestionState("q1", "Why now?")], assumptions=assumptions)
-    answer = AnswerQuestions(command_id=new_id(), issued_at=NOW, thread_id=cmd.thread_id,
-                             answers=[Answer(question_id="q1", text="a birthday")])
+    state = orchestrator.ThreadState(
+        thread_id=cmd.thread_id,
+        idea=cmd.idea,
+        status=orchestrator.AWAITING_ANSWERS,
+        correlation_id="c",
+        max_questions=5,
+        draft1="Draft one.",
+        questions=[orchestrator.QuestionState("q1", "Why now?")],
+        assumptions=assumptions,
+    )
+    answer = AnswerQuestions(
+        command_id=new_id(),
+        issued_at=NOW,
+        thread_id=cmd.thread_id,
+        answers=[Answer(question_id="q1", text="a birthday")],
+    )
     _, draft2 = orchestrator.decide_answers(state, answer, orchestrator.Limits(), NOW)
     assert draft2.messages[0].content == system and "- Why now? a birthday" in draft2.messages[1].content
 
@@ -182,20 +208,28 @@ def test_the_read_model_is_the_log_and_rebuilds_identically(tmp_path):
         depth = learn(depth, "answer", "detailed", NOW + timedelta(minutes=i), TTL)
         log.append(learned_event(depth, "answer"))
     thread = new_id()
-    log.append(ThreadOpened(**_env(thread, NOW + timedelta(minutes=5)), idea="plan a trip",
-                            assumptions=preferences.assumptions([depth])))
+    log.append(
+        ThreadOpened(
+            **_env(thread, NOW + timedelta(minutes=5)), idea="plan a trip", assumptions=preferences.assumptions([depth])
+        )
+    )
     style = learn(Preference("local", "style", "style"), "edit", "casual", NOW, TTL)
     log.append(learned_event(style, "edit"))
-    log.append(PreferenceForgotten(**_env(style.preference_id, NOW + timedelta(minutes=6)), user_id="local",
-                                   category="style", key="style"))
+    log.append(
+        PreferenceForgotten(
+            **_env(style.preference_id, NOW + timedelta(minutes=6)), user_id="local", category="style", key="style"
+        )
+    )
 
     def build(path):
         engine = tables.make_engine(f"sqlite:///{path}")
         readmodel.apply_batch(engine, [(i, subjects.event_subject(e), encode(e)) for i, e in enumerate(log, 1)])
         engine.dispose()
         with sqlite3.connect(path) as db:
-            return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
-                    for t in ("user_preferences", "preference_evidence")}
+            return {
+                t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+                for t in ("user_preferences", "preference_evidence")
+            }
 
     first, second = build(tmp_path / "a.db"), build(tmp_path / "b.db")
     assert first == second

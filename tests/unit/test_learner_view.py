@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from hermes_learner import queries, readmodel, tables
-from hermes_learner.convert import ThreadFacts, utc
-from hermes_learner.seeding import seed_templates
-from hermes_learner.templates import SEED_TEMPLATES
-from hermes_learner.view import LearnerView
 from hermes_proto.base import Event
 from hermes_proto.events import (
     Answer,
+    AnswersRecorded,
     Assumption,
     PatternValidated,
     PreferenceForgotten,
@@ -36,9 +32,14 @@ from hermes_proto.events import (
     ThreadFailed,
     ThreadOpened,
     ThreadRated,
-    AnswersRecorded,
     preference_id,
 )
+
+from hermes_learner import queries, readmodel, tables
+from hermes_learner.convert import ThreadFacts, utc
+from hermes_learner.seeding import seed_templates
+from hermes_learner.templates import SEED_TEMPLATES
+from hermes_learner.view import LearnerView
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 USERS = ("ann", "bob")
@@ -87,20 +88,50 @@ class Story:
             category = rng.choice(("depth", "style", "constraint"))
             key = "budget" if category == "constraint" else category
             value = rng.choice(("detailed", "brief", "casual", "under 50"))
-            self.add(PreferenceLearned(**self.env(preference_id(user, category, key)), user_id=user, category=category,
-                                       key=key, value=value, votes={value: 1.0}, confidence=rng.choice((0.5, 0.8)),
-                                       stability=1.0, observations=1, source="explicit", evidence="edit",
-                                       expires_at=self.clock + timedelta(days=rng.choice((-1, 30)))))
+            self.add(
+                PreferenceLearned(
+                    **self.env(preference_id(user, category, key)),
+                    user_id=user,
+                    category=category,
+                    key=key,
+                    value=value,
+                    votes={value: 1.0},
+                    confidence=rng.choice((0.5, 0.8)),
+                    stability=1.0,
+                    observations=1,
+                    source="explicit",
+                    evidence="edit",
+                    expires_at=self.clock + timedelta(days=rng.choice((-1, 30))),
+                )
+            )
         elif kind == "forget":
             category = rng.choice(("depth", "style"))
-            self.add(PreferenceForgotten(**self.env(preference_id(user, category, category)), user_id=user,
-                                         category=category, key=category))
+            self.add(
+                PreferenceForgotten(
+                    **self.env(preference_id(user, category, category)), user_id=user, category=category, key=category
+                )
+            )
         elif kind == "add":
-            self.add(TemplateAdded(**self.env(rng.choice(TEMPLATE_IDS)), category="scope", text="Which rooms?",
-                                   suggestions=["two rooms"], status=rng.choice(("draft", "active"))))
+            self.add(
+                TemplateAdded(
+                    **self.env(rng.choice(TEMPLATE_IDS)),
+                    category="scope",
+                    text="Which rooms?",
+                    suggestions=["two rooms"],
+                    status=rng.choice(("draft", "active")),
+                )
+            )
         elif kind == "edit":
-            self.add(TemplateEdited(**self.env(rng.choice(TEMPLATE_IDS)), category="scope", text="How large?",
-                                    suggestions=["small", "large"], prior_improvement=0.7, time_cost_s=12))
+            self.add(
+                TemplateEdited(
+                    **self.env(rng.choice(TEMPLATE_IDS)),
+                    category="scope",
+                    text="How large?",
+                    suggestions=["small", "large"],
+                    prior_improvement=0.7,
+                    time_cost_s=12,
+                )
+            )
         else:
             self.add(TemplateDeactivated(**self.env(rng.choice(TEMPLATE_IDS))))
 
@@ -108,33 +139,73 @@ class Story:
         rng, state = self.rng, self.open[thread]
         user = state["user"]
         if state["step"] == 0:
-            applied = [Assumption(preference_id=preference_id(user, "depth", "depth"), category="depth", key="depth",
-                                  value="detailed", confidence=0.8)] if rng.random() < 0.4 else []
-            self.add(ThreadOpened(**self.env(thread), idea="plan a garden for my family", user_id=user,
-                                  max_questions=rng.choice((0, 3, 5)), assumptions=applied))
+            applied = (
+                [
+                    Assumption(
+                        preference_id=preference_id(user, "depth", "depth"),
+                        category="depth",
+                        key="depth",
+                        value="detailed",
+                        confidence=0.8,
+                    )
+                ]
+                if rng.random() < 0.4
+                else []
+            )
+            self.add(
+                ThreadOpened(
+                    **self.env(thread),
+                    idea="plan a garden for my family",
+                    user_id=user,
+                    max_questions=rng.choice((0, 3, 5)),
+                    assumptions=applied,
+                )
+            )
         elif state["step"] == 1 and rng.random() < 0.8:
             picked = [rng.choice(TEMPLATE_IDS) for _ in range(rng.randint(0, 3))]
-            questions = [Question(question_id=f"{thread}-q{i}", template_id=t, category="scope", text="?")
-                         for i, t in enumerate(picked)]
+            questions = [
+                Question(question_id=f"{thread}-q{i}", template_id=t, category="scope", text="?")
+                for i, t in enumerate(picked)
+            ]
             state["questions"] = [q.question_id for q in questions]
-            self.add(QuestionsProposed(**self.env(thread), questions=questions, idea_type=rng.choice(
-                ("planning", "general")), clarity=0.2))
+            self.add(
+                QuestionsProposed(
+                    **self.env(thread), questions=questions, idea_type=rng.choice(("planning", "general")), clarity=0.2
+                )
+            )
         elif state["step"] in (2, 3) and state["questions"] and rng.random() < 0.7:
-            answers = [Answer(question_id=q, text=rng.choice(ANSWERS), assumed=rng.random() < 0.2)
-                       for q in state["questions"] if rng.random() < 0.7]
+            answers = [
+                Answer(question_id=q, text=rng.choice(ANSWERS), assumed=rng.random() < 0.2)
+                for q in state["questions"]
+                if rng.random() < 0.7
+            ]
             answers.append(Answer(question_id="never-asked", text="x"))
             answers_event = AnswersRecorded(**self.env(thread), answers=answers)
             self.add(answers_event)
             if rng.random() < 0.5:
-                self.add(PreferenceLearned(**dict(self.env(preference_id(user, "depth", "depth")),
-                                                  causation_id=answers_event.event_id),
-                                           user_id=user, category="depth", key="depth", value="detailed",
-                                           votes={"detailed": 1.0}, confidence=0.8, stability=1.0, observations=1,
-                                           source="answers", evidence="answer", thread_id=thread))
+                self.add(
+                    PreferenceLearned(
+                        **dict(self.env(preference_id(user, "depth", "depth")), causation_id=answers_event.event_id),
+                        user_id=user,
+                        category="depth",
+                        key="depth",
+                        value="detailed",
+                        votes={"detailed": 1.0},
+                        confidence=0.8,
+                        stability=1.0,
+                        observations=1,
+                        source="answers",
+                        evidence="answer",
+                        thread_id=thread,
+                    )
+                )
         elif state["step"] >= 4 or rng.random() < 0.2:
             close = rng.choice((ThreadCompleted, ThreadFailed))
-            extra = dict(final_draft_number=2, reason="answered") if close is ThreadCompleted else dict(
-                error_code="backend_error", message="down")
+            extra = (
+                dict(final_draft_number=2, reason="answered")
+                if close is ThreadCompleted
+                else dict(error_code="backend_error", message="down")
+            )
             event = close(**self.env(thread), **extra)
             self.add(event)
             del self.open[thread]
@@ -145,30 +216,55 @@ class Story:
     def after_close(self, thread: str, close_id: str) -> None:
         rng = self.rng
         if rng.random() < 0.5:
-            self.add(PatternValidated(**dict(self.env(f"pattern-{thread[-1]}"), causation_id=close_id),
-                                      user_id="ann", kind="skip_question", idea_type="planning", category="scope",
-                                      outcome="success", validation_count=1, success_count=1, confidence=0.6,
-                                      thread_id=thread))
-        for cause_id, cause in [(close_id, "thread_closed")] + ([(f"r{self.n}", "thread_rated")]
-                                                                 if rng.random() < 0.5 else []):
+            self.add(
+                PatternValidated(
+                    **dict(self.env(f"pattern-{thread[-1]}"), causation_id=close_id),
+                    user_id="ann",
+                    kind="skip_question",
+                    idea_type="planning",
+                    category="scope",
+                    outcome="success",
+                    validation_count=1,
+                    success_count=1,
+                    confidence=0.6,
+                    thread_id=thread,
+                )
+            )
+        for cause_id, cause in [(close_id, "thread_closed")] + (
+            [(f"r{self.n}", "thread_rated")] if rng.random() < 0.5 else []
+        ):
             if cause == "thread_rated":
                 rating = ThreadRated(**self.env(thread), rating=rng.randint(1, 5), draft_number=1)
                 self.add(rating)
                 cause_id = rating.event_id
                 if rng.random() < 0.3:
                     self.add(ThreadRated(**self.env(thread), rating=rng.randint(1, 5), draft_number=1))
-            self.add(TemplateEffectivenessUpdated(**dict(self.env(rng.choice(TEMPLATE_IDS)), causation_id=cause_id),
-                                                  cause=cause, thread_id=thread, times_asked=1, times_answered=1,
-                                                  trend="new", expected_improvement=0.5))
+            self.add(
+                TemplateEffectivenessUpdated(
+                    **dict(self.env(rng.choice(TEMPLATE_IDS)), causation_id=cause_id),
+                    cause=cause,
+                    thread_id=thread,
+                    times_asked=1,
+                    times_answered=1,
+                    trend="new",
+                    expected_improvement=0.5,
+                )
+            )
 
 
 def comparable(facts: ThreadFacts | None) -> ThreadFacts | None:
     """``facts`` with its question rows as plain values (ORM rows and view copies compare so)."""
     if facts is None:
         return None
-    return dataclasses.replace(facts, questions=tuple(
-        tuple(utc(v) if isinstance(v, datetime) else v for v in (getattr(q, c) for c in tables.Question.__columns__))
-        for q in facts.questions))
+    return dataclasses.replace(
+        facts,
+        questions=tuple(
+            tuple(
+                utc(v) if isinstance(v, datetime) else v for v in (getattr(q, c) for c in tables.Question.__columns__)
+            )
+            for q in facts.questions
+        ),
+    )
 
 
 def check(view: LearnerView, engine, threads: list[str]) -> int:
@@ -205,7 +301,7 @@ def test_the_view_answers_as_the_rows_after_every_batch(tmp_path: Path, seed: in
     rng, applied, held = random.Random(seed), 0, 0
     while applied < len(events):
         size = rng.randint(1, 30 if threads < 100 else 120)
-        batch = readmodel.apply_events(store, events[applied:applied + size], applied + size)
+        batch = readmodel.apply_events(store, events[applied : applied + size], applied + size)
         view.apply(store.changes, batch.opened)
         applied += size
         held += check(view, engine, opened)
@@ -233,9 +329,13 @@ def test_rows_of_a_thread_not_held_make_it_untrusted(tmp_path: Path) -> None:
     store = readmodel.row_store(engine)
     view = LearnerView.load(engine)
     env = dict(aggregate_id="t", occurred_at=T0, correlation_id="t")
-    early = QuestionsProposed(event_id="p", **env, idea_type="general", clarity=0.1,
-                              questions=[Question(question_id="q", template_id="scope-size", category="scope",
-                                                  text="?")])
+    early = QuestionsProposed(
+        event_id="p",
+        **env,
+        idea_type="general",
+        clarity=0.1,
+        questions=[Question(question_id="q", template_id="scope-size", category="scope", text="?")],
+    )
     for events in ([early], [ThreadOpened(event_id="o", **env, idea="x")]):
         batch = readmodel.apply_events(store, events, len(events))
         view.apply(store.changes, batch.opened)
@@ -258,8 +358,10 @@ def test_memory_holds_new_threads_and_lets_old_closed_ones_go(tmp_path: Path) ->
         return dict(event_id=f"{thread}-{name}", aggregate_id=thread, occurred_at=T0, correlation_id=thread)
 
     for thread in ("a", "b", "c"):  # each opened and closed in one write
-        write(ThreadOpened(**env(thread, "o"), idea="x"),
-              ThreadCompleted(**env(thread, "c"), final_draft_number=1, reason="no_questions"))
+        write(
+            ThreadOpened(**env(thread, "o"), idea="x"),
+            ThreadCompleted(**env(thread, "c"), final_draft_number=1, reason="no_questions"),
+        )
     assert [view.held_facts(t) is not None for t in "abc"] == [False, True, True]  # the oldest closed one left
     write(ThreadRated(**env("a", "r"), rating=4, draft_number=1), ThreadOpened(**env("d", "o"), idea="y"))
     assert view.held_facts("a") is None and view.held_facts("d") is not None  # a change does not bring it back

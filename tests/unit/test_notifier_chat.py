@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
 from fakes.telegram_api import parse_markdown_v2
-from hermes_notifier import chat, domain
-from hermes_notifier.domain import split_text, utf16_len
+
 from hermes_proto.events import Assumption, Question, ThreadCompleted, preference_id
 from hermes_proto.ids import derived_id
 from hermes_proto.queries import (
@@ -21,26 +19,39 @@ from hermes_proto.queries import (
     ThreadView,
 )
 
+from hermes_notifier import chat, domain
+from hermes_notifier.domain import split_text, utf16_len
+
 THREAD = derived_id("telegram_thread", "42", "7")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def questions(n: int = 3) -> list[Question]:
-    return [Question(question_id=f"q{i}", template_id="t", category=cat, text=f"What about {cat}?",
-                     suggestions=[f"{cat} answer {j}" for j in range(3)])
-            for i, cat in zip(range(n), ("intent", "constraint", "scope"))]
+    return [
+        Question(
+            question_id=f"q{i}",
+            template_id="t",
+            category=cat,
+            text=f"What about {cat}?",
+            suggestions=[f"{cat} answer {j}" for j in range(3)],
+        )
+        for i, cat in zip(range(n), ("intent", "constraint", "scope"), strict=False)
+    ]
 
 
-@pytest.mark.parametrize(("text", "kind", "value"), [
-    ("Plan a balcony garden", "idea", "Plan a balcony garden"),
-    ("/idea   Plan a garden\nwith herbs", "idea", "Plan a garden\nwith herbs"),
-    ("/idea", "usage", None),
-    ("/status", "command", "status"),
-    ("/STATUS@hermes_test_bot abc", "command", "status"),
-    ("/threads", "command", "threads"),
-    ("/frobnicate", "usage", None),
-    ("   ", "ignore", None),
-])
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("Plan a balcony garden", "idea", "Plan a balcony garden"),
+        ("/idea   Plan a garden\nwith herbs", "idea", "Plan a garden\nwith herbs"),
+        ("/idea", "usage", None),
+        ("/status", "command", "status"),
+        ("/STATUS@hermes_test_bot abc", "command", "status"),
+        ("/threads", "command", "threads"),
+        ("/frobnicate", "usage", None),
+        ("   ", "ignore", None),
+    ],
+)
 def test_messages_become_intents(text, kind, value):
     intent = chat.parse_message(text, None, "hermes_test_bot")
     assert intent.kind == kind
@@ -70,8 +81,12 @@ def test_a_reply_to_a_question_message_answers_that_question():
     qs = questions()
     text, _ = chat.question_message(THREAD, 1, qs)
     intent = chat.parse_message("On a budget of 50 euros", text)
-    assert (intent.kind, intent.thread_id, intent.question, intent.text) == ("answer", THREAD, 1,
-                                                                             "On a budget of 50 euros")
+    assert (intent.kind, intent.thread_id, intent.question, intent.text) == (
+        "answer",
+        THREAD,
+        1,
+        "On a budget of 50 euros",
+    )
     # A reply to any other message is a new idea; a command in reply stays a command.
     assert chat.parse_message("Another idea", "Draft 1\n\nsome text").kind == "idea"
     assert chat.parse_message("/status", text).kind == "command"
@@ -85,7 +100,8 @@ def test_question_buttons_round_trip_and_fit_telegrams_limit():
         assert all(len(d.encode()) <= chat.CALLBACK_DATA_MAX_BYTES for d in datas)
         answers = [chat.parse_button(d) for d in datas if d.startswith("a:")]
         assert [(a.kind, a.thread_id, a.question, a.suggestion) for a in answers] == [
-            ("answer", THREAD, index, j) for j in range(3)]
+            ("answer", THREAD, index, j) for j in range(3)
+        ]
         has_done = any(chat.parse_button(d).kind == "done" for d in datas)
         assert has_done == (index == len(qs) - 1)  # only the last question offers "done"
     rating = [chat.parse_button(d) for _, d in chat.rating_keyboard(THREAD)[0]]
@@ -120,14 +136,35 @@ def test_render_escapes_every_reserved_character_and_bolds_the_first_line():
 
 
 def thread_view(**kw) -> ThreadView:
-    base = dict(thread_id=THREAD, idea="Plan a garden", channel="telegram", user_id="telegram:42",
-                origin={"telegram_chat_id": "42"}, status="awaiting_answers", created_at=NOW, updated_at=NOW,
-                draft1="Draft text", questions=[QuestionView(question_id="q0", category="scope", text="?"),
-                                                QuestionView(question_id="q1", category="scope", text="?",
-                                                             answer="yes")],
-                jobs=[JobView(job_id="j1", thread_id=THREAD, kind="draft1", status="completed", backend="talos",
-                              model="smollm2", prompt_tokens=10, completion_tokens=32, latency_ms=1500.0,
-                              cost_cents=0.0125)])
+    base = dict(
+        thread_id=THREAD,
+        idea="Plan a garden",
+        channel="telegram",
+        user_id="telegram:42",
+        origin={"telegram_chat_id": "42"},
+        status="awaiting_answers",
+        created_at=NOW,
+        updated_at=NOW,
+        draft1="Draft text",
+        questions=[
+            QuestionView(question_id="q0", category="scope", text="?"),
+            QuestionView(question_id="q1", category="scope", text="?", answer="yes"),
+        ],
+        jobs=[
+            JobView(
+                job_id="j1",
+                thread_id=THREAD,
+                kind="draft1",
+                status="completed",
+                backend="talos",
+                model="smollm2",
+                prompt_tokens=10,
+                completion_tokens=32,
+                latency_ms=1500.0,
+                cost_cents=0.0125,
+            )
+        ],
+    )
     base.update(kw)
     return ThreadView(**base)
 
@@ -141,20 +178,41 @@ def test_status_text_shows_state_jobs_cost_and_link():
 
 
 def test_open_jobs_and_thread_list():
-    running = thread_view(jobs=[JobView(job_id="j2", thread_id=THREAD, kind="draft2", status="running"),
-                                JobView(job_id="j1", thread_id=THREAD, kind="draft1", status="completed")])
+    running = thread_view(
+        jobs=[
+            JobView(job_id="j2", thread_id=THREAD, kind="draft2", status="running"),
+            JobView(job_id="j1", thread_id=THREAD, kind="draft1", status="completed"),
+        ]
+    )
     assert chat.open_jobs(running) == ["j2"]
     assert "No threads" in chat.threads_text([])
     assert THREAD in chat.threads_text([running])
 
 
 def test_budget_and_backends_texts():
-    reply = BackendsReply(backends=[BackendView(name="talos", type="ollama", enabled=True, health="healthy",
-                                                local=True, models=["smollm2"], scores={}, in_flight=1,
-                                                spend_today_cents=0.5)],
-                          budget=BudgetView(day="2026-11-23", spent_today_cents=12.5, daily_budget_cents=100.0,
-                                            projects={"garden": 2.0}, project_budgets_cents={"garden": 10.0}),
-                          queued_jobs=3)
+    reply = BackendsReply(
+        backends=[
+            BackendView(
+                name="talos",
+                type="ollama",
+                enabled=True,
+                health="healthy",
+                local=True,
+                models=["smollm2"],
+                scores={},
+                in_flight=1,
+                spend_today_cents=0.5,
+            )
+        ],
+        budget=BudgetView(
+            day="2026-11-23",
+            spent_today_cents=12.5,
+            daily_budget_cents=100.0,
+            projects={"garden": 2.0},
+            project_budgets_cents={"garden": 10.0},
+        ),
+        queued_jobs=3,
+    )
     budget = chat.budget_text(reply)
     assert "12.5¢ of 100¢ ($1.00)" in budget and "garden: 2¢ of 10¢" in budget
     backends = chat.backends_text(reply)
@@ -172,8 +230,7 @@ def test_live_draft_keeps_the_head_of_a_long_draft():
 def test_a_heading_does_not_become_a_part_of_its_own():
     """A long text whose only blank line is under its heading is cut at a line or word boundary near the
     limit, not right after the heading."""
-    draft = chat.draft_text(1, "\n".join(f"line {i} " + "x" * 60 for i in range(100)), "talos", "fake", 10, 1000,
-                            False)
+    draft = chat.draft_text(1, "\n".join(f"line {i} " + "x" * 60 for i in range(100)), "talos", "fake", 10, 1000, False)
     parts = split_text(draft)
     assert [utf16_len(p) <= 4096 for p in parts] == [True] * len(parts)
     assert utf16_len(parts[0]) > 2048 and parts[0].startswith("Draft 1\n\nline 0 ")
@@ -189,15 +246,21 @@ RESERVED = "_*[]()~`>#+-=|{}.!\\"
 
 def assumption(key: str, value: str, confidence: float, category: str | None = None) -> Assumption:
     category = category or (key if key in ("depth", "style") else "constraint")
-    return Assumption(preference_id=preference_id("telegram:42", category, key), category=category, key=key,
-                      value=value, confidence=confidence)
+    return Assumption(
+        preference_id=preference_id("telegram:42", category, key),
+        category=category,
+        key=key,
+        value=value,
+        confidence=confidence,
+    )
 
 
 def test_assumptions_read_as_one_line_with_how_to_correct_them():
-    text = domain.assumptions_text([assumption("depth", "detailed", 0.8),
-                                    assumption("budget", "under 500 euros", 0.9)])
-    assert text == ("I assumed: Depth: detailed (80%), Budget: under 500 euros (90%).\n"
-                    "Wrong? /correct <key> <value> (key: depth, budget)")
+    text = domain.assumptions_text([assumption("depth", "detailed", 0.8), assumption("budget", "under 500 euros", 0.9)])
+    assert text == (
+        "I assumed: Depth: detailed (80%), Budget: under 500 euros (90%).\n"
+        "Wrong? /correct <key> <value> (key: depth, budget)"
+    )
     assert domain.assumptions_text([]) == ""
     # A key /correct does not take, or a learned pattern's usual answer, is shown but not offered for correction.
     other = domain.assumptions_text([assumption("dietary_needs", "vegan", 0.756), usual_answer("intent", "fun")])
@@ -224,8 +287,14 @@ def test_many_long_assumptions_stay_within_telegrams_limits():
 
 
 def usual_answer(category: str, value: str) -> Assumption:
-    return Assumption(source="pattern", pattern_id=derived_id("pattern", category), category=category, key=category,
-                      value=value, confidence=0.8)
+    return Assumption(
+        source="pattern",
+        pattern_id=derived_id("pattern", category),
+        category=category,
+        key=category,
+        value=value,
+        confidence=0.8,
+    )
 
 
 def test_assumptions_are_merged_once_per_preference_or_pattern():
@@ -233,12 +302,17 @@ def test_assumptions_are_merged_once_per_preference_or_pattern():
     later_depth = assumption("depth", "overview", 0.76)
     intent, context = usual_answer("intent", "fun"), usual_answer("context", "at home")
     assert domain.merged_assumptions([depth, intent], [later_depth, budget, context, intent]) == [
-        depth, intent, budget, context]
+        depth,
+        intent,
+        budget,
+        context,
+    ]
 
 
 def completed(reason: str) -> ThreadCompleted:
-    return ThreadCompleted(event_id="e1", aggregate_id=THREAD, occurred_at=NOW, correlation_id=THREAD,
-                           reason=reason, final_draft_number=1)
+    return ThreadCompleted(
+        event_id="e1", aggregate_id=THREAD, occurred_at=NOW, correlation_id=THREAD, reason=reason, final_draft_number=1
+    )
 
 
 def test_a_telegram_thread_finished_without_questions_says_what_it_assumed():
@@ -252,31 +326,37 @@ def test_a_telegram_thread_finished_without_questions_says_what_it_assumed():
     assert "I assumed" not in domain.compose(completed("no_questions"), web, "http://hermes.test", 0).text
 
 
-@pytest.mark.parametrize(("text", "key", "value"), [
-    ("/correct depth overview", "depth", "overview"),
-    ("/correct Depth DETAILED", "depth", "detailed"),
-    ("/correct@hermes_test_bot style technical", "style", "technical"),
-    ("/correct budget   Under 300 €\n(approx.)", "budget", "Under 300 € (approx.)"),
-    ("/correct audience my team", "audience", "my team"),
-    ("/correct language plain English", "language", "plain English"),
-    ("/correct location " + "é" * 120, "location", "é" * 120),
-])
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("/correct depth overview", "depth", "overview"),
+        ("/correct Depth DETAILED", "depth", "detailed"),
+        ("/correct@hermes_test_bot style technical", "style", "technical"),
+        ("/correct budget   Under 300 €\n(approx.)", "budget", "Under 300 € (approx.)"),
+        ("/correct audience my team", "audience", "my team"),
+        ("/correct language plain English", "language", "plain English"),
+        ("/correct location " + "é" * 120, "location", "é" * 120),
+    ],
+)
 def test_correct_takes_a_key_and_a_value(text, key, value):
     intent = chat.parse_message(text, None, "hermes_test_bot")
     assert (intent.kind, intent.key, intent.text) == ("correct", key, value)
     assert domain.CORRECTABLE_KEYS[key] == ("constraint" if key not in ("depth", "style") else key)
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("/correct", "Send /correct <key> <value>"),
-    ("/correct    ", "Send /correct <key> <value>"),
-    ("/correct depth", "Say what depth should be"),
-    ("/correct colour red", "There is no preference called colour"),
-    ("/correct budget_2 cheap", "There is no preference called budget_2"),
-    ("/correct depth super deep", "Depth is one of overview, detailed, comprehensive"),
-    ("/correct style loud", "Style is one of formal, casual, technical"),
-    ("/correct budget " + "x" * 121, "at most 120 characters"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/correct", "Send /correct <key> <value>"),
+        ("/correct    ", "Send /correct <key> <value>"),
+        ("/correct depth", "Say what depth should be"),
+        ("/correct colour red", "There is no preference called colour"),
+        ("/correct budget_2 cheap", "There is no preference called budget_2"),
+        ("/correct depth super deep", "Depth is one of overview, detailed, comprehensive"),
+        ("/correct style loud", "Style is one of formal, casual, technical"),
+        ("/correct budget " + "x" * 121, "at most 120 characters"),
+    ],
+)
 def test_a_bad_correction_gets_a_clear_usage(text, says):
     intent = chat.parse_message(text, None)
     assert intent.kind == "usage" and says in intent.text, intent.text
@@ -287,10 +367,21 @@ def test_help_lists_correct():
 
 
 def preference(value: str, confidence: float, applied: bool) -> PreferenceView:
-    return PreferenceView(preference_id=preference_id("telegram:42", "depth", "depth"), user_id="telegram:42",
-                          category="depth", key="depth", value=value, confidence=confidence, stability=0.5,
-                          observations=4, corrections=1, source="explicit", evidence="correction", updated_at=NOW,
-                          applied=applied)
+    return PreferenceView(
+        preference_id=preference_id("telegram:42", "depth", "depth"),
+        user_id="telegram:42",
+        category="depth",
+        key="depth",
+        value=value,
+        confidence=confidence,
+        stability=0.5,
+        observations=4,
+        corrections=1,
+        source="explicit",
+        evidence="correction",
+        updated_at=NOW,
+        applied=applied,
+    )
 
 
 def test_the_outcome_of_a_correction_says_what_is_held_now():

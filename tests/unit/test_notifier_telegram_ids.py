@@ -3,9 +3,10 @@ Hermes's messages (:func:`hermes_notifier.inbox.from_bot`): pure, no bus."""
 
 from __future__ import annotations
 
+from hermes_proto.inbox import TgChat, TgMessage, TgUser
+
 from hermes_notifier.inbox import from_bot
 from hermes_notifier.replies import TELEGRAM_ORIGIN, chat_aggregate, origin_chat
-from hermes_proto.inbox import TgChat, TgMessage, TgUser
 
 
 def test_a_chat_s_own_aggregate_keeps_a_group_s_sign() -> None:

@@ -41,8 +41,10 @@ def test_a_command_names_its_thread_when_it_can() -> None:
     from hermes_proto.ids import utcnow
 
     rate = RateThread(command_id="c", issued_at=utcnow(), thread_id="abc", rating=5)
-    assert command_subject(rate) == "hermes.cmd.rate_thread.abc" and command_subject(RateThread) == \
-        "hermes.cmd.rate_thread"
+    assert (
+        command_subject(rate) == "hermes.cmd.rate_thread.abc"
+        and command_subject(RateThread) == "hermes.cmd.rate_thread"
+    )
     odd = RateThread(command_id="c", issued_at=utcnow(), thread_id="a b.c", rating=5)
     assert command_subject(odd) == "hermes.cmd.rate_thread"  # not a subject token: no partition
     assert command_type_of("hermes.cmd.rate_thread.abc.1") == "rate_thread" and command_type_of("x.y") == ""

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from hermes_orchestrator import domain, snapshot
-from hermes_orchestrator import readmodel as orch
 from hermes_proto.base import ChatMessage, Event
 from hermes_proto.commands import CancelJob, SubmitIdea
 from hermes_proto.events import (
@@ -23,6 +21,9 @@ from hermes_proto.events import (
     ThreadOpened,
 )
 from hermes_proto.ids import new_id, utcnow
+
+from hermes_orchestrator import domain, snapshot
+from hermes_orchestrator import readmodel as orch
 from hermes_router import readmodel as router
 from hermes_router.handlers import read_snapshot
 
@@ -30,13 +31,22 @@ T0 = datetime(2026, 11, 23, 12, 0, tzinfo=utcnow().tzinfo)
 
 
 def env(thread_id: str, seconds: float = 0, event_id: str | None = None) -> dict:
-    return dict(event_id=event_id or new_id(), aggregate_id=thread_id, occurred_at=T0 + timedelta(seconds=seconds),
-                correlation_id="c")
+    return dict(
+        event_id=event_id or new_id(),
+        aggregate_id=thread_id,
+        occurred_at=T0 + timedelta(seconds=seconds),
+        correlation_id="c",
+    )
 
 
 def queued(thread_id: str, job_id: str) -> JobQueued:
-    return JobQueued(**env(thread_id), job_id=job_id, kind="draft1", max_tokens=64,
-                     messages=[ChatMessage(role="user", content="plan a garden")])
+    return JobQueued(
+        **env(thread_id),
+        job_id=job_id,
+        kind="draft1",
+        max_tokens=64,
+        messages=[ChatMessage(role="user", content="plan a garden")],
+    )
 
 
 def apply_router(db: Path, events: list[Event]) -> router.RouterJobRow:
@@ -51,23 +61,54 @@ def apply_router(db: Path, events: list[Event]) -> router.RouterJobRow:
 
 def test_a_round_that_read_the_job_before_its_cancellation_does_not_reopen_it(tmp_path: Path) -> None:
     thread_id, job_id = new_id(), new_id()
-    selected = BackendSelected(**env(thread_id, 1), job_id=job_id, backend="talos", model="m", reason="score",
-                               price_in_cents_per_mtok=100.0, price_out_cents_per_mtok=200.0)
-    row = apply_router(tmp_path / "r.db", [queued(thread_id, job_id),
-                                           JobCancelled(**env(thread_id, 0.5), job_id=job_id, reason="user"),
-                                           selected])
+    selected = BackendSelected(
+        **env(thread_id, 1),
+        job_id=job_id,
+        backend="talos",
+        model="m",
+        reason="score",
+        price_in_cents_per_mtok=100.0,
+        price_out_cents_per_mtok=200.0,
+    )
+    row = apply_router(
+        tmp_path / "r.db",
+        [queued(thread_id, job_id), JobCancelled(**env(thread_id, 0.5), job_id=job_id, reason="user"), selected],
+    )
     assert (row.status, row.backend, row.attempts) == (router.CANCELLED, "talos", 1)  # where to send the stop
 
 
 def test_a_cancelled_call_that_still_ran_is_costed_once(tmp_path: Path) -> None:
     thread_id, job_id = new_id(), new_id()
     db = tmp_path / "r.db"
-    selected = BackendSelected(**env(thread_id, 1), job_id=job_id, backend="talos", model="m", reason="score",
-                               price_in_cents_per_mtok=100.0, price_out_cents_per_mtok=200.0)
-    done = ExecutionCompleted(**env(thread_id, 3), job_id=job_id, backend="talos", model="m", text="x",
-                              prompt_tokens=1000, completion_tokens=500, latency_ms=900.0)
-    row = apply_router(db, [queued(thread_id, job_id), selected,
-                            JobCancelled(**env(thread_id, 2), job_id=job_id, reason="user"), done, done])
+    selected = BackendSelected(
+        **env(thread_id, 1),
+        job_id=job_id,
+        backend="talos",
+        model="m",
+        reason="score",
+        price_in_cents_per_mtok=100.0,
+        price_out_cents_per_mtok=200.0,
+    )
+    done = ExecutionCompleted(
+        **env(thread_id, 3),
+        job_id=job_id,
+        backend="talos",
+        model="m",
+        text="x",
+        prompt_tokens=1000,
+        completion_tokens=500,
+        latency_ms=900.0,
+    )
+    row = apply_router(
+        db,
+        [
+            queued(thread_id, job_id),
+            selected,
+            JobCancelled(**env(thread_id, 2), job_id=job_id, reason="user"),
+            done,
+            done,
+        ],
+    )
     assert (row.status, row.completion_event_id, row.completion_tokens) == (router.CANCELLED, done.event_id, 500)
     engine = router.make_engine(f"sqlite:///{db}")
     snapshot = read_snapshot(engine, T0)
@@ -101,8 +142,9 @@ def test_an_abandonment_arriving_after_the_timeout_fails_the_job_only_once(tmp_p
     ended = domain.decide_cancel(state, timeout, T0)
     assert [e.type_name() for e in ended] == ["job_cancelled", "job_failed", "thread_failed"]
     late = ExecutionAbandoned(**env(thread_id, 70), job_id=job.job_id, error_code="http_5xx", message="x")
-    state = orchestrator_state(tmp_path / "o2.db", first + [e for e in ended if e.type_name() != "thread_failed"]
-                               + [late], thread_id)
+    state = orchestrator_state(
+        tmp_path / "o2.db", first + [e for e in ended if e.type_name() != "thread_failed"] + [late], thread_id
+    )
     assert state.status == domain.DRAFTING and state.jobs[job.job_id].status == "failed"
     assert domain.react_execution_abandoned(state, late, T0) == []
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from hermes_proto.backends import load_backend
 from hermes_proto.base import ChatMessage
+
 from hermes_router import domain
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -15,14 +16,23 @@ MAX_TOKENS = 500
 
 
 def paid_backend() -> dict[str, domain.BackendState]:
-    cfg = load_backend("remote", {"BACKEND_REMOTE_TYPE": "openai", "BACKEND_REMOTE_HOST": "127.0.0.1",
-                                  "BACKEND_REMOTE_MODELS": "big"})
+    cfg = load_backend(
+        "remote", {"BACKEND_REMOTE_TYPE": "openai", "BACKEND_REMOTE_HOST": "127.0.0.1", "BACKEND_REMOTE_MODELS": "big"}
+    )
     return {"remote": domain.BackendState(config=cfg, health="healthy", price_in=PRICE, price_out=PRICE)}
 
 
 def job(i: int, project: str) -> domain.JobNeeds:
-    return domain.analyse(f"job-{i}", "draft1", [ChatMessage(role="user", content="plan a garden")],
-                          job_type="general", private=False, project=project, priority=5, max_tokens=MAX_TOKENS)
+    return domain.analyse(
+        f"job-{i}",
+        "draft1",
+        [ChatMessage(role="user", content="plan a garden")],
+        job_type="general",
+        private=False,
+        project=project,
+        priority=5,
+        max_tokens=MAX_TOKENS,
+    )
 
 
 def dispatch_all(budget: domain.Budget, project: str, n: int) -> tuple[int, list[str]]:

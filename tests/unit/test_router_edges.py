@@ -7,20 +7,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
 from fakes.clock import ManualClock
+
 from hermes_proto.backends import BackendConfig, enabled_backend_names
+
 from hermes_router import domain
 from hermes_router.health import HealthMonitor
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
 
-
 def monitor(clock: ManualClock, changes: list[int], stale_s: float = 15.0) -> HealthMonitor:
     registry = {name: BackendConfig(name=name) for name in ("talos", "remote_api")}
-    return HealthMonitor(nc=None, store=None, registry=registry, threshold=1000, probe_timeout_s=1.0, marked={},
-                         on_change=lambda: changes.append(1), edge_stale_s=stale_s, clock=clock)
+    return HealthMonitor(
+        nc=None,
+        store=None,
+        registry=registry,
+        threshold=1000,
+        probe_timeout_s=1.0,
+        marked={},
+        on_change=lambda: changes.append(1),
+        edge_stale_s=stale_s,
+        clock=clock,
+    )
 
 
 async def test_edge_liveness_follows_heartbeats_probes_and_silence() -> None:
@@ -62,11 +71,14 @@ def state(name: str, health: str, **cfg) -> domain.BackendState:
 
 
 def test_a_backend_without_edge_is_rejected_and_failover_goes_where_an_edge_runs() -> None:
-    needs = domain.analyse("j1", "draft1", [], job_type="general", private=False, project="default", priority=5,
-                           max_tokens=64)
+    needs = domain.analyse(
+        "j1", "draft1", [], job_type="general", private=False, project="default", priority=5, max_tokens=64
+    )
     policy = domain.Policy(primary="remote_api")
-    states = {"talos": state("talos", domain.NO_EDGE, quality=0.9, speed=0.9),
-              "remote_api": state("remote_api", "healthy", quality=0.1, speed=0.1)}
+    states = {
+        "talos": state("talos", domain.NO_EDGE, quality=0.9, speed=0.9),
+        "remote_api": state("remote_api", "healthy", quality=0.1, speed=0.1),
+    }
     selection = domain.select(states, needs, domain.Budget(), policy, NOW)
     assert selection.chosen is not None and selection.chosen.backend == "remote_api"
     rejected = {c.backend: c.rejected for c in selection.candidates}

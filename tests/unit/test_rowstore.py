@@ -78,8 +78,7 @@ def test_batches_insert_update_and_delete_what_changed(engine) -> None:
         store.add(Pair(a="p", b=1, value=1.5))
         got = store.get(Item, "a")
         got.count = 3  # a change to a row added in the same batch is part of its insert
-    assert orm(engine, ItemRow, "a") == dict(item_id="a", status="new", big="x" * 1000, count=3, flag=False,
-                                             at=T0)
+    assert orm(engine, ItemRow, "a") == dict(item_id="a", status="new", big="x" * 1000, count=3, flag=False, at=T0)
     assert orm(engine, PairRow, "p", 1)["value"] == 1.5
 
     seen = statements(engine)
@@ -167,7 +166,7 @@ def test_tracked_tables_report_copies_of_what_changed(engine) -> None:
     assert [(cls, key, row.count) for cls, key, row in store.changes] == [(Item, ("a",), 1)]
     with store:
         store.get(Item, "a").count = 2
-    (_, _, copy), = store.changes
+    ((_, _, copy),) = store.changes
     with store:
         store.get(Item, "a").count = 3  # the copy handed out before is not the cached row
         store.delete(store.get(Pair, "p", 1))

@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from hermes_orchestrator import domain, readmodel, sessions, snapshot
-from hermes_orchestrator.soul import SoulFile
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat, SubmitIdea
 from hermes_proto.events import (
@@ -21,13 +19,22 @@ from hermes_proto.events import (
 )
 from hermes_proto.sessions import ExportQuery
 
+from hermes_orchestrator import domain, readmodel, sessions, snapshot
+from hermes_orchestrator.soul import SoulFile
+
 NOW = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 
 
 def _chat(job_id: str, text: str, **kw) -> SubmitChat:
-    return SubmitChat(command_id=f"cmd-{job_id}", issued_at=NOW, thread_id="s-1", job_id=job_id, session_key="k1",
-                      messages=[ChatMessage(role="system", content="Answer in French."),
-                                ChatMessage(role="user", content=text)], **kw)
+    return SubmitChat(
+        command_id=f"cmd-{job_id}",
+        issued_at=NOW,
+        thread_id="s-1",
+        job_id=job_id,
+        session_key="k1",
+        messages=[ChatMessage(role="system", content="Answer in French."), ChatMessage(role="user", content=text)],
+        **kw,
+    )
 
 
 def _state(events, engine) -> domain.ThreadState | None:
@@ -38,11 +45,13 @@ def _state(events, engine) -> domain.ThreadState | None:
 
 def test_a_chat_session_opens_once_and_queues_one_job_per_turn(tmp_path):
     engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
-    harness = domain.Harness(soul="You are Talos's keeper.",
-                             memories=(domain.Memory(job_id="old-1", day="2026-11-01", prompt="my dog is Rex",
-                                                     reply="Nice dog."),))
-    first = domain.decide_chat(None, _chat("j1", "hello", model="smollm2", max_tokens=50), domain.Limits(), NOW,
-                               harness)
+    harness = domain.Harness(
+        soul="You are Talos's keeper.",
+        memories=(domain.Memory(job_id="old-1", day="2026-11-01", prompt="my dog is Rex", reply="Nice dog."),),
+    )
+    first = domain.decide_chat(
+        None, _chat("j1", "hello", model="smollm2", max_tokens=50), domain.Limits(), NOW, harness
+    )
     assert [e.type_name() for e in first] == ["thread_opened", "job_queued"]
     opened, queued = first
     assert opened.kind == "chat" and opened.origin["session_key"] == "k1" and opened.idea == "hello"
@@ -60,9 +69,19 @@ def test_a_chat_session_opens_once_and_queues_one_job_per_turn(tmp_path):
     second = domain.decide_chat(state, _chat("j2", "again"), domain.Limits(), NOW)
     assert [e.type_name() for e in second] == ["job_queued"] and second[0].correlation_id == opened.correlation_id
 
-    done = ExecutionCompleted(event_id="x1", aggregate_id="s-1", occurred_at=NOW, correlation_id="c", job_id="j1",
-                              backend="talos", model="m", text="bonjour", prompt_tokens=5, completion_tokens=2,
-                              latency_ms=12.0)
+    done = ExecutionCompleted(
+        event_id="x1",
+        aggregate_id="s-1",
+        occurred_at=NOW,
+        correlation_id="c",
+        job_id="j1",
+        backend="talos",
+        model="m",
+        text="bonjour",
+        prompt_tokens=5,
+        completion_tokens=2,
+        latency_ms=12.0,
+    )
     state = _state([done], engine)
     assert domain.react_execution_completed(state, done, NOW) == []  # no draft: the caller reads the reply
     assert state.status == domain.ACTIVE
@@ -78,7 +97,9 @@ def test_memory_search_recall_budget_and_session_views(tmp_path):
         assert {h.job_id for h in sessions.search_memory(session, "tomatoes", None, 10)} == {"t1-d1", "t1-d2"}
         assert sessions.search_memory(session, "tomatoes", "someone-else", 10) == []
         assert sessions.search_memory(session, "the and of", None, 10) == []  # nothing searchable
-        assert [h.job_id for h in sessions.search_memory(session, 'balcony" OR *', None, 10)] == ["t1-d1"]  # syntax is inert
+        assert [h.job_id for h in sessions.search_memory(session, 'balcony" OR *', None, 10)] == [
+            "t1-d1"
+        ]  # syntax is inert
 
         assert [m.job_id for m in sessions.recall(session, "ann", "a balcony", "other", 300, 3)] == ["t1-d1"]
         assert sessions.recall(session, "ann", "tomatoes", "t1", 300, 3) == ()  # its own thread is left out
@@ -95,27 +116,62 @@ def test_memory_search_recall_budget_and_session_views(tmp_path):
 
 def _history() -> list:
     def job(jid: str, kind: str, user: str, at: datetime) -> JobQueued:
-        return JobQueued(event_id=f"q-{jid}", aggregate_id="t1", occurred_at=at, correlation_id="c", job_id=jid,
-                         kind=kind, messages=[ChatMessage(role="system", content="soul"),
-                                              ChatMessage(role="user", content=user)])
+        return JobQueued(
+            event_id=f"q-{jid}",
+            aggregate_id="t1",
+            occurred_at=at,
+            correlation_id="c",
+            job_id=jid,
+            kind=kind,
+            messages=[ChatMessage(role="system", content="soul"), ChatMessage(role="user", content=user)],
+        )
 
     def done(jid: str, text: str, at: datetime) -> ExecutionCompleted:
-        return ExecutionCompleted(event_id=f"x-{jid}", aggregate_id="t1", occurred_at=at, correlation_id="c",
-                                  job_id=jid, backend="talos", model="m", text=text, prompt_tokens=3,
-                                  completion_tokens=7, latency_ms=40.0)
+        return ExecutionCompleted(
+            event_id=f"x-{jid}",
+            aggregate_id="t1",
+            occurred_at=at,
+            correlation_id="c",
+            job_id=jid,
+            backend="talos",
+            model="m",
+            text=text,
+            prompt_tokens=3,
+            completion_tokens=7,
+            latency_ms=40.0,
+        )
 
     t = NOW
-    return [ThreadOpened(event_id="o1", aggregate_id="t1", occurred_at=t, correlation_id="c", user_id="ann",
-                         channel="web", idea="grow tomatoes on my balcony"),
-            job("t1-d1", "draft1", "grow tomatoes on my balcony", t), done("t1-d1", "Use big pots.", t),
-            DraftPresented(event_id="p1", aggregate_id="t1", occurred_at=t, correlation_id="c", job_id="t1-d1",
-                           draft_number=1, text="Use big pots.", backend="talos", model="m"),
-            job("t1-d2", "draft2", "refine: cherry varieties", t + timedelta(days=1)),
-            done("t1-d2", "Cherry tomatoes in 20 l pots.", t + timedelta(days=1)),
-            ThreadCompleted(event_id="c1", aggregate_id="t1", occurred_at=t, correlation_id="c",
-                            final_draft_number=2, reason="answered"),
-            ThreadRated(event_id="r1", aggregate_id="t1", occurred_at=t, correlation_id="c", rating=5,
-                        draft_number=2)]
+    return [
+        ThreadOpened(
+            event_id="o1",
+            aggregate_id="t1",
+            occurred_at=t,
+            correlation_id="c",
+            user_id="ann",
+            channel="web",
+            idea="grow tomatoes on my balcony",
+        ),
+        job("t1-d1", "draft1", "grow tomatoes on my balcony", t),
+        done("t1-d1", "Use big pots.", t),
+        DraftPresented(
+            event_id="p1",
+            aggregate_id="t1",
+            occurred_at=t,
+            correlation_id="c",
+            job_id="t1-d1",
+            draft_number=1,
+            text="Use big pots.",
+            backend="talos",
+            model="m",
+        ),
+        job("t1-d2", "draft2", "refine: cherry varieties", t + timedelta(days=1)),
+        done("t1-d2", "Cherry tomatoes in 20 l pots.", t + timedelta(days=1)),
+        ThreadCompleted(
+            event_id="c1", aggregate_id="t1", occurred_at=t, correlation_id="c", final_draft_number=2, reason="answered"
+        ),
+        ThreadRated(event_id="r1", aggregate_id="t1", occurred_at=t, correlation_id="c", rating=5, draft_number=2),
+    ]
 
 
 def test_exports_filter_page_and_pair_drafts(tmp_path):
@@ -133,10 +189,18 @@ def test_exports_filter_page_and_pair_drafts(tmp_path):
         share = json.loads(sessions.export_page(session, ExportQuery(format="sharegpt")).lines[0])
         assert [c["from"] for c in share["conversations"]] == ["system", "human", "gpt"]
         dpo = [json.loads(line) for line in sessions.export_page(session, ExportQuery(format="dpo")).lines]
-        assert dpo == [{"prompt": [{"role": "system", "content": "soul"},
-                                   {"role": "user", "content": "grow tomatoes on my balcony"}],
-                        "chosen": "Cherry tomatoes in 20 l pots.", "rejected": "Use big pots.", "thread_id": "t1",
-                        "rating": 5}]
+        assert dpo == [
+            {
+                "prompt": [
+                    {"role": "system", "content": "soul"},
+                    {"role": "user", "content": "grow tomatoes on my balcony"},
+                ],
+                "chosen": "Cherry tomatoes in 20 l pots.",
+                "rejected": "Use big pots.",
+                "thread_id": "t1",
+                "rating": 5,
+            }
+        ]
         day2 = sessions.export_page(session, ExportQuery(since="2026-11-21", until="2026-11-21"))
         assert [json.loads(x)["messages"][-1]["content"] for x in day2.lines] == ["Cherry tomatoes in 20 l pots."]
         assert sessions.export_page(session, ExportQuery(channel="telegram")).lines == []
@@ -163,19 +227,49 @@ def test_an_idea_prompt_gets_the_soul_and_memories():
 
 def test_replies_fit_one_nats_message_and_private_turns_are_not_memories(tmp_path):
     engine = readmodel.make_engine(f"sqlite:///{tmp_path / 'o.db'}")
-    secret = ThreadOpened(event_id="o2", aggregate_id="t2", occurred_at=NOW, correlation_id="c", user_id="ann",
-                          idea="my private balcony diagnosis", private=True)
-    readmodel.apply_events(readmodel.row_store(engine), [
-        *_history(), secret,
-        JobQueued(event_id="q-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c", job_id="p1",
-                  kind="draft1", messages=[ChatMessage(role="user", content="my private balcony diagnosis")]),
-        ExecutionCompleted(event_id="x-p", aggregate_id="t2", occurred_at=NOW, correlation_id="c",
-                           job_id="p1", backend="talos", model="m", text="private reply", prompt_tokens=1,
-                           completion_tokens=1, latency_ms=1.0)])
+    secret = ThreadOpened(
+        event_id="o2",
+        aggregate_id="t2",
+        occurred_at=NOW,
+        correlation_id="c",
+        user_id="ann",
+        idea="my private balcony diagnosis",
+        private=True,
+    )
+    readmodel.apply_events(
+        readmodel.row_store(engine),
+        [
+            *_history(),
+            secret,
+            JobQueued(
+                event_id="q-p",
+                aggregate_id="t2",
+                occurred_at=NOW,
+                correlation_id="c",
+                job_id="p1",
+                kind="draft1",
+                messages=[ChatMessage(role="user", content="my private balcony diagnosis")],
+            ),
+            ExecutionCompleted(
+                event_id="x-p",
+                aggregate_id="t2",
+                occurred_at=NOW,
+                correlation_id="c",
+                job_id="p1",
+                backend="talos",
+                model="m",
+                text="private reply",
+                prompt_tokens=1,
+                completion_tokens=1,
+                latency_ms=1.0,
+            ),
+        ],
+    )
     with Session(engine) as session:
         assert [h.job_id for h in sessions.search_memory(session, "balcony", None, 10)] == ["t1-d1"]
-        assert "private reply" in [r["messages"][-1]["content"] for r in map(json.loads, sessions.export_page(
-            session, ExportQuery()).lines)]  # still captured and exported
+        assert "private reply" in [
+            r["messages"][-1]["content"] for r in map(json.loads, sessions.export_page(session, ExportQuery()).lines)
+        ]  # still captured and exported
 
         view = sessions.session_view(session, "t1")
         whole = len(__import__("msgspec").json.encode(view))

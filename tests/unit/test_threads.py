@@ -36,9 +36,13 @@ def draft(n: int) -> DraftPresented:
 def test_an_idea_thread_moves_through_its_statuses() -> None:
     status = threads.opened_status("idea")
     seen = [status]
-    for event in (draft(1), AnswersRecorded(**ENV, answers=[]), draft(2),
-                  ThreadCompleted(**ENV, final_draft_number=2, reason="answered"),
-                  ThreadRated(**ENV, rating=5, draft_number=2)):
+    for event in (
+        draft(1),
+        AnswersRecorded(**ENV, answers=[]),
+        draft(2),
+        ThreadCompleted(**ENV, final_draft_number=2, reason="answered"),
+        ThreadRated(**ENV, rating=5, draft_number=2),
+    ):
         status = threads.thread_status_after(status, event)
         seen.append(status)
     assert seen == ["drafting", "awaiting_answers", "refining", "refining", "completed", "completed"]
@@ -46,9 +50,12 @@ def test_an_idea_thread_moves_through_its_statuses() -> None:
 
 def test_final_statuses_never_move() -> None:
     for final in threads.FINAL_STATUSES:
-        for event in (draft(1), AnswersRecorded(**ENV, answers=[]),
-                      ThreadCompleted(**ENV, final_draft_number=1, reason="x"),
-                      ThreadFailed(**ENV, error_code="x", message="y")):
+        for event in (
+            draft(1),
+            AnswersRecorded(**ENV, answers=[]),
+            ThreadCompleted(**ENV, final_draft_number=1, reason="x"),
+            ThreadFailed(**ENV, error_code="x", message="y"),
+        ):
             assert threads.thread_status_after(final, event) == final
 
 
@@ -59,12 +66,23 @@ def test_a_chat_session_is_active_until_it_fails() -> None:
     assert threads.thread_status_after(status, ThreadFailed(**ENV, error_code="x", message="y")) == "failed"
 
 
-@pytest.mark.parametrize(("status", "answerable", "ratable", "open_"), [
-    ("drafting", False, False, True), ("awaiting_answers", True, False, True), ("refining", False, False, True),
-    ("completed", False, True, False), ("failed", False, False, False), ("active", False, False, True)])
+@pytest.mark.parametrize(
+    ("status", "answerable", "ratable", "open_"),
+    [
+        ("drafting", False, False, True),
+        ("awaiting_answers", True, False, True),
+        ("refining", False, False, True),
+        ("completed", False, True, False),
+        ("failed", False, False, False),
+        ("active", False, False, True),
+    ],
+)
 def test_predicates(status: str, answerable: bool, ratable: bool, open_: bool) -> None:
-    assert (threads.answerable(status), threads.ratable(status), threads.is_open(status)) == (answerable, ratable,
-                                                                                               open_)
+    assert (threads.answerable(status), threads.ratable(status), threads.is_open(status)) == (
+        answerable,
+        ratable,
+        open_,
+    )
     assert threads.is_final(status) is not open_
 
 
@@ -73,10 +91,12 @@ def job_events() -> dict[str, object]:
     return {
         "selected": BackendSelected(**job, backend="b", model="m", reason="r"),
         "started": ExecutionStarted(**job, backend="b", model="m"),
-        "failed_attempt": ExecutionFailed(**job, backend="b", model="m", error_code="timeout", message="m",
-                                          retryable=True),
-        "completed": ExecutionCompleted(**job, backend="b", model="m", text="t", prompt_tokens=1,
-                                        completion_tokens=1, latency_ms=1.0),
+        "failed_attempt": ExecutionFailed(
+            **job, backend="b", model="m", error_code="timeout", message="m", retryable=True
+        ),
+        "completed": ExecutionCompleted(
+            **job, backend="b", model="m", text="t", prompt_tokens=1, completion_tokens=1, latency_ms=1.0
+        ),
         "abandoned": ExecutionAbandoned(**job, error_code="no_backend", message="m"),
         "cancelled": JobCancelled(**job, reason="user"),
         "job_failed": JobFailed(**job, error_code="timeout", message="m"),
@@ -111,13 +131,34 @@ def test_step_follows_its_job_until_final() -> None:
 
 
 def test_views_carry_the_rules_whatever_was_sent() -> None:
-    view = ThreadView(thread_id="t", idea="i", channel="web", user_id="u", origin={}, status="awaiting_answers",
-                      created_at=NOW, updated_at=NOW, answerable=False, ratable=True)
+    view = ThreadView(
+        thread_id="t",
+        idea="i",
+        channel="web",
+        user_id="u",
+        origin={},
+        status="awaiting_answers",
+        created_at=NOW,
+        updated_at=NOW,
+        answerable=False,
+        ratable=True,
+    )
     assert (view.answerable, view.ratable, view.open) == (True, False, True)
-    sent = msgspec.json.encode(ThreadView(thread_id="t", idea="i", channel="web", user_id="u", origin={},
-                                          status="completed", created_at=NOW, updated_at=NOW))
+    sent = msgspec.json.encode(
+        ThreadView(
+            thread_id="t",
+            idea="i",
+            channel="web",
+            user_id="u",
+            origin={},
+            status="completed",
+            created_at=NOW,
+            updated_at=NOW,
+        )
+    )
     forged = sent.replace(b'"ratable":true', b'"ratable":false')
     assert msgspec.json.decode(forged, type=ThreadView).ratable is True
-    job = msgspec.json.decode(msgspec.json.encode(JobView(job_id="j", thread_id="t", kind="draft1",
-                                                          status="running")), type=JobView)
+    job = msgspec.json.decode(
+        msgspec.json.encode(JobView(job_id="j", thread_id="t", kind="draft1", status="running")), type=JobView
+    )
     assert job.cancellable and not JobView(job_id="j", thread_id="t", kind="draft1", status="failed").cancellable

@@ -18,8 +18,13 @@ from hermes_cli.up import UpSettings, plan
 
 
 def settings(tmp_path: Path, backends: str, **fields) -> UpSettings:
-    return UpSettings(hermes_home=tmp_path / "home", hermes_web_port=15000, hermes_nats_port=14222,
-                      hermes_backends_enabled=backends, **fields)
+    return UpSettings(
+        hermes_home=tmp_path / "home",
+        hermes_web_port=15000,
+        hermes_nats_port=14222,
+        hermes_backends_enabled=backends,
+        **fields,
+    )
 
 
 def test_one_edge_per_enabled_backend_and_the_local_model_only_for_talos(tmp_path, monkeypatch) -> None:
@@ -27,11 +32,22 @@ def test_one_edge_per_enabled_backend_and_the_local_model_only_for_talos(tmp_pat
     monkeypatch.setattr("hermes_cli.up.model_path", lambda: Path("/models/smollm2.gguf"))
     up = plan(settings(tmp_path, "talos, remote_api"))
     names = [p.name for p in up.programs]
-    assert names == ["nats", "model", "orchestrator", "learner", "backend-router", "talos-edge", "remote_api-edge",
-                     "notifier", "gateway"]
+    assert names == [
+        "nats",
+        "model",
+        "orchestrator",
+        "learner",
+        "backend-router",
+        "talos-edge",
+        "remote_api-edge",
+        "notifier",
+        "gateway",
+    ]
     edges = {p.name: p for p in up.programs if p.name.endswith("-edge")}
-    assert {n: p.env["HERMES_EDGE_BACKEND"] for n, p in edges.items()} == {"talos-edge": "talos",
-                                                                          "remote_api-edge": "remote_api"}
+    assert {n: p.env["HERMES_EDGE_BACKEND"] for n, p in edges.items()} == {
+        "talos-edge": "talos",
+        "remote_api-edge": "remote_api",
+    }
     assert all(p.argv[-2:] == ["-m", "hermes_edge"] for p in edges.values())
     ports = [p.metrics_port for p in up.programs if p.metrics_port] + [up.supervisor_metrics_port]
     assert len(set(ports)) == len(ports) and edges["talos-edge"].metrics_port == 15004
@@ -46,11 +62,14 @@ def test_one_edge_per_enabled_backend_and_the_local_model_only_for_talos(tmp_pat
 
 def test_the_supervisord_configuration(tmp_path) -> None:
     home = tmp_path / "50%home"
-    programs = [Program("nats", ["/bin/nats-server", "-sd", str(home / "nats")], infrastructure=True),
-                Program("orchestrator", ["/py", "-m", "hermes_orchestrator"], env={"METRICS_PORT": "5001"}),
-                Program("talos-edge", ["/py", "-m", "hermes_edge"], env={"HERMES_EDGE_BACKEND": "talos"})]
-    text = render_config(programs, home, RestartPolicy(start_seconds=7, start_retries=3),
-                         {"HERMES_SUPERVISOR_METRICS_PORT": "5006"})
+    programs = [
+        Program("nats", ["/bin/nats-server", "-sd", str(home / "nats")], infrastructure=True),
+        Program("orchestrator", ["/py", "-m", "hermes_orchestrator"], env={"METRICS_PORT": "5001"}),
+        Program("talos-edge", ["/py", "-m", "hermes_edge"], env={"HERMES_EDGE_BACKEND": "talos"}),
+    ]
+    text = render_config(
+        programs, home, RestartPolicy(start_seconds=7, start_retries=3), {"HERMES_SUPERVISOR_METRICS_PORT": "5006"}
+    )
     config = configparser.RawConfigParser()
     config.read_string(text)
     assert config["supervisord"]["nodaemon"] == "true"
@@ -83,9 +102,14 @@ def test_the_relay_prefixes_new_lines_and_follows_a_rotation(tmp_path) -> None:
     (logs / "gateway.log").write_text("first after rotation\nno newline")
     relay.stop()  # a final pass: the last line without its newline too
     lines = [line.split(" ", 1)[1] for line in out.getvalue().decode().splitlines()]
-    assert lines == ["gateway      | ready", "orchestrator | started", "gateway      | half a line",
-                     "gateway      | last before rotation", "gateway      | first after rotation",
-                     "gateway      | no newline"]
+    assert lines == [
+        "gateway      | ready",
+        "orchestrator | started",
+        "gateway      | half a line",
+        "gateway      | last before rotation",
+        "gateway      | first after rotation",
+        "gateway      | no newline",
+    ]
 
 
 def sample(name: str, **labels: str) -> float:
@@ -94,18 +118,29 @@ def sample(name: str, **labels: str) -> float:
 
 def test_the_listener_counts_exits_restarts_and_give_ups_but_not_the_shutdown() -> None:
     tally = Tally(own_name="supervisor", start_retries=1)
-    before = {key: sample(*key[:1], **dict(key[1:])) for key in [
-        ("hermes_supervisor_exits_total", ("service", "unit-a"), ("phase", "running")),
-        ("hermes_supervisor_exits_total", ("service", "unit-a"), ("phase", "starting")),
-        ("hermes_supervisor_restarts_total", ("service", "unit-a")),
-        ("hermes_supervisor_failed_total", ("service", "unit-a"))]}
+    before = {
+        key: sample(*key[:1], **dict(key[1:]))
+        for key in [
+            ("hermes_supervisor_exits_total", ("service", "unit-a"), ("phase", "running")),
+            ("hermes_supervisor_exits_total", ("service", "unit-a"), ("phase", "starting")),
+            ("hermes_supervisor_restarts_total", ("service", "unit-a")),
+            ("hermes_supervisor_failed_total", ("service", "unit-a")),
+        ]
+    }
 
     def delta(name: str, **labels: str) -> float:
         return sample(name, **labels) - before[(name, *labels.items())]
 
-    for event, from_state in [("STARTING", "STOPPED"), ("RUNNING", "STARTING"), ("EXITED", "RUNNING"),
-                              ("STARTING", "EXITED"), ("BACKOFF", "STARTING"), ("STARTING", "BACKOFF"),
-                              ("BACKOFF", "STARTING"), ("FATAL", "BACKOFF")]:
+    for event, from_state in [
+        ("STARTING", "STOPPED"),
+        ("RUNNING", "STARTING"),
+        ("EXITED", "RUNNING"),
+        ("STARTING", "EXITED"),
+        ("BACKOFF", "STARTING"),
+        ("STARTING", "BACKOFF"),
+        ("BACKOFF", "STARTING"),
+        ("FATAL", "BACKOFF"),
+    ]:
         tally.handle(f"PROCESS_STATE_{event}", {"processname": "unit-a", "from_state": from_state, "pid": "1"})
     assert delta("hermes_supervisor_exits_total", service="unit-a", phase="running") == 1
     assert delta("hermes_supervisor_exits_total", service="unit-a", phase="starting") == 2

@@ -27,24 +27,39 @@ import typer
 from hermes_cli import backends, memory, system, threads
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
-    ("submit", threads.submit), ("answer", threads.answer), ("status", threads.status),
-    ("list", threads.list_threads), ("rate", threads.rate), ("cancel", threads.cancel),
+    ("submit", threads.submit),
+    ("answer", threads.answer),
+    ("status", threads.status),
+    ("list", threads.list_threads),
+    ("rate", threads.rate),
+    ("cancel", threads.cancel),
     ("workflow", threads.workflow),
-    ("search", memory.search), ("sessions", memory.sessions), ("session", memory.session), ("soul", memory.soul),
+    ("search", memory.search),
+    ("sessions", memory.sessions),
+    ("session", memory.session),
+    ("soul", memory.soul),
     ("export", memory.export),
 )
 """Top-level commands by name (``up`` comes after the groups, as it always has)."""
-BACKEND_COMMANDS = (("enable", backends.enable_backend), ("disable", backends.disable_backend),
-                    ("compare", backends.compare_backends))
+BACKEND_COMMANDS = (
+    ("enable", backends.enable_backend),
+    ("disable", backends.disable_backend),
+    ("compare", backends.compare_backends),
+)
 DEAD_LETTER_COMMANDS = (("replay", system.replay_dead_letter),)
 
 
 def build_app() -> typer.Typer:
     """The ``hermes`` Typer app with every command and group registered."""
-    app = typer.Typer(name="hermes", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
-                      help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads; "
-                           "browse sessions, search memory, export training data. The gateway and token come from "
-                           "--url/--token, HERMES_URL/HERMES_TOKEN, or url/token in $HERMES_HOME/cli.toml.")
+    app = typer.Typer(
+        name="hermes",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads; "
+        "browse sessions, search memory, export training data. The gateway and token come from "
+        "--url/--token, HERMES_URL/HERMES_TOKEN, or url/token in $HERMES_HOME/cli.toml.",
+    )
     for name, command in COMMANDS:
         app.command(name)(command)
     app.add_typer(_group(backends.HELP, backends.backends, BACKEND_COMMANDS), name="backends")
@@ -53,8 +68,9 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _group(help_text: str, listing: Callable[..., Any],
-           commands: tuple[tuple[str, Callable[..., Any]], ...]) -> typer.Typer:
+def _group(
+    help_text: str, listing: Callable[..., Any], commands: tuple[tuple[str, Callable[..., Any]], ...]
+) -> typer.Typer:
     """A command group whose bare name runs ``listing`` (it returns at once when a subcommand was named)."""
     group = typer.Typer(no_args_is_help=False, help=help_text)
     group.callback(invoke_without_command=True)(listing)

@@ -16,14 +16,25 @@ def _print_backends(listing: dict[str, Any]) -> None:
     for b in listing["backends"]:
         in_flight = f"{b['in_flight']}/{b['max_concurrent']}" if b.get("max_concurrent") else str(b["in_flight"])
         success = f"{b['success_rate']:.0%} of {b['requests']}" if b.get("requests") else "-"
-        rows.append([b["name"], b["type"], b["health"], "yes" if b["enabled"] else "no", in_flight, success,
-                     f"{b['spend_today_cents']:.2f}¢"])
+        rows.append(
+            [
+                b["name"],
+                b["type"],
+                b["health"],
+                "yes" if b["enabled"] else "no",
+                in_flight,
+                success,
+                f"{b['spend_today_cents']:.2f}¢",
+            ]
+        )
     typer.echo(table(rows))
     budget = listing["budget"]
     limit = budget.get("daily_budget_cents")
     of = f" of {limit:.2f}¢" if limit is not None else " (no daily budget)"
-    typer.echo(f"\nSpent today ({budget['day']}): {budget['spent_today_cents']:.2f}¢{of}; "
-               f"queued jobs: {listing.get('queued_jobs', 0)}")
+    typer.echo(
+        f"\nSpent today ({budget['day']}): {budget['spent_today_cents']:.2f}¢{of}; "
+        f"queued jobs: {listing.get('queued_jobs', 0)}"
+    )
 
 
 def backends(
@@ -73,18 +84,23 @@ def _print_comparison(reply: dict[str, Any]) -> None:
             typer.echo(f"\n{where}: failed [{result['error_code']}] {result.get('error') or ''}".rstrip())
             continue
         took = f"{result['latency_ms'] / 1000:.1f} s" if result.get("latency_ms") is not None else "-"
-        typer.echo(f"\n{where} ({took}, {result['prompt_tokens']} + {result['completion_tokens']} tokens, "
-                   f"{result['cost_cents']:.4f}¢)")
+        typer.echo(
+            f"\n{where} ({took}, {result['prompt_tokens']} + {result['completion_tokens']} tokens, "
+            f"{result['cost_cents']:.4f}¢)"
+        )
         typer.echo(result.get("text") or "")
 
 
 def compare_backends(
     prompt: Annotated[str, typer.Argument(help="The prompt to run on each backend.")],
-    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="A backend to compare "
-                                                      "(repeatable; default: every enabled one).")] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="A backend to compare (repeatable; default: every enabled one)."),
+    ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=4096, help="Output tokens at most.")] = 256,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, max=600, help="Seconds for the whole "
-                                           "comparison.")] = 120.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, max=600, help="Seconds for the whole comparison.")
+    ] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw results as JSON.")] = False,
     url: UrlOption = None,
     token: TokenOption = None,

@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 
+
 class GatewayError(Exception):
     """The gateway answered with its error envelope (or something that is not an envelope).
     ``status`` is the HTTP status; ``code`` the machine-readable error code."""
 
-    def __init__(self, status: int, code: str, message: str, user_action: str | None = None,
-                 details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, user_action: str | None = None, details: Any = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
@@ -101,9 +103,16 @@ class GatewayClient:
             raise GatewayUnreachable(self.base_url, exc) from exc
         return unwrap(response)
 
-    def submit(self, idea: str, max_questions: int | None = None, channel: str = "cli", *,
-               project: str | None = None, private: bool | None = None,
-               priority: int | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        idea: str,
+        max_questions: int | None = None,
+        channel: str = "cli",
+        *,
+        project: str | None = None,
+        private: bool | None = None,
+        priority: int | None = None,
+    ) -> dict[str, Any]:
         """``POST /api/submit``; returns ``{"thread_id", "status_url", "events_url", "command_id"}``. Options
         left None take the gateway's defaults (project ``default``, not private, priority 5)."""
         body: dict[str, Any] = {"idea": idea, "channel": channel}
@@ -146,15 +155,21 @@ class GatewayClient:
         """``POST /api/backends/compare``: ``{"comparison_id", "results": [...]}``. The HTTP call waits up to
         ``timeout_s`` plus the usual request timeout, as the gateway answers only after the comparison."""
         body = {"prompt": prompt, "backends": backends, "max_tokens": max_tokens, "timeout_s": timeout_s}
-        return self._call("POST", "/api/backends/compare", json=body,
-                          timeout=httpx.Timeout(self._timeout_s, read=timeout_s + self._timeout_s))
+        return self._call(
+            "POST",
+            "/api/backends/compare",
+            json=body,
+            timeout=httpx.Timeout(self._timeout_s, read=timeout_s + self._timeout_s),
+        )
 
-    def dead_letters(self, consumer: str | None = None, reason: str | None = None, limit: int = 50,
-                     before: int | None = None) -> dict[str, Any]:
+    def dead_letters(
+        self, consumer: str | None = None, reason: str | None = None, limit: int = 50, before: int | None = None
+    ) -> dict[str, Any]:
         """``GET /api/system/dead-letters``: ``{"dead_letters": [...], "next_before"}``, newest first."""
         params = {"consumer": consumer, "reason": reason, "limit": limit, "before": before}
-        return self._call("GET", "/api/system/dead-letters",
-                          params={key: value for key, value in params.items() if value is not None})
+        return self._call(
+            "GET", "/api/system/dead-letters", params={key: value for key, value in params.items() if value is not None}
+        )
 
     def replay_dead_letter(self, dlq_sequence: int, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """``POST /api/system/dead-letters/<seq>/replay`` (with ``payload``, a corrected message, when given);
@@ -222,8 +237,9 @@ class GatewayClient:
             headers["Last-Event-ID"] = str(last_event_id)
         timeout = httpx.Timeout(10.0, read=60.0)  # the gateway pings every 10 s
         try:
-            with self._http.stream("GET", f"/api/threads/{thread_id}/events", headers=headers,
-                                   timeout=timeout) as response:
+            with self._http.stream(
+                "GET", f"/api/threads/{thread_id}/events", headers=headers, timeout=timeout
+            ) as response:
                 if response.status_code == 204:
                     yield iter(())
                     return
@@ -241,12 +257,20 @@ def unwrap(response: httpx.Response) -> Any:
     try:
         body = response.json()
     except ValueError:
-        raise GatewayError(response.status_code, "bad_response",
-                           f"HTTP {response.status_code} without a JSON envelope: {response.text[:200]!r}") from None
+        raise GatewayError(
+            response.status_code,
+            "bad_response",
+            f"HTTP {response.status_code} without a JSON envelope: {response.text[:200]!r}",
+        ) from None
     if isinstance(body, dict) and body.get("status") == "success":
         return body.get("data")
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         raise GatewayError(response.status_code, "bad_response", f"HTTP {response.status_code}: unexpected body")
-    raise GatewayError(response.status_code, str(error.get("code", "unknown")), str(error.get("message", "")),
-                       error.get("user_action"), error.get("details"))
+    raise GatewayError(
+        response.status_code,
+        str(error.get("code", "unknown")),
+        str(error.get("message", "")),
+        error.get("user_action"),
+        error.get("details"),
+    )

@@ -20,10 +20,14 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
-URL_HELP = ("Gateway base URL (else $HERMES_URL, else url in $HERMES_HOME/cli.toml, else "
-            "http://127.0.0.1:$HERMES_WEB_PORT, port 5000 by default).")
-TOKEN_HELP = ("API token, sent as Authorization: Bearer (else $HERMES_TOKEN, else token in $HERMES_HOME/cli.toml; "
-              "prefer those: options show up in the process list).")
+URL_HELP = (
+    "Gateway base URL (else $HERMES_URL, else url in $HERMES_HOME/cli.toml, else "
+    "http://127.0.0.1:$HERMES_WEB_PORT, port 5000 by default)."
+)
+TOKEN_HELP = (
+    "API token, sent as Authorization: Bearer (else $HERMES_TOKEN, else token in $HERMES_HOME/cli.toml; "
+    "prefer those: options show up in the process list)."
+)
 TOKEN_HINT = "Set HERMES_TOKEN or token in $HERMES_HOME/cli.toml (or pass --token) to a token the gateway accepts."
 UrlOption = Annotated[str | None, typer.Option("--url", help=URL_HELP)]
 TokenOption = Annotated[str | None, typer.Option("--token", help=TOKEN_HELP, show_default=False)]
@@ -53,9 +57,11 @@ def gateway_failure(exc: GatewayError | GatewayUnreachable) -> typer.Exit:
     to set a token on a 401, the error's ``user_action`` or else its validation details); returns the exit to
     raise (3 when unreachable, else 1)."""
     if isinstance(exc, GatewayUnreachable):
-        return fail(f"cannot reach the Hermes gateway at {exc.url} ({type(exc.error).__name__}).",
-                    "Is Hermes running? Start it with `hermes up`, or point --url / HERMES_URL at it.",
-                    EXIT_UNREACHABLE)
+        return fail(
+            f"cannot reach the Hermes gateway at {exc.url} ({type(exc.error).__name__}).",
+            "Is Hermes running? Start it with `hermes up`, or point --url / HERMES_URL at it.",
+            EXIT_UNREACHABLE,
+        )
     if exc.status == 401:
         return fail(f"{exc.message} [{exc.code}, HTTP 401]", TOKEN_HINT)
     return fail(f"{exc.message} [{exc.code}, HTTP {exc.status}]", exc.user_action or validation_hint(exc))
@@ -66,8 +72,11 @@ def validation_hint(exc: GatewayError) -> str | None:
     (e.g. ``status: Input should be 'drafting', ...``); None for any other error or details of another shape."""
     if exc.code != "validation_failed" or not isinstance(exc.details, list):
         return None
-    parts = [f"{d['loc'][-1]}: {d.get('message')}" if d.get("loc") else str(d.get("message"))
-             for d in exc.details if isinstance(d, dict)]
+    parts = [
+        f"{d['loc'][-1]}: {d.get('message')}" if d.get("loc") else str(d.get("message"))
+        for d in exc.details
+        if isinstance(d, dict)
+    ]
     return "; ".join(parts) or None
 
 
@@ -92,8 +101,9 @@ def show(data: Any, as_json: bool, pretty: Callable[[Any], None]) -> None:
 def table(rows: list[list[str]]) -> str:
     """``rows`` (the first one a heading) as left-aligned columns two spaces apart, trailing spaces dropped."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def when(stamp: str | None) -> str:
@@ -104,4 +114,4 @@ def when(stamp: str | None) -> str:
 def clip(text: str, width: int) -> str:
     """``text`` on one line (whitespace runs made single spaces), cut to ``width`` characters with ``…``."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

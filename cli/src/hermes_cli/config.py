@@ -53,11 +53,14 @@ class CliSettings(BaseSettings):
     token: SecretStr | None = None
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's path depends on HERMES_HOME at call time, so it is not a class-level model_config entry.
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=cli_toml_path())
 
@@ -76,8 +79,10 @@ def load_settings(url: str | None = None, token: str | None = None) -> CliSettin
         raise ConfigError(f"{cli_toml_path()} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         fields = ", ".join(".".join(str(part) for part in error["loc"]) for error in exc.errors())
-        raise ConfigError(f"invalid setting(s) {fields} (from --url/--token, HERMES_URL/HERMES_TOKEN or "
-                          f"{cli_toml_path()}): url and token must be strings") from None
+        raise ConfigError(
+            f"invalid setting(s) {fields} (from --url/--token, HERMES_URL/HERMES_TOKEN or "
+            f"{cli_toml_path()}): url and token must be strings"
+        ) from None
 
 
 def default_url() -> str:

@@ -64,7 +64,7 @@ class ThreadFollower:
     def _draft_presented(self, event: dict[str, Any]) -> None:
         self._heading()
         shown, final = self.printed.get(event["job_id"], ""), event["text"]
-        self._write(final[len(shown):] if final.startswith(shown) else f"\n[final text]\n{final}")
+        self._write(final[len(shown) :] if final.startswith(shown) else f"\n[final text]\n{final}")
         stats = {"backend": event["backend"], "model": event["model"], **self.stats.get(event["job_id"], {})}
         parts = [f"{stats['backend']} · {stats['model']}"]
         if stats.get("tokens"):
@@ -90,8 +90,10 @@ class ThreadFollower:
             elif self.kinds[job_id] == self.kind:
                 self._token(data)
         elif sse.event == "execution_completed":
-            self.stats[job_id] = {"tokens": data["prompt_tokens"] + data["completion_tokens"],
-                                  "latency_ms": data["latency_ms"]}
+            self.stats[job_id] = {
+                "tokens": data["prompt_tokens"] + data["completion_tokens"],
+                "latency_ms": data["latency_ms"],
+            }
         elif sse.event == "execution_failed" and data.get("retryable"):
             # A final failure is reported once, by the job_failed that follows it.
             typer.echo(f"warning: backend {data['backend']} failed: {data['message']} (will retry)", err=True)
@@ -124,7 +126,7 @@ class ThreadFollower:
 
 def print_questions(thread_id: str, questions: list[dict[str, Any]]) -> None:
     """Print the questions (number, category, text, id, suggestions) and the ``hermes answer`` line to use."""
-    typer.echo("\nQuestions (answer any of them; \"\" skips one):")
+    typer.echo('\nQuestions (answer any of them; "" skips one):')
     for number, question in enumerate(questions, 1):
         typer.echo(f"  {number}. [{question['category']}] {question['text']}  (id: {question['question_id']})")
         if question.get("suggestions"):
@@ -133,14 +135,16 @@ def print_questions(thread_id: str, questions: list[dict[str, Any]]) -> None:
     typer.echo(f"\nAnswer with:\n  hermes answer {thread_id} {placeholders}")
 
 
-def follow(events: Iterator[SseEvent], thread_id: str, follower: ThreadFollower, timeout_s: float,
-            until_questions: bool) -> None:
+def follow(
+    events: Iterator[SseEvent], thread_id: str, follower: ThreadFollower, timeout_s: float, until_questions: bool
+) -> None:
     """Run ``follower`` over ``events`` (see :meth:`ThreadFollower.follow`); exits 1 when waiting timed out (the
     thread goes on) or the thread failed."""
     try:
         follower.follow(events, timeout_s, until_questions)
     except WaitTimeout:
-        raise fail(f"stopped waiting after {timeout_s:g} s; the thread goes on.",
-                    f"Check it with `hermes status {thread_id}`.") from None
+        raise fail(
+            f"stopped waiting after {timeout_s:g} s; the thread goes on.", f"Check it with `hermes status {thread_id}`."
+        ) from None
     if follower.failed:
         raise fail(f"thread {thread_id} failed: {follower.failed}")

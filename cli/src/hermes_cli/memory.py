@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -32,8 +32,9 @@ def _print_hits(query: str, hits: list[dict[str, Any]]) -> None:
         typer.echo(f"Nothing in memory matches {query!r}.")
         return
     for hit in hits:
-        typer.echo(f"session {hit['session_id']} · {hit['channel']} · {when(hit['created_at'])} UTC "
-                   f"· score {hit['score']:.2f}")
+        typer.echo(
+            f"session {hit['session_id']} · {hit['channel']} · {when(hit['created_at'])} UTC · score {hit['score']:.2f}"
+        )
         typer.echo(f"  {' '.join(hit['snippet'].split())}\n")
     typer.echo("Open one with: hermes session SESSION_ID")
 
@@ -56,15 +57,27 @@ def _print_sessions(sessions: list[dict[str, Any]]) -> None:
         typer.echo("No sessions.")
         return
     rows = [["ID", "KIND", "CHANNEL", "USER", "STATUS", "TURNS", "RATING", "UPDATED (UTC)", "TITLE"]]
-    rows += [[s["session_id"], s["kind"], s["channel"], s["user_id"], s["status"], str(s["turn_count"]),
-              f"{s['rating']}/5" if s.get("rating") else "-", when(s["updated_at"]), clip(s["title"], 40)]
-             for s in sessions]
+    rows += [
+        [
+            s["session_id"],
+            s["kind"],
+            s["channel"],
+            s["user_id"],
+            s["status"],
+            str(s["turn_count"]),
+            f"{s['rating']}/5" if s.get("rating") else "-",
+            when(s["updated_at"]),
+            clip(s["title"], 40),
+        ]
+        for s in sessions
+    ]
     typer.echo(table(rows))
 
 
 def sessions(
-    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel's (web, cli, api, telegram, "
-                                                "perception...).")] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", help="Only this channel's (web, cli, api, telegram, perception...).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw sessions as JSON.")] = False,
     url: UrlOption = None,
@@ -78,8 +91,7 @@ def sessions(
 def _turn_stats(turn: dict[str, Any]) -> str:
     where = f"{turn['backend']} · {turn['model']}" if turn.get("backend") else "no backend yet"
     took = f"{turn['latency_ms']:.0f} ms" if turn.get("latency_ms") is not None else "- ms"
-    return (f"{where}, {turn['prompt_tokens']} + {turn['completion_tokens']} tokens, "
-            f"{turn['cost_cents']:.4f}¢, {took}")
+    return f"{where}, {turn['prompt_tokens']} + {turn['completion_tokens']} tokens, {turn['cost_cents']:.4f}¢, {took}"
 
 
 def _print_session(view: dict[str, Any]) -> None:
@@ -90,8 +102,9 @@ def _print_session(view: dict[str, Any]) -> None:
     if view.get("rating"):
         typer.echo(f"Rated:  {view['rating']}/5")
     for number, turn in enumerate(view.get("turns", []), 1):
-        typer.echo(f"\nTurn {number} [{turn['kind']}, {turn['status']}] job {turn['job_id']} at "
-                   f"{when(turn['queued_at'])} UTC")
+        typer.echo(
+            f"\nTurn {number} [{turn['kind']}, {turn['status']}] job {turn['job_id']} at {when(turn['queued_at'])} UTC"
+        )
         typer.echo(f"  {_turn_stats(turn)}")
         asked = next((m["content"] for m in reversed(turn["messages"]) if m["role"] == "user"), None)
         if asked:
@@ -113,8 +126,10 @@ def session(
 
 
 def soul(
-    set_from: Annotated[str | None, typer.Option("--set", metavar="FILE|-", help="Replace SOUL.md with this file's "
-                                                 "text (- reads standard input).")] = None,
+    set_from: Annotated[
+        str | None,
+        typer.Option("--set", metavar="FILE|-", help="Replace SOUL.md with this file's text (- reads standard input)."),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -134,12 +149,12 @@ def soul(
         typer.echo(f"SOUL.md updated ({reply['path']}); turns queued from now on start with it.")
 
 
-class ExportKind(str, Enum):
+class ExportKind(StrEnum):
     sft = "sft"
     dpo = "dpo"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     openai = "openai"
     sharegpt = "sharegpt"
 
@@ -174,26 +189,44 @@ def _export_to(client: GatewayClient, kind: str, params: dict[str, Any], output:
 
 
 def export(
-    kind: Annotated[ExportKind, typer.Argument(help="sft: one record per completed turn; dpo: preference pairs "
-                                               "{prompt, chosen, rejected} from rated threads.")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="SFT record format: openai ({messages}) or sharegpt "
-                                              "({conversations}); dpo ignores it.")] = ExportFormat.openai,
-    since: Annotated[str | None, typer.Option("--since", metavar="YYYY-MM-DD",
-                                              help="Only turns from this day on (UTC, inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", metavar="YYYY-MM-DD",
-                                              help="Only turns up to this day (UTC, inclusive).")] = None,
+    kind: Annotated[
+        ExportKind,
+        typer.Argument(
+            help="sft: one record per completed turn; dpo: preference pairs "
+            "{prompt, chosen, rejected} from rated threads."
+        ),
+    ],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format", help="SFT record format: openai ({messages}) or sharegpt ({conversations}); dpo ignores it."
+        ),
+    ] = ExportFormat.openai,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="Only turns from this day on (UTC, inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", metavar="YYYY-MM-DD", help="Only turns up to this day (UTC, inclusive).")
+    ] = None,
     channel: Annotated[str | None, typer.Option("--channel", help="Only this channel's turns.")] = None,
-    min_rating: Annotated[int | None, typer.Option("--min-rating", min=1, max=5,
-                                                   help="Only turns of threads rated at least this.")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE",
-                                        help="Write the JSONL here (- or none: standard output).")] = "-",
+    min_rating: Annotated[
+        int | None, typer.Option("--min-rating", min=1, max=5, help="Only turns of threads rated at least this.")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="FILE", help="Write the JSONL here (- or none: standard output).")
+    ] = "-",
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Export training data as JSONL, streamed as the gateway sends it; prints the record count on stderr.
     A bad filter (e.g. an impossible date) exits 1 with the gateway's error."""
-    params = {"format": fmt.value if kind is ExportKind.sft else None, "since": since, "until": until,
-              "channel": channel, "min_rating": min_rating}
+    params = {
+        "format": fmt.value if kind is ExportKind.sft else None,
+        "since": since,
+        "until": until,
+        "channel": channel,
+        "min_rating": min_rating,
+    }
     records = with_client(url, token, lambda client: _export_to(client, kind.value, params, output))
     where = "standard output" if output == "-" else output
     typer.echo(f"Wrote {records} {kind.value} record{'s' if records != 1 else ''} to {where}.", err=True)

@@ -72,16 +72,21 @@ def _environment(env: Mapping[str, str]) -> str:
     return ",".join(f'{key}="{_escaped(value)}"' for key, value in env.items())
 
 
-def render_config(programs: Sequence[Program], home: Path, policy: RestartPolicy,
-                  listener_env: Mapping[str, str]) -> str:
+def render_config(
+    programs: Sequence[Program], home: Path, policy: RestartPolicy, listener_env: Mapping[str, str]
+) -> str:
     """supervisord's configuration (INI) for ``programs`` under ``home``, with the event listener (started first,
     stopped last) given ``listener_env``. Raises ``ValueError`` for an ``env`` value supervisord cannot carry."""
     logs = home / "logs"
     config: dict[str, dict[str, str]] = {}
     config["supervisord"] = {
-        "nodaemon": "true", "silent": "true", "loglevel": "warn",
-        "logfile": _escaped(str(logs / f"{SUPERVISORD_LOG}.log")), "logfile_maxbytes": "10MB",
-        "logfile_backups": "2", "pidfile": _escaped(str(home / "supervisord.pid")),
+        "nodaemon": "true",
+        "silent": "true",
+        "loglevel": "warn",
+        "logfile": _escaped(str(logs / f"{SUPERVISORD_LOG}.log")),
+        "logfile_maxbytes": "10MB",
+        "logfile_backups": "2",
+        "pidfile": _escaped(str(home / "supervisord.pid")),
     }
     if os.geteuid() == 0:
         config["supervisord"]["user"] = "root"  # says it is meant; supervisord warns otherwise
@@ -92,13 +97,18 @@ def render_config(programs: Sequence[Program], home: Path, policy: RestartPolicy
         section = {
             "command": _escaped(shlex.join(program.argv)),
             "priority": str(priority),
-            "autostart": "true", "autorestart": "true",
-            "startsecs": str(policy.start_seconds), "startretries": str(policy.start_retries),
-            "stopsignal": "TERM", "stopwaitsecs": str(policy.stop_wait_seconds),
-            "stopasgroup": "true", "killasgroup": "true",
+            "autostart": "true",
+            "autorestart": "true",
+            "startsecs": str(policy.start_seconds),
+            "startretries": str(policy.start_retries),
+            "stopsignal": "TERM",
+            "stopwaitsecs": str(policy.stop_wait_seconds),
+            "stopasgroup": "true",
+            "killasgroup": "true",
             "redirect_stderr": "true",
             "stdout_logfile": _escaped(str(logs / f"{program.name}.log")),
-            "stdout_logfile_maxbytes": "50MB", "stdout_logfile_backups": "3",
+            "stdout_logfile_maxbytes": "50MB",
+            "stdout_logfile_backups": "3",
         }
         if program.env:
             section["environment"] = _environment(program.env)
@@ -106,14 +116,20 @@ def render_config(programs: Sequence[Program], home: Path, policy: RestartPolicy
     config[f"eventlistener:{LISTENER}"] = {
         "command": _escaped(shlex.join([sys.executable, "-m", "hermes_cli.supervisor_events"])),
         "events": "PROCESS_STATE,SUPERVISOR_STATE_CHANGE",
-        "buffer_size": "1024", "priority": "1", "autostart": "true", "autorestart": "true",
+        "buffer_size": "1024",
+        "priority": "1",
+        "autostart": "true",
+        "autorestart": "true",
         "stdout_logfile": "NONE",  # stdout is the event protocol
         "stderr_logfile": _escaped(str(logs / f"{LISTENER}.log")),
-        "stderr_logfile_maxbytes": "10MB", "stderr_logfile_backups": "2",
+        "stderr_logfile_maxbytes": "10MB",
+        "stderr_logfile_backups": "2",
         "environment": _environment(listener_env),
     }
-    return "\n".join(f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in section.items())
-                     for name, section in config.items())
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in section.items())
+        for name, section in config.items()
+    )
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -126,5 +142,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def start_supervisord(conf: Path, env: Mapping[str, str]) -> subprocess.Popen:
     """Start supervisord in the foreground on ``conf`` with ``env``; its stdout and stderr are this process's
     (only start-up errors appear there: it logs to its file). Raises ``OSError`` if it cannot be started."""
-    return subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration",
-                             str(conf)], env=dict(env), preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(conf)],
+        env=dict(env),
+        preexec_fn=_die_with_parent,
+    )

@@ -26,11 +26,18 @@ import structlog
 from prometheus_client import Counter, Gauge, start_http_server
 from supervisor import childutils
 
-EXITS = Counter("hermes_supervisor_exits", "Exits of supervised processes that nobody asked for; phase running "
-                "(it had been up HERMES_UP_START_SECONDS) or starting (a failed start)", ["service", "phase"])
+EXITS = Counter(
+    "hermes_supervisor_exits",
+    "Exits of supervised processes that nobody asked for; phase running "
+    "(it had been up HERMES_UP_START_SECONDS) or starting (a failed start)",
+    ["service", "phase"],
+)
 RESTARTS = Counter("hermes_supervisor_restarts", "Supervised processes started again after an exit", ["service"])
-FAILED = Counter("hermes_supervisor_failed", "Supervised processes given up on after HERMES_UP_START_RETRIES "
-                 "failed starts in a row (not started again)", ["service"])
+FAILED = Counter(
+    "hermes_supervisor_failed",
+    "Supervised processes given up on after HERMES_UP_START_RETRIES failed starts in a row (not started again)",
+    ["service"],
+)
 UP = Gauge("hermes_supervisor_process_up", "1 while the supervised process is running, else 0", ["service"])
 
 log = structlog.get_logger("hermes.supervisor")
@@ -65,17 +72,27 @@ class Tally:
             case "EXITED":
                 EXITS.labels(service, "running").inc()
                 self.exits[service] = self.exits.get(service, 0) + 1
-                log.warning("service_exited", supervised=service, pid=body.get("pid"),
-                            exit_status_expected=body.get("expected") == "1", exits=self.exits[service])
+                log.warning(
+                    "service_exited",
+                    supervised=service,
+                    pid=body.get("pid"),
+                    exit_status_expected=body.get("expected") == "1",
+                    exits=self.exits[service],
+                )
             case "BACKOFF":
                 # supervisord waits one second more after each failed start in a row, and gives up after
                 # start_retries + 1 of them.
                 EXITS.labels(service, "starting").inc()
                 self.exits[service] = self.exits.get(service, 0) + 1
                 failed = self.failed_starts[service] = self.failed_starts.get(service, 0) + 1
-                log.warning("service_backoff", supervised=service, failed_starts=failed,
-                            retry_in_s=failed if failed <= self.start_retries else None,
-                            gives_up_after=self.start_retries + 1, exits=self.exits[service])
+                log.warning(
+                    "service_backoff",
+                    supervised=service,
+                    failed_starts=failed,
+                    retry_in_s=failed if failed <= self.start_retries else None,
+                    gives_up_after=self.start_retries + 1,
+                    exits=self.exits[service],
+                )
             case "STARTING" if body.get("from_state") in ("EXITED", "BACKOFF"):
                 RESTARTS.labels(service).inc()
                 self.restarts[service] = self.restarts.get(service, 0) + 1
@@ -86,15 +103,23 @@ class Tally:
                     log.info("service_running", supervised=service, restarts=self.restarts[service])
             case "FATAL":
                 FAILED.labels(service).inc()
-                log.error("service_failed", supervised=service, failed_starts=self.failed_starts.get(service, 0),
-                          detail="gave up: it kept exiting right after starting; the others keep running")
+                log.error(
+                    "service_failed",
+                    supervised=service,
+                    failed_starts=self.failed_starts.get(service, 0),
+                    detail="gave up: it kept exiting right after starting; the others keep running",
+                )
 
 
 def configure_logging(level: str) -> None:
     """JSON lines on stderr (stdout carries the event protocol)."""
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(level.upper()),
     )
@@ -123,8 +148,9 @@ def main() -> None:
             start_http_server(port, addr="127.0.0.1")
         except OSError as exc:
             log.error("metrics_port_unavailable", port=port, error=repr(exc))
-    tally = Tally(os.environ.get("SUPERVISOR_PROCESS_NAME", "supervisor"),
-                  int(os.environ.get("HERMES_UP_START_RETRIES", "5")))
+    tally = Tally(
+        os.environ.get("SUPERVISOR_PROCESS_NAME", "supervisor"), int(os.environ.get("HERMES_UP_START_RETRIES", "5"))
+    )
     log.info("supervisor_listening", metrics_port=port or None)
     serve(sys.stdin, sys.stdout, tally)
 

@@ -21,8 +21,16 @@ def _print_dead_letters(page: dict[str, Any]) -> None:
     rows = [["SEQ", "CONSUMER", "REASON", "SUBJECT", "WHEN", "REPLAYED"]]
     for d in page["dead_letters"]:
         replayed = "-" if not d["replayable"] else (d["replayed_at"] or "no")
-        rows.append([str(d["dlq_sequence"]), d["consumer"], d["reason"], f"{d['subject']} #{d['stream_sequence']}",
-                     d["dead_lettered_at"], replayed])
+        rows.append(
+            [
+                str(d["dlq_sequence"]),
+                d["consumer"],
+                d["reason"],
+                f"{d['subject']} #{d['stream_sequence']}",
+                d["dead_lettered_at"],
+                replayed,
+            ]
+        )
     typer.echo(table(rows))
     if page.get("next_before") is not None:
         typer.echo(f"\nOlder ones: --before {page['next_before']}")
@@ -30,10 +38,15 @@ def _print_dead_letters(page: dict[str, Any]) -> None:
 
 def dead_letters(
     ctx: typer.Context,
-    consumer: Annotated[str | None, typer.Option("--consumer", help="Only this consumer's (e.g. "
-                                                 "orchestrator-commands).")] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason (invalid_json, "
-                                               "validation_failed, max_deliveries, handler_error).")] = None,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="Only this consumer's (e.g. orchestrator-commands).")
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", help="Only this reason (invalid_json, validation_failed, max_deliveries, handler_error)."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,
     before: Annotated[int | None, typer.Option("--before", min=1, help="Only older than this sequence.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw listing as JSON.")] = False,
@@ -63,8 +76,9 @@ def corrected_payload(text: str | None) -> dict[str, Any] | None:
 
 def replay_dead_letter(
     seq: Annotated[int, typer.Argument(min=1, help="The dead letter's sequence (first column of the list).")],
-    payload: Annotated[str | None, typer.Option("--payload", help="A corrected message to publish instead: JSON "
-                                                "text, or @FILE.")] = None,
+    payload: Annotated[
+        str | None, typer.Option("--payload", help="A corrected message to publish instead: JSON text, or @FILE.")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:

@@ -32,13 +32,16 @@ from hermes_cli.follow import ThreadFollower, follow, print_questions
 
 def submit(
     idea: Annotated[str, typer.Argument(help="Your idea, in a few words or many.")],
-    max_questions: Annotated[int | None, typer.Option("--max-questions", min=0, max=10,
-                                                      help="Ask at most this many questions.")] = None,
-    project: Annotated[str | None, typer.Option("--project", help="Budget scope (letters, digits, - or _; "
-                                                "default: default).")] = None,
+    max_questions: Annotated[
+        int | None, typer.Option("--max-questions", min=0, max=10, help="Ask at most this many questions.")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Budget scope (letters, digits, - or _; default: default).")
+    ] = None,
     private: Annotated[bool, typer.Option("--private", help="Keep every model call on local backends.")] = False,
-    priority: Annotated[int | None, typer.Option("--priority", min=1, max=10,
-                                                 help="1 (lowest) to 10; default 5.")] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", min=1, max=10, help="1 (lowest) to 10; default 5.")
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the thread id and return at once.")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -47,8 +50,9 @@ def submit(
     """Submit an idea, stream draft 1 as it is written, then print the clarifying questions."""
     with gateway(url, token) as client:
         try:
-            thread_id = client.submit(idea, max_questions, project=project, private=private or None,
-                                      priority=priority)["thread_id"]
+            thread_id = client.submit(idea, max_questions, project=project, private=private or None, priority=priority)[
+                "thread_id"
+            ]
             typer.echo(f"Thread {thread_id}")
             if no_wait:
                 typer.echo(f"Follow it with: hermes status {thread_id}")
@@ -78,9 +82,10 @@ def parse_pairs(items: list[str]) -> list[tuple[str, str]]:
 
 def answer(
     thread_id: Annotated[str, typer.Argument(help="The thread to answer.")],
-    answers: Annotated[list[str] | None, typer.Argument(help="Answers in question order (\"\" skips one).")] = None,
-    question: Annotated[list[str] | None, typer.Option("--question", "-q", help="Answer by id: ID=TEXT "
-                                                       "(repeatable).")] = None,
+    answers: Annotated[list[str] | None, typer.Argument(help='Answers in question order ("" skips one).')] = None,
+    question: Annotated[
+        list[str] | None, typer.Option("--question", "-q", help="Answer by id: ID=TEXT (repeatable).")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     timeout: TimeoutOption = 600.0,
@@ -93,8 +98,11 @@ def answer(
             if positional:
                 questions = client.status(thread_id)["questions"]
                 if len(positional) > len(questions):
-                    raise fail(f"{len(positional)} answers for {len(questions)} questions.",
-                                f"See them with `hermes status {thread_id}`.", EXIT_USAGE)
+                    raise fail(
+                        f"{len(positional)} answers for {len(questions)} questions.",
+                        f"See them with `hermes status {thread_id}`.",
+                        EXIT_USAGE,
+                    )
                 pairs = [(q["question_id"], text) for q, text in zip(questions, positional, strict=False)]
             answered = {qid for qid, _ in by_id}
             pairs = [(qid, text) for qid, text in pairs if qid not in answered and text.strip()] + by_id
@@ -178,9 +186,13 @@ def _print_threads(threads: list[dict[str, Any]]) -> None:
 
 
 def list_threads(
-    status_filter: Annotated[str | None, typer.Option("--status", help="Only threads in this status (the gateway "
-                                                      "knows the statuses and names them when this is not one).")
-                             ] = None,
+    status_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only threads in this status (the gateway knows the statuses and names them when this is not one).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIST_PAGE_MAX, help="At most this many.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw threads as JSON.")] = False,
     url: UrlOption = None,
@@ -216,11 +228,13 @@ def cancel(
     token: TokenOption = None,
 ) -> None:
     """Stop a job: a queued one never runs, a running model call is stopped at its edge."""
+
     def run(client: GatewayClient) -> list[str]:
         jobs = [job_id] if job_id else [j["job_id"] for j in client.status(thread_id)["jobs"] if j.get("cancellable")]
         for job in jobs:
             client.cancel(thread_id, job)
         return jobs
+
     cancelled = with_client(url, token, run)
     if not cancelled:
         raise fail(f"Thread {thread_id} has no open job to cancel.")
@@ -228,8 +242,14 @@ def cancel(
 
 
 def workflow(
-    spec: Annotated[Path, typer.Argument(help='A JSON file: {"steps": [{"step_id", "prompt", "depends_on": '
-                                         '[...]}], "title"}; - reads standard input.', allow_dash=True)],
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help='A JSON file: {"steps": [{"step_id", "prompt", "depends_on": '
+            '[...]}], "title"}; - reads standard input.',
+            allow_dash=True,
+        ),
+    ],
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -240,7 +260,9 @@ def workflow(
     except (OSError, ValueError) as exc:
         raise fail(f"{spec} is not readable JSON: {exc}", code=EXIT_USAGE) from None
     if not isinstance(body, dict):
-        raise fail("A workflow is a JSON object with a \"steps\" list.", code=EXIT_USAGE)
+        raise fail('A workflow is a JSON object with a "steps" list.', code=EXIT_USAGE)
     reply = with_client(url, token, lambda client: client.workflow(body))
-    typer.echo(f"Workflow thread {reply['thread_id']}: steps {', '.join(reply['steps'])}.\n"
-               f"Follow it with: hermes status {reply['thread_id']}")
+    typer.echo(
+        f"Workflow thread {reply['thread_id']}: steps {', '.join(reply['steps'])}.\n"
+        f"Follow it with: hermes status {reply['thread_id']}"
+    )

@@ -109,9 +109,15 @@ class Plan:
 
 def _services(backends: list[str]) -> list[tuple[str, str, int, dict[str, str]]]:
     """(name, module, metrics port offset, env) of the core services and one edge per backend, in start order."""
-    edges = [(f"{backend}-edge", "hermes_edge",
-              FIRST_EDGE_OFFSET if number == 0 else MORE_EDGES_OFFSET + number - 1, {"HERMES_EDGE_BACKEND": backend})
-             for number, backend in enumerate(backends)]
+    edges = [
+        (
+            f"{backend}-edge",
+            "hermes_edge",
+            FIRST_EDGE_OFFSET if number == 0 else MORE_EDGES_OFFSET + number - 1,
+            {"HERMES_EDGE_BACKEND": backend},
+        )
+        for number, backend in enumerate(backends)
+    ]
     core = [(name, module, offset, {}) for name, module, offset in SERVICES]
     return core[:3] + edges + core[3:]
 
@@ -123,9 +129,11 @@ def plan(settings: UpSettings) -> Plan:
     home = settings.hermes_home.expanduser().resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     programs: list[Program] = []
-    shared = {"HERMES_HOME": str(home), "HERMES_WEB_PORT": str(settings.hermes_web_port),
-              "HERMES_WEB_BASE_URL": os.environ.get("HERMES_WEB_BASE_URL",
-                                                    f"http://127.0.0.1:{settings.hermes_web_port}")}
+    shared = {
+        "HERMES_HOME": str(home),
+        "HERMES_WEB_PORT": str(settings.hermes_web_port),
+        "HERMES_WEB_BASE_URL": os.environ.get("HERMES_WEB_BASE_URL", f"http://127.0.0.1:{settings.hermes_web_port}"),
+    }
     if settings.nats_url:
         shared["NATS_URL"] = settings.nats_url
     else:
@@ -135,20 +143,54 @@ def plan(settings: UpSettings) -> Plan:
         shared["NATS_URL"] = f"nats://127.0.0.1:{port}"
     if settings.hermes_local_model and "talos" in backends and "BACKEND_TALOS_HOST" not in os.environ:
         port = settings.hermes_model_port or free_port()
-        programs.append(Program("model", [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()), "--model_alias", MODEL_ALIAS,
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-            "--n_threads", str(settings.hermes_model_threads), "--verbose", "False",
-            # llama-cpp-python's server by default cuts a running generation short (sending [DONE]) whenever
-            # another request takes its lock, and the edge's health probe (GET /v1/models) does.
-            "--interrupt_requests", "False"], infrastructure=True))
-        shared.update({"BACKEND_TALOS_TYPE": "openai", "BACKEND_TALOS_HOST": "127.0.0.1",
-                       "BACKEND_TALOS_PORT": str(port), "BACKEND_TALOS_MODELS": MODEL_ALIAS})
+        programs.append(
+            Program(
+                "model",
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    str(model_path()),
+                    "--model_alias",
+                    MODEL_ALIAS,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--n_ctx",
+                    "2048",
+                    "--n_threads",
+                    str(settings.hermes_model_threads),
+                    "--verbose",
+                    "False",
+                    # llama-cpp-python's server by default cuts a running generation short (sending [DONE]) whenever
+                    # another request takes its lock, and the edge's health probe (GET /v1/models) does.
+                    "--interrupt_requests",
+                    "False",
+                ],
+                infrastructure=True,
+            )
+        )
+        shared.update(
+            {
+                "BACKEND_TALOS_TYPE": "openai",
+                "BACKEND_TALOS_HOST": "127.0.0.1",
+                "BACKEND_TALOS_PORT": str(port),
+                "BACKEND_TALOS_MODELS": MODEL_ALIAS,
+            }
+        )
     taken = {settings.hermes_web_port}
     for name, module, offset, env in _services(backends):
         port = _metrics_port(settings.hermes_web_port + offset, taken) if offset else None
-        programs.append(Program(name, [sys.executable, "-m", module],
-                                env={**env, **({"METRICS_PORT": str(port)} if port else {})}, metrics_port=port))
+        programs.append(
+            Program(
+                name,
+                [sys.executable, "-m", module],
+                env={**env, **({"METRICS_PORT": str(port)} if port else {})},
+                metrics_port=port,
+            )
+        )
     return Plan(programs, shared, _metrics_port(settings.hermes_web_port + SUPERVISOR_OFFSET, taken))
 
 
@@ -172,21 +214,32 @@ def run() -> int:
     except ValueError as exc:
         print(f"hermes up: {exc}", file=sys.stderr)
         return 2
-    policy = RestartPolicy(start_seconds=settings.hermes_up_start_seconds,
-                           start_retries=settings.hermes_up_start_retries)
+    policy = RestartPolicy(
+        start_seconds=settings.hermes_up_start_seconds, start_retries=settings.hermes_up_start_retries
+    )
     conf = up.home / "supervisord.conf"
-    conf.write_text(render_config(up.programs, up.home, policy, {
-        "HERMES_SUPERVISOR_METRICS_PORT": str(up.supervisor_metrics_port),
-        "HERMES_UP_START_RETRIES": str(policy.start_retries)}))
+    conf.write_text(
+        render_config(
+            up.programs,
+            up.home,
+            policy,
+            {
+                "HERMES_SUPERVISOR_METRICS_PORT": str(up.supervisor_metrics_port),
+                "HERMES_UP_START_RETRIES": str(policy.start_retries),
+            },
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k != "LOG_FILE"}  # supervisord writes each log file
     env.update(up.shared)
     url = f"http://127.0.0.1:{settings.hermes_web_port}"
     print(f"Hermes starting — web UI {url} — home {up.home} — NATS {up.shared['NATS_URL']}", flush=True)
     metrics = ", ".join(f"{p.name} :{p.metrics_port}" for p in up.programs if p.metrics_port)
-    print(f"Prometheus /metrics: gateway :{settings.hermes_web_port}, {metrics}, "
-          f"{LISTENER} :{up.supervisor_metrics_port}", flush=True)
-    relay = LogRelay(up.home / "logs", [p.name for p in up.programs] + [LISTENER, SUPERVISORD_LOG],
-                     sys.stdout.buffer)
+    print(
+        f"Prometheus /metrics: gateway :{settings.hermes_web_port}, {metrics}, "
+        f"{LISTENER} :{up.supervisor_metrics_port}",
+        flush=True,
+    )
+    relay = LogRelay(up.home / "logs", [p.name for p in up.programs] + [LISTENER, SUPERVISORD_LOG], sys.stdout.buffer)
     supervisord = start_supervisord(conf, env)
     relay.start()
     stopping = threading.Event()

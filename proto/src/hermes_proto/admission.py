@@ -46,8 +46,9 @@ class Refusal:
     retry_after_s: int
 
 
-async def check_queue(nc: NATS, store: EventStore, cap: QueueCap, correlation_id: str,
-                      new_jobs: int = 1) -> Refusal | None:
+async def check_queue(
+    nc: NATS, store: EventStore, cap: QueueCap, correlation_id: str, new_jobs: int = 1
+) -> Refusal | None:
     """None when ``new_jobs`` more fit under the cap (or there is no cap, or the orchestrator does not answer);
     else the :class:`Refusal`, after appending the minute's ``QueueFull`` (a failed append is logged: the
     refusal stands without its alert)."""
@@ -62,9 +63,15 @@ async def check_queue(nc: NATS, store: EventStore, cap: QueueCap, correlation_id
     if queued + new_jobs <= cap.limit:
         return None
     now = utcnow()
-    event = QueueFull(event_id=derived_id("queue_full", now.strftime("%Y-%m-%dT%H:%M")), aggregate_id="queue",
-                      occurred_at=now, correlation_id=correlation_id, queued=queued, limit=cap.limit,
-                      retry_after_s=float(cap.retry_after_s))
+    event = QueueFull(
+        event_id=derived_id("queue_full", now.strftime("%Y-%m-%dT%H:%M")),
+        aggregate_id="queue",
+        occurred_at=now,
+        correlation_id=correlation_id,
+        queued=queued,
+        limit=cap.limit,
+        retry_after_s=float(cap.retry_after_s),
+    )
     try:
         await store.append([event])
     except BUS_ERRORS as exc:

@@ -141,13 +141,14 @@ def read_backends_file(path: Path | str | None) -> dict[str, dict[str, object]]:
     return {name.lower(): dict(fields) for name, fields in tables.items() if isinstance(fields, dict)}
 
 
-def load_backend(name: str, environ: dict[str, str] | None = None,
-                 file_fields: dict[str, object] | None = None) -> BackendConfig:
+def load_backend(
+    name: str, environ: dict[str, str] | None = None, file_fields: dict[str, object] | None = None
+) -> BackendConfig:
     """Read ``BACKEND_<NAME>_*`` from ``environ`` (default: the process environment) over ``file_fields``
     (one table of :func:`read_backends_file`). Raises ``pydantic.ValidationError`` on a bad value."""
     env = os.environ if environ is None else environ
     prefix = f"BACKEND_{name.upper()}_"
     raw: dict[str, object] = dict(file_fields or {})
-    raw.update({k[len(prefix):].lower(): v for k, v in env.items() if k.upper().startswith(prefix) and v != ""})
+    raw.update({k[len(prefix) :].lower(): v for k, v in env.items() if k.upper().startswith(prefix) and v != ""})
     raw.pop("name", None)
     return BackendConfig(name=name.lower(), **raw)

@@ -107,19 +107,23 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     """The five Hermes streams. Events are kept (limits retention, file storage, dedup window);
     commands, execution requests and inbound channel updates are work queues; dead letters are kept for
     operators."""
-    common = dict(storage=StorageType.FILE, num_replicas=settings.stream_replicas,
-                  duplicate_window=settings.dedup_window_s)
+    common = dict(
+        storage=StorageType.FILE, num_replicas=settings.stream_replicas, duplicate_window=settings.dedup_window_s
+    )
     return [
-        StreamConfig(name=subj.EVENTS_STREAM, subjects=[subj.EVENTS_ALL],
-                     retention=RetentionPolicy.LIMITS, **common),
-        StreamConfig(name=subj.COMMANDS_STREAM, subjects=[subj.COMMANDS_ALL],
-                     retention=RetentionPolicy.WORK_QUEUE, **common),
-        StreamConfig(name=subj.EXEC_STREAM, subjects=[subj.EXEC_ALL],
-                     retention=RetentionPolicy.WORK_QUEUE, **common),
-        StreamConfig(name=subj.DLQ_STREAM, subjects=[subj.DLQ_ALL],
-                     retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, **common),
-        StreamConfig(name=subj.INBOX_STREAM, subjects=[subj.INBOX_ALL],
-                     retention=RetentionPolicy.WORK_QUEUE, **common),
+        StreamConfig(name=subj.EVENTS_STREAM, subjects=[subj.EVENTS_ALL], retention=RetentionPolicy.LIMITS, **common),
+        StreamConfig(
+            name=subj.COMMANDS_STREAM, subjects=[subj.COMMANDS_ALL], retention=RetentionPolicy.WORK_QUEUE, **common
+        ),
+        StreamConfig(name=subj.EXEC_STREAM, subjects=[subj.EXEC_ALL], retention=RetentionPolicy.WORK_QUEUE, **common),
+        StreamConfig(
+            name=subj.DLQ_STREAM,
+            subjects=[subj.DLQ_ALL],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            **common,
+        ),
+        StreamConfig(name=subj.INBOX_STREAM, subjects=[subj.INBOX_ALL], retention=RetentionPolicy.WORK_QUEUE, **common),
     ]
 
 
@@ -154,8 +158,9 @@ class EventStore:
         sequence of the original)."""
         futures = []
         for event in events:
-            futures.append(await self._js.publish_async(
-                subj.event_subject(event), encode(event), headers=_headers(event.event_id)))
+            futures.append(
+                await self._js.publish_async(subj.event_subject(event), encode(event), headers=_headers(event.event_id))
+            )
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
         for event in events:
             EVENTS_PUBLISHED.labels(self._service, event.type_name()).inc()
@@ -163,8 +168,9 @@ class EventStore:
 
     async def send(self, command: Command) -> int:
         """Publish one command; returns its stream sequence."""
-        ack = await self._js.publish(subj.command_subject(command), encode(command),
-                                     headers=_headers(command.command_id))
+        ack = await self._js.publish(
+            subj.command_subject(command), encode(command), headers=_headers(command.command_id)
+        )
         return ack.seq
 
     async def forward(self, command: Command, subject: str, msg_id: str) -> int:
@@ -289,7 +295,7 @@ class ConsumerRunner:
                 if sub is None:
                     sub = await self.subscribe()
                 msgs = await sub.fetch(self.spec.batch, timeout=self.spec.fetch_expires_s)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as exc:  # connection loss, server restart, consumer gone
                 log.warning("fetch_failed", consumer=self.spec.durable, error=repr(exc))
@@ -368,14 +374,22 @@ class ConsumerRunner:
         keep = _KeepAlive(msg, spec.ack_wait_s / 3)
         try:
             with self._tracer.start_as_current_span(
-                f"consume {spec.durable}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER,
+                f"consume {spec.durable}",
+                context=extract_context(msg.headers),
+                kind=SpanKind.CONSUMER,
                 attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
             ):
                 await spec.handler(delivery)
         except Exception as exc:
             MESSAGES_CONSUMED.labels(self.service, spec.durable, "error").inc()
-            log.exception("handler_failed", consumer=spec.durable, subject=msg.subject,
-                          seq=delivery.stream_sequence, deliveries=delivery.deliveries, error=repr(exc))
+            log.exception(
+                "handler_failed",
+                consumer=spec.durable,
+                subject=msg.subject,
+                seq=delivery.stream_sequence,
+                deliveries=delivery.deliveries,
+                error=repr(exc),
+            )
             return exc
         finally:
             keep.stop()
@@ -387,29 +401,56 @@ class ConsumerRunner:
     async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         """Move ``msg`` to ``hermes.dlq.<durable>`` with the reason, then ack it (never redelivered)."""
         meta = msg.metadata
-        await publish_dead_letter(self.js, self.service, self.spec.durable, stream=meta.stream,
-                                  subject=msg.subject, sequence=meta.sequence.stream,
-                                  deliveries=meta.num_delivered, headers=msg.headers or {},
-                                  data=msg.data, reason=reason, detail=detail)
+        await publish_dead_letter(
+            self.js,
+            self.service,
+            self.spec.durable,
+            stream=meta.stream,
+            subject=msg.subject,
+            sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            headers=msg.headers or {},
+            data=msg.data,
+            reason=reason,
+            detail=detail,
+        )
         await _quietly(msg.ack())
 
 
-async def publish_dead_letter(js: JetStreamContext, service: str, consumer: str, *, stream: str, subject: str,
-                              sequence: int, deliveries: int, headers: dict[str, str], data: bytes,
-                              reason: str, detail: str) -> None:
+async def publish_dead_letter(
+    js: JetStreamContext,
+    service: str,
+    consumer: str,
+    *,
+    stream: str,
+    subject: str,
+    sequence: int,
+    deliveries: int,
+    headers: dict[str, str],
+    data: bytes,
+    reason: str,
+    detail: str,
+) -> None:
     """Append a :class:`DeadLetter` for one message to ``hermes.dlq.<consumer>`` (deduplicated per stream
     sequence and consumer), count it, and log it. Raises on a JetStream error."""
     record = DeadLetter(
-        consumer=consumer, stream=stream, subject=subject, stream_sequence=sequence, deliveries=deliveries,
-        headers={k: str(v) for k, v in headers.items()}, payload=data.decode("utf-8", errors="replace"),
-        payload_b64=base64.b64encode(data).decode(), reason=reason, detail=detail[:2000],
+        consumer=consumer,
+        stream=stream,
+        subject=subject,
+        stream_sequence=sequence,
+        deliveries=deliveries,
+        headers={k: str(v) for k, v in headers.items()},
+        payload=data.decode("utf-8", errors="replace"),
+        payload_b64=base64.b64encode(data).decode(),
+        reason=reason,
+        detail=detail[:2000],
         dead_lettered_at=utcnow(),
     )
-    await js.publish(subj.dlq_subject(consumer), encode(record),
-                     headers={MSG_ID: f"dlq-{stream}-{sequence}-{consumer}"})
+    await js.publish(
+        subj.dlq_subject(consumer), encode(record), headers={MSG_ID: f"dlq-{stream}-{sequence}-{consumer}"}
+    )
     DEAD_LETTERS.labels(service, consumer, reason).inc()
-    log.warning("dead_lettered", consumer=consumer, subject=subject, seq=sequence, reason=reason,
-                detail=detail[:300])
+    log.warning("dead_lettered", consumer=consumer, subject=subject, seq=sequence, reason=reason, detail=detail[:300])
 
 
 class _KeepAlive:
@@ -460,9 +501,16 @@ class LogFollower:
     dropped. A handler that raises gets the same batch again after a second (the projection applies nothing of a
     failed batch); while ``batch`` messages wait unhandled, delivery pauses (the flow-control reply waits)."""
 
-    def __init__(self, js: JetStreamContext, stream: str, filter_subject: str,
-                 handler: Callable[[list[RawMessage]], Awaitable[None]],
-                 start_after: int, batch: int = 1000, fetch_expires_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        filter_subject: str,
+        handler: Callable[[list[RawMessage]], Awaitable[None]],
+        start_after: int,
+        batch: int = 1000,
+        fetch_expires_s: float = 1.0,
+    ) -> None:
         self.js = js
         self.stream = stream
         self.filter_subject = filter_subject
@@ -493,10 +541,17 @@ class LogFollower:
             await self._room.wait()
 
     async def _subscribe(self):  # noqa: ANN202
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1,
-                                mem_storage=True)
-        sub = await self.js.subscribe(self.filter_subject, stream=self.stream, cb=self._on_msg, ordered_consumer=True,
-                                      idle_heartbeat=self.heartbeat_s, config=config)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1, mem_storage=True
+        )
+        sub = await self.js.subscribe(
+            self.filter_subject,
+            stream=self.stream,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=self.heartbeat_s,
+            config=config,
+        )
         resume_after(sub, self.position)
         return sub
 
@@ -514,7 +569,7 @@ class LogFollower:
                 await self._arrived.wait()
                 self._arrived.clear()
                 while self._pending and not self._stopping.is_set():
-                    batch, self._pending = self._pending[:self.batch], self._pending[self.batch:]
+                    batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
                     self._room.set()
                     await self._handle(batch)
         finally:

@@ -29,15 +29,15 @@ import msgspec
 
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
-from hermes_proto.events import ALL_EVENTS
 from hermes_proto.deadletter import DeadLetter
+from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
 from hermes_proto.inbox import TelegramUpdate
 
 _encoder = msgspec.json.Encoder()
 
-EventUnion = Union[ALL_EVENTS]  # type: ignore[valid-type]
-CommandUnion = Union[ALL_COMMANDS]  # type: ignore[valid-type]
+EventUnion = Union[ALL_EVENTS]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
+CommandUnion = Union[ALL_COMMANDS]  # type: ignore[valid-type]  # noqa: UP007
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns one payload of version *v* into version *v + 1* (``schema_version`` is set by the caller)."""
@@ -88,7 +88,7 @@ class _Family:
     """The decoder of one tagged union and, per tag, the type, its current version and its upcasters."""
 
     def __init__(self, types: tuple[type, ...]) -> None:
-        self.decoder = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
+        self.decoder = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]  # noqa: UP007
         self.current = {t: current_version(t) for t in types}
         self.by_tag = {t.type_name(): t for t in types}
         for message_type, version in self.current.items():

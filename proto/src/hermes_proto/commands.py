@@ -149,5 +149,14 @@ class ExpireWorkflow(Command, frozen=True, kw_only=True):
     thread_id: str
 
 
-ALL_COMMANDS = (SubmitIdea, AnswerQuestions, RateThread, CloseAnswerWindow, SubmitWorkflow, CancelJob, ExpireWorkflow,
-                RequestClassification, SubmitChat)
+ALL_COMMANDS = (
+    SubmitIdea,
+    AnswerQuestions,
+    RateThread,
+    CloseAnswerWindow,
+    SubmitWorkflow,
+    CancelJob,
+    ExpireWorkflow,
+    RequestClassification,
+    SubmitChat,
+)

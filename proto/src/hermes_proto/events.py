@@ -566,8 +566,12 @@ class TemplateEffectivenessUpdated(TemplateEvent, frozen=True, kw_only=True):
     expected_improvement: float
 
 
-TEMPLATE_EVENTS: tuple[type[Event], ...] = (TemplateAdded, TemplateEdited, TemplateDeactivated,
-                                            TemplateEffectivenessUpdated)
+TEMPLATE_EVENTS: tuple[type[Event], ...] = (
+    TemplateAdded,
+    TemplateEdited,
+    TemplateDeactivated,
+    TemplateEffectivenessUpdated,
+)
 
 PREFERENCE_EVIDENCE = ("answer", "rating", "correction", "edit")
 """What changed a preference: an answer to a question, a rating of a thread that applied it, a correction (``POST
@@ -712,5 +716,12 @@ class SettingChanged(Event, frozen=True, kw_only=True):
     value: str | None
     by: str = "local"
 
-ALL_EVENTS: tuple[type[Event], ...] = (THREAD_EVENTS + BACKEND_EVENTS + TEMPLATE_EVENTS + PREFERENCE_EVENTS
-                                       + PATTERN_EVENTS + (BudgetThresholdReached, QueueFull, SettingChanged))
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    THREAD_EVENTS
+    + BACKEND_EVENTS
+    + TEMPLATE_EVENTS
+    + PREFERENCE_EVENTS
+    + PATTERN_EVENTS
+    + (BudgetThresholdReached, QueueFull, SettingChanged)
+)

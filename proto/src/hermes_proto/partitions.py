@@ -91,3 +91,7 @@ class Partition:
             return ["hermes.cmd.>"]
         own = [f"hermes.cmd.*.*.{self.index}"]
         return own + ["hermes.cmd.*"] if self.index == 0 else own
+
+
+SINGLE = Partition()
+"""One partition: every thread (the default of a single orchestrator and router)."""

@@ -74,11 +74,16 @@ def decode_batch(batch: list[RawMessage]) -> tuple[Decoded, list[Rejected]]:
 @cache
 def _metrics(service: str) -> tuple[Counter, Gauge, Gauge, Histogram]:
     # One set per service name and process: prometheus_client refuses to register a name twice.
-    return (Counter(f"hermes_{service}_events_applied_total", "Events applied to the read models"),
-            Gauge(f"hermes_{service}_projection_position", "Last HERMES_EVENTS sequence applied"),
-            Gauge(f"hermes_{service}_projection_backlog", "Events folded but not yet written to the read models"),
-            Histogram(f"hermes_{service}_projection_write_seconds", "One read-model write (a transaction)",
-                      buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)))
+    return (
+        Counter(f"hermes_{service}_events_applied_total", "Events applied to the read models"),
+        Gauge(f"hermes_{service}_projection_position", "Last HERMES_EVENTS sequence applied"),
+        Gauge(f"hermes_{service}_projection_backlog", "Events folded but not yet written to the read models"),
+        Histogram(
+            f"hermes_{service}_projection_write_seconds",
+            "One read-model write (a transaction)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        ),
+    )
 
 
 class _Waiters:
@@ -115,8 +120,15 @@ class Projection:
     holds the follower back while the writer is that far behind.
     """
 
-    def __init__(self, js: JetStreamContext, service: str, apply_batch: ApplyBatch, position: int,
-                 fold: Fold | None = None, max_backlog: int = 20_000) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        service: str,
+        apply_batch: ApplyBatch,
+        position: int,
+        fold: Fold | None = None,
+        max_backlog: int = 20_000,
+    ) -> None:
         self.js = js
         self.service = service
         self.consumer = f"{service}-projection"
@@ -192,9 +204,19 @@ class Projection:
     async def _written(self, batch: list[RawMessage], decoded: Decoded, rejected: list[Rejected]) -> None:
         for r in rejected:
             try:
-                await publish_dead_letter(self.js, self.service, self.consumer, stream=subjects.EVENTS_STREAM,
-                                          subject=r.subject, sequence=r.sequence, deliveries=1, headers={},
-                                          data=r.data, reason=r.error.reason, detail=r.error.detail)
+                await publish_dead_letter(
+                    self.js,
+                    self.service,
+                    self.consumer,
+                    stream=subjects.EVENTS_STREAM,
+                    subject=r.subject,
+                    sequence=r.sequence,
+                    deliveries=1,
+                    headers={},
+                    data=r.data,
+                    reason=r.error.reason,
+                    detail=r.error.detail,
+                )
             except Exception as exc:  # the rows are stored; the dead letter is best effort from here
                 log.error("dead_letter_failed", service=self.service, seq=r.sequence, error=repr(exc))
         self._applied.inc(len(batch) - len(rejected))

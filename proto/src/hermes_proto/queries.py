@@ -373,16 +373,19 @@ class SaveTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="save"):
     create: bool
     category: str
     text: Annotated[str, msgspec.Meta(min_length=5, max_length=500)]
-    suggestions: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=60)]],
-                           msgspec.Meta(max_length=8)] = []
+    suggestions: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=60)]], msgspec.Meta(max_length=8)
+    ] = []
     idea_types: list[str] = []
-    triggers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
-                        msgspec.Meta(max_length=10)] = []
+    triggers: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]], msgspec.Meta(max_length=10)
+    ] = []
     prior_improvement: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
     time_cost_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 20.0
     status: str = "active"
-    variations: dict[Literal["formal", "casual", "technical"],
-                     Annotated[str, msgspec.Meta(min_length=1, max_length=300)]] = {}
+    variations: dict[
+        Literal["formal", "casual", "technical"], Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    ] = {}
     """Keys: :data:`hermes_proto.events.STYLES`; each text may hold ``{topic}``, like ``text``."""
     timing: Literal["first", "any", "last"] = "any"
     """One of :data:`hermes_proto.events.TEMPLATE_TIMINGS`."""

@@ -98,10 +98,16 @@ def rows(model: Any) -> type[Row]:
             defaults[name] = info.default
         else:
             defaults[name] = None
-    namespace = {"__slots__": columns, "__table__": table, "__columns__": columns,
-                 "__key__": tuple(c.name for c in table.primary_key.columns), "__defaults__": defaults,
-                 "__factories__": factories, "__module__": getattr(model, "__module__", __name__),
-                 "__doc__": f"A row of ``{table.name}`` (see {model.__name__})."}
+    namespace = {
+        "__slots__": columns,
+        "__table__": table,
+        "__columns__": columns,
+        "__key__": tuple(c.name for c in table.primary_key.columns),
+        "__defaults__": defaults,
+        "__factories__": factories,
+        "__module__": getattr(model, "__module__", __name__),
+        "__doc__": f"A row of ``{table.name}`` (see {model.__name__}).",
+    }
     return type(model.__name__.removesuffix("Row") + "Row_", (Row,), namespace)
 
 
@@ -129,8 +135,11 @@ class _Table:
         if upsert is not None:
             stmt = upsert(table)
             rest = {c: stmt.excluded[c] for c in self.columns if c not in self.key}
-            self.insert = (stmt.on_conflict_do_update(index_elements=list(self.key), set_=rest) if rest
-                           else stmt.on_conflict_do_nothing())
+            self.insert = (
+                stmt.on_conflict_do_update(index_elements=list(self.key), set_=rest)
+                if rest
+                else stmt.on_conflict_do_nothing()
+            )
         else:  # another database: plain inserts (the store is the only writer, so a new key is absent)
             self.insert = table.insert()
 
@@ -139,8 +148,10 @@ class _Table:
         if stmt is None:
             table = self.table
             stmt = self._updates[changed] = (
-                update(table).where(*[table.c[k] == bind(f"k_{k}") for k in self.key])
-                .values({self.columns[i]: bind(f"v_{self.columns[i]}") for i in changed}))
+                update(table)
+                .where(*[table.c[k] == bind(f"k_{k}") for k in self.key])
+                .values({self.columns[i]: bind(f"v_{self.columns[i]}") for i in changed})
+            )
         return stmt
 
     def load(self, record: Iterable[Any]) -> Row:
@@ -161,8 +172,9 @@ class RowStore:
     :meth:`insert_absent` (and :meth:`connection` after :meth:`flush` for a query inside the batch), then
     :meth:`commit` (or :meth:`rollback`). ``capacity``: rows kept per table between batches."""
 
-    def __init__(self, engine: Engine, tables: Iterable[type[Row]], capacity: int = 5000,
-                 tracked: Iterable[type[Row]] = ()) -> None:
+    def __init__(
+        self, engine: Engine, tables: Iterable[type[Row]], capacity: int = 5000, tracked: Iterable[type[Row]] = ()
+    ) -> None:
         self.engine = engine
         self._tables = {cls: _Table(cls, engine.dialect, capacity) for cls in tables}
         self._tracked = frozenset(tracked)

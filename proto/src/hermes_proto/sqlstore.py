@@ -71,20 +71,25 @@ def make_engine(url: str, metadata: MetaData) -> Engine:
     sqlite = url.startswith("sqlite")
     engine = create_engine(url, connect_args={"check_same_thread": False} if sqlite else {})
     if sqlite:
+
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
     _ensure_schema(engine, metadata)
     return engine
 
 
 def schema_fingerprint(metadata: MetaData) -> str:
     """SHA-256 (hex) of every table's columns: name, type, nullability, primary key."""
-    parts = sorted(f"{table.name}.{col.name}:{col.type}:{col.nullable}:{col.primary_key}"
-                   for table in metadata.tables.values() for col in table.columns)
+    parts = sorted(
+        f"{table.name}.{col.name}:{col.type}:{col.nullable}:{col.primary_key}"
+        for table in metadata.tables.values()
+        for col in table.columns
+    )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

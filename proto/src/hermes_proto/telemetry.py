@@ -21,22 +21,18 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Log keys that hold secrets: "key", "api_key", "bot_token", "password"... but not "max_tokens" or "first_token_ms".
 _SECRET_KEYS = re.compile(r"(?:^|_)(?:key|token|secret|password|authorization|credentials?)$", re.IGNORECASE)
 
-EVENTS_PUBLISHED = Counter(
-    "hermes_events_published_total", "Events appended to the log", ["service", "type"]
-)
+EVENTS_PUBLISHED = Counter("hermes_events_published_total", "Events appended to the log", ["service", "type"])
 MESSAGES_CONSUMED = Counter(
     "hermes_messages_consumed_total", "Messages handled by a consumer", ["service", "consumer", "outcome"]
 )
-REDELIVERIES = Counter(
-    "hermes_redeliveries_total", "Messages received more than once", ["service", "consumer"]
-)
+REDELIVERIES = Counter("hermes_redeliveries_total", "Messages received more than once", ["service", "consumer"])
 CONSUMER_PENDING = Gauge(
     "hermes_consumer_pending_messages",
     "Messages not yet delivered to a durable consumer (its lag), as of its last delivery",
@@ -108,8 +104,10 @@ def configure_tracing(service: str) -> None:
     trace ids are still made and carried in ``traceparent`` and the logs, at the cost of a non-recording span. Set
     the endpoint on every service or on none: a service with it keeps the unsampled decision of a caller without."""
     exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    provider = TracerProvider(resource=Resource.create({"service.name": f"hermes-{service}"}),
-                              sampler=ParentBased(ALWAYS_ON if exporting else ALWAYS_OFF))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"hermes-{service}"}),
+        sampler=ParentBased(ALWAYS_ON if exporting else ALWAYS_OFF),
+    )
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -33,8 +33,9 @@ ThreadKind = Literal["idea", "chat", "workflow"]
 JobKind = Literal["draft1", "draft2", "step", "chat", "classify"]
 JobStatus = Literal["queued", "dispatched", "running", "retrying", "completed", "failed", "cancelled"]
 """``retrying``: an attempt failed and the router may fail over; the last three are final."""
-StepStatus = Literal["waiting", "queued", "dispatched", "running", "retrying", "completed", "failed", "cancelled",
-                     "skipped"]
+StepStatus = Literal[
+    "waiting", "queued", "dispatched", "running", "retrying", "completed", "failed", "cancelled", "skipped"
+]
 """A workflow step waits for its dependencies, then follows its job's status, or is skipped."""
 
 DRAFTING: Final = "drafting"

@@ -105,9 +105,16 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
         if router is not None:
             router.wake.set()
 
-    health = HealthMonitor(nc, store, registry, settings.hermes_unhealthy_threshold,
-                           settings.hermes_probe_timeout_seconds, load_marks(engine), wake,
-                           edge_stale_s=settings.hermes_edge_stale_seconds)
+    health = HealthMonitor(
+        nc,
+        store,
+        registry,
+        settings.hermes_unhealthy_threshold,
+        settings.hermes_probe_timeout_seconds,
+        load_marks(engine),
+        wake,
+        edge_stale_s=settings.hermes_edge_stale_seconds,
+    )
     partition = Partition.of(settings)
     health.announce = partition.index == 0
     router = Router(nc, settings, registry, engine, projection, health, projection.view, partition)
@@ -124,18 +131,25 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
             router.wake.set()
 
     projection.listeners.append(on_live)
-    follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
-                           start_after=projection.position)
+    follower = LogFollower(
+        js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch, start_after=projection.position
+    )
     tasks = [asyncio.create_task(follower.run(), name="projection")]
     last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
     await projection.wait_for(last, timeout_s=3600)
     log.info("read_models_caught_up", position=projection.position)
     await nc.subscribe(subjects.HEARTBEATS_ALL, cb=health.on_heartbeat)
     await QueryResponder(nc, router).subscribe()
-    tasks += [asyncio.create_task(router.run(stop), name="dispatcher"),
-              asyncio.create_task(health.run_probes(stop), name="probes")]
-    log.info("router_started", backends={n: b.type for n, b in registry.items()},
-             criteria=settings.hermes_default_selection_criteria, balancing=router.policy.balancing)
+    tasks += [
+        asyncio.create_task(router.run(stop), name="dispatcher"),
+        asyncio.create_task(health.run_probes(stop), name="probes"),
+    ]
+    log.info(
+        "router_started",
+        backends={n: b.type for n, b in registry.items()},
+        criteria=settings.hermes_default_selection_criteria,
+        balancing=router.policy.balancing,
+    )
     await stop.wait()
     follower.stop()
     await asyncio.wait(tasks, timeout=5)

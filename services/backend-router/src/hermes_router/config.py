@@ -198,8 +198,10 @@ class PriceTable:
         try:
             with open(self.path, "rb") as fh:
                 models = tomllib.load(fh).get("models", {})
-            self._prices = {name: Price(float(v.get("input_cents_per_mtok", 0)), float(v.get("output_cents_per_mtok", 0)))
-                            for name, v in models.items()}
+            self._prices = {
+                name: Price(float(v.get("input_cents_per_mtok", 0)), float(v.get("output_cents_per_mtok", 0)))
+                for name, v in models.items()
+            }
             log.info("price_table_loaded", path=str(self.path), models=len(self._prices))
         except (OSError, tomllib.TOMLDecodeError, AttributeError, TypeError, ValueError) as exc:
             log.error("price_table_invalid", path=str(self.path), error=repr(exc))

@@ -16,7 +16,6 @@ where each attribute starts from configuration and moves with measurement:
 from __future__ import annotations
 
 import random
-
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,8 +44,14 @@ MAX_PRICE = 10_000.0  # cents per million tokens at or above which cost scores 0
 
 # Hermes' own keyword heuristic for a job's type; first match wins in this order.
 _TYPE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("code", re.compile(r"\b(code|function|bug|python|javascript|typescript|rust|sql|api|script|compile|"
-                        r"refactor|class|regex|unit test)\b", re.I)),
+    (
+        "code",
+        re.compile(
+            r"\b(code|function|bug|python|javascript|typescript|rust|sql|api|script|compile|"
+            r"refactor|class|regex|unit test)\b",
+            re.I,
+        ),
+    ),
     ("reasoning", re.compile(r"\b(prove|proof|why|reason|logic|puzzle|calculate|math|derive|solve)\b", re.I)),
     ("research", re.compile(r"\b(research|sources?|literature|compare|survey|study|evidence|papers?)\b", re.I)),
     ("analysis", re.compile(r"\b(analy[sz]e|analysis|data|metrics|trend|evaluate|assess|review)\b", re.I)),
@@ -82,14 +87,36 @@ def classify_job_type(messages: Sequence[ChatMessage]) -> str:
     return "general"
 
 
-def analyse(job_id: str, kind: str, messages: Sequence[ChatMessage], *, job_type: str | None, private: bool,
-            project: str, priority: int, max_tokens: int, backend: str | None = None, model: str | None = None,
-            requires: Iterable[str] = (), criteria: str | None = None) -> JobNeeds:
+def analyse(
+    job_id: str,
+    kind: str,
+    messages: Sequence[ChatMessage],
+    *,
+    job_type: str | None,
+    private: bool,
+    project: str,
+    priority: int,
+    max_tokens: int,
+    backend: str | None = None,
+    model: str | None = None,
+    requires: Iterable[str] = (),
+    criteria: str | None = None,
+) -> JobNeeds:
     """The :class:`JobNeeds` of a queued job; ``job_type`` None is classified from the messages."""
-    return JobNeeds(job_id=job_id, kind=kind, job_type=job_type or classify_job_type(messages), private=private,
-                    project=project, priority=priority, prompt_tokens=estimate_prompt_tokens(messages),
-                    max_tokens=max_tokens, backend=backend.lower() if backend else None, model=model,
-                    requires=tuple(requires), criteria=criteria)
+    return JobNeeds(
+        job_id=job_id,
+        kind=kind,
+        job_type=job_type or classify_job_type(messages),
+        private=private,
+        project=project,
+        priority=priority,
+        prompt_tokens=estimate_prompt_tokens(messages),
+        max_tokens=max_tokens,
+        backend=backend.lower() if backend else None,
+        model=model,
+        requires=tuple(requires),
+        criteria=criteria,
+    )
 
 
 def job_weights(criteria: str, needs: JobNeeds) -> tuple[float, float, float, float]:
@@ -140,8 +167,7 @@ def attributes(backend: BackendConfig, stats: Stats, price_in: float, price_out:
     latency = stats.mean_latency_ms
     return {
         "quality": _shrink(backend.quality, None if rating is None else (rating - 1) / 4, stats.rating_n),
-        "speed": _shrink(backend.speed, None if latency is None else 1 / (1 + latency / SPEED_REF_MS),
-                         stats.latency_n),
+        "speed": _shrink(backend.speed, None if latency is None else 1 / (1 + latency / SPEED_REF_MS), stats.latency_n),
         "cost": 1.0 - min(1.0, (price_in + price_out) / 2 / MAX_PRICE),
         "reliability": stats.reliability,
     }
@@ -247,12 +273,15 @@ NO_EDGE = "no_edge"
 NO_EDGE_REASON = f"{NO_EDGE}: no live edge serves this backend (no heartbeat or probe reply)"
 # Rejections a later moment cannot lift (the job waits for nothing); everything else is transient.
 PERMANENT_PREFIXES = ("not the requested backend", "private job", "missing capability", "does not serve")
-WAIT_REASONS = (("over_budget", "over_budget"), ("at concurrency limit", "saturated"),
-                ("rate limit", "saturated"), ("cooling down", "cooling_down"))
+WAIT_REASONS = (
+    ("over_budget", "over_budget"),
+    ("at concurrency limit", "saturated"),
+    ("rate limit", "saturated"),
+    ("cooling down", "cooling_down"),
+)
 
 
-def score(state: BackendState, weights: tuple[float, float, float, float], policy: Policy,
-          failover: bool) -> float:
+def score(state: BackendState, weights: tuple[float, float, float, float], policy: Policy, failover: bool) -> float:
     attrs = attributes(state.config, state.stats, state.price_in, state.price_out)
     wq, ws, wc, wr = weights
     value = wq * attrs["quality"] + ws * attrs["speed"] + wc * attrs["cost"] + wr * attrs["reliability"]
@@ -277,8 +306,7 @@ def estimate_cents(state: BackendState, needs: JobNeeds) -> float:
     return cost_cents(needs.prompt_tokens, needs.max_tokens, state.price_in, state.price_out)
 
 
-def rejection(state: BackendState, needs: JobNeeds, budget: Budget, now: datetime,
-              excluded: set[str]) -> str | None:
+def rejection(state: BackendState, needs: JobNeeds, budget: Budget, now: datetime, excluded: set[str]) -> str | None:
     """Why ``state``'s backend cannot take the job now, or None. Permanent reasons come first."""
     cfg = state.config
     if needs.backend is not None and cfg.name != needs.backend:
@@ -347,8 +375,17 @@ class Balancer:
         return pick
 
 
-def select(states: dict[str, BackendState], needs: JobNeeds, budget: Budget, policy: Policy, now: datetime,
-           *, excluded: set[str] | None = None, attempt: int = 1, balancer: Balancer | None = None) -> Selection:
+def select(
+    states: dict[str, BackendState],
+    needs: JobNeeds,
+    budget: Budget,
+    policy: Policy,
+    now: datetime,
+    *,
+    excluded: set[str] | None = None,
+    attempt: int = 1,
+    balancer: Balancer | None = None,
+) -> Selection:
     """Choose a backend for ``needs`` (see the module docstring). Precedence among the eligible: the backend the
     job asked for; the job type's route (``HERMES_<TYPE>_JOBS_BACKEND``) when eligible; load balancing when
     enabled; else the highest score (ties by name). Backends in ``excluded`` (they failed this job) are
@@ -358,10 +395,15 @@ def select(states: dict[str, BackendState], needs: JobNeeds, budget: Budget, pol
     weights = job_weights(criteria, needs)
     candidates: list[BackendCandidate] = []
     for name, state in sorted(states.items()):
-        candidates.append(BackendCandidate(
-            backend=name, model=model_for(state, needs), score=score(state, weights, policy, attempt > 1),
-            rejected=rejection(state, needs, budget, now, excluded),
-            estimated_cost_cents=estimate_cents(state, needs)))
+        candidates.append(
+            BackendCandidate(
+                backend=name,
+                model=model_for(state, needs),
+                score=score(state, weights, policy, attempt > 1),
+                rejected=rejection(state, needs, budget, now, excluded),
+                estimated_cost_cents=estimate_cents(state, needs),
+            )
+        )
     eligible = [c for c in candidates if c.rejected is None]
     if not eligible and any(c.rejected == FAILED_EARLIER for c in candidates):
         # next_best found no other backend: the one that failed may try again.
@@ -377,12 +419,17 @@ def select(states: dict[str, BackendState], needs: JobNeeds, budget: Budget, pol
         best, strategy = next(c for c in eligible if c.backend == route), "job_type_route"
     elif balancer is not None and len(eligible) > 1:
         best, strategy = balancer.choose(eligible, states), balancer.strategy
-    final = [c if c.rejected or c.backend == best.backend
-             else msgspec.structs.replace(c, rejected=_lost(strategy, best.backend))
-             for c in candidates]
+    final = [
+        c
+        if c.rejected or c.backend == best.backend
+        else msgspec.structs.replace(c, rejected=_lost(strategy, best.backend))
+        for c in candidates
+    ]
     state = states[best.backend]
-    reason = (f"{strategy}: {best.backend} ({criteria} score {best.score}, health {state.health}) among "
-              f"{len(eligible)} eligible; job type {needs.job_type}")
+    reason = (
+        f"{strategy}: {best.backend} ({criteria} score {best.score}, health {state.health}) among "
+        f"{len(eligible)} eligible; job type {needs.job_type}"
+    )
     return Selection(best, final, reason, strategy, criteria, best.model, state.price_in, state.price_out)
 
 
@@ -401,8 +448,14 @@ def _no_choice(candidates: list[BackendCandidate], criteria: str) -> Selection:
             wait = code
             break
     summary = "; ".join(f"{c.backend}: {c.rejected}" for c in candidates) or "no backend registered"
-    return Selection(None, candidates, f"no eligible backend ({summary})", criteria=criteria,
-                     wait_reason="no_capable_backend" if permanent else wait, permanent=permanent)
+    return Selection(
+        None,
+        candidates,
+        f"no eligible backend ({summary})",
+        criteria=criteria,
+        wait_reason="no_capable_backend" if permanent else wait,
+        permanent=permanent,
+    )
 
 
 @dataclass(frozen=True)
@@ -424,9 +477,17 @@ def backoff_delay(job_id: str, attempts: int, base_s: float, cap_s: float) -> fl
     return ceiling / 2 + random.Random(f"{job_id}:{attempts}").uniform(0, ceiling / 2)
 
 
-def decide_failover(*, retryable: bool, attempts: int, max_failover_attempts: int, failed_at_epoch_s: float,
-                    delay_s: float, retry_after_s: float | None, failed_backends: Iterable[str],
-                    strategy: str) -> FailoverDecision:
+def decide_failover(
+    *,
+    retryable: bool,
+    attempts: int,
+    max_failover_attempts: int,
+    failed_at_epoch_s: float,
+    delay_s: float,
+    retry_after_s: float | None,
+    failed_backends: Iterable[str],
+    strategy: str,
+) -> FailoverDecision:
     """Retry a retryable failure while attempts remain (``1 + max_failover_attempts`` executions in all: the
     job's ``max_retries`` or ``HERMES_MAX_FAILOVER_ATTEMPTS``), after ``max(delay_s, retry_after_s)`` (``delay_s``
     from :func:`backoff_delay`); next_best excludes every backend that already failed the job, any_available

@@ -13,8 +13,8 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 import structlog
@@ -43,7 +43,7 @@ from hermes_proto.events import (
 )
 from hermes_proto.execution import CancelExecution, ExecutionRequested
 from hermes_proto.ids import derived_id, new_id, utcnow
-from hermes_proto.partitions import Partition
+from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import extract_context, tracer
 
@@ -72,8 +72,16 @@ IDLE_ROUND_S = 1.0  # deadlines, cool-downs and failover delays are checked at l
 # Events that can change what a round decides at once: a job to place, capacity freed, a failure to fail over,
 # a cancellation, a backend going up, down, on or off. The rest (the router's own outputs, a thread's progress,
 # ratings) wait for the next round; waking on every event made ~5 rounds per job (issue 9's profile).
-WAKE_EVENTS = (ev.JobQueued, ev.ExecutionCompleted, ev.ExecutionFailed, ev.JobCancelled, ev.BackendMarkedUnhealthy,
-               ev.BackendRecovered, ev.BackendEnabled, ev.BackendDisabled)
+WAKE_EVENTS = (
+    ev.JobQueued,
+    ev.ExecutionCompleted,
+    ev.ExecutionFailed,
+    ev.JobCancelled,
+    ev.BackendMarkedUnhealthy,
+    ev.BackendRecovered,
+    ev.BackendEnabled,
+    ev.BackendDisabled,
+)
 
 
 def stats_of(row: readmodel.BackendStatRow | None) -> domain.Stats:
@@ -85,9 +93,17 @@ def stats_of(row: readmodel.BackendStatRow | None) -> domain.Stats:
 class Router:
     """One router process. ``health`` supplies live health; ``projection`` the read-your-writes wait."""
 
-    def __init__(self, nc: NATS, settings: RouterSettings, registry: dict[str, BackendConfig],
-                 engine: Engine, projection: Projection, health: HealthMonitor, view: RouterView,
-                 partition: Partition = Partition()) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        settings: RouterSettings,
+        registry: dict[str, BackendConfig],
+        engine: Engine,
+        projection: Projection,
+        health: HealthMonitor,
+        view: RouterView,
+        partition: Partition = SINGLE,
+    ) -> None:
         self.nc = nc
         js = self.js = nc.jetstream()
         self.settings = settings
@@ -106,11 +122,14 @@ class Router:
             criteria=settings.hermes_default_selection_criteria,
             primary=(settings.hermes_primary_backend or "").lower() or None,
             fallback=(settings.hermes_fallback_backend or "").lower() or None,
-            prefer_local=settings.hermes_prefer_local, prefer_free=settings.hermes_prefer_free,
+            prefer_local=settings.hermes_prefer_local,
+            prefer_free=settings.hermes_prefer_free,
             job_type_routes=settings.job_type_routes(),
-            balancing=settings.hermes_load_balancing_strategy if settings.hermes_load_balancing_enabled else None)
-        self.balancer = (domain.Balancer(self.policy.balancing, settings.backend_weights())
-                         if self.policy.balancing else None)
+            balancing=settings.hermes_load_balancing_strategy if settings.hermes_load_balancing_enabled else None,
+        )
+        self.balancer = (
+            domain.Balancer(self.policy.balancing, settings.backend_weights()) if self.policy.balancing else None
+        )
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._rates = {n: RateLimitItemPerMinute(b.rate_limit) for n, b in registry.items() if b.rate_limit}
         self.wake = asyncio.Event()
@@ -134,21 +153,33 @@ class Router:
             price = self.prices.price(cfg, cfg.default_model)
             item = self._rates.get(name)
             result[name] = domain.BackendState(
-                config=cfg, stats=stats_of(snap.stats.get(name)), health=self.health.state(name),
-                enabled=self.enabled(name, snap), in_flight=snap.in_flight.get(name, 0),
+                config=cfg,
+                stats=stats_of(snap.stats.get(name)),
+                health=self.health.state(name),
+                enabled=self.enabled(name, snap),
+                in_flight=snap.in_flight.get(name, 0),
                 rate_ok=item is None or self._limiter.test(item, name),
                 cooling_until=readmodel.aware(row.cooling_until) if row is not None else None,
-                price_in=price.input, price_out=price.output, served_models=self.health.served_models(name))
+                price_in=price.input,
+                price_out=price.output,
+                served_models=self.health.served_models(name),
+            )
             BACKEND_IN_FLIGHT.labels(name).set(snap.in_flight.get(name, 0))
             BACKEND_ENABLED.labels(name).set(1 if result[name].enabled else 0)
         return result
 
     def budget(self, snap: Snapshot) -> domain.Budget:
         s = self.settings
-        return domain.Budget(spent_today=snap.spent_today, reserved=snap.reserved,
-                             project_spent=snap.project_spent, project_reserved=snap.project_reserved, daily=s.hermes_daily_budget_cents,
-                             projects=s.project_budgets(), max_per_job=s.hermes_max_cost_per_job_cents,
-                             min_remote=s.hermes_min_remote_budget_cents)
+        return domain.Budget(
+            spent_today=snap.spent_today,
+            reserved=snap.reserved,
+            project_spent=snap.project_spent,
+            project_reserved=snap.project_reserved,
+            daily=s.hermes_daily_budget_cents,
+            projects=s.project_budgets(),
+            max_per_job=s.hermes_max_cost_per_job_cents,
+            min_remote=s.hermes_min_remote_budget_cents,
+        )
 
     def needs(self, job: RouterJobRow) -> domain.JobNeeds:
         """The job's :class:`domain.JobNeeds`, analysed once per job and kept while it waits."""
@@ -159,11 +190,20 @@ class Router:
 
     @staticmethod
     def analyse(job: RouterJobRow) -> domain.JobNeeds:
-        return domain.analyse(job.job_id, job.kind, _messages.decode(job.messages_json), job_type=job.job_type,
-                              private=job.private, project=job.project, priority=job.priority,
-                              max_tokens=job.max_tokens, backend=job.requested_backend,
-                              model=job.requested_model, requires=json.loads(job.requires_json),
-                              criteria=job.criteria)
+        return domain.analyse(
+            job.job_id,
+            job.kind,
+            _messages.decode(job.messages_json),
+            job_type=job.job_type,
+            private=job.private,
+            project=job.project,
+            priority=job.priority,
+            max_tokens=job.max_tokens,
+            backend=job.requested_backend,
+            model=job.requested_model,
+            requires=json.loads(job.requires_json),
+            criteria=job.criteria,
+        )
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -217,8 +257,9 @@ class Router:
         job = output.job
         attributes = {"hermes.job_id": job.job_id, "hermes.thread_id": job.thread_id} if job else {}
         parent = extract_context(json.loads(job.trace_headers_json)) if job else None
-        with tracer.start_as_current_span("router.dispatch", context=parent, kind=SpanKind.PRODUCER,
-                                          attributes=attributes):
+        with tracer.start_as_current_span(
+            "router.dispatch", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+        ):
             seqs = await self.store.append(output.events)
             for subject, request in output.requests:
                 await self.store.request_execution(subject, encode(request), request.request_id)
@@ -233,10 +274,18 @@ class Router:
 
     def execution_request(self, job: RouterJobRow, selection: BackendSelected, request_id: str) -> ExecutionRequested:
         return ExecutionRequested(
-            request_id=request_id, thread_id=job.thread_id, job_id=job.job_id, backend=selection.backend,
-            model=selection.model, messages=_messages.decode(job.messages_json), max_tokens=job.max_tokens,
-            temperature=job.temperature, timeout_s=self.registry[selection.backend].timeout,
-            correlation_id=job.correlation_id, requested_at=selection.occurred_at)
+            request_id=request_id,
+            thread_id=job.thread_id,
+            job_id=job.job_id,
+            backend=selection.backend,
+            model=selection.model,
+            messages=_messages.decode(job.messages_json),
+            max_tokens=job.max_tokens,
+            temperature=job.temperature,
+            timeout_s=self.registry[selection.backend].timeout,
+            correlation_id=job.correlation_id,
+            requested_at=selection.occurred_at,
+        )
 
     async def stop_cancelled(self, events: list[Event], jobs: dict[str, Any]) -> None:
         """For each live ``JobCancelled`` of a job that was dispatched, and each ``BackendSelected`` of a job
@@ -247,43 +296,56 @@ class Router:
         candidates = [e for e in events if isinstance(e, JobCancelled | BackendSelected)]
         if not candidates:
             return
-        running_on = {e.job_id: row.backend for e in candidates
-                      if (row := jobs.get(e.job_id)) is not None and row.status == readmodel.CANCELLED
-                      and self.partition.owns(row.thread_id)}
+        running_on = {
+            e.job_id: row.backend
+            for e in candidates
+            if (row := jobs.get(e.job_id)) is not None
+            and row.status == readmodel.CANCELLED
+            and self.partition.owns(row.thread_id)
+        }
         for e in candidates:
             backend = running_on.get(e.job_id)
             if backend is None or (isinstance(e, BackendSelected) and e.backend != backend):
                 continue
             reason = e.reason if isinstance(e, JobCancelled) else "cancelled"
-            await self.nc.publish(subjects.cancel_subject(backend), encode(CancelExecution(
-                job_id=e.job_id, thread_id=e.aggregate_id, reason=reason)))
-            log.info("execution_cancel_sent", job_id=e.job_id, thread_id=e.aggregate_id, backend=backend,
-                     reason=reason)
+            await self.nc.publish(
+                subjects.cancel_subject(backend),
+                encode(CancelExecution(job_id=e.job_id, thread_id=e.aggregate_id, reason=reason)),
+            )
+            log.info("execution_cancel_sent", job_id=e.job_id, thread_id=e.aggregate_id, backend=backend, reason=reason)
 
     async def republish_dispatched(self) -> None:
         """At start: re-publish the request of every job dispatched but not started (a router killed between
         appending ``BackendSelected`` and publishing). Same message id: JetStream drops it if it arrived."""
+
         def read() -> list[tuple[RouterJobRow, readmodel.SelectionRow]]:
             with Session(self.engine) as s:
-                rows = s.exec(select(RouterJobRow, readmodel.SelectionRow)
-                              .join(readmodel.SelectionRow,
-                                    readmodel.SelectionRow.event_id == RouterJobRow.selection_event_id)
-                              .where(RouterJobRow.status == readmodel.DISPATCHED,
-                                     col(RouterJobRow.kind) != "compare"))
+                rows = s.exec(
+                    select(RouterJobRow, readmodel.SelectionRow)
+                    .join(readmodel.SelectionRow, readmodel.SelectionRow.event_id == RouterJobRow.selection_event_id)
+                    .where(RouterJobRow.status == readmodel.DISPATCHED, col(RouterJobRow.kind) != "compare")
+                )
                 return list(rows)
+
         for job, sel in await asyncio.to_thread(read):
             if not self.partition.owns(job.thread_id):
                 continue
             if sel.backend not in self.registry:  # removed from the configuration since: its round abandons it
                 log.warning("execution_not_republished", job_id=job.job_id, backend=sel.backend)
                 continue
-            selected = BackendSelected(event_id=sel.event_id, aggregate_id=job.thread_id,
-                                       occurred_at=sel.selected_at, correlation_id=job.correlation_id,
-                                       job_id=job.job_id, backend=sel.backend, model=sel.model, reason=sel.reason,
-                                       attempt=sel.attempt)
+            selected = BackendSelected(
+                event_id=sel.event_id,
+                aggregate_id=job.thread_id,
+                occurred_at=sel.selected_at,
+                correlation_id=job.correlation_id,
+                job_id=job.job_id,
+                backend=sel.backend,
+                model=sel.model,
+                reason=sel.reason,
+                attempt=sel.attempt,
+            )
             request = self.execution_request(job, selected, request_id_for(job.cause_event_id, sel.attempt))
-            await self.store.request_execution(subjects.exec_subject(sel.backend), encode(request),
-                                               request.request_id)
+            await self.store.request_execution(subjects.exec_subject(sel.backend), encode(request), request.request_id)
             log.info("execution_republished", job_id=job.job_id, backend=sel.backend)
 
 
@@ -323,16 +385,30 @@ class _Round:
         return self.outputs[key]
 
     def _env(self, job: RouterJobRow, name: str) -> dict:
-        return dict(event_id=derived_id(job.cause_event_id, name), aggregate_id=job.thread_id,
-                    occurred_at=self.now, correlation_id=job.correlation_id, causation_id=job.cause_event_id)
+        return dict(
+            event_id=derived_id(job.cause_event_id, name),
+            aggregate_id=job.thread_id,
+            occurred_at=self.now,
+            correlation_id=job.correlation_id,
+            causation_id=job.cause_event_id,
+        )
 
     def record_cost(self, job: RouterJobRow) -> None:
         cents = cost_cents(job.prompt_tokens, job.completion_tokens, job.price_in, job.price_out)
         env = self._env(job, f"cost_recorded-{job.attempts}")
         env["causation_id"] = job.completion_event_id
-        self.output(job).events.append(CostRecorded(**env, job_id=job.job_id, backend=job.backend or "", model=job.model or "",
-                                        project=job.project, prompt_tokens=job.prompt_tokens,
-                                        completion_tokens=job.completion_tokens, cost_cents=cents))
+        self.output(job).events.append(
+            CostRecorded(
+                **env,
+                job_id=job.job_id,
+                backend=job.backend or "",
+                model=job.model or "",
+                project=job.project,
+                prompt_tokens=job.prompt_tokens,
+                completion_tokens=job.completion_tokens,
+                cost_cents=cents,
+            )
+        )
 
     def budget_alerts(self) -> None:
         s = self.router.settings
@@ -345,10 +421,20 @@ class _Round:
             aggregate = f"{scope}-{name}-{self.snap.day}"
             if aggregate in self.snap.alerted:
                 continue
-            self.output(None).events.append(BudgetThresholdReached(
-                event_id=derived_id(aggregate, "budget_threshold_reached"), aggregate_id=aggregate,
-                occurred_at=self.now, correlation_id=aggregate, scope=scope, name=name, period=self.snap.day,
-                spent_cents=round(spent, 6), budget_cents=budget, threshold=threshold))
+            self.output(None).events.append(
+                BudgetThresholdReached(
+                    event_id=derived_id(aggregate, "budget_threshold_reached"),
+                    aggregate_id=aggregate,
+                    occurred_at=self.now,
+                    correlation_id=aggregate,
+                    scope=scope,
+                    name=name,
+                    period=self.snap.day,
+                    spent_cents=round(spent, 6),
+                    budget_cents=budget,
+                    threshold=threshold,
+                )
+            )
             log.warning("budget_threshold_reached", scope=scope, name=name, spent_cents=spent, budget_cents=budget)
 
     def place(self, job: RouterJobRow) -> None:
@@ -362,39 +448,71 @@ class _Round:
                 return
             retries = s.hermes_max_failover_attempts if job.max_retries is None else job.max_retries
             decision = domain.decide_failover(
-                retryable=job.last_retryable, attempts=job.attempts, max_failover_attempts=retries,
+                retryable=job.last_retryable,
+                attempts=job.attempts,
+                max_failover_attempts=retries,
                 failed_at_epoch_s=readmodel.aware(job.last_failed_at).timestamp() if job.last_failed_at else 0.0,
-                delay_s=domain.backoff_delay(job.job_id, job.attempts, s.hermes_failover_delay_seconds,
-                                             s.hermes_retry_max_delay_seconds),
+                delay_s=domain.backoff_delay(
+                    job.job_id, job.attempts, s.hermes_failover_delay_seconds, s.hermes_retry_max_delay_seconds
+                ),
                 retry_after_s=job.retry_after_s,
-                failed_backends=json.loads(job.failed_backends_json), strategy=s.hermes_failover_strategy)
+                failed_backends=json.loads(job.failed_backends_json),
+                strategy=s.hermes_failover_strategy,
+            )
             if not decision.retry:
-                self._abandon(job, job.last_error_code or "failed",
-                              f"{job.last_error_message or ''} ({decision.reason})".strip())
+                self._abandon(
+                    job, job.last_error_code or "failed", f"{job.last_error_message or ''} ({decision.reason})".strip()
+                )
                 return
             if self.now.timestamp() < decision.due_epoch_s:
                 return
             excluded, failover_from = set(decision.excluded), job.backend
         needs = self.router.needs(job)
-        selection = domain.select(self.states, needs, self.budget, self.router.policy, self.now,
-                                  excluded=excluded, attempt=attempt, balancer=self.router.balancer)
+        selection = domain.select(
+            self.states,
+            needs,
+            self.budget,
+            self.router.policy,
+            self.now,
+            excluded=excluded,
+            attempt=attempt,
+            balancer=self.router.balancer,
+        )
         if selection.chosen is None:
             self._wait(job, selection)
             return
         self._dispatch(job, needs, selection, attempt, failover_from)
 
-    def _dispatch(self, job: RouterJobRow, needs: domain.JobNeeds, selection: domain.Selection, attempt: int,
-                  failover_from: str | None) -> None:
+    def _dispatch(
+        self,
+        job: RouterJobRow,
+        needs: domain.JobNeeds,
+        selection: domain.Selection,
+        attempt: int,
+        failover_from: str | None,
+    ) -> None:
         chosen = selection.chosen
         assert chosen is not None
         env = self._env(job, "")
         env["event_id"] = selected_id_for(job.cause_event_id, attempt)
         event = BackendSelected(
-            **env, job_id=job.job_id, backend=chosen.backend, model=chosen.model, reason=selection.reason,
-            criteria=selection.criteria, candidates=selection.candidates, attempt=attempt,
-            strategy=selection.strategy, job_type=needs.job_type, project=needs.project, private=needs.private,
-            estimated_cost_cents=chosen.estimated_cost_cents, price_in_cents_per_mtok=selection.price_in,
-            price_out_cents_per_mtok=selection.price_out, failover_from=failover_from)
+            **env,
+            job_id=job.job_id,
+            backend=chosen.backend,
+            model=chosen.model,
+            reason=selection.reason,
+            criteria=selection.criteria,
+            candidates=selection.candidates,
+            attempt=attempt,
+            strategy=selection.strategy,
+            job_type=needs.job_type,
+            project=needs.project,
+            private=needs.private,
+            estimated_cost_cents=chosen.estimated_cost_cents,
+            price_in_cents_per_mtok=selection.price_in,
+            price_out_cents_per_mtok=selection.price_out,
+            failover_from=failover_from,
+        )
         request = self.router.execution_request(job, event, request_id_for(job.cause_event_id, attempt))
         self.output(job).events.append(event)
         self.output(job).requests.append((subjects.exec_subject(chosen.backend), request))
@@ -404,16 +522,25 @@ class _Round:
         item = self.router._rates.get(chosen.backend)
         if item is not None:
             self.router._limiter.hit(item, chosen.backend)
-            self.states[chosen.backend] = replace(self.states[chosen.backend],
-                                                  rate_ok=self.router._limiter.test(item, chosen.backend))
+            self.states[chosen.backend] = replace(
+                self.states[chosen.backend], rate_ok=self.router._limiter.test(item, chosen.backend)
+            )
         SELECTIONS.labels(chosen.backend, selection.strategy).inc()
         if failover_from:
             FAILOVERS.labels(failover_from).inc()
         if attempt == 1:
             DISPATCH_SECONDS.observe(max(0.0, (self.now - readmodel.aware(job.queued_at)).total_seconds()))
-        log.info("backend_selected", job_id=job.job_id, thread_id=job.thread_id, correlation_id=job.correlation_id,
-                 backend=chosen.backend, model=chosen.model, attempt=attempt, strategy=selection.strategy,
-                 reason=selection.reason)
+        log.info(
+            "backend_selected",
+            job_id=job.job_id,
+            thread_id=job.thread_id,
+            correlation_id=job.correlation_id,
+            backend=chosen.backend,
+            model=chosen.model,
+            attempt=attempt,
+            strategy=selection.strategy,
+            reason=selection.reason,
+        )
 
     def _wait(self, job: RouterJobRow, selection: domain.Selection) -> None:
         # A saturated backend frees up by itself: such a job waits its turn in priority order, however long.
@@ -423,24 +550,49 @@ class _Round:
         waiting_since = job.last_failed_at if job.status == readmodel.FAILED and job.last_failed_at else job.queued_at
         expired = wait_s is not None and self.now >= readmodel.aware(waiting_since) + timedelta(seconds=wait_s)
         if selection.permanent or (expired and selection.wait_reason != "saturated"):
-            code = selection.wait_reason if selection.wait_reason in ("over_budget", "no_capable_backend") \
+            code = (
+                selection.wait_reason
+                if selection.wait_reason in ("over_budget", "no_capable_backend")
                 else "no_backend"
+            )
             self._abandon(job, code, selection.reason)
             return
         if job.deferred_reason != selection.wait_reason:
             env = self._env(job, "")
             env["event_id"] = new_id()  # a reason may come back later; each deferral is its own fact
-            self.output(job).events.append(JobDeferred(**env,
-                                           job_id=job.job_id, reason=selection.wait_reason or "no_backend",
-                                           detail=selection.reason[:1000]))
+            self.output(job).events.append(
+                JobDeferred(
+                    **env,
+                    job_id=job.job_id,
+                    reason=selection.wait_reason or "no_backend",
+                    detail=selection.reason[:1000],
+                )
+            )
             DEFERRED.labels(selection.wait_reason or "no_backend").inc()
-            log.info("job_deferred", job_id=job.job_id, thread_id=job.thread_id, reason=selection.wait_reason,
-                     detail=selection.reason[:300])
+            log.info(
+                "job_deferred",
+                job_id=job.job_id,
+                thread_id=job.thread_id,
+                reason=selection.wait_reason,
+                detail=selection.reason[:300],
+            )
 
     def _abandon(self, job: RouterJobRow, code: str, message: str) -> None:
-        self.output(job).events.append(ExecutionAbandoned(**self._env(job, f"execution_abandoned-{job.attempts}"),
-                                              job_id=job.job_id, error_code=code, message=message[:2000],
-                                              attempts=job.attempts))
+        self.output(job).events.append(
+            ExecutionAbandoned(
+                **self._env(job, f"execution_abandoned-{job.attempts}"),
+                job_id=job.job_id,
+                error_code=code,
+                message=message[:2000],
+                attempts=job.attempts,
+            )
+        )
         ABANDONED.labels(code).inc()
-        log.warning("execution_abandoned", job_id=job.job_id, thread_id=job.thread_id, error_code=code,
-                    attempts=job.attempts, message=message[:300])
+        log.warning(
+            "execution_abandoned",
+            job_id=job.job_id,
+            thread_id=job.thread_id,
+            error_code=code,
+            attempts=job.attempts,
+            message=message[:300],
+        )

@@ -42,9 +42,18 @@ class HealthMonitor:
     ``edge_stale_s``: how long an edge may stay silent and still count as serving its backend (keep it above the
     edges' ``HERMES_EDGE_HEARTBEAT_S``). ``on_change`` is called whenever a backend's :meth:`state` changes."""
 
-    def __init__(self, nc: NATS, store: EventStore, registry: dict[str, BackendConfig], threshold: int,
-                 probe_timeout_s: float, marked: dict[str, bool], on_change: Callable[[], None],
-                 edge_stale_s: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        store: EventStore,
+        registry: dict[str, BackendConfig],
+        threshold: int,
+        probe_timeout_s: float,
+        marked: dict[str, bool],
+        on_change: Callable[[], None],
+        edge_stale_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.nc = nc
         self.store = store
         self.registry = registry
@@ -136,8 +145,11 @@ class HealthMonitor:
                 count = self.failures.get(backend, 0) + 1
                 self.failures[backend] = count
                 if count >= self.threshold and not self.marked.get(backend):
-                    await self._append(BackendMarkedUnhealthy(**self._envelope(backend),
-                                                              consecutive_failures=count, reason=detail[:300]))
+                    await self._append(
+                        BackendMarkedUnhealthy(
+                            **self._envelope(backend), consecutive_failures=count, reason=detail[:300]
+                        )
+                    )
                     self.marked[backend] = True
                     log.warning("backend_marked_unhealthy", backend=backend, failures=count, reason=detail[:200])
             if self._report(backend):
@@ -162,8 +174,9 @@ class HealthMonitor:
             log.warning("bad_heartbeat", subject=msg.subject, reason=exc.reason, detail=exc.detail[:200])
             return
         self.heartbeats[beat.backend] = (time.monotonic(), beat)
-        await self.signal(beat.backend, beat.healthy, "heartbeat: " + ("healthy" if beat.healthy else "unhealthy"),
-                          edge=True)
+        await self.signal(
+            beat.backend, beat.healthy, "heartbeat: " + ("healthy" if beat.healthy else "unhealthy"), edge=True
+        )
 
     async def probe(self, backend: str) -> bool:
         """Ask the backend's edges for a fresh probe (core NATS request); no reply in time is a failure, and

@@ -21,9 +21,8 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from hermes_proto import events as ev
-from hermes_proto import sqlstore
+from hermes_proto import rowstore, sqlstore
 from hermes_proto.base import Event
-from hermes_proto import rowstore
 from hermes_proto.rowstore import RowStore, rows
 
 PROJECTION = "router"
@@ -207,8 +206,12 @@ def save_position(store: RowStore, sequence: int) -> None:
     rowstore.save_position(store, Position, PROJECTION, sequence)
 
 
-def apply_events(store: RowStore, events: Iterable[tuple[int, Event]], position: int | None = None,
-                 traces: dict[int, dict[str, str]] | None = None) -> None:
+def apply_events(
+    store: RowStore,
+    events: Iterable[tuple[int, Event]],
+    position: int | None = None,
+    traces: dict[int, dict[str, str]] | None = None,
+) -> None:
     """Apply ``(sequence, event)`` pairs in order, keep the trace context of each ``JobQueued`` whose sequence is in
     ``traces``, and save ``position`` (when given): one batch, one transaction."""
     with store:
@@ -261,13 +264,29 @@ def apply(event: Event, store: RowStore, sequence: int = 0) -> None:
 def _(e: ev.JobQueued, store: RowStore, sequence: int = 0) -> None:
     if store.get(Job, e.job_id) is not None:
         return
-    store.add(Job(
-        job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, priority=e.priority, job_type=e.job_type,
-        private=e.private, project=e.project, requested_backend=e.backend, requested_model=e.model,
-        requires_json=json.dumps(e.requires), criteria=e.criteria,
-        messages_json=msgspec.json.encode(e.messages).decode(), max_tokens=e.max_tokens,
-        temperature=e.temperature, max_retries=e.max_retries, correlation_id=e.correlation_id,
-        cause_event_id=e.event_id, queued_seq=sequence, queued_at=utc(e.occurred_at)))
+    store.add(
+        Job(
+            job_id=e.job_id,
+            thread_id=e.aggregate_id,
+            kind=e.kind,
+            priority=e.priority,
+            job_type=e.job_type,
+            private=e.private,
+            project=e.project,
+            requested_backend=e.backend,
+            requested_model=e.model,
+            requires_json=json.dumps(e.requires),
+            criteria=e.criteria,
+            messages_json=msgspec.json.encode(e.messages).decode(),
+            max_tokens=e.max_tokens,
+            temperature=e.temperature,
+            max_retries=e.max_retries,
+            correlation_id=e.correlation_id,
+            cause_event_id=e.event_id,
+            queued_seq=sequence,
+            queued_at=utc(e.occurred_at),
+        )
+    )
 
 
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -285,16 +304,37 @@ def remember_trace(store: RowStore, job_id: str, headers: dict[str, str] | None)
 def _(e: ev.BackendSelected, store: RowStore, sequence: int = 0) -> None:
     if store.get(Selection, e.event_id) is not None:
         return
-    store.add(Selection(
-        event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, attempt=e.attempt, backend=e.backend,
-        model=e.model, strategy=e.strategy, criteria=e.criteria, reason=e.reason, job_type=e.job_type,
-        estimated_cost_cents=e.estimated_cost_cents, failover_from=e.failover_from,
-        candidates_json=msgspec.json.encode(e.candidates).decode(), selected_at=utc(e.occurred_at)))
+    store.add(
+        Selection(
+            event_id=e.event_id,
+            job_id=e.job_id,
+            thread_id=e.aggregate_id,
+            attempt=e.attempt,
+            backend=e.backend,
+            model=e.model,
+            strategy=e.strategy,
+            criteria=e.criteria,
+            reason=e.reason,
+            job_type=e.job_type,
+            estimated_cost_cents=e.estimated_cost_cents,
+            failover_from=e.failover_from,
+            candidates_json=msgspec.json.encode(e.candidates).decode(),
+            selected_at=utc(e.occurred_at),
+        )
+    )
     job = store.get(Job, e.job_id)
     if job is None:  # a job the router did not queue (e.g. a backend comparison): track it from here
-        job = Job(job_id=e.job_id, thread_id=e.aggregate_id, kind=e.strategy, project=e.project,
-                  private=e.private, correlation_id=e.correlation_id, cause_event_id=e.event_id,
-                  queued_seq=sequence, queued_at=utc(e.occurred_at))
+        job = Job(
+            job_id=e.job_id,
+            thread_id=e.aggregate_id,
+            kind=e.strategy,
+            project=e.project,
+            private=e.private,
+            correlation_id=e.correlation_id,
+            cause_event_id=e.event_id,
+            queued_seq=sequence,
+            queued_at=utc(e.occurred_at),
+        )
         store.add(job)
     if job.status in (DONE, ABANDONED) or e.attempt < job.attempts:
         return
@@ -303,8 +343,11 @@ def _(e: ev.BackendSelected, store: RowStore, sequence: int = 0) -> None:
     job.status = CANCELLED if job.status == CANCELLED else DISPATCHED
     job.attempts, job.backend, job.model = e.attempt, e.backend, e.model
     job.selected_at, job.selection_event_id = utc(e.occurred_at), e.event_id
-    job.estimated_cost_cents, job.price_in, job.price_out = (e.estimated_cost_cents, e.price_in_cents_per_mtok,
-                                                             e.price_out_cents_per_mtok)
+    job.estimated_cost_cents, job.price_in, job.price_out = (
+        e.estimated_cost_cents,
+        e.price_in_cents_per_mtok,
+        e.price_out_cents_per_mtok,
+    )
     job.job_type, job.deferred_reason = e.job_type, None
 
 
@@ -318,8 +361,9 @@ def _(e: ev.ExecutionStarted, store: RowStore, sequence: int = 0) -> None:
 @apply.register
 def _(e: ev.ExecutionCompleted, store: RowStore, sequence: int = 0) -> None:
     job = store.get(Job, e.job_id)
-    cancelled_but_ran = job is not None and job.status == CANCELLED and job.backend == e.backend \
-        and job.completion_event_id is None
+    cancelled_but_ran = (
+        job is not None and job.status == CANCELLED and job.backend == e.backend and job.completion_event_id is None
+    )
     if job is None or (job.status not in (DISPATCHED, RUNNING) and not cancelled_but_ran):
         return
     # A call its edge did not stop in time still cost money: its tokens are recorded (and costed) either way.
@@ -449,5 +493,11 @@ def _(e: ev.BackendDisabled, store: RowStore, sequence: int = 0) -> None:
 @apply.register
 def _(e: ev.BudgetThresholdReached, store: RowStore, sequence: int = 0) -> None:
     if store.get(Alert, e.aggregate_id) is None:
-        store.add(Alert(aggregate_id=e.aggregate_id, spent_cents=e.spent_cents, budget_cents=e.budget_cents,
-                        reached_at=utc(e.occurred_at)))
+        store.add(
+            Alert(
+                aggregate_id=e.aggregate_id,
+                spent_cents=e.spent_cents,
+                budget_cents=e.budget_cents,
+                reached_at=utc(e.occurred_at),
+            )
+        )

@@ -16,8 +16,19 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from hermes_router import readmodel
-from hermes_router.readmodel import (CANCELLED, DISPATCHED, DONE, FAILED, QUEUED, RUNNING, BackendStateRow,
-                                     BackendStatRow, BudgetAlertRow, RouterJobRow, SpendRow)
+from hermes_router.readmodel import (
+    CANCELLED,
+    DISPATCHED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    BackendStateRow,
+    BackendStatRow,
+    BudgetAlertRow,
+    RouterJobRow,
+    SpendRow,
+)
 
 _IN_FLIGHT = (DISPATCHED, RUNNING)
 
@@ -63,10 +74,11 @@ class RouterView:
         """The view of the read model as stored (blocking: a few queries)."""
         view = cls()
         with Session(engine) as s:
-            open_or_uncosted = (col(RouterJobRow.status).in_((QUEUED, FAILED, DISPATCHED, RUNNING))
-                                | (col(RouterJobRow.status).in_((DONE, CANCELLED))
-                                   & col(RouterJobRow.completion_event_id).is_not(None)
-                                   & col(RouterJobRow.cost_recorded).is_(False)))
+            open_or_uncosted = col(RouterJobRow.status).in_((QUEUED, FAILED, DISPATCHED, RUNNING)) | (
+                col(RouterJobRow.status).in_((DONE, CANCELLED))
+                & col(RouterJobRow.completion_event_id).is_not(None)
+                & col(RouterJobRow.cost_recorded).is_(False)
+            )
             view.jobs = {r.job_id: _row(readmodel.Job, r) for r in s.exec(select(RouterJobRow).where(open_or_uncosted))}
             view.states = {r.backend: _row(readmodel.State, r) for r in s.exec(select(BackendStateRow))}
             view.stats = {r.backend: _row(readmodel.Stat, r) for r in s.exec(select(BackendStatRow))}
@@ -109,8 +121,9 @@ class RouterView:
 
     def snapshot(self, now: datetime) -> Snapshot:
         day = readmodel.day_of(now)
-        waiting = sorted((j for j in self.jobs.values() if j.status in (QUEUED, FAILED)),
-                         key=lambda j: (-j.priority, j.queued_seq))
+        waiting = sorted(
+            (j for j in self.jobs.values() if j.status in (QUEUED, FAILED)), key=lambda j: (-j.priority, j.queued_seq)
+        )
         uncosted = [j for j in self.jobs.values() if j.status in (DONE, CANCELLED)]
         in_flight: dict[str, int] = {}
         project_reserved: dict[str, float] = {}
@@ -123,9 +136,19 @@ class RouterView:
         for (spent_day, project, _), cents in self.spend.items():
             if spent_day == day:
                 project_spent[project] = project_spent.get(project, 0.0) + cents
-        return Snapshot(day, waiting, uncosted, dict(self.states), dict(self.stats), sum(project_spent.values()),
-                        project_spent, in_flight, sum(project_reserved.values()), set(self.alerted),
-                        project_reserved)
+        return Snapshot(
+            day,
+            waiting,
+            uncosted,
+            dict(self.states),
+            dict(self.stats),
+            sum(project_spent.values()),
+            project_spent,
+            in_flight,
+            sum(project_reserved.values()),
+            set(self.alerted),
+            project_reserved,
+        )
 
 
 def _row(cls: type, model: Any) -> Any:

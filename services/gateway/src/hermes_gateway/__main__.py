@@ -8,9 +8,10 @@ from types import FrameType
 
 import uvicorn
 
+from hermes_proto.telemetry import configure_logging, configure_tracing
+
 from hermes_gateway.bootstrap import create_app
 from hermes_gateway.config import get_settings
-from hermes_proto.telemetry import configure_logging, configure_tracing
 
 STARTUP_FAILURE = 3
 
@@ -35,8 +36,15 @@ def main() -> None:
     configure_tracing("gateway")
     for name in ("uvicorn", "uvicorn.error"):  # our own JSON lines say when we are ready and what we serve
         logging.getLogger(name).setLevel(logging.WARNING)
-    config = uvicorn.Config(create_app(settings), host=settings.hermes_web_host, port=settings.hermes_web_port,
-                            log_config=None, access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.hermes_web_host,
+        port=settings.hermes_web_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     server = GatewayServer(config)
     server.run()
     if not server.started:

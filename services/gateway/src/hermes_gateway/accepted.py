@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Final
 
 from cachetools import TTLCache
 
-from hermes_gateway.observability import ACCEPTED_THREADS, ACCEPTED_VIEWS
 from hermes_proto.base import Command
 from hermes_proto.commands import SubmitIdea, SubmitWorkflow
 from hermes_proto.queries import ThreadView
 from hermes_proto.rpc import BusUnavailable
+
+from hermes_gateway.observability import ACCEPTED_THREADS, ACCEPTED_VIEWS
 
 if TYPE_CHECKING:
     from hermes_gateway.adapters import ReadModel
@@ -54,10 +55,12 @@ class AcceptedThreads:
     """The submissions this gateway published, by thread id: at most ``max_threads`` (0: remember none), each
     kept ``ttl_s`` seconds at most (on ``timer``, seconds)."""
 
-    def __init__(self, max_threads: int = 1000, ttl_s: float = 900.0,
-                 timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_threads: int = 1000, ttl_s: float = 900.0, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         self._cache: TTLCache[str, _Submission] | None = (
-            TTLCache(maxsize=max_threads, ttl=ttl_s, timer=timer) if max_threads > 0 else None)
+            TTLCache(maxsize=max_threads, ttl=ttl_s, timer=timer) if max_threads > 0 else None
+        )
 
     def remember(self, command: Command) -> None:
         """Keep ``command`` if it opens a thread (``SubmitIdea``, ``SubmitWorkflow``); other commands are ignored."""
@@ -71,9 +74,17 @@ class AcceptedThreads:
             case _:
                 return
         self._cache[command.thread_id] = _Submission(
-            thread_id=command.thread_id, idea=idea, kind=kind, channel=command.channel, user_id=command.user_id,
-            origin=dict(command.origin), project=command.project, private=command.private,
-            priority=command.priority, created_at=command.issued_at)
+            thread_id=command.thread_id,
+            idea=idea,
+            kind=kind,
+            channel=command.channel,
+            user_id=command.user_id,
+            origin=dict(command.origin),
+            project=command.project,
+            private=command.private,
+            priority=command.priority,
+            created_at=command.issued_at,
+        )
         ACCEPTED_THREADS.set(len(self._cache))
 
     def view(self, thread_id: str) -> ThreadView | None:
@@ -81,10 +92,20 @@ class AcceptedThreads:
         found = self._cache.get(thread_id) if self._cache is not None else None
         if found is None:
             return None
-        return ThreadView(thread_id=found.thread_id, idea=found.idea, channel=found.channel, user_id=found.user_id,
-                          origin=found.origin, status=ACCEPTED, project=found.project, private=found.private,
-                          priority=found.priority, created_at=found.created_at, updated_at=found.created_at,
-                          kind=found.kind)
+        return ThreadView(
+            thread_id=found.thread_id,
+            idea=found.idea,
+            channel=found.channel,
+            user_id=found.user_id,
+            origin=found.origin,
+            status=ACCEPTED,
+            project=found.project,
+            private=found.private,
+            priority=found.priority,
+            created_at=found.created_at,
+            updated_at=found.created_at,
+            kind=found.kind,
+        )
 
     def forget(self, thread_id: str) -> None:
         """The orchestrator shows the thread now: no need to answer for it any longer."""
@@ -95,8 +116,14 @@ class AcceptedThreads:
         return len(self._cache) if self._cache is not None else 0
 
 
-async def thread_or_accepted(read_model: ReadModel, accepted: AcceptedThreads, thread_id: str,
-                             min_sequence: int | None = None, *, counted: bool = True) -> ThreadView | None:
+async def thread_or_accepted(
+    read_model: ReadModel,
+    accepted: AcceptedThreads,
+    thread_id: str,
+    min_sequence: int | None = None,
+    *,
+    counted: bool = True,
+) -> ThreadView | None:
     """The orchestrator's view of ``thread_id`` (read-your-writes up to ``min_sequence``; None: the log's end now).
     When the orchestrator does not know the thread, or does not answer, the ``accepted`` view if this gateway
     accepted its submission; else None (unknown) or, when the orchestrator did not answer, the

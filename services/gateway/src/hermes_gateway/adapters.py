@@ -16,14 +16,9 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from hermes_gateway.accepted import AcceptedThreads
-from hermes_gateway.feed import EventFeed
-from hermes_gateway.observability import COMMANDS_PUBLISHED
-from hermes_gateway.tokens import TokenBuffer
 from hermes_proto import subjects as subj
 from hermes_proto.base import Command
 from hermes_proto.bus import EventStore
-from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Empty, Refused, ask  # noqa: F401 (re-exported)
 from hermes_proto.queries import (
     QUERY_THREADS,
     BackendsQuery,
@@ -58,7 +53,7 @@ from hermes_proto.queries import (
     ThreadReply,
     ThreadView,
 )
-
+from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Empty, Refused, ask  # noqa: F401 (re-exported)
 from hermes_proto.sessions import (
     ExportQuery,
     ExportReply,
@@ -73,8 +68,12 @@ from hermes_proto.sessions import (
     SoulReply,
     SoulRequest,
 )
-
 from hermes_proto.userconfig import ChangeSetting, ConfigReply
+
+from hermes_gateway.accepted import AcceptedThreads
+from hermes_gateway.feed import EventFeed
+from hermes_gateway.observability import COMMANDS_PUBLISHED
+from hermes_gateway.tokens import TokenBuffer
 
 log = structlog.get_logger("hermes.gateway")
 R = TypeVar("R")
@@ -151,8 +150,9 @@ class ReadModel:
     async def thread(self, thread_id: str, min_sequence: int = 0, timeout_s: float | None = None) -> ThreadView | None:
         """The thread, or None when the orchestrator does not know it. ``min_sequence``: read-your-writes,
         the orchestrator first waits (bounded) until it has applied that ``HERMES_EVENTS`` sequence."""
-        reply = await self._ask(subj.QUERY_THREAD, ThreadQuery(thread_id=thread_id, min_sequence=min_sequence),
-                                ThreadReply, timeout_s)
+        reply = await self._ask(
+            subj.QUERY_THREAD, ThreadQuery(thread_id=thread_id, min_sequence=min_sequence), ThreadReply, timeout_s
+        )
         return reply.thread if reply.found else None
 
     async def job(self, thread_id: str, job_id: str) -> JobView | None:
@@ -160,12 +160,14 @@ class ReadModel:
         reply = await self._ask(subj.QUERY_JOB, JobQuery(thread_id=thread_id, job_id=job_id), JobReply, None)
         return reply.job if reply.found else None
 
-    async def threads(self, limit: int, user_id: str | None = None,
-                      origin: dict[str, str] | None = None) -> list[ThreadView]:
+    async def threads(
+        self, limit: int, user_id: str | None = None, origin: dict[str, str] | None = None
+    ) -> list[ThreadView]:
         """The most recent threads, newest first, at most ``limit``; only ``user_id``'s and those whose origin holds
         every pair of ``origin`` when given."""
-        reply = await self._ask(QUERY_THREADS, ThreadListQuery(limit=limit, user_id=user_id, origin=origin or {}),
-                                ThreadListReply, None)
+        reply = await self._ask(
+            QUERY_THREADS, ThreadListQuery(limit=limit, user_id=user_id, origin=origin or {}), ThreadListReply, None
+        )
         return reply.threads
 
     async def queue(self, timeout_s: float | None = None) -> QueueReply:
@@ -211,8 +213,9 @@ class BackendsClient:
     async def set_enabled(self, backend: str, enabled: bool, reason: str = "") -> BackendsReply:
         """Enable or disable ``backend`` at runtime (the router appends ``BackendEnabled``/``BackendDisabled``);
         returns the updated list. :class:`Refused` ``unknown_backend`` for a name the router does not know."""
-        return await self._ask(subj.CONTROL_BACKEND, SetBackendEnabled(backend=backend, enabled=enabled,
-                                                                       reason=reason), BackendsReply)
+        return await self._ask(
+            subj.CONTROL_BACKEND, SetBackendEnabled(backend=backend, enabled=enabled, reason=reason), BackendsReply
+        )
 
     async def compare(self, request: CompareRequest) -> CompareReply:
         """Run one prompt on several backends, side by side. :class:`Refused` ``unknown_backend`` or
@@ -238,8 +241,7 @@ class LearnerClient:
 
     async def templates(self, include_inactive: bool = False) -> TemplatesReply:
         """Every template with its measured effectiveness (deactivated ones only with ``include_inactive``)."""
-        return await self._ask(subj.QUERY_TEMPLATES, TemplatesQuery(include_inactive=include_inactive),
-                               TemplatesReply)
+        return await self._ask(subj.QUERY_TEMPLATES, TemplatesQuery(include_inactive=include_inactive), TemplatesReply)
 
     async def template(self, template_id: str) -> TemplateView | None:
         """One template, active or not, or None when the learner has no template of that id."""
@@ -278,15 +280,18 @@ class LearnerClient:
     async def patterns(self, user_id: str | None = None, applied_only: bool = False) -> PatternsReply:
         """Learned patterns (of ``user_id``, or of every user; only those applied now with ``applied_only``) with the
         validation threshold and minimum validations in use."""
-        return await self._ask(subj.QUERY_PATTERNS, PatternsQuery(user_id=user_id, applied_only=applied_only),
-                               PatternsReply)
+        return await self._ask(
+            subj.QUERY_PATTERNS, PatternsQuery(user_id=user_id, applied_only=applied_only), PatternsReply
+        )
 
     async def optimizations(self, thread_id: str, min_sequence: int = 0) -> OptimizationsReply:
         """Which open questions of ``thread_id`` learned preferences and patterns settle (the learner first applies
         the log up to ``min_sequence``); appends nothing."""
-        return await self._ask(subj.QUERY_OPTIMIZATIONS, OptimizationsQuery(thread_id=thread_id,
-                                                                            min_sequence=min_sequence),
-                               OptimizationsReply)
+        return await self._ask(
+            subj.QUERY_OPTIMIZATIONS,
+            OptimizationsQuery(thread_id=thread_id, min_sequence=min_sequence),
+            OptimizationsReply,
+        )
 
     def _changed(self, reply: TemplatesReply) -> TemplateView:
         return self._only(subj.CONTROL_TEMPLATE, reply.templates)
@@ -317,11 +322,16 @@ class SessionsClient:
         """The most recently active sessions (without turns), newest first."""
         return (await self._ask(subj.QUERY_SESSIONS, query, SessionsReply)).sessions
 
-    async def session(self, session_id: str, min_sequence: int = 0, last_turns: int | None = None) -> SessionView | None:
+    async def session(
+        self, session_id: str, min_sequence: int = 0, last_turns: int | None = None
+    ) -> SessionView | None:
         """One session with its turns (the last ``last_turns`` only, when given), or None when unknown
         (``min_sequence``: read-your-writes)."""
-        reply = await self._ask(subj.QUERY_SESSION, SessionQuery(session_id=session_id, min_sequence=min_sequence,
-                                                                 last_turns=last_turns), SessionReply)
+        reply = await self._ask(
+            subj.QUERY_SESSION,
+            SessionQuery(session_id=session_id, min_sequence=min_sequence, last_turns=last_turns),
+            SessionReply,
+        )
         return reply.session if reply.found else None
 
     async def memory(self, query: MemoryQuery) -> list[MemoryHit]:
@@ -353,8 +363,11 @@ async def stream_states(js: JetStreamContext) -> dict[str, dict[str, Any]]:
     for name in HERMES_STREAMS:
         try:
             info = await js.stream_info(name)
-            states[name] = {"messages": info.state.messages, "last_seq": info.state.last_seq,
-                            "consumers": info.state.consumer_count}
+            states[name] = {
+                "messages": info.state.messages,
+                "last_seq": info.state.last_seq,
+                "consumers": info.state.consumer_count,
+            }
         except BUS_ERRORS as exc:
             states[name] = {"error": repr(exc)}
     return states

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from hermes_proto.admission import QueueCap, check_queue
+
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import ApiError
 from hermes_gateway.observability import SUBMISSIONS_REFUSED
-from hermes_proto.admission import QueueCap, check_queue
 
 
 async def admit(request: Request, new_jobs: int = 1) -> None:
@@ -21,7 +22,11 @@ async def admit(request: Request, new_jobs: int = 1) -> None:
     if refusal is None:
         return
     SUBMISSIONS_REFUSED.labels("queue_full").inc()
-    raise ApiError(429, "queue_full", f"The job queue is full ({refusal.queued} open jobs, limit {refusal.limit}).",
-                   details={"queued": refusal.queued, "limit": refusal.limit, "retry_after": refusal.retry_after_s},
-                   retry_after=refusal.retry_after_s,
-                   user_action=f"Retry in {refusal.retry_after_s} s, or raise HERMES_MAX_QUEUED_JOBS.")
+    raise ApiError(
+        429,
+        "queue_full",
+        f"The job queue is full ({refusal.queued} open jobs, limit {refusal.limit}).",
+        details={"queued": refusal.queued, "limit": refusal.limit, "retry_after": refusal.retry_after_s},
+        retry_after=refusal.retry_after_s,
+        user_action=f"Retry in {refusal.retry_after_s} s, or raise HERMES_MAX_QUEUED_JOBS.",
+    )

@@ -113,30 +113,44 @@ def owner_id(request: Request, claimed: str) -> str:
 
 def unauthorized() -> ApiError:
     """401 ``unauthorized``: nothing about what was asked for, so nothing leaks."""
-    return ApiError(401, "unauthorized", "Authentication required.",
-                    user_action="Send Authorization: Bearer <token>, or log in through the web UI.")
+    return ApiError(
+        401,
+        "unauthorized",
+        "Authentication required.",
+        user_action="Send Authorization: Bearer <token>, or log in through the web UI.",
+    )
 
 
 def admin_only() -> ApiError:
     """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, backends, dead letters) needs a token
     of mode ``admin``."""
-    return ApiError(403, "admin_only", "This changes Hermes for every user: it needs a token of mode admin.",
-                    user_action="Ask whoever runs Hermes, or use an admin token.")
+    return ApiError(
+        403,
+        "admin_only",
+        "This changes Hermes for every user: it needs a token of mode admin.",
+        user_action="Ask whoever runs Hermes, or use an admin token.",
+    )
 
 
 def read_only() -> ApiError:
     """403 ``read_only``: a guest token asked to change something (or for export/config/soul)."""
-    return ApiError(403, "read_only", "This token is read-only (guest mode).",
-                    user_action="Use a token of mode user for this.")
+    return ApiError(
+        403, "read_only", "This token is read-only (guest mode).", user_action="Use a token of mode user for this."
+    )
 
 
 def _too_many(limiter: MovingWindowRateLimiter, item: RateLimitItem, scope: str, *ids: str) -> ApiError:
     RATE_LIMITED.labels(scope).inc()
     reset_at = limiter.get_window_stats(item, scope, *ids).reset_time
     retry_after = max(1, math.ceil(reset_at - time.time()))
-    return ApiError(429, "rate_limited", f"Too many requests: the limit is {item}.",
-                    details={"limit": str(item), "scope": scope}, retry_after=retry_after,
-                    user_action=f"Wait {retry_after} s before trying again.")
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many requests: the limit is {item}.",
+        details={"limit": str(item), "scope": scope},
+        retry_after=retry_after,
+        user_action=f"Wait {retry_after} s before trying again.",
+    )
 
 
 @dataclass(frozen=True)
@@ -150,15 +164,23 @@ class Guard:
     :meth:`admit` decides one request; :meth:`login` / :meth:`session_cookie` serve the login route."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self.entries = [_Entry(Principal(t.user_id, t.mode, token_key(t.token)), hashlib.sha256(t.token.encode())
-                               .digest()) for t in settings.api_tokens()]
+        self.entries = [
+            _Entry(Principal(t.user_id, t.mode, token_key(t.token)), hashlib.sha256(t.token.encode()).digest())
+            for t in settings.api_tokens()
+        ]
         self.enabled = bool(self.entries)
         self.by_key = {e.principal.key: e.principal for e in self.entries}
-        self.metrics_digest = (hashlib.sha256(settings.hermes_metrics_token.get_secret_value().encode()).digest()
-                               if settings.hermes_metrics_token else None)
+        self.metrics_digest = (
+            hashlib.sha256(settings.hermes_metrics_token.get_secret_value().encode()).digest()
+            if settings.hermes_metrics_token
+            else None
+        )
         self.protect_health = settings.hermes_protect_health
-        secret = (settings.hermes_session_secret.get_secret_value() if settings.hermes_session_secret
-                  else secrets.token_urlsafe(32))
+        secret = (
+            settings.hermes_session_secret.get_secret_value()
+            if settings.hermes_session_secret
+            else secrets.token_urlsafe(32)
+        )
         self.signer = URLSafeTimedSerializer(secret, salt=SESSION_SALT)
         self.session_ttl_s = int(settings.hermes_session_ttl_hours * 3600)
         self.cookie_secure = settings.hermes_cookie_secure
@@ -230,8 +252,9 @@ class Guard:
             return None if self.enabled else LOCAL
         if path == METRICS_PATH and self.metrics_digest is not None:
             bearer = _bearer(request)
-            if bearer is not None and hmac.compare_digest(hashlib.sha256(bearer.encode()).digest(),
-                                                          self.metrics_digest):
+            if bearer is not None and hmac.compare_digest(
+                hashlib.sha256(bearer.encode()).digest(), self.metrics_digest
+            ):
                 return None
             if not self.enabled:
                 raise self._refuse(request, "invalid" if bearer else "missing")
@@ -266,8 +289,9 @@ class Guard:
         return principal
 
     def _check_failures(self, request: Request) -> None:
-        if self.failure_limit is not None and not self.limiter.test(self.failure_limit, "auth_failure",
-                                                                    _client(request)):
+        if self.failure_limit is not None and not self.limiter.test(
+            self.failure_limit, "auth_failure", _client(request)
+        ):
             raise _too_many(self.limiter, self.failure_limit, "auth_failure", _client(request))
 
     def _refuse(self, request: Request, reason: str) -> ApiError:
@@ -280,8 +304,13 @@ class Guard:
 
 def payload_too_large(limit: int) -> ApiError:
     """413 ``payload_too_large`` for a body over ``limit`` bytes."""
-    return ApiError(413, "payload_too_large", f"The request body is over {limit} bytes (HERMES_MAX_BODY_BYTES).",
-                    details={"limit_bytes": limit}, user_action="Send a smaller body.")
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"The request body is over {limit} bytes (HERMES_MAX_BODY_BYTES).",
+        details={"limit_bytes": limit},
+        user_action="Send a smaller body.",
+    )
 
 
 def _bearer(request: Request) -> str | None:
@@ -367,7 +396,11 @@ def install_cors(app: FastAPI, settings: GatewaySettings) -> None:
     before authentication and refusals carry the CORS headers a browser needs to read them."""
     origins = settings.cors_origins()
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True,
-                           allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-                           expose_headers=["Retry-After", "X-Request-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+        )

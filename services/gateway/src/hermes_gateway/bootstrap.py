@@ -9,6 +9,8 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from hermes_proto.bus import EventStore, connect, ensure_streams
+
 from hermes_gateway.accepted import AcceptedThreads
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel, SessionsClient
 from hermes_gateway.auth import install_auth, install_cors
@@ -22,10 +24,10 @@ from hermes_gateway.routes import (
     config,
     deadletters,
     events,
+    export,
     external,
     ideas,
     learn,
-    export,
     metrics,
     openai,
     perception,
@@ -39,7 +41,6 @@ from hermes_gateway.routes import (
 )
 from hermes_gateway.routes.ui import STATIC_DIR
 from hermes_gateway.tokens import TokenBuffer
-from hermes_proto.bus import EventStore, connect, ensure_streams
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -61,15 +62,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         bus = Bus(nc=nc, js=js, store=EventStore(js, "gateway"), events=events, tokens=tokens)
         app.state.bus = bus
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
-        app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads,
-                                             settings.hermes_accepted_ttl_seconds)
+        app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads, settings.hermes_accepted_ttl_seconds)
         app.state.commands = CommandPublisher(bus, app.state.accepted)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
         app.state.sessions = SessionsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.perception = await perception.subscribe(app)
-        log.info("gateway_ready", nats_url=settings.nats_url,
-                 url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/")
+        log.info(
+            "gateway_ready",
+            nats_url=settings.nats_url,
+            url=f"http://{settings.hermes_web_host}:{settings.hermes_web_port}/",
+        )
         try:
             yield
         finally:
@@ -85,8 +88,27 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_auth(app, settings)  # added first: runs inside RequestObservability, so refusals are logged
     app.add_middleware(RequestObservability)
     install_cors(app, settings)  # added last: outermost, so preflights skip auth and refusals carry CORS headers
-    for module in (ideas, external, workflows, threads, events, backends, learn, system, deadletters, telegram,
-                   metrics, ui, results, auth, openai, sessions, export, perception, config):
+    for module in (
+        ideas,
+        external,
+        workflows,
+        threads,
+        events,
+        backends,
+        learn,
+        system,
+        deadletters,
+        telegram,
+        metrics,
+        ui,
+        results,
+        auth,
+        openai,
+        sessions,
+        export,
+        perception,
+        config,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_error_envelope(app)

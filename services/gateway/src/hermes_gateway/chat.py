@@ -13,10 +13,11 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from hermes_gateway.adapters import Bus, CommandPublisher
-from hermes_gateway.live import FeedItem, ThreadFeed
 from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import derived_id
+
+from hermes_gateway.adapters import Bus, CommandPublisher
+from hermes_gateway.live import FeedItem, ThreadFeed
 
 
 def session_thread_id(user_id: str, session_key: str) -> str:
@@ -100,11 +101,13 @@ class ChatTurn:
                         yield text
                 elif isinstance(outcome, TurnResult):
                     if streaming and not outcome.text.startswith(streamed):
-                        raise TurnFailed("retried_mid_stream", "the backend failed mid-stream and another attempt "
-                                         "answered differently; ask again")
+                        raise TurnFailed(
+                            "retried_mid_stream",
+                            "the backend failed mid-stream and another attempt answered differently; ask again",
+                        )
                     # Token deltas travel on core NATS beside the log: any the result overtook come now.
                     if len(outcome.text) > len(streamed):
-                        yield outcome.text[len(streamed):]
+                        yield outcome.text[len(streamed) :]
                     yield outcome
                     return
         raise TurnFailed("interrupted", "the gateway stopped following the turn")
@@ -118,10 +121,17 @@ def _outcome(item: FeedItem, job_id: str, session_id: str) -> tuple[int, str] | 
     if item.event == "token":
         return data["seq"], data["text"]
     if item.event == "execution_completed":
-        return TurnResult(session_id=session_id, job_id=job_id, text=data["text"], backend=data["backend"],
-                          model=data["model"], prompt_tokens=data["prompt_tokens"],
-                          completion_tokens=data["completion_tokens"], latency_ms=data["latency_ms"],
-                          finish_reason=data.get("finish_reason") or "stop")
+        return TurnResult(
+            session_id=session_id,
+            job_id=job_id,
+            text=data["text"],
+            backend=data["backend"],
+            model=data["model"],
+            prompt_tokens=data["prompt_tokens"],
+            completion_tokens=data["completion_tokens"],
+            latency_ms=data["latency_ms"],
+            finish_reason=data.get("finish_reason") or "stop",
+        )
     if item.event == "job_failed":
         raise TurnFailed(data["error_code"], data["message"])
     if item.event == "job_cancelled":

@@ -7,7 +7,6 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from limits import RateLimitItem, parse
-
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -141,8 +140,10 @@ def parse_api_tokens(raw: str) -> list[ApiToken]:
             continue
         user_id, mode, token = (entry.split(":", 2) + ["", ""])[:3]
         if not API_USER_ID_PATTERN.fullmatch(user_id) or mode not in MODES or not token or re.search(r"\s", token):
-            raise ValueError(f"entry {position} is not user_id:mode:token (user_id of [A-Za-z0-9_@.+-], "
-                             "mode user or guest, a token without spaces)")
+            raise ValueError(
+                f"entry {position} is not user_id:mode:token (user_id of [A-Za-z0-9_@.+-], "
+                "mode user or guest, a token without spaces)"
+            )
         if any(t.token == token for t in tokens):
             raise ValueError(f"entry {position} repeats the token of an earlier entry")
         tokens.append(ApiToken(user_id, mode, token))

@@ -29,14 +29,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
-from hermes_gateway.adapters import BUS_ERRORS, BusUnavailable
-from hermes_gateway.envelope import ApiError
-from hermes_gateway.observability import DEAD_LETTERS_REPLAYED
 from hermes_proto import subjects as subj
 from hermes_proto.bus import MSG_ID
 from hermes_proto.codec import UNDECODABLE, DecodeError, decode_command, decode_execution_request, encode
 from hermes_proto.deadletter import DeadLetter, DeadLetterReplayed
 from hermes_proto.ids import new_id, utcnow
+
+from hermes_gateway.adapters import BUS_ERRORS, BusUnavailable
+from hermes_gateway.envelope import ApiError
+from hermes_gateway.observability import DEAD_LETTERS_REPLAYED
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -105,17 +106,25 @@ def check_payload(record: DeadLetter, decode: Callable[[bytes], Any], payload: b
     try:
         message = decode(payload)
     except DecodeError as exc:
-        raise ApiError(422, "invalid_payload", f"The payload would be dead-lettered again: {exc.reason}.",
-                       details={"reason": exc.reason, "detail": exc.detail[:500]},
-                       user_action='Send the corrected message as {"payload": {...}}.') from None
+        raise ApiError(
+            422,
+            "invalid_payload",
+            f"The payload would be dead-lettered again: {exc.reason}.",
+            details={"reason": exc.reason, "detail": exc.detail[:500]},
+            user_action='Send the corrected message as {"payload": {...}}.',
+        ) from None
     if record.stream == subj.EXEC_STREAM:
         target, fits = subj.exec_subject(message.backend), subj.exec_subject(message.backend) == record.subject
     else:  # the command's type (the thread token, if any, is the producer's)
         target = subj.command_subject(message)
         fits = subj.command_type_of(target) == subj.command_type_of(record.subject)
     if not fits:
-        raise ApiError(422, "invalid_payload", f"The payload belongs on {target}, not on {record.subject}.",
-                       details={"subject": record.subject, "payload_subject": target})
+        raise ApiError(
+            422,
+            "invalid_payload",
+            f"The payload belongs on {target}, not on {record.subject}.",
+            details={"subject": record.subject, "payload_subject": target},
+        )
 
 
 def replay_headers(original: dict[str, str], dlq_sequence: int) -> dict[str, str]:
@@ -136,11 +145,21 @@ def _decode_record(msg: Msg) -> DeadLetter | None:
 
 def _view(seq: int, record: DeadLetter, marker: DeadLetterReplayed | None) -> DeadLetterView:
     return DeadLetterView(
-        dlq_sequence=seq, consumer=record.consumer, stream=record.stream, subject=record.subject,
-        stream_sequence=record.stream_sequence, deliveries=record.deliveries, headers=record.headers,
-        payload=record.payload, reason=record.reason, detail=record.detail,
-        dead_lettered_at=record.dead_lettered_at, replayable=replay_decoder(record) is not None,
-        replayed_at=marker.replayed_at if marker else None, replay=marker)
+        dlq_sequence=seq,
+        consumer=record.consumer,
+        stream=record.stream,
+        subject=record.subject,
+        stream_sequence=record.stream_sequence,
+        deliveries=record.deliveries,
+        headers=record.headers,
+        payload=record.payload,
+        reason=record.reason,
+        detail=record.detail,
+        dead_lettered_at=record.dead_lettered_at,
+        replayable=replay_decoder(record) is not None,
+        replayed_at=marker.replayed_at if marker else None,
+        replay=marker,
+    )
 
 
 class DeadLetterArchive:
@@ -162,9 +181,15 @@ class DeadLetterArchive:
         in stream order, through a throw-away consumer. Its ``num_pending`` at creation says how many there
         are, so an empty range answers at once instead of waiting for a fetch to time out."""
         name = f"dlq-reader-{new_id()}"
-        config = ConsumerConfig(name=name, ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                opt_start_seq=first, filter_subject=filter_subject, inactive_threshold=10.0,
-                                mem_storage=True)
+        config = ConsumerConfig(
+            name=name,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=first,
+            filter_subject=filter_subject,
+            inactive_threshold=10.0,
+            mem_storage=True,
+        )
         try:
             pending = (await self._js.add_consumer(subj.DLQ_STREAM, config)).num_pending or 0
             try:
@@ -208,14 +233,19 @@ class DeadLetterArchive:
         window = max(2 * limit, MIN_WINDOW)
         while high >= state.first_seq and len(found) <= limit:  # one more than the page: is there a next one?
             low = max(state.first_seq, high - window + 1)
-            matches = [(msg.metadata.sequence.stream, record) for msg in await self._read(filter_subject, low, high)
-                       if (record := _decode_record(msg)) and (reason is None or record.reason == reason)]
+            matches = [
+                (msg.metadata.sequence.stream, record)
+                for msg in await self._read(filter_subject, low, high)
+                if (record := _decode_record(msg)) and (reason is None or record.reason == reason)
+            ]
             found.extend(reversed(matches))
             high, window = low - 1, window * 2
         shown = found[:limit]
         markers = await self._markers(after=shown[-1][0]) if shown else {}
-        return DeadLetterPage(dead_letters=[_view(seq, record, markers.get(seq)) for seq, record in shown],
-                              next_before=shown[-1][0] if len(found) > limit else None)
+        return DeadLetterPage(
+            dead_letters=[_view(seq, record, markers.get(seq)) for seq, record in shown],
+            next_before=shown[-1][0] if len(found) > limit else None,
+        )
 
     async def _markers(self, after: int) -> dict[int, DeadLetterReplayed]:
         """Replay markers written after sequence ``after`` (a marker always follows its record), by record."""
@@ -244,9 +274,13 @@ class DeadLetterArchive:
             except UNDECODABLE:
                 pass
         if record is None:
-            raise ApiError(404, "dead_letter_not_found", f"No dead letter has sequence {dlq_sequence}.",
-                           details={"dlq_sequence": dlq_sequence},
-                           user_action="List them with GET /api/system/dead-letters.")
+            raise ApiError(
+                404,
+                "dead_letter_not_found",
+                f"No dead letter has sequence {dlq_sequence}.",
+                details={"dlq_sequence": dlq_sequence},
+                user_action="List them with GET /api/system/dead-letters.",
+            )
         return record
 
     async def marker(self, dlq_sequence: int) -> DeadLetterReplayed | None:
@@ -268,33 +302,58 @@ class DeadLetterArchive:
         record = await self.record(dlq_sequence)
         decode = replay_decoder(record)
         if decode is None:
-            why = ("its outcome (ExecutionFailed) is in the log and the job was retried or abandoned"
-                   if record.stream == subj.EXEC_STREAM else
-                   "the event is still in the log, and publishing it again would append a second copy")
-            raise ApiError(409, "not_replayable", f"A dead letter of {record.stream} cannot be replayed: {why}.",
-                           details={"stream": record.stream, "replayable_streams": sorted(REPLAY_DECODERS)},
-                           user_action=f"Fix the consumer {record.consumer}; it reads the log again from its "
-                                       "position.")
+            why = (
+                "its outcome (ExecutionFailed) is in the log and the job was retried or abandoned"
+                if record.stream == subj.EXEC_STREAM
+                else "the event is still in the log, and publishing it again would append a second copy"
+            )
+            raise ApiError(
+                409,
+                "not_replayable",
+                f"A dead letter of {record.stream} cannot be replayed: {why}.",
+                details={"stream": record.stream, "replayable_streams": sorted(REPLAY_DECODERS)},
+                user_action=f"Fix the consumer {record.consumer}; it reads the log again from its position.",
+            )
         previous = await self.marker(dlq_sequence)
         if previous is not None:
-            raise ApiError(409, "already_replayed", f"Dead letter {dlq_sequence} was replayed at "
-                           f"{previous.replayed_at.isoformat()}.", details=previous,
-                           user_action="If it failed again, replay its new dead letter instead.")
+            raise ApiError(
+                409,
+                "already_replayed",
+                f"Dead letter {dlq_sequence} was replayed at {previous.replayed_at.isoformat()}.",
+                details=previous,
+                user_action="If it failed again, replay its new dead letter instead.",
+            )
         payload = msgspec.json.encode(corrected) if corrected is not None else base64.b64decode(record.payload_b64)
         check_payload(record, decode, payload)
         landed = await self._publish(record, payload, replay_headers(record.headers, dlq_sequence))
-        marker = DeadLetterReplayed(dlq_sequence=dlq_sequence, consumer=record.consumer, stream=record.stream,
-                                    subject=record.subject, stream_sequence=landed.seq,
-                                    corrected=corrected is not None, replayed_at=utcnow())
+        marker = DeadLetterReplayed(
+            dlq_sequence=dlq_sequence,
+            consumer=record.consumer,
+            stream=record.stream,
+            subject=record.subject,
+            stream_sequence=landed.seq,
+            corrected=corrected is not None,
+            replayed_at=utcnow(),
+        )
         try:
-            await self._js.publish(subj.dlq_replayed_subject(dlq_sequence), encode(marker),
-                                   headers={MSG_ID: f"dlq-replayed-{dlq_sequence}"})
+            await self._js.publish(
+                subj.dlq_replayed_subject(dlq_sequence),
+                encode(marker),
+                headers={MSG_ID: f"dlq-replayed-{dlq_sequence}"},
+            )
         except BUS_ERRORS as exc:  # replayed but unmarked: a retry is deduplicated by Nats-Msg-Id, then marks it
             raise BusUnavailable("JetStream", exc) from exc
         if not landed.duplicate:
             DEAD_LETTERS_REPLAYED.labels(record.consumer).inc()
-        log.info("dead_letter_replayed", dlq_seq=dlq_sequence, consumer=record.consumer, subject=record.subject,
-                 seq=landed.seq, corrected=marker.corrected, duplicate=bool(landed.duplicate))
+        log.info(
+            "dead_letter_replayed",
+            dlq_seq=dlq_sequence,
+            consumer=record.consumer,
+            subject=record.subject,
+            seq=landed.seq,
+            corrected=marker.corrected,
+            duplicate=bool(landed.duplicate),
+        )
         return marker
 
     async def _publish(self, record: DeadLetter, payload: bytes, headers: dict[str, str]) -> Any:
@@ -303,7 +362,11 @@ class DeadLetterArchive:
         except ServiceUnavailableError as exc:
             raise BusUnavailable("JetStream", exc) from exc
         except APIError as exc:  # e.g. the subject no longer belongs to that stream
-            raise ApiError(409, "not_replayable", f"JetStream refused the replay: {exc.description}.",
-                           details={"stream": record.stream, "subject": record.subject}) from exc
+            raise ApiError(
+                409,
+                "not_replayable",
+                f"JetStream refused the replay: {exc.description}.",
+                details={"stream": record.stream, "subject": record.subject},
+            ) from exc
         except BUS_ERRORS as exc:
             raise BusUnavailable("JetStream", exc) from exc

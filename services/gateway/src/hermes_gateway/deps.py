@@ -10,13 +10,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hermes_proto.queries import PREFERENCE_ID_PATTERN, TEMPLATE_ID_PATTERN
+
 from hermes_gateway.accepted import AcceptedThreads, thread_or_accepted
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel
 from hermes_gateway.auth import ADMIN, GUEST, Principal, admin_only, auth_enabled, read_only, unauthorized, visible
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.domain import Rejected, check_id
 from hermes_gateway.envelope import ApiError
-from hermes_proto.queries import PREFERENCE_ID_PATTERN, TEMPLATE_ID_PATTERN
 
 
 async def _settings(request: Request) -> GatewaySettings:
@@ -62,14 +63,23 @@ async def _writer(principal: Annotated[Principal, Depends(_principal)]) -> Princ
 
 def thread_not_found(thread_id: str) -> ApiError:
     """404 ``thread_not_found``: no such thread, or (auth on) another user's; the two answers are identical."""
-    return ApiError(404, "thread_not_found", f"No thread {thread_id}.", details={"thread_id": thread_id},
-                    user_action="Check the id; a thread just submitted appears within a second.")
+    return ApiError(
+        404,
+        "thread_not_found",
+        f"No thread {thread_id}.",
+        details={"thread_id": thread_id},
+        user_action="Check the id; a thread just submitted appears within a second.",
+    )
 
 
 def job_not_found(thread_id: str, job_id: str) -> ApiError:
     """404 ``job_not_found``: no such job in the thread, or (auth on) the thread is another user's."""
-    return ApiError(404, "job_not_found", f"No job {job_id} in thread {thread_id}.",
-                    details={"thread_id": thread_id, "job_id": job_id})
+    return ApiError(
+        404,
+        "job_not_found",
+        f"No job {job_id} in thread {thread_id}.",
+        details={"thread_id": thread_id, "job_id": job_id},
+    )
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
@@ -84,8 +94,9 @@ async def _thread_id(thread_id: str, request: Request) -> str:
     if principal is not None and auth_enabled(principal):
         # Another user's thread answers exactly as an unknown one, on every route taking a {thread_id}.
         read_model: ReadModel = request.app.state.read_model
-        thread = await thread_or_accepted(read_model, request.app.state.accepted, thread_id,
-                                          read_model.seen_position(), counted=False)
+        thread = await thread_or_accepted(
+            read_model, request.app.state.accepted, thread_id, read_model.seen_position(), counted=False
+        )
         if thread is not None and not visible(principal, thread.user_id):
             job_id = request.path_params.get("job_id")
             raise job_not_found(thread_id, job_id) if job_id else thread_not_found(thread_id)
@@ -102,15 +113,21 @@ async def _backend_name(name: str) -> str:
 
 async def _template_id(template_id: str) -> str:
     if not re.fullmatch(TEMPLATE_ID_PATTERN, template_id):
-        raise Rejected("invalid_id", "template_id must be 1-64 lowercase letters, digits, '_' or '-', "
-                       "starting with a letter or digit", details={"field": "template_id"})
+        raise Rejected(
+            "invalid_id",
+            "template_id must be 1-64 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+            details={"field": "template_id"},
+        )
     return template_id
 
 
 async def _preference_id(preference_id: str) -> str:
     if not re.fullmatch(PREFERENCE_ID_PATTERN, preference_id):
-        raise Rejected("invalid_id", "preference_id must be 32 lowercase hexadecimal characters.",
-                       details={"field": "preference_id"})
+        raise Rejected(
+            "invalid_id",
+            "preference_id must be 32 lowercase hexadecimal characters.",
+            details={"field": "preference_id"},
+        )
     return preference_id
 
 

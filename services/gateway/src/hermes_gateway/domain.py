@@ -34,8 +34,7 @@ class Rejected(ValueError):
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a safe id (1-128 of ``[A-Za-z0-9_-]``); raises ``Rejected(invalid_id)``."""
     if not ID_PATTERN.match(value):
-        raise Rejected("invalid_id", f"{what} must be 1-128 letters, digits, '-' or '_'",
-                       details={"field": what})
+        raise Rejected("invalid_id", f"{what} must be 1-128 letters, digits, '-' or '_'", details={"field": what})
     return value
 
 
@@ -46,9 +45,12 @@ def clean_idea(idea: str, max_length: int) -> str:
     if not text:
         raise Rejected("empty_idea", "The idea is empty.", user_action="Describe your idea in a few words.")
     if len(text) > max_length:
-        raise Rejected("idea_too_long", f"The idea is {len(text)} characters long; the limit is {max_length}.",
-                       details={"length": len(text), "max_length": max_length},
-                       user_action="Shorten the idea.")
+        raise Rejected(
+            "idea_too_long",
+            f"The idea is {len(text)} characters long; the limit is {max_length}.",
+            details={"length": len(text), "max_length": max_length},
+            user_action="Shorten the idea.",
+        )
     return text
 
 
@@ -61,14 +63,18 @@ def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length
     answers: list[Answer] = []
     for question_id, text in pairs:
         if question_id in seen:
-            raise Rejected("duplicate_question", f"Question {question_id} is answered twice.",
-                           details={"question_id": question_id})
+            raise Rejected(
+                "duplicate_question", f"Question {question_id} is answered twice.", details={"question_id": question_id}
+            )
         seen.add(question_id)
         text = text.strip()
         if len(text) > max_length:
-            raise Rejected("answer_too_long", f"The answer to {question_id} is longer than {max_length} characters.",
-                           details={"question_id": question_id, "length": len(text), "max_length": max_length},
-                           user_action="Shorten the answer.")
+            raise Rejected(
+                "answer_too_long",
+                f"The answer to {question_id} is longer than {max_length} characters.",
+                details={"question_id": question_id, "length": len(text), "max_length": max_length},
+                user_action="Shorten the answer.",
+            )
         if text:
             answers.append(Answer(question_id=question_id, text=text))
     if not answers:
@@ -81,23 +87,32 @@ def check_answerable(thread: ThreadView, answers: Sequence[Answer]) -> None:
     ``Rejected(not_awaiting_answers)``) and every answer must name one of its questions
     (``Rejected(unknown_question)``)."""
     if not thread.answerable:
-        raise Rejected("not_awaiting_answers", f"Thread {thread.thread_id} is {thread.status}, not awaiting answers.",
-                       details={"thread_id": thread.thread_id, "status": thread.status},
-                       user_action="Wait for the questions, or submit a new idea.")
+        raise Rejected(
+            "not_awaiting_answers",
+            f"Thread {thread.thread_id} is {thread.status}, not awaiting answers.",
+            details={"thread_id": thread.thread_id, "status": thread.status},
+            user_action="Wait for the questions, or submit a new idea.",
+        )
     known = {q.question_id for q in thread.questions}
     unknown = [a.question_id for a in answers if a.question_id not in known]
     if unknown:
-        raise Rejected("unknown_question", "The thread has no question with id " + ", ".join(unknown) + ".",
-                       details={"unknown": unknown, "known": sorted(known)})
+        raise Rejected(
+            "unknown_question",
+            "The thread has no question with id " + ", ".join(unknown) + ".",
+            details={"unknown": unknown, "known": sorted(known)},
+        )
 
 
 def check_ratable(thread: ThreadView) -> None:
     """Only a completed thread has a final draft to rate (its ``ratable``, :func:`hermes_proto.threads.ratable`;
     else ``Rejected(not_completed)``)."""
     if not thread.ratable:
-        raise Rejected("not_completed", f"Thread {thread.thread_id} is {thread.status}; only a completed thread "
-                       "can be rated.", details={"thread_id": thread.thread_id, "status": thread.status},
-                       user_action="Rate it once its final draft is presented.")
+        raise Rejected(
+            "not_completed",
+            f"Thread {thread.thread_id} is {thread.status}; only a completed thread can be rated.",
+            details={"thread_id": thread.thread_id, "status": thread.status},
+            user_action="Rate it once its final draft is presented.",
+        )
 
 
 def check_callback_url(url: str) -> str:
@@ -107,8 +122,12 @@ def check_callback_url(url: str) -> str:
     text = url.strip()
     problem = _callback_url_problem(text)
     if problem is not None:
-        raise Rejected("invalid_callback_url", f"callback_url {problem}.", details={"field": "callback_url"},
-                       user_action="Send an absolute http:// or https:// URL that accepts a JSON POST.")
+        raise Rejected(
+            "invalid_callback_url",
+            f"callback_url {problem}.",
+            details={"field": "callback_url"},
+            user_action="Send an absolute http:// or https:// URL that accepts a JSON POST.",
+        )
     return text
 
 
@@ -136,6 +155,9 @@ def _callback_url_problem(text: str) -> str | None:
 def check_source_app(name: str) -> str:
     """``name`` if it is a short token (1-64 of ``[A-Za-z0-9_.-]``); else ``Rejected(invalid_source_app)``."""
     if not re.fullmatch(SOURCE_APP_PATTERN, name):
-        raise Rejected("invalid_source_app", "source_app must be 1-64 letters, digits, '.', '-' or '_'.",
-                       details={"field": "source_app"})
+        raise Rejected(
+            "invalid_source_app",
+            "source_app must be 1-64 letters, digits, '.', '-' or '_'.",
+            details={"field": "source_app"},
+        )
     return name

@@ -18,9 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hermes_proto.ids import new_id, utcnow
+
 from hermes_gateway.adapters import BadReply, BusUnavailable, Refused
 from hermes_gateway.domain import Rejected
-from hermes_proto.ids import new_id, utcnow
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -52,8 +53,16 @@ class ApiError(Exception):
     """An error answered as the error envelope with HTTP ``status_code``; ``retry_after`` is seconds
     (also sent as the ``Retry-After`` header)."""
 
-    def __init__(self, status_code: int, code: str, message: str, *, details: Any = None,
-                 retry_after: int | None = None, user_action: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        retry_after: int | None = None,
+        user_action: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
@@ -64,8 +73,13 @@ class ApiError(Exception):
 
     @classmethod
     def from_rejected(cls, rejected: Rejected) -> ApiError:
-        return cls(REJECTED_STATUS.get(rejected.code, 400), rejected.code, rejected.message,
-                   details=rejected.details, user_action=rejected.user_action)
+        return cls(
+            REJECTED_STATUS.get(rejected.code, 400),
+            rejected.code,
+            rejected.message,
+            details=rejected.details,
+            user_action=rejected.user_action,
+        )
 
 
 def meta(request: Request) -> dict[str, Any]:
@@ -109,19 +123,32 @@ def success_schema(data_type: type, description: str = "Success.") -> dict[str, 
             return [inline(value) for value in node]
         return node
 
-    envelope = {"type": "object", "required": ["status", "data", "meta"],
-                "properties": {"status": {"const": "success"}, "data": inline(schema), "meta": {"type": "object"}}}
+    envelope = {
+        "type": "object",
+        "required": ["status", "data", "meta"],
+        "properties": {"status": {"const": "success"}, "data": inline(schema), "meta": {"type": "object"}},
+    }
     return {"description": description, "content": {"application/json": {"schema": envelope}}}
 
 
 ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["status", "error", "meta"],
+    "type": "object",
+    "required": ["status", "error", "meta"],
     "properties": {
         "status": {"const": "error"},
-        "error": {"type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "details": {},
-            "retry_after": {"type": ["integer", "null"]}, "user_action": {"type": ["string", "null"]}}},
-        "meta": {"type": "object"}},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+                "retry_after": {"type": ["integer", "null"]},
+                "user_action": {"type": ["string", "null"]},
+            },
+        },
+        "meta": {"type": "object"},
+    },
 }
 
 
@@ -146,8 +173,13 @@ def document_error_envelope(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-OPENAI_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                      413: "invalid_request_error", 429: "rate_limit_error"}
+OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 """OpenAI's error ``type`` by HTTP status (its API reference, "Error codes"); 5xx are ``api_error``, other 4xx
 ``invalid_request_error``."""
 
@@ -168,8 +200,11 @@ def failure(request: Request, error: ApiError) -> JSONResponse:
         "meta": meta(request),
     }
     if request.url.path.startswith("/v1/"):
-        kind = "api_error" if error.status_code >= 500 else OPENAI_ERROR_TYPES.get(error.status_code,
-                                                                                   "invalid_request_error")
+        kind = (
+            "api_error"
+            if error.status_code >= 500
+            else OPENAI_ERROR_TYPES.get(error.status_code, "invalid_request_error")
+        )
         body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
     if error.status_code == 401:
@@ -195,17 +230,27 @@ async def _on_rejected(request: Request, exc: Exception) -> JSONResponse:
 async def _on_bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BusUnavailable)
     log.warning("bus_unavailable", what=exc.what, error=repr(exc.error))
-    return failure(request, ApiError(503, "bus_unavailable", f"{exc.what} is not answering right now.",
-                                     details={"error": repr(exc.error)}, retry_after=2,
-                                     user_action="Try again in a few seconds; check that Hermes is running "
-                                                 "(`hermes up`) and GET /api/system/health."))
+    return failure(
+        request,
+        ApiError(
+            503,
+            "bus_unavailable",
+            f"{exc.what} is not answering right now.",
+            details={"error": repr(exc.error)},
+            retry_after=2,
+            user_action="Try again in a few seconds; check that Hermes is running "
+            "(`hermes up`) and GET /api/system/health.",
+        ),
+    )
 
 
 async def _on_bad_reply(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BadReply)
     log.error("bad_query_reply", what=exc.what, error=str(exc))
-    return failure(request, ApiError(502, "bad_reply", f"{exc.what} answered with an unexpected reply.",
-                                     details={"error": str(exc)}))
+    return failure(
+        request,
+        ApiError(502, "bad_reply", f"{exc.what} answered with an unexpected reply.", details={"error": str(exc)}),
+    )
 
 
 async def _on_refused(request: Request, exc: Exception) -> JSONResponse:
@@ -220,22 +265,44 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = _validation_details(exc)
     if any(d["type"] == "json_invalid" for d in details):
-        return failure(request, ApiError(400, "invalid_json", "The request body is not valid JSON.",
-                                         details=details, user_action="Send a JSON object."))
+        return failure(
+            request,
+            ApiError(
+                400,
+                "invalid_json",
+                "The request body is not valid JSON.",
+                details=details,
+                user_action="Send a JSON object.",
+            ),
+        )
     content_type = request.headers.get("content-type", "")
-    if request.method in ("POST", "PUT", "PATCH") and "json" not in content_type \
-            and any(d["loc"] == ["body"] for d in details):
-        return failure(request, ApiError(415, "unsupported_media_type", "The request body must be JSON.",
-                                         details={"content_type": content_type or None},
-                                         user_action="Send the header Content-Type: application/json."))
-    return failure(request, ApiError(422, "validation_failed", "The request does not match the expected shape.",
-                                     details=details))
+    if (
+        request.method in ("POST", "PUT", "PATCH")
+        and "json" not in content_type
+        and any(d["loc"] == ["body"] for d in details)
+    ):
+        return failure(
+            request,
+            ApiError(
+                415,
+                "unsupported_media_type",
+                "The request body must be JSON.",
+                details={"content_type": content_type or None},
+                user_action="Send the header Content-Type: application/json.",
+            ),
+        )
+    return failure(
+        request, ApiError(422, "validation_failed", "The request does not match the expected shape.", details=details)
+    )
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: ("not_found", "No such route."), 405: ("method_not_allowed", "Method not allowed here."),
-             413: ("payload_too_large", "The request body is over HERMES_MAX_BODY_BYTES.")}
+    codes = {
+        404: ("not_found", "No such route."),
+        405: ("method_not_allowed", "Method not allowed here."),
+        413: ("payload_too_large", "The request body is over HERMES_MAX_BODY_BYTES."),
+    }
     code, message = codes.get(exc.status_code, (f"http_{exc.status_code}", str(exc.detail)))
     response = failure(request, ApiError(exc.status_code, code, message, details={"path": request.url.path}))
     for key, value in (exc.headers or {}).items():
@@ -245,15 +312,28 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unencodable(request: Request, exc: Exception) -> JSONResponse:
     # JSON allows an escaped lone UTF-16 surrogate ("\\ud800"); it cannot become UTF-8, so no message can carry it.
-    return failure(request, ApiError(400, "invalid_text", "The request holds text that is not valid Unicode "
-                                     "(a lone UTF-16 surrogate).", user_action="Send valid UTF-8 text."))
+    return failure(
+        request,
+        ApiError(
+            400,
+            "invalid_text",
+            "The request holds text that is not valid Unicode (a lone UTF-16 surrogate).",
+            user_action="Send valid UTF-8 text.",
+        ),
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
-    return failure(request, ApiError(500, "internal_error", "Something went wrong inside the gateway.",
-                                     user_action="Try again; if it persists, look at the gateway log "
-                                                 "for this request_id."))
+    return failure(
+        request,
+        ApiError(
+            500,
+            "internal_error",
+            "Something went wrong inside the gateway.",
+            user_action="Try again; if it persists, look at the gateway log for this request_id.",
+        ),
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

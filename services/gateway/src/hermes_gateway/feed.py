@@ -34,9 +34,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from hermes_gateway.observability import FEED_CATCH_UP_READS, FEED_KEPT_THREADS, LIVE_VIEWS
 from hermes_proto import subjects as subj
 from hermes_proto.bus import resume_after
+
+from hermes_gateway.observability import FEED_CATCH_UP_READS, FEED_KEPT_THREADS, LIVE_VIEWS
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -94,8 +95,14 @@ class EventFeed:
         self._js = js
         self.position = self._complete_after = (await js.stream_info(subj.EVENTS_STREAM)).state.last_seq
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1)
-        self._sub = await js.subscribe(THREAD_EVENTS, stream=subj.EVENTS_STREAM, cb=self._on_msg,
-                                       ordered_consumer=True, idle_heartbeat=HEARTBEAT_S, config=config)
+        self._sub = await js.subscribe(
+            THREAD_EVENTS,
+            stream=subj.EVENTS_STREAM,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=HEARTBEAT_S,
+            config=config,
+        )
         resume_after(self._sub, self.position)
         log.info("event_feed_started", position=self.position)
 
@@ -151,8 +158,9 @@ class EventFeed:
         if now_s - self._swept_s < 1.0:  # the expiry sweep walks every thread: at most once a second
             return
         self._swept_s = now_s
-        for thread_id in [t for t, kept in self._kept.items()
-                          if now_s - kept.last_s > (KEEP_AFTER_DONE_S if kept.done else IDLE_S)]:
+        for thread_id in [
+            t for t, kept in self._kept.items() if now_s - kept.last_s > (KEEP_AFTER_DONE_S if kept.done else IDLE_S)
+        ]:
             self._forget(thread_id)
         FEED_KEPT_THREADS.set(len(self._kept))
 
@@ -201,8 +209,9 @@ class EventFeed:
         while seq <= upto:
             FEED_CATCH_UP_READS.inc()
             try:
-                raw = await self._js.get_msg(subj.EVENTS_STREAM, seq=seq, subject=subj.thread_events(thread_id),
-                                             next=True)
+                raw = await self._js.get_msg(
+                    subj.EVENTS_STREAM, seq=seq, subject=subj.thread_events(thread_id), next=True
+                )
             except NotFoundError:
                 break
             if raw.seq is None or raw.seq > upto:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hermes_gateway.live import ThreadFeed
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import Answer
@@ -24,6 +23,8 @@ from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadView
 from hermes_proto.rpc import BadReply, BusUnavailable
 from hermes_proto.threads import IDEA
+
+from hermes_gateway.live import ThreadFeed
 
 HERMES_MODEL = "hermes"
 QUESTIONS_INTRO = "To make this better, answer in your next message (one numbered line per question):"
@@ -50,8 +51,15 @@ async def _waiting_thread(request: Request, key: str, user_id: str) -> ThreadVie
     return next((t for t in threads if t.user_id == user_id and t.kind == IDEA and t.answerable), None)
 
 
-async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMessage], key: str, user_id: str,
-                          project: str, include_usage: bool = False):
+async def run_hermes_turn(
+    request: Request,
+    stream: bool,
+    messages: list[ChatMessage],
+    key: str,
+    user_id: str,
+    project: str,
+    include_usage: bool = False,
+):
     """Run one turn of the ``hermes`` model and answer it in OpenAI's format (``stream``: as SSE chunks). The
     response headers ``X-Hermes-Session-Id`` (the key) and ``X-Hermes-Thread-Id`` (the idea thread) say where it
     went. An idea obeys the same input length and queue cap as ``POST /api/submit``."""
@@ -66,22 +74,41 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     except (BusUnavailable, BadReply) as exc:
         return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()
     if len(text) > state.settings.hermes_max_input_length:
-        return OpenAIError(400, f"The message is over {state.settings.hermes_max_input_length} characters "
-                                "(HERMES_MAX_INPUT_LENGTH).", code="input_too_long", param="messages").response()
+        return OpenAIError(
+            400,
+            f"The message is over {state.settings.hermes_max_input_length} characters (HERMES_MAX_INPUT_LENGTH).",
+            code="input_too_long",
+            param="messages",
+        ).response()
     if waiting is not None:
         thread_id = waiting.thread_id
         pairs = parse_answers(text, [q.text for q in waiting.questions])
         if not pairs:
-            return OpenAIError(400, f"No answer to any of the {len(waiting.questions)} questions: number each answer "
-                                    "like '1. …'.", code="no_answers", param="messages").response()
-        command = AnswerQuestions(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id,
-                                  answers=[Answer(question_id=waiting.questions[i].question_id, text=a)
-                                           for i, a in pairs])
+            return OpenAIError(
+                400,
+                f"No answer to any of the {len(waiting.questions)} questions: number each answer like '1. …'.",
+                code="no_answers",
+                param="messages",
+            ).response()
+        command = AnswerQuestions(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            thread_id=thread_id,
+            answers=[Answer(question_id=waiting.questions[i].question_id, text=a) for i, a in pairs],
+        )
         until = {"thread_completed", "thread_failed"}
     else:
         thread_id = new_id()
-        command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, idea=text, channel="api",
-                             user_id=user_id, origin={"session_key": key}, project=project)
+        command = SubmitIdea(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            thread_id=thread_id,
+            idea=text,
+            channel="api",
+            user_id=user_id,
+            origin={"session_key": key},
+            project=project,
+        )
         until = {"questions_proposed", "thread_completed", "thread_failed"}
         try:
             await admit(request)
@@ -99,8 +126,7 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     chunk_id = f"chatcmpl-{command.command_id}"
     headers = {"X-Hermes-Session-Id": key, "X-Hermes-Thread-Id": thread_id}
     if stream:
-        return StreamingResponse(_sse(pieces, chunk_id, include_usage), media_type="text/event-stream",
-                                 headers=headers)
+        return StreamingResponse(_sse(pieces, chunk_id, include_usage), media_type="text/event-stream", headers=headers)
     content, usage = "", {"prompt_tokens": 0, "completion_tokens": 0}
     try:
         async for piece in pieces:
@@ -113,8 +139,7 @@ async def run_hermes_turn(request: Request, stream: bool, messages: list[ChatMes
     except TimeoutError:
         return OpenAIError(504, "No reply within HERMES_CHAT_TIMEOUT_SECONDS.", "api_error", "timeout").response()
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return JSONResponse(completion_body(chunk_id, HERMES_MODEL, "hermes:flow", content, "stop", usage),
-                        headers=headers)
+    return JSONResponse(completion_body(chunk_id, HERMES_MODEL, "hermes:flow", content, "stop", usage), headers=headers)
 
 
 class _Failed(Exception):

@@ -13,12 +13,13 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from hermes_gateway.adapters import Bus
-from hermes_gateway.feed import TERMINAL_EVENTS, LogEvent
 from hermes_proto import subjects as subj
 from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
 from hermes_proto.execution import TokenDelta
 from hermes_proto.rpc import BUS_ERRORS, BusUnavailable
+
+from hermes_gateway.adapters import Bus
+from hermes_gateway.feed import TERMINAL_EVENTS, LogEvent
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -108,8 +109,9 @@ class ThreadFeed:
             return None
         event_type = event.type_name()
         # Decoding skips unknown fields without checking their UTF-8: keep them, replacing invalid bytes.
-        return FeedItem(event_type, msg.data.decode(errors="replace"), id=str(msg.seq),
-                        terminal=event_type in TERMINAL_EVENTS)
+        return FeedItem(
+            event_type, msg.data.decode(errors="replace"), id=str(msg.seq), terminal=event_type in TERMINAL_EVENTS
+        )
 
     async def items(self) -> AsyncIterator[FeedItem]:
         """Feed items in arrival order (log events in stream order, each once), ending after the terminal event

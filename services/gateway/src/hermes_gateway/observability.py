@@ -17,14 +17,13 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hermes_gateway.domain import ID_PATTERN
 from hermes_proto.ids import new_id
+
+from hermes_gateway.domain import ID_PATTERN
 
 log = structlog.get_logger("hermes.gateway")
 
-HTTP_REQUESTS = Counter(
-    "hermes_gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
-)
+HTTP_REQUESTS = Counter("hermes_gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 HTTP_SECONDS = Histogram(
     "hermes_gateway_http_request_duration_seconds",
     "Time from request to the end of the response (SSE: the whole stream)",
@@ -35,24 +34,31 @@ COMMANDS_PUBLISHED = Counter(
     "hermes_gateway_commands_published_total", "Commands published to HERMES_COMMANDS", ["type"]
 )
 SSE_CLIENTS = Gauge("hermes_gateway_sse_clients", "Open Server-Sent Events streams")
-ACCEPTED_THREADS = Gauge("hermes_gateway_accepted_threads",
-                         "Submissions this gateway remembers until the orchestrator shows their thread")
-ACCEPTED_VIEWS = Counter("hermes_gateway_accepted_views_total",
-                         "Threads answered as accepted from the gateway's memory; reason not_opened_yet (the "
-                         "orchestrator does not know the thread yet) or unanswered (the orchestrator did not answer)",
-                         ["reason"])
-LIVE_VIEWS = Gauge("hermes_gateway_live_views",
-                   "Live views of a thread on the gateway's one event feed (SSE streams, chat turns being followed)")
+ACCEPTED_THREADS = Gauge(
+    "hermes_gateway_accepted_threads", "Submissions this gateway remembers until the orchestrator shows their thread"
+)
+ACCEPTED_VIEWS = Counter(
+    "hermes_gateway_accepted_views_total",
+    "Threads answered as accepted from the gateway's memory; reason not_opened_yet (the "
+    "orchestrator does not know the thread yet) or unanswered (the orchestrator did not answer)",
+    ["reason"],
+)
+LIVE_VIEWS = Gauge(
+    "hermes_gateway_live_views",
+    "Live views of a thread on the gateway's one event feed (SSE streams, chat turns being followed)",
+)
 FEED_CATCH_UP_READS = Counter(
     "hermes_gateway_feed_catch_up_reads_total",
     "Direct gets of a thread's older events from HERMES_EVENTS, for live views starting before what the feed keeps",
 )
 FEED_KEPT_THREADS = Gauge("hermes_gateway_feed_kept_threads", "Threads whose recent events the event feed keeps")
-SUBMISSIONS_REFUSED = Counter("hermes_gateway_submissions_refused_total",
-                              "Submissions refused by admission control", ["reason"])
+SUBMISSIONS_REFUSED = Counter(
+    "hermes_gateway_submissions_refused_total", "Submissions refused by admission control", ["reason"]
+)
 SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
 DEAD_LETTERS_REPLAYED = Counter(
-    "hermes_dead_letters_replayed_total", "Dead letters an operator replayed (deduplicated repeats not counted)",
+    "hermes_dead_letters_replayed_total",
+    "Dead letters an operator replayed (deduplicated repeats not counted)",
     ["consumer"],
 )
 TELEGRAM_WEBHOOK_OUTCOMES = ("published", "ignored", "unauthorized", "bad_update")
@@ -144,9 +150,19 @@ class RequestObservability:
             requests.inc()
             seconds.observe(elapsed)
             path_params = scope.get("path_params") or {}
-            known = {"thread_id": state.get("thread_id") or path_params.get("thread_id"),
-                     "job_id": path_params.get("job_id"), "error_code": state.get("error_code"),
-                     "user_id": getattr(state.get("principal"), "user_id", None)}
-            log.info("http_request", method=method, route=route, path=scope["path"], status=status,
-                     duration_ms=round(elapsed * 1000, 3), **{k: v for k, v in known.items() if v})
+            known = {
+                "thread_id": state.get("thread_id") or path_params.get("thread_id"),
+                "job_id": path_params.get("job_id"),
+                "error_code": state.get("error_code"),
+                "user_id": getattr(state.get("principal"), "user_id", None),
+            }
+            log.info(
+                "http_request",
+                method=method,
+                route=route,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                **{k: v for k, v in known.items() if v},
+            )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -93,11 +93,16 @@ class TokenBuffer:
         if now_s - self._swept_s < 1.0:  # the expiry sweep walks every job: at most once a second
             return
         self._swept_s = now_s
-        for job_id in [j for j, job in self._jobs.items()
-                       if now_s - job.last_s > (KEEP_AFTER_DONE_S if job.done else IDLE_S)]:
+        for job_id in [
+            j for j, job in self._jobs.items() if now_s - job.last_s > (KEEP_AFTER_DONE_S if job.done else IDLE_S)
+        ]:
             del self._jobs[job_id]
 
     def snapshot(self, thread_id: str) -> list[tuple[str, bytes]]:
         """``(subject, payload)`` of every kept delta of ``thread_id``'s jobs, each job's in order."""
-        return [(subjects.token_subject(thread_id, job_id), data)
-                for job_id, job in list(self._jobs.items()) if job.thread_id == thread_id for data in job.deltas]
+        return [
+            (subjects.token_subject(thread_id, job_id), data)
+            for job_id, job in list(self._jobs.items())
+            if job.thread_id == thread_id
+            for data in job.deltas
+        ]

@@ -39,17 +39,26 @@ REACTION_EVENTS = tuple(EVENT_HANDLERS)
 def policies_of(settings: LearnerSettings) -> Policies:
     """The decisions' policies from the learner's settings."""
     return Policies(
-        questions=domain.Policy(clarity_stop=settings.hermes_clarity_stop,
-                                pattern_threshold=settings.hermes_pattern_threshold,
-                                use_stats=settings.hermes_learning_enabled),
+        questions=domain.Policy(
+            clarity_stop=settings.hermes_clarity_stop,
+            pattern_threshold=settings.hermes_pattern_threshold,
+            use_stats=settings.hermes_learning_enabled,
+        ),
         max_questions=settings.hermes_max_questions,
-        prefs=PreferencePolicy(enabled=settings.hermes_learning_enabled,
-                               threshold=settings.hermes_confidence_threshold,
-                               ttl=timedelta(days=settings.hermes_preference_ttl_days)),
-        patterns=PatternPolicy(threshold=settings.hermes_pattern_validation_threshold,
-                               min_validations=settings.hermes_pattern_min_validations),
-        classification=ClassificationPolicy(enable_llm=settings.hermes_classification_enable_llm,
-                                            timeout_s=settings.hermes_classification_timeout_seconds))
+        prefs=PreferencePolicy(
+            enabled=settings.hermes_learning_enabled,
+            threshold=settings.hermes_confidence_threshold,
+            ttl=timedelta(days=settings.hermes_preference_ttl_days),
+        ),
+        patterns=PatternPolicy(
+            threshold=settings.hermes_pattern_validation_threshold,
+            min_validations=settings.hermes_pattern_min_validations,
+        ),
+        classification=ClassificationPolicy(
+            enable_llm=settings.hermes_classification_enable_llm,
+            timeout_s=settings.hermes_classification_timeout_seconds,
+        ),
+    )
 
 
 async def _first(work: Coroutine[Any, Any, Any], stopped: Coroutine[Any, Any, Any]) -> bool:
@@ -87,15 +96,26 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     deps = Deps(view=projection.view, projection=projection, store=store, policies=policies, engine=engine)
     timers = Timers()
     if policies.classification.enable_llm:
-        deps.classifier = LlmClassifier(js, store, partial(decide_later, deps=deps),
-                                        policies.classification.timeout_s, timers)
+        deps.classifier = LlmClassifier(
+            js, store, partial(decide_later, deps=deps), policies.classification.timeout_s, timers
+        )
 
-    follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
-                           start_after=projection.position)
-    reactor = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.EVENTS_STREAM, durable=REACTOR,
-        filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
-        decode=decode_event, handler=partial(on_event, deps=deps), ordered=True), SERVICE)
+    follower = LogFollower(
+        js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch, start_after=projection.position
+    )
+    reactor = ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.EVENTS_STREAM,
+            durable=REACTOR,
+            filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
+            decode=decode_event,
+            handler=partial(on_event, deps=deps),
+            ordered=True,
+        ),
+        SERVICE,
+    )
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
     start_seq = await projection.last_sequence()
@@ -104,10 +124,15 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
         tasks.append(asyncio.create_task(reactor.run(), name="reactor"))
         await TemplateDesk(nc, EventStore(js, SERVICE), engine, projection).subscribe()
         await PreferenceDesk(nc, EventStore(js, SERVICE), engine, projection, policies.prefs).subscribe()
-        await PatternDesk(nc, EventStore(js, SERVICE), engine, projection, policies.prefs,
-                          policies.patterns).subscribe()
-        log.info("learner_started", nats=settings.nats_url, learning_enabled=settings.hermes_learning_enabled,
-                 llm_classification=policies.classification.enable_llm)
+        await PatternDesk(
+            nc, EventStore(js, SERVICE), engine, projection, policies.prefs, policies.patterns
+        ).subscribe()
+        log.info(
+            "learner_started",
+            nats=settings.nats_url,
+            learning_enabled=settings.hermes_learning_enabled,
+            llm_classification=policies.classification.enable_llm,
+        )
         await stop.wait()
     log.info("learner_stopping")
     follower.stop()

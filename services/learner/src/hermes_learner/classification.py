@@ -72,7 +72,7 @@ def parse_classification(text: str) -> Classification | None:
     if start < 0 or end <= start:
         return None
     try:
-        data = json.loads(body[start:end + 1])
+        data = json.loads(body[start : end + 1])
     except ValueError:
         return None
     if not isinstance(data, dict):
@@ -85,8 +85,13 @@ def parse_classification(text: str) -> Classification | None:
     named = {i.strip().lower() for i in issues}
     if not named <= set(QUESTION_CATEGORIES):
         return None
-    if isinstance(clarity, bool) or not isinstance(clarity, int | float) or not math.isfinite(clarity) \
-            or not 0.0 <= clarity <= 1.0:
+    if (
+        isinstance(clarity, bool)
+        or not isinstance(clarity, int | float)
+        or not math.isfinite(clarity)
+        or not 0.0 <= clarity <= 1.0
+    ):
         return None
-    return Classification(idea_type.strip().lower(), tuple(c for c in QUESTION_CATEGORIES if c in named),
-                          round(float(clarity), 4))
+    return Classification(
+        idea_type.strip().lower(), tuple(c for c in QUESTION_CATEGORIES if c in named), round(float(clarity), 4)
+    )

@@ -51,8 +51,12 @@ def reason_suffix(outcome: str) -> str:
         return ""
     if outcome == LLM:
         return "; classified by llm"
-    why = {INVALID_OUTPUT: "llm output invalid", JOB_FAILED: "llm job failed", TIMEOUT: "llm timed out",
-           REQUEST_FAILED: "llm request failed"}[outcome]
+    why = {
+        INVALID_OUTPUT: "llm output invalid",
+        JOB_FAILED: "llm job failed",
+        TIMEOUT: "llm timed out",
+        REQUEST_FAILED: "llm request failed",
+    }[outcome]
     return f"; classified by rules ({why})"
 
 
@@ -61,8 +65,9 @@ class LlmClassifier:
     learner's read-model check makes any later report a no-op). ``timeout_s``: seconds from the request, kept by
     ``timers`` (one per draft, keyed by its event id)."""
 
-    def __init__(self, js: JetStreamContext, store: EventStore, decide: Decide, timeout_s: float,
-                 timers: Timers) -> None:
+    def __init__(
+        self, js: JetStreamContext, store: EventStore, decide: Decide, timeout_s: float, timers: Timers
+    ) -> None:
         self.js = js
         self.store = store
         self.decide = decide
@@ -73,11 +78,16 @@ class LlmClassifier:
         """Arm the timeout and send ``RequestClassification`` (command id derived from the draft, so a redelivered
         draft queues nothing new). A send that fails lets the rules decide at once."""
         self._arm(draft)
-        cmd = RequestClassification(command_id=derived_id(draft.event_id, "request_classification"),
-                                    issued_at=utcnow(), correlation_id=draft.correlation_id,
-                                    thread_id=draft.aggregate_id, job_id=classification_job_id(draft.event_id),
-                                    messages=classification_messages(idea, draft.text), max_tokens=MAX_TOKENS,
-                                    temperature=0.0)
+        cmd = RequestClassification(
+            command_id=derived_id(draft.event_id, "request_classification"),
+            issued_at=utcnow(),
+            correlation_id=draft.correlation_id,
+            thread_id=draft.aggregate_id,
+            job_id=classification_job_id(draft.event_id),
+            messages=classification_messages(idea, draft.text),
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
+        )
         try:
             await self.store.send(cmd)
         except Exception as exc:  # always keep moving: the rules decide now

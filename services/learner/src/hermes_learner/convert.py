@@ -29,12 +29,18 @@ def utc(ts: datetime) -> datetime:
 
 
 def template(r: Any) -> QuestionTemplate:
-    return QuestionTemplate(template_id=r.template_id, category=r.category, text=r.text,
-                            suggestions=tuple(json.loads(r.suggestions_json)),
-                            idea_types=tuple(json.loads(r.idea_types_json)),
-                            triggers=tuple(json.loads(r.triggers_json)),
-                            prior_improvement=r.prior_improvement, time_cost_s=r.time_cost_s,
-                            variations=json.loads(r.variations_json), timing=r.timing)
+    return QuestionTemplate(
+        template_id=r.template_id,
+        category=r.category,
+        text=r.text,
+        suggestions=tuple(json.loads(r.suggestions_json)),
+        idea_types=tuple(json.loads(r.idea_types_json)),
+        triggers=tuple(json.loads(r.triggers_json)),
+        prior_improvement=r.prior_improvement,
+        time_cost_s=r.time_cost_s,
+        variations=json.loads(r.variations_json),
+        timing=r.timing,
+    )
 
 
 def askable(r: Any) -> bool:
@@ -43,8 +49,9 @@ def askable(r: Any) -> bool:
 
 
 def stats(r: Any) -> TemplateStats:
-    return TemplateStats(r.times_asked, r.times_answered, r.rated_threads, r.rating_sum, r.answer_time_sum_s,
-                         r.clarity_gain_sum)
+    return TemplateStats(
+        r.times_asked, r.times_answered, r.rated_threads, r.rating_sum, r.answer_time_sum_s, r.clarity_gain_sum
+    )
 
 
 def template_view(row: Any, measured: TemplateStats, answered: Sequence[bool]) -> TemplateView:
@@ -53,51 +60,98 @@ def template_view(row: Any, measured: TemplateStats, answered: Sequence[bool]) -
     rate = measured.answer_rate()
     mean_rating, time_s, gain = measured.mean_rating(), measured.mean_answer_time_s(), measured.mean_clarity_gain()
     return TemplateView(
-        template_id=row.template_id, category=row.category, text=row.text,
-        suggestions=json.loads(row.suggestions_json), idea_types=json.loads(row.idea_types_json),
-        triggers=json.loads(row.triggers_json), prior_improvement=row.prior_improvement,
-        time_cost_s=row.time_cost_s, status=row.status, active=row.active, source=row.source,
-        variations=json.loads(row.variations_json), timing=row.timing,
-        times_asked=measured.times_asked, times_answered=measured.times_answered,
-        answer_rate=round(rate, 4) if rate is not None else None, rated_threads=measured.rated_threads,
+        template_id=row.template_id,
+        category=row.category,
+        text=row.text,
+        suggestions=json.loads(row.suggestions_json),
+        idea_types=json.loads(row.idea_types_json),
+        triggers=json.loads(row.triggers_json),
+        prior_improvement=row.prior_improvement,
+        time_cost_s=row.time_cost_s,
+        status=row.status,
+        active=row.active,
+        source=row.source,
+        variations=json.loads(row.variations_json),
+        timing=row.timing,
+        times_asked=measured.times_asked,
+        times_answered=measured.times_answered,
+        answer_rate=round(rate, 4) if rate is not None else None,
+        rated_threads=measured.rated_threads,
         mean_rating=round(mean_rating, 4) if mean_rating is not None else None,
         mean_answer_time_s=round(time_s, 3) if time_s is not None else None,
         mean_clarity_gain=round(gain, 4) if gain is not None else None,
-        trend=domain.trend(answered), expected_improvement=round(domain.improvement(template(row), measured), 4))
+        trend=domain.trend(answered),
+        expected_improvement=round(domain.improvement(template(row), measured), 4),
+    )
 
 
 def preference(row: Any) -> preferences.Preference:
-    return preferences.Preference(user_id=row.user_id, category=row.category, key=row.key, value=row.value,
-                                  votes=json.loads(row.votes_json), doubt=row.doubt, observations=row.observations,
-                                  corrections=row.corrections,
-                                  expires_at=utc(row.expires_at) if row.expires_at is not None else None)
+    return preferences.Preference(
+        user_id=row.user_id,
+        category=row.category,
+        key=row.key,
+        value=row.value,
+        votes=json.loads(row.votes_json),
+        doubt=row.doubt,
+        observations=row.observations,
+        corrections=row.corrections,
+        expires_at=utc(row.expires_at) if row.expires_at is not None else None,
+    )
 
 
 def preference_view(row: Any, threshold: float, now: datetime) -> PreferenceView:
     expires = utc(row.expires_at) if row.expires_at is not None else None
-    return PreferenceView(preference_id=row.preference_id, user_id=row.user_id, category=row.category, key=row.key,
-                          value=row.value, confidence=row.confidence, stability=row.stability,
-                          observations=row.observations, corrections=row.corrections, usage=row.usage,
-                          source=row.source, evidence=row.evidence, votes=json.loads(row.votes_json),
-                          expires_at=expires, updated_at=utc(row.updated_at),
-                          applied=preference(row).usable(threshold, now))
+    return PreferenceView(
+        preference_id=row.preference_id,
+        user_id=row.user_id,
+        category=row.category,
+        key=row.key,
+        value=row.value,
+        confidence=row.confidence,
+        stability=row.stability,
+        observations=row.observations,
+        corrections=row.corrections,
+        usage=row.usage,
+        source=row.source,
+        evidence=row.evidence,
+        votes=json.loads(row.votes_json),
+        expires_at=expires,
+        updated_at=utc(row.updated_at),
+        applied=preference(row).usable(threshold, now),
+    )
 
 
 def pattern(row: Any) -> patterns.Pattern:
-    return patterns.Pattern(user_id=row.user_id, kind=row.kind, idea_type=row.idea_type, category=row.category,
-                            validation_count=row.validation_count, success_count=row.success_count,
-                            values=json.loads(row.values_json))
+    return patterns.Pattern(
+        user_id=row.user_id,
+        kind=row.kind,
+        idea_type=row.idea_type,
+        category=row.category,
+        validation_count=row.validation_count,
+        success_count=row.success_count,
+        values=json.loads(row.values_json),
+    )
 
 
 def pattern_view(row: Any, threshold: float, min_validations: int) -> PatternView:
     held = pattern(row)
-    return PatternView(pattern_id=row.pattern_id, user_id=row.user_id, kind=row.kind, idea_type=row.idea_type,
-                       category=row.category, validation_count=row.validation_count,
-                       success_count=row.success_count, confidence=row.confidence, values=dict(held.values),
-                       value=held.value() if row.kind == patterns.RECURRING else None,
-                       recommended_actions=json.loads(row.recommended_actions_json), outcome=row.outcome,
-                       thread_id=row.thread_id, updated_at=utc(row.updated_at),
-                       applied=held.usable(threshold, min_validations))
+    return PatternView(
+        pattern_id=row.pattern_id,
+        user_id=row.user_id,
+        kind=row.kind,
+        idea_type=row.idea_type,
+        category=row.category,
+        validation_count=row.validation_count,
+        success_count=row.success_count,
+        confidence=row.confidence,
+        values=dict(held.values),
+        value=held.value() if row.kind == patterns.RECURRING else None,
+        recommended_actions=json.loads(row.recommended_actions_json),
+        outcome=row.outcome,
+        thread_id=row.thread_id,
+        updated_at=utc(row.updated_at),
+        applied=held.usable(threshold, min_validations),
+    )
 
 
 def question_order(q: Any) -> tuple[int, str]:
@@ -127,13 +181,29 @@ class ThreadFacts:
     evidence: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, row: Any, questions: Iterable[Any] = (), observed: bool = False,
-           effectiveness: Iterable[tuple[str, str]] = (), evidence: Iterable[str] = ()) -> ThreadFacts:
+    def of(
+        cls,
+        row: Any,
+        questions: Iterable[Any] = (),
+        observed: bool = False,
+        effectiveness: Iterable[tuple[str, str]] = (),
+        evidence: Iterable[str] = (),
+    ) -> ThreadFacts:
         """The facts of a ``threads`` row and the rows that depend on it."""
-        return cls(thread_id=row.thread_id, user_id=row.user_id, idea=row.idea, max_questions=row.max_questions,
-                   idea_type=row.idea_type, proposed=row.questions_event_id is not None, closed=bool(row.closed),
-                   assumptions=assumed(row.assumptions_json), questions=tuple(sorted(questions, key=question_order)),
-                   observed=observed, effectiveness=frozenset(effectiveness), evidence=frozenset(evidence))
+        return cls(
+            thread_id=row.thread_id,
+            user_id=row.user_id,
+            idea=row.idea,
+            max_questions=row.max_questions,
+            idea_type=row.idea_type,
+            proposed=row.questions_event_id is not None,
+            closed=bool(row.closed),
+            assumptions=assumed(row.assumptions_json),
+            questions=tuple(sorted(questions, key=question_order)),
+            observed=observed,
+            effectiveness=frozenset(effectiveness),
+            evidence=frozenset(evidence),
+        )
 
     @property
     def applied(self) -> frozenset[tuple[str, str]]:
@@ -147,8 +217,10 @@ class ThreadFacts:
     def effectiveness_recorded(self, *, cause_id: str | None = None, closed: bool = False) -> bool:
         """Whether the thread's cause ``cause_id`` already gave some ``TemplateEffectivenessUpdated``, or (``closed``)
         its close did (a thread closes once: a repeated close measures nothing new)."""
-        return any((cause_id is None or c == cause_id) and (not closed or kind == "thread_closed")
-                   for c, kind in self.effectiveness)
+        return any(
+            (cause_id is None or c == cause_id) and (not closed or kind == "thread_closed")
+            for c, kind in self.effectiveness
+        )
 
     def asked(self) -> list[patterns.Asked]:
         """The questions the thread asked, in the order proposed, with the answers (the user's or Hermes's,
@@ -158,19 +230,28 @@ class ThreadFacts:
     def free_answers(self, suggestions: Mapping[str, Sequence[str]]) -> list[drafting.FreeAnswer]:
         """The user's free-text answers in the closed thread, in the order proposed (``suggestions``: every
         template's, by id): :func:`free_answer` of each question."""
-        found = (free_answer(q, self.idea_type, suggestions[q.template_id])
-                 for q in self.questions if q.template_id in suggestions)
+        found = (
+            free_answer(q, self.idea_type, suggestions[q.template_id])
+            for q in self.questions
+            if q.template_id in suggestions
+        )
         return [a for a in found if a is not None]
 
 
 def free_answer(q: Any, idea_type: str | None, suggestions: Sequence[str]) -> drafting.FreeAnswer | None:
     """The answer to question row ``q`` (of a thread of ``idea_type``; ``suggestions``: its template's) when it is the
     user's free text (:func:`hermes_learner.drafting.is_free_text`) counted at its thread's close; else None."""
-    if q.answered_at is None or q.closed_at is None or not q.answer or q.assumed \
-            or not drafting.is_free_text(q.answer, suggestions):
+    if (
+        q.answered_at is None
+        or q.closed_at is None
+        or not q.answer
+        or q.assumed
+        or not drafting.is_free_text(q.answer, suggestions)
+    ):
         return None
-    return drafting.FreeAnswer(thread_id=q.thread_id, category=q.category, idea_type=idea_type or "general",
-                               text=q.answer)
+    return drafting.FreeAnswer(
+        thread_id=q.thread_id, category=q.category, idea_type=idea_type or "general", text=q.answer
+    )
 
 
 def assumed(assumptions_json: str) -> tuple[tuple[str, str], ...]:

@@ -34,10 +34,10 @@ from hermes_proto.events import (
     STYLES,
     TEMPLATE_STATUSES,
     TEMPLATE_TIMINGS,
+    PreferenceForgotten,
     TemplateAdded,
     TemplateDeactivated,
     TemplateEdited,
-    PreferenceForgotten,
     preference_id,
 )
 from hermes_proto.ids import new_id, utcnow
@@ -68,9 +68,11 @@ from hermes_learner.policies import PatternPolicy, PreferencePolicy
 log = structlog.get_logger("hermes.learner")
 Q = TypeVar("Q")
 
-TEMPLATE_CHANGES = Counter("hermes_learner_template_changes_total",
-                           "Template changes through hermes.control.template; outcome: added, edited, deactivated, "
-                           "or the refusal code", ["outcome"])
+TEMPLATE_CHANGES = Counter(
+    "hermes_learner_template_changes_total",
+    "Template changes through hermes.control.template; outcome: added, edited, deactivated, or the refusal code",
+    ["outcome"],
+)
 APPLY_TIMEOUT_S = 2.0
 """Seconds to wait for the projection to apply an appended change before answering (it applies within ms; less
 than the gateway's default query timeout of 3 s, so a slow apply still gets an answer)."""
@@ -166,8 +168,11 @@ class TemplateDesk(Desk):
             fields = msgspec.structs.asdict(request)
             for key in ("template_id", "create"):
                 fields.pop(key)
-            event = (TemplateAdded(**_envelope(request.template_id), **fields) if request.create
-                     else TemplateEdited(**_envelope(request.template_id), **fields))
+            event = (
+                TemplateAdded(**_envelope(request.template_id), **fields)
+                if request.create
+                else TemplateEdited(**_envelope(request.template_id), **fields)
+            )
             outcome = "added" if request.create else "edited"
         await self._append(event)
         view = await asyncio.to_thread(self._read, queries.template_view, request.template_id)
@@ -209,9 +214,11 @@ async def _query(msg: Msg, query_type: type[Q]) -> Q | None:
         return None
 
 
-PREFERENCE_CHANGES = Counter("hermes_learner_preference_changes_total",
-                             "Preference changes through hermes.control.preference; outcome: set, corrected, "
-                             "forgotten, or the refusal code", ["outcome"])
+PREFERENCE_CHANGES = Counter(
+    "hermes_learner_preference_changes_total",
+    "Preference changes through hermes.control.preference; outcome: set, corrected, forgotten, or the refusal code",
+    ["outcome"],
+)
 _preference_control = msgspec.json.Decoder(SetPreference | CorrectPreference | ForgetPreference)
 
 
@@ -232,8 +239,9 @@ class PreferenceDesk(Desk):
     is appended as ``PreferenceLearned`` (evidence ``edit`` / ``correction``, source explicit), a forget as
     ``PreferenceForgotten``; the reply comes once the projection applied it."""
 
-    def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection,
-                 policy: PreferencePolicy) -> None:
+    def __init__(
+        self, nc: NATS, store: EventStore, engine: Engine, projection: Projection, policy: PreferencePolicy
+    ) -> None:
         super().__init__(nc, store, engine, projection)
         self.policy = policy
 
@@ -267,8 +275,13 @@ class PreferenceDesk(Desk):
             if current is None:
                 await self._refuse(msg, "unknown_preference", f"no preference {pid}")
                 return
-            event: Event = PreferenceForgotten(**_envelope(pid), user_id=current.user_id, category=current.category,
-                                               key=current.key, reason=request.reason)
+            event: Event = PreferenceForgotten(
+                **_envelope(pid),
+                user_id=current.user_id,
+                category=current.category,
+                key=current.key,
+                reason=request.reason,
+            )
             outcome = "forgotten"
         else:
             problem = preference_problem(request.category, request.key)
@@ -281,8 +294,9 @@ class PreferenceDesk(Desk):
             evidence = "edit" if isinstance(request, SetPreference) else "correction"
             value = request.value.strip() if request.category == "constraint" else request.value.strip().lower()
             learned = preferences.learn(pref, evidence, value, utcnow(), self.policy.ttl)
-            event = learned_event(learned, evidence,
-                                  thread_id=request.thread_id if isinstance(request, CorrectPreference) else None)
+            event = learned_event(
+                learned, evidence, thread_id=request.thread_id if isinstance(request, CorrectPreference) else None
+            )
             outcome = "set" if evidence == "edit" else "corrected"
         await self._append(event)
         PREFERENCE_CHANGES.labels(outcome).inc()
@@ -294,9 +308,11 @@ class PreferenceDesk(Desk):
         await _respond(msg, ErrorReply(code=code, message=message))
 
 
-OPTIMIZATIONS = Counter("hermes_learner_optimizations_total",
-                        "Open questions settled for POST /api/threads/{id}/optimize; kind: preference, "
-                        "recurring_answer, skip_question", ["kind"])
+OPTIMIZATIONS = Counter(
+    "hermes_learner_optimizations_total",
+    "Open questions settled for POST /api/threads/{id}/optimize; kind: preference, recurring_answer, skip_question",
+    ["kind"],
+)
 
 
 class PatternDesk(Desk):
@@ -305,8 +321,15 @@ class PatternDesk(Desk):
     recurring_answer patterns, then skip_question patterns). Appends nothing; with learning disabled
     (``prefs.enabled`` false) nothing is ever settled."""
 
-    def __init__(self, nc: NATS, store: EventStore, engine: Engine, projection: Projection,
-                 prefs: PreferencePolicy, policy: PatternPolicy) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        store: EventStore,
+        engine: Engine,
+        projection: Projection,
+        prefs: PreferencePolicy,
+        policy: PatternPolicy,
+    ) -> None:
         super().__init__(nc, store, engine, projection)
         self.prefs = prefs
         self.policy = policy
@@ -319,18 +342,32 @@ class PatternDesk(Desk):
         query = await _query(msg, PatternsQuery)
         if query is None:
             return
-        views = await asyncio.to_thread(self._read, queries.pattern_views, query.user_id, query.applied_only,
-                                        self.policy.threshold, self.policy.min_validations)
-        await _respond(msg, PatternsReply(patterns=views, validation_threshold=self.policy.threshold,
-                                          min_validations=self.policy.min_validations))
+        views = await asyncio.to_thread(
+            self._read,
+            queries.pattern_views,
+            query.user_id,
+            query.applied_only,
+            self.policy.threshold,
+            self.policy.min_validations,
+        )
+        await _respond(
+            msg,
+            PatternsReply(
+                patterns=views, validation_threshold=self.policy.threshold, min_validations=self.policy.min_validations
+            ),
+        )
 
     async def on_optimize(self, msg: Msg) -> None:
         query = await _query(msg, OptimizationsQuery)
         if query is None:
             return
         if not self.prefs.enabled:
-            await _respond(msg, OptimizationsReply(thread_id=query.thread_id, found=True, learning_enabled=False,
-                                                   reason="learning disabled"))
+            await _respond(
+                msg,
+                OptimizationsReply(
+                    thread_id=query.thread_id, found=True, learning_enabled=False, reason="learning disabled"
+                ),
+            )
             return
         if not await self.projection.wait_for(query.min_sequence, timeout_s=APPLY_TIMEOUT_S):
             log.warning("optimizing_on_a_lagging_read_model", thread_id=query.thread_id, wanted=query.min_sequence)
@@ -339,8 +376,12 @@ class PatternDesk(Desk):
             OPTIMIZATIONS.labels(o.kind).inc()
             if o.kind != "preference":
                 PATTERNS_APPLIED.labels(o.kind).inc()
-        log.info("optimizations_found", thread_id=query.thread_id,
-                 settled=[f"{o.question_id}:{o.kind}" for o in reply.optimizations], reason=reply.reason)
+        log.info(
+            "optimizations_found",
+            thread_id=query.thread_id,
+            settled=[f"{o.question_id}:{o.kind}" for o in reply.optimizations],
+            reason=reply.reason,
+        )
         await _respond(msg, reply)
 
     def _optimizations(self, session: Session, thread_id: str) -> OptimizationsReply:
@@ -348,11 +389,12 @@ class PatternDesk(Desk):
         if thread is None or thread.idea_type is None:
             return OptimizationsReply(thread_id=thread_id, found=False, reason="the learner has no questions of it")
         open_ = queries.open_questions(session, thread_id)
-        known = preferences.known_categories(queries.load_preferences(session, thread.user_id),
-                                             self.prefs.threshold, utcnow())
-        settled = patterns.applicable(self.policy.usable(queries.load_patterns(session, thread.user_id)),
-                                      thread.idea_type, exclude=known)
+        known = preferences.known_categories(
+            queries.load_preferences(session, thread.user_id), self.prefs.threshold, utcnow()
+        )
+        settled = patterns.applicable(
+            self.policy.usable(queries.load_patterns(session, thread.user_id)), thread.idea_type, exclude=known
+        )
         found = patterns.optimizations(open_, known, settled)
-        reason = "" if found else ("no open question" if not open_ else
-                                   "nothing learned settles its open questions")
+        reason = "" if found else ("no open question" if not open_ else "nothing learned settles its open questions")
         return OptimizationsReply(thread_id=thread_id, found=True, optimizations=found, reason=reason)

@@ -21,7 +21,7 @@ from hermes_proto.ids import derived_id
 
 from hermes_learner import patterns as learned
 from hermes_learner.classification import Classification
-from hermes_learner.ideas import classify, clarity, quality_issues
+from hermes_learner.ideas import clarity, classify, quality_issues
 
 # ---- types -------------------------------------------------------------------------------------
 
@@ -125,9 +125,12 @@ ISSUE_BOOST, NO_ISSUE_FACTOR, TRIGGER_BOOST = 1.5, 0.5, 1.3
 SAME_CATEGORY_DISCOUNT = 0.6
 """Each question already chosen in a category multiplies the next one's value by this (diversity)."""
 
-_LEAD_IN = re.compile(r"^(?:(?:please|hey|hi|hermes)[,!]?\s+)*(?:(?:can|could|would) you\s+(?:please\s+)?|"
-                      r"help me(?: to)?\s+|i (?:want|need|would like|'d like) to\s+|how (?:do|can|should) i\s+|"
-                      r"let's\s+)?", re.IGNORECASE)
+_LEAD_IN = re.compile(
+    r"^(?:(?:please|hey|hi|hermes)[,!]?\s+)*(?:(?:can|could|would) you\s+(?:please\s+)?|"
+    r"help me(?: to)?\s+|i (?:want|need|would like|'d like) to\s+|how (?:do|can|should) i\s+|"
+    r"let's\s+)?",
+    re.IGNORECASE,
+)
 _TOPIC_WORDS = 8
 
 
@@ -151,8 +154,9 @@ def improvement(template: QuestionTemplate, stats: TemplateStats | None) -> floa
     return (normalized_sum + PRIOR_STRENGTH * template.prior_improvement) / (rated + PRIOR_STRENGTH)
 
 
-def expected_value(template: QuestionTemplate, idea: str, clarity_: float, issues: Sequence[str],
-                   stats: TemplateStats | None) -> float:
+def expected_value(
+    template: QuestionTemplate, idea: str, clarity_: float, issues: Sequence[str], stats: TemplateStats | None
+) -> float:
     """Expected improvement per minute of the user's time:
 
     ``improvement × answer_rate × (1 − clarity) × category × trigger / (time_cost_s / 60)``
@@ -162,8 +166,14 @@ def expected_value(template: QuestionTemplate, idea: str, clarity_: float, issue
     ``trigger`` is :data:`TRIGGER_BOOST` when one of its trigger patterns matches the idea."""
     category = ISSUE_BOOST if template.category in issues else NO_ISSUE_FACTOR
     trigger = TRIGGER_BOOST if any(re.search(p, idea, re.IGNORECASE) for p in template.triggers) else 1.0
-    value = (improvement(template, stats) * answer_rate(stats) * (1.0 - clarity_) * category * trigger
-             / (max(template.time_cost_s, 1.0) / 60.0))
+    value = (
+        improvement(template, stats)
+        * answer_rate(stats)
+        * (1.0 - clarity_)
+        * category
+        * trigger
+        / (max(template.time_cost_s, 1.0) / 60.0)
+    )
     return round(value, 4)
 
 
@@ -189,7 +199,7 @@ def trend(answered: Sequence[bool], window: int = TREND_WINDOW, margin: float = 
     if len(answered) < 2 * window:
         return "new"
     recent = sum(answered[-window:]) / window
-    before = sum(answered[-2 * window:-window]) / window
+    before = sum(answered[-2 * window : -window]) / window
     if recent - before > margin:
         return "improving"
     if before - recent > margin:
@@ -213,8 +223,9 @@ def topic(idea: str) -> str:
     return f"“{gist}”"
 
 
-def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Policy,
-          bonus: Mapping[str, float] | None = None) -> list[tuple[float, QuestionTemplate]]:
+def _pick(
+    scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Policy, bonus: Mapping[str, float] | None = None
+) -> list[tuple[float, QuestionTemplate]]:
     """Greedy selection: repeatedly take the best value after the same-category discount (ranked with its
     exploration ``bonus`` factor, by template id), while that value WITHOUT the bonus is at least ``min_value``
     (exploration picks among questions worth asking, it never makes one worth asking); ties go to the smaller
@@ -223,26 +234,38 @@ def _pick(scored: list[tuple[float, QuestionTemplate]], limit: int, policy: Poli
     per_category: dict[str, int] = {}
     remaining = [s for s in scored if s[0] >= policy.min_value]  # the discount only lowers a value
     while remaining and len(chosen) < limit:
+
         def effective(item: tuple[float, QuestionTemplate]) -> float:
             return item[0] * SAME_CATEGORY_DISCOUNT ** per_category.get(item[1].category, 0)
 
-        open_ = [s for s in remaining if per_category.get(s[1].category, 0) < policy.per_category
-                 and effective(s) >= policy.min_value]
+        open_ = [
+            s
+            for s in remaining
+            if per_category.get(s[1].category, 0) < policy.per_category and effective(s) >= policy.min_value
+        ]
         if not open_:
             break
-        best = min(open_, key=lambda s: (-effective(s) * (bonus or {}).get(s[1].template_id, 1.0),
-                                         s[1].template_id))
+        best = min(open_, key=lambda s: (-effective(s) * (bonus or {}).get(s[1].template_id, 1.0), s[1].template_id))
         remaining.remove(best)
         chosen.append((round(effective(best), 4), best[1]))
         per_category[best[1].category] = per_category.get(best[1].category, 0) + 1
     return chosen
 
 
-def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats: Mapping[str, TemplateStats],
-           max_questions: int, *, draft_event_id: str, policy: Policy = Policy(),
-           known: Mapping[str, Sequence[Assumption]] | None = None,
-           patterns: Sequence[learned.Pattern] = (), classification: Classification | None = None,
-           style: str | None = None) -> Decision:
+def choose(
+    idea: str,
+    draft1: str,
+    templates: Sequence[QuestionTemplate],
+    stats: Mapping[str, TemplateStats],
+    max_questions: int,
+    *,
+    draft_event_id: str,
+    policy: Policy = Policy(),
+    known: Mapping[str, Sequence[Assumption]] | None = None,
+    patterns: Sequence[learned.Pattern] = (),
+    classification: Classification | None = None,
+    style: str | None = None,
+) -> Decision:
     """Which clarifying questions to ask after draft 1 (at most ``max_questions``), in :func:`by_timing` order.
 
     Candidates are the templates of a known category that apply to the idea's type, ranked by
@@ -274,36 +297,60 @@ def choose(idea: str, draft1: str, templates: Sequence[QuestionTemplate], stats:
     if max_questions <= 0:
         return Decision([], idea_type, clarity_, "the thread allows no questions (max_questions = 0)")
     if clarity_ >= policy.clarity_stop:
-        return Decision([], idea_type, clarity_,
-                        f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough")
+        return Decision(
+            [], idea_type, clarity_, f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough"
+        )
     issues = quality_issues(idea) if classification is None else classification.issues
     known = known or {}
     settled = learned.applicable(patterns, idea_type, exclude=known)
     skipped = [c for c, p in settled.items() if p.kind == learned.SKIP]
-    assumed = ([a for category in QUESTION_CATEGORIES for a in known.get(category, ())]
-               + [learned.assumption(p) for p in settled.values() if p.kind == learned.RECURRING])
+    assumed = [a for category in QUESTION_CATEGORIES for a in known.get(category, ())] + [
+        learned.assumption(p) for p in settled.values() if p.kind == learned.RECURRING
+    ]
     total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
 
-    candidates = [t for t in templates
-                  if t.category in QUESTION_CATEGORIES and t.category not in known and t.category not in settled
-                  and (not t.idea_types or idea_type in t.idea_types)]
+    candidates = [
+        t
+        for t in templates
+        if t.category in QUESTION_CATEGORIES
+        and t.category not in known
+        and t.category not in settled
+        and (not t.idea_types or idea_type in t.idea_types)
+    ]
     measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
     scored = [(expected_value(t, idea, clarity_, issues, measured[t.template_id]), t) for t in candidates]
-    bonus = {t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
-             for t in candidates if (m := measured[t.template_id]) is not None or policy.use_stats}
+    bonus = {
+        t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
+        for t in candidates
+        if (m := measured[t.template_id]) is not None or policy.use_stats
+    }
     chosen = _pick(scored, max_questions, policy, bonus if policy.use_stats else None)
     assuming = _settled_reason(known, settled)
     if not chosen:
-        return Decision([], idea_type, clarity_,
-                        f"no question is worth the user's time (best value below {policy.min_value}){assuming}",
-                        assumed, skipped)
+        return Decision(
+            [],
+            idea_type,
+            clarity_,
+            f"no question is worth the user's time (best value below {policy.min_value}){assuming}",
+            assumed,
+            skipped,
+        )
     gist = topic(idea)
-    questions = [Question(question_id=derived_id(draft_event_id, t.template_id), template_id=t.template_id,
-                          category=t.category, text=t.text_for(style).replace("{topic}", gist),
-                          suggestions=list(t.suggestions), expected_value=value)
-                 for value, t in by_timing(chosen)]
-    reason = (f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
-              f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}")
+    questions = [
+        Question(
+            question_id=derived_id(draft_event_id, t.template_id),
+            template_id=t.template_id,
+            category=t.category,
+            text=t.text_for(style).replace("{topic}", gist),
+            suggestions=list(t.suggestions),
+            expected_value=value,
+        )
+        for value, t in by_timing(chosen)
+    ]
+    reason = (
+        f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
+        f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}"
+    )
     return Decision(questions, idea_type, clarity_, reason, assumed, skipped)
 
 
@@ -312,6 +359,7 @@ def by_timing(chosen: Sequence[tuple[float, QuestionTemplate]]) -> list[tuple[fl
     counts as ``any``), each group in value order (the sort is stable). The timing is an order of Hermes's own
     (frame the request before the details, ask how success is judged once the rest is known), not a measured
     figure: it changes where a question is shown, never which questions are asked."""
+
     def rank(item: tuple[float, QuestionTemplate]) -> int:
         timing = item[1].timing if item[1].timing in TEMPLATE_TIMINGS else "any"
         return TEMPLATE_TIMINGS.index(timing)
@@ -322,6 +370,8 @@ def by_timing(chosen: Sequence[tuple[float, QuestionTemplate]]) -> list[tuple[fl
 def _settled_reason(known: Mapping[str, object], settled: Mapping[str, learned.Pattern]) -> str:
     """The end of a decision's reason naming the categories settled by what was learned (empty: none)."""
     parts = [f"; assumed from learned preferences: {', '.join(sorted(known))}"] if known else []
-    parts += [f"; {learned.describe(p)}, so {'that answer is assumed' if p.kind == learned.RECURRING else 'not asked'}"
-              for p in settled.values()]
+    parts += [
+        f"; {learned.describe(p)}, so {'that answer is assumed' if p.kind == learned.RECURRING else 'not asked'}"
+        for p in settled.values()
+    ]
     return "".join(parts)

@@ -38,7 +38,8 @@ DRAFT_TIME_COST_S = 10.0
 """A draft's ``time_cost_s``: a question with ready answers, like the seeded multiple-choice ones (~10 s)."""
 STOPWORDS = frozenset(
     "a an the and or but of to in on at by for from with as is are be it its this that these those i me my we our "
-    "you your he she they them their so just very really some any also too please would like want".split())
+    "you your he she they them their so just very really some any also too please would like want".split()
+)
 """Words a phrase may not start or end with: alone they carry no idea (``no``/``not`` are kept: they do)."""
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -86,7 +87,7 @@ def phrases(text: str) -> set[str]:
     found = set()
     for size in PHRASE_WORDS:
         for start in range(len(words) - size + 1):
-            run = words[start:start + size]
+            run = words[start : start + size]
             if run[0] not in STOPWORDS and run[-1] not in STOPWORDS:
                 found.add(" ".join(run))
     return found
@@ -106,7 +107,7 @@ def _suggestion(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= SUGGESTION_CHARS:
         return text
-    return text[:SUGGESTION_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+    return text[: SUGGESTION_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
 
 
 def _draft(category: str, phrase: str, answers: list[FreeAnswer]) -> Draft:
@@ -116,15 +117,23 @@ def _draft(category: str, phrase: str, answers: list[FreeAnswer]) -> Draft:
     for a in holding:
         first.setdefault(normalize(a.text), a.text)
     ranked = sorted(counts, key=lambda n: (-counts[n], n))[:MAX_SUGGESTIONS]
-    return Draft(template_id=draft_id(category, phrase), category=category, phrase=phrase,
-                 text=f"Does “{phrase}” apply to {{topic}}?",
-                 suggestions=tuple(dict.fromkeys(_suggestion(first[n]) for n in ranked)),
-                 idea_types=tuple(sorted({a.idea_type for a in holding})),
-                 thread_ids=tuple(sorted({a.thread_id for a in holding})))
+    return Draft(
+        template_id=draft_id(category, phrase),
+        category=category,
+        phrase=phrase,
+        text=f"Does “{phrase}” apply to {{topic}}?",
+        suggestions=tuple(dict.fromkeys(_suggestion(first[n]) for n in ranked)),
+        idea_types=tuple(sorted({a.idea_type for a in holding})),
+        thread_ids=tuple(sorted({a.thread_id for a in holding})),
+    )
 
 
-def drafts(answers: Sequence[FreeAnswer], existing: Collection[str] = (), min_threads: int = MIN_THREADS,
-           categories: Collection[str] | None = None) -> list[Draft]:
+def drafts(
+    answers: Sequence[FreeAnswer],
+    existing: Collection[str] = (),
+    min_threads: int = MIN_THREADS,
+    categories: Collection[str] | None = None,
+) -> list[Draft]:
     """The drafts ``answers`` (free-text answers, rule 1) call for (rules 3-4), ordered by category, then most
     threads, then phrase; none whose id is in ``existing`` (the template ids the learner has). Only the categories
     in ``categories`` are looked at when given (those a just-closed thread answered)."""

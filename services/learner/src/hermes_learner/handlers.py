@@ -126,8 +126,9 @@ async def propose_questions(delivery: Delivery[DraftPresented], deps: Deps) -> N
     await decide(draft, facts, deps, None, llm.DISABLED)
 
 
-async def decide_later(draft: DraftPresented, classification: Classification | None, outcome: str, *,
-                       deps: Deps) -> None:
+async def decide_later(
+    draft: DraftPresented, classification: Classification | None, outcome: str, *, deps: Deps
+) -> None:
     """Decide on ``draft`` once its classification ended (``outcome``, see :mod:`hermes_learner.classifier`), on the
     view caught up with the log as it is now: whatever decided first (the outcome or the timeout) makes this a
     no-op."""
@@ -150,21 +151,29 @@ def skipped(facts: ThreadFacts | None) -> bool:
     return skip is not None
 
 
-async def decide(draft: DraftPresented, facts: ThreadFacts, deps: Deps, classification: Classification | None,
-                 outcome: str) -> None:
+async def decide(
+    draft: DraftPresented, facts: ThreadFacts, deps: Deps, classification: Classification | None, outcome: str
+) -> None:
     """Choose the questions (with the model's ``classification``, else by the rules) and append them."""
     view = deps.view
-    known = learning.Knowledge(view.askable_templates(), view.stats(), view.preferences(facts.user_id),
-                               view.patterns(facts.user_id))
+    known = learning.Knowledge(
+        view.askable_templates(), view.stats(), view.preferences(facts.user_id), view.patterns(facts.user_id)
+    )
     decision = learning.choose_questions(draft, facts, known, deps.policies, classification)
     decision = decision._replace(reason=decision.reason + llm.reason_suffix(outcome))
     await deps.append([learning.proposed_event(draft, decision)])
-    observe_decision(decision, min(facts.max_questions, deps.policies.max_questions),
-                     deps.policies.questions.clarity_stop)
+    observe_decision(
+        decision, min(facts.max_questions, deps.policies.max_questions), deps.policies.questions.clarity_stop
+    )
     CLASSIFICATIONS.labels("llm" if classification is not None else "rules", outcome).inc()
-    log.info("questions_proposed", idea_type=decision.idea_type, clarity=decision.clarity,
-             questions=[q.template_id for q in decision.questions], skipped=decision.skipped,
-             reason=decision.reason)
+    log.info(
+        "questions_proposed",
+        idea_type=decision.idea_type,
+        clarity=decision.clarity,
+        questions=[q.template_id for q in decision.questions],
+        skipped=decision.skipped,
+        reason=decision.reason,
+    )
 
 
 def observe_decision(decision: Any, cap: int, clarity_stop: float) -> None:
@@ -177,13 +186,19 @@ def observe_decision(decision: Any, cap: int, clarity_stop: float) -> None:
     PATTERNS_APPLIED.labels(patterns.SKIP).inc(len(decision.skipped))
     PATTERNS_APPLIED.labels(patterns.RECURRING).inc(sum(a.source == "pattern" for a in decision.assumptions))
     if not decision.questions:
-        reason = ("max_questions_zero" if cap <= 0 else
-                  "clarity_stop" if decision.clarity >= clarity_stop else "no_candidates")
+        reason = (
+            "max_questions_zero"
+            if cap <= 0
+            else "clarity_stop"
+            if decision.clarity >= clarity_stop
+            else "no_candidates"
+        )
         NO_QUESTIONS.labels(reason).inc()
 
 
-async def classification_outcome(delivery: Delivery[ExecutionCompleted | ExecutionAbandoned | JobFailed],
-                                 deps: Deps) -> None:
+async def classification_outcome(
+    delivery: Delivery[ExecutionCompleted | ExecutionAbandoned | JobFailed], deps: Deps
+) -> None:
     event = delivery.message
     if deps.classifier is not None:
         bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id, job_id=event.job_id)
@@ -203,8 +218,11 @@ async def learn_preferences(delivery: Delivery[AnswersRecorded | ThreadRated], d
     for e in learned:
         PREFERENCES_LEARNED.labels(e.evidence).inc()
     if learned:
-        log.info("preferences_learned", evidence=learned[0].evidence,
-                 preferences=[f"{e.category}/{e.key}={e.value} ({e.confidence:.2f})" for e in learned])
+        log.info(
+            "preferences_learned",
+            evidence=learned[0].evidence,
+            preferences=[f"{e.category}/{e.key}={e.value} ({e.confidence:.2f})" for e in learned],
+        )
 
 
 async def validate_patterns(delivery: Delivery[ThreadCompleted | ThreadFailed], deps: Deps) -> None:
@@ -217,9 +235,14 @@ async def validate_patterns(delivery: Delivery[ThreadCompleted | ThreadFailed], 
     for e in validated:
         PATTERNS_VALIDATED.labels(e.kind).inc()
     if validated:
-        log.info("patterns_validated", patterns=[
-            f"{e.kind} {e.idea_type}/{e.category}: {e.outcome} {e.success_count}/{e.validation_count}"
-            f"{' applied' if e.applied else ''}" for e in validated])
+        log.info(
+            "patterns_validated",
+            patterns=[
+                f"{e.kind} {e.idea_type}/{e.category}: {e.outcome} {e.success_count}/{e.validation_count}"
+                f"{' applied' if e.applied else ''}"
+                for e in validated
+            ],
+        )
 
 
 async def measure_templates(delivery: Delivery[ThreadCompleted | ThreadFailed | ThreadRated], deps: Deps) -> None:
@@ -230,8 +253,11 @@ async def measure_templates(delivery: Delivery[ThreadCompleted | ThreadFailed | 
         return
     event, facts, view = delivery.message, await _thread_of(delivery, deps), deps.view
     views = [v for t in learning.to_measure(event, facts) if (v := view.template_view(t)) is not None]
-    mine = ({a.category for a in facts.free_answers(view.suggestions())}
-            if facts is not None and not isinstance(event, ThreadRated) else set())
+    mine = (
+        {a.category for a in facts.free_answers(view.suggestions())}
+        if facts is not None and not isinstance(event, ThreadRated)
+        else set()
+    )
     found = await asyncio.to_thread(_drafts, deps.engine, mine) if mine else []
     appended = learning.measurement_events(event, views, found)
     await deps.append(appended)
@@ -242,12 +268,19 @@ async def measure_templates(delivery: Delivery[ThreadCompleted | ThreadFailed | 
     for e in drafted:
         TEMPLATE_DRAFTS.labels(e.category).inc()
     if updated:
-        log.info("template_effectiveness_updated", cause=updated[0].cause, templates=[
-            f"{e.aggregate_id}: {e.times_answered}/{e.times_asked} rating {e.mean_rating} {e.trend}"
-            for e in updated])
+        log.info(
+            "template_effectiveness_updated",
+            cause=updated[0].cause,
+            templates=[
+                f"{e.aggregate_id}: {e.times_answered}/{e.times_asked} rating {e.mean_rating} {e.trend}"
+                for e in updated
+            ],
+        )
     if drafted:
-        log.info("templates_drafted", templates=[f"{e.aggregate_id} ({e.phrase!r}, threads {e.learned_from})"
-                                                 for e in drafted])
+        log.info(
+            "templates_drafted",
+            templates=[f"{e.aggregate_id} ({e.phrase!r}, threads {e.learned_from})" for e in drafted],
+        )
 
 
 def _drafts(engine: Engine, categories: set[str]) -> list[drafting.Draft]:

@@ -23,22 +23,41 @@ def _rx(pattern: str) -> re.Pattern[str]:
 
 # (pattern, weight): a matching pattern adds its weight once, however often it matches.
 _TYPE_RULES: dict[str, tuple[tuple[re.Pattern[str], float], ...]] = {
-    "planning": ((_rx(r"\bplan(s|ning)?\b"), 1.0),
-                 (_rx(r"\b(schedule|itinerary|organi[sz]e|prepare|roadmap|routine|timeline)\b"), 1.0),
-                 (_rx(r"\b(trip|travel|vacation|holiday|garden|wedding|party|event|moving|renovat\w*)\b"), 0.5)),
-    "coding": ((_rx(r"\b(code|coding|program\w*|script|debug|refactor|implement|function|api|python|"
-                    r"javascript|typescript|rust|sql)\b"), 1.0),
-               (_rx(r"\b(app|website|bot|bug|deploy|database|backend|frontend)\b"), 0.75)),
-    "creative": ((_rx(r"\b(story|poem|song|lyrics|novel|logo|artwork|paint\w*|draw\w*|haiku|brainstorm)\b"), 1.0),
-                 (_rx(r"\b(creative|imagin\w*|invent\w*|design)\b"), 0.5)),
-    "writing": ((_rx(r"\b(write|writing|rewrite|edit|proofread)\b"), 1.0),
-                (_rx(r"\b(essay|article|blog|post|email|letter|newsletter|speech|report)\b"), 0.75)),
-    "learning": ((_rx(r"\b(learn\w*|study|teach me|course|practi[cs]e|master)\b"), 1.0),
-                 (_rx(r"\b(beginner|tutorial|lesson|exam|language|skill)\b"), 0.5)),
-    "research": ((_rx(r"\b(research|investigate|find out|sources?|literature|evidence|analy[sz]e|survey)\b"), 1.0),
-                 (_rx(r"\b(compare|comparison|data|statistics|trends?|market)\b"), 0.5)),
-    "decision": ((_rx(r"\b(decide|decision|choose|should i|which one|pros and cons|vs\.?|versus)\b"), 1.0),
-                 (_rx(r"\b(options?|alternatives?|better|worth)\b"), 0.5)),
+    "planning": (
+        (_rx(r"\bplan(s|ning)?\b"), 1.0),
+        (_rx(r"\b(schedule|itinerary|organi[sz]e|prepare|roadmap|routine|timeline)\b"), 1.0),
+        (_rx(r"\b(trip|travel|vacation|holiday|garden|wedding|party|event|moving|renovat\w*)\b"), 0.5),
+    ),
+    "coding": (
+        (
+            _rx(
+                r"\b(code|coding|program\w*|script|debug|refactor|implement|function|api|python|"
+                r"javascript|typescript|rust|sql)\b"
+            ),
+            1.0,
+        ),
+        (_rx(r"\b(app|website|bot|bug|deploy|database|backend|frontend)\b"), 0.75),
+    ),
+    "creative": (
+        (_rx(r"\b(story|poem|song|lyrics|novel|logo|artwork|paint\w*|draw\w*|haiku|brainstorm)\b"), 1.0),
+        (_rx(r"\b(creative|imagin\w*|invent\w*|design)\b"), 0.5),
+    ),
+    "writing": (
+        (_rx(r"\b(write|writing|rewrite|edit|proofread)\b"), 1.0),
+        (_rx(r"\b(essay|article|blog|post|email|letter|newsletter|speech|report)\b"), 0.75),
+    ),
+    "learning": (
+        (_rx(r"\b(learn\w*|study|teach me|course|practi[cs]e|master)\b"), 1.0),
+        (_rx(r"\b(beginner|tutorial|lesson|exam|language|skill)\b"), 0.5),
+    ),
+    "research": (
+        (_rx(r"\b(research|investigate|find out|sources?|literature|evidence|analy[sz]e|survey)\b"), 1.0),
+        (_rx(r"\b(compare|comparison|data|statistics|trends?|market)\b"), 0.5),
+    ),
+    "decision": (
+        (_rx(r"\b(decide|decision|choose|should i|which one|pros and cons|vs\.?|versus)\b"), 1.0),
+        (_rx(r"\b(options?|alternatives?|better|worth)\b"), 0.5),
+    ),
 }
 
 
@@ -60,19 +79,24 @@ def classify(idea: str, threshold: float = 1.0) -> str:
 _SPECIFICS = _rx(
     r"\d+(?:[.,]\d+)?|[$€£]|\b(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sep(tember)?|"
     r"oct(ober)?|nov(ember)?|dec(ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday|tomorrow|"
-    r"tonight|weekend|minutes?|hours?|days?|weeks?|months?|years?|km|kg|metres?|meters?|m²|words?|pages?)\b")
+    r"tonight|weekend|minutes?|hours?|days?|weeks?|months?|years?|km|kg|metres?|meters?|m²|words?|pages?)\b"
+)
 _CONSTRAINTS = _rx(
     r"\b(budget|within|under|at most|at least|no more than|maximum|minimum|deadline|must|only|without|"
-    r"limit\w*|cannot|can't|avoid|requires?|by (the end|next|tomorrow))\b")
+    r"limit\w*|cannot|can't|avoid|requires?|by (the end|next|tomorrow))\b"
+)
 _GOALS = _rx(
     r"\b(so that|in order to|goal|aim|success\w*|achieve|result in|outcome|measur\w*|target|"
-    r"want to (be able|have|get|reach))\b")
+    r"want to (be able|have|get|reach))\b"
+)
 _AUDIENCE = _rx(
     r"\b(for (my|our|the|a) \w+|for (beginners|kids|children|clients|customers|students)|audience|readers?|"
-    r"users?|customers?|clients?|beginners?|team|family|kids|children|i am|i'm|i have|we have)\b")
+    r"users?|customers?|clients?|beginners?|team|family|kids|children|i am|i'm|i have|we have)\b"
+)
 _SCOPE = _rx(
     r"\b(first version|mvp|prototype|overview|in depth|in-depth|detailed|brief|short|one page|"
-    r"\d+ (words|pages|steps|minutes)|step[- ]by[- ]step|just|phase|scope)\b")
+    r"\d+ (words|pages|steps|minutes)|step[- ]by[- ]step|just|phase|scope)\b"
+)
 _VAGUE = _rx(r"\b(something|stuff|things?|somehow|maybe|kind of|sort of|anything|whatever|etc)\b")
 _HEDGES = _rx(r"\?|\b(it depends|depending on|could you (clarify|tell)|please (specify|clarify)|more details)\b")
 
@@ -96,12 +120,20 @@ class Features:
 
 def features(idea: str, draft1: str = "") -> Features:
     """Count the clarity features of ``idea`` (and the hedges of ``draft1``)."""
+
     def n(rx: re.Pattern[str], text: str) -> int:
         return sum(1 for _ in rx.finditer(text))
 
-    return Features(words=len(idea.split()), specifics=n(_SPECIFICS, idea), constraints=n(_CONSTRAINTS, idea),
-                    goals=n(_GOALS, idea), audience=n(_AUDIENCE, idea), scope=n(_SCOPE, idea),
-                    vague=n(_VAGUE, idea), hedges=n(_HEDGES, draft1))
+    return Features(
+        words=len(idea.split()),
+        specifics=n(_SPECIFICS, idea),
+        constraints=n(_CONSTRAINTS, idea),
+        goals=n(_GOALS, idea),
+        audience=n(_AUDIENCE, idea),
+        scope=n(_SCOPE, idea),
+        vague=n(_VAGUE, idea),
+        hedges=n(_HEDGES, draft1),
+    )
 
 
 def _sat(count: float, full: float) -> float:
@@ -117,9 +149,16 @@ def clarity(idea: str, draft1: str = "") -> float:
     (2 filler words = full) and 0.10·hedging in draft 1 (3 question marks or "it depends" = full),
     clipped to [0, 1]. Rounded to 4 decimals so the value is stable across platforms."""
     f = features(idea, draft1)
-    score = (0.15 * _sat(f.words, 30) + 0.20 * _sat(f.specifics, 3) + 0.20 * _sat(f.constraints, 2)
-             + 0.20 * _sat(f.goals, 2) + 0.15 * _sat(f.audience, 2) + 0.10 * _sat(f.scope, 1)
-             - 0.15 * _sat(f.vague, 2) - 0.10 * _sat(f.hedges, 3))
+    score = (
+        0.15 * _sat(f.words, 30)
+        + 0.20 * _sat(f.specifics, 3)
+        + 0.20 * _sat(f.constraints, 2)
+        + 0.20 * _sat(f.goals, 2)
+        + 0.15 * _sat(f.audience, 2)
+        + 0.10 * _sat(f.scope, 1)
+        - 0.15 * _sat(f.vague, 2)
+        - 0.10 * _sat(f.hedges, 3)
+    )
     return round(min(1.0, max(0.0, score)), 4)
 
 

@@ -66,34 +66,67 @@ def skip_reason(facts: ThreadFacts | None) -> str | None:
     return None
 
 
-def choose_questions(draft: DraftPresented, facts: ThreadFacts, known: Knowledge, policies: Policies,
-                     classification: Classification | None) -> domain.Decision:
+def choose_questions(
+    draft: DraftPresented,
+    facts: ThreadFacts,
+    known: Knowledge,
+    policies: Policies,
+    classification: Classification | None,
+) -> domain.Decision:
     """The questions to ask after ``draft`` (:func:`hermes_learner.domain.choose`, at most the thread's and the
     service's ``max_questions``), with the user's usable preferences and patterns when learning is enabled (a
     preference counts only with the value draft 1 applied)."""
     prefs = policies.prefs
     cap = min(facts.max_questions, policies.max_questions)
-    assumed = ({category: preferences.assumptions(held) for category, held in preferences.known_categories(
-                   known.preferences, prefs.threshold, draft.occurred_at, facts.applied).items()}
-               if prefs.enabled else {})
+    assumed = (
+        {
+            category: preferences.assumptions(held)
+            for category, held in preferences.known_categories(
+                known.preferences, prefs.threshold, draft.occurred_at, facts.applied
+            ).items()
+        }
+        if prefs.enabled
+        else {}
+    )
     usable = policies.patterns.usable(list(known.patterns)) if prefs.enabled else []
     style = preferences.usable_style(known.preferences, prefs.threshold, draft.occurred_at) if prefs.enabled else None
-    return domain.choose(facts.idea, draft.text, known.templates, known.stats, cap, draft_event_id=draft.event_id,
-                         policy=policies.questions, known=assumed, patterns=usable, classification=classification,
-                         style=style)
+    return domain.choose(
+        facts.idea,
+        draft.text,
+        known.templates,
+        known.stats,
+        cap,
+        draft_event_id=draft.event_id,
+        policy=policies.questions,
+        known=assumed,
+        patterns=usable,
+        classification=classification,
+        style=style,
+    )
 
 
 def proposed_event(draft: DraftPresented, decision: domain.Decision) -> QuestionsProposed:
-    return QuestionsProposed(event_id=derived_id(draft.event_id, "questions_proposed"),
-                             aggregate_id=draft.aggregate_id, occurred_at=utcnow(),
-                             correlation_id=draft.correlation_id, causation_id=draft.event_id,
-                             questions=decision.questions, idea_type=decision.idea_type,
-                             clarity=decision.clarity, reason=decision.reason,
-                             assumptions=decision.assumptions, skipped_categories=decision.skipped)
+    return QuestionsProposed(
+        event_id=derived_id(draft.event_id, "questions_proposed"),
+        aggregate_id=draft.aggregate_id,
+        occurred_at=utcnow(),
+        correlation_id=draft.correlation_id,
+        causation_id=draft.event_id,
+        questions=decision.questions,
+        idea_type=decision.idea_type,
+        clarity=decision.clarity,
+        reason=decision.reason,
+        assumptions=decision.assumptions,
+        skipped_categories=decision.skipped,
+    )
 
 
-def preference_evidence(event: AnswersRecorded | ThreadRated, facts: ThreadFacts | None,
-                        held: Sequence[preferences.Preference], policy: PreferencePolicy) -> list[PreferenceLearned]:
+def preference_evidence(
+    event: AnswersRecorded | ThreadRated,
+    facts: ThreadFacts | None,
+    held: Sequence[preferences.Preference],
+    policy: PreferencePolicy,
+) -> list[PreferenceLearned]:
     """The ``PreferenceLearned`` events one answers or rating event gives (none for a cause already learned from, an
     unknown thread, or nothing to learn); ``held``: the thread's user's preferences."""
     if facts is None or event.event_id in facts.evidence:
@@ -104,8 +137,9 @@ def preference_evidence(event: AnswersRecorded | ThreadRated, facts: ThreadFacts
     if isinstance(event, AnswersRecorded):
         # Each preference a thread's answers show counts once, however many of its answers show it; an answer
         # Hermes supplied itself (optimize) is no evidence about the user.
-        shown = dict.fromkeys(o for answer in event.answers if not answer.assumed
-                              for o in preferences.observe(answer.text))
+        shown = dict.fromkeys(
+            o for answer in event.answers if not answer.assumed for o in preferences.observe(answer.text)
+        )
         for o in shown:
             pid = preference_id(facts.user_id, o.category, o.key)
             pref = mine.get(pid) or preferences.Preference(facts.user_id, o.category, o.key)
@@ -121,8 +155,12 @@ def preference_evidence(event: AnswersRecorded | ThreadRated, facts: ThreadFacts
     return [learned_event(p, evidence, cause=event, thread_id=event.aggregate_id) for evidence, p in last.values()]
 
 
-def pattern_validations(event: ThreadCompleted | ThreadFailed, facts: ThreadFacts | None,
-                        held: Sequence[patterns.Pattern], policy: PatternPolicy) -> list[PatternValidated]:
+def pattern_validations(
+    event: ThreadCompleted | ThreadFailed,
+    facts: ThreadFacts | None,
+    held: Sequence[patterns.Pattern],
+    policy: PatternPolicy,
+) -> list[PatternValidated]:
     """The ``PatternValidated`` events one closed thread gives (none for an unknown thread, one that asked nothing,
     or one already observed); ``held``: the thread's user's patterns."""
     if facts is None or facts.idea_type is None or facts.observed:
@@ -143,39 +181,68 @@ def to_measure(event: ThreadCompleted | ThreadFailed | ThreadRated, facts: Threa
     return measured
 
 
-def measurement_events(event: ThreadCompleted | ThreadFailed | ThreadRated, views: Sequence[TemplateView],
-                       found: Sequence[drafting.Draft]) -> list[Event]:
+def measurement_events(
+    event: ThreadCompleted | ThreadFailed | ThreadRated, views: Sequence[TemplateView], found: Sequence[drafting.Draft]
+) -> list[Event]:
     """The drafts a close calls for, then one ``TemplateEffectivenessUpdated`` per measured template (``views``)."""
     cause = "thread_rated" if isinstance(event, ThreadRated) else "thread_closed"
     return [drafted_event(d, cause=event) for d in found] + [effectiveness_event(v, cause, event) for v in views]
 
 
-def learned_event(pref: preferences.Preference, evidence: str, *, cause: Event | None = None,
-                  thread_id: str | None = None) -> PreferenceLearned:
+def learned_event(
+    pref: preferences.Preference, evidence: str, *, cause: Event | None = None, thread_id: str | None = None
+) -> PreferenceLearned:
     """``pref`` as a :class:`PreferenceLearned`. With a ``cause`` (an answers or rating event) the id derives from
     it and the preference, so a redelivered cause appends the same event; without one (a user's request) it is
     new, and the event is its own cause."""
     event_id = derived_id(cause.event_id, "preference_learned", pref.preference_id) if cause else new_id()
     return PreferenceLearned(
-        event_id=event_id, aggregate_id=pref.preference_id, occurred_at=utcnow(),
-        correlation_id=cause.correlation_id if cause else event_id, causation_id=cause.event_id if cause else None,
-        user_id=pref.user_id, category=pref.category, key=pref.key, value=pref.value, votes=dict(pref.votes),
-        doubt=pref.doubt, confidence=pref.confidence(), stability=pref.stability(), observations=pref.observations,
-        corrections=pref.corrections, source=preferences.SOURCES[evidence], evidence=evidence, thread_id=thread_id,
-        expires_at=pref.expires_at)
+        event_id=event_id,
+        aggregate_id=pref.preference_id,
+        occurred_at=utcnow(),
+        correlation_id=cause.correlation_id if cause else event_id,
+        causation_id=cause.event_id if cause else None,
+        user_id=pref.user_id,
+        category=pref.category,
+        key=pref.key,
+        value=pref.value,
+        votes=dict(pref.votes),
+        doubt=pref.doubt,
+        confidence=pref.confidence(),
+        stability=pref.stability(),
+        observations=pref.observations,
+        corrections=pref.corrections,
+        source=preferences.SOURCES[evidence],
+        evidence=evidence,
+        thread_id=thread_id,
+        expires_at=pref.expires_at,
+    )
 
 
-def validated_event(pattern: patterns.Pattern, outcome: str, *, cause: ThreadCompleted | ThreadFailed,
-                    applied: bool) -> PatternValidated:
+def validated_event(
+    pattern: patterns.Pattern, outcome: str, *, cause: ThreadCompleted | ThreadFailed, applied: bool
+) -> PatternValidated:
     """``pattern`` after the closed thread of ``cause`` as a :class:`PatternValidated`; the id derives from the close
     and the pattern, so a redelivered close appends the same event."""
     return PatternValidated(
-        event_id=derived_id(cause.event_id, "pattern_validated", pattern.pattern_id), aggregate_id=pattern.pattern_id,
-        occurred_at=utcnow(), correlation_id=cause.correlation_id, causation_id=cause.event_id,
-        user_id=pattern.user_id, kind=pattern.kind, idea_type=pattern.idea_type, category=pattern.category,
-        outcome=outcome, validation_count=pattern.validation_count, success_count=pattern.success_count,
-        confidence=pattern.confidence(), values=dict(pattern.values),
-        recommended_actions=pattern.recommended_actions(), thread_id=cause.aggregate_id, applied=applied)
+        event_id=derived_id(cause.event_id, "pattern_validated", pattern.pattern_id),
+        aggregate_id=pattern.pattern_id,
+        occurred_at=utcnow(),
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        user_id=pattern.user_id,
+        kind=pattern.kind,
+        idea_type=pattern.idea_type,
+        category=pattern.category,
+        outcome=outcome,
+        validation_count=pattern.validation_count,
+        success_count=pattern.success_count,
+        confidence=pattern.confidence(),
+        values=dict(pattern.values),
+        recommended_actions=pattern.recommended_actions(),
+        thread_id=cause.aggregate_id,
+        applied=applied,
+    )
 
 
 def effectiveness_event(view: TemplateView, cause: str, event: Event) -> TemplateEffectivenessUpdated:
@@ -184,20 +251,41 @@ def effectiveness_event(view: TemplateView, cause: str, event: Event) -> Templat
     derives from the cause and the template, so a redelivered cause appends the same event."""
     return TemplateEffectivenessUpdated(
         event_id=derived_id(event.event_id, "template_effectiveness", view.template_id),
-        aggregate_id=view.template_id, occurred_at=utcnow(), correlation_id=event.correlation_id,
-        causation_id=event.event_id, cause=cause, thread_id=event.aggregate_id, times_asked=view.times_asked,
-        times_answered=view.times_answered, answer_rate=view.answer_rate, rated_threads=view.rated_threads,
-        mean_rating=view.mean_rating, mean_answer_time_s=view.mean_answer_time_s,
-        mean_clarity_gain=view.mean_clarity_gain, trend=view.trend, expected_improvement=view.expected_improvement)
+        aggregate_id=view.template_id,
+        occurred_at=utcnow(),
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
+        cause=cause,
+        thread_id=event.aggregate_id,
+        times_asked=view.times_asked,
+        times_answered=view.times_answered,
+        answer_rate=view.answer_rate,
+        rated_threads=view.rated_threads,
+        mean_rating=view.mean_rating,
+        mean_answer_time_s=view.mean_answer_time_s,
+        mean_clarity_gain=view.mean_clarity_gain,
+        trend=view.trend,
+        expected_improvement=view.expected_improvement,
+    )
 
 
 def drafted_event(draft: drafting.Draft, *, cause: Event) -> TemplateAdded:
     """``draft`` as a :class:`TemplateAdded` (status ``draft``, source ``learned``). Its id derives from the
     template id alone, so whichever close drafts it, and however often, it is one event."""
     return TemplateAdded(
-        event_id=derived_id("template_drafted", draft.template_id), aggregate_id=draft.template_id,
-        occurred_at=utcnow(), correlation_id=cause.correlation_id, causation_id=cause.event_id,
-        category=draft.category, text=draft.text, suggestions=list(draft.suggestions),
-        idea_types=list(draft.idea_types), prior_improvement=drafting.DRAFT_PRIOR_IMPROVEMENT,
-        time_cost_s=drafting.DRAFT_TIME_COST_S, status="draft", source="learned", phrase=draft.phrase,
-        learned_from=list(draft.thread_ids))
+        event_id=derived_id("template_drafted", draft.template_id),
+        aggregate_id=draft.template_id,
+        occurred_at=utcnow(),
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        category=draft.category,
+        text=draft.text,
+        suggestions=list(draft.suggestions),
+        idea_types=list(draft.idea_types),
+        prior_improvement=drafting.DRAFT_PRIOR_IMPROVEMENT,
+        time_cost_s=drafting.DRAFT_TIME_COST_S,
+        status="draft",
+        source="learned",
+        phrase=draft.phrase,
+        learned_from=list(draft.thread_ids),
+    )

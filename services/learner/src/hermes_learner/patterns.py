@@ -37,7 +37,8 @@ MAX_VALUE_CHARS = 120
 
 NON_ANSWERS = re.compile(
     r"(i'?m )?(not sure|unsure)|no idea|(i )?(don'?t|do not) know|dunno|idk|n/?a|skip|pass|no answer|whatever|"
-    r"(i )?(don'?t|do not) care|(it )?doesn'?t matter|no comment|[?.-]*")
+    r"(i )?(don'?t|do not) care|(it )?doesn'?t matter|no comment|[?.-]*"
+)
 """Answers that answer nothing (matched against the whole :func:`normalize` d answer, so "I don't know the options
 yet" is a real answer; an empty one matches too); a list of Hermes's own."""
 
@@ -92,8 +93,11 @@ class Pattern:
     def usable(self, threshold: float, min_validations: int) -> bool:
         """Applied: ``confidence() >= threshold`` and at least ``min_validations`` validations (and, for
         recurring_answer, a value to assume)."""
-        return (self.confidence() >= threshold and self.validation_count >= min_validations
-                and (self.kind == SKIP or self.value() is not None))
+        return (
+            self.confidence() >= threshold
+            and self.validation_count >= min_validations
+            and (self.kind == SKIP or self.value() is not None)
+        )
 
     def recommended_actions(self) -> list[str]:
         """``skip_category:<category>`` or ``assume:<category>=<value>`` (none before a value is known)."""
@@ -116,8 +120,9 @@ def leader(values: Mapping[str, int]) -> str | None:
 
 def validate(pattern: Pattern, success: bool) -> Pattern:
     """``pattern`` after one validation (``success``: the thread confirmed it)."""
-    return replace(pattern, validation_count=pattern.validation_count + 1,
-                   success_count=pattern.success_count + int(success))
+    return replace(
+        pattern, validation_count=pattern.validation_count + 1, success_count=pattern.success_count + int(success)
+    )
 
 
 def answered(pattern: Pattern, answers: Sequence[str]) -> tuple[Pattern, str]:
@@ -134,8 +139,9 @@ def answered(pattern: Pattern, answers: Sequence[str]) -> tuple[Pattern, str]:
     return replace(validate(pattern, success), values=values), "success" if success else "failure"
 
 
-def observe(user_id: str, idea_type: str, asked: Sequence[Asked],
-            held: Mapping[str, Pattern]) -> list[tuple[Pattern, str]]:
+def observe(
+    user_id: str, idea_type: str, asked: Sequence[Asked], held: Mapping[str, Pattern]
+) -> list[tuple[Pattern, str]]:
     """The patterns one closed thread of ``user_id`` (ideas of ``idea_type``) changes, with their outcome, in
     category then kind order: per category it asked, its skip_question pattern (unless Hermes supplied an answer in
     this thread) and, when the user really answered, its recurring_answer pattern. ``held``: the user's patterns by
@@ -181,12 +187,21 @@ def assumption(p: Pattern) -> Assumption:
     value = p.value()
     if p.kind != RECURRING or value is None:
         raise ValueError(f"pattern {p.pattern_id} assumes no answer")
-    return Assumption(source="pattern", pattern_id=p.pattern_id, category=p.category, key=p.category, value=value,
-                      confidence=p.confidence())
+    return Assumption(
+        source="pattern",
+        pattern_id=p.pattern_id,
+        category=p.category,
+        key=p.category,
+        value=value,
+        confidence=p.confidence(),
+    )
 
 
-def optimizations(open_questions: Sequence[tuple[str, str]], known: Mapping[str, Sequence[preferences.Preference]],
-                  settled: Mapping[str, Pattern]) -> list[Optimization]:
+def optimizations(
+    open_questions: Sequence[tuple[str, str]],
+    known: Mapping[str, Sequence[preferences.Preference]],
+    settled: Mapping[str, Pattern],
+) -> list[Optimization]:
     """What settles each of ``open_questions`` (``(question_id, category)``, in order), one entry per question at
     most: the user's preferences answering its category (``known``: :func:`preferences.known_categories`; their
     values joined by "; "), else a recurring_answer pattern's value, else a skip_question pattern (no answer: the
@@ -197,16 +212,31 @@ def optimizations(open_questions: Sequence[tuple[str, str]], known: Mapping[str,
         prefs, p = known.get(category), settled.get(category)
         if prefs:
             named = ", ".join(f"{x.key}={x.value}" for x in prefs)
-            found.append(Optimization(
-                kind="preference", question_id=question_id, category=category,
-                answer="; ".join(x.value for x in prefs), source_id=prefs[0].preference_id,
-                source_ids=[x.preference_id for x in prefs], confidence=min(x.confidence() for x in prefs),
-                reason=f"answered from the user's learned preferences ({named})"))
+            found.append(
+                Optimization(
+                    kind="preference",
+                    question_id=question_id,
+                    category=category,
+                    answer="; ".join(x.value for x in prefs),
+                    source_id=prefs[0].preference_id,
+                    source_ids=[x.preference_id for x in prefs],
+                    confidence=min(x.confidence() for x in prefs),
+                    reason=f"answered from the user's learned preferences ({named})",
+                )
+            )
         elif p is not None:
-            found.append(Optimization(
-                kind=p.kind, question_id=question_id, category=category,
-                answer=p.value() if p.kind == RECURRING else None, source_id=p.pattern_id, source_ids=[p.pattern_id],
-                confidence=p.confidence(), reason=describe(p)))
+            found.append(
+                Optimization(
+                    kind=p.kind,
+                    question_id=question_id,
+                    category=category,
+                    answer=p.value() if p.kind == RECURRING else None,
+                    source_id=p.pattern_id,
+                    source_ids=[p.pattern_id],
+                    confidence=p.confidence(),
+                    reason=describe(p),
+                )
+            )
     return found
 
 

@@ -40,26 +40,50 @@ def _rx(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
-DEPTH_RULES = (("comprehensive", _rx(r"\b(comprehensive|exhaustive|everything|complete guide|all the details)\b")),
-               ("detailed", _rx(r"\b(detailed|in[- ]depth|step[- ]by[- ]step|thorough|in detail)\b")),
-               ("overview", _rx(r"\b(overview|brief|short|high[- ]level|summary|quick|just the gist)\b")))
-STYLE_RULES = (("formal", _rx(r"\b(formal|professional|businesslike)\b")),
-               ("casual", _rx(r"\b(casual|informal|friendly|relaxed|conversational)\b")),
-               ("technical", _rx(r"\b(technical|precise|with jargon|expert level)\b")))
+DEPTH_RULES = (
+    ("comprehensive", _rx(r"\b(comprehensive|exhaustive|everything|complete guide|all the details)\b")),
+    ("detailed", _rx(r"\b(detailed|in[- ]depth|step[- ]by[- ]step|thorough|in detail)\b")),
+    ("overview", _rx(r"\b(overview|brief|short|high[- ]level|summary|quick|just the gist)\b")),
+)
+STYLE_RULES = (
+    ("formal", _rx(r"\b(formal|professional|businesslike)\b")),
+    ("casual", _rx(r"\b(casual|informal|friendly|relaxed|conversational)\b")),
+    ("technical", _rx(r"\b(technical|precise|with jargon|expert level)\b")),
+)
 CONSTRAINT_RULES = (
     ("budget", _rx(r"\b(budget|cost|costs|cheap|afford\w*|spend|euros?|dollars?|pounds?)\b|[$€£]\s*\d")),
-    ("deadline", _rx(r"\b(deadline|by (the end of |next )?(monday|tuesday|wednesday|thursday|friday|saturday|"
-                     r"sunday|january|february|march|april|may|june|july|august|september|october|november|"
-                     r"december|tomorrow|tonight|week|month|year|\d)|within \d+|before|until|due)\b")),
+    (
+        "deadline",
+        _rx(
+            r"\b(deadline|by (the end of |next )?(monday|tuesday|wednesday|thursday|friday|saturday|"
+            r"sunday|january|february|march|april|may|june|july|august|september|october|november|"
+            r"december|tomorrow|tonight|week|month|year|\d)|within \d+|before|until|due)\b"
+        ),
+    ),
     # Before location: "written in German" is a language, not a place.
-    ("language", _rx(r"\b(?:written|spoken|translated|write it|answer) in\s+(?:plain\s+)?[a-z]+|\bin (?:plain )?"
-                     r"(?:english|portuguese|german|french|spanish|italian|dutch|polish|japanese|chinese)\b|"
-                     r"\blanguage\b")),
+    (
+        "language",
+        _rx(
+            r"\b(?:written|spoken|translated|write it|answer) in\s+(?:plain\s+)?[a-z]+|\bin (?:plain )?"
+            r"(?:english|portuguese|german|french|spanish|italian|dutch|polish|japanese|chinese)\b|"
+            r"\blanguage\b"
+        ),
+    ),
     # Case-sensitive only for the place name after the preposition ("in Lisbon", not "in time").
-    ("location", re.compile(r"\b(?i:in|near|around|based in|live in|living in|located in)\s+[A-Z][\w-]+|"
-                            r"\b(?i:location|city|country|neighbou?rhood)\b")),
-    ("audience", _rx(r"\bfor (my|our|the|a)?\s*(team|kids|children|students|beginners|clients|customers|family|"
-                     r"boss|manager|colleagues|readers|audience|parents|friends)\b|\baudience\b")),
+    (
+        "location",
+        re.compile(
+            r"\b(?i:in|near|around|based in|live in|living in|located in)\s+[A-Z][\w-]+|"
+            r"\b(?i:location|city|country|neighbou?rhood)\b"
+        ),
+    ),
+    (
+        "audience",
+        _rx(
+            r"\bfor (my|our|the|a)?\s*(team|kids|children|students|beginners|clients|customers|family|"
+            r"boss|manager|colleagues|readers|audience|parents|friends)\b|\baudience\b"
+        ),
+    ),
 )
 _CLAUSES = re.compile(r"[;\n]+|,\s*|\.\s+|\s+and\s+(?=[a-z]+ )", re.IGNORECASE)
 MAX_VALUE_CHARS = 120
@@ -147,8 +171,9 @@ def _leader(votes: Mapping[str, float], current: str) -> str:
     return min(v for v, w in votes.items() if w == best)
 
 
-def learn(pref: Preference, evidence: str, value: str | None, now: datetime, ttl: timedelta,
-          rating: int | None = None) -> Preference:
+def learn(
+    pref: Preference, evidence: str, value: str | None, now: datetime, ttl: timedelta, rating: int | None = None
+) -> Preference:
     """``pref`` after one piece of ``evidence`` (``answer``, ``rating``, ``correction`` or ``edit``), valid until
     ``now + ttl``.
 
@@ -181,8 +206,15 @@ def learn(pref: Preference, evidence: str, value: str | None, now: datetime, ttl
             doubt += WEIGHTS["rating"]
     else:
         raise ValueError(f"unknown evidence {evidence!r}")
-    return replace(pref, value=_leader(votes, pref.value), votes=votes, doubt=round(doubt, 4),
-                   observations=pref.observations + 1, corrections=corrections, expires_at=now + ttl)
+    return replace(
+        pref,
+        value=_leader(votes, pref.value),
+        votes=votes,
+        doubt=round(doubt, 4),
+        observations=pref.observations + 1,
+        corrections=corrections,
+        expires_at=now + ttl,
+    )
 
 
 # ---- using them --------------------------------------------------------------------------------
@@ -195,12 +227,17 @@ about the idea itself and are always asked."""
 
 def assumptions(prefs: Sequence[Preference]) -> list[Assumption]:
     """``prefs`` as :class:`~hermes_proto.events.Assumption` s (in the order given)."""
-    return [Assumption(preference_id=p.preference_id, category=p.category, key=p.key, value=p.value,
-                       confidence=p.confidence()) for p in prefs]
+    return [
+        Assumption(
+            preference_id=p.preference_id, category=p.category, key=p.key, value=p.value, confidence=p.confidence()
+        )
+        for p in prefs
+    ]
 
 
-def known_categories(prefs: Iterable[Preference], threshold: float, now: datetime,
-                     applied: Collection[tuple[str, str]] | None = None) -> dict[str, list[Preference]]:
+def known_categories(
+    prefs: Iterable[Preference], threshold: float, now: datetime, applied: Collection[tuple[str, str]] | None = None
+) -> dict[str, list[Preference]]:
     """Question category → the preferences that answer it, for the categories preferences answer fully: every
     preference of each category in :data:`ANSWERED_BY` the user has (at least one) is usable. A user with an
     unsure constraint is still asked about constraints. ``applied``: the (preference_id, value) pairs the thread's
@@ -211,8 +248,9 @@ def known_categories(prefs: Iterable[Preference], threshold: float, now: datetim
     known: dict[str, list[Preference]] = {}
     for question_category, pref_categories in ANSWERED_BY.items():
         mine = sorted((p for p in held if p.category in pref_categories), key=lambda p: (p.category, p.key))
-        if mine and all(p.usable(threshold, now) and (applied is None or (p.preference_id, p.value) in applied)
-                        for p in mine):
+        if mine and all(
+            p.usable(threshold, now) and (applied is None or (p.preference_id, p.value) in applied) for p in mine
+        ):
             known[question_category] = mine
     return known
 

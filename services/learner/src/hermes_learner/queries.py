@@ -48,10 +48,16 @@ def load_stats(session: Session) -> dict[str, TemplateStats]:
 def answered_history(session: Session, template_id: str | None = None) -> dict[str, list[bool]]:
     """Per template (only ``template_id``'s when given), whether each counted asking was answered, oldest first (for
     :func:`hermes_learner.domain.trend`)."""
-    statement = (select(ProposedQuestionRow.template_id, ProposedQuestionRow.answered_at)
-                 .where(col(ProposedQuestionRow.closed_at).is_not(None))
-                 .order_by(ProposedQuestionRow.closed_at, ProposedQuestionRow.thread_id,
-                           ProposedQuestionRow.position, ProposedQuestionRow.question_id))  # unique: a rebuild's too
+    statement = (
+        select(ProposedQuestionRow.template_id, ProposedQuestionRow.answered_at)
+        .where(col(ProposedQuestionRow.closed_at).is_not(None))
+        .order_by(
+            ProposedQuestionRow.closed_at,
+            ProposedQuestionRow.thread_id,
+            ProposedQuestionRow.position,
+            ProposedQuestionRow.question_id,
+        )
+    )  # unique: a rebuild's too
     if template_id is not None:
         statement = statement.where(ProposedQuestionRow.template_id == template_id)
     history: dict[str, list[bool]] = {}
@@ -66,9 +72,10 @@ def template_views(session: Session, include_inactive: bool) -> list[TemplateVie
     if not include_inactive:
         statement = statement.where(QuestionTemplateRow.active)
     measured, history = load_stats(session), answered_history(session)
-    return [convert.template_view(row, measured.get(row.template_id, TemplateStats()),
-                                  history.get(row.template_id, []))
-            for row in session.exec(statement).all()]
+    return [
+        convert.template_view(row, measured.get(row.template_id, TemplateStats()), history.get(row.template_id, []))
+        for row in session.exec(statement).all()
+    ]
 
 
 def template_view(session: Session, template_id: str) -> TemplateView | None:
@@ -76,8 +83,11 @@ def template_view(session: Session, template_id: str) -> TemplateView | None:
     if row is None:
         return None
     measured = session.get(TemplateStatsRow, template_id)
-    return convert.template_view(row, convert.stats(measured) if measured is not None else TemplateStats(),
-                                 answered_history(session, template_id).get(template_id, []))
+    return convert.template_view(
+        row,
+        convert.stats(measured) if measured is not None else TemplateStats(),
+        answered_history(session, template_id).get(template_id, []),
+    )
 
 
 def template_ids(session: Session) -> set[str]:
@@ -89,17 +99,20 @@ def free_answers(session: Session, *, categories: Collection[str] | None = None)
     """The users' free-text answers (:func:`hermes_learner.drafting.is_free_text` against the template's current
     suggestions) in closed threads (only to questions of ``categories``, when given), ordered by thread and
     position."""
-    statement = (select(ProposedQuestionRow, LearnerThreadRow, QuestionTemplateRow)
-                 .join(LearnerThreadRow, col(LearnerThreadRow.thread_id) == ProposedQuestionRow.thread_id)
-                 .join(QuestionTemplateRow, col(QuestionTemplateRow.template_id) == ProposedQuestionRow.template_id)
-                 .where(col(ProposedQuestionRow.answered_at).is_not(None))
-                 .where(col(ProposedQuestionRow.closed_at).is_not(None))
-                 .order_by(ProposedQuestionRow.thread_id, ProposedQuestionRow.position,
-                           ProposedQuestionRow.question_id))
+    statement = (
+        select(ProposedQuestionRow, LearnerThreadRow, QuestionTemplateRow)
+        .join(LearnerThreadRow, col(LearnerThreadRow.thread_id) == ProposedQuestionRow.thread_id)
+        .join(QuestionTemplateRow, col(QuestionTemplateRow.template_id) == ProposedQuestionRow.template_id)
+        .where(col(ProposedQuestionRow.answered_at).is_not(None))
+        .where(col(ProposedQuestionRow.closed_at).is_not(None))
+        .order_by(ProposedQuestionRow.thread_id, ProposedQuestionRow.position, ProposedQuestionRow.question_id)
+    )
     if categories is not None:
         statement = statement.where(col(ProposedQuestionRow.category).in_(sorted(categories)))
-    found = (convert.free_answer(q, thread.idea_type, json.loads(row.suggestions_json))
-             for q, thread, row in session.exec(statement).all())
+    found = (
+        convert.free_answer(q, thread.idea_type, json.loads(row.suggestions_json))
+        for q, thread, row in session.exec(statement).all()
+    )
     return [a for a in found if a is not None]
 
 
@@ -111,8 +124,13 @@ def load_thread(session: Session, thread_id: str) -> LearnerThreadRow | None:
 
 
 def _questions(session: Session, thread_id: str) -> list[ProposedQuestionRow]:
-    return list(session.exec(select(ProposedQuestionRow).where(ProposedQuestionRow.thread_id == thread_id)
-                             .order_by(ProposedQuestionRow.position, ProposedQuestionRow.question_id)).all())
+    return list(
+        session.exec(
+            select(ProposedQuestionRow)
+            .where(ProposedQuestionRow.thread_id == thread_id)
+            .order_by(ProposedQuestionRow.position, ProposedQuestionRow.question_id)
+        ).all()
+    )
 
 
 def thread_facts(session: Session, thread_id: str) -> ThreadFacts | None:
@@ -120,20 +138,27 @@ def thread_facts(session: Session, thread_id: str) -> ThreadFacts | None:
     row = session.get(LearnerThreadRow, thread_id)
     if row is None:
         return None
-    observed = session.exec(select(PatternEvidenceRow.pattern_id)
-                            .where(PatternEvidenceRow.thread_id == thread_id)).first() is not None
-    causes = session.exec(select(EffectivenessCauseRow.cause_id, EffectivenessCauseRow.cause)
-                          .where(EffectivenessCauseRow.thread_id == thread_id)).all()
-    evidence = session.exec(select(PreferenceEvidenceRow.cause_id)
-                            .where(PreferenceEvidenceRow.thread_id == thread_id)).all()
+    observed = (
+        session.exec(select(PatternEvidenceRow.pattern_id).where(PatternEvidenceRow.thread_id == thread_id)).first()
+        is not None
+    )
+    causes = session.exec(
+        select(EffectivenessCauseRow.cause_id, EffectivenessCauseRow.cause).where(
+            EffectivenessCauseRow.thread_id == thread_id
+        )
+    ).all()
+    evidence = session.exec(
+        select(PreferenceEvidenceRow.cause_id).where(PreferenceEvidenceRow.thread_id == thread_id)
+    ).all()
     return ThreadFacts.of(row, _questions(session, thread_id), observed, [tuple(c) for c in causes], evidence)
 
 
 def open_questions(session: Session, thread_id: str) -> list[tuple[str, str]]:
     """``(question_id, category)`` of the thread's questions with no answer yet, in the order proposed (none once the
     thread closed)."""
-    return [(q.question_id, q.category) for q in _questions(session, thread_id)
-            if q.answer is None and q.closed_at is None]
+    return [
+        (q.question_id, q.category) for q in _questions(session, thread_id) if q.answer is None and q.closed_at is None
+    ]
 
 
 # ---- preferences and patterns --------------------------------------------------------------------------------------
@@ -141,8 +166,11 @@ def open_questions(session: Session, thread_id: str) -> list[tuple[str, str]]:
 
 def load_preferences(session: Session, user_id: str) -> list[preferences.Preference]:
     """``user_id``'s preferences (expired ones too), ordered by category and key."""
-    rows = session.exec(select(PreferenceRow).where(PreferenceRow.user_id == user_id)
-                        .order_by(PreferenceRow.category, PreferenceRow.key)).all()
+    rows = session.exec(
+        select(PreferenceRow)
+        .where(PreferenceRow.user_id == user_id)
+        .order_by(PreferenceRow.category, PreferenceRow.key)
+    ).all()
     return [convert.preference(r) for r in rows]
 
 
@@ -166,17 +194,22 @@ def preference_view(session: Session, preference_id: str, threshold: float, now:
 
 def load_patterns(session: Session, user_id: str) -> list[patterns.Pattern]:
     """``user_id``'s learned patterns, ordered by idea type, category and kind."""
-    rows = session.exec(select(PatternRow).where(PatternRow.user_id == user_id)
-                        .order_by(PatternRow.idea_type, PatternRow.category, PatternRow.kind)).all()
+    rows = session.exec(
+        select(PatternRow)
+        .where(PatternRow.user_id == user_id)
+        .order_by(PatternRow.idea_type, PatternRow.category, PatternRow.kind)
+    ).all()
     return [convert.pattern(r) for r in rows]
 
 
-def pattern_views(session: Session, user_id: str | None, applied_only: bool, threshold: float,
-                  min_validations: int) -> list[PatternView]:
+def pattern_views(
+    session: Session, user_id: str | None, applied_only: bool, threshold: float, min_validations: int
+) -> list[PatternView]:
     """Every pattern (of ``user_id``, or of every user; only the usable ones with ``applied_only``), ordered by user,
     idea type, category, kind."""
-    statement = select(PatternRow).order_by(PatternRow.user_id, PatternRow.idea_type, PatternRow.category,
-                                            PatternRow.kind)
+    statement = select(PatternRow).order_by(
+        PatternRow.user_id, PatternRow.idea_type, PatternRow.category, PatternRow.kind
+    )
     if user_id is not None:
         statement = statement.where(PatternRow.user_id == user_id)
     views = [convert.pattern_view(r, threshold, min_validations) for r in session.exec(statement).all()]

@@ -90,8 +90,9 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
     return batch
 
 
-def apply_batch(target: Engine | RowStore, batch: list[RawMessage],
-                decoded: list[tuple[int, Event]] | None = None) -> list[Rejected]:
+def apply_batch(
+    target: Engine | RowStore, batch: list[RawMessage], decoded: list[tuple[int, Event]] | None = None
+) -> list[Rejected]:
     """Apply a batch of the log to ``target`` (an engine: through a new store; the projection passes its own) and save
     its last sequence as the position, in one transaction (``decoded``: its decodable events, when the caller decoded
     it already). Returns the undecodable events it skipped (none when given ``decoded``). See
@@ -133,9 +134,17 @@ def apply(event: Event, batch: Batch) -> None:
 def _(e: ev.ThreadOpened, batch: Batch) -> None:
     store = batch.store
     applied = [{"preference_id": a.preference_id, "value": a.value} for a in e.assumptions]
-    if not store.insert_absent(Thread(thread_id=e.aggregate_id, idea=e.idea, max_questions=e.max_questions,
-                                      correlation_id=e.correlation_id, opened_at=utc(e.occurred_at),
-                                      user_id=e.user_id, assumptions_json=json.dumps(applied))):
+    if not store.insert_absent(
+        Thread(
+            thread_id=e.aggregate_id,
+            idea=e.idea,
+            max_questions=e.max_questions,
+            correlation_id=e.correlation_id,
+            opened_at=utc(e.occurred_at),
+            user_id=e.user_id,
+            assumptions_json=json.dumps(applied),
+        )
+    ):
         return
     batch.opened.add(e.aggregate_id)
     for a in e.assumptions:
@@ -149,9 +158,19 @@ def _(e: ev.PreferenceLearned, batch: Batch) -> None:
     store = batch.store
     row = store.get(Preference, e.aggregate_id)
     if row is None:
-        row = Preference(preference_id=e.aggregate_id, user_id=e.user_id, category=e.category, key=e.key,
-                         value=e.value, confidence=e.confidence, stability=e.stability, observations=e.observations,
-                         source=e.source, evidence=e.evidence, updated_at=utc(e.occurred_at))
+        row = Preference(
+            preference_id=e.aggregate_id,
+            user_id=e.user_id,
+            category=e.category,
+            key=e.key,
+            value=e.value,
+            confidence=e.confidence,
+            stability=e.stability,
+            observations=e.observations,
+            source=e.source,
+            evidence=e.evidence,
+            updated_at=utc(e.occurred_at),
+        )
         store.add(row)
     row.value, row.votes_json, row.doubt = e.value, json.dumps(e.votes, sort_keys=True), e.doubt
     row.confidence, row.stability = e.confidence, e.stability
@@ -159,8 +178,9 @@ def _(e: ev.PreferenceLearned, batch: Batch) -> None:
     row.source, row.evidence, row.thread_id = e.source, e.evidence, e.thread_id
     row.expires_at = utc(e.expires_at) if e.expires_at is not None else None
     row.updated_at = utc(e.occurred_at)
-    store.insert_absent(PreferenceEvidence(cause_id=e.causation_id or e.event_id, preference_id=e.aggregate_id,
-                                           thread_id=e.thread_id))
+    store.insert_absent(
+        PreferenceEvidence(cause_id=e.causation_id or e.event_id, preference_id=e.aggregate_id, thread_id=e.thread_id)
+    )
 
 
 @apply.register
@@ -168,8 +188,9 @@ def _(e: ev.PatternValidated, batch: Batch) -> None:
     store = batch.store
     row = store.get(PatternRow, e.aggregate_id)
     if row is None:
-        row = PatternRow(pattern_id=e.aggregate_id, user_id=e.user_id, kind=e.kind, idea_type=e.idea_type,
-                         category=e.category)
+        row = PatternRow(
+            pattern_id=e.aggregate_id, user_id=e.user_id, kind=e.kind, idea_type=e.idea_type, category=e.category
+        )
         store.add(row)
     row.validation_count, row.success_count, row.confidence = e.validation_count, e.success_count, e.confidence
     row.values_json = json.dumps(e.values, sort_keys=True)
@@ -193,8 +214,15 @@ def _(e: ev.QuestionsProposed, batch: Batch) -> None:
         thread.questions_event_id, thread.proposed_at = e.event_id, utc(e.occurred_at)
         thread.idea_type, thread.clarity = e.idea_type, e.clarity
     for position, q in enumerate(e.questions):
-        if store.insert_absent(Question(question_id=q.question_id, thread_id=e.aggregate_id, position=position,
-                                        template_id=q.template_id, category=q.category)):
+        if store.insert_absent(
+            Question(
+                question_id=q.question_id,
+                thread_id=e.aggregate_id,
+                position=position,
+                template_id=q.template_id,
+                category=q.category,
+            )
+        ):
             batch.added.setdefault(e.aggregate_id, []).append(q.question_id)
 
 
@@ -229,8 +257,18 @@ def _(e: ev.TemplateAdded, batch: Batch) -> None:
         row = Template(template_id=e.aggregate_id, prior_improvement=0.0, time_cost_s=1.0)
         store.add(row)
     row.status, row.source, row.edited = e.status, e.source, True
-    define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
-           e.prior_improvement, e.time_cost_s, dict(e.variations), e.timing)
+    define(
+        row,
+        e.category,
+        e.text,
+        list(e.suggestions),
+        list(e.idea_types),
+        list(e.triggers),
+        e.prior_improvement,
+        e.time_cost_s,
+        dict(e.variations),
+        e.timing,
+    )
 
 
 @apply.register
@@ -238,15 +276,28 @@ def _(e: ev.TemplateEdited, batch: Batch) -> None:
     row = batch.store.get(Template, e.aggregate_id)
     if row is None:
         return
-    define(row, e.category, e.text, list(e.suggestions), list(e.idea_types), list(e.triggers),
-           e.prior_improvement, e.time_cost_s, dict(e.variations), e.timing)
+    define(
+        row,
+        e.category,
+        e.text,
+        list(e.suggestions),
+        list(e.idea_types),
+        list(e.triggers),
+        e.prior_improvement,
+        e.time_cost_s,
+        dict(e.variations),
+        e.timing,
+    )
     row.status, row.active, row.edited = e.status, True, True
 
 
 @apply.register
 def _(e: ev.TemplateEffectivenessUpdated, batch: Batch) -> None:
-    batch.store.insert_absent(EffectivenessCause(cause_id=e.causation_id or e.event_id, template_id=e.aggregate_id,
-                                                 thread_id=e.thread_id, cause=e.cause))
+    batch.store.insert_absent(
+        EffectivenessCause(
+            cause_id=e.causation_id or e.event_id, template_id=e.aggregate_id, thread_id=e.thread_id, cause=e.cause
+        )
+    )
 
 
 @apply.register

@@ -24,16 +24,42 @@ def seed_templates(session: Session, seeds: tuple[QuestionTemplate, ...]) -> Non
         row = session.get(QuestionTemplateRow, t.template_id)
         if row is not None and row.edited:
             continue
-        row = row or QuestionTemplateRow(template_id=t.template_id, category=t.category, text=t.text,
-                                         prior_improvement=0.0, time_cost_s=1.0, source="seed")
-        define(row, t.category, t.text, list(t.suggestions), list(t.idea_types), list(t.triggers),
-               t.prior_improvement, t.time_cost_s, dict(t.variations), t.timing)
+        row = row or QuestionTemplateRow(
+            template_id=t.template_id,
+            category=t.category,
+            text=t.text,
+            prior_improvement=0.0,
+            time_cost_s=1.0,
+            source="seed",
+        )
+        define(
+            row,
+            t.category,
+            t.text,
+            list(t.suggestions),
+            list(t.idea_types),
+            list(t.triggers),
+            t.prior_improvement,
+            t.time_cost_s,
+            dict(t.variations),
+            t.timing,
+        )
         session.add(row)
     session.commit()
 
 
-def define(row: Any, category: str, text: str, suggestions: list[str], idea_types: list[str], triggers: list[str],
-           prior_improvement: float, time_cost_s: float, variations: dict[str, str], timing: str) -> None:
+def define(
+    row: Any,
+    category: str,
+    text: str,
+    suggestions: list[str],
+    idea_types: list[str],
+    triggers: list[str],
+    prior_improvement: float,
+    time_cost_s: float,
+    variations: dict[str, str],
+    timing: str,
+) -> None:
     """Set what defines a template on ``row`` (a ``question_templates`` row: the ORM's or a RowStore row)."""
     row.category, row.text = category, text
     row.variations_json, row.timing = json.dumps(variations, sort_keys=True), timing

@@ -108,8 +108,9 @@ class LearnerThreadRow(LearnerTable, table=True):
 
 class ProposedQuestionRow(LearnerTable, table=True):
     __tablename__ = "proposed_questions"
-    __table_args__ = (Index("ix_proposed_questions_trend", "template_id", "closed_at", "thread_id", "position",
-                            "question_id"),)  # a template's latest counted askings without a sort (the view's start)
+    __table_args__ = (
+        Index("ix_proposed_questions_trend", "template_id", "closed_at", "thread_id", "position", "question_id"),
+    )  # a template's latest counted askings without a sort (the view's start)
 
     question_id: str = Field(primary_key=True)
     thread_id: str = Field(index=True)
@@ -227,8 +228,27 @@ Pattern = rows(PatternRow)
 PatternEvidence = rows(PatternEvidenceRow)
 EffectivenessCause = rows(EffectivenessCauseRow)
 Position = rows(ProjectionPosition)
-ROWS = (Template, Stats, Thread, Question, Preference, PreferenceEvidence, Pattern, PatternEvidence,
-        EffectivenessCause, Position)
-VIEW_ROWS = (Template, Stats, Thread, Question, Preference, PreferenceEvidence, Pattern, PatternEvidence,
-             EffectivenessCause)
+ROWS = (
+    Template,
+    Stats,
+    Thread,
+    Question,
+    Preference,
+    PreferenceEvidence,
+    Pattern,
+    PatternEvidence,
+    EffectivenessCause,
+    Position,
+)
+VIEW_ROWS = (
+    Template,
+    Stats,
+    Thread,
+    Question,
+    Preference,
+    PreferenceEvidence,
+    Pattern,
+    PatternEvidence,
+    EffectivenessCause,
+)
 """The tables the decisions' in-memory view follows (:attr:`hermes_proto.rowstore.RowStore.changes`)."""

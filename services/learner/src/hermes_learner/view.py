@@ -99,10 +99,17 @@ class LearnerView:
         self._untrusted: set[str] = set()
         """Threads some of whose rows changed while the thread was not held: never served from memory."""
         self._opened: Collection[str] = ()
-        self._on = {Template: self._template, Stats: self._stat, Thread: self._thread, Question: self._question,
-                    Preference: self._preference, PreferenceEvidence: self._preference_evidence,
-                    Pattern: self._pattern, PatternEvidence: self._pattern_evidence,
-                    EffectivenessCause: self._effectiveness}
+        self._on = {
+            Template: self._template,
+            Stats: self._stat,
+            Thread: self._thread,
+            Question: self._question,
+            Preference: self._preference,
+            PreferenceEvidence: self._preference_evidence,
+            Pattern: self._pattern,
+            PatternEvidence: self._pattern_evidence,
+            EffectivenessCause: self._effectiveness,
+        }
 
     # ---- loading and following ---------------------------------------------------------------------------------
 
@@ -111,18 +118,29 @@ class LearnerView:
         """The view of the read model as stored (blocking: a few queries)."""
         view = cls(engine, closed_capacity)
         with Session(engine) as s:
-            for table, where in ((Template, None), (Stats, None), (Preference, None), (Pattern, None),
-                                 (Thread, Thread.__table__.c.closed.is_(False))):
+            for table, where in (
+                (Template, None),
+                (Stats, None),
+                (Preference, None),
+                (Pattern, None),
+                (Thread, Thread.__table__.c.closed.is_(False)),
+            ):
                 view.apply((table, None, r) for r in _rows(s, table, where))
-            recent = (select(*Thread.__table__.columns).where(Thread.__table__.c.closed.is_(True))
-                      .order_by(Thread.__table__.c.closed_at.desc()).limit(closed_capacity))
+            recent = (
+                select(*Thread.__table__.columns)
+                .where(Thread.__table__.c.closed.is_(True))
+                .order_by(Thread.__table__.c.closed_at.desc())
+                .limit(closed_capacity)
+            )
             closed = [_row(Thread, r) for r in s.connection().execute(recent)]
             view._hold(reversed(closed))
             held = list(view._threads)
             for table in (Question, PatternEvidence, EffectivenessCause, PreferenceEvidence):  # what they hold
                 for start in range(0, len(held), 500):
-                    view.apply((table, None, r)
-                               for r in _rows(s, table, table.__table__.c.thread_id.in_(held[start:start + 500])))
+                    view.apply(
+                        (table, None, r)
+                        for r in _rows(s, table, table.__table__.c.thread_id.in_(held[start : start + 500]))
+                    )
             view._history = _load_history(s)  # (replaces what the questions above counted)
         return view
 
@@ -253,8 +271,9 @@ class LearnerView:
         if row is None:
             return None
         history = self._history.get(template_id)
-        return convert.template_view(row, self._stats.get(template_id, TemplateStats()),
-                                     history.answered() if history is not None else [])
+        return convert.template_view(
+            row, self._stats.get(template_id, TemplateStats()), history.answered() if history is not None else []
+        )
 
     def preferences(self, user_id: str) -> list[preferences.Preference]:
         """``user_id``'s preferences (expired ones too), ordered by category and key."""
@@ -274,22 +293,27 @@ def _rows(session: Session, cls: type, where: Any) -> list[Any]:
 
 def _row(cls: type, record: Any) -> Any:
     """A row object of ``cls`` from a selected record (times as aware UTC: SQLite gives them back naive)."""
-    return cls(**{c: convert.utc(v) if isinstance(v, datetime) else v
-                  for c, v in zip(cls.__columns__, record, strict=True)})
+    return cls(
+        **{c: convert.utc(v) if isinstance(v, datetime) else v for c, v in zip(cls.__columns__, record, strict=True)}
+    )
 
 
 def _load_history(session: Session) -> dict[str, _History]:
     """Per template, its latest :data:`HISTORY` counted askings (an index walk each)."""
     t = Question.__table__
-    latest = (select(t.c.closed_at, t.c.thread_id, t.c.position, t.c.question_id, t.c.answered_at)
-              .where(t.c.template_id == bindparam("template_id"), t.c.closed_at.is_not(None))
-              .order_by(t.c.closed_at.desc(), t.c.thread_id.desc(), t.c.position.desc(), t.c.question_id.desc())
-              .limit(HISTORY))
+    latest = (
+        select(t.c.closed_at, t.c.thread_id, t.c.position, t.c.question_id, t.c.answered_at)
+        .where(t.c.template_id == bindparam("template_id"), t.c.closed_at.is_not(None))
+        .order_by(t.c.closed_at.desc(), t.c.thread_id.desc(), t.c.position.desc(), t.c.question_id.desc())
+        .limit(HISTORY)
+    )
     conn = session.connection()
     history: dict[str, _History] = {}
     for template_id in conn.execute(select(t.c.template_id).distinct()).scalars().all():
-        tail = sorted((convert.utc(r.closed_at), r.thread_id, r.position, r.question_id, r.answered_at is not None)
-                      for r in conn.execute(latest, {"template_id": template_id}))
+        tail = sorted(
+            (convert.utc(r.closed_at), r.thread_id, r.position, r.question_id, r.answered_at is not None)
+            for r in conn.execute(latest, {"template_id": template_id})
+        )
         if tail:
             history[template_id] = _History(tail)
     return history

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -83,9 +83,15 @@ def retry_after_s(exc: RetryAfter) -> float:
 
 def failure_reason(exc: BaseException) -> str:
     """A short machine-readable name for a Telegram error (see :class:`SendFailed`)."""
-    for kind, reason in ((RetryAfter, "flood_wait"), (BadRequest, "bad_request"), (TimedOut, "timeout"),
-                         (NetworkError, "network"), (Forbidden, "forbidden"), (InvalidToken, "unauthorized"),
-                         (ChatMigrated, "chat_migrated")):
+    for kind, reason in (
+        (RetryAfter, "flood_wait"),
+        (BadRequest, "bad_request"),
+        (TimedOut, "timeout"),
+        (NetworkError, "network"),
+        (Forbidden, "forbidden"),
+        (InvalidToken, "unauthorized"),
+        (ChatMigrated, "chat_migrated"),
+    ):
         if isinstance(exc, kind):
             return reason
     return "telegram_error"
@@ -98,11 +104,21 @@ class TelegramSender:
     def __init__(self, token: str, base_url: str | None, policy: RetryPolicy, timeout_s: float) -> None:
         self._token = token
         self._policy = policy
-        self._request = HTTPXRequest(connection_pool_size=CONNECTION_POOL_SIZE, connect_timeout=timeout_s,
-                                     read_timeout=timeout_s, write_timeout=timeout_s, pool_timeout=timeout_s)
+        self._request = HTTPXRequest(
+            connection_pool_size=CONNECTION_POOL_SIZE,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            write_timeout=timeout_s,
+            pool_timeout=timeout_s,
+        )
         # getUpdates long polls on a connection of its own (PTB routes that one method to this request).
-        self._updates_request = HTTPXRequest(connection_pool_size=1, connect_timeout=timeout_s,
-                                             read_timeout=timeout_s, write_timeout=timeout_s, pool_timeout=timeout_s)
+        self._updates_request = HTTPXRequest(
+            connection_pool_size=1,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            write_timeout=timeout_s,
+            pool_timeout=timeout_s,
+        )
         # PTB appends the token to base_url: methods live at <root>/bot<token>/<method>.
         options = {"base_url": f"{base_url.rstrip('/')}/bot"} if base_url else {}
         self._bot = Bot(token, request=self._request, get_updates_request=self._updates_request, **options)
@@ -122,24 +138,52 @@ class TelegramSender:
         """``text`` with the bot token replaced by ``***``."""
         return text.replace(self._token, "***")
 
-    async def send(self, chat_id: str, text: str, on_wait: OnWait | None = None, *, parse_mode: str | None = None,
-                   keyboard: Keyboard | None = None) -> int:
+    async def send(
+        self,
+        chat_id: str,
+        text: str,
+        on_wait: OnWait | None = None,
+        *,
+        parse_mode: str | None = None,
+        keyboard: Keyboard | None = None,
+    ) -> int:
         """Send ``text`` (at most 4096 UTF-16 units after entity parsing) to ``chat_id`` in ``parse_mode`` (None:
         plain), with inline ``keyboard`` buttons if given; returns Telegram's ``message_id``. Retries per
         :class:`RetryPolicy`, awaiting ``on_wait`` before each wait (e.g. to extend an ack deadline). Raises
         :class:`SendFailed` when the message is not delivered."""
-        message = await self._call("sendMessage", lambda: self._bot.send_message(
-            chat_id=chat_id, text=text, parse_mode=parse_mode, reply_markup=_markup(keyboard)), on_wait)
+        message = await self._call(
+            "sendMessage",
+            lambda: self._bot.send_message(
+                chat_id=chat_id, text=text, parse_mode=parse_mode, reply_markup=_markup(keyboard)
+            ),
+            on_wait,
+        )
         return message.message_id
 
-    async def edit(self, chat_id: str, message_id: int, text: str, *, parse_mode: str | None = None,
-                   keyboard: Keyboard | None = None, on_wait: OnWait | None = None) -> None:
+    async def edit(
+        self,
+        chat_id: str,
+        message_id: int,
+        text: str,
+        *,
+        parse_mode: str | None = None,
+        keyboard: Keyboard | None = None,
+        on_wait: OnWait | None = None,
+    ) -> None:
         """Replace the text (and buttons: none unless ``keyboard``) of message ``message_id`` in ``chat_id``.
         An edit to the same content is not an error. Raises :class:`SendFailed`."""
         try:
-            await self._call("editMessageText", lambda: self._bot.edit_message_text(
-                text=text, chat_id=chat_id, message_id=message_id, parse_mode=parse_mode,
-                reply_markup=_markup(keyboard)), on_wait)
+            await self._call(
+                "editMessageText",
+                lambda: self._bot.edit_message_text(
+                    text=text,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=parse_mode,
+                    reply_markup=_markup(keyboard),
+                ),
+                on_wait,
+            )
         except SendFailed as exc:
             if not (exc.reason == "bad_request" and "not modified" in exc.detail):
                 raise
@@ -147,8 +191,11 @@ class TelegramSender:
     async def answer_button(self, query_id: str, text: str) -> None:
         """Acknowledge a button press with a short notice (at most 200 characters), retried like a message.
         Raises :class:`SendFailed`."""
-        await self._call("answerCallbackQuery",
-                         lambda: self._bot.answer_callback_query(callback_query_id=query_id, text=text[:200]), None)
+        await self._call(
+            "answerCallbackQuery",
+            lambda: self._bot.answer_callback_query(callback_query_id=query_id, text=text[:200]),
+            None,
+        )
 
     async def api(self, method: str, timeout_s: float | None = None, **params: Any) -> Any:
         """Call Bot API ``method`` once (no retry) and return its raw JSON ``result`` (e.g. ``getUpdates``: a
@@ -166,9 +213,13 @@ class TelegramSender:
         return SendFailed(failure_reason(exc), self._detail(exc), wait)
 
     async def _call(self, method: str, make_call: Callable[[], Awaitable[T]], on_wait: OnWait | None) -> T:
-        retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._wait,
-                                 retry=retry_if_exception(self._retryable), reraise=True,
-                                 before_sleep=partial(self._before_sleep, on_wait=on_wait))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            reraise=True,
+            before_sleep=partial(self._before_sleep, on_wait=on_wait),
+        )
         with tracer.start_as_current_span(f"telegram {method}", kind=SpanKind.CLIENT) as span:
             try:
                 async for attempt in retrying:
@@ -201,16 +252,22 @@ class TelegramSender:
         exc = state.outcome.exception() if state.outcome else None
         reason = failure_reason(exc) if exc else "unknown"
         SEND_RETRIES.labels(CHANNEL, reason).inc()
-        log.warning("telegram_retry", reason=reason, attempt=state.attempt_number, wait_s=state.upcoming_sleep,
-                    error=self.scrub(str(exc)))
+        log.warning(
+            "telegram_retry",
+            reason=reason,
+            attempt=state.attempt_number,
+            wait_s=state.upcoming_sleep,
+            error=self.scrub(str(exc)),
+        )
         await _signal_progress(on_wait)
 
 
 def _markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
     if not keyboard:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in row]
-                                 for row in keyboard])
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in keyboard]
+    )
 
 
 @dataclass(frozen=True)
@@ -257,8 +314,9 @@ class CallbackSender:
 
     def __init__(self, policy: CallbackPolicy) -> None:
         self._policy = policy
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=policy.timeout_s,
-                                         headers={"User-Agent": "hermes-notifier"})
+        self._client = httpx.AsyncClient(
+            follow_redirects=False, timeout=policy.timeout_s, headers={"User-Agent": "hermes-notifier"}
+        )
         self._backoff = wait_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s)
 
     async def close(self) -> None:
@@ -268,9 +326,13 @@ class CallbackSender:
         """POST ``body`` (JSON) to ``url`` with the header ``Idempotency-Key``; returns the 2xx status. Awaits
         ``on_wait`` before each wait between attempts. Raises :class:`SendFailed` (reason as
         :func:`callback_failure_reason`) when no attempt got a 2xx; its detail never holds the URL."""
-        retrying = AsyncRetrying(stop=stop_after_attempt(self._policy.attempts), wait=self._backoff,
-                                 retry=retry_if_exception(_retryable_callback), reraise=True,
-                                 before_sleep=partial(self._before_sleep, on_wait=on_wait))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(_retryable_callback),
+            reraise=True,
+            before_sleep=partial(self._before_sleep, on_wait=on_wait),
+        )
         with tracer.start_as_current_span("callback POST", kind=SpanKind.CLIENT) as span:
             try:
                 async for attempt in retrying:
@@ -327,12 +389,15 @@ class ThreadLog:
         """The idea, origin and assumptions of the thread's ``thread_opened`` and its last presented draft."""
         opened = await self.last(thread_id, ThreadOpened)
         draft = await self.last(thread_id, DraftPresented)
-        return ThreadContext(idea=opened.idea if opened else None, origin=opened.origin if opened else {},
-                             draft_text=draft.text if draft else None,
-                             draft_number=draft.draft_number if draft else None,
-                             callback_url=opened.callback_url if opened else None,
-                             source_app=opened.source_app if opened else None,
-                             assumptions=tuple(opened.assumptions) if opened else ())
+        return ThreadContext(
+            idea=opened.idea if opened else None,
+            origin=opened.origin if opened else {},
+            draft_text=draft.text if draft else None,
+            draft_number=draft.draft_number if draft else None,
+            callback_url=opened.callback_url if opened else None,
+            source_app=opened.source_app if opened else None,
+            assumptions=tuple(opened.assumptions) if opened else (),
+        )
 
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log."""

@@ -51,32 +51,54 @@ def build_sender(settings: NotifierSettings) -> TelegramSender | None:
     token = settings.bot_token()
     if token is None:
         return None
-    policy = RetryPolicy(attempts=max(1, settings.telegram_send_attempts),
-                         max_retry_after_s=settings.telegram_max_retry_after_s,
-                         backoff_s=settings.telegram_retry_backoff_s)
+    policy = RetryPolicy(
+        attempts=max(1, settings.telegram_send_attempts),
+        max_retry_after_s=settings.telegram_max_retry_after_s,
+        backoff_s=settings.telegram_retry_backoff_s,
+    )
     return TelegramSender(token, settings.telegram_api_base_url, policy, settings.telegram_timeout_s)
 
 
 def build_callbacks(settings: NotifierSettings) -> CallbackSender:
-    return CallbackSender(CallbackPolicy(
-        attempts=settings.hermes_callback_attempts, backoff_s=settings.hermes_callback_backoff_s,
-        max_backoff_s=settings.hermes_callback_max_backoff_s, timeout_s=settings.hermes_callback_timeout_s))
+    return CallbackSender(
+        CallbackPolicy(
+            attempts=settings.hermes_callback_attempts,
+            backoff_s=settings.hermes_callback_backoff_s,
+            max_backoff_s=settings.hermes_callback_max_backoff_s,
+            timeout_s=settings.hermes_callback_timeout_s,
+        )
+    )
 
 
 def alert_policy(settings: NotifierSettings) -> AlertPolicy:
-    return AlertPolicy(enabled=settings.alert_types(), cooldown_s=settings.hermes_alert_cooldown_minutes * 60.0,
-                       cooldowns_s=settings.alert_cooldowns_s(), local_backend=settings.hermes_local_backend)
+    return AlertPolicy(
+        enabled=settings.alert_types(),
+        cooldown_s=settings.hermes_alert_cooldown_minutes * 60.0,
+        cooldowns_s=settings.alert_cooldowns_s(),
+        local_backend=settings.hermes_local_backend,
+    )
 
 
-def dead_letter_consumer(nc: NATS, js: JetStreamContext, notifier: Notifier,
-                         settings: NotifierSettings) -> ConsumerRunner:
+def dead_letter_consumer(
+    nc: NATS, js: JetStreamContext, notifier: Notifier, settings: NotifierSettings
+) -> ConsumerRunner:
     """The ``notifier-dead-letters`` durable on the dead-letter records (never the replay markers): one lane,
     so each alert sees the record of the one before (the cooldown). A record it cannot decode is dead-lettered
     under its own name, which :meth:`Notifier.on_dead_letter` skips."""
-    return ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.DLQ_STREAM, durable=DEAD_LETTER_CONSUMER, filter_subjects=[subjects.DLQ_RECORDS],
-        decode=decode_dead_letter, handler=notifier.on_dead_letter, ack_wait_s=ack_wait_s(settings),
-        batch=BATCH), SERVICE)
+    return ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.DLQ_STREAM,
+            durable=DEAD_LETTER_CONSUMER,
+            filter_subjects=[subjects.DLQ_RECORDS],
+            decode=decode_dead_letter,
+            handler=notifier.on_dead_letter,
+            ack_wait_s=ack_wait_s(settings),
+            batch=BATCH,
+        ),
+        SERVICE,
+    )
 
 
 async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> None:
@@ -90,16 +112,20 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
 
     sender = build_sender(settings)
     if sender is None:
-        log.warning("notifications_off",
-                    reason="TELEGRAM_BOT_TOKEN is not set; no Telegram messages (callbacks still go out)")
+        log.warning(
+            "notifications_off", reason="TELEGRAM_BOT_TOKEN is not set; no Telegram messages (callbacks still go out)"
+        )
     else:
         await sender.start()
-        log.info("telegram_ready", api_base_url=settings.telegram_api_base_url or "python-telegram-bot default",
-                 default_chat_set=settings.telegram_chat_id is not None,
-                 budget_alerts=settings.hermes_notify_budget_alerts,
-                 alert_types=sorted(settings.alert_types()),
-                 alert_cooldown_minutes=settings.hermes_alert_cooldown_minutes,
-                 alert_cooldowns_s=settings.alert_cooldowns_s())
+        log.info(
+            "telegram_ready",
+            api_base_url=settings.telegram_api_base_url or "python-telegram-bot default",
+            default_chat_set=settings.telegram_chat_id is not None,
+            budget_alerts=settings.hermes_notify_budget_alerts,
+            alert_types=sorted(settings.alert_types()),
+            alert_cooldown_minutes=settings.hermes_alert_cooldown_minutes,
+            alert_cooldowns_s=settings.alert_cooldowns_s(),
+        )
     callbacks = build_callbacks(settings)
 
     nc = await connect(settings, SERVICE)
@@ -109,20 +135,38 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     channel = None
     if sender is not None and settings.telegram_updates != "off":
         channel = await open_channel(settings, nc, js, sender, thread_log, store, SERVICE, ack_wait_s(settings))
-    notifier = Notifier(sender, thread_log, store,
-                        Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
-                        settings.telegram_chat_id, settings.notifier_max_event_age_s,
-                        budget_alerts=settings.hermes_notify_budget_alerts, callbacks=callbacks,
-                        alerts=alert_policy(settings), conversation=channel.conversation if channel else None,
-                        dead_letters=DeadLetterArchive(js), allowed_chats=settings.allowed_chats())
+    notifier = Notifier(
+        sender,
+        thread_log,
+        store,
+        Wording(settings.hermes_web_base_url, settings.telegram_draft_max_chars),
+        settings.telegram_chat_id,
+        settings.notifier_max_event_age_s,
+        budget_alerts=settings.hermes_notify_budget_alerts,
+        callbacks=callbacks,
+        alerts=alert_policy(settings),
+        conversation=channel.conversation if channel else None,
+        dead_letters=DeadLetterArchive(js),
+        allowed_chats=settings.allowed_chats(),
+    )
     # One lane per aggregate (thread, budget, backend, queue): a thread's messages stay in log order, one chat's
     # flood wait or one slow callback holds no other thread. Alerts are consumed even when switched off, so the
     # switches never change the durable's filters (a skip is counted instead).
-    consumer = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.EVENTS_STREAM, durable=DURABLE,
-        filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS],
-        decode=decode_event, handler=notifier.on_event, ack_wait_s=ack_wait_s(settings), batch=BATCH,
-        lane=aggregate_lane), SERVICE)
+    consumer = ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.EVENTS_STREAM,
+            durable=DURABLE,
+            filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS],
+            decode=decode_event,
+            handler=notifier.on_event,
+            ack_wait_s=ack_wait_s(settings),
+            batch=BATCH,
+            lane=aggregate_lane,
+        ),
+        SERVICE,
+    )
     task = asyncio.create_task(consumer.run(), name="notifier-events")
     dead_letters = dead_letter_consumer(nc, js, notifier, settings)
     dead_letters_task = asyncio.create_task(dead_letters.run(), name=DEAD_LETTER_CONSUMER)

@@ -57,8 +57,16 @@ class Channel:
         await self.live.close()
 
 
-async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContext, sender: TelegramSender,
-                       thread_log: ThreadLog, store: EventStore, service: str, ack_wait_s: float) -> Channel:
+async def open_channel(
+    settings: NotifierSettings,
+    nc: NATS,
+    js: JetStreamContext,
+    sender: TelegramSender,
+    thread_log: ThreadLog,
+    store: EventStore,
+    service: str,
+    ack_wait_s: float,
+) -> Channel:
     """Start Telegram as a channel per ``settings`` (:class:`~hermes_notifier.config.NotifierSettings`):
     ``telegram_updates`` ``polling`` starts the :class:`Poller`, ``webhook`` registers the webhook with Telegram
     (retried in the background until it succeeds), ``off`` takes no updates; the inbox consumer runs in every
@@ -67,12 +75,26 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
     replies = Replies(sender, thread_log, store)
     username = await _bot_username(sender)
     cap = QueueCap(settings.hermes_max_queued_jobs, settings.hermes_queue_full_retry_after_seconds)
-    inbox = Inbox(replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username, cap),
-                  live)
-    consumer = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.INBOX_STREAM, durable=INBOX_DURABLE, filter_subjects=[subjects.TELEGRAM_INBOX_ALL],
-        decode=decode_telegram_update, handler=inbox.on_update, batch=INBOX_BATCH, ack_wait_s=ack_wait_s,
-        max_deliver=INBOX_MAX_DELIVER, backoff_s=INBOX_BACKOFF_S, lane=subject_lane), service)
+    inbox = Inbox(
+        replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username, cap), live
+    )
+    consumer = ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.INBOX_STREAM,
+            durable=INBOX_DURABLE,
+            filter_subjects=[subjects.TELEGRAM_INBOX_ALL],
+            decode=decode_telegram_update,
+            handler=inbox.on_update,
+            batch=INBOX_BATCH,
+            ack_wait_s=ack_wait_s,
+            max_deliver=INBOX_MAX_DELIVER,
+            backoff_s=INBOX_BACKOFF_S,
+            lane=subject_lane,
+        ),
+        service,
+    )
     tasks = [asyncio.create_task(consumer.run(), name=INBOX_DURABLE)]
     stoppers = [consumer.stop]
     if settings.telegram_updates == "polling":
@@ -81,8 +103,12 @@ async def open_channel(settings: NotifierSettings, nc: NATS, js: JetStreamContex
         stoppers.append(poller.stop)
     elif settings.telegram_updates == "webhook":
         tasks.append(asyncio.create_task(_register_webhook(sender, settings), name="telegram-webhook"))
-    log.info("telegram_channel_open", updates=settings.telegram_updates, allowed_chats=len(settings.allowed_chats()),
-             bot_username=username)
+    log.info(
+        "telegram_channel_open",
+        updates=settings.telegram_updates,
+        allowed_chats=len(settings.allowed_chats()),
+        bot_username=username,
+    )
     conversation = Conversation(replies, live, settings.allowed_chats(), settings.notifier_max_event_age_s)
     return Channel(conversation, tasks, stoppers, live)
 
@@ -99,9 +125,11 @@ async def _bot_username(sender: TelegramSender) -> str | None:
 
 async def _register_webhook(sender: TelegramSender, settings: NotifierSettings) -> None:
     secret = settings.telegram_webhook_secret.get_secret_value()
-    async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=1, max=60), reraise=True,
-                                       retry=retry_if_exception_type(SendFailed)):
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=1, max=60), reraise=True, retry=retry_if_exception_type(SendFailed)
+    ):
         with attempt:
-            await sender.api("setWebhook", url=settings.telegram_webhook_url, secret_token=secret,
-                             allowed_updates=ALLOWED_UPDATES)
+            await sender.api(
+                "setWebhook", url=settings.telegram_webhook_url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
+            )
     log.info("telegram_webhook_set", url=settings.telegram_webhook_url)

@@ -52,8 +52,10 @@ PREFERENCE_VALUES = {"depth": ("overview", "detailed", "comprehensive"), "style"
 """The values the learner knows for depth and style (see :data:`hermes_proto.events.PREFERENCE_CATEGORIES`); a
 constraint's value is the user's own words."""
 PREFERENCE_VALUE_MAX_CHARS = 120  # hermes_proto.queries.CorrectPreference.value
-CORRECT_USAGE = ("Send /correct <key> <value>, e.g. /correct depth overview or /correct budget under 300 euros. "
-                 f"Keys: {', '.join(CORRECTABLE_KEYS)}.")
+CORRECT_USAGE = (
+    "Send /correct <key> <value>, e.g. /correct depth overview or /correct budget under 300 euros. "
+    f"Keys: {', '.join(CORRECTABLE_KEYS)}."
+)
 
 
 Keyboard = list[list[tuple[str, str]]]
@@ -219,8 +221,10 @@ def question_message(thread_id: str, index: int, questions: Sequence[Question]) 
     lines += ["", f"Question {index + 1} of {len(questions)} · thread {thread_id}"]
     keyboard: Keyboard = []
     if buttons_fit(thread_id):
-        keyboard = [[(excerpt(s, BUTTON_LABEL_CHARS), answer_button(thread_id, index, j))]
-                    for j, s in enumerate(question.suggestions[:8])]
+        keyboard = [
+            [(excerpt(s, BUTTON_LABEL_CHARS), answer_button(thread_id, index, j))]
+            for j, s in enumerate(question.suggestions[:8])
+        ]
         if index == len(questions) - 1:
             keyboard.append([("Done: build draft 2 now", done_button(thread_id))])
     return "\n".join(lines), keyboard
@@ -228,8 +232,17 @@ def question_message(thread_id: str, index: int, questions: Sequence[Question]) 
 
 def answered_text(question_text: str, answer: str, index: int, total: int, thread_id: str) -> str:
     """A question message after it was answered (the buttons go away)."""
-    return "\n".join(["Answered", "", question_text, "", f"Your answer: {answer}", "",
-                      f"Question {index + 1} of {total} · thread {thread_id}"])
+    return "\n".join(
+        [
+            "Answered",
+            "",
+            question_text,
+            "",
+            f"Your answer: {answer}",
+            "",
+            f"Question {index + 1} of {total} · thread {thread_id}",
+        ]
+    )
 
 
 def rating_keyboard(thread_id: str) -> Keyboard:
@@ -251,31 +264,39 @@ def live_draft_text(partial: str, limit: int) -> str:
     return "\n".join(["Draft 1 (writing…)", "", body])
 
 
-def draft_text(number: int, text: str, backend: str, model: str, tokens: int, latency_ms: float,
-               questions_follow: bool) -> str:
+def draft_text(
+    number: int, text: str, backend: str, model: str, tokens: int, latency_ms: float, questions_follow: bool
+) -> str:
     """A presented draft with where it came from (backend, model, tokens, seconds)."""
-    lines = [f"Draft {number}", "", text.strip() or "(empty)", "",
-             f"{backend} · {model} · {tokens} tokens · {latency_ms / 1000:.1f} s"]
+    lines = [
+        f"Draft {number}",
+        "",
+        text.strip() or "(empty)",
+        "",
+        f"{backend} · {model} · {tokens} tokens · {latency_ms / 1000:.1f} s",
+    ]
     if questions_follow:
         lines.append("A few questions follow; your answers make draft 2 better.")
     return "\n".join(lines)
 
 
 def help_text() -> str:
-    return "\n".join([
-        "Hermes",
-        "",
-        "Send any message (or /idea <text>) and Hermes drafts it at once, asks a few questions, then refines.",
-        "/status [thread] the latest thread (or one) in this chat",
-        "/threads this chat's recent threads",
-        "/done [thread] send the answers given so far and build draft 2",
-        "/rate <1-5> [thread] rate the latest finished thread",
-        f"/correct <key> <value> fix what Hermes assumed from before (keys: {', '.join(CORRECTABLE_KEYS)})",
-        "/cancel [thread] stop what still runs",
-        "/budget spend today against the budget",
-        "/backends model backends and their health",
-        "/help this list",
-    ])
+    return "\n".join(
+        [
+            "Hermes",
+            "",
+            "Send any message (or /idea <text>) and Hermes drafts it at once, asks a few questions, then refines.",
+            "/status [thread] the latest thread (or one) in this chat",
+            "/threads this chat's recent threads",
+            "/done [thread] send the answers given so far and build draft 2",
+            "/rate <1-5> [thread] rate the latest finished thread",
+            f"/correct <key> <value> fix what Hermes assumed from before (keys: {', '.join(CORRECTABLE_KEYS)})",
+            "/cancel [thread] stop what still runs",
+            "/budget spend today against the budget",
+            "/backends model backends and their health",
+            "/help this list",
+        ]
+    )
 
 
 def corrected_text(view: PreferenceView, wanted: str, threshold: float) -> str:
@@ -288,8 +309,10 @@ def corrected_text(view: PreferenceView, wanted: str, threshold: float) -> str:
     if view.applied:
         lines.append(f"Confidence {percent(view.confidence)}: Hermes assumes it from your next idea.")
     else:
-        lines.append(f"Confidence {percent(view.confidence)}, below the {percent(threshold)} Hermes needs to assume "
-                     "it, so it asks about it again.")
+        lines.append(
+            f"Confidence {percent(view.confidence)}, below the {percent(threshold)} Hermes needs to assume "
+            "it, so it asks about it again."
+        )
     if not took:
         lines.append("Send the same correction again to change it.")
     return "\n".join(lines)
@@ -299,16 +322,20 @@ def correction_refused_text(reason: str) -> str:
     return f"Hermes could not take that correction\n\n{excerpt(reason, 300)}"
 
 
-REFUSAL_TEXT = ("Sorry, this Hermes is private and does not take messages from this chat. Its owner can add "
-                "the chat id to TELEGRAM_ALLOWED_CHAT_IDS.")
+REFUSAL_TEXT = (
+    "Sorry, this Hermes is private and does not take messages from this chat. Its owner can add "
+    "the chat id to TELEGRAM_ALLOWED_CHAT_IDS."
+)
 
 
 def status_text(thread: ThreadView, web_base_url: str) -> str:
     """One thread's state: status, drafts, open questions, jobs with backend, tokens, cost and time."""
     lines = [f"Thread {thread.thread_id}: {thread.status.replace('_', ' ')}", "", excerpt(thread.idea, 200), ""]
     drafts = [n for n, text in ((1, thread.draft1), (2, thread.draft2)) if text]
-    lines.append(f"Drafts: {', '.join(map(str, drafts)) if drafts else 'none yet'}"
-                 + (f" (final: {thread.final_draft_number})" if thread.final_draft_number else ""))
+    lines.append(
+        f"Drafts: {', '.join(map(str, drafts)) if drafts else 'none yet'}"
+        + (f" (final: {thread.final_draft_number})" if thread.final_draft_number else "")
+    )
     open_questions = [q for q in thread.questions if q.answer is None]
     if thread.questions:
         lines.append(f"Questions: {len(thread.questions) - len(open_questions)} of {len(thread.questions)} answered")
@@ -317,8 +344,10 @@ def status_text(thread: ThreadView, web_base_url: str) -> str:
     for job in thread.jobs:
         where = f"{job.backend}/{job.model}" if job.backend else "not dispatched"
         took = f", {job.latency_ms / 1000:.1f} s" if job.latency_ms is not None else ""
-        lines.append(f"• {job.kind}: {job.status} on {where}, {job.prompt_tokens + job.completion_tokens} tokens, "
-                     f"{format_cents(job.cost_cents)}{took}")
+        lines.append(
+            f"• {job.kind}: {job.status} on {where}, {job.prompt_tokens + job.completion_tokens} tokens, "
+            f"{format_cents(job.cost_cents)}{took}"
+        )
     lines += ["", thread_link(web_base_url, thread.thread_id)]
     return "\n".join(lines)
 
@@ -346,8 +375,9 @@ def backends_text(reply: BackendsReply) -> str:
     for b in reply.backends:
         state = b.health if b.enabled else "disabled"
         model = b.models[0] if b.models else "no model"
-        lines.append(f"• {b.name} ({b.type}): {state}, {model}, {b.in_flight} running, "
-                     f"{format_cents(b.spend_today_cents)} today")
+        lines.append(
+            f"• {b.name} ({b.type}): {state}, {model}, {b.in_flight} running, {format_cents(b.spend_today_cents)} today"
+        )
     lines.append(f"Queued jobs: {reply.queued_jobs}")
     return "\n".join(lines)
 

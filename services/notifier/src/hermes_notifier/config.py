@@ -92,8 +92,15 @@ class NotifierSettings(BusSettings):
         listed = [c.strip() for c in (self.telegram_allowed_chat_ids or "").split(",") if c.strip()]
         return frozenset(listed or ([self.telegram_chat_id] if self.telegram_chat_id else []))
 
-    @field_validator("telegram_bot_token", "telegram_chat_id", "telegram_api_base_url", "telegram_webhook_url",
-                     "telegram_webhook_secret", "telegram_allowed_chat_ids", mode="before")
+    @field_validator(
+        "telegram_bot_token",
+        "telegram_chat_id",
+        "telegram_api_base_url",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
+        "telegram_allowed_chat_ids",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # Deployments template these variables, so "" must mean "not configured" rather than a value.

@@ -28,8 +28,9 @@ class Conversation:
     """The messages of a Telegram thread's middle: draft 1 (into the "drafting…" message, where it streamed)
     and the questions, one message each with buttons. Other threads are left to the plain notifications."""
 
-    def __init__(self, replies: Replies, live: LiveDrafts | None, allowed_chats: frozenset[str],
-                 max_event_age_s: float) -> None:
+    def __init__(
+        self, replies: Replies, live: LiveDrafts | None, allowed_chats: frozenset[str], max_event_age_s: float
+    ) -> None:
         self.replies = replies
         self.thread_log = replies.thread_log
         self.live = live
@@ -58,26 +59,54 @@ class Conversation:
             await self.live.finish(event.aggregate_id)
         records = await self.thread_log.all(event.aggregate_id, NotificationSent)
         ack = next((r for r in records if r.kind == IDEA_RECEIVED and r.external_id), None)
-        text = chat.draft_text(1, event.text, event.backend, event.model,
-                               event.prompt_tokens + event.completion_tokens, event.latency_ms, False)
-        await self.replies.say(chat_id, text, cause_id=event.event_id, aggregate_id=event.aggregate_id,
-                               kind=DRAFT_SHOWN, delivery=delivery, correlation_id=event.correlation_id,
-                               edit_message_id=int(ack.external_id.split(",")[0]) if ack else None)
+        text = chat.draft_text(
+            1,
+            event.text,
+            event.backend,
+            event.model,
+            event.prompt_tokens + event.completion_tokens,
+            event.latency_ms,
+            False,
+        )
+        await self.replies.say(
+            chat_id,
+            text,
+            cause_id=event.event_id,
+            aggregate_id=event.aggregate_id,
+            kind=DRAFT_SHOWN,
+            delivery=delivery,
+            correlation_id=event.correlation_id,
+            edit_message_id=int(ack.external_id.split(",")[0]) if ack else None,
+        )
 
-    async def _assumptions(self, event: QuestionsProposed, applied: Sequence[Assumption], chat_id: str,
-                           delivery: Delivery) -> None:
+    async def _assumptions(
+        self, event: QuestionsProposed, applied: Sequence[Assumption], chat_id: str, delivery: Delivery
+    ) -> None:
         """One message before the questions: what draft 1 applied (``applied``) and what was not asked because a
         learned preference answers it, with how to correct them."""
         text = domain.assumptions_text(domain.merged_assumptions(applied, event.assumptions))
         if text:
-            await self.replies.say(chat_id, text, cause_id=derived_id(event.event_id, ASSUMPTIONS_SHOWN),
-                                   aggregate_id=event.aggregate_id, kind=ASSUMPTIONS_SHOWN, delivery=delivery,
-                                   correlation_id=event.correlation_id)
+            await self.replies.say(
+                chat_id,
+                text,
+                cause_id=derived_id(event.event_id, ASSUMPTIONS_SHOWN),
+                aggregate_id=event.aggregate_id,
+                kind=ASSUMPTIONS_SHOWN,
+                delivery=delivery,
+                correlation_id=event.correlation_id,
+            )
 
     async def _questions(self, event: QuestionsProposed, chat_id: str, delivery: Delivery) -> None:
         thread_id = event.aggregate_id
         for index in range(len(event.questions)):
             text, keyboard = chat.question_message(thread_id, index, event.questions)
-            await self.replies.say(chat_id, text, cause_id=derived_id(event.event_id, "question", str(index)),
-                                   aggregate_id=thread_id, kind=QUESTIONS_SHOWN, delivery=delivery,
-                                   keyboard=keyboard, correlation_id=event.correlation_id)
+            await self.replies.say(
+                chat_id,
+                text,
+                cause_id=derived_id(event.event_id, "question", str(index)),
+                aggregate_id=thread_id,
+                kind=QUESTIONS_SHOWN,
+                delivery=delivery,
+                keyboard=keyboard,
+                correlation_id=event.correlation_id,
+            )

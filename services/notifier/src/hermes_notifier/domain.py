@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-
 from hermes_proto import threads
 from hermes_proto.base import Event
 from hermes_proto.deadletter import DeadLetter
@@ -40,18 +39,32 @@ IDEA_EXCERPT_CHARS = 80
 ERROR_MESSAGE_CHARS = 500
 ALERT_EVENTS: tuple[type[Event], ...] = (BackendMarkedUnhealthy, QueueFull)
 CALLBACK_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, ThreadFailed)
-NOTIFY_EVENTS: tuple[type[Event], ...] = (ThreadCompleted, JobFailed, ThreadFailed, BudgetThresholdReached,
-                                          *ALERT_EVENTS)
+NOTIFY_EVENTS: tuple[type[Event], ...] = (
+    ThreadCompleted,
+    JobFailed,
+    ThreadFailed,
+    BudgetThresholdReached,
+    *ALERT_EVENTS,
+)
 BUDGET_KIND = "budget_threshold"
 TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL = "talos_down", "backend_down", "queue_full"
 JOB_FAILURE, BUDGET_THRESHOLD, DEAD_LETTERS, THREAD_FINISHED = (
-    "job_failure", "budget_threshold", "dead_letters", "thread_finished")
+    "job_failure",
+    "budget_threshold",
+    "dead_letters",
+    "thread_finished",
+)
 ALERT_TYPES = (TALOS_DOWN, BACKEND_DOWN, QUEUE_FULL, JOB_FAILURE, BUDGET_THRESHOLD, DEAD_LETTERS, THREAD_FINISHED)
 """The alert types of ``HERMES_NOTIFY_ALERT_TYPES`` and ``HERMES_ALERT_COOLDOWNS``."""
 ALERT_TYPE_OF_KIND: Mapping[str, str] = {
-    ThreadCompleted.type_name(): THREAD_FINISHED, ThreadFailed.type_name(): THREAD_FINISHED,
-    JobFailed.type_name(): JOB_FAILURE, BUDGET_KIND: BUDGET_THRESHOLD, TALOS_DOWN: TALOS_DOWN,
-    BACKEND_DOWN: BACKEND_DOWN, QUEUE_FULL: QUEUE_FULL, DEAD_LETTERS: DEAD_LETTERS,
+    ThreadCompleted.type_name(): THREAD_FINISHED,
+    ThreadFailed.type_name(): THREAD_FINISHED,
+    JobFailed.type_name(): JOB_FAILURE,
+    BUDGET_KIND: BUDGET_THRESHOLD,
+    TALOS_DOWN: TALOS_DOWN,
+    BACKEND_DOWN: BACKEND_DOWN,
+    QUEUE_FULL: QUEUE_FULL,
+    DEAD_LETTERS: DEAD_LETTERS,
 }
 """Notification kind (the ``kind`` of a record and metric label) -> alert type."""
 DEFAULT_COOLDOWNS_S: Mapping[str, float] = {THREAD_FINISHED: 0.0}
@@ -67,9 +80,15 @@ DEAD_LETTER_DETAIL_CHARS = 300
 CENTS_SIGNIFICANT_DIGITS = 3  # enough to tell 0.0114¢ from 0.0115¢ without printing float noise
 CENTS_MAX_DECIMALS = 6  # the router rounds spend to 6 decimals (micro-cents)
 
-CORRECTABLE_KEYS: Mapping[str, str] = {"depth": "depth", "style": "style", "budget": "constraint",
-                                       "location": "constraint", "deadline": "constraint", "audience": "constraint",
-                                       "language": "constraint"}
+CORRECTABLE_KEYS: Mapping[str, str] = {
+    "depth": "depth",
+    "style": "style",
+    "budget": "constraint",
+    "location": "constraint",
+    "deadline": "constraint",
+    "audience": "constraint",
+    "language": "constraint",
+}
 """The preference keys ``/correct`` takes -> their category, as the learner keeps them (see
 :data:`hermes_proto.events.PREFERENCE_CATEGORIES`): depth and style are categories of their own, the others the
 recurring constraints it reads from answers."""
@@ -175,13 +194,17 @@ def alert_text(event: Event, web_base_url: str | None = None) -> str | None:
     ``web_base_url`` is given) or the queue filling up (None for other events)."""
     match event:
         case BackendMarkedUnhealthy():
-            text = (f"Hermes alert: backend {event.aggregate_id} is down ({event.consecutive_failures} health "
-                    f"checks failed in a row; last: {excerpt(event.reason, ERROR_MESSAGE_CHARS)}). New jobs go to "
-                    "other backends or wait until it recovers.")
+            text = (
+                f"Hermes alert: backend {event.aggregate_id} is down ({event.consecutive_failures} health "
+                f"checks failed in a row; last: {excerpt(event.reason, ERROR_MESSAGE_CHARS)}). New jobs go to "
+                "other backends or wait until it recovers."
+            )
             return f"{text}\nBackends: {web_base_url.rstrip('/')}{BACKENDS_PATH}" if web_base_url else text
         case QueueFull():
-            return (f"Hermes alert: the job queue is full ({event.queued} of {event.limit} open jobs). New "
-                    f"submissions are refused; callers are told to retry in {event.retry_after_s:g} s.")
+            return (
+                f"Hermes alert: the job queue is full ({event.queued} of {event.limit} open jobs). New "
+                f"submissions are refused; callers are told to retry in {event.retry_after_s:g} s."
+            )
     return None
 
 
@@ -211,24 +234,34 @@ def in_cooldown(last_sent: NotificationSent | None, now: datetime, cooldown_s: f
 
 # ---- dead letters ---------------------------------------------------------------------------------------
 
+
 def dead_letter_cause(record: DeadLetter, dlq_sequence: int) -> AlertCause:
     """The cause of the alert about the record at ``HERMES_DLQ`` sequence ``dlq_sequence``: a record has no
     id of its own, so its id is derived from that sequence (``derived_id("dlq", seq)``: the same on every
     redelivery); it happened when it was dead-lettered."""
     cause_id = derived_id("dlq", str(dlq_sequence))
-    return AlertCause(event_id=cause_id, aggregate_id=DEAD_LETTER_AGGREGATE, correlation_id=cause_id,
-                      occurred_at=record.dead_lettered_at)
+    return AlertCause(
+        event_id=cause_id,
+        aggregate_id=DEAD_LETTER_AGGREGATE,
+        correlation_id=cause_id,
+        occurred_at=record.dead_lettered_at,
+    )
 
 
 def dead_letter_text(record: DeadLetter, stored: int | None, web_base_url: str) -> str:
     """The operator's message about a dead letter; ``stored``: dead-letter records in ``HERMES_DLQ`` (None:
     unknown, the count is left out)."""
     detail = excerpt(record.detail, DEAD_LETTER_DETAIL_CHARS) if record.detail.strip() else "no details"
-    count = "" if stored is None else (
-        f"; {stored} dead letter{'' if stored == 1 else 's'} {'is' if stored == 1 else 'are'} stored")
-    return (f"Hermes alert: messages are being dead-lettered: consumer {record.consumer} could not process a "
-            f"{record.subject} message ({record.reason}: {detail}){count}. "
-            f"See {web_base_url.rstrip('/')}{DEAD_LETTERS_PATH}")
+    count = (
+        ""
+        if stored is None
+        else (f"; {stored} dead letter{'' if stored == 1 else 's'} {'is' if stored == 1 else 'are'} stored")
+    )
+    return (
+        f"Hermes alert: messages are being dead-lettered: consumer {record.consumer} could not process a "
+        f"{record.subject} message ({record.reason}: {detail}){count}. "
+        f"See {web_base_url.rstrip('/')}{DEAD_LETTERS_PATH}"
+    )
 
 
 def about_thread(event: Event) -> bool:
@@ -249,7 +282,7 @@ def excerpt(text: str, limit: int) -> str:
     if len(flat) <= limit:
         return flat
     cut = flat[: limit - 1]
-    if " " in cut[limit // 2:]:
+    if " " in cut[limit // 2 :]:
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip() + "…"
 
@@ -269,20 +302,32 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
     match event:
         case ThreadCompleted():
             reason = REASONS.get(event.reason, event.reason)
-            lines = [f"Hermes finished your idea: {idea}", "",
-                     f"Final draft: {event.final_draft_number} ({reason})", link]
+            lines = [
+                f"Hermes finished your idea: {idea}",
+                "",
+                f"Final draft: {event.final_draft_number} ({reason})",
+                link,
+            ]
             if event.reason == "no_questions" and context.assumptions and context.origin.get("telegram_chat_id"):
                 # Nothing was asked, so this is where a Telegram user learns what draft 1 assumed.
                 lines += ["", assumptions_text(context.assumptions)]
             draft = _draft_section(event, context, draft_max_chars)
             return Notification(event.type_name(), "\n".join(lines + draft))
         case JobFailed():
-            lines = [f"Hermes: a job failed for your idea: {idea}", "",
-                     f"Job {event.job_id} failed: {event.error_code}: {_error(event.message)}", link]
+            lines = [
+                f"Hermes: a job failed for your idea: {idea}",
+                "",
+                f"Job {event.job_id} failed: {event.error_code}: {_error(event.message)}",
+                link,
+            ]
             return Notification(event.type_name(), "\n".join(lines))
         case ThreadFailed():
-            lines = [f"Hermes could not finish your idea: {idea}", "",
-                     f"Error {event.error_code}: {_error(event.message)}", link]
+            lines = [
+                f"Hermes could not finish your idea: {idea}",
+                "",
+                f"Error {event.error_code}: {_error(event.message)}",
+                link,
+            ]
             return Notification(event.type_name(), "\n".join(lines))
     return None
 
@@ -304,7 +349,7 @@ def correctable(assumption: Assumption) -> bool:
 
 
 def assumption_label(assumption: Assumption) -> str:
-    """"Depth" for a preference; "Intent (your usual answer)" for a pattern (its key is the question category)."""
+    """ "Depth" for a preference; "Intent (your usual answer)" for a pattern (its key is the question category)."""
     label = preference_label(assumption.key)
     return label if assumption.source == "preference" else f"{label} (your usual answer)"
 
@@ -338,9 +383,12 @@ def assumptions_text(assumptions: Sequence[Assumption]) -> str:
 def budget_text(event: BudgetThresholdReached) -> str:
     """One line, e.g. "Budget alert: daily spend 0.0114¢ reached 30% of the 0.03¢ budget (2026-11-23)"."""
     spend = {"daily": "daily spend", "project": f"project {event.name} spend"}.get(
-        event.scope, f"{event.scope} {event.name} spend")
-    return (f"Budget alert: {spend} {format_cents(event.spent_cents)} reached {format_fraction(event.threshold)} "
-            f"of the {format_cents(event.budget_cents)} budget ({event.period})")
+        event.scope, f"{event.scope} {event.name} spend"
+    )
+    return (
+        f"Budget alert: {spend} {format_cents(event.spent_cents)} reached {format_fraction(event.threshold)} "
+        f"of the {format_cents(event.budget_cents)} budget ({event.period})"
+    )
 
 
 def format_cents(cents: float) -> str:
@@ -452,8 +500,9 @@ def sent_id(cause_event_id: str, channel: str = CHANNEL) -> str:
     return _outcome_id(cause_event_id, "notification_sent", channel)
 
 
-def notification_sent(cause: Cause, kind: str, recipient: str, message_ids: Sequence[int],
-                      now: datetime, channel: str = CHANNEL) -> NotificationSent:
+def notification_sent(
+    cause: Cause, kind: str, recipient: str, message_ids: Sequence[int], now: datetime, channel: str = CHANNEL
+) -> NotificationSent:
     """The record of a delivered notification; ``external_id`` lists the Telegram message ids, comma-separated
     (one per part of a split text; None for a callback). Its ``aggregate_id`` is the cause's, also for a budget
     or operator alert: the record is a thread event, so it lands on
@@ -461,18 +510,35 @@ def notification_sent(cause: Cause, kind: str, recipient: str, message_ids: Sequ
     ``queue_full``, ``...thread.dead-letters...`` for a dead letter), where "already sent?" and the alert
     cooldown look for it."""
     return NotificationSent(
-        event_id=sent_id(cause.event_id, channel), aggregate_id=cause.aggregate_id, occurred_at=now,
-        correlation_id=cause.correlation_id, causation_id=cause.event_id, cause_event_id=cause.event_id,
-        kind=kind, channel=channel, recipient=recipient, external_id=",".join(map(str, message_ids)) or None)
+        event_id=sent_id(cause.event_id, channel),
+        aggregate_id=cause.aggregate_id,
+        occurred_at=now,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        cause_event_id=cause.event_id,
+        kind=kind,
+        channel=channel,
+        recipient=recipient,
+        external_id=",".join(map(str, message_ids)) or None,
+    )
 
 
-def notification_failed(cause: Cause, kind: str, recipient: str, message: str, now: datetime,
-                        channel: str = CHANNEL) -> NotificationFailed:
+def notification_failed(
+    cause: Cause, kind: str, recipient: str, message: str, now: datetime, channel: str = CHANNEL
+) -> NotificationFailed:
     """The record of a notification given up after retries; ``message`` says why (no secrets in it)."""
     return NotificationFailed(
-        event_id=_outcome_id(cause.event_id, "notification_failed", channel), aggregate_id=cause.aggregate_id,
-        occurred_at=now, correlation_id=cause.correlation_id, causation_id=cause.event_id,
-        cause_event_id=cause.event_id, kind=kind, channel=channel, recipient=recipient, message=message[:2000])
+        event_id=_outcome_id(cause.event_id, "notification_failed", channel),
+        aggregate_id=cause.aggregate_id,
+        occurred_at=now,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        cause_event_id=cause.event_id,
+        kind=kind,
+        channel=channel,
+        recipient=recipient,
+        message=message[:2000],
+    )
 
 
 # ---- callbacks to external producers ------------------------------------------------------------------

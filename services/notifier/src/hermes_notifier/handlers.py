@@ -68,11 +68,21 @@ class Notifier:
     is recorded and acknowledged (never blocks the consumer); only a log error (reading context, appending the
     outcome) raises, so the message is retried."""
 
-    def __init__(self, sender: TelegramSender | None, thread_log: ThreadLog, store: EventStore, wording: Wording,
-                 default_chat: str | None, max_event_age_s: float, budget_alerts: bool = True,
-                 callbacks: CallbackSender | None = None, alerts: domain.AlertPolicy = domain.AlertPolicy(),
-                 conversation: Conversation | None = None, dead_letters: DeadLetterArchive | None = None,
-                 allowed_chats: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        sender: TelegramSender | None,
+        thread_log: ThreadLog,
+        store: EventStore,
+        wording: Wording,
+        default_chat: str | None,
+        max_event_age_s: float,
+        budget_alerts: bool = True,
+        callbacks: CallbackSender | None = None,
+        alerts: domain.AlertPolicy = domain.AlertPolicy(),  # noqa: B008 (frozen: shared safely)
+        conversation: Conversation | None = None,
+        dead_letters: DeadLetterArchive | None = None,
+        allowed_chats: frozenset[str] | None = None,
+    ) -> None:
         self.sender = sender
         self.thread_log = thread_log
         self.store = store
@@ -90,8 +100,9 @@ class Notifier:
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
         if domain.about_thread(event):
-            bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
-                     job_id=getattr(event, "job_id", None))
+            bind_ids(
+                thread_id=event.aggregate_id, correlation_id=event.correlation_id, job_id=getattr(event, "job_id", None)
+            )
         else:
             bind_ids(aggregate_id=event.aggregate_id, correlation_id=event.correlation_id)
         context = None
@@ -107,8 +118,9 @@ class Notifier:
         if self.callbacks is not None and isinstance(event, domain.CALLBACK_EVENTS):
             await self._callback(self.callbacks, event, delivery, context)
 
-    async def _telegram(self, sender: TelegramSender, event: Event,
-                        delivery: Delivery[Event]) -> domain.ThreadContext | None:
+    async def _telegram(
+        self, sender: TelegramSender, event: Event, delivery: Delivery[Event]
+    ) -> domain.ThreadContext | None:
         """Announce ``event`` on Telegram; returns the thread context when it was read (None if skipped)."""
         kind = domain.kind_of(event)
         skip = await self._skip_reason(event)
@@ -151,9 +163,15 @@ class Notifier:
         text = domain.dead_letter_text(record, stored, self.wording.web_base_url)
         await self._to_operator(self.sender, cause, domain.Notification(kind, text), delivery)
 
-    async def _send_and_record(self, sender: TelegramSender, event: domain.Cause,
-                               notification: domain.Notification, recipient: str, delivery: Delivery[Any],
-                               keyboard: chat.Keyboard | None = None) -> None:
+    async def _send_and_record(
+        self,
+        sender: TelegramSender,
+        event: domain.Cause,
+        notification: domain.Notification,
+        recipient: str,
+        delivery: Delivery[Any],
+        keyboard: chat.Keyboard | None = None,
+    ) -> None:
         outcome = await self._deliver(sender, event, notification, recipient, delivery, keyboard)
         await self.store.append([outcome])
         self._sent_parts.pop(event.event_id, None)
@@ -171,8 +189,9 @@ class Notifier:
             return
         await self._to_operator(sender, event, domain.Notification(kind, text), delivery)
 
-    async def _to_operator(self, sender: TelegramSender, cause: domain.Cause, notification: domain.Notification,
-                           delivery: Delivery[Any]) -> None:
+    async def _to_operator(
+        self, sender: TelegramSender, cause: domain.Cause, notification: domain.Notification, delivery: Delivery[Any]
+    ) -> None:
         if self.default_chat is None:
             self._skipped(notification.kind, "no_recipient")
             return
@@ -205,8 +224,13 @@ class Notifier:
             return last
         return domain.latest_alert(await self.thread_log.notifications(aggregate_id), kind_type)
 
-    async def _callback(self, callbacks: CallbackSender, event: ThreadCompleted | ThreadFailed,
-                        delivery: Delivery[Event], context: domain.ThreadContext | None) -> None:
+    async def _callback(
+        self,
+        callbacks: CallbackSender,
+        event: ThreadCompleted | ThreadFailed,
+        delivery: Delivery[Event],
+        context: domain.ThreadContext | None,
+    ) -> None:
         """POST the thread's result to its ``callback_url`` (if it has one) and record the outcome."""
         if not domain.addressable(event.aggregate_id):
             return
@@ -282,8 +306,15 @@ class Notifier:
         if not quiet:
             log.info("notification_skipped", kind=kind, reason=reason, channel=channel)
 
-    async def _deliver(self, sender: TelegramSender, event: domain.Cause, notification: domain.Notification,
-                       recipient: str, delivery: Delivery[Any], keyboard: chat.Keyboard | None = None) -> Event:
+    async def _deliver(
+        self,
+        sender: TelegramSender,
+        event: domain.Cause,
+        notification: domain.Notification,
+        recipient: str,
+        delivery: Delivery[Any],
+        keyboard: chat.Keyboard | None = None,
+    ) -> Event:
         """Send every part not sent yet (MarkdownV2, the first line bold, ``keyboard`` under the last part);
         returns the outcome event to record."""
         kind = notification.kind
@@ -294,15 +325,25 @@ class Notifier:
                 await delivery.in_progress()
                 text = chat.render(parts[index], bold_first_line=index == 0)
                 buttons = keyboard if index == len(parts) - 1 else None
-                sent.append(await sender.send(recipient, text, delivery.in_progress, parse_mode=chat.PARSE_MODE,
-                                              keyboard=buttons))
+                sent.append(
+                    await sender.send(
+                        recipient, text, delivery.in_progress, parse_mode=chat.PARSE_MODE, keyboard=buttons
+                    )
+                )
                 MESSAGES_SENT.labels(domain.CHANNEL, kind).inc()
         except SendFailed as exc:
             self._sent_parts.pop(event.event_id, None)
             MESSAGES_FAILED.labels(domain.CHANNEL, kind, exc.reason).inc()
             partial = f" ({len(sent)} of {len(parts)} parts were sent)" if sent else ""
-            log.warning("notification_failed", kind=kind, recipient=recipient, reason=exc.reason,
-                        error=exc.detail, parts_sent=len(sent), parts=len(parts))
+            log.warning(
+                "notification_failed",
+                kind=kind,
+                recipient=recipient,
+                reason=exc.reason,
+                error=exc.detail,
+                parts_sent=len(sent),
+                parts=len(parts),
+            )
             return domain.notification_failed(event, kind, recipient, f"{exc}{partial}", utcnow())
         log.info("notification_sent", kind=kind, recipient=recipient, parts=len(parts), message_ids=sent)
         return domain.notification_sent(event, kind, recipient, sent, utcnow())

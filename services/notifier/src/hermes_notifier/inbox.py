@@ -84,8 +84,9 @@ class Inbox:
             intent = chat.parse_button(update.callback_query.data)
         elif update.message is not None:
             reply_to = update.message.reply_to_message
-            intent = chat.parse_message(update.message.text, reply_to.text if from_bot(reply_to) else None,
-                                        self.settings.bot_username)
+            intent = chat.parse_message(
+                update.message.text, reply_to.text if from_bot(reply_to) else None, self.settings.bot_username
+            )
         else:
             intent = chat.IGNORE
         INBOUND_UPDATES.labels(intent.kind).inc()
@@ -100,12 +101,19 @@ class Inbox:
         if await self.thread_log.notification_recorded(aggregate, domain.sent_id(cause)):
             log.info("telegram_refused_again", telegram_chat_id=chat_key)
             return
-        await self.replies.say(chat_key, chat.REFUSAL_TEXT, cause_id=cause, aggregate_id=aggregate,
-                               kind="refused", delivery=delivery)
+        await self.replies.say(
+            chat_key, chat.REFUSAL_TEXT, cause_id=cause, aggregate_id=aggregate, kind="refused", delivery=delivery
+        )
 
     async def ask_thread(self, thread_id: str) -> ThreadView | None:
-        reply = await ask(self.nc, "The orchestrator", subjects.QUERY_THREAD, ThreadQuery(thread_id=thread_id),
-                          ThreadReply, QUERY_TIMEOUT_S)
+        reply = await ask(
+            self.nc,
+            "The orchestrator",
+            subjects.QUERY_THREAD,
+            ThreadQuery(thread_id=thread_id),
+            ThreadReply,
+            QUERY_TIMEOUT_S,
+        )
         return reply.thread if reply.found else None
 
     async def chat_threads(self, chat_key: str, limit: int) -> list[ThreadView]:
@@ -115,18 +123,22 @@ class Inbox:
         return [t for t in reply.threads if origin_chat(t.origin) == chat_key]
 
     async def backends(self) -> BackendsReply:
-        return await ask(self.nc, "The backend-router", subjects.QUERY_BACKENDS, BackendsQuery(), BackendsReply,
-                         QUERY_TIMEOUT_S)
+        return await ask(
+            self.nc, "The backend-router", subjects.QUERY_BACKENDS, BackendsQuery(), BackendsReply, QUERY_TIMEOUT_S
+        )
 
     async def correct(self, command: CorrectPreference) -> PreferencesReply:
         """Send ``command`` to the learner (``hermes.control.preference``); its reply holds the corrected
         preference as now held. Raises :class:`Refused` (``bad_request``), :class:`BusUnavailable`,
         :class:`BadReply` (also when the reply does not hold exactly one preference)."""
-        reply = await ask(self.nc, "The learner", subjects.CONTROL_PREFERENCE, command, PreferencesReply,
-                          QUERY_TIMEOUT_S)
+        reply = await ask(
+            self.nc, "The learner", subjects.CONTROL_PREFERENCE, command, PreferencesReply, QUERY_TIMEOUT_S
+        )
         if len(reply.preferences) != 1:
-            raise BadReply(f"{subjects.CONTROL_PREFERENCE}: {len(reply.preferences)} preferences in the reply, "
-                           "expected 1", "The learner")
+            raise BadReply(
+                f"{subjects.CONTROL_PREFERENCE}: {len(reply.preferences)} preferences in the reply, expected 1",
+                "The learner",
+            )
         return reply
 
 

@@ -71,6 +71,7 @@ class LiveDrafts:
             return
         stream = _Stream(chat_id, message_id)
         self._streams[thread_id] = stream
+
         async def on_delta(msg: Msg) -> None:
             self._on_delta(stream, msg)
 
@@ -131,8 +132,13 @@ class LiveDrafts:
             return
         self._next_edit_at[stream.chat_id] = now + self._interval_s
         try:
-            await self._sender.api("editMessageText", chat_id=stream.chat_id, message_id=stream.message_id,
-                                   text=text, parse_mode=chat.PARSE_MODE)
+            await self._sender.api(
+                "editMessageText",
+                chat_id=stream.chat_id,
+                message_id=stream.message_id,
+                text=text,
+                parse_mode=chat.PARSE_MODE,
+            )
         except SendFailed as exc:
             if exc.retry_after_s:
                 self._next_edit_at[stream.chat_id] = time.monotonic() + exc.retry_after_s

@@ -17,7 +17,8 @@ MESSAGES_FAILED = Counter(
     ["channel", "kind", "reason"],
 )
 SEND_RETRIES = Counter(
-    "hermes_notifier_send_retries_total", "Provider calls retried (flood_wait, network, timeout, http_<status>)",
+    "hermes_notifier_send_retries_total",
+    "Provider calls retried (flood_wait, network, timeout, http_<status>)",
     ["channel", "reason"],
 )
 NOTIFICATIONS_SKIPPED = Counter(

@@ -44,11 +44,14 @@ class Poller:
         self._stopping.set()
 
     async def run(self) -> None:
-        retrying = AsyncRetrying(wait=wait_exponential(multiplier=self._backoff_s, max=30.0), reraise=True,
-                                 retry=retry_if_exception_type((SendFailed, *BUS_ERRORS)),
-                                 before_sleep=lambda state: log.warning(
-                                     "poll_failed", error=str(state.outcome.exception()),
-                                     wait_s=state.upcoming_sleep))
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=self._backoff_s, max=30.0),
+            reraise=True,
+            retry=retry_if_exception_type((SendFailed, *BUS_ERRORS)),
+            before_sleep=lambda state: log.warning(
+                "poll_failed", error=str(state.outcome.exception()), wait_s=state.upcoming_sleep
+            ),
+        )
         try:
             async for attempt in retrying.copy():
                 with attempt:
@@ -65,8 +68,13 @@ class Poller:
 
     async def _poll_once(self) -> None:
         try:
-            updates = await self._sender.api("getUpdates", timeout_s=self._timeout_s + 10, offset=self._offset,
-                                             timeout=int(self._timeout_s), allowed_updates=ALLOWED_UPDATES)
+            updates = await self._sender.api(
+                "getUpdates",
+                timeout_s=self._timeout_s + 10,
+                offset=self._offset,
+                timeout=int(self._timeout_s),
+                allowed_updates=ALLOWED_UPDATES,
+            )
         except SendFailed:
             UPDATES_POLLED.labels("error").inc()
             raise
@@ -89,6 +97,9 @@ class Poller:
             chat_id = decoded.chat_id()
             if chat_id is None:
                 continue  # an update kind Hermes does not read (allowed_updates should keep them out)
-            futures.append(await self._js.publish_async(subjects.telegram_inbox(chat_id), data,
-                                                        headers={"Nats-Msg-Id": telegram_msg_id(decoded.update_id)}))
+            futures.append(
+                await self._js.publish_async(
+                    subjects.telegram_inbox(chat_id), data, headers={"Nats-Msg-Id": telegram_msg_id(decoded.update_id)}
+                )
+            )
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)

@@ -45,19 +45,35 @@ class Replies:
         self.thread_log = thread_log
         self.store = store
 
-    async def say(self, chat_id: str, text: str, *, cause_id: str, aggregate_id: str, kind: str,
-                  delivery: Delivery, keyboard: Keyboard | None = None, correlation_id: str | None = None,
-                  edit_message_id: int | None = None, check_always: bool = True) -> list[int]:
+    async def say(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        cause_id: str,
+        aggregate_id: str,
+        kind: str,
+        delivery: Delivery,
+        keyboard: Keyboard | None = None,
+        correlation_id: str | None = None,
+        edit_message_id: int | None = None,
+        check_always: bool = True,
+    ) -> list[int]:
         """Send ``text`` (split at 4096, MarkdownV2, first line bold; ``keyboard`` on the last part) to
         ``chat_id`` — or, with ``edit_message_id``, put its first part into that message (a new message when it
         can no longer be edited) — and record it. Returns the message ids (empty when it was already sent or
         failed: a failure is recorded, not raised). The record is looked for first, unless ``check_always`` is
         false and this is a first delivery (for a chat's command replies: its records grow with every command,
         and only a redelivery can find one)."""
-        cause = domain.AlertCause(event_id=cause_id, aggregate_id=aggregate_id,
-                                  correlation_id=correlation_id or cause_id, occurred_at=utcnow())
-        if ((check_always or delivery.deliveries > 1)
-                and await self.thread_log.notification_recorded(aggregate_id, domain.sent_id(cause_id))):
+        cause = domain.AlertCause(
+            event_id=cause_id,
+            aggregate_id=aggregate_id,
+            correlation_id=correlation_id or cause_id,
+            occurred_at=utcnow(),
+        )
+        if (check_always or delivery.deliveries > 1) and await self.thread_log.notification_recorded(
+            aggregate_id, domain.sent_id(cause_id)
+        ):
             return []
         parts = domain.split_text(text)
         ids: list[int] = []
@@ -66,12 +82,18 @@ class Replies:
                 await delivery.in_progress()
                 rendered = chat.render(part, bold_first_line=index == 0)
                 buttons = keyboard if index == len(parts) - 1 else None
-                if index == 0 and edit_message_id is not None and await self._edited(
-                        chat_id, edit_message_id, rendered, buttons, delivery):
+                if (
+                    index == 0
+                    and edit_message_id is not None
+                    and await self._edited(chat_id, edit_message_id, rendered, buttons, delivery)
+                ):
                     ids.append(edit_message_id)
                 else:
-                    ids.append(await self.sender.send(chat_id, rendered, delivery.in_progress,
-                                                      parse_mode=chat.PARSE_MODE, keyboard=buttons))
+                    ids.append(
+                        await self.sender.send(
+                            chat_id, rendered, delivery.in_progress, parse_mode=chat.PARSE_MODE, keyboard=buttons
+                        )
+                    )
                 MESSAGES_SENT.labels(domain.CHANNEL, kind).inc()
         except SendFailed as exc:
             MESSAGES_FAILED.labels(domain.CHANNEL, kind, exc.reason).inc()
@@ -81,13 +103,20 @@ class Replies:
         await self.store.append([domain.notification_sent(cause, kind, chat_id, ids, utcnow())])
         return ids
 
-    async def _edited(self, chat_id: str, message_id: int, rendered: str, buttons: Keyboard | None,
-                      delivery: Delivery) -> bool:
+    async def _edited(
+        self, chat_id: str, message_id: int, rendered: str, buttons: Keyboard | None, delivery: Delivery
+    ) -> bool:
         """Put ``rendered`` into message ``message_id``; False when Telegram refuses the edit (the message was
         deleted or is too old), so the caller sends a new one."""
         try:
-            await self.sender.edit(chat_id, message_id, rendered, parse_mode=chat.PARSE_MODE, keyboard=buttons,
-                                   on_wait=delivery.in_progress)
+            await self.sender.edit(
+                chat_id,
+                message_id,
+                rendered,
+                parse_mode=chat.PARSE_MODE,
+                keyboard=buttons,
+                on_wait=delivery.in_progress,
+            )
         except SendFailed as exc:
             if exc.reason != "bad_request":
                 raise

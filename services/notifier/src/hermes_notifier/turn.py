@@ -48,16 +48,21 @@ class Turn:
         self.delivery = delivery
         query = update.callback_query
         # The cause of everything this update makes: its button press, else its message (chat + message id).
-        self.cause = (derived_id("telegram_button", query.id) if query is not None
-                      else derived_id("telegram_message", chat_key, str(update.message.message_id)))
+        self.cause = (
+            derived_id("telegram_button", query.id)
+            if query is not None
+            else derived_id("telegram_message", chat_key, str(update.message.message_id))
+        )
 
     async def handle(self, intent: Intent) -> None:
         try:
             await self._dispatch(intent)
         except (BusUnavailable, BadReply, Refused) as exc:
             log.warning("telegram_query_failed", error=str(exc))
-            await self.say(f"Hermes could not answer right now\n\n{exc.what} did not answer. Try again in a "
-                           "minute.", kind="unavailable")
+            await self.say(
+                f"Hermes could not answer right now\n\n{exc.what} did not answer. Try again in a minute.",
+                kind="unavailable",
+            )
         finally:
             await self._answer_button(intent)
 
@@ -88,12 +93,28 @@ class Turn:
         except SendFailed as exc:  # the spinner on the button stops by itself; nothing else depends on it
             log.info("button_answer_failed", reason=exc.reason)
 
-    async def say(self, text: str, *, kind: str, thread_id: str | None = None, keyboard: Keyboard | None = None,
-                  suffix: str = "reply", edit_message_id: int | None = None) -> list[int]:
+    async def say(
+        self,
+        text: str,
+        *,
+        kind: str,
+        thread_id: str | None = None,
+        keyboard: Keyboard | None = None,
+        suffix: str = "reply",
+        edit_message_id: int | None = None,
+    ) -> list[int]:
         return await self.inbox.replies.say(
-            self.chat, text, cause_id=derived_id(self.cause, suffix), kind=kind, delivery=self.delivery,
-            aggregate_id=thread_id or chat_aggregate(self.chat), keyboard=keyboard,
-            edit_message_id=edit_message_id, correlation_id=thread_id, check_always=thread_id is not None)
+            self.chat,
+            text,
+            cause_id=derived_id(self.cause, suffix),
+            kind=kind,
+            delivery=self.delivery,
+            aggregate_id=thread_id or chat_aggregate(self.chat),
+            keyboard=keyboard,
+            edit_message_id=edit_message_id,
+            correlation_id=thread_id,
+            check_always=thread_id is not None,
+        )
 
     def user_id(self) -> str:
         """The Hermes user of this update: ``telegram:<sender's user id>`` (the chat id when Telegram names no
@@ -110,22 +131,43 @@ class Turn:
         thread_id = derived_id("telegram_thread", self.chat, str(message.message_id))
         bind_ids(thread_id=thread_id)
         accepted_before = self.delivery.deliveries > 1 and await self.inbox.thread_log.notification_recorded(
-            thread_id, domain.sent_id(self.cause))  # a redelivery: its own job must not count against it
-        refusal = None if accepted_before else await check_queue(
-            self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, thread_id)
+            thread_id, domain.sent_id(self.cause)
+        )  # a redelivery: its own job must not count against it
+        refusal = (
+            None
+            if accepted_before
+            else await check_queue(self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, thread_id)
+        )
         if refusal is not None:
-            await self.say(f"Hermes is busy\n\nThe job queue is full ({refusal.queued} open jobs, limit "
-                           f"{refusal.limit}). Send the idea again in {refusal.retry_after_s} s.", kind="queue_full")
+            await self.say(
+                f"Hermes is busy\n\nThe job queue is full ({refusal.queued} open jobs, limit "
+                f"{refusal.limit}). Send the idea again in {refusal.retry_after_s} s.",
+                kind="queue_full",
+            )
             return
         ids = await self.inbox.replies.say(
-            self.chat, chat.idea_received_text(idea), cause_id=self.cause, aggregate_id=thread_id,
-            kind=IDEA_RECEIVED, delivery=self.delivery, correlation_id=thread_id)
+            self.chat,
+            chat.idea_received_text(idea),
+            cause_id=self.cause,
+            aggregate_id=thread_id,
+            kind=IDEA_RECEIVED,
+            delivery=self.delivery,
+            correlation_id=thread_id,
+        )
         if ids and self.inbox.live is not None:  # none: sent before this redelivery, or failed
             await self.inbox.live.start(thread_id, self.chat, ids[0])
-        await self.inbox.store.send(SubmitIdea(
-            command_id=derived_id(self.cause, "submit_idea"), issued_at=utcnow(), correlation_id=thread_id,
-            thread_id=thread_id, idea=idea, channel="telegram", user_id=self.user_id(),
-            origin={TELEGRAM_ORIGIN: self.chat, "telegram_message_id": str(message.message_id)}))
+        await self.inbox.store.send(
+            SubmitIdea(
+                command_id=derived_id(self.cause, "submit_idea"),
+                issued_at=utcnow(),
+                correlation_id=thread_id,
+                thread_id=thread_id,
+                idea=idea,
+                channel="telegram",
+                user_id=self.user_id(),
+                origin={TELEGRAM_ORIGIN: self.chat, "telegram_message_id": str(message.message_id)},
+            )
+        )
         log.info("idea_submitted", thread_id=thread_id)
 
     # ---- answers -----------------------------------------------------------------------------------------
@@ -157,10 +199,20 @@ class Turn:
             text = question.suggestions[intent.suggestion]
         else:
             text = intent.text
-        await self.inbox.store.append([AnswerCollected(
-            event_id=derived_id(self.cause, "answer_collected"), aggregate_id=thread_id, occurred_at=utcnow(),
-            correlation_id=thread_id, causation_id=self.cause, question_id=question.question_id, text=text,
-            channel="telegram")])
+        await self.inbox.store.append(
+            [
+                AnswerCollected(
+                    event_id=derived_id(self.cause, "answer_collected"),
+                    aggregate_id=thread_id,
+                    occurred_at=utcnow(),
+                    correlation_id=thread_id,
+                    causation_id=self.cause,
+                    question_id=question.question_id,
+                    text=text,
+                    channel="telegram",
+                )
+            ]
+        )
         await self._show_answered(thread_id, index, questions, text)
         collected = await self._collected(thread_id)
         if all(q.question_id in collected for q in questions):
@@ -173,8 +225,13 @@ class Turn:
             return
         body = chat.answered_text(questions[index].text, text, index, len(questions), thread_id)
         try:
-            await self.inbox.replies.sender.edit(self.chat, target.message_id, chat.render(body),
-                                                 parse_mode=chat.PARSE_MODE, on_wait=self.delivery.in_progress)
+            await self.inbox.replies.sender.edit(
+                self.chat,
+                target.message_id,
+                chat.render(body),
+                parse_mode=chat.PARSE_MODE,
+                on_wait=self.delivery.in_progress,
+            )
         except SendFailed as exc:  # the answer is recorded; the message only shows it
             log.info("answered_edit_failed", reason=exc.reason)
 
@@ -184,8 +241,13 @@ class Turn:
         closing = [e for kind in chat.ANSWERS_CLOSED_BY if (e := await log_.last(thread_id, kind)) is not None]
         if chat.answers_open(closing):
             return True
-        await self.say("Answers for this thread are closed\n\nIts answers were already sent or it has finished; "
-                       "send a new idea to start again.", kind="usage", thread_id=thread_id, suffix="closed")
+        await self.say(
+            "Answers for this thread are closed\n\nIts answers were already sent or it has finished; "
+            "send a new idea to start again.",
+            kind="usage",
+            thread_id=thread_id,
+            suffix="closed",
+        )
         return False
 
     async def _collected(self, thread_id: str) -> dict[str, str]:
@@ -197,20 +259,35 @@ class Turn:
             return
         collected = await self._collected(thread_id)
         if not collected:
-            await self.say("No answers yet\n\nTap a suggestion or reply to a question first; without answers "
-                           "Hermes finishes on draft 1 when the answer window closes.", kind="usage",
-                           thread_id=thread_id)
+            await self.say(
+                "No answers yet\n\nTap a suggestion or reply to a question first; without answers "
+                "Hermes finishes on draft 1 when the answer window closes.",
+                kind="usage",
+                thread_id=thread_id,
+            )
             return
         await self._send_answers(thread_id, collected)
 
     async def _send_answers(self, thread_id: str, collected: dict[str, str]) -> None:
         command_id = derived_id(thread_id, "telegram_answers")  # one submission per thread
-        await self.inbox.store.send(AnswerQuestions(
-            command_id=command_id, issued_at=utcnow(), correlation_id=thread_id, thread_id=thread_id,
-            answers=[Answer(question_id=q, text=t) for q, t in collected.items()]))
+        await self.inbox.store.send(
+            AnswerQuestions(
+                command_id=command_id,
+                issued_at=utcnow(),
+                correlation_id=thread_id,
+                thread_id=thread_id,
+                answers=[Answer(question_id=q, text=t) for q, t in collected.items()],
+            )
+        )
         await self.inbox.replies.say(
-            self.chat, f"Thanks: {len(collected)} answer(s) sent\n\nDraft 2 is on its way.", cause_id=command_id,
-            aggregate_id=thread_id, kind="answers_sent", delivery=self.delivery, correlation_id=thread_id)
+            self.chat,
+            f"Thanks: {len(collected)} answer(s) sent\n\nDraft 2 is on its way.",
+            cause_id=command_id,
+            aggregate_id=thread_id,
+            kind="answers_sent",
+            delivery=self.delivery,
+            correlation_id=thread_id,
+        )
 
     # ---- commands ----------------------------------------------------------------------------------------
 
@@ -219,22 +296,35 @@ class Turn:
         if thread is None:
             await self.say("Nothing to rate yet\n\nA thread can be rated once it is finished.", kind="usage")
             return
-        await self.inbox.store.send(RateThread(
-            command_id=derived_id(self.cause, "rate"), issued_at=utcnow(), correlation_id=thread.thread_id,
-            thread_id=thread.thread_id, rating=intent.rating or 0))
-        await self.say(f"Rated {intent.rating}/5\n\nThanks: Hermes learns from every rating.", kind="rated",
-                       thread_id=thread.thread_id)
+        await self.inbox.store.send(
+            RateThread(
+                command_id=derived_id(self.cause, "rate"),
+                issued_at=utcnow(),
+                correlation_id=thread.thread_id,
+                thread_id=thread.thread_id,
+                rating=intent.rating or 0,
+            )
+        )
+        await self.say(
+            f"Rated {intent.rating}/5\n\nThanks: Hermes learns from every rating.",
+            kind="rated",
+            thread_id=thread.thread_id,
+        )
 
     async def command(self, name: str, argument: str) -> None:
         match name:
             case "status":
                 thread = await self._thread_or_latest(argument or None, lambda t: True)
-                text = (chat.status_text(thread, self.inbox.settings.web_base_url) if thread is not None
-                        else "No threads in this chat yet\n\nSend an idea to start one.")
+                text = (
+                    chat.status_text(thread, self.inbox.settings.web_base_url)
+                    if thread is not None
+                    else "No threads in this chat yet\n\nSend an idea to start one."
+                )
                 await self.say(text, kind="status")
             case "threads":
-                await self.say(chat.threads_text(await self.inbox.chat_threads(self.chat, chat.THREADS_LISTED)),
-                               kind="threads")
+                await self.say(
+                    chat.threads_text(await self.inbox.chat_threads(self.chat, chat.THREADS_LISTED)), kind="threads"
+                )
             case "budget":
                 await self.say(chat.budget_text(await self.inbox.backends()), kind="budget")
             case "backends":
@@ -255,11 +345,13 @@ class Turn:
         what it learned) and say what it now holds, or why the learner refused. The learner appends a new fact
         per request, so a redelivered update whose reply is already recorded sends nothing again."""
         if self.delivery.deliveries > 1 and await self.inbox.thread_log.notification_recorded(
-                chat_aggregate(self.chat), domain.sent_id(derived_id(self.cause, "reply"))):
+            chat_aggregate(self.chat), domain.sent_id(derived_id(self.cause, "reply"))
+        ):
             return
         key = intent.key or ""
-        command = CorrectPreference(user_id=self.user_id(), category=domain.CORRECTABLE_KEYS[key], key=key,
-                                    value=intent.text)
+        command = CorrectPreference(
+            user_id=self.user_id(), category=domain.CORRECTABLE_KEYS[key], key=key, value=intent.text
+        )
         try:
             reply = await self.inbox.correct(command)
         except Refused as exc:
@@ -276,14 +368,22 @@ class Turn:
             await self.say("Nothing is running in this chat.", kind="usage")
             return
         for job_id in jobs:
-            await self.inbox.store.send(CancelJob(
-                command_id=derived_id(self.cause, "cancel", job_id), issued_at=utcnow(),
-                correlation_id=thread.thread_id, thread_id=thread.thread_id, job_id=job_id))
-        await self.say(f"Stopping {len(jobs)} job(s)\n\n{domain.excerpt(thread.idea, 120)}", kind="cancelled",
-                       thread_id=thread.thread_id)
+            await self.inbox.store.send(
+                CancelJob(
+                    command_id=derived_id(self.cause, "cancel", job_id),
+                    issued_at=utcnow(),
+                    correlation_id=thread.thread_id,
+                    thread_id=thread.thread_id,
+                    job_id=job_id,
+                )
+            )
+        await self.say(
+            f"Stopping {len(jobs)} job(s)\n\n{domain.excerpt(thread.idea, 120)}",
+            kind="cancelled",
+            thread_id=thread.thread_id,
+        )
 
-    async def _thread_or_latest(self, thread_id: str | None,
-                                wanted: Callable[[ThreadView], bool]) -> ThreadView | None:
+    async def _thread_or_latest(self, thread_id: str | None, wanted: Callable[[ThreadView], bool]) -> ThreadView | None:
         """The named thread when it is this chat's, else the chat's newest thread; None unless ``wanted`` holds
         for it."""
         if thread_id is not None:

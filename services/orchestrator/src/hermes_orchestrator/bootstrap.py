@@ -8,8 +8,17 @@ import structlog
 from prometheus_client import Gauge
 
 from hermes_proto import subjects
-from hermes_proto.bus import (ConsumerRunner, ConsumerSpec, EventStore, LogFollower, aggregate_lane, close,
-                              command_lane, connect, ensure_streams)
+from hermes_proto.bus import (
+    ConsumerRunner,
+    ConsumerSpec,
+    EventStore,
+    LogFollower,
+    aggregate_lane,
+    close,
+    command_lane,
+    connect,
+    ensure_streams,
+)
 from hermes_proto.codec import decode_command, decode_event
 from hermes_proto.partitions import Partition
 from hermes_proto.service import stop_on_signals
@@ -30,24 +39,24 @@ from hermes_orchestrator.timers import Timers
 log = structlog.get_logger("hermes.orchestrator")
 
 REACTION_EVENTS = tuple(EVENT_HANDLERS)
-QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, running, retrying) by priority",
-                    ["priority"])
+QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, running, retrying) by priority", ["priority"])
 QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
 
 
 def limits_of(settings: OrchestratorSettings) -> domain.Limits:
     """The deployment's limits from its settings (users' editable settings apply on top: :class:`UserLimits`)."""
-    return domain.Limits(max_questions=settings.hermes_max_questions,
-                         answer_timeout_s=settings.hermes_answer_timeout_seconds,
-                         max_tokens=settings.hermes_draft_max_tokens,
-                         temperature=settings.hermes_draft_temperature,
-                         job_timeout_s=settings.hermes_job_timeout_seconds or None,
-                         workflow_max_steps=settings.hermes_workflow_max_steps,
-                         workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
-                         preference_threshold=(settings.hermes_confidence_threshold
-                                               if settings.hermes_learning_enabled else None),
-                         memory_token_budget=settings.hermes_memory_token_budget,
-                         memory_max_items=settings.hermes_memory_max_items)
+    return domain.Limits(
+        max_questions=settings.hermes_max_questions,
+        answer_timeout_s=settings.hermes_answer_timeout_seconds,
+        max_tokens=settings.hermes_draft_max_tokens,
+        temperature=settings.hermes_draft_temperature,
+        job_timeout_s=settings.hermes_job_timeout_seconds or None,
+        workflow_max_steps=settings.hermes_workflow_max_steps,
+        workflow_timeout_s=settings.hermes_workflow_timeout_minutes * 60 or None,
+        preference_threshold=(settings.hermes_confidence_threshold if settings.hermes_learning_enabled else None),
+        memory_token_budget=settings.hermes_memory_token_budget,
+        memory_max_items=settings.hermes_memory_max_items,
+    )
 
 
 async def publish_queue_depth(fold: ThreadFold, stop: asyncio.Event, interval_s: float = 2.0) -> None:
@@ -85,22 +94,44 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     store = EventStore(js, "orchestrator")
     limits = UserLimits(limits_of(settings), fold)
     timers = Timers(store, fold)
-    decisions = Decisions(Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection,
-                          partition)
+    decisions = Decisions(
+        Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection, partition
+    )
 
-    follower = LogFollower(js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch,
-                           start_after=projection.position)
+    follower = LogFollower(
+        js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch, start_after=projection.position
+    )
     # The reactor's filters come from the events it handles. The commands consumer takes all of hermes.cmd.> (its
     # partition's share of it): every command is the orchestrator's (COMMAND_HANDLERS), one of an unknown type is
     # dead-lettered. Each partition has its own durables.
-    reactor = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.EVENTS_STREAM, durable=partition.suffix("orchestrator-reactor"),
-        filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
-        decode=decode_event, handler=decisions.on_event, ordered=True, lane=aggregate_lane), "orchestrator")
-    commands = ConsumerRunner(nc, js, ConsumerSpec(
-        stream=subjects.COMMANDS_STREAM, durable=partition.suffix("orchestrator-commands"),
-        filter_subjects=partition.command_filters(), decode=decode_command,
-        handler=decisions.on_command, ordered=True, lane=command_lane), "orchestrator")
+    reactor = ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.EVENTS_STREAM,
+            durable=partition.suffix("orchestrator-reactor"),
+            filter_subjects=[subjects.event_type_filter(t) for t in REACTION_EVENTS],
+            decode=decode_event,
+            handler=decisions.on_event,
+            ordered=True,
+            lane=aggregate_lane,
+        ),
+        "orchestrator",
+    )
+    commands = ConsumerRunner(
+        nc,
+        js,
+        ConsumerSpec(
+            stream=subjects.COMMANDS_STREAM,
+            durable=partition.suffix("orchestrator-commands"),
+            filter_subjects=partition.command_filters(),
+            decode=decode_command,
+            handler=decisions.on_command,
+            ordered=True,
+            lane=command_lane,
+        ),
+        "orchestrator",
+    )
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
     start_seq = await projection.last_sequence()
@@ -120,9 +151,11 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
 
     for subject in (subjects.QUERY_CONFIG, subjects.CONTROL_CONFIG):
         await nc.subscribe(subject, queue="orchestrator", cb=config)
-    tasks += [asyncio.create_task(reactor.run(), name="reactor"),
-              asyncio.create_task(commands.run(), name="commands"),
-              asyncio.create_task(publish_queue_depth(fold, stop), name="queue-depth")]
+    tasks += [
+        asyncio.create_task(reactor.run(), name="reactor"),
+        asyncio.create_task(commands.run(), name="commands"),
+        asyncio.create_task(publish_queue_depth(fold, stop), name="queue-depth"),
+    ]
     log.info("orchestrator_started", nats=settings.nats_url, partition=partition.index, partitions=partition.count)
 
     await stop.wait()

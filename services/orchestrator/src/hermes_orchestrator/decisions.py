@@ -16,7 +16,7 @@ from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.events import AnswersRecorded, ExecutionAbandoned, ExecutionCompleted, JobCancelled
 from hermes_proto.ids import utcnow
-from hermes_proto.partitions import Partition
+from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.projection import Projection
 from hermes_proto.subjects import command_subject
 from hermes_proto.telemetry import bind_ids
@@ -46,8 +46,7 @@ class Decisions:
     """``on_command`` / ``on_event``: the consumers' handlers. ``projection`` gives the fold's position
     (read-your-writes), ``store`` appends."""
 
-    def __init__(self, deps: Deps, store: EventStore, projection: Projection,
-                 partition: Partition = Partition()) -> None:
+    def __init__(self, deps: Deps, store: EventStore, projection: Projection, partition: Partition = SINGLE) -> None:
         self.deps = deps
         self.store = store
         self.projection = projection
@@ -99,8 +98,12 @@ class Decisions:
         mapping disagrees with :func:`hermes_proto.partitions.partition_of`), is decided here (logged)."""
         target = command_subject(cmd)
         if delivery.subject.count(".") != 2 or target.count(".") != 3:
-            log.warning("command_not_partitioned", type=cmd.type_name(), subject=delivery.subject,
-                        partition=self.partition.index)
+            log.warning(
+                "command_not_partitioned",
+                type=cmd.type_name(),
+                subject=delivery.subject,
+                partition=self.partition.index,
+            )
             return False
         await self.store.forward(cmd, target, f"fwd-{cmd.command_id}")
         COMMANDS.labels(cmd.type_name(), "forwarded").inc()
@@ -111,8 +114,9 @@ class Decisions:
         event = delivery.message
         if not self.partition.owns(event.aggregate_id):  # another partition's thread: its replica reacts
             return
-        bind_ids(thread_id=event.aggregate_id, correlation_id=event.correlation_id,
-                 job_id=getattr(event, "job_id", None))
+        bind_ids(
+            thread_id=event.aggregate_id, correlation_id=event.correlation_id, job_id=getattr(event, "job_id", None)
+        )
         if isinstance(event, ExecutionCompleted | ExecutionAbandoned):
             self.deps.timers.disarm(f"job:{event.job_id}")  # the job ended: its timeout has nothing left to do
         handler = EVENT_HANDLERS.get(type(event))

@@ -27,8 +27,8 @@ from hermes_proto.commands import (
 )
 from hermes_proto.events import (
     Answer,
-    Assumption,
     AnswersRecorded,
+    Assumption,
     DraftPresented,
     ExecutionAbandoned,
     ExecutionCompleted,
@@ -133,8 +133,13 @@ def with_user_settings(base: Limits, values: dict[str, str]) -> Limits:
 
 
 def _envelope(cause_id: str, name: str, thread_id: str, correlation_id: str, now: datetime) -> dict:
-    return dict(event_id=derived_id(cause_id, name), aggregate_id=thread_id, occurred_at=now,
-                correlation_id=correlation_id, causation_id=cause_id)
+    return dict(
+        event_id=derived_id(cause_id, name),
+        aggregate_id=thread_id,
+        occurred_at=now,
+        correlation_id=correlation_id,
+        causation_id=cause_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -174,16 +179,20 @@ def memory_marker(m: Memory) -> str:
     return f"[memory {m.job_id} · {m.day}] User: {fold(m.prompt)} → Hermes: {fold(m.reply)}"
 
 
-PREFERENCES_INTRO = ("What you know about this user from earlier conversations (follow it unless the idea says "
-                     "otherwise):")
+PREFERENCES_INTRO = (
+    "What you know about this user from earlier conversations (follow it unless the idea says otherwise):"
+)
 
 
-def draft1_messages(idea: str, assumptions: Sequence[Assumption] = (),
-                    harness: Harness = Harness()) -> list[ChatMessage]:
+def draft1_messages(
+    idea: str, assumptions: Sequence[Assumption] = (), harness: Harness = Harness()
+) -> list[ChatMessage]:
     """The draft-1 prompt: the system prompt (the harness's soul and memories, then the user's learned
     preferences, one line each, when any apply) and the idea."""
-    return [ChatMessage(role="system", content=system_prompt(assumptions, harness)),
-            ChatMessage(role="user", content=idea)]
+    return [
+        ChatMessage(role="system", content=system_prompt(assumptions, harness)),
+        ChatMessage(role="user", content=idea),
+    ]
 
 
 def system_prompt(assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> str:
@@ -202,8 +211,13 @@ def preference_line(a: Assumption) -> str:
     return f"- {(a.category if a.category in ('depth', 'style') else a.key).capitalize()}: {a.value}"
 
 
-def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]],
-                    assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> list[ChatMessage]:
+def draft2_messages(
+    idea: str,
+    draft1: str,
+    answered: list[tuple[str, str]],
+    assumptions: Sequence[Assumption] = (),
+    harness: Harness = Harness(),
+) -> list[ChatMessage]:
     """The refinement prompt: the system prompt (the harness's soul; draft 1 holds what memories gave) with the
     preferences draft 1 applied, the idea, draft 1 and each (question, answer) pair."""
     clarifications = "\n".join(f"- {q} {a}" for q, a in answered)
@@ -212,16 +226,24 @@ def draft2_messages(idea: str, draft1: str, answered: list[tuple[str, str]],
         f"My clarifications:\n{clarifications}\n\n"
         "Write an improved second draft that follows every clarification."
     )
-    return [ChatMessage(role="system", content=system_prompt(assumptions, harness)),
-            ChatMessage(role="user", content=user)]
+    return [
+        ChatMessage(role="system", content=system_prompt(assumptions, harness)),
+        ChatMessage(role="user", content=user),
+    ]
 
 
 def job_id_for(cause_id: str, kind: str) -> str:
     return derived_id(cause_id, "job", kind)
 
 
-def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, now: datetime,
-                  assumptions: Sequence[Assumption] = (), harness: Harness = Harness()) -> list[Event]:
+def decide_submit(
+    state: ThreadState | None,
+    cmd: SubmitIdea,
+    limits: Limits,
+    now: datetime,
+    assumptions: Sequence[Assumption] = (),
+    harness: Harness = Harness(),
+) -> list[Event]:
     """Open the thread and queue draft 1 at once ("always keep moving"), its prompt made by ``harness`` (SOUL.md
     and memories, recorded on ``JobQueued.memories``) and applying ``assumptions`` (the user's learned
     preferences; recorded on ``ThreadOpened``). A thread that exists already (a redelivered command) yields
@@ -231,17 +253,34 @@ def decide_submit(state: ThreadState | None, cmd: SubmitIdea, limits: Limits, no
     corr = cmd.correlation_id or cmd.command_id
     max_q = limits.max_questions if cmd.max_questions is None else max(0, cmd.max_questions)
     return [
-        ThreadOpened(**_envelope(cmd.command_id, "thread_opened", cmd.thread_id, corr, now),
-                     idea=cmd.idea, channel=cmd.channel, user_id=cmd.user_id, origin=dict(cmd.origin),
-                     max_questions=max_q, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
-                     private=cmd.private, priority=cmd.priority, callback_url=cmd.callback_url,
-                     source_app=cmd.source_app, assumptions=list(assumptions)),
-        JobQueued(**_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
-                  job_id=job_id_for(cmd.command_id, DRAFT1), kind=DRAFT1,
-                  messages=draft1_messages(cmd.idea, assumptions, harness), max_tokens=limits.max_tokens,
-                  temperature=limits.temperature, priority=cmd.priority, private=cmd.private,
-                  project=cmd.project, timeout_s=limits.job_timeout_s,
-                  memories=[m.job_id for m in harness.memories]),
+        ThreadOpened(
+            **_envelope(cmd.command_id, "thread_opened", cmd.thread_id, corr, now),
+            idea=cmd.idea,
+            channel=cmd.channel,
+            user_id=cmd.user_id,
+            origin=dict(cmd.origin),
+            max_questions=max_q,
+            answer_timeout_s=limits.answer_timeout_s,
+            project=cmd.project,
+            private=cmd.private,
+            priority=cmd.priority,
+            callback_url=cmd.callback_url,
+            source_app=cmd.source_app,
+            assumptions=list(assumptions),
+        ),
+        JobQueued(
+            **_envelope(cmd.command_id, "job_queued", cmd.thread_id, corr, now),
+            job_id=job_id_for(cmd.command_id, DRAFT1),
+            kind=DRAFT1,
+            messages=draft1_messages(cmd.idea, assumptions, harness),
+            max_tokens=limits.max_tokens,
+            temperature=limits.temperature,
+            priority=cmd.priority,
+            private=cmd.private,
+            project=cmd.project,
+            timeout_s=limits.job_timeout_s,
+            memories=[m.job_id for m in harness.memories],
+        ),
     ]
 
 
@@ -259,8 +298,9 @@ def chat_title(messages: Sequence[ChatMessage]) -> str:
     return " ".join(users[-1].split())[:200]
 
 
-def decide_chat(state: ThreadState | None, cmd: SubmitChat, limits: Limits, now: datetime,
-                harness: Harness = Harness()) -> list[Event]:
+def decide_chat(
+    state: ThreadState | None, cmd: SubmitChat, limits: Limits, now: datetime, harness: Harness = Harness()
+) -> list[Event]:
     """One chat turn: open the session (a ``chat`` thread, ``origin.session_key``) on its first turn, then queue
     the turn's job (kind ``chat``, the caller's backend/model/max_tokens/temperature, else the defaults) with the
     harness's prompt. Nothing for a job id the session already has (a redelivery) or a thread of another kind."""
@@ -270,54 +310,99 @@ def decide_chat(state: ThreadState | None, cmd: SubmitChat, limits: Limits, now:
     env = lambda name: _envelope(cmd.command_id, name, cmd.thread_id, corr, now)  # noqa: E731
     events: list[Event] = []
     if state is None:
-        events.append(ThreadOpened(**env("thread_opened"), idea=chat_title(cmd.messages), channel=cmd.channel,
-                                   user_id=cmd.user_id, origin={**cmd.origin, "session_key": cmd.session_key},
-                                   max_questions=0, answer_timeout_s=limits.answer_timeout_s, project=cmd.project,
-                                   private=cmd.private, priority=cmd.priority, kind=CHAT, source_app=cmd.source_app))
-    events.append(JobQueued(**env("job_queued"), job_id=cmd.job_id, kind=CHAT,
-                            messages=chat_messages(cmd.messages, harness),
-                            max_tokens=cmd.max_tokens or limits.max_tokens,
-                            temperature=limits.temperature if cmd.temperature is None else cmd.temperature,
-                            priority=cmd.priority, private=cmd.private, project=cmd.project, backend=cmd.backend,
-                            model=cmd.model, timeout_s=limits.job_timeout_s,
-                            memories=[m.job_id for m in harness.memories]))
+        events.append(
+            ThreadOpened(
+                **env("thread_opened"),
+                idea=chat_title(cmd.messages),
+                channel=cmd.channel,
+                user_id=cmd.user_id,
+                origin={**cmd.origin, "session_key": cmd.session_key},
+                max_questions=0,
+                answer_timeout_s=limits.answer_timeout_s,
+                project=cmd.project,
+                private=cmd.private,
+                priority=cmd.priority,
+                kind=CHAT,
+                source_app=cmd.source_app,
+            )
+        )
+    events.append(
+        JobQueued(
+            **env("job_queued"),
+            job_id=cmd.job_id,
+            kind=CHAT,
+            messages=chat_messages(cmd.messages, harness),
+            max_tokens=cmd.max_tokens or limits.max_tokens,
+            temperature=limits.temperature if cmd.temperature is None else cmd.temperature,
+            priority=cmd.priority,
+            private=cmd.private,
+            project=cmd.project,
+            backend=cmd.backend,
+            model=cmd.model,
+            timeout_s=limits.job_timeout_s,
+            memories=[m.job_id for m in harness.memories],
+        )
+    )
     return events
 
 
-def decide_answers(state: ThreadState | None, cmd: AnswerQuestions, limits: Limits, now: datetime,
-                   harness: Harness = Harness()) -> list[Event]:
+def decide_answers(
+    state: ThreadState | None, cmd: AnswerQuestions, limits: Limits, now: datetime, harness: Harness = Harness()
+) -> list[Event]:
     """Record the answers to known questions and queue draft 2 (its system prompt from ``harness``: SOUL.md).
     Ignored unless the thread awaits answers and at least one non-empty answer matches one of its questions."""
     if state is None or state.status != AWAITING_ANSWERS or state.draft1 is None:
         return []
     known = {q.question_id: q for q in state.questions}
-    answers = [Answer(question_id=a.question_id, text=a.text.strip(), assumed=a.assumed)
-               for a in cmd.answers if a.question_id in known and a.text.strip()]
+    answers = [
+        Answer(question_id=a.question_id, text=a.text.strip(), assumed=a.assumed)
+        for a in cmd.answers
+        if a.question_id in known and a.text.strip()
+    ]
     if not answers:
         return []
     answered = [(known[a.question_id].text, a.text) for a in answers]
     corr = state.correlation_id
     return [
         AnswersRecorded(**_envelope(cmd.command_id, "answers_recorded", state.thread_id, corr, now), answers=answers),
-        JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
-                  job_id=job_id_for(cmd.command_id, DRAFT2), kind=DRAFT2,
-                  messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions, harness),
-                  max_tokens=limits.max_tokens, temperature=limits.temperature, priority=state.priority,
-                  private=state.private, project=state.project, timeout_s=limits.job_timeout_s),
+        JobQueued(
+            **_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
+            job_id=job_id_for(cmd.command_id, DRAFT2),
+            kind=DRAFT2,
+            messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions, harness),
+            max_tokens=limits.max_tokens,
+            temperature=limits.temperature,
+            priority=state.priority,
+            private=state.private,
+            project=state.project,
+            timeout_s=limits.job_timeout_s,
+        ),
     ]
 
 
-def decide_classification(state: ThreadState | None, cmd: RequestClassification, limits: Limits,
-                          now: datetime) -> list[Event]:
+def decide_classification(
+    state: ThreadState | None, cmd: RequestClassification, limits: Limits, now: datetime
+) -> list[Event]:
     """Queue the learner's classification call (``JobQueued`` kind ``classify``, job type ``analysis``, the thread's
     priority, privacy and budget scope). Nothing for an unknown, closed or workflow thread, or a job id the thread
     already has (a redelivered command)."""
     if state is None or state.status in FINAL or state.kind == WORKFLOW or cmd.job_id in state.jobs:
         return []
-    return [JobQueued(**_envelope(cmd.command_id, "job_queued", state.thread_id, state.correlation_id, now),
-                      job_id=cmd.job_id, kind=CLASSIFY, messages=list(cmd.messages), max_tokens=cmd.max_tokens,
-                      temperature=cmd.temperature, priority=state.priority, job_type="analysis",
-                      private=state.private, project=state.project, timeout_s=limits.job_timeout_s)]
+    return [
+        JobQueued(
+            **_envelope(cmd.command_id, "job_queued", state.thread_id, state.correlation_id, now),
+            job_id=cmd.job_id,
+            kind=CLASSIFY,
+            messages=list(cmd.messages),
+            max_tokens=cmd.max_tokens,
+            temperature=cmd.temperature,
+            priority=state.priority,
+            job_type="analysis",
+            private=state.private,
+            project=state.project,
+            timeout_s=limits.job_timeout_s,
+        )
+    ]
 
 
 def decide_rate(state: ThreadState | None, cmd: RateThread, now: datetime) -> list[Event]:
@@ -325,17 +410,27 @@ def decide_rate(state: ThreadState | None, cmd: RateThread, now: datetime) -> li
     thread (the gateway answers 404/409 before publishing)."""
     if state is None or state.status != COMPLETED:
         return []
-    return [ThreadRated(**_envelope(cmd.command_id, "thread_rated", state.thread_id, state.correlation_id, now),
-                        rating=cmd.rating, draft_number=state.final_draft_number or 1, comment=cmd.comment.strip())]
+    return [
+        ThreadRated(
+            **_envelope(cmd.command_id, "thread_rated", state.thread_id, state.correlation_id, now),
+            rating=cmd.rating,
+            draft_number=state.final_draft_number or 1,
+            comment=cmd.comment.strip(),
+        )
+    ]
 
 
 def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: datetime) -> list[Event]:
     """The answer window elapsed: complete on draft 1 if the thread still waits for answers."""
     if state is None or state.status != AWAITING_ANSWERS:
         return []
-    return [ThreadCompleted(**_envelope(cmd.command_id, "thread_completed", state.thread_id,
-                                        state.correlation_id, now),
-                            final_draft_number=1, reason="answer_timeout")]
+    return [
+        ThreadCompleted(
+            **_envelope(cmd.command_id, "thread_completed", state.thread_id, state.correlation_id, now),
+            final_draft_number=1,
+            reason="answer_timeout",
+        )
+    ]
 
 
 def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted, now: datetime) -> list[Event]:
@@ -355,17 +450,35 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
     if (number == 1 and state.draft1 is not None) or (number == 2 and state.draft2 is not None):
         return []
     env = _envelope(ev.event_id, "draft_presented", state.thread_id, state.correlation_id, now)
-    events: list[Event] = [DraftPresented(**env, job_id=ev.job_id, draft_number=number, text=ev.text,
-                                          backend=ev.backend, model=ev.model, prompt_tokens=ev.prompt_tokens,
-                                          completion_tokens=ev.completion_tokens, latency_ms=ev.latency_ms)]
+    events: list[Event] = [
+        DraftPresented(
+            **env,
+            job_id=ev.job_id,
+            draft_number=number,
+            text=ev.text,
+            backend=ev.backend,
+            model=ev.model,
+            prompt_tokens=ev.prompt_tokens,
+            completion_tokens=ev.completion_tokens,
+            latency_ms=ev.latency_ms,
+        )
+    ]
     if number == 2:
-        events.append(ThreadCompleted(**_envelope(ev.event_id, "thread_completed", state.thread_id,
-                                                  state.correlation_id, now),
-                                      final_draft_number=2, reason="answered"))
+        events.append(
+            ThreadCompleted(
+                **_envelope(ev.event_id, "thread_completed", state.thread_id, state.correlation_id, now),
+                final_draft_number=2,
+                reason="answered",
+            )
+        )
     elif state.max_questions == 0:
-        events.append(ThreadCompleted(**_envelope(ev.event_id, "thread_completed", state.thread_id,
-                                                  state.correlation_id, now),
-                                      final_draft_number=1, reason="no_questions"))
+        events.append(
+            ThreadCompleted(
+                **_envelope(ev.event_id, "thread_completed", state.thread_id, state.correlation_id, now),
+                final_draft_number=1,
+                reason="no_questions",
+            )
+        )
     return events
 
 
@@ -378,13 +491,20 @@ def react_execution_abandoned(state: ThreadState | None, ev: ExecutionAbandoned,
     if state.jobs[ev.job_id].closed_by != ev.event_id:  # the job ended otherwise first (e.g. timed out)
         return []
     corr = state.correlation_id
-    events: list[Event] = [JobFailed(**_envelope(ev.event_id, "job_failed", state.thread_id, corr, now),
-                                     job_id=ev.job_id, error_code=ev.error_code, message=ev.message)]
+    events: list[Event] = [
+        JobFailed(
+            **_envelope(ev.event_id, "job_failed", state.thread_id, corr, now),
+            job_id=ev.job_id,
+            error_code=ev.error_code,
+            message=ev.message,
+        )
+    ]
     return events + _job_ended(state, ev.job_id, ev.event_id, "failed", ev.error_code, ev.message, now)
 
 
-def _job_ended(state: ThreadState, job_id: str, cause_id: str, outcome: str, error_code: str, message: str,
-               now: datetime) -> list[Event]:
+def _job_ended(
+    state: ThreadState, job_id: str, cause_id: str, outcome: str, error_code: str, message: str, now: datetime
+) -> list[Event]:
     """What a job ending without a result (``outcome`` failed or cancelled) means for its thread."""
     job, corr = state.jobs[job_id], state.correlation_id
     env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
@@ -412,13 +532,13 @@ def decide_cancel(state: ThreadState | None, cmd: CancelJob, now: datetime) -> l
         return []
     timed_out = cmd.reason == "timeout"
     message = "the job ran past its timeout" if timed_out else f"cancelled ({cmd.reason})"
-    events: list[Event] = [JobCancelled(**env("job_cancelled"), job_id=cmd.job_id, reason=cmd.reason,
-                                        message=message)]
+    events: list[Event] = [JobCancelled(**env("job_cancelled"), job_id=cmd.job_id, reason=cmd.reason, message=message)]
     if timed_out:
         events.append(JobFailed(**env("job_failed"), job_id=cmd.job_id, error_code="timeout", message=message))
     outcome = "failed" if timed_out else "cancelled"
-    return events + _job_ended(state, cmd.job_id, cmd.command_id, outcome, "timeout" if timed_out else "cancelled",
-                               message, now)
+    return events + _job_ended(
+        state, cmd.job_id, cmd.command_id, outcome, "timeout" if timed_out else "cancelled", message, now
+    )
 
 
 # ---- workflows ----------------------------------------------------------------------------------
@@ -436,25 +556,50 @@ def _resolved(step: WorkflowStep, cmd: SubmitWorkflow, limits: Limits) -> Workfl
     """The step with every default filled in, so a replay never depends on today's configuration. Retries:
     the step's, else the workflow's, else None (the router's ``HERMES_MAX_FAILOVER_ATTEMPTS``)."""
     return WorkflowStep(
-        step_id=step.step_id, prompt=step.prompt, depends_on=list(step.depends_on),
+        step_id=step.step_id,
+        prompt=step.prompt,
+        depends_on=list(step.depends_on),
         priority=step.priority or cmd.priority,
         max_retries=step.max_retries if step.max_retries is not None else cmd.max_retries,
-        timeout_s=step.timeout_s or limits.job_timeout_s, max_tokens=step.max_tokens or limits.max_tokens)
+        timeout_s=step.timeout_s or limits.job_timeout_s,
+        max_tokens=step.max_tokens or limits.max_tokens,
+    )
 
 
-def _queue_step(thread_id: str, corr: str, cause_id: str, step: WorkflowStep, results: list[tuple[str, str]],
-                project: str, private: bool, now: datetime) -> JobQueued:
+def _queue_step(
+    thread_id: str,
+    corr: str,
+    cause_id: str,
+    step: WorkflowStep,
+    results: list[tuple[str, str]],
+    project: str,
+    private: bool,
+    now: datetime,
+) -> JobQueued:
     job_id = step_job_id(thread_id, step.step_id)
-    return JobQueued(event_id=derived_id(job_id, "job_queued"), aggregate_id=thread_id, occurred_at=now,
-                     correlation_id=corr, causation_id=cause_id, job_id=job_id, kind=STEP,
-                     messages=step_messages(step, results), max_tokens=step.max_tokens or 256,
-                     priority=step.priority or 5, private=private, project=project, timeout_s=step.timeout_s,
-                     max_retries=step.max_retries, step_id=step.step_id,
-                     depends_on=[step_job_id(thread_id, d) for d in step.depends_on])
+    return JobQueued(
+        event_id=derived_id(job_id, "job_queued"),
+        aggregate_id=thread_id,
+        occurred_at=now,
+        correlation_id=corr,
+        causation_id=cause_id,
+        job_id=job_id,
+        kind=STEP,
+        messages=step_messages(step, results),
+        max_tokens=step.max_tokens or 256,
+        priority=step.priority or 5,
+        private=private,
+        project=project,
+        timeout_s=step.timeout_s,
+        max_retries=step.max_retries,
+        step_id=step.step_id,
+        depends_on=[step_job_id(thread_id, d) for d in step.depends_on],
+    )
 
 
-def decide_submit_workflow(state: ThreadState | None, cmd: SubmitWorkflow, limits: Limits,
-                           now: datetime) -> list[Event]:
+def decide_submit_workflow(
+    state: ThreadState | None, cmd: SubmitWorkflow, limits: Limits, now: datetime
+) -> list[Event]:
     """Open a workflow thread, plan its steps (defaults resolved) and queue those without dependencies. More
     than ``workflow_max_steps`` steps: the thread is opened and failed with ``too_many_steps`` so the producer
     sees why. A thread that exists already yields nothing. (The DAG itself was checked when decoding.)"""
@@ -462,19 +607,37 @@ def decide_submit_workflow(state: ThreadState | None, cmd: SubmitWorkflow, limit
         return []
     corr = cmd.correlation_id or cmd.command_id
     env = lambda name: _envelope(cmd.command_id, name, cmd.thread_id, corr, now)  # noqa: E731
-    opened = ThreadOpened(**env("thread_opened"), idea=cmd.title or cmd.steps[0].prompt, channel=cmd.channel,
-                          user_id=cmd.user_id, origin=dict(cmd.origin), max_questions=0,
-                          answer_timeout_s=limits.answer_timeout_s, project=cmd.project, private=cmd.private,
-                          priority=cmd.priority, kind=WORKFLOW)
+    opened = ThreadOpened(
+        **env("thread_opened"),
+        idea=cmd.title or cmd.steps[0].prompt,
+        channel=cmd.channel,
+        user_id=cmd.user_id,
+        origin=dict(cmd.origin),
+        max_questions=0,
+        answer_timeout_s=limits.answer_timeout_s,
+        project=cmd.project,
+        private=cmd.private,
+        priority=cmd.priority,
+        kind=WORKFLOW,
+    )
     if len(cmd.steps) > limits.workflow_max_steps:
-        return [opened, ThreadFailed(**env("thread_failed"), error_code="too_many_steps",
-                                     message=f"{len(cmd.steps)} steps; at most {limits.workflow_max_steps} "
-                                             "(HERMES_WORKFLOW_MAX_STEPS)")]
+        return [
+            opened,
+            ThreadFailed(
+                **env("thread_failed"),
+                error_code="too_many_steps",
+                message=f"{len(cmd.steps)} steps; at most {limits.workflow_max_steps} (HERMES_WORKFLOW_MAX_STEPS)",
+            ),
+        ]
     steps = [_resolved(s, cmd, limits) for s in cmd.steps]
-    planned = WorkflowPlanned(**env("workflow_planned"), title=cmd.title, steps=steps,
-                              timeout_s=cmd.timeout_s or limits.workflow_timeout_s)
-    roots = [_queue_step(cmd.thread_id, corr, cmd.command_id, s, [], cmd.project, cmd.private, now)
-             for s in steps if not s.depends_on]
+    planned = WorkflowPlanned(
+        **env("workflow_planned"), title=cmd.title, steps=steps, timeout_s=cmd.timeout_s or limits.workflow_timeout_s
+    )
+    roots = [
+        _queue_step(cmd.thread_id, corr, cmd.command_id, s, [], cmd.project, cmd.private, now)
+        for s in steps
+        if not s.depends_on
+    ]
     return [opened, planned, *roots]
 
 
@@ -485,22 +648,28 @@ def react_step_completed(state: ThreadState, ev: ExecutionCompleted, now: dateti
     done_step = state.jobs[ev.job_id].step_id
     if done_step in statuses:
         statuses[done_step] = "completed"
-    texts = {st.step.step_id: (state.jobs[st.job_id].text if st.job_id in state.jobs else None)
-             for st in state.steps.values()}
+    texts = {
+        st.step.step_id: (state.jobs[st.job_id].text if st.job_id in state.jobs else None)
+        for st in state.steps.values()
+    }
     texts[done_step or ""] = ev.text
     events: list[Event] = []
     for sid, st in state.steps.items():
         if statuses[sid] != "waiting" or not all(statuses.get(d) == "completed" for d in st.step.depends_on):
             continue
         results = [(d, texts.get(d) or "") for d in st.step.depends_on]
-        events.append(_queue_step(state.thread_id, state.correlation_id, ev.event_id, st.step, results,
-                                  state.project, state.private, now))
+        events.append(
+            _queue_step(
+                state.thread_id, state.correlation_id, ev.event_id, st.step, results, state.project, state.private, now
+            )
+        )
         statuses[sid] = "queued"
     return events + _workflow_outcome(state, statuses, ev.event_id, now)
 
 
-def _step_ended(state: ThreadState, step_id: str, cause_id: str, outcome: str, error_code: str, message: str,
-                now: datetime) -> list[Event]:
+def _step_ended(
+    state: ThreadState, step_id: str, cause_id: str, outcome: str, error_code: str, message: str, now: datetime
+) -> list[Event]:
     """A step failed or was cancelled: every step depending on it, directly or not, is skipped with the reason."""
     statuses = {sid: st.status for sid, st in state.steps.items()}
     statuses[step_id] = outcome
@@ -511,19 +680,22 @@ def _step_ended(state: ThreadState, step_id: str, cause_id: str, outcome: str, e
         for sid, st in state.steps.items():
             if statuses[sid] != "waiting":
                 continue
-            blocker = next((d for d in st.step.depends_on
-                            if statuses.get(d) in STEP_FINAL and statuses[d] != "completed"), None)
+            blocker = next(
+                (d for d in st.step.depends_on if statuses.get(d) in STEP_FINAL and statuses[d] != "completed"), None
+            )
             if blocker is None:
                 continue
             statuses[sid], changed = "skipped", True
             env = _envelope(cause_id, f"job_skipped:{sid}", state.thread_id, state.correlation_id, now)
-            events.append(JobSkipped(**env, job_id=st.job_id, step_id=sid,
-                                     reason=f"step {blocker} {statuses[blocker]}"))
+            events.append(
+                JobSkipped(**env, job_id=st.job_id, step_id=sid, reason=f"step {blocker} {statuses[blocker]}")
+            )
     return events + _workflow_outcome(state, statuses, cause_id, now, f"step {step_id} {outcome}: {message}")
 
 
-def _workflow_outcome(state: ThreadState, statuses: dict[str, str], cause_id: str, now: datetime,
-                      failure: str | None = None) -> list[Event]:
+def _workflow_outcome(
+    state: ThreadState, statuses: dict[str, str], cause_id: str, now: datetime, failure: str | None = None
+) -> list[Event]:
     """Once every step has ended: completed when all completed, else failed (``workflow_failed``)."""
     if not statuses or any(s not in STEP_FINAL for s in statuses.values()):
         return []
@@ -543,13 +715,26 @@ def decide_expire_workflow(state: ThreadState | None, cmd: ExpireWorkflow, now: 
     events: list[Event] = []
     for sid, st in state.steps.items():
         if st.status in OPEN_JOB_STATUSES:
-            events.append(JobCancelled(**env(f"job_cancelled:{sid}"), job_id=st.job_id, reason="workflow_timeout",
-                                       message="the workflow ran past its timeout"))
+            events.append(
+                JobCancelled(
+                    **env(f"job_cancelled:{sid}"),
+                    job_id=st.job_id,
+                    reason="workflow_timeout",
+                    message="the workflow ran past its timeout",
+                )
+            )
         elif st.status == "waiting":
-            events.append(JobSkipped(**env(f"job_skipped:{sid}"), job_id=st.job_id, step_id=sid,
-                                     reason="the workflow ran past its timeout"))
-    events.append(ThreadFailed(**env("thread_failed"), error_code="workflow_timeout",
-                               message="the workflow ran past its timeout"))
+            events.append(
+                JobSkipped(
+                    **env(f"job_skipped:{sid}"),
+                    job_id=st.job_id,
+                    step_id=sid,
+                    reason="the workflow ran past its timeout",
+                )
+            )
+    events.append(
+        ThreadFailed(**env("thread_failed"), error_code="workflow_timeout", message="the workflow ran past its timeout")
+    )
     return events
 
 
@@ -557,6 +742,10 @@ def react_questions_proposed(state: ThreadState | None, ev: QuestionsProposed, n
     """No question worth asking: the thread completes on draft 1."""
     if state is None or ev.questions or state.status != AWAITING_ANSWERS:
         return []
-    return [ThreadCompleted(**_envelope(ev.event_id, "thread_completed", state.thread_id,
-                                        state.correlation_id, now),
-                            final_draft_number=1, reason="no_questions")]
+    return [
+        ThreadCompleted(
+            **_envelope(ev.event_id, "thread_completed", state.thread_id, state.correlation_id, now),
+            final_draft_number=1,
+            reason="no_questions",
+        )
+    ]

@@ -20,7 +20,7 @@ from sqlmodel import Session
 from hermes_proto import events as ev
 from hermes_proto import threads
 from hermes_proto.base import Event
-from hermes_proto.partitions import Partition
+from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
 
 from hermes_orchestrator import snapshot
@@ -32,7 +32,7 @@ class ThreadFold:
     of its ended threads whose final rows are stored. ``settings``: the users' editable settings (key → value, as ``SettingChanged`` left
     them), ``settings_version`` bumped by each change. Not thread-safe: used on the event loop only."""
 
-    def __init__(self, engine: Engine, start: snapshot.Snapshot, partition: Partition = Partition()) -> None:
+    def __init__(self, engine: Engine, start: snapshot.Snapshot, partition: Partition = SINGLE) -> None:
         self.engine = engine
         self.partition = partition
         self.states: dict[str, ThreadState] = {t: s for t, s in start.open.items() if partition.owns(t)}
@@ -46,7 +46,7 @@ class ThreadFold:
         self._preference_users = {p.preference_id: p.user_id for p in start.preferences}
 
     @classmethod
-    def load(cls, engine: Engine, partition: Partition = Partition()) -> ThreadFold:
+    def load(cls, engine: Engine, partition: Partition = SINGLE) -> ThreadFold:
         """The fold of ``partition``'s threads at the read model's stored position (blocking: a few queries)."""
         with Session(engine) as session:
             return cls(engine, snapshot.load(session), partition)
@@ -123,8 +123,9 @@ class ThreadFold:
         """``user_id``'s preferences with ``confidence >= threshold`` that have not expired at ``now``, ordered by
         category and key: the assumptions a draft-1 prompt applies."""
         held = sorted(self._preferences.get(user_id, {}).values(), key=lambda p: (p.category, p.key))
-        return [p.assumption() for p in held
-                if p.confidence >= threshold and (p.expires_at is None or p.expires_at > now)]
+        return [
+            p.assumption() for p in held if p.confidence >= threshold and (p.expires_at is None or p.expires_at > now)
+        ]
 
     def open_jobs(self) -> Iterator[tuple[ThreadState, str, str, int]]:
         """``(thread, job_id, status, priority)`` of every job that has not ended, in open threads."""
@@ -136,11 +137,19 @@ class ThreadFold:
     def queue_depth(self) -> QueueReply:
         """The open jobs by status and priority, and the workflow steps waiting for their dependencies."""
         jobs = [(status, priority) for _, _, status, priority in self.open_jobs()]
-        waiting = sum(1 for state in self.states.values() if threads.is_open(state.status)
-                      for step in state.steps.values() if step.status == "waiting")
-        return QueueReply(open_jobs=len(jobs), by_status=dict(Counter(status for status, _ in jobs)),
-                          by_priority={str(p): n for p, n in sorted(Counter(p for _, p in jobs).items())},
-                          waiting_steps=waiting)
+        waiting = sum(
+            1
+            for state in self.states.values()
+            if threads.is_open(state.status)
+            for step in state.steps.values()
+            if step.status == "waiting"
+        )
+        return QueueReply(
+            open_jobs=len(jobs),
+            by_status=dict(Counter(status for status, _ in jobs)),
+            by_priority={str(p): n for p, n in sorted(Counter(p for _, p in jobs).items())},
+            waiting_steps=waiting,
+        )
 
     def job_open(self, thread_id: str, job_id: str) -> bool:
         state = self.states.get(thread_id)

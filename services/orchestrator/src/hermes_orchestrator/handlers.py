@@ -38,8 +38,9 @@ from hermes_orchestrator.state import ThreadState
 from hermes_orchestrator.timers import Timers
 
 CHAT_TURNS = Counter("hermes_orchestrator_chat_turns_total", "Chat turns queued (SubmitChat), by channel", ["channel"])
-MEMORIES_RECALLED = Histogram("hermes_orchestrator_memories_recalled", "Memories given to one new prompt",
-                              buckets=(0, 1, 2, 3, 5, 10, 20))
+MEMORIES_RECALLED = Histogram(
+    "hermes_orchestrator_memories_recalled", "Memories given to one new prompt", buckets=(0, 1, 2, 3, 5, 10, 20)
+)
 
 
 @dataclass
@@ -68,8 +69,7 @@ async def harness(deps: Deps, user_id: str, about: str, thread_id: str) -> domai
 
     def recall() -> tuple[domain.Memory, ...]:
         with deps.engine.connect() as conn:
-            return sessions.recall(conn, user_id, about, thread_id, limits.memory_token_budget,
-                                   limits.memory_max_items)
+            return sessions.recall(conn, user_id, about, thread_id, limits.memory_token_budget, limits.memory_max_items)
 
     memories = await asyncio.to_thread(recall)
     MEMORIES_RECALLED.observe(len(memories))
@@ -83,10 +83,14 @@ async def submit_idea(cmd: SubmitIdea, state: ThreadState | None, deps: Deps, no
     if state is not None:  # a redelivery: nothing to recall
         return []
     limits = deps.limits.current()
-    known = (deps.fold.usable_preferences(cmd.user_id, limits.preference_threshold, now)
-             if limits.preference_threshold is not None else [])
-    return domain.decide_submit(None, cmd, limits, now, known,
-                                await harness(deps, cmd.user_id, cmd.idea, cmd.thread_id))
+    known = (
+        deps.fold.usable_preferences(cmd.user_id, limits.preference_threshold, now)
+        if limits.preference_threshold is not None
+        else []
+    )
+    return domain.decide_submit(
+        None, cmd, limits, now, known, await harness(deps, cmd.user_id, cmd.idea, cmd.thread_id)
+    )
 
 
 async def submit_chat(cmd: SubmitChat, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:
@@ -99,8 +103,7 @@ async def submit_chat(cmd: SubmitChat, state: ThreadState | None, deps: Deps, no
     return events
 
 
-async def answer_questions(cmd: AnswerQuestions, state: ThreadState | None, deps: Deps,
-                           now: datetime) -> list[Event]:
+async def answer_questions(cmd: AnswerQuestions, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:
     soul = deps.soul.read() if deps.soul is not None and state is not None else ""
     return domain.decide_answers(state, cmd, deps.limits.current(), now, domain.Harness(soul=soul))
 
@@ -109,8 +112,9 @@ async def rate_thread(cmd: RateThread, state: ThreadState | None, deps: Deps, no
     return domain.decide_rate(state, cmd, now)
 
 
-async def close_answer_window(cmd: CloseAnswerWindow, state: ThreadState | None, deps: Deps,
-                              now: datetime) -> list[Event]:
+async def close_answer_window(
+    cmd: CloseAnswerWindow, state: ThreadState | None, deps: Deps, now: datetime
+) -> list[Event]:
     return domain.decide_close_window(state, cmd, now)
 
 
@@ -126,8 +130,9 @@ async def expire_workflow(cmd: ExpireWorkflow, state: ThreadState | None, deps: 
     return domain.decide_expire_workflow(state, cmd, now)
 
 
-async def request_classification(cmd: RequestClassification, state: ThreadState | None, deps: Deps,
-                                 now: datetime) -> list[Event]:
+async def request_classification(
+    cmd: RequestClassification, state: ThreadState | None, deps: Deps, now: datetime
+) -> list[Event]:
     return domain.decide_classification(state, cmd, deps.limits.current(), now)
 
 
@@ -152,23 +157,25 @@ orchestrator and folded before its decision ended, so they need not wait for the
 # ---- reactions -----------------------------------------------------------------------------------------------------
 
 
-async def execution_completed(event: ExecutionCompleted, state: ThreadState | None, deps: Deps,
-                              now: datetime) -> list[Event]:
+async def execution_completed(
+    event: ExecutionCompleted, state: ThreadState | None, deps: Deps, now: datetime
+) -> list[Event]:
     return domain.react_execution_completed(state, event, now)
 
 
-async def execution_abandoned(event: ExecutionAbandoned, state: ThreadState | None, deps: Deps,
-                              now: datetime) -> list[Event]:
+async def execution_abandoned(
+    event: ExecutionAbandoned, state: ThreadState | None, deps: Deps, now: datetime
+) -> list[Event]:
     return domain.react_execution_abandoned(state, event, now)
 
 
-async def questions_proposed(event: QuestionsProposed, state: ThreadState | None, deps: Deps,
-                             now: datetime) -> list[Event]:
+async def questions_proposed(
+    event: QuestionsProposed, state: ThreadState | None, deps: Deps, now: datetime
+) -> list[Event]:
     return domain.react_questions_proposed(state, event, now)
 
 
-async def draft_presented(event: DraftPresented, state: ThreadState | None, deps: Deps,
-                          now: datetime) -> list[Event]:
+async def draft_presented(event: DraftPresented, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:
     """Draft 1 opens the answer window: a timer sends ``CloseAnswerWindow`` when it ends."""
     if event.draft_number == 1 and state is not None and state.status == AWAITING_ANSWERS:
         deadline = state.answer_deadline or event.occurred_at

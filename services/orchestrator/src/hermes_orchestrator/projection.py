@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from hermes_proto import projection
 from hermes_proto.bus import RawMessage
-from hermes_proto.partitions import Partition
+from hermes_proto.partitions import SINGLE, Partition
 
 from hermes_orchestrator import readmodel
 from hermes_orchestrator.fold import ThreadFold
@@ -22,7 +22,7 @@ class Projection(projection.Projection):
     rows in one transaction, position included (every thread's: any replica answers any query). Metrics: ``hermes_orchestrator_events_applied_total``,
     ``hermes_orchestrator_projection_position`` and the rest of :class:`hermes_proto.projection.Projection`'s."""
 
-    def __init__(self, engine: Engine, js: JetStreamContext, partition: Partition = Partition()) -> None:
+    def __init__(self, engine: Engine, js: JetStreamContext, partition: Partition = SINGLE) -> None:
         self.engine = engine
         self.rows = readmodel.row_store(engine)
         with self.rows:

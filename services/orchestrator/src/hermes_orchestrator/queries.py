@@ -45,8 +45,9 @@ class QueryResponder:
     """Subscribes (queue group ``orchestrator``) and answers; a reply over the server's max payload is answered
     ``too_large``, a query that does not decode ``bad_request``."""
 
-    def __init__(self, nc: NATS, engine: Engine, projection: Projection, fold: ThreadFold,
-                 soul: SoulFile | None = None) -> None:
+    def __init__(
+        self, nc: NATS, engine: Engine, projection: Projection, fold: ThreadFold, soul: SoulFile | None = None
+    ) -> None:
         self.nc = nc
         self.engine = engine
         self.projection = projection
@@ -82,8 +83,13 @@ class QueryResponder:
             return
         data = msgspec.json.encode(reply)
         if len(data) > self.nc.max_payload:
-            data = msgspec.json.encode(ErrorReply(code="too_large", message=f"The answer is {len(data)} bytes, over "
-                                                  f"the NATS max payload ({self.nc.max_payload} bytes)."))
+            data = msgspec.json.encode(
+                ErrorReply(
+                    code="too_large",
+                    message=f"The answer is {len(data)} bytes, over "
+                    f"the NATS max payload ({self.nc.max_payload} bytes).",
+                )
+            )
         await msg.respond(data)
 
     async def _decode(self, msg: Msg, query_type: type):  # noqa: ANN202
@@ -111,15 +117,15 @@ class QueryResponder:
     async def _threads(self, msg: Msg) -> None:
         if (query := await self._decode(msg, ThreadListQuery)) is None:
             return
-        found = await asyncio.to_thread(self._read_core, views.recent_threads, max(1, min(query.limit, 500)),
-                                        query.origin, query.user_id)
+        found = await asyncio.to_thread(
+            self._read_core, views.recent_threads, max(1, min(query.limit, 500)), query.origin, query.user_id
+        )
         await self._respond(msg, ThreadListReply(threads=found))
 
     async def _sessions(self, msg: Msg) -> None:
         if (query := await self._decode(msg, SessionsQuery)) is None:
             return
-        found = await asyncio.to_thread(self._read, sessions.recent_sessions, query.user_id, query.channel,
-                                        query.limit)
+        found = await asyncio.to_thread(self._read, sessions.recent_sessions, query.user_id, query.channel, query.limit)
         await self._respond(msg, SessionsReply(sessions=found))
 
     async def _session(self, msg: Msg) -> None:
@@ -157,8 +163,11 @@ class QueryResponder:
             return
         assert self.soul is not None
         try:
-            text = (await asyncio.to_thread(self.soul.write, request.text) if request.text is not None
-                    else await asyncio.to_thread(self.soul.read))
+            text = (
+                await asyncio.to_thread(self.soul.write, request.text)
+                if request.text is not None
+                else await asyncio.to_thread(self.soul.read)
+            )
         except OSError as exc:
             await self._respond(msg, ErrorReply(code="internal", message=f"SOUL.md: {exc.strerror or exc}"))
             return
@@ -171,6 +180,14 @@ class QueryResponder:
             await self._respond(msg, await asyncio.to_thread(self._read_core, views.queue_depth))
 
     async def _health(self, msg: Msg) -> None:
-        await self._respond(msg, {"service": "orchestrator", "status": "ok", "position": self.projection.position,
-                                  "folded": self.projection.folded, "partition": self.fold.partition.index,
-                                  "partitions": self.fold.partition.count})
+        await self._respond(
+            msg,
+            {
+                "service": "orchestrator",
+                "status": "ok",
+                "position": self.projection.position,
+                "folded": self.projection.folded,
+                "partition": self.fold.partition.index,
+                "partitions": self.fold.partition.count,
+            },
+        )

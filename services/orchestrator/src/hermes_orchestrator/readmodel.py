@@ -15,9 +15,8 @@ import msgspec
 from sqlalchemy.engine import Engine
 
 from hermes_proto import events as ev
-from hermes_proto import threads
+from hermes_proto import rowstore, threads
 from hermes_proto.base import Event
-from hermes_proto import rowstore
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
@@ -94,12 +93,26 @@ def apply(event: Event, store: RowStore) -> None:
 
 @apply.register
 def _(e: ev.ThreadOpened, store: RowStore) -> None:
-    store.insert_absent(Thread(
-        thread_id=e.aggregate_id, idea=e.idea, channel=e.channel, user_id=e.user_id,
-        origin_json=json.dumps(e.origin, sort_keys=True), status=threads.opened_status(e.kind),
-        correlation_id=e.correlation_id, max_questions=e.max_questions, answer_timeout_s=e.answer_timeout_s,
-        project=e.project, private=e.private, priority=e.priority, kind=e.kind, created_at=_utc(e.occurred_at),
-        updated_at=_utc(e.occurred_at), assumptions_json=msgspec.json.encode(e.assumptions).decode()))
+    store.insert_absent(
+        Thread(
+            thread_id=e.aggregate_id,
+            idea=e.idea,
+            channel=e.channel,
+            user_id=e.user_id,
+            origin_json=json.dumps(e.origin, sort_keys=True),
+            status=threads.opened_status(e.kind),
+            correlation_id=e.correlation_id,
+            max_questions=e.max_questions,
+            answer_timeout_s=e.answer_timeout_s,
+            project=e.project,
+            private=e.private,
+            priority=e.priority,
+            kind=e.kind,
+            created_at=_utc(e.occurred_at),
+            updated_at=_utc(e.occurred_at),
+            assumptions_json=msgspec.json.encode(e.assumptions).decode(),
+        )
+    )
 
 
 @apply.register
@@ -119,8 +132,14 @@ def _(e: ev.SettingChanged, store: RowStore) -> None:
 def _(e: ev.PreferenceLearned, store: RowStore) -> None:
     row = store.get(Preference, e.aggregate_id)
     if row is None:
-        row = Preference(preference_id=e.aggregate_id, user_id=e.user_id, category=e.category, key=e.key,
-                         value=e.value, confidence=e.confidence)
+        row = Preference(
+            preference_id=e.aggregate_id,
+            user_id=e.user_id,
+            category=e.category,
+            key=e.key,
+            value=e.value,
+            confidence=e.confidence,
+        )
         store.add(row)
     row.value, row.confidence = e.value, e.confidence
     row.expires_at = _utc(e.expires_at) if e.expires_at is not None else None
@@ -141,9 +160,15 @@ def _(e: ev.WorkflowPlanned, store: RowStore) -> None:
     if e.timeout_s:
         thread.workflow_deadline = _utc(e.occurred_at) + timedelta(seconds=e.timeout_s)
     for position, step in enumerate(e.steps):
-        store.insert_absent(Step(job_id=step_job_id(e.aggregate_id, step.step_id), thread_id=e.aggregate_id,
-                                 step_id=step.step_id, position=position,
-                                 step_json=msgspec.json.encode(step).decode()))
+        store.insert_absent(
+            Step(
+                job_id=step_job_id(e.aggregate_id, step.step_id),
+                thread_id=e.aggregate_id,
+                step_id=step.step_id,
+                position=position,
+                step_json=msgspec.json.encode(step).decode(),
+            )
+        )
 
 
 def _step_follows(store: RowStore, job_id: str, status: str, reason: str | None = None) -> None:
@@ -168,12 +193,23 @@ def _job_moved(store: RowStore, e: Event):  # noqa: ANN202
 @apply.register
 def _(e: ev.JobQueued, store: RowStore) -> None:
     queued_at = _utc(e.occurred_at)
-    if not store.insert_absent(Job(
-            job_id=e.job_id, thread_id=e.aggregate_id, kind=e.kind, status="queued", priority=e.priority,
-            max_tokens=e.max_tokens, queued_at=queued_at,
+    if not store.insert_absent(
+        Job(
+            job_id=e.job_id,
+            thread_id=e.aggregate_id,
+            kind=e.kind,
+            status="queued",
+            priority=e.priority,
+            max_tokens=e.max_tokens,
+            queued_at=queued_at,
             messages_json=json.dumps([{"role": m.role, "content": m.content} for m in e.messages]),
-            step_id=e.step_id, max_retries=e.max_retries, timeout_s=e.timeout_s, memories_json=json.dumps(e.memories),
-            deadline=queued_at + timedelta(seconds=e.timeout_s) if e.timeout_s else None)):
+            step_id=e.step_id,
+            max_retries=e.max_retries,
+            timeout_s=e.timeout_s,
+            memories_json=json.dumps(e.memories),
+            deadline=queued_at + timedelta(seconds=e.timeout_s) if e.timeout_s else None,
+        )
+    ):
         return
     _touch(store, e)
     if e.step_id:
@@ -190,11 +226,24 @@ def _(e: ev.BackendSelected, store: RowStore) -> None:
             job.waiting_reason = None
             if job.step_id:
                 _step_follows(store, job.job_id, job.status)
-    store.insert_absent(Selection(
-        event_id=e.event_id, job_id=e.job_id, thread_id=e.aggregate_id, backend=e.backend, model=e.model,
-        criteria=e.criteria, reason=e.reason, selected_at=_utc(e.occurred_at),
-        candidates_json=json.dumps([{"backend": c.backend, "model": c.model, "score": c.score,
-                                     "rejected": c.rejected} for c in e.candidates])))
+    store.insert_absent(
+        Selection(
+            event_id=e.event_id,
+            job_id=e.job_id,
+            thread_id=e.aggregate_id,
+            backend=e.backend,
+            model=e.model,
+            criteria=e.criteria,
+            reason=e.reason,
+            selected_at=_utc(e.occurred_at),
+            candidates_json=json.dumps(
+                [
+                    {"backend": c.backend, "model": c.model, "score": c.score, "rejected": c.rejected}
+                    for c in e.candidates
+                ]
+            ),
+        )
+    )
 
 
 @apply.register
@@ -227,9 +276,17 @@ def _remember(store: RowStore, job, e: ev.ExecutionCompleted) -> None:  # noqa: 
     if job.kind not in TURN_KINDS or thread is None or thread.private:
         return
     users = [m["content"] for m in json.loads(job.messages_json) if m["role"] == "user"]
-    store.insert_absent(Memory(job_id=job.job_id, thread_id=job.thread_id, user_id=thread.user_id,
-                               channel=thread.channel, prompt=users[-1] if users else "", reply=e.text,
-                               created_at=_utc(e.occurred_at)))
+    store.insert_absent(
+        Memory(
+            job_id=job.job_id,
+            thread_id=job.thread_id,
+            user_id=thread.user_id,
+            channel=thread.channel,
+            prompt=users[-1] if users else "",
+            reply=e.text,
+            created_at=_utc(e.occurred_at),
+        )
+    )
 
 
 @apply.register
@@ -318,11 +375,19 @@ def _(e: ev.QuestionsProposed, store: RowStore) -> None:
     if thread is None or thread.idea_type is not None:
         return
     thread.idea_type, thread.clarity = e.idea_type, e.clarity
-    for position, q in enumerate(e.questions[:thread.max_questions]):
-        store.insert_absent(Question(
-            question_id=q.question_id, thread_id=e.aggregate_id, position=position, template_id=q.template_id,
-            category=q.category, text=q.text, suggestions_json=json.dumps(q.suggestions),
-            expected_value=q.expected_value))
+    for position, q in enumerate(e.questions[: thread.max_questions]):
+        store.insert_absent(
+            Question(
+                question_id=q.question_id,
+                thread_id=e.aggregate_id,
+                position=position,
+                template_id=q.template_id,
+                category=q.category,
+                text=q.text,
+                suggestions_json=json.dumps(q.suggestions),
+                expected_value=q.expected_value,
+            )
+        )
 
 
 @apply.register

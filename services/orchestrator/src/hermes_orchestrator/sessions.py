@@ -40,7 +40,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
     "a an and are as at be but by can could do for from has have help how i in into is it its me my of on or our "
     "please should so that the their them then there these this to was we what when where which who why will with "
-    "would you your".split())
+    "would you your".split()
+)
 """Words too common to say what a turn is about: left out of the terms a new prompt is matched by."""
 
 
@@ -54,34 +55,51 @@ def match_expression(text_: str, max_terms: int = 32) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms[:max_terms]) or None
 
 
-def search_memory(session: Session, q: str, user_id: str | None, limit: int,
-                  exclude_thread: str | None = None) -> list[MemoryHit]:
+def search_memory(
+    session: Session, q: str, user_id: str | None, limit: int, exclude_thread: str | None = None
+) -> list[MemoryHit]:
     """Completed turns matching ``q`` (any of its words), best bm25 first, of ``user_id`` when given, leaving out
     ``exclude_thread``'s turns. Empty when ``q`` has no searchable word or the database is not SQLite."""
     expression = match_expression(q)
     if expression is None or session.get_bind().dialect.name != "sqlite":
         return []
-    rows = session.execute(text(
-        "SELECT m.job_id, m.thread_id, m.channel, m.user_id, m.prompt, m.reply, m.created_at, "
-        "snippet(memory_fts, -1, '[', ']', '…', 16) AS snip, bm25(memory_fts) AS score "
-        "FROM memory_fts JOIN memory_entries AS m ON m.rowid = memory_fts.rowid "
-        "WHERE memory_fts MATCH :q AND (:user IS NULL OR m.user_id = :user) AND (:skip IS NULL OR m.thread_id != :skip) "
-        "ORDER BY score, m.created_at DESC, m.job_id LIMIT :n"),
-        {"q": expression, "user": user_id, "skip": exclude_thread, "n": limit}).all()
-    return [MemoryHit(job_id=r.job_id, session_id=r.thread_id, channel=r.channel, user_id=r.user_id, prompt=r.prompt,
-                      reply=r.reply, snippet=r.snip, score=round(float(r.score), 6),
-                      created_at=_datetime(r.created_at)) for r in rows]
+    rows = session.execute(
+        text(
+            "SELECT m.job_id, m.thread_id, m.channel, m.user_id, m.prompt, m.reply, m.created_at, "
+            "snippet(memory_fts, -1, '[', ']', '…', 16) AS snip, bm25(memory_fts) AS score "
+            "FROM memory_fts JOIN memory_entries AS m ON m.rowid = memory_fts.rowid "
+            "WHERE memory_fts MATCH :q AND (:user IS NULL OR m.user_id = :user) AND (:skip IS NULL OR m.thread_id != :skip) "
+            "ORDER BY score, m.created_at DESC, m.job_id LIMIT :n"
+        ),
+        {"q": expression, "user": user_id, "skip": exclude_thread, "n": limit},
+    ).all()
+    return [
+        MemoryHit(
+            job_id=r.job_id,
+            session_id=r.thread_id,
+            channel=r.channel,
+            user_id=r.user_id,
+            prompt=r.prompt,
+            reply=r.reply,
+            snippet=r.snip,
+            score=round(float(r.score), 6),
+            created_at=_datetime(r.created_at),
+        )
+        for r in rows
+    ]
 
 
 _RECALL_SQL = (
     "SELECT m.job_id, m.prompt, m.reply, m.created_at FROM memory_fts JOIN memory_entries AS m "
     "ON m.rowid = memory_fts.rowid WHERE memory_fts MATCH ? AND m.user_id = ? AND m.thread_id != ? "
-    "ORDER BY bm25(memory_fts), m.created_at DESC, m.job_id LIMIT ?")
+    "ORDER BY bm25(memory_fts), m.created_at DESC, m.job_id LIMIT ?"
+)
 """:func:`search_memory`'s ranking without its snippets and hit details: what a new prompt's recall needs."""
 
 
-def recall(source: Session | Connection, user_id: str, about: str, exclude_thread: str, budget_tokens: int,
-           max_items: int) -> tuple[domain.Memory, ...]:
+def recall(
+    source: Session | Connection, user_id: str, about: str, exclude_thread: str, budget_tokens: int, max_items: int
+) -> tuple[domain.Memory, ...]:
     """The memories a new prompt about ``about`` is given: ``user_id``'s best-matching earlier turns outside
     ``exclude_thread``, in match order (bm25, as :func:`search_memory` ranks), as many as fit ``budget_tokens``
     (estimated tokens of their markers, :func:`hermes_proto.costs.estimate_tokens`) up to ``max_items``. Empty with a
@@ -96,8 +114,12 @@ def recall(source: Session | Connection, user_id: str, about: str, exclude_threa
     chosen: list[domain.Memory] = []
     spent = 0
     for job_id, prompt, reply, created_at in rows:
-        memory = domain.Memory(job_id=job_id, day=_datetime(created_at).date().isoformat(),
-                               prompt=_clip(prompt, MEMORY_PROMPT_CHARS), reply=_clip(reply, MEMORY_REPLY_CHARS))
+        memory = domain.Memory(
+            job_id=job_id,
+            day=_datetime(created_at).date().isoformat(),
+            prompt=_clip(prompt, MEMORY_PROMPT_CHARS),
+            reply=_clip(reply, MEMORY_REPLY_CHARS),
+        )
         cost = estimate_tokens(domain.memory_marker(memory))
         if spent + cost > budget_tokens:
             continue
@@ -110,7 +132,7 @@ def recall(source: Session | Connection, user_id: str, about: str, exclude_threa
 
 def _clip(text_: str, limit: int) -> str:
     text_ = " ".join(text_.split())
-    return text_ if len(text_) <= limit else text_[:limit - 1] + "…"
+    return text_ if len(text_) <= limit else text_[: limit - 1] + "…"
 
 
 def _datetime(value: object) -> datetime:
@@ -121,9 +143,14 @@ def _datetime(value: object) -> datetime:
 
 
 def _turn_rows(session: Session, thread_ids: list[str]) -> list[JobRow]:
-    return list(session.exec(select(JobRow).where(col(JobRow.thread_id).in_(thread_ids))
-                             .where(col(JobRow.kind).in_(TURN_KINDS))
-                             .order_by(JobRow.queued_at, JobRow.job_id)).all())
+    return list(
+        session.exec(
+            select(JobRow)
+            .where(col(JobRow.thread_id).in_(thread_ids))
+            .where(col(JobRow.kind).in_(TURN_KINDS))
+            .order_by(JobRow.queued_at, JobRow.job_id)
+        ).all()
+    )
 
 
 def _final_job(thread: ThreadRow, turns: list[JobRow]) -> str | None:
@@ -133,21 +160,41 @@ def _final_job(thread: ThreadRow, turns: list[JobRow]) -> str | None:
 
 
 def turn_view(job: JobRow, rating: int | None) -> TurnView:
-    return TurnView(job_id=job.job_id, kind=job.kind, status=job.status,
-                    messages=msgspec.json.decode(job.messages_json, type=list[ChatMessage]), reply=job.text,
-                    backend=job.backend, model=job.model, prompt_tokens=job.prompt_tokens,
-                    completion_tokens=job.completion_tokens, cost_cents=job.cost_cents, latency_ms=job.latency_ms,
-                    rating=rating, memories=json.loads(job.memories_json), queued_at=job.queued_at,
-                    finished_at=job.finished_at)
+    return TurnView(
+        job_id=job.job_id,
+        kind=job.kind,
+        status=job.status,
+        messages=msgspec.json.decode(job.messages_json, type=list[ChatMessage]),
+        reply=job.text,
+        backend=job.backend,
+        model=job.model,
+        prompt_tokens=job.prompt_tokens,
+        completion_tokens=job.completion_tokens,
+        cost_cents=job.cost_cents,
+        latency_ms=job.latency_ms,
+        rating=rating,
+        memories=json.loads(job.memories_json),
+        queued_at=job.queued_at,
+        finished_at=job.finished_at,
+    )
 
 
 def _session(thread: ThreadRow, turns: list[JobRow], with_turns: bool) -> SessionView:
     final = _final_job(thread, turns)
     return SessionView(
-        session_id=thread.thread_id, session_key=json.loads(thread.origin_json).get("session_key"), kind=thread.kind,
-        channel=thread.channel, user_id=thread.user_id, status=thread.status, title=thread.idea, rating=thread.rating,
-        turn_count=len(turns), created_at=thread.created_at, updated_at=thread.updated_at,
-        turns=[turn_view(j, thread.rating if j.job_id == final else None) for j in turns] if with_turns else [])
+        session_id=thread.thread_id,
+        session_key=json.loads(thread.origin_json).get("session_key"),
+        kind=thread.kind,
+        channel=thread.channel,
+        user_id=thread.user_id,
+        status=thread.status,
+        title=thread.idea,
+        rating=thread.rating,
+        turn_count=len(turns),
+        created_at=thread.created_at,
+        updated_at=thread.updated_at,
+        turns=[turn_view(j, thread.rating if j.job_id == final else None) for j in turns] if with_turns else [],
+    )
 
 
 def session_view(session: Session, session_id: str, last_turns: int | None = None) -> SessionView | None:
@@ -208,7 +255,6 @@ def _cursor(job: JobRow) -> str:
     return f"{job.queued_at.isoformat()}|{job.job_id}"
 
 
-
 def export_page(session: Session, query: ExportQuery, budget_bytes: int | None = None) -> ExportReply:
     """One page of ``query``'s export (see :class:`hermes_proto.sessions.ExportQuery`). A turn is exported when
     it completed with a reply and passes the filters; ``openai`` and ``sharegpt`` write its prompt as sent
@@ -218,10 +264,17 @@ def export_page(session: Session, query: ExportQuery, budget_bytes: int | None =
     ``ValueError`` on a malformed date or cursor. ``budget_bytes``: the page stops before its lines pass it (one line
     at least), so a reply fits one NATS message."""
     since, until = _day(query.since, "since"), _day(query.until, "until")
-    statement = (select(JobRow, ThreadRow).join(ThreadRow, col(ThreadRow.thread_id) == JobRow.thread_id)
-                 .where(JobRow.status == "completed").where(col(JobRow.text).is_not(None)))
-    statement = statement.where(JobRow.kind == "draft1") if query.format == "dpo" else \
-        statement.where(col(JobRow.kind).in_(TURN_KINDS))
+    statement = (
+        select(JobRow, ThreadRow)
+        .join(ThreadRow, col(ThreadRow.thread_id) == JobRow.thread_id)
+        .where(JobRow.status == "completed")
+        .where(col(JobRow.text).is_not(None))
+    )
+    statement = (
+        statement.where(JobRow.kind == "draft1")
+        if query.format == "dpo"
+        else statement.where(col(JobRow.kind).in_(TURN_KINDS))
+    )
     if query.user_id is not None:
         statement = statement.where(ThreadRow.user_id == query.user_id)
     if query.channel is not None:
@@ -239,12 +292,13 @@ def export_page(session: Session, query: ExportQuery, budget_bytes: int | None =
             after = datetime.fromisoformat(queued_at)
         except ValueError:
             raise ValueError("after must be the next_after of a previous page") from None
-        statement = statement.where(or_(col(JobRow.queued_at) > after,
-                                        and_(col(JobRow.queued_at) == after, col(JobRow.job_id) > job_id)))
+        statement = statement.where(
+            or_(col(JobRow.queued_at) > after, and_(col(JobRow.queued_at) == after, col(JobRow.job_id) > job_id))
+        )
     rows = session.exec(statement.order_by(JobRow.queued_at, JobRow.job_id).limit(query.limit + 1)).all()
     lines: list[str] = []
     size = 0
-    for taken, (job, thread) in enumerate(rows[:query.limit]):
+    for taken, (job, thread) in enumerate(rows[: query.limit]):
         record = _record(session, query.format, job, thread)
         line = json.dumps(record, ensure_ascii=False) if record is not None else None
         if line is not None and lines and budget_bytes is not None and size + len(line.encode()) + 8 > budget_bytes:
@@ -262,13 +316,24 @@ def _record(session: Session, fmt: str, job: JobRow, thread: ThreadRow) -> dict 
         return {"messages": [*messages, {"role": "assistant", "content": job.text}]}
     if fmt == "sharegpt":
         turns = [*messages, {"role": "assistant", "content": job.text}]
-        return {"id": job.job_id, "conversations": [{"from": SHAREGPT_ROLES.get(m["role"], m["role"]),
-                                                      "value": m["content"]} for m in turns]}
+        return {
+            "id": job.job_id,
+            "conversations": [{"from": SHAREGPT_ROLES.get(m["role"], m["role"]), "value": m["content"]} for m in turns],
+        }
     if thread.final_draft_number != 2 or thread.completion_reason != "answered":
         return None
-    draft2 = session.exec(select(JobRow).where(JobRow.thread_id == thread.thread_id).where(JobRow.kind == "draft2")
-                          .where(JobRow.status == "completed")).first()
+    draft2 = session.exec(
+        select(JobRow)
+        .where(JobRow.thread_id == thread.thread_id)
+        .where(JobRow.kind == "draft2")
+        .where(JobRow.status == "completed")
+    ).first()
     if draft2 is None or not draft2.text or draft2.text == job.text:
         return None
-    return {"prompt": messages, "chosen": draft2.text, "rejected": job.text, "thread_id": thread.thread_id,
-            "rating": thread.rating}
+    return {
+        "prompt": messages,
+        "chosen": draft2.text,
+        "rejected": job.text,
+        "thread_id": thread.thread_id,
+        "rating": thread.rating,
+    }

@@ -21,8 +21,7 @@ from hermes_orchestrator import domain
 from hermes_orchestrator.fold import ThreadFold
 
 log = structlog.get_logger("hermes.orchestrator")
-SETTINGS_CHANGED = Counter("hermes_orchestrator_settings_changed_total", "Editable settings changed by users",
-                           ["key"])
+SETTINGS_CHANGED = Counter("hermes_orchestrator_settings_changed_total", "Editable settings changed by users", ["key"])
 
 
 class UserLimits:
@@ -43,11 +42,21 @@ class UserLimits:
     def views(self) -> list[SettingView]:
         """Every editable setting with its value in force and the deployment's."""
         limits = self.current()
-        return [SettingView(key=s.key, env=s.env, value=getattr(limits, domain.LIMIT_OF_SETTING[s.key]),
-                            default=getattr(self.base, domain.LIMIT_OF_SETTING[s.key]), unit=s.unit,
-                            description=s.description, minimum=s.minimum, maximum=s.maximum,
-                            changed=s.key in self._fold.settings, service=s.service)
-                for s in USER_SETTINGS]
+        return [
+            SettingView(
+                key=s.key,
+                env=s.env,
+                value=getattr(limits, domain.LIMIT_OF_SETTING[s.key]),
+                default=getattr(self.base, domain.LIMIT_OF_SETTING[s.key]),
+                unit=s.unit,
+                description=s.description,
+                minimum=s.minimum,
+                maximum=s.maximum,
+                changed=s.key in self._fold.settings,
+                service=s.service,
+            )
+            for s in USER_SETTINGS
+        ]
 
 
 async def on_config(msg: Msg, limits: UserLimits, store: EventStore, projection: Projection) -> None:
@@ -61,9 +70,15 @@ async def on_config(msg: Msg, limits: UserLimits, store: EventStore, projection:
                 reply: object = ErrorReply(code="unknown_setting", message=f"No editable setting {change.key!r}.")
             else:
                 value = None if change.value is None else str(spec.parse(change.value))
-                event = SettingChanged(event_id=new_id(), aggregate_id=change.key.replace(".", "-"),
-                                       occurred_at=utcnow(), correlation_id=new_id(), key=change.key, value=value,
-                                       by=change.by)
+                event = SettingChanged(
+                    event_id=new_id(),
+                    aggregate_id=change.key.replace(".", "-"),
+                    occurred_at=utcnow(),
+                    correlation_id=new_id(),
+                    key=change.key,
+                    value=value,
+                    by=change.by,
+                )
                 sequences = await store.append([event])
                 await projection.require_folded(max(sequences))
                 SETTINGS_CHANGED.labels(change.key).inc()

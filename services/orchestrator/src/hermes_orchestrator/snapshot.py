@@ -20,8 +20,18 @@ from hermes_proto import threads
 from hermes_orchestrator.state import JobState, KnownPreference, QuestionState, StepState, ThreadState
 from hermes_orchestrator.tables import JobRow, PreferenceRow, QuestionRow, SettingRow, StepRow, ThreadRow
 
-_JOB_COLUMNS = (JobRow.thread_id, JobRow.job_id, JobRow.kind, JobRow.status, JobRow.step_id, JobRow.text,
-                JobRow.closed_by, JobRow.priority, JobRow.queued_at, JobRow.deadline)
+_JOB_COLUMNS = (
+    JobRow.thread_id,
+    JobRow.job_id,
+    JobRow.kind,
+    JobRow.status,
+    JobRow.step_id,
+    JobRow.text,
+    JobRow.closed_by,
+    JobRow.priority,
+    JobRow.queued_at,
+    JobRow.deadline,
+)
 
 
 def _utc(ts: datetime | None) -> datetime | None:
@@ -33,22 +43,45 @@ def _utc(ts: datetime | None) -> datetime | None:
 
 def _thread(row: ThreadRow) -> ThreadState:
     return ThreadState(
-        thread_id=row.thread_id, idea=row.idea, status=row.status, correlation_id=row.correlation_id,
-        max_questions=row.max_questions, draft1=row.draft1, draft2=row.draft2,
-        final_draft_number=row.final_draft_number, project=row.project, private=row.private, priority=row.priority,
-        kind=row.kind, assumptions=msgspec.json.decode(row.assumptions_json, type=list[ev.Assumption]),
-        answer_timeout_s=row.answer_timeout_s, answer_deadline=_utc(row.answer_deadline),
-        workflow_deadline=_utc(row.workflow_deadline), idea_type=row.idea_type)
+        thread_id=row.thread_id,
+        idea=row.idea,
+        status=row.status,
+        correlation_id=row.correlation_id,
+        max_questions=row.max_questions,
+        draft1=row.draft1,
+        draft2=row.draft2,
+        final_draft_number=row.final_draft_number,
+        project=row.project,
+        private=row.private,
+        priority=row.priority,
+        kind=row.kind,
+        assumptions=msgspec.json.decode(row.assumptions_json, type=list[ev.Assumption]),
+        answer_timeout_s=row.answer_timeout_s,
+        answer_deadline=_utc(row.answer_deadline),
+        workflow_deadline=_utc(row.workflow_deadline),
+        idea_type=row.idea_type,
+    )
 
 
-def _job(thread_id, job_id, kind, status, step_id, text, closed_by, priority, queued_at,  # noqa: ANN001
-         deadline) -> JobState:
+def _job(
+    thread_id,
+    job_id,
+    kind,
+    status,
+    step_id,
+    text,
+    closed_by,
+    priority,
+    queued_at,  # noqa: ANN001
+    deadline,
+) -> JobState:
     keep = text if kind == threads.STEP and status == "completed" else None  # as the fold keeps it
     return JobState(job_id, kind, status, step_id, keep, closed_by, priority, _utc(queued_at), _utc(deadline))
 
 
-def _fill(states: dict[str, ThreadState], jobs: Iterable, questions: Iterable[QuestionRow],
-          steps: Iterable[StepRow]) -> None:
+def _fill(
+    states: dict[str, ThreadState], jobs: Iterable, questions: Iterable[QuestionRow], steps: Iterable[StepRow]
+) -> None:
     for record in jobs:
         state = states.get(record[0])
         if state is not None:
@@ -60,8 +93,9 @@ def _fill(states: dict[str, ThreadState], jobs: Iterable, questions: Iterable[Qu
     for st in steps:
         state = states.get(st.thread_id)
         if state is not None:
-            state.steps[st.step_id] = StepState(msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id,
-                                                st.status)
+            state.steps[st.step_id] = StepState(
+                msgspec.json.decode(st.step_json, type=ev.WorkflowStep), st.job_id, st.status
+            )
 
 
 def load_state(session: Session, thread_id: str) -> ThreadState | None:
@@ -70,10 +104,14 @@ def load_state(session: Session, thread_id: str) -> ThreadState | None:
     if row is None:
         return None
     states = {thread_id: _thread(row)}
-    _fill(states, session.exec(select(*_JOB_COLUMNS).where(JobRow.thread_id == thread_id).order_by(JobRow.queued_at,
-                                                                                                 JobRow.job_id)),
-          session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id).order_by(QuestionRow.position)),
-          session.exec(select(StepRow).where(StepRow.thread_id == thread_id).order_by(StepRow.position)))
+    _fill(
+        states,
+        session.exec(
+            select(*_JOB_COLUMNS).where(JobRow.thread_id == thread_id).order_by(JobRow.queued_at, JobRow.job_id)
+        ),
+        session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id).order_by(QuestionRow.position)),
+        session.exec(select(StepRow).where(StepRow.thread_id == thread_id).order_by(StepRow.position)),
+    )
     return states[thread_id]
 
 
@@ -90,19 +128,36 @@ class Snapshot:
 
 def load(session: Session) -> Snapshot:
     """Read the snapshot in a few queries (no per-thread query)."""
-    open_ = {r.thread_id: _thread(r) for r in session.exec(
-        select(ThreadRow).where(col(ThreadRow.status).not_in(threads.FINAL_STATUSES)))}
+    open_ = {
+        r.thread_id: _thread(r)
+        for r in session.exec(select(ThreadRow).where(col(ThreadRow.status).not_in(threads.FINAL_STATUSES)))
+    }
     closed = set(session.exec(select(ThreadRow.thread_id).where(col(ThreadRow.status).in_(threads.FINAL_STATUSES))))
     open_threads = select(ThreadRow.thread_id).where(col(ThreadRow.status).not_in(threads.FINAL_STATUSES))
-    _fill(open_,
-          session.exec(select(*_JOB_COLUMNS).where(col(JobRow.thread_id).in_(open_threads))
-                       .order_by(JobRow.queued_at, JobRow.job_id)),
-          session.exec(select(QuestionRow).where(col(QuestionRow.thread_id).in_(open_threads))
-                       .order_by(QuestionRow.thread_id, QuestionRow.position)),
-          session.exec(select(StepRow).where(col(StepRow.thread_id).in_(open_threads))
-                       .order_by(StepRow.thread_id, StepRow.position)))
+    _fill(
+        open_,
+        session.exec(
+            select(*_JOB_COLUMNS)
+            .where(col(JobRow.thread_id).in_(open_threads))
+            .order_by(JobRow.queued_at, JobRow.job_id)
+        ),
+        session.exec(
+            select(QuestionRow)
+            .where(col(QuestionRow.thread_id).in_(open_threads))
+            .order_by(QuestionRow.thread_id, QuestionRow.position)
+        ),
+        session.exec(
+            select(StepRow)
+            .where(col(StepRow.thread_id).in_(open_threads))
+            .order_by(StepRow.thread_id, StepRow.position)
+        ),
+    )
     return Snapshot(
-        open=open_, closed=closed,
-        preferences=[KnownPreference(p.preference_id, p.user_id, p.category, p.key, p.value, p.confidence,
-                                     _utc(p.expires_at)) for p in session.exec(select(PreferenceRow))],
-        settings={s.key: s.value for s in session.exec(select(SettingRow))})
+        open=open_,
+        closed=closed,
+        preferences=[
+            KnownPreference(p.preference_id, p.user_id, p.category, p.key, p.value, p.confidence, _utc(p.expires_at))
+            for p in session.exec(select(PreferenceRow))
+        ],
+        settings={s.key: s.value for s in session.exec(select(SettingRow))},
+    )

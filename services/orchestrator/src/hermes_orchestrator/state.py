@@ -93,8 +93,13 @@ class KnownPreference:
     expires_at: datetime | None = None
 
     def assumption(self) -> ev.Assumption:
-        return ev.Assumption(preference_id=self.preference_id, category=self.category, key=self.key,
-                             value=self.value, confidence=self.confidence)
+        return ev.Assumption(
+            preference_id=self.preference_id,
+            category=self.category,
+            key=self.key,
+            value=self.value,
+            confidence=self.confidence,
+        )
 
 
 def step_job_id(thread_id: str, step_id: str) -> str:
@@ -117,12 +122,24 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
         case ev.JobQueued():
             if event.job_id not in state.jobs:
                 state.jobs[event.job_id] = JobState(
-                    event.job_id, event.kind, "queued", event.step_id, priority=event.priority,
+                    event.job_id,
+                    event.kind,
+                    "queued",
+                    event.step_id,
+                    priority=event.priority,
                     queued_at=event.occurred_at,
-                    deadline=event.occurred_at + timedelta(seconds=event.timeout_s) if event.timeout_s else None)
+                    deadline=event.occurred_at + timedelta(seconds=event.timeout_s) if event.timeout_s else None,
+                )
                 _step_follows(state, event.step_id, "queued")
-        case (ev.BackendSelected() | ev.ExecutionStarted() | ev.ExecutionCompleted() | ev.ExecutionFailed()
-              | ev.ExecutionAbandoned() | ev.JobCancelled() | ev.JobFailed()):
+        case (
+            ev.BackendSelected()
+            | ev.ExecutionStarted()
+            | ev.ExecutionCompleted()
+            | ev.ExecutionFailed()
+            | ev.ExecutionAbandoned()
+            | ev.JobCancelled()
+            | ev.JobFailed()
+        ):
             _job_event(state, event)
         case ev.JobSkipped():
             step = state.steps.get(event.step_id)
@@ -139,7 +156,7 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
         case ev.QuestionsProposed():
             if state.idea_type is None:  # the first proposal of a thread wins, capped at its max_questions
                 state.idea_type = event.idea_type
-                state.questions = [QuestionState(q.question_id, q.text) for q in event.questions[:state.max_questions]]
+                state.questions = [QuestionState(q.question_id, q.text) for q in event.questions[: state.max_questions]]
         case ev.AnswersRecorded():
             if state.status == threads.AWAITING_ANSWERS:
                 state.answer_deadline = None
@@ -158,14 +175,31 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
 
 
 def _opened(e: ev.ThreadOpened) -> ThreadState:
-    return ThreadState(thread_id=e.aggregate_id, idea=e.idea, status=threads.opened_status(e.kind),
-                       correlation_id=e.correlation_id, max_questions=e.max_questions, project=e.project,
-                       private=e.private, priority=e.priority, kind=e.kind, assumptions=list(e.assumptions),
-                       answer_timeout_s=e.answer_timeout_s)
+    return ThreadState(
+        thread_id=e.aggregate_id,
+        idea=e.idea,
+        status=threads.opened_status(e.kind),
+        correlation_id=e.correlation_id,
+        max_questions=e.max_questions,
+        project=e.project,
+        private=e.private,
+        priority=e.priority,
+        kind=e.kind,
+        assumptions=list(e.assumptions),
+        answer_timeout_s=e.answer_timeout_s,
+    )
 
 
-def _job_event(state: ThreadState, e: ev.BackendSelected | ev.ExecutionStarted | ev.ExecutionCompleted
-               | ev.ExecutionFailed | ev.ExecutionAbandoned | ev.JobCancelled | ev.JobFailed) -> None:
+def _job_event(
+    state: ThreadState,
+    e: ev.BackendSelected
+    | ev.ExecutionStarted
+    | ev.ExecutionCompleted
+    | ev.ExecutionFailed
+    | ev.ExecutionAbandoned
+    | ev.JobCancelled
+    | ev.JobFailed,
+) -> None:
     job = state.jobs.get(e.job_id)
     if job is None:
         return

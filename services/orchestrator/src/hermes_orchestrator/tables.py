@@ -17,6 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from hermes_proto import sqlstore
 
+
 class ThreadRow(SQLModel, table=True):
     __tablename__ = "threads"
 
@@ -177,8 +178,7 @@ class ProjectionPosition(SQLModel, table=True):
     last_sequence: int = 0
 
 
-READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow, MemoryRow,
-                     SettingRow)
+READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow, MemoryRow, SettingRow)
 
 
 MEMORY_FTS_DDL = (

@@ -64,32 +64,53 @@ class Timers:
 
     def answer_window(self, thread_id: str, deadline: datetime, correlation_id: str | None) -> None:
         """Send ``CloseAnswerWindow`` for ``thread_id`` at ``deadline``."""
-        self.schedule(f"answer:{thread_id}", deadline, lambda: CloseAnswerWindow(
-            command_id=derived_id(thread_id, "close_answer_window"), issued_at=utcnow(), thread_id=thread_id,
-            correlation_id=correlation_id))
+        self.schedule(
+            f"answer:{thread_id}",
+            deadline,
+            lambda: CloseAnswerWindow(
+                command_id=derived_id(thread_id, "close_answer_window"),
+                issued_at=utcnow(),
+                thread_id=thread_id,
+                correlation_id=correlation_id,
+            ),
+        )
 
     def job_timeout(self, thread_id: str, job_id: str, deadline: datetime) -> None:
         """Send ``CancelJob(reason="timeout")`` for ``job_id`` at its deadline, if it is still open then."""
+
         def command() -> Command | None:
             if not self._fold.job_open(thread_id, job_id):
                 return None
-            return CancelJob(command_id=derived_id(job_id, "timeout"), issued_at=utcnow(), thread_id=thread_id,
-                             job_id=job_id, reason="timeout")
+            return CancelJob(
+                command_id=derived_id(job_id, "timeout"),
+                issued_at=utcnow(),
+                thread_id=thread_id,
+                job_id=job_id,
+                reason="timeout",
+            )
+
         self.schedule(f"job:{job_id}", deadline, command)
 
     def workflow_timeout(self, thread_id: str, deadline: datetime) -> None:
-        self.schedule(f"workflow:{thread_id}", deadline, lambda: ExpireWorkflow(
-            command_id=derived_id(thread_id, "expire_workflow"), issued_at=utcnow(), thread_id=thread_id))
+        self.schedule(
+            f"workflow:{thread_id}",
+            deadline,
+            lambda: ExpireWorkflow(
+                command_id=derived_id(thread_id, "expire_workflow"), issued_at=utcnow(), thread_id=thread_id
+            ),
+        )
 
     def follow(self, events: Iterable[Event]) -> None:
         """Arm the deadlines appended events carry; disarm the windows of a thread that ended."""
         for e in events:
             if isinstance(e, JobQueued) and e.timeout_s:
-                self.job_timeout(e.aggregate_id, e.job_id,
-                                 datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC))
+                self.job_timeout(
+                    e.aggregate_id, e.job_id, datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC)
+                )
             elif isinstance(e, WorkflowPlanned) and e.timeout_s:
-                self.workflow_timeout(e.aggregate_id,
-                                      datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC))
+                self.workflow_timeout(
+                    e.aggregate_id, datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC)
+                )
             elif isinstance(e, ThreadCompleted | ThreadFailed):  # nothing left for its windows to close
                 self.disarm(f"answer:{e.aggregate_id}")
                 self.disarm(f"workflow:{e.aggregate_id}")

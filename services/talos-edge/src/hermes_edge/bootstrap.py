@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
 from hermes_proto import subjects as subj
 from hermes_proto.backends import BackendConfig
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, connect, ensure_streams
 from hermes_proto.codec import decode_execution_request
 from hermes_proto.ids import new_id
-from nats.aio.client import Client as NATS
-from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 
 from hermes_edge.adapters import HttpChatAdapter, build_adapter, new_session
 from hermes_edge.config import EdgeSettings, loggable_url
@@ -91,8 +92,12 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
     session = new_session(max_connections=max(10, 2 * settings.hermes_edge_concurrency))
     adapter = build_adapter(backend, session)
     handler = ExecutionHandler(
-        backend=name, model=adapter, store=EventStore(js, SERVICE), nc=nc,
-        default_model=backend.models[0] if backend.models else None, timeout_cap_s=backend.timeout,
+        backend=name,
+        model=adapter,
+        store=EventStore(js, SERVICE),
+        nc=nc,
+        default_model=backend.models[0] if backend.models else None,
+        timeout_cap_s=backend.timeout,
     )
     spec = ConsumerSpec(
         stream=subj.EXEC_STREAM,
@@ -106,9 +111,14 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
     )
     runners = [EdgeConsumer(nc, js, spec, SERVICE) for _ in range(settings.hermes_edge_concurrency)]
     heartbeat = HeartbeatPublisher(
-        nc=nc, backend=name, models=backend.models, probe=adapter,
-        in_flight=lambda: handler.in_flight, interval_s=settings.hermes_edge_heartbeat_s,
-        probe_timeout_s=settings.hermes_edge_probe_timeout_s, edge_id=new_id()[:12],
+        nc=nc,
+        backend=name,
+        models=backend.models,
+        probe=adapter,
+        in_flight=lambda: handler.in_flight,
+        interval_s=settings.hermes_edge_heartbeat_s,
+        probe_timeout_s=settings.hermes_edge_probe_timeout_s,
+        edge_id=new_id()[:12],
     )
     return Edge(settings, backend, nc, js, session, adapter, handler, runners, heartbeat)
 
@@ -118,9 +128,15 @@ async def run_edge(edge: Edge, stop: asyncio.Event) -> None:
     answering probes, stop fetching, let running calls finish for up to
     ``HERMES_EDGE_SHUTDOWN_GRACE_S`` seconds (a call cut short is nak-ed and redelivered), drain NATS,
     close the HTTP session."""
-    log.info("edge_started", backend=edge.settings.hermes_edge_backend, type=edge.backend.type,
-             url=loggable_url(edge.adapter.base_url), models=edge.backend.models,
-             concurrency=len(edge.runners), durable=edge.runners[0].spec.durable)
+    log.info(
+        "edge_started",
+        backend=edge.settings.hermes_edge_backend,
+        type=edge.backend.type,
+        url=loggable_url(edge.adapter.base_url),
+        models=edge.backend.models,
+        concurrency=len(edge.runners),
+        durable=edge.runners[0].spec.durable,
+    )
     edge.probes = await edge.heartbeat.subscribe_probes(durable_name(edge.settings.hermes_edge_backend))
     # Every edge of the backend (no queue group) hears each cancellation; the one running the job stops it.
     await edge.nc.subscribe(subj.cancel_subject(edge.settings.hermes_edge_backend), cb=edge.handler.on_cancel)

@@ -12,9 +12,10 @@ import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from hermes_proto.backends import DEFAULT_PORTS, BackendConfig, load_backend, read_backends_file
-from hermes_proto.settings import BusSettings
 from pydantic import field_validator
+
+from hermes_proto.backends import BackendConfig, load_backend, read_backends_file
+from hermes_proto.settings import BusSettings
 
 
 class EdgeSettings(BusSettings):
@@ -37,8 +38,10 @@ class EdgeSettings(BusSettings):
     @classmethod
     def _backend_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_]+", value):
-            raise ValueError("backend name must be letters, digits or '_' (a NATS subject token and part of "
-                             "the BACKEND_<NAME>_ variable names)")
+            raise ValueError(
+                "backend name must be letters, digits or '_' (a NATS subject token and part of "
+                "the BACKEND_<NAME>_ variable names)"
+            )
         return value.lower()
 
     @field_validator("hermes_edge_concurrency")

@@ -37,8 +37,15 @@ class ModelCallFailed(Exception):
     when retrying the same request cannot help (401/403, other 4xx); ``retry_after_s`` is the provider's
     Retry-After (seconds) on 429; ``latency_ms`` is the time from request to failure."""
 
-    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = True,
-                 retry_after_s: float | None = None, latency_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        latency_ms: float = 0.0,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -101,28 +108,34 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def error_for_status(status: int, provider_message: str, retry_after_s: float | None = None,
-                     latency_ms: float = 0.0) -> ModelCallFailed:
+def error_for_status(
+    status: int, provider_message: str, retry_after_s: float | None = None, latency_ms: float = 0.0
+) -> ModelCallFailed:
     """Map an HTTP error status to a :class:`ModelCallFailed`: 429 → rate_limited (Retry-After in the
     message), 401/403 → auth_failed, 408 → timeout, other 4xx → bad_request (both not retryable),
     5xx → http_5xx."""
     detail = provider_message or f"HTTP {status}"
     if status == 429:
         wait = f"; retry after {retry_after_s:g} s" if retry_after_s is not None else ""
-        return ModelCallFailed(ErrorCode.RATE_LIMITED, f"rate limited (HTTP 429){wait}: {detail}",
-                               retry_after_s=retry_after_s, latency_ms=latency_ms)
+        return ModelCallFailed(
+            ErrorCode.RATE_LIMITED,
+            f"rate limited (HTTP 429){wait}: {detail}",
+            retry_after_s=retry_after_s,
+            latency_ms=latency_ms,
+        )
     if status in (401, 403):
-        return ModelCallFailed(ErrorCode.AUTH_FAILED, f"HTTP {status}: {detail}", retryable=False,
-                               latency_ms=latency_ms)
+        return ModelCallFailed(
+            ErrorCode.AUTH_FAILED, f"HTTP {status}: {detail}", retryable=False, latency_ms=latency_ms
+        )
     if status == 408:
         return ModelCallFailed(ErrorCode.TIMEOUT, f"HTTP 408: {detail}", latency_ms=latency_ms)
     if 400 <= status < 500:
-        return ModelCallFailed(ErrorCode.BAD_REQUEST, f"HTTP {status}: {detail}", retryable=False,
-                               latency_ms=latency_ms)
+        return ModelCallFailed(
+            ErrorCode.BAD_REQUEST, f"HTTP {status}: {detail}", retryable=False, latency_ms=latency_ms
+        )
     if status >= 500:
         return ModelCallFailed(ErrorCode.HTTP_5XX, f"HTTP {status}: {detail}", latency_ms=latency_ms)
-    return ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"unexpected HTTP {status}: {detail}",
-                           latency_ms=latency_ms)
+    return ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"unexpected HTTP {status}: {detail}", latency_ms=latency_ms)
 
 
 def model_call(request: ExecutionRequested, default_model: str | None, timeout_cap_s: float) -> ModelCall:
@@ -144,8 +157,9 @@ def outcome_event_id(request_id: str) -> str:
     return derived_id(request_id, "execution_outcome")
 
 
-def started_event(request: ExecutionRequested, backend: str, model: str, attempt: int,
-                  now: datetime) -> ExecutionStarted:
+def started_event(
+    request: ExecutionRequested, backend: str, model: str, attempt: int, now: datetime
+) -> ExecutionStarted:
     """``ExecutionStarted`` for ``request``; id derived from the request id (idempotent)."""
     return ExecutionStarted(
         event_id=derived_id(request.request_id, "execution_started"),
@@ -160,8 +174,9 @@ def started_event(request: ExecutionRequested, backend: str, model: str, attempt
     )
 
 
-def completed_event(request: ExecutionRequested, backend: str, model: str, reply: ModelReply,
-                    now: datetime) -> ExecutionCompleted:
+def completed_event(
+    request: ExecutionRequested, backend: str, model: str, reply: ModelReply, now: datetime
+) -> ExecutionCompleted:
     """``ExecutionCompleted`` carrying the reply's text, tokens and timings (ms)."""
     return ExecutionCompleted(
         event_id=outcome_event_id(request.request_id),
@@ -181,8 +196,9 @@ def completed_event(request: ExecutionRequested, backend: str, model: str, reply
     )
 
 
-def failed_event(request: ExecutionRequested, backend: str, model: str, error: ModelCallFailed,
-                 now: datetime) -> ExecutionFailed:
+def failed_event(
+    request: ExecutionRequested, backend: str, model: str, error: ModelCallFailed, now: datetime
+) -> ExecutionFailed:
     """``ExecutionFailed`` with the error's code, message, retryable flag, latency (ms) and the provider's
     Retry-After (seconds, None when it sent none)."""
     return ExecutionFailed(

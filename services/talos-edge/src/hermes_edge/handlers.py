@@ -17,6 +17,8 @@ from typing import Protocol
 
 import msgspec
 import structlog
+from nats.aio.client import Client as NATS
+
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery
 from hermes_proto.codec import UNDECODABLE, encode
@@ -24,7 +26,6 @@ from hermes_proto.execution import CancelExecution, ExecutionRequested, TokenDel
 from hermes_proto.ids import utcnow
 from hermes_proto.subjects import EVENTS_STREAM, thread_event, token_subject
 from hermes_proto.telemetry import bind_ids, clear_ids
-from nats.aio.client import Client as NATS
 
 from hermes_edge import domain
 from hermes_edge.adapters.http_chat import TextSink
@@ -93,8 +94,17 @@ class ExecutionHandler:
     (``hermes_proto.bus.ConsumerRunner``) sends ``in_progress()`` every third of the ack wait, as for every
     handler, so a long call is not redelivered. One log line per request: its outcome."""
 
-    def __init__(self, *, backend: str, model: ChatModel, store: EventAppender, nc: NATS,
-                 default_model: str | None, timeout_cap_s: float, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str,
+        model: ChatModel,
+        store: EventAppender,
+        nc: NATS,
+        default_model: str | None,
+        timeout_cap_s: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.backend = backend
         self._model = model
         self._store = store
@@ -145,14 +155,20 @@ class ExecutionHandler:
             log.info("execution_already_recorded", request_id=request.request_id, attempt=delivery.deliveries)
             return
         if request.job_id in self._cancelled:  # cancelled before it got here: never call the model
-            await self._record_failure(request, ModelCallFailed(
-                ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[request.job_id]}) before the call started",
-                retryable=False))
+            await self._record_failure(
+                request,
+                ModelCallFailed(
+                    ErrorCode.CANCELLED,
+                    f"job cancelled ({self._cancelled[request.job_id]}) before the call started",
+                    retryable=False,
+                ),
+            )
             CANCELLED.labels(self.backend, "before_start").inc()
             log.info("execution_dropped_cancelled", request_id=request.request_id)
             return
-        await self._store.append([domain.started_event(request, self.backend, call.model,
-                                                       delivery.deliveries, self._clock())])
+        await self._store.append(
+            [domain.started_event(request, self.backend, call.model, delivery.deliveries, self._clock())]
+        )
         tokens = TokenStream(self._nc, request.thread_id, request.job_id)
         outcome = await self._run_model(call, tokens, delivery)
         await tokens.finish()
@@ -163,11 +179,15 @@ class ExecutionHandler:
         await self._store.append([event])
         self._observe(call, outcome, request_id=request.request_id, attempt=delivery.deliveries)
 
-    async def _run_model(self, call: ModelCall, tokens: TokenStream,
-                         delivery: Delivery[ExecutionRequested]) -> ModelReply | ModelCallFailed:
+    async def _run_model(
+        self, call: ModelCall, tokens: TokenStream, delivery: Delivery[ExecutionRequested]
+    ) -> ModelReply | ModelCallFailed:
         if not call.model:
-            return ModelCallFailed(ErrorCode.BAD_REQUEST, "the request names no model and the backend has no "
-                                   "default (set BACKEND_<NAME>_MODELS)", retryable=False)
+            return ModelCallFailed(
+                ErrorCode.BAD_REQUEST,
+                "the request names no model and the backend has no default (set BACKEND_<NAME>_MODELS)",
+                retryable=False,
+            )
         self.in_flight += 1
         self._in_flight_gauge.inc()
         job_id = delivery.message.job_id
@@ -183,9 +203,12 @@ class ExecutionHandler:
             current = asyncio.current_task()
             if running.cancelled() and job_id in self._cancelled and not (current and current.cancelling()):
                 CANCELLED.labels(self.backend, "running").inc()
-                return ModelCallFailed(ErrorCode.CANCELLED, f"job cancelled ({self._cancelled[job_id]}); the "
-                                       "model call was stopped", retryable=False,
-                                       latency_ms=(time.perf_counter() - started) * 1000)
+                return ModelCallFailed(
+                    ErrorCode.CANCELLED,
+                    f"job cancelled ({self._cancelled[job_id]}); the model call was stopped",
+                    retryable=False,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
             # Shutting down mid-call: hand the request back at once rather than after the ack wait.
             running.cancel()
             with contextlib.suppress(Exception):
@@ -219,8 +242,10 @@ class ExecutionHandler:
         """The runner dead-letters ``request`` (delivered too often without an outcome: edges killed during the
         call, or the outcome could not be appended): record ``ExecutionFailed(error_code="max_deliveries")``,
         retryable, so the router retries or abandons the job instead of waiting for it forever."""
-        await self._record_failure(request, ModelCallFailed(
-            ErrorCode.GAVE_UP, f"the request was dead-lettered ({reason}: {detail})", retryable=True))
+        await self._record_failure(
+            request,
+            ModelCallFailed(ErrorCode.GAVE_UP, f"the request was dead-lettered ({reason}: {detail})", retryable=True),
+        )
         log.warning("execution_given_up", job_id=request.job_id, thread_id=request.thread_id, reason=reason)
 
     async def on_cancel(self, msg) -> None:  # noqa: ANN001 - a nats-py core message
@@ -231,11 +256,17 @@ class ExecutionHandler:
             log.warning("cancel_order_invalid", error=str(exc))
             return
         stopped = self.cancel(order)
-        log.info("cancel_order", job_id=order.job_id, thread_id=order.thread_id, reason=order.reason,
-                 stopped_running_call=stopped)
+        log.info(
+            "cancel_order",
+            job_id=order.job_id,
+            thread_id=order.thread_id,
+            reason=order.reason,
+            stopped_running_call=stopped,
+        )
 
-    def _observe(self, call: ModelCall, outcome: ModelReply | ModelCallFailed, *, request_id: str,
-                 attempt: int) -> None:
+    def _observe(
+        self, call: ModelCall, outcome: ModelReply | ModelCallFailed, *, request_id: str, attempt: int
+    ) -> None:
         """Metrics and the request's one log line (``execution_completed`` or ``execution_failed``; the thread,
         job and correlation ids are bound by :meth:`__call__`)."""
         labels = (self.backend, call.model)
@@ -243,10 +274,15 @@ class ExecutionHandler:
         if isinstance(outcome, ModelCallFailed):
             REQUESTS.labels(*labels, str(outcome.code)).inc()
             REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
-            log.warning("execution_failed", **ids, error_code=str(outcome.code),
-                        retryable=outcome.retryable, retry_after_s=outcome.retry_after_s,
-                        message=outcome.message[:300],
-                        latency_ms=round(outcome.latency_ms, 1))
+            log.warning(
+                "execution_failed",
+                **ids,
+                error_code=str(outcome.code),
+                retryable=outcome.retryable,
+                retry_after_s=outcome.retry_after_s,
+                message=outcome.message[:300],
+                latency_ms=round(outcome.latency_ms, 1),
+            )
             return
         REQUESTS.labels(*labels, "completed").inc()
         REQUEST_SECONDS.labels(*labels).observe(outcome.latency_ms / 1000)
@@ -256,9 +292,14 @@ class ExecutionHandler:
         TOKENS.labels(*labels, "completion").inc(outcome.completion_tokens)
         if outcome.usage_estimated:
             USAGE_ESTIMATED.labels(*labels).inc()
-        log.info("execution_completed", **ids, prompt_tokens=outcome.prompt_tokens,
-                 completion_tokens=outcome.completion_tokens, usage_estimated=outcome.usage_estimated,
-                 latency_ms=round(outcome.latency_ms, 1),
-                 # 'token' in a log key is redacted by hermes_proto.telemetry unless it is a count
-                 ttft_ms=None if outcome.first_token_ms is None else round(outcome.first_token_ms, 1),
-                 finish_reason=outcome.finish_reason)
+        log.info(
+            "execution_completed",
+            **ids,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            usage_estimated=outcome.usage_estimated,
+            latency_ms=round(outcome.latency_ms, 1),
+            # 'token' in a log key is redacted by hermes_proto.telemetry unless it is a count
+            ttft_ms=None if outcome.first_token_ms is None else round(outcome.first_token_ms, 1),
+            finish_reason=outcome.finish_reason,
+        )

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
 from hermes_proto.codec import encode
 from hermes_proto.execution import Heartbeat
 from hermes_proto.ids import utcnow
 from hermes_proto.subjects import heartbeat_subject, probe_subject
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from hermes_edge.domain import ProbeResult
 from hermes_edge.metrics import BACKEND_HEALTHY, PROBE_REQUESTS
@@ -33,9 +34,18 @@ class HeartbeatPublisher:
     the configured models; when none are configured, those the server lists are reported. An unreachable
     model server only makes ``healthy`` false; nothing here raises out of :meth:`run` or a probe reply."""
 
-    def __init__(self, *, nc: NATS, backend: str, models: list[str], probe: Probe,
-                 in_flight: Callable[[], int], interval_s: float = 5.0, probe_timeout_s: float = 3.0,
-                 edge_id: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        backend: str,
+        models: list[str],
+        probe: Probe,
+        in_flight: Callable[[], int],
+        interval_s: float = 5.0,
+        probe_timeout_s: float = 3.0,
+        edge_id: str = "",
+    ) -> None:
         self._nc = nc
         self.backend = backend
         self._models = models
@@ -63,9 +73,14 @@ class HeartbeatPublisher:
             except Exception as exc:  # the adapters' probes do not raise; a future one might
                 result = ProbeResult(healthy=False, models=[], detail=f"probe raised {exc!r}")
         self._record(result)
-        return Heartbeat(backend=self.backend, models=list(self._models or result.models),
-                         in_flight=self._in_flight(), healthy=result.healthy, sent_at=utcnow(),
-                         edge_id=self._edge_id)
+        return Heartbeat(
+            backend=self.backend,
+            models=list(self._models or result.models),
+            in_flight=self._in_flight(),
+            healthy=result.healthy,
+            sent_at=utcnow(),
+            edge_id=self._edge_id,
+        )
 
     def _record(self, result: ProbeResult) -> None:
         if result.healthy != self.healthy:

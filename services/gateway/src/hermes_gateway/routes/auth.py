@@ -44,8 +44,15 @@ async def login(body: LoginRequest, request: Request) -> JSONResponse:
         return success(request, {"user_id": LOCAL.user_id, "mode": LOCAL.mode})
     principal = guard.login(request, body.token)
     response = success(request, {"user_id": principal.user_id, "mode": principal.mode})
-    response.set_cookie(SESSION_COOKIE, guard.session_cookie(principal), max_age=guard.session_ttl_s, path="/",
-                        httponly=True, samesite="strict", secure=guard.cookie_secure)
+    response.set_cookie(
+        SESSION_COOKIE,
+        guard.session_cookie(principal),
+        max_age=guard.session_ttl_s,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=guard.cookie_secure,
+    )
     request.state.principal = principal
     return response
 
@@ -68,5 +75,6 @@ async def logout(request: Request) -> JSONResponse:
 async def me(request: Request, principal: PrincipalDep) -> JSONResponse:
     """``{"user_id", "mode" (user, guest), "auth_enabled"}``: who this request acts for. Errors: 401
     ``unauthorized`` while auth is on and no valid credentials came (the web UI then shows its login form)."""
-    return success(request, {"user_id": principal.user_id, "mode": principal.mode,
-                             "auth_enabled": auth_enabled(principal)})
+    return success(
+        request, {"user_id": principal.user_id, "mode": principal.mode, "auth_enabled": auth_enabled(principal)}
+    )

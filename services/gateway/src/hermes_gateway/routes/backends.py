@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints
 
+from hermes_proto.queries import BackendsReply, CompareReply, CompareRequest, SelectionsReply
+
 from hermes_gateway.deps import AdminDep, BackendName, BackendsDep
 from hermes_gateway.domain import ID_PATTERN, check_id
 from hermes_gateway.envelope import success, success_schema
-from hermes_proto.queries import BackendsReply, CompareReply, CompareRequest, SelectionsReply
 
 router = APIRouter(prefix="/api/backends", tags=["backends"])
 
@@ -65,10 +66,17 @@ async def list_backends(request: Request, backends: BackendsDep) -> JSONResponse
     return success(request, await backends.backends())
 
 
-@router.get("/selections", responses={200: success_schema(SelectionsReply, "The selections."), **NOT_ANSWERING,
-                                      400: {"description": "``invalid_id``: bad ``job_id``."}})
-async def list_selections(request: Request, backends: BackendsDep, job_id: str | None = None,
-                          limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+@router.get(
+    "/selections",
+    responses={
+        200: success_schema(SelectionsReply, "The selections."),
+        **NOT_ANSWERING,
+        400: {"description": "``invalid_id``: bad ``job_id``."},
+    },
+)
+async def list_selections(
+    request: Request, backends: BackendsDep, job_id: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> JSONResponse:
     """The router's selection decisions (``SelectionsReply``): with ``job_id`` every attempt of that job in
     order, else the latest ``limit``, newest first. ``{"selections": [{"job_id", "thread_id", "attempt",
     "backend", "model", "strategy", "criteria", "reason", "job_type", "estimated_cost_cents", "selected_at",
@@ -80,9 +88,15 @@ async def list_selections(request: Request, backends: BackendsDep, job_id: str |
     return success(request, await backends.selections(job_id, limit))
 
 
-@router.post("/compare", responses={200: success_schema(CompareReply, "One result per backend."),
-                                    **NOT_ANSWERING, **UNKNOWN_BACKEND,
-                                    422: {"description": "``validation_failed``: the body breaks a limit."}})
+@router.post(
+    "/compare",
+    responses={
+        200: success_schema(CompareReply, "One result per backend."),
+        **NOT_ANSWERING,
+        **UNKNOWN_BACKEND,
+        422: {"description": "``validation_failed``: the body breaks a limit."},
+    },
+)
 async def compare_backends(body: CompareBody, request: Request, backends: BackendsDep) -> JSONResponse:
     """Run ``prompt`` once on each backend (the router's ``CompareReply``, answered after at most
     ``timeout_s`` seconds): ``{"comparison_id", "results": [{"backend", "model", "text", "latency_ms",
@@ -91,20 +105,23 @@ async def compare_backends(body: CompareBody, request: Request, backends: Backen
     did not answer in time (``timeout``) has ``error_code`` and ``error`` instead of ``text``. Budgets apply;
     costs are recorded under the project ``compare``. Errors: 404 ``unknown_backend``, 422
     ``validation_failed``, 503 ``bus_unavailable``."""
-    reply = await backends.compare(CompareRequest(prompt=body.prompt, backends=body.backends,
-                                                  max_tokens=body.max_tokens, timeout_s=body.timeout_s))
+    reply = await backends.compare(
+        CompareRequest(prompt=body.prompt, backends=body.backends, max_tokens=body.max_tokens, timeout_s=body.timeout_s)
+    )
     return success(request, reply)
 
 
-async def _toggle(request: Request, backends: BackendsDep, name: str, enabled: bool,
-                  body: ToggleRequest | None) -> JSONResponse:
+async def _toggle(
+    request: Request, backends: BackendsDep, name: str, enabled: bool, body: ToggleRequest | None
+) -> JSONResponse:
     reason = body.reason if body is not None else ""
     return success(request, await backends.set_enabled(name, enabled, reason))
 
 
 @router.post("/{name}/enable", responses={200: LISTED, **NOT_ANSWERING, **UNKNOWN_BACKEND})
-async def enable_backend(name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep,
-                         body: ToggleRequest | None = None) -> JSONResponse:
+async def enable_backend(
+    name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep, body: ToggleRequest | None = None
+) -> JSONResponse:
     """Let the router send new jobs to ``name`` again (overrides ``BACKEND_<NAME>_ENABLED``; survives a
     restart: the router records ``BackendEnabled``). Optional body ``{"reason"}``. 200: the updated list, as
     ``GET /api/backends``. Errors: 404 ``unknown_backend``, 400 ``invalid_id``, 503 ``bus_unavailable``."""
@@ -112,8 +129,9 @@ async def enable_backend(name: BackendName, request: Request, backends: Backends
 
 
 @router.post("/{name}/disable", responses={200: LISTED, **NOT_ANSWERING, **UNKNOWN_BACKEND})
-async def disable_backend(name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep,
-                          body: ToggleRequest | None = None) -> JSONResponse:
+async def disable_backend(
+    name: BackendName, request: Request, backends: BackendsDep, principal: AdminDep, body: ToggleRequest | None = None
+) -> JSONResponse:
     """Stop sending new jobs to ``name`` (running ones finish; the router records ``BackendDisabled`` with the
     ``reason``). Optional body ``{"reason"}``. 200: the updated list, as ``GET /api/backends``. Errors:
     404 ``unknown_backend``, 400 ``invalid_id``, 503 ``bus_unavailable``."""

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, StrictFloat, StrictInt, StrictStr
 
+from hermes_proto.userconfig import BY_KEY, ChangeSetting, ConfigReply
+
 from hermes_gateway.deps import AdminDep, WriterDep
 from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_gateway.routes.sessions import SessionsDep
-from hermes_proto.userconfig import BY_KEY, ChangeSetting, ConfigReply
 
 router = APIRouter(prefix="/api/config", tags=["config"])
 
@@ -31,8 +32,9 @@ async def get_config(request: Request, sessions: SessionsDep, principal: WriterD
 
 
 @router.patch("/{key}", responses={200: success_schema(ConfigReply, "The setting as now in force.")})
-async def change_setting(key: str, body: SettingIn, request: Request, sessions: SessionsDep,
-                         principal: AdminDep) -> JSONResponse:
+async def change_setting(
+    key: str, body: SettingIn, request: Request, sessions: SessionsDep, principal: AdminDep
+) -> JSONResponse:
     """Change one editable setting (``SettingChanged`` in the log; the orchestrator applies it to every decision
     from now on, for every user: admins only, else 403 ``admin_only``). 404 ``unknown_setting``, 400
     ``bad_request`` outside its bounds."""

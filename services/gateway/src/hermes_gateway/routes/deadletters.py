@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from hermes_proto.deadletter import DeadLetterReplayed
+
 from hermes_gateway.deadletters import DeadLetterArchive, DeadLetterPage
 from hermes_gateway.deps import AdminDep, BusDep
 from hermes_gateway.domain import check_id
 from hermes_gateway.envelope import success, success_schema
-from hermes_proto.deadletter import DeadLetterReplayed
 
 router = APIRouter(prefix="/api/system/dead-letters", tags=["system"])
 
@@ -30,11 +31,23 @@ class ReplayBody(BaseModel):
     payload: dict[str, Any] | None = None
 
 
-@router.get("", responses={200: success_schema(DeadLetterPage, "Dead letters, newest first."), **BUS_DOWN,
-                           400: {"description": "``invalid_id``: bad ``consumer`` or ``reason``."}})
-async def list_dead_letters(request: Request, bus: BusDep, principal: AdminDep, consumer: str | None = None, reason: str | None = None,
-                            before: Annotated[int | None, Query(ge=1, le=MAX_SEQUENCE)] = None,
-                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+@router.get(
+    "",
+    responses={
+        200: success_schema(DeadLetterPage, "Dead letters, newest first."),
+        **BUS_DOWN,
+        400: {"description": "``invalid_id``: bad ``consumer`` or ``reason``."},
+    },
+)
+async def list_dead_letters(
+    request: Request,
+    bus: BusDep,
+    principal: AdminDep,
+    consumer: str | None = None,
+    reason: str | None = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQUENCE)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
     """Dead letters newest first: ``{"dead_letters": [{"dlq_sequence" (the id to replay), "consumer", "stream",
     "subject", "stream_sequence" (where the message was), "deliveries", "headers", "payload" (text), "reason"
     (invalid_json, validation_failed, max_deliveries, handler_error), "detail", "dead_lettered_at",
@@ -48,14 +61,26 @@ async def list_dead_letters(request: Request, bus: BusDep, principal: AdminDep, 
     return success(request, await DeadLetterArchive(bus.js).page(consumer, reason, before, limit))
 
 
-@router.post("/{dlq_seq}/replay", responses={
-    200: success_schema(DeadLetterReplayed, "Replayed: where it landed."), **BUS_DOWN,
-    404: {"description": "``dead_letter_not_found``: no dead-letter record has that sequence."},
-    409: {"description": "``not_replayable`` (an event of HERMES_EVENTS) or ``already_replayed``."},
-    422: {"description": "``invalid_payload``: the payload would be dead-lettered again; ``validation_failed``: "
-                         "``payload`` is not a JSON object."}})
-async def replay_dead_letter(request: Request, bus: BusDep, principal: AdminDep, dlq_seq: Annotated[int, Path(ge=1, le=MAX_SEQUENCE)],
-                             body: ReplayBody | None = None) -> JSONResponse:
+@router.post(
+    "/{dlq_seq}/replay",
+    responses={
+        200: success_schema(DeadLetterReplayed, "Replayed: where it landed."),
+        **BUS_DOWN,
+        404: {"description": "``dead_letter_not_found``: no dead-letter record has that sequence."},
+        409: {"description": "``not_replayable`` (an event of HERMES_EVENTS) or ``already_replayed``."},
+        422: {
+            "description": "``invalid_payload``: the payload would be dead-lettered again; ``validation_failed``: "
+            "``payload`` is not a JSON object."
+        },
+    },
+)
+async def replay_dead_letter(
+    request: Request,
+    bus: BusDep,
+    principal: AdminDep,
+    dlq_seq: Annotated[int, Path(ge=1, le=MAX_SEQUENCE)],
+    body: ReplayBody | None = None,
+) -> JSONResponse:
     """Publish dead letter ``dlq_seq`` again on its original subject, with its original headers except
     ``Nats-Msg-Id``, which becomes ``replay-<dlq_seq>`` (a second click inside JetStream's duplicate window
     is dropped; after it, the marker answers 409 ``already_replayed``). Optional body ``{"payload": {...}}``:

@@ -44,9 +44,14 @@ async def _check_owner(read_model: ReadModel, principal: Principal, thread_id: s
 
 
 @router.get("/{thread_id}/events", response_model=None)
-async def thread_events(thread_id: ThreadId, bus: BusDep, read_model: ReadModelDep, settings: SettingsDep,
-                        principal: PrincipalDep,
-                        last_event_id: Annotated[int | None, Header(ge=0)] = None) -> Response:
+async def thread_events(
+    thread_id: ThreadId,
+    bus: BusDep,
+    read_model: ReadModelDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> Response:
     """Everything already in the log for the thread, then live events, as ``event: <event type>`` with the
     event JSON as data and the ``HERMES_EVENTS`` sequence as ``id``; token deltas as ``event: token``
     ``{"job_id", "seq", "text", "done"}`` (no id). ``Last-Event-ID`` resumes after that sequence. The stream
@@ -91,5 +96,10 @@ async def thread_events(thread_id: ThreadId, bus: BusDep, read_model: ReadModelD
                 await close()
 
     # On server shutdown the stream ends cleanly; the browser reconnects later with Last-Event-ID.
-    return EventSourceResponse(events(), ping=PING_S, background=BackgroundTask(close), shutdown_event=shutdown,
-                               shutdown_grace_period=SHUTDOWN_GRACE_S)
+    return EventSourceResponse(
+        events(),
+        ping=PING_S,
+        background=BackgroundTask(close),
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    )

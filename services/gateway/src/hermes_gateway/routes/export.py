@@ -18,36 +18,50 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from hermes_proto.rpc import Refused
+from hermes_proto.sessions import ExportQuery, ExportReply
+
 from hermes_gateway.adapters import SessionsClient
 from hermes_gateway.auth import auth_enabled
 from hermes_gateway.deps import WriterDep
 from hermes_gateway.envelope import ApiError
 from hermes_gateway.routes.sessions import CHANNEL, SessionsDep
-from hermes_proto.rpc import Refused
-from hermes_proto.sessions import ExportQuery, ExportReply
 
 router = APIRouter(prefix="/api/export", tags=["export"])
 DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 @router.get("/{kind}", response_class=StreamingResponse)
-async def export(kind: Literal["sft", "dpo"], sessions: SessionsDep, principal: WriterDep,
-                 format: Literal["openai", "sharegpt"] = "openai",  # noqa: A002 (the query parameter's name)
-                 since: Annotated[str | None, Query(pattern=DATE)] = None,
-                 until: Annotated[str | None, Query(pattern=DATE)] = None,
-                 channel: Annotated[str | None, Query(pattern=CHANNEL)] = None,
-                 min_rating: Annotated[int | None, Query(ge=1, le=5)] = None) -> StreamingResponse:
+async def export(
+    kind: Literal["sft", "dpo"],
+    sessions: SessionsDep,
+    principal: WriterDep,
+    format: Literal["openai", "sharegpt"] = "openai",  # noqa: A002 (the query parameter's name)
+    since: Annotated[str | None, Query(pattern=DATE)] = None,
+    until: Annotated[str | None, Query(pattern=DATE)] = None,
+    channel: Annotated[str | None, Query(pattern=CHANNEL)] = None,
+    min_rating: Annotated[int | None, Query(ge=1, le=5)] = None,
+) -> StreamingResponse:
     """JSONL (``application/x-ndjson``), one record per line, as an attachment ``hermes-<kind>.jsonl``.
     400 ``bad_request`` on an impossible date."""
-    query = ExportQuery(format="dpo" if kind == "dpo" else format, since=since, until=until, channel=channel,
-                        min_rating=min_rating, user_id=principal.user_id if auth_enabled(principal) else None)
+    query = ExportQuery(
+        format="dpo" if kind == "dpo" else format,
+        since=since,
+        until=until,
+        channel=channel,
+        min_rating=min_rating,
+        user_id=principal.user_id if auth_enabled(principal) else None,
+    )
     try:
         first = await sessions.export(query)
     except Refused as exc:
         raise ApiError(400, "bad_request", exc.message) from None
     name = f"hermes-{kind}{'-' + format if kind == 'sft' else ''}.jsonl"
-    return StreamingResponse(_lines(sessions, query, first), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(
+        _lines(sessions, query, first),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 async def _lines(sessions: SessionsClient, query: ExportQuery, page: ExportReply) -> AsyncIterator[str]:

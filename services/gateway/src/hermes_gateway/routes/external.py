@@ -29,8 +29,9 @@ class ExternalSubmitRequest(IdeaFields):
 
 
 @router.post("/submit", status_code=202)
-async def submit_external(body: ExternalSubmitRequest, request: Request, settings: SettingsDep,
-                          commands: CommandsDep) -> JSONResponse:
+async def submit_external(
+    body: ExternalSubmitRequest, request: Request, settings: SettingsDep, commands: CommandsDep
+) -> JSONResponse:
     """Publish one ``SubmitIdea`` (channel ``external``) for a new thread id.
 
     202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors (nothing published):
@@ -39,5 +40,6 @@ async def submit_external(body: ExternalSubmitRequest, request: Request, setting
     ``bus_unavailable``. While auth is on the thread belongs to the token's user."""
     callback_url = check_callback_url(body.callback_url)
     source_app = check_source_app(body.source_app)
-    return await publish_idea(request, settings, commands, body, channel=CHANNEL, callback_url=callback_url,
-                              source_app=source_app)
+    return await publish_idea(
+        request, settings, commands, body, channel=CHANNEL, callback_url=callback_url, source_app=source_app
+    )

@@ -6,6 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
+from hermes_proto.commands import SubmitIdea
+from hermes_proto.ids import new_id, utcnow
+
 from hermes_gateway.adapters import CommandPublisher
 from hermes_gateway.admission import admit
 from hermes_gateway.auth import owner_id
@@ -13,8 +16,6 @@ from hermes_gateway.config import GatewaySettings
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import success
-from hermes_proto.commands import SubmitIdea
-from hermes_proto.ids import new_id, utcnow
 
 router = APIRouter(prefix="/api", tags=["ideas"])
 
@@ -51,13 +52,17 @@ class SubmitRequest(IdeaFields, ChannelFields):
 
 def thread_links(thread_id: str) -> dict[str, str]:
     """Where to watch a thread: ``status_url`` (JSON) and ``events_url`` (SSE), relative to the gateway."""
-    return {"thread_id": thread_id, "status_url": f"/api/threads/{thread_id}/status",
-            "events_url": f"/api/threads/{thread_id}/events"}
+    return {
+        "thread_id": thread_id,
+        "status_url": f"/api/threads/{thread_id}/status",
+        "events_url": f"/api/threads/{thread_id}/events",
+    }
 
 
 @router.post("/submit", status_code=202)
-async def submit_idea(body: SubmitRequest, request: Request, settings: SettingsDep,
-                      commands: CommandsDep) -> JSONResponse:
+async def submit_idea(
+    body: SubmitRequest, request: Request, settings: SettingsDep, commands: CommandsDep
+) -> JSONResponse:
     """Publish one ``SubmitIdea`` (command id new, correlation id = the request id) for a new thread id.
 
     202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea``,
@@ -66,8 +71,9 @@ async def submit_idea(body: SubmitRequest, request: Request, settings: SettingsD
     return await publish_idea(request, settings, commands, body, channel=body.channel, user_id=body.user_id)
 
 
-async def publish_idea(request: Request, settings: GatewaySettings, commands: CommandPublisher, body: IdeaFields,
-                       **fields: str | None) -> JSONResponse:
+async def publish_idea(
+    request: Request, settings: GatewaySettings, commands: CommandPublisher, body: IdeaFields, **fields: str | None
+) -> JSONResponse:
     """Check ``body.idea`` (``Rejected`` ``empty_idea`` / ``idea_too_long``), publish one ``SubmitIdea`` for a
     new thread id with ``body``'s fields plus ``fields`` (e.g. ``channel``, ``callback_url``) and answer 202
     ``{"thread_id", "status_url", "events_url", "command_id"}``. Shared by every submit route. While auth is on
@@ -78,8 +84,17 @@ async def publish_idea(request: Request, settings: GatewaySettings, commands: Co
     request.state.thread_id = thread_id
     request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
     fields = {**fields, "user_id": owner_id(request, fields.get("user_id") or "local")}
-    command = SubmitIdea(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
-                         thread_id=thread_id, idea=idea, max_questions=body.max_questions, project=body.project,
-                         private=body.private, priority=body.priority, **fields)
+    command = SubmitIdea(
+        command_id=new_id(),
+        issued_at=utcnow(),
+        correlation_id=request.state.request_id,
+        thread_id=thread_id,
+        idea=idea,
+        max_questions=body.max_questions,
+        project=body.project,
+        private=body.private,
+        priority=body.priority,
+        **fields,
+    )
     await commands.send(command)
     return success(request, {**thread_links(thread_id), "command_id": command.command_id}, status_code=202)

@@ -9,23 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, WithJsonSchema, model_validator
 
-from hermes_gateway.auth import Principal, auth_enabled, visible
-from hermes_gateway.deps import (
-    CommandsDep,
-    LearnerDep,
-    PreferenceId,
-    PrincipalDep,
-    ReadModelDep,
-    TemplateId,
-    thread_not_found,
-)
-from hermes_gateway.domain import check_id, check_ratable
-from hermes_gateway.envelope import ApiError, success, success_schema
 from hermes_proto.commands import RateThread
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import (
@@ -44,17 +31,28 @@ from hermes_proto.queries import (
     TemplateView,
 )
 
+from hermes_gateway.auth import Principal, auth_enabled, visible
+from hermes_gateway.deps import (
+    CommandsDep,
+    LearnerDep,
+    PreferenceId,
+    PrincipalDep,
+    ReadModelDep,
+    TemplateId,
+    thread_not_found,
+)
+from hermes_gateway.domain import check_id, check_ratable
+from hermes_gateway.envelope import ApiError, success, success_schema
+
 router = APIRouter(prefix="/api/learn", tags=["learn"])
 
 # The limits of hermes_proto.queries.SaveTemplate, so a body the gateway accepts is one the contract accepts;
 # what only the learner knows (categories, statuses, whether a trigger compiles) it answers as bad_request.
 Category = StrictStr
 Text = Annotated[StrictStr, StringConstraints(min_length=5, max_length=500)]
-Suggestions = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=60)]],
-                        Field(max_length=8)]
+Suggestions = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=60)]], Field(max_length=8)]
 IdeaTypes = list[StrictStr]
-Triggers = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]],
-                     Field(max_length=10)]
+Triggers = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]], Field(max_length=10)]
 PriorImprovement = Annotated[float, Field(ge=0.0, le=1.0)]
 TimeCost = Annotated[float, Field(gt=0.0, le=3600.0)]
 Status = StrictStr
@@ -67,9 +65,12 @@ def _contract_schema(name: str) -> WithJsonSchema:
     return WithJsonSchema({k: v for k, v in _CONTRACT[name].items() if k != "default"})
 
 
-Variations = Annotated[dict[Literal["formal", "casual", "technical"],
-                            Annotated[StrictStr, StringConstraints(min_length=1, max_length=300)]],
-                       _contract_schema("variations")]
+Variations = Annotated[
+    dict[
+        Literal["formal", "casual", "technical"], Annotated[StrictStr, StringConstraints(min_length=1, max_length=300)]
+    ],
+    _contract_schema("variations"),
+]
 Timing = Annotated[Literal["first", "any", "last"], _contract_schema("timing")]
 
 NOT_ANSWERING: dict[int | str, dict[str, Any]] = {
@@ -77,16 +78,20 @@ NOT_ANSWERING: dict[int | str, dict[str, Any]] = {
     502: {"description": "``bad_reply``: the learner answered outside the contract."},
 }
 REFUSED_DEFINITION: dict[int | str, dict[str, Any]] = {
-    400: {"description": "``bad_request``: the learner refused the definition (a category outside intent, "
-                         "constraint, success, context, scope; an unknown status or idea type; a trigger that is "
-                         "not a valid regular expression; a slot other than ``{topic}`` in the text); "
-                         "``invalid_json``: the body is not JSON."},
+    400: {
+        "description": "``bad_request``: the learner refused the definition (a category outside intent, "
+        "constraint, success, context, scope; an unknown status or idea type; a trigger that is "
+        "not a valid regular expression; a slot other than ``{topic}`` in the text); "
+        "``invalid_json``: the body is not JSON."
+    },
     422: {"description": "``validation_failed``: the body breaks a limit."},
 }
 UNKNOWN_TEMPLATE: dict[int | str, dict[str, Any]] = {
     404: {"description": "``unknown_template``: the learner has no template of that id."},
-    400: {"description": "``invalid_id``: the id does not match ``TEMPLATE_ID_PATTERN``; ``bad_request``: the "
-                         "learner refused the definition."},
+    400: {
+        "description": "``invalid_id``: the id does not match ``TEMPLATE_ID_PATTERN``; ``bad_request``: the "
+        "learner refused the definition."
+    },
 }
 ONE = success_schema(TemplateView, "The template as the learner now has it.")
 
@@ -159,14 +164,22 @@ class DeactivateBody(BaseModel):
 
 
 def _unknown(template_id: str) -> ApiError:
-    return ApiError(404, "unknown_template", f"The learner has no template {template_id!r}.",
-                    details={"template_id": template_id},
-                    user_action="GET /api/learn/templates?include_inactive=true lists every template.")
+    return ApiError(
+        404,
+        "unknown_template",
+        f"The learner has no template {template_id!r}.",
+        details={"template_id": template_id},
+        user_action="GET /api/learn/templates?include_inactive=true lists every template.",
+    )
 
 
 @router.get("/templates", responses={200: success_schema(TemplatesReply, "The templates."), **NOT_ANSWERING})
-async def list_templates(request: Request, learner: LearnerDep, include_inactive: bool = False,
-                         status: Literal["active", "draft"] | None = None) -> JSONResponse:
+async def list_templates(
+    request: Request,
+    learner: LearnerDep,
+    include_inactive: bool = False,
+    status: Literal["active", "draft"] | None = None,
+) -> JSONResponse:
     """Every question template with its measured effectiveness (the learner's ``TemplatesReply``):
     ``{"templates": [{"template_id", "category", "text", "suggestions", "idea_types", "triggers",
     "prior_improvement" (0-1), "time_cost_s", "status" (active, draft), "active", "source" (``seed``; ``user``
@@ -184,9 +197,16 @@ async def list_templates(request: Request, learner: LearnerDep, include_inactive
     return success(request, reply)
 
 
-@router.post("/templates", status_code=201, responses={201: ONE, **NOT_ANSWERING, **REFUSED_DEFINITION,
-                                                        409: {"description": "``template_exists``: the id is "
-                                                                             "taken (deactivated ones too)."}})
+@router.post(
+    "/templates",
+    status_code=201,
+    responses={
+        201: ONE,
+        **NOT_ANSWERING,
+        **REFUSED_DEFINITION,
+        409: {"description": "``template_exists``: the id is taken (deactivated ones too)."},
+    },
+)
 async def add_template(body: NewTemplate, request: Request, learner: LearnerDep) -> JSONResponse:
     """Add a template (the learner appends ``TemplateAdded`` with ``source`` ``user``). 201: the template, as
     one item of ``GET /api/learn/templates``. Errors: 409 ``template_exists``, 400 ``bad_request``, 422
@@ -195,10 +215,12 @@ async def add_template(body: NewTemplate, request: Request, learner: LearnerDep)
     return success(request, view, status_code=201)
 
 
-@router.patch("/templates/{template_id}", responses={200: ONE, **NOT_ANSWERING, **UNKNOWN_TEMPLATE,
-                                                      422: REFUSED_DEFINITION[422]})
-async def edit_template(template_id: TemplateId, body: TemplatePatch, request: Request,
-                        learner: LearnerDep) -> JSONResponse:
+@router.patch(
+    "/templates/{template_id}", responses={200: ONE, **NOT_ANSWERING, **UNKNOWN_TEMPLATE, 422: REFUSED_DEFINITION[422]}
+)
+async def edit_template(
+    template_id: TemplateId, body: TemplatePatch, request: Request, learner: LearnerDep
+) -> JSONResponse:
     """Change some fields of a template's definition: the given fields are merged onto the learner's current
     definition, which is then replaced as a whole (``TemplateEdited``; the measured statistics stay, and an
     edited seed template is no longer overwritten by the seeds at start-up). An edit of a deactivated template
@@ -217,9 +239,13 @@ async def edit_template(template_id: TemplateId, body: TemplatePatch, request: R
 
 
 @router.delete("/templates/{template_id}", responses={200: ONE, **NOT_ANSWERING, **UNKNOWN_TEMPLATE})
-async def deactivate_template(template_id: TemplateId, request: Request, learner: LearnerDep,
-                              body: DeactivateBody | None = None,
-                              reason: Annotated[str | None, Query(max_length=500)] = None) -> JSONResponse:
+async def deactivate_template(
+    template_id: TemplateId,
+    request: Request,
+    learner: LearnerDep,
+    body: DeactivateBody | None = None,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> JSONResponse:
     """Stop asking a template (``TemplateDeactivated``; its statistics stay, and any ``PATCH``, e.g.
     ``{"status": "active"}``, brings it back). The reason comes from the optional body ``{"reason"}`` or the
     query ``reason`` (the body wins). 200: the template, now ``"active": false``. Errors: 404
@@ -303,8 +329,12 @@ def _own(principal: Principal, user_id: str | None) -> str | None:
 
 
 @router.get("/preferences", responses={200: PREFERENCES, **NOT_ANSWERING})
-async def list_preferences(request: Request, learner: LearnerDep, principal: PrincipalDep,
-                           user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None) -> JSONResponse:
+async def list_preferences(
+    request: Request,
+    learner: LearnerDep,
+    principal: PrincipalDep,
+    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
+) -> JSONResponse:
     """What Hermes learned about its users (every user's, or ``user_id``'s): ``{"preferences": [{"preference_id",
     "user_id", "category" (depth, style, constraint), "key", "value", "confidence" (0-1), "stability" (0-1: share
     of the evidence that agrees), "observations", "corrections", "usage" (drafts 1 it was applied to), "source"
@@ -315,11 +345,17 @@ async def list_preferences(request: Request, learner: LearnerDep, principal: Pri
     return success(request, await learner.preferences(_own(principal, user_id)))
 
 
-@router.get("/patterns", responses={200: success_schema(PatternsReply, "The patterns, with the thresholds in use."),
-                                    **NOT_ANSWERING})
-async def list_patterns(request: Request, learner: LearnerDep, principal: PrincipalDep,
-                        user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
-                        applied_only: bool = False) -> JSONResponse:
+@router.get(
+    "/patterns",
+    responses={200: success_schema(PatternsReply, "The patterns, with the thresholds in use."), **NOT_ANSWERING},
+)
+async def list_patterns(
+    request: Request,
+    learner: LearnerDep,
+    principal: PrincipalDep,
+    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
+    applied_only: bool = False,
+) -> JSONResponse:
     """How Hermes learned its users answer (every user's, or ``user_id``'s; with ``applied_only=true`` only the
     patterns applied now): ``{"patterns": [{"pattern_id", "user_id", "kind" (skip_question: questions of
     ``category`` are left unanswered for ideas of ``idea_type``; recurring_answer: they get the same answer),
@@ -333,12 +369,18 @@ async def list_patterns(request: Request, learner: LearnerDep, principal: Princi
     return success(request, await learner.patterns(_own(principal, user_id), applied_only))
 
 
-@router.post("/preferences", responses={200: success_schema(PreferenceView, "The preference as now held."),
-                                         **NOT_ANSWERING, 422: REFUSED_DEFINITION[422],
-                                         400: {"description": "``bad_request``: a depth or style preference whose "
-                                                              "key is not the category."}})
-async def set_preference(body: PreferenceIn, request: Request, learner: LearnerDep,
-                         principal: PrincipalDep) -> JSONResponse:
+@router.post(
+    "/preferences",
+    responses={
+        200: success_schema(PreferenceView, "The preference as now held."),
+        **NOT_ANSWERING,
+        422: REFUSED_DEFINITION[422],
+        400: {"description": "``bad_request``: a depth or style preference whose key is not the category."},
+    },
+)
+async def set_preference(
+    body: PreferenceIn, request: Request, learner: LearnerDep, principal: PrincipalDep
+) -> JSONResponse:
     """State a preference yourself (``PreferenceLearned``, evidence ``edit``: this value with confidence 0.9,
     whatever was learned before; applied from the next draft 1). Errors: 400 ``bad_request``, 422
     ``validation_failed``, 503 ``bus_unavailable``. While auth is on, ``user_id`` is the principal's."""
@@ -346,24 +388,33 @@ async def set_preference(body: PreferenceIn, request: Request, learner: LearnerD
     return success(request, await learner.change_preference(SetPreference(**fields)))
 
 
-@router.patch("/preferences/{preference_id}", responses={200: success_schema(PreferenceView, "The preference."),
-                                                          **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
-async def edit_preference(preference_id: PreferenceId, body: PreferencePatch, request: Request,
-                          learner: LearnerDep, principal: PrincipalDep) -> JSONResponse:
+@router.patch(
+    "/preferences/{preference_id}",
+    responses={200: success_schema(PreferenceView, "The preference."), **NOT_ANSWERING, **UNKNOWN_PREFERENCE},
+)
+async def edit_preference(
+    preference_id: PreferenceId, body: PreferencePatch, request: Request, learner: LearnerDep, principal: PrincipalDep
+) -> JSONResponse:
     """Replace a learned preference's value (as ``POST /api/learn/preferences`` with its category and key).
     Errors: 404 ``unknown_preference``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     current = await learner.preference(preference_id)
     if current is None or not visible(principal, current.user_id):
         raise _unknown_preference(preference_id)
-    return success(request, await learner.change_preference(SetPreference(
-        user_id=current.user_id, category=current.category, key=current.key, value=body.value)))
+    return success(
+        request,
+        await learner.change_preference(
+            SetPreference(user_id=current.user_id, category=current.category, key=current.key, value=body.value)
+        ),
+    )
 
 
-@router.delete("/preferences/{preference_id}", responses={200: {"description": "``{\"preference_id\", "
-                                                                               "\"forgotten\": true}``"},
-                                                           **NOT_ANSWERING, **UNKNOWN_PREFERENCE})
-async def forget_preference(preference_id: PreferenceId, request: Request, learner: LearnerDep,
-                            principal: PrincipalDep) -> JSONResponse:
+@router.delete(
+    "/preferences/{preference_id}",
+    responses={200: {"description": '``{"preference_id", "forgotten": true}``'}, **NOT_ANSWERING, **UNKNOWN_PREFERENCE},
+)
+async def forget_preference(
+    preference_id: PreferenceId, request: Request, learner: LearnerDep, principal: PrincipalDep
+) -> JSONResponse:
     """Delete a learned preference (``PreferenceForgotten``): no longer applied, its evidence dropped; later
     answers start it afresh. 200 ``{"preference_id", "forgotten": true}``. Errors: 404 ``unknown_preference``, 400
     ``invalid_id``, 503 ``bus_unavailable``. While auth is on, another user's preference answers as unknown."""
@@ -376,17 +427,33 @@ async def forget_preference(preference_id: PreferenceId, request: Request, learn
 
 
 def _unknown_preference(preference_id: str) -> ApiError:
-    return ApiError(404, "unknown_preference", f"The learner has no preference {preference_id!r}.",
-                    details={"preference_id": preference_id},
-                    user_action="GET /api/learn/preferences lists them.")
+    return ApiError(
+        404,
+        "unknown_preference",
+        f"The learner has no preference {preference_id!r}.",
+        details={"preference_id": preference_id},
+        user_action="GET /api/learn/preferences lists them.",
+    )
 
 
-@router.post("/feedback", responses={200: {"description": "``{\"thread_id\", \"rated\", \"preferences\"}``"},
-                                     **NOT_ANSWERING, 404: {"description": "``thread_not_found``"},
-                                     409: {"description": "``not_completed``: only a completed thread is rated"},
-                                     422: REFUSED_DEFINITION[422]})
-async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, read_model: ReadModelDep,
-                        commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+@router.post(
+    "/feedback",
+    responses={
+        200: {"description": '``{"thread_id", "rated", "preferences"}``'},
+        **NOT_ANSWERING,
+        404: {"description": "``thread_not_found``"},
+        409: {"description": "``not_completed``: only a completed thread is rated"},
+        422: REFUSED_DEFINITION[422],
+    },
+)
+async def give_feedback(
+    body: Feedback,
+    request: Request,
+    learner: LearnerDep,
+    read_model: ReadModelDep,
+    commands: CommandsDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
     """Tell Hermes what it got right or wrong. A ``rating`` rates the thread's final draft (``RateThread``, as
     ``POST /api/threads/{id}/rate``; the learner also credits it to the preferences that draft applied); each
     correction is weighed against what was learned (``PreferenceLearned``, evidence ``correction``: it lowers the
@@ -403,12 +470,28 @@ async def give_feedback(body: Feedback, request: Request, learner: LearnerDep, r
         if body.rating is not None:
             check_ratable(thread)
     user_id = _own(principal, body.user_id) or (thread.user_id if thread is not None else "local")
-    changed = [await learner.change_preference(CorrectPreference(
-        user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id))
-        for c in body.corrections]
+    changed = [
+        await learner.change_preference(
+            CorrectPreference(user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id)
+        )
+        for c in body.corrections
+    ]
     if body.rating is not None and thread is not None:
-        await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(),
-                                       correlation_id=request.state.request_id, thread_id=thread.thread_id,
-                                       rating=body.rating, comment=body.comment))
-    return success(request, {"thread_id": body.thread_id, "rated": body.rating is not None,
-                             "preferences": [msgspec.to_builtins(p) for p in changed]})
+        await commands.send(
+            RateThread(
+                command_id=new_id(),
+                issued_at=utcnow(),
+                correlation_id=request.state.request_id,
+                thread_id=thread.thread_id,
+                rating=body.rating,
+                comment=body.comment,
+            )
+        )
+    return success(
+        request,
+        {
+            "thread_id": body.thread_id,
+            "rated": body.rating is not None,
+            "preferences": [msgspec.to_builtins(p) for p in changed],
+        },
+    )

@@ -28,13 +28,14 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
-from hermes_gateway.deps import BackendsDep, BusDep, CommandsDep, PrincipalDep, SettingsDep, WriterDep
-from hermes_gateway.hermes_model import HERMES_MODEL, run_hermes_turn
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import BadReply, BusUnavailable, Refused
+
+from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
+from hermes_gateway.deps import BackendsDep, BusDep, CommandsDep, PrincipalDep, SettingsDep, WriterDep
+from hermes_gateway.hermes_model import HERMES_MODEL, run_hermes_turn
 
 log = structlog.get_logger("hermes.gateway")
 router = APIRouter(prefix="/v1", tags=["openai"], include_in_schema=False)
@@ -80,14 +81,22 @@ class OpenAIError(Exception):
     """An error in OpenAI's shape: ``status`` (HTTP), ``type`` (invalid_request_error, authentication_error,
     api_error...), ``code`` (machine-readable), ``param`` (the offending field)."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": self.type, "param": self.param,
-                                       "code": self.code}}, status_code=self.status)
+        return JSONResponse(
+            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}},
+            status_code=self.status,
+        )
 
 
 def _bus_error(exc: Exception) -> OpenAIError:
@@ -125,22 +134,35 @@ def _parse(raw: bytes, max_chars: int) -> tuple[ChatRequest, list[ChatMessage]]:
     for i, m in enumerate(body.messages):
         role = ROLE_MAP.get(m.role)
         if role is None:
-            raise OpenAIError(400, f"messages[{i}].role {m.role!r} is not supported (system, developer, user, "
-                                   "assistant).", code="unsupported_role", param=f"messages[{i}].role")
+            raise OpenAIError(
+                400,
+                f"messages[{i}].role {m.role!r} is not supported (system, developer, user, assistant).",
+                code="unsupported_role",
+                param=f"messages[{i}].role",
+            )
         if isinstance(m.content, list):
             if any(p.type != "text" or p.text is None for p in m.content):
-                raise OpenAIError(400, f"messages[{i}].content: only text parts are supported.",
-                                  code="unsupported_content", param=f"messages[{i}].content")
+                raise OpenAIError(
+                    400,
+                    f"messages[{i}].content: only text parts are supported.",
+                    code="unsupported_content",
+                    param=f"messages[{i}].content",
+                )
             text = "".join(p.text or "" for p in m.content)
         else:
             text = m.content or ""
         messages.append(ChatMessage(role=role, content=text))
     if sum(len(m.content) for m in messages) > max_chars:
-        raise OpenAIError(400, f"The messages hold more than {max_chars} characters (HERMES_MAX_CHAT_CHARS).",
-                          code="context_length_exceeded", param="messages")
+        raise OpenAIError(
+            400,
+            f"The messages hold more than {max_chars} characters (HERMES_MAX_CHAT_CHARS).",
+            code="context_length_exceeded",
+            param="messages",
+        )
     if not any(m.role == "user" and m.content.strip() for m in messages):
-        raise OpenAIError(400, "At least one non-empty user message is needed.", code="invalid_request",
-                          param="messages")
+        raise OpenAIError(
+            400, "At least one non-empty user message is needed.", code="invalid_request", param="messages"
+        )
     return body, messages
 
 
@@ -150,8 +172,12 @@ def _session_key(request: Request, body: ChatRequest) -> tuple[str, bool]:
     if key is None:
         return new_id(), False
     if not SESSION_KEY.fullmatch(key):
-        raise OpenAIError(400, f"{SESSION_HEADER} (or user) must be 1-200 printable ASCII characters.",
-                          code="invalid_session", param="user")
+        raise OpenAIError(
+            400,
+            f"{SESSION_HEADER} (or user) must be 1-200 printable ASCII characters.",
+            code="invalid_session",
+            param="user",
+        )
     return key, True
 
 
@@ -166,13 +192,20 @@ async def _routing(backends: BackendsDep, model: str) -> tuple[str | None, str |
         return model, None
     if any(model in b.models for b in reply.backends):
         return None, model
-    raise OpenAIError(404, f"The model {model!r} does not exist (GET /v1/models lists them).",
-                      code="model_not_found", param="model")
+    raise OpenAIError(
+        404, f"The model {model!r} does not exist (GET /v1/models lists them).", code="model_not_found", param="model"
+    )
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep, commands: CommandsDep,
-                           backends: BackendsDep, principal: WriterDep):
+async def chat_completions(
+    request: Request,
+    settings: SettingsDep,
+    bus: BusDep,
+    commands: CommandsDep,
+    backends: BackendsDep,
+    principal: WriterDep,
+):
     """One chat completion (see the module docstring). 400 on a malformed request, 404 ``model_not_found``,
     502 when the turn's job failed (its error code in ``code``: no_backend, over_budget...), 503 when Hermes is
     not answering, 504 ``timeout`` after ``HERMES_CHAT_TIMEOUT_SECONDS``."""
@@ -181,20 +214,40 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
         key, named = _session_key(request, body)
         project = request.headers.get(PROJECT_HEADER, "default")
         if not PROJECT.fullmatch(project):
-            raise OpenAIError(400, f"{PROJECT_HEADER} must be 1-64 letters, digits, '-' or '_'.",
-                              code="invalid_project")
+            raise OpenAIError(
+                400, f"{PROJECT_HEADER} must be 1-64 letters, digits, '-' or '_'.", code="invalid_project"
+            )
         max_tokens = body.max_completion_tokens or body.max_tokens
         if body.model == HERMES_MODEL:
-            return await run_hermes_turn(request, body.stream, messages, key, principal.user_id, project,
-                                         bool(body.stream_options and body.stream_options.include_usage))
+            return await run_hermes_turn(
+                request,
+                body.stream,
+                messages,
+                key,
+                principal.user_id,
+                project,
+                bool(body.stream_options and body.stream_options.include_usage),
+            )
         backend, model = await _routing(backends, body.model)
     except OpenAIError as exc:
         return exc.response()
-    command = SubmitChat(command_id=new_id(), issued_at=utcnow(), correlation_id=getattr(request.state, "request_id", None),
-                         thread_id=session_thread_id(principal.user_id, key), job_id=new_id(), session_key=key,
-                         messages=messages, channel="api", user_id=principal.user_id, model=model, backend=backend,
-                         max_tokens=max_tokens, temperature=body.temperature, project=project,
-                         origin={"session_named": "true" if named else "false"})
+    command = SubmitChat(
+        command_id=new_id(),
+        issued_at=utcnow(),
+        correlation_id=getattr(request.state, "request_id", None),
+        thread_id=session_thread_id(principal.user_id, key),
+        job_id=new_id(),
+        session_key=key,
+        messages=messages,
+        channel="api",
+        user_id=principal.user_id,
+        model=model,
+        backend=backend,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        project=project,
+        origin={"session_named": "true" if named else "false"},
+    )
     turn = ChatTurn(bus, commands, command)
     headers = {SESSION_HEADER: key, THREAD_HEADER: command.thread_id}
     try:
@@ -203,8 +256,11 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
         return _bus_error(exc).response()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(turn, settings.hermes_chat_timeout_seconds, body.model, include_usage),
-                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        return StreamingResponse(
+            _sse(turn, settings.hermes_chat_timeout_seconds, body.model, include_usage),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
     try:
         result = None
         async for piece in turn.replies(settings.hermes_chat_timeout_seconds, streaming=False):
@@ -222,42 +278,77 @@ async def chat_completions(request: Request, settings: SettingsDep, bus: BusDep,
 
 
 def usage(result: TurnResult) -> dict[str, int]:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
 
 
 def completion(result: TurnResult, model: str) -> dict[str, Any]:
     """OpenAI's ``chat.completion`` object for a finished turn (``model``: as the caller named it; the backend
     that answered is in ``system_fingerprint``)."""
-    return completion_body(f"chatcmpl-{result.job_id}", model, f"hermes:{result.backend}:{result.model}",
-                           result.text, _finish(result.finish_reason), usage(result))
+    return completion_body(
+        f"chatcmpl-{result.job_id}",
+        model,
+        f"hermes:{result.backend}:{result.model}",
+        result.text,
+        _finish(result.finish_reason),
+        usage(result),
+    )
 
 
-def completion_body(completion_id: str, model: str, fingerprint: str, text: str, finish: str,
-                    counts: dict[str, int]) -> dict[str, Any]:
+def completion_body(
+    completion_id: str, model: str, fingerprint: str, text: str, finish: str, counts: dict[str, int]
+) -> dict[str, Any]:
     """OpenAI's ``chat.completion`` object: one choice with ``text``, ``counts`` as its ``usage`` (tokens)."""
-    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": finish}], "usage": counts}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+        ],
+        "usage": counts,
+    }
 
 
 def _finish(reason: str) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "stop"
 
 
-def chunk(chunk_id: str, model: str, delta: dict, finish: str | None = None, extra: dict | None = None,
-          created: int | None = None) -> str:
+def chunk(
+    chunk_id: str,
+    model: str,
+    delta: dict,
+    finish: str | None = None,
+    extra: dict | None = None,
+    created: int | None = None,
+) -> str:
     """One SSE ``data:`` line of a ``chat.completion.chunk`` (``created``: the stream's, the same on every chunk)."""
-    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **(extra or {})}
+    body = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        **(extra or {}),
+    }
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
 def usage_chunk(chunk_id: str, model: str, created: int, counts: dict[str, int]) -> str:
     """OpenAI's last chunk with ``stream_options.include_usage``: no choices, the whole stream's ``usage``."""
-    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-            "usage": counts}
+    body = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": counts,
+    }
     return f"data: {json.dumps(body)}\n\n"
 
 

@@ -20,14 +20,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
-from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
-from hermes_gateway.deps import WriterDep
-from hermes_gateway.envelope import ApiError, success
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
 from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Refused
+
+from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
+from hermes_gateway.deps import WriterDep
+from hermes_gateway.envelope import ApiError, success
 
 log = structlog.get_logger("hermes.gateway")
 router = APIRouter(prefix="/api/perception", tags=["perception"])
@@ -38,10 +39,13 @@ HISTORY_TURNS = 6
 MAX_CONCURRENT = 32
 """Perception events from NATS handled at once; more wait their turn (each holds a live view of its session)."""
 MAX_EVENT_CHARS = 20_000
-INSTRUCTION = ("An event was perceived by {source}. Respond to it as Hermes: say briefly what it means and what, "
-               "if anything, should be done.")
-PERCEPTION_EVENTS = Counter("hermes_gateway_perception_events_total", "Perception events, by transport and outcome",
-                            ["transport", "outcome"])
+INSTRUCTION = (
+    "An event was perceived by {source}. Respond to it as Hermes: say briefly what it means and what, "
+    "if anything, should be done."
+)
+PERCEPTION_EVENTS = Counter(
+    "hermes_gateway_perception_events_total", "Perception events, by transport and outcome", ["transport", "outcome"]
+)
 
 
 class PerceptionError(Exception):
@@ -56,8 +60,10 @@ def check_event(event: Any, source: str) -> dict[str, Any]:
     if not SOURCE.fullmatch(source):
         raise PerceptionError("invalid_source", "source must be 1-64 letters, digits, '-' or '_'.")
     if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not EVENT_TYPE.fullmatch(event["type"]):
-        raise PerceptionError("invalid_event", "An event is a JSON object with a string type (1-64 of "
-                                               "letters, digits, '_', '.', ':' or '-').")
+        raise PerceptionError(
+            "invalid_event",
+            "An event is a JSON object with a string type (1-64 of letters, digits, '_', '.', ':' or '-').",
+        )
     if len(json.dumps(event, ensure_ascii=False)) > MAX_EVENT_CHARS:
         raise PerceptionError("event_too_large", f"An event may hold at most {MAX_EVENT_CHARS} characters as JSON.")
     return event
@@ -71,10 +77,18 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
     thread_id = session_thread_id(user_id, key)
     history = await _history(app, thread_id)
     user = INSTRUCTION.format(source=source) + "\n\n" + json.dumps(event, ensure_ascii=False, sort_keys=True)
-    command = SubmitChat(command_id=new_id(), issued_at=utcnow(), thread_id=thread_id, job_id=new_id(),
-                         session_key=key, messages=[*history, ChatMessage(role="user", content=user)],
-                         channel="perception", user_id=user_id, source_app=source,
-                         origin={"perception_source": source, "event_type": event["type"]})
+    command = SubmitChat(
+        command_id=new_id(),
+        issued_at=utcnow(),
+        thread_id=thread_id,
+        job_id=new_id(),
+        session_key=key,
+        messages=[*history, ChatMessage(role="user", content=user)],
+        channel="perception",
+        user_id=user_id,
+        source_app=source,
+        origin={"perception_source": source, "event_type": event["type"]},
+    )
     async with ChatTurn(state.bus, state.commands, command) as turn:
         async for piece in turn.replies(state.settings.hermes_chat_timeout_seconds, streaming=False):
             if isinstance(piece, TurnResult):
@@ -85,22 +99,29 @@ async def perceive(app: FastAPI, event: dict[str, Any], source: str, user_id: st
 async def _history(app: FastAPI, thread_id: str) -> list[ChatMessage]:
     """The last :data:`HISTORY_TURNS` completed turns of the session as user/assistant pairs (their user message as
     sent, without the system prompt)."""
-    view = await app.state.sessions.session(thread_id, app.state.read_model.seen_position(),
-                                            last_turns=HISTORY_TURNS)
+    view = await app.state.sessions.session(thread_id, app.state.read_model.seen_position(), last_turns=HISTORY_TURNS)
     if view is None:
         return []
     done = [t for t in view.turns if t.reply is not None][-HISTORY_TURNS:]
     history: list[ChatMessage] = []
     for t in done:
-        history += [ChatMessage(role="user", content=t.messages[-1].content),
-                    ChatMessage(role="assistant", content=t.reply or "")]
+        history += [
+            ChatMessage(role="user", content=t.messages[-1].content),
+            ChatMessage(role="assistant", content=t.reply or ""),
+        ]
     return history
 
 
 def _reply(result: TurnResult) -> dict[str, Any]:
-    return {"session_id": result.session_id, "job_id": result.job_id, "reply": result.text,
-            "backend": result.backend, "model": result.model, "latency_ms": result.latency_ms,
-            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}}
+    return {
+        "session_id": result.session_id,
+        "job_id": result.job_id,
+        "reply": result.text,
+        "backend": result.backend,
+        "model": result.model,
+        "latency_ms": result.latency_ms,
+        "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens},
+    }
 
 
 @router.post("/events")
@@ -113,7 +134,9 @@ async def post_event(request: Request, principal: WriterDep) -> JSONResponse:
         event = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
-    source = (event.get("source") if isinstance(event, dict) else None) or request.headers.get("X-Hermes-Source", "http")
+    source = (event.get("source") if isinstance(event, dict) else None) or request.headers.get(
+        "X-Hermes-Source", "http"
+    )
     try:
         check_event(event, str(source))
         result = await perceive(request.app, event, str(source), principal.user_id)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from hermes_proto.queries import QueueReply
+
 from hermes_gateway.adapters import BadReply, BusUnavailable, stream_states
 from hermes_gateway.deps import BusDep, ReadModelDep, SettingsDep
 from hermes_gateway.envelope import ApiError, success, success_schema
-from hermes_proto.queries import QueueReply
 
 router = APIRouter(prefix="/api/system", tags=["system"])
 
@@ -28,20 +29,36 @@ async def health(request: Request, bus: BusDep, read_model: ReadModelDep, settin
         orchestrator = {"answering": True, "latency_ms": round(latency_ms, 3)}
     except (BusUnavailable, BadReply) as exc:
         orchestrator = {"answering": False, "error": str(exc)}
-    healthy = connected and bool(streams) and all("error" not in s for s in streams.values()) \
-        and orchestrator["answering"]
-    report = {"status": "ok" if healthy else "degraded", "nats": {"connected": connected},
-              "streams": streams, "orchestrator": orchestrator}
+    healthy = (
+        connected and bool(streams) and all("error" not in s for s in streams.values()) and orchestrator["answering"]
+    )
+    report = {
+        "status": "ok" if healthy else "degraded",
+        "nats": {"connected": connected},
+        "streams": streams,
+        "orchestrator": orchestrator,
+    }
     if healthy:
         return success(request, report)
     problems = [name for name, ok in (("nats", connected), ("orchestrator", orchestrator["answering"])) if not ok]
     problems += [name for name, state in streams.items() if "error" in state]
-    raise ApiError(503, "degraded", "Hermes is degraded: " + ", ".join(problems or ["streams"]) + " not answering.",
-                   details=report, retry_after=5, user_action="Start the missing services (`hermes up`).")
+    raise ApiError(
+        503,
+        "degraded",
+        "Hermes is degraded: " + ", ".join(problems or ["streams"]) + " not answering.",
+        details=report,
+        retry_after=5,
+        user_action="Start the missing services (`hermes up`).",
+    )
 
 
-@router.get("/queue", responses={200: success_schema(QueueReply, "The open jobs."),
-                                 503: {"description": "``bus_unavailable``: the orchestrator is not answering."}})
+@router.get(
+    "/queue",
+    responses={
+        200: success_schema(QueueReply, "The open jobs."),
+        503: {"description": "``bus_unavailable``: the orchestrator is not answering."},
+    },
+)
 async def queue(request: Request, read_model: ReadModelDep) -> JSONResponse:
     """The orchestrator's queue (``hermes.query.queue``, its ``QueueReply``): ``{"open_jobs", "by_status"
     {queued, dispatched, running, retrying: count}, "by_priority" {"1".."10": count}, "waiting_steps"}``.

@@ -21,16 +21,16 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from hermes_proto import subjects as subj
+from hermes_proto.bus import MSG_ID
+from hermes_proto.codec import DecodeError, decode_telegram_update
+from hermes_proto.inbox import telegram_msg_id
+from hermes_proto.telemetry import inject_headers
+
 from hermes_gateway.adapters import BUS_ERRORS, Bus, BusUnavailable
 from hermes_gateway.deps import BusDep, SettingsDep
 from hermes_gateway.envelope import ERROR_ENVELOPE_SCHEMA, ApiError
 from hermes_gateway.observability import TELEGRAM_WEBHOOK_UPDATES
-from hermes_proto import subjects as subj
-from hermes_proto.bus import MSG_ID
-from hermes_proto.codec import DecodeError
-from hermes_proto.codec import decode_telegram_update
-from hermes_proto.inbox import telegram_msg_id
-from hermes_proto.telemetry import inject_headers
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -47,23 +47,48 @@ def _error(description: str) -> dict[str, Any]:
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Stored on HERMES_INBOX (``{\"ok\": true}``), or acknowledged without storing because "
-                         "the update has no chat Hermes reads (``{\"ok\": true, \"ignored\": true}``).",
-          "content": {"application/json": {"schema": {
-              "type": "object", "required": ["ok"],
-              "properties": {"ok": {"const": True}, "ignored": {"type": "boolean"}}}}}},
-    400: _error("``bad_update``: the body is not a Telegram Update; ``details.reason`` is ``invalid_json`` or "
-                "``validation_failed``."),
+    200: {
+        "description": 'Stored on HERMES_INBOX (``{"ok": true}``), or acknowledged without storing because '
+        'the update has no chat Hermes reads (``{"ok": true, "ignored": true}``).',
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["ok"],
+                    "properties": {"ok": {"const": True}, "ignored": {"type": "boolean"}},
+                }
+            }
+        },
+    },
+    400: _error(
+        "``bad_update``: the body is not a Telegram Update; ``details.reason`` is ``invalid_json`` or "
+        "``validation_failed``."
+    ),
     401: _error("``unauthorized``: the ``X-Telegram-Bot-Api-Secret-Token`` header is missing or wrong."),
     404: _error("``webhook_off``: ``TELEGRAM_WEBHOOK_SECRET`` is not set on this gateway."),
     413: _error("``update_too_large``: the body is over 1 MiB."),
     503: _error("``bus_unavailable``: JetStream did not store the update; Telegram will send it again."),
 }
-REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["update_id"], "additionalProperties": True,
-    "description": "A Telegram Update; Hermes reads update_id, message and callback_query.",
-    "properties": {"update_id": {"type": "integer"}, "message": {"type": "object"},
-                   "callback_query": {"type": "object"}}}}}}}
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["update_id"],
+                    "additionalProperties": True,
+                    "description": "A Telegram Update; Hermes reads update_id, message and callback_query.",
+                    "properties": {
+                        "update_id": {"type": "integer"},
+                        "message": {"type": "object"},
+                        "callback_query": {"type": "object"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @router.post("/webhook", responses=RESPONSES, openapi_extra=REQUEST_BODY)
@@ -76,9 +101,13 @@ async def telegram_webhook(request: Request, settings: SettingsDep, bus: BusDep)
     ``bad_update``, 503 ``bus_unavailable``. Counted in ``hermes_telegram_webhook_updates_total{outcome}``."""
     secret = settings.webhook_secret()
     if secret is None:
-        raise ApiError(404, "webhook_off", "The Telegram webhook is off on this gateway.",
-                       user_action="Set TELEGRAM_WEBHOOK_SECRET on the gateway and give the same value to "
-                                   "setWebhook as secret_token.")
+        raise ApiError(
+            404,
+            "webhook_off",
+            "The Telegram webhook is off on this gateway.",
+            user_action="Set TELEGRAM_WEBHOOK_SECRET on the gateway and give the same value to "
+            "setWebhook as secret_token.",
+        )
     if not _secret_matches(request.headers.get(SECRET_HEADER), secret):
         TELEGRAM_WEBHOOK_UPDATES.labels("unauthorized").inc()
         raise ApiError(401, "unauthorized", "Missing or wrong secret token.")
@@ -87,8 +116,9 @@ async def telegram_webhook(request: Request, settings: SettingsDep, bus: BusDep)
         update = decode_telegram_update(body)
     except DecodeError as exc:
         TELEGRAM_WEBHOOK_UPDATES.labels("bad_update").inc()
-        raise ApiError(400, "bad_update", "The body is not a Telegram Update.",
-                       details={"reason": exc.reason, "error": exc.detail}) from None
+        raise ApiError(
+            400, "bad_update", "The body is not a Telegram Update.", details={"reason": exc.reason, "error": exc.detail}
+        ) from None
     chat_id = update.chat_id()
     if chat_id is None:
         TELEGRAM_WEBHOOK_UPDATES.labels("ignored").inc()
@@ -96,8 +126,7 @@ async def telegram_webhook(request: Request, settings: SettingsDep, bus: BusDep)
         return JSONResponse({"ok": True, "ignored": True})
     seq, duplicate = await publish_update(bus, chat_id, update.update_id, body)
     TELEGRAM_WEBHOOK_UPDATES.labels("published").inc()
-    log.info("telegram_update_stored", update_id=update.update_id, chat_id=chat_id, sequence=seq,
-             duplicate=duplicate)
+    log.info("telegram_update_stored", update_id=update.update_id, chat_id=chat_id, sequence=seq, duplicate=duplicate)
     return JSONResponse({"ok": True})
 
 
@@ -119,8 +148,9 @@ async def _read_body(request: Request) -> bytes:
             chunks.append(chunk)
     if size > MAX_BODY_BYTES:
         TELEGRAM_WEBHOOK_UPDATES.labels("bad_update").inc()
-        raise ApiError(413, "update_too_large", "The update is larger than 1 MiB.",
-                       details={"max_bytes": MAX_BODY_BYTES})
+        raise ApiError(
+            413, "update_too_large", "The update is larger than 1 MiB.", details={"max_bytes": MAX_BODY_BYTES}
+        )
     return b"".join(chunks)
 
 

@@ -10,6 +10,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
+from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
+from hermes_proto.events import Answer
+from hermes_proto.ids import new_id, utcnow
+from hermes_proto.queries import ThreadView
+from hermes_proto.threads import ThreadStatus
+
 from hermes_gateway.accepted import thread_or_accepted
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import (
@@ -27,11 +33,6 @@ from hermes_gateway.deps import (
 from hermes_gateway.domain import check_answerable, check_ratable, clean_answers
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import thread_links
-from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
-from hermes_proto.events import Answer
-from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import ThreadView
-from hermes_proto.threads import ThreadStatus
 
 router = APIRouter(prefix="/api/threads", tags=["threads"])
 
@@ -55,8 +56,13 @@ class RateRequest(BaseModel):
     comment: StrictStr = Field(default="", max_length=2000)
 
 
-async def _existing_thread(read_model: ReadModelDep, accepted: AcceptedDep, thread_id: str,
-                           min_sequence: int | None = None, principal: Principal | None = None) -> ThreadView:
+async def _existing_thread(
+    read_model: ReadModelDep,
+    accepted: AcceptedDep,
+    thread_id: str,
+    min_sequence: int | None = None,
+    principal: Principal | None = None,
+) -> ThreadView:
     """The thread as the orchestrator shows it once it applied ``min_sequence`` (None: the log's end now), or as
     ``accepted`` while only this gateway knows it (:mod:`hermes_gateway.accepted`); 404 ``thread_not_found`` when
     neither (or another user's)."""
@@ -71,17 +77,22 @@ LIST_MAX = 200
 
 
 @router.get("")
-async def list_threads(request: Request, read_model: ReadModelDep, principal: PrincipalDep,
-                       limit: Annotated[int, Query(ge=1, le=LIST_MAX)] = 50,
-                       status: ThreadStatus | None = None) -> JSONResponse:
+async def list_threads(
+    request: Request,
+    read_model: ReadModelDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=LIST_MAX)] = 50,
+    status: ThreadStatus | None = None,
+) -> JSONResponse:
     """The most recent threads (``ThreadView``), newest first: ``{"threads": [...], "count"}``; while auth is on,
     only the principal's own. ``status`` (a :data:`hermes_proto.threads.ThreadStatus`): only threads in that
     status among the newest 200 (the orchestrator's query filters by user and origin only). Errors: 422
     ``validation_failed`` (``details`` names the valid statuses), 503 ``bus_unavailable``."""
     fetch = LIST_MAX if status is not None else limit
     if auth_enabled(principal):
-        threads = [t for t in await read_model.threads(fetch, user_id=principal.user_id)
-                   if t.user_id == principal.user_id]
+        threads = [
+            t for t in await read_model.threads(fetch, user_id=principal.user_id) if t.user_id == principal.user_id
+        ]
     else:
         threads = await read_model.threads(fetch)
     threads = [t for t in threads if status in (None, t.status)][:limit]
@@ -89,8 +100,14 @@ async def list_threads(request: Request, read_model: ReadModelDep, principal: Pr
 
 
 @router.get("/{thread_id}/status")
-async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadModelDep, accepted: AcceptedDep,
-                        principal: PrincipalDep, min_sequence: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+async def thread_status(
+    thread_id: ThreadId,
+    request: Request,
+    read_model: ReadModelDep,
+    accepted: AcceptedDep,
+    principal: PrincipalDep,
+    min_sequence: Annotated[int, Query(ge=0)] = 0,
+) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
     e.g. the last SSE id seen; by default the last event this gateway's feed delivered, so the state includes
     every event a client may already have seen on this gateway's SSE streams (with several gateways, pass the
@@ -103,9 +120,16 @@ async def thread_status(thread_id: ThreadId, request: Request, read_model: ReadM
 
 
 @router.post("/{thread_id}/continue", status_code=202)
-async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: Request, settings: SettingsDep,
-                          read_model: ReadModelDep, accepted: AcceptedDep, commands: CommandsDep,
-                          principal: PrincipalDep) -> JSONResponse:
+async def continue_thread(
+    thread_id: ThreadId,
+    body: ContinueRequest,
+    request: Request,
+    settings: SettingsDep,
+    read_model: ReadModelDep,
+    accepted: AcceptedDep,
+    commands: CommandsDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
     """Publish ``AnswerQuestions`` for a thread that is ``awaiting_answers``.
 
     202 ``{"thread_id", "answered", "status_url", "events_url"}``. Errors: 400 ``no_answers``,
@@ -116,16 +140,28 @@ async def continue_thread(thread_id: ThreadId, body: ContinueRequest, request: R
     # Validate against a state at least as new as what the client saw: its questions arrived by SSE
     # straight from the log, possibly before the orchestrator's read model applied them.
     check_answerable(await _existing_thread(read_model, accepted, thread_id, None, principal), answers)
-    await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
-                                        correlation_id=request.state.request_id, thread_id=thread_id,
-                                        answers=answers))
-    return success(request, {**thread_links(thread_id), "answered": [a.question_id for a in answers]},
-                   status_code=202)
+    await commands.send(
+        AnswerQuestions(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            correlation_id=request.state.request_id,
+            thread_id=thread_id,
+            answers=answers,
+        )
+    )
+    return success(request, {**thread_links(thread_id), "answered": [a.question_id for a in answers]}, status_code=202)
 
 
 @router.post("/{thread_id}/optimize")
-async def optimize_thread(thread_id: ThreadId, request: Request, read_model: ReadModelDep, accepted: AcceptedDep,
-                          learner: LearnerDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+async def optimize_thread(
+    thread_id: ThreadId,
+    request: Request,
+    read_model: ReadModelDep,
+    accepted: AcceptedDep,
+    learner: LearnerDep,
+    commands: CommandsDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
     """Apply what Hermes learned to a thread that is ``awaiting_answers``: the learner says which open questions
     the user's usable preferences (confidence >= ``HERMES_CONFIDENCE_THRESHOLD``, unexpired) and applied
     ``recurring_answer`` patterns answer, and which applied ``skip_question`` patterns let stay open; the answers
@@ -145,11 +181,24 @@ async def optimize_thread(thread_id: ThreadId, request: Request, read_model: Rea
     applied = [o for o in reply.optimizations if o.question_id in open_ids]
     answers = [Answer(question_id=o.question_id, text=o.answer, assumed=True) for o in applied if o.answer]
     if answers:
-        await commands.send(AnswerQuestions(command_id=new_id(), issued_at=utcnow(),
-                                            correlation_id=request.state.request_id, thread_id=thread_id,
-                                            answers=answers))
-    return success(request, {**thread_links(thread_id), "applied": applied, "continued": bool(answers),
-                             "reason": _optimized(reply.learning_enabled, reply.reason, len(answers), len(applied))})
+        await commands.send(
+            AnswerQuestions(
+                command_id=new_id(),
+                issued_at=utcnow(),
+                correlation_id=request.state.request_id,
+                thread_id=thread_id,
+                answers=answers,
+            )
+        )
+    return success(
+        request,
+        {
+            **thread_links(thread_id),
+            "applied": applied,
+            "continued": bool(answers),
+            "reason": _optimized(reply.learning_enabled, reply.reason, len(answers), len(applied)),
+        },
+    )
 
 
 def _optimized(learning_enabled: bool, learner_reason: str, answered: int, applied: int) -> str:
@@ -164,16 +213,31 @@ def _optimized(learning_enabled: bool, learner_reason: str, answered: int, appli
 
 
 @router.post("/{thread_id}/rate", status_code=202)
-async def rate_thread(thread_id: ThreadId, body: RateRequest, request: Request, read_model: ReadModelDep,
-                      accepted: AcceptedDep, commands: CommandsDep, principal: PrincipalDep) -> JSONResponse:
+async def rate_thread(
+    thread_id: ThreadId,
+    body: RateRequest,
+    request: Request,
+    read_model: ReadModelDep,
+    accepted: AcceptedDep,
+    commands: CommandsDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
     """Publish ``RateThread`` for a completed thread; a later rating replaces an earlier one.
 
     202 ``{"thread_id", "rating", "status_url", "events_url"}``. Errors: 422 ``validation_failed`` (rating
     not an integer 1-5), 404 ``thread_not_found``, 409 ``not_completed``, 503 ``bus_unavailable``. Nothing is published
     on any of them."""
     check_ratable(await _existing_thread(read_model, accepted, thread_id, None, principal))
-    await commands.send(RateThread(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
-                                   thread_id=thread_id, rating=body.rating, comment=body.comment))
+    await commands.send(
+        RateThread(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            correlation_id=request.state.request_id,
+            thread_id=thread_id,
+            rating=body.rating,
+            comment=body.comment,
+        )
+    )
     return success(request, {**thread_links(thread_id), "rating": body.rating}, status_code=202)
 
 
@@ -187,8 +251,9 @@ async def job_result(thread_id: ThreadId, job_id: JobId, request: Request, read_
 
 
 @router.post("/{thread_id}/jobs/{job_id}/cancel", status_code=202)
-async def cancel_job(thread_id: ThreadId, job_id: JobId, request: Request, read_model: ReadModelDep,
-                     commands: CommandsDep) -> JSONResponse:
+async def cancel_job(
+    thread_id: ThreadId, job_id: JobId, request: Request, read_model: ReadModelDep, commands: CommandsDep
+) -> JSONResponse:
     """Publish ``CancelJob`` for an open job: a queued job is never dispatched, a running model call is stopped
     at its edge; the thread then moves on as after a failed job (a cancelled draft 1 fails the thread, a
     workflow skips the steps depending on it).
@@ -200,8 +265,19 @@ async def cancel_job(thread_id: ThreadId, job_id: JobId, request: Request, read_
     if job is None:
         raise job_not_found(thread_id, job_id)
     if not job.cancellable:
-        raise ApiError(409, "job_not_cancellable", f"Job {job_id} is {job.status}; only an open job can be "
-                       "cancelled.", details={"job_id": job_id, "status": job.status})
-    await commands.send(CancelJob(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
-                                  thread_id=thread_id, job_id=job_id))
+        raise ApiError(
+            409,
+            "job_not_cancellable",
+            f"Job {job_id} is {job.status}; only an open job can be cancelled.",
+            details={"job_id": job_id, "status": job.status},
+        )
+    await commands.send(
+        CancelJob(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            correlation_id=request.state.request_id,
+            thread_id=thread_id,
+            job_id=job_id,
+        )
+    )
     return success(request, {**thread_links(thread_id), "job_id": job_id}, status_code=202)

@@ -7,15 +7,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
+from hermes_proto.commands import SubmitWorkflow
+from hermes_proto.events import WorkflowError, WorkflowStep, step_order
+from hermes_proto.ids import new_id, utcnow
+
 from hermes_gateway.admission import admit
 from hermes_gateway.auth import owner_id
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import ApiError, success
 from hermes_gateway.routes.ideas import ChannelFields, RoutingFields, thread_links
-from hermes_proto.commands import SubmitWorkflow
-from hermes_proto.events import WorkflowError, WorkflowStep, step_order
-from hermes_proto.ids import new_id, utcnow
 
 router = APIRouter(prefix="/api", tags=["workflows"])
 
@@ -45,8 +46,9 @@ class WorkflowRequest(RoutingFields, ChannelFields):
 
 
 @router.post("/workflows", status_code=202)
-async def submit_workflow(body: WorkflowRequest, request: Request, settings: SettingsDep,
-                          commands: CommandsDep) -> JSONResponse:
+async def submit_workflow(
+    body: WorkflowRequest, request: Request, settings: SettingsDep, commands: CommandsDep
+) -> JSONResponse:
     """Publish one ``SubmitWorkflow`` for a new thread id; the thread's ``steps`` show each step's status.
 
     202 ``{"thread_id", "status_url", "events_url", "command_id", "steps": [step ids in a dependency order]}``.
@@ -55,12 +57,24 @@ async def submit_workflow(body: WorkflowRequest, request: Request, settings: Set
     prompt, 422 ``validation_failed``, 429 ``queue_full``, 503 ``bus_unavailable``; nothing is published on
     any of them."""
     if len(body.steps) > settings.hermes_workflow_max_steps:
-        raise ApiError(400, "too_many_steps", f"{len(body.steps)} steps; at most "
-                       f"{settings.hermes_workflow_max_steps} (HERMES_WORKFLOW_MAX_STEPS).",
-                       details={"steps": len(body.steps), "limit": settings.hermes_workflow_max_steps})
-    steps = [WorkflowStep(step_id=s.step_id, prompt=clean_idea(s.prompt, settings.hermes_max_input_length),
-                          depends_on=s.depends_on, priority=s.priority, max_retries=s.max_retries,
-                          timeout_s=s.timeout_s, max_tokens=s.max_tokens) for s in body.steps]
+        raise ApiError(
+            400,
+            "too_many_steps",
+            f"{len(body.steps)} steps; at most {settings.hermes_workflow_max_steps} (HERMES_WORKFLOW_MAX_STEPS).",
+            details={"steps": len(body.steps), "limit": settings.hermes_workflow_max_steps},
+        )
+    steps = [
+        WorkflowStep(
+            step_id=s.step_id,
+            prompt=clean_idea(s.prompt, settings.hermes_max_input_length),
+            depends_on=s.depends_on,
+            priority=s.priority,
+            max_retries=s.max_retries,
+            timeout_s=s.timeout_s,
+            max_tokens=s.max_tokens,
+        )
+        for s in body.steps
+    ]
     try:
         order = step_order(steps)
     except WorkflowError as exc:
@@ -69,10 +83,22 @@ async def submit_workflow(body: WorkflowRequest, request: Request, settings: Set
     thread_id = new_id()
     request.state.thread_id = thread_id
     request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
-    command = SubmitWorkflow(command_id=new_id(), issued_at=utcnow(), correlation_id=request.state.request_id,
-                             thread_id=thread_id, title=body.title, steps=steps, channel=body.channel,
-                             user_id=owner_id(request, body.user_id), project=body.project, private=body.private,
-                             priority=body.priority, max_retries=body.max_retries, timeout_s=body.timeout_s)
+    command = SubmitWorkflow(
+        command_id=new_id(),
+        issued_at=utcnow(),
+        correlation_id=request.state.request_id,
+        thread_id=thread_id,
+        title=body.title,
+        steps=steps,
+        channel=body.channel,
+        user_id=owner_id(request, body.user_id),
+        project=body.project,
+        private=body.private,
+        priority=body.priority,
+        max_retries=body.max_retries,
+        timeout_s=body.timeout_s,
+    )
     await commands.send(command)
-    return success(request, {**thread_links(thread_id), "command_id": command.command_id, "steps": order},
-                   status_code=202)
+    return success(
+        request, {**thread_links(thread_id), "command_id": command.command_id, "steps": order}, status_code=202
+    )

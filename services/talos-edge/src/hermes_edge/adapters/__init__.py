@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+
 from hermes_proto.backends import BackendConfig
 
 from hermes_edge.adapters.anthropic import AnthropicAdapter
@@ -12,7 +13,9 @@ from hermes_edge.adapters.openai_compat import OpenAICompatAdapter
 from hermes_edge.adapters.session import new_session
 
 ADAPTERS: dict[str, type[HttpChatAdapter]] = {
-    "openai": OpenAICompatAdapter, "ollama": OllamaAdapter, "anthropic": AnthropicAdapter,
+    "openai": OpenAICompatAdapter,
+    "ollama": OllamaAdapter,
+    "anthropic": AnthropicAdapter,
 }
 
 
@@ -24,5 +27,13 @@ def build_adapter(backend: BackendConfig, session: aiohttp.ClientSession) -> Htt
     return ADAPTERS[backend.type](session, backend.base_url, key)
 
 
-__all__ = ["ADAPTERS", "AnthropicAdapter", "HttpChatAdapter", "OllamaAdapter", "OpenAICompatAdapter", "TextSink",
-           "build_adapter", "new_session"]
+__all__ = [
+    "ADAPTERS",
+    "AnthropicAdapter",
+    "HttpChatAdapter",
+    "OllamaAdapter",
+    "OpenAICompatAdapter",
+    "TextSink",
+    "build_adapter",
+    "new_session",
+]

@@ -25,9 +25,16 @@ API_VERSION = "2023-06-01"
 MAX_TEMPERATURE = 1.0
 # The HTTP status of each error ``type`` in Anthropic's "Errors" reference, so an error event inside a 200
 # stream maps like the same error before it.
-ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
-                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
-                "overloaded_error": 529}
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
 
@@ -105,8 +112,9 @@ class AnthropicAdapter(HttpChatAdapter):
         content = message.get("content")
         if not isinstance(content, list):
             raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE, f"not a message: {str(message)[:200]}")
-        await state.add_text("".join(str(b.get("text") or "") for b in content
-                                     if isinstance(b, dict) and b.get("type") == "text"))
+        await state.add_text(
+            "".join(str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        )
         self._apply_stop(message.get("stop_reason"), state)
         self._apply_usage(message.get("usage"), state)
 

@@ -19,12 +19,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
-from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
-from hermes_proto.ids import utcnow
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
+
+from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
+from hermes_proto.ids import utcnow
 
 from hermes_edge.adapters.session import env_proxy
 from hermes_edge.domain import (
@@ -189,8 +190,7 @@ class HttpChatAdapter:
             "server.address": self._server_address,
             "server.port": self._server_port,
         }
-        with _tracer.start_as_current_span(f"chat {call.model}", kind=SpanKind.CLIENT,
-                                           attributes=attributes) as span:
+        with _tracer.start_as_current_span(f"chat {call.model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             started = time.perf_counter()
             try:
                 reply = await self._stream(call, on_text, started)
@@ -212,13 +212,20 @@ class HttpChatAdapter:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_TIMEOUT_S, call.timeout_s))
         try:
             async with asyncio.timeout(call.timeout_s) as deadline:
-                async with self._session.post(self._chat_url, data=msgspec.json.encode(self.request_body(call)),
-                                              headers=headers, timeout=timeout, proxy=self._proxy) as response:
+                async with self._session.post(
+                    self._chat_url,
+                    data=msgspec.json.encode(self.request_body(call)),
+                    headers=headers,
+                    timeout=timeout,
+                    proxy=self._proxy,
+                ) as response:
                     if response.status >= 300:
                         body = await response.read()
                         raise error_for_status(
-                            response.status, provider_error_message(body),
-                            parse_retry_after(response.headers.get("Retry-After"), utcnow()))
+                            response.status,
+                            provider_error_message(body),
+                            parse_retry_after(response.headers.get("Retry-After"), utcnow()),
+                        )
                     state.receiving = True
                     await self.read_stream(response, state)
                     if state.finished:
@@ -233,20 +240,26 @@ class HttpChatAdapter:
             raise ModelCallFailed(ErrorCode.TIMEOUT, f"no result within {call.timeout_s:g} s ({where})") from None
         except aiohttp.ClientError as exc:
             if state.receiving:  # the body broke: reset, closed mid-chunk, undecodable transfer
-                raise ModelCallFailed(ErrorCode.STREAM_CUT,
-                                      f"stream broke after {len(state.parts)} chunks: {exc!r}") from None
+                raise ModelCallFailed(
+                    ErrorCode.STREAM_CUT, f"stream broke after {len(state.parts)} chunks: {exc!r}"
+                ) from None
             raise ModelCallFailed(ErrorCode.CONNECTION_ERROR, f"{self.base_url}: {exc!r}") from None
         if not state.finished:
-            raise ModelCallFailed(ErrorCode.STREAM_CUT,
-                                  f"stream ended without its final message after {len(state.parts)} chunks")
+            raise ModelCallFailed(
+                ErrorCode.STREAM_CUT, f"stream ended without its final message after {len(state.parts)} chunks"
+            )
         return state.reply(call)
 
     async def probe(self, timeout_s: float = 3.0) -> ProbeResult:
         """A cheap health check (``GET probe_path``): healthy when the server answers 200 with JSON.
         Never raises; the reason of an unhealthy result is in ``detail``."""
         try:
-            async with self._session.get(self._probe_url, headers=self._probe_headers, proxy=self._proxy,
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            async with self._session.get(
+                self._probe_url,
+                headers=self._probe_headers,
+                proxy=self._proxy,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             return ProbeResult(healthy=False, models=[], detail=repr(exc))

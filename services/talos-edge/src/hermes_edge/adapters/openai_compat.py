@@ -89,8 +89,9 @@ class OpenAICompatAdapter(HttpChatAdapter):
         except (KeyError, IndexError, TypeError, AttributeError):
             if isinstance(payload, dict) and payload.get("error"):
                 raise in_stream_error(payload) from None
-            raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE,
-                                  f"not a chat completion: {str(payload)[:200]}") from None
+            raise ModelCallFailed(
+                ErrorCode.MALFORMED_RESPONSE, f"not a chat completion: {str(payload)[:200]}"
+            ) from None
         await state.add_text(str(content))
         state.finish_reason = choice.get("finish_reason")
         self._apply_usage(payload.get("usage"), state)

@@ -21,8 +21,9 @@ async def body_lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
             for line in raw.splitlines():
                 yield line.decode("utf-8", errors="replace")
     except LineTooLong:
-        raise ModelCallFailed(ErrorCode.MALFORMED_RESPONSE,
-                              f"a stream line longer than {2 * READ_BUFSIZE} bytes") from None
+        raise ModelCallFailed(
+            ErrorCode.MALFORMED_RESPONSE, f"a stream line longer than {2 * READ_BUFSIZE} bytes"
+        ) from None
 
 
 async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
