@@ -174,10 +174,11 @@ def router_mismatches(router: str, edge: str, same_day: bool) -> list[tuple[str,
 
 
 def submit_trace(spans) -> set[str]:
-    """Services with spans in the trace of the gateway's ``POST /api/submit`` span."""
+    """Services with spans in the trace of the gateway's ``POST /api/submit`` span (none while that span is still on
+    its way: the gateway exports in batches)."""
     roots = [s for s in spans if s.service == "hermes-gateway" and s.name == "POST /api/submit"]
-    assert len(roots) == 1, "\n".join(map(repr, roots))
-    return {s.service for s in spans if s.trace_id == roots[0].trace_id}
+    assert len(roots) <= 1, "\n".join(map(repr, roots))
+    return {s.service for s in spans if s.trace_id == roots[0].trace_id} if roots else set()
 
 
 async def test_one_thread_is_traced_measured_and_logged_without_secrets(tmp_path):
