@@ -38,12 +38,14 @@ from pathlib import Path
 from statistics import mean
 
 import httpx
+from system import ROOT  # puts tests/ on sys.path for the imports below
+
+# isort: split
 from conftest import NatsServer, stored_events, wait_until  # noqa: E402  (tests/ is on sys.path through system)
 from fakes.llm_servers import FakeOpenAIServer  # noqa: E402
 from fakes.simulated_users import Profile, faithful_reply, ideas_for, population  # noqa: E402
 from procs import model_env, service_processes, start_ready  # noqa: E402
 from report import table, write_csv
-from system import ROOT
 
 from hermes_proto import events as ev  # noqa: E402
 from hermes_proto.bus import connect  # noqa: E402

@@ -43,9 +43,11 @@ from typing import Any
 import msgspec
 import nats
 import psutil
+from system import ROOT  # puts tests/ on sys.path for the imports below
+
+# isort: split
 from procs import MODULES, ServiceProcess, model_env  # noqa: E402  (tests/ is on sys.path through system)
 from report import percentile, table, write_csv
-from system import ROOT
 from threadlog import Mix, build_log
 
 from hermes_proto import subjects as subj  # noqa: E402
