@@ -17,11 +17,13 @@ from hermes_cli.natsserver import free_port, nats_server_args, wait_for_port
 
 @dataclass
 class NatsServer:
-    """A running nats-server subprocess; ``restart()`` keeps the same port and store dir."""
+    """A running nats-server subprocess; ``restart()`` keeps the same port and store dir; ``config``: a configuration
+    file (e.g. the bus authorization of ``hermes_proto.credentials.server_config``)."""
 
     port: int
     store_dir: Path
     proc: subprocess.Popen | None = None
+    config: Path | None = None
 
     @property
     def url(self) -> str:
@@ -29,7 +31,9 @@ class NatsServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            nats_server_args(self.port, self.store_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            nats_server_args(self.port, self.store_dir, config=self.config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
 

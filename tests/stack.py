@@ -143,17 +143,29 @@ class HermesUp:
             parts += [p.read_text(errors="replace") for p in sorted(logs.iterdir())]
         return "\n".join(parts)
 
-    def stop(self, timeout_s: float = 40, sig: int = signal.SIGINT) -> int | None:
-        """``sig`` (default SIGINT, as Ctrl-C) and wait; returns the exit code."""
+    def bus_violations(self) -> list[str]:
+        """The embedded nats-server's log lines that report a permissions violation (a service publishing or
+        subscribing beyond its grant in ``hermes_proto.access``)."""
+        log = self.home / "logs" / "nats.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if "Violation" in line]
+
+    def stop(self, timeout_s: float = 40, sig: int = signal.SIGINT, check_bus: bool = True) -> int | None:
+        """``sig`` (default SIGINT, as Ctrl-C) and wait; returns the exit code. ``check_bus``: then fail when the
+        NATS log reports a permissions violation (every run proves the grants suffice)."""
         if self.proc is None:
             return None
         try:
             if self.proc.poll() is None:
                 self.proc.send_signal(sig)
-            return self.proc.wait(timeout=timeout_s)
+            code = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise
         finally:
             if self._log is not None:
                 self._log.close()
+        violations = self.bus_violations() if check_bus else []
+        distinct = sorted({line.split(" - ", 2)[-1] for line in violations})
+        assert not violations, "permissions violations on the bus:\n" + "\n".join(distinct[:40])
+        return code

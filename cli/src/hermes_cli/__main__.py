@@ -4,7 +4,7 @@ Threads (:mod:`hermes_cli.threads`): ``submit`` (streams draft 1 live, then prin
 (streams draft 2), ``status``, ``list``, ``rate``, ``cancel``, ``workflow``. Sessions and memory
 (:mod:`hermes_cli.memory`): ``sessions``, ``session``, ``search``, ``soul``, ``export sft|dpo`` (training data as
 JSONL). Operations (:mod:`hermes_cli.backends`, :mod:`hermes_cli.system`): ``backends`` (``enable``, ``disable``,
-``compare``), ``dead-letters`` (``replay``), ``up``. Each command is a plain function there; this module
+``compare``), ``dead-letters`` (``replay``), ``up``, ``bus-credentials`` (:mod:`hermes_cli.buscreds`). Each command is a plain function there; this module
 registers them all, in the order ``hermes --help`` lists them.
 
 The gateway and its token come from :mod:`hermes_cli.config`: ``--url`` / ``--token``, else ``$HERMES_URL`` /
@@ -24,7 +24,7 @@ from typing import Any
 
 import typer
 
-from hermes_cli import backends, memory, system, threads
+from hermes_cli import backends, buscreds, memory, system, threads
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("submit", threads.submit),
@@ -65,6 +65,7 @@ def build_app() -> typer.Typer:
     app.add_typer(_group(backends.HELP, backends.backends, BACKEND_COMMANDS), name="backends")
     app.add_typer(_group(system.DEAD_LETTERS_HELP, system.dead_letters, DEAD_LETTER_COMMANDS), name="dead-letters")
     app.command("up")(system.up)
+    app.command("bus-credentials")(buscreds.bus_credentials)
     return app
 
 

