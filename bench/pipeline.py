@@ -215,7 +215,7 @@ async def measure(args: argparse.Namespace, levels: list[int], up, llm: FakeLLMP
     async with (
         httpx.AsyncClient(base_url=up.base_url, timeout=timeout, limits=limits) as client,
         httpx.AsyncClient(timeout=timeout, limits=limits) as direct,
-        StreamCounter(nats_url) as counter,
+        StreamCounter(nats_url, up.admin_seed) as counter,
     ):
         await warm_up(args, client)
         probe = ProcessProbe.of(up.home, {"fake-llm": llm.proc.pid, "bench-client": os.getpid()})

@@ -161,12 +161,13 @@ class StreamCounter:
     streams delete acked messages, so ``messages`` would undercount). Core NATS traffic (token deltas,
     query request/reply, acks, pull requests, heartbeats) is not in any stream and is not counted here."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, seed: Path | None = None) -> None:
         self.url = url
+        self.seed = seed  # hermes up's admin.nk: its bus admits only the keys it generated
         self.nc = None
 
     async def __aenter__(self) -> StreamCounter:
-        self.nc = await nats.connect(self.url)
+        self.nc = await nats.connect(self.url, **({"nkeys_seed": str(self.seed)} if self.seed else {}))
         self.js = self.nc.jetstream()
         return self
 

@@ -74,6 +74,11 @@ class HermesUp:
         self._log = None
 
     @property
+    def admin_seed(self) -> Path:
+        """The ``admin`` role's NKey seed ``up`` generated (a test or bench that talks to the bus directly)."""
+        return self.home / "credentials" / "admin.nk"
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
