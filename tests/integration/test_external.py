@@ -468,6 +468,27 @@ async def test_failures_given_up_calls_and_a_v1_producer(stack: Stack):
 # --------------------------------------------------------------------------- internal addresses (SSRF)
 
 
+async def test_internal_callback_addresses_are_refused_at_submission(stack: Stack, js_client):
+    """Every spelling of a loopback, metadata or private address, and a name resolving to loopback: 400
+    ``invalid_callback_url`` with the kind of address, nothing published, the sink never reached. The listed
+    receiver (HERMES_OUTBOUND_ALLOW) is accepted, the same host on another port is not."""
+    published, tap = await tap_submissions(js_client[0])
+    refused = [*internal_urls(stack.sink.port), f"http://0177.0.0.1:{stack.sink.port}/hook"]
+    for url in refused:
+        response = await external_submit(stack, idea="Probe", callback_url=url, source_app="probe")
+        assert response.status_code == 400, (url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_callback_url", (url, error)
+        assert error["details"]["reason"] in ("loopback", "unspecified", "link_local", "private"), (url, error)
+        assert "not a public one" in error["message"] and "/hook" not in error["message"]
+    accepted = await external_submit(stack, idea="Probe", callback_url=stack.callback_url("/ok"), source_app="crm")
+    assert accepted.status_code == 202, accepted.text
+    await wait_until(lambda: published, timeout_s=10)
+    await tap.unsubscribe()
+    assert [c.callback_url for c in published] == [stack.callback_url("/ok")]
+    assert stack.sink.connections == []
+
+
 async def test_the_notifier_refuses_internal_addresses_that_bypassed_the_gateway(stack: Stack):
     """SubmitIdea commands published straight to the bus (no gateway check) with internal callback URLs: the
     notifier refuses each at delivery (one ``notification_failed`` ``refused_address``, no retry), never
