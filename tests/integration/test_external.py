@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from conftest import wait_until
 from fakes.loopback import LoopbackServer
+from fakes.sink import Sink, internal_urls
 from nats.js.errors import NotFoundError
 from procs import ServiceProcess
 from test_gateway_api import Gateway, start_gateway
@@ -90,6 +91,7 @@ class Stack:
     notifier: ServiceProcess
     js: object
     receiver: CallbackReceiver
+    sink: Sink  # on loopback, not allowed: must never be reached
 
     def callback_url(self, path: str) -> str:
         return f"{self.receiver.url}{path}?token={SECRET}"
@@ -171,12 +173,17 @@ def _caused_by(cause, event_id: str) -> dict:
 async def stack(bus_env: dict[str, str], js_client, tmp_path: Path) -> AsyncIterator[Stack]:
     _, js = js_client
     logs = tmp_path / "logs"
+    receiver = await CallbackReceiver().start()
+    sink = await Sink().start()
+    # The producer's receiver is on loopback: listed as the one trusted internal receiver, for both services.
+    allow = {"HERMES_OUTBOUND_ALLOW": f"127.0.0.1:{receiver.port}"}
     orchestrator = ServiceProcess("orchestrator", "hermes_orchestrator", {**bus_env, "METRICS_PORT": "0"}, logs).start()
     notifier = ServiceProcess(
         "notifier",
         "hermes_notifier",
         {
             **bus_env,
+            **allow,
             "METRICS_PORT": "0",
             "TELEGRAM_BOT_TOKEN": "",
             "HERMES_WEB_BASE_URL": "http://hermes.test",
@@ -185,10 +192,9 @@ async def stack(bus_env: dict[str, str], js_client, tmp_path: Path) -> AsyncIter
         },
         logs,
     ).start()
-    receiver = await CallbackReceiver().start()
     gateway = None
     try:
-        gateway = await start_gateway(bus_env, logs)
+        gateway = await start_gateway(bus_env, logs, **allow)
 
         async def ready() -> bool:
             assert orchestrator.alive(), orchestrator.log_text()
@@ -203,11 +209,12 @@ async def stack(bus_env: dict[str, str], js_client, tmp_path: Path) -> AsyncIter
             return True
 
         await wait_until(ready, timeout_s=40, interval_s=0.2)
-        yield Stack(gateway, notifier, js, receiver)
+        yield Stack(gateway, notifier, js, receiver, sink)
     finally:
         processes = [notifier, orchestrator] + ([gateway.process] if gateway is not None else [])
         await asyncio.gather(*(asyncio.to_thread(process.stop) for process in processes))
         await receiver.stop()
+        await sink.stop()
 
 
 async def external_submit(stack: Stack, **fields) -> httpx.Response:
@@ -276,9 +283,8 @@ def test_v1_submit_idea_is_upcast_and_unknowns_are_handled():
 # --------------------------------------------------------------------------- end to end
 
 
-async def refusals_publish_nothing(stack: Stack, js_client) -> None:
-    """Bad submissions get the error envelope with a machine-readable code, and no command is published."""
-    nc, _ = js_client
+async def tap_submissions(nc) -> tuple[list[SubmitIdea], object]:
+    """Every SubmitIdea published from now on (decoded, in a list that fills up) and the subscription."""
     published: list[SubmitIdea] = []
 
     async def record(msg) -> None:
@@ -286,6 +292,12 @@ async def refusals_publish_nothing(stack: Stack, js_client) -> None:
 
     tap = await nc.subscribe(subjects.command_type_filter(SubmitIdea), cb=record)
     await nc.flush()
+    return published, tap
+
+
+async def refusals_publish_nothing(stack: Stack, js_client) -> None:
+    """Bad submissions get the error envelope with a machine-readable code, and no command is published."""
+    published, tap = await tap_submissions(js_client[0])
     good = dict(idea="Plan a garden", callback_url="https://crm.test/hook", source_app="crm")
     refusals = [
         ({"callback_url": "ftp://crm.test/hook"}, 400, "invalid_callback_url"),
@@ -451,3 +463,66 @@ async def test_failures_given_up_calls_and_a_v1_producer(stack: Stack):
     [call] = await wait_until(lambda: stack.receiver.to("/v1"), timeout_s=20)
     assert call.body["source_app"] == "legacy" and call.body["final_draft"] == "Meeting summary"
     assert call.query == f"token={SECRET}"
+
+
+# --------------------------------------------------------------------------- internal addresses (SSRF)
+
+
+async def test_internal_callback_addresses_are_refused_at_submission(stack: Stack, js_client):
+    """Every spelling of a loopback, metadata or private address, and a name resolving to loopback: 400
+    ``invalid_callback_url`` with the kind of address, nothing published, the sink never reached. The listed
+    receiver (HERMES_OUTBOUND_ALLOW) is accepted, the same host on another port is not."""
+    published, tap = await tap_submissions(js_client[0])
+    refused = [*internal_urls(stack.sink.port), f"http://0177.0.0.1:{stack.sink.port}/hook"]
+    for url in refused:
+        response = await external_submit(stack, idea="Probe", callback_url=url, source_app="probe")
+        assert response.status_code == 400, (url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_callback_url", (url, error)
+        assert error["details"]["reason"] in ("loopback", "unspecified", "link_local", "private"), (url, error)
+        assert "not a public one" in error["message"] and "/hook" not in error["message"]
+    accepted = await external_submit(stack, idea="Probe", callback_url=stack.callback_url("/ok"), source_app="crm")
+    assert accepted.status_code == 202, accepted.text
+    await wait_until(lambda: published, timeout_s=10)
+    await tap.unsubscribe()
+    assert [c.callback_url for c in published] == [stack.callback_url("/ok")]
+    assert stack.sink.connections == []
+
+
+async def test_the_notifier_refuses_internal_addresses_that_bypassed_the_gateway(stack: Stack):
+    """SubmitIdea commands published straight to the bus (no gateway check) with internal callback URLs: the
+    notifier refuses each at delivery (one ``notification_failed`` ``refused_address``, no retry), never
+    connects to the sink, and keeps delivering to the listed receiver."""
+    urls = internal_urls(stack.sink.port)
+    threads = []
+    for url in urls:
+        command = SubmitIdea(
+            command_id=new_id(),
+            issued_at=utcnow(),
+            thread_id=new_id(),
+            idea="Probe the callbacks",
+            channel="external",
+            max_questions=0,
+            callback_url=url,
+            source_app="probe",
+        )
+        await stack.js.publish(
+            subjects.command_subject(command), encode(command), headers={"Nats-Msg-Id": command.command_id}
+        )
+        threads.append(command.thread_id)
+    for thread_id in threads:
+        await stack.complete_draft(thread_id, "A draft nobody internal may receive")
+    for thread_id, url in zip(threads, urls, strict=True):
+        [failed] = await wait_until(lambda t=thread_id: stack.records(t, "notification_failed"), timeout_s=20)
+        assert failed.channel == "webhook" and failed.message.startswith("refused_address: "), (url, failed)
+        assert await stack.records(thread_id, "notification_sent") == []
+    assert stack.sink.connections == []
+    assert stack.notifier.alive()
+    log_text = stack.notifier.log_text()
+    assert log_text.count("callback_retry") == 0 and log_text.count("refused_address") >= len(urls)
+
+    allowed = await external_submit(
+        stack, idea="Still delivered", callback_url=stack.callback_url("/after"), source_app="crm", max_questions=0
+    )
+    await stack.complete_draft(allowed.json()["data"]["thread_id"], "Delivered")
+    await wait_until(lambda: stack.receiver.to("/after"), timeout_s=20)

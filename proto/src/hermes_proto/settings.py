@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hermes_proto.outbound import OutboundPolicy
 
 
 def default_home() -> Path:
@@ -36,3 +38,23 @@ class BusSettings(BaseSettings):
     nats_tls_ca_file: Path | None = None
     nats_tls_cert_file: Path | None = None
     nats_tls_key_file: Path | None = None
+
+
+class OutboundSettings(BaseSettings):
+    """For services that send requests to user-given URLs (mixed into their settings). ``hermes_outbound_allow``:
+    receivers reachable although their address is not public (loopback, private, link-local...), comma-separated
+    ``host``, ``host:port``, ``address[:port]`` or CIDR entries (:meth:`OutboundPolicy.parse`); blank: none.
+    A bad entry is a settings error."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    hermes_outbound_allow: str = ""
+
+    @field_validator("hermes_outbound_allow")
+    @classmethod
+    def _valid_allow_list(cls, value: str) -> str:
+        OutboundPolicy.parse(value)
+        return value
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.hermes_outbound_allow)

@@ -10,13 +10,13 @@ from limits import RateLimitItem, parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from hermes_proto.settings import BusSettings
+from hermes_proto.settings import BusSettings, OutboundSettings
 
 WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 """Bot API ``setWebhook``: "secret_token: 1-256 characters. Only characters A-Z, a-z, 0-9, _ and - are allowed"."""
 
 
-class GatewaySettings(BusSettings):
+class GatewaySettings(BusSettings, OutboundSettings):
     """``HERMES_WEB_HOST``/``HERMES_WEB_PORT``: where the HTTP server listens; ``HERMES_MAX_INPUT_LENGTH``:
     the longest idea or answer accepted (characters); ``HERMES_QUERY_TIMEOUT_SECONDS``: how long a read
     waits for the orchestrator's reply on ``hermes.query.*`` (seconds) before answering 503;
@@ -37,7 +37,10 @@ class GatewaySettings(BusSettings):
     ``HERMES_COOKIE_SECURE``: the cookie is sent over HTTPS only; ``HERMES_RATE_LIMIT`` and
     ``HERMES_AUTH_FAILURE_LIMIT``: ``limits`` strings such as ``600/minute`` (blank or ``0``: off);
     ``HERMES_MAX_BODY_BYTES``: the largest request body (bytes); ``HERMES_CORS_ORIGINS``: comma-separated origins
-    allowed cross-origin (blank: CORS off)."""
+    allowed cross-origin (blank: CORS off).
+
+    ``HERMES_OUTBOUND_ALLOW`` (:class:`~hermes_proto.settings.OutboundSettings`): internal receivers a
+    ``callback_url`` may name; any other non-public address is refused at submission."""
 
     # A settings error names the variable but never echoes its value: it may be a secret.
     model_config = SettingsConfigDict(hide_input_in_errors=True)

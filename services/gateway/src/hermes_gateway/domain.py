@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from hermes_proto.commands import CALLBACK_URL_MAX_LENGTH, SOURCE_APP_PATTERN
 from hermes_proto.events import Answer
+from hermes_proto.outbound import OutboundRefused
 from hermes_proto.queries import ThreadView
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -129,6 +130,17 @@ def check_callback_url(url: str) -> str:
             user_action="Send an absolute http:// or https:// URL that accepts a JSON POST.",
         )
     return text
+
+
+def refused_callback_url(refused: OutboundRefused) -> Rejected:
+    """``Rejected(invalid_callback_url)`` for a callback whose host is, or resolves to, an address that is not
+    public (``details.reason``: loopback, private, link_local...; see :mod:`hermes_proto.outbound`)."""
+    return Rejected(
+        "invalid_callback_url",
+        f"callback_url {refused}.",
+        details={"field": "callback_url", "reason": refused.reason},
+        user_action="Send the URL of a public receiver; an internal one must be listed in HERMES_OUTBOUND_ALLOW.",
+    )
 
 
 def _callback_url_problem(text: str) -> str | None:

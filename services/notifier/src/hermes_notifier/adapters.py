@@ -36,6 +36,8 @@ from hermes_proto import subjects
 from hermes_proto.base import Event
 from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
+from hermes_proto.outbound import OutboundPolicy, OutboundRefused, Resolver
+from hermes_proto.outbound_http import guarded_client
 
 from hermes_notifier.chat import Keyboard
 from hermes_notifier.domain import CHANNEL, WEBHOOK, ThreadContext
@@ -290,10 +292,12 @@ class CallbackStatus(Exception):
 
 
 def callback_failure_reason(exc: BaseException) -> str:
-    """A short name for a failed callback attempt: ``http_<status>``, ``timeout``, ``network`` or
-    ``invalid_url``."""
+    """A short name for a failed callback attempt: ``http_<status>``, ``timeout``, ``network``, ``invalid_url`` or
+    ``refused_address`` (the URL's host is, or resolves to, an address that is not public and not allowed)."""
     if isinstance(exc, CallbackStatus):
         return f"http_{exc.status}"
+    if isinstance(exc, OutboundRefused):
+        return "refused_address"
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout"
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
@@ -309,13 +313,20 @@ def _retryable_callback(exc: BaseException) -> bool:
 
 
 class CallbackSender:
-    """POSTs JSON results to external producers' callback URLs (one httpx connection pool, redirects not
-    followed, the response body never read). Retries per :class:`CallbackPolicy`."""
+    """POSTs JSON results to external producers' callback URLs through the guarded client
+    (:func:`hermes_proto.outbound_http.guarded_client`: only public addresses or those ``outbound`` lists, checked
+    when connecting; one connection pool, redirects not followed, the response body never read). Retries per
+    :class:`CallbackPolicy`; a refused address is not retried. ``resolver``: for tests."""
 
-    def __init__(self, policy: CallbackPolicy) -> None:
+    def __init__(
+        self, policy: CallbackPolicy, outbound: OutboundPolicy | None = None, resolver: Resolver | None = None
+    ) -> None:
         self._policy = policy
-        self._client = httpx.AsyncClient(
-            follow_redirects=False, timeout=policy.timeout_s, headers={"User-Agent": "hermes-notifier"}
+        self._client = guarded_client(
+            outbound or OutboundPolicy(),
+            timeout=policy.timeout_s,
+            headers={"User-Agent": "hermes-notifier"},
+            resolver=resolver,
         )
         self._backoff = wait_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s)
 
@@ -338,7 +349,7 @@ class CallbackSender:
                 async for attempt in retrying:
                     with attempt:
                         status = await self._attempt(url, body, idempotency_key)
-            except (CallbackStatus, httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+            except (CallbackStatus, httpx.HTTPError, httpx.InvalidURL, TimeoutError, OutboundRefused) as exc:
                 reason = callback_failure_reason(exc)
                 span.set_attribute("error.type", reason)
                 raise SendFailed(reason, _callback_detail(exc, url, self._policy.timeout_s)) from None

@@ -66,7 +66,8 @@ def build_callbacks(settings: NotifierSettings) -> CallbackSender:
             backoff_s=settings.hermes_callback_backoff_s,
             max_backoff_s=settings.hermes_callback_max_backoff_s,
             timeout_s=settings.hermes_callback_timeout_s,
-        )
+        ),
+        settings.outbound_policy(),
     )
 
 

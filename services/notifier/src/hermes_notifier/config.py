@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hermes_proto.settings import BusSettings
+from hermes_proto.settings import BusSettings, OutboundSettings
 
 from hermes_notifier.domain import ALERT_TYPES, BUDGET_THRESHOLD, DEFAULT_COOLDOWNS_S
 
 
-class NotifierSettings(BusSettings):
+class NotifierSettings(BusSettings, OutboundSettings):
     """``telegram_bot_token``: the bot's token (unset or empty: notifications are off); ``telegram_chat_id``:
     the default chat for threads that did not come from Telegram; ``telegram_api_base_url``: the Bot API
     server root (methods at ``<root>/bot<token>/<method>``; unset: python-telegram-bot's default, the official
@@ -40,7 +40,8 @@ class NotifierSettings(BusSettings):
 
     Callbacks to external producers: ``hermes_callback_attempts`` POSTs at most, ``hermes_callback_backoff_s``
     before the second, doubled per try up to ``hermes_callback_max_backoff_s``; ``hermes_callback_timeout_s``
-    bounds one attempt (seconds).
+    bounds one attempt (seconds). A callback goes only to a public address, or to one ``hermes_outbound_allow``
+    lists (:class:`~hermes_proto.settings.OutboundSettings`); any other is refused, never retried.
 
     Telegram as a channel (inbound): ``telegram_updates``: ``polling`` (long-poll ``getUpdates``, the default),
     ``webhook`` (Telegram POSTs to ``telegram_webhook_url``, the gateway's ``/api/telegram/webhook`` behind

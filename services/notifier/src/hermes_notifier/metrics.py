@@ -13,7 +13,8 @@ MESSAGES_SENT = Counter(
 )
 MESSAGES_FAILED = Counter(
     "hermes_notifier_messages_failed_total",
-    "Notifications given up after retries; reason: flood_wait, bad_request, forbidden, unauthorized, ...",
+    "Notifications given up after retries; reason: flood_wait, bad_request, forbidden, unauthorized, ...; for a "
+    "callback http_<status>, timeout, network, invalid_url, refused_address (a forbidden address, not retried)",
     ["channel", "kind", "reason"],
 )
 SEND_RETRIES = Counter(
