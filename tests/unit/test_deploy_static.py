@@ -1284,19 +1284,26 @@ def partition_env(d: dict[str, Any]) -> tuple[int, int]:
     return int(env.get("HERMES_PARTITIONS", 1)), int(env.get("HERMES_PARTITION", 0))
 
 
-def test_partitions_cover_every_thread_once_and_nats_maps_them(rendered) -> None:
+def test_partitions_cover_every_thread_once_and_nats_maps_them(rendered, tmp_path: Path) -> None:
     """Every orchestrator and router Deployment names the same partition count and its own partition, together all
-    of them, and NATS maps commands for that count (hermes_proto.partitions.server_config)."""
+    of them; the overlay's ``hermes bus-credentials`` command generates for that count, whose authorization maps
+    commands inside the account (hermes_proto.partitions.server_mappings) and grants every partition's durables;
+    the NATS configuration itself has no top-level mappings (they would not apply to the account)."""
+    from hermes_proto.access import grants
     from hermes_proto.partitions import server_mappings
 
     overlay, docs = rendered
-    nats_conf = find(docs, "ConfigMap", "hermes-nats-config")["data"]["nats.conf"]
+    _, generated_for, _ = bus_credentials_command((K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text())
     for svc in (SERVICES[1], SERVICES[3]):
         parts = sorted(partition_env(d) for d in hermes_workload(docs, svc))
         count = parts[0][0]
         assert parts == [(count, k) for k in range(count)], f"{overlay}: {svc} partitions {parts}"
-        for src, dst in server_mappings(count).items():
-            assert f'"{src}": "{dst}"' in nats_conf, f"{overlay}: NATS does not map commands for {count} partitions"
+        assert generated_for == count, f"{overlay}: bus-credentials --partitions {generated_for}, {count} partitions"
+    _, authorization = generate_bus(tmp_path / "bus", ["talos"], generated_for)
+    assert account_of(authorization).get("mappings", {}) == server_mappings(generated_for)
+    durables = {durable for _, durable in grants(["talos"], generated_for)["orchestrator"].consume}
+    assert {f"orchestrator-commands-p{k}" for k in range(generated_for) if generated_for > 1} <= durables
+    assert not top_level_mappings(nats_conf(docs)), f"{overlay}: top-level mappings in the NATS configuration"
 
 
 def test_hpas_for_gateway_and_edges(rendered) -> None:
@@ -1344,8 +1351,18 @@ def test_references_resolve(rendered) -> None:
                         data = next(x for x in docs if x["kind"] == kind and x["metadata"]["name"] == ref["name"])
                         assert ref["key"] in {**data.get("data", {}), **data.get("stringData", {})}
         for v in spec.get("volumes", []):
-            if "configMap" in v:
-                assert ("ConfigMap", v["configMap"]["name"]) in names
+            sources = v.get("projected", {}).get("sources", []) + [v]
+            for source in sources:
+                for kind, key, name_key in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "name")):
+                    ref = source.get(key)
+                    if ref is None:
+                        continue
+                    name = ref.get(name_key) or ref.get("secretName")
+                    assert (kind, name) in names, f"{overlay}: {kind} {name} missing"
+                    data = next(x for x in docs if x["kind"] == kind and x["metadata"]["name"] == name)
+                    keys = {**data.get("data", {}), **data.get("stringData", {})}
+                    for item in ref.get("items", []):
+                        assert item["key"] in keys, f"{overlay}: {kind} {name} has no key {item['key']}"
             if "persistentVolumeClaim" in v:
                 assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in names
     pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in WORKLOADS]
@@ -1397,6 +1414,124 @@ def test_nats_statefulset_and_stream_replicas(rendered) -> None:
         assert not routes and not re.search(r"^\s*cluster\s*\{", conf, re.M), "one node: no cluster block"
     stream_replicas = int(find(docs, "ConfigMap", "hermes-config")["data"]["STREAM_REPLICAS"])
     assert stream_replicas == replicas, f"{overlay}: STREAM_REPLICAS {stream_replicas} with {replicas} NATS nodes"
+
+
+def bus_volumes(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's volumes that carry keys of the Secret hermes-bus (plain or projected)."""
+    found = []
+    for v in spec.get("volumes", []):
+        secrets = [v["secret"]] if "secret" in v else []
+        secrets += [s["secret"] for s in v.get("projected", {}).get("sources", []) if "secret" in s]
+        if any((s.get("secretName") or s.get("name")) == BUS_SECRET for s in secrets):
+            found.append(v)
+    return found
+
+
+def test_k8s_services_mount_exactly_their_own_bus_key(rendered) -> None:
+    """Each Deployment of a Hermes service mounts one key of hermes-bus, its role's seed (mode 0400, read-only), and
+    points NATS_NKEY_SEED_FILE at it; the roles are grants of the overlay's bus-credentials command, and the Secret
+    template names every role's seed and the server's authorization."""
+    from hermes_proto.access import ADMIN, PRODUCER, grants
+
+    overlay, docs = rendered
+    backends, partitions, _ = bus_credentials_command(
+        (K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    enabled = find(docs, "ConfigMap", "hermes-config")["data"]["HERMES_BACKENDS_ENABLED"].split(",")
+    assert sorted(backends) == sorted(enabled), f"{overlay}: bus-credentials --backends {backends} vs {enabled}"
+    table = grants(backends, partitions)
+    template = find(docs, "Secret", BUS_SECRET)
+    assert set(template["stringData"]) == {f"{role}.nk" for role in table} | {"nats.conf"}, (
+        f"{overlay}: the {BUS_SECRET} template names every role's seed and nats.conf"
+    )
+    mounted_by: dict[str, str] = {}
+    for svc in SERVICES:
+        workloads = hermes_workload(docs, svc)
+        assert workloads, f"{overlay}: no Deployment runs {svc}"
+        for d in workloads:
+            where = f"{overlay}: {d['metadata']['name']}"
+            spec = pod_spec(d)
+            container = spec["containers"][0]
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            role = expected_role(svc, env)
+            assert role in table and role not in {ADMIN, PRODUCER}, f"{where}: role {role}"
+            seed = PurePosixPath(env.get("NATS_NKEY_SEED_FILE") or "")
+            assert seed.name == f"{role}.nk", f"{where}: NATS_NKEY_SEED_FILE must name {role}.nk, not {seed}"
+            volumes = bus_volumes(spec)
+            assert len(volumes) == 1 and "secret" in volumes[0], f"{where}: one secret volume of {BUS_SECRET}"
+            source = volumes[0]["secret"]
+            items = source.get("items", [])
+            assert [(i["key"], i["path"]) for i in items] == [(f"{role}.nk", f"{role}.nk")], (
+                f"{where}: only its own key {role}.nk, under its own name, not {items}"
+            )
+            assert items[0].get("mode", source.get("defaultMode")) == 0o400, f"{where}: the seed file mode is 0400"
+            mounts = [
+                m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == volumes[0]["name"]
+            ]
+            assert len(mounts) == 1 and mounts[0] in container["volumeMounts"], f"{where}: mounted by its container"
+            assert mounts[0].get("readOnly") is True, f"{where}: the key is mounted read-only"
+            assert PurePosixPath(mounts[0]["mountPath"]) / items[0]["path"] == seed, f"{where}: {seed} is not mounted"
+            mounted_by[d["metadata"]["name"]] = role
+    for d in docs:
+        spec = pod_spec(d)
+        if spec is not None and d["metadata"]["name"] not in mounted_by and d["metadata"]["name"] != "hermes-nats":
+            assert not bus_volumes(spec), f"{overlay}: {d['metadata']['name']} mounts {BUS_SECRET}"
+    partition_replicas = {name: role for name, role in mounted_by.items() if re.search(r"-p\d+$", name)}
+    assert all(role in {"orchestrator", "router"} for role in partition_replicas.values()), partition_replicas
+
+
+def nats_config_layout(docs: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """``(config path, authorization path)`` in the NATS container, and the volume that holds both."""
+    sts = find(docs, "StatefulSet", "hermes-nats")
+    spec = pod_spec(sts)
+    container = next(c for c in spec["containers"] if c["name"] == "nats")
+    args = container["args"]
+    config_path = args[args.index("--config") + 1]
+    volumes = bus_volumes(spec)
+    assert len(volumes) == 1 and "projected" in volumes[0], "NATS: one projected volume with config and authorization"
+    volume = volumes[0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    sources = volume["projected"]["sources"]
+    config_maps = [s["configMap"] for s in sources if "configMap" in s]
+    assert [c["name"] for c in config_maps] == ["hermes-nats-config"] and "items" not in config_maps[0]
+    assert posixpath.join(mount["mountPath"], "nats.conf") == config_path, "the mounted nats.conf is the one run"
+    bus = next(s["secret"] for s in sources if "secret" in s)
+    assert [i["key"] for i in bus["items"]] == ["nats.conf"], "NATS mounts only the authorization of hermes-bus"
+    assert bus["items"][0].get("mode", volume["projected"].get("defaultMode")) == 0o400
+    return config_path, posixpath.join(mount["mountPath"], bus["items"][0]["path"]), volume
+
+
+def test_k8s_nats_includes_the_generated_authorization_and_fails_closed(rendered) -> None:
+    overlay, docs = rendered
+    config_path, auth_path, volume = nats_config_layout(docs)
+    conf = nats_conf(docs)
+    assert [resolve_include(config_path, inc) for inc in includes(conf)] == [auth_path], (
+        f"{overlay}: nats.conf must include {auth_path} (relative to {config_path})"
+    )
+    assert not top_level_mappings(conf), f"{overlay}: mappings belong to the account (the generated authorization)"
+    spec = pod_spec(find(docs, "StatefulSet", "hermes-nats"))
+    checks = [c for c in spec.get("initContainers", []) if auth_path in " ".join(c.get("command", []))]
+    assert len(checks) == 1, f"{overlay}: an init container refuses to start NATS on an empty authorization"
+    mounts = {m["name"]: m["mountPath"] for m in checks[0]["volumeMounts"]}
+    assert posixpath.join(mounts[volume["name"]], posixpath.basename(auth_path)) == auth_path
+    assert '"nkey"' in " ".join(checks[0]["command"]), "the check looks for users"
+
+
+def test_k8s_nats_configuration_is_accepted_by_nats_server(rendered, tmp_path: Path) -> None:
+    """The rendered NATS configuration with the authorization the overlay's bus-credentials command generates, laid
+    out as the pod sees them: ``nats-server -t`` accepts it (the include resolves, every user's key is valid)."""
+    overlay, docs = rendered
+    backends, partitions, _ = bus_credentials_command(
+        (K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    _, authorization = generate_bus(tmp_path / "bus", backends, partitions)
+    config_path, auth_path, _ = nats_config_layout(docs)
+    root = tmp_path / "pod"
+    for path, text in ((config_path, nats_conf(docs)), (auth_path, authorization.read_text())):
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    result = nats_check(root / config_path.lstrip("/"), {"SERVER_NAME": "hermes-nats-0"})
+    assert result.returncode == 0, f"{overlay}: {result.stderr}"
 
 
 # --- NetworkPolicy evaluation ----------------------------------------------------------------------
