@@ -1754,7 +1754,38 @@ def test_systemd_unit_runs_the_edge() -> None:
 
 def test_deployment_docs_cover_outside_edges_and_wheels() -> None:
     k8s_readme = (K8S_DIR / "README.md").read_text()
-    for topic in ("leaf", "Tailscale", "7422", "hermes-talos-edge"):
+    for topic in ("Tailscale", "hermes-talos-edge", "tls://", "NATS_TLS_CA_FILE", "edge-talos.nk", "leaf"):
         assert topic in k8s_readme, f"deploy/k8s/README.md should explain {topic}"
+    for topic in ("hermes bus-credentials", "--partitions 2", "--from-file", BUS_SECRET, "producer.nk", "admin.nk"):
+        assert topic in k8s_readme, f"deploy/k8s/README.md should explain the bus keys: {topic}"
     talos_readme = (TALOS_DIR / "README.md").read_text()
     assert "uv build --package hermes-talos-edge" in talos_readme and "pip install" in talos_readme
+    for topic in ("tls {", "cert_file", "key_file", "ca_file", "verify", "NATS_TLS_CA_FILE", "edge-talos.nk", "leaf"):
+        assert topic in talos_readme, f"deploy/talos/README.md should explain {topic}"
+
+
+def talos_edge_settings() -> list[tuple[str, dict[str, str]]]:
+    """The edge's environment in each native way to run it: the plist and the systemd environment file."""
+    found = [
+        (path.name, plistlib.loads(path.read_bytes())["EnvironmentVariables"]) for path in TALOS_DIR.glob("*.plist")
+    ]
+    for path in TALOS_DIR.glob("*.env.example"):
+        pairs = re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", path.read_text(), re.M)
+        found.append((path.name, dict(pairs)))
+    assert len(found) >= 2, found
+    return found
+
+
+def test_native_edges_connect_with_their_own_key_over_tls() -> None:
+    """An edge on another host: a tls:// URL, the CA of the server's certificate and its own role's seed, named
+    <role>.nk (the role is the file name); the removed leaf node is not referred to any more."""
+    from hermes_proto.access import edge_role
+
+    for name, env in talos_edge_settings():
+        role = edge_role(env["HERMES_EDGE_BACKEND"])
+        assert env["NATS_URL"].startswith("tls://"), f"{name}: NATS_URL over TLS"
+        assert env.get("NATS_TLS_CA_FILE"), f"{name}: NATS_TLS_CA_FILE"
+        assert PurePosixPath(env.get("NATS_NKEY_SEED_FILE", "")).name == f"{role}.nk", f"{name}: its seed {role}.nk"
+    assert not list(TALOS_DIR.glob("nats-leaf*")), "the leaf node configuration is gone (README: not supported)"
+    for path in TALOS_DIR.iterdir():
+        assert "nats-leaf" not in path.read_text(), f"{path.name} still refers to the leaf node"
