@@ -62,8 +62,9 @@ MSG_ID = "Nats-Msg-Id"
 
 def credential_options(settings: BusSettings) -> dict[str, Any]:
     """nats-py ``connect`` options for ``settings``' credentials: the NKey seed and the role's own inbox prefix
-    (:attr:`hermes_proto.access.Grant.inbox_prefix`; only that role may subscribe it), and a TLS context when a CA
-    or client certificate is configured. Raises OSError or ssl.SSLError for unreadable certificate files."""
+    (:attr:`hermes_proto.access.Grant.inbox_prefix`; only that role may subscribe it), a TLS context when a CA
+    or client certificate is configured, and for a ``tls://`` URL the TLS handshake first (the server's
+    ``handshake_first``, :func:`hermes_proto.credentials.tls_block`). Raises OSError or ssl.SSLError for unreadable certificate files."""
     options: dict[str, Any] = {}
     if settings.nats_nkey_seed_file is not None:
         options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
@@ -78,6 +79,8 @@ def credential_options(settings: BusSettings) -> dict[str, Any]:
                 str(settings.nats_tls_key_file) if settings.nats_tls_key_file else None,
             )
         options["tls"] = context
+    if settings.nats_url.startswith("tls://"):  # TLS before anything else: no downgrade to clear text
+        options["tls_handshake_first"] = True
     return options
 
 

@@ -61,8 +61,10 @@ def generate(directory: Path, roles: list[str]) -> dict[str, Path]:
 
 def tls_block(cert_file: Path, key_file: Path, ca_file: Path | None = None) -> dict:
     """nats-server ``tls`` settings: the server's certificate and key; with ``ca_file``, clients must also present a
-    certificate that CA signed (mutual TLS, ``verify``)."""
-    block: dict = {"cert_file": str(cert_file), "key_file": str(key_file), "timeout": 2}
+    certificate that CA signed (mutual TLS, ``verify``). ``handshake_first``: TLS starts before the server's INFO,
+    so a man in the middle cannot answer "TLS not required" and keep the connection in clear (clients connect with
+    ``tls_handshake_first``, :func:`hermes_proto.bus.credential_options` for ``tls://`` URLs)."""
+    block: dict = {"cert_file": str(cert_file), "key_file": str(key_file), "timeout": 2, "handshake_first": True}
     if ca_file is not None:
         block.update(ca_file=str(ca_file), verify=True)
     return block
