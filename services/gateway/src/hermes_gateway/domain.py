@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from hermes_proto.commands import CALLBACK_URL_MAX_LENGTH, SOURCE_APP_PATTERN
 from hermes_proto.events import Answer
-from hermes_proto.queries import ThreadView
+from hermes_proto.queries import MAX_SEQUENCE, ThreadView
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """Ids end up inside NATS subjects, so dots and wildcards (``*``, ``>``) are never accepted."""
@@ -21,7 +21,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 class Rejected(ValueError):
     """Input that breaks a rule. ``code``: empty_idea, idea_too_long, answer_too_long, no_answers,
     duplicate_question, not_awaiting_answers, unknown_question, invalid_id, not_completed,
-    invalid_callback_url, invalid_source_app."""
+    invalid_callback_url, invalid_source_app, invalid_last_event_id."""
 
     def __init__(self, code: str, message: str, *, details: object = None, user_action: str | None = None) -> None:
         super().__init__(message)
@@ -36,6 +36,22 @@ def check_id(value: str, what: str = "id") -> str:
     if not ID_PATTERN.match(value):
         raise Rejected("invalid_id", f"{what} must be 1-128 letters, digits, '-' or '_'", details={"field": what})
     return value
+
+
+def check_last_event_id(value: str | None) -> int:
+    """The ``HERMES_EVENTS`` sequence an SSE ``Last-Event-ID`` header names (0 without one): 1-19 decimal digits
+    worth at most :data:`~hermes_proto.queries.MAX_SEQUENCE`; else ``Rejected(invalid_last_event_id)``."""
+    if value is None or not value.strip():
+        return 0
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEQUENCE):
+        raise Rejected(
+            "invalid_last_event_id",
+            f"Last-Event-ID must be an event sequence from 0 to {MAX_SEQUENCE}.",
+            details={"header": "Last-Event-ID"},
+            user_action="Send the id of the last event received, or no Last-Event-ID to start over.",
+        )
+    return int(text)
 
 
 def clean_idea(idea: str, max_length: int) -> str:

@@ -58,6 +58,7 @@ from hermes_proto.queries import (
     TemplatesQuery,
     TemplatesReply,
 )
+from hermes_proto.rpc import Responder, answering
 
 from hermes_learner import patterns, preferences, queries
 from hermes_learner.ideas import IDEA_TYPES
@@ -126,6 +127,12 @@ class Desk:
         with Session(self.engine) as session:
             return fn(session, *args)
 
+    async def _serve(self, subject: str, handler: Responder) -> None:
+        """Answer ``subject`` in the learners' queue group (one learner answers each request, however many run: a
+        change must be appended once); a request ``handler`` fails on still gets an ``ErrorReply``
+        (:func:`~hermes_proto.rpc.answering`)."""
+        await self.nc.subscribe(subject, queue=QUEUE_GROUP, cb=answering("learner", handler))
+
     async def _append(self, event: Event) -> None:
         [sequence] = await self.store.append([event])
         if not await self.projection.wait_for(sequence, timeout_s=APPLY_TIMEOUT_S):
@@ -136,9 +143,8 @@ class TemplateDesk(Desk):
     """Answers template queries and changes for one learner (``projection`` is its read model's follower)."""
 
     async def subscribe(self) -> None:
-        # One learner answers each request, however many run (a change must be appended once).
-        await self.nc.subscribe(subjects.QUERY_TEMPLATES, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.CONTROL_TEMPLATE, queue=QUEUE_GROUP, cb=self.on_control)
+        await self._serve(subjects.QUERY_TEMPLATES, self.on_query)
+        await self._serve(subjects.CONTROL_TEMPLATE, self.on_control)
 
     async def on_query(self, msg: Msg) -> None:
         query = await _query(msg, TemplatesQuery)
@@ -246,8 +252,8 @@ class PreferenceDesk(Desk):
         self.policy = policy
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_PREFERENCES, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.CONTROL_PREFERENCE, queue=QUEUE_GROUP, cb=self.on_control)
+        await self._serve(subjects.QUERY_PREFERENCES, self.on_query)
+        await self._serve(subjects.CONTROL_PREFERENCE, self.on_control)
 
     def _views(self, user_id: str | None) -> PreferencesReply:
         views = self._read(queries.preference_views, user_id, self.policy.threshold, utcnow())
@@ -335,8 +341,8 @@ class PatternDesk(Desk):
         self.policy = policy
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_PATTERNS, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.QUERY_OPTIMIZATIONS, queue=QUEUE_GROUP, cb=self.on_optimize)
+        await self._serve(subjects.QUERY_PATTERNS, self.on_query)
+        await self._serve(subjects.QUERY_OPTIMIZATIONS, self.on_optimize)
 
     async def on_query(self, msg: Msg) -> None:
         query = await _query(msg, PatternsQuery)

@@ -21,6 +21,7 @@ from hermes_proto.bus import (
 )
 from hermes_proto.codec import decode_command, decode_event
 from hermes_proto.partitions import Partition
+from hermes_proto.rpc import answering
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
@@ -150,7 +151,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
         await on_config(msg, limits, store, projection)
 
     for subject in (subjects.QUERY_CONFIG, subjects.CONTROL_CONFIG):
-        await nc.subscribe(subject, queue="orchestrator", cb=config)
+        await nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", config))
     tasks += [
         asyncio.create_task(reactor.run(), name="reactor"),
         asyncio.create_task(commands.run(), name="commands"),

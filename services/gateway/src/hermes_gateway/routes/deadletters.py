@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hermes_proto.deadletter import DeadLetterReplayed
+from hermes_proto.queries import MAX_SEQUENCE  # a larger sequence is a bad request, not a lookup
 
 from hermes_gateway.deadletters import DeadLetterArchive, DeadLetterPage
 from hermes_gateway.deps import AdminDep, BusDep
@@ -18,9 +19,6 @@ from hermes_gateway.domain import check_id
 from hermes_gateway.envelope import success, success_schema
 
 router = APIRouter(prefix="/api/system/dead-letters", tags=["system"])
-
-MAX_SEQUENCE = 2**63 - 1
-"""JetStream sequences are 64-bit; anything larger is a bad request, not a lookup."""
 
 BUS_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "``bus_unavailable``: JetStream is not answering."}}
 
