@@ -27,6 +27,7 @@ log = structlog.get_logger("hermes.gateway")
 
 REJECTED_STATUS = {
     "empty_idea": 400,
+    "invisible_idea": 400,
     "idea_too_long": 413,
     "answer_too_long": 413,
     "no_answers": 400,

@@ -19,13 +19,13 @@ from hermes_proto.bus import (
     connect,
     ensure_streams,
 )
-from hermes_proto.codec import decode_command, decode_event
+from hermes_proto.codec import decode_event
 from hermes_proto.partitions import Partition
 from hermes_proto.rpc import answering
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
-from hermes_orchestrator import domain
+from hermes_orchestrator import domain, intake
 from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.decisions import Decisions
 from hermes_orchestrator.fold import ThreadFold
@@ -126,7 +126,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
             stream=subjects.COMMANDS_STREAM,
             durable=partition.suffix("orchestrator-commands"),
             filter_subjects=partition.command_filters(),
-            decode=decode_command,
+            decode=intake.decode,
             handler=decisions.on_command,
             ordered=True,
             lane=command_lane,

@@ -48,7 +48,7 @@ async def list_dead_letters(
 ) -> JSONResponse:
     """Dead letters newest first: ``{"dead_letters": [{"dlq_sequence" (the id to replay), "consumer", "stream",
     "subject", "stream_sequence" (where the message was), "deliveries", "headers", "payload" (text), "reason"
-    (invalid_json, validation_failed, max_deliveries, handler_error), "detail", "dead_lettered_at",
+    (invalid_json, validation_failed, invalid_idea, max_deliveries, handler_error), "detail", "dead_lettered_at",
     "replayable", "replayed_at" (null until replayed), "replay" (the marker)}], "next_before"}``. Filters:
     ``consumer`` (a durable name, e.g. ``orchestrator-commands``), ``reason``; ``limit`` 1-500 (default 50);
     ``before``: only records with a lower ``dlq_sequence`` (pass the previous page's ``next_before``).
