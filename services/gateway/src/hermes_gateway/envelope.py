@@ -41,6 +41,7 @@ REJECTED_STATUS = {
 REFUSED_STATUS = {
     "unknown_backend": 404,
     "bad_request": 400,
+    "invalid_trigger": 400,
     "over_budget": 409,
     "unknown_template": 404,
     "unknown_preference": 404,

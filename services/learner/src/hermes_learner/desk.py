@@ -7,7 +7,8 @@ Learned patterns and what they settle: ``hermes.query.patterns`` and ``hermes.qu
 A change is appended to the log as ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` and
 answered once the learner's own projection applied it, so the reply (and every later question choice) shows it.
 Requests that do not decode or fail a check get an :class:`~hermes_proto.queries.ErrorReply` (``bad_request``,
-``unknown_template``, ``template_exists``); nothing is appended for them.
+``invalid_trigger`` for a trigger pattern RE2 refuses, ``unknown_template``, ``template_exists``); nothing is
+appended for them.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from hermes_proto.queries import (
 )
 from hermes_proto.rpc import Responder, answering
 
-from hermes_learner import patterns, preferences, queries
+from hermes_learner import patterns, preferences, queries, triggers
 from hermes_learner.ideas import IDEA_TYPES
 from hermes_learner.learning import learned_event
 from hermes_learner.metrics import PATTERNS_APPLIED
@@ -84,8 +85,8 @@ _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 
 def problems(request: SaveTemplate) -> str | None:
     """Why ``request`` cannot be saved (None: it can): a category, idea type, status, variation style or timing
-    outside the known ones, a trigger that is not a valid regular expression, a ``{...}`` slot other than
-    ``{topic}`` in the text or a variation."""
+    outside the known ones, a trigger RE2 refuses (:func:`hermes_learner.triggers.compile_trigger`), a ``{...}``
+    slot other than ``{topic}`` in the text or a variation."""
     if request.template_id != request.template_id.strip():  # "$" in the id pattern lets a final newline by
         return "the template id must not end in whitespace"
     if request.category not in QUESTION_CATEGORIES:
@@ -95,11 +96,9 @@ def problems(request: SaveTemplate) -> str | None:
         return f"unknown idea type(s) {', '.join(unknown)}; known: {', '.join(IDEA_TYPES)}"
     if request.status not in TEMPLATE_STATUSES:
         return f"status must be one of {', '.join(TEMPLATE_STATUSES)}"
-    for trigger in request.triggers:
-        try:
-            re.compile(trigger)
-        except re.error as exc:
-            return f"trigger {trigger!r} is not a regular expression: {exc}"
+    trigger_problem = triggers.problem(request.triggers)
+    if trigger_problem is not None:
+        return trigger_problem
     unknown = sorted(set(request.variations) - set(STYLES))
     if unknown:
         return f"unknown style(s) {', '.join(unknown)} in variations; known: {', '.join(STYLES)}"
@@ -167,7 +166,7 @@ class TemplateDesk(Desk):
             event: Event = TemplateDeactivated(**_envelope(request.template_id), reason=request.reason)
             outcome = "deactivated"
         else:
-            refusal = self._refusal(request, current is not None)
+            refusal = await asyncio.to_thread(self._refusal, request, current is not None)  # compiles its triggers
             if refusal is not None:
                 await self._refuse(msg, *refusal)
                 return
@@ -192,6 +191,9 @@ class TemplateDesk(Desk):
             return "template_exists", f"template {request.template_id} exists; edit it instead"
         if not request.create and not exists:
             return "unknown_template", f"no template {request.template_id}"
+        trigger_problem = triggers.problem(request.triggers)
+        if trigger_problem is not None:
+            return "invalid_trigger", trigger_problem
         problem = problems(request)
         return ("bad_request", problem) if problem else None
 
