@@ -1178,8 +1178,8 @@ async def test_sse_resumes_after_last_event_id(stack: Stack, http, js_client) ->
     assert [int(e["id"]) for e in sse.events] == [*story, proposed, done]
     assert_error(
         await http.get(f"{stack.url}/api/threads/{thread_id}/events", headers={"Last-Event-ID": "not-a-number"}),
-        422,
-        "validation_failed",
+        400,
+        "invalid_last_event_id",
     )
     assert_error(await http.get(f"{stack.url}/api/threads/a.*/events"), 400, "invalid_id")
 

@@ -195,7 +195,6 @@ async def test_an_added_template_is_listed_once_and_recorded(stack: Stack, http,
 
 LEARNER_REFUSES = [
     {"category": "mood"},  # not one of the five categories
-    {"triggers": ["(unclosed"]},  # does not compile as a regular expression
     {"status": "maybe"},  # not a template status
     {"idea_types": ["gardening"]},  # not an idea type the learner classifies into
     {"text": "Which {colour} do you like?"},  # a slot other than {topic}
@@ -235,6 +234,28 @@ async def test_the_learner_refuses_a_bad_definition(stack: Stack, http, js_clien
         assert error["details"] == {"from": "The learner"}, change
     assert "bad-one" not in await listed(stack, http, include_inactive=True)
     assert await template_events(js, "bad-one") == []
+
+
+REFUSED_TRIGGERS = ["(unclosed", r"(a)\1", "(?=plan)", "(?<!x)garden", r"\pL{200}"]
+"""Not a regular expression, or not one RE2 runs in linear time (backreference, lookaround) or small enough."""
+
+
+async def test_triggers_re2_refuses_are_invalid_trigger_and_nested_quantifiers_pass(
+    stack: Stack, http, js_client
+) -> None:
+    _, js = js_client
+    seed_events = len(await template_events(js, "intent-main-result"))
+    for pattern in REFUSED_TRIGGERS:
+        body = dict(NEW, template_id="bad-trigger", triggers=["garden", pattern])
+        error = error_of(await http.post(stack.templates_url, json=body), 400, "invalid_trigger")
+        assert pattern in error["message"] and error["details"] == {"from": "The learner"}
+        edit = await http.patch(f"{stack.templates_url}/intent-main-result", json={"triggers": [pattern]})
+        assert pattern in error_of(edit, 400, "invalid_trigger")["message"]
+    assert await template_events(js, "bad-trigger") == []
+    assert len(await template_events(js, "intent-main-result")) == seed_events
+    # RE2 matches nested quantifiers in linear time: such a trigger is a trigger like any other.
+    added = data_of(await http.post(stack.templates_url, json=dict(NEW, triggers=["^(a+)+$"])), 201)
+    assert added["triggers"] == ["^(a+)+$"]
 
 
 async def test_bodies_outside_the_contract_limits_never_reach_the_learner(stack: Stack, http, js_client) -> None:

@@ -50,6 +50,10 @@ def questions(n: int = 3) -> list[Question]:
         ("/threads", "command", "threads"),
         ("/frobnicate", "usage", None),
         ("   ", "ignore", None),
+        ("plan a \u202enedrag\u202c\u200f", "idea", "plan a nedrag"),  # no override reaches a thread
+        ("/idea ＰＬＡＮ a garden", "idea", "PLAN a garden"),  # NFKC
+        ("\u200b\u200d\ufeff", "usage", None),  # only invisible characters
+        ("/idea \u200b", "usage", None),
     ],
 )
 def test_messages_become_intents(text, kind, value):

@@ -44,7 +44,8 @@ def dead_letters(
     reason: Annotated[
         str | None,
         typer.Option(
-            "--reason", help="Only this reason (invalid_json, validation_failed, max_deliveries, handler_error)."
+            "--reason",
+            help="Only this reason (invalid_json, validation_failed, invalid_idea, max_deliveries, handler_error).",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,

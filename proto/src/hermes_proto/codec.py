@@ -50,7 +50,8 @@ string) or RecursionError (nesting past its depth limit)."""
 
 class DecodeError(ValueError):
     """The payload is not valid JSON, has an unknown ``type``, or fails validation (also after upcasting).
-    ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed``."""
+    ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed`` (and a consumer's own
+    checks after decoding, e.g. ``invalid_idea``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

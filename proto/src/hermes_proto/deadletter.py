@@ -10,7 +10,8 @@ import msgspec
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A message a consumer could not process, kept with everything needed to replay it.
 
-    ``reason``: ``invalid_json``, ``validation_failed``, ``max_deliveries``, ``handler_error``;
+    ``reason``: ``invalid_json``, ``validation_failed``, ``max_deliveries``, ``handler_error``, ``invalid_idea`` (a
+    ``SubmitIdea`` whose idea is empty or only invisible characters: :mod:`hermes_orchestrator.intake`);
     ``payload`` is the original body decoded as UTF-8 with replacement characters
     (``payload_b64`` keeps the exact bytes)."""
 

@@ -17,6 +17,12 @@ import msgspec
 from hermes_proto import threads
 from hermes_proto.events import Assumption
 
+MAX_SEQUENCE = 2**63 - 1
+"""The largest stream sequence a query may name: JetStream counts in uint64 and SQLite stores int64, and no log
+Hermes keeps comes near either. A query naming a larger one (or a negative one) does not decode (``bad_request``)."""
+StreamSequence = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
+"""A ``HERMES_EVENTS`` sequence in a query (``min_sequence``): 0 to :data:`MAX_SEQUENCE`."""
+
 
 class QuestionView(msgspec.Struct, kw_only=True):
     question_id: str
@@ -127,7 +133,7 @@ class ThreadView(msgspec.Struct, kw_only=True):
 
 class ThreadQuery(msgspec.Struct, kw_only=True):
     thread_id: str
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
     """Read-your-writes: wait (bounded) until the read model has applied this stream sequence."""
 
 
@@ -540,7 +546,7 @@ class OptimizationsQuery(msgspec.Struct, kw_only=True):
     first waits (bounded) until its read model applied that ``HERMES_EVENTS`` sequence."""
 
     thread_id: str
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class OptimizationsReply(msgspec.Struct, kw_only=True):

@@ -2,21 +2,29 @@
 
 Failures surface as :class:`BusUnavailable` (nobody answered in time), :class:`Refused` (the answering service
 sent the contract's :class:`~hermes_proto.queries.ErrorReply`) or :class:`BadReply` (anything else).
+
+The answering side wraps each responder in :func:`answering`, so a request the handler fails on still gets an
+``ErrorReply`` (``bad_request`` when its arguments caused it) instead of leaving the asker to its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
 import nats
+import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from prometheus_client import Counter
 
 from hermes_proto.codec import UNDECODABLE, encode
 from hermes_proto.queries import ErrorReply
 
 R = TypeVar("R")
+log = structlog.get_logger("hermes.rpc")
 
 BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 """What a NATS or JetStream call raises when the server or the answering service is unreachable."""
@@ -76,3 +84,47 @@ async def ask(nc: NATS, what: str, subject: str, query: msgspec.Struct, reply_ty
 
 class Empty(msgspec.Struct):
     """An empty query body."""
+
+
+Responder = Callable[[Msg], Awaitable[None]]
+"""A core NATS subscription callback that answers requests itself (``msg.respond``)."""
+
+QUERY_FAILURES = Counter(
+    "hermes_query_failures_total",
+    "Requests whose responder raised, answered with an ErrorReply instead; code: bad_request (the request's "
+    "arguments, e.g. a date out of range), internal (anything else)",
+    ["service", "subject", "code"],
+)
+BAD_ARGUMENTS = (ValueError, ArithmeticError, UnicodeError, RecursionError)
+"""What a handler raises when the request's own arguments are at fault: msgspec's decode and validation errors
+(ValueErrors), a value out of range (``ValueError``, ``OverflowError``), invalid UTF-8, nesting too deep."""
+
+
+def error_reply(exc: BaseException) -> ErrorReply:
+    """The ``ErrorReply`` for a request a handler raised ``exc`` on: ``bad_request`` with its message for
+    :data:`BAD_ARGUMENTS`, else ``internal`` naming only the exception's type (no internals leak)."""
+    if isinstance(exc, BAD_ARGUMENTS):
+        return ErrorReply(code="bad_request", message=str(exc)[:500] or type(exc).__name__)
+    return ErrorReply(code="internal", message=f"The request failed ({type(exc).__name__}).")
+
+
+def answering(service: str, handler: Responder) -> Responder:
+    """``handler`` as a subscription callback that never leaves an asker waiting for its timeout: when it raises,
+    the exception is logged (``query_failed``), counted in ``hermes_query_failures_total`` and answered with
+    :func:`error_reply` (if the message has a reply subject). ``service`` labels the metric. Raises nothing."""
+
+    async def respond(msg: Msg) -> None:
+        try:
+            await handler(msg)
+        except Exception as exc:
+            reply = error_reply(exc)
+            QUERY_FAILURES.labels(service, msg.subject, reply.code).inc()
+            failed = log.exception if reply.code == "internal" else log.warning
+            failed("query_failed", subject=msg.subject, code=reply.code, error=repr(exc)[:500])
+            if msg.reply:
+                try:
+                    await msg.respond(encode(reply))
+                except BUS_ERRORS as lost:
+                    log.warning("query_error_not_sent", subject=msg.subject, error=repr(lost))
+
+    return respond

@@ -15,13 +15,14 @@ Errors are :class:`hermes_proto.queries.ErrorReply` (``bad_request``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 import msgspec
 
 from hermes_proto import threads
 from hermes_proto.base import ChatMessage
+from hermes_proto.queries import StreamSequence
 
 TURN_KINDS = threads.TURN_KINDS
 """Job kinds that are turns of a conversation (``classify`` and ``compare`` jobs are Hermes's own calls)."""
@@ -87,7 +88,7 @@ class SessionQuery(msgspec.Struct, kw_only=True):
     for threads."""
 
     session_id: str
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
     last_turns: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
 
@@ -119,7 +120,7 @@ class MemoryQuery(msgspec.Struct, kw_only=True):
     q: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     user_id: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
     """Read-your-writes: search once the read model applied this ``HERMES_EVENTS`` sequence (bounded wait)."""
 
 
@@ -128,6 +129,24 @@ class MemoryReply(msgspec.Struct, kw_only=True):
 
 
 ExportFormat = Literal["openai", "sharegpt", "dpo"]
+EXPORT_DAYS = (date(2000, 1, 1), date(2999, 12, 31))
+"""The first and last day an export filter (``since``/``until``) may name: every turn is queued between them, and a
+bound outside would overflow the day arithmetic (``9999-12-31`` plus one day)."""
+
+
+def export_day(value: str | None, field: str) -> date | None:
+    """``value``, an ISO date ``YYYY-MM-DD``, as a date (None stays None). Raises ``ValueError``, its message naming
+    ``field``, when it is no such date or lies outside :data:`EXPORT_DAYS`."""
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{field} must be an ISO date (YYYY-MM-DD), not {value[:40]!r}") from None
+    first, last = EXPORT_DAYS
+    if not first <= day <= last:
+        raise ValueError(f"{field} must be between {first} and {last}, not {value}")
+    return day
 
 
 class ExportQuery(msgspec.Struct, kw_only=True):

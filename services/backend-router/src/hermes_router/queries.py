@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from hermes_proto import subjects
 from hermes_proto.base import ChatMessage
-from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
+from hermes_proto.codec import DecodeError, decode_event, encode
 from hermes_proto.costs import cost_cents
 from hermes_proto.events import BackendDisabled, BackendEnabled, BackendSelected, ExecutionCompleted, ExecutionFailed
 from hermes_proto.execution import ExecutionRequested
@@ -34,6 +34,7 @@ from hermes_proto.queries import (
     SelectionView,
     SetBackendEnabled,
 )
+from hermes_proto.rpc import answering
 
 from hermes_router import domain, readmodel
 from hermes_router.handlers import Router
@@ -56,18 +57,15 @@ class QueryResponder:
             await self.nc.subscribe(subject, queue="backend-router", cb=self._guard(cb))
 
     def _guard(self, cb):  # noqa: ANN001, ANN202
+        """``cb`` (a message → its reply) as a callback that answers; what it raises is answered as an ``ErrorReply``
+        (:func:`~hermes_proto.rpc.answering`: ``bad_request`` for an undecodable request, else ``internal``)."""
+
         async def handle(msg: Msg) -> None:
-            try:
-                reply = await cb(msg)
-            except UNDECODABLE as exc:
-                reply = ErrorReply(code="bad_request", message=str(exc))
-            except Exception as exc:
-                log.exception("query_failed", subject=msg.subject, error=repr(exc))
-                reply = ErrorReply(code="internal", message=type(exc).__name__)
+            reply = await cb(msg)
             if msg.reply:
                 await msg.respond(encode(reply))
 
-        return handle
+        return answering("backend-router", handle)
 
     # ---- backends --------------------------------------------------------------------------------
 

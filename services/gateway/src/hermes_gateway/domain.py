@@ -13,16 +13,17 @@ from urllib.parse import urlsplit
 from hermes_proto.commands import CALLBACK_URL_MAX_LENGTH, SOURCE_APP_PATTERN
 from hermes_proto.events import Answer
 from hermes_proto.outbound import OutboundRefused
-from hermes_proto.queries import ThreadView
+from hermes_proto.queries import MAX_SEQUENCE, ThreadView
+from hermes_proto.text import TextRefused, clean_text, invisible, normalize_text
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """Ids end up inside NATS subjects, so dots and wildcards (``*``, ``>``) are never accepted."""
 
 
 class Rejected(ValueError):
-    """Input that breaks a rule. ``code``: empty_idea, idea_too_long, answer_too_long, no_answers,
+    """Input that breaks a rule. ``code``: empty_idea, invisible_idea, idea_too_long, answer_too_long, no_answers,
     duplicate_question, not_awaiting_answers, unknown_question, invalid_id, not_completed,
-    invalid_callback_url, invalid_source_app."""
+    invalid_callback_url, invalid_source_app, invalid_last_event_id."""
 
     def __init__(self, code: str, message: str, *, details: object = None, user_action: str | None = None) -> None:
         super().__init__(message)
@@ -39,12 +40,39 @@ def check_id(value: str, what: str = "id") -> str:
     return value
 
 
+def check_last_event_id(value: str | None) -> int:
+    """The ``HERMES_EVENTS`` sequence an SSE ``Last-Event-ID`` header names (0 without one): 1-19 decimal digits
+    worth at most :data:`~hermes_proto.queries.MAX_SEQUENCE`; else ``Rejected(invalid_last_event_id)``."""
+    if value is None or not value.strip():
+        return 0
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEQUENCE):
+        raise Rejected(
+            "invalid_last_event_id",
+            f"Last-Event-ID must be an event sequence from 0 to {MAX_SEQUENCE}.",
+            details={"header": "Last-Event-ID"},
+            user_action="Send the id of the last event received, or no Last-Event-ID to start over.",
+        )
+    return int(text)
+
+
 def clean_idea(idea: str, max_length: int) -> str:
-    """The idea without surrounding whitespace. Raises ``Rejected(empty_idea)`` when nothing is left and
-    ``Rejected(idea_too_long)`` when it is longer than ``max_length`` characters."""
-    text = idea.strip()
-    if not text:
-        raise Rejected("empty_idea", "The idea is empty.", user_action="Describe your idea in a few words.")
+    """The idea as :func:`hermes_proto.text.clean_text` makes it (NFKC, no control or bidirectional-override
+    characters, trimmed). Raises ``Rejected``: ``empty_idea`` when nothing but whitespace was sent,
+    ``invisible_idea`` when nothing visible is left (zero-width or format characters only), ``idea_too_long`` when
+    it is longer than ``max_length`` characters once cleaned."""
+    try:
+        text = clean_text(idea, "idea")
+    except TextRefused as refused:
+        if refused.reason == "empty":
+            raise Rejected(
+                "empty_idea", "The idea is empty.", user_action="Describe your idea in a few words."
+            ) from None
+        raise Rejected(
+            "invisible_idea",
+            "The idea holds only invisible characters (zero-width, format or control characters).",
+            user_action="Describe your idea in a few words.",
+        ) from None
     if len(text) > max_length:
         raise Rejected(
             "idea_too_long",
@@ -56,8 +84,8 @@ def clean_idea(idea: str, max_length: int) -> str:
 
 
 def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length: int) -> list[Answer]:
-    """Answers as ``(question_id, text)`` pairs (or a ``{question_id: text}`` map), stripped, empty ones
-    dropped, in the given order. Raises ``Rejected``: ``duplicate_question`` when an id repeats,
+    """Answers as ``(question_id, text)`` pairs (or a ``{question_id: text}`` map), cleaned as ideas are
+    (:func:`hermes_proto.text.normalize_text`), empty or invisible ones dropped, in the given order. Raises ``Rejected``: ``duplicate_question`` when an id repeats,
     ``answer_too_long`` past ``max_length`` characters, ``no_answers`` when none is left."""
     pairs = list(raw.items()) if isinstance(raw, Mapping) else list(raw)
     seen: set[str] = set()
@@ -68,7 +96,7 @@ def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length
                 "duplicate_question", f"Question {question_id} is answered twice.", details={"question_id": question_id}
             )
         seen.add(question_id)
-        text = text.strip()
+        text = normalize_text(text)
         if len(text) > max_length:
             raise Rejected(
                 "answer_too_long",
@@ -76,7 +104,7 @@ def clean_answers(raw: Sequence[tuple[str, str]] | Mapping[str, str], max_length
                 details={"question_id": question_id, "length": len(text), "max_length": max_length},
                 user_action="Shorten the answer.",
             )
-        if text:
+        if any(not invisible(c) for c in text):
             answers.append(Answer(question_id=question_id, text=text))
     if not answers:
         raise Rejected("no_answers", "Every answer is empty.", user_action="Answer at least one question.")

@@ -27,6 +27,7 @@ log = structlog.get_logger("hermes.gateway")
 
 REJECTED_STATUS = {
     "empty_idea": 400,
+    "invisible_idea": 400,
     "idea_too_long": 413,
     "answer_too_long": 413,
     "no_answers": 400,
@@ -40,6 +41,7 @@ REJECTED_STATUS = {
 REFUSED_STATUS = {
     "unknown_backend": 404,
     "bad_request": 400,
+    "invalid_trigger": 400,
     "over_budget": 409,
     "unknown_template": 404,
     "unknown_preference": 404,

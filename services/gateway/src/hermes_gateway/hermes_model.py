@@ -22,6 +22,7 @@ from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import ThreadView
 from hermes_proto.rpc import BadReply, BusUnavailable
+from hermes_proto.text import TextRefused, clean_text, normalize_text
 from hermes_proto.threads import IDEA
 
 from hermes_gateway.live import ThreadFeed
@@ -68,7 +69,8 @@ async def run_hermes_turn(
     from hermes_gateway.routes.openai import OpenAIError, completion_body  # one place for the wire format
 
     state = request.app.state
-    text = next(m.content for m in reversed(messages) if m.role == "user").strip()
+    typed = next(m.content for m in reversed(messages) if m.role == "user")
+    text = normalize_text(typed)
     try:
         waiting = await _waiting_thread(request, key, user_id)
     except (BusUnavailable, BadReply) as exc:
@@ -98,6 +100,11 @@ async def run_hermes_turn(
         )
         until = {"thread_completed", "thread_failed"}
     else:
+        try:
+            clean_text(typed, "idea")
+        except TextRefused as refused:
+            code = "empty_idea" if refused.reason == "empty" else "invisible_idea"
+            return OpenAIError(400, str(refused), code=code, param="messages").response()
         thread_id = new_id()
         command = SubmitIdea(
             command_id=new_id(),

@@ -27,6 +27,7 @@ from hermes_learner.projection import LearnerProjection
 from hermes_learner.seeding import seed_templates
 from hermes_learner.templates import SEED_TEMPLATES
 from hermes_learner.timers import Timers
+from hermes_learner.triggers import TriggerMatcher
 
 log = structlog.get_logger("hermes.learner")
 
@@ -93,7 +94,14 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     engine = projection.engine
     policies = policies_of(settings)
     store = EventStore(js, SERVICE)
-    deps = Deps(view=projection.view, projection=projection, store=store, policies=policies, engine=engine)
+    deps = Deps(
+        view=projection.view,
+        projection=projection,
+        store=store,
+        policies=policies,
+        engine=engine,
+        triggers=TriggerMatcher(settings.hermes_trigger_timeout_ms / 1000),
+    )
     timers = Timers()
     if policies.classification.enable_llm:
         deps.classifier = LlmClassifier(
@@ -140,5 +148,6 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     timers.cancel_all()
     await asyncio.wait(tasks, timeout=5)
     await projection.stop()
+    deps.triggers.close()
     await close(nc)
     engine.dispose()

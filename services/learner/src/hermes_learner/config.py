@@ -29,6 +29,8 @@ class LearnerSettings(BusSettings):
       ``hermes.classification.enable_llm``, default false); the rules still decide when the job fails, its
       answer does not parse, or
     - ``hermes_classification_timeout_seconds``: no answer came within this many seconds of draft 1.
+    - ``hermes_trigger_timeout_ms``: milliseconds all of one idea's trigger matching may take (user-supplied
+      patterns, RE2, in a worker thread: :mod:`hermes_learner.triggers`); past it no trigger counts as matched.
     - ``database_url``: SQLAlchemy URL of the read models (default SQLite ``$HERMES_HOME/learner.db``).
     """
 
@@ -43,6 +45,7 @@ class LearnerSettings(BusSettings):
     hermes_pattern_min_validations: int = Field(3, ge=0)
     hermes_classification_enable_llm: bool = False
     hermes_classification_timeout_seconds: float = Field(20.0, gt=0.0)
+    hermes_trigger_timeout_ms: float = Field(100.0, gt=0.0, le=10_000.0)
     database_url: str | None = None
 
     def db_url(self) -> str:

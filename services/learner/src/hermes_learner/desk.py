@@ -7,7 +7,8 @@ Learned patterns and what they settle: ``hermes.query.patterns`` and ``hermes.qu
 A change is appended to the log as ``TemplateAdded`` / ``TemplateEdited`` / ``TemplateDeactivated`` and
 answered once the learner's own projection applied it, so the reply (and every later question choice) shows it.
 Requests that do not decode or fail a check get an :class:`~hermes_proto.queries.ErrorReply` (``bad_request``,
-``unknown_template``, ``template_exists``); nothing is appended for them.
+``invalid_trigger`` for a trigger pattern RE2 refuses, ``unknown_template``, ``template_exists``); nothing is
+appended for them.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ from hermes_proto.queries import (
     TemplatesQuery,
     TemplatesReply,
 )
+from hermes_proto.rpc import Responder, answering
 
-from hermes_learner import patterns, preferences, queries
+from hermes_learner import patterns, preferences, queries, triggers
 from hermes_learner.ideas import IDEA_TYPES
 from hermes_learner.learning import learned_event
 from hermes_learner.metrics import PATTERNS_APPLIED
@@ -83,8 +85,8 @@ _control = msgspec.json.Decoder(SaveTemplate | DeactivateTemplate)
 
 def problems(request: SaveTemplate) -> str | None:
     """Why ``request`` cannot be saved (None: it can): a category, idea type, status, variation style or timing
-    outside the known ones, a trigger that is not a valid regular expression, a ``{...}`` slot other than
-    ``{topic}`` in the text or a variation."""
+    outside the known ones, a trigger RE2 refuses (:func:`hermes_learner.triggers.compile_trigger`), a ``{...}``
+    slot other than ``{topic}`` in the text or a variation."""
     if request.template_id != request.template_id.strip():  # "$" in the id pattern lets a final newline by
         return "the template id must not end in whitespace"
     if request.category not in QUESTION_CATEGORIES:
@@ -94,11 +96,9 @@ def problems(request: SaveTemplate) -> str | None:
         return f"unknown idea type(s) {', '.join(unknown)}; known: {', '.join(IDEA_TYPES)}"
     if request.status not in TEMPLATE_STATUSES:
         return f"status must be one of {', '.join(TEMPLATE_STATUSES)}"
-    for trigger in request.triggers:
-        try:
-            re.compile(trigger)
-        except re.error as exc:
-            return f"trigger {trigger!r} is not a regular expression: {exc}"
+    trigger_problem = triggers.problem(request.triggers)
+    if trigger_problem is not None:
+        return trigger_problem
     unknown = sorted(set(request.variations) - set(STYLES))
     if unknown:
         return f"unknown style(s) {', '.join(unknown)} in variations; known: {', '.join(STYLES)}"
@@ -126,6 +126,12 @@ class Desk:
         with Session(self.engine) as session:
             return fn(session, *args)
 
+    async def _serve(self, subject: str, handler: Responder) -> None:
+        """Answer ``subject`` in the learners' queue group (one learner answers each request, however many run: a
+        change must be appended once); a request ``handler`` fails on still gets an ``ErrorReply``
+        (:func:`~hermes_proto.rpc.answering`)."""
+        await self.nc.subscribe(subject, queue=QUEUE_GROUP, cb=answering("learner", handler))
+
     async def _append(self, event: Event) -> None:
         [sequence] = await self.store.append([event])
         if not await self.projection.wait_for(sequence, timeout_s=APPLY_TIMEOUT_S):
@@ -136,9 +142,8 @@ class TemplateDesk(Desk):
     """Answers template queries and changes for one learner (``projection`` is its read model's follower)."""
 
     async def subscribe(self) -> None:
-        # One learner answers each request, however many run (a change must be appended once).
-        await self.nc.subscribe(subjects.QUERY_TEMPLATES, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.CONTROL_TEMPLATE, queue=QUEUE_GROUP, cb=self.on_control)
+        await self._serve(subjects.QUERY_TEMPLATES, self.on_query)
+        await self._serve(subjects.CONTROL_TEMPLATE, self.on_control)
 
     async def on_query(self, msg: Msg) -> None:
         query = await _query(msg, TemplatesQuery)
@@ -161,7 +166,7 @@ class TemplateDesk(Desk):
             event: Event = TemplateDeactivated(**_envelope(request.template_id), reason=request.reason)
             outcome = "deactivated"
         else:
-            refusal = self._refusal(request, current is not None)
+            refusal = await asyncio.to_thread(self._refusal, request, current is not None)  # compiles its triggers
             if refusal is not None:
                 await self._refuse(msg, *refusal)
                 return
@@ -186,6 +191,9 @@ class TemplateDesk(Desk):
             return "template_exists", f"template {request.template_id} exists; edit it instead"
         if not request.create and not exists:
             return "unknown_template", f"no template {request.template_id}"
+        trigger_problem = triggers.problem(request.triggers)
+        if trigger_problem is not None:
+            return "invalid_trigger", trigger_problem
         problem = problems(request)
         return ("bad_request", problem) if problem else None
 
@@ -246,8 +254,8 @@ class PreferenceDesk(Desk):
         self.policy = policy
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_PREFERENCES, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.CONTROL_PREFERENCE, queue=QUEUE_GROUP, cb=self.on_control)
+        await self._serve(subjects.QUERY_PREFERENCES, self.on_query)
+        await self._serve(subjects.CONTROL_PREFERENCE, self.on_control)
 
     def _views(self, user_id: str | None) -> PreferencesReply:
         views = self._read(queries.preference_views, user_id, self.policy.threshold, utcnow())
@@ -335,8 +343,8 @@ class PatternDesk(Desk):
         self.policy = policy
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_PATTERNS, queue=QUEUE_GROUP, cb=self.on_query)
-        await self.nc.subscribe(subjects.QUERY_OPTIMIZATIONS, queue=QUEUE_GROUP, cb=self.on_optimize)
+        await self._serve(subjects.QUERY_PATTERNS, self.on_query)
+        await self._serve(subjects.QUERY_OPTIMIZATIONS, self.on_optimize)
 
     async def on_query(self, msg: Msg) -> None:
         query = await _query(msg, PatternsQuery)

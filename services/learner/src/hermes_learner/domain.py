@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ from hermes_proto.events import QUESTION_CATEGORIES, TEMPLATE_TIMINGS, Assumptio
 from hermes_proto.ids import derived_id
 
 from hermes_learner import patterns as learned
+from hermes_learner import triggers
 from hermes_learner.classification import Classification
 from hermes_learner.ideas import clarity, classify, quality_issues
 
@@ -32,10 +33,11 @@ class QuestionTemplate:
 
     ``category`` is one of ``QUESTION_CATEGORIES``; ``text`` may hold a ``{topic}`` slot (filled with
     the idea's gist); ``suggestions`` are 0-4 short answers for the UI; ``idea_types`` the types it
-    applies to (empty = all); ``triggers`` regular expressions (case-insensitive) that make it more
-    relevant when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the
-    next draft when answered; ``time_cost_s`` the seconds a user needs to answer it (> 0); ``variations`` style
-    (formal, casual, technical: ``hermes_proto.events.STYLES``) → the text in that register (may hold ``{topic}``);
+    applies to (empty = all); ``triggers`` regular expressions (case-insensitive, RE2 syntax:
+    :mod:`hermes_learner.triggers`) that make it more relevant when they match the idea; ``prior_improvement`` in
+    [0, 1] the expected improvement of the next draft when answered; ``time_cost_s`` the seconds a user needs to
+    answer it (> 0); ``variations`` style (formal, casual, technical: ``hermes_proto.events.STYLES``) → the text in
+    that register (may hold ``{topic}``);
     ``timing`` one of ``TEMPLATE_TIMINGS`` (first, any, last), where its question goes among those asked together."""
 
     template_id: str
@@ -155,7 +157,12 @@ def improvement(template: QuestionTemplate, stats: TemplateStats | None) -> floa
 
 
 def expected_value(
-    template: QuestionTemplate, idea: str, clarity_: float, issues: Sequence[str], stats: TemplateStats | None
+    template: QuestionTemplate,
+    idea: str,
+    clarity_: float,
+    issues: Sequence[str],
+    stats: TemplateStats | None,
+    triggered: bool | None = None,
 ) -> float:
     """Expected improvement per minute of the user's time:
 
@@ -163,9 +170,13 @@ def expected_value(
 
     where ``improvement`` is :func:`improvement` (prior shrunk toward measured ratings), ``(1 − clarity)`` is the room left for improvement, ``category`` is :data:`ISSUE_BOOST` when
     the template's category is an open quality issue and :data:`NO_ISSUE_FACTOR` otherwise, and
-    ``trigger`` is :data:`TRIGGER_BOOST` when one of its trigger patterns matches the idea."""
+    ``trigger`` is :data:`TRIGGER_BOOST` when one of its trigger patterns matches the idea: ``triggered`` when the
+    caller matched them already (off the event loop, :class:`hermes_learner.triggers.TriggerMatcher`), else
+    :func:`hermes_learner.triggers.matches` here (RE2: linear in the idea's length)."""
     category = ISSUE_BOOST if template.category in issues else NO_ISSUE_FACTOR
-    trigger = TRIGGER_BOOST if any(re.search(p, idea, re.IGNORECASE) for p in template.triggers) else 1.0
+    if triggered is None:
+        triggered = triggers.matches(idea, template.triggers)
+    trigger = TRIGGER_BOOST if triggered else 1.0
     value = (
         improvement(template, stats)
         * answer_rate(stats)
@@ -265,6 +276,7 @@ def choose(
     patterns: Sequence[learned.Pattern] = (),
     classification: Classification | None = None,
     style: str | None = None,
+    triggered: Collection[str] | None = None,
 ) -> Decision:
     """Which clarifying questions to ask after draft 1 (at most ``max_questions``), in :func:`by_timing` order.
 
@@ -288,7 +300,10 @@ def choose(
 
     ``style``: the value of the user's usable style preference (:func:`hermes_learner.preferences.usable_style`), or
     None; a question's text is then its template's variation in that style (:meth:`QuestionTemplate.text_for`). Only
-    the wording changes: the template id, and so the statistics, stay the same."""
+    the wording changes: the template id, and so the statistics, stay the same.
+
+    ``triggered``: the ids of the templates whose trigger patterns match the idea, when the caller matched them
+    already (:class:`hermes_learner.triggers.TriggerMatcher`); None matches them here (:func:`expected_value`)."""
     if classification is None:
         idea_type = classify(idea, policy.pattern_threshold)
         clarity_ = clarity(idea, draft1)
@@ -318,7 +333,10 @@ def choose(
         and (not t.idea_types or idea_type in t.idea_types)
     ]
     measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
-    scored = [(expected_value(t, idea, clarity_, issues, measured[t.template_id]), t) for t in candidates]
+    hit = {t.template_id: None if triggered is None else t.template_id in triggered for t in candidates}
+    scored = [
+        (expected_value(t, idea, clarity_, issues, measured[t.template_id], hit[t.template_id]), t) for t in candidates
+    ]
     bonus = {
         t.template_id: exploration_bonus(m.times_asked if m else 0, total_asked, policy.exploration)
         for t in candidates

@@ -60,6 +60,7 @@ from hermes_learner.metrics import (
     TEMPLATE_DRAFTS,
 )
 from hermes_learner.policies import Policies
+from hermes_learner.triggers import TriggerMatcher
 from hermes_learner.view import LearnerView
 
 log = structlog.get_logger("hermes.learner")
@@ -77,6 +78,8 @@ class Deps:
     policies: Policies
     engine: Engine
     classifier: llm.LlmClassifier | None = None
+    triggers: TriggerMatcher = field(default_factory=TriggerMatcher)
+    """Matches ideas against the templates' (user-supplied) trigger patterns off the event loop, with a deadline."""
     appended: int = 0
     """The last stream sequence this process appended: a later decision waits until the view holds it."""
     deciding: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -159,7 +162,8 @@ async def decide(
     known = learning.Knowledge(
         view.askable_templates(), view.stats(), view.preferences(facts.user_id), view.patterns(facts.user_id)
     )
-    decision = learning.choose_questions(draft, facts, known, deps.policies, classification)
+    triggered = await deps.triggers.matched(facts.idea, known.templates)
+    decision = learning.choose_questions(draft, facts, known, deps.policies, classification, triggered)
     decision = decision._replace(reason=decision.reason + llm.reason_suffix(outcome))
     await deps.append([learning.proposed_event(draft, decision)])
     observe_decision(

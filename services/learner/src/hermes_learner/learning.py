@@ -14,7 +14,7 @@ Event ids derive from the cause, so deciding again (a redelivery) appends the sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from hermes_proto.base import Event
@@ -72,10 +72,12 @@ def choose_questions(
     known: Knowledge,
     policies: Policies,
     classification: Classification | None,
+    triggered: Collection[str] | None = None,
 ) -> domain.Decision:
     """The questions to ask after ``draft`` (:func:`hermes_learner.domain.choose`, at most the thread's and the
     service's ``max_questions``), with the user's usable preferences and patterns when learning is enabled (a
-    preference counts only with the value draft 1 applied)."""
+    preference counts only with the value draft 1 applied); ``triggered``: the templates whose triggers match the
+    idea, matched already (None: matched here)."""
     prefs = policies.prefs
     cap = min(facts.max_questions, policies.max_questions)
     assumed = (
@@ -102,6 +104,7 @@ def choose_questions(
         patterns=usable,
         classification=classification,
         style=style,
+        triggered=triggered,
     )
 
 

@@ -27,6 +27,7 @@ from telegram.helpers import escape_markdown
 from hermes_proto.base import Event
 from hermes_proto.events import AnswersRecorded, Question, ThreadCompleted, ThreadFailed
 from hermes_proto.queries import BackendsReply, PreferenceView, ThreadView
+from hermes_proto.text import TextRefused, clean_text
 from hermes_proto.threads import AWAITING_ANSWERS, answerable, thread_status_after
 
 from hermes_notifier.domain import (
@@ -86,10 +87,13 @@ IGNORE = Intent("ignore")
 def parse_message(text: str | None, reply_to_text: str | None, bot_username: str | None = None) -> Intent:
     """The intent of a text message. A reply to one of Hermes's question messages answers that question;
     ``/idea <text>`` or any other plain text submits an idea; ``/<command> [argument]`` is a command (a command
-    addressed to another bot, ``/status@other_bot``, is ignored)."""
-    body = (text or "").strip()
-    if not body:
-        return IGNORE
+    addressed to another bot, ``/status@other_bot``, is ignored). The text is cleaned first as every typed text is
+    (:func:`hermes_proto.text.clean_text`: NFKC, no control or bidirectional-override characters); a message with
+    nothing visible left is ignored when it was only whitespace, else answered with usage."""
+    try:
+        body = clean_text(text or "", "message")
+    except TextRefused as refused:
+        return IGNORE if refused.reason == "empty" else Intent("usage", text="That message has no visible text.")
     match = _COMMAND.match(body)
     if match is None:
         question = question_of_reply(reply_to_text)

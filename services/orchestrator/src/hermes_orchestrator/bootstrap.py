@@ -19,12 +19,13 @@ from hermes_proto.bus import (
     connect,
     ensure_streams,
 )
-from hermes_proto.codec import decode_command, decode_event
+from hermes_proto.codec import decode_event
 from hermes_proto.partitions import Partition
+from hermes_proto.rpc import answering
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
-from hermes_orchestrator import domain
+from hermes_orchestrator import domain, intake
 from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.decisions import Decisions
 from hermes_orchestrator.fold import ThreadFold
@@ -125,7 +126,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
             stream=subjects.COMMANDS_STREAM,
             durable=partition.suffix("orchestrator-commands"),
             filter_subjects=partition.command_filters(),
-            decode=decode_command,
+            decode=intake.decode,
             handler=decisions.on_command,
             ordered=True,
             lane=command_lane,
@@ -150,7 +151,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
         await on_config(msg, limits, store, projection)
 
     for subject in (subjects.QUERY_CONFIG, subjects.CONTROL_CONFIG):
-        await nc.subscribe(subject, queue="orchestrator", cb=config)
+        await nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", config))
     tasks += [
         asyncio.create_task(reactor.run(), name="reactor"),
         asyncio.create_task(commands.run(), name="commands"),

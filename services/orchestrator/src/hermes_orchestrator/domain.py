@@ -45,6 +45,7 @@ from hermes_proto.events import (
     WorkflowStep,
 )
 from hermes_proto.ids import derived_id
+from hermes_proto.text import normalize_text
 from hermes_proto.threads import (  # noqa: F401 (the thread's rules, used here and re-exported for the tests)
     ACTIVE,
     AWAITING_ANSWERS,
@@ -293,9 +294,11 @@ def chat_messages(messages: Sequence[ChatMessage], harness: Harness) -> list[Cha
 
 
 def chat_title(messages: Sequence[ChatMessage]) -> str:
-    """A session's title: its first turn's last user message (else its last message), at most 200 characters."""
+    """A session's title: its first turn's last user message (else its last message), cleaned as typed text is
+    (:func:`hermes_proto.text.normalize_text`: no controls that reorder the thread list), whitespace made single
+    spaces, at most 200 characters."""
     users = [m.content for m in messages if m.role == "user"] or [messages[-1].content]
-    return " ".join(users[-1].split())[:200]
+    return " ".join(normalize_text(users[-1]).split())[:200]
 
 
 def decide_chat(
@@ -609,7 +612,7 @@ def decide_submit_workflow(
     env = lambda name: _envelope(cmd.command_id, name, cmd.thread_id, corr, now)  # noqa: E731
     opened = ThreadOpened(
         **env("thread_opened"),
-        idea=cmd.title or cmd.steps[0].prompt,
+        idea=normalize_text(cmd.title) or normalize_text(cmd.steps[0].prompt),
         channel=cmd.channel,
         user_id=cmd.user_id,
         origin=dict(cmd.origin),

@@ -24,6 +24,7 @@ from hermes_proto.queries import (
     ThreadQuery,
     ThreadReply,
 )
+from hermes_proto.rpc import answering
 from hermes_proto.sessions import (
     ExportQuery,
     MemoryQuery,
@@ -55,17 +56,23 @@ class QueryResponder:
         self.soul = soul
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(subjects.QUERY_THREAD, queue="orchestrator", cb=self._thread)
-        await self.nc.subscribe(subjects.QUERY_JOB, queue="orchestrator", cb=self._job)
-        await self.nc.subscribe(QUERY_THREADS, queue="orchestrator", cb=self._threads)
-        await self.nc.subscribe(subjects.QUERY_HEALTH, queue="orchestrator", cb=self._health)
-        await self.nc.subscribe(subjects.QUERY_QUEUE, queue="orchestrator", cb=self._queue)
-        await self.nc.subscribe(subjects.QUERY_SESSIONS, queue="orchestrator", cb=self._sessions)
-        await self.nc.subscribe(subjects.QUERY_SESSION, queue="orchestrator", cb=self._session)
-        await self.nc.subscribe(subjects.QUERY_MEMORY, queue="orchestrator", cb=self._memory)
-        await self.nc.subscribe(subjects.QUERY_EXPORT, queue="orchestrator", cb=self._export)
+        """One subscription per subject; each handler runs inside :func:`~hermes_proto.rpc.answering`, so a request
+        it fails on is answered with an ``ErrorReply`` rather than left to the asker's timeout."""
+        responders = [
+            (subjects.QUERY_THREAD, self._thread),
+            (subjects.QUERY_JOB, self._job),
+            (QUERY_THREADS, self._threads),
+            (subjects.QUERY_HEALTH, self._health),
+            (subjects.QUERY_QUEUE, self._queue),
+            (subjects.QUERY_SESSIONS, self._sessions),
+            (subjects.QUERY_SESSION, self._session),
+            (subjects.QUERY_MEMORY, self._memory),
+            (subjects.QUERY_EXPORT, self._export),
+        ]
         if self.soul is not None:
-            await self.nc.subscribe(subjects.CONTROL_SOUL, queue="orchestrator", cb=self._soul)
+            responders.append((subjects.CONTROL_SOUL, self._soul))
+        for subject, handler in responders:
+            await self.nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", handler))
 
     def _read(self, fn, *args):  # noqa: ANN001, ANN202
         with Session(self.engine) as session:

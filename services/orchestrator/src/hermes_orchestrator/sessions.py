@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import msgspec
 from sqlalchemy import and_, or_, text
@@ -20,12 +20,14 @@ from sqlmodel import Session, col, select
 from hermes_proto.base import ChatMessage
 from hermes_proto.costs import estimate_tokens
 from hermes_proto.sessions import (
+    EXPORT_DAYS,
     TURN_KINDS,
     ExportQuery,
     ExportReply,
     MemoryHit,
     SessionView,
     TurnView,
+    export_day,
 )
 
 from hermes_orchestrator import domain
@@ -242,13 +244,18 @@ SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 """ShareGPT's speaker names (``from``) for OpenAI's chat roles."""
 
 
-def _day(value: str | None, field: str) -> date | None:
-    if value is None:
-        return None
+def _after(cursor: str) -> tuple[datetime, str]:
+    """The (queue time, job id) a ``next_after`` cursor names; ``ValueError`` for anything :func:`_cursor` cannot have
+    written (no time zone, a day outside ``EXPORT_DAYS``)."""
+    queued_at, _, job_id = cursor.partition("|")
     try:
-        return date.fromisoformat(value)
+        after = datetime.fromisoformat(queued_at)
     except ValueError:
-        raise ValueError(f"{field} must be an ISO date (YYYY-MM-DD), not {value!r}") from None
+        after = None
+    first, last = EXPORT_DAYS
+    if after is None or after.tzinfo is None or not first <= after.date() <= last:
+        raise ValueError("after must be the next_after of a previous page")
+    return after, job_id
 
 
 def _cursor(job: JobRow) -> str:
@@ -263,7 +270,7 @@ def export_page(session: Session, query: ExportQuery, budget_bytes: int | None =
     draft 2 chosen, draft 1 rejected (the user's answers and rating say draft 2 is what the idea wanted). Raises
     ``ValueError`` on a malformed date or cursor. ``budget_bytes``: the page stops before its lines pass it (one line
     at least), so a reply fits one NATS message."""
-    since, until = _day(query.since, "since"), _day(query.until, "until")
+    since, until = export_day(query.since, "since"), export_day(query.until, "until")
     statement = (
         select(JobRow, ThreadRow)
         .join(ThreadRow, col(ThreadRow.thread_id) == JobRow.thread_id)
@@ -287,11 +294,7 @@ def export_page(session: Session, query: ExportQuery, budget_bytes: int | None =
     if until is not None:
         statement = statement.where(col(JobRow.queued_at) < datetime.combine(until + timedelta(days=1), time.min, UTC))
     if query.after is not None:
-        queued_at, _, job_id = query.after.partition("|")
-        try:
-            after = datetime.fromisoformat(queued_at)
-        except ValueError:
-            raise ValueError("after must be the next_after of a previous page") from None
+        after, job_id = _after(query.after)
         statement = statement.where(
             or_(col(JobRow.queued_at) > after, and_(col(JobRow.queued_at) == after, col(JobRow.job_id) > job_id))
         )

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hermes_proto.deadletter import DeadLetterReplayed
+from hermes_proto.queries import MAX_SEQUENCE  # a larger sequence is a bad request, not a lookup
 
 from hermes_gateway.deadletters import DeadLetterArchive, DeadLetterPage
 from hermes_gateway.deps import AdminDep, BusDep
@@ -18,9 +19,6 @@ from hermes_gateway.domain import check_id
 from hermes_gateway.envelope import success, success_schema
 
 router = APIRouter(prefix="/api/system/dead-letters", tags=["system"])
-
-MAX_SEQUENCE = 2**63 - 1
-"""JetStream sequences are 64-bit; anything larger is a bad request, not a lookup."""
 
 BUS_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "``bus_unavailable``: JetStream is not answering."}}
 
@@ -50,7 +48,7 @@ async def list_dead_letters(
 ) -> JSONResponse:
     """Dead letters newest first: ``{"dead_letters": [{"dlq_sequence" (the id to replay), "consumer", "stream",
     "subject", "stream_sequence" (where the message was), "deliveries", "headers", "payload" (text), "reason"
-    (invalid_json, validation_failed, max_deliveries, handler_error), "detail", "dead_lettered_at",
+    (invalid_json, validation_failed, invalid_idea, max_deliveries, handler_error), "detail", "dead_lettered_at",
     "replayable", "replayed_at" (null until replayed), "replay" (the marker)}], "next_before"}``. Filters:
     ``consumer`` (a durable name, e.g. ``orchestrator-commands``), ``reason``; ``limit`` 1-500 (default 50);
     ``before``: only records with a lower ``dlq_sequence`` (pass the previous page's ``next_before``).

@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from hermes_gateway.adapters import ReadModel
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import BusDep, PrincipalDep, ReadModelDep, SettingsDep, ThreadId, thread_not_found
+from hermes_gateway.domain import check_last_event_id
 from hermes_gateway.live import ThreadFeed, terminal_sequence
 from hermes_gateway.observability import SSE_CLIENTS
 
@@ -50,7 +51,7 @@ async def thread_events(
     read_model: ReadModelDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Everything already in the log for the thread, then live events, as ``event: <event type>`` with the
     event JSON as data and the ``HERMES_EVENTS`` sequence as ``id``; token deltas as ``event: token``
@@ -58,10 +59,10 @@ async def thread_events(
     ends after ``thread_completed`` or ``thread_failed``; resuming past that answers 204 so a browser's
     EventSource stops reconnecting. The thread need not exist yet (watch right after submitting); while auth is
     on it must be the principal's, waited for up to ``HERMES_QUERY_TIMEOUT_SECONDS`` to appear.
-    Errors: 400 ``invalid_id``, 404 ``thread_not_found`` (auth on: unknown or another user's), 503
-    ``bus_unavailable``."""
+    Errors: 400 ``invalid_id``, 400 ``invalid_last_event_id`` (not a sequence from 0 to 2^63 - 1), 404
+    ``thread_not_found`` (auth on: unknown or another user's), 503 ``bus_unavailable``."""
+    start_after = check_last_event_id(last_event_id)
     await _check_owner(read_model, principal, thread_id, settings.hermes_query_timeout_seconds)
-    start_after = last_event_id or 0
     if start_after:
         finished_at = await terminal_sequence(bus.js, thread_id)
         if finished_at is not None and finished_at <= start_after:

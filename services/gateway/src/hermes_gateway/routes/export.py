@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from hermes_proto.rpc import Refused
-from hermes_proto.sessions import ExportQuery, ExportReply
+from hermes_proto.sessions import ExportQuery, ExportReply, export_day
 
 from hermes_gateway.adapters import SessionsClient
 from hermes_gateway.auth import auth_enabled
@@ -43,7 +43,13 @@ async def export(
     min_rating: Annotated[int | None, Query(ge=1, le=5)] = None,
 ) -> StreamingResponse:
     """JSONL (``application/x-ndjson``), one record per line, as an attachment ``hermes-<kind>.jsonl``.
-    400 ``bad_request`` on an impossible date."""
+    400 ``invalid_date`` on an impossible date or one outside ``hermes_proto.sessions.EXPORT_DAYS`` (2000-01-01 to
+    2999-12-31); 400 ``bad_request`` when the orchestrator refuses the query."""
+    for field, value in (("since", since), ("until", until)):
+        try:
+            export_day(value, field)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_date", str(exc), details={"field": field}) from None
     query = ExportQuery(
         format="dpo" if kind == "dpo" else format,
         since=since,

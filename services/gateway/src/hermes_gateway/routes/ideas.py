@@ -65,7 +65,7 @@ async def submit_idea(
 ) -> JSONResponse:
     """Publish one ``SubmitIdea`` (command id new, correlation id = the request id) for a new thread id.
 
-    202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea``,
+    202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea`` / ``invisible_idea``,
     413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 429 ``queue_full`` (with
     ``Retry-After``), 503 ``bus_unavailable``; nothing is published on any of them."""
     return await publish_idea(request, settings, commands, body, channel=body.channel, user_id=body.user_id)

@@ -47,7 +47,7 @@ from hermes_gateway.envelope import ApiError, success, success_schema
 router = APIRouter(prefix="/api/learn", tags=["learn"])
 
 # The limits of hermes_proto.queries.SaveTemplate, so a body the gateway accepts is one the contract accepts;
-# what only the learner knows (categories, statuses, whether a trigger compiles) it answers as bad_request.
+# what only the learner knows (categories, statuses) it answers as bad_request, a trigger RE2 refuses invalid_trigger.
 Category = StrictStr
 Text = Annotated[StrictStr, StringConstraints(min_length=5, max_length=500)]
 Suggestions = Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=60)]], Field(max_length=8)]
@@ -80,17 +80,17 @@ NOT_ANSWERING: dict[int | str, dict[str, Any]] = {
 REFUSED_DEFINITION: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "``bad_request``: the learner refused the definition (a category outside intent, "
-        "constraint, success, context, scope; an unknown status or idea type; a trigger that is "
-        "not a valid regular expression; a slot other than ``{topic}`` in the text); "
-        "``invalid_json``: the body is not JSON."
+        "constraint, success, context, scope; an unknown status or idea type; a slot other than ``{topic}`` in "
+        "the text); ``invalid_trigger``: a trigger RE2 cannot run in linear time (backreferences, lookaround) or "
+        "that is no regular expression at all; ``invalid_json``: the body is not JSON."
     },
     422: {"description": "``validation_failed``: the body breaks a limit."},
 }
 UNKNOWN_TEMPLATE: dict[int | str, dict[str, Any]] = {
     404: {"description": "``unknown_template``: the learner has no template of that id."},
     400: {
-        "description": "``invalid_id``: the id does not match ``TEMPLATE_ID_PATTERN``; ``bad_request``: the "
-        "learner refused the definition."
+        "description": "``invalid_id``: the id does not match ``TEMPLATE_ID_PATTERN``; ``bad_request`` / "
+        "``invalid_trigger``: the learner refused the definition."
     },
 }
 ONE = success_schema(TemplateView, "The template as the learner now has it.")
@@ -101,8 +101,8 @@ class TemplateDefinition(BaseModel):
     context, scope; ``text`` 5-500 characters, its only slot ``{topic}``; ``suggestions`` at most 8 short
     answers (1-60 characters) offered as buttons; ``idea_types`` the idea types it applies to (planning, coding,
     creative, writing, learning, research, decision, general; empty: all);
-    ``triggers`` at most 10 case-insensitive regular expressions (1-200 characters) that make it more relevant
-    when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the next draft when it
+    ``triggers`` at most 10 case-insensitive regular expressions (1-200 characters, RE2 syntax: no backreferences or
+    lookaround) that make it more relevant when they match the idea; ``prior_improvement`` in [0, 1] the expected improvement of the next draft when it
     is answered, before any measurement; ``time_cost_s`` seconds a user needs to answer it, in (0, 3600];
     ``status`` ``active`` or ``draft`` (waiting for validation, never asked); ``variations`` style (formal, casual,
     technical) → the text in that register (1-300 characters, may hold ``{topic}``), asked instead of ``text`` of
@@ -209,8 +209,8 @@ async def list_templates(
 )
 async def add_template(body: NewTemplate, request: Request, learner: LearnerDep) -> JSONResponse:
     """Add a template (the learner appends ``TemplateAdded`` with ``source`` ``user``). 201: the template, as
-    one item of ``GET /api/learn/templates``. Errors: 409 ``template_exists``, 400 ``bad_request``, 422
-    ``validation_failed``, 503 ``bus_unavailable``."""
+    one item of ``GET /api/learn/templates``. Errors: 409 ``template_exists``, 400 ``bad_request`` /
+    ``invalid_trigger``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     view = await learner.save(SaveTemplate(create=True, **body.model_dump()))
     return success(request, view, status_code=201)
 
@@ -226,8 +226,8 @@ async def edit_template(
     edited seed template is no longer overwritten by the seeds at start-up). An edit of a deactivated template
     makes it active again (the learner applies every ``TemplateEdited`` so); an empty body changes nothing.
     Two concurrent edits of one template: the last one wins, over the other's fields too. 200: the template.
-    Errors: 404 ``unknown_template``, 400 ``invalid_id`` / ``bad_request``, 422 ``validation_failed``,
-    503 ``bus_unavailable``."""
+    Errors: 404 ``unknown_template``, 400 ``invalid_id`` / ``bad_request`` / ``invalid_trigger``, 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
     current = await learner.template(template_id)
     if current is None:
         raise _unknown(template_id)

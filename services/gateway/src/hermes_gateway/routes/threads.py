@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, StrictStr
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread
 from hermes_proto.events import Answer
 from hermes_proto.ids import new_id, utcnow
-from hermes_proto.queries import ThreadView
+from hermes_proto.queries import MAX_SEQUENCE, ThreadView
 from hermes_proto.threads import ThreadStatus
 
 from hermes_gateway.accepted import thread_or_accepted
@@ -106,7 +106,7 @@ async def thread_status(
     read_model: ReadModelDep,
     accepted: AcceptedDep,
     principal: PrincipalDep,
-    min_sequence: Annotated[int, Query(ge=0)] = 0,
+    min_sequence: Annotated[int, Query(ge=0, le=MAX_SEQUENCE)] = 0,
 ) -> JSONResponse:
     """The thread's ``ThreadView`` (status, drafts, questions, jobs). ``min_sequence``: read-your-writes,
     e.g. the last SSE id seen; by default the last event this gateway's feed delivered, so the state includes

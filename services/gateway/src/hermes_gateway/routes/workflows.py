@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 from hermes_proto.commands import SubmitWorkflow
 from hermes_proto.events import WorkflowError, WorkflowStep, step_order
 from hermes_proto.ids import new_id, utcnow
+from hermes_proto.text import normalize_text
 
 from hermes_gateway.admission import admit
 from hermes_gateway.auth import owner_id
@@ -53,7 +54,7 @@ async def submit_workflow(
 
     202 ``{"thread_id", "status_url", "events_url", "command_id", "steps": [step ids in a dependency order]}``.
     Errors: 400 ``too_many_steps``, ``duplicate_step``, ``unknown_dependency``, ``dependency_cycle`` (the
-    detail names the steps on or behind the cycle), 400 ``empty_idea`` / 413 ``idea_too_long`` for a step's
+    detail names the steps on or behind the cycle), 400 ``empty_idea`` / ``invisible_idea`` / 413 ``idea_too_long`` for a step's
     prompt, 422 ``validation_failed``, 429 ``queue_full``, 503 ``bus_unavailable``; nothing is published on
     any of them."""
     if len(body.steps) > settings.hermes_workflow_max_steps:
@@ -88,7 +89,7 @@ async def submit_workflow(
         issued_at=utcnow(),
         correlation_id=request.state.request_id,
         thread_id=thread_id,
-        title=body.title,
+        title=normalize_text(body.title),  # shown as the thread's idea: no reordering controls
         steps=steps,
         channel=body.channel,
         user_id=owner_id(request, body.user_id),
