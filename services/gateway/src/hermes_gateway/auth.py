@@ -77,7 +77,8 @@ SESSION_SALT = "hermes-session"
 @dataclass(frozen=True)
 class Principal:
     """Who a request acts for: ``user_id`` (owner of the threads it submits), ``mode`` (``admin``: everything;
-    ``user``: everything but changes that act for every user (SOUL.md, settings, backends, dead letters);
+    ``user``: everything but changes that act for every user (SOUL.md, settings, question templates, backends and
+    their comparison, dead letters);
     ``guest``: read-only) and ``key`` (:func:`token_key` of its token; never the token itself)."""
 
     user_id: str
@@ -122,8 +123,8 @@ def unauthorized() -> ApiError:
 
 
 def admin_only() -> ApiError:
-    """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, backends, dead letters) needs a token
-    of mode ``admin``."""
+    """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, question templates, backends and
+    their comparison, dead letters) needs a token of mode ``admin``."""
     return ApiError(
         403,
         "admin_only",

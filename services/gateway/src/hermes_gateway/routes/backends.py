@@ -97,14 +97,16 @@ async def list_selections(
         422: {"description": "``validation_failed``: the body breaks a limit."},
     },
 )
-async def compare_backends(body: CompareBody, request: Request, backends: BackendsDep) -> JSONResponse:
+async def compare_backends(
+    body: CompareBody, request: Request, backends: BackendsDep, principal: AdminDep
+) -> JSONResponse:
     """Run ``prompt`` once on each backend (the router's ``CompareReply``, answered after at most
     ``timeout_s`` seconds): ``{"comparison_id", "results": [{"backend", "model", "text", "latency_ms",
     "first_token_ms", "prompt_tokens", "completion_tokens", "cost_cents", "error_code", "error"}]}``; a
     backend that failed, was refused (e.g. disabled, unhealthy, over budget: ``error_code`` ``refused``) or
     did not answer in time (``timeout``) has ``error_code`` and ``error`` instead of ``text``. Budgets apply;
-    costs are recorded under the project ``compare``. Errors: 404 ``unknown_backend``, 422
-    ``validation_failed``, 503 ``bus_unavailable``."""
+    costs are recorded under the project ``compare`` and count against every user's budget, so admins only.
+    Errors: 403 ``admin_only``, 404 ``unknown_backend``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     reply = await backends.compare(
         CompareRequest(prompt=body.prompt, backends=body.backends, max_tokens=body.max_tokens, timeout_s=body.timeout_s)
     )
