@@ -9,10 +9,12 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from hermes_proto.admission import QueueCap
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
 from hermes_gateway.accepted import AcceptedThreads
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel, SessionsClient
+from hermes_gateway.admission import QueueReservations
 from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
@@ -64,6 +66,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads, settings.hermes_accepted_ttl_seconds)
         app.state.commands = CommandPublisher(bus, app.state.accepted)
+        cap = QueueCap(settings.hermes_max_queued_jobs, settings.hermes_queue_full_retry_after_seconds)
+        app.state.admission = QueueReservations(bus, cap)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
         app.state.sessions = SessionsClient(bus, settings.hermes_query_timeout_seconds)

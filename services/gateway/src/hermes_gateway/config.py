@@ -20,8 +20,10 @@ class GatewaySettings(BusSettings):
     """``HERMES_WEB_HOST``/``HERMES_WEB_PORT``: where the HTTP server listens; ``HERMES_MAX_INPUT_LENGTH``:
     the longest idea or answer accepted (characters); ``HERMES_QUERY_TIMEOUT_SECONDS``: how long a read
     waits for the orchestrator's reply on ``hermes.query.*`` (seconds) before answering 503;
-    ``HERMES_MAX_QUEUED_JOBS`` (seed ``hermes.web.max_queued_jobs``; 0 or unset: no cap): open jobs beyond which a
-    submission gets 429 ``queue_full`` with ``Retry-After`` = ``HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS``;
+    ``HERMES_MAX_QUEUED_JOBS`` (seed ``hermes.web.max_queued_jobs``; 0: no cap): open jobs beyond which a
+    submission gets 429 ``queue_full`` with ``Retry-After`` = ``HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS``, reserved per
+    gateway process, and 503 ``queue_unknown`` while the orchestrator does not answer the count
+    (:mod:`hermes_gateway.admission`);
     ``HERMES_ACCEPTED_MAX_THREADS`` / ``HERMES_ACCEPTED_TTL_SECONDS``: how many submissions this gateway remembers
     (0: none) and for how long at most (seconds), so that their threads read as ``accepted`` until the orchestrator
     shows them (:mod:`hermes_gateway.accepted`); ``HERMES_WORKFLOW_MAX_STEPS``: the most steps a workflow may have (the orchestrator's setting of the same

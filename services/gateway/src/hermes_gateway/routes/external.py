@@ -37,7 +37,8 @@ async def submit_external(
     202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors (nothing published):
     400 ``invalid_callback_url``, 400 ``invalid_source_app``, 400 ``empty_idea``, 413 ``idea_too_long``,
     400 ``invalid_json``, 422 ``validation_failed``, 429 ``queue_full`` (with ``Retry-After``), 503
-    ``bus_unavailable``. While auth is on the thread belongs to the token's user."""
+    ``queue_unknown`` (with ``Retry-After``) / ``bus_unavailable``. While auth is on the thread belongs to the
+    token's user."""
     callback_url = check_callback_url(body.callback_url)
     source_app = check_source_app(body.source_app)
     return await publish_idea(
