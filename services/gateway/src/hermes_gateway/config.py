@@ -12,6 +12,8 @@ from pydantic_settings import SettingsConfigDict
 
 from hermes_proto.settings import BusSettings
 
+from hermes_gateway.proxies import Network, parse_trusted_proxies
+
 WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 """Bot API ``setWebhook``: "secret_token: 1-256 characters. Only characters A-Z, a-z, 0-9, _ and - are allowed"."""
 
@@ -39,7 +41,9 @@ class GatewaySettings(BusSettings):
     ``HERMES_COOKIE_SECURE``: the cookie is sent over HTTPS only; ``HERMES_RATE_LIMIT`` and
     ``HERMES_AUTH_FAILURE_LIMIT``: ``limits`` strings such as ``600/minute`` (blank or ``0``: off);
     ``HERMES_MAX_BODY_BYTES``: the largest request body (bytes); ``HERMES_CORS_ORIGINS``: comma-separated origins
-    allowed cross-origin (blank: CORS off)."""
+    allowed cross-origin (blank: CORS off); ``HERMES_TRUSTED_PROXIES``: comma-separated addresses or CIDR networks
+    of reverse proxies whose ``X-Forwarded-For`` names the client (blank: none, the peer is the client;
+    :mod:`hermes_gateway.proxies`)."""
 
     # A settings error names the variable but never echoes its value: it may be a secret.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
@@ -70,6 +74,7 @@ class GatewaySettings(BusSettings):
     hermes_auth_failure_limit: str = "20/minute"
     hermes_max_body_bytes: int = Field(default=1_048_576, ge=1)
     hermes_cors_origins: str = ""
+    hermes_trusted_proxies: str = ""
 
     @field_validator("hermes_api_tokens", "hermes_metrics_token", "hermes_session_secret", mode="before")
     @classmethod
@@ -87,6 +92,12 @@ class GatewaySettings(BusSettings):
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)
+        return value
+
+    @field_validator("hermes_trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
         return value
 
     @field_validator("telegram_webhook_secret", mode="before")
@@ -114,6 +125,10 @@ class GatewaySettings(BusSettings):
     def auth_failure_limit(self) -> RateLimitItem | None:
         """``HERMES_AUTH_FAILURE_LIMIT`` parsed, or None when off."""
         return parse_rate_limit(self.hermes_auth_failure_limit)
+
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        """``HERMES_TRUSTED_PROXIES`` parsed; empty: no proxy is trusted."""
+        return parse_trusted_proxies(self.hermes_trusted_proxies)
 
     def cors_origins(self) -> list[str]:
         """The origins of ``HERMES_CORS_ORIGINS``; empty: CORS off."""
