@@ -19,6 +19,7 @@ from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
 from hermes_gateway.feed import EventFeed
+from hermes_gateway.headers import SecurityHeaders
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
     auth,
@@ -91,7 +92,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app)
     install_auth(app, settings)  # added first: runs inside RequestObservability, so refusals are logged
     app.add_middleware(RequestObservability)
-    install_cors(app, settings)  # added last: outermost, so preflights skip auth and refusals carry CORS headers
+    install_cors(app, settings)  # outside auth, so preflights skip it and refusals carry CORS headers
+    app.add_middleware(SecurityHeaders)  # outermost: every response carries them, preflights and refusals too
     for module in (
         ideas,
         external,
