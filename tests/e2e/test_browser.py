@@ -7,7 +7,8 @@ through: log in → submit → draft 1 streams in live → answer the questions 
 beside draft 1 with a word diff → rate → download Markdown and JSON → the thread list's search → the system
 page with the backend healthy. A guest sees no write control. The result download's errors over HTTP. Then a dropped connection: the browser goes offline while draft 1 streams and
 the page still reaches the final state, with the draft shown once. Screenshots of every step go to
-``$HERMES_SCREENSHOT_DIR`` (else ``tmp_path/screenshots``).
+``$HERMES_SCREENSHOT_DIR`` (else ``tmp_path/screenshots``). All of it under the gateway's Content-Security-Policy
+(no inline script or style): nothing may be blocked by it.
 """
 
 from __future__ import annotations
@@ -173,9 +174,12 @@ async def page(stack: Stack):
             page.set_default_timeout(TIMEOUT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(stack.url)
+            # Chromium reports what the Content-Security-Policy blocked as console errors.
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+            served = await page.goto(stack.url)
+            assert served is not None and "script-src 'self';" in served.headers["content-security-policy"]
             yield page
-            assert not errors, errors  # no uncaught script error on the way
+            assert not errors, errors  # no uncaught script error, nothing blocked by the CSP on the way
         finally:
             await browser.close()
 

@@ -2,7 +2,8 @@
 its event listener) in front of a loopback OpenAI-compatible model server (``HERMES_LOCAL_MODEL=false``).
 
 - A service killed with SIGKILL is restarted while every other process keeps running; killed again right after its
-  restart it is a failed start, retried after a backoff; a submission meanwhile is accepted (202) and reads as
+  restart it is a failed start, retried after a backoff; a submission meanwhile is accepted (202: no queue cap, so
+  nothing for the absent orchestrator to count; with one it would be refused 503 ``queue_unknown``) and reads as
   ``accepted`` at once, then completes. A service that keeps failing at start is given up (FATAL), logged and
   counted, and the rest keep serving. Exits and restarts are counted on the supervisor's ``/metrics``.
 - nats-server killed with SIGKILL comes back on the same store (a thread from before is still there) and a new
@@ -96,7 +97,13 @@ async def test_a_killed_service_is_restarted_with_backoff_while_the_others_keep_
         # The notifier cannot start (a bad setting): it is retried, then given up, and nothing else is touched.
         up = HermesUp(
             tmp_path,
-            **up_env(model, TELEGRAM_UPDATES="bogus", HERMES_UP_START_SECONDS="20", HERMES_UP_START_RETRIES="2"),
+            **up_env(
+                model,
+                TELEGRAM_UPDATES="bogus",
+                HERMES_UP_START_SECONDS="20",
+                HERMES_UP_START_RETRIES="2",
+                HERMES_MAX_QUEUED_JOBS="0",
+            ),
         ).start()
         try:
             async with httpx.AsyncClient(base_url=up.base_url, timeout=10) as client:

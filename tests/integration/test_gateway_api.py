@@ -94,8 +94,17 @@ class Gateway:
 
 
 async def start_gateway(bus_env: dict[str, str], log_dir: Path, **extra_env: str) -> Gateway:
+    """``python -m hermes_gateway`` on a free loopback port with ``extra_env``, once it answers HTTP. No queue cap
+    unless ``extra_env`` sets one: with a cap, a submission the orchestrator cannot count is refused (503
+    ``queue_unknown``), and most of these tests run the gateway without an orchestrator."""
     port = free_port()
-    env = {**bus_env, "HERMES_WEB_PORT": str(port), "HERMES_WEB_HOST": "127.0.0.1", **extra_env}
+    env = {
+        **bus_env,
+        "HERMES_WEB_PORT": str(port),
+        "HERMES_WEB_HOST": "127.0.0.1",
+        "HERMES_MAX_QUEUED_JOBS": "0",
+        **extra_env,
+    }
     process = ServiceProcess("gateway", "hermes_gateway", env, log_dir).start()
     url = f"http://127.0.0.1:{port}"
 

@@ -87,7 +87,8 @@ async def test_the_gateway_refuses_invisible_ideas_and_cleans_the_rest(stack: St
         assert error_of(await http.post("/api/submit", json={"idea": ZERO_WIDTH}), 400) == "invisible_idea"
         assert error_of(await http.post("/api/submit", json={"idea": f" {RLO}\u200e "}), 400) == "invisible_idea"
         assert error_of(await http.post("/api/submit", json={"idea": " \n\t "}), 400) == "empty_idea"
-        external = {"idea": ZERO_WIDTH, "callback_url": "http://127.0.0.1:9/cb", "source_app": "probe"}
+        # a public address literal: the callback passes the outbound check (no DNS), so the idea decides
+        external = {"idea": ZERO_WIDTH, "callback_url": "https://93.184.216.34/cb", "source_app": "probe"}
         assert error_of(await http.post("/api/external/submit", json=external), 400) == "invisible_idea"
         workflow = {"steps": [{"step_id": "a", "prompt": "\u3164\u200b"}]}
         assert error_of(await http.post("/api/workflows", json=workflow), 400) == "invisible_idea"

@@ -1,13 +1,15 @@
 """Admission control shared by every channel that submits work: the queue cap (``HERMES_MAX_QUEUED_JOBS``,
 seed ``hermes.web.max_queued_jobs``).
 
-Before a submission is published, the channel (the gateway's routes, the notifier's Telegram ideas) asks the
-orchestrator how many jobs are open (queued, dispatched, running, retrying) plus workflow steps waiting for
-their dependencies. At or beyond the cap the submission is refused and a ``QueueFull`` event is appended (at
-most one per minute: its id is derived from the minute) for the notifier's ``queue_full`` alert. The count is
-read, not reserved: concurrent submissions can pass the cap by the number in flight at once. When the
-orchestrator does not answer within ``QUEUE_QUERY_TIMEOUT_S`` the submission is admitted: commands wait
-durably in JetStream, and refusing work because a reader is restarting would lose more than it protects.
+Before a submission is published, the channel asks the orchestrator how many jobs are open (queued, dispatched,
+running, retrying) plus workflow steps waiting for their dependencies (:func:`queue_depth`). At or beyond the cap
+the submission is refused and a ``QueueFull`` event is appended (:func:`record_queue_full`; at most one per minute:
+its id is derived from the minute) for the notifier's ``queue_full`` alert.
+
+:func:`check_queue` (the notifier's Telegram ideas) reads the count without reserving: concurrent submissions can
+pass the cap by the number in flight at once, and when the orchestrator does not answer within
+``QUEUE_QUERY_TIMEOUT_S`` the submission is admitted. The gateway reserves instead
+(:mod:`hermes_gateway.admission`): it cannot overshoot, and refuses when the count is unknown.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from hermes_proto.rpc import BUS_ERRORS, BadReply, BusUnavailable, Empty, Refuse
 log = structlog.get_logger("hermes.admission")
 
 QUEUE_QUERY_TIMEOUT_S = 0.5
+UNKNOWN_DEPTH = (BusUnavailable, BadReply, Refused)
+"""What :func:`queue_depth` raises when the orchestrator gives no usable answer."""
 
 
 @dataclass(frozen=True)
@@ -46,22 +50,17 @@ class Refusal:
     retry_after_s: int
 
 
-async def check_queue(
-    nc: NATS, store: EventStore, cap: QueueCap, correlation_id: str, new_jobs: int = 1
-) -> Refusal | None:
-    """None when ``new_jobs`` more fit under the cap (or there is no cap, or the orchestrator does not answer);
-    else the :class:`Refusal`, after appending the minute's ``QueueFull`` (a failed append is logged: the
-    refusal stands without its alert)."""
-    if not cap.limit:
-        return None
-    try:
-        depth = await ask(nc, "The orchestrator", subjects.QUERY_QUEUE, Empty(), QueueReply, QUEUE_QUERY_TIMEOUT_S)
-    except (BusUnavailable, BadReply, Refused) as exc:
-        log.warning("queue_depth_unknown_admitted", error=str(exc))
-        return None
-    queued = depth.open_jobs + depth.waiting_steps
-    if queued + new_jobs <= cap.limit:
-        return None
+async def queue_depth(nc: NATS, timeout_s: float = QUEUE_QUERY_TIMEOUT_S) -> int:
+    """The orchestrator's open jobs plus waiting workflow steps (``hermes.query.queue``), asked with ``timeout_s``
+    seconds to answer. Raises one of :data:`UNKNOWN_DEPTH`."""
+    depth = await ask(nc, "The orchestrator", subjects.QUERY_QUEUE, Empty(), QueueReply, timeout_s)
+    return depth.open_jobs + depth.waiting_steps
+
+
+async def record_queue_full(store: EventStore, cap: QueueCap, queued: int, correlation_id: str) -> Refusal:
+    """The :class:`Refusal` of a submission over ``cap`` (``queued``: what counted against it), after appending the
+    minute's ``QueueFull`` (a failed append is logged: the refusal stands without its alert)."""
+    assert cap.limit, "a refusal needs a cap"
     now = utcnow()
     event = QueueFull(
         event_id=derived_id("queue_full", now.strftime("%Y-%m-%dT%H:%M")),
@@ -76,5 +75,22 @@ async def check_queue(
         await store.append([event])
     except BUS_ERRORS as exc:
         log.warning("queue_full_event_failed", error=repr(exc))
-    log.warning("queue_full", queued=queued, limit=cap.limit, new_jobs=new_jobs)
     return Refusal(queued, cap.limit, cap.retry_after_s)
+
+
+async def check_queue(
+    nc: NATS, store: EventStore, cap: QueueCap, correlation_id: str, new_jobs: int = 1
+) -> Refusal | None:
+    """None when ``new_jobs`` more fit under the cap (or there is no cap, or the orchestrator does not answer);
+    else the :class:`Refusal` (:func:`record_queue_full`)."""
+    if not cap.limit:
+        return None
+    try:
+        queued = await queue_depth(nc)
+    except UNKNOWN_DEPTH as exc:
+        log.warning("queue_depth_unknown_admitted", error=str(exc))
+        return None
+    if queued + new_jobs <= cap.limit:
+        return None
+    log.warning("queue_full", queued=queued, limit=cap.limit, new_jobs=new_jobs)
+    return await record_queue_full(store, cap, queued, correlation_id)

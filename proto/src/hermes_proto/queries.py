@@ -158,15 +158,19 @@ ORIGIN_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 class ThreadListQuery(msgspec.Struct, kw_only=True):
     """The newest ``limit`` threads; with ``origin``, only those whose origin holds every one of its pairs
     (e.g. ``{"telegram_chat_id": "42"}``: one chat's threads). Keys match :data:`ORIGIN_KEY_PATTERN`. With
-    ``user_id``, only that user's threads (None: every user's)."""
+    ``user_id``, only that user's threads (None: every user's). With ``ids_only``, the reply holds their ids alone
+    (``thread_ids``; ``threads`` empty): small enough for 500 threads, e.g. to filter another service's list by
+    ownership."""
 
     limit: int = 50
     origin: dict[Annotated[str, msgspec.Meta(pattern=ORIGIN_KEY_PATTERN)], str] = {}
     user_id: str | None = None
+    ids_only: bool = False
 
 
 class ThreadListReply(msgspec.Struct, kw_only=True):
     threads: list[ThreadView]
+    thread_ids: list[str] = []
 
 
 QUERY_THREADS = "hermes.query.threads"
@@ -259,8 +263,13 @@ class SelectionView(msgspec.Struct, kw_only=True):
 
 
 class SelectionsQuery(msgspec.Struct, kw_only=True):
+    """Every attempt of ``job_id``, else the newest ``limit`` (1-500) selections; with ``thread_ids``, only those
+    of these threads (None: every thread's; empty: none). The router knows no users: the asker names the threads
+    a caller may see."""
+
     job_id: str | None = None
     limit: int = 50
+    thread_ids: list[str] | None = None
 
 
 class SelectionsReply(msgspec.Struct, kw_only=True):

@@ -147,8 +147,12 @@ class QueryResponder:
         query = msgspec.json.decode(msg.data or b"{}", type=SelectionsQuery)
 
         def read() -> list[SelectionView]:
+            if query.thread_ids is not None and not query.thread_ids:
+                return []
             with Session(self.router.engine) as s:
                 stmt = select(readmodel.SelectionRow)
+                if query.thread_ids is not None:
+                    stmt = stmt.where(col(readmodel.SelectionRow.thread_id).in_(query.thread_ids))
                 if query.job_id:
                     stmt = stmt.where(readmodel.SelectionRow.job_id == query.job_id).order_by(
                         col(readmodel.SelectionRow.attempt)

@@ -44,6 +44,10 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # uvicorn would take the client address from X-Forwarded-For of any peer in FORWARDED_ALLOW_IPS (default
+        # 127.0.0.1): off, so the peer stays the peer and only HERMES_TRUSTED_PROXIES decides (hermes_gateway.proxies).
+        proxy_headers=False,
+        server_header=False,
     )
     server = GatewayServer(config)
     server.run()

@@ -170,6 +170,11 @@ class ReadModel:
         )
         return reply.threads
 
+    async def thread_ids(self, limit: int, user_id: str) -> list[str]:
+        """The ids of ``user_id``'s newest ``limit`` (at most 500) threads, newest first, without the threads."""
+        query = ThreadListQuery(limit=limit, user_id=user_id, ids_only=True)
+        return (await self._ask(QUERY_THREADS, query, ThreadListReply, None)).thread_ids
+
     async def queue(self, timeout_s: float | None = None) -> QueueReply:
         """The orchestrator's open jobs by status and priority, and waiting workflow steps. Raises
         :class:`BusUnavailable` / :class:`BadReply`."""
@@ -206,9 +211,11 @@ class BackendsClient:
         """Every registered backend (health, scores, in-flight jobs, spend today) and the budgets."""
         return await self._ask(subj.QUERY_BACKENDS, BackendsQuery(), BackendsReply)
 
-    async def selections(self, job_id: str | None, limit: int) -> SelectionsReply:
-        """The router's selection decisions: all attempts of ``job_id`` in order, or the latest ``limit``."""
-        return await self._ask(subj.QUERY_SELECTIONS, SelectionsQuery(job_id=job_id, limit=limit), SelectionsReply)
+    async def selections(self, job_id: str | None, limit: int, thread_ids: list[str] | None = None) -> SelectionsReply:
+        """The router's selection decisions: all attempts of ``job_id`` in order, or the latest ``limit``; only
+        those of ``thread_ids`` when given (None: every thread's)."""
+        query = SelectionsQuery(job_id=job_id, limit=limit, thread_ids=thread_ids)
+        return await self._ask(subj.QUERY_SELECTIONS, query, SelectionsReply)
 
     async def set_enabled(self, backend: str, enabled: bool, reason: str = "") -> BackendsReply:
         """Enable or disable ``backend`` at runtime (the router appends ``BackendEnabled``/``BackendDisabled``);

@@ -20,9 +20,10 @@ Limits: ``HERMES_RATE_LIMIT`` per principal (moving window, the ``limits`` libra
 caller is the one principal ``local``, so the limit then applies only when ``HERMES_RATE_LIMIT`` is set
 explicitly. ``HERMES_AUTH_FAILURE_LIMIT`` counts wrong tokens and forged cookies per client address; once it is
 spent, any request presenting credentials from that address gets 429 until the window frees (so tokens cannot be
-guessed at speed). ``HERMES_MAX_BODY_BYTES``: a larger ``Content-Length`` → 413 ``payload_too_large`` before
-the body is read; a body without one is counted as it arrives and refused once over the limit (never buffered
-here). CORS (``HERMES_CORS_ORIGINS``) is off unless origins are configured.
+guessed at speed); the address is the peer's, or behind a proxy of ``HERMES_TRUSTED_PROXIES`` the one its
+``X-Forwarded-For`` names (:mod:`hermes_gateway.proxies`). ``HERMES_MAX_BODY_BYTES``: a larger ``Content-Length``
+→ 413 ``payload_too_large`` before the body is read; a body without one is counted as it arrives and refused once
+over the limit (never buffered here). CORS (``HERMES_CORS_ORIGINS``) is off unless origins are configured.
 
 With ``HERMES_API_TOKENS`` unset or blank auth is off: every request is :data:`LOCAL` (user ``local``, mode
 ``user``), the embedded single-user default.
@@ -52,6 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import ApiError, failure
 from hermes_gateway.observability import AUTH_FAILURES, RATE_LIMITED
+from hermes_gateway.proxies import TrustedProxies
 
 log = structlog.get_logger("hermes.gateway")
 
@@ -77,7 +79,8 @@ SESSION_SALT = "hermes-session"
 @dataclass(frozen=True)
 class Principal:
     """Who a request acts for: ``user_id`` (owner of the threads it submits), ``mode`` (``admin``: everything;
-    ``user``: everything but changes that act for every user (SOUL.md, settings, backends, dead letters);
+    ``user``: everything but changes that act for every user (SOUL.md, settings, question templates, backends and
+    their comparison, dead letters);
     ``guest``: read-only) and ``key`` (:func:`token_key` of its token; never the token itself)."""
 
     user_id: str
@@ -122,8 +125,8 @@ def unauthorized() -> ApiError:
 
 
 def admin_only() -> ApiError:
-    """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, backends, dead letters) needs a token
-    of mode ``admin``."""
+    """403 ``admin_only``: a change that acts for every user (SOUL.md, settings, question templates, backends and
+    their comparison, dead letters) needs a token of mode ``admin``."""
     return ApiError(
         403,
         "admin_only",
@@ -188,6 +191,7 @@ class Guard:
         self.rate_limit = settings.rate_limit() if self.enabled or explicit else None
         self.failure_limit = settings.auth_failure_limit()
         self.max_body_bytes = settings.hermes_max_body_bytes
+        self.proxies = TrustedProxies(settings.trusted_proxies())
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.revoked: dict[str, float] = {}  # cookie value -> when it expires anyway (time.time() seconds)
 
@@ -289,16 +293,16 @@ class Guard:
         return principal
 
     def _check_failures(self, request: Request) -> None:
-        if self.failure_limit is not None and not self.limiter.test(
-            self.failure_limit, "auth_failure", _client(request)
-        ):
-            raise _too_many(self.limiter, self.failure_limit, "auth_failure", _client(request))
+        client = self.proxies.client(request)
+        if self.failure_limit is not None and not self.limiter.test(self.failure_limit, "auth_failure", client):
+            raise _too_many(self.limiter, self.failure_limit, "auth_failure", client)
 
     def _refuse(self, request: Request, reason: str) -> ApiError:
         AUTH_FAILURES.labels(reason).inc()
+        client = self.proxies.client(request)
         if reason == "invalid" and self.failure_limit is not None:
-            self.limiter.hit(self.failure_limit, "auth_failure", _client(request))
-        log.info("auth_refused", reason=reason, path=request.url.path, client=_client(request))
+            self.limiter.hit(self.failure_limit, "auth_failure", client)
+        log.info("auth_refused", reason=reason, path=request.url.path, client=client)
         return unauthorized()
 
 
@@ -318,10 +322,6 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -392,8 +392,9 @@ def install_auth(app: FastAPI, settings: GatewaySettings) -> Guard:
 
 def install_cors(app: FastAPI, settings: GatewaySettings) -> None:
     """CORSMiddleware for ``HERMES_CORS_ORIGINS`` only, credentials allowed; nothing when none are configured
-    (then no ``Access-Control-*`` header is ever sent). Call last, so it is outermost: preflights are answered
-    before authentication and refusals carry the CORS headers a browser needs to read them."""
+    (then no ``Access-Control-*`` header is ever sent). Call after :func:`install_auth` and the observability
+    middleware, so it is outside them: preflights are answered before authentication and refusals carry the CORS
+    headers a browser needs to read them."""
     origins = settings.cors_origins()
     if origins:
         app.add_middleware(

@@ -9,14 +9,17 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from hermes_proto.admission import QueueCap
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
 from hermes_gateway.accepted import AcceptedThreads
 from hermes_gateway.adapters import BackendsClient, Bus, CommandPublisher, LearnerClient, ReadModel, SessionsClient
+from hermes_gateway.admission import QueueReservations
 from hermes_gateway.auth import install_auth, install_cors
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.envelope import document_error_envelope, install_error_handlers
 from hermes_gateway.feed import EventFeed
+from hermes_gateway.headers import SecurityHeaders
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
     auth,
@@ -64,6 +67,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.read_model = ReadModel(bus, settings.hermes_query_timeout_seconds)
         app.state.accepted = AcceptedThreads(settings.hermes_accepted_max_threads, settings.hermes_accepted_ttl_seconds)
         app.state.commands = CommandPublisher(bus, app.state.accepted)
+        cap = QueueCap(settings.hermes_max_queued_jobs, settings.hermes_queue_full_retry_after_seconds)
+        app.state.admission = QueueReservations(bus, cap)
         app.state.backends = BackendsClient(bus, settings.hermes_query_timeout_seconds)
         app.state.learner = LearnerClient(bus, settings.hermes_query_timeout_seconds)
         app.state.sessions = SessionsClient(bus, settings.hermes_query_timeout_seconds)
@@ -87,7 +92,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app)
     install_auth(app, settings)  # added first: runs inside RequestObservability, so refusals are logged
     app.add_middleware(RequestObservability)
-    install_cors(app, settings)  # added last: outermost, so preflights skip auth and refusals carry CORS headers
+    install_cors(app, settings)  # outside auth, so preflights skip it and refusals carry CORS headers
+    app.add_middleware(SecurityHeaders)  # outermost: every response carries them, preflights and refusals too
     for module in (
         ideas,
         external,

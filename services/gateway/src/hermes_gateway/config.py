@@ -12,6 +12,8 @@ from pydantic_settings import SettingsConfigDict
 
 from hermes_proto.settings import BusSettings, OutboundSettings
 
+from hermes_gateway.proxies import Network, parse_trusted_proxies
+
 WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 """Bot API ``setWebhook``: "secret_token: 1-256 characters. Only characters A-Z, a-z, 0-9, _ and - are allowed"."""
 
@@ -20,8 +22,10 @@ class GatewaySettings(BusSettings, OutboundSettings):
     """``HERMES_WEB_HOST``/``HERMES_WEB_PORT``: where the HTTP server listens; ``HERMES_MAX_INPUT_LENGTH``:
     the longest idea or answer accepted (characters); ``HERMES_QUERY_TIMEOUT_SECONDS``: how long a read
     waits for the orchestrator's reply on ``hermes.query.*`` (seconds) before answering 503;
-    ``HERMES_MAX_QUEUED_JOBS`` (seed ``hermes.web.max_queued_jobs``; 0 or unset: no cap): open jobs beyond which a
-    submission gets 429 ``queue_full`` with ``Retry-After`` = ``HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS``;
+    ``HERMES_MAX_QUEUED_JOBS`` (seed ``hermes.web.max_queued_jobs``; 0: no cap): open jobs beyond which a
+    submission gets 429 ``queue_full`` with ``Retry-After`` = ``HERMES_QUEUE_FULL_RETRY_AFTER_SECONDS``, reserved per
+    gateway process, and 503 ``queue_unknown`` while the orchestrator does not answer the count
+    (:mod:`hermes_gateway.admission`);
     ``HERMES_ACCEPTED_MAX_THREADS`` / ``HERMES_ACCEPTED_TTL_SECONDS``: how many submissions this gateway remembers
     (0: none) and for how long at most (seconds), so that their threads read as ``accepted`` until the orchestrator
     shows them (:mod:`hermes_gateway.accepted`); ``HERMES_WORKFLOW_MAX_STEPS``: the most steps a workflow may have (the orchestrator's setting of the same
@@ -37,7 +41,9 @@ class GatewaySettings(BusSettings, OutboundSettings):
     ``HERMES_COOKIE_SECURE``: the cookie is sent over HTTPS only; ``HERMES_RATE_LIMIT`` and
     ``HERMES_AUTH_FAILURE_LIMIT``: ``limits`` strings such as ``600/minute`` (blank or ``0``: off);
     ``HERMES_MAX_BODY_BYTES``: the largest request body (bytes); ``HERMES_CORS_ORIGINS``: comma-separated origins
-    allowed cross-origin (blank: CORS off).
+    allowed cross-origin (blank: CORS off); ``HERMES_TRUSTED_PROXIES``: comma-separated addresses or CIDR networks
+    of reverse proxies whose ``X-Forwarded-For`` names the client (blank: none, the peer is the client;
+    :mod:`hermes_gateway.proxies`).
 
     ``HERMES_OUTBOUND_ALLOW`` (:class:`~hermes_proto.settings.OutboundSettings`): internal receivers a
     ``callback_url`` may name; any other non-public address is refused at submission."""
@@ -71,6 +77,7 @@ class GatewaySettings(BusSettings, OutboundSettings):
     hermes_auth_failure_limit: str = "20/minute"
     hermes_max_body_bytes: int = Field(default=1_048_576, ge=1)
     hermes_cors_origins: str = ""
+    hermes_trusted_proxies: str = ""
 
     @field_validator("hermes_api_tokens", "hermes_metrics_token", "hermes_session_secret", mode="before")
     @classmethod
@@ -88,6 +95,12 @@ class GatewaySettings(BusSettings, OutboundSettings):
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)
+        return value
+
+    @field_validator("hermes_trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
         return value
 
     @field_validator("telegram_webhook_secret", mode="before")
@@ -115,6 +128,10 @@ class GatewaySettings(BusSettings, OutboundSettings):
     def auth_failure_limit(self) -> RateLimitItem | None:
         """``HERMES_AUTH_FAILURE_LIMIT`` parsed, or None when off."""
         return parse_rate_limit(self.hermes_auth_failure_limit)
+
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        """``HERMES_TRUSTED_PROXIES`` parsed; empty: no proxy is trusted."""
+        return parse_trusted_proxies(self.hermes_trusted_proxies)
 
     def cors_origins(self) -> list[str]:
         """The origins of ``HERMES_CORS_ORIGINS``; empty: CORS off."""

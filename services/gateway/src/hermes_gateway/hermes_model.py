@@ -64,7 +64,7 @@ async def run_hermes_turn(
     """Run one turn of the ``hermes`` model and answer it in OpenAI's format (``stream``: as SSE chunks). The
     response headers ``X-Hermes-Session-Id`` (the key) and ``X-Hermes-Thread-Id`` (the idea thread) say where it
     went. An idea obeys the same input length and queue cap as ``POST /api/submit``."""
-    from hermes_gateway.admission import admit
+    from hermes_gateway.admission import admitted
     from hermes_gateway.envelope import ApiError
     from hermes_gateway.routes.openai import OpenAIError, completion_body  # one place for the wire format
 
@@ -117,14 +117,15 @@ async def run_hermes_turn(
             project=project,
         )
         until = {"questions_proposed", "thread_completed", "thread_failed"}
-        try:
-            await admit(request)
-        except ApiError as exc:
-            return OpenAIError(429, exc.message, "rate_limit_error", exc.code).response()
     feed = ThreadFeed(state.bus, thread_id, start_after=None)  # from now: the command is not yet sent
     try:
-        await feed.open()
-        await state.commands.send(command)
+        async with admitted(request, new_jobs=1 if isinstance(command, SubmitIdea) else 0) as hold:
+            await feed.open()
+            hold.bind(await state.commands.send(command))
+    except ApiError as exc:  # queue_full (429) or queue_unknown (503)
+        await feed.close()
+        kind = "rate_limit_error" if exc.status_code == 429 else "api_error"
+        return OpenAIError(exc.status_code, exc.message, kind, exc.code).response()
     except (BusUnavailable, BadReply) as exc:
         await feed.close()
         return OpenAIError(503, f"Hermes is not answering: {exc}", "api_error", "service_unavailable").response()

@@ -55,7 +55,12 @@ FEED_KEPT_THREADS = Gauge("hermes_gateway_feed_kept_threads", "Threads whose rec
 SUBMISSIONS_REFUSED = Counter(
     "hermes_gateway_submissions_refused_total", "Submissions refused by admission control", ["reason"]
 )
-SUBMISSIONS_REFUSED.labels("queue_full")  # exported at 0 from the start, so increase() sees the first refusal
+for _reason in ("queue_full", "queue_unknown"):  # exported at 0 from the start, so increase() sees the first refusal
+    SUBMISSIONS_REFUSED.labels(_reason)
+QUEUE_RESERVED_JOBS = Gauge(
+    "hermes_gateway_queue_reserved_jobs",
+    "Jobs of submissions this gateway admitted that the orchestrator has not taken yet (counted against the cap)",
+)
 DEAD_LETTERS_REPLAYED = Counter(
     "hermes_dead_letters_replayed_total",
     "Dead letters an operator replayed (deduplicated repeats not counted)",

@@ -124,9 +124,12 @@ class QueryResponder:
     async def _threads(self, msg: Msg) -> None:
         if (query := await self._decode(msg, ThreadListQuery)) is None:
             return
-        found = await asyncio.to_thread(
-            self._read_core, views.recent_threads, max(1, min(query.limit, 500)), query.origin, query.user_id
-        )
+        limit = max(1, min(query.limit, 500))
+        if query.ids_only:
+            ids = await asyncio.to_thread(self._read_core, views.recent_thread_ids, limit, query.origin, query.user_id)
+            await self._respond(msg, ThreadListReply(threads=[], thread_ids=ids))
+            return
+        found = await asyncio.to_thread(self._read_core, views.recent_threads, limit, query.origin, query.user_id)
         await self._respond(msg, ThreadListReply(threads=found))
 
     async def _sessions(self, msg: Msg) -> None:

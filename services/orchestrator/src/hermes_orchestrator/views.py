@@ -141,13 +141,20 @@ def recent_threads(
     """The newest ``limit`` threads, newest first; with ``origin``, only those whose origin holds each of its
     pairs (keys are checked against ``ORIGIN_KEY_PATTERN`` by the query's decoder: they go into a JSON path);
     with ``user_id``, only that user's."""
+    ids = recent_thread_ids(session, limit, origin, user_id)
+    return [v for v in (thread_view(session, i) for i in ids) if v is not None]
+
+
+def recent_thread_ids(
+    session: Session, limit: int, origin: dict[str, str] | None = None, user_id: str | None = None
+) -> list[str]:
+    """The ids of :func:`recent_threads`, newest first, without reading the threads."""
     statement = select(_THREADS.c.thread_id)
     if user_id is not None:
         statement = statement.where(_THREADS.c.user_id == user_id)
     for key, value in (origin or {}).items():
         statement = statement.where(func.json_extract(_THREADS.c.origin_json, f"$.{key}") == value)
-    ids = [r[0] for r in _records(session, statement.order_by(_THREADS.c.created_at.desc()).limit(limit))]
-    return [v for v in (thread_view(session, i) for i in ids) if v is not None]
+    return [r[0] for r in _records(session, statement.order_by(_THREADS.c.created_at.desc()).limit(limit))]
 
 
 def queue_depth(session: Session) -> QueueReply:

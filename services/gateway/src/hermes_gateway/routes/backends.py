@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints
 
 from hermes_proto.queries import BackendsReply, CompareReply, CompareRequest, SelectionsReply
 
-from hermes_gateway.deps import AdminDep, BackendName, BackendsDep
+from hermes_gateway.auth import ADMIN, auth_enabled
+from hermes_gateway.deps import AdminDep, BackendName, BackendsDep, PrincipalDep, ReadModelDep
 from hermes_gateway.domain import ID_PATTERN, check_id
 from hermes_gateway.envelope import success, success_schema
 
@@ -20,6 +21,8 @@ router = APIRouter(prefix="/api/backends", tags=["backends"])
 
 MAX_PROMPT = 20_000
 """Longest comparison prompt (characters)."""
+OWN_THREADS = 500
+"""How many of a user's newest threads their selections are shown for (the orchestrator's list limit)."""
 
 NOT_ANSWERING: dict[int | str, dict[str, Any]] = {
     503: {"description": "``bus_unavailable``: the backend-router (or NATS) is not answering."},
@@ -75,17 +78,27 @@ async def list_backends(request: Request, backends: BackendsDep) -> JSONResponse
     },
 )
 async def list_selections(
-    request: Request, backends: BackendsDep, job_id: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    request: Request,
+    backends: BackendsDep,
+    read_model: ReadModelDep,
+    principal: PrincipalDep,
+    job_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
     """The router's selection decisions (``SelectionsReply``): with ``job_id`` every attempt of that job in
     order, else the latest ``limit``, newest first. ``{"selections": [{"job_id", "thread_id", "attempt",
     "backend", "model", "strategy", "criteria", "reason", "job_type", "estimated_cost_cents", "selected_at",
     "failover_from", "candidates": [{"backend", "model", "score", "rejected" (why it could not take the job,
-    or null), "estimated_cost_cents"}]}]}``. Errors: 400 ``invalid_id``, 422 ``validation_failed``,
-    503 ``bus_unavailable``."""
+    or null), "estimated_cost_cents"}]}]}``. While auth is on, a token of mode user or guest sees only the
+    selections of its own threads (its :data:`OWN_THREADS` newest, as the orchestrator lists them; another
+    user's job answers as unknown: an empty list); an admin sees every one. Errors: 400 ``invalid_id``, 422
+    ``validation_failed``, 503 ``bus_unavailable``."""
     if job_id is not None:
         check_id(job_id, "job_id")
-    return success(request, await backends.selections(job_id, limit))
+    thread_ids = None
+    if auth_enabled(principal) and principal.mode != ADMIN:
+        thread_ids = await read_model.thread_ids(OWN_THREADS, principal.user_id)
+    return success(request, await backends.selections(job_id, limit, thread_ids))
 
 
 @router.post(
@@ -97,14 +110,16 @@ async def list_selections(
         422: {"description": "``validation_failed``: the body breaks a limit."},
     },
 )
-async def compare_backends(body: CompareBody, request: Request, backends: BackendsDep) -> JSONResponse:
+async def compare_backends(
+    body: CompareBody, request: Request, backends: BackendsDep, principal: AdminDep
+) -> JSONResponse:
     """Run ``prompt`` once on each backend (the router's ``CompareReply``, answered after at most
     ``timeout_s`` seconds): ``{"comparison_id", "results": [{"backend", "model", "text", "latency_ms",
     "first_token_ms", "prompt_tokens", "completion_tokens", "cost_cents", "error_code", "error"}]}``; a
     backend that failed, was refused (e.g. disabled, unhealthy, over budget: ``error_code`` ``refused``) or
     did not answer in time (``timeout``) has ``error_code`` and ``error`` instead of ``text``. Budgets apply;
-    costs are recorded under the project ``compare``. Errors: 404 ``unknown_backend``, 422
-    ``validation_failed``, 503 ``bus_unavailable``."""
+    costs are recorded under the project ``compare`` and count against every user's budget, so admins only.
+    Errors: 403 ``admin_only``, 404 ``unknown_backend``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     reply = await backends.compare(
         CompareRequest(prompt=body.prompt, backends=body.backends, max_tokens=body.max_tokens, timeout_s=body.timeout_s)
     )

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
+from hermes_gateway.accepted import AcceptedThreads, thread_or_accepted
 from hermes_gateway.adapters import ReadModel
 from hermes_gateway.auth import Principal, auth_enabled, visible
-from hermes_gateway.deps import BusDep, PrincipalDep, ReadModelDep, SettingsDep, ThreadId, thread_not_found
-from hermes_gateway.domain import check_last_event_id
+from hermes_gateway.deps import AcceptedDep, BusDep, PrincipalDep, ReadModelDep, SettingsDep, thread_not_found
+from hermes_gateway.domain import check_id, check_last_event_id
 from hermes_gateway.live import ThreadFeed, terminal_sequence
 from hermes_gateway.observability import SSE_CLIENTS
 
@@ -26,29 +27,39 @@ SHUTDOWN_GRACE_S = 2.0
 OWNER_POLL_S = 0.1
 
 
-async def _check_owner(read_model: ReadModel, principal: Principal, thread_id: str, wait_s: float) -> None:
-    """While auth is on, a thread is streamed only to its owner, so one just submitted is waited for (up to
-    ``wait_s`` seconds) until the orchestrator knows whose it is; never known, or another user's: 404
-    ``thread_not_found``."""
+async def _stream_thread_id(thread_id: str, request: Request) -> str:
+    # Only the id's form: whose thread it is, _check_owner decides (ThreadId would refuse another user's at once).
+    request.state.thread_id = check_id(thread_id, "thread_id")
+    return thread_id
+
+
+async def _check_owner(
+    read_model: ReadModel, accepted: AcceptedThreads, principal: Principal, thread_id: str, wait_s: float
+) -> None:
+    """While auth is on, a thread is streamed only to its owner. Until the orchestrator (or this gateway's memory of
+    its submissions) shows it as the principal's, it is asked again every :data:`OWNER_POLL_S` seconds for up to
+    ``wait_s`` seconds (a thread just submitted); then 404 ``thread_not_found``. Unknown and another user's take
+    this same path to the same answer after the same wait, so neither the answer nor its time tells them apart."""
     if not auth_enabled(principal):
         return
-    deadline = asyncio.get_running_loop().time() + wait_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
     while True:
-        thread = await read_model.thread(thread_id, read_model.seen_position())
-        if thread is not None:
-            if not visible(principal, thread.user_id):
-                raise thread_not_found(thread_id)
+        thread = await thread_or_accepted(read_model, accepted, thread_id, read_model.seen_position(), counted=False)
+        if thread is not None and visible(principal, thread.user_id):
             return
-        if asyncio.get_running_loop().time() >= deadline:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
             raise thread_not_found(thread_id)
-        await asyncio.sleep(OWNER_POLL_S)
+        await asyncio.sleep(min(OWNER_POLL_S, remaining))
 
 
 @router.get("/{thread_id}/events", response_model=None)
 async def thread_events(
-    thread_id: ThreadId,
+    thread_id: Annotated[str, Depends(_stream_thread_id)],
     bus: BusDep,
     read_model: ReadModelDep,
+    accepted: AcceptedDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -60,9 +71,10 @@ async def thread_events(
     EventSource stops reconnecting. The thread need not exist yet (watch right after submitting); while auth is
     on it must be the principal's, waited for up to ``HERMES_QUERY_TIMEOUT_SECONDS`` to appear.
     Errors: 400 ``invalid_id``, 400 ``invalid_last_event_id`` (not a sequence from 0 to 2^63 - 1), 404
-    ``thread_not_found`` (auth on: unknown or another user's), 503 ``bus_unavailable``."""
+    ``thread_not_found`` (auth on: unknown or another user's, alike and after the same wait), 503
+    ``bus_unavailable``."""
     start_after = check_last_event_id(last_event_id)
-    await _check_owner(read_model, principal, thread_id, settings.hermes_query_timeout_seconds)
+    await _check_owner(read_model, accepted, principal, thread_id, settings.hermes_query_timeout_seconds)
     if start_after:
         finished_at = await terminal_sequence(bus.js, thread_id)
         if finished_at is not None and finished_at <= start_after:

@@ -48,8 +48,8 @@ async def submit_external(
     400 ``invalid_callback_url`` (also when its host is, or resolves to, an address that is not public and not in
     ``HERMES_OUTBOUND_ALLOW``; ``details.reason`` says which kind), 400 ``invalid_source_app``, 400
     ``empty_idea`` / ``invisible_idea``, 413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 429
-    ``queue_full`` (with ``Retry-After``), 503 ``bus_unavailable``. While auth is on the thread belongs to the token's
-    user."""
+    ``queue_full`` (with ``Retry-After``), 503 ``queue_unknown`` (with ``Retry-After``) / ``bus_unavailable``. While
+    auth is on the thread belongs to the token's user."""
     callback_url = check_callback_url(body.callback_url)
     source_app = check_source_app(body.source_app)
     await check_callback_address(callback_url, settings.outbound_policy())

@@ -10,7 +10,7 @@ from hermes_proto.commands import SubmitIdea
 from hermes_proto.ids import new_id, utcnow
 
 from hermes_gateway.adapters import CommandPublisher
-from hermes_gateway.admission import admit
+from hermes_gateway.admission import admitted
 from hermes_gateway.auth import owner_id
 from hermes_gateway.config import GatewaySettings
 from hermes_gateway.deps import CommandsDep, SettingsDep
@@ -67,7 +67,8 @@ async def submit_idea(
 
     202 ``{"thread_id", "status_url", "events_url", "command_id"}``. Errors: 400 ``empty_idea`` / ``invisible_idea``,
     413 ``idea_too_long``, 400 ``invalid_json``, 422 ``validation_failed``, 429 ``queue_full`` (with
-    ``Retry-After``), 503 ``bus_unavailable``; nothing is published on any of them."""
+    ``Retry-After``), 503 ``queue_unknown`` (with ``Retry-After``) / ``bus_unavailable``; nothing is published on
+    any of them."""
     return await publish_idea(request, settings, commands, body, channel=body.channel, user_id=body.user_id)
 
 
@@ -79,10 +80,7 @@ async def publish_idea(
     ``{"thread_id", "status_url", "events_url", "command_id"}``. Shared by every submit route. While auth is on
     the thread belongs to the request's principal, whatever ``fields`` says."""
     idea = clean_idea(body.idea, settings.hermes_max_input_length)
-    await admit(request)
     thread_id = new_id()
-    request.state.thread_id = thread_id
-    request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
     fields = {**fields, "user_id": owner_id(request, fields.get("user_id") or "local")}
     command = SubmitIdea(
         command_id=new_id(),
@@ -96,5 +94,8 @@ async def publish_idea(
         priority=body.priority,
         **fields,
     )
-    await commands.send(command)
+    async with admitted(request) as hold:
+        request.state.thread_id = thread_id
+        request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
+        hold.bind(await commands.send(command))
     return success(request, {**thread_links(thread_id), "command_id": command.command_id}, status_code=202)

@@ -1,8 +1,9 @@
-"""What the learner learned, under the user's control. Question templates and their measured effectiveness: list,
-add, edit, deactivate (``hermes.query.templates``, ``hermes.control.template``; the learner validates definitions,
-appends ``TemplateAdded``/``TemplateEdited``/``TemplateDeactivated`` and answers once its read model holds the
-change). Learned preferences: list, set, edit, delete, and feedback (ratings and corrections) over
-``hermes.query.preferences`` / ``hermes.control.preference``. Learned patterns: list (``hermes.query.patterns``)."""
+"""What the learner learned, under the user's control. Question templates and their measured effectiveness: list
+(anyone), add, edit, deactivate (admins only: a template is asked in every user's threads; ``hermes.query.templates``,
+``hermes.control.template``; the learner validates definitions, appends ``TemplateAdded``/``TemplateEdited``/
+``TemplateDeactivated`` and answers once its read model holds the change). Learned preferences (each user's own):
+list, set, edit, delete, and feedback (ratings and corrections) over ``hermes.query.preferences`` /
+``hermes.control.preference``. Learned patterns: list (``hermes.query.patterns``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from hermes_proto.queries import (
 
 from hermes_gateway.auth import Principal, auth_enabled, visible
 from hermes_gateway.deps import (
+    AdminDep,
     CommandsDep,
     LearnerDep,
     PreferenceId,
@@ -207,10 +209,11 @@ async def list_templates(
         409: {"description": "``template_exists``: the id is taken (deactivated ones too)."},
     },
 )
-async def add_template(body: NewTemplate, request: Request, learner: LearnerDep) -> JSONResponse:
-    """Add a template (the learner appends ``TemplateAdded`` with ``source`` ``user``). 201: the template, as
-    one item of ``GET /api/learn/templates``. Errors: 409 ``template_exists``, 400 ``bad_request`` /
-    ``invalid_trigger``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
+async def add_template(body: NewTemplate, request: Request, learner: LearnerDep, principal: AdminDep) -> JSONResponse:
+    """Add a template (the learner appends ``TemplateAdded`` with ``source`` ``user``): it is asked in every user's
+    threads, so admins only. 201: the template, as one item of ``GET /api/learn/templates``. Errors: 403
+    ``admin_only``, 409 ``template_exists``, 400 ``bad_request`` / ``invalid_trigger``, 422 ``validation_failed``, 503
+    ``bus_unavailable``."""
     view = await learner.save(SaveTemplate(create=True, **body.model_dump()))
     return success(request, view, status_code=201)
 
@@ -219,14 +222,15 @@ async def add_template(body: NewTemplate, request: Request, learner: LearnerDep)
     "/templates/{template_id}", responses={200: ONE, **NOT_ANSWERING, **UNKNOWN_TEMPLATE, 422: REFUSED_DEFINITION[422]}
 )
 async def edit_template(
-    template_id: TemplateId, body: TemplatePatch, request: Request, learner: LearnerDep
+    template_id: TemplateId, body: TemplatePatch, request: Request, learner: LearnerDep, principal: AdminDep
 ) -> JSONResponse:
     """Change some fields of a template's definition: the given fields are merged onto the learner's current
     definition, which is then replaced as a whole (``TemplateEdited``; the measured statistics stay, and an
     edited seed template is no longer overwritten by the seeds at start-up). An edit of a deactivated template
     makes it active again (the learner applies every ``TemplateEdited`` so); an empty body changes nothing.
-    Two concurrent edits of one template: the last one wins, over the other's fields too. 200: the template.
-    Errors: 404 ``unknown_template``, 400 ``invalid_id`` / ``bad_request`` / ``invalid_trigger``, 422
+    Two concurrent edits of one template: the last one wins, over the other's fields too. Admins only. 200: the
+    template. Errors: 403 ``admin_only``, 404 ``unknown_template``, 400 ``invalid_id`` / ``bad_request`` /
+    ``invalid_trigger``, 422
     ``validation_failed``, 503 ``bus_unavailable``."""
     current = await learner.template(template_id)
     if current is None:
@@ -243,13 +247,14 @@ async def deactivate_template(
     template_id: TemplateId,
     request: Request,
     learner: LearnerDep,
+    principal: AdminDep,
     body: DeactivateBody | None = None,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JSONResponse:
     """Stop asking a template (``TemplateDeactivated``; its statistics stay, and any ``PATCH``, e.g.
     ``{"status": "active"}``, brings it back). The reason comes from the optional body ``{"reason"}`` or the
-    query ``reason`` (the body wins). 200: the template, now ``"active": false``. Errors: 404
-    ``unknown_template``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
+    query ``reason`` (the body wins). Admins only. 200: the template, now ``"active": false``. Errors: 403
+    ``admin_only``, 404 ``unknown_template``, 400 ``invalid_id``, 422 ``validation_failed``, 503 ``bus_unavailable``."""
     why = body.reason if body is not None else (reason or "")
     return success(request, await learner.deactivate(DeactivateTemplate(template_id=template_id, reason=why)))
 

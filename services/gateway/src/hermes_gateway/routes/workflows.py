@@ -12,7 +12,7 @@ from hermes_proto.events import WorkflowError, WorkflowStep, step_order
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.text import normalize_text
 
-from hermes_gateway.admission import admit
+from hermes_gateway.admission import admitted
 from hermes_gateway.auth import owner_id
 from hermes_gateway.deps import CommandsDep, SettingsDep
 from hermes_gateway.domain import clean_idea
@@ -54,9 +54,9 @@ async def submit_workflow(
 
     202 ``{"thread_id", "status_url", "events_url", "command_id", "steps": [step ids in a dependency order]}``.
     Errors: 400 ``too_many_steps``, ``duplicate_step``, ``unknown_dependency``, ``dependency_cycle`` (the
-    detail names the steps on or behind the cycle), 400 ``empty_idea`` / ``invisible_idea`` / 413 ``idea_too_long`` for a step's
-    prompt, 422 ``validation_failed``, 429 ``queue_full``, 503 ``bus_unavailable``; nothing is published on
-    any of them."""
+    detail names the steps on or behind the cycle), 400 ``empty_idea`` / ``invisible_idea`` / 413 ``idea_too_long``
+    for a step's prompt, 422 ``validation_failed``, 429 ``queue_full``, 503 ``queue_unknown`` / ``bus_unavailable``;
+    nothing is published on any of them."""
     if len(body.steps) > settings.hermes_workflow_max_steps:
         raise ApiError(
             400,
@@ -80,10 +80,7 @@ async def submit_workflow(
         order = step_order(steps)
     except WorkflowError as exc:
         raise ApiError(400, exc.code, exc.detail, user_action="Fix the steps' depends_on lists.") from None
-    await admit(request, new_jobs=len(steps))
     thread_id = new_id()
-    request.state.thread_id = thread_id
-    request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
     command = SubmitWorkflow(
         command_id=new_id(),
         issued_at=utcnow(),
@@ -99,7 +96,10 @@ async def submit_workflow(
         max_retries=body.max_retries,
         timeout_s=body.timeout_s,
     )
-    await commands.send(command)
+    async with admitted(request, new_jobs=len(steps)) as hold:
+        request.state.thread_id = thread_id
+        request.app.state.bus.events.expect(thread_id)  # its live view from the start needs no read of the log
+        hold.bind(await commands.send(command))
     return success(
         request, {**thread_links(thread_id), "command_id": command.command_id, "steps": order}, status_code=202
     )
