@@ -42,6 +42,8 @@ log = structlog.get_logger("hermes.gateway")
 UNBOUND_TTL_S = 30.0
 UNKNOWN_RETRY_AFTER_S = 5
 UNKNOWN_HOLD_S = 1.0
+SETTLE_TRIES, SETTLE_WAIT_S = 5, 0.05
+"""A refusal that reserved jobs may explain is checked again up to this many times, this many seconds apart."""
 
 
 @dataclass(eq=False)
@@ -86,15 +88,21 @@ class QueueReservations:
             now = self._timer()
             if now < self._unknown_until:
                 raise QueueUnknown("the orchestrator did not answer the last queue count")
-            await self._settle(now)
-            try:
-                queued = await queue_depth(self._bus.nc)
-            except UNKNOWN_DEPTH as exc:
-                self._unknown_until = self._timer() + UNKNOWN_HOLD_S
-                raise QueueUnknown(str(exc)) from exc
-            counted = queued + self.held
-            if counted + new_jobs > (self.cap.limit or 0):
-                return counted
+            for attempt in range(SETTLE_TRIES):
+                await self._settle(self._timer())
+                try:
+                    queued = await queue_depth(self._bus.nc)
+                except UNKNOWN_DEPTH as exc:
+                    self._unknown_until = self._timer() + UNKNOWN_HOLD_S
+                    raise QueueUnknown(str(exc)) from exc
+                counted = queued + self.held
+                if counted + new_jobs <= (self.cap.limit or 0):
+                    break
+                if not self.held or attempt == SETTLE_TRIES - 1:
+                    return counted
+                # A command the orchestrator has already counted stays in HERMES_COMMANDS until its ack lands, so
+                # its job can be counted twice for a moment: look again before refusing.
+                await asyncio.sleep(SETTLE_WAIT_S)
             hold = Hold(new_jobs, now)
             self._holds.append(hold)
             QUEUE_RESERVED_JOBS.set(self.held)
