@@ -153,7 +153,7 @@ async def test_cli_lists_searches_exports_and_shows_sessions(authed: Stack, tmp_
     assert "Wrote 1 sft record to standard output." in err
 
     code, out, err = bad
-    assert code == 1 and "bad_request" in err and "HTTP 400" in err, (out, err)
+    assert code == 1 and "[invalid_date, HTTP 400]" in err and "2026-13-45" in err, (out, err)
     assert not bad_file.exists() and out == ""
 
     code, out, err = sessions
