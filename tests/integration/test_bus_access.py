@@ -162,20 +162,19 @@ async def test_each_role_subscribes_only_to_what_it_serves_or_watches(bus, role,
     sub = await client.nc.subscribe(subject, cb=on_message)
     await client.nc.flush()
     concrete = subject.replace(">", "x").replace("*", "x")
-    await admin.nc.publish(concrete, b"probe")
-    await admin.nc.flush()
+    # Published again every 0.2 s: nats-py's flush after a SUB does not always mean the server routes to it yet (a
+    # first message was lost about once in ten fresh connections, with or without authorization).
+    deadline = asyncio.get_running_loop().time() + (10 if allowed else 1)
+    while not received and asyncio.get_running_loop().time() < deadline:
+        await admin.nc.publish(concrete, b"probe")
+        await admin.nc.flush()
+        await asyncio.sleep(0.2)
     if allowed:
-        await asyncio.wait_for(_until(lambda: received), 10)
+        assert received, (client.errors, admin.errors)
     else:
         assert await client.violated(subject), client.errors
-        await asyncio.sleep(0.3)
         assert received == []
     await sub.unsubscribe()
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)
 
 
 async def test_an_edge_cannot_take_another_backends_work(bus) -> None:
@@ -216,7 +215,12 @@ async def test_requests_reach_the_serving_role_and_replies_come_back_only_to_the
 
     await orchestrator.nc.subscribe(subj.QUERY_THREAD, cb=serve)
     await orchestrator.nc.flush()
-    reply = await gateway.nc.request(subj.QUERY_THREAD, b"{}", timeout=10)
+    for _ in range(50):  # until the server routes to the new subscription (see the subscribe test)
+        try:
+            reply = await gateway.nc.request(subj.QUERY_THREAD, b"{}", timeout=2)
+            break
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.1)
     assert reply.data == b"thread view"
     with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
         await producer.nc.request(subj.QUERY_THREAD, b"{}", timeout=1)
