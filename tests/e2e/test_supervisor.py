@@ -113,7 +113,9 @@ async def test_a_killed_service_is_restarted_with_backoff_while_the_others_keep_
                     timeout_s=120,
                     interval_s=1,
                 )
-                assert "service_failed" in up.log_text() and "hermes_notifier" not in up.pids()
+                # The relay copies the supervisor's log line to up's output a moment after the metric moved.
+                await wait_until(lambda: "service_failed" in up.log_text(), timeout_s=10, interval_s=0.2)
+                assert "hermes_notifier" not in up.pids()
                 assert (
                     await supervisor_metric(up, "hermes_supervisor_exits_total", service="notifier", phase="starting")
                     == 3
