@@ -59,8 +59,12 @@ class Grant:
 
     @property
     def inbox_prefix(self) -> str:
-        """``_INBOX.<role>``: its request replies and deliveries arrive under it, and nobody else may subscribe it."""
-        return f"_INBOX.{self.role}"
+        return inbox_prefix(self.role)
+
+
+def inbox_prefix(role: str) -> str:
+    """``_INBOX.<role>``: the role's request replies and deliveries arrive under it, and nobody else may subscribe it."""
+    return f"_INBOX.{role}"
 
 
 def _dlq(*durables: str) -> tuple[str, ...]:

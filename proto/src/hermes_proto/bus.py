@@ -35,7 +35,7 @@ from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from hermes_proto import subjects as subj
-from hermes_proto.access import STREAM_MANAGERS
+from hermes_proto.access import STREAM_MANAGERS, inbox_prefix
 from hermes_proto.base import Command, Event
 from hermes_proto.codec import DecodeError, command_thread_id, encode
 from hermes_proto.credentials import role_of
@@ -68,7 +68,7 @@ def credential_options(settings: BusSettings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.nats_nkey_seed_file is not None:
         options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
-        options["inbox_prefix"] = f"_INBOX.{role_of(settings.nats_nkey_seed_file)}"
+        options["inbox_prefix"] = inbox_prefix(role_of(settings.nats_nkey_seed_file))
     if settings.nats_tls_ca_file is not None or settings.nats_tls_cert_file is not None:
         context = ssl.create_default_context(
             cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
