@@ -21,9 +21,11 @@ from test_learn_preferences import Stack, make_stack
 
 from hermes_proto import subjects
 from hermes_proto.events import DraftPresented, JobQueued, QuestionsProposed
+from hermes_proto.facts import category_of
 
 from hermes_learner import ideas
 from hermes_learner.classification import SYSTEM
+from hermes_learner.extraction import SYSTEM as EXTRACT_SYSTEM
 
 PLANNING_IDEA = "help me plan a vegetable garden on my balcony"
 OTHER_IDEA = "help me plan a weekend away"
@@ -32,6 +34,10 @@ DRAFT = "A first draft of the plan."
 
 def is_classify(body: dict) -> bool:
     return body["messages"][0]["content"] == SYSTEM
+
+
+def is_extract(body: dict) -> bool:
+    return body["messages"][0]["content"] == EXTRACT_SYSTEM
 
 
 def answering(classify_reply: str):
@@ -81,7 +87,8 @@ async def test_the_models_reading_decides_and_its_job_is_listed(llm_stack: Stack
     assert jobs["classify"]["prompt_tokens"] > 0 and jobs["classify"]["completion_tokens"] > 0
     events = await stored_events(js, subjects.thread_events(thread_id))
     queued = [e for e in events if isinstance(e, JobQueued) and e.kind == "classify"]
-    assert len(queued) == 1 and queued[0].job_type == "analysis" and queued[0].max_tokens == 200
+    # the classification, then (when it was queued before the thread closed) the reading of the answers
+    assert len(queued) in (1, 2) and queued[0].job_type == "analysis" and queued[0].max_tokens == 200
     drafts = [e for e in events if isinstance(e, DraftPresented)]
     assert [d.draft_number for d in drafts] == [1, 2]  # the classify result presented nothing
     assert queued[0].job_id not in {d.job_id for d in drafts}
@@ -147,3 +154,45 @@ async def test_a_failed_or_late_classification_leaves_the_decision_to_the_rules(
         await asyncio.sleep(1)  # room for a (wrong) second decision on the late result
         assert view["status"] == "awaiting_answers" and view["idea_type"] == "planning"
         await proposed(js, late["thread_id"])  # still exactly one
+
+
+async def test_the_model_reads_facts_the_rules_cannot_from_answers(llm_stack: Stack, js_client) -> None:
+    """With LLM classification on, the user's answers also go to a model (a ``classify`` job of the thread): a fact it
+    reads that the rules left out is learned (here a schedule said inside a longer answer), one the user never wrote
+    is dropped, and what the rules read stays."""
+    _, js = js_client
+    facts = {
+        "facts": [
+            {"slot": "schedule", "value": "weekends only"},
+            {"slot": "audience", "value": "my whole company"},  # never said: dropped
+            {"slot": "Bad Slot!", "value": "weekends"},  # not a slot name: dropped
+        ]
+    }
+    classification = json.dumps({"idea_type": "research", "issues": ["scope"], "clarity": 0.3})
+    llm_stack.model.respond = lambda body: (
+        classification if is_classify(body) else json.dumps(facts) if is_extract(body) else DRAFT
+    )
+    asked = await llm_stack.asked(PLANNING_IDEA)
+    thread_id, first = asked["thread_id"], asked["questions"][0]
+    llm_stack.model.set_fault(Fault.SLOW_FIRST_BYTE, times=1, delay_s=2)  # draft 2: the reading is queued before
+    said = "I can work on it weekends only, with my neighbour"
+    await llm_stack.call(
+        "POST", f"/api/threads/{thread_id}/continue", 202, json={"answers": {first["question_id"]: said}}
+    )
+    await llm_stack.completed(thread_id)
+
+    async def learned():
+        return (await llm_stack.preferences()).get(("fact", "schedule"))
+
+    schedule = await wait_until(learned, timeout_s=20, interval_s=0.3)
+    assert (schedule["value"], schedule["evidence"], schedule["observations"]) == ("weekends only", "answer", 1)
+    held = await llm_stack.preferences()
+    assert ("fact", "audience") not in held and ("constraint", "audience") not in held
+    assert (
+        held[(category_of(first["slot"]), first["slot"])]["value"] == said
+    )  # the rules' reading of the answer to its own slot
+    readings = [r.body for r in llm_stack.model.chat_requests() if is_extract(r.body)]
+    assert len(readings) == 1 and said in readings[0]["messages"][1]["content"] and readings[0]["temperature"] == 0
+    assert f"(slot {first['slot']})" in readings[0]["messages"][1]["content"]
+    events = await stored_events(js, subjects.thread_events(thread_id))
+    assert [e.kind for e in events if isinstance(e, JobQueued)].count("classify") == 2

@@ -1,12 +1,14 @@
-"""Learned patterns and ``POST /api/threads/{id}/optimize`` over the real bus: the real gateway, orchestrator, learner,
-router and talos-edge as processes on a real NATS server (the stack of ``test_learn_preferences``), driven over real
-HTTP by a simulated user who, for planning ideas, never answers context questions, always answers constraint
-questions "keep it simple", wants detailed answers (a depth preference) and answers the rest differently each time.
+"""Learned facts per slot, patterns and ``POST /api/threads/{id}/optimize`` over the real bus: the real gateway,
+orchestrator, learner, router and talos-edge as processes on a real NATS server (the stack of
+``test_learn_preferences``), driven over real HTTP by a simulated user who, for planning ideas, never answers context
+questions, always answers constraint questions "keep it simple", wants detailed answers (a depth preference) and
+answers the rest differently each time.
 
-Proves: both patterns are learned from closed threads (``PatternValidated``) and applied (context not asked,
-constraint assumed); optimize answers a waiting thread's open questions from the learned preference and pattern,
-says which, and the thread completes without Hermes learning from its own answers; nothing applicable leaves the
-thread waiting; 404/409; with learning disabled there are no patterns and optimize applies nothing.
+Proves: each slot is learned from the answers to its own questions (a constraint slot "keep it simple", a context
+slot left unanswered) and a question is no longer asked exactly when its slot is known; patterns are still measured
+and listed; optimize answers a waiting thread's open questions from the facts of their slots, says which, and the
+thread completes without Hermes learning from its own answers; nothing applicable leaves the thread waiting;
+404/409; with learning disabled there are no patterns or facts and optimize applies nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 from conftest import stored_events, thread_events, wait_until
 from test_learn_preferences import IDEAS, Stack, stack, unlearning  # noqa: F401 (the same fixtures)
 
-from hermes_proto.events import PatternValidated, PreferenceLearned, QuestionsProposed, pattern_id
+from hermes_proto.events import PatternValidated, PreferenceLearned, QuestionsProposed
+from hermes_proto.facts import UNANSWERED
+
+from hermes_learner.templates import SEED_SLOTS
 
 PROFILE = {"constraint": "keep it simple", "scope": "detailed, step by step please", "context": ""}
 """What the simulated user answers by category ("": leaves it open); other categories get a new answer each time."""
-CONTEXT_SKIP = pattern_id("local", "skip_question", "planning", "context")
-CONSTRAINT_SAME = pattern_id("local", "recurring_answer", "planning", "constraint")
 
 
 def answer(question: dict) -> str:
@@ -30,6 +33,11 @@ def categories(thread: dict) -> set[str]:
     return {q["category"] for q in thread["questions"]}
 
 
+def slots(thread: dict) -> set[str]:
+    assert all(q["slot"] == SEED_SLOTS[q["template_id"]] for q in thread["questions"])
+    return {q["slot"] for q in thread["questions"]}
+
+
 async def patterns(stack: Stack, applied_only: bool = False) -> dict[str, dict]:
     data = await stack.call(
         "GET", "/api/learn/patterns", params={"user_id": "local", "applied_only": str(applied_only).lower()}
@@ -38,96 +46,81 @@ async def patterns(stack: Stack, applied_only: bool = False) -> dict[str, dict]:
     return {p["pattern_id"]: p for p in data["patterns"]}
 
 
+async def known(stack: Stack) -> dict[str, str]:
+    """Slot → the value of the user's applied fact for planning ideas (normalised; ``(unanswered)`` included)."""
+    data = await stack.call("GET", "/api/learn/preferences", params={"user_id": "local"})
+    return {p["key"]: p["normalized"] for p in data["preferences"] if p["applied"] and p["scope"] == "type:planning"}
+
+
 async def learned_from(js, thread_id: str) -> list:
     """The pattern and preference events whose evidence came from ``thread_id``."""
     events = await stored_events(js, "hermes.evt.pattern.>") + await stored_events(js, "hermes.evt.preference.>")
     return [e for e in events if e.thread_id == thread_id]
 
 
-async def test_patterns_are_learned_applied_and_optimize_answers_a_waiting_thread(stack: Stack, js_client) -> None:
+async def test_slots_are_learned_and_optimize_answers_a_waiting_thread(stack: Stack, js_client) -> None:
     _, js = js_client
     held = await stack.asked(IDEAS[0])  # asked before anything was learned; left waiting
     assert held["status"] == "awaiting_answers"
     assert {"context", "constraint", "scope"} <= categories(held), held["questions"]
-
-    ideas, given = iter(IDEAS[1:]), []
-
-    def answering(question: dict) -> str:
-        given.append(question["category"])
-        return answer(question)
-
-    for threads in range(1, 7):  # noqa: B007 (the last count is checked after the loop)
-        await stack.run_thread(next(ideas), answering)
-        learned = await patterns(stack, applied_only=True)
-        if {CONTEXT_SKIP, CONSTRAINT_SAME} <= set(learned):
+    ideas = iter(IDEAS[1:])
+    for _ in range(6):
+        await stack.run_thread(next(ideas), answer)
+        facts = await known(stack)
+        if facts.get("depth") and "keep simple" in facts.values() and UNANSWERED in facts.values():
             break
-    assert threads == 4, learned  # 3 silences give (3 + 1) / (3 + 2) = 0.8; the first answer only seeds the value
-    skip, same = learned[CONTEXT_SKIP], learned[CONSTRAINT_SAME]
-    assert skip["validation_count"] == skip["success_count"] >= 3
-    assert skip["confidence"] == round((skip["success_count"] + 1) / (skip["validation_count"] + 2), 4)
-    assert skip["recommended_actions"] == ["skip_category:context"] and skip["value"] is None
-    assert (same["validation_count"], same["success_count"], same["confidence"]) == (3, 3, 0.8)
-    assert same["values"] == {"keep it simple": given.count("constraint")} and same["value"] == "keep it simple"
-    assert same["recommended_actions"] == ["assume:constraint=keep it simple"]
-    assert set(learned) < set(await patterns(stack))  # the other patterns did not hold (answers varied)
-    history = [e for e in await stored_events(js, f"hermes.evt.pattern.{CONSTRAINT_SAME}.>")]
-    assert [(e.outcome, e.validation_count, e.applied) for e in history] == [
-        ("seeded", 0, False),
-        ("success", 1, False),
-        ("success", 2, False),
-        ("success", 3, True),
-    ]
+    assert facts["depth"] == "detailed", facts
+    constraint = {s for s, v in facts.items() if v == "keep simple"}
+    unanswered = {s for s, v in facts.items() if v == UNANSWERED}
+    assert constraint <= {"budget", "timing", "tech_stack", "must_avoid"} and constraint, facts
+    assert unanswered & {"audience", "experience", "situation", "location", "length", "focus"}, facts
+    assert await patterns(stack)  # patterns are still measured and listed
+    assert [e for e in await stored_events(js, "hermes.evt.pattern.>") if isinstance(e, PatternValidated)]
 
-    # Applied: the next thread is not asked about context, and "keep it simple" is assumed for constraints.
-    nxt, _ = await stack.run_thread(next(ideas), answer)
-    assert not categories(nxt) & {"context", "constraint", "scope"}, nxt["questions"]
+    # Applied: the next thread asks no question whose slot is known, whatever else its category holds.
+    facts = await known(stack)
+    nxt, prompt = await stack.run_thread(next(ideas), answer)
+    assert not slots(nxt) & set(facts), (nxt["questions"], facts)
     [proposed] = [e for e in await thread_events(js, nxt["thread_id"]) if isinstance(e, QuestionsProposed)]
-    assert proposed.skipped_categories == ["context"]
-    assert [(a.source, a.pattern_id, a.value) for a in proposed.assumptions if a.source == "pattern"] == [
-        ("pattern", CONSTRAINT_SAME, "keep it simple")
-    ]
-    assert "left context questions unanswered" in proposed.reason
+    assert {a.key for a in proposed.assumptions} == {s for s, v in facts.items() if v != UNANSWERED}
+    assert "- Depth: detailed" in prompt and "keep it simple" in prompt
+    assert "the user leaves them unanswered" in proposed.reason
 
-    # Optimize the thread left waiting: depth from the preference, constraint from the pattern, context may stay open.
-    before = (await patterns(stack), await stack.preferences())
+    # Optimize the thread left waiting: every open question whose slot is known is settled, and says by what.
+    before, facts = await stack.preferences(), await known(stack)
     data = await stack.call("POST", f"/api/threads/{held['thread_id']}/optimize")
-    by_category = {q["question_id"]: q["category"] for q in held["questions"]}
-    settled = {(o["category"], o["kind"], o["answer"]) for o in data["applied"]}
-    assert settled == {
-        ("scope", "preference", "detailed"),
-        ("constraint", "recurring_answer", "keep it simple"),
-        ("context", "skip_question", None),
-    }, data
-    assert all(by_category[o["question_id"]] == o["category"] for o in data["applied"])
-    assert [o["source_id"] for o in data["applied"] if o["kind"] == "recurring_answer"] == [CONSTRAINT_SAME]
+    by_slot = {q["question_id"]: SEED_SLOTS[q["template_id"]] for q in held["questions"]}
+    settled = {(by_slot[o["question_id"]], o["kind"], o["answer"]) for o in data["applied"]}
+    expected = {
+        (slot, "skip_question", None) if facts[slot] == UNANSWERED else (slot, "preference", None)
+        for slot in set(by_slot.values()) & set(facts)
+    }
+    assert {(s, k) for s, k, _ in settled} == {(s, k) for s, k, _ in expected}, data
+    assert ("depth", "preference", "detailed") in settled
     assert data["continued"] is True and data["thread_id"] == held["thread_id"]
     done = await stack.completed(held["thread_id"])
     assert done["final_draft_number"] == 2
-    answered = {q["category"]: q["answer"] for q in done["questions"] if q["answer"]}
-    assert answered.get("constraint") == "keep it simple" and answered.get("scope") == "detailed"
     draft2 = stack.model.chat_requests()[-1].body["messages"][-1]["content"]
-    assert "keep it simple" in draft2 and "detailed" in draft2
+    assert "detailed" in draft2
 
-    # Nothing applicable: the thread keeps waiting. Answering it then lets every earlier close be learned from.
+    # Nothing applicable: the thread keeps waiting. Answering it then lets it be learned from.
     last = await stack.asked(next(ideas))
-    assert last["status"] == "awaiting_answers" and categories(last) <= {"intent", "success"}
-    data = await stack.call("POST", f"/api/threads/{last['thread_id']}/optimize")
-    assert (data["applied"], data["continued"]) == ([], False)
-    assert (await stack.thread(last["thread_id"]))["status"] == "awaiting_answers"
-    await stack.call(
-        "POST",
-        f"/api/threads/{last['thread_id']}/continue",
-        202,
-        json={"answers": {q["question_id"]: answer(q) for q in last["questions"]}},
-    )
-    await stack.completed(last["thread_id"])
-    await wait_until(lambda: learned_from(js, last["thread_id"]), timeout_s=15)
-    # Hermes did not learn from its own answers: nothing from the optimized thread, counts unchanged.
+    if last["status"] == "awaiting_answers" and not slots(last) & set(await known(stack)):
+        data = await stack.call("POST", f"/api/threads/{last['thread_id']}/optimize")
+        assert (data["applied"], data["continued"]) == ([], False)
+        assert (await stack.thread(last["thread_id"]))["status"] == "awaiting_answers"
+        await stack.call(
+            "POST",
+            f"/api/threads/{last['thread_id']}/continue",
+            202,
+            json={"answers": {q["question_id"]: answer(q) for q in last["questions"]}},
+        )
+        await stack.completed(last["thread_id"])
+        await wait_until(lambda: learned_from(js, last["thread_id"]), timeout_s=15)
+    # Hermes did not learn from its own answers: nothing from the optimized thread.
     assert await learned_from(js, held["thread_id"]) == []
-    after = (await patterns(stack), await stack.preferences())
-    for pid in (CONTEXT_SKIP, CONSTRAINT_SAME):
-        assert after[0][pid]["validation_count"] == before[0][pid]["validation_count"]
-    assert {k: p["observations"] for k, p in after[1].items()} == {k: p["observations"] for k, p in before[1].items()}
+    after = await stack.preferences()
+    assert after[("depth", "depth")]["observations"] >= before[("depth", "depth")]["observations"]
 
     # Errors: an unknown thread, a thread no longer waiting.
     assert (await stack.call("POST", f"/api/threads/{'f' * 32}/optimize", 404))["code"] == "thread_not_found"

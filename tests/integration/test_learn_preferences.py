@@ -53,7 +53,7 @@ LEARNED = {
     ("depth", "depth"): "detailed",
     ("style", "style"): "casual",
     ("constraint", "budget"): "budget under 500 euros",
-    ("constraint", "location"): "in lisbon",
+    ("constraint", "location"): "in Lisbon",
 }
 
 
@@ -111,10 +111,15 @@ class Stack:
         draft1 = self.model.chat_requests()[before]  # the first model call after the submit: draft 1
         return asked, draft1.body["messages"][0]["content"]
 
-    async def preferences(self) -> dict[tuple[str, str], dict]:
+    async def preferences(self, scope: str = "") -> dict[tuple[str, str], dict]:
+        """The user's preferences held in ``scope`` (default: everywhere), by (category, key)."""
         data = await self.call("GET", "/api/learn/preferences", params={"user_id": "local"})
         assert data["confidence_threshold"] == 0.75
-        return {(p["category"], p["key"]): p for p in data["preferences"]}
+        return {(p["category"], p["key"]): p for p in data["preferences"] if p["scope"] == scope}
+
+    async def learned(self) -> dict[tuple[str, str], dict]:
+        """The everywhere preferences of :data:`LEARNED` (the profile's; slots left unanswered are learned too)."""
+        return {k: p for k, p in (await self.preferences()).items() if k in LEARNED}
 
 
 async def make_stack(bus_env: dict[str, str], tmp_path: Path, **extra: str) -> AsyncIterator[Stack]:
@@ -163,39 +168,44 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     assert categories(first) >= PROFILE_CATEGORIES, first["questions"]  # the profile is asked about at first
     assert "earlier conversations" not in first_prompt and first["assumptions"] == []
     threads = 1
-    while not all(p["applied"] for p in (await stack.preferences()).values()) or len(await stack.preferences()) < 4:
+    while not all(p["applied"] for p in (await stack.learned()).values()) or len(await stack.learned()) < 4:
         assert threads < 6, await stack.preferences()
         await stack.run_thread(next(ideas))
         threads += 1
     assert threads == 3  # three consistent answers: confidence 3 / (3 + 1) = 0.75
-    prefs = await stack.preferences()
+    prefs = await stack.learned()
     assert {k: p["value"] for k, p in prefs.items()} == LEARNED
+    assert prefs[("constraint", "budget")]["normalized"] == "<= 500 EUR"  # the words are kept, the votes normalised
     assert all(p["confidence"] == 0.75 and p["source"] == "observed" and p["observations"] == 3 for p in prefs.values())
+    planning = await stack.preferences("type:planning")  # every answer counts for its idea type too
+    assert {k: p["value"] for k, p in planning.items() if k in LEARNED} == LEARNED
     learned = await stored_events(js, f"hermes.evt.preference.{prefs[('depth', 'depth')]['preference_id']}.>")
     assert [e.type_name() for e in learned] == ["preference_learned"] * 3
     assert [e.confidence for e in learned] == [0.5, 0.6667, 0.75]
 
-    # Learned: draft 1 applies the profile, and its questions are assumed instead of asked.
+    # Learned: draft 1 applies the profile (the planning facts, the most specific), its questions are not asked.
     fourth, prompt = await stack.run_thread(next(ideas))
-    assert not categories(fourth) & PROFILE_CATEGORIES, fourth["questions"]
+    assert not {q["slot"] for q in fourth["questions"]} & {"depth", "budget", "location"}, fourth["questions"]
     assert "- Depth: detailed" in prompt and "- Style: casual" in prompt
-    assert "- Budget: budget under 500 euros" in prompt and "- Location: in lisbon" in prompt
+    assert "- Budget: budget under 500 euros" in prompt and "- Location: in Lisbon" in prompt
     assert {(a["category"], a["key"]): a["value"] for a in fourth["assumptions"]} == LEARNED
-    assert all(p["usage"] == 1 for p in (await stack.preferences()).values())
+    assert {a["scope"] for a in fourth["assumptions"]} == {"type:planning"}
+    assert all(p["usage"] == 1 for k, p in (await stack.preferences("type:planning")).items() if k in LEARNED)
 
-    # A 5-star rating through the feedback route credits what the draft applied.
+    # A 5-star rating through the feedback route credits what the draft applied (its answers may have said more).
+    votes = (await stack.preferences("type:planning"))[("depth", "depth")]["votes"]["detailed"]
     data = await stack.call("POST", "/api/learn/feedback", json={"thread_id": fourth["thread_id"], "rating": 5})
     assert data["rated"] is True
 
     async def credited():
-        prefs = await stack.preferences()
+        prefs = await stack.preferences("type:planning")
         return prefs if prefs[("depth", "depth")]["evidence"] == "rating" else None
 
     prefs = await wait_until(credited, timeout_s=15)
-    assert prefs[("depth", "depth")]["confidence"] == round(3.5 / 4.5, 4)
+    assert prefs[("depth", "depth")]["confidence"] == round((votes + 0.5) / (votes + 1.5), 4)
     assert prefs[("depth", "depth")]["source"] == "inferred"
 
-    # A correction lowers the depth preference below the threshold (and flips it): scope is asked again.
+    # A correction about the thread lowers depth below the threshold in each of its scopes: depth is asked again.
     data = await stack.call(
         "POST",
         "/api/learn/feedback",
@@ -207,10 +217,11 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     [corrected] = data["preferences"]
     assert (corrected["value"], corrected["corrections"], corrected["applied"]) == ("overview", 1, False)
     assert corrected["confidence"] < 0.75
+    assert (await stack.preferences("type:planning"))[("depth", "depth")]["corrections"] == 1
     fifth, prompt = await stack.run_thread(next(ideas))
-    assert "scope" in categories(fifth) and "Depth:" not in prompt and "- Style: casual" in prompt
+    assert "depth" in {q["slot"] for q in fifth["questions"]} and "Depth:" not in prompt and "- Style: casual" in prompt
 
-    # An edit applies at once; a delete forgets.
+    # An edit applies at once; a delete of the fact held everywhere forgets it in every scope.
     depth_id = corrected["preference_id"]
     edited = await stack.call("PATCH", f"/api/learn/preferences/{depth_id}", json={"value": "comprehensive"})
     assert (edited["value"], edited["confidence"], edited["source"], edited["applied"]) == (
@@ -222,15 +233,22 @@ async def test_a_repeated_preference_stops_being_asked_and_shapes_draft_1(stack:
     style_id = preference_id("local", "style", "style")
     assert (await stack.call("DELETE", f"/api/learn/preferences/{style_id}"))["forgotten"] is True
     await stack.call("DELETE", f"/api/learn/preferences/{style_id}", 404)
+    assert ("style", "style") not in await stack.preferences("type:planning")
     sixth, prompt = await stack.run_thread(next(ideas))
-    assert "- Depth: comprehensive" in prompt and "Style:" not in prompt
-    assert "context" in categories(sixth)  # style forgotten: context questions come back
+    assert "Style:" not in prompt
+    assert "- Depth: comprehensive" in prompt
 
-    async def relearned():  # the answer "keep it casual" starts the forgotten preference afresh
-        return (await stack.preferences()).get(("style", "style"))
+    # A rating's comment is evidence about style: "too formal" asks for casual.
+    await stack.call(
+        "POST", f"/api/threads/{sixth['thread_id']}/rate", 202, json={"rating": 3, "comment": "Too formal for me"}
+    )
+
+    async def relearned():
+        style = (await stack.learned()).get(("style", "style"))
+        return style if style and style["evidence"] == "comment" else None
 
     style = await wait_until(relearned, timeout_s=15)
-    assert (style["value"], style["observations"], style["confidence"]) == ("casual", 1, 0.5)
+    assert (style["value"], style["source"]) == ("casual", "observed") and style["votes"]["casual"] >= 1
     # Learning on: the closed threads' templates have their effectiveness recorded (the counterpart of the test below).
     assert await stored_events(js, "hermes.evt.template.*.template_effectiveness_updated")
 

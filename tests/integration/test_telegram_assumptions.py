@@ -55,7 +55,7 @@ async def test_a_telegram_thread_shows_its_assumptions_and_correct_changes_one(s
     [thread_id] = await stack.threads_of(CHAT_A)
     [proposed] = await wait_until(lambda: _of(stack.js, thread_id, "questions_proposed"), timeout_s=30)
     assert {a.key for a in proposed.assumptions} == {"depth", "budget"}
-    assert proposed.questions and not {q.category for q in proposed.questions} & {"scope", "constraint"}
+    assert proposed.questions and not {q.slot for q in proposed.questions} & {"depth", "budget"}
     questions = await wait_until(
         lambda: [m for m in telegram.messages_to(CHAT_A) if "Question " in m["text"]] or None, timeout_s=30
     )
@@ -78,8 +78,8 @@ async def test_a_telegram_thread_shows_its_assumptions_and_correct_changes_one(s
     )
 
     # Bad input gets a usage message; a chat that is not allowed corrects nothing.
-    telegram.push_text(CHAT_A, "/correct mood sunny")
-    await stack.message(CHAT_A, lambda m: m["text"].startswith("There is no preference called mood"))
+    telegram.push_text(CHAT_A, "/correct mood! sunny")
+    await stack.message(CHAT_A, lambda m: m["text"].startswith("There is no preference called mood!"))
     telegram.push_text(STRANGER, "/correct depth comprehensive")
     await stack.message(STRANGER, lambda m: "private" in m["text"])
     await wait_until(lambda: _inbox_drained(js, 4), timeout_s=20)

@@ -19,7 +19,7 @@ from hermes_proto.events import (
     preference_id,
 )
 
-from hermes_learner import handlers, learning, preferences
+from hermes_learner import evidence, handlers, learning, preferences
 from hermes_learner.bootstrap import REACTION_EVENTS
 from hermes_learner.convert import ThreadFacts
 from hermes_learner.patterns import Pattern
@@ -102,17 +102,17 @@ def test_free_answers_of_a_thread_are_the_users_typed_ones() -> None:
 def test_a_cause_is_learned_from_once() -> None:
     answers = AnswersRecorded(event_id="a", **ENV, answers=[Answer(question_id="q0", text="keep it short please")])
     policy = PreferencePolicy(ttl=timedelta(days=1))
-    learned = learning.preference_evidence(answers, facts(), [], policy)
+    learned = evidence.preference_evidence(answers, facts(), [], policy)
     assert learned and {e.causation_id for e in learned} == {"a"} and {e.thread_id for e in learned} == {"t"}
-    assert learning.preference_evidence(answers, facts(evidence=frozenset({"a"})), [], policy) == []
-    assert learning.preference_evidence(answers, None, [], policy) == []
+    assert evidence.preference_evidence(answers, facts(evidence=frozenset({"a"})), [], policy) == []
+    assert evidence.preference_evidence(answers, None, [], policy) == []
     depth = preferences.learn(preferences.Preference("ann", "depth", "depth"), "edit", "brief", T0, policy.ttl)
     rating = ThreadRated(event_id="r", **ENV, rating=5, draft_number=1)
     applied = facts(assumptions=((depth.preference_id, "brief"),))
-    [credited] = learning.preference_evidence(rating, applied, [depth], policy)
+    [credited] = evidence.preference_evidence(rating, applied, [depth], policy)
     assert credited.aggregate_id == preference_id("ann", "depth", "depth") and credited.evidence == "rating"
     assert (
-        learning.preference_evidence(rating, facts(assumptions=((depth.preference_id, "detailed"),)), [depth], policy)
+        evidence.preference_evidence(rating, facts(assumptions=((depth.preference_id, "detailed"),)), [depth], policy)
         == []
     )
 

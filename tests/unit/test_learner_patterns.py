@@ -25,14 +25,14 @@ from hermes_proto.events import (
     ThreadOpened,
     pattern_id,
 )
+from hermes_proto.facts import UNANSWERED
 from hermes_proto.ids import derived_id, new_id
 
-from hermes_learner import domain, patterns, preferences, queries, readmodel, tables
+from hermes_learner import patterns, preferences, queries, readmodel, tables
 from hermes_learner.learning import pattern_validations
 from hermes_learner.patterns import Asked, Pattern, answered, observe, real_answer, validate
 from hermes_learner.policies import PatternPolicy
 from hermes_learner.preferences import Preference, learn
-from hermes_learner.templates import SEED_TEMPLATES
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 IDEA = "help me plan a trip"
@@ -152,63 +152,23 @@ def _skip(category: str, times: int = 3, idea_type: str = "planning") -> Pattern
     return p
 
 
-def test_a_decision_skips_and_assumes_what_patterns_settle():
-    plain = domain.choose(IDEA, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d")
-    assert {"context", "constraint"} <= {q.category for q in plain.questions} and plain.skipped == []
-    learned = [_skip("context"), _recurring("constraint", "keep it simple"), _skip("scope", idea_type="coding")]
-    decision = domain.choose(IDEA, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d", patterns=learned)
-    asked = {q.category for q in decision.questions}
-    assert not asked & {"context", "constraint"} and "scope" in asked  # the coding pattern is not a planning one
-    assert decision.skipped == ["context"]
-    [assumed] = decision.assumptions
-    assert (
-        assumed.source,
-        assumed.pattern_id,
-        assumed.preference_id,
-        assumed.category,
-        assumed.value,
-        assumed.confidence,
-    ) == ("pattern", learned[1].pattern_id, None, "constraint", "keep it simple", 0.8)
-    assert "the user left context questions unanswered in 3 of 3 planning threads" in decision.reason
-
-
-def test_a_preference_beats_a_pattern_of_the_same_category():
+def test_optimize_settles_open_questions_by_their_slot():
     depth = Preference("local", "depth", "depth")
     for _ in range(3):
         depth = learn(depth, "answer", "detailed", NOW, timedelta(days=180))
-    known = {c: preferences.assumptions(p) for c, p in preferences.known_categories([depth], 0.75, NOW).items()}
-    learned = [_recurring("scope", "quick first version"), _skip("scope")]
-    decision = domain.choose(
-        IDEA, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d", known=known, patterns=learned
-    )
-    assert [(a.source, a.key, a.value) for a in decision.assumptions] == [("preference", "depth", "detailed")]
-    assert decision.skipped == [] and "scope" not in {q.category for q in decision.questions}
-    # Without the preference, the recurring answer beats the skip.
-    alone = patterns.applicable(learned, "planning")
-    assert alone["scope"].kind == RECURRING
-
-
-def test_optimize_settles_open_questions_preference_first():
-    depth = Preference("local", "depth", "depth")
+    left = Preference("local", "fact", "result")
     for _ in range(3):
-        depth = learn(depth, "answer", "detailed", NOW, timedelta(days=180))
-    known = preferences.known_categories([depth], 0.75, NOW)
-    settled = patterns.applicable(
-        [_recurring("scope", "short"), _recurring("constraint", "keep it simple"), _skip("context")],
-        "planning",
-        exclude=known,
-    )
+        left = learn(left, "answer", UNANSWERED, NOW, timedelta(days=180))
+    known = preferences.known_slots([depth, left], ("",), 0.75, NOW)
     found = patterns.optimizations(
-        [("q1", "scope"), ("q2", "constraint"), ("q3", "context"), ("q4", "intent")], known, settled
+        [("q1", "scope", "depth"), ("q2", "intent", "result"), ("q3", "context", "audience")], known
     )
     assert [(o.kind, o.question_id, o.answer) for o in found] == [
         ("preference", "q1", "detailed"),
-        ("recurring_answer", "q2", "keep it simple"),
-        ("skip_question", "q3", None),
+        ("skip_question", "q2", None),
     ]
     assert found[0].source_id == depth.preference_id and found[0].confidence == 0.75
-    assert found[1].source_id == pattern_id("local", RECURRING, "planning", "constraint")
-    assert "left context questions unanswered" in found[2].reason
+    assert "leaves result unanswered" in found[1].reason
 
 
 def test_answers_hermes_supplied_are_no_evidence():

@@ -17,9 +17,9 @@ from hermes_proto.events import Answer, Assumption, PreferenceForgotten, ThreadO
 from hermes_proto.ids import new_id
 
 from hermes_learner import domain, preferences, queries, readmodel, tables
-from hermes_learner.learning import learned_event
+from hermes_learner.evidence import learned_event
 from hermes_learner.preferences import Preference, learn, observe
-from hermes_learner.templates import SEED_TEMPLATES
+from hermes_learner.templates import SEED_SLOTS, SEED_TEMPLATES
 from hermes_orchestrator import domain as orchestrator
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -124,41 +124,56 @@ def _confident(category: str, key: str, value: str, times: int = 3, at: datetime
     return pref
 
 
-def test_only_what_draft_1_applied_is_assumed():
-    """A preference learned (or changed) after the thread opened is not in its draft 1: its question is asked."""
-    depth, budget = _confident("depth", "depth", "detailed"), _confident("constraint", "budget", "under 500 euros")
-    prefs = [depth, budget]
-    assert set(preferences.known_categories(prefs, 0.75, NOW)) == {"scope", "constraint"}
-    applied = {(depth.preference_id, "detailed")}
-    assert set(preferences.known_categories(prefs, 0.75, NOW, applied)) == {"scope"}
-    assert preferences.known_categories(prefs, 0.75, NOW, {(depth.preference_id, "overview")}) == {}
-    assert preferences.known_categories(prefs, 0.75, NOW, set()) == {}
-
-
-def test_expired_or_unsure_preferences_answer_nothing():
+def test_each_slot_is_known_on_its_own():
+    """A question is skipped exactly when its own slot is known with confidence: an unsure location leaves the budget
+    and the depth known, and only the location is asked."""
     depth = _confident("depth", "depth", "detailed")
-    budget = _confident("constraint", "budget", "under 500 euros")
-    unsure = _confident("constraint", "location", "in lisbon", times=1)
-    known = preferences.known_categories([depth, budget, unsure], 0.75, NOW)
-    assert set(known) == {"scope"}  # one unsure constraint keeps constraint questions asked
-    known = preferences.known_categories([depth, budget], 0.75, NOW)
-    assert set(known) == {"scope", "constraint"}
+    budget = _confident("constraint", "budget", "500 EUR")
+    unsure = _confident("constraint", "location", "lisbon", times=1)
+    known = preferences.known_slots([depth, budget, unsure], ("",), 0.75, NOW)
+    assert set(known) == {"depth", "budget"}
     later = NOW + TTL + timedelta(seconds=1)
-    assert preferences.known_categories([depth, budget], 0.75, later) == {}
-    assert [p for p in (depth, budget, unsure) if p.usable(0.75, NOW)] == [depth, budget]
+    assert preferences.known_slots([depth, budget], ("",), 0.75, later) == {}
 
 
-def test_known_categories_are_assumed_not_asked():
+def test_the_most_specific_fact_wins_unless_it_disagrees():
+    everywhere = _confident("fact", "audience", "just me")
+    writing = Preference("local", "fact", "audience", scope="type:writing")
+    for _ in range(3):
+        writing = learn(writing, "answer", "reader", NOW, TTL)
+    coding_unsure = learn(Preference("local", "fact", "audience", scope="type:coding"), "answer", "team", NOW, TTL)
+    coding_agrees = learn(Preference("local", "fact", "audience", scope="type:coding"), "answer", "just me", NOW, TTL)
+    held = [everywhere, writing, coding_unsure]
+    assert preferences.known_slots(held, ("type:writing", ""), 0.75, NOW)["audience"] is writing
+    # a more specific belief that says something else, even an unsure one, means ask
+    assert preferences.known_slots(held, ("type:coding", ""), 0.75, NOW) == {}
+    agreeing = [everywhere, coding_agrees]
+    assert preferences.known_slots(agreeing, ("type:coding", ""), 0.75, NOW)["audience"] is everywhere
+    # a type never seen gets the everywhere fact only once two types held it (or none holds the slot at all)
+    assert preferences.known_slots(agreeing, ("type:planning", ""), 0.75, NOW) == {}
+    research = learn(Preference("local", "fact", "audience", scope="type:research"), "answer", "just me", NOW, TTL)
+    wider = [everywhere, coding_agrees, research]
+    assert preferences.known_slots(wider, ("type:planning", ""), 0.75, NOW)["audience"] is everywhere
+    assert preferences.known_slots([everywhere], ("type:planning", ""), 0.75, NOW)["audience"] is everywhere
+
+
+def test_known_slots_are_assumed_not_asked():
     idea = "help me plan a trip"
     asked = domain.choose(idea, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d")
-    assert {"scope", "constraint", "context"} <= {q.category for q in asked.questions}
-    prefs = [_confident("depth", "depth", "detailed"), _confident("constraint", "budget", "under 500 euros")]
-    known = {c: preferences.assumptions(p) for c, p in preferences.known_categories(prefs, 0.75, NOW).items()}
+    assert "constraint-budget" in {q.template_id for q in asked.questions}
+    budget = _confident("constraint", "budget", "500 EUR")
+    budget = learn(budget, "answer", "500 EUR", NOW, TTL, wording="under 500 euros")
+    prefs = {"budget": budget, "depth": _confident("depth", "depth", "detailed")}
+    known = {slot: preferences.assumptions([p])[0] for slot, p in prefs.items()}
+    known["result"] = None  # a slot the user leaves unanswered: not asked, nothing assumed
     decision = domain.choose(idea, "Draft one.", SEED_TEMPLATES, {}, 5, draft_event_id="d", known=known)
-    assert not {"scope", "constraint"} & {q.category for q in decision.questions}
-    assert decision.questions  # intent, success and context are still asked
+    ids = {q.template_id for q in decision.questions}
+    assert not ids & {"constraint-budget", "scope-size", "scope-depth", "intent-main-result"}
+    assert "constraint-time" in ids  # another slot of the same category is still asked
+    assert all(q.slot == SEED_SLOTS[q.template_id] for q in decision.questions)
     assert [(a.key, a.value) for a in decision.assumptions] == [("budget", "under 500 euros"), ("depth", "detailed")]
-    assert "assumed from learned preferences: constraint, scope" in decision.reason
+    assert "assumed from learned facts: budget, depth" in decision.reason
+    assert "the user leaves them unanswered: result" in decision.reason
 
 
 def test_draft1_prompt_applies_the_assumptions_and_records_them():

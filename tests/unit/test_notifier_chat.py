@@ -340,12 +340,14 @@ def test_a_telegram_thread_finished_without_questions_says_what_it_assumed():
         ("/correct audience my team", "audience", "my team"),
         ("/correct language plain English", "language", "plain English"),
         ("/correct location " + "é" * 120, "location", "é" * 120),
+        ("/correct Tech_Stack Go and SQLite", "tech_stack", "Go and SQLite"),
     ],
 )
 def test_correct_takes_a_key_and_a_value(text, key, value):
     intent = chat.parse_message(text, None, "hermes_test_bot")
     assert (intent.kind, intent.key, intent.text) == ("correct", key, value)
-    assert domain.CORRECTABLE_KEYS[key] == ("constraint" if key not in ("depth", "style") else key)
+    expected = key if key in ("depth", "style") else "fact" if key == "tech_stack" else "constraint"
+    assert domain.correctable_category(key) == expected
 
 
 @pytest.mark.parametrize(
@@ -354,8 +356,9 @@ def test_correct_takes_a_key_and_a_value(text, key, value):
         ("/correct", "Send /correct <key> <value>"),
         ("/correct    ", "Send /correct <key> <value>"),
         ("/correct depth", "Say what depth should be"),
-        ("/correct colour red", "There is no preference called colour"),
-        ("/correct budget_2 cheap", "There is no preference called budget_2"),
+        ("/correct colour! red", "There is no preference called colour!"),
+        ("/correct 2budget cheap", "There is no preference called 2budget"),
+        ("/correct " + "k" * 33 + " x", "There is no preference called"),
         ("/correct depth super deep", "Depth is one of overview, detailed, comprehensive"),
         ("/correct style loud", "Style is one of formal, casual, technical"),
         ("/correct budget " + "x" * 121, "at most 120 characters"),

@@ -31,6 +31,9 @@ class Question(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     suggestions: list[str] = []
     expected_value: float = 0.0
+    slot: str = ""
+    """What its answer fills (:mod:`hermes_proto.facts`): ``budget``, ``audience``, ``tech_stack``... (empty in
+    events from before slots: the learner then takes its template's)."""
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,10 +45,11 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     assumed: bool = False
 
 
-PREFERENCE_CATEGORIES = ("depth", "style", "constraint")
+PREFERENCE_CATEGORIES = ("depth", "style", "constraint", "fact")
 """What the learner learns about a user: ``depth`` (key ``depth``: overview, detailed, comprehensive), ``style``
-(key ``style``: formal, casual, technical) and recurring ``constraint`` s (keys budget, location, deadline,
-audience, language; the value is the user's own words)."""
+(key ``style``: formal, casual, technical), recurring ``constraint`` s (keys budget, location, deadline,
+audience, language) and any other ``fact`` (key: the slot of the question it answers, :mod:`hermes_proto.facts`);
+a constraint's or fact's value is the user's own words."""
 PREFERENCE_SOURCES = ("explicit", "observed", "inferred")
 """Where a preference's evidence came from: the user said so (a correction or an edit), an answer to a question
 showed it, or a rating of a draft that applied it."""
@@ -68,6 +72,8 @@ class Assumption(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     source: str = "preference"
     pattern_id: str | None = None
+    scope: str = ""
+    """Where the fact holds: everywhere (empty), ``type:<idea type>`` or ``project:<name>``."""
 
 
 class BackendCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,8 +106,9 @@ class ThreadOpened(Event, frozen=True, kw_only=True):
     callback_url: str | None = None
     source_app: str | None = None
     assumptions: list[Assumption] = []
-    """The learned preferences of ``user_id`` applied to the draft-1 prompt (confident enough, not expired, and
-    learning enabled); empty otherwise."""
+    """The learned facts of ``user_id`` applied to the draft-1 prompt (per slot the most specific of the idea's
+    project, keyword type and everywhere that is confident enough and unexpired, :mod:`hermes_proto.facts`; learning
+    enabled); empty otherwise."""
 
 
 class WorkflowStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,8 +347,9 @@ class QuestionsProposed(Event, frozen=True, kw_only=True):
     clarity: float
     reason: str = ""
     assumptions: list[Assumption] = []
-    """What was not asked because a learned preference (or a ``recurring_answer`` pattern) already answers it
-    (shown to the user, who can correct a preference through ``POST /api/learn/feedback``)."""
+    """Every learned fact the thread applies (for the idea type decided here), whose questions are not asked: the
+    orchestrator writes a draft 2 with those draft 1 lacked even when nobody answers; shown to the user, who can
+    correct one through ``POST /api/learn/feedback``."""
     skipped_categories: list[str] = []
     """Question categories not asked because a ``skip_question`` pattern of the user says they are left
     unanswered for ideas of ``idea_type`` (its id: :func:`pattern_id`)."""
@@ -363,8 +371,8 @@ class AnswerCollected(Event, frozen=True, kw_only=True):
 
 
 class ThreadCompleted(Event, frozen=True, kw_only=True):
-    """The thread is finished. ``reason``: answered, answer_timeout, no_questions, draft2_failed,
-    draft2_cancelled, workflow_completed (``final_draft_number`` 0: a workflow has step results, no drafts)."""
+    """The thread is finished. ``reason``: answered, assumed (a draft 2 on learned facts, nobody answered),
+    answer_timeout, no_questions, draft2_failed, draft2_cancelled, workflow_completed (``final_draft_number`` 0: a workflow has step results, no drafts)."""
 
     final_draft_number: int
     reason: str
@@ -573,20 +581,24 @@ TEMPLATE_EVENTS: tuple[type[Event], ...] = (
     TemplateEffectivenessUpdated,
 )
 
-PREFERENCE_EVIDENCE = ("answer", "rating", "correction", "edit")
-"""What changed a preference: an answer to a question, a rating of a thread that applied it, a correction (``POST
-/api/learn/feedback``), an edit (``PATCH /api/learn/preferences/{id}``)."""
+PREFERENCE_EVIDENCE = ("answer", "rating", "correction", "edit", "comment", "choice")
+"""What changed a preference: an answer to a question (or its absence: the value ``(unanswered)``), a rating of a
+thread that applied it, a correction (``POST /api/learn/feedback``), an edit (``PATCH
+/api/learn/preferences/{id}``), a rating's comment ("too long", "too formal"), the user's choice between two drafts
+(a rating of draft 1 and draft 2 that differ)."""
 
 
 class PreferenceEvent(Event, frozen=True, kw_only=True):
     """Base of events about one learned preference of one user. ``aggregate_id`` is the ``preference_id``,
-    ``derived_id("preference", user_id, category, key)`` (:func:`preference_id`)."""
+    ``derived_id("preference", user_id, category, key[, scope])`` (:func:`preference_id`)."""
 
     aggregate_type: ClassVar[str] = "preference"
 
     user_id: str
     category: str
     key: str
+    scope: str = ""
+    """Where it holds (:mod:`hermes_proto.facts`): everywhere (empty), ``type:<idea type>`` or ``project:<name>``."""
 
 
 class PreferenceLearned(PreferenceEvent, frozen=True, kw_only=True):
@@ -609,6 +621,15 @@ class PreferenceLearned(PreferenceEvent, frozen=True, kw_only=True):
     evidence: str
     thread_id: str | None = None
     expires_at: datetime | None = None
+    wordings: dict[str, str] = {}
+    """Value → the user's latest words for it (``value`` is the normalised form votes are counted on); a value
+    missing here is its own wording."""
+    question: str = ""
+    """The question whose answer this slot was first learned from (its text as asked), if any."""
+
+    def wording(self) -> str:
+        """What a prompt shows for ``value``: the user's words for it."""
+        return self.wordings.get(self.value, self.value)
 
 
 class PreferenceForgotten(PreferenceEvent, frozen=True, kw_only=True):
@@ -621,9 +642,14 @@ class PreferenceForgotten(PreferenceEvent, frozen=True, kw_only=True):
 PREFERENCE_EVENTS: tuple[type[Event], ...] = (PreferenceLearned, PreferenceForgotten)
 
 
-def preference_id(user_id: str, category: str, key: str) -> str:
-    """The stable id (32 hex characters, one subject token) of ``user_id``'s preference ``category``/``key``."""
-    return derived_id("preference", user_id, category, key)
+def preference_id(user_id: str, category: str, key: str, scope: str = "") -> str:
+    """The stable id (32 hex characters, one subject token) of ``user_id``'s preference ``category``/``key`` in
+    ``scope`` (empty: everywhere, the id the preference had before scopes)."""
+    return (
+        derived_id("preference", user_id, category, key, scope)
+        if scope
+        else derived_id("preference", user_id, category, key)
+    )
 
 
 PATTERN_KINDS = ("skip_question", "recurring_answer")

@@ -25,11 +25,16 @@ StreamSequence = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
 
 
 class QuestionView(msgspec.Struct, kw_only=True):
+    """A question of a thread: ``template_id`` the learner's template it came from, ``slot`` what its answer fills
+    (:mod:`hermes_proto.facts`)."""
+
     question_id: str
     category: str
     text: str
     suggestions: list[str] = []
     answer: str | None = None
+    template_id: str = ""
+    slot: str = ""
 
 
 OPEN_JOB_STATUSES = threads.OPEN_JOB_STATUSES
@@ -117,8 +122,8 @@ class ThreadView(msgspec.Struct, kw_only=True):
     workflow_deadline: datetime | None = None
     steps: list[StepView] = []
     assumptions: list[Assumption] = []
-    """Learned preferences applied to its draft 1 (so not asked about); correct one through
-    ``POST /api/learn/feedback``."""
+    """Every learned fact its drafts apply (draft 1's, and those the learner's proposal added, which make a draft
+    2), so not asked about; correct one through ``POST /api/learn/feedback``."""
     answerable: bool = False
     """Answers are taken now. This and ``ratable`` / ``open`` are set from ``status`` by
     :mod:`hermes_proto.threads`, whatever was sent, so no reader spells a status."""
@@ -420,11 +425,13 @@ class DeactivateTemplate(msgspec.Struct, kw_only=True, tag_field="op", tag="deac
 USER_ID_PATTERN = r"^[A-Za-z0-9_:@.+-]{1,128}$"
 PREFERENCE_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 PREFERENCE_ID_PATTERN = r"^[0-9a-f]{32}$"
+PREFERENCE_SCOPE_PATTERN = r"^(|type:[a-z]{1,32}|project:[A-Za-z0-9_.-]{1,64})$"
+"""A fact's scope (:mod:`hermes_proto.facts`): empty (everywhere), ``type:<idea type>`` or ``project:<name>``."""
 
 
 class PreferenceView(msgspec.Struct, kw_only=True):
-    """A learned preference: ``category`` depth, style or constraint, ``key`` (``depth``, ``style``, or a constraint
-    such as budget), ``value``; ``confidence``/``stability`` in [0, 1]; ``observations`` pieces of evidence,
+    """A learned preference (a fact, :mod:`hermes_proto.facts`): ``category`` depth, style, constraint or fact,
+    ``key`` (``depth``, ``style``, a constraint such as budget, or any slot such as ``tech_stack``), ``value``; ``confidence``/``stability`` in [0, 1]; ``observations`` pieces of evidence,
     ``corrections`` explicit corrections among them; ``usage`` drafts 1 it was applied to; ``source`` explicit,
     observed or inferred and ``evidence`` (answer, rating, correction, edit) of the last change; ``votes`` evidence
     weight per value seen; ``expires_at`` not applied after (UTC); ``applied``: confident enough and unexpired, so
@@ -445,6 +452,12 @@ class PreferenceView(msgspec.Struct, kw_only=True):
     votes: dict[str, float] = {}
     expires_at: datetime | None = None
     updated_at: datetime
+    scope: str = ""
+    """Where it holds: everywhere (empty), ``type:<idea type>`` or ``project:<name>``."""
+    normalized: str = ""
+    """The normalised form of ``value`` (the user's own words) that the votes count (``votes`` keys)."""
+    question: str = ""
+    """The question it was first learned from, if any."""
     applied: bool
 
 
@@ -462,12 +475,14 @@ class PreferencesReply(msgspec.Struct, kw_only=True):
 
 class SetPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="set"):
     """The user states a preference (an edit: its value becomes ``value`` with confidence 0.9, whatever was learned).
-    ``category`` one of depth, style, constraint; ``key`` is ``depth``/``style`` for those."""
+    ``category`` one of depth, style, constraint, fact; ``key`` is ``depth``/``style`` for those; ``scope`` empty
+    (everywhere), ``type:<idea type>`` or ``project:<name>``."""
 
     user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)] = "local"
     category: str
     key: Annotated[str, msgspec.Meta(pattern=PREFERENCE_KEY_PATTERN)]
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    scope: Annotated[str, msgspec.Meta(pattern=PREFERENCE_SCOPE_PATTERN)] = ""
 
 
 class CorrectPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="correct"):
@@ -479,6 +494,7 @@ class CorrectPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="corre
     key: Annotated[str, msgspec.Meta(pattern=PREFERENCE_KEY_PATTERN)]
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
     thread_id: str | None = None
+    scope: Annotated[str, msgspec.Meta(pattern=PREFERENCE_SCOPE_PATTERN)] = ""
 
 
 class ForgetPreference(msgspec.Struct, kw_only=True, tag_field="op", tag="forget"):

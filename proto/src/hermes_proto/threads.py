@@ -21,14 +21,16 @@ from hermes_proto.events import (
     ExecutionStarted,
     JobCancelled,
     JobFailed,
+    JobQueued,
     JobSkipped,
     ThreadCompleted,
     ThreadFailed,
 )
 
 ThreadStatus = Literal["drafting", "awaiting_answers", "refining", "completed", "failed", "active"]
-"""A thread moves drafting → awaiting_answers (draft 1 presented) → refining (answers recorded) → completed, or to
-failed from any open status; a chat session is ``active`` for ever."""
+"""A thread moves drafting → awaiting_answers (draft 1 presented) → refining (answers recorded, or a draft 2 queued on
+what Hermes learned without answers) → completed, or to failed from any open status; a chat session is ``active``
+for ever."""
 ThreadKind = Literal["idea", "chat", "workflow"]
 JobKind = Literal["draft1", "draft2", "step", "chat", "classify"]
 JobStatus = Literal["queued", "dispatched", "running", "retrying", "completed", "failed", "cancelled"]
@@ -113,6 +115,8 @@ def thread_status_after(status: str, event: Event) -> str:
         case DraftPresented(draft_number=1) if status == DRAFTING:
             return AWAITING_ANSWERS
         case AnswersRecorded() if status == AWAITING_ANSWERS:
+            return REFINING
+        case JobQueued(kind="draft2") if status == AWAITING_ANSWERS:  # a draft 2 on learned facts, no answers
             return REFINING
         case ThreadCompleted() if status not in FINAL_STATUSES:
             return COMPLETED

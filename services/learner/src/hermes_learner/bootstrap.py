@@ -20,9 +20,10 @@ from hermes_proto.telemetry import configure_logging, configure_tracing, start_m
 from hermes_learner import domain, tables
 from hermes_learner.classifier import LlmClassifier
 from hermes_learner.config import LearnerSettings
-from hermes_learner.desk import PatternDesk, PreferenceDesk, TemplateDesk
-from hermes_learner.handlers import EVENT_HANDLERS, Deps, decide_later, on_event
+from hermes_learner.desk import PatternDesk, TemplateDesk
+from hermes_learner.handlers import EVENT_HANDLERS, Deps, decide_later, learn_extracted, on_event
 from hermes_learner.policies import ClassificationPolicy, PatternPolicy, Policies, PreferencePolicy
+from hermes_learner.preference_desk import PreferenceDesk
 from hermes_learner.projection import LearnerProjection
 from hermes_learner.seeding import seed_templates
 from hermes_learner.templates import SEED_TEMPLATES
@@ -105,7 +106,12 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     timers = Timers()
     if policies.classification.enable_llm:
         deps.classifier = LlmClassifier(
-            js, store, partial(decide_later, deps=deps), policies.classification.timeout_s, timers
+            js,
+            store,
+            partial(decide_later, deps=deps),
+            policies.classification.timeout_s,
+            timers,
+            learn=partial(learn_extracted, deps=deps),
         )
 
     follower = LogFollower(

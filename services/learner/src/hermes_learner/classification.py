@@ -62,10 +62,9 @@ def classification_messages(idea: str, draft1: str) -> list[ChatMessage]:
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.IGNORECASE | re.DOTALL)
 
 
-def parse_classification(text: str) -> Classification | None:
-    """The :class:`Classification` in a model's answer, or None when there is none: no JSON object, an unknown
-    idea type or issue, a clarity that is not a number in [0, 1]. Tolerates a code fence and prose around the
-    object (the first ``{`` to the last ``}`` is tried), case and spacing of the names, repeated issues."""
+def json_object(text: str) -> dict | None:
+    """The JSON object in a model's answer (None: none): tolerates a code fence and prose around it (the first
+    ``{`` to the last ``}`` is tried)."""
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
     start, end = body.find("{"), body.rfind("}")
@@ -75,7 +74,15 @@ def parse_classification(text: str) -> Classification | None:
         data = json.loads(body[start : end + 1])
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def parse_classification(text: str) -> Classification | None:
+    """The :class:`Classification` in a model's answer, or None when there is none: no JSON object
+    (:func:`json_object`), an unknown idea type or issue, a clarity that is not a number in [0, 1]. Tolerates case
+    and spacing of the names, repeated issues."""
+    data = json_object(text)
+    if data is None:
         return None
     idea_type, issues, clarity = data.get("idea_type"), data.get("issues"), data.get("clarity")
     if not isinstance(idea_type, str) or idea_type.strip().lower() not in IDEA_TYPES:

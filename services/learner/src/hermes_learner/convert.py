@@ -18,6 +18,7 @@ from hermes_proto.queries import PatternView, PreferenceView, TemplateView
 
 from hermes_learner import domain, drafting, patterns, preferences
 from hermes_learner.domain import QuestionTemplate, TemplateStats
+from hermes_learner.templates import slot_for
 
 HISTORY = 2 * domain.TREND_WINDOW
 """Counted askings per template a trend reads (:func:`hermes_learner.domain.trend`: the last two windows)."""
@@ -40,6 +41,7 @@ def template(r: Any) -> QuestionTemplate:
         time_cost_s=r.time_cost_s,
         variations=json.loads(r.variations_json),
         timing=r.timing,
+        slot=slot_for(r.template_id),
     )
 
 
@@ -96,17 +98,21 @@ def preference(row: Any) -> preferences.Preference:
         observations=row.observations,
         corrections=row.corrections,
         expires_at=utc(row.expires_at) if row.expires_at is not None else None,
+        scope=row.scope,
+        wordings=json.loads(row.wordings_json),
+        question=row.question,
     )
 
 
 def preference_view(row: Any, threshold: float, now: datetime) -> PreferenceView:
+    held = preference(row)
     expires = utc(row.expires_at) if row.expires_at is not None else None
     return PreferenceView(
         preference_id=row.preference_id,
         user_id=row.user_id,
         category=row.category,
         key=row.key,
-        value=row.value,
+        value=held.wording(),
         confidence=row.confidence,
         stability=row.stability,
         observations=row.observations,
@@ -117,7 +123,10 @@ def preference_view(row: Any, threshold: float, now: datetime) -> PreferenceView
         votes=json.loads(row.votes_json),
         expires_at=expires,
         updated_at=utc(row.updated_at),
-        applied=preference(row).usable(threshold, now),
+        applied=held.usable(threshold, now),
+        scope=row.scope,
+        normalized=row.value,
+        question=row.question,
     )
 
 
@@ -174,7 +183,9 @@ class ThreadFacts:
     proposed: bool
     closed: bool
     assumptions: tuple[tuple[str, str], ...]
-    """``(preference_id, value)`` of each preference its draft 1 applied, in ``ThreadOpened.assumptions`` order."""
+    """``(preference_id, value)`` of each fact applied to its drafts: draft 1's (``ThreadOpened.assumptions``), then
+    those the learner's proposal added (``QuestionsProposed.assumptions``); the value as the prompt showed it."""
+    project: str = "default"
     questions: tuple[Any, ...] = ()
     observed: bool = False
     effectiveness: frozenset[tuple[str, str]] = frozenset()
@@ -193,6 +204,7 @@ class ThreadFacts:
         return cls(
             thread_id=row.thread_id,
             user_id=row.user_id,
+            project=row.project,
             idea=row.idea,
             max_questions=row.max_questions,
             idea_type=row.idea_type,

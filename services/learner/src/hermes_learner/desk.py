@@ -30,32 +30,25 @@ from hermes_proto.base import Event
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import UNDECODABLE
 from hermes_proto.events import (
-    PREFERENCE_CATEGORIES,
     QUESTION_CATEGORIES,
     STYLES,
     TEMPLATE_STATUSES,
     TEMPLATE_TIMINGS,
-    PreferenceForgotten,
     TemplateAdded,
     TemplateDeactivated,
     TemplateEdited,
-    preference_id,
 )
+from hermes_proto.facts import scopes as fact_scopes
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.projection import Projection
 from hermes_proto.queries import (
-    CorrectPreference,
     DeactivateTemplate,
     ErrorReply,
-    ForgetPreference,
     OptimizationsQuery,
     OptimizationsReply,
     PatternsQuery,
     PatternsReply,
-    PreferencesQuery,
-    PreferencesReply,
     SaveTemplate,
-    SetPreference,
     TemplatesQuery,
     TemplatesReply,
 )
@@ -63,7 +56,6 @@ from hermes_proto.rpc import Responder, answering
 
 from hermes_learner import patterns, preferences, queries, triggers
 from hermes_learner.ideas import IDEA_TYPES
-from hermes_learner.learning import learned_event
 from hermes_learner.metrics import PATTERNS_APPLIED
 from hermes_learner.policies import PatternPolicy, PreferencePolicy
 
@@ -222,100 +214,6 @@ async def _query(msg: Msg, query_type: type[Q]) -> Q | None:
         return None
 
 
-PREFERENCE_CHANGES = Counter(
-    "hermes_learner_preference_changes_total",
-    "Preference changes through hermes.control.preference; outcome: set, corrected, forgotten, or the refusal code",
-    ["outcome"],
-)
-_preference_control = msgspec.json.Decoder(SetPreference | CorrectPreference | ForgetPreference)
-
-
-def preference_problem(category: str, key: str) -> str | None:
-    """Why ``category``/``key`` names no preference (None: it does): the category must be one of
-    ``PREFERENCE_CATEGORIES`` and the key of depth and style is the category itself."""
-    if category not in PREFERENCE_CATEGORIES:
-        return f"category must be one of {', '.join(PREFERENCE_CATEGORIES)}"
-    if category in ("depth", "style") and key != category:
-        return f"the key of a {category} preference is {category!r}"
-    if category == "constraint" and key in ("depth", "style"):
-        return f"{key!r} is a category of its own, not a constraint"
-    return None
-
-
-class PreferenceDesk(Desk):
-    """Answers preference queries and changes (``policy``: the learner's threshold and expiry). A set or a correction
-    is appended as ``PreferenceLearned`` (evidence ``edit`` / ``correction``, source explicit), a forget as
-    ``PreferenceForgotten``; the reply comes once the projection applied it."""
-
-    def __init__(
-        self, nc: NATS, store: EventStore, engine: Engine, projection: Projection, policy: PreferencePolicy
-    ) -> None:
-        super().__init__(nc, store, engine, projection)
-        self.policy = policy
-
-    async def subscribe(self) -> None:
-        await self._serve(subjects.QUERY_PREFERENCES, self.on_query)
-        await self._serve(subjects.CONTROL_PREFERENCE, self.on_control)
-
-    def _views(self, user_id: str | None) -> PreferencesReply:
-        views = self._read(queries.preference_views, user_id, self.policy.threshold, utcnow())
-        return PreferencesReply(preferences=views, confidence_threshold=self.policy.threshold)
-
-    def _view(self, pid: str) -> PreferencesReply:
-        view = self._read(queries.preference_view, pid, self.policy.threshold, utcnow())
-        return PreferencesReply(preferences=[view] if view else [], confidence_threshold=self.policy.threshold)
-
-    async def on_query(self, msg: Msg) -> None:
-        query = await _query(msg, PreferencesQuery)
-        if query is None:
-            return
-        await _respond(msg, await asyncio.to_thread(self._views, query.user_id))
-
-    async def on_control(self, msg: Msg) -> None:
-        try:
-            request = _preference_control.decode(msg.data or b"")
-        except UNDECODABLE + (msgspec.ValidationError,) as exc:
-            await self._refuse(msg, "bad_request", str(exc))
-            return
-        if isinstance(request, ForgetPreference):
-            pid = request.preference_id
-            current = await asyncio.to_thread(self._read, queries.load_preference, pid)
-            if current is None:
-                await self._refuse(msg, "unknown_preference", f"no preference {pid}")
-                return
-            event: Event = PreferenceForgotten(
-                **_envelope(pid),
-                user_id=current.user_id,
-                category=current.category,
-                key=current.key,
-                reason=request.reason,
-            )
-            outcome = "forgotten"
-        else:
-            problem = preference_problem(request.category, request.key)
-            if problem is not None:
-                await self._refuse(msg, "bad_request", problem)
-                return
-            pid = preference_id(request.user_id, request.category, request.key)
-            current = await asyncio.to_thread(self._read, queries.load_preference, pid)
-            pref = current or preferences.Preference(request.user_id, request.category, request.key)
-            evidence = "edit" if isinstance(request, SetPreference) else "correction"
-            value = request.value.strip() if request.category == "constraint" else request.value.strip().lower()
-            learned = preferences.learn(pref, evidence, value, utcnow(), self.policy.ttl)
-            event = learned_event(
-                learned, evidence, thread_id=request.thread_id if isinstance(request, CorrectPreference) else None
-            )
-            outcome = "set" if evidence == "edit" else "corrected"
-        await self._append(event)
-        PREFERENCE_CHANGES.labels(outcome).inc()
-        log.info("preference_changed", preference_id=pid, outcome=outcome)
-        await _respond(msg, await asyncio.to_thread(self._view, pid))
-
-    async def _refuse(self, msg: Msg, code: str, message: str) -> None:
-        PREFERENCE_CHANGES.labels(code).inc()
-        await _respond(msg, ErrorReply(code=code, message=message))
-
-
 OPTIMIZATIONS = Counter(
     "hermes_learner_optimizations_total",
     "Open questions settled for POST /api/threads/{id}/optimize; kind: preference, recurring_answer, skip_question",
@@ -325,8 +223,8 @@ OPTIMIZATIONS = Counter(
 
 class PatternDesk(Desk):
     """Answers pattern queries (``hermes.query.patterns``) and, for a thread awaiting answers, which of its open
-    questions what was learned settles (``hermes.query.optimizations``: usable preferences first, then usable
-    recurring_answer patterns, then skip_question patterns). Appends nothing; with learning disabled
+    questions what was learned settles (``hermes.query.optimizations``: the fact the thread applies in each
+    question's slot, :func:`hermes_learner.patterns.optimizations`). Appends nothing; with learning disabled
     (``prefs.enabled`` false) nothing is ever settled."""
 
     def __init__(
@@ -397,12 +295,10 @@ class PatternDesk(Desk):
         if thread is None or thread.idea_type is None:
             return OptimizationsReply(thread_id=thread_id, found=False, reason="the learner has no questions of it")
         open_ = queries.open_questions(session, thread_id)
-        known = preferences.known_categories(
-            queries.load_preferences(session, thread.user_id), self.prefs.threshold, utcnow()
+        within = fact_scopes(idea_type=thread.idea_type, project=thread.project)
+        known = preferences.known_slots(
+            queries.load_preferences(session, thread.user_id), within, self.prefs.threshold, utcnow()
         )
-        settled = patterns.applicable(
-            self.policy.usable(queries.load_patterns(session, thread.user_id)), thread.idea_type, exclude=known
-        )
-        found = patterns.optimizations(open_, known, settled)
+        found = patterns.optimizations(open_, known)
         reason = "" if found else ("no open question" if not open_ else "nothing learned settles its open questions")
         return OptimizationsReply(thread_id=thread_id, found=True, optimizations=found, reason=reason)

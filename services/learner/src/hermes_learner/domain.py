@@ -19,7 +19,6 @@ from typing import NamedTuple
 from hermes_proto.events import QUESTION_CATEGORIES, TEMPLATE_TIMINGS, Assumption, Question
 from hermes_proto.ids import derived_id
 
-from hermes_learner import patterns as learned
 from hermes_learner import triggers
 from hermes_learner.classification import Classification
 from hermes_learner.ideas import clarity, classify, quality_issues
@@ -38,7 +37,8 @@ class QuestionTemplate:
     [0, 1] the expected improvement of the next draft when answered; ``time_cost_s`` the seconds a user needs to
     answer it (> 0); ``variations`` style (formal, casual, technical: ``hermes_proto.events.STYLES``) → the text in
     that register (may hold ``{topic}``);
-    ``timing`` one of ``TEMPLATE_TIMINGS`` (first, any, last), where its question goes among those asked together."""
+    ``timing`` one of ``TEMPLATE_TIMINGS`` (first, any, last), where its question goes among those asked together;
+    ``slot`` what its answer says about the user."""
 
     template_id: str
     category: str
@@ -50,6 +50,13 @@ class QuestionTemplate:
     time_cost_s: float = 20.0
     variations: Mapping[str, str] = field(default_factory=dict, hash=False)  # a dict: hash the rest
     timing: str = "any"
+    slot: str = ""
+    """What its answer fills (:mod:`hermes_proto.facts`; ``hermes_learner.templates.slot_for``); empty: its id."""
+
+    @property
+    def fills(self) -> str:
+        """The slot its answer fills."""
+        return self.slot or self.template_id
 
     def text_for(self, style: str | None) -> str:
         """The question text for a user writing in ``style`` (its variation), else ``text``."""
@@ -114,7 +121,8 @@ class Decision(NamedTuple):
     """Learned preferences (and recurring_answer patterns) used instead of the questions of the categories they
     answer."""
     skipped: list[str] = []
-    """Question categories not asked because a skip_question pattern says the user leaves them unanswered."""
+    """Question categories not asked because a skip_question pattern says the user leaves them unanswered (no longer
+    decided: a slot the user leaves unanswered is a known fact, :data:`hermes_proto.facts.UNANSWERED`)."""
 
 
 # ---- ranking -----------------------------------------------------------------------------------
@@ -272,8 +280,7 @@ def choose(
     *,
     draft_event_id: str,
     policy: Policy = Policy(),
-    known: Mapping[str, Sequence[Assumption]] | None = None,
-    patterns: Sequence[learned.Pattern] = (),
+    known: Mapping[str, Assumption | None] | None = None,
     classification: Classification | None = None,
     style: str | None = None,
     triggered: Collection[str] | None = None,
@@ -286,14 +293,10 @@ def choose(
     ``max_questions <= 0`` or the clarity reaches ``policy.clarity_stop``. Question ids are
     ``derived_id(draft_event_id, template_id)``, so deciding again yields the same ids.
 
-    ``known``: question category → the learned preferences that already answer it
-    (:func:`hermes_learner.preferences.known_categories`); no question of those categories is asked, and the
-    preferences are returned as the decision's ``assumptions`` (when there are questions to decide at all).
-
-    ``patterns``: the user's usable learned patterns (:meth:`~hermes_learner.patterns.Pattern.usable`); those of the
-    idea's type settle their categories (:func:`hermes_learner.patterns.applicable`; categories in ``known`` stay
-    the preferences'): a skip_question category is not asked (``skipped``), a recurring_answer one is assumed
-    (its :func:`~hermes_learner.patterns.assumption` after the preferences').
+    ``known``: slot → the learned fact the thread applies there (:func:`hermes_learner.preferences.known_slots` as
+    an assumption), None for a slot the user leaves unanswered; no question whose slot (:attr:`QuestionTemplate.fills`)
+    is known is asked, whatever other slots hold, and the facts are returned as the decision's ``assumptions``
+    (in slot order).
 
     ``classification``: a model's reading of the idea (:mod:`hermes_learner.classification`); its idea type,
     clarity and issues replace the pattern rules' (:func:`classify`, :func:`clarity`, :func:`quality_issues`).
@@ -304,32 +307,28 @@ def choose(
 
     ``triggered``: the ids of the templates whose trigger patterns match the idea, when the caller matched them
     already (:class:`hermes_learner.triggers.TriggerMatcher`); None matches them here (:func:`expected_value`)."""
-    if classification is None:
-        idea_type = classify(idea, policy.pattern_threshold)
-        clarity_ = clarity(idea, draft1)
-    else:
-        idea_type, clarity_ = classification.idea_type, classification.clarity
+    idea_type = idea_type_of(idea, classification, policy)
+    clarity_ = clarity(idea, draft1) if classification is None else classification.clarity
+    known = known or {}
+    assumed = [a for _, a in sorted(known.items()) if a is not None]
     if max_questions <= 0:
-        return Decision([], idea_type, clarity_, "the thread allows no questions (max_questions = 0)")
+        return Decision([], idea_type, clarity_, "the thread allows no questions (max_questions = 0)", assumed)
     if clarity_ >= policy.clarity_stop:
         return Decision(
-            [], idea_type, clarity_, f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough"
+            [],
+            idea_type,
+            clarity_,
+            f"clarity {clarity_:.2f} >= {policy.clarity_stop:.2f}: the idea is clear enough",
+            assumed,
         )
     issues = quality_issues(idea) if classification is None else classification.issues
-    known = known or {}
-    settled = learned.applicable(patterns, idea_type, exclude=known)
-    skipped = [c for c, p in settled.items() if p.kind == learned.SKIP]
-    assumed = [a for category in QUESTION_CATEGORIES for a in known.get(category, ())] + [
-        learned.assumption(p) for p in settled.values() if p.kind == learned.RECURRING
-    ]
     total_asked = sum(s.times_asked for s in stats.values()) if policy.use_stats else 0
 
     candidates = [
         t
         for t in templates
         if t.category in QUESTION_CATEGORIES
-        and t.category not in known
-        and t.category not in settled
+        and t.fills not in known
         and (not t.idea_types or idea_type in t.idea_types)
     ]
     measured = {t.template_id: stats.get(t.template_id) if policy.use_stats else None for t in candidates}
@@ -343,7 +342,7 @@ def choose(
         if (m := measured[t.template_id]) is not None or policy.use_stats
     }
     chosen = _pick(scored, max_questions, policy, bonus if policy.use_stats else None)
-    assuming = _settled_reason(known, settled)
+    assuming = _settled_reason(known)
     if not chosen:
         return Decision(
             [],
@@ -351,7 +350,6 @@ def choose(
             clarity_,
             f"no question is worth the user's time (best value below {policy.min_value}){assuming}",
             assumed,
-            skipped,
         )
     gist = topic(idea)
     questions = [
@@ -362,6 +360,7 @@ def choose(
             text=t.text_for(style).replace("{topic}", gist),
             suggestions=list(t.suggestions),
             expected_value=value,
+            slot=t.fills,
         )
         for value, t in by_timing(chosen)
     ]
@@ -369,7 +368,7 @@ def choose(
         f"{len(questions)} of {len(scored)} candidate questions for a {idea_type} idea with clarity "
         f"{clarity_:.2f}; open issues: {', '.join(issues) or 'none'}{assuming}"
     )
-    return Decision(questions, idea_type, clarity_, reason, assumed, skipped)
+    return Decision(questions, idea_type, clarity_, reason, assumed)
 
 
 def by_timing(chosen: Sequence[tuple[float, QuestionTemplate]]) -> list[tuple[float, QuestionTemplate]]:
@@ -385,11 +384,16 @@ def by_timing(chosen: Sequence[tuple[float, QuestionTemplate]]) -> list[tuple[fl
     return sorted(chosen, key=rank)
 
 
-def _settled_reason(known: Mapping[str, object], settled: Mapping[str, learned.Pattern]) -> str:
-    """The end of a decision's reason naming the categories settled by what was learned (empty: none)."""
-    parts = [f"; assumed from learned preferences: {', '.join(sorted(known))}"] if known else []
-    parts += [
-        f"; {learned.describe(p)}, so {'that answer is assumed' if p.kind == learned.RECURRING else 'not asked'}"
-        for p in settled.values()
-    ]
+def _settled_reason(known: Mapping[str, Assumption | None]) -> str:
+    """The end of a decision's reason naming the slots settled by what was learned (empty: none)."""
+    held = sorted(slot for slot, a in known.items() if a is not None)
+    left = sorted(slot for slot, a in known.items() if a is None)
+    parts = [f"; assumed from learned facts: {', '.join(held)}"] if held else []
+    parts += [f"; not asked, the user leaves them unanswered: {', '.join(left)}"] if left else []
     return "".join(parts)
+
+
+def idea_type_of(idea: str, classification: Classification | None, policy: Policy = Policy()) -> str:
+    """The idea's type: the model's (``classification``) when there is one, else the keyword rules'
+    (:func:`hermes_proto.ideas.classify` at ``policy.pattern_threshold``)."""
+    return classification.idea_type if classification is not None else classify(idea, policy.pattern_threshold)

@@ -33,6 +33,7 @@ from hermes_proto.events import (
     ExecutionAbandoned,
     ExecutionCompleted,
     JobFailed,
+    PreferenceLearned,
     TemplateAdded,
     TemplateEffectivenessUpdated,
     ThreadCompleted,
@@ -42,9 +43,10 @@ from hermes_proto.events import (
 from hermes_proto.telemetry import bind_ids
 
 from hermes_learner import classifier as llm
-from hermes_learner import drafting, learning, patterns, queries
+from hermes_learner import drafting, evidence, learning, patterns, queries
 from hermes_learner.classification import Classification
 from hermes_learner.convert import ThreadFacts
+from hermes_learner.extraction import Fact
 from hermes_learner.metrics import (
     CLARITY,
     CLASSIFICATIONS,
@@ -60,6 +62,7 @@ from hermes_learner.metrics import (
     TEMPLATE_DRAFTS,
 )
 from hermes_learner.policies import Policies
+from hermes_learner.templates import slot_for
 from hermes_learner.triggers import TriggerMatcher
 from hermes_learner.view import LearnerView
 
@@ -212,20 +215,49 @@ async def classification_outcome(
 # ---- learning from answers, ratings and closes ---------------------------------------------------------------------
 
 
-async def learn_preferences(delivery: Delivery[AnswersRecorded | ThreadRated], deps: Deps) -> None:
+async def learn_preferences(
+    delivery: Delivery[AnswersRecorded | ThreadRated | ThreadCompleted | ThreadFailed], deps: Deps
+) -> None:
     if not deps.policies.prefs.enabled:
         return
     event, facts = delivery.message, await _thread_of(delivery, deps)
     held = deps.view.preferences(facts.user_id) if facts is not None else []
-    learned = learning.preference_evidence(event, facts, held, deps.policies.prefs)
+    learned = evidence.preference_evidence(event, facts, held, deps.policies.prefs)
     await deps.append(learned)
+    _learned(learned)
+    if deps.classifier is not None and isinstance(event, AnswersRecorded) and facts is not None:
+        asked = {q.question_id: q for q in facts.questions}
+        mine = [(asked[a.question_id], a.text) for a in event.answers if not a.assumed and a.question_id in asked]
+        await deps.classifier.extract(event, [(q.slot or slot_for(q.template_id), q.text, text) for q, text in mine])
+
+
+async def learn_extracted(
+    answers: AnswersRecorded, outcome: ExecutionCompleted, found: list[Fact], *, deps: Deps
+) -> None:
+    """Count the facts a model read from ``answers`` (the rules' reading of them stays, the model's adds slots they
+    left empty: :func:`hermes_learner.evidence.extracted_evidence`)."""
+    if not deps.policies.prefs.enabled:
+        return
+    bind_ids(thread_id=answers.aggregate_id, correlation_id=answers.correlation_id, job_id=outcome.job_id)
+    await deps.projection.catch_up(at_least=deps.appended)
+    facts = await deps.view.facts(answers.aggregate_id)
+    held = deps.view.preferences(facts.user_id) if facts is not None else []
+    learned = evidence.extracted_evidence(answers, outcome, facts, held, deps.policies.prefs, found)
+    await deps.append(learned)
+    _learned(learned)
+
+
+def _learned(learned: list[PreferenceLearned]) -> None:
     for e in learned:
         PREFERENCES_LEARNED.labels(e.evidence).inc()
     if learned:
         log.info(
             "preferences_learned",
             evidence=learned[0].evidence,
-            preferences=[f"{e.category}/{e.key}={e.value} ({e.confidence:.2f})" for e in learned],
+            preferences=[
+                f"{e.category}/{e.key}{'@' + e.scope if e.scope else ''}={e.value} ({e.confidence:.2f})"
+                for e in learned
+            ],
         )
 
 
@@ -298,8 +330,8 @@ EVENT_HANDLERS: dict[type[Event], tuple[Handler, ...]] = {
     DraftPresented: (propose_questions,),
     AnswersRecorded: (learn_preferences,),
     ThreadRated: (learn_preferences, measure_templates),
-    ThreadCompleted: (validate_patterns, measure_templates),
-    ThreadFailed: (validate_patterns, measure_templates),
+    ThreadCompleted: (learn_preferences, validate_patterns, measure_templates),
+    ThreadFailed: (learn_preferences, validate_patterns, measure_templates),
     # The job outcomes matter only with LLM classification on, but they stay in the map either way so turning it
     # on or off never has to change the reactor's durable consumer (its filters are these keys).
     ExecutionCompleted: (classification_outcome,),

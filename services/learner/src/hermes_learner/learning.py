@@ -19,25 +19,23 @@ from dataclasses import dataclass
 
 from hermes_proto.base import Event
 from hermes_proto.events import (
-    AnswersRecorded,
     DraftPresented,
     PatternValidated,
-    PreferenceLearned,
     QuestionsProposed,
     TemplateAdded,
     TemplateEffectivenessUpdated,
     ThreadCompleted,
     ThreadFailed,
     ThreadRated,
-    preference_id,
 )
-from hermes_proto.ids import derived_id, new_id, utcnow
+from hermes_proto.facts import scopes as fact_scopes
+from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.queries import TemplateView
 
 from hermes_learner import domain, drafting, patterns, preferences
 from hermes_learner.classification import Classification
 from hermes_learner.convert import ThreadFacts
-from hermes_learner.policies import PatternPolicy, Policies, PreferencePolicy
+from hermes_learner.policies import PatternPolicy, Policies
 
 
 @dataclass(frozen=True)
@@ -75,23 +73,20 @@ def choose_questions(
     triggered: Collection[str] | None = None,
 ) -> domain.Decision:
     """The questions to ask after ``draft`` (:func:`hermes_learner.domain.choose`, at most the thread's and the
-    service's ``max_questions``), with the user's usable preferences and patterns when learning is enabled (a
-    preference counts only with the value draft 1 applied); ``triggered``: the templates whose triggers match the
-    idea, matched already (None: matched here)."""
+    service's ``max_questions``), with the facts the thread applies when learning is enabled: per slot the user's
+    usable fact for the thread's project, idea type or everywhere (:func:`hermes_learner.preferences.known_slots`),
+    each as an assumption (the decision lists them all; the orchestrator writes a draft 2 with those draft 1 lacked)
+    and its question not asked; a usable style words the questions. ``triggered``: the templates whose triggers
+    match the idea, matched already (None: matched here)."""
     prefs = policies.prefs
     cap = min(facts.max_questions, policies.max_questions)
-    assumed = (
-        {
-            category: preferences.assumptions(held)
-            for category, held in preferences.known_categories(
-                known.preferences, prefs.threshold, draft.occurred_at, facts.applied
-            ).items()
-        }
-        if prefs.enabled
-        else {}
-    )
-    usable = policies.patterns.usable(list(known.patterns)) if prefs.enabled else []
-    style = preferences.usable_style(known.preferences, prefs.threshold, draft.occurred_at) if prefs.enabled else None
+    held: dict[str, preferences.Preference] = {}
+    if prefs.enabled:
+        idea_type = domain.idea_type_of(facts.idea, classification, policies.questions)
+        within = fact_scopes(idea_type=idea_type, project=facts.project)
+        held = preferences.known_slots(known.preferences, within, prefs.threshold, draft.occurred_at)
+    assumed = {slot: next(iter(preferences.assumptions([p])), None) for slot, p in held.items()}
+    style = held["style"].value if "style" in held else None
     return domain.choose(
         facts.idea,
         draft.text,
@@ -101,7 +96,6 @@ def choose_questions(
         draft_event_id=draft.event_id,
         policy=policies.questions,
         known=assumed,
-        patterns=usable,
         classification=classification,
         style=style,
         triggered=triggered,
@@ -122,40 +116,6 @@ def proposed_event(draft: DraftPresented, decision: domain.Decision) -> Question
         assumptions=decision.assumptions,
         skipped_categories=decision.skipped,
     )
-
-
-def preference_evidence(
-    event: AnswersRecorded | ThreadRated,
-    facts: ThreadFacts | None,
-    held: Sequence[preferences.Preference],
-    policy: PreferencePolicy,
-) -> list[PreferenceLearned]:
-    """The ``PreferenceLearned`` events one answers or rating event gives (none for a cause already learned from, an
-    unknown thread, or nothing to learn); ``held``: the thread's user's preferences."""
-    if facts is None or event.event_id in facts.evidence:
-        return []
-    now = event.occurred_at
-    mine = {p.preference_id: p for p in held}
-    changes: list[tuple[str, preferences.Preference]] = []
-    if isinstance(event, AnswersRecorded):
-        # Each preference a thread's answers show counts once, however many of its answers show it; an answer
-        # Hermes supplied itself (optimize) is no evidence about the user.
-        shown = dict.fromkeys(
-            o for answer in event.answers if not answer.assumed for o in preferences.observe(answer.text)
-        )
-        for o in shown:
-            pid = preference_id(facts.user_id, o.category, o.key)
-            pref = mine.get(pid) or preferences.Preference(facts.user_id, o.category, o.key)
-            mine[pid] = preferences.learn(pref, "answer", o.value, now, policy.ttl)
-            changes.append(("answer", mine[pid]))
-    else:
-        for pid, value in facts.assumptions:
-            pref = mine.get(pid)
-            if pref is not None and pref.value == value:
-                mine[pid] = preferences.learn(pref, "rating", None, now, policy.ttl, rating=event.rating)
-                changes.append(("rating", mine[pid]))
-    last = {p.preference_id: (evidence, p) for evidence, p in changes}  # one event per preference and cause
-    return [learned_event(p, evidence, cause=event, thread_id=event.aggregate_id) for evidence, p in last.values()]
 
 
 def pattern_validations(
@@ -190,36 +150,6 @@ def measurement_events(
     """The drafts a close calls for, then one ``TemplateEffectivenessUpdated`` per measured template (``views``)."""
     cause = "thread_rated" if isinstance(event, ThreadRated) else "thread_closed"
     return [drafted_event(d, cause=event) for d in found] + [effectiveness_event(v, cause, event) for v in views]
-
-
-def learned_event(
-    pref: preferences.Preference, evidence: str, *, cause: Event | None = None, thread_id: str | None = None
-) -> PreferenceLearned:
-    """``pref`` as a :class:`PreferenceLearned`. With a ``cause`` (an answers or rating event) the id derives from
-    it and the preference, so a redelivered cause appends the same event; without one (a user's request) it is
-    new, and the event is its own cause."""
-    event_id = derived_id(cause.event_id, "preference_learned", pref.preference_id) if cause else new_id()
-    return PreferenceLearned(
-        event_id=event_id,
-        aggregate_id=pref.preference_id,
-        occurred_at=utcnow(),
-        correlation_id=cause.correlation_id if cause else event_id,
-        causation_id=cause.event_id if cause else None,
-        user_id=pref.user_id,
-        category=pref.category,
-        key=pref.key,
-        value=pref.value,
-        votes=dict(pref.votes),
-        doubt=pref.doubt,
-        confidence=pref.confidence(),
-        stability=pref.stability(),
-        observations=pref.observations,
-        corrections=pref.corrections,
-        source=preferences.SOURCES[evidence],
-        evidence=evidence,
-        thread_id=thread_id,
-        expires_at=pref.expires_at,
-    )
 
 
 def validated_event(

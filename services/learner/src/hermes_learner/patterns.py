@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from hermes_proto import facts
 from hermes_proto.events import QUESTION_CATEGORIES, Assumption, pattern_id
 from hermes_proto.queries import Optimization
 
@@ -198,45 +199,34 @@ def assumption(p: Pattern) -> Assumption:
 
 
 def optimizations(
-    open_questions: Sequence[tuple[str, str]],
-    known: Mapping[str, Sequence[preferences.Preference]],
-    settled: Mapping[str, Pattern],
+    open_questions: Sequence[tuple[str, str, str]], known: Mapping[str, preferences.Preference]
 ) -> list[Optimization]:
-    """What settles each of ``open_questions`` (``(question_id, category)``, in order), one entry per question at
-    most: the user's preferences answering its category (``known``: :func:`preferences.known_categories`; their
-    values joined by "; "), else a recurring_answer pattern's value, else a skip_question pattern (no answer: the
-    question may stay open). ``settled``: :func:`applicable` for the thread's idea type, preference categories
-    excluded."""
+    """What settles each of ``open_questions`` (``(question_id, category, slot)``, in order), one entry per question
+    at most: the fact the thread applies in its slot (``known``: :func:`preferences.known_slots`), its value as the
+    answer, or no answer (kind ``skip_question``) for a slot the user leaves unanswered."""
     found: list[Optimization] = []
-    for question_id, category in open_questions:
-        prefs, p = known.get(category), settled.get(category)
-        if prefs:
-            named = ", ".join(f"{x.key}={x.value}" for x in prefs)
-            found.append(
-                Optimization(
-                    kind="preference",
-                    question_id=question_id,
-                    category=category,
-                    answer="; ".join(x.value for x in prefs),
-                    source_id=prefs[0].preference_id,
-                    source_ids=[x.preference_id for x in prefs],
-                    confidence=min(x.confidence() for x in prefs),
-                    reason=f"answered from the user's learned preferences ({named})",
-                )
+    for question_id, category, slot in open_questions:
+        held = known.get(slot)
+        if held is None:
+            continue
+        skip = not facts.applies(held.value)
+        found.append(
+            Optimization(
+                kind=SKIP if skip else "preference",
+                question_id=question_id,
+                category=category,
+                answer=None if skip else held.wording(),
+                source_id=held.preference_id,
+                source_ids=[held.preference_id],
+                confidence=held.confidence(),
+                reason=(
+                    f"the user leaves {slot} unanswered (learned fact)"
+                    if skip
+                    else f"answered from the user's learned fact {slot}={held.wording()!r}"
+                    + (f" ({held.scope})" if held.scope else "")
+                ),
             )
-        elif p is not None:
-            found.append(
-                Optimization(
-                    kind=p.kind,
-                    question_id=question_id,
-                    category=category,
-                    answer=p.value() if p.kind == RECURRING else None,
-                    source_id=p.pattern_id,
-                    source_ids=[p.pattern_id],
-                    confidence=p.confidence(),
-                    reason=describe(p),
-                )
-            )
+        )
     return found
 
 

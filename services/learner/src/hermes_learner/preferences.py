@@ -1,9 +1,12 @@
-"""What the learner learns about its user: preferences read from answers, confirmed or doubted by ratings, and
-corrected or set by the user; and which questions they make unnecessary.
+"""What the learner learns about its user: facts (preferences) read from answers, confirmed or doubted by ratings,
+and corrected or set by the user; and which questions they make unnecessary.
 
-Pure and deterministic, no I/O. A preference is ``(category, key) → value`` (:data:`PREFERENCE_CATEGORIES`):
-``depth/depth`` (overview, detailed, comprehensive), ``style/style`` (formal, casual, technical) and recurring
-``constraint/<key>`` (budget, location, deadline, audience, language) whose value is the user's own words.
+Pure and deterministic, no I/O. A preference is ``(category, key, scope) → value`` (:mod:`hermes_proto.facts`): one
+slot's value for one user, everywhere or in one idea type or project. ``depth/depth`` (overview, detailed,
+comprehensive), ``style/style`` (formal, casual, technical), ``constraint/<key>`` (budget, location, deadline,
+audience, language) and ``fact/<slot>`` for any other slot (:mod:`hermes_learner.slots` reads answers into them); the
+value of a constraint or fact is the normalised form of the user's words (:mod:`hermes_learner.normalize`), which
+the preference keeps too (``wordings``) because that is what a prompt shows.
 
 Belief: each piece of evidence adds its weight to the votes of one value; the value held is the best-supported
 one, and ``confidence = votes[value] / (Σ votes + doubt + PRIOR_MASS)``: the posterior mean of that value under a
@@ -15,23 +18,31 @@ Gelman et al., *Bayesian Data Analysis*, 3rd ed., §3.4). With the default weigh
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from hermes_proto import facts
 from hermes_proto.events import Assumption, preference_id
 
 PRIOR_MASS = 1.0
 """Pseudo-observations on "some other value": one answer alone gives confidence 0.5."""
-WEIGHTS = {"answer": 1.0, "rating": 0.5, "correction": 3.0}
-"""Evidence weight by kind: an observed answer 1, a rating of a draft that applied the preference 0.5 (for it when
-rated 4-5, as doubt when rated 1-2), an explicit correction 3."""
+WEIGHTS = {"answer": 1.0, "rating": 0.5, "correction": 3.0, "comment": 1.0}
+"""Evidence weight by kind: an observed answer (or question left unanswered) 1, a rating of a draft that applied the
+preference 0.5 (for it when rated 4-5, as doubt when rated 1-2), an explicit correction 3, a rating's comment that
+names a depth or style ("too long", "too formal") 1."""
 EDIT_WEIGHT = 9.0
 """Votes of a value the user set by hand (the other votes are dropped): confidence 0.9."""
 CORRECTION_KEEP = 0.5
 """A correction to another value halves the votes of the value it contradicts (so it lowers the confidence and,
 against a short history, flips the value)."""
-SOURCES = {"answer": "observed", "rating": "inferred", "correction": "explicit", "edit": "explicit"}
+SOURCES = {
+    "answer": "observed",
+    "rating": "inferred",
+    "correction": "explicit",
+    "edit": "explicit",
+    "comment": "observed",
+}
 
 # ---- reading answers ---------------------------------------------------------------------------
 
@@ -96,6 +107,8 @@ class Observation:
     category: str
     key: str
     value: str
+    wording: str = ""
+    """The user's words for ``value`` (empty: ``value`` itself)."""
 
 
 def _value(clause: str) -> str:
@@ -140,10 +153,23 @@ class Preference:
     observations: int = 0
     corrections: int = 0
     expires_at: datetime | None = None
+    scope: str = facts.EVERYWHERE
+    wordings: Mapping[str, str] = field(default_factory=dict)
+    """Value → the user's latest words for it (a value missing here is its own wording)."""
+    question: str = ""
+    """The question it was first learned from, if any."""
 
     @property
     def preference_id(self) -> str:
-        return preference_id(self.user_id, self.category, self.key)
+        return preference_id(self.user_id, self.category, self.key, self.scope)
+
+    @property
+    def slot(self) -> str:
+        return facts.slot_of(self.category, self.key)
+
+    def wording(self) -> str:
+        """What a prompt shows for the value held: the user's words for it."""
+        return self.wordings.get(self.value, self.value)
 
     def confidence(self) -> float:
         """``votes[value] / (Σ votes + doubt + PRIOR_MASS)`` in [0, 1), 4 decimals (0 with no votes)."""
@@ -172,12 +198,21 @@ def _leader(votes: Mapping[str, float], current: str) -> str:
 
 
 def learn(
-    pref: Preference, evidence: str, value: str | None, now: datetime, ttl: timedelta, rating: int | None = None
+    pref: Preference,
+    evidence: str,
+    value: str | None,
+    now: datetime,
+    ttl: timedelta,
+    rating: int | None = None,
+    *,
+    wording: str | None = None,
+    question: str = "",
 ) -> Preference:
-    """``pref`` after one piece of ``evidence`` (``answer``, ``rating``, ``correction`` or ``edit``), valid until
-    ``now + ttl``.
+    """``pref`` after one piece of ``evidence`` (``answer``, ``comment``, ``rating``, ``correction`` or ``edit``),
+    valid until ``now + ttl``; ``wording``: the user's words for ``value`` (default: ``value``), ``question``: the
+    question it answers (kept from the first evidence that names one).
 
-    - ``answer``: ``value`` gets :data:`WEIGHTS` ``["answer"]``;
+    - ``answer`` / ``comment``: ``value`` gets :data:`WEIGHTS` ``[evidence]``;
     - ``correction``: ``value`` gets ``WEIGHTS["correction"]``, a contradicted value keeps :data:`CORRECTION_KEEP`
       of its votes, ``corrections`` + 1;
     - ``edit``: the votes become ``{value: EDIT_WEIGHT}`` and the doubt is cleared;
@@ -187,16 +222,20 @@ def learn(
     Raises ValueError for an unknown ``evidence`` or a missing ``value``/``rating``."""
     votes = dict(pref.votes)
     doubt, corrections = pref.doubt, pref.corrections
-    if evidence in ("answer", "correction", "edit") and not value:
+    if evidence in ("answer", "comment", "correction", "edit") and not value:
         raise ValueError(f"{evidence} evidence needs a value")
-    if evidence == "answer":
-        votes[value] = votes.get(value, 0.0) + WEIGHTS["answer"]
+    wordings = dict(pref.wordings)
+    if value and wording and wording != value:
+        wordings[value] = wording
+    if evidence in ("answer", "comment"):
+        votes[value] = votes.get(value, 0.0) + WEIGHTS[evidence]
     elif evidence == "correction":
         votes = {v: (w * CORRECTION_KEEP if v != value else w) for v, w in votes.items()}
         votes[value] = votes.get(value, 0.0) + WEIGHTS["correction"]
         corrections += 1
     elif evidence == "edit":
         votes, doubt = {value: EDIT_WEIGHT}, 0.0
+        wordings = {value: wording} if wording and wording != value else {}
     elif evidence == "rating":
         if rating is None or not 1 <= rating <= 5 or not pref.value:
             raise ValueError("rating evidence needs a 1-5 rating of a held value")
@@ -214,48 +253,52 @@ def learn(
         observations=pref.observations + 1,
         corrections=corrections,
         expires_at=now + ttl,
+        wordings={v: w for v, w in wordings.items() if v in votes},
+        question=pref.question or question,
     )
 
 
 # ---- using them --------------------------------------------------------------------------------
 
-ANSWERED_BY = {"scope": ("depth",), "context": ("style",), "constraint": ("constraint",)}
-"""Which preference categories answer a question category: a scope question asks for depth, a context question for
-the register to write in, a constraint question for the recurring constraints. Intent and success questions are
-about the idea itself and are always asked."""
+
+def known_slots(
+    prefs: Iterable[Preference], within: Sequence[str], threshold: float, now: datetime
+) -> dict[str, Preference]:
+    """Slot → the user's preference a thread in the scopes ``within`` (most specific first,
+    :func:`hermes_proto.facts.scopes`) applies: the most specific usable one (:meth:`Preference.usable`) that no more
+    specific belief contradicts (:func:`hermes_proto.facts.resolve`). A slot known as
+    :data:`~hermes_proto.facts.UNANSWERED` is in it too: its question is not asked, and nothing is assumed."""
+    found = facts.resolve(
+        (p for p in prefs if p.votes and (p.expires_at is None or now < p.expires_at)),
+        within,
+        slot=lambda p: p.slot,
+        scope=lambda p: p.scope,
+        value=lambda p: p.value,
+        usable=lambda p: p.usable(threshold, now),
+    )
+    return {str(slot): p for slot, p in found.items()}
 
 
-def assumptions(prefs: Sequence[Preference]) -> list[Assumption]:
-    """``prefs`` as :class:`~hermes_proto.events.Assumption` s (in the order given)."""
+def assumptions(prefs: Iterable[Preference]) -> list[Assumption]:
+    """``prefs`` as :class:`~hermes_proto.events.Assumption` s (in the order given; value: the user's words, scope
+    kept), leaving out the slots known as unanswered (nothing to assume there)."""
     return [
         Assumption(
-            preference_id=p.preference_id, category=p.category, key=p.key, value=p.value, confidence=p.confidence()
+            preference_id=p.preference_id,
+            category=p.category,
+            key=p.key,
+            value=p.wording(),
+            confidence=p.confidence(),
+            scope=p.scope,
         )
         for p in prefs
+        if facts.applies(p.value)
     ]
-
-
-def known_categories(
-    prefs: Iterable[Preference], threshold: float, now: datetime, applied: Collection[tuple[str, str]] | None = None
-) -> dict[str, list[Preference]]:
-    """Question category → the preferences that answer it, for the categories preferences answer fully: every
-    preference of each category in :data:`ANSWERED_BY` the user has (at least one) is usable. A user with an
-    unsure constraint is still asked about constraints. ``applied``: the (preference_id, value) pairs the thread's
-    draft 1 applied (``ThreadOpened.assumptions``); when given, a preference counts only with the value draft 1
-    applied, so a preference learned or changed after the thread opened is asked about rather than assumed
-    (otherwise neither the question nor the draft would carry it)."""
-    held = [p for p in prefs if p.votes and (p.expires_at is None or now < p.expires_at)]
-    known: dict[str, list[Preference]] = {}
-    for question_category, pref_categories in ANSWERED_BY.items():
-        mine = sorted((p for p in held if p.category in pref_categories), key=lambda p: (p.category, p.key))
-        if mine and all(
-            p.usable(threshold, now) and (applied is None or (p.preference_id, p.value) in applied) for p in mine
-        ):
-            known[question_category] = mine
-    return known
 
 
 def usable_style(prefs: Iterable[Preference], threshold: float, now: datetime) -> str | None:
     """The value of the user's ``style`` preference when it is usable at ``now`` (:meth:`Preference.usable`), else
-    None: the register the questions are worded in (``hermes_learner.domain.choose``)."""
-    return next((p.value for p in prefs if p.category == "style" and p.usable(threshold, now)), None)
+    None: the register the questions are worded in (``hermes_learner.domain.choose``); the most specific one
+    :func:`known_slots` would apply everywhere."""
+    held = known_slots(prefs, (facts.EVERYWHERE,), threshold, now).get("style")
+    return held.value if held is not None else None

@@ -153,11 +153,13 @@ def thread_facts(session: Session, thread_id: str) -> ThreadFacts | None:
     return ThreadFacts.of(row, _questions(session, thread_id), observed, [tuple(c) for c in causes], evidence)
 
 
-def open_questions(session: Session, thread_id: str) -> list[tuple[str, str]]:
-    """``(question_id, category)`` of the thread's questions with no answer yet, in the order proposed (none once the
-    thread closed)."""
+def open_questions(session: Session, thread_id: str) -> list[tuple[str, str, str]]:
+    """``(question_id, category, slot)`` of the thread's questions with no answer yet, in the order proposed (none
+    once the thread closed)."""
     return [
-        (q.question_id, q.category) for q in _questions(session, thread_id) if q.answer is None and q.closed_at is None
+        (q.question_id, q.category, q.slot)
+        for q in _questions(session, thread_id)
+        if q.answer is None and q.closed_at is None
     ]
 
 

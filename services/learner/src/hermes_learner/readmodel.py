@@ -41,6 +41,7 @@ from hermes_learner.tables import (
     Thread,
 )
 from hermes_learner.tables import Pattern as PatternRow
+from hermes_learner.templates import slot_for
 
 
 def row_store(engine: Engine) -> RowStore:
@@ -143,6 +144,7 @@ def _(e: ev.ThreadOpened, batch: Batch) -> None:
             opened_at=utc(e.occurred_at),
             user_id=e.user_id,
             assumptions_json=json.dumps(applied),
+            project=e.project,
         )
     ):
         return
@@ -163,6 +165,7 @@ def _(e: ev.PreferenceLearned, batch: Batch) -> None:
             user_id=e.user_id,
             category=e.category,
             key=e.key,
+            scope=e.scope,
             value=e.value,
             confidence=e.confidence,
             stability=e.stability,
@@ -178,6 +181,7 @@ def _(e: ev.PreferenceLearned, batch: Batch) -> None:
     row.source, row.evidence, row.thread_id = e.source, e.evidence, e.thread_id
     row.expires_at = utc(e.expires_at) if e.expires_at is not None else None
     row.updated_at = utc(e.occurred_at)
+    row.scope, row.wordings_json, row.question = e.scope, json.dumps(e.wordings, sort_keys=True), e.question
     store.insert_absent(
         PreferenceEvidence(cause_id=e.causation_id or e.event_id, preference_id=e.aggregate_id, thread_id=e.thread_id)
     )
@@ -213,6 +217,14 @@ def _(e: ev.QuestionsProposed, batch: Batch) -> None:
     if thread is not None and thread.questions_event_id is None:
         thread.questions_event_id, thread.proposed_at = e.event_id, utc(e.occurred_at)
         thread.idea_type, thread.clarity = e.idea_type, e.clarity
+        applied = json.loads(thread.assumptions_json)
+        known = {(a["preference_id"], a["value"]) for a in applied}
+        applied += [
+            {"preference_id": a.preference_id, "value": a.value}
+            for a in e.assumptions
+            if a.preference_id is not None and (a.preference_id, a.value) not in known
+        ]
+        thread.assumptions_json = json.dumps(applied)
     for position, q in enumerate(e.questions):
         if store.insert_absent(
             Question(
@@ -221,6 +233,8 @@ def _(e: ev.QuestionsProposed, batch: Batch) -> None:
                 position=position,
                 template_id=q.template_id,
                 category=q.category,
+                slot=q.slot or slot_for(q.template_id),
+                text=q.text,
             )
         ):
             batch.added.setdefault(e.aggregate_id, []).append(q.question_id)

@@ -103,7 +103,9 @@ class LearnerThreadRow(LearnerTable, table=True):
     rating: int | None = None
     user_id: str = "local"
     assumptions_json: str = "[]"
-    """The preferences its draft 1 applied: ``[{"preference_id", "value"}]``."""
+    """The facts applied to its drafts: ``[{"preference_id", "value"}]``, those of draft 1
+    (``ThreadOpened.assumptions``) then the ones the learner's proposal added (``QuestionsProposed.assumptions``)."""
+    project: str = "default"
 
 
 class ProposedQuestionRow(LearnerTable, table=True):
@@ -117,6 +119,10 @@ class ProposedQuestionRow(LearnerTable, table=True):
     position: int
     template_id: str = Field(index=True)
     category: str
+    slot: str = ""
+    """What its answer fills (``Question.slot``, else its template's)."""
+    text: str = ""
+    """The question as asked."""
     answered_at: datetime | None = None
     answer_time_s: float | None = None
     clarity_gain: float | None = None
@@ -150,6 +156,11 @@ class PreferenceRow(LearnerTable, table=True):
     expires_at: datetime | None = None
     updated_at: datetime
     usage: int = 0
+    scope: str = ""
+    """Where it holds: everywhere (empty), ``type:<idea type>`` or ``project:<name>``."""
+    wordings_json: str = "{}"
+    """Value → the user's latest words for it."""
+    question: str = ""
 
 
 class PreferenceEvidenceRow(LearnerTable, table=True):

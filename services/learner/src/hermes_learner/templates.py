@@ -16,6 +16,9 @@ Hermes's own, not a measured figure.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from hermes_learner.domain import QuestionTemplate as T
 
 
@@ -335,3 +338,44 @@ SEED_TEMPLATES: tuple[T, ...] = (
         ),
     ),
 )
+
+
+SEED_SLOTS: dict[str, str] = {
+    "intent-main-result": "result",
+    "intent-motivation": "motivation",
+    "intent-options": "options",
+    "intent-code-task": "code_task",
+    "constraint-budget": "budget",
+    "constraint-time": "timing",
+    "constraint-tech-stack": "tech_stack",
+    "constraint-must-avoid": "must_avoid",
+    "success-done-well": "success",
+    "success-target": "target",
+    "success-format": "format",
+    "context-audience": "audience",
+    "context-experience": "experience",
+    "context-situation": "situation",
+    "context-place": "location",
+    "scope-size": "depth",
+    "scope-focus": "focus",
+    "scope-length": "length",
+    "scope-depth": "depth",
+}
+"""The slot each seed question fills (:mod:`hermes_proto.facts`): what its answer says about the user. Two
+questions that ask the same thing share a slot (``scope-size`` and ``scope-depth`` both ask the depth)."""
+_NOT_SLOT = re.compile(r"[^a-z0-9]+")
+
+
+SEED_TEMPLATES = tuple(replace(t, slot=SEED_SLOTS[t.template_id]) for t in SEED_TEMPLATES)
+
+
+def slot_for(template_id: str) -> str:
+    """The slot a template fills: a seed's from :data:`SEED_SLOTS`; any other template (added by a user or drafted by
+    the learner) fills its own, named after its id (lowercase letters, digits and ``_``, at most 32 characters,
+    starting with a letter, as a preference key must)."""
+    if template_id in SEED_SLOTS:
+        return SEED_SLOTS[template_id]
+    name = _NOT_SLOT.sub("_", template_id.lower()).strip("_")
+    if not name[:1].isalpha():
+        name = "q_" + name
+    return name[:32].rstrip("_") or "q"

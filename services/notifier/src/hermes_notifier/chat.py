@@ -32,6 +32,7 @@ from hermes_proto.threads import AWAITING_ANSWERS, answerable, thread_status_aft
 
 from hermes_notifier.domain import (
     CORRECTABLE_KEYS,
+    correctable_category,
     excerpt,
     format_cents,
     percent,
@@ -122,13 +123,14 @@ def _rate(argument: str) -> Intent:
 
 
 def _correct(argument: str) -> Intent:
-    """``/correct <key> <value>``: a key of :data:`CORRECTABLE_KEYS` (any case), then the value (whitespace made
+    """``/correct <key> <value>``: a slot's key (:func:`~hermes_notifier.domain.correctable_category`: any case; the
+    usage names :data:`CORRECTABLE_KEYS`), then the value (whitespace made
     single spaces; 1-120 characters; depth and style only one of :data:`PREFERENCE_VALUES`)."""
     parts = argument.split(maxsplit=1)
     if not parts:
         return Intent("usage", text=CORRECT_USAGE)
     key = parts[0].lower()
-    if key not in CORRECTABLE_KEYS:
+    if correctable_category(key) is None:
         return Intent("usage", text=f"There is no preference called {excerpt(parts[0], 32)}. {CORRECT_USAGE}")
     value = " ".join(parts[1].split()) if len(parts) > 1 else ""
     if not value:

@@ -29,6 +29,7 @@ from hermes_proto.events import (
     ThreadCompleted,
     ThreadFailed,
 )
+from hermes_proto.facts import category_of, label
 from hermes_proto.ids import derived_id
 
 CHANNEL = "telegram"
@@ -89,9 +90,19 @@ CORRECTABLE_KEYS: Mapping[str, str] = {
     "audience": "constraint",
     "language": "constraint",
 }
-"""The preference keys ``/correct`` takes -> their category, as the learner keeps them (see
+"""The preference keys ``/correct`` names in its usage -> their category, as the learner keeps them (see
 :data:`hermes_proto.events.PREFERENCE_CATEGORIES`): depth and style are categories of their own, the others the
-recurring constraints it reads from answers."""
+recurring constraints. ``/correct`` takes any other slot too (:func:`correctable_category`)."""
+_SLOT = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def correctable_category(key: str) -> str | None:
+    """The category of the learned fact ``/correct <key>`` corrects (:func:`hermes_proto.facts.category_of`: depth,
+    style, constraint or fact), or None when ``key`` cannot name a slot (lowercase letters, digits, ``_``; at most
+    32 characters, the first a letter)."""
+    return category_of(key) if _SLOT.fullmatch(key) else None
+
+
 ASSUMPTIONS_SHOWN = 12  # a user has a handful; the cap only keeps a message short whatever the log holds
 
 REASONS = {
@@ -333,8 +344,9 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
 
 
 def preference_label(key: str) -> str:
-    """A preference key to read: ``depth`` -> "Depth", ``dietary_needs`` -> "Dietary needs"."""
-    return key.replace("_", " ").capitalize()
+    """A preference key to read: ``depth`` -> "Depth", ``dietary_needs`` -> "Dietary needs"
+    (:func:`hermes_proto.facts.label`)."""
+    return label(category_of(key), key)
 
 
 def percent(fraction: float) -> str:
@@ -343,9 +355,9 @@ def percent(fraction: float) -> str:
 
 
 def correctable(assumption: Assumption) -> bool:
-    """Whether ``/correct`` can correct ``assumption``: a learned preference of a key in :data:`CORRECTABLE_KEYS`
-    (not a learned pattern's recurring answer)."""
-    return assumption.source == "preference" and CORRECTABLE_KEYS.get(assumption.key) == assumption.category
+    """Whether ``/correct`` can correct ``assumption``: a learned preference (not a learned pattern's recurring
+    answer) whose key names its slot (:func:`correctable_category`)."""
+    return assumption.source == "preference" and correctable_category(assumption.key) == assumption.category
 
 
 def assumption_label(assumption: Assumption) -> str:

@@ -350,7 +350,7 @@ class Turn:
             return
         key = intent.key or ""
         command = CorrectPreference(
-            user_id=self.user_id(), category=domain.CORRECTABLE_KEYS[key], key=key, value=intent.text
+            user_id=self.user_id(), category=domain.correctable_category(key) or "fact", key=key, value=intent.text
         )
         try:
             reply = await self.inbox.correct(command)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from hermes_proto import facts
 from hermes_proto.base import ChatMessage, Event
 from hermes_proto.commands import (
     AnswerQuestions,
@@ -207,9 +208,9 @@ def system_prompt(assumptions: Sequence[Assumption] = (), harness: Harness = Har
 
 
 def preference_line(a: Assumption) -> str:
-    """One learned preference as a prompt line: ``- Depth: detailed``, ``- Style: casual``, ``- Budget: <the
-    user's words>``."""
-    return f"- {(a.category if a.category in ('depth', 'style') else a.key).capitalize()}: {a.value}"
+    """One learned fact as a prompt line: ``- Depth: detailed``, ``- Style: casual``, ``- Budget: <the user's
+    words>``, ``- Tech stack: <the user's words>`` (:func:`hermes_proto.facts.label`)."""
+    return f"- {facts.label(a.category, a.key)}: {a.value}"
 
 
 def draft2_messages(
@@ -219,14 +220,17 @@ def draft2_messages(
     assumptions: Sequence[Assumption] = (),
     harness: Harness = Harness(),
 ) -> list[ChatMessage]:
-    """The refinement prompt: the system prompt (the harness's soul; draft 1 holds what memories gave) with the
-    preferences draft 1 applied, the idea, draft 1 and each (question, answer) pair."""
-    clarifications = "\n".join(f"- {q} {a}" for q, a in answered)
-    user = (
-        f"My idea: {idea}\n\nYour first draft:\n{draft1}\n\n"
-        f"My clarifications:\n{clarifications}\n\n"
-        "Write an improved second draft that follows every clarification."
-    )
+    """The refinement prompt: the system prompt (the harness's soul; draft 1 holds what memories gave) with every
+    learned fact the thread applies (:func:`applied`), the idea, draft 1 and each (question, answer) pair; with no
+    answers (a draft 2 on learned facts alone) it asks for a draft that follows those facts."""
+    if answered:
+        clarifications = "\n".join(f"- {q} {a}" for q, a in answered)
+        ask = (
+            f"My clarifications:\n{clarifications}\n\nWrite an improved second draft that follows every clarification."
+        )
+    else:
+        ask = "Write an improved second draft that follows what you know about me."
+    user = f"My idea: {idea}\n\nYour first draft:\n{draft1}\n\n{ask}"
     return [
         ChatMessage(role="system", content=system_prompt(assumptions, harness)),
         ChatMessage(role="user", content=user),
@@ -368,19 +372,42 @@ def decide_answers(
     corr = state.correlation_id
     return [
         AnswersRecorded(**_envelope(cmd.command_id, "answers_recorded", state.thread_id, corr, now), answers=answers),
-        JobQueued(
-            **_envelope(cmd.command_id, "job_queued", state.thread_id, corr, now),
-            job_id=job_id_for(cmd.command_id, DRAFT2),
-            kind=DRAFT2,
-            messages=draft2_messages(state.idea, state.draft1, answered, state.assumptions, harness),
-            max_tokens=limits.max_tokens,
-            temperature=limits.temperature,
-            priority=state.priority,
-            private=state.private,
-            project=state.project,
-            timeout_s=limits.job_timeout_s,
-        ),
+        _draft2(state, cmd.command_id, answered, limits, harness, now),
     ]
+
+
+def applied(draft1: Sequence[Assumption], proposed: Sequence[Assumption]) -> list[Assumption]:
+    """Every learned fact a thread's drafts apply: draft 1's (``ThreadOpened.assumptions``) except the slots the
+    learner's proposal (``QuestionsProposed.assumptions``) names, then the proposal's (the learner knows the idea
+    type, so its fact for a slot wins)."""
+    named = {(a.category, a.key) for a in proposed}
+    return [a for a in draft1 if (a.category, a.key) not in named] + list(proposed)
+
+
+def unapplied(state: ThreadState) -> list[Assumption]:
+    """The facts the learner's proposal applies that draft 1 did not (another slot, or another value): what a draft 2
+    must add, even when nobody answers."""
+    had = {(a.category, a.key, a.value) for a in state.assumptions}
+    return [a for a in state.assumed if (a.category, a.key, a.value) not in had]
+
+
+def _draft2(
+    state: ThreadState, cause_id: str, answered: list[tuple[str, str]], limits: Limits, harness: Harness, now: datetime
+) -> JobQueued:
+    """The draft-2 job: the answers given (if any) and every fact the thread applies."""
+    assumptions = applied(state.assumptions, state.assumed)
+    return JobQueued(
+        **_envelope(cause_id, "job_queued", state.thread_id, state.correlation_id, now),
+        job_id=job_id_for(cause_id, DRAFT2),
+        kind=DRAFT2,
+        messages=draft2_messages(state.idea, state.draft1 or "", answered, assumptions, harness),
+        max_tokens=limits.max_tokens,
+        temperature=limits.temperature,
+        priority=state.priority,
+        private=state.private,
+        project=state.project,
+        timeout_s=limits.job_timeout_s,
+    )
 
 
 def decide_classification(
@@ -423,10 +450,19 @@ def decide_rate(state: ThreadState | None, cmd: RateThread, now: datetime) -> li
     ]
 
 
-def decide_close_window(state: ThreadState | None, cmd: CloseAnswerWindow, now: datetime) -> list[Event]:
-    """The answer window elapsed: complete on draft 1 if the thread still waits for answers."""
+def decide_close_window(
+    state: ThreadState | None,
+    cmd: CloseAnswerWindow,
+    now: datetime,
+    limits: Limits = Limits(),
+    harness: Harness = Harness(),
+) -> list[Event]:
+    """The answer window elapsed with the thread still waiting for answers: a draft 2 on the learned facts draft 1
+    lacked (:func:`unapplied`) when there are any, else complete on draft 1."""
     if state is None or state.status != AWAITING_ANSWERS:
         return []
+    if unapplied(state):
+        return [_draft2(state, cmd.command_id, [], limits, harness, now)]
     return [
         ThreadCompleted(
             **_envelope(cmd.command_id, "thread_completed", state.thread_id, state.correlation_id, now),
@@ -471,7 +507,7 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
             ThreadCompleted(
                 **_envelope(ev.event_id, "thread_completed", state.thread_id, state.correlation_id, now),
                 final_draft_number=2,
-                reason="answered",
+                reason="answered" if any(q.answer for q in state.questions) else "assumed",
             )
         )
     elif state.max_questions == 0:
@@ -741,10 +777,19 @@ def decide_expire_workflow(state: ThreadState | None, cmd: ExpireWorkflow, now: 
     return events
 
 
-def react_questions_proposed(state: ThreadState | None, ev: QuestionsProposed, now: datetime) -> list[Event]:
-    """No question worth asking: the thread completes on draft 1."""
+def react_questions_proposed(
+    state: ThreadState | None,
+    ev: QuestionsProposed,
+    now: datetime,
+    limits: Limits = Limits(),
+    harness: Harness = Harness(),
+) -> list[Event]:
+    """No question worth asking: a draft 2 on the learned facts draft 1 lacked (:func:`unapplied`), else the thread
+    completes on draft 1. ``state`` holds the proposal already (the first one of the thread)."""
     if state is None or ev.questions or state.status != AWAITING_ANSWERS:
         return []
+    if unapplied(state):
+        return [_draft2(state, ev.event_id, [], limits, harness, now)]
     return [
         ThreadCompleted(
             **_envelope(ev.event_id, "thread_completed", state.thread_id, state.correlation_id, now),

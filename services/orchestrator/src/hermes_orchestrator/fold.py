@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from hermes_proto import events as ev
-from hermes_proto import threads
+from hermes_proto import facts, threads
 from hermes_proto.base import Event
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
@@ -91,10 +91,13 @@ class ThreadFold:
             return
         known = self._preferences.setdefault(event.user_id, {}).get(pref_id)
         if known is None:
-            known = KnownPreference(pref_id, event.user_id, event.category, event.key, event.value, event.confidence)
+            known = KnownPreference(
+                pref_id, event.user_id, event.category, event.key, event.value, event.confidence, scope=event.scope
+            )
             self._preferences[event.user_id][pref_id] = known
             self._preference_users[pref_id] = event.user_id
         known.value, known.confidence, known.expires_at = event.value, event.confidence, event.expires_at
+        known.wording = event.wording()
 
     def stored(self, position: int) -> None:
         """The rows hold everything up to ``position``: ended threads closed by then leave memory."""
@@ -119,13 +122,24 @@ class ThreadFold:
         with Session(self.engine) as session:
             return snapshot.load_state(session, thread_id)
 
-    def usable_preferences(self, user_id: str, threshold: float, now: datetime) -> list[ev.Assumption]:
-        """``user_id``'s preferences with ``confidence >= threshold`` that have not expired at ``now``, ordered by
-        category and key: the assumptions a draft-1 prompt applies."""
-        held = sorted(self._preferences.get(user_id, {}).values(), key=lambda p: (p.category, p.key))
-        return [
-            p.assumption() for p in held if p.confidence >= threshold and (p.expires_at is None or p.expires_at > now)
-        ]
+    def usable_preferences(
+        self, user_id: str, threshold: float, now: datetime, within: Sequence[str] = (facts.EVERYWHERE,)
+    ) -> list[ev.Assumption]:
+        """The facts a draft-1 prompt of ``user_id`` applies in the scopes ``within`` (most specific first,
+        :func:`hermes_proto.facts.scopes`): per slot the most specific one with ``confidence >= threshold``, unexpired
+        at ``now`` and not contradicted by a more specific one (:func:`hermes_proto.facts.resolve`), leaving out
+        slots known as unanswered; ordered by category and key."""
+        live = [p for p in self._preferences.get(user_id, {}).values() if p.expires_at is None or p.expires_at > now]
+        chosen = facts.resolve(
+            live,
+            within,
+            slot=lambda p: facts.slot_of(p.category, p.key),
+            scope=lambda p: p.scope,
+            value=lambda p: p.value,
+            usable=lambda p: p.confidence >= threshold,
+        )
+        held = sorted(chosen.values(), key=lambda p: (p.category, p.key))
+        return [p.assumption() for p in held if facts.applies(p.value)]
 
     def open_jobs(self) -> Iterator[tuple[ThreadState, str, str, int]]:
         """``(thread, job_id, status, priority)`` of every job that has not ended, in open threads."""

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 
+from hermes_proto import facts, ideas
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import (
     AnswerQuestions,
@@ -83,8 +84,11 @@ async def submit_idea(cmd: SubmitIdea, state: ThreadState | None, deps: Deps, no
     if state is not None:  # a redelivery: nothing to recall
         return []
     limits = deps.limits.current()
+    # the facts of the idea's project and keyword type (the learner may read another type from a model: then its
+    # proposal lists the facts of that one, and those draft 1 lacked make a draft 2)
+    within = facts.scopes(idea_type=ideas.classify(cmd.idea), project=cmd.project)
     known = (
-        deps.fold.usable_preferences(cmd.user_id, limits.preference_threshold, now)
+        deps.fold.usable_preferences(cmd.user_id, limits.preference_threshold, now, within)
         if limits.preference_threshold is not None
         else []
     )
@@ -115,7 +119,8 @@ async def rate_thread(cmd: RateThread, state: ThreadState | None, deps: Deps, no
 async def close_answer_window(
     cmd: CloseAnswerWindow, state: ThreadState | None, deps: Deps, now: datetime
 ) -> list[Event]:
-    return domain.decide_close_window(state, cmd, now)
+    soul = deps.soul.read() if deps.soul is not None and state is not None else ""
+    return domain.decide_close_window(state, cmd, now, deps.limits.current(), domain.Harness(soul=soul))
 
 
 async def submit_workflow(cmd: SubmitWorkflow, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:
@@ -172,7 +177,8 @@ async def execution_abandoned(
 async def questions_proposed(
     event: QuestionsProposed, state: ThreadState | None, deps: Deps, now: datetime
 ) -> list[Event]:
-    return domain.react_questions_proposed(state, event, now)
+    soul = deps.soul.read() if deps.soul is not None and state is not None and not event.questions else ""
+    return domain.react_questions_proposed(state, event, now, deps.limits.current(), domain.Harness(soul=soul))
 
 
 async def draft_presented(event: DraftPresented, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:

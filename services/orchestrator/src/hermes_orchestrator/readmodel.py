@@ -141,7 +141,7 @@ def _(e: ev.PreferenceLearned, store: RowStore) -> None:
             confidence=e.confidence,
         )
         store.add(row)
-    row.value, row.confidence = e.value, e.confidence
+    row.value, row.confidence, row.scope, row.wording = e.value, e.confidence, e.scope, e.wording()
     row.expires_at = _utc(e.expires_at) if e.expires_at is not None else None
 
 
@@ -211,7 +211,10 @@ def _(e: ev.JobQueued, store: RowStore) -> None:
         )
     ):
         return
-    _touch(store, e)
+    thread = _touch(store, e)
+    if thread is not None and e.kind == threads.DRAFT2 and thread.status == threads.AWAITING_ANSWERS:
+        thread.answer_deadline = None
+        thread.status = threads.thread_status_after(thread.status, e)
     if e.step_id:
         _step_follows(store, e.job_id, "queued")
 
@@ -375,6 +378,7 @@ def _(e: ev.QuestionsProposed, store: RowStore) -> None:
     if thread is None or thread.idea_type is not None:
         return
     thread.idea_type, thread.clarity = e.idea_type, e.clarity
+    thread.assumed_json = msgspec.json.encode(e.assumptions).decode()
     for position, q in enumerate(e.questions[: thread.max_questions]):
         store.insert_absent(
             Question(
@@ -386,6 +390,7 @@ def _(e: ev.QuestionsProposed, store: RowStore) -> None:
                 text=q.text,
                 suggestions_json=json.dumps(q.suggestions),
                 expected_value=q.expected_value,
+                slot=q.slot,
             )
         )
 

@@ -56,6 +56,7 @@ def _thread(row: ThreadRow) -> ThreadState:
         priority=row.priority,
         kind=row.kind,
         assumptions=msgspec.json.decode(row.assumptions_json, type=list[ev.Assumption]),
+        assumed=msgspec.json.decode(row.assumed_json, type=list[ev.Assumption]),
         answer_timeout_s=row.answer_timeout_s,
         answer_deadline=_utc(row.answer_deadline),
         workflow_deadline=_utc(row.workflow_deadline),
@@ -156,7 +157,17 @@ def load(session: Session) -> Snapshot:
         open=open_,
         closed=closed,
         preferences=[
-            KnownPreference(p.preference_id, p.user_id, p.category, p.key, p.value, p.confidence, _utc(p.expires_at))
+            KnownPreference(
+                p.preference_id,
+                p.user_id,
+                p.category,
+                p.key,
+                p.value,
+                p.confidence,
+                _utc(p.expires_at),
+                scope=p.scope,
+                wording=p.wording,
+            )
             for p in session.exec(select(PreferenceRow))
         ],
         settings={s.key: s.value for s in session.exec(select(SettingRow))},

@@ -72,7 +72,10 @@ class ThreadState:
     kind: str = threads.IDEA
     steps: dict[str, StepState] = field(default_factory=dict)
     assumptions: list[ev.Assumption] = field(default_factory=list)
-    """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``): draft 2 keeps them."""
+    """The learned facts its draft 1 applied (``ThreadOpened.assumptions``): draft 2 keeps them."""
+    assumed: list[ev.Assumption] = field(default_factory=list)
+    """The learned facts the learner's first proposal applies (``QuestionsProposed.assumptions``): those draft 1
+    lacked make a draft 2 (:func:`hermes_orchestrator.domain.unapplied`)."""
     answer_timeout_s: float = 600.0
     answer_deadline: datetime | None = None
     workflow_deadline: datetime | None = None
@@ -91,14 +94,18 @@ class KnownPreference:
     value: str
     confidence: float
     expires_at: datetime | None = None
+    scope: str = ""
+    wording: str = ""
+    """The user's words for ``value`` (empty: ``value``): what a prompt shows."""
 
     def assumption(self) -> ev.Assumption:
         return ev.Assumption(
             preference_id=self.preference_id,
             category=self.category,
             key=self.key,
-            value=self.value,
+            value=self.wording or self.value,
             confidence=self.confidence,
+            scope=self.scope,
         )
 
 
@@ -131,6 +138,9 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
                     deadline=event.occurred_at + timedelta(seconds=event.timeout_s) if event.timeout_s else None,
                 )
                 _step_follows(state, event.step_id, "queued")
+                if event.kind == threads.DRAFT2 and state.status == threads.AWAITING_ANSWERS:
+                    state.answer_deadline = None
+                    state.status = threads.thread_status_after(state.status, event)
         case (
             ev.BackendSelected()
             | ev.ExecutionStarted()
@@ -156,6 +166,7 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
         case ev.QuestionsProposed():
             if state.idea_type is None:  # the first proposal of a thread wins, capped at its max_questions
                 state.idea_type = event.idea_type
+                state.assumed = list(event.assumptions)
                 state.questions = [QuestionState(q.question_id, q.text) for q in event.questions[: state.max_questions]]
         case ev.AnswersRecorded():
             if state.status == threads.AWAITING_ANSWERS:

@@ -47,6 +47,9 @@ class ThreadRow(SQLModel, table=True):
     created_at: datetime = Field(index=True)
     updated_at: datetime
     assumptions_json: str = "[]"
+    assumed_json: str = "[]"
+    """The facts the learner's first proposal applies (``QuestionsProposed.assumptions``, JSON): those draft 1 lacked
+    make a draft 2."""
     """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``, JSON)."""
 
 
@@ -63,6 +66,9 @@ class PreferenceRow(SQLModel, table=True):
     value: str
     confidence: float
     expires_at: datetime | None = None
+    scope: str = ""
+    wording: str = ""
+    """The user's words for ``value``: what a prompt shows."""
 
 
 class JobRow(SQLModel, table=True):
@@ -128,6 +134,7 @@ class QuestionRow(SQLModel, table=True):
     expected_value: float = 0.0
     answer: str | None = None
     answered_at: datetime | None = None
+    slot: str = ""
 
 
 class BackendSelectionRow(SQLModel, table=True):

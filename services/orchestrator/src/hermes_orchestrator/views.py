@@ -16,6 +16,7 @@ from hermes_proto import events as ev
 from hermes_proto.queries import JobView, QuestionView, QueueReply, StepView, ThreadView
 from hermes_proto.threads import OPEN_JOB_STATUSES, WORKFLOW
 
+from hermes_orchestrator.domain import applied
 from hermes_orchestrator.tables import JobRow, QuestionRow, StepRow, ThreadRow
 
 _THREADS, _JOBS, _QUESTIONS, _STEPS = (
@@ -115,6 +116,8 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
                 text=q.text,
                 suggestions=json.loads(q.suggestions_json),
                 answer=q.answer,
+                template_id=q.template_id,
+                slot=q.slot,
             )
             for q in questions
         ],
@@ -131,7 +134,10 @@ def thread_view(session: Session, thread_id: str) -> ThreadView | None:
             )
             for st in (steps(session, thread_id) if thread.kind == WORKFLOW else ())
         ],
-        assumptions=msgspec.json.decode(thread.assumptions_json, type=list[ev.Assumption]),
+        assumptions=applied(
+            msgspec.json.decode(thread.assumptions_json, type=list[ev.Assumption]),
+            msgspec.json.decode(thread.assumed_json, type=list[ev.Assumption]),
+        ),
     )
 
 

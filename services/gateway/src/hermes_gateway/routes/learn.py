@@ -18,6 +18,7 @@ from hermes_proto.commands import RateThread
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.queries import (
     PREFERENCE_KEY_PATTERN,
+    PREFERENCE_SCOPE_PATTERN,
     TEMPLATE_ID_PATTERN,
     USER_ID_PATTERN,
     CorrectPreference,
@@ -261,8 +262,9 @@ async def deactivate_template(
 
 # ---- learned preferences ----------------------------------------------------------------------------------
 
-PreferenceCategory = Literal["depth", "style", "constraint"]
+PreferenceCategory = Literal["depth", "style", "constraint", "fact"]
 PreferenceKey = Annotated[StrictStr, StringConstraints(pattern=PREFERENCE_KEY_PATTERN)]
+PreferenceScope = Annotated[StrictStr, StringConstraints(pattern=PREFERENCE_SCOPE_PATTERN)]
 PreferenceValue = Annotated[StrictStr, StringConstraints(min_length=1, max_length=120)]
 UserId = Annotated[StrictStr, StringConstraints(pattern=USER_ID_PATTERN)]
 PREFERENCES = success_schema(PreferencesReply, "The preferences, with the confidence threshold in use.")
@@ -273,10 +275,11 @@ UNKNOWN_PREFERENCE: dict[int | str, dict[str, Any]] = {
 
 
 class PreferenceIn(BaseModel):
-    """A preference to set: ``category`` depth, style or constraint; ``key`` ``depth``/``style`` for those, a
-    constraint's name otherwise (lowercase letters, digits, '_': budget, location, deadline, audience, ...);
-    ``value`` 1-120 characters (depth: overview, detailed, comprehensive; style: formal, casual, technical; a
-    constraint: your own words); ``user_id`` (default ``local``)."""
+    """A preference to set: ``category`` depth, style, constraint or fact; ``key`` ``depth``/``style`` for those, a
+    slot's name otherwise (lowercase letters, digits, '_': budget, location, audience, tech_stack, ...);
+    ``value`` 1-120 characters (depth: overview, detailed, comprehensive; style: formal, casual, technical; any
+    other: your own words); ``user_id`` (default ``local``); ``scope`` where it holds: empty (everywhere),
+    ``type:<idea type>`` or ``project:<name>``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -284,6 +287,7 @@ class PreferenceIn(BaseModel):
     key: PreferenceKey
     value: PreferenceValue
     user_id: UserId = "local"
+    scope: PreferenceScope = ""
 
 
 class PreferencePatch(BaseModel):
@@ -302,6 +306,7 @@ class Correction(BaseModel):
     category: PreferenceCategory
     key: PreferenceKey
     value: PreferenceValue
+    scope: PreferenceScope = ""
 
 
 class Feedback(BaseModel):
@@ -408,7 +413,13 @@ async def edit_preference(
     return success(
         request,
         await learner.change_preference(
-            SetPreference(user_id=current.user_id, category=current.category, key=current.key, value=body.value)
+            SetPreference(
+                user_id=current.user_id,
+                category=current.category,
+                key=current.key,
+                value=body.value,
+                scope=current.scope,
+            )
         ),
     )
 
@@ -477,7 +488,14 @@ async def give_feedback(
     user_id = _own(principal, body.user_id) or (thread.user_id if thread is not None else "local")
     changed = [
         await learner.change_preference(
-            CorrectPreference(user_id=user_id, category=c.category, key=c.key, value=c.value, thread_id=body.thread_id)
+            CorrectPreference(
+                user_id=user_id,
+                category=c.category,
+                key=c.key,
+                value=c.value,
+                thread_id=body.thread_id,
+                scope=c.scope,
+            )
         )
         for c in body.corrections
     ]
