@@ -43,6 +43,13 @@ def test_an_answer_fills_its_question_s_slot_whatever_its_wording():
     assert read("in 3 weeks", "timing")["timing"][0] == read("within three weeks", "timing")["timing"][0] == "21 days"
     assert read("Go and SQLite", "tech_stack")["tech_stack"][0] == read("SQLite and Go", "tech_stack")["tech_stack"][0]
     assert read("a balcony in Lisbon", "location", ("lisbon",))["location"][0] == "lisbon"  # restates an earlier one
+    # one fact said in several clauses with other extras counts for the earlier value that shares its core
+    first = read("all of it, the whole thing", "size")["size"][0]
+    assert first == "all + thing whole"
+    assert read("the whole thing, finished", "size", (first,))["size"][0] == first
+    assert read("the whole thing in one go", "size", (first,))["size"][0] == first
+    other = read("free tools, a Raspberry Pi, short sentences", "must_avoid", ("nut no + sentence short",))
+    assert other["must_avoid"][0] == "free tool + pi raspberry + sentence short"  # one shared part of three: new
 
 
 def test_clauses_about_other_slots_go_to_them():

@@ -9,7 +9,8 @@ Pure and deterministic, no I/O. An answer to a question of slot ``S`` (:func:`re
 - a clause that only states a depth or style ("keep it casual", "detailed": :func:`statement`) is that preference;
   a depth or style word inside a clause about something else ("short sentences") is not;
 - every other clause is about ``S``: ``S`` gets them, each normalised on its own (:mod:`hermes_learner.normalize`;
-  a restatement of an earlier value in more words counts for it), or, when no clause was about it, the value
+  a restatement of an earlier value, in more words or with other extras, counts for it: :func:`restated`), or,
+  when no clause was about it, the value
   :data:`~hermes_proto.facts.UNANSWERED` (the user was asked and said nothing about it). A question that asks the
   depth (or style) takes the first depth word anywhere in its answer, else the answer's own words.
 """
@@ -78,7 +79,30 @@ def fact(slot: str, text: str | Sequence[str], earlier: Earlier) -> Observation 
     wording = ", ".join(" ".join(c.split()).strip(" ,;.") for c in clauses if c.strip())
     if not keys:
         return None
-    return Observation(facts.category_of(slot), slot, " + ".join(sorted(keys))[: normalize.LIMIT], wording)
+    earlier_value = restated(keys, earlier(slot))
+    if earlier_value is not None and not set(earlier_value.split(" + ")) <= keys:
+        wording = ""  # says only part of the earlier value: its fuller words stay what a prompt shows
+    value = earlier_value or " + ".join(sorted(keys))
+    return Observation(facts.category_of(slot), slot, value[: normalize.LIMIT], wording)
+
+
+def restated(parts: set[str], earlier: Iterable[str]) -> str | None:
+    """The earlier value (of the same user and slot) an answer of these clause ``parts`` restates, or None: one whose
+    parts contain these, or are contained in them, or share at least half of the larger of the two ("all of it, the
+    whole thing" and "the whole thing, finished" say one fact with different extras). The most shared parts win,
+    then the closest size, then the smaller value. Hermes's own rule, the clause-level counterpart of
+    :func:`hermes_learner.normalize.settle`."""
+    best: tuple[int, int, str] | None = None
+    for key in earlier:
+        if key == facts.UNANSWERED:
+            continue
+        theirs = set(key.split(" + "))
+        shared = len(theirs & parts)
+        if shared and (theirs <= parts or parts <= theirs or 2 * shared >= max(len(theirs), len(parts))):
+            score = (shared, -abs(len(theirs) - len(parts)), key)
+            if best is None or score[:2] > best[:2] or (score[:2] == best[:2] and key < best[2]):
+                best = score
+    return best[2] if best is not None else None
 
 
 def unanswered(slot: str) -> Observation:
