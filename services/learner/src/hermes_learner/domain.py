@@ -118,8 +118,7 @@ class Decision(NamedTuple):
     clarity: float
     reason: str
     assumptions: list[Assumption] = []
-    """Learned preferences (and recurring_answer patterns) used instead of the questions of the categories they
-    answer."""
+    """Every learned fact the thread applies (by slot), whose questions are not asked."""
     skipped: list[str] = []
     """Question categories not asked because a skip_question pattern says the user leaves them unanswered (no longer
     decided: a slot the user leaves unanswered is a known fact, :data:`hermes_proto.facts.UNANSWERED`)."""

@@ -24,11 +24,11 @@ either (Hermes, not the user, stopped waiting for the other answers).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from hermes_proto import facts
-from hermes_proto.events import QUESTION_CATEGORIES, Assumption, pattern_id
+from hermes_proto.events import QUESTION_CATEGORIES, pattern_id
 from hermes_proto.queries import Optimization
 
 from hermes_learner import preferences
@@ -167,35 +167,6 @@ def _held(held: Mapping[str, Pattern], user_id: str, kind: str, idea_type: str, 
 
 
 # ---- using them --------------------------------------------------------------------------------
-
-
-def applicable(patterns: Iterable[Pattern], idea_type: str, exclude: Iterable[str] = ()) -> dict[str, Pattern]:
-    """Question category → the pattern that settles it for an idea of ``idea_type``, among ``patterns`` (already
-    usable), leaving out the ``exclude`` d categories (those the user's preferences answer: the general rule wins and
-    nothing is assumed twice). A recurring_answer beats a skip_question of the same category (an answer tells the
-    draft more than a silence)."""
-    excluded = set(exclude)
-    chosen: dict[str, Pattern] = {}
-    for p in sorted(patterns, key=lambda p: (p.category, p.kind != RECURRING)):
-        if p.idea_type == idea_type and p.category not in excluded:
-            chosen.setdefault(p.category, p)
-    return chosen
-
-
-def assumption(p: Pattern) -> Assumption:
-    """A recurring_answer pattern as an :class:`~hermes_proto.events.Assumption` (source ``pattern``; category and key
-    the question category). Raises ValueError for a pattern with no value to assume."""
-    value = p.value()
-    if p.kind != RECURRING or value is None:
-        raise ValueError(f"pattern {p.pattern_id} assumes no answer")
-    return Assumption(
-        source="pattern",
-        pattern_id=p.pattern_id,
-        category=p.category,
-        key=p.category,
-        value=value,
-        confidence=p.confidence(),
-    )
 
 
 def optimizations(
