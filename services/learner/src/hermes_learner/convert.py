@@ -266,5 +266,10 @@ def free_answer(q: Any, idea_type: str | None, suggestions: Sequence[str]) -> dr
     )
 
 
+def question_slot(q: Any) -> str:
+    """The slot a question row fills: its own (``Question.slot`` as projected), else its template's."""
+    return q.slot or slot_for(q.template_id)
+
+
 def assumed(assumptions_json: str) -> tuple[tuple[str, str], ...]:
     return tuple((a["preference_id"], a["value"]) for a in json.loads(assumptions_json))

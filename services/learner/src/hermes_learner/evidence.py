@@ -23,9 +23,8 @@ from hermes_proto.facts import scopes as fact_scopes
 from hermes_proto.ids import derived_id, new_id, utcnow
 
 from hermes_learner import extraction, preferences, slots
-from hermes_learner.convert import ThreadFacts
+from hermes_learner.convert import ThreadFacts, question_slot
 from hermes_learner.policies import PreferencePolicy
-from hermes_learner.templates import slot_for
 
 
 def preference_evidence(
@@ -60,7 +59,7 @@ def preference_evidence(
         for o in slots.read_comment(event.comment):
             learner.note("comment", o)
     elif not any(q.assumed for q in facts.questions):  # Hermes answered some itself: its silence says nothing
-        left = (q.slot or slot_for(q.template_id) for q in facts.questions if q.answer is None and not q.assumed)
+        left = (question_slot(q) for q in facts.questions if q.answer is None and not q.assumed)
         for slot in dict.fromkeys(left):
             if slot not in ("depth", "style"):
                 learner.note("answer", slots.unanswered(slot))
@@ -74,16 +73,13 @@ def answered(
     its question's slot (:func:`hermes_learner.slots.read_answer`), a value beating "unanswered" when another answer
     of the thread gave the slot one."""
     asked = {q.question_id: q for q in facts.questions}
-
-    def earlier(slot: str) -> list[str]:
-        return [v for p in held if p.slot == slot and not p.scope for v in p.votes]
-
+    earlier = _earlier(held)
     shown: dict[tuple[str, str], tuple[preferences.Observation, str]] = {}
     for answer in event.answers:
         if answer.assumed:
             continue
         q = asked.get(answer.question_id)  # not known here: only what the rules recognise is read
-        slot = (q.slot or slot_for(q.template_id)) if q is not None else ""
+        slot = question_slot(q) if q is not None else ""
         for o in slots.read_answer(answer.text, slot, earlier):
             if (o.category, o.key) not in shown or shown[(o.category, o.key)][0].value == UNANSWERED:
                 shown[(o.category, o.key)] = (o, q.text if q is not None and o.key == slot else "")
@@ -109,12 +105,15 @@ def extracted_evidence(
         if fact.slot in ("depth", "style"):
             o: preferences.Observation | None = preferences.Observation(fact.slot, fact.slot, fact.value)
         else:
-            o = slots.fact(
-                fact.slot, fact.value, lambda s: [v for p in held if p.slot == s and not p.scope for v in p.votes]
-            )
+            o = slots.fact(fact.slot, fact.value, _earlier(held))
         if o is not None:
             learner.note("answer", o)
     return learner.events()
+
+
+def _earlier(held: Sequence[preferences.Preference]) -> slots.Earlier:
+    """Slot → the values the user's facts held everywhere voted for (what a new answer is settled against)."""
+    return lambda slot: [v for p in held if p.slot == slot and not p.scope for v in p.votes]
 
 
 class _Evidence:

@@ -45,7 +45,7 @@ from hermes_proto.telemetry import bind_ids
 from hermes_learner import classifier as llm
 from hermes_learner import drafting, evidence, learning, patterns, queries
 from hermes_learner.classification import Classification
-from hermes_learner.convert import ThreadFacts
+from hermes_learner.convert import ThreadFacts, question_slot
 from hermes_learner.extraction import Fact
 from hermes_learner.metrics import (
     CLARITY,
@@ -62,7 +62,6 @@ from hermes_learner.metrics import (
     TEMPLATE_DRAFTS,
 )
 from hermes_learner.policies import Policies
-from hermes_learner.templates import slot_for
 from hermes_learner.triggers import TriggerMatcher
 from hermes_learner.view import LearnerView
 
@@ -228,7 +227,7 @@ async def learn_preferences(
     if deps.classifier is not None and isinstance(event, AnswersRecorded) and facts is not None:
         asked = {q.question_id: q for q in facts.questions}
         mine = [(asked[a.question_id], a.text) for a in event.answers if not a.assumed and a.question_id in asked]
-        await deps.classifier.extract(event, [(q.slot or slot_for(q.template_id), q.text, text) for q, text in mine])
+        await deps.classifier.extract(event, [(question_slot(q), q.text, text) for q, text in mine])
 
 
 async def learn_extracted(
