@@ -1,0 +1,1 @@
+"""Hermes tool service: executes agents' tool calls (built-in tools and MCP servers) inside a bubblewrap sandbox."""
