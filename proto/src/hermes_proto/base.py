@@ -9,6 +9,7 @@ from typing import ClassVar
 import msgspec
 
 from hermes_proto import SCHEMA_VERSION
+from hermes_proto.tools import ToolCall
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -58,8 +59,13 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=s
         return snake_case(cls.__name__)
 
 
-class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One OpenAI-style chat message: ``role`` is ``system``, ``user`` or ``assistant``."""
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One OpenAI-style chat message: ``role`` is ``system``, ``user``, ``assistant`` or ``tool``. An assistant
+    message of an agent run may carry the ``tool_calls`` it asked for; a ``tool`` message is one call's result
+    (``tool_call_id``, ``name``), its content wrapped as untrusted data (:func:`hermes_proto.tools.untrusted`)."""
 
     role: str
     content: str
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None
+    name: str | None = None

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 
+from hermes_proto.agents import AGENT_COMMANDS
 from hermes_proto.base import ChatMessage, Command
 from hermes_proto.events import Answer, WorkflowError, WorkflowStep, step_order
 
@@ -159,4 +160,5 @@ ALL_COMMANDS = (
     ExpireWorkflow,
     RequestClassification,
     SubmitChat,
+    *AGENT_COMMANDS,
 )

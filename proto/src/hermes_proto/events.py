@@ -14,6 +14,7 @@ import msgspec
 
 from hermes_proto.base import ChatMessage, Event
 from hermes_proto.ids import derived_id
+from hermes_proto.tools import ToolCall, ToolSpec
 
 QUESTION_CATEGORIES = ("intent", "constraint", "success", "context", "scope")
 JOB_KINDS = ("draft1", "draft2", "classify")
@@ -210,6 +211,8 @@ class JobQueued(Event, frozen=True, kw_only=True):
     """Job ids this job waited for (workflow steps); it is queued only once they all completed."""
     memories: list[str] = []
     """The memories its prompt was given: the job ids of the earlier turns injected as memory markers."""
+    tools: list[ToolSpec] = []
+    """Kind ``agent_turn``: the tools the model may call (passed to the provider unchanged)."""
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):
@@ -275,6 +278,8 @@ class ExecutionCompleted(Event, frozen=True, kw_only=True):
     latency_ms: float
     first_token_ms: float | None = None
     finish_reason: str | None = None
+    tool_calls: list[ToolCall] = []
+    """The tool calls the model asked for (requests that offered ``tools``), as the provider returned them."""
 
 
 class ExecutionFailed(Event, frozen=True, kw_only=True):
@@ -743,8 +748,11 @@ class SettingChanged(Event, frozen=True, kw_only=True):
     by: str = "local"
 
 
+from hermes_proto.agents import AGENT_EVENTS  # noqa: E402 (agents.py imports the base types, not this module)
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     THREAD_EVENTS
+    + AGENT_EVENTS
     + BACKEND_EVENTS
     + TEMPLATE_EVENTS
     + PREFERENCE_EVENTS

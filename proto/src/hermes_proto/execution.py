@@ -14,6 +14,7 @@ import msgspec
 
 from hermes_proto import SCHEMA_VERSION
 from hermes_proto.base import ChatMessage
+from hermes_proto.tools import ToolSpec
 
 
 class ExecutionRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="execution_requested"):
@@ -29,6 +30,8 @@ class ExecutionRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="t
     max_tokens: int = 256
     temperature: float = 0.7
     timeout_s: float = 300.0
+    tools: list[ToolSpec] = []
+    """Tools the model may call (OpenAI ``tools``, Anthropic ``tools``, Ollama ``tools``); empty: none."""
     correlation_id: str
     requested_at: datetime
     schema_version: int = SCHEMA_VERSION
