@@ -20,11 +20,29 @@ ADMIN = "admin"
 PRODUCER = "producer"
 STREAM_MANAGERS = ("orchestrator", ADMIN)
 """The roles that create and update the streams; every other role waits for them (:func:`hermes_proto.bus.ensure_streams`)."""
-SERVICE_ROLES = ("orchestrator", "learner", "router", "gateway", "notifier")
+SERVICE_ROLES = ("orchestrator", "learner", "router", "gateway", "notifier", "tools")
 PUBLIC_COMMANDS = ("submit_idea", "submit_chat", "submit_workflow", "answer_questions", "rate_thread", "cancel_job")
 """The commands an external producer may publish (``hermes.cmd.<type>`` and ``hermes.cmd.<type>.<thread_id>``)."""
 
 STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM, subj.INBOX_STREAM)
+
+
+AGENT_DECISIONS = (
+    "agent_run_started",
+    "model_turn_completed",
+    "tool_call_requested",
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
+    "approval_expired",
+    "tool_call_dispatched",
+    "tool_call_failed",
+    "agent_run_completed",
+    "agent_run_failed",
+    "agent_run_cancelled",
+)
+"""The agent events only the orchestrator appends (a dispatch and a grant above all: the tool service runs nothing
+else, and nobody else can forge them)."""
 
 
 def thread_events(*types: str) -> tuple[str, ...]:
@@ -95,6 +113,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "thread_completed",
                 "thread_failed",
                 "thread_rated",
+                *AGENT_DECISIONS,
             )
             + ("hermes.evt.config.*.setting_changed", "hermes.cmd.>")
             + _dlq(*commands_durables, *reactor_durables),
@@ -111,7 +130,12 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 subj.QUERY_CONFIG,
                 subj.CONTROL_CONFIG,
                 subj.CONTROL_SOUL,
+                subj.QUERY_AGENT_RUN,
+                subj.QUERY_AGENT_RUNS,
+                subj.QUERY_APPROVALS,
+                subj.QUERY_AGENT_PROFILES,
             ),
+            publish=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE),
             consume=tuple((subj.COMMANDS_STREAM, d) for d in commands_durables)
             + tuple((subj.EVENTS_STREAM, d) for d in reactor_durables),
             follow=(subj.EVENTS_STREAM,),
@@ -178,7 +202,15 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
         Grant(
             "notifier",
             append=thread_events("notification_sent", "notification_failed", "answer_collected")
-            + commands("submit_idea", "answer_questions", "rate_thread", "cancel_job")
+            + commands(
+                "submit_idea",
+                "answer_questions",
+                "rate_thread",
+                "cancel_job",
+                "start_agent_run",
+                "decide_approval",
+                "cancel_agent_run",
+            )
             + (subj.TELEGRAM_INBOX_ALL,)
             + _dlq("notifier-events", "notifier-inbox", "notifier-dead-letters"),
             publish=("hermes.query.*", "hermes.control.preference"),
@@ -192,6 +224,18 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             notes="Telegram and webhooks; turns inbound messages into public commands",
         ),
     ]
+    table.append(
+        Grant(
+            "tools",
+            append=thread_events("tool_call_started", "tool_call_completed", "tool_call_failed") + _dlq("tools-calls"),
+            publish=(subj.QUERY_MEMORY,),
+            subscribe=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE, subj.CONTROL_MCP),
+            consume=((subj.EVENTS_STREAM, "tools-calls"),),
+            read=(subj.EVENTS_STREAM,),
+            serves=True,
+            notes="the only process that runs tools (sandbox, MCP servers); executes only dispatched calls",
+        )
+    )
     table += [edge_grant(backend) for backend in backends]
     table += [
         Grant(

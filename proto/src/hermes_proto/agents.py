@@ -280,4 +280,18 @@ class ExpireAgentRun(Command, frozen=True, kw_only=True):
     thread_id: RunId
 
 
-AGENT_COMMANDS: tuple[type[Command], ...] = (StartAgentRun, DecideApproval, ExpireApproval, ExpireAgentRun)
+class CancelAgentRun(Command, frozen=True, kw_only=True):
+    """Stop run ``thread_id`` (``hermes cancel``, ``POST /api/agent/runs/{id}/cancel``): its model turn and its
+    running tool call stop, and it ends with :class:`AgentRunCancelled`. ``user_id``: who asked."""
+
+    thread_id: RunId
+    user_id: str = "local"
+
+
+AGENT_COMMANDS: tuple[type[Command], ...] = (
+    StartAgentRun,
+    DecideApproval,
+    ExpireApproval,
+    ExpireAgentRun,
+    CancelAgentRun,
+)

@@ -26,10 +26,13 @@ from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
 from hermes_orchestrator import domain, intake
+from hermes_orchestrator.agent_handlers import AgentDeps, ToolClient
+from hermes_orchestrator.agent_queries import AgentQueries
 from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.decisions import Decisions
 from hermes_orchestrator.fold import ThreadFold
 from hermes_orchestrator.handlers import EVENT_HANDLERS, Deps
+from hermes_orchestrator.permissions_file import PermissionsFile
 from hermes_orchestrator.projection import Projection
 from hermes_orchestrator.queries import QueryResponder
 from hermes_orchestrator.readmodel import make_engine
@@ -95,8 +98,17 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     store = EventStore(js, "orchestrator")
     limits = UserLimits(limits_of(settings), fold)
     timers = Timers(store, fold)
+    agents = AgentDeps(
+        home=settings.hermes_home,
+        permissions=PermissionsFile(settings.permissions_path()),
+        tools=ToolClient(nc),
+        approval_timeout_s=settings.hermes_approval_timeout_seconds,
+    )
     decisions = Decisions(
-        Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers), store, projection, partition
+        Deps(fold=fold, limits=limits, soul=soul, engine=engine, timers=timers, agents=agents),
+        store,
+        projection,
+        partition,
     )
 
     follower = LogFollower(
@@ -146,6 +158,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     tasks.append(asyncio.create_task(rows_caught_up(), name="rows-caught-up"))
     timers.arm_pending()
     await QueryResponder(nc, engine, projection, fold, soul).subscribe()
+    await AgentQueries(nc, engine, projection, agents.profiles).subscribe()
 
     async def config(msg) -> None:  # noqa: ANN001
         await on_config(msg, limits, store, projection)

@@ -42,6 +42,13 @@ class OrchestratorSettings(BusSettings, PartitionSettings):
     hermes_soul_file: Path | None = None
     hermes_memory_token_budget: int = Field(300, ge=0)
     hermes_memory_max_items: int = Field(3, ge=0, le=20)
+    hermes_approval_timeout_seconds: float = Field(900.0, gt=0)
+    """An approval nobody answers this long is denied (seconds)."""
+    hermes_permissions_file: Path | None = None
+    """The tool permission rules (default ``$HERMES_HOME/permissions.toml``)."""
+
+    def permissions_path(self) -> Path:
+        return self.hermes_permissions_file or self.hermes_home / "permissions.toml"
 
     def soul_path(self) -> Path:
         return self.hermes_soul_file or self.hermes_home / "SOUL.md"

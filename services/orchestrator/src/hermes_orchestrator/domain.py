@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from hermes_proto import facts
+from hermes_proto.agents import AGENT_TURN
 from hermes_proto.base import ChatMessage, Event
 from hermes_proto.commands import (
     AnswerQuestions,
@@ -481,8 +482,8 @@ def react_execution_completed(state: ThreadState | None, ev: ExecutionCompleted,
     job = state.jobs[ev.job_id]
     if job.closed_by != ev.event_id:  # a result for a job already ended (cancelled, or another attempt's)
         return []
-    if job.kind in (CLASSIFY, CHAT):  # the learner reads a classification; a chat reply is its caller's
-        return []
+    if job.kind in (CLASSIFY, CHAT, AGENT_TURN):  # the learner reads a classification; a chat reply is its
+        return []  # caller's; an agent turn is decided by hermes_orchestrator.agent
     if state.kind == WORKFLOW:
         return react_step_completed(state, ev, now)
     number = 2 if job.kind == DRAFT2 else 1
@@ -547,6 +548,10 @@ def _job_ended(
     """What a job ending without a result (``outcome`` failed or cancelled) means for its thread."""
     job, corr = state.jobs[job_id], state.correlation_id
     env = lambda name: _envelope(cause_id, name, state.thread_id, corr, now)  # noqa: E731
+    if job.kind == AGENT_TURN:
+        from hermes_orchestrator import agent  # agent decisions build on this module
+
+        return agent.turn_ended(state, job_id, cause_id, error_code, message, now)
     if job.kind in (CLASSIFY, CHAT):  # the learner falls back to its rules; a session goes on
         return []
     if state.kind == WORKFLOW:

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Engine
 
+from hermes_proto import agents as ag
 from hermes_proto import facts, ideas
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import (
@@ -31,7 +32,8 @@ from hermes_proto.commands import (
 from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, QuestionsProposed
 from hermes_proto.threads import AWAITING_ANSWERS
 
-from hermes_orchestrator import domain, sessions
+from hermes_orchestrator import agent_handlers, domain, sessions
+from hermes_orchestrator.agent_handlers import AgentDeps
 from hermes_orchestrator.fold import ThreadFold
 from hermes_orchestrator.settings import UserLimits
 from hermes_orchestrator.soul import SoulFile
@@ -54,6 +56,8 @@ class Deps:
     soul: SoulFile | None
     engine: Engine
     timers: Timers
+    agents: AgentDeps | None = None
+    """Agent runs: profiles, permission rules, the tool service (None: agent runs are not decided here)."""
 
 
 CommandHandler = Callable[[Any, ThreadState | None, Deps, datetime], Awaitable[list[Event]]]
@@ -151,10 +155,15 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     CloseAnswerWindow: close_answer_window,
     ExpireWorkflow: expire_workflow,
     RequestClassification: request_classification,
+    ag.StartAgentRun: agent_handlers.start_run,
+    ag.DecideApproval: agent_handlers.decide_approval,
+    ag.ExpireApproval: agent_handlers.expire_approval,
+    ag.ExpireAgentRun: agent_handlers.expire_run,
+    ag.CancelAgentRun: agent_handlers.cancel_run,
 }
 """Every command the orchestrator decides on (all of ``hermes.cmd.>``)."""
 
-NEW_THREAD_COMMANDS = (SubmitIdea, SubmitChat, SubmitWorkflow)
+NEW_THREAD_COMMANDS = (SubmitIdea, SubmitChat, SubmitWorkflow, ag.StartAgentRun)
 """Commands that open a thread or continue the orchestrator's own: every event they depend on was appended by this
 orchestrator and folded before its decision ended, so they need not wait for the whole log."""
 
@@ -165,6 +174,8 @@ orchestrator and folded before its decision ended, so they need not wait for the
 async def execution_completed(
     event: ExecutionCompleted, state: ThreadState | None, deps: Deps, now: datetime
 ) -> list[Event]:
+    if state is not None and state.run is not None:
+        return await agent_handlers.turn_completed(event, state, deps, now)
     return domain.react_execution_completed(state, event, now)
 
 
@@ -194,5 +205,7 @@ EVENT_HANDLERS: dict[type[Event], EventHandler] = {
     ExecutionAbandoned: execution_abandoned,
     QuestionsProposed: questions_proposed,
     DraftPresented: draft_presented,
+    ag.ToolCallCompleted: agent_handlers.call_closed,
+    ag.ToolCallFailed: agent_handlers.call_closed,
 }
 """The events the orchestrator reacts to; its reactor consumer's subject filters are made from these keys."""

@@ -16,10 +16,12 @@ from sqlalchemy.engine import Engine
 
 from hermes_proto import events as ev
 from hermes_proto import rowstore, threads
+from hermes_proto.agents import AGENT_KIND
 from hermes_proto.base import Event
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
+from hermes_orchestrator import agent_readmodel
 from hermes_orchestrator.state import step_job_id
 from hermes_orchestrator.tables import (  # noqa: F401 (the read model's tables, re-exported)
     MEMORY_FTS_DDL,
@@ -47,7 +49,7 @@ Preference = rows(PreferenceRow)
 Memory = rows(MemoryRow)
 Setting = rows(SettingRow)
 Position = rows(ProjectionPosition)
-ROWS = (Thread, Job, Step, Question, Selection, Preference, Memory, Setting, Position)
+ROWS = (Thread, Job, Step, Question, Selection, Preference, Memory, Setting, Position, *agent_readmodel.AGENT_ROWS)
 
 
 def row_store(engine: Engine) -> RowStore:
@@ -70,8 +72,15 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
     with store:
         for event in events:
             apply(event, store)
+            if isinstance(event, agent_readmodel.RUN_EVENTS) and _is_agent_run(store, event):
+                agent_readmodel.apply_agent(event, store)
         if sequence is not None:
             save_position(store, sequence)
+
+
+def _is_agent_run(store: RowStore, event: Event) -> bool:
+    thread = store.get(Thread, event.aggregate_id)
+    return thread is not None and thread.kind == AGENT_KIND
 
 
 def _utc(ts: datetime) -> datetime:

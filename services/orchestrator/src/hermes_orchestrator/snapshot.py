@@ -16,7 +16,10 @@ from sqlmodel import Session, col, select
 
 from hermes_proto import events as ev
 from hermes_proto import threads
+from hermes_proto.agents import AGENT_KIND
 
+from hermes_orchestrator.agent_readmodel import load_run_state
+from hermes_orchestrator.agent_tables import AgentRunRow
 from hermes_orchestrator.state import JobState, KnownPreference, QuestionState, StepState, ThreadState
 from hermes_orchestrator.tables import JobRow, PreferenceRow, QuestionRow, SettingRow, StepRow, ThreadRow
 
@@ -99,6 +102,15 @@ def _fill(
             )
 
 
+def _runs(session: Session, states: dict[str, ThreadState]) -> None:
+    """The agent runs' own state, stored as JSON by the projection (:mod:`hermes_orchestrator.agent_readmodel`)."""
+    ids = [t for t, s in states.items() if s.kind == AGENT_KIND]
+    if not ids:
+        return
+    for row in session.exec(select(AgentRunRow).where(col(AgentRunRow.run_id).in_(ids))):
+        states[row.run_id].run = load_run_state(row.state_json)
+
+
 def load_state(session: Session, thread_id: str) -> ThreadState | None:
     """The decision state of one thread, or None when the thread is unknown."""
     row = session.get(ThreadRow, thread_id)
@@ -113,6 +125,7 @@ def load_state(session: Session, thread_id: str) -> ThreadState | None:
         session.exec(select(QuestionRow).where(QuestionRow.thread_id == thread_id).order_by(QuestionRow.position)),
         session.exec(select(StepRow).where(StepRow.thread_id == thread_id).order_by(StepRow.position)),
     )
+    _runs(session, states)
     return states[thread_id]
 
 
@@ -153,6 +166,7 @@ def load(session: Session) -> Snapshot:
             .order_by(StepRow.thread_id, StepRow.position)
         ),
     )
+    _runs(session, open_)
     return Snapshot(
         open=open_,
         closed=closed,

@@ -11,10 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from hermes_proto import agents as ag
 from hermes_proto import events as ev
 from hermes_proto import threads
 from hermes_proto.base import Event
 from hermes_proto.ids import derived_id
+
+from hermes_orchestrator.run_state import RunState, evolve_run, run_started
+
+AGENT_FOLDED = (*ag.AGENT_EVENTS, ev.JobQueued, ev.ExecutionCompleted, ev.CostRecorded)
+"""The events an agent run's own state folds (besides the thread's)."""
 
 
 @dataclass
@@ -80,6 +86,8 @@ class ThreadState:
     answer_deadline: datetime | None = None
     workflow_deadline: datetime | None = None
     idea_type: str | None = None
+    run: RunState | None = None
+    """An agent run's own state (kind ``agent``, from its ``AgentRunStarted``)."""
 
 
 @dataclass
@@ -119,6 +127,10 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
     not concern a decision (costs, deferrals, ratings, the learner's and notifier's own) leave it as it is."""
     if state is None:
         return _opened(event) if isinstance(event, ev.ThreadOpened) else None
+    if isinstance(event, ag.AgentRunStarted):
+        state.run = state.run or run_started(event)
+    elif state.run is not None and isinstance(event, AGENT_FOLDED):
+        evolve_run(state.run, event)
     match event:
         case ev.WorkflowPlanned():
             if event.timeout_s:

@@ -17,6 +17,8 @@ from sqlmodel import Field, SQLModel
 
 from hermes_proto import sqlstore
 
+from hermes_orchestrator.agent_tables import AGENT_TABLES
+
 
 class ThreadRow(SQLModel, table=True):
     __tablename__ = "threads"
@@ -185,7 +187,17 @@ class ProjectionPosition(SQLModel, table=True):
     last_sequence: int = 0
 
 
-READ_MODEL_TABLES = (ThreadRow, JobRow, StepRow, QuestionRow, BackendSelectionRow, PreferenceRow, MemoryRow, SettingRow)
+READ_MODEL_TABLES = (
+    ThreadRow,
+    JobRow,
+    StepRow,
+    QuestionRow,
+    BackendSelectionRow,
+    PreferenceRow,
+    MemoryRow,
+    SettingRow,
+    *AGENT_TABLES,
+)
 
 
 MEMORY_FTS_DDL = (

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from hermes_proto.agents import AgentRunStarted, ApprovalRequested, ExpireAgentRun, ExpireApproval
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import EventStore
 from hermes_proto.commands import CancelJob, CloseAnswerWindow, ExpireWorkflow
@@ -100,6 +101,29 @@ class Timers:
             ),
         )
 
+    def approval(self, thread_id: str, approval_id: str, deadline: datetime) -> None:
+        """Send ``ExpireApproval`` at the approval's ``expires_at`` (the decision ignores an answered one)."""
+        self.schedule(
+            f"approval:{approval_id}",
+            deadline,
+            lambda: ExpireApproval(
+                command_id=derived_id(approval_id, "expire"),
+                issued_at=utcnow(),
+                thread_id=thread_id,
+                approval_id=approval_id,
+            ),
+        )
+
+    def run_deadline(self, thread_id: str, deadline: datetime) -> None:
+        """Send ``ExpireAgentRun`` when the run's wall time is up."""
+        self.schedule(
+            f"run:{thread_id}",
+            deadline,
+            lambda: ExpireAgentRun(
+                command_id=derived_id(thread_id, "expire_run"), issued_at=utcnow(), thread_id=thread_id
+            ),
+        )
+
     def follow(self, events: Iterable[Event]) -> None:
         """Arm the deadlines appended events carry; disarm the windows of a thread that ended."""
         for e in events:
@@ -111,9 +135,14 @@ class Timers:
                 self.workflow_timeout(
                     e.aggregate_id, datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC)
                 )
+            elif isinstance(e, AgentRunStarted):
+                self.run_deadline(e.aggregate_id, datetime.fromtimestamp(e.occurred_at.timestamp() + e.timeout_s, UTC))
+            elif isinstance(e, ApprovalRequested):
+                self.approval(e.aggregate_id, e.approval_id, e.expires_at)
             elif isinstance(e, ThreadCompleted | ThreadFailed):  # nothing left for its windows to close
                 self.disarm(f"answer:{e.aggregate_id}")
                 self.disarm(f"workflow:{e.aggregate_id}")
+                self.disarm(f"run:{e.aggregate_id}")
 
     def arm_pending(self) -> None:
         """After start-up: the answer windows of threads awaiting answers, the timeouts of open jobs and those of
@@ -126,6 +155,11 @@ class Timers:
             if state.kind == WORKFLOW and is_open(state.status) and state.workflow_deadline is not None:
                 self.workflow_timeout(state.thread_id, state.workflow_deadline)
                 workflows += 1
+            if state.run is not None and not state.run.ended:
+                self.run_deadline(state.thread_id, state.run.deadline)
+                for approval in state.run.approvals.values():
+                    if approval.status == "pending":
+                        self.approval(state.thread_id, approval.approval_id, approval.expires_at)
         for state, job_id, _, _ in list(self._fold.open_jobs()):
             deadline = state.jobs[job_id].deadline
             if deadline is not None:
