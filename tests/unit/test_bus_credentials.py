@@ -32,6 +32,7 @@ def test_each_program_gets_its_own_roles_seed_and_nats_listens_on_loopback(tmp_p
         "talos-edge": "edge-talos",
         "x-edge": "edge-x",
         "notifier": "notifier",
+        "tools": "tools",
         "gateway": "gateway",
     }
     assert all(role_of_program(p.name) is None for p in up.programs if p.name in ("nats", "model"))

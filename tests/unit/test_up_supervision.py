@@ -41,6 +41,7 @@ def test_one_edge_per_enabled_backend_and_the_local_model_only_for_talos(tmp_pat
         "talos-edge",
         "remote_api-edge",
         "notifier",
+        "tools",
         "gateway",
     ]
     edges = {p.name: p for p in up.programs if p.name.endswith("-edge")}

@@ -19,6 +19,7 @@ SERVICE_ROLES = {
     "learner": "learner",
     "backend-router": "router",
     "notifier": "notifier",
+    "tools": "tools",
     "gateway": "gateway",
 }
 """``hermes up``'s program names → their roles (an edge program ``<backend>-edge`` → ``edge-<backend>``)."""

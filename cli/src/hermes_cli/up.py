@@ -37,11 +37,17 @@ from hermes_cli.natsserver import free_port, nats_server_args
 from hermes_cli.supervision import LISTENER, SUPERVISORD_LOG, Program, RestartPolicy, render_config, start_supervisord
 
 MODEL_ALIAS = "smollm2-135m-instruct"
+TOOLS_CHAT_FORMAT = "chatml-function-calling"
+"""The ``HERMES_MODEL_CHAT_FORMAT`` with which the embedded model answers an OpenAI ``tools`` request with
+grammar-constrained ``tool_calls`` (non-streamed only). Not the default: that handler HTML-escapes every message
+(``'`` → ``&#39;``, ``<`` → ``&lt;``), which the model then echoes in plain answers, drops SmolLM2's default
+system prompt and renders ``tool`` messages without their content."""
 SERVICES = (  # (process name, module, metrics port offset from the web port); the edges come after the router
     ("orchestrator", "hermes_orchestrator", 1),
     ("learner", "hermes_learner", 2),
     ("backend-router", "hermes_router", 3),
     ("notifier", "hermes_notifier", 5),
+    ("tools", "hermes_tools", 19),
     ("gateway", "hermes_gateway", 0),
 )
 FIRST_EDGE_OFFSET, SUPERVISOR_OFFSET, MORE_EDGES_OFFSET = 4, 6, 7
@@ -51,10 +57,11 @@ FIRST_EDGE_OFFSET, SUPERVISOR_OFFSET, MORE_EDGES_OFFSET = 4, 6, 7
 class UpSettings(BaseSettings):
     """``hermes_home``: all state (NATS store, databases, logs, supervisord.conf); ``hermes_web_port``: the
     gateway's port (the metrics ports follow it when free: +1 orchestrator ... +5 notifier, +4 the first edge,
-    +6 the supervisor, +7... further edges; printed at start); ``nats_url``: use this NATS instead of starting
+    +6 the supervisor, +7... further edges, +19 the tool service; printed at start); ``nats_url``: use this NATS instead of starting
     one; ``hermes_nats_port``: port of the local NATS (default 4222, or a free one if taken);
     ``hermes_local_model``: start the embedded model server (for ``talos``, when enabled); ``hermes_model_port``:
-    its port; ``hermes_backends_enabled``: the backends the router registers, one edge each;
+    its port; ``hermes_model_chat_format``: its ``--chat_format`` (None: the model's own chat template; see
+    :data:`TOOLS_CHAT_FORMAT`); ``hermes_backends_enabled``: the backends the router registers, one edge each;
     ``hermes_up_start_seconds``: a process that exits sooner after its start is a failed start, restarted after
     1, 2, 3... s; one that ran longer is restarted at once; ``hermes_up_start_retries``: failed starts in a row
     after the first before it is given up (FATAL; the others keep running)."""
@@ -68,6 +75,7 @@ class UpSettings(BaseSettings):
     hermes_local_model: bool = True
     hermes_model_port: int | None = None
     hermes_model_threads: int = max(1, (os.cpu_count() or 2))
+    hermes_model_chat_format: str | None = None
     hermes_backends_enabled: str = "talos"
     hermes_up_start_seconds: int = Field(10, ge=1)
     hermes_up_start_retries: int = Field(5, ge=0)
@@ -177,6 +185,11 @@ def plan(settings: UpSettings) -> Plan:
                     # another request takes its lock, and the edge's health probe (GET /v1/models) does.
                     "--interrupt_requests",
                     "False",
+                    *(
+                        ["--chat_format", settings.hermes_model_chat_format]
+                        if settings.hermes_model_chat_format
+                        else []
+                    ),
                 ],
                 infrastructure=True,
             )
