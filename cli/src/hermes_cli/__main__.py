@@ -1,7 +1,9 @@
 """The ``hermes`` command line: ``up`` runs Hermes locally; every other command talks to the gateway over HTTP.
 
 Threads (:mod:`hermes_cli.threads`): ``submit`` (streams draft 1 live, then prints the questions), ``answer``
-(streams draft 2), ``status``, ``list``, ``rate``, ``cancel``, ``workflow``. Sessions and memory
+(streams draft 2), ``status``, ``list``, ``rate``, ``cancel`` (a job, or an agent run), ``workflow``. Agent runs
+(:mod:`hermes_cli.agents`): ``do`` (start one and follow it live), ``runs``, ``run``, ``approvals`` (``approve``,
+``reject``). Sessions and memory
 (:mod:`hermes_cli.memory`): ``sessions``, ``session``, ``search``, ``soul``, ``export sft|dpo`` (training data as
 JSONL). Operations (:mod:`hermes_cli.backends`, :mod:`hermes_cli.system`): ``backends`` (``enable``, ``disable``,
 ``compare``), ``dead-letters`` (``replay``), ``up``, ``bus-credentials`` (:mod:`hermes_cli.buscreds`). Each command is a plain function there; this module
@@ -13,8 +15,8 @@ The gateway and its token come from :mod:`hermes_cli.config`: ``--url`` / ``--to
 and never printed.
 
 Exit codes (:mod:`hermes_cli.common`): 0 done; 1 the gateway answered an error (401: no or a wrong token), the
-thread failed, or waiting timed out; 2 bad usage (including an unreadable ``cli.toml``); 3 the gateway could not
-be reached.
+thread or agent run failed (or was cancelled), or waiting timed out; 2 bad usage (including an unreadable
+``cli.toml``); 3 the gateway could not be reached; 130 following an agent run was interrupted (it goes on).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import typer
 
-from hermes_cli import backends, buscreds, memory, system, threads
+from hermes_cli import agents, backends, buscreds, memory, system, threads
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("submit", threads.submit),
@@ -34,6 +36,9 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("rate", threads.rate),
     ("cancel", threads.cancel),
     ("workflow", threads.workflow),
+    ("do", agents.do),
+    ("runs", agents.runs),
+    ("run", agents.run),
     ("search", memory.search),
     ("sessions", memory.sessions),
     ("session", memory.session),
@@ -57,11 +62,13 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_show_locals=False,
         help="Hermes: from a vague idea to a clear draft. Submit ideas, answer questions, watch threads; "
-        "browse sessions, search memory, export training data. The gateway and token come from "
+        "run agents and answer their approvals; browse sessions, search memory, export training data. "
+        "The gateway and token come from "
         "--url/--token, HERMES_URL/HERMES_TOKEN, or url/token in $HERMES_HOME/cli.toml.",
     )
     for name, command in COMMANDS:
         app.command(name)(command)
+    app.add_typer(_group(agents.APPROVALS_HELP, agents.approvals, agents.APPROVAL_COMMANDS), name="approvals")
     app.add_typer(_group(backends.HELP, backends.backends, BACKEND_COMMANDS), name="backends")
     app.add_typer(_group(system.DEAD_LETTERS_HELP, system.dead_letters, DEAD_LETTER_COMMANDS), name="dead-letters")
     app.command("up")(system.up)

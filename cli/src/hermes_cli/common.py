@@ -1,8 +1,9 @@
 """What every ``hermes`` command shares: the options for the gateway and its token, the client they make, how a
 failure becomes a message and an exit code, and the small text helpers of the listings.
 
-Exit codes: 0 done; 1 the gateway answered an error (401: no or a wrong token), the thread failed, or waiting
-timed out; 2 bad usage (including an unreadable ``cli.toml``); 3 the gateway could not be reached.
+Exit codes: 0 done; 1 the gateway answered an error (401: no or a wrong token), the thread or agent run failed (or
+was cancelled), or waiting timed out; 2 bad usage (including an unreadable ``cli.toml``); 3 the gateway could not be
+reached (130: following an agent run was interrupted, :mod:`hermes_cli.agents`).
 """
 
 from __future__ import annotations

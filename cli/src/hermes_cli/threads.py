@@ -1,7 +1,7 @@
 """Thread commands: ``submit`` (streams draft 1 live, then prints the questions), ``answer`` (streams draft 2),
-``status``, ``list``, ``rate``, ``cancel``, ``workflow``. What may be done to a thread comes from the view's flags
-(``answerable``, each job's ``cancellable``), set by the gateway's ``hermes_proto.threads``: no status is spelled
-here."""
+``status``, ``list``, ``rate``, ``cancel`` (a thread's jobs, or an agent run), ``workflow``. What may be done to a
+thread comes from the view's flags (``answerable``, each job's ``cancellable``), set by the gateway's
+``hermes_proto.threads``: no status is spelled here."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def submit(
     """Submit an idea, stream draft 1 as it is written, then print the clarifying questions."""
     with gateway(url, token) as client:
         try:
-            thread_id = client.submit(idea, max_questions, project=project, private=private or None, priority=priority)[
-                "thread_id"
-            ]
+            thread_id = client.submit(
+                idea, max_questions, project=project, private=private or None, priority=priority
+            ).thread_id
             typer.echo(f"Thread {thread_id}")
             if no_wait:
                 typer.echo(f"Follow it with: hermes status {thread_id}")
@@ -96,14 +96,14 @@ def answer(
         try:
             pairs: list[tuple[str, str]] = []
             if positional:
-                questions = client.status(thread_id)["questions"]
+                questions = client.status(thread_id).questions
                 if len(positional) > len(questions):
                     raise fail(
                         f"{len(positional)} answers for {len(questions)} questions.",
                         f"See them with `hermes status {thread_id}`.",
                         EXIT_USAGE,
                     )
-                pairs = [(q["question_id"], text) for q, text in zip(questions, positional, strict=False)]
+                pairs = [(q.question_id, text) for q, text in zip(questions, positional, strict=False)]
             answered = {qid for qid, _ in by_id}
             pairs = [(qid, text) for qid, text in pairs if qid not in answered and text.strip()] + by_id
             if not any(text.strip() for _, text in pairs):
@@ -167,7 +167,7 @@ def status(
     """Show a thread: status, jobs (backend, model, tokens, time), questions and drafts."""
     with gateway(url, token) as client:
         try:
-            view = client.status(thread_id)
+            view = client.status(thread_id).raw
         except (GatewayError, GatewayUnreachable) as exc:
             raise gateway_failure(exc) from None
     show(view, as_json, _print_status)
@@ -201,7 +201,7 @@ def list_threads(
     """List the most recent threads, newest first: id, status, created, idea. --status keeps those of the newest
     200 in that status (filtered by the gateway; an unknown status exits 1 with its error, which lists the
     statuses)."""
-    threads = with_client(url, token, lambda client: client.threads(limit, status_filter))["threads"]
+    threads = with_client(url, token, lambda client: [t.raw for t in client.threads(limit, status_filter)])
     show(threads, as_json, _print_threads)
 
 
@@ -222,20 +222,28 @@ def rate(
 
 
 def cancel(
-    thread_id: Annotated[str, typer.Argument(help="The thread of the job.")],
+    thread_id: Annotated[str, typer.Argument(help="The thread of the job, or the agent run to stop.")],
     job_id: Annotated[str | None, typer.Argument(help="The job to stop (default: the thread's open jobs).")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Stop a job: a queued one never runs, a running model call is stopped at its edge."""
+    """Stop a job: a queued one never runs, a running model call is stopped at its edge. Given an agent run's id
+    (and no job), stop the run and its running tool call (it ends cancelled)."""
 
-    def run(client: GatewayClient) -> list[str]:
-        jobs = [job_id] if job_id else [j["job_id"] for j in client.status(thread_id)["jobs"] if j.get("cancellable")]
-        for job in jobs:
-            client.cancel(thread_id, job)
-        return jobs
+    def run(client: GatewayClient) -> list[str] | None:
+        if job_id is None:
+            try:
+                client.cancel_run(thread_id)
+                return None
+            except GatewayError as exc:
+                if exc.status != 404:  # 409 run_ended: it is a run, and it is over
+                    raise
+        return client.cancel(thread_id, job_id)
 
     cancelled = with_client(url, token, run)
+    if cancelled is None:
+        typer.echo(f"Cancelling agent run {thread_id}.")
+        return
     if not cancelled:
         raise fail(f"Thread {thread_id} has no open job to cancel.")
     typer.echo("\n".join(f"Cancelling job {job} of thread {thread_id}." for job in cancelled))
