@@ -22,6 +22,7 @@ from hermes_gateway.feed import EventFeed
 from hermes_gateway.headers import SecurityHeaders
 from hermes_gateway.observability import RequestObservability
 from hermes_gateway.routes import (
+    agents,
     auth,
     backends,
     config,
@@ -39,6 +40,7 @@ from hermes_gateway.routes import (
     system,
     telegram,
     threads,
+    tools,
     ui,
     workflows,
 )
@@ -114,6 +116,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         export,
         perception,
         config,
+        agents,
+        tools,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

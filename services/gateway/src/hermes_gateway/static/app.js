@@ -2,7 +2,9 @@
 // draft 1 with a word diff, rate it, download it (Markdown, JSON); see and correct what Hermes assumed from
 // learned preferences, and edit or forget them (#preferences); backends, queue and spend (#system); log in when
 // the gateway asks (401). Everything shown about a thread comes from its events (GET /api/threads/<id>/events);
-// no build step. The word diff is jsdiff (static/vendor/diff.min.js, version in its first line).
+// no build step. The word diff is jsdiff (static/vendor/diff.min.js, version in its first line); drafts are shown
+// as sanitised Markdown (showMarkdown, static/markdown.js). Pages of their own files (static/agent.js,
+// static/approvals.js) register in PAGES and are routed here; they use this file's helpers (api, text, show...).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -19,7 +21,8 @@ const PREFERENCE_SOURCES = { explicit: "you said so", observed: "your answers", 
 
 const RECONNECT_MS = 2000; // a closed stream (not one EventSource retries itself) is reopened after this
 
-let thread = null; // on screen: { id, userId, source, jobs: Map, finalDrafts: Set, assumptions: Map, lastSeq }
+// on screen: { id, userId, source, jobs: Map, finalDrafts: Set, draftText: {number: text}, assumptions: Map, lastSeq }
+let thread = null;
 let me = { user_id: "local", mode: "user", auth_enabled: false }; // GET /api/auth/me; 404: auth disabled
 let recentThreads = []; // the last GET /api/threads, filtered on screen by the search box
 
@@ -101,8 +104,8 @@ for (const button of $("rate-box").querySelectorAll("button[data-rating]")) {
 function openThread(threadId) {
   if (thread && thread.source) thread.source.close();
   thread = {
-    id: threadId, userId: "local", source: null, jobs: new Map(), finalDrafts: new Set(), assumptions: new Map(),
-    lastSeq: 0,
+    id: threadId, userId: "local", source: null, jobs: new Map(), finalDrafts: new Set(), draftText: {},
+    assumptions: new Map(), lastSeq: 0,
   };
   $("thread").hidden = false;
   $("thread-id").textContent = threadId;
@@ -111,7 +114,7 @@ function openThread(threadId) {
   show($("answers-error"), "");
   $("draft1").replaceChildren(muted("waiting for the first words…"));
   $("draft1-meta").textContent = "";
-  $("draft2").textContent = "";
+  $("draft2").replaceChildren();
   $("draft2-meta").textContent = "";
   $("draft2-box").hidden = true;
   $("diff").replaceChildren();
@@ -203,8 +206,10 @@ function draftNumberOf(j) {
 }
 
 function showDraft(number, text, { streaming = false } = {}) {
+  // Rendered as Markdown (sanitised); the diff compares the drafts' own words (thread.draftText).
   const box = $(`draft${number}`);
-  box.textContent = text;
+  thread.draftText[number] = text;
+  showMarkdown(box, text);
   box.classList.toggle("streaming", streaming);
   if (number === 2) $("draft2-box").hidden = false;
 }
@@ -356,7 +361,7 @@ async function loadJobCosts(tries = 5) {
 
 function renderDiff() {
   if (!thread.finalDrafts.has(1) || !thread.finalDrafts.has(2)) return;
-  const parts = window.Diff ? window.Diff.diffWords($("draft1").textContent, $("draft2").textContent) : [];
+  const parts = window.Diff ? window.Diff.diffWords(thread.draftText[1] || "", thread.draftText[2] || "") : [];
   $("diff").replaceChildren(...parts.map((p) => {
     if (p.added) return text("ins", p.value);
     if (p.removed) return text("del", p.value);
@@ -801,7 +806,8 @@ function backendRow(b) {
 
 function showLogin() {
   if (!$("login-view").hidden) return;
-  for (const id of ["idea-form", "thread", "system-view", "preferences-view"]) $(id).hidden = true;
+  for (const id of ["idea-form", "thread", "system-view", "preferences-view", "settings-view"]) $(id).hidden = true;
+  for (const page of PAGES) page.leave();
   $("login-view").hidden = false;
   $("login-token").focus();
 }
@@ -944,18 +950,28 @@ function seconds(ms) {
 
 let systemTimer = null;
 
+// The pages of other files: { matches(hash) -> bool, enter(hash) (shows it; called on every hash change to it),
+// leave() (hides it, stops its timers and streams) }; agent.js (#agent, #agent/<run_id>), approvals.js (#approvals).
+const PAGES = [];
+
 function route() {
   if (!$("login-view").hidden) return;
   const onPreferences = location.hash === "#preferences";
   const onSystem = location.hash === "#system";
   const onSettings = location.hash === "#settings";
-  const away = onPreferences || onSystem || onSettings;
+  const page = PAGES.find((p) => p.matches(location.hash));
+  const away = onPreferences || onSystem || onSettings || Boolean(page);
   $("preferences-view").hidden = !onPreferences;
   $("system-view").hidden = !onSystem;
   $("settings-view").hidden = !onSettings;
   $("idea-form").hidden = away;
   $("thread").hidden = away || !thread;
   clearInterval(systemTimer);
+  for (const other of PAGES) if (other !== page) other.leave();
+  if (page) {
+    page.enter(location.hash);
+    return;
+  }
   if (onSystem) {
     loadSystem();
     systemTimer = setInterval(loadSystem, 5000);
@@ -978,7 +994,8 @@ function route() {
 
 window.addEventListener("hashchange", route);
 loadMe();
-route();
+// After every deferred script (the pages of agent.js and approvals.js have registered by then).
+document.addEventListener("DOMContentLoaded", route);
 loadRecent();
 loadHealth();
 setInterval(() => { loadHealth(); loadRecent(); }, 15000);
