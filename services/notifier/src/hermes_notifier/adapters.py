@@ -33,6 +33,7 @@ from telegram.warnings import PTBDeprecationWarning, PTBUserWarning
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from hermes_proto import subjects
+from hermes_proto.agents import AGENT_KIND, AgentRunCancelled, AgentRunCompleted, AgentRunFailed
 from hermes_proto.base import Event
 from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
@@ -50,6 +51,8 @@ T = TypeVar("T")
 
 OnWait = Callable[[], Awaitable[None]]
 CONNECTION_POOL_SIZE = 8  # concurrent sends (one per thread in a fetched batch); PTB's default is 1
+EMPTY_KEYBOARD = '{"inline_keyboard":[]}'
+"""An inline keyboard without buttons (JSON, as the Bot API takes ``reply_markup``): an edit with it removes them."""
 
 
 class SendFailed(Exception):
@@ -171,9 +174,14 @@ class TelegramSender:
         parse_mode: str | None = None,
         keyboard: Keyboard | None = None,
         on_wait: OnWait | None = None,
+        clear_keyboard: bool = False,
     ) -> None:
-        """Replace the text (and buttons: none unless ``keyboard``) of message ``message_id`` in ``chat_id``.
+        """Replace the text (and buttons: none unless ``keyboard``) of message ``message_id`` in ``chat_id``;
+        ``clear_keyboard`` (without ``keyboard``) sends an empty inline keyboard, to say so explicitly.
         An edit to the same content is not an error. Raises :class:`SendFailed`."""
+        markup = _markup(keyboard)
+        # PTB leaves an empty keyboard out of the request; this one says "no buttons" in so many words.
+        extra = {"api_kwargs": {"reply_markup": EMPTY_KEYBOARD}} if clear_keyboard and markup is None else {}
         try:
             await self._call(
                 "editMessageText",
@@ -182,7 +190,8 @@ class TelegramSender:
                     chat_id=chat_id,
                     message_id=message_id,
                     parse_mode=parse_mode,
-                    reply_markup=_markup(keyboard),
+                    reply_markup=markup,
+                    **extra,
                 ),
                 on_wait,
             )
@@ -397,10 +406,14 @@ class ThreadLog:
         self._js = js
 
     async def context(self, thread_id: str) -> ThreadContext:
-        """The idea, origin and assumptions of the thread's ``thread_opened`` and its last presented draft."""
+        """The idea, origin, kind and assumptions of the thread's ``thread_opened`` and its last presented draft;
+        for an agent run its ending event instead (``agent_run_completed``, ``_failed`` or ``_cancelled``)."""
         opened = await self.last(thread_id, ThreadOpened)
-        draft = await self.last(thread_id, DraftPresented)
+        kind = opened.kind if opened else "idea"
+        draft = await self.last(thread_id, DraftPresented) if kind != AGENT_KIND else None
         return ThreadContext(
+            kind=kind,
+            run_end=await self.run_end(thread_id) if kind == AGENT_KIND else None,
             idea=opened.idea if opened else None,
             origin=opened.origin if opened else {},
             draft_text=draft.text if draft else None,
@@ -408,7 +421,16 @@ class ThreadLog:
             callback_url=opened.callback_url if opened else None,
             source_app=opened.source_app if opened else None,
             assumptions=tuple(opened.assumptions) if opened else (),
+            user_id=opened.user_id if opened else None,
         )
+
+    async def run_end(self, run_id: str) -> AgentRunCompleted | AgentRunFailed | AgentRunCancelled | None:
+        """The agent run's ending event, if it has ended (a run ends once: at most one of them is stored)."""
+        for event_type in (AgentRunCompleted, AgentRunFailed, AgentRunCancelled):
+            end = await self.last(run_id, event_type)
+            if end is not None:
+                return end
+        return None
 
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log."""

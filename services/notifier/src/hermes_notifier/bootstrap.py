@@ -25,6 +25,7 @@ from hermes_notifier.adapters import (
     TelegramSender,
     ThreadLog,
 )
+from hermes_notifier.approvals import APPROVAL_EVENTS
 from hermes_notifier.channel import open_channel
 from hermes_notifier.config import NotifierSettings
 from hermes_notifier.conversation import CONVERSATION_EVENTS
@@ -149,6 +150,7 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
         conversation=channel.conversation if channel else None,
         dead_letters=DeadLetterArchive(js),
         allowed_chats=settings.allowed_chats(),
+        approvals=channel.approvals if channel else None,
     )
     # One lane per aggregate (thread, budget, backend, queue): a thread's messages stay in log order, one chat's
     # flood wait or one slow callback holds no other thread. Alerts are consumed even when switched off, so the
@@ -159,7 +161,9 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
         ConsumerSpec(
             stream=subjects.EVENTS_STREAM,
             durable=DURABLE,
-            filter_subjects=[subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS],
+            filter_subjects=[
+                subjects.event_type_filter(t) for t in NOTIFY_EVENTS + CONVERSATION_EVENTS + APPROVAL_EVENTS
+            ],
             decode=decode_event,
             handler=notifier.on_event,
             ack_wait_s=ack_wait_s(settings),

@@ -1,8 +1,8 @@
 """Telegram as a channel, wired: updates in (polled by :mod:`hermes_notifier.poller`, or pushed to the gateway's
 webhook), the ``notifier-inbox`` consumer (:mod:`hermes_notifier.inbox`, :mod:`hermes_notifier.turn`), replies
 out (:mod:`hermes_notifier.replies`) and a Telegram thread's conversation (:mod:`hermes_notifier.conversation`,
-draft 1 streamed in place by :mod:`hermes_notifier.live`). :func:`open_channel` starts it; :class:`Channel` stops
-it.
+draft 1 streamed in place by :mod:`hermes_notifier.live`) and an agent run's approvals with buttons
+(:mod:`hermes_notifier.approvals`). :func:`open_channel` starts it; :class:`Channel` stops it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, subject_l
 from hermes_proto.codec import decode_telegram_update
 
 from hermes_notifier.adapters import SendFailed, TelegramSender, ThreadLog
+from hermes_notifier.approvals import Approvals
 from hermes_notifier.config import NotifierSettings
 from hermes_notifier.conversation import Conversation
 from hermes_notifier.inbox import Inbox, InboxSettings
@@ -41,12 +42,14 @@ dead-lettered, so a short outage does not lose a user's message."""
 
 @dataclass
 class Channel:
-    """The running inbound side: the inbox consumer, the poller (polling mode), the live drafts."""
+    """The running inbound side: the inbox consumer, the poller (polling mode), the live drafts, and the outbound
+    parts that need it (a Telegram thread's conversation, an agent run's approvals with buttons)."""
 
     conversation: Conversation
     tasks: list[asyncio.Task]
     stoppers: list[Callable[[], None]]
     live: LiveDrafts
+    approvals: Approvals
 
     async def close(self) -> None:
         for stop in self.stoppers:
@@ -75,8 +78,15 @@ async def open_channel(
     replies = Replies(sender, thread_log, store)
     username = await _bot_username(sender)
     cap = QueueCap(settings.hermes_max_queued_jobs, settings.hermes_queue_full_retry_after_seconds)
+    approvals = Approvals(
+        replies, settings.allowed_chats(), settings.hermes_web_base_url, settings.notifier_max_event_age_s
+    )
     inbox = Inbox(
-        replies, nc, InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username, cap), live
+        replies,
+        nc,
+        InboxSettings(settings.allowed_chats(), settings.hermes_web_base_url, username, cap),
+        live,
+        approvals,
     )
     consumer = ConsumerRunner(
         nc,
@@ -110,7 +120,7 @@ async def open_channel(
         bot_username=username,
     )
     conversation = Conversation(replies, live, settings.allowed_chats(), settings.notifier_max_event_age_s)
-    return Channel(conversation, tasks, stoppers, live)
+    return Channel(conversation, tasks, stoppers, live, approvals)
 
 
 async def _bot_username(sender: TelegramSender) -> str | None:

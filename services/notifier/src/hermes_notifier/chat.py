@@ -10,6 +10,11 @@ naming the question and thread, so a reply to that message in the user's own wor
 (:func:`question_of_reply`). The last question also has a "done" button (``d:<thread_id>``); a completed thread's
 message has rating buttons (``r:<thread_id>:<1-5>``).
 
+Agent runs: ``/do <task>`` starts one. A tool call waiting for approval is a message with the tool, the reason and
+the arguments (a JSON ``pre`` block, cut at :data:`ARGUMENTS_MAX_CHARS`), buttons ``ap:<approval_id>:<o|r|x>``
+(approve once, approve for the run, reject) and the last line ``Agent run <run_id>`` (:func:`run_of_message`), which
+names the run a press answers.
+
 Learned preferences: what a thread assumed instead of asking is shown with its questions
 (:func:`~hermes_notifier.domain.assumptions_text`), and ``/correct <key> <value>`` (:data:`CORRECTABLE_KEYS`)
 corrects one.
@@ -17,13 +22,18 @@ corrects one.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from functools import reduce
+from typing import Any
 
 from telegram.helpers import escape_markdown
 
+from hermes_proto.agents import AGENT_KIND, APPROVE_FOR_RUN, APPROVE_ONCE, ApprovalRequested
 from hermes_proto.base import Event
 from hermes_proto.events import AnswersRecorded, Question, ThreadCompleted, ThreadFailed
 from hermes_proto.queries import BackendsReply, PreferenceView, ThreadView
@@ -32,6 +42,7 @@ from hermes_proto.threads import AWAITING_ANSWERS, answerable, thread_status_aft
 
 from hermes_notifier.domain import (
     CORRECTABLE_KEYS,
+    agent_link,
     correctable_category,
     excerpt,
     format_cents,
@@ -40,13 +51,27 @@ from hermes_notifier.domain import (
     split_text,
     thread_link,
     utf16_len,
+    utf16_prefix,
 )
 
 PARSE_MODE = "MarkdownV2"
 CALLBACK_DATA_MAX_BYTES = 64  # Bot API InlineKeyboardButton.callback_data: 1-64 bytes
 BUTTON_LABEL_CHARS = 40
 THREADS_LISTED = 10
-COMMANDS = ("idea", "status", "threads", "budget", "backends", "rate", "correct", "cancel", "done", "help", "start")
+COMMANDS = (
+    "idea",
+    "do",
+    "status",
+    "threads",
+    "budget",
+    "backends",
+    "rate",
+    "correct",
+    "cancel",
+    "done",
+    "help",
+    "start",
+)
 _THREAD_ID = r"[A-Za-z0-9_-]{1,64}"
 _FOOTER = re.compile(rf"Question (\d+) of (\d+) · thread ({_THREAD_ID})\s*$")
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@(\w+))?(?:\s+(.*))?$", re.DOTALL)
@@ -54,6 +79,19 @@ PREFERENCE_VALUES = {"depth": ("overview", "detailed", "comprehensive"), "style"
 """The values the learner knows for depth and style (see :data:`hermes_proto.events.PREFERENCE_CATEGORIES`); a
 constraint's value is the user's own words."""
 PREFERENCE_VALUE_MAX_CHARS = 120  # hermes_proto.queries.CorrectPreference.value
+DO_USAGE = "Send /do followed by a task for an agent, e.g. /do summarise my notes on the garden project."
+APPROVAL_CHOICES: Mapping[str, tuple[str, str]] = {
+    "o": ("approve", APPROVE_ONCE),
+    "r": ("approve", APPROVE_FOR_RUN),
+    "x": ("reject", APPROVE_ONCE),
+}
+"""The last field of an approval button's ``callback_data`` (``ap:<approval_id>:<choice>``) -> the
+``DecideApproval`` ``decision`` and ``scope`` it sends."""
+_APPROVAL_ID = re.compile(r"[A-Za-z0-9_-]{1,58}")  # "ap:" + id + ":o" within 64 bytes
+_RUN_FOOTER = re.compile(r"Agent run ([A-Za-z0-9_-]{1,128})\s*$")
+ARGUMENTS_MAX_CHARS = 1500
+"""The most of a tool call's arguments (JSON, UTF-16 units) an approval message shows; the rest is in the web UI.
+With the rest of the message far below Telegram's 4096."""
 CORRECT_USAGE = (
     "Send /correct <key> <value>, e.g. /correct depth overview or /correct budget under 300 euros. "
     f"Keys: {', '.join(CORRECTABLE_KEYS)}."
@@ -67,10 +105,12 @@ Keyboard = list[list[tuple[str, str]]]
 @dataclass(frozen=True)
 class Intent:
     """What an update asks for. ``kind``: ``idea`` (``text`` is the idea), ``answer`` (``thread_id``,
-    ``question`` index from 0, ``text``; ``suggestion`` set for a button), ``done`` (``thread_id``), ``rate``
-    (``thread_id`` or None for the chat's latest, ``rating``), ``command`` (``name`` of :data:`COMMANDS`,
-    ``text`` its argument), ``correct`` (``key`` of :data:`CORRECTABLE_KEYS`, ``text`` the right value, lowercase
-    for depth and style), ``usage`` (``text`` says what was wrong), ``ignore``."""
+        ``question`` index from 0, ``text``; ``suggestion`` set for a button), ``done`` (``thread_id``), ``rate``
+        (``thread_id`` or None for the chat's latest, ``rating``), ``command`` (``name`` of :data:`COMMANDS`,
+        ``text`` its argument), ``correct`` (``key`` of :data:`CORRECTABLE_KEYS`, ``text`` the right value, lowercase
+        for depth and style), ``agent`` (``text`` the task of a new agent run), ``approval`` (``approval_id``, ``choice``
+    one of :data:`APPROVAL_CHOICES`; the run is named by the message the button is on), ``usage`` (``text`` says what
+    was wrong), ``ignore``."""
 
     kind: str
     text: str = ""
@@ -80,6 +120,8 @@ class Intent:
     rating: int | None = None
     name: str | None = None
     key: str | None = None
+    approval_id: str | None = None
+    choice: str | None = None
 
 
 IGNORE = Intent("ignore")
@@ -106,6 +148,8 @@ def parse_message(text: str | None, reply_to_text: str | None, bot_username: str
         return IGNORE
     if name == "idea":
         return Intent("idea", text=argument) if argument else Intent("usage", text="Send /idea followed by your idea.")
+    if name == "do":
+        return Intent("agent", text=argument) if argument else Intent("usage", text=DO_USAGE)
     if name == "rate":
         return _rate(argument)
     if name == "correct":
@@ -156,9 +200,17 @@ def parse_button(data: str | None) -> Intent:
                 return Intent("done", thread_id=thread_id)
             case ["r", thread_id, rating] if 1 <= int(rating) <= 5:
                 return Intent("rate", thread_id=thread_id, rating=int(rating))
+            case ["ap", approval_id, choice] if choice in APPROVAL_CHOICES and _APPROVAL_ID.fullmatch(approval_id):
+                return Intent("approval", approval_id=approval_id, choice=choice)
     except ValueError:
         return IGNORE
     return IGNORE
+
+
+def run_of_message(text: str | None) -> str | None:
+    """The agent run an approval message is about (its last line, ``Agent run <run_id>``), or None."""
+    match = _RUN_FOOTER.search(text or "")
+    return match.group(1) if match else None
 
 
 def question_of_reply(reply_to_text: str | None) -> tuple[str, int] | None:
@@ -191,6 +243,21 @@ def done_button(thread_id: str) -> str:
 
 def rate_button(thread_id: str, rating: int) -> str:
     return _fitting(f"r:{thread_id}:{rating}")
+
+
+def approval_button(approval_id: str, choice: str) -> str:
+    return _fitting(f"ap:{approval_id}:{choice}")
+
+
+def approval_keyboard(approval_id: str) -> Keyboard:
+    """ "Approve once" and "Approve for run" on a row, "Reject" under them; none when the id is not one Hermes
+    makes (it would not fit ``callback_data``): the message then points to the web UI only."""
+    if not _APPROVAL_ID.fullmatch(approval_id):
+        return []
+    return [
+        [("Approve once", approval_button(approval_id, "o")), ("Approve for run", approval_button(approval_id, "r"))],
+        [("Reject", approval_button(approval_id, "x"))],
+    ]
 
 
 def _fitting(data: str) -> str:
@@ -292,12 +359,13 @@ def help_text() -> str:
             "Hermes",
             "",
             "Send any message (or /idea <text>) and Hermes drafts it at once, asks a few questions, then refines.",
+            "/do <task> an agent works on the task with tools; a risky tool call asks you first",
             "/status [thread] the latest thread (or one) in this chat",
             "/threads this chat's recent threads",
             "/done [thread] send the answers given so far and build draft 2",
             "/rate <1-5> [thread] rate the latest finished thread",
             f"/correct <key> <value> fix what Hermes assumed from before (keys: {', '.join(CORRECTABLE_KEYS)})",
-            "/cancel [thread] stop what still runs",
+            "/cancel [thread] stop what still runs (an agent run too)",
             "/budget spend today against the budget",
             "/backends model backends and their health",
             "/help this list",
@@ -335,7 +403,10 @@ REFUSAL_TEXT = (
 
 
 def status_text(thread: ThreadView, web_base_url: str) -> str:
-    """One thread's state: status, drafts, open questions, jobs with backend, tokens, cost and time."""
+    """One thread's state: status, drafts, open questions, jobs with backend, tokens, cost and time (an agent
+    run: its status, turns and link)."""
+    if thread.kind == AGENT_KIND:
+        return agent_status_text(thread, web_base_url)
     lines = [f"Thread {thread.thread_id}: {thread.status.replace('_', ' ')}", "", excerpt(thread.idea, 200), ""]
     drafts = [n for n, text in ((1, thread.draft1), (2, thread.draft2)) if text]
     lines.append(
@@ -355,6 +426,15 @@ def status_text(thread: ThreadView, web_base_url: str) -> str:
             f"{format_cents(job.cost_cents)}{took}"
         )
     lines += ["", thread_link(web_base_url, thread.thread_id)]
+    return "\n".join(lines)
+
+
+def agent_status_text(thread: ThreadView, web_base_url: str) -> str:
+    lines = [f"Agent run {thread.thread_id}: {thread.status.replace('_', ' ')}", "", excerpt(thread.idea, 200), ""]
+    tokens = sum(job.prompt_tokens + job.completion_tokens for job in thread.jobs)
+    cost = sum(job.cost_cents for job in thread.jobs)
+    lines.append(f"Model turns: {len(thread.jobs)}, {tokens} tokens, {format_cents(cost)}")
+    lines += ["", agent_link(web_base_url, thread.thread_id)]
     return "\n".join(lines)
 
 
@@ -388,6 +468,92 @@ def backends_text(reply: BackendsReply) -> str:
     return "\n".join(lines)
 
 
+def cancellable_run(thread: ThreadView) -> bool:
+    """Whether ``thread`` is an agent run that has not ended (what ``/cancel`` stops with ``CancelAgentRun``)."""
+    return thread.kind == AGENT_KIND and thread.open
+
+
 def open_jobs(thread: ThreadView) -> list[str]:
     """Ids of the thread's jobs that have not ended (their ``cancellable``: what /cancel stops)."""
     return [job.job_id for job in thread.jobs if job.cancellable]
+
+
+# ---- agent runs ---------------------------------------------------------------------------------------------------
+
+
+def agent_started_text(task: str, run_id: str, web_base_url: str) -> str:
+    return "\n".join(
+        [
+            "Agent run started (profile picked from the task)…",
+            "",
+            excerpt(task, 300),
+            "",
+            "A tool call that needs your approval shows up here with buttons. /cancel stops the run.",
+            f"Run {run_id}: {agent_link(web_base_url, run_id)}",
+        ]
+    )
+
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+
+
+def _visible(char: str) -> str:
+    # Bidirectional overrides, zero-width and other invisible characters could make the arguments read as
+    # something they are not: shown as their JSON escape instead (still the same JSON).
+    if char == "\n" or unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+        return char
+    return json.dumps(char)[1:-1]
+
+
+def arguments_json(arguments: Mapping[str, Any], limit: int = ARGUMENTS_MAX_CHARS) -> str:
+    """A tool call's arguments as indented JSON, invisible characters escaped, cut to ``limit`` UTF-16 units with
+    a note saying how much there was."""
+    text = json.dumps(arguments, indent=2, ensure_ascii=False, default=str)
+    text = "".join(_visible(c) for c in text)
+    if utf16_len(text) <= limit:
+        return text
+    return f"{utf16_prefix(text, limit).rstrip()}\n… (cut: {len(text)} characters in all)"
+
+
+def approval_message(
+    request: ApprovalRequested, task: str | None, run_id: str, web_base_url: str, closed: str | None = None
+) -> str:
+    """An approval request as MarkdownV2 (already rendered: the arguments are a ``pre`` block, where only `` ` ``
+    and ``\\`` are escaped): the tool, the run's task, the reason, when it expires, the arguments, and the line
+    ``Agent run <run_id>`` that tells a button press which run it answers. ``closed``: the first line once it is
+    answered (its buttons go away; no deadline, no "answer here" any more)."""
+    tool = excerpt(request.name, 64)
+    lines = [closed or f"Approval needed: {tool}", ""]
+    if closed:
+        lines.append(f"Tool: {tool}")
+    lines.append(f"Task: {excerpt(task, 120)}" if task else f"Run: {run_id}")
+    lines.append(f"Reason: {excerpt(request.reason, 300) if request.reason.strip() else 'the rules ask for it'}")
+    if not closed:
+        expires = request.expires_at.astimezone(UTC) if request.expires_at.tzinfo else request.expires_at
+        lines.append(f"Answer by {expires:%H:%M} UTC, or it is not run.")
+    lines += ["", "Arguments:"]
+    footer = []
+    if not closed:
+        footer.append(f"Or answer in the web UI: {agent_link(web_base_url, run_id)}")
+    footer.append(f"Agent run {run_id}")
+    pre = escape_markdown(arguments_json(request.arguments), version=2, entity_type="pre")
+    head, tail = render("\n".join(lines)), escape_markdown("\n".join(footer), version=2)
+    return f"{head}\n```json\n{pre}\n```\n{tail}"
+
+
+def approval_closed_line(status: str, tool: str, by: str | None = None) -> str:
+    """The first line of an answered approval: ``status`` one of ``once``, ``run`` (approved), ``rejected``,
+    ``expired``, ``ended`` (the run ended first), ``sent:<choice>`` (a button was pressed here, the answer is on its
+    way)."""
+    who = f" (by {by})" if by else ""
+    tool = excerpt(tool, 64)
+    if status.startswith("sent:"):
+        decision, scope = APPROVAL_CHOICES.get(status[5:], ("reject", APPROVE_ONCE))
+        said = "reject" if decision == "reject" else "approve once" if scope == APPROVE_ONCE else "approve for this run"
+        return f"Sent: {said} {tool}"
+    return {
+        APPROVE_ONCE: f"Approved once: {tool}{who}",
+        APPROVE_FOR_RUN: f"Approved for this run: {tool}{who}",
+        "rejected": f"Rejected: {tool}{who}",
+        "expired": f"Expired: {tool} (nobody answered in time, so it did not run)",
+    }.get(status, f"Closed: {tool} (the run has ended)")

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hermes_proto import threads
+from hermes_proto.agents import AGENT_KIND, AgentRunCancelled, AgentRunCompleted, AgentRunFailed
 from hermes_proto.base import Event
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import (
@@ -115,8 +116,9 @@ REASONS = {
 
 @dataclass(frozen=True)
 class ThreadContext:
-    """What the log tells about a thread: the ``idea``, ``origin``, ``callback_url`` and ``source_app`` of its
-    ``thread_opened`` event (None / empty when absent) and the text and number of its last presented draft."""
+    """What the log tells about a thread: the ``idea``, ``origin``, ``callback_url``, ``source_app``, ``kind`` and
+    ``user_id`` of its ``thread_opened`` event (None / empty when absent), the text and number of its last
+    presented draft and, for an agent run, how it ended."""
 
     idea: str | None = None
     origin: Mapping[str, str] = field(default_factory=dict)
@@ -126,6 +128,16 @@ class ThreadContext:
     source_app: str | None = None
     assumptions: tuple[Assumption, ...] = ()
     """The learned preferences its draft 1 applied (``ThreadOpened.assumptions``)."""
+    kind: str = "idea"
+    """``ThreadOpened.kind``: ``agent`` for an agent run (whose end carries an answer, not a draft)."""
+    run_end: AgentRunCompleted | AgentRunFailed | AgentRunCancelled | None = None
+    """An agent run's last ending event (None: not an agent run, or not ended)."""
+    user_id: str | None = None
+    """``ThreadOpened.user_id``: who the thread (an agent run: whose approvals) belongs to."""
+
+    @property
+    def agent_run(self) -> bool:
+        return self.kind == AGENT_KIND
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,8 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
     depends on the configuration: see :func:`alert_text`)."""
     if isinstance(event, BudgetThresholdReached):
         return Notification(BUDGET_KIND, budget_text(event))
+    if context.agent_run:
+        return _compose_agent_run(event, context, web_base_url, draft_max_chars)
     idea = excerpt(context.idea, IDEA_EXCERPT_CHARS) if context.idea else f"thread {event.aggregate_id}"
     link = f"Open the thread: {thread_link(web_base_url, event.aggregate_id)}"
     match event:
@@ -341,6 +355,81 @@ def compose(event: Event, context: ThreadContext, web_base_url: str, draft_max_c
             ]
             return Notification(event.type_name(), "\n".join(lines))
     return None
+
+
+RUN_ENDINGS_SAID = {
+    "max_iterations": "it reached its limit of model turns",
+    "timeout": "its time ran out",
+    "budget": "it reached its cost or token budget",
+    "model_failed": "the model could not answer",
+    "cancelled": "it was cancelled",
+}
+PARTIAL_CHARS = 1500
+
+
+def agent_link(web_base_url: str, run_id: str) -> str:
+    """The web UI's page of one agent run: ``<base>/#agent/<id>`` (where its steps and approvals are shown)."""
+    return f"{web_base_url.rstrip('/')}/#agent/{run_id}"
+
+
+def _compose_agent_run(
+    event: Event, context: ThreadContext, web_base_url: str, answer_max_chars: int
+) -> Notification | None:
+    """The end of an agent run (``context.agent_run``): its answer (``AgentRunCompleted.answer``, cut at
+    ``answer_max_chars`` like a draft; 0: none) or why it stopped. A failed model turn (``job_failed``) is not
+    announced: the run's own end says what happened."""
+    task = excerpt(context.idea, IDEA_EXCERPT_CHARS) if context.idea else f"run {event.aggregate_id}"
+    link = f"Open the run: {agent_link(web_base_url, event.aggregate_id)}"
+    end = context.run_end
+    match event:
+        case ThreadCompleted():
+            lines = [f"Agent run finished: {task}", ""]
+            if isinstance(end, AgentRunCompleted):
+                calls = f", {end.tool_calls} tool call{'' if end.tool_calls == 1 else 's'}"
+                lines.append(f"Answer after {end.iterations} turn{'' if end.iterations == 1 else 's'}{calls}")
+            lines.append(link)
+            answer = end.answer.strip() if isinstance(end, AgentRunCompleted) else ""
+            if answer and answer_max_chars > 0:
+                if len(answer) > answer_max_chars:
+                    answer = (
+                        answer[:answer_max_chars].rstrip() + "\n… (cut here; the whole answer is at the link above)"
+                    )
+                lines += ["", answer]
+            elif not answer:
+                lines += ["", "(The run gave no answer text.)"]
+            return Notification(event.type_name(), "\n".join(lines))
+        case ThreadFailed():
+            if isinstance(end, AgentRunCancelled) or event.error_code == "cancelled":
+                by = end.by if isinstance(end, AgentRunCancelled) else None
+                lines = [f"Agent run cancelled: {task}", ""]
+                lines.append(f"Stopped by {by}." if by else "It was stopped.")
+                return Notification(event.type_name(), "\n".join([*lines, link]))
+            reason = end.reason if isinstance(end, AgentRunFailed) else event.error_code
+            message = end.message if isinstance(end, AgentRunFailed) else event.message
+            said = RUN_ENDINGS_SAID.get(reason, reason)
+            lines = [
+                f"Agent run stopped: {task}",
+                "",
+                f"Reason: {reason} ({said})",
+                f"Details: {_error(message)}",
+                link,
+            ]
+            partial = end.partial.strip() if isinstance(end, AgentRunFailed) else ""
+            if partial and answer_max_chars > 0:
+                lines += [
+                    "",
+                    "The model's last text:",
+                    "",
+                    excerpt_block(partial, min(PARTIAL_CHARS, answer_max_chars)),
+                ]
+            return Notification(event.type_name(), "\n".join(lines))
+    return None
+
+
+def excerpt_block(text: str, limit: int) -> str:
+    """``text`` with its lines kept, cut to ``limit`` characters with "…" when cut."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def preference_label(key: str) -> str:
@@ -439,6 +528,11 @@ def _draft_section(event: ThreadCompleted, context: ThreadContext, max_chars: in
 def utf16_len(text: str) -> int:
     """Length in UTF-16 code units (characters outside the BMP, e.g. most emoji, count twice)."""
     return len(text.encode("utf-16-le")) // 2
+
+
+def utf16_prefix(text: str, limit: int) -> str:
+    """The longest head of ``text`` of at most ``limit`` UTF-16 units."""
+    return text[: _fitting_prefix(text, limit)]
 
 
 def _fitting_prefix(text: str, limit: int) -> int:

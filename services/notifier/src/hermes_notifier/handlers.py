@@ -21,6 +21,7 @@ from hermes_proto.telemetry import bind_ids
 
 from hermes_notifier import chat, domain
 from hermes_notifier.adapters import CallbackSender, DeadLetterArchive, SendFailed, TelegramSender, ThreadLog
+from hermes_notifier.approvals import APPROVAL_EVENTS, Approvals
 from hermes_notifier.conversation import CONVERSATION_EVENTS, Conversation
 from hermes_notifier.metrics import MESSAGES_FAILED, MESSAGES_SENT, NOTIFICATIONS_SKIPPED
 from hermes_notifier.replies import origin_chat
@@ -59,6 +60,11 @@ class Notifier:
     (read from ``dead_letters``; None: left out). A record of the notifier's own dead-letter consumer is skipped
     (reason ``own``), so a record it cannot read never feeds an alert loop.
 
+    Agent runs (threads of kind ``agent``): their ``thread_completed`` carries the run's answer
+    (``agent_run_completed``) and their ``thread_failed`` why the run stopped, never a draft; a failed model turn
+    (``job_failed``) is not announced, the run's end says it. Their approvals (``approval_*``) go to ``approvals``
+    (None: Telegram takes no updates, so no buttons could be answered).
+
     Callbacks: when the ``thread_opened`` of a completed or failed thread has a ``callback_url``, ``callbacks``
     POSTs the result there (channel ``webhook``), whether Telegram is on or not.
 
@@ -82,6 +88,7 @@ class Notifier:
         conversation: Conversation | None = None,
         dead_letters: DeadLetterArchive | None = None,
         allowed_chats: frozenset[str] | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.sender = sender
         self.thread_log = thread_log
@@ -94,6 +101,7 @@ class Notifier:
         self.alerts = alerts
         self.dead_letters = dead_letters
         self.conversation = conversation
+        self.approvals = approvals
         self.allowed_chats = allowed_chats
         self._sent_parts: OrderedDict[str, list[int]] = OrderedDict()
 
@@ -111,6 +119,9 @@ class Notifier:
         elif isinstance(event, CONVERSATION_EVENTS):
             if self.conversation is not None:  # a Telegram thread's draft 1 and questions
                 await self.conversation.on_event(event, delivery)
+        elif isinstance(event, APPROVAL_EVENTS):
+            if self.approvals is not None:  # a Telegram agent run's approvals, with buttons
+                await self.approvals.on_event(event, delivery)
         elif isinstance(event, domain.ALERT_EVENTS):
             await self._alert(self.sender, event, delivery)
         else:
@@ -138,7 +149,7 @@ class Notifier:
             self._skipped(kind, "not_allowed")  # any producer may name a chat in a thread's origin
             return context
         keyboard = None
-        if isinstance(event, ThreadCompleted) and from_chat is not None:
+        if isinstance(event, ThreadCompleted) and from_chat is not None and not context.agent_run:
             keyboard = chat.rating_keyboard(event.aggregate_id)  # a Telegram thread is rated from the phone
         await self._send_and_record(sender, event, notification, recipient, delivery, keyboard)
         return context

@@ -2,7 +2,8 @@
 
 :class:`Inbox` checks the allow-list (a chat outside it gets one refusal, ever), parses the update with
 :func:`hermes_notifier.chat.parse_message` / ``parse_button`` and hands the :class:`~hermes_notifier.chat.Intent`
-to a :class:`~hermes_notifier.turn.Turn`; it also asks the orchestrator, the router and the learner what a turn
+to a :class:`~hermes_notifier.turn.Turn` (an agent run's approval buttons through
+:class:`~hermes_notifier.approvals.Approvals`); it also asks the orchestrator, the router and the learner what a turn
 needs (a thread, a chat's threads, the backends, a preference correction).
 """
 
@@ -34,6 +35,7 @@ from hermes_proto.rpc import BadReply, ask
 from hermes_proto.telemetry import bind_ids
 
 from hermes_notifier import chat, domain
+from hermes_notifier.approvals import Approvals
 from hermes_notifier.live import LiveDrafts
 from hermes_notifier.metrics import INBOUND_UPDATES
 from hermes_notifier.replies import TELEGRAM_ORIGIN, Replies, chat_aggregate, origin_chat
@@ -61,8 +63,16 @@ class InboxSettings:
 class Inbox:
     """Handles one stored Telegram update (see the module docstring)."""
 
-    def __init__(self, replies: Replies, nc: NATS, settings: InboxSettings, live: LiveDrafts | None) -> None:
+    def __init__(
+        self,
+        replies: Replies,
+        nc: NATS,
+        settings: InboxSettings,
+        live: LiveDrafts | None,
+        approvals: Approvals | None = None,
+    ) -> None:
         self.replies = replies
+        self.approvals = approvals
         self.thread_log = replies.thread_log
         self.store = replies.store
         self.nc = nc

@@ -58,13 +58,15 @@ class Replies:
         correlation_id: str | None = None,
         edit_message_id: int | None = None,
         check_always: bool = True,
+        rendered: bool = False,
     ) -> list[int]:
         """Send ``text`` (split at 4096, MarkdownV2, first line bold; ``keyboard`` on the last part) to
         ``chat_id`` — or, with ``edit_message_id``, put its first part into that message (a new message when it
         can no longer be edited) — and record it. Returns the message ids (empty when it was already sent or
         failed: a failure is recorded, not raised). The record is looked for first, unless ``check_always`` is
         false and this is a first delivery (for a chat's command replies: its records grow with every command,
-        and only a redelivery can find one)."""
+        and only a redelivery can find one). ``rendered``: ``text`` is MarkdownV2 already, sent as one message (the
+        caller keeps it within Telegram's limit)."""
         cause = domain.AlertCause(
             event_id=cause_id,
             aggregate_id=aggregate_id,
@@ -75,23 +77,23 @@ class Replies:
             aggregate_id, domain.sent_id(cause_id)
         ):
             return []
-        parts = domain.split_text(text)
+        parts = [text] if rendered else domain.split_text(text)
         ids: list[int] = []
         try:
             for index, part in enumerate(parts):
                 await delivery.in_progress()
-                rendered = chat.render(part, bold_first_line=index == 0)
+                markdown = part if rendered else chat.render(part, bold_first_line=index == 0)
                 buttons = keyboard if index == len(parts) - 1 else None
                 if (
                     index == 0
                     and edit_message_id is not None
-                    and await self._edited(chat_id, edit_message_id, rendered, buttons, delivery)
+                    and await self._edited(chat_id, edit_message_id, markdown, buttons, delivery)
                 ):
                     ids.append(edit_message_id)
                 else:
                     ids.append(
                         await self.sender.send(
-                            chat_id, rendered, delivery.in_progress, parse_mode=chat.PARSE_MODE, keyboard=buttons
+                            chat_id, markdown, delivery.in_progress, parse_mode=chat.PARSE_MODE, keyboard=buttons
                         )
                     )
                 MESSAGES_SENT.labels(domain.CHANNEL, kind).inc()

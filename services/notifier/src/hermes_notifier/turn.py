@@ -1,11 +1,14 @@
-"""One Telegram update's handling (:class:`Turn`): an idea, an answer, a rating, a preference correction or a
-command, for the chat it came from.
+"""One Telegram update's handling (:class:`Turn`): an idea, an answer, a rating, a preference correction, an agent
+run (``/do <task>``), an approval's button or a command, for the chat it came from.
 
 Every action on a thread (answer, rate, cancel, status) first checks that the thread's origin chat is the
 update's chat (:meth:`Turn.own_thread`). ``/correct <key> <value>`` sends the learner the same
 ``CorrectPreference`` the gateway's feedback route sends, for the user who sent it (``telegram:<user id>``, the
 user its ideas are submitted as). What may be done to a thread comes from :mod:`hermes_proto.threads`, through the
-views' ``answerable`` / ``ratable`` flags and :func:`hermes_notifier.chat.answers_open`.
+views' ``answerable`` / ``ratable`` flags and :func:`hermes_notifier.chat.answers_open`. An approval's button is
+taken only from the chat its run came from (:meth:`~hermes_notifier.approvals.Approvals.owned_run`) and answers for
+the run's user, the only one the orchestrator takes an answer from; ``/cancel`` stops an agent run with
+``CancelAgentRun``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hermes_proto.admission import check_queue
+from hermes_proto.agents import CancelAgentRun, DecideApproval, StartAgentRun
 from hermes_proto.bus import Delivery
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, SubmitIdea
 from hermes_proto.events import Answer, AnswerCollected, Question, QuestionsProposed
@@ -37,6 +41,9 @@ if TYPE_CHECKING:  # the inbox makes a turn per update; a turn uses the inbox's 
 
 log = structlog.get_logger("hermes.notifier")
 
+AGENT_RUN_STARTED = "agent_run_started"
+"""The record kind of ``/do``'s acknowledgement."""
+
 
 class Turn:
     """One update's handling: its chat, the ids derived from it, and the reply helpers."""
@@ -53,6 +60,8 @@ class Turn:
             if query is not None
             else derived_id("telegram_message", chat_key, str(update.message.message_id))
         )
+        self.notice: str | None = None
+        """What the button press is answered with, when a handler says (else by the intent's kind)."""
 
     async def handle(self, intent: Intent) -> None:
         try:
@@ -70,6 +79,10 @@ class Turn:
         match intent.kind:
             case "idea":
                 await self.submit_idea(intent.text)
+            case "agent":
+                await self.start_agent_run(intent.text)
+            case "approval":
+                await self.decide_approval(intent)
             case "answer":
                 await self.answer(intent)
             case "done":
@@ -87,7 +100,9 @@ class Turn:
         query = self.update.callback_query
         if query is None:
             return
-        notice = {"answer": "Noted", "done": "Building draft 2", "rate": "Thanks for rating"}.get(intent.kind, "OK")
+        notice = self.notice or {"answer": "Noted", "done": "Building draft 2", "rate": "Thanks for rating"}.get(
+            intent.kind, "OK"
+        )
         try:
             await self.inbox.replies.sender.answer_button(query.id, notice)
         except SendFailed as exc:  # the spinner on the button stops by itself; nothing else depends on it
@@ -169,6 +184,94 @@ class Turn:
             )
         )
         log.info("idea_submitted", thread_id=thread_id)
+
+    # ---- agent runs --------------------------------------------------------------------------------------
+
+    async def start_agent_run(self, task: str) -> None:
+        """``/do <task>``: acknowledge with the run's id, then start the run (``StartAgentRun``; its profile picked
+        from the task), answered in this chat: its approvals with buttons, then its answer."""
+        message = self.update.message
+        run_id = derived_id("telegram_agent_run", self.chat, str(message.message_id))
+        bind_ids(thread_id=run_id)
+        accepted_before = self.delivery.deliveries > 1 and await self.inbox.thread_log.notification_recorded(
+            run_id, domain.sent_id(self.cause)
+        )
+        refusal = (
+            None
+            if accepted_before
+            else await check_queue(self.inbox.nc, self.inbox.store, self.inbox.settings.queue_cap, run_id)
+        )
+        if refusal is not None:
+            await self.say(
+                f"Hermes is busy\n\nThe job queue is full ({refusal.queued} open jobs, limit "
+                f"{refusal.limit}). Send the task again in {refusal.retry_after_s} s.",
+                kind="queue_full",
+            )
+            return
+        await self.inbox.replies.say(
+            self.chat,
+            chat.agent_started_text(task, run_id, self.inbox.settings.web_base_url),
+            cause_id=self.cause,
+            aggregate_id=run_id,
+            kind=AGENT_RUN_STARTED,
+            delivery=self.delivery,
+            correlation_id=run_id,
+        )
+        await self.inbox.store.send(
+            StartAgentRun(
+                command_id=derived_id(self.cause, "start_agent_run"),
+                issued_at=utcnow(),
+                correlation_id=run_id,
+                thread_id=run_id,
+                task=task,
+                channel="telegram",
+                user_id=self.user_id(),
+                origin={TELEGRAM_ORIGIN: self.chat, "telegram_message_id": str(message.message_id)},
+            )
+        )
+        log.info("agent_run_requested", thread_id=run_id)
+
+    async def decide_approval(self, intent: Intent) -> None:
+        """A press on an approval's button: ``DecideApproval`` for the run's user, when the run (named by the
+        message the button is on) is this chat's and the approval is still open. A press from another chat, or
+        on a message that names no run of this chat, is refused and sends nothing; a closed approval is said to
+        be closed (its message shows how it was answered)."""
+        approvals = self.inbox.approvals
+        query = self.update.callback_query
+        message = query.message if query is not None else None
+        approval_id, choice = intent.approval_id or "", intent.choice or ""
+        run = await approvals.owned_run(chat.run_of_message(message.text), self.chat) if approvals and message else None
+        request = await approvals.request(run.run_id, approval_id) if approvals and run else None
+        if approvals is None or message is None or run is None or request is None:
+            INBOUND_UPDATES.labels("foreign_approval").inc()
+            log.warning("foreign_approval", approval_id=approval_id)
+            self.notice = "Refused: this approval is not one of this chat's runs."
+            return
+        bind_ids(thread_id=run.run_id)
+        closed = await approvals.closed(run, request)
+        if closed is not None:
+            self.notice = "This approval is closed already."
+            await approvals.show(self.chat, message.message_id, request, run.context, closed, self.delivery)
+            return
+        decision, scope = chat.APPROVAL_CHOICES[choice]
+        sent = chat.approval_closed_line(f"sent:{choice}", request.name)
+        # The message first: the decision's event edits it again, and must come last.
+        await approvals.show(self.chat, message.message_id, request, run.context, sent, self.delivery)
+        await self.inbox.store.send(
+            DecideApproval(
+                command_id=derived_id(self.cause, "decide_approval"),
+                issued_at=utcnow(),
+                correlation_id=run.run_id,
+                thread_id=run.run_id,
+                approval_id=request.approval_id,
+                decision=decision,
+                scope=scope,
+                user_id=request.user_id,  # the run's user: only they may answer, and this chat is theirs
+                channel="telegram",
+            )
+        )
+        log.info("approval_decided", approval_id=request.approval_id, decision=decision, scope=scope)
+        self.notice = {"o": "Approved once", "r": "Approved for this run", "x": "Rejected"}[choice]
 
     # ---- answers -----------------------------------------------------------------------------------------
 
@@ -362,7 +465,10 @@ class Turn:
         await self.say(chat.corrected_text(view, intent.text, reply.confidence_threshold), kind="corrected")
 
     async def cancel(self, thread_id: str | None) -> None:
-        thread = await self._thread_or_latest(thread_id, lambda t: bool(chat.open_jobs(t)))
+        thread = await self._thread_or_latest(thread_id, lambda t: chat.cancellable_run(t) or bool(chat.open_jobs(t)))
+        if thread is not None and chat.cancellable_run(thread):
+            await self._cancel_run(thread)
+            return
         jobs = chat.open_jobs(thread) if thread is not None else []
         if thread is None or not jobs:
             await self.say("Nothing is running in this chat.", kind="usage")
@@ -381,6 +487,21 @@ class Turn:
             f"Stopping {len(jobs)} job(s)\n\n{domain.excerpt(thread.idea, 120)}",
             kind="cancelled",
             thread_id=thread.thread_id,
+        )
+
+    async def _cancel_run(self, run: ThreadView) -> None:
+        """Stop an agent run (``CancelAgentRun`` for the run's user): its turn and a running tool call stop."""
+        await self.inbox.store.send(
+            CancelAgentRun(
+                command_id=derived_id(self.cause, "cancel_agent_run"),
+                issued_at=utcnow(),
+                correlation_id=run.thread_id,
+                thread_id=run.thread_id,
+                user_id=run.user_id,
+            )
+        )
+        await self.say(
+            f"Stopping the agent run\n\n{domain.excerpt(run.idea, 120)}", kind="cancelled", thread_id=run.thread_id
         )
 
     async def _thread_or_latest(self, thread_id: str | None, wanted: Callable[[ThreadView], bool]) -> ThreadView | None:
