@@ -69,6 +69,7 @@ SERVICES = [
     Svc("backend-router", "hermes-backend-router", "hermes_router", 9103),
     Svc("talos-edge", "hermes-talos-edge", "hermes_edge", 9104),
     Svc("notifier", "hermes-notifier", "hermes_notifier", 9105),
+    Svc("tools", "hermes-tools", "hermes_tools", 9119),
 ]
 SERVICE_IDS = [s.folder for s in SERVICES]
 HERMES_DISTS = {s.dist for s in SERVICES}
@@ -1702,6 +1703,148 @@ def test_network_policies_allow_only_what_must_talk(rendered) -> None:
             assert not egress_allowed(policies, src, dst, port), f"{overlay}: egress {src} -> {dst}:{port} is open"
         if dst.ns == "hermes":
             assert not ingress_allowed(policies, src, dst, port), f"{overlay}: ingress {src} -> {dst}:{port} is open"
+
+
+# =====================================================================================================
+# The tool service's sandbox: what its container may do (deploy/sandbox/README.md)
+# =====================================================================================================
+
+SANDBOX_DIR = DEPLOY / "sandbox"
+SECCOMP_PROFILE = SANDBOX_DIR / "hermes-tools.seccomp.json"
+TOOLS = next(s for s in SERVICES if s.folder == "tools")
+#: What bubblewrap calls to build a sandbox as a non-root user (user namespace, mounts, pivot_root, its own /proc).
+BWRAP_SYSCALLS = {"clone", "clone3", "unshare", "mount", "umount2", "pivot_root", "prctl", "capset", "sethostname"}
+#: Kernel-admin and exploit-prone calls the sandbox never needs; the profile must deny them.
+DENIED_SYSCALLS = {
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "keyctl",
+    "add_key",
+    "setns",
+    "open_by_handle_at",
+    "init_module",
+    "finit_module",
+    "kexec_load",
+    "reboot",
+}
+
+
+def test_seccomp_profile_lets_bubblewrap_work_and_denies_the_dangerous_rest() -> None:
+    """The profile the tools container runs under (compose: read by the client; Kubernetes: Localhost on the
+    node): the OCI/Docker format, namespaces and mounts allowed to a process without CAP_SYS_ADMIN."""
+    profile = json.loads(SECCOMP_PROFILE.read_text())
+    assert set(profile) <= {"defaultAction", "defaultErrnoRet", "architectures", "syscalls"}, set(profile)
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert {"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"} <= set(profile["architectures"])
+    denied: set[str] = set()
+    for rule in profile["syscalls"]:
+        assert set(rule) <= {"names", "action", "errnoRet", "args", "comment"}, rule
+        assert rule["action"] in {"SCMP_ACT_ERRNO", "SCMP_ACT_ALLOW"} and rule["names"], rule
+        assert all(re.fullmatch(r"[a-z_][a-z0-9_]*", name) for name in rule["names"]), rule["names"]
+        if rule["action"] != "SCMP_ACT_ALLOW":
+            assert not rule.get("args"), "a denial with argument filters would let the call through otherwise"
+            denied |= set(rule["names"])
+    assert not denied & BWRAP_SYSCALLS, f"bubblewrap needs {sorted(denied & BWRAP_SYSCALLS)}"
+    assert DENIED_SYSCALLS <= denied, f"not denied: {sorted(DENIED_SYSCALLS - denied)}"
+
+
+def test_compose_tools_sandbox_gets_no_more_than_it_needs(compose: dict[str, Any]) -> None:
+    found = compose_services_of(compose, TOOLS)
+    assert list(found) == ["tools"], found
+    spec = found["tools"]
+    assert not spec.get("privileged") and not spec.get("cap_add"), "no privileged container, no added capability"
+    assert "ALL" in spec.get("cap_drop", []), "cap_drop: ALL"
+    assert spec.get("user") in (None, "10001", "10001:10001"), "the image's non-root user"
+    options = {o.split("=", 1)[0].split(":", 1)[0]: o for o in spec["security_opt"]}
+    assert options.get("no-new-privileges") == "no-new-privileges:true"
+    seccomp = options["seccomp"].split("=", 1)[1]
+    assert seccomp != "unconfined" and (COMPOSE_DIR / seccomp).resolve() == SECCOMP_PROFILE, seccomp
+    assert options.get("systempaths") == "systempaths=unconfined", "bwrap mounts its own /proc"
+    assert env_default(options["apparmor"].split("=", 1)[1]) in {"unconfined", "hermes-tools"}
+    assert (SANDBOX_DIR / "hermes-tools.apparmor").is_file()
+    home = spec["environment"]["HERMES_HOME"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in spec["volumes"]}
+    for path in (home, f"{home}/workspace"):
+        assert mounts.get(path) in compose["volumes"], f"tools: {path} must be a named volume"
+    assert "hermes" not in spec.get("networks", ["hermes"]), "a sandbox granted network must not reach the stack"
+    for peer in ("nats", "prometheus"):
+        assert set(spec["networks"]) & set(compose["services"][peer]["networks"]), f"tools cannot reach {peer}"
+
+
+def test_k8s_tools_pod_gets_no_more_than_the_sandbox_needs(rendered) -> None:
+    overlay, docs = rendered
+    (d,) = hermes_workload(docs, TOOLS)
+    where = f"{overlay}: {d['metadata']['name']}"
+    assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate", f"{where}: one writer"
+    spec = pod_spec(d)
+    assert spec.get("hostUsers") is False, f"{where}: procMount Unmasked needs the pod's own user namespace"
+    assert not any(spec.get(k) for k in ("hostPID", "hostIPC", "hostNetwork")), where
+    pod_sc = spec["securityContext"]
+    assert pod_sc["seccompProfile"] == {"type": "Localhost", "localhostProfile": "profiles/hermes-tools.json"}
+    assert pod_sc["appArmorProfile"] == {"type": "Localhost", "localhostProfile": "hermes-tools"}
+    (c,) = spec["containers"]
+    sc = c["securityContext"]
+    assert sc.get("procMount") == "Unmasked" and not sc.get("privileged"), where
+    assert not sc.get("capabilities", {}).get("add") and sc.get("readOnlyRootFilesystem") is True, where
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+    }
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    home = find(docs, "ConfigMap", "hermes-config")["data"]["HERMES_HOME"]
+    for path in (home, f"{home}/workspace"):
+        assert mounts.get(path) in claims, f"{where}: {path} is not on a PVC"
+        find(docs, "PersistentVolumeClaim", claims[mounts[path]])
+
+
+def test_k8s_pods_meet_the_namespace_pod_security_standard(rendered) -> None:
+    """The namespace enforces `restricted`: seccomp RuntimeDefault or Localhost, no AppArmor Unconfined, no added
+    capability, and an unmasked /proc only for a pod in its own user namespace."""
+    overlay, docs = rendered
+    assert find(docs, "Namespace", "hermes")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for d in docs:
+        spec = pod_spec(d)
+        if spec is None:
+            continue
+        where = f"{overlay}: {d['metadata']['name']}"
+        pod_sc = spec.get("securityContext", {})
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
+            assert seccomp.get("type") in {"RuntimeDefault", "Localhost"}, f"{where}/{c['name']}: seccomp {seccomp}"
+            apparmor = sc.get("appArmorProfile") or pod_sc.get("appArmorProfile") or {}
+            assert apparmor.get("type") in {None, "RuntimeDefault", "Localhost"}, f"{where}/{c['name']}: {apparmor}"
+            assert not sc.get("capabilities", {}).get("add") and not sc.get("privileged"), f"{where}/{c['name']}"
+            if sc.get("procMount", "Default") != "Default":
+                assert spec.get("hostUsers") is False, f"{where}/{c['name']}: procMount without a user namespace"
+
+
+def test_network_policies_keep_the_tools_on_the_public_internet(rendered) -> None:
+    overlay, docs = rendered
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {
+        d["metadata"]["name"]: Endpoint(d["metadata"]["name"], "hermes", d["spec"]["template"]["metadata"]["labels"])
+        for d in docs
+        if d["kind"] in WORKLOADS
+    }
+    tools = pods["hermes-tools"]
+    internet = Endpoint("internet", ip="203.0.113.10")
+    for dst, port in ((pods["hermes-nats"], 4222), (internet, 443), (internet, 80)):
+        assert flow_allowed(policies, tools, dst, port), f"{overlay}: tools -> {dst}:{port} is blocked"
+    for dst, port in (
+        (pods["hermes-gateway"], 5000),
+        (pods["hermes-orchestrator"], 9101),
+        (pods["hermes-nats"], 8222),
+        (Endpoint("lan-host", ip="192.168.1.20"), 443),
+        (Endpoint("tailnet-host", ip="100.100.1.2"), 443),
+        (Endpoint("cluster-service", ip="10.43.0.10"), 80),
+        (Endpoint("metadata", ip="169.254.169.254"), 80),
+        (internet, 22),
+    ):
+        assert not egress_allowed(policies, tools, dst, port), f"{overlay}: egress tools -> {dst}:{port} is open"
+    for src in (pods["hermes-gateway"], pods["hermes-orchestrator"], Endpoint("stranger", "default", {"app": "x"})):
+        assert not ingress_allowed(policies, src, tools, 9119), f"{overlay}: {src} -> tools is open"
 
 
 # =====================================================================================================
