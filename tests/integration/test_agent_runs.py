@@ -5,11 +5,13 @@ Covers: a read allowed by default runs in the sandbox and its result reaches the
 shell call waits for a person's approval and runs once approved; a page/file telling the model to run
 ``curl … | sh`` gets no tool call past the gate (the person rejects it and the model is told); a run waiting for an
 approval is cancelled; kill -9 of the tool service during a call with side effects: the call is reported interrupted,
-never run twice, and the run goes on.
+never run twice, and the run goes on; kill -9 of the orchestrator, and a restart of NATS, while a run waits for an
+approval: the run resumes from the log.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -32,6 +34,12 @@ def model():
             "I did not run it: {result}",
         ],
         "T-WAIT": [[("shell", {"command": "touch waited"})], "never"],
+        "T-ORCH": [[("shell", {"command": "echo resumed > resumed.txt"})], "Resumed: {result}"],
+        "T-NATS": [
+            [("file_read", {"path": "notes.md"})],
+            [("shell", {"command": "echo after-nats > nats.txt"})],
+            "{result}",
+        ],
         "T-CRASH": [
             [("shell", {"command": "echo once >> effects.txt; sleep 8; echo done"})],
             "After the crash: {result}",
@@ -83,8 +91,9 @@ def ended(client, up, run_id) -> dict:
 
 def pending(client, up, run_id) -> dict:
     def find():
-        approvals = client.get(f"{up.base_url}/api/approvals", params={"status": "pending", "run_id": run_id}).json()
-        return approvals["data"]["approvals"][0] if approvals["data"]["approvals"] else None
+        r = client.get(f"{up.base_url}/api/approvals", params={"status": "pending", "run_id": run_id})
+        found = r.json()["data"]["approvals"] if r.status_code == 200 else []  # 503 while a service restarts
+        return found[0] if found else None
 
     return wait_for(find, 60)
 
@@ -164,10 +173,7 @@ def test_a_call_interrupted_by_kill_9_of_the_tool_service_is_not_run_again(up):
         approval = pending(client, up, run_id)
         client.post(f"{up.base_url}/api/approvals/{approval['approval_id']}/approve", json={})
         wait_for(lambda: effects.exists(), 30)
-        pid = up.pids()["hermes_tools"]
-        import os
-
-        os.kill(pid, signal.SIGKILL)
+        os.kill(up.pids()["hermes_tools"], signal.SIGKILL)
         view = ended(client, up, run_id)
     assert view["status"] == "completed", view
     failed = steps(view, "tool_call_failed")
@@ -175,3 +181,43 @@ def test_a_call_interrupted_by_kill_9_of_the_tool_service_is_not_run_again(up):
     assert "interrupted" in view["answer"] or "not run again" in view["answer"]
     time.sleep(1.0)
     assert effects.read_text() == "once\n"  # run once, never again
+
+
+def test_kill_9_of_the_orchestrator_while_a_run_waits_then_the_run_resumes(up):
+    with httpx.Client(timeout=15) as client:
+        run_id = run(client, up, "T-ORCH survive a crash")
+        approval = pending(client, up, run_id)
+        os.kill(up.pids()["hermes_orchestrator"], signal.SIGKILL)
+        time.sleep(1.0)
+        wait_for(lambda: "hermes_orchestrator" in up.pids(), 60)
+        again = pending(client, up, run_id)  # the restarted orchestrator's read model and fold know it
+        assert again["approval_id"] == approval["approval_id"]
+        r = client.post(f"{up.base_url}/api/approvals/{approval['approval_id']}/approve", json={})
+        assert r.status_code == 202, r.text
+        view = ended(client, up, run_id)
+    assert view["status"] == "completed" and "exit code 0" in view["answer"], view
+    assert (up.home / "workspace" / "default" / "resumed.txt").read_text() == "resumed\n"
+
+
+def test_a_restart_of_nats_mid_run_loses_nothing(up):
+    with httpx.Client(timeout=15) as client:
+        run_id = run(client, up, "T-NATS keep going")
+        approval = pending(client, up, run_id)
+        os.kill(up.pids()["nats"], signal.SIGKILL)
+        time.sleep(1.0)
+        wait_for(lambda: "nats" in up.pids(), 60)
+
+        def approved() -> bool:
+            try:
+                r = client.post(f"{up.base_url}/api/approvals/{approval['approval_id']}/approve", json={})
+            except httpx.HTTPError:
+                return False
+            return r.status_code in (202, 409)
+
+        wait_for(approved, 90, 1.0)
+        view = wait_for(
+            lambda: (v := get_run(client, up, run_id)) and v["status"] in ("completed", "failed") and v, 120
+        )
+    assert view["status"] == "completed", view
+    assert (up.home / "workspace" / "default" / "nats.txt").read_text() == "after-nats\n"
+    assert [s["name"] for s in steps(view, "tool_call_completed")] == ["file_read", "shell"]
