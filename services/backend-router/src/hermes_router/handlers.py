@@ -46,6 +46,7 @@ from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.projection import Projection
 from hermes_proto.telemetry import extract_context, tracer
+from hermes_proto.tools import ToolSpec
 
 from hermes_router import domain, readmodel
 from hermes_router.config import PriceTable, RouterSettings
@@ -68,6 +69,7 @@ from hermes_router.view import RouterView, Snapshot, read_snapshot  # noqa: F401
 
 log = structlog.get_logger("hermes.router")
 _messages = msgspec.json.Decoder(list[ChatMessage])
+_tools = msgspec.json.Decoder(list[ToolSpec])
 IDLE_ROUND_S = 1.0  # deadlines, cool-downs and failover delays are checked at least this often
 # Events that can change what a round decides at once: a job to place, capacity freed, a failure to fail over,
 # a cancellation, a backend going up, down, on or off. The rest (the router's own outputs, a thread's progress,
@@ -283,6 +285,7 @@ class Router:
             max_tokens=job.max_tokens,
             temperature=job.temperature,
             timeout_s=self.registry[selection.backend].timeout,
+            tools=_tools.decode(job.tools_json),
             correlation_id=job.correlation_id,
             requested_at=selection.occurred_at,
         )

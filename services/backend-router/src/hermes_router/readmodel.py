@@ -54,6 +54,8 @@ class RouterJobRow(RouterTable, table=True):
     dispatch continues the job's trace."""
     criteria: str | None = None
     messages_json: str = "[]"
+    tools_json: str = "[]"
+    """The job's ``JobQueued.tools`` (JSON list of ``ToolSpec``), passed on to its ``ExecutionRequested``."""
     max_tokens: int = 256
     temperature: float = 0.7
     max_retries: int | None = None
@@ -278,6 +280,7 @@ def _(e: ev.JobQueued, store: RowStore, sequence: int = 0) -> None:
             requires_json=json.dumps(e.requires),
             criteria=e.criteria,
             messages_json=msgspec.json.encode(e.messages).decode(),
+            tools_json=msgspec.json.encode(e.tools).decode(),
             max_tokens=e.max_tokens,
             temperature=e.temperature,
             max_retries=e.max_retries,

@@ -5,16 +5,19 @@ Nothing here does I/O. Times are milliseconds, token counts are model tokens.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from typing import Any
 
 from hermes_proto.base import ChatMessage
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import derived_id
+from hermes_proto.tools import ToolCall, ToolSpec
 
 
 class ErrorCode(StrEnum):
@@ -57,13 +60,15 @@ class ModelCallFailed(Exception):
 @dataclass(frozen=True)
 class ModelCall:
     """One chat completion to run: ``max_tokens`` bounds the output (tokens), ``timeout_s`` the whole
-    call (seconds, connect to last byte)."""
+    call (seconds, connect to last byte); ``tools``: the tools the model may call (passed to the provider in its
+    own shape; empty: none)."""
 
     model: str
     messages: Sequence[ChatMessage]
     max_tokens: int
     temperature: float
     timeout_s: float
+    tools: Sequence[ToolSpec] = ()
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class ModelReply:
     """The assembled result of a streamed call. ``latency_ms``: request sent to last byte;
     ``first_token_ms``: request sent to first non-empty text chunk (None when no text came);
     ``usage_estimated``: True when the provider reported no usage and the counts come from
-    :func:`hermes_proto.costs.estimate_prompt_tokens` / :func:`hermes_proto.costs.estimate_tokens`."""
+    :func:`hermes_proto.costs.estimate_prompt_tokens` / :func:`hermes_proto.costs.estimate_tokens`;
+    ``tool_calls``: the calls the model asked for, in the provider's order (finish reason ``tool_calls``)."""
 
     text: str
     prompt_tokens: int
@@ -80,6 +86,79 @@ class ModelReply:
     first_token_ms: float | None
     finish_reason: str | None
     usage_estimated: bool = False
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+RAW_ARGUMENTS = "_raw"
+"""The key a model's unparsable tool arguments are kept under (``{"_raw": text}``)."""
+
+
+def tool_arguments(text: str | None) -> dict[str, Any]:
+    """A tool call's arguments from the provider's JSON text: the decoded object; ``{}`` for no text (a call
+    without arguments); ``{"_raw": text}`` for text that is not a JSON object (never raises)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {RAW_ARGUMENTS: text}
+    return value if isinstance(value, dict) else {RAW_ARGUMENTS: text}
+
+
+def arguments_text(arguments: dict[str, Any]) -> str:
+    """A call's arguments as the JSON text a provider wants back (OpenAI ``function.arguments``); arguments kept
+    as ``{"_raw": text}`` go back as the model wrote them."""
+    raw = arguments.get(RAW_ARGUMENTS)
+    if len(arguments) == 1 and isinstance(raw, str):
+        return raw
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def derived_call_id(index: int) -> str:
+    """The id of a call the provider gave none (Ollama): ``call_<index>``, its position in the reply."""
+    return f"call_{index}"
+
+
+@dataclass
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    fragments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ToolCallParts:
+    """Tool calls assembled from streamed fragments keyed by the provider's index (OpenAI ``delta.tool_calls``
+    entries, Anthropic content blocks): the first non-empty id and name win (llama.cpp repeats them in every
+    fragment), argument fragments are concatenated in order."""
+
+    _parts: dict[int, _PartialCall] = field(default_factory=dict)
+
+    def add(self, index: int, *, call_id: Any = None, name: Any = None, arguments: Any = None) -> None:
+        part = self._parts.setdefault(index, _PartialCall())
+        if isinstance(call_id, str) and call_id and not part.call_id:
+            part.call_id = call_id
+        if isinstance(name, str) and name and not part.name:
+            part.name = name
+        if isinstance(arguments, str) and arguments:
+            part.fragments.append(arguments)
+        elif isinstance(arguments, dict):  # a server that sends the arguments decoded
+            part.fragments.append(json.dumps(arguments))
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def calls(self) -> list[ToolCall]:
+        """The assembled calls in index order; a call without an id gets ``call_<position>``."""
+        parts = [self._parts[i] for i in sorted(self._parts)]
+        return [
+            ToolCall(
+                call_id=part.call_id or derived_call_id(position),
+                name=part.name,
+                arguments=tool_arguments("".join(part.fragments)),
+            )
+            for position, part in enumerate(parts)
+        ]
 
 
 @dataclass(frozen=True)
@@ -147,6 +226,7 @@ def model_call(request: ExecutionRequested, default_model: str | None, timeout_c
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         timeout_s=min(request.timeout_s, timeout_cap_s),
+        tools=request.tools,
     )
 
 
@@ -177,7 +257,7 @@ def started_event(
 def completed_event(
     request: ExecutionRequested, backend: str, model: str, reply: ModelReply, now: datetime
 ) -> ExecutionCompleted:
-    """``ExecutionCompleted`` carrying the reply's text, tokens and timings (ms)."""
+    """``ExecutionCompleted`` carrying the reply's text, tool calls, tokens and timings (ms)."""
     return ExecutionCompleted(
         event_id=outcome_event_id(request.request_id),
         aggregate_id=request.thread_id,
@@ -193,6 +273,7 @@ def completed_event(
         latency_ms=round(reply.latency_ms, 3),
         first_token_ms=None if reply.first_token_ms is None else round(reply.first_token_ms, 3),
         finish_reason=reply.finish_reason,
+        tool_calls=list(reply.tool_calls),
     )
 
 

@@ -302,4 +302,5 @@ class ExecutionHandler:
             # 'token' in a log key is redacted by hermes_proto.telemetry unless it is a count
             ttft_ms=None if outcome.first_token_ms is None else round(outcome.first_token_ms, 1),
             finish_reason=outcome.finish_reason,
+            tool_calls=len(outcome.tool_calls),
         )

@@ -6,7 +6,13 @@ The stream is ``message_start`` (``message.usage.input_tokens``), per content bl
 ``ping`` may come anywhere and an ``error`` event (``{"type": "error", "error": {"type", "message"}}``) may
 replace the rest after the 200. Unknown event types are skipped, as Anthropic's streaming docs ask. Stop
 reasons are reported in the OpenAI words the other adapters use (``end_turn`` → ``stop``, ``max_tokens`` →
-``length``).
+``length``, ``tool_use`` → ``tool_calls``).
+
+Tools go in ``tools`` as ``{name, description, input_schema}``. A tool call is a ``tool_use`` content block:
+streamed, its ``content_block_start`` carries ``id`` and ``name`` and its ``input_json_delta`` deltas the input's
+JSON text in pieces (joined per block index); whole, its ``input`` object. An assistant message's calls go back
+as ``tool_use`` blocks, tool results as a ``user`` message of ``tool_result`` blocks (``tool_use_id``), the
+results of consecutive tool messages in one such message.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from hermes_proto.base import ChatMessage
+from hermes_proto.tools import ToolCall
+
 from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, loads_or_malformed
 from hermes_edge.adapters.streams import sse_data
-from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, error_for_status
+from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, derived_call_id, error_for_status
 
 API_VERSION = "2023-06-01"
 # Anthropic's API reference: temperature ranges from 0 to 1 (OpenAI's from 0 to 2).
@@ -36,6 +45,37 @@ ERROR_STATUS = {
     "overloaded_error": 529,
 }
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+def anthropic_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The conversation without its system messages, in Anthropic's shape: plain messages as ``{role, content}``;
+    an assistant message with tool calls as content blocks (its text, then one ``tool_use`` per call); each run
+    of ``tool`` messages as one ``user`` message of ``tool_result`` blocks."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            result = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and _all_tool_results(last["content"]):
+                last["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result]})
+        elif m.role == "assistant" and m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [
+                {"type": "tool_use", "id": call.call_id, "name": call.name, "input": call.arguments}
+                for call in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _all_tool_results(content: Any) -> bool:
+    return isinstance(content, list) and all(b.get("type") == "tool_result" for b in content)
 
 
 class AnthropicAdapter(HttpChatAdapter):
@@ -58,12 +98,17 @@ class AnthropicAdapter(HttpChatAdapter):
         body: dict[str, Any] = {
             "model": call.model,
             "max_tokens": call.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in call.messages if m.role != "system"],
+            "messages": anthropic_messages(list(call.messages)),
             "temperature": min(call.temperature, MAX_TEMPERATURE),
             "stream": True,
         }
         if system:
             body["system"] = system
+        if call.tools:
+            body["tools"] = [
+                {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+                for tool in call.tools
+            ]
         return body
 
     def listed_models(self, payload: Any) -> list[str]:
@@ -96,10 +141,16 @@ class AnthropicAdapter(HttpChatAdapter):
         kind = event["type"]
         if kind == "message_start":
             self._apply_usage(_field(event, "message").get("usage"), state)
+        elif kind == "content_block_start":
+            block = _field(event, "content_block")
+            if block.get("type") == "tool_use":
+                state.tool_parts.add(_block_index(event), call_id=block.get("id"), name=block.get("name"))
         elif kind == "content_block_delta":
             delta = _field(event, "delta")
             if delta.get("type") == "text_delta":
                 await state.add_text(str(delta.get("text") or ""))
+            elif delta.get("type") == "input_json_delta":
+                state.tool_parts.add(_block_index(event), arguments=delta.get("partial_json"))
         elif kind == "message_delta":
             self._apply_stop(_field(event, "delta").get("stop_reason"), state)
             self._apply_usage(event.get("usage"), state)
@@ -115,6 +166,16 @@ class AnthropicAdapter(HttpChatAdapter):
         await state.add_text(
             "".join(str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text")
         )
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                arguments = block.get("input")
+                state.tool_calls.append(
+                    ToolCall(
+                        call_id=str(block.get("id") or derived_call_id(len(state.tool_calls))),
+                        name=str(block.get("name") or ""),
+                        arguments=arguments if isinstance(arguments, dict) else {},
+                    )
+                )
         self._apply_stop(message.get("stop_reason"), state)
         self._apply_usage(message.get("usage"), state)
 
@@ -134,6 +195,11 @@ class AnthropicAdapter(HttpChatAdapter):
             state.prompt_tokens = usage["input_tokens"] + sum(n for n in cached if isinstance(n, int))
         if isinstance(usage.get("output_tokens"), int):
             state.completion_tokens = usage["output_tokens"]
+
+
+def _block_index(event: dict[str, Any]) -> int:
+    index = event.get("index")
+    return index if isinstance(index, int) else 0
 
 
 def _field(event: dict[str, Any], name: str) -> dict[str, Any]:

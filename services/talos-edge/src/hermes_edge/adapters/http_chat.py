@@ -26,6 +26,7 @@ from yarl import URL
 
 from hermes_proto.costs import estimate_prompt_tokens, estimate_tokens
 from hermes_proto.ids import utcnow
+from hermes_proto.tools import ToolCall
 
 from hermes_edge.adapters.session import env_proxy
 from hermes_edge.domain import (
@@ -34,6 +35,7 @@ from hermes_edge.domain import (
     ModelCallFailed,
     ModelReply,
     ProbeResult,
+    ToolCallParts,
     error_for_status,
     parse_retry_after,
 )
@@ -50,7 +52,8 @@ _tracer = trace.get_tracer("hermes.edge")
 
 @dataclass
 class StreamState:
-    """What has been read so far from one streamed response."""
+    """What has been read so far from one streamed response. Tool calls come whole (``tool_calls``: Ollama, a
+    non-streamed completion) or in fragments (``tool_parts``: OpenAI deltas, Anthropic blocks)."""
 
     started: float
     on_text: TextSink
@@ -61,6 +64,8 @@ class StreamState:
     finish_reason: str | None = None
     finished: bool = False
     receiving: bool = False
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_parts: ToolCallParts = field(default_factory=ToolCallParts)
 
     async def add_text(self, chunk: str) -> None:
         if not chunk:
@@ -83,6 +88,7 @@ class StreamState:
             first_token_ms=None if self.first_token_at is None else (self.first_token_at - self.started) * 1000,
             finish_reason=self.finish_reason,
             usage_estimated=self.prompt_tokens is None or self.completion_tokens is None,
+            tool_calls=[*self.tool_calls, *self.tool_parts.calls()],
         )
 
 

@@ -2,6 +2,12 @@
 
 Streams Server-Sent Events: ``data: {chat.completion.chunk}`` lines, usage in a last chunk (asked for with
 ``stream_options.include_usage``), then ``data: [DONE]``.
+
+A call that offers ``tools`` sends them (``ToolSpec.openai()``) with ``tool_choice: "auto"`` and asks for one
+``chat.completion`` object (``stream: false``): llama-cpp-python's ``chatml-function-calling`` handler, the
+embedded model's, cannot stream an automatic tool choice (it answers 200 and an empty stream). Its tool calls
+are read from ``message.tool_calls``, or, from a server that streams anyway, from ``delta.tool_calls``
+fragments joined by their ``index``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from hermes_proto.base import ChatMessage
+
 from hermes_edge.adapters.http_chat import (
     HttpChatAdapter,
     StreamState,
@@ -18,28 +26,52 @@ from hermes_edge.adapters.http_chat import (
     loads_or_malformed,
 )
 from hermes_edge.adapters.streams import sse_data
-from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed
+from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, arguments_text
 
 DONE = "[DONE]"
 
 
+def openai_message(message: ChatMessage) -> dict[str, Any]:
+    """One message in OpenAI's shape: an assistant's ``tool_calls`` as ``{id, type: function, function: {name,
+    arguments: <JSON text>}}``, a tool result's ``tool_call_id``."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": arguments_text(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    if message.role == "tool" and message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
 class OpenAICompatAdapter(HttpChatAdapter):
-    """``POST {base}/v1/chat/completions`` with ``stream: true``; probe ``GET {base}/v1/models``.
-    The API key, when set, is sent as ``Authorization: Bearer``."""
+    """``POST {base}/v1/chat/completions`` with ``stream: true`` (``false`` when the call offers tools); probe
+    ``GET {base}/v1/models``. The API key, when set, is sent as ``Authorization: Bearer``."""
 
     backend_type: ClassVar[str] = "openai"
     chat_path: ClassVar[str] = "/v1/chat/completions"
     probe_path: ClassVar[str] = "/v1/models"
 
     def request_body(self, call: ModelCall) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": call.model,
-            "messages": [{"role": m.role, "content": m.content} for m in call.messages],
+            "messages": [openai_message(m) for m in call.messages],
             "max_tokens": call.max_tokens,
             "temperature": call.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
         }
+        if call.tools:
+            body["tools"] = [tool.openai() for tool in call.tools]
+            body["tool_choice"] = "auto"
+            body["stream"] = False
+        else:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
 
     def listed_models(self, payload: Any) -> list[str]:
         """``{"data": [{"id": ...}, ...]}`` → ids."""
@@ -47,7 +79,7 @@ class OpenAICompatAdapter(HttpChatAdapter):
 
     async def read_stream(self, response: aiohttp.ClientResponse, state: StreamState) -> None:
         if "application/json" in response.headers.get("Content-Type", ""):
-            # The server ignored ``stream: true`` and sent one chat.completion object.
+            # One chat.completion object: asked for (a call with tools), or the server ignored ``stream: true``.
             body = (await response.read()).decode("utf-8", errors="replace")
             await self._apply_completion(loads_or_malformed(body, "completion"), state)
             state.finished = True
@@ -77,15 +109,35 @@ class OpenAICompatAdapter(HttpChatAdapter):
             content = delta.get("content")
             if isinstance(content, str):
                 await state.add_text(content)
+            self._apply_call_fragments(delta.get("tool_calls"), state)
             if choice.get("finish_reason"):
                 state.finish_reason = str(choice["finish_reason"])
         self._apply_usage(chunk.get("usage"), state)
         return False
 
+    @staticmethod
+    def _apply_call_fragments(fragments: Any, state: StreamState) -> None:
+        """``delta.tool_calls``: ``[{index, id?, function: {name?, arguments?}}]``; id and name come in a call's
+        first fragment (llama.cpp repeats them), ``arguments`` is a piece of the JSON text."""
+        if not isinstance(fragments, list):
+            return
+        for position, fragment in enumerate(fragments):
+            if not isinstance(fragment, dict):
+                continue
+            index = fragment.get("index")
+            function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+            state.tool_parts.add(
+                index if isinstance(index, int) else position,
+                call_id=fragment.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments"),
+            )
+
     async def _apply_completion(self, payload: Any, state: StreamState) -> None:
         try:
             choice = payload["choices"][0]
-            content = choice["message"].get("content") or ""
+            message = choice["message"]
+            content = message.get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             if isinstance(payload, dict) and payload.get("error"):
                 raise in_stream_error(payload) from None
@@ -93,6 +145,14 @@ class OpenAICompatAdapter(HttpChatAdapter):
                 ErrorCode.MALFORMED_RESPONSE, f"not a chat completion: {str(payload)[:200]}"
             ) from None
         await state.add_text(str(content))
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            for position, call in enumerate(calls):
+                if isinstance(call, dict):  # a whole call: its own position is its index
+                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                    state.tool_parts.add(
+                        position, call_id=call.get("id"), name=function.get("name"), arguments=function.get("arguments")
+                    )
         state.finish_reason = choice.get("finish_reason")
         self._apply_usage(payload.get("usage"), state)
 
