@@ -213,6 +213,8 @@ class JobQueued(Event, frozen=True, kw_only=True):
     """The memories its prompt was given: the job ids of the earlier turns injected as memory markers."""
     tools: list[ToolSpec] = []
     """Kind ``agent_turn``: the tools the model may call (passed to the provider unchanged)."""
+    tool_choice: str | None = None
+    """With ``tools``: ``auto`` (None: the same), ``required`` (the model must call a tool) or a tool's name."""
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):

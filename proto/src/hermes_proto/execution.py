@@ -32,6 +32,8 @@ class ExecutionRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="t
     timeout_s: float = 300.0
     tools: list[ToolSpec] = []
     """Tools the model may call (OpenAI ``tools``, Anthropic ``tools``, Ollama ``tools``); empty: none."""
+    tool_choice: str | None = None
+    """``auto`` (None: the same), ``required`` or a tool's name (OpenAI ``tool_choice``, Anthropic ``any``/``tool``)."""
     correlation_id: str
     requested_at: datetime
     schema_version: int = SCHEMA_VERSION

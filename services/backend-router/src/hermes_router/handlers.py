@@ -286,6 +286,7 @@ class Router:
             temperature=job.temperature,
             timeout_s=self.registry[selection.backend].timeout,
             tools=_tools.decode(job.tools_json),
+            tool_choice=job.tool_choice,
             correlation_id=job.correlation_id,
             requested_at=selection.occurred_at,
         )

@@ -55,6 +55,7 @@ class RouterJobRow(RouterTable, table=True):
     criteria: str | None = None
     messages_json: str = "[]"
     tools_json: str = "[]"
+    tool_choice: str | None = None
     """The job's ``JobQueued.tools`` (JSON list of ``ToolSpec``), passed on to its ``ExecutionRequested``."""
     max_tokens: int = 256
     temperature: float = 0.7
@@ -281,6 +282,7 @@ def _(e: ev.JobQueued, store: RowStore, sequence: int = 0) -> None:
             criteria=e.criteria,
             messages_json=msgspec.json.encode(e.messages).decode(),
             tools_json=msgspec.json.encode(e.tools).decode(),
+            tool_choice=e.tool_choice,
             max_tokens=e.max_tokens,
             temperature=e.temperature,
             max_retries=e.max_retries,

@@ -103,6 +103,7 @@ def decide_start(
             kind=ag.AGENT_TURN,
             messages=messages,
             tools=list(tools),
+            tool_choice=getattr(profile, "first_tool_choice", None) if tools else None,
             max_tokens=profile.max_tokens,
             temperature=profile.temperature,
             priority=cmd.priority,

@@ -70,6 +70,9 @@ class AgentProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.2
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     max_cost_cents: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    first_tool_choice: Annotated[str, msgspec.Meta(pattern=r"^(auto|required|[A-Za-z0-9_-]{1,64})$")] | None = None
+    """Turn 1's ``tool_choice``: ``required`` makes the model start with a tool call (small local models otherwise
+    tend to answer at once); later turns are ``auto``."""
     permissions: ProfilePermissions = ProfilePermissions()
 
 
