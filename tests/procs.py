@@ -72,6 +72,7 @@ MODULES = {
     "edge": "hermes_edge",
     "gateway": "hermes_gateway",
     "notifier": "hermes_notifier",
+    "tools": "hermes_tools",
 }
 """Service name (as the tests call it) → the module ``python -m`` runs."""
 
@@ -82,6 +83,7 @@ READY_MARKERS = {
     "edge": "edge_started",
     "gateway": "gateway_ready",
     "notifier": "notifier_started",
+    "tools": "tools_started",
 }
 """The log event each service writes once it serves (read models caught up, consumers running)."""
 
