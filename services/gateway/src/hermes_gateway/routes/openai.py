@@ -5,7 +5,9 @@ string while auth is off) as the API key. A completion is one chat turn through 
 the orchestrator applies SOUL.md and memories, the backend-router chooses the backend serving the requested model
 within the budgets, an edge runs it, and the turn is captured in the session. The model ``hermes`` runs Hermes's
 own flow instead: draft 1 and its clarifying questions; the next message of the same session answers them and gets
-draft 2.
+draft 2. The model ``hermes-agent`` runs an agent (tools, approvals) on the last user message and answers with the
+run's answer, streaming each step (:mod:`hermes_gateway.agent_model`); ``metadata.profile``/``metadata.project`` (or
+the headers ``X-Hermes-Agent-Profile``/``X-Hermes-Project``) choose its profile and workspace.
 
 Sessions: header ``X-Hermes-Session-Id`` (else the body's ``user``) names the session; the same id continues it.
 Without either, each request starts a new session. Every response carries ``X-Hermes-Session-Id`` (the key, to
@@ -33,6 +35,7 @@ from hermes_proto.commands import SubmitChat
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import BadReply, BusUnavailable, Refused
 
+from hermes_gateway.agent_model import AGENT_MODEL, run_agent_turn
 from hermes_gateway.chat import ChatTurn, TurnFailed, TurnResult, session_thread_id
 from hermes_gateway.deps import BackendsDep, BusDep, CommandsDep, PrincipalDep, SettingsDep, WriterDep
 from hermes_gateway.hermes_model import HERMES_MODEL, run_hermes_turn
@@ -75,6 +78,8 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
     n: int = 1
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    """OpenAI's free-form metadata; the model ``hermes-agent`` reads ``profile`` and ``project`` from it."""
 
 
 class OpenAIError(Exception):
@@ -105,8 +110,8 @@ def _bus_error(exc: Exception) -> OpenAIError:
 
 @router.get("/models")
 async def list_models(backends: BackendsDep, principal: PrincipalDep) -> JSONResponse:
-    """OpenAI's model list: ``hermes`` and every model of every healthy, enabled backend (``owned_by`` the first
-    backend serving it)."""
+    """OpenAI's model list: ``hermes``, ``hermes-agent`` and every model of every healthy, enabled backend
+    (``owned_by`` the first backend serving it)."""
     try:
         reply = await backends.backends()
     except (BusUnavailable, BadReply, Refused) as exc:
@@ -116,7 +121,7 @@ async def list_models(backends: BackendsDep, principal: PrincipalDep) -> JSONRes
         if b.enabled and b.health == "healthy":
             for model in b.models:
                 seen.setdefault(model, b.name)
-    data = [{"id": HERMES_MODEL, "object": "model", "created": 0, "owned_by": "hermes"}]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "hermes"} for m in (HERMES_MODEL, AGENT_MODEL)]
     data += [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in seen.items()]
     return JSONResponse({"object": "list", "data": data})
 
@@ -226,6 +231,17 @@ async def chat_completions(
                 key,
                 principal.user_id,
                 project,
+                bool(body.stream_options and body.stream_options.include_usage),
+            )
+        if body.model == AGENT_MODEL:
+            return await run_agent_turn(
+                request,
+                body.stream,
+                messages,
+                key,
+                principal.user_id,
+                project,
+                body.metadata,
                 bool(body.stream_options and body.stream_options.include_usage),
             )
         backend, model = await _routing(backends, body.model)
