@@ -1,6 +1,11 @@
 """Tool calls through the edge: a real edge process on a real JetStream server, calling loopback model servers
 that speak each provider's own tool-calling wire format over a real socket.
 
+With ``BACKEND_<NAME>_TOOL_CALLING=constrained`` (the embedded model's, set by ``hermes up``), the OpenAI-compatible
+server gets no ``tools``: the system message describes them, ``response_format`` carries the JSON Schema of the one
+object it may reply (a call of an offered tool or an answer), and that object comes back as the call or the text.
+A request's ``tool_choice`` reaches each provider in its own words (constrained: as the schema's branches).
+
 For each of the OpenAI-compatible API (one ``chat.completion`` object, and an SSE stream of ``delta.tool_calls``
 fragments), Ollama's native ``/api/chat`` and Anthropic's Messages API: an ``ExecutionRequested`` with tools
 reaches the server as that provider's ``tools``; the server's tool calls come back in ``ExecutionCompleted`` with
@@ -19,21 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from conftest import thread_events, wait_until
 from fakes.loopback import LoopbackServer
 from procs import ServiceProcess
+from pydantic import ValidationError
 
 from hermes_proto import subjects
+from hermes_proto.backends import load_backend
 from hermes_proto.base import ChatMessage
 from hermes_proto.codec import encode
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed
-from hermes_proto.execution import ExecutionRequested
+from hermes_proto.execution import ExecutionRequested, TokenDelta
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.tools import ToolCall, ToolSpec
 
 from hermes_cli.natsserver import free_port
+from hermes_edge.adapters.constrained import parse_reply, reply_schema, tools_prompt
+from hermes_tools.builtin import BUILTIN_SPECS
 
 MODEL = "tool-model"
 TOOLS = [
@@ -300,9 +310,11 @@ async def start_edge(js_client, bus_env: dict[str, str], tmp_path: Path) -> Asyn
     nc, _ = js_client
     started: list[tuple[ServiceProcess, ToolModelServer]] = []
 
-    async def start(server: ToolModelServer, kind: str) -> ServiceProcess:
+    async def start(server: ToolModelServer, kind: str, tool_calling: str | None = None) -> ServiceProcess:
         await server.start()
         env = dict(bus_env)
+        if tool_calling is not None:
+            env["BACKEND_TALOS_TOOL_CALLING"] = tool_calling
         env.update(
             {
                 "HERMES_EDGE_BACKEND": "talos",
@@ -335,7 +347,9 @@ async def start_edge(js_client, bus_env: dict[str, str], tmp_path: Path) -> Asyn
         await server.stop()
 
 
-def new_request(messages: list[ChatMessage], tools: list[ToolSpec] = TOOLS) -> ExecutionRequested:
+def new_request(
+    messages: list[ChatMessage], tools: list[ToolSpec] = TOOLS, tool_choice: str | None = None
+) -> ExecutionRequested:
     return ExecutionRequested(
         request_id=new_id(),
         thread_id=new_id(),
@@ -347,6 +361,7 @@ def new_request(messages: list[ChatMessage], tools: list[ToolSpec] = TOOLS) -> E
         temperature=0.2,
         timeout_s=20.0,
         tools=tools,
+        tool_choice=tool_choice,
         correlation_id=new_id(),
         requested_at=utcnow(),
     )
@@ -394,7 +409,6 @@ def assert_tools_offered(kind: str, body: dict[str, Any]) -> None:
     if kind == "ollama":
         assert body["stream"] is True
     else:  # llama.cpp's chatml-function-calling cannot stream an automatic tool choice: one completion is asked for
-        assert body["tool_choice"] == "auto"
         assert body["stream"] is False and "stream_options" not in body
 
 
@@ -461,6 +475,8 @@ async def test_tools_reach_the_provider_and_its_calls_come_back_decoded(js_clien
     assert completed.text == preface
     assert (completed.prompt_tokens, completed.completion_tokens) == (31, 12)
     assert_tools_offered(kind, server.bodies[0])
+    if kind == "openai":
+        assert server.bodies[0]["tool_choice"] == "auto"  # the request named none
 
     answer = await execute(js, new_request(follow_up(request, completed)))
     assert answer.text == FINAL_TEXT and answer.tool_calls == [] and answer.finish_reason == "stop"
@@ -512,3 +528,197 @@ async def test_a_request_without_tools_is_streamed_as_before(js_client, start_ed
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert "tools" not in body and "tool_choice" not in body
     assert body["messages"] == [{"role": m.role, "content": m.content} for m in PROMPT]
+
+
+# --- tool_choice, native ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "choice", "expected"),
+    [
+        ("openai", None, "auto"),
+        ("openai", "auto", "auto"),
+        ("openai", "required", "required"),
+        ("openai", "list_dir", {"type": "function", "function": {"name": "list_dir"}}),
+        ("anthropic", None, None),  # Anthropic's default is auto: nothing sent
+        ("anthropic", "required", {"type": "any"}),
+        ("anthropic", "list_dir", {"type": "tool", "name": "list_dir"}),
+        ("ollama", "required", None),  # Ollama has no tool_choice
+    ],
+)
+async def test_tool_choice_reaches_the_provider_in_its_own_words(
+    js_client, start_edge, kind: str, choice: str | None, expected: Any
+) -> None:
+    _, js = js_client
+    server = dict(SERVERS.values())[kind](turns=[Turn(calls=(CALLS[1],))])
+    await start_edge(server, kind)
+    await execute(js, new_request(list(PROMPT), tool_choice=choice))
+    [body] = server.bodies
+    assert_tools_offered(kind, body)
+    if expected is None:
+        assert "tool_choice" not in body
+    else:
+        assert body["tool_choice"] == expected
+
+
+# --- constrained tool calling ---------------------------------------------------------------------------------------
+
+
+def branch(tool: ToolSpec) -> dict[str, Any]:
+    """The reply schema's branch of ``tool`` (TOOLS have no bounds, patterns or descriptions at the top level; the
+    property descriptions are dropped for the grammar)."""
+    arguments = json.loads(json.dumps(tool.parameters))
+    for prop in arguments["properties"].values():
+        prop.pop("description", None)
+    return {
+        "type": "object",
+        "properties": {"tool": {"const": tool.name}, "arguments": arguments},
+        "required": ["tool", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+ANSWER_BRANCH = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def assert_constrained(body: dict[str, Any], branches: list[dict[str, Any]]) -> str:
+    """A constrained request: no ``tools``, one completion, the reply schema in ``response_format``, the tools in the
+    system message (returned)."""
+    assert "tools" not in body and "tool_choice" not in body
+    assert body["stream"] is False and "stream_options" not in body
+    assert body["response_format"] == {"type": "json_object", "schema": {"anyOf": branches}}
+    system = body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith(PROMPT[0].content + "\n\n# Tools\n")
+    for tool in TOOLS:
+        described = next(line for line in system["content"].splitlines() if line.startswith(f"- {tool.name}: "))
+        assert tool.description in described
+        assert json.dumps(tool.parameters, separators=(",", ":")) in described  # no bounds to drop: all of it
+    return system["content"]
+
+
+async def collect_tokens(nc, request: ExecutionRequested) -> list[TokenDelta]:
+    deltas: list[TokenDelta] = []
+
+    async def on_delta(msg) -> None:
+        deltas.append(msgspec.json.decode(msg.data, type=TokenDelta))
+
+    await nc.subscribe(subjects.token_subject(request.thread_id, request.job_id), cb=on_delta)
+    await nc.flush()
+    return deltas
+
+
+async def test_constrained_tools_go_in_the_prompt_and_the_json_reply_becomes_the_call(js_client, start_edge) -> None:
+    nc, js = js_client
+    call_object = '{"tool": "read_file", "arguments": {"path": "notes/garden.md"}}'
+    server = OpenAIToolServer(turns=[Turn(text=call_object), Turn(text=json.dumps({"answer": FINAL_TEXT}))])
+    await start_edge(server, "openai", tool_calling="constrained")
+
+    request = new_request(list(PROMPT), tool_choice="required")
+    deltas = await collect_tokens(nc, request)
+    completed = await execute(js, request)
+    assert completed.tool_calls == [ToolCall(call_id="call_0", name="read_file", arguments={"path": "notes/garden.md"})]
+    assert completed.finish_reason == "tool_calls" and completed.text == "" and completed.first_token_ms is None
+    assert (completed.prompt_tokens, completed.completion_tokens) == (31, 12)
+    system = assert_constrained(server.bodies[0], [branch(t) for t in TOOLS])  # required: no answer branch
+    assert "Call a tool now." in system and '{"answer"' not in system
+    assert server.bodies[0]["messages"][1:] == [{"role": "user", "content": PROMPT[1].content}]
+    await wait_until(lambda: deltas and deltas[-1].done, timeout_s=5)
+    assert [d.text for d in deltas] == [""]  # the JSON object is never streamed as text
+
+    follow = new_request(follow_up(request, completed))
+    deltas = await collect_tokens(nc, follow)
+    answer = await execute(js, follow)
+    assert answer.text == FINAL_TEXT and answer.tool_calls == [] and answer.finish_reason == "stop"
+    body = server.bodies[1]
+    system = assert_constrained(body, [*(branch(t) for t in TOOLS), ANSWER_BRANCH])  # auto: call or answer
+    assert '- to answer the user: {"answer": "<your reply to the user>"}' in system
+    # the chat template shows the call as the object the model wrote, and the result as a tool message
+    assert body["messages"][1:] == [
+        {"role": "user", "content": PROMPT[1].content},
+        {"role": "assistant", "content": call_object},
+        {"role": "tool", "content": "result of read_file", "tool_call_id": "call_0"},
+    ]
+    await wait_until(lambda: deltas and deltas[-1].done, timeout_s=5)
+    assert "".join(d.text for d in deltas) == FINAL_TEXT  # the answer, not its JSON
+
+
+async def test_constrained_tool_choice_narrows_the_schema(js_client, start_edge) -> None:
+    _, js = js_client
+    server = OpenAIToolServer(
+        turns=[
+            Turn(text='{"tool": "list_dir", "arguments": {"path": "notes", "depth": 2}}'),
+            Turn(text='{"answer": "Nothing to call."}'),
+        ]
+    )
+    await start_edge(server, "openai", tool_calling="constrained")
+    named = await execute(js, new_request(list(PROMPT), tool_choice="list_dir"))
+    assert named.tool_calls == [ToolCall(call_id="call_0", name="list_dir", arguments={"path": "notes", "depth": 2})]
+    system = assert_constrained(server.bodies[0], [branch(TOOLS[1])])
+    assert 'Call the tool list_dir now. Reply with ONE JSON object and nothing else: {"tool": "list_dir"' in system
+
+    none = await execute(js, new_request(list(PROMPT), tool_choice="none"))
+    assert none.text == "Nothing to call." and none.tool_calls == []
+    assert_constrained(server.bodies[1], [ANSWER_BRANCH])
+
+
+async def test_a_constrained_reply_that_is_not_the_object_is_the_answer(js_client, start_edge) -> None:
+    """Only a server that ignored the schema could send this: its text is the answer, never a failure."""
+    _, js = js_client
+    server = OpenAIToolServer(
+        turns=[Turn(text="Sure! Here are your notes."), Turn(text='{"tool": "list_dir", "arguments": ["notes"]}')]
+    )
+    await start_edge(server, "openai", tool_calling="constrained")
+    plain = await execute(js, new_request([PROMPT[1]]))  # no system message: the tools get one of their own
+    assert plain.text == "Sure! Here are your notes." and plain.tool_calls == [] and plain.finish_reason == "stop"
+    first = server.bodies[0]["messages"][0]
+    assert first["role"] == "system" and first["content"].startswith("# Tools\n")
+    assert server.bodies[0]["messages"][1] == {"role": "user", "content": PROMPT[1].content}
+
+    odd = await execute(js, new_request(list(PROMPT)))
+    assert odd.tool_calls == [ToolCall(call_id="call_0", name="list_dir", arguments={"_raw": '["notes"]'})]
+
+
+async def test_constrained_mode_streams_a_request_without_tools_as_before(js_client, start_edge) -> None:
+    _, js = js_client
+    server = OpenAIToolServer(turns=[Turn(text=FINAL_TEXT)])
+    await start_edge(server, "openai", tool_calling="constrained")
+    completed = await execute(js, new_request(list(PROMPT), tools=[]))
+    assert completed.text == FINAL_TEXT
+    [body] = server.bodies
+    assert body["stream"] is True and "response_format" not in body
+    assert body["messages"] == [{"role": m.role, "content": m.content} for m in PROMPT]
+
+
+def test_tool_calling_is_a_backend_setting() -> None:
+    env = {"BACKEND_LOCAL_TYPE": "openai", "BACKEND_LOCAL_TOOL_CALLING": "Constrained"}
+    assert load_backend("local", env).tool_calling == "constrained"
+    assert load_backend("other", {}).tool_calling == "native"
+    assert load_backend("local", {}, file_fields={"tool_calling": "constrained"}).tool_calling == "constrained"
+    with pytest.raises(ValidationError, match="unknown tool calling mode"):
+        load_backend("local", {"BACKEND_LOCAL_TOOL_CALLING": "grammar"})
+    with pytest.raises(ValidationError, match="needs type 'openai'"):
+        load_backend("local", {"BACKEND_LOCAL_TYPE": "ollama", "BACKEND_LOCAL_TOOL_CALLING": "constrained"})
+
+
+def test_the_reply_schema_of_every_builtin_tool_becomes_a_small_grammar() -> None:
+    """llama-cpp-python's server turns ``response_format.schema`` into a grammar and, when it cannot, silently
+    constrains to any JSON instead: the schemas Hermes sends must convert, and stay small (the raw ``maxLength: 4096``
+    of a path unrolls into thousands of nested rules)."""
+    grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    tools = list(BUILTIN_SPECS.values())
+    raw = grammar.json_schema_to_gbnf(json.dumps({"anyOf": [{"properties": {"a": t.parameters}} for t in tools]}))
+    for choice in ("auto", "required", "file_read", "none"):
+        gbnf = grammar.json_schema_to_gbnf(json.dumps(reply_schema(tools, choice)))
+        assert len(gbnf) < 10_000 < len(raw), (choice, len(gbnf))
+    # the prompt ends with a call of the first tool that needs no arguments: a small model copies its shape
+    fileops = [BUILTIN_SPECS[n] for n in ("file_read", "file_list", "file_search")]
+    assert tools_prompt(fileops, "required").endswith('\nExample: {"tool": "file_list", "arguments": {}}')
+    assert "Example:" not in tools_prompt(TOOLS, "auto")  # every test tool needs a path
+    # the grammar's strings may hold raw control characters, which strict JSON refuses
+    assert parse_reply('{"answer": "two\nlines"}') == ("two\nlines", [])
+    assert parse_reply('{"tool": "file_list", "arguments": {"glob": "a\tb"}}')[1][0].arguments == {"glob": "a\tb"}

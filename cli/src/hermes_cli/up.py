@@ -39,9 +39,14 @@ from hermes_cli.supervision import LISTENER, SUPERVISORD_LOG, Program, RestartPo
 MODEL_ALIAS = "smollm2-135m-instruct"
 TOOLS_CHAT_FORMAT = "chatml-function-calling"
 """The ``HERMES_MODEL_CHAT_FORMAT`` with which the embedded model answers an OpenAI ``tools`` request with
-grammar-constrained ``tool_calls`` (non-streamed only). Not the default: that handler HTML-escapes every message
-(``'`` → ``&#39;``, ``<`` → ``&lt;``), which the model then echoes in plain answers, drops SmolLM2's default
-system prompt and renders ``tool`` messages without their content."""
+grammar-constrained ``tool_calls`` (non-streamed only; with ``BACKEND_TALOS_TOOL_CALLING=native``). Not the default:
+that handler HTML-escapes every message (``'`` → ``&#39;``, ``<`` → ``&lt;``), which the model then echoes in plain
+answers, drops SmolLM2's default system prompt, renders ``tool`` messages without their content and fails on
+``tool_choice: "required"``."""
+TOOL_CALLING = "constrained"
+"""The embedded model's ``BACKEND_TALOS_TOOL_CALLING`` unless set: the edge describes the tools in the system message
+and the server's grammar constrains each reply to one JSON object, a tool call or an answer
+(:mod:`hermes_edge.adapters.constrained`), with the GGUF's own chat template."""
 SERVICES = (  # (process name, module, metrics port offset from the web port); the edges come after the router
     ("orchestrator", "hermes_orchestrator", 1),
     ("learner", "hermes_learner", 2),
@@ -200,6 +205,7 @@ def plan(settings: UpSettings) -> Plan:
                 "BACKEND_TALOS_HOST": "127.0.0.1",
                 "BACKEND_TALOS_PORT": str(port),
                 "BACKEND_TALOS_MODELS": MODEL_ALIAS,
+                "BACKEND_TALOS_TOOL_CALLING": os.environ.get("BACKEND_TALOS_TOOL_CALLING") or TOOL_CALLING,
             }
         )
     taken = {settings.hermes_web_port}

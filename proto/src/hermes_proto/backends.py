@@ -10,7 +10,11 @@ on the user's machines; default true for ``talos``), ``QUALITY`` and ``SPEED`` (
 ``COST_PER_MTOK_CENTS`` (price per million tokens, cents; 0 = free; ``PRICE_IN_CENTS_PER_MTOK`` and
 ``PRICE_OUT_CENTS_PER_MTOK`` set input and output prices apart), ``MAX_CONCURRENT`` (jobs at once; default 1
 for a local backend, the seed's ``talos.max_concurrent_jobs``, unlimited otherwise), ``CAPABILITIES``
-(comma-separated, e.g. ``code,reasoning,vision``).
+(comma-separated, e.g. ``code,reasoning,vision``), ``TOOL_CALLING`` (how the edge offers tools to an ``openai``
+backend: ``native``, the default, sends OpenAI ``tools`` and ``tool_choice``; ``constrained`` describes the tools
+in the system message and has the server constrain the reply to one JSON object, a tool call or an answer, with
+``response_format: {"type": "json_object", "schema": ...}``, llama-cpp-python's grammar-constrained decoding:
+for a model whose chat template knows no tools; ``hermes up`` sets it for the embedded model).
 
 The same fields may come from a TOML file (``HERMES_BACKENDS_FILE``), one table per backend::
 
@@ -31,9 +35,11 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_PORTS = {"ollama": 11434, "openai": 8080, "anthropic": 8080}
+TOOL_CALLING_MODES = ("native", "constrained")
+"""``BACKEND_<NAME>_TOOL_CALLING``: how tools reach the model (``constrained``: ``openai`` backends only)."""
 BACKEND_NAME = re.compile(r"[a-z0-9_]+")
 """A backend's name (lower case): a NATS subject token and part of the ``BACKEND_<NAME>_*`` variable names."""
 
@@ -71,6 +77,7 @@ class BackendConfig(BaseModel):
     price_out_cents_per_mtok: float | None = Field(None, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
     capabilities: list[str] = []
+    tool_calling: str = "native"
 
     @field_validator("models", "capabilities", mode="before")
     @classmethod
@@ -103,6 +110,20 @@ class BackendConfig(BaseModel):
         if value not in DEFAULT_PORTS:
             raise ValueError(f"unknown backend type {value!r}; expected one of {sorted(DEFAULT_PORTS)}")
         return value
+
+    @field_validator("tool_calling")
+    @classmethod
+    def _tool_calling(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in TOOL_CALLING_MODES:
+            raise ValueError(f"unknown tool calling mode {value!r}; expected one of {list(TOOL_CALLING_MODES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _constrained_needs_openai(self) -> BackendConfig:
+        if self.tool_calling == "constrained" and self.type != "openai":
+            raise ValueError(f"tool_calling 'constrained' needs type 'openai' (response_format), not {self.type!r}")
+        return self
 
     @property
     def default_model(self) -> str:

@@ -61,7 +61,8 @@ class ModelCallFailed(Exception):
 class ModelCall:
     """One chat completion to run: ``max_tokens`` bounds the output (tokens), ``timeout_s`` the whole
     call (seconds, connect to last byte); ``tools``: the tools the model may call (passed to the provider in its
-    own shape; empty: none)."""
+    own shape; empty: none); ``tool_choice``: ``auto``, ``required``, ``none`` or the name of the one tool to call
+    (see :func:`tool_choice`)."""
 
     model: str
     messages: Sequence[ChatMessage]
@@ -69,6 +70,7 @@ class ModelCall:
     temperature: float
     timeout_s: float
     tools: Sequence[ToolSpec] = ()
+    tool_choice: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,19 @@ class ModelReply:
     finish_reason: str | None
     usage_estimated: bool = False
     tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+AUTO, REQUIRED, NO_TOOL = "auto", "required", "none"
+"""The ``tool_choice`` words; any other value is the name of the tool the model must call."""
+
+
+def tool_choice(value: str | None) -> str:
+    """A request's ``tool_choice`` as the edge passes it on: None or empty → ``auto``; ``auto``, ``required`` and
+    ``none`` as they are (any case); anything else is a tool's name, kept exactly."""
+    if value is None or not value.strip():
+        return AUTO
+    word = value.strip().lower()
+    return word if word in (AUTO, REQUIRED, NO_TOOL) else value.strip()
 
 
 RAW_ARGUMENTS = "_raw"
@@ -219,7 +234,8 @@ def error_for_status(
 
 def model_call(request: ExecutionRequested, default_model: str | None, timeout_cap_s: float) -> ModelCall:
     """The call for ``request``: its model, or the backend's default model when the request names none;
-    the timeout is the smaller of the request's and the backend's (seconds)."""
+    the timeout is the smaller of the request's and the backend's (seconds); its ``tool_choice`` normalized by
+    :func:`tool_choice`."""
     return ModelCall(
         model=request.model or default_model or "",
         messages=request.messages,
@@ -227,6 +243,7 @@ def model_call(request: ExecutionRequested, default_model: str | None, timeout_c
         temperature=request.temperature,
         timeout_s=min(request.timeout_s, timeout_cap_s),
         tools=request.tools,
+        tool_choice=tool_choice(request.tool_choice),
     )
 
 

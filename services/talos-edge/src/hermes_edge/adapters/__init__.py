@@ -21,9 +21,11 @@ ADAPTERS: dict[str, type[HttpChatAdapter]] = {
 
 def build_adapter(backend: BackendConfig, session: aiohttp.ClientSession) -> HttpChatAdapter:
     """The adapter for ``backend.type`` talking to :attr:`~hermes_proto.backends.BackendConfig.base_url` through
-    ``session`` (see :func:`new_session`); raises ``KeyError`` for an unknown type (``load_backend`` already
-    rejects those)."""
+    ``session`` (see :func:`new_session`), an OpenAI-compatible one with the backend's ``tool_calling``; raises
+    ``KeyError`` for an unknown type (``load_backend`` already rejects those)."""
     key = backend.key.get_secret_value() if backend.key else None
+    if backend.type == "openai":
+        return OpenAICompatAdapter(session, backend.base_url, key, tool_calling=backend.tool_calling)
     return ADAPTERS[backend.type](session, backend.base_url, key)
 
 

@@ -8,7 +8,8 @@ replace the rest after the 200. Unknown event types are skipped, as Anthropic's 
 reasons are reported in the OpenAI words the other adapters use (``end_turn`` → ``stop``, ``max_tokens`` →
 ``length``, ``tool_use`` → ``tool_calls``).
 
-Tools go in ``tools`` as ``{name, description, input_schema}``. A tool call is a ``tool_use`` content block:
+Tools go in ``tools`` as ``{name, description, input_schema}``, a ``tool_choice`` other than ``auto`` as Anthropic's
+(``required`` → ``{"type": "any"}``, ``none`` → ``{"type": "none"}``, a tool's name → ``{"type": "tool", "name"}``). A tool call is a ``tool_use`` content block:
 streamed, its ``content_block_start`` carries ``id`` and ``name`` and its ``input_json_delta`` deltas the input's
 JSON text in pieces (joined per block index); whole, its ``input`` object. An assistant message's calls go back
 as ``tool_use`` blocks, tool results as a ``user`` message of ``tool_result`` blocks (``tool_use_id``), the
@@ -27,7 +28,16 @@ from hermes_proto.tools import ToolCall
 
 from hermes_edge.adapters.http_chat import HttpChatAdapter, StreamState, loads_or_malformed
 from hermes_edge.adapters.streams import sse_data
-from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, derived_call_id, error_for_status
+from hermes_edge.domain import (
+    AUTO,
+    NO_TOOL,
+    REQUIRED,
+    ErrorCode,
+    ModelCall,
+    ModelCallFailed,
+    derived_call_id,
+    error_for_status,
+)
 
 API_VERSION = "2023-06-01"
 # Anthropic's API reference: temperature ranges from 0 to 1 (OpenAI's from 0 to 2).
@@ -74,6 +84,17 @@ def anthropic_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+def anthropic_tool_choice(choice: str) -> dict[str, Any] | None:
+    """Anthropic's ``tool_choice`` for a :func:`hermes_edge.domain.tool_choice`; None for ``auto`` (its default)."""
+    if choice == AUTO:
+        return None
+    if choice == REQUIRED:
+        return {"type": "any"}
+    if choice == NO_TOOL:
+        return {"type": "none"}
+    return {"type": "tool", "name": choice}
+
+
 def _all_tool_results(content: Any) -> bool:
     return isinstance(content, list) and all(b.get("type") == "tool_result" for b in content)
 
@@ -109,6 +130,9 @@ class AnthropicAdapter(HttpChatAdapter):
                 {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
                 for tool in call.tools
             ]
+            choice = anthropic_tool_choice(call.tool_choice)
+            if choice is not None:
+                body["tool_choice"] = choice
         return body
 
     def listed_models(self, payload: Any) -> list[str]:

@@ -3,30 +3,50 @@
 Streams Server-Sent Events: ``data: {chat.completion.chunk}`` lines, usage in a last chunk (asked for with
 ``stream_options.include_usage``), then ``data: [DONE]``.
 
-A call that offers ``tools`` sends them (``ToolSpec.openai()``) with ``tool_choice: "auto"`` and asks for one
-``chat.completion`` object (``stream: false``): llama-cpp-python's ``chatml-function-calling`` handler, the
-embedded model's, cannot stream an automatic tool choice (it answers 200 and an empty stream). Its tool calls
-are read from ``message.tool_calls``, or, from a server that streams anyway, from ``delta.tool_calls``
-fragments joined by their ``index``.
+A call that offers ``tools`` asks for one ``chat.completion`` object (``stream: false``) and offers them one of two
+ways, the backend's ``TOOL_CALLING`` (:attr:`hermes_proto.backends.BackendConfig.tool_calling`):
+
+* ``native`` (default): OpenAI ``tools`` (``ToolSpec.openai()``) and ``tool_choice`` (``auto``, ``required``,
+  ``none`` or ``{"type": "function", "function": {"name": ...}}``). Not streamed because llama-cpp-python's
+  ``chatml-function-calling`` handler cannot stream an automatic tool choice (it answers 200 and an empty stream).
+  The tool calls are read from ``message.tool_calls``, or, from a server that streams anyway, from
+  ``delta.tool_calls`` fragments joined by their ``index``.
+* ``constrained``: no ``tools``; the tools are described in the system message and the reply is constrained to one
+  JSON object, a call or an answer, by ``response_format: {"type": "json_object", "schema": ...}``
+  (:mod:`hermes_edge.adapters.constrained`). For a model whose chat template knows no tools, served by
+  llama-cpp-python (the embedded model). The object is turned into the reply's tool call or text; only that text
+  is handed on as the reply's text chunk, never the JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, ClassVar
 
 import aiohttp
 
 from hermes_proto.base import ChatMessage
 
+from hermes_edge.adapters.constrained import constrained_messages, parse_reply, reply_schema
 from hermes_edge.adapters.http_chat import (
     HttpChatAdapter,
     StreamState,
+    TextSink,
     in_stream_error,
     loads_or_malformed,
 )
 from hermes_edge.adapters.streams import sse_data
-from hermes_edge.domain import ErrorCode, ModelCall, ModelCallFailed, arguments_text
+from hermes_edge.domain import (
+    AUTO,
+    NO_TOOL,
+    REQUIRED,
+    ErrorCode,
+    ModelCall,
+    ModelCallFailed,
+    ModelReply,
+    arguments_text,
+)
 
 DONE = "[DONE]"
 
@@ -49,15 +69,66 @@ def openai_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+def openai_tool_choice(choice: str) -> str | dict[str, Any]:
+    """OpenAI's ``tool_choice`` for a :func:`hermes_edge.domain.tool_choice`: the words as they are, a tool's name
+    as ``{"type": "function", "function": {"name": ...}}``."""
+    if choice in (AUTO, REQUIRED, NO_TOOL):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+async def _no_text(_: str) -> None:
+    return None
+
+
 class OpenAICompatAdapter(HttpChatAdapter):
     """``POST {base}/v1/chat/completions`` with ``stream: true`` (``false`` when the call offers tools); probe
-    ``GET {base}/v1/models``. The API key, when set, is sent as ``Authorization: Bearer``."""
+    ``GET {base}/v1/models``. The API key, when set, is sent as ``Authorization: Bearer``. ``tool_calling``:
+    ``native`` or ``constrained`` (see the module's docstring)."""
 
     backend_type: ClassVar[str] = "openai"
     chat_path: ClassVar[str] = "/v1/chat/completions"
     probe_path: ClassVar[str] = "/v1/models"
 
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, api_key: str | None = None, *, tool_calling: str = "native"
+    ) -> None:
+        super().__init__(session, base_url, api_key)
+        self.tool_calling = tool_calling
+
+    def _constrained(self, call: ModelCall) -> bool:
+        return bool(call.tools) and self.tool_calling == "constrained"
+
+    async def stream_chat(self, call: ModelCall, on_text: TextSink) -> ModelReply:
+        """As :meth:`HttpChatAdapter.stream_chat`; in constrained mode the reply's JSON object becomes its tool call
+        (finish reason ``tool_calls``) or its text, handed to ``on_text`` once the object is complete."""
+        if not self._constrained(call):
+            return await super().stream_chat(call, on_text)
+        reply = await super().stream_chat(call, _no_text)
+        text, calls = parse_reply(reply.text)
+        if text:
+            await on_text(text)
+        return dataclasses.replace(
+            reply,
+            text=text,
+            tool_calls=calls,
+            finish_reason="tool_calls" if calls else reply.finish_reason,
+            first_token_ms=reply.first_token_ms if text else None,
+        )
+
     def request_body(self, call: ModelCall) -> dict[str, Any]:
+        if self._constrained(call):
+            return {
+                "model": call.model,
+                "messages": constrained_messages(call.messages, call.tools, call.tool_choice),
+                "max_tokens": call.max_tokens,
+                "temperature": call.temperature,
+                "stream": False,
+                "response_format": {
+                    "type": "json_object",
+                    "schema": reply_schema(call.tools, call.tool_choice),
+                },
+            }
         body: dict[str, Any] = {
             "model": call.model,
             "messages": [openai_message(m) for m in call.messages],
@@ -66,7 +137,7 @@ class OpenAICompatAdapter(HttpChatAdapter):
         }
         if call.tools:
             body["tools"] = [tool.openai() for tool in call.tools]
-            body["tool_choice"] = "auto"
+            body["tool_choice"] = openai_tool_choice(call.tool_choice)
             body["stream"] = False
         else:
             body["stream"] = True
