@@ -268,3 +268,31 @@ def test_the_read_model_keeps_the_run_state_the_fold_resumes_from(engine):
         "model_turn_completed",
     ]
     assert SQLModel.metadata.tables["agent_runs"] is not None
+
+
+def test_a_turn_that_only_repeats_a_completed_call_makes_the_next_turn_answer_without_tools():
+    _, _, state = start(profile="fileops", tools=[READ])
+
+    def turn(state):
+        e, state = answered(state, calls=[("file_read", {"path": "a.md"})])
+        events = agent.react_turn_completed(state, e, [], NOW, 900)
+        state = fold(events, state)
+        call = of(events, ag.ToolCallDispatched)[0]
+        done = ag.ToolCallCompleted(
+            event_id=new_id(),
+            aggregate_id=state.thread_id,
+            occurred_at=NOW,
+            correlation_id="c",
+            call_id=call.call_id,
+            name="file_read",
+            output="alpha",
+        )
+        state = fold([done], state)
+        return state, agent.react_call_closed(state, done, NOW)
+
+    state, first = turn(state)
+    assert of(first, JobQueued)[0].tool_choice is None  # a first call: tools as usual
+    state = fold(first, state)
+    state, second = turn(state)
+    queued = of(second, JobQueued)[0]
+    assert queued.tool_choice == "none" and queued.messages[-1].content == agent.REPEATED_NOTE

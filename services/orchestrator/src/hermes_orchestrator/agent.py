@@ -272,7 +272,8 @@ def react_call_closed(
     state: ThreadState, e: ag.ToolCallCompleted | ag.ToolCallFailed, now: datetime, job_timeout_s: float | None = None
 ) -> list[Event]:
     """Once every call of the turn has an outcome, queue the next turn with the results (or end the run at a
-    limit: wall time, cost in cents, tokens)."""
+    limit: wall time, cost in cents, tokens). A turn that only repeated earlier completed calls makes the next one
+    answer without tools (:func:`_only_repeats`)."""
     run = state.run
     if run is None or run.ended or e.call_id not in run.turn_calls or not run.turn_closed():
         return []
@@ -285,13 +286,18 @@ def react_call_closed(
     if run.max_tokens_total is not None and run.tokens >= run.max_tokens_total:
         return _fail(state, cause, now, "budget", f"{run.tokens} tokens used of {run.max_tokens_total}")
     settings = run.turn_settings
+    repeated = _only_repeats(run)
+    messages = _ordered(run)
+    if repeated:
+        messages.append(ChatMessage(role="user", content=REPEATED_NOTE))
     return [
         JobQueued(
             **_envelope(cause, "job_queued", state.thread_id, state.correlation_id, now),
             job_id=turn_job_id(state.thread_id, nxt),
             kind=ag.AGENT_TURN,
-            messages=_ordered(run),
+            messages=messages,
             tools=list(run.specs.values()),
+            tool_choice="none" if repeated else None,
             max_tokens=settings.get("max_tokens", 512),
             temperature=settings.get("temperature", 0.2),
             priority=state.priority,
@@ -302,6 +308,25 @@ def react_call_closed(
             timeout_s=job_timeout_s,
         )
     ]
+
+
+REPEATED_NOTE = (
+    "You asked for the same tool call again and already have its result above. Answer the task now from the "
+    "results you have, without calling a tool."
+)
+
+
+def _only_repeats(run: RunState) -> bool:
+    """Every call of the turn just closed repeats (same tool, same arguments) a call an earlier turn completed: the
+    next turn may not call tools (``tool_choice`` ``none``) and is told to answer, so a model that loops on one call
+    answers instead of spending its iterations."""
+    earlier = {
+        run.call_key(c.name, c.arguments)
+        for c in run.calls.values()
+        if c.iteration < run.iteration and c.status == "completed"
+    }
+    turn = [run.calls[c] for c in run.turn_calls if c in run.calls]
+    return bool(turn) and all(run.call_key(c.name, c.arguments) in earlier for c in turn)
 
 
 def _ordered(run: RunState) -> list[ChatMessage]:
