@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, SQLModel
 
 from hermes_proto import agents as ag
-from hermes_proto.events import ExecutionCompleted, JobCancelled, JobQueued, ThreadCompleted, ThreadFailed
+from hermes_proto.events import CostRecorded, ExecutionCompleted, JobCancelled, JobQueued, ThreadCompleted, ThreadFailed
 from hermes_proto.ids import new_id
 from hermes_proto.permissions import parse_rule
 from hermes_proto.tools import UNTRUSTED_OPEN, ToolCall, ToolSpec, call_binding
@@ -296,3 +296,37 @@ def test_a_turn_that_only_repeats_a_completed_call_makes_the_next_turn_answer_wi
     state, second = turn(state)
     queued = of(second, JobQueued)[0]
     assert queued.tool_choice == "none" and queued.messages[-1].content == agent.REPEATED_NOTE
+
+
+def test_the_runs_cost_in_cents_ends_it_before_the_next_turn():
+    _, _, state = start()
+    state.run.max_cost_cents = 0.5
+    e, state = answered(state, calls=[("file_read", {"path": "a"})])
+    events = agent.react_turn_completed(state, e, [], NOW, 900)
+    state = fold(events, state)
+    cost = CostRecorded(
+        event_id=new_id(),
+        aggregate_id=state.thread_id,
+        occurred_at=NOW,
+        correlation_id="c",
+        job_id=e.job_id,
+        backend="remote",
+        model="m",
+        prompt_tokens=1000,
+        completion_tokens=500,
+        cost_cents=0.75,
+    )
+    call = of(events, ag.ToolCallDispatched)[0]
+    done = ag.ToolCallCompleted(
+        event_id=new_id(),
+        aggregate_id=state.thread_id,
+        occurred_at=NOW,
+        correlation_id="c",
+        call_id=call.call_id,
+        name="file_read",
+        output="x",
+    )
+    state = fold([cost, done], state)
+    ended = agent.react_call_closed(state, done, NOW)
+    failed = of(ended, ag.AgentRunFailed)[0]
+    assert failed.reason == "budget" and "0.7500 cents" in failed.message and not of(ended, JobQueued)
