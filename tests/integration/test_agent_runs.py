@@ -158,6 +158,14 @@ def test_a_read_runs_in_the_sandbox_and_its_result_reaches_the_model_as_untruste
     tool_message = [m for m in second["messages"] if m["role"] == "tool"][0]
     assert tool_message["content"].startswith("<untrusted-data") and "buy tomatoes" in tool_message["content"]
     assert [t["function"]["name"] for t in second["tools"]] == ["file_read", "file_list", "file_search"]
+    with httpx.Client(timeout=15) as client:  # each model turn is a turn of the run's session; the answer a memory
+        session = client.get(f"{up.base_url}/api/sessions/{run_id}").json()["data"]
+        memory = client.get(f"{up.base_url}/api/memory/search", params={"q": "notes tomatoes"}).json()["data"]
+        export = client.get(f"{up.base_url}/api/export/sft")
+    assert [t["reply"] for t in session["turns"]] == ["", view["answer"]]
+    assert any(h["job_id"] == session["turns"][1]["job_id"] for h in memory["hits"])
+    assert not any(h["job_id"] == session["turns"][0]["job_id"] for h in memory["hits"])
+    assert export.status_code == 200 and "The notes say:" in export.text
 
 
 def test_shell_waits_for_a_person_and_runs_once_approved(up):

@@ -162,3 +162,9 @@ def test_views_carry_the_rules_whatever_was_sent() -> None:
         msgspec.json.encode(JobView(job_id="j", thread_id="t", kind="draft1", status="running")), type=JobView
     )
     assert job.cancellable and not JobView(job_id="j", thread_id="t", kind="draft1", status="failed").cancellable
+
+
+def test_an_agent_turn_is_a_session_turn_of_the_one_job_kind():
+    from hermes_proto import agents, threads
+
+    assert threads.AGENT_TURN == agents.AGENT_TURN and threads.AGENT_TURN in threads.TURN_KINDS

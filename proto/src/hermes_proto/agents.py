@@ -31,7 +31,7 @@ APPROVAL_SCOPES = (APPROVE_ONCE, APPROVE_FOR_RUN)
 AGENT_KIND = "agent"
 """``ThreadOpened.kind`` of an agent run."""
 AGENT_TURN = "agent_turn"
-"""``JobQueued.kind`` of one model turn of a run."""
+"""``JobQueued.kind`` of one model turn of a run (also :data:`hermes_proto.threads.AGENT_TURN`, a session turn)."""
 
 RUN_ENDINGS = ("answered", "max_iterations", "timeout", "budget", "model_failed", "cancelled")
 TOOL_ERRORS = (

@@ -32,7 +32,7 @@ ThreadStatus = Literal["drafting", "awaiting_answers", "refining", "completed", 
 what Hermes learned without answers) → completed, or to failed from any open status; a chat session is ``active``
 for ever."""
 ThreadKind = Literal["idea", "chat", "workflow"]
-JobKind = Literal["draft1", "draft2", "step", "chat", "classify"]
+JobKind = Literal["draft1", "draft2", "step", "chat", "classify", "agent_turn"]
 JobStatus = Literal["queued", "dispatched", "running", "retrying", "completed", "failed", "cancelled"]
 """``retrying``: an attempt failed and the router may fail over; the last three are final."""
 StepStatus = Literal[
@@ -60,7 +60,10 @@ DRAFT2: Final = "draft2"
 STEP: Final = "step"
 CLASSIFY: Final = "classify"
 """The job kind of an idea's classification: it presents no draft and never moves its thread."""
-TURN_KINDS: Final[tuple[JobKind, ...]] = (DRAFT1, DRAFT2, STEP, CHAT)
+AGENT_TURN: Final = "agent_turn"
+"""One model turn of an agent run (:data:`hermes_proto.agents.AGENT_TURN`, the same value: ``agents`` is imported by
+``events``, so it cannot import this module)."""
+TURN_KINDS: Final[tuple[JobKind, ...]] = (DRAFT1, DRAFT2, STEP, CHAT, AGENT_TURN)
 """The job kinds whose calls are turns of a session (a ``classify`` job is Hermes talking to itself)."""
 
 OPEN_JOB_STATUSES: Final[tuple[JobStatus, ...]] = ("queued", "dispatched", "running", "retrying")

@@ -289,7 +289,7 @@ def react_call_closed(
     repeated = _only_repeats(run)
     messages = _ordered(run)
     if repeated:
-        messages.append(ChatMessage(role="user", content=REPEATED_NOTE))
+        messages.append(ChatMessage(role="system", content=REPEATED_NOTE))
     return [
         JobQueued(
             **_envelope(cause, "job_queued", state.thread_id, state.correlation_id, now),

@@ -285,8 +285,8 @@ def _remember(store: RowStore, job, e: ev.ExecutionCompleted) -> None:  # noqa: 
     """A completed turn becomes a memory: its last user message and the reply, under its thread's user. A private
     thread's turns do not: a memory may be given to a later prompt that goes to a remote backend."""
     thread = store.get(Thread, job.thread_id)
-    if job.kind not in TURN_KINDS or thread is None or thread.private:
-        return
+    if job.kind not in TURN_KINDS or thread is None or thread.private or e.tool_calls or not e.text.strip():
+        return  # an agent's turn that only called tools is no memory: its answer is
     users = [m["content"] for m in json.loads(job.messages_json) if m["role"] == "user"]
     store.insert_absent(
         Memory(
