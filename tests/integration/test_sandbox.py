@@ -112,6 +112,26 @@ async def test_the_python_tool_uses_the_service_interpreter(ctx: ToolContext):
     assert out.data["exit_code"] == 0
 
 
+async def test_an_interpreter_installed_under_tmp_stays_visible(ws: Path, tmp_path: Path, monkeypatch):
+    """A CI checkout keeps its venv under /tmp: the sandbox's private /tmp must not hide it."""
+    import hermes_tools.sandbox as sandbox
+
+    installed = tmp_path / "checkout" / ".venv"
+    installed.mkdir(parents=True)
+    (installed / "marker").write_text("the interpreter's files\n")
+    installed.chmod(0o755)
+    for parent in (tmp_path / "checkout", tmp_path):
+        parent.chmod(0o755)
+    real = sandbox._python_roots()
+    monkeypatch.setattr(sandbox, "_python_roots", lambda: [*real, str(installed)])
+    result = await run_sandboxed(["cat", str(installed / "marker")], ws, SandboxLimits(wall_seconds=10))
+    assert result.exit_code == 0 and result.stdout == b"the interpreter's files\n", result
+    private = await run_sandboxed(["sh", "-c", "ls -A /tmp"], ws, SandboxLimits(wall_seconds=10))
+    assert private.stdout.split() == [
+        installed.parts[2].encode()
+    ]  # nothing of the host's /tmp but the interpreter's path
+
+
 async def test_writes_outside_the_workspace_fail(ctx: ToolContext, ws: Path, home: Path):
     marker = f"escape-{uuid.uuid4().hex}"
     out = await shell(

@@ -229,7 +229,9 @@ class _Plan:
                 args += ["--symlink", os.readlink(host), host]
             elif os.path.isdir(host):
                 args += ["--ro-bind", host, host]
-        made: set[str] = {"/", "/usr"}
+        # The private /tmp first: an interpreter installed under /tmp (a CI checkout) is bound on top of it below.
+        args += ["--perms", "1777", "--size", str(limits.memory_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        made: set[str] = {"/", "/usr", "/tmp"}
         for python_root in _python_roots():
             args += self._parents(python_root, made)
             args += ["--ro-bind", python_root, python_root]
@@ -242,7 +244,6 @@ class _Plan:
         for dest, data in _synthetic_etc(self.uid, self.gid).items():
             args += ["--perms", "0644", "--ro-bind-data", str(self._data_fd(data)), dest]
         args += ["--dev", "/dev", "--proc", "/proc"]
-        args += ["--perms", "1777", "--size", str(limits.memory_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         # No --chdir: the launcher enters the workspace once it is the sandbox user (root without
         # CAP_DAC_OVERRIDE cannot enter a 0700 directory of another user).
         args += ["--bind", str(workspace), SANDBOX_WORKSPACE, "--chdir", "/", "--remount-ro", "/"]
