@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 from nats.aio.client import Client as NATS
 from prometheus_client import Counter, Histogram
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from hermes_proto import agents as ag
 from hermes_proto import subjects
@@ -42,16 +43,26 @@ TOOL_DECISIONS = Counter("hermes_tool_call_decisions_total", "Tool calls by perm
 class ToolClient:
     """Asks the tool service (core NATS request/reply): the registry and a workspace's state hash."""
 
-    def __init__(self, nc: NATS, timeout_s: float = 3.0) -> None:
+    def __init__(self, nc: NATS, timeout_s: float = 3.0, registry_wait_s: float = 30.0) -> None:
         self.nc = nc
         self.timeout_s = timeout_s
+        self.registry_wait_s = registry_wait_s
 
     async def tools(self) -> list[ToolSpec]:
-        """The registry; empty (and logged) when the tool service does not answer: a run then gets no tools."""
+        """The registry, asked again (exponential backoff) for up to ``registry_wait_s`` seconds while the tool
+        service does not answer (it may be starting); then empty, logged: the run starts without tools and says so
+        (``AgentRunStarted.tools``)."""
         try:
-            reply = await ask(
-                self.nc, "The tool service", subjects.QUERY_TOOLS, ToolsQuery(), ToolsReply, self.timeout_s
-            )
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((BusUnavailable, Refused, *BUS_ERRORS)),
+                wait=wait_exponential(multiplier=0.25, max=2.0),
+                stop=stop_after_delay(self.registry_wait_s),
+                reraise=True,
+            ):
+                with attempt:
+                    reply = await ask(
+                        self.nc, "The tool service", subjects.QUERY_TOOLS, ToolsQuery(), ToolsReply, self.timeout_s
+                    )
         except (BusUnavailable, Refused, *BUS_ERRORS) as exc:
             log.warning("tool_registry_unavailable", error=repr(exc))
             return []
