@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,7 @@ def model():
             "Stopped: {result}",
         ],
         "T-LONG": [[("shell", {"command": "echo started > long.txt; sleep 60; echo late > late.txt"})], "never"],
+        "T-MCP": [[("time__get_current_time", {"timezone": "Europe/Paris"})], "It is {result}"],
         "T-CRASH": [
             [("shell", {"command": "echo once >> effects.txt; sleep 8; echo done"})],
             "After the crash: {result}",
@@ -109,6 +111,9 @@ def up(tmp_path_factory, model, page):
     (workspace / "evil.md").write_text(SHADOW + "\n")
     agents = stack.home / "agents"  # a person's own profile: web, writes and shell in one run
     agents.mkdir(exist_ok=True)
+    (agents / "timekeeper.toml").write_text(
+        'name = "timekeeper"\ntools = ["mcp:*"]\nsystem_prompt = "Tell the time."\n'
+    )
     (agents / "webdev.toml").write_text(
         'name = "webdev"\ntools = ["web_fetch", "file_write", "shell"]\nsystem_prompt = "Fetch, write, run."\n'
     )
@@ -342,3 +347,27 @@ def _cmdline(pid: int) -> list[str]:
             return [part.decode(errors="replace") for part in f.read().split(b"\0")]
     except OSError:
         return []
+
+
+def test_an_mcp_server_added_through_the_api_serves_a_run_and_leaves_when_removed(up):
+    server = {"command": [sys.executable, "-m", "mcp_server_time"]}
+    with httpx.Client(timeout=30) as client:
+        r = client.put(f"{up.base_url}/api/mcp/servers/time", json=server)
+        assert r.status_code == 200, r.text
+
+        def tool_names() -> list[str]:
+            return [t["name"] for t in client.get(f"{up.base_url}/api/tools").json()["data"]["tools"]]
+
+        wait_for(lambda: "time__get_current_time" in tool_names(), 30)
+        listed = client.get(f"{up.base_url}/api/mcp/servers").json()["data"]
+        assert "time" in listed["servers"] and "time__get_current_time" in listed["connected"]["time"]
+        run_id = run(client, up, "T-MCP what time is it in Paris", profile="timekeeper")
+        view = ended(client, up, run_id)
+        assert view["status"] == "completed", view
+        assert steps(view, "tool_call_requested")[0]["decision"] == "allow"  # the server says it only reads
+        assert "Europe/Paris" in steps(view, "tool_call_completed")[0]["output"]
+        assert client.delete(f"{up.base_url}/api/mcp/servers/time").status_code == 200
+        wait_for(lambda: not any(n.startswith("time__") for n in tool_names()), 30)
+        assert client.delete(f"{up.base_url}/api/mcp/servers/time").status_code == 404
+        bad = client.put(f"{up.base_url}/api/mcp/servers/bad", json={"command": ["x"], "url": "http://a.example"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_mcp_server"

@@ -14,7 +14,7 @@ person stops it (:class:`AgentRunCancelled`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -260,8 +260,8 @@ class DecideApproval(Command, frozen=True, kw_only=True):
 
     thread_id: RunId
     approval_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    decision: Annotated[str, msgspec.Meta(pattern=r"^(approve|reject)$")]
-    scope: Annotated[str, msgspec.Meta(pattern=r"^(once|run)$")] = APPROVE_ONCE
+    decision: Literal["approve", "reject"]
+    scope: Literal["once", "run"] = APPROVE_ONCE
     comment: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     user_id: str = "local"
     channel: str = "api"

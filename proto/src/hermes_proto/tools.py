@@ -124,4 +124,6 @@ class McpServersReply(msgspec.Struct, frozen=True, kw_only=True):
 
     servers: dict[str, dict[str, Any]] = {}
     connected: dict[str, list[str]] = {}
-    error: str | None = None
+    problem: str | None = None
+    """Why the change was refused or the file is not in force (None: all is well); not named ``error``, which marks
+    an :class:`~hermes_proto.queries.ErrorReply`."""

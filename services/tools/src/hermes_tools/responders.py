@@ -107,5 +107,7 @@ class Responders:
             connected.setdefault(spec.server or "", []).append(spec.name)
         await self._respond(
             msg,
-            McpServersReply(servers={name: _table(s) for name, s in servers.items()}, connected=connected, error=error),
+            McpServersReply(
+                servers={name: _table(s) for name, s in servers.items()}, connected=connected, problem=error
+            ),
         )

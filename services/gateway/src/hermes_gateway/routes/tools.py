@@ -47,8 +47,8 @@ async def list_tools(request: Request, bus: BusDep, principal: PrincipalDep) -> 
 
 async def _change(bus, change: McpServerChange) -> McpServersReply:  # noqa: ANN001
     reply = await ask(bus.nc, "The tool service", subj.CONTROL_MCP, change, McpServersReply, TIMEOUT_S)
-    if reply.error:
-        raise ApiError(400, "invalid_mcp_server", reply.error)
+    if reply.problem:
+        raise ApiError(400, "invalid_mcp_server", reply.problem)
     return reply
 
 
