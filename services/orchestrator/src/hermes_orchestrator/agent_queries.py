@@ -6,11 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import msgspec
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from hermes_proto import subjects
 from hermes_proto.agent_queries import (
@@ -23,20 +19,20 @@ from hermes_proto.agent_queries import (
     ProfilesReply,
     ProfileView,
 )
-from hermes_proto.codec import UNDECODABLE
-from hermes_proto.projection import Projection
-from hermes_proto.queries import ErrorReply
 from hermes_proto.rpc import answering
 
 from hermes_orchestrator import agent_views
 from hermes_orchestrator.profiles import AgentProfile
+from hermes_orchestrator.queries import QueryResponder
 
 
 class AgentQueries:
-    def __init__(
-        self, nc: NATS, engine: Engine, projection: Projection, profiles: Callable[[], dict[str, AgentProfile]]
-    ) -> None:
-        self.nc, self.engine, self.projection, self.profiles = nc, engine, projection, profiles
+    """The agent queries, answered with the orchestrator's :class:`QueryResponder` (its read model, its decoding of
+    queries and its ``too_large`` / ``bad_request`` replies)."""
+
+    def __init__(self, base: QueryResponder, profiles: Callable[[], dict[str, AgentProfile]]) -> None:
+        self.base, self.profiles = base, profiles
+        self._respond = base._respond
 
     async def subscribe(self) -> None:
         for subject, handler in (
@@ -45,28 +41,16 @@ class AgentQueries:
             (subjects.QUERY_APPROVALS, self._approvals),
             (subjects.QUERY_AGENT_PROFILES, self._profiles),
         ):
-            await self.nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", handler))
+            await self.base.nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", handler))
 
     def _read(self, fn, *args):  # noqa: ANN001, ANN202
-        with Session(self.engine) as session:
-            return fn(session, *args)
+        return self.base._read(fn, *args)
 
     async def _query(self, msg: Msg, query_type: type):  # noqa: ANN202
-        try:
-            query = msgspec.json.decode(msg.data or b"{}", type=query_type)
-        except UNDECODABLE as exc:
-            await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
-            return None
-        if getattr(query, "min_sequence", 0):
-            await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
+        query = await self.base._decode(msg, query_type)
+        if query is not None and getattr(query, "min_sequence", 0):
+            await self.base.projection.wait_for(query.min_sequence, timeout_s=2.0)
         return query
-
-    async def _respond(self, msg: Msg, reply: object) -> None:
-        if msg.reply:
-            data = msgspec.json.encode(reply)
-            if len(data) > self.nc.max_payload:
-                data = msgspec.json.encode(ErrorReply(code="too_large", message=f"{len(data)} bytes"))
-            await msg.respond(data)
 
     async def _run(self, msg: Msg) -> None:
         if (q := await self._query(msg, AgentRunQuery)) is None:

@@ -157,8 +157,9 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
 
     tasks.append(asyncio.create_task(rows_caught_up(), name="rows-caught-up"))
     timers.arm_pending()
-    await QueryResponder(nc, engine, projection, fold, soul).subscribe()
-    await AgentQueries(nc, engine, projection, agents.profiles).subscribe()
+    responder = QueryResponder(nc, engine, projection, fold, soul)
+    await responder.subscribe()
+    await AgentQueries(responder, agents.profiles).subscribe()
 
     async def config(msg) -> None:  # noqa: ANN001
         await on_config(msg, limits, store, projection)
