@@ -48,6 +48,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hermes_proto import subjects
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, Delivery, EventStore, RawMessage
+from hermes_proto.codec import COMMAND_TYPES as ALL_COMMANDS
+from hermes_proto.codec import EVENT_TYPES as ALL_EVENTS
 from hermes_proto.codec import (
     DecodeError,
     command_thread_id,
@@ -59,9 +61,9 @@ from hermes_proto.codec import (
     decode_telegram_update,
     encode,
 )
-from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
+from hermes_proto.commands import SubmitIdea
 from hermes_proto.deadletter import DeadLetter
-from hermes_proto.events import ALL_EVENTS, JobDeferred, ThreadCompleted
+from hermes_proto.events import JobDeferred, ThreadCompleted
 from hermes_proto.execution import ExecutionRequested, Heartbeat, TokenDelta
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.inbox import TelegramUpdate
@@ -329,13 +331,23 @@ def test_a_command_lane_is_its_thread_or_empty_and_never_raises(data: bytes) -> 
         command = decode_command(data)
     except DecodeError:
         return
-    assert lane == (getattr(command, "thread_id", None) or ""), (lane, command)
+    assert lane == expected_lane(command), (lane, command)
+
+
+def expected_lane(command: object) -> str:
+    """A thread's command: its thread; a schedule's: ``schedule:<id>``; else empty."""
+    if getattr(command, "thread_id", None):
+        return command.thread_id  # type: ignore[attr-defined]
+    schedule_id = getattr(command, "schedule_id", None)
+    return f"schedule:{schedule_id}" if schedule_id else ""
 
 
 def test_every_command_kind_has_its_thread_as_lane() -> None:
     for command_type in ALL_COMMANDS:
         payload = valid_payload(command_type)
-        expected = payload.get("thread_id", "")
+        expected = payload.get("thread_id") or (
+            f"schedule:{payload['schedule_id']}" if "schedule_id" in payload else ""
+        )
         assert command_thread_id(encode_dict(payload)) == expected, command_type
 
 

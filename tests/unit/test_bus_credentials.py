@@ -71,6 +71,7 @@ def test_the_partitions_durables_are_granted_and_only_admin_gets_everything() ->
         "orchestrator-commands-p1",
         "orchestrator-reactor-p0",
         "orchestrator-reactor-p1",
+        "orchestrator-triggers",  # partition 0's: the schedules' event triggers
     }
     assert [role for role, g in table.items() if ">" in permissions(g)["publish"]["allow"]] == ["admin"]
     for grant in (g for g in table.values() if not g.everything):  # each inbox prefix its own role's alone

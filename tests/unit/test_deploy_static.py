@@ -920,7 +920,7 @@ def test_event_type_label_extraction() -> None:
 )
 def test_event_type_labels_name_real_events(path: Path) -> None:
     """``hermes_events_published_total{type}`` carries the wire tag (``thread_opened``), never the class name."""
-    from hermes_proto.events import ALL_EVENTS
+    from hermes_proto.codec import EVENT_TYPES as ALL_EVENTS
 
     known = {event.type_name() for event in ALL_EVENTS}
     unknown = event_type_labels(path.read_text()) - known

@@ -24,6 +24,8 @@ SERVICE_ROLES = ("orchestrator", "learner", "router", "gateway", "notifier", "to
 PUBLIC_COMMANDS = ("submit_idea", "submit_chat", "submit_workflow", "answer_questions", "rate_thread", "cancel_job")
 """The commands an external producer may publish (``hermes.cmd.<type>`` and ``hermes.cmd.<type>.<thread_id>``)."""
 
+SCHEDULE_SURFACE_COMMANDS = ("create_schedule", "pause_schedule", "resume_schedule", "delete_schedule", "fire_schedule")
+"""The schedule commands a person's surface (web, CLI, Telegram) sends."""
 STREAMS = (subj.EVENTS_STREAM, subj.COMMANDS_STREAM, subj.EXEC_STREAM, subj.DLQ_STREAM, subj.INBOX_STREAM)
 
 
@@ -115,8 +117,8 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "thread_rated",
                 *AGENT_DECISIONS,
             )
-            + ("hermes.evt.config.*.setting_changed", "hermes.cmd.>")
-            + _dlq(*commands_durables, *reactor_durables),
+            + ("hermes.evt.config.*.setting_changed", "hermes.evt.schedule.>", "hermes.cmd.>")
+            + _dlq(*commands_durables, *reactor_durables, "orchestrator-triggers"),
             subscribe=(
                 subj.QUERY_THREAD,
                 subj.QUERY_JOB,
@@ -134,10 +136,13 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 subj.QUERY_AGENT_RUNS,
                 subj.QUERY_APPROVALS,
                 subj.QUERY_AGENT_PROFILES,
+                subj.QUERY_SCHEDULES,
+                subj.QUERY_SCHEDULE,
             ),
             publish=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE),
             consume=tuple((subj.COMMANDS_STREAM, d) for d in commands_durables)
-            + tuple((subj.EVENTS_STREAM, d) for d in reactor_durables),
+            + tuple((subj.EVENTS_STREAM, d) for d in reactor_durables)
+            + ((subj.INBOX_STREAM, "orchestrator-triggers"),),
             follow=(subj.EVENTS_STREAM,),
             read=STREAMS,
             manage="orchestrator" in STREAM_MANAGERS,
@@ -210,6 +215,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "start_agent_run",
                 "decide_approval",
                 "cancel_agent_run",
+                *SCHEDULE_SURFACE_COMMANDS,
             )
             + (subj.TELEGRAM_INBOX_ALL,)
             + _dlq("notifier-events", "notifier-inbox", "notifier-dead-letters"),
@@ -240,9 +246,9 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
     table += [
         Grant(
             PRODUCER,
-            append=commands(*PUBLIC_COMMANDS),
+            append=commands(*PUBLIC_COMMANDS) + (subj.INBOX_EVENTS_ALL,),
             publish=(subj.PERCEPTION_ALL,),
-            notes="external producers: public commands and perception requests, nothing else",
+            notes="external producers: public commands, trigger events and perception requests, nothing else",
         ),
         Grant(ADMIN, everything=True, notes="operators and tests: everything"),
     ]

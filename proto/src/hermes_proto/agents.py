@@ -242,7 +242,7 @@ RunId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 
 class StartAgentRun(Command, frozen=True, kw_only=True):
     """Run an agent on ``task``: ``profile`` (None: picked from the task's type), ``project`` (its workspace).
-    ``thread_id`` is the run id."""
+    ``thread_id`` is the run id; ``callback_url``: the notifier POSTs the result there when the run ends."""
 
     thread_id: RunId
     task: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
@@ -252,6 +252,7 @@ class StartAgentRun(Command, frozen=True, kw_only=True):
     user_id: str = "local"
     origin: dict[str, str] = {}
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    callback_url: Annotated[str, msgspec.Meta(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$", max_length=2048)] | None = None
 
 
 class DecideApproval(Command, frozen=True, kw_only=True):

@@ -33,11 +33,16 @@ from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
 from hermes_proto.inbox import TelegramUpdate
+from hermes_proto.schedules import SCHEDULE_COMMANDS, SCHEDULE_EVENTS
 
 _encoder = msgspec.json.Encoder()
 
-EventUnion = Union[ALL_EVENTS]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
-CommandUnion = Union[ALL_COMMANDS]  # type: ignore[valid-type]  # noqa: UP007
+EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS
+"""Every event type the log holds (the schedules' own module imports the events, so they join here)."""
+COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS
+"""Every command type."""
+EventUnion = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
+CommandUnion = Union[COMMAND_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns one payload of version *v* into version *v + 1* (``schema_version`` is set by the caller)."""
@@ -128,8 +133,8 @@ class _Family:
             raise DecodeError("validation_failed", f"{exc} (upcast from schema version {version})") from None
 
 
-_events = _Family(ALL_EVENTS)
-_commands = _Family(ALL_COMMANDS)
+_events = _Family(EVENT_TYPES)
+_commands = _Family(COMMAND_TYPES)
 _exec_decoder = msgspec.json.Decoder(ExecutionRequested)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 _dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
@@ -172,6 +177,7 @@ def decode_command(data: bytes) -> Command:
 
 class _ThreadRef(msgspec.Struct):
     thread_id: Any = None
+    schedule_id: Any = None
 
 
 _thread_ref = msgspec.json.Decoder(_ThreadRef)
@@ -180,12 +186,15 @@ _thread_ref = msgspec.json.Decoder(_ThreadRef)
 def command_thread_id(data: bytes) -> str:
     """The ``thread_id`` of an encoded command, read without decoding the rest (a few µs): the key that keeps one
     thread's commands in order while different threads' run concurrently. ``""`` when it has none or the bytes
-    are not a JSON object (such a message is dead-lettered by the real decode). Never raises."""
+    are not a JSON object (such a message is dead-lettered by the real decode). A schedule's command (no thread)
+    gives ``schedule:<schedule_id>``. Never raises."""
     try:
-        thread_id = _thread_ref.decode(data).thread_id
+        ref = _thread_ref.decode(data)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return ""
-    return thread_id if isinstance(thread_id, str) else ""
+    if isinstance(ref.thread_id, str):
+        return ref.thread_id
+    return f"schedule:{ref.schedule_id}" if isinstance(ref.schedule_id, str) else ""
 
 
 def decode_execution_request(data: bytes) -> ExecutionRequested:

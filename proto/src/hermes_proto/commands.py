@@ -13,6 +13,7 @@ import msgspec
 from hermes_proto.agents import AGENT_COMMANDS
 from hermes_proto.base import ChatMessage, Command
 from hermes_proto.events import Answer, WorkflowError, WorkflowStep, step_order
+from hermes_proto.project_memory import MEMORY_COMMANDS
 
 MAX_WORKFLOW_STEPS = 100
 """Hard cap on steps per workflow in the contract; ``HERMES_WORKFLOW_MAX_STEPS`` sets the working limit."""
@@ -52,7 +53,8 @@ class SubmitWorkflow(Command, frozen=True, kw_only=True):
     """Open a workflow thread: ``steps`` form a DAG (each runs once all its ``depends_on`` completed, with
     their results as context). Decoding fails (``validation_failed``, dead-lettered) when step ids repeat, a
     dependency is unknown, the dependencies form a cycle, or there are more than :data:`MAX_WORKFLOW_STEPS`.
-    ``timeout_s`` bounds the whole workflow (seconds; None: ``HERMES_WORKFLOW_TIMEOUT_MINUTES``)."""
+    ``timeout_s`` bounds the whole workflow (seconds; None: ``HERMES_WORKFLOW_TIMEOUT_MINUTES``); ``callback_url`` as
+    :class:`SubmitIdea`'s."""
 
     thread_id: str
     title: str = ""
@@ -65,6 +67,7 @@ class SubmitWorkflow(Command, frozen=True, kw_only=True):
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    callback_url: CallbackUrl | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -161,4 +164,5 @@ ALL_COMMANDS = (
     RequestClassification,
     SubmitChat,
     *AGENT_COMMANDS,
+    *MEMORY_COMMANDS,
 )

@@ -751,6 +751,7 @@ class SettingChanged(Event, frozen=True, kw_only=True):
 
 
 from hermes_proto.agents import AGENT_EVENTS  # noqa: E402 (agents.py imports the base types, not this module)
+from hermes_proto.project_memory import MEMORY_EVENTS  # noqa: E402 (imports the base types, not this module)
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     THREAD_EVENTS
@@ -759,5 +760,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     + TEMPLATE_EVENTS
     + PREFERENCE_EVENTS
     + PATTERN_EVENTS
+    + MEMORY_EVENTS
     + (BudgetThresholdReached, QueueFull, SettingChanged)
 )

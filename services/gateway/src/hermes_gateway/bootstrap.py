@@ -36,6 +36,7 @@ from hermes_gateway.routes import (
     openai,
     perception,
     results,
+    schedules,
     sessions,
     system,
     telegram,
@@ -118,6 +119,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         config,
         agents,
         tools,
+        schedules,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

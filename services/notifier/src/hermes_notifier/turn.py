@@ -18,18 +18,22 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from hermes_proto import schedules as sc
+from hermes_proto import subjects
 from hermes_proto.admission import check_queue
 from hermes_proto.agents import CancelAgentRun, DecideApproval, StartAgentRun
+from hermes_proto.base import Command
 from hermes_proto.bus import Delivery
 from hermes_proto.commands import AnswerQuestions, CancelJob, RateThread, SubmitIdea
 from hermes_proto.events import Answer, AnswerCollected, Question, QuestionsProposed
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.queries import CorrectPreference, ThreadView
-from hermes_proto.rpc import BadReply, BusUnavailable, Refused
+from hermes_proto.rpc import BadReply, BusUnavailable, Refused, ask
+from hermes_proto.schedule_queries import ScheduleQuery, ScheduleReply, SchedulesQuery, SchedulesReply
 from hermes_proto.telemetry import bind_ids
 
-from hermes_notifier import chat, domain
+from hermes_notifier import chat, domain, schedule_chat
 from hermes_notifier.adapters import SendFailed
 from hermes_notifier.chat import Intent, Keyboard
 from hermes_notifier.conversation import IDEA_RECEIVED
@@ -434,6 +438,8 @@ class Turn:
                 await self.say(chat.backends_text(await self.inbox.backends()), kind="backends")
             case "cancel":
                 await self.cancel(argument or None)
+            case "schedule":
+                await self.schedule(argument)
             case "done":
                 latest = await self._thread_or_latest(argument or None, lambda t: t.answerable)
                 if latest is None:
@@ -442,6 +448,56 @@ class Turn:
                     await self.done(latest.thread_id)
             case _:  # help, start
                 await self.say(chat.help_text(), kind="help")
+
+    async def schedule(self, argument: str) -> None:
+        """``/schedule``: list, create (delivered to this chat), pause, resume, delete or run one of this user's
+        schedules (:mod:`hermes_notifier.schedule_chat`); another user's schedule is "not found"."""
+        request = schedule_chat.parse(argument, self.chat)
+        user = self.user_id()
+        if request.kind == "usage":
+            await self.say(f"{request.problem}\n\n{schedule_chat.USAGE}", kind="usage")
+            return
+        if request.kind == "list":
+            listing = await ask(
+                self.inbox.nc, "The orchestrator", subjects.QUERY_SCHEDULES, SchedulesQuery(user_id=user),
+                SchedulesReply, schedule_chat.QUERY_TIMEOUT_S,
+            )  # fmt: skip
+            await self.say(schedule_chat.list_text(listing.schedules), kind="schedules")
+            return
+        envelope = {
+            "command_id": derived_id(self.cause, "schedule"),
+            "issued_at": utcnow(),
+            "correlation_id": self.cause,
+        }
+        if request.kind == "create" and request.definition is not None:
+            schedule_id = derived_id(self.cause, "schedule_id")[:24]
+            await self.inbox.store.send(
+                sc.CreateSchedule(
+                    **envelope, schedule_id=schedule_id, definition=request.definition, user_id=user, channel="telegram"
+                )
+            )
+            await self.say(schedule_chat.created_text(schedule_id, request.definition), kind="scheduled")
+            return
+        found = await ask(
+            self.inbox.nc, "The orchestrator", subjects.QUERY_SCHEDULE,
+            ScheduleQuery(schedule_id=request.schedule_id, user_id=user, runs_limit=1), ScheduleReply, schedule_chat.QUERY_TIMEOUT_S,
+        )  # fmt: skip
+        if not found.found or found.schedule is None or found.schedule.status == "deleted":
+            await self.say(f"No schedule {request.schedule_id} of yours.", kind="usage")
+            return
+        sid = request.schedule_id
+        command: Command = {
+            "pause": lambda: sc.PauseSchedule(**envelope, schedule_id=sid, user_id=user),
+            "resume": lambda: sc.ResumeSchedule(**envelope, schedule_id=sid, user_id=user),
+            "rm": lambda: sc.DeleteSchedule(**envelope, schedule_id=sid, user_id=user),
+            "run": lambda: sc.FireSchedule(
+                **envelope, schedule_id=sid, due_key=f"manual:{envelope['command_id']}", reason="manual",
+                seen_at=utcnow(), user_id=user,
+            ),
+        }[request.kind]()  # fmt: skip
+        await self.inbox.store.send(command)
+        done = {"pause": "paused", "resume": "resumed", "rm": "deleted", "run": "started now"}[request.kind]
+        await self.say(f"Schedule {found.schedule.definition.name} {done}.", kind="schedule_changed")
 
     async def correct(self, intent: Intent) -> None:
         """Correct one of this user's learned preferences (``CorrectPreference``, weighed by the learner against

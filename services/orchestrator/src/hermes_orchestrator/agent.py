@@ -81,6 +81,7 @@ def decide_start(
             project=cmd.project,
             priority=cmd.priority,
             kind=ag.AGENT_KIND,
+            callback_url=cmd.callback_url,
         ),
         ag.AgentRunStarted(
             **env("agent_run_started"),

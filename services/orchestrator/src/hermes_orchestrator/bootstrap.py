@@ -25,7 +25,7 @@ from hermes_proto.rpc import answering
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
 
-from hermes_orchestrator import domain, intake
+from hermes_orchestrator import domain, intake, schedule_runtime
 from hermes_orchestrator.agent_handlers import AgentDeps, ToolClient
 from hermes_orchestrator.agent_queries import AgentQueries
 from hermes_orchestrator.config import OrchestratorSettings
@@ -36,13 +36,16 @@ from hermes_orchestrator.permissions_file import PermissionsFile
 from hermes_orchestrator.projection import Projection
 from hermes_orchestrator.queries import QueryResponder
 from hermes_orchestrator.readmodel import make_engine
+from hermes_orchestrator.schedule_handlers import ScheduleHandlers
+from hermes_orchestrator.schedule_queries import ScheduleQueries
+from hermes_orchestrator.schedule_triggers import TriggerWatcher
 from hermes_orchestrator.settings import UserLimits, on_config
 from hermes_orchestrator.soul import SoulFile
 from hermes_orchestrator.timers import Timers
 
 log = structlog.get_logger("hermes.orchestrator")
 
-REACTION_EVENTS = tuple(EVENT_HANDLERS)
+REACTION_EVENTS = tuple(dict.fromkeys((*EVENT_HANDLERS, *schedule_runtime.REACTION_EVENTS)))
 QUEUE_DEPTH = Gauge("hermes_queue_depth", "Open jobs (queued, dispatched, running, retrying) by priority", ["priority"])
 QUEUE_WAITING_STEPS = Gauge("hermes_queue_waiting_steps", "Workflow steps waiting for their dependencies")
 
@@ -110,6 +113,18 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
         projection,
         partition,
     )
+    clock = schedule_runtime.ScheduleClock(timers, fold.schedules, settings.hermes_schedule_grace_seconds)
+    if partition.index == 0:
+        decisions.schedules = ScheduleHandlers(
+            fold,
+            store,
+            projection,
+            clock,
+            decisions._lock,
+            decisions._append,
+            settings.hermes_schedule_grace_seconds,
+        )
+    watcher = TriggerWatcher(fold.schedules, store, settings.hermes_home, settings.hermes_schedule_poll_seconds)
 
     follower = LogFollower(
         js, subjects.EVENTS_STREAM, subjects.EVENTS_ALL, projection.handle_batch, start_after=projection.position
@@ -147,6 +162,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     )
 
     tasks = [asyncio.create_task(follower.run(), name="projection")]
+    runners: list[ConsumerRunner] = []
     start_seq = await projection.last_sequence()
     await projection.require_folded(start_seq, timeout_s=3600)
     log.info("state_caught_up", position=projection.folded, open_threads=len(fold.states))
@@ -157,9 +173,30 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
 
     tasks.append(asyncio.create_task(rows_caught_up(), name="rows-caught-up"))
     timers.arm_pending()
+    if partition.index == 0:
+        clock.arm_all()
+        triggers = ConsumerRunner(
+            nc,
+            js,
+            ConsumerSpec(
+                stream=subjects.INBOX_STREAM,
+                durable="orchestrator-triggers",
+                filter_subjects=[subjects.INBOX_EVENTS_ALL],
+                decode=bytes,
+                handler=watcher.on_inbox_event,
+                ordered=True,
+            ),
+            "orchestrator",
+        )
+        runners.append(triggers)
+        tasks += [
+            asyncio.create_task(triggers.run(), name="schedule-triggers"),
+            asyncio.create_task(watcher.run(stop), name="schedule-watcher"),
+        ]
     responder = QueryResponder(nc, engine, projection, fold, soul)
     await responder.subscribe()
     await AgentQueries(responder, agents.profiles).subscribe()
+    await ScheduleQueries(responder).subscribe()
 
     async def config(msg) -> None:  # noqa: ANN001
         await on_config(msg, limits, store, projection)
@@ -175,7 +212,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
 
     await stop.wait()
     log.info("orchestrator_stopping")
-    for runner in (follower, reactor, commands):
+    for runner in (follower, reactor, commands, *runners):
         runner.stop()
     timers.cancel_all()
     await asyncio.wait(tasks, timeout=5)

@@ -46,6 +46,10 @@ class OrchestratorSettings(BusSettings, PartitionSettings):
     """An approval nobody answers this long is denied (seconds)."""
     hermes_permissions_file: Path | None = None
     """The tool permission rules (default ``$HERMES_HOME/permissions.toml``)."""
+    hermes_schedule_grace_seconds: float = Field(60.0, gt=0)
+    """A due time handled later than this after it (Hermes was down) is missed (seconds)."""
+    hermes_schedule_poll_seconds: float = Field(2.0, gt=0)
+    """How often the file and git triggers are looked at (seconds)."""
 
     def permissions_path(self) -> Path:
         return self.hermes_permissions_file or self.hermes_home / "permissions.toml"

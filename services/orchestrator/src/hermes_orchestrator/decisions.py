@@ -18,10 +18,13 @@ from hermes_proto.events import AnswersRecorded, ExecutionAbandoned, ExecutionCo
 from hermes_proto.ids import utcnow
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.projection import Projection
+from hermes_proto.schedules import SCHEDULE_COMMANDS
 from hermes_proto.subjects import command_subject
 from hermes_proto.telemetry import bind_ids
 
 from hermes_orchestrator.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, NEW_THREAD_COMMANDS, Deps
+from hermes_orchestrator.schedule_handlers import ScheduleHandlers
+from hermes_orchestrator.schedule_runtime import REACTION_EVENTS as SCHEDULE_REACTIONS
 from hermes_orchestrator.state import ThreadState
 
 log = structlog.get_logger("hermes.orchestrator")
@@ -52,6 +55,8 @@ class Decisions:
         self.projection = projection
         self.partition = partition
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.schedules: ScheduleHandlers | None = None
+        """Partition 0's schedule handlers (None on the other partitions: their commands never reach them)."""
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)
@@ -67,6 +72,12 @@ class Decisions:
 
     async def on_command(self, delivery: Delivery[Command]) -> None:
         cmd = delivery.message
+        if isinstance(cmd, SCHEDULE_COMMANDS):
+            if self.schedules is not None:
+                await self.schedules.on_command(cmd)
+            else:
+                log.warning("schedule_command_elsewhere", type=cmd.type_name(), partition=self.partition.index)
+            return
         thread_id = getattr(cmd, "thread_id", None) or ""
         bind_ids(thread_id=thread_id or None, correlation_id=cmd.correlation_id)
         if not self.partition.single and not self.partition.owns(thread_id) and await self._forward(cmd, delivery):
@@ -112,6 +123,8 @@ class Decisions:
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
         event = delivery.message
+        if self.schedules is not None and isinstance(event, SCHEDULE_REACTIONS):
+            await self.schedules.on_event(delivery)
         if not self.partition.owns(event.aggregate_id):  # another partition's thread: its replica reacts
             return
         bind_ids(

@@ -663,6 +663,7 @@ def decide_submit_workflow(
         private=cmd.private,
         priority=cmd.priority,
         kind=WORKFLOW,
+        callback_url=cmd.callback_url,
     )
     if len(cmd.steps) > limits.workflow_max_steps:
         return [

@@ -24,6 +24,7 @@ from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
 
 from hermes_orchestrator import snapshot
+from hermes_orchestrator.schedule_state import ScheduleState, evolve_schedule
 from hermes_orchestrator.state import KnownPreference, ThreadState, evolve
 
 
@@ -44,6 +45,10 @@ class ThreadFold:
         for pref in start.preferences:
             self._preferences.setdefault(pref.user_id, {})[pref.preference_id] = pref
         self._preference_users = {p.preference_id: p.user_id for p in start.preferences}
+        self.schedules: dict[str, ScheduleState] = dict(start.schedules) if partition.index == 0 else {}
+        """Every schedule not deleted (partition 0 owns them all: their commands carry no thread)."""
+        self.schedule_runs: dict[str, str] = {r: s.schedule_id for s in self.schedules.values() for r in s.running}
+        """Run (thread) id → schedule id of every scheduled run still going."""
 
     @classmethod
     def load(cls, engine: Engine, partition: Partition = SINGLE) -> ThreadFold:
@@ -66,6 +71,8 @@ class ThreadFold:
                 self.settings_version += 1
             elif isinstance(event, ev.PreferenceLearned | ev.PreferenceForgotten):
                 self._preference_event(event)
+            elif event.aggregate_type == "schedule" and self.partition.index == 0:
+                self._schedule_event(event)
 
     def _thread_event(self, seq: int, event: Event) -> None:
         thread_id = event.aggregate_id
@@ -98,6 +105,21 @@ class ThreadFold:
             self._preference_users[pref_id] = event.user_id
         known.value, known.confidence, known.expires_at = event.value, event.confidence, event.expires_at
         known.wording = event.wording()
+
+    def _schedule_event(self, event: Event) -> None:
+        before = self.schedules.get(event.aggregate_id)
+        running = set(before.running) if before is not None else set()
+        state = evolve_schedule(before, event)
+        if state is None:
+            return
+        for run_id in running - set(state.running):
+            self.schedule_runs.pop(run_id, None)
+        for run_id in set(state.running) - running:
+            self.schedule_runs[run_id] = state.schedule_id
+        if state.status == "deleted" and not state.running:
+            self.schedules.pop(state.schedule_id, None)
+        else:
+            self.schedules[state.schedule_id] = state
 
     def stored(self, position: int) -> None:
         """The rows hold everything up to ``position``: ended threads closed by then leave memory."""

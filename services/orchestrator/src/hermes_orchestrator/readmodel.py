@@ -21,7 +21,7 @@ from hermes_proto.base import Event
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
-from hermes_orchestrator import agent_readmodel
+from hermes_orchestrator import agent_readmodel, schedule_readmodel
 from hermes_orchestrator.state import step_job_id
 from hermes_orchestrator.tables import (  # noqa: F401 (the read model's tables, re-exported)
     MEMORY_FTS_DDL,
@@ -49,7 +49,19 @@ Preference = rows(PreferenceRow)
 Memory = rows(MemoryRow)
 Setting = rows(SettingRow)
 Position = rows(ProjectionPosition)
-ROWS = (Thread, Job, Step, Question, Selection, Preference, Memory, Setting, Position, *agent_readmodel.AGENT_ROWS)
+ROWS = (
+    Thread,
+    Job,
+    Step,
+    Question,
+    Selection,
+    Preference,
+    Memory,
+    Setting,
+    Position,
+    *agent_readmodel.AGENT_ROWS,
+    *schedule_readmodel.SCHEDULE_ROWS,
+)
 
 
 def row_store(engine: Engine) -> RowStore:
@@ -74,6 +86,8 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
             apply(event, store)
             if isinstance(event, agent_readmodel.RUN_EVENTS) and _is_agent_run(store, event):
                 agent_readmodel.apply_agent(event, store)
+            elif event.aggregate_type == "schedule":
+                schedule_readmodel.apply_schedule(event, store)
         if sequence is not None:
             save_position(store, sequence)
 

@@ -8,7 +8,7 @@ the log after P instead of replaying it all. Every function takes an open ``sqlm
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
@@ -20,6 +20,9 @@ from hermes_proto.agents import AGENT_KIND
 
 from hermes_orchestrator.agent_readmodel import load_run_state
 from hermes_orchestrator.agent_tables import AgentRunRow
+from hermes_orchestrator.schedule_readmodel import load_state as load_schedule_state
+from hermes_orchestrator.schedule_state import ScheduleState
+from hermes_orchestrator.schedule_tables import ScheduleRow
 from hermes_orchestrator.state import JobState, KnownPreference, QuestionState, StepState, ThreadState
 from hermes_orchestrator.tables import JobRow, PreferenceRow, QuestionRow, SettingRow, StepRow, ThreadRow
 
@@ -138,6 +141,7 @@ class Snapshot:
     closed: set[str]
     preferences: list[KnownPreference]
     settings: dict[str, str]
+    schedules: dict[str, ScheduleState] = field(default_factory=dict)
 
 
 def load(session: Session) -> Snapshot:
@@ -185,4 +189,15 @@ def load(session: Session) -> Snapshot:
             for p in session.exec(select(PreferenceRow))
         ],
         settings={s.key: s.value for s in session.exec(select(SettingRow))},
+        schedules=_schedules(session),
     )
+
+
+def _schedules(session: Session) -> dict[str, ScheduleState]:
+    """Every schedule not deleted, or deleted with a run still going."""
+    found: dict[str, ScheduleState] = {}
+    for row in session.exec(select(ScheduleRow)):
+        state = load_schedule_state(row.state_json)
+        if state is not None and (state.status != "deleted" or state.running):
+            found[row.schedule_id] = state
+    return found
