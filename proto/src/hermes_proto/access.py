@@ -117,7 +117,12 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "thread_rated",
                 *AGENT_DECISIONS,
             )
-            + ("hermes.evt.config.*.setting_changed", "hermes.evt.schedule.>", "hermes.cmd.>")
+            + (
+                "hermes.evt.config.*.setting_changed",
+                "hermes.evt.schedule.>",
+                "hermes.evt.memory_entry.>",
+                "hermes.cmd.>",
+            )
             + _dlq(*commands_durables, *reactor_durables, "orchestrator-triggers"),
             subscribe=(
                 subj.QUERY_THREAD,
@@ -138,6 +143,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 subj.QUERY_AGENT_PROFILES,
                 subj.QUERY_SCHEDULES,
                 subj.QUERY_SCHEDULE,
+                subj.QUERY_MEMORY_ENTRIES,
             ),
             publish=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE),
             consume=tuple((subj.COMMANDS_STREAM, d) for d in commands_durables)

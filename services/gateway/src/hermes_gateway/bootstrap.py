@@ -35,6 +35,7 @@ from hermes_gateway.routes import (
     metrics,
     openai,
     perception,
+    project_memory,
     results,
     schedules,
     sessions,
@@ -120,6 +121,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         agents,
         tools,
         schedules,
+        project_memory,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

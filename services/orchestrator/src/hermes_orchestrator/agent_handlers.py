@@ -133,7 +133,7 @@ async def start_run(cmd: ag.StartAgentRun, state: ThreadState | None, deps, now:
     tools = granted_tools(profile, await deps.agents.tools.tools())
     from hermes_orchestrator.handlers import harness  # the same harness as every other turn
 
-    turn = await harness(deps, cmd.user_id, cmd.task, cmd.thread_id)
+    turn = await harness(deps, cmd.user_id, cmd.task, cmd.thread_id, cmd.project)
     events = agent.decide_start(state, cmd, profile, reason, tools, now, turn, deps.limits.current().job_timeout_s)
     if events:
         AGENT_RUNS.labels("started").inc()

@@ -32,6 +32,8 @@ from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.decisions import Decisions
 from hermes_orchestrator.fold import ThreadFold
 from hermes_orchestrator.handlers import EVENT_HANDLERS, Deps
+from hermes_orchestrator.historian import Historian, MemoryHandlers
+from hermes_orchestrator.memory_queries import MemoryQueries
 from hermes_orchestrator.permissions_file import PermissionsFile
 from hermes_orchestrator.projection import Projection
 from hermes_orchestrator.queries import QueryResponder
@@ -124,6 +126,13 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
             decisions._append,
             settings.hermes_schedule_grace_seconds,
         )
+    if partition.index == 0:
+        decisions.memory = MemoryHandlers(
+            fold, engine, decisions._lock, decisions._append, settings.hermes_historian_window_days
+        )
+    historian = Historian(
+        engine, store, settings.hermes_historian_interval_minutes * 60, settings.hermes_historian_window_days
+    )
     watcher = TriggerWatcher(fold.schedules, store, settings.hermes_home, settings.hermes_schedule_poll_seconds)
 
     follower = LogFollower(
@@ -192,11 +201,13 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
         tasks += [
             asyncio.create_task(triggers.run(), name="schedule-triggers"),
             asyncio.create_task(watcher.run(stop), name="schedule-watcher"),
+            asyncio.create_task(historian.run(stop), name="historian"),
         ]
     responder = QueryResponder(nc, engine, projection, fold, soul)
     await responder.subscribe()
     await AgentQueries(responder, agents.profiles).subscribe()
     await ScheduleQueries(responder).subscribe()
+    await MemoryQueries(responder).subscribe()
 
     async def config(msg) -> None:  # noqa: ANN001
         await on_config(msg, limits, store, projection)

@@ -48,6 +48,10 @@ class OrchestratorSettings(BusSettings, PartitionSettings):
     """The tool permission rules (default ``$HERMES_HOME/permissions.toml``)."""
     hermes_schedule_grace_seconds: float = Field(60.0, gt=0)
     """A due time handled later than this after it (Hermes was down) is missed (seconds)."""
+    hermes_historian_interval_minutes: float = Field(60.0, gt=0)
+    """How often the historian consolidates ended threads into project memory (minutes)."""
+    hermes_historian_window_days: float = Field(30.0, gt=0)
+    """How far back the historian reads ended threads (days)."""
     hermes_schedule_poll_seconds: float = Field(2.0, gt=0)
     """How often the file and git triggers are looked at (seconds)."""
 

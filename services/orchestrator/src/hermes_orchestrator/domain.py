@@ -163,16 +163,25 @@ class Harness:
 
     soul: str = ""
     memories: tuple[Memory, ...] = ()
+    project_memory: tuple[tuple[str, str], ...] = ()
+    """Project memory entries for the prompt, ``(kind, text)``, most relevant first."""
 
     def prompt(self) -> str:
-        """The soul (:data:`SYSTEM_PROMPT` when blank), then one memory marker per memory after
-        :data:`MEMORY_INTRO`."""
-        soul = self.soul.strip() or SYSTEM_PROMPT
-        if not self.memories:
-            return soul
-        return soul + "\n\n" + MEMORY_INTRO + "\n" + "\n".join(memory_marker(m) for m in self.memories)
+        """The soul (:data:`SYSTEM_PROMPT` when blank), then the project memory after :data:`PROJECT_MEMORY_INTRO`
+        (one ``- [kind] text`` line each), then one memory marker per memory after :data:`MEMORY_INTRO`."""
+        text = self.soul.strip() or SYSTEM_PROMPT
+        if self.project_memory:
+            lines = "\n".join(f"- [{kind}] {' '.join(entry.split())}" for kind, entry in self.project_memory)
+            text += "\n\n" + PROJECT_MEMORY_INTRO + "\n" + lines
+        if self.memories:
+            text += "\n\n" + MEMORY_INTRO + "\n" + "\n".join(memory_marker(m) for m in self.memories)
+        return text
 
 
+PROJECT_MEMORY_INTRO = (
+    "What this project has settled in earlier sessions (decisions, corrections, preferences, patterns; follow it "
+    "unless the user says otherwise):"
+)
 MEMORY_INTRO = "Relevant memories from past turns with this user (use them only where they help):"
 
 

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from hermes_proto import events as ev
 from hermes_proto import facts, threads
+from hermes_proto import project_memory as pm
 from hermes_proto.base import Event
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
@@ -47,6 +48,8 @@ class ThreadFold:
         self._preference_users = {p.preference_id: p.user_id for p in start.preferences}
         self.schedules: dict[str, ScheduleState] = dict(start.schedules) if partition.index == 0 else {}
         """Every schedule not deleted (partition 0 owns them all: their commands carry no thread)."""
+        self.memory: dict[str, pm.EntryState] = dict(start.memory)
+        """Every project memory entry (history and deletions included) by id: what prompts and the historian read."""
         self.schedule_runs: dict[str, str] = {r: s.schedule_id for s in self.schedules.values() for r in s.running}
         """Run (thread) id → schedule id of every scheduled run still going."""
 
@@ -71,6 +74,8 @@ class ThreadFold:
                 self.settings_version += 1
             elif isinstance(event, ev.PreferenceLearned | ev.PreferenceForgotten):
                 self._preference_event(event)
+            elif event.aggregate_type == "memory_entry":
+                pm.evolve(self.memory, event)
             elif event.aggregate_type == "schedule" and self.partition.index == 0:
                 self._schedule_event(event)
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from hermes_proto import agents as ag
 from hermes_proto import facts, ideas
+from hermes_proto import project_memory as pm
 from hermes_proto.base import Command, Event
 from hermes_proto.commands import (
     AnswerQuestions,
@@ -29,7 +30,9 @@ from hermes_proto.commands import (
     SubmitIdea,
     SubmitWorkflow,
 )
+from hermes_proto.costs import estimate_tokens
 from hermes_proto.events import DraftPresented, ExecutionAbandoned, ExecutionCompleted, QuestionsProposed
+from hermes_proto.ids import utcnow
 from hermes_proto.threads import AWAITING_ANSWERS
 
 from hermes_orchestrator import agent_handlers, domain, sessions
@@ -64,21 +67,28 @@ CommandHandler = Callable[[Any, ThreadState | None, Deps, datetime], Awaitable[l
 EventHandler = Callable[[Any, ThreadState | None, Deps, datetime], Awaitable[list[Event]]]
 
 
-async def harness(deps: Deps, user_id: str, about: str, thread_id: str) -> domain.Harness:
-    """SOUL.md and the memories of ``user_id`` relevant to ``about`` (outside ``thread_id``) within the budget (an
-    FTS5 search of the read model, off the event loop; none with a budget of 0)."""
+async def harness(deps: Deps, user_id: str, about: str, thread_id: str, project: str = "default") -> domain.Harness:
+    """SOUL.md, ``user_id``'s project memory of ``project`` (:func:`hermes_proto.project_memory.select_for_prompt`)
+    and the memories of earlier turns relevant to ``about`` (outside ``thread_id``; an FTS5 search of the read
+    model, off the event loop), all within the memory token budget, project memory first (none with a budget of 0)."""
     limits = deps.limits.current()
     soul = deps.soul.read() if deps.soul is not None else ""
-    if limits.memory_token_budget <= 0 or limits.memory_max_items <= 0:
+    if limits.memory_token_budget <= 0:
         return domain.Harness(soul=soul)
+    entries = pm.select_for_prompt(deps.fold.memory.values(), project, user_id, limits.memory_token_budget, utcnow())
+    used = sum(estimate_tokens(e.text) + pm.ENTRY_OVERHEAD_TOKENS for e in entries)
+    notes = tuple((e.kind, e.text) for e in entries)
+    left = limits.memory_token_budget - used
+    if left <= 0 or limits.memory_max_items <= 0:
+        return domain.Harness(soul=soul, project_memory=notes)
 
     def recall() -> tuple[domain.Memory, ...]:
         with deps.engine.connect() as conn:
-            return sessions.recall(conn, user_id, about, thread_id, limits.memory_token_budget, limits.memory_max_items)
+            return sessions.recall(conn, user_id, about, thread_id, left, limits.memory_max_items)
 
     memories = await asyncio.to_thread(recall)
     MEMORIES_RECALLED.observe(len(memories))
-    return domain.Harness(soul=soul, memories=memories)
+    return domain.Harness(soul=soul, memories=memories, project_memory=notes)
 
 
 # ---- commands ------------------------------------------------------------------------------------------------------
@@ -97,14 +107,14 @@ async def submit_idea(cmd: SubmitIdea, state: ThreadState | None, deps: Deps, no
         else []
     )
     return domain.decide_submit(
-        None, cmd, limits, now, known, await harness(deps, cmd.user_id, cmd.idea, cmd.thread_id)
+        None, cmd, limits, now, known, await harness(deps, cmd.user_id, cmd.idea, cmd.thread_id, cmd.project)
     )
 
 
 async def submit_chat(cmd: SubmitChat, state: ThreadState | None, deps: Deps, now: datetime) -> list[Event]:
     fresh = state is None or cmd.job_id not in state.jobs
     about = next((m.content for m in reversed(cmd.messages) if m.role == "user"), cmd.messages[-1].content)
-    turn = await harness(deps, cmd.user_id, about, cmd.thread_id) if fresh else domain.Harness()
+    turn = await harness(deps, cmd.user_id, about, cmd.thread_id, cmd.project) if fresh else domain.Harness()
     events = domain.decide_chat(state, cmd, deps.limits.current(), now, turn)
     if events:
         CHAT_TURNS.labels(cmd.channel).inc()

@@ -21,7 +21,7 @@ from hermes_proto.base import Event
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
-from hermes_orchestrator import agent_readmodel, schedule_readmodel
+from hermes_orchestrator import agent_readmodel, memory_readmodel, schedule_readmodel
 from hermes_orchestrator.state import step_job_id
 from hermes_orchestrator.tables import (  # noqa: F401 (the read model's tables, re-exported)
     MEMORY_FTS_DDL,
@@ -61,6 +61,7 @@ ROWS = (
     Position,
     *agent_readmodel.AGENT_ROWS,
     *schedule_readmodel.SCHEDULE_ROWS,
+    *memory_readmodel.MEMORY_ROWS,
 )
 
 
@@ -88,6 +89,8 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
                 agent_readmodel.apply_agent(event, store)
             elif event.aggregate_type == "schedule":
                 schedule_readmodel.apply_schedule(event, store)
+            elif event.aggregate_type == "memory_entry":
+                memory_readmodel.apply_memory(event, store)
         if sequence is not None:
             save_position(store, sequence)
 

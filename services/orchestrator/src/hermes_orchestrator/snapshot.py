@@ -15,11 +15,14 @@ import msgspec
 from sqlmodel import Session, col, select
 
 from hermes_proto import events as ev
+from hermes_proto import project_memory as pm
 from hermes_proto import threads
 from hermes_proto.agents import AGENT_KIND
 
 from hermes_orchestrator.agent_readmodel import load_run_state
 from hermes_orchestrator.agent_tables import AgentRunRow
+from hermes_orchestrator.memory_readmodel import load_entry
+from hermes_orchestrator.memory_tables import ProjectMemoryRow
 from hermes_orchestrator.schedule_readmodel import load_state as load_schedule_state
 from hermes_orchestrator.schedule_state import ScheduleState
 from hermes_orchestrator.schedule_tables import ScheduleRow
@@ -142,6 +145,7 @@ class Snapshot:
     preferences: list[KnownPreference]
     settings: dict[str, str]
     schedules: dict[str, ScheduleState] = field(default_factory=dict)
+    memory: dict[str, pm.EntryState] = field(default_factory=dict)
 
 
 def load(session: Session) -> Snapshot:
@@ -190,6 +194,11 @@ def load(session: Session) -> Snapshot:
         ],
         settings={s.key: s.value for s in session.exec(select(SettingRow))},
         schedules=_schedules(session),
+        memory={
+            row.entry_id: entry
+            for row in session.exec(select(ProjectMemoryRow))
+            if (entry := load_entry(row.state_json)) is not None
+        },
     )
 
 
