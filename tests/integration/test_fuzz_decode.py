@@ -339,14 +339,18 @@ def expected_lane(command: object) -> str:
     if getattr(command, "thread_id", None):
         return command.thread_id  # type: ignore[attr-defined]
     schedule_id = getattr(command, "schedule_id", None)
-    return f"schedule:{schedule_id}" if schedule_id else ""
+    if schedule_id:
+        return f"schedule:{schedule_id}"
+    proposal_id = getattr(command, "proposal_id", None)
+    return f"proposal:{proposal_id}" if proposal_id else ""
 
 
 def test_every_command_kind_has_its_thread_as_lane() -> None:
     for command_type in ALL_COMMANDS:
         payload = valid_payload(command_type)
-        expected = payload.get("thread_id") or (
-            f"schedule:{payload['schedule_id']}" if "schedule_id" in payload else ""
+        expected = payload.get("thread_id") or next(
+            (f"{key.removesuffix('_id')}:{payload[key]}" for key in ("schedule_id", "proposal_id") if key in payload),
+            "",
         )
         assert command_thread_id(encode_dict(payload)) == expected, command_type
 

@@ -34,12 +34,13 @@ from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
 from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.schedules import SCHEDULE_COMMANDS, SCHEDULE_EVENTS
+from hermes_proto.skill_proposals import PROPOSAL_COMMANDS, PROPOSAL_EVENTS
 
 _encoder = msgspec.json.Encoder()
 
-EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS
+EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS + PROPOSAL_EVENTS
 """Every event type the log holds (the schedules' own module imports the events, so they join here)."""
-COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS
+COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS + PROPOSAL_COMMANDS
 """Every command type."""
 EventUnion = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
 CommandUnion = Union[COMMAND_TYPES]  # type: ignore[valid-type]  # noqa: UP007
@@ -178,6 +179,7 @@ def decode_command(data: bytes) -> Command:
 class _ThreadRef(msgspec.Struct):
     thread_id: Any = None
     schedule_id: Any = None
+    proposal_id: Any = None
 
 
 _thread_ref = msgspec.json.Decoder(_ThreadRef)
@@ -187,14 +189,16 @@ def command_thread_id(data: bytes) -> str:
     """The ``thread_id`` of an encoded command, read without decoding the rest (a few µs): the key that keeps one
     thread's commands in order while different threads' run concurrently. ``""`` when it has none or the bytes
     are not a JSON object (such a message is dead-lettered by the real decode). A schedule's command (no thread)
-    gives ``schedule:<schedule_id>``. Never raises."""
+    gives ``schedule:<schedule_id>``, a skill proposal's ``proposal:<proposal_id>``. Never raises."""
     try:
         ref = _thread_ref.decode(data)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return ""
     if isinstance(ref.thread_id, str):
         return ref.thread_id
-    return f"schedule:{ref.schedule_id}" if isinstance(ref.schedule_id, str) else ""
+    if isinstance(ref.schedule_id, str):
+        return f"schedule:{ref.schedule_id}"
+    return f"proposal:{ref.proposal_id}" if isinstance(ref.proposal_id, str) else ""
 
 
 def decode_execution_request(data: bytes) -> ExecutionRequested:
