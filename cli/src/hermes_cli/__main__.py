@@ -26,7 +26,7 @@ from typing import Any
 
 import typer
 
-from hermes_cli import agents, backends, buscreds, memory, memory_entries, schedules, system, threads
+from hermes_cli import agents, backends, buscreds, memory, memory_entries, schedules, skills, system, threads
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("submit", threads.submit),
@@ -71,6 +71,7 @@ def build_app() -> typer.Typer:
     app.add_typer(_group(agents.APPROVALS_HELP, agents.approvals, agents.APPROVAL_COMMANDS), name="approvals")
     app.add_typer(_group(backends.HELP, backends.backends, BACKEND_COMMANDS), name="backends")
     app.add_typer(_group(schedules.HELP, schedules.list_schedules, schedules.SCHEDULE_COMMANDS), name="schedule")
+    app.add_typer(_group(skills.HELP, skills.skills, skills.SKILL_COMMANDS), name="skills")
     app.add_typer(_group(memory_entries.HELP, memory_entries.entries, memory_entries.MEMORY_COMMANDS), name="memory")
     app.add_typer(_group(system.DEAD_LETTERS_HELP, system.dead_letters, DEAD_LETTER_COMMANDS), name="dead-letters")
     app.command("up")(system.up)

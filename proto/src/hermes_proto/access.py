@@ -87,6 +87,11 @@ def inbox_prefix(role: str) -> str:
     return f"_INBOX.{role}"
 
 
+def proposal_events(*types: str) -> tuple[str, ...]:
+    """Append rights on the skill proposals' events of these types (:mod:`hermes_proto.skill_proposals`)."""
+    return tuple(f"hermes.evt.skill_proposal.*.{t}" for t in types)
+
+
 def _dlq(*durables: str) -> tuple[str, ...]:
     return tuple(subj.dlq_subject(d) for d in durables)
 
@@ -123,6 +128,9 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "hermes.evt.memory_entry.>",
                 "hermes.cmd.>",
             )
+            + proposal_events(
+                "skill_proposed", "skill_proposal_approved", "skill_proposal_rejected", "skill_rollback_requested"
+            )
             + _dlq(*commands_durables, *reactor_durables, "orchestrator-triggers"),
             subscribe=(
                 subj.QUERY_THREAD,
@@ -144,6 +152,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 subj.QUERY_SCHEDULES,
                 subj.QUERY_SCHEDULE,
                 subj.QUERY_MEMORY_ENTRIES,
+                subj.QUERY_SKILL_PROPOSALS,
             ),
             publish=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE),
             consume=tuple((subj.COMMANDS_STREAM, d) for d in commands_durables)
@@ -239,10 +248,17 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
     table.append(
         Grant(
             "tools",
-            append=thread_events("tool_call_started", "tool_call_completed", "tool_call_failed") + _dlq("tools-calls"),
+            append=thread_events("tool_call_started", "tool_call_completed", "tool_call_failed")
+            + proposal_events(
+                "skill_proposal_validated",
+                "skill_proposal_applied",
+                "skill_proposal_failed",
+                "skill_change_rolled_back",
+            )
+            + _dlq("tools-calls", "tools-skills"),
             publish=(subj.QUERY_MEMORY,),
-            subscribe=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE, subj.CONTROL_MCP),
-            consume=((subj.EVENTS_STREAM, "tools-calls"),),
+            subscribe=(subj.QUERY_TOOLS, subj.QUERY_WORKSPACE, subj.CONTROL_MCP, subj.QUERY_SKILLS),
+            consume=((subj.EVENTS_STREAM, "tools-calls"), (subj.EVENTS_STREAM, "tools-skills")),
             read=(subj.EVENTS_STREAM,),
             serves=True,
             notes="the only process that runs tools (sandbox, MCP servers); executes only dispatched calls",

@@ -212,3 +212,44 @@ class SkillsReply(msgspec.Struct, frozen=True, kw_only=True):
     skills: list[SkillView] = []
     invalid: dict[str, str] = {}
     log: list[dict[str, Any]] = []
+
+
+# ---- proposals, asked of the orchestrator (``hermes.query.skill_proposals``) --------------------------------------
+
+
+class ProposalView(msgspec.Struct, frozen=True, kw_only=True):
+    """One proposal (``status`` as :data:`STATUSES`); ``files``, ``diff``, ``findings`` and ``tests`` only when
+    asked for one (``proposal_id``)."""
+
+    proposal_id: str
+    user_id: str
+    skill: str
+    kind: str
+    source: str
+    rationale: str
+    status: str
+    ok: bool | None = None
+    evidence: list[str] = []
+    findings: list[dict[str, Any]] = []
+    tests: dict[str, Any] = {}
+    diff: str = ""
+    files: dict[str, str | None] = {}
+    commit: str | None = None
+    revert_commit: str | None = None
+    decided_by: str | None = None
+    reason: str = ""
+    error_code: str | None = None
+    created_at: Any = None
+    updated_at: Any = None
+
+
+class ProposalsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str | None = None
+    status: str | None = None
+    proposal_id: str | None = None
+    limit: int = 100
+    min_sequence: int = 0
+
+
+class ProposalsReply(msgspec.Struct, frozen=True, kw_only=True):
+    proposals: list[ProposalView] = []

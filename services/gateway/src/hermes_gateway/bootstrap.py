@@ -39,6 +39,7 @@ from hermes_gateway.routes import (
     results,
     schedules,
     sessions,
+    skills,
     system,
     telegram,
     threads,
@@ -122,6 +123,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         tools,
         schedules,
         project_memory,
+        skills,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -36,6 +36,8 @@ from hermes_orchestrator.historian import Historian, MemoryHandlers
 from hermes_orchestrator.memory_queries import MemoryQueries
 from hermes_orchestrator.permissions_file import PermissionsFile
 from hermes_orchestrator.projection import Projection
+from hermes_orchestrator.proposal_queries import ProposalQueries
+from hermes_orchestrator.proposals import Improver, ProposalHandlers
 from hermes_orchestrator.queries import QueryResponder
 from hermes_orchestrator.readmodel import make_engine
 from hermes_orchestrator.schedule_handlers import ScheduleHandlers
@@ -130,6 +132,13 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
         decisions.memory = MemoryHandlers(
             fold, engine, decisions._lock, decisions._append, settings.hermes_historian_window_days
         )
+    if partition.index == 0:
+        decisions.proposals = ProposalHandlers(
+            fold.proposals, engine, decisions._lock, decisions._append, settings.hermes_self_improve_window_days
+        )
+    improver = Improver(
+        engine, store, settings.hermes_self_improve_interval_hours * 3600, settings.hermes_self_improve_window_days
+    )
     historian = Historian(
         engine, store, settings.hermes_historian_interval_minutes * 60, settings.hermes_historian_window_days
     )
@@ -202,12 +211,14 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
             asyncio.create_task(triggers.run(), name="schedule-triggers"),
             asyncio.create_task(watcher.run(stop), name="schedule-watcher"),
             asyncio.create_task(historian.run(stop), name="historian"),
+            asyncio.create_task(improver.run(stop), name="improver"),
         ]
     responder = QueryResponder(nc, engine, projection, fold, soul)
     await responder.subscribe()
     await AgentQueries(responder, agents.profiles).subscribe()
     await ScheduleQueries(responder).subscribe()
     await MemoryQueries(responder).subscribe()
+    await ProposalQueries(responder).subscribe()
 
     async def config(msg) -> None:  # noqa: ANN001
         await on_config(msg, limits, store, projection)

@@ -52,6 +52,10 @@ class OrchestratorSettings(BusSettings, PartitionSettings):
     """How often the historian consolidates ended threads into project memory (minutes)."""
     hermes_historian_window_days: float = Field(30.0, gt=0)
     """How far back the historian reads ended threads (days)."""
+    hermes_self_improve_interval_hours: float = Field(6.0, gt=0)
+    """How often the recent agent runs are analysed for skills to propose (hours)."""
+    hermes_self_improve_window_days: float = Field(7.0, gt=0)
+    """How far back that analysis reads agent runs (days)."""
     hermes_schedule_poll_seconds: float = Field(2.0, gt=0)
     """How often the file and git triggers are looked at (seconds)."""
 

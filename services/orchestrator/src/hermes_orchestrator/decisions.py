@@ -20,11 +20,13 @@ from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.project_memory import MEMORY_COMMANDS
 from hermes_proto.projection import Projection
 from hermes_proto.schedules import SCHEDULE_COMMANDS
+from hermes_proto.skill_proposals import PROPOSAL_COMMANDS
 from hermes_proto.subjects import command_subject
 from hermes_proto.telemetry import bind_ids
 
 from hermes_orchestrator.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, NEW_THREAD_COMMANDS, Deps
 from hermes_orchestrator.historian import MemoryHandlers
+from hermes_orchestrator.proposals import ProposalHandlers
 from hermes_orchestrator.schedule_handlers import ScheduleHandlers
 from hermes_orchestrator.schedule_runtime import REACTION_EVENTS as SCHEDULE_REACTIONS
 from hermes_orchestrator.state import ThreadState
@@ -57,6 +59,8 @@ class Decisions:
         self.projection = projection
         self.partition = partition
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.proposals: ProposalHandlers | None = None
+        """Partition 0's skill proposal handlers."""
         self.memory: MemoryHandlers | None = None
         """Partition 0's project memory handlers (the historian, edits and deletes)."""
         self.schedules: ScheduleHandlers | None = None
@@ -76,6 +80,12 @@ class Decisions:
 
     async def on_command(self, delivery: Delivery[Command]) -> None:
         cmd = delivery.message
+        if isinstance(cmd, PROPOSAL_COMMANDS):
+            if self.proposals is not None:
+                await self.proposals.on_command(cmd)
+            else:
+                log.warning("proposal_command_elsewhere", type=cmd.type_name(), partition=self.partition.index)
+            return
         if isinstance(cmd, MEMORY_COMMANDS):
             if self.memory is not None:
                 await self.memory.on_command(cmd)

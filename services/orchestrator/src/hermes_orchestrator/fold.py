@@ -25,6 +25,7 @@ from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
 
 from hermes_orchestrator import snapshot
+from hermes_orchestrator.proposals import ProposalState, evolve_proposal
 from hermes_orchestrator.schedule_state import ScheduleState, evolve_schedule
 from hermes_orchestrator.state import KnownPreference, ThreadState, evolve
 
@@ -50,6 +51,8 @@ class ThreadFold:
         """Every schedule not deleted (partition 0 owns them all: their commands carry no thread)."""
         self.memory: dict[str, pm.EntryState] = dict(start.memory)
         """Every project memory entry (history and deletions included) by id: what prompts and the historian read."""
+        self.proposals: dict[str, ProposalState] = dict(start.proposals) if partition.index == 0 else {}
+        """Skill proposals by id (partition 0's: their commands carry no thread)."""
         self.schedule_runs: dict[str, str] = {r: s.schedule_id for s in self.schedules.values() for r in s.running}
         """Run (thread) id → schedule id of every scheduled run still going."""
 
@@ -74,6 +77,10 @@ class ThreadFold:
                 self.settings_version += 1
             elif isinstance(event, ev.PreferenceLearned | ev.PreferenceForgotten):
                 self._preference_event(event)
+            elif event.aggregate_type == "skill_proposal" and self.partition.index == 0:
+                state = evolve_proposal(self.proposals.get(event.aggregate_id), event)
+                if state is not None:
+                    self.proposals[event.aggregate_id] = state
             elif event.aggregate_type == "memory_entry":
                 pm.evolve(self.memory, event)
             elif event.aggregate_type == "schedule" and self.partition.index == 0:

@@ -21,7 +21,7 @@ from hermes_proto.base import Event
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
-from hermes_orchestrator import agent_readmodel, memory_readmodel, schedule_readmodel
+from hermes_orchestrator import agent_readmodel, memory_readmodel, proposal_readmodel, schedule_readmodel
 from hermes_orchestrator.state import step_job_id
 from hermes_orchestrator.tables import (  # noqa: F401 (the read model's tables, re-exported)
     MEMORY_FTS_DDL,
@@ -62,6 +62,7 @@ ROWS = (
     *agent_readmodel.AGENT_ROWS,
     *schedule_readmodel.SCHEDULE_ROWS,
     *memory_readmodel.MEMORY_ROWS,
+    *proposal_readmodel.PROPOSAL_ROWS,
 )
 
 
@@ -91,6 +92,8 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
                 schedule_readmodel.apply_schedule(event, store)
             elif event.aggregate_type == "memory_entry":
                 memory_readmodel.apply_memory(event, store)
+            elif event.aggregate_type == "skill_proposal":
+                proposal_readmodel.apply_proposal(event, store)
         if sequence is not None:
             save_position(store, sequence)
 

@@ -23,6 +23,7 @@ from hermes_orchestrator.agent_readmodel import load_run_state
 from hermes_orchestrator.agent_tables import AgentRunRow
 from hermes_orchestrator.memory_readmodel import load_entry
 from hermes_orchestrator.memory_tables import ProjectMemoryRow
+from hermes_orchestrator.proposal_tables import SkillProposalRow
 from hermes_orchestrator.schedule_readmodel import load_state as load_schedule_state
 from hermes_orchestrator.schedule_state import ScheduleState
 from hermes_orchestrator.schedule_tables import ScheduleRow
@@ -146,6 +147,8 @@ class Snapshot:
     settings: dict[str, str]
     schedules: dict[str, ScheduleState] = field(default_factory=dict)
     memory: dict[str, pm.EntryState] = field(default_factory=dict)
+    proposals: dict = field(default_factory=dict)
+    """Skill proposal id → :class:`hermes_orchestrator.proposals.ProposalState`."""
 
 
 def load(session: Session) -> Snapshot:
@@ -194,12 +197,22 @@ def load(session: Session) -> Snapshot:
         ],
         settings={s.key: s.value for s in session.exec(select(SettingRow))},
         schedules=_schedules(session),
+        proposals=_proposals(session),
         memory={
             row.entry_id: entry
             for row in session.exec(select(ProjectMemoryRow))
             if (entry := load_entry(row.state_json)) is not None
         },
     )
+
+
+def _proposals(session: Session) -> dict:
+    from hermes_orchestrator.proposals import ProposalState  # proposals imports the fold's neighbours
+
+    return {
+        r.proposal_id: ProposalState(r.proposal_id, r.user_id, r.skill, r.status, r.commit)
+        for r in session.exec(select(SkillProposalRow))
+    }
 
 
 def _schedules(session: Session) -> dict[str, ScheduleState]:

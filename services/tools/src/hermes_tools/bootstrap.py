@@ -1,5 +1,6 @@
-"""Composition of the tool service: NATS, the MCP servers, the executor, the ``tools-calls`` consumer (dispatched
-calls and the ends of runs), the responders, and the recovery of calls a crash left unfinished."""
+"""Composition of the tool service: NATS, the MCP servers, the skills library, the executor, the ``tools-calls``
+consumer (dispatched calls and the ends of runs), the ``tools-skills`` consumer (skill proposals), the responders,
+and the recovery of calls a crash left unfinished."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from hermes_tools.redact import Redactor
 from hermes_tools.responders import Responders
 from hermes_tools.sandbox import SandboxLimits, sandbox_available
 from hermes_tools.service import ToolService
+from hermes_tools.skills.repo import SkillsRepo
+from hermes_tools.skills_library import SkillsLibrary
+from hermes_tools.skills_service import SkillProposals
 
 SERVICE = "tools"
 DURABLE = "tools-calls"
@@ -71,6 +75,14 @@ async def run(settings: ToolSettings, stop: asyncio.Event | None = None) -> None
 
     mcp = McpServers(settings.mcp_path())
     await mcp.start()
+    skills: SkillsLibrary | None = SkillsLibrary(
+        SkillsRepo(settings.skills_path()), settings.skills_db_path(), limits_of(settings)
+    )
+    try:
+        await skills.start()
+    except Exception as exc:  # git missing or broken: the other tools still serve
+        log.error("skills_unavailable", path=str(settings.skills_path()), error=repr(exc))
+        skills = None
     executor = Executor(
         settings.hermes_home,
         mcp,
@@ -79,6 +91,7 @@ async def run(settings: ToolSettings, stop: asyncio.Event | None = None) -> None
         memory_search,
         settings.hermes_tool_output_limit_chars,
         settings.hermes_tool_timeout_seconds,
+        skills,
     )
     ledger = CallLedger(settings.ledger_path())
     service = ToolService(EventStore(js, SERVICE), ledger, executor, settings.hermes_tools_max_concurrent)
@@ -98,20 +111,32 @@ async def run(settings: ToolSettings, stop: asyncio.Event | None = None) -> None
         ),
         SERVICE,
     )
-    await Responders(nc, settings.hermes_home, mcp).subscribe()
+    await Responders(nc, settings.hermes_home, mcp, skills).subscribe()
     await service.recover()
+    consumers = [consumer]
+    if skills is not None:
+        consumers.append(ConsumerRunner(nc, js, SkillProposals(skills, js, service.append).spec(), SERVICE))
     tasks = [
-        asyncio.create_task(consumer.run(), name="tools-calls"),
+        *(asyncio.create_task(c.run(), name=c.spec.durable) for c in consumers),
         asyncio.create_task(mcp.watch(), name="mcp-watch"),
     ]
-    log.info("tools_started", nats=settings.nats_url, sandbox=refused or "ok", mcp_servers=len(mcp.states()))
+    log.info(
+        "tools_started",
+        nats=settings.nats_url,
+        sandbox=refused or "ok",
+        mcp_servers=len(mcp.states()),
+        skills=len(skills.names()) if skills is not None else None,
+    )
     await stop.wait()
     log.info("tools_stopping")
-    consumer.stop()
+    for c in consumers:
+        c.stop()
     await service.stop()
     for task in tasks:
         task.cancel()
     await asyncio.wait(tasks, timeout=5)
     await mcp.close()
     ledger.close()
+    if skills is not None:
+        skills.close()
     await close(nc)

@@ -13,7 +13,8 @@ class ToolSettings(BusSettings):
     """``hermes_tools_max_concurrent``: calls running at once; ``hermes_tool_output_limit_chars``: a result longer
     than this reaches the event (and the model) cut, with a marker, the whole kept in the workspace;
     ``hermes_tool_timeout_seconds``: wall time of one MCP call or web fetch (the sandbox has its own limits:
-    ``hermes_sandbox_*``); ``hermes_mcp_file``: default ``$HERMES_HOME/mcp.toml``."""
+    ``hermes_sandbox_*``); ``hermes_mcp_file``: default ``$HERMES_HOME/mcp.toml``; ``hermes_skills_dir``: the skills
+    library (a git repository), default ``$HERMES_HOME/skills``, its usage statistics in ``$HERMES_HOME/skills.db``."""
 
     metrics_port: int = 9119
     hermes_tools_max_concurrent: int = Field(4, ge=1, le=64)
@@ -25,9 +26,16 @@ class ToolSettings(BusSettings):
     hermes_sandbox_output_bytes: int = Field(1_000_000, ge=1024)
     hermes_sandbox_wall_seconds: float = Field(30.0, gt=0)
     hermes_mcp_file: Path | None = None
+    hermes_skills_dir: Path | None = None
 
     def mcp_path(self) -> Path:
         return self.hermes_mcp_file or self.hermes_home / "mcp.toml"
 
     def ledger_path(self) -> Path:
         return self.hermes_home / "tools.db"
+
+    def skills_path(self) -> Path:
+        return self.hermes_skills_dir or self.hermes_home / "skills"
+
+    def skills_db_path(self) -> Path:
+        return self.hermes_home / "skills.db"

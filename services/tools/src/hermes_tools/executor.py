@@ -1,4 +1,5 @@
-"""Runs one dispatched call: a built-in tool (in the sandbox, :mod:`hermes_tools.builtin`) or an MCP server's
+"""Runs one dispatched call: a built-in tool (in the sandbox, :mod:`hermes_tools.builtin`), a skill of the library
+(``skill__<name>``, in the sandbox, :mod:`hermes_tools.skills_library`) or an MCP server's
 (:mod:`hermes_tools.mcp_servers`), then removes secrets from its output and cuts it past the limit (the whole output
 kept in the workspace). Every failure becomes an :class:`Outcome` with an error code; nothing raises out."""
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hermes_proto import agents as ag
 from hermes_proto.tools import split_mcp_name
 
@@ -19,8 +22,10 @@ from hermes_tools.errors import ToolError
 from hermes_tools.mcp_servers import McpServers
 from hermes_tools.redact import Redactor, truncate
 from hermes_tools.sandbox import SandboxLimits
+from hermes_tools.skills_library import SkillsLibrary, is_skill_tool
 from hermes_tools.workspace import workspace_dir, workspace_state
 
+log = structlog.get_logger("hermes.tools")
 MemorySearch = Callable[[str, int, str], Awaitable[list[dict[str, Any]]]]
 """``(query, limit, user_id) -> hits``: the run's user's earlier turns."""
 
@@ -44,7 +49,7 @@ class Outcome:
 
 class Executor:
     """``home``: ``$HERMES_HOME`` (workspaces under ``workspace/<project>``); ``output_limit``: characters of output
-    an event carries; ``timeout_s``: one MCP call's wall time."""
+    an event carries; ``timeout_s``: one MCP call's wall time; ``skills``: the skills library (None: no skills)."""
 
     def __init__(
         self,
@@ -55,6 +60,7 @@ class Executor:
         memory_search: MemorySearch | None = None,
         output_limit: int = 8000,
         timeout_s: float = 60.0,
+        skills: SkillsLibrary | None = None,
     ) -> None:
         self.home = home
         self.mcp = mcp
@@ -63,8 +69,18 @@ class Executor:
         self.memory_search = memory_search
         self.output_limit = output_limit
         self.timeout_s = timeout_s
+        self.skills = skills
 
     async def execute(self, d: ag.ToolCallDispatched) -> Outcome:
+        outcome = await self._execute(d)
+        if self.skills is not None and is_skill_tool(d.name):
+            try:
+                await self.skills.record(d.name, outcome.error_code, outcome.is_error, outcome.duration_ms)
+            except Exception as exc:  # statistics must not lose the call's outcome
+                log.warning("skill_stats_not_recorded", tool=d.name, error=repr(exc))
+        return outcome
+
+    async def _execute(self, d: ag.ToolCallDispatched) -> Outcome:
         started = time.perf_counter()
         try:
             workspace = workspace_dir(self.home, d.project)
@@ -73,7 +89,9 @@ class Executor:
                     "workspace_changed",
                     "the workspace changed after this call was approved; the approval does not cover it any more",
                 )
-            if split_mcp_name(d.name) is not None:
+            if is_skill_tool(d.name):  # before MCP names: skill__x has the shape of <server>__<tool>
+                text, is_error, exit_code = await self._skill(d, workspace)
+            elif split_mcp_name(d.name) is not None:
                 text, is_error, exit_code = await self._mcp(d)
             elif d.name in BUILTIN_SPECS:
                 text, is_error, exit_code = await self._builtin(d, workspace)
@@ -99,6 +117,13 @@ class Executor:
             raise ToolError("mcp_server_unavailable", "no MCP servers are configured")
         result = await self.mcp.call(d.name, dict(d.arguments), self.timeout_s)
         return result.text, result.is_error, None
+
+    async def _skill(self, d: ag.ToolCallDispatched, workspace: Path) -> tuple[str, bool, int | None]:
+        if self.skills is None:
+            raise ToolError("unknown_tool", f"no tool named {d.name!r} (the skills library is not available)")
+        output = await self.skills.run(d.name, dict(d.arguments), workspace, d.network)
+        exit_code = output.data.get("exit_code") if isinstance(output.data, dict) else None
+        return output.text, isinstance(exit_code, int) and exit_code != 0, exit_code
 
     async def _builtin(self, d: ag.ToolCallDispatched, workspace: Path) -> tuple[str, bool, int | None]:
         search = self.memory_search

@@ -22,4 +22,20 @@ SANDBOX_REFUSALS = Counter(
     ["reason"],
 )
 TOOLS_RUNNING = Gauge("hermes_tool_calls_running", "Tool calls running now")
-REGISTRY_SIZE = Gauge("hermes_tool_registry_tools", "Tools in the registry, by source (builtin or mcp)", ["source"])
+REGISTRY_SIZE = Gauge(
+    "hermes_tool_registry_tools", "Tools in the registry, by source (builtin, mcp or skill)", ["source"]
+)
+SKILL_PROPOSALS_VALIDATED = Counter(
+    "hermes_skill_proposals_validated_total", "Skill proposals validated, by outcome (ok, invalid)", ["outcome"]
+)
+SKILL_CHANGES = Counter(
+    "hermes_skill_changes_total",
+    "Changes to the skills library, by change (applied, rolled_back, failed)",
+    ["change"],
+)
+SKILLS = Gauge("hermes_skills", "Valid skills loaded in the registry (the library's HEAD)")
+SKILL_RUNS = Counter(
+    "hermes_skill_runs_total",
+    "Runs of skills as tools, by skill and outcome (ok; error: exited non-zero; failed: refused or broke)",
+    ["skill", "outcome"],
+)

@@ -1,5 +1,6 @@
 """What the tool service answers on core NATS: the registry (``hermes.query.tools``), a workspace's state hash
-(``hermes.query.workspace``) and changes of the MCP servers (``hermes.control.mcp``, from the gateway's admin API)."""
+(``hermes.query.workspace``), the skills library (``hermes.query.skills``) and changes of the MCP servers
+(``hermes.control.mcp``, from the gateway's admin API)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nats.aio.msg import Msg
 from hermes_proto import subjects
 from hermes_proto.queries import ErrorReply
 from hermes_proto.rpc import answering
+from hermes_proto.skill_proposals import SkillsQuery
 from hermes_proto.tools import (
     McpServerChange,
     McpServersReply,
@@ -28,17 +30,22 @@ from hermes_tools.mcp_config import McpConfigError, add_server, load_config, rem
 from hermes_tools.mcp_servers import McpServers
 from hermes_tools.metrics import REGISTRY_SIZE
 from hermes_tools.sandbox import sandbox_available
+from hermes_tools.skills_library import SkillsLibrary, is_skill_tool
 from hermes_tools.workspace import workspace_dir, workspace_state
 
 PROJECT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+QUERY_SKILLS = subjects.QUERY_SKILLS
 
 
-def registry(mcp: McpServers | None) -> list[ToolSpec]:
-    """The built-in tools, then every live MCP server's."""
-    mcp_specs = mcp.specs() if mcp is not None else []
+def registry(mcp: McpServers | None, skills: SkillsLibrary | None = None) -> list[ToolSpec]:
+    """The built-in tools, then every live MCP server's, then the library's skills (``skill__<name>``; an MCP
+    server named ``skill`` does not shadow them: its tools are left out)."""
+    mcp_specs = [s for s in mcp.specs() if not is_skill_tool(s.name)] if mcp is not None else []
+    skill_specs = skills.specs() if skills is not None else []
     REGISTRY_SIZE.labels("builtin").set(len(BUILTIN_SPECS))
     REGISTRY_SIZE.labels("mcp").set(len(mcp_specs))
-    return [*BUILTIN_SPECS.values(), *mcp_specs]
+    REGISTRY_SIZE.labels("skill").set(len(skill_specs))
+    return [*BUILTIN_SPECS.values(), *mcp_specs, *skill_specs]
 
 
 def _table(server) -> dict:  # noqa: ANN001
@@ -57,14 +64,17 @@ def _table(server) -> dict:  # noqa: ANN001
 
 
 class Responders:
-    def __init__(self, nc: NATS, home: Path, mcp: McpServers) -> None:
-        self.nc, self.home, self.mcp = nc, home, mcp
+    """``skills``: the library (None: it could not start; ``hermes.query.skills`` answers ``skills_unavailable``)."""
+
+    def __init__(self, nc: NATS, home: Path, mcp: McpServers, skills: SkillsLibrary | None = None) -> None:
+        self.nc, self.home, self.mcp, self.skills = nc, home, mcp, skills
 
     async def subscribe(self) -> None:
         for subject, handler in (
             (subjects.QUERY_TOOLS, self._tools),
             (subjects.QUERY_WORKSPACE, self._workspace),
             (subjects.CONTROL_MCP, self._mcp_change),
+            (QUERY_SKILLS, self._skills),
         ):
             await self.nc.subscribe(subject, queue="tools", cb=answering("tools", handler))
 
@@ -73,7 +83,15 @@ class Responders:
             await msg.respond(msgspec.json.encode(reply))
 
     async def _tools(self, msg: Msg) -> None:
-        await self._respond(msg, ToolsReply(tools=registry(self.mcp), sandbox=sandbox_available()))
+        await self._respond(msg, ToolsReply(tools=registry(self.mcp, self.skills), sandbox=sandbox_available()))
+
+    async def _skills(self, msg: Msg) -> None:
+        query = msgspec.json.decode(msg.data or b"{}", type=SkillsQuery)
+        if self.skills is None:
+            reply: object = ErrorReply(code="skills_unavailable", message="the skills library could not start")
+        else:
+            reply = await self.skills.reply(query.log_limit)
+        await self._respond(msg, reply)
 
     async def _workspace(self, msg: Msg) -> None:
         query = msgspec.json.decode(msg.data or b"{}", type=WorkspaceQuery)
