@@ -11,7 +11,7 @@ from typing import Literal
 import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from hermes_proto import project_memory as pm
 from hermes_proto import subjects as subj
@@ -34,6 +34,8 @@ class EntryEdit(BaseModel):
 
 
 class ConsolidateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # every field is optional: an unknown one is a mistake, not ignored
+
     project: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     user_id: StrictStr = Field(default="local", max_length=128)
 
@@ -123,10 +125,10 @@ async def delete_entry(
 
 @router.post("/memory/consolidate", status_code=202)
 async def consolidate(
-    request: Request, commands: CommandsDep, writer: WriterDep, body: ConsolidateBody | None = None
+    request: Request, commands: CommandsDep, writer: WriterDep, body: ConsolidateBody
 ) -> JSONResponse:
-    """Run the historian now over the caller's ended threads (of ``project``, or all). 202 ``{"command_id"}``."""
-    body = body or ConsolidateBody()
+    """Run the historian now over the caller's ended threads (body ``{}``, or ``{"project": P}``). 202
+    ``{"command_id"}``; 422 without a JSON body."""
     command = pm.ConsolidateMemory(
         command_id=new_id(),
         issued_at=utcnow(),
