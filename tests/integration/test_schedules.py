@@ -16,7 +16,9 @@ import collections
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import nats
@@ -26,6 +28,7 @@ from stack import HermesUp
 
 EVERY_2S = "* * * * * */2"  # croniter: the sixth field is seconds
 EVERY_1S = "* * * * * *"
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +263,70 @@ def test_a_file_and_a_commit_fire_once_and_not_again_after_a_restart(client, up,
     assert len(runs_of(client, files)) == 1 and len(runs_of(client, commits)) == 1
     delete(client, files)
     delete(client, commits)
+
+
+def cli(up: HermesUp, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("HERMES_TOKEN", "HERMES_HOME")}
+    env.update(HERMES_URL=up.base_url, HERMES_HOME=str(up.home / "cli-home"))
+    return subprocess.run(
+        [sys.executable, "-m", "hermes_cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_command_line_adds_lists_runs_pauses_and_removes(client, up):
+    added = cli(up, "schedule", "add", "cli briefing", "T-DONE", "--agent", "--cron", EVERY_2S, "--tz", "Europe/Berlin")
+    assert added.returncode == 0, added.stderr
+    sid = added.stdout.split()[1]
+    wait_for(lambda: runs_of(client, sid, "completed"), 30)
+    listed = cli(up, "schedule", "list")
+    assert listed.returncode == 0 and sid in listed.stdout and "cli briefing" in listed.stdout
+    runs = cli(up, "schedule", "runs", sid)
+    assert runs.returncode == 0 and "completed" in runs.stdout
+    assert cli(up, "schedule", "pause", sid).returncode == 0
+    wait_for(lambda: schedule(client, sid)["status"] == "paused", 10)
+    bad = cli(up, "schedule", "add", "x", "y", "--cron", "not a cron")
+    assert bad.returncode == 1 and "invalid_schedule" in bad.stderr
+    both = cli(up, "schedule", "add", "x", "y", "--cron", "* * * * *", "--at", "2030-01-01T00:00:00Z")
+    assert both.returncode == 2
+    assert cli(up, "schedule", "rm", sid).returncode == 0
+    wait_for(lambda: client.get(f"/api/schedules/{sid}").status_code == 404, 10)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian's Chromium is not installed at {CHROMIUM}")
+def test_the_schedules_page_lists_pauses_and_creates(client, up):
+    from playwright.sync_api import sync_playwright
+
+    sid = create(client, {"kind": "cron", "cron": "0 7 * * 1-5", "timezone": "Europe/Berlin"}, name="page briefing")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{up.base_url}/#schedules")
+        row = page.locator(f"tr[data-schedule-id='{sid}']")
+        row.wait_for(timeout=10_000)
+        text = row.inner_text()
+        assert "page briefing" in text and "cron 0 7 * * 1-5 (Europe/Berlin)" in text and "active" in text
+        row.locator("button[data-action=pause]").click()
+        wait_for(lambda: schedule(client, sid)["status"] == "paused", 10)
+        page.fill("#schedule-name", "from the page")
+        page.fill("#schedule-cron", "30 8 * * *")
+        page.select_option("#schedule-kind", "agent")
+        page.fill("#schedule-text", "T-DONE")
+        page.click("#schedule-form button[type=submit]")
+
+        def made() -> list:
+            listed = client.get("/api/schedules").json()["data"]["schedules"]
+            return [s for s in listed if s["definition"]["name"] == "from the page"]
+
+        new = wait_for(made, 10)[0]
+        assert new["definition"]["when"]["cron"] == "30 8 * * *" and new["definition"]["action"]["kind"] == "agent"
+        page.fill("#schedule-name", "broken")
+        page.fill("#schedule-cron", "99 * * * *")
+        page.fill("#schedule-text", "x")
+        page.click("#schedule-form button[type=submit]")
+        page.locator("#schedules-error", has_text="invalid cron expression").wait_for(timeout=10_000)
+        browser.close()
+    assert not errors, errors
+    delete(client, sid)
+    delete(client, new["schedule_id"])

@@ -9,7 +9,9 @@ that three agent runs wrote into a proposed skill that passes validation."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import httpx
 import pytest
@@ -150,7 +152,7 @@ def test_a_proposal_is_validated_approved_committed_used_and_rolled_back(client,
     assert again.status_code == 409
 
 
-def test_the_analysis_proposes_a_skill_for_a_program_three_runs_wrote(client):
+def test_the_analysis_proposes_a_skill_for_a_program_three_runs_wrote(client, tmp_path):
     for i in range(3):
         assert run_agent(client, f"T-PY count the files of the report folder ({i})")["status"] == "completed"
     assert client.post("/api/skills/improve").status_code == 202
@@ -164,5 +166,15 @@ def test_the_analysis_proposes_a_skill_for_a_program_three_runs_wrote(client):
     checked = settled(client, auto["proposal_id"], "awaiting_approval", "invalid")
     assert checked["status"] == "awaiting_approval", checked["findings"]
     assert checked["files"][f"{auto['skill']}/run.py"].strip() == CODE.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("HERMES_TOKEN", "HERMES_HOME")}
+    env.update(HERMES_URL=client.base_url.__str__().rstrip("/"), HERMES_HOME=str(tmp_path))
+    shown = subprocess.run(
+        [sys.executable, "-m", "hermes_cli", "skills", "show", auto["proposal_id"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "awaiting_approval" in shown.stdout and "passed" in shown.stdout, shown.stderr
     assert client.post("/api/skills/improve").status_code == 202  # analysed again: not proposed twice
     assert len(wait_for(lambda: found() or None, 5)) == 1

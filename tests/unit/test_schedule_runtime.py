@@ -74,6 +74,7 @@ def test_the_run_command_carries_the_delivery_and_the_payload_as_untrusted_data(
         assert isinstance(cmd, SubmitIdea) and cmd.thread_id == fired.run_id and cmd.channel == channel
         assert cmd.idea.startswith("summarise the day") and "<untrusted-data" in cmd.idea and '"order": 42' in cmd.idea
         assert (cmd.origin.get("telegram_chat_id") == "42") == (channel == "telegram")
+        assert cmd.max_questions == (None if channel == "telegram" else 0)  # questions only where one can answer
         assert run_command(fired, state).command_id == cmd.command_id  # a redelivered reaction sends the same
     hook = sc.Delivery(to="webhook", url="https://example.org/hook")
     agent = every_minute(action=sc.Action(kind="agent", text="tidy", profile="code"), deliver=hook)

@@ -152,7 +152,8 @@ def run_command(fired: sc.ScheduleFired, state: ScheduleState) -> Command:
     """The command that opens the run of ``fired`` (thread ``fired.run_id``; id derived from the event, so a
     redelivered reaction sends the same command). The delivery decides the channel and reply address: Telegram
     (``origin.telegram_chat_id``), a webhook (``callback_url``), the web UI's inbox or the log (channel
-    ``schedule``). A trigger's payload joins the text as untrusted data."""
+    ``schedule``). A trigger's payload joins the text as untrusted data. An idea asks clarifying questions only
+    when delivered to Telegram (elsewhere nobody is there to answer: draft 1 is the result)."""
     d = state.definition
     action, deliver = d.action, d.deliver
     channel = "telegram" if deliver.to == "telegram" else "schedule"
@@ -185,8 +186,17 @@ def run_command(fired: sc.ScheduleFired, state: ScheduleState) -> Command:
             private=action.private,
             callback_url=url,
         )
+    # Nobody waits at the web inbox, a webhook or the log to answer clarifying questions: draft 1 is the result
+    # there. In Telegram the user can answer, so the usual questions come.
+    questions = None if deliver.to == "telegram" else 0
     return SubmitIdea(
-        **common, idea=text, project=action.project, private=action.private, callback_url=url, source_app="schedule"
+        **common,
+        idea=text,
+        project=action.project,
+        private=action.private,
+        callback_url=url,
+        source_app="schedule",
+        max_questions=questions,
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -99,6 +101,14 @@ def test_the_historian_promotes_merges_supersedes_and_prompts_carry_it(client, u
     chat(client, "s-five", "And then? MARK-2")
     prompt = system_prompt(model, "MARK-2")
     assert "SQLite" in prompt and "PostgreSQL" not in prompt and "bullet" not in prompt
+
+    # the command line shows the same entries
+    env = {k: v for k, v in os.environ.items() if k not in ("HERMES_TOKEN", "HERMES_HOME")}
+    env.update(HERMES_URL=up.base_url, HERMES_HOME=str(up.home / "cli-home"))
+    shown = subprocess.run(
+        [sys.executable, "-m", "hermes_cli", "memory", "--history"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and "SQLite" in shown.stdout and "superseded" in shown.stdout, shown.stderr
 
     # unknown entries are 404, a kind that does not exist 422
     assert client.delete("/api/memory/entries/nope").status_code == 404
