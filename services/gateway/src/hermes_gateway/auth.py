@@ -102,6 +102,11 @@ def auth_enabled(principal: Principal) -> bool:
     return principal.key != AUTH_OFF_KEY
 
 
+def scope_user(principal: Principal) -> str | None:
+    """The user a read is limited to: the authenticated one (None while auth is off: every user's)."""
+    return principal.user_id if auth_enabled(principal) else None
+
+
 def visible(principal: Principal, user_id: str) -> bool:
     """Whether ``principal`` may see what belongs to ``user_id`` (always, while auth is off)."""
     return not auth_enabled(principal) or principal.user_id == user_id

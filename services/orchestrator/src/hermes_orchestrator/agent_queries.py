@@ -46,26 +46,20 @@ class AgentQueries:
     def _read(self, fn, *args):  # noqa: ANN001, ANN202
         return self.base._read(fn, *args)
 
-    async def _query(self, msg: Msg, query_type: type):  # noqa: ANN202
-        query = await self.base._decode(msg, query_type)
-        if query is not None and getattr(query, "min_sequence", 0):
-            await self.base.projection.wait_for(query.min_sequence, timeout_s=2.0)
-        return query
-
     async def _run(self, msg: Msg) -> None:
-        if (q := await self._query(msg, AgentRunQuery)) is None:
+        if (q := await self.base._query(msg, AgentRunQuery)) is None:
             return
         view = await asyncio.to_thread(self._read, agent_views.agent_run, q.run_id, q.user_id)
         await self._respond(msg, AgentRunReply(found=view is not None, run=view))
 
     async def _runs(self, msg: Msg) -> None:
-        if (q := await self._query(msg, AgentRunsQuery)) is None:
+        if (q := await self.base._query(msg, AgentRunsQuery)) is None:
             return
         runs = await asyncio.to_thread(self._read, agent_views.agent_runs, q.user_id, q.limit)
         await self._respond(msg, AgentRunsReply(runs=runs))
 
     async def _approvals(self, msg: Msg) -> None:
-        if (q := await self._query(msg, ApprovalsQuery)) is None:
+        if (q := await self.base._query(msg, ApprovalsQuery)) is None:
             return
         found = await asyncio.to_thread(
             self._read, agent_views.approvals, q.user_id, q.status, q.run_id, q.approval_id, q.limit

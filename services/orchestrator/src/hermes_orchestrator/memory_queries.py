@@ -67,10 +67,7 @@ class MemoryQueries:
         )
 
     async def _list(self, msg: Msg) -> None:
-        q = await self.base._decode(msg, MemoryEntriesQuery)
-        if q is None:
+        if (q := await self.base._query(msg, MemoryEntriesQuery)) is None:
             return
-        if q.min_sequence:
-            await self.base.projection.wait_for(q.min_sequence, timeout_s=2.0)
         found = await asyncio.to_thread(self.base._read, list_entries, q)
         await self.base._respond(msg, MemoryEntriesReply(entries=found))

@@ -72,10 +72,7 @@ class ProposalQueries:
         )
 
     async def _list(self, msg: Msg) -> None:
-        q = await self.base._decode(msg, ProposalsQuery)
-        if q is None:
+        if (q := await self.base._query(msg, ProposalsQuery)) is None:
             return
-        if q.min_sequence:
-            await self.base.projection.wait_for(q.min_sequence, timeout_s=2.0)
         found = await asyncio.to_thread(self.base._read, list_proposals, q)
         await self.base._respond(msg, ProposalsReply(proposals=found))

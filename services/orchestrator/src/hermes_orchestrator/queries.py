@@ -107,11 +107,17 @@ class QueryResponder:
             await self._respond(msg, ErrorReply(code="bad_request", message=str(exc)))
             return None
 
-    async def _thread(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, ThreadQuery)) is None:
-            return
-        if query.min_sequence:
+    async def _query(self, msg: Msg, query_type: type):  # noqa: ANN202
+        """:meth:`_decode`, then a wait (at most 2 s) until the read model holds the query's ``min_sequence`` (the
+        position the asker has seen), so it reads its own writes."""
+        query = await self._decode(msg, query_type)
+        if query is not None and getattr(query, "min_sequence", 0):
             await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
+        return query
+
+    async def _thread(self, msg: Msg) -> None:
+        if (query := await self._query(msg, ThreadQuery)) is None:
+            return
         view = await asyncio.to_thread(self._read_core, views.thread_view, query.thread_id)
         await self._respond(msg, ThreadReply(found=view is not None, thread=view))
 
@@ -139,18 +145,14 @@ class QueryResponder:
         await self._respond(msg, SessionsReply(sessions=found))
 
     async def _session(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, SessionQuery)) is None:
+        if (query := await self._query(msg, SessionQuery)) is None:
             return
-        if query.min_sequence:
-            await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
         view = await asyncio.to_thread(self._read, sessions.session_view, query.session_id, query.last_turns)
         await self._respond(msg, SessionReply(found=view is not None, session=sessions.fit(view, self._budget())))
 
     async def _memory(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, MemoryQuery)) is None:
+        if (query := await self._query(msg, MemoryQuery)) is None:
             return
-        if query.min_sequence:
-            await self.projection.wait_for(query.min_sequence, timeout_s=2.0)
         hits = await asyncio.to_thread(self._read, sessions.search_memory, query.q, query.user_id, query.limit)
         await self._respond(msg, MemoryReply(hits=hits))
 

@@ -96,20 +96,14 @@ class ScheduleQueries:
         for subject, handler in ((subjects.QUERY_SCHEDULES, self._list), (subjects.QUERY_SCHEDULE, self._one)):
             await self.base.nc.subscribe(subject, queue="orchestrator", cb=answering("orchestrator", handler))
 
-    async def _query(self, msg: Msg, query_type: type):  # noqa: ANN202
-        query = await self.base._decode(msg, query_type)
-        if query is not None and query.min_sequence:
-            await self.base.projection.wait_for(query.min_sequence, timeout_s=2.0)
-        return query
-
     async def _list(self, msg: Msg) -> None:
-        if (q := await self._query(msg, SchedulesQuery)) is None:
+        if (q := await self.base._query(msg, SchedulesQuery)) is None:
             return
         found = await asyncio.to_thread(self.base._read, list_schedules, q)
         await self.base._respond(msg, SchedulesReply(schedules=found))
 
     async def _one(self, msg: Msg) -> None:
-        if (q := await self._query(msg, ScheduleQuery)) is None:
+        if (q := await self.base._query(msg, ScheduleQuery)) is None:
             return
         view = await asyncio.to_thread(self.base._read, one_schedule, q)
         await self.base._respond(msg, ScheduleReply(found=view is not None, schedule=view))

@@ -29,7 +29,7 @@ from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import ask
 
 from hermes_gateway.admission import admitted
-from hermes_gateway.auth import auth_enabled, owner_id
+from hermes_gateway.auth import auth_enabled, owner_id, scope_user
 from hermes_gateway.deps import BusDep, CommandsDep, PrincipalDep, ReadModelDep, SettingsDep, WriterDep
 from hermes_gateway.domain import clean_idea
 from hermes_gateway.envelope import ApiError, success
@@ -52,11 +52,6 @@ class RunRequest(BaseModel):
 class ApprovalAnswer(BaseModel):
     scope: Literal["once", "run"] = "once"
     comment: StrictStr = Field(default="", max_length=2000)
-
-
-def _scope_user(principal) -> str | None:  # noqa: ANN001
-    """The user a read is limited to (None: auth is off, everything is the local user's)."""
-    return principal.user_id if auth_enabled(principal) else None
 
 
 async def _profiles(bus) -> ProfilesReply:  # noqa: ANN001
@@ -125,7 +120,7 @@ def _plain(struct) -> dict:  # noqa: ANN001
 
 
 async def _run(bus, read_model, run_id: str, principal):  # noqa: ANN001, ANN202
-    query = AgentRunQuery(run_id=run_id, user_id=_scope_user(principal), min_sequence=read_model.seen_position())
+    query = AgentRunQuery(run_id=run_id, user_id=scope_user(principal), min_sequence=read_model.seen_position())
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_AGENT_RUN, query, AgentRunReply, TIMEOUT_S)
     if not reply.found or reply.run is None:
         raise ApiError(404, "not_found", f"No agent run {run_id!r}.")
@@ -141,7 +136,7 @@ async def list_runs(
     limit: int = Query(50, ge=1, le=500),
 ) -> JSONResponse:
     """200 ``{"runs": [run without steps]}``, newest first; only the caller's while auth is on."""
-    query = AgentRunsQuery(user_id=_scope_user(principal), limit=limit, min_sequence=read_model.seen_position())
+    query = AgentRunsQuery(user_id=scope_user(principal), limit=limit, min_sequence=read_model.seen_position())
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_AGENT_RUNS, query, AgentRunsReply, TIMEOUT_S)
     return success(request, {"runs": [_plain(r) for r in reply.runs]})
 
@@ -186,7 +181,7 @@ async def list_approvals(
     """200 ``{"approvals": [{"approval_id", "run_id", "tool", "arguments", "reason", "status", "requested_at",
     "expires_at", "decided_by", "scope", "comment"}]}``, newest first; only the caller's while auth is on."""
     query = ApprovalsQuery(
-        user_id=_scope_user(principal), status=status, run_id=run_id, min_sequence=read_model.seen_position()
+        user_id=scope_user(principal), status=status, run_id=run_id, min_sequence=read_model.seen_position()
     )
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_APPROVALS, query, ApprovalsReply, TIMEOUT_S)
     return success(request, {"approvals": [_plain(a) for a in reply.approvals]})
@@ -195,9 +190,7 @@ async def list_approvals(
 async def _answer(
     approval_id: str, decision: str, body: ApprovalAnswer, request: Request, bus, read_model, commands, writer
 ) -> JSONResponse:  # noqa: ANN001
-    query = ApprovalsQuery(
-        user_id=_scope_user(writer), approval_id=approval_id, min_sequence=read_model.seen_position()
-    )
+    query = ApprovalsQuery(user_id=scope_user(writer), approval_id=approval_id, min_sequence=read_model.seen_position())
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_APPROVALS, query, ApprovalsReply, TIMEOUT_S)
     if not reply.approvals:
         raise ApiError(404, "not_found", f"No approval {approval_id!r}.")

@@ -19,7 +19,7 @@ from hermes_proto.ids import new_id, utcnow
 from hermes_proto.memory_queries import MemoryEntriesQuery, MemoryEntriesReply
 from hermes_proto.rpc import ask
 
-from hermes_gateway.auth import auth_enabled, owner_id
+from hermes_gateway.auth import owner_id, scope_user
 from hermes_gateway.deps import BusDep, CommandsDep, PrincipalDep, ReadModelDep, WriterDep
 from hermes_gateway.envelope import ApiError, success
 
@@ -40,13 +40,9 @@ class ConsolidateBody(BaseModel):
     user_id: StrictStr = Field(default="local", max_length=128)
 
 
-def _scope_user(principal) -> str | None:  # noqa: ANN001
-    return principal.user_id if auth_enabled(principal) else None
-
-
 async def _entries(bus, read_model, principal, project=None, history=False, limit=200):  # noqa: ANN001, ANN202
     query = MemoryEntriesQuery(
-        user_id=_scope_user(principal),
+        user_id=scope_user(principal),
         project=project,
         history=history,
         limit=limit,

@@ -19,7 +19,7 @@ from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import ask
 from hermes_proto.schedule_queries import ScheduleQuery, ScheduleReply, SchedulesQuery, SchedulesReply, ScheduleView
 
-from hermes_gateway.auth import auth_enabled, owner_id
+from hermes_gateway.auth import owner_id, scope_user
 from hermes_gateway.deps import BusDep, CommandsDep, PrincipalDep, ReadModelDep, WriterDep
 from hermes_gateway.envelope import ApiError, success
 
@@ -59,10 +59,6 @@ def definition_of(body: ScheduleBody) -> sc.Definition:
     return definition
 
 
-def _scope_user(principal) -> str | None:  # noqa: ANN001
-    return principal.user_id if auth_enabled(principal) else None
-
-
 def _plain(struct) -> dict:  # noqa: ANN001
     return msgspec.to_builtins(struct)
 
@@ -70,7 +66,7 @@ def _plain(struct) -> dict:  # noqa: ANN001
 async def _one(bus, read_model, schedule_id: str, principal, runs: int = 50) -> ScheduleView:  # noqa: ANN001
     query = ScheduleQuery(
         schedule_id=schedule_id,
-        user_id=_scope_user(principal),
+        user_id=scope_user(principal),
         runs_limit=runs,
         min_sequence=read_model.seen_position(),
     )
@@ -130,7 +126,7 @@ async def list_schedules(
 ) -> JSONResponse:
     """200 ``{"schedules": [{"schedule_id", "definition", "status", "next_due_at", "last_outcome", "last_run_at",
     "runs_total", "missed_total", "failures_in_row", "running"}]}``, newest first; only the caller's while auth is on."""
-    query = SchedulesQuery(user_id=_scope_user(principal), limit=limit, min_sequence=read_model.seen_position())
+    query = SchedulesQuery(user_id=scope_user(principal), limit=limit, min_sequence=read_model.seen_position())
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_SCHEDULES, query, SchedulesReply, TIMEOUT_S)
     return success(request, {"schedules": [_plain(s) for s in reply.schedules]})
 

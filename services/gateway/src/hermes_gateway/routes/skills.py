@@ -20,7 +20,7 @@ from hermes_proto import subjects as subj
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.rpc import ask
 
-from hermes_gateway.auth import auth_enabled, owner_id
+from hermes_gateway.auth import auth_enabled, owner_id, scope_user
 from hermes_gateway.deps import BusDep, CommandsDep, PrincipalDep, ReadModelDep, WriterDep
 from hermes_gateway.envelope import ApiError, success
 
@@ -43,16 +43,12 @@ class Decision(BaseModel):
     comment: StrictStr = Field(default="", max_length=2000)
 
 
-def _scope_user(principal) -> str | None:  # noqa: ANN001
-    return principal.user_id if auth_enabled(principal) else None
-
-
 def _plain(struct) -> dict:  # noqa: ANN001
     return msgspec.to_builtins(struct)
 
 
 async def _proposals(bus, read_model, principal, **filters) -> list[sp.ProposalView]:  # noqa: ANN001
-    query = sp.ProposalsQuery(user_id=_scope_user(principal), min_sequence=read_model.seen_position(), **filters)
+    query = sp.ProposalsQuery(user_id=scope_user(principal), min_sequence=read_model.seen_position(), **filters)
     reply = await ask(bus.nc, "The orchestrator", subj.QUERY_SKILL_PROPOSALS, query, sp.ProposalsReply, TIMEOUT_S)
     return reply.proposals
 
