@@ -1,6 +1,6 @@
 """Sessions and memory: ``search`` (earlier turns of every channel), ``sessions``, ``session`` (its turns with
 backend, model, tokens, cost, latency), ``soul`` (print or replace SOUL.md) and ``export sft|dpo`` (training data
-as JSONL, streamed)."""
+as JSONL, streamed), or ``export --user U`` (everything Hermes holds about a user, :mod:`hermes_cli.user_export`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
+from hermes_cli import user_export
 from hermes_cli.client import GatewayClient
 from hermes_cli.common import (
     EXIT_ERROR,
@@ -190,12 +191,12 @@ def _export_to(client: GatewayClient, kind: str, params: dict[str, Any], output:
 
 def export(
     kind: Annotated[
-        ExportKind,
+        ExportKind | None,
         typer.Argument(
             help="sft: one record per completed turn; dpo: preference pairs "
-            "{prompt, chosen, rejected} from rated threads."
+            "{prompt, chosen, rejected} from rated threads. Leave it out with --user."
         ),
-    ],
+    ] = None,
     fmt: Annotated[
         ExportFormat,
         typer.Option(
@@ -213,13 +214,36 @@ def export(
         int | None, typer.Option("--min-rating", min=1, max=5, help="Only turns of threads rated at least this.")
     ] = None,
     output: Annotated[
-        str, typer.Option("--output", "-o", metavar="FILE", help="Write the JSONL here (- or none: standard output).")
+        str,
+        typer.Option(
+            "--output",
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Write the JSONL (or JSON) here (- or none: standard output).",
+        ),
     ] = "-",
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="USER_ID",
+            help="Instead: everything Hermes holds about this user, as one JSON document (an admin token's export).",
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Export training data as JSONL, streamed as the gateway sends it; prints the record count on stderr.
-    A bad filter (e.g. an impossible date) exits 1 with the gateway's error."""
+    A bad filter (e.g. an impossible date) exits 1 with the gateway's error. With --user (and no sft/dpo): the
+    user's data-rights export, one JSON document (see hermes_cli.user_export); a non-admin token exits 1."""
+    if user is not None:
+        if kind is not None or any(v is not None for v in (since, until, channel, min_rating)):
+            raise fail("--user exports everything about a user: leave out sft/dpo and their filters.", code=EXIT_USAGE)
+        user_export.export_user(user, output, url, token)
+        return
+    if kind is None:
+        raise fail("name what to export: sft or dpo, or --user USER_ID.", code=EXIT_USAGE)
     params = {
         "format": fmt.value if kind is ExportKind.sft else None,
         "since": since,

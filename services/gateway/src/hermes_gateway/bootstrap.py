@@ -32,6 +32,7 @@ from hermes_gateway.routes import (
     external,
     ideas,
     learn,
+    me_export,
     metrics,
     openai,
     perception,
@@ -124,6 +125,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         schedules,
         project_memory,
         skills,
+        me_export,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
