@@ -73,6 +73,7 @@ MODULES = {
     "gateway": "hermes_gateway",
     "notifier": "hermes_notifier",
     "tools": "hermes_tools",
+    "notary": "hermes_notary",
 }
 """Service name (as the tests call it) → the module ``python -m`` runs."""
 
@@ -84,6 +85,7 @@ READY_MARKERS = {
     "gateway": "gateway_ready",
     "notifier": "notifier_started",
     "tools": "tools_started",
+    "notary": "notary_started",
 }
 """The log event each service writes once it serves (read models caught up, consumers running)."""
 

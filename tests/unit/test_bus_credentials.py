@@ -33,6 +33,7 @@ def test_each_program_gets_its_own_roles_seed_and_nats_listens_on_loopback(tmp_p
         "x-edge": "edge-x",
         "notifier": "notifier",
         "tools": "tools",
+        "notary": "notary",
         "gateway": "gateway",
     }
     assert all(role_of_program(p.name) is None for p in up.programs if p.name in ("nats", "model"))

@@ -70,6 +70,7 @@ SERVICES = [
     Svc("talos-edge", "hermes-talos-edge", "hermes_edge", 9104),
     Svc("notifier", "hermes-notifier", "hermes_notifier", 9105),
     Svc("tools", "hermes-tools", "hermes_tools", 9119),
+    Svc("notary", "hermes-notary", "hermes_notary", 9120),
 ]
 SERVICE_IDS = [s.folder for s in SERVICES]
 HERMES_DISTS = {s.dist for s in SERVICES}

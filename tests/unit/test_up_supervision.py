@@ -42,6 +42,7 @@ def test_one_edge_per_enabled_backend_and_the_local_model_only_for_talos(tmp_pat
         "remote_api-edge",
         "notifier",
         "tools",
+        "notary",
         "gateway",
     ]
     edges = {p.name: p for p in up.programs if p.name.endswith("-edge")}

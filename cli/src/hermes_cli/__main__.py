@@ -26,7 +26,19 @@ from typing import Any
 
 import typer
 
-from hermes_cli import agents, backends, buscreds, memory, memory_entries, schedules, skills, system, threads
+from hermes_cli import (
+    agents,
+    backends,
+    backup,
+    buscreds,
+    integrity,
+    memory,
+    memory_entries,
+    schedules,
+    skills,
+    system,
+    threads,
+)
 
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("submit", threads.submit),
@@ -44,6 +56,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("session", memory.session),
     ("soul", memory.soul),
     ("export", memory.export),
+    ("verify", integrity.verify),
 )
 """Top-level commands by name (``up`` comes after the groups, as it always has)."""
 BACKEND_COMMANDS = (
@@ -74,8 +87,11 @@ def build_app() -> typer.Typer:
     app.add_typer(_group(skills.HELP, skills.skills, skills.SKILL_COMMANDS), name="skills")
     app.add_typer(_group(memory_entries.HELP, memory_entries.entries, memory_entries.MEMORY_COMMANDS), name="memory")
     app.add_typer(_group(system.DEAD_LETTERS_HELP, system.dead_letters, DEAD_LETTER_COMMANDS), name="dead-letters")
+    app.add_typer(_group(integrity.HELP, integrity.identity, integrity.IDENTITY_COMMANDS), name="identity")
     app.command("up")(system.up)
     app.command("bus-credentials")(buscreds.bus_credentials)
+    app.command("backup")(backup.backup)
+    app.command("restore")(backup.restore)
     return app
 
 

@@ -20,6 +20,7 @@ SERVICE_ROLES = {
     "backend-router": "router",
     "notifier": "notifier",
     "tools": "tools",
+    "notary": "notary",
     "gateway": "gateway",
 }
 """``hermes up``'s program names → their roles (an edge program ``<backend>-edge`` → ``edge-<backend>``)."""

@@ -53,6 +53,7 @@ SERVICES = (  # (process name, module, metrics port offset from the web port); t
     ("backend-router", "hermes_router", 3),
     ("notifier", "hermes_notifier", 5),
     ("tools", "hermes_tools", 19),
+    ("notary", "hermes_notary", 20),
     ("gateway", "hermes_gateway", 0),
 )
 FIRST_EDGE_OFFSET, SUPERVISOR_OFFSET, MORE_EDGES_OFFSET = 4, 6, 7
@@ -62,14 +63,15 @@ FIRST_EDGE_OFFSET, SUPERVISOR_OFFSET, MORE_EDGES_OFFSET = 4, 6, 7
 class UpSettings(BaseSettings):
     """``hermes_home``: all state (NATS store, databases, logs, supervisord.conf); ``hermes_web_port``: the
     gateway's port (the metrics ports follow it when free: +1 orchestrator ... +5 notifier, +4 the first edge,
-    +6 the supervisor, +7... further edges, +19 the tool service; printed at start); ``nats_url``: use this NATS instead of starting
+    +6 the supervisor, +7... further edges, +19 the tool service, +20 the notary; printed at start); ``nats_url``: use this NATS instead of starting
     one; ``hermes_nats_port``: port of the local NATS (default 4222, or a free one if taken);
     ``hermes_local_model``: start the embedded model server (for ``talos``, when enabled); ``hermes_model_port``:
     its port; ``hermes_model_chat_format``: its ``--chat_format`` (None: the model's own chat template; see
     :data:`TOOLS_CHAT_FORMAT`); ``hermes_backends_enabled``: the backends the router registers, one edge each;
     ``hermes_up_start_seconds``: a process that exits sooner after its start is a failed start, restarted after
     1, 2, 3... s; one that ran longer is restarted at once; ``hermes_up_start_retries``: failed starts in a row
-    after the first before it is given up (FATAL; the others keep running)."""
+    after the first before it is given up (FATAL; the others keep running); ``hermes_notary``: run the notary
+    (signed checkpoints of the log, SOUL.md attestations, scheduled backups); false only to measure what it costs."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -84,6 +86,7 @@ class UpSettings(BaseSettings):
     hermes_backends_enabled: str = "talos"
     hermes_up_start_seconds: int = Field(10, ge=1)
     hermes_up_start_retries: int = Field(5, ge=0)
+    hermes_notary: bool = True
 
 
 def model_path() -> Path:
@@ -124,8 +127,9 @@ class Plan:
         return Path(self.shared["HERMES_HOME"])
 
 
-def _services(backends: list[str]) -> list[tuple[str, str, int, dict[str, str]]]:
-    """(name, module, metrics port offset, env) of the core services and one edge per backend, in start order."""
+def _services(backends: list[str], notary: bool = True) -> list[tuple[str, str, int, dict[str, str]]]:
+    """(name, module, metrics port offset, env) of the core services and one edge per backend, in start order
+    (without the notary when ``notary`` is False)."""
     edges = [
         (
             f"{backend}-edge",
@@ -135,7 +139,7 @@ def _services(backends: list[str]) -> list[tuple[str, str, int, dict[str, str]]]
         )
         for number, backend in enumerate(backends)
     ]
-    core = [(name, module, offset, {}) for name, module, offset in SERVICES]
+    core = [(name, module, offset, {}) for name, module, offset in SERVICES if notary or name != "notary"]
     return core[:3] + edges + core[3:]
 
 
@@ -209,7 +213,7 @@ def plan(settings: UpSettings) -> Plan:
             }
         )
     taken = {settings.hermes_web_port}
-    for name, module, offset, env in _services(backends):
+    for name, module, offset, env in _services(backends, settings.hermes_notary):
         port = _metrics_port(settings.hermes_web_port + offset, taken) if offset else None
         seed = seeds.get(role_of_program(name) or "")
         programs.append(

@@ -62,7 +62,8 @@ class Grant:
     ``publish``: core subjects it publishes or requests; ``subscribe``: core subjects it subscribes (queries it
     serves, live subjects); ``consume``: (stream, durable) pull consumers it owns (create, fetch, ack);
     ``follow``: streams it reads with ephemeral ordered consumers; ``read``: streams it reads by sequence or subject
-    (get message, info); ``manage``: it creates and updates the streams; ``serves``: it replies to requests.
+    (get message, info); ``inspect``: streams whose consumers it may list (a backup records their positions);
+    ``manage``: it creates and updates the streams; ``serves``: it replies to requests.
     ``everything``: allowed all (``admin``)."""
 
     role: str
@@ -72,6 +73,7 @@ class Grant:
     consume: tuple[tuple[str, str], ...] = ()
     follow: tuple[str, ...] = ()
     read: tuple[str, ...] = ()
+    inspect: tuple[str, ...] = ()
     manage: bool = False
     serves: bool = False
     everything: bool = False
@@ -264,6 +266,18 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             notes="the only process that runs tools (sandbox, MCP servers); executes only dispatched calls",
         )
     )
+    table.append(
+        Grant(
+            "notary",
+            append=("hermes.evt.log.>", "hermes.evt.identity.>"),
+            subscribe=(subj.QUERY_IDENTITY, subj.NOTARY_ROTATE),
+            follow=(subj.EVENTS_STREAM,),
+            read=STREAMS,
+            inspect=STREAMS,
+            serves=True,
+            notes="the only holder of the instance key: signed checkpoints, SOUL.md attestations, key handoffs; reads every stream for scheduled backups",
+        )
+    )
     table += [edge_grant(backend) for backend in backends]
     table += [
         Grant(
@@ -318,6 +332,8 @@ def _api(grant: Grant) -> list[str]:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         ]
+    for stream in grant.inspect:
+        api += [f"$JS.API.CONSUMER.LIST.{stream}", f"$JS.API.CONSUMER.NAMES.{stream}"]
     if grant.manage:
         api += [f"$JS.API.STREAM.{op}.{stream}" for stream in STREAMS for op in ("CREATE", "UPDATE")]
     return list(dict.fromkeys(api))

@@ -33,12 +33,13 @@ from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
 from hermes_proto.inbox import TelegramUpdate
+from hermes_proto.integrity import INTEGRITY_EVENTS
 from hermes_proto.schedules import SCHEDULE_COMMANDS, SCHEDULE_EVENTS
 from hermes_proto.skill_proposals import PROPOSAL_COMMANDS, PROPOSAL_EVENTS
 
 _encoder = msgspec.json.Encoder()
 
-EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS + PROPOSAL_EVENTS
+EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS + PROPOSAL_EVENTS + INTEGRITY_EVENTS
 """Every event type the log holds (the schedules' own module imports the events, so they join here)."""
 COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS + PROPOSAL_COMMANDS
 """Every command type."""

@@ -1,0 +1,183 @@
+"""``hermes backup`` and ``hermes restore``: one archive with every Hermes stream and the home's state
+(:mod:`hermes_proto.backup`), and a home re-created from one.
+
+``backup`` reads the streams over the running Hermes's NATS as the ``admin`` role: ``$NATS_URL``, else the local
+server ``hermes up`` runs (port ``$HERMES_NATS_PORT``, else the one in ``$HERMES_HOME/supervisord.conf``, else
+4222), with the seed ``$HERMES_HOME/credentials/admin.nk`` when there is one. ``restore`` starts its own nats-server
+for the time of the restore, on a free port with throwaway credentials, storing where ``hermes up`` will look
+(``$HERMES_HOME/nats``); ``hermes up`` then makes the bus credentials anew. The passphrase that seals the instance key
+comes from ``--passphrase-file`` (one line; a final newline is not part of it), else ``$HERMES_BACKUP_PASSPHRASE``.
+
+Exit codes: 0 done; 1 the backup or restore failed (``error: <what> [<code>]``); 2 bad usage (an unreadable
+passphrase file, a key to archive and no passphrase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from hermes_cli.busadmin import nats_url
+from hermes_cli.common import EXIT_USAGE, fail
+from hermes_cli.config import hermes_home
+from hermes_cli.natsserver import NatsServerNotFound, free_port, nats_server_args, wait_for_port
+
+if TYPE_CHECKING:  # hermes_proto comes with the `local` extra: imported where used
+    from hermes_proto.settings import BusSettings
+
+PASSPHRASE_ENV = "HERMES_BACKUP_PASSPHRASE"
+USAGE_CODES = {"passphrase_required", "invalid_keep"}
+PassphraseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file", help=f"File holding the passphrase of the instance key (else ${PASSPHRASE_ENV})."
+    ),
+]
+
+
+def passphrase(file: Path | None) -> bytes | None:
+    """The passphrase: ``file``'s bytes without one final newline, else ``$HERMES_BACKUP_PASSPHRASE``; None when
+    neither gives one. Exits 2 when ``file`` cannot be read."""
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise fail(f"cannot read the passphrase file {file}: {exc.strerror}", code=EXIT_USAGE) from None
+        data = data.removesuffix(b"\n").removesuffix(b"\r")
+        return data or None
+    value = os.environ.get(PASSPHRASE_ENV, "")
+    return value.encode() or None
+
+
+def _echo_streams(manifest: Any, messages: dict[str, int] | None = None) -> None:
+    for stream in manifest.streams:
+        count = stream.messages if messages is None else messages.get(stream.name, 0)
+        typer.echo(f"  {stream.name:<15} {count:>8} messages  last sequence {stream.last_seq}")
+
+
+def backup(
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Folder of the archives (default $HERMES_HOME/backups).")
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=1, help="Then keep only the newest N archives there.")
+    ] = None,
+    passphrase_file: PassphraseOption = None,
+    without_key: Annotated[
+        bool, typer.Option("--without-key", help="Leave the instance key out (no passphrase needed).")
+    ] = False,
+) -> None:
+    """Write hermes-backup-<UTC time>.tar.gz: every stream's messages and consumers, SOUL.md, settings, profiles,
+    the skills library, the workspace; the instance key sealed with a passphrase."""
+    from hermes_proto.backup import BackupError, open_bus, write_backup
+    from hermes_proto.backup_home import secret_files
+    from hermes_proto.settings import BusSettings
+
+    home = hermes_home().expanduser().resolve()
+    secret = passphrase(passphrase_file)
+    if not secret and not without_key and secret_files(home):  # said before NATS is even asked
+        hint = f"Give --passphrase-file or ${PASSPHRASE_ENV}, or --without-key to leave the key out."
+        raise fail(f"{home / secret_files(home)[0]} is only archived sealed [passphrase_required]", hint, EXIT_USAGE)
+    seed = home / "credentials" / "admin.nk"  # else $NATS_NKEY_SEED_FILE, when set
+    settings = BusSettings(nats_url=nats_url(None, home), **({"nats_nkey_seed_file": seed} if seed.is_file() else {}))
+
+    async def run() -> Any:
+        nc = await open_bus(settings, "hermes-backup", timeout_s=5)
+        try:
+            return await write_backup(nc, home, to or home / "backups", secret, keep, include_key=not without_key)
+        finally:
+            await nc.close()
+
+    try:
+        result = asyncio.run(run())
+    except BackupError as exc:
+        raise fail(f"{exc.detail} [{exc.code}]", code=EXIT_USAGE if exc.code in USAGE_CODES else 1) from None
+    except OSError as exc:
+        raise fail(f"{exc} [io_error]") from None
+    manifest = result.manifest
+    typer.echo(f"Backup written: {result.path} ({result.size} bytes)")
+    _echo_streams(manifest)
+    key = "sealed" if manifest.sealed else "left out" if without_key else "none"
+    files = sum(1 for m in manifest.members if m.path.startswith("home/"))
+    skills = "bundled" if manifest.skills_head else "none"
+    typer.echo(f"  {files} files, skills repository {skills}, instance key {key}")
+    for path in manifest.skipped:
+        typer.echo(f"  skipped (link or special file): {path}")
+    for path in result.pruned:
+        typer.echo(f"  pruned {path.name}")
+
+
+def restore(
+    archive: Annotated[Path, typer.Argument(help="A hermes-backup-*.tar.gz archive.")],
+    passphrase_file: PassphraseOption = None,
+) -> None:
+    """Re-create $HERMES_HOME (it must be empty or absent) from an archive: files, the instance key, the skills
+    library and every stream with its original sequences. Then start it with `hermes up`."""
+    from hermes_proto.backup import BackupError, restore_backup
+
+    home = hermes_home().expanduser().absolute()
+    secret = passphrase(passphrase_file)
+    try:
+        result = asyncio.run(restore_backup(archive, home, secret, local_nats))
+    except BackupError as exc:
+        raise fail(f"{exc.detail} [{exc.code}]", code=EXIT_USAGE if exc.code in USAGE_CODES else 1) from None
+    except OSError as exc:
+        raise fail(f"{exc} [io_error]") from None
+    typer.echo(f"Restored {archive} (made {result.manifest.created_at}) into {result.home}")
+    _echo_streams(result.manifest, result.messages)
+    key = "restored" if result.secrets else "none in the archive"
+    typer.echo(f"  {result.files} files, {result.consumers} consumers, instance key {key}")
+    for warning in result.warnings:
+        typer.echo(f"  warning: {warning}")
+    typer.echo("Start it with `hermes up`.")
+
+
+@contextmanager
+def local_nats(store_dir: Path) -> Iterator[BusSettings]:
+    """A nats-server on a free loopback port storing in ``store_dir``, configured as ``hermes up`` configures its
+    own (the same account, so ``hermes up`` finds the streams) with throwaway credentials; yields the admin's
+    settings and stops the server (SIGTERM, so the store is flushed) on leaving."""
+    from hermes_proto.backup import BackupError
+    from hermes_proto.settings import BusSettings
+
+    from hermes_cli.buscreds import prepare
+
+    with tempfile.TemporaryDirectory(prefix="hermes-restore-") as tmp:
+        config = Path(tmp) / "nats.conf"
+        seeds = prepare(Path(tmp) / "credentials", config, [])
+        port = free_port()
+        try:
+            argv = nats_server_args(port, store_dir, config=config)
+        except NatsServerNotFound as exc:
+            raise BackupError("nats_failed", str(exc)) from None
+        with open(Path(tmp) / "nats.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=log)
+            try:
+                try:
+                    wait_for_port(port)
+                except TimeoutError:
+                    log.flush()
+                    tail = (Path(tmp) / "nats.log").read_text(errors="replace").strip().splitlines()[-1:]
+                    raise BackupError("nats_failed", f"nats-server did not start: {' '.join(tail)}") from None
+                yield BusSettings(
+                    nats_url=f"nats://127.0.0.1:{port}",
+                    nats_nkey_seed_file=seeds["admin"],
+                    nats_tls_ca_file=None,
+                    nats_tls_cert_file=None,
+                    nats_tls_key_file=None,
+                )
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
