@@ -59,7 +59,7 @@ def _print_report(report: Any) -> None:
     )
     for key in report.keys:
         typer.echo(f"key {key}")
-    if report.last_sequence > report.covered:
+    if report.last_sequence > max(report.covered, report.checkpoint_sequence):  # the last checkpoint is no gap
         typer.echo(f"not yet signed: sequences {report.covered + 1}..{report.last_sequence}")
 
 

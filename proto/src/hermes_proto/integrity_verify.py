@@ -52,7 +52,8 @@ class Finding:
 @dataclass
 class Report:
     """What :class:`LogVerifier` found: ``messages`` read, ``last_sequence``, ``checkpoints`` and ``attestations``
-    checked, ``covered`` (leaves under the last good checkpoint), ``keys`` (signers in order, handoffs followed),
+    checked, ``covered`` (leaves under the last good checkpoint), ``checkpoint_sequence`` (where that checkpoint is
+    stored), ``keys`` (signers in order, handoffs followed),
     ``soul_sha256`` (the last attested), ``findings`` (the first is what failed first)."""
 
     messages: int = 0
@@ -60,6 +61,7 @@ class Report:
     checkpoints: int = 0
     attestations: int = 0
     covered: int = 0
+    checkpoint_sequence: int = 0
     last_root: str = ZERO
     keys: list[str] = field(default_factory=list)
     soul_sha256: str | None = None
@@ -181,6 +183,7 @@ class LogVerifier:
         self._checkpoints.append(checkpoint)
         self.report.checkpoints += 1
         self.report.covered, self.report.last_root = size, checkpoint.root
+        self.report.checkpoint_sequence = sequence
 
     def _on_attestation(self, sequence: int, data: bytes) -> None:
         try:
