@@ -145,6 +145,7 @@ def sample(t: mi.Type) -> Any:
         mi.DictType: {},
         mi.AnyType: "any",
         mi.DateTimeType: "2026-01-01T00:00:00Z",
+        mi.BytesType: "",  # base64 of nothing
     }
     return simple[type(t)]
 

@@ -83,6 +83,13 @@ async def signed_up_to(js, size: int) -> bool:
     return msgspec.json.decode(raw.data, type=CheckpointSigned).tree_size >= size
 
 
+def write_soul(home: Path, text: str) -> None:
+    """Replace SOUL.md atomically, as the orchestrator does (the notary polls it)."""
+    tmp = home / ".SOUL.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, home / "SOUL.md")
+
+
 async def attested(js) -> bool:
     try:
         await js.get_last_msg(subjects.EVENTS_STREAM, ATTESTATION_SUBJECT)
@@ -95,7 +102,7 @@ async def attested(js) -> bool:
 def env(bus_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     home = Path(bus_env["HERMES_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "SOUL.md").write_text("You are Hermes.\n")
+    write_soul(home, "You are Hermes.\n")
     return {
         **bus_env,
         "HERMES_CHECKPOINT_EVERY_EVENTS": "10",
@@ -117,7 +124,7 @@ async def test_verify_detects_tampering_at_the_right_sequence(env, js_client, na
     await start_ready(notary)
     await append_settings(js, 0, 25)
     await wait_until(lambda: attested(js), 30)  # the first SOUL.md is attested before it changes
-    (home / "SOUL.md").write_text("You are Hermes, brief and kind.\n")
+    write_soul(home, "You are Hermes, brief and kind.\n")
     await append_settings(js, 25, 12)
     last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
     await wait_until(lambda: signed_up_to(js, last), 30)

@@ -131,11 +131,37 @@ def make_anns_data(c: httpx.Client) -> dict:
 
 
 def make_bobs_data(c: httpx.Client) -> None:
+    """Everything bob does, each waited for until it is settled and visible through its own route (his thread
+    completed, his chat turn, his preference, his schedule): any export taken afterwards holds all of it, and two such
+    exports agree on it (:func:`stable`)."""
     thread_id = accepted(c.post("/api/submit", json={"idea": "BOB-IDEA plan a secret garden"}))["thread_id"]
-    wait_for(lambda: thread(c, thread_id).get("draft1"), 60)
+    asked = wait_for(
+        lambda: (
+            (t := thread(c, thread_id)).get("status") in ("awaiting_answers", "completed")
+            and (t["status"] == "completed" or t["questions"])
+            and t
+        ),
+        60,
+    )
+    if asked["status"] == "awaiting_answers":
+        answers = {q["question_id"]: "BOB-ANSWER" for q in asked["questions"] if q.get("answer") is None}
+        accepted(c.post(f"/api/threads/{thread_id}/continue", json={"answers": answers}))
+    wait_for(lambda: thread(c, thread_id).get("status") == "completed", 60)
+
     chat(c, "bob-chat", "BOB-CHAT what should I plant?")
+    wait_for(
+        lambda: any(
+            s["session_key"] == "bob-chat" and s["turn_count"] == 1
+            for s in c.get("/api/sessions").json()["data"]["sessions"]
+        ),
+        30,
+    )
     accepted(c.post("/api/learn/preferences", json={"category": "constraint", "key": "location", "value": "BOB-PREF"}))
-    schedule(c, "BOB-SCHEDULE", "BOB-SCHEDULED water the plants")
+    wait_for(
+        lambda: "BOB-PREF" in [p["value"] for p in c.get("/api/learn/preferences").json()["data"]["preferences"]], 30
+    )
+    schedule_id = schedule(c, "BOB-SCHEDULE", "BOB-SCHEDULED water the plants")
+    wait_for(lambda: c.get(f"/api/schedules/{schedule_id}").status_code == 200, 20)
 
 
 def export(c: httpx.Client, path: str, user: str) -> dict:
@@ -154,6 +180,28 @@ def export(c: httpx.Client, path: str, user: str) -> dict:
 
 def without_time(document: dict) -> dict:
     return {k: v for k, v in document.items() if k != "exported_at"}
+
+
+STABLE = {
+    "threads": ("thread_id", "status", "idea", "draft1", "draft2", "rating", "rating_comment", "created_at"),
+    "sessions": ("session_id", "session_key", "kind", "title", "turn_count", "created_at"),
+    "schedules": ("schedule_id", "definition", "status", "created_at"),
+    "agent_runs": ("run_id", "status", "created_at"),
+    "approvals": ("approval_id", "status"),
+    "skill_proposals": ("proposal_id", "skill", "rationale"),
+}
+"""What of a settled user's items two exports must agree on. Left out: what still moves once everything the user did
+is settled (a session's ``updated_at``, a schedule's ``next_due_at``, a proposal's validation), what the learner
+infers on its own time (observed and inferred preferences, patterns) and what the historian distills (memory)."""
+
+
+def stable(document: dict) -> dict:
+    """``document`` reduced to what two exports of a settled user must agree on (:data:`STABLE`; of the preferences,
+    those the user stated: source explicit)."""
+    kept = {section: [{k: item.get(k) for k in keys} for item in document[section]] for section, keys in STABLE.items()}
+    stated = [p for p in document["preferences"] if p["source"] == "explicit"]
+    kept["preferences"] = sorted((p["preference_id"], p["key"], p["value"]) for p in stated)
+    return {"user_id": document["user_id"], "format": document["format"], **kept}
 
 
 def test_each_user_gets_all_of_their_data_and_none_of_anyone_elses(up):
@@ -198,7 +246,10 @@ def test_each_user_gets_all_of_their_data_and_none_of_anyone_elses(up):
         assert "ANN-" not in text and bobs["truncated"] == []
         for marker in ("BOB-IDEA", "BOB-CHAT", "BOB-PREF", "BOB-SCHEDULE"):
             assert marker in text, marker
-        assert without_time(export(bob, "/api/me/export", "bob"))["threads"] == bobs["threads"]
+        bob_thread = next(t for t in bobs["threads"] if "BOB-IDEA" in t["idea"])
+        assert bob_thread["status"] == "completed", bob_thread["status"]
+        assert "BOB-PREF" in [p["value"] for p in bobs["preferences"]]
+        assert stable(export(bob, "/api/me/export", "bob")) == stable(bobs)
 
         # Refusals, each with its code; an unknown user is an empty export.
         refused = ann.get("/api/users/bob/export")
@@ -227,7 +278,7 @@ def test_each_user_gets_all_of_their_data_and_none_of_anyone_elses(up):
             return without_time(json.loads(target.read_text())) == without_time(http)
 
         wait_for(same, 60, interval_s=1)  # the proposal's validation may still change it in between
-        assert without_time(json.loads(target.read_text()))["threads"] == mine["threads"]
+        assert stable(json.loads(target.read_text()))["threads"] == stable(mine)["threads"]
         printed = hermes(env, "export", "--user", "bob")
         assert printed.returncode == 0 and json.loads(printed.stdout)["user_id"] == "bob"
         denied = hermes({**env, "HERMES_TOKEN": ANN}, "export", "--user", "bob")

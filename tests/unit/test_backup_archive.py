@@ -18,13 +18,18 @@ import os
 import sqlite3
 import subprocess
 import tarfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from hermes_proto import backup as backup_module
+from hermes_proto import backup_streams
 from hermes_proto.backup import BackupError, check_archive, open_bus, restore_backup, write_backup
-from hermes_proto.backup_home import SealError, seal, unseal
+from hermes_proto.backup_home import SealError, read_passphrase, seal, unseal
+from hermes_proto.backup_skills import bundle_skills, unbundle_skills, valid_head
 from hermes_proto.backup_streams import api, dump_stream, read_messages
 
 from hermes_cli.backup import local_nats
@@ -34,6 +39,8 @@ from hermes_cli.supervision import Program, RestartPolicy, render_config
 
 PASS = b"a passphrase"
 KEY = "9f" * 32
+TOKEN = "api-token-4f1c"
+MCP_SECRET = "mcp-header-secret-77"
 STREAMS = ["HERMES_EVENTS", "HERMES_COMMANDS", "HERMES_EXEC", "HERMES_DLQ", "HERMES_INBOX"]
 
 
@@ -49,8 +56,9 @@ def home(tmp_path: Path) -> Path:
     for rel, text in {
         "SOUL.md": "You are Hermes.\n",
         "agents/writer.toml": 'tools = ["file_read"]\n',
-        "mcp.toml": '[servers.time]\ncommand = "t"\n',
-        "cli.toml": 'url = "http://127.0.0.1:5000"\n',
+        "mcp.toml": f'[servers.time]\ncommand = "t"\nheaders = {{ Authorization = "{MCP_SECRET}" }}\n',
+        "cli.toml": f'url = "http://127.0.0.1:5000"\ntoken = "{TOKEN}"\n',
+        "workspace/default/.git/config": "[core]\n",
         "permissions.toml": 'allow = ["shell(git:*)"]\n',
         "workspace/default/notes.md": "basil\n",
         "identity/instance.pub": "ab" * 32 + "\n",
@@ -159,6 +167,7 @@ async def test_a_restore_gives_every_message_its_sequence_and_every_consumer_its
     key = target / "identity" / "instance.key"
     assert key.read_text() == KEY + "\n" and key.stat().st_mode & 0o777 == 0o600
     assert key.parent.stat().st_mode & 0o777 == 0o700
+    assert all((target / rel).stat().st_mode & 0o777 == 0o600 for rel in ("cli.toml", "mcp.toml"))
     assert git(target / "skills", "rev-parse", "HEAD") == git(home / "skills", "rev-parse", "HEAD")
     assert git(target / "skills", "status", "--porcelain") == "" and git(target / "skills", "remote") == ""
     db = sqlite3.connect(target / "tools.db")
@@ -166,7 +175,9 @@ async def test_a_restore_gives_every_message_its_sequence_and_every_consumer_its
     db.close()
     for gone in ("orchestrator.db", "orchestrator.db-wal", "logs", "credentials", "nats.conf", "supervisord.conf"):
         assert not (target / gone).exists(), gone
-    assert not [p for p in tmp_path.iterdir() if ".restore-" in p.name]
+    assert not (target / "workspace" / "default" / ".git").exists()
+    assert "skipped at backup: workspace/default/.git" in restored.warnings
+    assert not [p for p in tmp_path.iterdir() if ".restore-" in p.name] and not list(target.glob(".*restore*"))
 
 
 async def test_the_manifest_lists_every_member_with_a_checksum_and_leaves_out_what_is_rebuilt(
@@ -183,20 +194,22 @@ async def test_the_manifest_lists_every_member_with_a_checksum_and_leaves_out_wh
             data = tar.extractfile(entry.path).read()
             assert (len(data), hashlib.sha256(data).hexdigest()) == (entry.size, entry.sha256)
             assert KEY.encode() not in data, entry.path
+            assert TOKEN.encode() not in data and MCP_SECRET.encode() not in data, entry.path
     plain = sorted(m.path.removeprefix("home/") for m in result.manifest.members if m.path.startswith("home/"))
     assert plain == [
         "SOUL.md",
         "agents/writer.toml",
-        "cli.toml",
         "identity/instance.pub",
-        "mcp.toml",
         "permissions.toml",
         "tools.db",
         "workspace/default/notes.md",
     ]
-    assert result.manifest.sealed == ["identity/instance.key"] and "secrets/identity/instance.key.sealed" in names
+    # the secrets only sealed: the key, the API token (cli.toml), the MCP servers' credentials (mcp.toml)
+    assert result.manifest.sealed == ["cli.toml", "identity/instance.key", "mcp.toml"]
+    assert {f"secrets/{rel}.sealed" for rel in result.manifest.sealed} <= set(names)
+    assert result.manifest.skipped_secrets == []
     assert "skills.bundle" in names and result.manifest.skills_head == "refs/heads/main"
-    assert result.manifest.skipped == ["workspace/default/link"]
+    assert result.manifest.skipped == ["workspace/default/.git", "workspace/default/link"]
     streams = {s.name: (s.messages, s.last_seq) for s in result.manifest.streams}
     assert streams == {name: (0, 0) for name in STREAMS} and result.manifest.created_at.endswith("+00:00")
 
@@ -208,6 +221,8 @@ async def test_a_key_needs_a_passphrase_and_a_wrong_one_restores_nothing(js_clie
     assert refused.value.code == "passphrase_required" and not list((tmp_path / "out").glob("*"))
     without = await write_backup(nc, home, tmp_path / "without", None, include_key=False, streams=STREAMS)
     assert without.manifest.sealed == [] and not any("secrets/" in m.path for m in without.manifest.members)
+    assert without.manifest.skipped_secrets == ["cli.toml", "identity/instance.key", "mcp.toml"]
+    assert not {"home/cli.toml", "home/mcp.toml"} & {m.path for m in without.manifest.members}
     sealed = await write_backup(nc, home, tmp_path / "out", PASS, streams=STREAMS)
     for passphrase, code in ((b"not it", "bad_passphrase"), (None, "passphrase_required")):
         with pytest.raises(BackupError) as failed:
@@ -256,11 +271,11 @@ async def test_a_flipped_byte_is_corrupt_and_names_the_member(js_client, home, t
     rewrite(
         result.path,
         tmp_path / "short.tar.gz",
-        lambda info, data: None if info.name == "home/cli.toml" else (info, data),
+        lambda info, data: None if info.name == "home/permissions.toml" else (info, data),
     )
     with pytest.raises(BackupError) as missing:
         check_archive(tmp_path / "short.tar.gz")
-    assert missing.value.code == "corrupt" and "home/cli.toml" in missing.value.detail
+    assert missing.value.code == "corrupt" and "home/permissions.toml" in missing.value.detail
     raw = bytearray(result.path.read_bytes())
     for at in (len(raw) // 2, len(raw) - 6):  # inside the compressed data; in the gzip trailer's CRC
         damaged = bytearray(raw)
@@ -337,3 +352,190 @@ def test_backup_finds_the_nats_that_hermes_up_started(tmp_path, monkeypatch):
     assert nats_url(None, tmp_path) == "nats://127.0.0.1:4444"
     monkeypatch.setenv("NATS_URL", "tls://bus.example:4222")
     assert nats_url(None, tmp_path) == "tls://bus.example:4222"
+
+
+def forge(source: Path, target: Path, change=None, extra: dict[str, bytes] | None = None) -> None:  # noqa: ANN001
+    """Copy the archive ``source`` to ``target`` with ``extra`` members added (listed in the manifest with their true
+    checksums) and the manifest (a dict) passed through ``change``: an archive tampered with by someone who knows
+    the format, so every checksum holds."""
+    extra = extra or {}
+    with tarfile.open(source) as old:
+        members = [(info, old.extractfile(info).read()) for info in old.getmembers()]
+    manifest = json.loads(members[0][1])
+    for name, data in extra.items():
+        manifest["members"].append(
+            {"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "mode": 0o644}
+        )
+    manifest = change(manifest) if change is not None else manifest
+    with tarfile.open(target, "w:gz") as new:
+        for info, data in [(members[0][0], json.dumps(manifest).encode()), *members[1:]]:
+            info.size = len(data)
+            new.addfile(info, io.BytesIO(data))
+        for name, data in extra.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            new.addfile(info, io.BytesIO(data))
+
+
+def refused(archive: Path, target: Path) -> BackupError:
+    """The error of both a check and a restore of ``archive`` into ``target`` (left absent)."""
+    with pytest.raises(BackupError) as checked:
+        check_archive(archive)
+    with pytest.raises(BackupError) as restoring:
+        asyncio.run(restore_backup(archive, target, PASS, local_nats))
+    assert restoring.value.code == checked.value.code and not target.exists()
+    return checked.value
+
+
+@pytest.mark.parametrize(
+    "member, text",
+    [
+        ("home/skills/.git/config", "[core]\n\tfsmonitor = touch {pwned}\n"),
+        ("home/skills/.git/hooks/post-checkout", "#!/bin/sh\ntouch {pwned}\n"),
+        ("home/workspace/p/.GIT/config", "[core]\n\tfsmonitor = touch {pwned}\n"),
+    ],
+)
+async def test_git_metadata_in_an_archive_is_refused_and_never_runs(js_client, home, tmp_path, member, text):
+    nc, _ = js_client
+    result = await write_backup(nc, home, tmp_path / "out", PASS, streams=STREAMS)
+    pwned = Path(f"/tmp/pwned-{os.urandom(8).hex()}")
+    forge(result.path, tmp_path / "evil.tar.gz", extra={member: text.format(pwned=pwned).encode()})
+    try:
+        error = await asyncio.to_thread(refused, tmp_path / "evil.tar.gz", tmp_path / "target")
+        assert error.code == "corrupt" and member in error.detail
+        assert not pwned.exists()
+    finally:
+        pwned.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "sealed, head",
+    [
+        (["../../escaped"], None),
+        (["identity/../../escaped"], None),
+        (["identity/a/b"], None),
+        (["identity/.hidden"], None),
+        (["identity/instance.key", "identity/instance.key"], None),
+        (["identity/instance.key.next"], None),  # not among the members
+        ([], None),  # a sealed member the manifest does not name
+        (["identity/instance.key"], "--upload-pack=touch /tmp/x"),
+        (["identity/instance.key"], "-q"),
+        (["identity/instance.key"], "refs/heads/../../x"),
+        (["identity/instance.key"], "abc123"),
+    ],
+)
+async def test_unsafe_sealed_paths_and_skills_heads_are_refused(js_client, home, tmp_path, sealed, head):
+    nc, _ = js_client
+    result = await write_backup(nc, home, tmp_path / "out", PASS, include_key=False, streams=STREAMS)
+    key = seal(KEY.encode(), PASS, "identity/instance.key")
+
+    def change(manifest: dict) -> dict:
+        return {**manifest, "sealed": sealed, "skills_head": head or manifest["skills_head"]}
+
+    forge(result.path, tmp_path / "evil.tar.gz", change, {"secrets/identity/instance.key.sealed": key})
+    error = await asyncio.to_thread(refused, tmp_path / "evil.tar.gz", tmp_path / "target")
+    assert error.code == "corrupt" and ("manifest.json" in error.detail or "secrets/" in error.detail)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_the_skills_repository_is_made_in_a_new_folder_without_any_git_configuration(home, tmp_path, monkeypatch):
+    pwned = tmp_path / f"pwned-{os.urandom(4).hex()}"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "post-checkout").write_text(f"#!/bin/sh\ntouch {pwned}\n")
+    (hooks / "post-checkout").chmod(0o755)
+    (tmp_path / "user").mkdir()
+    config = f"[core]\n\tfsmonitor = touch {pwned}\n\thooksPath = {hooks}\n"
+    (tmp_path / "user" / ".gitconfig").write_text(config)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "user" / ".gitconfig"))
+    head = bundle_skills(home, tmp_path / "skills.bundle")
+    assert head == "refs/heads/main"
+    unbundle_skills(tmp_path / "skills.bundle", tmp_path / "restored", head)
+    assert git(tmp_path / "restored", "rev-parse", "HEAD") == git(home / "skills", "rev-parse", "HEAD")
+    assert not pwned.exists()
+    (tmp_path / "existing" / ".git").mkdir(parents=True)
+    (tmp_path / "existing" / ".git" / "config").write_text(config)
+    with pytest.raises(FileExistsError):
+        unbundle_skills(tmp_path / "skills.bundle", tmp_path / "existing", head)
+    for bad in ("--upload-pack=x", "-q", "refs/heads/-x", "refs/heads/a..b", "HEAD", "ab" * 19):
+        assert not valid_head(bad), bad
+        with pytest.raises(ValueError):
+            unbundle_skills(tmp_path / "skills.bundle", tmp_path / "never", bad)
+    assert valid_head("ab" * 20) and valid_head("ab" * 32) and valid_head("refs/heads/feature/x-1.2")
+    assert not pwned.exists() and not (tmp_path / "never").exists()
+
+
+async def test_a_backup_hashes_and_writes_off_the_event_loop(js_client, home, tmp_path, monkeypatch):
+    """A scheduled backup runs in the notary's event loop: hashing the staged files and writing the messages must
+    happen in worker threads (a loop thread that hashes a large workspace stalls every other task)."""
+    nc, js = js_client
+    for i in range(300):
+        await js.publish("hermes.cmd.submit_idea", f"c{i}".encode())
+    loop_thread = threading.get_ident()
+    threads: dict[str, set[int]] = {"member_entry": set(), "write_lines": set()}
+
+    def spy(name, real):  # noqa: ANN001, ANN202
+        def call(*args):  # noqa: ANN002, ANN202
+            threads[name].add(threading.get_ident())
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(backup_module, "member_entry", spy("member_entry", backup_module.member_entry))
+    monkeypatch.setattr(backup_streams, "write_lines", spy("write_lines", backup_streams.write_lines))
+    result = await write_backup(nc, home, tmp_path / "out", PASS, streams=STREAMS)
+    assert {s.name: s.messages for s in result.manifest.streams}["HERMES_COMMANDS"] == 300
+    assert threads["member_entry"] and threads["write_lines"]
+    assert loop_thread not in threads["member_entry"] | threads["write_lines"]
+
+
+def test_the_passphrase_is_read_one_way(tmp_path):
+    file = tmp_path / "pass"
+    for data, want in (
+        (b"secret\n", b"secret"),
+        (b"secret\r\n", b"secret"),
+        (b"secret\n\n", b"secret\n"),
+        (b" two words ", b" two words "),
+        (b"\n", None),
+        (b"", None),
+    ):
+        file.write_bytes(data)
+        assert read_passphrase(file, "from the environment") == want, data
+    assert read_passphrase(None, "from the environment") == b"from the environment"
+    assert read_passphrase(None, "") is None and read_passphrase(None, None) is None
+    with pytest.raises(OSError):
+        read_passphrase(tmp_path / "missing", "from the environment")
+
+
+async def test_a_restore_stages_inside_the_home_and_a_failure_leaves_it_empty(js_client, home, tmp_path):
+    """Staged inside the home (a mount point: no rename across file systems), 0700 while the key lies there open;
+    a failure removes the stage: an empty home stays (empty), a new one goes."""
+    nc, _ = js_client
+    result = await write_backup(nc, home, tmp_path / "out", PASS, streams=STREAMS)
+    seen: list[tuple[Path, int, int]] = []
+
+    @contextmanager
+    def spying(store: Path):  # noqa: ANN202
+        stage = next(p for p in store.parents if p.name.startswith(".hermes-restore-"))
+        key = store.parent / "identity" / "instance.key"
+        seen.append((stage.parent, stage.stat().st_mode & 0o777, key.stat().st_mode & 0o777))
+        assert not [p for p in tmp_path.iterdir() if "restore" in p.name]
+        with local_nats(store) as settings:
+            yield settings
+
+    @contextmanager
+    def failing(store: Path):  # noqa: ANN202
+        raise BackupError("nats_failed", "no nats-server here")
+        yield
+
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    for target in (mount, tmp_path / "new" / "home"):
+        with pytest.raises(BackupError) as failed:
+            await restore_backup(result.path, target, PASS, failing)
+        assert failed.value.code == "nats_failed"
+        assert (target == mount) == target.exists() and (not target.exists() or not list(target.iterdir()))
+    restored = await restore_backup(result.path, mount, PASS, spying)
+    assert seen == [(mount, 0o700, 0o600)] and restored.home == mount
+    assert (mount / "SOUL.md").exists() and not list(mount.glob(".hermes-restore-*"))

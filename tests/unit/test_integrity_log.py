@@ -107,6 +107,7 @@ class Log:
         self.signed = 0
         self.clock = T0
         self.attestation: SoulAttested | None = None
+        self.last_root = ZERO
 
     def _now(self) -> datetime:
         self.clock += timedelta(milliseconds=7)
@@ -139,7 +140,7 @@ class Log:
             signature=key.sign(checkpoint_digest(size, root, millis(now))),
         )
         self._append(CHECKPOINT_SUBJECT, None, encode(event))
-        self.signed = size
+        self.signed, self.last_root = size, root
 
     def attest(self, soul: str) -> None:
         last = self.attestation
@@ -161,7 +162,8 @@ class Log:
 
     def hand_off(self, successor: Identity) -> None:
         now = self._now()
-        digest = handoff_digest(self.key.public_key, successor.public_key, millis(now))
+        root = self.last_root
+        digest = handoff_digest(self.key.public_key, successor.public_key, millis(now), self.signed, root)
         event = IdentityHandedOff(
             event_id="h",
             aggregate_id="key",
@@ -169,11 +171,16 @@ class Log:
             correlation_id="h",
             previous_public_key=self.key.public_key,
             public_key=successor.public_key,
+            tree_size=self.signed,
+            root=root,
             signature_previous=self.key.sign(digest),
             signature_new=successor.sign(digest),
         )
         self._append(HANDOFF_SUBJECT, None, encode(event))
         self.key = successor
+
+    def raw(self, subject: str, data: bytes) -> None:
+        self._append(subject, None, data)
 
 
 def verify(messages, expected=None, last=None, keep=()):
@@ -296,3 +303,65 @@ def test_op_return_payload_is_80_bytes(log):
     payload = op_return_payload(checkpoint)
     assert len(payload) == 80 and payload[:4] == b"HRM1"
     assert int.from_bytes(payload[4:12], "big") == 42 and payload[12:44].hex() == "ab" * 32
+
+
+def test_the_old_key_cannot_put_a_real_handoff_after_a_history_of_its_own(log):
+    """An attacker holding the pre-rotation key writes another history and appends the genuine handoff."""
+    real = Log(log.key)
+    real.messages, real.tree, real.signed, real.last_root = list(log.messages), InmemoryTree(), 0, ZERO
+    for m in real.messages:
+        real.tree.append_entry(leaf_entry(*m))
+    real.signed, real.last_root = log.signed, log.last_root
+    successor = Identity(os.urandom(32))
+    real.hand_off(successor)
+    genuine = real.messages[-1]
+
+    forged = Log(log.key)  # same old key, another history
+    forged.events(12)
+    forged.checkpoint()
+    forged.raw(HANDOFF_SUBJECT, genuine[3])
+    report = verify(forged.messages, successor.public_key)[1]
+    assert not report.ok and report.first.kind == "bad_signature"
+    assert report.first.sequence == len(forged.messages)
+
+
+def test_malformed_integrity_events_are_findings_not_crashes(log):
+    log.raw(
+        CHECKPOINT_SUBJECT,
+        b'{"type":"checkpoint_signed","event_id":"x","aggregate_id":"events",'
+        b'"occurred_at":"2026-12-06T09:00:00","correlation_id":"x","tree_size":3,"previous_size":21,'
+        b'"root":"zz","entries":"","public_key":"00","signature":"00"}',
+    )
+    log.raw(ATTESTATION_SUBJECT, b"not json")
+    log.raw(
+        HANDOFF_SUBJECT,
+        b'{"type":"identity_handed_off","event_id":"h","aggregate_id":"key",'
+        b'"occurred_at":"2026-12-06T09:00:00Z","correlation_id":"h","previous_public_key":"ab",'
+        b'"public_key":"cd","tree_size":-1,"root":"00","signature_previous":"","signature_new":""}',
+    )
+    report = verify(log.messages)[1]
+    kinds = [(f.sequence, f.kind) for f in report.findings]
+    n = len(log.messages)
+    assert kinds == [(n - 2, "bad_checkpoint"), (n - 1, "broken_chain"), (n, "bad_signature")], kinds
+
+
+def test_one_bad_checkpoint_does_not_spoil_the_next(log):
+    size, now = log.tree.get_size(), log._now()
+    bad = CheckpointSigned(
+        event_id="bad",
+        aggregate_id="events",
+        occurred_at=now,
+        correlation_id="c",
+        tree_size=size,
+        previous_size=log.signed,
+        root="ab" * 32,
+        entries=b"".join(leaf_entry(*log.messages[i - 1]) for i in range(log.signed + 1, size + 1)),
+        public_key=log.key.public_key,
+        signature=log.key.sign(checkpoint_digest(size, "ab" * 32, millis(now))),
+    )
+    log.raw(CHECKPOINT_SUBJECT, encode(bad))
+    bad_at = len(log.messages)
+    log.checkpoint()  # a valid one over the same leaves and the bad checkpoint's own
+    report = verify(log.messages)[1]
+    assert [(f.sequence, f.kind) for f in report.findings] == [(bad_at, "bad_checkpoint")]
+    assert report.covered == log.signed

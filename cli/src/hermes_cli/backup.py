@@ -5,11 +5,13 @@
 server ``hermes up`` runs (port ``$HERMES_NATS_PORT``, else the one in ``$HERMES_HOME/supervisord.conf``, else
 4222), with the seed ``$HERMES_HOME/credentials/admin.nk`` when there is one. ``restore`` starts its own nats-server
 for the time of the restore, on a free port with throwaway credentials, storing where ``hermes up`` will look
-(``$HERMES_HOME/nats``); ``hermes up`` then makes the bus credentials anew. The passphrase that seals the instance key
-comes from ``--passphrase-file`` (one line; a final newline is not part of it), else ``$HERMES_BACKUP_PASSPHRASE``.
+(``$HERMES_HOME/nats``); ``hermes up`` then makes the bus credentials anew. The passphrase that seals the secrets (the
+instance key, ``cli.toml`` with the API token, ``mcp.toml`` with the MCP servers' credentials) comes from
+``--passphrase-file`` (its bytes; one final newline is not part of it), else ``$HERMES_BACKUP_PASSPHRASE``
+(:func:`hermes_proto.backup_home.read_passphrase`). ``--without-key`` leaves all of them out (the backup names them).
 
 Exit codes: 0 done; 1 the backup or restore failed (``error: <what> [<code>]``); 2 bad usage (an unreadable
-passphrase file, a key to archive and no passphrase).
+passphrase file, a secret to archive and no passphrase).
 """
 
 from __future__ import annotations
@@ -44,17 +46,15 @@ PassphraseOption = Annotated[
 
 
 def passphrase(file: Path | None) -> bytes | None:
-    """The passphrase: ``file``'s bytes without one final newline, else ``$HERMES_BACKUP_PASSPHRASE``; None when
-    neither gives one. Exits 2 when ``file`` cannot be read."""
-    if file is not None:
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise fail(f"cannot read the passphrase file {file}: {exc.strerror}", code=EXIT_USAGE) from None
-        data = data.removesuffix(b"\n").removesuffix(b"\r")
-        return data or None
-    value = os.environ.get(PASSPHRASE_ENV, "")
-    return value.encode() or None
+    """The passphrase (:func:`hermes_proto.backup_home.read_passphrase`): ``file``'s bytes without one final
+    ``\\n`` or ``\\r\\n``, else ``$HERMES_BACKUP_PASSPHRASE``; None when neither gives one. Exits 2 when ``file``
+    cannot be read."""
+    from hermes_proto.backup_home import read_passphrase
+
+    try:
+        return read_passphrase(file, os.environ.get(PASSPHRASE_ENV))
+    except OSError as exc:
+        raise fail(f"cannot read the passphrase file {file}: {exc.strerror}", code=EXIT_USAGE) from None
 
 
 def _echo_streams(manifest: Any, messages: dict[str, int] | None = None) -> None:
@@ -72,11 +72,14 @@ def backup(
     ] = None,
     passphrase_file: PassphraseOption = None,
     without_key: Annotated[
-        bool, typer.Option("--without-key", help="Leave the instance key out (no passphrase needed).")
+        bool,
+        typer.Option(
+            "--without-key", help="Leave the secrets out: instance key, cli.toml, mcp.toml (no passphrase needed)."
+        ),
     ] = False,
 ) -> None:
     """Write hermes-backup-<UTC time>.tar.gz: every stream's messages and consumers, SOUL.md, settings, profiles,
-    the skills library, the workspace; the instance key sealed with a passphrase."""
+    the skills library, the workspace; the secrets (instance key, cli.toml, mcp.toml) sealed with a passphrase."""
     from hermes_proto.backup import BackupError, open_bus, write_backup
     from hermes_proto.backup_home import secret_files
     from hermes_proto.settings import BusSettings
@@ -84,7 +87,7 @@ def backup(
     home = hermes_home().expanduser().resolve()
     secret = passphrase(passphrase_file)
     if not secret and not without_key and secret_files(home):  # said before NATS is even asked
-        hint = f"Give --passphrase-file or ${PASSPHRASE_ENV}, or --without-key to leave the key out."
+        hint = f"Give --passphrase-file or ${PASSPHRASE_ENV}, or --without-key to leave the secrets out."
         raise fail(f"{home / secret_files(home)[0]} is only archived sealed [passphrase_required]", hint, EXIT_USAGE)
     seed = home / "credentials" / "admin.nk"  # else $NATS_NKEY_SEED_FILE, when set
     settings = BusSettings(nats_url=nats_url(None, home), **({"nats_nkey_seed_file": seed} if seed.is_file() else {}))
@@ -105,12 +108,17 @@ def backup(
     manifest = result.manifest
     typer.echo(f"Backup written: {result.path} ({result.size} bytes)")
     _echo_streams(manifest)
-    key = "sealed" if manifest.sealed else "left out" if without_key else "none"
+    identity = [p for p in manifest.sealed + manifest.skipped_secrets if p.startswith("identity/")]
+    key = "none" if not identity else "sealed" if identity[0] in manifest.sealed else "left out"
     files = sum(1 for m in manifest.members if m.path.startswith("home/"))
     skills = "bundled" if manifest.skills_head else "none"
     typer.echo(f"  {files} files, skills repository {skills}, instance key {key}")
+    for path in manifest.sealed:
+        typer.echo(f"  sealed with the passphrase: {path}")
+    for path in manifest.skipped_secrets:
+        typer.echo(f"  left out (a secret, --without-key): {path}; a restore does not bring it back, keep a copy")
     for path in manifest.skipped:
-        typer.echo(f"  skipped (link or special file): {path}")
+        typer.echo(f"  skipped (link, special file or git metadata): {path}")
     for path in result.pruned:
         typer.echo(f"  pruned {path.name}")
 
@@ -133,7 +141,7 @@ def restore(
         raise fail(f"{exc} [io_error]") from None
     typer.echo(f"Restored {archive} (made {result.manifest.created_at}) into {result.home}")
     _echo_streams(result.manifest, result.messages)
-    key = "restored" if result.secrets else "none in the archive"
+    key = "restored" if any(p.startswith("identity/") for p in result.manifest.sealed) else "none in the archive"
     typer.echo(f"  {result.files} files, {result.consumers} consumers, instance key {key}")
     for warning in result.warnings:
         typer.echo(f"  warning: {warning}")

@@ -190,7 +190,7 @@ def export_attestation(
     from nats.js.errors import NotFoundError
 
     from hermes_proto import subjects
-    from hermes_proto.identity import npub, taproot_address
+    from hermes_proto.identity import npub, taproot_address, verify_signature
     from hermes_proto.integrity import (
         CHECKPOINT_SUBJECT,
         CheckpointSigned,
@@ -211,6 +211,12 @@ def export_attestation(
         raise fail("no signed checkpoint yet", "The notary signs within HERMES_CHECKPOINT_EVERY_SECONDS of new events.")
     checkpoint, sequence = found
     signed_at = millis(checkpoint.occurred_at)
+    expected = _expected_key(None)
+    digest = checkpoint_digest(checkpoint.tree_size, checkpoint.root, signed_at)
+    if not verify_signature(checkpoint.public_key, digest, checkpoint.signature):
+        raise fail(f"the last checkpoint (sequence {sequence}) is not validly signed; run hermes verify")
+    if expected is not None and checkpoint.public_key != expected:
+        raise fail(f"the last checkpoint is signed by {checkpoint.public_key}, not this instance's {expected}")
     document = {
         "format": "hermes-attestation/1",
         "op_return": op_return_payload(checkpoint).hex(),
@@ -219,7 +225,7 @@ def export_attestation(
             "tree_size": checkpoint.tree_size,
             "root": checkpoint.root,
             "signed_at_ms": signed_at,
-            "digest": checkpoint_digest(checkpoint.tree_size, checkpoint.root, signed_at).hex(),
+            "digest": digest.hex(),
             "signature": checkpoint.signature,
         },
         "public_key": checkpoint.public_key,

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from hermes_proto.queries import StreamSequence
+
 
 class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     """One approval: ``status`` pending, granted, denied or expired; times UTC."""
@@ -58,7 +60,7 @@ class AgentRunView(msgspec.Struct, frozen=True, kw_only=True):
 class AgentRunQuery(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     user_id: str | None = None
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class AgentRunReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,7 +71,7 @@ class AgentRunReply(msgspec.Struct, frozen=True, kw_only=True):
 class AgentRunsQuery(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None
     limit: int = 50
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class AgentRunsReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,7 +86,7 @@ class ApprovalsQuery(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str | None = None
     approval_id: str | None = None
     limit: int = 100
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class ApprovalsReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,8 +3,12 @@ while checking every member, and pruning old ones.
 
 A ``hermes-backup-<UTC time>.tar.gz`` is a gzip-compressed tar whose first member ``manifest.json`` lists every other
 member with its size and SHA-256. Reading never trusts the archive: a member must be listed, appear once, be a plain
-file under one of the known roots (``streams/``, ``home/``, ``secrets/``, ``skills.bundle``) and pass tarfile's
-``data`` filter; its bytes must hash as listed; the gzip trailer's CRC is checked too.
+file under one of the known roots (``streams/``, ``home/``, ``secrets/``, ``skills.bundle``) with no ``.git`` in
+its path (the skills repository only travels as the bundle: a ``.git/config`` or hook of the archive's would run
+commands) and pass tarfile's ``data`` filter; its bytes must hash as listed; the gzip trailer's CRC is checked too.
+The manifest's ``sealed`` paths must be secrets' paths (:func:`hermes_proto.backup_home.sealed_path_ok`) with their
+``secrets/<path>.sealed`` member, and ``skills_head`` a commit id or a branch
+(:func:`hermes_proto.backup_skills.valid_head`) with a ``skills.bundle`` and no ``home/skills/`` member.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pathlib import Path
 from typing import IO
 
 import msgspec
+
+from hermes_proto.backup_home import is_git_name, sealed_path_ok
+from hermes_proto.backup_skills import valid_head
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -65,8 +72,9 @@ class StreamEntry(msgspec.Struct, frozen=True):
 class Manifest(msgspec.Struct, frozen=True):
     """``manifest.json``: archive ``format``, Hermes ``schema_version``, ``created_at`` (ISO 8601 UTC), ``members``,
     ``streams``, ``sealed`` (home paths of the secrets in ``secrets/<path>.sealed``), ``skills_head`` (HEAD of the
-    bundled skills repository, None without one), ``skipped`` (special files and links left out),
-    ``missing_streams`` (Hermes streams the server did not have)."""
+    bundled skills repository, None without one), ``skipped`` (special files, links and git metadata left out),
+    ``missing_streams`` (Hermes streams the server did not have), ``skipped_secrets`` (secrets left out for want
+    of a passphrase: the instance key, ``cli.toml``, ``mcp.toml``)."""
 
     format: int
     schema_version: int
@@ -77,6 +85,7 @@ class Manifest(msgspec.Struct, frozen=True):
     skills_head: str | None = None
     skipped: list[str] = []
     missing_streams: list[str] = []
+    skipped_secrets: list[str] = []
 
 
 def member_entry(stage: Path, path: Path) -> MemberEntry:
@@ -135,7 +144,8 @@ def prune_backups(dest_dir: Path, keep: int) -> list[Path]:
 def check_archive(path: Path) -> Manifest:
     """Read the whole archive and verify every member against the manifest; returns the manifest. Raises
     :class:`BackupError`: ``not_found``; ``corrupt`` (naming the member) for a checksum or size mismatch, a member
-    missing or not listed, an unsafe path (absolute, ``..``, a link or device) or an unreadable archive;
+    missing or not listed, an unsafe path (absolute, ``..``, ``.git``, a link or device), a ``sealed`` path or
+    ``skills_head`` that is not what a backup writes (see the module) or an unreadable archive;
     ``unsupported_format`` for a newer archive format."""
     return read_archive(path, None)
 
@@ -158,6 +168,7 @@ def read_archive(path: Path, into: Path | None) -> Manifest:
             listed = {m.path: m for m in manifest.members}
             for name in listed:
                 _check_name(name)
+            _check_manifest(manifest, set(listed))
             seen: set[str] = set()
             while (member := tar.next()) is not None:
                 current = member.name
@@ -189,6 +200,22 @@ def _check_name(name: str) -> None:
         raise BackupError("corrupt", f"{name}: unsafe path")
     if parts[0] not in _ROOTS:
         raise BackupError("corrupt", f"{name}: not a member a Hermes archive has")
+    if any(is_git_name(p) for p in parts):
+        raise BackupError("corrupt", f"{name}: unsafe member (git metadata travels only as skills.bundle)")
+
+
+def _check_manifest(manifest: Manifest, members: set[str]) -> None:
+    for rel in manifest.sealed:
+        if not sealed_path_ok(rel) or f"secrets/{rel}.sealed" not in members or manifest.sealed.count(rel) > 1:
+            raise BackupError("corrupt", f"{MANIFEST}: sealed path {rel!r} is not a secret's path or not archived")
+    sealed = {f"secrets/{rel}.sealed" for rel in manifest.sealed}
+    if extra := sorted(m for m in members if m.startswith("secrets/") and m not in sealed):
+        raise BackupError("corrupt", f"{extra[0]}: a sealed member the manifest does not name")
+    head = manifest.skills_head
+    if head is not None and not valid_head(head):
+        raise BackupError("corrupt", f"{MANIFEST}: skills_head {head[:80]!r} is neither a commit id nor a branch")
+    if head is not None and ("skills.bundle" not in members or any(m.startswith("home/skills/") for m in members)):
+        raise BackupError("corrupt", f"{MANIFEST}: skills_head without skills.bundle, or with home/skills/ files")
 
 
 def _read_all(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int = 64 << 20) -> bytes:

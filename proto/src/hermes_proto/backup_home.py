@@ -1,20 +1,24 @@
 """The files of a Hermes home that a backup carries (:mod:`hermes_proto.backup`): what is state a user would lose,
-how SQLite files are copied while in use, the skills library as a git bundle, and the instance key sealed with a
-passphrase (scrypt, AES-256-GCM).
+how SQLite files are copied while in use, the secrets sealed with a passphrase (scrypt, AES-256-GCM), and the one
+reading of that passphrase (:func:`read_passphrase`).
 
-Left out, because ``hermes up`` or a replay of the log rebuilds them: the read models (:data:`READ_MODELS`, folded
-again from the event stream), the NATS store (``nats/``: the streams travel as messages), logs, bus credentials and
-the server configuration rendered from them (``credentials/``, ``nats.conf``), supervisord's files, SQLite journals
-(each database is copied consistently through SQLite's backup API) and earlier backups. Symbolic links, sockets and
-other special files are listed as skipped, never followed.
+Secrets (:func:`secret_files`) travel only sealed: the identity folder's keys, ``cli.toml`` (the API token) and
+``mcp.toml`` (the MCP servers' environment and header credentials). Without a passphrase they are left out and the
+manifest names them. Left out, because ``hermes up`` or a replay of the log rebuilds them: the read models
+(:data:`READ_MODELS`, folded again from the event stream), the NATS store (``nats/``: the streams travel as
+messages), logs, bus credentials and the server configuration rendered from them (``credentials/``, ``nats.conf``),
+supervisord's files, SQLite journals (each database is copied consistently through SQLite's backup API) and earlier
+backups. Symbolic links, sockets, other special files and git metadata (any ``.git``: the skills repository travels
+as a bundle, :mod:`hermes_proto.backup_skills`, and a restore refuses a ``.git`` path) are listed as skipped, never
+followed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +34,11 @@ EXCLUDED_DIRS = frozenset({"nats", "logs", "credentials", "skills", "identity"})
 """Top-level folders not copied as plain files: regenerated (nats, logs, credentials) or carried otherwise (the
 skills library as a bundle, the identity folder's secrets sealed)."""
 EXCLUDED_FILES = frozenset({"nats.conf", "supervisord.conf", "supervisord.pid"})
+SEALED_FILES = frozenset({"cli.toml", "mcp.toml"})
+"""Top-level files that hold credentials (the CLI's API token; the MCP servers' env and headers): sealed like the
+key, never archived in clear."""
+GIT_DIR = ".git"
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 JOURNAL_SUFFIXES = ("-wal", "-shm", "-journal")
 IDENTITY_DIR = "identity"
 PUBLIC_SUFFIX = ".pub"
@@ -37,7 +46,6 @@ PUBLIC_SUFFIX = ".pub"
 MAGIC = b"HBK1"
 SALT_BYTES, NONCE_BYTES, KEY_BYTES = 16, 12, 32
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
-_GIT = ["git", "-c", "core.hooksPath=/dev/null", "-c", "init.defaultBranch=main"]
 
 
 class SealError(Exception):
@@ -69,17 +77,43 @@ def _derive(passphrase: bytes, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=KEY_BYTES, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
 
 
+def read_passphrase(file: Path | None, env_value: str | None) -> bytes | None:
+    """The backup passphrase: ``file``'s bytes without one final ``\\n`` or ``\\r\\n`` when a file is given,
+    else ``env_value`` encoded as UTF-8; None when that is empty. Raises ``OSError`` when ``file`` cannot be read."""
+    if file is not None:
+        data = file.read_bytes()
+        data = data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+        return data or None
+    return env_value.encode() if env_value else None
+
+
 def secret_files(home: Path) -> list[str]:
-    """The identity folder's secrets (every regular file of ``home/identity`` but the ``*.pub`` ones: the instance
-    key and a pending next key), as home-relative paths, sorted."""
+    """The home's secrets, archived only sealed: the identity folder's regular files but the ``*.pub`` ones (the
+    instance key and a pending next key) and the top-level :data:`SEALED_FILES` there are; home-relative paths,
+    sorted."""
+    found = [name for name in SEALED_FILES if _regular(home / name)]
     folder = home / IDENTITY_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(
-        f"{IDENTITY_DIR}/{p.name}"
-        for p in folder.iterdir()
-        if p.is_file() and not p.is_symlink() and not p.name.endswith(PUBLIC_SUFFIX)
-    )
+    if folder.is_dir():
+        found += [f"{IDENTITY_DIR}/{p.name}" for p in folder.iterdir() if _regular(p)]
+    return sorted(rel for rel in found if sealed_path_ok(rel))  # an identity's dot-files: temporaries
+
+
+def sealed_path_ok(rel: str) -> bool:
+    """Whether ``rel`` can be a sealed secret's home path: one of :data:`SEALED_FILES`, or ``identity/<name>`` with
+    a plain file name (letters, digits, ``.``, ``_``, ``-``; not starting with ``.`` or ``-``; not ``*.pub``)."""
+    if rel in SEALED_FILES:
+        return True
+    folder, _, name = rel.partition("/")
+    return folder == IDENTITY_DIR and bool(_SECRET_NAME.fullmatch(name)) and not name.endswith(PUBLIC_SUFFIX)
+
+
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def is_git_name(name: str) -> bool:
+    """Whether a path component is git metadata (``.git`` in any case: some file systems fold it)."""
+    return name.lower() == GIT_DIR
 
 
 def plain_files(home: Path, skip: Path | None = None) -> tuple[list[str], list[str]]:
@@ -106,7 +140,7 @@ def _walk(root: Path, skip: Path | None, skipped: list[str], prefix: str) -> Ite
         for name in list(dirnames):
             path = here / name
             top = rel_dir == "." and not prefix
-            if path.is_symlink():
+            if path.is_symlink() or is_git_name(name):
                 skipped.append(prefix + (path.relative_to(root).as_posix()))
                 dirnames.remove(name)
             elif (top and name in EXCLUDED_DIRS) or (skip is not None and path == skip) or name.startswith(".hermes-"):
@@ -114,7 +148,7 @@ def _walk(root: Path, skip: Path | None, skipped: list[str], prefix: str) -> Ite
         for name in filenames:
             path = here / name
             rel = path.relative_to(root).as_posix()
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink() or not path.is_file() or is_git_name(name):
                 skipped.append(prefix + rel)
             else:
                 yield rel
@@ -122,7 +156,7 @@ def _walk(root: Path, skip: Path | None, skipped: list[str], prefix: str) -> Ite
 
 def _archived(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    if "/" not in rel and (rel in EXCLUDED_FILES or rel in READ_MODELS):
+    if "/" not in rel and (rel in EXCLUDED_FILES or rel in READ_MODELS or rel in SEALED_FILES):
         return False
     if name.endswith(JOURNAL_SUFFIXES) or (name.startswith("hermes-backup-") and name.endswith(".tar.gz")):
         return False
@@ -149,36 +183,3 @@ def copy_file(source: Path, target: Path) -> None:
 def _is_sqlite(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(16) == b"SQLite format 3\x00"
-
-
-def bundle_skills(home: Path, target: Path) -> str | None:
-    """Write a git bundle of every ref of ``home/skills`` to ``target`` when it is a git repository with a commit;
-    returns the ref HEAD points to (``refs/heads/main``, or a sha when detached), None when there is nothing to
-    bundle. Raises ``OSError`` or ``subprocess.CalledProcessError`` when git fails."""
-    repo = home / "skills"
-    if not (repo / ".git").exists() or _git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode:
-        return None
-    _git(repo, "bundle", "create", "-q", str(target), "--all")
-    head = _git(repo, "symbolic-ref", "-q", "HEAD", check=False)
-    return head.stdout.strip() if head.returncode == 0 else _git(repo, "rev-parse", "HEAD").stdout.strip()
-
-
-def unbundle_skills(bundle: Path, repo: Path, head: str) -> None:
-    """Re-create the skills repository at ``repo`` from ``bundle`` (every ref, HEAD at ``head``, the working tree
-    checked out). Raises ``subprocess.CalledProcessError`` when git fails (e.g. a bundle that does not verify)."""
-    repo.mkdir(parents=True, exist_ok=True)
-    _git(repo, "init", "-q")
-    _git(repo, "bundle", "verify", "-q", str(bundle))
-    _git(repo, "fetch", "-q", "--update-head-ok", str(bundle), "+refs/*:refs/*")
-    if head.startswith("refs/"):
-        _git(repo, "symbolic-ref", "HEAD", head)
-        _git(repo, "reset", "-q", "--hard")
-    else:
-        _git(repo, "checkout", "-q", "--detach", head)
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-    argv = [*_GIT, "-c", f"safe.directory={repo}", "-C", str(repo), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=check)

@@ -4,7 +4,8 @@ had acknowledged (:mod:`hermes_proto.backup_replay` puts them back).
 
 Everything goes through the JetStream API subjects (``$JS.API.*``) as raw JSON, so configurations are kept exactly as
 the server reports them. Messages are read with ``STREAM.MSG.GET`` (headers as the stored bytes), up to the last
-sequence the stream had when the dump started.
+sequence the stream had when the dump started. Only the requests run on the event loop (a scheduled backup runs in
+the notary's): encoding and writing the records happen in a worker thread, a window of messages at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nats.aio.client import Client as NATS
 
@@ -69,15 +70,28 @@ async def dump_stream(nc: NATS, name: str, directory: Path) -> StreamDump | None
         raise
     state = info["state"]
     first, last = max(int(state.get("first_seq", 0)), 1), int(state.get("last_seq", 0))
-    directory.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(directory / "messages.jsonl", "w", encoding="utf-8") as out:
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    out = await asyncio.to_thread(open, directory / "messages.jsonl", "w", encoding="utf-8")
+    count, batch = 0, []
+    try:  # the requests on the loop; encoding and writing, a window at a time, in a thread
         async for message in _messages(nc, name, first, last, sparse=state.get("num_deleted", 0) > 4 * WINDOW):
-            out.write(json.dumps(message, separators=(",", ":")) + "\n")
-            count += 1
+            batch.append(message)
+            if len(batch) >= WINDOW:
+                count += await asyncio.to_thread(write_lines, out, batch)
+                batch = []
+        count += await asyncio.to_thread(write_lines, out, batch)
+    finally:
+        await asyncio.to_thread(out.close)
     doc = {"name": name, "config": info["config"], "first_seq": first, "last_seq": last, "consumers": consumers}
-    (directory / "stream.json").write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
+    text = json.dumps(doc, indent=1, sort_keys=True)
+    await asyncio.to_thread((directory / "stream.json").write_text, text, encoding="utf-8")
     return StreamDump(name, count, first, last, len(consumers))
+
+
+def write_lines(out: TextIO, messages: list[dict[str, Any]]) -> int:
+    """Append ``messages`` to ``out`` as JSON lines (called in a worker thread); returns how many."""
+    out.write("".join(json.dumps(message, separators=(",", ":")) + "\n" for message in messages))
+    return len(messages)
 
 
 async def _durable_consumers(nc: NATS, stream: str) -> list[dict[str, Any]]:

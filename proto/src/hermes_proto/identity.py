@@ -96,7 +96,14 @@ def write_secret(directory: Path, secret: bytes, name: str = KEY_FILE) -> Identi
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret.hex() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, directory / name)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash: a successor key may be the log's only key
+    finally:
+        os.close(dir_fd)
     identity = Identity(secret)
     if name == KEY_FILE:
         (directory / PUBLIC_FILE).write_text(identity.public_key + "\n")

@@ -90,12 +90,16 @@ class SoulAttested(Event, frozen=True, kw_only=True):
 
 
 class IdentityHandedOff(Event, frozen=True, kw_only=True):
-    """A successor key takes over from ``previous_public_key``: both sign :func:`handoff_digest`."""
+    """A successor key takes over from ``previous_public_key``: both sign :func:`handoff_digest`, which binds the
+    last checkpoint the previous key signed (``tree_size``, ``root``; 0 and ``ZERO`` before the first), so that
+    the previous key alone cannot put the handoff after a history of its own making."""
 
     aggregate_type: ClassVar[str] = "identity"
 
     previous_public_key: str
     public_key: str
+    tree_size: int
+    root: str
     signature_previous: str
     signature_new: str
 
@@ -109,14 +113,12 @@ IDENTITY_EVENTS_FILTER = "hermes.evt.identity.>"
 
 def checkpoint_digest(tree_size: int, root: str, signed_at_ms: int) -> bytes:
     """tagged_hash("hermes/checkpoint", tree_size u64 || root (32 bytes) || signed_at ms u64)."""
-    return tagged_hash("hermes/checkpoint", u64(tree_size) + bytes.fromhex(root) + u64(signed_at_ms))
+    return tagged_hash("hermes/checkpoint", u64(tree_size) + _key(root) + u64(signed_at_ms))
 
 
 def attestation_digest(index: int, soul_sha256: str, previous: str, signed_at_ms: int) -> bytes:
     """tagged_hash("hermes/soul", index u64 || soul SHA-256 || previous attestation id || signed_at ms u64)."""
-    return tagged_hash(
-        "hermes/soul", u64(index) + bytes.fromhex(soul_sha256) + bytes.fromhex(previous) + u64(signed_at_ms)
-    )
+    return tagged_hash("hermes/soul", u64(index) + _key(soul_sha256) + _key(previous) + u64(signed_at_ms))
 
 
 def attestation_id(attestation: SoulAttested) -> str:
@@ -127,11 +129,21 @@ def attestation_id(attestation: SoulAttested) -> str:
     return hashlib.sha256(digest + bytes.fromhex(attestation.signature)).hexdigest()
 
 
-def handoff_digest(previous_public_key: str, public_key: str, signed_at_ms: int) -> bytes:
-    """tagged_hash("hermes/handoff", previous key || new key || signed_at ms u64)."""
+def handoff_digest(previous_public_key: str, public_key: str, signed_at_ms: int, tree_size: int, root: str) -> bytes:
+    """tagged_hash("hermes/handoff", previous key || new key || signed_at ms u64 || tree_size u64 || root), the last
+    checkpoint before the handoff."""
     return tagged_hash(
-        "hermes/handoff", bytes.fromhex(previous_public_key) + bytes.fromhex(public_key) + u64(signed_at_ms)
+        "hermes/handoff",
+        _key(previous_public_key) + _key(public_key) + u64(signed_at_ms) + u64(tree_size) + _key(root),
     )
+
+
+def _key(text: str) -> bytes:
+    """32 bytes from 64 hex characters. Raises ValueError for anything else (a crafted event)."""
+    raw = bytes.fromhex(text)
+    if len(raw) != 32:
+        raise ValueError(f"{len(raw)} bytes where 32 are needed")
+    return raw
 
 
 def op_return_payload(checkpoint: CheckpointSigned) -> bytes:

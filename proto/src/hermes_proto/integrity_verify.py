@@ -13,6 +13,7 @@ attestation that does not chain to the previous one (``broken_chain``); the last
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +77,8 @@ class Report:
         return min(self.findings, key=lambda f: f.sequence) if self.findings else None
 
 
+MALFORMED = (msgspec.DecodeError, ValueError, TypeError, OverflowError, struct.error)
+"""What a crafted integrity event raises: undecodable, not hex, a wrong length, a naive time, a size out of range."""
 _checkpoint = msgspec.json.Decoder(CheckpointSigned)
 _attestation = msgspec.json.Decoder(SoulAttested)
 _handoff = msgspec.json.Decoder(IdentityHandedOff)
@@ -91,6 +94,7 @@ class LogVerifier:
         self.report = Report()
         self._entries = bytearray()  # recomputed entry of sequence i at [32*(i-1), 32*i)
         self._signed = InmemoryTree()
+        self._signed_entries = bytearray()  # the entries of the valid checkpoints, to rebuild after a bad one
         self._checkpoints: list[CheckpointSigned] = []
         self._key: str | None = None
         self._last_attestation: SoulAttested | None = None
@@ -153,29 +157,25 @@ class LogVerifier:
         try:
             checkpoint = _checkpoint.decode(data)
             entries = split_entries(checkpoint.entries)
-        except (msgspec.DecodeError, ValueError) as exc:
-            self._fail(sequence, "bad_checkpoint", f"undecodable checkpoint: {exc}")
+            digest = checkpoint_digest(checkpoint.tree_size, checkpoint.root, millis(checkpoint.occurred_at))
+        except MALFORMED as exc:
+            self._fail(sequence, "bad_checkpoint", f"malformed checkpoint: {exc!r}")
             return
         previous = self._checkpoints[-1] if self._checkpoints else None
         size, prior = checkpoint.tree_size, previous.tree_size if previous else 0
         if checkpoint.previous_size != prior or size != prior + len(entries) or size >= sequence or size <= prior:
             self._fail(sequence, "bad_checkpoint", f"covers {checkpoint.previous_size}..{size}, expected {prior}..")
             return
-        digest = checkpoint_digest(size, checkpoint.root, millis(checkpoint.occurred_at))
         if not self._signer_ok(sequence, checkpoint.public_key, digest, checkpoint.signature, "checkpoint"):
             return
         for entry in entries:
             self._signed.append_entry(entry)
-        if self._signed.get_root().hex() != checkpoint.root:
-            self._fail(sequence, "bad_checkpoint", f"its entries do not make its signed root (tree size {size})")
+        failure = self._extends(previous, checkpoint)
+        if failure is not None:
+            self._fail(sequence, "bad_checkpoint", failure)
+            self._signed = InmemoryTree.init_from_entries(split_entries(bytes(self._signed_entries)))
             return
-        if previous is not None:
-            try:
-                proof = self._signed.prove_consistency(prior, size)
-                verify_consistency(bytes.fromhex(previous.root), bytes.fromhex(checkpoint.root), proof)
-            except InvalidProof as exc:
-                self._fail(sequence, "bad_checkpoint", f"tree {size} does not extend tree {prior}: {exc}")
-                return
+        self._signed_entries += checkpoint.entries
         for index, entry in enumerate(entries, start=prior + 1):
             if self._entries[32 * (index - 1) : 32 * index] != entry:
                 self._fail(index, "altered", f"sequence {index} differs from what checkpoint {size} signed")
@@ -185,20 +185,34 @@ class LogVerifier:
         self.report.covered, self.report.last_root = size, checkpoint.root
         self.report.checkpoint_sequence = sequence
 
+    def _extends(self, previous: CheckpointSigned | None, checkpoint: CheckpointSigned) -> str | None:
+        """None when the signed tree (with the checkpoint's entries appended) has the signed root and extends the
+        previous checkpoint's tree (a consistency proof); else why not."""
+        if self._signed.get_root().hex() != checkpoint.root:
+            return f"its entries do not make its signed root (tree size {checkpoint.tree_size})"
+        if previous is None:
+            return None
+        try:
+            proof = self._signed.prove_consistency(previous.tree_size, checkpoint.tree_size)
+            verify_consistency(bytes.fromhex(previous.root), bytes.fromhex(checkpoint.root), proof)
+        except (InvalidProof, ValueError) as exc:
+            return f"tree {checkpoint.tree_size} does not extend tree {previous.tree_size}: {exc}"
+        return None
+
     def _on_attestation(self, sequence: int, data: bytes) -> None:
         try:
             attestation = _attestation.decode(data)
-        except msgspec.DecodeError as exc:
-            self._fail(sequence, "broken_chain", f"undecodable attestation: {exc}")
+            digest = attestation_digest(
+                attestation.index, attestation.soul_sha256, attestation.previous, millis(attestation.occurred_at)
+            )
+        except MALFORMED as exc:
+            self._fail(sequence, "broken_chain", f"malformed attestation: {exc!r}")
             return
         last = self._last_attestation
         want_index, want_previous = (last.index + 1, attestation_id(last)) if last else (0, ZERO)
         if attestation.index != want_index or attestation.previous != want_previous:
             self._fail(sequence, "broken_chain", f"attestation {attestation.index} does not follow {want_index - 1}")
             return
-        digest = attestation_digest(
-            attestation.index, attestation.soul_sha256, attestation.previous, millis(attestation.occurred_at)
-        )
         if self._signer_ok(sequence, attestation.public_key, digest, attestation.signature, "attestation"):
             self._last_attestation = attestation
             self.report.attestations += 1
@@ -207,10 +221,23 @@ class LogVerifier:
     def _on_handoff(self, sequence: int, data: bytes) -> None:
         try:
             handoff = _handoff.decode(data)
-        except msgspec.DecodeError as exc:
-            self._fail(sequence, "bad_signature", f"undecodable handoff: {exc}")
+            digest = handoff_digest(
+                handoff.previous_public_key,
+                handoff.public_key,
+                millis(handoff.occurred_at),
+                handoff.tree_size,
+                handoff.root,
+            )
+        except MALFORMED as exc:
+            self._fail(sequence, "bad_signature", f"malformed handoff: {exc!r}")
             return
-        digest = handoff_digest(handoff.previous_public_key, handoff.public_key, millis(handoff.occurred_at))
+        if (handoff.tree_size, handoff.root) != (self.report.covered, self.report.last_root):
+            self._fail(
+                sequence,
+                "bad_signature",
+                f"the handoff follows checkpoint {handoff.tree_size}, the last one in this log is {self.report.covered}",
+            )
+            return
         if not self._signer_ok(sequence, handoff.previous_public_key, digest, handoff.signature_previous, "handoff"):
             return
         if not verify_signature(handoff.public_key, digest, handoff.signature_new):

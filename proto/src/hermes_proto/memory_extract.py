@@ -2,7 +2,8 @@
 sessions (:func:`candidates`), and the word rules they share with the consolidation (:mod:`hermes_proto.project_memory`).
 
 Deterministic heuristics, no model and no I/O: the same turns always give the same candidates. Only user turns are
-read (the assistant's words say nothing of what the user decided or prefers); an assistant turn only marks where a
+read (the assistant's words say nothing of what the user decided or prefers), without the ``<untrusted-data>`` they
+quote (a trigger's payload, a tool's output: :func:`hermes_proto.tools.without_untrusted`); an assistant turn only marks where a
 correction can begin. Not :mod:`hermes_proto.facts`: a fact fills a question's slot, a candidate is a sentence the
 user said, with the subject key that finds its contradictions.
 """
@@ -17,6 +18,7 @@ from typing import Literal
 import msgspec
 
 from hermes_proto.text import normalize_text
+from hermes_proto.tools import without_untrusted
 
 MemoryKind = Literal["decision", "pattern", "correction", "preference"]
 KINDS: tuple[str, ...] = ("decision", "pattern", "correction", "preference")
@@ -239,6 +241,7 @@ def candidates(turns: Sequence[Turn], now: datetime | None = None) -> list[Candi
     ordered = [t for _, t in sorted(enumerate(turns), key=lambda it: (it[1].at, it[0]))]
     if not ordered:
         return []
+    ordered = [msgspec.structs.replace(t, text=without_untrusted(t.text)) if t.role == "user" else t for t in ordered]
     now = now or max(t.at for t in ordered)
     previous: dict[str, Turn] = {}
     said: list[tuple[Turn, str, str, str]] = []  # (turn, kind, text, key)

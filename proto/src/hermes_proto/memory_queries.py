@@ -7,6 +7,8 @@ from datetime import datetime
 
 import msgspec
 
+from hermes_proto.queries import StreamSequence
+
 
 class MemoryEntryView(msgspec.Struct, frozen=True, kw_only=True):
     """One entry: ``kind`` decision, pattern, correction or preference; ``status`` live, superseded, expired or
@@ -36,7 +38,7 @@ class MemoryEntriesQuery(msgspec.Struct, frozen=True, kw_only=True):
     project: str | None = None
     history: bool = False
     limit: int = 200
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class MemoryEntriesReply(msgspec.Struct, frozen=True, kw_only=True):

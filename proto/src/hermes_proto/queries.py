@@ -171,6 +171,7 @@ class ThreadListQuery(msgspec.Struct, kw_only=True):
     origin: dict[Annotated[str, msgspec.Meta(pattern=ORIGIN_KEY_PATTERN)], str] = {}
     user_id: str | None = None
     ids_only: bool = False
+    min_sequence: StreamSequence = 0
 
 
 class ThreadListReply(msgspec.Struct, kw_only=True):
@@ -462,9 +463,11 @@ class PreferenceView(msgspec.Struct, kw_only=True):
 
 
 class PreferencesQuery(msgspec.Struct, kw_only=True):
-    """``user_id``: that user's preferences only (None: every user's)."""
+    """``user_id``: that user's preferences only (None: every user's); ``min_sequence``: answered once the learner
+    applied the log up to it (at most 2 s)."""
 
     user_id: str | None = None
+    min_sequence: StreamSequence = 0
 
 
 class PreferencesReply(msgspec.Struct, kw_only=True):
@@ -537,6 +540,7 @@ class PatternsQuery(msgspec.Struct, kw_only=True):
 
     user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)] | None = None
     applied_only: bool = False
+    min_sequence: StreamSequence = 0
 
 
 class PatternsReply(msgspec.Struct, kw_only=True):

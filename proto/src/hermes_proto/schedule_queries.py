@@ -8,6 +8,7 @@ from datetime import datetime
 
 import msgspec
 
+from hermes_proto.queries import StreamSequence
 from hermes_proto.schedules import Definition
 
 
@@ -54,7 +55,7 @@ class SchedulesQuery(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None
     include_deleted: bool = False
     limit: int = 200
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class SchedulesReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +66,7 @@ class ScheduleQuery(msgspec.Struct, frozen=True, kw_only=True):
     schedule_id: str
     user_id: str | None = None
     runs_limit: int = 50
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class ScheduleReply(msgspec.Struct, frozen=True, kw_only=True):

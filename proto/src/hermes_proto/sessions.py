@@ -77,6 +77,7 @@ class SessionsQuery(msgspec.Struct, kw_only=True):
     user_id: str | None = None
     channel: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+    min_sequence: StreamSequence = 0
 
 
 class SessionsReply(msgspec.Struct, kw_only=True):
@@ -165,6 +166,7 @@ class ExportQuery(msgspec.Struct, kw_only=True):
     user_id: str | None = None
     after: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    min_sequence: StreamSequence = 0
 
 
 class ExportReply(msgspec.Struct, kw_only=True):

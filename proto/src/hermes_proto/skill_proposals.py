@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from hermes_proto.base import Command, Event
+from hermes_proto.queries import StreamSequence
 
 MAX_FILES = 40
 MAX_FILE_CHARS = 100_000
@@ -248,7 +249,7 @@ class ProposalsQuery(msgspec.Struct, frozen=True, kw_only=True):
     status: str | None = None
     proposal_id: str | None = None
     limit: int = 100
-    min_sequence: int = 0
+    min_sequence: StreamSequence = 0
 
 
 class ProposalsReply(msgspec.Struct, frozen=True, kw_only=True):

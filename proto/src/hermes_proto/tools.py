@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -73,6 +74,15 @@ def call_binding(tool: str, arguments: dict[str, Any], workspace_state: str = ""
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+_UNTRUSTED_BLOCK = re.compile(re.escape(UNTRUSTED_OPEN) + r"\b.*?(?:" + re.escape(UNTRUSTED_CLOSE) + r"|\Z)", re.S)
+
+
+def without_untrusted(text: str) -> str:
+    """``text`` without its ``<untrusted-data>`` elements (an unclosed one to the end): what a person wrote, not the
+    tool output, page or event payload quoted in it. Whatever is learned from a user's words reads this."""
+    return _UNTRUSTED_BLOCK.sub(" ", text)
 
 
 def untrusted(tool: str, text: str) -> str:

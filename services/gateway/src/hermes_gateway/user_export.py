@@ -10,6 +10,9 @@ partition is known (proposals by status, memory entries by project, approvals th
 turns through the paged training export), and whatever still may be missing is named in ``truncated`` as
 ``{"section", "id" (the item, or null for the whole section), "reason"}``: nothing is left out silently.
 
+Read-your-writes: the export holds every event of ``HERMES_EVENTS`` up to ``position`` (the log's end when it was asked
+for): every query carries it as ``min_sequence`` (each service waits at most about 2 s, then answers from where it is).
+
 Raises :class:`~hermes_proto.rpc.BusUnavailable`, :class:`~hermes_proto.rpc.Refused` or
 :class:`~hermes_proto.rpc.BadReply` when a query fails, except that one item too large for a NATS message
 (``too_large``) is listed in ``truncated`` instead.
@@ -110,14 +113,13 @@ class _Collector:
         memory_query = MemoryEntriesQuery(
             user_id=self.user, history=True, limit=CAPS["memory_entries"], min_sequence=self.at
         )
-        (threads, sessions), (runs, approvals), schedules, proposals, entries, preferences, patterns = await _all(
+        (threads, sessions), (runs, approvals), schedules, proposals, entries, (preferences, patterns) = await _all(
             self.threads_and_sessions(),
             self.agent_runs(),
             self.schedules(),
             self.proposals(),
             self.ask(subj.QUERY_MEMORY_ENTRIES, memory_query, MemoryEntriesReply),
-            self.ask(subj.QUERY_PREFERENCES, PreferencesQuery(user_id=self.user), PreferencesReply, LEARNER),
-            self.ask(subj.QUERY_PATTERNS, PatternsQuery(user_id=self.user), PatternsReply, LEARNER),
+            self.learned(),
         )
         memory = self.mine(entries.entries)
         if len(entries.entries) >= CAPS["memory_entries"]:
@@ -140,13 +142,34 @@ class _Collector:
         head = {"user_id": self.user, "exported_at": utcnow().isoformat(), "format": FORMAT}
         return {**head, **msgspec.to_builtins(sections), "truncated": self.truncated}
 
+    async def learned(self) -> tuple[PreferencesReply, PatternsReply]:
+        """The user's preferences and patterns, as the learner holds them once it applied ``position``."""
+        preferences, patterns = await _all(
+            self.ask(
+                subj.QUERY_PREFERENCES,
+                PreferencesQuery(user_id=self.user, min_sequence=self.at),
+                PreferencesReply,
+                LEARNER,
+            ),
+            self.ask(
+                subj.QUERY_PATTERNS, PatternsQuery(user_id=self.user, min_sequence=self.at), PatternsReply, LEARNER
+            ),
+        )
+        return preferences, patterns
+
     async def threads_and_sessions(self) -> tuple[list[ThreadView], list[Any]]:
         """Every thread (ideas, workflows, chats, agent runs) and each as a session with its turns. The two lists
         are ordered differently (creation, last activity), so their union reaches past either cap."""
         cap = CAPS["threads"]
         ids, listed = await _all(
-            self.ask(QUERY_THREADS, ThreadListQuery(limit=cap, user_id=self.user, ids_only=True), ThreadListReply),
-            self.ask(subj.QUERY_SESSIONS, SessionsQuery(user_id=self.user, limit=cap), SessionsReply),
+            self.ask(
+                QUERY_THREADS,
+                ThreadListQuery(limit=cap, user_id=self.user, ids_only=True, min_sequence=self.at),
+                ThreadListReply,
+            ),
+            self.ask(
+                subj.QUERY_SESSIONS, SessionsQuery(user_id=self.user, limit=cap, min_sequence=self.at), SessionsReply
+            ),
         )
         union = list(dict.fromkeys([*ids.thread_ids, *(s.session_id for s in self.mine(listed.sessions))]))
         if len(ids.thread_ids) >= cap and len(listed.sessions) >= cap:
@@ -186,7 +209,7 @@ class _Collector:
             turns = [j.job_id for j in thread.jobs if j.kind in TURN_KINDS and j.job_id not in kept]
             wanted |= dict.fromkeys(turns, session.session_id)
         found: dict[str, list[dict[str, Any]]] = {}
-        query = ExportQuery(format="sharegpt", user_id=self.user, limit=CAPS["export_page"])
+        query = ExportQuery(format="sharegpt", user_id=self.user, limit=CAPS["export_page"], min_sequence=self.at)
         while wanted:
             page = await self.ask(subj.QUERY_EXPORT, query, ExportReply)
             for record in map(json.loads, page.lines):

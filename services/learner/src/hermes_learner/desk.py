@@ -248,6 +248,8 @@ class PatternDesk(Desk):
         query = await _query(msg, PatternsQuery)
         if query is None:
             return
+        if query.min_sequence:  # read-your-writes: bounded, then answered from where the read model is
+            await self.projection.wait_for(query.min_sequence, timeout_s=APPLY_TIMEOUT_S)
         views = await asyncio.to_thread(
             self._read,
             queries.pattern_views,

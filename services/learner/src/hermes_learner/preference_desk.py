@@ -38,7 +38,7 @@ from hermes_proto.queries import (
 )
 
 from hermes_learner import normalize, preferences, queries
-from hermes_learner.desk import Desk, _envelope, _query, _respond
+from hermes_learner.desk import APPLY_TIMEOUT_S, Desk, _envelope, _query, _respond
 from hermes_learner.evidence import learned_event
 from hermes_learner.policies import PreferencePolicy
 
@@ -118,6 +118,8 @@ class PreferenceDesk(Desk):
         query = await _query(msg, PreferencesQuery)
         if query is None:
             return
+        if query.min_sequence:  # read-your-writes: bounded, then answered from where the read model is
+            await self.projection.wait_for(query.min_sequence, timeout_s=APPLY_TIMEOUT_S)
         await _respond(msg, await asyncio.to_thread(self._views, query.user_id))
 
     async def on_control(self, msg: Msg) -> None:

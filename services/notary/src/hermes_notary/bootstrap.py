@@ -16,8 +16,9 @@ from hermes_proto.telemetry import configure_logging, configure_tracing, start_m
 
 from hermes_notary.backups import BackupSchedule
 from hermes_notary.config import NotarySettings
+from hermes_notary.head import LogHead, read_head
 from hermes_notary.responders import Responders
-from hermes_notary.service import LogHead, Notary, read_head
+from hermes_notary.service import Notary
 from hermes_notary.tree import LeafTree
 
 SERVICE = "notary"
@@ -55,6 +56,7 @@ async def run(settings: NotarySettings, stop: asyncio.Event | None = None) -> No
     head = await read_head(js)
     tree = await open_tree(settings, js, head)
     notary = Notary(
+        js,
         EventStore(js, SERVICE),
         tree,
         settings.identity_path(),
@@ -70,6 +72,11 @@ async def run(settings: NotarySettings, stop: asyncio.Event | None = None) -> No
         asyncio.create_task(follower.run(), name="notary-follow"),
         asyncio.create_task(notary.run_timers(stop, settings.hermes_soul_poll_seconds), name="notary-timers"),
     ]
+    try:
+        passphrase = settings.backup_passphrase()
+    except OSError as exc:  # a bad backup setting must not stop the signing
+        log.error("backup_passphrase_unreadable", error=repr(exc), effect="archives leave the secrets out")
+        passphrase = None
     if settings.hermes_backups_enabled:
         backups = BackupSchedule(
             nc,
@@ -78,7 +85,7 @@ async def run(settings: NotarySettings, stop: asyncio.Event | None = None) -> No
             settings.hermes_backup_cron,
             settings.hermes_backup_timezone,
             settings.hermes_backup_keep,
-            settings.backup_passphrase(),
+            passphrase,
         )
         tasks.append(asyncio.create_task(backups.run(stop), name="notary-backups"))
     log.info(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from hermes_proto.backup_home import read_passphrase
 from hermes_proto.settings import BusSettings
 
 
@@ -37,6 +38,12 @@ class NotarySettings(BusSettings):
     hermes_backup_passphrase_file: Path | None = None
     hermes_backups_enabled: bool = True
 
+    @model_validator(mode="after")
+    def _checkpoints_keep_up(self) -> NotarySettings:
+        if self.hermes_checkpoint_max_entries < self.hermes_checkpoint_every_events:
+            raise ValueError("HERMES_CHECKPOINT_MAX_ENTRIES must be at least HERMES_CHECKPOINT_EVERY_EVENTS")
+        return self
+
     def soul_path(self) -> Path:
         return self.hermes_soul_file or self.hermes_home / "SOUL.md"
 
@@ -50,7 +57,6 @@ class NotarySettings(BusSettings):
         return self.hermes_backup_dir or self.hermes_home / "backups"
 
     def backup_passphrase(self) -> bytes | None:
-        """The passphrase's bytes (the file's first line), None when neither is set. Raises OSError (unreadable)."""
-        if self.hermes_backup_passphrase_file is not None:
-            return self.hermes_backup_passphrase_file.read_text().splitlines()[0].encode() or None
-        return self.hermes_backup_passphrase.encode() if self.hermes_backup_passphrase else None
+        """The passphrase (:func:`hermes_proto.backup_home.read_passphrase`: the file's bytes without one final line
+        break, else the variable), None when neither gives one. Raises OSError for an unreadable file."""
+        return read_passphrase(self.hermes_backup_passphrase_file, self.hermes_backup_passphrase)

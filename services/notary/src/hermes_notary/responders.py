@@ -58,4 +58,5 @@ class Responders:
         except RuntimeError as exc:
             await self._respond(msg, ErrorReply(code="not_signing", message=str(exc)))
             return
+        await self.notary.checkpoint()  # the successor signs at once: its first checkpoint covers the handoff
         await self._respond(msg, identity_reply(self.notary))

@@ -12,12 +12,9 @@ import asyncio
 import time
 from pathlib import Path
 
-import msgspec
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from hermes_proto import subjects
 from hermes_proto.bus import EventStore, RawMessage
 from hermes_proto.identity import (
     KEY_FILE,
@@ -31,9 +28,6 @@ from hermes_proto.identity import (
 )
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.integrity import (
-    ATTESTATION_SUBJECT,
-    CHECKPOINT_SUBJECT,
-    HANDOFF_SUBJECT,
     LOG_AGGREGATE,
     ZERO,
     CheckpointSigned,
@@ -47,45 +41,10 @@ from hermes_proto.integrity import (
 )
 
 from hermes_notary import metrics
+from hermes_notary.head import LogHead, read_head
 from hermes_notary.tree import LeafTree, entries_of
 
 log = structlog.get_logger("hermes.notary")
-
-
-class LogHead(msgspec.Struct, kw_only=True):
-    """What the stream says the notary last did: the last checkpoint (and its sequence), attestation, handoff."""
-
-    checkpoint: CheckpointSigned | None = None
-    checkpoint_seq: int = 0
-    attestation: SoulAttested | None = None
-    handoff: IdentityHandedOff | None = None
-    current_key: str | None = None
-
-
-async def read_head(js: JetStreamContext) -> LogHead:
-    """The last checkpoint, attestation and handoff stored in ``HERMES_EVENTS`` and the key that signed last."""
-    head = LogHead()
-    latest: list[tuple[int, str]] = []
-    for subject, kind in (
-        (CHECKPOINT_SUBJECT, CheckpointSigned),
-        (ATTESTATION_SUBJECT, SoulAttested),
-        (HANDOFF_SUBJECT, IdentityHandedOff),
-    ):
-        try:
-            raw = await js.get_last_msg(subjects.EVENTS_STREAM, subject)
-        except NotFoundError:
-            continue
-        event = msgspec.json.decode(raw.data, type=kind)
-        if isinstance(event, CheckpointSigned):
-            head.checkpoint, head.checkpoint_seq = event, raw.seq
-        elif isinstance(event, SoulAttested):
-            head.attestation = event
-        else:
-            head.handoff = event
-        latest.append((raw.seq, event.public_key))
-    if latest:
-        head.current_key = max(latest)[1]
-    return head
 
 
 class Notary:
@@ -93,6 +52,7 @@ class Notary:
 
     def __init__(
         self,
+        js: JetStreamContext,
         store: EventStore,
         tree: LeafTree,
         identity_dir: Path,
@@ -101,7 +61,7 @@ class Notary:
         every_seconds: float,
         max_entries: int,
     ) -> None:
-        self.store, self.tree = store, tree
+        self.js, self.store, self.tree = js, store, tree
         self.identity_dir, self.soul_path = identity_dir, soul_path
         self.every_events, self.every_seconds, self.max_entries = every_events, every_seconds, max_entries
         self.identity: Identity | None = None
@@ -123,16 +83,7 @@ class Notary:
             self.signed_size, self.root = head.checkpoint.tree_size, head.checkpoint.root
             self.checkpoint_seq = head.checkpoint_seq
         self.last_attestation = head.attestation
-        pending = self.identity_dir / NEXT_KEY_FILE
-        if pending.exists():  # a rotation interrupted after or before its handoff was stored
-            try:
-                successor = read_secret(pending)
-                if head.handoff is not None and head.handoff.public_key == successor.public_key:
-                    write_secret(self.identity_dir, bytes.fromhex(pending.read_text().strip()))
-                    log.info("identity_handoff_completed", public_key=successor.public_key)
-            except IdentityError as exc:
-                log.error("identity_pending_unreadable", error=str(exc))
-            pending.unlink(missing_ok=True)
+        self._settle_rotation(head)
         key_path = self.identity_dir / KEY_FILE
         try:
             if key_path.exists() or head.current_key is None:
@@ -145,6 +96,52 @@ class Notary:
             log.error("identity_mismatch", log_key=head.current_key, key_file=mine, effect="nothing is signed")
         metrics.SIGNING.set(1 if self.signing else 0)
         metrics.SIGNED_SIZE.set(self.signed_size)
+
+    def _settle_rotation(self, head: LogHead) -> None:
+        """A rotation interrupted around its handoff: the successor becomes the key when the log holds its handoff,
+        else it is dropped. An unreadable successor is kept (it may be the only copy of the log's key)."""
+        pending = self.identity_dir / NEXT_KEY_FILE
+        if not pending.exists():
+            return
+        try:
+            successor = read_secret(pending)
+        except IdentityError as exc:
+            log.error("identity_pending_unreadable", error=str(exc), effect="kept; fix its mode and restart")
+            return
+        if head.handoff is not None and head.handoff.public_key == successor.public_key:
+            write_secret(self.identity_dir, bytes.fromhex(pending.read_text().strip()))
+            self.identity = successor
+            log.info("identity_handoff_completed", public_key=successor.public_key)
+        pending.unlink(missing_ok=True)
+
+    async def _append(self, event: CheckpointSigned | SoulAttested | IdentityHandedOff) -> int:
+        """Append one event; when JetStream does not acknowledge, adopt what the stream holds now (the event may be
+        stored all the same) before raising, so the next signature builds on the stored chain."""
+        try:
+            [seq] = await self.store.append([event])
+            return seq
+        except Exception:
+            try:
+                await self.resync()
+            except Exception as exc:  # NATS away: the notary stops signing until it can read the head again
+                self.signing = False
+                metrics.SIGNING.set(0)
+                log.error("notary_resync_failed", error=repr(exc), effect="signing paused")
+            raise
+
+    async def resync(self) -> None:
+        """Take the last checkpoint, attestation and handoff from the stream, settle a pending rotation and sign
+        again only with the log's key. Raises what JetStream raises."""
+        head = await read_head(self.js)
+        if head.checkpoint is not None:
+            self.signed_size, self.root = head.checkpoint.tree_size, head.checkpoint.root
+            self.checkpoint_seq = head.checkpoint_seq
+        self.last_attestation = head.attestation
+        self._settle_rotation(head)
+        mine = self.identity.public_key if self.identity else None
+        self.signing = mine is not None and head.current_key in (None, mine)
+        metrics.SIGNING.set(1 if self.signing else 0)
+        log.info("notary_resynced", signed_size=self.signed_size, signing=self.signing)
 
     def _load_or_create(self, key_path: Path) -> Identity:
         if key_path.exists():
@@ -178,6 +175,12 @@ class Notary:
             if not self.signing or self.identity is None or self.unsigned() == 0:
                 return None
             started = time.perf_counter()
+            if self.signed_size and self.tree.size >= self.signed_size:
+                if await self.tree.root(self.signed_size) != self.root:  # a foreign or stale tree: never sign it
+                    self.signing = False
+                    metrics.SIGNING.set(0)
+                    log.error("tree_mismatch", signed_size=self.signed_size, effect="signing stopped; restart rebuilds")
+                    return None
             size = min(self.tree.size, self.signed_size + self.max_entries)
             root = await self.tree.root(size)
             entries = await self.tree.entries(self.signed_size + 1, size)
@@ -195,7 +198,7 @@ class Notary:
                 public_key=self.identity.public_key,
                 signature=self.identity.sign(checkpoint_digest(size, root, millis(now))),
             )
-            [seq] = await self.store.append([event])
+            seq = await self._append(event)
             self.signed_size, self.checkpoint_seq, self.root = size, seq, root
             metrics.CHECKPOINTS.inc()
             metrics.CHECKPOINT_SECONDS.observe(time.perf_counter() - started)
@@ -229,7 +232,7 @@ class Notary:
                 public_key=self.identity.public_key,
                 signature=self.identity.sign(attestation_digest(index, digest, previous, millis(now))),
             )
-            await self.store.append([event])
+            await self._append(event)
             self.last_attestation = event
             metrics.ATTESTATIONS.inc()
             log.info("soul_attested", index=index, soul_sha256=digest, previous=previous)
@@ -241,12 +244,15 @@ class Notary:
         async with self._lock:
             if not self.signing or self.identity is None:
                 raise RuntimeError("the notary's key is not the log's key; it cannot hand over")
+            if (self.identity_dir / NEXT_KEY_FILE).exists():
+                raise RuntimeError("a rotation is pending; restart the notary to settle it first")
             soul = bytes.fromhex(soul_digest(self._soul_text() or ""))
             secret = new_secret(soul)
             successor = write_secret(self.identity_dir, secret, NEXT_KEY_FILE)
             now = utcnow()
             previous = self.identity.public_key
-            digest = handoff_digest(previous, successor.public_key, millis(now))
+            root = self.root or ZERO
+            digest = handoff_digest(previous, successor.public_key, millis(now), self.signed_size, root)
             event_id = derived_id("handoff", previous, successor.public_key)
             event = IdentityHandedOff(
                 event_id=event_id,
@@ -255,10 +261,12 @@ class Notary:
                 correlation_id=event_id,
                 previous_public_key=previous,
                 public_key=successor.public_key,
+                tree_size=self.signed_size,
+                root=root,
                 signature_previous=self.identity.sign(digest),
                 signature_new=successor.sign(digest),
             )
-            await self.store.append([event])
+            await self._append(event)
             write_secret(self.identity_dir, secret)
             (self.identity_dir / NEXT_KEY_FILE).unlink(missing_ok=True)
             self.identity = successor

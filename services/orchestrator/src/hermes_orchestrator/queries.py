@@ -128,7 +128,7 @@ class QueryResponder:
         await self._respond(msg, JobReply(found=view is not None, job=view))
 
     async def _threads(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, ThreadListQuery)) is None:
+        if (query := await self._query(msg, ThreadListQuery)) is None:
             return
         limit = max(1, min(query.limit, 500))
         if query.ids_only:
@@ -139,7 +139,7 @@ class QueryResponder:
         await self._respond(msg, ThreadListReply(threads=found))
 
     async def _sessions(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, SessionsQuery)) is None:
+        if (query := await self._query(msg, SessionsQuery)) is None:
             return
         found = await asyncio.to_thread(self._read, sessions.recent_sessions, query.user_id, query.channel, query.limit)
         await self._respond(msg, SessionsReply(sessions=found))
@@ -157,7 +157,7 @@ class QueryResponder:
         await self._respond(msg, MemoryReply(hits=hits))
 
     async def _export(self, msg: Msg) -> None:
-        if (query := await self._decode(msg, ExportQuery)) is None:
+        if (query := await self._query(msg, ExportQuery)) is None:
             return
         try:
             page = await asyncio.to_thread(self._read, sessions.export_page, query, self._budget())

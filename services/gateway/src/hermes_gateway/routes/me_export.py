@@ -43,7 +43,8 @@ for _scope in SCOPES:  # exported at 0 from the start, so increase() sees the fi
     for _outcome in OUTCOMES:
         USER_EXPORTS.labels(_scope, _outcome)
 QUERY_TIMEOUT_S = 5.0
-"""Seconds each read-model query may take at least (the orchestrator waits up to 2 s for the log position first)."""
+"""Seconds each read-model query may take at least (the orchestrator and the learner wait up to 2 s for the log
+position first)."""
 UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 _ITEMS = {"type": "array", "items": {"type": "object"}}
@@ -123,12 +124,22 @@ async def _export(request: Request, principal: Principal, user_id: str, scope: s
     started = time.perf_counter()
     state = request.app.state
     timeout_s = max(QUERY_TIMEOUT_S, state.settings.hermes_query_timeout_seconds)
+    position = None
     try:
-        # The log's end now: the export holds every event appended before it was asked for.
-        document = await collect(state.bus.nc, user_id, timeout_s, await state.read_model.log_position())
+        # The log's end now, before any query: the export holds every event appended before it was asked for
+        # (every query of it reads a read model that applied this sequence: see hermes_gateway.user_export).
+        position = await state.read_model.log_position()
+        document = await collect(state.bus.nc, user_id, timeout_s, position)
     except Exception as exc:
         USER_EXPORTS.labels(scope, "failed").inc()
-        log.warning("user_export_failed", user_id=user_id, scope=scope, requested_by=principal.user_id, error=repr(exc))
+        log.warning(
+            "user_export_failed",
+            user_id=user_id,
+            scope=scope,
+            requested_by=principal.user_id,
+            position=position,
+            error=repr(exc),
+        )
         raise
     outcome = "truncated" if document["truncated"] else "complete"
     USER_EXPORTS.labels(scope, outcome).inc()
@@ -138,6 +149,7 @@ async def _export(request: Request, principal: Principal, user_id: str, scope: s
         scope=scope,
         requested_by=principal.user_id,
         outcome=outcome,
+        position=position,
         items={section: len(document[section]) for section in SECTIONS},
         truncated=sorted({t["section"] for t in document["truncated"]}),
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
