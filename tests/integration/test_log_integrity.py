@@ -153,6 +153,8 @@ async def test_verify_detects_tampering_at_the_right_sequence(env, js_client, na
     offline["NATS_URL"] = "nats://127.0.0.1:1"  # nothing answers: the check needs no server
     checked = hermes(offline, "verify", "--proof", str(proof), "--public-key", key)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    unreachable = hermes(offline, "verify")  # no server: a clear error and exit 3, not a retry loop
+    assert unreachable.returncode == 3 and "cannot reach NATS" in unreachable.stderr, unreachable.stderr
     document = json.loads(proof.read_text())
     document["message"]["data"] = document["message"]["data"][:-4] + "AAAA"
     proof.write_text(json.dumps(document))

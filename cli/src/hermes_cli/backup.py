@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hermes_cli.busadmin import nats_url
+from hermes_cli.busadmin import admin_settings
 from hermes_cli.common import EXIT_USAGE, fail
 from hermes_cli.config import hermes_home
 from hermes_cli.natsserver import NatsServerNotFound, free_port, nats_server_args, wait_for_port
@@ -82,15 +82,13 @@ def backup(
     the skills library, the workspace; the secrets (instance key, cli.toml, mcp.toml) sealed with a passphrase."""
     from hermes_proto.backup import BackupError, open_bus, write_backup
     from hermes_proto.backup_home import secret_files
-    from hermes_proto.settings import BusSettings
 
     home = hermes_home().expanduser().resolve()
     secret = passphrase(passphrase_file)
     if not secret and not without_key and secret_files(home):  # said before NATS is even asked
         hint = f"Give --passphrase-file or ${PASSPHRASE_ENV}, or --without-key to leave the secrets out."
         raise fail(f"{home / secret_files(home)[0]} is only archived sealed [passphrase_required]", hint, EXIT_USAGE)
-    seed = home / "credentials" / "admin.nk"  # else $NATS_NKEY_SEED_FILE, when set
-    settings = BusSettings(nats_url=nats_url(None, home), **({"nats_nkey_seed_file": seed} if seed.is_file() else {}))
+    settings = admin_settings(None, home)
 
     async def run() -> Any:
         nc = await open_bus(settings, "hermes-backup", timeout_s=5)

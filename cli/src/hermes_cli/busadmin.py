@@ -45,21 +45,30 @@ def _supervised_port(conf: Path) -> str | None:
     return argv[argv.index("-p") + 1] if "-p" in argv[:-1] else None
 
 
-async def with_bus(url: str | None, call: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """Connect as ``admin`` (when its seed exists), run ``call(nc, js)``, close. Exits 3 when NATS is unreachable."""
-    import nats
+def admin_settings(url: str | None, home: Path | None = None) -> Any:
+    """Bus settings of the ``admin`` role: :func:`nats_url`, and the seed ``<home>/credentials/admin.nk`` when it
+    exists (else ``$NATS_NKEY_SEED_FILE``, when set)."""
+    from hermes_proto.settings import BusSettings
 
-    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 0, "allow_reconnect": False}
-    seed = hermes_home() / "credentials" / "admin.nk"
-    if seed.exists():
-        options.update(nkeys_seed=str(seed), inbox_prefix="_INBOX.admin")
-    server = nats_url(url)
+    home = home or hermes_home()
+    seed = home / "credentials" / "admin.nk"
+    return BusSettings(nats_url=nats_url(url, home), **({"nats_nkey_seed_file": seed} if seed.is_file() else {}))
+
+
+async def with_bus(url: str | None, call: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Connect as ``admin`` (:func:`admin_settings`, :func:`hermes_proto.backup.open_bus`: no reconnects, 5 s to
+    connect), run ``call(nc, js)``, close. Exits 3 when NATS is unreachable."""
+    from hermes_proto.backup import BackupError, open_bus
+
+    settings = admin_settings(url)
     try:
-        nc = await nats.connect(server, **options)
-    except Exception as exc:
+        nc = await open_bus(settings, "hermes-cli", timeout_s=5)
+    except BackupError as exc:
         raise fail(
-            f"cannot reach NATS at {server}: {exc!r}", "Is Hermes running (hermes up)?", EXIT_UNREACHABLE
-        ) from exc
+            f"cannot reach NATS at {settings.nats_url}: {exc.detail}",
+            "Is Hermes running (hermes up)?",
+            EXIT_UNREACHABLE,
+        ) from None
     try:
         return await call(nc, nc.jetstream())
     finally:
