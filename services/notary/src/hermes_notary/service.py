@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
@@ -45,6 +47,13 @@ from hermes_notary.head import LogHead, read_head
 from hermes_notary.tree import LeafTree, entries_of
 
 log = structlog.get_logger("hermes.notary")
+
+
+def envelope(aggregate_id: str, now: datetime, *parts: str) -> dict[str, Any]:
+    """The envelope of a notary event: its id derived from ``parts`` (so an append retried after a crash is
+    deduplicated), its own correlation, ``now``."""
+    event_id = derived_id(*parts)
+    return {"event_id": event_id, "aggregate_id": aggregate_id, "occurred_at": now, "correlation_id": event_id}
 
 
 class Notary:
@@ -185,12 +194,8 @@ class Notary:
             root = await self.tree.root(size)
             entries = await self.tree.entries(self.signed_size + 1, size)
             now = utcnow()
-            event_id = derived_id("checkpoint", self.identity.public_key, str(size))
             event = CheckpointSigned(
-                event_id=event_id,
-                aggregate_id=LOG_AGGREGATE,
-                occurred_at=now,
-                correlation_id=event_id,
+                **envelope(LOG_AGGREGATE, now, "checkpoint", self.identity.public_key, str(size)),
                 tree_size=size,
                 previous_size=self.signed_size,
                 root=root,
@@ -220,12 +225,8 @@ class Notary:
                 return None
             index, previous = (last.index + 1, attestation_id(last)) if last else (0, ZERO)
             now = utcnow()
-            event_id = derived_id("soul", self.identity.public_key, str(index), digest)
             event = SoulAttested(
-                event_id=event_id,
-                aggregate_id="soul",
-                occurred_at=now,
-                correlation_id=event_id,
+                **envelope("soul", now, "soul", self.identity.public_key, str(index), digest),
                 index=index,
                 soul_sha256=digest,
                 previous=previous,
@@ -253,12 +254,8 @@ class Notary:
             previous = self.identity.public_key
             root = self.root or ZERO
             digest = handoff_digest(previous, successor.public_key, millis(now), self.signed_size, root)
-            event_id = derived_id("handoff", previous, successor.public_key)
             event = IdentityHandedOff(
-                event_id=event_id,
-                aggregate_id="key",
-                occurred_at=now,
-                correlation_id=event_id,
+                **envelope("key", now, "handoff", previous, successor.public_key),
                 previous_public_key=previous,
                 public_key=successor.public_key,
                 tree_size=self.signed_size,
