@@ -139,7 +139,8 @@ async def test_verify_detects_tampering_at_the_right_sequence(env, js_client, na
     ok = hermes(env, "verify", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout[: ok.stdout.rindex("}") + 1])
-    assert report["ok"] and report["checkpoints"] >= 4 and report["attestations"] == 2, report
+    # two waits for a checkpoint over new events (how many more depends on how the notary's reads were batched)
+    assert report["ok"] and report["checkpoints"] >= 2 and report["attestations"] == 2, report
     assert report["covered"] >= last
 
     soul = hermes(env, "identity", "verify")
