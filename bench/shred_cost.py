@@ -1,11 +1,10 @@
-"""What crypto-shredding would cost per event (issue 25; forgetting is NOT built yet: this measures the primitive on
-Hermes's own events to plan it).
+"""What sealing personal events costs per event (hermes_proto.keyring: crypto-shredding, issue 25).
 
-Builds a realistic log (``bench/threadlog.py``: whole thread stories), and for every event encrypts its JSON body as
-one AES-256-GCM message under a per-user data key (random 12-byte nonce, the event id as associated data; the
-``cryptography`` package), then decrypts it again; reports µs per event for encode + encrypt and decrypt + decode
-against plain encode and decode, and the bytes added. Field-level encryption of only the personal fields costs at most
-this (fewer bytes through the cipher), plus one key lookup per user, which is a cache hit after the first.
+Builds a realistic log (``bench/threadlog.py``: whole thread stories) and runs each event through the real paths:
+``encode`` then :func:`hermes_proto.keyring.seal` under its aggregate's key when it is personal (what
+``EventStore.append`` does after the key is loaded), and :func:`hermes_proto.codec.decode_event` of the result with
+an active keyring holding the keys (what every projection does); against plain ``encode`` / ``decode_event``.
+Reports µs per event and the bytes added. Key loading (one direct get per aggregate, then cached) is not in it.
 
 Run (not a test): ``uv run --frozen --group bench python bench/shred_cost.py [--events 50000]``; writes
 ``bench/results/shred_cost.json``.
@@ -15,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
-import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from system import ROOT  # puts tests/ on sys.path
 
 # isort: split
 from threadlog import build_log  # noqa: E402
 
-from hermes_proto.codec import EventUnion, encode  # noqa: E402
+from hermes_proto.codec import decode_event, encode  # noqa: E402
+from hermes_proto.keyring import MAGIC, KeyEntry, Keyring, activate, is_personal, key_id_of  # noqa: E402
 
 
 def main() -> None:
@@ -36,39 +34,48 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     events = build_log(args.events, seed=5).events
-    decoder = msgspec.json.Decoder(EventUnion)
-    cipher = AESGCM(AESGCM.generate_key(bit_length=256))
+    ring = Keyring()
+    for event in events:
+        key_id = key_id_of(event.aggregate_type, event.aggregate_id)
+        if is_personal(event.aggregate_type, event.type_name()) and ring.known(key_id) is None:
+            ring._keys[key_id] = KeyEntry(key=AESGCM.generate_key(bit_length=256), owner="u", created_ms=1)
 
     started = time.perf_counter()
     plain = [encode(e) for e in events]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     for body in plain:
-        decoder.decode(body)
+        decode_event(body)
     decode_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    sealed = []
+    stored = []
     for event in events:
-        nonce = os.urandom(12)
-        sealed.append(nonce + cipher.encrypt(nonce, encode(event), event.event_id.encode()))
+        body = encode(event)
+        if is_personal(event.aggregate_type, event.type_name()):
+            key_id = key_id_of(event.aggregate_type, event.aggregate_id)
+            body = ring.seal(key_id, ring._keys[key_id], body)
+        stored.append(body)
     seal_s = time.perf_counter() - started
+    activate(ring)
     started = time.perf_counter()
-    for event, blob in zip(events, sealed, strict=True):
-        decoder.decode(cipher.decrypt(blob[:12], blob[12:], event.event_id.encode()))
+    for body in stored:
+        decode_event(body)
     open_s = time.perf_counter() - started
+    activate(None)
 
     n = len(events)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     row = {
         "commit": commit.strip(),
         "events": n,
+        "sealed_share": round(sum(b[:4] == MAGIC for b in stored) / n, 3),
         "mean_event_bytes": round(sum(map(len, plain)) / n),
+        "mean_stored_bytes": round(sum(map(len, stored)) / n),
         "encode_us": round(encode_s / n * 1e6, 2),
-        "encode_encrypt_us": round(seal_s / n * 1e6, 2),
+        "encode_seal_us": round(seal_s / n * 1e6, 2),
         "decode_us": round(decode_s / n * 1e6, 2),
-        "decrypt_decode_us": round(open_s / n * 1e6, 2),
-        "bytes_added_per_event": 28,  # 12-byte nonce + 16-byte tag
+        "open_decode_us": round(open_s / n * 1e6, 2),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shred_cost.json").write_text(json.dumps(row, indent=2) + "\n")

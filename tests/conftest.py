@@ -65,7 +65,9 @@ def bus_env(nats_server: NatsServer, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def js_client(nats_server: NatsServer) -> AsyncIterator[tuple]:
-    """A connected (nc, js) pair with the Hermes streams declared."""
+    """A connected (nc, js) pair with the Hermes streams declared and the data keys' bucket as this process's
+    keyring (sealed events are opened once :func:`hermes_proto.keyring.ready` loaded their keys)."""
+    from hermes_proto import keyring
     from hermes_proto.bus import connect, ensure_streams
     from hermes_proto.settings import BusSettings
 
@@ -73,7 +75,9 @@ async def js_client(nats_server: NatsServer) -> AsyncIterator[tuple]:
     nc = await connect(settings, "test")
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js)
     yield nc, js
+    keyring.activate(None)
     await nc.close()
 
 
@@ -100,9 +104,16 @@ async def thread_events(js, thread_id: str) -> list:
 
 async def stored_events(js, subject: str) -> list:
     """Every event stored so far on ``subject`` (wildcards allowed), decoded, in log order."""
+    return [await open_event(m.data) for m in await stored_messages(js, subject)]
+
+
+async def open_event(data: bytes):
+    """Decode one stored event, loading its data key first when it is sealed (:mod:`hermes_proto.keyring`)."""
+    from hermes_proto import keyring
     from hermes_proto.codec import decode_event
 
-    return [decode_event(m.data) for m in await stored_messages(js, subject)]
+    await keyring.ready((data,))
+    return decode_event(data)
 
 
 async def stored_dead_letters(js) -> list:

@@ -6,10 +6,13 @@ completion and rated, a chat turn, an agent run that reads a workspace file), th
 bus as the admin role. The stack is stopped and the archive restored into a fresh home: every stream holds the same
 messages with the same sequences, subjects, header bytes and data (checked message by message on a nats-server over
 the restored store), the instance key comes back 0600 in a 0700 folder, SOUL.md and the workspace are the same, and
-``hermes up`` on the restored home rebuilds every read model row for row equal to the original's. A restore into a
-non-empty home is refused (``home_not_empty``), a corrupted archive too (``corrupt``), a wrong passphrase
-(``bad_passphrase``), each leaving the target untouched; a backup without a passphrase for the key (exit 2) or without
-a reachable NATS (exit 1) writes nothing.
+``hermes up`` on the restored home rebuilds every read model row for row equal to the original's: the personal events
+are sealed, so that holds because the backup wrote the data keys' file beside the archive (``hermes-keys.sealed``,
+sealed with the passphrase) and the restore imported it. Restored without that file, the read models lack every
+personal row (the log is the same, its sealed events unreadable); restored again with ``--keys`` they are whole. A
+restore into a non-empty home is refused (``home_not_empty``), a corrupted archive too (``corrupt``), a wrong
+passphrase (``bad_passphrase``), each leaving the target untouched; a backup without a passphrase for the key (exit 2)
+or without a reachable NATS (exit 1) writes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +37,7 @@ from stack import HermesUp
 
 from hermes_proto.backup import check_archive, open_bus
 from hermes_proto.backup_streams import api, dump_stream, read_messages
+from hermes_proto.keystore import KEY_FILE, read_key_file
 from hermes_proto.settings import BusSettings
 
 from hermes_cli.backup import local_nats
@@ -42,6 +47,14 @@ PASSPHRASE = "correct horse battery staple"
 SOUL = "You are Hermes, restored from a backup. Answer in short sentences."
 NOTES = "# Balcony\nbasil needs four hours of sun\n"
 SECRETS = {"identity/instance.key", "identity/instance.key.next", "cli.toml", "mcp.toml"}
+PERSONAL_TABLES = [
+    ("orchestrator.db", "threads"),
+    ("orchestrator.db", "preferences"),
+    ("orchestrator.db", "schedules"),
+    ("orchestrator.db", "memory_entries"),
+    ("learner.db", "user_preferences"),
+    ("router.db", "thread_ratings"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +157,10 @@ def read_model(path: Path) -> dict[str, list[tuple]]:
 
 
 def read_models(home: Path) -> dict[str, dict[str, list[tuple]]]:
-    """Every ``*.db`` of a home (read models, the notary's tree, tools.db, skills.db), or {} while one is not ready."""
+    """Every ``*.db`` of a home (read models, the notary's tree, skills.db), or {} while one is not ready; not
+    ``tools.db``, the call ledger, which archives leave out (its tool outputs are personal data in clear)."""
     try:
-        return {p.name: read_model(p) for p in sorted(home.glob("*.db"))}
+        return {p.name: read_model(p) for p in sorted(home.glob("*.db")) if p.name != "tools.db"}
     except sqlite3.Error:
         return {}
 
@@ -175,6 +189,7 @@ def backed_up(tmp_path_factory, model):
         keyless = hermes("backup", "--without-key", "--to", str(tmp / "keyless"), home=original.home, NATS_URL=url)
         assert keyless.returncode == 0 and "instance key left out" in keyless.stdout, keyless.stdout + keyless.stderr
         assert "left out (a secret, --without-key): identity/instance.key" in keyless.stdout
+        assert "no key file" in keyless.stdout and not (tmp / "keyless" / KEY_FILE).exists()
         assert asyncio.run(stream_states(admin)) == before, "something was appended during the backup"
         verified = verify_report(original.home, url)
     finally:
@@ -195,6 +210,10 @@ def verify_report(home: Path, url: str) -> dict:
 def test_a_restored_home_has_every_message_file_and_read_model_of_the_original(backed_up, model):
     tmp, original, archive, before, printed, verified = backed_up
     assert str(archive) in printed and "instance key sealed" in printed
+    key_file = archive.parent / KEY_FILE
+    assert f"written to {key_file}" in printed and key_file.stat().st_mode & 0o777 == 0o600
+    keys = read_key_file(key_file, PASSPHRASE.encode())
+    assert {k.key_id.partition(".")[0] for k in keys} >= {"thread", "preference", "schedule"}
     manifest = check_archive(archive)
     archived = {s.name: (s.messages, s.first_seq, s.last_seq) for s in manifest.streams}
     assert archived == {name: (count, max(first, 1), last) for name, (count, first, last) in before.items()}
@@ -209,6 +228,7 @@ def test_a_restored_home_has_every_message_file_and_read_model_of_the_original(b
     done = hermes("restore", str(archive), home=home, HERMES_BACKUP_PASSPHRASE=PASSPHRASE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Start it with `hermes up`" in done.stdout
+    assert f"data keys: {len(keys)} imported from {key_file}" in done.stdout and "unreadable" not in done.stdout
     assert not list(home.glob(".hermes-restore-*")) and not [p for p in home.parent.iterdir() if p != home]
 
     # the files: SOUL.md, the workspace, the key (0600 in 0700); nothing `hermes up` or a replay makes
@@ -249,6 +269,52 @@ def test_a_restored_home_has_every_message_file_and_read_model_of_the_original(b
             assert got[name][table] == rows, f"{name}:{table}"
 
 
+def restore_and_replay(root: Path, archive: Path, model: AgentModel, want: dict, *args: str) -> tuple[str, dict]:
+    """``hermes restore`` into ``root/home``, then ``hermes up`` there until its read models equal ``want`` or stop
+    changing: (the restore's output, the read models)."""
+    done = hermes("restore", str(archive), *args, home=root / "home", HERMES_BACKUP_PASSPHRASE=PASSPHRASE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    stack = HermesUp(root, **stack_env(model)).start()
+    seen: list[dict] = []
+
+    def settled() -> bool:
+        seen.append(read_models(stack.home))
+        return seen[-1] == want or (len(seen) > 8 and bool(seen[-1]) and all(m == seen[-1] for m in seen[-8:]))
+
+    try:
+        with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+            stack.wait_healthy(client)
+        wait_for(settled, 120, interval_s=1)
+    finally:
+        stack.stop()
+    return done.stdout, read_models(stack.home)
+
+
+def test_without_the_key_file_the_personal_rows_are_missing_and_with_it_they_come_back(backed_up, model):
+    tmp, original, archive, _, _, _ = backed_up
+    want = read_models(original)
+    bare = tmp / "bare"  # the archive alone, as copied elsewhere without its folder's key file
+    bare.mkdir()
+    shutil.copy2(archive, bare / archive.name)
+
+    printed, got = restore_and_replay(tmp / "nokeys", bare / archive.name, model, want)
+    assert "no key file" in printed and "stay unreadable" in printed, printed
+    assert sorted(got) == sorted(want) and got != want
+    for name, table in PERSONAL_TABLES:  # the thread, preference, schedule, memory, rating: sealed, unread
+        assert want[name][table] and got[name][table] == [], f"{name}:{table}"
+    for text in ("plan a vegetable garden", "a small budget", "B-NIGHT tidy up"):
+        assert text in repr(want) and text not in repr(got), text
+    for name in ("notary.db", "skills.db"):  # no personal data in them: as they were
+        assert got.get(name) == want.get(name), name
+
+    key_file = archive.parent / KEY_FILE
+    printed, again = restore_and_replay(tmp / "withkeys", bare / archive.name, model, want, "--keys", str(key_file))
+    assert f"imported from {key_file}" in printed and "unreadable" not in printed, printed
+    for name, tables in want.items():
+        for table, rows in tables.items():
+            assert again[name][table] == rows, f"{name}:{table}"
+
+
 def test_a_restore_refuses_a_full_home_a_damaged_archive_and_a_wrong_passphrase(backed_up):
     tmp, original, archive, _, _, _ = backed_up
     listing = sorted(p.name for p in original.iterdir())
@@ -259,15 +325,23 @@ def test_a_restore_refuses_a_full_home_a_damaged_archive_and_a_wrong_passphrase(
     damaged = bytearray(archive.read_bytes())
     damaged[len(damaged) // 2] ^= 0x01
     (tmp / "damaged.tar.gz").write_bytes(damaged)
-    for path, passphrase, code in (
-        (tmp / "damaged.tar.gz", PASSPHRASE, "corrupt"),
-        (archive, "wrong", "bad_passphrase"),
+    alone = tmp / "alone"  # no key file beside it: the archive's own sealed secrets meet the wrong passphrase
+    alone.mkdir()
+    shutil.copy2(archive, alone / archive.name)
+    key_file = archive.parent / KEY_FILE
+    (tmp / "cut.sealed").write_bytes(key_file.read_bytes()[:20])
+    for path, passphrase, code, args, named in (
+        (tmp / "damaged.tar.gz", PASSPHRASE, "corrupt", (), ""),
+        (alone / archive.name, "wrong", "bad_passphrase", (), "identity/instance.key"),
+        (archive, "wrong", "bad_passphrase", (), str(key_file)),  # the key file beside it: opened first
+        (alone / archive.name, PASSPHRASE, "corrupt", ("--keys", str(tmp / "cut.sealed")), "cut.sealed"),
+        (alone / archive.name, PASSPHRASE, "not_found", ("--keys", str(tmp / "none.sealed")), "none.sealed"),
     ):
         target = tmp / f"refused-{code}" / "home"
-        refused = hermes("restore", str(path), home=target, HERMES_BACKUP_PASSPHRASE=passphrase)
-        assert refused.returncode == 1 and f"[{code}]" in refused.stderr, refused.stderr
+        refused = hermes("restore", str(path), *args, home=target, HERMES_BACKUP_PASSPHRASE=passphrase)
+        assert refused.returncode == 1 and f"[{code}]" in refused.stderr and named in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
-        assert not target.exists() and not list(target.parent.iterdir())
+        assert not target.exists() and not (target.parent.exists() and list(target.parent.iterdir()))
     unreadable = hermes("restore", str(archive), "--passphrase-file", str(tmp / "none"), home=tmp / "x" / "home")
     assert unreadable.returncode == 2 and not (tmp / "x" / "home").exists()
     nowhere = f"nats://127.0.0.1:{free_port()}"
@@ -325,6 +399,8 @@ def test_the_notary_backs_up_on_its_schedule_and_keeps_the_newest(model, tmp_pat
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30) as client:
             stack.wait_healthy(client)
+            pref = {"category": "constraint", "key": "budget", "value": "a small budget"}  # a sealed event, a key
+            wait_for(lambda: client.post("/api/learn/preferences", json=pref).status_code in (200, 201, 202), 30)
         port = stack.metrics_ports()["notary"]
 
         def backups_ok() -> float:
@@ -341,5 +417,12 @@ def test_the_notary_backs_up_on_its_schedule_and_keeps_the_newest(model, tmp_pat
         manifest = check_archive(archives[-1])
         assert "identity/instance.key" in manifest.sealed and set(manifest.sealed) <= SECRETS
         assert {s.name for s in manifest.streams} >= {"HERMES_EVENTS", "HERMES_COMMANDS"}
+        # the data keys beside the archives, read with the notary's own bus rights (keys="export")
+        key_file = stack.home / "backups" / KEY_FILE
+
+        def keys_written() -> bool:
+            return any(k.key_id.startswith("preference.") for k in read_key_file(key_file, PASSPHRASE.encode()))
+
+        wait_for(keys_written, 30, interval_s=0.5)
     finally:
         stack.stop()  # fails on any bus permissions violation

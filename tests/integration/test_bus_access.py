@@ -225,3 +225,29 @@ async def test_requests_reach_the_serving_role_and_replies_come_back_only_to_the
     with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
         await producer.nc.request(subj.QUERY_THREAD, b"{}", timeout=1)
     assert await producer.violated(subj.QUERY_THREAD)
+
+
+async def test_data_keys_are_created_by_services_read_by_edges_and_destroyed_only_by_the_orchestrator(bus) -> None:
+    """The keys' bucket (hermes_proto.keyring): the gateway makes a key but cannot overwrite a stored key's bytes, an
+    edge reads it, an external producer cannot, the notary lists them for backups, the orchestrator destroys them."""
+    from hermes_proto.keyring import KEYS_STREAM, Keyring
+
+    as_role, admin = bus
+    gateway = await as_role("gateway")
+    made = await (await Keyring.connect(gateway.js)).ensure("thread.t1", "ann")
+    assert made is not None
+    edge = await as_role("edge-talos")
+    assert await (await Keyring.connect(edge.js)).ensure("thread.t1", "") == made  # an edge reads (and may create)
+    producer = await as_role("producer")
+    with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError, nats.js.errors.APIError)):
+        await (await Keyring.connect(producer.js)).ensure("thread.t1", "")  # an external producer reads no key
+    revision = (await (await Keyring.connect(admin.js)).kv.get("thread.t1")).revision
+    with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+        await gateway.js.delete_msg(KEYS_STREAM, revision)
+    assert await gateway.violated("STREAM.MSG.DELETE")
+    notary = await as_role("notary")
+    assert [k for k, _, _ in await (await Keyring.connect(notary.js)).entries()] == ["thread.t1"]
+    orchestrator = await as_role("orchestrator")
+    assert await (await Keyring.connect(orchestrator.js)).erase(orchestrator.js, ["thread.t1"]) == ["thread.t1"]
+    assert await (await Keyring.connect(admin.js)).entries() == []
+    assert orchestrator.errors == [] and notary.errors == []

@@ -57,13 +57,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NatsServer, stored_messages, wait_until
+from conftest import NatsServer, open_event, stored_messages, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from procs import READY_MARKERS, model_env, service_processes
 
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore, RawMessage
-from hermes_proto.codec import decode_event
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.ids import new_id, utcnow
 from hermes_proto.projection import Projection
@@ -335,7 +334,7 @@ async def wait_settled(run: Run, js, timeout_s: float) -> None:
         stuck = sorted((expected | opened) - set(ended))
         detail = {}
         for thread_id in stuck[:8]:
-            events = [decode_event(m.data) for m in await stored_messages(js, subjects.thread_events(thread_id))]
+            events = [await open_event(m.data) for m in await stored_messages(js, subjects.thread_events(thread_id))]
             detail[thread_id] = [e.type_name() for e in events]
         raise AssertionError(f"{len(stuck)} threads never reached a final state, e.g. {detail}") from None
 
@@ -483,7 +482,7 @@ async def test_kill_9_of_every_service_and_nats_under_load(nats_server, bus_env,
             cluster.stop_all()
 
         log = await stored_messages(js, subjects.EVENTS_ALL)
-        events = [(m, decode_event(m.data)) for m in log]
+        events = [(m, await open_event(m.data)) for m in log]
         report(run, model, events)
         check_log(run, events)
         check_model_calls(run, model, [e for _, e in events])

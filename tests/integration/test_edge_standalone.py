@@ -31,6 +31,7 @@ import trustme
 from conftest import NatsServer, thread_events, wait_until
 from fakes.llm_servers import FakeOllamaServer, Reply
 
+from hermes_proto import keyring
 from hermes_proto.access import grants
 from hermes_proto.base import ChatMessage
 from hermes_proto.bus import connect, ensure_streams
@@ -275,7 +276,9 @@ async def js_client(locked_bus: LockedBus) -> AsyncIterator[tuple]:
     nc = await connect(settings, "test")
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js)  # sealed events and commands open in this process too
     yield nc, js
+    keyring.activate(None)
     await nc.close()
 
 

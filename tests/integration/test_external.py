@@ -21,7 +21,7 @@ import httpx
 import msgspec
 import pytest
 from aiohttp import web
-from conftest import wait_until
+from conftest import open_event, wait_until
 from fakes.loopback import LoopbackServer
 from fakes.sink import Sink, internal_urls
 from nats.js.errors import NotFoundError
@@ -104,7 +104,7 @@ class Stack:
                 raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, event_type))
             except NotFoundError:
                 return None
-            return decode_event(raw.data)
+            return await open_event(raw.data)
 
         return await wait_until(found, timeout_s)
 
@@ -118,7 +118,7 @@ class Stack:
                 )
             except NotFoundError:
                 return events
-            events.append(decode_event(raw.data))
+            events.append(await open_event(raw.data))
             seq = raw.seq + 1
 
     async def complete_draft(self, thread_id: str, text: str) -> None:

@@ -28,7 +28,7 @@ import httpx
 import msgspec
 import nats
 import pytest
-from conftest import wait_until
+from conftest import open_event, wait_until
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hermes_proto import subjects
 from hermes_proto.base import Event
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_command, decode_event, encode
+from hermes_proto.codec import decode_command, encode
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import (
     BackendSelected,
@@ -231,7 +231,7 @@ class Peers:
                 msg = await self.js.get_last_msg(subjects.EVENTS_STREAM, f"hermes.evt.thread.{thread_id}.{event_type}")
             except NotFoundError:
                 return None
-            event = decode_event(msg.data)
+            event = await open_event(msg.data)
             return (msg.seq, event) if where(event) else None
 
         return await wait_until(found, timeout_s)
@@ -368,7 +368,7 @@ async def thread_log(js: JetStreamContext, thread_id: str) -> list[tuple[int, Ev
     for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
         raw = await js.get_msg(subjects.EVENTS_STREAM, seq)
         if raw.subject.startswith(prefix):
-            out.append((seq, decode_event(raw.data)))
+            out.append((seq, await open_event(raw.data)))
     return out
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from conftest import wait_until
+from conftest import open_event, wait_until
 from fakes.edge_beats import EdgeBeats
 from procs import ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_event, decode_execution_request, encode
+from hermes_proto.codec import decode_execution_request, encode
 from hermes_proto.commands import AnswerQuestions, SubmitIdea
 from hermes_proto.events import (
     QUESTION_CATEGORIES,
@@ -263,7 +263,7 @@ class ThreadWatcher:
         watcher = cls()
 
         async def on_msg(msg) -> None:
-            watcher.events.append(decode_event(msg.data))
+            watcher.events.append(await open_event(msg.data))
 
         await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True, cb=on_msg)
         return watcher

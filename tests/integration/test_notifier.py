@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 import msgspec
 import pytest
-from conftest import wait_until
+from conftest import open_event, wait_until
 from fakes.telegram_api import FakeTelegramServer
 from nats.js.errors import NotFoundError
 from procs import ServiceProcess
@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_event, encode
+from hermes_proto.codec import encode
 from hermes_proto.events import (
     BudgetThresholdReached,
     DraftPresented,
@@ -163,7 +163,7 @@ async def thread_log(js, thread_id: str, type_name: str | None = None) -> list:
             )
         except NotFoundError:
             break
-        events.append(decode_event(raw.data))
+        events.append(await open_event(raw.data))
         seq = raw.seq + 1
     return [e for e in events if type_name is None or e.type_name() == type_name]
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import thread_events, wait_until
+from conftest import open_event, thread_events, wait_until
 from fakes.edge_beats import EdgeBeats
 from procs import ServiceProcess
 
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_event, decode_execution_request
+from hermes_proto.codec import decode_execution_request
 from hermes_proto.commands import AnswerQuestions, CloseAnswerWindow, SubmitIdea
 from hermes_proto.events import Answer, ExecutionCompleted, ExecutionFailed, Question, QuestionsProposed
 from hermes_proto.ids import new_id, utcnow
@@ -42,7 +42,7 @@ class ThreadWatcher:
         watcher = cls()
 
         async def on_msg(msg) -> None:
-            watcher.events.append(decode_event(msg.data))
+            watcher.events.append(await open_event(msg.data))
             watcher.sequence = msg.metadata.sequence.stream
 
         watcher.sub = await js.subscribe(subjects.thread_events(thread_id), ordered_consumer=True, cb=on_msg)

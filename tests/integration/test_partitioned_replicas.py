@@ -20,7 +20,7 @@ from conftest import stored_events, wait_until
 from fakes.llm_servers import FakeOpenAIServer, Reply
 from procs import ServiceProcess, model_env, start_ready
 
-from hermes_proto import partitions, subjects
+from hermes_proto import keyring, partitions, subjects
 from hermes_proto.bus import EventStore, connect, ensure_streams
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.events import ThreadCompleted
@@ -53,7 +53,9 @@ async def bus(mapped_nats: str) -> AsyncIterator[tuple]:
     nc = await connect(settings, "test")
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js)  # sealed events and commands open in this process too
     yield nc, js
+    keyring.activate(None)
     await nc.close()
 
 

@@ -74,11 +74,12 @@ def home(tmp_path: Path) -> Path:
         (home / rel).write_text(text)
     (home / "identity" / "instance.key").write_text(KEY + "\n")
     os.chmod(home / "identity" / "instance.key", 0o600)
-    db = sqlite3.connect(home / "tools.db")
-    db.execute("CREATE TABLE calls (call_id TEXT PRIMARY KEY, state TEXT)")
-    db.execute("INSERT INTO calls VALUES ('c1', 'done')")
-    db.commit()
-    db.close()
+    for name in ("tools.db", "skills.db"):  # the call ledger (never archived: personal) and usage counts
+        db = sqlite3.connect(home / name)
+        db.execute("CREATE TABLE calls (call_id TEXT PRIMARY KEY, state TEXT)")
+        db.execute("INSERT INTO calls VALUES ('c1', 'done')")
+        db.commit()
+        db.close()
     (home / "skills" / "hello").mkdir(parents=True)
     (home / "skills" / "hello" / "skill.toml").write_text('name = "hello"\n')
     git(home / "skills", "init", "-q", "-b", "main")
@@ -170,10 +171,18 @@ async def test_a_restore_gives_every_message_its_sequence_and_every_consumer_its
     assert all((target / rel).stat().st_mode & 0o777 == 0o600 for rel in ("cli.toml", "mcp.toml"))
     assert git(target / "skills", "rev-parse", "HEAD") == git(home / "skills", "rev-parse", "HEAD")
     assert git(target / "skills", "status", "--porcelain") == "" and git(target / "skills", "remote") == ""
-    db = sqlite3.connect(target / "tools.db")
+    db = sqlite3.connect(target / "skills.db")
     assert db.execute("SELECT * FROM calls").fetchall() == [("c1", "done")]
     db.close()
-    for gone in ("orchestrator.db", "orchestrator.db-wal", "logs", "credentials", "nats.conf", "supervisord.conf"):
+    for gone in (
+        "tools.db",
+        "orchestrator.db",
+        "orchestrator.db-wal",
+        "logs",
+        "credentials",
+        "nats.conf",
+        "supervisord.conf",
+    ):
         assert not (target / gone).exists(), gone
     assert not (target / "workspace" / "default" / ".git").exists()
     assert "skipped at backup: workspace/default/.git" in restored.warnings
@@ -201,7 +210,7 @@ async def test_the_manifest_lists_every_member_with_a_checksum_and_leaves_out_wh
         "agents/writer.toml",
         "identity/instance.pub",
         "permissions.toml",
-        "tools.db",
+        "skills.db",
         "workspace/default/notes.md",
     ]
     # the secrets only sealed: the key, the API token (cli.toml), the MCP servers' credentials (mcp.toml)
@@ -322,8 +331,8 @@ async def test_keep_prunes_all_but_the_newest_archives(js_client, home, tmp_path
     (dest / "hermes-backup-by-hand.tar.gz").write_text("not ours to prune")
     made = [await write_backup(nc, home, dest, PASS, keep=2, streams=STREAMS) for _ in range(3)]
     assert made[2].pruned == [made[0].path] and made[1].pruned == []
-    assert sorted(p.name for p in dest.iterdir()) == sorted(
-        ["notes.txt", "hermes-backup-by-hand.tar.gz", made[1].path.name, made[2].path.name]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(  # the one data keys' file: never pruned
+        ["notes.txt", "hermes-backup-by-hand.tar.gz", made[1].path.name, made[2].path.name, "hermes-keys.sealed"]
     )
     with pytest.raises(BackupError) as invalid:
         await write_backup(nc, home, dest, PASS, keep=0, streams=STREAMS)

@@ -6,7 +6,8 @@ Threads (:mod:`hermes_cli.threads`): ``submit`` (streams draft 1 live, then prin
 ``reject``). Sessions and memory
 (:mod:`hermes_cli.memory`): ``sessions``, ``session``, ``search``, ``soul``, ``export sft|dpo`` (training data as
 JSONL). Operations (:mod:`hermes_cli.backends`, :mod:`hermes_cli.system`): ``backends`` (``enable``, ``disable``,
-``compare``), ``dead-letters`` (``replay``), ``up``, ``bus-credentials`` (:mod:`hermes_cli.buscreds`). Each command is a plain function there; this module
+``compare``), ``dead-letters`` (``replay``), ``up``, ``bus-credentials`` (:mod:`hermes_cli.buscreds`), ``forget``
+(destroy a user's data keys, over NATS as admin: :mod:`hermes_cli.forget`). Each command is a plain function there; this module
 registers them all, in the order ``hermes --help`` lists them.
 
 The gateway and its token come from :mod:`hermes_cli.config`: ``--url`` / ``--token``, else ``$HERMES_URL`` /
@@ -31,6 +32,7 @@ from hermes_cli import (
     backends,
     backup,
     buscreds,
+    forget,
     integrity,
     memory,
     memory_entries,
@@ -57,6 +59,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("soul", memory.soul),
     ("export", memory.export),
     ("verify", integrity.verify),
+    ("forget", forget.forget),
 )
 """Top-level commands by name (``up`` comes after the groups, as it always has)."""
 BACKEND_COMMANDS = (

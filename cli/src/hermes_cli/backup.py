@@ -10,6 +10,10 @@ instance key, ``cli.toml`` with the API token, ``mcp.toml`` with the MCP servers
 ``--passphrase-file`` (its bytes; one final newline is not part of it), else ``$HERMES_BACKUP_PASSPHRASE``
 (:func:`hermes_proto.backup_home.read_passphrase`). ``--without-key`` leaves all of them out (the backup names them).
 
+The data keys of the personal events are never in an archive: with a passphrase ``backup`` replaces the one key file
+``hermes-keys.sealed`` in the archives' folder (:mod:`hermes_proto.keystore`), and ``restore`` imports it (``--keys``,
+default the one beside the archive) into the restored bus; without it the personal events stay unreadable.
+
 Exit codes: 0 done; 1 the backup or restore failed (``error: <what> [<code>]``); 2 bad usage (an unreadable
 passphrase file, a secret to archive and no passphrase).
 """
@@ -36,6 +40,8 @@ if TYPE_CHECKING:  # hermes_proto comes with the `local` extra: imported where u
     from hermes_proto.settings import BusSettings
 
 PASSPHRASE_ENV = "HERMES_BACKUP_PASSPHRASE"
+KEY_FILE = "hermes-keys.sealed"
+"""The data keys' file beside the archives (:data:`hermes_proto.keystore.KEY_FILE`: hermes_proto is imported lazily)."""
 USAGE_CODES = {"passphrase_required", "invalid_keep"}
 PassphraseOption = Annotated[
     Path | None,
@@ -119,20 +125,34 @@ def backup(
         typer.echo(f"  skipped (link, special file or git metadata): {path}")
     for path in result.pruned:
         typer.echo(f"  pruned {path.name}")
+    if result.key_file is not None:
+        typer.echo(f"  data keys: {result.keys} written to {result.key_file} (sealed with the passphrase)")
+    else:
+        typer.echo(
+            f"  warning: no passphrase, so no key file: the personal events of this archive can be restored only with"
+            f" a {KEY_FILE} written with a passphrase (give --passphrase-file or ${PASSPHRASE_ENV})"
+        )
 
 
 def restore(
     archive: Annotated[Path, typer.Argument(help="A hermes-backup-*.tar.gz archive.")],
     passphrase_file: PassphraseOption = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help=f"The data keys' file (default {KEY_FILE} beside the archive, if there is one)."),
+    ] = None,
 ) -> None:
     """Re-create $HERMES_HOME (it must be empty or absent) from an archive: files, the instance key, the skills
-    library and every stream with its original sequences. Then start it with `hermes up`."""
+    library, every stream with its original sequences and the data keys of the key file. Then `hermes up`."""
     from hermes_proto.backup import BackupError, restore_backup
 
     home = hermes_home().expanduser().absolute()
     secret = passphrase(passphrase_file)
+    key_file = keys if keys is not None else archive.parent / KEY_FILE
+    if keys is None and not key_file.is_file():
+        key_file = None
     try:
-        result = asyncio.run(restore_backup(archive, home, secret, local_nats))
+        result = asyncio.run(restore_backup(archive, home, secret, local_nats, key_file))
     except BackupError as exc:
         raise fail(f"{exc.detail} [{exc.code}]", code=EXIT_USAGE if exc.code in USAGE_CODES else 1) from None
     except OSError as exc:
@@ -141,6 +161,8 @@ def restore(
     _echo_streams(result.manifest, result.messages)
     key = "restored" if any(p.startswith("identity/") for p in result.manifest.sealed) else "none in the archive"
     typer.echo(f"  {result.files} files, {result.consumers} consumers, instance key {key}")
+    if key_file is not None:
+        typer.echo(f"  data keys: {result.keys} imported from {key_file}")
     for warning in result.warnings:
         typer.echo(f"  warning: {warning}")
     typer.echo("Start it with `hermes up`.")

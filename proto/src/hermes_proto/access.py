@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hermes_proto import subjects as subj
+from hermes_proto.keyring import BUCKET as KEYS_BUCKET
+from hermes_proto.keyring import KEYS_STREAM
 from hermes_proto.partitions import Partition
 
 ADMIN = "admin"
@@ -63,8 +65,10 @@ class Grant:
     serves, live subjects); ``consume``: (stream, durable) pull consumers it owns (create, fetch, ack);
     ``follow``: streams it reads with ephemeral ordered consumers; ``read``: streams it reads by sequence or subject
     (get message, info); ``inspect``: streams whose consumers it may list (a backup records their positions);
-    ``manage``: it creates and updates the streams; ``serves``: it replies to requests.
-    ``everything``: allowed all (``admin``)."""
+    ``manage``: it creates and updates the streams; ``serves``: it replies to requests; ``keys``: what it may do
+    with the data keys' bucket (:mod:`hermes_proto.keyring`): ``read`` (and list: message gets),
+    ``create`` (and read), ``export`` (read: backups; the same rights, named for what it is for) or ``erase``
+    (create, and overwrite a stored key: destroy). ``everything``: allowed all (``admin``)."""
 
     role: str
     append: tuple[str, ...] = ()
@@ -76,6 +80,7 @@ class Grant:
     inspect: tuple[str, ...] = ()
     manage: bool = False
     serves: bool = False
+    keys: str = "read"
     everything: bool = False
     notes: str = field(default="", compare=False)
 
@@ -128,6 +133,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 "hermes.evt.config.*.setting_changed",
                 "hermes.evt.schedule.>",
                 "hermes.evt.memory_entry.>",
+                "hermes.evt.privacy.>",
                 "hermes.cmd.>",
             )
             + proposal_events(
@@ -164,7 +170,8 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             read=STREAMS,
             manage="orchestrator" in STREAM_MANAGERS,
             serves=True,
-            notes="the only writer of a thread's lifecycle events; creates and updates the streams",
+            keys="erase",
+            notes="the only writer of a thread's lifecycle events; creates and updates the streams; destroys data keys (forget, retention)",
         ),
         Grant(
             "learner",
@@ -184,6 +191,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             follow=(subj.EVENTS_STREAM,),
             read=(subj.EVENTS_STREAM,),
             serves=True,
+            keys="create",
             notes="templates, preferences, patterns and the questions it proposes",
         ),
         Grant(
@@ -209,6 +217,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             follow=(subj.EVENTS_STREAM,),
             read=(subj.EVENTS_STREAM, subj.EXEC_STREAM),
             serves=True,
+            keys="create",
             notes="the only publisher of execution requests",
         ),
         Grant(
@@ -219,6 +228,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             follow=(subj.EVENTS_STREAM, subj.DLQ_STREAM),
             read=STREAMS,
             serves=True,
+            keys="create",
             notes="publishes commands (and replays dead letters), never appends events",
         ),
         Grant(
@@ -244,6 +254,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
                 (subj.DLQ_STREAM, "notifier-dead-letters"),
             ),
             read=(subj.EVENTS_STREAM, subj.INBOX_STREAM, subj.DLQ_STREAM),
+            keys="create",
             notes="Telegram and webhooks; turns inbound messages into public commands",
         ),
     ]
@@ -263,6 +274,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             consume=((subj.EVENTS_STREAM, "tools-calls"), (subj.EVENTS_STREAM, "tools-skills")),
             read=(subj.EVENTS_STREAM,),
             serves=True,
+            keys="create",
             notes="the only process that runs tools (sandbox, MCP servers); executes only dispatched calls",
         )
     )
@@ -275,6 +287,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
             read=STREAMS,
             inspect=STREAMS,
             serves=True,
+            keys="export",
             notes="the only holder of the instance key: signed checkpoints, SOUL.md attestations, key handoffs; reads every stream for scheduled backups",
         )
     )
@@ -282,6 +295,7 @@ def grants(backends: list[str], partitions: int = 1) -> dict[str, Grant]:
     table += [
         Grant(
             PRODUCER,
+            keys="",
             append=commands(*PUBLIC_COMMANDS) + (subj.INBOX_EVENTS_ALL,),
             publish=(subj.PERCEPTION_ALL,),
             notes="external producers: public commands, trigger events and perception requests, nothing else",
@@ -306,13 +320,16 @@ def edge_grant(backend: str) -> Grant:
         consume=((subj.EXEC_STREAM, durable),),
         read=(subj.EVENTS_STREAM, subj.EXEC_STREAM),
         serves=True,
+        keys="create",
         notes=f"pulls only hermes.exec.{backend}; appends only execution outcomes",
     )
 
 
 def _api(grant: Grant) -> list[str]:
     """The JetStream API subjects (``$JS.API...``, acks, flow control) the grant needs."""
-    api: list[str] = ["$JS.API.INFO"] + [f"$JS.API.STREAM.INFO.{stream}" for stream in STREAMS]  # waiting for them
+    api: list[str] = ["$JS.API.INFO"] + [
+        f"$JS.API.STREAM.INFO.{s}" for s in (*STREAMS, KEYS_STREAM)
+    ]  # waiting for them
     for stream in grant.read:
         api += [f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>"]
     for stream in grant.follow:  # ephemeral ordered consumers: created, deleted on reset, flow-controlled
@@ -336,6 +353,14 @@ def _api(grant: Grant) -> list[str]:
         api += [f"$JS.API.CONSUMER.LIST.{stream}", f"$JS.API.CONSUMER.NAMES.{stream}"]
     if grant.manage:
         api += [f"$JS.API.STREAM.{op}.{stream}" for stream in STREAMS for op in ("CREATE", "UPDATE")]
+        api.append(f"$JS.API.STREAM.CREATE.{KEYS_STREAM}")
+    if grant.keys:
+        api.append(f"$JS.API.DIRECT.GET.{KEYS_STREAM}.>")
+        api.append(f"$JS.API.STREAM.MSG.GET.{KEYS_STREAM}")
+    if grant.keys in ("create", "erase"):
+        api.append(f"$KV.{KEYS_BUCKET}.>")
+    if grant.keys == "erase":
+        api.append(f"$JS.API.STREAM.MSG.DELETE.{KEYS_STREAM}")
     return list(dict.fromkeys(api))
 
 

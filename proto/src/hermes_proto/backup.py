@@ -10,6 +10,10 @@ Layout: ``manifest.json``; ``streams/<NAME>/stream.json`` + ``messages.jsonl`` (
 the notary's scheduled backups alike: there :func:`write_backup` runs on the service's event loop, so only the NATS
 requests stay on it; copying, hashing, packing and writing files run in worker threads. Restoring:
 :mod:`hermes_proto.backup_restore`.
+
+The data keys' bucket (the keys of the sealed personal events) is never in an archive: with a passphrase a backup
+replaces the one key file beside the archives instead (``hermes-keys.sealed``, :mod:`hermes_proto.keystore`);
+without one, the personal events of the archive can only be read with a key file another backup wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js.errors import BucketNotFoundError
 
 from hermes_proto import SCHEMA_VERSION
 from hermes_proto.backup_archive import (
@@ -42,6 +47,8 @@ from hermes_proto.backup_restore import NatsLauncher, RestoreResult, open_bus, r
 from hermes_proto.backup_skills import bundle_skills
 from hermes_proto.backup_streams import StreamError, dump_stream
 from hermes_proto.bus import stream_configs
+from hermes_proto.keyring import Keyring
+from hermes_proto.keystore import KEY_FILE, StoredKey, export_keys, is_key_file_name, write_key_file
 from hermes_proto.settings import BusSettings
 
 __all__ = [
@@ -62,12 +69,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BackupResult:
-    """A written archive: ``path``, ``size`` (bytes), its ``manifest``, the older archives ``pruned``."""
+    """A written archive: ``path``, ``size`` (bytes), its ``manifest``, the older archives ``pruned``; ``key_file``:
+    the data keys' file replaced beside it (None without a passphrase: none written), holding ``keys`` keys."""
 
     path: Path
     size: int
     manifest: Manifest
     pruned: list[Path] = field(default_factory=list)
+    key_file: Path | None = None
+    keys: int = 0
 
 
 async def write_backup(
@@ -83,9 +93,11 @@ async def write_backup(
     over ``nc`` and ``home``'s files into a new archive in ``dest_dir`` (created; written to a temporary file, then
     renamed; mode 0600), then with ``keep`` delete all but the newest ``keep`` archives there. ``include_key``
     false leaves every secret out (the instance key, ``cli.toml``, ``mcp.toml``: named in the manifest's
-    ``skipped_secrets``); true seals them with ``passphrase``. Raises :class:`BackupError`: ``passphrase_required``
-    when ``home`` holds a secret, ``include_key`` is true and ``passphrase`` is empty; ``invalid_keep`` for ``keep``
-    < 1; a stream error when the server fails."""
+    ``skipped_secrets``); true seals them with ``passphrase``. With a ``passphrase`` (whatever ``include_key``) the
+    data keys' file ``dest_dir/hermes-keys.sealed`` is replaced too (:mod:`hermes_proto.keystore`; the keys read
+    after the streams, so every sealed event archived has its key). Raises :class:`BackupError`:
+    ``passphrase_required`` when ``home`` holds a secret, ``include_key`` is true and ``passphrase`` is empty;
+    ``invalid_keep`` for ``keep`` < 1; a stream error when the server fails; ``OSError``."""
     if keep is not None and keep < 1:
         raise BackupError("invalid_keep", f"keep must be at least 1, not {keep}")
     home, dest = home.expanduser().resolve(), dest_dir.expanduser().resolve()
@@ -113,6 +125,7 @@ async def write_backup(
                 missing.append(name)
             else:
                 dumps.append(StreamEntry(dump.name, dump.messages, dump.first_seq, dump.last_seq, dump.consumers))
+        keys = await _export(nc) if passphrase else None
         skipped, head = await asyncio.to_thread(_stage_home, home, dest, stage, secrets, passphrase)
         members = await asyncio.to_thread(_members, stage)
         manifest = Manifest(
@@ -121,9 +134,28 @@ async def write_backup(
         path = await asyncio.to_thread(pack, stage, manifest, dest, created)
     finally:
         await asyncio.to_thread(shutil.rmtree, stage, ignore_errors=True)
+    key_file, count = None, 0
+    if keys is not None and passphrase:
+        key_file = dest / KEY_FILE
+        count = await asyncio.to_thread(write_key_file, key_file, keys, passphrase)
     pruned = await asyncio.to_thread(prune_backups, dest, keep) if keep is not None else []
     size = (await asyncio.to_thread(path.stat)).st_size
-    return BackupResult(path, size, manifest, pruned)
+    return BackupResult(path, size, manifest, pruned, key_file, count)
+
+
+async def _export(nc: NATS) -> list[StoredKey]:
+    try:
+        keyring = await Keyring.connect(nc.jetstream())
+    except BucketNotFoundError:  # a server no service started yet: nothing sealed, no key
+        return []
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BackupError("nats_error", f"binding the data keys' bucket: {exc!r}") from None
+    try:
+        return await export_keys(keyring, nc)
+    except StreamError as exc:
+        raise BackupError(exc.code, exc.detail) from None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BackupError("nats_error", f"reading the data keys: {exc!r}") from None
 
 
 def _members(stage: Path) -> list[MemberEntry]:
@@ -134,6 +166,7 @@ def _stage_home(
     home: Path, dest: Path, stage: Path, secrets: list[str], passphrase: bytes | None
 ) -> tuple[list[str], str | None]:
     files, skipped = plain_files(home, skip=dest if home in dest.parents else None)
+    files = [rel for rel in files if not is_key_file_name(rel.rsplit("/", 1)[-1])]  # never in an archive
     for rel in files:
         try:
             copy_file(home / rel, stage / "home" / rel)

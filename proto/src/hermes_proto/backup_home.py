@@ -28,8 +28,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 READ_MODELS = frozenset({"orchestrator.db", "learner.db", "router.db", "notary.db"})
 """SQLite files at the home's top level that are projections of the log, rebuilt by replay (never archived); the
-notary's Merkle tree among them. Any other ``*.db`` (the tool service's call ledger ``tools.db``, the skills' usage
-statistics ``skills.db``) is state no replay gives back, so it is archived."""
+notary's Merkle tree among them. Any other ``*.db`` (the skills' usage statistics ``skills.db``) is state no replay
+gives back, so it is archived."""
+NOT_ARCHIVED = frozenset({"tools.db"})
+"""Top-level files never archived although no replay rebuilds them: the tool service's call ledger holds tool
+arguments and outputs in clear (an archive outlives a forget), and its one use, not running a dispatched call
+twice, is kept after a restore by the consumers' restored positions."""
 EXCLUDED_DIRS = frozenset({"nats", "logs", "credentials", "skills", "identity"})
 """Top-level folders not copied as plain files: regenerated (nats, logs, credentials) or carried otherwise (the
 skills library as a bundle, the identity folder's secrets sealed)."""
@@ -156,7 +160,7 @@ def _walk(root: Path, skip: Path | None, skipped: list[str], prefix: str) -> Ite
 
 def _archived(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    if "/" not in rel and (rel in EXCLUDED_FILES or rel in READ_MODELS or rel in SEALED_FILES):
+    if "/" not in rel and (rel in EXCLUDED_FILES or rel in READ_MODELS or rel in NOT_ARCHIVED or rel in SEALED_FILES):
         return False
     if name.endswith(JOURNAL_SUFFIXES) or (name.startswith("hermes-backup-") and name.endswith(".tar.gz")):
         return False

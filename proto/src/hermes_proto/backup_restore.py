@@ -6,6 +6,11 @@ Everything is staged inside the home itself (``home/.hermes-restore-<random>``, 
 readable by others, not even when the restore is killed) and moved into place at the end, so a home that is a mount
 point works (no rename across file systems). A failure removes the stage and what was moved: a home that existed
 (empty) is left empty, one the restore created is removed.
+
+The data keys (:mod:`hermes_proto.keystore`): the key file is opened before anything is written (a wrong passphrase
+or a damaged file refuses the restore); once the streams are back, its keys are created in the restored server's
+bucket, minus the generations the restored log itself forgets, so ``hermes up`` rebuilds the read models with the
+personal events readable. Without a key file the restore goes on and warns: those events stay unreadable.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from hermes_proto.backup_replay import RestoredStream, restore_stream
 from hermes_proto.backup_skills import unbundle_skills
 from hermes_proto.backup_streams import StreamError
 from hermes_proto.bus import credential_options
+from hermes_proto.keyring import Keyring, ensure_bucket
+from hermes_proto.keystore import LogKeys, StoredKey, import_keys, read_key_file, scan_log
 from hermes_proto.settings import BusSettings
+from hermes_proto.subjects import EVENTS_STREAM
 
 STAGE_PREFIX = ".hermes-restore-"
 
@@ -43,7 +51,8 @@ NatsLauncher = Callable[[Path], AbstractContextManager[BusSettings]]
 @dataclass(frozen=True)
 class RestoreResult:
     """A restored home: ``home``, the archive's ``manifest``, messages restored per stream, consumers put back,
-    plain ``files`` and ``secrets`` written, ``warnings`` (what was only partly restored)."""
+    plain ``files`` and ``secrets`` written, ``warnings`` (what was only partly restored); ``keys``: data keys
+    created in the restored bucket from the key file (0 without one)."""
 
     home: Path
     manifest: Manifest
@@ -52,15 +61,21 @@ class RestoreResult:
     files: int
     secrets: int
     warnings: list[str]
+    keys: int = 0
 
 
-async def restore_backup(archive: Path, home: Path, passphrase: bytes | None, launch: NatsLauncher) -> RestoreResult:
+async def restore_backup(
+    archive: Path, home: Path, passphrase: bytes | None, launch: NatsLauncher, key_file: Path | None = None
+) -> RestoreResult:
     """Restore ``archive`` into ``home`` (absent or an empty folder): files, the sealed secrets opened with
     ``passphrase`` (mode 0600; the identity folder 0700), the skills repository, and the streams into a nats-server
     that ``launch(<stage>/nats)`` runs for the time of the restore (the store then moved to ``home/nats``, where
-    ``hermes up`` keeps it). Staged inside ``home`` (see the module): a failure leaves ``home`` as it was. Raises
+    ``hermes up`` keeps it), then the data keys of ``key_file`` (opened with ``passphrase``) into its bucket; None:
+    no keys, a warning. Staged inside ``home`` (see the module): a failure leaves ``home`` as it was. Raises
     :class:`BackupError`: ``home_not_empty``, ``passphrase_required``, ``bad_passphrase``, the errors of
-    :func:`hermes_proto.backup_archive.check_archive`, ``skills_failed`` and the stream errors."""
+    :func:`hermes_proto.backup_archive.check_archive` and of :func:`hermes_proto.keystore.read_key_file` (a
+    :class:`~hermes_proto.keystore.KeyFileError`), ``skills_failed`` and the stream errors."""
+    keys = await asyncio.to_thread(read_key_file, key_file, passphrase) if key_file is not None else None
     home = home.expanduser().absolute()
     created = not home.exists() and not home.is_symlink()
     if not created:
@@ -77,7 +92,8 @@ async def restore_backup(archive: Path, home: Path, passphrase: bytes | None, la
             if manifest.sealed and not passphrase:
                 raise BackupError("passphrase_required", "the archive holds sealed secrets: give their passphrase")
             files = await asyncio.to_thread(_lay_out, unpacked, target, manifest, passphrase or b"")
-            restored = await _restore_streams(unpacked, target, manifest, launch)
+            log_keys = await asyncio.to_thread(scan_log, unpacked / "streams" / EVENTS_STREAM / "messages.jsonl")
+            restored, imported = await _restore_streams(unpacked, target, manifest, launch, keys, log_keys)
             for child in sorted(target.iterdir()):
                 moved.append(home / child.name)
                 os.replace(child, home / child.name)
@@ -94,9 +110,17 @@ async def restore_backup(archive: Path, home: Path, passphrase: bytes | None, la
     warnings += [f"left out at backup (a secret, no passphrase): {p}" for p in manifest.skipped_secrets]
     if manifest.schema_version > SCHEMA_VERSION:
         warnings.append(f"archive schema version {manifest.schema_version} is newer than {SCHEMA_VERSION}")
+    if keys is None and log_keys.needed:
+        warnings.append(
+            f"no key file: the personal events of {len({k for k, _ in log_keys.needed})} aggregates stay unreadable"
+            " (restore again with --keys <backup folder>/hermes-keys.sealed)"
+        )
+    elif keys is not None and (missing := log_keys.unreadable(keys)):
+        warnings.append(f"the key file lacks {missing} data keys the log needs: those personal events stay unreadable")
     messages = {r.name: r.messages for r in restored}
     consumers = sum(r.consumers for r in restored)
-    return RestoreResult(home, manifest, messages, consumers, files, len(manifest.sealed), warnings)
+    secrets = len(manifest.sealed)
+    return RestoreResult(home, manifest, messages, consumers, files, secrets, warnings, imported)
 
 
 def _check_empty(home: Path) -> None:
@@ -175,19 +199,31 @@ async def open_bus(settings: BusSettings, name: str, timeout_s: float = 10.0) ->
 
 
 async def _restore_streams(
-    unpacked: Path, target: Path, manifest: Manifest, launch: NatsLauncher
-) -> list[RestoredStream]:
+    unpacked: Path,
+    target: Path,
+    manifest: Manifest,
+    launch: NatsLauncher,
+    keys: list[StoredKey] | None,
+    log_keys: LogKeys,
+) -> tuple[list[RestoredStream], int]:
+    """The streams, then the data keys (the bucket as :func:`hermes_proto.bus.ensure_streams` makes it): ``(streams
+    restored, keys created)``."""
     (target / "nats").mkdir(exist_ok=True)
     restored: list[RestoredStream] = []
+    imported = 0
     with launch(target / "nats") as settings:
         nc = await open_bus(settings, "hermes-restore", timeout_s=15)
         try:
             for stream in manifest.streams:
                 restored.append(await restore_stream(nc, unpacked / "streams" / stream.name))
+            if keys is not None:
+                await ensure_bucket(nc.jetstream())
+                keyring = await Keyring.connect(nc.jetstream())
+                imported = await import_keys(keyring, [k for k in keys if not log_keys.dead(k)])
         except StreamError as exc:
             raise BackupError(exc.code, exc.detail) from None
         except (nats.errors.Error, TimeoutError) as exc:
             raise BackupError("nats_error", f"restoring the streams: {exc!r}") from None
         finally:
             await nc.close()
-    return restored
+    return restored, imported

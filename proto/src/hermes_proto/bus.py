@@ -41,6 +41,9 @@ from hermes_proto.codec import DecodeError, command_thread_id, encode
 from hermes_proto.credentials import role_of
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.ids import utcnow
+from hermes_proto.keyring import KEYS_STREAM, SEALED, ensure_bucket, is_personal, key_id_of
+from hermes_proto.keyring import active as active_keyring
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.settings import BusSettings
 from hermes_proto.telemetry import (
     CONSUMER_PENDING,
@@ -157,7 +160,8 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext, settings: BusSettings, wait_s: float = 120.0) -> None:
-    """Create the streams, or update them to the current configuration. Idempotent. A service connected with a
+    """Create the streams and the data keys' bucket (:mod:`hermes_proto.keyring`), or update the streams to the
+    current configuration. Idempotent. A service connected with a
     role that may not manage streams (:data:`hermes_proto.access.STREAM_MANAGERS`) waits instead (up to ``wait_s``
     seconds, exponential backoff) until they exist; raises ``NotFoundError`` when they still do not."""
     seed = settings.nats_nkey_seed_file
@@ -171,6 +175,7 @@ async def ensure_streams(js: JetStreamContext, settings: BusSettings, wait_s: fl
             with attempt:
                 for config in stream_configs(settings):
                     await js.stream_info(config.name)
+                await js.stream_info(KEYS_STREAM)
         return
     for config in stream_configs(settings):
         try:
@@ -178,10 +183,21 @@ async def ensure_streams(js: JetStreamContext, settings: BusSettings, wait_s: fl
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
+    await ensure_bucket(js, settings.stream_replicas)
 
 
 def _headers(msg_id: str) -> dict[str, str]:
     return inject_headers({MSG_ID: msg_id})
+
+
+async def _payload(event: Event) -> bytes | None:
+    """The bytes ``event`` is appended as: JSON, sealed when personal and a keyring is active; None when its key
+    was destroyed."""
+    data = encode(event)
+    if not is_personal(event.aggregate_type, event.type_name()):
+        return data
+    key_id = key_id_of(event.aggregate_type, event.aggregate_id)
+    return await _sealed(key_id, data, getattr(event, "user_id", None) or "")
 
 
 class EventStore:
@@ -198,33 +214,76 @@ class EventStore:
 
     async def append(self, events: Sequence[Event]) -> list[int]:
         """Append ``events`` in order; returns their stream sequences (a duplicate returns the
-        sequence of the original)."""
+        sequence of the original). With an active keyring a personal event is sealed under its aggregate's key
+        (:mod:`hermes_proto.keyring`); one whose key was destroyed is not appended (sequence 0): a forgotten
+        aggregate gets no new personal data."""
+        payloads = [await _payload(event) for event in events]
         futures = []
-        for event in events:
+        for event, payload in zip(events, payloads, strict=True):
+            if payload is None:
+                continue
             futures.append(
-                await self._js.publish_async(subj.event_subject(event), encode(event), headers=_headers(event.event_id))
+                await self._js.publish_async(subj.event_subject(event), payload, headers=_headers(event.event_id))
             )
-        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-        for event in events:
+        acks = iter(await asyncio.wait_for(asyncio.gather(*futures), timeout=10))
+        sequences = []
+        for event, payload in zip(events, payloads, strict=True):
+            if payload is None:
+                log.warning("append_dropped_forgotten", event_type=event.type_name(), aggregate_id=event.aggregate_id)
+                sequences.append(0)
+                continue
             EVENTS_PUBLISHED.labels(self._service, event.type_name()).inc()
-        return [ack.seq for ack in acks]
+            sequences.append(next(acks).seq)
+        return sequences
 
     async def send(self, command: Command) -> int:
-        """Publish one command; returns its stream sequence."""
-        ack = await self._js.publish(
-            subj.command_subject(command), encode(command), headers=_headers(command.command_id)
-        )
+        """Publish one command; returns its stream sequence. A command about a thread or schedule is sealed under
+        its aggregate's key (:func:`_sealed`); one about a forgotten aggregate is not sent (returns 0)."""
+        payload = await _sealed(_command_key(command), encode(command), getattr(command, "user_id", None) or "")
+        if payload is None:
+            log.warning("command_dropped_forgotten", command_type=command.type_name())
+            return 0
+        ack = await self._js.publish(subj.command_subject(command), payload, headers=_headers(command.command_id))
         return ack.seq
 
     async def forward(self, command: Command, subject: str, msg_id: str) -> int:
         """Publish ``command`` again on ``subject`` under ``msg_id`` (the original id is taken by its first copy in
-        the same stream); returns its stream sequence."""
-        ack = await self._js.publish(subject, encode(command), headers=_headers(msg_id))
-        return ack.seq
-
-    async def request_execution(self, subject: str, payload: bytes, msg_id: str) -> int:
+        the same stream); returns its stream sequence (0: about a forgotten aggregate, not sent)."""
+        payload = await _sealed(_command_key(command), encode(command), getattr(command, "user_id", None) or "")
+        if payload is None:
+            return 0
         ack = await self._js.publish(subject, payload, headers=_headers(msg_id))
         return ack.seq
+
+    async def request_execution(self, subject: str, payload: bytes, msg_id: str, thread_id: str | None = None) -> int:
+        """Publish an encoded execution request, sealed under ``thread_id``'s key when given (the prompt is the
+        thread's); returns its stream sequence (0: the thread is forgotten, not sent)."""
+        sealed = await _sealed(key_id_of("thread", thread_id) if thread_id else None, payload, "")
+        if sealed is None:
+            return 0
+        ack = await self._js.publish(subject, sealed, headers=_headers(msg_id))
+        return ack.seq
+
+
+def _command_key(command: Command) -> str | None:
+    """The key id a command is sealed under: its thread's or schedule's; None (clear) for the others."""
+    for field_name, kind in (("thread_id", "thread"), ("schedule_id", "schedule")):
+        value = getattr(command, field_name, None)
+        if isinstance(value, str) and value:
+            return key_id_of(kind, value)
+    return None
+
+
+async def _sealed(key_id: str | None, data: bytes, owner: str) -> bytes | None:
+    """``data`` sealed under ``key_id`` with an active sealing keyring (else as is); None when the key is destroyed."""
+    keyring = active_keyring()
+    if key_id is None or keyring is None or not keyring.sealing:
+        return data
+    entry = await keyring.ensure(key_id, owner)
+    if entry is None:
+        return None
+    SEALED.inc()
+    return keyring.seal(key_id, entry, data)
 
 
 @dataclass
@@ -373,8 +432,12 @@ class ConsumerRunner:
         if deliveries > 1:
             REDELIVERIES.labels(self.service, spec.durable).inc()
         try:
+            await keyring_ready((msg.data,))
             decoded = spec.decode(msg.data)
         except DecodeError as exc:
+            if exc.reason == "forgotten":  # its key is destroyed: nothing to do, nothing to keep
+                await _quietly(msg.ack())
+                return
             await self.dead_letter(msg, exc.reason, exc.detail)
             return
         if deliveries > spec.max_deliver:

@@ -32,16 +32,20 @@ from hermes_proto.commands import ALL_COMMANDS, SubmitIdea
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.events import ALL_EVENTS
 from hermes_proto.execution import ExecutionRequested, Heartbeat
+from hermes_proto.forgetting import FORGETTING_COMMANDS, FORGETTING_EVENTS, PersonalDataForgotten
 from hermes_proto.inbox import TelegramUpdate
 from hermes_proto.integrity import INTEGRITY_EVENTS
+from hermes_proto.keyring import MAGIC, SealError, active, sealed_header
 from hermes_proto.schedules import SCHEDULE_COMMANDS, SCHEDULE_EVENTS
 from hermes_proto.skill_proposals import PROPOSAL_COMMANDS, PROPOSAL_EVENTS
 
 _encoder = msgspec.json.Encoder()
 
-EVENT_TYPES: tuple[type[Event], ...] = ALL_EVENTS + SCHEDULE_EVENTS + PROPOSAL_EVENTS + INTEGRITY_EVENTS
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ALL_EVENTS + SCHEDULE_EVENTS + PROPOSAL_EVENTS + INTEGRITY_EVENTS + FORGETTING_EVENTS
+)
 """Every event type the log holds (the schedules' own module imports the events, so they join here)."""
-COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS + PROPOSAL_COMMANDS
+COMMAND_TYPES: tuple[type[Command], ...] = ALL_COMMANDS + SCHEDULE_COMMANDS + PROPOSAL_COMMANDS + FORGETTING_COMMANDS
 """Every command type."""
 EventUnion = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
 CommandUnion = Union[COMMAND_TYPES]  # type: ignore[valid-type]  # noqa: UP007
@@ -57,8 +61,9 @@ string) or RecursionError (nesting past its depth limit)."""
 
 class DecodeError(ValueError):
     """The payload is not valid JSON, has an unknown ``type``, or fails validation (also after upcasting).
-    ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed`` (and a consumer's own
-    checks after decoding, e.g. ``invalid_idea``)."""
+    ``reason`` is a short machine-readable code: ``invalid_json``, ``validation_failed``, for a sealed payload
+    ``forgotten`` (its key is destroyed: readers skip it), ``key_unavailable`` or ``unsealable`` (and a consumer's
+    own checks after decoding, e.g. ``invalid_idea``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -167,14 +172,34 @@ def decode_telegram_update(data: bytes) -> TelegramUpdate:
     return _decode(_telegram_update_decoder, data)
 
 
+def unseal(data: bytes) -> bytes:
+    """``data`` itself, or the JSON inside it when it is sealed (:mod:`hermes_proto.keyring`), opened with the
+    process's keyring; raises :class:`DecodeError` (``forgotten``, ``key_unavailable``, ``unsealable``)."""
+    if data[:4] != MAGIC:
+        return data
+    keyring = active()
+    if keyring is None:
+        raise DecodeError("key_unavailable", "a sealed payload and no keyring in this process")
+    try:
+        return keyring.open(data)
+    except SealError as exc:
+        raise DecodeError(exc.reason, str(exc)) from None
+
+
 def decode_event(data: bytes) -> Event:
-    """Decode one event (upcast from an older schema version); raises :class:`DecodeError`."""
-    return _events.decode(data)
+    """Decode one event, sealed or not (upcast from an older schema version); raises :class:`DecodeError`. A
+    :class:`~hermes_proto.forgetting.PersonalDataForgotten` drops the keys it names from this process's keyring."""
+    event = _events.decode(unseal(data))
+    if type(event) is PersonalDataForgotten:
+        keyring = active()
+        if keyring is not None:
+            keyring.forget_loaded(event.key_ids, int(event.occurred_at.timestamp() * 1000))
+    return event
 
 
 def decode_command(data: bytes) -> Command:
-    """Decode one command (upcast from an older schema version); raises :class:`DecodeError`."""
-    return _commands.decode(data)
+    """Decode one command, sealed or not (upcast from an older schema version); raises :class:`DecodeError`."""
+    return _commands.decode(unseal(data))
 
 
 class _ThreadRef(msgspec.Struct):
@@ -191,6 +216,10 @@ def command_thread_id(data: bytes) -> str:
     thread's commands in order while different threads' run concurrently. ``""`` when it has none or the bytes
     are not a JSON object (such a message is dead-lettered by the real decode). A schedule's command (no thread)
     gives ``schedule:<schedule_id>``, a skill proposal's ``proposal:<proposal_id>``. Never raises."""
+    header = sealed_header(data) if data[:4] == MAGIC else None
+    if header is not None:  # sealed under its thread's or schedule's key: the key id names it
+        kind, _, aggregate_id = header[0].partition(".")
+        return aggregate_id if kind == "thread" else f"{kind}:{aggregate_id}"
     try:
         ref = _thread_ref.decode(data)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
@@ -203,8 +232,8 @@ def command_thread_id(data: bytes) -> str:
 
 
 def decode_execution_request(data: bytes) -> ExecutionRequested:
-    """Decode one execution request; raises :class:`DecodeError`."""
-    return _decode(_exec_decoder, data)
+    """Decode one execution request, sealed or not; raises :class:`DecodeError`."""
+    return _decode(_exec_decoder, unseal(data))
 
 
 def decode_heartbeat(data: bytes) -> Heartbeat:

@@ -31,6 +31,7 @@ from hermes_proto import subjects
 from hermes_proto.base import Event
 from hermes_proto.bus import RawMessage, publish_dead_letter
 from hermes_proto.codec import DecodeError, decode_event
+from hermes_proto.keyring import ready as keyring_ready
 
 log = structlog.get_logger("hermes.projection")
 
@@ -59,7 +60,8 @@ and must not raise (a bug there is logged; the rows are still written)."""
 
 
 def decode_batch(batch: list[RawMessage]) -> tuple[Decoded, list[Rejected]]:
-    """Split a raw batch into decoded ``(sequence, event)`` pairs and :class:`Rejected` ones."""
+    """Split a raw batch into decoded ``(sequence, event)`` pairs and :class:`Rejected` ones (an event sealed under a
+    destroyed key is in neither: :mod:`hermes_proto.keyring`)."""
     decoded: Decoded = []
     rejected: list[Rejected] = []
     for raw in batch:
@@ -67,7 +69,8 @@ def decode_batch(batch: list[RawMessage]) -> tuple[Decoded, list[Rejected]]:
         try:
             decoded.append((seq, decode_event(data)))
         except DecodeError as exc:
-            rejected.append(Rejected(seq, subject, data, exc))
+            if exc.reason != "forgotten":  # a forgotten aggregate's events are skipped, not dead-lettered
+                rejected.append(Rejected(seq, subject, data, exc))
     return decoded, rejected
 
 
@@ -150,6 +153,7 @@ class Projection:
     async def handle_batch(self, batch: list[RawMessage]) -> None:
         """Decode ``batch`` ((sequence, subject, payload[, headers]) in stream order), fold it, and queue it for the
         writer; returns once it is folded (waits while the writer is ``max_backlog`` events behind)."""
+        await keyring_ready(raw[2] for raw in batch)
         decoded, rejected = decode_batch(batch)
         last = batch[-1][0]
         if self._fold is not None:

@@ -23,7 +23,9 @@ class BusSettings(BaseSettings):
     Prometheus endpoint of a non-HTTP service; ``dedup_window_s``: JetStream duplicate window (seconds).
     ``nats_nkey_seed_file``: this service's NKey seed (``<role>.nk``, :mod:`hermes_proto.credentials`; unset: connect
     without credentials); ``nats_tls_ca_file`` (verify the server), ``nats_tls_cert_file`` + ``nats_tls_key_file``
-    (present a client certificate): TLS for a server on another host (``tls://`` URLs)."""
+    (present a client certificate): TLS for a server on another host (``tls://`` URLs). ``hermes_seal_personal_data``:
+    append personal events sealed under per-aggregate keys (:mod:`hermes_proto.keyring`; False only to measure
+    its cost: forgetting cannot reach events appended in clear)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -38,6 +40,7 @@ class BusSettings(BaseSettings):
     nats_tls_ca_file: Path | None = None
     nats_tls_cert_file: Path | None = None
     nats_tls_key_file: Path | None = None
+    hermes_seal_personal_data: bool = True
 
 
 class OutboundSettings(BaseSettings):

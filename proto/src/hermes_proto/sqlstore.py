@@ -24,7 +24,8 @@ _SCHEMA_TABLE = Table("read_model_schema", _SCHEMA_META, Column("fingerprint", S
 def make_engine(url: str, metadata: MetaData) -> Engine:
     """An engine for ``url`` (SQLite file or e.g. PostgreSQL) with ``metadata``'s tables created. SQLite runs in
     WAL mode with ``synchronous=NORMAL``: a crash may lose the last transactions but never corrupts the file,
-    and a projection re-applies what was lost from the log (its position is in the same transaction)."""
+    and a projection re-applies what was lost from the log (its position is in the same transaction). With
+    ``secure_delete=ON`` a deleted row's bytes are zeroed in the file, not left in free pages (forgetting)."""
     sqlite = url.startswith("sqlite")
     engine = create_engine(url, connect_args={"check_same_thread": False} if sqlite else {})
     if sqlite:
@@ -34,6 +35,7 @@ def make_engine(url: str, metadata: MetaData) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
     _ensure_schema(engine, metadata)
@@ -65,3 +67,13 @@ def _ensure_schema(engine: Engine, metadata: MetaData) -> None:
         metadata.create_all(conn)
         conn.execute(_SCHEMA_TABLE.delete())
         conn.execute(_SCHEMA_TABLE.insert().values(fingerprint=fingerprint))
+
+
+def checkpoint(engine: Engine) -> None:
+    """Checkpoint and truncate SQLite's write-ahead log, so the main file holds the zeroed pages of deleted rows and
+    no log frame keeps the old ones (after a forget; best effort: an open read transaction elsewhere keeps the log
+    until the next checkpoint). Nothing on another database."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()

@@ -10,10 +10,11 @@ from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from hermes_proto import keyring, sqlstore, subjects
 from hermes_proto import projection as proj
-from hermes_proto import subjects
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed
+from hermes_proto.forgetting import PersonalDataForgotten
 from hermes_proto.partitions import Partition
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
@@ -54,6 +55,8 @@ class RouterProjection(proj.Projection):
     def _apply(self, batch: list[proj.RawMessage], decoded: proj.Decoded) -> None:
         traces = {raw[0]: raw[3] for raw in batch if len(raw) > 3 and raw[3]}
         readmodel.apply_events(self.rows, decoded, batch[-1][0], traces)
+        if any(isinstance(e, PersonalDataForgotten) for _, e in decoded):  # no copy left in the log's frames
+            sqlstore.checkpoint(self.engine)
 
     async def stored(self, batch: list[proj.RawMessage], decoded: proj.Decoded) -> None:
         jobs = self.view.apply(self.rows.changes)
@@ -96,6 +99,7 @@ async def run(settings: RouterSettings, stop: asyncio.Event | None = None) -> No
     nc = await connect(settings, "backend-router")
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
     engine = readmodel.make_engine(settings.db_url())
     projection = await asyncio.to_thread(RouterProjection, engine, js)
     store = EventStore(js, SERVICE)

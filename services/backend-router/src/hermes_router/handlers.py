@@ -264,7 +264,7 @@ class Router:
         ):
             seqs = await self.store.append(output.events)
             for subject, request in output.requests:
-                await self.store.request_execution(subject, encode(request), request.request_id)
+                await self.store.request_execution(subject, encode(request), request.request_id, request.thread_id)
         return seqs
 
     def _queue_gauge(self, snap: Snapshot) -> None:
@@ -349,7 +349,9 @@ class Router:
                 attempt=sel.attempt,
             )
             request = self.execution_request(job, selected, request_id_for(job.cause_event_id, sel.attempt))
-            await self.store.request_execution(subjects.exec_subject(sel.backend), encode(request), request.request_id)
+            await self.store.request_execution(
+                subjects.exec_subject(sel.backend), encode(request), request.request_id, request.thread_id
+            )
             log.info("execution_republished", job_id=job.job_id, backend=sel.backend)
 
 

@@ -21,6 +21,7 @@ from hermes_proto.costs import cost_cents
 from hermes_proto.events import BackendDisabled, BackendEnabled, BackendSelected, ExecutionCompleted, ExecutionFailed
 from hermes_proto.execution import ExecutionRequested
 from hermes_proto.ids import derived_id, new_id, utcnow
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.queries import (
     BackendsReply,
     BackendView,
@@ -271,7 +272,9 @@ class QueryResponder:
                         correlation_id=comparison_id,
                         requested_at=now,
                     )
-                    await router.store.request_execution(subjects.exec_subject(name), encode(req), req.request_id)
+                    await router.store.request_execution(
+                        subjects.exec_subject(name), encode(req), req.request_id, req.thread_id
+                    )
                 await self._collect(sub, pending, results, request.timeout_s)
         finally:
             await sub.unsubscribe()
@@ -301,6 +304,7 @@ class QueryResponder:
         while waiting and loop.time() < deadline:
             try:
                 msg = await sub.next_msg(timeout=max(0.01, deadline - loop.time()))
+                await keyring_ready((msg.data,))
                 event = decode_event(msg.data)
             except (TimeoutError, DecodeError):
                 continue

@@ -5,7 +5,8 @@ Tables: ``router_jobs`` (every job the router must place, its attempts, failures
 enable/disable, 429 cool-down), ``spend`` (cents per UTC day, project and backend), ``selections`` (every
 ``BackendSelected`` with its candidates), ``thread_drafts``/``thread_ratings`` (which backend wrote the draft a
 user rated), ``budget_alerts`` and ``projection_position``. Every value comes from an event, timestamps
-included, so a replay into an empty database yields identical rows, and identical scores and spend.
+included, so a replay into an empty database yields identical rows, and identical scores and spend. A
+``PersonalDataForgotten`` deletes the rows of the threads it names (:mod:`hermes_router.forgetting`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlmodel import Field, SQLModel
 from hermes_proto import events as ev
 from hermes_proto import rowstore, sqlstore
 from hermes_proto.base import Event
+from hermes_proto.forgetting import PersonalDataForgotten
 from hermes_proto.rowstore import RowStore, rows
 
 PROJECTION = "router"
@@ -506,3 +508,10 @@ def _(e: ev.BudgetThresholdReached, store: RowStore, sequence: int = 0) -> None:
                 reached_at=utc(e.occurred_at),
             )
         )
+
+
+@apply.register
+def _(e: PersonalDataForgotten, store: RowStore, sequence: int = 0) -> None:
+    from hermes_router.forgetting import forget_rows  # (it reads this module's tables)
+
+    forget_rows(store, e)

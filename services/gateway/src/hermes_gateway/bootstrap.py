@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from hermes_proto import keyring
 from hermes_proto.admission import QueueCap
 from hermes_proto.bus import EventStore, connect, ensure_streams
 
@@ -30,6 +31,7 @@ from hermes_gateway.routes import (
     events,
     export,
     external,
+    forget,
     ideas,
     learn,
     me_export,
@@ -64,6 +66,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         nc = await connect(settings, "hermes-gateway")
         js = nc.jetstream()
         await ensure_streams(js, settings)
+        await keyring.start(js, settings.hermes_seal_personal_data)
         tokens = TokenBuffer()
         await tokens.start(nc)
         events = EventFeed()
@@ -126,6 +129,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         project_memory,
         skills,
         me_export,
+        forget,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -14,8 +14,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from hermes_proto import subjects as subj
-from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode
+from hermes_proto.codec import UNDECODABLE, DecodeError, decode_event, encode, unseal
 from hermes_proto.execution import TokenDelta
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.rpc import BUS_ERRORS, BusUnavailable
 
 from hermes_gateway.adapters import Bus
@@ -103,14 +104,15 @@ class ThreadFeed:
             return None
         self._last_seq = msg.seq
         try:
-            event = decode_event(msg.data)
+            data = unseal(msg.data)
+            event = decode_event(data)
         except DecodeError as exc:
             log.warning("undecodable_event_skipped", subject=msg.subject, reason=exc.reason)
             return None
         event_type = event.type_name()
         # Decoding skips unknown fields without checking their UTF-8: keep them, replacing invalid bytes.
         return FeedItem(
-            event_type, msg.data.decode(errors="replace"), id=str(msg.seq), terminal=event_type in TERMINAL_EVENTS
+            event_type, data.decode(errors="replace"), id=str(msg.seq), terminal=event_type in TERMINAL_EVENTS
         )
 
     async def items(self) -> AsyncIterator[FeedItem]:
@@ -131,6 +133,7 @@ class ThreadFeed:
             while not self._queue.empty():
                 pending.append(self._queue.get_nowait())
             batch: list[FeedItem] = []
+            await keyring_ready(m.data for m in pending if isinstance(m, LogEvent))
             for msg in pending:
                 item = None if msg is _STOP else self._to_item(msg)  # type: ignore[arg-type]
                 if item is not None:

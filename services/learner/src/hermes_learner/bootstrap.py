@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from sqlmodel import Session
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
 from hermes_proto.service import stop_on_signals
@@ -91,6 +91,7 @@ async def run(settings: LearnerSettings, stop: asyncio.Event | None = None) -> N
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
     projection = await asyncio.to_thread(open_read_model, settings.db_url(), js)
     engine = projection.engine
     policies = policies_of(settings)

@@ -21,6 +21,7 @@ from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.commands import RequestClassification
 from hermes_proto.events import AnswersRecorded, DraftPresented, ExecutionAbandoned, ExecutionCompleted, JobFailed
 from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.keyring import ready as keyring_ready
 
 from hermes_learner import extraction
 from hermes_learner.classification import MAX_TOKENS, Classification, classification_messages, parse_classification
@@ -174,6 +175,7 @@ class LlmClassifier:
         """The thread's last event of ``event_type`` from the log (None: none, or undecodable)."""
         try:
             raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, event_type))
+            await keyring_ready((raw.data,))
             return decode_event(raw.data)
         except (nats.js.errors.NotFoundError, DecodeError):
             return None

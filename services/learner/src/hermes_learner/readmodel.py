@@ -20,11 +20,13 @@ from sqlalchemy.engine import Engine
 from hermes_proto import events as ev
 from hermes_proto import rowstore
 from hermes_proto.base import Event
+from hermes_proto.forgetting import PersonalDataForgotten
 from hermes_proto.projection import RawMessage, Rejected, decode_batch
 from hermes_proto.rowstore import RowStore
 
 from hermes_learner import domain
 from hermes_learner.convert import question_order, utc
+from hermes_learner.forgetting import forget_rows
 from hermes_learner.seeding import define
 from hermes_learner.tables import (
     PROJECTION,
@@ -60,8 +62,9 @@ def save_position(store: RowStore, sequence: int) -> None:
 
 
 class Batch:
-    """One batch being applied: the store, the threads whose rows it inserted (``opened``), and the questions it
-    added per thread (not written yet, so a query of the batch's connection does not see them)."""
+    """One batch being applied: the store, the threads whose rows it inserted (``opened``), the questions it
+    added per thread (not written yet, so a query of the batch's connection does not see them), and whether it
+    deleted rows in bulk (``forgot``: a ``PersonalDataForgotten``)."""
 
     _QUESTION_IDS = select(Question.__table__.c.question_id).where(Question.__table__.c.thread_id == bindparam("t"))
 
@@ -69,6 +72,7 @@ class Batch:
         self.store = store
         self.opened: set[str] = set()
         self.added: dict[str, list[str]] = {}
+        self.forgot = False
 
     def questions(self, thread_id: str) -> list[Any]:
         """The thread's question rows (written before this batch or added in it), in the order proposed."""
@@ -208,6 +212,12 @@ def _(e: ev.PreferenceForgotten, batch: Batch) -> None:
     row = batch.store.get(Preference, e.aggregate_id)
     if row is not None:
         batch.store.delete(row)
+
+
+@apply.register
+def _(e: PersonalDataForgotten, batch: Batch) -> None:
+    forget_rows(batch.store, e)
+    batch.forgot = True
 
 
 @apply.register

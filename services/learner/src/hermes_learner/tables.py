@@ -26,6 +26,9 @@
   themselves stay in ``template_stats``, projected from the thread events;
 - ``projection_position``: the last applied ``HERMES_EVENTS`` sequence, written in the same transaction.
 
+A ``PersonalDataForgotten`` deletes the rows of the threads, preferences and patterns it names, and of its user
+(:mod:`hermes_learner.forgetting`).
+
 Every projected value comes from an event (timestamps included), so replaying the log into an empty database
 rebuilds identical rows. Written by :mod:`hermes_learner.readmodel` (through a
 :class:`hermes_proto.rowstore.RowStore`), read by :mod:`hermes_learner.queries` and held in memory by

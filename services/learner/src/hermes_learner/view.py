@@ -144,6 +144,13 @@ class LearnerView:
             view._history = _load_history(s)  # (replaces what the questions above counted)
         return view
 
+    def replace(self, fresh: LearnerView) -> None:
+        """Hold what ``fresh`` (a view loaded since) holds, dropping everything this one held: after a write that
+        deleted rows in bulk (:mod:`hermes_learner.forgetting`), which :meth:`apply` does not follow."""
+        on = self._on
+        vars(self).update(vars(fresh))
+        self._on = on
+
     def _hold(self, closed: Iterable[Any]) -> None:
         for row in closed:
             self._threads[row.thread_id] = _Held(row)
@@ -151,7 +158,7 @@ class LearnerView:
 
     def apply(self, changes: Iterable[Change], opened: Collection[str] = ()) -> None:
         """Take the rows a write changed (threads first: the rows of a thread it opened follow it); ``opened``: the
-        threads whose rows it inserted."""
+        threads whose rows it inserted. Not for a write that forgot rows: :meth:`replace` follows that one."""
         self._opened = opened
         for cls, key, row in sorted(changes, key=lambda c: c[0] is not Thread):
             self._on[cls](key, row)

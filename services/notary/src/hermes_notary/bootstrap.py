@@ -9,7 +9,7 @@ import time
 import structlog
 from nats.js import JetStreamContext
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.bus import EventStore, LogFollower, close, connect, ensure_streams
 from hermes_proto.service import stop_on_signals
 from hermes_proto.telemetry import configure_logging, configure_tracing, start_metrics_server
@@ -53,6 +53,7 @@ async def run(settings: NotarySettings, stop: asyncio.Event | None = None) -> No
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
     head = await read_head(js)
     tree = await open_tree(settings, js, head)
     notary = Notary(

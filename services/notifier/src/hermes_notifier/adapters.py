@@ -37,6 +37,7 @@ from hermes_proto.agents import AGENT_KIND, AgentRunCancelled, AgentRunCompleted
 from hermes_proto.base import Event
 from hermes_proto.codec import DecodeError, decode_event
 from hermes_proto.events import DraftPresented, NotificationSent, ThreadOpened
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.outbound import OutboundPolicy, OutboundRefused, Resolver
 from hermes_proto.outbound_http import guarded_client
 
@@ -435,6 +436,7 @@ class ThreadLog:
     async def notification_recorded(self, thread_id: str, event_id: str) -> bool:
         """Whether a ``notification_sent`` with ``event_id`` is in the thread's log."""
         async for data in self._stored(thread_id, NotificationSent):
+            await keyring_ready((data,))
             if _event_id(data) == event_id:
                 return True
         return False
@@ -444,6 +446,7 @@ class ThreadLog:
         notification records); undecodable ones are logged and left out."""
         found: list[E] = []
         async for data in self._stored(thread_id, event_type):
+            await keyring_ready((data,))
             try:
                 event = decode_event(data)
             except DecodeError as exc:
@@ -473,6 +476,7 @@ class ThreadLog:
         """The thread's latest event of ``event_type``, or None (none, or undecodable)."""
         try:
             raw = await self._js.get_last_msg(subjects.EVENTS_STREAM, subjects.thread_event(thread_id, event_type))
+            await keyring_ready((raw.data or b"",))
             event = decode_event(raw.data or b"")
         except NotFoundError:
             return None

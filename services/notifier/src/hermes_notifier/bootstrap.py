@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from telegram.warnings import PTBDeprecationWarning
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, aggregate_lane, close, connect, ensure_streams
 from hermes_proto.codec import decode_dead_letter, decode_event
 from hermes_proto.service import stop_on_signals
@@ -133,6 +133,7 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
     thread_log, store = ThreadLog(js), EventStore(js, SERVICE)
     channel = None
     if sender is not None and settings.telegram_updates != "off":

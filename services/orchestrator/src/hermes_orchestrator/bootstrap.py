@@ -7,7 +7,7 @@ import asyncio
 import structlog
 from prometheus_client import Gauge
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.bus import (
     ConsumerRunner,
     ConsumerSpec,
@@ -20,6 +20,7 @@ from hermes_proto.bus import (
     ensure_streams,
 )
 from hermes_proto.codec import decode_event
+from hermes_proto.forgetting import RetentionPolicy
 from hermes_proto.partitions import Partition
 from hermes_proto.rpc import answering
 from hermes_proto.service import stop_on_signals
@@ -31,6 +32,7 @@ from hermes_orchestrator.agent_queries import AgentQueries
 from hermes_orchestrator.config import OrchestratorSettings
 from hermes_orchestrator.decisions import Decisions
 from hermes_orchestrator.fold import ThreadFold
+from hermes_orchestrator.forgetting import Forgetting
 from hermes_orchestrator.handlers import EVENT_HANDLERS, Deps
 from hermes_orchestrator.historian import Historian, MemoryHandlers
 from hermes_orchestrator.memory_queries import MemoryQueries
@@ -96,6 +98,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     nc = await connect(settings, "orchestrator")
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    keys = await keyring.start(js, settings.hermes_seal_personal_data)
     engine = make_engine(settings.db_url())
     partition = Partition.of(settings)
     projection = await asyncio.to_thread(Projection, engine, js, partition)
@@ -131,6 +134,15 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
     if partition.index == 0:
         decisions.memory = MemoryHandlers(
             fold, engine, decisions._lock, decisions._append, settings.hermes_historian_window_days
+        )
+    if partition.index == 0:
+        decisions.forgetting = Forgetting(
+            js,
+            keys,
+            fold,
+            decisions._append,
+            RetentionPolicy.parse(settings.hermes_retention),
+            settings.hermes_retention_interval_minutes * 60,
         )
     if partition.index == 0:
         decisions.proposals = ProposalHandlers(
@@ -212,6 +224,7 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event | None = None)
             asyncio.create_task(watcher.run(stop), name="schedule-watcher"),
             asyncio.create_task(historian.run(stop), name="historian"),
             asyncio.create_task(improver.run(stop), name="improver"),
+            asyncio.create_task(decisions.forgetting.run(stop), name="retention"),
         ]
     responder = QueryResponder(nc, engine, projection, fold, soul)
     await responder.subscribe()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hermes_proto.commands import MAX_WORKFLOW_STEPS
+from hermes_proto.forgetting import RetentionPolicy
 from hermes_proto.partitions import PartitionSettings
 from hermes_proto.settings import BusSettings
 
@@ -58,6 +59,17 @@ class OrchestratorSettings(BusSettings, PartitionSettings):
     """How far back that analysis reads agent runs (days)."""
     hermes_schedule_poll_seconds: float = Field(2.0, gt=0)
     """How often the file and git triggers are looked at (seconds)."""
+    hermes_retention: str = ""
+    """Per aggregate type, days after which its data keys are destroyed: ``thread=90,schedule=365`` (blank: keep
+    everything; :class:`hermes_proto.forgetting.RetentionPolicy`)."""
+    hermes_retention_interval_minutes: float = Field(60.0, gt=0)
+    """How often retention looks for expired keys (minutes)."""
+
+    @field_validator("hermes_retention")
+    @classmethod
+    def _valid_retention(cls, value: str) -> str:
+        RetentionPolicy.parse(value)
+        return value
 
     def permissions_path(self) -> Path:
         return self.hermes_permissions_file or self.hermes_home / "permissions.toml"

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 from hermes_proto.base import Command, Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.events import AnswersRecorded, ExecutionAbandoned, ExecutionCompleted, JobCancelled
+from hermes_proto.forgetting import ForgetUser
 from hermes_proto.ids import utcnow
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.project_memory import MEMORY_COMMANDS
@@ -24,6 +25,7 @@ from hermes_proto.skill_proposals import PROPOSAL_COMMANDS
 from hermes_proto.subjects import command_subject
 from hermes_proto.telemetry import bind_ids
 
+from hermes_orchestrator.forgetting import Forgetting
 from hermes_orchestrator.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, NEW_THREAD_COMMANDS, Deps
 from hermes_orchestrator.historian import MemoryHandlers
 from hermes_orchestrator.proposals import ProposalHandlers
@@ -65,6 +67,8 @@ class Decisions:
         """Partition 0's project memory handlers (the historian, edits and deletes)."""
         self.schedules: ScheduleHandlers | None = None
         """Partition 0's schedule handlers (None on the other partitions: their commands never reach them)."""
+        self.forgetting: Forgetting | None = None
+        """Partition 0's forgetting (``ForgetUser``, retention)."""
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)
@@ -80,6 +84,12 @@ class Decisions:
 
     async def on_command(self, delivery: Delivery[Command]) -> None:
         cmd = delivery.message
+        if isinstance(cmd, ForgetUser):
+            if self.forgetting is not None:
+                await self.forgetting.on_command(cmd)
+            else:
+                log.warning("forget_command_elsewhere", partition=self.partition.index)
+            return
         if isinstance(cmd, PROPOSAL_COMMANDS):
             if self.proposals is not None:
                 await self.proposals.on_command(cmd)

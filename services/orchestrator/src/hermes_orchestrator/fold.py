@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from hermes_proto import events as ev
 from hermes_proto import facts, threads
 from hermes_proto import project_memory as pm
 from hermes_proto.base import Event
+from hermes_proto.forgetting import PersonalDataForgotten, forgotten_aggregates
 from hermes_proto.partitions import SINGLE, Partition
 from hermes_proto.queries import QueueReply
 
@@ -28,6 +30,7 @@ from hermes_orchestrator import snapshot
 from hermes_orchestrator.proposals import ProposalState, evolve_proposal
 from hermes_orchestrator.schedule_state import ScheduleState, evolve_schedule
 from hermes_orchestrator.state import KnownPreference, ThreadState, evolve
+from hermes_orchestrator.tables import ThreadRow
 
 
 class ThreadFold:
@@ -60,7 +63,14 @@ class ThreadFold:
     def load(cls, engine: Engine, partition: Partition = SINGLE) -> ThreadFold:
         """The fold of ``partition``'s threads at the read model's stored position (blocking: a few queries)."""
         with Session(engine) as session:
-            return cls(engine, snapshot.load(session), partition)
+            start = snapshot.load(session)
+            open_ = select(ThreadRow.thread_id, ThreadRow.user_id).where(
+                col(ThreadRow.status).not_in(threads.FINAL_STATUSES)
+            )
+            for thread_id, user_id in session.exec(open_):
+                if thread_id in start.open:
+                    start.open[thread_id].user_id = user_id
+            return cls(engine, start, partition)
 
     # ---- folding -----------------------------------------------------------------------------------------------
 
@@ -85,6 +95,8 @@ class ThreadFold:
                 pm.evolve(self.memory, event)
             elif event.aggregate_type == "schedule" and self.partition.index == 0:
                 self._schedule_event(event)
+            elif isinstance(event, PersonalDataForgotten):
+                self.forget(event)
 
     def _thread_event(self, seq: int, event: Event) -> None:
         thread_id = event.aggregate_id
@@ -132,6 +144,31 @@ class ThreadFold:
             self.schedules.pop(state.schedule_id, None)
         else:
             self.schedules[state.schedule_id] = state
+
+    def forget(self, event: PersonalDataForgotten) -> None:
+        """Drop what ``event`` forgets: the threads, schedules (with their runs' threads), memory entries, skill
+        proposals and preferences it names and, when ``event.user_id`` is set, every one of that user's."""
+        named = forgotten_aggregates(event)
+        user = event.user_id
+        schedules = _doomed(self.schedules, named.get("schedule", set()), user)
+        runs = {run for run, schedule_id in self.schedule_runs.items() if schedule_id in schedules}
+        gone = _doomed(self.states, named.get("thread", set()) | runs, user, _thread_owner)
+        for thread_id in gone:
+            self.states.pop(thread_id, None)
+            self.closed.discard(thread_id)
+        self._closing = deque(item for item in self._closing if item[1] not in gone)
+        self.schedule_runs = {r: s for r, s in self.schedule_runs.items() if r not in gone and s not in schedules}
+        for schedule_id in schedules:
+            self.schedules.pop(schedule_id, None)
+        for states, kind in ((self.memory, "memory_entry"), (self.proposals, "skill_proposal")):
+            for aggregate_id in _doomed(states, named.get(kind, set()), user):
+                states.pop(aggregate_id, None)
+        for pref_id in named.get("preference", set()):
+            owner = self._preference_users.pop(pref_id, None)
+            if owner is not None:
+                self._preferences.get(owner, {}).pop(pref_id, None)
+        for pref_id in self._preferences.pop(user, {}) if user else ():
+            self._preference_users.pop(pref_id, None)
 
     def stored(self, position: int) -> None:
         """The rows hold everything up to ``position``: ended threads closed by then leave memory."""
@@ -203,3 +240,16 @@ class ThreadFold:
         state = self.states.get(thread_id)
         job = state.jobs.get(job_id) if state is not None else None
         return job is not None and threads.cancellable(job.status)
+
+
+def _user(state: Any) -> str:
+    return state.user_id
+
+
+def _thread_owner(state: ThreadState) -> str:
+    return state.user_id or (state.run.user_id if state.run is not None else "")
+
+
+def _doomed(states: dict[str, Any], ids: set[str], user: str, owner: Callable[[Any], str] = _user) -> set[str]:
+    """``ids`` and the keys of ``states`` whose owner is ``user`` (none when ``user`` is "")."""
+    return ids | ({k for k, st in states.items() if owner(st) == user} if user else set())

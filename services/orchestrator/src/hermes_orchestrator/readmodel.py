@@ -15,13 +15,20 @@ import msgspec
 from sqlalchemy.engine import Engine
 
 from hermes_proto import events as ev
-from hermes_proto import rowstore, threads
+from hermes_proto import rowstore, sqlstore, threads
 from hermes_proto.agents import AGENT_KIND
 from hermes_proto.base import Event
+from hermes_proto.forgetting import PersonalDataForgotten
 from hermes_proto.rowstore import RowStore, rows
 from hermes_proto.sessions import TURN_KINDS
 
-from hermes_orchestrator import agent_readmodel, memory_readmodel, proposal_readmodel, schedule_readmodel
+from hermes_orchestrator import (
+    agent_readmodel,
+    memory_readmodel,
+    proposal_readmodel,
+    readmodel_forget,
+    schedule_readmodel,
+)
 from hermes_orchestrator.state import step_job_id
 from hermes_orchestrator.tables import (  # noqa: F401 (the read model's tables, re-exported)
     MEMORY_FTS_DDL,
@@ -65,6 +72,29 @@ ROWS = (
     *proposal_readmodel.PROPOSAL_ROWS,
 )
 
+FORGET_TABLES: readmodel_forget.Tables = {
+    "thread": (
+        (Thread, "thread_id"),
+        (Job, "thread_id"),
+        (Step, "thread_id"),
+        (Question, "thread_id"),
+        (Selection, "thread_id"),
+        (Memory, "thread_id"),
+        (agent_readmodel.Run, "run_id"),
+        (agent_readmodel.Step, "run_id"),
+        (agent_readmodel.Approval, "run_id"),
+        (schedule_readmodel.Run, "run_id"),
+    ),
+    "schedule": ((schedule_readmodel.Schedule, "schedule_id"), (schedule_readmodel.Run, "schedule_id")),
+    "preference": ((Preference, "preference_id"),),
+    "memory_entry": ((memory_readmodel.Entry, "entry_id"),),
+    "skill_proposal": ((proposal_readmodel.Proposal, "proposal_id"),),
+}
+"""Aggregate type → the rows deleted when it is forgotten: (row class, column holding its id). An agent run's id and
+a scheduled run's are their thread's. Every table with a ``user_id`` column is here (a user's forget finds them)."""
+FORGET_LINKS: readmodel_forget.Links = (("schedule", schedule_readmodel.Run, "schedule_id", "thread", "run_id"),)
+"""A forgotten schedule's runs are threads: they go with it."""
+
 
 def row_store(engine: Engine) -> RowStore:
     """The store the projection writes through (every table of this read model)."""
@@ -82,10 +112,13 @@ def save_position(store: RowStore, sequence: int) -> None:
 
 def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None = None) -> None:
     """Apply ``events`` in order and, when ``sequence`` is given, save it as the position: one batch, one
-    transaction. Raises what the database raises (nothing of the batch is written then)."""
+    transaction. Raises what the database raises (nothing of the batch is written then). A batch that forgot
+    something checkpoints SQLite's write-ahead log after its commit (:func:`hermes_proto.sqlstore.checkpoint`)."""
+    forgot = False
     with store:
         for event in events:
             apply(event, store)
+            forgot = forgot or isinstance(event, PersonalDataForgotten)
             if isinstance(event, agent_readmodel.RUN_EVENTS) and _is_agent_run(store, event):
                 agent_readmodel.apply_agent(event, store)
             elif event.aggregate_type == "schedule":
@@ -96,6 +129,8 @@ def apply_events(store: RowStore, events: Iterable[Event], sequence: int | None 
                 proposal_readmodel.apply_proposal(event, store)
         if sequence is not None:
             save_position(store, sequence)
+    if forgot:
+        sqlstore.checkpoint(store.engine)
 
 
 def _is_agent_run(store: RowStore, event: Event) -> bool:
@@ -142,6 +177,14 @@ def _(e: ev.ThreadOpened, store: RowStore) -> None:
             assumptions_json=msgspec.json.encode(e.assumptions).decode(),
         )
     )
+
+
+@apply.register
+def _(e: PersonalDataForgotten, store: RowStore) -> None:
+    deleted = readmodel_forget.forget_rows(store, e, FORGET_TABLES, FORGET_LINKS)
+    if deleted.get(Memory):
+        store.flush()  # the delete trigger marks the index entries; the merge drops them
+        readmodel_forget.purge_fts(store.connection)
 
 
 @apply.register

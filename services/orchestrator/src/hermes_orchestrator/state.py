@@ -88,6 +88,9 @@ class ThreadState:
     idea_type: str | None = None
     run: RunState | None = None
     """An agent run's own state (kind ``agent``, from its ``AgentRunStarted``)."""
+    user_id: str = field(default="", compare=False)
+    """Whose thread it is (``ThreadOpened.user_id``): what forgetting a user finds in memory. No decision reads it,
+    so it is left out of comparisons (a state read back by :func:`hermes_orchestrator.snapshot.load_state` has "")."""
 
 
 @dataclass
@@ -210,6 +213,7 @@ def _opened(e: ev.ThreadOpened) -> ThreadState:
         kind=e.kind,
         assumptions=list(e.assumptions),
         answer_timeout_s=e.answer_timeout_s,
+        user_id=e.user_id,
     )
 
 

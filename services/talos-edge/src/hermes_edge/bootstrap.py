@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from hermes_proto import keyring
 from hermes_proto import subjects as subj
 from hermes_proto.backends import BackendConfig
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, connect, ensure_streams
@@ -89,6 +90,7 @@ async def build_edge(settings: EdgeSettings, backend: BackendConfig) -> Edge:
     nc = await connect(settings, f"{SERVICE}-{name}")
     js = nc.jetstream()
     await ensure_streams_retrying(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
     session = new_session(max_connections=max(10, 2 * settings.hermes_edge_concurrency))
     adapter = build_adapter(backend, session)
     handler = ExecutionHandler(

@@ -21,9 +21,10 @@ from nats.aio.client import Client as NATS
 
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery
-from hermes_proto.codec import UNDECODABLE, encode
+from hermes_proto.codec import UNDECODABLE, encode, unseal
 from hermes_proto.execution import CancelExecution, ExecutionRequested, TokenDelta
 from hermes_proto.ids import utcnow
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.subjects import EVENTS_STREAM, thread_event, token_subject
 from hermes_proto.telemetry import bind_ids, clear_ids
 
@@ -232,7 +233,8 @@ class ExecutionHandler:
         for kind in ("execution_completed", "execution_failed"):
             try:
                 msg = await js.get_last_msg(EVENTS_STREAM, thread_event(request.thread_id, kind))
-                if msgspec.json.decode(msg.data, type=_EventId).event_id == wanted:
+                await keyring_ready((msg.data,))
+                if msgspec.json.decode(unseal(msg.data), type=_EventId).event_id == wanted:
                     return True
             except Exception:  # not found, or NATS busy: run the call rather than drop it
                 continue

@@ -1,6 +1,6 @@
 """Composition of the tool service: NATS, the MCP servers, the skills library, the executor, the ``tools-calls``
-consumer (dispatched calls and the ends of runs), the ``tools-skills`` consumer (skill proposals), the responders,
-and the recovery of calls a crash left unfinished."""
+consumer (dispatched calls, the ends of runs, forgotten runs), the ``tools-skills`` consumer (skill proposals), the
+responders, and the recovery of calls a crash left unfinished."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import asyncio
 
 import structlog
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.agents import AgentRunCancelled, AgentRunCompleted, AgentRunFailed, ToolCallDispatched
 from hermes_proto.bus import ConsumerRunner, ConsumerSpec, EventStore, aggregate_lane, close, connect, ensure_streams
 from hermes_proto.codec import decode_event
+from hermes_proto.forgetting import PersonalDataForgotten
 from hermes_proto.rpc import ask
 from hermes_proto.service import stop_on_signals
 from hermes_proto.sessions import MemoryQuery, MemoryReply
@@ -31,6 +32,8 @@ from hermes_tools.skills_service import SkillProposals
 
 SERVICE = "tools"
 DURABLE = "tools-calls"
+CALL_EVENTS = (ToolCallDispatched, AgentRunCancelled, AgentRunFailed, AgentRunCompleted, PersonalDataForgotten)
+"""What ``tools-calls`` takes (its subject filters; ``ConsumerRunner.subscribe`` updates an existing durable's)."""
 log = structlog.get_logger("hermes.tools")
 
 
@@ -57,6 +60,7 @@ async def run(settings: ToolSettings, stop: asyncio.Event | None = None) -> None
     nc = await connect(settings, SERVICE)
     js = nc.jetstream()
     await ensure_streams(js, settings)
+    await keyring.start(js, settings.hermes_seal_personal_data)
 
     async def memory_search(query: str, limit: int, user_id: str) -> list[dict]:
         """The run's user's earlier turns (SQLite FTS5, the orchestrator's read model)."""
@@ -101,10 +105,7 @@ async def run(settings: ToolSettings, stop: asyncio.Event | None = None) -> None
         ConsumerSpec(
             stream=subjects.EVENTS_STREAM,
             durable=DURABLE,
-            filter_subjects=[
-                subjects.event_type_filter(t)
-                for t in (ToolCallDispatched, AgentRunCancelled, AgentRunFailed, AgentRunCompleted)
-            ],
+            filter_subjects=[subjects.event_type_filter(t) for t in CALL_EVENTS],
             decode=decode_event,
             handler=service.on_event,
             lane=aggregate_lane,

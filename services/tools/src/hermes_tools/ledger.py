@@ -2,12 +2,14 @@
 they ended with, so a call is never run twice. A call is marked ``started`` (with its dispatch) before it runs and
 ``done`` (with the outcome event) after its outcome is appended; a restart finds the calls left ``started``
 (:meth:`CallLedger.interrupted`): a read-only one is run again, any other is reported interrupted, never re-run
-blindly."""
+blindly. A forgotten run's calls (their arguments and outputs) are deleted (:meth:`CallLedger.forget`), the bytes
+zeroed in the file (``PRAGMA secure_delete``)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 SCHEMA = (
@@ -15,6 +17,8 @@ SCHEMA = (
     " call_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, state TEXT NOT NULL,"
     " dispatched TEXT NOT NULL, outcome TEXT)"
 )
+CHUNK = 500
+"""Run ids per ``IN (...)`` statement."""
 
 
 class CallLedger:
@@ -26,6 +30,7 @@ class CallLedger:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # a deleted call's arguments and output are zeroed in the file
         self._db.execute(SCHEMA)
 
     def get(self, call_id: str) -> tuple[str, str | None] | None:
@@ -54,6 +59,27 @@ class CallLedger:
         with self._lock:
             rows = self._db.execute("SELECT dispatched FROM calls WHERE state = 'started'").fetchall()
         return [r[0].encode() for r in rows]
+
+    def forget(self, run_ids: Collection[str], user_id: str = "") -> list[tuple[str, str]]:
+        """Delete the calls of the runs (threads) ``run_ids`` and, when ``user_id`` is not empty, every call
+        dispatched for that user; returns the deleted calls' ``(call id, project)`` (their spilled outputs are the
+        caller's to remove). The write-ahead log is checkpointed after a deletion, so the main file holds no copy."""
+        ids = sorted(run_ids)
+        statements = [
+            (f"thread_id IN ({', '.join('?' * len(chunk))})", chunk)
+            for chunk in (ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK))
+        ]
+        if user_id:
+            statements.append(("json_extract(dispatched, '$.user_id') = ?", [user_id]))
+        returning = "RETURNING call_id, coalesce(json_extract(dispatched, '$.project'), 'default')"
+        deleted: list[tuple[str, str]] = []
+        with self._lock:
+            for where, params in statements:
+                rows = self._db.execute(f"DELETE FROM calls WHERE {where} {returning}", params).fetchall()
+                deleted += [(r[0], str(r[1])) for r in rows]
+            if deleted:  # the zeroed pages into the main file now: until a checkpoint it keeps the old ones
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
 
     def close(self) -> None:
         with self._lock:

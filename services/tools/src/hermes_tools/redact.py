@@ -4,6 +4,7 @@ output cut to a head and a tail, the whole of it kept in the workspace (:func:`t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -85,8 +86,7 @@ def truncate(text: str, limit_chars: int, spill_dir: Path, name: str) -> tuple[s
     ``spill_dir``. When it cannot be written the marker says so and the path is None."""
     if limit_chars <= 0 or len(text) <= limit_chars:
         return text, False, None
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "output"
-    relative = f"{SPILL_DIR}/{safe[:100]}.txt"
+    relative = spill_path(name)
     try:
         _write_below(spill_dir, relative, text.encode("utf-8", "surrogateescape"))
         where: str | None = relative
@@ -99,6 +99,33 @@ def truncate(text: str, limit_chars: int, spill_dir: Path, name: str) -> tuple[s
     kept = text[:head]
     marker = ("" if kept.endswith("\n") else "\n") + f"[... {cut} characters truncated; {note}]\n"
     return kept + marker + text[len(text) - tail :], True, where
+
+
+def spill_path(name: str) -> str:
+    """Where :func:`truncate` keeps the full output named ``name`` (a call id), relative to the workspace."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "output"
+    return f"{SPILL_DIR}/{safe[:100]}.txt"
+
+
+def remove_spilled(workspace: Path, name: str) -> bool:
+    """Delete the full output :func:`truncate` kept for ``name`` in ``workspace`` (never following a symlink, as
+    it was written); False when there is none. Raises OSError for other failures (e.g. permissions)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    *dirs, filename = spill_path(name).split("/")
+    fds: list[int] = []
+    try:
+        fds.append(os.open(workspace, flags))
+        for part in dirs:
+            fds.append(os.open(part, flags, dir_fd=fds[-1]))
+        os.unlink(filename, dir_fd=fds[-1])
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # (a symlink: truncate never wrote through it)
+            return False
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return True
 
 
 def _write_below(root: Path, relative: str, data: bytes) -> None:

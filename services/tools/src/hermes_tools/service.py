@@ -1,5 +1,6 @@
 """The tool service's handlers: a dispatched call is recorded in the ledger, started, run in the background (at most
 ``max_concurrent`` at once) and its outcome appended; a run that ends (cancelled, failed) stops its running calls; a
+forgotten run (``PersonalDataForgotten``) too, and its calls leave the ledger (:mod:`hermes_tools.forgetting`); a
 restart reports the calls it left unfinished (:class:`~hermes_tools.ledger.CallLedger`).
 
 Events: ``ToolCallStarted``, ``ToolCallCompleted``, ``ToolCallFailed``, ids derived from the call id, so appending an
@@ -22,11 +23,13 @@ from hermes_proto import agents as ag
 from hermes_proto.base import Event
 from hermes_proto.bus import Delivery, EventStore
 from hermes_proto.codec import decode_event, encode
+from hermes_proto.forgetting import PersonalDataForgotten, forgotten_aggregates
 from hermes_proto.ids import derived_id, utcnow
 from hermes_proto.rpc import BUS_ERRORS
 from hermes_proto.telemetry import extract_context
 
 from hermes_tools.executor import Executor, Outcome
+from hermes_tools.forgetting import forget_calls
 from hermes_tools.ledger import CallLedger
 from hermes_tools.metrics import SANDBOX_REFUSALS, TOOL_CALL_SECONDS, TOOL_CALLS, TOOLS_RUNNING
 
@@ -72,7 +75,8 @@ def outcome_event(d: ag.ToolCallDispatched, outcome: Outcome) -> Event:
 
 class ToolService:
     """Executes dispatched calls. ``append`` is retried (exponential backoff, up to ``append_within_s`` seconds)
-    while NATS is away; ``running`` holds each run's call tasks (to stop them when the run ends)."""
+    while NATS is away; ``running`` holds each run's call tasks (to stop them when the run ends); ``forgotten``: the
+    runs forgotten since the start (a dispatch of one is dropped)."""
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class ToolService:
         self._slots = asyncio.Semaphore(max_concurrent)
         self.running: dict[str, dict[str, asyncio.Task[None]]] = defaultdict(dict)
         self.ended: set[str] = set()
+        self.forgotten: set[str] = set()
         self.stopping = False
 
     async def append(self, events: list[Event]) -> None:
@@ -102,17 +107,35 @@ class ToolService:
                 await self.store.append(events)
 
     async def on_event(self, delivery: Delivery[Event]) -> None:
-        """The consumer's handler: a dispatch starts a call; the end of a run stops its calls."""
+        """The consumer's handler: a dispatch starts a call; the end of a run stops its calls; a forget deletes
+        them."""
         event = delivery.message
         if isinstance(event, ag.ToolCallDispatched):
             await self.dispatched(event, delivery.msg.headers)
         elif isinstance(event, RUN_ENDS):
-            self.ended.add(event.aggregate_id)
-            for call_id, task in list(self.running.get(event.aggregate_id, {}).items()):
-                log.info("tool_call_stopping", run_id=event.aggregate_id, call_id=call_id)
-                task.cancel()
+            self._end(event.aggregate_id)
+        elif isinstance(event, PersonalDataForgotten):
+            await self.forget(event)
+
+    def _end(self, run_id: str) -> None:
+        self.ended.add(run_id)
+        for call_id, task in list(self.running.get(run_id, {}).items()):
+            log.info("tool_call_stopping", run_id=run_id, call_id=call_id)
+            task.cancel()
+
+    async def forget(self, event: PersonalDataForgotten) -> None:
+        """Stop the calls of the runs ``event`` names, drop their later dispatches, and delete their calls (and the
+        user's) from the ledger with their spilled outputs. Raises ``sqlite3.Error`` (the event is redelivered)."""
+        runs = forgotten_aggregates(event).get("thread", set())
+        self.forgotten |= runs
+        for run_id in runs:
+            self._end(run_id)
+        calls, files = await asyncio.to_thread(forget_calls, self.ledger, self.executor.home, runs, event.user_id)
+        log.info("tool_calls_forgotten", runs=len(runs), calls=calls, spilled_outputs=files, reason=event.reason)
 
     async def dispatched(self, d: ag.ToolCallDispatched, headers: dict[str, str] | None = None) -> None:
+        if d.aggregate_id in self.forgotten:
+            return
         known = await asyncio.to_thread(self.ledger.get, d.call_id)
         if known is not None:
             state, outcome = known
@@ -120,6 +143,9 @@ class ToolService:
                 await self.append([decode_event(outcome.encode())])
             return  # "started": the restart recovery decides (interrupted, or run again when read-only)
         if not await asyncio.to_thread(self.ledger.start, d.call_id, d.aggregate_id, encode(d)):
+            return
+        if d.aggregate_id in self.forgotten:  # forgotten while the row was written: its deletion may have missed it
+            await asyncio.to_thread(self.ledger.forget, [d.aggregate_id])
             return
         await self.append(
             [ag.ToolCallStarted(**_envelope(d.call_id, "tool_call_started", d), call_id=d.call_id, name=d.name)]
@@ -153,6 +179,8 @@ class ToolService:
                         TOOLS_RUNNING.dec()
             except asyncio.CancelledError:
                 if self.stopping:  # left "started": the next start decides (interrupted, or run again)
+                    raise
+                if d.aggregate_id in self.forgotten:  # nothing more is recorded of a forgotten run
                     raise
                 outcome = Outcome.failed("cancelled", "the run ended: the call was stopped", started)
             label = (

@@ -32,6 +32,7 @@ from hermes_proto.base import Event
 from hermes_proto.bus import ConsumerSpec, Delivery
 from hermes_proto.codec import decode_event
 from hermes_proto.ids import derived_id, utcnow
+from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.skill_proposals import (
     SkillChangeRolledBack,
     SkillProposalApplied,
@@ -122,6 +123,7 @@ class SkillProposals:
             raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subject)
         except NotFoundError:
             return None
+        await keyring_ready((raw.data,))
         event = decode_event(raw.data)
         return event if isinstance(event, kind) else None
 
