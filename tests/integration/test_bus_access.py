@@ -229,15 +229,20 @@ async def test_requests_reach_the_serving_role_and_replies_come_back_only_to_the
 
 async def test_data_keys_are_created_by_services_read_by_edges_and_destroyed_only_by_the_orchestrator(bus) -> None:
     """The keys' bucket (hermes_proto.keyring): the gateway makes a key but cannot overwrite a stored key's bytes, an
-    edge reads it, an external producer cannot, the notary lists them for backups, the orchestrator destroys them."""
-    from hermes_proto.keyring import KEYS_STREAM, Keyring
+    edge reads it but makes none, an external producer reads none, the notary lists them for backups, the
+    orchestrator destroys them and tells every key holder (erase notices)."""
+    from hermes_proto.keyring import KEYS_STREAM, Keyring, announce_erased
 
     as_role, admin = bus
     gateway = await as_role("gateway")
     made = await (await Keyring.connect(gateway.js)).ensure("thread.t1", "ann")
     assert made is not None
     edge = await as_role("edge-talos")
-    assert await (await Keyring.connect(edge.js)).ensure("thread.t1", "") == made  # an edge reads (and may create)
+    edge_ring = await Keyring.connect(edge.js)
+    assert await edge_ring.ensure("thread.t1", "") == made  # an edge reads a key
+    with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+        await edge_ring.ensure("thread.t2", "ann")  # but never makes one
+    assert await edge.violated("$KV.HERMES_KEYS.thread.t2")
     producer = await as_role("producer")
     with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError, nats.js.errors.APIError)):
         await (await Keyring.connect(producer.js)).ensure("thread.t1", "")  # an external producer reads no key
@@ -247,7 +252,13 @@ async def test_data_keys_are_created_by_services_read_by_edges_and_destroyed_onl
     assert await gateway.violated("STREAM.MSG.DELETE")
     notary = await as_role("notary")
     assert [k for k, _, _ in await (await Keyring.connect(notary.js)).entries()] == ["thread.t1"]
+    gateway_ring = await Keyring.connect(gateway.js)
+    await gateway_ring.listen(gateway.nc)
+    assert await gateway_ring.ensure("thread.t1", "") == made
     orchestrator = await as_role("orchestrator")
     assert await (await Keyring.connect(orchestrator.js)).erase(orchestrator.js, ["thread.t1"]) == ["thread.t1"]
+    await announce_erased(orchestrator.nc, ["thread.t1"], made.created_ms)
+    await asyncio.sleep(0.5)
+    assert gateway_ring.known("thread.t1") is None  # the notice reached the gateway's keyring
     assert await (await Keyring.connect(admin.js)).entries() == []
     assert orchestrator.errors == [] and notary.errors == []

@@ -34,7 +34,7 @@ from fakes.llm_servers import FakeOllamaServer, Reply
 from hermes_proto import keyring
 from hermes_proto.access import grants
 from hermes_proto.base import ChatMessage
-from hermes_proto.bus import connect, ensure_streams
+from hermes_proto.bus import EventStore, connect, ensure_streams
 from hermes_proto.codec import encode
 from hermes_proto.credentials import generate, server_config, tls_block
 from hermes_proto.events import ExecutionCompleted, ExecutionFailed, ExecutionStarted
@@ -366,7 +366,10 @@ async def test_installed_console_script_executes_a_request_from_the_bus(
         correlation_id=new_id(),
         requested_at=utcnow(),
     )
-    await js.publish("hermes.exec.talos", encode(request), headers={"Nats-Msg-Id": request.request_id})
+    # As the router does: the request sealed under its thread's key (an edge may read keys, never make them).
+    await EventStore(js, "test").request_execution(
+        "hermes.exec.talos", encode(request), request.request_id, request.thread_id
+    )
 
     async def finished():
         events = await thread_events(js, request.thread_id)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hermes_proto import codec, keyring
+from hermes_proto import codec, keyring, subjects
 from hermes_proto.events import CostRecorded, ThreadOpened
 from hermes_proto.forgetting import PersonalDataForgotten, RetentionPolicy, forgotten_aggregates
 from hermes_proto.keyring import KeyEntry, Keyring, is_personal, key_id_of, seal, sealed_header
@@ -75,7 +75,12 @@ def test_unloaded_and_destroyed_keys_have_their_own_reasons(ring: Keyring) -> No
     forgotten = PersonalDataForgotten(
         event_id="f", aggregate_id="p", occurred_at=NOW, correlation_id="c", user_id="alice", key_ids=[key_id]
     )
-    codec.decode_event(codec.encode(forgotten))  # decoding the event drops the key from memory
+    forged_on = "hermes.evt.thread.t9.execution_completed"  # a role may append there, not a forget
+    with pytest.raises(codec.DecodeError) as err:
+        codec.decode_event(codec.encode(forgotten), forged_on)
+    assert err.value.reason == "subject_mismatch"
+    assert codec.decode_event(data).idea  # the forged forget dropped nothing
+    codec.decode_event(codec.encode(forgotten), subjects.event_subject(forgotten))  # the real one drops the key
     with pytest.raises(codec.DecodeError) as err:
         codec.decode_event(data)
     assert err.value.reason == "forgotten"
@@ -132,3 +137,18 @@ def test_forgotten_aggregates_groups_the_key_ids() -> None:
         key_ids=["thread.a", "thread.b", "preference.x", "junk"],
     )
     assert forgotten_aggregates(event) == {"thread": {"a", "b"}, "preference": {"x"}}
+
+
+def test_key_ids_are_always_valid_bucket_keys_and_a_forged_header_is_unsealable(ring: Keyring) -> None:
+    assert key_id_of("thread", "abc-123_X=") == "thread.abc-123_X="
+    odd = [key_id_of("thread", i) for i in ("order:42", "jira@PROJ-1", "idée", "x" * 250)]
+    assert all(k.startswith("thread.h-") and len(k) == len("thread.h-") + 40 for k in odd) and len(set(odd)) == 4
+    entry_ = entry()
+    for bad in ("thread.*", "a b", "", "backend.x", "thread.x.y"):
+        kid = bad.encode()
+        header = keyring.MAGIC + bytes([len(kid)]) + kid + (1).to_bytes(8, "big")
+        data = header + bytes(12) + AESGCM(entry_.key).encrypt(bytes(12), b"{}", header)
+        assert sealed_header(data) is None
+        with pytest.raises(codec.DecodeError) as err:
+            codec.decode_event(data)
+        assert err.value.reason == "unsealable"

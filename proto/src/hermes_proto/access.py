@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hermes_proto import subjects as subj
 from hermes_proto.keyring import BUCKET as KEYS_BUCKET
-from hermes_proto.keyring import KEYS_STREAM
+from hermes_proto.keyring import KEYS_ERASED, KEYS_STREAM
 from hermes_proto.partitions import Partition
 
 ADMIN = "admin"
@@ -320,7 +320,6 @@ def edge_grant(backend: str) -> Grant:
         consume=((subj.EXEC_STREAM, durable),),
         read=(subj.EVENTS_STREAM, subj.EXEC_STREAM),
         serves=True,
-        keys="create",
         notes=f"pulls only hermes.exec.{backend}; appends only execution outcomes",
     )
 
@@ -368,9 +367,12 @@ def permissions(grant: Grant) -> dict:
     """nats-server ``permissions`` of ``grant`` (a JSON-compatible dict: the server's config format reads JSON)."""
     if grant.everything:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    erase_notices = [KEYS_ERASED] if grant.keys else []  # every key holder hears them, the eraser sends them
     rendered: dict = {
-        "publish": {"allow": [*grant.append, *grant.publish, *_api(grant)]},
-        "subscribe": {"allow": [*grant.subscribe, f"{grant.inbox_prefix}.>"]},
+        "publish": {
+            "allow": [*grant.append, *grant.publish, *_api(grant), *(erase_notices if grant.keys == "erase" else [])]
+        },
+        "subscribe": {"allow": [*grant.subscribe, f"{grant.inbox_prefix}.>", *erase_notices]},
     }
     if grant.serves:
         rendered["allow_responses"] = True

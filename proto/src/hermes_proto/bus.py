@@ -37,11 +37,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from hermes_proto import subjects as subj
 from hermes_proto.access import STREAM_MANAGERS, inbox_prefix
 from hermes_proto.base import Command, Event
-from hermes_proto.codec import DecodeError, command_thread_id, encode
+from hermes_proto.codec import DecodeError, check_subject, command_thread_id, encode
 from hermes_proto.credentials import role_of
 from hermes_proto.deadletter import DeadLetter
 from hermes_proto.ids import utcnow
-from hermes_proto.keyring import KEYS_STREAM, SEALED, ensure_bucket, is_personal, key_id_of
+from hermes_proto.keyring import KEYS_STREAM, REVIVABLE, SEALED, ensure_bucket, is_personal, key_id_of
 from hermes_proto.keyring import active as active_keyring
 from hermes_proto.keyring import ready as keyring_ready
 from hermes_proto.settings import BusSettings
@@ -197,7 +197,8 @@ async def _payload(event: Event) -> bytes | None:
     if not is_personal(event.aggregate_type, event.type_name()):
         return data
     key_id = key_id_of(event.aggregate_type, event.aggregate_id)
-    return await _sealed(key_id, data, getattr(event, "user_id", None) or "")
+    owner = getattr(event, "user_id", None) or ""
+    return await _sealed(key_id, data, owner, revive=event.aggregate_type in REVIVABLE)
 
 
 class EventStore:
@@ -266,20 +267,27 @@ class EventStore:
 
 
 def _command_key(command: Command) -> str | None:
-    """The key id a command is sealed under: its thread's or schedule's; None (clear) for the others."""
-    for field_name, kind in (("thread_id", "thread"), ("schedule_id", "schedule")):
+    """The key id a command is sealed under: its thread's, schedule's, memory entry's or skill proposal's; None
+    (clear) for the others (``ForgetUser``, settings)."""
+    for field_name, kind in (
+        ("thread_id", "thread"),
+        ("schedule_id", "schedule"),
+        ("entry_id", "memory_entry"),
+        ("proposal_id", "skill_proposal"),
+    ):
         value = getattr(command, field_name, None)
         if isinstance(value, str) and value:
             return key_id_of(kind, value)
     return None
 
 
-async def _sealed(key_id: str | None, data: bytes, owner: str) -> bytes | None:
-    """``data`` sealed under ``key_id`` with an active sealing keyring (else as is); None when the key is destroyed."""
+async def _sealed(key_id: str | None, data: bytes, owner: str, revive: bool = False) -> bytes | None:
+    """``data`` sealed under ``key_id`` with an active sealing keyring (else as is); None when the key is destroyed
+    (``revive``: :meth:`hermes_proto.keyring.Keyring.ensure`'s)."""
     keyring = active_keyring()
     if key_id is None or keyring is None or not keyring.sealing:
         return data
-    entry = await keyring.ensure(key_id, owner)
+    entry = await keyring.ensure(key_id, owner, revive)
     if entry is None:
         return None
     SEALED.inc()
@@ -434,6 +442,8 @@ class ConsumerRunner:
         try:
             await keyring_ready((msg.data,))
             decoded = spec.decode(msg.data)
+            if isinstance(decoded, Event):  # on its own subject only (a forged event of another type is refused)
+                check_subject(decoded, msg.subject)
         except DecodeError as exc:
             if exc.reason == "forgotten":  # its key is destroyed: nothing to do, nothing to keep
                 await _quietly(msg.ack())

@@ -186,14 +186,27 @@ def unseal(data: bytes) -> bytes:
         raise DecodeError(exc.reason, str(exc)) from None
 
 
-def decode_event(data: bytes) -> Event:
-    """Decode one event, sealed or not (upcast from an older schema version); raises :class:`DecodeError`. A
-    :class:`~hermes_proto.forgetting.PersonalDataForgotten` drops the keys it names from this process's keyring."""
+def check_subject(event: Event, subject: str) -> None:
+    """Raise :class:`DecodeError` (``subject_mismatch``) unless ``subject`` is ``event``'s own
+    (``hermes.evt.<aggregate_type>.<aggregate_id>.<type>``): a role may append only on its granted subjects, so an
+    event of another type smuggled onto one of them (a forged ``PersonalDataForgotten``) is refused by readers."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[2] != event.aggregate_type or parts[4] != event.type_name():
+        raise DecodeError("subject_mismatch", f"{event.type_name()} on {subject}")
+
+
+def decode_event(data: bytes, subject: str | None = None) -> Event:
+    """Decode one event, sealed or not (upcast from an older schema version); raises :class:`DecodeError`. With
+    its stored ``subject`` the event must be on its own (:func:`check_subject`), and a
+    :class:`~hermes_proto.forgetting.PersonalDataForgotten` then drops the keys it names from this process's keyring
+    (without the subject nothing is dropped: a forged one on another subject must not)."""
     event = _events.decode(unseal(data))
-    if type(event) is PersonalDataForgotten:
-        keyring = active()
-        if keyring is not None:
-            keyring.forget_loaded(event.key_ids, int(event.occurred_at.timestamp() * 1000))
+    if subject is not None:
+        check_subject(event, subject)
+        if type(event) is PersonalDataForgotten:
+            keyring = active()
+            if keyring is not None:
+                keyring.forget_loaded(event.key_ids, int(event.occurred_at.timestamp() * 1000))
     return event
 
 
@@ -216,8 +229,10 @@ def command_thread_id(data: bytes) -> str:
     thread's commands in order while different threads' run concurrently. ``""`` when it has none or the bytes
     are not a JSON object (such a message is dead-lettered by the real decode). A schedule's command (no thread)
     gives ``schedule:<schedule_id>``, a skill proposal's ``proposal:<proposal_id>``. Never raises."""
-    header = sealed_header(data) if data[:4] == MAGIC else None
-    if header is not None:  # sealed under its thread's or schedule's key: the key id names it
+    if data[:4] == MAGIC:  # sealed under its aggregate's key: the key id names it (a bad header: "")
+        header = sealed_header(data)
+        if header is None:
+            return ""
         kind, _, aggregate_id = header[0].partition(".")
         return aggregate_id if kind == "thread" else f"{kind}:{aggregate_id}"
     try:

@@ -14,13 +14,17 @@ leaves a purge marker, so the key is gone from the server's files, not only from
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
 from collections.abc import Iterable
 
 import msgspec
 import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import (
@@ -33,11 +37,16 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 BUCKET = "HERMES_KEYS"
+KEYS_ERASED = "hermes.keys.erased"
+"""Core NATS subject of erase notices (:func:`announce_erased`)."""
 KEYS_STREAM = f"KV_{BUCKET}"
 MAGIC = b"\x1eHK1"
 """The first bytes of a sealed payload (JSON never starts with 0x1e)."""
 PERSONAL = frozenset({"thread", "preference", "pattern", "memory_entry", "schedule", "skill_proposal"})
 """Aggregate types whose events are sealed."""
+REVIVABLE = frozenset({"preference", "pattern", "memory_entry"})
+"""Aggregate types whose ids derive from a user's data (learned again after a forget): their events may start a new
+key generation over a destroyed one; a thread, schedule or proposal id is never reused, so theirs never do."""
 CLEAR_TYPES = frozenset({"cost_recorded"})
 """Event types of personal aggregates kept in clear: spend is accounting, not content (budgets must survive a
 forgotten thread)."""
@@ -59,19 +68,42 @@ class KeyEntry(msgspec.Struct, frozen=True):
 _entry_decoder = msgspec.json.Decoder(KeyEntry)
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_=-]{1,128}")
+_KEY_ID = re.compile(r"([a-z_]{1,32})\.(?:[A-Za-z0-9_=-]{1,128}|h-[0-9a-f]{40})")
+
+
 def key_id_of(aggregate_type: str, aggregate_id: str) -> str:
-    """``<aggregate_type>.<aggregate_id>``: the bucket key of an aggregate's data key."""
-    return f"{aggregate_type}.{aggregate_id}"
+    """``<aggregate_type>.<aggregate_id>``: the bucket key of an aggregate's data key; an id the bucket's key names
+    cannot hold (a producer's ``order:42``, non-ASCII, over 128 characters) becomes ``h-`` + 40 hex digits of its
+    SHA-256, so every id maps to one valid key."""
+    if _SAFE_ID.fullmatch(aggregate_id):
+        return f"{aggregate_type}.{aggregate_id}"
+    return f"{aggregate_type}.h-{hashlib.sha256(aggregate_id.encode()).hexdigest()[:40]}"
+
+
+def aggregate_of(key_id: str) -> tuple[str, str]:
+    """``(aggregate_type, id part)`` of a key id (the id part is the hashed form for ids :func:`key_id_of` hashed)."""
+    kind, _, rest = key_id.partition(".")
+    return kind, rest
 
 
 def sealed_header(data: bytes) -> tuple[str, int, int] | None:
-    """``(key_id, generation, header_length)`` of a sealed payload; None when ``data`` is not one (or is cut)."""
+    """``(key_id, generation, header_length)`` of a sealed payload; None when ``data`` is not one: cut, or a key id
+    that is not one :func:`key_id_of` makes for a personal aggregate type (such a payload is unsealable, never a
+    bucket request)."""
     if not data.startswith(MAGIC) or len(data) < 5:
         return None
     end = 5 + data[4]
     if len(data) < end + 8 + 12 + 16:
         return None
-    return data[5:end].decode("ascii", "replace"), int.from_bytes(data[end : end + 8], "big"), end + 8
+    try:
+        key_id = data[5:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    match = _KEY_ID.fullmatch(key_id)
+    if match is None or match.group(1) not in PERSONAL:
+        return None
+    return key_id, int.from_bytes(data[end : end + 8], "big"), end + 8
 
 
 def seal(key_id: str, entry: KeyEntry, plaintext: bytes, cipher: AESGCM | None = None) -> bytes:
@@ -114,6 +146,9 @@ class Keyring:
         self._keys: dict[str, KeyEntry] = {}
         self._ciphers: dict[bytes, AESGCM] = {}
         self._dead: set[tuple[str, int]] = set()
+        self._dead_before: dict[str, int] = {}
+        """Per key id, the time (Unix ms) a forget named it: a generation created at or before it is dead even while
+        the bucket still holds it (the erase follows the forget's event)."""
         self._missing: set[str] = set()
 
     @classmethod
@@ -140,14 +175,18 @@ class Keyring:
             raise SealError(f"payload under key {key_id} fails authentication") from exc
 
     def forget_loaded(self, key_ids: Iterable[str], before_ms: int) -> None:
-        """Drop from memory the generations of these keys created at or before ``before_ms`` (a
-        ``PersonalDataForgotten`` event's time: a later generation is a new life of the aggregate)."""
+        """Treat the generations of these keys created at or before ``before_ms`` as destroyed, loaded or not (a
+        ``PersonalDataForgotten`` event's time, or an erase notice's: a later generation is a new life)."""
         for key_id in key_ids:
+            self._dead_before[key_id] = max(before_ms, self._dead_before.get(key_id, 0))
             entry = self._keys.get(key_id)
             if entry is not None and entry.created_ms <= before_ms:
                 del self._keys[key_id]
                 self._ciphers.pop(entry.key, None)
                 self._dead.add((key_id, entry.created_ms))
+
+    def _condemned(self, key_id: str, entry: KeyEntry) -> bool:
+        return entry.created_ms <= self._dead_before.get(key_id, 0)
 
     def known(self, key_id: str) -> KeyEntry | None:
         return self._keys.get(key_id)
@@ -180,6 +219,9 @@ class Keyring:
             log.error("key_entry_corrupt", key_id=key_id)
             self._missing.add(key_id)
             return None, got.revision
+        if self._condemned(key_id, entry):  # forgotten, its erase not done yet: never used again
+            self._dead.add((key_id, entry.created_ms))
+            return None, got.revision
         old = self._keys.get(key_id)
         if old is not None and old.created_ms != entry.created_ms:
             self._dead.add((key_id, old.created_ms))
@@ -204,20 +246,23 @@ class Keyring:
             if entry is None or entry.created_ms != generation:
                 self._dead.add((key_id, generation))
 
-    async def ensure(self, key_id: str, owner: str) -> KeyEntry | None:
-        """The current key of ``key_id``, created with ``owner`` if there is none. A destroyed key is replaced by a
-        new generation only when ``owner`` is known (a preference learned again after a forget); otherwise None:
-        the caller must not append personal data of a forgotten aggregate. Raises the bucket's errors."""
+    async def ensure(self, key_id: str, owner: str, revive: bool = False) -> KeyEntry | None:
+        """The current key of ``key_id``, created with ``owner`` if the aggregate never had one. A destroyed key is
+        replaced by a new generation only when ``revive`` (an event of an aggregate whose id a user's data derives
+        again: a preference learned anew) and ``owner`` is known; otherwise None: the caller must not append
+        personal data of a forgotten aggregate. Raises the bucket's errors (NATS unreachable, no permission)."""
         entry = self._keys.get(key_id)
         if entry is not None:
             return entry
         entry, marker = await self._load(key_id)
-        if entry is not None or marker is not None and not owner:
+        if entry is not None:
             return entry
-        created = max(int(time.time() * 1000), 1)
+        if marker is not None and not (revive and owner):
+            return None  # destroyed (or condemned, its erase pending)
+        created = max(int(time.time() * 1000), self._dead_before.get(key_id, 0) + 1)
         fresh = KeyEntry(key=AESGCM.generate_key(bit_length=256), owner=owner, created_ms=created)
         assert self.kv is not None
-        try:  # last: only over nothing (or the purge marker we saw): a concurrent creator wins
+        try:  # last: only over nothing (or the marker we saw): a concurrent creator wins
             await self.kv.update(key_id, msgspec.json.encode(fresh), last=marker or 0)
         except KeyWrongLastSequenceError:
             return (await self._load(key_id))[0]
@@ -247,24 +292,65 @@ class Keyring:
             found.append(((msg.subject or "")[len(prefix) :], entry, msg.seq or 0))
 
     async def erase(self, js: JetStreamContext, key_ids: Iterable[str]) -> list[str]:
-        """Destroy these keys: the stored message is overwritten (JetStream's secure delete, not only unindexed), then
-        a purge marker stands in its place. Returns the ids erased (absent ones are skipped)."""
+        """Destroy these keys: a delete marker first (the key reads as gone from then on), then every stored key
+        message of the id is overwritten (JetStream's secure delete, not only unindexed). Idempotent: run again
+        after a crash it finishes what is left. Returns the ids that still had key bytes to overwrite."""
         assert self.kv is not None
         erased = []
         for key_id in key_ids:
-            try:
-                got = await self.kv.get(key_id)
-            except (KeyNotFoundError, KeyDeletedError):
-                continue
-            await js.delete_msg(KEYS_STREAM, got.revision)
-            await self.kv.purge(key_id)
+            subject = f"$KV.{BUCKET}.{key_id}"
+            _, marker = await self._load(key_id)
+            if marker is None:
+                await self.kv.delete(key_id)
+            seq, wiped = 1, False
+            while True:
+                try:
+                    msg = await js.get_msg(KEYS_STREAM, seq=seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                seq = (msg.seq or seq) + 1
+                if (msg.headers or {}).get("KV-Operation") not in ("DEL", "PURGE"):
+                    await js.delete_msg(KEYS_STREAM, msg.seq or 0)
+                    wiped = True
             entry = self._keys.pop(key_id, None)
             if entry is not None:
                 self._ciphers.pop(entry.key, None)
                 self._dead.add((key_id, entry.created_ms))
             self._missing.add(key_id)
-            erased.append(key_id)
+            if wiped:
+                erased.append(key_id)
         return erased
+
+    async def listen(self, nc: NATS) -> None:
+        """Drop keys named by every erase notice (:data:`KEYS_ERASED`, published by the eraser): a process that
+        never decodes the forget's event (an edge, the gateway) stops using them too."""
+
+        async def on_notice(msg: Msg) -> None:
+            try:
+                notice = _notice_decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                log.warning("bad_erase_notice")
+                return
+            self.forget_loaded(notice.key_ids, notice.before_ms)
+
+        await nc.subscribe(KEYS_ERASED, cb=on_notice)
+
+
+class ErasedNotice(msgspec.Struct, frozen=True):
+    """Core NATS :data:`KEYS_ERASED`: ``key_ids`` destroyed; generations created at or before ``before_ms`` (Unix
+    ms) are dead."""
+
+    key_ids: list[str]
+    before_ms: int
+
+
+_notice_decoder = msgspec.json.Decoder(ErasedNotice)
+
+
+async def announce_erased(nc: NATS, key_ids: list[str], before_ms: int) -> None:
+    """Publish an :class:`ErasedNotice` (core NATS, at most once: a process that misses it loads keys afresh at its
+    next start, and the bucket no longer has them)."""
+    await nc.publish(KEYS_ERASED, msgspec.json.encode(ErasedNotice(key_ids, before_ms)))
 
 
 async def ensure_bucket(js: JetStreamContext, replicas: int = 1) -> None:
@@ -283,7 +369,7 @@ async def ensure_bucket(js: JetStreamContext, replicas: int = 1) -> None:
             allow_rollup_hdrs=True,
             deny_delete=False,
             discard=DiscardPolicy.NEW,
-            max_msgs_per_subject=1,
+            max_msgs_per_subject=2,  # a delete marker beside the key until its bytes are overwritten
             num_replicas=replicas,
             storage=StorageType.FILE,
         )
@@ -311,11 +397,12 @@ async def ready(payloads: Iterable[bytes]) -> None:
 
 
 async def start(js: JetStreamContext, seal: bool = True) -> Keyring:
-    """Connect the bucket (made by :func:`hermes_proto.bus.ensure_streams`) and activate it: every service's
-    bootstrap, after the streams exist. ``seal`` False (``HERMES_SEAL_PERSONAL_DATA=false``) still opens sealed
-    events but appends new ones in clear."""
+    """Connect the bucket (made by :func:`hermes_proto.bus.ensure_streams`), listen for erase notices and activate
+    it: every service's bootstrap, after the streams exist. ``seal`` False (``HERMES_SEAL_PERSONAL_DATA=false``)
+    still opens sealed events but appends new ones in clear."""
     keyring = await Keyring.connect(js)
     keyring.sealing = seal
+    await keyring.listen(js._nc)
     activate(keyring)
     return keyring
 

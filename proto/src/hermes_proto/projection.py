@@ -67,7 +67,7 @@ def decode_batch(batch: list[RawMessage]) -> tuple[Decoded, list[Rejected]]:
     for raw in batch:
         seq, subject, data = raw[0], raw[1], raw[2]
         try:
-            decoded.append((seq, decode_event(data)))
+            decoded.append((seq, decode_event(data, subject)))
         except DecodeError as exc:
             if exc.reason != "forgotten":  # a forgotten aggregate's events are skipped, not dead-lettered
                 rejected.append(Rejected(seq, subject, data, exc))
