@@ -107,6 +107,15 @@ async def stored_events(js, subject: str) -> list:
     return [await open_event(m.data) for m in await stored_messages(js, subject)]
 
 
+async def open_command(data: bytes):
+    """Decode one stored command, loading its data key first when it is sealed (:mod:`hermes_proto.keyring`)."""
+    from hermes_proto import keyring
+    from hermes_proto.codec import decode_command
+
+    await keyring.ready((data,))
+    return decode_command(data)
+
+
 async def open_event(data: bytes):
     """Decode one stored event, loading its data key first when it is sealed (:mod:`hermes_proto.keyring`)."""
     from hermes_proto import keyring

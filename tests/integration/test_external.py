@@ -21,7 +21,7 @@ import httpx
 import msgspec
 import pytest
 from aiohttp import web
-from conftest import open_event, wait_until
+from conftest import open_command, open_event, wait_until
 from fakes.loopback import LoopbackServer
 from fakes.sink import Sink, internal_urls
 from nats.js.errors import NotFoundError
@@ -288,7 +288,7 @@ async def tap_submissions(nc) -> tuple[list[SubmitIdea], object]:
     published: list[SubmitIdea] = []
 
     async def record(msg) -> None:
-        published.append(decode_command(msg.data))
+        published.append(await open_command(msg.data))
 
     tap = await nc.subscribe(subjects.command_type_filter(SubmitIdea), cb=record)
     await nc.flush()

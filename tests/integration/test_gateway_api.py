@@ -28,14 +28,14 @@ import httpx
 import msgspec
 import nats
 import pytest
-from conftest import open_event, wait_until
+from conftest import open_command, open_event, wait_until
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from procs import ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from hermes_proto import subjects
+from hermes_proto import keyring, subjects
 from hermes_proto.base import Event
 from hermes_proto.bus import EventStore
 from hermes_proto.codec import decode_command, encode
@@ -386,6 +386,7 @@ class Tap:
         tap = cls(decode)
 
         async def record(msg) -> None:
+            await keyring.ready((msg.data,))  # a sealed command's key, before the synchronous decode
             tap.seen.append((tap.decode(msg.subject, msg.data), msg.headers or {}))
 
         tap.sub = await nc.subscribe(subject, cb=record)
@@ -540,7 +541,7 @@ async def read_commands(js) -> list[tuple[object, dict]]:
     out = []
     for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
         raw = await js.get_msg(subjects.COMMANDS_STREAM, seq)
-        out.append((decode_command(raw.data), raw.headers or {}))
+        out.append((await open_command(raw.data), raw.headers or {}))
     return out
 
 

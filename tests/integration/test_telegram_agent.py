@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import open_command, wait_until
 from fakes.telegram_api import FakeTelegramServer
 from nats.js.errors import NotFoundError
 from procs import ServiceProcess, start_ready
@@ -33,7 +33,7 @@ from hermes_proto.agents import (
     StartAgentRun,
 )
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_command, encode
+from hermes_proto.codec import encode
 from hermes_proto.events import JobFailed, ThreadCompleted, ThreadFailed, ThreadOpened
 from hermes_proto.ids import derived_id, new_id, utcnow
 from hermes_proto.queries import QUERY_THREADS, ThreadListReply, ThreadView
@@ -122,7 +122,7 @@ async def commands(js, command_type: type) -> list:
             raw = await js.get_msg(subjects.COMMANDS_STREAM, seq=seq, subject=subject, next=True)
         except NotFoundError:
             return found
-        found.append(decode_command(raw.data))
+        found.append(await open_command(raw.data))
         seq = raw.seq + 1
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import msgspec
-from conftest import wait_until
+from conftest import open_command, wait_until
 from nats.js.errors import NotFoundError
 from test_telegram_agent import CHAT_A, Bot, bot  # noqa: F401 (the same fixture)
 
 from hermes_proto import schedules as sc
 from hermes_proto import subjects
-from hermes_proto.codec import decode_command, encode
+from hermes_proto.codec import encode
 from hermes_proto.ids import utcnow
 from hermes_proto.schedule_queries import ScheduleQuery, ScheduleReply, SchedulesQuery, SchedulesReply, ScheduleView
 
@@ -27,7 +27,7 @@ async def sent(js, command_type: type) -> list:
             )
         except NotFoundError:
             return found
-        found.append(decode_command(raw.data))
+        found.append(await open_command(raw.data))
         seq = raw.seq + 1
 
 

@@ -7,19 +7,19 @@ with the loopback Bot API (tests/fakes/telegram_api.py), over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import stored_dead_letters, stored_events, wait_until
+from conftest import open_command, stored_dead_letters, stored_events, wait_until
 from fakes.telegram_api import FakeTelegramServer
 from procs import ServiceProcess, service_processes, start_ready
 
 from hermes_proto import subjects
 from hermes_proto.bus import EventStore
-from hermes_proto.codec import decode_command
 from hermes_proto.commands import SubmitIdea
 from hermes_proto.events import ThreadOpened
 from hermes_proto.ids import new_id, utcnow
@@ -126,7 +126,7 @@ async def test_the_orchestrator_dead_letters_an_invisible_idea_from_the_bus(stac
         return found if len(found) == 2 else None
 
     letters = await wait_until(dead, timeout_s=20)
-    by_thread = {decode_command(d.payload.encode()).thread_id: d for d in letters}
+    by_thread = {(await open_command(base64.b64decode(d.payload_b64))).thread_id: d for d in letters}
     assert by_thread[invisible.thread_id].reason == "invalid_idea"
     assert by_thread[invisible.thread_id].detail.startswith("invisible")
     assert by_thread[empty.thread_id].detail.startswith("empty")
