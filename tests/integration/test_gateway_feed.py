@@ -31,6 +31,7 @@ from hermes_proto import subjects
 from hermes_proto.bus import EventStore
 from hermes_proto.events import JobDeferred, ThreadCompleted, ThreadOpened
 from hermes_proto.ids import new_id, utcnow
+from hermes_proto.keyring import KEYS_STREAM
 
 
 def opened(thread_id: str) -> ThreadOpened:
@@ -57,10 +58,14 @@ def completed(thread_id: str) -> ThreadCompleted:
 
 
 async def js_api_tap(nc) -> dict[str, int]:  # noqa: ANN001 (a nats client)
-    """Counts of JetStream API requests by kind (``CONSUMER.CREATE``, ``STREAM.INFO``, ``STREAM.MSG``...) from now."""
+    """Counts of JetStream API requests by kind (``CONSUMER.CREATE``, ``STREAM.INFO``, ``STREAM.MSG``...) from now;
+    not the data keys' loads (one direct get per thread and process, :mod:`hermes_proto.keyring`), which the
+    live views do not cause."""
     counts: dict[str, int] = {}
 
     async def count(msg) -> None:  # noqa: ANN001
+        if KEYS_STREAM in msg.subject:
+            return
         kind = ".".join(msg.subject.split(".")[2:4])
         counts[kind] = counts.get(kind, 0) + 1
 
